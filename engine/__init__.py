@@ -1,0 +1,75 @@
+"""arrowline's engine: define, validate, plan and run Arrow pipelines, and open their state.
+
+    import engine
+    project = engine.open("examples/quickstart")
+    project.table("orders_enriched").head(5).collect()
+
+Names are imported on first use, so `import engine` stays cheap and has no side effects.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+if TYPE_CHECKING:
+    from engine.api import Pipeline, RunResult, load, plan, run, validate
+    from engine.definition import Definition
+    from engine.errors import ArrowlineError
+    from engine.notebook import Project, open
+    from engine.planner import Plan
+    from engine.spec import PipelineSpec, TaskSpec
+    from transforms.udf import udf
+
+__all__ = [
+    "ArrowlineError",
+    "Definition",
+    "Pipeline",
+    "PipelineSpec",
+    "Plan",
+    "Project",
+    "RunResult",
+    "TaskSpec",
+    "load",
+    "open",
+    "plan",
+    "run",
+    "udf",
+    "validate",
+]
+
+_EXPORTS = {
+    "ArrowlineError": "engine.errors",
+    "Definition": "engine.definition",
+    "Pipeline": "engine.api",
+    "PipelineSpec": "engine.spec",
+    "Plan": "engine.planner",
+    "Project": "engine.notebook",
+    "RunResult": "engine.api",
+    "TaskSpec": "engine.spec",
+    "load": "engine.api",
+    "open": "engine.notebook",
+    "plan": "engine.api",
+    "run": "engine.api",
+    "udf": "transforms.udf",
+    "validate": "engine.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+# A library does not log until its user says so (loguru's convention); the CLI enables it.
+logger.disable("engine")

@@ -1,0 +1,5 @@
+"""`python -m engine` is the `arrowline` command."""
+
+from engine.cli import main
+
+main()

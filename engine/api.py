@@ -1,0 +1,328 @@
+"""The Python API: build, validate, plan and run pipelines from a script or a notebook.
+
+    import polars as pl
+    from engine import Pipeline
+
+    p = Pipeline("orders", params={"min_amount": 10})
+    p.extract("orders", path="data/orders.csv")
+    p.sql("big", "select * from orders where amount >= {{ params.min_amount | sql_literal }}")
+
+    @p.udf("scored", input="big")
+    def score():
+        return {"score": pl.col("amount") / 100}
+
+    p.load("publish", input="scored", to="duckdb", path="out/warehouse.duckdb", table="orders")
+    result = p.run()
+
+A Python pipeline builds the same `PipelineSpec` as a YAML file and goes through the same
+validation, planning and execution.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from engine.catalog import Catalog, CatalogReader
+from engine.definition import Definition
+from engine.errors import PipelineInvalid
+from engine.executor import ExecutionSettings, Executor, RunEvent, RunResult
+from engine.planner import Plan, build_plan
+from engine.problems import Problem
+from engine.spec import PipelineSpec
+from engine.tasks import TaskRunner, run_task
+from engine.validation import check_definition, load_definition, structural_check
+from engine.workspace import STATE_DIR
+
+__all__ = [
+    "Pipeline",
+    "RunResult",
+    "execute",
+    "find_project_dir",
+    "load",
+    "plan",
+    "run",
+    "validate",
+]
+
+
+def find_project_dir(
+    explicit: str | os.PathLike[str] | None = None, start: Path | None = None
+) -> Path:
+    """Where `.arrowline/` lives: the explicit directory, $ARROWLINE_PROJECT_DIR, the nearest
+    ancestor of the working directory that already has one, or the working directory."""
+    if explicit is not None:
+        return Path(explicit).resolve()
+    from_env = os.environ.get("ARROWLINE_PROJECT_DIR")
+    if from_env:
+        return Path(from_env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / STATE_DIR).is_dir():
+            return candidate
+    return here
+
+
+class Pipeline:
+    """Build a pipeline in Python. Every method adds one task and returns its id."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        schedule: str | None = None,
+        timezone: str = "UTC",
+        defaults: Mapping[str, Any] | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.base_dir = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
+        self._header: dict[str, Any] = {"pipeline": name, "timezone": timezone}
+        if params:
+            self._header["params"] = dict(params)
+        if description:
+            self._header["description"] = description
+        if schedule:
+            self._header["schedule"] = schedule
+        if defaults:
+            self._header["defaults"] = dict(defaults)
+        self._tasks: list[dict[str, Any]] = []
+
+    def _add(self, task_id: str, kind: str, config: Any, common: Mapping[str, Any]) -> str:
+        task = {"id": task_id, kind: config}
+        task.update({key: value for key, value in common.items() if value is not None})
+        self._tasks.append(task)
+        return task_id
+
+    def extract(
+        self,
+        task_id: str,
+        source: str = "files",
+        *,
+        depends_on: Sequence[str] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        timeout: str | float | None = None,
+        **config: Any,
+    ) -> str:
+        """`p.extract("o", path="data/*.csv")`, `p.extract("c", "duckdb", path=..., table=...)`."""
+        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+        return self._add(task_id, "extract", {"from": source, **config}, common)
+
+    def sql(
+        self,
+        task_id: str,
+        query: str,
+        *,
+        depends_on: Sequence[str] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        timeout: str | float | None = None,
+    ) -> str:
+        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+        return self._add(task_id, "sql", {"query": query}, common)
+
+    def udf(
+        self,
+        task_id: str,
+        *,
+        input: str,
+        function: str | Callable[..., Any] | None = None,
+        args: Mapping[str, Any] | None = None,
+        mode: str = "auto",
+        output: str = "with_columns",
+        depends_on: Sequence[str] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        timeout: str | float | None = None,
+    ) -> Any:
+        """Add a UDF task; without `function`, decorate the function that follows."""
+        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+
+        def add(fn: str | Callable[..., Any]) -> Any:
+            config = {
+                "input": input,
+                "function": fn,
+                "args": dict(args or {}),
+                "mode": mode,
+                "output": output,
+            }
+            self._add(task_id, "udf", config, common)
+            return fn
+
+        if function is None:
+            return add
+        add(function)
+        return task_id
+
+    def validate(
+        self,
+        task_id: str,
+        *,
+        input: str,
+        schema: Any,
+        on_fail: str = "fail",
+        depends_on: Sequence[str] | None = None,
+        **config: Any,
+    ) -> str:
+        """`schema` is a pandera DataFrameModel or DataFrameSchema, a reference, or a mapping."""
+        settings = {"input": input, "schema": schema, "on_fail": on_fail, **config}
+        return self._add(task_id, "validate", settings, {"depends_on": depends_on})
+
+    def load(
+        self,
+        task_id: str,
+        *,
+        input: str,
+        to: str,
+        depends_on: Sequence[str] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        timeout: str | float | None = None,
+        **config: Any,
+    ) -> str:
+        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+        return self._add(task_id, "load", {"input": input, "to": to, **config}, common)
+
+    @property
+    def definition(self) -> Definition:
+        """The validated definition; raises PipelineInvalid listing every problem."""
+        data = {**self._header, "tasks": self._tasks}
+        spec, problems, ids = structural_check(data, None, "<python>")
+        if spec is None or any(p.severity == "error" for p in problems):
+            raise PipelineInvalid(problems)
+        definition = Definition(spec, self.base_dir, None, None, ids)
+        semantic = check_definition(definition)
+        if any(p.severity == "error" for p in semantic):
+            raise PipelineInvalid(semantic)
+        return definition
+
+    @property
+    def spec(self) -> PipelineSpec:
+        return self.definition.spec
+
+    def plan(self, **kwargs: Any) -> Plan:
+        return plan(self, **kwargs)
+
+    def run(self, **kwargs: Any) -> RunResult:
+        return run(self, **kwargs)
+
+
+def load(path: str | os.PathLike[str]) -> Definition:
+    """Read and validate a pipeline file; raises PipelineInvalid listing every problem."""
+    return load_definition(Path(path))
+
+
+def _definition(pipeline: Any) -> Definition:
+    if isinstance(pipeline, Definition):
+        return pipeline
+    if isinstance(pipeline, Pipeline):
+        return pipeline.definition
+    return load(pipeline)
+
+
+def validate(pipeline: Any) -> list[Problem]:
+    """Validate and return the warnings; raises PipelineInvalid when there are errors."""
+    if isinstance(pipeline, Pipeline | Definition):
+        definition = _definition(pipeline)
+        return [p for p in check_definition(definition) if p.severity == "warning"]
+    from engine.validation import check_file
+
+    definition_or_none, problems = check_file(Path(pipeline))
+    if definition_or_none is None:
+        raise PipelineInvalid(problems)
+    return problems
+
+
+def plan(
+    pipeline: Any,
+    *,
+    params: Mapping[str, Any] | None = None,
+    select: Sequence[str] | None = None,
+    project_dir: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
+    full_refresh: bool = False,
+) -> Plan:
+    """The plan `run` would execute, without running anything."""
+    definition = _definition(pipeline)
+    project = find_project_dir(project_dir)
+    catalog_path = project / STATE_DIR / "catalog.db"
+    reader = CatalogReader(catalog_path) if select and catalog_path.exists() else None
+    try:
+        return build_plan(
+            definition,
+            params=params,
+            select=select,
+            catalog=reader,
+            run_id=run_id,
+            full_refresh=full_refresh,
+        )
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def execute(
+    the_plan: Plan,
+    *,
+    project_dir: str | os.PathLike[str] | None = None,
+    max_parallel: int | None = None,
+    settings: ExecutionSettings | None = None,
+    runner: TaskRunner = run_task,
+    listener: Callable[[RunEvent], None] | None = None,
+    on_executor: Callable[[Executor], None] | None = None,
+) -> RunResult:
+    """Run exactly `the_plan` (from `plan`); returns the result, it does not raise on failure."""
+    project = find_project_dir(project_dir)
+    settings = settings or ExecutionSettings()
+    if max_parallel is not None:
+        settings = replace(settings, max_parallel=max_parallel)
+    if settings.duckdb.temp_directory is None:
+        temp = project / STATE_DIR / "tmp"
+        settings = replace(settings, duckdb=replace(settings.duckdb, temp_directory=temp))
+    from engine.connections import resolve_plan_connections
+
+    connections = resolve_plan_connections(the_plan)
+    catalog = Catalog(project / STATE_DIR / "catalog.db")
+    try:
+        executor = Executor(
+            the_plan,
+            project,
+            catalog=catalog,
+            settings=settings,
+            runner=runner,
+            listener=listener,
+            connections=connections,
+        )
+        if on_executor is not None:
+            on_executor(executor)
+        return executor.run()
+    finally:
+        catalog.close()
+
+
+def run(
+    pipeline: Any,
+    *,
+    params: Mapping[str, Any] | None = None,
+    select: Sequence[str] | None = None,
+    project_dir: str | os.PathLike[str] | None = None,
+    max_parallel: int | None = None,
+    settings: ExecutionSettings | None = None,
+    runner: TaskRunner = run_task,
+    listener: Callable[[RunEvent], None] | None = None,
+    full_refresh: bool = False,
+) -> RunResult:
+    """Validate, plan and run a pipeline; returns the result (it does not raise on task failure)."""
+    the_plan = plan(
+        pipeline, params=params, select=select, project_dir=project_dir, full_refresh=full_refresh
+    )
+    return execute(
+        the_plan,
+        project_dir=project_dir,
+        max_parallel=max_parallel,
+        settings=settings,
+        runner=runner,
+        listener=listener,
+    )

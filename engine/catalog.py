@@ -1,0 +1,630 @@
+"""The catalog: runs, task runs, every state transition, row counts, bytes, durations, schemas.
+
+Embedded in SQLite (WAL) at `.arrowline/catalog.db`. Readers (notebooks, `arrowline runs`, the
+planner) open it read-only and never block a running pipeline; the executor is the one writer
+per run and commits every transition as it happens, so a crash loses at most the transition in
+flight. `CatalogReader` is the read side; `Catalog` adds the writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from engine.errors import StateError
+from engine.states import RunState, TaskState, check_run_transition, check_task_transition
+
+__all__ = [
+    "CATALOG_FILE",
+    "AuditRow",
+    "Catalog",
+    "CatalogReader",
+    "RunRow",
+    "TaskRunRow",
+    "TransitionRow",
+    "WatermarkRow",
+]
+
+CATALOG_FILE = "catalog.db"
+SCHEMA_VERSION = 2
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # version reached -> statements that reach it from the one before
+    2: ("alter table task_runs add column details text",),
+}
+
+_SCHEMA = """
+create table if not exists meta (key text primary key, value text not null);
+create table if not exists runs (
+    run_id text primary key,
+    pipeline text not null,
+    pipeline_version text not null,
+    pipeline_file text,
+    state text not null,
+    params text not null,
+    logical_date text not null,
+    selected text,
+    created_at text not null,
+    started_at text,
+    ended_at text,
+    error text,
+    pid integer,
+    host text,
+    heartbeat_at text
+);
+create index if not exists runs_by_pipeline on runs (pipeline, created_at);
+create table if not exists task_runs (
+    run_id text not null references runs (run_id),
+    task_id text not null,
+    kind text not null,
+    state text not null,
+    level integer not null default 0,
+    attempts integer not null default 0,
+    fingerprint text,
+    started_at text,
+    ended_at text,
+    duration_s real,
+    rows_in integer,
+    rows_out integer,
+    rows_rejected integer,
+    bytes_out integer,
+    output_path text,
+    output_schema text,
+    target text,
+    error text,
+    error_kind text,
+    error_transient integer,
+    details text,
+    primary key (run_id, task_id)
+);
+create index if not exists task_runs_success on task_runs (task_id, state, ended_at);
+create table if not exists reused (
+    run_id text not null references runs (run_id),
+    task_id text not null,
+    from_run_id text not null,
+    primary key (run_id, task_id)
+);
+create table if not exists transitions (
+    id integer primary key autoincrement,
+    run_id text not null,
+    task_id text,
+    from_state text,
+    to_state text not null,
+    at text not null,
+    event text not null,
+    attempt integer,
+    error text
+);
+create index if not exists transitions_by_run on transitions (run_id, id);
+create table if not exists watermarks (
+    pipeline text not null,
+    task_id text not null,
+    sink_id text not null,
+    value text not null,
+    run_id text,
+    updated_at text not null,
+    primary key (pipeline, task_id, sink_id)
+);
+create table if not exists watermark_audit (
+    id integer primary key autoincrement,
+    pipeline text not null,
+    task_id text not null,
+    sink_id text not null,
+    action text not null,
+    old_value text,
+    new_value text,
+    run_id text,
+    actor text not null,
+    at text not null
+);
+"""
+
+
+_TASK_FIELDS = frozenset(
+    {
+        "details",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "attempts",
+        "rows_in",
+        "rows_out",
+        "rows_rejected",
+        "bytes_out",
+        "output_path",
+        "output_schema",
+        "target",
+        "error",
+        "error_kind",
+        "error_transient",
+    }
+)
+
+
+def now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    pipeline: str
+    pipeline_version: str
+    pipeline_file: str | None
+    state: RunState
+    params: dict[str, Any]
+    logical_date: str
+    selected: list[str] | None
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    error: str | None
+    pid: int | None
+    host: str | None
+    heartbeat_at: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if not self.started_at or not self.ended_at:
+            return None
+        return (
+            datetime.fromisoformat(self.ended_at) - datetime.fromisoformat(self.started_at)
+        ).total_seconds()
+
+
+@dataclass(frozen=True)
+class TaskRunRow:
+    run_id: str
+    task_id: str
+    kind: str
+    state: TaskState
+    level: int
+    attempts: int
+    fingerprint: str | None
+    started_at: str | None
+    ended_at: str | None
+    duration_s: float | None
+    rows_in: int | None
+    rows_out: int | None
+    rows_rejected: int | None
+    bytes_out: int | None
+    output_path: str | None
+    output_schema: list[dict[str, str]] | None
+    target: str | None
+    error: str | None
+    error_kind: str | None
+    error_transient: bool | None
+    details: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class WatermarkRow:
+    pipeline: str
+    task_id: str
+    sink_id: str
+    """The load task that committed it; '' for an extract that no load consumes."""
+    value: str
+    run_id: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    pipeline: str
+    task_id: str
+    sink_id: str
+    action: str
+    old_value: str | None
+    new_value: str | None
+    run_id: str | None
+    actor: str
+    at: str
+
+
+@dataclass(frozen=True)
+class TransitionRow:
+    id: int
+    run_id: str
+    task_id: str | None
+    from_state: str | None
+    to_state: str
+    at: str
+    event: str
+    attempt: int | None
+    error: str | None
+
+
+def _run_row(row: sqlite3.Row) -> RunRow:
+    values = dict(row)
+    return RunRow(
+        **values
+        | {
+            "state": RunState(values["state"]),
+            "params": json.loads(values["params"]),
+            "selected": json.loads(values["selected"]) if values["selected"] else None,
+        }
+    )
+
+
+def _task_row(row: sqlite3.Row) -> TaskRunRow:
+    values = {key: row[key] for key in TaskRunRow.__dataclass_fields__}
+    transient = values["error_transient"]
+    return TaskRunRow(
+        **values
+        | {
+            "state": TaskState(values["state"]),
+            "output_schema": json.loads(values["output_schema"])
+            if values["output_schema"]
+            else None,
+            "details": json.loads(values["details"]) if values["details"] else None,
+            "error_transient": None if transient is None else bool(transient),
+        }
+    )
+
+
+class CatalogReader:
+    """Read-only access; safe while another process runs a pipeline."""
+
+    def __init__(self, path: Path, *, _writable: bool = False) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        if _writable:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        else:
+            if not path.exists():
+                raise StateError(
+                    f"no arrowline catalog at {path}",
+                    hint="run a pipeline first; the catalog is created by the first run",
+                )
+            connection = sqlite3.connect(
+                f"file:{path}?mode=ro",
+                uri=True,
+                timeout=30,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        connection.row_factory = sqlite3.Row
+        connection.execute("pragma busy_timeout = 30000")
+        self._connection = connection
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._connection.execute(sql, parameters).fetchall()
+
+    def runs(self, pipeline: str | None = None, limit: int = 50) -> list[RunRow]:
+        """Most recent first."""
+        if pipeline is None:
+            rows = self._query("select * from runs order by created_at desc limit ?", (limit,))
+        else:
+            rows = self._query(
+                "select * from runs where pipeline = ? order by created_at desc limit ?",
+                (pipeline, limit),
+            )
+        return [_run_row(row) for row in rows]
+
+    def run(self, run_id: str) -> RunRow:
+        """A run by id or unambiguous prefix, or 'last' for the most recent."""
+        if run_id == "last":
+            rows = self._query("select * from runs order by created_at desc limit 1")
+        else:
+            rows = self._query(
+                "select * from runs where run_id like ? escape '\\' "
+                "order by created_at desc limit 2",
+                (run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            )
+        if not rows:
+            raise StateError(
+                f"no run {run_id!r} in the catalog", hint="`arrowline runs` lists runs"
+            )
+        if len(rows) > 1 and rows[0]["run_id"] != run_id:
+            raise StateError(f"run id prefix {run_id!r} is ambiguous; give more characters")
+        return _run_row(rows[0])
+
+    def task_runs(self, run_id: str) -> list[TaskRunRow]:
+        rows = self._query(
+            "select * from task_runs where run_id = ? order by level, rowid", (run_id,)
+        )
+        return [_task_row(row) for row in rows]
+
+    def task_run(self, run_id: str, task_id: str) -> TaskRunRow | None:
+        rows = self._query(
+            "select * from task_runs where run_id = ? and task_id = ?", (run_id, task_id)
+        )
+        return _task_row(rows[0]) if rows else None
+
+    def reused(self, run_id: str) -> dict[str, str]:
+        rows = self._query("select task_id, from_run_id from reused where run_id = ?", (run_id,))
+        return {row["task_id"]: row["from_run_id"] for row in rows}
+
+    def transitions(self, run_id: str, task_id: str | None = None) -> list[TransitionRow]:
+        if task_id is None:
+            rows = self._query("select * from transitions where run_id = ? order by id", (run_id,))
+        else:
+            rows = self._query(
+                "select * from transitions where run_id = ? and task_id = ? order by id",
+                (run_id, task_id),
+            )
+        return [TransitionRow(**dict(row)) for row in rows]
+
+    def latest_output(self, pipeline: str, task_id: str) -> TaskRunRow | None:
+        """The newest successful output of a task, or None."""
+        rows = self._query(
+            "select t.* from task_runs t join runs r using (run_id) "
+            "where r.pipeline = ? and t.task_id = ? and t.state = 'SUCCESS' "
+            "and t.output_path is not null order by t.ended_at desc limit 1",
+            (pipeline, task_id),
+        )
+        return _task_row(rows[0]) if rows else None
+
+    def latest_outputs(self, pipeline: str) -> dict[str, TaskRunRow]:
+        """The newest successful output of every task of a pipeline."""
+        rows = self._query(
+            "select * from (select t.*, row_number() over (partition by t.task_id "
+            "order by t.ended_at desc) as newest from task_runs t join runs r using (run_id) "
+            "where r.pipeline = ? and t.state = 'SUCCESS' and t.output_path is not null) "
+            "where newest = 1 order by task_id",
+            (pipeline,),
+        )
+        return {row["task_id"]: _task_row(row) for row in rows}
+
+    def watermarks(self, pipeline: str, task_id: str | None = None) -> list[WatermarkRow]:
+        if task_id is None:
+            rows = self._query(
+                "select * from watermarks where pipeline = ? order by task_id, sink_id", (pipeline,)
+            )
+        else:
+            rows = self._query(
+                "select * from watermarks where pipeline = ? and task_id = ? order by sink_id",
+                (pipeline, task_id),
+            )
+        return [WatermarkRow(**dict(row)) for row in rows]
+
+    def watermark_audit(self, pipeline: str, task_id: str | None = None) -> list[AuditRow]:
+        rows = self._query(
+            "select * from watermark_audit where pipeline = ? and (? is null or task_id = ?) "
+            "order by id",
+            (pipeline, task_id, task_id),
+        )
+        return [AuditRow(**dict(row)) for row in rows]
+
+    def pipelines(self) -> list[str]:
+        return [row[0] for row in self._query("select distinct pipeline from runs order by 1")]
+
+
+class Catalog(CatalogReader):
+    """The writing side, used by the executor."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, _writable=True)
+        with self._lock:
+            connection = self._connection
+            connection.execute("pragma journal_mode = wal")
+            connection.execute("pragma synchronous = normal")
+            fresh = not connection.execute(
+                "select 1 from sqlite_master where name = 'task_runs'"
+            ).fetchone()
+            connection.executescript(_SCHEMA)
+            if fresh:
+                connection.execute(
+                    "insert or replace into meta (key, value) values ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a catalog written by an older arrowline up to SCHEMA_VERSION."""
+        connection = self._connection
+        row = connection.execute("select value from meta where key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            connection.execute("begin immediate")
+            for statement in _MIGRATIONS[target]:
+                connection.execute(statement)
+            connection.execute(
+                "insert or replace into meta (key, value) values ('schema_version', ?)",
+                (str(target),),
+            )
+            connection.execute("commit")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            connection = self._connection
+            connection.execute("begin immediate")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("rollback")
+                raise
+            connection.execute("commit")
+
+    def create_run(
+        self,
+        run_id: str,
+        pipeline: str,
+        pipeline_version: str,
+        pipeline_file: str | None,
+        params: dict[str, Any],
+        logical_date: str,
+        selected: list[str] | None,
+        tasks: Sequence[tuple[str, str, int, str]],
+        reused: dict[str, str],
+    ) -> None:
+        """A run and its tasks, all PENDING; `tasks` are (id, kind, level, fingerprint)."""
+        at = now_text()
+        with self._transaction() as connection:
+            connection.execute(
+                "insert into runs (run_id, pipeline, pipeline_version, pipeline_file, state, "
+                "params, logical_date, selected, created_at, pid, host) "
+                "values (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    pipeline,
+                    pipeline_version,
+                    pipeline_file,
+                    json.dumps(params, default=str, sort_keys=True),
+                    logical_date,
+                    json.dumps(selected) if selected else None,
+                    at,
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
+            )
+            connection.executemany(
+                "insert into task_runs (run_id, task_id, kind, state, level, fingerprint) "
+                "values (?, ?, ?, 'PENDING', ?, ?)",
+                [(run_id, task_id, kind, level, fp) for task_id, kind, level, fp in tasks],
+            )
+            connection.executemany(
+                "insert into reused (run_id, task_id, from_run_id) values (?, ?, ?)",
+                [(run_id, task_id, source) for task_id, source in reused.items()],
+            )
+            connection.execute(
+                "insert into transitions (run_id, to_state, at, event) "
+                "values (?, 'PENDING', ?, 'created')",
+                (run_id, at),
+            )
+
+    def transition_run(
+        self, run_id: str, target: RunState, event: str, error: str | None = None
+    ) -> None:
+        at = now_text()
+        with self._transaction() as connection:
+            row = connection.execute(
+                "select state from runs where run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise StateError(f"no run {run_id!r}")
+            current = RunState(row["state"])
+            check_run_transition(run_id, current, target)
+            stamp = "started_at" if target is RunState.RUNNING else "ended_at"
+            connection.execute(
+                f"update runs set state = ?, {stamp} = ?, heartbeat_at = ?, "
+                "error = coalesce(?, error) "
+                "where run_id = ?",
+                (target.value, at, at, error, run_id),
+            )
+            connection.execute(
+                "insert into transitions (run_id, from_state, to_state, at, event, error) "
+                "values (?, ?, ?, ?, ?, ?)",
+                (run_id, current.value, target.value, at, event, error),
+            )
+
+    def transition_task(
+        self,
+        run_id: str,
+        task_id: str,
+        target: TaskState,
+        event: str,
+        *,
+        attempt: int | None = None,
+        error: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Move a task to `target`, checked against the state machine, with optional metrics."""
+        at = now_text()
+        updates = dict(fields or {})
+        if target is TaskState.RUNNING:
+            updates.setdefault("started_at", at)
+        if target.terminal:
+            updates.setdefault("ended_at", at)
+        if attempt is not None:
+            updates["attempts"] = attempt
+        if error is not None:
+            updates["error"] = error
+        unknown = set(updates) - _TASK_FIELDS
+        if unknown:
+            raise StateError(f"unknown task run fields {sorted(unknown)}")
+        with self._transaction() as connection:
+            row = connection.execute(
+                "select state from task_runs where run_id = ? and task_id = ?", (run_id, task_id)
+            ).fetchone()
+            if row is None:
+                raise StateError(f"run {run_id} has no task {task_id!r}")
+            current = TaskState(row["state"])
+            check_task_transition(task_id, current, target)
+            assignments = ", ".join(f"{column} = ?" for column in ["state", *updates])
+            connection.execute(
+                f"update task_runs set {assignments} where run_id = ? and task_id = ?",
+                (target.value, *updates.values(), run_id, task_id),
+            )
+            connection.execute(
+                "insert into transitions "
+                "(run_id, task_id, from_state, to_state, at, event, attempt, error) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, task_id, current.value, target.value, at, event, attempt, error),
+            )
+
+    def set_watermark(
+        self,
+        pipeline: str,
+        task_id: str,
+        sink_id: str,
+        value: str | None,
+        *,
+        action: str,
+        run_id: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Store (or with None, delete) a watermark, with an audit row, in one transaction."""
+        at = now_text()
+        who = actor or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
+        with self._transaction() as connection:
+            row = connection.execute(
+                "select value from watermarks where pipeline = ? and task_id = ? and sink_id = ?",
+                (pipeline, task_id, sink_id),
+            ).fetchone()
+            old = row["value"] if row else None
+            if old == value:
+                return
+            if value is None:
+                connection.execute(
+                    "delete from watermarks where pipeline = ? and task_id = ? and sink_id = ?",
+                    (pipeline, task_id, sink_id),
+                )
+            else:
+                connection.execute(
+                    "insert into watermarks "
+                    "(pipeline, task_id, sink_id, value, run_id, updated_at) "
+                    "values (?, ?, ?, ?, ?, ?) on conflict (pipeline, task_id, sink_id) do update "
+                    "set value = excluded.value, run_id = excluded.run_id, "
+                    "updated_at = excluded.updated_at",
+                    (pipeline, task_id, sink_id, value, run_id, at),
+                )
+            connection.execute(
+                "insert into watermark_audit (pipeline, task_id, sink_id, action, old_value, "
+                "new_value, run_id, actor, at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pipeline, task_id, sink_id, action, old, value, run_id, who, at),
+            )
+
+    def heartbeat(self, run_id: str) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "update runs set heartbeat_at = ? where run_id = ?", (now_text(), run_id)
+            )
+
+
+def open_catalog(state_dir: Path) -> Catalog:
+    return Catalog(state_dir / CATALOG_FILE)

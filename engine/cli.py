@@ -1,0 +1,721 @@
+"""The `arrowline` command.
+
+Exit codes: 0 success; 1 the run failed (a task failed); 2 the pipeline, a parameter or the
+command line is invalid; 130 the run was cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from engine.errors import (
+    ArrowlineError,
+    DefinitionError,
+    ParameterError,
+    PipelineInvalid,
+    SelectionError,
+    StateError,
+)
+from engine.problems import Problem
+
+if TYPE_CHECKING:
+    from engine.executor import Executor
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or captured output: rich would assume 80 columns and cut the tables short.
+        console = Console(stderr=stderr, width=160)
+    return console
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+
+def _fail(message: str, hint: str | None = None, code: int = EXIT_INVALID) -> NoReturn:
+    err.print(Text.assemble(("error: ", "bold red"), message))
+    if hint:
+        err.print(Text.assemble(("hint: ", "yellow"), hint))
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn arrowline errors into a message and an exit code; anything else is a bug."""
+    try:
+        yield
+    except PipelineInvalid as exc:
+        _print_problems(exc.problems)
+        sys.exit(EXIT_INVALID)
+    except (DefinitionError, ParameterError, SelectionError) as exc:
+        where = exc.where()
+        _fail(f"{where}: {exc.message}" if where else exc.message, exc.hint)
+    except StateError as exc:
+        _fail(exc.message, exc.hint, EXIT_FAILED)
+    except ArrowlineError as exc:
+        where = exc.where()
+        _fail(f"{where}: {exc.message}" if where else exc.message, exc.hint, EXIT_FAILED)
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        style = "bold red" if problem.severity == "error" else "yellow"
+        task = f" [task {problem.task_id}]" if problem.task_id else ""
+        err.print(
+            Text.assemble(
+                (f"{problem.location()}: ", "bold"),
+                (problem.severity, style),
+                f"{task}: {problem.message} ",
+                (f"({problem.code})", "dim"),
+            )
+        )
+        if problem.hint:
+            err.print(Text(f"    hint: {problem.hint}", style="dim"))
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    if errors:
+        err.print(
+            Text(
+                f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}",
+                style="bold red",
+            )
+        )
+
+
+def _cancel_on_signals(holder: list[Executor]) -> None:
+    """Ctrl-C and SIGTERM (what `kill`, systemd and schedulers send) cancel the run: running
+    tasks are stopped, nothing partial is published, the run ends CANCELLED. The handler only
+    asks the executor to stop, so the signal cannot land half-way through a catalog write; a
+    second signal, or one before the run has started, stops at once."""
+
+    def handle(signum: int, frame: object) -> None:
+        executor = holder[0] if holder else None
+        if executor is None or executor.cancel_requested:
+            raise KeyboardInterrupt
+        err.print(
+            Text(
+                "cancelling: stopping running tasks (press Ctrl-C again to quit now)",
+                style="yellow",
+            )
+        )
+        executor.cancel()
+
+    signal.signal(signal.SIGTERM, handle)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # nohup and `&` mean: ignore it
+        signal.signal(signal.SIGINT, handle)
+
+
+def _params(values: tuple[str, ...]) -> dict[str, str]:
+    from engine.params import parse_assignments
+
+    return parse_assignments(values)
+
+
+pipeline_argument = click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+param_option = click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a parameter for this run (repeatable).",
+)
+project_option = click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding .arrowline/ (default: $ARROWLINE_PROJECT_DIR, else the nearest folder "
+    "up from here that has one, else here).",
+)
+
+
+def select_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option("--select", "-s", multiple=True, metavar="TASK[+]", help=help_text)
+
+
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+def _logging(log_format: str, log_level: str, console: Console | None) -> None:
+    from engine.logs import configure_logging
+
+    if console is not None and log_format == "text":
+        # Through the live display's console, so log lines print above the progress table.
+        configure_logging(
+            "text", log_level, lambda message: console.print(Text.from_ansi(message.rstrip("\n")))
+        )
+    else:
+        configure_logging(log_format, log_level)  # type: ignore[arg-type]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="arrowline", prog_name="arrowline")
+def main() -> None:
+    """arrowline: Arrow-native batch pipelines (DuckDB SQL, Polars UDFs, Pandera checks)."""
+
+
+@main.command()
+@click.argument(
+    "pipelines", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+@format_option
+def validate(pipelines: tuple[Path, ...], fmt: str) -> None:
+    """Check pipeline files; report every problem with file:line. Exit 2 when any is invalid."""
+    from engine.validation import check_file
+
+    everything: list[Problem] = []
+    invalid = False
+    for path in pipelines:
+        definition, problems = check_file(path)
+        everything += problems
+        if definition is None:
+            invalid = True
+        elif fmt == "text":
+            warnings = len(problems)
+            note = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
+            out.print(
+                Text.assemble(
+                    (f"{path}", "bold"), ": valid, ", f"{len(definition.spec.tasks)} tasks{note}"
+                )
+            )
+    if fmt == "json":
+        out.print_json(
+            json.dumps({"valid": not invalid, "problems": [p.to_dict() for p in everything]})
+        )
+    else:
+        _print_problems(everything)
+    sys.exit(EXIT_INVALID if invalid else EXIT_OK)
+
+
+@main.command()
+@pipeline_argument
+@param_option
+@select_option("Plan only these tasks (and what they need); TASK+ adds everything downstream.")
+@project_option
+@format_option
+def plan(
+    pipeline: Path,
+    params: tuple[str, ...],
+    select: tuple[str, ...],
+    project_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Show what a run would do: tasks in order with inputs, outputs, levels and reuse."""
+    from engine import api
+
+    with _errors():
+        the_plan = api.plan(
+            pipeline, params=_params(params), select=select or None, project_dir=project_dir
+        )
+    if fmt == "json":
+        out.print_json(json.dumps(the_plan.to_dict(), default=str))
+        return
+    table = Table(
+        title=f"plan for {the_plan.pipeline} (version {the_plan.pipeline_version})",
+        title_justify="left",
+    )
+    for column in ("level", "task", "kind", "action", "inputs", "depends on", "output"):
+        table.add_column(column)
+    for task in the_plan.tasks:
+        extra = [d for d in task.upstream if d not in task.inputs]
+        action = f"reuse {task.reuse_run}" if task.action == "reuse" else "run"
+        table.add_row(
+            str(task.level),
+            task.id,
+            task.kind.value,
+            action,
+            ", ".join(task.inputs),
+            ", ".join(extra),
+            task.describe_output(),
+        )
+    out.print(table)
+    if the_plan.params:
+        shown = ", ".join(f"{k}={v!r}" for k, v in the_plan.params.items())
+        out.print(Text(f"params: {shown}", style="dim"))
+
+
+@main.command()
+@pipeline_argument
+def check(pipeline: Path) -> None:
+    """Try every connection of a pipeline and report each one. Exit 1 if any fails."""
+    from engine import api
+    from engine.connections import check_connections
+
+    with _errors():
+        definition = api.load(pipeline)
+        results = check_connections(definition)
+    if not results:
+        out.print(f"{definition.name} declares no connections")
+        return
+    table = Table()
+    for column in ("connection", "target", "result", "latency"):
+        table.add_column(column)
+    for result in results:
+        verdict = (
+            Text("ok ", style="green") + result.detail
+            if result.ok
+            else Text(result.detail, style="red")
+        )
+        latency = f"{result.latency_ms:.0f} ms" if result.latency_ms is not None else ""
+        table.add_row(result.name, result.target, verdict, latency)
+    out.print(table)
+    sys.exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
+
+
+@main.group()
+def state() -> None:
+    """Watermarks of incremental extracts: show, set or reset them (every change is audited)."""
+
+
+@state.command("show")
+@pipeline_argument
+@click.argument("task", required=False)
+@project_option
+@click.option("--audit", is_flag=True, help="Also list every recorded change.")
+def state_show(pipeline: Path, task: str | None, project_dir: Path | None, audit: bool) -> None:
+    """Show each incremental extract's watermark, in the catalog and in each sink."""
+    from engine import api
+    from engine.catalog import CatalogReader
+    from engine.state_admin import show_state
+    from engine.workspace import STATE_DIR
+
+    with _errors():
+        definition = api.load(pipeline)
+        project = api.find_project_dir(project_dir)
+        rows = show_state(definition, project, task)
+    table = Table()
+    for column in ("extract", "load (sink)", "kept in", "watermark", "run", "note"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.task_id,
+            row.sink_id or "(none)",
+            row.where,
+            row.value or "(none: full load next)",
+            row.run_id or "",
+            Text(row.note, style="yellow"),
+        )
+    out.print(table)
+    if audit:
+        with CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
+            for entry in catalog.watermark_audit(definition.name, task):
+                out.print(
+                    Text(
+                        f"{entry.at[:19]}  {entry.action:<8} {entry.task_id} -> "
+                        f"{entry.sink_id or '(none)'} by {entry.actor}: "
+                        f"{entry.old_value} => {entry.new_value}",
+                        style="dim",
+                    )
+                )
+
+
+@state.command("set")
+@pipeline_argument
+@click.argument("task")
+@click.option("--cursor", required=True, help="The new cursor value (ISO timestamp, date, number).")
+@click.option("--key", "keys", multiple=True, help="Tie-break key values, in key order.")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["auto", "int", "timestamp", "date", "decimal", "string"]),
+    default="auto",
+    show_default=True,
+    help="How to read --cursor.",
+)
+@project_option
+def state_set(
+    pipeline: Path,
+    task: str,
+    cursor: str,
+    keys: tuple[str, ...],
+    kind: str,
+    project_dir: Path | None,
+) -> None:
+    """Set an extract's watermark in every sink and the catalog."""
+    from connectors.watermark import Watermark
+    from engine import api
+    from engine.state_admin import parse_value, set_state
+
+    with _errors():
+        definition = api.load(pipeline)
+        try:
+            value = Watermark(parse_value(cursor, kind), tuple(parse_value(k) for k in keys))
+        except ValueError as exc:
+            raise ParameterError(f"--cursor {cursor!r}: {exc}") from None
+        changed = set_state(definition, api.find_project_dir(project_dir), task, value)
+    for line in changed:
+        out.print(f"set {line}: {value.describe()}")
+
+
+@state.command("reset")
+@pipeline_argument
+@click.argument("task", required=False)
+@project_option
+def state_reset(pipeline: Path, task: str | None, project_dir: Path | None) -> None:
+    """Forget watermarks (one extract's, or all): the next run reads everything."""
+    from engine import api
+    from engine.state_admin import reset_state
+
+    with _errors():
+        definition = api.load(pipeline)
+        changed = reset_state(definition, api.find_project_dir(project_dir), task)
+    for line in changed:
+        out.print(f"reset {line}")
+
+
+@main.command()
+@pipeline_argument
+@click.argument("task")
+@param_option
+def render(pipeline: Path, task: str, params: tuple[str, ...]) -> None:
+    """Print a task's SQL or configuration with every template rendered."""
+    import yaml
+
+    from engine import api
+
+    with _errors():
+        the_plan = api.plan(pipeline, params=_params(params))
+        if task not in the_plan:
+            from engine.problems import did_you_mean
+
+            raise SelectionError(
+                f"no task {task!r}.{did_you_mean(task, [t.id for t in the_plan.tasks])}"
+            )
+        planned = the_plan.task(task)
+    if planned.sql is not None:
+        out.print(Syntax(planned.sql.strip(), "sql", theme="ansi_dark", background_color="default"))
+        return
+    config = planned.spec.model_dump(
+        mode="json",
+        by_alias=True,
+        exclude_none=True,
+        exclude_defaults=False,
+        fallback=repr,
+    )
+    out.print(
+        Syntax(
+            yaml.safe_dump(config, sort_keys=False),
+            "yaml",
+            theme="ansi_dark",
+            background_color="default",
+        )
+    )
+
+
+@main.command()
+@pipeline_argument
+@param_option
+@select_option(
+    "Run these tasks with the upstream they need, reusing upstream outputs of the last "
+    "successful run when their definition is unchanged; TASK+ adds downstream."
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tasks running at once (default: the number of CPUs, at least 2).",
+)
+@project_option
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress table (default: on when stderr is a terminal).",
+)
+@click.option(
+    "--full-refresh",
+    is_flag=True,
+    help="Incremental extracts read everything, ignoring their watermarks.",
+)
+def run(
+    pipeline: Path,
+    params: tuple[str, ...],
+    select: tuple[str, ...],
+    max_parallel: int | None,
+    project_dir: Path | None,
+    log_format: str,
+    log_level: str,
+    progress: bool | None,
+    full_refresh: bool,
+) -> None:
+    """Run a pipeline. Exit 0 on success, 1 when a task failed, 2 when the input is invalid."""
+    from engine import api
+    from engine.progress import LiveProgress, summary
+
+    live_wanted = err.is_terminal if progress is None else progress
+    _logging(log_format, log_level.upper(), err if live_wanted else None)
+    executors: list[Executor] = []
+    _cancel_on_signals(executors)
+    with _errors():
+        project = api.find_project_dir(project_dir)
+        the_plan = api.plan(
+            pipeline,
+            params=_params(params),
+            select=select or None,
+            project_dir=project,
+            full_refresh=full_refresh,
+        )
+    display = LiveProgress(the_plan, err) if live_wanted else None
+
+    def attach(executor: Executor) -> None:
+        executors.append(executor)
+        if display is not None:
+            display.executor = executor
+
+    try:
+        with _errors(), display or nullcontext():
+            result = api.execute(
+                the_plan,
+                project_dir=project,
+                max_parallel=max_parallel,
+                listener=display,
+                on_executor=attach,
+            )
+    except KeyboardInterrupt:
+        _fail("interrupted before the run could wind down", code=EXIT_CANCELLED)
+    summary(the_plan, result, out if log_format == "text" else err)
+    codes = {"SUCCESS": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
+    sys.exit(codes[result.state.value])
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--pipeline", default=None, help="Only runs of this pipeline.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--transitions", is_flag=True, help="With RUN_ID: every state transition too.")
+@project_option
+@format_option
+def runs(
+    run_id: str | None,
+    pipeline: str | None,
+    limit: int,
+    transitions: bool,
+    project_dir: Path | None,
+    fmt: str,
+) -> None:
+    """List runs, or show one run's tasks (RUN_ID may be a prefix or 'last')."""
+    from dataclasses import asdict
+
+    from engine.api import find_project_dir
+    from engine.catalog import CatalogReader
+    from engine.durations import format_duration
+    from engine.progress import STYLES
+    from engine.workspace import STATE_DIR
+
+    with (
+        _errors(),
+        CatalogReader(find_project_dir(project_dir) / STATE_DIR / "catalog.db") as catalog,
+    ):
+        if run_id is None:
+            rows = catalog.runs(pipeline, limit)
+            if fmt == "json":
+                out.print_json(json.dumps([asdict(r) for r in rows], default=str))
+                return
+            table = Table()
+            for column in ("run", "pipeline", "state", "started", "duration", "error"):
+                table.add_column(column)
+            for r in rows:
+                table.add_row(
+                    r.run_id,
+                    r.pipeline,
+                    Text(r.state.value, style=STYLES.get(r.state.value, "")),
+                    (r.started_at or r.created_at)[:19].replace("T", " "),
+                    format_duration(r.duration_s) if r.duration_s is not None else "",
+                    (r.error or "")[:60],
+                )
+            out.print(table)
+            return
+        the_run = catalog.run(run_id)
+        tasks = catalog.task_runs(the_run.run_id)
+        reused = catalog.reused(the_run.run_id)
+        history = catalog.transitions(the_run.run_id) if transitions else []
+    if fmt == "json":
+        payload = {
+            "run": asdict(the_run),
+            "tasks": [asdict(t) for t in tasks],
+            "reused": reused,
+            "transitions": [asdict(t) for t in history],
+        }
+        out.print_json(json.dumps(payload, default=str))
+        return
+    out.print(
+        Text.assemble(
+            (f"run {the_run.run_id}", "bold"),
+            f"  {the_run.pipeline}  ",
+            (the_run.state.value, STYLES.get(the_run.state.value, "")),
+            f"  version {the_run.pipeline_version}  params {json.dumps(the_run.params)}",
+        )
+    )
+    table = Table()
+    for column in (
+        "task",
+        "kind",
+        "state",
+        "attempts",
+        "rows in",
+        "rows out",
+        "rejected",
+        "time",
+        "error",
+    ):
+        table.add_column(column)
+    for task_id, source in reused.items():
+        table.add_row(
+            task_id, "", Text(f"reused from {source}", style="green dim"), "", "", "", "", "", ""
+        )
+    for t in tasks:
+        error = ""
+        if t.error:
+            kind = (
+                f"{t.error_kind}, {'transient' if t.error_transient else 'terminal'}: "
+                if t.error_kind
+                else ""
+            )
+            error = kind + t.error.splitlines()[0]
+        table.add_row(
+            t.task_id,
+            t.kind,
+            Text(t.state.value, style=STYLES.get(t.state.value, "")),
+            str(t.attempts),
+            _n(t.rows_in),
+            _n(t.rows_out),
+            _n(t.rows_rejected),
+            format_duration(t.duration_s) if t.duration_s else "",
+            error,
+        )
+    out.print(table)
+    for t in tasks:
+        for note in _details(t.details or {}):
+            out.print(Text.assemble((f"  {t.task_id}: ", "bold"), note))
+    for row in history:
+        who = row.task_id or "(run)"
+        out.print(
+            Text(
+                f"{row.at[11:23]}  {who:<24} {row.from_state or '':<9} → "
+                f"{row.to_state:<9} {row.event}",
+                style="dim",
+            )
+        )
+
+
+def _details(details: dict[str, object]) -> list[str]:
+    """The facts worth a line under the table: schema changes, watermarks, deleted rows."""
+    notes = []
+    for change in details.get("schema_changes") or []:  # type: ignore[attr-defined]
+        before, after = change.get("before"), change.get("after")
+        shown = {
+            "added": f"added ({after})",
+            "widened": f"{before} -> {after}",
+            "missing": f"missing, filled with NULL ({before})",
+        }.get(change["change"], change["change"])
+        notes.append(f"schema change: column {change['column']!r} {shown}")
+    if "watermark_to" in details:
+        start = details.get("watermark_from") or "nothing (full load)"
+        notes.append(
+            f"read rows after {start}; new watermark {details['watermark_to'] or 'unchanged'}"
+        )
+    if details.get("deleted"):
+        notes.append(f"deleted {details['deleted']} rows missing from the input")
+    if details.get("created"):
+        notes.append("created the target table")
+    return notes
+
+
+def _n(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+@main.command()
+@click.argument("task")
+@click.option("--run", "run_id", default=None, help="Output of this run (id, prefix or 'last').")
+@click.option("--pipeline", default=None, help="The pipeline, when several have this task.")
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0))
+@click.option("--quarantine", is_flag=True, help="Show the rows a validate task set aside.")
+@project_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+def show(
+    task: str,
+    run_id: str | None,
+    pipeline: str | None,
+    limit: int,
+    quarantine: bool,
+    project_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Preview a task's output (the latest successful one unless --run)."""
+    import polars as pl
+
+    from engine.api import find_project_dir
+    from engine.notebook import open as open_project
+
+    with _errors(), open_project(find_project_dir(project_dir)) as project:
+        frame = (
+            project.quarantine(task, run_id, pipeline)
+            if quarantine
+            else project.table(task, run_id, pipeline)
+        )
+        total = frame.select(pl.len()).collect().item()
+        preview = frame.head(limit).collect()
+    if fmt == "csv":
+        click.echo(preview.write_csv(), nl=False)
+    elif fmt == "json":
+        click.echo(preview.write_json())
+    else:
+        with pl.Config(tbl_rows=limit, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=160):
+            click.echo(str(preview))
+        err.print(Text(f"{min(limit, total):,} of {total:,} rows", style="dim"))
+
+
+@main.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to a file instead of standard output.",
+)
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of pipeline files, for editors (yaml-language-server) and linters."""
+    from engine.spec import pipeline_json_schema
+
+    text = json.dumps(pipeline_json_schema(), indent=2)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        err.print(f"wrote {output}")

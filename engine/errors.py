@@ -1,0 +1,201 @@
+"""Every error arrowline raises, in one shallow tree.
+
+    ArrowlineError                  root; carries pipeline / run / task / connector context
+    ├── DefinitionError             the pipeline file or Python definition is wrong
+    │   └── PipelineInvalid         validation found problems; `.problems` lists every one
+    ├── ParameterError              a parameter is unknown, undefined or cannot be coerced
+    ├── SelectionError              `--select` names no task, or a reuse is impossible
+    ├── StateError                  the catalog refuses something (invalid transition, unknown run)
+    ├── TaskError                   a task failed while running
+    │   ├── TransientTaskError      worth retrying: connection loss, timeouts, throttling
+    │   │   └── TaskTimeout         the task ran past its `timeout`
+    │   ├── DataError               the data is wrong: schema mismatch, failed validation, dup keys
+    │   └── Cancelled               the run was cancelled (Ctrl-C, SIGTERM, an API call)
+    └── UserCodeError               a UDF or schema module raised or could not be imported
+
+Transient versus terminal is part of the type (`ArrowlineError.transient`), so the retry logic asks
+the error instead of guessing from its message. Foreign exceptions are classified by
+`classify()`; anything unknown is terminal, because retrying a bug only delays the report.
+
+Context (pipeline, run, task, connector) is attached once, at the boundary where it is known, with
+`error_context(...)`; messages never repeat it and never contain secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from engine.problems import Problem
+
+__all__ = [
+    "ArrowlineError",
+    "Cancelled",
+    "DataError",
+    "DefinitionError",
+    "ParameterError",
+    "PipelineInvalid",
+    "SelectionError",
+    "StateError",
+    "TaskError",
+    "TaskTimeout",
+    "TransientTaskError",
+    "UserCodeError",
+    "classify",
+    "error_context",
+]
+
+
+class ArrowlineError(Exception):
+    """Root of every arrowline error."""
+
+    transient: ClassVar[bool] = False
+    """True when retrying the same work may succeed."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.pipeline: str | None = None
+        self.run_id: str | None = None
+        self.task_id: str | None = None
+        self.connector: str | None = None
+
+    def where(self) -> str:
+        """`pipeline 'p', run r, task 't'` for the context that is known, or ''."""
+        parts = []
+        if self.pipeline:
+            parts.append(f"pipeline {self.pipeline!r}")
+        if self.run_id:
+            parts.append(f"run {self.run_id}")
+        if self.task_id:
+            parts.append(f"task {self.task_id!r}")
+        if self.connector:
+            parts.append(f"connector {self.connector!r}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class DefinitionError(ArrowlineError):
+    """The pipeline definition cannot be used as written."""
+
+
+class PipelineInvalid(DefinitionError):
+    """Validation found one or more problems; all of them are in `problems`."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        errors = [p for p in problems if p.severity == "error"]
+        lines = [p.format() for p in errors]
+        super().__init__(
+            f"{len(errors)} problem{'s' if len(errors) != 1 else ''} in the pipeline:\n"
+            + "\n".join(f"  {line}" for line in lines)
+        )
+
+
+class ParameterError(ArrowlineError):
+    """A parameter is unknown, undefined, or its value cannot be used."""
+
+
+class SelectionError(ArrowlineError):
+    """A `--select` expression names no task or cannot be satisfied."""
+
+
+class StateError(ArrowlineError):
+    """The catalog or the state machine refused an operation."""
+
+
+class TaskError(ArrowlineError):
+    """A task failed while running."""
+
+
+class TransientTaskError(TaskError):
+    """A failure that may go away on retry: lost connection, timeout, throttling."""
+
+    transient = True
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+        """Seconds the remote side asked us to wait (HTTP Retry-After), when it said."""
+
+
+class TaskTimeout(TransientTaskError):
+    """The task ran past its `timeout` and was stopped; its partial output was discarded."""
+
+
+class DataError(TaskError):
+    """The data itself is wrong; retrying cannot help."""
+
+
+class Cancelled(TaskError):
+    """The run was cancelled before the task could finish."""
+
+
+class UserCodeError(ArrowlineError):
+    """User code (a UDF, a schema module) could not be imported or raised."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """How the executor should treat an exception."""
+
+    transient: bool
+    kind: str
+    """Short name shown in `arrowline runs RUN_ID`: the error's class name."""
+
+    retry_after: float | None = None
+
+
+# Foreign exceptions that mean "the other side went away" rather than "the request was wrong".
+_TRANSIENT_BUILTINS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def classify(exc: BaseException) -> Classification:
+    """Decide whether `exc` is worth retrying.
+
+    arrowline's own errors say it in their type. A few foreign ones are known: OS-level connection
+    errors and timeouts are transient. Everything else is terminal.
+    """
+    if isinstance(exc, ArrowlineError):
+        retry_after = exc.retry_after if isinstance(exc, TransientTaskError) else None
+        return Classification(exc.transient, type(exc).__name__, retry_after)
+    if isinstance(exc, _TRANSIENT_BUILTINS):
+        return Classification(True, type(exc).__name__)
+    return Classification(False, type(exc).__name__)
+
+
+@contextmanager
+def error_context(
+    *,
+    pipeline: str | None = None,
+    run_id: str | None = None,
+    task_id: str | None = None,
+    connector: str | None = None,
+) -> Iterator[None]:
+    """Attach context to any ArrowlineError leaving the block, without overwriting inner context."""
+    try:
+        yield
+    except ArrowlineError as exc:
+        if exc.pipeline is None:
+            exc.pipeline = pipeline
+        if exc.run_id is None:
+            exc.run_id = run_id
+        if exc.task_id is None:
+            exc.task_id = task_id
+        if exc.connector is None:
+            exc.connector = connector
+        raise

@@ -1,0 +1,591 @@
+"""The executor: runs a `Plan`, starting each task as soon as its own upstream tasks succeeded.
+
+One dispatcher (the calling thread) owns all state: it moves tasks through the state machine,
+writes every transition to the catalog, starts attempts on worker threads (at most
+`max_parallel` at a time), and reacts to their results as they arrive. There is no barrier
+between levels: in a diamond, the right branch does not wait for the left.
+
+A failed task's downstream tasks are SKIPPED; independent branches go on; the run fails. A
+transient error is retried after an exponential, jittered delay while attempts remain. A task
+past its `timeout` is asked to stop (DuckDB queries are interrupted, streaming loops stop at the
+next batch); one that does not stop within `cancel_grace` is abandoned: its thread is left to
+finish alone and its output is never published. Ctrl-C cancels the same way.
+
+Workers are daemon threads rather than a ThreadPoolExecutor, so an abandoned attempt can never
+keep the process alive at exit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import queue
+import random
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from connectors.base import CancelToken, InputTable
+from engine.catalog import Catalog
+from engine.errors import ArrowlineError, Cancelled, TaskTimeout, classify
+from engine.planner import Plan, PlannedTask
+from engine.retry import backoff_delay
+from engine.secrets import redact
+from engine.states import RunState, TaskState
+from engine.tasks import TaskContext, TaskOutcome, TaskRunner, run_task, schema_json
+from engine.watermarks import WatermarkBroker
+from engine.workspace import Workspace
+from transforms.sql import DuckDBSettings
+
+__all__ = ["ExecutionSettings", "Executor", "RunEvent", "RunResult", "TaskResult"]
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    max_parallel: int = max(2, os.cpu_count() or 2)
+    cancel_grace: float = 10.0
+    """Seconds a task gets to stop after a timeout or cancel before its attempt is abandoned."""
+    heartbeat_interval: float = 5.0
+    duckdb: DuckDBSettings = field(default_factory=DuckDBSettings)
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    state: TaskState
+    attempts: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+    output: InputTable | None = None
+    target: str | None = None
+    reused_from: str | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    pipeline: str
+    state: RunState
+    tasks: dict[str, TaskResult]
+    duration_s: float
+    project_dir: Path
+    plan: Plan
+
+    @property
+    def ok(self) -> bool:
+        return self.state is RunState.SUCCESS
+
+    @property
+    def failed(self) -> list[TaskResult]:
+        return [t for t in self.tasks.values() if t.state is TaskState.FAILED]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """What a listener (progress display, tests) hears: a task changed state."""
+
+    task_id: str | None
+    state: str
+    attempt: int = 0
+    error: str | None = None
+
+
+_WAKE = object()
+"""Put on the results queue to wake the dispatcher without a result."""
+
+
+@dataclass
+class _Attempt:
+    task: PlannedTask
+    number: int
+    cancel: CancelToken
+    staging: Path
+    started: float
+    deadline: float | None
+    stop_requested_at: float | None = None
+    rows: int = 0
+
+
+def _describe(exc: BaseException) -> str:
+    """The error as stored and shown: secrets masked, a short traceback for unexpected ones."""
+    if isinstance(exc, ArrowlineError):
+        return redact(str(exc))
+    text = f"{type(exc).__name__}: {exc}"
+    frames = traceback.format_tb(exc.__traceback__)[-3:]
+    return redact(text + ("\n" + "".join(frames).rstrip() if frames else ""))
+
+
+class Executor:
+    """Runs one plan. Create one per run."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        project_dir: Path,
+        *,
+        catalog: Catalog,
+        settings: ExecutionSettings | None = None,
+        runner: TaskRunner = run_task,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        listener: Callable[[RunEvent], None] | None = None,
+        connections: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.project_dir = project_dir
+        self.catalog = catalog
+        self.settings = settings or ExecutionSettings()
+        self.runner = runner
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.listener = listener
+        self.workspace = Workspace.for_project(project_dir)
+        self.connections = dict(connections or {})
+        self.watermarks = WatermarkBroker(plan, catalog, self.connections)
+        self.log = logger.bind(pipeline=plan.pipeline, run_id=plan.run_id)
+
+        self.states: dict[str, TaskState] = {}
+        self.results: dict[str, TaskResult] = {}
+        self.outputs: dict[str, InputTable] = {}
+        self.waiting_on: dict[str, int] = {}
+        self.downstream: dict[str, list[str]] = {task.id: [] for task in plan.tasks}
+        self.ready: deque[str] = deque()
+        self.retries: list[tuple[float, int, str]] = []
+        self.running: dict[str, _Attempt] = {}
+        self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        """(attempt, outcome or exception) from workers, or _WAKE from cancel()."""
+        self.cancelling: BaseException | None = None
+        self._sequence = 0
+        self._cancel_requested = threading.Event()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Ask the run to stop (thread-safe, and safe from a signal handler); running tasks are
+        cancelled cooperatively. The dispatcher wakes at once."""
+        self._cancel_requested.set()
+        self.finished.put(_WAKE)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested.is_set()
+
+    def progress(self) -> dict[str, int]:
+        """Rows so far of the running tasks (read from any thread)."""
+        return {task_id: attempt.rows for task_id, attempt in list(self.running.items())}
+
+    def run(self) -> RunResult:
+        started = self.clock()
+        self._create()
+        self.catalog.transition_run(self.plan.run_id, RunState.RUNNING, "started")
+        self.log.info("run started: {} tasks to run", len(self.plan.to_run))
+        try:
+            self._dispatch()
+        except BaseException as exc:  # a bug or a catalog failure: record it, then re-raise
+            self._abort(exc)
+            raise
+        state = self._final_state()
+        error = None
+        if state is RunState.FAILED:
+            error = "failed: " + ", ".join(
+                t for t, s in self.states.items() if s is TaskState.FAILED
+            )
+        self.catalog.transition_run(self.plan.run_id, state, "finished", error)
+        duration = self.clock() - started
+        self.log.info("run finished: {} in {:.2f}s", state.value, duration)
+        return RunResult(
+            self.plan.run_id,
+            self.plan.pipeline,
+            state,
+            self.results,
+            duration,
+            self.project_dir,
+            self.plan,
+        )
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        plan = self.plan
+        reused = {
+            task.id: task.reuse_run
+            for task in plan.tasks
+            if task.action == "reuse" and task.reuse_run
+        }
+        self.catalog.create_run(
+            plan.run_id,
+            plan.pipeline,
+            plan.pipeline_version,
+            plan.pipeline_file,
+            dict(plan.params),
+            plan.logical_date.isoformat(),
+            list(plan.selected) if plan.selected else None,
+            [(t.id, t.kind.value, t.level, t.fingerprint) for t in plan.to_run],
+            reused,
+        )
+        for task in plan.tasks:
+            if task.action == "reuse":
+                assert task.reuse_run is not None
+                directory = self.workspace.output_dir(plan.pipeline, task.id, task.reuse_run)
+                self.outputs[task.id] = self.workspace.table(task.id, task.reuse_run, directory)
+                self.results[task.id] = TaskResult(
+                    task.id,
+                    TaskState.SUCCESS,
+                    reused_from=task.reuse_run,
+                    output=self.outputs[task.id],
+                )
+                continue
+            self.states[task.id] = TaskState.PENDING
+            self.results[task.id] = TaskResult(task.id, TaskState.PENDING)
+            self.waiting_on[task.id] = sum(1 for dep in task.upstream if dep in self.states)
+            for dep in task.upstream:
+                if dep in self.downstream:
+                    self.downstream[dep].append(task.id)
+        for task in plan.to_run:
+            if self.waiting_on[task.id] == 0:
+                self._queue(task.id, "ready")
+
+    # -- state changes ----------------------------------------------------------------------------
+
+    def _move(
+        self,
+        task_id: str,
+        target: TaskState,
+        event: str,
+        *,
+        attempt: int | None = None,
+        error: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        self.catalog.transition_task(
+            self.plan.run_id, task_id, target, event, attempt=attempt, error=error, fields=fields
+        )
+        self.states[task_id] = target
+        self.results[task_id].state = target
+        if self.listener is not None:
+            self.listener(RunEvent(task_id, target.value, attempt or 0, error))
+
+    def _queue(self, task_id: str, event: str) -> None:
+        self._move(task_id, TaskState.QUEUED, event)
+        self.ready.append(task_id)
+
+    def _skip_downstream(self, task_id: str) -> None:
+        stack = list(self.downstream[task_id])
+        while stack:
+            child = stack.pop()
+            if self.states.get(child) is TaskState.PENDING:
+                self._move(child, TaskState.SKIPPED, f"upstream {task_id} did not succeed")
+                self.log.bind(task_id=child).warning(
+                    "skipped: upstream task {} did not succeed", task_id
+                )
+                stack.extend(self.downstream[child])
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        last_heartbeat = self.clock()
+        while True:
+            if self._cancel_requested.is_set() and self.cancelling is None:
+                self._begin_cancel(Cancelled("the run was cancelled"))
+            while (
+                self.ready
+                and len(self.running) < self.settings.max_parallel
+                and self.cancelling is None
+            ):
+                self._start(self.ready.popleft())
+            if not self.running and not self.ready and not self.retries:
+                return
+            now = self.clock()
+            if now - last_heartbeat >= self.settings.heartbeat_interval:
+                self.catalog.heartbeat(self.plan.run_id)
+                last_heartbeat = now
+            wake = self._next_wake(now, last_heartbeat)
+            try:
+                if self.running:
+                    try:
+                        item = self.finished.get(timeout=max(0.0, wake - now))
+                        while True:  # handle it and whatever else finished meanwhile
+                            if item is not _WAKE:
+                                self._finish(*item)
+                            item = self.finished.get_nowait()
+                    except queue.Empty:
+                        pass
+                elif self.retries:
+                    pause = max(0.0, wake - now)
+                    if self.sleep is time.sleep:
+                        self._cancel_requested.wait(pause)  # a cancel() ends the wait at once
+                    else:
+                        self.sleep(pause)
+            except KeyboardInterrupt:
+                if self.cancelling is not None:
+                    raise  # a second Ctrl-C: stop waiting for tasks to wind down
+                self._begin_cancel(Cancelled("the run was interrupted (Ctrl-C)"))
+            self._release_retries()
+            self._enforce_deadlines()
+
+    def _next_wake(self, now: float, last_heartbeat: float) -> float:
+        """When the loop must look again: a heartbeat, a retry, a deadline or a grace period."""
+        candidates = [last_heartbeat + self.settings.heartbeat_interval]
+        if self.retries:
+            candidates.append(self.retries[0][0])
+        for attempt in self.running.values():
+            if attempt.stop_requested_at is not None:
+                candidates.append(attempt.stop_requested_at + self.settings.cancel_grace)
+            elif attempt.deadline is not None:
+                candidates.append(attempt.deadline)
+        if self.running:
+            candidates.append(now + 0.5)  # notice cancel() from another thread promptly
+        return max(now, min(candidates))
+
+    def _start(self, task_id: str) -> None:
+        task = self.plan.task(task_id)
+        number = self.results[task_id].attempts + 1
+        self.results[task_id].attempts = number
+        staging = self.workspace.staging(self.plan.pipeline, task_id, self.plan.run_id, number)
+        now = self.clock()
+        deadline = now + task.timeout.total_seconds() if task.timeout else None
+        attempt = _Attempt(task, number, CancelToken(), staging, now, deadline)
+        inputs = {name: self.outputs[name] for name in task.inputs}
+        self._move(task_id, TaskState.RUNNING, f"attempt {number}", attempt=number)
+        self.running[task_id] = attempt
+        thread = threading.Thread(
+            target=self._work, args=(attempt, inputs), name=f"arrowline-{task_id}", daemon=True
+        )
+        thread.start()
+
+    def _work(self, attempt: _Attempt, inputs: dict[str, InputTable]) -> None:
+        task = attempt.task
+
+        def progress(rows: int) -> None:
+            attempt.rows = rows
+
+        context = TaskContext(
+            self.plan,
+            task,
+            attempt.number,
+            inputs,
+            attempt.staging,
+            attempt.cancel,
+            progress,
+            self.settings.duckdb,
+            self.connections,
+            self.watermarks,
+        )
+        result: TaskOutcome | BaseException
+        with logger.contextualize(
+            pipeline=self.plan.pipeline, run_id=self.plan.run_id, task_id=task.id
+        ):
+            try:
+                result = self.runner(context)
+            except BaseException as exc:  # reported to the dispatcher, which decides
+                result = exc
+        self.finished.put((attempt, result))
+
+    def _finish(self, attempt: _Attempt, result: TaskOutcome | BaseException) -> None:
+        task = attempt.task
+        if self.running.get(task.id) is not attempt:
+            self.workspace.discard(attempt.staging)  # an abandoned attempt finished late
+            return
+        del self.running[task.id]
+        duration = self.clock() - attempt.started
+        # An attempt that completed after being asked to stop did complete: its output is whole.
+        if isinstance(result, TaskOutcome):
+            try:
+                self._succeed(attempt, result, duration)
+                return
+            except (ArrowlineError, OSError) as exc:  # publishing failed: the attempt failed
+                result = exc
+        self.workspace.discard(attempt.staging)
+        self._fail(attempt, result, duration)
+
+    def _succeed(self, attempt: _Attempt, outcome: TaskOutcome, duration: float) -> None:
+        task = attempt.task
+        plan = self.plan
+        fields: dict[str, Any] = {
+            "duration_s": duration,
+            "rows_in": outcome.rows_in,
+            "rows_out": outcome.rows_out,
+            "rows_rejected": outcome.rows_rejected,
+            "target": outcome.target,
+        }
+        result = self.results[task.id]
+        if outcome.produces_output:
+            directory = self.workspace.publish(attempt.staging, plan.pipeline, task.id, plan.run_id)
+            table = self.workspace.table(task.id, plan.run_id, directory)
+            self.outputs[task.id] = table
+            result.output = table
+            fields |= {
+                "output_path": str(directory),
+                "bytes_out": table.bytes,
+                "output_schema": json.dumps(schema_json(table.schema)),
+            }
+        else:
+            self.workspace.discard(attempt.staging)
+        if outcome.details:
+            fields["details"] = json.dumps(outcome.details, default=str)
+        if task.incremental:
+            self.watermarks.extracted(task, outcome.watermark)
+        if outcome.committed:
+            self.watermarks.loaded(task, outcome.committed)
+        result.rows_in, result.rows_out = outcome.rows_in, outcome.rows_out
+        result.rows_rejected, result.duration_s, result.target = (
+            outcome.rows_rejected,
+            duration,
+            outcome.target,
+        )
+        self._move(task.id, TaskState.SUCCESS, "succeeded", attempt=attempt.number, fields=fields)
+        self.log.bind(task_id=task.id).info(
+            "succeeded in {:.2f}s: {} rows in, {} rows out{}",
+            duration,
+            outcome.rows_in,
+            outcome.rows_out,
+            f", {outcome.rows_rejected} quarantined" if outcome.rows_rejected else "",
+        )
+        for child in self.downstream[task.id]:
+            self.waiting_on[child] -= 1
+            ready = self.waiting_on[child] == 0 and self.states[child] is TaskState.PENDING
+            if ready and self.cancelling is None:
+                self._queue(child, f"upstream {task.id} succeeded")
+
+    def _fail(self, attempt: _Attempt, error: BaseException, duration: float) -> None:
+        task = attempt.task
+        kind = classify(error)
+        text = _describe(error)
+        result = self.results[task.id]
+        result.error, result.error_kind, result.duration_s = text, kind.kind, duration
+        fields = {
+            "duration_s": duration,
+            "error_kind": kind.kind,
+            "error_transient": int(kind.transient),
+        }
+        log = self.log.bind(task_id=task.id)
+        if self.cancelling is not None or isinstance(error, Cancelled):
+            self._move(
+                task.id,
+                TaskState.CANCELLED,
+                "cancelled",
+                attempt=attempt.number,
+                error=text,
+                fields=fields,
+            )
+            log.warning("cancelled: {}", text.splitlines()[0])
+            return
+        if kind.transient and attempt.number < task.retry.attempts:
+            delay = backoff_delay(task.retry, attempt.number, self.rng, kind.retry_after)
+            self._move(
+                task.id,
+                TaskState.RETRYING,
+                f"retry in {delay:.2f}s",
+                attempt=attempt.number,
+                error=text,
+                fields=fields,
+            )
+            log.warning(
+                "attempt {}/{} failed ({}), retrying in {:.2f}s: {}",
+                attempt.number,
+                task.retry.attempts,
+                kind.kind,
+                delay,
+                text.splitlines()[0],
+            )
+            self._sequence += 1
+            heapq.heappush(self.retries, (self.clock() + delay, self._sequence, task.id))
+            return
+        reason = "not retried: terminal error" if not kind.transient else "attempts exhausted"
+        self._move(
+            task.id, TaskState.FAILED, reason, attempt=attempt.number, error=text, fields=fields
+        )
+        log.error("failed ({}, {}): {}", kind.kind, reason, text)
+        self._skip_downstream(task.id)
+
+    def _release_retries(self) -> None:
+        now = self.clock()
+        while self.retries and self.retries[0][0] <= now:
+            _, _, task_id = heapq.heappop(self.retries)
+            if self.cancelling is None:
+                self._queue(task_id, "retry due")
+
+    def _enforce_deadlines(self) -> None:
+        now = self.clock()
+        for task_id, attempt in list(self.running.items()):
+            if (
+                attempt.stop_requested_at is None
+                and attempt.deadline is not None
+                and now >= attempt.deadline
+            ):
+                timeout = attempt.task.timeout
+                assert timeout is not None
+                attempt.stop_requested_at = now
+                attempt.cancel.cancel(
+                    TaskTimeout(
+                        f"ran longer than its timeout of {timeout.total_seconds():g}s "
+                        "and was stopped"
+                    )
+                )
+                self.log.bind(task_id=task_id).warning(
+                    "timed out after {:.1f}s; stopping", now - attempt.started
+                )
+            elif (
+                attempt.stop_requested_at is not None
+                and now >= attempt.stop_requested_at + self.settings.cancel_grace
+            ):
+                # The task did not stop: abandon the attempt; a late result is discarded.
+                del self.running[task_id]
+                reason = attempt.cancel.reason or Cancelled("cancelled")
+                self.log.bind(task_id=task_id).error(
+                    "did not stop within {:.0f}s; abandoning the attempt",
+                    self.settings.cancel_grace,
+                )
+                self._fail(attempt, reason, now - attempt.started)
+
+    def _begin_cancel(self, reason: Cancelled) -> None:
+        self.cancelling = reason
+        self.log.warning("cancelling: {}", reason)
+        now = self.clock()
+        for attempt in self.running.values():
+            attempt.stop_requested_at = now
+            attempt.cancel.cancel(reason)
+        for task_id in list(self.ready):
+            self._move(task_id, TaskState.CANCELLED, str(reason))
+        self.ready.clear()
+        for _, _, task_id in self.retries:
+            self._move(task_id, TaskState.CANCELLED, str(reason))
+        self.retries.clear()
+        for task_id, state in self.states.items():
+            if state is TaskState.PENDING:
+                self._move(task_id, TaskState.CANCELLED, str(reason))
+
+    def _final_state(self) -> RunState:
+        if self.cancelling is not None:
+            return RunState.CANCELLED
+        if all(state is TaskState.SUCCESS for state in self.states.values()):
+            return RunState.SUCCESS
+        return RunState.FAILED
+
+    def _abort(self, exc: BaseException) -> None:
+        """Leave the catalog honest after an unexpected error in the dispatcher itself."""
+        for attempt in self.running.values():
+            attempt.cancel.cancel(Cancelled("the run stopped"))
+        try:
+            for task_id, state in self.states.items():
+                if not state.terminal:
+                    self._move(task_id, TaskState.CANCELLED, "run aborted", error=_describe(exc))
+            # Interrupted for good (a second Ctrl-C): cancelled, not failed.
+            final = RunState.CANCELLED if isinstance(exc, KeyboardInterrupt) else RunState.FAILED
+            self.catalog.transition_run(self.plan.run_id, final, "aborted", _describe(exc))
+        except Exception:  # the catalog itself may be what failed
+            self.log.exception("could not record the aborted run")

@@ -1,0 +1,343 @@
+"""The pipeline model: one typed, frozen description built from YAML or from Python.
+
+A task is a mapping with an `id` and exactly one kind key (`extract`, `sql`, `udf`, `validate`,
+`load`) whose value configures it. Sources and sinks are tagged unions on `from:` and `to:`, so
+adding a connector adds a member, not an `if`.
+
+Every model forbids unknown keys. Defaults are written here once and documented in
+`docs/pipeline-reference.md`; `arrowline schema` prints the JSON Schema generated from this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from connectors.base import ConfigModel
+from connectors.duckdb.config import DuckDBSink, DuckDBSource
+from connectors.files.config import CsvOptions, FilesSource, ParquetSink
+from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
+from engine.durations import Duration
+
+__all__ = [
+    "NAME_PATTERN",
+    "ColumnRule",
+    "CsvOptions",
+    "DuckDBSink",
+    "DuckDBSource",
+    "ExtractSpec",
+    "FilesSource",
+    "InlineSchema",
+    "LoadSpec",
+    "OnFail",
+    "ParquetSink",
+    "PipelineSpec",
+    "RetryPolicy",
+    "SqlSpec",
+    "TaskDefaults",
+    "TaskKind",
+    "TaskSpec",
+    "UdfSpec",
+    "ValidateSpec",
+    "pipeline_json_schema",
+]
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""Pipeline and task ids: usable unquoted as SQL table names and as folder names."""
+
+
+class TaskKind(StrEnum):
+    EXTRACT = "extract"
+    SQL = "sql"
+    UDF = "udf"
+    VALIDATE = "validate"
+    LOAD = "load"
+
+
+class RetryPolicy(ConfigModel):
+    """How often and how patiently a task is retried after a transient error."""
+
+    attempts: int = Field(3, ge=1, le=100, description="Total attempts, the first included.")
+    backoff: Duration = Field(
+        timedelta(seconds=1), description="Base delay before the second attempt."
+    )
+    max_backoff: Duration = Field(timedelta(seconds=60), description="Cap on any single delay.")
+    jitter: Literal["full", "none"] = Field(
+        "full", description="'full' draws each delay uniformly from [0, backoff * 2^n]."
+    )
+
+
+class TaskDefaults(ConfigModel):
+    """Settings every task inherits unless it sets its own."""
+
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="Retry policy of every task."
+    )
+    timeout: Duration | None = Field(None, description="Stop a task that runs longer than this.")
+
+
+# ---------------------------------------------------------------------------------------------
+# extract and load: the connectors' own config models, tagged by `from:` and `to:`
+
+ExtractSpec = Annotated[FilesSource | DuckDBSource | PostgresSource, Field(discriminator="from_")]
+
+
+# ---------------------------------------------------------------------------------------------
+# sql
+
+
+class SqlSpec(ConfigModel):
+    """A DuckDB SELECT over upstream task outputs, referenced by task id as table names."""
+
+    query: str | None = Field(None, description="The SELECT statement (Jinja2 template).")
+    file: str | None = Field(None, description="A .sql file holding the statement instead.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"query": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _query_or_file(self) -> SqlSpec:
+        if (self.query is None) == (self.file is None):
+            raise ValueError("set exactly one of 'query' or 'file'")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# udf
+
+UdfFunction = str | SkipJsonSchema[Callable[..., Any]]
+
+
+class UdfSpec(ConfigModel):
+    """A Python function of Polars expressions (or LazyFrame -> LazyFrame) over one input."""
+
+    input: str = Field(description="Id of the upstream task whose output the function reads.")
+    function: UdfFunction = Field(
+        description="'path/to/file.py:function' (relative to the pipeline file) or "
+        "'package.module:function'; in Python, the function itself."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments passed to the function."
+    )
+    mode: Literal["auto", "expressions", "frame"] = Field(
+        "auto",
+        description="'expressions': the function returns Polars expressions; 'frame': it maps "
+        "a LazyFrame to a LazyFrame; 'auto' decides from the signature.",
+    )
+    output: Literal["with_columns", "select"] = Field(
+        "with_columns",
+        description="For expressions: add them to the input's columns, or select only them.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+class OnFail(StrEnum):
+    FAIL = "fail"
+    QUARANTINE = "quarantine"
+    WARN = "warn"
+
+
+class ColumnRule(ConfigModel):
+    """Rules for one column of an inline schema (pandera Column)."""
+
+    type: str | None = Field(None, description="Expected type: int64, float64, string, ...")
+    nullable: bool = Field(False, description="Allow NULLs (pandera's default is not to).")
+    unique: bool = Field(False, description="No two rows have the same value.")
+    required: bool = Field(True, description="The column must be present.")
+    checks: dict[str, Any] = Field(
+        default_factory=dict,
+        description="pandera built-in checks by name and argument: ge, gt, le, lt, eq, ne, "
+        "isin, notin, in_range {min, max}, str_matches, str_length {min, max}, ...",
+    )
+
+
+class InlineSchema(ConfigModel):
+    """A pandera schema written in the pipeline file (or a YAML file of the same shape)."""
+
+    columns: dict[str, ColumnRule] = Field(description="Rules by column name.")
+    strict: bool = Field(False, description="Reject columns the schema does not name.")
+    coerce: bool = Field(False, description="Cast columns to their declared types first.")
+    unique: tuple[str, ...] | None = Field(
+        None, description="Columns whose combination must be unique."
+    )
+
+
+class ValidateSpec(ConfigModel):
+    """Check one input against a pandera schema and decide what happens to failing rows."""
+
+    input: str = Field(description="Id of the task whose output is checked.")
+    schema_: str | InlineSchema | SkipJsonSchema[Any] = Field(
+        alias="schema",
+        description="A YAML schema file, 'file.py:Model' / 'module:Model' naming a pandera "
+        "DataFrameModel or DataFrameSchema, or an inline schema.",
+    )
+    on_fail: OnFail = Field(
+        OnFail.FAIL,
+        description="fail: the task fails; quarantine: failing rows are set aside with the "
+        "column, check and value, the rest go on; warn: all rows go on, failures are logged.",
+    )
+    max_rejected_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="With quarantine, fail the task when more than this share of rows fails.",
+    )
+    batch_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Rows validated at a time. Schemas with uniqueness rules read the whole "
+        "input at once, because uniqueness cannot be decided batch by batch.",
+    )
+
+
+LoadSpec = Annotated[ParquetSink | DuckDBSink | PostgresSink, Field(discriminator="to")]
+
+ConnectionSpec = PostgresConnection
+"""Named connections; a union on `kind:` once there is a second kind."""
+
+
+# ---------------------------------------------------------------------------------------------
+# task and pipeline
+
+KIND_FIELDS: dict[TaskKind, str] = {
+    TaskKind.EXTRACT: "extract",
+    TaskKind.SQL: "sql",
+    TaskKind.UDF: "udf",
+    TaskKind.VALIDATE: "validate_",
+    TaskKind.LOAD: "load",
+}
+
+
+class TaskSpec(ConfigModel):
+    """One task: an id, exactly one kind key, and optional scheduling settings."""
+
+    id: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="Unique identifier (letters, digits, _); the name other tasks read it by.",
+    )
+    description: str | None = Field(None, description="Free text for people.")
+    depends_on: tuple[str, ...] = Field(
+        (), description="Extra upstream task ids, beyond those implied by inputs and SQL."
+    )
+    retry: RetryPolicy | None = Field(None, description="Overrides defaults.retry.")
+    timeout: Duration | None = Field(None, description="Overrides defaults.timeout.")
+    extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
+    sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")
+    udf: UdfSpec | None = Field(None, description="Apply a Polars UDF to one input.")
+    validate_: ValidateSpec | None = Field(
+        None, alias="validate", description="Check one input against a pandera schema."
+    )
+    load: LoadSpec | None = Field(
+        None, description="Write one input to a sink (see load sections)."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> TaskSpec:
+        present = [kind for kind, name in KIND_FIELDS.items() if getattr(self, name) is not None]
+        if len(present) != 1:
+            names = ", ".join(k.value for k in TaskKind)
+            if not present:
+                raise ValueError(f"a task needs exactly one kind key: one of {names}")
+            given = ", ".join(k.value for k in present)
+            raise ValueError(f"a task has exactly one kind, but this one has {given}")
+        return self
+
+    @property
+    def kind(self) -> TaskKind:
+        for kind, name in KIND_FIELDS.items():
+            if getattr(self, name) is not None:
+                return kind
+        raise AssertionError("validated TaskSpec without a kind")  # pragma: no cover
+
+    @property
+    def config(
+        self,
+    ) -> FilesSource | DuckDBSource | SqlSpec | UdfSpec | ValidateSpec | ParquetSink | DuckDBSink:
+        value = getattr(self, KIND_FIELDS[self.kind])
+        assert value is not None
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def input(self) -> str | None:
+        """The one upstream task whose output this task reads, for udf/validate/load."""
+        config = self.config
+        return getattr(config, "input", None)
+
+
+class PipelineSpec(ConfigModel):
+    """A whole pipeline: its name, parameters, defaults and tasks."""
+
+    name: str = Field(
+        alias="pipeline",
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="The pipeline's name (letters, digits, _); runs and outputs are filed by it.",
+    )
+    description: str | None = Field(None, description="Free text for people.")
+    schedule: str | None = Field(None, description="Cron expression (5 fields, or 6 with seconds).")
+    timezone: str = Field("UTC", description="IANA time zone the schedule is read in.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameter defaults. Override with ARROWLINE_PARAM_<NAME> or --param.",
+    )
+    defaults: TaskDefaults = Field(
+        default_factory=TaskDefaults, description="Settings every task inherits."
+    )
+    connections: dict[str, ConnectionSpec] = Field(
+        default_factory=dict,
+        description="Named database connections that extract and load tasks refer to.",
+    )
+    tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
+
+    @field_validator("params", "connections")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"name {name!r} must be an identifier (letters, digits, _)")
+        return value
+
+    def task(self, task_id: str) -> TaskSpec:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def fingerprint(self) -> str:
+        """A stable hash of the definition; runs record it as the pipeline version."""
+        payload = self.model_dump(mode="json", by_alias=True, fallback=_describe_object)
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _describe_object(value: Any) -> str:
+    """Python objects in a definition (UDF functions, schema classes) hash by their name."""
+    module = getattr(value, "__module__", type(value).__module__)
+    name = getattr(value, "__qualname__", type(value).__qualname__)
+    return f"{module}:{name}"
+
+
+def pipeline_json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of a pipeline file, for editors and linters."""
+    schema = PipelineSpec.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "arrowline pipeline"
+    task = schema["$defs"]["TaskSpec"]
+    # pydantic cannot express "exactly one of these keys"; JSON Schema can.
+    task["oneOf"] = [{"required": [kind.value]} for kind in TaskKind]
+    return schema
