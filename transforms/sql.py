@@ -1,0 +1,110 @@
+"""SQL tasks: a DuckDB SELECT over upstream outputs, written straight to Parquet.
+
+Each upstream task an statement reads becomes a view over its Parquet files, named by task id.
+The statement runs inside `COPY (...) TO` so DuckDB reads, computes and writes in parallel
+without the rows ever passing through Python; memory is DuckDB's, bounded by `memory_limit` and
+spilled to the workspace's temp folder beyond it. A cancel or timeout interrupts the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from connectors.base import CancelToken, InputTable
+
+if TYPE_CHECKING:
+    import duckdb
+from engine.errors import DataError, TaskError
+
+__all__ = ["DuckDBSettings", "run_sql"]
+
+
+@dataclass(frozen=True)
+class DuckDBSettings:
+    threads: int | None = None
+    """Worker threads per query; None lets DuckDB use every core."""
+    memory_limit: str | None = None
+    """e.g. '4GB'; None keeps DuckDB's default (80% of RAM)."""
+    temp_directory: Path | None = None
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(settings: DuckDBSettings) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    config: dict[str, str | bool | int | float | list[str]] = {}
+    if settings.threads:
+        config["threads"] = settings.threads
+    if settings.memory_limit:
+        config["memory_limit"] = settings.memory_limit
+    if settings.temp_directory:
+        settings.temp_directory.mkdir(parents=True, exist_ok=True)
+        config["temp_directory"] = str(settings.temp_directory)
+    return duckdb.connect(config=config)
+
+
+def _statement(sql: str) -> str:
+    """The statement up to its last token: trailing `;` and comments would break `COPY (...)`."""
+    from sqlglot.dialects.duckdb import DuckDB
+    from sqlglot.tokenizer_core import TokenType
+
+    tokens = DuckDB().tokenize(sql)
+    while tokens and tokens[-1].token_type == TokenType.SEMICOLON:
+        tokens.pop()
+    return sql[: tokens[-1].end + 1] if tokens else sql
+
+
+def run_sql(
+    sql: str,
+    inputs: Mapping[str, InputTable],
+    output: Path,
+    *,
+    settings: DuckDBSettings | None = None,
+    cancel: CancelToken | None = None,
+) -> int:
+    """Run `sql` over `inputs` (task id -> table) and write the result to `output`. Returns rows."""
+    import duckdb
+
+    connection = connect(settings or DuckDBSettings())
+    unregister = cancel.on_cancel(connection.interrupt) if cancel else None
+    try:
+        for name, table in inputs.items():
+            connection.execute(
+                f"create view {_quote(name)} as select * from {table.duckdb_source()}"
+            )
+        result = connection.execute(
+            f"copy (\n{_statement(sql)}\n) to {_literal(str(output))} "
+            "(format parquet, compression snappy, row_group_size 122880)"
+        ).fetchone()
+        return int(result[0]) if result else 0
+    except duckdb.InterruptException:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        raise TaskError("the query was interrupted") from None
+    except (
+        duckdb.ConversionException,
+        duckdb.OutOfRangeException,
+        duckdb.InvalidInputException,
+    ) as exc:
+        raise DataError(f"the query failed on the data: {_first_line(exc)}") from None
+    except duckdb.Error as exc:
+        raise TaskError(f"DuckDB: {_first_line(exc)}") from None
+    finally:
+        if unregister:
+            unregister()
+        connection.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(exc).__name__

@@ -1,0 +1,316 @@
+"""Pandera validation over a stream of frames, with quarantine of failing rows.
+
+A schema comes from an inline mapping in the pipeline, a YAML file of the same shape, or Python
+(`file.py:Model` / `module:Model` naming a pandera `DataFrameModel` or `DataFrameSchema`).
+
+Failures come in two sorts. Row failures (a value out of range, a NULL where none is allowed, a
+value that cannot be coerced) have a row number and can be quarantined. Schema failures (a missing
+column, a column of the wrong type) concern every row; no row can be set aside for them, so the
+task fails whatever `on_fail` says, except `warn`, which logs them.
+
+Frames are validated `batch_rows` at a time so memory stays bounded; a schema with uniqueness
+rules sees the whole input at once, because uniqueness cannot be decided batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from connectors.types import parse_type
+from engine.errors import DataError, DefinitionError, UserCodeError
+from engine.problems import did_you_mean
+from engine.spec import ColumnRule, InlineSchema, OnFail, ValidateSpec
+from transforms.user_code import load_object
+
+__all__ = [
+    "CHECKS",
+    "QUARANTINE_ERRORS",
+    "QUARANTINE_ROW",
+    "ValidationOutcome",
+    "build_schema",
+    "load_schema",
+    "needs_whole_input",
+    "validate_frames",
+]
+
+QUARANTINE_ROW = "_arrowline_row"
+QUARANTINE_ERRORS = "_arrowline_errors"
+
+# YAML check name -> pandera Check constructor name. Range-like checks take {min, max}.
+CHECKS: dict[str, str] = {
+    "ge": "ge",
+    "gt": "gt",
+    "le": "le",
+    "lt": "lt",
+    "eq": "eq",
+    "ne": "ne",
+    "isin": "isin",
+    "notin": "notin",
+    "in_range": "in_range",
+    "str_matches": "str_matches",
+    "str_contains": "str_contains",
+    "str_startswith": "str_startswith",
+    "str_endswith": "str_endswith",
+    "str_length": "str_length",
+}
+_RANGE_CHECKS = {"in_range", "str_length"}
+
+_ERROR_TYPE = pa.list_(
+    pa.struct([("column", pa.string()), ("check", pa.string()), ("value", pa.string())])
+)
+
+
+def _polars_dtype(type_name: str) -> pl.DataType:
+    arrow_type = parse_type(type_name)
+    return pl.Series(pa.array([], type=arrow_type)).dtype
+
+
+def _check(column: str, name: str, argument: Any) -> Any:
+    import pandera.polars as pdp
+
+    if name not in CHECKS:
+        raise DefinitionError(
+            f"column {column!r}: unknown check {name!r}.{did_you_mean(name, list(CHECKS))} "
+            f"Valid checks: {', '.join(CHECKS)}"
+        )
+    constructor = getattr(pdp.Check, CHECKS[name])
+    if name in _RANGE_CHECKS:
+        if isinstance(argument, dict):
+            unknown = set(argument) - {"min", "max"}
+            if unknown:
+                raise DefinitionError(f"column {column!r}: {name} takes min and max, not {unknown}")
+            return constructor(min_value=argument.get("min"), max_value=argument.get("max"))
+        if isinstance(argument, list | tuple) and len(argument) == 2:
+            return constructor(argument[0], argument[1])
+        raise DefinitionError(f"column {column!r}: {name} takes {{min: ..., max: ...}}")
+    return constructor(argument)
+
+
+def _column(name: str, rule: ColumnRule) -> Any:
+    import pandera.polars as pdp
+
+    try:
+        dtype = _polars_dtype(rule.type) if rule.type else None
+    except ValueError as exc:
+        raise DefinitionError(f"column {name!r}: {exc}") from None
+    checks = [_check(name, check, argument) for check, argument in rule.checks.items()]
+    return pdp.Column(
+        dtype, checks=checks, nullable=rule.nullable, unique=rule.unique, required=rule.required
+    )
+
+
+def build_schema(inline: InlineSchema) -> Any:
+    """An InlineSchema as a pandera polars DataFrameSchema."""
+    import pandera.polars as pdp
+
+    columns = {name: _column(name, rule) for name, rule in inline.columns.items()}
+    return pdp.DataFrameSchema(
+        columns,
+        strict=inline.strict,
+        coerce=inline.coerce,
+        unique=list(inline.unique) if inline.unique else None,
+    )
+
+
+def _schema_from_yaml(path: Path, reference: str) -> Any:
+    from pydantic import ValidationError
+
+    from engine.yaml_source import read_yaml_file
+
+    data, source, problems = read_yaml_file(path)
+    if problems:
+        raise DefinitionError(f"schema {reference!r}: {problems[0].format()}")
+    try:
+        inline = InlineSchema.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        line = source.line_of(tuple(first["loc"]))
+        where = f"{path}:{line}" if line else str(path)
+        raise DefinitionError(
+            f"schema {reference!r}: {where}: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        ) from None
+    return build_schema(inline)
+
+
+def load_schema(reference: Any, base_dir: Path) -> Any:
+    """Whatever `schema:` holds, as a pandera polars DataFrameSchema."""
+    import pandera.api.polars.model as polars_model
+    import pandera.polars as pdp
+
+    if isinstance(reference, InlineSchema):
+        return build_schema(reference)
+    obj = reference
+    if isinstance(reference, str):
+        if reference.endswith((".yaml", ".yml")):
+            path = Path(reference)
+            path = path if path.is_absolute() else base_dir / path
+            if not path.exists():
+                raise DefinitionError(f"schema file {reference!r} does not exist ({path})")
+            return _schema_from_yaml(path, reference)
+        obj = load_object(reference, base_dir)
+    if isinstance(obj, pdp.DataFrameSchema):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, polars_model.DataFrameModel):
+        return obj.to_schema()
+    raise UserCodeError(
+        f"schema {reference!r} is a {type(obj).__name__}; expected a pandera.polars "
+        "DataFrameModel or DataFrameSchema (import pandera.polars, not pandera.pandas)"
+    )
+
+
+def needs_whole_input(schema: Any) -> bool:
+    """Uniqueness rules must see every row at once."""
+    if getattr(schema, "unique", None):
+        return True
+    return any(getattr(column, "unique", False) for column in schema.columns.values())
+
+
+@dataclass
+class ValidationOutcome:
+    """Counts and failures of one validate task, filled in as frames stream through."""
+
+    rows_in: int = 0
+    rows_passed: int = 0
+    rows_rejected: int = 0
+    rows_failed: int = 0
+    """Rows with at least one row-level failure, whatever on_fail did with them."""
+    failures_by_check: dict[tuple[str, str], int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def record(self, failures: pl.DataFrame, offset: int) -> None:
+        for row in failures.iter_rows(named=True):
+            key = (row["column"] or "", row["check"])
+            self.failures_by_check[key] = self.failures_by_check.get(key, 0) + 1
+            if len(self.examples) < 5:
+                where = f"row {offset + row['index']}" if row["index"] is not None else "schema"
+                column = f"column {row['column']!r}" if row["column"] else "frame"
+                self.examples.append(
+                    f"{where}: {column} failed {row['check']} with value {row['failure_case']!r}"
+                )
+
+    def summary(self) -> str:
+        parts = [
+            f"{column or 'frame'}: {check} ({count} failure{'s' if count != 1 else ''})"
+            for (column, check), count in sorted(self.failures_by_check.items())
+        ]
+        return "; ".join(parts)
+
+
+def _quarantine_rows(frame: pl.DataFrame, failures: pl.DataFrame, offset: int) -> pl.DataFrame:
+    reasons = (
+        failures.select(
+            pl.col("index").cast(pl.Int64).alias("__index"),
+            pl.struct(
+                pl.col("column").fill_null(""),
+                pl.col("check"),
+                pl.col("failure_case").alias("value"),
+            ).alias(QUARANTINE_ERRORS),
+        )
+        .group_by("__index", maintain_order=True)
+        .agg(pl.col(QUARANTINE_ERRORS))
+    )
+    rows = frame.with_row_index("__index").with_columns(pl.col("__index").cast(pl.Int64))
+    bad = rows.join(reasons, on="__index", how="inner").sort("__index")
+    return bad.with_columns((pl.col("__index") + offset).alias(QUARANTINE_ROW)).drop("__index")
+
+
+def _split_failures(error: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    cases: pl.DataFrame = error.failure_cases
+    return cases.filter(pl.col("index").is_not_null()), cases.filter(pl.col("index").is_null())
+
+
+def _schema_failure(cases: pl.DataFrame) -> DataError:
+    details = "; ".join(
+        f"{row['column'] or 'frame'}: {row['check']} (found {row['failure_case']})"
+        for row in cases.iter_rows(named=True)
+    )
+    return DataError(
+        f"the input does not match the schema: {details}",
+        hint="these failures concern whole columns, so no row can be quarantined for them",
+    )
+
+
+def validate_frames(
+    frames: Iterable[pl.DataFrame],
+    schema: Any,
+    spec: ValidateSpec,
+    outcome: ValidationOutcome,
+) -> Iterator[tuple[pl.DataFrame | None, pl.DataFrame | None]]:
+    """Validate frame by frame; yield (rows that go on, quarantined rows) for each.
+
+    Raises DataError when on_fail is `fail` and anything fails, or when a failure concerns the
+    schema rather than rows.
+    """
+    import pandera.errors as pe
+
+    offset = 0
+    for frame in frames:
+        outcome.rows_in += frame.height
+        try:
+            good = schema.validate(frame, lazy=True)
+        except pe.SchemaErrors as error:
+            row_cases, schema_cases = _split_failures(error)
+            outcome.record(error.failure_cases, offset)
+            outcome.rows_failed += row_cases["index"].n_unique()
+            if spec.on_fail is OnFail.WARN:
+                outcome.rows_passed += frame.height
+                yield frame, None
+                offset += frame.height
+                continue
+            if spec.on_fail is OnFail.FAIL or row_cases.is_empty():
+                raise (
+                    _schema_failure(schema_cases)
+                    if row_cases.is_empty()
+                    else DataError(
+                        f"{row_cases['index'].n_unique()} of {frame.height} rows failed "
+                        f"validation: {outcome.summary()}",
+                        hint="examples: " + " | ".join(outcome.examples[:3]),
+                    )
+                ) from None
+            bad_index = row_cases["index"].unique()
+            quarantined = _quarantine_rows(frame, row_cases, offset)
+            remaining = (
+                frame.with_row_index("__index")
+                .filter(~pl.col("__index").is_in(bad_index.cast(pl.UInt32).implode()))
+                .drop("__index")
+            )
+            outcome.rows_rejected += quarantined.height
+            if schema_cases.is_empty() and not getattr(schema, "coerce", False):
+                # Lazy validation reports every failing row, so the rest passes as it is.
+                good = remaining
+            else:
+                # A schema failure such as a wrong dtype can come from the bad rows themselves
+                # (coercion); validate the rest again to know whether it stands on its own, and
+                # to get it coerced.
+                try:
+                    good = schema.validate(remaining, lazy=True)
+                except pe.SchemaErrors as second:
+                    raise _schema_failure(second.failure_cases) from None
+            outcome.rows_passed += good.height
+            yield good, quarantined
+        else:
+            outcome.rows_passed += good.height
+            yield good, None
+        offset += frame.height
+    if spec.on_fail is OnFail.QUARANTINE and outcome.rows_in:
+        share = outcome.rows_rejected / outcome.rows_in
+        if share > spec.max_rejected_fraction:
+            raise DataError(
+                f"{outcome.rows_rejected} of {outcome.rows_in} rows ({share:.1%}) failed "
+                f"validation, more than max_rejected_fraction {spec.max_rejected_fraction:.1%}: "
+                f"{outcome.summary()}",
+                hint="examples: " + " | ".join(outcome.examples[:3]),
+            )
+
+
+def quarantine_schema(input_schema: pa.Schema) -> pa.Schema:
+    """Arrow schema of quarantined rows: the input's columns, the row number and the reasons."""
+    return input_schema.append(pa.field(QUARANTINE_ROW, pa.int64())).append(
+        pa.field(QUARANTINE_ERRORS, _ERROR_TYPE)
+    )
