@@ -1,0 +1,48 @@
+"""Configuration of DuckDB sources (`extract: {from: duckdb}`) and sinks (`load: {to: duckdb}`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from connectors.base import ConfigModel
+
+__all__ = ["DuckDBSink", "DuckDBSource"]
+
+
+class DuckDBSource(ConfigModel):
+    """Stream a table or query result out of a DuckDB database file (opened read-only)."""
+
+    from_: Literal["duckdb"] = Field(alias="from", description="Selects this source.")
+    path: str = Field(description="DuckDB database file, relative to the pipeline file.")
+    table: str | None = Field(None, description="Table name, optionally schema-qualified.")
+    query: str | None = Field(None, description="A SELECT run inside that database.")
+    batch_size: int = Field(65_536, ge=1, description="Rows per record batch.")
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> DuckDBSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("set exactly one of 'table' or 'query'")
+        return self
+
+
+class DuckDBSink(ConfigModel):
+    """Load into a table of a DuckDB database file, in one transaction."""
+
+    input: str = Field(description="Id of the task whose output is loaded.")
+    to: Literal["duckdb"] = Field(description="Selects this sink.")
+    path: str = Field(description="DuckDB database file; created when missing.")
+    table: str = Field(description="Target table, optionally schema-qualified (main.orders).")
+    mode: Literal["append", "replace", "merge"] = Field(
+        "append",
+        description="append: insert the rows; replace: the table becomes exactly the input; "
+        "merge: update rows whose keys match, insert the others.",
+    )
+    keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge.")
+
+    @model_validator(mode="after")
+    def _merge_needs_keys(self) -> DuckDBSink:
+        if self.mode == "merge" and not self.keys:
+            raise ValueError("mode: merge needs 'keys', the columns that identify a row")
+        return self

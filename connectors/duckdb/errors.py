@@ -1,0 +1,31 @@
+"""DuckDB exceptions, classified: a lock held by another process or a write-write conflict may go
+away on retry; a conversion or constraint error is about the data; the rest is terminal."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.errors import ArrowlineError, DataError, TaskError, TransientTaskError
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["translate"]
+
+
+def translate(exc: duckdb.Error, what: str) -> ArrowlineError:
+    import duckdb
+
+    message = str(exc).strip().splitlines()[0]
+    if isinstance(exc, duckdb.IOException) and "lock" in message.lower():
+        return TransientTaskError(
+            f"{what}: the database file is locked by another process ({message})",
+            hint="DuckDB allows one writing process per file; the task is retried",
+        )
+    if isinstance(exc, duckdb.TransactionException):
+        return TransientTaskError(f"{what}: transaction conflict ({message})")
+    if isinstance(
+        exc, duckdb.ConversionException | duckdb.ConstraintException | duckdb.InvalidInputException
+    ):
+        return DataError(f"{what}: {message}")
+    return TaskError(f"{what}: {message}")

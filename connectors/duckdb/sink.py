@@ -1,0 +1,172 @@
+"""Load a task's output into a DuckDB table in one transaction.
+
+append inserts by column name; replace makes the table exactly the input; merge updates rows
+whose keys match and inserts the rest, after refusing input with a NULL key (it cannot be matched)
+or with the same key twice (which of the two should win is a question only the user can answer).
+Watermarks of the
+extracts feeding the load are written to `arrowline_state.watermarks` in the same transaction.
+A new
+table is created from the input's schema, with a primary key on the merge keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.duckdb.config import DuckDBSink
+from connectors.duckdb.errors import translate
+from connectors.names import quote_identifier, quote_table, split_table
+from connectors.state import write_state
+from engine.errors import DataError
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["write_duckdb"]
+
+_INPUT = "__arrowline_input"
+
+
+def _table_columns(connection: duckdb.DuckDBPyConnection, name: str) -> list[str] | None:
+    schema, table = split_table(name)
+    rows = connection.execute(
+        "select column_name from information_schema.columns "
+        "where table_schema = coalesce(?, current_schema()) and table_name = ? "
+        "order by ordinal_position",
+        [schema, table],
+    ).fetchall()
+    return [row[0] for row in rows] or None
+
+
+def _check_columns(source: InputTable, existing: list[str], config: DuckDBSink) -> None:
+    extra = [name for name in source.schema.names if name not in existing]
+    if extra:
+        raise DataError(
+            f"the input has columns {extra} that table {config.table!r} lacks "
+            f"(its columns: {existing})",
+            hint="add the columns to the table, drop them in an upstream sql task, or load with "
+            "mode: replace",
+        )
+
+
+def _check_keys(
+    connection: duckdb.DuckDBPyConnection, source: InputTable, config: DuckDBSink
+) -> None:
+    missing = [key for key in config.keys if key not in source.schema.names]
+    if missing:
+        raise DataError(
+            f"merge keys {missing} are not columns of the input ({source.schema.names})"
+        )
+    keys = ", ".join(quote_identifier(key) for key in config.keys)
+    nulls = connection.execute(
+        "select "
+        + ", ".join(f"count(*) filter (where {quote_identifier(k)} is null)" for k in config.keys)
+        + f" from {_INPUT}"
+    ).fetchone()
+    with_nulls = {k: n for k, n in zip(config.keys, nulls or (), strict=True) if n}
+    if with_nulls:
+        counts = ", ".join(f"{k}: {n}" for k, n in with_nulls.items())
+        raise DataError(
+            f"merge keys must not be NULL, but some are ({counts} rows); a row without a key "
+            "cannot be matched",
+            hint="filter or fill those rows upstream, or choose keys that are always set",
+        )
+    duplicates = connection.execute(
+        f"select {keys}, count(*) as n from {_INPUT} group by all having count(*) > 1 "
+        "order by n desc limit 5"
+    ).fetchall()
+    if duplicates:
+        total = connection.execute(
+            f"select count(*) from (select 1 from {_INPUT} group by {keys} having count(*) > 1)"
+        ).fetchone()
+        examples = "; ".join(
+            ", ".join(f"{k}={v!r}" for k, v in zip(config.keys, row[:-1], strict=True))
+            + f" ({row[-1]} rows)"
+            for row in duplicates
+        )
+        raise DataError(
+            f"{total[0] if total else '?'} merge keys appear more than once in the input, "
+            f"e.g. {examples}",
+            hint="deduplicate upstream (e.g. qualify row_number() over (partition by the keys "
+            "order by updated_at desc) = 1) so each key has one row",
+        )
+
+
+def _merge(connection: duckdb.DuckDBPyConnection, target: str, config: DuckDBSink) -> int:
+    condition = " and ".join(
+        f"t.{quote_identifier(k)} = s.{quote_identifier(k)}" for k in config.keys
+    )
+    result = connection.execute(
+        f"merge into {target} as t using {_INPUT} as s on ({condition}) "
+        "when matched then update set * when not matched then insert *"
+    ).fetchone()
+    return int(result[0]) if result else 0
+
+
+def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) -> SinkResult:
+    import duckdb
+
+    base_dir, cancel = ctx.base_dir, ctx.cancel
+    path = Path(config.path).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    what = f"loading {config.table} in {path.name}"
+    target = quote_table(config.table)
+    try:
+        connection = duckdb.connect(str(path))
+    except duckdb.Error as exc:
+        raise translate(exc, what) from None
+    unregister = cancel.on_cancel(connection.interrupt) if cancel else None
+    try:
+        connection.execute("begin transaction")
+        connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
+        schema, _ = split_table(config.table)
+        if schema:
+            connection.execute(f"create schema if not exists {quote_identifier(schema)}")
+        existing = _table_columns(connection, config.table)
+        if config.mode == "merge":
+            _check_keys(connection, source, config)
+        if config.mode == "replace" or existing is None:
+            result = connection.execute(
+                f"create or replace table {target} as select * from {_INPUT}"
+            ).fetchone()
+            rows = int(result[0]) if result else 0
+            if config.mode == "merge":
+                keys = ", ".join(quote_identifier(k) for k in config.keys)
+                connection.execute(f"alter table {target} add primary key ({keys})")
+        elif config.mode == "append":
+            _check_columns(source, existing, config)
+            result = connection.execute(
+                f"insert into {target} by name select * from {_INPUT}"
+            ).fetchone()
+            rows = int(result[0]) if result else 0
+        else:
+            _check_columns(source, existing, config)
+            rows = _merge(connection, target, config)
+        connection.execute(f"drop view {_INPUT}")
+        write_state(
+            lambda sql, params: connection.execute(sql, list(params)),
+            ctx.pipeline,
+            ctx.task_id,
+            ctx.pending_watermarks,
+            ctx.run_id,
+        )
+        connection.execute("commit")
+    except BaseException as exc:
+        with contextlib.suppress(duckdb.Error):  # the failure may have ended the transaction
+            connection.execute("rollback")
+        if isinstance(exc, duckdb.Error):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            raise translate(exc, what) from None
+        raise
+    finally:
+        if unregister:
+            unregister()
+        connection.close()
+    return SinkResult(
+        rows, f"duckdb:{path}#{config.table}", {"mode": config.mode}, ctx.pending_watermarks
+    )

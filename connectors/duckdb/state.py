@@ -1,0 +1,88 @@
+"""Watermarks kept in a DuckDB sink's file (see connectors.state)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connectors.base import ConnectorContext
+from connectors.duckdb.config import DuckDBSink
+from connectors.duckdb.errors import translate
+from connectors.state import STATE_TABLE, delete_state, read_state, write_state
+from connectors.watermark import Watermark, WatermarkUpdate
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["delete", "put", "read"]
+
+
+def _path(config: DuckDBSink, ctx: ConnectorContext) -> Path:
+    path = Path(config.path).expanduser()
+    return path if path.is_absolute() else ctx.base_dir / path
+
+
+def read(config: DuckDBSink, ctx: ConnectorContext) -> dict[str, tuple[Watermark, str]]:
+    import duckdb
+
+    path = _path(config, ctx)
+    if not path.exists():
+        return {}
+    try:
+        connection = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise translate(exc, f"reading watermarks from {path.name}") from None
+    try:
+        schema, table = STATE_TABLE.split(".")
+        exists = connection.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = $1 and table_name = $2",
+            [schema, table],
+        ).fetchone()
+        if not exists or not exists[0]:
+            return {}
+
+        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            return connection.execute(sql, list(params)).fetchall()
+
+        return read_state(query, ctx.pipeline, ctx.task_id)
+    finally:
+        connection.close()
+
+
+def _write(config: DuckDBSink, ctx: ConnectorContext, action: Any) -> None:
+    import duckdb
+
+    path = _path(config, ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        connection = duckdb.connect(str(path))
+    except duckdb.Error as exc:
+        raise translate(exc, f"writing watermarks to {path.name}") from None
+    try:
+        connection.execute("begin")
+        action(lambda sql, params: connection.execute(sql, list(params)))
+        connection.execute("commit")
+    finally:
+        connection.close()
+
+
+def put(config: DuckDBSink, ctx: ConnectorContext, updates: Sequence[WatermarkUpdate]) -> None:
+    _write(
+        config,
+        ctx,
+        lambda execute: write_state(execute, ctx.pipeline, ctx.task_id, updates, ctx.run_id),
+    )
+
+
+def delete(config: DuckDBSink, ctx: ConnectorContext, task: str | None) -> None:
+    if not _path(config, ctx).exists():
+        return
+    from connectors.state import ensure_state_table
+
+    def action(execute: Any) -> None:
+        ensure_state_table(execute)
+        delete_state(execute, ctx.pipeline, ctx.task_id, task)
+
+    _write(config, ctx, action)

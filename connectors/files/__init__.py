@@ -1,0 +1,15 @@
+"""Files: CSV, NDJSON and Parquet sources (paths, globs, lists); Parquet sinks."""
+
+from connectors.files.capabilities import CAPABILITIES
+from connectors.files.config import CsvOptions, FilesSource, ParquetSink
+from connectors.files.sink import write_parquet
+from connectors.files.source import open_files
+
+__all__ = [
+    "CAPABILITIES",
+    "CsvOptions",
+    "FilesSource",
+    "ParquetSink",
+    "open_files",
+    "write_parquet",
+]

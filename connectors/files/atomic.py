@@ -1,0 +1,78 @@
+"""Publishing files and directories so that readers see the old version or the new, never half.
+
+A file is replaced with `os.replace` (atomic on POSIX within one file system). A directory cannot
+be replaced that way when it is not empty; on Linux `renameat2(RENAME_EXCHANGE)` swaps two
+directories atomically, and elsewhere (or on file systems without it) two renames leave a moment
+where the target is missing, which `publish_directory` reports through its return value.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["publish_directory", "remove_tree", "staging_path"]
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@functools.cache
+def _exchange_function() -> Any:
+    """libc's renameat2 on Linux (glibc 2.28+), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is not None:
+        function.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+        ]
+        function.restype = ctypes.c_int
+    return function
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    function = _exchange_function()
+    if function is None:
+        return False
+    result = function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return bool(result == 0)
+
+
+def staging_path(target: Path, run_id: str) -> Path:
+    """A hidden sibling of `target` for this run's unpublished output."""
+    return target.with_name(f".{target.name}.arrowline-staging-{run_id}")
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def publish_directory(staged: Path, target: Path) -> bool:
+    """Make `staged` the content of `target`. Returns True when the swap was atomic."""
+    if not target.exists():
+        os.rename(staged, target)
+        return True
+    if _exchange(staged, target):
+        remove_tree(staged)  # now holds the previous version
+        return True
+    previous = target.with_name(f".{target.name}.arrowline-previous")
+    remove_tree(previous)
+    os.rename(target, previous)
+    os.rename(staged, target)
+    remove_tree(previous)
+    return False

@@ -1,0 +1,72 @@
+"""The watermark state table that transactional sinks keep next to their data.
+
+    arrowline_state.watermarks (pipeline, task, sink, value, run_id, updated_at)
+
+A sink writes its rows and the watermarks of the extracts feeding them in one transaction, so
+after a crash at any point the data and the watermark agree: either both moved or neither did.
+The SQL here runs unchanged on PostgreSQL and DuckDB (both take `$n` parameters and
+`ON CONFLICT`); each connector passes a function that executes one statement on its open
+connection, inside its transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.watermark import Watermark, WatermarkUpdate
+
+__all__ = ["STATE_TABLE", "delete_state", "ensure_state_table", "read_state", "write_state"]
+
+STATE_SCHEMA = "arrowline_state"
+STATE_TABLE = f"{STATE_SCHEMA}.watermarks"
+
+Execute = Callable[[str, Sequence[Any]], Any]
+Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+
+def ensure_state_table(execute: Execute) -> None:
+    execute(f"create schema if not exists {STATE_SCHEMA}", ())
+    execute(
+        f"create table if not exists {STATE_TABLE} ("
+        "pipeline text not null, task text not null, sink text not null, value text not null, "
+        "run_id text not null, updated_at text not null, primary key (pipeline, task, sink))",
+        (),
+    )
+
+
+def write_state(
+    execute: Execute, pipeline: str, sink: str, updates: Sequence[WatermarkUpdate], run_id: str
+) -> None:
+    """Upsert one row per update; call inside the transaction that writes the data."""
+    if not updates:
+        return
+    ensure_state_table(execute)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    for update in updates:
+        execute(
+            f"insert into {STATE_TABLE} (pipeline, task, sink, value, run_id, updated_at) "
+            "values ($1, $2, $3, $4, $5, $6) on conflict (pipeline, task, sink) do update set "
+            "value = excluded.value, run_id = excluded.run_id, updated_at = excluded.updated_at",
+            (pipeline, update.task_id, sink, update.watermark.to_json(), run_id, now),
+        )
+
+
+def read_state(query: Query, pipeline: str, sink: str) -> dict[str, tuple[Watermark, str]]:
+    """{task: (watermark, run_id)} committed by one sink; empty when there is no state table."""
+    rows = query(
+        f"select task, value, run_id from {STATE_TABLE} where pipeline = $1 and sink = $2",
+        (pipeline, sink),
+    )
+    return {task: (Watermark.from_json(value), run_id) for task, value, run_id in rows}
+
+
+def delete_state(execute: Execute, pipeline: str, sink: str, task: str | None) -> None:
+    if task is None:
+        execute(f"delete from {STATE_TABLE} where pipeline = $1 and sink = $2", (pipeline, sink))
+    else:
+        execute(
+            f"delete from {STATE_TABLE} where pipeline = $1 and sink = $2 and task = $3",
+            (pipeline, sink, task),
+        )
