@@ -1,0 +1,142 @@
+"""Configuration of PostgreSQL connections, sources (`extract: {from: postgres}`) and sinks
+(`load: {to: postgres}`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from connectors.base import ConfigModel
+from engine.durations import Duration
+
+__all__ = [
+    "IncrementalSpec",
+    "PartitionSpec",
+    "PostgresConnection",
+    "PostgresSink",
+    "PostgresSource",
+    "SchemaChange",
+]
+
+
+class PostgresConnection(ConfigModel):
+    """A named PostgreSQL server. Secrets come from `${env:VAR}` or `${file:path}` references,
+    resolved when a run starts and never printed."""
+
+    kind: Literal["postgres"] = Field(description="Selects this connection type.")
+    uri: str | None = Field(
+        None,
+        description="postgresql://user:password@host:port/database?sslmode=...; may be "
+        "'${env:WAREHOUSE_URI}' or contain ${env:...} / ${file:...} parts.",
+    )
+    host: str | None = Field(None, description="Server host, when not given by `uri`.")
+    port: int = Field(5432, ge=1, le=65535, description="Server port.")
+    user: str | None = Field(None, description="Role to connect as.")
+    password: str | None = Field(None, description="Password, e.g. '${file:/run/secrets/pg}'.")
+    database: str | None = Field(None, description="Database name.")
+    options: dict[str, str] = Field(
+        default_factory=dict, description="libpq parameters such as sslmode, application_name."
+    )
+    connect_timeout: int = Field(10, ge=1, description="Seconds to wait for the server.")
+
+    @model_validator(mode="after")
+    def _uri_or_host(self) -> PostgresConnection:
+        if (self.uri is None) == (self.host is None):
+            raise ValueError("set exactly one of 'uri' or 'host'")
+        return self
+
+
+class PartitionSpec(ConfigModel):
+    """Read ranges of one column over several connections sharing one snapshot."""
+
+    column: str = Field(description="An integer, date or timestamp column to split on.")
+    count: int = Field(
+        ge=2, le=64, description="Number of ranges, each read on its own connection."
+    )
+
+
+class IncrementalSpec(ConfigModel):
+    """Read only rows past the committed watermark."""
+
+    cursor: str = Field(description="Column that grows with every change, e.g. updated_at.")
+    key: tuple[str, ...] = Field(
+        (),
+        description="Columns that break ties between rows with the same cursor value, so a "
+        "run that ends in the middle of equal cursor values misses nothing.",
+    )
+    lookback: Duration | None = Field(
+        None,
+        description="Also re-read rows this far behind the watermark (late commits); merge "
+        "keys on the load make re-reading idempotent.",
+    )
+    nulls: Literal["include", "exclude"] = Field(
+        "exclude",
+        description="Rows whose cursor is NULL: 'include' reads them on every run, 'exclude' "
+        "never reads them.",
+    )
+
+
+class PostgresSource(ConfigModel):
+    """Stream a table or query out of PostgreSQL as Arrow batches (COPY, through ADBC)."""
+
+    from_: Literal["postgres"] = Field(alias="from", description="Selects this source.")
+    connection: str = Field(description="Name of a connection under `connections:`.")
+    table: str | None = Field(None, description="Table (or view), e.g. public.orders.")
+    query: str | None = Field(None, description="A SELECT (Jinja template) instead of a table.")
+    columns: tuple[str, ...] | None = Field(None, description="Read only these columns of `table`.")
+    partition: PartitionSpec | None = Field(None, description="Parallel reads in ranges.")
+    incremental: IncrementalSpec | None = Field(None, description="Read only what is new.")
+    batch_bytes: int = Field(
+        16 << 20,
+        ge=1 << 16,
+        description="Target size of each Arrow batch in bytes; bounds memory per connection.",
+    )
+    unconstrained_numeric: str = Field(
+        "decimal(38,9)",
+        description="Arrow type for NUMERIC without precision: 'decimal(P,S)' (a value that "
+        "does not fit fails the task, never rounds), 'float64' or 'string'.",
+    )
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> PostgresSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("set exactly one of 'table' or 'query'")
+        if self.columns is not None and self.table is None:
+            raise ValueError("'columns' selects columns of a 'table'; write them in the query")
+        return self
+
+
+SchemaChange = Literal["evolve", "fail_on_breaking", "fail", "freeze"]
+
+
+class PostgresSink(ConfigModel):
+    """Load into a PostgreSQL table with COPY, in one transaction."""
+
+    input: str = Field(description="Id of the task whose output is loaded.")
+    to: Literal["postgres"] = Field(description="Selects this sink.")
+    connection: str = Field(description="Name of a connection under `connections:`.")
+    table: str = Field(description="Target table, optionally schema-qualified (analytics.orders).")
+    mode: Literal["append", "replace", "merge"] = Field(
+        "append",
+        description="append: COPY the rows in; replace: build a new table and swap it in; "
+        "merge: update rows whose keys match, insert the rest.",
+    )
+    keys: tuple[str, ...] = Field((), description="Merge keys; the primary key of a new table.")
+    delete_missing: bool = Field(
+        False, description="With merge: delete target rows whose keys the input lacks."
+    )
+    schema_change: SchemaChange = Field(
+        "fail_on_breaking",
+        description="evolve: add new columns, widen types, fill missing nullable columns with "
+        "NULL; fail_on_breaking (or fail): add new columns, refuse dropped columns and type "
+        "changes; freeze: refuse any difference.",
+    )
+
+    @model_validator(mode="after")
+    def _merge_needs_keys(self) -> PostgresSink:
+        if self.mode == "merge" and not self.keys:
+            raise ValueError("mode: merge needs 'keys', the columns that identify a row")
+        if self.delete_missing and self.mode != "merge":
+            raise ValueError("delete_missing applies to mode: merge")
+        return self

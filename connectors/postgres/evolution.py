@@ -1,0 +1,187 @@
+"""Compare a load's input with the target table, column by column, and decide per policy.
+
+    change        example                              evolve  fail_on_breaking  freeze
+    added         the input has a new column           ADD     ADD               fail
+    widened       bigint values into an integer column ALTER   ALTER             fail
+    missing       a nullable table column not in input NULLs   fail              fail
+    incompatible  text values into an integer column   fail    fail              fail
+
+Added columns are always nullable. A missing column that is NOT NULL without a default fails
+under every policy: there is no value to give it. `fail` is accepted as `fail_on_breaking`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from connectors.names import quote_identifier
+from connectors.postgres.types import pg_type
+from engine.errors import DataError
+
+__all__ = ["Column", "SchemaChange", "SchemaDiff", "diff"]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    """As `format_type` prints it: 'integer', 'numeric(12,2)', 'timestamp with time zone'."""
+    not_null: bool
+    has_default: bool
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    column: str
+    change: str
+    """added, widened, missing or incompatible."""
+    before: str | None
+    after: str | None
+
+    def describe(self) -> str:
+        text = {
+            "added": f"new column {self.column!r} ({self.after})",
+            "widened": f"column {self.column!r} {self.before} -> {self.after}",
+            "missing": f"column {self.column!r} ({self.before}) is not in the input",
+            "incompatible": f"column {self.column!r} is {self.before}, the input has {self.after}",
+        }
+        return text[self.change]
+
+
+@dataclass(frozen=True)
+class SchemaDiff:
+    changes: tuple[SchemaChange, ...]
+    statements: tuple[str, ...]
+    """ALTER TABLE statements that apply the accepted changes."""
+
+    def report(self) -> list[dict[str, str | None]]:
+        return [
+            {"column": c.column, "change": c.change, "before": c.before, "after": c.after}
+            for c in self.changes
+        ]
+
+
+_INTEGERS = {"smallint": 1, "integer": 2, "bigint": 3}
+_FLOATS = {"real": 1, "double precision": 2}
+_TEXT = ("text", "character varying", "character", "bpchar", "json", "jsonb", "uuid", "citext")
+_NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
+_SYNONYMS = {
+    "timestamptz": "timestamp with time zone",
+    "timestamp": "timestamp without time zone",
+    "time": "time without time zone",
+}
+
+
+def _normal(type_name: str) -> str:
+    text = type_name.strip().lower()
+    return _SYNONYMS.get(text, text)
+
+
+def _numeric(type_name: str) -> tuple[int, int] | None:
+    match = _NUMERIC.match(type_name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def compatibility(column_type: str, input_type: str) -> tuple[str, str | None]:
+    """('same' | 'fits' | 'widen' | 'incompatible', the widened column type)."""
+    column, given = _normal(column_type), _normal(input_type)
+    if column == given:
+        return "same", None
+    if column.endswith("[]") and given.endswith("[]"):
+        return compatibility(column[:-2], given[:-2])
+    if given in _INTEGERS:
+        if column in _INTEGERS:
+            if _INTEGERS[given] <= _INTEGERS[column]:
+                return "fits", None
+            return "widen", given
+        if column in _FLOATS or column == "numeric" or column.startswith("numeric("):
+            return "fits", None
+    if given in _FLOATS and column in _FLOATS:
+        return ("fits", None) if _FLOATS[given] <= _FLOATS[column] else ("widen", given)
+    if given.startswith("numeric") and column.startswith("numeric"):
+        target, source = _numeric(column), _numeric(given)
+        if target is None:  # unconstrained numeric holds anything
+            return "fits", None
+        if source is None:
+            return "widen", "numeric"
+        (p1, s1), (p2, s2) = target, source
+        if s2 <= s1 and p2 - s2 <= p1 - s1:
+            return "fits", None
+        scale = max(s1, s2)
+        return "widen", f"numeric({max(p1 - s1, p2 - s2) + scale},{scale})"
+    if given == "text" and column.startswith(_TEXT):
+        return "fits", None  # varchar(n) too: a value that is too long fails with SQLSTATE 22001
+    if given in ("jsonb", "json") and column in ("json", "jsonb", "text"):
+        return "fits", None
+    if given == "uuid" and column == "text":
+        return "fits", None
+    if given == "timestamp without time zone" and column == "timestamp with time zone":
+        return "fits", None  # read as UTC
+    if given == "date" and column.startswith("timestamp"):
+        return "fits", None
+    if column == "text" and given in ("uuid", "json", "jsonb"):
+        return "fits", None
+    return "incompatible", None
+
+
+def diff(table: str, schema: pa.Schema, columns: list[Column], policy: str) -> SchemaDiff:
+    """The changes between `columns` (the table) and `schema` (the input), under `policy`.
+
+    Raises DataError listing every refused change when the policy does not allow them.
+    """
+    policy = "fail_on_breaking" if policy == "fail" else policy
+    existing = {c.name: c for c in columns}
+    changes: list[SchemaChange] = []
+    statements: list[str] = []
+    refused: list[SchemaChange] = []
+    for field in schema:
+        wanted = pg_type(field)
+        column = existing.get(field.name)
+        if column is None:
+            change = SchemaChange(field.name, "added", None, wanted)
+            changes.append(change)
+            if policy == "freeze":
+                refused.append(change)
+            else:
+                statements.append(
+                    f"alter table {table} add column {quote_identifier(field.name)} {wanted}"
+                )
+            continue
+        verdict, widened = compatibility(column.type, wanted)
+        if verdict == "widen":
+            assert widened is not None
+            change = SchemaChange(field.name, "widened", column.type, widened)
+            changes.append(change)
+            if policy == "freeze":
+                refused.append(change)
+            else:
+                statements.append(
+                    f"alter table {table} alter column {quote_identifier(field.name)} "
+                    f"type {widened}"
+                )
+        elif verdict == "incompatible":
+            change = SchemaChange(field.name, "incompatible", column.type, wanted)
+            changes.append(change)
+            refused.append(change)
+    for column in columns:
+        if column.name in schema.names:
+            continue
+        change = SchemaChange(column.name, "missing", column.type, None)
+        changes.append(change)
+        fillable = not column.not_null or column.has_default
+        if policy != "evolve" or not fillable:
+            refused.append(change)
+    if refused:
+        lines = "; ".join(change.describe() for change in refused)
+        hint = {
+            "freeze": "schema_change: freeze refuses every difference; use fail_on_breaking or "
+            "evolve, or change the table yourself",
+            "fail_on_breaking": "missing and incompatible columns break readers of the table; "
+            "schema_change: evolve fills missing nullable columns with NULL",
+            "evolve": "evolve cannot fill NOT NULL columns or change a column's kind of type",
+        }[policy]
+        raise DataError(f"the input does not fit table {table}: {lines}", hint=hint)
+    return SchemaDiff(tuple(changes), tuple(statements))

@@ -1,0 +1,380 @@
+"""Load a task's output into PostgreSQL: COPY through ADBC, one transaction per load.
+
+    append   COPY the rows into the table (created when missing, evolved per schema_change)
+    replace  COPY into a new table, then swap it in: readers see the old rows or the new, never
+             an empty or half-filled table (DDL is transactional in PostgreSQL)
+    merge    COPY into a temporary stage, refuse NULL or duplicated keys, then
+             INSERT ... ON CONFLICT (keys) DO UPDATE (MERGE when no unique index covers the
+             keys); delete_missing removes target rows whose keys the input lacks
+
+Watermarks of the extracts feeding this load are written to `arrowline_state.watermarks` in the
+same transaction, so the data and the watermark move together or not at all.
+
+Rows stream from the workspace's Parquet into COPY batch by batch. When an input column cannot be
+sent in its target column's binary format as it is (text into a uuid column, say), the rows go
+to a stage first and `INSERT ... SELECT` casts them in SQL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.names import quote_identifier, quote_table, split_table
+from connectors.postgres.config import PostgresSink
+from connectors.postgres.connection import ResolvedPostgres, Session
+from connectors.postgres.evolution import Column, diff
+from connectors.postgres.types import pg_type, target_arrow_type
+from connectors.state import write_state
+from engine.errors import DataError
+
+__all__ = ["fault_point", "write_postgres"]
+
+STAGE = "arrowline_stage"
+
+
+def fault_point(name: str) -> None:
+    """A place where crash tests stop the process: with ARROWLINE_FAULT=<name>, announce it on
+    stderr and wait to be killed. Does nothing otherwise."""
+    if os.environ.get("ARROWLINE_FAULT") == name:
+        import sys
+
+        print(f"ARROWLINE_FAULT reached {name}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+def _columns(session: Session, table: str) -> list[Column] | None:
+    rows = session.rows(
+        "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef "
+        "from pg_attribute a where a.attrelid = to_regclass($1) and a.attnum > 0 "
+        "and not a.attisdropped order by a.attnum",
+        (table,),
+        what="cannot read the target table's columns",
+    )
+    if not rows:
+        exists = session.rows("select to_regclass($1) is not null", (table,))[0][0]
+        if not exists:
+            return None
+    return [
+        Column(name, type_name, bool(not_null), bool(default))
+        for name, type_name, not_null, default in rows
+    ]
+
+
+def _create_table(
+    session: Session, table: str, schema: pa.Schema, keys: tuple[str, ...], temporary: bool = False
+) -> None:
+    columns = [f"{quote_identifier(f.name)} {pg_type(f)}" for f in schema]
+    if keys:
+        columns.append("primary key (" + ", ".join(quote_identifier(k) for k in keys) + ")")
+    prefix = "create temporary table" if temporary else "create table"
+    suffix = " on commit drop" if temporary else ""
+    session.execute(
+        f"{prefix} {table} ({', '.join(columns)}){suffix}", what=f"cannot create {table}"
+    )
+
+
+@dataclass(frozen=True)
+class _Conform:
+    """How input batches become the target's wire types, or None: stage and cast in SQL."""
+
+    schema: pa.Schema
+    casts: tuple[Callable[[pa.Array], pa.Array] | None, ...]
+
+    @property
+    def identity(self) -> bool:
+        return all(cast is None for cast in self.casts)
+
+    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self.identity:  # the common case: the input already has the columns' wire types
+            return batch
+        columns = [
+            c if cast is None else cast(c)
+            for c, cast in zip(batch.columns, self.casts, strict=True)
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+
+def _cast_to(target: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    def cast(array: pa.Array) -> pa.Array:
+        return pc.cast(array, target, safe=True)  # overflow and truncation raise, never wrap
+
+    return cast
+
+
+def _conform(source: pa.Schema, columns: list[Column]) -> _Conform | None:
+    by_name = {c.name: c for c in columns}
+    fields: list[pa.Field] = []
+    casts: list[Callable[[pa.Array], pa.Array] | None] = []
+    for field in source:
+        column = by_name[field.name]
+        target = target_arrow_type(column.type)
+        given = field.type
+        if target is None:
+            if column.type == "numeric" and pa.types.is_decimal(given):
+                fields.append(field)
+                casts.append(None)
+                continue
+            return None
+        if given == target:
+            fields.append(field)
+            casts.append(None)
+            continue
+        storage = given.storage_type if isinstance(given, pa.BaseExtensionType) else given
+        if isinstance(target, pa.BaseExtensionType):
+            if storage != target.storage_type and not (
+                pa.types.is_string(target.storage_type)
+                and (pa.types.is_large_string(storage) or pa.types.is_string_view(storage))
+            ):
+                return None
+
+            def wrap(array: pa.Array, target: pa.BaseExtensionType = target) -> pa.Array:
+                plain = array.storage if isinstance(array, pa.ExtensionArray) else array
+                return pa.ExtensionArray.from_storage(target, plain.cast(target.storage_type))
+
+            fields.append(pa.field(field.name, target))
+            casts.append(wrap)
+            continue
+        try:
+            pc.cast(pa.array([], given), target)  # a cast Arrow knows; values checked per batch
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        fields.append(pa.field(field.name, target))
+        casts.append(_cast_to(target))
+    return _Conform(pa.schema(fields), tuple(casts))
+
+
+def _ingest(
+    session: Session, table: str, reader: pa.RecordBatchReader, temporary: bool = False
+) -> None:
+    schema, name = split_table(table)
+    session.ingest(
+        name, reader, db_schema=schema, temporary=temporary, what=f"COPY into {table} failed"
+    )
+
+
+def _unique_keys(session: Session, table: str) -> list[set[str]]:
+    rows = session.rows(
+        "select array_to_string(array(select a.attname from pg_attribute a "
+        "where a.attrelid = i.indrelid and a.attnum = any(i.indkey)), ',') "
+        "from pg_index i where i.indrelid = to_regclass($1) and i.indisunique",
+        (table,),
+    )
+    return [set(row[0].split(",")) for row in rows if row[0]]
+
+
+def _check_stage_keys(session: Session, keys: tuple[str, ...]) -> None:
+    quoted = [quote_identifier(k) for k in keys]
+    nulls = session.rows(
+        "select "
+        + ", ".join(f"count(*) filter (where {q} is null)" for q in quoted)
+        + f" from {STAGE}"
+    )[0]
+    with_nulls = {k: n for k, n in zip(keys, nulls, strict=True) if n}
+    if with_nulls:
+        counts = ", ".join(f"{k}: {n}" for k, n in with_nulls.items())
+        raise DataError(
+            f"merge keys must not be NULL, but some are ({counts} rows); a row without a key "
+            "cannot be matched",
+            hint="filter or fill those rows upstream, or choose keys that are always set",
+        )
+    duplicates = session.rows(
+        f"select {', '.join(quoted)}, count(*) from {STAGE} group by {', '.join(quoted)} "
+        "having count(*) > 1 order by count(*) desc limit 5"
+    )
+    if duplicates:
+        (total,) = session.rows(
+            f"select count(*) from (select 1 from {STAGE} group by {', '.join(quoted)} "
+            "having count(*) > 1) d"
+        )[0]
+        examples = "; ".join(
+            ", ".join(f"{k}={v!r}" for k, v in zip(keys, row[:-1], strict=True))
+            + f" ({row[-1]} rows)"
+            for row in duplicates
+        )
+        raise DataError(
+            f"{total} merge keys appear more than once in the input, e.g. {examples}",
+            hint="deduplicate upstream (qualify row_number() over (partition by the keys order "
+            "by updated_at desc) = 1) so each key has one row",
+        )
+
+
+def _select_list(names: list[str], columns: dict[str, Column], alias: str) -> str:
+    """`cast(alias."c" as <c's type>) as "c", ...`: SQL does the conversions COPY cannot."""
+    return ", ".join(
+        f"cast({alias}.{quote_identifier(n)} as {columns[n].type}) as {quote_identifier(n)}"
+        for n in names
+    )
+
+
+def _merge(
+    session: Session, table: str, names: list[str], columns: dict[str, Column], config: PostgresSink
+) -> int:
+    keys = list(config.keys)
+    quoted_keys = ", ".join(quote_identifier(k) for k in keys)
+    target_cols = ", ".join(quote_identifier(n) for n in names)
+    staged = f"(select {_select_list(names, columns, 'src')} from {STAGE} src)"
+    updates = [n for n in names if n not in keys]
+    if any(set(keys) == unique for unique in _unique_keys(session, table)):
+        action = "do nothing"
+        if updates:
+            action = "do update set " + ", ".join(
+                f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in updates
+            )
+        sql = (
+            f"insert into {table} ({target_cols}) select {target_cols} from {staged} s "
+            f"on conflict ({quoted_keys}) {action}"
+        )
+    else:
+        (version,) = session.rows("select current_setting('server_version_num')")[0]
+        if int(version) < 150000:
+            raise DataError(
+                f"merge into {table} needs a unique index on {keys} (or PostgreSQL 15 for MERGE)",
+                hint=f"create unique index on {table} ({', '.join(keys)})",
+            )
+        on = " and ".join(f"t.{quote_identifier(k)} = s.{quote_identifier(k)}" for k in keys)
+        matched = ""
+        if updates:
+            assignments = ", ".join(
+                f"{quote_identifier(n)} = s.{quote_identifier(n)}" for n in updates
+            )
+            matched = f"when matched then update set {assignments} "
+        inserted = ", ".join(f"s.{quote_identifier(n)}" for n in names)
+        sql = (
+            f"merge into {table} t using {staged} s on ({on}) {matched}"
+            f"when not matched then insert ({target_cols}) values ({inserted})"
+        )
+    return max(0, session.execute(sql, what=f"merge into {table} failed"))
+
+
+def _replace(session: Session, config: PostgresSink, source: InputTable, rows: _Batches) -> None:
+    """COPY into a new table, then swap names in the same transaction."""
+    schema_name, name = split_table(config.table)
+    staging_name = f"{config.table}__arrowline_new"
+    staging = quote_table(staging_name)
+    session.execute(f"drop table if exists {staging}")
+    _create_table(session, staging, source.schema, config.keys)
+    _ingest(session, staging_name, rows.reader(None))
+    table = quote_table(config.table)
+    old = quote_identifier(name + "__arrowline_old")
+    exists = _columns(session, table) is not None
+    if exists:
+        session.execute(f"alter table {table} rename to {old}")
+    session.execute(f"alter table {staging} rename to {quote_identifier(name)}")
+    if exists:
+        old_table = f"{quote_identifier(schema_name)}.{old}" if schema_name else old
+        session.execute(f"drop table {old_table}", what=f"cannot drop the previous {config.table}")
+
+
+def _columns_after_changes(
+    session: Session, config: PostgresSink, source: InputTable, details: dict[str, Any]
+) -> list[Column]:
+    """The target's columns once it exists and fits the input (created or evolved)."""
+    table = quote_table(config.table)
+    existing = _columns(session, table)
+    if existing is None:
+        _create_table(session, table, source.schema, config.keys)
+        details["created"] = True
+        return [Column(f.name, pg_type(f), f.name in config.keys, False) for f in source.schema]
+    changes = diff(table, source.schema, existing, config.schema_change)
+    if not changes.changes:
+        return existing
+    for statement in changes.statements:
+        session.execute(statement, what=f"cannot change {config.table}")
+    details["schema_changes"] = changes.report()
+    return _columns(session, table) or []
+
+
+class _Batches:
+    """The input as a stream, counting rows and honouring cancellation."""
+
+    def __init__(self, source: InputTable, ctx: ConnectorContext) -> None:
+        self.source = source
+        self.ctx = ctx
+        self.count = 0
+
+    def reader(self, conform: _Conform | None) -> pa.RecordBatchReader:
+        def generate() -> Iterator[pa.RecordBatch]:
+            for batch in self.source.batches(131_072):
+                self.ctx.raise_if_cancelled()
+                self.count += batch.num_rows
+                yield conform.apply(batch) if conform else batch
+
+        schema = conform.schema if conform else self.source.schema
+        return pa.RecordBatchReader.from_batches(schema, generate())
+
+
+def _stage(session: Session, source: InputTable, rows: _Batches) -> None:
+    _create_table(session, STAGE, source.schema, (), temporary=True)
+    _ingest(session, STAGE, rows.reader(None), temporary=True)
+
+
+def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorContext) -> SinkResult:
+    server: ResolvedPostgres = ctx.connection(config.connection)
+    table = quote_table(config.table)
+    schema_name, _ = split_table(config.table)
+    rows = _Batches(source, ctx)
+    details: dict[str, Any] = {"mode": config.mode}
+    with Session(server) as session:
+        if schema_name:
+            session.execute(
+                f"create schema if not exists {quote_identifier(schema_name)}",
+                what=f"cannot create schema {schema_name}",
+            )
+        if config.mode == "replace":
+            _replace(session, config, source, rows)
+            written = rows.count
+        else:
+            columns = _columns_after_changes(session, config, source, details)
+            by_name = {c.name: c for c in columns}
+            names = list(source.schema.names)
+            conform = _conform(source.schema, columns) if config.mode == "append" else None
+            if conform is not None:
+                _ingest(session, config.table, rows.reader(conform))
+                written = rows.count
+            elif config.mode == "append":  # types COPY cannot send as they are: cast in SQL
+                _stage(session, source, rows)
+                session.execute(
+                    f"insert into {table} ({', '.join(quote_identifier(n) for n in names)}) "
+                    f"select {_select_list(names, by_name, 's')} from {STAGE} s",
+                    what=f"insert into {config.table} failed",
+                )
+                written = rows.count
+                details["staged"] = True
+            else:
+                _stage(session, source, rows)
+                _check_stage_keys(session, config.keys)
+                written = _merge(session, table, names, by_name, config)
+                if config.delete_missing:
+                    details["deleted"] = _delete_missing(session, table, config)
+        write_state(
+            lambda sql, params: session.execute(
+                sql, params or None, what="cannot save the watermark"
+            ),
+            ctx.pipeline,
+            ctx.task_id,
+            ctx.pending_watermarks,
+            ctx.run_id,
+        )
+        fault_point("postgres.before_commit")
+        session.commit()
+    details["input_rows"] = rows.count
+    return SinkResult(
+        written, f"postgres:{server.name}#{config.table}", details, ctx.pending_watermarks
+    )
+
+
+def _delete_missing(session: Session, table: str, config: PostgresSink) -> int:
+    on = " and ".join(f"s.{quote_identifier(k)} = t.{quote_identifier(k)}" for k in config.keys)
+    deleted = session.execute(
+        f"delete from {table} t where not exists (select 1 from {STAGE} s where {on})",
+        what=f"delete_missing on {config.table} failed",
+    )
+    return max(0, deleted)

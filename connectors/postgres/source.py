@@ -1,0 +1,215 @@
+"""Stream a PostgreSQL table or query into Arrow, through ADBC's COPY path.
+
+Memory is bounded by `batch_bytes` per connection: ADBC reads COPY output in batches of about
+that size. (Bound parameters would make ADBC abandon COPY and return the whole result at once,
+so values reach the statement as typed literals written here, never as text a user controls.)
+
+`partition: {column, count}` reads `count` ranges of the column on as many connections. The
+first connection exports its snapshot and every other one imports it (`SET TRANSACTION
+SNAPSHOT`), so all ranges see the table as of one instant, even while it is being written.
+
+`incremental: {cursor, key, lookback, nulls}` reads only rows past the watermark the run starts
+from: `(cursor, key...) > (watermark)` compared as a row, so equal cursor values are neither
+missed nor read twice; with a lookback, `cursor >= watermark - lookback`, re-reading late rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.base import ConnectorContext
+from connectors.names import quote_identifier, quote_table
+from connectors.postgres.config import PostgresSource
+from connectors.postgres.connection import ResolvedPostgres, Session
+from connectors.postgres.errors import translate
+from connectors.postgres.types import SourceConversion, numeric_rewrite
+from connectors.watermark import Watermark
+from engine.errors import ArrowlineError, DataError, DefinitionError
+from engine.params import sql_literal
+
+__all__ = ["base_query", "incremental_filter", "open_postgres", "partition_ranges"]
+
+
+def base_query(config: PostgresSource) -> str:
+    if config.table is not None:
+        columns = ", ".join(quote_identifier(c) for c in config.columns) if config.columns else "*"
+        return f"select {columns} from {quote_table(config.table)}"
+    assert config.query is not None
+    statement = config.query.strip().rstrip(";")
+    return f"select * from ({statement}) as arrowline_source"
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return f"{value}::numeric"
+    return sql_literal(value)
+
+
+def incremental_filter(config: PostgresSource, watermark: Watermark | None) -> str | None:
+    """The WHERE condition of an incremental read from `watermark` (None: no condition)."""
+    spec = config.incremental
+    if spec is None:
+        return None
+    cursor = quote_identifier(spec.cursor)
+    condition: str | None = None
+    if watermark is not None:
+        if spec.lookback is not None:
+            if not isinstance(watermark.cursor, datetime | date):
+                raise DefinitionError(
+                    f"incremental.lookback needs a date or timestamp cursor; {spec.cursor!r} "
+                    f"holds {type(watermark.cursor).__name__} values"
+                )
+            seconds = spec.lookback.total_seconds()
+            condition = f"{cursor} >= {_literal(watermark.cursor)} - interval '{seconds:g} seconds'"
+        elif spec.key and len(watermark.key) == len(spec.key):
+            columns = ", ".join([cursor, *(quote_identifier(k) for k in spec.key)])
+            values = ", ".join(_literal(v) for v in watermark.as_tuple())
+            condition = f"({columns}) > ({values})"
+        else:
+            condition = f"{cursor} > {_literal(watermark.cursor)}"
+    if spec.nulls == "include":
+        return f"({condition}) or {cursor} is null" if condition else None
+    return f"{cursor} is not null and ({condition})" if condition else f"{cursor} is not null"
+
+
+def _where(query: str, conditions: list[str]) -> str:
+    present = [c for c in conditions if c]
+    if not present:
+        return query
+    return f"select * from ({query}) as arrowline_filtered where " + " and ".join(
+        f"({c})" for c in present
+    )
+
+
+def partition_ranges(low: Any, high: Any, count: int) -> list[Any]:
+    """`count - 1` inner boundaries splitting [low, high] into ranges of equal width."""
+    if isinstance(low, bool) or not isinstance(low, int | datetime | date):
+        raise DefinitionError(
+            f"partition column values are {type(low).__name__}; partition on an integer, date "
+            "or timestamp column"
+        )
+    if isinstance(low, int):
+        width = (high - low + 1) / count
+        bounds = [low + round(width * i) for i in range(1, count)]
+    else:
+        span: timedelta = high - low
+        bounds = [low + span * i / count for i in range(1, count)]
+    return sorted({b for b in bounds if low < b <= high})
+
+
+def _range_conditions(column: str, bounds: list[Any]) -> list[str]:
+    quoted = quote_identifier(column)
+    if not bounds:
+        return [""]
+    conditions = [f"{quoted} < {_literal(bounds[0])} or {quoted} is null"]
+    for lower, upper in itertools.pairwise(bounds):
+        conditions.append(f"{quoted} >= {_literal(lower)} and {quoted} < {_literal(upper)}")
+    conditions.append(f"{quoted} >= {_literal(bounds[-1])}")
+    return conditions
+
+
+def _stream(
+    session: Session, sql: str, config: PostgresSource, ctx: ConnectorContext, finish: str | None
+) -> pa.RecordBatchReader:
+    """A reader over one query on one session; the session closes when the stream ends."""
+    server = session.server
+    scaled: dict[str, pa.DataType] = {}
+    statement: Any = None
+    unregister = None
+    try:
+        sql, scaled = numeric_rewrite(session.schema(sql), sql)
+        statement, reader = session.query(
+            sql, batch_bytes=config.batch_bytes, what=f"reading {config.table or 'query'} failed"
+        )
+        unregister = ctx.cancel.on_cancel(statement.cancel) if ctx.cancel else None
+        conversion = SourceConversion.for_schema(
+            reader.schema, config.unconstrained_numeric, scaled
+        )
+    except BaseException as exc:
+        if unregister:
+            unregister()
+        session.close()
+        if isinstance(exc, ArrowlineError):
+            if ctx.cancel is not None and ctx.cancel.cancelled:
+                ctx.raise_if_cancelled()
+            raise
+        ctx.raise_if_cancelled()
+        raise translate(exc, f"reading {config.table or 'query'} failed", server) from None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                yield conversion.apply(batch)
+            if finish:
+                session.execute(finish, what="cannot end the snapshot")
+        except (DataError, DefinitionError):
+            raise
+        except Exception as exc:
+            ctx.raise_if_cancelled()
+            text = str(exc).lower()
+            if scaled and "cannot convert" in text and ("nan" in text or "infinity" in text):
+                columns = ", ".join(repr(name) for name in scaled)
+                raise DataError(
+                    f"a NUMERIC value in {columns} is NaN or Infinity, which a decimal cannot hold",
+                    hint="filter those rows, or cast the column to float8 in a query",
+                ) from None
+            raise translate(exc, f"reading {config.table or 'query'} failed", server) from None
+        finally:
+            if unregister:
+                unregister()
+            session.close()
+
+    return pa.RecordBatchReader.from_batches(conversion.schema, batches())
+
+
+def open_postgres(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+    """One reader, or one per partition, all seeing the same snapshot."""
+    server: ResolvedPostgres = ctx.connection(config.connection)
+    query = _where(base_query(config), [incremental_filter(config, ctx.watermark) or ""])
+    if config.partition is None:
+        session = Session(server)
+        return [_stream(session, query, config, ctx, finish=None)]
+
+    begin = "begin transaction isolation level repeatable read read only"
+    coordinator = Session(server, autocommit=True)
+    sessions: list[Session] = []
+    try:
+        coordinator.execute(begin, what="cannot start a snapshot")
+        (snapshot,) = coordinator.rows(
+            "select pg_export_snapshot()", what="cannot export a snapshot"
+        )[0]
+        column = quote_identifier(config.partition.column)
+        low, high = coordinator.rows(
+            f"select min({column}), max({column}) from ({query}) as s",
+            what=f"cannot find the range of {config.partition.column!r}",
+        )[0]
+        bounds = partition_ranges(low, high, config.partition.count) if low is not None else []
+        readers = []
+        for condition in _range_conditions(config.partition.column, bounds):
+            session = Session(server, autocommit=True)
+            sessions.append(session)
+            session.execute(begin, what="cannot start a snapshot")
+            session.execute(
+                f"set transaction snapshot {sql_literal(snapshot)}",
+                what="cannot import the snapshot",
+            )
+            readers.append(
+                _stream(session, _where(query, [condition]), config, ctx, finish="commit")
+            )
+        return readers
+    except BaseException:
+        for session in sessions:
+            session.close()
+        raise
+    finally:
+        # Every reader has imported the snapshot by now (or setup failed): release the export.
+        with contextlib.suppress(Exception):
+            coordinator.execute("commit")
+        coordinator.close()
