@@ -1,0 +1,37 @@
+"""Run a command and report its own CPU time and peak RSS: `python -m benchmarks.rusage -- CMD`.
+
+The command's stdout passes through; a `RESULT` line gets the usage added under `__rusage__`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def main() -> int:
+    argv = sys.argv[sys.argv.index("--") + 1 :]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines = process.stdout.read().splitlines()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    rusage = {"cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+    reported = False
+    for line in lines:
+        if not line.startswith("RESULT "):
+            print(line)
+            continue
+        payload = json.loads(line[len("RESULT ") :])
+        payload["__rusage__"] = rusage
+        print("RESULT " + json.dumps(payload))
+        reported = True
+    if not reported:
+        print("RESULT " + json.dumps({"__rusage__": rusage}))
+    return process.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

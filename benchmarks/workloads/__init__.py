@@ -1,0 +1,17 @@
+"""Workloads: each module lists its contenders, prepares data, runs one contender as a child
+process (`python -m benchmarks.workloads.<name> CONTENDER ...`) and summarizes the outcomes.
+
+Modules are imported on demand, so a contender process loads only its own workload (the
+plain-Python floor of `orchestration` must not carry pyarrow in its memory figure).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+NAMES = ("orchestration", "stream_memory", "pg_extract", "pg_load")
+
+
+def workload(name: str) -> ModuleType:
+    return importlib.import_module(f"benchmarks.workloads.{name}")

@@ -1,0 +1,289 @@
+"""Loading into PostgreSQL: append and merge, arrowline against the bare and the hand-written way.
+
+    append   5,000,000 rows from Parquet into a new table
+             arrowline/append      arrowline's sink (creates the table, COPY via ADBC, commits)
+             adbc/ingest           bare adbc_ingest of the same Parquet stream into the same DDL
+    merge    1,000,000 changed rows (900k updates, 100k inserts) into a 10,000,000-row table
+             arrowline/merge       arrowline's sink (stage, key checks, INSERT ... ON CONFLICT)
+             handwritten/merge     adbc_ingest into a temp table + INSERT ... ON CONFLICT
+
+Each sample rebuilds its target (and runs CHECKPOINT) before its clock starts, and reports
+`write_s`: the load from a URI (connect, create, COPY, commit), the same work for every
+contender. Goals: append within 1.05x of adbc/ingest, merge within 1.2x of handwritten/merge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from benchmarks.harness import Contender, Outcome
+
+URI = os.environ.get("ARROWLINE_BENCH_PG_URI", "postgresql://postgres@127.0.0.1:5432/test")
+SCHEMA = "arrowline_bench"
+DATA = Path(__file__).resolve().parents[1] / ".data"
+COLUMNS = (
+    "id bigint, qty integer, amount numeric(12,2), created_at timestamp, name text, flag boolean"
+)
+DDL = f"({COLUMNS}, primary key (id))"
+APPEND_DDL = f"({COLUMNS})"
+"""Append targets have no key, as arrowline creates them when no `keys` are given."""
+NAMES = ["arrowline/append", "adbc/ingest", "arrowline/merge", "handwritten/merge"]
+
+
+def _rows(ids: pa.Array, salt: int) -> pa.Table:
+    """Deterministic rows for the given ids; `salt` changes every value but the id."""
+    values = pc.add(pc.multiply(ids, 7919), salt)
+    return pa.table(
+        {
+            "id": ids,
+            "qty": pc.cast(pc.bit_wise_and(values, 1023), pa.int32()),
+            "amount": pc.cast(pc.bit_wise_and(values, 0xFFFFF), pa.decimal128(19, 0)).view(
+                pa.decimal128(12, 2)
+            ),
+            "created_at": pc.cast(pc.multiply(ids, 1_000_000), pa.timestamp("us")),
+            "name": pc.binary_join_element_wise("name-", pc.cast(values, pa.string()), ""),
+            "flag": pc.equal(pc.bit_wise_and(values, 1), 0),
+        }
+    )
+
+
+def _parquet(name: str, ids: pa.Array, salt: int) -> Path:
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / name
+    if not path.exists():
+        pq.write_table(_rows(ids, salt), path, row_group_size=262_144)
+    return path
+
+
+def _execute(*statements: str) -> None:
+    import adbc_driver_manager as adbc
+    import adbc_driver_postgresql as driver
+
+    with driver.connect(URI) as database, adbc.AdbcConnection(database) as connection:
+        for sql in statements:
+            with adbc.AdbcStatement(connection) as statement:
+                statement.set_sql_query(sql)
+                statement.execute_update()
+
+
+def prepare(args: argparse.Namespace) -> dict[str, Any]:
+    append_rows = 100_000 if args.quick else (args.rows or 5_000_000)
+    base_rows = 200_000 if args.quick else 10_000_000
+    changed = base_rows // 10
+    append_file = _parquet(
+        f"load-{append_rows}.parquet", pa.array(range(append_rows), pa.int64()), 0
+    )
+    # 90% of the changes update existing keys (every 11th row), 10% are new keys past the end.
+    updates = pa.array(range(0, base_rows, 11), pa.int64())[: changed * 9 // 10]
+    inserts = pa.array(range(base_rows, base_rows + changed - len(updates)), pa.int64())
+    merge_file = _parquet(f"merge-{base_rows}.parquet", pa.concat_arrays([updates, inserts]), 1)
+    base = f"{SCHEMA}.merge_base_{base_rows}"
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    with pgdb.connect(URI) as connection, connection.cursor() as cursor:
+        cursor.execute(f"create schema if not exists {SCHEMA}")
+        cursor.execute(f"select to_regclass('{base}') is not null")
+        if not cursor.fetchone()[0]:
+            cursor.execute(f"create table {base} {DDL}")
+            connection.commit()
+            cursor.adbc_ingest(
+                base.split(".")[1],
+                _rows(pa.array(range(base_rows), pa.int64()), 0),
+                mode="append",
+                db_schema_name=SCHEMA,
+            )
+            cursor.execute(f"analyze {base}")
+        connection.commit()
+    return {
+        "append_rows": append_rows,
+        "append_file": str(append_file),
+        "base_rows": base_rows,
+        "changed_rows": changed,
+        "merge_file": str(merge_file),
+        "base": base,
+    }
+
+
+def _target(name: str) -> str:
+    return f"{SCHEMA}.{name.replace('/', '_')}"
+
+
+def _arrowline_write(mode: str, target: str, file: Path) -> float:
+    from connectors.base import ConnectorContext, InputTable
+    from connectors.postgres import PostgresConnection, PostgresSink, resolve, write_postgres
+
+    server = resolve("bench", PostgresConnection(kind="postgres", uri=URI), Path.cwd())
+    config: dict[str, Any] = {
+        "input": "t",
+        "to": "postgres",
+        "connection": "bench",
+        "table": target,
+        "mode": mode,
+    }
+    if mode == "merge":
+        config["keys"] = ["id"]
+    sink = PostgresSink.model_validate(config)
+    metadata = pq.ParquetFile(file).metadata
+    source = InputTable("t", "r", (file,), pq.read_schema(file), metadata.num_rows)
+    ctx = ConnectorContext(Path.cwd(), "bench", "r", "load", connections={"bench": server})
+    started = time.perf_counter()
+    write_postgres(source, sink, ctx)
+    return time.perf_counter() - started
+
+
+def _adbc_append(target: str, file: Path) -> float:
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    schema, table = target.split(".")
+    # The clock starts from a URI, as arrowline's does: connecting (ADBC introspects types on a
+    # first connection) and creating the table are part of any load.
+    started = time.perf_counter()
+    with pgdb.connect(URI) as connection, connection.cursor() as cursor:
+        cursor.execute(f"create table {target} {APPEND_DDL}")
+        parquet = pq.ParquetFile(file)
+        reader = pa.RecordBatchReader.from_batches(
+            parquet.schema_arrow, parquet.iter_batches(131_072)
+        )
+        cursor.adbc_ingest(table, reader, mode="append", db_schema_name=schema)
+        connection.commit()
+        return time.perf_counter() - started
+
+
+def _handwritten_merge(target: str, file: Path) -> float:
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    columns = ["id", "qty", "amount", "created_at", "name", "flag"]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+    started = time.perf_counter()  # from a URI, as arrowline's clock
+    with pgdb.connect(URI) as connection, connection.cursor() as cursor:
+        cursor.execute("create temporary table stage (like " + target + ") on commit drop")
+        parquet = pq.ParquetFile(file)
+        reader = pa.RecordBatchReader.from_batches(
+            parquet.schema_arrow, parquet.iter_batches(131_072)
+        )
+        cursor.adbc_ingest("stage", reader, mode="append", temporary=True)
+        cursor.execute(
+            f"insert into {target} select * from stage on conflict (id) do update set {updates}"
+        )
+        connection.commit()
+        return time.perf_counter() - started
+
+
+def _checksum(target: str) -> str:
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    with pgdb.connect(URI) as connection, connection.cursor() as cursor:
+        cursor.execute(f"select count(*), sum(qty), sum(amount)::text from {target}")
+        count, qty, amount = cursor.fetchone()
+    return f"{count}:{qty}:{amount}"
+
+
+def contenders(args: argparse.Namespace) -> list[Contender]:
+    params = prepare(args)
+    return [
+        Contender(
+            name,
+            (
+                sys.executable,
+                "-m",
+                "benchmarks.workloads.pg_load",
+                name,
+                "--params",
+                json.dumps(params),
+            ),
+            group="append" if "append" in name or "ingest" in name else "merge",
+        )
+        for name in NAMES
+    ]
+
+
+def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    done = {o.contender: o for o in outcomes if o.samples and not o.error}
+    lines = [
+        f"append: {params['append_rows']:,} rows into a new table; merge: "
+        f"{params['changed_rows']:,} changed rows into {params['base_rows']:,} (setup not timed).",
+        "",
+        "| contender | load time (median, min–max) | rows/s | peak RSS |",
+        "|---|---|---|---|",
+    ]
+    for o in outcomes:
+        if o.error or not o.samples:
+            lines.append(
+                f"| {o.contender} | {(o.error or 'no samples').splitlines()[0][:90]} | | |"
+            )
+            continue
+        low, high = o.spread("write_s")
+        rows = params["append_rows"] if o.group == "append" else params["changed_rows"]
+        lines.append(
+            f"| {o.contender} | {o.median('write_s'):.2f} s ({low:.2f}–{high:.2f}) | "
+            f"{rows / o.median('write_s'):,.0f} | {o.median('peak_rss_mb'):.0f} MB |"
+        )
+    summary: dict[str, Any] = {
+        n: {"write_s": o.median("write_s"), "peak_rss_mb": o.median("peak_rss_mb")}
+        for n, o in done.items()
+    }
+    lines += ["", "| goal | met | figure |", "|---|---|---|"]
+    for label, ours, theirs, limit in (
+        ("append within 1.05x of bare adbc_ingest", "arrowline/append", "adbc/ingest", 1.05),
+        (
+            "merge within 1.2x of hand-written COPY + ON CONFLICT",
+            "arrowline/merge",
+            "handwritten/merge",
+            1.2,
+        ),
+    ):
+        if ours in done and theirs in done:
+            ratio = done[ours].median("write_s") / done[theirs].median("write_s")
+            lines.append(f"| {label} | {'✅' if ratio <= limit else '❌'} | {ratio:.2f}x |")
+            summary[label] = ratio
+        else:
+            lines.append(f"| {label} | n/a | n/a |")
+    return summary, "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("contender", choices=NAMES)
+    parser.add_argument("--params", required=True)
+    args = parser.parse_args()
+    params = json.loads(args.params)
+    name = args.contender
+    target = _target(name)
+    quiet = ("checkpoint",)  # untimed: every load starts with the last one's writes flushed
+    if "merge" in name:
+        # Not timed: a fresh copy of the 10M-row base with its primary key.
+        _execute(
+            f"drop table if exists {target}",
+            f"create table {target} {DDL}",
+            f"insert into {target} select * from {params['base']}",
+            f"analyze {target}",
+            *quiet,
+        )
+        write_s = (
+            _arrowline_write("merge", target, Path(params["merge_file"]))
+            if name.startswith("arrowline")
+            else _handwritten_merge(target, Path(params["merge_file"]))
+        )
+    else:
+        _execute(f"drop table if exists {target}", *quiet)
+        write_s = (
+            _arrowline_write("append", target, Path(params["append_file"]))
+            if name.startswith("arrowline")
+            else _adbc_append(target, Path(params["append_file"]))
+        )
+    print("RESULT " + json.dumps({"write_s": write_s, "checksum": _checksum(target)}))
+    _execute(f"drop table if exists {target}")
+
+
+if __name__ == "__main__":
+    main()
