@@ -1,0 +1,112 @@
+"""Shared fixtures: a project folder, pipeline writers, a CLI runner, clean logging."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from loguru import logger
+
+from engine.logs import PACKAGES
+
+
+@pytest.fixture(autouse=True)
+def _quiet_loguru() -> Iterator[None]:
+    """The CLI configures loguru globally; put it back after every test."""
+    yield
+    logger.remove()
+    for package in PACKAGES:
+        logger.disable(package)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder that is also the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ARROWLINE_PROJECT_DIR", raising=False)
+    return tmp_path
+
+
+WritePipeline = Callable[[str, str], Path]
+
+
+@pytest.fixture
+def write(project: Path) -> WritePipeline:
+    """write("name.yaml", yaml_text) -> path, with the text dedented."""
+
+    def _write(name: str, text: str) -> Path:
+        path = project / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """Run `arrowline ...` in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from engine.cli import main
+
+    def _run(*args: str) -> Result:
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return _run
+
+
+class PgSchema:
+    """A schema of its own on the test server, with small helpers."""
+
+    def __init__(self, uri: str, schema: str) -> None:
+        self.uri = uri
+        self.schema = schema
+
+    def table(self, name: str) -> str:
+        return f"{self.schema}.{name}"
+
+    def execute(self, *statements: str) -> None:
+        import adbc_driver_postgresql.dbapi as pgdb
+
+        with pgdb.connect(self.uri) as connection, connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+            connection.commit()
+
+    def rows(self, sql: str) -> list[tuple[object, ...]]:
+        import adbc_driver_postgresql.dbapi as pgdb
+
+        with pgdb.connect(self.uri) as connection, connection.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+
+
+@pytest.fixture(scope="session")
+def pg_uri() -> Iterator[str]:
+    from tests.pg import test_server
+
+    with test_server() as uri:
+        yield uri
+
+
+@pytest.fixture
+def pg(
+    pg_uri: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PgSchema]:
+    """Each test gets its own schema (dropped afterwards) and $TEST_PG_URI for pipelines."""
+    import hashlib
+
+    name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    schema = PgSchema(pg_uri, name)
+    # Pipelines in these tests are named after the schema; their watermarks live in the shared
+    # arrowline_state schema and must not leak from one execution of a test into the next.
+    forget = (
+        "do $$ begin if to_regclass('arrowline_state.watermarks') is not null then "
+        f"delete from arrowline_state.watermarks where pipeline = '{name}'; end if; end $$"
+    )
+    schema.execute(f"drop schema if exists {name} cascade", f"create schema {name}", forget)
+    monkeypatch.setenv("TEST_PG_URI", pg_uri)
+    yield schema
+    schema.execute(f"drop schema if exists {name} cascade", forget)

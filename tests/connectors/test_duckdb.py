@@ -1,0 +1,184 @@
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.duckdb import DuckDBSink, DuckDBSource
+from connectors.duckdb import open_duckdb as _open_duckdb
+from connectors.duckdb import write_duckdb as _write_duckdb
+from engine.errors import DataError, TransientTaskError
+
+
+def input_table(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable:
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    return InputTable("t", "r", (path,), table.schema, table.num_rows)
+
+
+def write_duckdb(source: InputTable, config: DuckDBSink, base: Path, run_id: str) -> SinkResult:
+    return _write_duckdb(source, config, ConnectorContext(base, "p", run_id, "load"))
+
+
+def open_duckdb(config: DuckDBSource, base: Path) -> pa.RecordBatchReader:
+    (reader,) = _open_duckdb(config, ConnectorContext(base, "p", "r", "extract"))
+    return reader
+
+
+def sink(**config: object) -> DuckDBSink:
+    return DuckDBSink.model_validate({"input": "t", "to": "duckdb", "path": "w.duckdb", **config})
+
+
+def rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+    connection = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def test_append_creates_then_inserts_by_name(tmp_path: Path) -> None:
+    write_duckdb(
+        input_table(tmp_path, pa.table({"id": [1], "v": ["a"]})),
+        sink(table="main.t"),
+        tmp_path,
+        "r1",
+    )
+    reordered = pa.table({"v": ["b"], "id": [2]})
+    result = write_duckdb(
+        input_table(tmp_path, reordered, "in2"), sink(table="main.t"), tmp_path, "r2"
+    )
+    assert result.rows == 1
+    assert result.target.endswith("w.duckdb#main.t")
+    assert rows(tmp_path, "select id, v from t order by id") == [(1, "a"), (2, "b")]
+
+
+def test_append_refuses_columns_the_table_lacks(tmp_path: Path) -> None:
+    write_duckdb(input_table(tmp_path, pa.table({"id": [1]})), sink(table="t"), tmp_path, "r1")
+    with pytest.raises(DataError, match=r"the input has columns \['extra'\] that table 't' lacks"):
+        write_duckdb(
+            input_table(tmp_path, pa.table({"id": [2], "extra": [1]}), "in2"),
+            sink(table="t"),
+            tmp_path,
+            "r2",
+        )
+    assert rows(tmp_path, "select id from t") == [(1,)]
+
+
+def test_replace_makes_the_table_exactly_the_input(tmp_path: Path) -> None:
+    write_duckdb(input_table(tmp_path, pa.table({"id": [1, 2]})), sink(table="t"), tmp_path, "r1")
+    write_duckdb(
+        input_table(tmp_path, pa.table({"other": ["x"]}), "in2"),
+        sink(table="t", mode="replace"),
+        tmp_path,
+        "r2",
+    )
+    assert rows(tmp_path, "select * from t") == [("x",)]
+
+
+def test_merge_updates_matches_and_inserts_the_rest(tmp_path: Path) -> None:
+    config = sink(table="analytics.t", mode="merge", keys=["k1", "k2"])
+    first = pa.table({"k1": [1, 2], "k2": [1, 2], "v": [10, 20]})
+    write_duckdb(input_table(tmp_path, first), config, tmp_path, "r1")
+    second = pa.table({"k1": [1, 3], "k2": [1, 3], "v": [11, 30]})
+    result = write_duckdb(input_table(tmp_path, second, "in2"), config, tmp_path, "r2")
+    assert result.rows == 2
+    assert rows(tmp_path, "select k1, k2, v from analytics.t order by k1") == [
+        (1, 1, 11),
+        (2, 2, 20),
+        (3, 3, 30),
+    ]
+    # created with a primary key on the merge keys
+    constraints = rows(
+        tmp_path, "select constraint_type from duckdb_constraints() where table_name = 't'"
+    )
+    assert ("PRIMARY KEY",) in constraints
+
+
+def test_merge_refuses_null_keys(tmp_path: Path) -> None:
+    config = sink(table="t", mode="merge", keys=["k1", "k2"])
+    with pytest.raises(
+        DataError, match=r"merge keys must not be NULL, but some are \(k2: 1 rows\)"
+    ):
+        write_duckdb(
+            input_table(tmp_path, pa.table({"k1": [1, 2], "k2": [None, 2]})), config, tmp_path, "r1"
+        )
+
+
+def test_merge_refuses_duplicate_keys_and_leaves_the_table_unchanged(tmp_path: Path) -> None:
+    config = sink(table="t", mode="merge", keys=["k"])
+    write_duckdb(input_table(tmp_path, pa.table({"k": [1], "v": [1]})), config, tmp_path, "r1")
+    duplicated = pa.table({"k": [1, 1, 2], "v": [5, 6, 7]})
+    with pytest.raises(
+        DataError, match=r"1 merge keys appear more than once in the input, e.g. k=1 \(2 rows\)"
+    ):
+        write_duckdb(input_table(tmp_path, duplicated, "in2"), config, tmp_path, "r2")
+    assert rows(tmp_path, "select k, v from t") == [(1, 1)]
+
+
+def test_failed_load_rolls_back(tmp_path: Path) -> None:
+    write_duckdb(input_table(tmp_path, pa.table({"n": [1]})), sink(table="t"), tmp_path, "r1")
+    bad = pa.table({"n": ["not a number"]})
+    with pytest.raises(DataError):
+        write_duckdb(input_table(tmp_path, bad, "in2"), sink(table="t"), tmp_path, "r2")
+    assert rows(tmp_path, "select n from t") == [(1,)]
+
+
+def test_a_file_locked_by_another_process_is_transient(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys, time; c = duckdb.connect({str(tmp_path / 'w.duckdb')!r}); "
+            "print('ready', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(TransientTaskError, match="locked by another process"):
+            write_duckdb(
+                input_table(tmp_path, pa.table({"n": [1]})), sink(table="t"), tmp_path, "r1"
+            )
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_source_streams_a_table_or_a_query(tmp_path: Path) -> None:
+    connection = duckdb.connect(str(tmp_path / "w.duckdb"))
+    connection.execute("create schema s; create table s.t as select range as x from range(10)")
+    connection.close()
+    table_config = DuckDBSource.model_validate(
+        {"from": "duckdb", "path": "w.duckdb", "table": "s.t", "batch_size": 3}
+    )
+    batches = list(open_duckdb(table_config, tmp_path))
+    assert sum(b.num_rows for b in batches) == 10
+    query_config = DuckDBSource.model_validate(
+        {"from": "duckdb", "path": "w.duckdb", "query": "select sum(x) as s from s.t"}
+    )
+    assert open_duckdb(query_config, tmp_path).read_all().column("s").to_pylist() == [45]
+
+
+def test_source_labels_instants_utc_whatever_the_machine_zone(tmp_path: Path) -> None:
+    connection = duckdb.connect(str(tmp_path / "w.duckdb"))
+    connection.execute("create table t as select timestamptz '2024-01-01 12:00:00+02' as at")
+    connection.close()
+    config = DuckDBSource.model_validate({"from": "duckdb", "path": "w.duckdb", "table": "t"})
+    table = open_duckdb(config, tmp_path).read_all()
+    assert table.schema.field("at").type == pa.timestamp("us", "UTC")
+    assert table.column("at")[0].as_py().isoformat() == "2024-01-01T10:00:00+00:00"
+
+
+def test_source_needs_exactly_one_of_table_and_query() -> None:
+    with pytest.raises(ValueError, match="exactly one of 'table' or 'query'"):
+        DuckDBSource.model_validate({"from": "duckdb", "path": "w.duckdb"})

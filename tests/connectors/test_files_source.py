@@ -1,0 +1,125 @@
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base import CancelToken, ConnectorContext
+from connectors.files import FilesSource
+from connectors.files import open_files as _open_files
+from engine.errors import Cancelled, DataError, DefinitionError
+
+
+def open_files(
+    config: FilesSource, base: Path, cancel: CancelToken | None = None
+) -> pa.RecordBatchReader:
+    (reader,) = _open_files(config, ConnectorContext(base, "p", "r", "t", cancel))
+    return reader
+
+
+def source(**config: object) -> FilesSource:
+    return FilesSource.model_validate({"from": "files", **config})
+
+
+def read(config: FilesSource, base: Path) -> pa.Table:
+    return open_files(config, base).read_all()
+
+
+def test_csv_glob_reads_every_file_in_order(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "b.csv").write_text("id,name\n3,c\n")
+    (tmp_path / "in" / "a.csv").write_text("id,name\n1,a\n2,\n")
+    table = read(source(path="in/*.csv"), tmp_path)
+    assert table.column("id").to_pylist() == [1, 2, 3]
+    assert table.column("name").to_pylist() == ["a", None, "c"]
+
+
+def test_ndjson_and_parquet(tmp_path: Path) -> None:
+    (tmp_path / "x.ndjson").write_text(
+        "".join(json.dumps({"k": i, "v": f"s{i}"}) + "\n" for i in range(5))
+    )
+    assert read(source(path="x.ndjson"), tmp_path).num_rows == 5
+    pq.write_table(pa.table({"a": [1, 2], "b": [1.5, None]}), tmp_path / "x.parquet")
+    table = read(source(path="x.parquet"), tmp_path)
+    assert table.column("b").to_pylist() == [1.5, None]
+
+
+def test_compressed_csv_is_detected_from_its_extension(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "data.csv.gz", "wt") as handle:
+        handle.write("a,b\n1,2\n3,4\n")
+    assert read(source(path="data.csv.gz"), tmp_path).column("a").to_pylist() == [1, 3]
+
+
+def test_explicit_types_win_over_inference(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("id,amount,day\n1,2.50,2024-01-02\n")
+    config = source(path="x.csv", columns={"id": "string", "amount": "decimal(12,2)"})
+    schema = open_files(config, tmp_path).schema
+    assert schema.field("id").type == pa.string()
+    assert schema.field("amount").type == pa.decimal128(12, 2)
+    assert schema.field("day").type == pa.date32()
+
+
+def test_a_later_file_must_match_the_first_files_columns(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,name\n1,a\n")
+    (tmp_path / "b.csv").write_text("id,label\n2,b\n")
+    with pytest.raises(
+        DataError, match=r"b.csv has columns \['id', 'label'\], but the first file has"
+    ):
+        read(source(path="*.csv"), tmp_path)
+
+
+def test_a_later_file_is_read_with_the_first_files_types(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,v\n1,2\n")
+    (tmp_path / "b.csv").write_text("v,id\nx,2\n")  # other order; 'x' is not an integer
+    with pytest.raises(DataError, match=r"b\.csv"):
+        read(source(path="*.csv"), tmp_path)
+
+
+def test_malformed_row_names_the_file_and_quotes_the_row(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(
+        DataError,
+        match=r"cannot read bad.csv: malformed row, .*expected 2 columns, found 3: '3,4,5'",
+    ):
+        read(source(path="bad.csv"), tmp_path)
+
+
+def test_no_matching_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no file matches 'nothing/\*.csv'"):
+        open_files(source(path="nothing/*.csv"), tmp_path)
+
+
+def test_unknown_extension_needs_a_format(tmp_path: Path) -> None:
+    (tmp_path / "x.dat").write_text("a\n1\n")
+    with pytest.raises(DefinitionError, match="set `format:`"):
+        open_files(source(path="x.dat"), tmp_path)
+    assert read(source(path="x.dat", format="csv"), tmp_path).num_rows == 1
+
+
+def test_file_column_names_each_rows_file(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "b.csv").write_text("x\n2\n")
+    table = read(source(path="*.csv", file_column="src"), tmp_path)
+    assert table.column("src").to_pylist() == ["a.csv", "b.csv"]
+
+
+def test_batches_are_bounded_by_batch_size_not_file_size(tmp_path: Path) -> None:
+    pq.write_table(
+        pa.table({"x": list(range(100_000))}), tmp_path / "big.parquet", row_group_size=100_000
+    )
+    reader = open_files(source(path="big.parquet", batch_size=1000), tmp_path)
+    sizes = [batch.num_rows for batch in reader]
+    assert sum(sizes) == 100_000
+    assert max(sizes) <= 1000
+
+
+def test_cancellation_stops_between_batches(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"x": list(range(10_000))}), tmp_path / "x.parquet")
+    token = CancelToken()
+    reader = open_files(source(path="x.parquet", batch_size=100), tmp_path, token)
+    next(iter(reader))
+    token.cancel(Cancelled("stop"))
+    with pytest.raises(Cancelled):
+        reader.read_next_batch()

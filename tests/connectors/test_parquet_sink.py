@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.files import ParquetSink
+from connectors.files import write_parquet as _write_parquet
+from connectors.files.atomic import publish_directory
+from engine.errors import DataError
+
+
+def input_table(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable:
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    return InputTable("t", "r", (path,), table.schema, table.num_rows)
+
+
+def write_parquet(source: InputTable, config: ParquetSink, base: Path, run_id: str) -> SinkResult:
+    return _write_parquet(source, config, ConnectorContext(base, "p", run_id, "load"))
+
+
+def sink(**config: object) -> ParquetSink:
+    return ParquetSink.model_validate({"input": "t", "to": "parquet", **config})
+
+
+ROWS = pa.table({"id": [1, 2, 3], "country": ["DE", "US", "DE"]})
+
+
+def test_single_file_replace_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
+    result = write_parquet(input_table(tmp_path, ROWS), sink(path="out/x.parquet"), tmp_path, "r1")
+    assert result.rows == 3
+    assert pq.read_table(tmp_path / "out" / "x.parquet").equals(ROWS)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["x.parquet"]
+
+
+def test_directory_replace_swaps_in_the_new_version(tmp_path: Path) -> None:
+    config = sink(path="out/orders", partition_by=["country"])
+    write_parquet(input_table(tmp_path, ROWS), config, tmp_path, "r1")
+    smaller = pa.table({"id": [9], "country": ["FR"]})
+    write_parquet(input_table(tmp_path, smaller, "in2"), config, tmp_path, "r2")
+    target = tmp_path / "out" / "orders"
+    assert sorted(p.name for p in target.iterdir()) == ["country=FR"]
+    assert pq.read_table(target).column("id").to_pylist() == [9]
+    assert not list((tmp_path / "out").glob(".*"))  # no staging or previous copies left
+
+
+def test_append_names_files_by_run_so_a_rerun_does_not_duplicate(tmp_path: Path) -> None:
+    config = sink(path="out/events", mode="append")
+    source = input_table(tmp_path, ROWS)
+    write_parquet(source, config, tmp_path, "run1")
+    write_parquet(source, config, tmp_path, "run2")
+    write_parquet(source, config, tmp_path, "run2")  # the same run again
+    target = tmp_path / "out" / "events"
+    assert sorted(p.name for p in target.iterdir()) == [
+        "part-run1-0.parquet",
+        "part-run2-0.parquet",
+    ]
+    assert pq.read_table(target).num_rows == 6
+
+
+def test_empty_input_still_publishes_its_schema(tmp_path: Path) -> None:
+    empty = ROWS.slice(0, 0)
+    write_parquet(input_table(tmp_path, empty), sink(path="out/empty"), tmp_path, "r1")
+    table = pq.read_table(tmp_path / "out" / "empty")
+    assert table.num_rows == 0
+    assert table.schema.names == ["id", "country"]
+
+
+def test_unknown_partition_column(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"partition_by names \['region'\]"):
+        write_parquet(
+            input_table(tmp_path, ROWS), sink(path="out/x", partition_by=["region"]), tmp_path, "r"
+        )
+
+
+def test_a_single_file_cannot_be_appended_to() -> None:
+    with pytest.raises(ValueError, match="can only be replaced"):
+        sink(path="x.parquet", mode="append")
+
+
+def test_publish_directory_replaces_content_atomically(tmp_path: Path) -> None:
+    target, staged = tmp_path / "target", tmp_path / "staged"
+    target.mkdir()
+    (target / "old").write_text("old")
+    staged.mkdir()
+    (staged / "new").write_text("new")
+    assert publish_directory(staged, target) is True  # renameat2 exchange on Linux
+    assert [p.name for p in target.iterdir()] == ["new"]
+    assert not staged.exists()

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import engine
+from engine.api import run
+from engine.errors import StateError
+from tests.conftest import WritePipeline
+
+PIPELINE = """
+    pipeline: nb
+    params: {n: 10}
+    tasks:
+      - id: numbers
+        sql: select range as x from range({{ params.n }})
+      - id: doubled
+        sql: select x, x * 2 as y from numbers
+      - id: checked
+        validate:
+          input: doubled
+          schema: {columns: {y: {type: int64, checks: {lt: 10}}}}
+          on_fail: quarantine
+          max_rejected_fraction: 1
+"""
+
+
+def test_open_gives_runs_tables_sql_and_quarantine(write: WritePipeline, project: Path) -> None:
+    path = write("p.yaml", PIPELINE)
+    first = run(path)
+    second = run(path, params={"n": 3})
+    with engine.open(project) as notebook:
+        runs = notebook.runs()
+        assert runs["run_id"].to_list() == [second.run_id, first.run_id]
+        assert notebook.table("doubled").collect()["x"].to_list() == [0, 1, 2]  # latest
+        old = notebook.table("doubled", run=first.run_id[:22]).select(pl.len()).collect().item()
+        assert old == 10
+        assert notebook.sql("select sum(y) as s from doubled").fetchall() == [(6,)]
+        assert notebook.sql('select count(*) from "nb"."numbers"').fetchall() == [(3,)]
+        assert notebook.quarantine("checked", run=first.run_id).collect()["y"].to_list() == [
+            10,
+            12,
+            14,
+            16,
+            18,
+        ]
+        assert set(notebook.tasks()["task_id"].to_list()) == {"numbers", "doubled", "checked"}
+
+
+def test_helpful_errors(write: WritePipeline, project: Path) -> None:
+    with pytest.raises(StateError, match="holds no arrowline state"):
+        engine.open(project)
+    run(write("p.yaml", PIPELINE))
+    with engine.open(project) as notebook:
+        with pytest.raises(StateError, match="Did you mean 'doubled'"):
+            notebook.table("doubeld")
+        with pytest.raises(StateError, match="quarantined no rows"):
+            notebook.quarantine("numbers")
+
+
+@pytest.mark.slow
+def test_readable_while_another_process_is_running(write: WritePipeline, project: Path) -> None:
+    path = write("p.yaml", PIPELINE)
+    first = run(path)
+    write("udfs.py", "import time\ndef slow(frame):\n    time.sleep(3)\n    return frame\n")
+    slow = write(
+        "slow.yaml",
+        """
+        pipeline: slow
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - id: wait
+            udf: {input: src, function: "udfs.py:slow"}
+    """,
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", str(slow), "--no-progress"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        seen_running = False
+        while time.monotonic() < deadline and not seen_running:
+            with engine.open(project) as notebook:
+                states = dict(
+                    zip(notebook.runs()["pipeline"], notebook.runs()["state"], strict=True)
+                )
+                seen_running = states.get("slow") == "RUNNING"
+                # published outputs stay readable while the other run writes its catalog rows
+                assert (
+                    notebook.table("doubled", run=first.run_id).select(pl.len()).collect().item()
+                    == 10
+                )
+            time.sleep(0.1)
+        assert seen_running
+    finally:
+        _, stderr = writer.communicate(timeout=60)
+    assert writer.returncode == 0, stderr

@@ -1,0 +1,143 @@
+from datetime import UTC, date, datetime
+
+import duckdb
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from engine.errors import ParameterError
+from engine.params import (
+    RenderContext,
+    coerce_value,
+    parse_assignments,
+    referenced_params,
+    render,
+    resolve_params,
+    sql_identifier,
+    sql_literal,
+    unfiltered_sql_params,
+)
+
+CONTEXT = RenderContext(
+    "orders", {"region": "north", "limit": 10}, "r1", datetime(2024, 3, 5, 2, tzinfo=UTC)
+)
+
+
+def test_precedence_defaults_then_environment_then_overrides() -> None:
+    defaults = {"region": "north", "limit": 10, "day": date(2024, 1, 1)}
+    environ = {"ARROWLINE_PARAM_REGION": "south", "ARROWLINE_PARAM_LIMIT": "20", "OTHER": "x"}
+    assert resolve_params(defaults, environ=environ) == {
+        "region": "south",
+        "limit": 20,
+        "day": date(2024, 1, 1),
+    }
+    resolved = resolve_params(defaults, {"limit": "30", "day": "2024-02-01"}, environ)
+    assert resolved == {"region": "south", "limit": 30, "day": date(2024, 2, 1)}
+
+
+def test_unknown_override_is_an_error_with_a_suggestion() -> None:
+    with pytest.raises(
+        ParameterError, match=r"unknown parameter 'regoin'. Did you mean 'region'\?"
+    ):
+        resolve_params({"region": "north"}, {"regoin": "x"}, {})
+
+
+def test_environment_values_for_other_pipelines_are_ignored() -> None:
+    assert resolve_params({"a": 1}, environ={"ARROWLINE_PARAM_B": "2"}) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "expected"),
+    [
+        ("true", False, True),
+        ("0", True, False),
+        ("7", 1, 7),
+        ("2.5", 1.0, 2.5),
+        ("[1, 2]", [0], [1, 2]),
+        ("x", "y", "x"),
+        ("2024-05-01", date(2024, 1, 1), date(2024, 5, 1)),
+    ],
+)
+def test_text_values_take_the_type_of_the_default(
+    text: str, default: object, expected: object
+) -> None:
+    assert coerce_value("p", text, default, "--param") == expected
+
+
+def test_uncoercible_value_names_parameter_and_source() -> None:
+    with pytest.raises(
+        ParameterError, match=r"parameter 'limit' from --param: cannot read 'ten' as int"
+    ):
+        coerce_value("limit", "ten", 10, "--param")
+
+
+def test_parse_assignments() -> None:
+    assert parse_assignments(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    with pytest.raises(ParameterError, match="name=value"):
+        parse_assignments(["novalue"])
+
+
+def test_builtins_are_available() -> None:
+    text = "{{ pipeline }} {{ run_id }} {{ ds }} {{ ds_nodash }} {{ logical_date.year }} {{ task }}"
+    assert render(text, CONTEXT, "t") == "orders r1 2024-03-05 20240305 2024 t"
+
+
+def test_undefined_parameter_fails_with_the_defined_ones_listed() -> None:
+    with pytest.raises(ParameterError, match="defined parameters: limit, region"):
+        render("{{ params.nope }}", CONTEXT)
+
+
+def test_template_syntax_error_names_the_line() -> None:
+    with pytest.raises(ParameterError, match="line 2"):
+        render("select 1\n{{ params.region ", CONTEXT)
+
+
+def test_templates_are_sandboxed() -> None:
+    with pytest.raises(ParameterError):
+        render("{{ params.__class__.__mro__[1].__subclasses__() }}", CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        (None, "NULL"),
+        (True, "TRUE"),
+        (3, "3"),
+        (2.5, "2.5"),
+        ("it's", "'it''s'"),
+        (date(2024, 1, 2), "DATE '2024-01-02'"),
+        (["a", 1], "('a', 1)"),
+    ],
+)
+def test_sql_literal(value: object, literal: str) -> None:
+    assert sql_literal(value) == literal
+
+
+def test_sql_literal_keeps_an_injection_attempt_as_data() -> None:
+    attack = "x'; drop table t; --"
+    sql = render(
+        "select * from t where name = {{ params.name | sql_literal }}",
+        RenderContext("p", {"name": attack}, "r", datetime.now(UTC)),
+    )
+    statements = sqlglot.parse(sql, read="duckdb")
+    assert len(statements) == 1
+    literals = [lit.this for lit in statements[0].find_all(exp.Literal) if lit.is_string]
+    assert literals == [attack]
+    connection = duckdb.connect()
+    connection.execute("create table t (name varchar)")
+    connection.execute("insert into t values ('x'), (?)", [attack])
+    assert connection.execute(sql).fetchall() == [(attack,)]
+    assert connection.execute("select count(*) from t").fetchone() == (2,)  # t still exists
+    connection.close()
+
+
+def test_sql_identifier_quotes_and_escapes() -> None:
+    assert sql_identifier('we"ird') == '"we""ird"'
+    with pytest.raises(ParameterError):
+        sql_identifier("")
+
+
+def test_finds_referenced_and_unfiltered_parameters() -> None:
+    text = "select {{ params.a }}, {{ params.b | sql_literal }} from {{ params['c'] | sql_identifier }}"
+    assert referenced_params(text) == {"a", "b", "c"}
+    assert unfiltered_sql_params(text) == {"a"}

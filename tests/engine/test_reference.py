@@ -1,0 +1,33 @@
+"""The committed reference and JSON Schema are generated from the model and must match it."""
+
+import json
+from pathlib import Path
+
+from engine.reference import render_reference
+from engine.spec import pipeline_json_schema
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_pipeline_reference_is_up_to_date() -> None:
+    committed = (DOCS / "pipeline-reference.md").read_text(encoding="utf-8")
+    assert committed == render_reference(), (
+        "run: python -m engine.reference > docs/pipeline-reference.md"
+    )
+
+
+def test_json_schema_is_up_to_date() -> None:
+    committed = json.loads((DOCS / "pipeline.schema.json").read_text(encoding="utf-8"))
+    assert committed == pipeline_json_schema(), "run: arrowline schema -o docs/pipeline.schema.json"
+
+
+def test_every_key_of_every_model_is_documented() -> None:
+    from engine.reference import SECTIONS
+
+    text = render_reference()
+    for _, model, _ in SECTIONS:
+        for name, field in model.model_fields.items():
+            assert f"| `{field.alias or name}` |" in text, (
+                f"{model.__name__}.{name} is not documented"
+            )
+            assert field.description, f"{model.__name__}.{name} has no description"

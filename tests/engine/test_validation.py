@@ -1,0 +1,604 @@
+"""Every kind of problem validation reports, with its message and location."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.problems import Problem
+from engine.validation import check_file
+from tests.conftest import WritePipeline
+
+
+def problems_of(path: Path) -> list[Problem]:
+    _, problems = check_file(path)
+    return problems
+
+
+def only(problems: list[Problem], code: str) -> Problem:
+    found = [p for p in problems if p.code == code]
+    assert len(found) == 1, f"expected one {code}, got {[p.format() for p in problems]}"
+    return found[0]
+
+
+def test_valid_pipeline_has_no_problems(write: WritePipeline) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: b
+            sql: select x from a
+    """,
+    )
+    definition, problems = check_file(path)
+    assert problems == []
+    assert definition is not None
+    assert [t.id for t in definition.spec.tasks] == ["a", "b"]
+
+
+def test_malformed_yaml(write: WritePipeline) -> None:
+    problem = only(problems_of(write("p.yaml", "pipeline: p\ntasks: [\n")), "yaml-syntax")
+    assert problem.file
+    assert problem.file.endswith("p.yaml")
+    assert problem.line == 3
+
+
+def test_top_level_must_be_a_mapping(write: WritePipeline) -> None:
+    only(problems_of(write("p.yaml", "- a\n- b\n")), "not-a-mapping")
+
+
+def test_unknown_key_lists_the_valid_ones(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            extract: {from: files, path: x.csv, fromat: csv}
+    """,
+            )
+        ),
+        "unknown-key",
+    )
+    assert problem.message == "unknown key 'fromat' in extract. Did you mean 'format'?"
+    assert problem.hint is not None
+    assert "batch_size" in problem.hint
+    assert "path" in problem.hint
+    assert (problem.line, problem.task_id) == (4, "a")
+
+
+def test_unknown_top_level_key(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write("p.yaml", "pipeline: p\nshedule: '* * * * *'\ntasks: [{id: a, sql: select 1}]\n")
+        ),
+        "unknown-key",
+    )
+    assert "Did you mean 'schedule'?" in problem.message
+    assert problem.line == 2
+
+
+def test_wrong_type_quotes_the_value(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            retry: {attempts: many}
+            sql: select 1
+    """,
+            )
+        ),
+        "invalid-value",
+    )
+    assert "retry.attempts" in problem.message
+    assert "'many'" in problem.message
+    assert problem.line == 4
+
+
+def test_missing_required_key(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            extract: {from: files}
+    """,
+            )
+        ),
+        "missing-key",
+    )
+    assert "'path'" in problem.message
+    assert problem.line == 4
+
+
+def test_unknown_connector_suggests_the_right_one(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            extract: {from: filez, path: x}
+    """,
+            )
+        ),
+        "unknown-connector",
+    )
+    assert "unknown 'from' value 'filez'. Did you mean 'files'?" in problem.message
+    assert problem.hint == "valid values of 'from': files, duckdb, postgres"
+
+
+def test_duplicate_task_ids_name_both_lines(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select 1
+          - id: a
+            sql: select 2
+    """,
+            )
+        ),
+        "duplicate-id",
+    )
+    assert problem.line == 5
+    assert "first at line 3" in problem.message
+
+
+def test_duplicate_is_found_even_when_one_copy_is_invalid(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select 1
+          - id: a
+            sql: {query: select 2, bogus: 1}
+    """,
+        )
+    )
+    assert {p.code for p in problems} == {"duplicate-id", "unknown-key"}
+
+
+def test_unknown_dependency_with_did_you_mean(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: raw_orders
+            sql: select 1
+          - id: b
+            depends_on: [raw_order]
+            sql: select 2
+    """,
+            )
+        ),
+        "unknown-dependency",
+    )
+    assert problem.message == "depends on unknown task 'raw_order'. Did you mean 'raw_orders'?"
+    assert (problem.line, problem.task_id) == (6, "b")
+
+
+def test_unknown_input_with_did_you_mean(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: orders
+            sql: select 1 as x
+          - id: out
+            load: {input: order, to: parquet, path: out.parquet}
+    """,
+            )
+        ),
+        "unknown-input",
+    )
+    assert "Did you mean 'orders'?" in problem.message
+    assert problem.line == 6
+
+
+def test_self_dependency(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        tasks:
+          - id: a
+            depends_on: [a]
+            sql: select 1
+    """,
+        )
+    )
+    problem = only(problems, "self-dependency")
+    assert problem.line == 4
+    assert not [p for p in problems if p.code == "cycle"]
+
+
+def test_cycle_reports_its_full_path(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select * from c
+          - id: b
+            sql: select * from a
+          - id: c
+            sql: select * from b
+          - id: d
+            sql: select 1
+    """,
+            )
+        ),
+        "cycle",
+    )
+    assert problem.message == "dependency cycle: a -> b -> c -> a"
+    assert (problem.line, problem.task_id) == (3, "a")
+
+
+def test_unknown_task_kind(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            transfrom: {input: b}
+    """,
+            )
+        ),
+        "unknown-kind",
+    )
+    assert problem.message == "unknown task kind 'transfrom'."
+    assert problem.hint == "valid kinds: extract, sql, udf, validate, load"
+    assert problem.line == 4
+
+
+def test_task_without_a_kind(write: WritePipeline) -> None:
+    only(problems_of(write("p.yaml", "pipeline: p\ntasks:\n  - id: a\n")), "missing-kind")
+
+
+def test_invalid_cron_and_time_zone(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        schedule: "0 25 * * *"
+        timezone: Mars/Olympus
+        tasks: [{id: a, sql: select 1}]
+    """,
+        )
+    )
+    assert only(problems, "invalid-cron").line == 2
+    assert only(problems, "invalid-timezone").line == 3
+
+
+def test_undefined_parameter(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        params: {region: north}
+        tasks:
+          - id: a
+            sql: select {{ params.regoin | sql_literal }} as r
+    """,
+            )
+        ),
+        "undefined-parameter",
+    )
+    assert (
+        problem.message
+        == "template uses undefined parameter 'params.regoin'. Did you mean 'region'?"
+    )
+    assert (problem.line, problem.task_id) == (5, "a")
+
+
+def test_undefined_template_variable(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select '{{ dss }}' as d
+    """,
+            )
+        ),
+        "undefined-variable",
+    )
+    assert "Did you mean 'ds'?" in problem.message
+
+
+def test_raw_numeric_parameter_is_not_a_warning(write: WritePipeline) -> None:
+    _, problems = check_file(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        params: {n: 10}
+        tasks:
+          - id: a
+            sql: select * from range({{ params.n }})
+    """,
+        )
+    )
+    assert problems == []
+
+
+def test_raw_parameter_in_sql_is_a_warning(write: WritePipeline) -> None:
+    definition, problems = check_file(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        params: {region: north}
+        tasks:
+          - id: a
+            sql: select '{{ params.region }}' as r
+    """,
+        )
+    )
+    assert definition is not None  # warnings do not make a pipeline invalid
+    problem = only(problems, "unquoted-parameter")
+    assert problem.severity == "warning"
+
+
+def test_sql_that_does_not_parse_points_at_the_file_line(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: b
+            sql: |
+              select x,
+              from a where
+    """,
+            )
+        ),
+        "sql-parse",
+    )
+    assert problem.task_id == "b"
+    assert problem.line == 8
+    assert "incomplete WHERE clause" in problem.message
+
+
+def test_sql_table_that_matches_no_task(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: customers
+            sql: select 1 as id
+          - id: joined
+            sql: |
+              select *
+              from customers c
+              join custmers d using (id)
+    """,
+            )
+        ),
+        "unknown-table",
+    )
+    assert "reads table 'custmers'" in problem.message
+    assert "Did you mean 'customers'?" in problem.message
+    assert problem.line == 9
+
+
+def test_cte_named_like_a_task_is_not_a_dependency(write: WritePipeline) -> None:
+    definition, problems = check_file(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: with b as (select 1 as x) select * from b
+    """,
+        )
+    )
+    assert problems == []
+    assert definition is not None
+
+
+def test_tables_are_still_checked_when_a_parameter_is_undefined(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select * from nothere where x = {{ params.missing | sql_literal }}
+    """,
+        )
+    )
+    assert {p.code for p in problems} == {"undefined-parameter", "unknown-table"}
+
+
+def test_reading_a_load_task_is_an_error(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: l
+            load: {input: a, to: parquet, path: out.parquet}
+          - id: b
+            sql: select * from l
+    """,
+            )
+        ),
+        "load-has-no-output",
+    )
+    assert problem.task_id == "b"
+
+
+def test_udf_that_cannot_be_imported(write: WritePipeline) -> None:
+    write("udfs.py", "import polars as pl\ndef score():\n    return pl.col('x')\n")
+    write("broken.py", "def oops(:\n")
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: b
+            udf: {input: a, function: "udfs.py:scroe"}
+          - id: c
+            udf: {input: a, function: "broken.py:oops"}
+          - id: d
+            udf: {input: a, function: "no_such_module:f"}
+    """,
+        )
+    )
+    by_task = {p.task_id: p for p in problems if p.code == "udf-import"}
+    assert "has no attribute 'scroe'. Did you mean 'score'?" in by_task["b"].message
+    assert by_task["b"].line == 6
+    assert "syntax error in" in by_task["c"].message
+    assert "broken.py:1" in by_task["c"].message
+    assert "no module named 'no_such_module'" in by_task["d"].message
+
+
+def test_schema_problems(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: b
+            validate: {input: a, schema: {columns: {x: {type: int65}}}}
+          - id: c
+            validate: {input: a, schema: missing.yaml}
+          - id: d
+            validate: {input: a, schema: {columns: {x: {checks: {gee: 1}}}}}
+    """,
+        )
+    )
+    by_task = {p.task_id: p.message for p in problems if p.code == "schema"}
+    assert "unknown type 'int65'" in by_task["b"]
+    assert "does not exist" in by_task["c"]
+    assert "unknown check 'gee'. Did you mean 'ge'?" in by_task["d"]
+
+
+def test_every_problem_is_reported_at_once(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        schedule: "not cron"
+        tasks:
+          - id: a
+            depends_on: [zz]
+            sql: select * from nothere
+          - id: a
+            sql: select 1
+          - id: c
+            load: {input: a, to: duckdb, path: w.duckdb, table: t, mode: merge}
+    """,
+        )
+    )
+    assert {p.code for p in problems} >= {
+        "invalid-cron",
+        "unknown-dependency",
+        "unknown-table",
+        "duplicate-id",
+        "invalid-value",
+    }
+    assert all(p.line is not None for p in problems)
+
+
+def test_a_thousand_task_pipeline_validates_quickly(write: WritePipeline) -> None:
+    lines = ["pipeline: big", "tasks:", "  - {id: t0, sql: select 1 as x}"]
+    lines += [f"  - {{id: t{i}, sql: select x from t{i - 1}}}" for i in range(1, 1000)]
+    path = write("big.yaml", "\n".join(lines) + "\n")
+    started = time.perf_counter()
+    definition, problems = check_file(path)
+    elapsed = time.perf_counter() - started
+    assert problems == []
+    assert definition is not None
+    # Not a benchmark (those live in benchmarks/): a guard against accidental quadratic work.
+    assert elapsed < 5, f"validating 1,000 tasks took {elapsed:.2f}s"
+
+
+def test_connection_references(write: WritePipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_URI_VAR", raising=False)
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        connections:
+          warehouse: {kind: postgres, uri: "${env:NO_SUCH_URI_VAR}"}
+        tasks:
+          - id: a
+            extract: {from: postgres, connection: warehous, table: public.t}
+          - id: b
+            load: {input: a, to: postgres, connection: warehouse, table: t}
+    """,
+        )
+    )
+    unknown = only(problems, "unknown-connection")
+    assert unknown.message == "connection 'warehous' is not declared. Did you mean 'warehouse'?"
+    assert (unknown.task_id, unknown.line) == ("a", 6)
+    unset = only(problems, "unset-secret")
+    assert unset.severity == "warning"
+    assert unset.line == 3
+    assert "${env:NO_SUCH_URI_VAR}" in unset.message

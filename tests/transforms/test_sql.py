@@ -1,0 +1,60 @@
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base import CancelToken, InputTable
+from engine.errors import Cancelled, DataError, TaskError
+from transforms.sql import run_sql
+
+
+def table(tmp_path: Path, name: str, data: pa.Table) -> InputTable:
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(data, path)
+    return InputTable(name, "r", (path,), data.schema, data.num_rows)
+
+
+def test_reads_inputs_by_task_id_and_writes_parquet(tmp_path: Path) -> None:
+    inputs = {
+        "orders": table(tmp_path, "orders", pa.table({"id": [1, 2, 3], "c": [1, 1, 2]})),
+        "customers": table(tmp_path, "customers", pa.table({"c": [1, 2], "seg": ["a", "b"]})),
+    }
+    out = tmp_path / "out.parquet"
+    rows = run_sql(
+        "select seg, count(*) as n from orders join customers using (c) group by 1 order by 1;\n-- trailing comment",
+        inputs,
+        out,
+    )
+    assert rows == 2
+    assert pq.read_table(out).to_pylist() == [{"seg": "a", "n": 2}, {"seg": "b", "n": 1}]
+
+
+def test_empty_result_keeps_the_schema(tmp_path: Path) -> None:
+    inputs = {"t": table(tmp_path, "t", pa.table({"x": [1]}))}
+    out = tmp_path / "out.parquet"
+    assert run_sql("select x, 'a' as y from t where false", inputs, out) == 0
+    assert pq.read_schema(out).names == ["x", "y"]
+
+
+def test_errors_are_classified(tmp_path: Path) -> None:
+    inputs = {"t": table(tmp_path, "t", pa.table({"x": ["1", "oops"]}))}
+    with pytest.raises(DataError, match="failed on the data"):
+        run_sql("select cast(x as integer) as n from t", inputs, tmp_path / "o.parquet")
+    with pytest.raises(TaskError, match="nope"):
+        run_sql("select nope from t", inputs, tmp_path / "o.parquet")
+
+
+def test_cancel_interrupts_a_running_query(tmp_path: Path) -> None:
+    token = CancelToken()
+    timer = threading.Timer(0.3, lambda: token.cancel(Cancelled("stop now")))
+    timer.start()
+    with pytest.raises(Cancelled, match="stop now"):
+        run_sql(
+            "select count(*) from range(100000000000) a where a % 7 = 3",
+            {},
+            tmp_path / "o.parquet",
+            cancel=token,
+        )
+    timer.cancel()

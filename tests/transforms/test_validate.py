@@ -1,0 +1,144 @@
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.errors import DataError, DefinitionError, UserCodeError
+from engine.spec import InlineSchema, ValidateSpec
+from transforms.validate import (
+    QUARANTINE_ERRORS,
+    QUARANTINE_ROW,
+    ValidationOutcome,
+    build_schema,
+    load_schema,
+    needs_whole_input,
+    validate_frames,
+)
+
+SCHEMA = InlineSchema.model_validate(
+    {
+        "columns": {
+            "id": {"type": "int64"},
+            "amount": {"type": "float64", "checks": {"ge": 0}},
+            "status": {"type": "string", "checks": {"isin": ["ok", "late"]}},
+        }
+    }
+)
+
+
+def spec(on_fail: str, **extra: object) -> ValidateSpec:
+    return ValidateSpec.model_validate(
+        {"input": "t", "schema": SCHEMA, "on_fail": on_fail, **extra}
+    )
+
+
+def run(
+    frames: list[pl.DataFrame], on_fail: str, **extra: object
+) -> tuple[list[pl.DataFrame], list[pl.DataFrame], ValidationOutcome]:
+    outcome = ValidationOutcome()
+    good, bad = [], []
+    for passed, quarantined in validate_frames(
+        frames, build_schema(SCHEMA), spec(on_fail, **extra), outcome
+    ):
+        if passed is not None:
+            good.append(passed)
+        if quarantined is not None:
+            bad.append(quarantined)
+    return good, bad, outcome
+
+
+FRAME = pl.DataFrame(
+    {"id": [1, 2, 3, 4], "amount": [5.0, -1.0, 3.0, -2.0], "status": ["ok", "late", "gone", "ok"]}
+)
+
+
+def test_quarantine_sets_failing_rows_aside_with_column_check_and_value() -> None:
+    good, bad, outcome = run([FRAME], "quarantine", max_rejected_fraction=1.0)
+    assert pl.concat(good)["id"].to_list() == [1]
+    quarantined = pl.concat(bad)
+    assert quarantined[QUARANTINE_ROW].to_list() == [1, 2, 3]
+    errors = {
+        row[QUARANTINE_ROW]: row[QUARANTINE_ERRORS] for row in quarantined.iter_rows(named=True)
+    }
+    assert errors[1] == [
+        {"column": "amount", "check": "greater_than_or_equal_to(0)", "value": "-1.0"}
+    ]
+    assert errors[2] == [{"column": "status", "check": "isin(['ok', 'late'])", "value": "gone"}]
+    assert (outcome.rows_in, outcome.rows_passed, outcome.rows_rejected) == (4, 1, 3)
+
+
+def test_row_numbers_count_across_batches() -> None:
+    _, bad, _ = run([FRAME.head(2), FRAME.tail(2)], "quarantine", max_rejected_fraction=1.0)
+    assert pl.concat(bad)[QUARANTINE_ROW].to_list() == [1, 2, 3]
+
+
+def test_quarantine_fails_the_task_above_the_allowed_share() -> None:
+    with pytest.raises(
+        DataError,
+        match=r"3 of 4 rows \(75.0%\) failed validation, more than max_rejected_fraction 50.0%",
+    ):
+        run([FRAME], "quarantine", max_rejected_fraction=0.5)
+
+
+def test_fail_mode_fails_with_a_summary_and_examples() -> None:
+    with pytest.raises(DataError, match="3 of 4 rows failed validation") as info:
+        run([FRAME], "fail")
+    assert info.value.hint is not None
+    assert "row 1: column 'amount' failed" in info.value.hint
+
+
+def test_warn_mode_passes_every_row_and_counts_failures() -> None:
+    good, bad, outcome = run([FRAME], "warn")
+    assert pl.concat(good).height == 4
+    assert bad == []
+    assert outcome.rows_failed == 3
+
+
+def test_schema_failures_cannot_be_quarantined() -> None:
+    wrong = FRAME.with_columns(pl.col("id").cast(pl.String))
+    with pytest.raises(DataError, match=r"does not match the schema: id: dtype\('Int64'\)"):
+        run([wrong], "quarantine")
+
+
+def test_rows_that_cannot_be_coerced_are_quarantined_and_the_rest_coerced() -> None:
+    inline = InlineSchema.model_validate({"columns": {"n": {"type": "int64"}}, "coerce": True})
+    config = ValidateSpec.model_validate(
+        {"input": "t", "schema": inline, "on_fail": "quarantine", "max_rejected_fraction": 1}
+    )
+    outcome = ValidationOutcome()
+    results = list(
+        validate_frames(
+            [pl.DataFrame({"n": ["1", "x", "3"]})], build_schema(inline), config, outcome
+        )
+    )
+    good, bad = results[0]
+    assert good is not None
+    assert good["n"].to_list() == [1, 3]
+    assert good["n"].dtype == pl.Int64
+    assert bad is not None
+    assert bad[QUARANTINE_ROW].to_list() == [1]
+
+
+def test_uniqueness_needs_the_whole_input() -> None:
+    unique = InlineSchema.model_validate({"columns": {"id": {"unique": True}}})
+    assert needs_whole_input(build_schema(unique))
+    assert not needs_whole_input(build_schema(SCHEMA))
+    combined = InlineSchema.model_validate({"columns": {"a": {}, "b": {}}, "unique": ["a", "b"]})
+    assert needs_whole_input(build_schema(combined))
+
+
+def test_loads_yaml_files_and_python_models(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("columns:\n  x: {type: int64, checks: {gt: 0}}\n")
+    assert list(load_schema("s.yaml", tmp_path).columns) == ["x"]
+    (tmp_path / "bad.yaml").write_text("columns:\n  x: {type: int64, nulable: true}\n")
+    with pytest.raises(DefinitionError, match=r"bad.yaml:2: columns.x.nulable"):
+        load_schema("bad.yaml", tmp_path)
+    (tmp_path / "models.py").write_text(
+        "import pandera.polars as pa\n"
+        "class Orders(pa.DataFrameModel):\n"
+        "    id: int = pa.Field(ge=0)\n"
+        "not_a_schema = 3\n"
+    )
+    assert list(load_schema("models.py:Orders", tmp_path).columns) == ["id"]
+    with pytest.raises(UserCodeError, match=r"expected a pandera\.polars DataFrameModel"):
+        load_schema("models.py:not_a_schema", tmp_path)
