@@ -1,9 +1,13 @@
-"""The watermark state table that transactional sinks keep next to their data.
+"""The state tables that transactional sinks keep next to their data.
 
     arrowline_state.watermarks (pipeline, task, sink, value, run_id, updated_at)
+    arrowline_state.loads      (pipeline, task, run_id, rows, committed_at)
 
 A sink writes its rows and the watermarks of the extracts feeding them in one transaction, so
 after a crash at any point the data and the watermark agree: either both moved or neither did.
+The same transaction adds a row to `loads`, the ledger of which run's load committed: when a
+process dies after the commit and before the catalog heard of it, the resumed run finds its own
+row there and does not load the same rows twice.
 The SQL here runs unchanged on PostgreSQL and DuckDB (both take `$n` parameters and
 `ON CONFLICT`); each connector passes a function that executes one statement on its open
 connection, inside its transaction.
@@ -17,10 +21,20 @@ from typing import Any
 
 from connectors.watermark import Watermark, WatermarkUpdate
 
-__all__ = ["STATE_TABLE", "delete_state", "ensure_state_table", "read_state", "write_state"]
+__all__ = [
+    "LOADS_TABLE",
+    "STATE_TABLE",
+    "committed_load",
+    "delete_state",
+    "ensure_state_table",
+    "read_state",
+    "record_load",
+    "write_state",
+]
 
 STATE_SCHEMA = "arrowline_state"
 STATE_TABLE = f"{STATE_SCHEMA}.watermarks"
+LOADS_TABLE = f"{STATE_SCHEMA}.loads"
 
 Execute = Callable[[str, Sequence[Any]], Any]
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -33,6 +47,34 @@ def ensure_state_table(execute: Execute) -> None:
         "pipeline text not null, task text not null, sink text not null, value text not null, "
         "run_id text not null, updated_at text not null, primary key (pipeline, task, sink))",
         (),
+    )
+    execute(
+        f"create table if not exists {LOADS_TABLE} ("
+        "pipeline text not null, task text not null, run_id text not null, rows bigint not null, "
+        "committed_at text not null, primary key (pipeline, task, run_id))",
+        (),
+    )
+
+
+def committed_load(
+    execute: Execute, query: Query, pipeline: str, task: str, run_id: str
+) -> int | None:
+    """Rows this run's load committed earlier, or None. Call first in the sink's transaction."""
+    ensure_state_table(execute)
+    rows = query(
+        f"select rows from {LOADS_TABLE} where pipeline = $1 and task = $2 and run_id = $3",
+        (pipeline, task, run_id),
+    )
+    return int(rows[0][0]) if rows else None
+
+
+def record_load(execute: Execute, pipeline: str, task: str, run_id: str, rows: int) -> None:
+    """Note that this run's load committed; call inside the transaction that writes the data."""
+    ensure_state_table(execute)
+    execute(
+        f"insert into {LOADS_TABLE} (pipeline, task, run_id, rows, committed_at) "
+        "values ($1, $2, $3, $4, $5)",
+        (pipeline, task, run_id, rows, datetime.now(UTC).isoformat(timespec="seconds")),
     )
 
 

@@ -21,7 +21,8 @@ validation, planning and execution.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,12 @@ from engine.errors import PipelineInvalid
 from engine.executor import ExecutionSettings, Executor, RunEvent, RunResult
 from engine.planner import Plan, build_plan
 from engine.problems import Problem
-from engine.spec import PipelineSpec
+from engine.resume import find_run_to_resume, plan_resume, recover_interrupted
+from engine.runlock import IfRunning, RunLock
+from engine.spec import PipelineSpec, RetryPolicy
 from engine.tasks import TaskRunner, run_task
 from engine.validation import check_definition, load_definition, structural_check
-from engine.workspace import STATE_DIR
+from engine.workspace import STATE_DIR, Workspace
 
 __all__ = [
     "Pipeline",
@@ -44,6 +47,7 @@ __all__ = [
     "find_project_dir",
     "load",
     "plan",
+    "resume",
     "run",
     "validate",
 ]
@@ -263,6 +267,71 @@ def plan(
             reader.close()
 
 
+def _settings(
+    project: Path, settings: ExecutionSettings | None, max_parallel: int | None
+) -> ExecutionSettings:
+    settings = settings or ExecutionSettings()
+    if max_parallel is not None:
+        settings = replace(settings, max_parallel=max_parallel)
+    if settings.duckdb.temp_directory is None:
+        temp = project / STATE_DIR / "tmp"
+        settings = replace(settings, duckdb=replace(settings.duckdb, temp_directory=temp))
+    return settings
+
+
+@contextmanager
+def _locked(
+    project: Path,
+    pipeline: str,
+    run_id: str,
+    if_running: IfRunning,
+    wait_timeout: float | None,
+    on_wait: Callable[[dict[str, Any]], None] | None,
+) -> Iterator[Catalog]:
+    """Hold the pipeline's run lock, settle the runs a dead process left RUNNING, and yield
+    the catalog."""
+    lock = RunLock(
+        project / STATE_DIR,
+        pipeline,
+        run_id,
+        if_running=if_running,
+        wait_timeout=wait_timeout,
+        on_wait=on_wait,
+    )
+    with lock:
+        catalog = Catalog(project / STATE_DIR / "catalog.db")
+        try:
+            recover_interrupted(catalog, Workspace.for_project(project), pipeline)
+            yield catalog
+        finally:
+            catalog.close()
+
+
+def _execute_locked(
+    the_plan: Plan,
+    project: Path,
+    catalog: Catalog,
+    settings: ExecutionSettings,
+    runner: TaskRunner,
+    listener: Callable[[RunEvent], None] | None,
+    on_executor: Callable[[Executor], None] | None,
+) -> RunResult:
+    from engine.connections import resolve_plan_connections
+
+    executor = Executor(
+        the_plan,
+        project,
+        catalog=catalog,
+        settings=settings,
+        runner=runner,
+        listener=listener,
+        connections=resolve_plan_connections(the_plan),
+    )
+    if on_executor is not None:
+        on_executor(executor)
+    return executor.run()
+
+
 def execute(
     the_plan: Plan,
     *,
@@ -272,34 +341,61 @@ def execute(
     runner: TaskRunner = run_task,
     listener: Callable[[RunEvent], None] | None = None,
     on_executor: Callable[[Executor], None] | None = None,
+    if_running: IfRunning = "refuse",
+    wait_timeout: float | None = None,
+    on_wait: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
-    """Run exactly `the_plan` (from `plan`); returns the result, it does not raise on failure."""
-    project = find_project_dir(project_dir)
-    settings = settings or ExecutionSettings()
-    if max_parallel is not None:
-        settings = replace(settings, max_parallel=max_parallel)
-    if settings.duckdb.temp_directory is None:
-        temp = project / STATE_DIR / "tmp"
-        settings = replace(settings, duckdb=replace(settings.duckdb, temp_directory=temp))
-    from engine.connections import resolve_plan_connections
+    """Run exactly `the_plan` (from `plan`); returns the result, it does not raise on failure.
 
-    connections = resolve_plan_connections(the_plan)
-    catalog = Catalog(project / STATE_DIR / "catalog.db")
-    try:
-        executor = Executor(
-            the_plan,
-            project,
-            catalog=catalog,
-            settings=settings,
-            runner=runner,
-            listener=listener,
-            connections=connections,
-        )
-        if on_executor is not None:
-            on_executor(executor)
-        return executor.run()
-    finally:
-        catalog.close()
+    Only one run of a pipeline runs at a time: when another holds the pipeline's lock, this one
+    refuses (ConcurrentRun) or, with `if_running="wait"`, waits up to `wait_timeout` seconds."""
+    project = find_project_dir(project_dir)
+    settings = _settings(project, settings, max_parallel)
+    with _locked(
+        project, the_plan.pipeline, the_plan.run_id, if_running, wait_timeout, on_wait
+    ) as catalog:
+        return _execute_locked(the_plan, project, catalog, settings, runner, listener, on_executor)
+
+
+def resume(
+    pipeline: Any,
+    run_id: str = "last",
+    *,
+    force: bool = False,
+    retry: RetryPolicy | None = None,
+    project_dir: str | os.PathLike[str] | None = None,
+    max_parallel: int | None = None,
+    settings: ExecutionSettings | None = None,
+    runner: TaskRunner = run_task,
+    listener: Callable[[RunEvent], None] | None = None,
+    on_executor: Callable[[Executor], None] | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
+    if_running: IfRunning = "refuse",
+    wait_timeout: float | None = None,
+) -> RunResult:
+    """Continue a run that did not succeed (`run_id`, a prefix, or 'last'): tasks that
+    succeeded in it are reused, the others run again, under the same run id. Raises
+    ResumeRefused (with a diff) when the pipeline changed since, unless `force`. `retry`
+    replaces the retry policy of the tasks that run again."""
+    definition = _definition(pipeline)
+    project = find_project_dir(project_dir)
+    settings = _settings(project, settings, max_parallel)
+    with CatalogReader(project / STATE_DIR / "catalog.db") as reader:
+        target = reader.run(run_id).run_id if run_id != "last" else "last"
+    with _locked(project, definition.spec.name, target, if_running, wait_timeout, None) as catalog:
+        previous = find_run_to_resume(catalog, definition.spec.name, target)
+        the_plan = plan_resume(definition, catalog, previous, force=force)
+        if retry is not None:
+            the_plan = replace(
+                the_plan,
+                tasks=tuple(
+                    replace(t, retry=retry) if t.action == "run" else t for t in the_plan.tasks
+                ),
+                _index={},
+            )
+        if on_plan is not None:
+            on_plan(the_plan)
+        return _execute_locked(the_plan, project, catalog, settings, runner, listener, on_executor)
 
 
 def run(
@@ -313,6 +409,8 @@ def run(
     runner: TaskRunner = run_task,
     listener: Callable[[RunEvent], None] | None = None,
     full_refresh: bool = False,
+    if_running: IfRunning = "refuse",
+    wait_timeout: float | None = None,
 ) -> RunResult:
     """Validate, plan and run a pipeline; returns the result (it does not raise on task failure)."""
     the_plan = plan(
@@ -325,4 +423,6 @@ def run(
         settings=settings,
         runner=runner,
         listener=listener,
+        if_running=if_running,
+        wait_timeout=wait_timeout,
     )

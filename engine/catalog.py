@@ -21,13 +21,20 @@ from pathlib import Path
 from typing import Any, Self
 
 from engine.errors import StateError
-from engine.states import RunState, TaskState, check_run_transition, check_task_transition
+from engine.states import (
+    RESUMABLE,
+    RunState,
+    TaskState,
+    check_run_transition,
+    check_task_transition,
+)
 
 __all__ = [
     "CATALOG_FILE",
     "AuditRow",
     "Catalog",
     "CatalogReader",
+    "DeadLetterRow",
     "RunRow",
     "TaskRunRow",
     "TransitionRow",
@@ -35,10 +42,14 @@ __all__ = [
 ]
 
 CATALOG_FILE = "catalog.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
     2: ("alter table task_runs add column details text",),
+    3: (
+        "alter table runs add column definition text",
+        "alter table runs add column resumes integer not null default 0",
+    ),
 }
 
 _SCHEMA = """
@@ -58,7 +69,9 @@ create table if not exists runs (
     error text,
     pid integer,
     host text,
-    heartbeat_at text
+    heartbeat_at text,
+    definition text,
+    resumes integer not null default 0
 );
 create index if not exists runs_by_pipeline on runs (pipeline, created_at);
 create table if not exists task_runs (
@@ -113,6 +126,26 @@ create table if not exists watermarks (
     updated_at text not null,
     primary key (pipeline, task_id, sink_id)
 );
+create table if not exists dead_letters (
+    id integer primary key autoincrement,
+    run_id text not null,
+    pipeline text not null,
+    task_id text not null,
+    pipeline_version text not null,
+    pipeline_file text,
+    params text not null,
+    logical_date text not null,
+    error_kind text not null,
+    transient integer not null,
+    reason text not null,
+    attempts text not null,
+    created_at text not null,
+    status text not null default 'open',
+    requeued_at text,
+    requeue_result text,
+    unique (run_id, task_id, created_at)
+);
+create index if not exists dead_letters_open on dead_letters (status, pipeline);
 create table if not exists watermark_audit (
     id integer primary key autoincrement,
     pipeline text not null,
@@ -170,6 +203,9 @@ class RunRow:
     pid: int | None
     host: str | None
     heartbeat_at: str | None
+    definition: str | None = None
+    """The definition this run executed, as YAML, for the diff `--resume` shows."""
+    resumes: int = 0
 
     @property
     def duration_s(self) -> float | None:
@@ -231,6 +267,28 @@ class AuditRow:
 
 
 @dataclass(frozen=True)
+class DeadLetterRow:
+    id: int
+    run_id: str
+    pipeline: str
+    task_id: str
+    pipeline_version: str
+    pipeline_file: str | None
+    params: dict[str, Any]
+    logical_date: str
+    error_kind: str
+    transient: bool
+    reason: str
+    attempts: list[dict[str, Any]]
+    """Every attempt: number, started_at, duration_s, error_kind, transient, error."""
+    created_at: str
+    status: str
+    """open, requeued (a requeue is running or failed again) or resolved."""
+    requeued_at: str | None
+    requeue_result: str | None
+
+
+@dataclass(frozen=True)
 class TransitionRow:
     id: int
     run_id: str
@@ -267,6 +325,18 @@ def _task_row(row: sqlite3.Row) -> TaskRunRow:
             else None,
             "details": json.loads(values["details"]) if values["details"] else None,
             "error_transient": None if transient is None else bool(transient),
+        }
+    )
+
+
+def _dead_letter_row(row: sqlite3.Row) -> DeadLetterRow:
+    values = dict(row)
+    return DeadLetterRow(
+        **values
+        | {
+            "params": json.loads(values["params"]),
+            "attempts": json.loads(values["attempts"]),
+            "transient": bool(values["transient"]),
         }
     )
 
@@ -409,6 +479,40 @@ class CatalogReader:
         )
         return [AuditRow(**dict(row)) for row in rows]
 
+    def unfinished_runs(self, pipeline: str) -> list[RunRow]:
+        """Runs of a pipeline the catalog still calls PENDING or RUNNING."""
+        rows = self._query(
+            "select * from runs where pipeline = ? and state in ('PENDING', 'RUNNING') "
+            "order by created_at",
+            (pipeline,),
+        )
+        return [_run_row(row) for row in rows]
+
+    def last_run(self, pipeline: str) -> RunRow | None:
+        rows = self._query(
+            "select * from runs where pipeline = ? order by created_at desc limit 1", (pipeline,)
+        )
+        return _run_row(rows[0]) if rows else None
+
+    def dead_letters(
+        self, pipeline: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetterRow]:
+        """Newest first; `status=None` lists every status."""
+        rows = self._query(
+            "select * from dead_letters where (? is null or pipeline = ?) "
+            "and (? is null or status = ?) order by id desc limit ?",
+            (pipeline, pipeline, status, status, limit),
+        )
+        return [_dead_letter_row(row) for row in rows]
+
+    def dead_letter(self, letter_id: int) -> DeadLetterRow:
+        rows = self._query("select * from dead_letters where id = ?", (letter_id,))
+        if not rows:
+            raise StateError(
+                f"no dead letter {letter_id}", hint="`arrowline dlq list --all` lists them"
+            )
+        return _dead_letter_row(rows[0])
+
     def pipelines(self) -> list[str]:
         return [row[0] for row in self._query("select distinct pipeline from runs order by 1")]
 
@@ -471,14 +575,15 @@ class Catalog(CatalogReader):
         selected: list[str] | None,
         tasks: Sequence[tuple[str, str, int, str]],
         reused: dict[str, str],
+        definition: str | None = None,
     ) -> None:
         """A run and its tasks, all PENDING; `tasks` are (id, kind, level, fingerprint)."""
         at = now_text()
         with self._transaction() as connection:
             connection.execute(
                 "insert into runs (run_id, pipeline, pipeline_version, pipeline_file, state, "
-                "params, logical_date, selected, created_at, pid, host) "
-                "values (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?)",
+                "params, logical_date, selected, created_at, pid, host, definition) "
+                "values (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     pipeline,
@@ -490,6 +595,7 @@ class Catalog(CatalogReader):
                     at,
                     os.getpid(),
                     socket.gethostname(),
+                    definition,
                 ),
             )
             connection.executemany(
@@ -618,6 +724,167 @@ class Catalog(CatalogReader):
                 "new_value, run_id, actor, at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (pipeline, task_id, sink_id, action, old, value, run_id, who, at),
             )
+
+    def interrupt_run(self, run_id: str, reason: str) -> list[str]:
+        """Mark a run whose process died INTERRUPTED and its unfinished tasks CANCELLED, in one
+        transaction; returns the tasks it cancelled."""
+        at = now_text()
+        with self._transaction() as connection:
+            row = connection.execute(
+                "select state from runs where run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise StateError(f"no run {run_id!r}")
+            current = RunState(row["state"])
+            check_run_transition(run_id, current, RunState.INTERRUPTED)
+            cancelled = []
+            for task in connection.execute(
+                "select task_id, state, attempts from task_runs where run_id = ?", (run_id,)
+            ).fetchall():
+                state = TaskState(task["state"])
+                if state.terminal:
+                    continue
+                cancelled.append(task["task_id"])
+                connection.execute(
+                    "update task_runs set state = 'CANCELLED', ended_at = ?, error = ? "
+                    "where run_id = ? and task_id = ?",
+                    (at, reason, run_id, task["task_id"]),
+                )
+                connection.execute(
+                    "insert into transitions (run_id, task_id, from_state, to_state, at, event, "
+                    "attempt, error) values (?, ?, ?, 'CANCELLED', ?, 'interrupted', ?, ?)",
+                    (run_id, task["task_id"], state.value, at, task["attempts"], reason),
+                )
+            connection.execute(
+                "update runs set state = 'INTERRUPTED', ended_at = ?, error = ? where run_id = ?",
+                (at, reason, run_id),
+            )
+            connection.execute(
+                "insert into transitions (run_id, from_state, to_state, at, event, error) "
+                "values (?, ?, 'INTERRUPTED', ?, 'interrupted', ?)",
+                (run_id, current.value, at, reason),
+            )
+        return cancelled
+
+    def resume_run(
+        self,
+        run_id: str,
+        tasks: Sequence[tuple[str, str, int, str]],
+        definition: str | None,
+        pipeline_version: str,
+    ) -> None:
+        """Put an ended run back to PENDING with `tasks` (id, kind, level, fingerprint) PENDING
+        again, keeping the rows of the tasks it reuses; one transaction."""
+        at = now_text()
+        with self._transaction() as connection:
+            row = connection.execute(
+                "select state from runs where run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise StateError(f"no run {run_id!r}")
+            current = RunState(row["state"])
+            if current not in RESUMABLE:
+                raise StateError(
+                    f"run {run_id} is {current.value}; only a FAILED, CANCELLED or INTERRUPTED "
+                    "run can be resumed"
+                )
+            for task_id, kind, level, fingerprint in tasks:
+                old = connection.execute(
+                    "select state from task_runs where run_id = ? and task_id = ?",
+                    (run_id, task_id),
+                ).fetchone()
+                if old is None:
+                    connection.execute(
+                        "insert into task_runs (run_id, task_id, kind, state, level, "
+                        "fingerprint) values (?, ?, ?, 'PENDING', ?, ?)",
+                        (run_id, task_id, kind, level, fingerprint),
+                    )
+                else:
+                    connection.execute(
+                        "update task_runs set state = 'PENDING', kind = ?, level = ?, "
+                        "fingerprint = ?, attempts = 0, started_at = null, ended_at = null, "
+                        "duration_s = null, rows_in = null, rows_out = null, "
+                        "rows_rejected = null, bytes_out = null, output_path = null, "
+                        "output_schema = null, target = null, error = null, error_kind = null, "
+                        "error_transient = null, details = null "
+                        "where run_id = ? and task_id = ?",
+                        (kind, level, fingerprint, run_id, task_id),
+                    )
+                connection.execute(
+                    "insert into transitions (run_id, task_id, from_state, to_state, at, event) "
+                    "values (?, ?, ?, 'PENDING', ?, 'resumed')",
+                    (run_id, task_id, old["state"] if old else None, at),
+                )
+            connection.execute(
+                "update runs set state = 'PENDING', ended_at = null, error = null, "
+                "resumes = resumes + 1, pid = ?, host = ?, heartbeat_at = ?, "
+                "definition = coalesce(?, definition), pipeline_version = ? where run_id = ?",
+                (os.getpid(), socket.gethostname(), at, definition, pipeline_version, run_id),
+            )
+            connection.execute(
+                "insert into transitions (run_id, from_state, to_state, at, event) "
+                "values (?, ?, 'PENDING', ?, 'resumed')",
+                (run_id, current.value, at),
+            )
+
+    def add_dead_letter(
+        self,
+        *,
+        run_id: str,
+        pipeline: str,
+        task_id: str,
+        pipeline_version: str,
+        pipeline_file: str | None,
+        params: dict[str, Any],
+        logical_date: str,
+        error_kind: str,
+        transient: bool,
+        reason: str,
+        attempts: list[dict[str, Any]],
+    ) -> int:
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "insert into dead_letters (run_id, pipeline, task_id, pipeline_version, "
+                "pipeline_file, params, logical_date, error_kind, transient, reason, attempts, "
+                "created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    pipeline,
+                    task_id,
+                    pipeline_version,
+                    pipeline_file,
+                    json.dumps(params, default=str, sort_keys=True),
+                    logical_date,
+                    error_kind,
+                    int(transient),
+                    reason,
+                    json.dumps(attempts, default=str),
+                    now_text(),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def settle_dead_letters(
+        self, run_id: str, task_ids: Sequence[str], result: str, before: str
+    ) -> None:
+        """A resumed or requeued run ended: the letters written before it (`before`) for the
+        tasks it ran again become resolved when it succeeded, or requeued with its result (a
+        task that failed again has a new open letter of its own)."""
+        with self._transaction() as connection:
+            for task_id in task_ids:
+                connection.execute(
+                    "update dead_letters set status = ?, requeued_at = ?, requeue_result = ? "
+                    "where run_id = ? and task_id = ? and status in ('open', 'requeued') "
+                    "and created_at < ?",
+                    (
+                        "resolved" if result == "SUCCESS" else "requeued",
+                        now_text(),
+                        result,
+                        run_id,
+                        task_id,
+                        before,
+                    ),
+                )
 
     def heartbeat(self, run_id: str) -> None:
         with self._transaction() as connection:

@@ -32,6 +32,7 @@ from engine.errors import (
 from engine.problems import Problem
 
 if TYPE_CHECKING:
+    from engine.catalog import RunRow
     from engine.executor import Executor
 
 __all__ = ["main"]
@@ -456,6 +457,33 @@ def render(pipeline: Path, task: str, params: tuple[str, ...]) -> None:
     is_flag=True,
     help="Incremental extracts read everything, ignoring their watermarks.",
 )
+@click.option(
+    "--resume",
+    "resume_run",
+    is_flag=False,
+    flag_value="last",
+    default=None,
+    metavar="[RUN_ID|last]",
+    help="Continue a run that did not succeed: reuse what succeeded, run the rest, same run id.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --resume: resume although the pipeline changed (changed tasks run again).",
+)
+@click.option(
+    "--if-running",
+    type=click.Choice(["refuse", "wait"]),
+    default="refuse",
+    show_default=True,
+    help="When this pipeline is already running: refuse (exit 1) or wait for it to finish.",
+)
+@click.option(
+    "--wait-timeout",
+    type=float,
+    default=None,
+    help="With --if-running wait: give up after this many seconds.",
+)
 def run(
     pipeline: Path,
     params: tuple[str, ...],
@@ -466,43 +494,85 @@ def run(
     log_level: str,
     progress: bool | None,
     full_refresh: bool,
+    resume_run: str | None,
+    force: bool,
+    if_running: str,
+    wait_timeout: float | None,
 ) -> None:
     """Run a pipeline. Exit 0 on success, 1 when a task failed, 2 when the input is invalid."""
     from engine import api
+    from engine.planner import Plan
     from engine.progress import LiveProgress, summary
+    from engine.runlock import IfRunning
 
+    if resume_run is not None and (params or select or full_refresh):
+        _fail("--resume runs with the parameters and selection of the run it continues")
+    if force and resume_run is None:
+        _fail("--force only applies with --resume")
     live_wanted = err.is_terminal if progress is None else progress
     _logging(log_format, log_level.upper(), err if live_wanted else None)
     executors: list[Executor] = []
     _cancel_on_signals(executors)
+    mode: IfRunning = "wait" if if_running == "wait" else "refuse"
     with _errors():
         project = api.find_project_dir(project_dir)
-        the_plan = api.plan(
-            pipeline,
-            params=_params(params),
-            select=select or None,
-            project_dir=project,
-            full_refresh=full_refresh,
-        )
-    display = LiveProgress(the_plan, err) if live_wanted else None
+        the_plan = None
+        if resume_run is None:
+            the_plan = api.plan(
+                pipeline,
+                params=_params(params),
+                select=select or None,
+                project_dir=project,
+                full_refresh=full_refresh,
+            )
+    display: LiveProgress | None = None
+    planned: list[Plan] = [the_plan] if the_plan is not None else []
 
     def attach(executor: Executor) -> None:
         executors.append(executor)
         if display is not None:
             display.executor = executor
 
-    try:
-        with _errors(), display or nullcontext():
-            result = api.execute(
-                the_plan,
-                project_dir=project,
-                max_parallel=max_parallel,
-                listener=display,
-                on_executor=attach,
+    def waiting(holder: dict[str, object]) -> None:
+        err.print(
+            Text(
+                f"waiting: pipeline is running as run {holder.get('run_id', '?')} "
+                f"(pid {holder.get('pid', '?')})",
+                style="yellow",
             )
+        )
+
+    try:
+        if the_plan is not None:
+            display = LiveProgress(the_plan, err) if live_wanted else None
+            with _errors(), display or nullcontext():
+                result = api.execute(
+                    the_plan,
+                    project_dir=project,
+                    max_parallel=max_parallel,
+                    listener=display,
+                    on_executor=attach,
+                    if_running=mode,
+                    wait_timeout=wait_timeout,
+                    on_wait=waiting,
+                )
+        else:
+            assert resume_run is not None
+            with _errors():
+                result = api.resume(
+                    pipeline,
+                    resume_run,
+                    force=force,
+                    project_dir=project,
+                    max_parallel=max_parallel,
+                    on_executor=attach,
+                    on_plan=planned.append,
+                    if_running=mode,
+                    wait_timeout=wait_timeout,
+                )
     except KeyboardInterrupt:
         _fail("interrupted before the run could wind down", code=EXIT_CANCELLED)
-    summary(the_plan, result, out if log_format == "text" else err)
+    summary(planned[0], result, out if log_format == "text" else err)
     codes = {"SUCCESS": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
     sys.exit(codes[result.state.value])
 
@@ -531,10 +601,8 @@ def runs(
     from engine.progress import STYLES
     from engine.workspace import STATE_DIR
 
-    with (
-        _errors(),
-        CatalogReader(find_project_dir(project_dir) / STATE_DIR / "catalog.db") as catalog,
-    ):
+    project = find_project_dir(project_dir)
+    with _errors(), CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
         if run_id is None:
             rows = catalog.runs(pipeline, limit)
             if fmt == "json":
@@ -544,10 +612,13 @@ def runs(
             for column in ("run", "pipeline", "state", "started", "duration", "error"):
                 table.add_column(column)
             for r in rows:
+                state = Text(r.state.value, style=STYLES.get(r.state.value, ""))
+                if _stale(project, r):
+                    state = Text(f"{r.state.value} (stale: process gone)", style="red")
                 table.add_row(
                     r.run_id,
                     r.pipeline,
-                    Text(r.state.value, style=STYLES.get(r.state.value, "")),
+                    state,
                     (r.started_at or r.created_at)[:19].replace("T", " "),
                     format_duration(r.duration_s) if r.duration_s is not None else "",
                     (r.error or "")[:60],
@@ -567,14 +638,19 @@ def runs(
         }
         out.print_json(json.dumps(payload, default=str))
         return
+    stale = " (stale: its process is gone; the next run or --resume marks it INTERRUPTED)"
     out.print(
         Text.assemble(
             (f"run {the_run.run_id}", "bold"),
             f"  {the_run.pipeline}  ",
             (the_run.state.value, STYLES.get(the_run.state.value, "")),
+            (stale if _stale(project, the_run) else "", "red"),
             f"  version {the_run.pipeline_version}  params {json.dumps(the_run.params)}",
+            f"  resumed {the_run.resumes}x" if the_run.resumes else "",
         )
     )
+    if the_run.error and the_run.state.value != "SUCCESS":
+        out.print(Text(the_run.error, style="red"))
     table = Table()
     for column in (
         "task",
@@ -625,6 +701,16 @@ def runs(
                 style="dim",
             )
         )
+
+
+def _stale(project: Path, run: RunRow) -> bool:
+    """A run the catalog calls PENDING or RUNNING whose pipeline lock nobody holds."""
+    from engine.runlock import lock_is_held
+    from engine.workspace import STATE_DIR
+
+    if run.state.value not in ("PENDING", "RUNNING"):
+        return False
+    return not lock_is_held(project / STATE_DIR, run.pipeline)
 
 
 def _details(details: dict[str, object]) -> list[str]:

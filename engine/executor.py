@@ -34,8 +34,10 @@ from typing import Any
 from loguru import logger
 
 from connectors.base import CancelToken, InputTable
-from engine.catalog import Catalog
+from connectors.watermark import Watermark
+from engine.catalog import Catalog, now_text
 from engine.errors import ArrowlineError, Cancelled, TaskTimeout, classify
+from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
 from engine.retry import backoff_delay
 from engine.secrets import redact
@@ -116,6 +118,7 @@ class _Attempt:
     deadline: float | None
     stop_requested_at: float | None = None
     rows: int = 0
+    started_wall: str = field(default_factory=now_text)
 
 
 def _describe(exc: BaseException) -> str:
@@ -169,6 +172,8 @@ class Executor:
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         """(attempt, outcome or exception) from workers, or _WAKE from cancel()."""
         self.cancelling: BaseException | None = None
+        self.attempt_log: dict[str, list[dict[str, Any]]] = {}
+        """Every failed attempt of each task, for its dead letter."""
         self._sequence = 0
         self._cancel_requested = threading.Event()
 
@@ -190,6 +195,7 @@ class Executor:
 
     def run(self) -> RunResult:
         started = self.clock()
+        started_wall = now_text()
         self._create()
         self.catalog.transition_run(self.plan.run_id, RunState.RUNNING, "started")
         self.log.info("run started: {} tasks to run", len(self.plan.to_run))
@@ -205,6 +211,10 @@ class Executor:
                 t for t, s in self.states.items() if s is TaskState.FAILED
             )
         self.catalog.transition_run(self.plan.run_id, state, "finished", error)
+        if self.plan.resumed:
+            self.catalog.settle_dead_letters(
+                self.plan.run_id, [t.id for t in self.plan.to_run], state.value, started_wall
+            )
         duration = self.clock() - started
         self.log.info("run finished: {} in {:.2f}s", state.value, duration)
         return RunResult(
@@ -226,28 +236,25 @@ class Executor:
             for task in plan.tasks
             if task.action == "reuse" and task.reuse_run
         }
-        self.catalog.create_run(
-            plan.run_id,
-            plan.pipeline,
-            plan.pipeline_version,
-            plan.pipeline_file,
-            dict(plan.params),
-            plan.logical_date.isoformat(),
-            list(plan.selected) if plan.selected else None,
-            [(t.id, t.kind.value, t.level, t.fingerprint) for t in plan.to_run],
-            reused,
-        )
+        to_run = [(t.id, t.kind.value, t.level, t.fingerprint) for t in plan.to_run]
+        if plan.resumed:
+            self.catalog.resume_run(plan.run_id, to_run, plan.definition, plan.pipeline_version)
+        else:
+            self.catalog.create_run(
+                plan.run_id,
+                plan.pipeline,
+                plan.pipeline_version,
+                plan.pipeline_file,
+                dict(plan.params),
+                plan.logical_date.isoformat(),
+                list(plan.selected) if plan.selected else None,
+                to_run,
+                reused,
+                plan.definition,
+            )
         for task in plan.tasks:
             if task.action == "reuse":
-                assert task.reuse_run is not None
-                directory = self.workspace.output_dir(plan.pipeline, task.id, task.reuse_run)
-                self.outputs[task.id] = self.workspace.table(task.id, task.reuse_run, directory)
-                self.results[task.id] = TaskResult(
-                    task.id,
-                    TaskState.SUCCESS,
-                    reused_from=task.reuse_run,
-                    output=self.outputs[task.id],
-                )
+                self._reuse(task)
                 continue
             self.states[task.id] = TaskState.PENDING
             self.results[task.id] = TaskResult(task.id, TaskState.PENDING)
@@ -258,6 +265,21 @@ class Executor:
         for task in plan.to_run:
             if self.waiting_on[task.id] == 0:
                 self._queue(task.id, "ready")
+
+    def _reuse(self, task: PlannedTask) -> None:
+        """An output that stands: from an earlier run (--select) or this one (--resume)."""
+        assert task.reuse_run is not None
+        result = TaskResult(task.id, TaskState.SUCCESS, reused_from=task.reuse_run)
+        if task.produces_table:
+            directory = self.workspace.output_dir(self.plan.pipeline, task.id, task.reuse_run)
+            self.outputs[task.id] = self.workspace.table(task.id, task.reuse_run, directory)
+            result.output = self.outputs[task.id]
+        if task.incremental:
+            row = self.catalog.task_run(task.reuse_run, task.id)
+            saved = (row.details or {}).get("watermark") if row else None
+            if saved:  # the loads that still run commit the watermark of the rows they get
+                self.watermarks.restore(task, Watermark.from_json(saved))
+        self.results[task.id] = result
 
     # -- state changes ----------------------------------------------------------------------------
 
@@ -425,6 +447,7 @@ class Executor:
         result = self.results[task.id]
         if outcome.produces_output:
             directory = self.workspace.publish(attempt.staging, plan.pipeline, task.id, plan.run_id)
+            fault_point("workspace.after_publish")
             table = self.workspace.table(task.id, plan.run_id, directory)
             self.outputs[task.id] = table
             result.output = table
@@ -435,8 +458,11 @@ class Executor:
             }
         else:
             self.workspace.discard(attempt.staging)
-        if outcome.details:
-            fields["details"] = json.dumps(outcome.details, default=str)
+        details = dict(outcome.details)
+        if task.incremental and outcome.watermark is not None:
+            details["watermark"] = outcome.watermark.to_json()  # what a resume restores
+        if details:
+            fields["details"] = json.dumps(details, default=str)
         if task.incremental:
             self.watermarks.extracted(task, outcome.watermark)
         if outcome.committed:
@@ -467,6 +493,16 @@ class Executor:
         text = _describe(error)
         result = self.results[task.id]
         result.error, result.error_kind, result.duration_s = text, kind.kind, duration
+        self.attempt_log.setdefault(task.id, []).append(
+            {
+                "attempt": attempt.number,
+                "started_at": attempt.started_wall,
+                "duration_s": round(duration, 6),
+                "error_kind": kind.kind,
+                "transient": kind.transient,
+                "error": text,
+            }
+        )
         fields = {
             "duration_s": duration,
             "error_kind": kind.kind,
@@ -510,7 +546,28 @@ class Executor:
             task.id, TaskState.FAILED, reason, attempt=attempt.number, error=text, fields=fields
         )
         log.error("failed ({}, {}): {}", kind.kind, reason, text)
+        self._dead_letter(task, kind.kind, kind.transient, reason)
         self._skip_downstream(task.id)
+
+    def _dead_letter(self, task: PlannedTask, kind: str, transient: bool, reason: str) -> None:
+        """Record what an operator needs to act on a task that will not be retried again."""
+        plan = self.plan
+        letter = self.catalog.add_dead_letter(
+            run_id=plan.run_id,
+            pipeline=plan.pipeline,
+            task_id=task.id,
+            pipeline_version=plan.pipeline_version,
+            pipeline_file=plan.pipeline_file,
+            params=dict(plan.params),
+            logical_date=plan.logical_date.isoformat(),
+            error_kind=kind,
+            transient=transient,
+            reason=reason,
+            attempts=self.attempt_log.get(task.id, []),
+        )
+        self.log.bind(task_id=task.id).warning(
+            "dead letter {} recorded; `arrowline dlq show {}` has every attempt", letter, letter
+        )
 
     def _release_retries(self) -> None:
         now = self.clock()

@@ -110,6 +110,10 @@ class Plan:
     """Incremental extracts read everything, ignoring their watermarks."""
     connections: Mapping[str, Any] = field(default_factory=dict)
     """Specs (secrets unresolved) of the connections the pipeline's tasks use."""
+    definition: str | None = None
+    """The definition as YAML, stored with the run so a later `--resume` can show a diff."""
+    resumed: bool = False
+    """This plan continues an ended run under its run id (see engine.resume)."""
     _index: dict[str, PlannedTask] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +141,7 @@ class Plan:
             },
             "selected": list(self.selected) if self.selected else None,
             "full_refresh": self.full_refresh,
+            "resumed": self.resumed,
             "tasks": [task.to_dict() for task in self.tasks],
         }
 
@@ -289,6 +294,7 @@ def build_plan(
         tasks=tuple(planned),
         selected=tuple(select) if select else None,
         full_refresh=full_refresh,
+        definition=spec.document(),
         connections={
             name: spec.connections[name]
             for name in sorted(

@@ -34,6 +34,7 @@ STYLES = {
     "FAILED": "bold red",
     "SKIPPED": "magenta",
     "CANCELLED": "red",
+    "INTERRUPTED": "red",
     "REUSED": "green dim",
 }
 
@@ -204,4 +205,12 @@ def summary(plan: Plan, result: RunResult, console: Console) -> None:
     if result.state is RunState.CANCELLED:
         console.print(
             Text("the run was cancelled; outputs of unfinished tasks were discarded", style="red")
+        )
+    if result.state is not RunState.SUCCESS:
+        console.print(
+            Text(
+                f"resume it with: arrowline run {result.plan.pipeline_file or 'PIPELINE'} "
+                f"--resume {result.run_id}",
+                style="yellow",
+            )
         )

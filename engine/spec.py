@@ -318,6 +318,15 @@ class PipelineSpec(ConfigModel):
                 return task
         raise KeyError(task_id)
 
+    def document(self) -> str:
+        """The definition as YAML (settings left at their defaults omitted), for diffs."""
+        import yaml
+
+        payload = self.model_dump(
+            mode="json", by_alias=True, exclude_defaults=True, fallback=_describe_object
+        )
+        return yaml.safe_dump(payload, sort_keys=False, width=100, allow_unicode=True)
+
     def fingerprint(self) -> str:
         """A stable hash of the definition; runs record it as the pipeline version."""
         payload = self.model_dump(mode="json", by_alias=True, fallback=_describe_object)

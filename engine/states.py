@@ -7,8 +7,14 @@
        └──────────┴──────────┴──> CANCELLED (from any state that is not terminal)
 
 SUCCESS, FAILED, SKIPPED and CANCELLED are terminal. A run goes PENDING -> RUNNING -> SUCCESS,
-FAILED or CANCELLED. Anything else is refused with StateError; the catalog records every
-transition that is allowed, with its time, event and error.
+FAILED or CANCELLED; a run whose process died (kill -9, power loss) is found by the next process
+that takes the pipeline's run lock and moved to INTERRUPTED, with its unfinished tasks CANCELLED.
+Anything else is refused with StateError; the catalog records every transition that is allowed,
+with its time, event and error.
+
+Resuming is the one way back: a FAILED, CANCELLED or INTERRUPTED run goes to PENDING again
+(`RESUMABLE`), its tasks that did not succeed go back to PENDING, and the run continues under
+the same run id, so its loads write the same deterministic files and ledger rows.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from enum import StrEnum
 from engine.errors import StateError
 
 __all__ = [
+    "RESUMABLE",
     "RUN_TRANSITIONS",
     "TASK_TRANSITIONS",
     "RunState",
@@ -48,6 +55,7 @@ class RunState(StrEnum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    INTERRUPTED = "INTERRUPTED"
 
     @property
     def terminal(self) -> bool:
@@ -67,13 +75,19 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.CANCELLED: frozenset(),
 }
 
+_ENDED = frozenset({RunState.FAILED, RunState.CANCELLED, RunState.INTERRUPTED})
+
 RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.PENDING: frozenset({RunState.RUNNING, RunState.FAILED, RunState.CANCELLED}),
-    RunState.RUNNING: frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED}),
+    RunState.PENDING: frozenset({RunState.RUNNING}) | _ENDED,
+    RunState.RUNNING: frozenset({RunState.SUCCESS}) | _ENDED,
     RunState.SUCCESS: frozenset(),
     RunState.FAILED: frozenset(),
     RunState.CANCELLED: frozenset(),
+    RunState.INTERRUPTED: frozenset(),
 }
+
+RESUMABLE = _ENDED
+"""Run states `arrowline run --resume` continues from."""
 
 
 def _refuse(what: str, current: str, target: str, allowed: frozenset[str]) -> StateError:

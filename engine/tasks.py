@@ -22,6 +22,7 @@ from connectors.files.writer import ParquetBatchWriter
 from connectors.registry import open_source, sink_state, write_sink
 from connectors.watermark import Watermark, WatermarkTracker, WatermarkUpdate
 from engine.errors import UserCodeError
+from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
 from engine.spec import TaskKind
 from engine.watermarks import WatermarkBroker
@@ -113,6 +114,7 @@ def _write_stream(
                 break
             context.cancel.raise_if_cancelled()
             writer.write(batch)
+            fault_point("extract.batch")
             if tracker is not None:
                 tracker.update(batch)
             with lock:

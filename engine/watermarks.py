@@ -80,6 +80,12 @@ class WatermarkBroker:
             values.append(value)
         return Watermark.least(values)
 
+    def restore(self, task: PlannedTask, watermark: Watermark) -> None:
+        """A resumed run reuses an incremental extract's output: its loads still to run commit
+        the watermark it read up to then."""
+        with self._lock:
+            self._new[task.id] = watermark
+
     def extracted(self, task: PlannedTask, watermark: Watermark | None) -> None:
         """An incremental extract succeeded with rows up to `watermark`."""
         if watermark is None:

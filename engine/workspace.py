@@ -63,6 +63,11 @@ class Workspace:
         os.replace(temporary, latest)
         return final
 
+    def sweep_staging(self, pipeline: str, run_id: str) -> None:
+        """Remove every unpublished attempt of a run (one a dead process left behind)."""
+        for staging in (self.root / pipeline).glob(f"*/.staging-{run_id}-*"):
+            shutil.rmtree(staging, ignore_errors=True)
+
     def discard(self, staging: Path) -> None:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -104,7 +104,9 @@ def pg(
     # arrowline_state schema and must not leak from one execution of a test into the next.
     forget = (
         "do $$ begin if to_regclass('arrowline_state.watermarks') is not null then "
-        f"delete from arrowline_state.watermarks where pipeline = '{name}'; end if; end $$"
+        f"delete from arrowline_state.watermarks where pipeline = '{name}'; end if; "
+        "if to_regclass('arrowline_state.loads') is not null then "
+        f"delete from arrowline_state.loads where pipeline = '{name}'; end if; end $$"
     )
     schema.execute(f"drop schema if exists {name} cascade", f"create schema {name}", forget)
     monkeypatch.setenv("TEST_PG_URI", pg_uri)

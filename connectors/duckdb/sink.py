@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
 from connectors.names import quote_identifier, quote_table, split_table
-from connectors.state import write_state
+from connectors.state import committed_load, record_load, write_state
 from engine.errors import DataError
+from engine.faults import fault_point
 
 if TYPE_CHECKING:
     import duckdb
@@ -120,8 +121,24 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
     except duckdb.Error as exc:
         raise translate(exc, what) from None
     unregister = cancel.on_cancel(connection.interrupt) if cancel else None
+
+    def execute(sql: str, params: Any) -> Any:
+        return connection.execute(sql, list(params))
+
+    def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
+        return connection.execute(sql, list(params)).fetchall()
+
     try:
         connection.execute("begin transaction")
+        earlier = committed_load(execute, query, ctx.pipeline, ctx.task_id, ctx.run_id)
+        if earlier is not None:  # this run's load committed before the process died
+            connection.execute("rollback")
+            return SinkResult(
+                earlier,
+                f"duckdb:{path}#{config.table}",
+                {"mode": config.mode, "already_committed": True},
+                ctx.pending_watermarks,
+            )
         connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
         schema, _ = split_table(config.table)
         if schema:
@@ -147,14 +164,11 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
             _check_columns(source, existing, config)
             rows = _merge(connection, target, config)
         connection.execute(f"drop view {_INPUT}")
-        write_state(
-            lambda sql, params: connection.execute(sql, list(params)),
-            ctx.pipeline,
-            ctx.task_id,
-            ctx.pending_watermarks,
-            ctx.run_id,
-        )
+        write_state(execute, ctx.pipeline, ctx.task_id, ctx.pending_watermarks, ctx.run_id)
+        record_load(execute, ctx.pipeline, ctx.task_id, ctx.run_id, rows)
+        fault_point("duckdb.before_commit")
         connection.execute("commit")
+        fault_point("duckdb.after_commit")
     except BaseException as exc:
         with contextlib.suppress(duckdb.Error):  # the failure may have ended the transaction
             connection.execute("rollback")

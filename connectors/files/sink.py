@@ -19,6 +19,7 @@ from connectors.files.atomic import publish_directory, remove_tree, staging_path
 from connectors.files.config import ParquetSink
 from connectors.files.writer import ParquetBatchWriter
 from engine.errors import DataError
+from engine.faults import fault_point
 
 __all__ = ["write_parquet"]
 
@@ -40,6 +41,7 @@ def _write_file(
     with ParquetBatchWriter(temporary, source.schema, compression=config.compression) as writer:
         for batch in _checked(source, cancel):
             writer.write(batch)
+    fault_point("parquet.before_publish")
     os.replace(temporary, target)
     return writer.rows
 
@@ -83,6 +85,7 @@ def _write_directory(
         raise
     relative = [str(Path(path).relative_to(staged)) for path, _ in written]
     rows = sum(count for _, count in written)
+    fault_point("parquet.before_publish")
     if config.mode == "replace":
         atomic = publish_directory(staged, target)
         return rows, relative, atomic

@@ -32,22 +32,13 @@ from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.evolution import Column, diff
 from connectors.postgres.types import pg_type, target_arrow_type
-from connectors.state import write_state
+from connectors.state import committed_load, record_load, write_state
 from engine.errors import DataError
+from engine.faults import fault_point
 
-__all__ = ["fault_point", "write_postgres"]
+__all__ = ["write_postgres"]
 
 STAGE = "arrowline_stage"
-
-
-def fault_point(name: str) -> None:
-    """A place where crash tests stop the process: with ARROWLINE_FAULT=<name>, announce it on
-    stderr and wait to be killed. Does nothing otherwise."""
-    if os.environ.get("ARROWLINE_FAULT") == name:
-        import sys
-
-        print(f"ARROWLINE_FAULT reached {name}", file=sys.stderr, flush=True)
-        time.sleep(3600)
 
 
 def _columns(session: Session, table: str) -> list[Column] | None:
@@ -322,7 +313,20 @@ def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorConte
     schema_name, _ = split_table(config.table)
     rows = _Batches(source, ctx)
     details: dict[str, Any] = {"mode": config.mode}
+    target = f"postgres:{server.name}#{config.table}"
     with Session(server) as session:
+
+        def execute(sql: str, params: Any) -> Any:
+            return session.execute(sql, params or None, what="cannot write arrowline_state")
+
+        def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
+            return session.rows(sql, params or None, what="cannot read arrowline_state")
+
+        earlier = committed_load(execute, query, ctx.pipeline, ctx.task_id, ctx.run_id)
+        if earlier is not None:  # this run's load committed before the process died
+            session.rollback()
+            details |= {"already_committed": True, "input_rows": source.num_rows}
+            return SinkResult(earlier, target, details, ctx.pending_watermarks)
         if schema_name:
             session.execute(
                 f"create schema if not exists {quote_identifier(schema_name)}",
@@ -354,21 +358,13 @@ def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorConte
                 written = _merge(session, table, names, by_name, config)
                 if config.delete_missing:
                     details["deleted"] = _delete_missing(session, table, config)
-        write_state(
-            lambda sql, params: session.execute(
-                sql, params or None, what="cannot save the watermark"
-            ),
-            ctx.pipeline,
-            ctx.task_id,
-            ctx.pending_watermarks,
-            ctx.run_id,
-        )
+        write_state(execute, ctx.pipeline, ctx.task_id, ctx.pending_watermarks, ctx.run_id)
+        record_load(execute, ctx.pipeline, ctx.task_id, ctx.run_id, written)
         fault_point("postgres.before_commit")
         session.commit()
+        fault_point("postgres.after_commit")
     details["input_rows"] = rows.count
-    return SinkResult(
-        written, f"postgres:{server.name}#{config.table}", details, ctx.pending_watermarks
-    )
+    return SinkResult(written, target, details, ctx.pending_watermarks)
 
 
 def _delete_missing(session: Session, table: str, config: PostgresSink) -> int:

@@ -25,13 +25,20 @@ def table_input(tmp_path: Path, data: pa.Table, name: str = "in") -> InputTable:
 
 
 def load(
-    pg: PgSchema, tmp_path: Path, data: pa.Table, name: str = "in", **config: object
+    pg: PgSchema,
+    tmp_path: Path,
+    data: pa.Table,
+    name: str = "in",
+    run_id: str | None = None,
+    **config: object,
 ) -> SinkResult:
+    """One load; each call is a new run unless `run_id` says otherwise."""
     server = resolve("wh", PostgresConnection(kind="postgres", uri=pg.uri), tmp_path)
     sink = PostgresSink.model_validate(
         {"input": "t", "to": "postgres", "connection": "wh", **config}
     )
-    ctx = ConnectorContext(tmp_path, "p", "r1", "load", connections={"wh": server})
+    run = run_id or uuid.uuid4().hex
+    ctx = ConnectorContext(tmp_path, pg.schema, run, "load", connections={"wh": server})
     return write_postgres(table_input(tmp_path, data, name), sink, ctx)
 
 

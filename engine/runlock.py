@@ -1,0 +1,161 @@
+"""One run of a pipeline at a time, and the proof that a RUNNING run is still alive.
+
+Each pipeline has a lock file, `.arrowline/locks/<pipeline>.lock`, held with `flock` for the whole
+run. The kernel releases it when the process ends however it ends (kill -9 included), so:
+
+- a second run of the same pipeline finds the lock taken and waits or refuses, never interleaving
+  its writes with the first;
+- a run the catalog still calls RUNNING whose pipeline lock nobody holds is dead: the process that
+  next takes the lock marks it INTERRUPTED (see `recover_interrupted`), and `arrowline runs`
+  shows it as stale before anyone does.
+
+The lock file also holds the holder's run id, pid and host, for the message a waiting run prints.
+Runs on other hosts sharing a catalog over a network file system are out of scope: flock is only
+reliable on a local file system, which is where the embedded catalog lives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from engine.errors import StateError
+
+__all__ = ["ConcurrentRun", "RunLock", "lock_is_held"]
+
+IfRunning = Literal["refuse", "wait"]
+
+
+class ConcurrentRun(StateError):
+    """Another run of the same pipeline holds its lock."""
+
+
+def _lock_path(state_dir: Path, pipeline: str) -> Path:
+    return state_dir / "locks" / f"{pipeline}.lock"
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def lock_is_held(state_dir: Path, pipeline: str) -> bool:
+    """True when some process holds the pipeline's run lock right now (a probe: it takes the
+    lock for an instant when nobody holds it)."""
+    path = _lock_path(state_dir, pipeline)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if _try_lock(fd):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+class RunLock:
+    """`with RunLock(state_dir, pipeline, run_id, if_running="wait"): ...`"""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        pipeline: str,
+        run_id: str,
+        *,
+        if_running: IfRunning = "refuse",
+        wait_timeout: float | None = None,
+        poll: float = 0.2,
+        on_wait: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.path = _lock_path(state_dir, pipeline)
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.if_running = if_running
+        self.wait_timeout = wait_timeout
+        self.poll = poll
+        self.on_wait = on_wait
+        self._fd: int | None = None
+
+    def holder(self) -> dict[str, Any]:
+        """Who holds the lock, as its holder wrote it (empty when unknown)."""
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            if isinstance(data, dict):
+                return data
+        return {}
+
+    def _refusal(self, waited: float | None) -> ConcurrentRun:
+        holder = self.holder()
+        who = (
+            f"run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')}, since {holder.get('since', '?')})"
+            if holder
+            else "another run"
+        )
+        if waited is None:
+            return ConcurrentRun(
+                f"pipeline {self.pipeline!r} is already running: {who}",
+                hint="wait for it to finish, or pass --if-running wait to queue behind it",
+            )
+        return ConcurrentRun(
+            f"pipeline {self.pipeline!r} is still running after waiting {waited:.0f}s: {who}"
+        )
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        started = time.monotonic()
+        announced = False
+        try:
+            while not _try_lock(fd):
+                if self.if_running == "refuse":
+                    raise self._refusal(None)
+                waited = time.monotonic() - started
+                if self.wait_timeout is not None and waited >= self.wait_timeout:
+                    raise self._refusal(waited)
+                if not announced and self.on_wait is not None:
+                    self.on_wait(self.holder())
+                    announced = True
+                time.sleep(self.poll)
+        except BaseException:
+            os.close(fd)
+            raise
+        info = {
+            "run_id": self.run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
