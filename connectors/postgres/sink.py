@@ -17,8 +17,6 @@ to a stage first and `INSERT ... SELECT` casts them in SQL.
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any

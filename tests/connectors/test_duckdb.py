@@ -55,6 +55,21 @@ def test_append_creates_then_inserts_by_name(tmp_path: Path) -> None:
     assert rows(tmp_path, "select id, v from t order by id") == [(1, "a"), (2, "b")]
 
 
+def test_loading_the_same_run_twice_does_not_duplicate_rows(tmp_path: Path) -> None:
+    data = input_table(tmp_path, pa.table({"id": [1, 2], "v": ["a", "b"]}))
+    first = write_duckdb(data, sink(table="t"), tmp_path, "r1")
+    again = write_duckdb(data, sink(table="t"), tmp_path, "r1")
+    assert (first.rows, again.rows) == (2, 2)
+    assert again.details["already_committed"] is True
+    assert rows(tmp_path, "select count(*) from t") == [(2,)]
+    write_duckdb(data, sink(table="t"), tmp_path, "r2")
+    assert rows(tmp_path, "select count(*) from t") == [(4,)]
+    assert rows(tmp_path, "select run_id, rows from arrowline_state.loads order by 1") == [
+        ("r1", 2),
+        ("r2", 2),
+    ]
+
+
 def test_append_refuses_columns_the_table_lacks(tmp_path: Path) -> None:
     write_duckdb(input_table(tmp_path, pa.table({"id": [1]})), sink(table="t"), tmp_path, "r1")
     with pytest.raises(DataError, match=r"the input has columns \['extra'\] that table 't' lacks"):

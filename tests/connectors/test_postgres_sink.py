@@ -258,3 +258,21 @@ def test_schema_change_policies(pg: PgSchema, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="column 'id' is bigint, the input has text"):
         load(pg, tmp_path, wrong, "in5", table=table, schema_change="evolve")
     assert pg.rows(f"select count(*) from {table}") == [(2,)]
+
+
+def test_loading_the_same_run_twice_does_not_duplicate_rows(pg: PgSchema, tmp_path: Path) -> None:
+    """The ledger row committed with the data makes a repeated load of one run a no-op: what a
+    resumed run does when the process died after the commit and before the catalog knew."""
+    table = pg.table("ledgered")
+    first = load(pg, tmp_path, ROWS, run_id="run-a", table=table)
+    again = load(pg, tmp_path, ROWS, run_id="run-a", table=table)
+    assert first.rows == again.rows == 3
+    assert again.details["already_committed"] is True
+    assert pg.rows(f"select count(*) from {table}") == [(3,)]
+    other = load(pg, tmp_path, ROWS, run_id="run-b", table=table)  # a new run appends
+    assert "already_committed" not in other.details
+    assert pg.rows(f"select count(*) from {table}") == [(6,)]
+    assert pg.rows(
+        "select run_id, rows from arrowline_state.loads "
+        f"where pipeline = '{pg.schema}' order by run_id"
+    ) == [("run-a", 3), ("run-b", 3)]
