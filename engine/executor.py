@@ -35,6 +35,7 @@ from loguru import logger
 
 from connectors.base import CancelToken, InputTable
 from connectors.watermark import Watermark
+from engine.breaker import CircuitBreaker, CircuitOpen
 from engine.catalog import Catalog, now_text
 from engine.errors import ArrowlineError, Cancelled, TaskTimeout, classify
 from engine.faults import fault_point
@@ -172,6 +173,16 @@ class Executor:
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         """(attempt, outcome or exception) from workers, or _WAKE from cancel()."""
         self.cancelling: BaseException | None = None
+        policy = plan.circuit_breaker
+        self.breakers = {
+            name: CircuitBreaker(
+                name,
+                failures=policy.failures,
+                cooldown=policy.cooldown.total_seconds(),
+                clock=clock,
+            )
+            for name in {t.connection for t in plan.to_run if t.connection}
+        }
         self.attempt_log: dict[str, list[dict[str, Any]]] = {}
         """Every failed attempt of each task, for its dead letter."""
         self._sequence = 0
@@ -383,6 +394,13 @@ class Executor:
         attempt = _Attempt(task, number, CancelToken(), staging, now, deadline)
         inputs = {name: self.outputs[name] for name in task.inputs}
         self._move(task_id, TaskState.RUNNING, f"attempt {number}", attempt=number)
+        breaker = self.breakers.get(task.connection or "")
+        if breaker is not None:
+            try:
+                breaker.before()
+            except CircuitOpen as exc:  # fail fast: the endpoint is not touched
+                self._fail(attempt, exc, 0.0)
+                return
         self.running[task_id] = attempt
         thread = threading.Thread(
             target=self._work, args=(attempt, inputs), name=f"arrowline-{task_id}", daemon=True
@@ -424,6 +442,7 @@ class Executor:
             return
         del self.running[task.id]
         duration = self.clock() - attempt.started
+        self._tell_breaker(task, result)
         # An attempt that completed after being asked to stop did complete: its output is whole.
         if isinstance(result, TaskOutcome):
             try:
@@ -433,6 +452,19 @@ class Executor:
                 result = exc
         self.workspace.discard(attempt.staging)
         self._fail(attempt, result, duration)
+
+    def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None:
+        breaker = self.breakers.get(task.connection or "")
+        if breaker is None:
+            return
+        if isinstance(result, TaskOutcome):
+            breaker.succeeded()
+        elif isinstance(result, Cancelled) or self.cancelling is not None:
+            breaker.released()  # a cancel says nothing about the endpoint
+        elif classify(result).transient:
+            breaker.failed(_describe(result))
+        else:
+            breaker.succeeded()  # the endpoint answered; the request was wrong
 
     def _succeed(self, attempt: _Attempt, outcome: TaskOutcome, duration: float) -> None:
         task = attempt.task
@@ -603,6 +635,7 @@ class Executor:
                 # The task did not stop: abandon the attempt; a late result is discarded.
                 del self.running[task_id]
                 reason = attempt.cancel.reason or Cancelled("cancelled")
+                self._tell_breaker(attempt.task, reason)
                 self.log.bind(task_id=task_id).error(
                     "did not stop within {:.0f}s; abandoning the attempt",
                     self.settings.cancel_grace,

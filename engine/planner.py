@@ -27,7 +27,7 @@ from engine.graph import Graph, find_cycles
 from engine.params import RenderContext, new_run_id, referenced_params, resolve_params
 from engine.problems import did_you_mean
 from engine.resolve import resolve_task
-from engine.spec import RetryPolicy, TaskKind, TaskSpec
+from engine.spec import BreakerPolicy, RetryPolicy, TaskKind, TaskSpec
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection", "task_fingerprint"]
 
@@ -54,6 +54,11 @@ class PlannedTask:
     keeps the watermark of the rows it committed."""
     commits_watermarks: tuple[str, ...] = ()
     """For a load: the incremental extracts upstream, whose new watermarks it commits."""
+
+    @property
+    def connection(self) -> str | None:
+        """The named connection the task's extract or load uses, if any."""
+        return getattr(self.spec.config, "connection", None)
 
     @property
     def incremental(self) -> bool:
@@ -114,6 +119,7 @@ class Plan:
     """The definition as YAML, stored with the run so a later `--resume` can show a diff."""
     resumed: bool = False
     """This plan continues an ended run under its run id (see engine.resume)."""
+    circuit_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     _index: dict[str, PlannedTask] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -295,6 +301,7 @@ def build_plan(
         selected=tuple(select) if select else None,
         full_refresh=full_refresh,
         definition=spec.document(),
+        circuit_breaker=spec.circuit_breaker,
         connections={
             name: spec.connections[name]
             for name in sorted(

@@ -24,6 +24,7 @@ from connectors.postgres.config import (
     PostgresSource,
 )
 from engine.spec import (
+    BreakerPolicy,
     ColumnRule,
     InlineSchema,
     PipelineSpec,
@@ -112,6 +113,8 @@ defaults:
   timeout: 1h""",
     RetryPolicy: """\
 retry: {attempts: 5, backoff: 2s, max_backoff: 60s, jitter: full}""",
+    BreakerPolicy: """\
+circuit_breaker: {failures: 5, cooldown: 30s}""",
     TaskSpec: """\
 - id: enriched
   description: Orders with their customer's segment.
@@ -218,6 +221,14 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "timeouts, locks held by another process, HTTP 429/5xx); data, SQL and configuration "
         "errors "
         "fail at once. Delays grow exponentially with full jitter.",
+    ),
+    (
+        "circuit_breaker",
+        BreakerPolicy,
+        "Each named connection has a breaker shared by the run's tasks. After `failures` "
+        "consecutive transient failures of tasks using it, it opens: for `cooldown`, those tasks "
+        "fail at once with an error that says until when (and are retried after it if they have "
+        "attempts left); then one probe task may try, and its result closes or reopens it.",
     ),
     (
         "Task",

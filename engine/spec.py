@@ -28,6 +28,7 @@ from engine.durations import Duration
 
 __all__ = [
     "NAME_PATTERN",
+    "BreakerPolicy",
     "ColumnRule",
     "CsvOptions",
     "DuckDBSink",
@@ -81,6 +82,18 @@ class TaskDefaults(ConfigModel):
         default_factory=RetryPolicy, description="Retry policy of every task."
     )
     timeout: Duration | None = Field(None, description="Stop a task that runs longer than this.")
+
+
+class BreakerPolicy(ConfigModel):
+    """When a connection's circuit breaker opens, and for how long."""
+
+    failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive transient failures that open the breaker."
+    )
+    cooldown: Duration = Field(
+        timedelta(seconds=30),
+        description="How long it stays open before one probe task may try the connection.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +312,10 @@ class PipelineSpec(ConfigModel):
     connections: dict[str, ConnectionSpec] = Field(
         default_factory=dict,
         description="Named database connections that extract and load tasks refer to.",
+    )
+    circuit_breaker: BreakerPolicy = Field(
+        default_factory=BreakerPolicy,
+        description="One breaker per connection, shared by the tasks of a run.",
     )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 
