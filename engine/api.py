@@ -47,6 +47,8 @@ __all__ = [
     "find_project_dir",
     "load",
     "plan",
+    "replay_quarantine",
+    "requeue_dead_letter",
     "resume",
     "run",
     "validate",
@@ -425,4 +427,84 @@ def run(
         listener=listener,
         if_running=if_running,
         wait_timeout=wait_timeout,
+    )
+
+
+def replay_quarantine(
+    pipeline: Any,
+    task_id: str,
+    *,
+    from_run: str | None = None,
+    downstream: Sequence[str] = (),
+    project_dir: str | os.PathLike[str] | None = None,
+    settings: ExecutionSettings | None = None,
+    listener: Callable[[RunEvent], None] | None = None,
+    if_running: IfRunning = "refuse",
+    wait_timeout: float | None = None,
+) -> tuple[RunResult, int]:
+    """Run the rows a validate task quarantined (in `from_run`, else its latest run) through it
+    again, and through the `downstream` tasks named; returns the run and the rows replayed."""
+    from engine.replay import plan_replay
+
+    definition = _definition(pipeline)
+    project = find_project_dir(project_dir)
+    settings = _settings(project, settings, None)
+    name = definition.spec.name
+    with _locked(project, name, "replay", if_running, wait_timeout, None) as catalog:
+        the_plan, source = plan_replay(
+            definition,
+            catalog,
+            task_id,
+            from_run=from_run,
+            downstream=downstream,
+            workspace=Workspace.for_project(project),
+        )
+        result = _execute_locked(the_plan, project, catalog, settings, run_task, listener, None)
+        return result, source.rows
+
+
+def requeue_dead_letter(
+    letter_id: int,
+    *,
+    attempts: int | None = None,
+    backoff: str | None = None,
+    force: bool = False,
+    project_dir: str | os.PathLike[str] | None = None,
+    listener: Callable[[RunEvent], None] | None = None,
+    on_executor: Callable[[Executor], None] | None = None,
+) -> RunResult:
+    """Resume the run a dead letter came from, so its task runs again (with the letter's
+    parameters and logical date), optionally with a new retry policy."""
+    from engine.errors import StateError
+
+    project = find_project_dir(project_dir)
+    with CatalogReader(project / STATE_DIR / "catalog.db") as reader:
+        letter = reader.dead_letter(letter_id)
+    if letter.status == "resolved":
+        raise StateError(
+            f"dead letter {letter_id} is resolved: run {letter.run_id} succeeded since"
+        )
+    if not letter.pipeline_file:
+        raise StateError(
+            f"dead letter {letter_id} came from a pipeline defined in Python; resume it with "
+            f"engine.resume(pipeline, {letter.run_id!r})"
+        )
+    definition = load(letter.pipeline_file)
+    retry = None
+    if attempts is not None or backoff is not None:
+        current = definition.spec.task(letter.task_id).retry or definition.spec.defaults.retry
+        changes: dict[str, Any] = {}
+        if attempts is not None:
+            changes["attempts"] = attempts
+        if backoff is not None:
+            changes["backoff"] = backoff
+        retry = RetryPolicy.model_validate(current.model_dump() | changes)
+    return resume(
+        definition,
+        letter.run_id,
+        force=force,
+        retry=retry,
+        project_dir=project,
+        listener=listener,
+        on_executor=on_executor,
     )

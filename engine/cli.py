@@ -787,6 +787,242 @@ def show(
         err.print(Text(f"{min(limit, total):,} of {total:,} rows", style="dim"))
 
 
+@main.group()
+def dlq() -> None:
+    """Dead letters: tasks that failed for good, with every attempt, ready to requeue."""
+
+
+@dlq.command("list")
+@click.option("--pipeline", default=None, help="Only this pipeline's letters.")
+@click.option("--all", "every", is_flag=True, help="Also resolved and requeued letters.")
+@project_option
+@format_option
+def dlq_list(pipeline: str | None, every: bool, project_dir: Path | None, fmt: str) -> None:
+    """List dead letters (open ones unless --all), newest first."""
+    from dataclasses import asdict
+
+    from engine.api import find_project_dir
+    from engine.catalog import CatalogReader
+    from engine.workspace import STATE_DIR
+
+    project = find_project_dir(project_dir)
+    with _errors(), CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
+        letters = catalog.dead_letters(pipeline, status=None if every else "open")
+    if fmt == "json":
+        out.print_json(json.dumps([asdict(letter) for letter in letters], default=str))
+        return
+    if not letters:
+        out.print("no dead letters" if every else "no open dead letters")
+        return
+    table = Table()
+    for column in ("id", "pipeline", "task", "run", "status", "kind", "attempts", "last error"):
+        table.add_column(column)
+    for letter in letters:
+        last = letter.attempts[-1]["error"] if letter.attempts else letter.reason
+        table.add_row(
+            str(letter.id),
+            letter.pipeline,
+            letter.task_id,
+            letter.run_id,
+            letter.status,
+            f"{letter.error_kind} ({'transient' if letter.transient else 'terminal'})",
+            str(len(letter.attempts)),
+            last.splitlines()[0][:70],
+        )
+    out.print(table)
+
+
+@dlq.command("show")
+@click.argument("letter_id", type=int)
+@project_option
+@format_option
+def dlq_show(letter_id: int, project_dir: Path | None, fmt: str) -> None:
+    """Everything about one dead letter: run, version, parameters, every attempt."""
+    from dataclasses import asdict
+
+    from engine.api import find_project_dir
+    from engine.catalog import CatalogReader
+    from engine.workspace import STATE_DIR
+
+    project = find_project_dir(project_dir)
+    with _errors(), CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
+        letter = catalog.dead_letter(letter_id)
+    if fmt == "json":
+        out.print_json(json.dumps(asdict(letter), default=str))
+        return
+    out.print(Text(f"dead letter {letter.id}: task {letter.task_id!r}", style="bold"))
+    facts = [
+        ("pipeline", f"{letter.pipeline} (version {letter.pipeline_version})"),
+        ("file", letter.pipeline_file or "(defined in Python)"),
+        ("run", letter.run_id),
+        ("logical date", letter.logical_date),
+        ("parameters", json.dumps(letter.params)),
+        (
+            "classification",
+            f"{letter.error_kind}, {'transient' if letter.transient else 'terminal'}",
+        ),
+        ("why it stopped", letter.reason),
+        (
+            "status",
+            letter.status
+            + (f" (requeue: {letter.requeue_result})" if letter.requeue_result else ""),
+        ),
+        ("recorded", letter.created_at),
+    ]
+    for name, value in facts:
+        out.print(Text.assemble((f"  {name:<15}", "dim"), value))
+    for attempt in letter.attempts:
+        out.print(
+            Text(
+                f"  attempt {attempt['attempt']} at {attempt['started_at']} "
+                f"({attempt['duration_s']:.3f}s, {attempt['error_kind']}):",
+                style="bold",
+            )
+        )
+        for line in str(attempt["error"]).splitlines():
+            out.print(Text("    " + line))
+    if letter.status != "resolved":
+        out.print(Text(f"requeue with: arrowline dlq requeue {letter.id}", style="yellow"))
+
+
+@dlq.command("requeue")
+@click.argument("letter_id", type=int)
+@click.option("--attempts", type=click.IntRange(min=1, max=100), default=None, help="New attempts.")
+@click.option("--backoff", default=None, help="New base backoff, e.g. 5s or 1m.")
+@click.option("--force", is_flag=True, help="Requeue although the pipeline changed since.")
+@project_option
+def dlq_requeue(
+    letter_id: int,
+    attempts: int | None,
+    backoff: str | None,
+    force: bool,
+    project_dir: Path | None,
+) -> None:
+    """Run a dead letter's task again: resume its run (same run id, parameters and logical
+    date), so tasks that succeeded are reused and loads stay idempotent."""
+    from engine import api
+    from engine.progress import summary
+
+    _logging("text", "INFO", None)
+    executors: list[Executor] = []
+    _cancel_on_signals(executors)
+    try:
+        with _errors():
+            result = api.requeue_dead_letter(
+                letter_id,
+                attempts=attempts,
+                backoff=backoff,
+                force=force,
+                project_dir=project_dir,
+                on_executor=executors.append,
+            )
+    except KeyboardInterrupt:
+        _fail("interrupted before the run could wind down", code=EXIT_CANCELLED)
+    summary(result.plan, result, out)
+    codes = {"SUCCESS": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
+    sys.exit(codes[result.state.value])
+
+
+@main.group()
+def quarantine() -> None:
+    """Rows validate tasks set aside: look at them, replay them after a fix."""
+
+
+@quarantine.command("show")
+@click.argument("task")
+@click.option("--run", "run_id", default=None, help="This run's quarantine (id, prefix, 'last').")
+@click.option("--pipeline", default=None, help="The pipeline, when several have this task.")
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0))
+@project_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
+)
+def quarantine_show(
+    task: str,
+    run_id: str | None,
+    pipeline: str | None,
+    limit: int,
+    project_dir: Path | None,
+    fmt: str,
+) -> None:
+    """The quarantined rows of a validate task, with their row numbers and reasons, and the
+    count of rows per reason."""
+    import polars as pl
+
+    from engine.api import find_project_dir
+    from engine.notebook import open as open_project
+
+    with _errors(), open_project(find_project_dir(project_dir)) as project:
+        frame = project.quarantine(task, run_id, pipeline)
+        preview = frame.head(limit).collect()
+        total = frame.select(pl.len()).collect().item()
+        reasons = (  # a row failing two checks counts under both
+            frame.select(pl.col("_arrowline_errors").explode().struct.unnest())
+            .group_by("column", "check")
+            .agg(pl.len().alias("rows"))
+            .sort(["rows", "column", "check"], descending=[True, False, False])
+            .collect()
+        )
+    if fmt == "csv":
+        click.echo(preview.write_csv(), nl=False)
+        return
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {"rows": total, "by_reason": reasons.to_dicts(), "preview": preview.to_dicts()},
+                default=str,
+            )
+        )
+        return
+    with pl.Config(tbl_rows=limit, tbl_cols=30, fmt_str_lengths=80, tbl_width_chars=160):
+        click.echo(str(preview))
+        out.print(Text(f"{total:,} quarantined rows; failures by check:", style="bold"))
+        click.echo(str(reasons))
+
+
+@quarantine.command("replay")
+@pipeline_argument
+@click.argument("task")
+@click.option(
+    "--run", "run_id", default=None, help="Replay this run's quarantine (default: latest)."
+)
+@click.option(
+    "--then",
+    "downstream",
+    multiple=True,
+    help="A task after TASK that the rows that now pass go on to (repeatable), e.g. a load.",
+)
+@project_option
+def quarantine_replay(
+    pipeline: Path,
+    task: str,
+    run_id: str | None,
+    downstream: tuple[str, ...],
+    project_dir: Path | None,
+) -> None:
+    """Validate quarantined rows again after a fix; report how many pass now."""
+    from engine import api
+    from engine.progress import summary
+
+    _logging("text", "INFO", None)
+    with _errors():
+        result, replayed = api.replay_quarantine(
+            pipeline, task, from_run=run_id, downstream=downstream, project_dir=project_dir
+        )
+    summary(result.plan, result, out)
+    outcome = result.tasks[task]
+    if outcome.state.value == "SUCCESS":
+        out.print(
+            Text(
+                f"replayed {replayed:,} quarantined rows of {task}: {outcome.rows_out:,} passed, "
+                f"{outcome.rows_rejected:,} quarantined again (run {result.run_id})",
+                style="bold",
+            )
+        )
+    codes = {"SUCCESS": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
+    sys.exit(codes[result.state.value])
+
+
 @main.command()
 @click.option(
     "--output",

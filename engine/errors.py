@@ -168,8 +168,12 @@ def classify(exc: BaseException) -> Classification:
     """Decide whether `exc` is worth retrying.
 
     arrowline's own errors say it in their type. A few foreign ones are known: OS-level connection
-    errors and timeouts are transient. Everything else is terminal.
+    errors and timeouts are transient, also when user code raised them. Everything else is
+    terminal.
     """
+    if isinstance(exc, UserCodeError) and isinstance(exc.__cause__, _TRANSIENT_BUILTINS):
+        # A UDF that lost its connection to a service it calls: worth retrying like any other.
+        return Classification(True, type(exc).__name__)
     if isinstance(exc, ArrowlineError):
         retry_after = exc.retry_after if isinstance(exc, TransientTaskError) else None
         return Classification(exc.transient, type(exc).__name__, retry_after)

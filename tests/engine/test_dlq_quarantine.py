@@ -1,0 +1,146 @@
+"""`arrowline dlq list|show|requeue` and `arrowline quarantine show|replay`, end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+from click.testing import Result
+
+from engine.catalog import CatalogReader
+from tests.conftest import WritePipeline
+
+Cli = Callable[..., Result]
+
+FLAKY = """
+pipeline: nightly
+params: {day: "2024-03-01"}
+tasks:
+  - id: src
+    sql: select range as id, '{{ params.day }}' as day from range(10)
+  - id: fussy
+    udf: {input: src, function: "udfs.py:needs_flag"}
+    retry: {attempts: 2, backoff: 0s}
+  - id: out
+    load: {input: fussy, to: duckdb, path: out/w.duckdb, table: t, mode: append}
+"""
+
+UDFS = """
+from pathlib import Path
+
+def needs_flag(frame):
+    if not Path("ready.flag").exists():
+        raise ConnectionError("upstream service is not ready")
+    return frame
+"""
+
+
+def test_a_dead_letter_is_listed_shown_and_requeued(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    write("udfs.py", UDFS)
+    path = write("p.yaml", FLAKY)
+    failed = cli("run", path, "--no-progress")
+    assert failed.exit_code == 1
+
+    listed = cli("dlq", "list")
+    assert listed.exit_code == 0
+    assert "fussy" in listed.stdout
+    assert "open" in listed.stdout
+    letters = json.loads(cli("dlq", "list", "--format", "json").stdout)
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["reason"] == "attempts exhausted"
+    assert [a["attempt"] for a in letter["attempts"]] == [1, 2]
+    assert all(a["error_kind"] == "UserCodeError" or a["transient"] for a in letter["attempts"])
+
+    shown = cli("dlq", "show", str(letter["id"]))
+    assert shown.exit_code == 0
+    for fact in ('{"day": "2024-03-01"}', "attempt 1 at", "attempt 2 at", "not ready"):
+        assert fact in shown.stdout
+    assert f"arrowline dlq requeue {letter['id']}" in shown.stdout
+
+    (project / "ready.flag").write_text("ok")
+    requeued = cli("dlq", "requeue", str(letter["id"]), "--attempts", "4")
+    assert requeued.exit_code == 0, requeued.stderr
+    assert cli("dlq", "list").stdout.strip() == "no open dead letters"
+    (after,) = json.loads(cli("dlq", "list", "--all", "--format", "json").stdout)
+    assert (after["status"], after["requeue_result"]) == ("resolved", "SUCCESS")
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        (the_run,) = catalog.runs("nightly")
+    assert the_run.run_id == letter["run_id"]  # requeued in place: same run, same parameters
+    with duckdb.connect(str(project / "out" / "w.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*), min(day) from t").fetchone() == (
+            10,
+            "2024-03-01",
+        )
+
+    again = cli("dlq", "requeue", str(letter["id"]))
+    assert again.exit_code == 1
+    assert "is resolved" in again.stderr
+    missing = cli("dlq", "show", "999")
+    assert missing.exit_code == 1
+    assert "no dead letter 999" in missing.stderr
+
+
+STRICT = """
+pipeline: shop
+tasks:
+  - id: orders
+    sql: select range as id, (range % 10) as amount from range(100)
+  - id: checked
+    validate:
+      input: orders
+      schema: {{columns: {{amount: {{type: int64, checks: {{le: {limit}}}}}}}}}
+      on_fail: quarantine
+      max_rejected_fraction: 0.9
+  - id: out
+    load: {{input: checked, to: duckdb, path: out/w.duckdb, table: good, mode: {mode}}}
+"""
+
+
+def test_quarantined_rows_are_shown_and_replayed_after_a_fix(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    path = write("p.yaml", STRICT.format(limit=5, mode="append"))
+    first = cli("run", path, "--no-progress")
+    assert first.exit_code == 0, first.stderr
+
+    shown = cli("quarantine", "show", "checked", "--format", "json")
+    assert shown.exit_code == 0
+    report = json.loads(shown.stdout)
+    assert report["rows"] == 40  # amounts 6..9, ten rows each
+    assert report["by_reason"] == [
+        {"column": "amount", "check": "less_than_or_equal_to(5)", "rows": 40}
+    ]
+    assert {row["amount"] for row in report["preview"]} <= {6, 7, 8, 9}
+    assert all(row["_arrowline_row"] % 10 >= 6 for row in report["preview"])
+    text = cli("quarantine", "show", "checked")
+    assert "40 quarantined rows; failures by check" in text.stdout
+
+    # The fix: the limit was wrong for 6..7 but right for 8..9.
+    path.write_text(STRICT.format(limit=7, mode="append"))
+    replay = cli("quarantine", "replay", path, "checked", "--then", "out")
+    assert replay.exit_code == 0, replay.stderr
+    assert "replayed 40 quarantined rows of checked: 20 passed, 20 quarantined again" in (
+        replay.stdout
+    )
+    with duckdb.connect(str(project / "out" / "w.duckdb"), read_only=True) as connection:
+        counts = connection.execute(
+            "select count(*), count(distinct id), max(amount) from good"
+        ).fetchone()
+    assert counts == (80, 80, 7)  # 60 from the first run, 20 replayed, none twice
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        replay_run = catalog.runs("shop")[0]
+        ran = {t.task_id for t in catalog.task_runs(replay_run.run_id)}
+    assert ran == {"checked", "out"}  # `orders` was not run again
+
+    path.write_text(STRICT.format(limit=7, mode="replace"))
+    refused = cli("quarantine", "replay", path, "checked", "--then", "out")
+    assert refused.exit_code == 2
+    assert "replaces its target" in refused.stderr
+    wrong = cli("quarantine", "replay", path, "orders")
+    assert wrong.exit_code == 2
+    assert "only validate tasks quarantine rows" in wrong.stderr
