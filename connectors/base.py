@@ -169,6 +169,8 @@ class ConnectorContext:
     """For an incremental source: read rows past this one (None: read everything)."""
     pending_watermarks: tuple[WatermarkUpdate, ...] = ()
     """For a transactional sink: commit these in the same transaction as the data."""
+    rejects: Any = None
+    """For a file source: where malformed rows go (`connectors.files.badrows.Rejects`)."""
 
     def connection(self, name: str) -> Any:
         try:

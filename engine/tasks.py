@@ -18,6 +18,7 @@ from typing import Any, Protocol, assert_never
 import pyarrow as pa
 
 from connectors.base import CancelToken, ConnectorContext, InputTable
+from connectors.files.config import FilesSource
 from connectors.files.writer import ParquetBatchWriter
 from connectors.registry import open_source, sink_state, write_sink
 from connectors.watermark import Watermark, WatermarkTracker, WatermarkUpdate
@@ -129,7 +130,12 @@ def _extract(context: TaskContext) -> TaskOutcome:
     start = None
     if incremental is not None and context.watermarks is not None:
         start = context.watermarks.start(context.task)
-    readers = open_source(config, context.connector(watermark=start))
+    rejects = None
+    if isinstance(config, FilesSource):
+        from connectors.files.badrows import Rejects
+
+        rejects = Rejects(config.on_bad_row, config.max_bad_rows)
+    readers = open_source(config, context.connector(watermark=start, rejects=rejects))
     trackers = [
         WatermarkTracker(incremental.cursor, incremental.key) if incremental else None
         for _ in readers
@@ -154,11 +160,25 @@ def _extract(context: TaskContext) -> TaskOutcome:
     candidates = [t.best for t in trackers if t is not None and t.best is not None]
     watermark = max(candidates, key=lambda w: w.as_tuple()) if candidates else None
     details: dict[str, Any] = {"streams": len(readers)}
+    rejected = 0
+    if rejects is not None and rejects.items:
+        import pyarrow.parquet as pq
+
+        quarantine = context.staging / QUARANTINE_DIR
+        quarantine.mkdir(exist_ok=True)
+        pq.write_table(rejects.table(), quarantine / OUTPUT_FILE)
+        rejected = len(rejects.items)
+        details["bad_rows"] = rejected
+        details["first_bad_row"] = rejects.items[0].describe()
     if incremental is not None:
         details["watermark_from"] = start.describe() if start else None
         details["watermark_to"] = watermark.describe() if watermark else None
     return TaskOutcome(
-        rows_in=counter[0], rows_out=counter[0], details=details, watermark=watermark
+        rows_in=counter[0] + rejected,
+        rows_out=counter[0],
+        rows_rejected=rejected,
+        details=details,
+        watermark=watermark,
     )
 
 

@@ -58,6 +58,15 @@ class FilesSource(ConfigModel):
     file_column: str | None = Field(
         None, description="Add a column with each row's source file path."
     )
+    on_bad_row: Literal["fail", "quarantine"] = Field(
+        "fail",
+        description="A CSV row with the wrong number of fields or a value that does not convert, "
+        "or an NDJSON line that does not parse: stop with its file and line (`fail`), or set it "
+        "aside in the task's quarantine with its file, line and reason (`quarantine`).",
+    )
+    max_bad_rows: int = Field(
+        1000, ge=0, description="With `quarantine`: fail anyway past this many bad rows."
+    )
 
 
 class ParquetSink(ConfigModel):

@@ -10,9 +10,11 @@ bounded by the batch size, not by the size of the files.
 from __future__ import annotations
 
 import glob
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -20,6 +22,13 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from connectors.base import ConnectorContext
+from connectors.files.badrows import (
+    Reject,
+    Rejects,
+    convert_checked,
+    first_bad_utf8,
+    ndjson_line_by_line,
+)
 from connectors.files.config import FilesSource
 from connectors.types import parse_type
 from engine.errors import DataError, DefinitionError
@@ -83,18 +92,28 @@ def _explicit_types(config: FilesSource) -> dict[str, pa.DataType]:
 
 
 class _RowErrors:
-    """Remembers the first malformed CSV row, so the error can quote it."""
+    """Sees each CSV row with the wrong number of fields: remembers the first, so the error can
+    quote it, or with a quarantine hands it to `rejects` and skips it."""
 
-    def __init__(self) -> None:
+    def __init__(self, rejects: Rejects | None = None, shown: str = "") -> None:
         self.first: str | None = None
+        self.rejects = rejects if rejects is not None and rejects.policy == "quarantine" else None
+        self.shown = shown
+        self.failure: DataError | None = None
+        """Raised by `rejects` (too many bad rows); Arrow cannot carry it out of the callback."""
 
     def __call__(self, row: pa_csv.InvalidRow) -> str:
+        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        if self.rejects is not None and self.failure is None:
+            try:
+                self.rejects.add(Reject(self.shown, row.number or 0, "line", reason, text=row.text))
+            except DataError as exc:
+                self.failure = exc
+                return "error"
+            return "skip"
         if self.first is None:
             where = f"line {row.number}: " if row.number is not None else ""
-            self.first = (
-                f"{where}expected {row.expected_columns} columns, found {row.actual_columns}: "
-                f"{row.text[:200]!r}"
-            )
+            self.first = f"{where}{reason}: {row.text[:200]!r}"
         return "error"
 
 
@@ -108,10 +127,18 @@ def _open_stream(path: Path) -> pa.NativeFile:
 
 
 def _csv_reader(
-    path: Path, config: FilesSource, types: dict[str, pa.DataType], errors: _RowErrors
+    path: Path,
+    config: FilesSource,
+    types: dict[str, pa.DataType],
+    errors: _RowErrors,
+    *,
+    use_threads: bool = True,
 ) -> pa_csv.CSVStreamingReader:
+    """Arrow's streaming CSV reader. With threads, Arrow parses blocks in parallel and cannot
+    number the lines of malformed rows; the paths that must name lines read without."""
     options = config.csv
     read = pa_csv.ReadOptions(
+        use_threads=use_threads,
         block_size=_block_size(config),
         skip_rows=options.skip_rows,
         column_names=list(options.column_names) if options.column_names else None,
@@ -161,26 +188,58 @@ def _file_error(
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if row_errors is not None and row_errors.first is not None:
         message = f"malformed row, {row_errors.first}"
+    elif "UTF8" in message or "UTF-8" in message or isinstance(exc, UnicodeDecodeError):
+        return _encoding_error(path, base_dir)
     return DataError(f"cannot read {_describe(path, base_dir)}: {message}")
+
+
+def _encoding_error(path: Path, base_dir: Path) -> DataError:
+    """Text that is not UTF-8 is a problem of the whole file: say where it starts."""
+    with _open_stream(path) as stream:
+        found = first_bad_utf8(io.BufferedReader(stream))
+    where = f" at line {found[0]} (near {found[1]!r})" if found else ""
+    return DataError(
+        f"{_describe(path, base_dir)} is not UTF-8 text{where}",
+        hint="set `csv: {encoding: latin-1}` (or the files' real encoding) on the extract",
+    )
 
 
 def _first_schema(
     path: Path, fmt: str, config: FilesSource, types: dict[str, pa.DataType], base_dir: Path
 ) -> pa.Schema:
-    errors = _RowErrors()
+    # With a quarantine, malformed rows are skipped here and recorded when the file is read.
+    skip = Rejects("quarantine", 1 << 62) if config.on_bad_row == "quarantine" else None
+    errors = _RowErrors(skip, _describe(path, base_dir))
     try:
         if fmt == "csv":
-            return _csv_reader(path, config, types, errors).schema
-        if fmt == "ndjson":
-            schema = _ndjson_reader(path, config, None).schema
+            # Declared columns are read as text here: their values are converted (and a bad
+            # one found with its row) when the file is read.
+            as_text = dict.fromkeys(types, pa.string())
+            schema = _csv_reader(path, config, as_text, errors).schema
+        elif fmt == "ndjson":
+            try:
+                schema = _ndjson_reader(path, config, None).schema
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                if config.on_bad_row != "quarantine":
+                    raise
+                schema = _ndjson_schema_of_good_lines(path)
         else:
             schema = pq.read_schema(path)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
+        if errors.failure is not None:
+            raise errors.failure from None
+        if fmt == "csv" and errors.first is not None and not errors.first.startswith("line"):
+            errors = _locate_malformed_row(path, config, None)
+        if fmt == "ndjson":
+            _locate_bad_json_line(path, _describe(path, base_dir))  # raises with the line
         raise _file_error(path, base_dir, exc, errors) from None
     for name, data_type in types.items():  # explicit types win over inference
         index = schema.get_field_index(name)
         if index >= 0:
             schema = schema.set(index, pa.field(name, data_type))
+    if fmt == "csv" and any(pa.types.is_binary(f.type) for f in schema):
+        # Arrow infers `binary` for text that is not valid UTF-8: silently wrong, so refuse.
+        raise _encoding_error(path, base_dir)
     return schema
 
 
@@ -197,33 +256,197 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, shown: str) -> pa.RecordB
         ) from None
 
 
-def _file_batches(
-    path: Path, fmt: str, config: FilesSource, schema: pa.Schema, base_dir: Path
+def _checked_csv_batches(
+    path: Path,
+    config: FilesSource,
+    schema: pa.Schema,
+    shown: str,
+    rejects: Rejects,
+    errors: _RowErrors | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    errors = _RowErrors()
-    shown = _describe(path, base_dir)
-    try:
-        if fmt == "csv":
-            reader: pa.RecordBatchReader = _csv_reader(
-                path, config, {f.name: f.type for f in schema}, errors
+    """CSV with typed columns read as text and converted here, so a value that does not
+    convert rejects its row instead of failing the file."""
+    as_text = {f.name: pa.string() if not pa.types.is_string(f.type) else f.type for f in schema}
+    errors = errors or _RowErrors(rejects, shown)
+    reader = _csv_reader(path, config, as_text, errors, use_threads=False)
+    rows = 0
+    for batch in reader:
+        yield convert_checked(batch, schema, shown, rows + 1, rejects)
+        rows += batch.num_rows
+
+
+def _locate_conversion_error(
+    path: Path, config: FilesSource, schema: pa.Schema, shown: str
+) -> None:
+    """After Arrow said some value of a file does not convert: find its row and raise."""
+    for _ in _checked_csv_batches(path, config, schema, shown, Rejects("fail", 0)):
+        pass
+
+
+def _unterminated_quote(
+    batch: pa.RecordBatch, path: Path, shown: str, rejects: Rejects | None
+) -> pa.RecordBatch:
+    """A quote opened and never closed swallows the rest of the file into one value of its
+    last row, and Arrow reports nothing. Catch it: a last value that spans lines up to the end."""
+    if not batch.num_rows:
+        return batch
+    last = batch.num_rows - 1
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if not pa.types.is_string(field.type) and not pa.types.is_large_string(field.type):
+            continue
+        value = column[last].as_py()
+        if isinstance(value, str) and "\n" in value.rstrip("\n") and value.endswith("\n"):
+            reject = Reject(
+                shown,
+                _line_of(path, '"' + value.split("\n", 1)[0]),
+                "line",
+                "a quote is never closed: the rest of the file was read as one value",
+                column=field.name,
+                value=value[:200],
+                text=value,
             )
+            (rejects or Rejects("fail", 0)).add(reject)
+            return batch.slice(0, last)
+    return batch
+
+
+def _line_of(path: Path, fragment: str) -> int:
+    """The first line of a (small, failing) file that contains `fragment`; 0 when none does."""
+    with _open_stream(path) as stream:
+        for number, raw in enumerate(io.BufferedReader(stream), start=1):
+            if fragment in raw.decode("utf-8", "replace"):
+                return number
+    return 0
+
+
+def _locate_malformed_row(path: Path, config: FilesSource, schema: pa.Schema | None) -> _RowErrors:
+    """Read again on one thread until the malformed row, so its line is known."""
+    errors = _RowErrors()
+    as_text = dict.fromkeys(schema.names if schema is not None else (), pa.string())
+    try:
+        for _ in _csv_reader(path, config, as_text, errors, use_threads=False):
+            pass
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    return errors
+
+
+def _locate_bad_json_line(path: Path, shown: str) -> None:
+    """The first line of an NDJSON file that is not a JSON object, raised with its number."""
+    import json
+
+    with _open_stream(path) as stream:
+        for number, raw in enumerate(io.BufferedReader(stream), start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                reason = f"not valid JSON: {getattr(exc, 'msg', exc)}"
+            else:
+                if isinstance(value, dict):
+                    continue
+                reason = f"not a JSON object but a {type(value).__name__}"
+            Rejects("fail", 0).add(
+                Reject(shown, number, "line", reason, text=raw.decode("utf-8", "replace"))
+            )
+
+
+def _ndjson_schema_of_good_lines(path: Path, sample: int = 1000) -> pa.Schema:
+    """With a quarantine, a broken line in the first block must not stop schema inference:
+    infer it from the lines that parse among the first `sample`, each column typed by the
+    first line that has it (as Arrow types columns by the first rows)."""
+    import json
+
+    fields: dict[str, pa.Field] = {}
+    with _open_stream(path) as stream:
+        for number, raw in enumerate(io.BufferedReader(stream)):
+            if number >= sample:
+                break
+            try:
+                if not isinstance(json.loads(raw), dict):
+                    continue
+                line_schema = pa_json.read_json(io.BytesIO(raw.strip())).schema
+            except (ValueError, UnicodeDecodeError, pa.ArrowInvalid):
+                continue
+            for field in line_schema:
+                if field.name not in fields and not pa.types.is_null(field.type):
+                    fields[field.name] = field
+    if not fields:
+        raise pa.ArrowInvalid(f"none of the first {sample} lines is a JSON object")
+    return pa.schema(list(fields.values()))
+
+
+def _ndjson_batches(
+    path: Path, config: FilesSource, schema: pa.Schema, shown: str, rejects: Rejects | None
+) -> Iterator[pa.RecordBatch]:
+    """The fast reader until a block does not parse; then the rest of the file line by line,
+    rejecting the lines that are broken (and failing at the first with `on_bad_row: fail`)."""
+    yielded = 0
+    try:
+        for batch in _ndjson_reader(path, config, schema):
+            yielded += batch.num_rows
+            yield batch
+        return
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    with _open_stream(path) as stream:
+        yield from ndjson_line_by_line(
+            io.BufferedReader(stream),
+            schema,
+            shown,
+            yielded,
+            config.batch_size,
+            rejects or Rejects("fail", 0),
+        )
+
+
+def _file_batches(
+    path: Path,
+    fmt: str,
+    config: FilesSource,
+    schema: pa.Schema,
+    base_dir: Path,
+    rejects: Rejects | None = None,
+) -> Iterator[pa.RecordBatch]:
+    shown = _describe(path, base_dir)
+    quarantine = rejects is not None and rejects.policy == "quarantine"
+    errors = _RowErrors(rejects, shown)
+    try:
+        if fmt == "csv" and quarantine:
+            assert rejects is not None
+            reader: Any = _checked_csv_batches(path, config, schema, shown, rejects, errors)
+        elif fmt == "csv":
+            reader = _csv_reader(path, config, {f.name: f.type for f in schema}, errors)
         elif fmt == "ndjson":
-            reader = _ndjson_reader(path, config, schema)
+            reader = _ndjson_batches(path, config, schema, shown, rejects)
         else:
             parquet = pq.ParquetFile(path)
             reader = pa.RecordBatchReader.from_batches(
                 parquet.schema_arrow, parquet.iter_batches(batch_size=config.batch_size)
             )
-        if set(reader.schema.names) != set(schema.names):
+        names = getattr(reader, "schema", schema).names
+        if set(names) != set(schema.names):
             raise DataError(
-                f"{shown} has columns {reader.schema.names}, but the first file has "
+                f"{shown} has columns {names}, but the first file has "
                 f"{schema.names}; files of one extract must share their columns"
             )
+        held: pa.RecordBatch | None = None  # one batch late: the last one gets a check
         for batch in reader:
-            yield batch if batch.schema == schema else _conform(batch, schema, shown)
+            if held is not None:
+                yield held
+            held = batch if batch.schema == schema else _conform(batch, schema, shown)
+        if held is not None:
+            yield _unterminated_quote(held, path, shown, rejects) if fmt == "csv" else held
     except DataError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
+        if errors.failure is not None:
+            raise errors.failure from None
+        if fmt == "csv" and "conversion error" in str(exc) and errors.first is None:
+            _locate_conversion_error(path, config, schema, shown)  # raises with the row
+        if fmt == "csv" and errors.first is not None and not errors.first.startswith("line"):
+            errors = _locate_malformed_row(path, config, schema)
         raise _file_error(path, base_dir, exc, errors) from None
 
 
@@ -249,7 +472,7 @@ def open_files(config: FilesSource, ctx: ConnectorContext) -> list[pa.RecordBatc
     def batches() -> Iterator[pa.RecordBatch]:
         for path in paths:
             name = _describe(path, base_dir)
-            for batch in _file_batches(path, formats[path], config, schema, base_dir):
+            for batch in _file_batches(path, formats[path], config, schema, base_dir, ctx.rejects):
                 if cancel is not None:
                     cancel.raise_if_cancelled()
                 if not config.file_column:

@@ -81,7 +81,7 @@ def test_malformed_row_names_the_file_and_quotes_the_row(tmp_path: Path) -> None
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(
         DataError,
-        match=r"cannot read bad.csv: malformed row, .*expected 2 columns, found 3: '3,4,5'",
+        match=r"cannot read bad.csv: malformed row, line 3: expected 2 fields, found 3: '3,4,5'",
     ):
         read(source(path="bad.csv"), tmp_path)
 

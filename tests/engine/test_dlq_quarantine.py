@@ -144,3 +144,45 @@ def test_quarantined_rows_are_shown_and_replayed_after_a_fix(
     wrong = cli("quarantine", "replay", path, "orders")
     assert wrong.exit_code == 2
     assert "only validate tasks quarantine rows" in wrong.stderr
+
+
+EXTRACT = """
+pipeline: landing
+tasks:
+  - id: raw
+    extract: {{from: files, path: "in/*.csv", columns: {{amount: int64}}, on_bad_row: {policy}}}
+  - id: out
+    load: {{input: raw, to: duckdb, path: out/w.duckdb, table: raw, mode: append}}
+"""
+
+
+def test_bad_rows_of_an_extract_go_to_its_quarantine_or_fail_it_losing_nothing(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    (project / "in").mkdir()
+    (project / "in" / "a.csv").write_text("id,amount\n1,10\n2,20\n")
+    path = write("p.yaml", EXTRACT.format(policy="fail"))
+    assert cli("run", path, "--no-progress").exit_code == 0
+
+    (project / "in" / "b.csv").write_text("id,amount\n3,30\n4,forty\n5,50,extra\n6,60\n")
+    failed = cli("run", path, "--no-progress")
+    assert failed.exit_code == 1
+    assert "in/b.csv: malformed row, line 4: expected 2 fields, found 3: '5,50,extra'" in (
+        failed.stdout
+    )
+    with duckdb.connect(str(project / "out" / "w.duckdb"), read_only=True) as connection:
+        kept = connection.execute("select id from raw order by id").fetchall()
+    assert kept == [(1,), (2,)]  # what the first run committed is all still there
+
+    path.write_text(EXTRACT.format(policy="quarantine"))
+    passed = cli("run", path, "--no-progress")
+    assert passed.exit_code == 0, passed.stderr
+    report = json.loads(cli("quarantine", "show", "raw", "--format", "json").stdout)
+    assert report["rows"] == 2
+    found = {(r["_arrowline_file"], r["_arrowline_row"]) for r in report["preview"]}
+    assert found == {("in/b.csv", 2), ("in/b.csv", 4)}  # row 2 (conversion), line 4 (ragged)
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        latest = catalog.runs("landing")[0]
+        raw = catalog.task_run(latest.run_id, "raw")
+    assert raw is not None
+    assert (raw.rows_in, raw.rows_out, raw.rows_rejected) == (6, 4, 2)
