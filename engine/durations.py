@@ -24,7 +24,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"durations cannot be negative, got {value!r}")
-        return timedelta(seconds=float(value))
+        return _seconds(float(value), value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '30s' or '10m', got {value!r}")
     text = value.strip().replace(" ", "")
@@ -40,6 +40,16 @@ def parse_duration(value: object) -> timedelta:
             f"invalid duration {value!r}: write a number with a unit (ms, s, m, h, d, w), "
             "such as '500ms', '30s', '10m' or '1h30m'"
         )
+    return _seconds(total, value)
+
+
+_LONGEST = timedelta(days=365 * 100)
+
+
+def _seconds(total: float, written: object) -> timedelta:
+    """Seconds as a timedelta, refusing what no pipeline means (NaN, a century or more)."""
+    if not total < _LONGEST.total_seconds():  # also catches NaN and infinity
+        raise ValueError(f"duration {written!r} is out of range (at most 100 years)")
     return timedelta(seconds=total)
 
 

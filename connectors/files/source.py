@@ -130,12 +130,16 @@ def _csv_reader(
     path: Path,
     config: FilesSource,
     types: dict[str, pa.DataType],
-    errors: _RowErrors,
+    errors: _RowErrors | None,
     *,
     use_threads: bool = True,
 ) -> pa_csv.CSVStreamingReader:
     """Arrow's streaming CSV reader. With threads, Arrow parses blocks in parallel and cannot
-    number the lines of malformed rows; the paths that must name lines read without."""
+    number the lines of malformed rows; the paths that must name lines read without.
+
+    With a row handler (`errors`), the text must be UTF-8 first: pyarrow decodes a malformed
+    row for the handler and fails noisily when it cannot, so those paths call `_require_utf8`.
+    The fast path has no handler; on a malformed row it reads again to locate it."""
     options = config.csv
     read = pa_csv.ReadOptions(
         use_threads=use_threads,
@@ -193,6 +197,25 @@ def _file_error(
     return DataError(f"cannot read {_describe(path, base_dir)}: {message}")
 
 
+def _require_utf8(path: Path, config: FilesSource, base_dir: Path | None) -> None:
+    """Raise the encoding error when a file declared UTF-8 is not (chunked, at C speed)."""
+    import codecs
+
+    if config.csv.encoding.lower().replace("-", "") not in ("utf8", "utf8sig"):
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with _open_stream(path) as stream:
+        while chunk := stream.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                raise _encoding_error(path, base_dir or path.parent) from None
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise _encoding_error(path, base_dir or path.parent) from None
+
+
 def _encoding_error(path: Path, base_dir: Path) -> DataError:
     """Text that is not UTF-8 is a problem of the whole file: say where it starts."""
     with _open_stream(path) as stream:
@@ -208,14 +231,18 @@ def _first_schema(
     path: Path, fmt: str, config: FilesSource, types: dict[str, pa.DataType], base_dir: Path
 ) -> pa.Schema:
     # With a quarantine, malformed rows are skipped here and recorded when the file is read.
-    skip = Rejects("quarantine", 1 << 62) if config.on_bad_row == "quarantine" else None
+    quarantine = config.on_bad_row == "quarantine"
+    skip = Rejects("quarantine", 1 << 62) if quarantine else None
     errors = _RowErrors(skip, _describe(path, base_dir))
     try:
         if fmt == "csv":
             # Declared columns are read as text here: their values are converted (and a bad
             # one found with its row) when the file is read.
             as_text = dict.fromkeys(types, pa.string())
-            schema = _csv_reader(path, config, as_text, errors).schema
+            if quarantine:
+                _require_utf8(path, config, base_dir)
+            reader = _csv_reader(path, config, as_text, errors if quarantine else None)
+            schema = reader.schema
         elif fmt == "ndjson":
             try:
                 schema = _ndjson_reader(path, config, None).schema
@@ -228,8 +255,8 @@ def _first_schema(
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         if errors.failure is not None:
             raise errors.failure from None
-        if fmt == "csv" and errors.first is not None and not errors.first.startswith("line"):
-            errors = _locate_malformed_row(path, config, None)
+        if fmt == "csv" and "CSV parse error" in str(exc):
+            errors = _locate_malformed_row(path, config, None, base_dir)
         if fmt == "ndjson":
             _locate_bad_json_line(path, _describe(path, base_dir))  # raises with the line
         raise _file_error(path, base_dir, exc, errors) from None
@@ -268,6 +295,7 @@ def _checked_csv_batches(
     convert rejects its row instead of failing the file."""
     as_text = {f.name: pa.string() if not pa.types.is_string(f.type) else f.type for f in schema}
     errors = errors or _RowErrors(rejects, shown)
+    _require_utf8(path, config, None)
     reader = _csv_reader(path, config, as_text, errors, use_threads=False)
     rows = 0
     for batch in reader:
@@ -319,8 +347,11 @@ def _line_of(path: Path, fragment: str) -> int:
     return 0
 
 
-def _locate_malformed_row(path: Path, config: FilesSource, schema: pa.Schema | None) -> _RowErrors:
+def _locate_malformed_row(
+    path: Path, config: FilesSource, schema: pa.Schema | None, base_dir: Path | None = None
+) -> _RowErrors:
     """Read again on one thread until the malformed row, so its line is known."""
+    _require_utf8(path, config, base_dir)
     errors = _RowErrors()
     as_text = dict.fromkeys(schema.names if schema is not None else (), pa.string())
     try:
@@ -417,7 +448,7 @@ def _file_batches(
             assert rejects is not None
             reader: Any = _checked_csv_batches(path, config, schema, shown, rejects, errors)
         elif fmt == "csv":
-            reader = _csv_reader(path, config, {f.name: f.type for f in schema}, errors)
+            reader = _csv_reader(path, config, {f.name: f.type for f in schema}, None)
         elif fmt == "ndjson":
             reader = _ndjson_batches(path, config, schema, shown, rejects)
         else:
@@ -445,8 +476,8 @@ def _file_batches(
             raise errors.failure from None
         if fmt == "csv" and "conversion error" in str(exc) and errors.first is None:
             _locate_conversion_error(path, config, schema, shown)  # raises with the row
-        if fmt == "csv" and errors.first is not None and not errors.first.startswith("line"):
-            errors = _locate_malformed_row(path, config, schema)
+        if fmt == "csv" and "CSV parse error" in str(exc) and errors.first is None:
+            errors = _locate_malformed_row(path, config, schema, base_dir)
         raise _file_error(path, base_dir, exc, errors) from None
 
 

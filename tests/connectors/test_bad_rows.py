@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connectors.base import ConnectorContext
 from connectors.files import FilesSource
@@ -137,3 +139,35 @@ def test_too_many_bad_rows_fail_the_extract(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("id,v\n" + "".join(f"{i},x,y\n" for i in range(10)))
     with pytest.raises(DataError, match=r"more than 3 malformed rows .*first was at a\.csv line 2"):
         read(tmp_path, limit=3, path="a.csv")
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.lists(
+        st.lists(st.text(alphabet='ab1,"\n\\é\x00 ', max_size=6), min_size=0, max_size=4),
+        max_size=12,
+    ),
+    raw=st.binary(max_size=40),
+    policy=st.sampled_from(["fail", "quarantine"]),
+)
+def test_fuzzed_csv_is_read_or_refused_with_a_data_error(
+    tmp_path: Path, body: list[list[str]], raw: bytes, policy: str
+) -> None:
+    """Any bytes: the extract returns a table (with its bad rows set aside) or a DataError
+    naming the file; never another exception."""
+    text = "id,name\n" + "\n".join(",".join(fields) for fields in body) + "\n"
+    (tmp_path / "f.csv").write_bytes(text.encode("utf-8") + raw)
+    try:
+        table, rejects = read(tmp_path, policy, path="f.csv")
+    except DataError as exc:
+        refusal = str(exc)
+    else:
+        refusal = None
+    if refusal is not None:
+        assert "f.csv" in refusal
+        return
+    assert table.num_columns == 2
+    if policy == "fail":
+        assert not rejects.items
