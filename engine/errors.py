@@ -46,6 +46,7 @@ __all__ = [
     "UserCodeError",
     "classify",
     "error_context",
+    "retry_after_seconds",
 ]
 
 
@@ -171,15 +172,60 @@ def classify(exc: BaseException) -> Classification:
     errors and timeouts are transient, also when user code raised them. Everything else is
     terminal.
     """
-    if isinstance(exc, UserCodeError) and isinstance(exc.__cause__, _TRANSIENT_BUILTINS):
-        # A UDF that lost its connection to a service it calls: worth retrying like any other.
-        return Classification(True, type(exc).__name__)
+    if isinstance(exc, UserCodeError) and exc.__cause__ is not None:
+        # A UDF that lost its connection to a service it calls, or was throttled by it: worth
+        # retrying like any other task.
+        cause = classify(exc.__cause__)
+        if cause.transient:
+            return Classification(True, type(exc).__name__, cause.retry_after)
     if isinstance(exc, ArrowlineError):
         retry_after = exc.retry_after if isinstance(exc, TransientTaskError) else None
         return Classification(exc.transient, type(exc).__name__, retry_after)
     if isinstance(exc, _TRANSIENT_BUILTINS):
         return Classification(True, type(exc).__name__)
+    if type(exc).__module__.startswith("httpx"):
+        return _classify_http(exc)
     return Classification(False, type(exc).__name__)
+
+
+_TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def _classify_http(exc: BaseException) -> Classification:
+    """httpx errors: transport failures and 408/425/429/5xx are transient, with the server's
+    Retry-After (seconds or an HTTP date) when it sent one; other statuses are terminal."""
+    import httpx
+
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TransportError):
+        return Classification(True, name)
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        if status in _TRANSIENT_HTTP or status >= 500:
+            return Classification(True, f"HTTP {status}", retry_after_seconds(exc.response))
+        return Classification(False, f"HTTP {status}")
+    return Classification(False, name)
+
+
+def retry_after_seconds(response: object) -> float | None:
+    """The delay an HTTP response's Retry-After header asks for, or None."""
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    value = getattr(response, "headers", {}).get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @contextmanager
