@@ -245,6 +245,20 @@ def test_ctrl_c_and_sigterm_cancel_the_run_cleanly(
     assert states == {"long": TaskState.CANCELLED, "after": TaskState.CANCELLED}
     assert not list((project / ".arrowline" / "workspace" / "interrupted" / "long").glob("2*"))
 
+    # The cancelled run can be resumed; here its query changes, so only with --force.
+    path.write_text(path.read_text().replace("range(100000000000)", "range(1000)"))
+    command = [sys.executable, "-m", "engine", "run", str(path), "--no-progress", "--resume"]
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=project, check=False)
+    assert refused.returncode == 1
+    assert "changed since run" in refused.stderr
+    resumed = subprocess.run(
+        [*command, "--force"], capture_output=True, text=True, cwd=project, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        again = catalog.run("last")
+    assert (again.run_id, again.state) == (run.run_id, RunState.SUCCESS)
+
 
 def test_check_reports_every_connection(
     cli: Cli, write: WritePipeline, pg_uri: str, monkeypatch: pytest.MonkeyPatch
