@@ -53,7 +53,7 @@ class Outcome:
 
     def median(self, key: str) -> float:
         values = [getattr(s, key) if hasattr(s, key) else s.reported[key] for s in self.samples]
-        return statistics.median(values)
+        return float(statistics.median(values))
 
     def spread(self, key: str) -> tuple[float, float]:
         values = [getattr(s, key) if hasattr(s, key) else s.reported[key] for s in self.samples]
@@ -147,7 +147,7 @@ def machine() -> dict[str, Any]:
                 memory_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in (
         "arrowline",
         "pyarrow",

@@ -1023,6 +1023,28 @@ def quarantine_replay(
     sys.exit(codes[result.state.value])
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """The benchmark harness (`python -m benchmarks`): run, list, report, compare.
+
+    It lives in the source checkout, beside engine/, and is run from there."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").exists():
+        _fail(
+            "the benchmark harness is not installed with the package",
+            hint="run it from a source checkout: python -m benchmarks",
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.__main__ import main as bench_main
+
+    sys.exit(bench_main(list(args), prog="arrowline bench"))
+
+
 @main.command()
 @click.option(
     "--output",

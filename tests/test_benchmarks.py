@@ -22,8 +22,13 @@ def test_orchestration_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr + done.stdout
     assert "| arrowline/chain |" in done.stdout
-    path = Path(done.stdout.strip().splitlines()[-1].removeprefix("results: "))
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
     assert path.name.endswith("-quick.json")
+    chart = path.with_suffix(".png")
+    assert f"chart: {chart}" in lines
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| arrowline/chain |" in path.with_suffix(".md").read_text()
     payload = json.loads(path.read_text())
     arrowline = next(o for o in payload["outcomes"] if o["contender"] == "arrowline/chain")
     assert arrowline["error"] is None
@@ -34,4 +39,79 @@ def test_orchestration_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     assert sample["peak_rss_mb"] > 0
     assert sample["cpu_s"] > 0
     assert payload["machine"]["cores"] >= 1
-    path.unlink()  # a quick run is not a result worth keeping
+    for leftover in (path, chart, path.with_suffix(".md")):
+        leftover.unlink()  # a quick run is not a result worth keeping
+
+
+def result(workload: str, samples: dict[str, list[float]]) -> dict[str, object]:
+    """A result file as the harness writes it, with wall times (s) per contender."""
+    return {
+        "workload": workload,
+        "date": "2026-11-22",
+        "machine": {"cpu": "test cpu", "cores": 2},
+        "params": {"repeat": 3},
+        "outcomes": [
+            {
+                "contender": name,
+                "group": "g",
+                "error": None,
+                "samples": [
+                    {
+                        "wall_s": w,
+                        "cpu_s": w,
+                        "peak_rss_mb": 100.0,
+                        "reported": {"rows_per_s": 1e6 / w},
+                    }
+                    for w in walls
+                ],
+            }
+            for name, walls in samples.items()
+        ],
+    }
+
+
+def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "bench", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_compare_exits_non_zero_when_arrowline_got_slower(tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(result("w", {"arrowline/x": [1.0, 1.1, 0.9], "peer": [2.0] * 3})))
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(result("w", {"arrowline/x": [1.05] * 3, "peer": [3.0] * 3})))
+    slower = tmp_path / "slower.json"
+    slower.write_text(json.dumps(result("w", {"arrowline/x": [1.2] * 3, "peer": [2.0] * 3})))
+
+    fine = bench(tmp_path, "compare", str(old), str(same))
+    assert fine.returncode == 0, fine.stderr
+    assert "no arrowline measurement got more than 10% worse" in fine.stdout  # the peer may
+    regressed = bench(tmp_path, "compare", str(old), str(slower))
+    assert regressed.returncode == 1
+    assert "REGRESSION: arrowline/x wall_s is 20% worse" in regressed.stdout
+    assert "REGRESSION: arrowline/x rows_per_s is 20% worse" in regressed.stdout
+    loose = bench(tmp_path, "compare", str(old), str(slower), "--threshold", "0.25")
+    assert loose.returncode == 0
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(result("v", {"arrowline/x": [1.0]})))
+    mismatch = bench(tmp_path, "compare", str(old), str(other))
+    assert mismatch.returncode == 2
+    assert "different workloads" in mismatch.stderr
+
+
+def test_report_writes_a_table_and_a_chart(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(result("w", {"arrowline/x": [1.0, 2.0, 3.0], "peer": [4.0] * 3})))
+    done = bench(tmp_path, "report", str(path))
+    assert done.returncode == 0, done.stderr
+    table = path.with_suffix(".md").read_text()
+    assert "| arrowline/x | 2.00 (1.00–3.00) |" in table
+    assert "| peer | 4.00 (4.00–4.00) |" in table
+    assert path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
