@@ -115,3 +115,33 @@ def test_report_writes_a_table_and_a_chart(tmp_path: Path) -> None:
     assert "| arrowline/x | 2.00 (1.00–3.00) |" in table
     assert "| peer | 4.00 (4.00–4.00) |" in table
     assert path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", ["udf", "validate"])
+def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
+    """Every contender of the workload produces the same checksum (the harness would report a
+    disagreeing one as wrong), and arrowline's contender succeeds."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", workload, "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    by_name = {o["contender"]: o for o in payload["outcomes"]}
+    assert by_name["arrowline"]["error"] is None
+    for outcome in payload["outcomes"]:
+        if outcome["contender"].startswith("pandas") and outcome["error"]:
+            assert "not installed" in outcome["error"]  # reported as missing, not dropped
+            continue
+        assert outcome["error"] is None, outcome
+    checksums = {by_name[n]["samples"][0]["reported"]["checksum"] for n in ("arrowline", "polars")}
+    assert len(checksums) == 1
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("orchestration", "stream_memory", "pg_extract", "pg_load")
+NAMES = ("orchestration", "stream_memory", "pg_extract", "pg_load", "udf", "validate")
 
 
 def workload(name: str) -> ModuleType:

@@ -12,16 +12,15 @@ Child usage: python -m benchmarks.workloads.stream_memory {arrowline,pandas,pola
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Contender, Outcome
+from benchmarks.workloads._child import child_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parents[1] / ".data"
@@ -84,12 +83,6 @@ def _polars(data: Path, out: Path) -> dict[str, Any]:
         "engine_s": time.perf_counter() - started,
         "checksum": _checksum(out / "orders.parquet"),
     }
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,15 +153,9 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("contender", choices=["arrowline", "pandas", "polars"])
-    parser.add_argument("--data", type=Path, required=True)
-    args = parser.parse_args()
-    if args.contender == "pandas" and not _has("pandas"):
-        sys.exit("pandas is not installed: pip install 'arrowline[bench]'")
-    runner = {"arrowline": _arrowline, "pandas": _pandas, "polars": _polars}[args.contender]
-    with tempfile.TemporaryDirectory() as directory:
-        print("RESULT " + json.dumps(runner(args.data, Path(directory))))
+    child_main(
+        {"arrowline": _arrowline, "pandas": _pandas, "polars": _polars}, needs={"pandas": "pandas"}
+    )
 
 
 if __name__ == "__main__":
