@@ -82,8 +82,9 @@ def run_sql(
             connection.execute(
                 f"create view {_quote(name)} as select * from {table.duckdb_source()}"
             )
+        statement = _exact_integers(connection, _statement(sql))
         result = connection.execute(
-            f"copy (\n{_statement(sql)}\n) to {_literal(str(output))} "
+            f"copy (\n{statement}\n) to {_literal(str(output))} "
             "(format parquet, compression snappy, row_group_size 122880)"
         ).fetchone()
         return int(result[0]) if result else 0
@@ -103,6 +104,19 @@ def run_sql(
         if unregister:
             unregister()
         connection.close()
+
+
+def _exact_integers(connection: duckdb.DuckDBPyConnection, statement: str) -> str:
+    """DuckDB sums integers into HUGEINT, which its Parquet writer stores as DOUBLE: a silent
+    loss of type and, past 2**53, of value. Keep such columns integers (BIGINT); a value that
+    does not fit fails the task with a DataError naming the overflow, instead of rounding.
+    Cast to DECIMAL(38,0) in the query to keep 128-bit values."""
+    columns = connection.execute(f"describe (\n{statement}\n)").fetchall()
+    wide = [name for name, kind, *_ in columns if kind in ("HUGEINT", "UHUGEINT")]
+    if not wide:
+        return statement
+    casts = ", ".join(f"cast({_quote(name)} as bigint) as {_quote(name)}" for name in wide)
+    return f"select * replace ({casts}) from (\n{statement}\n)"
 
 
 def _first_line(exc: BaseException) -> str:

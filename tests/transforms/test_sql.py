@@ -58,3 +58,18 @@ def test_cancel_interrupts_a_running_query(tmp_path: Path) -> None:
             cancel=token,
         )
     timer.cancel()
+
+
+def test_integer_sums_stay_integers_and_overflow_is_an_error(tmp_path: Path) -> None:
+    """DuckDB's sum of integers is HUGEINT, which its Parquet writer would store as DOUBLE."""
+    output = tmp_path / "o.parquet"
+    run_sql("select sum(x::int) as s, sum(x::bigint) as b from range(10) t(x)", {}, output)
+    schema = pq.read_schema(output)
+    assert (str(schema.field("s").type), str(schema.field("b").type)) == ("int64", "int64")
+    assert pq.read_table(output).to_pylist() == [{"s": 45, "b": 45}]
+    with pytest.raises(DataError, match="out of range for the destination type INT64"):
+        run_sql(
+            "select sum(x::bigint) * 9223372036854775807 as big from range(10) t(x)",
+            {},
+            tmp_path / "o2.parquet",
+        )
