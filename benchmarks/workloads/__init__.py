@@ -10,7 +10,16 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("orchestration", "stream_memory", "pg_extract", "pg_load", "udf", "validate")
+NAMES = (
+    "orchestration",
+    "stream_memory",
+    "pg_extract",
+    "pg_load",
+    "sql_dag",
+    "udf",
+    "validate",
+    "e2e",
+)
 
 
 def workload(name: str) -> ModuleType:

@@ -15,10 +15,12 @@ contender. Goals: append within 1.05x of adbc/ingest, merge within 1.2x of handw
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,16 @@ COLUMNS = (
 DDL = f"({COLUMNS}, primary key (id))"
 APPEND_DDL = f"({COLUMNS})"
 """Append targets have no key, as arrowline creates them when no `keys` are given."""
-NAMES = ["arrowline/append", "adbc/ingest", "arrowline/merge", "handwritten/merge"]
+NAMES = [
+    "arrowline/append",
+    "adbc/ingest",
+    "psycopg/copy-csv",
+    "pandas/to_sql",
+    "arrowline/merge",
+    "handwritten/merge",
+]
+PANDAS_CAP = 200_000
+"""pandas.to_sql inserts a few tens of thousands of rows a second: it loads a capped subset."""
 
 
 def _rows(ids: pa.Array, salt: int) -> pa.Table:
@@ -135,7 +146,10 @@ def _arrowline_write(mode: str, target: str, file: Path) -> float:
     sink = PostgresSink.model_validate(config)
     metadata = pq.ParquetFile(file).metadata
     source = InputTable("t", "r", (file,), pq.read_schema(file), metadata.num_rows)
-    ctx = ConnectorContext(Path.cwd(), "bench", "r", "load", connections={"bench": server})
+    # A run id of its own per sample: a load ledger row from an earlier sample with the same
+    # run id would make this one a no-op (that is what the ledger is for).
+    run_id = uuid.uuid4().hex
+    ctx = ConnectorContext(Path.cwd(), "bench", run_id, "load", connections={"bench": server})
     started = time.perf_counter()
     write_postgres(source, sink, ctx)
     return time.perf_counter() - started
@@ -157,6 +171,51 @@ def _adbc_append(target: str, file: Path) -> float:
         cursor.adbc_ingest(table, reader, mode="append", db_schema_name=schema)
         connection.commit()
         return time.perf_counter() - started
+
+
+def _psycopg_copy(target: str, file: Path) -> float:
+    """What a hand-written psycopg loader does: Arrow batches to CSV text, streamed into COPY."""
+    import io
+
+    import psycopg
+    import pyarrow.csv as pa_csv
+
+    options = pa_csv.WriteOptions(include_header=False)
+    started = time.perf_counter()
+    with psycopg.connect(URI) as connection:
+        connection.execute(f"create table {target} {APPEND_DDL}")
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(f"copy {target} from stdin (format csv)") as copy,
+        ):
+            for batch in pq.ParquetFile(file).iter_batches(131_072):
+                buffer = io.BytesIO()
+                pa_csv.write_csv(pa.Table.from_batches([batch]), buffer, write_options=options)
+                copy.write(buffer.getvalue())
+        connection.commit()
+    return time.perf_counter() - started
+
+
+def _pandas_to_sql(target: str, file: Path) -> float:
+    import sqlalchemy
+
+    frame = pq.read_table(file).slice(0, PANDAS_CAP).to_pandas()
+    schema, table = target.split(".")
+    engine = sqlalchemy.create_engine(URI.replace("postgresql://", "postgresql+psycopg://", 1))
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"create table {target} {APPEND_DDL}")
+        frame.to_sql(
+            table,
+            connection,
+            schema=schema,
+            if_exists="append",
+            index=False,
+            method="multi",
+            chunksize=5_000,
+        )
+    engine.dispose()
+    return time.perf_counter() - started
 
 
 def _handwritten_merge(target: str, file: Path) -> float:
@@ -201,7 +260,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
                 "--params",
                 json.dumps(params),
             ),
-            group="append" if "append" in name or "ingest" in name else "merge",
+            group="merge" if "merge" in name else "capped" if "pandas" in name else "append",
         )
         for name in NAMES
     ]
@@ -223,7 +282,11 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
             )
             continue
         low, high = o.spread("write_s")
-        rows = params["append_rows"] if o.group == "append" else params["changed_rows"]
+        rows = {
+            "append": params["append_rows"],
+            "capped": min(PANDAS_CAP, params["append_rows"]),
+            "merge": params["changed_rows"],
+        }[o.group]
         lines.append(
             f"| {o.contender} | {o.median('write_s'):.2f} s ({low:.2f}–{high:.2f}) | "
             f"{rows / o.median('write_s'):,.0f} | {o.median('peak_rss_mb'):.0f} MB |"
@@ -276,11 +339,19 @@ def main() -> None:
         )
     else:
         _execute(f"drop table if exists {target}", *quiet)
-        write_s = (
-            _arrowline_write("append", target, Path(params["append_file"]))
-            if name.startswith("arrowline")
-            else _adbc_append(target, Path(params["append_file"]))
-        )
+        writers = {
+            "arrowline/append": lambda: _arrowline_write("append", target, file),
+            "adbc/ingest": lambda: _adbc_append(target, file),
+            "psycopg/copy-csv": lambda: _psycopg_copy(target, file),
+            "pandas/to_sql": lambda: _pandas_to_sql(target, file),
+        }
+        file = Path(params["append_file"])
+        for module in {"psycopg/copy-csv": "psycopg", "pandas/to_sql": "pandas"}.get(
+            name, ""
+        ).split():
+            if importlib.util.find_spec(module) is None:
+                sys.exit(f"{module} is not installed: pip install 'arrowline[bench]'")
+        write_s = writers[name]()
     print("RESULT " + json.dumps({"write_s": write_s, "checksum": _checksum(target)}))
     _execute(f"drop table if exists {target}")
 
