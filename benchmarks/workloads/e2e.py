@@ -98,8 +98,13 @@ def _script(source_path: Path, out: Path) -> dict[str, Any]:
         cursor.execute(f"select * from {source}")
         orders = cursor.fetch_arrow_table()
         with duckdb.connect() as db:
-            db.register("orders", orders)
-            good = db.execute(f"select * from ({ENRICH}) where {CHECK}").fetch_arrow_table()
+            db.register("orders_raw", orders)
+            # Bare ADBC hands NUMERIC over as text: a hand-written script casts it back.
+            db.execute(
+                "create view orders as select * replace (amount::decimal(12,2) as amount) "
+                "from orders_raw"
+            )
+            good = db.execute(f"select * from ({ENRICH}) where {CHECK}").to_arrow_table()
             db.execute(f"copy ({DAILY}) to '{out / 'daily.parquet'}' (format parquet)")
         cursor.adbc_ingest(table, good, mode="replace", db_schema_name=schema)
         pg.commit()

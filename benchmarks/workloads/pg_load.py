@@ -126,7 +126,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _target(name: str) -> str:
-    return f"{SCHEMA}.{name.replace('/', '_')}"
+    return f"{SCHEMA}.{name.replace('/', '_').replace('-', '_')}"
 
 
 def _arrowline_write(mode: str, target: str, file: Path) -> float:
@@ -213,6 +213,7 @@ def _pandas_to_sql(target: str, file: Path) -> float:
             index=False,
             method="multi",
             chunksize=5_000,
+            dtype={"amount": sqlalchemy.Numeric(12, 2)},  # Decimals are objects to pandas
         )
     engine.dispose()
     return time.perf_counter() - started
