@@ -145,3 +145,33 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
     assert len(checksums) == 1
     for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
         leftover.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", ["pg_extract", "pg_load", "e2e"])
+def test_postgres_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
+    """Against the test server: every installed contender succeeds and agrees with the others
+    (the harness turns a checksum that disagrees into an error); missing peers say so."""
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", workload, "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "ARROWLINE_BENCH_PG_URI": pg_uri},
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    arrowline = [o for o in payload["outcomes"] if o["contender"].startswith("arrowline")]
+    assert arrowline
+    assert all(o["error"] is None and o["samples"] for o in arrowline), arrowline
+    for outcome in payload["outcomes"]:
+        if outcome["error"]:
+            assert "not installed" in outcome["error"], outcome
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)

@@ -42,8 +42,18 @@ NAMES = [
     "connectorx/arrow",
     "connectorx/arrow-x4",
     "pandas/read_sql",
+    "polars/read_database_uri",
+    "dlt/sql_table",
     "psql/copy-binary",
 ]
+NEEDS = {
+    "connectorx/arrow": "connectorx",
+    "connectorx/arrow-x4": "connectorx",
+    "pandas/read_sql": "pandas",
+    "polars/read_database_uri": "connectorx",
+    "dlt/sql_table": "dlt",
+}
+"""Peers from `arrowline[bench]`; a missing one is reported as not installed."""
 
 
 def table_name(rows: int) -> str:
@@ -202,6 +212,37 @@ def _pandas(table: str) -> dict[str, Any]:
     )
 
 
+def _polars(table: str) -> dict[str, Any]:
+    import polars as pl
+
+    started = time.perf_counter()
+    frame = pl.read_database_uri(f"select * from {table}", URI, engine="connectorx")
+    read_s = time.perf_counter() - started
+    return _result(
+        frame.height, int(frame["id"].sum()), read_s, amount_type=str(frame["amount"].dtype)
+    )
+
+
+def _dlt(table: str) -> dict[str, Any]:
+    """dlt's `sql_table` with the pyarrow backend, iterated as a resource: its extraction, without
+    a destination."""
+    import pyarrow.compute as pc
+    from dlt.sources.sql_database import sql_table
+
+    schema, name = table.split(".")
+    credentials = URI.replace("postgresql://", "postgresql+psycopg://", 1)
+    started = time.perf_counter()
+    resource = sql_table(
+        credentials=credentials, table=name, schema=schema, backend="pyarrow", chunk_size=100_000
+    )
+    rows, id_sum, amount_type = 0, 0, "?"
+    for item in resource:
+        rows += item.num_rows
+        id_sum += pc.sum(item.column("id")).as_py() or 0
+        amount_type = str(item.schema.field("amount").type)
+    return _result(rows, id_sum, time.perf_counter() - started, amount_type=amount_type)
+
+
 def _psql(table: str, rows: int) -> dict[str, Any]:
     started = time.perf_counter()
     with open(os.devnull, "wb") as sink:
@@ -348,8 +389,18 @@ def main() -> None:
         "connectorx/arrow": lambda: _connectorx(table, 1),
         "connectorx/arrow-x4": lambda: _connectorx(table, 4),
         "pandas/read_sql": lambda: _pandas(table),
+        "polars/read_database_uri": lambda: _polars(table),
+        "dlt/sql_table": lambda: _dlt(table),
         "psql/copy-binary": lambda: _psql(table, args.rows),
     }
+    import importlib.util
+    import shutil
+
+    module = NEEDS.get(name)
+    if module and importlib.util.find_spec(module) is None:
+        sys.exit(f"{module} is not installed: pip install 'arrowline[bench]'")
+    if name == "psql/copy-binary" and shutil.which("psql") is None:
+        sys.exit("psql is not installed (PostgreSQL's client)")
     print("RESULT " + json.dumps(runners[name]()))
 
 
