@@ -148,10 +148,11 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workload", ["pg_extract", "pg_load", "e2e"])
-def test_postgres_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
-    """Against the test server: every installed contender succeeds and agrees with the others
-    (the harness turns a checksum that disagrees into an error); missing peers say so."""
+@pytest.mark.parametrize("workload", ["pg_extract", "pg_load", "e2e", "stream_memory"])
+def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
+    """PostgreSQL ones against the test server: every installed contender succeeds and agrees
+    with the others (the harness turns a checksum that disagrees into an error); missing peers
+    say so."""
     import os
 
     done = subprocess.run(
