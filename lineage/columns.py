@@ -1,0 +1,258 @@
+"""Column lineage of one SQL statement: for every output column, the upstream columns it comes
+from, and how.
+
+    value   the output's value is computed from it (projection, expression, aggregate, window
+            function argument)
+    filter  it decides which rows appear or how they are grouped or ordered into the value
+            (WHERE, JOIN ON / USING, GROUP BY, HAVING, QUALIFY, a window's PARTITION BY and
+            ORDER BY, the columns of a subquery in a condition)
+
+The upstream schemas are known (every upstream task's Arrow schema), so sqlglot's `qualify`
+expands `*`, `t.*`, `USING`, `EXCLUDE` and `REPLACE` and qualifies every column before the walk;
+the walk then follows each column through CTEs, derived tables and set operations (UNION,
+INTERSECT, EXCEPT: by position, every branch) down to the upstream tables. A recursive CTE is
+followed through its anchor and reported as recursive. A column that cannot be traced is listed
+as unresolved with the reason, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, build_scope
+
+from lineage.tables import DIALECT
+
+__all__ = ["ColumnEdge", "ColumnLineage", "Unresolved", "column_lineage"]
+
+Kind = Literal["value", "filter"]
+_Deps = dict[tuple[str, str], set[Kind]]
+"""(upstream table, column) -> its kinds: a join key selected as a column is both."""
+
+
+@dataclass(frozen=True, order=True)
+class ColumnEdge:
+    output: str
+    table: str
+    column: str
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    output: str | None
+    """None: the whole statement could not be analysed."""
+    reason: str
+
+
+@dataclass
+class ColumnLineage:
+    outputs: list[str]
+    edges: list[ColumnEdge] = field(default_factory=list)
+    unresolved: list[Unresolved] = field(default_factory=list)
+    recursive: bool = False
+    """The statement has a recursive CTE: its columns are followed through the anchor."""
+
+    def of(self, output: str, kind: Kind | None = None) -> set[tuple[str, str]]:
+        return {
+            (e.table, e.column)
+            for e in self.edges
+            if e.output == output and (kind is None or e.kind == kind)
+        }
+
+
+def _add(deps: _Deps, key: tuple[str, str], kind: Kind) -> None:
+    deps.setdefault(key, set()).add(kind)
+
+
+def _merge(into: _Deps, other: _Deps, as_filter: bool = False) -> None:
+    for key, kinds in other.items():
+        for kind in kinds:
+            _add(into, key, "filter" if as_filter else kind)
+
+
+class _Walker:
+    def __init__(self, upstream: set[str]) -> None:
+        self.upstream = upstream
+        self.memo: dict[int, list[tuple[str, _Deps]]] = {}
+        self.active: set[int] = set()
+        self.recursive = False
+        self.problems: dict[str, str] = {}
+        self.recursive_names: set[str] = set()
+        """Names of recursive CTEs: their self-references add nothing beyond the anchor."""
+
+    def outputs(self, scope: Scope) -> list[tuple[str, _Deps]]:
+        """Each output column of a scope, in order, with its upstream dependencies."""
+        key = id(scope.expression)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.active:  # a recursive CTE refers to itself: the anchor has the lineage
+            self.recursive = True
+            return []
+        self.active.add(key)
+        try:
+            if isinstance(scope.expression, exp.SetOperation):
+                result = self._set_operation(scope)
+            else:
+                result = self._select(scope)
+        finally:
+            self.active.discard(key)
+        self.memo[key] = result
+        return result
+
+    def _set_operation(self, scope: Scope) -> list[tuple[str, _Deps]]:
+        """UNION: each output takes its values from that position of every branch. INTERSECT
+        and EXCEPT: values come from the first branch; every column of every branch decides
+        which rows survive."""
+        branches = [self.outputs(branch) for branch in scope.set_operation_scopes]
+        first = next((b for b in branches if b), [])
+        union = not isinstance(scope.expression, exp.Intersect | exp.Except)
+        result = []
+        for position, (name, _) in enumerate(first):
+            deps: _Deps = {}
+            for branch in branches if union else [first]:
+                if position < len(branch):
+                    _merge(deps, branch[position][1])
+            result.append((name, deps))
+        if not union:
+            every: _Deps = {}
+            for branch in branches:
+                for _, deps in branch:
+                    _merge(every, deps, as_filter=True)
+            for _, deps in result:
+                _merge(deps, every, as_filter=True)
+        return result
+
+    def _column(self, scope: Scope, column: exp.Column, into: _Deps, kind: Kind) -> None:
+        owner: Scope | None = scope
+        while owner is not None and column.table not in owner.sources:
+            owner = owner.parent  # a correlated reference to an enclosing query's table
+        if owner is None:
+            return  # a lambda variable or an unnamed value: nothing upstream
+        scope = owner
+        source = scope.sources.get(column.table)
+        if isinstance(source, exp.Table):
+            if source.name in self.upstream:
+                _add(into, (source.name, column.name), kind)
+            elif not self.recursive_names or source.name not in self.recursive_names:
+                self.problems.setdefault(
+                    f"{source.name}.{column.name}",
+                    f"column {source.name}.{column.name}: {source.name!r} is not an upstream task",
+                )
+        elif isinstance(source, Scope):
+            for name, deps in self.outputs(source):
+                if name == column.name:
+                    _merge(into, deps, as_filter=kind == "filter")
+                    break
+
+    def _collect(self, scope: Scope, node: exp.Expr, into: _Deps, kind: Kind) -> None:
+        """Every column under `node`: a window's PARTITION BY / ORDER BY makes it a filter;
+        the columns of a subquery under `node` are followed through the subquery's scope."""
+        for column in node.find_all(exp.Column):
+            path = _path(column, node)
+            if any(isinstance(step, exp.Select | exp.Subquery) for step, _ in path):
+                continue  # a subquery's own column: it belongs to that subquery's scope
+            in_window_spec = any(
+                isinstance(step, exp.Window) and key in ("partition_by", "order")
+                for step, key in path
+            )
+            self._column(scope, column, into, "filter" if in_window_spec else kind)
+        for subquery in _subqueries(node, scope):
+            for _, deps in self.outputs(subquery):
+                _merge(into, deps, as_filter=kind == "filter")
+
+    def _select(self, scope: Scope) -> list[tuple[str, _Deps]]:
+        select = scope.expression
+        if not isinstance(select, exp.Select):
+            return []
+        rows: _Deps = {}  # what decides which rows there are
+        for key in ("where", "group", "having", "qualify"):
+            clause = select.args.get(key)
+            if clause is not None:
+                self._collect(scope, clause, rows, "filter")
+        for join in select.args.get("joins") or []:
+            for key in ("on", "using"):
+                condition = join.args.get(key)
+                if isinstance(condition, exp.Expr):
+                    self._collect(scope, condition, rows, "filter")
+        result = []
+        for projection in select.expressions:
+            deps: _Deps = {}
+            self._collect(scope, projection, deps, "value")
+            _merge(deps, rows, as_filter=True)
+            result.append((projection.alias_or_name, deps))
+        return result
+
+
+def _path(node: exp.Expr, top: exp.Expr) -> list[tuple[exp.Expr, str | None]]:
+    """The ancestors of `node` below `top`, each with the argument key leading down to node."""
+    steps = []
+    child, parent = node, node.parent
+    while parent is not None and child is not top:
+        steps.append((parent, child.arg_key))
+        if parent is top:
+            break
+        child, parent = parent, parent.parent
+    return steps
+
+
+def _inside(node: exp.Expr, container: exp.Expr | None) -> bool:
+    if container is None:
+        return False
+    parent = node.parent
+    while parent is not None:
+        if parent is container:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _subqueries(node: exp.Expr, scope: Scope) -> list[Scope]:
+    """Child scopes of subqueries that sit under `node` (e.g. `x IN (SELECT ...)`)."""
+    found = []
+    for child in scope.subquery_scopes:
+        expression = child.expression
+        if _inside(expression, node) or expression is node:
+            found.append(child)
+    return found
+
+
+def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> ColumnLineage:
+    """Lineage of `sql` (DuckDB dialect) over upstream tables with the given column types
+    ({table: {column: SQL type}})."""
+    try:
+        tree = sqlglot.parse_one(sql, read=DIALECT)
+        qualified = qualify(
+            tree,
+            schema={t: dict(c) for t, c in schemas.items()},
+            dialect=DIALECT,
+            validate_qualify_columns=True,
+            identify=False,
+        )
+    except (ParseError, OptimizeError) as exc:
+        return ColumnLineage([], unresolved=[Unresolved(None, str(exc).splitlines()[0])])
+    root = build_scope(qualified)
+    if root is None:
+        return ColumnLineage([], unresolved=[Unresolved(None, "not a query")])
+    walker = _Walker(set(schemas))
+    for with_ in qualified.find_all(exp.With):
+        if with_.args.get("recursive"):
+            walker.recursive_names |= {cte.alias_or_name for cte in with_.expressions}
+    outputs = walker.outputs(root)
+    recursive = walker.recursive or any(
+        bool(with_.args.get("recursive")) for with_ in qualified.find_all(exp.With)
+    )
+    lineage = ColumnLineage([name for name, _ in outputs], recursive=recursive)
+    for name, deps in outputs:
+        for (table, column), kinds in sorted(deps.items()):
+            for kind in sorted(kinds):
+                lineage.edges.append(ColumnEdge(name, table, column, kind))
+    for reason in walker.problems.values():
+        lineage.unresolved.append(Unresolved(None, reason))
+    return lineage
