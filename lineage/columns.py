@@ -5,7 +5,8 @@ from, and how.
             function argument)
     filter  it decides which rows appear or how they are grouped or ordered into the value
             (WHERE, JOIN ON / USING, GROUP BY, HAVING, QUALIFY, a window's PARTITION BY and
-            ORDER BY, the columns of a subquery in a condition)
+            ORDER BY, the columns of a subquery in a condition, DISTINCT, and ORDER BY when a
+            LIMIT or OFFSET makes it choose rows)
 
 The upstream schemas are known (every upstream task's Arrow schema), so sqlglot's `qualify`
 expands `*`, `t.*`, `USING`, `EXCLUDE` and `REPLACE` and qualifies every column before the walk;
@@ -181,12 +182,31 @@ class _Walker:
                 condition = join.args.get(key)
                 if isinstance(condition, exp.Expr):
                     self._collect(scope, condition, rows, "filter")
-        result = []
+        values = []
         for projection in select.expressions:
             deps: _Deps = {}
             self._collect(scope, projection, deps, "value")
+            values.append((projection.alias_or_name, deps))
+        group = select.args.get("group")
+        if group is not None and group.args.get("all"):  # GROUP BY ALL: the non-aggregates
+            for projection, (_, deps) in zip(select.expressions, values, strict=True):
+                if not any(projection.find_all(exp.AggFunc)):
+                    _merge(rows, deps, as_filter=True)
+        if select.args.get("distinct"):  # duplicates of the selected values are dropped
+            for _, deps in list(values):
+                _merge(rows, deps, as_filter=True)
+        order = select.args.get("order")
+        if order is not None and (select.args.get("limit") or select.args.get("offset")):
+            # ORDER BY alone only orders; with LIMIT it decides which rows appear.
+            by_alias = dict(values)
+            for column in order.find_all(exp.Column):
+                if not column.table and column.name in by_alias:
+                    _merge(rows, by_alias[column.name], as_filter=True)
+            self._collect(scope, order, rows, "filter")
+        result = []
+        for name, deps in values:
             _merge(deps, rows, as_filter=True)
-            result.append((projection.alias_or_name, deps))
+            result.append((name, deps))
         return result
 
 
