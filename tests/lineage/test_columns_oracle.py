@@ -50,11 +50,8 @@ def load(connection: duckdb.DuckDBPyConnection, changed: tuple[str, str] | None)
                     value = value * 7 + 1000 + i  # every value different from before
                 row.append(str(value))
             values.append(f"({', '.join(row)})")
-        connection.execute(
-            f"create or replace table {table} ({', '.join(columns)} bigint)".replace(
-                ", ".join(columns) + " bigint", ", ".join(f"{c} bigint" for c in columns)
-            )
-        )
+        ddl = ", ".join(f"{c} bigint" for c in columns)
+        connection.execute(f"create or replace table {table} ({ddl})")
         connection.execute(f"insert into {table} values {', '.join(values)}")
 
 
