@@ -43,6 +43,8 @@ class ColumnEdge:
     table: str
     column: str
     kind: Kind
+    inferred: bool = False
+    """Found by comparing schemas (a frame UDF), not by reading the computation."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from engine.errors import UserCodeError
 from engine.spec import UdfSpec
 from transforms.user_code import load_object, user_frame
 
-__all__ = ["apply_udf", "load_udf", "udf", "udf_mode"]
+__all__ = ["apply_udf", "load_udf", "udf", "udf_expressions", "udf_mode"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTRIBUTE = "__arrowline_udf__"
@@ -85,7 +85,7 @@ def _name(function: Callable[..., Any]) -> str:
     return getattr(function, "__qualname__", repr(function))
 
 
-def _expressions(value: Any, function: Callable[..., Any]) -> list[pl.Expr]:
+def udf_expressions(value: Any, function: Callable[..., Any]) -> list[pl.Expr]:
     if isinstance(value, pl.Expr):
         return [value]
     if isinstance(value, Mapping):
@@ -129,5 +129,5 @@ def apply_udf(lf: pl.LazyFrame, function: Callable[..., Any], spec: UdfSpec) -> 
                 "polars LazyFrame (or DataFrame)"
             )
         return result
-    expressions = _expressions(result, function)
+    expressions = udf_expressions(result, function)
     return lf.select(expressions) if spec.output == "select" else lf.with_columns(expressions)
