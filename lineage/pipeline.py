@@ -1,0 +1,180 @@
+"""Column lineage of a whole pipeline: every task's edges composed over the DAG.
+
+A node is a column of a task's output (`task.column`); sources outside the pipeline appear as
+nodes of the extract or load task that touches them, with the external name kept in
+`LineageGraph.external` (`postgres:wh#public.orders`, `file:data/*.csv`, `duckdb:out.duckdb#t`).
+Per task:
+
+- sql: `lineage.columns.column_lineage` over the upstream tasks' schemas;
+- udf: `lineage.udf.udf_lineage` (expression trees; frame UDFs by schema comparison, `inferred`);
+- extract: each output column comes from the same column of the source (a PostgreSQL `query`
+  is not analysed yet: its columns are reported unresolved);
+- validate: columns pass through as values, and every column a check reads decides which rows
+  pass, so it is a filter of every output;
+- load: the input's columns become the target's columns.
+
+Schemas are the Arrow schemas of the latest successful output of every task (its Parquet files);
+a task that has not run yet has no schema and its lineage is unresolved with that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from engine.planner import Plan, PlannedTask
+from engine.spec import TaskKind
+from lineage.columns import ColumnEdge, Kind, Unresolved, column_lineage
+
+__all__ = ["LineageEdge", "LineageGraph", "pipeline_lineage"]
+
+
+@dataclass(frozen=True, order=True)
+class LineageEdge:
+    target: str
+    """`task.column` of the output."""
+    source: str
+    """`task.column` it depends on."""
+    kind: Kind
+    inferred: bool = False
+
+
+@dataclass
+class LineageGraph:
+    edges: list[LineageEdge] = field(default_factory=list)
+    unresolved: dict[str, list[str]] = field(default_factory=dict)
+    """task -> reasons its lineage is incomplete."""
+    external: dict[str, str] = field(default_factory=dict)
+    """extract or load task -> the table or files outside the pipeline it reads or writes."""
+
+    def upstream(self, node: str, kind: Kind | None = None) -> dict[str, Any]:
+        """{source: {"kind": ..., "upstream": {...}}}, recursively, as plain data."""
+        return self._walk(node, kind, forward=False, seen=set())
+
+    def downstream(self, node: str, kind: Kind | None = None) -> dict[str, Any]:
+        return self._walk(node, kind, forward=True, seen=set())
+
+    def _walk(self, node: str, kind: Kind | None, forward: bool, seen: set[str]) -> dict[str, Any]:
+        tree: dict[str, Any] = {}
+        for edge in self.edges:
+            here, there = (edge.source, edge.target) if forward else (edge.target, edge.source)
+            if here != node or (kind is not None and edge.kind != kind):
+                continue
+            key = f"{there} ({edge.kind}{', inferred' if edge.inferred else ''})"
+            if there in seen:
+                tree[key] = {}
+                continue
+            tree[key] = self._walk(there, kind, forward, seen | {node})
+        return tree
+
+
+def _columns(schema: pa.Schema) -> dict[str, str]:
+    """Names for sqlglot's qualify, which expands stars by name; it does not need the types."""
+    return dict.fromkeys(schema.names, "VARCHAR")
+
+
+def _external(task: PlannedTask) -> str:
+    config: Any = task.spec.extract or task.spec.load
+    kind = getattr(config, "from_", None) or getattr(config, "to", "?")
+    where = getattr(config, "connection", None) or getattr(config, "path", "")
+    if isinstance(where, tuple):
+        where = ",".join(where)
+    table = getattr(config, "table", None)
+    return f"{kind}:{where}" + (f"#{table}" if table else "")
+
+
+def pipeline_lineage(plan: Plan, schemas: Mapping[str, pa.Schema], base_dir: Path) -> LineageGraph:
+    """`schemas`: task -> the Arrow schema of its output."""
+    graph = LineageGraph()
+    for task in plan.tasks:
+        try:
+            _task(graph, task, schemas, base_dir)
+        except Exception as exc:  # user code (a UDF) may fail to load: say so, keep going
+            graph.unresolved.setdefault(task.id, []).append(f"{type(exc).__name__}: {exc}")
+    return graph
+
+
+def _add(graph: LineageGraph, task: str, edges: Iterable[ColumnEdge]) -> None:
+    for edge in edges:
+        graph.edges.append(
+            LineageEdge(
+                f"{task}.{edge.output}", f"{edge.table}.{edge.column}", edge.kind, edge.inferred
+            )
+        )
+
+
+def _task(
+    graph: LineageGraph,
+    task: PlannedTask,
+    schemas: Mapping[str, pa.Schema],
+    base_dir: Path,
+) -> None:
+    missing = [name for name in (*task.inputs, task.id) if name not in schemas]
+    if task.kind is TaskKind.LOAD:
+        missing = [name for name in task.inputs if name not in schemas]
+    if missing:
+        graph.unresolved.setdefault(task.id, []).append(
+            f"no schema yet for {', '.join(missing)}: run the pipeline once"
+        )
+        return
+    if task.kind is TaskKind.EXTRACT:
+        graph.external[task.id] = _external(task)
+        if getattr(task.spec.extract, "query", None):
+            graph.unresolved.setdefault(task.id, []).append(
+                "the source query is not analysed; its columns are not traced to source tables"
+            )
+            return
+        external = graph.external[task.id]
+        for column in _columns(schemas[task.id]):
+            graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{external}::{column}", "value"))
+        return
+    if task.kind is TaskKind.SQL:
+        assert task.sql is not None
+        result = column_lineage(task.sql, {n: _columns(schemas[n]) for n in task.inputs})
+        _add(graph, task.id, result.edges)
+        _report(graph, task.id, result.unresolved)
+        return
+    (source,) = task.inputs
+    columns = _columns(schemas[source])
+    if task.kind is TaskKind.UDF:
+        import polars as pl
+
+        from lineage.udf import udf_lineage
+        from transforms.udf import load_udf
+
+        config = task.spec.udf
+        assert config is not None
+        frame = pl.from_arrow(schemas[source].empty_table())
+        assert isinstance(frame, pl.DataFrame)
+        result = udf_lineage(load_udf(config, base_dir), config, source, frame.schema)
+        _add(graph, task.id, result.edges)
+        _report(graph, task.id, result.unresolved)
+        return
+    if task.kind is TaskKind.VALIDATE:
+        checked = _checked_columns(task)
+        for column in columns:
+            graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{column}", "value"))
+            for rule in checked:
+                graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{rule}", "filter"))
+        return
+    graph.external[task.id] = _external(task)  # a load: the target's columns
+    for column in columns:
+        graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{column}", "value"))
+
+
+def _checked_columns(task: PlannedTask) -> list[str]:
+    """Columns a validate task's inline schema has rules for (a schema module: unknown)."""
+    config = task.spec.validate_
+    schema = getattr(config, "schema_", None)
+    columns = getattr(schema, "columns", None)
+    return list(columns) if isinstance(columns, Mapping) else []
+
+
+def _report(graph: LineageGraph, task: str, problems: Iterable[Unresolved]) -> None:
+    for problem in problems:
+        where = f"column {problem.output}: " if problem.output else ""
+        graph.unresolved.setdefault(task, []).append(where + problem.reason)

@@ -1,0 +1,95 @@
+"""Lineage composed across a pipeline's tasks, through `arrowline lineage`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import Result
+
+from tests.conftest import WritePipeline
+
+Cli = Callable[..., Result]
+
+PIPELINE = """
+pipeline: shop
+tasks:
+  - id: orders
+    extract: {from: files, path: data/orders.csv}
+  - id: customers
+    extract: {from: files, path: data/customers.csv}
+  - id: joined
+    sql: |
+      select o.id, o.amount, c.segment
+      from orders o join customers c using (cid)
+      where o.status = 'paid'
+  - id: scored
+    udf: {input: joined, function: "udfs.py:score"}
+  - id: checked
+    validate:
+      input: scored
+      on_fail: quarantine
+      schema: {columns: {amount: {checks: {ge: 0}}}}
+  - id: publish
+    load: {input: checked, to: parquet, path: out/orders.parquet}
+"""
+
+UDFS = """
+import polars as pl
+
+def score():
+    return {"big": pl.col("amount") > 100}
+"""
+
+
+def flatten(tree: dict[str, object], into: set[str] | None = None) -> set[str]:
+    into = set() if into is None else into
+    for name, below in tree.items():
+        into.add(name)
+        if isinstance(below, dict):
+            flatten(below, into)
+    return into
+
+
+def test_lineage_follows_a_column_through_every_kind_of_task(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n2,11,150,open\n")
+    write("data/customers.csv", "cid,segment\n10,retail\n11,b2b\n")
+    write("udfs.py", UDFS)
+    path = write("p.yaml", PIPELINE)
+    assert cli("run", path, "--no-progress").exit_code == 0
+
+    result = cli("lineage", path, "publish.big", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["unresolved"] == {}
+    assert flatten(payload["tree"]) == {
+        "checked.big (value)",
+        "scored.big (value)",
+        "joined.amount (value)",
+        "orders.amount (value)",
+        "files:data/orders.csv::amount (value)",
+        "scored.amount (filter)",  # the validate task's check on amount decides the rows
+        "orders.cid (filter)",
+        "customers.cid (filter)",
+        "orders.status (filter)",
+        "files:data/orders.csv::cid (value)",
+        "files:data/customers.csv::cid (value)",
+        "files:data/orders.csv::status (value)",
+    }
+
+    values = json.loads(
+        cli("lineage", path, "publish.big", "--kind", "value", "--format", "json").stdout
+    )
+    assert "orders.status (filter)" not in flatten(values["tree"])
+    assert "files:data/orders.csv::amount (value)" in flatten(values["tree"])
+
+    impact = cli("lineage", path, "orders.status", "--downstream")
+    assert impact.exit_code == 0
+    for dependent in ("joined.id (filter)", "joined.segment (filter)", "publish.segment (value)"):
+        assert dependent in impact.stdout
+    bad = cli("lineage", path, "nowhere.x")
+    assert bad.exit_code == 2
+    assert "no task 'nowhere'" in bad.stderr
