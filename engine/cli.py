@@ -793,7 +793,13 @@ def show(
 @click.option("--downstream", is_flag=True, help="What depends on COLUMN (default: its sources).")
 @click.option("--kind", type=click.Choice(["value", "filter"]), default=None)
 @project_option
-@format_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "mermaid", "dot"]),
+    default="text",
+    show_default=True,
+)
 def lineage(
     pipeline: Path,
     column: str,
@@ -805,41 +811,27 @@ def lineage(
     """Where COLUMN (task.column) comes from, or what depends on it, across the pipeline.
 
     Uses the schemas of the latest successful run of every task."""
-    import pyarrow.parquet as pq
-
     from engine import api
     from engine.catalog import CatalogReader
     from engine.workspace import STATE_DIR
     from lineage.columns import Kind
-    from lineage.pipeline import pipeline_lineage
+    from lineage.pipeline import lineage_report, render_graph
 
     if "." not in column:
         _fail(f"give the column as TASK.COLUMN, not {column!r}")
+    chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None
     with _errors():
         the_plan = api.plan(pipeline)
+        if column.split(".", 1)[0] not in the_plan:
+            _fail(f"pipeline {the_plan.pipeline!r} has no task {column.split('.', 1)[0]!r}")
         project = api.find_project_dir(project_dir)
         with CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
-            latest = catalog.latest_outputs(the_plan.pipeline)
-        schemas = {}
-        for task_id, row in latest.items():  # the exact Arrow schema, from the Parquet footer
-            files = sorted(Path(row.output_path or "").glob("part-*.parquet"))
-            if files:
-                schemas[task_id] = pq.read_schema(files[0])
-        graph = pipeline_lineage(the_plan, schemas, the_plan.base_dir)
-    task = column.split(".", 1)[0]
-    if task not in the_plan:
-        _fail(f"pipeline {the_plan.pipeline!r} has no task {task!r}")
-    chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None
-    tree = graph.downstream(column, chosen) if downstream else graph.upstream(column, chosen)
+            report = lineage_report(the_plan, catalog, column, downstream=downstream, kind=chosen)
     if fmt == "json":
-        payload = {
-            "column": column,
-            "direction": "downstream" if downstream else "upstream",
-            "tree": tree,
-            "unresolved": graph.unresolved,
-            "external": graph.external,
-        }
-        out.print_json(json.dumps(payload))
+        out.print_json(json.dumps(report))
+        return
+    if fmt in ("mermaid", "dot"):
+        click.echo(render_graph(report, fmt), nl=False)
         return
     out.print(Text(column, style="bold"))
 
@@ -849,10 +841,10 @@ def lineage(
             if isinstance(below, dict):
                 show(below, depth + 1)
 
-    show(tree, 1)
-    if not tree:
+    show(report["tree"], 1)
+    if not report["tree"]:
         out.print(Text("  (no " + ("dependents" if downstream else "sources") + ")", style="dim"))
-    for name, reasons in graph.unresolved.items():
+    for name, reasons in report["unresolved"].items():
         for reason in reasons:
             err.print(Text(f"unresolved in {name}: {reason}", style="yellow"))
 

@@ -26,11 +26,19 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.catalog import CatalogReader
 from engine.planner import Plan, PlannedTask
 from engine.spec import TaskKind
 from lineage.columns import ColumnEdge, Kind, Unresolved, column_lineage
 
-__all__ = ["LineageEdge", "LineageGraph", "pipeline_lineage"]
+__all__ = [
+    "LineageEdge",
+    "LineageGraph",
+    "latest_schemas",
+    "lineage_report",
+    "pipeline_lineage",
+    "render_graph",
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -178,3 +186,62 @@ def _report(graph: LineageGraph, task: str, problems: Iterable[Unresolved]) -> N
     for problem in problems:
         where = f"column {problem.output}: " if problem.output else ""
         graph.unresolved.setdefault(task, []).append(where + problem.reason)
+
+
+def latest_schemas(catalog: CatalogReader, pipeline: str) -> dict[str, pa.Schema]:
+    """The Arrow schema of every task's latest successful output (from its Parquet footer)."""
+    import pyarrow.parquet as pq
+
+    schemas = {}
+    for task_id, row in catalog.latest_outputs(pipeline).items():
+        files = sorted(Path(row.output_path or "").glob("part-*.parquet"))
+        if files:
+            schemas[task_id] = pq.read_schema(files[0])
+    return schemas
+
+
+def lineage_report(
+    plan: Plan,
+    catalog: CatalogReader,
+    column: str,
+    *,
+    downstream: bool = False,
+    kind: Kind | None = None,
+) -> dict[str, Any]:
+    """What `arrowline lineage` and `engine.open(...).lineage(...)` return: plain data."""
+    graph = pipeline_lineage(plan, latest_schemas(catalog, plan.pipeline), plan.base_dir)
+    tree = graph.downstream(column, kind) if downstream else graph.upstream(column, kind)
+    return {
+        "column": column,
+        "direction": "downstream" if downstream else "upstream",
+        "tree": tree,
+        "unresolved": graph.unresolved,
+        "external": graph.external,
+    }
+
+
+def render_graph(report: Mapping[str, Any], fmt: str) -> str:
+    """A report's tree as a Mermaid flowchart or a Graphviz digraph (edges point downstream)."""
+    edges: list[tuple[str, str, str]] = []
+
+    def walk(node: str, tree: Mapping[str, Any]) -> None:
+        for key, below in tree.items():
+            name, _, label = key.partition(" (")
+            label = label.rstrip(")")
+            pair = (node, name) if report["direction"] == "downstream" else (name, node)
+            edges.append((*pair, label))
+            walk(name, below)
+
+    walk(report["column"], report["tree"])
+    unique = list(dict.fromkeys(edges))
+    if fmt == "mermaid":
+        ids = {n: f"n{i}" for i, n in enumerate(dict.fromkeys(x for e in unique for x in e[:2]))}
+        lines = ["flowchart LR"]
+        lines += [f'  {ids[n]}["{n}"]' for n in ids]
+        lines += [f"  {ids[a]} -->|{label}| {ids[b]}" for a, b, label in unique]
+        return "\n".join(lines) + "\n"
+    lines = ["digraph lineage {", "  rankdir=LR;"]
+    for a, b, label in unique:
+        style = ' style="dashed"' if label.startswith("filter") else ""
+        lines.append(f'  "{a}" -> "{b}" [label="{label}"{style}];')
+    return "\n".join([*lines, "}"]) + "\n"

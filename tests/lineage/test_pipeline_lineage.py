@@ -93,3 +93,32 @@ def test_lineage_follows_a_column_through_every_kind_of_task(
     bad = cli("lineage", path, "nowhere.x")
     assert bad.exit_code == 2
     assert "no task 'nowhere'" in bad.stderr
+
+
+def test_lineage_from_a_notebook_and_as_mermaid_or_dot(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    import engine
+
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
+    write("data/customers.csv", "cid,segment\n10,retail\n")
+    write("udfs.py", UDFS)
+    path = write("p.yaml", PIPELINE)
+    assert cli("run", path, "--no-progress").exit_code == 0
+    with engine.open(project) as opened:
+        report = opened.lineage(path, "joined.segment")
+    assert report["direction"] == "upstream"
+    assert set(report["tree"]) == {
+        "customers.segment (value)",
+        "orders.cid (filter)",
+        "customers.cid (filter)",
+        "orders.status (filter)",
+    }
+    mermaid = cli("lineage", path, "joined.segment", "--format", "mermaid").stdout
+    assert mermaid.startswith("flowchart LR\n")
+    assert '["customers.segment"]' in mermaid
+    assert "-->|value|" in mermaid
+    assert "-->|filter|" in mermaid
+    dot = cli("lineage", path, "joined.segment", "--format", "dot").stdout
+    assert '"customers.segment" -> "joined.segment" [label="value"];' in dot
+    assert '"orders.status" -> "joined.segment" [label="filter" style="dashed"];' in dot
