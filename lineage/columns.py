@@ -84,6 +84,8 @@ class _Walker:
     def __init__(self, upstream: set[str]) -> None:
         self.upstream = upstream
         self.memo: dict[int, list[tuple[str, _Deps]]] = {}
+        self.row_memo: dict[int, _Deps] = {}
+        """Per scope: what decides which rows it has (read by a query selecting from it)."""
         self.active: set[int] = set()
         self.recursive = False
         self.problems: dict[str, str] = {}
@@ -102,6 +104,10 @@ class _Walker:
         try:
             if isinstance(scope.expression, exp.SetOperation):
                 result = self._set_operation(scope)
+            elif scope.is_udtf and scope.subquery_scopes:  # LATERAL (SELECT ...): its query
+                inner = scope.subquery_scopes[0]
+                result = self.outputs(inner)
+                self.row_memo[key] = self.row_memo.get(id(inner.expression), {})
             else:
                 result = self._select(scope)
         finally:
@@ -110,12 +116,13 @@ class _Walker:
         return result
 
     def _set_operation(self, scope: Scope) -> list[tuple[str, _Deps]]:
-        """UNION: each output takes its values from that position of every branch. INTERSECT
-        and EXCEPT: values come from the first branch; every column of every branch decides
-        which rows survive."""
+        """UNION: each output takes its values from that position of every branch (and, without
+        ALL, every column decides which rows survive deduplication). INTERSECT and EXCEPT:
+        values come from the first branch; every column of every branch decides the rows."""
         branches = [self.outputs(branch) for branch in scope.set_operation_scopes]
         first = next((b for b in branches if b), [])
         union = not isinstance(scope.expression, exp.Intersect | exp.Except)
+        deduplicated = union and bool(scope.expression.args.get("distinct"))
         result = []
         for position, (name, _) in enumerate(first):
             deps: _Deps = {}
@@ -123,13 +130,16 @@ class _Walker:
                 if position < len(branch):
                     _merge(deps, branch[position][1])
             result.append((name, deps))
-        if not union:
-            every: _Deps = {}
+        rows: _Deps = {}
+        for branch_scope in scope.set_operation_scopes:
+            _merge(rows, self.row_memo.get(id(branch_scope.expression), {}), as_filter=True)
+        if not union or deduplicated:  # UNION without ALL drops duplicates: values decide rows
             for branch in branches:
                 for _, deps in branch:
-                    _merge(every, deps, as_filter=True)
+                    _merge(rows, deps, as_filter=True)
             for _, deps in result:
-                _merge(deps, every, as_filter=True)
+                _merge(deps, rows, as_filter=True)
+        self.row_memo[id(scope.expression)] = rows
         return result
 
     def _column(self, scope: Scope, column: exp.Column, into: _Deps, kind: Kind) -> None:
@@ -175,6 +185,10 @@ class _Walker:
         if not isinstance(select, exp.Select):
             return []
         rows: _Deps = {}  # what decides which rows there are
+        for _, source in scope.selected_sources.values():
+            if isinstance(source, Scope):  # a derived table's or CTE's own row filters
+                self.outputs(source)
+                _merge(rows, self.row_memo.get(id(source.expression), {}), as_filter=True)
         for key in ("where", "group", "having", "qualify"):
             clause = select.args.get(key)
             if clause is not None:
@@ -209,6 +223,7 @@ class _Walker:
         for name, deps in values:
             _merge(deps, rows, as_filter=True)
             result.append((name, deps))
+        self.row_memo[id(select)] = rows
         return result
 
 
