@@ -147,7 +147,9 @@ class _Walker:
         while owner is not None and column.table not in owner.sources:
             owner = owner.parent  # a correlated reference to an enclosing query's table
         if owner is None:
-            return  # a lambda variable or an unnamed value: nothing upstream
+            if column.table:  # e.g. the output of a PIVOT: not traced, and said so
+                _add(into, ("", f"column {column.table}.{column.name} is not traced"), kind)
+            return  # without a table: a lambda variable, nothing upstream
         scope = owner
         source = scope.sources.get(column.table)
         if isinstance(source, exp.Table):
@@ -202,6 +204,9 @@ class _Walker:
         for projection in select.expressions:
             deps: _Deps = {}
             self._collect(scope, projection, deps, "value")
+            reason = _untraceable(projection)
+            if reason:
+                _add(deps, ("", reason), "value")
             values.append((projection.alias_or_name, deps))
         group = select.args.get("group")
         if group is not None and group.args.get("all"):  # GROUP BY ALL: the non-aggregates
@@ -225,6 +230,16 @@ class _Walker:
             result.append((name, deps))
         self.row_memo[id(select)] = rows
         return result
+
+
+def _untraceable(projection: exp.Expr) -> str | None:
+    """Constructs whose lineage the walk would get wrong: reported instead of guessed."""
+    for node in projection.walk():
+        if isinstance(node, exp.Dot | exp.Bracket) and isinstance(node.this, exp.Column):
+            return "a struct field or element is traced only as a whole; not resolved"
+        if isinstance(node, exp.Columns):
+            return "COLUMNS(...) selects columns by pattern; not resolved"
+    return None
 
 
 def _path(node: exp.Expr, top: exp.Expr) -> list[tuple[exp.Expr, str | None]]:
@@ -287,6 +302,10 @@ def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> Column
     )
     lineage = ColumnLineage([name for name, _ in outputs], recursive=recursive)
     for name, deps in outputs:
+        reasons = sorted(column for table, column in deps if not table)
+        if reasons:  # no edges for an output that is partly untraceable: none would be sure
+            lineage.unresolved.extend(Unresolved(name, reason) for reason in reasons)
+            continue
         for (table, column), kinds in sorted(deps.items()):
             for kind in sorted(kinds):
                 lineage.edges.append(ColumnEdge(name, table, column, kind))

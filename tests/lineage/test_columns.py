@@ -50,3 +50,29 @@ def test_a_table_that_is_not_upstream_is_reported() -> None:
     lineage = column_lineage("select x from elsewhere", SCHEMAS)
     assert lineage.edges == []
     assert lineage.unresolved
+
+
+@pytest.mark.parametrize(
+    ("sql", "output", "reason"),
+    [
+        (
+            "select s.a as a, id from (select {'a': id, 'b': amount} as s, id from orders) t",
+            "a",
+            "struct field",
+        ),
+        ("select columns('a.*') from orders", "_col_0", "COLUMNS(...)"),
+        (
+            "select * from orders pivot (sum(amount) for status in ('paid', 'open'))",
+            "paid",
+            "not traced",
+        ),
+    ],
+    ids=["struct-field", "columns-pattern", "pivot"],
+)
+def test_constructs_it_cannot_trace_are_unresolved_not_guessed(
+    sql: str, output: str, reason: str
+) -> None:
+    lineage = column_lineage(sql, SCHEMAS)
+    assert output in lineage.outputs
+    assert any(u.output == output and reason in u.reason for u in lineage.unresolved)
+    assert not lineage.of(output)  # no edge asserted for it
