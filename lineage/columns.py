@@ -174,7 +174,8 @@ class _Walker:
             if any(isinstance(step, exp.Select | exp.Subquery) for step, _ in path):
                 continue  # a subquery's own column: it belongs to that subquery's scope
             in_window_spec = any(
-                isinstance(step, exp.Window) and key in ("partition_by", "order")
+                (isinstance(step, exp.Window) and key in ("partition_by", "order"))
+                or (isinstance(step, exp.Filter) and key == "expression")  # agg FILTER (WHERE)
                 for step, key in path
             )
             self._column(scope, column, into, "filter" if in_window_spec else kind)
