@@ -720,7 +720,12 @@ def _details(details: dict[str, object]) -> list[str]:
         before, after = change.get("before"), change.get("after")
         shown = {
             "added": f"added ({after})",
-            "widened": f"{before} -> {after}",
+            "dropped": f"dropped ({before})",
+            "renamed": f"renamed from {before!r}",
+            "widened": f"widened {before} -> {after}",
+            "narrowed": f"NARROWED {before} -> {after}",
+            "changed": f"type changed {before} -> {after}",
+            "nullability": f"{before} -> {after}",
             "missing": f"missing, filled with NULL ({before})",
         }.get(change["change"], change["change"])
         notes.append(f"schema change: column {change['column']!r} {shown}")

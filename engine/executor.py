@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from loguru import logger
 
 from connectors.base import CancelToken, InputTable
@@ -453,6 +454,36 @@ class Executor:
         self.workspace.discard(attempt.staging)
         self._fail(attempt, result, duration)
 
+    def _schema_drift(self, task: PlannedTask, schema: pa.Schema) -> list[dict[str, object]]:
+        """How the output schema changed since the task's last successful run (empty when it
+        did not, or there is no earlier output to compare with)."""
+        import pyarrow.parquet as pq
+
+        from lineage.drift import compare_schemas
+
+        previous = self.catalog.latest_output(self.plan.pipeline, task.id)
+        if previous is None or previous.run_id == self.plan.run_id or not previous.output_path:
+            return []
+        files = sorted(Path(previous.output_path).glob("part-*.parquet"))
+        try:
+            before = pq.read_schema(files[0]) if files else None
+        except OSError:
+            before = None
+        if before is None:
+            return []
+        changes = compare_schemas(before, schema)
+        for change in changes:
+            log = self.log.bind(task_id=task.id)
+            (log.warning if change.breaking else log.info)(
+                "schema change since run {}: column {!r} {} ({} -> {})",
+                previous.run_id,
+                change.column,
+                change.change,
+                change.before,
+                change.after,
+            )
+        return [change.to_dict() for change in changes]
+
     def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None:
         breaker = self.breakers.get(task.connection or "")
         if breaker is None:
@@ -488,9 +519,12 @@ class Executor:
                 "bytes_out": table.bytes,
                 "output_schema": json.dumps(schema_json(table.schema)),
             }
+            drift = self._schema_drift(task, table.schema)
         else:
             self.workspace.discard(attempt.staging)
         details = dict(outcome.details)
+        if outcome.produces_output and drift:
+            details["schema_changes"] = drift
         if task.incremental and outcome.watermark is not None:
             details["watermark"] = outcome.watermark.to_json()  # what a resume restores
         if details:

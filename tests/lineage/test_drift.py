@@ -1,0 +1,123 @@
+"""Schema drift between two runs of a task: every kind of change, and `arrowline runs` showing it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from click.testing import Result
+
+from engine.api import run
+from engine.catalog import CatalogReader
+from lineage.drift import compare_schemas, is_widening
+from tests.conftest import WritePipeline
+
+Cli = Callable[..., Result]
+
+
+def schema(*fields: tuple[str, pa.DataType] | pa.Field) -> pa.Schema:
+    return pa.schema([f if isinstance(f, pa.Field) else pa.field(*f) for f in fields])
+
+
+def changes(old: pa.Schema, new: pa.Schema) -> list[tuple[str, str, bool]]:
+    return [(c.change, c.column, c.breaking) for c in compare_schemas(old, new)]
+
+
+def test_unchanged_schema_has_no_changes() -> None:
+    s = schema(("id", pa.int64()), ("name", pa.string()))
+    assert compare_schemas(s, s) == []
+
+
+def test_every_kind_of_change_is_classified() -> None:
+    old = schema(
+        ("id", pa.int32()),
+        ("amount", pa.decimal128(10, 2)),
+        ("score", pa.float64()),
+        ("code", pa.string()),
+        ("gone", pa.int64()),
+        pa.field("flag", pa.bool_(), nullable=False),
+    )
+    new = schema(
+        ("id", pa.int64()),
+        ("amount", pa.decimal128(12, 2)),
+        ("score", pa.float32()),
+        ("code", pa.int64()),
+        pa.field("flag", pa.bool_(), nullable=True),
+        ("extra", pa.date32()),
+    )
+    assert changes(old, new) == [
+        ("widened", "id", False),
+        ("widened", "amount", False),
+        ("narrowed", "score", True),
+        ("changed", "code", True),
+        ("nullability", "flag", False),
+        ("added", "extra", False),
+        ("dropped", "gone", True),
+    ]
+
+
+def test_a_same_place_same_type_swap_is_a_probable_rename() -> None:
+    old = schema(("id", pa.int64()), ("cust", pa.string()))
+    new = schema(("id", pa.int64()), ("customer", pa.string()))
+    (change,) = compare_schemas(old, new)
+    assert (change.change, change.column, change.before, change.breaking) == (
+        "renamed",
+        "customer",
+        "cust",
+        True,
+    )
+
+
+def test_becoming_not_null_is_breaking() -> None:
+    old = schema(pa.field("id", pa.int64(), nullable=True))
+    new = schema(pa.field("id", pa.int64(), nullable=False))
+    assert changes(old, new) == [("nullability", "id", True)]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "widening"),
+    [
+        (pa.int8(), pa.int64(), True),
+        (pa.int64(), pa.int32(), False),
+        (pa.uint32(), pa.int64(), True),
+        (pa.uint32(), pa.int32(), False),
+        (pa.int32(), pa.float64(), True),
+        (pa.int64(), pa.float64(), False),  # not every int64 is a float64
+        (pa.decimal128(10, 2), pa.decimal128(12, 3), True),
+        (pa.decimal128(10, 2), pa.decimal128(10, 3), False),
+        (pa.int32(), pa.decimal128(12, 2), True),
+        (pa.string(), pa.large_string(), True),
+        (pa.date32(), pa.string(), False),
+    ],
+)
+def test_widening_rules(old: pa.DataType, new: pa.DataType, widening: bool) -> None:
+    assert is_widening(old, new) is widening
+
+
+def test_a_run_records_and_shows_how_an_output_changed(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    path = write(
+        "p.yaml",
+        "pipeline: drift\ntasks:\n  - id: t\n    sql: select 1::int as id, 'a' as code\n",
+    )
+    assert run(path).ok
+    path.write_text(
+        "pipeline: drift\ntasks:\n  - id: t\n    sql: select 1::bigint as id, 2 as extra\n"
+    )
+    second = run(path)
+    assert second.ok
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        row = catalog.task_run(second.run_id, "t")
+    assert row is not None
+    assert row.details is not None
+    assert [(c["change"], c["column"]) for c in row.details["schema_changes"]] == [
+        ("widened", "id"),
+        ("added", "extra"),
+        ("dropped", "code"),
+    ]
+    shown = cli("runs", second.run_id)
+    assert "schema change: column 'id' widened int32 -> int64" in shown.stdout
+    assert "schema change: column 'code' dropped (string)" in shown.stdout
