@@ -38,7 +38,7 @@ from connectors.base import CancelToken, InputTable
 from connectors.watermark import Watermark
 from engine.breaker import CircuitBreaker, CircuitOpen
 from engine.catalog import Catalog, now_text
-from engine.errors import ArrowlineError, Cancelled, TaskTimeout, classify
+from engine.errors import ArrowlineError, Cancelled, DataError, TaskTimeout, classify
 from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
 from engine.retry import backoff_delay
@@ -454,6 +454,31 @@ class Executor:
         self.workspace.discard(attempt.staging)
         self._fail(attempt, result, duration)
 
+    def _check_drift(self, task: PlannedTask, staging: Path) -> list[dict[str, object]]:
+        """How the staged output's schema changed since the task's last successful run;
+        raises DataError when the task's `schema_change` policy refuses the change."""
+        import pyarrow.parquet as pq
+
+        parts = sorted(staging.glob("part-*.parquet"))
+        if not parts:
+            return []
+        changes = self._schema_drift(task, pq.read_schema(parts[0]))
+        policy = task.spec.schema_change
+        refused = [
+            c
+            for c in changes
+            if policy == "freeze" or (policy == "fail_on_breaking" and c["breaking"])
+        ]
+        if refused:
+            listed = "; ".join(
+                f"{c['column']} {c['change']} ({c['before']} -> {c['after']})" for c in refused
+            )
+            raise DataError(
+                f"output schema changed and schema_change is {policy}: {listed}",
+                hint="fix the task, or set schema_change: evolve to accept the new schema",
+            )
+        return changes
+
     def _schema_drift(self, task: PlannedTask, schema: pa.Schema) -> list[dict[str, object]]:
         """How the output schema changed since the task's last successful run (empty when it
         did not, or there is no earlier output to compare with)."""
@@ -508,7 +533,9 @@ class Executor:
             "target": outcome.target,
         }
         result = self.results[task.id]
+        drift: list[dict[str, object]] = []
         if outcome.produces_output:
+            drift = self._check_drift(task, attempt.staging)  # before anything is published
             directory = self.workspace.publish(attempt.staging, plan.pipeline, task.id, plan.run_id)
             fault_point("workspace.after_publish")
             table = self.workspace.table(task.id, plan.run_id, directory)
@@ -519,7 +546,6 @@ class Executor:
                 "bytes_out": table.bytes,
                 "output_schema": json.dumps(schema_json(table.schema)),
             }
-            drift = self._schema_drift(task, table.schema)
         else:
             self.workspace.discard(attempt.staging)
         details = dict(outcome.details)

@@ -247,6 +247,13 @@ class TaskSpec(ConfigModel):
     )
     retry: RetryPolicy | None = Field(None, description="Overrides defaults.retry.")
     timeout: Duration | None = Field(None, description="Overrides defaults.timeout.")
+    schema_change: Literal["evolve", "fail_on_breaking", "freeze"] = Field(
+        "evolve",
+        description="When the task's output schema differs from its last successful run: "
+        "evolve records the change; fail_on_breaking fails the task on a dropped, renamed, "
+        "narrowed or retyped column or one that became NOT NULL; freeze fails on any change. "
+        "A load's target table follows the load's own schema_change.",
+    )
     extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
     sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")
     udf: UdfSpec | None = Field(None, description="Apply a Polars UDF to one input.")

@@ -121,3 +121,34 @@ def test_a_run_records_and_shows_how_an_output_changed(
     shown = cli("runs", second.run_id)
     assert "schema change: column 'id' widened int32 -> int64" in shown.stdout
     assert "schema change: column 'code' dropped (string)" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("policy", "second_sql", "fails"),
+    [
+        ("fail_on_breaking", "select 1::bigint as id, 'a' as code, 2 as extra", False),
+        ("fail_on_breaking", "select 1::int as id", True),  # code dropped
+        ("freeze", "select 1::bigint as id, 'a' as code", True),  # even a widening
+        ("evolve", "select 1::int as id", False),
+    ],
+)
+def test_schema_change_policy_is_enforced_before_anything_is_published(
+    write: WritePipeline, project: Path, policy: str, second_sql: str, fails: bool
+) -> None:
+    template = "pipeline: drift\ntasks:\n  - id: t\n    schema_change: {policy}\n    sql: {sql}\n"
+    path = write("p.yaml", template.format(policy=policy, sql="select 1::int as id, 'a' as code"))
+    first = run(path)
+    assert first.ok
+    path.write_text(template.format(policy=policy, sql=second_sql))
+    second = run(path)
+    assert second.ok is not fails
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        latest = catalog.latest_output("drift", "t")
+    assert latest is not None
+    if fails:
+        error = second.tasks["t"].error or ""
+        assert f"output schema changed and schema_change is {policy}" in error
+        assert latest.run_id == first.run_id  # the refused output was never published
+        assert not list((project / ".arrowline" / "workspace" / "drift" / "t").glob(".staging*"))
+    else:
+        assert latest.run_id == second.run_id
