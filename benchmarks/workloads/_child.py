@@ -27,3 +27,24 @@ def child_main(runners: Mapping[str, Runner], needs: Mapping[str, str] | None = 
         sys.exit(f"{module} is not installed: pip install 'arrowline[bench]'")
     with tempfile.TemporaryDirectory() as directory:
         print("RESULT " + json.dumps(runners[args.contender](args.data, Path(directory))))
+
+
+def engine_table(outcomes: list[Any]) -> tuple[dict[str, Any], list[str]]:
+    """Median engine time, wall time and peak RSS per contender, as summary data and Markdown
+    rows; a failed or missing contender gets its error in place of figures."""
+    rows = ["| contender | median engine | median wall | peak RSS |", "|---|---|---|---|"]
+    summary: dict[str, Any] = {}
+    for o in outcomes:
+        if o.error or not o.samples:
+            rows.append(f"| {o.contender} | {(o.error or 'missing').splitlines()[-1][:80]} | | |")
+            continue
+        summary[o.contender] = {
+            "engine_s": o.median("engine_s"),
+            "wall_s": o.median("wall_s"),
+            "peak_rss_mb": o.median("peak_rss_mb"),
+        }
+        rows.append(
+            f"| {o.contender} | {o.median('engine_s'):.2f} s | {o.median('wall_s'):.2f} s "
+            f"| {o.median('peak_rss_mb'):.0f} MB |"
+        )
+    return summary, rows

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Contender, Outcome
-from benchmarks.workloads._child import child_main
+from benchmarks.workloads._child import child_main, engine_table
 
 DATA = Path(__file__).resolve().parents[1] / ".data"
 
@@ -219,21 +219,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
 
 
 def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    rows = ["| contender | median engine | median wall | peak RSS |", "|---|---|---|---|"]
-    summary: dict[str, Any] = {}
-    for o in outcomes:
-        if o.error or not o.samples:
-            rows.append(f"| {o.contender} | {(o.error or 'missing').splitlines()[-1][:80]} | | |")
-            continue
-        summary[o.contender] = {
-            "engine_s": o.median("engine_s"),
-            "wall_s": o.median("wall_s"),
-            "peak_rss_mb": o.median("peak_rss_mb"),
-        }
-        rows.append(
-            f"| {o.contender} | {o.median('engine_s'):.2f} s | {o.median('wall_s'):.2f} s "
-            f"| {o.median('peak_rss_mb'):.0f} MB |"
-        )
+    summary, rows = engine_table(outcomes)
     ours = summary.get("arrowline")
     floor = summary.get("duckdb/script")
     if ours and floor:
