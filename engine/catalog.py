@@ -341,6 +341,33 @@ def _dead_letter_row(row: sqlite3.Row) -> DeadLetterRow:
     )
 
 
+def _run_state(connection: sqlite3.Connection, run_id: str) -> RunState:
+    row = connection.execute("select state from runs where run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise StateError(f"no run {run_id!r}")
+    return RunState(row["state"])
+
+
+def _log_transition(
+    connection: sqlite3.Connection,
+    run_id: str,
+    task_id: str | None,
+    from_state: str | None,
+    to_state: str,
+    at: str,
+    event: str,
+    attempt: int | None = None,
+    error: str | None = None,
+) -> None:
+    """One row of the transition history; `task_id` None for the run's own transitions."""
+    connection.execute(
+        "insert into transitions "
+        "(run_id, task_id, from_state, to_state, at, event, attempt, error) "
+        "values (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, task_id, from_state, to_state, at, event, attempt, error),
+    )
+
+
 class CatalogReader:
     """Read-only access; safe while another process runs a pipeline."""
 
@@ -607,23 +634,14 @@ class Catalog(CatalogReader):
                 "insert into reused (run_id, task_id, from_run_id) values (?, ?, ?)",
                 [(run_id, task_id, source) for task_id, source in reused.items()],
             )
-            connection.execute(
-                "insert into transitions (run_id, to_state, at, event) "
-                "values (?, 'PENDING', ?, 'created')",
-                (run_id, at),
-            )
+            _log_transition(connection, run_id, None, None, "PENDING", at, "created")
 
     def transition_run(
         self, run_id: str, target: RunState, event: str, error: str | None = None
     ) -> None:
         at = now_text()
         with self._transaction() as connection:
-            row = connection.execute(
-                "select state from runs where run_id = ?", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise StateError(f"no run {run_id!r}")
-            current = RunState(row["state"])
+            current = _run_state(connection, run_id)
             check_run_transition(run_id, current, target)
             stamp = "started_at" if target is RunState.RUNNING else "ended_at"
             connection.execute(
@@ -632,10 +650,8 @@ class Catalog(CatalogReader):
                 "where run_id = ?",
                 (target.value, at, at, error, run_id),
             )
-            connection.execute(
-                "insert into transitions (run_id, from_state, to_state, at, event, error) "
-                "values (?, ?, ?, ?, ?, ?)",
-                (run_id, current.value, target.value, at, event, error),
+            _log_transition(
+                connection, run_id, None, current.value, target.value, at, event, error=error
             )
 
     def transition_task(
@@ -676,11 +692,8 @@ class Catalog(CatalogReader):
                 f"update task_runs set {assignments} where run_id = ? and task_id = ?",
                 (target.value, *updates.values(), run_id, task_id),
             )
-            connection.execute(
-                "insert into transitions "
-                "(run_id, task_id, from_state, to_state, at, event, attempt, error) "
-                "values (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, task_id, current.value, target.value, at, event, attempt, error),
+            _log_transition(
+                connection, run_id, task_id, current.value, target.value, at, event, attempt, error
             )
 
     def set_watermark(
@@ -730,12 +743,7 @@ class Catalog(CatalogReader):
         transaction; returns the tasks it cancelled."""
         at = now_text()
         with self._transaction() as connection:
-            row = connection.execute(
-                "select state from runs where run_id = ?", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise StateError(f"no run {run_id!r}")
-            current = RunState(row["state"])
+            current = _run_state(connection, run_id)
             check_run_transition(run_id, current, RunState.INTERRUPTED)
             cancelled = []
             for task in connection.execute(
@@ -750,19 +758,30 @@ class Catalog(CatalogReader):
                     "where run_id = ? and task_id = ?",
                     (at, reason, run_id, task["task_id"]),
                 )
-                connection.execute(
-                    "insert into transitions (run_id, task_id, from_state, to_state, at, event, "
-                    "attempt, error) values (?, ?, ?, 'CANCELLED', ?, 'interrupted', ?, ?)",
-                    (run_id, task["task_id"], state.value, at, task["attempts"], reason),
+                _log_transition(
+                    connection,
+                    run_id,
+                    task["task_id"],
+                    state.value,
+                    "CANCELLED",
+                    at,
+                    "interrupted",
+                    task["attempts"],
+                    reason,
                 )
             connection.execute(
                 "update runs set state = 'INTERRUPTED', ended_at = ?, error = ? where run_id = ?",
                 (at, reason, run_id),
             )
-            connection.execute(
-                "insert into transitions (run_id, from_state, to_state, at, event, error) "
-                "values (?, ?, 'INTERRUPTED', ?, 'interrupted', ?)",
-                (run_id, current.value, at, reason),
+            _log_transition(
+                connection,
+                run_id,
+                None,
+                current.value,
+                "INTERRUPTED",
+                at,
+                "interrupted",
+                error=reason,
             )
         return cancelled
 
@@ -777,12 +796,7 @@ class Catalog(CatalogReader):
         again, keeping the rows of the tasks it reuses; one transaction."""
         at = now_text()
         with self._transaction() as connection:
-            row = connection.execute(
-                "select state from runs where run_id = ?", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise StateError(f"no run {run_id!r}")
-            current = RunState(row["state"])
+            current = _run_state(connection, run_id)
             if current not in RESUMABLE:
                 raise StateError(
                     f"run {run_id} is {current.value}; only a FAILED, CANCELLED or INTERRUPTED "
@@ -810,22 +824,15 @@ class Catalog(CatalogReader):
                         "where run_id = ? and task_id = ?",
                         (kind, level, fingerprint, run_id, task_id),
                     )
-                connection.execute(
-                    "insert into transitions (run_id, task_id, from_state, to_state, at, event) "
-                    "values (?, ?, ?, 'PENDING', ?, 'resumed')",
-                    (run_id, task_id, old["state"] if old else None, at),
-                )
+                previous = old["state"] if old else None
+                _log_transition(connection, run_id, task_id, previous, "PENDING", at, "resumed")
             connection.execute(
                 "update runs set state = 'PENDING', ended_at = null, error = null, "
                 "resumes = resumes + 1, pid = ?, host = ?, heartbeat_at = ?, "
                 "definition = coalesce(?, definition), pipeline_version = ? where run_id = ?",
                 (os.getpid(), socket.gethostname(), at, definition, pipeline_version, run_id),
             )
-            connection.execute(
-                "insert into transitions (run_id, from_state, to_state, at, event) "
-                "values (?, ?, 'PENDING', ?, 'resumed')",
-                (run_id, current.value, at),
-            )
+            _log_transition(connection, run_id, None, current.value, "PENDING", at, "resumed")
 
     def add_dead_letter(
         self,
