@@ -120,7 +120,9 @@ def template_environment() -> ImmutableSandboxedEnvironment:
 def _lenient_environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=_NullUndefined, autoescape=False)
     env.filters.update(template_environment().filters)
-    # An undefined value through a SQL filter becomes a placeholder instead of an error.
+    # Validation renders SQL only to parse it: an undefined value through a SQL filter renders
+    # as NULL (or an identifier) so the statement still parses; the undefined name itself is
+    # reported by the strict environment.
     env.filters["sql_literal"] = lambda v: (
         "NULL" if isinstance(v, jinja2.Undefined) else sql_literal(v)
     )

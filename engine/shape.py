@@ -22,7 +22,8 @@ __all__ = ["KIND_KEYS", "structural_check"]
 
 KIND_KEYS = {kind.value for kind in TaskKind}
 _TAG_KEYS = {"extract": "from", "load": "to"}
-_PLACEHOLDER_TASK = {"id": "placeholder", "sql": "select 1"}
+_HEADER_CHECK_TASK = {"id": "header_check", "sql": "select 1"}
+"""Stands in for the tasks while the header (name, params, defaults) is checked on its own."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def structural_check(
     raw_tasks = data.get("tasks")
     header = {key: value for key, value in data.items() if key != "tasks"}
     if isinstance(raw_tasks, list) and raw_tasks:
-        header["tasks"] = [_PLACEHOLDER_TASK]
+        header["tasks"] = [_HEADER_CHECK_TASK]
     elif "tasks" in data:
         header["tasks"] = raw_tasks
     try:
