@@ -225,7 +225,8 @@ def retry_after_seconds(response: object) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    seconds: float = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds)
 
 
 @contextmanager
