@@ -12,8 +12,10 @@ Each change is one of
     changed      any other type change
     nullability  a column became nullable, or stopped being nullable
 
-`breaking` is true for dropped, renamed, narrowed, changed, and a column that stopped being
-nullable: the changes a downstream reader or an existing table can trip over.
+`breaking` is true for dropped, renamed, narrowed and changed: the changes a downstream reader
+or an existing table can trip over. A nullability change is reported and never breaking: DuckDB's
+Parquet writer marks a column not-null when the rows it wrote had no nulls, so the flag follows
+the data of the day, not a declared contract (`tests/lineage/test_drift.py` shows it).
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ class SchemaChange:
 
     @property
     def breaking(self) -> bool:
-        if self.change == "nullability":
-            return self.after == "not null"
         return self.change in ("dropped", "renamed", "narrowed", "changed")
 
     def to_dict(self) -> dict[str, object]:

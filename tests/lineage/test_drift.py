@@ -70,10 +70,22 @@ def test_a_same_place_same_type_swap_is_a_probable_rename() -> None:
     )
 
 
-def test_becoming_not_null_is_breaking() -> None:
+def test_nullability_changes_are_reported_but_not_breaking(tmp_path: Path) -> None:
     old = schema(pa.field("id", pa.int64(), nullable=True))
     new = schema(pa.field("id", pa.int64(), nullable=False))
-    assert changes(old, new) == [("nullability", "id", True)]
+    assert changes(old, new) == [("nullability", "id", False)]
+    assert changes(new, old) == [("nullability", "id", False)]
+    # Why not breaking: DuckDB's Parquet writer derives not-null from the rows it wrote, so the
+    # same statement over different data flips the flag.
+    import duckdb
+    import pyarrow.parquet as pq
+
+    connection = duckdb.connect()
+    with_rows, without_rows = tmp_path / "rows.parquet", tmp_path / "none.parquet"
+    connection.execute(f"copy (select 1 as id) to '{with_rows}'")
+    connection.execute(f"copy (select 1 as id where false) to '{without_rows}'")
+    assert pq.read_schema(with_rows).field("id").nullable is False
+    assert pq.read_schema(without_rows).field("id").nullable is True
 
 
 @pytest.mark.parametrize(
