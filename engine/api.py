@@ -29,6 +29,7 @@ from typing import Any
 
 from engine.catalog import Catalog, CatalogReader
 from engine.definition import Definition
+from engine.dryrun import SchemaReport
 from engine.errors import PipelineInvalid
 from engine.executor import ExecutionSettings, Executor, RunEvent, RunResult
 from engine.planner import Plan, build_plan
@@ -239,6 +240,26 @@ def validate(pipeline: Any) -> list[Problem]:
     if definition_or_none is None:
         raise PipelineInvalid(problems)
     return problems
+
+
+def plan_schemas(
+    pipeline: Any,
+    the_plan: Plan,
+    *,
+    project_dir: str | os.PathLike[str] | None = None,
+) -> SchemaReport:
+    """Each task's output schema before any data moves, its drift against the last run, and
+    the problems a run would hit (see engine.dryrun)."""
+    from engine.dryrun import plan_schemas as compute
+
+    definition = _definition(pipeline)
+    catalog_path = find_project_dir(project_dir) / STATE_DIR / "catalog.db"
+    reader = CatalogReader(catalog_path) if catalog_path.exists() else None
+    try:
+        return compute(the_plan, reader, line_of=definition.task_line)
+    finally:
+        if reader is not None:
+            reader.close()
 
 
 def plan(

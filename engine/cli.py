@@ -33,6 +33,7 @@ from engine.problems import Problem
 
 if TYPE_CHECKING:
     from engine.catalog import RunRow
+    from engine.dryrun import SchemaReport
     from engine.executor import Executor
 
 __all__ = ["main"]
@@ -215,23 +216,38 @@ def validate(pipelines: tuple[Path, ...], fmt: str) -> None:
 @select_option("Plan only these tasks (and what they need); TASK+ adds everything downstream.")
 @project_option
 @format_option
+@click.option(
+    "--no-schemas",
+    is_flag=True,
+    help="Skip computing output schemas over empty inputs (type errors, broken references, drift).",
+)
 def plan(
     pipeline: Path,
     params: tuple[str, ...],
     select: tuple[str, ...],
     project_dir: Path | None,
     fmt: str,
+    no_schemas: bool,
 ) -> None:
-    """Show what a run would do: tasks in order with inputs, outputs, levels and reuse."""
+    """Show what a run would do: tasks in order with inputs, outputs, levels and reuse, each
+    task's output schema changes, and the type errors or broken column references a run would
+    hit (exit 2 when there are any)."""
     from engine import api
 
     with _errors():
         the_plan = api.plan(
             pipeline, params=_params(params), select=select or None, project_dir=project_dir
         )
+        report = (
+            None if no_schemas else api.plan_schemas(pipeline, the_plan, project_dir=project_dir)
+        )
+    failed = report is not None and not report.ok
     if fmt == "json":
-        out.print_json(json.dumps(the_plan.to_dict(), default=str))
-        return
+        data = the_plan.to_dict()
+        if report is not None:
+            data["schemas"] = report.to_dict()
+        out.print_json(json.dumps(data, default=str))
+        sys.exit(EXIT_INVALID if failed else EXIT_OK)
     table = Table(
         title=f"plan for {the_plan.pipeline} (version {the_plan.pipeline_version})",
         title_justify="left",
@@ -254,6 +270,30 @@ def plan(
     if the_plan.params:
         shown = ", ".join(f"{k}={v!r}" for k, v in the_plan.params.items())
         out.print(Text(f"params: {shown}", style="dim"))
+    if report is not None:
+        _print_schema_report(report)
+        sys.exit(EXIT_INVALID if failed else EXIT_OK)
+
+
+def _print_schema_report(report: SchemaReport) -> None:
+    for task_id, changes in report.changes.items():
+        out.print(Text(f"schema changes of {task_id} since its last run:", style="bold"))
+        for change in changes:
+            style = "red" if change["breaking"] else "yellow"
+            out.print(
+                Text(
+                    f"  {change['column']}: {change['change']} "
+                    f"({change['before'] or '-'} -> {change['after'] or '-'})",
+                    style=style,
+                )
+            )
+    roots = {t: why for t, why in report.unknown.items() if not why.startswith("reads ")}
+    for task_id, why in roots.items():
+        out.print(Text(f"schema of {task_id} not known before running: {why}", style="dim"))
+    downstream = [t for t in report.unknown if t not in roots]
+    if downstream:
+        out.print(Text(f"and so not known for: {', '.join(downstream)}", style="dim"))
+    _print_problems(report.problems)
 
 
 @main.command()
@@ -797,6 +837,12 @@ def show(
 @click.argument("column")
 @click.option("--downstream", is_flag=True, help="What depends on COLUMN (default: its sources).")
 @click.option("--kind", type=click.Choice(["value", "filter"]), default=None)
+@click.option(
+    "--run",
+    "run_id",
+    default=None,
+    help="The lineage recorded by this run (default: as defined now).",
+)
 @project_option
 @click.option(
     "--format",
@@ -810,12 +856,14 @@ def lineage(
     column: str,
     downstream: bool,
     kind: str | None,
+    run_id: str | None,
     project_dir: Path | None,
     fmt: str,
 ) -> None:
     """Where COLUMN (task.column) comes from, or what depends on it, across the pipeline.
 
-    Uses the schemas of the latest successful run of every task."""
+    By default, the pipeline as defined now, over the output schemas `plan` computes (or the
+    last run's, for sources not known before running); with --run, what that run recorded."""
     from engine import api
     from engine.catalog import CatalogReader
     from engine.workspace import STATE_DIR
@@ -830,8 +878,15 @@ def lineage(
         if column.split(".", 1)[0] not in the_plan:
             _fail(f"pipeline {the_plan.pipeline!r} has no task {column.split('.', 1)[0]!r}")
         project = api.find_project_dir(project_dir)
-        with CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
-            report = lineage_report(the_plan, catalog, column, downstream=downstream, kind=chosen)
+        path = project / STATE_DIR / "catalog.db"
+        catalog = CatalogReader(path) if path.exists() or run_id else None
+        try:
+            report = lineage_report(
+                the_plan, catalog, column, downstream=downstream, kind=chosen, run_id=run_id
+            )
+        finally:
+            if catalog is not None:
+                catalog.close()
     if fmt == "json":
         out.print_json(json.dumps(report))
         return
