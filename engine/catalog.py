@@ -13,7 +13,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 CATALOG_FILE = "catalog.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
     2: ("alter table task_runs add column details text",),
@@ -50,6 +50,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "alter table runs add column definition text",
         "alter table runs add column resumes integer not null default 0",
     ),
+    4: ("create table if not exists run_lineage (run_id text primary key, graph text not null)",),
 }
 
 _SCHEMA = """
@@ -146,6 +147,10 @@ create table if not exists dead_letters (
     unique (run_id, task_id, created_at)
 );
 create index if not exists dead_letters_open on dead_letters (status, pipeline);
+create table if not exists run_lineage (
+    run_id text primary key references runs (run_id),
+    graph text not null
+);
 create table if not exists watermark_audit (
     id integer primary key autoincrement,
     pipeline text not null,
@@ -540,6 +545,11 @@ class CatalogReader:
             )
         return _dead_letter_row(rows[0])
 
+    def lineage(self, run_id: str) -> dict[str, Any] | None:
+        """The column lineage recorded when the run ended (lineage.pipeline.LineageGraph data)."""
+        rows = self._query("select graph from run_lineage where run_id = ?", (run_id,))
+        return json.loads(rows[0]["graph"]) if rows else None
+
     def pipelines(self) -> list[str]:
         return [row[0] for row in self._query("select distinct pipeline from runs order by 1")]
 
@@ -892,6 +902,13 @@ class Catalog(CatalogReader):
                         before,
                     ),
                 )
+
+    def record_lineage(self, run_id: str, graph: Mapping[str, Any]) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "insert or replace into run_lineage (run_id, graph) values (?, ?)",
+                (run_id, json.dumps(graph, sort_keys=True)),
+            )
 
     def heartbeat(self, run_id: str) -> None:
         with self._transaction() as connection:

@@ -217,6 +217,7 @@ class Executor:
             self._abort(exc)
             raise
         state = self._final_state()
+        self._record_lineage()
         error = None
         if state is RunState.FAILED:
             error = "failed: " + ", ".join(
@@ -238,6 +239,20 @@ class Executor:
             self.project_dir,
             self.plan,
         )
+
+    def _record_lineage(self) -> None:
+        """Compose the run's column lineage over the schemas its tasks wrote (or reused) and
+        keep it with the run. Lineage is a record, not a result: a failure is logged."""
+        if not self.outputs:
+            return
+        from lineage.pipeline import pipeline_lineage
+
+        schemas = {task_id: table.schema for task_id, table in self.outputs.items()}
+        try:
+            graph = pipeline_lineage(self.plan, schemas, self.plan.base_dir)
+            self.catalog.record_lineage(self.plan.run_id, graph.to_dict())
+        except Exception as exc:  # never fail a finished run over its record
+            self.log.warning("column lineage of the run not recorded: {}", exc)
 
     # -- setup ----------------------------------------------------------------------------------
 

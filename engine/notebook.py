@@ -151,16 +151,19 @@ class Project:
         *,
         downstream: bool = False,
         kind: str | None = None,
+        run: str | None = None,
     ) -> dict[str, object]:
         """Sources of `column` ("task.column"), or what depends on it, as plain data: the
-        same report as `arrowline lineage ... --format json`."""
+        same report as `arrowline lineage ... --format json` (`run`: as that run recorded it)."""
         from engine.api import plan
         from lineage.columns import Kind
         from lineage.pipeline import lineage_report
 
         the_plan = plan(pipeline_file, project_dir=self.path)
         chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None
-        return lineage_report(the_plan, self.catalog, column, downstream=downstream, kind=chosen)
+        return lineage_report(
+            the_plan, self.catalog, column, downstream=downstream, kind=chosen, run_id=run
+        )
 
     def table(self, task: str, run: str | None = None, pipeline: str | None = None) -> pl.LazyFrame:
         """A task's output as a Polars LazyFrame: the latest successful one, or that of `run`."""

@@ -13,8 +13,10 @@ Per task:
   pass, so it is a filter of every output;
 - load: the input's columns become the target's columns.
 
-Schemas are the Arrow schemas of the latest successful output of every task (its Parquet files);
-a task that has not run yet has no schema and its lineage is unresolved with that reason.
+Schemas are those `plan` computes before anything runs (engine.dryrun: every transform over
+empty inputs; file extracts from their readers), else the latest successful output's; a run
+records its lineage over the schemas it wrote. A task whose schema cannot be known has its lineage
+unresolved with that reason.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from lineage.columns import ColumnEdge, Kind, Unresolved, column_lineage
 __all__ = [
     "LineageEdge",
     "LineageGraph",
-    "latest_schemas",
     "lineage_report",
     "pipeline_lineage",
     "render_graph",
@@ -58,6 +59,25 @@ class LineageGraph:
     """task -> reasons its lineage is incomplete."""
     external: dict[str, str] = field(default_factory=dict)
     """extract or load task -> the table or files outside the pipeline it reads or writes."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as the catalog keeps it with the run."""
+        return {
+            "edges": [
+                {"target": e.target, "source": e.source, "kind": e.kind, "inferred": e.inferred}
+                for e in sorted(set(self.edges))
+            ],
+            "unresolved": self.unresolved,
+            "external": self.external,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LineageGraph:
+        return cls(
+            edges=[LineageEdge(**edge) for edge in data.get("edges", [])],
+            unresolved={k: list(v) for k, v in data.get("unresolved", {}).items()},
+            external=dict(data.get("external", {})),
+        )
 
     def upstream(self, node: str, kind: Kind | None = None) -> dict[str, Any]:
         """{source: {"kind": ..., "upstream": {...}}}, recursively, as plain data."""
@@ -188,31 +208,37 @@ def _report(graph: LineageGraph, task: str, problems: Iterable[Unresolved]) -> N
         graph.unresolved.setdefault(task, []).append(where + problem.reason)
 
 
-def latest_schemas(catalog: CatalogReader, pipeline: str) -> dict[str, pa.Schema]:
-    """The Arrow schema of every task's latest successful output (from its Parquet footer)."""
-    import pyarrow.parquet as pq
-
-    schemas = {}
-    for task_id, row in catalog.latest_outputs(pipeline).items():
-        files = sorted(Path(row.output_path or "").glob("part-*.parquet"))
-        if files:
-            schemas[task_id] = pq.read_schema(files[0])
-    return schemas
-
-
 def lineage_report(
     plan: Plan,
-    catalog: CatalogReader,
+    catalog: CatalogReader | None,
     column: str,
     *,
     downstream: bool = False,
     kind: Kind | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """What `arrowline lineage` and `engine.open(...).lineage(...)` return: plain data."""
-    graph = pipeline_lineage(plan, latest_schemas(catalog, plan.pipeline), plan.base_dir)
+    """What `arrowline lineage` and `engine.open(...).lineage(...)` return: plain data.
+
+    With `run_id`, the lineage recorded when that run ended; otherwise the pipeline as it is
+    defined now, over the schemas `plan` computes (engine.dryrun) or the last run's."""
+    if run_id is not None:
+        stored = catalog.lineage(run_id) if catalog is not None else None
+        if stored is None:
+            from engine.errors import StateError
+
+            raise StateError(
+                f"run {run_id} has no recorded lineage",
+                hint="lineage is recorded when a run ends; `arrowline runs` lists the runs",
+            )
+        graph = LineageGraph.from_dict(stored)
+    else:
+        from engine.dryrun import schemas_for_lineage
+
+        graph = pipeline_lineage(plan, schemas_for_lineage(plan, catalog), plan.base_dir)
     tree = graph.downstream(column, kind) if downstream else graph.upstream(column, kind)
     return {
         "column": column,
+        "run_id": run_id,
         "direction": "downstream" if downstream else "upstream",
         "tree": tree,
         "unresolved": graph.unresolved,

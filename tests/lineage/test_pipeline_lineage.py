@@ -122,3 +122,54 @@ def test_lineage_from_a_notebook_and_as_mermaid_or_dot(
     dot = cli("lineage", path, "joined.segment", "--format", "dot").stdout
     assert '"customers.segment" -> "joined.segment" [label="value"];' in dot
     assert '"orders.status" -> "joined.segment" [label="filter" style="dashed"];' in dot
+
+
+def test_lineage_is_known_before_the_first_run(cli: Cli, write: WritePipeline) -> None:
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
+    write("data/customers.csv", "cid,segment\n10,retail\n")
+    write("udfs.py", UDFS)
+    path = write("p.yaml", PIPELINE)
+    result = cli("lineage", path, "publish.segment", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["unresolved"] == {}
+    assert "files:data/customers.csv::segment (value)" in flatten(payload["tree"])
+
+
+def test_each_run_keeps_the_lineage_it_ran_with(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    import engine
+    from engine.catalog import CatalogReader
+
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
+    write("data/customers.csv", "cid,segment\n10,retail\n")
+    write("udfs.py", UDFS)
+    path = write("p.yaml", PIPELINE)
+    assert cli("run", path, "--no-progress").exit_code == 0
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        first = catalog.runs("shop")[0].run_id
+        stored = catalog.lineage(first)
+    assert stored is not None
+    assert {
+        "target": "joined.segment",
+        "source": "customers.segment",
+        "kind": "value",
+        "inferred": False,
+    } in stored["edges"]
+    assert stored["external"]["publish"] == "parquet:out/orders.parquet"
+
+    # The definition changes: `segment` now comes from a constant. The run's record does not.
+    write("p.yaml", PIPELINE.replace("c.segment", "'none' as segment"))
+    now = json.loads(cli("lineage", path, "joined.segment", "--format", "json").stdout)
+    assert "customers.segment (value)" not in now["tree"]
+    then = json.loads(
+        cli("lineage", path, "joined.segment", "--run", first, "--format", "json").stdout
+    )
+    assert "customers.segment (value)" in then["tree"]
+    assert then["run_id"] == first
+    with engine.open(project) as opened:
+        assert opened.lineage(path, "joined.segment", run=first)["tree"] == then["tree"]
+    missing = cli("lineage", path, "joined.segment", "--run", "no-such-run")
+    assert missing.exit_code == 1
+    assert "run no-such-run has no recorded lineage" in missing.stderr
