@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from loguru import logger
@@ -48,6 +48,10 @@ from engine.tasks import TaskContext, TaskOutcome, TaskRunner, run_task, schema_
 from engine.watermarks import WatermarkBroker
 from engine.workspace import Workspace
 from transforms.sql import DuckDBSettings
+
+if TYPE_CHECKING:
+    from lineage.openlineage import OpenLineageEmitter
+    from lineage.pipeline import LineageGraph
 
 __all__ = ["ExecutionSettings", "Executor", "RunEvent", "RunResult", "TaskResult"]
 
@@ -211,19 +215,24 @@ class Executor:
         self._create()
         self.catalog.transition_run(self.plan.run_id, RunState.RUNNING, "started")
         self.log.info("run started: {} tasks to run", len(self.plan.to_run))
+        emitter = self._openlineage()
+        if emitter is not None:
+            emitter.start()
         try:
             self._dispatch()
         except BaseException as exc:  # a bug or a catalog failure: record it, then re-raise
             self._abort(exc)
             raise
         state = self._final_state()
-        self._record_lineage()
+        graph = self._record_lineage()
         error = None
         if state is RunState.FAILED:
             error = "failed: " + ", ".join(
                 t for t, s in self.states.items() if s is TaskState.FAILED
             )
         self.catalog.transition_run(self.plan.run_id, state, "finished", error)
+        if emitter is not None:
+            self._openlineage_finish(emitter, state, error, graph)
         if self.plan.resumed:
             self.catalog.settle_dead_letters(
                 self.plan.run_id, [t.id for t in self.plan.to_run], state.value, started_wall
@@ -240,11 +249,11 @@ class Executor:
             self.plan,
         )
 
-    def _record_lineage(self) -> None:
+    def _record_lineage(self) -> LineageGraph | None:
         """Compose the run's column lineage over the schemas its tasks wrote (or reused) and
         keep it with the run. Lineage is a record, not a result: a failure is logged."""
         if not self.outputs:
-            return
+            return None
         from lineage.pipeline import pipeline_lineage
 
         schemas = {task_id: table.schema for task_id, table in self.outputs.items()}
@@ -253,6 +262,35 @@ class Executor:
             self.catalog.record_lineage(self.plan.run_id, graph.to_dict())
         except Exception as exc:  # never fail a finished run over its record
             self.log.warning("column lineage of the run not recorded: {}", exc)
+            return None
+        return graph
+
+    def _openlineage(self) -> OpenLineageEmitter | None:
+        """The run's OpenLineage emitter, when the pipeline or the environment asks for one."""
+        from lineage.openlineage import OpenLineageEmitter, Sink
+
+        try:
+            sink = Sink.for_plan(self.plan)
+        except ArrowlineError as exc:  # e.g. the api key's variable is not set: say, go on
+            self.log.warning("openlineage events are off for this run: {}", exc.message)
+            return None
+        return OpenLineageEmitter(self.plan, sink, self.workspace.root) if sink else None
+
+    def _openlineage_finish(
+        self,
+        emitter: OpenLineageEmitter,
+        state: RunState,
+        error: str | None,
+        graph: LineageGraph | None,
+    ) -> None:
+        ran = {task.id for task in self.plan.to_run}
+        tasks = [
+            (row.task_id, row.started_at, row.ended_at, row.state is TaskState.SUCCESS, row.error)
+            for row in self.catalog.task_runs(self.plan.run_id)
+            if row.task_id in ran and row.started_at
+        ]
+        schemas = {task_id: table.schema for task_id, table in self.outputs.items()}
+        emitter.finish(state is RunState.SUCCESS, error, graph, schemas, tasks)
 
     # -- setup ----------------------------------------------------------------------------------
 

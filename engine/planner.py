@@ -27,7 +27,7 @@ from engine.graph import Graph, find_cycles
 from engine.params import RenderContext, new_run_id, referenced_params, resolve_params
 from engine.problems import did_you_mean
 from engine.resolve import resolve_task
-from engine.spec import BreakerPolicy, RetryPolicy, TaskKind, TaskSpec
+from engine.spec import BreakerPolicy, OpenLineageSpec, RetryPolicy, TaskKind, TaskSpec
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection", "task_fingerprint"]
 
@@ -120,6 +120,7 @@ class Plan:
     resumed: bool = False
     """This plan continues an ended run under its run id (see engine.resume)."""
     circuit_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    openlineage: OpenLineageSpec | None = None
     _index: dict[str, PlannedTask] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -302,6 +303,7 @@ def build_plan(
         full_refresh=full_refresh,
         definition=spec.document(),
         circuit_breaker=spec.circuit_breaker,
+        openlineage=spec.openlineage,
         connections={
             name: spec.connections[name]
             for name in sorted(

@@ -27,6 +27,7 @@ from engine.spec import (
     BreakerPolicy,
     ColumnRule,
     InlineSchema,
+    OpenLineageSpec,
     PipelineSpec,
     RetryPolicy,
     SqlSpec,
@@ -115,6 +116,11 @@ defaults:
 retry: {attempts: 5, backoff: 2s, max_backoff: 60s, jitter: full}""",
     BreakerPolicy: """\
 circuit_breaker: {failures: 5, cooldown: 30s}""",
+    OpenLineageSpec: """\
+openlineage:
+  url: http://marquez:5000
+  api_key: ${env:OPENLINEAGE_API_KEY}
+  file: lineage/events.ndjson""",
     TaskSpec: """\
 - id: enriched
   description: Orders with their customer's segment.
@@ -229,6 +235,14 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "consecutive transient failures of tasks using it, it opens: for `cooldown`, those tasks "
         "fail at once with an error that says until when (and are retried after it if they have "
         "attempts left); then one probe task may try, and its result closes or reopens it.",
+    ),
+    (
+        "openlineage",
+        OpenLineageSpec,
+        "Each run sends OpenLineage events: START and COMPLETE or FAIL for the pipeline (inputs: "
+        "what the extracts read; outputs: what the loads wrote, with schema and column lineage "
+        "facets traced to the sources) and for each task that ran (with a parent facet). A "
+        "delivery failure is logged and never fails the run.",
     ),
     (
         "Task",

@@ -96,6 +96,25 @@ class BreakerPolicy(ConfigModel):
     )
 
 
+class OpenLineageSpec(ConfigModel):
+    """Where a run's OpenLineage events go. The environment can set the same: OPENLINEAGE_URL,
+    OPENLINEAGE_API_KEY, OPENLINEAGE_NAMESPACE, ARROWLINE_OPENLINEAGE_FILE."""
+
+    url: str | None = Field(
+        None, description="HTTP endpoint base (events are POSTed to URL + endpoint)."
+    )
+    endpoint: str = Field("api/v1/lineage", description="Path under `url` that takes events.")
+    api_key: str | None = Field(
+        None, description="Bearer token, as a reference like '${env:OL_API_KEY}' (never logged)."
+    )
+    file: str | None = Field(None, description="Append each event as one JSON line to this file.")
+    namespace: str = Field("arrowline", description="Namespace of the jobs (pipelines, tasks).")
+    timeout: Duration = Field(
+        timedelta(seconds=5),
+        description="Per HTTP attempt; three attempts, then the event is dropped.",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # extract and load: the connectors' own config models, tagged by `from:` and `to:`
 
@@ -323,6 +342,9 @@ class PipelineSpec(ConfigModel):
     circuit_breaker: BreakerPolicy = Field(
         default_factory=BreakerPolicy,
         description="One breaker per connection, shared by the tasks of a run.",
+    )
+    openlineage: OpenLineageSpec | None = Field(
+        None, description="Send OpenLineage run events (START, COMPLETE, FAIL) to a file or URL."
     )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 

@@ -177,8 +177,11 @@ def _task(
         config = task.spec.udf
         assert config is not None
         frame = pl.from_arrow(schemas[source].empty_table())
+        output = pl.from_arrow(schemas[task.id].empty_table())
         assert isinstance(frame, pl.DataFrame)
-        result = udf_lineage(load_udf(config, base_dir), config, source, frame.schema)
+        assert isinstance(output, pl.DataFrame)
+        function = load_udf(config, base_dir)
+        result = udf_lineage(function, config, source, frame.schema, output.schema)
         _add(graph, task.id, result.edges)
         _report(graph, task.id, result.unresolved)
         return

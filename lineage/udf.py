@@ -24,10 +24,16 @@ __all__ = ["udf_lineage"]
 
 
 def udf_lineage(
-    function: Callable[..., Any], spec: UdfSpec, input_task: str, input_schema: pl.Schema
+    function: Callable[..., Any],
+    spec: UdfSpec,
+    input_task: str,
+    input_schema: pl.Schema,
+    output_schema: pl.Schema | None = None,
 ) -> ColumnLineage:
+    """`output_schema`: the task's output schema when known (a run wrote it, or `plan` computed
+    it); a frame UDF is then compared with it instead of being called again."""
     if udf_mode(function, spec) == "frame":
-        return _frame_lineage(function, spec, input_task, input_schema)
+        return _frame_lineage(function, spec, input_task, input_schema, output_schema)
     expressions = udf_expressions(function(**spec.args), function)
     produced: dict[str, list[str]] = {}
     for expression in expressions:
@@ -47,13 +53,17 @@ def udf_lineage(
 
 
 def _frame_lineage(
-    function: Callable[..., Any], spec: UdfSpec, input_task: str, input_schema: pl.Schema
+    function: Callable[..., Any],
+    spec: UdfSpec,
+    input_task: str,
+    input_schema: pl.Schema,
+    schema: pl.Schema | None,
 ) -> ColumnLineage:
-    empty = pl.LazyFrame(schema=input_schema)
-    result = function(empty, **spec.args)
-    if isinstance(result, pl.DataFrame):
-        result = result.lazy()
-    schema = result.collect_schema()
+    if schema is None:
+        result = function(pl.LazyFrame(schema=input_schema), **spec.args)
+        if isinstance(result, pl.DataFrame):
+            result = result.lazy()
+        schema = result.collect_schema()
     lineage = ColumnLineage(list(schema.names()))
     for name, dtype in schema.items():
         if input_schema.get(name) == dtype:

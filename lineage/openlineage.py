@@ -1,0 +1,481 @@
+"""OpenLineage run events: what a run read and wrote, column by column, for Marquez and friends.
+
+A run sends
+
+- START for the pipeline when it starts (job `<pipeline>`, nominal time = its logical date);
+- for every task that ran, START and COMPLETE or FAIL (job `<pipeline>.<task>`, with a `parent`
+  facet naming the pipeline's run), its input and output datasets, the output's `schema` facet
+  and a `columnLineage` facet from the task's own edges;
+- COMPLETE or FAIL for the pipeline when it ends, its inputs being what the extracts read and its
+  outputs what the loads wrote, with column lineage composed through every task in between.
+
+Datasets follow OpenLineage's naming: local files are namespace `file` and their absolute path;
+PostgreSQL is `postgres://host:port` and `database.schema.table`; a DuckDB table is
+`duckdb://<absolute file>` and its table name. A task's workspace output is the folder that holds
+its runs' outputs. A PostgreSQL connection whose host is only known from a secret
+(`${env:...}`) is named `postgres://<connection name>`: secrets never leave the process.
+
+A value edge becomes a DIRECT transformation, a filter edge an INDIRECT one of subtype FILTER.
+Run ids are UUIDs derived from the pipeline, the arrowline run id and the task, so the events of
+one run (and of its resumption) agree. Sending never fails a run: an endpoint that does not
+answer after three attempts gets a warning in the log, and no further events of that run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+from loguru import logger
+
+from engine.planner import Plan, PlannedTask
+from engine.spec import TaskKind
+from lineage.pipeline import LineageGraph
+
+__all__ = ["OpenLineageEmitter", "Sink", "dataset_of", "run_uuid"]
+
+SPEC = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
+RUN_EVENT = f"{SPEC}#/$defs/RunEvent"
+FACETS = {
+    "schema": "1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+    "columnLineage": "1-2-0/ColumnLineageDatasetFacet.json#/$defs/ColumnLineageDatasetFacet",
+    "parent": "1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet",
+    "nominalTime": "1-0-1/NominalTimeRunFacet.json#/$defs/NominalTimeRunFacet",
+    "errorMessage": "1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet",
+    "jobType": "2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet",
+    "sql": "1-1-0/SQLJobFacet.json#/$defs/SQLJobFacet",
+}
+_RUN_NAMESPACE = uuid.UUID("6d1d2f7e-5a3b-4a0e-9a63-0b6c8d2b9a10")
+
+
+def producer() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"https://github.com/arrowline/arrowline/tree/{version('arrowline')}"
+    except PackageNotFoundError:
+        return "https://github.com/arrowline/arrowline"
+
+
+def _facet(name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "_producer": producer(),
+        "_schemaURL": f"https://openlineage.io/spec/facets/{FACETS[name]}",
+        **fields,
+    }
+
+
+def run_uuid(pipeline: str, run_id: str, task_id: str | None = None) -> str:
+    return str(uuid.uuid5(_RUN_NAMESPACE, f"{pipeline}\0{run_id}\0{task_id or ''}"))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+Dataset = tuple[str, str]
+"""(namespace, name)."""
+
+
+def _postgres_namespace(name: str, connection: Any) -> str:
+    host, port = getattr(connection, "host", None), getattr(connection, "port", 5432)
+    uri = getattr(connection, "uri", None)
+    if not host and uri and "${" not in uri:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port or 5432
+    if not host or "${" in str(host):
+        return f"postgres://{name}"
+    return f"postgres://{host}:{port}"
+
+
+def _postgres_database(connection: Any) -> str:
+    database = getattr(connection, "database", None)
+    uri = getattr(connection, "uri", None)
+    if not database and uri and "${" not in uri:
+        database = urlsplit(uri).path.lstrip("/")
+    return database if database and "${" not in database else "postgres"
+
+
+def _qualified(table: str, default_schema: str) -> str:
+    return table if "." in table else f"{default_schema}.{table}"
+
+
+def dataset_of(task: PlannedTask, plan: Plan) -> list[Dataset]:
+    """The datasets outside the pipeline an extract reads or a load writes."""
+    config: Any = task.spec.extract if task.kind is TaskKind.EXTRACT else task.spec.load
+    kind = getattr(config, "from_", None) or getattr(config, "to", None)
+    base = plan.base_dir.resolve()
+    if kind == "postgres":
+        connection = plan.connections.get(config.connection)
+        namespace = _postgres_namespace(config.connection, connection)
+        database = _postgres_database(connection)
+        tables = [config.table] if getattr(config, "table", None) else _query_tables(config.query)
+        return [(namespace, f"{database}.{_qualified(t, 'public')}") for t in tables]
+    if kind == "duckdb":
+        namespace = f"duckdb://{(base / config.path).resolve()}"
+        tables = [config.table] if getattr(config, "table", None) else _query_tables(config.query)
+        return [(namespace, _qualified(t, "main")) for t in tables]
+    paths = config.path if isinstance(config.path, tuple) else (config.path,)
+    return [("file", str((base / path).resolve())) for path in paths]
+
+
+def _query_tables(query: str | None) -> list[str]:
+    from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
+
+    statement = parse_select(query) if query else None
+    if statement is None or isinstance(statement, SqlSyntaxError):
+        return []
+    return sorted({ref.qualified for ref in referenced_tables(statement)})
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where events go: a JSON-lines file, an HTTP endpoint, or both."""
+
+    file: Path | None = None
+    url: str | None = None
+    api_key: str | None = None
+    timeout_s: float = 5.0
+    namespace: str = "arrowline"
+
+    @classmethod
+    def for_plan(cls, plan: Plan, environ: Mapping[str, str] | None = None) -> Sink | None:
+        """The pipeline's `openlineage:` settings, else OpenLineage's environment variables."""
+        from engine.secrets import resolve_secrets
+
+        env = os.environ if environ is None else environ
+        spec = plan.openlineage
+        url = (spec.url if spec else None) or env.get("OPENLINEAGE_URL")
+        file = (spec.file if spec else None) or env.get("ARROWLINE_OPENLINEAGE_FILE")
+        if not url and not file:
+            return None
+        endpoint = spec.endpoint if spec else env.get("OPENLINEAGE_ENDPOINT", "api/v1/lineage")
+        key = (spec.api_key if spec else None) or env.get("OPENLINEAGE_API_KEY")
+        if key:
+            key = resolve_secrets(key, where="openlineage.api_key", base_dir=plan.base_dir)
+        path = Path(file) if file else None
+        return cls(
+            file=path if path is None or path.is_absolute() else plan.base_dir / path,
+            url=f"{url.rstrip('/')}/{endpoint.lstrip('/')}" if url else None,
+            api_key=key,
+            timeout_s=spec.timeout.total_seconds() if spec else 5.0,
+            namespace=(spec.namespace if spec else None)
+            or env.get("OPENLINEAGE_NAMESPACE", "arrowline"),
+        )
+
+
+class OpenLineageEmitter:
+    """Builds a run's events and sends them to a `Sink`."""
+
+    def __init__(self, plan: Plan, sink: Sink, workspace_root: Path) -> None:
+        self.plan = plan
+        self.sink = sink
+        self.workspace_root = workspace_root.resolve()
+        self.namespace = sink.namespace
+        self._lock = threading.Lock()
+        self._endpoint_down = False
+        """Set when an event could not be delivered: the rest of the run's events are not
+        tried, so a dead endpoint costs a run one event's retries, not every event's."""
+        self._externals: dict[str, list[Dataset]] = {}
+        for task in plan.tasks:
+            if task.kind in (TaskKind.EXTRACT, TaskKind.LOAD):
+                try:
+                    self._externals[task.id] = dataset_of(task, plan)
+                except Exception as exc:  # a query that does not parse: say so, send the rest
+                    logger.warning("openlineage: no dataset for task {}: {}", task.id, exc)
+                    self._externals[task.id] = []
+
+    # -- the pieces
+
+    def _run(self, task_id: str | None = None) -> str:
+        return run_uuid(self.plan.pipeline, self.plan.run_id, task_id)
+
+    def _job(self, task: PlannedTask | None = None) -> dict[str, Any]:
+        job_type = "DAG" if task is None else task.kind.value.upper()
+        facets: dict[str, Any] = {
+            "jobType": _facet(
+                "jobType", processingType="BATCH", integration="ARROWLINE", jobType=job_type
+            )
+        }
+        if task is not None and task.sql:
+            facets["sql"] = _facet("sql", query=task.sql)
+        name = self.plan.pipeline if task is None else f"{self.plan.pipeline}.{task.id}"
+        return {"namespace": self.namespace, "name": name, "facets": facets}
+
+    def _workspace(self, task_id: str) -> Dataset:
+        return ("file", str(self.workspace_root / self.plan.pipeline / task_id))
+
+    def _node_dataset(self, node: str) -> tuple[Dataset, str] | None:
+        """A lineage node (`task.column`, or `<external>::column` of an extract) as a dataset
+        and field."""
+        if "::" in node:
+            return None  # resolved through the extract's own edge (see _source_fields)
+        task_id, _, column = node.partition(".")
+        return self._workspace(task_id), column
+
+    def _dataset(
+        self, dataset: Dataset, schema: pa.Schema | None, lineage: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        from connectors.types import format_type
+
+        facets: dict[str, Any] = {}
+        if schema is not None:
+            fields = [
+                {"name": f.name, "type": format_type(f.type), "ordinal_position": i}
+                for i, f in enumerate(schema, start=1)
+            ]
+            facets["schema"] = _facet("schema", fields=fields)
+        if lineage:
+            facets["columnLineage"] = _facet("columnLineage", fields=lineage)
+        return {"namespace": dataset[0], "name": dataset[1], "facets": facets}
+
+    @staticmethod
+    def _transformation(kind: str) -> dict[str, Any]:
+        if kind == "filter":
+            return {"type": "INDIRECT", "subtype": "FILTER"}
+        return {"type": "DIRECT", "subtype": "TRANSFORMATION"}
+
+    def _task_lineage(self, task: PlannedTask, graph: LineageGraph) -> dict[str, Any]:
+        """The column lineage facet of a task's output: its own edges."""
+        fields: dict[str, list[dict[str, Any]]] = {}
+        for edge in graph.edges:
+            target_task, _, column = edge.target.partition(".")
+            if target_task != task.id:
+                continue
+            for dataset, field in self._source_fields(task, edge.source):
+                fields.setdefault(column, []).append(
+                    {
+                        "namespace": dataset[0],
+                        "name": dataset[1],
+                        "field": field,
+                        "transformations": [self._transformation(edge.kind)],
+                    }
+                )
+        return {column: {"inputFields": inputs} for column, inputs in fields.items()}
+
+    def _source_fields(self, task: PlannedTask, source: str) -> list[tuple[Dataset, str]]:
+        if "::" in source:  # an extract's column: from the same column of each source dataset
+            column = source.rpartition("::")[2]
+            return [(dataset, column) for dataset in self._externals.get(task.id, [])]
+        found = self._node_dataset(source)
+        return [found] if found else []
+
+    def _pipeline_lineage(self, load: PlannedTask, graph: LineageGraph) -> dict[str, Any]:
+        """A load target's columns traced through every task to the extracts' sources."""
+        by_target: dict[str, list[tuple[str, str]]] = {}
+        for edge in graph.edges:
+            by_target.setdefault(edge.target, []).append((edge.source, edge.kind))
+        extract_of = {
+            source: target.partition(".")[0]
+            for target, sources in by_target.items()
+            for source, _ in sources
+            if "::" in source
+        }
+        fields: dict[str, Any] = {}
+        for edge in graph.edges:
+            task_id, _, column = edge.target.partition(".")
+            if task_id != load.id or column in fields:
+                continue
+            reached: dict[tuple[str, str, str], str] = {}
+            stack = [(f"{load.id}.{column}", "value")]
+            seen: set[tuple[str, str]] = set()
+            while stack:
+                node, kind = stack.pop()
+                if (node, kind) in seen:
+                    continue
+                seen.add((node, kind))
+                for source, edge_kind in by_target.get(node, []):
+                    path_kind = "filter" if "filter" in (kind, edge_kind) else "value"
+                    if "::" in source:
+                        extract = self.plan.task(extract_of[source])
+                        for dataset, field in self._source_fields(extract, source):
+                            key = (*dataset, field)
+                            if reached.get(key) != "value":
+                                reached[key] = path_kind
+                    else:
+                        stack.append((source, path_kind))
+            if reached:
+                fields[column] = {
+                    "inputFields": [
+                        {
+                            "namespace": namespace,
+                            "name": name,
+                            "field": field,
+                            "transformations": [self._transformation(kind)],
+                        }
+                        for (namespace, name, field), kind in sorted(reached.items())
+                    ]
+                }
+        return fields
+
+    def _event(
+        self,
+        event_type: str,
+        when: str,
+        task: PlannedTask | None,
+        inputs: list[dict[str, Any]],
+        outputs: list[dict[str, Any]],
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        run_facets: dict[str, Any] = {}
+        if task is None:
+            run_facets["nominalTime"] = _facet(
+                "nominalTime", nominalStartTime=self.plan.logical_date.isoformat()
+            )
+        else:
+            run_facets["parent"] = _facet(
+                "parent",
+                run={"runId": self._run()},
+                job={"namespace": self.namespace, "name": self.plan.pipeline},
+            )
+        if error:
+            run_facets["errorMessage"] = _facet(
+                "errorMessage", message=error, programmingLanguage="python"
+            )
+        return {
+            "eventType": event_type,
+            "eventTime": when,
+            "producer": producer(),
+            "schemaURL": RUN_EVENT,
+            "run": {"runId": self._run(task.id if task else None), "facets": run_facets},
+            "job": self._job(task),
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+
+    # -- what the executor calls
+
+    def start(self) -> None:
+        inputs, outputs = self._pipeline_datasets(None, None)
+        self.send(self._event("START", _now(), None, inputs, outputs))
+
+    def finish(
+        self,
+        succeeded: bool,
+        error: str | None,
+        graph: LineageGraph | None,
+        schemas: Mapping[str, pa.Schema],
+        tasks: Iterable[tuple[str, str | None, str | None, bool, str | None]],
+    ) -> None:
+        """`tasks`: (task id, started at, ended at, succeeded, error) of each task that ran."""
+        graph = graph or LineageGraph()
+        for task_id, started, ended, ok, task_error in tasks:
+            task = self.plan.task(task_id)
+            inputs, outputs = self._task_datasets(task, graph, schemas)
+            self.send(self._event("START", started or _now(), task, inputs, []))
+            self.send(
+                self._event(
+                    "COMPLETE" if ok else "FAIL",
+                    ended or _now(),
+                    task,
+                    inputs,
+                    outputs if ok else [],
+                    task_error,
+                )
+            )
+        inputs, outputs = self._pipeline_datasets(graph, schemas)
+        self.send(
+            self._event("COMPLETE" if succeeded else "FAIL", _now(), None, inputs, outputs, error)
+        )
+
+    def _task_datasets(
+        self, task: PlannedTask, graph: LineageGraph, schemas: Mapping[str, pa.Schema]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if task.kind is TaskKind.EXTRACT:
+            inputs = [self._dataset(d, None, None) for d in self._externals.get(task.id, [])]
+        else:
+            inputs = [
+                self._dataset(self._workspace(name), schemas.get(name), None)
+                for name in task.inputs
+            ]
+        lineage = self._task_lineage(task, graph)
+        if task.kind is TaskKind.LOAD:
+            source_schema = schemas.get(task.inputs[0]) if task.inputs else None
+            outputs = [
+                self._dataset(d, source_schema, lineage) for d in self._externals.get(task.id, [])
+            ]
+        else:
+            outputs = [self._dataset(self._workspace(task.id), schemas.get(task.id), lineage)]
+        return inputs, outputs
+
+    def _pipeline_datasets(
+        self, graph: LineageGraph | None, schemas: Mapping[str, pa.Schema] | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        schemas = schemas or {}
+        inputs, outputs = [], []
+        for task in self.plan.tasks:
+            if task.kind is TaskKind.EXTRACT:
+                inputs += [
+                    self._dataset(d, schemas.get(task.id), None)
+                    for d in self._externals.get(task.id, [])
+                ]
+            elif task.kind is TaskKind.LOAD:
+                lineage = self._pipeline_lineage(task, graph) if graph else None
+                source_schema = schemas.get(task.inputs[0]) if task.inputs else None
+                outputs += [
+                    self._dataset(d, source_schema if graph else None, lineage)
+                    for d in self._externals.get(task.id, [])
+                ]
+        return inputs, outputs
+
+    # -- delivery
+
+    def send(self, event: Mapping[str, Any]) -> None:
+        text = json.dumps(event, sort_keys=True)
+        with self._lock:
+            if self.sink.file is not None:
+                try:
+                    self.sink.file.parent.mkdir(parents=True, exist_ok=True)
+                    with self.sink.file.open("a", encoding="utf-8") as handle:
+                        handle.write(text + "\n")
+                except OSError as exc:
+                    logger.warning("openlineage: cannot write {}: {}", self.sink.file, exc)
+            if self.sink.url is not None and not self._endpoint_down:
+                self._post(text)
+
+    def _post(self, text: str) -> None:
+        import httpx
+
+        from engine.secrets import redact
+
+        headers = {"Content-Type": "application/json"}
+        if self.sink.api_key:
+            headers["Authorization"] = f"Bearer {self.sink.api_key}"
+        problem = ""
+        for attempt in range(3):
+            try:
+                response = httpx.post(
+                    self.sink.url or "", content=text, headers=headers, timeout=self.sink.timeout_s
+                )
+                if response.status_code < 300:
+                    return
+                problem = f"HTTP {response.status_code}"
+                if response.status_code < 500 and response.status_code not in (408, 429):
+                    break  # the endpoint refuses the event itself: another attempt would too
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2 * 2**attempt)
+        self._endpoint_down = True
+        logger.warning(
+            "openlineage: event not delivered to {} ({}); no more events go there in this run",
+            self.sink.url,
+            redact(problem),
+        )
