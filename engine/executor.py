@@ -274,7 +274,9 @@ class Executor:
         except ArrowlineError as exc:  # e.g. the api key's variable is not set: say, go on
             self.log.warning("openlineage events are off for this run: {}", exc.message)
             return None
-        return OpenLineageEmitter(self.plan, sink, self.workspace.root) if sink else None
+        if sink is None:
+            return None
+        return OpenLineageEmitter(self.plan, sink, self.workspace.root, self.connections)
 
     def _openlineage_finish(
         self,

@@ -24,13 +24,13 @@ from typing import Literal
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.errors import OptimizeError, ParseError, SchemaError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 
 from lineage.tables import DIALECT
 
-__all__ = ["ColumnEdge", "ColumnLineage", "Unresolved", "column_lineage"]
+__all__ = ["ColumnEdge", "ColumnLineage", "Unresolved", "column_lineage", "source_query_lineage"]
 
 Kind = Literal["value", "filter"]
 _Deps = dict[tuple[str, str], set[Kind]]
@@ -288,7 +288,7 @@ def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> Column
             validate_qualify_columns=True,
             identify=False,
         )
-    except (ParseError, OptimizeError) as exc:
+    except (ParseError, OptimizeError, SchemaError) as exc:
         return ColumnLineage([], unresolved=[Unresolved(None, str(exc).splitlines()[0])])
     root = build_scope(qualified)
     if root is None:
@@ -313,3 +313,78 @@ def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> Column
     for reason in walker.problems.values():
         lineage.unresolved.append(Unresolved(None, reason))
     return lineage
+
+
+def source_query_lineage(
+    sql: str, output_columns: list[str], dialect: str = "postgres"
+) -> tuple[ColumnLineage, dict[str, str]]:
+    """Lineage of an extract's query over tables outside the pipeline, whose schemas are not
+    known: each table's columns are the ones the query names for it (qualified by the table or
+    its alias, or unqualified in a scope that reads one table), and a lone `*` over one table is
+    that table's columns, which are the extract's output columns. Anything else (an unqualified
+    column in a join, a star over several tables) is left unresolved by `column_lineage`.
+
+    Returns the lineage, whose `table`s are stand-in names, and stand-in -> table as written."""
+    from sqlglot.optimizer.scope import traverse_scope
+
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+        scopes = traverse_scope(tree)
+    except (ParseError, OptimizeError) as exc:
+        return ColumnLineage([], unresolved=[Unresolved(None, str(exc).splitlines()[0])]), {}
+    names: dict[str, str] = {}  # table as written -> stand-in
+    columns: dict[str, dict[str, str]] = {}
+    for scope in scopes:
+        for source in scope.sources.values():
+            if (
+                isinstance(source, exp.Table)
+                and source.name
+                and not isinstance(source.this, exp.Func)
+            ):
+                written = ".".join(p for p in (source.catalog, source.db, source.name) if p)
+                names.setdefault(written, f"src{len(names)}")
+    for scope in scopes:
+        tables = {
+            alias: ".".join(p for p in (s.catalog, s.db, s.name) if p)
+            for alias, s in scope.sources.items()
+            if isinstance(s, exp.Table) and s.name in {w.rsplit(".", 1)[-1] for w in names}
+        }
+        for column in scope.columns:
+            if column.table and column.table in tables:
+                written = tables[column.table]
+            elif not column.table and len(scope.sources) == 1 and tables:
+                (written,) = tables.values()
+            else:
+                continue
+            columns.setdefault(names[written], {})[column.name] = "VARCHAR"
+        select = scope.expression
+        if (
+            scope.is_root
+            and isinstance(select, exp.Select)
+            and len(select.expressions) == 1
+            and isinstance(select.expressions[0], exp.Star)
+            and len(scope.sources) == 1
+            and tables
+        ):
+            (written,) = tables.values()
+            columns.setdefault(names[written], {}).update(dict.fromkeys(output_columns, "VARCHAR"))
+    for table in tree.find_all(exp.Table):
+        written = ".".join(p for p in (table.catalog, table.db, table.name) if p)
+        if written in names:
+            table.set("catalog", None)
+            table.set("db", None)
+            table.set("this", exp.to_identifier(names[written]))
+            if not table.alias:
+                table.set(
+                    "alias", exp.TableAlias(this=exp.to_identifier(written.rsplit(".", 1)[-1]))
+                )
+    unknown = [written for written, stand_in in names.items() if not columns.get(stand_in)]
+    if unknown:
+        reason = f"no column of {', '.join(unknown)} can be told apart from the query alone"
+        return ColumnLineage([], unresolved=[Unresolved(None, reason)]), {}
+    lineage = column_lineage(tree.sql(dialect=DIALECT), columns)
+    for name in output_columns:
+        if name not in lineage.outputs and not any(u.output is None for u in lineage.unresolved):
+            reason = "comes from a `*` beside other columns, over columns the query does not name"
+            lineage.unresolved.append(Unresolved(name, reason))
+    return lineage, {stand_in: written for written, stand_in in names.items()}

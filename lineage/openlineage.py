@@ -12,8 +12,8 @@ A run sends
 Datasets follow OpenLineage's naming: local files are namespace `file` and their absolute path;
 PostgreSQL is `postgres://host:port` and `database.schema.table`; a DuckDB table is
 `duckdb://<absolute file>` and its table name. A task's workspace output is the folder that holds
-its runs' outputs. A PostgreSQL connection whose host is only known from a secret
-(`${env:...}`) is named `postgres://<connection name>`: secrets never leave the process.
+its runs' outputs. A PostgreSQL server's host, port and database come from the run's resolved
+connection (they are not secrets; the password never leaves the process).
 
 A value edge becomes a DIRECT transformation, a filter edge an INDIRECT one of subtype FILTER.
 Run ids are UUIDs derived from the pipeline, the arrowline run id and the task, so the events of
@@ -91,38 +91,39 @@ Dataset = tuple[str, str]
 """(namespace, name)."""
 
 
-def _postgres_namespace(name: str, connection: Any) -> str:
-    host, port = getattr(connection, "host", None), getattr(connection, "port", 5432)
-    uri = getattr(connection, "uri", None)
-    if not host and uri and "${" not in uri:
-        parts = urlsplit(uri)
-        host, port = parts.hostname, parts.port or 5432
-    if not host or "${" in str(host):
-        return f"postgres://{name}"
-    return f"postgres://{host}:{port}"
-
-
-def _postgres_database(connection: Any) -> str:
+def _postgres_location(name: str, connection: Any) -> tuple[str, str]:
+    """(namespace, database) of a connection: resolved (host, port and database are not
+    secrets; the password is), else from its spec when that says them outright, else named
+    after the connection rather than guessed."""
+    host, port = getattr(connection, "host", None), getattr(connection, "port", None) or 5432
     database = getattr(connection, "database", None)
     uri = getattr(connection, "uri", None)
-    if not database and uri and "${" not in uri:
-        database = urlsplit(uri).path.lstrip("/")
-    return database if database and "${" not in database else "postgres"
+    if uri and "${" not in uri and not (host and database):
+        parts = urlsplit(uri)
+        host, port = host or parts.hostname, parts.port or port
+        database = database or parts.path.lstrip("/") or None
+    known = host and "${" not in str(host)
+    namespace = f"postgres://{host}:{port}" if known else f"postgres://{name}"
+    return namespace, database if database and "${" not in database else name
 
 
 def _qualified(table: str, default_schema: str) -> str:
     return table if "." in table else f"{default_schema}.{table}"
 
 
-def dataset_of(task: PlannedTask, plan: Plan) -> list[Dataset]:
-    """The datasets outside the pipeline an extract reads or a load writes."""
+def dataset_of(
+    task: PlannedTask, plan: Plan, resolved: Mapping[str, Any] | None = None
+) -> list[Dataset]:
+    """The datasets outside the pipeline an extract reads or a load writes. `resolved`: the
+    run's connections with their secrets filled in (only host, port and database are used)."""
     config: Any = task.spec.extract if task.kind is TaskKind.EXTRACT else task.spec.load
     kind = getattr(config, "from_", None) or getattr(config, "to", None)
     base = plan.base_dir.resolve()
     if kind == "postgres":
-        connection = plan.connections.get(config.connection)
-        namespace = _postgres_namespace(config.connection, connection)
-        database = _postgres_database(connection)
+        connection = (resolved or {}).get(config.connection) or plan.connections.get(
+            config.connection
+        )
+        namespace, database = _postgres_location(config.connection, connection)
         tables = [config.table] if getattr(config, "table", None) else _query_tables(config.query)
         return [(namespace, f"{database}.{_qualified(t, 'public')}") for t in tables]
     if kind == "duckdb":
@@ -185,7 +186,13 @@ class Sink:
 class OpenLineageEmitter:
     """Builds a run's events and sends them to a `Sink`."""
 
-    def __init__(self, plan: Plan, sink: Sink, workspace_root: Path) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        sink: Sink,
+        workspace_root: Path,
+        connections: Mapping[str, Any] | None = None,
+    ) -> None:
         self.plan = plan
         self.sink = sink
         self.workspace_root = workspace_root.resolve()
@@ -198,7 +205,7 @@ class OpenLineageEmitter:
         for task in plan.tasks:
             if task.kind in (TaskKind.EXTRACT, TaskKind.LOAD):
                 try:
-                    self._externals[task.id] = dataset_of(task, plan)
+                    self._externals[task.id] = dataset_of(task, plan, connections)
                 except Exception as exc:  # a query that does not parse: say so, send the rest
                     logger.warning("openlineage: no dataset for task {}: {}", task.id, exc)
                     self._externals[task.id] = []
@@ -272,9 +279,13 @@ class OpenLineageEmitter:
         return {column: {"inputFields": inputs} for column, inputs in fields.items()}
 
     def _source_fields(self, task: PlannedTask, source: str) -> list[tuple[Dataset, str]]:
-        if "::" in source:  # an extract's column: from the same column of each source dataset
-            column = source.rpartition("::")[2]
-            return [(dataset, column) for dataset in self._externals.get(task.id, [])]
+        if "::" in source:  # an extract's column: from the same column of its source dataset
+            where, _, column = source.rpartition("::")
+            datasets = self._externals.get(task.id, [])
+            if len(datasets) > 1:  # a query over several tables: `...#<table>::<column>`
+                table = where.rpartition("#")[2]
+                datasets = [d for d in datasets if f".{d[1]}".endswith(f".{table}")]
+            return [(dataset, column) for dataset in datasets]
         found = self._node_dataset(source)
         return [found] if found else []
 

@@ -151,10 +151,9 @@ def _task(
         return
     if task.kind is TaskKind.EXTRACT:
         graph.external[task.id] = _external(task)
-        if getattr(task.spec.extract, "query", None):
-            graph.unresolved.setdefault(task.id, []).append(
-                "the source query is not analysed; its columns are not traced to source tables"
-            )
+        query = getattr(task.spec.extract, "query", None)
+        if query:
+            _source_query(graph, task, query, schemas[task.id].names)
             return
         external = graph.external[task.id]
         for column in _columns(schemas[task.id]):
@@ -195,6 +194,21 @@ def _task(
     graph.external[task.id] = _external(task)  # a load: the target's columns
     for column in columns:
         graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{column}", "value"))
+
+
+def _source_query(graph: LineageGraph, task: PlannedTask, query: str, outputs: list[str]) -> None:
+    """An extract's query, traced to the tables it reads: `<source>#<table>::<column>`."""
+    from lineage.columns import source_query_lineage
+
+    config: Any = task.spec.extract
+    dialect = "postgres" if config.from_ == "postgres" else "duckdb"
+    result, tables = source_query_lineage(query, outputs, dialect)
+    prefix = graph.external[task.id].partition("#")[0]
+    graph.external[task.id] = f"{prefix}#{','.join(sorted(tables.values()))}"
+    for edge in result.edges:
+        source = f"{prefix}#{tables[edge.table]}::{edge.column}"
+        graph.edges.append(LineageEdge(f"{task.id}.{edge.output}", source, edge.kind))
+    _report(graph, task.id, result.unresolved)
 
 
 def _checked_columns(task: PlannedTask) -> list[str]:

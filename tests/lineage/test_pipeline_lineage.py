@@ -6,9 +6,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import Result
 
-from tests.conftest import WritePipeline
+from tests.conftest import PgSchema, WritePipeline
 
 Cli = Callable[..., Result]
 
@@ -173,3 +174,60 @@ def test_each_run_keeps_the_lineage_it_ran_with(
     missing = cli("lineage", path, "joined.segment", "--run", "no-such-run")
     assert missing.exit_code == 1
     assert "run no-such-run has no recorded lineage" in missing.stderr
+
+
+def test_a_postgres_query_extract_is_traced_to_its_tables(
+    cli: Cli, write: WritePipeline, project: Path, pg: PgSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = pg.schema
+    pg.execute(
+        f"create table {s}.orders (id int, cid int, amount numeric(10,2), status text)",
+        f"create table {s}.customers (id int, segment text)",
+        f"insert into {s}.orders values (1, 10, 5.5, 'paid'), (2, 11, 7, 'open')",
+        f"insert into {s}.customers values (10, 'retail'), (11, 'b2b')",
+    )
+    monkeypatch.setenv("OPENLINEAGE_URL", "")
+    monkeypatch.setenv("ARROWLINE_OPENLINEAGE_FILE", str(project / "events.ndjson"))
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: pgq
+        connections:
+          wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+        tasks:
+          - id: paid
+            extract:
+              from: postgres
+              connection: wh
+              query: |
+                select o.id, o.amount * 100 as cents, c.segment
+                from {s}.orders o join {s}.customers c on c.id = o.cid
+                where o.status = 'paid'
+          - id: out
+            load: {{input: paid, to: parquet, path: out/paid.parquet}}
+        """,
+    )
+    assert cli("run", path, "--no-progress").exit_code == 0
+    payload = json.loads(cli("lineage", path, "out.cents", "--format", "json").stdout)
+    assert payload["unresolved"] == {}
+    assert flatten(payload["tree"]) == {
+        "paid.cents (value)",
+        f"postgres:wh#{s}.orders::amount (value)",
+        f"postgres:wh#{s}.orders::cid (filter)",
+        f"postgres:wh#{s}.orders::status (filter)",
+        f"postgres:wh#{s}.customers::id (filter)",
+    }
+    # The OpenLineage events name the two tables as datasets, each column from its own table.
+    events = [json.loads(line) for line in (project / "events.ndjson").read_text().splitlines()]
+    final = events[-1]
+    assert sorted(d["name"] for d in final["inputs"]) == [
+        f"test.{s}.customers",
+        f"test.{s}.orders",
+    ]
+    fields = final["outputs"][0]["facets"]["columnLineage"]["fields"]
+    assert {(f["name"], f["field"]) for f in fields["segment"]["inputFields"]} == {
+        (f"test.{s}.customers", "segment"),
+        (f"test.{s}.customers", "id"),
+        (f"test.{s}.orders", "cid"),
+        (f"test.{s}.orders", "status"),
+    }
