@@ -205,7 +205,7 @@ class _Walker:
         for projection in select.expressions:
             deps: _Deps = {}
             self._collect(scope, projection, deps, "value")
-            reason = _untraceable(projection)
+            reason = _untraceable(projection, scope)
             if reason:
                 _add(deps, ("", reason), "value")
             values.append((projection.alias_or_name, deps))
@@ -233,11 +233,21 @@ class _Walker:
         return result
 
 
-def _untraceable(projection: exp.Expr) -> str | None:
-    """Constructs whose lineage the walk would get wrong: reported instead of guessed."""
+def _untraceable(projection: exp.Expr, scope: Scope) -> str | None:
+    """Constructs whose lineage the walk would get wrong: reported instead of guessed.
+
+    A struct field or list element of an upstream table's column comes from that column (the
+    column is the unit of lineage); one of a struct or list built inside the statement would be
+    traced to everything that built it, so it is reported instead."""
+    if projection.alias_or_name == "*":
+        return "`struct.*` expands a struct's fields into columns; not resolved"
     for node in projection.walk():
-        if isinstance(node, exp.Dot | exp.Bracket) and isinstance(node.this, exp.Column):
-            return "a struct field or element is traced only as a whole; not resolved"
+        accessor = isinstance(node, exp.Dot | exp.Bracket | exp.StructExtract)
+        inner = node.this if accessor else None
+        if isinstance(inner, exp.Column) and not isinstance(
+            scope.sources.get(inner.table), exp.Table
+        ):
+            return "a field of a struct (or list) built inside the statement; not resolved"
         if isinstance(node, exp.Columns):
             return "COLUMNS(...) selects columns by pattern; not resolved"
     return None

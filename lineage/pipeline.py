@@ -101,8 +101,20 @@ class LineageGraph:
 
 
 def _columns(schema: pa.Schema) -> dict[str, str]:
-    """Names for sqlglot's qualify, which expands stars by name; it does not need the types."""
-    return dict.fromkeys(schema.names, "VARCHAR")
+    """Columns for sqlglot's qualify: it expands stars by name, and needs a struct's fields to
+    tell `s.field` (a field of column s) from `t.column`; other types do not matter to it."""
+    return {field.name: _sql_type(field.type) for field in schema}
+
+
+def _sql_type(data_type: pa.DataType) -> str:
+    if pa.types.is_struct(data_type):
+        fields = ", ".join(
+            f'"{f.name.replace(chr(34), chr(34) * 2)}" {_sql_type(f.type)}' for f in data_type
+        )
+        return f"STRUCT({fields})"
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return f"{_sql_type(data_type.value_type)}[]"
+    return "VARCHAR"
 
 
 def _external(task: PlannedTask) -> str:

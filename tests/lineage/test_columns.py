@@ -58,7 +58,7 @@ def test_a_table_that_is_not_upstream_is_reported() -> None:
         (
             "select s.a as a, id from (select {'a': id, 'b': amount} as s, id from orders) t",
             "a",
-            "struct field",
+            "a field of a struct (or list) built inside the statement",
         ),
         ("select columns('a.*') from orders", "_col_0", "COLUMNS(...)"),
         (

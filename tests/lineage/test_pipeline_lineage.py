@@ -231,3 +231,22 @@ def test_a_postgres_query_extract_is_traced_to_its_tables(
         (f"test.{s}.orders", "cid"),
         (f"test.{s}.orders", "status"),
     }
+
+
+def test_a_struct_field_is_traced_to_its_column(cli: Cli, write: WritePipeline) -> None:
+    write("data/events.ndjson", '{"id": 1, "payload": {"city": "Oslo", "zip": "0150"}}\n')
+    path = write(
+        "p.yaml",
+        """
+        pipeline: nested
+        tasks:
+          - id: events
+            extract: {from: files, path: data/events.ndjson}
+          - id: cities
+            sql: select id, payload.city as city from events where payload.zip like '01%'
+        """,
+    )
+    assert cli("run", path, "--no-progress").exit_code == 0
+    payload = json.loads(cli("lineage", path, "cities.city", "--format", "json").stdout)
+    assert payload["unresolved"] == {}
+    assert set(payload["tree"]) == {"events.payload (value)", "events.payload (filter)"}
