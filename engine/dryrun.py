@@ -106,7 +106,7 @@ def plan_schemas(
         for task in plan.tasks:
             _task_schema(plan, task, report, root, line_of)
         for task in plan.tasks:
-            _drift(plan, task, report, line_of)
+            _drift(plan, task, report, catalog, line_of)
     return report
 
 
@@ -248,21 +248,25 @@ def _drift(
     plan: Plan,
     task: PlannedTask,
     report: SchemaReport,
+    catalog: CatalogReader | None,
     line_of: Callable[[str, str], int | None],
 ) -> None:
-    from lineage.drift import compare_schemas
+    from lineage.drift import compare_schemas, lineage_renames
+    from lineage.pipeline import LineageGraph, task_lineage
 
     now = report.schemas.get(task.id)
     before = report.previous.get(task.id)
     if now is None or before is None or task.kind is TaskKind.EXTRACT:
         return
+    found = compare_schemas(before[1], now)
+    stored = catalog.lineage(before[0]) if catalog is not None else None
+    if {"added", "dropped"} <= {change.change for change in found} and stored is not None:
+        edges = task_lineage(task, report.schemas, plan.base_dir)
+        renames = lineage_renames(task.id, before[1], now, LineageGraph.from_dict(stored), edges)
+        found = compare_schemas(before[1], now, renames)
     # Nullability is left out: over empty inputs every column is nullable, while a real run's
     # Parquet marks columns without nulls not-null (lineage.drift explains why that is noise).
-    changes = [
-        change.to_dict()
-        for change in compare_schemas(before[1], now)
-        if change.change != "nullability"
-    ]
+    changes = [change.to_dict() for change in found if change.change != "nullability"]
     if not changes:
         return
     report.changes[task.id] = changes

@@ -552,6 +552,9 @@ class Executor:
         if before is None:
             return []
         changes = compare_schemas(before, schema)
+        if {"added", "dropped"} <= {change.change for change in changes}:
+            renames = self._lineage_renames(task, before, schema, previous.run_id)
+            changes = compare_schemas(before, schema, renames)
         for change in changes:
             log = self.log.bind(task_id=task.id)
             (log.warning if change.breaking else log.info)(
@@ -563,6 +566,20 @@ class Executor:
                 change.after,
             )
         return [change.to_dict() for change in changes]
+
+    def _lineage_renames(
+        self, task: PlannedTask, before: pa.Schema, schema: pa.Schema, previous_run: str
+    ) -> dict[str, str]:
+        """Renames lineage shows: this output's edges against those recorded with the old."""
+        from lineage.drift import lineage_renames
+        from lineage.pipeline import LineageGraph, task_lineage
+
+        stored = self.catalog.lineage(previous_run)
+        if stored is None:
+            return {}
+        schemas = {name: self.outputs[name].schema for name in task.inputs if name in self.outputs}
+        now = task_lineage(task, {**schemas, task.id: schema}, self.plan.base_dir)
+        return lineage_renames(task.id, before, schema, LineageGraph.from_dict(stored), now)
 
     def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None:
         breaker = self.breakers.get(task.connection or "")

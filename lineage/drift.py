@@ -4,8 +4,9 @@ Each change is one of
 
     added        a column that was not there
     dropped      a column that is gone
-    renamed      one column dropped and one added at the same position with the same type
-                 (a probable rename: the schema alone cannot prove it)
+    renamed      a column dropped and one added that lineage shows computed from the same
+                 sources (the schemas alone cannot prove a rename, so without lineage it is
+                 reported as dropped + added)
     widened      the type can hold every old value (int32 -> int64, float32 -> float64,
                  decimal(10,2) -> decimal(12,2), string -> large_string, ...)
     narrowed     the reverse of a widening: old values may not fit
@@ -20,11 +21,16 @@ the data of the day, not a declared contract (`tests/lineage/test_drift.py` show
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-__all__ = ["SchemaChange", "compare_schemas", "is_widening"]
+if TYPE_CHECKING:
+    from lineage.pipeline import LineageGraph
+
+__all__ = ["SchemaChange", "compare_schemas", "is_widening", "lineage_renames"]
 
 _INT_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
 _UINT_ORDER = [pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()]
@@ -84,39 +90,35 @@ def is_widening(old: pa.DataType, new: pa.DataType) -> bool:
     return (old, new) in pairs
 
 
-def compare_schemas(old: pa.Schema, new: pa.Schema) -> list[SchemaChange]:
-    """The changes from `old` to `new`, in the new schema's column order."""
+def compare_schemas(
+    old: pa.Schema, new: pa.Schema, renames: Mapping[str, str] | None = None
+) -> list[SchemaChange]:
+    """The changes from `old` to `new`, in the new schema's column order. `renames`: new name ->
+    old name, as lineage shows them (`lineage_renames`)."""
     from connectors.types import format_type
 
     old_names, new_names = old.names, new.names
     changes: list[SchemaChange] = []
     dropped = [n for n in old_names if n not in new_names]
-    added = [n for n in new_names if n not in old_names]
-    renamed: dict[str, str] = {}
-    if len(dropped) == 1 and len(added) == 1:
-        before, after = dropped[0], added[0]
-        same_place = old_names.index(before) == new_names.index(after)
-        if same_place and old.field(before).type == new.field(after).type:
-            renamed[after] = before
+    renamed = {
+        after: before
+        for after, before in (renames or {}).items()
+        if before in dropped and after in new_names and after not in old_names
+    }
     for name in new_names:
         field = new.field(name)
         if name in renamed:
             changes.append(SchemaChange("renamed", name, renamed[name], name))
+            previous = old.field(renamed[name])
+            if previous.type != field.type:
+                changes.append(_type_change(name, previous.type, field.type))
             continue
         if name not in old_names:
             changes.append(SchemaChange("added", name, None, format_type(field.type)))
             continue
         previous = old.field(name)
         if previous.type != field.type:
-            if is_widening(previous.type, field.type):
-                kind = "widened"
-            elif is_widening(field.type, previous.type):
-                kind = "narrowed"
-            else:
-                kind = "changed"
-            changes.append(
-                SchemaChange(kind, name, format_type(previous.type), format_type(field.type))
-            )
+            changes.append(_type_change(name, previous.type, field.type))
         if previous.nullable != field.nullable:
             changes.append(
                 SchemaChange(
@@ -130,3 +132,45 @@ def compare_schemas(old: pa.Schema, new: pa.Schema) -> list[SchemaChange]:
         if name not in renamed.values():
             changes.append(SchemaChange("dropped", name, format_type(old.field(name).type), None))
     return changes
+
+
+def _type_change(name: str, old: pa.DataType, new: pa.DataType) -> SchemaChange:
+    from connectors.types import format_type
+
+    if is_widening(old, new):
+        kind = "widened"
+    elif is_widening(new, old):
+        kind = "narrowed"
+    else:
+        kind = "changed"
+    return SchemaChange(kind, name, format_type(old), format_type(new))
+
+
+def lineage_renames(
+    task_id: str,
+    old: pa.Schema,
+    new: pa.Schema,
+    before: LineageGraph | None,
+    now: LineageGraph,
+) -> dict[str, str]:
+    """Added columns (new name -> old name) whose value sources in `now` are exactly those a
+    dropped column had in `before`, the lineage recorded with the old output. Only a one-to-one
+    match counts: two candidates are not a rename of either."""
+    dropped = [n for n in old.names if n not in new.names]
+    added = [n for n in new.names if n not in old.names]
+    if before is None or not dropped or not added:
+        return {}
+
+    def sources(graph: LineageGraph, column: str) -> frozenset[str]:
+        target = f"{task_id}.{column}"
+        return frozenset(e.source for e in graph.edges if e.target == target and e.kind == "value")
+
+    was = {column: sources(before, column) for column in dropped}
+    now_sources = {column: sources(now, column) for column in added}
+    renames = {}
+    for column, found in now_sources.items():
+        olds = [d for d, had in was.items() if found and had == found]
+        twins = [a for a, other in now_sources.items() if other == found]
+        if len(olds) == 1 and len(twins) == 1:
+            renames[column] = olds[0]
+    return renames

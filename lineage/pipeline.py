@@ -39,6 +39,7 @@ __all__ = [
     "lineage_report",
     "pipeline_lineage",
     "render_graph",
+    "task_lineage",
 ]
 
 
@@ -131,10 +132,22 @@ def pipeline_lineage(plan: Plan, schemas: Mapping[str, pa.Schema], base_dir: Pat
     """`schemas`: task -> the Arrow schema of its output."""
     graph = LineageGraph()
     for task in plan.tasks:
-        try:
-            _task(graph, task, schemas, base_dir)
-        except Exception as exc:  # user code (a UDF) may fail to load: say so, keep going
-            graph.unresolved.setdefault(task.id, []).append(f"{type(exc).__name__}: {exc}")
+        one = task_lineage(task, schemas, base_dir)
+        graph.edges += one.edges
+        graph.unresolved.update(one.unresolved)
+        graph.external.update(one.external)
+    return graph
+
+
+def task_lineage(
+    task: PlannedTask, schemas: Mapping[str, pa.Schema], base_dir: Path
+) -> LineageGraph:
+    """One task's edges (`schemas`: its inputs' and its own output's)."""
+    graph = LineageGraph()
+    try:
+        _task(graph, task, schemas, base_dir)
+    except Exception as exc:  # user code (a UDF) may fail to load: say so
+        graph.unresolved.setdefault(task.id, []).append(f"{type(exc).__name__}: {exc}")
     return graph
 
 

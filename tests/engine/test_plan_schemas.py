@@ -141,3 +141,21 @@ def test_a_change_the_policy_refuses_is_a_plan_error(cli: Cli, write: WritePipel
 def test_no_schemas_skips_the_check(cli: Cli, write: WritePipeline) -> None:
     path = _project(write, "select id, customer, amount + customer as amount from orders")
     assert cli("plan", path, "--no-schemas").exit_code == 0
+
+
+def test_plan_shows_a_rename_that_lineage_proves(cli: Cli, write: WritePipeline) -> None:
+    path = _project(write, "select id, customer, amount from orders")
+    assert run(path).ok
+    write(
+        "p.yaml",
+        PIPELINE.format(staged="select id, customer as client, amount from orders", udf="doubled"),
+    )
+    code, data = _plan(cli, path)
+    changes = data["schemas"]["changes"]["staged"]  # type: ignore[index]
+    assert [(c["change"], c["column"], c["before"]) for c in changes] == [
+        ("renamed", "client", "customer")
+    ]
+    (problem,) = data["schemas"]["problems"]  # type: ignore[index]
+    assert problem["code"] == "broken-reference"  # `report` still reads `customer`
+    assert problem["task_id"] == "report"
+    assert code == 2

@@ -11,7 +11,8 @@ from click.testing import Result
 
 from engine.api import run
 from engine.catalog import CatalogReader
-from lineage.drift import compare_schemas, is_widening
+from lineage.drift import compare_schemas, is_widening, lineage_renames
+from lineage.pipeline import LineageEdge, LineageGraph
 from tests.conftest import WritePipeline
 
 Cli = Callable[..., Result]
@@ -58,16 +59,71 @@ def test_every_kind_of_change_is_classified() -> None:
     ]
 
 
-def test_a_same_place_same_type_swap_is_a_probable_rename() -> None:
+def test_without_lineage_a_rename_is_not_guessed() -> None:
     old = schema(("id", pa.int64()), ("cust", pa.string()))
     new = schema(("id", pa.int64()), ("customer", pa.string()))
-    (change,) = compare_schemas(old, new)
+    assert changes(old, new) == [("added", "customer", False), ("dropped", "cust", True)]
+    (change,) = compare_schemas(old, new, {"customer": "cust"})
     assert (change.change, change.column, change.before, change.breaking) == (
         "renamed",
         "customer",
         "cust",
         True,
     )
+
+
+def test_lineage_shows_a_rename_only_when_the_sources_match_one_to_one() -> None:
+    def graph(*edges: tuple[str, str]) -> LineageGraph:
+        return LineageGraph(
+            [LineageEdge(f"t.{target}", source, "value") for target, source in edges]
+        )
+
+    old = schema(("id", pa.int64()), ("cust", pa.string()), ("seg", pa.string()))
+    before = graph(("id", "up.id"), ("cust", "up.cid"), ("seg", "up.segment"))
+    renamed = schema(("id", pa.int64()), ("customer", pa.string()), ("seg", pa.string()))
+    now = graph(("id", "up.id"), ("customer", "up.cid"), ("seg", "up.segment"))
+    assert lineage_renames("t", old, renamed, before, now) == {"customer": "cust"}
+    other = graph(("id", "up.id"), ("customer", "up.name"), ("seg", "up.segment"))
+    assert lineage_renames("t", old, renamed, before, other) == {}
+    twins = schema(
+        ("id", pa.int64()), ("c1", pa.string()), ("c2", pa.string()), ("seg", pa.string())
+    )
+    both = graph(("id", "up.id"), ("c1", "up.cid"), ("c2", "up.cid"), ("seg", "up.segment"))
+    assert lineage_renames("t", old, twins, before, both) == {}
+    assert lineage_renames("t", old, renamed, None, now) == {}
+
+
+def test_a_run_reports_a_rename_lineage_shows(write: WritePipeline, project: Path) -> None:
+    template = """
+        pipeline: rename
+        tasks:
+          - id: up
+            sql: select 1 as cid, 'x' as name
+          - id: t
+            schema_change: evolve
+            sql: select {column} from up
+        """
+    path = write("p.yaml", template.format(column="cid as cust"))
+    assert run(path).ok
+    write("p.yaml", template.format(column="cid as customer"))
+    renamed = run(path)
+    write("p.yaml", template.format(column="name as client"))
+    replaced = run(path)
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        first = catalog.task_run(renamed.run_id, "t")
+        second = catalog.task_run(replaced.run_id, "t")
+    assert first is not None
+    assert first.details is not None
+    assert [(c["change"], c["column"], c["before"]) for c in first.details["schema_changes"]] == [
+        ("renamed", "customer", "cust")
+    ]
+    assert second is not None
+    assert second.details is not None
+    # `client` comes from up.name, not from what `customer` was computed from: not a rename
+    assert [(c["change"], c["column"]) for c in second.details["schema_changes"]] == [
+        ("added", "client"),
+        ("dropped", "customer"),
+    ]
 
 
 def test_nullability_changes_are_reported_but_not_breaking(tmp_path: Path) -> None:
