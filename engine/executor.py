@@ -164,6 +164,8 @@ class Executor:
         self.listener = listener
         self.workspace = Workspace.for_project(project_dir)
         self.connections = dict(connections or {})
+        self.captured_lineage: dict[str, Any] = {}
+        """Column lineage runners read from what they ran (frame UDFs' plans)."""
         self.watermarks = WatermarkBroker(plan, catalog, self.connections)
         self.log = logger.bind(pipeline=plan.pipeline, run_id=plan.run_id)
 
@@ -258,7 +260,13 @@ class Executor:
 
         schemas = {task_id: table.schema for task_id, table in self.outputs.items()}
         try:
-            graph = pipeline_lineage(self.plan, schemas, self.plan.base_dir)
+            graph = pipeline_lineage(
+                self.plan,
+                schemas,
+                self.plan.base_dir,
+                captured=self.captured_lineage,
+                call_udfs=False,
+            )
             self.catalog.record_lineage(self.plan.run_id, graph.to_dict())
         except Exception as exc:  # never fail a finished run over its record
             self.log.warning("column lineage of the run not recorded: {}", exc)
@@ -578,7 +586,7 @@ class Executor:
         if stored is None:
             return {}
         schemas = {name: self.outputs[name].schema for name in task.inputs if name in self.outputs}
-        now = task_lineage(task, {**schemas, task.id: schema}, self.plan.base_dir)
+        now = task_lineage(task, {**schemas, task.id: schema}, self.plan.base_dir, call_udfs=False)
         return lineage_renames(task.id, before, schema, LineageGraph.from_dict(stored), now)
 
     def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None:
@@ -621,6 +629,8 @@ class Executor:
         else:
             self.workspace.discard(attempt.staging)
         details = dict(outcome.details)
+        if outcome.lineage is not None:
+            self.captured_lineage[task.id] = outcome.lineage
         if outcome.produces_output and drift:
             details["schema_changes"] = drift
         if task.incremental and outcome.watermark is not None:

@@ -91,6 +91,9 @@ class TaskOutcome:
     """For an incremental extract: the largest (cursor, key) of the rows it read."""
     committed: tuple[WatermarkUpdate, ...] = ()
     """For a load: the watermarks it committed with its rows."""
+    lineage: Any = None
+    """For a frame UDF: the column lineage read from the plan it ran (lineage.columns
+    .ColumnLineage), so the run's record need not call the function again."""
 
 
 class TaskRunner(Protocol):
@@ -198,7 +201,7 @@ def _sql(context: TaskContext) -> TaskOutcome:
 def _udf(context: TaskContext) -> TaskOutcome:
     import polars as pl
 
-    from transforms.udf import apply_udf, load_udf
+    from transforms.udf import apply_udf, load_udf, udf_mode
 
     config = context.task.spec.udf
     assert config is not None
@@ -219,7 +222,13 @@ def _udf(context: TaskContext) -> TaskOutcome:
 
     rows = pq.ParquetFile(output).metadata.num_rows
     context.progress(rows)
-    return TaskOutcome(rows_in=source.num_rows, rows_out=rows)
+    lineage = None
+    if udf_mode(function, config) == "frame":
+        from lineage.polars_plan import plan_lineage
+
+        paths = [str(path) for path in source.files]
+        lineage = plan_lineage(frame, context.task.inputs[0], source.schema.names, paths)
+    return TaskOutcome(rows_in=source.num_rows, rows_out=rows, lineage=lineage)
 
 
 def _validate(context: TaskContext) -> TaskOutcome:

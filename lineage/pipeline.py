@@ -31,7 +31,7 @@ import pyarrow as pa
 from engine.catalog import CatalogReader
 from engine.planner import Plan, PlannedTask
 from engine.spec import TaskKind
-from lineage.columns import ColumnEdge, Kind, Unresolved, column_lineage
+from lineage.columns import ColumnEdge, ColumnLineage, Kind, Unresolved, column_lineage
 
 __all__ = [
     "LineageEdge",
@@ -128,11 +128,22 @@ def _external(task: PlannedTask) -> str:
     return f"{kind}:{where}" + (f"#{table}" if table else "")
 
 
-def pipeline_lineage(plan: Plan, schemas: Mapping[str, pa.Schema], base_dir: Path) -> LineageGraph:
-    """`schemas`: task -> the Arrow schema of its output."""
+def pipeline_lineage(
+    plan: Plan,
+    schemas: Mapping[str, pa.Schema],
+    base_dir: Path,
+    *,
+    captured: Mapping[str, ColumnLineage] | None = None,
+    call_udfs: bool = True,
+) -> LineageGraph:
+    """`schemas`: task -> the Arrow schema of its output. `captured`: UDF lineage a run read
+    from the plans it executed; `call_udfs=False` compares a frame UDF's schemas instead of
+    calling it again (a run's record: the function may have side effects)."""
     graph = LineageGraph()
     for task in plan.tasks:
-        one = task_lineage(task, schemas, base_dir)
+        one = task_lineage(
+            task, schemas, base_dir, (captured or {}).get(task.id), call_udfs=call_udfs
+        )
         graph.edges += one.edges
         graph.unresolved.update(one.unresolved)
         graph.external.update(one.external)
@@ -140,12 +151,21 @@ def pipeline_lineage(plan: Plan, schemas: Mapping[str, pa.Schema], base_dir: Pat
 
 
 def task_lineage(
-    task: PlannedTask, schemas: Mapping[str, pa.Schema], base_dir: Path
+    task: PlannedTask,
+    schemas: Mapping[str, pa.Schema],
+    base_dir: Path,
+    captured: ColumnLineage | None = None,
+    *,
+    call_udfs: bool = True,
 ) -> LineageGraph:
     """One task's edges (`schemas`: its inputs' and its own output's)."""
     graph = LineageGraph()
     try:
-        _task(graph, task, schemas, base_dir)
+        if captured is not None:
+            _add(graph, task.id, captured.edges)
+            _report(graph, task.id, captured.unresolved)
+        else:
+            _task(graph, task, schemas, base_dir, call_udfs)
     except Exception as exc:  # user code (a UDF) may fail to load: say so
         graph.unresolved.setdefault(task.id, []).append(f"{type(exc).__name__}: {exc}")
     return graph
@@ -165,6 +185,7 @@ def _task(
     task: PlannedTask,
     schemas: Mapping[str, pa.Schema],
     base_dir: Path,
+    call_udfs: bool,
 ) -> None:
     missing = [name for name in (*task.inputs, task.id) if name not in schemas]
     if task.kind is TaskKind.LOAD:
@@ -205,7 +226,8 @@ def _task(
         assert isinstance(frame, pl.DataFrame)
         assert isinstance(output, pl.DataFrame)
         function = load_udf(config, base_dir)
-        result = udf_lineage(function, config, source, frame.schema, output.schema)
+        known = None if call_udfs else output.schema
+        result = udf_lineage(function, config, source, frame.schema, known)
         _add(graph, task.id, result.edges)
         _report(graph, task.id, result.unresolved)
         return

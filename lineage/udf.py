@@ -3,10 +3,11 @@
 Expression UDFs are read from their Polars expression trees: each expression's output name
 (`meta.output_name`) depends on the columns at its leaves (`meta.root_names`), as `value` edges;
 with `output: with_columns` every input column the UDF does not overwrite passes through
-unchanged. Frame UDFs (LazyFrame -> LazyFrame) are opaque Python: their output schema is
-computed lazily over an empty frame of the input's schema, and an output column that keeps an
-input column's name and type is taken to pass through, an edge flagged `inferred`; any other
-output column is reported unresolved rather than guessed.
+unchanged. Frame UDFs (LazyFrame -> LazyFrame) are opaque Python, but the frame they return is a
+plan: `lineage.polars_plan` reads it where it can. Where it cannot (or the function is not called
+again, for an output a run already wrote), the output schema is compared with the input's: an
+output column that keeps an input column's name and type is taken to pass through, an edge
+flagged `inferred`; any other output column is reported unresolved rather than guessed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def _frame_lineage(
         result = function(pl.LazyFrame(schema=input_schema), **spec.args)
         if isinstance(result, pl.DataFrame):
             result = result.lazy()
+        from lineage.polars_plan import plan_lineage
+
+        exact = plan_lineage(result, input_task, list(input_schema.names()))
+        if exact is not None:
+            return exact
         schema = result.collect_schema()
     lineage = ColumnLineage(list(schema.names()))
     for name, dtype in schema.items():

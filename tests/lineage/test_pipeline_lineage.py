@@ -250,3 +250,49 @@ def test_a_struct_field_is_traced_to_its_column(cli: Cli, write: WritePipeline) 
     payload = json.loads(cli("lineage", path, "cities.city", "--format", "json").stdout)
     assert payload["unresolved"] == {}
     assert set(payload["tree"]) == {"events.payload (value)", "events.payload (filter)"}
+
+
+def test_a_run_records_a_frame_udfs_lineage_from_the_plan_it_ran(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    from engine.catalog import CatalogReader
+
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
+    write(
+        "frames.py",
+        """
+        import polars as pl
+
+        CALLS = []
+
+        def paid_only(frame: pl.LazyFrame) -> pl.LazyFrame:
+            CALLS.append(1)
+            return frame.filter(pl.col("status") == "paid").select("id", "amount")
+        """,
+    )
+    path = write(
+        "p.yaml",
+        """
+        pipeline: frames
+        tasks:
+          - id: orders
+            extract: {from: files, path: data/orders.csv}
+          - id: paid
+            udf: {input: orders, function: "frames.py:paid_only", mode: frame}
+        """,
+    )
+    assert cli("run", path, "--no-progress").exit_code == 0
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        stored = catalog.lineage(catalog.runs("frames")[0].run_id)
+    assert stored is not None
+    paid = {
+        (e["target"], e["source"], e["kind"], e["inferred"])
+        for e in stored["edges"]
+        if e["target"].startswith("paid.")
+    }
+    assert paid == {
+        ("paid.id", "orders.id", "value", False),
+        ("paid.id", "orders.status", "filter", False),
+        ("paid.amount", "orders.amount", "value", False),
+        ("paid.amount", "orders.status", "filter", False),
+    }

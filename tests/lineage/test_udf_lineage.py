@@ -51,12 +51,48 @@ def test_expressions_select_only_themselves_and_an_overwritten_column_is_recompu
     assert edges(lineage) == {("amount", "orders", "amount", False), ("id", "orders", "id", False)}
 
 
-def test_a_frame_udf_is_traced_by_schema_comparison_and_says_so() -> None:
+def test_a_frame_udf_is_traced_from_its_polars_plan() -> None:
     def dedupe(frame: pl.LazyFrame) -> pl.LazyFrame:
         return frame.unique(subset=["id"]).with_columns(rank=pl.col("amount").rank())
 
     lineage = udf_lineage(dedupe, spec(mode="frame"), "orders", SCHEMA)
     assert lineage.outputs == ["id", "g", "amount", "qty", "rank"]
+    assert lineage.unresolved == []
+    assert {(e.output, e.column, e.kind, e.inferred) for e in lineage.edges} == {
+        ("id", "id", "value", False),
+        ("g", "g", "value", False),
+        ("amount", "amount", "value", False),
+        ("qty", "qty", "value", False),
+        ("rank", "amount", "value", False),
+        *((name, "id", "filter", False) for name in ("id", "g", "amount", "qty", "rank")),
+    }
+
+
+def test_plan_reading_follows_filters_renames_and_a_sorted_head() -> None:
+    def top(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return (
+            frame.filter(pl.col("qty") > 0)
+            .rename({"amount": "value"})
+            .sort("value", descending=True)
+            .head(10)
+            .select("id", (pl.col("value") * 2).alias("double"))
+        )
+
+    lineage = udf_lineage(top, spec(mode="frame"), "orders", SCHEMA)
+    assert {(e.output, e.column, e.kind) for e in lineage.edges} == {
+        ("id", "id", "value"),
+        ("double", "amount", "value"),
+        *((name, column, "filter") for name in ("id", "double") for column in ("qty", "amount")),
+    }
+
+
+def test_a_plan_it_cannot_read_falls_back_to_schema_comparison_and_says_so() -> None:
+    def per_group(frame: pl.LazyFrame) -> pl.LazyFrame:
+        totals = frame.group_by("g").agg(total=pl.col("amount").sum())
+        return frame.join(totals, on="g")
+
+    lineage = udf_lineage(per_group, spec(mode="frame"), "orders", SCHEMA)
+    assert lineage.outputs == ["id", "g", "amount", "qty", "total"]
     assert edges(lineage) == {
         ("id", "orders", "id", True),
         ("g", "orders", "g", True),
@@ -64,4 +100,4 @@ def test_a_frame_udf_is_traced_by_schema_comparison_and_says_so() -> None:
         ("qty", "orders", "qty", True),
     }
     (problem,) = lineage.unresolved
-    assert problem.output == "rank"
+    assert problem.output == "total"
