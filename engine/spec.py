@@ -269,9 +269,9 @@ class TaskSpec(ConfigModel):
     schema_change: Literal["evolve", "fail_on_breaking", "freeze"] = Field(
         "evolve",
         description="When the task's output schema differs from its last successful run: "
-        "evolve records the change; fail_on_breaking fails the task on a dropped, renamed, "
-        "narrowed or retyped column or one that became NOT NULL; freeze fails on any change. "
-        "A load's target table follows the load's own schema_change.",
+        "evolve records the change; fail_on_breaking fails the task on a dropped, renamed "
+        "(as lineage shows it), narrowed or retyped column; freeze fails on any change. "
+        "A load's target table follows the load's own schema_change (fail_on_breaking).",
     )
     extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
     sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")

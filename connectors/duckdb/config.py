@@ -40,6 +40,13 @@ class DuckDBSink(ConfigModel):
         "merge: update rows whose keys match, insert the others.",
     )
     keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge.")
+    schema_change: Literal["evolve", "fail_on_breaking", "fail", "freeze"] = Field(
+        "fail_on_breaking",
+        description="When the input differs from an existing table. evolve: add new columns, "
+        "widen types, fill missing nullable columns with NULL; fail_on_breaking (or fail): add "
+        "new columns and widen types, refuse missing columns and incompatible types; freeze: "
+        "refuse any difference.",
+    )
 
     @model_validator(mode="after")
     def _merge_needs_keys(self) -> DuckDBSink:

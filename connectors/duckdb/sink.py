@@ -6,7 +6,8 @@ or with the same key twice (which of the two should win is a question only the u
 Watermarks of the
 extracts feeding the load are written to `arrowline_state.watermarks` in the same transaction.
 A new
-table is created from the input's schema, with a primary key on the merge keys.
+table is created from the input's schema, with a primary key on the merge keys; an existing one
+is fitted to the input per `schema_change` (connectors.evolution: the same rules as PostgreSQL).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
+from connectors.evolution import Column, diff, duckdb_type_name, sql_type_of_duckdb
 from connectors.names import quote_identifier, quote_table, split_table
 from connectors.state import committed_load, record_load, write_state
 from engine.errors import DataError
@@ -31,26 +33,28 @@ __all__ = ["write_duckdb"]
 _INPUT = "__arrowline_input"
 
 
-def _table_columns(connection: duckdb.DuckDBPyConnection, name: str) -> list[str] | None:
+def _table_columns(connection: duckdb.DuckDBPyConnection, name: str) -> list[Column] | None:
     schema, table = split_table(name)
     rows = connection.execute(
-        "select column_name from information_schema.columns "
+        "select column_name, data_type, is_nullable = 'NO', column_default is not null "
+        "from information_schema.columns "
         "where table_schema = coalesce(?, current_schema()) and table_name = ? "
         "order by ordinal_position",
         [schema, table],
     ).fetchall()
-    return [row[0] for row in rows] or None
+    return [Column(n, duckdb_type_name(t), bool(nn), bool(d)) for n, t, nn, d in rows] or None
 
 
-def _check_columns(source: InputTable, existing: list[str], config: DuckDBSink) -> None:
-    extra = [name for name in source.schema.names if name not in existing]
-    if extra:
-        raise DataError(
-            f"the input has columns {extra} that table {config.table!r} lacks "
-            f"(its columns: {existing})",
-            hint="add the columns to the table, drop them in an upstream sql task, or load with "
-            "mode: replace",
-        )
+def _evolve(
+    connection: duckdb.DuckDBPyConnection, target: str, existing: list[Column], config: DuckDBSink
+) -> list[dict[str, str | None]]:
+    """Fit the table to the input per `schema_change` (connectors.evolution); the changes."""
+    described = connection.execute(f"describe select * from {_INPUT}").fetchall()
+    fields = [(str(row[0]), duckdb_type_name(str(row[1]))) for row in described]
+    changes = diff(target, fields, existing, config.schema_change, render=sql_type_of_duckdb)
+    for statement in changes.statements:
+        connection.execute(statement)
+    return changes.report()
 
 
 def _check_keys(
@@ -144,6 +148,7 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
         if schema:
             connection.execute(f"create schema if not exists {quote_identifier(schema)}")
         existing = _table_columns(connection, config.table)
+        changes: list[dict[str, str | None]] = []
         if config.mode == "merge":
             _check_keys(connection, source, config)
         if config.mode == "replace" or existing is None:
@@ -155,13 +160,13 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
                 keys = ", ".join(quote_identifier(k) for k in config.keys)
                 connection.execute(f"alter table {target} add primary key ({keys})")
         elif config.mode == "append":
-            _check_columns(source, existing, config)
+            changes = _evolve(connection, target, existing, config)
             result = connection.execute(
                 f"insert into {target} by name select * from {_INPUT}"
             ).fetchone()
             rows = int(result[0]) if result else 0
         else:
-            _check_columns(source, existing, config)
+            changes = _evolve(connection, target, existing, config)
             rows = _merge(connection, target, config)
         connection.execute(f"drop view {_INPUT}")
         write_state(execute, ctx.pipeline, ctx.task_id, ctx.pending_watermarks, ctx.run_id)
@@ -181,6 +186,7 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
         if unregister:
             unregister()
         connection.close()
-    return SinkResult(
-        rows, f"duckdb:{path}#{config.table}", {"mode": config.mode}, ctx.pending_watermarks
-    )
+    details: dict[str, Any] = {"mode": config.mode}
+    if changes:
+        details["schema_changes"] = changes
+    return SinkResult(rows, f"duckdb:{path}#{config.table}", details, ctx.pending_watermarks)

@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.evolution import Column, diff
 from connectors.names import quote_identifier, quote_table, split_table
 from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
-from connectors.postgres.evolution import Column, diff
 from connectors.postgres.types import pg_type, target_arrow_type
 from connectors.state import committed_load, record_load, write_state
 from engine.errors import DataError
@@ -272,7 +272,8 @@ def _columns_after_changes(
         _create_table(session, table, source.schema, config.keys)
         details["created"] = True
         return [Column(f.name, pg_type(f), f.name in config.keys, False) for f in source.schema]
-    changes = diff(table, source.schema, existing, config.schema_change)
+    fields = [(field.name, pg_type(field)) for field in source.schema]
+    changes = diff(table, fields, existing, config.schema_change)
     if not changes.changes:
         return existing
     for statement in changes.statements:

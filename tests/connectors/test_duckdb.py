@@ -70,16 +70,50 @@ def test_loading_the_same_run_twice_does_not_duplicate_rows(tmp_path: Path) -> N
     ]
 
 
-def test_append_refuses_columns_the_table_lacks(tmp_path: Path) -> None:
-    write_duckdb(input_table(tmp_path, pa.table({"id": [1]})), sink(table="t"), tmp_path, "r1")
-    with pytest.raises(DataError, match=r"the input has columns \['extra'\] that table 't' lacks"):
+def test_an_existing_table_follows_schema_change(tmp_path: Path) -> None:
+    first = pa.table({"id": pa.array([1], pa.int32()), "v": ["a"], "gone": [1.5]})
+    write_duckdb(input_table(tmp_path, first), sink(table="t"), tmp_path, "r1")
+    wider = pa.table({"id": pa.array([2], pa.int64()), "v": ["b"], "gone": [2.5], "extra": [7]})
+    result = write_duckdb(input_table(tmp_path, wider, "in2"), sink(table="t"), tmp_path, "r2")
+    assert result.details["schema_changes"] == [
+        {"column": "id", "change": "widened", "before": "integer", "after": "bigint"},
+        {"column": "extra", "change": "added", "before": None, "after": "bigint"},
+    ]
+    assert rows(tmp_path, "select id, v, gone, extra from t order by id") == [
+        (1, "a", 1.5, None),
+        (2, "b", 2.5, 7),
+    ]
+    assert rows(
+        tmp_path, "select data_type from information_schema.columns where column_name = 'id'"
+    ) == [("BIGINT",)]
+    # fail_on_breaking (the default): a missing column and a type that does not fit are refused,
+    # and nothing of the load is kept.
+    dropped = pa.table({"id": [3], "v": ["c"], "extra": [8]})
+    with pytest.raises(DataError, match=r"column 'gone' \(double precision\) is not in the input"):
+        write_duckdb(input_table(tmp_path, dropped, "in3"), sink(table="t"), tmp_path, "r3")
+    retyped = pa.table({"id": ["x"], "v": ["c"], "gone": [1.0], "extra": [8]})
+    with pytest.raises(DataError, match=r"column 'id' is bigint, the input has text"):
+        write_duckdb(input_table(tmp_path, retyped, "in4"), sink(table="t"), tmp_path, "r4")
+    assert rows(tmp_path, "select count(*) from t") == [(2,)]
+    # evolve fills the missing nullable column with NULL; freeze refuses even an added column
+    evolved = write_duckdb(
+        input_table(tmp_path, dropped, "in5"),
+        sink(table="t", schema_change="evolve"),
+        tmp_path,
+        "r5",
+    )
+    assert evolved.details["schema_changes"] == [
+        {"column": "gone", "change": "missing", "before": "double precision", "after": None}
+    ]
+    assert rows(tmp_path, "select gone from t where id = 3") == [(None,)]
+    more = pa.table({"id": [4], "v": ["d"], "gone": [1.0], "extra": [9], "new": [True]})
+    with pytest.raises(DataError, match=r"new column 'new' \(boolean\)"):
         write_duckdb(
-            input_table(tmp_path, pa.table({"id": [2], "extra": [1]}), "in2"),
-            sink(table="t"),
+            input_table(tmp_path, more, "in6"),
+            sink(table="t", schema_change="freeze"),
             tmp_path,
-            "r2",
+            "r6",
         )
-    assert rows(tmp_path, "select id from t") == [(1,)]
 
 
 def test_replace_makes_the_table_exactly_the_input(tmp_path: Path) -> None:

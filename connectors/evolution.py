@@ -1,5 +1,10 @@
 """Compare a load's input with the target table, column by column, and decide per policy.
 
+Shared by the PostgreSQL and DuckDB sinks. Types are compared by PostgreSQL's names
+(`integer`, `numeric(12,2)`, `timestamp with time zone`); a sink whose database names them
+otherwise translates into them (`duckdb_type_name`) and renders widened types back for its
+ALTER statements.
+
     change        example                              evolve  fail_on_breaking  freeze
     added         the input has a new column           ADD     ADD               fail
     widened       bigint values into an integer column ALTER   ALTER             fail
@@ -13,15 +18,13 @@ under every policy: there is no value to give it. `fail` is accepted as `fail_on
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from connectors.names import quote_identifier
-from connectors.postgres.types import pg_type
 from engine.errors import DataError
 
-__all__ = ["Column", "SchemaChange", "SchemaDiff", "diff"]
+__all__ = ["Column", "SchemaChange", "SchemaDiff", "diff", "duckdb_type_name", "sql_type_of_duckdb"]
 
 
 @dataclass(frozen=True)
@@ -127,47 +130,54 @@ def compatibility(column_type: str, input_type: str) -> tuple[str, str | None]:
     return "incompatible", None
 
 
-def diff(table: str, schema: pa.Schema, columns: list[Column], policy: str) -> SchemaDiff:
-    """The changes between `columns` (the table) and `schema` (the input), under `policy`.
+def diff(
+    table: str,
+    fields: Sequence[tuple[str, str]],
+    columns: list[Column],
+    policy: str,
+    render: Callable[[str], str] = lambda type_name: type_name,
+) -> SchemaDiff:
+    """The changes between `columns` (the table) and `fields` (the input's (name, type)),
+    under `policy`; `render` turns a type name into the target database's own for ALTERs.
 
     Raises DataError listing every refused change when the policy does not allow them.
     """
     policy = "fail_on_breaking" if policy == "fail" else policy
     existing = {c.name: c for c in columns}
+    names = {name for name, _ in fields}
     changes: list[SchemaChange] = []
     statements: list[str] = []
     refused: list[SchemaChange] = []
-    for field in schema:
-        wanted = pg_type(field)
-        column = existing.get(field.name)
+    for name, wanted in fields:
+        column = existing.get(name)
         if column is None:
-            change = SchemaChange(field.name, "added", None, wanted)
+            change = SchemaChange(name, "added", None, wanted)
             changes.append(change)
             if policy == "freeze":
                 refused.append(change)
             else:
                 statements.append(
-                    f"alter table {table} add column {quote_identifier(field.name)} {wanted}"
+                    f"alter table {table} add column {quote_identifier(name)} {render(wanted)}"
                 )
             continue
         verdict, widened = compatibility(column.type, wanted)
         if verdict == "widen":
             assert widened is not None
-            change = SchemaChange(field.name, "widened", column.type, widened)
+            change = SchemaChange(name, "widened", column.type, widened)
             changes.append(change)
             if policy == "freeze":
                 refused.append(change)
             else:
                 statements.append(
-                    f"alter table {table} alter column {quote_identifier(field.name)} "
-                    f"type {widened}"
+                    f"alter table {table} alter column {quote_identifier(name)} "
+                    f"type {render(widened)}"
                 )
         elif verdict == "incompatible":
-            change = SchemaChange(field.name, "incompatible", column.type, wanted)
+            change = SchemaChange(name, "incompatible", column.type, wanted)
             changes.append(change)
             refused.append(change)
     for column in columns:
-        if column.name in schema.names:
+        if column.name in names:
             continue
         change = SchemaChange(column.name, "missing", column.type, None)
         changes.append(change)
@@ -185,3 +195,64 @@ def diff(table: str, schema: pa.Schema, columns: list[Column], policy: str) -> S
         }[policy]
         raise DataError(f"the input does not fit table {table}: {lines}", hint=hint)
     return SchemaDiff(tuple(changes), tuple(statements))
+
+
+_FROM_DUCKDB = {
+    "TINYINT": "smallint",
+    "SMALLINT": "smallint",
+    "INTEGER": "integer",
+    "BIGINT": "bigint",
+    "HUGEINT": "numeric(38,0)",
+    "FLOAT": "real",
+    "DOUBLE": "double precision",
+    "VARCHAR": "text",
+    "BOOLEAN": "boolean",
+    "DATE": "date",
+    "TIME": "time without time zone",
+    "TIMESTAMP": "timestamp without time zone",
+    "TIMESTAMP WITH TIME ZONE": "timestamp with time zone",
+    "BLOB": "bytea",
+    "UUID": "uuid",
+    "INTERVAL": "interval",
+    "JSON": "json",
+}
+_TO_DUCKDB = {
+    "smallint": "SMALLINT",
+    "integer": "INTEGER",
+    "bigint": "BIGINT",
+    "real": "FLOAT",
+    "double precision": "DOUBLE",
+    "text": "VARCHAR",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "time without time zone": "TIME",
+    "timestamp without time zone": "TIMESTAMP",
+    "timestamp with time zone": "TIMESTAMP WITH TIME ZONE",
+    "bytea": "BLOB",
+    "uuid": "UUID",
+    "interval": "INTERVAL",
+    "json": "JSON",
+}
+_DUCKDB_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+
+
+def duckdb_type_name(duckdb_type: str) -> str:
+    """A DuckDB type as `compatibility` names it (unsigned and nested types keep their own
+    names, so they only ever match themselves)."""
+    text = duckdb_type.strip().upper()
+    if text.endswith("[]"):
+        return duckdb_type_name(text[:-2]) + "[]"
+    decimal = _DUCKDB_DECIMAL.match(text)
+    if decimal:
+        return f"numeric({decimal.group(1)},{decimal.group(2)})"
+    return _FROM_DUCKDB.get(text, text.lower())
+
+
+def sql_type_of_duckdb(type_name: str) -> str:
+    """The inverse of `duckdb_type_name`, for ALTER TABLE statements in DuckDB."""
+    if type_name.endswith("[]"):
+        return sql_type_of_duckdb(type_name[:-2]) + "[]"
+    decimal = _NUMERIC.match(type_name)
+    if decimal:
+        return f"DECIMAL({decimal.group(1)},{decimal.group(2)})"
+    return _TO_DUCKDB.get(type_name, type_name.upper())
