@@ -28,6 +28,7 @@ from sqlglot.errors import OptimizeError, ParseError, SchemaError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 
+from lineage.rewrite import rewrite
 from lineage.tables import DIALECT
 
 __all__ = ["ColumnEdge", "ColumnLineage", "Unresolved", "column_lineage", "source_query_lineage"]
@@ -290,7 +291,7 @@ def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> Column
     """Lineage of `sql` (DuckDB dialect) over upstream tables with the given column types
     ({table: {column: SQL type}})."""
     try:
-        tree = sqlglot.parse_one(sql, read=DIALECT)
+        tree = rewrite(sqlglot.parse_one(sql, read=DIALECT), schemas)
         qualified = qualify(
             tree,
             schema={t: dict(c) for t, c in schemas.items()},
@@ -302,7 +303,10 @@ def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> Column
         return ColumnLineage([], unresolved=[Unresolved(None, str(exc).splitlines()[0])])
     root = build_scope(qualified)
     if root is None:
-        return ColumnLineage([], unresolved=[Unresolved(None, "not a query")])
+        reason = "not a query"
+        if isinstance(qualified, exp.Pivot):
+            reason = "a PIVOT without a static IN list: its columns depend on the data"
+        return ColumnLineage([], unresolved=[Unresolved(None, reason)])
     walker = _Walker(set(schemas))
     for with_ in qualified.find_all(exp.With):
         if with_.args.get("recursive"):
