@@ -835,7 +835,12 @@ def show(
 @main.command()
 @pipeline_argument
 @click.argument("column")
-@click.option("--downstream", is_flag=True, help="What depends on COLUMN (default: its sources).")
+@click.option(
+    "--upstream/--downstream",
+    "upstream",
+    default=True,
+    help="Where COLUMN comes from (the default), or what depends on it.",
+)
 @click.option("--kind", type=click.Choice(["value", "filter"]), default=None)
 @click.option(
     "--run",
@@ -854,7 +859,7 @@ def show(
 def lineage(
     pipeline: Path,
     column: str,
-    downstream: bool,
+    upstream: bool,
     kind: str | None,
     run_id: str | None,
     project_dir: Path | None,
@@ -870,6 +875,7 @@ def lineage(
     from lineage.columns import Kind
     from lineage.pipeline import lineage_report, render_graph
 
+    downstream = not upstream
     if "." not in column:
         _fail(f"give the column as TASK.COLUMN, not {column!r}")
     chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None

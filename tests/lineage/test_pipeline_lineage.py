@@ -296,3 +296,15 @@ def test_a_run_records_a_frame_udfs_lineage_from_the_plan_it_ran(
         ("paid.amount", "orders.amount", "value", False),
         ("paid.amount", "orders.status", "filter", False),
     }
+
+
+def test_upstream_is_the_default_and_can_be_said(cli: Cli, write: WritePipeline) -> None:
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
+    write("data/customers.csv", "cid,segment\n10,retail\n")
+    write("udfs.py", UDFS)
+    path = write("p.yaml", PIPELINE)
+    said = cli("lineage", path, "joined.segment", "--upstream", "--format", "json")
+    default = cli("lineage", path, "joined.segment", "--format", "json")
+    assert said.exit_code == 0
+    assert json.loads(said.stdout) == json.loads(default.stdout)
+    assert json.loads(said.stdout)["direction"] == "upstream"
