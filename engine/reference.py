@@ -24,6 +24,7 @@ from connectors.postgres.config import (
     PostgresSource,
 )
 from engine.spec import (
+    AlertsSpec,
     BreakerPolicy,
     ColumnRule,
     InlineSchema,
@@ -33,6 +34,7 @@ from engine.spec import (
     SqlSpec,
     TaskDefaults,
     TaskSpec,
+    TriggerSpec,
     UdfSpec,
     ValidateSpec,
 )
@@ -116,6 +118,18 @@ defaults:
 retry: {attempts: 5, backoff: 2s, max_backoff: 60s, jitter: full}""",
     BreakerPolicy: """\
 circuit_breaker: {failures: 5, cooldown: 30s}""",
+    TriggerSpec: """\
+trigger:
+  - {files: "landing/*.csv", settle: 30s}
+  - {after: load_customers}""",
+    AlertsSpec: """\
+sla: 2h
+freshness: {orders: 6h}
+alerts:
+  webhook: https://hooks.example.com/arrowline
+  command: ./notify.sh
+  quarantine_above: 100
+  dedup: 1h""",
     OpenLineageSpec: """\
 openlineage:
   url: http://marquez:5000
@@ -235,6 +249,21 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "consecutive transient failures of tasks using it, it opens: for `cooldown`, those tasks "
         "fail at once with an error that says until when (and are retried after it if they have "
         "attempts left); then one probe task may try, and its result closes or reopens it.",
+    ),
+    (
+        "trigger",
+        TriggerSpec,
+        "`arrowline scheduler` starts a run when a new file matching `files` has stopped growing "
+        "for `settle` (each file once: the catalog remembers it by path, size and modification "
+        "time), or when the pipeline named by `after` succeeds. Triggered runs follow `overlap`.",
+    ),
+    (
+        "alerts",
+        AlertsSpec,
+        "Sent by `arrowline scheduler` on a failed run, a new dead letter, a run quarantining more "
+        "than `quarantine_above` rows, an `sla` miss (a scheduled run not successful that long "
+        "after its time) and `freshness` (an incremental extract's watermark lagging more than "
+        "allowed). A webhook is retried three times.",
     ),
     (
         "openlineage",

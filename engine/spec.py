@@ -41,6 +41,8 @@ __all__ = [
     "ParquetSink",
     "PipelineSpec",
     "RetryPolicy",
+    "TriggerSpec",
+    "AlertsSpec",
     "SqlSpec",
     "TaskDefaults",
     "TaskKind",
@@ -112,6 +114,47 @@ class OpenLineageSpec(ConfigModel):
     timeout: Duration = Field(
         timedelta(seconds=5),
         description="Per HTTP attempt; three attempts, then the event is dropped.",
+    )
+
+
+class TriggerSpec(ConfigModel):
+    """Start a run when something happens, besides (or instead of) the schedule."""
+
+    files: str | None = Field(
+        None, description="Glob (relative to the pipeline file): a new file starts a run."
+    )
+    settle: Duration = Field(
+        timedelta(seconds=30),
+        description="A file counts once its size and modification time stayed the same this long.",
+    )
+    after: str | None = Field(
+        None, description="Another pipeline of the project: each of its successful runs starts one."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TriggerSpec:
+        if (self.files is None) == (self.after is None):
+            raise ValueError("a trigger has exactly one of 'files' or 'after'")
+        return self
+
+
+class AlertsSpec(ConfigModel):
+    """Where alerts go, and which. Repeats of one alert within `dedup` are counted, not sent."""
+
+    webhook: str | None = Field(None, description="URL that gets each alert as a JSON POST.")
+    command: str | None = Field(
+        None, description="Shell command run per alert, the alert as JSON on its stdin."
+    )
+    log: bool = Field(True, description="Also write each alert as a log line.")
+    on: tuple[Literal["failure", "dead_letter", "quarantine", "sla", "freshness"], ...] = Field(
+        ("failure", "dead_letter", "quarantine", "sla", "freshness"),
+        description="The kinds of alert to send.",
+    )
+    quarantine_above: int = Field(
+        0, ge=0, description="Alert when a run quarantines more rows than this."
+    )
+    dedup: Duration = Field(
+        timedelta(hours=1), description="One alert per pipeline, kind and subject in this window."
     )
 
 
@@ -328,6 +371,34 @@ class PipelineSpec(ConfigModel):
     description: str | None = Field(None, description="Free text for people.")
     schedule: str | None = Field(None, description="Cron expression (5 fields, or 6 with seconds).")
     timezone: str = Field("UTC", description="IANA time zone the schedule is read in.")
+    overlap: Literal["skip", "queue", "allow", "cancel_previous"] = Field(
+        "skip",
+        description="When a run is due while the previous one still runs: skip the new "
+        "interval, queue it, allow both at once, or cancel the previous run.",
+    )
+    catchup: bool = Field(
+        False,
+        description="After downtime, run every missed interval (oldest first) instead of only "
+        "the latest.",
+    )
+    max_catchup: int = Field(
+        10, ge=1, le=10_000, description="With catchup: run at most this many missed intervals."
+    )
+    trigger: tuple[TriggerSpec, ...] = Field(
+        (), description="Runs started by new files or by another pipeline's success."
+    )
+    sla: Duration | None = Field(
+        None, description="Alert when a scheduled run has not succeeded this long after its time."
+    )
+    freshness: dict[str, Duration] = Field(
+        default_factory=dict,
+        description="Incremental extract id -> the most its watermark may lag behind now.",
+    )
+    alerts: AlertsSpec | None = Field(None, description="Alerts on failure, SLA misses and more.")
+    on_restart: Literal["resume", "fail"] = Field(
+        "resume",
+        description="What the scheduler does with a run its restart interrupted.",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Parameter defaults. Override with ARROWLINE_PARAM_<NAME> or --param.",
@@ -347,6 +418,11 @@ class PipelineSpec(ConfigModel):
         None, description="Send OpenLineage run events (START, COMPLETE, FAIL) to a file or URL."
     )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("params", "connections")
     @classmethod

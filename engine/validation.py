@@ -127,6 +127,34 @@ class _Checker:
                 path=("timezone",),
                 hint="use an IANA name such as 'UTC', 'Europe/Berlin' or 'America/New_York'",
             )
+        incremental = {
+            task.id
+            for task in self.spec.tasks
+            if getattr(task.extract, "incremental", None) is not None
+        }
+        if self.spec.overlap == "allow" and incremental:
+            self.add(
+                "overlap-allow-incremental",
+                "overlap: allow runs the pipeline twice at once, but its incremental extracts "
+                f"({', '.join(sorted(incremental))}) keep one watermark that both would move",
+                path=("overlap",),
+                hint="use overlap: queue (or skip), or drop `incremental` from those extracts",
+            )
+        for task_id in self.spec.freshness:
+            if task_id not in incremental:
+                self.add(
+                    "freshness-not-incremental",
+                    f"freshness names {task_id!r}, which is not an incremental extract",
+                    path=("freshness", task_id),
+                    hint=f"incremental extracts: {', '.join(sorted(incremental)) or 'none'}",
+                )
+        for position, trigger in enumerate(self.spec.trigger):
+            if trigger.after == self.spec.name:
+                self.add(
+                    "trigger-self",
+                    "trigger: after names this pipeline itself; each run would start the next",
+                    path=("trigger", position, "after"),
+                )
 
     def dependencies(self, task: TaskSpec) -> None:
         for position, dep in enumerate(task.depends_on):

@@ -602,3 +602,46 @@ def test_connection_references(write: WritePipeline, monkeypatch: pytest.MonkeyP
     assert unset.severity == "warning"
     assert unset.line == 3
     assert "${env:NO_SUCH_URI_VAR}" in unset.message
+
+
+def test_scheduling_settings_are_checked(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        schedule: "0 * * * *"
+        overlap: allow
+        freshness: {b: 1h}
+        trigger: {after: p}
+        connections:
+          wh: {kind: postgres, uri: "postgresql://u@h/d"}
+        tasks:
+          - id: a
+            extract: {from: postgres, connection: wh, table: t, incremental: {cursor: at}}
+          - id: b
+            sql: select * from a
+        """,
+        )
+    )
+    overlap = only(problems, "overlap-allow-incremental")
+    assert "incremental extracts (a) keep one watermark" in overlap.message
+    assert overlap.line == 3
+    assert only(problems, "freshness-not-incremental").line == 4
+    assert only(problems, "trigger-self").line == 5
+
+
+def test_a_trigger_names_one_kind(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        trigger: [{files: "in/*.csv", after: q}]
+        tasks: [{id: a, sql: select 1}]
+        """,
+        )
+    )
+    problem = only(problems, "invalid-value")
+    assert "a trigger has exactly one of 'files' or 'after'" in problem.message
+    assert problem.line == 2
