@@ -28,6 +28,7 @@ from engine.durations import Duration
 
 __all__ = [
     "NAME_PATTERN",
+    "AlertsSpec",
     "BreakerPolicy",
     "ColumnRule",
     "CsvOptions",
@@ -41,12 +42,11 @@ __all__ = [
     "ParquetSink",
     "PipelineSpec",
     "RetryPolicy",
-    "TriggerSpec",
-    "AlertsSpec",
     "SqlSpec",
     "TaskDefaults",
     "TaskKind",
     "TaskSpec",
+    "TriggerSpec",
     "UdfSpec",
     "ValidateSpec",
     "pipeline_json_schema",
