@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,7 @@ def plan(
     project_dir: str | os.PathLike[str] | None = None,
     run_id: str | None = None,
     full_refresh: bool = False,
+    logical_date: datetime | None = None,
 ) -> Plan:
     """The plan `run` would execute, without running anything."""
     definition = _definition(pipeline)
@@ -284,6 +286,7 @@ def plan(
             catalog=reader,
             run_id=run_id,
             full_refresh=full_refresh,
+            logical_date=logical_date,
         )
     finally:
         if reader is not None:
@@ -324,7 +327,8 @@ def _locked(
     with lock:
         catalog = Catalog(project / STATE_DIR / "catalog.db")
         try:
-            recover_interrupted(catalog, Workspace.for_project(project), pipeline)
+            if not lock.shared:  # a sharer cannot tell a dead run from another live sharer
+                recover_interrupted(catalog, Workspace.for_project(project), pipeline)
             yield catalog
         finally:
             catalog.close()
@@ -434,10 +438,20 @@ def run(
     full_refresh: bool = False,
     if_running: IfRunning = "refuse",
     wait_timeout: float | None = None,
+    logical_date: datetime | None = None,
+    run_id: str | None = None,
+    on_executor: Callable[[Executor], None] | None = None,
 ) -> RunResult:
-    """Validate, plan and run a pipeline; returns the result (it does not raise on task failure)."""
+    """Validate, plan and run a pipeline; returns the result (it does not raise on task failure).
+    `logical_date`: the start of the interval the run covers (default: now)."""
     the_plan = plan(
-        pipeline, params=params, select=select, project_dir=project_dir, full_refresh=full_refresh
+        pipeline,
+        params=params,
+        select=select,
+        project_dir=project_dir,
+        full_refresh=full_refresh,
+        logical_date=logical_date,
+        run_id=run_id,
     )
     return execute(
         the_plan,
@@ -446,6 +460,7 @@ def run(
         settings=settings,
         runner=runner,
         listener=listener,
+        on_executor=on_executor,
         if_running=if_running,
         wait_timeout=wait_timeout,
     )

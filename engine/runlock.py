@@ -31,7 +31,9 @@ from engine.errors import StateError
 
 __all__ = ["ConcurrentRun", "RunLock", "lock_is_held"]
 
-IfRunning = Literal["refuse", "wait"]
+IfRunning = Literal["refuse", "wait", "share"]
+"""refuse or wait when another run holds the lock; share: hold it together with other runs that
+share it (the scheduler's `overlap: allow`), waiting only for a run that holds it alone."""
 
 
 class ConcurrentRun(StateError):
@@ -42,9 +44,9 @@ def _lock_path(state_dir: Path, pipeline: str) -> Path:
     return state_dir / "locks" / f"{pipeline}.lock"
 
 
-def _try_lock(fd: int) -> bool:
+def _try_lock(fd: int, shared: bool = False) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False
@@ -91,6 +93,10 @@ class RunLock:
         self.on_wait = on_wait
         self._fd: int | None = None
 
+    @property
+    def shared(self) -> bool:
+        return self.if_running == "share"
+
     def holder(self) -> dict[str, Any]:
         """Who holds the lock, as its holder wrote it (empty when unknown)."""
         with contextlib.suppress(OSError, ValueError):
@@ -122,7 +128,7 @@ class RunLock:
         started = time.monotonic()
         announced = False
         try:
-            while not _try_lock(fd):
+            while not _try_lock(fd, shared=self.shared):
                 if self.if_running == "refuse":
                     raise self._refusal(None)
                 waited = time.monotonic() - started
@@ -141,14 +147,16 @@ class RunLock:
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        if not self.shared:  # sharers would overwrite each other: the file names one holder
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
+            if not self.shared:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

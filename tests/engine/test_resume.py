@@ -271,3 +271,19 @@ def test_a_task_that_exhausts_its_retries_leaves_a_dead_letter(
         f"connection reset (attempt {n})" for n in (1, 2, 3)
     ]
     assert all(a["transient"] and a["duration_s"] >= 0 for a in letter.attempts)
+
+
+def test_sharers_hold_the_lock_together_and_keep_a_lone_run_out(tmp_path: Path) -> None:
+    from engine.runlock import lock_is_held
+
+    first = RunLock(tmp_path, "p", "r1", if_running="share")
+    second = RunLock(tmp_path, "p", "r2", if_running="share")
+    with first, second:
+        assert lock_is_held(tmp_path, "p")
+        with pytest.raises(ConcurrentRun):
+            RunLock(tmp_path, "p", "r3").acquire()
+    assert not lock_is_held(tmp_path, "p")
+    with RunLock(tmp_path, "p", "r4"):
+        late = RunLock(tmp_path, "p", "r5", if_running="share", wait_timeout=0.3, poll=0.05)
+        with pytest.raises(ConcurrentRun, match="still running after waiting"):
+            late.acquire()
