@@ -42,7 +42,61 @@ __all__ = [
 ]
 
 CATALOG_FILE = "catalog.db"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+_SCHEDULER_TABLES = """
+create table if not exists schedules (
+    pipeline text primary key,
+    pipeline_file text not null,
+    paused integer not null default 0,
+    reason text,
+    changed_at text,
+    changed_by text,
+    last_fire text,
+    registered_at text not null
+);
+create table if not exists intervals (
+    pipeline text not null,
+    fire_at text not null,
+    logical_date text not null,
+    state text not null,
+    run_id text,
+    reason text,
+    decided_at text not null,
+    started_at text,
+    primary key (pipeline, fire_at)
+);
+create table if not exists run_requests (
+    id integer primary key autoincrement,
+    pipeline text not null,
+    pipeline_file text not null,
+    params text not null,
+    run_id text not null unique,
+    source text not null,
+    requested_at text not null,
+    state text not null default 'pending',
+    started_at text,
+    reason text
+);
+create table if not exists triggers_seen (
+    pipeline text not null,
+    kind text not null,
+    key text not null,
+    seen_at text not null,
+    request_id integer,
+    primary key (pipeline, kind, key)
+);
+create table if not exists alerts_sent (
+    key text primary key,
+    pipeline text not null,
+    kind text not null,
+    first_at text not null,
+    last_sent_at text not null,
+    suppressed integer not null default 0
+);
+"""
+"""What the scheduler keeps (engine.scheduler): per pipeline its schedule state, every interval
+it decided (the primary key is what stops an interval from running twice), requested runs, the
+trigger events it has seen, and the alerts it sent (for de-duplication)."""
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
     2: ("alter table task_runs add column details text",),
@@ -51,9 +105,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "alter table runs add column resumes integer not null default 0",
     ),
     4: ("create table if not exists run_lineage (run_id text primary key, graph text not null)",),
+    5: tuple(part.strip() for part in _SCHEDULER_TABLES.split(";") if part.strip()),
 }
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 create table if not exists meta (key text primary key, value text not null);
 create table if not exists runs (
     run_id text primary key,
@@ -151,6 +207,9 @@ create table if not exists run_lineage (
     run_id text primary key references runs (run_id),
     graph text not null
 );
+"""
+    + _SCHEDULER_TABLES
+    + """
 create table if not exists watermark_audit (
     id integer primary key autoincrement,
     pipeline text not null,
@@ -164,6 +223,7 @@ create table if not exists watermark_audit (
     at text not null
 );
 """
+)
 
 
 _TASK_FIELDS = frozenset(
@@ -414,6 +474,10 @@ class CatalogReader:
     def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._connection.execute(sql, parameters).fetchall()
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Read SQL over the catalog, for reports (metrics, status)."""
+        return self._query(sql, parameters)
 
     def runs(self, pipeline: str | None = None, limit: int = 50) -> list[RunRow]:
         """Most recent first."""
