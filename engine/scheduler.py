@@ -505,11 +505,15 @@ class Scheduler:
             )
 
     def _alert(
-        self, pipeline: str, kind: str, subject: str, message: str, **details: Any
+        self,
+        pipeline: str,
+        kind: str,
+        subject: str,
+        message: str,
+        details: dict[str, Any] | None = None,
     ) -> Alert:
         """An alert stamped with the scheduler's clock (its de-duplication window follows it)."""
-        extra = details.get("details", {})
-        return Alert(pipeline, kind, subject, message, self.clock(), extra)
+        return Alert(pipeline, kind, subject, message, self.clock(), details or {})
 
     def _sla(self, loaded: _Loaded, now: datetime) -> None:
         assert loaded.definition is not None
