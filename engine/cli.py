@@ -1191,3 +1191,6 @@ def schema(output: Path | None) -> None:
     else:
         output.write_text(text + "\n", encoding="utf-8")
         err.print(f"wrote {output}")
+
+
+from engine import cli_scheduler  # noqa: E402, F401 - registers the scheduler's commands on main

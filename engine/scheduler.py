@@ -52,7 +52,13 @@ from engine.states import RunState
 from engine.tasks import TaskRunner, run_task
 from engine.workspace import STATE_DIR
 
-__all__ = ["Scheduler", "discover_pipelines"]
+__all__ = [
+    "Scheduler",
+    "SchedulerSettings",
+    "discover_pipelines",
+    "request_run",
+    "scheduler_running",
+]
 
 Clock = Callable[[], datetime]
 _SKIP_DIRS = {".arrowline", ".git", ".venv", "venv", "node_modules", "__pycache__"}
@@ -564,6 +570,13 @@ class Scheduler:
                     spec.alerts,
                 )
 
+    # -- requests from outside (HTTP API, `arrowline trigger`) ---------------------------------
+
+    def request(self, name: str, params: dict[str, Any], source: str) -> RequestRow:
+        """Queue a run of pipeline `name` (KeyError when the project has none); its parameters
+        are checked now (ParameterError), so a bad request fails at once, not at run time."""
+        return request_run(self.project, name, params, source)
+
     # -- restart recovery --------------------------------------------------------------------
 
     def recover(self) -> None:
@@ -651,5 +664,32 @@ class Scheduler:
             self.store.close()
 
 
-def next_fire(loaded_schedule: Schedule | None, now: datetime) -> datetime | None:
-    return loaded_schedule.next_after(now) if loaded_schedule else None
+def request_run(project: Path, name: str, params: dict[str, Any], source: str) -> RequestRow:
+    """Queue a run for the project's scheduler; works from any thread or process."""
+    from engine.api import load
+    from engine.params import resolve_params
+
+    path = discover_pipelines(project).get(name)
+    if path is None:
+        raise KeyError(name)
+    spec = load(path).spec
+    resolve_params(spec.params, params, {})
+    with SchedulerStore(project / STATE_DIR / "catalog.db") as store:
+        return store.request_run(name, str(path), params, source)
+
+
+def scheduler_running(project: Path) -> bool:
+    """True when a scheduler process leads the project (holds its lock)."""
+    path = project / STATE_DIR / "locks" / "scheduler.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

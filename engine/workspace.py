@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -58,7 +59,9 @@ class Workspace:
         final = self.output_dir(pipeline, task_id, run_id)
         publish_directory(staging, final)
         latest = self.task_dir(pipeline, task_id) / "LATEST"
-        temporary = latest.with_name(f".LATEST.{os.getpid()}")
+        # One temporary name per process and thread: runs that overlap in one process (the
+        # scheduler's overlap: allow, a parallel backfill) publish at the same moment.
+        temporary = latest.with_name(f".LATEST.{os.getpid()}.{threading.get_ident()}")
         temporary.write_text(run_id + "\n", encoding="utf-8")
         os.replace(temporary, latest)
         return final

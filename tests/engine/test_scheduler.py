@@ -46,7 +46,9 @@ class Gate:
         return run_task(context)
 
 
-def pipeline(name: str, extra: str = "", tasks: str = "  - id: slow\n    sql: select 1 as x\n") -> str:
+def pipeline(
+    name: str, extra: str = "", tasks: str = "  - id: slow\n    sql: select 1 as x\n"
+) -> str:
     return f'pipeline: {name}\nschedule: "* * * * *"\n{extra}tasks:\n{tasks}'
 
 
