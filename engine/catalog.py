@@ -70,7 +70,7 @@ create table if not exists run_requests (
     pipeline text not null,
     pipeline_file text not null,
     params text not null,
-    run_id text not null unique,
+    run_id text not null,
     source text not null,
     requested_at text not null,
     state text not null default 'pending',

@@ -17,6 +17,7 @@ from engine.cli import (
     EXIT_OK,
     _errors,
     _fail,
+    _logging,
     _params,
     err,
     format_option,
@@ -73,6 +74,15 @@ def _pipeline(project: Path, name_or_file: str) -> tuple[str, Path]:
     show_default=True,
     help="On SIGTERM, seconds running runs get to finish before they are cancelled.",
 )
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 def scheduler(
     project_dir: Path | None,
     host: str,
@@ -81,12 +91,15 @@ def scheduler(
     tick: float,
     max_runs: int,
     shutdown_timeout: float,
+    log_format: str,
+    log_level: str,
 ) -> None:
     """Run the project's schedules and triggers until SIGTERM. One scheduler acts per project;
     start more as standbys: one takes over within a tick when the active one dies."""
     from engine.scheduler import Scheduler, SchedulerSettings
     from engine.scheduler_api import ApiServer
 
+    _logging(log_format, log_level.upper(), None)
     project = _project(project_dir)
     settings = SchedulerSettings(tick=tick, max_runs=max_runs, shutdown_timeout=shutdown_timeout)
     with _errors():

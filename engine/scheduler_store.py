@@ -98,7 +98,9 @@ class SchedulerReader(CatalogReader):
         return [_request(r) for r in rows]
 
     def request_for_run(self, run_id: str) -> RequestRow | None:
-        rows = self._query("select * from run_requests where run_id = ?", (run_id,))
+        rows = self._query(
+            "select * from run_requests where run_id = ? order by id desc limit 1", (run_id,)
+        )
         return _request(rows[0]) if rows else None
 
 

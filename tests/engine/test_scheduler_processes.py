@@ -1,0 +1,186 @@
+"""The scheduler as real processes: a restart that kills a run, two replicas with one dying,
+and SIGTERM with a run in flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WritePipeline
+from tests.engine.test_crash import arrowline, kill_at
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(condition: object, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def query(project: Path, sql: str) -> list[tuple[object, ...]]:
+    path = project / ".arrowline" / "catalog.db"
+    if not path.exists():
+        return []
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        return connection.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []  # not created yet
+    finally:
+        connection.close()
+
+
+def count(project: Path, sql: str) -> int:
+    rows = query(project, sql)
+    return int(rows[0][0]) if rows else 0
+
+
+def stop(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr
+
+
+def test_a_run_killed_with_its_scheduler_is_resumed_by_the_next(
+    write: WritePipeline, project: Path
+) -> None:
+    write("data/a.csv", "id,v\n" + "".join(f"{i},{i * 2}\n" for i in range(1000)))
+    write(
+        "p.yaml",
+        """
+        pipeline: p
+        tasks:
+          - id: a
+            extract: {from: files, path: data/a.csv}
+          - id: total
+            sql: select sum(v) as s from a
+        """,
+    )
+    first = arrowline(project, "scheduler", "--tick", "0.2", fault="extract.batch")
+    wait_for(lambda: query(project, "select 1 from schedules"), what="the first scheduler")
+    trigger = arrowline(project, "trigger", "p")
+    assert trigger.communicate(timeout=60)[0].strip().endswith("queued with the scheduler")
+    kill_at(first, "extract.batch")
+    ((run_id, state),) = query(project, "select run_id, state from runs")
+    assert state == "RUNNING"  # the dead process left it so
+
+    second = arrowline(project, "scheduler", "--tick", "0.2")
+    wait_for(
+        lambda: (
+            query(project, f"select state from runs where run_id = '{run_id}'") == [("SUCCESS",)]
+        ),
+        what="the interrupted run to be resumed",
+    )
+    code, stderr = stop(second)
+    assert code == 0
+    assert f"run {run_id} of p was interrupted by a restart; resuming it" in stderr
+    events = [
+        e
+        for (e,) in query(
+            project, f"select event from transitions where run_id = '{run_id}' and task_id is null"
+        )
+    ]
+    assert any("interrupted" in e for e in events)
+    assert query(project, "select count(*) from runs") == [(1,)]  # resumed, not run again
+
+
+def test_a_standby_replica_takes_over_and_no_interval_runs_twice(
+    write: WritePipeline, project: Path
+) -> None:
+    write(
+        "p.yaml",
+        """
+        pipeline: p
+        schedule: "* * * * * *"
+        tasks:
+          - id: t
+            sql: select 1 as x
+        """,
+    )
+    leader = arrowline(project, "scheduler", "--tick", "0.25")
+    wait_for(
+        lambda: count(project, "select count(*) from runs where state = 'SUCCESS'") >= 2,
+        what="runs under the first scheduler",
+    )
+    standby = arrowline(project, "scheduler", "--tick", "0.25")
+    time.sleep(1.0)
+    holder = (project / ".arrowline" / "locks" / "scheduler.lock").read_text().strip()
+    assert holder == str(leader.pid)
+    before = count(project, "select count(*) from runs")
+    os.kill(leader.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    leader.communicate(timeout=30)
+    wait_for(
+        lambda: (
+            (project / ".arrowline" / "locks" / "scheduler.lock").read_text().strip()
+            == str(standby.pid)
+        ),
+        timeout=10,
+        what="the standby to take the lock",
+    )
+    takeover = time.monotonic() - killed_at
+    wait_for(
+        lambda: count(project, "select count(*) from runs") >= before + 2,
+        what="runs under the standby",
+    )
+    code, _ = stop(standby)
+    assert code == 0
+    assert takeover < 2.0  # within a tick or two of the leader's death
+    started = query(project, "select fire_at, run_id from intervals where state = 'started'")
+    run_ids = [r for _, r in started]
+    assert len(run_ids) == len(set(run_ids))
+    dates = query(project, "select logical_date, count(*) from runs group by 1 having count(*) > 1")
+    assert dates == []  # no interval ran twice
+    assert query(project, "select count(*) from runs where state = 'RUNNING'") == [(0,)]
+
+
+def test_sigterm_lets_a_running_run_finish_then_exits(write: WritePipeline, project: Path) -> None:
+    write(
+        "p.yaml",
+        """
+        pipeline: p
+        tasks:
+          - id: slow
+            sql: select count(*) as n from range(600000000) t(x) where x % 7 = 3
+        """,
+    )
+    scheduler = arrowline(project, "scheduler", "--tick", "0.2", "--shutdown-timeout", "120")
+    wait_for(lambda: query(project, "select 1 from schedules"), what="the scheduler")
+    arrowline(project, "trigger", "p").communicate(timeout=60)
+    wait_for(lambda: query(project, "select state from runs") == [("RUNNING",)], what="the run")
+    code, stderr = stop(scheduler, timeout=180)
+    assert code == 0
+    assert "scheduler stopping: no new runs" in stderr
+    assert query(project, "select state from runs") == [("SUCCESS",)]
+
+
+def test_sigterm_cancels_a_run_that_outlives_the_deadline(
+    write: WritePipeline, project: Path
+) -> None:
+    write(
+        "p.yaml",
+        """
+        pipeline: p
+        tasks:
+          - id: slow
+            sql: select count(*) as n from range(100000000000) t(x) where x % 7 = 3
+        """,
+    )
+    scheduler = arrowline(project, "scheduler", "--tick", "0.2", "--shutdown-timeout", "0.5")
+    wait_for(lambda: query(project, "select 1 from schedules"), what="the scheduler")
+    arrowline(project, "trigger", "p").communicate(timeout=60)
+    wait_for(lambda: query(project, "select state from runs") == [("RUNNING",)], what="the run")
+    code, stderr = stop(scheduler, timeout=120)
+    assert code == 0
+    assert "did not finish before the deadline; cancelling it" in stderr
+    assert query(project, "select state from runs") == [("CANCELLED",)]
