@@ -47,7 +47,7 @@ from engine.definition import Definition
 from engine.errors import ArrowlineError
 from engine.executor import Executor, RunResult
 from engine.schedule import Schedule
-from engine.scheduler_store import RequestRow, SchedulerStore, iso, parse
+from engine.scheduler_store import RequestRow, ScheduleRow, SchedulerStore, iso, parse
 from engine.states import RunState
 from engine.tasks import TaskRunner, run_task
 from engine.workspace import STATE_DIR
@@ -68,27 +68,51 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _yaml_files(project: Path) -> list[Path]:
+    """YAML files of a project, without descending into state, VCS or virtualenv folders."""
+    found = []
+    for folder, folders, files in os.walk(project):
+        folders[:] = sorted(d for d in folders if d not in _SKIP_DIRS and not d.startswith("."))
+        found += [Path(folder, f) for f in sorted(files) if f.endswith((".yaml", ".yml"))]
+    return found
+
+
+_NAMES: dict[Path, tuple[int, str | None]] = {}
+"""path -> (mtime, pipeline name or None): a file is parsed again only when it changes."""
+
+
+def _pipeline_name(path: Path) -> str | None:
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    cached = _NAMES.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = None
+    name = None
+    if isinstance(data, dict) and isinstance(data.get("pipeline"), str) and "tasks" in data:
+        name = data["pipeline"]
+    _NAMES[path] = (mtime, name)
+    return name
+
+
 def discover_pipelines(project: Path) -> dict[str, Path]:
     """Pipeline files of a project (YAML with `pipeline:` and `tasks:`), by pipeline name."""
     found: dict[str, Path] = {}
-    for path in sorted(project.rglob("*.y*ml")):
-        if _SKIP_DIRS & set(path.relative_to(project).parts[:-1]):
+    for path in _yaml_files(project):
+        name = _pipeline_name(path)
+        if name is None:
             continue
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        if name in found:
+            logger.warning(
+                "pipeline {} is defined twice: {} and {}; using the first", name, found[name], path
+            )
             continue
-        if isinstance(data, dict) and isinstance(data.get("pipeline"), str) and "tasks" in data:
-            name = data["pipeline"]
-            if name in found:
-                logger.warning(
-                    "pipeline {} is defined twice: {} and {}; using the first",
-                    name,
-                    found[name],
-                    path,
-                )
-                continue
-            found[name] = path
+        found[name] = path
     return found
 
 
@@ -130,6 +154,8 @@ class SchedulerSettings:
     runner: TaskRunner = run_task
     file_scan_every: float = 5.0
     """Seconds between globbing trigger folders (file triggers are settled by `settle` anyway)."""
+    discover_every: float = 5.0
+    """Seconds between walks of the project for new, changed or removed pipeline files."""
 
 
 @dataclass
@@ -150,6 +176,9 @@ class Scheduler:
         self.stopping = threading.Event()
         self._leader_fd: int | None = None
         self._alerted_letters: set[int] = set()
+        self._walked = 0.0
+        self.next_due: dict[str, datetime] = {}
+        """pipeline -> its next fire instant: nothing to decide before then."""
         self._stop_at: float | None = None
         self.lock = threading.Lock()
 
@@ -182,11 +211,16 @@ class Scheduler:
 
     # -- pipelines ---------------------------------------------------------------------------
 
-    def refresh(self) -> dict[str, _Loaded]:
-        """Load new and changed pipeline files (a file whose mtime did not change is not read)."""
+    def refresh(self, *, force: bool = False) -> dict[str, _Loaded]:
+        """Load new and changed pipeline files (a file whose mtime did not change is not read).
+        The project is walked at most every `discover_every` seconds."""
         from engine.api import load
         from engine.errors import PipelineInvalid
 
+        moment = time.monotonic()
+        if not force and moment - self._walked < self.settings.discover_every and self.loaded:
+            return self.loaded
+        self._walked = moment
         current = discover_pipelines(self.project)
         for name, path in current.items():
             mtime = path.stat().st_mtime_ns
@@ -210,44 +244,66 @@ class Scheduler:
     # -- one tick ----------------------------------------------------------------------------
 
     def tick(self) -> None:
+        """One pass over every pipeline. An idle pipeline costs a dictionary lookup and a
+        comparison: its next fire time is kept in memory, and the catalog is asked once per
+        tick which pipelines have queued work."""
         now = self.clock()
         with self.lock:
             self.reap()
+            states = {row.pipeline: row for row in self.store.schedules()}
+            waiting = {
+                name
+                for (name,) in self.store.query(
+                    "select pipeline from intervals where state = 'queued' union "
+                    "select pipeline from run_requests where state = 'pending'"
+                )
+            }
             for loaded in self.refresh().values():
                 if loaded.definition is None:
                     continue
                 try:
-                    self._pipeline_tick(loaded, now)
+                    self._pipeline_tick(
+                        loaded, states.get(loaded.name), loaded.name in waiting, now
+                    )
                 except Exception as exc:  # one pipeline's problem must not stop the others
                     logger.exception("scheduler: pipeline {} failed its tick: {}", loaded.name, exc)
 
-    def _pipeline_tick(self, loaded: _Loaded, now: datetime) -> None:
-        state = self.store.ensure_schedule(
-            loaded.name,
-            str(loaded.path),
-            loaded.schedule.previous(now) if loaded.schedule else None,
-        )
+    def _pipeline_tick(
+        self, loaded: _Loaded, state: ScheduleRow | None, waiting: bool, now: datetime
+    ) -> None:
+        if state is None or state.pipeline_file != str(loaded.path):
+            state = self.store.ensure_schedule(
+                loaded.name,
+                str(loaded.path),
+                loaded.schedule.previous(now) if loaded.schedule else None,
+            )
         if not state.paused:
-            if loaded.schedule is not None:
-                self._decide(loaded, state.last_fire, now)
-            self._file_triggers(loaded, now)
-            self._after_triggers(loaded)
-            if not self.stopping.is_set():
+            due = self.next_due.get(loaded.name)
+            if loaded.schedule is not None and (due is None or now >= due):
+                if self._decide(loaded, state.last_fire, now):
+                    waiting = True
+                self.next_due[loaded.name] = loaded.schedule.next_after(now)
+            if self._file_triggers(loaded, now) or self._after_triggers(loaded):
+                waiting = True
+            if (waiting or self._busy(loaded.name)) and not self.stopping.is_set():
                 self._dispatch(loaded, now)
+        else:
+            self.next_due.pop(loaded.name, None)  # on resume, look at what was missed
         self._sla(loaded, now)
         self._freshness(loaded, now)
 
     def _busy(self, name: str) -> bool:
         return any(a.thread.is_alive() for a in self.active.get(name, []))
 
-    def _decide(self, loaded: _Loaded, last_fire: str | None, now: datetime) -> None:
+    def _decide(self, loaded: _Loaded, last_fire: str | None, now: datetime) -> bool:
+        """Record the intervals due since the last decided one; True when one was queued."""
         assert loaded.definition is not None
         assert loaded.schedule is not None
         spec = loaded.definition.spec
         since = parse(last_fire) if last_fire else loaded.schedule.previous(now)
         due = loaded.schedule.due(since, now)
         if not due:
-            return
+            return False
         keep = due[-spec.max_catchup :] if spec.catchup else due[-1:]
         missed = (
             "catchup: false runs the latest interval only"
@@ -271,17 +327,20 @@ class Scheduler:
         recorded = self.store.claim_intervals(loaded.name, due[-1], decided)
         for row in recorded:
             logger.info("pipeline {}: interval due {} {}", loaded.name, row.fire_at, row.state)
+        return any(row.state == "queued" for row in recorded)
 
     # -- triggers ----------------------------------------------------------------------------
 
-    def _file_triggers(self, loaded: _Loaded, now: datetime) -> None:
+    def _file_triggers(self, loaded: _Loaded, now: datetime) -> bool:
+        """Requests for settled new files; True when one was made."""
         assert loaded.definition is not None
         triggers = [t for t in loaded.definition.spec.trigger if t.files]
         if not triggers:
-            return
+            return False
         last = self.last_file_scan.get(loaded.name)
         if last is not None and (now - last).total_seconds() < self.settings.file_scan_every:
-            return
+            return False
+        requested = False
         self.last_file_scan[loaded.name] = now
         base = loaded.path.parent
         for trigger in triggers:
@@ -299,6 +358,7 @@ class Scheduler:
                     continue
                 key = f"{path.relative_to(base)}|{stat.st_size}|{stat.st_mtime_ns}"
                 if self.store.record_trigger(loaded.name, "files", key):
+                    requested = True
                     request = self.store.request_run(
                         loaded.name, str(loaded.path), {}, f"files:{path.relative_to(base)}"
                     )
@@ -308,9 +368,12 @@ class Scheduler:
                         path.name,
                         request.run_id,
                     )
+        return requested
 
-    def _after_triggers(self, loaded: _Loaded) -> None:
+    def _after_triggers(self, loaded: _Loaded) -> bool:
+        """Requests for new successes of the pipelines this one runs after; True when made."""
         assert loaded.definition is not None
+        requested = False
         for trigger in loaded.definition.spec.trigger:
             if not trigger.after:
                 continue
@@ -318,11 +381,13 @@ class Scheduler:
             since = schedule.registered_at if schedule else iso(self.clock())
             rows = self.store.query(
                 "select run_id from runs where pipeline = ? and state = 'SUCCESS' and ended_at > ? "
-                "order by ended_at",
-                (trigger.after, since),
+                "and run_id not in (select key from triggers_seen where pipeline = ? "
+                "and kind = 'after') order by ended_at",
+                (trigger.after, since, loaded.name),
             )
             for (run_id,) in rows:
                 if self.store.record_trigger(loaded.name, "after", run_id):
+                    requested = True
                     request = self.store.request_run(
                         loaded.name, str(loaded.path), {}, f"after:{trigger.after}:{run_id}"
                     )
@@ -333,6 +398,7 @@ class Scheduler:
                         run_id,
                         request.run_id,
                     )
+        return requested
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -587,7 +653,7 @@ class Scheduler:
         from engine.workspace import Workspace
 
         workspace = Workspace.for_project(self.project)
-        for loaded in self.refresh().values():
+        for loaded in self.refresh(force=True).values():
             if loaded.definition is None or lock_is_held(self.project / STATE_DIR, loaded.name):
                 continue
             for run_id in recover_interrupted(self.store, workspace, loaded.name):
@@ -637,8 +703,17 @@ class Scheduler:
                 announced = True
             if on_tick is not None:
                 on_tick()
-            self.stopping.wait(max(0.0, self.settings.tick - (time.monotonic() - started)))
+            self.stopping.wait(self._sleep(started))
         return self._drain()
+
+    def _sleep(self, tick_started: float) -> float:
+        """Until the next tick, or sooner when a pipeline falls due before it: a run due at
+        12:00:00 starts then, not up to a tick later."""
+        wait = self.settings.tick - (time.monotonic() - tick_started)
+        if self.next_due and self._leader_fd is not None:
+            soonest = (min(self.next_due.values()) - self.clock()).total_seconds()
+            wait = min(wait, soonest + 0.001)
+        return max(0.0, wait)
 
     def _drain(self) -> int:
         running = [a for runs in self.active.values() for a in runs if a.thread.is_alive()]

@@ -19,6 +19,7 @@ NAMES = (
     "udf",
     "validate",
     "e2e",
+    "scheduler",
 )
 
 
