@@ -3,10 +3,13 @@ pipeline (2M rows by default), against the hand-written floor: ADBC into Arrow, 
 DuckDB, the same checks as a filter, `adbc_ingest` back into PostgreSQL and DuckDB's COPY to
 Parquet, in one script with no catalog, no workspace and no retries.
 
-The dlt + dbt-duckdb contender the issue names is not in the harness yet. Both contenders
-report the rows and sum of ids they loaded into PostgreSQL and the day rows they wrote.
+The peers' way is dlt + dbt-duckdb: dlt's `sql_table` (pyarrow backend) loads the source into a
+DuckDB file, a dbt-duckdb project builds the same models there (the checks as a filtering model,
+the daily summary as an external Parquet model), and a second dlt pipeline loads the checked
+rows into PostgreSQL (CSV + COPY). Every contender reports the rows, sum of ids and sum of totals
+it loaded into PostgreSQL and the day rows it wrote, which must agree.
 
-Child usage: python -m benchmarks.workloads.e2e {arrowline,script} --data SOURCE_TABLE
+Child usage: python -m benchmarks.workloads.e2e {arrowline,script,dlt_dbt} --data SOURCE_TABLE
 """
 
 from __future__ import annotations
@@ -115,6 +118,89 @@ def _script(source_path: Path, out: Path) -> dict[str, Any]:
     return {"engine_s": elapsed, "checksum": f"{_loaded(target)};days={days}"}
 
 
+def _dlt_dbt(source_path: Path, out: Path) -> dict[str, Any]:
+    import subprocess
+
+    import dlt
+    import duckdb
+    from dlt.sources.sql_database import sql_table
+
+    source = str(source_path)
+    schema, table = source.split(".")
+    warehouse = out / "warehouse.duckdb"
+    # dlt insists on a password; under trust authentication any will do.
+    pg_uri = (
+        URI
+        if ":" in URI.split("@")[0].removeprefix("postgresql://")
+        else URI.replace("@", ":unused@", 1)
+    )
+    target = f"{SCHEMA}_e2e_dlt"
+    project = out / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text(
+        "name: e2e\nversion: '1.0'\nprofile: e2e\nmodel-paths: [models]\n"
+        "models:\n  e2e:\n    +materialized: table\n"
+    )
+    (out / "profiles.yml").write_text(
+        f"e2e:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
+        f"      path: '{warehouse}'\n      threads: 2\n"
+    )
+    models = project / "models"
+    (models / "sources.yml").write_text(
+        "version: 2\nsources:\n  - name: raw\n    schema: raw\n    tables: [{name: orders}]\n"
+    )
+    raw = "{{ source('raw', 'orders') }}"
+    (models / "enriched.sql").write_text(ENRICH.replace("from orders", f"from {raw}") + "\n")
+    (models / "checked.sql").write_text(f"select * from {{{{ ref('enriched') }}}} where {CHECK}\n")
+    (models / "daily.sql").write_text(
+        "{{ config(materialized='external', location='"
+        + str(out / "daily.parquet")
+        + "') }}\n"
+        + DAILY.replace("from orders", f"from {raw}")
+        + "\n"
+    )
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    with pgdb.connect(URI) as connection, connection.cursor() as cursor:  # untimed: a clean target
+        cursor.execute(f"drop schema if exists {target} cascade")
+        connection.commit()
+
+    started = time.perf_counter()
+    extract = dlt.pipeline(
+        pipeline_name="e2e_extract",
+        destination=dlt.destinations.duckdb(credentials=str(warehouse)),
+        dataset_name="raw",
+        pipelines_dir=str(out / "dlt"),
+    )
+    resource = sql_table(credentials=pg_uri, table=table, schema=schema, backend="pyarrow")
+    extract.run(resource, table_name="orders")
+    dbt = Path(sys.executable).with_name("dbt")  # the environment's own, not one on PATH
+    subprocess.run(
+        [str(dbt), "run", "--profiles-dir", str(out), "--project-dir", str(project), "--quiet"],
+        check=True,
+        cwd=out,
+    )
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        checked = connection.execute("select * from main.checked").to_arrow_table()
+    load = dlt.pipeline(
+        pipeline_name="e2e_load",
+        destination=dlt.destinations.postgres(credentials=pg_uri),
+        dataset_name=target,
+        pipelines_dir=str(out / "dlt"),
+    )
+    load.run(
+        checked.to_batches(131_072),
+        table_name="checked",
+        write_disposition="replace",
+        loader_file_format="csv",
+    )
+    elapsed = time.perf_counter() - started
+    import pyarrow.parquet as pq
+
+    days = pq.read_metadata(out / "daily.parquet").num_rows
+    return {"engine_s": elapsed, "checksum": f"{_loaded(f'{target}.checked')};days={days}"}
+
+
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
     rows = 100_000 if args.quick else (args.rows or 2_000_000)
     return {"rows": rows, "table": ensure_table(rows)}
@@ -125,7 +211,11 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
     module = (sys.executable, "-m", "benchmarks.workloads.e2e")
     return [
         Contender(label, (*module, name, "--data", params["table"]), group="e2e")
-        for label, name in (("arrowline", "arrowline"), ("script (floor)", "script"))
+        for label, name in (
+            ("arrowline", "arrowline"),
+            ("script (floor)", "script"),
+            ("dlt + dbt-duckdb", "dlt_dbt"),
+        )
     ]
 
 
@@ -141,11 +231,25 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
             f"\narrowline / hand-written floor: {ratio:.2f}x time (goal ≤ 1.2x {verdict}), "
             f"{memory:.2f}x peak RSS"
         )
+    peers = summary.get("dlt + dbt-duckdb")
+    if ours and peers:
+        speedup = peers["engine_s"] / ours["engine_s"]
+        memory = ours["peak_rss_mb"] / peers["peak_rss_mb"]
+        summary["arrowline_speedup_vs_dlt_dbt"] = speedup
+        summary["arrowline_rss_vs_dlt_dbt"] = memory
+        rows.append(
+            f"arrowline / dlt + dbt-duckdb: {speedup:.2f}x faster (goal ≥ 2x "
+            f"{'✅' if speedup >= 2 else '❌'}), {memory:.2f}x the peak RSS (goal ≤ 0.5x "
+            f"{'✅' if memory <= 0.5 else '❌'})"
+        )
     return summary, "\n".join(rows)
 
 
 def main() -> None:
-    child_main({"arrowline": _arrowline, "script": _script})
+    child_main(
+        {"arrowline": _arrowline, "script": _script, "dlt_dbt": _dlt_dbt},
+        needs={"dlt_dbt": "dbt"},
+    )
 
 
 if __name__ == "__main__":

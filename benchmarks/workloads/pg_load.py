@@ -1,11 +1,17 @@
-"""Loading into PostgreSQL: append and merge, arrowline against the bare and the hand-written way.
+"""Loading into PostgreSQL: append (this workload) and merge (`pg_merge`, which runs its
+contenders through this module), arrowline against the bare and the hand-written way and dlt.
 
     append   5,000,000 rows from Parquet into a new table
              arrowline/append      arrowline's sink (creates the table, COPY via ADBC, commits)
              adbc/ingest           bare adbc_ingest of the same Parquet stream into the same DDL
+             psycopg/copy-csv      Arrow batches as CSV into psycopg's COPY
+             pandas/to_sql         pandas.to_sql (method=multi) on a capped subset
+             dlt/append            dlt's postgres destination (CSV + COPY), write_disposition=append
     merge    1,000,000 changed rows (900k updates, 100k inserts) into a 10,000,000-row table
              arrowline/merge       arrowline's sink (stage, key checks, INSERT ... ON CONFLICT)
              handwritten/merge     adbc_ingest into a temp table + INSERT ... ON CONFLICT
+             dlt/merge             dlt's merge write disposition on primary key id; its base
+                                   table is loaded by dlt itself first (untimed)
 
 Each sample rebuilds its target (and runs CHECKPOINT) before its clock starts, and reports
 `write_s`: the load from a URI (connect, create, COPY, commit), the same work for every
@@ -39,14 +45,15 @@ COLUMNS = (
 DDL = f"({COLUMNS}, primary key (id))"
 APPEND_DDL = f"({COLUMNS})"
 """Append targets have no key, as arrowline creates them when no `keys` are given."""
-NAMES = [
+APPEND_NAMES = [
     "arrowline/append",
     "adbc/ingest",
     "psycopg/copy-csv",
     "pandas/to_sql",
-    "arrowline/merge",
-    "handwritten/merge",
+    "dlt/append",
 ]
+MERGE_NAMES = ["arrowline/merge", "handwritten/merge", "dlt/merge"]
+NAMES = APPEND_NAMES + MERGE_NAMES
 PANDAS_CAP = 200_000
 """pandas.to_sql inserts a few tens of thousands of rows a second: it loads a capped subset."""
 
@@ -239,6 +246,56 @@ def _handwritten_merge(target: str, file: Path) -> float:
         return time.perf_counter() - started
 
 
+def _dlt_pipeline(name: str) -> Any:
+    """A dlt pipeline of its own (fresh local state) into schema `<SCHEMA>_<name>`."""
+    import tempfile
+
+    import dlt
+
+    # dlt insists on a password; under trust authentication any will do.
+    uri = (
+        URI
+        if ":" in URI.split("@")[0].removeprefix("postgresql://")
+        else URI.replace("@", ":unused@", 1)
+    )
+    _execute(f"drop schema if exists {SCHEMA}_{name} cascade")
+    return dlt.pipeline(
+        pipeline_name=f"arrowline_bench_{name}",
+        destination=dlt.destinations.postgres(credentials=uri),
+        dataset_name=f"{SCHEMA}_{name}",
+        pipelines_dir=tempfile.mkdtemp(prefix="dlt-"),
+    )
+
+
+def _batches(file: Path) -> Any:
+    yield from pq.ParquetFile(file).iter_batches(131_072)
+
+
+def _dlt_append(file: Path) -> tuple[float, str]:
+    pipeline = _dlt_pipeline("dlt_append")
+    started = time.perf_counter()
+    pipeline.run(
+        _batches(file), table_name="t", write_disposition="append", loader_file_format="csv"
+    )
+    return time.perf_counter() - started, f"{SCHEMA}_dlt_append.t"
+
+
+def _dlt_merge(file: Path, base_rows: int) -> tuple[float, str]:
+    pipeline = _dlt_pipeline("dlt_merge")
+    base = _rows(pa.array(range(base_rows), pa.int64()), 0)
+    settings = {
+        "table_name": "t",
+        "write_disposition": "merge",
+        "primary_key": "id",
+        "loader_file_format": "csv",
+    }
+    pipeline.run(base.to_batches(131_072), **settings)  # untimed: dlt's own base table
+    _execute("checkpoint")
+    started = time.perf_counter()
+    pipeline.run(_batches(file), **settings)
+    return time.perf_counter() - started, f"{SCHEMA}_dlt_merge.t"
+
+
 def _checksum(target: str) -> str:
     import adbc_driver_postgresql.dbapi as pgdb
 
@@ -248,7 +305,7 @@ def _checksum(target: str) -> str:
     return f"{count}:{qty}:{amount}"
 
 
-def contenders(args: argparse.Namespace) -> list[Contender]:
+def contenders_of(names: list[str], args: argparse.Namespace) -> list[Contender]:
     params = prepare(args)
     return [
         Contender(
@@ -263,8 +320,12 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             ),
             group="merge" if "merge" in name else "capped" if "pandas" in name else "append",
         )
-        for name in NAMES
+        for name in names
     ]
+
+
+def contenders(args: argparse.Namespace) -> list[Contender]:
+    return contenders_of(APPEND_NAMES, args)
 
 
 def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -306,12 +367,20 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
             1.2,
         ),
     ):
+        if ours not in {o.contender for o in outcomes}:
+            continue  # the other load workload's goal
         if ours in done and theirs in done:
             ratio = done[ours].median("write_s") / done[theirs].median("write_s")
             lines.append(f"| {label} | {'✅' if ratio <= limit else '❌'} | {ratio:.2f}x |")
             summary[label] = ratio
         else:
             lines.append(f"| {label} | n/a | n/a |")
+    for ours, theirs in (("arrowline/append", "dlt/append"), ("arrowline/merge", "dlt/merge")):
+        if ours in done and theirs in done:
+            ratio = done[theirs].median("write_s") / done[ours].median("write_s")
+            label = f"{ours} against {theirs} (no goal set)"
+            lines.append(f"| {label} | | {ratio:.2f}x faster |")
+            summary[label] = ratio
     return summary, "\n".join(lines)
 
 
@@ -324,6 +393,16 @@ def main() -> None:
     name = args.contender
     target = _target(name)
     quiet = ("checkpoint",)  # untimed: every load starts with the last one's writes flushed
+    if name.startswith("dlt/"):
+        if importlib.util.find_spec("dlt") is None or importlib.util.find_spec("psycopg2") is None:
+            sys.exit("dlt (with postgres) is not installed: pip install 'arrowline[bench]'")
+        if name == "dlt/append":
+            write_s, target = _dlt_append(Path(params["append_file"]))
+        else:
+            write_s, target = _dlt_merge(Path(params["merge_file"]), params["base_rows"])
+        print("RESULT " + json.dumps({"write_s": write_s, "checksum": _checksum(target)}))
+        _execute(f"drop schema if exists {target.split('.')[0]} cascade")
+        return
     if "merge" in name:
         # Not timed: a fresh copy of the 10M-row base with its primary key.
         _execute(
