@@ -14,7 +14,7 @@ import pytest
 from engine.catalog import CatalogReader
 from engine.scheduler import Scheduler, SchedulerSettings
 from engine.tasks import TaskContext, TaskOutcome, run_task
-from tests.conftest import WritePipeline
+from tests.conftest import PgSchema, WritePipeline
 
 T0 = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
 
@@ -306,3 +306,78 @@ def test_a_failed_run_and_an_sla_miss_alert_once_per_window(
 def runs_by_id(project: Path, name: str) -> list[tuple[str, str]]:
     with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
         return [(r.run_id, r.state.value) for r in reversed(catalog.runs(name))]
+
+
+def test_a_quarantine_above_the_threshold_alerts(
+    write: WritePipeline, project: Path, make: Callable[..., Scheduler]
+) -> None:
+    write("data/o.csv", "id,amount\n1,5\n2,-1\n3,-2\n4,7\n")
+    write(
+        "p.yaml",
+        """
+        pipeline: p
+        alerts: {quarantine_above: 1}
+        tasks:
+          - id: o
+            extract: {from: files, path: data/o.csv}
+          - id: checked
+            validate:
+              input: o
+              on_fail: quarantine
+              max_rejected_fraction: 0.9
+              schema: {columns: {amount: {checks: {ge: 0}}}}
+        """,
+    )
+    scheduler = make()
+    scheduler.store.request_run("p", str(project / "p.yaml"), {}, "manual")
+    settle(scheduler)
+    (alert,) = [a for a in scheduler.alerts.sent if a.kind == "quarantine"]
+    assert "quarantined 2 rows (more than 1)" in alert.message
+
+
+def test_a_stale_watermark_alerts_and_shows_in_metrics(
+    write: WritePipeline, project: Path, pg: PgSchema, make: Callable[..., Scheduler]
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from engine.api import run
+    from engine.metrics import render
+
+    pg.execute(
+        f"create table {pg.table('src')} (id int, at timestamp)",
+        f"insert into {pg.table('src')} values (1, '2025-12-31 12:00'), (2, '2025-12-31 14:00')",
+    )
+    write(
+        "p.yaml",
+        f"""
+        pipeline: p
+        freshness: {{src: 6h}}
+        alerts: {{log: true}}
+        connections:
+          wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+        tasks:
+          - id: src
+            extract:
+              from: postgres
+              connection: wh
+              table: {pg.table("src")}
+              incremental: {{cursor: at, key: [id]}}
+          - id: out
+            load: {{input: src, to: parquet, path: out/rows.parquet}}
+        """,
+    )
+    assert run(project / "p.yaml").ok
+    scheduler = make()  # its clock: 2026-01-01 00:00:30, 10.5 h after the newest row
+    settle(scheduler)
+    (alert,) = [a for a in scheduler.alerts.sent if a.kind == "freshness"]
+    assert alert.subject == "src"
+    assert "max_staleness 6:00:00" in alert.message
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(
+            render(project / ".arrowline" / "catalog.db").decode()
+        )
+    }
+    (lag,) = families["arrowline_watermark_lag_seconds"].samples
+    assert lag.labels["task"] == "src"
+    assert lag.value > 6 * 3600  # measured against the real clock: the rows are from 2025
