@@ -492,7 +492,7 @@ class Scheduler:
                     loaded.path,
                     active.run_id,
                     project_dir=self.project,
-                    force=True,
+                    force=False,  # a changed pipeline is not resumed blindly: alerted instead
                     runner=self.settings.runner,
                     on_executor=keep,
                     if_running="wait",
