@@ -44,6 +44,14 @@ def score():
 """
 
 
+def shop(write: WritePipeline) -> Path:
+    """The pipeline above with one order and one customer."""
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
+    write("data/customers.csv", "cid,segment\n10,retail\n")
+    write("udfs.py", UDFS)
+    return write("p.yaml", PIPELINE)
+
+
 def flatten(tree: dict[str, object], into: set[str] | None = None) -> set[str]:
     into = set() if into is None else into
     for name, below in tree.items():
@@ -101,10 +109,7 @@ def test_lineage_from_a_notebook_and_as_mermaid_or_dot(
 ) -> None:
     import engine
 
-    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
-    write("data/customers.csv", "cid,segment\n10,retail\n")
-    write("udfs.py", UDFS)
-    path = write("p.yaml", PIPELINE)
+    path = shop(write)
     assert cli("run", path, "--no-progress").exit_code == 0
     with engine.open(project) as opened:
         report = opened.lineage(path, "joined.segment")
@@ -126,10 +131,7 @@ def test_lineage_from_a_notebook_and_as_mermaid_or_dot(
 
 
 def test_lineage_is_known_before_the_first_run(cli: Cli, write: WritePipeline) -> None:
-    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
-    write("data/customers.csv", "cid,segment\n10,retail\n")
-    write("udfs.py", UDFS)
-    path = write("p.yaml", PIPELINE)
+    path = shop(write)
     result = cli("lineage", path, "publish.segment", "--format", "json")
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
@@ -143,10 +145,7 @@ def test_each_run_keeps_the_lineage_it_ran_with(
     import engine
     from engine.catalog import CatalogReader
 
-    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
-    write("data/customers.csv", "cid,segment\n10,retail\n")
-    write("udfs.py", UDFS)
-    path = write("p.yaml", PIPELINE)
+    path = shop(write)
     assert cli("run", path, "--no-progress").exit_code == 0
     with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
         first = catalog.runs("shop")[0].run_id
@@ -299,10 +298,7 @@ def test_a_run_records_a_frame_udfs_lineage_from_the_plan_it_ran(
 
 
 def test_upstream_is_the_default_and_can_be_said(cli: Cli, write: WritePipeline) -> None:
-    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
-    write("data/customers.csv", "cid,segment\n10,retail\n")
-    write("udfs.py", UDFS)
-    path = write("p.yaml", PIPELINE)
+    path = shop(write)
     said = cli("lineage", path, "joined.segment", "--upstream", "--format", "json")
     default = cli("lineage", path, "joined.segment", "--format", "json")
     assert said.exit_code == 0
