@@ -119,8 +119,10 @@ class PostgresSink(ConfigModel):
     table: str = Field(description="Target table, optionally schema-qualified (analytics.orders).")
     mode: Literal["append", "replace", "merge"] = Field(
         "append",
-        description="append: COPY the rows in; replace: build a new table and swap it in; "
-        "merge: update rows whose keys match, insert the rest.",
+        description="append: COPY the rows in; replace: the table becomes exactly the input in "
+        "one transaction (same columns: its rows are replaced in place, keeping indexes and "
+        "grants; new columns: a new table is swapped in); merge: update rows whose keys match, "
+        "insert the rest.",
     )
     keys: tuple[str, ...] = Field((), description="Merge keys; the primary key of a new table.")
     delete_missing: bool = Field(

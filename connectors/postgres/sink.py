@@ -243,23 +243,47 @@ def _merge(
     return max(0, session.execute(sql, what=f"merge into {table} failed"))
 
 
-def _replace(session: Session, config: PostgresSink, source: InputTable, rows: _Batches) -> None:
-    """COPY into a new table, then swap names in the same transaction."""
+def _replace(session: Session, config: PostgresSink, source: InputTable, rows: _Batches) -> str:
+    """Make the table exactly the input, in the load's transaction. Returns how.
+
+    `in_place`: the table already has the input's columns and types, so its rows are deleted
+    and the input COPied into it. Concurrent readers see the old rows until the commit and the
+    new ones after (MVCC), and the table keeps its indexes, grants and dependent views.
+
+    `swap`: the columns differ, so the input is COPied into a new table that takes the old one's
+    name. Readers never see a partial table, but a reader whose statement began before the commit
+    and waited on the swap's lock reads the new table with its older snapshot, which cannot see
+    rows committed after it: that one query returns no rows. PostgreSQL's DDL is not MVCC-safe;
+    the swap also drops the old table's indexes, grants and views."""
+    from connectors.evolution import compatibility
+
+    table = quote_table(config.table)
+    existing = _columns(session, table)
+    wanted = [(field.name, pg_type(field)) for field in source.schema]
+    if existing is not None and len(existing) == len(wanted):
+        same = all(
+            column.name == name and compatibility(column.type, kind)[0] == "same"
+            for column, (name, kind) in zip(existing, wanted, strict=True)
+        )
+        if same:
+            session.execute(f"delete from {table}", what=f"cannot empty {config.table}")
+            _ingest(session, config.table, rows.reader(None))
+            return "in_place"
     schema_name, name = split_table(config.table)
     staging_name = f"{config.table}__arrowline_new"
     staging = quote_table(staging_name)
     session.execute(f"drop table if exists {staging}")
     _create_table(session, staging, source.schema, config.keys)
     _ingest(session, staging_name, rows.reader(None))
-    table = quote_table(config.table)
     old = quote_identifier(name + "__arrowline_old")
-    exists = _columns(session, table) is not None
+    exists = existing is not None
     if exists:
         session.execute(f"alter table {table} rename to {old}")
     session.execute(f"alter table {staging} rename to {quote_identifier(name)}")
     if exists:
         old_table = f"{quote_identifier(schema_name)}.{old}" if schema_name else old
         session.execute(f"drop table {old_table}", what=f"cannot drop the previous {config.table}")
+    return "swap"
 
 
 def _columns_after_changes(
@@ -332,7 +356,7 @@ def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorConte
                 what=f"cannot create schema {schema_name}",
             )
         if config.mode == "replace":
-            _replace(session, config, source, rows)
+            details["replace"] = _replace(session, config, source, rows)
             written = rows.count
         else:
             columns = _columns_after_changes(session, config, source, details)
