@@ -83,6 +83,12 @@ def test_trigger_and_poll_a_run_over_http(api: tuple[Scheduler, str]) -> None:
     assert missing.status_code == 404
     assert httpx.get(f"{address}/runs/nope", headers=auth).status_code == 404
     assert httpx.get(f"{address}/healthz").json() == {"leader": True}
+    assert httpx.get(f"{address}/status").status_code == 401
+    (status,) = httpx.get(f"{address}/status", headers=auth).json()
+    assert status["pipeline"] == "daily"
+    assert status["last_run"]["run_id"] == run_id
+    assert status["last_run"]["state"] == "SUCCESS"
+    assert status["schedule"] == "0 2 * * * (Europe/Berlin)"
     metrics = httpx.get(f"{address}/metrics", headers=auth)
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
     (sample,) = [s for s in families["arrowline_runs"].samples if s.labels["state"] == "SUCCESS"]
