@@ -150,32 +150,27 @@ def diff(
     refused: list[SchemaChange] = []
     for name, wanted in fields:
         column = existing.get(name)
+        quoted = quote_identifier(name)
         if column is None:
             change = SchemaChange(name, "added", None, wanted)
-            changes.append(change)
-            if policy == "freeze":
+            alter = f"add column {quoted} {render(wanted)}"
+        else:
+            verdict, widened = compatibility(column.type, wanted)
+            if verdict == "incompatible":
+                change = SchemaChange(name, "incompatible", column.type, wanted)
+                changes.append(change)
                 refused.append(change)
-            else:
-                statements.append(
-                    f"alter table {table} add column {quote_identifier(name)} {render(wanted)}"
-                )
-            continue
-        verdict, widened = compatibility(column.type, wanted)
-        if verdict == "widen":
+                continue
+            if verdict != "widen":
+                continue
             assert widened is not None
             change = SchemaChange(name, "widened", column.type, widened)
-            changes.append(change)
-            if policy == "freeze":
-                refused.append(change)
-            else:
-                statements.append(
-                    f"alter table {table} alter column {quote_identifier(name)} "
-                    f"type {render(widened)}"
-                )
-        elif verdict == "incompatible":
-            change = SchemaChange(name, "incompatible", column.type, wanted)
-            changes.append(change)
+            alter = f"alter column {quoted} type {render(widened)}"
+        changes.append(change)
+        if policy == "freeze":
             refused.append(change)
+        else:
+            statements.append(f"alter table {table} {alter}")
     for column in columns:
         if column.name in names:
             continue
