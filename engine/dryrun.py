@@ -251,19 +251,16 @@ def _drift(
     catalog: CatalogReader | None,
     line_of: Callable[[str, str], int | None],
 ) -> None:
-    from lineage.drift import compare_schemas, lineage_renames
-    from lineage.pipeline import LineageGraph, task_lineage
+    from lineage.drift import refusal, task_drift
 
     now = report.schemas.get(task.id)
     before = report.previous.get(task.id)
     if now is None or before is None or task.kind is TaskKind.EXTRACT:
         return
-    found = compare_schemas(before[1], now)
-    stored = catalog.lineage(before[0]) if catalog is not None else None
-    if {"added", "dropped"} <= {change.change for change in found} and stored is not None:
-        edges = task_lineage(task, report.schemas, plan.base_dir)
-        renames = lineage_renames(task.id, before[1], now, LineageGraph.from_dict(stored), edges)
-        found = compare_schemas(before[1], now, renames)
+    recorded = catalog.lineage(before[0]) if catalog is not None else None
+    found = task_drift(
+        task, before[1], now, report.schemas, recorded, plan.base_dir, call_udfs=True
+    )
     # Nullability is left out: over empty inputs every column is nullable, while a real run's
     # Parquet marks columns without nulls not-null (lineage.drift explains why that is noise).
     changes = [change.to_dict() for change in found if change.change != "nullability"]
@@ -271,13 +268,8 @@ def _drift(
         return
     report.changes[task.id] = changes
     policy = task.spec.schema_change
-    refused = [
-        c for c in changes if policy == "freeze" or (policy == "fail_on_breaking" and c["breaking"])
-    ]
-    if refused:
-        listed = "; ".join(
-            f"{c['column']} {c['change']} ({c['before']} -> {c['after']})" for c in refused
-        )
+    listed = refusal(changes, policy)
+    if listed:
         report.problems.append(
             Problem(
                 "schema-change",

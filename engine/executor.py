@@ -525,17 +525,12 @@ class Executor:
         parts = sorted(staging.glob("part-*.parquet"))
         if not parts:
             return []
+        from lineage.drift import refusal
+
         changes = self._schema_drift(task, pq.read_schema(parts[0]))
         policy = task.spec.schema_change
-        refused = [
-            c
-            for c in changes
-            if policy == "freeze" or (policy == "fail_on_breaking" and c["breaking"])
-        ]
-        if refused:
-            listed = "; ".join(
-                f"{c['column']} {c['change']} ({c['before']} -> {c['after']})" for c in refused
-            )
+        listed = refusal(changes, policy)
+        if listed:
             raise DataError(
                 f"output schema changed and schema_change is {policy}: {listed}",
                 hint="fix the task, or set schema_change: evolve to accept the new schema",
@@ -547,7 +542,7 @@ class Executor:
         did not, or there is no earlier output to compare with)."""
         import pyarrow.parquet as pq
 
-        from lineage.drift import compare_schemas
+        from lineage.drift import task_drift
 
         previous = self.catalog.latest_output(self.plan.pipeline, task.id)
         if previous is None or previous.run_id == self.plan.run_id or not previous.output_path:
@@ -559,10 +554,11 @@ class Executor:
             before = None
         if before is None:
             return []
-        changes = compare_schemas(before, schema)
-        if {"added", "dropped"} <= {change.change for change in changes}:
-            renames = self._lineage_renames(task, before, schema, previous.run_id)
-            changes = compare_schemas(before, schema, renames)
+        inputs = {name: self.outputs[name].schema for name in task.inputs if name in self.outputs}
+        recorded = self.catalog.lineage(previous.run_id)
+        changes = task_drift(
+            task, before, schema, inputs, recorded, self.plan.base_dir, call_udfs=False
+        )
         for change in changes:
             log = self.log.bind(task_id=task.id)
             (log.warning if change.breaking else log.info)(
@@ -574,20 +570,6 @@ class Executor:
                 change.after,
             )
         return [change.to_dict() for change in changes]
-
-    def _lineage_renames(
-        self, task: PlannedTask, before: pa.Schema, schema: pa.Schema, previous_run: str
-    ) -> dict[str, str]:
-        """Renames lineage shows: this output's edges against those recorded with the old."""
-        from lineage.drift import lineage_renames
-        from lineage.pipeline import LineageGraph, task_lineage
-
-        stored = self.catalog.lineage(previous_run)
-        if stored is None:
-            return {}
-        schemas = {name: self.outputs[name].schema for name in task.inputs if name in self.outputs}
-        now = task_lineage(task, {**schemas, task.id: schema}, self.plan.base_dir, call_udfs=False)
-        return lineage_renames(task.id, before, schema, LineageGraph.from_dict(stored), now)
 
     def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None:
         breaker = self.breakers.get(task.connection or "")

@@ -21,16 +21,25 @@ the data of the day, not a declared contract (`tests/lineage/test_drift.py` show
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 if TYPE_CHECKING:
+    from engine.planner import PlannedTask
     from lineage.pipeline import LineageGraph
 
-__all__ = ["SchemaChange", "compare_schemas", "is_widening", "lineage_renames"]
+__all__ = [
+    "SchemaChange",
+    "compare_schemas",
+    "is_widening",
+    "lineage_renames",
+    "refusal",
+    "task_drift",
+]
 
 _INT_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
 _UINT_ORDER = [pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()]
@@ -174,3 +183,38 @@ def lineage_renames(
         if len(olds) == 1 and len(twins) == 1:
             renames[column] = olds[0]
     return renames
+
+
+def task_drift(
+    task: PlannedTask,
+    before: pa.Schema,
+    now: pa.Schema,
+    schemas: Mapping[str, pa.Schema],
+    recorded: Mapping[str, Any] | None,
+    base_dir: Path,
+    *,
+    call_udfs: bool,
+) -> list[SchemaChange]:
+    """A task's changes from `before` to `now`. When columns were both added and dropped and the
+    lineage recorded with the old output (`recorded`) is known, lineage names the renames;
+    `schemas` are the task's inputs'."""
+    changes = compare_schemas(before, now)
+    if recorded is None or not {"added", "dropped"} <= {change.change for change in changes}:
+        return changes
+    from lineage.pipeline import LineageGraph, task_lineage
+
+    edges = task_lineage(task, {**schemas, task.id: now}, base_dir, call_udfs=call_udfs)
+    renames = lineage_renames(task.id, before, now, LineageGraph.from_dict(recorded), edges)
+    return compare_schemas(before, now, renames)
+
+
+def refusal(changes: Sequence[Mapping[str, Any]], policy: str) -> str | None:
+    """The changes `schema_change: <policy>` refuses, listed on one line; None when none are."""
+    refused = [
+        c for c in changes if policy == "freeze" or (policy == "fail_on_breaking" and c["breaking"])
+    ]
+    if not refused:
+        return None
+    return "; ".join(
+        f"{c['column']} {c['change']} ({c['before']} -> {c['after']})" for c in refused
+    )
