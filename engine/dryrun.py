@@ -103,20 +103,25 @@ def plan_schemas(
     report = SchemaReport(previous=previous_schemas(catalog, plan.pipeline))
     with tempfile.TemporaryDirectory(prefix="arrowline-plan-") as scratch:
         root = Path(scratch)
+        files: dict[str, Path] = {}  # task -> an empty Parquet file of its output's schema
         for task in plan.tasks:
-            _task_schema(plan, task, report, root, line_of)
+            _task_schema(plan, task, report, root, files, line_of)
         for task in plan.tasks:
             _drift(plan, task, report, catalog, line_of)
     return report
 
 
-def _empty_input(task_id: str, schema: pa.Schema, folder: Path) -> InputTable:
-    import pyarrow.parquet as pq
+def _empty_input(task_id: str, schema: pa.Schema, root: Path, files: dict[str, Path]) -> InputTable:
+    """An upstream output as a zero-row table: the Parquet file its own dry run wrote, or one
+    written here once (an extract whose schema comes from its last run)."""
+    if task_id not in files:
+        import pyarrow.parquet as pq
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "part-00000.parquet"
-    pq.write_table(schema.empty_table(), path)
-    return InputTable(task_id=task_id, run_id="plan", files=(path,), schema=schema, num_rows=0)
+        path = root / "inputs" / f"{task_id}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), path)
+        files[task_id] = path
+    return InputTable(task_id, "plan", (files[task_id],), schema, num_rows=0)
 
 
 def _task_schema(
@@ -124,21 +129,19 @@ def _task_schema(
     task: PlannedTask,
     report: SchemaReport,
     root: Path,
+    files: dict[str, Path],
     line_of: Callable[[str, str], int | None],
 ) -> None:
     if task.kind is TaskKind.EXTRACT:
-        _extract_schema(plan, task, report, root)
+        _extract_schema(plan, task, report, root, files)
         return
+    if task.kind is TaskKind.LOAD:
+        return  # a load writes outside; its input's schema is checked by the sink at run time
     unknown_inputs = [name for name in task.inputs if name not in report.schemas]
     if unknown_inputs:
         report.unknown[task.id] = f"reads {', '.join(unknown_inputs)}, whose schema is not known"
         return
-    inputs = {
-        name: _empty_input(name, report.schemas[name], root / "inputs" / task.id / name)
-        for name in task.inputs
-    }
-    if task.kind is TaskKind.LOAD:
-        return  # a load writes outside; its input's schema is checked by the sink at run time
+    inputs = {name: _empty_input(name, report.schemas[name], root, files) for name in task.inputs}
     from engine.tasks import TaskContext, run_task
 
     staging = root / "outputs" / task.id
@@ -162,9 +165,12 @@ def _task_schema(
     parts = sorted(staging.glob("part-*.parquet"))
     if parts:
         report.schemas[task.id] = pq.read_schema(parts[0])
+        files[task.id] = parts[0]
 
 
-def _extract_schema(plan: Plan, task: PlannedTask, report: SchemaReport, root: Path) -> None:
+def _extract_schema(
+    plan: Plan, task: PlannedTask, report: SchemaReport, root: Path, files: dict[str, Path]
+) -> None:
     """Files: the schema their reader settles on (the data is not read). Other sources: the
     last run's, since asking a database would need it up at plan time."""
     from connectors.base import ConnectorContext
@@ -188,6 +194,7 @@ def _extract_schema(plan: Plan, task: PlannedTask, report: SchemaReport, root: P
             import pyarrow.parquet as pq
 
             report.schemas[task.id] = pq.read_schema(path)
+            files[task.id] = path
             return
     else:
         reason = "a database extract's schema is known once it has run"
