@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -152,6 +152,19 @@ project_option = click.option(
 
 def select_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return click.option("--select", "-s", multiple=True, metavar="TASK[+]", help=help_text)
+
+
+def log_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--log-format and --log-level, for commands that log as they work (run, scheduler)."""
+    command = click.option(
+        "--log-level",
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+        default="INFO",
+        show_default=True,
+    )(command)
+    return click.option(
+        "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    )(command)
 
 
 format_option = click.option(
@@ -478,15 +491,7 @@ def render(pipeline: Path, task: str, params: tuple[str, ...]) -> None:
     help="Tasks running at once (default: the number of CPUs, at least 2).",
 )
 @project_option
-@click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="INFO",
-    show_default=True,
-)
+@log_options
 @click.option(
     "--progress/--no-progress",
     default=None,

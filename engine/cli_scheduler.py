@@ -21,6 +21,7 @@ from engine.cli import (
     _params,
     err,
     format_option,
+    log_options,
     main,
     out,
     param_option,
@@ -74,15 +75,7 @@ def _pipeline(project: Path, name_or_file: str) -> tuple[str, Path]:
     show_default=True,
     help="On SIGTERM, seconds running runs get to finish before they are cancelled.",
 )
-@click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="INFO",
-    show_default=True,
-)
+@log_options
 def scheduler(
     project_dir: Path | None,
     host: str,
