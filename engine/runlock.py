@@ -29,7 +29,7 @@ from typing import Any, Literal, Self
 
 from engine.errors import StateError
 
-__all__ = ["ConcurrentRun", "RunLock", "lock_is_held"]
+__all__ = ["ConcurrentRun", "RunLock", "file_lock_is_held", "lock_is_held"]
 
 IfRunning = Literal["refuse", "wait", "share"]
 """refuse or wait when another run holds the lock; share: hold it together with other runs that
@@ -57,7 +57,11 @@ def _try_lock(fd: int, shared: bool = False) -> bool:
 def lock_is_held(state_dir: Path, pipeline: str) -> bool:
     """True when some process holds the pipeline's run lock right now (a probe: it takes the
     lock for an instant when nobody holds it)."""
-    path = _lock_path(state_dir, pipeline)
+    return file_lock_is_held(_lock_path(state_dir, pipeline))
+
+
+def file_lock_is_held(path: Path) -> bool:
+    """True when some process holds a flock on `path` right now."""
     if not path.exists():
         return False
     fd = os.open(path, os.O_RDWR)

@@ -18,7 +18,7 @@ Every tick (1 s by default) the scheduler, for each pipeline file of the project
    stale watermarks (`engine.alerts`).
 
 Runs execute in the scheduler's own process, each in a thread with the local executor. Only one
-scheduler acts on a project at a time: it holds `.arrowline/locks/scheduler.lock`; a standby
+scheduler acts on a project at a time: it holds `.arrowline/scheduler.lock`; a standby
 process polls it every tick and takes over within a tick of the active one dying. At start it
 settles the runs a previous scheduler left RUNNING: marked INTERRUPTED, then resumed or left
 failed per `on_restart`. SIGTERM stops new starts and lets running runs finish up to a deadline,
@@ -188,7 +188,7 @@ class Scheduler:
         """Take the project's scheduler lock if nobody holds it; True while this one holds it."""
         if self._leader_fd is not None:
             return True
-        path = self.project / STATE_DIR / "locks" / "scheduler.lock"
+        path = leader_lock_path(self.project)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -283,7 +283,8 @@ class Scheduler:
                 if self._decide(loaded, state.last_fire, now):
                     waiting = True
                 self.next_due[loaded.name] = loaded.schedule.next_after(now)
-            if self._file_triggers(loaded, now) or self._after_triggers(loaded):
+            triggered = self._file_triggers(loaded, now)
+            if self._after_triggers(loaded, state.registered_at) or triggered:
                 waiting = True
             if (waiting or self._busy(loaded.name)) and not self.stopping.is_set():
                 self._dispatch(loaded, now)
@@ -356,29 +357,27 @@ class Scheduler:
                     continue  # new or still growing: wait until it settles
                 if now - seen.since < trigger.settle:
                     continue
-                key = f"{path.relative_to(base)}|{stat.st_size}|{stat.st_mtime_ns}"
-                if self.store.record_trigger(loaded.name, "files", key):
-                    requested = True
-                    request = self.store.request_run(
-                        loaded.name, str(loaded.path), {}, f"files:{path.relative_to(base)}"
-                    )
-                    logger.info(
-                        "pipeline {}: file {} arrived; run {} requested",
-                        loaded.name,
-                        path.name,
-                        request.run_id,
-                    )
+                name = path.relative_to(base)
+                key = f"{name}|{stat.st_size}|{stat.st_mtime_ns}"
+                requested |= self._on_trigger(loaded, "files", key, f"files:{name}")
         return requested
 
-    def _after_triggers(self, loaded: _Loaded) -> bool:
-        """Requests for new successes of the pipelines this one runs after; True when made."""
+    def _on_trigger(self, loaded: _Loaded, kind: str, key: str, source: str) -> bool:
+        """Request a run for a trigger event seen for the first time; False when it was seen."""
+        if not self.store.record_trigger(loaded.name, kind, key):
+            return False
+        request = self.store.request_run(loaded.name, str(loaded.path), {}, source)
+        logger.info("pipeline {}: {}; run {} requested", loaded.name, source, request.run_id)
+        return True
+
+    def _after_triggers(self, loaded: _Loaded, since: str) -> bool:
+        """Requests for the successes, since the pipeline was registered, of the pipelines it
+        runs after; True when one was made."""
         assert loaded.definition is not None
         requested = False
         for trigger in loaded.definition.spec.trigger:
             if not trigger.after:
                 continue
-            schedule = self.store.schedule(loaded.name)
-            since = schedule.registered_at if schedule else iso(self.clock())
             rows = self.store.query(
                 "select run_id from runs where pipeline = ? and state = 'SUCCESS' and ended_at > ? "
                 "and run_id not in (select key from triggers_seen where pipeline = ? "
@@ -386,18 +385,8 @@ class Scheduler:
                 (trigger.after, since, loaded.name),
             )
             for (run_id,) in rows:
-                if self.store.record_trigger(loaded.name, "after", run_id):
-                    requested = True
-                    request = self.store.request_run(
-                        loaded.name, str(loaded.path), {}, f"after:{trigger.after}:{run_id}"
-                    )
-                    logger.info(
-                        "pipeline {}: {} succeeded (run {}); run {} requested",
-                        loaded.name,
-                        trigger.after,
-                        run_id,
-                        request.run_id,
-                    )
+                source = f"after:{trigger.after}:{run_id}"
+                requested |= self._on_trigger(loaded, "after", run_id, source)
         return requested
 
     # -- starting runs -----------------------------------------------------------------------
@@ -753,18 +742,14 @@ def request_run(project: Path, name: str, params: dict[str, Any], source: str) -
         return store.request_run(name, str(path), params, source)
 
 
+def leader_lock_path(project: Path) -> Path:
+    """The lock the active scheduler holds. Not under locks/, where `<pipeline>.lock` files live:
+    a pipeline may well be called `scheduler`."""
+    return project / STATE_DIR / "scheduler.lock"
+
+
 def scheduler_running(project: Path) -> bool:
     """True when a scheduler process leads the project (holds its lock)."""
-    path = project / STATE_DIR / "locks" / "scheduler.lock"
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    from engine.runlock import file_lock_is_held
+
+    return file_lock_is_held(leader_lock_path(project))

@@ -381,3 +381,14 @@ def test_a_stale_watermark_alerts_and_shows_in_metrics(
     (lag,) = families["arrowline_watermark_lag_seconds"].samples
     assert lag.labels["task"] == "src"
     assert lag.value > 6 * 3600  # measured against the real clock: the rows are from 2025
+
+
+def test_a_pipeline_called_scheduler_does_not_meet_the_schedulers_own_lock(
+    write: WritePipeline, project: Path, make: Callable[..., Scheduler]
+) -> None:
+    write("p.yaml", "pipeline: scheduler\ntasks:\n  - id: t\n    sql: select 1 as x\n")
+    scheduler = make()
+    request = scheduler.store.request_run("scheduler", str(project / "p.yaml"), {}, "manual")
+    settle(scheduler)
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        assert catalog.run(request.run_id).state.value == "SUCCESS"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.scheduler import leader_lock_path
 from tests.conftest import WritePipeline
 from tests.engine.test_crash import arrowline, kill_at
 
@@ -114,17 +115,14 @@ def test_a_standby_replica_takes_over_and_no_interval_runs_twice(
     )
     standby = arrowline(project, "scheduler", "--tick", "0.25")
     time.sleep(1.0)
-    holder = (project / ".arrowline" / "locks" / "scheduler.lock").read_text().strip()
+    holder = leader_lock_path(project).read_text().strip()
     assert holder == str(leader.pid)
     before = count(project, "select count(*) from runs")
     os.kill(leader.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     leader.communicate(timeout=30)
     wait_for(
-        lambda: (
-            (project / ".arrowline" / "locks" / "scheduler.lock").read_text().strip()
-            == str(standby.pid)
-        ),
+        lambda: leader_lock_path(project).read_text().strip() == str(standby.pid),
         timeout=10,
         what="the standby to take the lock",
     )
