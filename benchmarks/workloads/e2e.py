@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks.harness import Contender, Outcome
 from benchmarks.workloads._child import child_main, engine_table
-from benchmarks.workloads.pg_extract import SCHEMA, URI, ensure_table
+from benchmarks.workloads.pg_extract import SCHEMA, URI, dlt_uri, ensure_table
 
 ENRICH = "select id, qty, amount, amount * qty as total, flag, created_at from orders where qty > 0"
 DAILY = (
@@ -128,12 +128,7 @@ def _dlt_dbt(source_path: Path, out: Path) -> dict[str, Any]:
     source = str(source_path)
     schema, table = source.split(".")
     warehouse = out / "warehouse.duckdb"
-    # dlt insists on a password; under trust authentication any will do.
-    pg_uri = (
-        URI
-        if ":" in URI.split("@")[0].removeprefix("postgresql://")
-        else URI.replace("@", ":unused@", 1)
-    )
+    pg_uri = dlt_uri()
     target = f"{SCHEMA}_e2e_dlt"
     project = out / "project"
     (project / "models").mkdir(parents=True)

@@ -34,6 +34,14 @@ from benchmarks.harness import Contender, Outcome
 
 URI = os.environ.get("ARROWLINE_BENCH_PG_URI", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA = "arrowline_bench"
+
+
+def dlt_uri() -> str:
+    """URI with a password: dlt insists on one, and under trust authentication any will do."""
+    user = URI.split("@")[0].removeprefix("postgresql://")
+    return URI if ":" in user else URI.replace("@", ":unused@", 1)
+
+
 NAMES = [
     "arrowline/stream",
     "arrowline/stream-x4",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import time
 import uuid
@@ -35,9 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks.harness import Contender, Outcome
+from benchmarks.workloads.pg_extract import SCHEMA, URI, dlt_uri
 
-URI = os.environ.get("ARROWLINE_BENCH_PG_URI", "postgresql://postgres@127.0.0.1:5432/test")
-SCHEMA = "arrowline_bench"
 DATA = Path(__file__).resolve().parents[1] / ".data"
 COLUMNS = (
     "id bigint, qty integer, amount numeric(12,2), created_at timestamp, name text, flag boolean"
@@ -252,16 +250,10 @@ def _dlt_pipeline(name: str) -> Any:
 
     import dlt
 
-    # dlt insists on a password; under trust authentication any will do.
-    uri = (
-        URI
-        if ":" in URI.split("@")[0].removeprefix("postgresql://")
-        else URI.replace("@", ":unused@", 1)
-    )
     _execute(f"drop schema if exists {SCHEMA}_{name} cascade")
     return dlt.pipeline(
         pipeline_name=f"arrowline_bench_{name}",
-        destination=dlt.destinations.postgres(credentials=uri),
+        destination=dlt.destinations.postgres(credentials=dlt_uri()),
         dataset_name=f"{SCHEMA}_{name}",
         pipelines_dir=tempfile.mkdtemp(prefix="dlt-"),
     )
