@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,7 +69,7 @@ class AlertSender:
         )
         if suppressed is None:
             return False
-        alert = Alert(**{**asdict(alert), "suppressed": suppressed})
+        alert = replace(alert, suppressed=suppressed)
         payload = alert.to_dict()
         if spec.log:
             repeats = f" ({suppressed} repeats suppressed)" if suppressed else ""

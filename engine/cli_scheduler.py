@@ -229,7 +229,7 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
     from engine import api
     from engine.params import new_run_id
     from engine.schedule import Schedule
-    from engine.scheduler_store import SchedulerStore
+    from engine.scheduler_store import IntervalRow, SchedulerStore
 
     project = _project(project_dir)
     name, path = _pipeline(project, pipeline)
@@ -251,7 +251,7 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
             store.ensure_schedule(name, str(path), sched.previous(datetime.now(UTC)))
             decided = [(f, sched.interval_ending(f).start, "queued", "backfill") for f in fires]
             recorded = store.claim_intervals(name, datetime.min.replace(tzinfo=UTC), decided)
-            plan = []
+            plan: list[tuple[IntervalRow, str]] = []
             for row in recorded:
                 run_id = new_run_id()
                 store.start_interval(name, row.fire_at, run_id)
@@ -265,9 +265,9 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
         )
     )
 
-    def one(item: tuple[object, str]) -> tuple[str, str, str]:
+    def one(item: tuple[IntervalRow, str]) -> tuple[str, str, str]:
         row, run_id = item
-        logical = datetime.fromisoformat(row.logical_date)  # type: ignore[attr-defined]
+        logical = datetime.fromisoformat(row.logical_date)
         result = api.run(
             path,
             project_dir=project,
@@ -275,7 +275,7 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
             run_id=run_id,
             if_running="share" if parallel > 1 else "wait",
         )
-        return row.fire_at, run_id, result.state.value  # type: ignore[attr-defined]
+        return row.fire_at, run_id, result.state.value
 
     failed = 0
     with ThreadPoolExecutor(max(1, parallel)) as pool:

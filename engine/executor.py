@@ -251,6 +251,11 @@ class Executor:
             self.plan,
         )
 
+    @property
+    def output_schemas(self) -> dict[str, pa.Schema]:
+        """task -> the schema of the output it wrote or reused in this run."""
+        return {task_id: table.schema for task_id, table in self.outputs.items()}
+
     def _record_lineage(self) -> LineageGraph | None:
         """Compose the run's column lineage over the schemas its tasks wrote (or reused) and
         keep it with the run. Lineage is a record, not a result: a failure is logged."""
@@ -258,11 +263,10 @@ class Executor:
             return None
         from lineage.pipeline import pipeline_lineage
 
-        schemas = {task_id: table.schema for task_id, table in self.outputs.items()}
         try:
             graph = pipeline_lineage(
                 self.plan,
-                schemas,
+                self.output_schemas,
                 self.plan.base_dir,
                 captured=self.captured_lineage,
                 call_udfs=False,
@@ -299,8 +303,7 @@ class Executor:
             for row in self.catalog.task_runs(self.plan.run_id)
             if row.task_id in ran and row.started_at
         ]
-        schemas = {task_id: table.schema for task_id, table in self.outputs.items()}
-        emitter.finish(state is RunState.SUCCESS, error, graph, schemas, tasks)
+        emitter.finish(state is RunState.SUCCESS, error, graph, self.output_schemas, tasks)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -554,7 +557,7 @@ class Executor:
             before = None
         if before is None:
             return []
-        inputs = {name: self.outputs[name].schema for name in task.inputs if name in self.outputs}
+        inputs = {n: s for n, s in self.output_schemas.items() if n in task.inputs}
         recorded = self.catalog.lineage(previous.run_id)
         changes = task_drift(
             task, before, schema, inputs, recorded, self.plan.base_dir, call_udfs=False
