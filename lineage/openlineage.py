@@ -23,6 +23,7 @@ answer after three attempts gets a warning in the log, and no further events of 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -58,7 +59,9 @@ FACETS = {
 _RUN_NAMESPACE = uuid.UUID("6d1d2f7e-5a3b-4a0e-9a63-0b6c8d2b9a10")
 
 
+@functools.cache
 def producer() -> str:
+    """Read once: every event and facet carries it, and a metadata lookup reads the disk."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
