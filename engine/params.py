@@ -186,6 +186,17 @@ def render(text: str, context: RenderContext, task_id: str | None = None) -> str
         raise ParameterError(f"template failed: {type(exc).__name__}: {exc}") from exc
 
 
+def template_syntax_error(text: str) -> str | None:
+    """What is wrong with a template that does not parse, or None."""
+    if not is_template(text):
+        return None
+    try:
+        template_environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template syntax error on line {exc.lineno}: {exc.message}"
+    return None
+
+
 def referenced_params(text: str) -> set[str]:
     """Names used as `params.NAME` or `params['NAME']` in a template (parse only, no render)."""
     if not is_template(text):

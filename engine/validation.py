@@ -22,6 +22,7 @@ from engine.params import (
     BUILTINS,
     RenderContext,
     referenced_params,
+    template_syntax_error,
     undeclared_names,
     unfiltered_sql_params,
 )
@@ -183,6 +184,11 @@ class _Checker:
                 return False
         kind_key = task.kind.value
         for text in texts:
+            syntax = template_syntax_error(text)
+            if syntax is not None:  # the checks below need a template that parses
+                ok = False
+                self.add("template", syntax, task, (kind_key,))
+                continue
             for name in sorted(referenced_params(text) - set(self.spec.params)):
                 ok = False
                 self.add(

@@ -645,3 +645,23 @@ def test_a_trigger_names_one_kind(write: WritePipeline) -> None:
     problem = only(problems, "invalid-value")
     assert "a trigger has exactly one of 'files' or 'after'" in problem.message
     assert problem.line == 2
+
+
+def test_a_template_that_does_not_parse_is_a_problem_at_its_line(write: WritePipeline) -> None:
+    # found by the fuzz test: the parameter checks parsed the template and raised
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: a
+            sql: "select {{ 1"
+    """,
+            )
+        ),
+        "template",
+    )
+    assert problem.message.startswith("template syntax error on line 1: unexpected")
+    assert (problem.line, problem.task_id) == (4, "a")
