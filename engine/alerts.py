@@ -43,7 +43,8 @@ class Alert:
 
     @property
     def key(self) -> str:
-        return f"{self.pipeline}\0{self.kind}\0{self.subject}"
+        # unit separators, not NUL: PostgreSQL text cannot hold NUL
+        return f"{self.pipeline}\x1f{self.kind}\x1f{self.subject}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

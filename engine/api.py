@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.catalog import Catalog, CatalogReader
+from engine.catalog import Catalog, CatalogReader, catalog_location
 from engine.definition import Definition
 from engine.dryrun import SchemaReport
 from engine.errors import PipelineInvalid
@@ -254,8 +254,8 @@ def plan_schemas(
     from engine.dryrun import plan_schemas as compute
 
     definition = _definition(pipeline)
-    catalog_path = find_project_dir(project_dir) / STATE_DIR / "catalog.db"
-    reader = CatalogReader(catalog_path) if catalog_path.exists() else None
+    location = catalog_location(find_project_dir(project_dir))
+    reader = CatalogReader(location) if location.exists() else None
     try:
         return compute(the_plan, reader, line_of=definition.task_line)
     finally:
@@ -276,8 +276,8 @@ def plan(
     """The plan `run` would execute, without running anything."""
     definition = _definition(pipeline)
     project = find_project_dir(project_dir)
-    catalog_path = project / STATE_DIR / "catalog.db"
-    reader = CatalogReader(catalog_path) if select and catalog_path.exists() else None
+    location = catalog_location(project)
+    reader = CatalogReader(location) if select and location.exists() else None
     try:
         return build_plan(
             definition,
@@ -316,6 +316,7 @@ def _locked(
 ) -> Iterator[Catalog]:
     """Hold the pipeline's run lock, settle the runs a dead process left RUNNING, and yield
     the catalog."""
+    location = catalog_location(project)
     lock = RunLock(
         project / STATE_DIR,
         pipeline,
@@ -323,9 +324,10 @@ def _locked(
         if_running=if_running,
         wait_timeout=wait_timeout,
         on_wait=on_wait,
+        catalog=location,
     )
     with lock:
-        catalog = Catalog(project / STATE_DIR / "catalog.db")
+        catalog = Catalog(location)
         try:
             if not lock.shared:  # a sharer cannot tell a dead run from another live sharer
                 recover_interrupted(catalog, Workspace.for_project(project), pipeline)
@@ -407,7 +409,7 @@ def resume(
     definition = _definition(pipeline)
     project = find_project_dir(project_dir)
     settings = _settings(project, settings, max_parallel)
-    with CatalogReader(project / STATE_DIR / "catalog.db") as reader:
+    with CatalogReader(catalog_location(project)) as reader:
         target = reader.run(run_id).run_id if run_id != "last" else "last"
     with _locked(project, definition.spec.name, target, if_running, wait_timeout, None) as catalog:
         previous = find_run_to_resume(catalog, definition.spec.name, target)
@@ -514,7 +516,7 @@ def requeue_dead_letter(
     from engine.errors import StateError
 
     project = find_project_dir(project_dir)
-    with CatalogReader(project / STATE_DIR / "catalog.db") as reader:
+    with CatalogReader(catalog_location(project)) as reader:
         letter = reader.dead_letter(letter_id)
     if letter.status == "resolved":
         raise StateError(

@@ -1,9 +1,10 @@
 """The catalog: runs, task runs, every state transition, row counts, bytes, durations, schemas.
 
-Embedded in SQLite (WAL) at `.arrowline/catalog.db`. Readers (notebooks, `arrowline runs`, the
-planner) open it read-only and never block a running pipeline; the executor is the one writer
-per run and commits every transition as it happens, so a crash loses at most the transition in
-flight. `CatalogReader` is the read side; `Catalog` adds the writes.
+Embedded in SQLite (WAL) at `.arrowline/catalog.db` by default, or shared in PostgreSQL
+(`ARROWLINE_CATALOG`, see engine.catalog_db). Readers (notebooks, `arrowline runs`, the planner)
+never block a running pipeline; the executor is the one writer per run and commits every
+transition as it happens, so a crash loses at most the transition in flight. `CatalogReader` is
+the read side; `Catalog` adds the writes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from engine.catalog_db import (
+    CATALOG_FILE,
+    CatalogLocation,
+    Database,
+    Row,
+    catalog_location,
+)
 from engine.errors import StateError
 from engine.states import (
     RESUMABLE,
@@ -39,10 +45,10 @@ __all__ = [
     "TaskRunRow",
     "TransitionRow",
     "WatermarkRow",
+    "catalog_location",
 ]
 
-CATALOG_FILE = "catalog.db"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SCHEDULER_TABLES = """
 create table if not exists schedules (
     pipeline text primary key,
@@ -106,6 +112,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     4: ("create table if not exists run_lineage (run_id text primary key, graph text not null)",),
     5: tuple(part.strip() for part in _SCHEDULER_TABLES.split(";") if part.strip()),
+    # task order without SQLite's rowid, which PostgreSQL does not have
+    6: (
+        "alter table task_runs add column ordinal integer",
+        "update task_runs set ordinal = rowid",
+    ),
 }
 
 _SCHEMA = (
@@ -153,6 +164,7 @@ create table if not exists task_runs (
     error_kind text,
     error_transient integer,
     details text,
+    ordinal integer,
     primary key (run_id, task_id)
 );
 create index if not exists task_runs_success on task_runs (task_id, state, ended_at);
@@ -245,6 +257,37 @@ _TASK_FIELDS = frozenset(
         "error_transient",
     }
 )
+
+
+_PREPARED: set[tuple[str | None, str]] = set()
+"""Shared catalogs this process has created or migrated: a run need not pay the DDL's round
+trips again (an embedded one is local and cheap to check, and may be deleted between runs)."""
+
+
+def _prepare(db: Database) -> None:
+    """Create the catalog's tables, or bring a catalog written by an older arrowline up to
+    SCHEMA_VERSION; each step is one writer transaction, so a second process doing the same at
+    the same moment waits, then finds it done."""
+    with db.transaction() as connection:
+        fresh = not connection.table_exists("task_runs")
+        connection.create([part.strip() for part in _SCHEMA.split(";") if part.strip()])
+        if fresh:
+            _set_version(connection, SCHEMA_VERSION, only_if_missing=True)
+    for target in range(2, SCHEMA_VERSION + 1):
+        with db.transaction() as connection:
+            rows = connection.execute("select value from meta where key = 'schema_version'")
+            if (int(rows[0][0]) if rows else 1) >= target:
+                continue
+            connection.create(_MIGRATIONS[target])
+            _set_version(connection, target)
+
+
+def _set_version(connection: Database, version: int, *, only_if_missing: bool = False) -> None:
+    connection.execute(
+        "insert into meta (key, value) values ('schema_version', ?) on conflict (key) do "
+        + ("nothing" if only_if_missing else "update set value = excluded.value"),
+        (str(version),),
+    )
 
 
 def now_text() -> str:
@@ -366,7 +409,7 @@ class TransitionRow:
     error: str | None
 
 
-def _run_row(row: sqlite3.Row) -> RunRow:
+def _run_row(row: Row) -> RunRow:
     values = dict(row)
     return RunRow(
         **values
@@ -378,7 +421,7 @@ def _run_row(row: sqlite3.Row) -> RunRow:
     )
 
 
-def _task_row(row: sqlite3.Row) -> TaskRunRow:
+def _task_row(row: Row) -> TaskRunRow:
     values = {key: row[key] for key in TaskRunRow.__dataclass_fields__}
     transient = values["error_transient"]
     return TaskRunRow(
@@ -394,7 +437,7 @@ def _task_row(row: sqlite3.Row) -> TaskRunRow:
     )
 
 
-def _dead_letter_row(row: sqlite3.Row) -> DeadLetterRow:
+def _dead_letter_row(row: Row) -> DeadLetterRow:
     values = dict(row)
     return DeadLetterRow(
         **values
@@ -406,15 +449,15 @@ def _dead_letter_row(row: sqlite3.Row) -> DeadLetterRow:
     )
 
 
-def _run_state(connection: sqlite3.Connection, run_id: str) -> RunState:
-    row = connection.execute("select state from runs where run_id = ?", (run_id,)).fetchone()
-    if row is None:
+def _run_state(connection: Database, run_id: str) -> RunState:
+    rows = connection.execute("select state from runs where run_id = ?", (run_id,))
+    if not rows:
         raise StateError(f"no run {run_id!r}")
-    return RunState(row["state"])
+    return RunState(rows[0]["state"])
 
 
 def _log_transition(
-    connection: sqlite3.Connection,
+    connection: Database,
     run_id: str,
     task_id: str | None,
     from_state: str | None,
@@ -436,34 +479,24 @@ def _log_transition(
 class CatalogReader:
     """Read-only access; safe while another process runs a pipeline."""
 
-    def __init__(self, path: Path, *, _writable: bool = False) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        if _writable:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-        else:
-            if not path.exists():
-                raise StateError(
-                    f"no arrowline catalog at {path}",
-                    hint="run a pipeline first; the catalog is created by the first run",
-                )
-            connection = sqlite3.connect(
-                f"file:{path}?mode=ro",
-                uri=True,
-                timeout=30,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        connection.row_factory = sqlite3.Row
-        connection.execute("pragma busy_timeout = 30000")
-        self._connection = connection
+    def __init__(self, location: CatalogLocation | Path, *, _writable: bool = False) -> None:
+        if isinstance(location, Path):
+            location = CatalogLocation(location)
+        self.location = location
+        self.path = location.path
+        self._db = location.connect(writable=_writable)
+        self._lock = self._db.lock
+        if location.shared:  # created by whoever comes first; checked once per process
+            if (location.uri, location.schema) not in _PREPARED:
+                _prepare(self._db)
+                _PREPARED.add((location.uri, location.schema))
+        elif _writable:
+            _prepare(self._db)
+        if location.shared and not _writable:
+            self._db.execute("set default_transaction_read_only = on")
 
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -471,11 +504,15 @@ class CatalogReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._connection.execute(sql, parameters).fetchall()
+    @property
+    def shared(self) -> bool:
+        """True for a catalog in PostgreSQL, shared by several hosts."""
+        return self.location.shared
 
-    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        return self._db.execute(sql, parameters)
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         """Read SQL over the catalog, for reports (metrics, status)."""
         return self._query(sql, parameters)
 
@@ -510,7 +547,7 @@ class CatalogReader:
 
     def task_runs(self, run_id: str) -> list[TaskRunRow]:
         rows = self._query(
-            "select * from task_runs where run_id = ? order by level, rowid", (run_id,)
+            "select * from task_runs where run_id = ? order by level, ordinal", (run_id,)
         )
         return [_task_row(row) for row in rows]
 
@@ -550,7 +587,7 @@ class CatalogReader:
             "select * from (select t.*, row_number() over (partition by t.task_id "
             "order by t.ended_at desc) as newest from task_runs t join runs r using (run_id) "
             "where r.pipeline = ? and t.state = 'SUCCESS' and t.output_path is not null) "
-            "where newest = 1 order by task_id",
+            "as ranked where newest = 1 order by task_id",
             (pipeline,),
         )
         return {row["task_id"]: _task_row(row) for row in rows}
@@ -569,7 +606,8 @@ class CatalogReader:
 
     def watermark_audit(self, pipeline: str, task_id: str | None = None) -> list[AuditRow]:
         rows = self._query(
-            "select * from watermark_audit where pipeline = ? and (? is null or task_id = ?) "
+            "select * from watermark_audit where pipeline = ? "
+            "and (cast(? as text) is null or task_id = ?) "
             "order by id",
             (pipeline, task_id, task_id),
         )
@@ -595,8 +633,8 @@ class CatalogReader:
     ) -> list[DeadLetterRow]:
         """Newest first; `status=None` lists every status."""
         rows = self._query(
-            "select * from dead_letters where (? is null or pipeline = ?) "
-            "and (? is null or status = ?) order by id desc limit ?",
+            "select * from dead_letters where (cast(? as text) is null or pipeline = ?) "
+            "and (cast(? as text) is null or status = ?) order by id desc limit ?",
             (pipeline, pipeline, status, status, limit),
         )
         return [_dead_letter_row(row) for row in rows]
@@ -621,49 +659,13 @@ class CatalogReader:
 class Catalog(CatalogReader):
     """The writing side, used by the executor."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _writable=True)
-        with self._lock:
-            connection = self._connection
-            connection.execute("pragma journal_mode = wal")
-            connection.execute("pragma synchronous = normal")
-            fresh = not connection.execute(
-                "select 1 from sqlite_master where name = 'task_runs'"
-            ).fetchone()
-            connection.executescript(_SCHEMA)
-            if fresh:
-                connection.execute(
-                    "insert or replace into meta (key, value) values ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            self._migrate()
-
-    def _migrate(self) -> None:
-        """Bring a catalog written by an older arrowline up to SCHEMA_VERSION."""
-        connection = self._connection
-        row = connection.execute("select value from meta where key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 1
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            connection.execute("begin immediate")
-            for statement in _MIGRATIONS[target]:
-                connection.execute(statement)
-            connection.execute(
-                "insert or replace into meta (key, value) values ('schema_version', ?)",
-                (str(target),),
-            )
-            connection.execute("commit")
+    def __init__(self, location: CatalogLocation | Path) -> None:
+        super().__init__(location, _writable=True)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            connection = self._connection
-            connection.execute("begin immediate")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("rollback")
-                raise
-            connection.execute("commit")
+    def _transaction(self) -> Iterator[Database]:
+        with self._db.transaction() as connection:
+            yield connection
 
     def create_run(
         self,
@@ -700,9 +702,12 @@ class Catalog(CatalogReader):
                 ),
             )
             connection.executemany(
-                "insert into task_runs (run_id, task_id, kind, state, level, fingerprint) "
-                "values (?, ?, ?, 'PENDING', ?, ?)",
-                [(run_id, task_id, kind, level, fp) for task_id, kind, level, fp in tasks],
+                "insert into task_runs (run_id, task_id, kind, state, level, fingerprint, "
+                "ordinal) values (?, ?, ?, 'PENDING', ?, ?, ?)",
+                [
+                    (run_id, task_id, kind, level, fp, ordinal)
+                    for ordinal, (task_id, kind, level, fp) in enumerate(tasks)
+                ],
             )
             connection.executemany(
                 "insert into reused (run_id, task_id, from_run_id) values (?, ?, ?)",
@@ -754,12 +759,12 @@ class Catalog(CatalogReader):
         if unknown:
             raise StateError(f"unknown task run fields {sorted(unknown)}")
         with self._transaction() as connection:
-            row = connection.execute(
+            rows = connection.execute(
                 "select state from task_runs where run_id = ? and task_id = ?", (run_id, task_id)
-            ).fetchone()
-            if row is None:
+            )
+            if not rows:
                 raise StateError(f"run {run_id} has no task {task_id!r}")
-            current = TaskState(row["state"])
+            current = TaskState(rows[0]["state"])
             check_task_transition(task_id, current, target)
             assignments = ", ".join(f"{column} = ?" for column in ["state", *updates])
             connection.execute(
@@ -785,11 +790,11 @@ class Catalog(CatalogReader):
         at = now_text()
         who = actor or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
         with self._transaction() as connection:
-            row = connection.execute(
+            rows = connection.execute(
                 "select value from watermarks where pipeline = ? and task_id = ? and sink_id = ?",
                 (pipeline, task_id, sink_id),
-            ).fetchone()
-            old = row["value"] if row else None
+            )
+            old = rows[0]["value"] if rows else None
             if old == value:
                 return
             if value is None:
@@ -822,7 +827,7 @@ class Catalog(CatalogReader):
             cancelled = []
             for task in connection.execute(
                 "select task_id, state, attempts from task_runs where run_id = ?", (run_id,)
-            ).fetchall():
+            ):
                 state = TaskState(task["state"])
                 if state.terminal:
                     continue
@@ -876,27 +881,29 @@ class Catalog(CatalogReader):
                     f"run {run_id} is {current.value}; only a FAILED, CANCELLED or INTERRUPTED "
                     "run can be resumed"
                 )
-            for task_id, kind, level, fingerprint in tasks:
-                old = connection.execute(
+            for ordinal, (task_id, kind, level, fingerprint) in enumerate(tasks):
+                found = connection.execute(
                     "select state from task_runs where run_id = ? and task_id = ?",
                     (run_id, task_id),
-                ).fetchone()
+                )
+                old = found[0] if found else None
                 if old is None:
                     connection.execute(
                         "insert into task_runs (run_id, task_id, kind, state, level, "
-                        "fingerprint) values (?, ?, ?, 'PENDING', ?, ?)",
-                        (run_id, task_id, kind, level, fingerprint),
+                        "fingerprint, ordinal) values (?, ?, ?, 'PENDING', ?, ?, ?)",
+                        (run_id, task_id, kind, level, fingerprint, ordinal),
                     )
                 else:
                     connection.execute(
                         "update task_runs set state = 'PENDING', kind = ?, level = ?, "
-                        "fingerprint = ?, attempts = 0, started_at = null, ended_at = null, "
+                        "fingerprint = ?, ordinal = ?, attempts = 0, started_at = null, "
+                        "ended_at = null, "
                         "duration_s = null, rows_in = null, rows_out = null, "
                         "rows_rejected = null, bytes_out = null, output_path = null, "
                         "output_schema = null, target = null, error = null, error_kind = null, "
                         "error_transient = null, details = null "
                         "where run_id = ? and task_id = ?",
-                        (kind, level, fingerprint, run_id, task_id),
+                        (kind, level, fingerprint, ordinal, run_id, task_id),
                     )
                 previous = old["state"] if old else None
                 _log_transition(connection, run_id, task_id, previous, "PENDING", at, "resumed")
@@ -924,10 +931,10 @@ class Catalog(CatalogReader):
         attempts: list[dict[str, Any]],
     ) -> int:
         with self._transaction() as connection:
-            cursor = connection.execute(
+            rows = connection.execute(
                 "insert into dead_letters (run_id, pipeline, task_id, pipeline_version, "
                 "pipeline_file, params, logical_date, error_kind, transient, reason, attempts, "
-                "created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) returning id",
                 (
                     run_id,
                     pipeline,
@@ -943,7 +950,7 @@ class Catalog(CatalogReader):
                     now_text(),
                 ),
             )
-            return int(cursor.lastrowid or 0)
+            return int(rows[0][0])
 
     def settle_dead_letters(
         self, run_id: str, task_ids: Sequence[str], result: str, before: str
@@ -970,7 +977,8 @@ class Catalog(CatalogReader):
     def record_lineage(self, run_id: str, graph: Mapping[str, Any]) -> None:
         with self._transaction() as connection:
             connection.execute(
-                "insert or replace into run_lineage (run_id, graph) values (?, ?)",
+                "insert into run_lineage (run_id, graph) values (?, ?) "
+                "on conflict (run_id) do update set graph = excluded.graph",
                 (run_id, json.dumps(graph, sort_keys=True)),
             )
 
@@ -981,5 +989,15 @@ class Catalog(CatalogReader):
             )
 
 
-def open_catalog(state_dir: Path) -> Catalog:
-    return Catalog(state_dir / CATALOG_FILE)
+def open_catalog(project: Path) -> Catalog:
+    """The writing side of a project's catalog, wherever it lives (engine.catalog_db)."""
+    return Catalog(catalog_location(project))
+
+
+def open_reader(project: Path) -> CatalogReader:
+    """The read side of a project's catalog; StateError when no run has created it yet."""
+    return CatalogReader(catalog_location(project))
+
+
+def catalog_exists(project: Path) -> bool:
+    return catalog_location(project).exists()

@@ -21,6 +21,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from engine.catalog_db import catalog_location
 from engine.errors import (
     ArrowlineError,
     DefinitionError,
@@ -352,7 +353,6 @@ def state_show(pipeline: Path, task: str | None, project_dir: Path | None, audit
     from engine import api
     from engine.catalog import CatalogReader
     from engine.state_admin import show_state
-    from engine.workspace import STATE_DIR
 
     with _errors():
         definition = api.load(pipeline)
@@ -372,7 +372,7 @@ def state_show(pipeline: Path, task: str | None, project_dir: Path | None, audit
         )
     out.print(table)
     if audit:
-        with CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
+        with CatalogReader(catalog_location(project)) as catalog:
             for entry in catalog.watermark_audit(definition.name, task):
                 out.print(
                     Text(
@@ -644,10 +644,9 @@ def runs(
     from engine.catalog import CatalogReader
     from engine.durations import format_duration
     from engine.progress import STYLES
-    from engine.workspace import STATE_DIR
 
     project = find_project_dir(project_dir)
-    with _errors(), CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
+    with _errors(), CatalogReader(catalog_location(project)) as catalog:
         if run_id is None:
             rows = catalog.runs(pipeline, limit)
             if fmt == "json":
@@ -755,7 +754,7 @@ def _stale(project: Path, run: RunRow) -> bool:
 
     if run.state.value not in ("PENDING", "RUNNING"):
         return False
-    return not lock_is_held(project / STATE_DIR, run.pipeline)
+    return not lock_is_held(project / STATE_DIR, run.pipeline, catalog_location(project))
 
 
 def _details(details: dict[str, object]) -> list[str]:
@@ -876,7 +875,6 @@ def lineage(
     last run's, for sources not known before running); with --run, what that run recorded."""
     from engine import api
     from engine.catalog import CatalogReader
-    from engine.workspace import STATE_DIR
     from lineage.columns import Kind
     from lineage.pipeline import lineage_report, render_graph
 
@@ -889,8 +887,8 @@ def lineage(
         if column.split(".", 1)[0] not in the_plan:
             _fail(f"pipeline {the_plan.pipeline!r} has no task {column.split('.', 1)[0]!r}")
         project = api.find_project_dir(project_dir)
-        path = project / STATE_DIR / "catalog.db"
-        catalog = CatalogReader(path) if path.exists() or run_id else None
+        location = catalog_location(project)
+        catalog = CatalogReader(location) if location.exists() or run_id else None
         try:
             report = lineage_report(
                 the_plan, catalog, column, downstream=downstream, kind=chosen, run_id=run_id
@@ -936,10 +934,9 @@ def dlq_list(pipeline: str | None, every: bool, project_dir: Path | None, fmt: s
 
     from engine.api import find_project_dir
     from engine.catalog import CatalogReader
-    from engine.workspace import STATE_DIR
 
     project = find_project_dir(project_dir)
-    with _errors(), CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
+    with _errors(), CatalogReader(catalog_location(project)) as catalog:
         letters = catalog.dead_letters(pipeline, status=None if every else "open")
     if fmt == "json":
         out.print_json(json.dumps([asdict(letter) for letter in letters], default=str))
@@ -975,10 +972,9 @@ def dlq_show(letter_id: int, project_dir: Path | None, fmt: str) -> None:
 
     from engine.api import find_project_dir
     from engine.catalog import CatalogReader
-    from engine.workspace import STATE_DIR
 
     project = find_project_dir(project_dir)
-    with _errors(), CatalogReader(project / STATE_DIR / "catalog.db") as catalog:
+    with _errors(), CatalogReader(catalog_location(project)) as catalog:
         letter = catalog.dead_letter(letter_id)
     if fmt == "json":
         out.print_json(json.dumps(asdict(letter), default=str))

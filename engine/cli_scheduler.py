@@ -12,6 +12,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from engine.catalog_db import catalog_location
 from engine.cli import (
     EXIT_FAILED,
     EXIT_OK,
@@ -26,7 +27,6 @@ from engine.cli import (
     out,
     param_option,
 )
-from engine.workspace import STATE_DIR
 
 __all__: list[str] = []
 
@@ -150,7 +150,7 @@ def _set_paused(project_dir: Path | None, pipeline: str, paused: bool, reason: s
     project = _project(project_dir)
     name, path = _pipeline(project, pipeline)
     who = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
-    with SchedulerStore(project / STATE_DIR / "catalog.db") as store:
+    with SchedulerStore(catalog_location(project)) as store:
         store.set_paused(name, str(path), paused, reason, who)
     verb = "paused" if paused else "resumed"
     out.print(f"{name}: schedule {verb}" + (f" ({reason})" if reason else ""))
@@ -247,7 +247,7 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
         sched = Schedule(spec.schedule, spec.timezone)
         first, last = _when(start, spec.timezone), _when(end, spec.timezone, end=True)
         fires = sched.due(first - timedelta(microseconds=1), last)  # `first` itself counts
-        with SchedulerStore(project / STATE_DIR / "catalog.db") as store:
+        with SchedulerStore(catalog_location(project)) as store:
             store.ensure_schedule(name, str(path), sched.previous(datetime.now(UTC)))
             decided = [(f, sched.interval_ending(f).start, "queued", "backfill") for f in fires]
             recorded = store.claim_intervals(name, datetime.min.replace(tzinfo=UTC), decided)
@@ -340,7 +340,7 @@ def metrics(project_dir: Path | None, output: Path | None) -> None:
     from engine.metrics import render
 
     project = _project(project_dir)
-    text = render(project / STATE_DIR / "catalog.db")
+    text = render(catalog_location(project))
     if output is None:
         sys.stdout.buffer.write(text)
         return

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -30,20 +29,21 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from engine.catalog import CatalogReader
+from engine.catalog_db import CatalogLocation
 
 __all__ = ["CatalogCollector", "render"]
 
 
 class CatalogCollector(Collector):
-    def __init__(self, catalog_path: Path) -> None:
-        self.catalog_path = catalog_path
+    def __init__(self, location: CatalogLocation) -> None:
+        self.location = location
 
     def collect(self) -> Iterator[Metric]:
         from engine.scheduler_store import SchedulerReader
 
-        if not self.catalog_path.exists():
+        if not self.location.exists():
             return
-        with SchedulerReader(self.catalog_path) as catalog:
+        with SchedulerReader(self.location) as catalog:
             yield from _runs(catalog)
             yield from _tasks(catalog)
             yield from _dead_letters(catalog)
@@ -64,10 +64,14 @@ def _runs(catalog: CatalogReader) -> Iterator[Metric]:
 
 def _tasks(catalog: CatalogReader) -> Iterator[Metric]:
     rows = catalog.query(
+        # sums cast back to integers: PostgreSQL sums bigints as numeric
         "select r.pipeline, t.task_id, count(t.duration_s), coalesce(sum(t.duration_s), 0), "
-        "coalesce(sum(t.rows_in), 0), coalesce(sum(t.rows_out), 0), "
-        "coalesce(sum(t.bytes_out), 0), coalesce(sum(max(t.attempts - 1, 0)), 0), "
-        "coalesce(sum(t.rows_rejected), 0) "
+        "cast(coalesce(sum(t.rows_in), 0) as bigint), "
+        "cast(coalesce(sum(t.rows_out), 0) as bigint), "
+        "cast(coalesce(sum(t.bytes_out), 0) as bigint), "
+        "cast(coalesce(sum(case when t.attempts > 1 then t.attempts - 1 else 0 end), 0) "
+        "as bigint), "
+        "cast(coalesce(sum(t.rows_rejected), 0) as bigint) "
         "from task_runs t join runs r using (run_id) where t.ended_at is not null "
         "group by 1, 2 order by 1, 2"
     )
@@ -100,7 +104,8 @@ def _tasks(catalog: CatalogReader) -> Iterator[Metric]:
     for pipeline, task, seconds in catalog.query(
         "select pipeline, task_id, duration_s from (select r.pipeline, t.task_id, t.duration_s, "
         "row_number() over (partition by r.pipeline, t.task_id order by t.ended_at desc) as n "
-        "from task_runs t join runs r using (run_id) where t.duration_s is not null) where n = 1"
+        "from task_runs t join runs r using (run_id) where t.duration_s is not null) as newest "
+        "where n = 1"
     ):
         last.add_metric([pipeline, task], seconds)
     yield from (duration, last, rows_total, bytes_total, retries, quarantined)
@@ -157,7 +162,7 @@ def _scheduler(catalog: CatalogReader) -> Iterator[Metric]:
     for pipeline, fire_at, started_at in catalog.query(
         "select pipeline, fire_at, started_at from (select *, row_number() over (partition by "
         "pipeline order by fire_at desc) as n from intervals where started_at is not null) "
-        "where n = 1"
+        "as newest where n = 1"
     ):
         delay = datetime.fromisoformat(started_at) - datetime.fromisoformat(fire_at)
         lag.add_metric([pipeline], delay.total_seconds())
@@ -171,10 +176,10 @@ def _scheduler(catalog: CatalogReader) -> Iterator[Metric]:
     yield from (lag, paused)
 
 
-def render(catalog_path: Path) -> bytes:
+def render(location: CatalogLocation) -> bytes:
     """The metrics in Prometheus' text exposition format."""
     from prometheus_client import generate_latest
 
     registry = CollectorRegistry()
-    registry.register(CatalogCollector(catalog_path))
+    registry.register(CatalogCollector(location))
     return generate_latest(registry)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.catalog import CATALOG_FILE, CatalogReader, TaskRunRow
+from engine.catalog import CatalogReader, TaskRunRow, catalog_location
 from engine.errors import StateError
 from engine.problems import did_you_mean
 from engine.workspace import QUARANTINE_DIR, STATE_DIR
@@ -40,7 +40,7 @@ class Project:
     @property
     def catalog(self) -> CatalogReader:
         if self._catalog is None:
-            self._catalog = CatalogReader(self.path / STATE_DIR / CATALOG_FILE)
+            self._catalog = CatalogReader(catalog_location(self.path))
         return self._catalog
 
     def close(self) -> None:

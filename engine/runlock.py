@@ -10,8 +10,11 @@ run. The kernel releases it when the process ends however it ends (kill -9 inclu
   shows it as stale before anyone does.
 
 The lock file also holds the holder's run id, pid and host, for the message a waiting run prints.
-Runs on other hosts sharing a catalog over a network file system are out of scope: flock is only
-reliable on a local file system, which is where the embedded catalog lives.
+
+With a shared catalog in PostgreSQL (engine.catalog_db), runs on several hosts must exclude each
+other, which a lock file cannot do; the lock is then a PostgreSQL advisory lock
+(engine.advisory) with the same release-on-death property, and everything above holds across
+hosts. flock is never used across a network file system.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Self
 
+from engine.catalog_db import CatalogLocation
 from engine.errors import StateError
 
 __all__ = ["ConcurrentRun", "RunLock", "file_lock_is_held", "lock_is_held"]
@@ -54,9 +58,13 @@ def _try_lock(fd: int, shared: bool = False) -> bool:
     return True
 
 
-def lock_is_held(state_dir: Path, pipeline: str) -> bool:
-    """True when some process holds the pipeline's run lock right now (a probe: it takes the
-    lock for an instant when nobody holds it)."""
+def lock_is_held(state_dir: Path, pipeline: str, catalog: CatalogLocation | None = None) -> bool:
+    """True when some process holds the pipeline's run lock right now (a probe: the file lock
+    is taken for an instant when nobody holds it; an advisory lock is looked up in pg_locks)."""
+    if catalog is not None and catalog.shared:
+        from engine.advisory import advisory_held
+
+        return advisory_held(catalog, "run", pipeline)
     return file_lock_is_held(_lock_path(state_dir, pipeline))
 
 
@@ -87,7 +95,9 @@ class RunLock:
         wait_timeout: float | None = None,
         poll: float = 0.2,
         on_wait: Callable[[dict[str, Any]], None] | None = None,
+        catalog: CatalogLocation | None = None,
     ) -> None:
+        """`catalog`: a shared catalog makes this an advisory lock in its database."""
         self.path = _lock_path(state_dir, pipeline)
         self.pipeline = pipeline
         self.run_id = run_id
@@ -96,6 +106,16 @@ class RunLock:
         self.poll = poll
         self.on_wait = on_wait
         self._fd: int | None = None
+        self._advisory = None
+        if catalog is not None and catalog.shared:
+            from engine.advisory import AdvisoryLock
+
+            self._advisory = AdvisoryLock(
+                catalog,
+                "run",
+                pipeline,
+                label=f"arrowline run {run_id} {os.getpid()}@{socket.gethostname()}",
+            )
 
     @property
     def shared(self) -> bool:
@@ -103,6 +123,14 @@ class RunLock:
 
     def holder(self) -> dict[str, Any]:
         """Who holds the lock, as its holder wrote it (empty when unknown)."""
+        if self._advisory is not None:  # the holder's session is labelled with its run
+            found = self._advisory.holder()
+            if found is None:
+                return {}
+            label, since = found
+            _, _, run_id, where = [*label.split(" ", 3), "", "", "", ""][:4]
+            pid, _, host = where.partition("@")
+            return {"run_id": run_id, "pid": pid, "host": host, "since": since}
         with contextlib.suppress(OSError, ValueError):
             data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
             if isinstance(data, dict):
@@ -126,22 +154,34 @@ class RunLock:
             f"pipeline {self.pipeline!r} is still running after waiting {waited:.0f}s: {who}"
         )
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _wait(self, try_once: Callable[[], bool]) -> None:
+        """Call `try_once` until it takes the lock, refusing or waiting per `if_running`."""
         started = time.monotonic()
         announced = False
+        while not try_once():
+            if self.if_running == "refuse":
+                raise self._refusal(None)
+            waited = time.monotonic() - started
+            if self.wait_timeout is not None and waited >= self.wait_timeout:
+                raise self._refusal(waited)
+            if not announced and self.on_wait is not None:
+                self.on_wait(self.holder())
+                announced = True
+            time.sleep(self.poll)
+
+    def acquire(self) -> None:
+        if self._advisory is not None:
+            advisory = self._advisory
+            try:
+                self._wait(lambda: advisory.try_acquire(shared=self.shared))
+            except BaseException:
+                advisory.release()
+                raise
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            while not _try_lock(fd, shared=self.shared):
-                if self.if_running == "refuse":
-                    raise self._refusal(None)
-                waited = time.monotonic() - started
-                if self.wait_timeout is not None and waited >= self.wait_timeout:
-                    raise self._refusal(waited)
-                if not announced and self.on_wait is not None:
-                    self.on_wait(self.holder())
-                    announced = True
-                time.sleep(self.poll)
+            self._wait(lambda: _try_lock(fd, shared=self.shared))
         except BaseException:
             os.close(fd)
             raise
@@ -157,6 +197,8 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
+        if self._advisory is not None:
+            self._advisory.release()
         if self._fd is not None:
             if not self.shared:
                 with contextlib.suppress(OSError):

@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +43,9 @@ from typing import Any
 import yaml
 from loguru import logger
 
+from engine.advisory import AdvisoryLock, advisory_held
 from engine.alerts import Alert, AlertSender
+from engine.catalog_db import catalog_location
 from engine.definition import Definition
 from engine.errors import ArrowlineError
 from engine.executor import Executor, RunResult
@@ -167,7 +170,7 @@ class Scheduler:
     def __post_init__(self) -> None:
         self.project = self.project.resolve()
         (self.project / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        self.store = SchedulerStore(self.project / STATE_DIR / "catalog.db")
+        self.store = SchedulerStore(catalog_location(self.project))
         self.alerts = AlertSender(self.store)
         self.loaded: dict[str, _Loaded] = {}
         self.active: dict[str, list[_Active]] = {}
@@ -175,6 +178,8 @@ class Scheduler:
         self.last_file_scan: dict[str, datetime] = {}
         self.stopping = threading.Event()
         self._leader_fd: int | None = None
+        self._lease: AdvisoryLock | None = None
+        """With a shared catalog, leadership is an advisory lock in its database."""
         self._alerted_letters: set[int] = set()
         self._walked = 0.0
         self.next_due: dict[str, datetime] = {}
@@ -184,10 +189,19 @@ class Scheduler:
 
     # -- leadership --------------------------------------------------------------------------
 
+    @property
+    def leading(self) -> bool:
+        return self._leader_fd is not None or self._lease is not None
+
     def try_lead(self) -> bool:
-        """Take the project's scheduler lock if nobody holds it; True while this one holds it."""
+        """Take the project's scheduler lock if nobody holds it; True while this one holds it.
+        With a shared catalog the lock is the catalog's, whichever host or folder each replica
+        runs in, and the leader checks on every tick that the server still counts it as the
+        holder: a leader whose session was ended (a network partition) stands down."""
         if self._leader_fd is not None:
             return True
+        if self.store.shared:
+            return self._try_lease()
         path = leader_lock_path(self.project)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -203,7 +217,40 @@ class Scheduler:
         self.recover()
         return True
 
+    def _try_lease(self) -> bool:
+        if self._lease is not None:
+            if self._lease.alive():
+                return True
+            logger.error(
+                "scheduler {} lost its lease on the catalog {}; standing down",
+                os.getpid(),
+                self.store.location.describe(),
+            )
+            self._lease.release()
+            self._lease = None
+        lease = AdvisoryLock(
+            self.store.location,
+            "scheduler",
+            "leader",
+            label=f"arrowline scheduler {os.getpid()}@{socket.gethostname()}",
+        )
+        if not lease.try_acquire():
+            lease.release()
+            return False
+        self._lease = lease
+        logger.info(
+            "scheduler {} on {} leads the catalog {}",
+            os.getpid(),
+            socket.gethostname(),
+            self.store.location.describe(),
+        )
+        self.recover()
+        return True
+
     def release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         if self._leader_fd is not None:
             fcntl.flock(self._leader_fd, fcntl.LOCK_UN)
             os.close(self._leader_fd)
@@ -643,7 +690,9 @@ class Scheduler:
 
         workspace = Workspace.for_project(self.project)
         for loaded in self.refresh(force=True).values():
-            if loaded.definition is None or lock_is_held(self.project / STATE_DIR, loaded.name):
+            if loaded.definition is None or lock_is_held(
+                self.project / STATE_DIR, loaded.name, self.store.location
+            ):
                 continue
             for run_id in recover_interrupted(self.store, workspace, loaded.name):
                 if loaded.definition.spec.on_restart == "resume":
@@ -699,7 +748,7 @@ class Scheduler:
         """Until the next tick, or sooner when a pipeline falls due before it: a run due at
         12:00:00 starts then, not up to a tick later."""
         wait = self.settings.tick - (time.monotonic() - tick_started)
-        if self.next_due and self._leader_fd is not None:
+        if self.next_due and self.leading:
             soonest = (min(self.next_due.values()) - self.clock()).total_seconds()
             wait = min(wait, soonest + 0.001)
         return max(0.0, wait)
@@ -738,7 +787,7 @@ def request_run(project: Path, name: str, params: dict[str, Any], source: str) -
         raise KeyError(name)
     spec = load(path).spec
     resolve_params(spec.params, params, {})
-    with SchedulerStore(project / STATE_DIR / "catalog.db") as store:
+    with SchedulerStore(catalog_location(project)) as store:
         return store.request_run(name, str(path), params, source)
 
 
@@ -752,4 +801,7 @@ def scheduler_running(project: Path) -> bool:
     """True when a scheduler process leads the project (holds its lock)."""
     from engine.runlock import file_lock_is_held
 
+    location = catalog_location(project)
+    if location.shared:
+        return advisory_held(location, "scheduler", "leader")
     return file_lock_is_held(leader_lock_path(project))

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from engine.catalog_db import catalog_location
 from engine.errors import ArrowlineError, ParameterError
-from engine.workspace import STATE_DIR
 
 if TYPE_CHECKING:
     from engine.scheduler import Scheduler
@@ -92,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/healthz":
-            self._send(200, {"leader": self.api.scheduler._leader_fd is not None})
+            self._send(200, {"leader": self.api.scheduler.leading})
             return
         if not self._authorized():
             return
@@ -100,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/metrics":
             from engine.metrics import render
 
-            self._send(200, render(project / STATE_DIR / "catalog.db"), "text/plain; version=0.0.4")
+            self._send(200, render(catalog_location(project)), "text/plain; version=0.0.4")
         elif self.path == "/status":
             from engine.status import status_rows
 
@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _run(self, run_id: str) -> None:
         from engine.scheduler_store import SchedulerReader
 
-        with SchedulerReader(self.api.scheduler.project / STATE_DIR / "catalog.db") as catalog:
+        with SchedulerReader(catalog_location(self.api.scheduler.project)) as catalog:
             found = catalog.query("select run_id from runs where run_id = ?", (run_id,))
             if found:
                 run = catalog.run(run_id)

@@ -83,7 +83,8 @@ class SchedulerReader(CatalogReader):
 
     def intervals(self, pipeline: str, state: str | None = None) -> list[IntervalRow]:
         rows = self._query(
-            "select * from intervals where pipeline = ? and (? is null or state = ?) "
+            "select * from intervals where pipeline = ? "
+            "and (cast(? as text) is null or state = ?) "
             "order by fire_at",
             (pipeline, state, state),
         )
@@ -91,8 +92,8 @@ class SchedulerReader(CatalogReader):
 
     def requests(self, pipeline: str | None = None, state: str | None = None) -> list[RequestRow]:
         rows = self._query(
-            "select * from run_requests where (? is null or pipeline = ?) "
-            "and (? is null or state = ?) order by id",
+            "select * from run_requests where (cast(? as text) is null or pipeline = ?) "
+            "and (cast(? as text) is null or state = ?) order by id",
             (pipeline, pipeline, state, state),
         )
         return [_request(r) for r in rows]
@@ -149,12 +150,12 @@ class SchedulerStore(SchedulerReader, Catalog):
         recorded = []
         with self._transaction() as connection:
             for fire, logical, state, reason in decided:
-                cursor = connection.execute(
+                inserted = connection.execute(
                     "insert into intervals (pipeline, fire_at, logical_date, state, reason, "
-                    "decided_at) values (?, ?, ?, ?, ?, ?) on conflict do nothing",
+                    "decided_at) values (?, ?, ?, ?, ?, ?) on conflict do nothing returning 1",
                     (pipeline, iso(fire), iso(logical), state, reason, at),
                 )
-                if cursor.rowcount:
+                if inserted:
                     recorded.append(
                         IntervalRow(
                             pipeline, iso(fire), iso(logical), state, None, reason, at, None
@@ -170,12 +171,12 @@ class SchedulerStore(SchedulerReader, Catalog):
     def start_interval(self, pipeline: str, fire_at: str, run_id: str) -> bool:
         """Queued -> started with this run id; False when it was not queued any more."""
         with self._transaction() as connection:
-            cursor = connection.execute(
+            started = connection.execute(
                 "update intervals set state = 'started', run_id = ?, started_at = ? "
-                "where pipeline = ? and fire_at = ? and state = 'queued'",
+                "where pipeline = ? and fire_at = ? and state = 'queued' returning 1",
                 (run_id, now_text(), pipeline, fire_at),
             )
-            return bool(cursor.rowcount)
+            return bool(started)
 
     def skip_interval(self, pipeline: str, fire_at: str, reason: str) -> None:
         with self._transaction() as connection:
@@ -196,12 +197,12 @@ class SchedulerStore(SchedulerReader, Catalog):
         run_id = run_id or new_run_id()
         at = now_text()
         with self._transaction() as connection:
-            cursor = connection.execute(
+            rows = connection.execute(
                 "insert into run_requests (pipeline, pipeline_file, params, run_id, source, "
-                "requested_at) values (?, ?, ?, ?, ?, ?)",
+                "requested_at) values (?, ?, ?, ?, ?, ?) returning id",
                 (pipeline, pipeline_file, json.dumps(params, sort_keys=True), run_id, source, at),
             )
-            request_id = int(cursor.lastrowid or 0)
+            request_id = int(rows[0][0])
         return RequestRow(
             request_id, pipeline, pipeline_file, params, run_id, source, at, "pending", None, None
         )
@@ -209,22 +210,22 @@ class SchedulerStore(SchedulerReader, Catalog):
     def settle_request(self, request_id: int, state: str, reason: str | None = None) -> bool:
         """pending -> started or skipped; False when it was not pending any more."""
         with self._transaction() as connection:
-            cursor = connection.execute(
+            settled = connection.execute(
                 "update run_requests set state = ?, reason = ?, started_at = ? "
-                "where id = ? and state = 'pending'",
+                "where id = ? and state = 'pending' returning 1",
                 (state, reason, now_text() if state == "started" else None, request_id),
             )
-            return bool(cursor.rowcount)
+            return bool(settled)
 
     def record_trigger(self, pipeline: str, kind: str, key: str) -> bool:
         """True the first time (pipeline, kind, key) is seen, False ever after."""
         with self._transaction() as connection:
-            cursor = connection.execute(
+            seen = connection.execute(
                 "insert into triggers_seen (pipeline, kind, key, seen_at) values (?, ?, ?, ?) "
-                "on conflict do nothing",
+                "on conflict do nothing returning 1",
                 (pipeline, kind, key, now_text()),
             )
-            return bool(cursor.rowcount)
+            return bool(seen)
 
     def trigger_seen(self, pipeline: str, kind: str, key: str) -> bool:
         rows = self._query(
@@ -239,9 +240,10 @@ class SchedulerStore(SchedulerReader, Catalog):
         """None when an alert of this key went out within `window` (counted as suppressed);
         else the number suppressed since the last one sent (and this one counts as sent)."""
         with self._transaction() as connection:
-            row = connection.execute(
+            found = connection.execute(
                 "select last_sent_at, suppressed from alerts_sent where key = ?", (key,)
-            ).fetchone()
+            )
+            row = found[0] if found else None
             if row is not None and now - parse(row[0]) < window:
                 connection.execute(
                     "update alerts_sent set suppressed = suppressed + 1 where key = ?", (key,)

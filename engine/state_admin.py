@@ -15,14 +15,13 @@ from typing import Any
 from connectors.base import ConnectorContext
 from connectors.registry import sink_state
 from connectors.watermark import Watermark, WatermarkUpdate
-from engine.catalog import Catalog
+from engine.catalog import Catalog, catalog_location
 from engine.connections import resolve_plan_connections
 from engine.definition import Definition
 from engine.errors import SelectionError
 from engine.planner import Plan, PlannedTask, build_plan
 from engine.problems import did_you_mean
 from engine.watermarks import NO_SINK
-from engine.workspace import STATE_DIR
 
 __all__ = ["StateRow", "parse_value", "reset_state", "set_state", "show_state"]
 
@@ -72,7 +71,7 @@ def show_state(definition: Definition, project: Path, task_id: str | None = None
     plan = build_plan(definition)
     connections = resolve_plan_connections(plan)
     rows: list[StateRow] = []
-    with Catalog(project / STATE_DIR / "catalog.db") as catalog:
+    with Catalog(catalog_location(project)) as catalog:
         for task in _incremental(plan, task_id):
             mirror = {r.sink_id: r for r in catalog.watermarks(plan.pipeline, task.id)}
             for sink_id, config in _sinks(task):
@@ -123,7 +122,7 @@ def _apply(
     plan = build_plan(definition)
     connections = resolve_plan_connections(plan)
     changed = []
-    with Catalog(project / STATE_DIR / "catalog.db") as catalog:
+    with Catalog(catalog_location(project)) as catalog:
         for task in _incremental(plan, task_id):
             for sink_id, config in _sinks(task):
                 if config is not None and sink_state(config).transactional:

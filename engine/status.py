@@ -13,6 +13,7 @@ __all__ = ["status_rows"]
 
 def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, Any]]:
     from engine.api import load
+    from engine.catalog_db import catalog_location
     from engine.errors import ArrowlineError, PipelineInvalid
     from engine.runlock import lock_is_held
     from engine.schedule import Schedule
@@ -20,8 +21,8 @@ def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, An
     from engine.scheduler_store import SchedulerReader
 
     now = now or datetime.now(UTC)
-    catalog_path = project / STATE_DIR / "catalog.db"
-    reader = SchedulerReader(catalog_path) if catalog_path.exists() else None
+    location = catalog_location(project)
+    reader = SchedulerReader(location) if location.exists() else None
     rows = []
     try:
         for name, path in discover_pipelines(project).items():
@@ -44,7 +45,7 @@ def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, An
                 if spec.schedule and not row["paused"]
                 else None
             )
-            running = lock_is_held(project / STATE_DIR, name)
+            running = lock_is_held(project / STATE_DIR, name, location)
             recent = reader.runs(name, limit=20) if reader else []
             row["running"] = (
                 [r.run_id for r in recent if r.state.value == "RUNNING"] if running else []

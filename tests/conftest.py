@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,6 +22,64 @@ def _quiet_loguru() -> Iterator[None]:
     logger.remove()
     for package in PACKAGES:
         logger.disable(package)
+
+
+@pytest.fixture(autouse=True)
+def _embedded_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests use the embedded catalog unless they ask for a shared one (`each_catalog`)."""
+    monkeypatch.delenv("ARROWLINE_CATALOG", raising=False)
+
+
+@dataclass(frozen=True)
+class SharedCatalog:
+    """A PostgreSQL catalog in a schema of its own, named by $ARROWLINE_CATALOG."""
+
+    uri: str
+    schema: str
+
+    @property
+    def location(self) -> str:
+        return f"{self.uri}?schema={self.schema}"
+
+    def rows(self, sql: str) -> list[tuple[object, ...]]:
+        """Query the catalog's tables; [] while they do not exist yet."""
+        import adbc_driver_postgresql.dbapi as pgdb
+
+        with pgdb.connect(self.uri, autocommit=True) as connection, connection.cursor() as cur:
+            if not _fetch(cur, f"select to_regclass('{self.schema}.runs') is not null")[0][0]:
+                return []
+            cur.execute(f"set search_path to {self.schema}")
+            return _fetch(cur, sql)
+
+
+def _fetch(cursor: Any, sql: str) -> list[tuple[object, ...]]:
+    cursor.execute(sql)
+    return list(cursor.fetchall())
+
+
+@pytest.fixture
+def shared_catalog(
+    pg_uri: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SharedCatalog]:
+    """ARROWLINE_CATALOG set to a fresh schema on the test server, as a deployment would."""
+    import hashlib
+
+    catalog = SharedCatalog(
+        pg_uri, "c_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    )
+    drop = f"drop schema if exists {catalog.schema} cascade"
+    PgSchema(pg_uri, catalog.schema).execute(drop)
+    monkeypatch.setenv("ARROWLINE_CATALOG", catalog.location)
+    yield catalog
+    PgSchema(pg_uri, catalog.schema).execute(drop)
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def each_catalog(request: pytest.FixtureRequest) -> str:
+    """Run the test twice: on the embedded SQLite catalog, then on a shared PostgreSQL one."""
+    if request.param == "postgres":
+        request.getfixturevalue("shared_catalog")
+    return str(request.param)
 
 
 @pytest.fixture

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pytest
 from click.testing import Result
 
-from engine.catalog import CatalogReader
+from engine.catalog import CatalogReader, catalog_location
 from tests.conftest import WritePipeline
+
+# every test here runs on the embedded catalog and again on a shared PostgreSQL one
+pytestmark = pytest.mark.usefixtures("each_catalog")
 
 Cli = Callable[..., Result]
 
@@ -68,7 +72,7 @@ def test_a_dead_letter_is_listed_shown_and_requeued(
     assert cli("dlq", "list").stdout.strip() == "no open dead letters"
     (after,) = json.loads(cli("dlq", "list", "--all", "--format", "json").stdout)
     assert (after["status"], after["requeue_result"]) == ("resolved", "SUCCESS")
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         (the_run,) = catalog.runs("nightly")
     assert the_run.run_id == letter["run_id"]  # requeued in place: same run, same parameters
     with duckdb.connect(str(project / "out" / "w.duckdb"), read_only=True) as connection:
@@ -132,7 +136,7 @@ def test_quarantined_rows_are_shown_and_replayed_after_a_fix(
             "select count(*), count(distinct id), max(amount) from good"
         ).fetchone()
     assert counts == (80, 80, 7)  # 60 from the first run, 20 replayed, none twice
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         replay_run = catalog.runs("shop")[0]
         ran = {t.task_id for t in catalog.task_runs(replay_run.run_id)}
     assert ran == {"checked", "out"}  # `orders` was not run again
@@ -181,7 +185,7 @@ def test_bad_rows_of_an_extract_go_to_its_quarantine_or_fail_it_losing_nothing(
     assert report["rows"] == 2
     found = {(r["_arrowline_file"], r["_arrowline_row"]) for r in report["preview"]}
     assert found == {("in/b.csv", 2), ("in/b.csv", 4)}  # row 2 (conversion), line 4 (ragged)
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         latest = catalog.runs("landing")[0]
         raw = catalog.task_run(latest.run_id, "raw")
     assert raw is not None

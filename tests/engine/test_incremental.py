@@ -18,7 +18,11 @@ from click.testing import Result
 from connectors.watermark import Watermark
 from engine.api import run
 from engine.catalog import CatalogReader
+from engine.catalog_db import catalog_location
 from tests.conftest import PgSchema, WritePipeline
+
+# every test here runs on the embedded catalog and again on a shared PostgreSQL one
+pytestmark = pytest.mark.usefixtures("each_catalog")
 
 Cli = Callable[..., Result]
 T0 = "2024-01-01 10:00:00+00"
@@ -108,7 +112,7 @@ def test_incremental_runs_read_only_what_is_new(
     assert pg_state(pg) == Watermark(mark.cursor.replace(minute=10), (6,))
     assert extracted(run(path, full_refresh=True)) == 7
 
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         mirror = {
             row.sink_id: Watermark.from_json(row.value) for row in catalog.watermarks(pg.schema)
         }
@@ -141,7 +145,7 @@ def test_state_cli_shows_sets_and_resets_with_an_audit(
     assert reset.exit_code == 0
     assert pg_state(pg) is None
     assert extracted(run(path)) == 5
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         actions = [a.action for a in catalog.watermark_audit(pg.schema)]
     assert "set" in actions
     assert "reset" in actions

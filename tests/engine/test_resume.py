@@ -12,12 +12,16 @@ import pytest
 
 from engine.api import resume, run
 from engine.catalog import Catalog, CatalogReader
+from engine.catalog_db import catalog_location
 from engine.errors import StateError, TransientTaskError
 from engine.resume import ResumeRefused
 from engine.runlock import ConcurrentRun, RunLock
 from engine.states import RunState, TaskState
 from engine.tasks import TaskContext, TaskOutcome, run_task
 from tests.conftest import PgSchema, WritePipeline
+
+# every test here runs on the embedded catalog and again on a shared PostgreSQL one
+pytestmark = pytest.mark.usefixtures("each_catalog")
 
 UDFS = """
 from pathlib import Path
@@ -50,7 +54,7 @@ tasks:
 
 
 def catalog_for(project: Path) -> CatalogReader:
-    return CatalogReader(project / ".arrowline" / "catalog.db")
+    return CatalogReader(catalog_location(project))
 
 
 def facts(project: Path) -> list[tuple[int, int, int]]:
@@ -189,7 +193,9 @@ def test_a_second_run_refuses_or_waits_while_the_first_holds_the_lock(
 ) -> None:
     path = write("p.yaml", "pipeline: busy\ntasks:\n  - id: a\n    sql: select 1 as x\n")
     state_dir = project / ".arrowline"
-    holder = RunLock(state_dir, "busy", "20240101T000000Z-abcdef")
+    holder = RunLock(
+        state_dir, "busy", "20240101T000000Z-abcdef", catalog=catalog_location(project)
+    )
     holder.acquire()
     try:
         with pytest.raises(ConcurrentRun, match="already running: run 20240101T000000Z-abcdef"):
@@ -214,7 +220,7 @@ def test_runs_left_running_by_a_dead_process_are_marked_interrupted(
 ) -> None:
     path = write("p.yaml", "pipeline: crashy\ntasks:\n  - id: a\n    sql: select 1 as x\n")
     dead = "20240101T000000Z-dead00"
-    catalog = Catalog(project / ".arrowline" / "catalog.db")
+    catalog = Catalog(catalog_location(project))
     catalog.create_run(
         dead, "crashy", "v", str(path), {}, "2024-01-01", None, [("a", "sql", 0, "f")], {}
     )
@@ -276,14 +282,17 @@ def test_a_task_that_exhausts_its_retries_leaves_a_dead_letter(
 def test_sharers_hold_the_lock_together_and_keep_a_lone_run_out(tmp_path: Path) -> None:
     from engine.runlock import lock_is_held
 
-    first = RunLock(tmp_path, "p", "r1", if_running="share")
-    second = RunLock(tmp_path, "p", "r2", if_running="share")
+    where = catalog_location(tmp_path)  # file locks, or advisory locks with a shared catalog
+    first = RunLock(tmp_path, "p", "r1", if_running="share", catalog=where)
+    second = RunLock(tmp_path, "p", "r2", if_running="share", catalog=where)
     with first, second:
-        assert lock_is_held(tmp_path, "p")
+        assert lock_is_held(tmp_path, "p", where)
         with pytest.raises(ConcurrentRun):
-            RunLock(tmp_path, "p", "r3").acquire()
-    assert not lock_is_held(tmp_path, "p")
-    with RunLock(tmp_path, "p", "r4"):
-        late = RunLock(tmp_path, "p", "r5", if_running="share", wait_timeout=0.3, poll=0.05)
+            RunLock(tmp_path, "p", "r3", catalog=where).acquire()
+    assert not lock_is_held(tmp_path, "p", where)
+    with RunLock(tmp_path, "p", "r4", catalog=where):
+        late = RunLock(
+            tmp_path, "p", "r5", if_running="share", wait_timeout=0.3, poll=0.05, catalog=where
+        )
         with pytest.raises(ConcurrentRun, match="still running after waiting"):
             late.acquire()

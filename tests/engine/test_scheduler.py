@@ -12,9 +12,13 @@ from pathlib import Path
 import pytest
 
 from engine.catalog import CatalogReader
+from engine.catalog_db import catalog_location
 from engine.scheduler import Scheduler, SchedulerSettings
 from engine.tasks import TaskContext, TaskOutcome, run_task
 from tests.conftest import PgSchema, WritePipeline
+
+# every test here runs on the embedded catalog and again on a shared PostgreSQL one
+pytestmark = pytest.mark.usefixtures("each_catalog")
 
 T0 = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
 
@@ -94,7 +98,7 @@ def settle(scheduler: Scheduler, ticks: int = 50) -> None:
 
 
 def runs(project: Path, name: str) -> list[tuple[str, str]]:
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         return [(r.logical_date, r.state.value) for r in reversed(catalog.runs(name))]
 
 
@@ -214,7 +218,7 @@ def test_a_manual_request_runs_with_its_run_id_and_params(
     scheduler = make()
     request = scheduler.store.request_run("p", str(project / "p.yaml"), {"n": 7}, "manual")
     settle(scheduler)
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         run = catalog.run(request.run_id)
     assert run.state.value == "SUCCESS"
     assert run.params == {"n": 7}
@@ -304,7 +308,7 @@ def test_a_failed_run_and_an_sla_miss_alert_once_per_window(
 
 
 def runs_by_id(project: Path, name: str) -> list[tuple[str, str]]:
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         return [(r.run_id, r.state.value) for r in reversed(catalog.runs(name))]
 
 
@@ -374,9 +378,7 @@ def test_a_stale_watermark_alerts_and_shows_in_metrics(
     assert "max_staleness 6:00:00" in alert.message
     families = {
         f.name: f
-        for f in text_string_to_metric_families(
-            render(project / ".arrowline" / "catalog.db").decode()
-        )
+        for f in text_string_to_metric_families(render(catalog_location(project)).decode())
     }
     (lag,) = families["arrowline_watermark_lag_seconds"].samples
     assert lag.labels["task"] == "src"
@@ -390,5 +392,5 @@ def test_a_pipeline_called_scheduler_does_not_meet_the_schedulers_own_lock(
     scheduler = make()
     request = scheduler.store.request_run("scheduler", str(project / "p.yaml"), {}, "manual")
     settle(scheduler)
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         assert catalog.run(request.run_id).state.value == "SUCCESS"

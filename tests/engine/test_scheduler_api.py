@@ -18,12 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.alerts import Alert, AlertSender
 from engine.catalog import CatalogReader
+from engine.catalog_db import catalog_location
 from engine.errors import ArrowlineError
 from engine.scheduler import Scheduler, SchedulerSettings
 from engine.scheduler_api import ApiServer
 from engine.scheduler_store import SchedulerStore
 from engine.spec import AlertsSpec
 from tests.conftest import WritePipeline
+
+# every test here runs on the embedded catalog and again on a shared PostgreSQL one
+pytestmark = pytest.mark.usefixtures("each_catalog")
 
 Cli = Callable[..., Result]
 
@@ -202,7 +206,7 @@ def test_trigger_runs_directly_when_no_scheduler_runs(
     result = cli("trigger", "daily", "--param", "n=3", "--project-dir", project)
     assert result.exit_code == 0, result.stderr
     assert "SUCCESS" in result.stdout
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         (run,) = catalog.runs("daily")
     assert run.params == {"n": 3}  # typed like the default
 
@@ -219,7 +223,7 @@ def test_trigger_goes_through_a_running_scheduler(
         (request,) = scheduler.store.requests("daily")
         assert request.source == "manual"
         settle(scheduler)
-        with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        with CatalogReader(catalog_location(project)) as catalog:
             assert catalog.run(request.run_id).state.value == "SUCCESS"
     finally:
         scheduler.close()
@@ -240,7 +244,7 @@ def test_backfill_runs_each_interval_once(cli: Cli, write: WritePipeline, projec
         project,
     )
     assert result.exit_code == 0, result.stderr
-    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+    with CatalogReader(catalog_location(project)) as catalog:
         days = [
             row[0]
             for row in catalog.query(
@@ -284,7 +288,7 @@ def test_webhook_alerts_are_retried_and_deduplicated(project: Path) -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     spec = AlertsSpec(webhook=url, log=False, dedup=timedelta(minutes=10))
     try:
-        with SchedulerStore(project / "catalog.db") as store:
+        with SchedulerStore(catalog_location(project)) as store:
             sender = AlertSender(store, retry_delays=(0.01, 0.01, 0.01))
             now = datetime(2026, 1, 1, tzinfo=UTC)
             first = Alert("p", "failure", "task t", "run r1 FAILED", now)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.catalog_db import advisory_key
 from engine.scheduler import leader_lock_path
-from tests.conftest import WritePipeline
+from tests.conftest import SharedCatalog, WritePipeline
 from tests.engine.test_crash import arrowline, kill_at
 
 pytestmark = pytest.mark.slow
@@ -170,3 +171,89 @@ def test_sigterm_lets_running_runs_finish_up_to_a_deadline(
     assert code == 0
     assert said in stderr
     assert query(project, "select state from runs") == [(state,)]
+
+
+def test_replicas_on_two_hosts_share_a_postgres_catalog(
+    write: WritePipeline, project: Path, shared_catalog: SharedCatalog
+) -> None:
+    """Two folders stand for two hosts: each has the project, both point ARROWLINE_CATALOG at
+    one PostgreSQL schema. The leader is killed while a run is half-way through its extract;
+    the standby in the other folder takes the lease, finds the run interrupted, resumes it on
+    its own disk, and keeps the every-second schedule going without running an interval twice."""
+    for host in ("a", "b"):
+        write(f"{host}/data/a.csv", "id,v\n" + "".join(f"{i},{i * 2}\n" for i in range(1000)))
+        write(
+            f"{host}/p.yaml",
+            """
+            pipeline: p
+            tasks:
+              - id: a
+                extract: {from: files, path: data/a.csv}
+              - id: total
+                sql: select sum(v) as s from a
+            """,
+        )
+        write(
+            f"{host}/tick.yaml",
+            """
+            pipeline: tick
+            schedule: "* * * * * *"
+            tasks:
+              - id: t
+                sql: select 1 as x
+            """,
+        )
+    rows = shared_catalog.rows
+    leader_key = advisory_key(f"arrowline:scheduler:{shared_catalog.schema}", "leader")
+
+    def leader() -> str:
+        found = rows(
+            "select a.application_name from pg_locks l join pg_stat_activity a using (pid) "
+            f"where l.locktype = 'advisory' and l.granted and l.classid::bigint = "
+            f"{leader_key[0] % 2**32} and l.objid::bigint = {leader_key[1] % 2**32}"
+        )
+        return str(found[0][0]) if found else ""
+
+    def ticks() -> int:
+        found = rows("select count(*) from runs where pipeline = 'tick' and state = 'SUCCESS'")
+        return int(found[0][0]) if found else 0  # type: ignore[call-overload]
+
+    first = arrowline(project / "a", "scheduler", "--tick", "0.25", fault="extract.batch")
+    wait_for(lambda: ticks() >= 2, what="scheduled runs under the first replica")
+    second = arrowline(project / "b", "scheduler", "--tick", "0.25")
+    time.sleep(1.0)
+    assert leader().startswith(f"arrowline scheduler {first.pid}@")
+    trigger = arrowline(project / "a", "trigger", "p")
+    assert trigger.communicate(timeout=60)[0].strip().endswith("queued with the scheduler")
+    kill_at(first, "extract.batch")
+    killed_at = time.monotonic()
+    ((run_id,),) = rows("select run_id from runs where pipeline = 'p'")
+    wait_for(
+        lambda: leader().startswith(f"arrowline scheduler {second.pid}@"),
+        timeout=10,
+        what="the standby to take the lease",
+    )
+    takeover = time.monotonic() - killed_at
+    wait_for(
+        lambda: rows(f"select state from runs where run_id = '{run_id}'") == [("SUCCESS",)],
+        what="the interrupted run to be resumed by the other replica",
+    )
+    before = ticks()
+    wait_for(lambda: ticks() >= before + 2, what="scheduled runs under the second replica")
+    code, stderr = stop(second)
+    assert code == 0, stderr
+    assert takeover < 2.0  # the server freed the dead leader's lease with its session
+    assert f"run {run_id} of p was interrupted by a restart; resuming it" in stderr
+    # resumed on the second host's disk: its extract ran again there, its output is there
+    assert list((project / "b" / ".arrowline" / "workspace" / "p" / "total" / run_id).iterdir())
+    assert rows("select count(*) from runs where pipeline = 'p'") == [(1,)]
+    history = rows(
+        f"select from_state, to_state from transitions where run_id = '{run_id}' "
+        "and task_id is null order by id"
+    )
+    assert ("RUNNING", "INTERRUPTED") in history  # the dead replica left it RUNNING
+    assert history[-1] == ("RUNNING", "SUCCESS")
+    started = rows("select run_id from intervals where state = 'started'")
+    assert len(started) == len(set(started)) >= 4
+    assert rows("select logical_date from runs group by 1 having count(*) > 1") == []
+    assert rows("select count(*) from runs where state in ('PENDING', 'RUNNING')") == [(0,)]

@@ -1,0 +1,385 @@
+"""Where the catalog lives, and the two databases that can hold it.
+
+- Embedded (the default): SQLite in WAL mode at `<project>/.arrowline/catalog.db`. Nothing to run;
+  every process on the machine shares it.
+- Shared: a PostgreSQL database named by `ARROWLINE_CATALOG=postgresql://...` (tables in the
+  schema `?schema=` names, `arrowline` by default), for scheduler replicas and runs on several
+  hosts. Reached through psycopg (the `postgres` extra); see PostgresDatabase for why not ADBC.
+
+The catalog's SQL is written once, in what both speak: `?` parameters, `insert ... on conflict`,
+`returning` where a row count matters, `cast(? as text) is null` for an optional filter (a bare
+`? is null` has no type PostgreSQL can infer), no `rowid`, aliased subqueries. The differences
+left are data on the two `Database` classes: DDL spelling and how a writer excludes the others.
+
+Writers are serialized on both: SQLite's `begin immediate` takes the database's write lock, and a
+PostgreSQL write transaction first takes one transaction-scoped advisory lock for the catalog.
+A read-then-write in the catalog (check a state, then move it) is therefore never interleaved with
+another writer's, on either backend, without `select ... for update` in every query.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from engine.errors import StateError
+
+__all__ = [
+    "CATALOG_ENV",
+    "CATALOG_FILE",
+    "CatalogLocation",
+    "Database",
+    "PostgresDatabase",
+    "Row",
+    "SqliteDatabase",
+    "advisory_key",
+    "catalog_location",
+]
+
+CATALOG_ENV = "ARROWLINE_CATALOG"
+CATALOG_FILE = "catalog.db"
+_STATE_DIR = ".arrowline"  # engine.workspace.STATE_DIR; not imported to keep this module leaf
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class Row(Protocol):
+    """A result row: by position, by column name, `keys()`, and unpacking. sqlite3.Row is one."""
+
+    def keys(self) -> list[str]: ...
+
+    def __getitem__(self, key: Any, /) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class CatalogLocation:
+    """The embedded file, or a PostgreSQL URI and schema."""
+
+    path: Path
+    """The SQLite file; for a shared catalog, where it would be (unused)."""
+    uri: str | None = None
+    schema: str = "arrowline"
+
+    @property
+    def shared(self) -> bool:
+        return self.uri is not None
+
+    def exists(self) -> bool:
+        """False only for an embedded catalog no run has created yet: a shared one is created
+        on first use by whichever process comes first, readers included."""
+        return self.shared or self.path.exists()
+
+    def describe(self) -> str:
+        """For messages and logs: the URI without its password."""
+        if self.uri is None:
+            return str(self.path)
+        return f"{redact(self.uri)} (schema {self.schema})"
+
+    def connect(self, *, writable: bool) -> Database:
+        if self.uri is not None:
+            return PostgresDatabase(self.uri, self.schema)
+        return SqliteDatabase(self.path, writable=writable)
+
+
+def redact(uri: str) -> str:
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def catalog_location(project: Path, uri: str | None = None) -> CatalogLocation:
+    """The catalog of a project: `uri`, else $ARROWLINE_CATALOG, else the embedded file."""
+    path = project / _STATE_DIR / CATALOG_FILE
+    uri = uri if uri is not None else os.environ.get(CATALOG_ENV) or None
+    if uri is None or uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        if uri is not None:
+            path = Path(uri.removeprefix("sqlite:").removeprefix("file:").removeprefix("//"))
+        return CatalogLocation(path)
+    parts = urlsplit(uri)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StateError(
+            f"{CATALOG_ENV} names a {parts.scheme!r} database ({redact(uri)}); the catalog "
+            "lives in SQLite (a file path) or PostgreSQL (postgresql://...)"
+        )
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for key, value in query if key == "schema"), "arrowline")
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise StateError(
+            f"{CATALOG_ENV}: schema {schema!r} is not a plain lower-case identifier",
+            hint="letters, digits and underscores, e.g. ?schema=arrowline",
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
+    return CatalogLocation(path, urlunsplit(parts._replace(query=rest)), schema)
+
+
+def advisory_key(*parts: str) -> tuple[int, int]:
+    """Two int4 keys for `pg_advisory_lock(k1, k2)`, stable across processes and versions
+    (crc32, not Python's salted hash); pg_locks shows them as classid and objid."""
+
+    def int4(text: str) -> int:
+        value = zlib.crc32(text.encode())
+        return value - 2**32 if value >= 2**31 else value
+
+    return int4(parts[0]), int4("\x1f".join(parts[1:]))
+
+
+class Database(ABC):
+    """One connection to the catalog's database; thread-safe (one statement at a time)."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+    @abstractmethod
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement; its rows (none for a statement without `returning`)."""
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A write transaction, exclusive among the catalog's writers; rolled back on error."""
+        yield self
+
+    @abstractmethod
+    def table_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def create(self, ddl: Sequence[str]) -> None:
+        """Run schema statements written in SQLite's spelling; inside `transaction()`."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, *, writable: bool) -> None:
+        super().__init__()
+        self.path = path
+        if writable:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        else:
+            if not path.exists():
+                raise StateError(
+                    f"no arrowline catalog at {path}",
+                    hint="run a pipeline first; the catalog is created by the first run",
+                )
+            connection = sqlite3.connect(
+                f"file:{path}?mode=ro",
+                uri=True,
+                timeout=30,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        connection.row_factory = sqlite3.Row
+        connection.execute("pragma busy_timeout = 30000")
+        if writable:
+            connection.execute("pragma journal_mode = wal")
+            connection.execute("pragma synchronous = normal")
+        self._connection = connection
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        with self.lock:
+            return self._connection.execute(sql, parameters).fetchall()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.lock:
+            self._connection.executemany(sql, rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        with self.lock:
+            self._connection.execute("begin immediate")
+            try:
+                yield self
+            except BaseException:
+                self._connection.execute("rollback")
+                raise
+            self._connection.execute("commit")
+
+    def table_exists(self, name: str) -> bool:
+        return bool(self.execute("select 1 from sqlite_master where name = ?", (name,)))
+
+    def create(self, ddl: Sequence[str]) -> None:
+        for statement in ddl:
+            self.execute(statement)
+
+    def close(self) -> None:
+        with self.lock:
+            self._connection.close()
+
+
+@lru_cache(maxsize=512)
+def _pyformat(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s`, leaving quoted text alone; a literal `%` doubled."""
+    out: list[str] = []
+    in_quote: str | None = None
+    for char in sql:
+        if char == "%":
+            out.append("%%")
+            continue
+        if in_quote is not None:
+            if char == in_quote:
+                in_quote = None
+        elif char in "'\"":
+            in_quote = char
+        elif char == "?":
+            out.append("%s")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+class _PgRow(tuple[Any, ...]):
+    """A row of a PostgreSQL result with sqlite3.Row's access by column name."""
+
+    _names: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> _PgRow:
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names[key])
+        return tuple.__getitem__(self, key)
+
+
+def _pg_ddl(statement: str) -> str:
+    """SQLite's DDL spelling in PostgreSQL's: 64-bit integers (row and byte counts exceed int4),
+    identity keys, double precision."""
+    statement = statement.replace(
+        "integer primary key autoincrement", "bigint generated by default as identity primary key"
+    )
+    statement = re.sub(r"\binteger\b", "bigint", statement)
+    return re.sub(r"\breal\b", "double precision", statement)
+
+
+def _pg_parameter(value: Any) -> Any:
+    # The catalog stores flags as 0/1 integers, as SQLite does; a bool would bind as boolean.
+    return int(value) if isinstance(value, bool) else value
+
+
+class PostgresDatabase(Database):
+    """Through psycopg, not ADBC: the catalog is many small statements and short-lived sessions
+    (a run, a lock, a probe), where ADBC's bulk-oriented connect (~60 ms, it loads the type
+    catalog) and per-statement Arrow round trip cost more than the work."""
+
+    dialect = "postgres"
+    KEEPALIVE: ClassVar[dict[str, str]] = {
+        # libpq's side: notice a dead server within ~11 s instead of the OS's two hours
+        "keepalives": "1",
+        "keepalives_idle": "5",
+        "keepalives_interval": "2",
+        "keepalives_count": "3",
+    }
+    SERVER_KEEPALIVE: ClassVar[str] = (
+        # the server's side: end the session of a vanished client (and free its advisory locks)
+        "set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; "
+        "set tcp_keepalives_count = 3; set tcp_user_timeout = 10000"
+    )
+
+    def __init__(self, uri: str, schema: str, *, application_name: str = "arrowline") -> None:
+        super().__init__()
+        self.uri = uri
+        self.schema = schema
+        self.application_name = application_name
+        self.writer_key = advisory_key("arrowline:catalog", schema)
+        self._connection = self._connect()
+        self.execute(f'{self.SERVER_KEEPALIVE}; set search_path to "{schema}"')
+
+    def _connect(self) -> Any:
+        try:
+            import psycopg
+            from psycopg.conninfo import make_conninfo
+        except ImportError as exc:
+            raise StateError(
+                f"a catalog in PostgreSQL ({CATALOG_ENV}) needs psycopg",
+                hint="pip install 'arrowline[postgres]'",
+            ) from exc
+        try:
+            conninfo = make_conninfo(
+                self.uri, application_name=self.application_name[:63], **self.KEEPALIVE
+            )
+            return psycopg.connect(conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            reason = str(exc).replace(self.uri, redact(self.uri)).strip().splitlines()
+            raise StateError(
+                f"cannot reach the arrowline catalog at {redact(self.uri)}: "
+                f"{reason[0] if reason else type(exc).__name__}",
+                hint=f"check {CATALOG_ENV}; the server must accept connections from this host",
+            ) from None
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        with self.lock, self._connection.cursor() as cursor:
+            if parameters:
+                cursor.execute(_pyformat(sql), [_pg_parameter(value) for value in parameters])
+            else:
+                cursor.execute(sql.encode())  # bytes: no placeholder processing at all
+            if cursor.description is None:
+                return []
+            names = {column.name: index for index, column in enumerate(cursor.description)}
+            return [_PgRow(values, names) for values in cursor.fetchall()]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self.lock, self._connection.cursor() as cursor:
+            cursor.executemany(
+                _pyformat(sql), [[_pg_parameter(value) for value in row] for row in rows]
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        with self.lock, self._connection.transaction():
+            self.execute(
+                "select pg_advisory_xact_lock(cast(? as int), cast(? as int))", self.writer_key
+            )
+            yield self
+
+    def table_exists(self, name: str) -> bool:
+        rows = self.execute(
+            "select 1 from information_schema.tables where table_schema = ? and table_name = ?",
+            (self.schema, name),
+        )
+        return bool(rows)
+
+    def create(self, ddl: Sequence[str]) -> None:
+        # inside the writer transaction: two processes creating the same tables at once would
+        # otherwise collide in pg_type
+        self.execute(f'create schema if not exists "{self.schema}"')
+        for statement in ddl:
+            self.execute(_pg_ddl(statement))
+
+    def close(self) -> None:
+        with self.lock:
+            self._connection.close()

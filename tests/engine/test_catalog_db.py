@@ -1,0 +1,182 @@
+"""Where the catalog lives (embedded file or shared PostgreSQL), its SQL on both databases,
+schema migration, concurrent creation, and the advisory locks of a shared catalog."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from engine.catalog import SCHEMA_VERSION, Catalog
+from engine.catalog_db import _pyformat, catalog_location
+from engine.errors import StateError
+from engine.runlock import lock_is_held
+from tests.conftest import SharedCatalog, WritePipeline
+
+
+def test_the_default_catalog_is_the_embedded_file(tmp_path: Path) -> None:
+    location = catalog_location(tmp_path)
+    assert not location.shared
+    assert location.path == tmp_path / ".arrowline" / "catalog.db"
+    assert not location.exists()
+    elsewhere = catalog_location(tmp_path, f"sqlite:{tmp_path / 'other.db'}")
+    assert (elsewhere.shared, elsewhere.path) == (False, tmp_path / "other.db")
+
+
+def test_a_postgres_uri_names_a_shared_catalog_and_its_password_stays_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "ARROWLINE_CATALOG",
+        "postgresql://ops:s3cret@db.internal:5432/meta?schema=etl&sslmode=require",
+    )
+    location = catalog_location(tmp_path)
+    assert location.shared
+    assert location.exists()  # created on first use
+    assert location.schema == "etl"
+    assert location.uri == "postgresql://ops:s3cret@db.internal:5432/meta?sslmode=require"
+    assert (
+        location.describe()
+        == "postgresql://ops:***@db.internal:5432/meta?sslmode=require (schema etl)"
+    )
+    assert catalog_location(tmp_path, "postgresql://h/db").schema == "arrowline"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("mysql://root:pw@127.0.0.1/test", r"names a 'mysql' database \(mysql://root:\*\*\*@"),
+        ("postgresql://h/db?schema=Robert'); drop", "is not a plain lower-case identifier"),
+    ],
+)
+def test_other_databases_and_unsafe_schema_names_are_refused(
+    tmp_path: Path, uri: str, message: str
+) -> None:
+    with pytest.raises(StateError, match=message):
+        catalog_location(tmp_path, uri)
+
+
+def test_an_unreachable_shared_catalog_fails_the_command_without_its_password(
+    write: WritePipeline, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write("p.yaml", "pipeline: p\ntasks:\n  - id: a\n    sql: select 1 as x\n")
+    monkeypatch.setenv("ARROWLINE_CATALOG", "postgresql://postgres:hunter2@127.0.0.1:1/test")
+    result = cli("run", path)
+    assert result.exit_code != 0
+    assert "cannot reach the arrowline catalog at postgresql://postgres:***@127.0.0.1:1/test" in (
+        result.stderr
+    )
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_placeholders_are_rewritten_outside_quoted_text_and_percent_signs_kept() -> None:
+    assert _pyformat("select ? where a = '?' and b = \"x?\" and c like '5%' || ?") == (
+        "select %s where a = '?' and b = \"x?\" and c like '5%%' || %s"
+    )
+
+
+def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.db"
+    catalog = Catalog(path)
+    tasks = [(f"t{i}", "sql", 0, "f") for i in (3, 1, 2)]  # insertion order, not name order
+    catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, tasks, {})
+    catalog.close()
+    # what version 5 wrote: no ordinal column (task order was SQLite's rowid)
+    connection = sqlite3.connect(path)
+    connection.execute("alter table task_runs drop column ordinal")
+    connection.execute("update meta set value = '5' where key = 'schema_version'")
+    connection.commit()
+    connection.close()
+
+    catalog = Catalog(path)
+    assert [t.task_id for t in catalog.task_runs("r")] == ["t3", "t1", "t2"]
+    version = catalog.query("select value from meta where key = 'schema_version'")
+    assert int(version[0][0]) == SCHEMA_VERSION == 6
+    catalog.close()
+
+
+def test_processes_creating_a_fresh_shared_catalog_at_once_all_succeed(
+    shared_catalog: SharedCatalog,
+) -> None:
+    code = (
+        "import sys; from pathlib import Path; from engine.catalog import Catalog, "
+        "catalog_location; c = Catalog(catalog_location(Path('.'))); "
+        "c.create_run(sys.argv[1], 'p', 'v', None, {}, '2024-01-01', None, [], {}); c.close()"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, f"r{i}"], stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, errors
+    assert shared_catalog.rows("select count(*) from runs") == [(4,)]
+    assert shared_catalog.rows("select value from meta") == [(str(SCHEMA_VERSION),)]
+
+
+def test_the_run_lock_of_a_killed_process_is_free_at_once_on_a_shared_catalog(
+    tmp_path: Path, shared_catalog: SharedCatalog
+) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; from engine.runlock import RunLock; "
+        "from engine.catalog_db import catalog_location; "
+        "lock = RunLock(Path('s'), 'p', 'r1', catalog=catalog_location(Path('.'))); lock.acquire(); "
+        "print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    where = catalog_location(tmp_path)
+    assert lock_is_held(tmp_path, "p", where)
+    assert not lock_is_held(tmp_path / "another-host", "q", where)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while lock_is_held(tmp_path, "p", where):
+        assert time.monotonic() < deadline, "the server kept a dead session's lock"
+        time.sleep(0.05)
+    # a lock of another folder (host) on the same catalog is the same lock
+    assert not lock_is_held(tmp_path / "another-host", "p", where)
+
+
+def test_a_leader_whose_session_the_server_ended_stands_down_and_a_standby_leads(
+    write: WritePipeline, project: Path, shared_catalog: SharedCatalog
+) -> None:
+    from engine.scheduler import Scheduler, scheduler_running
+
+    write("p.yaml", 'pipeline: p\nschedule: "0 3 * * *"\ntasks:\n  - id: t\n    sql: select 1\n')
+    first, second = Scheduler(project), Scheduler(project / ".." / project.name)
+    try:
+        assert not scheduler_running(project)
+        assert first.try_lead()
+        assert not second.try_lead()
+        assert scheduler_running(project)
+        # a partition as the server sees it: it ends the leader's session
+        shared_catalog.rows(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            f"where application_name = 'arrowline scheduler {os.getpid()}@{os.uname().nodename}'"
+            " and pid in (select pid from pg_locks where locktype = 'advisory')"
+        )
+        deadline = time.monotonic() + 5
+        while not second.try_lead():
+            assert time.monotonic() < deadline, "the standby never took the free lease"
+            time.sleep(0.05)
+        assert not first.try_lead()  # it learns it lost the lease, and cannot take it back
+        assert not first.leading
+    finally:
+        first.release()
+        second.release()
+        first.store.close()
+        second.store.close()
+    assert not scheduler_running(project)
