@@ -5,27 +5,34 @@
   task starting (from the catalog's timestamps). Goal: under 1 s.
 - `arrowline/idle100`: 100 pipelines scheduled daily (none due), the real scheduler at a 1 s
   tick; the process's CPU time over the wall time it served. Goal: under 1% of a core.
+- `arrowline/latency-pg`, `arrowline/idle100-pg`: the same with the catalog shared in
+  PostgreSQL (ARROWLINE_CATALOG, a schema of its own), as scheduler replicas run it: every
+  catalog write is a round trip, and the leader checks its lease on every tick.
 
 Child usage:
-    python -m benchmarks.workloads.scheduler {latency,idle100} --seconds S
+    python -m benchmarks.workloads.scheduler {latency,idle100} --seconds S [--catalog postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
-import sqlite3
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Contender, Outcome
+from engine.catalog import CatalogReader
+from engine.catalog_db import CATALOG_ENV, catalog_location
 
 GOAL_DELAY_S = 1.0
 GOAL_IDLE_CPU = 0.01
@@ -61,15 +68,12 @@ def _latency(seconds: float) -> dict[str, Any]:
             encoding="utf-8",
         )
         _serve(project, seconds)
-        connection = sqlite3.connect(project / ".arrowline" / "catalog.db")
-        rows = connection.execute(
-            "select i.fire_at, min(t.started_at) from intervals i join task_runs t using (run_id) "
-            "where i.state = 'started' group by i.fire_at order by i.fire_at"
-        ).fetchall()
-        skipped = connection.execute(
-            "select count(*) from intervals where state = 'skipped'"
-        ).fetchone()[0]
-        connection.close()
+        with CatalogReader(catalog_location(project)) as catalog:
+            rows = catalog.query(
+                "select i.fire_at, min(t.started_at) from intervals i join task_runs t "
+                "using (run_id) where i.state = 'started' group by i.fire_at order by i.fire_at"
+            )
+            skipped = catalog.query("select count(*) from intervals where state = 'skipped'")[0][0]
     delays = [
         (datetime.fromisoformat(started) - datetime.fromisoformat(fire)).total_seconds()
         for fire, started in rows
@@ -105,13 +109,15 @@ CONTENDERS = ("latency", "idle100")
 
 def contenders(args: argparse.Namespace) -> list[Contender]:
     seconds = "6" if args.quick else "30"
+    module = (sys.executable, "-m", "benchmarks.workloads.scheduler")
     return [
         Contender(
-            f"arrowline/{name}",
-            (sys.executable, "-m", "benchmarks.workloads.scheduler", name, "--seconds", seconds),
+            f"arrowline/{name}{suffix}",
+            (*module, name, "--seconds", seconds, "--catalog", catalog),
             group=name,
         )
         for name in CONTENDERS
+        for catalog, suffix in (("embedded", ""), ("postgres", "-pg"))
     ]
 
 
@@ -126,13 +132,15 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
         if o.error or not o.samples:
             rows.append(f"| {o.contender} | {o.error or 'no samples'} | |")
             continue
-        if o.contender.endswith("latency"):
+        where = "shared PostgreSQL catalog" if o.contender.endswith("-pg") else "embedded catalog"
+        if "latency" in o.contender:
             median, (low, high) = o.median("median_delay_s"), o.spread("median_delay_s")
             worst = o.median("max_delay_s")
             summary[o.contender] = {"median_delay_s": median, "max_delay_s": worst}
             verdict = "✅" if worst < GOAL_DELAY_S else "❌"
             rows.append(
-                f"| due → first task start, 1 s tick ({o.median('runs'):.0f} runs per repeat) | "
+                f"| due → first task start, 1 s tick, {where} "
+                f"({o.median('runs'):.0f} runs per repeat) | "
                 f"median {median * 1000:.0f} ms ({low * 1000:.0f}–{high * 1000:.0f}), "
                 f"worst {worst * 1000:.0f} ms | < 1 s {verdict} |"
             )
@@ -141,7 +149,7 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
             summary[o.contender] = {"cpu_fraction": cpu}
             verdict = "✅" if cpu < GOAL_IDLE_CPU else "❌"
             rows.append(
-                f"| idle CPU, 100 scheduled pipelines, 1 s tick | {cpu:.2%} of a core "
+                f"| idle CPU, 100 scheduled pipelines, 1 s tick, {where} | {cpu:.2%} of a core "
                 f"({low:.2%}–{high:.2%}) | < 1% {verdict} |"
             )
     return summary, "\n".join(rows)
@@ -151,9 +159,32 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("contender", choices=CONTENDERS)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--catalog", choices=("embedded", "postgres"), default="embedded")
     args = parser.parse_args()
-    result = _latency(args.seconds) if args.contender == "latency" else _idle(args.seconds)
+    with _catalog(args.catalog):
+        result = _latency(args.seconds) if args.contender == "latency" else _idle(args.seconds)
     print("RESULT " + json.dumps(result))
+
+
+@contextmanager
+def _catalog(kind: str) -> Iterator[None]:
+    """The embedded catalog, or a fresh schema on the benchmark server named by
+    ARROWLINE_CATALOG (dropped afterwards)."""
+    if kind == "embedded":
+        os.environ.pop(CATALOG_ENV, None)
+        yield
+        return
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    from benchmarks.workloads.pg_extract import URI
+
+    schema = f"arrowline_bench_catalog_{os.getpid()}"
+    os.environ[CATALOG_ENV] = f"{URI}?schema={schema}"
+    try:
+        yield
+    finally:
+        with pgdb.connect(URI, autocommit=True) as connection, connection.cursor() as cursor:
+            cursor.execute(f"drop schema if exists {schema} cascade")
 
 
 if __name__ == "__main__":
