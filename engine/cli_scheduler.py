@@ -298,7 +298,16 @@ def status(project_dir: Path | None, fmt: str) -> None:
     if fmt == "json":
         out.print_json(json.dumps(rows))
         return
-    table = Table(title=f"arrowline status: {project}", title_justify="left")
+    from engine.scheduler import scheduler_running
+
+    with _errors():
+        leader = "a scheduler leads" if scheduler_running(project) else "no scheduler running"
+    table = Table(
+        title=f"arrowline status: {project}",
+        title_justify="left",
+        caption=f"catalog {catalog_location(project).describe()}; {leader}",
+        caption_justify="left",
+    )
     for column in ("pipeline", "next run (UTC)", "running", "last run", "failing"):
         table.add_column(column)
     for row in rows:

@@ -194,6 +194,8 @@ def test_schedule_pause_resume_list_and_status(
     assert shown.exit_code == 0
     assert "daily" in shown.stdout
     assert "never" in shown.stdout
+    caption = f"catalog {catalog_location(project).describe()}; no scheduler running"
+    assert "".join(caption.split()) in "".join(shown.stdout.split())  # however rich wraps it
     missing = cli("schedule", "pause", "weekly", "--reason", "x", "--project-dir", project)
     assert missing.exit_code == 2
     assert "no pipeline 'weekly'" in missing.stderr
