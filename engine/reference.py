@@ -55,7 +55,9 @@ keys are errors, and `arrowline validate` reports every problem at once with its
 Relative paths (data files, UDF files, schema files, sink targets) are relative to the pipeline
 file. Run state lives in `.arrowline/` of the project folder: `--project-dir`, else
 `$ARROWLINE_PROJECT_DIR`, else the nearest folder up from the working directory that has one,
-else the working directory.
+else the working directory. The catalog (runs, watermarks, schedules) is `.arrowline/catalog.db`
+there, unless `$ARROWLINE_CATALOG` names a PostgreSQL database shared by several hosts
+(`postgresql://user@host/db?schema=arrowline`; needs `pip install 'arrowline[postgres]'`).
 
 ## Templates and parameters
 
