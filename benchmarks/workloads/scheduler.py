@@ -174,7 +174,7 @@ def _catalog(kind: str) -> Iterator[None]:
         os.environ.pop(CATALOG_ENV, None)
         yield
         return
-    import adbc_driver_postgresql.dbapi as pgdb
+    import psycopg  # the catalog's own driver: nothing else is loaded to clean up
 
     from benchmarks.workloads.pg_extract import URI
 
@@ -183,8 +183,8 @@ def _catalog(kind: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with pgdb.connect(URI, autocommit=True) as connection, connection.cursor() as cursor:
-            cursor.execute(f"drop schema if exists {schema} cascade")
+        with psycopg.connect(URI, autocommit=True) as connection:
+            connection.execute(f"drop schema if exists {schema} cascade".encode())
 
 
 if __name__ == "__main__":
