@@ -247,7 +247,12 @@ def build_plan(
             if task_id in actions:
                 continue
             previous = catalog.latest_output(spec.name, task_id) if catalog else None
-            if previous is not None and previous.fingerprint == fingerprints[task_id]:
+            if (
+                previous is not None
+                and previous.fingerprint == fingerprints[task_id]
+                # written on another host sharing the catalog, or deleted: not reusable here
+                and Path(str(previous.output_path)).exists()
+            ):
                 actions[task_id] = ("reuse", previous.run_id)
                 continue
             actions[task_id] = ("run", None)

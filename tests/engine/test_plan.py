@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,11 @@ def test_selection_reuses_unchanged_upstream_and_plus_adds_downstream(
     # A changed parameter changes the fingerprint of `source`: it is run, not reused.
     changed = plan(path, select=["left_side"], params={"n": "4"})
     assert {t.id: t.action for t in changed.tasks} == {"source": "run", "left_side": "run"}
+    # An output that is not on this disk (deleted, or written by another host sharing the
+    # catalog) cannot be reused: the task runs again.
+    shutil.rmtree(project / ".arrowline" / "workspace" / "diamond" / "source" / first.run_id)
+    gone = plan(path, select=["left_side"])
+    assert {t.id: t.action for t in gone.tasks} == {"source": "run", "left_side": "run"}
 
 
 def test_executor_runs_exactly_the_plan(write: WritePipeline, project: Path) -> None:
