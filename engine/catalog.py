@@ -512,6 +512,13 @@ class CatalogReader:
     def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         return self._db.execute(sql, parameters)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent state of the catalog, whatever is written meanwhile
+        (a run may be committing transitions while a copy or a report reads)."""
+        with self._db.snapshot():
+            yield
+
     def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         """Read SQL over the catalog, for reports (metrics, status)."""
         return self._query(sql, parameters)

@@ -162,6 +162,12 @@ class Database(ABC):
         yield self
 
     @abstractmethod
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees the same committed state."""
+        yield
+
+    @abstractmethod
     def table_exists(self, name: str) -> bool: ...
 
     @abstractmethod
@@ -221,6 +227,16 @@ class SqliteDatabase(Database):
                 self._connection.execute("rollback")
                 raise
             self._connection.execute("commit")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        # in WAL mode a deferred transaction reads one snapshot, taken at its first read
+        with self.lock:
+            self._connection.execute("begin")
+            try:
+                yield
+            finally:
+                self._connection.execute("commit")
 
     def table_exists(self, name: str) -> bool:
         return bool(self.execute("select 1 from sqlite_master where name = ?", (name,)))
@@ -365,6 +381,12 @@ class PostgresDatabase(Database):
                 "select pg_advisory_xact_lock(cast(? as int), cast(? as int))", self.writer_key
             )
             yield self
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        with self.lock, self._connection.transaction():
+            self.execute("set transaction isolation level repeatable read, read only")
+            yield
 
     def table_exists(self, name: str) -> bool:
         rows = self.execute(

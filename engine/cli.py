@@ -1194,4 +1194,4 @@ def schema(output: Path | None) -> None:
         err.print(f"wrote {output}")
 
 
-from engine import cli_scheduler  # noqa: E402, F401 - registers the scheduler's commands on main
+from engine import cli_catalog, cli_scheduler  # noqa: E402, F401 - they register their commands on main

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from engine.catalog import SCHEMA_VERSION, Catalog
-from engine.catalog_db import _pyformat, catalog_location
+from engine.catalog import SCHEMA_VERSION, Catalog, CatalogReader
+from engine.catalog_copy import TABLES
+from engine.catalog_db import CatalogLocation, _pyformat, catalog_location
 from engine.errors import StateError
 from engine.runlock import lock_is_held
 from tests.conftest import SharedCatalog, WritePipeline
@@ -180,3 +181,101 @@ def test_a_leader_whose_session_the_server_ended_stands_down_and_a_standby_leads
         first.store.close()
         second.store.close()
     assert not scheduler_running(project)
+
+
+def _tables(location: CatalogLocation) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every copied table, columns by name, in a stable order."""
+    with CatalogReader(location) as reader:
+        return {
+            table: sorted(
+                (
+                    tuple(row[c] for c in sorted(row.keys()))
+                    for row in reader.query(f"select * from {table}")
+                ),
+                key=repr,
+            )
+            for table in TABLES
+        }
+
+
+def test_a_catalog_is_copied_whole_into_postgres_and_back_into_a_file(
+    write: WritePipeline,
+    project: Path,
+    cli: Callable[..., Result],
+    shared_catalog: SharedCatalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine.api import run
+    from engine.scheduler_store import SchedulerStore
+
+    monkeypatch.delenv("ARROWLINE_CATALOG")  # the project starts on the embedded catalog
+    path = write(
+        "p.yaml",
+        "pipeline: p\ntasks:\n  - id: a\n    sql: select 1 as x\n"
+        "  - id: b\n    sql: select x + 1 as y from a\n",
+    )
+    assert run(path).ok
+    embedded = catalog_location(project)
+    with SchedulerStore(embedded) as store:
+        store.set_watermark("p", "a", "", '{"cursor": 5}', action="run", run_id=None)
+        store.add_dead_letter(
+            run_id=store.runs()[0].run_id,
+            pipeline="p",
+            task_id="b",
+            pipeline_version="v",
+            pipeline_file=str(path),
+            params={},
+            logical_date="2024-01-01",
+            error_kind="data",
+            transient=False,
+            reason="bad row",
+            attempts=[{"attempt": 1}],
+        )
+        store.request_run("p", str(path), {"n": 1}, "manual")
+    before = _tables(embedded)
+    assert all(
+        before[t]
+        for t in (
+            "runs",
+            "task_runs",
+            "transitions",
+            "watermarks",
+            "watermark_audit",
+            "dead_letters",
+            "run_requests",
+        )
+    )
+
+    copied = cli("catalog", "copy", shared_catalog.location, "--format", "json")
+    assert copied.exit_code == 0, copied.stderr
+    assert '"transitions":' in copied.stdout
+    shared = catalog_location(project, shared_catalog.location)
+    assert _tables(shared) == before
+    with Catalog(shared) as catalog:  # the ids the database assigns continue after the copied
+        highest = max(letter.id for letter in catalog.dead_letters(status=None))
+        letter = catalog.add_dead_letter(
+            run_id=catalog.runs()[0].run_id,
+            pipeline="p",
+            task_id="a",
+            pipeline_version="v",
+            pipeline_file=None,
+            params={},
+            logical_date="2024-01-01",
+            error_kind="data",
+            transient=False,
+            reason="again",
+            attempts=[],
+        )
+        assert letter == highest + 1
+
+    again = cli("catalog", "copy", shared_catalog.location)
+    assert again.exit_code == 1
+    assert "is not empty" in again.stderr
+    assert "secret" not in again.stderr
+
+    backup = project / "backup.db"
+    restored = cli("catalog", "copy", str(backup), "--from", shared_catalog.location)
+    assert restored.exit_code == 0, restored.stderr
+    after = _tables(catalog_location(project, str(backup)))
+    assert after == _tables(shared)
+    assert len(after["dead_letters"]) == len(before["dead_letters"]) + 1
