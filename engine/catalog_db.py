@@ -19,6 +19,7 @@ another writer's, on either backend, without `select ... for update` in every qu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -330,8 +331,17 @@ class PostgresDatabase(Database):
         self.schema = schema
         self.application_name = application_name
         self.writer_key = advisory_key("arrowline:catalog", schema)
+        self._depth = 0
+        """Open transactions and snapshots: a statement inside one is never retried."""
         self._connection = self._connect()
-        self.execute(f'{self.SERVER_KEEPALIVE}; set search_path to "{schema}"')
+
+    def _reconnect(self) -> None:
+        """A server restart or a dropped connection: a long-lived process (the scheduler) gets
+        a new session instead of failing every tick until it is restarted. Session state (an
+        advisory lock) is not carried over: a lock holder sees it lost, as it is."""
+        with contextlib.suppress(Exception):
+            self._connection.close()
+        self._connection = self._connect()
 
     def _connect(self) -> Any:
         try:
@@ -346,7 +356,11 @@ class PostgresDatabase(Database):
             conninfo = make_conninfo(
                 self.uri, application_name=self.application_name[:63], **self.KEEPALIVE
             )
-            return psycopg.connect(conninfo, autocommit=True)
+            connection = psycopg.connect(conninfo, autocommit=True)
+            connection.execute(
+                f'{self.SERVER_KEEPALIVE}; set search_path to "{self.schema}"'.encode()
+            )
+            return connection
         except psycopg.Error as exc:
             reason = str(exc).replace(self.uri, redact(self.uri)).strip().splitlines()
             raise StateError(
@@ -356,7 +370,19 @@ class PostgresDatabase(Database):
             ) from None
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
-        with self.lock, self._connection.cursor() as cursor:
+        import psycopg
+
+        with self.lock:
+            try:
+                return self._execute(sql, parameters)
+            except psycopg.OperationalError:
+                if self._depth or not self._connection.broken:
+                    raise  # inside a transaction the whole transaction fails, and is not replayed
+            self._reconnect()
+            return self._execute(sql, parameters)
+
+    def _execute(self, sql: str, parameters: Sequence[Any]) -> list[Row]:
+        with self._connection.cursor() as cursor:
             if parameters:
                 cursor.execute(_pyformat(sql), [_pg_parameter(value) for value in parameters])
             else:
@@ -375,8 +401,21 @@ class PostgresDatabase(Database):
             )
 
     @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Hold the connection for a transaction: reconnect first when it was lost since the
+        last statement, and let nothing inside retry on its own."""
+        with self.lock:
+            if self._connection.broken:
+                self._reconnect()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+
+    @contextmanager
     def transaction(self) -> Iterator[Database]:
-        with self.lock, self._connection.transaction():
+        with self._guarded(), self._connection.transaction():
             self.execute(
                 "select pg_advisory_xact_lock(cast(? as int), cast(? as int))", self.writer_key
             )
@@ -384,7 +423,7 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        with self.lock, self._connection.transaction():
+        with self._guarded(), self._connection.transaction():
             self.execute("set transaction isolation level repeatable read, read only")
             yield
 

@@ -279,3 +279,31 @@ def test_a_catalog_is_copied_whole_into_postgres_and_back_into_a_file(
     after = _tables(catalog_location(project, str(backup)))
     assert after == _tables(shared)
     assert len(after["dead_letters"]) == len(before["dead_letters"]) + 1
+
+
+def test_a_lost_catalog_session_is_replaced_but_a_transaction_on_it_fails_whole(
+    tmp_path: Path, shared_catalog: SharedCatalog
+) -> None:
+    import psycopg
+
+    def backend(catalog: Catalog) -> int:
+        return int(catalog.query("select pg_backend_pid()")[0][0])
+
+    with Catalog(catalog_location(tmp_path)) as catalog:
+        lost = backend(catalog)
+        shared_catalog.rows(f"select pg_terminate_backend({lost})")  # a restart, as it sees it
+        assert catalog.runs() == []  # answered on a new session
+        assert backend(catalog) != lost
+        lost = backend(catalog)
+
+        def half_way() -> None:
+            with catalog._transaction() as connection:
+                connection.execute("insert into meta (key, value) values ('k', 'v')")
+                shared_catalog.rows(f"select pg_terminate_backend({lost})")
+                connection.execute("select 1")  # not replayed on a new session half-way
+
+        with pytest.raises(psycopg.OperationalError):
+            half_way()
+        assert catalog.query("select value from meta where key = 'k'") == []
+        catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, [], {})
+        assert [run.run_id for run in catalog.runs()] == ["r"]
