@@ -653,9 +653,14 @@ class Scheduler:
 
         assert loaded.definition is not None
         spec = loaded.definition.spec
-        if not spec.freshness or spec.alerts is None:
+        limits = dict(spec.freshness)
+        for task in spec.tasks:  # the same limit, said on the source (incremental.max_staleness)
+            said = getattr(getattr(task.extract, "incremental", None), "max_staleness", None)
+            if said is not None:
+                limits.setdefault(task.id, said)
+        if not limits or spec.alerts is None:
             return
-        for task_id, allowed in spec.freshness.items():
+        for task_id, allowed in limits.items():
             rows = self.store.watermarks(loaded.name, task_id)
             times = [t for t in (watermark_time(r.value) for r in rows) if t is not None]
             if not times:

@@ -75,6 +75,12 @@ class IncrementalSpec(ConfigModel):
         description="Rows whose cursor is NULL: 'include' reads them on every run, 'exclude' "
         "never reads them.",
     )
+    max_staleness: Duration | None = Field(
+        None,
+        description="The scheduler sends a freshness alert when the committed watermark (a "
+        "date or timestamp cursor) lags now by more than this. The same as the pipeline's "
+        "`freshness: {task: ...}`, said where the source is.",
+    )
 
 
 class PostgresSource(ConfigModel):

@@ -339,8 +339,18 @@ def test_a_quarantine_above_the_threshold_alerts(
     assert "quarantined 2 rows (more than 1)" in alert.message
 
 
+@pytest.mark.parametrize(
+    ("pipeline_level", "source_level"),
+    [("freshness: {src: 6h}", ""), ("", ", max_staleness: 6h")],
+    ids=["freshness", "max_staleness"],
+)
 def test_a_stale_watermark_alerts_and_shows_in_metrics(
-    write: WritePipeline, project: Path, pg: PgSchema, make: Callable[..., Scheduler]
+    write: WritePipeline,
+    project: Path,
+    pg: PgSchema,
+    make: Callable[..., Scheduler],
+    pipeline_level: str,
+    source_level: str,
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -355,7 +365,7 @@ def test_a_stale_watermark_alerts_and_shows_in_metrics(
         "p.yaml",
         f"""
         pipeline: p
-        freshness: {{src: 6h}}
+        {pipeline_level}
         alerts: {{log: true}}
         connections:
           wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
@@ -365,7 +375,7 @@ def test_a_stale_watermark_alerts_and_shows_in_metrics(
               from: postgres
               connection: wh
               table: {pg.table("src")}
-              incremental: {{cursor: at, key: [id]}}
+              incremental: {{cursor: at, key: [id]{source_level}}}
           - id: out
             load: {{input: src, to: parquet, path: out/rows.parquet}}
         """,
