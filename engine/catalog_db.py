@@ -116,14 +116,15 @@ def catalog_location(project: Path, uri: str | None = None) -> CatalogLocation:
     parts = urlsplit(uri)
     if parts.scheme not in ("postgresql", "postgres"):
         raise StateError(
-            f"{CATALOG_ENV} names a {parts.scheme!r} database ({redact(uri)}); the catalog "
-            "lives in SQLite (a file path) or PostgreSQL (postgresql://...)"
+            f"the catalog {redact(uri)} names a {parts.scheme!r} database; a catalog lives in "
+            "SQLite (a file path) or PostgreSQL (postgresql://...)",
+            hint=f"the catalog is ${CATALOG_ENV} unless a command is given one",
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((value for key, value in query if key == "schema"), "arrowline")
     if not _SCHEMA_NAME.fullmatch(schema):
         raise StateError(
-            f"{CATALOG_ENV}: schema {schema!r} is not a plain lower-case identifier",
+            f"the catalog {redact(uri)}: schema {schema!r} is not a plain lower-case identifier",
             hint="letters, digits and underscores, e.g. ?schema=arrowline",
         )
     rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)

@@ -54,7 +54,10 @@ def test_a_postgres_uri_names_a_shared_catalog_and_its_password_stays_hidden(
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("mysql://root:pw@127.0.0.1/test", r"names a 'mysql' database \(mysql://root:\*\*\*@"),
+        (
+            "mysql://root:pw@127.0.0.1/test",
+            r"catalog mysql://root:\*\*\*@127.0.0.1/test names a 'mysql'",
+        ),
         ("postgresql://h/db?schema=Robert'); drop", "is not a plain lower-case identifier"),
     ],
 )
