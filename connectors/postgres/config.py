@@ -131,6 +131,12 @@ class PostgresSink(ConfigModel):
         "insert the rest.",
     )
     keys: tuple[str, ...] = Field((), description="Merge keys; the primary key of a new table.")
+    truncate: bool = Field(
+        False,
+        description="With replace in place: empty the table with TRUNCATE instead of DELETE. "
+        "About free and leaves no dead rows for autovacuum, but readers wait for the load to "
+        "commit, and a repeatable-read transaction that began before it sees the table empty.",
+    )
     delete_missing: bool = Field(
         False, description="With merge: delete target rows whose keys the input lacks."
     )
@@ -147,4 +153,6 @@ class PostgresSink(ConfigModel):
             raise ValueError("mode: merge needs 'keys', the columns that identify a row")
         if self.delete_missing and self.mode != "merge":
             raise ValueError("delete_missing applies to mode: merge")
+        if self.truncate and self.mode != "replace":
+            raise ValueError("truncate applies to mode: replace")
         return self

@@ -248,7 +248,9 @@ def _replace(session: Session, config: PostgresSink, source: InputTable, rows: _
 
     `in_place`: the table already has the input's columns and types, so its rows are deleted
     and the input COPied into it. Concurrent readers see the old rows until the commit and the
-    new ones after (MVCC), and the table keeps its indexes, grants and dependent views.
+    new ones after (MVCC), and the table keeps its indexes, grants and dependent views. With
+    `truncate`, TRUNCATE empties it instead: no dead rows (a DELETE leaves every old row for
+    autovacuum, and costs about 0.6 s per million), but readers wait on its lock until the commit.
 
     `swap`: the columns differ, so the input is COPied into a new table that takes the old one's
     name. Readers never see a partial table, but a reader whose statement began before the commit
@@ -266,7 +268,8 @@ def _replace(session: Session, config: PostgresSink, source: InputTable, rows: _
             for column, (name, kind) in zip(existing, wanted, strict=True)
         )
         if same:
-            session.execute(f"delete from {table}", what=f"cannot empty {config.table}")
+            empty = f"truncate {table}" if config.truncate else f"delete from {table}"
+            session.execute(empty, what=f"cannot empty {config.table}")
             _ingest(session, config.table, rows.reader(None))
             return "in_place"
     schema_name, name = split_table(config.table)
