@@ -9,7 +9,12 @@ the daily summary as an external Parquet model), and a second dlt pipeline loads
 rows into PostgreSQL (CSV + COPY). Every contender reports the rows, sum of ids and sum of totals
 it loaded into PostgreSQL and the day rows it wrote, which must agree.
 
-Child usage: python -m benchmarks.workloads.e2e {arrowline,script,dlt_dbt} --data SOURCE_TABLE
+`arrowline, replace by truncate` is the same pipeline with `truncate: true` on the PostgreSQL
+load: the in-place replace empties the table with TRUNCATE instead of DELETE, closer to what the
+floor's `adbc_ingest(mode="replace")` (drop and create) does.
+
+Child usage:
+    python -m benchmarks.workloads.e2e {arrowline,arrowline_truncate,script,dlt_dbt} --data TABLE
 """
 
 from __future__ import annotations
@@ -46,11 +51,11 @@ def _loaded(table: str) -> str:
     return f"{rows}:{ids}:{total}"
 
 
-def _arrowline(source_path: Path, out: Path) -> dict[str, Any]:
+def _arrowline(source_path: Path, out: Path, truncate: bool = False) -> dict[str, Any]:
     from engine.api import run
 
     source = str(source_path)
-    target = _target(source, "arrowline")
+    target = _target(source, "arrowline_truncate" if truncate else "arrowline")
     pipeline = out / "pipeline.yaml"
     pipeline.write_text(
         textwrap.dedent(f"""
@@ -74,7 +79,7 @@ def _arrowline(source_path: Path, out: Path) -> dict[str, Any]:
                   qty: {{checks: {{in_range: {{min: 1, max: 999}}}}}}
           - id: to_pg
             load: {{input: checked, to: postgres, connection: pg, table: {target},
-                    mode: replace}}
+                    mode: replace, truncate: {str(truncate).lower()}}}
           - id: to_parquet
             load: {{input: daily, to: parquet, path: "{out}/daily.parquet"}}
         """)
@@ -208,6 +213,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         Contender(label, (*module, name, "--data", params["table"]), group="e2e")
         for label, name in (
             ("arrowline", "arrowline"),
+            ("arrowline, replace by truncate", "arrowline_truncate"),
             ("script (floor)", "script"),
             ("dlt + dbt-duckdb", "dlt_dbt"),
         )
@@ -226,6 +232,14 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
             f"\narrowline / hand-written floor: {ratio:.2f}x time (goal ≤ 1.2x {verdict}), "
             f"{memory:.2f}x peak RSS"
         )
+    truncating = summary.get("arrowline, replace by truncate")
+    if truncating and floor:
+        ratio = truncating["engine_s"] / floor["engine_s"]
+        summary["arrowline_truncate_vs_floor"] = ratio
+        rows.append(
+            f"arrowline with `truncate: true` (the floor drops and recreates its table too) / "
+            f"hand-written floor: {ratio:.2f}x time"
+        )
     peers = summary.get("dlt + dbt-duckdb")
     if ours and peers:
         speedup = peers["engine_s"] / ours["engine_s"]
@@ -242,7 +256,12 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
 
 def main() -> None:
     child_main(
-        {"arrowline": _arrowline, "script": _script, "dlt_dbt": _dlt_dbt},
+        {
+            "arrowline": _arrowline,
+            "arrowline_truncate": lambda source, out: _arrowline(source, out, truncate=True),
+            "script": _script,
+            "dlt_dbt": _dlt_dbt,
+        },
         needs={"dlt_dbt": "dbt"},
     )
 
