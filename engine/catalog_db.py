@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from engine.errors import StateError
+from engine.secrets import redact, register_secret
 
 __all__ = [
     "CATALOG_ENV",
@@ -50,7 +51,6 @@ __all__ = [
 
 CATALOG_ENV = "ARROWLINE_CATALOG"
 CATALOG_FILE = "catalog.db"
-_STATE_DIR = ".arrowline"  # engine.workspace.STATE_DIR; not imported to keep this module leaf
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -96,24 +96,19 @@ class CatalogLocation:
         return SqliteDatabase(self.path, writable=writable)
 
 
-def redact(uri: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def catalog_location(project: Path, uri: str | None = None) -> CatalogLocation:
     """The catalog of a project: `uri`, else $ARROWLINE_CATALOG, else the embedded file."""
-    path = project / _STATE_DIR / CATALOG_FILE
+    from engine.workspace import STATE_DIR
+
+    path = project / STATE_DIR / CATALOG_FILE
     uri = uri if uri is not None else os.environ.get(CATALOG_ENV) or None
     if uri is None or uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         if uri is not None:
             path = Path(uri.removeprefix("sqlite:").removeprefix("file:").removeprefix("//"))
         return CatalogLocation(path)
     parts = urlsplit(uri)
+    if parts.password:  # kept out of every log line and message, like a connection's
+        register_secret(parts.password)
     if parts.scheme not in ("postgresql", "postgres"):
         raise StateError(
             f"the catalog {redact(uri)} names a {parts.scheme!r} database; a catalog lives in "
@@ -131,7 +126,7 @@ def catalog_location(project: Path, uri: str | None = None) -> CatalogLocation:
     return CatalogLocation(path, urlunsplit(parts._replace(query=rest)), schema)
 
 
-def advisory_key(*parts: str) -> tuple[int, int]:
+def advisory_key(namespace: str, name: str) -> tuple[int, int]:
     """Two int4 keys for `pg_advisory_lock(k1, k2)`, stable across processes and versions
     (crc32, not Python's salted hash); pg_locks shows them as classid and objid."""
 
@@ -139,13 +134,11 @@ def advisory_key(*parts: str) -> tuple[int, int]:
         value = zlib.crc32(text.encode())
         return value - 2**32 if value >= 2**31 else value
 
-    return int4(parts[0]), int4("\x1f".join(parts[1:]))
+    return int4(namespace), int4(name)
 
 
 class Database(ABC):
     """One connection to the catalog's database; thread-safe (one statement at a time)."""
-
-    dialect: ClassVar[str]
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -156,6 +149,10 @@ class Database(ABC):
 
     @abstractmethod
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    def batches(self, sql: str, size: int) -> Iterator[list[Row]]:
+        """A query's rows `size` at a time, read as they are needed (inside `snapshot()`)."""
 
     @abstractmethod
     @contextmanager
@@ -181,8 +178,6 @@ class Database(ABC):
 
 
 class SqliteDatabase(Database):
-    dialect = "sqlite"
-
     def __init__(self, path: Path, *, writable: bool) -> None:
         super().__init__()
         self.path = path
@@ -219,6 +214,12 @@ class SqliteDatabase(Database):
         with self.lock:
             self._connection.executemany(sql, rows)
 
+    def batches(self, sql: str, size: int) -> Iterator[list[Row]]:
+        with self.lock:
+            cursor = self._connection.execute(sql)
+            while batch := cursor.fetchmany(size):
+                yield batch
+
     @contextmanager
     def transaction(self) -> Iterator[Database]:
         with self.lock:
@@ -254,7 +255,7 @@ class SqliteDatabase(Database):
 
 @lru_cache(maxsize=512)
 def _pyformat(sql: str) -> str:
-    """`?` placeholders as psycopg's `%s`, leaving quoted text alone; a literal `%` doubled."""
+    """The catalog's `?` parameters as psycopg's `%s`, outside quoted text; a `%` doubled."""
     out: list[str] = []
     in_quote: str | None = None
     for char in sql:
@@ -312,7 +313,6 @@ class PostgresDatabase(Database):
     (a run, a lock, a probe), where ADBC's bulk-oriented connect (~60 ms, it loads the type
     catalog) and per-statement Arrow round trip cost more than the work."""
 
-    dialect = "postgres"
     KEEPALIVE: ClassVar[dict[str, str]] = {
         # libpq's side: notice a dead server within ~11 s instead of the OS's two hours
         "keepalives": "1",
@@ -358,12 +358,10 @@ class PostgresDatabase(Database):
                 self.uri, application_name=self.application_name[:63], **self.KEEPALIVE
             )
             connection = psycopg.connect(conninfo, autocommit=True)
-            connection.execute(
-                f'{self.SERVER_KEEPALIVE}; set search_path to "{self.schema}"'.encode()
-            )
+            connection.execute(f'{self.SERVER_KEEPALIVE}; set search_path to "{self.schema}"')
             return connection
         except psycopg.Error as exc:
-            reason = str(exc).replace(self.uri, redact(self.uri)).strip().splitlines()
+            reason = redact(str(exc)).strip().splitlines()
             raise StateError(
                 f"cannot reach the arrowline catalog at {redact(self.uri)}: "
                 f"{reason[0] if reason else type(exc).__name__}",
@@ -387,7 +385,7 @@ class PostgresDatabase(Database):
             if parameters:
                 cursor.execute(_pyformat(sql), [_pg_parameter(value) for value in parameters])
             else:
-                cursor.execute(sql.encode())  # bytes: no placeholder processing at all
+                cursor.execute(sql)  # without parameters psycopg sends the text as it is
             if cursor.description is None:
                 return []
             names = {column.name: index for index, column in enumerate(cursor.description)}
@@ -400,6 +398,14 @@ class PostgresDatabase(Database):
             cursor.executemany(
                 _pyformat(sql), [[_pg_parameter(value) for value in row] for row in rows]
             )
+
+    def batches(self, sql: str, size: int) -> Iterator[list[Row]]:
+        # a named (server-side) cursor: the rows stay on the server until fetched
+        with self.lock, self._connection.cursor(name="arrowline_batches") as cursor:
+            cursor.execute(sql)
+            names = {column.name: index for index, column in enumerate(cursor.description or ())}
+            while batch := cursor.fetchmany(size):
+                yield [_PgRow(values, names) for values in batch]
 
     @contextmanager
     def _guarded(self) -> Iterator[None]:
