@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 from engine.catalog_db import (
-    CATALOG_FILE,
     CatalogLocation,
     Database,
     Row,
@@ -36,7 +36,7 @@ from engine.states import (
 )
 
 __all__ = [
-    "CATALOG_FILE",
+    "TABLES",
     "AuditRow",
     "Catalog",
     "CatalogReader",
@@ -238,6 +238,20 @@ create table if not exists watermark_audit (
 )
 
 
+TABLES = tuple(
+    name
+    for name in re.findall(r"create table if not exists (\w+)", _SCHEMA)
+    if name != "meta"  # its schema version belongs to each catalog
+)
+"""The catalog's tables in the order they are created, parents before the tables that reference
+them (what a copy walks)."""
+IDENTITY_TABLES = tuple(
+    re.findall(
+        r"create table if not exists (\w+) \(\s*id integer primary key autoincrement", _SCHEMA
+    )
+)
+"""Tables whose `id` the database assigns."""
+
 _TASK_FIELDS = frozenset(
     {
         "details",
@@ -347,6 +361,12 @@ class TaskRunRow:
     error_kind: str | None
     error_transient: bool | None
     details: dict[str, Any] | None
+
+    @property
+    def output_on_disk(self) -> bool:
+        """False when its published output is not on this machine's disk: deleted, or written
+        by another host sharing the catalog. A load (no output) is always True."""
+        return self.output_path is None or Path(self.output_path).exists()
 
 
 @dataclass(frozen=True)
@@ -523,6 +543,10 @@ class CatalogReader:
         """Read SQL over the catalog, for reports (metrics, status)."""
         return self._query(sql, parameters)
 
+    def batches(self, sql: str, size: int = 10_000) -> Iterator[list[Row]]:
+        """A query's rows a batch at a time, for reading a whole table inside `snapshot()`."""
+        return self._db.batches(sql, size)
+
     def runs(self, pipeline: str | None = None, limit: int = 50) -> list[RunRow]:
         """Most recent first."""
         if pipeline is None:
@@ -669,10 +693,8 @@ class Catalog(CatalogReader):
     def __init__(self, location: CatalogLocation | Path) -> None:
         super().__init__(location, _writable=True)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Database]:
-        with self._db.transaction() as connection:
-            yield connection
+    def _transaction(self) -> AbstractContextManager[Database]:
+        return self._db.transaction()
 
     def create_run(
         self,
@@ -994,17 +1016,3 @@ class Catalog(CatalogReader):
             connection.execute(
                 "update runs set heartbeat_at = ? where run_id = ?", (now_text(), run_id)
             )
-
-
-def open_catalog(project: Path) -> Catalog:
-    """The writing side of a project's catalog, wherever it lives (engine.catalog_db)."""
-    return Catalog(catalog_location(project))
-
-
-def open_reader(project: Path) -> CatalogReader:
-    """The read side of a project's catalog; StateError when no run has created it yet."""
-    return CatalogReader(catalog_location(project))
-
-
-def catalog_exists(project: Path) -> bool:
-    return catalog_location(project).exists()

@@ -15,32 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.catalog import Catalog
+from engine.catalog import IDENTITY_TABLES, TABLES, Catalog
 from engine.catalog_db import CatalogLocation
 from engine.errors import StateError
 
-__all__ = ["TABLES", "CopyReport", "copy_catalog"]
-
-TABLES = (
-    # parents before the tables that reference them
-    "runs",
-    "task_runs",
-    "reused",
-    "transitions",
-    "run_lineage",
-    "watermarks",
-    "watermark_audit",
-    "dead_letters",
-    "schedules",
-    "intervals",
-    "run_requests",
-    "triggers_seen",
-    "alerts_sent",
-)
-"""Every table but `meta`, whose schema version the target keeps for itself."""
-
-_IDENTITY = ("transitions", "watermark_audit", "dead_letters", "run_requests")
-"""Tables whose `id` the database assigns: after explicit ids, its counter must move past them."""
+__all__ = ["CopyReport", "copy_catalog"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +30,10 @@ class CopyReport:
     """Rows copied per table."""
 
 
-def copy_catalog(source: CatalogLocation, target: CatalogLocation) -> CopyReport:
+def copy_catalog(
+    source: CatalogLocation, target: CatalogLocation, *, batch_size: int = 10_000
+) -> CopyReport:
+    """Every row of `source` into the empty `target`, reading `batch_size` rows at a time."""
     if (source.uri, source.schema, source.path) == (target.uri, target.schema, target.path):
         raise StateError(f"the source and the target are the same catalog ({source.describe()})")
     if not source.exists():
@@ -71,18 +53,17 @@ def copy_catalog(source: CatalogLocation, target: CatalogLocation) -> CopyReport
             )
         with reader.snapshot(), writer._transaction() as connection:
             for table in TABLES:
-                data = reader.query(f"select * from {table}")
-                rows[table] = len(data)
-                if not data:
-                    continue
-                columns = list(data[0].keys())
-                connection.executemany(
-                    f"insert into {table} ({', '.join(columns)}) "
-                    f"values ({', '.join('?' for _ in columns)})",
-                    [tuple(row) for row in data],
-                )
+                rows[table] = 0
+                for batch in reader.batches(f"select * from {table}", batch_size):
+                    columns = list(batch[0].keys())
+                    connection.executemany(
+                        f"insert into {table} ({', '.join(columns)}) "
+                        f"values ({', '.join('?' for _ in columns)})",
+                        [tuple(row) for row in batch],
+                    )
+                    rows[table] += len(batch)
             if target.shared:
-                for table in _IDENTITY:
+                for table in IDENTITY_TABLES:  # the next id the database assigns follows them
                     connection.execute(
                         f"select setval(pg_get_serial_sequence('{table}', 'id'), "
                         f"coalesce((select max(id) from {table}), 0) + 1, false)"

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from engine.catalog import SCHEMA_VERSION, Catalog, CatalogReader
-from engine.catalog_copy import TABLES
+from engine.catalog import SCHEMA_VERSION, TABLES, Catalog, CatalogReader
 from engine.catalog_db import CatalogLocation, _pyformat, catalog_location
 from engine.errors import StateError
 from engine.runlock import lock_is_held
@@ -310,3 +309,17 @@ def test_a_lost_catalog_session_is_replaced_but_a_transaction_on_it_fails_whole(
         assert catalog.query("select value from meta where key = 'k'") == []
         catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, [], {})
         assert [run.run_id for run in catalog.runs()] == ["r"]
+
+
+def test_a_copy_reads_and_writes_a_table_in_batches(write: WritePipeline, project: Path) -> None:
+    from engine.api import run
+    from engine.catalog_copy import copy_catalog
+
+    path = write("p.yaml", "pipeline: p\ntasks:\n  - id: a\n    sql: select 1 as x\n")
+    for _ in range(3):
+        assert run(path).ok
+    source = catalog_location(project)
+    target = catalog_location(project, str(project / "copy.db"))
+    report = copy_catalog(source, target, batch_size=4)  # more transitions than one batch
+    assert report.rows["transitions"] > 4
+    assert _tables(target) == _tables(source)
