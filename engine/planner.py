@@ -250,8 +250,7 @@ def build_plan(
             if (
                 previous is not None
                 and previous.fingerprint == fingerprints[task_id]
-                # written on another host sharing the catalog, or deleted: not reusable here
-                and Path(str(previous.output_path)).exists()
+                and previous.output_on_disk  # not when another host wrote it, or it was deleted
             ):
                 actions[task_id] = ("reuse", previous.run_id)
                 continue

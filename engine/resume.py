@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 
 from engine.catalog import Catalog, CatalogReader, RunRow
 from engine.definition import Definition
@@ -136,7 +135,7 @@ def plan_resume(
             and upstream_kept
             # with a shared catalog the run may have started on another host, whose published
             # outputs are on its own disk: a task whose output is not here runs again
-            and (row.output_path is None or Path(row.output_path).exists())
+            and row.output_on_disk
         ):
             tasks.append(replace(task, action="reuse", reuse_run=run.run_id))
             reused.add(task.id)
