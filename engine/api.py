@@ -316,7 +316,6 @@ def _locked(
 ) -> Iterator[Catalog]:
     """Hold the pipeline's run lock, settle the runs a dead process left RUNNING, and yield
     the catalog."""
-    location = catalog_location(project)
     lock = RunLock(
         project / STATE_DIR,
         pipeline,
@@ -324,10 +323,9 @@ def _locked(
         if_running=if_running,
         wait_timeout=wait_timeout,
         on_wait=on_wait,
-        catalog=location,
     )
     with lock:
-        catalog = Catalog(location)
+        catalog = Catalog(catalog_location(project))
         try:
             if not lock.shared:  # a sharer cannot tell a dead run from another live sharer
                 recover_interrupted(catalog, Workspace.for_project(project), pipeline)

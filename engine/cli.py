@@ -754,7 +754,7 @@ def _stale(project: Path, run: RunRow) -> bool:
 
     if run.state.value not in ("PENDING", "RUNNING"):
         return False
-    return not lock_is_held(project / STATE_DIR, run.pipeline, catalog_location(project))
+    return not lock_is_held(project / STATE_DIR, run.pipeline)
 
 
 def _details(details: dict[str, object]) -> list[str]:

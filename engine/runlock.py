@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from engine.catalog_db import CatalogLocation
+from engine.catalog_db import CatalogLocation, catalog_location
 from engine.errors import StateError
 
 __all__ = ["ConcurrentRun", "RunLock", "file_lock_is_held", "lock_is_held"]
@@ -58,10 +58,16 @@ def _try_lock(fd: int, shared: bool = False) -> bool:
     return True
 
 
+def _catalog(state_dir: Path, catalog: CatalogLocation | None) -> CatalogLocation:
+    """The catalog whose kind decides the lock's: the project's own unless one is given."""
+    return catalog if catalog is not None else catalog_location(state_dir.parent)
+
+
 def lock_is_held(state_dir: Path, pipeline: str, catalog: CatalogLocation | None = None) -> bool:
     """True when some process holds the pipeline's run lock right now (a probe: the file lock
     is taken for an instant when nobody holds it; an advisory lock is looked up in pg_locks)."""
-    if catalog is not None and catalog.shared:
+    catalog = _catalog(state_dir, catalog)
+    if catalog.shared:
         from engine.advisory import advisory_held
 
         return advisory_held(catalog, "run", pipeline)
@@ -97,7 +103,8 @@ class RunLock:
         on_wait: Callable[[dict[str, Any]], None] | None = None,
         catalog: CatalogLocation | None = None,
     ) -> None:
-        """`catalog`: a shared catalog makes this an advisory lock in its database."""
+        """`catalog` (default: the project's, which `state_dir` belongs to): a shared catalog
+        makes this an advisory lock in its database."""
         self.path = _lock_path(state_dir, pipeline)
         self.pipeline = pipeline
         self.run_id = run_id
@@ -107,7 +114,8 @@ class RunLock:
         self.on_wait = on_wait
         self._fd: int | None = None
         self._advisory = None
-        if catalog is not None and catalog.shared:
+        catalog = _catalog(state_dir, catalog)
+        if catalog.shared:
             from engine.advisory import AdvisoryLock
 
             self._advisory = AdvisoryLock(

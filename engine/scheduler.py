@@ -695,9 +695,7 @@ class Scheduler:
 
         workspace = Workspace.for_project(self.project)
         for loaded in self.refresh(force=True).values():
-            if loaded.definition is None or lock_is_held(
-                self.project / STATE_DIR, loaded.name, self.store.location
-            ):
+            if loaded.definition is None or lock_is_held(self.project / STATE_DIR, loaded.name):
                 continue
             for run_id in recover_interrupted(self.store, workspace, loaded.name):
                 if loaded.definition.spec.on_restart == "resume":

@@ -45,7 +45,7 @@ def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, An
                 if spec.schedule and not row["paused"]
                 else None
             )
-            running = lock_is_held(project / STATE_DIR, name, location)
+            running = lock_is_held(project / STATE_DIR, name)
             recent = reader.runs(name, limit=20) if reader else []
             row["running"] = (
                 [r.run_id for r in recent if r.state.value == "RUNNING"] if running else []
