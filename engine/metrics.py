@@ -51,15 +51,20 @@ class CatalogCollector(Collector):
             yield from _scheduler(catalog)
 
 
-def _runs(catalog: CatalogReader) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "arrowline_runs", "Runs in the catalog by state.", labels=["pipeline", "state"]
-    )
-    for pipeline, state, count in catalog.query(
-        "select pipeline, state, count(*) from runs group by 1, 2 order by 1, 2"
+def _by_pipeline(
+    catalog: CatalogReader, name: str, documentation: str, table: str, column: str
+) -> GaugeMetricFamily:
+    """Rows of `table` counted per pipeline and `column`."""
+    family = GaugeMetricFamily(name, documentation, labels=["pipeline", column])
+    for pipeline, value, count in catalog.query(
+        f"select pipeline, {column}, count(*) from {table} group by 1, 2 order by 1, 2"
     ):
-        family.add_metric([pipeline, state], count)
-    yield family
+        family.add_metric([pipeline, value], count)
+    return family
+
+
+def _runs(catalog: CatalogReader) -> Iterator[Metric]:
+    yield _by_pipeline(catalog, "arrowline_runs", "Runs in the catalog by state.", "runs", "state")
 
 
 def _tasks(catalog: CatalogReader) -> Iterator[Metric]:
@@ -112,14 +117,9 @@ def _tasks(catalog: CatalogReader) -> Iterator[Metric]:
 
 
 def _dead_letters(catalog: CatalogReader) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "arrowline_dead_letters", "Dead letters by status.", labels=["pipeline", "status"]
+    yield _by_pipeline(
+        catalog, "arrowline_dead_letters", "Dead letters by status.", "dead_letters", "status"
     )
-    for pipeline, status, count in catalog.query(
-        "select pipeline, status, count(*) from dead_letters group by 1, 2 order by 1, 2"
-    ):
-        family.add_metric([pipeline, status], count)
-    yield family
 
 
 def watermark_time(value: str) -> datetime | None:
