@@ -36,13 +36,13 @@ def test_a_postgres_uri_names_a_shared_catalog_and_its_password_stays_hidden(
 ) -> None:
     monkeypatch.setenv(
         "ARROWLINE_CATALOG",
-        "postgresql://ops:s3cret@db.internal:5432/meta?schema=etl&sslmode=require",
+        "postgresql://ops:catalog-pw@db.internal:5432/meta?schema=etl&sslmode=require",
     )
     location = catalog_location(tmp_path)
     assert location.shared
     assert location.exists()  # created on first use
     assert location.schema == "etl"
-    assert location.uri == "postgresql://ops:s3cret@db.internal:5432/meta?sslmode=require"
+    assert location.uri == "postgresql://ops:catalog-pw@db.internal:5432/meta?sslmode=require"
     assert (
         location.describe()
         == "postgresql://ops:***@db.internal:5432/meta?sslmode=require (schema etl)"
@@ -270,10 +270,12 @@ def test_a_catalog_is_copied_whole_into_postgres_and_back_into_a_file(
         )
         assert letter == highest + 1
 
+    kept = _tables(shared)
     again = cli("catalog", "copy", shared_catalog.location)
     assert again.exit_code == 1
     assert "is not empty" in again.stderr
     assert "secret" not in again.stderr
+    assert _tables(shared) == kept  # refused before writing anything
 
     backup = project / "backup.db"
     restored = cli("catalog", "copy", str(backup), "--from", shared_catalog.location)
