@@ -177,9 +177,14 @@ def _logging(log_format: str, log_level: str, console: Console | None) -> None:
     from engine.logs import configure_logging
 
     if console is not None and log_format == "text":
-        # Through the live display's console, so log lines print above the progress table.
+        # Through the live display's console, so log lines print above the progress table; a
+        # function is no terminal to loguru, so say whether the console is one.
         configure_logging(
-            "text", log_level, lambda message: console.print(Text.from_ansi(message.rstrip("\n")))
+            "text",
+            log_level,
+            lambda message: console.print(Text.from_ansi(message.rstrip("\n"))),
+            colorize=console.is_terminal,
+            compact=console.is_terminal,
         )
     else:
         configure_logging(log_format, log_level)  # type: ignore[arg-type]
