@@ -517,9 +517,12 @@ def requeue_dead_letter(
     with CatalogReader(catalog_location(project)) as reader:
         letter = reader.dead_letter(letter_id)
     if letter.status == "resolved":
-        raise StateError(
-            f"dead letter {letter_id} is resolved: run {letter.run_id} succeeded since"
+        why = (
+            f"by {letter.resolved_by} ({letter.resolution_note})"
+            if letter.resolved_by
+            else f"run {letter.run_id} succeeded since"
         )
+        raise StateError(f"dead letter {letter_id} is resolved: {why}")
     if not letter.pipeline_file:
         raise StateError(
             f"dead letter {letter_id} came from a pipeline defined in Python; resume it with "
