@@ -43,6 +43,7 @@ __all__ = [
     "Catalog",
     "CatalogReader",
     "DeadLetterRow",
+    "RemovedOutputRow",
     "RunRow",
     "TaskRunRow",
     "TransitionRow",
@@ -105,6 +106,18 @@ create table if not exists alerts_sent (
 """What the scheduler keeps (engine.scheduler): per pipeline its schedule state, every interval
 it decided (the primary key is what stops an interval from running twice), requested runs, the
 trigger events it has seen, and the alerts it sent (for de-duplication)."""
+_REMOVED_OUTPUTS = """
+create table if not exists removed_outputs (
+    run_id text not null,
+    task_id text not null,
+    pipeline text not null,
+    bytes integer not null,
+    removed_at text not null,
+    reason text not null,
+    primary key (run_id, task_id)
+)"""
+"""Task outputs retention removed from the workspace (engine.retention), so that reading one
+says so instead of failing on a missing file."""
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
     2: ("alter table task_runs add column details text",),
@@ -119,11 +132,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "alter table task_runs add column ordinal integer",
         "update task_runs set ordinal = rowid",
     ),
-    # who dismissed a dead letter, when and why (`arrowline dlq resolve`)
+    # who dismissed a dead letter, when and why (`arrowline dlq resolve`); what gc removed
     7: (
         "alter table dead_letters add column resolved_at text",
         "alter table dead_letters add column resolved_by text",
         "alter table dead_letters add column resolution_note text",
+        _REMOVED_OUTPUTS.strip(),
     ),
 }
 
@@ -246,6 +260,8 @@ create table if not exists watermark_audit (
     at text not null
 );
 """
+    + _REMOVED_OUTPUTS
+    + ";\n"
 )
 
 
@@ -455,6 +471,26 @@ class DeadLetterRow:
     """Who dismissed it with `arrowline dlq resolve` (user@host); None when a requeue that
     succeeded resolved it."""
     resolution_note: str | None = None
+
+    @property
+    def resolution(self) -> str:
+        """How it was resolved, for messages: `by ann@host at <time>: <note>`."""
+        if self.resolved_by:
+            return f"by {self.resolved_by} at {self.resolved_at}: {self.resolution_note}"
+        if self.status == "resolved":
+            return f"by a requeue that succeeded at {self.requeued_at}"
+        return ""
+
+
+@dataclass(frozen=True)
+class RemovedOutputRow:
+    run_id: str
+    task_id: str
+    pipeline: str
+    bytes: int
+    removed_at: str
+    reason: str
+    """Why it went, e.g. 'gc: keep_runs 3'."""
 
 
 @dataclass(frozen=True)
@@ -723,6 +759,13 @@ class CatalogReader:
         """The column lineage recorded when the run ended (lineage.pipeline.LineageGraph data)."""
         rows = self._query("select graph from run_lineage where run_id = ?", (run_id,))
         return json.loads(rows[0]["graph"]) if rows else None
+
+    def removed_output(self, run_id: str, task_id: str) -> RemovedOutputRow | None:
+        """How a task's output of a run left the workspace, if retention removed it."""
+        rows = self._query(
+            "select * from removed_outputs where run_id = ? and task_id = ?", (run_id, task_id)
+        )
+        return RemovedOutputRow(**dict(rows[0])) if rows else None
 
     def pipelines(self) -> list[str]:
         return [row[0] for row in self._query("select distinct pipeline from runs order by 1")]
@@ -1060,18 +1103,28 @@ class Catalog(CatalogReader):
                 )
             letter = _dead_letter_row(rows[0])
             if letter.status == "resolved":
-                how = (
-                    f"by {letter.resolved_by} at {letter.resolved_at}: {letter.resolution_note}"
-                    if letter.resolved_by
-                    else f"by a requeue that succeeded ({letter.requeued_at})"
-                )
-                raise StateError(f"dead letter {letter_id} is already resolved, {how}")
+                raise StateError(f"dead letter {letter_id} is already resolved {letter.resolution}")
             updated = connection.execute(
                 "update dead_letters set status = 'resolved', resolved_at = ?, resolved_by = ?, "
                 "resolution_note = ? where id = ? returning *",
                 (now_text(), by or current_actor(), text, letter_id),
             )
         return _dead_letter_row(updated[0])
+
+    def record_removed_outputs(
+        self, pipeline: str, outputs: Sequence[tuple[str, str, int]], reason: str
+    ) -> None:
+        """Note (run_id, task_id, bytes) outputs as removed, before their folders go: a crash
+        in between leaves a folder the next collection removes, never a silent gap."""
+        at = now_text()
+        with self._transaction() as connection:
+            connection.executemany(
+                "insert into removed_outputs "
+                "(run_id, task_id, pipeline, bytes, removed_at, reason) values (?, ?, ?, ?, ?, ?) "
+                "on conflict (run_id, task_id) do update set bytes = excluded.bytes, "
+                "removed_at = excluded.removed_at, reason = excluded.reason",
+                [(run, task, pipeline, size, at, reason) for run, task, size in outputs],
+            )
 
     def record_lineage(self, run_id: str, graph: Mapping[str, Any]) -> None:
         with self._transaction() as connection:

@@ -1004,12 +1004,7 @@ def dlq_show(letter_id: int, project_dir: Path | None, fmt: str) -> None:
         ("recorded", letter.created_at),
     ]
     if letter.resolved_by:
-        facts.append(
-            (
-                "resolved",
-                f"by {letter.resolved_by} at {letter.resolved_at}: {letter.resolution_note}",
-            )
-        )
+        facts.append(("resolved", letter.resolution))
     for name, value in facts:
         out.print(Text.assemble((f"  {name:<15}", "dim"), value))
     for attempt in letter.attempts:
@@ -1248,4 +1243,4 @@ def schema(output: Path | None) -> None:
         err.print(f"wrote {output}")
 
 
-from engine import cli_catalog, cli_scheduler  # noqa: E402, F401 - they register their commands on main
+from engine import cli_catalog, cli_gc, cli_scheduler  # noqa: E402, F401 - they register their commands on main

@@ -30,6 +30,7 @@ from engine.definition import Definition
 from engine.errors import SelectionError, StateError
 from engine.graph import Graph
 from engine.planner import Plan, PlannedTask, build_plan
+from engine.retention import missing_output
 from engine.spec import OnFail, TaskKind
 from engine.workspace import QUARANTINE_DIR, Workspace
 
@@ -73,6 +74,8 @@ def find_quarantine(
         if found is None or found.output_path is None:
             raise StateError(f"run {run_id} has no output of task {task_id!r}")
         row = found
+    if not row.output_on_disk:
+        raise missing_output(catalog, row)
     return ReplaySource(row)
 
 

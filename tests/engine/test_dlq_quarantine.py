@@ -231,10 +231,12 @@ def test_a_dead_letter_dealt_with_by_hand_is_resolved_with_who_when_and_why(
 
     again = cli("dlq", "resolve", ident, "--note", "twice")
     assert again.exit_code == 1
-    assert f"already resolved, by {after['resolved_by']}" in again.stderr
+    assert f"already resolved by {after['resolved_by']} at {after['resolved_at']}" in (
+        again.stderr.replace("\n", "")
+    )
     requeue = cli("dlq", "requeue", ident)
     assert requeue.exit_code == 1
-    assert "is resolved: by" in requeue.stderr
+    assert f"is resolved by {after['resolved_by']}" in requeue.stderr
     with CatalogReader(catalog_location(project)) as catalog:
         assert [r.state.value for r in catalog.runs("nightly")] == ["FAILED"]  # nothing ran
 
