@@ -127,9 +127,10 @@ def _print(outcome: _Outcome, dry_run: bool) -> None:
         for removal in collection.removals:
             table.add_row(removal.task_id, removal.run_id, format_bytes(removal.bytes))
         out.print(table)
-    resumable = len(collection.resumable)
+    resumable, removed = len(collection.resumable), len(collection.removals)
+    runs = collection.keep_runs
     kept = (
-        f"kept {collection.kept} (the last {collection.keep_runs} runs, the latest output of "
+        f"kept {collection.kept} (the last {runs} run{'s' * (runs != 1)}, the latest output of "
         "each task"
         + (f", {resumable} resumable run{'s' * (resumable != 1)}" if resumable else "")
         + ")"
@@ -137,7 +138,7 @@ def _print(outcome: _Outcome, dry_run: bool) -> None:
     out.print(
         Text.assemble(
             (f"{collection.pipeline}: ", "bold"),
-            f"{verb} {len(collection.removals)} outputs, "
+            f"{verb} {removed} output{'s' * (removed != 1)}, "
             f"{format_bytes(collection.bytes)} {'would be ' if dry_run else ''}freed; {kept}",
         )
     )

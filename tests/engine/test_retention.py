@@ -142,7 +142,7 @@ def test_a_resumable_run_keeps_its_outputs_until_it_is_resumed_or_its_letter_res
     assert cli("dlq", "resolve", str(letter["id"]), "--note", "superseded").exit_code == 0
     collected = cli("gc", "two")
     assert collected.exit_code == 0, collected.stderr
-    assert "two: removed 1 outputs" in collected.stdout
+    assert "two: removed 1 output," in collected.stdout
     assert outputs(project, "two") == {("a", latest), ("b", latest)}
 
 
