@@ -27,7 +27,14 @@ from engine.graph import Graph, find_cycles
 from engine.params import RenderContext, new_run_id, referenced_params, resolve_params
 from engine.problems import did_you_mean
 from engine.resolve import resolve_task
-from engine.spec import BreakerPolicy, OpenLineageSpec, RetryPolicy, TaskKind, TaskSpec
+from engine.spec import (
+    BreakerPolicy,
+    OpenLineageSpec,
+    RetentionSpec,
+    RetryPolicy,
+    TaskKind,
+    TaskSpec,
+)
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection", "task_fingerprint"]
 
@@ -121,6 +128,8 @@ class Plan:
     """This plan continues an ended run under its run id (see engine.resume)."""
     circuit_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     openlineage: OpenLineageSpec | None = None
+    retention: RetentionSpec = field(default_factory=RetentionSpec)
+    """What the workspace keeps once the run ends (engine.retention)."""
     _index: dict[str, PlannedTask] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -308,6 +317,7 @@ def build_plan(
         definition=spec.document(),
         circuit_breaker=spec.circuit_breaker,
         openlineage=spec.openlineage,
+        retention=spec.retention,
         connections={
             name: spec.connections[name]
             for name in sorted(

@@ -41,6 +41,7 @@ __all__ = [
     "OnFail",
     "ParquetSink",
     "PipelineSpec",
+    "RetentionSpec",
     "RetryPolicy",
     "SqlSpec",
     "TaskDefaults",
@@ -95,6 +96,19 @@ class BreakerPolicy(ConfigModel):
     cooldown: Duration = Field(
         timedelta(seconds=30),
         description="How long it stays open before one probe task may try the connection.",
+    )
+
+
+class RetentionSpec(ConfigModel):
+    """Which task outputs the workspace keeps (see engine.retention)."""
+
+    keep_runs: int = Field(
+        3,
+        ge=0,
+        le=100_000,
+        description="Keep every output of this many most recent runs. Older outputs are "
+        "removed after each run and by `arrowline gc`, except the latest successful output of "
+        "each task and what a running or resumable run needs.",
     )
 
 
@@ -417,6 +431,10 @@ class PipelineSpec(ConfigModel):
     openlineage: OpenLineageSpec | None = Field(
         None, description="Send OpenLineage run events (START, COMPLETE, FAIL) to a file or URL."
     )
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="How many runs' outputs `.arrowline/workspace/` keeps.",
+    )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 
     @field_validator("trigger", mode="before")
@@ -450,8 +468,12 @@ class PipelineSpec(ConfigModel):
         return yaml.safe_dump(payload, sort_keys=False, width=100, allow_unicode=True)
 
     def fingerprint(self) -> str:
-        """A stable hash of the definition; runs record it as the pipeline version."""
-        payload = self.model_dump(mode="json", by_alias=True, fallback=_describe_object)
+        """A stable hash of the definition; runs record it as the pipeline version. Retention
+        is left out: it decides what is kept afterwards, not what a run computes, so changing it
+        must not make `--resume` see another pipeline."""
+        payload = self.model_dump(
+            mode="json", by_alias=True, fallback=_describe_object, exclude={"retention"}
+        )
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
