@@ -13,7 +13,6 @@ import glob
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 from engine.definition import Definition
 from engine.errors import ArrowlineError, DefinitionError, ParameterError, PipelineInvalid
@@ -27,7 +26,7 @@ from engine.params import (
     unfiltered_sql_params,
 )
 from engine.problems import Problem, did_you_mean
-from engine.resolve import ResolvedTask, resolve_task, sql_text
+from engine.resolve import ResolvedTask, resolve_task, sql_text, template_texts
 from engine.shape import structural_check
 from engine.spec import DuckDBSource, FilesSource, TaskKind, TaskSpec
 from engine.yaml_source import PathKey, read_yaml_file
@@ -175,13 +174,11 @@ class _Checker:
     def templates(self, task: TaskSpec) -> bool:
         """Undefined parameters; returns False when rendering would fail on them."""
         ok = True
-        texts = list(_strings(task.config.model_dump(by_alias=True)))
-        if task.kind is TaskKind.SQL:
-            try:
-                texts = [sql_text(task, self.definition)]
-            except DefinitionError as exc:
-                self.add("sql-file", exc.message, task, ("sql",))
-                return False
+        try:
+            texts = template_texts(task, self.definition)
+        except DefinitionError as exc:
+            self.add("sql-file", exc.message, task, ("sql",))
+            return False
         kind_key = task.kind.value
         for text in texts:
             syntax = template_syntax_error(text)
@@ -476,17 +473,6 @@ class _Checker:
             upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in kinds))
         self.cycles(upstream)
         return self.problems
-
-
-def _strings(value: Any) -> Any:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
 
 
 def check_definition(definition: Definition) -> list[Problem]:
