@@ -22,13 +22,14 @@ from typing import Any, Literal
 
 from engine.catalog import CatalogReader
 from engine.definition import Definition
-from engine.errors import DefinitionError, SelectionError, error_context
+from engine.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
 from engine.fingerprint import pipeline_fingerprint, task_fingerprints
 from engine.graph import Graph, find_cycles
 from engine.params import RenderContext, new_run_id, resolve_params
 from engine.problems import did_you_mean
 from engine.resolve import resolve_task
 from engine.spec import BreakerPolicy, OpenLineageSpec, RetryPolicy, TaskKind, TaskSpec
+from engine.validation import check_tables
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
 
@@ -188,7 +189,8 @@ def build_plan(
     environ: Mapping[str, str] | None = None,
     full_refresh: bool = False,
 ) -> Plan:
-    """Plan one run. Raises DefinitionError, ParameterError or SelectionError."""
+    """Plan one run. Raises DefinitionError (PipelineInvalid when the run's parameters name a
+    table no task produces), ParameterError or SelectionError."""
     spec = definition.spec
     resolved_params = resolve_params(spec.params, params, environ)
     run_id = run_id or new_run_id()
@@ -199,6 +201,10 @@ def build_plan(
     for task in spec.tasks:
         with error_context(pipeline=spec.name, task_id=task.id):
             resolved[task.id] = resolve_task(task, context, definition)
+    # A parameter can name a table no task produces; say so before anything runs.
+    problems = check_tables(definition, resolved.values(), resolved_params)
+    if problems:
+        raise PipelineInvalid(problems)
     upstream = {
         task_id: tuple(d for d in r.upstream if d in resolved) for task_id, r in resolved.items()
     }
