@@ -10,8 +10,6 @@ Every model forbids unknown keys. Defaults are written here once and documented 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
@@ -467,19 +465,10 @@ class PipelineSpec(ConfigModel):
         )
         return yaml.safe_dump(payload, sort_keys=False, width=100, allow_unicode=True)
 
-    def fingerprint(self) -> str:
-        """A stable hash of the definition; runs record it as the pipeline version. Retention
-        is left out: it decides what is kept afterwards, not what a run computes, so changing it
-        must not make `--resume` see another pipeline."""
-        payload = self.model_dump(
-            mode="json", by_alias=True, fallback=_describe_object, exclude={"retention"}
-        )
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 def _describe_object(value: Any) -> str:
-    """Python objects in a definition (UDF functions, schema classes) hash by their name."""
+    """Python objects in a definition (UDF functions, schema classes) by their name, for people
+    reading the document; fingerprints describe them by their code (engine.fingerprint)."""
     module = getattr(value, "__module__", type(value).__module__)
     name = getattr(value, "__qualname__", type(value).__qualname__)
     return f"{module}:{name}"
