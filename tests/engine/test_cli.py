@@ -355,3 +355,41 @@ def test_validate_and_plan_report_a_header_naming_a_column_twice(
     (problem,) = json.loads(planned.stdout)["schemas"]["problems"]
     assert (problem["code"], problem["task_id"], problem["line"]) == ("column-names", "raw", 4)
     assert problem["message"] == message
+
+
+def test_validate_names_an_unknown_key_of_an_inline_schema_with_its_line(
+    cli: Cli, write: WritePipeline
+) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: shop
+        tasks:
+          - id: a
+            sql: select 1 as amount
+          - id: b
+            sql: select 2 as amount
+          - id: c
+            sql: select 3 as amount
+          - id: checked
+            validate:
+              input: a
+              schema:
+                columns:
+                  amount: {type: int64, minimum: 0}
+                strictt: true
+        """,
+    )
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    errors = " ".join(result.stderr.split())
+    assert (
+        f"{path}:14: error [task checked]: unknown key 'minimum' in "
+        "validate.schema.columns.amount. (unknown-key) hint: valid keys: checks, nullable, "
+        "required, type, unique"
+    ) in errors
+    assert (
+        f"{path}:15: error [task checked]: unknown key 'strictt' in validate.schema. Did you "
+        "mean 'strict'? (unknown-key)"
+    ) in errors
+    assert "is a dict" not in errors
