@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 from engine.errors import DefinitionError
 
-__all__ = ["NameClash", "name_clash", "quote_identifier", "quote_table", "split_table"]
+__all__ = [
+    "NameClash",
+    "distinct_names",
+    "name_clash",
+    "quote_identifier",
+    "quote_table",
+    "split_table",
+]
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -64,3 +71,24 @@ def name_clash(names: Sequence[str]) -> NameClash | None:
         if first != index:
             return NameClash(tuple(names), first, index)
     return None
+
+
+def distinct_names(names: Sequence[str]) -> list[str]:
+    """The names DuckDB gives the columns of a table it writes: the second of two names that
+    are one to it (equal but for ASCII case) gets `_1`, the next `_2`, skipping any suffix a
+    name already in use has taken (`id, id, ID, id_1` -> `id, id_1, ID_2, id_1_1`)."""
+    used: dict[str, int] = {}
+    result = []
+    for name in names:
+        key = name.translate(_ASCII_LOWER)
+        if key not in used:
+            used[key] = 1
+            result.append(name)
+            continue
+        renamed = f"{name}_{used[key]}"
+        while renamed.translate(_ASCII_LOWER) in used:
+            used[key] += 1
+            renamed = f"{name}_{used[key]}"
+        used[renamed.translate(_ASCII_LOWER)] = 1
+        result.append(renamed)
+    return result
