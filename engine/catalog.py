@@ -653,6 +653,20 @@ class CatalogReader:
             raise StateError(f"run id prefix {run_id!r} is ambiguous; give more characters")
         return _run_row(rows[0])
 
+    def run_of(self, pipeline: str, run_id: str) -> RunRow:
+        """A run of `pipeline`, as `run` finds one, except that 'last' is the pipeline's most
+        recent run rather than the catalog's."""
+        run = self.last_run(pipeline) if run_id == "last" else self.run(run_id)
+        if run is None:
+            raise StateError(
+                f"pipeline {pipeline!r} has no runs yet", hint="`arrowline runs` lists runs"
+            )
+        if run.pipeline != pipeline:
+            raise StateError(
+                f"run {run.run_id} belongs to pipeline {run.pipeline!r}, not {pipeline!r}"
+            )
+        return run
+
     def task_runs(self, run_id: str) -> list[TaskRunRow]:
         rows = self._query(
             "select * from task_runs where run_id = ? order by level, ordinal", (run_id,)

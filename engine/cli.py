@@ -855,7 +855,7 @@ def show(
     "--run",
     "run_id",
     default=None,
-    help="The lineage recorded by this run (default: as defined now).",
+    help="The lineage recorded by this run: id, prefix or 'last' (default: as defined now).",
 )
 @project_option
 @click.option(
@@ -889,8 +889,6 @@ def lineage(
     chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None
     with _errors():
         the_plan = api.plan(pipeline)
-        if column.split(".", 1)[0] not in the_plan:
-            _fail(f"pipeline {the_plan.pipeline!r} has no task {column.split('.', 1)[0]!r}")
         project = api.find_project_dir(project_dir)
         location = catalog_location(project)
         catalog = CatalogReader(location) if location.exists() or run_id else None

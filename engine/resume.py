@@ -55,14 +55,7 @@ def recover_interrupted(catalog: Catalog, workspace: Workspace, pipeline: str) -
 
 
 def find_run_to_resume(catalog: CatalogReader, pipeline: str, run_ref: str) -> RunRow:
-    if run_ref == "last":
-        run = catalog.last_run(pipeline)
-        if run is None:
-            raise StateError(f"pipeline {pipeline!r} has no runs to resume")
-    else:
-        run = catalog.run(run_ref)
-    if run.pipeline != pipeline:
-        raise StateError(f"run {run.run_id} belongs to pipeline {run.pipeline!r}, not {pipeline!r}")
+    run = catalog.run_of(pipeline, run_ref)
     if run.state is RunState.SUCCESS:
         raise StateError(f"run {run.run_id} succeeded; there is nothing to resume")
     if run.state not in RESUMABLE:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from connectors.base import ConfigModel
@@ -261,11 +261,28 @@ class InlineSchema(ConfigModel):
     )
 
 
+def _schema_kind(value: Any) -> str:
+    """A mapping is an inline schema and nothing else: in an untagged union, one with an unknown
+    key would fall through to the Python-object member and fail late, without naming the key."""
+    if isinstance(value, str):
+        return "reference"
+    return "inline" if isinstance(value, dict | InlineSchema) else "object"
+
+
+SchemaSpec = Annotated[
+    Annotated[str, Tag("reference")]
+    | Annotated[InlineSchema, Tag("inline")]
+    | Annotated[SkipJsonSchema[Any], Tag("object")],
+    Discriminator(_schema_kind),
+]
+"""A schema file or Python reference, an inline schema, or (from Python) a pandera object."""
+
+
 class ValidateSpec(ConfigModel):
     """Check one input against a pandera schema and decide what happens to failing rows."""
 
     input: str = Field(description="Id of the task whose output is checked.")
-    schema_: str | InlineSchema | SkipJsonSchema[Any] = Field(
+    schema_: SchemaSpec = Field(
         alias="schema",
         description="A YAML schema file, 'file.py:Model' / 'module:Model' naming a pandera "
         "DataFrameModel or DataFrameSchema, or an inline schema.",

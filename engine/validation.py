@@ -425,11 +425,14 @@ class _Checker:
         config = task.extract
         if isinstance(config, FilesSource):
             patterns = (config.path,) if isinstance(config.path, str) else config.path
+            found = True
             for pattern in patterns:
                 if "{{" in pattern:
+                    found = False
                     continue
                 full = self.definition.resolve_path(pattern)
                 if not glob.glob(str(full)):
+                    found = False
                     self.add(
                         "no-files",
                         f"no file matches {pattern!r} yet ({full})",
@@ -437,6 +440,8 @@ class _Checker:
                         ("extract", "path"),
                         severity="warning",
                     )
+            if found:
+                self.column_names(task, config)
         elif (
             isinstance(config, DuckDBSource)
             and "{{" not in config.path
@@ -448,6 +453,22 @@ class _Checker:
                 task,
                 ("extract", "path"),
                 severity="warning",
+            )
+
+    def column_names(self, task: TaskSpec, config: FilesSource) -> None:
+        """A first file naming one column twice: a warning, as for files not there yet, since
+        the data may change before the run (which fails on it, and `plan` reports it)."""
+        from connectors.files.source import column_name_clash
+
+        clash = column_name_clash(config, self.definition.base_dir)
+        if clash is not None:
+            self.add(
+                "column-names",
+                clash.message,
+                task,
+                ("extract", "path"),
+                severity="warning",
+                hint=clash.hint,
             )
 
     def cycles(self, upstream: Mapping[str, tuple[str, ...]]) -> None:
