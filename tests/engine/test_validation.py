@@ -349,6 +349,26 @@ def test_undefined_template_variable(write: WritePipeline) -> None:
     assert "Did you mean 'ds'?" in problem.message
 
 
+def test_a_missing_key_is_reported_under_its_parent(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: t
+            sql: select 1 as x
+          - id: u
+            load: {input: t, to: duckdb, table: x}
+    """,
+            )
+        ),
+        "missing-key",
+    )
+    assert (problem.message, problem.line) == ("load: missing required key 'path'", 6)
+
+
 def test_raw_numeric_parameter_is_not_a_warning(write: WritePipeline) -> None:
     _, problems = check_file(
         write(
