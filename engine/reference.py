@@ -23,12 +23,14 @@ from connectors.postgres.config import (
     PostgresSink,
     PostgresSource,
 )
+from engine.params import ParamType
 from engine.spec import (
     AlertsSpec,
     BreakerPolicy,
     ColumnRule,
     InlineSchema,
     OpenLineageSpec,
+    ParamSpec,
     PipelineSpec,
     RetryPolicy,
     SqlSpec,
@@ -73,9 +75,12 @@ Every string in a task's configuration is a Jinja2 template, rendered once per r
 | `pipeline`, `task` | the pipeline's and the task's id |
 
 Parameter values, lowest precedence first: the pipeline's `params:` defaults, environment
-variables `ARROWLINE_PARAM_<NAME>`, then `--param name=value` (or `params=` in Python). Text from
-the environment or the command line is converted to the type of the default (`--param limit=10`
-is an integer when the default is one); an unknown name is an error.
+variables `ARROWLINE_PARAM_<NAME>`, then the values given for one run: `--param name=value`,
+`{"params": {...}}` sent to the scheduler's API, `params=` in Python. Every parameter has a type,
+its default's (`limit: 10` is an int) or a declared one (see [param](#param)), and every value,
+wherever it comes from, must be of it: text is read as the type (`--param limit=10` is an int),
+any other value must already be one (a JSON list sent for an int is refused, with the
+parameter, its type and what was sent). An unknown name is an error.
 
 Values reach SQL through filters, never as raw text an outsider controls:
 
@@ -84,7 +89,9 @@ where region = {{ params.region | sql_literal }}     -- 'north'; quotes are doub
 select * from {{ params.table | sql_identifier }}   -- "orders"
 ```
 
-`arrowline validate` warns when a text parameter is pasted into SQL without one of them.
+Only int, float and bool parameters whose default is not null may be printed into SQL (a sql
+task, a source's `query`) without one of them: `arrowline validate` reports any other printed
+raw as an error, because a value sent for a run could rewrite the statement.
 
 ## Types
 
@@ -112,6 +119,12 @@ defaults:
 tasks:
   - id: raw_orders
     extract: {from: files, path: "data/orders/*.csv"}""",
+    ParamSpec: """\
+params:
+  region: north                                  # a str: the type of its default
+  start: {type: date, default: "2024-01-01"}
+  limit: {type: int, default: null, description: At most this many rows; all when null}
+  ratio: {type: float, default: 1}""",
     TaskDefaults: """\
 defaults:
   retry: {attempts: 5, backoff: 2s}
@@ -235,6 +248,14 @@ load:
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("Pipeline", PipelineSpec, "The top level of a pipeline file."),
+    (
+        "param",
+        ParamSpec,
+        "A parameter declared with its type, beside plain defaults under `params:`. A mapping "
+        "with a `type` key is a declaration, so a parameter whose default is such a mapping is "
+        "declared `{type: dict, default: {...}}`. A list holds scalars (text, numbers, "
+        "booleans, dates, null); a dict maps text to scalars.",
+    ),
     ("defaults", TaskDefaults, "Settings every task inherits unless it sets its own."),
     (
         "retry",
@@ -396,6 +417,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
 
 
 _NAMES = {
+    "ParamSpec": "[param](#param)",
+    "ParamType": " \\| ".join(json.dumps(kind.value) for kind in ParamType),
     "RetryPolicy": "[retry](#retry)",
     "TaskDefaults": "[defaults](#defaults)",
     "TaskSpec": "[task](#task)",
