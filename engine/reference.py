@@ -1,4 +1,5 @@
-"""Render `docs/pipeline-reference.md` from the pipeline model, so the reference cannot drift.
+"""Render `docs/pipeline-reference.md` from the pipeline model and the scheduler API's endpoint
+list, so the reference cannot drift.
 
     python -m engine.reference > docs/pipeline-reference.md
 
@@ -24,6 +25,7 @@ from connectors.postgres.config import (
     PostgresSource,
 )
 from engine.params import ParamType
+from engine.scheduler_api import ENDPOINTS, MAX_BODY
 from engine.spec import (
     AlertsSpec,
     BreakerPolicy,
@@ -499,6 +501,31 @@ def _table(model: type[BaseModel]) -> str:
     return "\n".join(lines)
 
 
+API_INTRO = f"""\
+## Scheduler HTTP API
+
+`arrowline scheduler --port N` serves these endpoints on 127.0.0.1. Bound elsewhere (`--host`) it
+needs `--token` (or `$ARROWLINE_API_TOKEN`), and the endpoints marked below need
+`Authorization: Bearer <token>`. `GET /` answers with this list as JSON.
+
+A POST's body is `application/json` (else 415) with a Content-Length (411) of at most
+{MAX_BODY} bytes (413); a body that does not arrive in time is answered with 408. Requests a
+browser sends for another site are refused with 403: an `Origin` other than the API's own,
+`Sec-Fetch-Site: cross-site` or `same-site`, and on loopback a `Host` that is not loopback (a
+page that rebound its own name). So a web page cannot start runs, even without a token.
+
+| method | path | token | what it does |
+|---|---|---|---|
+"""
+
+
+def _api_section() -> str:
+    rows = [
+        f"| {e.method} | `{e.path}` | {'yes' if e.token else 'no'} | {e.does} |" for e in ENDPOINTS
+    ]
+    return API_INTRO + "\n".join(rows) + "\n"
+
+
 def render_reference() -> str:
     parts = [INTRO]
     for title, model, prose in SECTIONS:
@@ -506,6 +533,7 @@ def render_reference() -> str:
             f"## {title}\n\n{prose}\n\n{_table(model)}\n\nExample:\n\n```yaml\n"
             f"{EXAMPLES[model]}\n```\n"
         )
+    parts.append(_api_section())
     return "\n".join(parts)
 
 
