@@ -77,15 +77,15 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, int):
-        return str(value)
+        return _signed(str(value))
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ParameterError(f"cannot write {value!r} as a SQL literal")
-        return repr(value)
+        return _signed(repr(value))
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ParameterError(f"cannot write {value!r} as a SQL literal")
-        return str(value)
+        return _signed(str(value))
     if isinstance(value, datetime):
         kind = "TIMESTAMPTZ" if value.tzinfo is not None else "TIMESTAMP"
         return f"{kind} '{value.isoformat(sep=' ')}'"
@@ -103,6 +103,19 @@ def sql_literal(value: Any) -> str:
     raise ParameterError(f"cannot write a {type(value).__name__} as a SQL literal")
 
 
+def _signed(number: str) -> str:
+    """A negative number in parentheses: after a minus, `10--5` would start a comment."""
+    return f"({number})" if number.startswith("-") else number
+
+
+def _finalize_sql(value: Any) -> Any:
+    """How SQL text prints a value: numbers (printed raw, they are allowed to be) keep their
+    sign inside parentheses, so `10-{{ n }}` with n = -5 cannot comment out the rest of the line."""
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return _signed(str(value))
+    return value
+
+
 def sql_identifier(value: Any) -> str:
     """Render text as one quoted SQL identifier; dots are part of the name, not separators."""
     if not isinstance(value, str) or not value or "\x00" in value:
@@ -118,12 +131,14 @@ class _NullUndefined(jinja2.ChainableUndefined):
 
 
 @functools.cache
-def template_environment() -> ImmutableSandboxedEnvironment:
-    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters)."""
+def template_environment(sql: bool = False) -> ImmutableSandboxedEnvironment:
+    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters); with `sql`,
+    the one SQL statements render in, where a number's sign cannot start a comment."""
     env = ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # SQL, paths and YAML values: HTML escaping would corrupt them
         keep_trailing_newline=True,
+        finalize=_finalize_sql if sql else None,
     )
     env.filters["sql_literal"] = sql_literal
     env.filters["sql_identifier"] = sql_identifier
@@ -180,11 +195,14 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
-def render(text: str, context: RenderContext, task_id: str | None = None) -> str:
-    """Render one template. Raises ParameterError for undefined names and template errors."""
+def render(
+    text: str, context: RenderContext, task_id: str | None = None, *, sql: bool = False
+) -> str:
+    """Render one template (`sql`: a SQL statement). Raises ParameterError for undefined names
+    and template errors."""
     if not is_template(text):
         return text
-    env = template_environment()
+    env = template_environment(sql)
     try:
         return env.from_string(text).render(context.variables(task_id))
     except jinja2.UndefinedError as exc:

@@ -108,6 +108,8 @@ def test_templates_are_sandboxed() -> None:
         (True, "TRUE"),
         (3, "3"),
         (2.5, "2.5"),
+        (-3, "(-3)"),  # after a minus, -3 would start a comment: 10--3
+        (-0.0, "(-0.0)"),
         ("it's", "'it''s'"),
         (date(2024, 1, 2), "DATE '2024-01-02'"),
         (["a", 1], "('a', 1)"),
