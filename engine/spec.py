@@ -10,8 +10,6 @@ Every model forbids unknown keys. Defaults are written here once and documented 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
@@ -52,6 +50,7 @@ __all__ = [
     "ParamSpec",
     "ParquetSink",
     "PipelineSpec",
+    "RetentionSpec",
     "RetryPolicy",
     "SqlSpec",
     "TaskDefaults",
@@ -106,6 +105,19 @@ class BreakerPolicy(ConfigModel):
     cooldown: Duration = Field(
         timedelta(seconds=30),
         description="How long it stays open before one probe task may try the connection.",
+    )
+
+
+class RetentionSpec(ConfigModel):
+    """Which task outputs the workspace keeps (see engine.retention)."""
+
+    keep_runs: int = Field(
+        3,
+        ge=0,
+        le=100_000,
+        description="Keep every output of this many most recent runs. Older outputs are "
+        "removed after each run and by `arrowline gc`, except the latest successful output of "
+        "each task and what a running or resumable run needs.",
     )
 
 
@@ -481,6 +493,10 @@ class PipelineSpec(ConfigModel):
     openlineage: OpenLineageSpec | None = Field(
         None, description="Send OpenLineage run events (START, COMPLETE, FAIL) to a file or URL."
     )
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="How many runs' outputs `.arrowline/workspace/` keeps.",
+    )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 
     @field_validator("trigger", mode="before")
@@ -525,15 +541,10 @@ class PipelineSpec(ConfigModel):
         )
         return yaml.safe_dump(payload, sort_keys=False, width=100, allow_unicode=True)
 
-    def fingerprint(self) -> str:
-        """A stable hash of the definition; runs record it as the pipeline version."""
-        payload = self.model_dump(mode="json", by_alias=True, fallback=_describe_object)
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 def _describe_object(value: Any) -> str:
-    """Python objects in a definition (UDF functions, schema classes) hash by their name."""
+    """Python objects in a definition (UDF functions, schema classes) by their name, for people
+    reading the document; fingerprints describe them by their code (engine.fingerprint)."""
     module = getattr(value, "__module__", type(value).__module__)
     name = getattr(value, "__qualname__", type(value).__qualname__)
     return f"{module}:{name}"

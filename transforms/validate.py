@@ -36,6 +36,7 @@ __all__ = [
     "build_schema",
     "load_schema",
     "needs_whole_input",
+    "schema_file",
     "validate_frames",
 ]
 
@@ -138,6 +139,14 @@ def _schema_from_yaml(path: Path, reference: str) -> Any:
     return build_schema(inline)
 
 
+def schema_file(reference: Any, base_dir: Path) -> Path | None:
+    """The YAML file a `schema:` value names, or None when it is inline or Python."""
+    if not isinstance(reference, str) or not reference.endswith((".yaml", ".yml")):
+        return None
+    path = Path(reference)
+    return path if path.is_absolute() else base_dir / path
+
+
 def load_schema(reference: Any, base_dir: Path) -> Any:
     """Whatever `schema:` holds, as a pandera polars DataFrameSchema."""
     import pandera.api.polars.model as polars_model
@@ -147,9 +156,8 @@ def load_schema(reference: Any, base_dir: Path) -> Any:
         return build_schema(reference)
     obj = reference
     if isinstance(reference, str):
-        if reference.endswith((".yaml", ".yml")):
-            path = Path(reference)
-            path = path if path.is_absolute() else base_dir / path
+        path = schema_file(reference, base_dir)
+        if path is not None:
             if not path.exists():
                 raise DefinitionError(f"schema file {reference!r} does not exist ({path})")
             return _schema_from_yaml(path, reference)

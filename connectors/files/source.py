@@ -21,7 +21,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from connectors.base import ConnectorContext
+from connectors.base import ConnectorContext, FileVersion, file_versions
 from connectors.files.badrows import (
     Reject,
     Rejects,
@@ -33,7 +33,7 @@ from connectors.files.config import FilesSource
 from connectors.types import parse_type
 from engine.errors import DataError, DefinitionError
 
-__all__ = ["expand_paths", "infer_format", "open_files"]
+__all__ = ["expand_paths", "infer_format", "observe_files", "open_files"]
 
 _COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 _FORMATS = {
@@ -66,6 +66,15 @@ def expand_paths(config: FilesSource, base_dir: Path) -> list[Path]:
         for file in files:
             found.setdefault(file, None)
     return list(found)
+
+
+def observe_files(config: FilesSource, base_dir: Path) -> tuple[FileVersion, ...]:
+    """Every file the config names now, with its size and modification time, so that an
+    output read from other files (changed, added or removed) is not reused."""
+    try:
+        return file_versions(expand_paths(config, base_dir))
+    except DataError:
+        return ()  # a pattern matches nothing: the run says which; nothing earlier matches ()
 
 
 def infer_format(path: Path) -> str:

@@ -163,6 +163,43 @@ def test_run_unknown_parameter_and_selection_exit_2(cli: Cli, write: WritePipeli
     assert "unknown task 'nope'" in bad_select.stderr
 
 
+IDENTIFIER = """
+    pipeline: pick
+    params: {source: orders}
+    tasks:
+      - id: orders
+        sql: select 1 as x
+      - id: copy
+        sql: select * from {{ params.source | sql_identifier }}
+"""
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_parameter_naming_no_task_as_a_table_exits_2_naming_task_parameter_and_table(
+    cli: Cli, write: WritePipeline, command: str
+) -> None:
+    path = write("p.yaml", IDENTIFIER)
+    result = cli(command, path, "--param", "source=ordrs")
+    assert result.exit_code == 2, result.output
+    assert (
+        "p.yaml:7: error [task copy]: SQL reads table 'ordrs' (the value of parameter "
+        "'source'), which no task of this pipeline produces. Did you mean 'orders'?"
+    ) in " ".join(result.stderr.split())  # the console wraps long lines
+    assert "Traceback" not in result.output
+    assert "KeyError" not in result.output
+
+
+def test_a_parameter_naming_a_load_task_as_a_table_exits_2(cli: Cli, write: WritePipeline) -> None:
+    path = write(
+        "p.yaml",
+        IDENTIFIER
+        + "      - id: out\n        load: {input: orders, to: parquet, path: o.parquet}\n",
+    )
+    result = cli("run", path, "--param", "source=out", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert "SQL reads 'out', a load task, which produces no table" in result.stderr
+
+
 def test_json_logs_carry_pipeline_run_and_task(cli: Cli, write: WritePipeline) -> None:
     result = cli("run", write("p.yaml", GOOD), "--no-progress", "--log-format", "json")
     assert result.exit_code == 0
