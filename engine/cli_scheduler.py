@@ -59,7 +59,12 @@ def _pipeline(project: Path, name_or_file: str) -> tuple[str, Path]:
 @main.command()
 @project_argument
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the HTTP API listens.")
-@click.option("--port", type=int, default=None, help="Serve the HTTP API and /metrics here.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve the HTTP API and /metrics here (GET / lists the endpoints).",
+)
 @click.option(
     "--token",
     envvar="ARROWLINE_API_TOKEN",
@@ -89,6 +94,7 @@ def scheduler(
 ) -> None:
     """Run the project's schedules and triggers until SIGTERM. One scheduler acts per project;
     start more as standbys: one takes over within a tick when the active one dies."""
+    from engine.errors import ArrowlineError
     from engine.scheduler import Scheduler, SchedulerSettings
     from engine.scheduler_api import ApiServer
 
@@ -97,7 +103,11 @@ def scheduler(
     settings = SchedulerSettings(tick=tick, max_runs=max_runs, shutdown_timeout=shutdown_timeout)
     with _errors():
         the_scheduler = Scheduler(project, settings)
-        api = ApiServer(the_scheduler, host, port, token) if port is not None else None
+        try:
+            api = ApiServer(the_scheduler, host, port, token) if port is not None else None
+        except ArrowlineError:  # a busy port: give up the leadership taken, then say so
+            the_scheduler.close()
+            raise
     if api is not None:
         api.start()
         err.print(Text(f"API on {api.address}", style="dim"))

@@ -103,7 +103,24 @@ class PipelineInvalid(DefinitionError):
 
 
 class ParameterError(ArrowlineError):
-    """A parameter is unknown, undefined, or its value cannot be used."""
+    """A parameter is unknown, undefined, or its value cannot be used.
+
+    When one value is at fault, `parameter`, `expected` (its type) and `received` (the value as
+    sent, shortened) say which, so an API can answer with them as fields, not only as prose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        parameter: str | None = None,
+        expected: str | None = None,
+        received: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.parameter = parameter
+        self.expected = expected
+        self.received = received
 
 
 class SelectionError(ArrowlineError):

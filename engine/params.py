@@ -2,8 +2,13 @@
 
 Precedence, lowest first: the pipeline's `params:` defaults < environment variables
 `ARROWLINE_PARAM_<NAME>` < values given for one run (`--param name=value`, trigger payloads, the
-Python API). Values from the environment and the command line are text; they are converted to the
-type of the parameter's default, so `--param limit=10` stays an integer when the default is one.
+HTTP API, the Python API).
+
+Every parameter has a type (`ParamType`): declared (`n: {type: int, default: 3}`) or that of its
+default (`n: 3`). Every value, wherever it comes from, is checked against it by `check_value`:
+text (the command line, the environment, JSON strings) is read as the type, so `--param limit=10`
+is an integer; any other value must already be of the type, so a list or an object sent for an
+integer is refused instead of reaching a template as its Python text.
 
 Templates render with `StrictUndefined` in a sandboxed environment. Built-ins: `params`,
 `run_id`, `logical_date` (aware datetime, UTC), `ds` (YYYY-MM-DD of the logical date),
@@ -13,7 +18,9 @@ Templates render with `StrictUndefined` in a sandboxed environment. Built-ins: `
     select * from {{ params.table | sql_identifier }}     -> "orders"  (quotes doubled)
 
 `sql_literal` makes any text a single SQL string literal, so a value such as
-`x'; drop table t; --` stays data and cannot change the statement.
+`x'; drop table t; --` stays data and cannot change the statement. Only a parameter whose every
+value is a number or a boolean (`Param.prints_as_sql`) may be printed into SQL without a filter;
+validation reports any other as an error (`unfiltered_sql_params`).
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from enum import StrEnum
+from typing import Any, assert_never
 
 import jinja2
 import yaml
@@ -38,9 +46,15 @@ from engine.errors import ParameterError
 from engine.problems import did_you_mean
 
 __all__ = [
+    "ANY_PARAM",
     "ENV_PREFIX",
+    "Param",
+    "ParamType",
     "RenderContext",
+    "as_type",
+    "check_value",
     "coerce_value",
+    "infer_param",
     "parse_assignments",
     "referenced_params",
     "render",
@@ -63,15 +77,15 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, int):
-        return str(value)
+        return _signed(str(value))
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ParameterError(f"cannot write {value!r} as a SQL literal")
-        return repr(value)
+        return _signed(repr(value))
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ParameterError(f"cannot write {value!r} as a SQL literal")
-        return str(value)
+        return _signed(str(value))
     if isinstance(value, datetime):
         kind = "TIMESTAMPTZ" if value.tzinfo is not None else "TIMESTAMP"
         return f"{kind} '{value.isoformat(sep=' ')}'"
@@ -89,6 +103,19 @@ def sql_literal(value: Any) -> str:
     raise ParameterError(f"cannot write a {type(value).__name__} as a SQL literal")
 
 
+def _signed(number: str) -> str:
+    """A negative number in parentheses: after a minus, `10--5` would start a comment."""
+    return f"({number})" if number.startswith("-") else number
+
+
+def _finalize_sql(value: Any) -> Any:
+    """How SQL text prints a value: numbers (printed raw, they are allowed to be) keep their
+    sign inside parentheses, so `10-{{ n }}` with n = -5 cannot comment out the rest of the line."""
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return _signed(str(value))
+    return value
+
+
 def sql_identifier(value: Any) -> str:
     """Render text as one quoted SQL identifier; dots are part of the name, not separators."""
     if not isinstance(value, str) or not value or "\x00" in value:
@@ -104,12 +131,14 @@ class _NullUndefined(jinja2.ChainableUndefined):
 
 
 @functools.cache
-def template_environment() -> ImmutableSandboxedEnvironment:
-    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters)."""
+def template_environment(sql: bool = False) -> ImmutableSandboxedEnvironment:
+    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters); with `sql`,
+    the one SQL statements render in, where a number's sign cannot start a comment."""
     env = ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # SQL, paths and YAML values: HTML escaping would corrupt them
         keep_trailing_newline=True,
+        finalize=_finalize_sql if sql else None,
     )
     env.filters["sql_literal"] = sql_literal
     env.filters["sql_identifier"] = sql_identifier
@@ -166,11 +195,14 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
-def render(text: str, context: RenderContext, task_id: str | None = None) -> str:
-    """Render one template. Raises ParameterError for undefined names and template errors."""
+def render(
+    text: str, context: RenderContext, task_id: str | None = None, *, sql: bool = False
+) -> str:
+    """Render one template (`sql`: a SQL statement). Raises ParameterError for undefined names
+    and template errors."""
     if not is_template(text):
         return text
-    env = template_environment()
+    env = template_environment(sql)
     try:
         return env.from_string(text).render(context.variables(task_id))
     except jinja2.UndefinedError as exc:
@@ -225,11 +257,22 @@ def undeclared_names(text: str) -> set[str]:
     return set(meta.find_undeclared_variables(ast)) - BUILTINS
 
 
+ANY_PARAM = "*"
+"""Stands for every parameter in `unfiltered_sql_params`: which one a template prints cannot be
+told before it runs (`{{ params[name] }}`, `{{ params | attr(x) }}`)."""
+
+
 def unfiltered_sql_params(text: str) -> set[str]:
-    """Parameters printed into SQL without `sql_literal`/`sql_identifier`: injection risks."""
+    """Parameters printed into SQL without `sql_literal`/`sql_identifier`: injection risks.
+
+    Conservative: a parameter counts when it is printed directly (`params.a`, `params['a']`),
+    through a variable set from it (`{% set x = params.a %}`, `{% for x in params.a %}`,
+    `namespace`), or inside any expression that does not end in a SQL filter. ANY_PARAM stands
+    for all of them when the name is only known at run time."""
     if not is_template(text):
         return set()
     ast = template_environment().parse(text)
+    held = _variables_holding_params(ast)
     risky: set[str] = set()
     for output in ast.find_all(nodes.Output):
         for expr in output.nodes:
@@ -237,50 +280,255 @@ def unfiltered_sql_params(text: str) -> set[str]:
                 continue
             if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
                 continue
-            # find_all yields descendants only; `{{ params.a }}` is itself the Getattr node.
-            for node in [expr, *expr.find_all(nodes.Getattr)]:
-                if (
-                    isinstance(node, nodes.Getattr)
-                    and isinstance(node.node, nodes.Name)
-                    and node.node.name == "params"
-                ):
-                    risky.add(node.attr)
+            risky |= _params_in(expr, held)
     return risky
+
+
+def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:
+    """The parameters an expression may evaluate to (or contain)."""
+    found: set[str] = set()
+    looked_up = 0  # `params` names accounted for by `params.a` / `params['a']`
+    for node in [expr, *expr.find_all((nodes.Getattr, nodes.Getitem))]:
+        if not (isinstance(node, nodes.Getattr | nodes.Getitem) and _is_params(node.node)):
+            continue
+        looked_up += 1
+        if isinstance(node, nodes.Getattr):
+            found.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add(node.arg.value)
+        else:
+            found.add(ANY_PARAM)
+    names = [expr] if isinstance(expr, nodes.Name) else list(expr.find_all(nodes.Name))
+    if sum(_is_params(name) for name in names) > looked_up:
+        found.add(ANY_PARAM)  # `params` itself, passed to a filter or printed whole
+    for name in names:
+        found |= held.get(name.name, set())
+    return found
+
+
+def _is_params(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "params"
+
+
+def _variables_holding_params(ast: nodes.Template) -> dict[str, set[str]]:
+    """Template variables (`set`, `for`, `with`) and the parameters each may hold, followed
+    through chains (`{% set a = params.x %}{% set b = a %}`) until nothing changes."""
+    bindings: list[tuple[nodes.Node, nodes.Node]] = []
+    for node in ast.find_all((nodes.Assign, nodes.For, nodes.With)):
+        if isinstance(node, nodes.Assign):
+            bindings.append((node.target, node.node))
+        elif isinstance(node, nodes.For):
+            bindings.append((node.target, node.iter))
+        else:
+            assert isinstance(node, nodes.With)
+            bindings.extend(zip(node.targets, node.values, strict=False))
+    held: dict[str, set[str]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for target, value in bindings:
+            found = _params_in(value, held)
+            for name in _target_names(target):
+                if not found <= held.setdefault(name, set()):
+                    held[name] |= found
+                    changed = True
+    return held
+
+
+def _target_names(target: nodes.Node) -> Iterable[str]:
+    if isinstance(target, nodes.Name | nodes.NSRef):
+        yield target.name
+    elif isinstance(target, nodes.Tuple):
+        for item in target.items:
+            yield from _target_names(item)
+
+
+class ParamType(StrEnum):
+    """The types a parameter can have: declared (`{type: int, default: 3}`) or its default's."""
+
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    DATE = "date"
+    DATETIME = "datetime"
+    LIST = "list"
+    DICT = "dict"
+
+
+_PRINTABLE_IN_SQL = frozenset({ParamType.INT, ParamType.FLOAT, ParamType.BOOL})
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a pipeline: its type and its default (null makes it optional)."""
+
+    name: str
+    type: ParamType
+    default: Any
+    description: str | None = None
+
+    @property
+    def nullable(self) -> bool:
+        """A parameter whose default is null takes null as a value too."""
+        return self.default is None
+
+    @property
+    def expected(self) -> str:
+        """The type as an error message or an API answer names it: `int`, `int or null`."""
+        return f"{self.type.value} or null" if self.nullable else self.type.value
+
+    @property
+    def prints_as_sql(self) -> bool:
+        """Every value reads as SQL as it is: a number or a boolean (never null, never text)."""
+        return self.type in _PRINTABLE_IN_SQL and not self.nullable
+
+
+_INFERRED: tuple[tuple[type | tuple[type, ...], ParamType], ...] = (
+    ((str, type(None)), ParamType.STR),
+    (bool, ParamType.BOOL),  # before int: a bool is an int to isinstance
+    (int, ParamType.INT),
+    (float, ParamType.FLOAT),
+    (datetime, ParamType.DATETIME),  # before date, for the same reason
+    (date, ParamType.DATE),
+    ((list, tuple), ParamType.LIST),
+    (dict, ParamType.DICT),
+)
+
+
+def infer_param(name: str, default: Any) -> Param:
+    """A parameter declared by its default alone (`limit: 10`): it has the default's type; a
+    null default makes it optional text."""
+    inferred = next((kind for types, kind in _INFERRED if isinstance(default, types)), None)
+    if inferred is None:
+        raise ParameterError(
+            f"parameter {name!r}: a default of type {type(default).__name__} has no parameter "
+            f"type (types: {', '.join(t.value for t in ParamType)})",
+            hint=f"declare it as {name}: {{type: str, default: ...}} with one of those types",
+            parameter=name,
+        )
+    return Param(name, inferred, default)
 
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
+def check_value(param: Param, value: Any, source: str) -> Any:
+    """`value` as `param`'s type, or ParameterError naming the parameter, its type, the value
+    and `source` (where the value came from: `--param`, `$ARROWLINE_PARAM_N`, a request)."""
+    if value is None and param.nullable:
+        return None
+    try:
+        return as_type(param.type, value)
+    except ValueError as exc:
+        raise ParameterError(
+            f"parameter {param.name!r} from {source}: {exc}",
+            parameter=param.name,
+            expected=param.expected,
+            received=_shown(value),
+        ) from None
+
+
+def as_type(kind: ParamType, value: Any) -> Any:
+    """`value` as a `kind`, or ValueError saying what was expected and what came. Text is read
+    as the type (it is all the command line and the environment can give); any other value
+    must already be of it, and lists and mappings hold only scalars."""
+    try:
+        return _read(kind, value) if isinstance(value, str) else _typed(kind, value)
+    except (ValueError, TypeError, ArithmeticError, yaml.YAMLError) as exc:
+        shown = _shown(value)
+        what = (
+            f"cannot read {shown} as {kind.value}"
+            if isinstance(value, str)
+            else f"expected {kind.value}, got {_kind(value)} {shown}"
+        )
+        raise ValueError(what + (f" ({exc})" if str(exc) else "")) from None
+
+
+def _read(kind: ParamType, text: str) -> Any:
+    """Text as a value of `kind`."""
+    if kind is ParamType.STR:
+        return text
+    if kind is ParamType.BOOL:
+        lowered = text.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise ValueError("expected true or false")
+    if kind is ParamType.INT:
+        return int(text)
+    if kind is ParamType.FLOAT:
+        return _finite(float(text))
+    if kind is ParamType.DATETIME:
+        return datetime.fromisoformat(text)
+    if kind is ParamType.DATE:
+        return date.fromisoformat(text)
+    parsed = json.loads(text) if text.strip()[:1] in "[{" else yaml.safe_load(text)
+    return _typed(kind, parsed)
+
+
+def _typed(kind: ParamType, value: Any) -> Any:
+    """`value` when it is of `kind` (ints widen to float); TypeError when it is not."""
+    match kind:
+        case ParamType.STR:
+            ok = isinstance(value, str)
+        case ParamType.BOOL:
+            ok = isinstance(value, bool)
+        case ParamType.INT:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        case ParamType.FLOAT:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return _finite(float(value))
+            ok = False
+        case ParamType.DATETIME:
+            ok = isinstance(value, datetime)
+        case ParamType.DATE:
+            ok = isinstance(value, date) and not isinstance(value, datetime)
+        case ParamType.LIST:
+            if isinstance(value, list | tuple):
+                return [_scalar(item, f"item {i}") for i, item in enumerate(value)]
+            ok = False
+        case ParamType.DICT:
+            if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+                return {key: _scalar(item, f"key {key!r}") for key, item in value.items()}
+            ok = False
+        case _:
+            assert_never(kind)
+    if not ok:
+        raise TypeError("")
+    return value
+
+
+def _finite(number: float) -> float:
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _scalar(value: Any, where: str) -> Any:
+    """An item of a list or mapping parameter: text, a number, a boolean, a date or null."""
+    if value is None or isinstance(value, str | bool | int | date):
+        return value
+    if isinstance(value, float):
+        return _finite(value)
+    raise ValueError(f"{where} is {_kind(value)}; items are text, numbers, booleans, dates or null")
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "text"}
+    names |= {list: "a list", tuple: "a list", dict: "an object", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """The value as sent, shortened: an attacker's megabyte does not belong in a log line."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def coerce_value(name: str, text: str, default: Any, source: str) -> Any:
     """Convert a text value to the type of the parameter's default."""
-    try:
-        if isinstance(default, bool):
-            lowered = text.strip().lower()
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise ValueError("expected true or false")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if isinstance(default, datetime):
-            return datetime.fromisoformat(text)
-        if isinstance(default, date):
-            return date.fromisoformat(text)
-        if isinstance(default, list | dict):
-            value = json.loads(text) if text.strip()[:1] in "[{" else yaml.safe_load(text)
-            if not isinstance(value, type(default)):
-                raise ValueError(f"expected a {type(default).__name__}")
-            return value
-    except (ValueError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ParameterError(
-            f"parameter {name!r} from {source}: cannot read {text!r} as "
-            f"{type(default).__name__} like its default {default!r} ({exc})"
-        ) from None
-    return text
+    return check_value(infer_param(name, default), text, source)
 
 
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -295,33 +543,38 @@ def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def resolve_params(
-    defaults: Mapping[str, Any],
+    declared: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    source: str = "--param",
 ) -> dict[str, Any]:
-    """Merge defaults < environment < overrides. Unknown override names are errors."""
+    """Merge defaults < environment < overrides, each value checked against its parameter's
+    type. `declared` maps names to `Param`s (`PipelineSpec.parameters`) or to plain defaults.
+    Unknown override names are errors; `source` names where the overrides came from."""
     environ = os.environ if environ is None else environ
-    resolved = dict(defaults)
-    by_upper = {name.upper(): name for name in defaults}
+    params = {
+        name: value if isinstance(value, Param) else infer_param(name, value)
+        for name, value in declared.items()
+    }
+    resolved = {name: param.default for name, param in params.items()}
+    by_upper = {name.upper(): name for name in params}
     for key, text in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
         name = by_upper.get(key[len(ENV_PREFIX) :].upper())
         if name is not None:  # variables for other pipelines are not ours to judge
-            resolved[name] = coerce_value(name, text, defaults[name], f"${key}")
+            resolved[name] = check_value(params[name], text, f"${key}")
     for name, value in (overrides or {}).items():
-        if name not in defaults:
-            known = ", ".join(sorted(defaults)) or "none are declared"
+        if name not in params:
+            known = ", ".join(sorted(params)) or "none are declared"
             raise ParameterError(
-                f"unknown parameter {name!r}.{did_you_mean(name, list(defaults))} "
+                f"unknown parameter {name!r}.{did_you_mean(str(name), list(params))} "
                 f"Parameters of this pipeline: {known}",
                 hint="declare it under `params:` in the pipeline with a default value",
+                parameter=str(name),
             )
-        resolved[name] = (
-            coerce_value(name, value, defaults[name], "--param")
-            if isinstance(value, str)
-            else value
-        )
+        resolved[name] = check_value(params[name], value, source)
     return resolved
 
 

@@ -201,7 +201,7 @@ def build_plan(
     """Plan one run. Raises DefinitionError (PipelineInvalid when the run's parameters name a
     table no task produces), ParameterError or SelectionError."""
     spec = definition.spec
-    resolved_params = resolve_params(spec.params, params, environ)
+    resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
     when = (logical_date or datetime.now(UTC)).astimezone(UTC)
     context = RenderContext(spec.name, resolved_params, run_id, when)

@@ -1,4 +1,5 @@
-"""Render `docs/pipeline-reference.md` from the pipeline model, so the reference cannot drift.
+"""Render `docs/pipeline-reference.md` from the pipeline model and the scheduler API's endpoint
+list, so the reference cannot drift.
 
     python -m engine.reference > docs/pipeline-reference.md
 
@@ -23,12 +24,15 @@ from connectors.postgres.config import (
     PostgresSink,
     PostgresSource,
 )
+from engine.params import ParamType
+from engine.scheduler_api import ENDPOINTS, MAX_BODY
 from engine.spec import (
     AlertsSpec,
     BreakerPolicy,
     ColumnRule,
     InlineSchema,
     OpenLineageSpec,
+    ParamSpec,
     PipelineSpec,
     RetentionSpec,
     RetryPolicy,
@@ -74,9 +78,12 @@ Every string in a task's configuration is a Jinja2 template, rendered once per r
 | `pipeline`, `task` | the pipeline's and the task's id |
 
 Parameter values, lowest precedence first: the pipeline's `params:` defaults, environment
-variables `ARROWLINE_PARAM_<NAME>`, then `--param name=value` (or `params=` in Python). Text from
-the environment or the command line is converted to the type of the default (`--param limit=10`
-is an integer when the default is one); an unknown name is an error.
+variables `ARROWLINE_PARAM_<NAME>`, then the values given for one run: `--param name=value`,
+`{"params": {...}}` sent to the scheduler's API, `params=` in Python. Every parameter has a type,
+its default's (`limit: 10` is an int) or a declared one (see [param](#param)), and every value,
+wherever it comes from, must be of it: text is read as the type (`--param limit=10` is an int),
+any other value must already be one (a JSON list sent for an int is refused, with the
+parameter, its type and what was sent). An unknown name is an error.
 
 Values reach SQL through filters, never as raw text an outsider controls:
 
@@ -85,7 +92,9 @@ where region = {{ params.region | sql_literal }}     -- 'north'; quotes are doub
 select * from {{ params.table | sql_identifier }}   -- "orders"
 ```
 
-`arrowline validate` warns when a text parameter is pasted into SQL without one of them.
+Only int, float and bool parameters whose default is not null may be printed into SQL (a sql
+task, a source's `query`) without one of them: `arrowline validate` reports any other printed
+raw as an error, because a value sent for a run could rewrite the statement.
 
 ## Types
 
@@ -113,6 +122,12 @@ defaults:
 tasks:
   - id: raw_orders
     extract: {from: files, path: "data/orders/*.csv"}""",
+    ParamSpec: """\
+params:
+  region: north                                  # a str: the type of its default
+  start: {type: date, default: "2024-01-01"}
+  limit: {type: int, default: null, description: At most this many rows; all when null}
+  ratio: {type: float, default: 1}""",
     TaskDefaults: """\
 defaults:
   retry: {attempts: 5, backoff: 2s}
@@ -238,6 +253,14 @@ load:
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("Pipeline", PipelineSpec, "The top level of a pipeline file."),
+    (
+        "param",
+        ParamSpec,
+        "A parameter declared with its type, beside plain defaults under `params:`. A mapping "
+        "with a `type` key is a declaration, so a parameter whose default is such a mapping is "
+        "declared `{type: dict, default: {...}}`. A list holds scalars (text, numbers, "
+        "booleans, dates, null); a dict maps text to scalars.",
+    ),
     ("defaults", TaskDefaults, "Settings every task inherits unless it sets its own."),
     (
         "retry",
@@ -409,6 +432,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
 
 
 _NAMES = {
+    "ParamSpec": "[param](#param)",
+    "ParamType": " \\| ".join(json.dumps(kind.value) for kind in ParamType),
     "RetryPolicy": "[retry](#retry)",
     "TaskDefaults": "[defaults](#defaults)",
     "TaskSpec": "[task](#task)",
@@ -489,6 +514,31 @@ def _table(model: type[BaseModel]) -> str:
     return "\n".join(lines)
 
 
+API_INTRO = f"""\
+## Scheduler HTTP API
+
+`arrowline scheduler --port N` serves these endpoints on 127.0.0.1. Bound elsewhere (`--host`) it
+needs `--token` (or `$ARROWLINE_API_TOKEN`), and the endpoints marked below need
+`Authorization: Bearer <token>`. `GET /` answers with this list as JSON.
+
+A POST's body is `application/json` (else 415) with a Content-Length (411) of at most
+{MAX_BODY} bytes (413); a body that does not arrive in time is answered with 408. Requests a
+browser sends for another site are refused with 403: an `Origin` other than the API's own,
+`Sec-Fetch-Site: cross-site` or `same-site`, and on loopback a `Host` that is not loopback (a
+page that rebound its own name). So a web page cannot start runs, even without a token.
+
+| method | path | token | what it does |
+|---|---|---|---|
+"""
+
+
+def _api_section() -> str:
+    rows = [
+        f"| {e.method} | `{e.path}` | {'yes' if e.token else 'no'} | {e.does} |" for e in ENDPOINTS
+    ]
+    return API_INTRO + "\n".join(rows) + "\n"
+
+
 def render_reference() -> str:
     parts = [INTRO]
     for title, model, prose in SECTIONS:
@@ -496,6 +546,7 @@ def render_reference() -> str:
             f"## {title}\n\n{prose}\n\n{_table(model)}\n\nExample:\n\n```yaml\n"
             f"{EXAMPLES[model]}\n```\n"
         )
+    parts.append(_api_section())
     return "\n".join(parts)
 
 

@@ -88,11 +88,18 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
     kind_field = KIND_FIELDS[task.kind]
     config = getattr(task, kind_field)
     if task.kind is TaskKind.SQL:
-        rendered: BaseModel = SqlSpec(query=render(sql_text(task, definition), context, task.id))
+        statement = render(sql_text(task, definition), context, task.id, sql=True)
+        rendered: BaseModel = SqlSpec(query=statement)
     else:
         assert isinstance(config, BaseModel)
         raw = config.model_dump(by_alias=True, exclude_unset=True)
-        raw = _render_value(raw, context, task.id)
+        raw = {
+            # a source's `query` is SQL: it renders as a sql task's statement does
+            key: render(value, context, task.id, sql=True)
+            if key == "query" and isinstance(value, str)
+            else _render_value(value, context, task.id)
+            for key, value in raw.items()
+        }
         try:
             rendered = type(config).model_validate(raw)
         except ValidationError as exc:

@@ -789,7 +789,7 @@ def request_run(project: Path, name: str, params: dict[str, Any], source: str) -
     if path is None:
         raise KeyError(name)
     spec = load(path).spec
-    resolve_params(spec.params, params, {})
+    resolve_params(spec.parameters, params, {}, source=f"the {source} request")
     with SchedulerStore(catalog_location(project)) as store:
         return store.request_run(name, str(path), params, source)
 

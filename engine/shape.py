@@ -160,7 +160,8 @@ def _pydantic_problems(
             code = "unknown-connector"
         elif kind == "missing":
             key = str(item["loc"][-1])
-            message = f"{_display(path[:-1]) or 'pipeline'}: missing required key {key!r}"
+            # a missing key is not in the data, so the path walked ends at its parent
+            message = f"{_display(path) or 'pipeline'}: missing required key {key!r}"
             if path and path[-1] == item["loc"][-1]:
                 message = f"missing required key {where!r}"
             code = "missing-key"

@@ -15,14 +15,24 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from connectors.base import ConfigModel
 from connectors.duckdb.config import DuckDBSink, DuckDBSource
 from connectors.files.config import CsvOptions, FilesSource, ParquetSink
 from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
 from engine.durations import Duration
+from engine.errors import ParameterError
+from engine.params import Param, ParamType, as_type, infer_param
 
 __all__ = [
     "NAME_PATTERN",
@@ -37,6 +47,7 @@ __all__ = [
     "InlineSchema",
     "LoadSpec",
     "OnFail",
+    "ParamSpec",
     "ParquetSink",
     "PipelineSpec",
     "RetentionSpec",
@@ -148,6 +159,58 @@ class TriggerSpec(ConfigModel):
         if (self.files is None) == (self.after is None):
             raise ValueError("a trigger has exactly one of 'files' or 'after'")
         return self
+
+
+class ParamSpec(ConfigModel):
+    """A parameter with a declared type, for when a default alone does not say it: an optional
+    value (`default: null`), a date written as text, a float whose default is a whole number."""
+
+    type: ParamType = Field(
+        description="str, int, float, bool, date, datetime, list (of scalars) or dict (text "
+        "to scalars). Every value given for a run must be of it."
+    )
+    default: Any = Field(
+        description="The value when a run gives none; null makes the parameter optional."
+    )
+    description: str | None = Field(None, description="What the parameter is for, for people.")
+
+    @field_validator("default")
+    @classmethod
+    def _of_its_type(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")  # absent when the type itself is invalid (reported)
+        return value if value is None or kind is None else as_type(kind, value)
+
+    def param(self, name: str) -> Param:
+        return Param(name, self.type, self.default, self.description)
+
+
+def _param_form(value: Any) -> str:
+    """A mapping with a `type` key declares a parameter; anything else is a plain default."""
+    typed = isinstance(value, ParamSpec) or (isinstance(value, dict) and "type" in value)
+    return "typed" if typed else "plain"
+
+
+def _plain_default(value: Any) -> Any:
+    """A plain default must have a parameter type and be a value of it (lists hold scalars)."""
+    try:
+        param = infer_param("default", value)
+    except ParameterError as exc:
+        raise ValueError(exc.message.removeprefix("parameter 'default': ")) from None
+    return value if value is None else as_type(param.type, value)
+
+
+ParamDeclaration = Annotated[
+    Annotated[ParamSpec, Tag("typed")]
+    | Annotated[
+        Any,
+        AfterValidator(_plain_default),
+        # exactly one branch must match in JSON Schema too: a plain default is no declaration
+        WithJsonSchema({"not": {"type": "object", "required": ["type"]}}),
+        Tag("plain"),
+    ],
+    Discriminator(_param_form),
+]
+"""`n: 3` (the type is the default's) or `n: {type: int, default: 3}`."""
 
 
 class AlertsSpec(ConfigModel):
@@ -428,9 +491,10 @@ class PipelineSpec(ConfigModel):
         "resume",
         description="What the scheduler does with a run its restart interrupted.",
     )
-    params: dict[str, Any] = Field(
+    params: dict[str, ParamDeclaration] = Field(
         default_factory=dict,
-        description="Parameter defaults. Override with ARROWLINE_PARAM_<NAME> or --param.",
+        description="Parameters: a default (its type is the parameter's) or {type, default}. "
+        "Override with ARROWLINE_PARAM_<NAME> or --param.",
     )
     defaults: TaskDefaults = Field(
         default_factory=TaskDefaults, description="Settings every task inherits."
@@ -466,6 +530,18 @@ class PipelineSpec(ConfigModel):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r} must be an identifier (letters, digits, _)")
         return value
+
+    @property
+    def parameters(self) -> dict[str, Param]:
+        """Every parameter with its type, declared or inferred from its default."""
+        return {
+            name: value.param(name) if isinstance(value, ParamSpec) else infer_param(name, value)
+            for name, value in self.params.items()
+        }
+
+    @property
+    def param_defaults(self) -> dict[str, Any]:
+        return {name: param.default for name, param in self.parameters.items()}
 
     def task(self, task_id: str) -> TaskSpec:
         for task in self.tasks:

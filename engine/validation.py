@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from engine.definition import Definition
 from engine.errors import ArrowlineError, DefinitionError, ParameterError, PipelineInvalid
 from engine.graph import find_cycles
 from engine.params import (
+    ANY_PARAM,
     BUILTINS,
     RenderContext,
     referenced_params,
@@ -46,7 +47,8 @@ class _Checker:
     def __init__(self, definition: Definition, params: Mapping[str, Any] | None = None) -> None:
         self.definition = definition
         self.spec = definition.spec
-        self.params = self.spec.params if params is None else params
+        self.parameters = definition.spec.parameters
+        self.params = self.spec.param_defaults if params is None else params
         """The parameter values templates are rendered with: the defaults, or a run's."""
         self.file = definition.file or "<python>"
         self.known_ids = {i for i in definition.task_ids() if i} | {t.id for t in self.spec.tasks}
@@ -211,21 +213,32 @@ class _Checker:
                     hint=f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
                 )
             if task.kind is TaskKind.SQL:
-                # Numbers, booleans and dates are coerced to their type wherever they come from,
-                # so they cannot carry SQL; text and collections can.
-                typed = (bool, int, float, date, datetime)
-                safe = {n for n, v in self.spec.params.items() if isinstance(v, typed)}
-                for name in sorted(unfiltered_sql_params(text) - safe):
-                    self.add(
-                        "unquoted-parameter",
-                        f"parameter 'params.{name}' is pasted into SQL as raw text",
-                        task,
-                        (kind_key,),
-                        severity="warning",
-                        hint=f"write {{{{ params.{name} | sql_literal }}}} for a value, or "
-                        "| sql_identifier for a name",
-                    )
+                self.raw_params(task, text, (kind_key,))
+            elif text == getattr(task.config, "query", None):  # a source's own SQL
+                self.raw_params(task, text, (kind_key, "query"))
         return ok
+
+    def raw_params(self, task: TaskSpec, sql: str, path: PathKey) -> None:
+        """Parameters printed into SQL without `sql_literal`/`sql_identifier` must be numbers
+        or booleans (checked as such wherever a value comes from). Any other value, text, a
+        list, a date, null, could change the statement, so the pipeline is refused."""
+        risky = unfiltered_sql_params(sql)
+        if ANY_PARAM in risky:
+            risky = (risky - {ANY_PARAM}) | set(self.parameters)
+        for name in sorted(risky):
+            param = self.parameters.get(name)
+            if param is None or param.prints_as_sql:
+                continue  # an undefined one is reported as such
+            self.add(
+                "unquoted-parameter",
+                f"parameter 'params.{name}' ({param.expected}) is printed into SQL as raw text, "
+                "where a value could change the statement",
+                task,
+                path,
+                hint=f"write {{{{ params.{name} | sql_literal }}}} for a value, or "
+                "| sql_identifier for a name; only int, float and bool parameters (not null) "
+                "may be printed as they are",
+            )
 
     def sql_line(self, task: TaskSpec, line_in_statement: int | None) -> int | None:
         base = self.task_path(task)
@@ -489,7 +502,7 @@ class _Checker:
         self.secrets()
         context = RenderContext(
             pipeline=self.spec.name,
-            params=self.spec.params,
+            params=self.spec.param_defaults,
             run_id="validation",
             logical_date=datetime.now(UTC),
         )

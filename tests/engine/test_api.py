@@ -9,7 +9,7 @@ import pytest
 
 import engine
 from engine import Pipeline
-from engine.errors import PipelineInvalid
+from engine.errors import ParameterError, PipelineInvalid
 from engine.fingerprint import pipeline_fingerprint
 from engine.validation import load_definition
 from tests.conftest import WritePipeline
@@ -123,3 +123,16 @@ def test_importing_the_packages_has_no_side_effects(tmp_path: Path) -> None:
     )
     assert done.stdout.strip() == "[]"
     assert done.stderr == ""
+
+
+def test_a_run_parameter_not_of_its_type_is_refused_before_anything_runs(project: Path) -> None:
+    pipeline = build(project)
+    with pytest.raises(
+        ParameterError, match=r"parameter 'n' from --param: expected int, got a list"
+    ):
+        pipeline.run(params={"n": ["1]) union all select 42 --"]})
+    assert not (project / "w.duckdb").exists()
+    typed = Pipeline("typed", params={"n": {"type": "int", "default": {"a": 1}}})
+    typed.sql("t", "select 1 as x")
+    with pytest.raises(PipelineInvalid, match=r"params\.n\.default: expected int, got an object"):
+        typed.plan()

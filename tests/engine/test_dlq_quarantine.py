@@ -24,7 +24,7 @@ pipeline: nightly
 params: {day: "2024-03-01"}
 tasks:
   - id: src
-    sql: select range as id, '{{ params.day }}' as day from range(10)
+    sql: select range as id, {{ params.day | sql_literal }} as day from range(10)
   - id: fussy
     udf: {input: src, function: "udfs.py:needs_flag"}
     retry: {attempts: 2, backoff: 0s}

@@ -7,8 +7,12 @@ from sqlglot import exp
 
 from engine.errors import ParameterError
 from engine.params import (
+    ANY_PARAM,
+    Param,
+    ParamType,
     RenderContext,
     coerce_value,
+    infer_param,
     parse_assignments,
     referenced_params,
     render,
@@ -104,6 +108,8 @@ def test_templates_are_sandboxed() -> None:
         (True, "TRUE"),
         (3, "3"),
         (2.5, "2.5"),
+        (-3, "(-3)"),  # after a minus, -3 would start a comment: 10--3
+        (-0.0, "(-0.0)"),
         ("it's", "'it''s'"),
         (date(2024, 1, 2), "DATE '2024-01-02'"),
         (["a", 1], "('a', 1)"),
@@ -141,3 +147,119 @@ def test_finds_referenced_and_unfiltered_parameters() -> None:
     text = "select {{ params.a }}, {{ params.b | sql_literal }} from {{ params['c'] | sql_identifier }}"
     assert referenced_params(text) == {"a", "b", "c"}
     assert unfiltered_sql_params(text) == {"a"}
+
+
+ATTACK = "'] as n union all select [content] from read_text($$/etc/hostname$$) --\""
+
+
+@pytest.mark.parametrize(
+    ("default", "value", "expected"),
+    [
+        (1, [ATTACK], "int"),
+        (1, {"n": 1}, "int"),
+        (1, True, "int"),
+        (1, 1.5, "int"),
+        (1, None, "int"),
+        (1.0, float("nan"), "float"),
+        (1.0, "inf", "float"),
+        (True, 1, "bool"),
+        ("north", 5, "str"),
+        ("north", ["a"], "str"),
+        (date(2024, 1, 1), datetime(2024, 1, 1), "date"),
+        (date(2024, 1, 1), 20240101, "date"),
+        ([1], [[1]], "list"),
+        ([1], [{"a": 1}], "list"),
+        ([1], "x", "list"),
+        ({"a": 1}, {"a": [1]}, "dict"),
+    ],
+)
+def test_a_value_not_of_the_parameters_type_is_refused_wherever_it_comes_from(
+    default: object, value: object, expected: str
+) -> None:
+    with pytest.raises(ParameterError, match=r"^parameter 'p' from the http request: ") as info:
+        resolve_params({"p": default}, {"p": value}, {}, source="the http request")
+    assert (info.value.parameter, info.value.expected) == ("p", expected)
+    assert info.value.received is not None
+
+
+def test_the_value_shown_in_an_error_is_shortened() -> None:
+    with pytest.raises(ParameterError) as info:
+        resolve_params({"n": 1}, {"n": ["x" * 10_000]}, {})
+    assert info.value.received is not None
+    assert len(info.value.received) <= 80
+    assert len(info.value.message) < 300
+
+
+@pytest.mark.parametrize(
+    ("default", "value", "expected"),
+    [
+        (1, "5", 5),  # text, as a JSON body or the command line sends it
+        (1.0, 3, 3.0),
+        (False, "yes", True),
+        (date(2024, 1, 1), "2024-02-01", date(2024, 2, 1)),
+        (date(2024, 1, 1), date(2024, 3, 1), date(2024, 3, 1)),
+        (["a"], ["b", 1, None], ["b", 1, None]),
+        (["a"], '["b", 2]', ["b", 2]),
+        ({"a": 1}, {"b": "x"}, {"b": "x"}),
+        (None, "text", "text"),
+        (None, None, None),
+    ],
+)
+def test_a_value_of_the_parameters_type_is_taken(
+    default: object, value: object, expected: object
+) -> None:
+    assert resolve_params({"p": default}, {"p": value}, {}) == {"p": expected}
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ParameterError, match=r"from \$ARROWLINE_PARAM_N: cannot read '\[1\]'"):
+        resolve_params({"n": 1}, environ={"ARROWLINE_PARAM_N": "[1]"})
+
+
+def test_a_declared_parameter_takes_its_type_not_its_defaults() -> None:
+    declared = {
+        "limit": Param("limit", ParamType.INT, None),
+        "day": Param("day", ParamType.DATE, None),
+    }
+    assert resolve_params(declared, {}, {}) == {"limit": None, "day": None}
+    assert resolve_params(declared, {"limit": "7", "day": "2024-05-01"}, {}) == {
+        "limit": 7,
+        "day": date(2024, 5, 1),
+    }
+    with pytest.raises(ParameterError, match=r"expected int, got a list \[1\]") as info:
+        resolve_params(declared, {"limit": [1]}, {})
+    assert info.value.expected == "int or null"
+
+
+def test_only_numbers_and_booleans_print_into_sql_as_they_are() -> None:
+    assert infer_param("n", 3).prints_as_sql
+    assert infer_param("x", 2.5).prints_as_sql
+    assert infer_param("b", False).prints_as_sql
+    for default in ("north", date(2024, 1, 1), datetime(2024, 1, 1), [1], {"a": 1}, None):
+        assert not infer_param("p", default).prints_as_sql
+    assert not Param("n", ParamType.INT, None).prints_as_sql  # null is not a number
+
+
+@pytest.mark.parametrize(
+    ("template", "found"),
+    [
+        ("select {{ params['a'] }}", {"a"}),
+        ("{% set x = params.a %}select {{ x }}", {"a"}),
+        ("{% set x = params.a %}{% set y = x %}select {{ y }}", {"a"}),
+        ("{% for v in params.a %}{{ v }}{% endfor %}", {"a"}),
+        ("{% set ns = namespace(v=params.a) %}{{ ns.v }}", {"a"}),
+        ("{% with v = params.a %}{{ v }}{% endwith %}", {"a"}),
+        ("select {{ params.a ~ '' }}", {"a"}),
+        ("select {{ params.a | sql_literal | replace(\"'\", '') }}", {"a"}),
+        ("select {{ params[params.k] }}", {"k", ANY_PARAM}),
+        ("select {{ params | attr('a') }}", {ANY_PARAM}),
+        ("select {{ params }}", {ANY_PARAM}),
+        ("{% set x = params.a %}select {{ x | sql_literal }}", set()),
+        ("{% for i in range(3) %}{{ i }}{% endfor %}", set()),
+        ("select {{ ds }}, {{ params.a | sql_identifier }}", set()),
+    ],
+)
+def test_unfiltered_parameters_are_found_however_they_are_printed(
+    template: str, found: set[str]
+) -> None:
+    assert unfiltered_sql_params(template) == found

@@ -1,6 +1,7 @@
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from engine.api import plan, run
@@ -98,3 +99,26 @@ def test_executor_runs_exactly_the_plan(write: WritePipeline, project: Path) -> 
     ran = {task_id for task_id, t in result.tasks.items() if not t.reused_from}
     assert ran == {t.id for t in the_plan.to_run} == {"report"}
     assert result.tasks["left_side"].reused_from is not None
+
+
+def test_a_negative_number_cannot_start_a_comment_in_sql(write: WritePipeline) -> None:
+    """`where total > 10-{{ n }} and tenant = 1` with n = -5 read `10--5 and ...`: the rest
+    of the line, the tenant filter with it, became a comment."""
+    path = write(
+        "p.yaml",
+        """
+        pipeline: signs
+        params: {n: 1, x: 1.5}
+        tasks:
+          - id: t
+            sql: select 10-{{ params.n }} as raw, 10-{{ params.n | sql_literal }} as quoted, 1-{{ params.x }} as f, 0 as tenant
+          - id: s
+            extract: {from: duckdb, path: w.duckdb, query: "select 10-{{ params.n }} as y, 2 as z"}
+        """,
+    )
+    the_plan = plan(path, params={"n": -5, "x": -0.0})
+    sql = the_plan.task("t").sql
+    assert sql is not None
+    assert duckdb.sql(sql).fetchall() == [(15, 15, 1.0, 0)]
+    query = the_plan.task("s").spec.extract.query  # type: ignore[union-attr]
+    assert duckdb.sql(query).fetchall() == [(15, 2)]

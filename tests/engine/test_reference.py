@@ -31,3 +31,11 @@ def test_every_key_of_every_model_is_documented() -> None:
                 f"{model.__name__}.{name} is not documented"
             )
             assert field.description, f"{model.__name__}.{name} has no description"
+
+
+def test_every_scheduler_api_endpoint_is_documented() -> None:
+    from engine.scheduler_api import ENDPOINTS
+
+    text = render_reference()
+    for endpoint in ENDPOINTS:
+        assert f"| {endpoint.method} | `{endpoint.path}` |" in text

@@ -254,7 +254,7 @@ def test_a_task_that_exhausts_its_retries_leaves_a_dead_letter(
         params: {day: "2024-05-01"}
         tasks:
           - id: a
-            sql: select '{{ params.day }}' as day
+            sql: select {{ params.day | sql_literal }} as day
             retry: {attempts: 3, backoff: 0s, jitter: none}
         """,
     )

@@ -4,12 +4,15 @@ alerts against a loopback receiver, and the metrics text read back by prometheus
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -21,7 +24,7 @@ from engine.catalog import CatalogReader
 from engine.catalog_db import catalog_location
 from engine.errors import ArrowlineError
 from engine.scheduler import Scheduler, SchedulerSettings
-from engine.scheduler_api import ApiServer
+from engine.scheduler_api import ENDPOINTS, ApiServer
 from engine.scheduler_store import SchedulerStore
 from engine.spec import AlertsSpec
 from tests.conftest import WritePipeline
@@ -42,12 +45,10 @@ tasks:
 """
 
 
-@pytest.fixture
-def api(project: Path, write: WritePipeline) -> Iterator[tuple[Scheduler, str]]:
-    write("daily.yaml", PIPELINE)
+def serve(project: Path, token: str | None) -> Iterator[tuple[Scheduler, str]]:
     scheduler = Scheduler(project, SchedulerSettings())
     assert scheduler.try_lead()
-    server = ApiServer(scheduler, "127.0.0.1", 0, "s3cret")
+    server = ApiServer(scheduler, "127.0.0.1", 0, token, read_timeout=1.0)
     server.start()
     yield scheduler, server.address
     server.stop()
@@ -55,6 +56,19 @@ def api(project: Path, write: WritePipeline) -> Iterator[tuple[Scheduler, str]]:
         for active in runs:
             active.thread.join(10)
     scheduler.close()
+
+
+@pytest.fixture
+def api(project: Path, write: WritePipeline) -> Iterator[tuple[Scheduler, str]]:
+    write("daily.yaml", PIPELINE)
+    yield from serve(project, "s3cret")
+
+
+@pytest.fixture
+def open_api(project: Path, write: WritePipeline) -> Iterator[tuple[Scheduler, str]]:
+    """The API as `arrowline scheduler --port N` serves it: on loopback, without a token."""
+    write("daily.yaml", PIPELINE)
+    yield from serve(project, None)
 
 
 def settle(scheduler: Scheduler) -> None:
@@ -97,6 +111,206 @@ def test_trigger_and_poll_a_run_over_http(api: tuple[Scheduler, str]) -> None:
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
     (sample,) = [s for s in families["arrowline_runs"].samples if s.labels["state"] == "SUCCESS"]
     assert sample.value == 1
+
+
+# `select {{ params.n }}` with this list as n printed the Python text of the list into the SQL,
+# which reads a file of the server into the run's output.
+ATTACK = (
+    "'] as n, null as day union all select [content], null from read_text($$/etc/hostname$$) --\""
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "received"),
+    [
+        ([ATTACK], "[\"'] as n, null as day union all"),
+        ({"x": ATTACK}, '{"x": "\'] as n'),
+        (True, "true"),
+        (1.5, "1.5"),
+        (ATTACK, "'\\'] as n"),
+    ],
+)
+def test_a_value_not_of_the_parameters_type_is_refused_before_it_reaches_sql(
+    open_api: tuple[Scheduler, str], value: object, received: str
+) -> None:
+    scheduler, address = open_api
+    refused = httpx.post(f"{address}/pipelines/daily/runs", json={"params": {"n": value}})
+    assert refused.status_code == 400
+    body = refused.json()
+    assert (body["parameter"], body["expected"]) == ("n", "int")
+    assert body["received"].startswith(received)
+    assert body["error"].startswith("parameter 'n' from the http request: ")
+    assert scheduler.store.requests("daily") == []  # nothing queued, nothing stored
+
+
+def test_a_parameter_sent_as_text_is_read_as_its_type(open_api: tuple[Scheduler, str]) -> None:
+    scheduler, address = open_api
+    created = httpx.post(f"{address}/pipelines/daily/runs", json={"params": {"n": "5"}})
+    assert created.status_code == 202
+    settle(scheduler)
+    with CatalogReader(catalog_location(scheduler.project)) as catalog:
+        run = catalog.run(created.json()["run_id"])
+    assert (run.state.value, run.params) == ("SUCCESS", {"n": 5})
+
+
+def test_the_api_answers_only_json_posts_from_its_own_origin(
+    open_api: tuple[Scheduler, str],
+) -> None:
+    scheduler, address = open_api
+    url = f"{address}/pipelines/daily/runs"
+    port = address.rsplit(":", 1)[1]
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+    ):
+        headers = {"Content-Type": content_type} if content_type else {}
+        refused = httpx.post(url, content=b'{"params": {}}', headers=headers)
+        assert refused.status_code == 415, content_type
+        assert "application/json" in refused.json()["error"]
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": f"http://127.0.0.1:{int(port) + 1}"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Host": f"evil.example:{port}"},  # a page that rebound its name to 127.0.0.1
+    ):
+        refused = httpx.post(url, json={}, headers=headers)
+        assert refused.status_code == 403, headers
+        assert "refused" in refused.json()["error"] or "host" in refused.json()["error"]
+    rebound = httpx.get(f"{address}/status", headers={"Host": f"evil.example:{port}"})
+    assert rebound.status_code == 403
+    assert scheduler.store.requests("daily") == []
+    for headers in (
+        {"Origin": address},
+        {"Origin": f"http://localhost:{port}"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": address},
+        {"Content-Type": "application/json; charset=utf-8"},
+    ):
+        accepted = httpx.post(
+            url, content=b"{}", headers={"Content-Type": "application/json"} | headers
+        )
+        assert accepted.status_code == 202, headers
+    assert len(scheduler.store.requests("daily")) == 4
+
+
+def send(address: str, request: bytes, pause: float = 0) -> tuple[int, dict[str, Any]]:
+    """Write raw bytes to the API, as an attacker's client would; returns the status and body."""
+    parts = urlsplit(address)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as connection:
+        connection.sendall(request)
+        time.sleep(pause)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def post(headers: str, body: bytes = b"") -> bytes:
+    return (
+        b"POST /pipelines/daily/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + headers.encode()
+        + b"\r\n"
+        + body
+    )
+
+
+JSON = "Content-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "says"),
+    [
+        (post(JSON + "Content-Length: 209715200\r\n"), 413, "at most 1048576"),
+        (post(JSON), 411, "Content-Length"),
+        (post(JSON + "Transfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"), 411, "Transfer"),
+        (post(JSON + "Content-Length: ten\r\n"), 400, "whole number"),
+        (post(JSON + "Content-Length: -1\r\n"), 400, "whole number"),
+        (post(JSON + "Content-Length: 2\r\nContent-Length: 3\r\n", b"{} "), 400, "one whole"),
+        (post(JSON + "Content-Length: 1\r\n", b"{"), 400, "not valid JSON"),
+        (post(JSON + "Content-Length: 3\r\n", b"NaN"), 400, "NaN is not a number"),
+        (post(JSON + "Content-Length: 200000\r\n", b"[" * 200_000), 400, "not valid JSON"),
+        (post(JSON + "Content-Length: 3\r\n", b"[1]"), 400, "must be a JSON object"),
+        (post(JSON + "Content-Length: 13\r\n", b'{"param": {}}'), 400, "unknown key 'param'"),
+        (post(JSON + "Content-Length: 15\r\n", b'{"params": [1]}'), 400, "'params' must be"),
+        (post(JSON + "Content-Length: 2\r\n", b"\xff\xfe"), 400, "not valid JSON"),
+    ],
+)
+def test_bodies_must_be_framed_small_json(
+    open_api: tuple[Scheduler, str],
+    capfd: pytest.CaptureFixture[str],
+    request_bytes: bytes,
+    status: int,
+    says: str,
+) -> None:
+    scheduler, address = open_api
+    answered, body = send(address, request_bytes)
+    assert (answered, says in body["error"]) == (status, True), body
+    assert scheduler.store.requests("daily") == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_client_that_stops_sending_loses_its_connection_not_a_thread(
+    open_api: tuple[Scheduler, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    scheduler, address = open_api
+    started = time.monotonic()
+    status, body = send(address, post(JSON + "Content-Length: 100\r\n", b'{"params"'))
+    assert (status, body["error"]) == (408, "the body did not arrive within 1.0 s")
+    assert time.monotonic() - started < 10
+    silent = socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+    try:  # a client that sends nothing at all does not keep the API from answering others
+        assert httpx.get(f"{address}/healthz").json() == {"leader": True}
+    finally:
+        silent.close()
+    assert scheduler.store.requests("daily") == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_get_root_lists_every_endpoint_and_whether_it_needs_the_token(
+    api: tuple[Scheduler, str],
+) -> None:
+    _, address = api
+    index = httpx.get(f"{address}/")  # no token: it only describes the API
+    assert index.status_code == 200
+    endpoints = {(e["method"], e["path"]): e for e in index.json()["endpoints"]}
+    assert set(endpoints) == {(e.method, e.path) for e in ENDPOINTS}
+    assert {key for key, e in endpoints.items() if not e["token"]} == {
+        ("GET", "/"),
+        ("GET", "/healthz"),
+    }
+    assert all(e["does"] for e in endpoints.values())
+    auth = {"Authorization": "Bearer s3cret"}
+    for method, path in endpoints:
+        if method == "GET" and "{" not in path:
+            assert httpx.get(f"{address}{path}", headers=auth).status_code == 200, path
+    assert httpx.get(f"{address}/runs/x").status_code == 401  # the token is still required
+    lost = httpx.get(f"{address}/nope", headers=auth)
+    assert (lost.status_code, lost.json()["error"]) == (
+        404,
+        "no such endpoint: GET /nope; GET / lists them",
+    )
+
+
+def test_an_api_on_a_busy_port_is_an_error_naming_it(project: Path) -> None:
+    scheduler = Scheduler(project, SchedulerSettings())
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            ArrowlineError, match=rf"^cannot serve the scheduler API on 127.0.0.1:{port}: "
+        ):
+            ApiServer(scheduler, "127.0.0.1", port, None)
+    finally:
+        taken.close()
+        scheduler.close()
 
 
 def test_the_api_refuses_to_listen_off_loopback_without_a_token(project: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -257,3 +258,27 @@ def test_replicas_on_two_hosts_share_a_postgres_catalog(
     assert len(started) == len(set(started)) >= 4
     assert rows("select logical_date from runs group by 1 having count(*) > 1") == []
     assert rows("select count(*) from runs where state in ('PENDING', 'RUNNING')") == [(0,)]
+
+
+def test_a_scheduler_on_a_busy_port_says_so_in_one_line(
+    write: WritePipeline, project: Path
+) -> None:
+    write("p.yaml", "pipeline: p\ntasks:\n  - id: a\n    sql: select 1 as x\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = arrowline(project, "scheduler", ".", "--port", str(port))
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert stderr.strip().splitlines() == [
+        f"error: cannot serve the scheduler API on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_a_port_out_of_range_is_a_usage_error(project: Path) -> None:
+    process = arrowline(project, "scheduler", ".", "--port", "70000")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "70000 is not in the range 0<=x<=65535" in stderr
+    assert "Traceback" not in stderr

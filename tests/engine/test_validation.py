@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -349,23 +350,43 @@ def test_undefined_template_variable(write: WritePipeline) -> None:
     assert "Did you mean 'ds'?" in problem.message
 
 
-def test_raw_numeric_parameter_is_not_a_warning(write: WritePipeline) -> None:
+def test_a_missing_key_is_reported_under_its_parent(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        tasks:
+          - id: t
+            sql: select 1 as x
+          - id: u
+            load: {input: t, to: duckdb, table: x}
+    """,
+            )
+        ),
+        "missing-key",
+    )
+    assert (problem.message, problem.line) == ("load: missing required key 'path'", 6)
+
+
+def test_raw_number_and_boolean_parameters_are_not_problems(write: WritePipeline) -> None:
     _, problems = check_file(
         write(
             "p.yaml",
             """
         pipeline: p
-        params: {n: 10}
+        params: {n: 10, ratio: 0.5, flag: true, m: {type: int, default: 2}}
         tasks:
           - id: a
-            sql: select * from range({{ params.n }})
+            sql: select * from range({{ params.n }}) where {{ params.flag }} and {{ params.m }} > {{ params.ratio }}
     """,
         )
     )
     assert problems == []
 
 
-def test_raw_parameter_in_sql_is_a_warning(write: WritePipeline) -> None:
+def test_raw_text_parameter_in_sql_is_an_error(write: WritePipeline) -> None:
     definition, problems = check_file(
         write(
             "p.yaml",
@@ -378,9 +399,125 @@ def test_raw_parameter_in_sql_is_a_warning(write: WritePipeline) -> None:
     """,
         )
     )
-    assert definition is not None  # warnings do not make a pipeline invalid
+    assert definition is None  # a value sent for a run could rewrite the statement
     problem = only(problems, "unquoted-parameter")
-    assert problem.severity == "warning"
+    assert (problem.severity, problem.line, problem.task_id) == ("error", 5, "a")
+    assert "'params.region' (str)" in problem.message
+    assert problem.hint is not None
+    assert "{{ params.region | sql_literal }}" in problem.hint
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        "day: 2024-01-01",
+        "day: [1, 2]",
+        "day: {a: 1}",
+        "day: null",
+        "day: {type: int, default: null}",
+        "day: {type: datetime, default: '2024-01-01T00:00:00'}",
+    ],
+)
+def test_raw_parameters_that_are_not_numbers_or_booleans_are_errors(
+    write: WritePipeline, declaration: str
+) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            f"""
+        pipeline: p
+        params: {{{declaration}}}
+        tasks:
+          - id: a
+            sql: "{{% set d = params.day %}}select {{{{ d }}}} as d"
+    """,
+        )
+    )
+    assert only(problems, "unquoted-parameter").severity == "error"
+
+
+def test_a_raw_parameter_in_a_sources_query_is_an_error(write: WritePipeline) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        params: {region: north}
+        tasks:
+          - id: a
+            extract:
+              from: duckdb
+              path: w.duckdb
+              query: "select * from t where region = '{{ params.region }}'"
+    """,
+            )
+        ),
+        "unquoted-parameter",
+    )
+    assert (problem.severity, problem.line) == ("error", 8)
+
+
+def test_typed_parameter_declarations(write: WritePipeline) -> None:
+    definition, problems = check_file(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        params:
+          n: 3
+          day: {type: date, default: "2024-01-01", description: first day}
+          limit: {type: int, default: null}
+          ratio: {type: float, default: 1}
+        tasks:
+          - id: a
+            sql: select {{ params.day | sql_literal }} as d, {{ params.ratio }} as r
+    """,
+        )
+    )
+    assert problems == []
+    assert definition is not None
+    params = definition.spec.parameters
+    assert {name: p.expected for name, p in params.items()} == {
+        "n": "int",
+        "day": "date",
+        "limit": "int or null",
+        "ratio": "float",
+    }
+    assert definition.spec.param_defaults == {
+        "n": 3,
+        "day": date(2024, 1, 1),
+        "limit": None,
+        "ratio": 1.0,
+    }
+
+
+def test_bad_parameter_declarations_point_at_their_lines(write: WritePipeline) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        params:
+          a: {type: integer, default: 3}
+          b: {type: int, default: "x"}
+          c: {type: int}
+          d: {type: int, default: 1, descripton: x}
+          e: [[1]]
+        tasks:
+          - id: t
+            sql: select 1 as x
+    """,
+        )
+    )
+    shown = {p.line: p.message for p in problems}
+    assert set(shown) == {3, 4, 5, 6, 7}, [p.format() for p in problems]
+    assert "params.a.type" in shown[3]
+    assert "'int'" in shown[3]
+    assert shown[4].startswith("params.b.default: cannot read 'x' as int")
+    assert shown[5] == "params.c: missing required key 'default'"
+    assert "Did you mean 'description'?" in shown[6]
+    assert shown[7].startswith("params.e: expected list, got a list [[1]] (item 0 is a list")
 
 
 def test_sql_that_does_not_parse_points_at_the_file_line(write: WritePipeline) -> None:
