@@ -188,11 +188,7 @@ class ValidationOutcome:
             key = (row["column"] or "", row["check"])
             self.failures_by_check[key] = self.failures_by_check.get(key, 0) + 1
             if len(self.examples) < 5:
-                where = f"row {offset + row['index']}" if row["index"] is not None else "schema"
-                column = f"column {row['column']!r}" if row["column"] else "frame"
-                self.examples.append(
-                    f"{where}: {column} failed {row['check']} with value {row['failure_case']!r}"
-                )
+                self.examples.append(_example(row, offset))
 
     def summary(self) -> str:
         parts = [
@@ -200,6 +196,17 @@ class ValidationOutcome:
             for (column, check), count in sorted(self.failures_by_check.items())
         ]
         return "; ".join(parts)
+
+
+def _example(row: dict[str, Any], offset: int) -> str:
+    """One failure for a hint: the row, column, check and value; a whole-column one in words."""
+    if row["index"] is None:
+        return "schema: " + _describe_schema_case(row["column"], row["check"], row["failure_case"])
+    column = f"column {row['column']!r}" if row["column"] else "frame"
+    return (
+        f"row {offset + row['index']}: {column} failed {row['check']} "
+        f"with value {row['failure_case']!r}"
+    )
 
 
 def _quarantine_rows(frame: pl.DataFrame, failures: pl.DataFrame, offset: int) -> pl.DataFrame:
@@ -225,9 +232,19 @@ def _split_failures(error: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
     return cases.filter(pl.col("index").is_not_null()), cases.filter(pl.col("index").is_null())
 
 
+def _describe_schema_case(column: str | None, check: str, found: object) -> str:
+    """A failure of a whole column in words: pandera reports a missing column as
+    `column_in_dataframe` with the column as its "failure case", which reads as the opposite."""
+    if check == "column_in_dataframe":
+        return f"column {found!r} is missing"
+    if check == "column_in_schema":
+        return f"column {found!r} is not in the schema (strict)"
+    return f"{column or 'frame'}: {check} (found {found})"
+
+
 def _schema_failure(cases: pl.DataFrame) -> DataError:
     details = "; ".join(
-        f"{row['column'] or 'frame'}: {row['check']} (found {row['failure_case']})"
+        _describe_schema_case(row["column"], row["check"], row["failure_case"])
         for row in cases.iter_rows(named=True)
     )
     return DataError(
