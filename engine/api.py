@@ -40,7 +40,7 @@ from engine.runlock import IfRunning, RunLock
 from engine.spec import PipelineSpec, RetryPolicy
 from engine.tasks import TaskRunner, run_task
 from engine.validation import check_definition, load_definition, structural_check
-from engine.workspace import STATE_DIR, Workspace
+from engine.workspace import STATE_DIR, Workspace, nearest_project_dir
 
 __all__ = [
     "Pipeline",
@@ -68,10 +68,7 @@ def find_project_dir(
     if from_env:
         return Path(from_env).resolve()
     here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / STATE_DIR).is_dir():
-            return candidate
-    return here
+    return nearest_project_dir(here) or here
 
 
 class Pipeline:
