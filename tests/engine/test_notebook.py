@@ -94,12 +94,15 @@ def test_a_task_that_never_succeeded_has_no_output_yet(write: WritePipeline, pro
             sql: select error('no') as x
         """,
     )
-    assert not run(path).ok
-    with (
-        engine.open(project) as notebook,
-        pytest.raises(StateError, match="no successful output of task 'boom' yet"),
-    ):
-        notebook.table("boom")
+    failed = run(path)
+    assert not failed.ok
+    with engine.open(project) as notebook:
+        with pytest.raises(StateError, match="no successful output of task 'boom' yet"):
+            notebook.table("boom")
+        with pytest.raises(
+            StateError, match=f"run {failed.run_id} has no output of task 'boom': it is FAILED"
+        ):
+            notebook.table("boom", run=failed.run_id)
 
 
 def test_a_load_task_says_where_it_loaded(write: WritePipeline, project: Path) -> None:
