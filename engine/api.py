@@ -404,8 +404,14 @@ def resume(
     definition = _definition(pipeline)
     project = find_project_dir(project_dir)
     settings = _settings(project, settings, max_parallel)
+    # The lock names the run it is held for, so a run refused meanwhile can say which: "last"
+    # is resolved first (with no runs at all, find_run_to_resume says so under the lock).
     with CatalogReader(catalog_location(project)) as reader:
-        target = reader.run(run_id).run_id if run_id != "last" else "last"
+        if run_id == "last":
+            last = reader.last_run(definition.spec.name)
+            target = last.run_id if last is not None else "last"
+        else:
+            target = reader.run(run_id).run_id
     with _locked(project, definition.spec.name, target, if_running, wait_timeout, None) as catalog:
         previous = find_run_to_resume(catalog, definition.spec.name, target)
         the_plan = plan_resume(definition, catalog, previous, force=force)
@@ -477,13 +483,15 @@ def replay_quarantine(
 ) -> tuple[RunResult, int]:
     """Run the rows a validate task quarantined (in `from_run`, else its latest run) through it
     again, and through the `downstream` tasks named; returns the run and the rows replayed."""
+    from engine.params import new_run_id
     from engine.replay import plan_replay
 
     definition = _definition(pipeline)
     project = find_project_dir(project_dir)
     settings = _settings(project, settings, None)
     name = definition.spec.name
-    with _locked(project, name, "replay", if_running, wait_timeout, None) as catalog:
+    run_id = new_run_id()
+    with _locked(project, name, run_id, if_running, wait_timeout, None) as catalog:
         the_plan, source = plan_replay(
             definition,
             catalog,
@@ -491,6 +499,7 @@ def replay_quarantine(
             from_run=from_run,
             downstream=downstream,
             workspace=Workspace.for_project(project),
+            run_id=run_id,
         )
         result = _execute_locked(the_plan, project, catalog, settings, run_task, listener, None)
         return result, source.rows
