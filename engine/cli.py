@@ -79,6 +79,19 @@ def _errors() -> Iterator[None]:
         _fail(f"{where}: {exc.message}" if where else exc.message, exc.hint, EXIT_FAILED)
 
 
+@contextmanager
+def _pipeline_option() -> Iterator[None]:
+    """The notebook API names a pipeline with `pipeline=`; on the command line it is an option."""
+    from engine.notebook import AmbiguousTask
+
+    try:
+        yield
+    except AmbiguousTask as exc:
+        first, *others = exc.pipelines
+        exc.hint = f"add --pipeline {first} (or another of {', '.join(others)})"
+        raise
+
+
 def _print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         style = "bold red" if problem.severity == "error" else "yellow"
@@ -818,7 +831,7 @@ def show(
     from engine.api import find_project_dir
     from engine.notebook import open as open_project
 
-    with _errors(), open_project(find_project_dir(project_dir)) as project:
+    with _errors(), open_project(find_project_dir(project_dir)) as project, _pipeline_option():
         frame = (
             project.quarantine(task, run_id, pipeline)
             if quarantine
@@ -1081,7 +1094,7 @@ def quarantine_show(
     from engine.api import find_project_dir
     from engine.notebook import open as open_project
 
-    with _errors(), open_project(find_project_dir(project_dir)) as project:
+    with _errors(), open_project(find_project_dir(project_dir)) as project, _pipeline_option():
         frame = project.quarantine(task, run_id, pipeline)
         preview = frame.head(limit).collect()
         total = frame.select(pl.len()).collect().item()

@@ -190,3 +190,18 @@ def test_bad_rows_of_an_extract_go_to_its_quarantine_or_fail_it_losing_nothing(
         raw = catalog.task_run(latest.run_id, "raw")
     assert raw is not None
     assert (raw.rows_in, raw.rows_out, raw.rows_rejected) == (6, 4, 2)
+
+
+def test_a_task_in_several_pipelines_asks_for_the_pipeline_option(
+    cli: Cli, write: WritePipeline
+) -> None:
+    for name in ("shop", "outlet"):
+        text = STRICT.format(limit=5, mode="append").replace("pipeline: shop", f"pipeline: {name}")
+        assert cli("run", write(f"{name}.yaml", text), "--no-progress").exit_code == 0
+    for command in (("quarantine", "show", "checked"), ("show", "checked")):
+        ambiguous = cli(*command)
+        assert ambiguous.exit_code == 1
+        assert "task 'checked' exists in several pipelines (outlet, shop)" in ambiguous.stderr
+        assert "--pipeline outlet" in ambiguous.stderr
+        assert "pipeline=" not in ambiguous.stderr
+        assert cli(*command, "--pipeline", "shop").exit_code == 0
