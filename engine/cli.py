@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from engine.catalog import RunRow
     from engine.dryrun import SchemaReport
     from engine.executor import Executor
+    from engine.planner import Plan
 
 __all__ = ["main"]
 
@@ -298,11 +299,11 @@ def plan(
         shown = ", ".join(f"{k}={v!r}" for k, v in the_plan.params.items())
         out.print(Text(f"params: {shown}", style="dim"))
     if report is not None:
-        _print_schema_report(report)
+        _print_schema_report(report, the_plan)
         sys.exit(EXIT_INVALID if failed else EXIT_OK)
 
 
-def _print_schema_report(report: SchemaReport) -> None:
+def _print_schema_report(report: SchemaReport, the_plan: Plan) -> None:
     for task_id, changes in report.changes.items():
         out.print(Text(f"schema changes of {task_id} since its last run:", style="bold"))
         for change in changes:
@@ -314,12 +315,22 @@ def _print_schema_report(report: SchemaReport) -> None:
                     style=style,
                 )
             )
-    roots = {t: why for t, why in report.unknown.items() if not why.startswith("reads ")}
-    for task_id, why in roots.items():
-        out.print(Text(f"schema of {task_id} not known before running: {why}", style="dim"))
-    downstream = [t for t in report.unknown if t not in roots]
+    # A root reads nothing unknown in this plan (its inputs may lie outside a selection); the
+    # rest are unknown because of a root, which is printed above them.
+    unknown = report.unknown
+    roots = [t for t in unknown if not any(i in unknown for i in the_plan.task(t).inputs)]
+    for task_id in roots:
+        out.print(
+            Text(f"schema of {task_id} not known before running: {unknown[task_id]}", style="dim")
+        )
+    downstream = [t for t in unknown if t not in roots]
     if downstream:
-        out.print(Text(f"and so not known for: {', '.join(downstream)}", style="dim"))
+        out.print(
+            Text(
+                f"so the schemas of {', '.join(downstream)} are not known before running either",
+                style="dim",
+            )
+        )
     _print_problems(report.problems)
 
 
@@ -559,7 +570,6 @@ def run(
 ) -> None:
     """Run a pipeline. Exit 0 on success, 1 when a task failed, 2 when the input is invalid."""
     from engine import api
-    from engine.planner import Plan
     from engine.progress import LiveProgress, summary
     from engine.runlock import IfRunning
 
