@@ -125,6 +125,24 @@ def test_run_success_then_runs_and_show(cli: Cli, write: WritePipeline, project:
     assert rows[0]["_arrowline_errors"][0]["check"] == "less_than_or_equal_to(4)"
 
 
+def test_show_of_a_load_says_where_it_loaded(cli: Cli, write: WritePipeline, project: Path) -> None:
+    assert cli("run", write("p.yaml", GOOD), "--no-progress").exit_code == 0
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        run_id = catalog.runs("shop")[0].run_id
+    shown = cli("show", "out")
+    assert shown.exit_code == 1
+    message = " ".join(shown.stderr.split())
+    assert (
+        f"task 'out' of pipeline 'shop' is a load: run {run_id} loaded its rows into "
+        f"duckdb:{project / 'out' / 'w.duckdb'}#big" in message
+    )
+    assert "task 'checked' holds the rows it loaded" in message
+    assert "Did you mean" not in message
+    unknown = cli("show", "chekced")
+    assert unknown.exit_code == 1
+    assert "no task 'chekced' in pipeline 'shop'. Did you mean 'checked'?" in unknown.stderr
+
+
 def test_run_failure_exits_1_and_names_the_task(cli: Cli, write: WritePipeline) -> None:
     path = write(
         "p.yaml",
