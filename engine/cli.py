@@ -33,6 +33,8 @@ from engine.errors import (
 from engine.problems import Problem
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from engine.catalog import RunRow
     from engine.dryrun import SchemaReport
     from engine.executor import Executor
@@ -850,13 +852,77 @@ def show(
         total = frame.select(pl.len()).collect().item()
         preview = frame.head(limit).collect()
     if fmt == "csv":
-        click.echo(preview.write_csv(), nl=False)
+        click.echo(_csv(preview), nl=False)
     elif fmt == "json":
         click.echo(preview.write_json())
+    elif quarantine:
+        _print_quarantine(preview)
+        err.print(Text(f"{min(limit, total):,} of {total:,} rows", style="dim"))
     else:
         with pl.Config(tbl_rows=limit, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=160):
             click.echo(str(preview))
         err.print(Text(f"{min(limit, total):,} of {total:,} rows", style="dim"))
+
+
+def _csv(frame: pl.DataFrame) -> str:
+    """CSV has no nested values: a quarantine's reasons go as their text column alone."""
+    from transforms.validate import QUARANTINE_ERRORS, QUARANTINE_REASONS
+
+    if QUARANTINE_REASONS in frame.columns:
+        frame = frame.drop(QUARANTINE_ERRORS)
+    return frame.write_csv()
+
+
+_CELL_WIDTH = 24
+"""The widest a data column of a quarantine table gets: its values are context, the reasons
+are the point."""
+
+
+def _print_quarantine(preview: pl.DataFrame) -> None:
+    """Quarantined rows for a terminal: the row number, its reasons whole and one per line
+    ("column: check (value)"), then as many of the row's columns as fit, each on one line."""
+    import polars as pl
+
+    from transforms.validate import (
+        QUARANTINE_ERRORS,
+        QUARANTINE_REASONS,
+        QUARANTINE_ROW,
+        reason_texts,
+    )
+
+    texts = preview.select(reason_texts(pl.col(QUARANTINE_ERRORS))).to_series().to_list()
+    reasons = ["\n".join(lines or []) for lines in texts]
+    rows = [str(r) for r in preview[QUARANTINE_ROW].to_list()]
+    row_width = max([len("row"), *map(len, rows)])
+    longest = max([len("reasons"), *(len(line) for text in reasons for line in text.split("\n"))])
+    reason_width = min(longest, max(40, out.width // 2))
+    table = Table()
+    table.add_column("row", justify="right", width=row_width, no_wrap=True)
+    table.add_column("reasons", width=reason_width, overflow="fold")
+    room = out.width - 1 - (row_width + 3) - (reason_width + 3)  # a column's border and padding
+    columns: list[list[str]] = [rows, reasons]
+    skip = {QUARANTINE_ROW, QUARANTINE_REASONS, QUARANTINE_ERRORS}
+    names = [name for name in preview.columns if name not in skip]
+    left_out: list[str] = []
+    for name in names:
+        cells = ["null" if v is None else str(v) for v in preview[name].to_list()]
+        width = min(_CELL_WIDTH, max([len(name), *map(len, cells)]))
+        if left_out or width + 3 > room:
+            left_out.append(name)
+            continue
+        room -= width + 3
+        table.add_column(name, width=width, no_wrap=True, overflow="ellipsis")
+        columns.append(cells)
+    for values in zip(*columns, strict=True):
+        table.add_row(*values)
+    out.print(table)
+    if left_out:
+        out.print(
+            Text(
+                f"not shown for width: {', '.join(left_out)} (--format json shows every column)",
+                style="dim",
+            )
+        )
 
 
 @main.command()
@@ -1116,7 +1182,7 @@ def quarantine_show(
             .collect()
         )
     if fmt == "csv":
-        click.echo(preview.write_csv(), nl=False)
+        click.echo(_csv(preview), nl=False)
         return
     if fmt == "json":
         click.echo(
@@ -1126,8 +1192,8 @@ def quarantine_show(
             )
         )
         return
+    _print_quarantine(preview)
     with pl.Config(tbl_rows=limit, tbl_cols=30, fmt_str_lengths=80, tbl_width_chars=160):
-        click.echo(str(preview))
         out.print(Text(f"{total:,} quarantined rows; failures by check:", style="bold"))
         click.echo(str(reasons))
 

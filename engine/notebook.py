@@ -236,15 +236,31 @@ class Project:
     def quarantine(
         self, task: str, run: str | None = None, pipeline: str | None = None
     ) -> pl.LazyFrame:
-        """Rows a validate task set aside, with `_arrowline_row` and `_arrowline_errors`."""
+        """Rows a task set aside: `_arrowline_row` (where it was), `_arrowline_reasons` (why, in
+        words: "column: check (value)"), the row's columns, and `_arrowline_errors` (the same
+        reasons as a list of column, check and value structs, to filter and count by)."""
         import polars as pl
+
+        from transforms.validate import (
+            QUARANTINE_ERRORS,
+            QUARANTINE_REASONS,
+            QUARANTINE_ROW,
+            reason_texts,
+        )
 
         row = self._output(task, run, pipeline)
         assert row.output_path is not None
         files = sorted((Path(row.output_path) / QUARANTINE_DIR).glob("part-*.parquet"))
         if not files:
             raise StateError(f"run {row.run_id} quarantined no rows of task {task!r}")
-        return pl.scan_parquet([str(f) for f in files])
+        frame = pl.scan_parquet([str(f) for f in files])
+        reasons = reason_texts(pl.col(QUARANTINE_ERRORS)).list.join("; ")
+        return frame.select(
+            pl.col(QUARANTINE_ROW),
+            reasons.alias(QUARANTINE_REASONS),
+            pl.all().exclude(QUARANTINE_ROW, QUARANTINE_ERRORS),
+            pl.col(QUARANTINE_ERRORS),
+        )
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run DuckDB SQL over the latest outputs; tasks are views by id (and `pipeline.task`)."""

@@ -31,16 +31,40 @@ from transforms.user_code import load_object
 __all__ = [
     "CHECKS",
     "QUARANTINE_ERRORS",
+    "QUARANTINE_REASONS",
     "QUARANTINE_ROW",
     "ValidationOutcome",
     "build_schema",
     "load_schema",
     "needs_whole_input",
+    "reason_texts",
     "validate_frames",
 ]
 
 QUARANTINE_ROW = "_arrowline_row"
 QUARANTINE_ERRORS = "_arrowline_errors"
+QUARANTINE_REASONS = "_arrowline_reasons"
+"""Not stored: the reasons in words, added where people read quarantined rows."""
+
+
+def reason_texts(errors: pl.Expr) -> pl.Expr:
+    """A quarantine's reasons (list of column, check, value structs) as a list of
+    "column: check (value)" texts: the form people read, in a table or a notebook, where a
+    struct shows its values without their field names."""
+    reason = pl.element().struct
+    column = reason.field("column")
+    value = reason.field("value")
+    return errors.list.eval(
+        pl.concat_str(
+            pl.when(column.is_null() | (column == "")).then(pl.lit("(row)")).otherwise(column),
+            pl.lit(": "),
+            reason.field("check"),
+            pl.when(value.is_null())
+            .then(pl.lit(""))
+            .otherwise(pl.concat_str(pl.lit(" ("), value, pl.lit(")"))),
+        )
+    )
+
 
 # YAML check name -> pandera Check constructor name. Range-like checks take {min, max}.
 CHECKS: dict[str, str] = {

@@ -200,3 +200,21 @@ def test_readable_while_another_process_is_running(write: WritePipeline, project
     finally:
         _, stderr = writer.communicate(timeout=60)
     assert writer.returncode == 0, stderr
+
+
+def test_quarantine_frames_say_their_reasons_in_words_and_keep_the_struct_fields(
+    write: WritePipeline, project: Path
+) -> None:
+    run(write("p.yaml", PIPELINE.replace("{n: 10}", "{n: 6}")))
+    with engine.open(project) as notebook:
+        frame = notebook.quarantine("checked").collect()
+    assert frame.columns[:2] == ["_arrowline_row", "_arrowline_reasons"]
+    assert frame["_arrowline_reasons"].to_list() == ["y: less_than(10) (10)"]
+    errors = frame.schema["_arrowline_errors"]
+    assert isinstance(errors, pl.List)
+    assert isinstance(errors.inner, pl.Struct)
+    assert [f.name for f in errors.inner.fields] == ["column", "check", "value"]
+    assert frame["_arrowline_errors"].to_list() == [
+        [{"column": "y", "check": "less_than(10)", "value": "10"}]
+    ]
+    assert "y: less_than(10) (10)" in frame._repr_html_()  # what a notebook shows
