@@ -12,7 +12,7 @@
         return {"score": pl.col("amount") / 100}
 
     p.load("publish", input="scored", to="duckdb", path="out/warehouse.duckdb", table="orders")
-    result = p.run()
+    result = p.run().raise_for_status()  # RunFailed, naming the failed tasks, unless it succeeded
 
 A Python pipeline builds the same `PipelineSpec` as a YAML file and goes through the same
 validation, planning and execution.
@@ -445,8 +445,9 @@ def run(
     run_id: str | None = None,
     on_executor: Callable[[Executor], None] | None = None,
 ) -> RunResult:
-    """Validate, plan and run a pipeline; returns the result (it does not raise on task failure).
-    `logical_date`: the start of the interval the run covers (default: now)."""
+    """Validate, plan and run a pipeline; returns the result (it does not raise on task failure:
+    `result.raise_for_status()` does). `logical_date`: the start of the interval the run covers
+    (default: now)."""
     the_plan = plan(
         pipeline,
         params=params,
