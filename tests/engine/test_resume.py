@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -299,6 +300,20 @@ def test_sharers_hold_the_lock_together_and_keep_a_lone_run_out(tmp_path: Path) 
             late.acquire()
 
 
+def _start_a_second_run(path: Path) -> tuple[list[str], Callable[[RunEvent], None]]:
+    """A listener that, once the run it listens to holds the lock, starts another run of the
+    same pipeline and keeps the message of its refusal."""
+    refusals: list[str] = []
+
+    def second_run(event: RunEvent) -> None:
+        if not refusals:
+            with pytest.raises(ConcurrentRun) as refused:
+                run(path)
+            refusals.append(refused.value.message)
+
+    return refusals, second_run
+
+
 def test_a_run_refused_while_a_resume_holds_the_lock_names_the_run_being_resumed(
     write: WritePipeline, project: Path
 ) -> None:
@@ -309,14 +324,7 @@ def test_a_run_refused_while_a_resume_holds_the_lock_names_the_run_being_resumed
 
     failed = run(path, runner=broken)
     assert not failed.ok
-    refusals: list[str] = []
-
-    def second_run(event: RunEvent) -> None:
-        if not refusals:
-            with pytest.raises(ConcurrentRun) as refused:
-                run(path)
-            refusals.append(refused.value.message)
-
+    refusals, second_run = _start_a_second_run(path)
     assert resume(path, "last", listener=second_run).ok
     (message,) = refusals
     assert f"already running: run {failed.run_id} (pid" in message
@@ -341,14 +349,7 @@ def test_a_run_refused_while_a_replay_holds_the_lock_names_the_replay_run(
         """,
     )
     assert run(path).ok
-    refusals: list[str] = []
-
-    def second_run(event: RunEvent) -> None:
-        if not refusals:
-            with pytest.raises(ConcurrentRun) as refused:
-                run(path)
-            refusals.append(refused.value.message)
-
+    refusals, second_run = _start_a_second_run(path)
     replay, rows = replay_quarantine(path, "checked", listener=second_run)
     assert rows == 2
     (message,) = refusals
