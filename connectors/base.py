@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,8 +30,10 @@ __all__ = [
     "CheckResult",
     "ConfigModel",
     "ConnectorContext",
+    "FileVersion",
     "InputTable",
     "SinkResult",
+    "file_versions",
     "parquet_list_sql",
 ]
 
@@ -114,6 +116,23 @@ class CancelToken:
 def parquet_list_sql(files: tuple[Path, ...] | list[Path]) -> str:
     """A DuckDB list literal of file paths, quotes doubled."""
     return "[" + ", ".join("'" + str(path).replace("'", "''") + "'" for path in files) + "]"
+
+
+FileVersion = tuple[str, int, int]
+"""One input file as it is now: (path, size in bytes, modification time in ns)."""
+
+
+def file_versions(paths: Iterable[Path]) -> tuple[FileVersion, ...]:
+    """Size and modification time of each file that exists. Cheap (no file is read), and
+    enough to tell that a source would read something else than the last time."""
+    versions = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # gone: leaving it out is what makes the set differ from before
+        versions.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(versions)
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from typing import Any
 import pyarrow as pa
 
 from connectors import postgres
-from connectors.base import Capabilities, ConnectorContext, InputTable, SinkResult
+from connectors.base import Capabilities, ConnectorContext, FileVersion, InputTable, SinkResult
 from connectors.duckdb import CAPABILITIES as DUCKDB
-from connectors.duckdb import DuckDBSink, DuckDBSource, open_duckdb, write_duckdb
+from connectors.duckdb import DuckDBSink, DuckDBSource, observe_duckdb, open_duckdb, write_duckdb
 from connectors.duckdb import state as duckdb_state
 from connectors.files import CAPABILITIES as FILES
-from connectors.files import FilesSource, ParquetSink, open_files, write_parquet
+from connectors.files import FilesSource, ParquetSink, observe_files, open_files, write_parquet
 from connectors.postgres import state as postgres_state
 from connectors.watermark import Watermark, WatermarkUpdate
 
@@ -31,6 +31,7 @@ __all__ = [
     "SOURCES",
     "ConnectionKind",
     "capabilities_of",
+    "observe_source",
     "open_source",
     "sink_state",
     "write_sink",
@@ -41,6 +42,9 @@ __all__ = [
 class Source:
     open: Callable[[Any, ConnectorContext], list[pa.RecordBatchReader]]
     capabilities: Capabilities
+    observe: Callable[[Any, Path], tuple[FileVersion, ...]] | None = None
+    """The files the source would read now, for reuse decisions; None for a source whose data
+    cannot be observed without reading it (a database server)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,8 @@ class ConnectionKind:
 
 
 SOURCES: dict[type, Source] = {
-    FilesSource: Source(open_files, FILES),
-    DuckDBSource: Source(open_duckdb, DUCKDB),
+    FilesSource: Source(open_files, FILES, observe_files),
+    DuckDBSource: Source(open_duckdb, DUCKDB, observe_duckdb),
     postgres.PostgresSource: Source(postgres.open_postgres, postgres.CAPABILITIES),
 }
 SINKS: dict[type, Sink] = {
@@ -77,6 +81,12 @@ CONNECTIONS: dict[type, ConnectionKind] = {
 
 def open_source(config: Any, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
     return SOURCES[type(config)].open(config, ctx)
+
+
+def observe_source(config: Any, base_dir: Path) -> tuple[FileVersion, ...] | None:
+    """What the source would read now (see `Source.observe`), or None when it cannot tell."""
+    observe = SOURCES[type(config)].observe
+    return observe(config, base_dir) if observe is not None else None
 
 
 def write_sink(source: InputTable, config: Any, ctx: ConnectorContext) -> SinkResult:

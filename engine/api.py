@@ -339,7 +339,11 @@ def _execute_locked(
     runner: TaskRunner,
     listener: Callable[[RunEvent], None] | None,
     on_executor: Callable[[Executor], None] | None,
+    if_running: IfRunning,
 ) -> RunResult:
+    """Run the plan, then apply the pipeline's retention while the run lock is still held. A
+    run that shares the lock (`overlap: allow`) leaves that to the next run holding it alone:
+    another run of the pipeline may be planning its reuse at that very moment."""
     from engine.connections import resolve_plan_connections
 
     executor = Executor(
@@ -353,7 +357,36 @@ def _execute_locked(
     )
     if on_executor is not None:
         on_executor(executor)
-    return executor.run()
+    result = executor.run()
+    if if_running != "share":
+        _apply_retention(the_plan, project, catalog)
+    return result
+
+
+def _apply_retention(the_plan: Plan, project: Path, catalog: Catalog) -> None:
+    """Remove the outputs of earlier runs that the pipeline's retention no longer keeps. The
+    run has ended: a failure here is logged, never turned into a failed run."""
+    from loguru import logger
+
+    from engine.retention import collect, format_bytes, plan_collection
+
+    log = logger.bind(pipeline=the_plan.pipeline, run_id=the_plan.run_id)
+    keep = the_plan.retention.keep_runs
+    try:
+        collection = plan_collection(
+            catalog, Workspace.for_project(project), the_plan.pipeline, keep
+        )
+        collect(catalog, collection)
+    except Exception as exc:  # a catalog or file system problem: the next run tries again
+        log.warning("retention: outputs of earlier runs not removed: {}", exc)
+        return
+    if collection.removals:
+        log.info(
+            "retention: removed {} outputs of earlier runs ({}), keeping the last {} runs",
+            len(collection.removals),
+            format_bytes(collection.bytes),
+            keep,
+        )
 
 
 def execute(
@@ -378,7 +411,9 @@ def execute(
     with _locked(
         project, the_plan.pipeline, the_plan.run_id, if_running, wait_timeout, on_wait
     ) as catalog:
-        return _execute_locked(the_plan, project, catalog, settings, runner, listener, on_executor)
+        return _execute_locked(
+            the_plan, project, catalog, settings, runner, listener, on_executor, if_running
+        )
 
 
 def resume(
@@ -425,7 +460,9 @@ def resume(
             )
         if on_plan is not None:
             on_plan(the_plan)
-        return _execute_locked(the_plan, project, catalog, settings, runner, listener, on_executor)
+        return _execute_locked(
+            the_plan, project, catalog, settings, runner, listener, on_executor, if_running
+        )
 
 
 def run(
@@ -502,7 +539,9 @@ def replay_quarantine(
             workspace=Workspace.for_project(project),
             run_id=run_id,
         )
-        result = _execute_locked(the_plan, project, catalog, settings, run_task, listener, None)
+        result = _execute_locked(
+            the_plan, project, catalog, settings, run_task, listener, None, if_running
+        )
         return result, source.rows
 
 
@@ -524,9 +563,7 @@ def requeue_dead_letter(
     with CatalogReader(catalog_location(project)) as reader:
         letter = reader.dead_letter(letter_id)
     if letter.status == "resolved":
-        raise StateError(
-            f"dead letter {letter_id} is resolved: run {letter.run_id} succeeded since"
-        )
+        raise StateError(f"dead letter {letter_id} is resolved {letter.resolution}")
     if not letter.pipeline_file:
         raise StateError(
             f"dead letter {letter_id} came from a pipeline defined in Python; resume it with "

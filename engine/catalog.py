@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from engine.catalog_db import (
     Row,
     catalog_location,
 )
-from engine.errors import StateError
+from engine.errors import ParameterError, StateError
+from engine.secrets import redact
 from engine.states import (
     RESUMABLE,
     RunState,
@@ -41,6 +43,7 @@ __all__ = [
     "Catalog",
     "CatalogReader",
     "DeadLetterRow",
+    "RemovedOutputRow",
     "RunRow",
     "TaskRunRow",
     "TransitionRow",
@@ -48,7 +51,7 @@ __all__ = [
     "catalog_location",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _SCHEDULER_TABLES = """
 create table if not exists schedules (
     pipeline text primary key,
@@ -103,6 +106,18 @@ create table if not exists alerts_sent (
 """What the scheduler keeps (engine.scheduler): per pipeline its schedule state, every interval
 it decided (the primary key is what stops an interval from running twice), requested runs, the
 trigger events it has seen, and the alerts it sent (for de-duplication)."""
+_REMOVED_OUTPUTS = """
+create table if not exists removed_outputs (
+    run_id text not null,
+    task_id text not null,
+    pipeline text not null,
+    bytes integer not null,
+    removed_at text not null,
+    reason text not null,
+    primary key (run_id, task_id)
+)"""
+"""Task outputs retention removed from the workspace (engine.retention), so that reading one
+says so instead of failing on a missing file."""
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
     2: ("alter table task_runs add column details text",),
@@ -116,6 +131,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     6: (
         "alter table task_runs add column ordinal integer",
         "update task_runs set ordinal = rowid",
+    ),
+    # who dismissed a dead letter, when and why (`arrowline dlq resolve`); what gc removed
+    7: (
+        "alter table dead_letters add column resolved_at text",
+        "alter table dead_letters add column resolved_by text",
+        "alter table dead_letters add column resolution_note text",
+        _REMOVED_OUTPUTS.strip(),
     ),
 }
 
@@ -212,6 +234,9 @@ create table if not exists dead_letters (
     status text not null default 'open',
     requeued_at text,
     requeue_result text,
+    resolved_at text,
+    resolved_by text,
+    resolution_note text,
     unique (run_id, task_id, created_at)
 );
 create index if not exists dead_letters_open on dead_letters (status, pipeline);
@@ -235,6 +260,8 @@ create table if not exists watermark_audit (
     at text not null
 );
 """
+    + _REMOVED_OUTPUTS
+    + ";\n"
 )
 
 
@@ -306,6 +333,31 @@ def _set_version(connection: Database, version: int, *, only_if_missing: bool = 
 
 def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def current_actor() -> str:
+    """Who is making a change by hand, for the audit: user@host."""
+    return f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
+
+
+NOTE_MAX = 2000
+
+
+def checked_note(note: str) -> str:
+    """A note from outside (the command line, an API caller) as the catalog stores it: not
+    blank, not past NOTE_MAX characters, free of control characters (they would rewrite a
+    terminal that shows it), registered secrets masked."""
+    text = note.strip()
+    if not text:
+        raise ParameterError("the note is empty; say why, e.g. 'source fixed, reloaded by hand'")
+    if len(text) > NOTE_MAX:
+        raise ParameterError(f"the note is {len(text):,} characters; at most {NOTE_MAX:,}")
+    bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n"), None)
+    if bad is not None:
+        raise ParameterError(
+            f"the note contains the control character {bad!r} at position {text.index(bad) + 1}"
+        )
+    return redact(text)
 
 
 @dataclass(frozen=True)
@@ -414,6 +466,31 @@ class DeadLetterRow:
     """open, requeued (a requeue is running or failed again) or resolved."""
     requeued_at: str | None
     requeue_result: str | None
+    resolved_at: str | None = None
+    resolved_by: str | None = None
+    """Who dismissed it with `arrowline dlq resolve` (user@host); None when a requeue that
+    succeeded resolved it."""
+    resolution_note: str | None = None
+
+    @property
+    def resolution(self) -> str:
+        """How it was resolved, for messages: `by ann@host at <time>: <note>`."""
+        if self.resolved_by:
+            return f"by {self.resolved_by} at {self.resolved_at}: {self.resolution_note}"
+        if self.status == "resolved":
+            return f"by a requeue that succeeded at {self.requeued_at}"
+        return ""
+
+
+@dataclass(frozen=True)
+class RemovedOutputRow:
+    run_id: str
+    task_id: str
+    pipeline: str
+    bytes: int
+    removed_at: str
+    reason: str
+    """Why it went, e.g. 'gc: keep_runs 3'."""
 
 
 @dataclass(frozen=True)
@@ -576,6 +653,20 @@ class CatalogReader:
             raise StateError(f"run id prefix {run_id!r} is ambiguous; give more characters")
         return _run_row(rows[0])
 
+    def run_of(self, pipeline: str, run_id: str) -> RunRow:
+        """A run of `pipeline`, as `run` finds one, except that 'last' is the pipeline's most
+        recent run rather than the catalog's."""
+        run = self.last_run(pipeline) if run_id == "last" else self.run(run_id)
+        if run is None:
+            raise StateError(
+                f"pipeline {pipeline!r} has no runs yet", hint="`arrowline runs` lists runs"
+            )
+        if run.pipeline != pipeline:
+            raise StateError(
+                f"run {run.run_id} belongs to pipeline {run.pipeline!r}, not {pipeline!r}"
+            )
+        return run
+
     def task_runs(self, run_id: str) -> list[TaskRunRow]:
         rows = self._query(
             "select * from task_runs where run_id = ? order by level, ordinal", (run_id,)
@@ -699,6 +790,13 @@ class CatalogReader:
         """The column lineage recorded when the run ended (lineage.pipeline.LineageGraph data)."""
         rows = self._query("select graph from run_lineage where run_id = ?", (run_id,))
         return json.loads(rows[0]["graph"]) if rows else None
+
+    def removed_output(self, run_id: str, task_id: str) -> RemovedOutputRow | None:
+        """How a task's output of a run left the workspace, if retention removed it."""
+        rows = self._query(
+            "select * from removed_outputs where run_id = ? and task_id = ?", (run_id, task_id)
+        )
+        return RemovedOutputRow(**dict(rows[0])) if rows else None
 
     def pipelines(self) -> list[str]:
         return [row[0] for row in self._query("select distinct pipeline from runs order by 1")]
@@ -834,7 +932,7 @@ class Catalog(CatalogReader):
     ) -> None:
         """Store (or with None, delete) a watermark, with an audit row, in one transaction."""
         at = now_text()
-        who = actor or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
+        who = actor or current_actor()
         with self._transaction() as connection:
             rows = connection.execute(
                 "select value from watermarks where pipeline = ? and task_id = ? and sink_id = ?",
@@ -1019,6 +1117,45 @@ class Catalog(CatalogReader):
                         before,
                     ),
                 )
+
+    def resolve_dead_letter(
+        self, letter_id: int, note: str, *, by: str | None = None
+    ) -> DeadLetterRow:
+        """Dismiss a dead letter an operator dealt with some other way (the source was fixed
+        and reloaded by hand, the run is obsolete): resolved, with who, when and why. It leaves
+        `dlq list` and stops holding its run's outputs (engine.retention). A resolved letter
+        stays resolved: resolving it again is refused, naming who did it first."""
+        text = checked_note(note)
+        with self._transaction() as connection:
+            rows = connection.execute("select * from dead_letters where id = ?", (letter_id,))
+            if not rows:
+                raise StateError(
+                    f"no dead letter {letter_id}", hint="`arrowline dlq list --all` lists them"
+                )
+            letter = _dead_letter_row(rows[0])
+            if letter.status == "resolved":
+                raise StateError(f"dead letter {letter_id} is already resolved {letter.resolution}")
+            updated = connection.execute(
+                "update dead_letters set status = 'resolved', resolved_at = ?, resolved_by = ?, "
+                "resolution_note = ? where id = ? returning *",
+                (now_text(), by or current_actor(), text, letter_id),
+            )
+        return _dead_letter_row(updated[0])
+
+    def record_removed_outputs(
+        self, pipeline: str, outputs: Sequence[tuple[str, str, int]], reason: str
+    ) -> None:
+        """Note (run_id, task_id, bytes) outputs as removed, before their folders go: a crash
+        in between leaves a folder the next collection removes, never a silent gap."""
+        at = now_text()
+        with self._transaction() as connection:
+            connection.executemany(
+                "insert into removed_outputs "
+                "(run_id, task_id, pipeline, bytes, removed_at, reason) values (?, ?, ?, ?, ?, ?) "
+                "on conflict (run_id, task_id) do update set bytes = excluded.bytes, "
+                "removed_at = excluded.removed_at, reason = excluded.reason",
+                [(run, task, pipeline, size, at, reason) for run, task, size in outputs],
+            )
 
     def record_lineage(self, run_id: str, graph: Mapping[str, Any]) -> None:
         with self._transaction() as connection:

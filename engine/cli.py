@@ -193,9 +193,14 @@ def _logging(log_format: str, log_level: str, console: Console | None) -> None:
     from engine.logs import configure_logging
 
     if console is not None and log_format == "text":
-        # Through the live display's console, so log lines print above the progress table.
+        # Through the live display's console, so log lines print above the progress table; a
+        # function is no terminal to loguru, so say whether the console is one.
         configure_logging(
-            "text", log_level, lambda message: console.print(Text.from_ansi(message.rstrip("\n")))
+            "text",
+            log_level,
+            lambda message: console.print(Text.from_ansi(message.rstrip("\n"))),
+            colorize=console.is_terminal,
+            compact=console.is_terminal,
         )
     else:
         configure_logging(log_format, log_level)  # type: ignore[arg-type]
@@ -939,7 +944,7 @@ def _print_quarantine(preview: pl.DataFrame) -> None:
     "--run",
     "run_id",
     default=None,
-    help="The lineage recorded by this run (default: as defined now).",
+    help="The lineage recorded by this run: id, prefix or 'last' (default: as defined now).",
 )
 @project_option
 @click.option(
@@ -973,8 +978,6 @@ def lineage(
     chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None
     with _errors():
         the_plan = api.plan(pipeline)
-        if column.split(".", 1)[0] not in the_plan:
-            _fail(f"pipeline {the_plan.pipeline!r} has no task {column.split('.', 1)[0]!r}")
         project = api.find_project_dir(project_dir)
         location = catalog_location(project)
         catalog = CatalogReader(location) if location.exists() or run_id else None
@@ -1087,6 +1090,8 @@ def dlq_show(letter_id: int, project_dir: Path | None, fmt: str) -> None:
         ),
         ("recorded", letter.created_at),
     ]
+    if letter.resolved_by:
+        facts.append(("resolved", letter.resolution))
     for name, value in facts:
         out.print(Text.assemble((f"  {name:<15}", "dim"), value))
     for attempt in letter.attempts:
@@ -1101,6 +1106,12 @@ def dlq_show(letter_id: int, project_dir: Path | None, fmt: str) -> None:
             out.print(Text("    " + line))
     if letter.status != "resolved":
         out.print(Text(f"requeue with: arrowline dlq requeue {letter.id}", style="yellow"))
+        out.print(
+            Text(
+                f"or, dealt with otherwise: arrowline dlq resolve {letter.id} --note '...'",
+                style="yellow",
+            )
+        )
 
 
 @dlq.command("requeue")
@@ -1139,6 +1150,31 @@ def dlq_requeue(
     summary(result.plan, result, out)
     codes = {"SUCCESS": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
     sys.exit(codes[result.state.value])
+
+
+@dlq.command("resolve")
+@click.argument("letter_id", type=click.IntRange(min=1))
+@click.option("--note", required=True, help="Why it needs no requeue; kept with who and when.")
+@project_option
+def dlq_resolve(letter_id: int, note: str, project_dir: Path | None) -> None:
+    """Dismiss a dead letter dealt with otherwise (fixed by hand, obsolete): it is marked
+    resolved with your note, user and time, and leaves `dlq list` (`--all` still shows it)."""
+    from engine.api import find_project_dir
+    from engine.catalog import Catalog
+
+    project = find_project_dir(project_dir)
+    with _errors():
+        location = catalog_location(project)
+        if not location.exists():
+            raise StateError(f"no arrowline catalog at {location.describe()}")
+        with Catalog(location) as catalog:
+            letter = catalog.resolve_dead_letter(letter_id, note)
+    out.print(
+        Text.assemble(
+            (f"resolved dead letter {letter.id}", "bold"),
+            f" (task {letter.task_id!r} of run {letter.run_id}) by {letter.resolved_by}",
+        )
+    )
 
 
 @main.group()
@@ -1218,7 +1254,9 @@ def quarantine_replay(
     downstream: tuple[str, ...],
     project_dir: Path | None,
 ) -> None:
-    """Validate quarantined rows again after a fix; report how many pass now."""
+    """Validate quarantined rows again after a fix; report how many pass now and how many fail
+    again and stay quarantined. Exit 0 when every row passed (and the --then tasks succeeded),
+    1 when some rows are still quarantined or a task failed."""
     from engine import api
     from engine.progress import summary
 
@@ -1230,15 +1268,24 @@ def quarantine_replay(
     summary(result.plan, result, out)
     outcome = result.tasks[task]
     if outcome.state.value == "SUCCESS":
+        again = outcome.rows_rejected
         out.print(
             Text(
                 f"replayed {replayed:,} quarantined rows of {task}: {outcome.rows_out:,} passed, "
-                f"{outcome.rows_rejected:,} quarantined again (run {result.run_id})",
-                style="bold",
+                f"{again:,} failed again and stay quarantined (run {result.run_id})",
+                style="bold" if not again else "bold yellow",
             )
         )
+        if again:
+            out.print(
+                Text(
+                    f"see them with: arrowline quarantine show {task} --run {result.run_id}",
+                    style="yellow",
+                )
+            )
     codes = {"SUCCESS": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
-    sys.exit(codes[result.state.value])
+    code = codes[result.state.value]
+    sys.exit(EXIT_FAILED if code == EXIT_OK and outcome.rows_rejected else code)
 
 
 @main.command(
@@ -1283,4 +1330,4 @@ def schema(output: Path | None) -> None:
         err.print(f"wrote {output}")
 
 
-from engine import cli_catalog, cli_scheduler  # noqa: E402, F401 - they register their commands on main
+from engine import cli_catalog, cli_gc, cli_scheduler  # noqa: E402, F401 - they register their commands on main

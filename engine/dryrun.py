@@ -161,7 +161,7 @@ def _task_schema(
     line_of: Callable[[str, str], int | None],
 ) -> None:
     if task.kind is TaskKind.EXTRACT:
-        _extract_schema(plan, task, report, root, files)
+        _extract_schema(plan, task, report, root, files, line_of)
         return
     if task.kind is TaskKind.LOAD:
         return  # a load writes outside; its input's schema is checked by the sink at run time
@@ -197,12 +197,18 @@ def _task_schema(
 
 
 def _extract_schema(
-    plan: Plan, task: PlannedTask, report: SchemaReport, root: Path, files: dict[str, Path]
+    plan: Plan,
+    task: PlannedTask,
+    report: SchemaReport,
+    root: Path,
+    files: dict[str, Path],
+    line_of: Callable[[str, str], int | None],
 ) -> None:
     """Files: the schema their reader settles on (the data is not read). Other sources: the
     last run's, since asking a database would need it up at plan time."""
     from connectors.base import ConnectorContext
     from connectors.files.config import FilesSource
+    from connectors.files.source import column_name_clash
     from connectors.files.writer import ParquetBatchWriter
     from connectors.registry import open_source
 
@@ -215,6 +221,19 @@ def _extract_schema(
             schema = open_source(config, context)[0].schema
         except Exception as exc:  # no files yet, or unreadable: not a plan error
             reason = " ".join(str(exc).split())
+            clash = column_name_clash(config, plan.base_dir)
+            if clash is not None:  # but a header the run will refuse is
+                reason = "its plan-time check failed"
+                report.problems.append(
+                    Problem(
+                        "column-names",
+                        clash.message,
+                        file=plan.pipeline_file,
+                        line=line_of(task.id, "extract"),
+                        task_id=task.id,
+                        hint=clash.hint,
+                    )
+                )
         else:
             path = root / "extracts" / f"{task.id}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -565,15 +565,24 @@ class Executor:
 
     def _check_drift(self, task: PlannedTask, staging: Path) -> list[dict[str, object]]:
         """How the staged output's schema changed since the task's last successful run;
-        raises DataError when the task's `schema_change` policy refuses the change."""
+        raises DataError when the task's `schema_change` policy refuses the change, or when
+        two columns are one name to DuckDB."""
         import pyarrow.parquet as pq
 
         parts = sorted(staging.glob("part-*.parquet"))
         if not parts:
             return []
+        from connectors.names import name_clash
         from lineage.drift import refusal
 
-        changes = self._schema_drift(task, pq.read_schema(parts[0]))
+        schema = pq.read_schema(parts[0])
+        clash = name_clash(schema.names)
+        if clash is not None:  # DuckDB would rename one of them in every task reading it
+            raise DataError(
+                f"the output names {clash.describe()}",
+                hint="give the columns distinct names in the task",
+            )
+        changes = self._schema_drift(task, schema)
         policy = task.spec.schema_change
         listed = refusal(changes, policy)
         if listed:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from engine.catalog import CatalogReader, TaskRunRow, catalog_location
 from engine.errors import StateError
 from engine.problems import did_you_mean
+from engine.retention import missing_output
 from engine.workspace import QUARANTINE_DIR, STATE_DIR, nearest_project_dir
 
 if TYPE_CHECKING:
@@ -120,6 +121,14 @@ class Project:
     # -- tables -----------------------------------------------------------------------------------
 
     def _output(self, task: str, run: str | None, pipeline: str | None) -> TaskRunRow:
+        """The published output to read, which must be on disk: one retention removed is
+        reported as such (engine.retention), not as a file Parquet cannot find."""
+        row = self._find_output(task, run, pipeline)
+        if not row.output_on_disk:
+            raise missing_output(self.catalog, row)
+        return row
+
+    def _find_output(self, task: str, run: str | None, pipeline: str | None) -> TaskRunRow:
         catalog = self.catalog
         pipelines = [pipeline] if pipeline else catalog.pipelines()
         if run is not None:

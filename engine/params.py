@@ -336,3 +336,11 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def is_run_id(text: str) -> bool:
     return bool(_RUN_ID.match(text))
+
+
+def short_run_id(run_id: str) -> str:
+    """A run id short enough for a terminal line: the random part of a generated id
+    (`a1b2c3`: its time is on the line already), else at most 12 characters of a given one."""
+    if is_run_id(run_id):
+        return run_id.rsplit("-", 1)[1]
+    return run_id if len(run_id) <= 12 else run_id[:11] + "…"

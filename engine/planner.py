@@ -1,19 +1,19 @@
 """The plan: what one run will do, decided before anything runs.
 
-`build_plan` is a pure function of the definition, the run's parameters, the selection and the
-catalog's read side. It renders every template, derives every dependency, orders the tasks and
+`build_plan` is a pure function of the definition, the run's parameters, the selection, the
+catalog's read side and the files the definition names (code, schemas, input files by size and
+time, for fingerprints). It renders every template, derives every dependency, orders the tasks and
 decides, for a selection, which upstream outputs are reused from an earlier run. `arrowline plan`
 prints the same `Plan` that `arrowline run` executes, so the two cannot disagree.
 
 Selection: `--select enriched` runs `enriched` and whatever upstream it needs; an upstream task
-whose last successful output came from the same task definition and parameters is reused
-instead of run. `enriched+` also runs everything downstream of `enriched`.
+whose last successful output has the fingerprint it has now (same rendered definition, parameters,
+code, input files and upstream; see engine.fingerprint) is reused instead of run. `enriched+`
+also runs everything downstream of `enriched`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,14 +22,23 @@ from typing import Any, Literal
 
 from engine.catalog import CatalogReader
 from engine.definition import Definition
-from engine.errors import DefinitionError, SelectionError, error_context
+from engine.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
+from engine.fingerprint import pipeline_fingerprint, task_fingerprints
 from engine.graph import Graph, find_cycles
-from engine.params import RenderContext, new_run_id, referenced_params, resolve_params
+from engine.params import RenderContext, new_run_id, resolve_params
 from engine.problems import did_you_mean
 from engine.resolve import resolve_task
-from engine.spec import BreakerPolicy, OpenLineageSpec, RetryPolicy, TaskKind, TaskSpec
+from engine.spec import (
+    BreakerPolicy,
+    OpenLineageSpec,
+    RetentionSpec,
+    RetryPolicy,
+    TaskKind,
+    TaskSpec,
+)
+from engine.validation import check_tables
 
-__all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection", "task_fingerprint"]
+__all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
 
 Action = Literal["run", "reuse"]
 
@@ -121,6 +130,8 @@ class Plan:
     """This plan continues an ended run under its run id (see engine.resume)."""
     circuit_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     openlineage: OpenLineageSpec | None = None
+    retention: RetentionSpec = field(default_factory=RetentionSpec)
+    """What the workspace keeps once the run ends (engine.retention)."""
     _index: dict[str, PlannedTask] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -151,33 +162,6 @@ class Plan:
             "resumed": self.resumed,
             "tasks": [task.to_dict() for task in self.tasks],
         }
-
-
-def task_fingerprint(task: TaskSpec, params: Mapping[str, Any]) -> str:
-    """Identity of a task's work: its definition and the parameter values it uses."""
-    used = set()
-    payload = task.model_dump(mode="json", by_alias=True, fallback=_name_of)
-    for text in _strings(payload):
-        used |= referenced_params(text)
-    body = {"task": payload, "params": {name: params.get(name) for name in sorted(used)}}
-    text = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _name_of(value: Any) -> str:
-    module = getattr(value, "__module__", "?")
-    return f"{module}:{getattr(value, '__qualname__', type(value).__name__)}"
-
-
-def _strings(value: Any) -> Any:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 def parse_selection(items: Sequence[str], graph: Graph) -> set[str]:
@@ -214,7 +198,8 @@ def build_plan(
     environ: Mapping[str, str] | None = None,
     full_refresh: bool = False,
 ) -> Plan:
-    """Plan one run. Raises DefinitionError, ParameterError or SelectionError."""
+    """Plan one run. Raises DefinitionError (PipelineInvalid when the run's parameters name a
+    table no task produces), ParameterError or SelectionError."""
     spec = definition.spec
     resolved_params = resolve_params(spec.params, params, environ)
     run_id = run_id or new_run_id()
@@ -225,6 +210,10 @@ def build_plan(
     for task in spec.tasks:
         with error_context(pipeline=spec.name, task_id=task.id):
             resolved[task.id] = resolve_task(task, context, definition)
+    # A parameter can name a table no task produces; say so before anything runs.
+    problems = check_tables(definition, resolved.values(), resolved_params)
+    if problems:
+        raise PipelineInvalid(problems)
     upstream = {
         task_id: tuple(d for d in r.upstream if d in resolved) for task_id, r in resolved.items()
     }
@@ -233,7 +222,7 @@ def build_plan(
         raise DefinitionError(f"dependency cycle: {' -> '.join(cycles[0])}")
     graph = Graph(upstream)
     levels = graph.levels()
-    fingerprints = {task.id: task_fingerprint(task, resolved_params) for task in spec.tasks}
+    fingerprints = task_fingerprints(definition, resolved, resolved_params, graph.topological())
 
     actions: dict[str, tuple[Action, str | None]] = {}
     if select:
@@ -296,7 +285,7 @@ def build_plan(
         )
     return Plan(
         pipeline=spec.name,
-        pipeline_version=spec.fingerprint(),
+        pipeline_version=pipeline_fingerprint(spec),
         pipeline_file=definition.file,
         base_dir=definition.base_dir,
         run_id=run_id,
@@ -308,6 +297,7 @@ def build_plan(
         definition=spec.document(),
         circuit_breaker=spec.circuit_breaker,
         openlineage=spec.openlineage,
+        retention=spec.retention,
         connections={
             name: spec.connections[name]
             for name in sorted(

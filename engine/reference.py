@@ -30,6 +30,7 @@ from engine.spec import (
     InlineSchema,
     OpenLineageSpec,
     PipelineSpec,
+    RetentionSpec,
     RetryPolicy,
     SqlSpec,
     TaskDefaults,
@@ -132,6 +133,8 @@ alerts:
   command: ./notify.sh
   quarantine_above: 100
   dedup: 1h""",
+    RetentionSpec: """\
+retention: {keep_runs: 5}""",
     OpenLineageSpec: """\
 openlineage:
   url: http://marquez:5000
@@ -274,6 +277,16 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "what the extracts read; outputs: what the loads wrote, with schema and column lineage "
         "facets traced to the sources) and for each task that ran (with a parent facet). A "
         "delivery failure is logged and never fails the run.",
+    ),
+    (
+        "retention",
+        RetentionSpec,
+        "Every run publishes each task's output under `.arrowline/workspace/`. When a run ends "
+        "(and on `arrowline gc [PIPELINE] [--dry-run] [--keep-runs N]`), outputs older than the "
+        "last `keep_runs` runs are removed, except the latest successful output of each task "
+        "(reuse, drift checks, `arrowline show` and notebooks read it) and the outputs of runs "
+        "that are running or can still be resumed (newer than the last success, or with an open "
+        "dead letter). What was removed is recorded: reading it says so.",
     ),
     (
         "Task",

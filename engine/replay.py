@@ -8,6 +8,12 @@ task's input task, which the plan reuses instead of running. The validate task r
 current definition; rows that pass go on to the tasks named with `downstream`, rows that fail
 again are quarantined again. Everything else in the pipeline is left alone.
 
+In a replay the validate task sorts rows and never fails over how many fail: every row it reads
+failed once, so its `max_rejected_fraction` (a share of a normal input) or `on_fail: fail` would
+turn a partial fix into a FAILED run and a dead letter, while the rows that still fail stay
+quarantined either way. It quarantines them, and the caller reports how many passed and how many
+did not. A failure that concerns the schema itself (a missing column) still fails it.
+
 Loads in `replace` mode are refused: they would replace the table with only the replayed rows.
 """
 
@@ -23,8 +29,9 @@ from engine.catalog import CatalogReader, TaskRunRow
 from engine.definition import Definition
 from engine.errors import SelectionError, StateError
 from engine.graph import Graph
-from engine.planner import Plan, build_plan
-from engine.spec import TaskKind
+from engine.planner import Plan, PlannedTask, build_plan
+from engine.retention import missing_output
+from engine.spec import OnFail, TaskKind
 from engine.workspace import QUARANTINE_DIR, Workspace
 
 __all__ = ["ReplaySource", "plan_replay"]
@@ -67,7 +74,18 @@ def find_quarantine(
         if found is None or found.output_path is None:
             raise StateError(f"run {run_id} has no output of task {task_id!r}")
         row = found
+    if not row.output_on_disk:
+        raise missing_output(catalog, row)
     return ReplaySource(row)
+
+
+def _sorting(planned: PlannedTask) -> PlannedTask:
+    """The validate task as a replay runs it: failing rows are quarantined, whatever their
+    share (see the module's docstring)."""
+    config = planned.spec.validate_
+    assert config is not None
+    sorting = config.model_copy(update={"on_fail": OnFail.QUARANTINE, "max_rejected_fraction": 1.0})
+    return replace(planned, spec=planned.spec.model_copy(update={"validate_": sorting}))
 
 
 def plan_replay(
@@ -125,6 +143,8 @@ def plan_replay(
     for planned in full.tasks:
         if planned.id == feed:
             tasks.append(replace(planned, action="reuse", reuse_run=full.run_id))
+        elif planned.id == task_id:
+            tasks.append(_sorting(planned))
         elif planned.id in chosen:
             tasks.append(planned)
         elif planned.id in needed:

@@ -8,6 +8,7 @@ dependencies `arrowline validate` checks are the ones `arrowline run` follows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from engine.params import RenderContext, render
 from engine.spec import KIND_FIELDS, SqlSpec, TaskKind, TaskSpec
 from lineage.tables import SqlSyntaxError, TableRef, parse_select, referenced_tables
 
-__all__ = ["ResolvedTask", "render_task", "resolve_task", "sql_text"]
+__all__ = ["ResolvedTask", "render_task", "resolve_task", "sql_text", "template_texts"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,25 @@ def sql_text(task: TaskSpec, definition: Definition) -> str:
         raise DefinitionError(
             f"cannot read SQL file {config.file!r} of task {task.id!r}: {exc.strerror}"
         ) from None
+
+
+def template_texts(task: TaskSpec, definition: Definition) -> list[str]:
+    """The texts of a task that are templates: a sql task's statement (from its file, too),
+    else every string of its kind config. Raises DefinitionError for an unreadable SQL file."""
+    if task.kind is TaskKind.SQL:
+        return [sql_text(task, definition)]
+    return list(_strings(task.config.model_dump(by_alias=True)))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
 
 
 def _render_value(value: Any, context: RenderContext, task_id: str) -> Any:

@@ -55,14 +55,7 @@ def recover_interrupted(catalog: Catalog, workspace: Workspace, pipeline: str) -
 
 
 def find_run_to_resume(catalog: CatalogReader, pipeline: str, run_ref: str) -> RunRow:
-    if run_ref == "last":
-        run = catalog.last_run(pipeline)
-        if run is None:
-            raise StateError(f"pipeline {pipeline!r} has no runs to resume")
-    else:
-        run = catalog.run(run_ref)
-    if run.pipeline != pipeline:
-        raise StateError(f"run {run.run_id} belongs to pipeline {run.pipeline!r}, not {pipeline!r}")
+    run = catalog.run_of(pipeline, run_ref)
     if run.state is RunState.SUCCESS:
         raise StateError(f"run {run.run_id} succeeded; there is nothing to resume")
     if run.state not in RESUMABLE:
@@ -98,6 +91,13 @@ def definition_diff(run: RunRow, plan: Plan, fingerprints: dict[str, str | None]
     return "\n".join(lines) or "the pipeline's settings changed"
 
 
+def _still_there(catalog: CatalogReader, run_id: str, task_id: str) -> bool:
+    """Whether an output the run reused from an earlier run can be reused again: retention
+    may have removed it since (a run it no longer keeps), and then the task runs instead."""
+    row = catalog.task_run(run_id, task_id)
+    return row is None or row.output_on_disk
+
+
 def plan_resume(
     definition: Definition, catalog: CatalogReader, run: RunRow, *, force: bool = False
 ) -> Plan:
@@ -125,7 +125,11 @@ def plan_resume(
     for task in fresh.tasks:  # dependency order: upstream decisions are known
         row = rows.get(task.id)
         upstream_kept = all(dep in reused for dep in task.upstream if dep in fresh)
-        if task.id in reused_before and task.id not in rows:
+        if (
+            task.id in reused_before
+            and task.id not in rows
+            and _still_there(catalog, reused_before[task.id], task.id)
+        ):
             tasks.append(replace(task, action="reuse", reuse_run=reused_before[task.id]))
             reused.add(task.id)
         elif (

@@ -10,14 +10,12 @@ Every model forbids unknown keys. Defaults are written here once and documented 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from connectors.base import ConfigModel
@@ -41,6 +39,7 @@ __all__ = [
     "OnFail",
     "ParquetSink",
     "PipelineSpec",
+    "RetentionSpec",
     "RetryPolicy",
     "SqlSpec",
     "TaskDefaults",
@@ -95,6 +94,19 @@ class BreakerPolicy(ConfigModel):
     cooldown: Duration = Field(
         timedelta(seconds=30),
         description="How long it stays open before one probe task may try the connection.",
+    )
+
+
+class RetentionSpec(ConfigModel):
+    """Which task outputs the workspace keeps (see engine.retention)."""
+
+    keep_runs: int = Field(
+        3,
+        ge=0,
+        le=100_000,
+        description="Keep every output of this many most recent runs. Older outputs are "
+        "removed after each run and by `arrowline gc`, except the latest successful output of "
+        "each task and what a running or resumable run needs.",
     )
 
 
@@ -249,11 +261,28 @@ class InlineSchema(ConfigModel):
     )
 
 
+def _schema_kind(value: Any) -> str:
+    """A mapping is an inline schema and nothing else: in an untagged union, one with an unknown
+    key would fall through to the Python-object member and fail late, without naming the key."""
+    if isinstance(value, str):
+        return "reference"
+    return "inline" if isinstance(value, dict | InlineSchema) else "object"
+
+
+SchemaSpec = Annotated[
+    Annotated[str, Tag("reference")]
+    | Annotated[InlineSchema, Tag("inline")]
+    | Annotated[SkipJsonSchema[Any], Tag("object")],
+    Discriminator(_schema_kind),
+]
+"""A schema file or Python reference, an inline schema, or (from Python) a pandera object."""
+
+
 class ValidateSpec(ConfigModel):
     """Check one input against a pandera schema and decide what happens to failing rows."""
 
     input: str = Field(description="Id of the task whose output is checked.")
-    schema_: str | InlineSchema | SkipJsonSchema[Any] = Field(
+    schema_: SchemaSpec = Field(
         alias="schema",
         description="A YAML schema file, 'file.py:Model' / 'module:Model' naming a pandera "
         "DataFrameModel or DataFrameSchema, or an inline schema.",
@@ -417,6 +446,10 @@ class PipelineSpec(ConfigModel):
     openlineage: OpenLineageSpec | None = Field(
         None, description="Send OpenLineage run events (START, COMPLETE, FAIL) to a file or URL."
     )
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="How many runs' outputs `.arrowline/workspace/` keeps.",
+    )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 
     @field_validator("trigger", mode="before")
@@ -449,15 +482,10 @@ class PipelineSpec(ConfigModel):
         )
         return yaml.safe_dump(payload, sort_keys=False, width=100, allow_unicode=True)
 
-    def fingerprint(self) -> str:
-        """A stable hash of the definition; runs record it as the pipeline version."""
-        payload = self.model_dump(mode="json", by_alias=True, fallback=_describe_object)
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 def _describe_object(value: Any) -> str:
-    """Python objects in a definition (UDF functions, schema classes) hash by their name."""
+    """Python objects in a definition (UDF functions, schema classes) by their name, for people
+    reading the document; fingerprints describe them by their code (engine.fingerprint)."""
     module = getattr(value, "__module__", type(value).__module__)
     name = getattr(value, "__qualname__", type(value).__qualname__)
     return f"{module}:{name}"

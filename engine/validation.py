@@ -10,7 +10,7 @@ produces, UDFs and schemas that cannot be imported, cron expressions and time zo
 from __future__ import annotations
 
 import glob
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from engine.params import (
     unfiltered_sql_params,
 )
 from engine.problems import Problem, did_you_mean
-from engine.resolve import ResolvedTask, resolve_task, sql_text
+from engine.resolve import ResolvedTask, resolve_task, sql_text, template_texts
 from engine.shape import structural_check
 from engine.spec import DuckDBSource, FilesSource, TaskKind, TaskSpec
 from engine.yaml_source import PathKey, read_yaml_file
@@ -35,6 +35,7 @@ from engine.yaml_source import PathKey, read_yaml_file
 __all__ = [
     "check_definition",
     "check_file",
+    "check_tables",
     "load_definition",
     "structural_check",
     "validate_definition",
@@ -42,9 +43,11 @@ __all__ = [
 
 
 class _Checker:
-    def __init__(self, definition: Definition) -> None:
+    def __init__(self, definition: Definition, params: Mapping[str, Any] | None = None) -> None:
         self.definition = definition
         self.spec = definition.spec
+        self.params = self.spec.params if params is None else params
+        """The parameter values templates are rendered with: the defaults, or a run's."""
         self.file = definition.file or "<python>"
         self.known_ids = {i for i in definition.task_ids() if i} | {t.id for t in self.spec.tasks}
         self.problems: list[Problem] = []
@@ -175,13 +178,11 @@ class _Checker:
     def templates(self, task: TaskSpec) -> bool:
         """Undefined parameters; returns False when rendering would fail on them."""
         ok = True
-        texts = list(_strings(task.config.model_dump(by_alias=True)))
-        if task.kind is TaskKind.SQL:
-            try:
-                texts = [sql_text(task, self.definition)]
-            except DefinitionError as exc:
-                self.add("sql-file", exc.message, task, ("sql",))
-                return False
+        try:
+            texts = template_texts(task, self.definition)
+        except DefinitionError as exc:
+            self.add("sql-file", exc.message, task, ("sql",))
+            return False
         kind_key = task.kind.value
         for text in texts:
             syntax = template_syntax_error(text)
@@ -304,8 +305,9 @@ class _Checker:
                 elif unknown:
                     self.add(
                         "unknown-table",
-                        f"SQL reads table {ref.qualified!r}, which no task of this pipeline "
-                        f"produces.{did_you_mean(ref.name, self.known_ids - {task.id})}",
+                        f"SQL reads table {ref.qualified!r}{self.named_by(task, ref.qualified)}, "
+                        "which no task of this pipeline produces."
+                        f"{did_you_mean(ref.name, self.known_ids - {task.id})}",
                         task,
                         line=self.sql_line(task, ref.line),
                         hint="a sql task reads upstream outputs by task id, e.g. "
@@ -328,7 +330,7 @@ class _Checker:
         elif name not in self.known_ids:
             self.add(
                 "unknown-input",
-                f"input {name!r} is not a task of this pipeline."
+                f"input {name!r}{self.named_by(task, name)} is not a task of this pipeline."
                 f"{did_you_mean(name, self.known_ids - {task.id})}",
                 task,
                 path,
@@ -340,6 +342,17 @@ class _Checker:
                 task,
                 path,
             )
+
+    def named_by(self, task: TaskSpec, name: str) -> str:
+        """` (the value of parameter 'p')` when a parameter the task's templates read holds
+        `name`: a table or input chosen by a parameter is wrong in the value, not the file."""
+        try:
+            texts = template_texts(self.spec.task(task.id), self.definition)
+        except (DefinitionError, KeyError):
+            return ""
+        used = set().union(*(referenced_params(text) for text in texts))
+        names = sorted(p for p in used if self.params.get(p) == name)
+        return f" (the value of parameter {names[0]!r})" if names else ""
 
     def user_code(self, task: TaskSpec) -> None:
         base_dir = self.definition.base_dir
@@ -412,11 +425,14 @@ class _Checker:
         config = task.extract
         if isinstance(config, FilesSource):
             patterns = (config.path,) if isinstance(config.path, str) else config.path
+            found = True
             for pattern in patterns:
                 if "{{" in pattern:
+                    found = False
                     continue
                 full = self.definition.resolve_path(pattern)
                 if not glob.glob(str(full)):
+                    found = False
                     self.add(
                         "no-files",
                         f"no file matches {pattern!r} yet ({full})",
@@ -424,6 +440,8 @@ class _Checker:
                         ("extract", "path"),
                         severity="warning",
                     )
+            if found:
+                self.column_names(task, config)
         elif (
             isinstance(config, DuckDBSource)
             and "{{" not in config.path
@@ -435,6 +453,22 @@ class _Checker:
                 task,
                 ("extract", "path"),
                 severity="warning",
+            )
+
+    def column_names(self, task: TaskSpec, config: FilesSource) -> None:
+        """A first file naming one column twice: a warning, as for files not there yet, since
+        the data may change before the run (which fails on it, and `plan` reports it)."""
+        from connectors.files.source import column_name_clash
+
+        clash = column_name_clash(config, self.definition.base_dir)
+        if clash is not None:
+            self.add(
+                "column-names",
+                clash.message,
+                task,
+                ("extract", "path"),
+                severity="warning",
+                hint=clash.hint,
             )
 
     def cycles(self, upstream: Mapping[str, tuple[str, ...]]) -> None:
@@ -478,20 +512,21 @@ class _Checker:
         return self.problems
 
 
-def _strings(value: Any) -> Any:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-
-
 def check_definition(definition: Definition) -> list[Problem]:
     """Semantic problems of a structurally valid definition."""
     return _Checker(definition).run()
+
+
+def check_tables(
+    definition: Definition, resolved: Iterable[ResolvedTask], params: Mapping[str, Any]
+) -> list[Problem]:
+    """Inputs and SQL tables of tasks rendered with a run's parameters: a parameter can name a
+    table (`| sql_identifier`) that no task produces, which validating the defaults cannot see."""
+    checker = _Checker(definition, params)
+    kinds = {task.id: task.kind for task in definition.spec.tasks}
+    for task in resolved:
+        checker.inputs(task, kinds)
+    return checker.problems
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

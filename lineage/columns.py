@@ -6,7 +6,12 @@ from, and how.
     filter  it decides which rows appear or how they are grouped or ordered into the value
             (WHERE, JOIN ON / USING, GROUP BY, HAVING, QUALIFY, a window's PARTITION BY and
             ORDER BY, the columns of a subquery in a condition, DISTINCT, and ORDER BY when a
-            LIMIT or OFFSET makes it choose rows)
+            LIMIT or OFFSET makes it choose rows). EXISTS asks whether a row exists, so only
+            what decides its subquery's rows counts, never what it selects (`SELECT *`).
+
+Outputs are named as DuckDB writes them: two names that are one to DuckDB become `id`, `id_1`,
+and given the names of the written output, an unaliased expression takes DuckDB's name for it
+(`count_star()`) instead of sqlglot's (`_col_1`).
 
 The upstream schemas are known (every upstream task's Arrow schema), so sqlglot's `qualify`
 expands `*`, `t.*`, `USING`, `EXCLUDE` and `REPLACE` and qualifies every column before the walk;
@@ -18,7 +23,7 @@ as unresolved with the reason, never guessed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +33,7 @@ from sqlglot.errors import OptimizeError, ParseError, SchemaError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 
+from connectors.names import distinct_names
 from lineage.rewrite import rewrite
 from lineage.tables import DIALECT
 
@@ -87,6 +93,9 @@ class _Walker:
         self.memo: dict[int, list[tuple[str, _Deps]]] = {}
         self.row_memo: dict[int, _Deps] = {}
         """Per scope: what decides which rows it has (read by a query selecting from it)."""
+        self.exists_memo: dict[int, _Deps] = {}
+        """Per SELECT: what decides whether it has any row (read by EXISTS): `row_memo` less
+        DISTINCT and ORDER BY ... LIMIT, which choose among rows but never remove the last."""
         self.active: set[int] = set()
         self.recursive = False
         self.problems: dict[str, str] = {}
@@ -181,8 +190,27 @@ class _Walker:
             )
             self._column(scope, column, into, "filter" if in_window_spec else kind)
         for subquery in _subqueries(node, scope):
+            if isinstance(subquery.expression.parent, exp.Exists):
+                _merge(into, self.existence(subquery))
+                continue
             for _, deps in self.outputs(subquery):
                 _merge(into, deps, as_filter=kind == "filter")
+
+    def existence(self, scope: Scope) -> _Deps:
+        """What decides whether a subquery returns a row, as filters: not what it selects."""
+        self.outputs(scope)
+        expression = scope.expression
+        if isinstance(expression, exp.Select):
+            return self.exists_memo.get(id(expression), {})
+        deps: _Deps = {}
+        if isinstance(expression, exp.Union):  # a row of any branch is a row
+            for branch in scope.set_operation_scopes:
+                _merge(deps, self.existence(branch))
+            return deps
+        for _, values in self.outputs(scope):  # INTERSECT, EXCEPT: the values decide
+            _merge(deps, values, as_filter=True)
+        _merge(deps, self.row_memo.get(id(expression), {}), as_filter=True)
+        return deps
 
     def _select(self, scope: Scope) -> list[tuple[str, _Deps]]:
         select = scope.expression
@@ -202,6 +230,7 @@ class _Walker:
                 condition = join.args.get(key)
                 if isinstance(condition, exp.Expr):
                     self._collect(scope, condition, rows, "filter")
+        self.exists_memo[id(select)] = {key: set(kinds) for key, kinds in rows.items()}
         values = []
         for projection in select.expressions:
             deps: _Deps = {}
@@ -287,11 +316,17 @@ def _subqueries(node: exp.Expr, scope: Scope) -> list[Scope]:
     return found
 
 
-def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> ColumnLineage:
+def column_lineage(
+    sql: str,
+    schemas: Mapping[str, Mapping[str, str]],
+    written: Sequence[str] | None = None,
+) -> ColumnLineage:
     """Lineage of `sql` (DuckDB dialect) over upstream tables with the given column types
-    ({table: {column: SQL type}})."""
+    ({table: {column: SQL type}}). `written`: the names of the output DuckDB wrote, when known
+    (a task's output schema)."""
     try:
         tree = rewrite(sqlglot.parse_one(sql, read=DIALECT), schemas)
+        _remember_aliases(tree)
         qualified = qualify(
             tree,
             schema={t: dict(c) for t, c in schemas.items()},
@@ -315,8 +350,9 @@ def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> Column
     recursive = walker.recursive or any(
         bool(with_.args.get("recursive")) for with_ in qualified.find_all(exp.With)
     )
-    lineage = ColumnLineage([name for name, _ in outputs], recursive=recursive)
-    for name, deps in outputs:
+    names = _output_names(_aliases_as_written(qualified, [n for n, _ in outputs]), written)
+    lineage = ColumnLineage(names, recursive=recursive)
+    for name, (_, deps) in zip(names, outputs, strict=True):
         reasons = sorted(column for table, column in deps if not table)
         if reasons:  # no edges for an output that is partly untraceable: none would be sure
             lineage.unresolved.extend(Unresolved(name, reason) for reason in reasons)
@@ -327,6 +363,48 @@ def column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> Column
     for reason in walker.problems.values():
         lineage.unresolved.append(Unresolved(None, reason))
     return lineage
+
+
+_WRITTEN = "arrowline_written"
+"""Meta key of an output alias's identifier: the alias as written in the statement."""
+
+
+def _outermost_select(tree: exp.Expr) -> exp.Select | None:
+    """The SELECT that names a statement's outputs (of a set operation, its first branch)."""
+    while isinstance(tree, exp.SetOperation | exp.Subquery):
+        tree = tree.this
+    return tree if isinstance(tree, exp.Select) else None
+
+
+def _remember_aliases(tree: exp.Expr) -> None:
+    """DuckDB names an output by its alias as written (`AS "Amount"`), while qualify lowers
+    every identifier (DuckDB compares them ignoring case): keep the written alias aside."""
+    select = _outermost_select(tree)
+    for projection in select.expressions if select is not None else []:
+        if isinstance(projection, exp.Alias):
+            projection.args["alias"].meta[_WRITTEN] = projection.alias
+
+
+def _aliases_as_written(qualified: exp.Expr, names: list[str]) -> list[str]:
+    select = _outermost_select(qualified)
+    if select is None or len(select.expressions) != len(names):
+        return names
+    return [
+        projection.args["alias"].meta.get(_WRITTEN, name)
+        if isinstance(projection, exp.Alias)
+        else name
+        for projection, name in zip(select.expressions, names, strict=True)
+    ]
+
+
+def _output_names(found: list[str], written: Sequence[str] | None) -> list[str]:
+    """The statement's output names as DuckDB writes them. The written names, when known,
+    replace them by position unless they are the same names (an order sqlglot and DuckDB might
+    not share); of another number, they describe some other statement and are not used."""
+    names = distinct_names(found)
+    if written is None or len(written) != len(names) or set(written) == set(names):
+        return names
+    return list(written)
 
 
 def source_query_lineage(

@@ -106,26 +106,25 @@ def compare_schemas(
     old name, as lineage shows them (`lineage_renames`)."""
     from connectors.types import format_type
 
-    old_names, new_names = old.names, new.names
+    old_fields, new_fields = _by_name(old), _by_name(new)
     changes: list[SchemaChange] = []
-    dropped = [n for n in old_names if n not in new_names]
+    dropped = [n for n in old_fields if n not in new_fields]
     renamed = {
         after: before
         for after, before in (renames or {}).items()
-        if before in dropped and after in new_names and after not in old_names
+        if before in dropped and after in new_fields and after not in old_fields
     }
-    for name in new_names:
-        field = new.field(name)
+    for name, field in new_fields.items():
         if name in renamed:
             changes.append(SchemaChange("renamed", name, renamed[name], name))
-            previous = old.field(renamed[name])
+            previous = old_fields[renamed[name]]
             if previous.type != field.type:
                 changes.append(_type_change(name, previous.type, field.type))
             continue
-        if name not in old_names:
+        if name not in old_fields:
             changes.append(SchemaChange("added", name, None, format_type(field.type)))
             continue
-        previous = old.field(name)
+        previous = old_fields[name]
         if previous.type != field.type:
             changes.append(_type_change(name, previous.type, field.type))
         if previous.nullable != field.nullable:
@@ -139,8 +138,17 @@ def compare_schemas(
             )
     for name in dropped:
         if name not in renamed.values():
-            changes.append(SchemaChange("dropped", name, format_type(old.field(name).type), None))
+            changes.append(SchemaChange("dropped", name, format_type(old_fields[name].type), None))
     return changes
+
+
+def _by_name(schema: pa.Schema) -> dict[str, pa.Field]:
+    """Fields by name, the first of two with one name: outputs published before such names
+    were refused can have them, and `Schema.field` raises on them."""
+    fields: dict[str, pa.Field] = {}
+    for field in schema:
+        fields.setdefault(field.name, field)
+    return fields
 
 
 def _type_change(name: str, old: pa.DataType, new: pa.DataType) -> SchemaChange:

@@ -80,6 +80,12 @@ class LineageGraph:
             external=dict(data.get("external", {})),
         )
 
+    def columns(self, task: str) -> set[str]:
+        """The columns of `task` that some edge starts or ends at."""
+        prefix = f"{task}."
+        nodes = {node for e in self.edges for node in (e.target, e.source)}
+        return {node.removeprefix(prefix) for node in nodes if node.startswith(prefix)}
+
     def upstream(self, node: str, kind: Kind | None = None) -> dict[str, Any]:
         """{source: {"kind": ..., "upstream": {...}}}, recursively, as plain data."""
         return self._walk(node, kind, forward=False, seen=set())
@@ -207,7 +213,8 @@ def _task(
         return
     if task.kind is TaskKind.SQL:
         assert task.sql is not None
-        result = column_lineage(task.sql, {n: _columns(schemas[n]) for n in task.inputs})
+        inputs = {n: _columns(schemas[n]) for n in task.inputs}
+        result = column_lineage(task.sql, inputs, schemas[task.id].names)
         _add(graph, task.id, result.edges)
         _report(graph, task.id, result.unresolved)
         return
@@ -283,22 +290,45 @@ def lineage_report(
 ) -> dict[str, Any]:
     """What `arrowline lineage` and `engine.open(...).lineage(...)` return: plain data.
 
-    With `run_id`, the lineage recorded when that run ended; otherwise the pipeline as it is
-    defined now, over the schemas `plan` computes (engine.dryrun) or the last run's."""
-    if run_id is not None:
-        stored = catalog.lineage(run_id) if catalog is not None else None
-        if stored is None:
-            from engine.errors import StateError
+    With `run_id` (an id, a prefix, or 'last': the pipeline's last run), the lineage recorded
+    when that run ended; otherwise the pipeline as it is defined now, over the schemas `plan`
+    computes (engine.dryrun) or the last run's. A task or column that does not exist is a
+    SelectionError naming the closest one."""
+    from engine.errors import SelectionError, StateError
+    from engine.problems import did_you_mean
 
+    task_id, _, name = column.partition(".")
+    if task_id not in plan:
+        raise SelectionError(
+            f"pipeline {plan.pipeline!r} has no task {task_id!r}."
+            f"{did_you_mean(task_id, [t.id for t in plan.tasks])}"
+        )
+    if run_id is not None:
+        if catalog is None:
+            raise StateError("there is no catalog yet", hint="run the pipeline first")
+        run_id = catalog.run_of(plan.pipeline, run_id).run_id
+        stored = catalog.lineage(run_id)
+        if stored is None:
             raise StateError(
                 f"run {run_id} has no recorded lineage",
                 hint="lineage is recorded when a run ends; `arrowline runs` lists the runs",
             )
         graph = LineageGraph.from_dict(stored)
+        written = _recorded_columns(catalog, run_id, task_id)
     else:
         from engine.dryrun import schemas_for_lineage
 
-        graph = pipeline_lineage(plan, schemas_for_lineage(plan, catalog), plan.base_dir)
+        schemas = schemas_for_lineage(plan, catalog)
+        graph = pipeline_lineage(plan, schemas, plan.base_dir)
+        written = schemas[task_id].names if task_id in schemas else []
+    known = {*written, *graph.columns(task_id)}
+    if known and name not in known:
+        listed = sorted(known)
+        raise SelectionError(
+            f"task {task_id!r} has no column {name!r}.{did_you_mean(name, listed)}",
+            hint=f"its columns: {', '.join(listed[:30])}"
+            + (f", ... ({len(listed) - 30} more)" if len(listed) > 30 else ""),
+        )
     tree = graph.downstream(column, kind) if downstream else graph.upstream(column, kind)
     return {
         "column": column,
@@ -308,6 +338,15 @@ def lineage_report(
         "unresolved": graph.unresolved,
         "external": graph.external,
     }
+
+
+def _recorded_columns(catalog: CatalogReader, run_id: str, task_id: str) -> list[str]:
+    """The columns of a task's output in a run (or in the run it reused it from)."""
+    row = catalog.task_run(run_id, task_id)
+    reused_from = catalog.reused(run_id).get(task_id)
+    if (row is None or row.output_schema is None) and reused_from:
+        row = catalog.task_run(reused_from, task_id)
+    return [field["name"] for field in (row.output_schema or [])] if row is not None else []
 
 
 def render_graph(report: Mapping[str, Any], fmt: str) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "load_schema",
     "needs_whole_input",
     "reason_texts",
+    "schema_file",
     "validate_frames",
 ]
 
@@ -162,6 +163,14 @@ def _schema_from_yaml(path: Path, reference: str) -> Any:
     return build_schema(inline)
 
 
+def schema_file(reference: Any, base_dir: Path) -> Path | None:
+    """The YAML file a `schema:` value names, or None when it is inline or Python."""
+    if not isinstance(reference, str) or not reference.endswith((".yaml", ".yml")):
+        return None
+    path = Path(reference)
+    return path if path.is_absolute() else base_dir / path
+
+
 def load_schema(reference: Any, base_dir: Path) -> Any:
     """Whatever `schema:` holds, as a pandera polars DataFrameSchema."""
     import pandera.api.polars.model as polars_model
@@ -171,9 +180,8 @@ def load_schema(reference: Any, base_dir: Path) -> Any:
         return build_schema(reference)
     obj = reference
     if isinstance(reference, str):
-        if reference.endswith((".yaml", ".yml")):
-            path = Path(reference)
-            path = path if path.is_absolute() else base_dir / path
+        path = schema_file(reference, base_dir)
+        if path is not None:
             if not path.exists():
                 raise DefinitionError(f"schema file {reference!r} does not exist ({path})")
             return _schema_from_yaml(path, reference)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from connectors.base import ConnectorContext
+from connectors.base import ConnectorContext, FileVersion, file_versions
 from connectors.duckdb.config import DuckDBSource
 from connectors.duckdb.errors import translate
 from connectors.names import quote_table
@@ -17,7 +17,7 @@ from engine.errors import DataError
 if TYPE_CHECKING:
     pass
 
-__all__ = ["open_duckdb"]
+__all__ = ["observe_duckdb", "open_duckdb"]
 
 
 def _utc_schema(schema: pa.Schema) -> pa.Schema:
@@ -33,12 +33,23 @@ def _utc_schema(schema: pa.Schema) -> pa.Schema:
     return schema if changed.equals(schema) else changed
 
 
+def _database_file(config: DuckDBSource, base_dir: Path) -> Path:
+    path = Path(config.path).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def observe_duckdb(config: DuckDBSource, base_dir: Path) -> tuple[FileVersion, ...]:
+    """The database file (and its write-ahead log) as it is now: a write since the last run
+    changes its size or modification time, so that run's output is not reused."""
+    path = _database_file(config, base_dir)
+    return file_versions([path, path.with_name(path.name + ".wal")])
+
+
 def open_duckdb(config: DuckDBSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
     import duckdb
 
-    base_dir, cancel = ctx.base_dir, ctx.cancel
-    path = Path(config.path).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    cancel = ctx.cancel
+    path = _database_file(config, ctx.base_dir)
     if not path.exists():
         raise DataError(f"DuckDB file {config.path!r} does not exist ({path})")
     what = f"reading {config.table or 'query'} from {path.name}"

@@ -37,6 +37,7 @@ __all__ = [
     "Rejects",
     "convert_checked",
     "first_bad_utf8",
+    "json_problem",
     "ndjson_line_by_line",
 ]
 
@@ -226,7 +227,7 @@ def ndjson_line_by_line(
         if skipped < skip_good:
             skipped += 1
             continue
-        reason = _json_problem(line)
+        reason = json_problem(line)
         if reason is not None:
             rejects.add(Reject(shown, number, "line", reason, text=_text(line)))
             continue
@@ -240,9 +241,28 @@ def _text(line: bytes) -> str:
     return line.decode("utf-8", "replace")
 
 
-def _json_problem(line: bytes) -> str | None:
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _distinct_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object's keys must be distinct: Python keeps the last of two, Arrow refuses both."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def json_problem(line: bytes) -> str | None:
+    """What makes one NDJSON line unreadable (not JSON, not an object, a key named twice)."""
     try:
-        value = json.loads(line)
+        value = json.loads(line, object_pairs_hook=_distinct_keys)
+    except _RepeatedKey as exc:
+        return f"the object names key {exc.key!r} twice"
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return f"not valid JSON: {getattr(exc, 'msg', exc)}"
     if not isinstance(value, dict):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from connectors.base import ConfigModel
+from connectors.names import name_clash
 
 __all__ = ["CsvOptions", "FilesSource", "ParquetSink"]
 
@@ -29,6 +30,13 @@ class CsvOptions(ConfigModel):
     )
     skip_rows: int = Field(0, ge=0, description="Rows skipped before the header.")
     encoding: str = Field("utf-8", description="Text encoding of the files.")
+
+    @model_validator(mode="after")
+    def _distinct_column_names(self) -> CsvOptions:
+        clash = name_clash(self.column_names or ())
+        if clash is not None:
+            raise ValueError(f"column_names names {clash.describe()}")
+        return self
 
 
 class FilesSource(ConfigModel):

@@ -21,19 +21,21 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from connectors.base import ConnectorContext
+from connectors.base import ConnectorContext, FileVersion, file_versions
 from connectors.files.badrows import (
     Reject,
     Rejects,
     convert_checked,
     first_bad_utf8,
+    json_problem,
     ndjson_line_by_line,
 )
 from connectors.files.config import FilesSource
+from connectors.names import NameClash, name_clash
 from connectors.types import parse_type
 from engine.errors import DataError, DefinitionError
 
-__all__ = ["expand_paths", "infer_format", "open_files"]
+__all__ = ["column_name_clash", "expand_paths", "infer_format", "observe_files", "open_files"]
 
 _COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 _FORMATS = {
@@ -66,6 +68,15 @@ def expand_paths(config: FilesSource, base_dir: Path) -> list[Path]:
         for file in files:
             found.setdefault(file, None)
     return list(found)
+
+
+def observe_files(config: FilesSource, base_dir: Path) -> tuple[FileVersion, ...]:
+    """Every file the config names now, with its size and modification time, so that an
+    output read from other files (changed, added or removed) is not reused."""
+    try:
+        return file_versions(expand_paths(config, base_dir))
+    except DataError:
+        return ()  # a pattern matches nothing: the run says which; nothing earlier matches ()
 
 
 def infer_format(path: Path) -> str:
@@ -305,6 +316,7 @@ def _first_schema(
         if fmt == "ndjson":
             _locate_bad_json_line(path, _describe(path, base_dir))  # raises with the line
         raise _file_error(path, base_dir, exc, errors, config) from None
+    _refuse_name_clash(schema.names, path, fmt, config, base_dir)
     for name, data_type in types.items():  # explicit types win over inference
         index = schema.get_field_index(name)
         if index >= 0:
@@ -409,23 +421,87 @@ def _locate_malformed_row(
 
 def _locate_bad_json_line(path: Path, shown: str) -> None:
     """The first line of an NDJSON file that is not a JSON object, raised with its number."""
-    import json
-
     with _open_stream(path) as stream:
         for number, raw in enumerate(io.BufferedReader(stream), start=1):
-            if not raw.strip():
-                continue
+            reason = json_problem(raw) if raw.strip() else None
+            if reason is not None:
+                Rejects("fail", 0).add(
+                    Reject(shown, number, "line", reason, text=raw.decode("utf-8", "replace"))
+                )
+
+
+def _refuse_name_clash(
+    names: list[str], path: Path, fmt: str, config: FilesSource, base_dir: Path
+) -> None:
+    error = _name_clash_error(names, path, fmt, config, base_dir)
+    if error is not None:
+        raise error
+
+
+def _name_clash_error(
+    names: list[str], path: Path, fmt: str, config: FilesSource, base_dir: Path
+) -> DataError | None:
+    """Two columns of one file that DuckDB reads as one name fail the extract, at the line that
+    names them: written out, DuckDB would rename one (`id_1`) in every downstream task."""
+    clash = name_clash(names)
+    if clash is None:
+        return None
+    shown = _describe(path, base_dir)
+    if fmt == "csv":
+        where, what = f"{shown}:{config.csv.skip_rows + 1}", "the header names"
+    elif fmt == "ndjson":
+        where, what = f"{shown}:{_line_with_key(path, clash)}", "the keys name"
+    else:
+        where, what = shown, "the schema names"
+    return DataError(
+        f"{where}: {what} {clash.describe()}",
+        hint="rename one of them in the file"
+        + (
+            f", or name the columns yourself: csv: {{skip_rows: {config.csv.skip_rows + 1}, "
+            "column_names: [...]}"
+            if fmt == "csv"
+            else ""
+        ),
+    )
+
+
+def column_name_clash(config: FilesSource, base_dir: Path) -> DataError | None:
+    """The error an extract will raise because its first file names one column twice (to
+    DuckDB), for `validate` and `plan` to report before a run. Reads the column names only;
+    None also when there is no file yet or it cannot be read: the run says why then."""
+    try:
+        path = expand_paths(config, base_dir)[0]
+        fmt = config.format or infer_format(path)
+        if fmt == "parquet":
+            names = pq.read_schema(path).names
+        else:
+            small = config.model_copy(update={"batch_size": 1})  # the smallest block
+            reader = (
+                _csv_reader(path, small, {}, None)
+                if fmt == "csv"
+                else _ndjson_reader(path, small, None)
+            )
+            names = reader.schema.names
+    except (DataError, DefinitionError, pa.ArrowException, OSError, UnicodeDecodeError):
+        return None
+    return _name_clash_error(names, path, fmt, config, base_dir)
+
+
+def _line_with_key(path: Path, clash: NameClash) -> int:
+    """The first line of an NDJSON file whose object has the clash's second key (the one that
+    made the schema clash; Arrow infers the schema from the first block, so it is near)."""
+    import json
+
+    key = clash.names[clash.second]
+    with _open_stream(path) as stream:
+        for number, raw in enumerate(io.BufferedReader(stream), start=1):
             try:
                 value = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                reason = f"not valid JSON: {getattr(exc, 'msg', exc)}"
-            else:
-                if isinstance(value, dict):
-                    continue
-                reason = f"not a JSON object but a {type(value).__name__}"
-            Rejects("fail", 0).add(
-                Reject(shown, number, "line", reason, text=raw.decode("utf-8", "replace"))
-            )
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(value, dict) and key in value:
+                return number
+    return 0
 
 
 def _ndjson_schema_of_good_lines(path: Path, sample: int = 1000) -> pa.Schema:
@@ -502,6 +578,7 @@ def _file_batches(
                 parquet.schema_arrow, parquet.iter_batches(batch_size=config.batch_size)
             )
         names = getattr(reader, "schema", schema).names
+        _refuse_name_clash(names, path, fmt, config, base_dir)
         if set(names) != set(schema.names):
             raise DataError(
                 f"{shown} has columns {names}, but the first file has "
@@ -539,9 +616,11 @@ def open_files(config: FilesSource, ctx: ConnectorContext) -> list[pa.RecordBatc
     schema = _first_schema(first, formats[first], config, types, base_dir)
     out_schema = schema
     if config.file_column:
-        if config.file_column in schema.names:
+        clash = name_clash([*schema.names, config.file_column])
+        if clash is not None:
             raise DefinitionError(
-                f"file_column {config.file_column!r} is already a column of the data"
+                f"file_column {config.file_column!r} is already a column of the data "
+                f"({clash.names[clash.first]!r})"
             )
         out_schema = schema.append(pa.field(config.file_column, pa.string()))
 

@@ -144,3 +144,81 @@ def test_a_line_longer_than_a_read_block_names_batch_size_and_the_value_that_rea
     assert found, message
     table = read(source(path=name, batch_size=int(found.group(1))), tmp_path)
     assert table.column("blob").to_pylist() == [blob]
+
+
+def test_a_csv_header_naming_a_column_twice_fails_with_file_line_and_columns(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("id,id\n1,2\n")
+    with pytest.raises(DataError) as raised:
+        open_files(source(path="data/x.csv"), tmp_path)
+    assert (
+        raised.value.message == "data/x.csv:1: the header names column 'id' twice (columns 1 and 2)"
+    )
+
+
+def test_the_header_line_counts_the_skipped_rows(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("exported by a tool\n\nname,id,id\n")
+    with pytest.raises(DataError, match=r"^x\.csv:3: the header names column 'id' twice"):
+        open_files(source(path="x.csv", csv={"skip_rows": 2}), tmp_path)
+
+
+def test_header_names_that_differ_only_in_ascii_case_are_one_name_to_duckdb(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "x.csv").write_text("Id,name,ID\n1,a,2\n")
+    with pytest.raises(
+        DataError,
+        match=r"^x\.csv:1: the header names columns 'Id' and 'ID' \(columns 1 and 3\), which "
+        r"differ only in case",
+    ):
+        open_files(source(path="x.csv"), tmp_path)
+    # DuckDB folds ASCII letters only: these stay two columns, downstream too.
+    (tmp_path / "y.csv").write_text("É,é\n1,2\n")
+    assert read(source(path="y.csv"), tmp_path).column_names == ["É", "é"]
+
+
+def test_a_later_files_header_is_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,name\n1,a\n")
+    (tmp_path / "b.csv").write_text("id,name,name\n2,b,c\n")
+    with pytest.raises(DataError, match=r"^b\.csv:1: the header names column 'name' twice"):
+        read(source(path="*.csv"), tmp_path)
+
+
+def test_a_parquet_schema_naming_a_column_twice_fails(tmp_path: Path) -> None:
+    pq.write_table(pa.table([[1], [2]], names=["id", "id"]), tmp_path / "x.parquet")
+    with pytest.raises(DataError) as raised:
+        open_files(source(path="x.parquet"), tmp_path)
+    assert raised.value.message == "x.parquet: the schema names column 'id' twice (columns 1 and 2)"
+
+
+def test_ndjson_keys_that_differ_only_in_case_fail_with_the_line_of_the_second(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "x.ndjson").write_text('{"id": 1}\n{"id": 2}\n{"ID": 3}\n')
+    with pytest.raises(
+        DataError,
+        match=r"^x\.ndjson:3: the keys name columns 'id' and 'ID' \(columns 1 and 2\), which "
+        r"differ only in case",
+    ):
+        open_files(source(path="x.ndjson"), tmp_path)
+
+
+def test_an_ndjson_object_naming_a_key_twice_fails_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "x.ndjson").write_text('{"id": 1}\n{"id": 2, "id": 3}\n')
+    with pytest.raises(DataError, match=r"x\.ndjson line 2: the object names key 'id' twice"):
+        read(source(path="x.ndjson"), tmp_path)
+
+
+def test_column_names_given_in_the_config_must_be_distinct() -> None:
+    with pytest.raises(
+        ValueError, match=r"column_names names columns 'id' and 'ID' \(columns 1 and 2\)"
+    ):
+        source(path="x.csv", csv={"header": False, "column_names": ["id", "ID"]})
+
+
+def test_file_column_must_differ_from_the_data_columns_in_case_too(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("id,Source\n1,a\n")
+    with pytest.raises(DefinitionError, match=r"file_column 'source' .*'Source'"):
+        open_files(source(path="x.csv", file_column="source"), tmp_path)

@@ -10,6 +10,7 @@ import pytest
 import engine
 from engine import Pipeline
 from engine.errors import ArrowlineError, PipelineInvalid, RunFailed
+from engine.fingerprint import pipeline_fingerprint
 from engine.validation import load_definition
 from tests.conftest import WritePipeline
 
@@ -90,7 +91,7 @@ def test_python_and_yaml_build_the_same_model(write: WritePipeline, project: Pat
         )
     )
     assert p.spec == yaml_definition.spec
-    assert p.spec.fingerprint() == yaml_definition.spec.fingerprint()
+    assert pipeline_fingerprint(p.spec) == pipeline_fingerprint(yaml_definition.spec)
 
 
 def test_python_pipeline_problems_are_reported_like_yaml_ones(project: Path) -> None:

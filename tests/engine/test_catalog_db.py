@@ -94,9 +94,13 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
     tasks = [(f"t{i}", "sql", 0, "f") for i in (3, 1, 2)]  # insertion order, not name order
     catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, tasks, {})
     catalog.close()
-    # what version 5 wrote: no ordinal column (task order was SQLite's rowid)
+    # what version 5 wrote: no ordinal column (task order was SQLite's rowid), and none of
+    # version 7 (dead letters' resolution, removed outputs)
     connection = sqlite3.connect(path)
     connection.execute("alter table task_runs drop column ordinal")
+    for column in ("resolved_at", "resolved_by", "resolution_note"):
+        connection.execute(f"alter table dead_letters drop column {column}")
+    connection.execute("drop table removed_outputs")
     connection.execute("update meta set value = '5' where key = 'schema_version'")
     connection.commit()
     connection.close()
@@ -104,8 +108,53 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
     catalog = Catalog(path)
     assert [t.task_id for t in catalog.task_runs("r")] == ["t3", "t1", "t2"]
     version = catalog.query("select value from meta where key = 'schema_version'")
-    assert int(version[0][0]) == SCHEMA_VERSION == 6
+    assert int(version[0][0]) == SCHEMA_VERSION == 7
     catalog.close()
+
+
+@pytest.mark.usefixtures("each_catalog")
+def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
+    tmp_path: Path,
+) -> None:
+    import engine.catalog
+
+    location = catalog_location(tmp_path)
+    with Catalog(location) as catalog:
+        catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, [("t", "sql", 0, "f")], {})
+        letter = catalog.add_dead_letter(
+            run_id="r",
+            pipeline="p",
+            task_id="t",
+            pipeline_version="v",
+            pipeline_file=None,
+            params={},
+            logical_date="2024-01-01",
+            error_kind="data",
+            transient=False,
+            reason="bad row",
+            attempts=[],
+        )
+        # what version 6 wrote: dead letters without their resolution, no removed outputs
+        for column in ("resolved_at", "resolved_by", "resolution_note"):
+            catalog.query(f"alter table dead_letters drop column {column}")
+        catalog.query("drop table removed_outputs")
+        catalog.query("update meta set value = '6' where key = 'schema_version'")
+    engine.catalog._PREPARED.clear()  # as a new process would, it looks at the version again
+
+    with Catalog(location) as catalog:
+        version = catalog.query("select value from meta where key = 'schema_version'")
+        assert int(version[0][0]) == SCHEMA_VERSION
+        assert catalog.dead_letter(letter).status == "open"
+        resolved = catalog.resolve_dead_letter(letter, "obsolete run", by="ann@ops")
+        catalog.record_removed_outputs("p", [("r", "t", 123)], "gc: keep_runs 0")
+        removed = catalog.removed_output("r", "t")
+    assert removed is not None
+    assert (removed.pipeline, removed.bytes, removed.reason) == ("p", 123, "gc: keep_runs 0")
+    assert (resolved.status, resolved.resolved_by, resolved.resolution_note) == (
+        "resolved",
+        "ann@ops",
+        "obsolete run",
+    )
 
 
 def test_processes_creating_a_fresh_shared_catalog_at_once_all_succeed(

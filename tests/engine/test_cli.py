@@ -224,6 +224,43 @@ def test_run_unknown_parameter_and_selection_exit_2(cli: Cli, write: WritePipeli
     assert "unknown task 'nope'" in bad_select.stderr
 
 
+IDENTIFIER = """
+    pipeline: pick
+    params: {source: orders}
+    tasks:
+      - id: orders
+        sql: select 1 as x
+      - id: copy
+        sql: select * from {{ params.source | sql_identifier }}
+"""
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_parameter_naming_no_task_as_a_table_exits_2_naming_task_parameter_and_table(
+    cli: Cli, write: WritePipeline, command: str
+) -> None:
+    path = write("p.yaml", IDENTIFIER)
+    result = cli(command, path, "--param", "source=ordrs")
+    assert result.exit_code == 2, result.output
+    assert (
+        "p.yaml:7: error [task copy]: SQL reads table 'ordrs' (the value of parameter "
+        "'source'), which no task of this pipeline produces. Did you mean 'orders'?"
+    ) in " ".join(result.stderr.split())  # the console wraps long lines
+    assert "Traceback" not in result.output
+    assert "KeyError" not in result.output
+
+
+def test_a_parameter_naming_a_load_task_as_a_table_exits_2(cli: Cli, write: WritePipeline) -> None:
+    path = write(
+        "p.yaml",
+        IDENTIFIER
+        + "      - id: out\n        load: {input: orders, to: parquet, path: o.parquet}\n",
+    )
+    result = cli("run", path, "--param", "source=out", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert "SQL reads 'out', a load task, which produces no table" in result.stderr
+
+
 def test_json_logs_carry_pipeline_run_and_task(cli: Cli, write: WritePipeline) -> None:
     result = cli("run", write("p.yaml", GOOD), "--no-progress", "--log-format", "json")
     assert result.exit_code == 0
@@ -371,3 +408,86 @@ def test_render_and_logs_never_show_a_password(
     assert "top-secret-pw" not in ran.stderr + ran.stdout  # ... without the secret
     shown = cli("runs", "last", "--format", "json")
     assert "top-secret-pw" not in shown.stdout
+
+
+DUPLICATE_HEADER = """
+    pipeline: dup
+    tasks:
+      - id: raw
+        extract: {from: files, path: data/x.csv}
+      - id: t
+        sql: select * from raw
+"""
+
+
+def test_a_csv_header_naming_a_column_twice_fails_every_run_without_a_traceback(
+    cli: Cli, write: WritePipeline
+) -> None:
+    write("data/x.csv", "id,id\n1,2\n")
+    path = write("p.yaml", DUPLICATE_HEADER)
+    for _ in range(2):  # the first run used to succeed, renaming one to id_1; the next crashed
+        result = cli("run", path)
+        assert result.exit_code == 1
+        output = " ".join(result.output.split())
+        assert "data/x.csv:1: the header names column 'id' twice (columns 1 and 2)" in output
+        assert "Traceback" not in result.output
+
+
+def test_validate_and_plan_report_a_header_naming_a_column_twice(
+    cli: Cli, write: WritePipeline
+) -> None:
+    write("data/x.csv", "id,ID\n1,2\n")
+    path = write("p.yaml", DUPLICATE_HEADER)
+    message = (
+        "data/x.csv:1: the header names columns 'id' and 'ID' (columns 1 and 2), which differ "
+        "only in case: DuckDB reads them as one name"
+    )
+    validated = cli("validate", path)
+    # A warning, as for files that are not there yet: the data may change before the run.
+    assert validated.exit_code == 0
+    assert f"{path}:4: warning [task raw]: {message} (column-names)" in " ".join(
+        validated.stderr.split()
+    )
+    planned = cli("plan", path, "--format", "json")
+    assert planned.exit_code == 2
+    (problem,) = json.loads(planned.stdout)["schemas"]["problems"]
+    assert (problem["code"], problem["task_id"], problem["line"]) == ("column-names", "raw", 4)
+    assert problem["message"] == message
+
+
+def test_validate_names_an_unknown_key_of_an_inline_schema_with_its_line(
+    cli: Cli, write: WritePipeline
+) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: shop
+        tasks:
+          - id: a
+            sql: select 1 as amount
+          - id: b
+            sql: select 2 as amount
+          - id: c
+            sql: select 3 as amount
+          - id: checked
+            validate:
+              input: a
+              schema:
+                columns:
+                  amount: {type: int64, minimum: 0}
+                strictt: true
+        """,
+    )
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    errors = " ".join(result.stderr.split())
+    assert (
+        f"{path}:14: error [task checked]: unknown key 'minimum' in "
+        "validate.schema.columns.amount. (unknown-key) hint: valid keys: checks, nullable, "
+        "required, type, unique"
+    ) in errors
+    assert (
+        f"{path}:15: error [task checked]: unknown key 'strictt' in validate.schema. Did you "
+        "mean 'strict'? (unknown-key)"
+    ) in errors
+    assert "is a dict" not in errors

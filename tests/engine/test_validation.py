@@ -432,6 +432,34 @@ def test_sql_table_that_matches_no_task(write: WritePipeline) -> None:
     assert problem.line == 9
 
 
+def test_a_table_named_by_a_parameter_that_names_no_task_names_the_parameter(
+    write: WritePipeline,
+) -> None:
+    problem = only(
+        problems_of(
+            write(
+                "p.yaml",
+                """
+        pipeline: p
+        params: {source: ordrs}
+        tasks:
+          - id: orders
+            sql: select 1 as x
+          - id: b
+            sql: |
+              select *
+              from {{ params.source | sql_identifier }}
+    """,
+            )
+        ),
+        "unknown-table",
+    )
+    assert problem.task_id == "b"
+    assert "reads table 'ordrs' (the value of parameter 'source')" in problem.message
+    assert "Did you mean 'orders'?" in problem.message
+    assert problem.line == 9
+
+
 def test_cte_named_like_a_task_is_not_a_dependency(write: WritePipeline) -> None:
     definition, problems = check_file(
         write(

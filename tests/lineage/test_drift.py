@@ -220,3 +220,60 @@ def test_schema_change_policy_is_enforced_before_anything_is_published(
         assert not list((project / ".arrowline" / "workspace" / "drift" / "t").glob(".staging*"))
     else:
         assert latest.run_id == second.run_id
+
+
+def test_a_schema_naming_a_column_twice_is_compared_by_its_first_occurrence() -> None:
+    # Outputs written before such names were refused may have them; comparing must not crash.
+    twice = pa.schema([pa.field("id", pa.int64()), pa.field("id", pa.string())])
+    fixed = schema(("id", pa.int64()), ("id2", pa.string()))
+    assert changes(twice, fixed) == [("added", "id2", False)]
+    assert changes(fixed, twice) == [("dropped", "id2", True)]
+
+
+def test_an_output_naming_a_column_twice_fails_its_task_on_every_run(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    import duckdb
+
+    duckdb.connect(str(project / "source.duckdb")).close()
+    path = write(
+        "p.yaml",
+        """
+        pipeline: twice
+        tasks:
+          - id: raw
+            extract: {from: duckdb, path: source.duckdb, query: "select 1 as id, 2 as ID"}
+        """,
+    )
+    for _ in range(2):  # the second run used to crash comparing with the first's output
+        result = cli("run", path)
+        assert result.exit_code == 1
+        assert (
+            "the output names columns 'id' and 'ID' (columns 1 and 2), which differ only in case"
+            in " ".join(result.output.split())
+        )
+        assert "Traceback" not in result.output
+
+
+def test_a_run_after_a_previous_output_named_a_column_twice_succeeds(
+    write: WritePipeline, project: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    write("x.csv", "id,id2\n1,a\n")
+    path = write(
+        "p.yaml",
+        "pipeline: legacy\ntasks:\n  - id: raw\n    extract: {from: files, path: x.csv}\n",
+    )
+    first = run(path)
+    output = first.tasks["raw"].output
+    assert output is not None
+    # As an earlier version published an `id,id` header: both columns named `id`.
+    pq.write_table(pa.table([[1], ["a"]], names=["id", "id"]), output.files[0])
+    second = run(path)
+    assert second.ok
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        row = catalog.task_run(second.run_id, "raw")
+    assert row is not None
+    assert row.details is not None
+    assert [(c["change"], c["column"]) for c in row.details["schema_changes"]] == [("added", "id2")]

@@ -172,7 +172,7 @@ def test_each_run_keeps_the_lineage_it_ran_with(
         assert opened.lineage(path, "joined.segment", run=first)["tree"] == then["tree"]
     missing = cli("lineage", path, "joined.segment", "--run", "no-such-run")
     assert missing.exit_code == 1
-    assert "run no-such-run has no recorded lineage" in missing.stderr
+    assert "no run 'no-such-run' in the catalog" in missing.stderr
 
 
 def test_a_postgres_query_extract_is_traced_to_its_tables(
@@ -304,3 +304,75 @@ def test_upstream_is_the_default_and_can_be_said(cli: Cli, write: WritePipeline)
     assert said.exit_code == 0
     assert json.loads(said.stdout) == json.loads(default.stdout)
     assert json.loads(said.stdout)["direction"] == "upstream"
+
+
+def test_run_takes_a_prefix_or_last_like_runs_and_show(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    from engine.catalog import CatalogReader
+
+    path = shop(write)
+    assert cli("run", path, "--no-progress").exit_code == 0
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        run_id = catalog.runs("shop")[0].run_id
+    full = cli("lineage", path, "joined.segment", "--run", run_id, "--format", "json")
+    assert full.exit_code == 0, full.stderr
+    for reference in ("last", run_id[:12]):
+        result = cli("lineage", path, "joined.segment", "--run", reference, "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert (report["run_id"], report["tree"]) == (run_id, json.loads(full.stdout)["tree"])
+    # `last` is the pipeline's own last run, even when another pipeline ran since.
+    other = write("q.yaml", "pipeline: other\ntasks:\n  - id: t\n    sql: select 1 as x\n")
+    assert cli("run", other, "--no-progress").exit_code == 0
+    last = cli("lineage", path, "joined.segment", "--run", "last", "--format", "json")
+    assert json.loads(last.stdout)["run_id"] == run_id
+    foreign = cli("lineage", other, "t.x", "--run", run_id)
+    assert foreign.exit_code == 1
+    assert f"run {run_id} belongs to pipeline 'shop', not 'other'" in foreign.stderr
+
+
+def test_an_unknown_column_is_an_error_with_did_you_mean(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    import engine
+    from engine.errors import SelectionError
+
+    path = shop(write)
+    result = cli("lineage", path, "joined.segmnt")
+    assert result.exit_code == 2
+    assert "task 'joined' has no column 'segmnt'. Did you mean 'segment'?" in result.stderr
+    assert "(no sources)" not in result.stdout
+    assert "amount, id, segment" in " ".join(result.stderr.split())  # the hint lists them
+    assert cli("run", path, "--no-progress").exit_code == 0
+    recorded = cli("lineage", path, "publish.nope", "--run", "last")
+    assert recorded.exit_code == 2
+    assert "task 'publish' has no column 'nope'" in recorded.stderr
+    # A column with no sources at all is still a column: its lineage is just empty.
+    constant = write("c.yaml", "pipeline: c\ntasks:\n  - id: t\n    sql: select 1 as one\n")
+    known = cli("lineage", constant, "t.one")
+    assert known.exit_code == 0
+    assert "(no sources)" in known.stdout
+    with engine.open(project) as opened, pytest.raises(SelectionError, match="Did you mean"):
+        opened.lineage(path, "joined.segmnt")
+
+
+def test_two_outputs_with_one_name_keep_their_own_sources(cli: Cli, write: WritePipeline) -> None:
+    path = shop(write)
+    with path.open("a") as pipeline:
+        pipeline.write(
+            "  - id: pair\n"
+            "    sql: select o.cid, c.cid, count(*) over () from orders o join customers c "
+            "on o.cid = c.cid\n"
+        )
+    trees = {}
+    for column in ("pair.cid", "pair.cid_1", "pair.count() OVER ()"):  # as DuckDB writes them
+        result = cli("lineage", path, column, "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        trees[column] = set(json.loads(result.stdout)["tree"])
+    on = {"orders.cid (filter)", "customers.cid (filter)"}
+    assert trees == {
+        "pair.cid": {"orders.cid (value)", *on},
+        "pair.cid_1": {"customers.cid (value)", *on},
+        "pair.count() OVER ()": on,
+    }
