@@ -12,7 +12,7 @@
         return {"score": pl.col("amount") / 100}
 
     p.load("publish", input="scored", to="duckdb", path="out/warehouse.duckdb", table="orders")
-    result = p.run()
+    result = p.run().raise_for_status()  # RunFailed, naming the failed tasks, unless it succeeded
 
 A Python pipeline builds the same `PipelineSpec` as a YAML file and goes through the same
 validation, planning and execution.
@@ -40,7 +40,7 @@ from engine.runlock import IfRunning, RunLock
 from engine.spec import PipelineSpec, RetryPolicy
 from engine.tasks import TaskRunner, run_task
 from engine.validation import check_definition, load_definition, structural_check
-from engine.workspace import STATE_DIR, Workspace
+from engine.workspace import STATE_DIR, Workspace, nearest_project_dir
 
 __all__ = [
     "Pipeline",
@@ -68,10 +68,7 @@ def find_project_dir(
     if from_env:
         return Path(from_env).resolve()
     here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / STATE_DIR).is_dir():
-            return candidate
-    return here
+    return nearest_project_dir(here) or here
 
 
 class Pipeline:
@@ -442,8 +439,14 @@ def resume(
     definition = _definition(pipeline)
     project = find_project_dir(project_dir)
     settings = _settings(project, settings, max_parallel)
+    # The lock names the run it is held for, so a run refused meanwhile can say which: "last"
+    # is resolved first (with no runs at all, find_run_to_resume says so under the lock).
     with CatalogReader(catalog_location(project)) as reader:
-        target = reader.run(run_id).run_id if run_id != "last" else "last"
+        if run_id == "last":
+            last = reader.last_run(definition.spec.name)
+            target = last.run_id if last is not None else "last"
+        else:
+            target = reader.run(run_id).run_id
     with _locked(project, definition.spec.name, target, if_running, wait_timeout, None) as catalog:
         previous = find_run_to_resume(catalog, definition.spec.name, target)
         the_plan = plan_resume(definition, catalog, previous, force=force)
@@ -479,8 +482,9 @@ def run(
     run_id: str | None = None,
     on_executor: Callable[[Executor], None] | None = None,
 ) -> RunResult:
-    """Validate, plan and run a pipeline; returns the result (it does not raise on task failure).
-    `logical_date`: the start of the interval the run covers (default: now)."""
+    """Validate, plan and run a pipeline; returns the result (it does not raise on task failure:
+    `result.raise_for_status()` does). `logical_date`: the start of the interval the run covers
+    (default: now)."""
     the_plan = plan(
         pipeline,
         params=params,
@@ -517,13 +521,15 @@ def replay_quarantine(
 ) -> tuple[RunResult, int]:
     """Run the rows a validate task quarantined (in `from_run`, else its latest run) through it
     again, and through the `downstream` tasks named; returns the run and the rows replayed."""
+    from engine.params import new_run_id
     from engine.replay import plan_replay
 
     definition = _definition(pipeline)
     project = find_project_dir(project_dir)
     settings = _settings(project, settings, None)
     name = definition.spec.name
-    with _locked(project, name, "replay", if_running, wait_timeout, None) as catalog:
+    run_id = new_run_id()
+    with _locked(project, name, run_id, if_running, wait_timeout, None) as catalog:
         the_plan, source = plan_replay(
             definition,
             catalog,
@@ -531,6 +537,7 @@ def replay_quarantine(
             from_run=from_run,
             downstream=downstream,
             workspace=Workspace.for_project(project),
+            run_id=run_id,
         )
         result = _execute_locked(
             the_plan, project, catalog, settings, run_task, listener, None, if_running

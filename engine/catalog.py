@@ -695,13 +695,30 @@ class CatalogReader:
 
     def latest_output(self, pipeline: str, task_id: str) -> TaskRunRow | None:
         """The newest successful output of a task, or None."""
+        return self._newest_success(pipeline, task_id, "and t.output_path is not null ")
+
+    def last_success(self, pipeline: str, task_id: str) -> TaskRunRow | None:
+        """The newest successful run of a task, with an output in the workspace or not (a load
+        keeps none: its `target` says where its rows went)."""
+        return self._newest_success(pipeline, task_id, "")
+
+    def _newest_success(self, pipeline: str, task_id: str, condition: str) -> TaskRunRow | None:
         rows = self._query(
             "select t.* from task_runs t join runs r using (run_id) "
             "where r.pipeline = ? and t.task_id = ? and t.state = 'SUCCESS' "
-            "and t.output_path is not null order by t.ended_at desc limit 1",
+            f"{condition}order by t.ended_at desc limit 1",
             (pipeline, task_id),
         )
         return _task_row(rows[0]) if rows else None
+
+    def task_ids(self, pipeline: str) -> list[str]:
+        """Every task id the runs of a pipeline ever had."""
+        rows = self._query(
+            "select distinct t.task_id from task_runs t join runs r using (run_id) "
+            "where r.pipeline = ? order by 1",
+            (pipeline,),
+        )
+        return [row[0] for row in rows]
 
     def latest_outputs(self, pipeline: str) -> dict[str, TaskRunRow]:
         """The newest successful output of every task of a pipeline."""

@@ -33,9 +33,12 @@ from engine.errors import (
 from engine.problems import Problem
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from engine.catalog import RunRow
     from engine.dryrun import SchemaReport
     from engine.executor import Executor
+    from engine.planner import Plan
 
 __all__ = ["main"]
 
@@ -77,6 +80,19 @@ def _errors() -> Iterator[None]:
     except ArrowlineError as exc:
         where = exc.where()
         _fail(f"{where}: {exc.message}" if where else exc.message, exc.hint, EXIT_FAILED)
+
+
+@contextmanager
+def _pipeline_option() -> Iterator[None]:
+    """The notebook API names a pipeline with `pipeline=`; on the command line it is an option."""
+    from engine.notebook import AmbiguousTask
+
+    try:
+        yield
+    except AmbiguousTask as exc:
+        first, *others = exc.pipelines
+        exc.hint = f"add --pipeline {first} (or another of {', '.join(others)})"
+        raise
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -290,11 +306,11 @@ def plan(
         shown = ", ".join(f"{k}={v!r}" for k, v in the_plan.params.items())
         out.print(Text(f"params: {shown}", style="dim"))
     if report is not None:
-        _print_schema_report(report)
+        _print_schema_report(report, the_plan)
         sys.exit(EXIT_INVALID if failed else EXIT_OK)
 
 
-def _print_schema_report(report: SchemaReport) -> None:
+def _print_schema_report(report: SchemaReport, the_plan: Plan) -> None:
     for task_id, changes in report.changes.items():
         out.print(Text(f"schema changes of {task_id} since its last run:", style="bold"))
         for change in changes:
@@ -306,12 +322,22 @@ def _print_schema_report(report: SchemaReport) -> None:
                     style=style,
                 )
             )
-    roots = {t: why for t, why in report.unknown.items() if not why.startswith("reads ")}
-    for task_id, why in roots.items():
-        out.print(Text(f"schema of {task_id} not known before running: {why}", style="dim"))
-    downstream = [t for t in report.unknown if t not in roots]
+    # A root reads nothing unknown in this plan (its inputs may lie outside a selection); the
+    # rest are unknown because of a root, which is printed above them.
+    unknown = report.unknown
+    roots = [t for t in unknown if not any(i in unknown for i in the_plan.task(t).inputs)]
+    for task_id in roots:
+        out.print(
+            Text(f"schema of {task_id} not known before running: {unknown[task_id]}", style="dim")
+        )
+    downstream = [t for t in unknown if t not in roots]
     if downstream:
-        out.print(Text(f"and so not known for: {', '.join(downstream)}", style="dim"))
+        out.print(
+            Text(
+                f"so the schemas of {', '.join(downstream)} are not known before running either",
+                style="dim",
+            )
+        )
     _print_problems(report.problems)
 
 
@@ -551,7 +577,6 @@ def run(
 ) -> None:
     """Run a pipeline. Exit 0 on success, 1 when a task failed, 2 when the input is invalid."""
     from engine import api
-    from engine.planner import Plan
     from engine.progress import LiveProgress, summary
     from engine.runlock import IfRunning
 
@@ -823,7 +848,7 @@ def show(
     from engine.api import find_project_dir
     from engine.notebook import open as open_project
 
-    with _errors(), open_project(find_project_dir(project_dir)) as project:
+    with _errors(), open_project(find_project_dir(project_dir)) as project, _pipeline_option():
         frame = (
             project.quarantine(task, run_id, pipeline)
             if quarantine
@@ -832,13 +857,77 @@ def show(
         total = frame.select(pl.len()).collect().item()
         preview = frame.head(limit).collect()
     if fmt == "csv":
-        click.echo(preview.write_csv(), nl=False)
+        click.echo(_csv(preview), nl=False)
     elif fmt == "json":
         click.echo(preview.write_json())
+    elif quarantine:
+        _print_quarantine(preview)
+        err.print(Text(f"{min(limit, total):,} of {total:,} rows", style="dim"))
     else:
         with pl.Config(tbl_rows=limit, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=160):
             click.echo(str(preview))
         err.print(Text(f"{min(limit, total):,} of {total:,} rows", style="dim"))
+
+
+def _csv(frame: pl.DataFrame) -> str:
+    """CSV has no nested values: a quarantine's reasons go as their text column alone."""
+    from transforms.validate import QUARANTINE_ERRORS, QUARANTINE_REASONS
+
+    if QUARANTINE_REASONS in frame.columns:
+        frame = frame.drop(QUARANTINE_ERRORS)
+    return frame.write_csv()
+
+
+_CELL_WIDTH = 24
+"""The widest a data column of a quarantine table gets: its values are context, the reasons
+are the point."""
+
+
+def _print_quarantine(preview: pl.DataFrame) -> None:
+    """Quarantined rows for a terminal: the row number, its reasons whole and one per line
+    ("column: check (value)"), then as many of the row's columns as fit, each on one line."""
+    import polars as pl
+
+    from transforms.validate import (
+        QUARANTINE_ERRORS,
+        QUARANTINE_REASONS,
+        QUARANTINE_ROW,
+        reason_texts,
+    )
+
+    texts = preview.select(reason_texts(pl.col(QUARANTINE_ERRORS))).to_series().to_list()
+    reasons = ["\n".join(lines or []) for lines in texts]
+    rows = [str(r) for r in preview[QUARANTINE_ROW].to_list()]
+    row_width = max([len("row"), *map(len, rows)])
+    longest = max([len("reasons"), *(len(line) for text in reasons for line in text.split("\n"))])
+    reason_width = min(longest, max(40, out.width // 2))
+    table = Table()
+    table.add_column("row", justify="right", width=row_width, no_wrap=True)
+    table.add_column("reasons", width=reason_width, overflow="fold")
+    room = out.width - 1 - (row_width + 3) - (reason_width + 3)  # a column's border and padding
+    columns: list[list[str]] = [rows, reasons]
+    skip = {QUARANTINE_ROW, QUARANTINE_REASONS, QUARANTINE_ERRORS}
+    names = [name for name in preview.columns if name not in skip]
+    left_out: list[str] = []
+    for name in names:
+        cells = ["null" if v is None else str(v) for v in preview[name].to_list()]
+        width = min(_CELL_WIDTH, max([len(name), *map(len, cells)]))
+        if left_out or width + 3 > room:
+            left_out.append(name)
+            continue
+        room -= width + 3
+        table.add_column(name, width=width, no_wrap=True, overflow="ellipsis")
+        columns.append(cells)
+    for values in zip(*columns, strict=True):
+        table.add_row(*values)
+    out.print(table)
+    if left_out:
+        out.print(
+            Text(
+                f"not shown for width: {', '.join(left_out)} (--format json shows every column)",
+                style="dim",
+            )
+        )
 
 
 @main.command()
@@ -1117,7 +1206,7 @@ def quarantine_show(
     from engine.api import find_project_dir
     from engine.notebook import open as open_project
 
-    with _errors(), open_project(find_project_dir(project_dir)) as project:
+    with _errors(), open_project(find_project_dir(project_dir)) as project, _pipeline_option():
         frame = project.quarantine(task, run_id, pipeline)
         preview = frame.head(limit).collect()
         total = frame.select(pl.len()).collect().item()
@@ -1129,7 +1218,7 @@ def quarantine_show(
             .collect()
         )
     if fmt == "csv":
-        click.echo(preview.write_csv(), nl=False)
+        click.echo(_csv(preview), nl=False)
         return
     if fmt == "json":
         click.echo(
@@ -1139,8 +1228,8 @@ def quarantine_show(
             )
         )
         return
+    _print_quarantine(preview)
     with pl.Config(tbl_rows=limit, tbl_cols=30, fmt_str_lengths=80, tbl_width_chars=160):
-        click.echo(str(preview))
         out.print(Text(f"{total:,} quarantined rows; failures by check:", style="bold"))
         click.echo(str(reasons))
 

@@ -322,14 +322,16 @@ def status(project_dir: Path | None, fmt: str) -> None:
         table.add_column(column)
     for row in rows:
         if row.get("problem"):
-            table.add_row(row["pipeline"], "", "", "", Text(row["problem"], style="red"))
+            # whole and wrapped, long paths folded rather than cut
+            problem = Text(row["problem"], style="red", overflow="fold")
+            table.add_row(row["pipeline"], "", "", "", problem)
             continue
         if row["paused"]:
             next_run = Text(f"paused: {row['pause_reason']}", style="yellow")
+        elif row.get("next_run"):
+            next_run = Text(row["next_run"][:19].replace("T", " "))
         else:
-            next_run = Text(
-                (row.get("next_run") or "on trigger" if row.get("triggers") else "")[:19]
-            )
+            next_run = Text("on trigger" if row.get("triggers") else "")
         last = row.get("last_run")
         last_text = Text(
             f"{last['state']} {last['ended_at'][:19]}" if last else "never",

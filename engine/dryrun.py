@@ -76,19 +76,36 @@ def previous_schemas(
     catalog: CatalogReader | None, pipeline: str
 ) -> dict[str, tuple[str, pa.Schema]]:
     """task -> (run id, Arrow schema) of its newest successful output still on disk."""
-    import pyarrow.parquet as pq
-
     found: dict[str, tuple[str, pa.Schema]] = {}
     if catalog is None:
         return found
     for task_id, row in catalog.latest_outputs(pipeline).items():
-        files = sorted(Path(row.output_path or "").glob("part-*.parquet"))
-        try:
-            if files:
-                found[task_id] = (row.run_id, pq.read_schema(files[0]))
-        except OSError:
-            continue
+        schema = _output_schema(row.output_path)
+        if schema is not None:
+            found[task_id] = (row.run_id, schema)
     return found
+
+
+def _output_schema(output_path: str | None) -> pa.Schema | None:
+    """The Arrow schema of a published output, or None when it is not (or no longer) there."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(output_path or "").glob("part-*.parquet")) if output_path else []
+    try:
+        return pq.read_schema(files[0]) if files else None
+    except OSError:
+        return None
+
+
+def _reused_schemas(plan: Plan, catalog: CatalogReader | None) -> dict[str, pa.Schema | None]:
+    """task -> the schema of the output a reused task brings from its earlier run (None when
+    that output cannot be read): a selection's reused upstream is read, not run again."""
+    reused: dict[str, pa.Schema | None] = {}
+    for task in plan.tasks:
+        if task.action == "reuse" and task.reuse_run is not None:
+            row = catalog.task_run(task.reuse_run, task.id) if catalog is not None else None
+            reused[task.id] = _output_schema(row.output_path if row is not None else None)
+    return reused
 
 
 def plan_schemas(
@@ -104,11 +121,22 @@ def plan_schemas(
     with tempfile.TemporaryDirectory(prefix="arrowline-plan-") as scratch:
         root = Path(scratch)
         files: dict[str, Path] = {}  # task -> an empty Parquet file of its output's schema
+        reused = _reused_schemas(plan, catalog)
         for task in plan.tasks:
+            if task.id in reused:
+                _reused_schema(task, reused[task.id], report)
+                continue
             _task_schema(plan, task, report, root, files, line_of)
         for task in plan.tasks:
             _drift(plan, task, report, catalog, line_of)
     return report
+
+
+def _reused_schema(task: PlannedTask, schema: pa.Schema | None, report: SchemaReport) -> None:
+    if schema is not None:
+        report.schemas[task.id] = schema
+    else:
+        report.unknown[task.id] = f"the output it reuses (run {task.reuse_run}) cannot be read"
 
 
 def _empty_input(task_id: str, schema: pa.Schema, root: Path, files: dict[str, Path]) -> InputTable:

@@ -10,7 +10,8 @@
     │   ├── TransientTaskError      worth retrying: connection loss, timeouts, throttling
     │   │   └── TaskTimeout         the task ran past its `timeout`
     │   ├── DataError               the data is wrong: schema mismatch, failed validation, dup keys
-    │   └── Cancelled               the run was cancelled (Ctrl-C, SIGTERM, an API call)
+    │   ├── Cancelled               the run was cancelled (Ctrl-C, SIGTERM, an API call)
+    │   └── RunFailed               `RunResult.raise_for_status()`: a run ended without success
     └── UserCodeError               a UDF or schema module raised or could not be imported
 
 Transient versus terminal is part of the type (`ArrowlineError.transient`), so the retry logic asks
@@ -38,6 +39,7 @@ __all__ = [
     "DefinitionError",
     "ParameterError",
     "PipelineInvalid",
+    "RunFailed",
     "SelectionError",
     "StateError",
     "TaskError",
@@ -158,6 +160,17 @@ class DataError(TaskError):
 
 class Cancelled(TaskError):
     """The run was cancelled before the task could finish."""
+
+
+class RunFailed(TaskError):
+    """A run ended FAILED or CANCELLED; raised on request (`RunResult.raise_for_status()`), since
+    running returns a result rather than raising. `failed` names the tasks that failed."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, failed: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.failed = failed
 
 
 class UserCodeError(ArrowlineError):

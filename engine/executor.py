@@ -38,7 +38,14 @@ from connectors.base import CancelToken, InputTable
 from connectors.watermark import Watermark
 from engine.breaker import CircuitBreaker, CircuitOpen
 from engine.catalog import Catalog, now_text
-from engine.errors import ArrowlineError, Cancelled, DataError, TaskTimeout, classify
+from engine.errors import (
+    ArrowlineError,
+    Cancelled,
+    DataError,
+    RunFailed,
+    TaskTimeout,
+    classify,
+)
 from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
 from engine.retry import backoff_delay
@@ -98,6 +105,42 @@ class RunResult:
     @property
     def failed(self) -> list[TaskResult]:
         return [t for t in self.tasks.values() if t.state is TaskState.FAILED]
+
+    def raise_for_status(self) -> RunResult:
+        """Raise RunFailed, naming the failed tasks and their errors, when the run did not
+        succeed; return the result when it did, so a script can write
+        `result = pipeline.run().raise_for_status()` and not go on after a failure unawares."""
+        if self.ok:
+            return self
+        error = RunFailed(
+            f"run {self.run_id} of pipeline {self.pipeline!r} {self.state.value}: "
+            f"{self._outcome()}",
+            hint=f"`arrowline runs {self.run_id}` shows every task and attempt",
+            failed=tuple(t.task_id for t in self.failed),
+        )
+        error.pipeline, error.run_id = self.pipeline, self.run_id
+        raise error
+
+    def _outcome(self) -> str:
+        """The failed tasks with their errors' first lines, then the skipped ones."""
+        parts = [
+            f"task {t.task_id!r} failed ({t.error_kind}): {(t.error or '').splitlines()[0]}"
+            if t.error
+            else f"task {t.task_id!r} failed"
+            for t in self.failed
+        ]
+        skipped = [t.task_id for t in self.tasks.values() if t.state is TaskState.SKIPPED]
+        if skipped:
+            parts.append(f"skipped: {', '.join(skipped)}")
+        return "; ".join(parts) or "no task failed"
+
+    def __repr__(self) -> str:
+        if self.ok:
+            return (
+                f"<RunResult {self.pipeline} {self.run_id} SUCCESS in {self.duration_s:.2f}s, "
+                f"{len(self.tasks)} tasks>"
+            )
+        return f"<RunResult {self.pipeline} {self.run_id} {self.state.value}: {self._outcome()}>"
 
 
 @dataclass(frozen=True)

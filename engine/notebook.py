@@ -14,6 +14,7 @@ a pipeline is running and never sees a half-written output.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,13 +22,13 @@ from engine.catalog import CatalogReader, TaskRunRow, catalog_location
 from engine.errors import StateError
 from engine.problems import did_you_mean
 from engine.retention import missing_output
-from engine.workspace import QUARANTINE_DIR, STATE_DIR
+from engine.workspace import QUARANTINE_DIR, STATE_DIR, nearest_project_dir
 
 if TYPE_CHECKING:
     import duckdb
     import polars as pl
 
-__all__ = ["Project", "open"]
+__all__ = ["AmbiguousTask", "Project", "open"]
 
 
 class Project:
@@ -64,16 +65,20 @@ class Project:
     # -- runs -------------------------------------------------------------------------------------
 
     def runs(self, pipeline: str | None = None, limit: int = 50) -> pl.DataFrame:
+        """Runs, newest first; times are UTC datetimes."""
         import polars as pl
 
         rows = self.catalog.runs(pipeline, limit)
+        when = pl.Datetime("us", "UTC")
         return pl.DataFrame(
             [
                 {
                     "run_id": r.run_id,
                     "pipeline": r.pipeline,
                     "state": r.state.value,
-                    "started_at": r.started_at,
+                    "logical_date": _datetime(r.logical_date),
+                    "started_at": _datetime(r.started_at),
+                    "ended_at": _datetime(r.ended_at),
                     "duration_s": r.duration_s,
                     "error": r.error,
                 }
@@ -83,7 +88,9 @@ class Project:
                 "run_id": pl.String,
                 "pipeline": pl.String,
                 "state": pl.String,
-                "started_at": pl.String,
+                "logical_date": when,
+                "started_at": when,
+                "ended_at": when,
                 "duration_s": pl.Float64,
                 "error": pl.String,
             },
@@ -125,33 +132,86 @@ class Project:
         catalog = self.catalog
         pipelines = [pipeline] if pipeline else catalog.pipelines()
         if run is not None:
-            run_row = catalog.run(run)
-            if pipeline and run_row.pipeline != pipeline:
-                raise StateError(f"run {run_row.run_id} belongs to pipeline {run_row.pipeline!r}")
-            task_run = catalog.task_run(run_row.run_id, task)
-            reused_from = catalog.reused(run_row.run_id).get(task)
-            if task_run is None and reused_from:
-                task_run = catalog.task_run(reused_from, task)
-            if task_run is None or task_run.output_path is None:
-                raise StateError(f"run {run_row.run_id} has no output of task {task!r}")
-            return task_run
+            return self._output_of_run(task, run, pipeline)
         found = [(name, catalog.latest_output(name, task)) for name in pipelines]
         hits = [(name, row) for name, row in found if row is not None]
         if not hits:
-            known = {
-                t.task_id
-                for name in pipelines
-                for r in catalog.runs(name, 5)
-                for t in catalog.task_runs(r.run_id)
-            }
-            raise StateError(
-                f"no successful output of task {task!r} yet.{did_you_mean(task, known)}",
-                hint="run the pipeline first; `arrowline runs` shows what ran",
-            )
+            raise self._no_output(task, pipelines)
         if len(hits) > 1:
-            names = ", ".join(name for name, _ in hits)
-            raise StateError(f"task {task!r} exists in several pipelines ({names}); pass pipeline=")
+            names = [name for name, _ in hits]
+            raise AmbiguousTask(task, names)
         return hits[0][1]
+
+    def _output_of_run(self, task: str, run: str, pipeline: str | None) -> TaskRunRow:
+        catalog = self.catalog
+        run_row = catalog.run(run)
+        if pipeline and run_row.pipeline != pipeline:
+            raise StateError(f"run {run_row.run_id} belongs to pipeline {run_row.pipeline!r}")
+        task_run = catalog.task_run(run_row.run_id, task)
+        reused_from = catalog.reused(run_row.run_id).get(task)
+        if task_run is None and reused_from:
+            task_run = catalog.task_run(reused_from, task)
+        if task_run is None:
+            ran = [t.task_id for t in catalog.task_runs(run_row.run_id)]
+            ran += list(catalog.reused(run_row.run_id))
+            raise StateError(
+                f"run {run_row.run_id} has no task {task!r}.{did_you_mean(task, ran)}",
+                hint=f"`arrowline runs {run_row.run_id}` lists its tasks",
+            )
+        if task_run.output_path is None:
+            if task_run.target:
+                raise _loaded_elsewhere(task_run, run_row.pipeline, self._load_input(task_run))
+            raise StateError(
+                f"run {run_row.run_id} has no output of task {task!r}: it is "
+                f"{task_run.state.value}",
+                hint=f"`arrowline runs {run_row.run_id}` says why",
+            )
+        return task_run
+
+    def _no_output(self, task: str, pipelines: list[str]) -> StateError:
+        """Why a task has no latest output: no such task, a load (its rows are in its target),
+        or it never succeeded."""
+        catalog = self.catalog
+        owners = [name for name in pipelines if task in catalog.task_ids(name)]
+        if not owners:
+            known = {t for name in pipelines for t in catalog.task_ids(name)}
+            where = (
+                f"pipeline {pipelines[0]!r}"
+                if len(pipelines) == 1
+                else f"the runs of {', '.join(repr(p) for p in pipelines)}"
+                if pipelines
+                else "the catalog (nothing has run yet)"
+            )
+            return StateError(
+                f"no task {task!r} in {where}.{did_you_mean(task, known)}",
+                hint="`arrowline runs RUN_ID` lists the tasks of a run",
+            )
+        for name in owners:
+            row = catalog.last_success(name, task)
+            if row is not None and row.output_path is None and row.target:
+                return _loaded_elsewhere(row, name, self._load_input(row))
+        return StateError(
+            f"no successful output of task {task!r} yet",
+            hint="run the pipeline first; `arrowline runs` shows what ran",
+        )
+
+    def _load_input(self, row: TaskRunRow) -> str | None:
+        """The task a load read from, as the definition its run recorded says (None when it
+        cannot be told)."""
+        import yaml
+
+        definition = self.catalog.run(row.run_id).definition
+        try:
+            data = yaml.safe_load(definition) if definition else None
+        except yaml.YAMLError:
+            return None
+        tasks = data.get("tasks") if isinstance(data, dict) else None
+        for task in tasks if isinstance(tasks, list) else []:
+            if isinstance(task, dict) and task.get("id") == row.task_id:
+                load = task.get("load")
+                source = load.get("input") if isinstance(load, dict) else None
+                return source if isinstance(source, str) else None
+        return None
 
     def lineage(
         self,
@@ -185,15 +245,31 @@ class Project:
     def quarantine(
         self, task: str, run: str | None = None, pipeline: str | None = None
     ) -> pl.LazyFrame:
-        """Rows a validate task set aside, with `_arrowline_row` and `_arrowline_errors`."""
+        """Rows a task set aside: `_arrowline_row` (where it was), `_arrowline_reasons` (why, in
+        words: "column: check (value)"), the row's columns, and `_arrowline_errors` (the same
+        reasons as a list of column, check and value structs, to filter and count by)."""
         import polars as pl
+
+        from transforms.validate import (
+            QUARANTINE_ERRORS,
+            QUARANTINE_REASONS,
+            QUARANTINE_ROW,
+            reason_texts,
+        )
 
         row = self._output(task, run, pipeline)
         assert row.output_path is not None
         files = sorted((Path(row.output_path) / QUARANTINE_DIR).glob("part-*.parquet"))
         if not files:
             raise StateError(f"run {row.run_id} quarantined no rows of task {task!r}")
-        return pl.scan_parquet([str(f) for f in files])
+        frame = pl.scan_parquet([str(f) for f in files])
+        reasons = reason_texts(pl.col(QUARANTINE_ERRORS)).list.join("; ")
+        return frame.select(
+            pl.col(QUARANTINE_ROW),
+            reasons.alias(QUARANTINE_REASONS),
+            pl.all().exclude(QUARANTINE_ROW, QUARANTINE_ERRORS),
+            pl.col(QUARANTINE_ERRORS),
+        )
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run DuckDB SQL over the latest outputs; tasks are views by id (and `pipeline.task`)."""
@@ -222,16 +298,50 @@ class Project:
         return connection.sql(query)
 
 
+class AmbiguousTask(StateError):
+    """A task id that several pipelines have; `pipelines` names them."""
+
+    def __init__(self, task: str, pipelines: list[str]) -> None:
+        super().__init__(
+            f"task {task!r} exists in several pipelines ({', '.join(pipelines)})",
+            hint=f"name the pipeline: pipeline={pipelines[0]!r}",
+        )
+        self.task = task
+        self.pipelines = pipelines
+
+
+def _loaded_elsewhere(row: TaskRunRow, pipeline: str, source: str | None) -> StateError:
+    """A load keeps no output in the workspace: say where its rows went instead."""
+    shown = f"; task {source!r} holds the rows it loaded" if source else ""
+    return StateError(
+        f"task {row.task_id!r} of pipeline {pipeline!r} is a load: run {row.run_id} loaded "
+        f"its rows into {row.target}",
+        hint=f"read them there{shown}",
+    )
+
+
+def _datetime(text: str | None) -> datetime | None:
+    """A catalog time (ISO 8601 text with its offset) as an aware datetime."""
+    return datetime.fromisoformat(text) if text else None
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def open(project_dir: str | os.PathLike[str] = ".") -> Project:
-    """Open a project (the folder holding `.arrowline/`) for reading."""
-    path = Path(project_dir).resolve()
-    if not (path / STATE_DIR).is_dir():
+def open(project_dir: str | os.PathLike[str] | None = None) -> Project:
+    """Open a project for reading, found as the CLI finds it: the nearest folder at or above
+    `project_dir` that holds `.arrowline/`, so `engine.open(".")` works from any folder inside
+    the project. Without `project_dir`: $ARROWLINE_PROJECT_DIR, else from the working
+    directory."""
+    from engine.api import find_project_dir
+
+    start = Path(project_dir) if project_dir is not None else find_project_dir()
+    path = nearest_project_dir(start)
+    if path is None:
         raise StateError(
-            f"{path} holds no arrowline state ({STATE_DIR}/ is missing)",
-            hint="pass the folder you ran `arrowline run` in",
+            f"{start.resolve()} and the folders above it hold no arrowline state "
+            f"(no {STATE_DIR}/ folder)",
+            hint="pass the folder you ran `arrowline run` in, or a folder inside it",
         )
     return Project(path)

@@ -389,7 +389,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "Checks one input against a pandera schema (polars backend). Rows "
         "that fail are quarantined with `_arrowline_row` (their position in the input) and "
         "`_arrowline_errors` (a list of column, check and value); `arrowline show TASK "
-        "--quarantine` and `engine.open(...).quarantine(TASK)` read them. A missing column or a "
+        "--quarantine` and `engine.open(...).quarantine(TASK)` read them, with the reasons also in "
+        'words (`_arrowline_reasons`: "column: check (value)"). A missing column or a '
         "column of the wrong type fails the task: no row can be set aside for those.",
     ),
     ("validate: inline schema", InlineSchema, "A pandera DataFrameSchema written as data."),

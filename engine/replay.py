@@ -96,8 +96,10 @@ def plan_replay(
     from_run: str | None = None,
     downstream: Sequence[str] = (),
     workspace: Workspace,
+    run_id: str | None = None,
 ) -> tuple[Plan, ReplaySource]:
-    """The plan of a replay run, with its input already written to the workspace."""
+    """The plan of a replay run (`run_id`: the one its lock was taken for), with its input
+    already written to the workspace."""
     spec = definition.spec
     if task_id not in {t.id for t in spec.tasks}:
         raise SelectionError(f"pipeline {spec.name!r} has no task {task_id!r}")
@@ -107,7 +109,7 @@ def plan_replay(
             f"task {task_id!r} is a {task.kind.value} task; only validate tasks quarantine rows"
         )
     source = find_quarantine(catalog, spec.name, task_id, from_run)
-    full = build_plan(definition, params=catalog.run(source.row.run_id).params)
+    full = build_plan(definition, params=catalog.run(source.row.run_id).params, run_id=run_id)
     graph = Graph({t.id: t.upstream for t in full.tasks})
     below = graph.descendants([task_id])
     for name in downstream:

@@ -30,7 +30,7 @@ def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, An
             try:
                 spec = load(path).spec
             except (PipelineInvalid, ArrowlineError) as exc:
-                row["problem"] = f"invalid: {exc}".splitlines()[0]
+                row["problem"] = f"invalid: {exc}"  # every problem: the first line is a count
                 rows.append(row)
                 continue
             state = reader.schedule(name) if reader else None

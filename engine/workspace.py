@@ -22,10 +22,20 @@ from connectors.base import InputTable
 from connectors.files.atomic import publish_directory, remove_tree
 from engine.errors import StateError
 
-__all__ = ["QUARANTINE_DIR", "STATE_DIR", "Workspace"]
+__all__ = ["QUARANTINE_DIR", "STATE_DIR", "Workspace", "nearest_project_dir"]
 
 STATE_DIR = ".arrowline"
 QUARANTINE_DIR = "quarantine"
+
+
+def nearest_project_dir(start: Path) -> Path | None:
+    """The nearest of `start` and its ancestors that holds `.arrowline/`, or None: how the
+    CLI and the notebook API both find a project from a folder inside it."""
+    here = start.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / STATE_DIR).is_dir():
+            return candidate
+    return None
 
 
 class Workspace:

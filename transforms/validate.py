@@ -31,17 +31,41 @@ from transforms.user_code import load_object
 __all__ = [
     "CHECKS",
     "QUARANTINE_ERRORS",
+    "QUARANTINE_REASONS",
     "QUARANTINE_ROW",
     "ValidationOutcome",
     "build_schema",
     "load_schema",
     "needs_whole_input",
+    "reason_texts",
     "schema_file",
     "validate_frames",
 ]
 
 QUARANTINE_ROW = "_arrowline_row"
 QUARANTINE_ERRORS = "_arrowline_errors"
+QUARANTINE_REASONS = "_arrowline_reasons"
+"""Not stored: the reasons in words, added where people read quarantined rows."""
+
+
+def reason_texts(errors: pl.Expr) -> pl.Expr:
+    """A quarantine's reasons (list of column, check, value structs) as a list of
+    "column: check (value)" texts: the form people read, in a table or a notebook, where a
+    struct shows its values without their field names."""
+    reason = pl.element().struct
+    column = reason.field("column")
+    value = reason.field("value")
+    return errors.list.eval(
+        pl.concat_str(
+            pl.when(column.is_null() | (column == "")).then(pl.lit("(row)")).otherwise(column),
+            pl.lit(": "),
+            reason.field("check"),
+            pl.when(value.is_null())
+            .then(pl.lit(""))
+            .otherwise(pl.concat_str(pl.lit(" ("), value, pl.lit(")"))),
+        )
+    )
+
 
 # YAML check name -> pandera Check constructor name. Range-like checks take {min, max}.
 CHECKS: dict[str, str] = {
@@ -196,11 +220,7 @@ class ValidationOutcome:
             key = (row["column"] or "", row["check"])
             self.failures_by_check[key] = self.failures_by_check.get(key, 0) + 1
             if len(self.examples) < 5:
-                where = f"row {offset + row['index']}" if row["index"] is not None else "schema"
-                column = f"column {row['column']!r}" if row["column"] else "frame"
-                self.examples.append(
-                    f"{where}: {column} failed {row['check']} with value {row['failure_case']!r}"
-                )
+                self.examples.append(_example(row, offset))
 
     def summary(self) -> str:
         parts = [
@@ -208,6 +228,17 @@ class ValidationOutcome:
             for (column, check), count in sorted(self.failures_by_check.items())
         ]
         return "; ".join(parts)
+
+
+def _example(row: dict[str, Any], offset: int) -> str:
+    """One failure for a hint: the row, column, check and value; a whole-column one in words."""
+    if row["index"] is None:
+        return "schema: " + _describe_schema_case(row["column"], row["check"], row["failure_case"])
+    column = f"column {row['column']!r}" if row["column"] else "frame"
+    return (
+        f"row {offset + row['index']}: {column} failed {row['check']} "
+        f"with value {row['failure_case']!r}"
+    )
 
 
 def _quarantine_rows(frame: pl.DataFrame, failures: pl.DataFrame, offset: int) -> pl.DataFrame:
@@ -233,9 +264,19 @@ def _split_failures(error: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
     return cases.filter(pl.col("index").is_not_null()), cases.filter(pl.col("index").is_null())
 
 
+def _describe_schema_case(column: str | None, check: str, found: object) -> str:
+    """A failure of a whole column in words: pandera reports a missing column as
+    `column_in_dataframe` with the column as its "failure case", which reads as the opposite."""
+    if check == "column_in_dataframe":
+        return f"column {found!r} is missing"
+    if check == "column_in_schema":
+        return f"column {found!r} is not in the schema (strict)"
+    return f"{column or 'frame'}: {check} (found {found})"
+
+
 def _schema_failure(cases: pl.DataFrame) -> DataError:
     details = "; ".join(
-        f"{row['column'] or 'frame'}: {row['check']} (found {row['failure_case']})"
+        _describe_schema_case(row["column"], row["check"], row["failure_case"])
         for row in cases.iter_rows(named=True)
     )
     return DataError(

@@ -20,7 +20,8 @@ def translate(exc: duckdb.Error, what: str) -> ArrowlineError:
     if isinstance(exc, duckdb.IOException) and "lock" in message.lower():
         return TransientTaskError(
             f"{what}: the database file is locked by another process ({message})",
-            hint="DuckDB allows one writing process per file; the task is retried",
+            hint="DuckDB allows one writing process per file: close the other one (a notebook, "
+            "another pipeline), or give the task more `retry` attempts or backoff to outwait it",
         )
     if isinstance(exc, duckdb.TransactionException):
         return TransientTaskError(f"{what}: transaction conflict ({message})")

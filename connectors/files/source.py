@@ -128,9 +128,48 @@ class _RowErrors:
         return "error"
 
 
+_BYTES_PER_ROW = 128
+_MAX_BLOCK = 64 << 20
+
+
 def _block_size(config: FilesSource) -> int:
     # CSV and JSON are read in blocks of bytes; ~128 bytes per row turns rows into bytes.
-    return max(1 << 20, min(64 << 20, config.batch_size * 128))
+    return max(1 << 20, min(_MAX_BLOCK, config.batch_size * _BYTES_PER_ROW))
+
+
+def _longest_line(path: Path) -> int:
+    """Bytes in the longest line of a (possibly compressed) text file, read in chunks."""
+    longest = current = 0
+    with _open_stream(path) as stream:
+        while chunk := stream.read(1 << 20):
+            pieces = chunk.split(b"\n")
+            current += len(pieces[0])
+            for piece in pieces[1:]:
+                longest = max(longest, current)
+                current = len(piece)
+    return max(longest, current)
+
+
+def _line_too_long(path: Path, shown: str, config: FilesSource) -> DataError:
+    """Arrow parses CSV and NDJSON in blocks and cannot parse a line longer than one; its advice
+    ("increase block size") names an option arrowline does not have: the block follows
+    `batch_size`, so say which `batch_size` reads the file."""
+    longest = _longest_line(path)
+    block = _block_size(config)
+    if longest + 1 > _MAX_BLOCK:
+        return DataError(
+            f"cannot read {shown}: a line of {longest:,} bytes is longer than the largest read "
+            f"block ({_MAX_BLOCK >> 20} MiB)",
+            hint="write one record per line, each shorter than that",
+        )
+    rows = -(-(longest + 1) // _BYTES_PER_ROW)
+    wanted = 1 << (rows - 1).bit_length()  # the next power of two
+    return DataError(
+        f"cannot read {shown}: a line of {longest:,} bytes is longer than the read block of "
+        f"{block:,} bytes (batch_size {config.batch_size:,} x {_BYTES_PER_ROW} bytes)",
+        hint=f"set `batch_size: {wanted}` (or more) on the extract; CSV and NDJSON are read in "
+        f"blocks of batch_size x {_BYTES_PER_ROW} bytes, at most {_MAX_BLOCK >> 20} MiB",
+    )
 
 
 def _open_stream(path: Path) -> pa.NativeFile:
@@ -198,9 +237,15 @@ def _describe(path: Path, base_dir: Path) -> str:
 
 
 def _file_error(
-    path: Path, base_dir: Path, exc: Exception, row_errors: _RowErrors | None
+    path: Path,
+    base_dir: Path,
+    exc: Exception,
+    row_errors: _RowErrors | None,
+    config: FilesSource,
 ) -> DataError:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "straddles two block boundaries" in message:
+        return _line_too_long(path, _describe(path, base_dir), config)
     if row_errors is not None and row_errors.first is not None:
         message = f"malformed row, {row_errors.first}"
     elif "UTF8" in message or "UTF-8" in message or isinstance(exc, UnicodeDecodeError):
@@ -270,7 +315,7 @@ def _first_schema(
             errors = _locate_malformed_row(path, config, None, base_dir)
         if fmt == "ndjson":
             _locate_bad_json_line(path, _describe(path, base_dir))  # raises with the line
-        raise _file_error(path, base_dir, exc, errors) from None
+        raise _file_error(path, base_dir, exc, errors, config) from None
     _refuse_name_clash(schema.names, path, fmt, config, base_dir)
     for name, data_type in types.items():  # explicit types win over inference
         index = schema.get_field_index(name)
@@ -555,7 +600,7 @@ def _file_batches(
             _locate_conversion_error(path, config, schema, shown)  # raises with the row
         if fmt == "csv" and "CSV parse error" in str(exc) and errors.first is None:
             errors = _locate_malformed_row(path, config, schema, base_dir)
-        raise _file_error(path, base_dir, exc, errors) from None
+        raise _file_error(path, base_dir, exc, errors, config) from None
 
 
 def open_files(config: FilesSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:

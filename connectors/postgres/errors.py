@@ -144,7 +144,8 @@ def translate(exc: BaseException, what: str, server: ResolvedPostgres | None = N
     where = f" ({server.describe()})" if server is not None else ""
     state = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
     hints = {
-        PostgresUnavailable: "is the server running and reachable from here? the task is retried",
+        PostgresUnavailable: "is the server running and reachable from here? more `retry` "
+        "attempts or backoff let a task ride out a restart",
         PostgresAuthFailed: "check the user and password of the connection",
         PostgresDatabaseMissing: "check the database name in the connection",
         PostgresPermissionDenied: "grant the role the privilege, or connect as another role",

@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -123,6 +124,26 @@ def test_cancellation_stops_between_batches(tmp_path: Path) -> None:
     token.cancel(Cancelled("stop"))
     with pytest.raises(Cancelled):
         reader.read_next_batch()
+
+
+@pytest.mark.parametrize("name", ["long.ndjson", "long.csv"])
+def test_a_line_longer_than_a_read_block_names_batch_size_and_the_value_that_reads_it(
+    tmp_path: Path, name: str
+) -> None:
+    blob = "x" * 3_000_000  # one line of 3 MB; batch_size 1 reads in 1 MiB blocks
+    if name.endswith(".ndjson"):
+        (tmp_path / name).write_text(json.dumps({"id": 1, "blob": blob}) + "\n")
+    else:
+        (tmp_path / name).write_text(f"id,blob\n1,{blob}\n")
+    with pytest.raises(DataError) as info:
+        read(source(path=name, batch_size=1), tmp_path)
+    message = str(info.value)
+    assert name in message
+    assert "block size" not in message
+    found = re.search(r"set `batch_size: (\d+)`", message)
+    assert found, message
+    table = read(source(path=name, batch_size=int(found.group(1))), tmp_path)
+    assert table.column("blob").to_pylist() == [blob]
 
 
 def test_a_csv_header_naming_a_column_twice_fails_with_file_line_and_columns(

@@ -32,6 +32,11 @@ def test_unreachable_server_is_transient_and_names_host_and_port(tmp_path: Path)
     assert "connection 'wh' to 127.0.0.1:1/test" in error.message
     assert "Connection refused" in error.message
     assert "hunter2secret" not in str(error)
+    # shown also when the attempts are used up: it must not promise a retry
+    assert error.hint == (
+        "is the server running and reachable from here? more `retry` attempts or backoff let "
+        "a task ride out a restart"
+    )
 
 
 def test_missing_database_is_terminal(pg: PgSchema, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 import engine
 from engine import Pipeline
-from engine.errors import ParameterError, PipelineInvalid
+from engine.errors import ArrowlineError, ParameterError, PipelineInvalid, RunFailed
 from engine.fingerprint import pipeline_fingerprint
 from engine.validation import load_definition
 from tests.conftest import WritePipeline
@@ -38,6 +38,35 @@ def test_python_pipeline_runs_end_to_end(project: Path) -> None:
     connection = duckdb.connect(str(project / "w.duckdb"), read_only=True)
     assert connection.execute("select sum(x2) from squares").fetchone() == (30,)
     connection.close()
+
+
+def test_a_failed_run_is_visible_in_its_repr_and_raise_for_status(project: Path) -> None:
+    p = Pipeline("visible", base_dir=project)
+    p.sql("numbers", "select range as x from range(3)")
+    p.validate("checked", input="numbers", schema={"columns": {"missing": {"type": "int64"}}})
+    p.load("out", input="checked", to="parquet", path="out/numbers")
+    result = p.run()
+    assert not result.ok
+    shown = repr(result)
+    assert shown.startswith(f"<RunResult visible {result.run_id} FAILED: ")
+    assert "task 'checked' failed (DataError): the input does not match the schema" in shown
+    assert "skipped: out" in shown
+    with pytest.raises(RunFailed) as failed:
+        result.raise_for_status()
+    error = failed.value
+    assert isinstance(error, ArrowlineError)
+    assert (error.pipeline, error.run_id, error.failed) == ("visible", result.run_id, ("checked",))
+    assert error.message == (
+        f"run {result.run_id} of pipeline 'visible' FAILED: task 'checked' failed (DataError): "
+        "the input does not match the schema: column 'missing' is missing; skipped: out"
+    )
+    assert error.hint == f"`arrowline runs {result.run_id}` shows every task and attempt"
+
+
+def test_raise_for_status_returns_a_successful_result(project: Path) -> None:
+    result = build(project).run()
+    assert result.raise_for_status() is result
+    assert repr(result).startswith(f"<RunResult py {result.run_id} SUCCESS in ")
 
 
 def test_python_and_yaml_build_the_same_model(write: WritePipeline, project: Path) -> None:

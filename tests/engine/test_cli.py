@@ -125,6 +125,24 @@ def test_run_success_then_runs_and_show(cli: Cli, write: WritePipeline, project:
     assert rows[0]["_arrowline_errors"][0]["check"] == "less_than_or_equal_to(4)"
 
 
+def test_show_of_a_load_says_where_it_loaded(cli: Cli, write: WritePipeline, project: Path) -> None:
+    assert cli("run", write("p.yaml", GOOD), "--no-progress").exit_code == 0
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        run_id = catalog.runs("shop")[0].run_id
+    shown = cli("show", "out")
+    assert shown.exit_code == 1
+    message = " ".join(shown.stderr.split())
+    assert (
+        f"task 'out' of pipeline 'shop' is a load: run {run_id} loaded its rows into "
+        f"duckdb:{project / 'out' / 'w.duckdb'}#big" in message
+    )
+    assert "task 'checked' holds the rows it loaded" in message
+    assert "Did you mean" not in message
+    unknown = cli("show", "chekced")
+    assert unknown.exit_code == 1
+    assert "no task 'chekced' in pipeline 'shop'. Did you mean 'checked'?" in unknown.stderr
+
+
 def test_run_failure_exits_1_and_names_the_task(cli: Cli, write: WritePipeline) -> None:
     path = write(
         "p.yaml",
@@ -141,6 +159,49 @@ def test_run_failure_exits_1_and_names_the_task(cli: Cli, write: WritePipeline) 
     assert result.exit_code == 1
     assert "✗ a (DataError)" in result.stdout
     assert "skipped because an upstream task failed: b" in result.stdout
+
+
+def test_a_transient_failure_that_used_up_its_attempts_does_not_promise_another(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: locked
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - id: out
+            load: {input: src, to: duckdb, path: w.duckdb, table: t}
+            retry: {attempts: 2, backoff: 0s}
+    """,
+    )
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(project / 'w.duckdb')!r}); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        result = cli("run", path, "--no-progress")
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert result.exit_code == 1
+    assert "attempt 1/2 failed (TransientTaskError), retrying" in result.stderr
+    assert "failed (TransientTaskError, attempts exhausted)" in result.stderr
+    failure = result.stdout[result.stdout.index("✗ out") :]
+    assert "the database file is locked by another process" in failure
+    assert "more `retry` attempts" in failure  # what would have helped, not what happens next
+    assert "is retried" not in result.stdout + result.stderr
 
 
 def test_run_invalid_pipeline_exits_2(cli: Cli, write: WritePipeline) -> None:

@@ -281,3 +281,69 @@ def test_bad_rows_of_an_extract_go_to_its_quarantine_or_fail_it_losing_nothing(
         raw = catalog.task_run(latest.run_id, "raw")
     assert raw is not None
     assert (raw.rows_in, raw.rows_out, raw.rows_rejected) == (6, 4, 2)
+
+
+def test_a_task_in_several_pipelines_asks_for_the_pipeline_option(
+    cli: Cli, write: WritePipeline
+) -> None:
+    for name in ("shop", "outlet"):
+        text = STRICT.format(limit=5, mode="append").replace("pipeline: shop", f"pipeline: {name}")
+        assert cli("run", write(f"{name}.yaml", text), "--no-progress").exit_code == 0
+    for command in (("quarantine", "show", "checked"), ("show", "checked")):
+        ambiguous = cli(*command)
+        assert ambiguous.exit_code == 1
+        assert "task 'checked' exists in several pipelines (outlet, shop)" in ambiguous.stderr
+        assert "--pipeline outlet" in ambiguous.stderr
+        assert "pipeline=" not in ambiguous.stderr
+        assert cli(*command, "--pipeline", "shop").exit_code == 0
+
+
+WIDE = """
+pipeline: wide
+tasks:
+  - id: orders
+    sql: |
+      select range as order_id, range % 7 as customer_id, date '2024-01-01' as order_date,
+             case when range = 3 then 'lost_in_space' else 'shipped' end as status,
+             case when range = 3 then -115.62::double else 10.5 end as amount, 'GBP' as currency,
+             'small_business' as segment, 'DE' as country, range % 2 = 0 as is_large,
+             'medium' as value_band, 1.25 as unit_price_usd, 'a longer free text note' as note
+      from range(5)
+  - id: checked
+    validate:
+      input: orders
+      schema:
+        columns:
+          amount: {type: float64, checks: {gt: 0}}
+          status: {type: string, checks: {isin: [placed, shipped, delivered, returned]}}
+      on_fail: quarantine
+      max_rejected_fraction: 1
+"""
+
+
+def test_quarantine_show_prints_each_reason_whole_on_a_line_of_its_own(
+    cli: Cli, write: WritePipeline
+) -> None:
+    assert cli("run", write("wide.yaml", WIDE), "--no-progress").exit_code == 0
+    for command in (("quarantine", "show", "checked"), ("show", "checked", "--quarantine")):
+        shown = cli(*command)
+        assert shown.exit_code == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        amount = [i for i, line in enumerate(lines) if "amount: greater_than(0) (-115.62)" in line]
+        status = [
+            i
+            for i, line in enumerate(lines)
+            if "status: isin(['placed', 'shipped', 'delivered', 'returned']) (lost_in_space)"
+            in line
+        ]
+        assert len(amount) == len(status) == 1
+        assert abs(amount[0] - status[0]) == 1  # the row takes one line per reason, no more
+        assert " 3 " in lines[min(amount[0], status[0])]  # beside its row number
+        csv = cli(*command, "--format", "csv")
+        assert csv.exit_code == 0
+        header, row = csv.stdout.splitlines()
+        assert header.startswith("_arrowline_row,_arrowline_reasons,order_id,")
+        assert row.startswith(
+            "3,\"amount: greater_than(0) (-115.62); status: isin(['placed', 'shipped', "
+            "'delivered', 'returned']) (lost_in_space)\",3,"
+        )

@@ -159,3 +159,40 @@ def test_plan_shows_a_rename_that_lineage_proves(cli: Cli, write: WritePipeline)
     assert problem["code"] == "broken-reference"  # `report` still reads `customer`
     assert problem["task_id"] == "report"
     assert code == 2
+
+
+def test_a_selection_reads_the_schemas_of_the_outputs_it_reuses(
+    cli: Cli, write: WritePipeline
+) -> None:
+    path = _project(write, "select id, customer, amount from orders")
+    assert run(path).ok
+    result = cli("plan", path, "--select", "scored+", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    actions = {t["id"]: t["action"] for t in data["tasks"]}
+    assert actions == {"staged": "reuse", "scored": "run"}
+    schemas = data["schemas"]
+    assert schemas["unknown"] == {}
+    assert [c["name"] for c in schemas["schemas"]["scored"]] == [
+        "id",
+        "customer",
+        "amount",
+        "double_amount",
+    ]
+    text = cli("plan", path, "--select", "scored+")
+    assert text.exit_code == 0
+    assert "not known" not in text.stdout
+
+
+def test_schemas_not_known_before_running_are_said_in_whole_sentences(
+    cli: Cli, write: WritePipeline
+) -> None:
+    path = _project(write, "select id, customer, amount from orders")
+    (path.parent / "orders.csv").unlink()  # never run, no file: the extract's schema is unknown
+    text = cli("plan", path)
+    assert text.exit_code == 0
+    lines = [line for line in text.stdout.splitlines() if "not known" in line]
+    assert lines[0].startswith("schema of orders not known before running: ")
+    assert lines[1:] == [
+        "so the schemas of staged, report, scored are not known before running either"
+    ]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine.api import resume, run
+from engine.api import replay_quarantine, resume, run
 from engine.catalog import Catalog, CatalogReader
 from engine.catalog_db import catalog_location
 from engine.errors import StateError, TransientTaskError
+from engine.executor import RunEvent
 from engine.resume import ResumeRefused
 from engine.runlock import ConcurrentRun, RunLock
 from engine.states import RunState, TaskState
@@ -296,3 +298,59 @@ def test_sharers_hold_the_lock_together_and_keep_a_lone_run_out(tmp_path: Path) 
         )
         with pytest.raises(ConcurrentRun, match="still running after waiting"):
             late.acquire()
+
+
+def _start_a_second_run(path: Path) -> tuple[list[str], Callable[[RunEvent], None]]:
+    """A listener that, once the run it listens to holds the lock, starts another run of the
+    same pipeline and keeps the message of its refusal."""
+    refusals: list[str] = []
+
+    def second_run(event: RunEvent) -> None:
+        if not refusals:
+            with pytest.raises(ConcurrentRun) as refused:
+                run(path)
+            refusals.append(refused.value.message)
+
+    return refusals, second_run
+
+
+def test_a_run_refused_while_a_resume_holds_the_lock_names_the_run_being_resumed(
+    write: WritePipeline, project: Path
+) -> None:
+    path = write("p.yaml", "pipeline: again\ntasks:\n  - id: a\n    sql: select 1 as x\n")
+
+    def broken(context: TaskContext) -> TaskOutcome:
+        raise StateError("not today")
+
+    failed = run(path, runner=broken)
+    assert not failed.ok
+    refusals, second_run = _start_a_second_run(path)
+    assert resume(path, "last", listener=second_run).ok
+    (message,) = refusals
+    assert f"already running: run {failed.run_id} (pid" in message
+
+
+def test_a_run_refused_while_a_replay_holds_the_lock_names_the_replay_run(
+    write: WritePipeline, project: Path
+) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: replayed
+        tasks:
+          - id: n
+            sql: select range as x from range(4)
+          - id: checked
+            validate:
+              input: n
+              schema: {columns: {x: {type: int64, checks: {lt: 2}}}}
+              on_fail: quarantine
+              max_rejected_fraction: 1
+        """,
+    )
+    assert run(path).ok
+    refusals, second_run = _start_a_second_run(path)
+    replay, rows = replay_quarantine(path, "checked", listener=second_run)
+    assert rows == 2
+    (message,) = refusals
+    assert f"already running: run {replay.run_id} (pid" in message

@@ -142,3 +142,11 @@ def test_loads_yaml_files_and_python_models(tmp_path: Path) -> None:
     assert list(load_schema("models.py:Orders", tmp_path).columns) == ["id"]
     with pytest.raises(UserCodeError, match=r"expected a pandera\.polars DataFrameModel"):
         load_schema("models.py:not_a_schema", tmp_path)
+
+
+def test_a_missing_column_is_named_as_missing() -> None:
+    frame = pl.DataFrame({"id": [1], "amount": [5.0]})
+    with pytest.raises(DataError) as info:
+        run([frame], "quarantine")
+    message = info.value.message
+    assert message == "the input does not match the schema: column 'status' is missing"
