@@ -25,6 +25,7 @@ from connectors.duckdb.config import DuckDBSink, DuckDBSource
 from connectors.files.config import CsvOptions, FilesSource, ParquetSink
 from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
 from engine.durations import Duration
+from engine.secrets import mask_secrets
 
 __all__ = [
     "NAME_PATTERN",
@@ -441,17 +442,22 @@ class PipelineSpec(ConfigModel):
         raise KeyError(task_id)
 
     def document(self) -> str:
-        """The definition as YAML (settings left at their defaults omitted), for diffs."""
+        """The definition as YAML (settings left at their defaults omitted), for diffs. Its
+        secrets are masked here, where it is made, since runs store it and `--resume` prints it."""
         import yaml
 
         payload = self.model_dump(
             mode="json", by_alias=True, exclude_defaults=True, fallback=_describe_object
         )
-        return yaml.safe_dump(payload, sort_keys=False, width=100, allow_unicode=True)
+        return yaml.safe_dump(mask_secrets(payload), sort_keys=False, width=100, allow_unicode=True)
 
     def fingerprint(self) -> str:
-        """A stable hash of the definition; runs record it as the pipeline version."""
-        payload = self.model_dump(mode="json", by_alias=True, fallback=_describe_object)
+        """A stable hash of the definition; runs record it as the pipeline version. Secrets are
+        masked first: a short hash of a known definition would let a password be guessed
+        offline, and a rotated password is not a new version of the pipeline."""
+        payload = mask_secrets(
+            self.model_dump(mode="json", by_alias=True, fallback=_describe_object)
+        )
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
