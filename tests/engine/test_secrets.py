@@ -295,6 +295,36 @@ def test_a_shared_catalog_stores_no_password_either(
     _check_case(case_name, cli, project, pg_uri, monkeypatch, shared_catalog)
 
 
+def test_an_error_that_quotes_a_password_written_in_the_pipeline_is_stored_and_logged_masked(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    (project / "udfs.py").write_text(
+        textwrap.dedent(
+            """
+            def call(frame, api_key):
+                raise ValueError(f"the service refused key {api_key}")
+            """
+        ),
+        encoding="utf-8",
+    )
+    path = write(
+        "p.yaml",
+        """
+        pipeline: quoted
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: b
+            udf: {input: a, function: "udfs.py:call", args: {api_key: "K3y-quoted-by-error"}}
+        """,
+    )
+    ran = cli("run", path, "--no-progress", "--log-format", "json")
+    assert ran.exit_code == 1
+    assert "the service refused key ***" in ran.stderr
+    assert "K3y-quoted-by-error" not in ran.stdout + ran.stderr
+    assert "K3y-quoted-by-error" not in _catalog_text(project, None)
+
+
 @pytest.mark.parametrize(
     ("text", "masked"),
     [
