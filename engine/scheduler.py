@@ -308,6 +308,8 @@ class Scheduler:
                 )
             }
             for loaded in self.refresh().values():
+                if self.stopping.is_set():
+                    return  # SIGTERM: the rest of the pipelines wait for the next scheduler
                 if loaded.definition is None:
                     continue
                 try:
@@ -733,12 +735,10 @@ class Scheduler:
         return self._stop_at is not None and time.monotonic() >= self._stop_at
 
     def stop(self) -> None:
-        """Stop starting runs; running ones get `shutdown_timeout` seconds, then are cancelled."""
+        """Stop starting runs; running ones get `shutdown_timeout` seconds, then are cancelled.
+        Safe in a signal handler: it only sets flags. (A log line there could meet loguru's
+        lock held by the code it interrupted; `serve` says it is stopping instead.)"""
         if not self.stopping.is_set():
-            logger.info(
-                "scheduler stopping: no new runs; waiting up to {}s for running ones",
-                self.settings.shutdown_timeout,
-            )
             self._stop_at = time.monotonic() + self.settings.shutdown_timeout
             self.stopping.set()
 
@@ -760,6 +760,10 @@ class Scheduler:
             if on_tick is not None:
                 on_tick()
             self.stopping.wait(self._sleep(started))
+        logger.info(
+            "scheduler stopping: no new runs; waiting up to {}s for running ones",
+            self.settings.shutdown_timeout,
+        )
         return self._drain()
 
     def _sleep(self, tick_started: float) -> float:
