@@ -478,3 +478,34 @@ def test_a_last_fire_in_year_one_decides_at_once_and_records_a_bounded_number_of
     row = scheduler.store.schedule("s")
     assert row is not None
     assert row.last_fire == recorded[-1].fire_at
+
+
+def test_a_stopping_scheduler_decides_nothing_more(
+    write: WritePipeline, project: Path, clock: Clock, make: Callable[..., Scheduler]
+) -> None:
+    write("p.yaml", pipeline("p"))
+    write("q.yaml", pipeline("q"))
+    scheduler = make()
+    settle(scheduler)
+    scheduler.stop()  # SIGTERM
+    clock.advance(minutes=1)
+    scheduler.tick()
+    assert scheduler.store.intervals("p") == scheduler.store.intervals("q") == []
+    assert runs(project, "p") == runs(project, "q") == []
+
+
+def test_stop_is_safe_in_a_signal_handler_that_interrupts_a_log_line(
+    project: Path, make: Callable[..., Scheduler], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loguru import logger
+
+    scheduler = make()
+
+    def interrupted(message: object) -> None:  # SIGTERM arriving while a record is written
+        scheduler.stop()
+
+    logger.enable("engine")
+    logger.add(interrupted, level="INFO")
+    logger.info("a line being written")
+    assert scheduler.stopping.is_set()
+    assert "Logging error" not in capsys.readouterr().err
