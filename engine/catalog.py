@@ -28,7 +28,7 @@ from engine.catalog_db import (
     catalog_location,
 )
 from engine.errors import ParameterError, StateError
-from engine.secrets import redact
+from engine.secrets import mask_document, mask_secrets, redact
 from engine.states import (
     RESUMABLE,
     RunState,
@@ -506,13 +506,21 @@ class TransitionRow:
     error: str | None
 
 
+def _params_text(params: Mapping[str, Any]) -> str:
+    """Parameters as stored: secret ones masked (a resume takes those from the environment)."""
+    return json.dumps(mask_secrets(params), default=str, sort_keys=True)
+
+
 def _run_row(row: Row) -> RunRow:
     values = dict(row)
+    definition = values["definition"]
     return RunRow(
         **values
         | {
             "state": RunState(values["state"]),
-            "params": json.loads(values["params"]),
+            # masked again on the way out: rows stored before masking existed kept secrets
+            "params": mask_secrets(json.loads(values["params"])),
+            "definition": mask_document(definition) if definition else definition,
             "selected": json.loads(values["selected"]) if values["selected"] else None,
         }
     )
@@ -539,7 +547,7 @@ def _dead_letter_row(row: Row) -> DeadLetterRow:
     return DeadLetterRow(
         **values
         | {
-            "params": json.loads(values["params"]),
+            "params": mask_secrets(json.loads(values["params"])),
             "attempts": json.loads(values["attempts"]),
             "transient": bool(values["transient"]),
         }
@@ -836,7 +844,7 @@ class Catalog(CatalogReader):
                     pipeline,
                     pipeline_version,
                     pipeline_file,
-                    json.dumps(params, default=str, sort_keys=True),
+                    _params_text(params),
                     logical_date,
                     json.dumps(selected) if selected else None,
                     at,
@@ -1085,7 +1093,7 @@ class Catalog(CatalogReader):
                     task_id,
                     pipeline_version,
                     pipeline_file,
-                    json.dumps(params, default=str, sort_keys=True),
+                    _params_text(params),
                     logical_date,
                     error_kind,
                     int(transient),

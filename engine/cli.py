@@ -303,7 +303,7 @@ def plan(
         )
     out.print(table)
     if the_plan.params:
-        shown = ", ".join(f"{k}={v!r}" for k, v in the_plan.params.items())
+        shown = ", ".join(f"{k}={v!r}" for k, v in the_plan.shown_params().items())
         out.print(Text(f"params: {shown}", style="dim"))
     if report is not None:
         _print_schema_report(report, the_plan)
@@ -478,6 +478,7 @@ def render(pipeline: Path, task: str, params: tuple[str, ...]) -> None:
     import yaml
 
     from engine import api
+    from engine.secrets import mask_secrets, mask_text
 
     with _errors():
         the_plan = api.plan(pipeline, params=_params(params))
@@ -489,14 +490,17 @@ def render(pipeline: Path, task: str, params: tuple[str, ...]) -> None:
             )
         planned = the_plan.task(task)
     if planned.sql is not None:
-        out.print(Syntax(planned.sql.strip(), "sql", theme="ansi_dark", background_color="default"))
+        sql = mask_text(planned.sql.strip())
+        out.print(Syntax(sql, "sql", theme="ansi_dark", background_color="default"))
         return
-    config = planned.spec.model_dump(
-        mode="json",
-        by_alias=True,
-        exclude_none=True,
-        exclude_defaults=False,
-        fallback=repr,
+    config = mask_secrets(
+        planned.spec.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude_none=True,
+            exclude_defaults=False,
+            fallback=repr,
+        )
     )
     out.print(
         Syntax(

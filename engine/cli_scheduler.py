@@ -30,6 +30,9 @@ from engine.cli import (
 
 __all__: list[str] = []
 
+MAX_BACKFILL = 10_000
+"""Intervals one backfill may run: a range reaching far back is refused, not walked for ever."""
+
 project_argument = click.argument(
     "project_dir", required=False, type=click.Path(file_okay=False, path_type=Path)
 )
@@ -256,11 +259,18 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
             )
         sched = Schedule(spec.schedule, spec.timezone)
         first, last = _when(start, spec.timezone), _when(end, spec.timezone, end=True)
-        fires = sched.due(first - timedelta(microseconds=1), last)  # `first` itself counts
+        # `first` itself counts; one more than the cap tells a range that is too long
+        fires = sched.due(first - timedelta(microseconds=1), last, limit=MAX_BACKFILL + 1)
+        if len(fires) > MAX_BACKFILL:
+            _fail(
+                f"--from {start} --to {end} holds more than {MAX_BACKFILL} intervals of "
+                f"{name}'s schedule {spec.schedule!r}",
+                hint="backfill a shorter range at a time",
+            )
         with SchedulerStore(catalog_location(project)) as store:
             store.ensure_schedule(name, str(path), sched.previous(datetime.now(UTC)))
             decided = [(f, sched.interval_ending(f).start, "queued", "backfill") for f in fires]
-            recorded = store.claim_intervals(name, datetime.min.replace(tzinfo=UTC), decided)
+            recorded = store.claim_intervals(name, None, decided)
             plan: list[tuple[IntervalRow, str]] = []
             for row in recorded:
                 run_id = new_run_id()

@@ -49,7 +49,7 @@ from engine.errors import (
 from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
 from engine.retry import backoff_delay
-from engine.secrets import redact
+from engine.secrets import redact, register_secrets_in
 from engine.states import RunState, TaskState
 from engine.tasks import TaskContext, TaskOutcome, TaskRunner, run_task, schema_json
 from engine.watermarks import WatermarkBroker
@@ -350,8 +350,29 @@ class Executor:
 
     # -- setup ----------------------------------------------------------------------------------
 
+    def _register_secrets(self) -> None:
+        """Secrets written into the pipeline itself (a literal password, a UDF's api_key) are
+        hidden in this run's messages and stored errors, as resolved references are."""
+        plan = self.plan
+        register_secrets_in(
+            {
+                "params": dict(plan.params),
+                "connections": {
+                    name: spec.model_dump(mode="json") for name, spec in plan.connections.items()
+                },
+                "openlineage": plan.openlineage.model_dump(mode="json")
+                if plan.openlineage
+                else None,
+                "tasks": [
+                    task.spec.model_dump(mode="json", by_alias=True, fallback=repr)
+                    for task in plan.tasks
+                ],
+            }
+        )
+
     def _create(self) -> None:
         plan = self.plan
+        self._register_secrets()
         reused = {
             task.id: task.reuse_run
             for task in plan.tasks

@@ -46,6 +46,7 @@ from engine.definition import Definition
 from engine.errors import error_context
 from engine.params import referenced_params
 from engine.resolve import ResolvedTask, template_texts
+from engine.secrets import mask_secrets
 from engine.spec import PipelineSpec, TaskKind, TaskSpec
 from transforms.user_code import load_object
 
@@ -68,11 +69,15 @@ def _digest(payload: Any) -> str:
 
 def pipeline_fingerprint(spec: PipelineSpec) -> str:
     """The pipeline version a run records: its definition, Python objects by their code.
+
     Retention is left out: it decides what is kept afterwards, not what a run computes, so
-    changing it must not make `--resume` see another pipeline."""
-    return _digest(
-        spec.model_dump(mode="json", by_alias=True, fallback=describe_object, exclude={"retention"})
+    changing it must not make `--resume` see another pipeline. Secrets are masked first: a
+    short hash of a known definition would let a password be guessed offline, and a rotated
+    password is not a new version of the pipeline."""
+    payload = spec.model_dump(
+        mode="json", by_alias=True, fallback=describe_object, exclude={"retention"}
     )
+    return _digest(mask_secrets(payload))
 
 
 def task_fingerprints(

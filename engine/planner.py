@@ -28,6 +28,7 @@ from engine.graph import Graph, find_cycles
 from engine.params import RenderContext, new_run_id, resolve_params
 from engine.problems import did_you_mean
 from engine.resolve import resolve_task
+from engine.secrets import mask_secrets, mask_text
 from engine.spec import (
     BreakerPolicy,
     OpenLineageSpec,
@@ -101,7 +102,7 @@ class PlannedTask:
             "retry": self.retry.model_dump(mode="json"),
             "timeout_s": self.timeout.total_seconds() if self.timeout else None,
             "fingerprint": self.fingerprint,
-            "sql": self.sql,
+            "sql": mask_text(self.sql) if self.sql is not None else None,
             "incremental": self.incremental,
             "watermark_sinks": [sink for sink, _ in self.watermark_sinks],
             "commits_watermarks": list(self.commits_watermarks),
@@ -147,16 +148,23 @@ class Plan:
     def to_run(self) -> tuple[PlannedTask, ...]:
         return tuple(task for task in self.tasks if task.action == "run")
 
+    def shown_params(self) -> dict[str, Any]:
+        """The parameters as they may be printed: secret ones masked."""
+        shown: dict[str, Any] = mask_secrets(
+            {
+                k: v if isinstance(v, str | int | float | bool | None) else str(v)
+                for k, v in self.params.items()
+            }
+        )
+        return shown
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
             "pipeline_version": self.pipeline_version,
             "run_id": self.run_id,
             "logical_date": self.logical_date.isoformat(),
-            "params": {
-                k: v if isinstance(v, str | int | float | bool | None) else str(v)
-                for k, v in self.params.items()
-            },
+            "params": self.shown_params(),
             "selected": list(self.selected) if self.selected else None,
             "full_refresh": self.full_refresh,
             "resumed": self.resumed,

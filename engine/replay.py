@@ -31,6 +31,7 @@ from engine.errors import SelectionError, StateError
 from engine.graph import Graph
 from engine.planner import Plan, PlannedTask, build_plan
 from engine.retention import missing_output
+from engine.secrets import without_masked
 from engine.spec import OnFail, TaskKind
 from engine.workspace import QUARANTINE_DIR, Workspace
 
@@ -109,7 +110,8 @@ def plan_replay(
             f"task {task_id!r} is a {task.kind.value} task; only validate tasks quarantine rows"
         )
     source = find_quarantine(catalog, spec.name, task_id, from_run)
-    full = build_plan(definition, params=catalog.run(source.row.run_id).params, run_id=run_id)
+    recorded = catalog.run(source.row.run_id).params
+    full = build_plan(definition, params=without_masked(recorded), run_id=run_id)
     graph = Graph({t.id: t.upstream for t in full.tasks})
     below = graph.descendants([task_id])
     for name in downstream:

@@ -22,6 +22,7 @@ from engine.catalog import Catalog, CatalogReader, RunRow
 from engine.definition import Definition
 from engine.errors import StateError
 from engine.planner import Plan, build_plan
+from engine.secrets import without_masked
 from engine.states import RESUMABLE, RunState, TaskState
 from engine.workspace import Workspace
 
@@ -102,7 +103,9 @@ def plan_resume(
     definition: Definition, catalog: CatalogReader, run: RunRow, *, force: bool = False
 ) -> Plan:
     spec = definition.spec
-    params = {name: value for name, value in run.params.items() if name in spec.params}
+    # secret parameters were recorded masked: they come from the defaults and environment again
+    recorded = without_masked(run.params)
+    params = {name: value for name, value in recorded.items() if name in spec.params}
     reused_before = catalog.reused(run.run_id)
     fresh = build_plan(
         definition,

@@ -12,6 +12,10 @@ times. Each matching wall time fires once, at one instant:
 
 So the schedule never skips or doubles a run its expression does not ask for. Instants are UTC.
 
+Every walk over fire times is bounded by a count, never by how far back its start lies: a
+schedule whose last fire is a year (or, from a bad state, two thousand years) ago is decided by
+walking back from now (`latest`), not forward from then.
+
 A run due at a fire time covers the interval from the previous fire time to it: its
 `logical_date` is the interval's start (the data it covers), the convention of batch schedulers,
 so re-running the same interval reads the same data.
@@ -95,14 +99,36 @@ class Schedule:
             if instant <= at_or_before:
                 return instant
 
-    def due(self, after: datetime, until: datetime) -> list[datetime]:
-        """Fire instants in (after, until]."""
-        found = []
+    def fires_before(self, at_or_before: datetime) -> Iterator[datetime]:
+        """Fire instants at or before the given instant, newest first, without end."""
+        wall = self._local(at_or_before) + timedelta(microseconds=1)
+        iterator = croniter(self.cron, wall)
+        last = at_or_before + timedelta(microseconds=1)
+        while True:
+            instant = self._instant(iterator.get_prev(datetime))
+            if instant < last:  # several skipped wall times fire at one instant: once
+                last = instant
+                yield instant
+
+    def due(self, after: datetime, until: datetime, limit: int | None = None) -> list[datetime]:
+        """Fire instants in (after, until], oldest first; with `limit`, at most that many (the
+        oldest), so a range reaching far back cannot walk for ever."""
+        found: list[datetime] = []
         for instant in self.fires_after(after):
-            if instant > until:
+            if instant > until or (limit is not None and len(found) == limit):
                 break
             found.append(instant)
         return found
+
+    def latest(self, after: datetime, until: datetime, limit: int) -> list[datetime]:
+        """The newest `limit` fire instants in (after, until], oldest first. It walks back from
+        `until`, so its cost is `limit` steps at most, however long ago `after` is."""
+        found: list[datetime] = []
+        for instant in self.fires_before(until):
+            if instant <= after or len(found) == limit:
+                break
+            found.append(instant)
+        return found[::-1]
 
     def interval_ending(self, fire: datetime) -> Interval:
         """The interval a run due at `fire` covers."""

@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
+MISSED_RECORDED = 100
+"""Missed intervals recorded as skipped, one row each, beyond those that may run."""
 _SKIP_DIRS = {".arrowline", ".git", ".venv", "venv", "node_modules", "__pycache__"}
 
 
@@ -306,6 +308,8 @@ class Scheduler:
                 )
             }
             for loaded in self.refresh().values():
+                if self.stopping.is_set():
+                    return  # SIGTERM: the rest of the pipelines wait for the next scheduler
                 if loaded.definition is None:
                     continue
                 try:
@@ -318,7 +322,8 @@ class Scheduler:
     def _pipeline_tick(
         self, loaded: _Loaded, state: ScheduleRow | None, waiting: bool, now: datetime
     ) -> None:
-        if state is None or state.pipeline_file != str(loaded.path):
+        unplaced = loaded.schedule is not None and state is not None and state.last_fire is None
+        if state is None or state.pipeline_file != str(loaded.path) or unplaced:
             state = self.store.ensure_schedule(
                 loaded.name,
                 str(loaded.path),
@@ -327,7 +332,8 @@ class Scheduler:
         if not state.paused:
             due = self.next_due.get(loaded.name)
             if loaded.schedule is not None and (due is None or now >= due):
-                if self._decide(loaded, state.last_fire, now):
+                assert state.last_fire is not None  # ensure_schedule placed it
+                if self._decide(loaded, parse(state.last_fire), now):
                     waiting = True
                 self.next_due[loaded.name] = loaded.schedule.next_after(now)
             triggered = self._file_triggers(loaded, now)
@@ -343,15 +349,26 @@ class Scheduler:
     def _busy(self, name: str) -> bool:
         return any(a.thread.is_alive() for a in self.active.get(name, []))
 
-    def _decide(self, loaded: _Loaded, last_fire: str | None, now: datetime) -> bool:
-        """Record the intervals due since the last decided one; True when one was queued."""
+    def _decide(self, loaded: _Loaded, since: datetime, now: datetime) -> bool:
+        """Record the intervals due since the last decided one (`since`); True when one was
+        queued. Only the newest ones are looked at, walking back from now: those that may run
+        (`max_catchup`, or the latest) and up to MISSED_RECORDED more recorded as skipped. Older
+        misses, after long downtime, are logged as one gap, never walked one by one."""
         assert loaded.definition is not None
         assert loaded.schedule is not None
         spec = loaded.definition.spec
-        since = parse(last_fire) if last_fire else loaded.schedule.previous(now)
-        due = loaded.schedule.due(since, now)
+        limit = (spec.max_catchup if spec.catchup else 1) + MISSED_RECORDED
+        due = loaded.schedule.latest(since, now, limit)
         if not due:
             return False
+        if len(due) == limit and loaded.schedule.next_after(since) < due[0]:
+            logger.warning(
+                "pipeline {}: the intervals due after {} and before {} were missed; "
+                "they are not run or recorded one by one",
+                loaded.name,
+                iso(since),
+                iso(due[0]),
+            )
         keep = due[-spec.max_catchup :] if spec.catchup else due[-1:]
         missed = (
             "catchup: false runs the latest interval only"
@@ -718,12 +735,10 @@ class Scheduler:
         return self._stop_at is not None and time.monotonic() >= self._stop_at
 
     def stop(self) -> None:
-        """Stop starting runs; running ones get `shutdown_timeout` seconds, then are cancelled."""
+        """Stop starting runs; running ones get `shutdown_timeout` seconds, then are cancelled.
+        Safe in a signal handler: it only sets flags. (A log line there could meet loguru's
+        lock held by the code it interrupted; `serve` says it is stopping instead.)"""
         if not self.stopping.is_set():
-            logger.info(
-                "scheduler stopping: no new runs; waiting up to {}s for running ones",
-                self.settings.shutdown_timeout,
-            )
             self._stop_at = time.monotonic() + self.settings.shutdown_timeout
             self.stopping.set()
 
@@ -745,6 +760,10 @@ class Scheduler:
             if on_tick is not None:
                 on_tick()
             self.stopping.wait(self._sleep(started))
+        logger.info(
+            "scheduler stopping: no new runs; waiting up to {}s for running ones",
+            self.settings.shutdown_timeout,
+        )
         return self._drain()
 
     def _sleep(self, tick_started: float) -> float:

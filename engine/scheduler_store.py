@@ -110,12 +110,15 @@ class SchedulerStore(SchedulerReader, Catalog):
         self, pipeline: str, pipeline_file: str, last_fire: datetime | None
     ) -> ScheduleRow:
         """The pipeline's schedule row, created on first sight with `last_fire` (the fire time
-        before now: a new schedule starts from now, not from the epoch)."""
+        before now: a new schedule starts from now, not from the epoch). A row made without one
+        (`schedule pause` before any scheduler saw the pipeline, a schedule added to a pipeline
+        that had only triggers) gets it now: a schedule without a last fire never falls due."""
         with self._transaction() as connection:
             connection.execute(
                 "insert into schedules (pipeline, pipeline_file, last_fire, registered_at) "
                 "values (?, ?, ?, ?) on conflict (pipeline) do update set "
-                "pipeline_file = excluded.pipeline_file",
+                "pipeline_file = excluded.pipeline_file, "
+                "last_fire = coalesce(schedules.last_fire, excluded.last_fire)",
                 (pipeline, pipeline_file, iso(last_fire) if last_fire else None, now_text()),
             )
         row = self.schedule(pipeline)
@@ -140,12 +143,13 @@ class SchedulerStore(SchedulerReader, Catalog):
     def claim_intervals(
         self,
         pipeline: str,
-        last_fire: datetime,
+        last_fire: datetime | None,
         decided: Sequence[tuple[datetime, datetime, str, str | None]],
     ) -> list[IntervalRow]:
-        """Record each (fire, logical date, state, reason) and move the schedule's last fire, in
-        one transaction. An interval already recorded (by this or another scheduler) is left as
-        it was; the rows returned are the ones this call recorded."""
+        """Record each (fire, logical date, state, reason) and move the schedule's last fire
+        forward to `last_fire`, in one transaction; None leaves it (a backfill's intervals are
+        not where the schedule is). An interval already recorded (by this or another scheduler)
+        is left as it was; the rows returned are the ones this call recorded."""
         at = now_text()
         recorded = []
         with self._transaction() as connection:
@@ -161,11 +165,12 @@ class SchedulerStore(SchedulerReader, Catalog):
                             pipeline, iso(fire), iso(logical), state, None, reason, at, None
                         )
                     )
-            connection.execute(
-                "update schedules set last_fire = ? where pipeline = ? "
-                "and (last_fire is null or last_fire < ?)",
-                (iso(last_fire), pipeline, iso(last_fire)),
-            )
+            if last_fire is not None:
+                connection.execute(
+                    "update schedules set last_fire = ? where pipeline = ? "
+                    "and (last_fire is null or last_fire < ?)",
+                    (iso(last_fire), pipeline, iso(last_fire)),
+                )
         return recorded
 
     def start_interval(self, pipeline: str, fire_at: str, run_id: str) -> bool:

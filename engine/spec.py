@@ -33,6 +33,7 @@ from connectors.postgres.config import PostgresConnection, PostgresSink, Postgre
 from engine.durations import Duration
 from engine.errors import ParameterError
 from engine.params import Param, ParamType, as_type, infer_param
+from engine.secrets import mask_secrets
 
 __all__ = [
     "NAME_PATTERN",
@@ -550,13 +551,14 @@ class PipelineSpec(ConfigModel):
         raise KeyError(task_id)
 
     def document(self) -> str:
-        """The definition as YAML (settings left at their defaults omitted), for diffs."""
+        """The definition as YAML (settings left at their defaults omitted), for diffs. Its
+        secrets are masked here, where it is made, since runs store it and `--resume` prints it."""
         import yaml
 
         payload = self.model_dump(
             mode="json", by_alias=True, exclude_defaults=True, fallback=_describe_object
         )
-        return yaml.safe_dump(payload, sort_keys=False, width=100, allow_unicode=True)
+        return yaml.safe_dump(mask_secrets(payload), sort_keys=False, width=100, allow_unicode=True)
 
 
 def _describe_object(value: Any) -> str:

@@ -40,6 +40,7 @@ import pyarrow as pa
 from loguru import logger
 
 from engine.planner import Plan, PlannedTask
+from engine.secrets import mask_text
 from engine.spec import TaskKind
 from lineage.pipeline import LineageGraph
 
@@ -226,7 +227,7 @@ class OpenLineageEmitter:
             )
         }
         if task is not None and task.sql:
-            facets["sql"] = _facet("sql", query=task.sql)
+            facets["sql"] = _facet("sql", query=mask_text(task.sql))
         name = self.plan.pipeline if task is None else f"{self.plan.pipeline}.{task.id}"
         return {"namespace": self.namespace, "name": name, "facets": facets}
 

@@ -107,3 +107,28 @@ def test_intervals_and_due_fires() -> None:
 def test_an_invalid_expression_is_refused() -> None:
     with pytest.raises(ValueError, match="not a valid cron expression"):
         Schedule("61 * * * *")
+
+
+def test_the_latest_fires_walk_back_from_now_whatever_the_start() -> None:
+    every_second = Schedule("* * * * * *")
+    now = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+    year_one = datetime.min.replace(tzinfo=UTC)
+    latest = every_second.latest(year_one, now, 3)  # would be 6e10 steps walking forward
+    assert [f.isoformat() for f in latest] == [
+        "2026-01-01T00:00:28+00:00",
+        "2026-01-01T00:00:29+00:00",
+        "2026-01-01T00:00:30+00:00",
+    ]
+    assert every_second.latest(datetime(2026, 1, 1, 0, 0, 28, tzinfo=UTC), now, 10) == latest[1:]
+    assert every_second.due(year_one, now, limit=2) == [
+        datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC),
+        datetime(1, 1, 1, 0, 0, 2, tzinfo=UTC),
+    ]
+
+
+def test_walking_back_agrees_with_walking_forward_across_dst() -> None:
+    for cron, zone in [("*/30 * * * *", "America/New_York"), ("30 1 * * *", "Europe/Berlin")]:
+        schedule = Schedule(cron, zone)
+        start, end = datetime(2026, 3, 7, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+        forward = schedule.due(start, end)
+        assert schedule.latest(start, end, len(forward) + 5) == forward

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from engine.catalog import CatalogReader
 from engine.catalog_db import catalog_location
@@ -404,3 +405,107 @@ def test_a_pipeline_called_scheduler_does_not_meet_the_schedulers_own_lock(
     settle(scheduler)
     with CatalogReader(catalog_location(project)) as catalog:
         assert catalog.run(request.run_id).state.value == "SUCCESS"
+
+
+def test_a_schedule_paused_and_resumed_before_any_scheduler_saw_it_fires(
+    write: WritePipeline,
+    project: Path,
+    clock: Clock,
+    make: Callable[..., Scheduler],
+    cli: Callable[..., Result],
+) -> None:
+    write("p.yaml", pipeline("p"))
+    assert cli("schedule", "pause", "p", "--reason", "warehouse migration").exit_code == 0
+    assert cli("schedule", "resume", "p").exit_code == 0
+    scheduler = make()
+    settle(scheduler)
+    clock.advance(minutes=1)  # 00:01 falls due
+    settle(scheduler)
+    assert runs(project, "p") == [("2026-01-01T00:00:00+00:00", "SUCCESS")]
+    clock.advance(minutes=1)
+    settle(scheduler)
+    assert len(runs(project, "p")) == 2
+
+
+def test_a_backfill_leaves_the_schedules_last_fire_and_the_scheduler_fires_after_it(
+    write: WritePipeline,
+    project: Path,
+    clock: Clock,
+    make: Callable[..., Scheduler],
+    cli: Callable[..., Result],
+) -> None:
+    write("p.yaml", pipeline("p"))
+    assert cli("schedule", "pause", "p", "--reason", "warehouse migration").exit_code == 0
+    assert cli("schedule", "resume", "p").exit_code == 0
+    backfilled = cli(
+        "backfill", "p", "--from", "2025-12-31T23:58:00", "--to", "2025-12-31T23:59:00"
+    )
+    assert backfilled.exit_code == 0, backfilled.output
+    scheduler = make()
+    row = scheduler.store.schedule("p")
+    assert row is not None
+    assert row.last_fire is not None
+    assert not row.last_fire.startswith("0001")  # a backfill is not the schedule's position
+    assert len(runs(project, "p")) == 2
+    # the backfill set the schedule's start by the wall clock; the scheduler's clock follows it
+    clock.now = datetime.fromisoformat(row.last_fire) + timedelta(seconds=30)
+    settle(scheduler)
+    clock.advance(minutes=1)
+    settle(scheduler)
+    assert len(runs(project, "p")) == 3
+
+
+def test_a_last_fire_in_year_one_decides_at_once_and_records_a_bounded_number_of_intervals(
+    write: WritePipeline, project: Path, clock: Clock, make: Callable[..., Scheduler]
+) -> None:
+    write("s.yaml", 'pipeline: s\nschedule: "* * * * * *"\ntasks:\n  - id: t\n    sql: select 1\n')
+    scheduler = make()
+    settle(scheduler)
+    with scheduler.store._transaction() as connection:  # as an older version left it
+        connection.execute("update schedules set last_fire = '0001-01-01T00:00:00+00:00'")
+    clock.advance(seconds=1)
+    ticked = threading.Thread(target=settle, args=(scheduler,), daemon=True)
+    started = time.monotonic()
+    ticked.start()
+    ticked.join(30)
+    assert not ticked.is_alive(), "the scheduler walked the schedule from year 1"
+    assert time.monotonic() - started < 30
+    # every second since year 1 was missed: the latest runs, and only the newest few are recorded
+    assert [state for _, state in runs(project, "s")] == ["SUCCESS"]
+    recorded = scheduler.store.intervals("s")
+    assert 1 < len(recorded) <= 1 + 100
+    assert recorded[-1].state == "started"
+    row = scheduler.store.schedule("s")
+    assert row is not None
+    assert row.last_fire == recorded[-1].fire_at
+
+
+def test_a_stopping_scheduler_decides_nothing_more(
+    write: WritePipeline, project: Path, clock: Clock, make: Callable[..., Scheduler]
+) -> None:
+    write("p.yaml", pipeline("p"))
+    write("q.yaml", pipeline("q"))
+    scheduler = make()
+    settle(scheduler)
+    scheduler.stop()  # SIGTERM
+    clock.advance(minutes=1)
+    scheduler.tick()
+    assert scheduler.store.intervals("p") == scheduler.store.intervals("q") == []
+    assert runs(project, "p") == runs(project, "q") == []
+
+
+def test_stop_is_safe_in_a_signal_handler_that_interrupts_a_log_line(
+    project: Path, make: Callable[..., Scheduler], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loguru import logger
+
+    scheduler = make()
+
+    def interrupted(message: object) -> None:  # SIGTERM arriving while a record is written
+        scheduler.stop()
+
+    logger.enable("engine")
+    logger.add(interrupted, level="INFO")
+    logger.info("a line being written")
+    assert scheduler.stopping.is_set()
+    assert "Logging error" not in capsys.readouterr().err

@@ -282,3 +282,53 @@ def test_a_port_out_of_range_is_a_usage_error(project: Path) -> None:
     assert process.returncode == 2
     assert "70000 is not in the range 0<=x<=65535" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_paused_resumed_and_backfilled_schedule_fires_and_the_process_obeys_sigterm(
+    write: WritePipeline, project: Path
+) -> None:
+    write(
+        "p.yaml",
+        """
+        pipeline: p
+        schedule: "* * * * * *"
+        tasks:
+          - id: t
+            sql: select 1 as x
+        """,
+    )
+    for args in (
+        ("schedule", "pause", "p", "--reason", "warehouse migration"),
+        ("schedule", "resume", "p"),
+        ("backfill", "p", "--from", "2026-01-01T00:00:00", "--to", "2026-01-01T00:00:02"),
+    ):
+        done = arrowline(project, *args)
+        _, stderr = done.communicate(timeout=120)
+        assert done.returncode == 0, stderr
+    (last_fire,) = query(project, "select last_fire from schedules")[0]
+    assert not str(last_fire).startswith("0001")
+    scheduled = "select count(*) from intervals where state = 'started' and reason is null"
+
+    def serve_then_stop() -> None:
+        before = count(project, scheduled)
+        scheduler = arrowline(project, "scheduler", "--tick", "0.2")
+        try:
+            wait_for(lambda: count(project, scheduled) >= before + 2, what="scheduled runs")
+            stopped_at = time.monotonic()
+            code, stderr = stop(scheduler, timeout=30)
+        finally:
+            if scheduler.poll() is None:  # it ignored SIGTERM: do not leave it spinning
+                scheduler.kill()
+                scheduler.communicate()
+        assert code == 0, stderr
+        assert time.monotonic() - stopped_at < 10  # SIGTERM is honoured at once
+        assert "scheduler stopping: no new runs" in stderr
+
+    serve_then_stop()
+    # a catalog an older version left with last_fire in year 1: no walk from there, no hang
+    connection = sqlite3.connect(project / ".arrowline" / "catalog.db", timeout=30)
+    with connection:
+        connection.execute("update schedules set last_fire = '0001-01-01T00:00:00+00:00'")
+    connection.close()
+    serve_then_stop()
+    assert count(project, "select count(*) from runs where state = 'SUCCESS'") >= 3 + 4
