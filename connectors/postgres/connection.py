@@ -66,7 +66,8 @@ def resolve(name: str, spec: PostgresConnection, base_dir: Path) -> ResolvedPost
         raise translate(ValueError(f"not a postgresql:// URI: {redact(uri)}"), where)
     missing = {k: v for k, v in options.items() if f"{k}=" not in (parts.query or "")}
     if missing:
-        uri += ("&" if parts.query else "?") + urlencode(missing)
+        # libpq percent-decodes a URI query but reads "+" as itself, so spaces go as %20
+        uri += ("&" if parts.query else "?") + urlencode(missing, quote_via=quote)
     return ResolvedPostgres(
         name=name,
         uri=uri,

@@ -175,3 +175,22 @@ def test_incremental_reads_past_the_watermark_with_ties_lookback_and_nulls(
     assert sorted(lookback.column("id").to_pylist()) == [1, 2, 3]
     first_run = read_all(readers(pg, tmp_path, None, table=table, incremental=incremental))
     assert sorted(first_run.column("id").to_pylist()) == [1, 2, 3]  # nulls: exclude by default
+
+
+def test_connection_options_with_spaces_reach_the_server_as_written(
+    pg: PgSchema, tmp_path: Path
+) -> None:
+    # libpq reads a URI's query with percent-decoding only: a '+' for a space is a literal '+'
+    spec = PostgresConnection(
+        kind="postgres", uri=pg.uri, options={"options": "-c statement_timeout=4321"}
+    )
+    server = resolve("t", spec, tmp_path)
+    source = PostgresSource.model_validate(
+        {
+            "from": "postgres",
+            "connection": "t",
+            "query": "select current_setting('statement_timeout') as s",
+        }
+    )
+    ctx = ConnectorContext(tmp_path, "p", "r", "e", connections={"t": server})
+    assert read_all(open_postgres(source, ctx)).column("s").to_pylist() == ["4321ms"]
