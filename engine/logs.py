@@ -91,9 +91,11 @@ def configure_logging(
         record["message"] = redact(record["message"])
 
     logger.configure(patcher=mask)
+    # Tracebacks go out without loguru's `diagnose` (every frame's local values, where a
+    # resolved password may sit); messages are masked by the patcher above.
     sink: Any = stream if stream is not None else sys.stderr
     if fmt == "json":
-        logger.add(sink, level=level, serialize=True, colorize=False)
+        logger.add(sink, level=level, serialize=True, colorize=False, diagnose=False)
         return
     terminal = _is_terminal(sink)
     short = terminal if compact is None else compact
@@ -102,4 +104,5 @@ def configure_logging(
         level=level,
         format=_compact_format if short else _text_format,
         colorize=terminal if colorize is None else colorize,
+        diagnose=False,  # loguru would print every frame's local values: passwords among them
     )

@@ -133,3 +133,28 @@ def test_a_log_file_and_json_lines_keep_every_id_in_full(
     succeeded = [r["extra"] for r in records if "succeeded" in r["message"]]
     assert {(e["pipeline"], e["run_id"]) for e in succeeded} == {("orders_daily_refresh", run_id)}
     assert {e["task_id"] for e in succeeded} == {"raw_customer_orders", "enriched_customer_orders"}
+
+
+def test_a_logged_traceback_shows_no_local_values_that_could_hold_secrets() -> None:
+    import io
+
+    from loguru import logger
+
+    from engine.logs import configure_logging
+
+    for fmt in ("text", "json"):
+        stream = io.StringIO()
+        configure_logging(fmt, "DEBUG", stream=stream, colorize=False)  # type: ignore[arg-type]
+
+        def connect(password: str) -> None:
+            raise ConnectionError("refused")
+
+        secret = "-".join(["s3cret", "local", "value"])  # not in the source lines a trace shows
+        try:
+            connect(secret)
+        except ConnectionError:
+            logger.opt(exception=True).error("connect failed")
+        logger.remove()
+        written = stream.getvalue()
+        assert "ConnectionError: refused" in written
+        assert "s3cret-local-value" not in written, fmt
