@@ -124,6 +124,13 @@ class _Checker:
                     hint="five fields (minute hour day-of-month month day-of-week), or six with "
                     "seconds last, e.g. '0 2 * * *' for 02:00 every day",
                 )
+            elif not _ever_fires(self.spec.schedule):
+                self.add(
+                    "invalid-cron",
+                    f"schedule {self.spec.schedule!r} never fires (no such date in any year)",
+                    path=("schedule",),
+                    hint="check the day of month against the month, e.g. February has no 30th",
+                )
         try:
             ZoneInfo(self.spec.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -540,6 +547,17 @@ def check_tables(
     for task in resolved:
         checker.inputs(task, kinds)
     return checker.problems
+
+
+def _ever_fires(expression: str) -> bool:
+    """croniter gives up after a bounded search: an expression like '0 0 30 2 *' has no date."""
+    from croniter import CroniterBadDateError, croniter
+
+    try:
+        croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

@@ -309,6 +309,15 @@ def test_invalid_cron_and_time_zone(write: WritePipeline) -> None:
     assert only(problems, "invalid-timezone").line == 3
 
 
+def test_a_cron_expression_that_never_fires_is_invalid(write: WritePipeline) -> None:
+    problems = problems_of(
+        write("p.yaml", 'pipeline: p\nschedule: "0 0 30 2 *"\ntasks: [{id: a, sql: select 1}]\n')
+    )
+    problem = only(problems, "invalid-cron")
+    assert problem.line == 2
+    assert "never fires" in problem.message
+
+
 def test_undefined_parameter(write: WritePipeline) -> None:
     problem = only(
         problems_of(
