@@ -5,7 +5,8 @@
                                         it is starting, stopping or in recovery (57P03), or it
                                         has no connection slot free (53300)
     PostgresConflict         transient  serialization failure, deadlock or a lock not granted in
-                                        time (40001, 40P01, 55P03)
+                                        time (40001, 40P01, 55P03), or two sessions creating the
+                                        same object at once (23505 on a system catalog's index)
     PostgresAuthFailed       terminal   password or pg_hba refused the role (class 28)
     PostgresDatabaseMissing  terminal   the database does not exist (3D000)
     PostgresPermissionDenied terminal   the role lacks a privilege (42501)
@@ -22,6 +23,7 @@ Messages name the connection, host and port, never the password: every message p
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from engine.errors import DataError, TaskError, TransientTaskError
@@ -104,6 +106,10 @@ _UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "53300"})
 """admin_shutdown, crash_shutdown, cannot_connect_now, idle_session_timeout, too_many_connections:
 the server is up (or about to be) and the same work succeeds once it takes connections again."""
 _CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+_CATALOG_RACE = re.compile(r'unique constraint "pg_[a-z_]+_index"')
+"""`create ... if not exists` run by two sessions at once: both find the object missing and the
+later one's insert into pg_namespace or pg_type violates that system catalog's unique index
+(23505). It is no data error: once the other session committed, the same work succeeds."""
 _AUTH = ("password authentication failed", "no pg_hba.conf entry", "authentication failed")
 
 
@@ -139,7 +145,7 @@ def classify_message(message: str, sqlstate: str | None) -> type[TaskError]:
     if sqlstate:
         if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_STATES:
             return PostgresUnavailable
-        if sqlstate in _CONFLICT_STATES:
+        if sqlstate in _CONFLICT_STATES or (sqlstate == "23505" and _CATALOG_RACE.search(message)):
             return PostgresConflict
         if sqlstate.startswith("28"):
             return PostgresAuthFailed

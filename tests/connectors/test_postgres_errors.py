@@ -276,3 +276,39 @@ def test_an_extract_outlives_a_server_restart_on_its_retries(
             moves = catalog.transitions(result.run_id, "numbers")
         errors = [t.error or "" for t in moves if t.to_state == "RETRYING"]
         assert "the database system is shutting down" in errors[0]
+
+
+def test_two_sessions_creating_one_schema_at_once_is_a_conflict_not_a_data_error(
+    pg: PgSchema, tmp_path: Path
+) -> None:
+    name = f"{pg.schema}_new"
+    wh = server(pg.uri, tmp_path)
+    try:
+        with Session(wh) as first, Session(wh) as second:
+            first.execute(f"create schema if not exists {name}")  # not committed yet
+            outcome: list[BaseException] = []
+
+            def create() -> None:  # waits on the first session's row in pg_namespace
+                try:
+                    second.execute(f"create schema if not exists {name}")
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            waiter = threading.Thread(target=create)
+            waiter.start()
+            time.sleep(0.5)
+            first.commit()
+            waiter.join()
+        (error,) = outcome
+        assert isinstance(error, PostgresConflict)
+        assert 'unique constraint "pg_namespace_nspname_index"' in error.message
+        assert classify(error).transient
+    finally:
+        pg.execute(f"drop schema if exists {name}")
+
+
+def test_a_unique_violation_on_a_users_table_stays_a_data_error() -> None:
+    words = 'ERROR:  duplicate key value violates unique constraint "orders_pkey"'
+    error = translate(_Raised(words, "23505"), "insert failed")
+    assert isinstance(error, PostgresDataError)
+    assert not classify(error).transient
