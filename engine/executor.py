@@ -176,6 +176,8 @@ class Executor:
         self.downstream: dict[str, list[str]] = {task.id: [] for task in plan.tasks}
         self.ready: deque[str] = deque()
         self.retries: list[tuple[float, int, str]] = []
+        self.breaker_waits: list[tuple[float, int, str]] = []
+        """QUEUED tasks their connection's open breaker holds back: (look again at, seq, task)."""
         self.running: dict[str, _Attempt] = {}
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         """(attempt, outcome or exception) from workers, or _WAKE from cancel()."""
@@ -407,7 +409,7 @@ class Executor:
                 and self.cancelling is None
             ):
                 self._start(self.ready.popleft())
-            if not self.running and not self.ready and not self.retries:
+            if not (self.running or self.ready or self.retries or self.breaker_waits):
                 return
             now = self.clock()
             if now - last_heartbeat >= self.settings.heartbeat_interval:
@@ -424,7 +426,7 @@ class Executor:
                             item = self.finished.get_nowait()
                     except queue.Empty:
                         pass
-                elif self.retries:
+                elif self.retries or self.breaker_waits:
                     pause = max(0.0, wake - now)
                     if self.sleep is time.sleep:
                         self._cancel_requested.wait(pause)  # a cancel() ends the wait at once
@@ -442,6 +444,8 @@ class Executor:
         candidates = [last_heartbeat + self.settings.heartbeat_interval]
         if self.retries:
             candidates.append(self.retries[0][0])
+        if self.breaker_waits:
+            candidates.append(self.breaker_waits[0][0])
         for attempt in self.running.values():
             if attempt.stop_requested_at is not None:
                 candidates.append(attempt.stop_requested_at + self.settings.cancel_grace)
@@ -453,6 +457,8 @@ class Executor:
 
     def _start(self, task_id: str) -> None:
         task = self.plan.task(task_id)
+        if not self._breaker_admits(task):
+            return
         number = self.results[task_id].attempts + 1
         self.results[task_id].attempts = number
         staging = self.workspace.staging(self.plan.pipeline, task_id, self.plan.run_id, number)
@@ -461,18 +467,46 @@ class Executor:
         attempt = _Attempt(task, number, CancelToken(), staging, now, deadline)
         inputs = {name: self.outputs[name] for name in task.inputs}
         self._move(task_id, TaskState.RUNNING, f"attempt {number}", attempt=number)
-        breaker = self.breakers.get(task.connection or "")
-        if breaker is not None:
-            try:
-                breaker.before()
-            except CircuitOpen as exc:  # fail fast: the endpoint is not touched
-                self._fail(attempt, exc, 0.0)
-                return
         self.running[task_id] = attempt
         thread = threading.Thread(
             target=self._work, args=(attempt, inputs), name=f"arrowline-{task_id}", daemon=True
         )
         thread.start()
+
+    def _breaker_admits(self, task: PlannedTask) -> bool:
+        """Whether the breaker of the task's connection lets it try now.
+
+        A refusal is not an attempt: the endpoint was not touched, so it proves nothing about
+        the task. The task stays QUEUED, its attempts untouched, until the cooldown ends (it may
+        then probe) or the probe in flight has its verdict. Spending attempts on refusals made
+        a task with `attempts: 6` behind a breaker with `failures: 5` always fail its last
+        attempt unseen, even when the server was back.
+        """
+        breaker = self.breakers.get(task.connection or "")
+        if breaker is None:
+            return True
+        try:
+            breaker.before()
+        except CircuitOpen as exc:
+            wait = exc.retry_after if exc.retry_after is not None else breaker.cooldown
+            self._sequence += 1
+            heapq.heappush(self.breaker_waits, (self.clock() + wait, self._sequence, task.id))
+            self.log.bind(task_id=task.id).warning(
+                "waiting, attempts untouched: {}", exc.message.split("; last error")[0]
+            )
+            return False
+        return True
+
+    def _wake_breaker_waits(self, connection: str) -> None:
+        """A verdict on `connection`: the tasks waiting for its breaker ask it again now."""
+        now = self.clock()
+        self.breaker_waits = [
+            (now, sequence, task_id)
+            if self.plan.task(task_id).connection == connection
+            else (due, sequence, task_id)
+            for due, sequence, task_id in self.breaker_waits
+        ]
+        heapq.heapify(self.breaker_waits)
 
     def _work(self, attempt: _Attempt, inputs: dict[str, InputTable]) -> None:
         task = attempt.task
@@ -586,6 +620,7 @@ class Executor:
             breaker.failed(_describe(result))
         else:
             breaker.succeeded()  # the endpoint answered; the request was wrong
+        self._wake_breaker_waits(breaker.name)
 
     def _succeed(self, attempt: _Attempt, outcome: TaskOutcome, duration: float) -> None:
         task = attempt.task
@@ -734,6 +769,10 @@ class Executor:
             _, _, task_id = heapq.heappop(self.retries)
             if self.cancelling is None:
                 self._queue(task_id, "retry due")
+        while self.breaker_waits and self.breaker_waits[0][0] <= now:
+            _, _, task_id = heapq.heappop(self.breaker_waits)
+            if self.cancelling is None:
+                self.ready.append(task_id)  # still QUEUED: it asks the breaker again
 
     def _enforce_deadlines(self) -> None:
         now = self.clock()
@@ -779,9 +818,10 @@ class Executor:
         for task_id in list(self.ready):
             self._move(task_id, TaskState.CANCELLED, str(reason))
         self.ready.clear()
-        for _, _, task_id in self.retries:
+        for _, _, task_id in self.retries + self.breaker_waits:
             self._move(task_id, TaskState.CANCELLED, str(reason))
         self.retries.clear()
+        self.breaker_waits.clear()
         for task_id, state in self.states.items():
             if state is TaskState.PENDING:
                 self._move(task_id, TaskState.CANCELLED, str(reason))
