@@ -827,10 +827,15 @@ class Executor:
                 self._move(task_id, TaskState.CANCELLED, str(reason))
 
     def _final_state(self) -> RunState:
-        if self.cancelling is not None:
-            return RunState.CANCELLED
+        """What the run's tasks ended as. A cancel stops what had not finished; when it came
+        too late to stop anything (every task succeeded, the loads committed), the run did
+        succeed, and calling it CANCELLED would send the user to resume a finished run."""
         if all(state is TaskState.SUCCESS for state in self.states.values()):
+            if self.cancelling is not None:
+                self.log.info("the cancel came after every task had finished: nothing to stop")
             return RunState.SUCCESS
+        if self.cancelling is not None and TaskState.CANCELLED in self.states.values():
+            return RunState.CANCELLED
         return RunState.FAILED
 
     def _abort(self, exc: BaseException) -> None:
