@@ -38,7 +38,14 @@ from connectors.base import CancelToken, InputTable
 from connectors.watermark import Watermark
 from engine.breaker import CircuitBreaker, CircuitOpen
 from engine.catalog import Catalog, now_text
-from engine.errors import ArrowlineError, Cancelled, DataError, TaskTimeout, classify
+from engine.errors import (
+    ArrowlineError,
+    Cancelled,
+    DataError,
+    TaskTimeout,
+    classify,
+    disk_full,
+)
 from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
 from engine.retry import backoff_delay
@@ -413,7 +420,7 @@ class Executor:
                 return
             now = self.clock()
             if now - last_heartbeat >= self.settings.heartbeat_interval:
-                self.catalog.heartbeat(self.plan.run_id)
+                self._heartbeat()
                 last_heartbeat = now
             wake = self._next_wake(now, last_heartbeat)
             try:
@@ -438,6 +445,16 @@ class Executor:
                 self._begin_cancel(Cancelled("the run was interrupted (Ctrl-C)"))
             self._release_retries()
             self._enforce_deadlines()
+
+    def _heartbeat(self) -> None:
+        """Tell the catalog the run is alive. A heartbeat only helps others tell a live run
+        from a dead one, so one that cannot be written (a full disk, a catalog restarting) is
+        said and skipped; the state changes that matter fail the run when they cannot be
+        written."""
+        try:
+            self.catalog.heartbeat(self.plan.run_id)
+        except ArrowlineError as exc:
+            self.log.warning("heartbeat not recorded: {}", exc.message)
 
     def _next_wake(self, now: float, last_heartbeat: float) -> float:
         """When the loop must look again: a heartbeat, a retry, a deadline or a grace period."""
@@ -551,6 +568,8 @@ class Executor:
                 return
             except (ArrowlineError, OSError) as exc:  # publishing failed: the attempt failed
                 result = exc
+        # A full disk the task's own code did not name: most likely where its output goes.
+        result = disk_full(result, attempt.staging) or result
         self.workspace.discard(attempt.staging)
         self._fail(attempt, result, duration)
 
@@ -839,9 +858,12 @@ class Executor:
         return RunState.FAILED
 
     def _abort(self, exc: BaseException) -> None:
-        """Leave the catalog honest after an unexpected error in the dispatcher itself."""
+        """Leave the catalog honest after an unexpected error in the dispatcher itself (a
+        catalog write that failed, a full disk, a second Ctrl-C)."""
         for attempt in self.running.values():
             attempt.cancel.cancel(Cancelled("the run stopped"))
+        if not isinstance(exc, KeyboardInterrupt):
+            self._wind_down()
         try:
             for task_id, state in self.states.items():
                 if not state.terminal:
@@ -849,5 +871,27 @@ class Executor:
             # Interrupted for good (a second Ctrl-C): cancelled, not failed.
             final = RunState.CANCELLED if isinstance(exc, KeyboardInterrupt) else RunState.FAILED
             self.catalog.transition_run(self.plan.run_id, final, "aborted", _describe(exc))
-        except Exception:  # the catalog itself may be what failed
+        except ArrowlineError as failure:  # the catalog itself may be what failed, and still is
+            self.log.error("could not record the end of the run: {}", failure.message)
+        except Exception:
             self.log.exception("could not record the aborted run")
+
+    def _wind_down(self) -> None:
+        """Wait (up to `cancel_grace`) for the cancelled attempts to stop, and discard what they
+        staged. Their space is what a full disk needs back before the run's end can be
+        recorded, and a worker still inside DuckDB or Arrow when the interpreter exits can
+        abort it ("Fatal Python error", exit 134) instead of letting it report the error."""
+        deadline = time.monotonic() + self.settings.cancel_grace
+        while self.running and time.monotonic() < deadline:
+            try:
+                item = self.finished.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _WAKE:
+                continue
+            stopped: _Attempt = item[0]
+            if self.running.get(stopped.task.id) is stopped:
+                del self.running[stopped.task.id]
+            self.workspace.discard(stopped.staging)
+        for late in self.running.values():  # did not stop in time: at least free its space
+            self.workspace.discard(late.staging)

@@ -124,7 +124,7 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
     try:
         connection = duckdb.connect(str(path))
     except duckdb.Error as exc:
-        raise translate(exc, what) from None
+        raise translate(exc, what, path) from None
     unregister = cancel.on_cancel(connection.interrupt) if cancel else None
 
     def execute(sql: str, params: Any) -> Any:
@@ -180,7 +180,7 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
         if isinstance(exc, duckdb.Error):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            raise translate(exc, what) from None
+            raise translate(exc, what, path) from None
         raise
     finally:
         if unregister:

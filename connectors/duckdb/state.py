@@ -81,7 +81,7 @@ def _write(config: DuckDBSink, ctx: ConnectorContext, action: Any) -> None:
     try:
         connection = duckdb.connect(str(path))
     except duckdb.Error as exc:
-        raise translate(exc, f"writing watermarks to {path.name}") from None
+        raise translate(exc, f"writing watermarks to {path.name}", path) from None
     try:
         prepare(connection, path)
         connection.execute("begin")
