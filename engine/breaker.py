@@ -5,12 +5,13 @@
        └──────────────(the probe succeeds)───────────┼────────────────────────────┤
                                                      └──(the probe fails)─────────┘
 
-While a breaker is OPEN, a task that uses its connection fails at once with `CircuitOpen`, which
-says until when; it never touches the endpoint. `CircuitOpen` is transient and carries the
-remaining cooldown as its retry-after, so a task with attempts left is retried when the breaker
-lets a probe through instead of burning its attempts against a server that is down. Only transient
-failures (lost connections, timeouts) count: a SQL error proves the server is up. The clock is
-injected, so tests step through the states without sleeping.
+While a breaker is OPEN, `before()` refuses a task that uses its connection with `CircuitOpen`,
+which says until when; the task never touches the endpoint. The executor does not count a
+refusal as an attempt: the task waits, QUEUED, until the cooldown ends (then one task probes)
+or the probe in flight has its verdict, so a server that comes back during the cooldown is
+found by tasks that still have every attempt they were given. Only transient failures (lost
+connections, timeouts) count: a SQL error proves the server is up. The clock is injected, so
+tests step through the states without sleeping.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class CircuitBreaker:
         return self.opened_at + self.cooldown
 
     def _refusal(self, now: float, why: str) -> CircuitOpen:
-        wait = max(0.0, self._until() - now) if self.opened_at is not None else 0.0
+        # while a probe is in flight its verdict comes first, at the latest after a cooldown
+        wait = max(0.0, self._until() - now) if self.state is BreakerState.OPEN else self.cooldown
         until = datetime.fromtimestamp(self.wall() + wait, UTC)
         return CircuitOpen(
             f"circuit breaker for connection {self.name!r} is open ({why}); tasks using it "
-            f"fail fast until {until:%Y-%m-%d %H:%M:%S} UTC"
+            f"wait until {until:%Y-%m-%d %H:%M:%S} UTC"
             + (f"; last error: {self.last_error}" if self.last_error else ""),
             hint=f"the breaker lets one probe through after {self.cooldown:g}s",
             retry_after=max(wait, 0.001),

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from engine.errors import StateError
+from engine.errors import StateError, full_disk_said
 from engine.secrets import redact, register_secret
 
 __all__ = [
@@ -200,18 +200,25 @@ class SqliteDatabase(Database):
                 check_same_thread=False,
             )
         connection.row_factory = sqlite3.Row
-        connection.execute("pragma busy_timeout = 30000")
-        if writable:
-            connection.execute("pragma journal_mode = wal")
-            connection.execute("pragma synchronous = normal")
+        with self._full_disk_said():  # a new catalog's first pages and its WAL need space
+            connection.execute("pragma busy_timeout = 30000")
+            if writable:
+                connection.execute("pragma journal_mode = wal")
+                connection.execute("pragma synchronous = normal")
         self._connection = connection
 
+    def _full_disk_said(self) -> contextlib.AbstractContextManager[None]:
+        """sqlite3's 'database or disk is full' as DiskFull naming the catalog's disk."""
+        return full_disk_said(
+            self.path, what="the catalog could not write", errors=(sqlite3.Error,)
+        )
+
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
-        with self.lock:
+        with self.lock, self._full_disk_said():
             return self._connection.execute(sql, parameters).fetchall()
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self.lock:
+        with self.lock, self._full_disk_said():
             self._connection.executemany(sql, rows)
 
     def batches(self, sql: str, size: int) -> Iterator[list[Row]]:
@@ -222,14 +229,18 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
-        with self.lock:
+        with self.lock, self._full_disk_said():
             self._connection.execute("begin immediate")
             try:
                 yield self
+                self._connection.execute("commit")
             except BaseException:
-                self._connection.execute("rollback")
+                # A failed commit (a full disk) can leave the transaction open; the next
+                # `begin immediate` would fail for that, not for what really happened.
+                if self._connection.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._connection.execute("rollback")
                 raise
-            self._connection.execute("commit")
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

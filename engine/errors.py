@@ -12,7 +12,9 @@
     │   ├── DataError               the data is wrong: schema mismatch, failed validation, dup keys
     │   ├── Cancelled               the run was cancelled (Ctrl-C, SIGTERM, an API call)
     │   └── RunFailed               `RunResult.raise_for_status()`: a run ended without success
-    └── UserCodeError               a UDF or schema module raised or could not be imported
+    ├── UserCodeError               a UDF or schema module raised or could not be imported
+    └── DiskFull                    a write found its filesystem full (a task's output, a sink
+                                    file, the catalog); names the filesystem and the path
 
 Transient versus terminal is part of the type (`ArrowlineError.transient`), so the retry logic asks
 the error instead of guessing from its message. Foreign exceptions are classified by
@@ -24,9 +26,13 @@ Context (pipeline, run, task, connector) is attached once, at the boundary where
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -37,6 +43,7 @@ __all__ = [
     "Cancelled",
     "DataError",
     "DefinitionError",
+    "DiskFull",
     "ParameterError",
     "PipelineInvalid",
     "RunFailed",
@@ -47,7 +54,9 @@ __all__ = [
     "TransientTaskError",
     "UserCodeError",
     "classify",
+    "disk_full",
     "error_context",
+    "full_disk_said",
     "retry_after_seconds",
 ]
 
@@ -175,6 +184,74 @@ class RunFailed(TaskError):
 
 class UserCodeError(ArrowlineError):
     """User code (a UDF, a schema module) could not be imported or raised."""
+
+
+class DiskFull(ArrowlineError):
+    """A write failed because its filesystem has no space left.
+
+    Terminal: the same write fails again until someone frees space. The message names the
+    filesystem (its mount point) and the file or folder being written, because the error the
+    operating system gives ("No space left on device") says neither.
+    """
+
+    def __init__(self, path: Path, *, what: str = "writing") -> None:
+        self.path = path
+        self.mount = _mount_point(path)
+        super().__init__(
+            f"no space left on {self.mount} ({what} {path})",
+            hint=f"free space on {self.mount} (or move what is written there to a larger "
+            "disk) and run again",
+        )
+
+
+_FULL_WORDS = ("no space left on device", "database or disk is full")
+_NAMED_FILE = re.compile(r'file \\?"([^"\\]+)\\?"')
+
+
+def disk_full(exc: BaseException, path: Path, *, what: str = "writing") -> DiskFull | None:
+    """`exc` as a DiskFull naming `path` (the file the OSError names, when it names one), or
+    None when it is another failure. Knows ENOSPC, SQLite's SQLITE_FULL and the words Arrow,
+    DuckDB and Polars wrap them in."""
+    if isinstance(exc, DiskFull):
+        return exc
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return DiskFull(Path(exc.filename) if exc.filename else path, what=what)
+    if getattr(exc, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+        return DiskFull(path, what=what)
+    text = str(exc)
+    if any(words in text.lower() for words in _FULL_WORDS):
+        named = _NAMED_FILE.search(text)  # DuckDB: Could not write file "...": No space left
+        return DiskFull(Path(named.group(1)) if named else path, what=what)
+    return None
+
+
+@contextmanager
+def full_disk_said(
+    path: Path,
+    *,
+    what: str = "writing",
+    errors: tuple[type[BaseException], ...] = (OSError,),
+) -> Iterator[None]:
+    """Raise a full disk met inside the block as DiskFull naming `path`; other `errors` pass
+    as they are. For the places that write files: a full disk is the user's to fix, not a bug
+    to report with a traceback."""
+    try:
+        yield
+    except errors as exc:
+        full = disk_full(exc, path, what=what)
+        if full is None:
+            raise
+        raise full from None
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path` (or the nearest parent that exists)."""
+    current = path.absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    while not os.path.ismount(current) and current != current.parent:
+        current = current.parent
+    return current
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from engine.errors import (
     RunFailed,
     TaskTimeout,
     classify,
+    disk_full,
 )
 from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
@@ -219,6 +220,8 @@ class Executor:
         self.downstream: dict[str, list[str]] = {task.id: [] for task in plan.tasks}
         self.ready: deque[str] = deque()
         self.retries: list[tuple[float, int, str]] = []
+        self.breaker_waits: list[tuple[float, int, str]] = []
+        """QUEUED tasks their connection's open breaker holds back: (look again at, seq, task)."""
         self.running: dict[str, _Attempt] = {}
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         """(attempt, outcome or exception) from workers, or _WAKE from cancel()."""
@@ -471,11 +474,11 @@ class Executor:
                 and self.cancelling is None
             ):
                 self._start(self.ready.popleft())
-            if not self.running and not self.ready and not self.retries:
+            if not (self.running or self.ready or self.retries or self.breaker_waits):
                 return
             now = self.clock()
             if now - last_heartbeat >= self.settings.heartbeat_interval:
-                self.catalog.heartbeat(self.plan.run_id)
+                self._heartbeat()
                 last_heartbeat = now
             wake = self._next_wake(now, last_heartbeat)
             try:
@@ -488,7 +491,7 @@ class Executor:
                             item = self.finished.get_nowait()
                     except queue.Empty:
                         pass
-                elif self.retries:
+                elif self.retries or self.breaker_waits:
                     pause = max(0.0, wake - now)
                     if self.sleep is time.sleep:
                         self._cancel_requested.wait(pause)  # a cancel() ends the wait at once
@@ -501,11 +504,23 @@ class Executor:
             self._release_retries()
             self._enforce_deadlines()
 
+    def _heartbeat(self) -> None:
+        """Tell the catalog the run is alive. A heartbeat only helps others tell a live run
+        from a dead one, so one that cannot be written (a full disk, a catalog restarting) is
+        said and skipped; the state changes that matter fail the run when they cannot be
+        written."""
+        try:
+            self.catalog.heartbeat(self.plan.run_id)
+        except ArrowlineError as exc:
+            self.log.warning("heartbeat not recorded: {}", exc.message)
+
     def _next_wake(self, now: float, last_heartbeat: float) -> float:
         """When the loop must look again: a heartbeat, a retry, a deadline or a grace period."""
         candidates = [last_heartbeat + self.settings.heartbeat_interval]
         if self.retries:
             candidates.append(self.retries[0][0])
+        if self.breaker_waits:
+            candidates.append(self.breaker_waits[0][0])
         for attempt in self.running.values():
             if attempt.stop_requested_at is not None:
                 candidates.append(attempt.stop_requested_at + self.settings.cancel_grace)
@@ -517,6 +532,8 @@ class Executor:
 
     def _start(self, task_id: str) -> None:
         task = self.plan.task(task_id)
+        if not self._breaker_admits(task):
+            return
         number = self.results[task_id].attempts + 1
         self.results[task_id].attempts = number
         staging = self.workspace.staging(self.plan.pipeline, task_id, self.plan.run_id, number)
@@ -525,18 +542,46 @@ class Executor:
         attempt = _Attempt(task, number, CancelToken(), staging, now, deadline)
         inputs = {name: self.outputs[name] for name in task.inputs}
         self._move(task_id, TaskState.RUNNING, f"attempt {number}", attempt=number)
-        breaker = self.breakers.get(task.connection or "")
-        if breaker is not None:
-            try:
-                breaker.before()
-            except CircuitOpen as exc:  # fail fast: the endpoint is not touched
-                self._fail(attempt, exc, 0.0)
-                return
         self.running[task_id] = attempt
         thread = threading.Thread(
             target=self._work, args=(attempt, inputs), name=f"arrowline-{task_id}", daemon=True
         )
         thread.start()
+
+    def _breaker_admits(self, task: PlannedTask) -> bool:
+        """Whether the breaker of the task's connection lets it try now.
+
+        A refusal is not an attempt: the endpoint was not touched, so it proves nothing about
+        the task. The task stays QUEUED, its attempts untouched, until the cooldown ends (it may
+        then probe) or the probe in flight has its verdict. Spending attempts on refusals made
+        a task with `attempts: 6` behind a breaker with `failures: 5` always fail its last
+        attempt unseen, even when the server was back.
+        """
+        breaker = self.breakers.get(task.connection or "")
+        if breaker is None:
+            return True
+        try:
+            breaker.before()
+        except CircuitOpen as exc:
+            wait = exc.retry_after if exc.retry_after is not None else breaker.cooldown
+            self._sequence += 1
+            heapq.heappush(self.breaker_waits, (self.clock() + wait, self._sequence, task.id))
+            self.log.bind(task_id=task.id).warning(
+                "waiting, attempts untouched: {}", exc.message.split("; last error")[0]
+            )
+            return False
+        return True
+
+    def _wake_breaker_waits(self, connection: str) -> None:
+        """A verdict on `connection`: the tasks waiting for its breaker ask it again now."""
+        now = self.clock()
+        self.breaker_waits = [
+            (now, sequence, task_id)
+            if self.plan.task(task_id).connection == connection
+            else (due, sequence, task_id)
+            for due, sequence, task_id in self.breaker_waits
+        ]
+        heapq.heapify(self.breaker_waits)
 
     def _work(self, attempt: _Attempt, inputs: dict[str, InputTable]) -> None:
         task = attempt.task
@@ -581,6 +626,8 @@ class Executor:
                 return
             except (ArrowlineError, OSError) as exc:  # publishing failed: the attempt failed
                 result = exc
+        # A full disk the task's own code did not name: most likely where its output goes.
+        result = disk_full(result, attempt.staging) or result
         self.workspace.discard(attempt.staging)
         self._fail(attempt, result, duration)
 
@@ -659,6 +706,7 @@ class Executor:
             breaker.failed(_describe(result))
         else:
             breaker.succeeded()  # the endpoint answered; the request was wrong
+        self._wake_breaker_waits(breaker.name)
 
     def _succeed(self, attempt: _Attempt, outcome: TaskOutcome, duration: float) -> None:
         task = attempt.task
@@ -807,6 +855,10 @@ class Executor:
             _, _, task_id = heapq.heappop(self.retries)
             if self.cancelling is None:
                 self._queue(task_id, "retry due")
+        while self.breaker_waits and self.breaker_waits[0][0] <= now:
+            _, _, task_id = heapq.heappop(self.breaker_waits)
+            if self.cancelling is None:
+                self.ready.append(task_id)  # still QUEUED: it asks the breaker again
 
     def _enforce_deadlines(self) -> None:
         now = self.clock()
@@ -852,24 +904,33 @@ class Executor:
         for task_id in list(self.ready):
             self._move(task_id, TaskState.CANCELLED, str(reason))
         self.ready.clear()
-        for _, _, task_id in self.retries:
+        for _, _, task_id in self.retries + self.breaker_waits:
             self._move(task_id, TaskState.CANCELLED, str(reason))
         self.retries.clear()
+        self.breaker_waits.clear()
         for task_id, state in self.states.items():
             if state is TaskState.PENDING:
                 self._move(task_id, TaskState.CANCELLED, str(reason))
 
     def _final_state(self) -> RunState:
-        if self.cancelling is not None:
-            return RunState.CANCELLED
+        """What the run's tasks ended as. A cancel stops what had not finished; when it came
+        too late to stop anything (every task succeeded, the loads committed), the run did
+        succeed, and calling it CANCELLED would send the user to resume a finished run."""
         if all(state is TaskState.SUCCESS for state in self.states.values()):
+            if self.cancelling is not None:
+                self.log.info("the cancel came after every task had finished: nothing to stop")
             return RunState.SUCCESS
+        if self.cancelling is not None and TaskState.CANCELLED in self.states.values():
+            return RunState.CANCELLED
         return RunState.FAILED
 
     def _abort(self, exc: BaseException) -> None:
-        """Leave the catalog honest after an unexpected error in the dispatcher itself."""
+        """Leave the catalog honest after an unexpected error in the dispatcher itself (a
+        catalog write that failed, a full disk, a second Ctrl-C)."""
         for attempt in self.running.values():
             attempt.cancel.cancel(Cancelled("the run stopped"))
+        if not isinstance(exc, KeyboardInterrupt):
+            self._wind_down()
         try:
             for task_id, state in self.states.items():
                 if not state.terminal:
@@ -877,5 +938,27 @@ class Executor:
             # Interrupted for good (a second Ctrl-C): cancelled, not failed.
             final = RunState.CANCELLED if isinstance(exc, KeyboardInterrupt) else RunState.FAILED
             self.catalog.transition_run(self.plan.run_id, final, "aborted", _describe(exc))
-        except Exception:  # the catalog itself may be what failed
+        except ArrowlineError as failure:  # the catalog itself may be what failed, and still is
+            self.log.error("could not record the end of the run: {}", failure.message)
+        except Exception:
             self.log.exception("could not record the aborted run")
+
+    def _wind_down(self) -> None:
+        """Wait (up to `cancel_grace`) for the cancelled attempts to stop, and discard what they
+        staged. Their space is what a full disk needs back before the run's end can be
+        recorded, and a worker still inside DuckDB or Arrow when the interpreter exits can
+        abort it ("Fatal Python error", exit 134) instead of letting it report the error."""
+        deadline = time.monotonic() + self.settings.cancel_grace
+        while self.running and time.monotonic() < deadline:
+            try:
+                item = self.finished.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _WAKE:
+                continue
+            stopped: _Attempt = item[0]
+            if self.running.get(stopped.task.id) is stopped:
+                del self.running[stopped.task.id]
+            self.workspace.discard(stopped.staging)
+        for late in self.running.values():  # did not stop in time: at least free its space
+            self.workspace.discard(late.staging)

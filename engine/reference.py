@@ -275,8 +275,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         BreakerPolicy,
         "Each named connection has a breaker shared by the run's tasks. After `failures` "
         "consecutive transient failures of tasks using it, it opens: for `cooldown`, those tasks "
-        "fail at once with an error that says until when (and are retried after it if they have "
-        "attempts left); then one probe task may try, and its result closes or reopens it.",
+        "wait without trying the connection and without spending an attempt; then one probe "
+        "task may try, and its result closes the breaker (the waiting tasks go on) or reopens it "
+        "for another cooldown.",
     ),
     (
         "trigger",

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from engine.catalog_db import CatalogLocation, catalog_location
-from engine.errors import StateError
+from engine.errors import StateError, full_disk_said
 
 __all__ = ["ConcurrentRun", "RunLock", "file_lock_is_held", "lock_is_held"]
 
@@ -200,8 +200,13 @@ class RunLock:
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if not self.shared:  # sharers would overwrite each other: the file names one holder
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:
+                with full_disk_said(self.path, what="the run lock could not write"):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, json.dumps(info).encode(), 0)
+            except BaseException:
+                os.close(fd)  # and the lock with it
+                raise
         self._fd = fd
 
     def release(self) -> None:

@@ -22,7 +22,7 @@ from connectors.files.config import FilesSource
 from connectors.files.writer import ParquetBatchWriter
 from connectors.registry import open_source, sink_state, write_sink
 from connectors.watermark import Watermark, WatermarkTracker, WatermarkUpdate
-from engine.errors import UserCodeError
+from engine.errors import UserCodeError, disk_full
 from engine.faults import fault_point
 from engine.planner import Plan, PlannedTask
 from engine.spec import TaskKind
@@ -213,6 +213,9 @@ def _udf(context: TaskContext) -> TaskOutcome:
         # Polars' streaming engine reads, computes and writes in parallel and bounded memory.
         frame.sink_parquet(output, compression="snappy")
     except pl.exceptions.PolarsError as exc:
+        full = disk_full(exc, output)  # the disk under the output, not the UDF, failed
+        if full is not None:
+            raise full from None
         name = getattr(function, "__qualname__", str(config.function))
         message = str(exc).strip().splitlines()[0]
         raise UserCodeError(

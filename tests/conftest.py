@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from click.testing import CliRunner, Result
 from loguru import logger
 
 from engine.logs import PACKAGES
+
+T = TypeVar("T")
+
+
+def at_once(*calls: Callable[[], T]) -> list[T | BaseException]:
+    """Run the calls on threads released together (a barrier), to make races happen; each
+    call's result, or the exception it raised, in order."""
+    start = threading.Barrier(len(calls))
+    outcomes: list[T | BaseException] = [RuntimeError("did not finish")] * len(calls)
+
+    def one(index: int) -> None:
+        start.wait()
+        try:
+            outcomes[index] = calls[index]()
+        except BaseException as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 @pytest.fixture(autouse=True)

@@ -47,8 +47,49 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Cluster:
+    """A throwaway cluster a test can stop and start, to see what clients see meanwhile."""
+
+    def __init__(
+        self, binaries: Path, base: Path, port: int, owner: pwd.struct_passwd | None
+    ) -> None:
+        self.binaries = binaries
+        self.data = base / "data"
+        self.base = base
+        self.port = port
+        self.owner = owner
+        self.uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        """A command as the cluster's OS user (the `postgres` user when the tests run as root)."""
+        command = ["runuser", "-u", "postgres", "--", *args] if self.owner is not None else args
+        return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    def start(self, *, wait: bool = True) -> None:
+        sockets = self.base / "sock"
+        self.run(
+            [
+                str(self.binaries / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-w" if wait else "-W",
+                "-l",
+                str(self.base / "log"),
+                "-o",
+                f"-p {self.port} -k {sockets} -h 127.0.0.1 -c fsync=off",
+                "start",
+            ]
+        )
+
+    def stop(self, mode: str = "fast", *, wait: bool = True) -> None:
+        """`pg_ctl stop -m mode`; a `smart` stop without waiting leaves the server refusing new
+        sessions ("the database system is shutting down") until the open ones end."""
+        pg_ctl = str(self.binaries / "pg_ctl")
+        self.run([pg_ctl, "-D", str(self.data), "-m", mode, "-w" if wait else "-W", "stop"])
+
+
 @contextlib.contextmanager
-def throwaway_cluster(password: str | None = None) -> Iterator[str]:
+def throwaway_server(password: str | None = None) -> Iterator[Cluster]:
     """A fresh cluster on a free port; with `password`, the postgres role needs it (scram)."""
     binaries = _binaries()
     if binaries is None:
@@ -56,17 +97,12 @@ def throwaway_cluster(password: str | None = None) -> Iterator[str]:
     root = os.geteuid() == 0
     owner = pwd.getpwnam("postgres") if root else None
     base = Path(tempfile.mkdtemp(prefix="arrowline-pg-"))
-    data, sockets = base / "data", base / "sock"
+    sockets = base / "sock"
     sockets.mkdir()
     if owner is not None:
         for path in (base, sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-
-    def as_owner(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        command = ["runuser", "-u", "postgres", "--", *args] if owner is not None else args
-        return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
-
-    port = _free_port()
+    cluster = Cluster(binaries, base, _free_port(), owner)
     auth = ["--auth=trust"]
     password_file = base / "pw"
     if password is not None:
@@ -74,31 +110,25 @@ def throwaway_cluster(password: str | None = None) -> Iterator[str]:
         if owner is not None:
             os.chown(password_file, owner.pw_uid, owner.pw_gid)
         auth = ["--auth-host=scram-sha-256", "--auth-local=trust", f"--pwfile={password_file}"]
-    as_owner([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", *auth])
-    as_owner(
-        [
-            str(binaries / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(base / "log"),
-            "-o",
-            f"-p {port} -k {sockets} -h 127.0.0.1 -c fsync=off",
-            "start",
-        ]
-    )
+    cluster.run([str(binaries / "initdb"), "-D", str(cluster.data), "-U", "postgres", *auth])
+    cluster.start()
     try:
-        uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         if password is None:
             deadline = time.monotonic() + 20
-            while not _answers(uri) and time.monotonic() < deadline:
+            while not _answers(cluster.uri) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        yield uri
+        yield cluster
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
-            as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+            cluster.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_cluster(password: str | None = None) -> Iterator[str]:
+    """The URI of a fresh cluster on a free port (see throwaway_server)."""
+    with throwaway_server(password) as cluster:
+        yield cluster.uri
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from connectors.base import CancelToken, InputTable
 
 if TYPE_CHECKING:
     import duckdb
-from engine.errors import DataError, TaskError
+from engine.errors import DataError, TaskError, disk_full
 
 __all__ = ["DuckDBSettings", "run_sql"]
 
@@ -99,7 +99,8 @@ def run_sql(
     ) as exc:
         raise DataError(f"the query failed on the data: {_first_line(exc)}") from None
     except duckdb.Error as exc:
-        raise TaskError(f"DuckDB: {_first_line(exc)}") from None
+        # a full disk under the output (or DuckDB's spill folder) is not a bug in the query
+        raise disk_full(exc, output) or TaskError(f"DuckDB: {_first_line(exc)}") from None
     finally:
         if unregister:
             unregister()

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.errors import ArrowlineError, DataError, TaskError, TransientTaskError
+from engine.errors import ArrowlineError, DataError, TaskError, TransientTaskError, disk_full
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import duckdb
 
 __all__ = ["translate"]
 
 
-def translate(exc: duckdb.Error, what: str) -> ArrowlineError:
+def translate(exc: duckdb.Error, what: str, path: Path | None = None) -> ArrowlineError:
+    """`exc` as an arrowline error; `path` is the database file, named when the disk is full."""
     import duckdb
 
+    full = disk_full(exc, path) if path is not None else None
+    if full is not None:
+        return full
     message = str(exc).strip().splitlines()[0]
     if isinstance(exc, duckdb.IOException) and "lock" in message.lower():
         return TransientTaskError(

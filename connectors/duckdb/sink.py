@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
+from connectors.duckdb.state import prepare
 from connectors.evolution import Column, diff, duckdb_type_name, sql_type_of_duckdb
 from connectors.names import quote_identifier, quote_table, split_table
 from connectors.state import committed_load, record_load, write_state
@@ -123,7 +124,7 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
     try:
         connection = duckdb.connect(str(path))
     except duckdb.Error as exc:
-        raise translate(exc, what) from None
+        raise translate(exc, what, path) from None
     unregister = cancel.on_cancel(connection.interrupt) if cancel else None
 
     def execute(sql: str, params: Any) -> Any:
@@ -132,7 +133,9 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
     def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
         return connection.execute(sql, list(params)).fetchall()
 
+    schema, _ = split_table(config.table)
     try:
+        prepare(connection, path, schema)
         connection.execute("begin transaction")
         earlier = committed_load(execute, query, ctx.pipeline, ctx.task_id, ctx.run_id)
         if earlier is not None:  # this run's load committed before the process died
@@ -144,9 +147,6 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
                 ctx.pending_watermarks,
             )
         connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
-        schema, _ = split_table(config.table)
-        if schema:
-            connection.execute(f"create schema if not exists {quote_identifier(schema)}")
         existing = _table_columns(connection, config.table)
         changes: list[dict[str, str | None]] = []
         if config.mode == "merge":
@@ -180,7 +180,7 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
         if isinstance(exc, duckdb.Error):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            raise translate(exc, what) from None
+            raise translate(exc, what, path) from None
         raise
     finally:
         if unregister:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,13 +10,34 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import ConnectorContext
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
-from connectors.state import STATE_TABLE, delete_state, read_state, write_state
+from connectors.names import quote_identifier
+from connectors.state import STATE_TABLE, delete_state, ensure_state_table, read_state, write_state
 from connectors.watermark import Watermark, WatermarkUpdate
 
 if TYPE_CHECKING:
-    pass
+    import duckdb
 
-__all__ = ["delete", "put", "read"]
+__all__ = ["delete", "prepare", "put", "read"]
+
+_DDL_LOCKS: dict[Path, threading.Lock] = {}
+_DDL_LOCKS_GUARD = threading.Lock()
+
+
+def prepare(connection: duckdb.DuckDBPyConnection, path: Path, schema: str | None = None) -> None:
+    """Create arrowline_state's tables (and the load's target `schema`) when they are missing,
+    each committed at once, before the load's own transaction begins.
+
+    Two loads into one file in one process (DuckDB lets only one process write a file) that
+    both create the same new schema inside their transactions collide: "Catalog write-write
+    conflict", and one of them failed its first attempt. A lock per file serializes the
+    creation; the later `if not exists` finds the committed objects and writes nothing.
+    """
+    with _DDL_LOCKS_GUARD:
+        lock = _DDL_LOCKS.setdefault(path.resolve(), threading.Lock())
+    with lock:
+        ensure_state_table(lambda sql, params: connection.execute(sql, list(params)))
+        if schema:
+            connection.execute(f"create schema if not exists {quote_identifier(schema)}")
 
 
 def _path(config: DuckDBSink, ctx: ConnectorContext) -> Path:
@@ -59,8 +81,9 @@ def _write(config: DuckDBSink, ctx: ConnectorContext, action: Any) -> None:
     try:
         connection = duckdb.connect(str(path))
     except duckdb.Error as exc:
-        raise translate(exc, f"writing watermarks to {path.name}") from None
+        raise translate(exc, f"writing watermarks to {path.name}", path) from None
     try:
+        prepare(connection, path)
         connection.execute("begin")
         action(lambda sql, params: connection.execute(sql, list(params)))
         connection.execute("commit")
@@ -79,7 +102,6 @@ def put(config: DuckDBSink, ctx: ConnectorContext, updates: Sequence[WatermarkUp
 def delete(config: DuckDBSink, ctx: ConnectorContext, task: str | None) -> None:
     if not _path(config, ctx).exists():
         return
-    from connectors.state import ensure_state_table
 
     def action(execute: Any) -> None:
         ensure_state_table(execute)

@@ -4,6 +4,10 @@
 of thousands of 64k-row groups reads slowly and compresses badly. Batches are buffered here up to
 `row_group_rows` rows or `row_group_bytes` bytes, whichever comes first, which is also the bound
 on the memory this writer holds.
+
+The writer owns its file handle and closes it whatever happens: when a write fails (a full disk)
+pyarrow's own close fails too and would leave the descriptor open, so the space of a file
+already unlinked stayed in use and every later write on that disk (the catalog's) failed as well.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from types import TracebackType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from engine.errors import full_disk_said
 
 __all__ = ["ParquetBatchWriter"]
 
@@ -38,9 +44,14 @@ class ParquetBatchWriter:
         self._buffer: list[pa.RecordBatch] = []
         self._buffered_rows = 0
         self._buffered_bytes = 0
-        self._writer = pq.ParquetWriter(
-            str(path), schema, compression=None if compression == "none" else compression
-        )
+        self._file = pa.OSFile(str(path), "wb")
+        try:
+            self._writer = pq.ParquetWriter(
+                self._file, schema, compression=None if compression == "none" else compression
+            )
+        except BaseException:
+            self._file.close()
+            raise
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
         batches = data.to_batches() if isinstance(data, pa.Table) else [data]
@@ -56,7 +67,8 @@ class ParquetBatchWriter:
                 self._buffered_rows >= self.row_group_rows
                 or self._buffered_bytes >= self.row_group_bytes
             ):
-                self._flush()
+                with full_disk_said(self.path):
+                    self._flush()
 
     def _flush(self) -> None:
         if not self._buffer:
@@ -69,15 +81,26 @@ class ParquetBatchWriter:
 
     def close(self) -> int:
         """Flush and close; returns the rows written. A file without rows keeps the schema."""
-        self._flush()
-        self._writer.close()
+        try:
+            with full_disk_said(self.path):
+                self._flush()
+                self._writer.close()
+        except BaseException:
+            self._file.close()
+            self.path.unlink(missing_ok=True)  # without its footer it is no Parquet file
+            raise
+        self._file.close()
         return self.rows
 
     def abort(self) -> None:
+        """Give the file up: closed and removed, even when its last write cannot be made."""
         self._buffer.clear()
         try:
             self._writer.close()
+        except OSError:
+            pass  # the footer of a file about to be removed; the failure that led here counts
         finally:
+            self._file.close()
             self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> ParquetBatchWriter:

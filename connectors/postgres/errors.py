@@ -1,13 +1,21 @@
 """PostgreSQL failures, classified so retries ask the type instead of reading messages.
 
-    PostgresUnavailable      transient  cannot reach the server (refused, DNS, timeout) or it
-                                        dropped the connection (SQLSTATE class 08, 57P01-57P03)
-    PostgresConflict         transient  serialization failure or deadlock (40001, 40P01)
+    PostgresUnavailable      transient  cannot reach the server (refused, DNS, timeout), it dropped
+                                        the connection (SQLSTATE class 08, 57P01, 57P02, 57P05),
+                                        it is starting, stopping or in recovery (57P03), or it
+                                        has no connection slot free (53300)
+    PostgresConflict         transient  serialization failure, deadlock or a lock not granted in
+                                        time (40001, 40P01, 55P03), or two sessions creating the
+                                        same object at once (23505 on a system catalog's index)
     PostgresAuthFailed       terminal   password or pg_hba refused the role (class 28)
     PostgresDatabaseMissing  terminal   the database does not exist (3D000)
     PostgresPermissionDenied terminal   the role lacks a privilege (42501)
     PostgresDataError        terminal   the data is invalid for the target (classes 22, 23)
     PostgresSqlError         terminal   any other SQL error, with its SQLSTATE
+
+libpq reports a failed connection without its SQLSTATE, so those are classified by the server's
+words (`_UNREACHABLE`, `_BUSY`): a server that is restarting says "the database system is
+starting up" for a few seconds, and a task that gave up on it would fail with its retries unused.
 
 Messages name the connection, host and port, never the password: every message passes through
 `engine.secrets.redact`.
@@ -15,6 +23,7 @@ Messages name the connection, host and port, never the password: every message p
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from engine.errors import DataError, TaskError, TransientTaskError
@@ -78,7 +87,29 @@ _UNREACHABLE = (
     "could not connect to server",
     "connection reset",
     "terminating connection",
+    "is the server running",
+    "could not receive data from server",
+    "no connection to the server",
+    # 57P03 at connect time: a restart, a shutdown, a standby that does not take connections
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
 )
+_BUSY = (  # 53300 at connect time: max_connections, or a role's or database's CONNECTION LIMIT
+    "too many clients already",
+    "too many connections for",
+    "remaining connection slots are reserved",
+)
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "53300"})
+"""admin_shutdown, crash_shutdown, cannot_connect_now, idle_session_timeout, too_many_connections:
+the server is up (or about to be) and the same work succeeds once it takes connections again."""
+_CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+_CATALOG_RACE = re.compile(r'unique constraint "pg_[a-z_]+_index"')
+"""`create ... if not exists` run by two sessions at once: both find the object missing and the
+later one's insert into pg_namespace or pg_type violates that system catalog's unique index
+(23505). It is no data error: once the other session committed, the same work succeeds."""
 _AUTH = ("password authentication failed", "no pg_hba.conf entry", "authentication failed")
 
 
@@ -112,9 +143,9 @@ def _detail(message: str) -> str:
 def classify_message(message: str, sqlstate: str | None) -> type[TaskError]:
     lowered = message.lower()
     if sqlstate:
-        if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
+        if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_STATES:
             return PostgresUnavailable
-        if sqlstate in ("40001", "40P01"):
+        if sqlstate in _CONFLICT_STATES or (sqlstate == "23505" and _CATALOG_RACE.search(message)):
             return PostgresConflict
         if sqlstate.startswith("28"):
             return PostgresAuthFailed
@@ -131,7 +162,7 @@ def classify_message(message: str, sqlstate: str | None) -> type[TaskError]:
         return PostgresDatabaseMissing
     if "role" in lowered and "does not exist" in lowered:
         return PostgresAuthFailed
-    if any(marker in lowered for marker in _UNREACHABLE):
+    if any(marker in lowered for marker in _UNREACHABLE + _BUSY):
         return PostgresUnavailable
     return PostgresSqlError
 
@@ -143,9 +174,13 @@ def translate(exc: BaseException, what: str, server: ResolvedPostgres | None = N
     kind = classify_message(message, sqlstate)
     where = f" ({server.describe()})" if server is not None else ""
     state = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+    busy = sqlstate == "53300" or any(marker in message.lower() for marker in _BUSY)
     hints = {
-        PostgresUnavailable: "is the server running and reachable from here? more `retry` "
-        "attempts or backoff let a task ride out a restart",
+        PostgresUnavailable: "the server has no connection slot free (max_connections or a "
+        "CONNECTION LIMIT); more `retry` attempts or backoff let a task wait for one"
+        if busy
+        else "is the server running and reachable from here? more `retry` attempts or backoff "
+        "let a task ride out a restart",
         PostgresAuthFailed: "check the user and password of the connection",
         PostgresDatabaseMissing: "check the database name in the connection",
         PostgresPermissionDenied: "grant the role the privilege, or connect as another role",

@@ -29,6 +29,7 @@ from connectors.evolution import Column, diff
 from connectors.names import quote_identifier, quote_table, split_table
 from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
+from connectors.postgres.state import prepare
 from connectors.postgres.types import pg_type, target_arrow_type
 from connectors.state import committed_load, record_load, write_state
 from engine.errors import DataError
@@ -348,16 +349,12 @@ def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorConte
         def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
             return session.rows(sql, params or None, what="cannot read arrowline_state")
 
+        prepare(session, schema_name)
         earlier = committed_load(execute, query, ctx.pipeline, ctx.task_id, ctx.run_id)
         if earlier is not None:  # this run's load committed before the process died
             session.rollback()
             details |= {"already_committed": True, "input_rows": source.num_rows}
             return SinkResult(earlier, target, details, ctx.pending_watermarks)
-        if schema_name:
-            session.execute(
-                f"create schema if not exists {quote_identifier(schema_name)}",
-                what=f"cannot create schema {schema_name}",
-            )
         if config.mode == "replace":
             details["replace"] = _replace(session, config, source, rows)
             written = rows.count

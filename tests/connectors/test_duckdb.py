@@ -1,3 +1,4 @@
+import functools
 from pathlib import Path
 
 import duckdb
@@ -10,6 +11,7 @@ from connectors.duckdb import DuckDBSink, DuckDBSource
 from connectors.duckdb import open_duckdb as _open_duckdb
 from connectors.duckdb import write_duckdb as _write_duckdb
 from engine.errors import DataError, TransientTaskError
+from tests.conftest import at_once
 
 
 def input_table(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable:
@@ -231,3 +233,25 @@ def test_source_labels_instants_utc_whatever_the_machine_zone(tmp_path: Path) ->
 def test_source_needs_exactly_one_of_table_and_query() -> None:
     with pytest.raises(ValueError, match="exactly one of 'table' or 'query'"):
         DuckDBSource.model_validate({"from": "duckdb", "path": "w.duckdb"})
+
+
+def test_parallel_first_loads_into_a_new_file_both_commit(tmp_path: Path) -> None:
+    data = pa.table({"id": [1, 2, 3]})
+    for round_ in range(10):
+        path = f"w{round_}.duckdb"
+        a, b = (
+            functools.partial(
+                _write_duckdb,
+                input_table(tmp_path, data, f"{task}-{round_}"),
+                sink(table=f"analytics.{task}", path=path),
+                ConnectorContext(tmp_path, "p", "r", task),
+            )
+            for task in ("a", "b")
+        )
+        outcomes = at_once(a, b)
+        assert not [o for o in outcomes if isinstance(o, BaseException)], (round_, outcomes)
+        with duckdb.connect(str(tmp_path / path), read_only=True) as connection:
+            loads = connection.execute(
+                "select task, rows from arrowline_state.loads order by task"
+            ).fetchall()
+        assert loads == [("a", 3), ("b", 3)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,15 +11,21 @@ import pytest
 from connectors.postgres import PostgresConnection, Session, resolve
 from connectors.postgres.errors import (
     PostgresAuthFailed,
+    PostgresConflict,
     PostgresDatabaseMissing,
+    PostgresDataError,
     PostgresPermissionDenied,
     PostgresSqlError,
     PostgresUnavailable,
+    translate,
 )
-from engine.errors import DefinitionError, classify
+from engine.api import run
+from engine.catalog import CatalogReader
+from engine.errors import DefinitionError, TaskError, classify
+from engine.executor import RunEvent
 from engine.secrets import redact
-from tests.conftest import PgSchema
-from tests.pg import throwaway_cluster
+from tests.conftest import PgSchema, WritePipeline
+from tests.pg import throwaway_cluster, throwaway_server
 
 
 def server(uri: str, tmp_path: Path, name: str = "wh"):  # type: ignore[no-untyped-def]
@@ -116,3 +124,196 @@ def test_secrets_come_from_env_or_file_and_are_redacted(
     missing = PostgresConnection(kind="postgres", uri="${env:NOT_SET_ANYWHERE}")
     with pytest.raises(DefinitionError, match="environment variable NOT_SET_ANYWHERE is not set"):
         resolve("wh", missing, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "kind"),
+    [
+        ("08006", PostgresUnavailable),  # connection_failure
+        ("08001", PostgresUnavailable),  # sqlclient_unable_to_establish_sqlconnection
+        ("57P01", PostgresUnavailable),  # admin_shutdown
+        ("57P02", PostgresUnavailable),  # crash_shutdown
+        ("57P03", PostgresUnavailable),  # cannot_connect_now: starting up, shutting down
+        ("57P05", PostgresUnavailable),  # idle_session_timeout
+        ("53300", PostgresUnavailable),  # too_many_connections
+        ("40001", PostgresConflict),  # serialization_failure
+        ("40P01", PostgresConflict),  # deadlock_detected
+        ("55P03", PostgresConflict),  # lock_not_available
+        ("28P01", PostgresAuthFailed),
+        ("3D000", PostgresDatabaseMissing),
+        ("42501", PostgresPermissionDenied),
+        ("22003", PostgresDataError),
+        ("23505", PostgresDataError),
+        ("42601", PostgresSqlError),
+        ("57P04", PostgresSqlError),  # database_dropped: it will not come back
+        ("57014", PostgresSqlError),  # query_canceled (statement_timeout): the same query again
+        ("53100", PostgresSqlError),  # disk_full
+        ("53200", PostgresSqlError),  # out_of_memory
+    ],
+)
+def test_each_sqlstate_has_its_class_and_only_not_now_states_are_transient(
+    sqlstate: str, kind: type[TaskError]
+) -> None:
+    error = translate(_Raised("ERROR:  something", sqlstate), "query failed")
+    assert type(error) is kind
+    assert classify(error).transient is (kind in (PostgresUnavailable, PostgresConflict))
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "FATAL:  the database system is starting up",
+        "FATAL:  the database system is shutting down",
+        "FATAL:  the database system is in recovery mode",
+        "FATAL:  the database system is not yet accepting connections\nDETAIL:  Consistent "
+        "recovery state has not been yet reached.",
+        "FATAL:  the database system is not accepting connections\nDETAIL:  Hot standby mode "
+        "is disabled.",
+        "FATAL:  sorry, too many clients already",
+        'FATAL:  too many connections for role "etl"',
+        'FATAL:  too many connections for database "wh"',
+        "FATAL:  remaining connection slots are reserved for non-replication superuser connections",
+        'connection to server on socket "/run/postgresql/.s.PGSQL.5432" failed: No such file or '
+        "directory\n\tIs the server running locally and accepting connections on that socket?",
+    ],
+)
+def test_a_server_that_cannot_take_a_session_now_is_transient_at_connect(words: str) -> None:
+    # libpq reports a failed connection without a SQLSTATE: the server's words decide
+    raw = "IO: [libpq] Failed to connect: connection to server at 127.0.0.1 failed: " + words
+    error = translate(_Raised(raw, None), "cannot connect")
+    assert isinstance(error, PostgresUnavailable)
+    assert classify(error).transient
+
+
+class _Raised(Exception):
+    """What ADBC raises: the server's text, and the SQLSTATE when libpq had one."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+def test_a_role_at_its_connection_limit_is_retried_not_failed(pg: PgSchema, tmp_path: Path) -> None:
+    role = f"{pg.schema}_one"
+    pg.execute(f"drop role if exists {role}", f"create role {role} login connection limit 1")
+    uri = pg.uri.replace("postgres@", f"{role}@", 1)
+    try:
+        with Session(server(uri, tmp_path)), pytest.raises(PostgresUnavailable) as info:
+            Session(server(uri, tmp_path))
+        assert f'too many connections for role "{role}"' in info.value.message
+        assert classify(info.value).transient
+        assert "no connection slot free" in (info.value.hint or "")
+        with Session(server(uri, tmp_path)) as session:  # the slot is free again
+            assert session.rows("select 1") == [(1,)]
+    finally:
+        pg.execute(f"drop role {role}")
+
+
+@pytest.mark.slow
+def test_a_server_shutting_down_then_down_is_transient_and_a_restart_serves_again(
+    tmp_path: Path,
+) -> None:
+    with throwaway_server() as cluster:
+        wh = server(cluster.uri, tmp_path)
+        held = Session(wh)
+        cluster.stop("smart", wait=False)  # waits for `held` to end; refuses new sessions
+        deadline = time.monotonic() + 20
+        error: PostgresUnavailable | None = None
+        while error is None or "shutting down" not in error.message:
+            assert time.monotonic() < deadline, error
+            with pytest.raises(PostgresUnavailable) as info:
+                Session(wh)
+            error = info.value
+        assert classify(error).transient
+        held.close()
+        while True:  # the server exits once the last session ended: refused while it is down
+            assert time.monotonic() < deadline, error
+            with pytest.raises(PostgresUnavailable) as info:
+                Session(wh)
+            error = info.value
+            if "Connection refused" in error.message:
+                break
+            time.sleep(0.1)
+        assert classify(error).transient
+        cluster.start()
+        with Session(wh) as session:
+            assert session.rows("select 1") == [(1,)]
+
+
+@pytest.mark.slow
+def test_an_extract_outlives_a_server_restart_on_its_retries(
+    write: WritePipeline, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with throwaway_server() as cluster:
+        monkeypatch.setenv("RESTARTING_URI", cluster.uri)
+        path = write(
+            "p.yaml",
+            """
+            pipeline: restart
+            connections:
+              wh: {kind: postgres, uri: "${env:RESTARTING_URI}"}
+            tasks:
+              - id: numbers
+                extract: {from: postgres, connection: wh, query: "select 1 as n"}
+                retry: {attempts: 6, backoff: 1s, max_backoff: 1s, jitter: none}
+            """,
+        )
+        held = Session(server(cluster.uri, project))
+        cluster.stop("smart", wait=False)  # refuses new sessions: "shutting down" (57P03)
+
+        def restart() -> None:  # after the first failed attempt: down, then up again
+            held.close()
+            deadline = time.monotonic() + 20
+            while cluster.data.joinpath("postmaster.pid").exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            cluster.start()
+
+        def listen(event: RunEvent) -> None:
+            if event.state == "RETRYING" and event.attempt == 1:
+                threading.Thread(target=restart, daemon=True).start()
+
+        result = run(path, project_dir=project, listener=listen)
+        task = result.tasks["numbers"]
+        assert result.ok, task.error
+        assert task.attempts > 1
+        with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+            moves = catalog.transitions(result.run_id, "numbers")
+        errors = [t.error or "" for t in moves if t.to_state == "RETRYING"]
+        assert "the database system is shutting down" in errors[0]
+
+
+def test_two_sessions_creating_one_schema_at_once_is_a_conflict_not_a_data_error(
+    pg: PgSchema, tmp_path: Path
+) -> None:
+    name = f"{pg.schema}_new"
+    wh = server(pg.uri, tmp_path)
+    try:
+        with Session(wh) as first, Session(wh) as second:
+            first.execute(f"create schema if not exists {name}")  # not committed yet
+            outcome: list[BaseException] = []
+
+            def create() -> None:  # waits on the first session's row in pg_namespace
+                try:
+                    second.execute(f"create schema if not exists {name}")
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            waiter = threading.Thread(target=create)
+            waiter.start()
+            time.sleep(0.5)
+            first.commit()
+            waiter.join()
+        (error,) = outcome
+        assert isinstance(error, PostgresConflict)
+        assert 'unique constraint "pg_namespace_nspname_index"' in error.message
+        assert classify(error).transient
+    finally:
+        pg.execute(f"drop schema if exists {name}")
+
+
+def test_a_unique_violation_on_a_users_table_stays_a_data_error() -> None:
+    words = 'ERROR:  duplicate key value violates unique constraint "orders_pkey"'
+    error = translate(_Raised(words, "23505"), "insert failed")
+    assert isinstance(error, PostgresDataError)
+    assert not classify(error).transient

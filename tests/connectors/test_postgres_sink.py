@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from pydantic import ValidationError
 from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.postgres import PostgresConnection, PostgresSink, resolve, write_postgres
 from engine.errors import DataError
-from tests.conftest import PgSchema
+from tests.conftest import PgSchema, at_once
 
 
 def table_input(tmp_path: Path, data: pa.Table, name: str = "in") -> InputTable:
@@ -331,3 +333,49 @@ def test_replace_in_place_can_truncate_and_leave_no_dead_rows(pg: PgSchema, tmp_
 def test_truncate_is_refused_outside_replace(pg: PgSchema, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="truncate applies to mode: replace"):
         load(pg, tmp_path, ROWS, table=pg.table("x"), mode="append", truncate=True)
+
+
+@pytest.fixture
+def fresh_database(pg_uri: str) -> Iterator[Callable[[], str]]:
+    """new() -> the URI of a database created just now: no arrowline_state, no schemas."""
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    created: list[str] = []
+
+    def admin(statement: str) -> None:
+        with pgdb.connect(pg_uri, autocommit=True) as connection, connection.cursor() as cursor:
+            cursor.execute(statement)
+
+    def new() -> str:
+        name = f"fresh_{uuid.uuid4().hex[:12]}"
+        admin(f"create database {name}")
+        created.append(name)
+        return pg_uri.rsplit("/", 1)[0] + "/" + name
+
+    yield new
+    for name in created:
+        admin(f"drop database if exists {name} with (force)")
+
+
+def test_parallel_first_loads_into_a_new_database_both_commit(
+    fresh_database: Callable[[], str], tmp_path: Path
+) -> None:
+    data = pa.table({"id": [1, 2, 3]})
+    for round_ in range(10):
+        uri = fresh_database()
+        server = resolve("wh", PostgresConnection(kind="postgres", uri=uri), tmp_path)
+        a, b = (
+            functools.partial(
+                write_postgres,
+                table_input(tmp_path, data, f"{task}-{round_}"),
+                PostgresSink.model_validate(
+                    {"input": "t", "to": "postgres", "connection": "wh", "table": f"new.{task}"}
+                ),
+                ConnectorContext(tmp_path, "p", "r", task, connections={"wh": server}),
+            )
+            for task in ("a", "b")
+        )
+        outcomes = at_once(a, b)
+        assert not [o for o in outcomes if isinstance(o, BaseException)], (round_, outcomes)
+        loads = PgSchema(uri, "new").rows("select task, rows from arrowline_state.loads order by 1")
+        assert loads == [("a", 3), ("b", 3)]

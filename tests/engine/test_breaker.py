@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from connectors.postgres.errors import PostgresUnavailable
 from engine.api import run
 from engine.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from engine.catalog import CatalogReader
+from engine.executor import Executor
 from engine.states import RunState, TaskState
 from tests.conftest import WritePipeline
+from tests.engine.test_executor import FakeClock, _execute, flaky_runner
 
 
 class Clock:
@@ -93,11 +100,12 @@ def test_a_cancelled_probe_lets_the_next_task_probe() -> None:
     assert b.state is BreakerState.HALF_OPEN
 
 
-def test_tasks_on_a_dead_server_fail_fast_once_the_breaker_opens(
+def test_tasks_on_a_dead_server_wait_for_the_breaker_and_probe_one_at_a_time(
     write: WritePipeline, project: Path
 ) -> None:
     """Six extracts from a server that refuses connections, one at a time: the first three try
-    it and fail; the breaker opens; the other three fail at once without trying."""
+    it and fail; the breaker opens; each of the other three waits out a cooldown, then probes
+    the server once (and fails, reopening it). None fails on a refusal."""
     tasks = "\n".join(
         f"  - id: e{i}\n    extract: {{from: postgres, connection: dead, query: select {i}}}"
         for i in range(6)
@@ -106,7 +114,7 @@ def test_tasks_on_a_dead_server_fail_fast_once_the_breaker_opens(
         "p.yaml",
         f"""
 pipeline: breaker
-circuit_breaker: {{failures: 3, cooldown: 10m}}
+circuit_breaker: {{failures: 3, cooldown: 1s}}
 defaults:
   retry: {{attempts: 1}}
 connections:
@@ -118,17 +126,74 @@ tasks:
     result = run(path, max_parallel=1)
     assert result.state is RunState.FAILED
     assert all(t.state is TaskState.FAILED for t in result.tasks.values())
-    kinds = [result.tasks[f"e{i}"].error_kind for i in range(6)]
-    assert kinds[3:] == ["CircuitOpen"] * 3
-    assert "CircuitOpen" not in kinds[:3]
-    for i in range(3, 6):
-        error = result.tasks[f"e{i}"].error or ""
-        assert "circuit breaker for connection 'dead' is open" in error
-        assert result.tasks[f"e{i}"].duration_s == 0.0  # it never touched the server
+    assert {t.error_kind for t in result.tasks.values()} == {"PostgresUnavailable"}
+    assert all(t.attempts == 1 for t in result.tasks.values())
     with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
-        row = catalog.task_run(result.run_id, "e5")
-        assert row is not None
-        assert (row.error_kind, row.error_transient) == ("CircuitOpen", True)
+        rows = [catalog.task_run(result.run_id, f"e{i}") for i in range(6)]
         tried = catalog.task_run(result.run_id, "e0")
         assert tried is not None
         assert tried.error_transient  # a refused connection is what opens a breaker
+    spans = sorted(
+        (datetime.fromisoformat(row.started_at), datetime.fromisoformat(row.ended_at))
+        for row in rows
+        if row is not None and row.started_at and row.ended_at
+    )
+    assert len(spans) == 6
+    gaps = [(b[0] - a[1]).total_seconds() for a, b in itertools.pairwise(spans)]
+    assert all(gap < 0.5 for gap in gaps[:2])  # the first three try at once
+    assert all(gap >= 0.9 for gap in gaps[2:]), gaps  # then one probe per cooldown
+
+
+BACK_AFTER_FIVE = """
+    pipeline: comeback
+    circuit_breaker: {failures: 5, cooldown: 30s}
+    connections:
+      wh: {kind: postgres, uri: "postgresql://postgres@127.0.0.1:9/test"}
+    tasks:
+      - id: e
+        extract: {from: postgres, connection: wh, query: select 1}
+        retry: {attempts: 6, backoff: 1s, max_backoff: 2s, jitter: none}
+"""
+
+
+def test_a_refusal_does_not_spend_the_last_attempt_it_waits_and_probes(
+    write: WritePipeline, project: Path
+) -> None:
+    path = write("p.yaml", BACK_AFTER_FIVE)
+    clock = FakeClock()
+    down = [PostgresUnavailable("cannot connect: connection refused") for _ in range(5)]
+    runner, calls = flaky_runner({"e": down})  # down five times, back for the sixth
+    result = _execute(path, runner, clock)
+    assert result.ok, result.tasks["e"].error
+    assert calls["e"] == 6
+    assert result.tasks["e"].attempts == 6
+    # backoffs 1 + 2 + 2 + 2 s, then the rest of the 30 s cooldown the fifth failure started
+    assert clock.now - 1000.0 == pytest.approx(7.0 + 30.0)
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        moves = [(t.to_state, t.error or "") for t in catalog.transitions(result.run_id, "e")]
+    assert not [error for _, error in moves if "circuit breaker" in error]
+    assert [state for state, _ in moves].count("RUNNING") == 6
+
+
+def test_a_run_cancelled_while_a_task_waits_for_the_breaker_ends_at_once(
+    write: WritePipeline, project: Path
+) -> None:
+    path = write(
+        "p.yaml",
+        BACK_AFTER_FIVE.replace("failures: 5, cooldown: 30s", "failures: 1, cooldown: 10m"),
+    )
+    runner, calls = flaky_runner({"e": [PostgresUnavailable("connection refused")]})
+    executors: list[Executor] = []
+
+    def cancel() -> None:  # as Ctrl-C does, while the task waits out the cooldown
+        executors[0].cancel()
+
+    timer = threading.Timer(1.5, cancel)
+    timer.start()
+    started = time.monotonic()
+    result = run(path, runner=runner, on_executor=executors.append)
+    assert time.monotonic() - started < 10  # not the 10 minute cooldown
+    assert result.state is RunState.CANCELLED
+    assert result.tasks["e"].state is TaskState.CANCELLED
+    assert calls["e"] == 1
+    assert result.tasks["e"].attempts == 1

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.catalog import CatalogReader
-from engine.states import RunState
+from engine.states import RunState, TaskState
 from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.slow
@@ -101,11 +101,18 @@ def sink_rows(project: Path, sink: str, table: str) -> list[tuple[object, ...]]:
         return sorted(cursor.fetchall())
 
 
-def arrowline(project: Path, *args: str, fault: str | None = None) -> subprocess.Popen[str]:
+def arrowline(
+    project: Path, *args: str, fault: str | None = None, hold: float | None = None
+) -> subprocess.Popen[str]:
+    """`arrowline ARGS` in `project`; with `fault`, it stops there (for `hold` seconds, or until
+    killed)."""
     env = dict(os.environ)
     env.pop("ARROWLINE_FAULT", None)
+    env.pop("ARROWLINE_FAULT_HOLD", None)
     if fault:
         env["ARROWLINE_FAULT"] = fault
+    if hold is not None:
+        env["ARROWLINE_FAULT_HOLD"] = str(hold)
     return subprocess.Popen(
         [sys.executable, "-m", "engine", *args],
         cwd=project,
@@ -116,8 +123,11 @@ def arrowline(project: Path, *args: str, fault: str | None = None) -> subprocess
     )
 
 
-def kill_at(process: subprocess.Popen[str], fault: str, timeout: float = 60) -> str:
-    """Wait until the process reports the fault point, then SIGKILL it; returns its stderr."""
+def signal_at(
+    process: subprocess.Popen[str], fault: str, signum: int, timeout: float = 60
+) -> tuple[int, str, str]:
+    """Wait until the process reports the fault point, send it `signum`, and wait for it to
+    end; returns its exit code, stdout and stderr."""
     assert process.stderr is not None
     seen: list[str] = []
     reached = threading.Event()
@@ -128,22 +138,28 @@ def kill_at(process: subprocess.Popen[str], fault: str, timeout: float = 60) -> 
             seen.append(line)
             if f"ARROWLINE_FAULT reached {fault}" in line:
                 reached.set()
-                return
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     if not reached.wait(timeout):
         process.kill()
-        process.communicate()
+        process.wait(timeout=30)
         pytest.fail(f"the run never reached {fault}; stderr:\n{''.join(seen)}")
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    os.kill(process.pid, signum)
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    process.wait(timeout=120)
     reader.join(timeout=30)
     for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-    assert process.returncode == -signal.SIGKILL
-    return "".join(seen)
+        stream.close()
+    return process.returncode, stdout, "".join(seen)
+
+
+def kill_at(process: subprocess.Popen[str], fault: str, timeout: float = 60) -> str:
+    """Wait until the process reports the fault point, then SIGKILL it; returns its stderr."""
+    code, _, stderr = signal_at(process, fault, signal.SIGKILL, timeout)
+    assert code == -signal.SIGKILL
+    return stderr
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -261,3 +277,64 @@ def test_concurrent_runs_share_the_catalog_without_lost_updates(tmp_path: Path) 
         assert first.ended_at is not None
         assert second.started_at is not None
         assert second.started_at >= first.ended_at  # the second waited; no interleaving
+
+
+def test_ctrl_c_after_every_task_succeeded_and_the_load_committed_is_a_success(
+    make_project: Callable[[str, str], tuple[Path, str]],
+) -> None:
+    """SIGINT while the last load's commit is done but the executor has not heard of it: the
+    cancel finds nothing left to stop, so the run is SUCCESS (exit 0), with no resume hint."""
+    project, table = make_project("duckdb", "interrupted")
+    process = arrowline(
+        project, "run", "p.yaml", "--no-progress", fault="duckdb.after_commit", hold=2
+    )
+    code, stdout, stderr = signal_at(process, "duckdb.after_commit", signal.SIGINT)
+    assert code == 0, stderr
+    assert "cancelling" in stderr  # the signal did arrive while the run was going
+    assert "resume it with" not in stdout + stderr
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        (run,) = catalog.runs()
+        assert run.state is RunState.SUCCESS
+        assert {t.task_id: t.state for t in catalog.task_runs(run.run_id)} == dict.fromkeys(
+            ("orders", "priced", "publish"), TaskState.SUCCESS
+        )
+    assert len(sink_rows(project, "duckdb", table)) == ROWS_PER_FILE * FILES
+
+
+def test_ctrl_c_cancels_only_what_had_not_finished(
+    make_project: Callable[[str, str], tuple[Path, str]],
+) -> None:
+    """SIGINT while the load commits, with a task after it still to run: the load stays
+    SUCCESS, the task after it is CANCELLED, the run is CANCELLED (exit 130), and --resume runs
+    only that task."""
+    project, table = make_project("duckdb", "half")
+    with (project / "p.yaml").open("a") as pipeline:
+        pipeline.write(
+            "  - id: archive\n"
+            "    depends_on: [publish]\n"
+            "    load: {input: priced, to: parquet, path: out/archive, mode: append}\n"
+        )
+    process = arrowline(
+        project, "run", "p.yaml", "--no-progress", fault="duckdb.after_commit", hold=2
+    )
+    code, stdout, stderr = signal_at(process, "duckdb.after_commit", signal.SIGINT)
+    assert code == 130, stderr
+    assert "resume it with" in stdout
+    catalog_path = project / ".arrowline" / "catalog.db"
+    with CatalogReader(catalog_path) as catalog:
+        (run,) = catalog.runs()
+        assert run.state is RunState.CANCELLED
+        states = {t.task_id: t.state for t in catalog.task_runs(run.run_id)}
+    assert states == {
+        "orders": TaskState.SUCCESS,
+        "priced": TaskState.SUCCESS,
+        "publish": TaskState.SUCCESS,
+        "archive": TaskState.CANCELLED,
+    }
+    code, _, stderr = finish(arrowline(project, "run", "p.yaml", "--resume", "--no-progress"))
+    assert code == 0, stderr
+    with CatalogReader(catalog_path) as catalog:
+        moves = catalog.transitions(run.run_id)
+    ran = [t.task_id for t in moves if t.task_id and t.to_state == "RUNNING"]
+    assert ran == ["orders", "priced", "publish", "archive"]  # each once: only archive again
+    assert len(sink_rows(project, "duckdb", table)) == ROWS_PER_FILE * FILES

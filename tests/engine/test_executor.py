@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.api import execute, plan, run
-from engine.catalog import CatalogReader
-from engine.errors import DataError, TransientTaskError
+from engine.catalog import Catalog, CatalogReader
+from engine.errors import DataError, DiskFull, TransientTaskError
 from engine.executor import ExecutionSettings, Executor
 from engine.states import RunState, TaskState
 from engine.tasks import TaskContext, TaskOutcome, run_task
@@ -375,3 +375,66 @@ def test_default_runner_is_used_for_real_work(write: WritePipeline, project: Pat
     result = run(path)
     assert result.tasks["a"].output is not None
     assert result.tasks["a"].output.reader().read_all().column("answer").to_pylist() == [42]
+
+
+class _CatalogOnAFillingDisk(Catalog):
+    """The real catalog on a disk that task `b`'s output fills: from task `a`'s success on, its
+    writes fail while `b`'s staged output takes the space."""
+
+    staged: Path | None = None
+
+    def transition_task(self, run_id: str, task_id: str, target: TaskState, *args, **kwargs):  # type: ignore[no-untyped-def]
+        full = self.staged is not None and self.staged.exists()
+        if full and (task_id, target) != ("b", TaskState.RUNNING):
+            raise DiskFull(self.path, what="the catalog could not write")
+        return super().transition_task(run_id, task_id, target, *args, **kwargs)
+
+
+def test_a_catalog_failure_mid_run_stops_the_other_tasks_before_it_records_the_end(
+    write: WritePipeline, project: Path
+) -> None:
+    """The dispatcher cannot record a state change: the run stops. It waits for the task still
+    running to stop (a worker left inside DuckDB or Arrow at interpreter exit aborts the
+    process), discards what that task staged (a full disk needs the space), then records the
+    run as FAILED, which the catalog can do again by then."""
+    path = write(
+        "p.yaml",
+        """
+        pipeline: filling
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: b
+            sql: select 2 as x
+        """,
+    )
+    stopped = threading.Event()
+    catalog = _CatalogOnAFillingDisk(project / ".arrowline" / "catalog.db")
+
+    def runner(context: TaskContext) -> TaskOutcome:
+        if context.task.id == "a":
+            time.sleep(0.2)  # b is running by then
+            return TaskOutcome(rows_in=0, rows_out=0, produces_output=False)
+        context.staging.mkdir(parents=True, exist_ok=True)
+        (context.staging / "part-00000.parquet").write_bytes(b"partial")
+        catalog.staged = context.staging
+        try:
+            while True:
+                context.cancel.raise_if_cancelled()
+                time.sleep(0.05)
+        finally:
+            stopped.set()
+
+    executor = Executor(plan(path), project, catalog=catalog, runner=runner)
+    try:
+        with pytest.raises(DiskFull):
+            executor.run()
+        assert stopped.is_set()  # b stopped before run() returned
+        assert catalog.staged is not None
+        assert not catalog.staged.exists()
+        (run_row,) = catalog.runs()
+        assert run_row.state is RunState.FAILED
+        states = {t.task_id: t.state for t in catalog.task_runs(run_row.run_id)}
+        assert states == {"a": TaskState.CANCELLED, "b": TaskState.CANCELLED}
+    finally:
+        catalog.close()
