@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from connectors.watermark import Watermark, WatermarkUpdate
-from engine.errors import DefinitionError
+from engine.core.errors import DefinitionError
+from engine.core.watermark import Watermark, WatermarkUpdate
 
 if TYPE_CHECKING:
     import polars as pl

@@ -21,8 +21,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from connectors.names import quote_identifier
-from engine.errors import DataError
+from engine.core.errors import DataError
+from engine.core.sqltext import quote_identifier
 
 __all__ = ["Column", "SchemaChange", "SchemaDiff", "diff", "duckdb_type_name", "sql_type_of_duckdb"]
 

@@ -1,7 +1,7 @@
 """Which code reads each source, writes each sink, keeps each sink's state and resolves each
 kind of connection, keyed by config type.
 
-Adding a connector adds entries here and members to the tagged unions in `engine.spec`; the
+Adding a connector adds entries here and members to the tagged unions in `engine.spec.model`; the
 engine never branches on a connector's name.
 """
 
@@ -23,7 +23,7 @@ from connectors.duckdb import state as duckdb_state
 from connectors.files import CAPABILITIES as FILES
 from connectors.files import FilesSource, ParquetSink, observe_files, open_files, write_parquet
 from connectors.postgres import state as postgres_state
-from connectors.watermark import Watermark, WatermarkUpdate
+from engine.core.watermark import Watermark, WatermarkUpdate
 
 __all__ = [
     "CONNECTIONS",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.watermark import Watermark, WatermarkUpdate
+from engine.core.watermark import Watermark, WatermarkUpdate
 
 __all__ = [
     "LOADS_TABLE",

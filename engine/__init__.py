@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 if TYPE_CHECKING:
-    from engine.api import Pipeline, RunResult, load, plan, run, validate
-    from engine.definition import Definition
-    from engine.errors import ArrowlineError
-    from engine.notebook import Project, open
-    from engine.planner import Plan
-    from engine.spec import PipelineSpec, TaskSpec
+    from engine.api.pipeline import Pipeline, RunResult, load, plan, run, validate
+    from engine.api.project import Project, open
+    from engine.core.errors import ArrowlineError
+    from engine.planning.build import Plan
+    from engine.spec.definition import Definition
+    from engine.spec.model import PipelineSpec, TaskSpec
     from transforms.udf import udf
 
 __all__ = [
@@ -41,20 +41,20 @@ __all__ = [
 ]
 
 _EXPORTS = {
-    "ArrowlineError": "engine.errors",
-    "Definition": "engine.definition",
-    "Pipeline": "engine.api",
-    "PipelineSpec": "engine.spec",
-    "Plan": "engine.planner",
-    "Project": "engine.notebook",
-    "RunResult": "engine.api",
-    "TaskSpec": "engine.spec",
-    "load": "engine.api",
-    "open": "engine.notebook",
-    "plan": "engine.api",
-    "run": "engine.api",
+    "ArrowlineError": "engine.core.errors",
+    "Definition": "engine.spec.definition",
+    "Pipeline": "engine.api.pipeline",
+    "PipelineSpec": "engine.spec.model",
+    "Plan": "engine.planning.build",
+    "Project": "engine.api.project",
+    "RunResult": "engine.api.pipeline",
+    "TaskSpec": "engine.spec.model",
+    "load": "engine.api.pipeline",
+    "open": "engine.api.project",
+    "plan": "engine.api.pipeline",
+    "run": "engine.api.pipeline",
     "udf": "transforms.udf",
-    "validate": "engine.api",
+    "validate": "engine.api.pipeline",
 }
 
 

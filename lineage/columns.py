@@ -33,7 +33,7 @@ from sqlglot.errors import OptimizeError, ParseError, SchemaError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 
-from connectors.names import distinct_names
+from engine.core.sqltext import distinct_names
 from lineage.rewrite import rewrite
 from lineage.tables import DIALECT
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from engine.planner import PlannedTask
+    from engine.planning.build import PlannedTask
     from lineage.pipeline import LineageGraph
 
 __all__ = [
@@ -104,7 +104,7 @@ def compare_schemas(
 ) -> list[SchemaChange]:
     """The changes from `old` to `new`, in the new schema's column order. `renames`: new name ->
     old name, as lineage shows them (`lineage_renames`)."""
-    from connectors.types import format_type
+    from engine.core.types import format_type
 
     old_fields, new_fields = _by_name(old), _by_name(new)
     changes: list[SchemaChange] = []
@@ -152,7 +152,7 @@ def _by_name(schema: pa.Schema) -> dict[str, pa.Field]:
 
 
 def _type_change(name: str, old: pa.DataType, new: pa.DataType) -> SchemaChange:
-    from connectors.types import format_type
+    from engine.core.types import format_type
 
     if is_widening(old, new):
         kind = "widened"

@@ -39,9 +39,9 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 from loguru import logger
 
-from engine.planner import Plan, PlannedTask
-from engine.secrets import mask_text
-from engine.spec import TaskKind
+from engine.core.secrets import mask_text
+from engine.planning.build import Plan, PlannedTask
+from engine.spec.model import TaskKind
 from lineage.pipeline import LineageGraph
 
 __all__ = ["OpenLineageEmitter", "Sink", "dataset_of", "run_uuid"]
@@ -164,7 +164,7 @@ class Sink:
     @classmethod
     def for_plan(cls, plan: Plan, environ: Mapping[str, str] | None = None) -> Sink | None:
         """The pipeline's `openlineage:` settings, else OpenLineage's environment variables."""
-        from engine.secrets import resolve_secrets
+        from engine.core.secrets import resolve_secrets
 
         env = os.environ if environ is None else environ
         spec = plan.openlineage
@@ -245,7 +245,7 @@ class OpenLineageEmitter:
     def _dataset(
         self, dataset: Dataset, schema: pa.Schema | None, lineage: dict[str, Any] | None
     ) -> dict[str, Any]:
-        from connectors.types import format_type
+        from engine.core.types import format_type
 
         facets: dict[str, Any] = {}
         if schema is not None:
@@ -469,7 +469,7 @@ class OpenLineageEmitter:
     def _post(self, text: str) -> None:
         import httpx
 
-        from engine.secrets import redact
+        from engine.core.secrets import redact
 
         headers = {"Content-Type": "application/json"}
         if self.sink.api_key:

@@ -13,8 +13,8 @@ Per task:
   pass, so it is a filter of every output;
 - load: the input's columns become the target's columns.
 
-Schemas are those `plan` computes before anything runs (engine.dryrun: every transform over
-empty inputs; file extracts from their readers), else the latest successful output's; a run
+Schemas are those `plan` computes before anything runs (engine.planning.schemas: every transform
+over empty inputs; file extracts from their readers), else the latest successful output's; a run
 records its lineage over the schemas it wrote. A task whose schema cannot be known has its lineage
 unresolved with that reason.
 """
@@ -28,9 +28,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.catalog import CatalogReader
-from engine.planner import Plan, PlannedTask
-from engine.spec import TaskKind
+from engine.planning.build import Plan, PlannedTask
+from engine.spec.model import TaskKind
+from engine.state.catalog import CatalogReader
 from lineage.columns import ColumnEdge, ColumnLineage, Kind, Unresolved, column_lineage
 
 __all__ = [
@@ -292,10 +292,10 @@ def lineage_report(
 
     With `run_id` (an id, a prefix, or 'last': the pipeline's last run), the lineage recorded
     when that run ended; otherwise the pipeline as it is defined now, over the schemas `plan`
-    computes (engine.dryrun) or the last run's. A task or column that does not exist is a
+    computes (engine.planning.schemas) or the last run's. A task or column that does not exist is a
     SelectionError naming the closest one."""
-    from engine.errors import SelectionError, StateError
-    from engine.problems import did_you_mean
+    from engine.core.errors import SelectionError, StateError
+    from engine.core.problems import did_you_mean
 
     task_id, _, name = column.partition(".")
     if task_id not in plan:
@@ -316,7 +316,7 @@ def lineage_report(
         graph = LineageGraph.from_dict(stored)
         written = _recorded_columns(catalog, run_id, task_id)
     else:
-        from engine.dryrun import schemas_for_lineage
+        from engine.planning.schemas import schemas_for_lineage
 
         schemas = schemas_for_lineage(plan, catalog)
         graph = pipeline_lineage(plan, schemas, plan.base_dir)

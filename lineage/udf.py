@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.spec import UdfSpec
+from engine.spec.model import UdfSpec
 from lineage.columns import ColumnEdge, ColumnLineage, Unresolved
 from transforms.udf import udf_expressions, udf_mode
 

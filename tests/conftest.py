@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from loguru import logger
 
-from engine.logs import PACKAGES
+from engine.cli.logs import PACKAGES
 
 T = TypeVar("T")
 
@@ -133,7 +133,7 @@ def write(project: Path) -> WritePipeline:
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     """Run `arrowline ...` in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from engine.cli import main
+    from engine.cli.commands import main
 
     def _run(*args: str) -> Result:
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -17,7 +17,7 @@ from connectors.base import CancelToken, InputTable
 
 if TYPE_CHECKING:
     import duckdb
-from engine.errors import DataError, TaskError, disk_full
+from engine.core.errors import DataError, TaskError, disk_full
 
 __all__ = ["DuckDBSettings", "run_sql"]
 

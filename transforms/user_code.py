@@ -17,8 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from engine.errors import UserCodeError
-from engine.problems import did_you_mean
+from engine.core.errors import UserCodeError
+from engine.core.problems import did_you_mean
 
 __all__ = ["load_object", "user_frame"]
 

@@ -22,10 +22,10 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from connectors.types import parse_type
-from engine.errors import DataError, DefinitionError, UserCodeError
-from engine.problems import did_you_mean
-from engine.spec import ColumnRule, InlineSchema, OnFail, ValidateSpec
+from engine.core.errors import DataError, DefinitionError, UserCodeError
+from engine.core.problems import did_you_mean
+from engine.core.types import parse_type
+from engine.spec.model import ColumnRule, InlineSchema, OnFail, ValidateSpec
 from transforms.user_code import load_object
 
 __all__ = [
@@ -146,7 +146,7 @@ def build_schema(inline: InlineSchema) -> Any:
 def _schema_from_yaml(path: Path, reference: str) -> Any:
     from pydantic import ValidationError
 
-    from engine.yaml_source import read_yaml_file
+    from engine.core.yaml_source import read_yaml_file
 
     data, source, problems = read_yaml_file(path)
     if problems:

@@ -52,7 +52,7 @@ def _loaded(table: str) -> str:
 
 
 def _arrowline(source_path: Path, out: Path, truncate: bool = False) -> dict[str, Any]:
-    from engine.api import run
+    from engine.api.pipeline import run
 
     source = str(source_path)
     target = _target(source, "arrowline_truncate" if truncate else "arrowline")

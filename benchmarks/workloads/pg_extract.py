@@ -145,7 +145,7 @@ def _arrowline_parquet(table: str) -> dict[str, Any]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from engine.api import run
+    from engine.api.pipeline import run
 
     with tempfile.TemporaryDirectory() as directory:
         project = Path(directory)

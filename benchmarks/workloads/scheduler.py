@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Contender, Outcome
-from engine.catalog import CatalogReader
-from engine.catalog_db import CATALOG_ENV, catalog_location
+from engine.state.catalog import CatalogReader
+from engine.state.db import CATALOG_ENV, catalog_location
 
 GOAL_DELAY_S = 1.0
 GOAL_IDLE_CPU = 0.01
@@ -40,8 +40,8 @@ GOAL_IDLE_CPU = 0.01
 
 def _serve(project: Path, seconds: float) -> tuple[float, float]:
     """Run the scheduler for `seconds`; (wall seconds, CPU seconds of this process) meanwhile."""
-    from engine.logs import configure_logging
-    from engine.scheduler import Scheduler, SchedulerSettings
+    from engine.cli.logs import configure_logging
+    from engine.scheduling.scheduler import Scheduler, SchedulerSettings
 
     configure_logging("text", "WARNING")
     scheduler = Scheduler(project, SchedulerSettings(tick=1.0))

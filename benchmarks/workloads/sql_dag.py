@@ -135,7 +135,7 @@ def _checksum(query: Any) -> str:
 def _arrowline(data: Path, out: Path) -> dict[str, Any]:
     import yaml
 
-    from engine.api import run
+    from engine.api.pipeline import run
 
     tasks = [{"id": name, "sql": sql.replace("{data}", str(data))} for name, sql in MODELS.items()]
     pipeline = out / "pipeline.yaml"

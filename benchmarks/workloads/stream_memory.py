@@ -37,7 +37,7 @@ def _checksum(path: Path) -> str:
 
 
 def _arrowline(data: Path, out: Path) -> dict[str, Any]:
-    from engine.api import run
+    from engine.api.pipeline import run
 
     pipeline = out / "pipeline.yaml"
     pipeline.write_text(

@@ -52,7 +52,7 @@ def _checksum(path: Path) -> str:
 
 
 def _arrowline(data: Path, out: Path) -> dict[str, Any]:
-    from engine.api import run
+    from engine.api.pipeline import run
 
     (out / "udfs.py").write_text(UDF_SOURCE)
     pipeline = out / "pipeline.yaml"

@@ -26,7 +26,7 @@ BAD_EVERY = 997
 
 
 def _arrowline(data: Path, out: Path) -> dict[str, Any]:
-    from engine.api import run
+    from engine.api.pipeline import run
 
     pipeline = out / "pipeline.yaml"
     pipeline.write_text(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.errors import ArrowlineError, DataError, TaskError, TransientTaskError, disk_full
+from engine.core.errors import ArrowlineError, DataError, TaskError, TransientTaskError, disk_full
 
 if TYPE_CHECKING:
     from pathlib import Path

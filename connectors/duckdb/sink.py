@@ -21,10 +21,10 @@ from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
 from connectors.duckdb.state import prepare
 from connectors.evolution import Column, diff, duckdb_type_name, sql_type_of_duckdb
-from connectors.names import quote_identifier, quote_table, split_table
 from connectors.state import committed_load, record_load, write_state
-from engine.errors import DataError
-from engine.faults import fault_point
+from engine.core.errors import DataError
+from engine.core.faults import fault_point
+from engine.core.sqltext import quote_identifier, quote_table, split_table
 
 if TYPE_CHECKING:
     import duckdb

@@ -11,8 +11,8 @@ import pyarrow as pa
 from connectors.base import ConnectorContext, FileVersion, file_versions
 from connectors.duckdb.config import DuckDBSource
 from connectors.duckdb.errors import translate
-from connectors.names import quote_table
-from engine.errors import DataError
+from engine.core.errors import DataError
+from engine.core.sqltext import quote_table
 
 if TYPE_CHECKING:
     pass

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import ConnectorContext
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
-from connectors.names import quote_identifier
 from connectors.state import STATE_TABLE, delete_state, ensure_state_table, read_state, write_state
-from connectors.watermark import Watermark, WatermarkUpdate
+from engine.core.sqltext import quote_identifier
+from engine.core.watermark import Watermark, WatermarkUpdate
 
 if TYPE_CHECKING:
     import duckdb

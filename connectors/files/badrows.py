@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from engine.errors import DataError
+from engine.core.errors import DataError
 
 __all__ = [
     "REJECT_SCHEMA",

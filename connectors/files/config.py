@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from connectors.base import ConfigModel
-from connectors.names import name_clash
+from engine.core.sqltext import name_clash
 
 __all__ = ["CsvOptions", "FilesSource", "ParquetSink"]
 

@@ -18,8 +18,8 @@ from connectors.base import CancelToken, ConnectorContext, InputTable, SinkResul
 from connectors.files.atomic import publish_directory, remove_tree, staging_path
 from connectors.files.config import ParquetSink
 from connectors.files.writer import ParquetBatchWriter
-from engine.errors import DataError
-from engine.faults import fault_point
+from engine.core.errors import DataError
+from engine.core.faults import fault_point
 
 __all__ = ["write_parquet"]
 

@@ -31,9 +31,9 @@ from connectors.files.badrows import (
     ndjson_line_by_line,
 )
 from connectors.files.config import FilesSource
-from connectors.names import NameClash, name_clash
-from connectors.types import parse_type
-from engine.errors import DataError, DefinitionError
+from engine.core.errors import DataError, DefinitionError
+from engine.core.sqltext import NameClash, name_clash
+from engine.core.types import parse_type
 
 __all__ = ["column_name_clash", "expand_paths", "infer_format", "observe_files", "open_files"]
 

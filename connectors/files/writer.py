@@ -18,7 +18,7 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import full_disk_said
+from engine.core.errors import full_disk_said
 
 __all__ = ["ParquetBatchWriter"]
 

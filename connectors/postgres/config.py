@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from connectors.base import ConfigModel
-from engine.durations import Duration
+from engine.core.durations import Duration
 
 __all__ = [
     "IncrementalSpec",

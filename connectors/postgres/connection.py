@@ -20,8 +20,8 @@ import pyarrow as pa
 from connectors.base import CheckResult
 from connectors.postgres.config import PostgresConnection
 from connectors.postgres.errors import translate
-from engine.errors import ArrowlineError
-from engine.secrets import redact, resolve_secrets
+from engine.core.errors import ArrowlineError
+from engine.core.secrets import redact, resolve_secrets
 
 __all__ = ["BATCH_SIZE_HINT", "ResolvedPostgres", "Session", "check", "resolve"]
 

@@ -18,7 +18,7 @@ words (`_UNREACHABLE`, `_BUSY`): a server that is restarting says "the database 
 starting up" for a few seconds, and a task that gave up on it would fail with its retries unused.
 
 Messages name the connection, host and port, never the password: every message passes through
-`engine.secrets.redact`.
+`engine.core.secrets.redact`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from engine.errors import DataError, TaskError, TransientTaskError
-from engine.secrets import redact
+from engine.core.errors import DataError, TaskError, TransientTaskError
+from engine.core.secrets import redact
 
 if TYPE_CHECKING:
     from connectors.postgres.connection import ResolvedPostgres

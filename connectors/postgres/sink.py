@@ -26,14 +26,14 @@ import pyarrow.compute as pc
 
 from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.evolution import Column, diff
-from connectors.names import quote_identifier, quote_table, split_table
 from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.state import prepare
 from connectors.postgres.types import pg_type, target_arrow_type
 from connectors.state import committed_load, record_load, write_state
-from engine.errors import DataError
-from engine.faults import fault_point
+from engine.core.errors import DataError
+from engine.core.faults import fault_point
+from engine.core.sqltext import quote_identifier, quote_table, split_table
 
 __all__ = ["write_postgres"]
 

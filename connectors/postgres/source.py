@@ -25,14 +25,14 @@ from typing import Any
 import pyarrow as pa
 
 from connectors.base import ConnectorContext
-from connectors.names import quote_identifier, quote_table
 from connectors.postgres.config import PostgresSource
 from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.errors import translate
 from connectors.postgres.types import SourceConversion, numeric_rewrite
-from connectors.watermark import Watermark
-from engine.errors import ArrowlineError, DataError, DefinitionError
-from engine.params import sql_literal
+from engine.core.errors import ArrowlineError, DataError, DefinitionError
+from engine.core.sqltext import quote_identifier, quote_table
+from engine.core.watermark import Watermark
+from engine.spec.params import sql_literal
 
 __all__ = ["base_query", "incremental_filter", "open_postgres", "partition_ranges"]
 

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import ConnectorContext
-from connectors.names import quote_identifier
 from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import Session
 from connectors.state import (
@@ -17,8 +16,9 @@ from connectors.state import (
     read_state,
     write_state,
 )
-from connectors.watermark import Watermark, WatermarkUpdate
-from engine.catalog_db import advisory_key
+from engine.core.sqltext import quote_identifier
+from engine.core.watermark import Watermark, WatermarkUpdate
+from engine.state.db import advisory_key
 
 __all__ = ["delete", "prepare", "put", "read"]
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.types import parse_type
-from engine.errors import DataError, DefinitionError
+from engine.core.errors import DataError, DefinitionError
+from engine.core.types import parse_type
 
 __all__ = ["SourceConversion", "numeric_rewrite", "pg_type", "target_arrow_type"]
 
@@ -226,7 +226,7 @@ def numeric_rewrite(schema: pa.Schema, sql: str) -> tuple[str, dict[str, pa.Data
     goes about 1.5x faster. Columns with more digits keep the text path; a query with two
     columns of the same name is left as it is (its columns cannot be named from outside).
     """
-    from connectors.names import quote_identifier
+    from engine.core.sqltext import quote_identifier
 
     names = schema.names
     if len(set(names)) != len(names):

@@ -15,7 +15,7 @@ from connectors.base import ConnectorContext
 from connectors.files import FilesSource
 from connectors.files import open_files as _open_files
 from connectors.files.badrows import Rejects
-from engine.errors import DataError
+from engine.core.errors import DataError
 
 
 def read(

@@ -10,7 +10,7 @@ from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.duckdb import DuckDBSink, DuckDBSource
 from connectors.duckdb import open_duckdb as _open_duckdb
 from connectors.duckdb import write_duckdb as _write_duckdb
-from engine.errors import DataError, TransientTaskError
+from engine.core.errors import DataError, TransientTaskError
 from tests.conftest import at_once
 
 

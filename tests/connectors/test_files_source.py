@@ -10,7 +10,7 @@ import pytest
 from connectors.base import CancelToken, ConnectorContext
 from connectors.files import FilesSource
 from connectors.files import open_files as _open_files
-from engine.errors import Cancelled, DataError, DefinitionError
+from engine.core.errors import Cancelled, DataError, DefinitionError
 
 
 def open_files(

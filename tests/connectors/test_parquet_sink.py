@@ -8,7 +8,7 @@ from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.files import ParquetSink
 from connectors.files import write_parquet as _write_parquet
 from connectors.files.atomic import publish_directory
-from engine.errors import DataError
+from engine.core.errors import DataError
 
 
 def input_table(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable:

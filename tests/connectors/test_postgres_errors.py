@@ -19,11 +19,11 @@ from connectors.postgres.errors import (
     PostgresUnavailable,
     translate,
 )
-from engine.api import run
-from engine.catalog import CatalogReader
-from engine.errors import DefinitionError, TaskError, classify
-from engine.executor import RunEvent
-from engine.secrets import redact
+from engine.api.pipeline import run
+from engine.core.errors import DefinitionError, TaskError, classify
+from engine.core.secrets import redact
+from engine.execution.executor import RunEvent
+from engine.state.catalog import CatalogReader
 from tests.conftest import PgSchema, WritePipeline
 from tests.pg import throwaway_cluster, throwaway_server
 

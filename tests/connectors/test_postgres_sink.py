@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorContext, InputTable, SinkResult
 from connectors.postgres import PostgresConnection, PostgresSink, resolve, write_postgres
-from engine.errors import DataError
+from engine.core.errors import DataError
 from tests.conftest import PgSchema, at_once
 
 

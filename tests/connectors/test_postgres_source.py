@@ -15,8 +15,8 @@ import pytest
 from connectors.base import ConnectorContext
 from connectors.postgres import PostgresConnection, PostgresSource, open_postgres, resolve
 from connectors.postgres.source import incremental_filter, partition_ranges
-from connectors.watermark import Watermark
-from engine.errors import DefinitionError
+from engine.core.errors import DefinitionError
+from engine.core.watermark import Watermark
 from tests.conftest import PgSchema
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from connectors.base import ConnectorContext
 from connectors.postgres import PostgresConnection, PostgresSource, open_postgres, resolve
-from engine.errors import DataError
+from engine.core.errors import DataError
 from tests.conftest import PgSchema
 
 COLUMNS = {

@@ -9,9 +9,9 @@ import pytest
 
 import engine
 from engine import Pipeline
-from engine.errors import ArrowlineError, ParameterError, PipelineInvalid, RunFailed
-from engine.fingerprint import pipeline_fingerprint
-from engine.validation import load_definition
+from engine.core.errors import ArrowlineError, ParameterError, PipelineInvalid, RunFailed
+from engine.planning.fingerprint import pipeline_fingerprint
+from engine.spec.checks import load_definition
 from tests.conftest import WritePipeline
 
 

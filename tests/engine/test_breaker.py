@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from connectors.postgres.errors import PostgresUnavailable
-from engine.api import run
-from engine.breaker import BreakerState, CircuitBreaker, CircuitOpen
-from engine.catalog import CatalogReader
-from engine.executor import Executor
-from engine.states import RunState, TaskState
+from engine.api.pipeline import run
+from engine.core.states import RunState, TaskState
+from engine.execution.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from engine.execution.executor import Executor
+from engine.state.catalog import CatalogReader
 from tests.conftest import WritePipeline
 from tests.engine.test_executor import FakeClock, _execute, flaky_runner
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog import Catalog, CatalogReader, catalog_location
-from engine.errors import StateError
-from engine.states import RunState, TaskState
+from engine.core.errors import StateError
+from engine.core.states import RunState, TaskState
+from engine.state.catalog import Catalog, CatalogReader, catalog_location
 
 pytestmark = pytest.mark.usefixtures("each_catalog")
 
@@ -122,7 +122,7 @@ def test_a_reader_in_another_process_sees_committed_transitions_while_writing(
     _run(catalog, "r")
     catalog.transition_run("r", RunState.RUNNING, "started")
     code = (
-        "from pathlib import Path; from engine.catalog import CatalogReader, catalog_location;"
+        "from pathlib import Path; from engine.state.catalog import CatalogReader, catalog_location;"
         f"r = CatalogReader(catalog_location(Path({str(catalog.path.parent.parent)!r})));"
         "print(r.run('r').state.value)"
     )

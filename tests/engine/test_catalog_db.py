@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from engine.catalog import SCHEMA_VERSION, TABLES, Catalog, CatalogReader
-from engine.catalog_db import CatalogLocation, _pyformat, catalog_location
-from engine.errors import StateError
-from engine.runlock import lock_is_held
+from engine.core.errors import StateError
+from engine.state.catalog import SCHEMA_VERSION, TABLES, Catalog, CatalogReader
+from engine.state.db import CatalogLocation, _pyformat, catalog_location
+from engine.state.locks import lock_is_held
 from tests.conftest import SharedCatalog, WritePipeline
 
 
@@ -116,7 +116,7 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
 def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
     tmp_path: Path,
 ) -> None:
-    import engine.catalog
+    import engine.state.catalog
 
     location = catalog_location(tmp_path)
     with Catalog(location) as catalog:
@@ -139,7 +139,7 @@ def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
             catalog.query(f"alter table dead_letters drop column {column}")
         catalog.query("drop table removed_outputs")
         catalog.query("update meta set value = '6' where key = 'schema_version'")
-    engine.catalog._PREPARED.clear()  # as a new process would, it looks at the version again
+    engine.state.catalog._PREPARED.clear()  # as a new process would, it looks at the version again
 
     with Catalog(location) as catalog:
         version = catalog.query("select value from meta where key = 'schema_version'")
@@ -161,7 +161,7 @@ def test_processes_creating_a_fresh_shared_catalog_at_once_all_succeed(
     shared_catalog: SharedCatalog,
 ) -> None:
     code = (
-        "import sys; from pathlib import Path; from engine.catalog import Catalog, "
+        "import sys; from pathlib import Path; from engine.state.catalog import Catalog, "
         "catalog_location; c = Catalog(catalog_location(Path('.'))); "
         "c.create_run(sys.argv[1], 'p', 'v', None, {}, '2024-01-01', None, [], {}); c.close()"
     )
@@ -179,8 +179,8 @@ def test_the_run_lock_of_a_killed_process_is_free_at_once_on_a_shared_catalog(
     tmp_path: Path, shared_catalog: SharedCatalog
 ) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from engine.runlock import RunLock; "
-        "from engine.catalog_db import catalog_location; "
+        "import sys, time; from pathlib import Path; from engine.state.locks import RunLock; "
+        "from engine.state.db import catalog_location; "
         "lock = RunLock(Path('s'), 'p', 'r1', catalog=catalog_location(Path('.'))); lock.acquire(); "
         "print('held', flush=True); time.sleep(600)"
     )
@@ -205,7 +205,7 @@ def test_the_run_lock_of_a_killed_process_is_free_at_once_on_a_shared_catalog(
 def test_a_leader_whose_session_the_server_ended_stands_down_and_a_standby_leads(
     write: WritePipeline, project: Path, shared_catalog: SharedCatalog
 ) -> None:
-    from engine.scheduler import Scheduler, scheduler_running
+    from engine.scheduling.scheduler import Scheduler, scheduler_running
 
     write("p.yaml", 'pipeline: p\nschedule: "0 3 * * *"\ntasks:\n  - id: t\n    sql: select 1\n')
     first, second = Scheduler(project), Scheduler(project / ".." / project.name)
@@ -256,8 +256,8 @@ def test_a_catalog_is_copied_whole_into_postgres_and_back_into_a_file(
     shared_catalog: SharedCatalog,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from engine.api import run
-    from engine.scheduler_store import SchedulerStore
+    from engine.api.pipeline import run
+    from engine.state.schedules import SchedulerStore
 
     monkeypatch.delenv("ARROWLINE_CATALOG")  # the project starts on the embedded catalog
     path = write(
@@ -363,8 +363,8 @@ def test_a_lost_catalog_session_is_replaced_but_a_transaction_on_it_fails_whole(
 
 
 def test_a_copy_reads_and_writes_a_table_in_batches(write: WritePipeline, project: Path) -> None:
-    from engine.api import run
-    from engine.catalog_copy import copy_catalog
+    from engine.api.pipeline import run
+    from engine.state.copy import copy_catalog
 
     path = write("p.yaml", "pipeline: p\ntasks:\n  - id: a\n    sql: select 1 as x\n")
     for _ in range(3):

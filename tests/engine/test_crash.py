@@ -1,7 +1,7 @@
 """Kill -9 a real `arrowline run` at its most dangerous moments, then resume it.
 
 Each scenario starts the pipeline in a subprocess with ARROWLINE_FAULT naming a fault point
-(engine.faults); the process announces the point on stderr and waits there; the test sends
+(engine.core.faults); the process announces the point on stderr and waits there; the test sends
 SIGKILL. After the kill: nothing partial is visible in the workspace or the sink, the catalog's
 RUNNING run is reported stale and, once the next process takes the lock, INTERRUPTED;
 `arrowline run --resume` finishes it; and the sink holds exactly the rows of a clean run, no
@@ -23,8 +23,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine.catalog import CatalogReader
-from engine.states import RunState, TaskState
+from engine.core.states import RunState, TaskState
+from engine.state.catalog import CatalogReader
 from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.slow

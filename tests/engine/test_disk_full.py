@@ -14,10 +14,10 @@ import pyarrow as pa
 import pytest
 
 from connectors.files.writer import ParquetBatchWriter
-from engine.catalog import CatalogReader
-from engine.catalog_db import SqliteDatabase
-from engine.errors import DiskFull, disk_full
-from engine.states import RunState, TaskState
+from engine.core.errors import DiskFull, disk_full
+from engine.core.states import RunState, TaskState
+from engine.state.catalog import CatalogReader
+from engine.state.db import SqliteDatabase
 from tests.engine.test_crash import arrowline, finish
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 from click.testing import Result
 
-from engine.catalog import CatalogReader, catalog_location
+from engine.state.catalog import CatalogReader, catalog_location
 from tests.conftest import WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one

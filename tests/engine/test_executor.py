@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import execute, plan, run
-from engine.catalog import Catalog, CatalogReader
-from engine.errors import DataError, DiskFull, TransientTaskError
-from engine.executor import ExecutionSettings, Executor
-from engine.states import RunState, TaskState
-from engine.tasks import TaskContext, TaskOutcome, run_task
+from engine.api.pipeline import execute, plan, run
+from engine.core.errors import DataError, DiskFull, TransientTaskError
+from engine.core.states import RunState, TaskState
+from engine.execution.executor import ExecutionSettings, Executor
+from engine.state.catalog import Catalog, CatalogReader
+from engine.tasks.kinds import TaskContext, TaskOutcome, run_task
 from tests.conftest import WritePipeline
 
 SLEEPY_UDFS = """
@@ -206,7 +206,7 @@ RETRY_PIPELINE = """
 
 def _execute(path: Path, runner, clock: FakeClock, seed: int = 7):  # type: ignore[no-untyped-def]
     the_plan = plan(path)
-    from engine.catalog import Catalog
+    from engine.state.catalog import Catalog
 
     catalog = Catalog(path.parent / ".arrowline" / "catalog.db")
     try:

@@ -16,8 +16,8 @@ import polars as pl
 from click.testing import Result
 
 import engine
-from engine.api import Pipeline, plan, run
-from engine.fingerprint import describe_object, pipeline_fingerprint
+from engine.api.pipeline import Pipeline, plan, run
+from engine.planning.fingerprint import describe_object, pipeline_fingerprint
 from tests.conftest import WritePipeline
 
 Cli = Callable[..., Result]

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.graph import Graph, find_cycles
+from engine.core.graph import Graph, find_cycles
 
 
 def test_self_loop() -> None:

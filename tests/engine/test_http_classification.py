@@ -14,10 +14,10 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from engine.api import run
-from engine.catalog import CatalogReader
-from engine.errors import UserCodeError, classify
-from engine.states import RunState
+from engine.api.pipeline import run
+from engine.core.errors import UserCodeError, classify
+from engine.core.states import RunState
+from engine.state.catalog import CatalogReader
 from tests.conftest import WritePipeline
 
 

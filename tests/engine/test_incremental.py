@@ -15,10 +15,10 @@ import duckdb
 import pytest
 from click.testing import Result
 
-from connectors.watermark import Watermark
-from engine.api import run
-from engine.catalog import CatalogReader
-from engine.catalog_db import catalog_location
+from engine.api.pipeline import run
+from engine.core.watermark import Watermark
+from engine.state.catalog import CatalogReader
+from engine.state.db import catalog_location
 from tests.conftest import PgSchema, WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one

@@ -70,7 +70,7 @@ def _log_lines(text: str) -> list[str]:
 
 
 def _last_run_id(project: Path) -> str:
-    from engine.catalog import CatalogReader, catalog_location
+    from engine.state.catalog import CatalogReader, catalog_location
 
     with CatalogReader(catalog_location(project)) as catalog:
         return catalog.run("last").run_id
@@ -140,7 +140,7 @@ def test_a_logged_traceback_shows_no_local_values_that_could_hold_secrets() -> N
 
     from loguru import logger
 
-    from engine.logs import configure_logging
+    from engine.cli.logs import configure_logging
 
     for fmt in ("text", "json"):
         stream = io.StringIO()

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 import engine
-from engine.api import run
-from engine.errors import StateError
+from engine.api.pipeline import run
+from engine.core.errors import StateError
 from tests.conftest import WritePipeline
 
 PIPELINE = """

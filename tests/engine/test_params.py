@@ -5,8 +5,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from engine.errors import ParameterError
-from engine.params import (
+from engine.core.errors import ParameterError
+from engine.spec.params import (
     ANY_PARAM,
     Param,
     ParamType,

@@ -4,9 +4,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.api import plan, run
-from engine.errors import ParameterError, SelectionError
-from engine.validation import load_definition
+from engine.api.pipeline import plan, run
+from engine.core.errors import ParameterError, SelectionError
+from engine.spec.checks import load_definition
 from tests.conftest import WritePipeline
 
 DIAMOND = """
@@ -93,7 +93,7 @@ def test_executor_runs_exactly_the_plan(write: WritePipeline, project: Path) -> 
     path = write("p.yaml", DIAMOND)
     run(path)
     the_plan = plan(path, select=["report"])
-    from engine.api import execute
+    from engine.api.pipeline import execute
 
     result = execute(the_plan)
     ran = {task_id for task_id, t in result.tasks.items() if not t.reused_from}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from click.testing import Result
 
-from engine.api import run
-from engine.tasks import schema_json
+from engine.api.pipeline import run
+from engine.tasks.kinds import schema_json
 from tests.conftest import WritePipeline
 
 Cli = Callable[..., Result]

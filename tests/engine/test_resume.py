@@ -11,15 +11,15 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine.api import replay_quarantine, resume, run
-from engine.catalog import Catalog, CatalogReader
-from engine.catalog_db import catalog_location
-from engine.errors import StateError, TransientTaskError
-from engine.executor import RunEvent
-from engine.resume import ResumeRefused
-from engine.runlock import ConcurrentRun, RunLock
-from engine.states import RunState, TaskState
-from engine.tasks import TaskContext, TaskOutcome, run_task
+from engine.api.pipeline import replay_quarantine, resume, run
+from engine.core.errors import StateError, TransientTaskError
+from engine.core.states import RunState, TaskState
+from engine.execution.executor import RunEvent
+from engine.planning.resume import ResumeRefused
+from engine.state.catalog import Catalog, CatalogReader
+from engine.state.db import catalog_location
+from engine.state.locks import ConcurrentRun, RunLock
+from engine.tasks.kinds import TaskContext, TaskOutcome, run_task
 from tests.conftest import PgSchema, WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one
@@ -282,7 +282,7 @@ def test_a_task_that_exhausts_its_retries_leaves_a_dead_letter(
 
 
 def test_sharers_hold_the_lock_together_and_keep_a_lone_run_out(tmp_path: Path) -> None:
-    from engine.runlock import lock_is_held
+    from engine.state.locks import lock_is_held
 
     where = catalog_location(tmp_path)  # file locks, or advisory locks with a shared catalog
     first = RunLock(tmp_path, "p", "r1", if_running="share", catalog=where)

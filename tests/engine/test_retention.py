@@ -16,8 +16,8 @@ import pytest
 from click.testing import Result
 
 import engine
-from engine.catalog import CatalogReader, catalog_location
-from engine.errors import StateError
+from engine.core.errors import StateError
+from engine.state.catalog import CatalogReader, catalog_location
 from tests.conftest import WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one

@@ -7,7 +7,7 @@ from itertools import islice
 
 import pytest
 
-from engine.schedule import Interval, Schedule
+from engine.scheduling.cron import Interval, Schedule
 
 
 def local(schedule: Schedule, start: str, count: int) -> list[str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from engine.catalog import CatalogReader
-from engine.catalog_db import catalog_location
-from engine.scheduler import Scheduler, SchedulerSettings
-from engine.tasks import TaskContext, TaskOutcome, run_task
+from engine.scheduling.scheduler import Scheduler, SchedulerSettings
+from engine.state.catalog import CatalogReader
+from engine.state.db import catalog_location
+from engine.tasks.kinds import TaskContext, TaskOutcome, run_task
 from tests.conftest import PgSchema, WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one
@@ -258,7 +258,7 @@ def test_a_file_triggers_once_after_it_stops_growing(
 def test_a_pipeline_runs_after_another_succeeds(
     write: WritePipeline, project: Path, make: Callable[..., Scheduler]
 ) -> None:
-    from engine.api import run
+    from engine.api.pipeline import run
 
     write("a.yaml", "pipeline: a\ntasks:\n  - id: t\n    sql: select 1 as x\n")
     write("b.yaml", "pipeline: b\ntrigger: {after: a}\ntasks:\n  - id: t\n    sql: select 2 as y\n")
@@ -355,8 +355,8 @@ def test_a_stale_watermark_alerts_and_shows_in_metrics(
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from engine.api import run
-    from engine.metrics import render
+    from engine.api.pipeline import run
+    from engine.scheduling.metrics import render
 
     pg.execute(
         f"create table {pg.table('src')} (id int, at timestamp)",

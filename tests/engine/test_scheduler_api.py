@@ -19,14 +19,14 @@ import pytest
 from click.testing import Result
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.alerts import Alert, AlertSender
-from engine.catalog import CatalogReader
-from engine.catalog_db import catalog_location
-from engine.errors import ArrowlineError
-from engine.scheduler import Scheduler, SchedulerSettings
-from engine.scheduler_api import ENDPOINTS, ApiServer
-from engine.scheduler_store import SchedulerStore
-from engine.spec import AlertsSpec
+from engine.core.errors import ArrowlineError
+from engine.scheduling.alerts import Alert, AlertSender
+from engine.scheduling.http import ENDPOINTS, ApiServer
+from engine.scheduling.scheduler import Scheduler, SchedulerSettings
+from engine.spec.model import AlertsSpec
+from engine.state.catalog import CatalogReader
+from engine.state.db import catalog_location
+from engine.state.schedules import SchedulerStore
 from tests.conftest import WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one

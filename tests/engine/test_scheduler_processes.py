@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog_db import advisory_key
-from engine.scheduler import leader_lock_path
+from engine.scheduling.scheduler import leader_lock_path
+from engine.state.db import advisory_key
 from tests.conftest import SharedCatalog, WritePipeline
 from tests.engine.test_crash import arrowline, kill_at
 

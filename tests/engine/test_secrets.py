@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from engine.catalog import TABLES
-from engine.secrets import MASK, mask_secrets, mask_text
+from engine.core.secrets import MASK, mask_secrets, mask_text
+from engine.state.catalog import TABLES
 from tests.conftest import SharedCatalog, WritePipeline
 
 Cli = Callable[..., Result]
@@ -388,10 +388,10 @@ def test_mask_secrets_masks_values_by_their_key_and_keeps_references() -> None:
 def test_a_resume_takes_a_masked_parameter_from_the_environment_again(
     write: WritePipeline, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.api import resume, run
-    from engine.catalog import CatalogReader
-    from engine.catalog_db import catalog_location
-    from engine.states import RunState
+    from engine.api.pipeline import resume, run
+    from engine.core.states import RunState
+    from engine.state.catalog import CatalogReader
+    from engine.state.db import catalog_location
 
     (project / "udfs.py").write_text(
         textwrap.dedent(

@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from engine.spec import PipelineSpec, TaskKind, TaskSpec, pipeline_json_schema
+from engine.spec.model import PipelineSpec, TaskKind, TaskSpec, pipeline_json_schema
 
 
 def _spec(**extra: object) -> PipelineSpec:

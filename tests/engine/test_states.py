@@ -3,9 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog import Catalog
-from engine.errors import StateError
-from engine.states import (
+from engine.core.errors import StateError
+from engine.core.states import (
     RUN_TRANSITIONS,
     TASK_TRANSITIONS,
     RunState,
@@ -13,6 +12,7 @@ from engine.states import (
     check_run_transition,
     check_task_transition,
 )
+from engine.state.catalog import Catalog
 
 ALLOWED_TASK = {
     ("PENDING", "QUEUED"),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.problems import Problem
-from engine.validation import check_file
+from engine.core.problems import Problem
+from engine.spec.checks import check_file
 from tests.conftest import WritePipeline
 
 

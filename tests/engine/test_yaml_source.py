@@ -1,4 +1,4 @@
-from engine.yaml_source import load_yaml
+from engine.core.yaml_source import load_yaml
 
 
 def test_records_the_line_of_every_value() -> None:

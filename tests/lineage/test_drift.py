@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from click.testing import Result
 
-from engine.api import run
-from engine.catalog import CatalogReader
+from engine.api.pipeline import run
+from engine.state.catalog import CatalogReader
 from lineage.drift import compare_schemas, is_widening, lineage_renames
 from lineage.pipeline import LineageEdge, LineageGraph
 from tests.conftest import WritePipeline

@@ -32,7 +32,7 @@ from openlineage.client.generated import (
     sql_job,
 )
 
-from engine.api import run
+from engine.api.pipeline import run
 from tests.conftest import WritePipeline
 
 FACETS: dict[str, type] = {

@@ -143,7 +143,7 @@ def test_each_run_keeps_the_lineage_it_ran_with(
     cli: Cli, write: WritePipeline, project: Path
 ) -> None:
     import engine
-    from engine.catalog import CatalogReader
+    from engine.state.catalog import CatalogReader
 
     path = shop(write)
     assert cli("run", path, "--no-progress").exit_code == 0
@@ -254,7 +254,7 @@ def test_a_struct_field_is_traced_to_its_column(cli: Cli, write: WritePipeline) 
 def test_a_run_records_a_frame_udfs_lineage_from_the_plan_it_ran(
     cli: Cli, write: WritePipeline, project: Path
 ) -> None:
-    from engine.catalog import CatalogReader
+    from engine.state.catalog import CatalogReader
 
     write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
     write(
@@ -309,7 +309,7 @@ def test_upstream_is_the_default_and_can_be_said(cli: Cli, write: WritePipeline)
 def test_run_takes_a_prefix_or_last_like_runs_and_show(
     cli: Cli, write: WritePipeline, project: Path
 ) -> None:
-    from engine.catalog import CatalogReader
+    from engine.state.catalog import CatalogReader
 
     path = shop(write)
     assert cli("run", path, "--no-progress").exit_code == 0
@@ -336,7 +336,7 @@ def test_an_unknown_column_is_an_error_with_did_you_mean(
     cli: Cli, write: WritePipeline, project: Path
 ) -> None:
     import engine
-    from engine.errors import SelectionError
+    from engine.core.errors import SelectionError
 
     path = shop(write)
     result = cli("lineage", path, "joined.segmnt")

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import CancelToken, InputTable
-from engine.errors import Cancelled, DataError, TaskError
+from engine.core.errors import Cancelled, DataError, TaskError
 from transforms.sql import run_sql
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.errors import UserCodeError
-from engine.spec import UdfSpec
+from engine.core.errors import UserCodeError
+from engine.spec.model import UdfSpec
 from transforms.udf import apply_udf, load_udf, udf, udf_mode
 
 FRAME = pl.LazyFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})

@@ -3,8 +3,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.errors import DataError, DefinitionError, UserCodeError
-from engine.spec import InlineSchema, ValidateSpec
+from engine.core.errors import DataError, DefinitionError, UserCodeError
+from engine.spec.model import InlineSchema, ValidateSpec
 from transforms.validate import (
     QUARANTINE_ERRORS,
     QUARANTINE_ROW,

@@ -1,0 +1,51 @@
+"""`arrowline catalog ...`: where a project's catalog lives, and copying it elsewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from engine.cli.commands import _errors, format_option, main, out, project_option
+from engine.state.db import CATALOG_ENV, catalog_location
+
+__all__: list[str] = []
+
+
+@main.group()
+def catalog() -> None:
+    """The catalog: embedded SQLite, or PostgreSQL shared by several hosts ($ARROWLINE_CATALOG)."""
+
+
+@catalog.command("copy")
+@click.argument("target")
+@click.option(
+    "--from",
+    "source",
+    default=None,
+    help=f"The catalog to copy (a file or postgresql:// URI; default: the project's, which "
+    f"${CATALOG_ENV} names, else .arrowline/catalog.db).",
+)
+@project_option
+@format_option
+def catalog_copy(target: str, source: str | None, project_dir: Path | None, fmt: str) -> None:
+    """Copy every run, watermark, dead letter and schedule into TARGET, an empty catalog: a file
+    path or a postgresql://...?schema=... URI. Moving to scheduler replicas:
+    `arrowline catalog copy postgresql://db/ops?schema=arrowline`, then set $ARROWLINE_CATALOG."""
+    from engine.api.pipeline import find_project_dir
+    from engine.state.copy import copy_catalog
+
+    with _errors():
+        project = find_project_dir(project_dir)
+        report = copy_catalog(catalog_location(project, source), catalog_location(project, target))
+    if fmt == "json":
+        out.print_json(json.dumps({"from": report.source, "to": report.target, **report.rows}))
+        return
+    table = Table(title=f"copied {report.source} -> {report.target}", title_justify="left")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in report.rows.items():
+        table.add_row(name, f"{count:,}")
+    out.print(table)

@@ -1,0 +1,189 @@
+"""`arrowline gc`: remove the task outputs a pipeline's retention no longer keeps."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from engine.cli.commands import _errors, format_option, main, out, project_option
+from engine.core.errors import ParameterError, StateError
+from engine.state.catalog import Catalog, CatalogReader
+from engine.state.db import catalog_location
+from engine.state.retention import (
+    Collection,
+    collect,
+    format_bytes,
+    plan_collection,
+    recorded_retention,
+)
+
+__all__: list[str] = []
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    collection: Collection | None
+    pipeline: str
+    skipped: str | None = None
+    """Why nothing was collected (the pipeline is running)."""
+
+
+def _targets(
+    catalog: CatalogReader, given: str | None, keep_runs: int | None
+) -> list[tuple[str, int]]:
+    """(pipeline, runs to keep) for each pipeline to collect: the one named by a file or a
+    name, or every pipeline the catalog has runs of. Runs to keep: --keep-runs, else what the
+    file says, else what the pipeline's latest run recorded."""
+    from engine.api.pipeline import load
+    from engine.core.problems import did_you_mean
+    from engine.spec.model import NAME_PATTERN
+
+    known = catalog.pipelines()
+    if given is None:
+        names, from_file = known, None
+    elif given.endswith((".yaml", ".yml")) or "/" in given:
+        spec = load(given).spec
+        names, from_file = [spec.name], spec.retention.keep_runs
+    elif re.fullmatch(NAME_PATTERN, given):
+        names, from_file = [given], None
+    else:
+        raise ParameterError(
+            f"{given!r} is neither a pipeline file (.yaml) nor a pipeline name "
+            "(letters, digits and _)"
+        )
+    for name in names:
+        if name not in known:
+            raise StateError(
+                f"the catalog has no runs of pipeline {name!r}.{did_you_mean(name, known)}",
+                hint=f"pipelines with runs: {', '.join(known) or 'none'}",
+            )
+    if keep_runs is not None:
+        return [(name, keep_runs) for name in names]
+    if from_file is not None:
+        return [(name, from_file) for name in names]
+    return [(name, recorded_retention(catalog, name).keep_runs) for name in names]
+
+
+def _collect(
+    project: Path, catalog: CatalogReader, name: str, keep: int, dry_run: bool
+) -> _Outcome:
+    """Decide and remove under the pipeline's run lock, so no run of it starts meanwhile; a
+    pipeline running now is skipped (its run applies retention when it ends)."""
+    from engine.state.locks import ConcurrentRun, RunLock
+    from engine.state.workspace import STATE_DIR, Workspace
+
+    workspace = Workspace.for_project(project)
+    if dry_run:
+        return _Outcome(plan_collection(catalog, workspace, name, keep), name)
+    assert isinstance(catalog, Catalog)  # opened for writing unless a dry run
+    try:
+        with RunLock(project / STATE_DIR, name, "gc", if_running="refuse"):
+            collection = plan_collection(catalog, workspace, name, keep)
+            collect(catalog, collection)
+    except ConcurrentRun as exc:
+        return _Outcome(None, name, skipped=exc.message)
+    return _Outcome(collection, name)
+
+
+def _to_dict(outcome: _Outcome, project: Path, dry_run: bool) -> dict[str, object]:
+    collection = outcome.collection
+    if collection is None:
+        return {"pipeline": outcome.pipeline, "skipped": outcome.skipped}
+    return {
+        "pipeline": collection.pipeline,
+        "keep_runs": collection.keep_runs,
+        "dry_run": dry_run,
+        "removed": [
+            {
+                "task": r.task_id,
+                "run_id": r.run_id,
+                "path": str(r.path.relative_to(project)),
+                "bytes": r.bytes,
+            }
+            for r in collection.removals
+        ],
+        "bytes": collection.bytes,
+        "kept": collection.kept,
+        "resumable_runs": list(collection.resumable),
+    }
+
+
+def _print(outcome: _Outcome, dry_run: bool) -> None:
+    collection = outcome.collection
+    if collection is None:
+        out.print(Text(f"{outcome.pipeline}: skipped, {outcome.skipped}", style="yellow"))
+        return
+    verb = "would remove" if dry_run else "removed"
+    if collection.removals:
+        table = Table(title=f"{collection.pipeline}: {verb}", title_justify="left")
+        for column, justify in (("task", "left"), ("run", "left"), ("size", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for removal in collection.removals:
+            table.add_row(removal.task_id, removal.run_id, format_bytes(removal.bytes))
+        out.print(table)
+    resumable, removed = len(collection.resumable), len(collection.removals)
+    runs = collection.keep_runs
+    kept = (
+        f"kept {collection.kept} (the last {runs} run{'s' * (runs != 1)}, the latest output of "
+        "each task"
+        + (f", {resumable} resumable run{'s' * (resumable != 1)}" if resumable else "")
+        + ")"
+    )
+    out.print(
+        Text.assemble(
+            (f"{collection.pipeline}: ", "bold"),
+            f"{verb} {removed} output{'s' * (removed != 1)}, "
+            f"{format_bytes(collection.bytes)} {'would be ' if dry_run else ''}freed; {kept}",
+        )
+    )
+
+
+@main.command()
+@click.argument("pipeline", required=False)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--keep-runs",
+    type=click.IntRange(min=0, max=100_000),
+    default=None,
+    help="Keep every output of this many most recent runs (default: the pipeline's "
+    "retention.keep_runs, as its file or its latest run says).",
+)
+@project_option
+@format_option
+def gc(
+    pipeline: str | None,
+    dry_run: bool,
+    keep_runs: int | None,
+    project_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Remove task outputs that retention no longer keeps, for PIPELINE (a name or a file) or
+    every pipeline, and say what went and the bytes freed. Always kept: the latest successful
+    output of each task, the outputs of the last N runs, and those a running or resumable run
+    needs. Runs apply this by themselves when they end."""
+    from engine.api.pipeline import find_project_dir
+
+    project = find_project_dir(project_dir)
+    with _errors():
+        location = catalog_location(project)
+        if not location.exists():
+            raise StateError(
+                f"no arrowline catalog at {location.describe()}",
+                hint="pass the folder you ran `arrowline run` in with --project-dir",
+            )
+        with (CatalogReader if dry_run else Catalog)(location) as catalog:
+            targets = _targets(catalog, pipeline, keep_runs)
+            outcomes = [_collect(project, catalog, n, k, dry_run) for n, k in targets]
+    if fmt == "json":
+        out.print_json(json.dumps([_to_dict(o, project, dry_run) for o in outcomes]))
+        return
+    if not outcomes:
+        out.print("no runs yet: nothing to collect")
+    for outcome in outcomes:
+        _print(outcome, dry_run)

@@ -1,0 +1,124 @@
+"""Where an incremental extract starts, and when its watermark moves.
+
+The truth lives next to the data. A transactional sink (PostgreSQL, DuckDB) commits the
+watermark of the rows it loaded in the same transaction as the rows; the catalog keeps a mirror
+(and the audit trail). A file sink has no transaction, so the catalog holds its watermark,
+advanced only after the files are published.
+
+An extract starts from the least advanced watermark among all loads downstream of it, so no
+sink misses rows; a sink that is ahead re-receives a few, which merge keys make harmless. An
+extract that no load consumes keeps its watermark in the catalog, advanced when it succeeds.
+When a sink's value differs from the catalog's (the process died after the sink committed and
+before the mirror was written), the sink wins and the catalog is repaired, with an audit row.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.base import ConnectorContext
+from connectors.registry import sink_state
+from engine.core.watermark import Watermark, WatermarkUpdate
+from engine.planning.build import Plan, PlannedTask
+from engine.state.catalog import Catalog
+
+__all__ = ["NO_SINK", "WatermarkBroker"]
+
+NO_SINK = ""
+"""The catalog's sink id for an extract that no load consumes."""
+
+
+class WatermarkBroker:
+    def __init__(self, plan: Plan, catalog: Catalog, connections: Mapping[str, Any]) -> None:
+        self.plan = plan
+        self.catalog = catalog
+        self.connections = connections
+        self._new: dict[str, Watermark] = {}
+        self._lock = threading.Lock()
+
+    def _context(self, sink_id: str) -> ConnectorContext:
+        return ConnectorContext(
+            base_dir=self.plan.base_dir,
+            pipeline=self.plan.pipeline,
+            run_id=self.plan.run_id,
+            task_id=sink_id,
+            connections=self.connections,
+        )
+
+    def _mirror(self, task_id: str, sink_id: str) -> Watermark | None:
+        rows = [
+            r for r in self.catalog.watermarks(self.plan.pipeline, task_id) if r.sink_id == sink_id
+        ]
+        return Watermark.from_json(rows[0].value) if rows else None
+
+    def start(self, task: PlannedTask) -> Watermark | None:
+        """The watermark an incremental extract reads from (None: read everything)."""
+        if self.plan.full_refresh:
+            return None
+        if not task.watermark_sinks:
+            return self._mirror(task.id, NO_SINK)
+        values: list[Watermark | None] = []
+        for sink_id, config in task.watermark_sinks:
+            state = sink_state(config)
+            if not state.transactional:
+                values.append(self._mirror(task.id, sink_id))
+                continue
+            stored = state.read(self._context(sink_id)).get(task.id)
+            mirror = self._mirror(task.id, sink_id)
+            value = stored[0] if stored else None
+            if value != mirror:
+                self.catalog.set_watermark(
+                    self.plan.pipeline,
+                    task.id,
+                    sink_id,
+                    value.to_json() if value else None,
+                    action="repair",
+                    run_id=stored[1] if stored else None,
+                )
+            values.append(value)
+        return Watermark.least(values)
+
+    def restore(self, task: PlannedTask, watermark: Watermark) -> None:
+        """A resumed run reuses an incremental extract's output: its loads still to run commit
+        the watermark it read up to then."""
+        with self._lock:
+            self._new[task.id] = watermark
+
+    def extracted(self, task: PlannedTask, watermark: Watermark | None) -> None:
+        """An incremental extract succeeded with rows up to `watermark`."""
+        if watermark is None:
+            return
+        with self._lock:
+            self._new[task.id] = watermark
+        if not task.watermark_sinks:
+            self.catalog.set_watermark(
+                self.plan.pipeline,
+                task.id,
+                NO_SINK,
+                watermark.to_json(),
+                action="advance",
+                run_id=self.plan.run_id,
+            )
+
+    def pending(self, load: PlannedTask) -> tuple[WatermarkUpdate, ...]:
+        """New watermarks a load commits with its rows."""
+        with self._lock:
+            return tuple(
+                WatermarkUpdate(task_id, self._new[task_id])
+                for task_id in load.commits_watermarks
+                if task_id in self._new
+            )
+
+    def loaded(self, load: PlannedTask, updates: tuple[WatermarkUpdate, ...]) -> None:
+        """A load committed: mirror its watermarks (the only copy, for a file sink)."""
+        for update in updates:
+            self.catalog.set_watermark(
+                self.plan.pipeline,
+                update.task_id,
+                load.id,
+                update.watermark.to_json(),
+                action="advance",
+                run_id=self.plan.run_id,
+            )

@@ -1,0 +1,316 @@
+"""The plan: what one run will do, decided before anything runs.
+
+`build_plan` is a pure function of the definition, the run's parameters, the selection, the
+catalog's read side and the files the definition names (code, schemas, input files by size and
+time, for fingerprints). It renders every template, derives every dependency, orders the tasks and
+decides, for a selection, which upstream outputs are reused from an earlier run. `arrowline plan`
+prints the same `Plan` that `arrowline run` executes, so the two cannot disagree.
+
+Selection: `--select enriched` runs `enriched` and whatever upstream it needs; an upstream task
+whose last successful output has the fingerprint it has now (same rendered definition, parameters,
+code, input files and upstream; see engine.planning.fingerprint) is reused instead of run.
+`enriched+` also runs everything downstream of `enriched`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.core.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
+from engine.core.graph import Graph, find_cycles
+from engine.core.problems import did_you_mean
+from engine.core.secrets import mask_secrets, mask_text
+from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
+from engine.spec.checks import check_tables
+from engine.spec.definition import Definition
+from engine.spec.model import (
+    BreakerPolicy,
+    OpenLineageSpec,
+    RetentionSpec,
+    RetryPolicy,
+    TaskKind,
+    TaskSpec,
+)
+from engine.spec.params import RenderContext, new_run_id, resolve_params
+from engine.spec.resolve import resolve_task
+from engine.state.catalog import CatalogReader
+
+__all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
+
+Action = Literal["run", "reuse"]
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    id: str
+    kind: TaskKind
+    spec: TaskSpec
+    """The task with its templates rendered for this run."""
+    inputs: tuple[str, ...]
+    upstream: tuple[str, ...]
+    level: int
+    action: Action
+    reuse_run: str | None
+    retry: RetryPolicy
+    timeout: timedelta | None
+    fingerprint: str
+    sql: str | None = None
+    watermark_sinks: tuple[tuple[str, Any], ...] = ()
+    """For an incremental extract: every load downstream of it (id, config), each of which
+    keeps the watermark of the rows it committed."""
+    commits_watermarks: tuple[str, ...] = ()
+    """For a load: the incremental extracts upstream, whose new watermarks it commits."""
+
+    @property
+    def connection(self) -> str | None:
+        """The named connection the task's extract or load uses, if any."""
+        return getattr(self.spec.config, "connection", None)
+
+    @property
+    def incremental(self) -> bool:
+        return getattr(self.spec.extract, "incremental", None) is not None
+
+    @property
+    def produces_table(self) -> bool:
+        return self.kind is not TaskKind.LOAD
+
+    def describe_output(self) -> str:
+        if self.kind is TaskKind.LOAD:
+            config = self.spec.load
+            assert config is not None
+            target = getattr(config, "table", None)
+            where = getattr(config, "path", None) or getattr(config, "connection", "")
+            return f"{config.to}:{where}" + (f"#{target}" if target else "")
+        if self.kind is TaskKind.VALIDATE:
+            return "workspace (+ quarantine)"
+        return "workspace"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "level": self.level,
+            "action": self.action,
+            "reuse_run": self.reuse_run,
+            "inputs": list(self.inputs),
+            "upstream": list(self.upstream),
+            "output": self.describe_output(),
+            "retry": self.retry.model_dump(mode="json"),
+            "timeout_s": self.timeout.total_seconds() if self.timeout else None,
+            "fingerprint": self.fingerprint,
+            "sql": mask_text(self.sql) if self.sql is not None else None,
+            "incremental": self.incremental,
+            "watermark_sinks": [sink for sink, _ in self.watermark_sinks],
+            "commits_watermarks": list(self.commits_watermarks),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    pipeline: str
+    pipeline_version: str
+    pipeline_file: str | None
+    base_dir: Path
+    run_id: str
+    logical_date: datetime
+    params: Mapping[str, Any]
+    tasks: tuple[PlannedTask, ...]
+    """In dependency order (declaration order among tasks that are ready together)."""
+    selected: tuple[str, ...] | None = None
+    full_refresh: bool = False
+    """Incremental extracts read everything, ignoring their watermarks."""
+    connections: Mapping[str, Any] = field(default_factory=dict)
+    """Specs (secrets unresolved) of the connections the pipeline's tasks use."""
+    definition: str | None = None
+    """The definition as YAML, stored with the run so a later `--resume` can show a diff."""
+    resumed: bool = False
+    """This plan continues an ended run under its run id (see engine.planning.resume)."""
+    circuit_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    openlineage: OpenLineageSpec | None = None
+    retention: RetentionSpec = field(default_factory=RetentionSpec)
+    """What the workspace keeps once the run ends (engine.state.retention)."""
+    _index: dict[str, PlannedTask] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({task.id: task for task in self.tasks})
+
+    def task(self, task_id: str) -> PlannedTask:
+        return self._index[task_id]
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._index
+
+    @property
+    def to_run(self) -> tuple[PlannedTask, ...]:
+        return tuple(task for task in self.tasks if task.action == "run")
+
+    def shown_params(self) -> dict[str, Any]:
+        """The parameters as they may be printed: secret ones masked."""
+        shown: dict[str, Any] = mask_secrets(
+            {
+                k: v if isinstance(v, str | int | float | bool | None) else str(v)
+                for k, v in self.params.items()
+            }
+        )
+        return shown
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "pipeline_version": self.pipeline_version,
+            "run_id": self.run_id,
+            "logical_date": self.logical_date.isoformat(),
+            "params": self.shown_params(),
+            "selected": list(self.selected) if self.selected else None,
+            "full_refresh": self.full_refresh,
+            "resumed": self.resumed,
+            "tasks": [task.to_dict() for task in self.tasks],
+        }
+
+
+def parse_selection(items: Sequence[str], graph: Graph) -> set[str]:
+    """`["a", "b+", "c,d"]` -> the selected task ids (with downstream for `+`)."""
+    selected: set[str] = set()
+    known = set(graph.order)
+    for item in items:
+        for part in (p.strip() for p in item.split(",")):
+            if not part:
+                continue
+            downstream = part.endswith("+")
+            name = part.removesuffix("+")
+            if name not in known:
+                raise SelectionError(
+                    f"--select names unknown task {name!r}.{did_you_mean(name, known)}",
+                    hint=f"tasks: {', '.join(graph.order)}",
+                )
+            selected.add(name)
+            if downstream:
+                selected |= graph.descendants([name])
+    if not selected:
+        raise SelectionError("--select names no task")
+    return selected
+
+
+def build_plan(
+    definition: Definition,
+    *,
+    params: Mapping[str, Any] | None = None,
+    select: Sequence[str] | None = None,
+    catalog: CatalogReader | None = None,
+    run_id: str | None = None,
+    logical_date: datetime | None = None,
+    environ: Mapping[str, str] | None = None,
+    full_refresh: bool = False,
+) -> Plan:
+    """Plan one run. Raises DefinitionError (PipelineInvalid when the run's parameters name a
+    table no task produces), ParameterError or SelectionError."""
+    spec = definition.spec
+    resolved_params = resolve_params(spec.parameters, params, environ)
+    run_id = run_id or new_run_id()
+    when = (logical_date or datetime.now(UTC)).astimezone(UTC)
+    context = RenderContext(spec.name, resolved_params, run_id, when)
+
+    resolved = {}
+    for task in spec.tasks:
+        with error_context(pipeline=spec.name, task_id=task.id):
+            resolved[task.id] = resolve_task(task, context, definition)
+    # A parameter can name a table no task produces; say so before anything runs.
+    problems = check_tables(definition, resolved.values(), resolved_params)
+    if problems:
+        raise PipelineInvalid(problems)
+    upstream = {
+        task_id: tuple(d for d in r.upstream if d in resolved) for task_id, r in resolved.items()
+    }
+    cycles = find_cycles(upstream)
+    if cycles:
+        raise DefinitionError(f"dependency cycle: {' -> '.join(cycles[0])}")
+    graph = Graph(upstream)
+    levels = graph.levels()
+    fingerprints = task_fingerprints(definition, resolved, resolved_params, graph.topological())
+
+    actions: dict[str, tuple[Action, str | None]] = {}
+    if select:
+        chosen = parse_selection(select, graph)
+        for task_id in chosen:
+            actions[task_id] = ("run", None)
+        # Walk upstream from the selection; a reusable output ends the walk on its branch.
+        frontier = [dep for task_id in chosen for dep in graph.upstream[task_id]]
+        while frontier:
+            task_id = frontier.pop()
+            if task_id in actions:
+                continue
+            previous = catalog.latest_output(spec.name, task_id) if catalog else None
+            if (
+                previous is not None
+                and previous.fingerprint == fingerprints[task_id]
+                and previous.output_on_disk  # not when another host wrote it, or it was deleted
+            ):
+                actions[task_id] = ("reuse", previous.run_id)
+                continue
+            actions[task_id] = ("run", None)
+            frontier.extend(graph.upstream[task_id])
+    else:
+        actions = dict.fromkeys(graph.order, ("run", None))
+
+    incremental = {t.id for t in spec.tasks if getattr(t.extract, "incremental", None) is not None}
+    loads = [t.id for t in spec.tasks if t.kind is TaskKind.LOAD]
+    downstream = {task_id: graph.descendants([task_id]) for task_id in incremental}
+    sinks_of = {
+        task_id: tuple((load, resolved[load].spec.load) for load in loads if load in below)
+        for task_id, below in downstream.items()
+    }
+    commits = {
+        load: tuple(e for e in graph.order if e in downstream and load in downstream[e])
+        for load in loads
+    }
+    planned = []
+    for task_id in graph.topological():
+        if task_id not in actions:
+            continue
+        rendered = resolved[task_id]
+        action, reuse_run = actions[task_id]
+        planned.append(
+            PlannedTask(
+                id=task_id,
+                kind=rendered.spec.kind,
+                spec=rendered.spec,
+                inputs=rendered.inputs,
+                upstream=upstream[task_id],
+                level=levels[task_id],
+                action=action,
+                reuse_run=reuse_run,
+                retry=rendered.spec.retry or spec.defaults.retry,
+                timeout=rendered.spec.timeout or spec.defaults.timeout,
+                fingerprint=fingerprints[task_id],
+                sql=rendered.sql,
+                watermark_sinks=sinks_of.get(task_id, ()),
+                commits_watermarks=commits.get(task_id, ()),
+            )
+        )
+    return Plan(
+        pipeline=spec.name,
+        pipeline_version=pipeline_fingerprint(spec),
+        pipeline_file=definition.file,
+        base_dir=definition.base_dir,
+        run_id=run_id,
+        logical_date=when,
+        params=resolved_params,
+        tasks=tuple(planned),
+        selected=tuple(select) if select else None,
+        full_refresh=full_refresh,
+        definition=spec.document(),
+        circuit_breaker=spec.circuit_breaker,
+        openlineage=spec.openlineage,
+        retention=spec.retention,
+        connections={
+            name: spec.connections[name]
+            for name in sorted(
+                {getattr(r.spec.config, "connection", None) or "" for r in resolved.values()}
+            )
+            if name in spec.connections
+        },
+    )

@@ -1,0 +1,70 @@
+"""A pipeline definition together with where it came from.
+
+`PipelineSpec` is pure data. A `Definition` adds what messages and relative paths need: the file
+it was read from, the directory relative paths start at, and the line of every value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.core.yaml_source import PathKey, SourceMap
+from engine.spec.model import PipelineSpec
+
+__all__ = ["Definition"]
+
+
+@dataclass(frozen=True)
+class Definition:
+    spec: PipelineSpec
+    base_dir: Path
+    """Relative paths in the pipeline (data files, UDF files, schemas, sinks) start here."""
+    file: str | None = None
+    """The YAML file, or None for a pipeline built in Python."""
+    source: SourceMap | None = None
+    file_task_ids: tuple[str | None, ...] | None = None
+    """Ids of every task in the file, in order, valid or not (None where a task has no id).
+    Line lookups and duplicate checks use it, since `spec` holds only the valid tasks."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def task_ids(self) -> tuple[str | None, ...]:
+        """Task ids in file order (for a Python pipeline, in definition order)."""
+        if self.file_task_ids is not None:
+            return self.file_task_ids
+        return tuple(task.id for task in self.spec.tasks)
+
+    def task_index(self, task_id: str) -> int | None:
+        """Position of the first task with this id in the file."""
+        for index, candidate in enumerate(self.task_ids()):
+            if candidate == task_id:
+                return index
+        return None
+
+    def line_of(self, path: PathKey) -> int | None:
+        return self.source.line_of(path) if self.source else None
+
+    def task_line(self, task_id: str, *path: str | int) -> int | None:
+        """Line of a key inside a task (its first line when the key is not found)."""
+        index = self.task_index(task_id)
+        if index is None or self.source is None:
+            return None
+        return self.source.line_of(("tasks", index, *path))
+
+    def content_line(self, path: PathKey) -> int | None:
+        """First line of a value's text (a line below `|` for block scalars)."""
+        if self.source is None:
+            return None
+        located = self.source.find(path)
+        return located.content_line if located else None
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file, "base_dir": str(self.base_dir)}

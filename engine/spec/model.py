@@ -1,0 +1,580 @@
+"""The pipeline model: one typed, frozen description built from YAML or from Python.
+
+A task is a mapping with an `id` and exactly one kind key (`extract`, `sql`, `udf`, `validate`,
+`load`) whose value configures it. Sources and sinks are tagged unions on `from:` and `to:`, so
+adding a connector adds a member, not an `if`.
+
+Every model forbids unknown keys. Defaults are written here once and documented in
+`docs/pipeline-reference.md`; `arrowline schema` prints the JSON Schema generated from this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
+
+from connectors.base import ConfigModel
+from connectors.duckdb.config import DuckDBSink, DuckDBSource
+from connectors.files.config import CsvOptions, FilesSource, ParquetSink
+from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
+from engine.core.durations import Duration
+from engine.core.errors import ParameterError
+from engine.core.secrets import mask_secrets
+from engine.spec.params import Param, ParamType, as_type, infer_param
+
+__all__ = [
+    "NAME_PATTERN",
+    "AlertsSpec",
+    "BreakerPolicy",
+    "ColumnRule",
+    "CsvOptions",
+    "DuckDBSink",
+    "DuckDBSource",
+    "ExtractSpec",
+    "FilesSource",
+    "InlineSchema",
+    "LoadSpec",
+    "OnFail",
+    "ParamSpec",
+    "ParquetSink",
+    "PipelineSpec",
+    "RetentionSpec",
+    "RetryPolicy",
+    "SqlSpec",
+    "TaskDefaults",
+    "TaskKind",
+    "TaskSpec",
+    "TriggerSpec",
+    "UdfSpec",
+    "ValidateSpec",
+    "pipeline_json_schema",
+]
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""Pipeline and task ids: usable unquoted as SQL table names and as folder names."""
+
+
+class TaskKind(StrEnum):
+    EXTRACT = "extract"
+    SQL = "sql"
+    UDF = "udf"
+    VALIDATE = "validate"
+    LOAD = "load"
+
+
+class RetryPolicy(ConfigModel):
+    """How often and how patiently a task is retried after a transient error."""
+
+    attempts: int = Field(3, ge=1, le=100, description="Total attempts, the first included.")
+    backoff: Duration = Field(
+        timedelta(seconds=1), description="Base delay before the second attempt."
+    )
+    max_backoff: Duration = Field(timedelta(seconds=60), description="Cap on any single delay.")
+    jitter: Literal["full", "none"] = Field(
+        "full", description="'full' draws each delay uniformly from [0, backoff * 2^n]."
+    )
+
+
+class TaskDefaults(ConfigModel):
+    """Settings every task inherits unless it sets its own."""
+
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="Retry policy of every task."
+    )
+    timeout: Duration | None = Field(None, description="Stop a task that runs longer than this.")
+
+
+class BreakerPolicy(ConfigModel):
+    """When a connection's circuit breaker opens, and for how long."""
+
+    failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive transient failures that open the breaker."
+    )
+    cooldown: Duration = Field(
+        timedelta(seconds=30),
+        description="How long it stays open before one probe task may try the connection.",
+    )
+
+
+class RetentionSpec(ConfigModel):
+    """Which task outputs the workspace keeps (see engine.state.retention)."""
+
+    keep_runs: int = Field(
+        3,
+        ge=0,
+        le=100_000,
+        description="Keep every output of this many most recent runs. Older outputs are "
+        "removed after each run and by `arrowline gc`, except the latest successful output of "
+        "each task and what a running or resumable run needs.",
+    )
+
+
+class OpenLineageSpec(ConfigModel):
+    """Where a run's OpenLineage events go. The environment can set the same: OPENLINEAGE_URL,
+    OPENLINEAGE_API_KEY, OPENLINEAGE_NAMESPACE, ARROWLINE_OPENLINEAGE_FILE."""
+
+    url: str | None = Field(
+        None, description="HTTP endpoint base (events are POSTed to URL + endpoint)."
+    )
+    endpoint: str = Field("api/v1/lineage", description="Path under `url` that takes events.")
+    api_key: str | None = Field(
+        None, description="Bearer token, as a reference like '${env:OL_API_KEY}' (never logged)."
+    )
+    file: str | None = Field(None, description="Append each event as one JSON line to this file.")
+    namespace: str = Field("arrowline", description="Namespace of the jobs (pipelines, tasks).")
+    timeout: Duration = Field(
+        timedelta(seconds=5),
+        description="Per HTTP attempt; three attempts, then the event is dropped.",
+    )
+
+
+class TriggerSpec(ConfigModel):
+    """Start a run when something happens, besides (or instead of) the schedule."""
+
+    files: str | None = Field(
+        None, description="Glob (relative to the pipeline file): a new file starts a run."
+    )
+    settle: Duration = Field(
+        timedelta(seconds=30),
+        description="A file counts once its size and modification time stayed the same this long.",
+    )
+    after: str | None = Field(
+        None, description="Another pipeline of the project: each of its successful runs starts one."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TriggerSpec:
+        if (self.files is None) == (self.after is None):
+            raise ValueError("a trigger has exactly one of 'files' or 'after'")
+        return self
+
+
+class ParamSpec(ConfigModel):
+    """A parameter with a declared type, for when a default alone does not say it: an optional
+    value (`default: null`), a date written as text, a float whose default is a whole number."""
+
+    type: ParamType = Field(
+        description="str, int, float, bool, date, datetime, list (of scalars) or dict (text "
+        "to scalars). Every value given for a run must be of it."
+    )
+    default: Any = Field(
+        description="The value when a run gives none; null makes the parameter optional."
+    )
+    description: str | None = Field(None, description="What the parameter is for, for people.")
+
+    @field_validator("default")
+    @classmethod
+    def _of_its_type(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")  # absent when the type itself is invalid (reported)
+        return value if value is None or kind is None else as_type(kind, value)
+
+    def param(self, name: str) -> Param:
+        return Param(name, self.type, self.default, self.description)
+
+
+def _param_form(value: Any) -> str:
+    """A mapping with a `type` key declares a parameter; anything else is a plain default."""
+    typed = isinstance(value, ParamSpec) or (isinstance(value, dict) and "type" in value)
+    return "typed" if typed else "plain"
+
+
+def _plain_default(value: Any) -> Any:
+    """A plain default must have a parameter type and be a value of it (lists hold scalars)."""
+    try:
+        param = infer_param("default", value)
+    except ParameterError as exc:
+        raise ValueError(exc.message.removeprefix("parameter 'default': ")) from None
+    return value if value is None else as_type(param.type, value)
+
+
+ParamDeclaration = Annotated[
+    Annotated[ParamSpec, Tag("typed")]
+    | Annotated[
+        Any,
+        AfterValidator(_plain_default),
+        # exactly one branch must match in JSON Schema too: a plain default is no declaration
+        WithJsonSchema({"not": {"type": "object", "required": ["type"]}}),
+        Tag("plain"),
+    ],
+    Discriminator(_param_form),
+]
+"""`n: 3` (the type is the default's) or `n: {type: int, default: 3}`."""
+
+
+class AlertsSpec(ConfigModel):
+    """Where alerts go, and which. Repeats of one alert within `dedup` are counted, not sent."""
+
+    webhook: str | None = Field(None, description="URL that gets each alert as a JSON POST.")
+    command: str | None = Field(
+        None, description="Shell command run per alert, the alert as JSON on its stdin."
+    )
+    log: bool = Field(True, description="Also write each alert as a log line.")
+    on: tuple[Literal["failure", "dead_letter", "quarantine", "sla", "freshness"], ...] = Field(
+        ("failure", "dead_letter", "quarantine", "sla", "freshness"),
+        description="The kinds of alert to send.",
+    )
+    quarantine_above: int = Field(
+        0, ge=0, description="Alert when a run quarantines more rows than this."
+    )
+    dedup: Duration = Field(
+        timedelta(hours=1), description="One alert per pipeline, kind and subject in this window."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# extract and load: the connectors' own config models, tagged by `from:` and `to:`
+
+ExtractSpec = Annotated[FilesSource | DuckDBSource | PostgresSource, Field(discriminator="from_")]
+
+
+# ---------------------------------------------------------------------------------------------
+# sql
+
+
+class SqlSpec(ConfigModel):
+    """A DuckDB SELECT over upstream task outputs, referenced by task id as table names."""
+
+    query: str | None = Field(None, description="The SELECT statement (Jinja2 template).")
+    file: str | None = Field(None, description="A .sql file holding the statement instead.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"query": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _query_or_file(self) -> SqlSpec:
+        if (self.query is None) == (self.file is None):
+            raise ValueError("set exactly one of 'query' or 'file'")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# udf
+
+UdfFunction = str | SkipJsonSchema[Callable[..., Any]]
+
+
+class UdfSpec(ConfigModel):
+    """A Python function of Polars expressions (or LazyFrame -> LazyFrame) over one input."""
+
+    input: str = Field(description="Id of the upstream task whose output the function reads.")
+    function: UdfFunction = Field(
+        description="'path/to/file.py:function' (relative to the pipeline file) or "
+        "'package.module:function'; in Python, the function itself."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments passed to the function."
+    )
+    mode: Literal["auto", "expressions", "frame"] = Field(
+        "auto",
+        description="'expressions': the function returns Polars expressions; 'frame': it maps "
+        "a LazyFrame to a LazyFrame; 'auto' decides from the signature.",
+    )
+    output: Literal["with_columns", "select"] = Field(
+        "with_columns",
+        description="For expressions: add them to the input's columns, or select only them.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+class OnFail(StrEnum):
+    FAIL = "fail"
+    QUARANTINE = "quarantine"
+    WARN = "warn"
+
+
+class ColumnRule(ConfigModel):
+    """Rules for one column of an inline schema (pandera Column)."""
+
+    type: str | None = Field(None, description="Expected type: int64, float64, string, ...")
+    nullable: bool = Field(False, description="Allow NULLs (pandera's default is not to).")
+    unique: bool = Field(False, description="No two rows have the same value.")
+    required: bool = Field(True, description="The column must be present.")
+    checks: dict[str, Any] = Field(
+        default_factory=dict,
+        description="pandera built-in checks by name and argument: ge, gt, le, lt, eq, ne, "
+        "isin, notin, in_range {min, max}, str_matches, str_length {min, max}, ...",
+    )
+
+
+class InlineSchema(ConfigModel):
+    """A pandera schema written in the pipeline file (or a YAML file of the same shape)."""
+
+    columns: dict[str, ColumnRule] = Field(description="Rules by column name.")
+    strict: bool = Field(False, description="Reject columns the schema does not name.")
+    coerce: bool = Field(False, description="Cast columns to their declared types first.")
+    unique: tuple[str, ...] | None = Field(
+        None, description="Columns whose combination must be unique."
+    )
+
+
+def _schema_kind(value: Any) -> str:
+    """A mapping is an inline schema and nothing else: in an untagged union, one with an unknown
+    key would fall through to the Python-object member and fail late, without naming the key."""
+    if isinstance(value, str):
+        return "reference"
+    return "inline" if isinstance(value, dict | InlineSchema) else "object"
+
+
+SchemaSpec = Annotated[
+    Annotated[str, Tag("reference")]
+    | Annotated[InlineSchema, Tag("inline")]
+    | Annotated[SkipJsonSchema[Any], Tag("object")],
+    Discriminator(_schema_kind),
+]
+"""A schema file or Python reference, an inline schema, or (from Python) a pandera object."""
+
+
+class ValidateSpec(ConfigModel):
+    """Check one input against a pandera schema and decide what happens to failing rows."""
+
+    input: str = Field(description="Id of the task whose output is checked.")
+    schema_: SchemaSpec = Field(
+        alias="schema",
+        description="A YAML schema file, 'file.py:Model' / 'module:Model' naming a pandera "
+        "DataFrameModel or DataFrameSchema, or an inline schema.",
+    )
+    on_fail: OnFail = Field(
+        OnFail.FAIL,
+        description="fail: the task fails; quarantine: failing rows are set aside with the "
+        "column, check and value, the rest go on; warn: all rows go on, failures are logged.",
+    )
+    max_rejected_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="With quarantine, fail the task when more than this share of rows fails.",
+    )
+    batch_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Rows validated at a time. Schemas with uniqueness rules read the whole "
+        "input at once, because uniqueness cannot be decided batch by batch.",
+    )
+
+
+LoadSpec = Annotated[ParquetSink | DuckDBSink | PostgresSink, Field(discriminator="to")]
+
+ConnectionSpec = PostgresConnection
+"""Named connections; a union on `kind:` once there is a second kind."""
+
+
+# ---------------------------------------------------------------------------------------------
+# task and pipeline
+
+KIND_FIELDS: dict[TaskKind, str] = {
+    TaskKind.EXTRACT: "extract",
+    TaskKind.SQL: "sql",
+    TaskKind.UDF: "udf",
+    TaskKind.VALIDATE: "validate_",
+    TaskKind.LOAD: "load",
+}
+
+
+class TaskSpec(ConfigModel):
+    """One task: an id, exactly one kind key, and optional scheduling settings."""
+
+    id: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="Unique identifier (letters, digits, _); the name other tasks read it by.",
+    )
+    description: str | None = Field(None, description="Free text for people.")
+    depends_on: tuple[str, ...] = Field(
+        (), description="Extra upstream task ids, beyond those implied by inputs and SQL."
+    )
+    retry: RetryPolicy | None = Field(None, description="Overrides defaults.retry.")
+    timeout: Duration | None = Field(None, description="Overrides defaults.timeout.")
+    schema_change: Literal["evolve", "fail_on_breaking", "freeze"] = Field(
+        "evolve",
+        description="When the task's output schema differs from its last successful run: "
+        "evolve records the change; fail_on_breaking fails the task on a dropped, renamed "
+        "(as lineage shows it), narrowed or retyped column; freeze fails on any change. "
+        "A load's target table follows the load's own schema_change (fail_on_breaking).",
+    )
+    extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
+    sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")
+    udf: UdfSpec | None = Field(None, description="Apply a Polars UDF to one input.")
+    validate_: ValidateSpec | None = Field(
+        None, alias="validate", description="Check one input against a pandera schema."
+    )
+    load: LoadSpec | None = Field(
+        None, description="Write one input to a sink (see load sections)."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> TaskSpec:
+        present = [kind for kind, name in KIND_FIELDS.items() if getattr(self, name) is not None]
+        if len(present) != 1:
+            names = ", ".join(k.value for k in TaskKind)
+            if not present:
+                raise ValueError(f"a task needs exactly one kind key: one of {names}")
+            given = ", ".join(k.value for k in present)
+            raise ValueError(f"a task has exactly one kind, but this one has {given}")
+        return self
+
+    @property
+    def kind(self) -> TaskKind:
+        for kind, name in KIND_FIELDS.items():
+            if getattr(self, name) is not None:
+                return kind
+        raise AssertionError("validated TaskSpec without a kind")  # pragma: no cover
+
+    @property
+    def config(
+        self,
+    ) -> FilesSource | DuckDBSource | SqlSpec | UdfSpec | ValidateSpec | ParquetSink | DuckDBSink:
+        value = getattr(self, KIND_FIELDS[self.kind])
+        assert value is not None
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def input(self) -> str | None:
+        """The one upstream task whose output this task reads, for udf/validate/load."""
+        config = self.config
+        return getattr(config, "input", None)
+
+
+class PipelineSpec(ConfigModel):
+    """A whole pipeline: its name, parameters, defaults and tasks."""
+
+    name: str = Field(
+        alias="pipeline",
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="The pipeline's name (letters, digits, _); runs and outputs are filed by it.",
+    )
+    description: str | None = Field(None, description="Free text for people.")
+    schedule: str | None = Field(None, description="Cron expression (5 fields, or 6 with seconds).")
+    timezone: str = Field("UTC", description="IANA time zone the schedule is read in.")
+    overlap: Literal["skip", "queue", "allow", "cancel_previous"] = Field(
+        "skip",
+        description="When a run is due while the previous one still runs: skip the new "
+        "interval, queue it, allow both at once, or cancel the previous run.",
+    )
+    catchup: bool = Field(
+        False,
+        description="After downtime, run every missed interval (oldest first) instead of only "
+        "the latest.",
+    )
+    max_catchup: int = Field(
+        10, ge=1, le=10_000, description="With catchup: run at most this many missed intervals."
+    )
+    trigger: tuple[TriggerSpec, ...] = Field(
+        (), description="Runs started by new files or by another pipeline's success."
+    )
+    sla: Duration | None = Field(
+        None, description="Alert when a scheduled run has not succeeded this long after its time."
+    )
+    freshness: dict[str, Duration] = Field(
+        default_factory=dict,
+        description="Incremental extract id -> the most its watermark may lag behind now.",
+    )
+    alerts: AlertsSpec | None = Field(None, description="Alerts on failure, SLA misses and more.")
+    on_restart: Literal["resume", "fail"] = Field(
+        "resume",
+        description="What the scheduler does with a run its restart interrupted.",
+    )
+    params: dict[str, ParamDeclaration] = Field(
+        default_factory=dict,
+        description="Parameters: a default (its type is the parameter's) or {type, default}. "
+        "Override with ARROWLINE_PARAM_<NAME> or --param.",
+    )
+    defaults: TaskDefaults = Field(
+        default_factory=TaskDefaults, description="Settings every task inherits."
+    )
+    connections: dict[str, ConnectionSpec] = Field(
+        default_factory=dict,
+        description="Named database connections that extract and load tasks refer to.",
+    )
+    circuit_breaker: BreakerPolicy = Field(
+        default_factory=BreakerPolicy,
+        description="One breaker per connection, shared by the tasks of a run.",
+    )
+    openlineage: OpenLineageSpec | None = Field(
+        None, description="Send OpenLineage run events (START, COMPLETE, FAIL) to a file or URL."
+    )
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="How many runs' outputs `.arrowline/workspace/` keeps.",
+    )
+    tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("params", "connections")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"name {name!r} must be an identifier (letters, digits, _)")
+        return value
+
+    @property
+    def parameters(self) -> dict[str, Param]:
+        """Every parameter with its type, declared or inferred from its default."""
+        return {
+            name: value.param(name) if isinstance(value, ParamSpec) else infer_param(name, value)
+            for name, value in self.params.items()
+        }
+
+    @property
+    def param_defaults(self) -> dict[str, Any]:
+        return {name: param.default for name, param in self.parameters.items()}
+
+    def task(self, task_id: str) -> TaskSpec:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def document(self) -> str:
+        """The definition as YAML (settings left at their defaults omitted), for diffs. Its
+        secrets are masked here, where it is made, since runs store it and `--resume` prints it."""
+        import yaml
+
+        payload = self.model_dump(
+            mode="json", by_alias=True, exclude_defaults=True, fallback=_describe_object
+        )
+        return yaml.safe_dump(mask_secrets(payload), sort_keys=False, width=100, allow_unicode=True)
+
+
+def _describe_object(value: Any) -> str:
+    """Python objects in a definition (UDF functions, schema classes) by their name, for people
+    reading the document; fingerprints describe them by their code (engine.planning.fingerprint)."""
+    module = getattr(value, "__module__", type(value).__module__)
+    name = getattr(value, "__qualname__", type(value).__qualname__)
+    return f"{module}:{name}"
+
+
+def pipeline_json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of a pipeline file, for editors and linters."""
+    schema = PipelineSpec.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "arrowline pipeline"
+    task = schema["$defs"]["TaskSpec"]
+    # pydantic cannot express "exactly one of these keys"; JSON Schema can.
+    task["oneOf"] = [{"required": [kind.value]} for kind in TaskKind]
+    return schema

@@ -1,0 +1,599 @@
+"""Parameters and Jinja2 templates.
+
+Precedence, lowest first: the pipeline's `params:` defaults < environment variables
+`ARROWLINE_PARAM_<NAME>` < values given for one run (`--param name=value`, trigger payloads, the
+HTTP API, the Python API).
+
+Every parameter has a type (`ParamType`): declared (`n: {type: int, default: 3}`) or that of its
+default (`n: 3`). Every value, wherever it comes from, is checked against it by `check_value`:
+text (the command line, the environment, JSON strings) is read as the type, so `--param limit=10`
+is an integer; any other value must already be of the type, so a list or an object sent for an
+integer is refused instead of reaching a template as its Python text.
+
+Templates render with `StrictUndefined` in a sandboxed environment. Built-ins: `params`,
+`run_id`, `logical_date` (aware datetime, UTC), `ds` (YYYY-MM-DD of the logical date),
+`ds_nodash`, `pipeline` and `task` (ids). Values reach SQL through two filters:
+
+    where region = {{ params.region | sql_literal }}      -> 'north'   (quotes doubled)
+    select * from {{ params.table | sql_identifier }}     -> "orders"  (quotes doubled)
+
+`sql_literal` makes any text a single SQL string literal, so a value such as
+`x'; drop table t; --` stays data and cannot change the statement. Only a parameter whose every
+value is a number or a boolean (`Param.prints_as_sql`) may be printed into SQL without a filter;
+validation reports any other as an error (`unfiltered_sql_params`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, assert_never
+
+import jinja2
+import yaml
+from jinja2 import meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.core.errors import ParameterError
+from engine.core.problems import did_you_mean
+
+__all__ = [
+    "ANY_PARAM",
+    "ENV_PREFIX",
+    "Param",
+    "ParamType",
+    "RenderContext",
+    "as_type",
+    "check_value",
+    "coerce_value",
+    "infer_param",
+    "parse_assignments",
+    "referenced_params",
+    "render",
+    "resolve_params",
+    "sql_identifier",
+    "sql_literal",
+    "template_environment",
+    "unfiltered_sql_params",
+]
+
+ENV_PREFIX = "ARROWLINE_PARAM_"
+SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
+BUILTINS = frozenset({"params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"})
+
+
+def sql_literal(value: Any) -> str:
+    """Render a Python value as one SQL literal (DuckDB and PostgreSQL syntax)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return _signed(str(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParameterError(f"cannot write {value!r} as a SQL literal")
+        return _signed(repr(value))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ParameterError(f"cannot write {value!r} as a SQL literal")
+        return _signed(str(value))
+    if isinstance(value, datetime):
+        kind = "TIMESTAMPTZ" if value.tzinfo is not None else "TIMESTAMP"
+        return f"{kind} '{value.isoformat(sep=' ')}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        if not items:
+            raise ParameterError("an empty list has no SQL literal (IN () is not valid SQL)")
+        return "(" + ", ".join(sql_literal(item) for item in items) + ")"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ParameterError("text with a NUL character cannot be a SQL literal")
+        return "'" + value.replace("'", "''") + "'"
+    raise ParameterError(f"cannot write a {type(value).__name__} as a SQL literal")
+
+
+def _signed(number: str) -> str:
+    """A negative number in parentheses: after a minus, `10--5` would start a comment."""
+    return f"({number})" if number.startswith("-") else number
+
+
+def _finalize_sql(value: Any) -> Any:
+    """How SQL text prints a value: numbers (printed raw, they are allowed to be) keep their
+    sign inside parentheses, so `10-{{ n }}` with n = -5 cannot comment out the rest of the line."""
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return _signed(str(value))
+    return value
+
+
+def sql_identifier(value: Any) -> str:
+    """Render text as one quoted SQL identifier; dots are part of the name, not separators."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ParameterError(f"{value!r} is not a usable SQL identifier")
+    return '"' + value.replace('"', '""') + '"'
+
+
+class _NullUndefined(jinja2.ChainableUndefined):
+    """Renders an undefined value as SQL NULL, so validation can still parse the statement."""
+
+    def __str__(self) -> str:
+        return "NULL"
+
+
+@functools.cache
+def template_environment(sql: bool = False) -> ImmutableSandboxedEnvironment:
+    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters); with `sql`,
+    the one SQL statements render in, where a number's sign cannot start a comment."""
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # SQL, paths and YAML values: HTML escaping would corrupt them
+        keep_trailing_newline=True,
+        finalize=_finalize_sql if sql else None,
+    )
+    env.filters["sql_literal"] = sql_literal
+    env.filters["sql_identifier"] = sql_identifier
+    return env
+
+
+@functools.cache
+def _lenient_environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=_NullUndefined, autoescape=False)
+    env.filters.update(template_environment().filters)
+    # Validation renders SQL only to parse it: an undefined value through a SQL filter renders
+    # as NULL (or an identifier) so the statement still parses; the undefined name itself is
+    # reported by the strict environment.
+    env.filters["sql_literal"] = lambda v: (
+        "NULL" if isinstance(v, jinja2.Undefined) else sql_literal(v)
+    )
+    env.filters["sql_identifier"] = lambda v: (
+        '"undefined"' if isinstance(v, jinja2.Undefined) else sql_identifier(v)
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Everything a template can see for one run."""
+
+    pipeline: str
+    params: Mapping[str, Any]
+    run_id: str
+    logical_date: datetime
+
+    def variables(self, task_id: str | None = None) -> dict[str, Any]:
+        when = self.logical_date
+        return {
+            "params": dict(self.params),
+            "run_id": self.run_id,
+            "logical_date": when,
+            "ds": when.date().isoformat(),
+            "ds_nodash": when.strftime("%Y%m%d"),
+            "pipeline": self.pipeline,
+            "task": task_id,
+        }
+
+
+def render_lenient(text: str, context: RenderContext, task_id: str | None = None) -> str | None:
+    """Render with undefined values as NULL, for validation only; None when that fails too."""
+    try:
+        return _lenient_environment().from_string(text).render(context.variables(task_id))
+    except Exception:
+        return None
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def render(
+    text: str, context: RenderContext, task_id: str | None = None, *, sql: bool = False
+) -> str:
+    """Render one template (`sql`: a SQL statement). Raises ParameterError for undefined names
+    and template errors."""
+    if not is_template(text):
+        return text
+    env = template_environment(sql)
+    try:
+        return env.from_string(text).render(context.variables(task_id))
+    except jinja2.UndefinedError as exc:
+        defined = ", ".join(sorted(context.params)) or "none"
+        raise ParameterError(
+            f"template uses an undefined value ({exc.message}); defined parameters: {defined}"
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ParameterError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+    except ParameterError:
+        raise
+    except Exception as exc:
+        raise ParameterError(f"template failed: {type(exc).__name__}: {exc}") from exc
+
+
+def template_syntax_error(text: str) -> str | None:
+    """What is wrong with a template that does not parse, or None."""
+    if not is_template(text):
+        return None
+    try:
+        template_environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template syntax error on line {exc.lineno}: {exc.message}"
+    return None
+
+
+def referenced_params(text: str) -> set[str]:
+    """Names used as `params.NAME` or `params['NAME']` in a template (parse only, no render)."""
+    if not is_template(text):
+        return set()
+    ast = template_environment().parse(text)
+    names: set[str] = set()
+    for node in ast.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "params":
+            names.add(node.attr)
+    for item in ast.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name == "params"
+            and isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+        ):
+            names.add(item.arg.value)
+    return names
+
+
+def undeclared_names(text: str) -> set[str]:
+    """Top-level template variables that are not built-ins (and so are undefined)."""
+    if not is_template(text):
+        return set()
+    ast = template_environment().parse(text)
+    return set(meta.find_undeclared_variables(ast)) - BUILTINS
+
+
+ANY_PARAM = "*"
+"""Stands for every parameter in `unfiltered_sql_params`: which one a template prints cannot be
+told before it runs (`{{ params[name] }}`, `{{ params | attr(x) }}`)."""
+
+
+def unfiltered_sql_params(text: str) -> set[str]:
+    """Parameters printed into SQL without `sql_literal`/`sql_identifier`: injection risks.
+
+    Conservative: a parameter counts when it is printed directly (`params.a`, `params['a']`),
+    through a variable set from it (`{% set x = params.a %}`, `{% for x in params.a %}`,
+    `namespace`), or inside any expression that does not end in a SQL filter. ANY_PARAM stands
+    for all of them when the name is only known at run time."""
+    if not is_template(text):
+        return set()
+    ast = template_environment().parse(text)
+    held = _variables_holding_params(ast)
+    risky: set[str] = set()
+    for output in ast.find_all(nodes.Output):
+        for expr in output.nodes:
+            if isinstance(expr, nodes.TemplateData):
+                continue
+            if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
+                continue
+            risky |= _params_in(expr, held)
+    return risky
+
+
+def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:
+    """The parameters an expression may evaluate to (or contain)."""
+    found: set[str] = set()
+    looked_up = 0  # `params` names accounted for by `params.a` / `params['a']`
+    for node in [expr, *expr.find_all((nodes.Getattr, nodes.Getitem))]:
+        if not (isinstance(node, nodes.Getattr | nodes.Getitem) and _is_params(node.node)):
+            continue
+        looked_up += 1
+        if isinstance(node, nodes.Getattr):
+            found.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add(node.arg.value)
+        else:
+            found.add(ANY_PARAM)
+    names = [expr] if isinstance(expr, nodes.Name) else list(expr.find_all(nodes.Name))
+    if sum(_is_params(name) for name in names) > looked_up:
+        found.add(ANY_PARAM)  # `params` itself, passed to a filter or printed whole
+    for name in names:
+        found |= held.get(name.name, set())
+    return found
+
+
+def _is_params(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "params"
+
+
+def _variables_holding_params(ast: nodes.Template) -> dict[str, set[str]]:
+    """Template variables (`set`, `for`, `with`) and the parameters each may hold, followed
+    through chains (`{% set a = params.x %}{% set b = a %}`) until nothing changes."""
+    bindings: list[tuple[nodes.Node, nodes.Node]] = []
+    for node in ast.find_all((nodes.Assign, nodes.For, nodes.With)):
+        if isinstance(node, nodes.Assign):
+            bindings.append((node.target, node.node))
+        elif isinstance(node, nodes.For):
+            bindings.append((node.target, node.iter))
+        else:
+            assert isinstance(node, nodes.With)
+            bindings.extend(zip(node.targets, node.values, strict=False))
+    held: dict[str, set[str]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for target, value in bindings:
+            found = _params_in(value, held)
+            for name in _target_names(target):
+                if not found <= held.setdefault(name, set()):
+                    held[name] |= found
+                    changed = True
+    return held
+
+
+def _target_names(target: nodes.Node) -> Iterable[str]:
+    if isinstance(target, nodes.Name | nodes.NSRef):
+        yield target.name
+    elif isinstance(target, nodes.Tuple):
+        for item in target.items:
+            yield from _target_names(item)
+
+
+class ParamType(StrEnum):
+    """The types a parameter can have: declared (`{type: int, default: 3}`) or its default's."""
+
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    DATE = "date"
+    DATETIME = "datetime"
+    LIST = "list"
+    DICT = "dict"
+
+
+_PRINTABLE_IN_SQL = frozenset({ParamType.INT, ParamType.FLOAT, ParamType.BOOL})
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a pipeline: its type and its default (null makes it optional)."""
+
+    name: str
+    type: ParamType
+    default: Any
+    description: str | None = None
+
+    @property
+    def nullable(self) -> bool:
+        """A parameter whose default is null takes null as a value too."""
+        return self.default is None
+
+    @property
+    def expected(self) -> str:
+        """The type as an error message or an API answer names it: `int`, `int or null`."""
+        return f"{self.type.value} or null" if self.nullable else self.type.value
+
+    @property
+    def prints_as_sql(self) -> bool:
+        """Every value reads as SQL as it is: a number or a boolean (never null, never text)."""
+        return self.type in _PRINTABLE_IN_SQL and not self.nullable
+
+
+_INFERRED: tuple[tuple[type | tuple[type, ...], ParamType], ...] = (
+    ((str, type(None)), ParamType.STR),
+    (bool, ParamType.BOOL),  # before int: a bool is an int to isinstance
+    (int, ParamType.INT),
+    (float, ParamType.FLOAT),
+    (datetime, ParamType.DATETIME),  # before date, for the same reason
+    (date, ParamType.DATE),
+    ((list, tuple), ParamType.LIST),
+    (dict, ParamType.DICT),
+)
+
+
+def infer_param(name: str, default: Any) -> Param:
+    """A parameter declared by its default alone (`limit: 10`): it has the default's type; a
+    null default makes it optional text."""
+    inferred = next((kind for types, kind in _INFERRED if isinstance(default, types)), None)
+    if inferred is None:
+        raise ParameterError(
+            f"parameter {name!r}: a default of type {type(default).__name__} has no parameter "
+            f"type (types: {', '.join(t.value for t in ParamType)})",
+            hint=f"declare it as {name}: {{type: str, default: ...}} with one of those types",
+            parameter=name,
+        )
+    return Param(name, inferred, default)
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def check_value(param: Param, value: Any, source: str) -> Any:
+    """`value` as `param`'s type, or ParameterError naming the parameter, its type, the value
+    and `source` (where the value came from: `--param`, `$ARROWLINE_PARAM_N`, a request)."""
+    if value is None and param.nullable:
+        return None
+    try:
+        return as_type(param.type, value)
+    except ValueError as exc:
+        raise ParameterError(
+            f"parameter {param.name!r} from {source}: {exc}",
+            parameter=param.name,
+            expected=param.expected,
+            received=_shown(value),
+        ) from None
+
+
+def as_type(kind: ParamType, value: Any) -> Any:
+    """`value` as a `kind`, or ValueError saying what was expected and what came. Text is read
+    as the type (it is all the command line and the environment can give); any other value
+    must already be of it, and lists and mappings hold only scalars."""
+    try:
+        return _read(kind, value) if isinstance(value, str) else _typed(kind, value)
+    except (ValueError, TypeError, ArithmeticError, yaml.YAMLError) as exc:
+        shown = _shown(value)
+        what = (
+            f"cannot read {shown} as {kind.value}"
+            if isinstance(value, str)
+            else f"expected {kind.value}, got {_kind(value)} {shown}"
+        )
+        raise ValueError(what + (f" ({exc})" if str(exc) else "")) from None
+
+
+def _read(kind: ParamType, text: str) -> Any:
+    """Text as a value of `kind`."""
+    if kind is ParamType.STR:
+        return text
+    if kind is ParamType.BOOL:
+        lowered = text.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise ValueError("expected true or false")
+    if kind is ParamType.INT:
+        return int(text)
+    if kind is ParamType.FLOAT:
+        return _finite(float(text))
+    if kind is ParamType.DATETIME:
+        return datetime.fromisoformat(text)
+    if kind is ParamType.DATE:
+        return date.fromisoformat(text)
+    parsed = json.loads(text) if text.strip()[:1] in "[{" else yaml.safe_load(text)
+    return _typed(kind, parsed)
+
+
+def _typed(kind: ParamType, value: Any) -> Any:
+    """`value` when it is of `kind` (ints widen to float); TypeError when it is not."""
+    match kind:
+        case ParamType.STR:
+            ok = isinstance(value, str)
+        case ParamType.BOOL:
+            ok = isinstance(value, bool)
+        case ParamType.INT:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        case ParamType.FLOAT:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return _finite(float(value))
+            ok = False
+        case ParamType.DATETIME:
+            ok = isinstance(value, datetime)
+        case ParamType.DATE:
+            ok = isinstance(value, date) and not isinstance(value, datetime)
+        case ParamType.LIST:
+            if isinstance(value, list | tuple):
+                return [_scalar(item, f"item {i}") for i, item in enumerate(value)]
+            ok = False
+        case ParamType.DICT:
+            if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+                return {key: _scalar(item, f"key {key!r}") for key, item in value.items()}
+            ok = False
+        case _:
+            assert_never(kind)
+    if not ok:
+        raise TypeError("")
+    return value
+
+
+def _finite(number: float) -> float:
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _scalar(value: Any, where: str) -> Any:
+    """An item of a list or mapping parameter: text, a number, a boolean, a date or null."""
+    if value is None or isinstance(value, str | bool | int | date):
+        return value
+    if isinstance(value, float):
+        return _finite(value)
+    raise ValueError(f"{where} is {_kind(value)}; items are text, numbers, booleans, dates or null")
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "text"}
+    names |= {list: "a list", tuple: "a list", dict: "an object", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """The value as sent, shortened: an attacker's megabyte does not belong in a log line."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def coerce_value(name: str, text: str, default: Any, source: str) -> Any:
+    """Convert a text value to the type of the parameter's default."""
+    return check_value(infer_param(name, default), text, source)
+
+
+def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`["a=1", "b=x=y"]` -> {"a": "1", "b": "x=y"}; a missing `=` is an error."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(f"--param expects name=value, got {item!r}")
+        values[name.strip()] = value
+    return values
+
+
+def resolve_params(
+    declared: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    source: str = "--param",
+) -> dict[str, Any]:
+    """Merge defaults < environment < overrides, each value checked against its parameter's
+    type. `declared` maps names to `Param`s (`PipelineSpec.parameters`) or to plain defaults.
+    Unknown override names are errors; `source` names where the overrides came from."""
+    environ = os.environ if environ is None else environ
+    params = {
+        name: value if isinstance(value, Param) else infer_param(name, value)
+        for name, value in declared.items()
+    }
+    resolved = {name: param.default for name, param in params.items()}
+    by_upper = {name.upper(): name for name in params}
+    for key, text in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = by_upper.get(key[len(ENV_PREFIX) :].upper())
+        if name is not None:  # variables for other pipelines are not ours to judge
+            resolved[name] = check_value(params[name], text, f"${key}")
+    for name, value in (overrides or {}).items():
+        if name not in params:
+            known = ", ".join(sorted(params)) or "none are declared"
+            raise ParameterError(
+                f"unknown parameter {name!r}.{did_you_mean(str(name), list(params))} "
+                f"Parameters of this pipeline: {known}",
+                hint="declare it under `params:` in the pipeline with a default value",
+                parameter=str(name),
+            )
+        resolved[name] = check_value(params[name], value, source)
+    return resolved
+
+
+_RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable, readable and unique enough: `20241102T030000Z-a1b2c3`."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
+
+
+def is_run_id(text: str) -> bool:
+    return bool(_RUN_ID.match(text))
+
+
+def short_run_id(run_id: str) -> str:
+    """A run id short enough for a terminal line: the random part of a generated id
+    (`a1b2c3`: its time is on the line already), else at most 12 characters of a given one."""
+    if is_run_id(run_id):
+        return run_id.rsplit("-", 1)[1]
+    return run_id if len(run_id) <= 12 else run_id[:11] + "…"

@@ -1,0 +1,240 @@
+"""Retention: which task outputs the workspace keeps, and removing the rest.
+
+Every run publishes each task's output under `.arrowline/workspace/<pipeline>/<task>/<run_id>/`;
+without retention they pile up forever (a dozen quickstart runs held 652 MB for 49 MB of data).
+A pipeline's `retention: {keep_runs: N}` says how many recent runs keep everything. Beyond those,
+an output stays while something may still read it:
+
+- the latest successful output of every task: `--select` reuses it, drift compares with it, the
+  notebook and `arrowline show` read it;
+- every output of a run that is PENDING or RUNNING, or that can still be resumed (FAILED,
+  CANCELLED or INTERRUPTED, and newer than the pipeline's last success or holding an open dead
+  letter that a requeue would resume), with the outputs of earlier runs it reuses.
+
+Everything else in the pipeline's folder that belongs to one of its runs is removed: after each
+run (holding the pipeline's run lock, so no run of it starts meanwhile) and by `arrowline gc`.
+Each removal is written to the catalog first, so reading a removed output says "removed by gc"
+rather than failing on a missing file. Folders that belong to no run in the catalog (another
+catalog's, a copy) and unpublished staging folders are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.files.atomic import remove_tree
+from engine.core.errors import StateError
+from engine.core.states import RESUMABLE
+from engine.spec.model import RetentionSpec
+from engine.state.catalog import Catalog, CatalogReader, TaskRunRow
+from engine.state.workspace import Workspace
+
+__all__ = [
+    "Collection",
+    "Removal",
+    "collect",
+    "format_bytes",
+    "missing_output",
+    "plan_collection",
+    "recorded_retention",
+]
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One published output that retention removes."""
+
+    task_id: str
+    run_id: str
+    path: Path
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What retention keeps and removes in one pipeline's workspace, decided before anything
+    is removed (so `--dry-run` shows exactly what a collection would do)."""
+
+    pipeline: str
+    keep_runs: int
+    removals: tuple[Removal, ...]
+    kept: int
+    """Published outputs of the pipeline's runs that stay."""
+    resumable: tuple[str, ...]
+    """Runs kept whole because they can still be resumed."""
+
+    @property
+    def bytes(self) -> int:
+        return sum(removal.bytes for removal in self.removals)
+
+    @property
+    def reason(self) -> str:
+        return f"gc: keep_runs {self.keep_runs}"
+
+
+def _runs(catalog: CatalogReader, pipeline: str) -> list[tuple[str, str]]:
+    """(run_id, state) of every run of the pipeline, newest first."""
+    rows = catalog.query(
+        "select run_id, state from runs where pipeline = ? order by created_at desc, run_id desc",
+        (pipeline,),
+    )
+    return [(row["run_id"], row["state"]) for row in rows]
+
+
+def _resumable(catalog: CatalogReader, pipeline: str, runs: list[tuple[str, str]]) -> set[str]:
+    """Ended runs a resume or a requeue may still continue: those since the last success (the
+    next `--resume last`), and those an open dead letter points at."""
+    lettered = {
+        row["run_id"]
+        for row in catalog.query(
+            "select distinct run_id from dead_letters "
+            "where pipeline = ? and status in ('open', 'requeued')",
+            (pipeline,),
+        )
+    }
+    resumable: set[str] = set()
+    superseded = False
+    for run_id, state in runs:  # newest first
+        if state == "SUCCESS":
+            superseded = True
+        elif state in RESUMABLE and (not superseded or run_id in lettered):
+            resumable.add(run_id)
+    return resumable
+
+
+def _kept(
+    catalog: CatalogReader, pipeline: str, protected: set[str], latest: dict[str, TaskRunRow]
+) -> set[tuple[str, str]]:
+    """(task_id, run_id) outputs to keep: every output of the protected runs and what they
+    reuse from earlier runs, and the latest successful output of each task."""
+    kept = {(task_id, row.run_id) for task_id, row in latest.items()}
+    for row in catalog.query(
+        "select u.run_id, u.task_id, u.from_run_id from reused u join runs r using (run_id) "
+        "where r.pipeline = ?",
+        (pipeline,),
+    ):
+        if row["run_id"] in protected:
+            kept.add((row["task_id"], row["from_run_id"]))
+    return kept
+
+
+def _published(workspace: Workspace, pipeline: str) -> Iterator[tuple[str, str, Path]]:
+    """(task_id, run_id, folder) of every published output on this disk; staging folders and
+    files (LATEST) are not outputs, and a symlink is never followed."""
+    root = workspace.root / pipeline
+    if not root.is_dir():
+        return
+    for task_dir in sorted(root.iterdir()):
+        if task_dir.name.startswith(".") or task_dir.is_symlink() or not task_dir.is_dir():
+            continue
+        for run_dir in sorted(task_dir.iterdir()):
+            if run_dir.name.startswith(".") or run_dir.is_symlink() or not run_dir.is_dir():
+                continue
+            yield task_dir.name, run_dir.name, run_dir
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:  # removed meanwhile
+                continue
+    return total
+
+
+def plan_collection(
+    catalog: CatalogReader, workspace: Workspace, pipeline: str, keep_runs: int
+) -> Collection:
+    """Decide what to remove from `pipeline`'s outputs, keeping the last `keep_runs` runs."""
+    runs = _runs(catalog, pipeline)
+    resumable = _resumable(catalog, pipeline, runs)
+    protected = {run_id for run_id, _ in runs[:keep_runs]} | resumable
+    protected |= {run_id for run_id, state in runs if state in ("PENDING", "RUNNING")}
+    kept = _kept(catalog, pipeline, protected, catalog.latest_outputs(pipeline))
+    known = {run_id for run_id, _ in runs}
+    removals = []
+    staying = 0
+    for task_id, run_id, folder in _published(workspace, pipeline):
+        if run_id not in known:
+            continue  # not a run of this catalog: not ours to judge
+        if run_id in protected or (task_id, run_id) in kept:
+            staying += 1
+            continue
+        removals.append(Removal(task_id, run_id, folder, _size(folder)))
+    return Collection(
+        pipeline,
+        keep_runs,
+        tuple(removals),
+        staying,
+        tuple(run_id for run_id, _ in runs if run_id in resumable),
+    )
+
+
+def collect(catalog: Catalog, collection: Collection) -> None:
+    """Remove what `collection` lists: noted in the catalog first, then deleted."""
+    if not collection.removals:
+        return
+    catalog.record_removed_outputs(
+        collection.pipeline,
+        [(r.run_id, r.task_id, r.bytes) for r in collection.removals],
+        collection.reason,
+    )
+    for removal in collection.removals:
+        remove_tree(removal.path)
+
+
+def recorded_retention(catalog: CatalogReader, pipeline: str) -> RetentionSpec:
+    """The retention the pipeline's latest run had (its definition is stored with it): what
+    `arrowline gc PIPELINE` applies when given a name rather than a file. The default when the
+    run recorded none (a pipeline that never set one, or a run before retention existed)."""
+    import yaml
+    from pydantic import ValidationError
+
+    rows = catalog.query(
+        "select definition from runs where pipeline = ? and definition is not null "
+        "order by created_at desc limit 1",
+        (pipeline,),
+    )
+    if not rows:
+        return RetentionSpec()
+    try:
+        stored = yaml.safe_load(rows[0]["definition"]) or {}
+        return RetentionSpec.model_validate(stored.get("retention") or {})
+    except (yaml.YAMLError, ValidationError, AttributeError):  # not a definition we wrote
+        return RetentionSpec()
+
+
+def missing_output(catalog: CatalogReader, row: TaskRunRow) -> StateError:
+    """The error for a published output that is not on disk: removed by gc (when and why), or
+    gone some other way."""
+    removed = catalog.removed_output(row.run_id, row.task_id)
+    if removed is not None:
+        return StateError(
+            f"the output of task {row.task_id!r} from run {row.run_id} was removed by gc at "
+            f"{removed.removed_at[:19].replace('T', ' ')} ({removed.reason})",
+            hint="gc keeps the latest successful output of each task (the default when no run "
+            "is named) and those of the last `retention.keep_runs` runs; run the task again "
+            "to get this one back",
+        )
+    return StateError(
+        f"the output of task {row.task_id!r} from run {row.run_id} is not on this disk "
+        f"({row.output_path})",
+        hint="it was deleted by hand, or written by another host sharing the catalog",
+    )
+
+
+def format_bytes(size: int) -> str:
+    """`512 B`, `12.3 kB`, `652.0 MB`: decimal units, as `du --si` and file managers show."""
+    if size < 1000:
+        return f"{size} B"
+    value = size / 1000
+    for unit in ("kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
