@@ -186,9 +186,8 @@ def test_readable_while_another_process_is_running(write: WritePipeline, project
         seen_running = False
         while time.monotonic() < deadline and not seen_running:
             with engine.open(project) as notebook:
-                states = dict(
-                    zip(notebook.runs()["pipeline"], notebook.runs()["state"], strict=True)
-                )
+                runs = notebook.runs()  # once: the other process may add its run in between
+                states = dict(zip(runs["pipeline"], runs["state"], strict=True))
                 seen_running = states.get("slow") == "RUNNING"
                 # published outputs stay readable while the other run writes its catalog rows
                 assert (
