@@ -16,13 +16,15 @@ from typing import Any
 import pyarrow as pa
 
 from connectors import postgres
-from connectors.base import Capabilities, ConnectorContext, FileVersion, InputTable, SinkResult
+from connectors.base import Capabilities, ConnectorContext, SinkResult
 from connectors.duckdb import CAPABILITIES as DUCKDB
 from connectors.duckdb import DuckDBSink, DuckDBSource, observe_duckdb, open_duckdb, write_duckdb
 from connectors.duckdb import state as duckdb_state
 from connectors.files import CAPABILITIES as FILES
 from connectors.files import FilesSource, ParquetSink, observe_files, open_files, write_parquet
 from connectors.postgres import state as postgres_state
+from engine.core.files import FileVersion
+from engine.core.tables import InputTable
 from engine.core.watermark import Watermark, WatermarkUpdate
 
 __all__ = [

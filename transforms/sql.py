@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.base import CancelToken, InputTable
+from engine.core.cancel import CancelToken
+from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
     import duckdb

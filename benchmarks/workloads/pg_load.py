@@ -135,8 +135,9 @@ def _target(name: str) -> str:
 
 
 def _arrowline_write(mode: str, target: str, file: Path) -> float:
-    from connectors.base import ConnectorContext, InputTable
+    from connectors.base import ConnectorContext
     from connectors.postgres import PostgresConnection, PostgresSink, resolve, write_postgres
+    from engine.core.tables import InputTable
 
     server = resolve("bench", PostgresConnection(kind="postgres", uri=URI), Path.cwd())
     config: dict[str, Any] = {

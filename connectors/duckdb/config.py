@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from connectors.base import ConfigModel
+from engine.core.config import ConfigModel
 
 __all__ = ["DuckDBSink", "DuckDBSource"]
 

@@ -16,7 +16,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.base import ConnectorContext, SinkResult
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
 from connectors.duckdb.state import prepare
@@ -25,6 +25,7 @@ from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.sqltext import quote_identifier, quote_table, split_table
+from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
     import duckdb

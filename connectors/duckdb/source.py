@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from connectors.base import ConnectorContext, FileVersion, file_versions
+from connectors.base import ConnectorContext
 from connectors.duckdb.config import DuckDBSource
 from connectors.duckdb.errors import translate
 from engine.core.errors import DataError
+from engine.core.files import FileVersion, file_versions
 from engine.core.sqltext import quote_table
 
 if TYPE_CHECKING:

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from connectors.base import CancelToken, ConnectorContext, InputTable, SinkResult
-from connectors.files.atomic import publish_directory, remove_tree, staging_path
+from connectors.base import ConnectorContext, SinkResult
 from connectors.files.config import ParquetSink
-from connectors.files.writer import ParquetBatchWriter
+from engine.core.cancel import CancelToken
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
+from engine.core.files import publish_directory, remove_tree, staging_path
+from engine.core.parquet import ParquetBatchWriter
+from engine.core.tables import InputTable
 
 __all__ = ["write_parquet"]
 

@@ -21,7 +21,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from connectors.base import ConnectorContext, FileVersion, file_versions
+from connectors.base import ConnectorContext
 from connectors.files.badrows import (
     Reject,
     Rejects,
@@ -32,6 +32,7 @@ from connectors.files.badrows import (
 )
 from connectors.files.config import FilesSource
 from engine.core.errors import DataError, DefinitionError
+from engine.core.files import FileVersion, file_versions
 from engine.core.sqltext import NameClash, name_clash
 from engine.core.types import parse_type
 

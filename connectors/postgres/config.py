@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from connectors.base import ConfigModel
+from engine.core.config import ConfigModel
 from engine.core.durations import Duration
 
 __all__ = [

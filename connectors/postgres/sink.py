@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.base import ConnectorContext, SinkResult
 from connectors.evolution import Column, diff
 from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
@@ -34,6 +34,7 @@ from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.sqltext import quote_identifier, quote_table, split_table
+from engine.core.tables import InputTable
 
 __all__ = ["write_postgres"]
 

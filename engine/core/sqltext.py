@@ -1,10 +1,11 @@
-"""Quoting of (optionally schema-qualified) identifiers; PostgreSQL and DuckDB agree on it.
-Column names DuckDB cannot tell apart."""
+"""SQL text written from values: quoted identifiers and tables (PostgreSQL and DuckDB agree on
+the quoting), DuckDB list literals of file paths, and the column names DuckDB cannot tell apart."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.core.errors import DefinitionError
 
@@ -12,6 +13,7 @@ __all__ = [
     "NameClash",
     "distinct_names",
     "name_clash",
+    "parquet_list_sql",
     "quote_identifier",
     "quote_table",
     "split_table",
@@ -92,3 +94,8 @@ def distinct_names(names: Sequence[str]) -> list[str]:
         used[renamed.translate(_ASCII_LOWER)] = 1
         result.append(renamed)
     return result
+
+
+def parquet_list_sql(files: tuple[Path, ...] | list[Path]) -> str:
+    """A DuckDB list literal of file paths, quotes doubled."""
+    return "[" + ", ".join("'" + str(path).replace("'", "''") + "'" for path in files) + "]"

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from loguru import logger
 
-from connectors.base import CancelToken, InputTable
+from engine.core.cancel import CancelToken
 from engine.core.errors import (
     ArrowlineError,
     Cancelled,
@@ -47,6 +47,7 @@ from engine.core.errors import (
 from engine.core.faults import fault_point
 from engine.core.secrets import redact, register_secrets_in
 from engine.core.states import RunState, TaskState
+from engine.core.tables import InputTable
 from engine.core.watermark import Watermark
 from engine.execution.breaker import CircuitBreaker, CircuitOpen
 from engine.execution.retry import backoff_delay

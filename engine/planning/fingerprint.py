@@ -41,8 +41,8 @@ from pathlib import Path
 from types import CodeType, FunctionType, ModuleType
 from typing import Any, assert_never
 
-from connectors.base import file_versions
 from engine.core.errors import error_context
+from engine.core.files import file_versions
 from engine.core.secrets import mask_secrets
 from engine.spec.definition import Definition
 from engine.spec.model import PipelineSpec, TaskKind, TaskSpec

@@ -28,8 +28,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import CancelToken, InputTable
+from engine.core.cancel import CancelToken
 from engine.core.problems import Problem
+from engine.core.tables import InputTable
 from engine.planning.build import Plan, PlannedTask
 from engine.spec.model import TaskKind
 from engine.state.catalog import CatalogReader
@@ -209,8 +210,8 @@ def _extract_schema(
     from connectors.base import ConnectorContext
     from connectors.files.config import FilesSource
     from connectors.files.source import column_name_clash
-    from connectors.files.writer import ParquetBatchWriter
     from connectors.registry import open_source
+    from engine.core.parquet import ParquetBatchWriter
 
     config = task.spec.extract
     if isinstance(config, FilesSource):

@@ -26,10 +26,10 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
-from connectors.base import ConfigModel
 from connectors.duckdb.config import DuckDBSink, DuckDBSource
 from connectors.files.config import CsvOptions, FilesSource, ParquetSink
 from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
+from engine.core.config import ConfigModel
 from engine.core.durations import Duration
 from engine.core.errors import ParameterError
 from engine.core.secrets import mask_secrets

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.files.atomic import remove_tree
 from engine.core.errors import StateError
+from engine.core.files import remove_tree
 from engine.core.states import RESUMABLE
 from engine.spec.model import RetentionSpec
 from engine.state.catalog import Catalog, CatalogReader, TaskRunRow

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from connectors.base import InputTable
-from connectors.files.atomic import publish_directory, remove_tree
 from engine.core.errors import StateError
+from engine.core.files import publish_directory, remove_tree
+from engine.core.tables import InputTable
 
 __all__ = ["QUARANTINE_DIR", "STATE_DIR", "Workspace", "nearest_project_dir"]
 

@@ -17,12 +17,14 @@ from typing import Any, Protocol, assert_never
 
 import pyarrow as pa
 
-from connectors.base import CancelToken, ConnectorContext, InputTable
+from connectors.base import ConnectorContext
 from connectors.files.config import FilesSource
-from connectors.files.writer import ParquetBatchWriter
 from connectors.registry import open_source, sink_state, write_sink
+from engine.core.cancel import CancelToken
 from engine.core.errors import UserCodeError, disk_full
 from engine.core.faults import fault_point
+from engine.core.parquet import ParquetBatchWriter
+from engine.core.tables import InputTable
 from engine.core.watermark import Watermark, WatermarkTracker, WatermarkUpdate
 from engine.execution.watermarks import WatermarkBroker
 from engine.planning.build import Plan, PlannedTask

@@ -4,11 +4,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.base import ConnectorContext, SinkResult
 from connectors.files import ParquetSink
 from connectors.files import write_parquet as _write_parquet
-from connectors.files.atomic import publish_directory
 from engine.core.errors import DataError
+from engine.core.files import publish_directory
+from engine.core.tables import InputTable
 
 
 def input_table(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable:

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from connectors.base import ConnectorContext, InputTable, SinkResult
+from connectors.base import ConnectorContext, SinkResult
 from connectors.postgres import PostgresConnection, PostgresSink, resolve, write_postgres
 from engine.core.errors import DataError
+from engine.core.tables import InputTable
 from tests.conftest import PgSchema, at_once
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from connectors.files.writer import ParquetBatchWriter
 from engine.core.errors import DiskFull, disk_full
+from engine.core.parquet import ParquetBatchWriter
 from engine.core.states import RunState, TaskState
 from engine.state.catalog import CatalogReader
 from engine.state.db import SqliteDatabase

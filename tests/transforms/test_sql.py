@@ -5,8 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.base import CancelToken, InputTable
+from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DataError, TaskError
+from engine.core.tables import InputTable
 from transforms.sql import run_sql
 
 

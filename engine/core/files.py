@@ -14,10 +14,11 @@ import functools
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["publish_directory", "remove_tree", "staging_path"]
+__all__ = ["FileVersion", "file_versions", "publish_directory", "remove_tree", "staging_path"]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -76,3 +77,20 @@ def publish_directory(staged: Path, target: Path) -> bool:
     os.rename(staged, target)
     remove_tree(previous)
     return False
+
+
+FileVersion = tuple[str, int, int]
+"""One input file as it is now: (path, size in bytes, modification time in ns)."""
+
+
+def file_versions(paths: Iterable[Path]) -> tuple[FileVersion, ...]:
+    """Size and modification time of each file that exists. Cheap (no file is read), and
+    enough to tell that a source would read something else than the last time."""
+    versions = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # gone: leaving it out is what makes the set differ from before
+        versions.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(versions)

@@ -1,0 +1,54 @@
+"""The hand-off between tasks: a task's output as the tasks downstream (and sinks) read it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from engine.core.sqltext import parquet_list_sql
+
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = ["InputTable"]
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """A task output as another task reads it: Parquet files with a known schema and row count.
+
+    Readers choose their access path: an Arrow stream (`reader`), a Polars LazyFrame (`lazy`),
+    or DuckDB reading the files directly (`duckdb_source`), which is the fastest for SQL.
+    """
+
+    task_id: str
+    run_id: str
+    files: tuple[Path, ...]
+    schema: pa.Schema
+    num_rows: int
+    bytes: int = 0
+    extras: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def batches(self, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        for path in self.files:
+            with pq.ParquetFile(path) as parquet:
+                yield from parquet.iter_batches(batch_size=batch_size)
+
+    def reader(self, batch_size: int = 65_536) -> pa.RecordBatchReader:
+        """The rows as one Arrow stream, never more than a batch in memory at a time."""
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches(batch_size))
+
+    def lazy(self) -> pl.LazyFrame:
+        import polars as pl
+
+        return pl.scan_parquet([str(path) for path in self.files])
+
+    def duckdb_source(self) -> str:
+        """A DuckDB table expression over the files."""
+        return f"read_parquet({parquet_list_sql(self.files)})"
