@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from engine.spec.model import UdfSpec
 from lineage.columns import ColumnEdge, ColumnLineage, Unresolved
+from transforms.config import UdfSpec
 from transforms.udf import udf_expressions, udf_mode
 
 __all__ = ["udf_lineage"]

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 import polars as pl
 
 from engine.core.errors import UserCodeError
-from engine.spec.model import UdfSpec
+from transforms.config import UdfSpec
 from transforms.user_code import load_object, user_frame
 
 __all__ = ["apply_udf", "load_udf", "udf", "udf_expressions", "udf_mode"]

@@ -25,7 +25,7 @@ import pyarrow as pa
 from engine.core.errors import DataError, DefinitionError, UserCodeError
 from engine.core.problems import did_you_mean
 from engine.core.types import parse_type
-from engine.spec.model import ColumnRule, InlineSchema, OnFail, ValidateSpec
+from transforms.config import ColumnRule, InlineSchema, OnFail, ValidateSpec
 from transforms.user_code import load_object
 
 __all__ = [

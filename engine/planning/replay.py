@@ -30,10 +30,11 @@ from engine.core.graph import Graph
 from engine.core.secrets import without_masked
 from engine.planning.build import Plan, PlannedTask, build_plan
 from engine.spec.definition import Definition
-from engine.spec.model import OnFail, TaskKind
+from engine.spec.model import TaskKind
 from engine.state.catalog import CatalogReader, TaskRunRow
 from engine.state.retention import missing_output
 from engine.state.workspace import QUARANTINE_DIR, Workspace
+from transforms.config import OnFail
 
 __all__ = ["ReplaySource", "plan_replay"]
 

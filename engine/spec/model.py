@@ -10,7 +10,6 @@ Every model forbids unknown keys. Defaults are written here once and documented 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -24,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
+from pydantic.json_schema import WithJsonSchema
 
 from connectors.duckdb.config import DuckDBSink, DuckDBSource
 from connectors.files.config import CsvOptions, FilesSource, ParquetSink
@@ -34,32 +33,27 @@ from engine.core.durations import Duration
 from engine.core.errors import ParameterError
 from engine.core.secrets import mask_secrets
 from engine.spec.params import Param, ParamType, as_type, infer_param
+from transforms.config import SqlSpec, UdfSpec, ValidateSpec
 
 __all__ = [
     "NAME_PATTERN",
     "AlertsSpec",
     "BreakerPolicy",
-    "ColumnRule",
     "CsvOptions",
     "DuckDBSink",
     "DuckDBSource",
     "ExtractSpec",
     "FilesSource",
-    "InlineSchema",
     "LoadSpec",
-    "OnFail",
     "ParamSpec",
     "ParquetSink",
     "PipelineSpec",
     "RetentionSpec",
     "RetryPolicy",
-    "SqlSpec",
     "TaskDefaults",
     "TaskKind",
     "TaskSpec",
     "TriggerSpec",
-    "UdfSpec",
-    "ValidateSpec",
     "pipeline_json_schema",
 ]
 
@@ -238,136 +232,6 @@ class AlertsSpec(ConfigModel):
 # extract and load: the connectors' own config models, tagged by `from:` and `to:`
 
 ExtractSpec = Annotated[FilesSource | DuckDBSource | PostgresSource, Field(discriminator="from_")]
-
-
-# ---------------------------------------------------------------------------------------------
-# sql
-
-
-class SqlSpec(ConfigModel):
-    """A DuckDB SELECT over upstream task outputs, referenced by task id as table names."""
-
-    query: str | None = Field(None, description="The SELECT statement (Jinja2 template).")
-    file: str | None = Field(None, description="A .sql file holding the statement instead.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"query": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _query_or_file(self) -> SqlSpec:
-        if (self.query is None) == (self.file is None):
-            raise ValueError("set exactly one of 'query' or 'file'")
-        return self
-
-
-# ---------------------------------------------------------------------------------------------
-# udf
-
-UdfFunction = str | SkipJsonSchema[Callable[..., Any]]
-
-
-class UdfSpec(ConfigModel):
-    """A Python function of Polars expressions (or LazyFrame -> LazyFrame) over one input."""
-
-    input: str = Field(description="Id of the upstream task whose output the function reads.")
-    function: UdfFunction = Field(
-        description="'path/to/file.py:function' (relative to the pipeline file) or "
-        "'package.module:function'; in Python, the function itself."
-    )
-    args: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments passed to the function."
-    )
-    mode: Literal["auto", "expressions", "frame"] = Field(
-        "auto",
-        description="'expressions': the function returns Polars expressions; 'frame': it maps "
-        "a LazyFrame to a LazyFrame; 'auto' decides from the signature.",
-    )
-    output: Literal["with_columns", "select"] = Field(
-        "with_columns",
-        description="For expressions: add them to the input's columns, or select only them.",
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# validate
-
-
-class OnFail(StrEnum):
-    FAIL = "fail"
-    QUARANTINE = "quarantine"
-    WARN = "warn"
-
-
-class ColumnRule(ConfigModel):
-    """Rules for one column of an inline schema (pandera Column)."""
-
-    type: str | None = Field(None, description="Expected type: int64, float64, string, ...")
-    nullable: bool = Field(False, description="Allow NULLs (pandera's default is not to).")
-    unique: bool = Field(False, description="No two rows have the same value.")
-    required: bool = Field(True, description="The column must be present.")
-    checks: dict[str, Any] = Field(
-        default_factory=dict,
-        description="pandera built-in checks by name and argument: ge, gt, le, lt, eq, ne, "
-        "isin, notin, in_range {min, max}, str_matches, str_length {min, max}, ...",
-    )
-
-
-class InlineSchema(ConfigModel):
-    """A pandera schema written in the pipeline file (or a YAML file of the same shape)."""
-
-    columns: dict[str, ColumnRule] = Field(description="Rules by column name.")
-    strict: bool = Field(False, description="Reject columns the schema does not name.")
-    coerce: bool = Field(False, description="Cast columns to their declared types first.")
-    unique: tuple[str, ...] | None = Field(
-        None, description="Columns whose combination must be unique."
-    )
-
-
-def _schema_kind(value: Any) -> str:
-    """A mapping is an inline schema and nothing else: in an untagged union, one with an unknown
-    key would fall through to the Python-object member and fail late, without naming the key."""
-    if isinstance(value, str):
-        return "reference"
-    return "inline" if isinstance(value, dict | InlineSchema) else "object"
-
-
-SchemaSpec = Annotated[
-    Annotated[str, Tag("reference")]
-    | Annotated[InlineSchema, Tag("inline")]
-    | Annotated[SkipJsonSchema[Any], Tag("object")],
-    Discriminator(_schema_kind),
-]
-"""A schema file or Python reference, an inline schema, or (from Python) a pandera object."""
-
-
-class ValidateSpec(ConfigModel):
-    """Check one input against a pandera schema and decide what happens to failing rows."""
-
-    input: str = Field(description="Id of the task whose output is checked.")
-    schema_: SchemaSpec = Field(
-        alias="schema",
-        description="A YAML schema file, 'file.py:Model' / 'module:Model' naming a pandera "
-        "DataFrameModel or DataFrameSchema, or an inline schema.",
-    )
-    on_fail: OnFail = Field(
-        OnFail.FAIL,
-        description="fail: the task fails; quarantine: failing rows are set aside with the "
-        "column, check and value, the rest go on; warn: all rows go on, failures are logged.",
-    )
-    max_rejected_fraction: float = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="With quarantine, fail the task when more than this share of rows fails.",
-    )
-    batch_rows: int = Field(
-        1_000_000,
-        ge=1,
-        description="Rows validated at a time. Schemas with uniqueness rules read the whole "
-        "input at once, because uniqueness cannot be decided batch by batch.",
-    )
 
 
 LoadSpec = Annotated[ParquetSink | DuckDBSink | PostgresSink, Field(discriminator="to")]

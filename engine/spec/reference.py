@@ -28,21 +28,17 @@ from engine.scheduling.http import ENDPOINTS, MAX_BODY
 from engine.spec.model import (
     AlertsSpec,
     BreakerPolicy,
-    ColumnRule,
-    InlineSchema,
     OpenLineageSpec,
     ParamSpec,
     PipelineSpec,
     RetentionSpec,
     RetryPolicy,
-    SqlSpec,
     TaskDefaults,
     TaskSpec,
     TriggerSpec,
-    UdfSpec,
-    ValidateSpec,
 )
 from engine.spec.params import ParamType
+from transforms.config import ColumnRule, InlineSchema, SqlSpec, UdfSpec, ValidateSpec
 
 __all__ = ["render_reference"]
 

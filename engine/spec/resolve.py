@@ -16,9 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from engine.core.errors import DefinitionError, ParameterError
 from engine.spec.definition import Definition
-from engine.spec.model import KIND_FIELDS, SqlSpec, TaskKind, TaskSpec
+from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
 from engine.spec.params import RenderContext, render
 from lineage.tables import SqlSyntaxError, TableRef, parse_select, referenced_tables
+from transforms.config import SqlSpec
 
 __all__ = ["ResolvedTask", "render_task", "resolve_task", "sql_text", "template_texts"]
 

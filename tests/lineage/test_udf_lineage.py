@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from engine.spec.model import UdfSpec
 from lineage.udf import udf_lineage
+from transforms.config import UdfSpec
 
 SCHEMA = pl.Schema({"id": pl.Int64, "g": pl.String, "amount": pl.Float64, "qty": pl.Int64})
 

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from engine.core.errors import UserCodeError
-from engine.spec.model import UdfSpec
+from transforms.config import UdfSpec
 from transforms.udf import apply_udf, load_udf, udf, udf_mode
 
 FRAME = pl.LazyFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from engine.core.errors import DataError, DefinitionError, UserCodeError
-from engine.spec.model import InlineSchema, ValidateSpec
+from transforms.config import InlineSchema, ValidateSpec
 from transforms.validate import (
     QUARANTINE_ERRORS,
     QUARANTINE_ROW,
