@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.core.sqltext import quote_identifier
 from engine.planning.build import Plan, PlannedTask
 from engine.spec.model import TaskKind
 from engine.state.catalog import CatalogReader
@@ -115,9 +116,7 @@ def _columns(schema: pa.Schema) -> dict[str, str]:
 
 def _sql_type(data_type: pa.DataType) -> str:
     if pa.types.is_struct(data_type):
-        fields = ", ".join(
-            f'"{f.name.replace(chr(34), chr(34) * 2)}" {_sql_type(f.type)}' for f in data_type
-        )
+        fields = ", ".join(f"{quote_identifier(f.name)} {_sql_type(f.type)}" for f in data_type)
         return f"STRUCT({fields})"
     if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
         return f"{_sql_type(data_type.value_type)}[]"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.core.cancel import CancelToken
+from engine.core.sqltext import quote_identifier, sql_literal
 from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
@@ -30,14 +31,6 @@ class DuckDBSettings:
     memory_limit: str | None = None
     """e.g. '4GB'; None keeps DuckDB's default (80% of RAM)."""
     temp_directory: Path | None = None
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def connect(settings: DuckDBSettings) -> duckdb.DuckDBPyConnection:
@@ -81,11 +74,11 @@ def run_sql(
     try:
         for name, table in inputs.items():
             connection.execute(
-                f"create view {_quote(name)} as select * from {table.duckdb_source()}"
+                f"create view {quote_identifier(name)} as select * from {table.duckdb_source()}"
             )
         statement = _exact_integers(connection, _statement(sql))
         result = connection.execute(
-            f"copy (\n{statement}\n) to {_literal(str(output))} "
+            f"copy (\n{statement}\n) to {sql_literal(str(output))} "
             "(format parquet, compression snappy, row_group_size 122880)"
         ).fetchone()
         return int(result[0]) if result else 0
@@ -117,7 +110,9 @@ def _exact_integers(connection: duckdb.DuckDBPyConnection, statement: str) -> st
     wide = [name for name, kind, *_ in columns if kind in ("HUGEINT", "UHUGEINT")]
     if not wide:
         return statement
-    casts = ", ".join(f"cast({_quote(name)} as bigint) as {_quote(name)}" for name in wide)
+    casts = ", ".join(
+        f"cast({quote_identifier(name)} as bigint) as {quote_identifier(name)}" for name in wide
+    )
     return f"select * replace ({casts}) from (\n{statement}\n)"
 
 

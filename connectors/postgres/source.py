@@ -30,9 +30,8 @@ from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.errors import translate
 from connectors.postgres.types import SourceConversion, numeric_rewrite
 from engine.core.errors import ArrowlineError, DataError, DefinitionError
-from engine.core.sqltext import quote_identifier, quote_table
+from engine.core.sqltext import quote_identifier, quote_table, sql_literal
 from engine.core.watermark import Watermark
-from engine.spec.params import sql_literal
 
 __all__ = ["base_query", "incremental_filter", "open_postgres", "partition_ranges"]
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from engine.core.errors import StateError
 from engine.core.problems import did_you_mean
+from engine.core.sqltext import quote_identifier, sql_literal
 from engine.state.catalog import CatalogReader, TaskRunRow, catalog_location
 from engine.state.retention import missing_output
 from engine.state.workspace import QUARANTINE_DIR, STATE_DIR, nearest_project_dir
@@ -280,20 +281,20 @@ class Project:
         connection = self._duckdb
         owners: dict[str, list[str]] = {}
         for pipeline in self.catalog.pipelines():
-            connection.execute(f"create schema if not exists {_quote(pipeline)}")
+            connection.execute(f"create schema if not exists {quote_identifier(pipeline)}")
             for task_id, row in self.catalog.latest_outputs(pipeline).items():
                 assert row.output_path is not None
-                files = os.path.join(row.output_path, "part-*.parquet").replace("'", "''")
+                files = sql_literal(os.path.join(row.output_path, "part-*.parquet"))
+                view = f"{quote_identifier(pipeline)}.{quote_identifier(task_id)}"
                 connection.execute(
-                    f"create or replace view {_quote(pipeline)}.{_quote(task_id)} as "
-                    f"select * from read_parquet('{files}')"
+                    f"create or replace view {view} as select * from read_parquet({files})"
                 )
                 owners.setdefault(task_id, []).append(pipeline)
         for task_id, pipelines in owners.items():
             if len(pipelines) == 1:  # unambiguous: also reachable without the pipeline name
                 connection.execute(
-                    f"create or replace view {_quote(task_id)} as "
-                    f"select * from {_quote(pipelines[0])}.{_quote(task_id)}"
+                    f"create or replace view {quote_identifier(task_id)} as "
+                    f"select * from {quote_identifier(pipelines[0])}.{quote_identifier(task_id)}"
                 )
         return connection.sql(query)
 
@@ -323,10 +324,6 @@ def _loaded_elsewhere(row: TaskRunRow, pipeline: str, source: str | None) -> Sta
 def _datetime(text: str | None) -> datetime | None:
     """A catalog time (ISO 8601 text with its offset) as an aware datetime."""
     return datetime.fromisoformat(text) if text else None
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def open(project_dir: str | os.PathLike[str] | None = None) -> Project:

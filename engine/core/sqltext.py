@@ -3,11 +3,15 @@ the quoting), DuckDB list literals of file paths, and the column names DuckDB ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from engine.core.errors import DefinitionError
+from engine.core.errors import DefinitionError, ParameterError
 
 __all__ = [
     "NameClash",
@@ -17,6 +21,9 @@ __all__ = [
     "quote_identifier",
     "quote_table",
     "split_table",
+    "sql_identifier",
+    "sql_literal",
+    "sql_number",
 ]
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -97,5 +104,52 @@ def distinct_names(names: Sequence[str]) -> list[str]:
 
 
 def parquet_list_sql(files: tuple[Path, ...] | list[Path]) -> str:
-    """A DuckDB list literal of file paths, quotes doubled."""
-    return "[" + ", ".join("'" + str(path).replace("'", "''") + "'" for path in files) + "]"
+    """A DuckDB list literal of file paths."""
+    return "[" + ", ".join(sql_literal(str(path)) for path in files) + "]"
+
+
+def sql_literal(value: Any) -> str:
+    """Render a Python value as one SQL literal (DuckDB and PostgreSQL syntax)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return sql_number(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParameterError(f"cannot write {value!r} as a SQL literal")
+        return sql_number(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ParameterError(f"cannot write {value!r} as a SQL literal")
+        return sql_number(value)
+    if isinstance(value, datetime):
+        kind = "TIMESTAMPTZ" if value.tzinfo is not None else "TIMESTAMP"
+        return f"{kind} '{value.isoformat(sep=' ')}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        if not items:
+            raise ParameterError("an empty list has no SQL literal (IN () is not valid SQL)")
+        return "(" + ", ".join(sql_literal(item) for item in items) + ")"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ParameterError("text with a NUL character cannot be a SQL literal")
+        return "'" + value.replace("'", "''") + "'"
+    raise ParameterError(f"cannot write a {type(value).__name__} as a SQL literal")
+
+
+def sql_number(value: int | float | Decimal) -> str:
+    """A number as SQL text; a negative one in parentheses, since after a minus `10--5` would
+    start a comment."""
+    text = repr(value) if isinstance(value, float) else str(value)
+    return f"({text})" if text.startswith("-") else text
+
+
+def sql_identifier(value: Any) -> str:
+    """Render text as one quoted SQL identifier; dots are part of the name, not separators."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ParameterError(f"{value!r} is not a usable SQL identifier")
+    return quote_identifier(value)

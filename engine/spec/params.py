@@ -44,6 +44,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.core.errors import ParameterError
 from engine.core.problems import did_you_mean
+from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 
 __all__ = [
     "ANY_PARAM",
@@ -59,8 +60,6 @@ __all__ = [
     "referenced_params",
     "render",
     "resolve_params",
-    "sql_identifier",
-    "sql_literal",
     "template_environment",
     "unfiltered_sql_params",
 ]
@@ -70,57 +69,12 @@ SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
 BUILTINS = frozenset({"params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"})
 
 
-def sql_literal(value: Any) -> str:
-    """Render a Python value as one SQL literal (DuckDB and PostgreSQL syntax)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return _signed(str(value))
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ParameterError(f"cannot write {value!r} as a SQL literal")
-        return _signed(repr(value))
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ParameterError(f"cannot write {value!r} as a SQL literal")
-        return _signed(str(value))
-    if isinstance(value, datetime):
-        kind = "TIMESTAMPTZ" if value.tzinfo is not None else "TIMESTAMP"
-        return f"{kind} '{value.isoformat(sep=' ')}'"
-    if isinstance(value, date):
-        return f"DATE '{value.isoformat()}'"
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        if not items:
-            raise ParameterError("an empty list has no SQL literal (IN () is not valid SQL)")
-        return "(" + ", ".join(sql_literal(item) for item in items) + ")"
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ParameterError("text with a NUL character cannot be a SQL literal")
-        return "'" + value.replace("'", "''") + "'"
-    raise ParameterError(f"cannot write a {type(value).__name__} as a SQL literal")
-
-
-def _signed(number: str) -> str:
-    """A negative number in parentheses: after a minus, `10--5` would start a comment."""
-    return f"({number})" if number.startswith("-") else number
-
-
 def _finalize_sql(value: Any) -> Any:
     """How SQL text prints a value: numbers (printed raw, they are allowed to be) keep their
     sign inside parentheses, so `10-{{ n }}` with n = -5 cannot comment out the rest of the line."""
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return _signed(str(value))
+        return sql_number(value)
     return value
-
-
-def sql_identifier(value: Any) -> str:
-    """Render text as one quoted SQL identifier; dots are part of the name, not separators."""
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise ParameterError(f"{value!r} is not a usable SQL identifier")
-    return '"' + value.replace('"', '""') + '"'
 
 
 class _NullUndefined(jinja2.ChainableUndefined):

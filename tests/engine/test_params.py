@@ -6,6 +6,7 @@ import sqlglot
 from sqlglot import exp
 
 from engine.core.errors import ParameterError
+from engine.core.sqltext import sql_identifier, sql_literal
 from engine.spec.params import (
     ANY_PARAM,
     Param,
@@ -17,8 +18,6 @@ from engine.spec.params import (
     referenced_params,
     render,
     resolve_params,
-    sql_identifier,
-    sql_literal,
     unfiltered_sql_params,
 )
 
