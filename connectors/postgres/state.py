@@ -16,9 +16,9 @@ from connectors.state import (
     read_state,
     write_state,
 )
+from engine.core.locking import advisory_key
 from engine.core.sqltext import quote_identifier
 from engine.core.watermark import Watermark, WatermarkUpdate
-from engine.state.db import advisory_key
 
 __all__ = ["delete", "prepare", "put", "read"]
 

@@ -11,7 +11,7 @@ Each lock holds one dedicated connection for as long as it is held; the holder c
 to learn whether the server still counts it as the holder (a session the server ended has lost
 its lock, and a scheduler that was the leader must stop acting as one).
 
-Keys are two int4s (engine.state.db.advisory_key): the kind and catalog schema, then the name.
+Keys are two int4s (engine.core.locking.advisory_key): the kind and catalog schema, then the name.
 Two names whose crc32 collide would share a lock: that serializes two pipelines, never lets two
 runs of one pipeline overlap.
 """
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 
-from engine.state.db import CatalogLocation, PostgresDatabase, advisory_key
+from engine.core.locking import advisory_key
+from engine.state.db import CatalogLocation, PostgresDatabase
 
 __all__ = ["AdvisoryLock", "advisory_held"]
 

@@ -24,7 +24,6 @@ import os
 import re
 import sqlite3
 import threading
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from engine.core.errors import StateError, full_disk_said
+from engine.core.locking import advisory_key
 from engine.core.secrets import redact, register_secret
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "PostgresDatabase",
     "Row",
     "SqliteDatabase",
-    "advisory_key",
     "catalog_location",
 ]
 
@@ -124,17 +123,6 @@ def catalog_location(project: Path, uri: str | None = None) -> CatalogLocation:
         )
     rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
     return CatalogLocation(path, urlunsplit(parts._replace(query=rest)), schema)
-
-
-def advisory_key(namespace: str, name: str) -> tuple[int, int]:
-    """Two int4 keys for `pg_advisory_lock(k1, k2)`, stable across processes and versions
-    (crc32, not Python's salted hash); pg_locks shows them as classid and objid."""
-
-    def int4(text: str) -> int:
-        value = zlib.crc32(text.encode())
-        return value - 2**32 if value >= 2**31 else value
-
-    return int4(namespace), int4(name)
 
 
 class Database(ABC):
