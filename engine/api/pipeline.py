@@ -456,7 +456,6 @@ def resume(
                 tasks=tuple(
                     replace(t, retry=retry) if t.action == "run" else t for t in the_plan.tasks
                 ),
-                _index={},
             )
         if on_plan is not None:
             on_plan(the_plan)

@@ -14,6 +14,7 @@ code, input files and upstream; see engine.planning.fingerprint) is reused inste
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -133,16 +134,17 @@ class Plan:
     openlineage: OpenLineageSpec | None = None
     retention: RetentionSpec = field(default_factory=RetentionSpec)
     """What the workspace keeps once the run ends (engine.state.retention)."""
-    _index: dict[str, PlannedTask] = field(default_factory=dict, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._index.update({task.id: task for task in self.tasks})
+    @functools.cached_property
+    def _by_id(self) -> dict[str, PlannedTask]:
+        # derived, so dataclasses.replace(plan, tasks=...) gets a fresh one
+        return {task.id: task for task in self.tasks}
 
     def task(self, task_id: str) -> PlannedTask:
-        return self._index[task_id]
+        return self._by_id[task_id]
 
     def __contains__(self, task_id: object) -> bool:
-        return task_id in self._index
+        return task_id in self._by_id
 
     @property
     def to_run(self) -> tuple[PlannedTask, ...]:

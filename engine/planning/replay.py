@@ -153,5 +153,5 @@ def plan_replay(
         elif planned.id in needed:
             tasks.append(replace(planned, action="reuse", reuse_run=needed[planned.id]))
     source.write_input(workspace.output_dir(spec.name, feed, full.run_id))
-    plan = replace(full, tasks=tuple(tasks), selected=tuple(sorted(chosen)), _index={})
+    plan = replace(full, tasks=tuple(tasks), selected=tuple(sorted(chosen)))
     return plan, source

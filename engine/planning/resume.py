@@ -148,4 +148,4 @@ def plan_resume(
             reused.add(task.id)
         else:
             tasks.append(replace(task, action="run", reuse_run=None))
-    return replace(fresh, tasks=tuple(tasks), resumed=True, _index={})
+    return replace(fresh, tasks=tuple(tasks), resumed=True)
