@@ -28,6 +28,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from connectors.base import NamingContext
+from engine.core.places import Place
 from engine.core.sqltext import quote_identifier
 from engine.planning.build import Plan, PlannedTask
 from engine.spec.model import TaskKind
@@ -123,14 +125,12 @@ def _sql_type(data_type: pa.DataType) -> str:
     return "VARCHAR"
 
 
-def _external(task: PlannedTask) -> str:
-    config: Any = task.spec.extract or task.spec.load
-    kind = getattr(config, "from_", None) or getattr(config, "to", "?")
-    where = getattr(config, "connection", None) or getattr(config, "path", "")
-    if isinstance(where, tuple):
-        where = ",".join(where)
-    table = getattr(config, "table", None)
-    return f"{kind}:{where}" + (f"#{table}" if table else "")
+def _place(task: PlannedTask) -> Place:
+    """Where an extract reads or a load writes, as its connector names it."""
+    owner, config = task.spec.connector, task.spec.extract or task.spec.load
+    assert owner is not None
+    assert config is not None
+    return owner.place(config, NamingContext())
 
 
 def pipeline_lineage(
@@ -201,10 +201,10 @@ def _task(
         )
         return
     if task.kind is TaskKind.EXTRACT:
-        graph.external[task.id] = _external(task)
-        query = getattr(task.spec.extract, "query", None)
-        if query:
-            _source_query(graph, task, query, schemas[task.id].names)
+        place = _place(task)
+        graph.external[task.id] = place.label
+        if place.query:
+            _source_query(graph, task, place, schemas[task.id].names)
             return
         external = graph.external[task.id]
         for column in _columns(schemas[task.id]):
@@ -244,22 +244,20 @@ def _task(
             for rule in checked:
                 graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{rule}", "filter"))
         return
-    graph.external[task.id] = _external(task)  # a load: the target's columns
+    graph.external[task.id] = _place(task).label  # a load: the target's columns
     for column in columns:
         graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{column}", "value"))
 
 
-def _source_query(graph: LineageGraph, task: PlannedTask, query: str, outputs: list[str]) -> None:
+def _source_query(graph: LineageGraph, task: PlannedTask, place: Place, outputs: list[str]) -> None:
     """An extract's query, traced to the tables it reads: `<source>#<table>::<column>`."""
     from lineage.columns import source_query_lineage
 
-    config: Any = task.spec.extract
-    dialect = "postgres" if config.from_ == "postgres" else "duckdb"
-    result, tables = source_query_lineage(query, outputs, dialect)
-    prefix = graph.external[task.id].partition("#")[0]
-    graph.external[task.id] = f"{prefix}#{','.join(sorted(tables.values()))}"
+    assert place.query is not None
+    result, tables = source_query_lineage(place.query, outputs, place.dialect or "duckdb")
+    graph.external[task.id] = place.table_label(",".join(sorted(tables.values())))
     for edge in result.edges:
-        source = f"{prefix}#{tables[edge.table]}::{edge.column}"
+        source = f"{place.table_label(tables[edge.table])}::{edge.column}"
         graph.edges.append(LineageEdge(f"{task.id}.{edge.output}", source, edge.kind))
     _report(graph, task.id, result.unresolved)
 

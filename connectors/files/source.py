@@ -23,14 +23,13 @@ import pyarrow.parquet as pq
 
 from connectors.base import ConnectorContext
 from connectors.files.badrows import (
-    Reject,
-    Rejects,
     convert_checked,
     first_bad_utf8,
     json_problem,
     ndjson_line_by_line,
 )
 from connectors.files.config import FilesSource
+from connectors.rejects import Reject, Rejects
 from engine.core.errors import DataError, DefinitionError
 from engine.core.files import FileVersion, file_versions
 from engine.core.sqltext import NameClash, name_clash

@@ -86,12 +86,11 @@ def show_state(definition: Definition, project: Path, task_id: str | None = None
                         row.run_id if row else None,
                     )
                 )
-                if config is None or not sink_state(config).transactional:
+                state = sink_state(config) if config is not None else None
+                if state is None:
                     continue
                 try:
-                    stored = (
-                        sink_state(config).read(_context(plan, connections, sink_id)).get(task.id)
-                    )
+                    stored = state.read(config, _context(plan, connections, sink_id)).get(task.id)
                 except Exception as exc:  # an unreachable sink is shown, not fatal
                     rows.append(
                         StateRow(task.id, sink_id, "sink", None, None, f"unreadable: {exc}")
@@ -125,13 +124,13 @@ def _apply(
     with Catalog(catalog_location(project)) as catalog:
         for task in _incremental(plan, task_id):
             for sink_id, config in _sinks(task):
-                if config is not None and sink_state(config).transactional:
-                    state = sink_state(config)
+                state = sink_state(config) if config is not None else None
+                if state is not None:
                     ctx = _context(plan, connections, sink_id)
                     if value is None:
-                        state.delete(ctx, task.id)
+                        state.delete(config, ctx, task.id)
                     else:
-                        state.put(ctx, [WatermarkUpdate(task.id, value)])
+                        state.put(config, ctx, [WatermarkUpdate(task.id, value)])
                 catalog.set_watermark(
                     plan.pipeline,
                     task.id,

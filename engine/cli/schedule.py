@@ -250,7 +250,7 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
         spec = api.load(path).spec
         if not spec.schedule:
             _fail(f"pipeline {name!r} has no schedule, so it has no intervals to backfill")
-        incremental = [t.id for t in spec.tasks if getattr(t.extract, "incremental", None)]
+        incremental = [t.id for t in spec.tasks if t.incremental is not None]
         if parallel > 1 and incremental:
             _fail(
                 f"--parallel {parallel}: {name}'s incremental extracts ({', '.join(incremental)}) "

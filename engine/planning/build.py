@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from connectors.base import NamingContext
 from engine.core.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
 from engine.core.graph import Graph, find_cycles
 from engine.core.problems import did_you_mean
@@ -69,11 +70,11 @@ class PlannedTask:
     @property
     def connection(self) -> str | None:
         """The named connection the task's extract or load uses, if any."""
-        return getattr(self.spec.config, "connection", None)
+        return self.spec.connection
 
     @property
     def incremental(self) -> bool:
-        return getattr(self.spec.extract, "incremental", None) is not None
+        return self.spec.incremental is not None
 
     @property
     def produces_table(self) -> bool:
@@ -81,11 +82,10 @@ class PlannedTask:
 
     def describe_output(self) -> str:
         if self.kind is TaskKind.LOAD:
-            config = self.spec.load
+            owner, config = self.spec.connector, self.spec.load
+            assert owner is not None
             assert config is not None
-            target = getattr(config, "table", None)
-            where = getattr(config, "path", None) or getattr(config, "connection", "")
-            return f"{config.to}:{where}" + (f"#{target}" if target else "")
+            return owner.place(config, NamingContext()).label
         if self.kind is TaskKind.VALIDATE:
             return "workspace (+ quarantine)"
         return "workspace"
@@ -258,7 +258,7 @@ def build_plan(
     else:
         actions = dict.fromkeys(graph.order, ("run", None))
 
-    incremental = {t.id for t in spec.tasks if getattr(t.extract, "incremental", None) is not None}
+    incremental = {t.id for t in spec.tasks if t.incremental is not None}
     loads = [t.id for t in spec.tasks if t.kind is TaskKind.LOAD]
     downstream = {task_id: graph.descendants([task_id]) for task_id in incremental}
     sinks_of = {
@@ -310,9 +310,7 @@ def build_plan(
         retention=spec.retention,
         connections={
             name: spec.connections[name]
-            for name in sorted(
-                {getattr(r.spec.config, "connection", None) or "" for r in resolved.values()}
-            )
+            for name in sorted({r.spec.connection or "" for r in resolved.values()})
             if name in spec.connections
         },
     )

@@ -152,11 +152,10 @@ def _user_code(task: TaskSpec, base_dir: Path) -> str | None:
 
 
 def _source_files(task: TaskSpec, base_dir: Path) -> list[Any] | None:
-    from connectors.registry import observe_source
-
-    if task.extract is None:
+    owner = task.connector
+    if owner is None or task.extract is None:
         return None
-    versions = observe_source(task.extract, base_dir)
+    versions = owner.observe(task.extract, base_dir)
     return list(versions) if versions is not None else None
 
 

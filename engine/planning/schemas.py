@@ -205,47 +205,40 @@ def _extract_schema(
     files: dict[str, Path],
     line_of: Callable[[str, str], int | None],
 ) -> None:
-    """Files: the schema their reader settles on (the data is not read). Other sources: the
-    last run's, since asking a database would need it up at plan time."""
-    from connectors.base import ConnectorContext
-    from connectors.files.config import FilesSource
-    from connectors.files.source import column_name_clash
-    from connectors.registry import open_source
+    """The schema the source's connector gives before data moves (files: the one their reader
+    settles on, no row read), else the last run's output schema."""
+    from connectors.base import ConnectorContext, Unknown
     from engine.core.parquet import ParquetBatchWriter
 
-    config = task.spec.extract
-    if isinstance(config, FilesSource):
-        context = ConnectorContext(
-            base_dir=plan.base_dir, pipeline=plan.pipeline, run_id="plan", task_id=task.id
-        )
-        try:
-            schema = open_source(config, context)[0].schema
-        except Exception as exc:  # no files yet, or unreadable: not a plan error
-            reason = " ".join(str(exc).split())
-            clash = column_name_clash(config, plan.base_dir)
-            if clash is not None:  # but a header the run will refuse is
-                reason = "its plan-time check failed"
-                report.problems.append(
-                    Problem(
-                        "column-names",
-                        clash.message,
-                        file=plan.pipeline_file,
-                        line=line_of(task.id, "extract"),
-                        task_id=task.id,
-                        hint=clash.hint,
-                    )
+    owner, config = task.spec.connector, task.spec.extract
+    assert owner is not None
+    assert config is not None
+    context = ConnectorContext(
+        base_dir=plan.base_dir, pipeline=plan.pipeline, run_id="plan", task_id=task.id
+    )
+    found = owner.schema(config, context)
+    if isinstance(found, Unknown):
+        reason = found.reason
+        if found.problem is not None:  # the run would fail on it: a plan problem
+            report.problems.append(
+                Problem(
+                    found.problem.code,
+                    found.problem.message,
+                    file=plan.pipeline_file,
+                    line=line_of(task.id, "extract"),
+                    task_id=task.id,
+                    hint=found.problem.hint,
                 )
-        else:
-            path = root / "extracts" / f"{task.id}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ParquetBatchWriter(path, schema).close()  # the schema a run's Parquet output has
-            import pyarrow.parquet as pq
-
-            report.schemas[task.id] = pq.read_schema(path)
-            files[task.id] = path
-            return
+            )
     else:
-        reason = "a database extract's schema is known once it has run"
+        path = root / "extracts" / f"{task.id}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ParquetBatchWriter(path, found).close()  # the schema a run's Parquet output has
+        import pyarrow.parquet as pq
+
+        report.schemas[task.id] = pq.read_schema(path)
+        files[task.id] = path
+        return
     if task.id in report.previous:
         report.schemas[task.id] = report.previous[task.id][1]
     else:

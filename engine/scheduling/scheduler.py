@@ -672,7 +672,7 @@ class Scheduler:
         spec = loaded.definition.spec
         limits = dict(spec.freshness)
         for task in spec.tasks:  # the same limit, said on the source (incremental.max_staleness)
-            said = getattr(getattr(task.extract, "incremental", None), "max_staleness", None)
+            said = task.incremental.max_staleness if task.incremental else None
             if said is not None:
                 limits.setdefault(task.id, said)
         if not limits or spec.alerts is None:

@@ -9,7 +9,6 @@ produces, UDFs and schemas that cannot be imported, cron expressions and time zo
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
-from engine.spec.model import DuckDBSource, FilesSource, TaskKind, TaskSpec
+from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.params import (
     ANY_PARAM,
     BUILTINS,
@@ -140,11 +139,7 @@ class _Checker:
                 path=("timezone",),
                 hint="use an IANA name such as 'UTC', 'Europe/Berlin' or 'America/New_York'",
             )
-        incremental = {
-            task.id
-            for task in self.spec.tasks
-            if getattr(task.extract, "incremental", None) is not None
-        }
+        incremental = {task.id for task in self.spec.tasks if task.incremental is not None}
         if self.spec.overlap == "allow" and incremental:
             self.add(
                 "overlap-allow-incremental",
@@ -221,9 +216,18 @@ class _Checker:
                 )
             if task.kind is TaskKind.SQL:
                 self.raw_params(task, text, (kind_key,))
-            elif text == getattr(task.config, "query", None):  # a source's own SQL
+            elif text == self.source_query(task):  # a source's own SQL
                 self.raw_params(task, text, (kind_key, "query"))
         return ok
+
+    def source_query(self, task: TaskSpec) -> str | None:
+        """The SQL an extract's source runs, if it runs one (its connector says)."""
+        from connectors.base import NamingContext
+
+        owner, config = task.connector, task.extract
+        if owner is None or config is None:
+            return None
+        return owner.place(config, NamingContext(self.definition.base_dir)).query
 
     def raw_params(self, task: TaskSpec, sql: str, path: PathKey) -> None:
         """Parameters printed into SQL without `sql_literal`/`sql_identifier` must be numbers
@@ -393,10 +397,9 @@ class _Checker:
 
     def connection_of(self, task: TaskSpec) -> None:
         """A source or sink names a connection of the pipeline, of the kind it needs."""
-        from connectors.registry import capabilities_of
+        from connectors.registry import connector_of
 
-        config = task.config
-        name = getattr(config, "connection", None)
+        name = task.connection
         if name is None:
             return
         path = (task.kind.value, "connection")
@@ -411,11 +414,13 @@ class _Checker:
                 hint=f"declare it under `connections:` (declared: {known})",
             )
             return
-        needed, given = capabilities_of(config).name, capabilities_of(connections[name]).name
-        if needed != given:
+        needed, given = task.connector, connector_of(connections[name])
+        if needed is not given:
+            assert needed is not None
             self.add(
                 "connection-kind",
-                f"connection {name!r} is {given}, but this task needs a {needed} connection",
+                f"connection {name!r} is {given.name}, but this task needs a {needed.name} "
+                "connection",
                 task,
                 path,
             )
@@ -442,53 +447,18 @@ class _Checker:
                         )
 
     def sources(self, task: TaskSpec) -> None:
-        config = task.extract
-        if isinstance(config, FilesSource):
-            patterns = (config.path,) if isinstance(config.path, str) else config.path
-            found = True
-            for pattern in patterns:
-                if "{{" in pattern:
-                    found = False
-                    continue
-                full = self.definition.resolve_path(pattern)
-                if not glob.glob(str(full)):
-                    found = False
-                    self.add(
-                        "no-files",
-                        f"no file matches {pattern!r} yet ({full})",
-                        task,
-                        ("extract", "path"),
-                        severity="warning",
-                    )
-            if found:
-                self.column_names(task, config)
-        elif (
-            isinstance(config, DuckDBSource)
-            and "{{" not in config.path
-            and not self.definition.resolve_path(config.path).exists()
-        ):
+        """What the source's connector can find wrong before a run (files not there yet...)."""
+        owner, config = task.connector, task.extract
+        if owner is None or config is None:
+            return
+        for found in owner.check(config, self.definition.base_dir):
             self.add(
-                "no-files",
-                f"DuckDB file {config.path!r} does not exist yet",
+                found.code,
+                found.message,
                 task,
-                ("extract", "path"),
-                severity="warning",
-            )
-
-    def column_names(self, task: TaskSpec, config: FilesSource) -> None:
-        """A first file naming one column twice: a warning, as for files not there yet, since
-        the data may change before the run (which fails on it, and `plan` reports it)."""
-        from connectors.files.source import column_name_clash
-
-        clash = column_name_clash(config, self.definition.base_dir)
-        if clash is not None:
-            self.add(
-                "column-names",
-                clash.message,
-                task,
-                ("extract", "path"),
-                severity="warning",
-                hint=clash.hint,
+                ("extract", *found.key),
+                severity=found.severity,
+                hint=found.hint,
             )
 
     def cycles(self, upstream: Mapping[str, tuple[str, ...]]) -> None:

@@ -18,8 +18,7 @@ from typing import Any, Protocol, assert_never
 import pyarrow as pa
 
 from connectors.base import ConnectorContext
-from connectors.files.config import FilesSource
-from connectors.registry import open_source, sink_state, write_sink
+from connectors.registry import connector_of
 from engine.core.cancel import CancelToken
 from engine.core.errors import UserCodeError, disk_full
 from engine.core.faults import fault_point
@@ -131,16 +130,13 @@ def _write_stream(
 def _extract(context: TaskContext) -> TaskOutcome:
     config = context.task.spec.extract
     assert config is not None
-    incremental = getattr(config, "incremental", None)
+    owner = connector_of(config)
+    incremental = owner.incremental(config)
     start = None
     if incremental is not None and context.watermarks is not None:
         start = context.watermarks.start(context.task)
-    rejects = None
-    if isinstance(config, FilesSource):
-        from connectors.files.badrows import Rejects
-
-        rejects = Rejects(config.on_bad_row, config.max_bad_rows)
-    readers = open_source(config, context.connector(watermark=start, rejects=rejects))
+    rejects = owner.rejects(config)
+    readers = owner.open(config, context.connector(watermark=start, rejects=rejects))
     trackers = [
         WatermarkTracker(incremental.cursor, incremental.key) if incremental else None
         for _ in readers
@@ -306,10 +302,11 @@ def _load(context: TaskContext) -> TaskOutcome:
     assert config is not None
     source = context.input()
     pending = context.watermarks.pending(context.task) if context.watermarks else ()
-    result = write_sink(source, config, context.connector(pending_watermarks=pending))
+    owner = connector_of(config)
+    result = owner.write(source, config, context.connector(pending_watermarks=pending))
     context.progress(result.rows)
     # A file sink commits nothing itself: its watermarks are final once its files are published.
-    committed = result.committed_watermarks if sink_state(config).transactional else pending
+    committed = result.committed_watermarks if owner.state(config) is not None else pending
     return TaskOutcome(
         rows_in=source.num_rows,
         rows_out=result.rows,
