@@ -34,6 +34,7 @@ CONNECTORS: dict[str, str] = {
     "files": "connectors.files",
     "duckdb": "connectors.duckdb",
     "postgres": "connectors.postgres",
+    "generate": "connectors.generate",
 }
 """Name -> the package holding its descriptor, in the order the reference lists them."""
 
