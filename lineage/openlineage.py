@@ -41,7 +41,7 @@ from loguru import logger
 from engine.core.secrets import mask_text
 from engine.planning.build import Plan, PlannedTask
 from engine.spec.model import TaskKind
-from lineage.pipeline import LineageGraph
+from lineage.graph import LineageGraph
 
 __all__ = ["OpenLineageEmitter", "Sink", "dataset_of", "run_uuid"]
 

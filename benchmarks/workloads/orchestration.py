@@ -63,7 +63,7 @@ def _arrowline(shape: str, tasks: int) -> dict[str, Any]:
     from engine.spec.checks import check_definition, structural_check
     from engine.spec.definition import Definition
     from engine.state.catalog import Catalog
-    from engine.tasks.kinds import TaskContext, TaskOutcome
+    from engine.tasks import TaskContext, TaskOutcome
 
     def noop(context: TaskContext) -> TaskOutcome:
         _work(shape)

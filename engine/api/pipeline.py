@@ -40,7 +40,7 @@ from engine.spec.model import PipelineSpec, RetryPolicy
 from engine.state.catalog import Catalog, CatalogReader, catalog_location
 from engine.state.locks import IfRunning, RunLock
 from engine.state.workspace import STATE_DIR, Workspace, nearest_project_dir
-from engine.tasks.kinds import TaskRunner, run_task
+from engine.tasks import TaskRunner, run_task
 
 __all__ = [
     "Pipeline",

@@ -226,8 +226,8 @@ class Project:
         """Sources of `column` ("task.column"), or what depends on it, as plain data: the
         same report as `arrowline lineage ... --format json` (`run`: as that run recorded it)."""
         from engine.api.pipeline import plan
+        from engine.planning.lineage import lineage_report
         from lineage.columns import Kind
-        from lineage.pipeline import lineage_report
 
         the_plan = plan(pipeline_file, project_dir=self.path)
         chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None

@@ -972,9 +972,10 @@ def lineage(
     By default, the pipeline as defined now, over the output schemas `plan` computes (or the
     last run's, for sources not known before running); with --run, what that run recorded."""
     import engine.api.pipeline as api
+    from engine.planning.lineage import lineage_report
     from engine.state.catalog import CatalogReader
     from lineage.columns import Kind
-    from lineage.pipeline import lineage_report, render_graph
+    from lineage.graph import render_graph
 
     downstream = not upstream
     if "." not in column:

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from connectors.base import NamingContext
 from engine.core.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
 from engine.core.graph import Graph, find_cycles
 from engine.core.problems import did_you_mean
@@ -40,6 +39,7 @@ from engine.spec.model import (
 from engine.spec.params import RenderContext, new_run_id, resolve_params
 from engine.spec.resolve import resolve_task
 from engine.state.catalog import CatalogReader
+from engine.tasks import kind_of
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
 
@@ -78,17 +78,10 @@ class PlannedTask:
 
     @property
     def produces_table(self) -> bool:
-        return self.kind is not TaskKind.LOAD
+        return kind_of(self.spec).produces_table
 
     def describe_output(self) -> str:
-        if self.kind is TaskKind.LOAD:
-            owner, config = self.spec.connector, self.spec.load
-            assert owner is not None
-            assert config is not None
-            return owner.place(config, NamingContext()).label
-        if self.kind is TaskKind.VALIDATE:
-            return "workspace (+ quarantine)"
-        return "workspace"
+        return kind_of(self.spec).describe_output(self.spec)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -259,7 +252,8 @@ def build_plan(
         actions = dict.fromkeys(graph.order, ("run", None))
 
     incremental = {t.id for t in spec.tasks if t.incremental is not None}
-    loads = [t.id for t in spec.tasks if t.kind is TaskKind.LOAD]
+    # the tasks that write outside and can commit an extract's watermark beside their rows
+    loads = [t.id for t in spec.tasks if not kind_of(t).produces_table]
     downstream = {task_id: graph.descendants([task_id]) for task_id in incremental}
     sinks_of = {
         task_id: tuple((load, resolved[load].spec.load) for load in loads if load in below)

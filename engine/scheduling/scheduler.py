@@ -53,7 +53,7 @@ from engine.state.advisory import AdvisoryLock, advisory_held
 from engine.state.db import catalog_location
 from engine.state.schedules import RequestRow, ScheduleRow, SchedulerStore, iso, parse
 from engine.state.workspace import STATE_DIR
-from engine.tasks.kinds import TaskRunner, run_task
+from engine.tasks import TaskRunner, run_task
 
 __all__ = [
     "Scheduler",

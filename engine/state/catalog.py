@@ -795,7 +795,7 @@ class CatalogReader:
         return _dead_letter_row(rows[0])
 
     def lineage(self, run_id: str) -> dict[str, Any] | None:
-        """The column lineage recorded when the run ended (lineage.pipeline.LineageGraph data)."""
+        """The column lineage recorded when the run ended (lineage.graph.LineageGraph data)."""
         rows = self._query("select graph from run_lineage where run_id = ?", (run_id,))
         return json.loads(rows[0]["graph"]) if rows else None
 
