@@ -470,7 +470,10 @@ def column_name_clash(config: FilesSource, base_dir: Path) -> DataError | None:
     DuckDB), for `validate` and `plan` to report before a run. Reads the column names only;
     None also when there is no file yet or it cannot be read: the run says why then."""
     try:
-        path = expand_paths(config, base_dir)[0]
+        paths = expand_paths(config, base_dir)
+        if not paths:
+            return None
+        path = paths[0]
         fmt = config.format or infer_format(path)
         if fmt == "parquet":
             names = pq.read_schema(path).names

@@ -34,13 +34,13 @@ from engine.execution.executor import ExecutionSettings, Executor, RunEvent, Run
 from engine.planning.build import Plan, build_plan
 from engine.planning.resume import find_run_to_resume, plan_resume, recover_interrupted
 from engine.planning.schemas import SchemaReport
-from engine.spec.checks import check_definition, load_definition, structural_check
 from engine.spec.definition import Definition
 from engine.spec.model import PipelineSpec, RetryPolicy
 from engine.state.catalog import Catalog, CatalogReader, catalog_location
 from engine.state.locks import IfRunning, RunLock
 from engine.state.workspace import STATE_DIR, Workspace, nearest_project_dir
 from engine.tasks import TaskRunner, run_task
+from engine.tasks.checks import check_definition, load_definition, structural_check
 
 __all__ = [
     "Pipeline",
@@ -232,7 +232,7 @@ def validate(pipeline: Any) -> list[Problem]:
     if isinstance(pipeline, Pipeline | Definition):
         definition = _definition(pipeline)
         return [p for p in check_definition(definition) if p.severity == "warning"]
-    from engine.spec.checks import check_file
+    from engine.tasks.checks import check_file
 
     definition_or_none, problems = check_file(Path(pipeline))
     if definition_or_none is None:

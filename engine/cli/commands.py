@@ -219,7 +219,7 @@ def main() -> None:
 @format_option
 def validate(pipelines: tuple[Path, ...], fmt: str) -> None:
     """Check pipeline files; report every problem with file:line. Exit 2 when any is invalid."""
-    from engine.spec.checks import check_file
+    from engine.tasks.checks import check_file
 
     everything: list[Problem] = []
     invalid = False

@@ -26,7 +26,6 @@ from engine.core.graph import Graph, find_cycles
 from engine.core.problems import did_you_mean
 from engine.core.secrets import mask_secrets, mask_text
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
-from engine.spec.checks import check_tables
 from engine.spec.definition import Definition
 from engine.spec.model import (
     BreakerPolicy,
@@ -37,9 +36,10 @@ from engine.spec.model import (
     TaskSpec,
 )
 from engine.spec.params import RenderContext, new_run_id, resolve_params
-from engine.spec.resolve import resolve_task
 from engine.state.catalog import CatalogReader
 from engine.tasks import kind_of
+from engine.tasks.checks import check_tables
+from engine.tasks.resolve import resolve_task
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
 

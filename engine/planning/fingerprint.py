@@ -34,8 +34,9 @@ from engine.core.secrets import mask_secrets
 from engine.spec.definition import Definition
 from engine.spec.model import PipelineSpec, TaskSpec
 from engine.spec.params import referenced_params
-from engine.spec.resolve import ResolvedTask, template_texts
+from engine.spec.resolve import template_texts
 from engine.tasks import kind_of
+from engine.tasks.resolve import ResolvedTask
 from transforms.identity import describe_object, digest
 
 __all__ = ["describe_object", "pipeline_fingerprint", "task_fingerprint", "task_fingerprints"]

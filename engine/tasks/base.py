@@ -174,6 +174,8 @@ class Kind(Protocol):
     kind: TaskKind
     produces_table: bool
     """Whether the task has an output other tasks read (every kind but load)."""
+    reads_sql_tables: bool
+    """Whether its SQL template names the tasks it reads (a sql task's statement)."""
 
     def inputs(self, task: TaskSpec) -> Inputs:
         """What a rendered task reads. Raises DefinitionError when that cannot be told (SQL
@@ -190,9 +192,9 @@ class Kind(Protocol):
         it (a UDF's code, a schema file's contents), for fingerprints; None when nothing."""
         ...
 
-    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> str | None:
-        """The task's SQL template, when it runs one (a statement, a source's query): the
-        checks refuse parameters printed into it raw."""
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
+        """The task's SQL template and its key path, when it runs SQL (a statement, a source's
+        query): the checks refuse parameters printed into it raw."""
         ...
 
     def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:

@@ -62,6 +62,7 @@ def _write_stream(
 class Extract:
     kind = TaskKind.EXTRACT
     produces_table = True
+    reads_sql_tables = False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         return Inputs()
@@ -79,11 +80,12 @@ class Extract:
     def references(self, task: TaskSpec, base_dir: Path) -> str | None:
         return None
 
-    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> str | None:
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
         owner, config = task.connector, task.extract
         assert owner is not None
         assert config is not None
-        return owner.place(config, NamingContext(ctx.definition.base_dir)).query
+        query = owner.place(config, NamingContext(ctx.definition.base_dir)).query
+        return (query, ("extract", "query")) if query is not None else None
 
     def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:
         from connectors.base import ConnectorContext

@@ -28,6 +28,7 @@ __all__ = ["KIND", "Load"]
 class Load:
     kind = TaskKind.LOAD
     produces_table = False
+    reads_sql_tables = False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.input is not None  # every sink's config names its input
@@ -39,7 +40,7 @@ class Load:
     def references(self, task: TaskSpec, base_dir: Path) -> str | None:
         return None
 
-    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> str | None:
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
         return None
 
     def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:

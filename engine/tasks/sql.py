@@ -25,7 +25,7 @@ from engine.tasks.base import (
 from lineage.graph import LineageGraph, add_edges, add_unresolved, sql_columns
 from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
 
-__all__ = ["KIND", "Sql", "SqlDoesNotParse"]
+__all__ = ["KIND", "Sql", "SqlDoesNotParse", "statement_inputs"]
 
 
 class SqlDoesNotParse(DefinitionError):
@@ -37,20 +37,26 @@ class SqlDoesNotParse(DefinitionError):
         self.error = error
 
 
+def statement_inputs(task_id: str, statement: str) -> Inputs:
+    """The tables a statement reads: unqualified names are the tasks whose outputs it reads."""
+    parsed = parse_select(statement)
+    if isinstance(parsed, SqlSyntaxError):
+        raise SqlDoesNotParse(task_id, parsed)
+    tables = tuple(referenced_tables(parsed))
+    reads = tuple(dict.fromkeys(ref.name for ref in tables if ref.qualified == ref.name))
+    return Inputs(reads, statement, tables)
+
+
 class Sql:
     kind = TaskKind.SQL
     produces_table = True
+    reads_sql_tables = True
+    """Its statement names the tasks it reads (a source's query names tables outside)."""
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.sql is not None
         assert task.sql.query is not None
-        statement = task.sql.query
-        parsed = parse_select(statement)
-        if isinstance(parsed, SqlSyntaxError):
-            raise SqlDoesNotParse(task.id, parsed)
-        tables = tuple(referenced_tables(parsed))
-        reads = tuple(dict.fromkeys(ref.name for ref in tables if ref.qualified == ref.name))
-        return Inputs(reads, statement, tables)
+        return statement_inputs(task.id, task.sql.query)
 
     def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
         return ()  # its tables are checked once rendered, by the checks every input gets
@@ -58,8 +64,8 @@ class Sql:
     def references(self, task: TaskSpec, base_dir: Path) -> str | None:
         return None
 
-    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> str | None:
-        return sql_text(task, ctx.definition)
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
+        return sql_text(task, ctx.definition), ("sql",)
 
     def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:
         return dry_run(self, task, ctx)

@@ -30,6 +30,7 @@ __all__ = ["KIND", "Udf"]
 class Udf:
     kind = TaskKind.UDF
     produces_table = True
+    reads_sql_tables = False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.udf is not None
@@ -57,7 +58,7 @@ class Udf:
             describe_object(load_object(function, base_dir)) if isinstance(function, str) else None
         )
 
-    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> str | None:
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
         return None
 
     def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:

@@ -32,6 +32,7 @@ __all__ = ["KIND", "Validate"]
 class Validate:
     kind = TaskKind.VALIDATE
     produces_table = True
+    reads_sql_tables = False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.validate_ is not None
@@ -62,7 +63,7 @@ class Validate:
             return None
         return describe_object(load_object(schema, base_dir))
 
-    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> str | None:
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
         return None
 
     def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:

@@ -10,7 +10,7 @@ import pytest
 
 from connectors.registry import source_models
 from engine.core.problems import Problem
-from engine.spec.checks import check_file
+from engine.tasks.checks import check_file
 from tests.conftest import WritePipeline
 
 

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import ArrowlineError, DefinitionError, ParameterError, PipelineInvalid
+from engine.core.errors import DefinitionError, ParameterError, PipelineInvalid
 from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
-from engine.spec.model import TaskKind, TaskSpec
+from engine.spec.model import TaskSpec
 from engine.spec.params import (
     ANY_PARAM,
     BUILTINS,
@@ -29,8 +29,12 @@ from engine.spec.params import (
     undeclared_names,
     unfiltered_sql_params,
 )
-from engine.spec.resolve import ResolvedTask, resolve_task, sql_text, template_texts
+from engine.spec.resolve import template_texts
 from engine.spec.shape import structural_check
+from engine.tasks import kind_of
+from engine.tasks.base import CheckContext
+from engine.tasks.resolve import ResolvedTask, resolve_task
+from engine.tasks.sql import SqlDoesNotParse, statement_inputs
 
 __all__ = [
     "check_definition",
@@ -52,6 +56,7 @@ class _Checker:
         self.file = definition.file or "<python>"
         self.known_ids = {i for i in definition.task_ids() if i} | {t.id for t in self.spec.tasks}
         self.problems: list[Problem] = []
+        self.context = CheckContext(definition, frozenset(self.known_ids))
 
     def add(
         self,
@@ -188,6 +193,7 @@ class _Checker:
             self.add("sql-file", exc.message, task, ("sql",))
             return False
         kind_key = task.kind.value
+        sql = kind_of(task).sql_template(task, self.context)
         for text in texts:
             syntax = template_syntax_error(text)
             if syntax is not None:  # the checks below need a template that parses
@@ -214,20 +220,9 @@ class _Checker:
                     (kind_key,),
                     hint=f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
                 )
-            if task.kind is TaskKind.SQL:
-                self.raw_params(task, text, (kind_key,))
-            elif text == self.source_query(task):  # a source's own SQL
-                self.raw_params(task, text, (kind_key, "query"))
+            if sql is not None and text == sql[0]:  # the task's SQL: a statement, a query
+                self.raw_params(task, text, sql[1])
         return ok
-
-    def source_query(self, task: TaskSpec) -> str | None:
-        """The SQL an extract's source runs, if it runs one (its connector says)."""
-        from connectors.base import NamingContext
-
-        owner, config = task.connector, task.extract
-        if owner is None or config is None:
-            return None
-        return owner.place(config, NamingContext(self.definition.base_dir)).query
 
     def raw_params(self, task: TaskSpec, sql: str, path: PathKey) -> None:
         """Parameters printed into SQL without `sql_literal`/`sql_identifier` must be numbers
@@ -265,58 +260,44 @@ class _Checker:
             return resolve_task(task, context, self.definition)
         except ParameterError as exc:
             self.add("template", exc.message, task, (task.kind.value,))
+        except SqlDoesNotParse as exc:
+            error = exc.error
+            where = (
+                f" (line {error.line}, column {error.column} of the statement)"
+                if error.line
+                else ""
+            )
+            self.add(
+                "sql-parse",
+                f"SQL does not parse: {error.message}{where}",
+                task,
+                line=self.sql_line(task, error.line),
+            )
         except DefinitionError as exc:
-            from lineage.tables import SqlSyntaxError, parse_select
-
-            if task.kind is TaskKind.SQL:
-                from engine.spec.resolve import render_task
-
-                try:
-                    rendered = render_task(task, context, self.definition)
-                    assert rendered.sql is not None
-                    assert rendered.sql.query is not None
-                    parsed = parse_select(rendered.sql.query)
-                except ArrowlineError:
-                    parsed = None
-                if isinstance(parsed, SqlSyntaxError):
-                    where = (
-                        f" (line {parsed.line}, column {parsed.column} of the statement)"
-                        if parsed.line
-                        else ""
-                    )
-                    self.add(
-                        "sql-parse",
-                        f"SQL does not parse: {parsed.message}{where}",
-                        task,
-                        line=self.sql_line(task, parsed.line),
-                    )
-                    return None
             self.add("definition", exc.message, task, (task.kind.value,))
         return None
 
-    def lenient_tables(
-        self, task: TaskSpec, context: RenderContext, kinds: Mapping[str, TaskKind]
-    ) -> None:
-        """Check the tables of SQL whose template has undefined names, when it still parses."""
+    def lenient_tables(self, task: TaskSpec, context: RenderContext) -> None:
+        """Check the tables a statement reads when its template has undefined names (rendered
+        with NULL for them), when it still parses."""
         from engine.spec.params import render_lenient
-        from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
 
-        if task.kind is not TaskKind.SQL:
+        kind = kind_of(task)
+        sql = kind.sql_template(task, self.context)
+        if sql is None or not kind.reads_sql_tables:
+            return
+        text = render_lenient(sql[0], context, task.id)
+        if text is None:
             return
         try:
-            text = render_lenient(sql_text(task, self.definition), context, task.id)
-        except DefinitionError:
-            return
-        parsed = parse_select(text) if text is not None else None
-        if parsed is None or isinstance(parsed, SqlSyntaxError):
+            reads = statement_inputs(task.id, text)
+        except SqlDoesNotParse:
             return  # probably caused by the undefined value, which is already reported
-        tables = tuple(referenced_tables(parsed))
-        inputs = tuple(ref.name for ref in tables if ref.qualified == ref.name)
-        self.inputs(ResolvedTask(task, inputs, inputs, text, tables), kinds)
+        self.inputs(ResolvedTask(task, reads.tasks, reads.tasks, text, reads.tables))
 
-    def inputs(self, resolved: ResolvedTask, kinds: Mapping[str, TaskKind]) -> None:
+    def inputs(self, resolved: ResolvedTask) -> None:
         task = resolved.spec
-        if task.kind is TaskKind.SQL:
+        if resolved.tables:  # a statement's tables, each at its line
             for ref in resolved.tables:
                 unknown = ref.qualified != ref.name or ref.name not in self.known_ids
                 if ref.name == task.id and not unknown:
@@ -337,7 +318,7 @@ class _Checker:
                         hint="a sql task reads upstream outputs by task id, e.g. "
                         "`select * from raw_orders`",
                     )
-                elif kinds.get(ref.name) is TaskKind.LOAD:
+                elif not self.has_output(ref.name):
                     self.add(
                         "load-has-no-output",
                         f"SQL reads {ref.name!r}, a load task, which produces no table",
@@ -359,13 +340,17 @@ class _Checker:
                 task,
                 path,
             )
-        elif kinds.get(name) is TaskKind.LOAD:
+        elif not self.has_output(name):
             self.add(
                 "load-has-no-output",
                 f"input {name!r} is a load task, which produces no table",
                 task,
                 path,
             )
+
+    def has_output(self, task_id: str) -> bool:
+        """Whether a known task produces a table others can read (a load does not)."""
+        return all(kind_of(t).produces_table for t in self.spec.tasks if t.id == task_id)
 
     def named_by(self, task: TaskSpec, name: str) -> str:
         """` (the value of parameter 'p')` when a parameter the task's templates read holds
@@ -378,51 +363,12 @@ class _Checker:
         names = sorted(p for p in used if self.params.get(p) == name)
         return f" (the value of parameter {names[0]!r})" if names else ""
 
-    def user_code(self, task: TaskSpec) -> None:
-        base_dir = self.definition.base_dir
-        if task.udf is not None:
-            from transforms.udf import load_udf
-
-            try:
-                load_udf(task.udf, base_dir)
-            except ArrowlineError as exc:
-                self.add("udf-import", exc.message, task, ("udf", "function"), hint=exc.hint)
-        if task.validate_ is not None:
-            from transforms.validate import load_schema
-
-            try:
-                load_schema(task.validate_.schema_, base_dir)
-            except ArrowlineError as exc:
-                self.add("schema", exc.message, task, ("validate", "schema"), hint=exc.hint)
-
-    def connection_of(self, task: TaskSpec) -> None:
-        """A source or sink names a connection of the pipeline, of the kind it needs."""
-        from connectors.registry import connector_of
-
-        name = task.connection
-        if name is None:
-            return
-        path = (task.kind.value, "connection")
-        connections = self.spec.connections
-        if name not in connections:
-            known = ", ".join(sorted(connections)) or "none are declared"
+    def kind_checks(self, task: TaskSpec) -> None:
+        """What the task's kind finds wrong: code that cannot be imported, a connection that
+        is not declared or of the wrong kind, what a source's connector sees before a run."""
+        for found in kind_of(task).check(task, self.context):
             self.add(
-                "unknown-connection",
-                f"connection {name!r} is not declared.{did_you_mean(name, list(connections))}",
-                task,
-                path,
-                hint=f"declare it under `connections:` (declared: {known})",
-            )
-            return
-        needed, given = task.connector, connector_of(connections[name])
-        if needed is not given:
-            assert needed is not None
-            self.add(
-                "connection-kind",
-                f"connection {name!r} is {given.name}, but this task needs a {needed.name} "
-                "connection",
-                task,
-                path,
+                found.code, found.message, task, found.key, severity=found.severity, hint=found.hint
             )
 
     def secrets(self) -> None:
@@ -446,21 +392,6 @@ class _Checker:
                             severity="warning",
                         )
 
-    def sources(self, task: TaskSpec) -> None:
-        """What the source's connector can find wrong before a run (files not there yet...)."""
-        owner, config = task.connector, task.extract
-        if owner is None or config is None:
-            return
-        for found in owner.check(config, self.definition.base_dir):
-            self.add(
-                found.code,
-                found.message,
-                task,
-                ("extract", *found.key),
-                severity=found.severity,
-                hint=found.hint,
-            )
-
     def cycles(self, upstream: Mapping[str, tuple[str, ...]]) -> None:
         for path in find_cycles(upstream):
             if len(path) == 2:
@@ -483,21 +414,19 @@ class _Checker:
             run_id="validation",
             logical_date=datetime.now(UTC),
         )
-        kinds = {task.id: task.kind for task in self.spec.tasks}
+        ids = {task.id for task in self.spec.tasks}
         upstream: dict[str, tuple[str, ...]] = {}
         for task in self.spec.tasks:
             self.dependencies(task)
-            self.connection_of(task)
-            self.user_code(task)
-            self.sources(task)
+            self.kind_checks(task)
             if not self.templates(task):
-                self.lenient_tables(task, context, kinds)
+                self.lenient_tables(task, context)
                 continue
             resolved = self.resolve(task, context)
             if resolved is None:
                 continue
-            self.inputs(resolved, kinds)
-            upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in kinds))
+            self.inputs(resolved)
+            upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in ids))
         self.cycles(upstream)
         return self.problems
 
@@ -513,9 +442,8 @@ def check_tables(
     """Inputs and SQL tables of tasks rendered with a run's parameters: a parameter can name a
     table (`| sql_identifier`) that no task produces, which validating the defaults cannot see."""
     checker = _Checker(definition, params)
-    kinds = {task.id: task.kind for task in definition.spec.tasks}
     for task in resolved:
-        checker.inputs(task, kinds)
+        checker.inputs(task)
     return checker.problems
 
 
