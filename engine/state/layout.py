@@ -92,6 +92,12 @@ class ProjectLayout:
             return cls.at(found, catalog=catalog, environ=env, found_by="nearest")
         return cls.at(here, catalog=catalog, environ=env, found_by="working directory")
 
+    @classmethod
+    def of(cls, project: ProjectLayout | str | os.PathLike[str]) -> ProjectLayout:
+        """A layout given as such, or a project folder's (`at`): for the entry points that
+        have always taken the folder (`Scheduler(path)`, `scheduler_running(path)`)."""
+        return project if isinstance(project, ProjectLayout) else cls.at(project)
+
     @staticmethod
     def nearest(start: str | os.PathLike[str]) -> Path | None:
         """The nearest of `start` and its ancestors that holds `.arrowline/`, or None."""
