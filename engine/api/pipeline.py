@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api.options import PlanOptions, RunOptions
-from engine.api.project import PipelineLike, Project
+from engine.api.project import Builds, PipelineLike, Project, looks_like_file
 from engine.core.errors import PipelineInvalid
 from engine.core.problems import Problem
 from engine.execution.executor import ExecutionSettings, Executor, RunEvent, RunResult
@@ -209,12 +209,15 @@ def load(path: str | os.PathLike[str]) -> Definition:
 
 def validate(pipeline: PipelineLike) -> list[Problem]:
     """Validate and return the warnings; raises PipelineInvalid when there are errors."""
-    if isinstance(pipeline, Pipeline | Definition):
-        definition = pipeline.definition if isinstance(pipeline, Pipeline) else pipeline
+    if isinstance(pipeline, Definition | Builds):
+        definition = pipeline if isinstance(pipeline, Definition) else pipeline.definition
         return [p for p in check_definition(definition) if p.severity == "warning"]
     from engine.spec.checks import check_file
 
-    definition_or_none, problems = check_file(os.fspath(pipeline))
+    path = os.fspath(pipeline)
+    if not looks_like_file(path):  # a pipeline's name, in the project of the working directory
+        path = str(Project.find().pipeline_file(path))
+    definition_or_none, problems = check_file(path)
     if definition_or_none is None:
         raise PipelineInvalid(problems)
     return problems

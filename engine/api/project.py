@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 from engine.api.options import PlanOptions, RunOptions
 from engine.api.reader import AmbiguousTask, ProjectReader
@@ -37,7 +37,6 @@ from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 
 if TYPE_CHECKING:
-    from engine.api.pipeline import Pipeline
     from engine.api.state import StateRow
     from engine.core.watermark import Watermark
     from engine.execution.executor import RunResult
@@ -46,9 +45,19 @@ if TYPE_CHECKING:
     from engine.state.catalog import DeadLetterRow
     from engine.state.schedules import RequestRow
 
-__all__ = ["AmbiguousTask", "PipelineLike", "Project", "looks_like_file", "open"]
+__all__ = ["AmbiguousTask", "Builds", "PipelineLike", "Project", "looks_like_file", "open"]
 
-PipelineLike: TypeAlias = "Pipeline | Definition | str | os.PathLike[str]"
+
+@runtime_checkable
+class Builds(Protocol):
+    """Something that builds a definition: `engine.Pipeline`, whose module calls this one (so
+    this one names it by what it does)."""
+
+    @property
+    def definition(self) -> Definition: ...
+
+
+PipelineLike: TypeAlias = "Builds | Definition | str | os.PathLike[str]"
 """A pipeline as every entry point takes it: built in Python, loaded, a file, or a name."""
 
 _SUFFIXES = (".yaml", ".yml")
@@ -104,11 +113,9 @@ class Project(ProjectReader):
 
     def definition(self, pipeline: PipelineLike) -> Definition:
         """The validated definition; raises PipelineInvalid listing every problem."""
-        from engine.api.pipeline import Pipeline
-
         if isinstance(pipeline, Definition):
             return pipeline
-        if isinstance(pipeline, Pipeline):
+        if isinstance(pipeline, Builds):
             return pipeline.definition
         if isinstance(pipeline, str) and not looks_like_file(pipeline):
             return load_definition(self.pipeline_file(pipeline))
