@@ -58,6 +58,7 @@ __all__ = [
     "param_option",
     "parse_params",
     "pipeline_argument",
+    "pipeline_option",
     "print_problems",
     "project_argument",
     "project_option",
@@ -184,6 +185,12 @@ PIPELINE = _PipelineType()
 
 pipeline_argument = click.argument("pipeline", metavar="PIPELINE", type=PIPELINE)
 """PIPELINE: a pipeline file, or the name of a pipeline in the project."""
+
+
+def pipeline_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """--pipeline PIPELINE, a filter by pipeline (name or file) on commands about runs."""
+    return click.option("--pipeline", type=PIPELINE, default=None, help=help_text)
+
 
 param_option = click.option(
     "--param",

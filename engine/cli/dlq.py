@@ -13,7 +13,6 @@ from rich.text import Text
 
 from engine.cli.common import (
     EXIT_CANCELLED,
-    PIPELINE,
     cancel_on_signals,
     configure_logs,
     errors,
@@ -22,6 +21,7 @@ from engine.cli.common import (
     find_project,
     format_option,
     out,
+    pipeline_option,
     project_option,
 )
 
@@ -37,9 +37,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option(
-    "--pipeline", type=PIPELINE, default=None, help="Only this pipeline's letters (name or file)."
-)
+@pipeline_option("Only this pipeline's letters (name or file).")
 @click.option("--all", "every", is_flag=True, help="Also resolved and requeued letters.")
 @project_option
 @format_option

@@ -12,7 +12,6 @@ from rich.text import Text
 from engine.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    PIPELINE,
     configure_logs,
     errors,
     exit_code,
@@ -20,6 +19,7 @@ from engine.cli.common import (
     open_project,
     out,
     pipeline_argument,
+    pipeline_option,
     project_option,
 )
 from engine.cli.frames import print_quarantine, to_csv
@@ -35,12 +35,7 @@ def quarantine() -> None:
 @quarantine.command("show")
 @click.argument("task")
 @click.option("--run", "run_id", default=None, help="This run's quarantine (id, prefix, 'last').")
-@click.option(
-    "--pipeline",
-    type=PIPELINE,
-    default=None,
-    help="The pipeline (name or file), when several have this task.",
-)
+@pipeline_option("The pipeline (name or file), when several have this task.")
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0))
 @project_option
 @click.option(

@@ -11,13 +11,13 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.cli.common import (
-    PIPELINE,
     err,
     errors,
     find_project,
     format_option,
     open_project,
     out,
+    pipeline_option,
     project_option,
 )
 from engine.cli.frames import print_quarantine, to_csv
@@ -31,9 +31,7 @@ __all__ = ["COMMANDS"]
 
 @click.command()
 @click.argument("run_id", required=False)
-@click.option(
-    "--pipeline", type=PIPELINE, default=None, help="Only runs of this pipeline (name or file)."
-)
+@pipeline_option("Only runs of this pipeline (name or file).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--transitions", is_flag=True, help="With RUN_ID: every state transition too.")
 @project_option
@@ -200,12 +198,7 @@ def _n(value: int | None) -> str:
 @click.command()
 @click.argument("task")
 @click.option("--run", "run_id", default=None, help="Output of this run (id, prefix or 'last').")
-@click.option(
-    "--pipeline",
-    type=PIPELINE,
-    default=None,
-    help="The pipeline (name or file), when several have this task.",
-)
+@pipeline_option("The pipeline (name or file), when several have this task.")
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0))
 @click.option("--quarantine", is_flag=True, help="Show the rows a validate task set aside.")
 @project_option
