@@ -123,7 +123,8 @@ class ProjectLayout:
 
     @property
     def scheduler_lock(self) -> Path:
-        """The active scheduler's lock; not under locks/, where only pipelines' locks live."""
+        """The active scheduler's lock. Not under locks/, where `<pipeline>.lock` files live:
+        a pipeline may well be called `scheduler`."""
         return self.state_dir / "scheduler.lock"
 
     @property
