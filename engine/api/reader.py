@@ -39,7 +39,7 @@ class ProjectReader:
     and kept until `close()` (or the end of a `with` block)."""
 
     def __init__(self, layout: ProjectLayout | str | os.PathLike[str]) -> None:
-        self.layout = layout if isinstance(layout, ProjectLayout) else ProjectLayout.at(layout)
+        self.layout = ProjectLayout.of(layout)
         self._catalog: CatalogReader | None = None
         self._duckdb: duckdb.DuckDBPyConnection | None = None
 
