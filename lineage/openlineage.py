@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 import time
 import uuid
@@ -33,17 +32,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 from loguru import logger
 
 from engine.core.secrets import mask_text
-from engine.planning.build import Plan, PlannedTask
-from engine.spec.model import TaskKind
 from lineage.graph import LineageGraph
 
-__all__ = ["OpenLineageEmitter", "Sink", "dataset_of", "run_uuid"]
+__all__ = ["Job", "JobRun", "OpenLineageEmitter", "Sink", "query_tables", "run_uuid"]
 
 SPEC = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 RUN_EVENT = f"{SPEC}#/$defs/RunEvent"
@@ -94,23 +91,35 @@ Dataset = tuple[str, str]
 """(namespace, name)."""
 
 
-def dataset_of(
-    task: PlannedTask, plan: Plan, resolved: Mapping[str, Any] | None = None
-) -> list[Dataset]:
-    """The datasets outside the pipeline an extract reads or a load writes, as its connector
-    names them. `resolved`: the run's connections with their secrets filled in (only host,
-    port and database are used)."""
-    from connectors.base import NamingContext
+@dataclass(frozen=True)
+class Job:
+    """A task as OpenLineage sees it."""
 
-    owner, config = task.spec.connector, task.spec.extract or task.spec.load
-    assert owner is not None
-    assert config is not None
-    connections = {**plan.connections, **(resolved or {})}
-    place = owner.place(config, NamingContext(plan.base_dir.resolve(), connections))
-    return place.datasets(_query_tables(place.query) if place.query else ())
+    id: str
+    kind: str
+    """The task's kind (`extract`, `sql`, ...), its job type."""
+    role: Literal["source", "transform", "sink"]
+    """A source reads `datasets` outside the pipeline, a sink writes them; a transform reads
+    and writes the workspace."""
+    inputs: tuple[str, ...] = ()
+    sql: str | None = None
+    datasets: tuple[Dataset, ...] = ()
 
 
-def _query_tables(query: str | None) -> list[str]:
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a pipeline as OpenLineage sees it: its jobs are the tasks of its plan."""
+
+    pipeline: str
+    run_id: str
+    logical_date: datetime
+    jobs: tuple[Job, ...]
+
+    def job(self, job_id: str) -> Job:
+        return next(job for job in self.jobs if job.id == job_id)
+
+
+def query_tables(query: str | None) -> list[str]:
     from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
 
     statement = parse_select(query) if query else None
@@ -133,43 +142,12 @@ class Sink:
     timeout_s: float = 5.0
     namespace: str = "arrowline"
 
-    @classmethod
-    def for_plan(cls, plan: Plan, environ: Mapping[str, str] | None = None) -> Sink | None:
-        """The pipeline's `openlineage:` settings, else OpenLineage's environment variables."""
-        from engine.core.secrets import resolve_secrets
-
-        env = os.environ if environ is None else environ
-        spec = plan.openlineage
-        url = (spec.url if spec else None) or env.get("OPENLINEAGE_URL")
-        file = (spec.file if spec else None) or env.get("ARROWLINE_OPENLINEAGE_FILE")
-        if not url and not file:
-            return None
-        endpoint = spec.endpoint if spec else env.get("OPENLINEAGE_ENDPOINT", "api/v1/lineage")
-        key = (spec.api_key if spec else None) or env.get("OPENLINEAGE_API_KEY")
-        if key:
-            key = resolve_secrets(key, where="openlineage.api_key", base_dir=plan.base_dir)
-        path = Path(file) if file else None
-        return cls(
-            file=path if path is None or path.is_absolute() else plan.base_dir / path,
-            url=f"{url.rstrip('/')}/{endpoint.lstrip('/')}" if url else None,
-            api_key=key,
-            timeout_s=spec.timeout.total_seconds() if spec else 5.0,
-            namespace=(spec.namespace if spec else None)
-            or env.get("OPENLINEAGE_NAMESPACE", "arrowline"),
-        )
-
 
 class OpenLineageEmitter:
     """Builds a run's events and sends them to a `Sink`."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        sink: Sink,
-        workspace_root: Path,
-        connections: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.plan = plan
+    def __init__(self, run: JobRun, sink: Sink, workspace_root: Path) -> None:
+        self.run = run
         self.sink = sink
         self.workspace_root = workspace_root.resolve()
         self.namespace = sink.namespace
@@ -177,22 +155,14 @@ class OpenLineageEmitter:
         self._endpoint_down = False
         """Set when an event could not be delivered: the rest of the run's events are not
         tried, so a dead endpoint costs a run one event's retries, not every event's."""
-        self._externals: dict[str, list[Dataset]] = {}
-        for task in plan.tasks:
-            if task.kind in (TaskKind.EXTRACT, TaskKind.LOAD):
-                try:
-                    self._externals[task.id] = dataset_of(task, plan, connections)
-                except Exception as exc:  # a query that does not parse: say so, send the rest
-                    logger.warning("openlineage: no dataset for task {}: {}", task.id, exc)
-                    self._externals[task.id] = []
 
     # -- the pieces
 
-    def _run(self, task_id: str | None = None) -> str:
-        return run_uuid(self.plan.pipeline, self.plan.run_id, task_id)
+    def _run_uuid(self, task_id: str | None = None) -> str:
+        return run_uuid(self.run.pipeline, self.run.run_id, task_id)
 
-    def _job(self, task: PlannedTask | None = None) -> dict[str, Any]:
-        job_type = "DAG" if task is None else task.kind.value.upper()
+    def _job(self, task: Job | None = None) -> dict[str, Any]:
+        job_type = "DAG" if task is None else task.kind.upper()
         facets: dict[str, Any] = {
             "jobType": _facet(
                 "jobType", processingType="BATCH", integration="ARROWLINE", jobType=job_type
@@ -200,11 +170,11 @@ class OpenLineageEmitter:
         }
         if task is not None and task.sql:
             facets["sql"] = _facet("sql", query=mask_text(task.sql))
-        name = self.plan.pipeline if task is None else f"{self.plan.pipeline}.{task.id}"
+        name = self.run.pipeline if task is None else f"{self.run.pipeline}.{task.id}"
         return {"namespace": self.namespace, "name": name, "facets": facets}
 
     def _workspace(self, task_id: str) -> Dataset:
-        return ("file", str(self.workspace_root / self.plan.pipeline / task_id))
+        return ("file", str(self.workspace_root / self.run.pipeline / task_id))
 
     def _node_dataset(self, node: str) -> tuple[Dataset, str] | None:
         """A lineage node (`task.column`, or `<external>::column` of an extract) as a dataset
@@ -236,7 +206,7 @@ class OpenLineageEmitter:
             return {"type": "INDIRECT", "subtype": "FILTER"}
         return {"type": "DIRECT", "subtype": "TRANSFORMATION"}
 
-    def _task_lineage(self, task: PlannedTask, graph: LineageGraph) -> dict[str, Any]:
+    def _task_lineage(self, task: Job, graph: LineageGraph) -> dict[str, Any]:
         """The column lineage facet of a task's output: its own edges."""
         fields: dict[str, list[dict[str, Any]]] = {}
         for edge in graph.edges:
@@ -254,10 +224,10 @@ class OpenLineageEmitter:
                 )
         return {column: {"inputFields": inputs} for column, inputs in fields.items()}
 
-    def _source_fields(self, task: PlannedTask, source: str) -> list[tuple[Dataset, str]]:
+    def _source_fields(self, task: Job, source: str) -> list[tuple[Dataset, str]]:
         if "::" in source:  # an extract's column: from the same column of its source dataset
             where, _, column = source.rpartition("::")
-            datasets = self._externals.get(task.id, [])
+            datasets = list(task.datasets)
             if len(datasets) > 1:  # a query over several tables: `...#<table>::<column>`
                 table = where.rpartition("#")[2]
                 datasets = [d for d in datasets if f".{d[1]}".endswith(f".{table}")]
@@ -265,7 +235,7 @@ class OpenLineageEmitter:
         found = self._node_dataset(source)
         return [found] if found else []
 
-    def _pipeline_lineage(self, load: PlannedTask, graph: LineageGraph) -> dict[str, Any]:
+    def _pipeline_lineage(self, load: Job, graph: LineageGraph) -> dict[str, Any]:
         """A load target's columns traced through every task to the extracts' sources."""
         by_target: dict[str, list[tuple[str, str]]] = {}
         for edge in graph.edges:
@@ -292,7 +262,7 @@ class OpenLineageEmitter:
                 for source, edge_kind in by_target.get(node, []):
                     path_kind = "filter" if "filter" in (kind, edge_kind) else "value"
                     if "::" in source:
-                        extract = self.plan.task(extract_of[source])
+                        extract = self.run.job(extract_of[source])
                         for dataset, field in self._source_fields(extract, source):
                             key = (*dataset, field)
                             if reached.get(key) != "value":
@@ -317,7 +287,7 @@ class OpenLineageEmitter:
         self,
         event_type: str,
         when: str,
-        task: PlannedTask | None,
+        task: Job | None,
         inputs: list[dict[str, Any]],
         outputs: list[dict[str, Any]],
         error: str | None = None,
@@ -325,13 +295,13 @@ class OpenLineageEmitter:
         run_facets: dict[str, Any] = {}
         if task is None:
             run_facets["nominalTime"] = _facet(
-                "nominalTime", nominalStartTime=self.plan.logical_date.isoformat()
+                "nominalTime", nominalStartTime=self.run.logical_date.isoformat()
             )
         else:
             run_facets["parent"] = _facet(
                 "parent",
-                run={"runId": self._run()},
-                job={"namespace": self.namespace, "name": self.plan.pipeline},
+                run={"runId": self._run_uuid()},
+                job={"namespace": self.namespace, "name": self.run.pipeline},
             )
         if error:
             run_facets["errorMessage"] = _facet(
@@ -342,7 +312,7 @@ class OpenLineageEmitter:
             "eventTime": when,
             "producer": producer(),
             "schemaURL": RUN_EVENT,
-            "run": {"runId": self._run(task.id if task else None), "facets": run_facets},
+            "run": {"runId": self._run_uuid(task.id if task else None), "facets": run_facets},
             "job": self._job(task),
             "inputs": inputs,
             "outputs": outputs,
@@ -365,7 +335,7 @@ class OpenLineageEmitter:
         """`tasks`: (task id, started at, ended at, succeeded, error) of each task that ran."""
         graph = graph or LineageGraph()
         for task_id, started, ended, ok, task_error in tasks:
-            task = self.plan.task(task_id)
+            task = self.run.job(task_id)
             inputs, outputs = self._task_datasets(task, graph, schemas)
             self.send(self._event("START", started or _now(), task, inputs, []))
             self.send(
@@ -384,21 +354,19 @@ class OpenLineageEmitter:
         )
 
     def _task_datasets(
-        self, task: PlannedTask, graph: LineageGraph, schemas: Mapping[str, pa.Schema]
+        self, task: Job, graph: LineageGraph, schemas: Mapping[str, pa.Schema]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        if task.kind is TaskKind.EXTRACT:
-            inputs = [self._dataset(d, None, None) for d in self._externals.get(task.id, [])]
+        if task.role == "source":
+            inputs = [self._dataset(d, None, None) for d in list(task.datasets)]
         else:
             inputs = [
                 self._dataset(self._workspace(name), schemas.get(name), None)
                 for name in task.inputs
             ]
         lineage = self._task_lineage(task, graph)
-        if task.kind is TaskKind.LOAD:
+        if task.role == "sink":
             source_schema = schemas.get(task.inputs[0]) if task.inputs else None
-            outputs = [
-                self._dataset(d, source_schema, lineage) for d in self._externals.get(task.id, [])
-            ]
+            outputs = [self._dataset(d, source_schema, lineage) for d in list(task.datasets)]
         else:
             outputs = [self._dataset(self._workspace(task.id), schemas.get(task.id), lineage)]
         return inputs, outputs
@@ -408,18 +376,17 @@ class OpenLineageEmitter:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         schemas = schemas or {}
         inputs, outputs = [], []
-        for task in self.plan.tasks:
-            if task.kind is TaskKind.EXTRACT:
+        for task in self.run.jobs:
+            if task.role == "source":
                 inputs += [
-                    self._dataset(d, schemas.get(task.id), None)
-                    for d in self._externals.get(task.id, [])
+                    self._dataset(d, schemas.get(task.id), None) for d in list(task.datasets)
                 ]
-            elif task.kind is TaskKind.LOAD:
+            elif task.role == "sink":
                 lineage = self._pipeline_lineage(task, graph) if graph else None
                 source_schema = schemas.get(task.inputs[0]) if task.inputs else None
                 outputs += [
                     self._dataset(d, source_schema if graph else None, lineage)
-                    for d in self._externals.get(task.id, [])
+                    for d in list(task.datasets)
                 ]
         return inputs, outputs
 

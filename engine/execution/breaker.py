@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Literal
 
 from engine.core.errors import TransientTaskError
+from engine.execution.waiting import DueQueue
 
-__all__ = ["BreakerState", "CircuitBreaker", "CircuitOpen"]
+__all__ = ["BreakerGate", "BreakerState", "CircuitBreaker", "CircuitOpen"]
 
 
 class CircuitOpen(TransientTaskError):
@@ -120,3 +122,59 @@ class CircuitBreaker:
             if self.state is BreakerState.OPEN
             else None,
         }
+
+
+class BreakerGate:
+    """The breakers of a run's connections, and the QUEUED tasks an open one holds back.
+
+    A refusal is not an attempt: the endpoint was not touched, so it proves nothing about the
+    task. The task stays QUEUED, its attempts untouched, until the cooldown ends (it may then
+    probe) or the probe in flight has its verdict. Spending attempts on refusals made a task
+    with `attempts: 6` behind a breaker with `failures: 5` always fail its last attempt unseen,
+    even when the server was back.
+    """
+
+    def __init__(
+        self,
+        connections: Iterable[str],
+        *,
+        failures: int,
+        cooldown: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.breakers = {
+            name: CircuitBreaker(name, failures=failures, cooldown=cooldown, clock=clock)
+            for name in connections
+        }
+        self.waiting = DueQueue(clock)
+        """QUEUED tasks held back, tagged by connection."""
+
+    def admits(self, task_id: str, connection: str | None) -> CircuitOpen | None:
+        """None when the task may try its connection now; else the refusal, and the task waits
+        in `waiting` until the cooldown ends or a verdict on its connection."""
+        breaker = self.breakers.get(connection or "")
+        if breaker is None:
+            return None
+        try:
+            breaker.before()
+        except CircuitOpen as exc:
+            wait = exc.retry_after if exc.retry_after is not None else breaker.cooldown
+            self.waiting.add(task_id, wait, breaker.name)
+            return exc
+        return None
+
+    def verdict(
+        self, connection: str | None, outcome: Literal["ok", "failed", "released"], error: str = ""
+    ) -> None:
+        """What an attempt on `connection` found; the tasks waiting for its breaker then ask it
+        again at once."""
+        breaker = self.breakers.get(connection or "")
+        if breaker is None:
+            return
+        if outcome == "ok":
+            breaker.succeeded()
+        elif outcome == "failed":
+            breaker.failed(error)
+        else:
+            breaker.released()
+        self.waiting.wake(breaker.name)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.execution.executor import ExecutionSettings, Executor, RunEvent, RunResult
+from engine.execution.recovery import recover_interrupted
 from engine.planning.build import Plan
-from engine.planning.resume import find_run_to_resume, plan_resume, recover_interrupted
+from engine.planning.resume import find_run_to_resume, plan_resume
 from engine.spec.definition import Definition
 from engine.spec.model import RetryPolicy
 from engine.state.catalog import Catalog, CatalogReader

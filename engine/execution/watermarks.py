@@ -36,6 +36,8 @@ class WatermarkBroker:
         self.catalog = catalog
         self.connections = connections
         self._new: dict[str, Watermark] = {}
+        self._repairs: list[tuple[str, str, Watermark | None, str | None]] = []
+        """(task, sink, its value, the run that committed it): mirrors to repair."""
         self._lock = threading.Lock()
 
     def _context(self, sink_id: str) -> ConnectorContext:
@@ -68,23 +70,37 @@ class WatermarkBroker:
             stored = state.read(config, self._context(sink_id)).get(task.id)
             mirror = self._mirror(task.id, sink_id)
             value = stored[0] if stored else None
-            if value != mirror:
-                self.catalog.set_watermark(
-                    self.plan.pipeline,
-                    task.id,
-                    sink_id,
-                    value.to_json() if value else None,
-                    action="repair",
-                    run_id=stored[1] if stored else None,
-                )
+            if value != mirror:  # written by the dispatcher, not this worker thread
+                with self._lock:
+                    self._repairs.append((task.id, sink_id, value, stored[1] if stored else None))
             values.append(value)
         return Watermark.least(values)
 
-    def restore(self, task: PlannedTask, watermark: Watermark) -> None:
-        """A resumed run reuses an incremental extract's output: its loads still to run commit
-        the watermark it read up to then."""
+    def repair(self) -> None:
+        """Make the catalog's mirror agree with what sinks were found to hold (the process died
+        after a sink committed and before the mirror was written): the sink wins, audited.
+        Called by the dispatcher, which owns the catalog's writes."""
         with self._lock:
-            self._new[task.id] = watermark
+            repairs, self._repairs = self._repairs, []
+        for task_id, sink_id, value, run_id in repairs:
+            self.catalog.set_watermark(
+                self.plan.pipeline,
+                task_id,
+                sink_id,
+                value.to_json() if value else None,
+                action="repair",
+                run_id=run_id,
+            )
+
+    def reused(self, task: PlannedTask) -> None:
+        """A run reuses an incremental extract's output (a resume, a selection): its loads
+        still to run commit the watermark it had read up to then."""
+        assert task.reuse_run is not None
+        row = self.catalog.task_run(task.reuse_run, task.id)
+        saved = (row.details or {}).get("watermark") if row else None
+        if saved:
+            with self._lock:
+                self._new[task.id] = Watermark.from_json(saved)
 
     def extracted(self, task: PlannedTask, watermark: Watermark | None) -> None:
         """An incremental extract succeeded with rows up to `watermark`."""

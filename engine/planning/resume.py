@@ -23,36 +23,18 @@ from engine.core.secrets import without_masked
 from engine.core.states import RESUMABLE, RunState, TaskState
 from engine.planning.build import Plan, build_plan
 from engine.spec.definition import Definition
-from engine.state.catalog import Catalog, CatalogReader, RunRow
-from engine.state.workspace import Workspace
+from engine.state.catalog import CatalogReader, RunRow
 
 __all__ = [
     "ResumeRefused",
     "definition_diff",
     "find_run_to_resume",
     "plan_resume",
-    "recover_interrupted",
 ]
 
 
 class ResumeRefused(StateError):
     """The pipeline changed since the run; the message carries the diff."""
-
-
-def recover_interrupted(catalog: Catalog, workspace: Workspace, pipeline: str) -> list[str]:
-    """Call while holding the pipeline's run lock: a run of it that the catalog still calls
-    PENDING or RUNNING has lost its process (the lock would be held otherwise). Mark each
-    INTERRUPTED, remove its unpublished staging folders, and return their ids."""
-    recovered = []
-    for run in catalog.unfinished_runs(pipeline):
-        reason = (
-            f"interrupted: the process running it (pid {run.pid} on {run.host}) ended without "
-            f"finishing; last heartbeat {run.heartbeat_at or run.created_at}"
-        )
-        catalog.interrupt_run(run.run_id, reason)
-        workspace.sweep_staging(pipeline, run.run_id)
-        recovered.append(run.run_id)
-    return recovered
 
 
 def find_run_to_resume(catalog: CatalogReader, pipeline: str, run_ref: str) -> RunRow:

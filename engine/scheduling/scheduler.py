@@ -706,7 +706,7 @@ class Scheduler:
     def recover(self) -> None:
         """Runs a dead scheduler (or any dead process) left RUNNING: INTERRUPTED, then resumed
         or failed per the pipeline's `on_restart`."""
-        from engine.planning.resume import recover_interrupted
+        from engine.execution.recovery import recover_interrupted
         from engine.state.locks import lock_is_held
 
         workspace = self.layout.workspace()

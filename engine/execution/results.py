@@ -1,0 +1,108 @@
+"""What a run gives back: its result and each task's, and the events a listener hears."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.core.errors import RunFailed
+from engine.core.states import RunState, TaskState
+from engine.core.tables import InputTable
+from engine.planning.build import Plan
+from transforms.sql import DuckDBSettings
+
+__all__ = ["ExecutionSettings", "RunEvent", "RunResult", "TaskResult"]
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    max_parallel: int = max(2, os.cpu_count() or 2)
+    cancel_grace: float = 10.0
+    """Seconds a task gets to stop after a timeout or cancel before its attempt is abandoned."""
+    heartbeat_interval: float = 5.0
+    duckdb: DuckDBSettings = field(default_factory=DuckDBSettings)
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    state: TaskState
+    attempts: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+    output: InputTable | None = None
+    target: str | None = None
+    reused_from: str | None = None
+    started_at: str | None = None
+    """When its first attempt started (UTC, ISO), for observers that report the run."""
+    ended_at: str | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    pipeline: str
+    state: RunState
+    tasks: dict[str, TaskResult]
+    duration_s: float
+    project_dir: Path
+    plan: Plan
+
+    @property
+    def ok(self) -> bool:
+        return self.state is RunState.SUCCESS
+
+    @property
+    def failed(self) -> list[TaskResult]:
+        return [t for t in self.tasks.values() if t.state is TaskState.FAILED]
+
+    def raise_for_status(self) -> RunResult:
+        """Raise RunFailed, naming the failed tasks and their errors, when the run did not
+        succeed; return the result when it did, so a script can write
+        `result = pipeline.run().raise_for_status()` and not go on after a failure unawares."""
+        if self.ok:
+            return self
+        error = RunFailed(
+            f"run {self.run_id} of pipeline {self.pipeline!r} {self.state.value}: "
+            f"{self._outcome()}",
+            hint=f"`arrowline runs {self.run_id}` shows every task and attempt",
+            failed=tuple(t.task_id for t in self.failed),
+        )
+        error.pipeline, error.run_id = self.pipeline, self.run_id
+        raise error
+
+    def _outcome(self) -> str:
+        """The failed tasks with their errors' first lines, then the skipped ones."""
+        parts = [
+            f"task {t.task_id!r} failed ({t.error_kind}): {(t.error or '').splitlines()[0]}"
+            if t.error
+            else f"task {t.task_id!r} failed"
+            for t in self.failed
+        ]
+        skipped = [t.task_id for t in self.tasks.values() if t.state is TaskState.SKIPPED]
+        if skipped:
+            parts.append(f"skipped: {', '.join(skipped)}")
+        return "; ".join(parts) or "no task failed"
+
+    def __repr__(self) -> str:
+        if self.ok:
+            return (
+                f"<RunResult {self.pipeline} {self.run_id} SUCCESS in {self.duration_s:.2f}s, "
+                f"{len(self.tasks)} tasks>"
+            )
+        return f"<RunResult {self.pipeline} {self.run_id} {self.state.value}: {self._outcome()}>"
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """What a listener (progress display, tests) hears: a task changed state."""
+
+    task_id: str | None
+    state: str
+    attempt: int = 0
+    error: str | None = None
