@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
@@ -29,25 +28,21 @@ from connectors.files.badrows import (
     ndjson_line_by_line,
 )
 from connectors.files.config import FilesSource
+from connectors.files.formats import (
+    RowErrors,
+    csv_reader,
+    explicit_types,
+    infer_format,
+    line_too_long,
+    ndjson_reader,
+    open_stream,
+)
 from connectors.rejects import Reject, Rejects
 from engine.core.errors import DataError, DefinitionError
 from engine.core.files import FileVersion, file_versions
 from engine.core.sqltext import NameClash, name_clash
-from engine.core.types import parse_type
 
 __all__ = ["column_name_clash", "expand_paths", "infer_format", "observe_files", "open_files"]
-
-_COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
-_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".txt": "csv",
-    ".ndjson": "ndjson",
-    ".jsonl": "ndjson",
-    ".json": "ndjson",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 
 
 def expand_paths(config: FilesSource, base_dir: Path) -> list[Path]:
@@ -79,156 +74,6 @@ def observe_files(config: FilesSource, base_dir: Path) -> tuple[FileVersion, ...
         return ()  # a pattern matches nothing: the run says which; nothing earlier matches ()
 
 
-def infer_format(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in _COMPRESSIONS:
-        name = name.removesuffix(suffix)
-    extension = os.path.splitext(name)[1]
-    if extension not in _FORMATS:
-        raise DefinitionError(
-            f"cannot tell the format of {path.name!r} from its extension; set `format:` "
-            f"to one of csv, ndjson, parquet"
-        )
-    return _FORMATS[extension]
-
-
-def _explicit_types(config: FilesSource) -> dict[str, pa.DataType]:
-    types: dict[str, pa.DataType] = {}
-    for name, text in (config.columns or {}).items():
-        try:
-            types[name] = parse_type(text)
-        except ValueError as exc:
-            raise DefinitionError(f"columns.{name}: {exc}") from None
-    return types
-
-
-class _RowErrors:
-    """Sees each CSV row with the wrong number of fields: remembers the first, so the error can
-    quote it, or with a quarantine hands it to `rejects` and skips it."""
-
-    def __init__(self, rejects: Rejects | None = None, shown: str = "") -> None:
-        self.first: str | None = None
-        self.rejects = rejects if rejects is not None and rejects.policy == "quarantine" else None
-        self.shown = shown
-        self.failure: DataError | None = None
-        """Raised by `rejects` (too many bad rows); Arrow cannot carry it out of the callback."""
-
-    def __call__(self, row: pa_csv.InvalidRow) -> str:
-        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
-        if self.rejects is not None and self.failure is None:
-            try:
-                self.rejects.add(Reject(self.shown, row.number or 0, "line", reason, text=row.text))
-            except DataError as exc:
-                self.failure = exc
-                return "error"
-            return "skip"
-        if self.first is None:
-            where = f"line {row.number}: " if row.number is not None else ""
-            self.first = f"{where}{reason}: {row.text[:200]!r}"
-        return "error"
-
-
-_BYTES_PER_ROW = 128
-_MAX_BLOCK = 64 << 20
-
-
-def _block_size(config: FilesSource) -> int:
-    # CSV and JSON are read in blocks of bytes; ~128 bytes per row turns rows into bytes.
-    return max(1 << 20, min(_MAX_BLOCK, config.batch_size * _BYTES_PER_ROW))
-
-
-def _longest_line(path: Path) -> int:
-    """Bytes in the longest line of a (possibly compressed) text file, read in chunks."""
-    longest = current = 0
-    with _open_stream(path) as stream:
-        while chunk := stream.read(1 << 20):
-            pieces = chunk.split(b"\n")
-            current += len(pieces[0])
-            for piece in pieces[1:]:
-                longest = max(longest, current)
-                current = len(piece)
-    return max(longest, current)
-
-
-def _line_too_long(path: Path, shown: str, config: FilesSource) -> DataError:
-    """Arrow parses CSV and NDJSON in blocks and cannot parse a line longer than one; its advice
-    ("increase block size") names an option arrowline does not have: the block follows
-    `batch_size`, so say which `batch_size` reads the file."""
-    longest = _longest_line(path)
-    block = _block_size(config)
-    if longest + 1 > _MAX_BLOCK:
-        return DataError(
-            f"cannot read {shown}: a line of {longest:,} bytes is longer than the largest read "
-            f"block ({_MAX_BLOCK >> 20} MiB)",
-            hint="write one record per line, each shorter than that",
-        )
-    rows = -(-(longest + 1) // _BYTES_PER_ROW)
-    wanted = 1 << (rows - 1).bit_length()  # the next power of two
-    return DataError(
-        f"cannot read {shown}: a line of {longest:,} bytes is longer than the read block of "
-        f"{block:,} bytes (batch_size {config.batch_size:,} x {_BYTES_PER_ROW} bytes)",
-        hint=f"set `batch_size: {wanted}` (or more) on the extract; CSV and NDJSON are read in "
-        f"blocks of batch_size x {_BYTES_PER_ROW} bytes, at most {_MAX_BLOCK >> 20} MiB",
-    )
-
-
-def _open_stream(path: Path) -> pa.NativeFile:
-    return pa.input_stream(str(path), compression="detect")
-
-
-def _csv_reader(
-    path: Path,
-    config: FilesSource,
-    types: dict[str, pa.DataType],
-    errors: _RowErrors | None,
-    *,
-    use_threads: bool = True,
-) -> pa_csv.CSVStreamingReader:
-    """Arrow's streaming CSV reader. With threads, Arrow parses blocks in parallel and cannot
-    number the lines of malformed rows; the paths that must name lines read without.
-
-    With a row handler (`errors`), the text must be UTF-8 first: pyarrow decodes a malformed
-    row for the handler and fails noisily when it cannot, so those paths call `_require_utf8`.
-    The fast path has no handler; on a malformed row it reads again to locate it."""
-    options = config.csv
-    read = pa_csv.ReadOptions(
-        use_threads=use_threads,
-        block_size=_block_size(config),
-        skip_rows=options.skip_rows,
-        column_names=list(options.column_names) if options.column_names else None,
-        autogenerate_column_names=not options.header and not options.column_names,
-        encoding=options.encoding,
-    )
-    delimiter = (
-        "\t"
-        if path.name.lower().split(".")[-1] == "tsv" and options.delimiter == ","
-        else options.delimiter
-    )
-    parse = pa_csv.ParseOptions(
-        delimiter=delimiter,
-        quote_char=options.quote_char if options.quote_char is not None else False,
-        escape_char=options.escape_char if options.escape_char is not None else False,
-        invalid_row_handler=errors,
-    )
-    convert = pa_csv.ConvertOptions(
-        column_types=types,
-        null_values=list(options.null_values),
-        strings_can_be_null=True,
-    )
-    return pa_csv.open_csv(_open_stream(path), read, parse, convert)
-
-
-def _ndjson_reader(
-    path: Path, config: FilesSource, schema: pa.Schema | None
-) -> pa.RecordBatchReader:
-    read = pa_json.ReadOptions(block_size=_block_size(config))
-    parse = pa_json.ParseOptions(
-        explicit_schema=schema,
-        unexpected_field_behavior="error" if schema is not None else "infer",
-    )
-    return pa_json.open_json(_open_stream(path), read_options=read, parse_options=parse)
-
-
 def _describe(path: Path, base_dir: Path) -> str:
     try:
         return str(path.relative_to(base_dir))
@@ -240,12 +85,12 @@ def _file_error(
     path: Path,
     base_dir: Path,
     exc: Exception,
-    row_errors: _RowErrors | None,
+    row_errors: RowErrors | None,
     config: FilesSource,
 ) -> DataError:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "straddles two block boundaries" in message:
-        return _line_too_long(path, _describe(path, base_dir), config)
+        return line_too_long(path, _describe(path, base_dir), config)
     if row_errors is not None and row_errors.first is not None:
         message = f"malformed row, {row_errors.first}"
     elif "UTF8" in message or "UTF-8" in message or isinstance(exc, UnicodeDecodeError):
@@ -260,7 +105,7 @@ def _require_utf8(path: Path, config: FilesSource, base_dir: Path | None) -> Non
     if config.csv.encoding.lower().replace("-", "") not in ("utf8", "utf8sig"):
         return
     decoder = codecs.getincrementaldecoder("utf-8")()
-    with _open_stream(path) as stream:
+    with open_stream(path) as stream:
         while chunk := stream.read(1 << 20):
             try:
                 decoder.decode(chunk)
@@ -274,7 +119,7 @@ def _require_utf8(path: Path, config: FilesSource, base_dir: Path | None) -> Non
 
 def _encoding_error(path: Path, base_dir: Path) -> DataError:
     """Text that is not UTF-8 is a problem of the whole file: say where it starts."""
-    with _open_stream(path) as stream:
+    with open_stream(path) as stream:
         found = first_bad_utf8(io.BufferedReader(stream))
     where = f" at line {found[0]} (near {found[1]!r})" if found else ""
     return DataError(
@@ -289,7 +134,7 @@ def _first_schema(
     # With a quarantine, malformed rows are skipped here and recorded when the file is read.
     quarantine = config.on_bad_row == "quarantine"
     skip = Rejects("quarantine", 1 << 62) if quarantine else None
-    errors = _RowErrors(skip, _describe(path, base_dir))
+    errors = RowErrors(skip, _describe(path, base_dir))
     try:
         if fmt == "csv":
             # Declared columns are read as text here: their values are converted (and a bad
@@ -297,11 +142,11 @@ def _first_schema(
             as_text = dict.fromkeys(types, pa.string())
             if quarantine:
                 _require_utf8(path, config, base_dir)
-            reader = _csv_reader(path, config, as_text, errors if quarantine else None)
+            reader = csv_reader(path, config, as_text, errors if quarantine else None)
             schema = reader.schema
         elif fmt == "ndjson":
             try:
-                schema = _ndjson_reader(path, config, None).schema
+                schema = ndjson_reader(path, config, None).schema
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 if config.on_bad_row != "quarantine":
                     raise
@@ -346,14 +191,14 @@ def _checked_csv_batches(
     schema: pa.Schema,
     shown: str,
     rejects: Rejects,
-    errors: _RowErrors | None = None,
+    errors: RowErrors | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """CSV with typed columns read as text and converted here, so a value that does not
     convert rejects its row instead of failing the file."""
     as_text = {f.name: pa.string() if not pa.types.is_string(f.type) else f.type for f in schema}
-    errors = errors or _RowErrors(rejects, shown)
+    errors = errors or RowErrors(rejects, shown)
     _require_utf8(path, config, None)
-    reader = _csv_reader(path, config, as_text, errors, use_threads=False)
+    reader = csv_reader(path, config, as_text, errors, use_threads=False)
     rows = 0
     for batch in reader:
         yield convert_checked(batch, schema, shown, rows + 1, rejects)
@@ -397,7 +242,7 @@ def _unterminated_quote(
 
 def _line_of(path: Path, fragment: str) -> int:
     """The first line of a (small, failing) file that contains `fragment`; 0 when none does."""
-    with _open_stream(path) as stream:
+    with open_stream(path) as stream:
         for number, raw in enumerate(io.BufferedReader(stream), start=1):
             if fragment in raw.decode("utf-8", "replace"):
                 return number
@@ -406,13 +251,13 @@ def _line_of(path: Path, fragment: str) -> int:
 
 def _locate_malformed_row(
     path: Path, config: FilesSource, schema: pa.Schema | None, base_dir: Path | None = None
-) -> _RowErrors:
+) -> RowErrors:
     """Read again on one thread until the malformed row, so its line is known."""
     _require_utf8(path, config, base_dir)
-    errors = _RowErrors()
+    errors = RowErrors()
     as_text = dict.fromkeys(schema.names if schema is not None else (), pa.string())
     try:
-        for _ in _csv_reader(path, config, as_text, errors, use_threads=False):
+        for _ in csv_reader(path, config, as_text, errors, use_threads=False):
             pass
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
@@ -421,7 +266,7 @@ def _locate_malformed_row(
 
 def _locate_bad_json_line(path: Path, shown: str) -> None:
     """The first line of an NDJSON file that is not a JSON object, raised with its number."""
-    with _open_stream(path) as stream:
+    with open_stream(path) as stream:
         for number, raw in enumerate(io.BufferedReader(stream), start=1):
             reason = json_problem(raw) if raw.strip() else None
             if reason is not None:
@@ -480,9 +325,9 @@ def column_name_clash(config: FilesSource, base_dir: Path) -> DataError | None:
         else:
             small = config.model_copy(update={"batch_size": 1})  # the smallest block
             reader = (
-                _csv_reader(path, small, {}, None)
+                csv_reader(path, small, {}, None)
                 if fmt == "csv"
-                else _ndjson_reader(path, small, None)
+                else ndjson_reader(path, small, None)
             )
             names = reader.schema.names
     except (DataError, DefinitionError, pa.ArrowException, OSError, UnicodeDecodeError):
@@ -496,7 +341,7 @@ def _line_with_key(path: Path, clash: NameClash) -> int:
     import json
 
     key = clash.names[clash.second]
-    with _open_stream(path) as stream:
+    with open_stream(path) as stream:
         for number, raw in enumerate(io.BufferedReader(stream), start=1):
             try:
                 value = json.loads(raw)
@@ -514,7 +359,7 @@ def _ndjson_schema_of_good_lines(path: Path, sample: int = 1000) -> pa.Schema:
     import json
 
     fields: dict[str, pa.Field] = {}
-    with _open_stream(path) as stream:
+    with open_stream(path) as stream:
         for number, raw in enumerate(io.BufferedReader(stream)):
             if number >= sample:
                 break
@@ -539,13 +384,13 @@ def _ndjson_batches(
     rejecting the lines that are broken (and failing at the first with `on_bad_row: fail`)."""
     yielded = 0
     try:
-        for batch in _ndjson_reader(path, config, schema):
+        for batch in ndjson_reader(path, config, schema):
             yielded += batch.num_rows
             yield batch
         return
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
-    with _open_stream(path) as stream:
+    with open_stream(path) as stream:
         yield from ndjson_line_by_line(
             io.BufferedReader(stream),
             schema,
@@ -566,13 +411,13 @@ def _file_batches(
 ) -> Iterator[pa.RecordBatch]:
     shown = _describe(path, base_dir)
     quarantine = rejects is not None and rejects.policy == "quarantine"
-    errors = _RowErrors(rejects, shown)
+    errors = RowErrors(rejects, shown)
     try:
         if fmt == "csv" and quarantine:
             assert rejects is not None
             reader: Any = _checked_csv_batches(path, config, schema, shown, rejects, errors)
         elif fmt == "csv":
-            reader = _csv_reader(path, config, {f.name: f.type for f in schema}, None)
+            reader = csv_reader(path, config, {f.name: f.type for f in schema}, None)
         elif fmt == "ndjson":
             reader = _ndjson_batches(path, config, schema, shown, rejects)
         else:
@@ -614,7 +459,7 @@ def open_files(config: FilesSource, ctx: ConnectorContext) -> list[pa.RecordBatc
     if len(set(formats.values())) > 1:
         kinds = ", ".join(sorted(set(formats.values())))
         raise DefinitionError(f"the files mix formats ({kinds}); one extract reads one format")
-    types = _explicit_types(config)
+    types = explicit_types(config)
     first = paths[0]
     schema = _first_schema(first, formats[first], config, types, base_dir)
     out_schema = schema
