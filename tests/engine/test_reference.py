@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
+from engine.api.reference import render_reference
 from engine.spec.model import pipeline_json_schema
-from engine.spec.reference import render_reference
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -12,7 +12,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def test_pipeline_reference_is_up_to_date() -> None:
     committed = (DOCS / "pipeline-reference.md").read_text(encoding="utf-8")
     assert committed == render_reference(), (
-        "run: python -m engine.spec.reference > docs/pipeline-reference.md"
+        "run: python -m engine.api.reference > docs/pipeline-reference.md"
     )
 
 
@@ -22,7 +22,7 @@ def test_json_schema_is_up_to_date() -> None:
 
 
 def test_every_key_of_every_model_is_documented() -> None:
-    from engine.spec.reference import SECTIONS
+    from engine.api.reference import SECTIONS
 
     text = render_reference()
     for _, model, _ in SECTIONS:
