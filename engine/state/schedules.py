@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.spec.params import new_run_id
+from engine.core.runids import new_run_id
 from engine.state.catalog import Catalog, CatalogReader, now_text
 
 __all__ = ["IntervalRow", "RequestRow", "ScheduleRow", "SchedulerStore"]
