@@ -21,21 +21,11 @@ import pyarrow.parquet as pq
 from engine.core.errors import StateError
 from engine.core.files import publish_directory, remove_tree
 from engine.core.tables import InputTable
+from engine.state.layout import STATE_DIR, ProjectLayout, nearest_project_dir
 
 __all__ = ["QUARANTINE_DIR", "STATE_DIR", "Workspace", "nearest_project_dir"]
 
-STATE_DIR = ".arrowline"
 QUARANTINE_DIR = "quarantine"
-
-
-def nearest_project_dir(start: Path) -> Path | None:
-    """The nearest of `start` and its ancestors that holds `.arrowline/`, or None: how the
-    CLI and the notebook API both find a project from a folder inside it."""
-    here = start.resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / STATE_DIR).is_dir():
-            return candidate
-    return None
 
 
 class Workspace:
@@ -44,7 +34,7 @@ class Workspace:
 
     @classmethod
     def for_project(cls, project_dir: Path) -> Workspace:
-        return cls(project_dir / STATE_DIR / "workspace")
+        return cls(ProjectLayout(project_dir).workspace_dir)
 
     def task_dir(self, pipeline: str, task_id: str) -> Path:
         return self.root / pipeline / task_id
