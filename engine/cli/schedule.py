@@ -158,12 +158,12 @@ def schedule_list(project_dir: Path | None, fmt: str) -> None:
 
 
 def _set_paused(project_dir: Path | None, pipeline: str, paused: bool, reason: str | None) -> None:
-    from engine.state.schedules import SchedulerStore
+    from engine.state.catalog import Catalog
 
     project = _project(project_dir)
     name, path = _pipeline(project, pipeline)
     who = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
-    with SchedulerStore(catalog_location(project)) as store:
+    with Catalog(catalog_location(project)) as store:
         store.set_paused(name, str(path), paused, reason, who)
     verb = "paused" if paused else "resumed"
     out.print(f"{name}: schedule {verb}" + (f" ({reason})" if reason else ""))
@@ -242,7 +242,8 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
     import engine.api.pipeline as api
     from engine.scheduling.cron import Schedule
     from engine.spec.params import new_run_id
-    from engine.state.schedules import IntervalRow, SchedulerStore
+    from engine.state.catalog import Catalog
+    from engine.state.schedules import IntervalRow
 
     project = _project(project_dir)
     name, path = _pipeline(project, pipeline)
@@ -267,7 +268,7 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
                 f"{name}'s schedule {spec.schedule!r}",
                 hint="backfill a shorter range at a time",
             )
-        with SchedulerStore(catalog_location(project)) as store:
+        with Catalog(catalog_location(project)) as store:
             store.ensure_schedule(name, str(path), sched.previous(datetime.now(UTC)))
             decided = [(f, sched.interval_ending(f).start, "queued", "backfill") for f in fires]
             recorded = store.claim_intervals(name, None, decided)

@@ -264,11 +264,10 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _run(self, run_id: str) -> None:
-        from engine.state.schedules import SchedulerReader
+        from engine.state.catalog import CatalogReader
 
-        with SchedulerReader(catalog_location(self.api.scheduler.project)) as catalog:
-            found = catalog.query("select run_id from runs where run_id = ?", (run_id,))
-            if found:
+        with CatalogReader(catalog_location(self.api.scheduler.project)) as catalog:
+            if catalog.has_run(run_id):
                 run = catalog.run(run_id)
                 tasks = [
                     {

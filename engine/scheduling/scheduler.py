@@ -50,8 +50,11 @@ from engine.scheduling.alerts import Alert, AlertSender
 from engine.scheduling.cron import Schedule
 from engine.spec.definition import Definition
 from engine.state.advisory import AdvisoryLock, advisory_held
+from engine.state.catalog import Catalog
 from engine.state.db import catalog_location
-from engine.state.schedules import RequestRow, ScheduleRow, SchedulerStore, iso, parse
+from engine.state.layout import ProjectLayout
+from engine.state.schedules import RequestRow, ScheduleRow
+from engine.state.values import iso, parse
 from engine.state.workspace import STATE_DIR
 from engine.tasks.kinds import TaskRunner, run_task
 
@@ -172,7 +175,7 @@ class Scheduler:
     def __post_init__(self) -> None:
         self.project = self.project.resolve()
         (self.project / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        self.store = SchedulerStore(catalog_location(self.project))
+        self.store = Catalog(catalog_location(self.project))
         self.alerts = AlertSender(self.store)
         self.loaded: dict[str, _Loaded] = {}
         self.active: dict[str, list[_Active]] = {}
@@ -300,13 +303,7 @@ class Scheduler:
         with self.lock:
             self.reap()
             states = {row.pipeline: row for row in self.store.schedules()}
-            waiting = {
-                name
-                for (name,) in self.store.query(
-                    "select pipeline from intervals where state = 'queued' union "
-                    "select pipeline from run_requests where state = 'pending'"
-                )
-            }
+            waiting = self.store.pipelines_with_queued_work()
             for loaded in self.refresh().values():
                 if self.stopping.is_set():
                     return  # SIGTERM: the rest of the pipelines wait for the next scheduler
@@ -442,13 +439,7 @@ class Scheduler:
         for trigger in loaded.definition.spec.trigger:
             if not trigger.after:
                 continue
-            rows = self.store.query(
-                "select run_id from runs where pipeline = ? and state = 'SUCCESS' and ended_at > ? "
-                "and run_id not in (select key from triggers_seen where pipeline = ? "
-                "and kind = 'after') order by ended_at",
-                (trigger.after, since, loaded.name),
-            )
-            for (run_id,) in rows:
+            for run_id in self.store.untriggered_successes(trigger.after, since, loaded.name):
                 source = f"after:{trigger.after}:{run_id}"
                 requested |= self._on_trigger(loaded, "after", run_id, source)
         return requested
@@ -645,22 +636,16 @@ class Scheduler:
         spec = loaded.definition.spec
         if spec.sla is None or spec.alerts is None:
             return
-        horizon = iso(now - spec.sla)
-        rows = self.store.query(
-            "select i.fire_at, i.run_id, r.state from intervals i left join runs r using (run_id) "
-            "where i.pipeline = ? and i.fire_at <= ? and i.state != 'skipped' "
-            "and (r.state is null or r.state != 'SUCCESS') order by i.fire_at desc limit 20",
-            (loaded.name, horizon),
-        )
-        for fire_at, run_id, state in rows:
-            late = now - parse(fire_at)
+        for missed in self.store.late_intervals(loaded.name, now - spec.sla):
+            late = now - parse(missed.fire_at)
             self.alerts.send(
                 self._alert(
                     loaded.name,
                     "sla",
-                    fire_at,
-                    f"the run due {fire_at} has not succeeded {late} after its time "
-                    f"(sla {spec.sla}; run {run_id or 'not started'}, {state or 'no state'})",
+                    missed.fire_at,
+                    f"the run due {missed.fire_at} has not succeeded {late} after its time "
+                    f"(sla {spec.sla}; run {missed.run_id or 'not started'}, "
+                    f"{missed.state or 'no state'})",
                 ),
                 spec.alerts,
             )
@@ -809,14 +794,13 @@ def request_run(project: Path, name: str, params: dict[str, Any], source: str) -
         raise KeyError(name)
     spec = load(path).spec
     resolve_params(spec.parameters, params, {}, source=f"the {source} request")
-    with SchedulerStore(catalog_location(project)) as store:
+    with Catalog(catalog_location(project)) as store:
         return store.request_run(name, str(path), params, source)
 
 
 def leader_lock_path(project: Path) -> Path:
-    """The lock the active scheduler holds. Not under locks/, where `<pipeline>.lock` files live:
-    a pipeline may well be called `scheduler`."""
-    return project / STATE_DIR / "scheduler.lock"
+    """The lock the active scheduler holds."""
+    return ProjectLayout(project).scheduler_lock
 
 
 def scheduler_running(project: Path) -> bool:

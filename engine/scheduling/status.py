@@ -16,13 +16,13 @@ def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, An
     from engine.core.errors import ArrowlineError, PipelineInvalid
     from engine.scheduling.cron import Schedule
     from engine.scheduling.scheduler import discover_pipelines
+    from engine.state.catalog import CatalogReader
     from engine.state.db import catalog_location
     from engine.state.locks import lock_is_held
-    from engine.state.schedules import SchedulerReader
 
     now = now or datetime.now(UTC)
     location = catalog_location(project)
-    reader = SchedulerReader(location) if location.exists() else None
+    reader = CatalogReader(location) if location.exists() else None
     rows = []
     try:
         for name, path in discover_pipelines(project).items():

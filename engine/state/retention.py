@@ -75,26 +75,10 @@ class Collection:
         return f"gc: keep_runs {self.keep_runs}"
 
 
-def _runs(catalog: CatalogReader, pipeline: str) -> list[tuple[str, str]]:
-    """(run_id, state) of every run of the pipeline, newest first."""
-    rows = catalog.query(
-        "select run_id, state from runs where pipeline = ? order by created_at desc, run_id desc",
-        (pipeline,),
-    )
-    return [(row["run_id"], row["state"]) for row in rows]
-
-
 def _resumable(catalog: CatalogReader, pipeline: str, runs: list[tuple[str, str]]) -> set[str]:
     """Ended runs a resume or a requeue may still continue: those since the last success (the
     next `--resume last`), and those an open dead letter points at."""
-    lettered = {
-        row["run_id"]
-        for row in catalog.query(
-            "select distinct run_id from dead_letters "
-            "where pipeline = ? and status in ('open', 'requeued')",
-            (pipeline,),
-        )
-    }
+    lettered = catalog.lettered_runs(pipeline)
     resumable: set[str] = set()
     superseded = False
     for run_id, state in runs:  # newest first
@@ -111,13 +95,9 @@ def _kept(
     """(task_id, run_id) outputs to keep: every output of the protected runs and what they
     reuse from earlier runs, and the latest successful output of each task."""
     kept = {(task_id, row.run_id) for task_id, row in latest.items()}
-    for row in catalog.query(
-        "select u.run_id, u.task_id, u.from_run_id from reused u join runs r using (run_id) "
-        "where r.pipeline = ?",
-        (pipeline,),
-    ):
-        if row["run_id"] in protected:
-            kept.add((row["task_id"], row["from_run_id"]))
+    for run_id, task_id, from_run_id in catalog.reuses_in(pipeline):
+        if run_id in protected:
+            kept.add((task_id, from_run_id))
     return kept
 
 
@@ -151,7 +131,7 @@ def plan_collection(
     catalog: CatalogReader, workspace: Workspace, pipeline: str, keep_runs: int
 ) -> Collection:
     """Decide what to remove from `pipeline`'s outputs, keeping the last `keep_runs` runs."""
-    runs = _runs(catalog, pipeline)
+    runs = catalog.run_states(pipeline)
     resumable = _resumable(catalog, pipeline, runs)
     protected = {run_id for run_id, _ in runs[:keep_runs]} | resumable
     protected |= {run_id for run_id, state in runs if state in ("PENDING", "RUNNING")}
@@ -195,15 +175,11 @@ def recorded_retention(catalog: CatalogReader, pipeline: str) -> RetentionSpec:
     import yaml
     from pydantic import ValidationError
 
-    rows = catalog.query(
-        "select definition from runs where pipeline = ? and definition is not null "
-        "order by created_at desc limit 1",
-        (pipeline,),
-    )
-    if not rows:
+    definition = catalog.latest_definition(pipeline)
+    if definition is None:
         return RetentionSpec()
     try:
-        stored = yaml.safe_load(rows[0]["definition"]) or {}
+        stored = yaml.safe_load(definition) or {}
         return RetentionSpec.model_validate(stored.get("retention") or {})
     except (yaml.YAMLError, ValidationError, AttributeError):  # not a definition we wrote
         return RetentionSpec()
