@@ -20,7 +20,7 @@ from engine.state.retention import (
     collect,
     format_bytes,
     plan_collection,
-    recorded_retention,
+    recorded_keep_runs,
 )
 
 __all__: list[str] = []
@@ -42,7 +42,7 @@ def _targets(
     file says, else what the pipeline's latest run recorded."""
     from engine.api.pipeline import load
     from engine.core.problems import did_you_mean
-    from engine.spec.model import NAME_PATTERN
+    from engine.spec.model import NAME_PATTERN, RetentionSpec
 
     known = catalog.pipelines()
     if given is None:
@@ -67,7 +67,8 @@ def _targets(
         return [(name, keep_runs) for name in names]
     if from_file is not None:
         return [(name, from_file) for name in names]
-    return [(name, recorded_retention(catalog, name).keep_runs) for name in names]
+    default = RetentionSpec().keep_runs
+    return [(name, recorded_keep_runs(catalog, name, default)) for name in names]
 
 
 def _collect(

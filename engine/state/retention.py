@@ -28,7 +28,6 @@ from pathlib import Path
 from engine.core.errors import StateError
 from engine.core.files import remove_tree
 from engine.core.states import RESUMABLE
-from engine.spec.model import RetentionSpec
 from engine.state.catalog import Catalog, CatalogReader, TaskRunRow
 from engine.state.workspace import Workspace
 
@@ -39,7 +38,7 @@ __all__ = [
     "format_bytes",
     "missing_output",
     "plan_collection",
-    "recorded_retention",
+    "recorded_keep_runs",
 ]
 
 
@@ -168,21 +167,22 @@ def collect(catalog: Catalog, collection: Collection) -> None:
         remove_tree(removal.path)
 
 
-def recorded_retention(catalog: CatalogReader, pipeline: str) -> RetentionSpec:
-    """The retention the pipeline's latest run had (its definition is stored with it): what
-    `arrowline gc PIPELINE` applies when given a name rather than a file. The default when the
-    run recorded none (a pipeline that never set one, or a run before retention existed)."""
+def recorded_keep_runs(catalog: CatalogReader, pipeline: str, default: int) -> int:
+    """The `retention.keep_runs` the pipeline's latest run had (its definition is stored with
+    it): what `arrowline gc PIPELINE` applies when given a name rather than a file. `default`
+    (the pipeline model's) when the run recorded none: a pipeline that never set one, or a run
+    from before retention existed."""
     import yaml
-    from pydantic import ValidationError
 
     definition = catalog.latest_definition(pipeline)
-    if definition is None:
-        return RetentionSpec()
     try:
-        stored = yaml.safe_load(definition) or {}
-        return RetentionSpec.model_validate(stored.get("retention") or {})
-    except (yaml.YAMLError, ValidationError, AttributeError):  # not a definition we wrote
-        return RetentionSpec()
+        stored = yaml.safe_load(definition) if definition is not None else None
+    except yaml.YAMLError:  # not a definition we wrote
+        return default
+    retention = stored.get("retention") if isinstance(stored, dict) else None
+    keep = retention.get("keep_runs") if isinstance(retention, dict) else None
+    # checked when the run loaded it; anything else was not written by arrowline
+    return keep if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0 else default
 
 
 def missing_output(catalog: CatalogReader, row: TaskRunRow) -> StateError:
