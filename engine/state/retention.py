@@ -20,13 +20,10 @@ catalog's, a copy) and unpublished staging folders are left alone.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.core.errors import StateError
-from engine.core.files import remove_tree
 from engine.core.states import RESUMABLE
 from engine.state.catalog import Catalog, CatalogReader, TaskRunRow
 from engine.state.workspace import Workspace
@@ -64,6 +61,8 @@ class Collection:
     """Published outputs of the pipeline's runs that stay."""
     resumable: tuple[str, ...]
     """Runs kept whole because they can still be resumed."""
+    workspace: Workspace = field(repr=False, compare=False)
+    """Where the outputs are (what `collect` removes them from)."""
 
     @property
     def bytes(self) -> int:
@@ -100,32 +99,6 @@ def _kept(
     return kept
 
 
-def _published(workspace: Workspace, pipeline: str) -> Iterator[tuple[str, str, Path]]:
-    """(task_id, run_id, folder) of every published output on this disk; staging folders and
-    files (LATEST) are not outputs, and a symlink is never followed."""
-    root = workspace.root / pipeline
-    if not root.is_dir():
-        return
-    for task_dir in sorted(root.iterdir()):
-        if task_dir.name.startswith(".") or task_dir.is_symlink() or not task_dir.is_dir():
-            continue
-        for run_dir in sorted(task_dir.iterdir()):
-            if run_dir.name.startswith(".") or run_dir.is_symlink() or not run_dir.is_dir():
-                continue
-            yield task_dir.name, run_dir.name, run_dir
-
-
-def _size(folder: Path) -> int:
-    total = 0
-    for directory, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:  # removed meanwhile
-                continue
-    return total
-
-
 def plan_collection(
     catalog: CatalogReader, workspace: Workspace, pipeline: str, keep_runs: int
 ) -> Collection:
@@ -138,19 +111,21 @@ def plan_collection(
     known = {run_id for run_id, _ in runs}
     removals = []
     staying = 0
-    for task_id, run_id, folder in _published(workspace, pipeline):
-        if run_id not in known:
+    for output in workspace.outputs(pipeline):
+        if output.run_id not in known:
             continue  # not a run of this catalog: not ours to judge
-        if run_id in protected or (task_id, run_id) in kept:
+        if output.run_id in protected or (output.task_id, output.run_id) in kept:
             staying += 1
             continue
-        removals.append(Removal(task_id, run_id, folder, _size(folder)))
+        size = workspace.output_bytes(output.path)
+        removals.append(Removal(output.task_id, output.run_id, output.path, size))
     return Collection(
         pipeline,
         keep_runs,
         tuple(removals),
         staying,
         tuple(run_id for run_id, _ in runs if run_id in resumable),
+        workspace,
     )
 
 
@@ -164,7 +139,7 @@ def collect(catalog: Catalog, collection: Collection) -> None:
         collection.reason,
     )
     for removal in collection.removals:
-        remove_tree(removal.path)
+        collection.workspace.remove_output(removal.path)
 
 
 def recorded_keep_runs(catalog: CatalogReader, pipeline: str, default: int) -> int:
