@@ -1,27 +1,57 @@
-"""What every connector shares: the config base model, capabilities, and the input contract.
+"""What a connector is: one descriptor the engine reads, and the contracts around it.
 
-A connector is a package with the same four modules: `config` (its pydantic models, tagged by
-`from:` for sources and `to:` for sinks), `source` (config -> `pyarrow.RecordBatchReader`),
-`sink` (an `InputTable` -> a target, in one transaction where the target has them) and
-`capabilities` (what it can do, declared as data so the engine never asks `if kind == ...`).
+Every connector is a package with the same skeleton:
+
+    connectors/<name>/__init__.py   the descriptor: a `Connector` subclass and `CONNECTOR`
+    connectors/<name>/config.py     its pydantic models: a source tagged by `from:`, a sink by
+                                    `to:`, a named connection by `kind:`
+    connectors/<name>/source.py     config -> `pyarrow.RecordBatchReader`s (if it reads)
+    connectors/<name>/sink.py       an `InputTable` -> the target, in one transaction where the
+                                    target has them (if it writes)
+
+plus whatever else the connector needs (`errors.py`, `state.py`, `types.py`, ...). The
+descriptor declares as data what the engine must know (`capabilities`, the config models) and
+answers, for one config, everything the engine asks: where it points (`place`), what can be
+checked before a run (`check`), the schema before data moves (`schema`), what it would read now
+(`observe`), how its errors are classified (`classify`). It imports the heavy code (drivers,
+readers, writers) inside the methods that use it, so reading every descriptor to build the
+pipeline model costs nothing (dlt's destination factories work the same way).
+
+`connectors.registry` maps names to these packages and loads them on first use. Outside
+`connectors/`, no code names a connector or checks a config's class: it asks the descriptor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Protocol
+
+import pyarrow as pa
+from pydantic import Field
 
 from engine.core.cancel import CancelToken
-from engine.core.errors import DefinitionError
+from engine.core.config import ConfigModel
+from engine.core.durations import Duration
+from engine.core.errors import Classification, DefinitionError
+from engine.core.files import FileVersion
+from engine.core.places import Place
+from engine.core.problems import Finding
+from engine.core.tables import InputTable
 from engine.core.watermark import Watermark, WatermarkUpdate
 
 __all__ = [
     "Capabilities",
     "CheckResult",
+    "Connector",
     "ConnectorContext",
+    "IncrementalSpec",
+    "NamingContext",
     "SinkResult",
+    "SinkState",
+    "Unknown",
 ]
 
 
@@ -29,13 +59,40 @@ __all__ = [
 class Capabilities:
     """What a connector can do, declared once."""
 
-    name: str
     transactional: bool
     """Writes commit or roll back as a whole (and can hold a watermark in the same commit)."""
     load_modes: tuple[str, ...] = ()
     sqlglot_dialect: str | None = None
+    """The SQL dialect of a source's `query`, for lineage through it; None: it takes no SQL."""
     streaming: bool = True
     """Reads and writes in bounded batches rather than whole tables."""
+
+
+class IncrementalSpec(ConfigModel):
+    """Read only rows past the committed watermark."""
+
+    cursor: str = Field(description="Column that grows with every change, e.g. updated_at.")
+    key: tuple[str, ...] = Field(
+        (),
+        description="Columns that break ties between rows with the same cursor value, so a "
+        "run that ends in the middle of equal cursor values misses nothing.",
+    )
+    lookback: Duration | None = Field(
+        None,
+        description="Also re-read rows this far behind the watermark (late commits); merge "
+        "keys on the load make re-reading idempotent.",
+    )
+    nulls: Literal["include", "exclude"] = Field(
+        "exclude",
+        description="Rows whose cursor is NULL: 'include' reads them on every run, 'exclude' "
+        "never reads them.",
+    )
+    max_staleness: Duration | None = Field(
+        None,
+        description="The scheduler sends a freshness alert when the committed watermark (a "
+        "date or timestamp cursor) lags now by more than this. The same as the pipeline's "
+        "`freshness: {task: ...}`, said where the source is.",
+    )
 
 
 @dataclass
@@ -49,13 +106,13 @@ class ConnectorContext:
     task_id: str
     cancel: CancelToken | None = None
     connections: Mapping[str, Any] = field(default_factory=dict)
-    """Named connections, secrets resolved (e.g. `ResolvedPostgres`)."""
+    """Named connections, secrets resolved (what `Connector.resolve` returned)."""
     watermark: Watermark | None = None
     """For an incremental source: read rows past this one (None: read everything)."""
     pending_watermarks: tuple[WatermarkUpdate, ...] = ()
     """For a transactional sink: commit these in the same transaction as the data."""
     rejects: Any = None
-    """For a file source: where malformed rows go (`connectors.files.badrows.Rejects`)."""
+    """For a source that sets malformed rows aside: its collector (`Connector.rejects`)."""
 
     def connection(self, name: str) -> Any:
         try:
@@ -67,6 +124,16 @@ class ConnectorContext:
     def raise_if_cancelled(self) -> None:
         if self.cancel is not None:
             self.cancel.raise_if_cancelled()
+
+
+@dataclass(frozen=True)
+class NamingContext:
+    """What naming a config's place may use: the pipeline's folder (relative paths stay
+    relative without one), and its connections (resolved when a run started, else their specs;
+    host, port and database are no secrets)."""
+
+    base_dir: Path = Path()
+    connections: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,3 +157,117 @@ class SinkResult:
     details: dict[str, Any] = field(default_factory=dict)
     committed_watermarks: tuple[WatermarkUpdate, ...] = ()
     """Watermarks the sink committed in the same transaction as the rows."""
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A schema that cannot be known before data moves, and why (for `arrowline plan`)."""
+
+    reason: str
+    problem: Finding | None = None
+    """A problem the run would fail on, found on the way (a header naming a column twice)."""
+
+
+class SinkState(Protocol):
+    """Watermarks a transactional sink keeps in its own target, beside the data."""
+
+    def read(self, config: Any, ctx: ConnectorContext) -> dict[str, tuple[Watermark, str]]: ...
+
+    def put(
+        self, config: Any, ctx: ConnectorContext, updates: Sequence[WatermarkUpdate]
+    ) -> None: ...
+
+    def delete(self, config: Any, ctx: ConnectorContext, task: str | None) -> None: ...
+
+
+class Connector(ABC):
+    """One connector as the engine sees it. Subclasses set the class attributes and override
+    what they do; a method a connector does not support raises a DefinitionError naming it."""
+
+    name: ClassVar[str]
+    """The registry's key: `connectors.registry.connector(name)`."""
+    capabilities: ClassVar[Capabilities]
+    source: ClassVar[type[ConfigModel] | None] = None
+    """The config of `extract: {from: ...}`, when the connector reads."""
+    sink: ClassVar[type[ConfigModel] | None] = None
+    """The config of `load: {to: ...}`, when the connector writes."""
+    connection: ClassVar[type[ConfigModel] | None] = None
+    """The config of a named connection (`connections: {name: {kind: ...}}`), when it has one."""
+    reference: ClassVar[tuple[Section, ...]] = ()
+    """Its sections of `docs/pipeline-reference.md`."""
+
+    # -- what a config says, without I/O -------------------------------------------------------
+
+    def connection_name(self, config: ConfigModel) -> str | None:
+        """The named connection a source or sink config uses."""
+        return None
+
+    def incremental(self, config: ConfigModel) -> IncrementalSpec | None:
+        """A source's incremental settings, when it reads past a watermark."""
+        return None
+
+    @abstractmethod
+    def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
+        """Where a source reads or a sink writes, for people, lineage and OpenLineage."""
+
+    def check(self, config: ConfigModel, base_dir: Path) -> list[Finding]:
+        """What can be found wrong before a run (files not there yet, ...), by key path."""
+        return []
+
+    # -- before data moves --------------------------------------------------------------------
+
+    def schema(self, config: ConfigModel, ctx: ConnectorContext) -> pa.Schema | Unknown:
+        """A source's output schema before any row is read, or why it cannot be known (with the
+        problem a run would fail on, when that is why)."""
+        return Unknown(f"a {self.name} source's schema is known once it has run")
+
+    def observe(self, config: ConfigModel, base_dir: Path) -> tuple[FileVersion, ...] | None:
+        """What a source would read now, cheaply (file sizes and times), for reuse decisions;
+        None when that cannot be told without reading (a database server)."""
+        return None
+
+    def rejects(self, config: ConfigModel) -> Any:
+        """A collector of malformed rows for one attempt, when the source sets them aside
+        instead of failing (it has `.items` and `.table()`), else None."""
+        return None
+
+    # -- moving data ---------------------------------------------------------------------------
+
+    def open(self, config: ConfigModel, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+        """A source's rows: one stream, or several read in parallel (partitions)."""
+        raise DefinitionError(f"the {self.name} connector cannot be a source")
+
+    def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
+        """Load one task output into the target."""
+        raise DefinitionError(f"the {self.name} connector cannot be a sink")
+
+    def state(self, config: ConfigModel) -> SinkState | None:
+        """Where a transactional sink keeps watermarks beside its data; None when it has no
+        transaction to keep them in (its watermarks are final once its output is published)."""
+        return None
+
+    # -- connections and errors ----------------------------------------------------------------
+
+    def resolve(self, name: str, spec: ConfigModel, base_dir: Path) -> Any:
+        """A named connection with its secrets filled in, when a run starts."""
+        raise DefinitionError(f"the {self.name} connector has no named connections")
+
+    def check_connection(self, resolved: Any) -> CheckResult:
+        """Try a resolved connection (`arrowline check`)."""
+        raise DefinitionError(f"the {self.name} connector has no named connections")
+
+    def classify(self, exc: BaseException) -> Classification | None:
+        """Whether a foreign exception from this connector's libraries is worth retrying;
+        None when the connector does not know it."""
+        return None
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the pipeline reference: heading, the model whose keys it lists, prose,
+    and an example in YAML."""
+
+    heading: str
+    model: type[ConfigModel]
+    prose: str
+    example: str

@@ -1,131 +1,92 @@
-"""Which code reads each source, writes each sink, keeps each sink's state and resolves each
-kind of connection, keyed by config type.
+"""The connectors arrowline knows, by name, loaded on first use.
 
-Adding a connector adds entries here and members to the tagged unions in `engine.spec.model`; the
-engine never branches on a connector's name.
+Each entry names the package whose `CONNECTOR` is the descriptor (`connectors.base.Connector`).
+Adding a connector is a folder of its own and one line here; the pipeline model's tagged unions
+(`from:`, `to:`, `kind:`) and the reference are built from these descriptors, and the engine asks
+them instead of branching on names. A descriptor's package imports only its config and reference;
+its heavy code (drivers, readers, writers) loads when a task uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
+import functools
+import importlib
+from collections.abc import Iterator
 from typing import Any
 
-import pyarrow as pa
-
-from connectors import postgres
-from connectors.base import Capabilities, ConnectorContext, SinkResult
-from connectors.duckdb import CAPABILITIES as DUCKDB
-from connectors.duckdb import DuckDBSink, DuckDBSource, observe_duckdb, open_duckdb, write_duckdb
-from connectors.duckdb import state as duckdb_state
-from connectors.files import CAPABILITIES as FILES
-from connectors.files import FilesSource, ParquetSink, observe_files, open_files, write_parquet
-from connectors.postgres import state as postgres_state
-from engine.core.files import FileVersion
-from engine.core.tables import InputTable
-from engine.core.watermark import Watermark, WatermarkUpdate
+from connectors.base import Connector, SinkState
+from engine.core.config import ConfigModel
+from engine.core.errors import DefinitionError
+from engine.core.problems import did_you_mean
 
 __all__ = [
-    "CONNECTIONS",
-    "SINKS",
-    "SOURCES",
-    "ConnectionKind",
-    "capabilities_of",
-    "observe_source",
-    "open_source",
+    "CONNECTORS",
+    "connection_models",
+    "connector",
+    "connector_of",
+    "connectors",
+    "sink_models",
     "sink_state",
-    "write_sink",
+    "source_models",
 ]
 
-
-@dataclass(frozen=True)
-class Source:
-    open: Callable[[Any, ConnectorContext], list[pa.RecordBatchReader]]
-    capabilities: Capabilities
-    observe: Callable[[Any, Path], tuple[FileVersion, ...]] | None = None
-    """The files the source would read now, for reuse decisions; None for a source whose data
-    cannot be observed without reading it (a database server)."""
-
-
-@dataclass(frozen=True)
-class Sink:
-    write: Callable[[InputTable, Any, ConnectorContext], SinkResult]
-    capabilities: Capabilities
-    state: ModuleType | None = None
-    """A module with read/put/delete of watermarks kept in the target, for transactional sinks."""
-
-
-@dataclass(frozen=True)
-class ConnectionKind:
-    resolve: Callable[[str, Any, Path], Any]
-    check: Callable[[Any], Any]
-    capabilities: Capabilities
-
-
-SOURCES: dict[type, Source] = {
-    FilesSource: Source(open_files, FILES, observe_files),
-    DuckDBSource: Source(open_duckdb, DUCKDB, observe_duckdb),
-    postgres.PostgresSource: Source(postgres.open_postgres, postgres.CAPABILITIES),
+CONNECTORS: dict[str, str] = {
+    "files": "connectors.files",
+    "duckdb": "connectors.duckdb",
+    "postgres": "connectors.postgres",
+    "generate": "connectors.generate",
 }
-SINKS: dict[type, Sink] = {
-    ParquetSink: Sink(write_parquet, FILES),
-    DuckDBSink: Sink(write_duckdb, DUCKDB, duckdb_state),
-    postgres.PostgresSink: Sink(postgres.write_postgres, postgres.CAPABILITIES, postgres_state),
-}
-CONNECTIONS: dict[type, ConnectionKind] = {
-    postgres.PostgresConnection: ConnectionKind(
-        postgres.resolve, postgres.check, postgres.CAPABILITIES
-    ),
-}
+"""Name -> the package holding its descriptor, in the order the reference lists them."""
 
 
-def open_source(config: Any, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
-    return SOURCES[type(config)].open(config, ctx)
+@functools.cache
+def connector(name: str) -> Connector:
+    """The descriptor of connector `name`, imported the first time it is asked for."""
+    module = CONNECTORS.get(name)
+    if module is None:
+        raise DefinitionError(
+            f"unknown connector {name!r}.{did_you_mean(name, list(CONNECTORS))}",
+            hint=f"connectors: {', '.join(CONNECTORS)}",
+        )
+    found: Connector = importlib.import_module(module).CONNECTOR
+    return found
 
 
-def observe_source(config: Any, base_dir: Path) -> tuple[FileVersion, ...] | None:
-    """What the source would read now (see `Source.observe`), or None when it cannot tell."""
-    observe = SOURCES[type(config)].observe
-    return observe(config, base_dir) if observe is not None else None
+def connectors() -> Iterator[Connector]:
+    """Every descriptor, in registry order (this imports every connector's config)."""
+    return (connector(name) for name in CONNECTORS)
 
 
-def write_sink(source: InputTable, config: Any, ctx: ConnectorContext) -> SinkResult:
-    return SINKS[type(config)].write(source, config, ctx)
+@functools.cache
+def _by_model() -> dict[type[ConfigModel], Connector]:
+    found: dict[type[ConfigModel], Connector] = {}
+    for descriptor in connectors():
+        for model in (descriptor.source, descriptor.sink, descriptor.connection):
+            if model is not None:
+                found[model] = descriptor
+    return found
 
 
-def capabilities_of(config: Any) -> Capabilities:
-    for table in (SOURCES, SINKS, CONNECTIONS):
-        entry = table.get(type(config))
-        if entry is not None:
-            return entry.capabilities
-    raise KeyError(type(config).__name__)
+def connector_of(config: Any) -> Connector:
+    """The descriptor that owns a source, sink or connection config."""
+    try:
+        return _by_model()[type(config)]
+    except KeyError:
+        raise TypeError(f"{type(config).__name__} is no connector's config") from None
 
 
-class SinkState:
-    """Watermarks as one sink keeps them: in its own database for transactional sinks."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
-        self.module = SINKS[type(config)].state
-
-    @property
-    def transactional(self) -> bool:
-        return self.module is not None
-
-    def read(self, ctx: ConnectorContext) -> dict[str, tuple[Watermark, str]]:
-        assert self.module is not None
-        return self.module.read(self.config, ctx)  # type: ignore[no-any-return]
-
-    def put(self, ctx: ConnectorContext, updates: Sequence[WatermarkUpdate]) -> None:
-        assert self.module is not None
-        self.module.put(self.config, ctx, updates)
-
-    def delete(self, ctx: ConnectorContext, task: str | None) -> None:
-        assert self.module is not None
-        self.module.delete(self.config, ctx, task)
+def source_models() -> tuple[type[ConfigModel], ...]:
+    return tuple(c.source for c in connectors() if c.source is not None)
 
 
-def sink_state(config: Any) -> SinkState:
-    return SinkState(config)
+def sink_models() -> tuple[type[ConfigModel], ...]:
+    return tuple(c.sink for c in connectors() if c.sink is not None)
+
+
+def connection_models() -> tuple[type[ConfigModel], ...]:
+    return tuple(c.connection for c in connectors() if c.connection is not None)
+
+
+def sink_state(config: Any) -> SinkState | None:
+    """Where a sink keeps watermarks beside its data; None when it has no transaction to."""
+    return connector_of(config).state(config)

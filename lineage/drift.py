@@ -23,14 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from engine.planning.build import PlannedTask
-    from lineage.pipeline import LineageGraph
+    from lineage.graph import LineageGraph
 
 __all__ = [
     "SchemaChange",
@@ -38,7 +36,6 @@ __all__ = [
     "is_widening",
     "lineage_renames",
     "refusal",
-    "task_drift",
 ]
 
 _INT_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
@@ -191,29 +188,6 @@ def lineage_renames(
         if len(olds) == 1 and len(twins) == 1:
             renames[column] = olds[0]
     return renames
-
-
-def task_drift(
-    task: PlannedTask,
-    before: pa.Schema,
-    now: pa.Schema,
-    schemas: Mapping[str, pa.Schema],
-    recorded: Mapping[str, Any] | None,
-    base_dir: Path,
-    *,
-    call_udfs: bool,
-) -> list[SchemaChange]:
-    """A task's changes from `before` to `now`. When columns were both added and dropped and the
-    lineage recorded with the old output (`recorded`) is known, lineage names the renames;
-    `schemas` are the task's inputs'."""
-    changes = compare_schemas(before, now)
-    if recorded is None or not {"added", "dropped"} <= {change.change for change in changes}:
-        return changes
-    from lineage.pipeline import LineageGraph, task_lineage
-
-    edges = task_lineage(task, {**schemas, task.id: now}, base_dir, call_udfs=call_udfs)
-    renames = lineage_renames(task.id, before, now, LineageGraph.from_dict(recorded), edges)
-    return compare_schemas(before, now, renames)
 
 
 def refusal(changes: Sequence[Mapping[str, Any]], policy: str) -> str | None:

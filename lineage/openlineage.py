@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 from loguru import logger
@@ -42,7 +41,7 @@ from loguru import logger
 from engine.core.secrets import mask_text
 from engine.planning.build import Plan, PlannedTask
 from engine.spec.model import TaskKind
-from lineage.pipeline import LineageGraph
+from lineage.graph import LineageGraph
 
 __all__ = ["OpenLineageEmitter", "Sink", "dataset_of", "run_uuid"]
 
@@ -95,47 +94,20 @@ Dataset = tuple[str, str]
 """(namespace, name)."""
 
 
-def _postgres_location(name: str, connection: Any) -> tuple[str, str]:
-    """(namespace, database) of a connection: resolved (host, port and database are not
-    secrets; the password is), else from its spec when that says them outright, else named
-    after the connection rather than guessed."""
-    host, port = getattr(connection, "host", None), getattr(connection, "port", None) or 5432
-    database = getattr(connection, "database", None)
-    uri = getattr(connection, "uri", None)
-    if uri and "${" not in uri and not (host and database):
-        parts = urlsplit(uri)
-        host, port = host or parts.hostname, parts.port or port
-        database = database or parts.path.lstrip("/") or None
-    known = host and "${" not in str(host)
-    namespace = f"postgres://{host}:{port}" if known else f"postgres://{name}"
-    return namespace, database if database and "${" not in database else name
-
-
-def _qualified(table: str, default_schema: str) -> str:
-    return table if "." in table else f"{default_schema}.{table}"
-
-
 def dataset_of(
     task: PlannedTask, plan: Plan, resolved: Mapping[str, Any] | None = None
 ) -> list[Dataset]:
-    """The datasets outside the pipeline an extract reads or a load writes. `resolved`: the
-    run's connections with their secrets filled in (only host, port and database are used)."""
-    config: Any = task.spec.extract if task.kind is TaskKind.EXTRACT else task.spec.load
-    kind = getattr(config, "from_", None) or getattr(config, "to", None)
-    base = plan.base_dir.resolve()
-    if kind == "postgres":
-        connection = (resolved or {}).get(config.connection) or plan.connections.get(
-            config.connection
-        )
-        namespace, database = _postgres_location(config.connection, connection)
-        tables = [config.table] if getattr(config, "table", None) else _query_tables(config.query)
-        return [(namespace, f"{database}.{_qualified(t, 'public')}") for t in tables]
-    if kind == "duckdb":
-        namespace = f"duckdb://{(base / config.path).resolve()}"
-        tables = [config.table] if getattr(config, "table", None) else _query_tables(config.query)
-        return [(namespace, _qualified(t, "main")) for t in tables]
-    paths = config.path if isinstance(config.path, tuple) else (config.path,)
-    return [("file", str((base / path).resolve())) for path in paths]
+    """The datasets outside the pipeline an extract reads or a load writes, as its connector
+    names them. `resolved`: the run's connections with their secrets filled in (only host,
+    port and database are used)."""
+    from connectors.base import NamingContext
+
+    owner, config = task.spec.connector, task.spec.extract or task.spec.load
+    assert owner is not None
+    assert config is not None
+    connections = {**plan.connections, **(resolved or {})}
+    place = owner.place(config, NamingContext(plan.base_dir.resolve(), connections))
+    return place.datasets(_query_tables(place.query) if place.query else ())
 
 
 def _query_tables(query: str | None) -> list[str]:

@@ -133,7 +133,7 @@ def write(project: Path) -> WritePipeline:
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     """Run `arrowline ...` in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from engine.cli.commands import main
+    from engine.cli import main
 
     def _run(*args: str) -> Result:
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -60,10 +60,10 @@ def _spec_data(shape: str, tasks: int) -> dict[str, Any]:
 def _arrowline(shape: str, tasks: int) -> dict[str, Any]:
     from engine.execution.executor import ExecutionSettings, Executor
     from engine.planning.build import build_plan
-    from engine.spec.checks import check_definition, structural_check
     from engine.spec.definition import Definition
     from engine.state.catalog import Catalog
-    from engine.tasks.kinds import TaskContext, TaskOutcome
+    from engine.tasks import TaskContext, TaskOutcome
+    from engine.tasks.checks import check_definition, structural_check
 
     def noop(context: TaskContext) -> TaskOutcome:
         _work(shape)

@@ -111,7 +111,9 @@ def _arrowline_stream(table: str, partitions: int) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     from connectors.base import ConnectorContext
-    from connectors.postgres import PostgresConnection, PostgresSource, open_postgres, resolve
+    from connectors.postgres.config import PostgresConnection, PostgresSource
+    from connectors.postgres.connection import resolve
+    from connectors.postgres.source import open_postgres
 
     server = resolve("bench", PostgresConnection(kind="postgres", uri=URI), Path.cwd())
     config: dict[str, Any] = {"from": "postgres", "connection": "bench", "table": table}

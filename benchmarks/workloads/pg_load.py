@@ -136,7 +136,9 @@ def _target(name: str) -> str:
 
 def _arrowline_write(mode: str, target: str, file: Path) -> float:
     from connectors.base import ConnectorContext
-    from connectors.postgres import PostgresConnection, PostgresSink, resolve, write_postgres
+    from connectors.postgres.config import PostgresConnection, PostgresSink
+    from connectors.postgres.connection import resolve
+    from connectors.postgres.sink import write_postgres
     from engine.core.tables import InputTable
 
     server = resolve("bench", PostgresConnection(kind="postgres", uri=URI), Path.cwd())

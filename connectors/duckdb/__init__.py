@@ -1,15 +1,86 @@
 """DuckDB database files: a source (table or query) and a transactional sink."""
 
-from connectors.duckdb.capabilities import CAPABILITIES
-from connectors.duckdb.config import DuckDBSink, DuckDBSource
-from connectors.duckdb.sink import write_duckdb
-from connectors.duckdb.source import observe_duckdb, open_duckdb
+from __future__ import annotations
 
-__all__ = [
-    "CAPABILITIES",
-    "DuckDBSink",
-    "DuckDBSource",
-    "observe_duckdb",
-    "open_duckdb",
-    "write_duckdb",
-]
+from pathlib import Path
+
+import pyarrow as pa
+
+from connectors.base import (
+    Capabilities,
+    Connector,
+    ConnectorContext,
+    NamingContext,
+    SinkResult,
+    SinkState,
+)
+from connectors.duckdb.config import DuckDBSink, DuckDBSource
+from connectors.duckdb.reference import SECTIONS
+from engine.core.config import ConfigModel
+from engine.core.files import FileVersion
+from engine.core.places import Place
+from engine.core.problems import Finding
+from engine.core.tables import InputTable
+
+__all__ = ["CONNECTOR", "DuckDBConnector"]
+
+
+def _file(path: str, base_dir: Path) -> Path:
+    full = Path(path).expanduser()
+    return full if full.is_absolute() else base_dir / full
+
+
+class DuckDBConnector(Connector):
+    name = "duckdb"
+    capabilities = Capabilities(
+        transactional=True, load_modes=("append", "replace", "merge"), sqlglot_dialect="duckdb"
+    )
+    source = DuckDBSource
+    sink = DuckDBSink
+    reference = SECTIONS
+
+    def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
+        assert isinstance(config, DuckDBSource | DuckDBSink)
+        tag = "duckdb"
+        return Place(
+            f"{tag}:{config.path}",
+            f"duckdb://{_file(config.path, ctx.base_dir.resolve()).resolve()}",
+            table=config.table,
+            query=config.query if isinstance(config, DuckDBSource) else None,
+            dialect=self.capabilities.sqlglot_dialect,
+            default_schema="main",
+        )
+
+    def check(self, config: ConfigModel, base_dir: Path) -> list[Finding]:
+        if not isinstance(config, DuckDBSource) or "{{" in config.path:
+            return []
+        if _file(config.path, base_dir).exists():
+            return []
+        message = f"DuckDB file {config.path!r} does not exist yet"
+        return [Finding("no-files", message, ("path",), "warning")]
+
+    def observe(self, config: ConfigModel, base_dir: Path) -> tuple[FileVersion, ...] | None:
+        from connectors.duckdb.source import observe_duckdb
+
+        assert isinstance(config, DuckDBSource)
+        return observe_duckdb(config, base_dir)
+
+    def open(self, config: ConfigModel, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+        from connectors.duckdb.source import open_duckdb
+
+        assert isinstance(config, DuckDBSource)
+        return open_duckdb(config, ctx)
+
+    def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
+        from connectors.duckdb.sink import write_duckdb
+
+        assert isinstance(config, DuckDBSink)
+        return write_duckdb(table, config, ctx)
+
+    def state(self, config: ConfigModel) -> SinkState | None:
+        from connectors.duckdb import state
+
+        return state
+
+
+CONNECTOR = DuckDBConnector()

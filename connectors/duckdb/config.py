@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from connectors.keys import check_load_keys
 from engine.core.config import ConfigModel
 
 __all__ = ["DuckDBSink", "DuckDBSource"]
@@ -49,7 +50,6 @@ class DuckDBSink(ConfigModel):
     )
 
     @model_validator(mode="after")
-    def _merge_needs_keys(self) -> DuckDBSink:
-        if self.mode == "merge" and not self.keys:
-            raise ValueError("mode: merge needs 'keys', the columns that identify a row")
+    def _keys_fit_the_mode(self) -> DuckDBSink:
+        check_load_keys(self.mode, self.keys)
         return self

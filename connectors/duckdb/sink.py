@@ -21,6 +21,7 @@ from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
 from connectors.duckdb.state import prepare
 from connectors.evolution import Column, diff, duckdb_type_name, sql_type_of_duckdb
+from connectors.keys import check_merge_keys
 from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
@@ -67,39 +68,7 @@ def _check_keys(
         raise DataError(
             f"merge keys {missing} are not columns of the input ({source.schema.names})"
         )
-    keys = ", ".join(quote_identifier(key) for key in config.keys)
-    nulls = connection.execute(
-        "select "
-        + ", ".join(f"count(*) filter (where {quote_identifier(k)} is null)" for k in config.keys)
-        + f" from {_INPUT}"
-    ).fetchone()
-    with_nulls = {k: n for k, n in zip(config.keys, nulls or (), strict=True) if n}
-    if with_nulls:
-        counts = ", ".join(f"{k}: {n}" for k, n in with_nulls.items())
-        raise DataError(
-            f"merge keys must not be NULL, but some are ({counts} rows); a row without a key "
-            "cannot be matched",
-            hint="filter or fill those rows upstream, or choose keys that are always set",
-        )
-    duplicates = connection.execute(
-        f"select {keys}, count(*) as n from {_INPUT} group by all having count(*) > 1 "
-        "order by n desc limit 5"
-    ).fetchall()
-    if duplicates:
-        total = connection.execute(
-            f"select count(*) from (select 1 from {_INPUT} group by {keys} having count(*) > 1)"
-        ).fetchone()
-        examples = "; ".join(
-            ", ".join(f"{k}={v!r}" for k, v in zip(config.keys, row[:-1], strict=True))
-            + f" ({row[-1]} rows)"
-            for row in duplicates
-        )
-        raise DataError(
-            f"{total[0] if total else '?'} merge keys appear more than once in the input, "
-            f"e.g. {examples}",
-            hint="deduplicate upstream (e.g. qualify row_number() over (partition by the keys "
-            "order by updated_at desc) = 1) so each key has one row",
-        )
+    check_merge_keys(lambda sql: connection.execute(sql).fetchall(), _INPUT, config.keys)
 
 
 def _merge(connection: duckdb.DuckDBPyConnection, target: str, config: DuckDBSink) -> int:

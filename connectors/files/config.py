@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -43,7 +43,7 @@ class FilesSource(ConfigModel):
     """Stream CSV, NDJSON or Parquet files (one path, a glob, or a list of either)."""
 
     from_: Literal["files"] = Field(alias="from", description="Selects this source.")
-    path: str | tuple[str, ...] = Field(
+    path: str | Annotated[tuple[str, ...], Field(min_length=1)] = Field(
         description="File path or glob (`**` recurses), relative to the pipeline file; or a list."
     )
     format: Literal["csv", "ndjson", "parquet"] | None = Field(

@@ -23,14 +23,13 @@ import pyarrow.parquet as pq
 
 from connectors.base import ConnectorContext
 from connectors.files.badrows import (
-    Reject,
-    Rejects,
     convert_checked,
     first_bad_utf8,
     json_problem,
     ndjson_line_by_line,
 )
 from connectors.files.config import FilesSource
+from connectors.rejects import Reject, Rejects
 from engine.core.errors import DataError, DefinitionError
 from engine.core.files import FileVersion, file_versions
 from engine.core.sqltext import NameClash, name_clash
@@ -471,7 +470,10 @@ def column_name_clash(config: FilesSource, base_dir: Path) -> DataError | None:
     DuckDB), for `validate` and `plan` to report before a run. Reads the column names only;
     None also when there is no file yet or it cannot be read: the run says why then."""
     try:
-        path = expand_paths(config, base_dir)[0]
+        paths = expand_paths(config, base_dir)
+        if not paths:
+            return None
+        path = paths[0]
         fmt = config.format or infer_format(path)
         if fmt == "parquet":
             names = pq.read_schema(path).names

@@ -1,28 +1,105 @@
 """PostgreSQL through ADBC: streaming and partitioned reads, COPY loads, merges, watermarks."""
 
-from connectors.postgres.capabilities import CAPABILITIES
-from connectors.postgres.config import (
-    IncrementalSpec,
-    PartitionSpec,
-    PostgresConnection,
-    PostgresSink,
-    PostgresSource,
-)
-from connectors.postgres.connection import ResolvedPostgres, Session, check, resolve
-from connectors.postgres.sink import write_postgres
-from connectors.postgres.source import open_postgres
+from __future__ import annotations
 
-__all__ = [
-    "CAPABILITIES",
-    "IncrementalSpec",
-    "PartitionSpec",
-    "PostgresConnection",
-    "PostgresSink",
-    "PostgresSource",
-    "ResolvedPostgres",
-    "Session",
-    "check",
-    "open_postgres",
-    "resolve",
-    "write_postgres",
-]
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from connectors.base import (
+    Capabilities,
+    CheckResult,
+    Connector,
+    ConnectorContext,
+    IncrementalSpec,
+    NamingContext,
+    SinkResult,
+    SinkState,
+)
+from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
+from connectors.postgres.reference import SECTIONS
+from engine.core.config import ConfigModel
+from engine.core.places import Place
+from engine.core.tables import InputTable
+
+__all__ = ["CONNECTOR", "PostgresConnector"]
+
+
+def _server(name: str, connection: Any) -> tuple[str, str]:
+    """(OpenLineage namespace, database) of a connection: resolved (host, port and database are
+    not secrets; the password is), else from its spec when that says them outright, else named
+    after the connection rather than guessed."""
+    host, port = getattr(connection, "host", None), getattr(connection, "port", None) or 5432
+    database = getattr(connection, "database", None)
+    uri = getattr(connection, "uri", None)
+    if uri and "${" not in uri and not (host and database):
+        parts = urlsplit(uri)
+        host, port = host or parts.hostname, parts.port or port
+        database = database or parts.path.lstrip("/") or None
+    known = host and "${" not in str(host)
+    namespace = f"postgres://{host}:{port}" if known else f"postgres://{name}"
+    return namespace, database if database and "${" not in database else name
+
+
+class PostgresConnector(Connector):
+    name = "postgres"
+    capabilities = Capabilities(
+        transactional=True, load_modes=("append", "replace", "merge"), sqlglot_dialect="postgres"
+    )
+    source = PostgresSource
+    sink = PostgresSink
+    connection = PostgresConnection
+    reference = SECTIONS
+
+    def connection_name(self, config: ConfigModel) -> str | None:
+        assert isinstance(config, PostgresSource | PostgresSink)
+        return config.connection
+
+    def incremental(self, config: ConfigModel) -> IncrementalSpec | None:
+        return config.incremental if isinstance(config, PostgresSource) else None
+
+    def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
+        assert isinstance(config, PostgresSource | PostgresSink)
+        namespace, database = _server(config.connection, ctx.connections.get(config.connection))
+        return Place(
+            f"postgres:{config.connection}",
+            namespace,
+            table=config.table,
+            query=config.query if isinstance(config, PostgresSource) else None,
+            dialect=self.capabilities.sqlglot_dialect,
+            default_schema="public",
+            database=database,
+        )
+
+    def open(self, config: ConfigModel, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+        from connectors.postgres.source import open_postgres
+
+        assert isinstance(config, PostgresSource)
+        return open_postgres(config, ctx)
+
+    def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
+        from connectors.postgres.sink import write_postgres
+
+        assert isinstance(config, PostgresSink)
+        return write_postgres(table, config, ctx)
+
+    def state(self, config: ConfigModel) -> SinkState | None:
+        from connectors.postgres import state
+
+        return state
+
+    def resolve(self, name: str, spec: ConfigModel, base_dir: Path) -> Any:
+        from connectors.postgres.connection import resolve
+
+        assert isinstance(spec, PostgresConnection)
+        return resolve(name, spec, base_dir)
+
+    def check_connection(self, resolved: Any) -> CheckResult:
+        from connectors.postgres.connection import check
+
+        return check(resolved)
+
+
+CONNECTOR = PostgresConnector()

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from connectors.base import IncrementalSpec
+from connectors.keys import check_load_keys
 from engine.core.config import ConfigModel
-from engine.core.durations import Duration
 
 __all__ = [
-    "IncrementalSpec",
     "PartitionSpec",
     "PostgresConnection",
     "PostgresSink",
@@ -53,33 +53,6 @@ class PartitionSpec(ConfigModel):
     column: str = Field(description="An integer, date or timestamp column to split on.")
     count: int = Field(
         ge=2, le=64, description="Number of ranges, each read on its own connection."
-    )
-
-
-class IncrementalSpec(ConfigModel):
-    """Read only rows past the committed watermark."""
-
-    cursor: str = Field(description="Column that grows with every change, e.g. updated_at.")
-    key: tuple[str, ...] = Field(
-        (),
-        description="Columns that break ties between rows with the same cursor value, so a "
-        "run that ends in the middle of equal cursor values misses nothing.",
-    )
-    lookback: Duration | None = Field(
-        None,
-        description="Also re-read rows this far behind the watermark (late commits); merge "
-        "keys on the load make re-reading idempotent.",
-    )
-    nulls: Literal["include", "exclude"] = Field(
-        "exclude",
-        description="Rows whose cursor is NULL: 'include' reads them on every run, 'exclude' "
-        "never reads them.",
-    )
-    max_staleness: Duration | None = Field(
-        None,
-        description="The scheduler sends a freshness alert when the committed watermark (a "
-        "date or timestamp cursor) lags now by more than this. The same as the pipeline's "
-        "`freshness: {task: ...}`, said where the source is.",
     )
 
 
@@ -148,11 +121,11 @@ class PostgresSink(ConfigModel):
     )
 
     @model_validator(mode="after")
-    def _merge_needs_keys(self) -> PostgresSink:
-        if self.mode == "merge" and not self.keys:
-            raise ValueError("mode: merge needs 'keys', the columns that identify a row")
-        if self.delete_missing and self.mode != "merge":
-            raise ValueError("delete_missing applies to mode: merge")
-        if self.truncate and self.mode != "replace":
-            raise ValueError("truncate applies to mode: replace")
+    def _keys_fit_the_mode(self) -> PostgresSink:
+        check_load_keys(
+            self.mode,
+            self.keys,
+            delete_missing=(self.delete_missing, "merge"),
+            truncate=(self.truncate, "replace"),
+        )
         return self

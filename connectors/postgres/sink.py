@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from connectors.base import ConnectorContext, SinkResult
 from connectors.evolution import Column, diff
+from connectors.keys import check_merge_keys
 from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.state import prepare
@@ -159,42 +160,6 @@ def _unique_keys(session: Session, table: str) -> list[set[str]]:
         (table,),
     )
     return [set(row[0].split(",")) for row in rows if row[0]]
-
-
-def _check_stage_keys(session: Session, keys: tuple[str, ...]) -> None:
-    quoted = [quote_identifier(k) for k in keys]
-    nulls = session.rows(
-        "select "
-        + ", ".join(f"count(*) filter (where {q} is null)" for q in quoted)
-        + f" from {STAGE}"
-    )[0]
-    with_nulls = {k: n for k, n in zip(keys, nulls, strict=True) if n}
-    if with_nulls:
-        counts = ", ".join(f"{k}: {n}" for k, n in with_nulls.items())
-        raise DataError(
-            f"merge keys must not be NULL, but some are ({counts} rows); a row without a key "
-            "cannot be matched",
-            hint="filter or fill those rows upstream, or choose keys that are always set",
-        )
-    duplicates = session.rows(
-        f"select {', '.join(quoted)}, count(*) from {STAGE} group by {', '.join(quoted)} "
-        "having count(*) > 1 order by count(*) desc limit 5"
-    )
-    if duplicates:
-        (total,) = session.rows(
-            f"select count(*) from (select 1 from {STAGE} group by {', '.join(quoted)} "
-            "having count(*) > 1) d"
-        )[0]
-        examples = "; ".join(
-            ", ".join(f"{k}={v!r}" for k, v in zip(keys, row[:-1], strict=True))
-            + f" ({row[-1]} rows)"
-            for row in duplicates
-        )
-        raise DataError(
-            f"{total} merge keys appear more than once in the input, e.g. {examples}",
-            hint="deduplicate upstream (qualify row_number() over (partition by the keys order "
-            "by updated_at desc) = 1) so each key has one row",
-        )
 
 
 def _select_list(names: list[str], columns: dict[str, Column], alias: str) -> str:
@@ -378,7 +343,7 @@ def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorConte
                 details["staged"] = True
             else:
                 _stage(session, source, rows)
-                _check_stage_keys(session, config.keys)
+                check_merge_keys(session.rows, STAGE, config.keys)
                 written = _merge(session, table, names, by_name, config)
                 if config.delete_missing:
                     details["deleted"] = _delete_missing(session, table, config)

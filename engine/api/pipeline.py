@@ -21,34 +21,31 @@ validation, planning and execution.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.api.options import PlanOptions, RunOptions
+from engine.api.project import Builds, PipelineLike, Project, looks_like_file
 from engine.core.errors import PipelineInvalid
 from engine.core.problems import Problem
 from engine.execution.executor import ExecutionSettings, Executor, RunEvent, RunResult
-from engine.planning.build import Plan, build_plan
-from engine.planning.resume import find_run_to_resume, plan_resume, recover_interrupted
+from engine.planning.build import Plan
 from engine.planning.schemas import SchemaReport
-from engine.spec.checks import check_definition, load_definition, structural_check
 from engine.spec.definition import Definition
 from engine.spec.model import PipelineSpec, RetryPolicy
-from engine.state.catalog import Catalog, CatalogReader, catalog_location
-from engine.state.locks import IfRunning, RunLock
-from engine.state.workspace import STATE_DIR, Workspace, nearest_project_dir
-from engine.tasks.kinds import TaskRunner, run_task
+from engine.state.locks import IfRunning
+from engine.tasks import TaskRunner, run_task
+from engine.tasks.checks import check_definition, load_definition, structural_check
 
 __all__ = [
     "Pipeline",
     "RunResult",
     "execute",
-    "find_project_dir",
     "load",
     "plan",
+    "plan_schemas",
     "replay_quarantine",
     "requeue_dead_letter",
     "resume",
@@ -56,19 +53,8 @@ __all__ = [
     "validate",
 ]
 
-
-def find_project_dir(
-    explicit: str | os.PathLike[str] | None = None, start: Path | None = None
-) -> Path:
-    """Where `.arrowline/` lives: the explicit directory, $ARROWLINE_PROJECT_DIR, the nearest
-    ancestor of the working directory that already has one, or the working directory."""
-    if explicit is not None:
-        return Path(explicit).resolve()
-    from_env = os.environ.get("ARROWLINE_PROJECT_DIR")
-    if from_env:
-        return Path(from_env).resolve()
-    here = (start or Path.cwd()).resolve()
-    return nearest_project_dir(here) or here
+ProjectDir = str | os.PathLike[str] | None
+"""A project folder as the functions below take it; None: found as the CLI finds it."""
 
 
 class Pipeline:
@@ -208,191 +194,68 @@ class Pipeline:
         return self.definition.spec
 
     def plan(self, **kwargs: Any) -> Plan:
+        """`engine.plan(self, ...)`."""
         return plan(self, **kwargs)
 
     def run(self, **kwargs: Any) -> RunResult:
+        """`engine.run(self, ...)`."""
         return run(self, **kwargs)
 
 
 def load(path: str | os.PathLike[str]) -> Definition:
     """Read and validate a pipeline file; raises PipelineInvalid listing every problem."""
-    return load_definition(Path(path))
+    return load_definition(os.fspath(path))
 
 
-def _definition(pipeline: Any) -> Definition:
-    if isinstance(pipeline, Definition):
-        return pipeline
-    if isinstance(pipeline, Pipeline):
-        return pipeline.definition
-    return load(pipeline)
-
-
-def validate(pipeline: Any) -> list[Problem]:
+def validate(pipeline: PipelineLike) -> list[Problem]:
     """Validate and return the warnings; raises PipelineInvalid when there are errors."""
-    if isinstance(pipeline, Pipeline | Definition):
-        definition = _definition(pipeline)
+    if isinstance(pipeline, Definition | Builds):
+        definition = pipeline if isinstance(pipeline, Definition) else pipeline.definition
         return [p for p in check_definition(definition) if p.severity == "warning"]
-    from engine.spec.checks import check_file
+    from engine.tasks.checks import check_file
 
-    definition_or_none, problems = check_file(Path(pipeline))
+    path = os.fspath(pipeline)
+    if not looks_like_file(path):  # a pipeline's name, in the project of the working directory
+        path = str(Project.find().pipeline_file(path))
+    definition_or_none, problems = check_file(path)
     if definition_or_none is None:
         raise PipelineInvalid(problems)
     return problems
 
 
+# The functions below are the keyword form of `Project`'s methods, for scripts that do not hold
+# a Project: each finds the project, puts its keywords into the typed options and calls it.
+
+
 def plan_schemas(
-    pipeline: Any,
-    the_plan: Plan,
-    *,
-    project_dir: str | os.PathLike[str] | None = None,
+    pipeline: PipelineLike, the_plan: Plan, *, project_dir: ProjectDir = None
 ) -> SchemaReport:
     """Each task's output schema before any data moves, its drift against the last run, and
     the problems a run would hit (see engine.planning.schemas)."""
-    from engine.planning.schemas import plan_schemas as compute
-
-    definition = _definition(pipeline)
-    location = catalog_location(find_project_dir(project_dir))
-    reader = CatalogReader(location) if location.exists() else None
-    try:
-        return compute(the_plan, reader, line_of=definition.task_line)
-    finally:
-        if reader is not None:
-            reader.close()
+    with Project.find(project_dir) as project:
+        return project.plan_schemas(pipeline, the_plan)
 
 
 def plan(
-    pipeline: Any,
+    pipeline: PipelineLike,
     *,
     params: Mapping[str, Any] | None = None,
     select: Sequence[str] | None = None,
-    project_dir: str | os.PathLike[str] | None = None,
+    project_dir: ProjectDir = None,
     run_id: str | None = None,
     full_refresh: bool = False,
     logical_date: datetime | None = None,
 ) -> Plan:
     """The plan `run` would execute, without running anything."""
-    definition = _definition(pipeline)
-    project = find_project_dir(project_dir)
-    location = catalog_location(project)
-    reader = CatalogReader(location) if select and location.exists() else None
-    try:
-        return build_plan(
-            definition,
-            params=params,
-            select=select,
-            catalog=reader,
-            run_id=run_id,
-            full_refresh=full_refresh,
-            logical_date=logical_date,
-        )
-    finally:
-        if reader is not None:
-            reader.close()
-
-
-def _settings(
-    project: Path, settings: ExecutionSettings | None, max_parallel: int | None
-) -> ExecutionSettings:
-    settings = settings or ExecutionSettings()
-    if max_parallel is not None:
-        settings = replace(settings, max_parallel=max_parallel)
-    if settings.duckdb.temp_directory is None:
-        temp = project / STATE_DIR / "tmp"
-        settings = replace(settings, duckdb=replace(settings.duckdb, temp_directory=temp))
-    return settings
-
-
-@contextmanager
-def _locked(
-    project: Path,
-    pipeline: str,
-    run_id: str,
-    if_running: IfRunning,
-    wait_timeout: float | None,
-    on_wait: Callable[[dict[str, Any]], None] | None,
-) -> Iterator[Catalog]:
-    """Hold the pipeline's run lock, settle the runs a dead process left RUNNING, and yield
-    the catalog."""
-    lock = RunLock(
-        project / STATE_DIR,
-        pipeline,
-        run_id,
-        if_running=if_running,
-        wait_timeout=wait_timeout,
-        on_wait=on_wait,
-    )
-    with lock:
-        catalog = Catalog(catalog_location(project))
-        try:
-            if not lock.shared:  # a sharer cannot tell a dead run from another live sharer
-                recover_interrupted(catalog, Workspace.for_project(project), pipeline)
-            yield catalog
-        finally:
-            catalog.close()
-
-
-def _execute_locked(
-    the_plan: Plan,
-    project: Path,
-    catalog: Catalog,
-    settings: ExecutionSettings,
-    runner: TaskRunner,
-    listener: Callable[[RunEvent], None] | None,
-    on_executor: Callable[[Executor], None] | None,
-    if_running: IfRunning,
-) -> RunResult:
-    """Run the plan, then apply the pipeline's retention while the run lock is still held. A
-    run that shares the lock (`overlap: allow`) leaves that to the next run holding it alone:
-    another run of the pipeline may be planning its reuse at that very moment."""
-    from engine.execution.connections import resolve_plan_connections
-
-    executor = Executor(
-        the_plan,
-        project,
-        catalog=catalog,
-        settings=settings,
-        runner=runner,
-        listener=listener,
-        connections=resolve_plan_connections(the_plan),
-    )
-    if on_executor is not None:
-        on_executor(executor)
-    result = executor.run()
-    if if_running != "share":
-        _apply_retention(the_plan, project, catalog)
-    return result
-
-
-def _apply_retention(the_plan: Plan, project: Path, catalog: Catalog) -> None:
-    """Remove the outputs of earlier runs that the pipeline's retention no longer keeps. The
-    run has ended: a failure here is logged, never turned into a failed run."""
-    from loguru import logger
-
-    from engine.state.retention import collect, format_bytes, plan_collection
-
-    log = logger.bind(pipeline=the_plan.pipeline, run_id=the_plan.run_id)
-    keep = the_plan.retention.keep_runs
-    try:
-        collection = plan_collection(
-            catalog, Workspace.for_project(project), the_plan.pipeline, keep
-        )
-        collect(catalog, collection)
-    except Exception as exc:  # a catalog or file system problem: the next run tries again
-        log.warning("retention: outputs of earlier runs not removed: {}", exc)
-        return
-    if collection.removals:
-        log.info(
-            "retention: removed {} outputs of earlier runs ({}), keeping the last {} runs",
-            len(collection.removals),
-            format_bytes(collection.bytes),
-            keep,
-        )
+    options = PlanOptions(params, select, full_refresh, logical_date, run_id)
+    with Project.find(project_dir) as project:
+        return project.plan(pipeline, options)
 
 
 def execute(
     the_plan: Plan,
     *,
-    project_dir: str | os.PathLike[str] | None = None,
+    project_dir: ProjectDir = None,
     max_parallel: int | None = None,
     settings: ExecutionSettings | None = None,
     runner: TaskRunner = run_task,
@@ -406,23 +269,20 @@ def execute(
 
     Only one run of a pipeline runs at a time: when another holds the pipeline's lock, this one
     refuses (ConcurrentRun) or, with `if_running="wait"`, waits up to `wait_timeout` seconds."""
-    project = find_project_dir(project_dir)
-    settings = _settings(project, settings, max_parallel)
-    with _locked(
-        project, the_plan.pipeline, the_plan.run_id, if_running, wait_timeout, on_wait
-    ) as catalog:
-        return _execute_locked(
-            the_plan, project, catalog, settings, runner, listener, on_executor, if_running
-        )
+    options = RunOptions(
+        max_parallel, settings, runner, listener, on_executor, if_running, wait_timeout, on_wait
+    )
+    with Project.find(project_dir) as project:
+        return project.execute(the_plan, options)
 
 
 def resume(
-    pipeline: Any,
+    pipeline: PipelineLike,
     run_id: str = "last",
     *,
     force: bool = False,
     retry: RetryPolicy | None = None,
-    project_dir: str | os.PathLike[str] | None = None,
+    project_dir: ProjectDir = None,
     max_parallel: int | None = None,
     settings: ExecutionSettings | None = None,
     runner: TaskRunner = run_task,
@@ -436,40 +296,21 @@ def resume(
     succeeded in it are reused, the others run again, under the same run id. Raises
     ResumeRefused (with a diff) when the pipeline changed since, unless `force`. `retry`
     replaces the retry policy of the tasks that run again."""
-    definition = _definition(pipeline)
-    project = find_project_dir(project_dir)
-    settings = _settings(project, settings, max_parallel)
-    # The lock names the run it is held for, so a run refused meanwhile can say which: "last"
-    # is resolved first (with no runs at all, find_run_to_resume says so under the lock).
-    with CatalogReader(catalog_location(project)) as reader:
-        if run_id == "last":
-            last = reader.last_run(definition.spec.name)
-            target = last.run_id if last is not None else "last"
-        else:
-            target = reader.run(run_id).run_id
-    with _locked(project, definition.spec.name, target, if_running, wait_timeout, None) as catalog:
-        previous = find_run_to_resume(catalog, definition.spec.name, target)
-        the_plan = plan_resume(definition, catalog, previous, force=force)
-        if retry is not None:
-            the_plan = replace(
-                the_plan,
-                tasks=tuple(
-                    replace(t, retry=retry) if t.action == "run" else t for t in the_plan.tasks
-                ),
-            )
-        if on_plan is not None:
-            on_plan(the_plan)
-        return _execute_locked(
-            the_plan, project, catalog, settings, runner, listener, on_executor, if_running
+    options = RunOptions(
+        max_parallel, settings, runner, listener, on_executor, if_running, wait_timeout
+    )
+    with Project.find(project_dir) as project:
+        return project.resume(
+            pipeline, run_id, force=force, retry=retry, options=options, on_plan=on_plan
         )
 
 
 def run(
-    pipeline: Any,
+    pipeline: PipelineLike,
     *,
     params: Mapping[str, Any] | None = None,
     select: Sequence[str] | None = None,
-    project_dir: str | os.PathLike[str] | None = None,
+    project_dir: ProjectDir = None,
     max_parallel: int | None = None,
     settings: ExecutionSettings | None = None,
     runner: TaskRunner = run_task,
@@ -484,35 +325,21 @@ def run(
     """Validate, plan and run a pipeline; returns the result (it does not raise on task failure:
     `result.raise_for_status()` does). `logical_date`: the start of the interval the run covers
     (default: now)."""
-    the_plan = plan(
-        pipeline,
-        params=params,
-        select=select,
-        project_dir=project_dir,
-        full_refresh=full_refresh,
-        logical_date=logical_date,
-        run_id=run_id,
+    what = PlanOptions(params, select, full_refresh, logical_date, run_id)
+    how = RunOptions(
+        max_parallel, settings, runner, listener, on_executor, if_running, wait_timeout
     )
-    return execute(
-        the_plan,
-        project_dir=project_dir,
-        max_parallel=max_parallel,
-        settings=settings,
-        runner=runner,
-        listener=listener,
-        on_executor=on_executor,
-        if_running=if_running,
-        wait_timeout=wait_timeout,
-    )
+    with Project.find(project_dir) as project:
+        return project.run(pipeline, what, how)
 
 
 def replay_quarantine(
-    pipeline: Any,
+    pipeline: PipelineLike,
     task_id: str,
     *,
     from_run: str | None = None,
     downstream: Sequence[str] = (),
-    project_dir: str | os.PathLike[str] | None = None,
+    project_dir: ProjectDir = None,
     settings: ExecutionSettings | None = None,
     listener: Callable[[RunEvent], None] | None = None,
     if_running: IfRunning = "refuse",
@@ -520,28 +347,13 @@ def replay_quarantine(
 ) -> tuple[RunResult, int]:
     """Run the rows a validate task quarantined (in `from_run`, else its latest run) through it
     again, and through the `downstream` tasks named; returns the run and the rows replayed."""
-    from engine.planning.replay import plan_replay
-    from engine.spec.params import new_run_id
-
-    definition = _definition(pipeline)
-    project = find_project_dir(project_dir)
-    settings = _settings(project, settings, None)
-    name = definition.spec.name
-    run_id = new_run_id()
-    with _locked(project, name, run_id, if_running, wait_timeout, None) as catalog:
-        the_plan, source = plan_replay(
-            definition,
-            catalog,
-            task_id,
-            from_run=from_run,
-            downstream=downstream,
-            workspace=Workspace.for_project(project),
-            run_id=run_id,
+    options = RunOptions(
+        settings=settings, listener=listener, if_running=if_running, wait_timeout=wait_timeout
+    )
+    with Project.find(project_dir) as project:
+        return project.replay_quarantine(
+            pipeline, task_id, from_run=from_run, downstream=downstream, options=options
         )
-        result = _execute_locked(
-            the_plan, project, catalog, settings, run_task, listener, None, if_running
-        )
-        return result, source.rows
 
 
 def requeue_dead_letter(
@@ -550,40 +362,14 @@ def requeue_dead_letter(
     attempts: int | None = None,
     backoff: str | None = None,
     force: bool = False,
-    project_dir: str | os.PathLike[str] | None = None,
+    project_dir: ProjectDir = None,
     listener: Callable[[RunEvent], None] | None = None,
     on_executor: Callable[[Executor], None] | None = None,
 ) -> RunResult:
     """Resume the run a dead letter came from, so its task runs again (with the letter's
     parameters and logical date), optionally with a new retry policy."""
-    from engine.core.errors import StateError
-
-    project = find_project_dir(project_dir)
-    with CatalogReader(catalog_location(project)) as reader:
-        letter = reader.dead_letter(letter_id)
-    if letter.status == "resolved":
-        raise StateError(f"dead letter {letter_id} is resolved {letter.resolution}")
-    if not letter.pipeline_file:
-        raise StateError(
-            f"dead letter {letter_id} came from a pipeline defined in Python; resume it with "
-            f"engine.planning.resume(pipeline, {letter.run_id!r})"
+    options = RunOptions(listener=listener, on_executor=on_executor)
+    with Project.find(project_dir) as project:
+        return project.requeue_dead_letter(
+            letter_id, attempts=attempts, backoff=backoff, force=force, options=options
         )
-    definition = load(letter.pipeline_file)
-    retry = None
-    if attempts is not None or backoff is not None:
-        current = definition.spec.task(letter.task_id).retry or definition.spec.defaults.retry
-        changes: dict[str, Any] = {}
-        if attempts is not None:
-            changes["attempts"] = attempts
-        if backoff is not None:
-            changes["backoff"] = backoff
-        retry = RetryPolicy.model_validate(current.model_dump() | changes)
-    return resume(
-        definition,
-        letter.run_id,
-        force=force,
-        retry=retry,
-        project_dir=project,
-        listener=listener,
-        on_executor=on_executor,
-    )

@@ -1,329 +1,342 @@
-"""Open a project's runs and intermediate tables from a notebook or a script.
+"""The application: one object per project that the CLI and notebooks call for everything they
+do to it, over one `ProjectLayout`.
 
     import engine
-    project = engine.open(".")
-    project.runs()                                  # polars DataFrame, newest first
-    project.table("enriched").head().collect()      # latest successful output, lazily
-    project.table("enriched", run="20241102T0300")  # a given run (id prefix)
-    project.sql("select segment, count(*) from enriched group by 1").pl()
+    from engine.api.options import PlanOptions, RunOptions
 
-Everything reads the catalog read-only and the workspace's published Parquet, so it works while
-a pipeline is running and never sees a half-written output.
+    project = engine.open(".")                       # a project that has run before
+    project.runs()                                   # the read side (engine.api.reader)
+    result = project.run("orders", PlanOptions(params={"day": "2024-11-02"}))
+    project.resume("orders", "last", options=RunOptions(max_parallel=2))
+
+A pipeline is named the same way everywhere: a `Pipeline` built in Python, a `Definition`, a
+file path, or the name of a pipeline file in the project (`pipeline: orders` in some YAML file
+under the project folder).
+
+The scheduler runs pipelines through engine.execution.launch, as `run` does here, and its
+HTTP API reads the same layout; so a run started by hand, by a schedule or over HTTP is the
+same run.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
-from engine.core.errors import StateError
+from engine.api.options import PlanOptions, RunOptions
+from engine.api.reader import AmbiguousTask, ProjectReader
+from engine.core.errors import SelectionError, StateError
 from engine.core.problems import did_you_mean
-from engine.core.sqltext import quote_identifier, sql_literal
-from engine.state.catalog import CatalogReader, TaskRunRow, catalog_location
-from engine.state.retention import missing_output
-from engine.state.workspace import QUARANTINE_DIR, STATE_DIR, nearest_project_dir
+from engine.execution import launch
+from engine.planning.build import Plan, build_plan
+from engine.spec.definition import Definition
+from engine.state.catalog import Catalog, CatalogReader
+from engine.state.layout import ProjectLayout
+from engine.tasks.checks import load_definition
 
 if TYPE_CHECKING:
-    import duckdb
-    import polars as pl
+    from engine.api.state import StateRow
+    from engine.core.watermark import Watermark
+    from engine.execution.executor import RunResult
+    from engine.planning.schemas import SchemaReport
+    from engine.spec.model import RetryPolicy
+    from engine.state.catalog import DeadLetterRow
+    from engine.state.schedules import RequestRow
 
-__all__ = ["AmbiguousTask", "Project", "open"]
+__all__ = ["AmbiguousTask", "Builds", "PipelineLike", "Project", "looks_like_file", "open"]
 
 
-class Project:
-    """Read access to one project's catalog and workspace."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._catalog: CatalogReader | None = None
-        self._duckdb: duckdb.DuckDBPyConnection | None = None
+@runtime_checkable
+class Builds(Protocol):
+    """Something that builds a definition: `engine.Pipeline`, whose module calls this one (so
+    this one names it by what it does)."""
 
     @property
-    def catalog(self) -> CatalogReader:
-        if self._catalog is None:
-            self._catalog = CatalogReader(catalog_location(self.path))
-        return self._catalog
+    def definition(self) -> Definition: ...
 
-    def close(self) -> None:
-        if self._catalog is not None:
-            self._catalog.close()
-            self._catalog = None
-        if self._duckdb is not None:
-            self._duckdb.close()
-            self._duckdb = None
 
-    def __enter__(self) -> Project:
-        return self
+PipelineLike: TypeAlias = "Builds | Definition | str | os.PathLike[str]"
+"""A pipeline as every entry point takes it: built in Python, loaded, a file, or a name."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+_SUFFIXES = (".yaml", ".yml")
 
-    def __repr__(self) -> str:
-        return f"Project({str(self.path)!r})"
 
-    # -- runs -------------------------------------------------------------------------------------
+def looks_like_file(reference: str) -> bool:
+    """Whether a pipeline given as text is a file (a YAML suffix, a folder in it, or an
+    existing file) rather than a pipeline's name."""
+    return (
+        reference.endswith(_SUFFIXES)
+        or "/" in reference
+        or os.sep in reference
+        or Path(reference).is_file()
+    )
 
-    def runs(self, pipeline: str | None = None, limit: int = 50) -> pl.DataFrame:
-        """Runs, newest first; times are UTC datetimes."""
-        import polars as pl
 
-        rows = self.catalog.runs(pipeline, limit)
-        when = pl.Datetime("us", "UTC")
-        return pl.DataFrame(
-            [
-                {
-                    "run_id": r.run_id,
-                    "pipeline": r.pipeline,
-                    "state": r.state.value,
-                    "logical_date": _datetime(r.logical_date),
-                    "started_at": _datetime(r.started_at),
-                    "ended_at": _datetime(r.ended_at),
-                    "duration_s": r.duration_s,
-                    "error": r.error,
-                }
-                for r in rows
-            ],
-            schema={
-                "run_id": pl.String,
-                "pipeline": pl.String,
-                "state": pl.String,
-                "logical_date": when,
-                "started_at": when,
-                "ended_at": when,
-                "duration_s": pl.Float64,
-                "error": pl.String,
-            },
-        )
+class Project(ProjectReader):
+    """Everything done to one project: plan, run, resume and replay its pipelines, change their
+    watermarks, settle dead letters, ask its scheduler; and read it (ProjectReader)."""
 
-    def tasks(self, run: str = "last") -> pl.DataFrame:
-        """The task runs of one run (id, prefix or 'last')."""
-        import polars as pl
+    @classmethod
+    def find(cls, project_dir: str | os.PathLike[str] | None = None) -> Project:
+        """The project a command means (see ProjectLayout.resolve for the precedence)."""
+        return cls(ProjectLayout.resolve(project_dir))
 
-        run_id = self.catalog.run(run).run_id
-        return pl.DataFrame(
-            [
-                {
-                    "task_id": t.task_id,
-                    "kind": t.kind,
-                    "state": t.state.value,
-                    "attempts": t.attempts,
-                    "rows_in": t.rows_in,
-                    "rows_out": t.rows_out,
-                    "rows_rejected": t.rows_rejected,
-                    "duration_s": t.duration_s,
-                    "error": t.error,
-                }
-                for t in self.catalog.task_runs(run_id)
-            ]
-        )
+    # -- pipelines --------------------------------------------------------------------------------
 
-    # -- tables -----------------------------------------------------------------------------------
+    def pipelines(self) -> dict[str, Path]:
+        """The project's pipeline files, by pipeline name."""
+        from engine.scheduling.scheduler import discover_pipelines
 
-    def _output(self, task: str, run: str | None, pipeline: str | None) -> TaskRunRow:
-        """The published output to read, which must be on disk: one retention removed is
-        reported as such (engine.state.retention), not as a file Parquet cannot find."""
-        row = self._find_output(task, run, pipeline)
-        if not row.output_on_disk:
-            raise missing_output(self.catalog, row)
-        return row
+        return discover_pipelines(self.path)
 
-    def _find_output(self, task: str, run: str | None, pipeline: str | None) -> TaskRunRow:
-        catalog = self.catalog
-        pipelines = [pipeline] if pipeline else catalog.pipelines()
-        if run is not None:
-            return self._output_of_run(task, run, pipeline)
-        found = [(name, catalog.latest_output(name, task)) for name in pipelines]
-        hits = [(name, row) for name, row in found if row is not None]
-        if not hits:
-            raise self._no_output(task, pipelines)
-        if len(hits) > 1:
-            names = [name for name, _ in hits]
-            raise AmbiguousTask(task, names)
-        return hits[0][1]
-
-    def _output_of_run(self, task: str, run: str, pipeline: str | None) -> TaskRunRow:
-        catalog = self.catalog
-        run_row = catalog.run(run)
-        if pipeline and run_row.pipeline != pipeline:
-            raise StateError(f"run {run_row.run_id} belongs to pipeline {run_row.pipeline!r}")
-        task_run = catalog.task_run(run_row.run_id, task)
-        reused_from = catalog.reused(run_row.run_id).get(task)
-        if task_run is None and reused_from:
-            task_run = catalog.task_run(reused_from, task)
-        if task_run is None:
-            ran = [t.task_id for t in catalog.task_runs(run_row.run_id)]
-            ran += list(catalog.reused(run_row.run_id))
-            raise StateError(
-                f"run {run_row.run_id} has no task {task!r}.{did_you_mean(task, ran)}",
-                hint=f"`arrowline runs {run_row.run_id}` lists its tasks",
+    def pipeline_file(self, name: str) -> Path:
+        """The file of the pipeline named `name` in this project; SelectionError when none."""
+        found = self.pipelines()
+        if name not in found:
+            names = ", ".join(sorted(found)) or "none"
+            raise SelectionError(
+                f"no pipeline {name!r} in {self.path} (pipelines: {names})."
+                + did_you_mean(name, set(found)),
+                hint="give the pipeline's file, or its name from a folder inside its project",
             )
-        if task_run.output_path is None:
-            if task_run.target:
-                raise _loaded_elsewhere(task_run, run_row.pipeline, self._load_input(task_run))
-            raise StateError(
-                f"run {run_row.run_id} has no output of task {task!r}: it is "
-                f"{task_run.state.value}",
-                hint=f"`arrowline runs {run_row.run_id}` says why",
-            )
-        return task_run
+        return found[name]
 
-    def _no_output(self, task: str, pipelines: list[str]) -> StateError:
-        """Why a task has no latest output: no such task, a load (its rows are in its target),
-        or it never succeeded."""
-        catalog = self.catalog
-        owners = [name for name in pipelines if task in catalog.task_ids(name)]
-        if not owners:
-            known = {t for name in pipelines for t in catalog.task_ids(name)}
-            where = (
-                f"pipeline {pipelines[0]!r}"
-                if len(pipelines) == 1
-                else f"the runs of {', '.join(repr(p) for p in pipelines)}"
-                if pipelines
-                else "the catalog (nothing has run yet)"
-            )
-            return StateError(
-                f"no task {task!r} in {where}.{did_you_mean(task, known)}",
-                hint="`arrowline runs RUN_ID` lists the tasks of a run",
-            )
-        for name in owners:
-            row = catalog.last_success(name, task)
-            if row is not None and row.output_path is None and row.target:
-                return _loaded_elsewhere(row, name, self._load_input(row))
-        return StateError(
-            f"no successful output of task {task!r} yet",
-            hint="run the pipeline first; `arrowline runs` shows what ran",
-        )
+    def locate(self, pipeline: str) -> tuple[str, Path]:
+        """A pipeline's name and file (absolute). A name is looked up without reading the file
+        through, so a pipeline whose file is broken now can still be paused; a file is read
+        for its name, and must be valid."""
+        if looks_like_file(pipeline):
+            return load_definition(pipeline).name, Path(pipeline).resolve()
+        return pipeline, self.pipeline_file(pipeline)
 
-    def _load_input(self, row: TaskRunRow) -> str | None:
-        """The task a load read from, as the definition its run recorded says (None when it
-        cannot be told)."""
-        import yaml
+    def definition(self, pipeline: PipelineLike) -> Definition:
+        """The validated definition; raises PipelineInvalid listing every problem."""
+        if isinstance(pipeline, Definition):
+            return pipeline
+        if isinstance(pipeline, Builds):
+            return pipeline.definition
+        if isinstance(pipeline, str) and not looks_like_file(pipeline):
+            return load_definition(self.pipeline_file(pipeline))
+        return load_definition(os.fspath(pipeline))
 
-        definition = self.catalog.run(row.run_id).definition
+    def pipeline_name(self, pipeline: str) -> str:
+        """A name as given, or the name inside the file given (filters of runs, letters)."""
+        return self.locate(pipeline)[0] if looks_like_file(pipeline) else pipeline
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def plan(self, pipeline: PipelineLike, options: PlanOptions | None = None) -> Plan:
+        """The plan `run` would execute, without running anything."""
+        options = options or PlanOptions()
+        definition = self.definition(pipeline)
+        location = self.layout.catalog
+        reader = CatalogReader(location) if options.select and location.exists() else None
         try:
-            data = yaml.safe_load(definition) if definition else None
-        except yaml.YAMLError:
-            return None
-        tasks = data.get("tasks") if isinstance(data, dict) else None
-        for task in tasks if isinstance(tasks, list) else []:
-            if isinstance(task, dict) and task.get("id") == row.task_id:
-                load = task.get("load")
-                source = load.get("input") if isinstance(load, dict) else None
-                return source if isinstance(source, str) else None
-        return None
+            return build_plan(
+                definition,
+                params=options.params,
+                select=options.select,
+                catalog=reader,
+                run_id=options.run_id,
+                full_refresh=options.full_refresh,
+                logical_date=options.logical_date,
+            )
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def plan_schemas(self, pipeline: PipelineLike, the_plan: Plan) -> SchemaReport:
+        """Each task's output schema before any data moves, its drift against the last run, and
+        the problems a run would hit (see engine.planning.schemas)."""
+        from engine.planning.schemas import plan_schemas
+
+        definition = self.definition(pipeline)
+        reader = CatalogReader(self.layout.catalog) if self.layout.catalog.exists() else None
+        try:
+            return plan_schemas(the_plan, reader, line_of=definition.task_line)
+        finally:
+            if reader is not None:
+                reader.close()
 
     def lineage(
         self,
-        pipeline_file: str | os.PathLike[str],
+        pipeline: PipelineLike,
         column: str,
         *,
         downstream: bool = False,
         kind: str | None = None,
         run: str | None = None,
-    ) -> dict[str, object]:
+    ) -> dict[str, Any]:
         """Sources of `column` ("task.column"), or what depends on it, as plain data: the
         same report as `arrowline lineage ... --format json` (`run`: as that run recorded it)."""
-        from engine.api.pipeline import plan
+        from engine.planning.lineage import lineage_report
         from lineage.columns import Kind
-        from lineage.pipeline import lineage_report
 
-        the_plan = plan(pipeline_file, project_dir=self.path)
+        the_plan = self.plan(pipeline)
         chosen: Kind | None = "filter" if kind == "filter" else "value" if kind == "value" else None
+        # Before any run there is no catalog: lineage is then the plan's alone.
+        known = self.layout.catalog.exists() or run is not None
         return lineage_report(
-            the_plan, self.catalog, column, downstream=downstream, kind=chosen, run_id=run
+            the_plan,
+            self.catalog if known else None,
+            column,
+            downstream=downstream,
+            kind=chosen,
+            run_id=run,
         )
 
-    def table(self, task: str, run: str | None = None, pipeline: str | None = None) -> pl.LazyFrame:
-        """A task's output as a Polars LazyFrame: the latest successful one, or that of `run`."""
-        import polars as pl
+    # -- running ----------------------------------------------------------------------------------
 
-        row = self._output(task, run, pipeline)
-        assert row.output_path is not None
-        return pl.scan_parquet(os.path.join(row.output_path, "part-*.parquet"))
+    def execute(self, the_plan: Plan, options: RunOptions | None = None) -> RunResult:
+        """Run exactly `the_plan` (from `plan`); returns the result, it does not raise on failure.
 
-    def quarantine(
-        self, task: str, run: str | None = None, pipeline: str | None = None
-    ) -> pl.LazyFrame:
-        """Rows a task set aside: `_arrowline_row` (where it was), `_arrowline_reasons` (why, in
-        words: "column: check (value)"), the row's columns, and `_arrowline_errors` (the same
-        reasons as a list of column, check and value structs, to filter and count by)."""
-        import polars as pl
+        Only one run of a pipeline runs at a time: when another holds the pipeline's lock, this
+        one refuses (ConcurrentRun) or waits, as `options.if_running` says."""
+        return launch.execute(the_plan, self.layout, options)
 
-        from transforms.validate import (
-            QUARANTINE_ERRORS,
-            QUARANTINE_REASONS,
-            QUARANTINE_ROW,
-            reason_texts,
+    def run(
+        self,
+        pipeline: PipelineLike,
+        plan: PlanOptions | None = None,
+        options: RunOptions | None = None,
+    ) -> RunResult:
+        """Validate, plan and run a pipeline; returns the result (it does not raise on task
+        failure: `result.raise_for_status()` does)."""
+        return self.execute(self.plan(pipeline, plan), options)
+
+    def resume(
+        self,
+        pipeline: PipelineLike,
+        run_id: str = "last",
+        *,
+        force: bool = False,
+        retry: RetryPolicy | None = None,
+        options: RunOptions | None = None,
+        on_plan: Callable[[Plan], None] | None = None,
+    ) -> RunResult:
+        """Continue a run that did not succeed (see engine.execution.launch.resume)."""
+        definition = self.definition(pipeline)
+        return launch.resume(
+            definition,
+            self.layout,
+            run_id,
+            force=force,
+            retry=retry,
+            options=options,
+            on_plan=on_plan,
         )
 
-        row = self._output(task, run, pipeline)
-        assert row.output_path is not None
-        files = sorted((Path(row.output_path) / QUARANTINE_DIR).glob("part-*.parquet"))
-        if not files:
-            raise StateError(f"run {row.run_id} quarantined no rows of task {task!r}")
-        frame = pl.scan_parquet([str(f) for f in files])
-        reasons = reason_texts(pl.col(QUARANTINE_ERRORS)).list.join("; ")
-        return frame.select(
-            pl.col(QUARANTINE_ROW),
-            reasons.alias(QUARANTINE_REASONS),
-            pl.all().exclude(QUARANTINE_ROW, QUARANTINE_ERRORS),
-            pl.col(QUARANTINE_ERRORS),
+    def replay_quarantine(
+        self,
+        pipeline: PipelineLike,
+        task_id: str,
+        *,
+        from_run: str | None = None,
+        downstream: Sequence[str] = (),
+        options: RunOptions | None = None,
+    ) -> tuple[RunResult, int]:
+        """Run the rows a validate task quarantined (in `from_run`, else its latest run) through
+        it again, and through the `downstream` tasks named; returns the run and the rows
+        replayed."""
+        definition = self.definition(pipeline)
+        return launch.replay(
+            definition,
+            self.layout,
+            task_id,
+            from_run=from_run,
+            downstream=downstream,
+            options=options,
         )
 
-    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run DuckDB SQL over the latest outputs; tasks are views by id (and `pipeline.task`)."""
-        import duckdb
+    def requeue_dead_letter(
+        self,
+        letter_id: int,
+        *,
+        attempts: int | None = None,
+        backoff: str | None = None,
+        force: bool = False,
+        options: RunOptions | None = None,
+    ) -> RunResult:
+        """Resume the run a dead letter came from, so its task runs again (with the letter's
+        parameters and logical date), optionally with a new retry policy."""
+        from engine.spec.model import RetryPolicy
 
-        if self._duckdb is None:
-            self._duckdb = duckdb.connect()
-        connection = self._duckdb
-        owners: dict[str, list[str]] = {}
-        for pipeline in self.catalog.pipelines():
-            connection.execute(f"create schema if not exists {quote_identifier(pipeline)}")
-            for task_id, row in self.catalog.latest_outputs(pipeline).items():
-                assert row.output_path is not None
-                files = sql_literal(os.path.join(row.output_path, "part-*.parquet"))
-                view = f"{quote_identifier(pipeline)}.{quote_identifier(task_id)}"
-                connection.execute(
-                    f"create or replace view {view} as select * from read_parquet({files})"
-                )
-                owners.setdefault(task_id, []).append(pipeline)
-        for task_id, pipelines in owners.items():
-            if len(pipelines) == 1:  # unambiguous: also reachable without the pipeline name
-                connection.execute(
-                    f"create or replace view {quote_identifier(task_id)} as "
-                    f"select * from {quote_identifier(pipelines[0])}.{quote_identifier(task_id)}"
-                )
-        return connection.sql(query)
+        with CatalogReader(self.layout.catalog) as reader:
+            letter = reader.dead_letter(letter_id)
+        if letter.status == "resolved":
+            raise StateError(f"dead letter {letter_id} is resolved {letter.resolution}")
+        if not letter.pipeline_file:
+            raise StateError(
+                f"dead letter {letter_id} came from a pipeline defined in Python; resume it with "
+                f"engine.planning.resume(pipeline, {letter.run_id!r})"
+            )
+        definition = load_definition(letter.pipeline_file)
+        retry = None
+        if attempts is not None or backoff is not None:
+            current = definition.spec.task(letter.task_id).retry or definition.spec.defaults.retry
+            changes: dict[str, Any] = {}
+            if attempts is not None:
+                changes["attempts"] = attempts
+            if backoff is not None:
+                changes["backoff"] = backoff
+            retry = RetryPolicy.model_validate(current.model_dump() | changes)
+        return self.resume(definition, letter.run_id, force=force, retry=retry, options=options)
 
+    # -- state ------------------------------------------------------------------------------------
 
-class AmbiguousTask(StateError):
-    """A task id that several pipelines have; `pipelines` names them."""
+    def watermarks(self, pipeline: PipelineLike, task: str | None = None) -> list[StateRow]:
+        """Each incremental extract's watermark, in the catalog and in each sink."""
+        from engine.api.state import show_state
 
-    def __init__(self, task: str, pipelines: list[str]) -> None:
-        super().__init__(
-            f"task {task!r} exists in several pipelines ({', '.join(pipelines)})",
-            hint=f"name the pipeline: pipeline={pipelines[0]!r}",
-        )
-        self.task = task
-        self.pipelines = pipelines
+        return show_state(self.definition(pipeline), self.layout.catalog, task)
 
+    def set_watermark(self, pipeline: PipelineLike, task: str, value: Watermark) -> list[str]:
+        """Set an extract's watermark in every sink and the catalog (audited)."""
+        from engine.api.state import set_state
 
-def _loaded_elsewhere(row: TaskRunRow, pipeline: str, source: str | None) -> StateError:
-    """A load keeps no output in the workspace: say where its rows went instead."""
-    shown = f"; task {source!r} holds the rows it loaded" if source else ""
-    return StateError(
-        f"task {row.task_id!r} of pipeline {pipeline!r} is a load: run {row.run_id} loaded "
-        f"its rows into {row.target}",
-        hint=f"read them there{shown}",
-    )
+        return set_state(self.definition(pipeline), self.layout.catalog, task, value)
 
+    def reset_watermarks(self, pipeline: PipelineLike, task: str | None = None) -> list[str]:
+        """Forget watermarks (one extract's, or all): the next run reads everything."""
+        from engine.api.state import reset_state
 
-def _datetime(text: str | None) -> datetime | None:
-    """A catalog time (ISO 8601 text with its offset) as an aware datetime."""
-    return datetime.fromisoformat(text) if text else None
+        return reset_state(self.definition(pipeline), self.layout.catalog, task)
+
+    def resolve_dead_letter(self, letter_id: int, note: str) -> DeadLetterRow:
+        """Dismiss a dead letter dealt with otherwise, with the note, user and time."""
+        location = self.layout.catalog
+        if not location.exists():
+            raise StateError(f"no arrowline catalog at {location.describe()}")
+        with Catalog(location) as catalog:
+            return catalog.resolve_dead_letter(letter_id, note)
+
+    # -- scheduling -------------------------------------------------------------------------------
+
+    def scheduler_running(self) -> bool:
+        """Whether a scheduler process leads this project now."""
+        from engine.scheduling.scheduler import scheduler_running
+
+        return scheduler_running(self.layout)
+
+    def request_run(self, name: str, params: dict[str, Any], source: str = "manual") -> RequestRow:
+        """Queue a run with the project's scheduler (the HTTP API's POST does the same)."""
+        from engine.scheduling.scheduler import request_run
+
+        return request_run(self.layout, name, params, source)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every pipeline at a glance, as `arrowline status` and GET /status show it."""
+        from engine.scheduling.status import status_rows
+
+        return status_rows(self.layout)
+
+    def metrics(self) -> bytes:
+        """The catalog's metrics in Prometheus' text format, as GET /metrics serves them."""
+        from engine.scheduling.metrics import render
+
+        return render(self.layout.catalog)
 
 
 def open(project_dir: str | os.PathLike[str] | None = None) -> Project:
@@ -331,14 +344,14 @@ def open(project_dir: str | os.PathLike[str] | None = None) -> Project:
     `project_dir` that holds `.arrowline/`, so `engine.open(".")` works from any folder inside
     the project. Without `project_dir`: $ARROWLINE_PROJECT_DIR, else from the working
     directory."""
-    from engine.api.pipeline import find_project_dir
+    start = Path(project_dir) if project_dir is not None else ProjectLayout.resolve().project_dir
+    found = ProjectLayout.nearest(start)
+    if found is None:
+        from engine.state.workspace import STATE_DIR
 
-    start = Path(project_dir) if project_dir is not None else find_project_dir()
-    path = nearest_project_dir(start)
-    if path is None:
         raise StateError(
             f"{start.resolve()} and the folders above it hold no arrowline state "
             f"(no {STATE_DIR}/ folder)",
             hint="pass the folder you ran `arrowline run` in, or a folder inside it",
         )
-    return Project(path)
+    return Project(ProjectLayout.at(found))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from connectors.base import ConnectorContext
@@ -21,7 +20,8 @@ from engine.execution.connections import resolve_plan_connections
 from engine.execution.watermarks import NO_SINK
 from engine.planning.build import Plan, PlannedTask, build_plan
 from engine.spec.definition import Definition
-from engine.state.catalog import Catalog, catalog_location
+from engine.state.catalog import Catalog
+from engine.state.db import CatalogLocation
 
 __all__ = ["StateRow", "parse_value", "reset_state", "set_state", "show_state"]
 
@@ -67,11 +67,13 @@ def _sinks(task: PlannedTask) -> list[tuple[str, Any]]:
     return list(task.watermark_sinks) or [(NO_SINK, None)]
 
 
-def show_state(definition: Definition, project: Path, task_id: str | None = None) -> list[StateRow]:
+def show_state(
+    definition: Definition, location: CatalogLocation, task_id: str | None = None
+) -> list[StateRow]:
     plan = build_plan(definition)
     connections = resolve_plan_connections(plan)
     rows: list[StateRow] = []
-    with Catalog(catalog_location(project)) as catalog:
+    with Catalog(location) as catalog:
         for task in _incremental(plan, task_id):
             mirror = {r.sink_id: r for r in catalog.watermarks(plan.pipeline, task.id)}
             for sink_id, config in _sinks(task):
@@ -86,12 +88,11 @@ def show_state(definition: Definition, project: Path, task_id: str | None = None
                         row.run_id if row else None,
                     )
                 )
-                if config is None or not sink_state(config).transactional:
+                state = sink_state(config) if config is not None else None
+                if state is None:
                     continue
                 try:
-                    stored = (
-                        sink_state(config).read(_context(plan, connections, sink_id)).get(task.id)
-                    )
+                    stored = state.read(config, _context(plan, connections, sink_id)).get(task.id)
                 except Exception as exc:  # an unreachable sink is shown, not fatal
                     rows.append(
                         StateRow(task.id, sink_id, "sink", None, None, f"unreadable: {exc}")
@@ -117,21 +118,25 @@ def show_state(definition: Definition, project: Path, task_id: str | None = None
 
 
 def _apply(
-    definition: Definition, project: Path, task_id: str | None, value: Watermark | None, action: str
+    definition: Definition,
+    location: CatalogLocation,
+    task_id: str | None,
+    value: Watermark | None,
+    action: str,
 ) -> list[str]:
     plan = build_plan(definition)
     connections = resolve_plan_connections(plan)
     changed = []
-    with Catalog(catalog_location(project)) as catalog:
+    with Catalog(location) as catalog:
         for task in _incremental(plan, task_id):
             for sink_id, config in _sinks(task):
-                if config is not None and sink_state(config).transactional:
-                    state = sink_state(config)
+                state = sink_state(config) if config is not None else None
+                if state is not None:
                     ctx = _context(plan, connections, sink_id)
                     if value is None:
-                        state.delete(ctx, task.id)
+                        state.delete(config, ctx, task.id)
                     else:
-                        state.put(ctx, [WatermarkUpdate(task.id, value)])
+                        state.put(config, ctx, [WatermarkUpdate(task.id, value)])
                 catalog.set_watermark(
                     plan.pipeline,
                     task.id,
@@ -143,12 +148,16 @@ def _apply(
     return changed
 
 
-def set_state(definition: Definition, project: Path, task_id: str, value: Watermark) -> list[str]:
-    return _apply(definition, project, task_id, value, "set")
+def set_state(
+    definition: Definition, location: CatalogLocation, task_id: str, value: Watermark
+) -> list[str]:
+    return _apply(definition, location, task_id, value, "set")
 
 
-def reset_state(definition: Definition, project: Path, task_id: str | None) -> list[str]:
-    return _apply(definition, project, task_id, None, "reset")
+def reset_state(
+    definition: Definition, location: CatalogLocation, task_id: str | None
+) -> list[str]:
+    return _apply(definition, location, task_id, None, "reset")
 
 
 def parse_value(text: str, kind: str = "auto") -> Any:

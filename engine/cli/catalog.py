@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from engine.cli.commands import _errors, format_option, main, out, project_option
-from engine.state.db import CATALOG_ENV, catalog_location
+from engine.cli.common import errors, find_project, format_option, out, project_option
+from engine.state.db import CATALOG_ENV
 
-__all__: list[str] = []
+__all__ = ["COMMANDS"]
 
 
-@main.group()
+@click.group()
 def catalog() -> None:
     """The catalog: embedded SQLite, or PostgreSQL shared by several hosts ($ARROWLINE_CATALOG)."""
 
@@ -34,12 +34,11 @@ def catalog_copy(target: str, source: str | None, project_dir: Path | None, fmt:
     """Copy every run, watermark, dead letter and schedule into TARGET, an empty catalog: a file
     path or a postgresql://...?schema=... URI. Moving to scheduler replicas:
     `arrowline catalog copy postgresql://db/ops?schema=arrowline`, then set $ARROWLINE_CATALOG."""
-    from engine.api.pipeline import find_project_dir
     from engine.state.copy import copy_catalog
 
-    with _errors():
-        project = find_project_dir(project_dir)
-        report = copy_catalog(catalog_location(project, source), catalog_location(project, target))
+    with errors():
+        layout = find_project(project_dir).layout
+        report = copy_catalog(layout.catalog_at(source), layout.catalog_at(target))
     if fmt == "json":
         out.print_json(json.dumps({"from": report.source, "to": report.target, **report.rows}))
         return
@@ -49,3 +48,6 @@ def catalog_copy(target: str, source: str | None, project_dir: Path | None, fmt:
     for name, count in report.rows.items():
         table.add_row(name, f"{count:,}")
     out.print(table)
+
+
+COMMANDS = (catalog,)

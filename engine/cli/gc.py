@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.commands import _errors, format_option, main, out, project_option
-from engine.core.errors import ParameterError, StateError
+from engine.cli.common import PIPELINE, errors, find_project, format_option, out, project_option
+from engine.core.errors import StateError
 from engine.state.catalog import Catalog, CatalogReader
-from engine.state.db import catalog_location
-from engine.state.retention import (
-    Collection,
-    collect,
-    format_bytes,
-    plan_collection,
-    recorded_keep_runs,
-)
+from engine.state.retention import Collection, format_bytes, recorded_keep_runs
 
-__all__: list[str] = []
+if TYPE_CHECKING:
+    from engine.api.project import Project
+
+__all__ = ["COMMANDS"]
 
 
 @dataclass(frozen=True)
@@ -35,22 +31,26 @@ class _Outcome:
 
 
 def _targets(
-    catalog: CatalogReader, given: str | None, keep_runs: int | None
+    project: Project, catalog: CatalogReader, given: str | None, keep_runs: int | None
 ) -> list[tuple[str, int]]:
     """(pipeline, runs to keep) for each pipeline to collect: the one named by a file or a
     name, or every pipeline the catalog has runs of. Runs to keep: --keep-runs, else what the
     file says, else what the pipeline's latest run recorded."""
-    from engine.api.pipeline import load
+    import re
+
+    from engine.api.project import looks_like_file
+    from engine.core.errors import ParameterError
     from engine.core.problems import did_you_mean
     from engine.spec.model import NAME_PATTERN, RetentionSpec
 
     known = catalog.pipelines()
     if given is None:
         names, from_file = known, None
-    elif given.endswith((".yaml", ".yml")) or "/" in given:
-        spec = load(given).spec
+    elif looks_like_file(given):
+        spec = project.definition(given).spec
         names, from_file = [spec.name], spec.retention.keep_runs
     elif re.fullmatch(NAME_PATTERN, given):
+        # A name is the catalog's: the pipeline's file may be gone, its outputs are not.
         names, from_file = [given], None
     else:
         raise ParameterError(
@@ -72,21 +72,14 @@ def _targets(
 
 
 def _collect(
-    project: Path, catalog: CatalogReader, name: str, keep: int, dry_run: bool
+    project: Project, catalog: CatalogReader, name: str, keep: int, dry_run: bool
 ) -> _Outcome:
-    """Decide and remove under the pipeline's run lock, so no run of it starts meanwhile; a
-    pipeline running now is skipped (its run applies retention when it ends)."""
-    from engine.state.locks import ConcurrentRun, RunLock
-    from engine.state.workspace import STATE_DIR, Workspace
+    """A pipeline running now is skipped: its run applies retention when it ends."""
+    from engine.execution.launch import collect_outputs
+    from engine.state.locks import ConcurrentRun
 
-    workspace = Workspace.for_project(project)
-    if dry_run:
-        return _Outcome(plan_collection(catalog, workspace, name, keep), name)
-    assert isinstance(catalog, Catalog)  # opened for writing unless a dry run
     try:
-        with RunLock(project / STATE_DIR, name, "gc", if_running="refuse"):
-            collection = plan_collection(catalog, workspace, name, keep)
-            collect(catalog, collection)
+        collection = collect_outputs(project.layout, catalog, name, keep, dry_run=dry_run)
     except ConcurrentRun as exc:
         return _Outcome(None, name, skipped=exc.message)
     return _Outcome(collection, name)
@@ -145,8 +138,8 @@ def _print(outcome: _Outcome, dry_run: bool) -> None:
     )
 
 
-@main.command()
-@click.argument("pipeline", required=False)
+@click.command()
+@click.argument("pipeline", required=False, type=PIPELINE, metavar="[PIPELINE]")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.option(
     "--keep-runs",
@@ -168,23 +161,24 @@ def gc(
     every pipeline, and say what went and the bytes freed. Always kept: the latest successful
     output of each task, the outputs of the last N runs, and those a running or resumable run
     needs. Runs apply this by themselves when they end."""
-    from engine.api.pipeline import find_project_dir
-
-    project = find_project_dir(project_dir)
-    with _errors():
-        location = catalog_location(project)
+    with errors():
+        project = find_project(project_dir)
+        location = project.layout.catalog
         if not location.exists():
             raise StateError(
                 f"no arrowline catalog at {location.describe()}",
                 hint="pass the folder you ran `arrowline run` in with --project-dir",
             )
         with (CatalogReader if dry_run else Catalog)(location) as catalog:
-            targets = _targets(catalog, pipeline, keep_runs)
+            targets = _targets(project, catalog, pipeline, keep_runs)
             outcomes = [_collect(project, catalog, n, k, dry_run) for n, k in targets]
     if fmt == "json":
-        out.print_json(json.dumps([_to_dict(o, project, dry_run) for o in outcomes]))
+        out.print_json(json.dumps([_to_dict(o, project.path, dry_run) for o in outcomes]))
         return
     if not outcomes:
         out.print("no runs yet: nothing to collect")
     for outcome in outcomes:
         _print(outcome, dry_run)
+
+
+COMMANDS = (gc,)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Literal
 
-__all__ = ["Problem", "did_you_mean"]
+__all__ = ["Finding", "Problem", "did_you_mean"]
 
 Severity = Literal["error", "warning"]
 
@@ -54,6 +54,19 @@ class Problem:
             "task_id": self.task_id,
             "hint": self.hint,
         }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem of one config, found by the code that owns it (a connector, a task kind),
+    located by its key path inside the config; the checks turn it into a Problem with the
+    pipeline file's line."""
+
+    code: str
+    message: str
+    key: tuple[str | int, ...] = ()
+    severity: Severity = "error"
+    hint: str | None = None
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:

@@ -1,4 +1,10 @@
-"""The hand-off between tasks: a task's output as the tasks downstream (and sinks) read it."""
+"""The hand-off between tasks: a task's output as the tasks downstream (and sinks) read it.
+
+An output is a folder: its rows in `part-NNNNN.parquet` files (one per stream a task wrote),
+and the rows it set aside in `quarantine/` in the same form. Tasks write that layout into a
+staging folder, the workspace publishes it, readers find the parts; this module is the one
+place that spells it.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,46 @@ from engine.core.sqltext import parquet_list_sql
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["InputTable"]
+__all__ = [
+    "OUTPUT_FILE",
+    "QUARANTINE_DIR",
+    "InputTable",
+    "fresh_directory",
+    "output_parts",
+    "part_file",
+    "quarantine_parts",
+]
+
+QUARANTINE_DIR = "quarantine"
+"""The subfolder of an output that holds the rows a task set aside."""
+_PARTS = "part-*.parquet"
+
+
+def part_file(index: int) -> str:
+    """The name of an output's `index`th part."""
+    return f"part-{index:05d}.parquet"
+
+
+OUTPUT_FILE = part_file(0)
+"""The one part of a task that writes one stream."""
+
+
+def output_parts(directory: Path) -> tuple[Path, ...]:
+    """An output folder's parts, in order (none when it holds no rows' file)."""
+    return tuple(sorted(directory.glob(_PARTS)))
+
+
+def quarantine_parts(directory: Path) -> tuple[Path, ...]:
+    return output_parts(directory / QUARANTINE_DIR)
+
+
+def fresh_directory(path: Path) -> Path:
+    """An empty folder at `path`, removing what a crashed attempt may have left there."""
+    from engine.core.files import remove_tree
+
+    remove_tree(path)
+    path.mkdir(parents=True)
+    return path
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import CheckResult
-from connectors.registry import CONNECTIONS
+from connectors.registry import connector_of
 from engine.planning.build import Plan
 from engine.spec.definition import Definition
 
@@ -23,14 +23,14 @@ def resolve_connections(definition: Definition, names: set[str] | None = None) -
     for name, spec in definition.spec.connections.items():
         if names is not None and name not in names:
             continue
-        resolved[name] = CONNECTIONS[type(spec)].resolve(name, spec, definition.base_dir)
+        resolved[name] = connector_of(spec).resolve(name, spec, definition.base_dir)
     return resolved
 
 
 def resolve_plan_connections(plan: Plan) -> dict[str, Any]:
     """Resolve the connections a plan uses, when its run starts."""
     return {
-        name: CONNECTIONS[type(spec)].resolve(name, spec, plan.base_dir)
+        name: connector_of(spec).resolve(name, spec, plan.base_dir)
         for name, spec in plan.connections.items()
     }
 
@@ -41,11 +41,11 @@ def check_connections(definition: Definition) -> list[CheckResult]:
 
     results = []
     for name, spec in definition.spec.connections.items():
-        kind = CONNECTIONS[type(spec)]
+        owner = connector_of(spec)
         try:
-            server = kind.resolve(name, spec, definition.base_dir)
+            server = owner.resolve(name, spec, definition.base_dir)
         except ArrowlineError as exc:
             results.append(CheckResult(name, "-", False, exc.message))
             continue
-        results.append(kind.check(server))
+        results.append(owner.check_connection(server))
     return results

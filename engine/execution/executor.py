@@ -55,12 +55,13 @@ from engine.execution.watermarks import WatermarkBroker
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import Catalog, now_text
 from engine.state.workspace import Workspace
-from engine.tasks.kinds import TaskContext, TaskOutcome, TaskRunner, run_task, schema_json
+from engine.tasks import TaskContext, TaskOutcome, TaskRunner, run_task
+from engine.tasks.base import schema_json
 from transforms.sql import DuckDBSettings
 
 if TYPE_CHECKING:
+    from lineage.graph import LineageGraph
     from lineage.openlineage import OpenLineageEmitter
-    from lineage.pipeline import LineageGraph
 
 __all__ = ["ExecutionSettings", "Executor", "RunEvent", "RunResult", "TaskResult"]
 
@@ -308,11 +309,11 @@ class Executor:
         keep it with the run. Lineage is a record, not a result: a failure is logged."""
         if not self.outputs:
             return None
-        from lineage.pipeline import pipeline_lineage
+        from engine.tasks.lineage import pipeline_lineage
 
         try:
             graph = pipeline_lineage(
-                self.plan,
+                self.plan.tasks,
                 self.output_schemas,
                 self.plan.base_dir,
                 captured=self.captured_lineage,
@@ -591,7 +592,9 @@ class Executor:
             attempt.rows = rows
 
         context = TaskContext(
-            self.plan,
+            self.plan.pipeline,
+            self.plan.run_id,
+            self.plan.base_dir,
             task,
             attempt.number,
             inputs,
@@ -600,7 +603,8 @@ class Executor:
             progress,
             self.settings.duckdb,
             self.connections,
-            self.watermarks,
+            watermark_start=lambda: self.watermarks.start(task),
+            pending_watermarks=lambda: self.watermarks.pending(task),
         )
         result: TaskOutcome | BaseException
         with logger.contextualize(
@@ -666,7 +670,7 @@ class Executor:
         did not, or there is no earlier output to compare with)."""
         import pyarrow.parquet as pq
 
-        from lineage.drift import task_drift
+        from engine.tasks.lineage import task_drift
 
         previous = self.catalog.latest_output(self.plan.pipeline, task.id)
         if previous is None or previous.run_id == self.plan.run_id or not previous.output_path:

@@ -62,10 +62,10 @@ class WatermarkBroker:
         values: list[Watermark | None] = []
         for sink_id, config in task.watermark_sinks:
             state = sink_state(config)
-            if not state.transactional:
+            if state is None:
                 values.append(self._mirror(task.id, sink_id))
                 continue
-            stored = state.read(self._context(sink_id)).get(task.id)
+            stored = state.read(config, self._context(sink_id)).get(task.id)
             mirror = self._mirror(task.id, sink_id)
             value = stored[0] if stored else None
             if value != mirror:

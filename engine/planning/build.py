@@ -26,7 +26,6 @@ from engine.core.graph import Graph, find_cycles
 from engine.core.problems import did_you_mean
 from engine.core.secrets import mask_secrets, mask_text
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
-from engine.spec.checks import check_tables
 from engine.spec.definition import Definition
 from engine.spec.model import (
     BreakerPolicy,
@@ -37,8 +36,10 @@ from engine.spec.model import (
     TaskSpec,
 )
 from engine.spec.params import RenderContext, new_run_id, resolve_params
-from engine.spec.resolve import resolve_task
 from engine.state.catalog import CatalogReader
+from engine.tasks import kind_of
+from engine.tasks.checks import check_tables
+from engine.tasks.resolve import resolve_task
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
 
@@ -69,26 +70,18 @@ class PlannedTask:
     @property
     def connection(self) -> str | None:
         """The named connection the task's extract or load uses, if any."""
-        return getattr(self.spec.config, "connection", None)
+        return self.spec.connection
 
     @property
     def incremental(self) -> bool:
-        return getattr(self.spec.extract, "incremental", None) is not None
+        return self.spec.incremental is not None
 
     @property
     def produces_table(self) -> bool:
-        return self.kind is not TaskKind.LOAD
+        return kind_of(self.spec).produces_table
 
     def describe_output(self) -> str:
-        if self.kind is TaskKind.LOAD:
-            config = self.spec.load
-            assert config is not None
-            target = getattr(config, "table", None)
-            where = getattr(config, "path", None) or getattr(config, "connection", "")
-            return f"{config.to}:{where}" + (f"#{target}" if target else "")
-        if self.kind is TaskKind.VALIDATE:
-            return "workspace (+ quarantine)"
-        return "workspace"
+        return kind_of(self.spec).describe_output(self.spec)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -258,8 +251,9 @@ def build_plan(
     else:
         actions = dict.fromkeys(graph.order, ("run", None))
 
-    incremental = {t.id for t in spec.tasks if getattr(t.extract, "incremental", None) is not None}
-    loads = [t.id for t in spec.tasks if t.kind is TaskKind.LOAD]
+    incremental = {t.id for t in spec.tasks if t.incremental is not None}
+    # the tasks that write outside and can commit an extract's watermark beside their rows
+    loads = [t.id for t in spec.tasks if not kind_of(t).produces_table]
     downstream = {task_id: graph.descendants([task_id]) for task_id in incremental}
     sinks_of = {
         task_id: tuple((load, resolved[load].spec.load) for load in loads if load in below)
@@ -310,9 +304,7 @@ def build_plan(
         retention=spec.retention,
         connections={
             name: spec.connections[name]
-            for name in sorted(
-                {getattr(r.spec.config, "connection", None) or "" for r in resolved.values()}
-            )
+            for name in sorted({r.spec.connection or "" for r in resolved.values()})
             if name in spec.connections
         },
     )

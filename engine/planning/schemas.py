@@ -1,8 +1,8 @@
 """Output schemas before any data moves: every transform run over empty inputs.
 
 `arrowline plan` runs each `sql`, `udf` and `validate` task with the same code a run uses
-(`engine.tasks.kinds.run_task`), over zero-row Parquet inputs of the upstream schemas, in a scratch
-folder. DuckDB binds and types the statement, Polars builds and types the lazy plan, pandera
+(the task's kind, `engine.tasks`), over zero-row Parquet inputs of the upstream schemas, in a
+scratch folder. DuckDB binds and types the statement, Polars builds and types the lazy plan, pandera
 checks the columns it requires; the schema of the (empty) Parquet output is exactly the schema a
 real run writes, so comparing it with the last run's is drift with no false alarms from type
 mapping. Extracts read the outside world, so their schema is the one their last successful
@@ -28,11 +28,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.core.cancel import CancelToken
 from engine.core.problems import Problem
 from engine.core.tables import InputTable
 from engine.planning.build import Plan, PlannedTask
-from engine.spec.model import TaskKind
 from engine.state.catalog import CatalogReader
 from transforms.sql import DuckDBSettings
 
@@ -63,7 +61,7 @@ class SchemaReport:
         return not any(p.severity == "error" for p in self.problems)
 
     def to_dict(self) -> dict[str, Any]:
-        from engine.tasks.kinds import schema_json
+        from engine.tasks.base import schema_json
 
         return {
             "schemas": {task: schema_json(schema) for task, schema in self.schemas.items()},
@@ -161,101 +159,57 @@ def _task_schema(
     files: dict[str, Path],
     line_of: Callable[[str, str], int | None],
 ) -> None:
-    if task.kind is TaskKind.EXTRACT:
-        _extract_schema(plan, task, report, root, files, line_of)
-        return
-    if task.kind is TaskKind.LOAD:
-        return  # a load writes outside; its input's schema is checked by the sink at run time
+    """Ask the task's kind: transforms run over empty inputs, a source's connector says what
+    it knows, a load has no output. Unknown falls back to the last run's output schema."""
+    from connectors.base import Unknown
+    from engine.tasks import kind_of
+    from engine.tasks.base import SchemaContext
+
+    kind = kind_of(task.spec)
     unknown_inputs = [name for name in task.inputs if name not in report.schemas]
     if unknown_inputs:
-        report.unknown[task.id] = f"reads {', '.join(unknown_inputs)}, whose schema is not known"
+        if kind.produces_table:
+            report.unknown[task.id] = (
+                f"reads {', '.join(unknown_inputs)}, whose schema is not known"
+            )
         return
     inputs = {name: _empty_input(name, report.schemas[name], root, files) for name in task.inputs}
-    from engine.tasks.kinds import TaskContext, run_task
-
-    staging = root / "outputs" / task.id
-    context = TaskContext(
-        plan=plan,
-        task=task,
-        attempt=1,
-        inputs=inputs,
-        staging_path=staging,
-        cancel=CancelToken(),
-        duckdb=DuckDBSettings(threads=1, temp_directory=root / "duckdb"),
-    )
+    settings = DuckDBSettings(threads=1, temp_directory=root / "duckdb")
+    context = SchemaContext(plan.pipeline, plan.base_dir, inputs, root, settings)
     try:
-        run_task(context)
+        found = kind.schema(task, context)
     except Exception as exc:  # user SQL and code: report what it raised
         report.problems.append(_schema_problem(plan, task, report, exc, line_of))
         report.unknown[task.id] = "its plan-time check failed"
         return
+    if found is None:
+        return
+    if isinstance(found, Unknown):
+        if found.problem is not None:  # the run would fail on it: a plan problem
+            report.problems.append(
+                Problem(
+                    found.problem.code,
+                    found.problem.message,
+                    file=plan.pipeline_file,
+                    line=line_of(task.id, task.kind.value),
+                    task_id=task.id,
+                    hint=found.problem.hint,
+                )
+            )
+        if task.id in report.previous:
+            report.schemas[task.id] = report.previous[task.id][1]
+        else:
+            report.unknown[task.id] = found.reason
+        return
     import pyarrow.parquet as pq
 
-    parts = sorted(staging.glob("part-*.parquet"))
-    if parts:
-        report.schemas[task.id] = pq.read_schema(parts[0])
-        files[task.id] = parts[0]
-
-
-def _extract_schema(
-    plan: Plan,
-    task: PlannedTask,
-    report: SchemaReport,
-    root: Path,
-    files: dict[str, Path],
-    line_of: Callable[[str, str], int | None],
-) -> None:
-    """Files: the schema their reader settles on (the data is not read). Other sources: the
-    last run's, since asking a database would need it up at plan time."""
-    from connectors.base import ConnectorContext
-    from connectors.files.config import FilesSource
-    from connectors.files.source import column_name_clash
-    from connectors.registry import open_source
     from engine.core.parquet import ParquetBatchWriter
 
-    config = task.spec.extract
-    if isinstance(config, FilesSource):
-        context = ConnectorContext(
-            base_dir=plan.base_dir, pipeline=plan.pipeline, run_id="plan", task_id=task.id
-        )
-        try:
-            schema = open_source(config, context)[0].schema
-        except Exception as exc:  # no files yet, or unreadable: not a plan error
-            reason = " ".join(str(exc).split())
-            clash = column_name_clash(config, plan.base_dir)
-            if clash is not None:  # but a header the run will refuse is
-                reason = "its plan-time check failed"
-                report.problems.append(
-                    Problem(
-                        "column-names",
-                        clash.message,
-                        file=plan.pipeline_file,
-                        line=line_of(task.id, "extract"),
-                        task_id=task.id,
-                        hint=clash.hint,
-                    )
-                )
-        else:
-            path = root / "extracts" / f"{task.id}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ParquetBatchWriter(path, schema).close()  # the schema a run's Parquet output has
-            import pyarrow.parquet as pq
-
-            report.schemas[task.id] = pq.read_schema(path)
-            files[task.id] = path
-            return
-    else:
-        reason = "a database extract's schema is known once it has run"
-    if task.id in report.previous:
-        report.schemas[task.id] = report.previous[task.id][1]
-    else:
-        report.unknown[task.id] = reason
-
-
-def _key(task: PlannedTask) -> str:
-    return {TaskKind.SQL: "sql", TaskKind.UDF: "udf", TaskKind.VALIDATE: "validate"}.get(
-        task.kind, task.kind.value
-    )
+    path = root / "schemas" / f"{task.id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ParquetBatchWriter(path, found).close()  # the schema a run's Parquet output has
+    report.schemas[task.id] = pq.read_schema(path)
+    files[task.id] = path
 
 
 def _schema_problem(
@@ -272,7 +226,7 @@ def _schema_problem(
     text = " ".join(message.split())
     match = _MISSING_COLUMN.search(text)
     column = next((g for g in match.groups() if g), None) if match else None
-    line = line_of(task.id, _key(task))
+    line = line_of(task.id, task.kind.value)
     if column is not None:
         for upstream in task.inputs:
             before = report.previous.get(upstream)
@@ -306,11 +260,14 @@ def _drift(
     catalog: CatalogReader | None,
     line_of: Callable[[str, str], int | None],
 ) -> None:
-    from lineage.drift import refusal, task_drift
+    from engine.tasks.lineage import task_drift
+    from lineage.drift import refusal
 
     now = report.schemas.get(task.id)
     before = report.previous.get(task.id)
-    if now is None or before is None or task.kind is TaskKind.EXTRACT:
+    # a task that reads no upstream (a source) is compared when it runs: its schema is the
+    # outside world's, and plan may know it only from that last run
+    if now is None or before is None or not task.inputs:
         return
     recorded = catalog.lineage(before[0]) if catalog is not None else None
     found = task_drift(
@@ -330,7 +287,7 @@ def _drift(
                 "schema-change",
                 f"its output schema will change and schema_change is {policy}: {listed}",
                 file=plan.pipeline_file,
-                line=line_of(task.id, "schema_change") or line_of(task.id, _key(task)),
+                line=line_of(task.id, "schema_change") or line_of(task.id, task.kind.value),
                 task_id=task.id,
                 hint="fix the task, or set schema_change: evolve to accept the new schema",
             )

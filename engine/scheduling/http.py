@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from engine.core.errors import ArrowlineError, ParameterError
-from engine.state.db import catalog_location
 
 if TYPE_CHECKING:
     from engine.scheduling.scheduler import Scheduler
@@ -232,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get(self, path: str) -> None:
         self._authorize(path)
-        project = self.api.scheduler.project
+        layout = self.api.scheduler.layout
         if path == "/":
             self._send(200, self._index())
         elif path == "/healthz":
@@ -240,11 +239,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             from engine.scheduling.metrics import render
 
-            self._send(200, render(catalog_location(project)), "text/plain; version=0.0.4")
+            self._send(200, render(layout.catalog), "text/plain; version=0.0.4")
         elif path == "/status":
             from engine.scheduling.status import status_rows
 
-            self._send(200, status_rows(project))
+            self._send(200, status_rows(layout))
         elif path.startswith("/runs/"):
             self._run(path.removeprefix("/runs/"))
         else:
@@ -266,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _run(self, run_id: str) -> None:
         from engine.state.catalog import CatalogReader
 
-        with CatalogReader(catalog_location(self.api.scheduler.project)) as catalog:
+        with CatalogReader(self.api.scheduler.layout.catalog) as catalog:
             if catalog.has_run(run_id):
                 run = catalog.run(run_id)
                 tasks = [
@@ -316,7 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
                 received=exc.received,
             ) from None
         except KeyError:
-            raise _Refused(404, f"no pipeline {name!r} in {self.api.scheduler.project}") from None
+            raise _Refused(
+                404, f"no pipeline {name!r} in {self.api.scheduler.layout.project_dir}"
+            ) from None
         self._send(
             202,
             {

@@ -51,12 +51,10 @@ from engine.scheduling.cron import Schedule
 from engine.spec.definition import Definition
 from engine.state.advisory import AdvisoryLock, advisory_held
 from engine.state.catalog import Catalog
-from engine.state.db import catalog_location
 from engine.state.layout import ProjectLayout
 from engine.state.schedules import RequestRow, ScheduleRow
 from engine.state.values import iso, parse
-from engine.state.workspace import STATE_DIR
-from engine.tasks.kinds import TaskRunner, run_task
+from engine.tasks import TaskRunner, run_task
 
 __all__ = [
     "Scheduler",
@@ -168,14 +166,17 @@ class SchedulerSettings:
 
 @dataclass
 class Scheduler:
-    project: Path
+    project: Path | ProjectLayout
+    """The project folder, or its layout; a folder is read as `ProjectLayout.at` reads it.
+    Afterwards always the folder (absolute), and `layout` is the layout."""
     settings: SchedulerSettings = field(default_factory=SchedulerSettings)
     clock: Clock = utc_now
 
     def __post_init__(self) -> None:
-        self.project = self.project.resolve()
-        (self.project / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        self.store = Catalog(catalog_location(self.project))
+        self.layout = ProjectLayout.of(self.project)
+        self.project = self.layout.project_dir
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Catalog(self.layout.catalog)
         self.alerts = AlertSender(self.store)
         self.loaded: dict[str, _Loaded] = {}
         self.active: dict[str, list[_Active]] = {}
@@ -207,7 +208,7 @@ class Scheduler:
             return True
         if self.store.shared:
             return self._try_lease()
-        path = leader_lock_path(self.project)
+        path = self.layout.scheduler_lock
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -218,7 +219,7 @@ class Scheduler:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._leader_fd = fd
-        logger.info("scheduler {} leads project {}", os.getpid(), self.project)
+        logger.info("scheduler {} leads project {}", os.getpid(), self.layout.project_dir)
         self.recover()
         return True
 
@@ -266,21 +267,21 @@ class Scheduler:
     def refresh(self, *, force: bool = False) -> dict[str, _Loaded]:
         """Load new and changed pipeline files (a file whose mtime did not change is not read).
         The project is walked at most every `discover_every` seconds."""
-        from engine.api.pipeline import load
         from engine.core.errors import PipelineInvalid
+        from engine.tasks.checks import load_definition
 
         moment = time.monotonic()
         if not force and moment - self._walked < self.settings.discover_every and self.loaded:
             return self.loaded
         self._walked = moment
-        current = discover_pipelines(self.project)
+        current = discover_pipelines(self.layout.project_dir)
         for name, path in current.items():
             mtime = path.stat().st_mtime_ns
             known = self.loaded.get(name)
             if known is not None and known.path == path and known.mtime_ns == mtime:
                 continue
             try:
-                definition = load(path)
+                definition = load_definition(path)
             except (PipelineInvalid, ArrowlineError) as exc:
                 logger.error("pipeline {} ({}) is invalid; not scheduled: {}", name, path, exc)
                 self.loaded[name] = _Loaded(name, path, mtime, None, None, str(exc))
@@ -523,37 +524,35 @@ class Scheduler:
     def _run(
         self, loaded: _Loaded, active: _Active, params: dict[str, Any], logical: datetime | None
     ) -> None:
-        import engine.api.pipeline as api
+        from engine.execution import launch
+        from engine.planning.build import build_plan
+        from engine.tasks.checks import load_definition
 
         def keep(executor: Executor) -> None:
             active.executor = executor
             if self.stopping.is_set() and self._deadline_passed():
                 executor.cancel()
 
+        # The run as `arrowline run` starts one (engine.execution.launch), with the file read
+        # again: it may have changed since the tick that decided this run.
+        options = launch.RunOptions(
+            max_parallel=self.settings.max_parallel,
+            runner=self.settings.runner,
+            on_executor=keep,
+            if_running="share" if active.shared and active.source != "resume" else "wait",
+        )
         try:
+            definition = load_definition(loaded.path)
             if active.source == "resume":
-                active.result = api.resume(
-                    loaded.path,
-                    active.run_id,
-                    project_dir=self.project,
-                    force=False,  # a changed pipeline is not resumed blindly: alerted instead
-                    runner=self.settings.runner,
-                    on_executor=keep,
-                    if_running="wait",
-                    max_parallel=self.settings.max_parallel,
+                # a changed pipeline is not resumed blindly (force=False): alerted instead
+                active.result = launch.resume(
+                    definition, self.layout, active.run_id, options=options
                 )
             else:
-                active.result = api.run(
-                    loaded.path,
-                    params=params,
-                    project_dir=self.project,
-                    logical_date=logical,
-                    run_id=active.run_id,
-                    runner=self.settings.runner,
-                    on_executor=keep,
-                    if_running="share" if active.shared else "wait",
-                    max_parallel=self.settings.max_parallel,
+                the_plan = build_plan(
+                    definition, params=params, logical_date=logical, run_id=active.run_id
                 )
+                active.result = launch.execute(the_plan, self.layout, options)
         except BaseException as exc:  # recorded and alerted on, never lost
             active.error = exc
             logger.error("pipeline {}: run {} could not run: {}", loaded.name, active.run_id, exc)
@@ -657,7 +656,7 @@ class Scheduler:
         spec = loaded.definition.spec
         limits = dict(spec.freshness)
         for task in spec.tasks:  # the same limit, said on the source (incremental.max_staleness)
-            said = getattr(getattr(task.extract, "incremental", None), "max_staleness", None)
+            said = task.incremental.max_staleness if task.incremental else None
             if said is not None:
                 limits.setdefault(task.id, said)
         if not limits or spec.alerts is None:
@@ -684,7 +683,7 @@ class Scheduler:
     def request(self, name: str, params: dict[str, Any], source: str) -> RequestRow:
         """Queue a run of pipeline `name` (KeyError when the project has none); its parameters
         are checked now (ParameterError), so a bad request fails at once, not at run time."""
-        return request_run(self.project, name, params, source)
+        return request_run(self.layout, name, params, source)
 
     # -- restart recovery --------------------------------------------------------------------
 
@@ -693,11 +692,12 @@ class Scheduler:
         or failed per the pipeline's `on_restart`."""
         from engine.planning.resume import recover_interrupted
         from engine.state.locks import lock_is_held
-        from engine.state.workspace import Workspace
 
-        workspace = Workspace.for_project(self.project)
+        workspace = self.layout.workspace()
         for loaded in self.refresh(force=True).values():
-            if loaded.definition is None or lock_is_held(self.project / STATE_DIR, loaded.name):
+            if loaded.definition is None or lock_is_held(
+                self.layout.state_dir, loaded.name, self.layout.catalog
+            ):
                 continue
             for run_id in recover_interrupted(self.store, workspace, loaded.name):
                 if loaded.definition.spec.on_restart == "resume":
@@ -740,7 +740,7 @@ class Scheduler:
             if self.try_lead():
                 self.tick()
             elif not announced:
-                logger.info("another scheduler leads {}; standing by", self.project)
+                logger.info("another scheduler leads {}; standing by", self.layout.project_dir)
                 announced = True
             if on_tick is not None:
                 on_tick()
@@ -784,30 +784,33 @@ class Scheduler:
             self.store.close()
 
 
-def request_run(project: Path, name: str, params: dict[str, Any], source: str) -> RequestRow:
+def request_run(
+    project: ProjectLayout | Path, name: str, params: dict[str, Any], source: str
+) -> RequestRow:
     """Queue a run for the project's scheduler; works from any thread or process."""
-    from engine.api.pipeline import load
     from engine.spec.params import resolve_params
+    from engine.tasks.checks import load_definition
 
-    path = discover_pipelines(project).get(name)
+    layout = ProjectLayout.of(project)
+    path = discover_pipelines(layout.project_dir).get(name)
     if path is None:
         raise KeyError(name)
-    spec = load(path).spec
+    spec = load_definition(path).spec
     resolve_params(spec.parameters, params, {}, source=f"the {source} request")
-    with Catalog(catalog_location(project)) as store:
+    with Catalog(layout.catalog) as store:
         return store.request_run(name, str(path), params, source)
 
 
-def leader_lock_path(project: Path) -> Path:
-    """The lock the active scheduler holds."""
-    return ProjectLayout(project).scheduler_lock
+def leader_lock_path(project: ProjectLayout | Path) -> Path:
+    """The lock the active scheduler holds (ProjectLayout.scheduler_lock)."""
+    return ProjectLayout.of(project).scheduler_lock
 
 
-def scheduler_running(project: Path) -> bool:
+def scheduler_running(project: ProjectLayout | Path) -> bool:
     """True when a scheduler process leads the project (holds its lock)."""
     from engine.state.locks import file_lock_is_held
 
-    location = catalog_location(project)
-    if location.shared:
-        return advisory_held(location, "scheduler", "leader")
-    return file_lock_is_held(leader_lock_path(project))
+    layout = ProjectLayout.of(project)
+    if layout.catalog.shared:
+        return advisory_held(layout.catalog, "scheduler", "leader")
+    return file_lock_is_held(layout.scheduler_lock)

@@ -6,29 +6,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.state.workspace import STATE_DIR
+from engine.state.layout import ProjectLayout
 
 __all__ = ["status_rows"]
 
 
-def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, Any]]:
-    from engine.api.pipeline import load
+def status_rows(project: ProjectLayout | Path, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One row per pipeline file of the project: its schedule and triggers, next run, pause,
+    running runs, last run and how long it has been failing (or why its file is invalid)."""
     from engine.core.errors import ArrowlineError, PipelineInvalid
     from engine.scheduling.cron import Schedule
     from engine.scheduling.scheduler import discover_pipelines
     from engine.state.catalog import CatalogReader
-    from engine.state.db import catalog_location
     from engine.state.locks import lock_is_held
+    from engine.tasks.checks import load_definition
 
+    layout = ProjectLayout.of(project)
     now = now or datetime.now(UTC)
-    location = catalog_location(project)
+    location = layout.catalog
     reader = CatalogReader(location) if location.exists() else None
     rows = []
     try:
-        for name, path in discover_pipelines(project).items():
-            row: dict[str, Any] = {"pipeline": name, "file": str(path.relative_to(project))}
+        for name, path in discover_pipelines(layout.project_dir).items():
+            row: dict[str, Any] = {
+                "pipeline": name,
+                "file": str(path.relative_to(layout.project_dir)),
+            }
             try:
-                spec = load(path).spec
+                spec = load_definition(path).spec
             except (PipelineInvalid, ArrowlineError) as exc:
                 row["problem"] = f"invalid: {exc}"  # every problem: the first line is a count
                 rows.append(row)
@@ -45,7 +50,7 @@ def status_rows(project: Path, now: datetime | None = None) -> list[dict[str, An
                 if spec.schedule and not row["paused"]
                 else None
             )
-            running = lock_is_held(project / STATE_DIR, name)
+            running = lock_is_held(layout.state_dir, name, location)
             recent = reader.runs(name, limit=20) if reader else []
             row["running"] = (
                 [r.run_id for r in recent if r.state.value == "RUNNING"] if running else []

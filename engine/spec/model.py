@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -25,9 +25,8 @@ from pydantic import (
 )
 from pydantic.json_schema import WithJsonSchema
 
-from connectors.duckdb.config import DuckDBSink, DuckDBSource
-from connectors.files.config import CsvOptions, FilesSource, ParquetSink
-from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
+from connectors.base import Connector, IncrementalSpec
+from connectors.registry import connection_models, connector_of, sink_models, source_models
 from engine.core.config import ConfigModel
 from engine.core.durations import Duration
 from engine.core.errors import ParameterError
@@ -39,14 +38,9 @@ __all__ = [
     "NAME_PATTERN",
     "AlertsSpec",
     "BreakerPolicy",
-    "CsvOptions",
-    "DuckDBSink",
-    "DuckDBSource",
     "ExtractSpec",
-    "FilesSource",
     "LoadSpec",
     "ParamSpec",
-    "ParquetSink",
     "PipelineSpec",
     "RetentionSpec",
     "RetryPolicy",
@@ -231,13 +225,24 @@ class AlertsSpec(ConfigModel):
 # ---------------------------------------------------------------------------------------------
 # extract and load: the connectors' own config models, tagged by `from:` and `to:`
 
-ExtractSpec = Annotated[FilesSource | DuckDBSource | PostgresSource, Field(discriminator="from_")]
+
+def _tagged(models: tuple[type[ConfigModel], ...], tag: str) -> Any:
+    """One model, or a union of several told apart by their `tag` field (`from:`, `to:`, ...)."""
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator=tag)]  # noqa: UP007 - built at run time
 
 
-LoadSpec = Annotated[ParquetSink | DuckDBSink | PostgresSink, Field(discriminator="to")]
-
-ConnectionSpec = PostgresConnection
-"""Named connections; a union on `kind:` once there is a second kind."""
+# Sources, sinks and connections are the connectors' own config models, tagged by `from:`,
+# `to:` and `kind:`: adding a connector adds a member here without anyone naming it.
+if TYPE_CHECKING:
+    ExtractSpec = ConfigModel
+    LoadSpec = ConfigModel
+    ConnectionSpec = ConfigModel
+else:
+    ExtractSpec = _tagged(source_models(), "from_")
+    LoadSpec = _tagged(sink_models(), "to")
+    ConnectionSpec = _tagged(connection_models(), "kind")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,9 +307,7 @@ class TaskSpec(ConfigModel):
         raise AssertionError("validated TaskSpec without a kind")  # pragma: no cover
 
     @property
-    def config(
-        self,
-    ) -> FilesSource | DuckDBSource | SqlSpec | UdfSpec | ValidateSpec | ParquetSink | DuckDBSink:
+    def config(self) -> ConfigModel:
         value = getattr(self, KIND_FIELDS[self.kind])
         assert value is not None
         return value  # type: ignore[no-any-return]
@@ -314,6 +317,24 @@ class TaskSpec(ConfigModel):
         """The one upstream task whose output this task reads, for udf/validate/load."""
         config = self.config
         return getattr(config, "input", None)
+
+    @property
+    def connector(self) -> Connector | None:
+        """The descriptor of an extract's source or a load's sink."""
+        config = self.extract or self.load
+        return connector_of(config) if config is not None else None
+
+    @property
+    def connection(self) -> str | None:
+        """The named connection an extract or load uses, if any."""
+        owner = self.connector
+        return owner.connection_name(self.config) if owner is not None else None
+
+    @property
+    def incremental(self) -> IncrementalSpec | None:
+        """An extract's incremental settings, when it reads past a watermark."""
+        owner = self.connector
+        return owner.incremental(self.extract) if owner and self.extract is not None else None
 
 
 class PipelineSpec(ConfigModel):

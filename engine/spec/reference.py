@@ -9,21 +9,13 @@ example. A test fails when the committed file differs from this output.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from connectors.duckdb.config import DuckDBSink, DuckDBSource
-from connectors.files.config import CsvOptions, FilesSource, ParquetSink
-from connectors.postgres.config import (
-    IncrementalSpec,
-    PartitionSpec,
-    PostgresConnection,
-    PostgresSink,
-    PostgresSource,
-)
 from engine.scheduling.http import ENDPOINTS, MAX_BODY
 from engine.spec.model import (
     AlertsSpec,
@@ -158,18 +150,6 @@ openlineage:
   timeout: 10m
   retry: {attempts: 2}
   sql: select o.*, c.segment from raw_orders o join customers c using (customer_id)""",
-    FilesSource: """\
-extract:
-  from: files
-  path: data/orders/*.csv           # or a list: [a.csv, b.csv]
-  columns: {order_id: int64, amount: decimal(12,2)}
-  csv: {delimiter: ";", null_values: ["", "n/a"]}
-  file_column: source_file""",
-    CsvOptions: """\
-csv: {delimiter: "\\t", header: false, column_names: [id, name], skip_rows: 2,
-      encoding: latin-1}""",
-    DuckDBSource: """\
-extract: {from: duckdb, path: warehouse.duckdb, query: "select * from sales where year = 2024"}""",
     SqlSpec: """\
 sql: |
   select o.*, c.segment
@@ -204,47 +184,6 @@ columns:
 strict: false""",
     ColumnRule: """\
 amount: {type: float64, nullable: false, checks: {in_range: {min: 0, max: 10000}}}""",
-    PostgresConnection: """\
-connections:
-  warehouse: {kind: postgres, uri: "${env:WAREHOUSE_URI}"}
-  replica:
-    kind: postgres
-    host: db.internal
-    user: reporting
-    password: "${file:/run/secrets/reporting_password}"
-    database: sales
-    options: {sslmode: require}""",
-    PostgresSource: """\
-extract:
-  from: postgres
-  connection: warehouse
-  table: public.orders
-  partition: {column: order_id, count: 4}
-  incremental: {cursor: updated_at, key: [order_id], lookback: 10m}""",
-    PartitionSpec: """\
-partition: {column: created_at, count: 8}""",
-    IncrementalSpec: """\
-incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
-    PostgresSink: """\
-load:
-  input: checked
-  to: postgres
-  connection: warehouse
-  table: analytics.orders
-  mode: merge
-  keys: [order_id]
-  delete_missing: false
-  schema_change: evolve""",
-    ParquetSink: """\
-load: {input: checked, to: parquet, path: out/orders, partition_by: [country], mode: replace}""",
-    DuckDBSink: """\
-load:
-  input: daily_revenue
-  to: duckdb
-  path: out/warehouse.duckdb
-  table: analytics.daily_revenue
-  mode: merge
-  keys: [order_date, segment]""",
 }
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -316,55 +255,6 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "`depends_on`. Task ids are identifiers, so SQL can read them as tables.",
     ),
     (
-        "extract: from: files",
-        FilesSource,
-        "Streams files as Arrow record batches. The schema "
-        "comes from `columns:` and the first file; every other file must match it.",
-    ),
-    ("extract: csv", CsvOptions, "How CSV text is parsed."),
-    ("extract: from: duckdb", DuckDBSource, "Streams a table or query out of a DuckDB file."),
-    (
-        "connections: kind: postgres",
-        PostgresConnection,
-        "A named PostgreSQL server, referred to by `connection:` in extract and load tasks. A "
-        "value may be or contain `${env:NAME}` or `${file:PATH}`; references are resolved when a "
-        "run starts (not at validation), and every resolved secret, like any password in a "
-        "URI, is masked as *** in logs, errors, the catalog and `arrowline render`. "
-        "`arrowline check PIPELINE` tries every connection.",
-    ),
-    (
-        "extract: from: postgres",
-        PostgresSource,
-        "Streams rows through ADBC's COPY path in batches of about `batch_bytes`, so memory does "
-        "not grow with the table. Types: NUMERIC(p,s) arrives as decimal(p,s); NUMERIC without "
-        "precision (and arrays of NUMERIC, whose precision the driver does not report) per "
-        "`unconstrained_numeric`; enums and unknown types as text; INTERVAL as "
-        "duration[us] (a month counts 30 days, as EXTRACT(EPOCH) does); uuid and json(b) keep "
-        "their Arrow extension types; timestamptz is UTC; arrays become lists. Values reach the "
-        "statement as typed literals, because bound parameters make ADBC abandon COPY and "
-        "buffer the whole result.",
-    ),
-    (
-        "extract: partition",
-        PartitionSpec,
-        "Splits the column's range into `count` parts read on as many connections in parallel. "
-        "The first connection exports its snapshot (`pg_export_snapshot()`) and every reader "
-        "imports it, so the parts together are one consistent view of the table even while it "
-        "is being written. The first part also holds rows where the column is NULL.",
-    ),
-    (
-        "extract: incremental",
-        IncrementalSpec,
-        "Reads only rows past the watermark: `(cursor, key...) > (watermark)` as a row "
-        "comparison, so rows sharing a cursor value are neither lost nor read twice; with a "
-        "`lookback`, `cursor >= watermark - lookback`. The first run reads everything; "
-        "`arrowline run --full-refresh` does again. The watermark advances only with committed "
-        "data: a PostgreSQL or DuckDB load writes it to `arrowline_state.watermarks` in the same "
-        "transaction as the rows, and the catalog keeps a mirror; with several loads downstream "
-        "the extract starts from the least advanced one. `arrowline state show|set|reset` "
-        "inspects and changes watermarks, each change audited.",
-    ),
-    (
         "sql",
         SqlSpec,
         "A DuckDB SELECT over upstream outputs, which it reads by task id. It runs "
@@ -398,34 +288,6 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "ne, isin, notin, in_range {min, max}, str_matches, str_contains, str_startswith, "
         "str_endswith, str_length {min, max}.",
     ),
-    (
-        "load: to: parquet",
-        ParquetSink,
-        "Publishes atomically: a file by rename, a directory by "
-        "an atomic swap (Linux `renameat2`). `append` names files `part-<run_id>-<n>.parquet`, so "
-        "loading a run again replaces that run's files instead of duplicating rows.",
-    ),
-    (
-        "load: to: postgres",
-        PostgresSink,
-        "One transaction per load, through COPY (ADBC). `append` creates a missing table (with "
-        "a primary key on `keys`) and COPYs the rows; `replace` COPYs into a new table and swaps "
-        "it in by rename, so readers see old or new rows, never none (indexes, grants and "
-        "dependent views of the old table are not carried over); `merge` stages the rows, "
-        "refuses NULL or repeated keys, then runs INSERT ... ON CONFLICT (MERGE when no unique "
-        "index covers the keys). Schema changes, per `schema_change`: evolve adds new columns, "
-        "widens types and fills missing nullable columns with NULL; fail_on_breaking (default; "
-        "`fail` is the same) adds new columns and widens types but refuses missing columns and "
-        "incompatible types; freeze refuses every difference. Each change is reported per "
-        "column in `arrowline runs RUN_ID`.",
-    ),
-    (
-        "load: to: duckdb",
-        DuckDBSink,
-        "One transaction per load: readers see the table before or "
-        "after, never half. `merge` refuses NULL or duplicated keys in the input and creates new "
-        "tables with a primary key on `keys`. Columns the table lacks are an error.",
-    ),
 ]
 
 
@@ -435,28 +297,18 @@ _NAMES = {
     "RetryPolicy": "[retry](#retry)",
     "TaskDefaults": "[defaults](#defaults)",
     "TaskSpec": "[task](#task)",
-    "FilesSource": "[files source](#extract-from-files)",
-    "DuckDBSource": "[duckdb source](#extract-from-duckdb)",
-    "CsvOptions": "[csv options](#extract-csv)",
     "SqlSpec": "[sql](#sql) (or text)",
     "UdfSpec": "[udf](#udf)",
     "ValidateSpec": "[validate](#validate)",
     "InlineSchema": "[inline schema](#validate-inline-schema)",
     "ColumnRule": "[column rule](#validate-column-rule)",
-    "ParquetSink": "[parquet sink](#load-to-parquet)",
-    "DuckDBSink": "[duckdb sink](#load-to-duckdb)",
-    "PostgresConnection": "[postgres connection](#connections-kind-postgres)",
-    "PostgresSource": "[postgres source](#extract-from-postgres)",
-    "PostgresSink": "[postgres sink](#load-to-postgres)",
-    "PartitionSpec": "[partition](#extract-partition)",
-    "IncrementalSpec": "[incremental](#extract-incremental)",
 }
 
 
 def _type(prop: dict[str, Any]) -> str:
     if "$ref" in prop:
         name = str(prop["$ref"]).rsplit("/", 1)[-1]
-        return _NAMES.get(name, name)
+        return _links().get(name, name)
     if "enum" in prop:
         return " \\| ".join(json.dumps(v) for v in prop["enum"])
     if "const" in prop:
@@ -537,12 +389,46 @@ def _api_section() -> str:
     return API_INTRO + "\n".join(rows) + "\n"
 
 
+def _connector_sections(loads: bool) -> list[tuple[str, type[BaseModel], str, str]]:
+    """Each connector's own sections (connections and sources, or sinks), in registry order."""
+    from connectors.registry import connectors
+
+    return [
+        (section.heading, section.model, section.prose, section.example)
+        for connector in connectors()
+        for section in connector.reference
+        if section.heading.startswith("load:") == loads
+    ]
+
+
+def _sections() -> list[tuple[str, type[BaseModel], str, str]]:
+    ours = [(title, model, prose, EXAMPLES[model]) for title, model, prose in SECTIONS]
+    first_transform = next(i for i, (title, *_) in enumerate(ours) if title == "sql")
+    return [
+        *ours[:first_transform],
+        *_connector_sections(loads=False),
+        *ours[first_transform:],
+        *_connector_sections(loads=True),
+    ]
+
+
+def _slug(heading: str) -> str:
+    """The anchor a Markdown renderer gives a heading (GitHub's rule for these headings)."""
+    return "-".join(heading.lower().replace(":", " ").split())
+
+
+@functools.cache
+def _links() -> dict[str, str]:
+    """How a model is named where a key holds it: a link to its section."""
+    derived = {model.__name__: f"[{title}](#{_slug(title)})" for title, model, *_ in _sections()}
+    return derived | _NAMES
+
+
 def render_reference() -> str:
     parts = [INTRO]
-    for title, model, prose in SECTIONS:
+    for title, model, prose, example in _sections():
         parts.append(
-            f"## {title}\n\n{prose}\n\n{_table(model)}\n\nExample:\n\n```yaml\n"
-            f"{EXAMPLES[model]}\n```\n"
+            f"## {title}\n\n{prose}\n\n{_table(model)}\n\nExample:\n\n```yaml\n{example}\n```\n"
         )
     parts.append(_api_section())
     return "\n".join(parts)

@@ -1,15 +1,11 @@
-"""Render a task's templates for one run and work out which tasks it depends on.
-
-Dependencies come from three places: the `input:` of udf, validate and load tasks; the table
-names a sql task reads (parsed with sqlglot after rendering, since a template can choose the
-table); and explicit `depends_on:`. Validation and planning both call `resolve_task`, so the
-dependencies `arrowline validate` checks are the ones `arrowline run` follows.
+"""Render a task's templates for one run: every string of its kind's config, a sql task's
+statement (from its `file:` too) and a source's `query` as SQL (quoting filters, raw numbers in
+parentheses). Which tasks a rendered task reads is its kind's answer (`engine.tasks.resolve`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,25 +14,9 @@ from engine.core.errors import DefinitionError, ParameterError
 from engine.spec.definition import Definition
 from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
 from engine.spec.params import RenderContext, render
-from lineage.tables import SqlSyntaxError, TableRef, parse_select, referenced_tables
 from transforms.config import SqlSpec
 
-__all__ = ["ResolvedTask", "render_task", "resolve_task", "sql_text", "template_texts"]
-
-
-@dataclass(frozen=True)
-class ResolvedTask:
-    """A task with its templates rendered and its upstream tasks known."""
-
-    spec: TaskSpec
-    inputs: tuple[str, ...]
-    """Tasks whose output this task reads as data."""
-    upstream: tuple[str, ...]
-    """Inputs plus explicit `depends_on`, in order, without repeats."""
-    sql: str | None = None
-    """The rendered statement of a sql task."""
-    tables: tuple[TableRef, ...] = ()
-    """Tables the sql statement reads (task ids, when the pipeline is valid)."""
+__all__ = ["render_task", "sql_text", "template_texts"]
 
 
 def sql_text(task: TaskSpec, definition: Definition) -> str:
@@ -110,27 +90,3 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
                 f"after rendering templates, {task.kind.value}.{where} is invalid: {first['msg']}"
             ) from None
     return task.model_copy(update={kind_field: rendered})
-
-
-def resolve_task(task: TaskSpec, context: RenderContext, definition: Definition) -> ResolvedTask:
-    """Render `task` and find its upstream tasks. SQL that does not parse raises DefinitionError."""
-    rendered = render_task(task, context, definition)
-    inputs: list[str] = []
-    sql: str | None = None
-    tables: tuple[TableRef, ...] = ()
-    if rendered.kind is TaskKind.SQL:
-        assert rendered.sql is not None
-        assert rendered.sql.query is not None
-        sql = rendered.sql.query
-        parsed = parse_select(sql)
-        if isinstance(parsed, SqlSyntaxError):
-            where = f" (line {parsed.line} of the statement)" if parsed.line else ""
-            raise DefinitionError(
-                f"SQL of task {task.id!r} does not parse: {parsed.message}{where}"
-            )
-        tables = tuple(referenced_tables(parsed))
-        inputs = [ref.name for ref in tables if ref.qualified == ref.name]
-    elif rendered.input is not None:
-        inputs = [rendered.input]
-    upstream = tuple(dict.fromkeys([*inputs, *rendered.depends_on]))
-    return ResolvedTask(rendered, tuple(dict.fromkeys(inputs)), upstream, sql, tables)

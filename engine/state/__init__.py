@@ -4,9 +4,9 @@ migrations, the workspace of task outputs, and the locks that keep two runs of o
 
 This package depends only on `engine.core`; planners read it, the executor and the scheduler write
 it, and no SQL against the catalog is written anywhere else (tests/engine/test_state_sql.py holds
-that). Its modules, by concern:
+both). Its modules, by concern:
 
-    layout        the paths under .arrowline/
+    folders       the names under .arrowline/; layout: one project's folders and catalog
     db            where the catalog lives and the two databases that can hold it
     schema        the tables, per entity; migrations: creating and upgrading a catalog
     rows, values  what the catalog answers with, and how it stores times, notes, parameters

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from engine.core.errors import StateError, full_disk_said
 from engine.core.locking import advisory_key
 from engine.core.secrets import redact, register_secret
-from engine.state.layout import ProjectLayout
+from engine.state.folders import CATALOG_FILE, STATE_DIR
 
 __all__ = [
     "CATALOG_ENV",
@@ -96,7 +96,7 @@ class CatalogLocation:
 
 def catalog_location(project: Path, uri: str | None = None) -> CatalogLocation:
     """The catalog of a project: `uri`, else $ARROWLINE_CATALOG, else the embedded file."""
-    path = ProjectLayout(project).catalog_file
+    path = project / STATE_DIR / CATALOG_FILE
     uri = uri if uri is not None else os.environ.get(CATALOG_ENV) or None
     if uri is None or uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         if uri is not None:

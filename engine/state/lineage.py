@@ -1,4 +1,4 @@
-"""Column lineage as each run recorded it when it ended (lineage.pipeline.LineageGraph data,
+"""Column lineage as each run recorded it when it ended (lineage.graph.LineageGraph data,
 stored as JSON): what `arrowline lineage` and the OpenLineage export read back."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class LineageStore:
     db: Database
 
     def lineage(self, run_id: str) -> dict[str, Any] | None:
-        """The column lineage recorded when the run ended (lineage.pipeline.LineageGraph data)."""
+        """The column lineage recorded when the run ended (lineage.graph.LineageGraph data)."""
         rows = self.db.execute("select graph from run_lineage where run_id = ?", (run_id,))
         return json.loads(rows[0]["graph"]) if rows else None
 

@@ -167,7 +167,7 @@ class CatalogReader:
         return self._dead_letters.lettered_runs(pipeline)
 
     def lineage(self, run_id: str) -> dict[str, Any] | None:
-        """The column lineage recorded when the run ended (lineage.pipeline.LineageGraph data)."""
+        """The column lineage recorded when the run ended (lineage.graph.LineageGraph data)."""
         return self._lineage.lineage(run_id)
 
     def removed_output(self, run_id: str, task_id: str) -> RemovedOutputRow | None:

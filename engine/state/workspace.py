@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from engine.core.errors import StateError
 from engine.core.files import publish_directory, remove_tree
 from engine.core.tables import InputTable
-from engine.state.layout import STATE_DIR, ProjectLayout, nearest_project_dir
+from engine.state.folders import STATE_DIR, WORKSPACE_DIR, nearest_project_dir
 
 __all__ = [
     "LATEST",
@@ -82,7 +82,7 @@ class Workspace(ABC):
     @classmethod
     def for_project(cls, project_dir: Path) -> Workspace:
         """The workspace of a project: its local folder `.arrowline/workspace/`."""
-        return LocalWorkspace(ProjectLayout(project_dir).workspace_dir)
+        return LocalWorkspace(project_dir / STATE_DIR / WORKSPACE_DIR)
 
     # -- where things are (the same layout everywhere) ---------------------------------------
 

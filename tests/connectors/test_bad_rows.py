@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.base import ConnectorContext
-from connectors.files import FilesSource
-from connectors.files import open_files as _open_files
-from connectors.files.badrows import Rejects
+from connectors.files.config import FilesSource
+from connectors.files.source import open_files as _open_files
+from connectors.rejects import Rejects
 from engine.core.errors import DataError
 
 

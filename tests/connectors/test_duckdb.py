@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import ConnectorContext, SinkResult
-from connectors.duckdb import DuckDBSink, DuckDBSource
-from connectors.duckdb import open_duckdb as _open_duckdb
-from connectors.duckdb import write_duckdb as _write_duckdb
+from connectors.duckdb.config import DuckDBSink, DuckDBSource
+from connectors.duckdb.sink import write_duckdb as _write_duckdb
+from connectors.duckdb.source import open_duckdb as _open_duckdb
 from engine.core.errors import DataError, TransientTaskError
 from engine.core.tables import InputTable
 from tests.conftest import at_once

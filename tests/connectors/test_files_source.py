@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import ConnectorContext
-from connectors.files import FilesSource
-from connectors.files import open_files as _open_files
+from connectors.files.config import FilesSource
+from connectors.files.source import open_files as _open_files
 from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DataError, DefinitionError
 

@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import ConnectorContext, SinkResult
-from connectors.files import ParquetSink
-from connectors.files import write_parquet as _write_parquet
+from connectors.files.config import ParquetSink
+from connectors.files.sink import write_parquet as _write_parquet
 from engine.core.errors import DataError
 from engine.core.files import publish_directory
 from engine.core.tables import InputTable

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.postgres import PostgresConnection, Session, resolve
+from connectors.postgres.config import PostgresConnection
+from connectors.postgres.connection import Session, resolve
 from connectors.postgres.errors import (
     PostgresAuthFailed,
     PostgresConflict,

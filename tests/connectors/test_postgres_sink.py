@@ -16,7 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.base import ConnectorContext, SinkResult
-from connectors.postgres import PostgresConnection, PostgresSink, resolve, write_postgres
+from connectors.postgres.config import PostgresConnection, PostgresSink
+from connectors.postgres.connection import resolve
+from connectors.postgres.sink import write_postgres
 from engine.core.errors import DataError
 from engine.core.tables import InputTable
 from tests.conftest import PgSchema, at_once

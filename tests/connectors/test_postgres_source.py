@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 import pytest
 
 from connectors.base import ConnectorContext
-from connectors.postgres import PostgresConnection, PostgresSource, open_postgres, resolve
-from connectors.postgres.source import incremental_filter, partition_ranges
+from connectors.postgres.config import PostgresConnection, PostgresSource
+from connectors.postgres.connection import resolve
+from connectors.postgres.source import incremental_filter, open_postgres, partition_ranges
 from engine.core.errors import DefinitionError
 from engine.core.watermark import Watermark
 from tests.conftest import PgSchema

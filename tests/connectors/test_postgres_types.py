@@ -11,7 +11,9 @@ import pyarrow as pa
 import pytest
 
 from connectors.base import ConnectorContext
-from connectors.postgres import PostgresConnection, PostgresSource, open_postgres, resolve
+from connectors.postgres.config import PostgresConnection, PostgresSource
+from connectors.postgres.connection import resolve
+from connectors.postgres.source import open_postgres
 from engine.core.errors import DataError
 from tests.conftest import PgSchema
 

@@ -11,7 +11,7 @@ import engine
 from engine import Pipeline
 from engine.core.errors import ArrowlineError, ParameterError, PipelineInvalid, RunFailed
 from engine.planning.fingerprint import pipeline_fingerprint
-from engine.spec.checks import load_definition
+from engine.tasks.checks import load_definition
 from tests.conftest import WritePipeline
 
 

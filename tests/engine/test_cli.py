@@ -318,7 +318,7 @@ def test_ctrl_c_and_sigterm_cancel_the_run_cleanly(
     # Python's handler first, as an interactive run has it.
     start = (
         "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from engine.cli.commands import main; sys.argv[0] = 'arrowline'; main()"
+        "from engine.cli import main; sys.argv[0] = 'arrowline'; main()"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", start, "run", str(path), "--no-progress"],

@@ -15,7 +15,7 @@ from engine.core.errors import DataError, DiskFull, TransientTaskError
 from engine.core.states import RunState, TaskState
 from engine.execution.executor import ExecutionSettings, Executor
 from engine.state.catalog import Catalog, CatalogReader
-from engine.tasks.kinds import TaskContext, TaskOutcome, run_task
+from engine.tasks import TaskContext, TaskOutcome, run_task
 from tests.conftest import WritePipeline
 
 SLEEPY_UDFS = """

@@ -14,7 +14,7 @@ from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.spec.checks import check_file
+from engine.tasks.checks import check_file
 
 Cli = Callable[..., Result]
 

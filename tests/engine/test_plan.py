@@ -6,7 +6,7 @@ import pytest
 
 from engine.api.pipeline import plan, run
 from engine.core.errors import ParameterError, SelectionError
-from engine.spec.checks import load_definition
+from engine.tasks.checks import load_definition
 from tests.conftest import WritePipeline
 
 DIAMOND = """

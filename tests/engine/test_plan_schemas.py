@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from click.testing import Result
 
 from engine.api.pipeline import run
-from engine.tasks.kinds import schema_json
+from engine.tasks.base import schema_json
 from tests.conftest import WritePipeline
 
 Cli = Callable[..., Result]

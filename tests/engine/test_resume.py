@@ -19,7 +19,7 @@ from engine.planning.resume import ResumeRefused
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.db import catalog_location
 from engine.state.locks import ConcurrentRun, RunLock
-from engine.tasks.kinds import TaskContext, TaskOutcome, run_task
+from engine.tasks import TaskContext, TaskOutcome, run_task
 from tests.conftest import PgSchema, WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one

@@ -15,7 +15,7 @@ from click.testing import Result
 from engine.scheduling.scheduler import Scheduler, SchedulerSettings
 from engine.state.catalog import CatalogReader
 from engine.state.db import catalog_location
-from engine.tasks.kinds import TaskContext, TaskOutcome, run_task
+from engine.tasks import TaskContext, TaskOutcome, run_task
 from tests.catalog_sql import transaction
 from tests.conftest import PgSchema, WritePipeline
 

@@ -1,6 +1,7 @@
-"""engine.state owns the catalog's SQL: no module outside it holds a statement over the
-catalog's tables. Everything else asks the catalog (engine.state.catalog) by name, so a table can
-change in one package, and a query's cost is visible where the tables are defined."""
+"""engine.state's boundaries. It owns the catalog's SQL: no module outside it holds a statement
+over the catalog's tables, everything else asks the catalog (engine.state.catalog) by name, so a
+table can change in one package and a query's cost is visible where the tables are defined. And
+it builds on engine.core alone, so every layer above can use it."""
 
 from __future__ import annotations
 
@@ -75,6 +76,25 @@ def test_no_module_outside_engine_state_runs_sql_over_the_catalogs_tables() -> N
     assert offenders == [], "catalog SQL outside engine/state; ask engine.state by name:\n" + (
         "\n".join(offenders)
     )
+
+
+def test_engine_state_imports_nothing_of_arrowline_but_engine_core() -> None:
+    outside = []
+    for path in sorted(OWNER.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            outside += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: {name}"
+                for name in names
+                if name.split(".")[0] in {"engine", *SCANNED}
+                and not name.startswith(("engine.core", "engine.state"))
+            ]
+    assert outside == []
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from connectors.registry import source_models
 from engine.core.problems import Problem
-from engine.spec.checks import check_file
+from engine.tasks.checks import check_file
 from tests.conftest import WritePipeline
 
 
@@ -142,7 +143,10 @@ def test_unknown_connector_suggests_the_right_one(write: WritePipeline) -> None:
         "unknown-connector",
     )
     assert "unknown 'from' value 'filez'. Did you mean 'files'?" in problem.message
-    assert problem.hint == "valid values of 'from': files, duckdb, postgres"
+    # every registered source, in registry order (a new connector joins the list by itself)
+    sources = [model.model_fields["from_"].annotation.__args__[0] for model in source_models()]
+    assert sources[:3] == ["files", "duckdb", "postgres"]
+    assert problem.hint == f"valid values of 'from': {', '.join(sources)}"
 
 
 def test_duplicate_task_ids_name_both_lines(write: WritePipeline) -> None:

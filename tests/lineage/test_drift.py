@@ -12,7 +12,7 @@ from click.testing import Result
 from engine.api.pipeline import run
 from engine.state.catalog import CatalogReader
 from lineage.drift import compare_schemas, is_widening, lineage_renames
-from lineage.pipeline import LineageEdge, LineageGraph
+from lineage.graph import LineageEdge, LineageGraph
 from tests.conftest import WritePipeline
 
 Cli = Callable[..., Result]

@@ -9,18 +9,17 @@ produces, UDFs and schemas that cannot be imported, cron expressions and time zo
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import ArrowlineError, DefinitionError, ParameterError, PipelineInvalid
+from engine.core.errors import DefinitionError, ParameterError, PipelineInvalid
 from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
-from engine.spec.model import DuckDBSource, FilesSource, TaskKind, TaskSpec
+from engine.spec.model import TaskSpec
 from engine.spec.params import (
     ANY_PARAM,
     BUILTINS,
@@ -30,8 +29,12 @@ from engine.spec.params import (
     undeclared_names,
     unfiltered_sql_params,
 )
-from engine.spec.resolve import ResolvedTask, resolve_task, sql_text, template_texts
+from engine.spec.resolve import template_texts
 from engine.spec.shape import structural_check
+from engine.tasks import kind_of
+from engine.tasks.base import CheckContext
+from engine.tasks.resolve import ResolvedTask, resolve_task
+from engine.tasks.sql import SqlDoesNotParse, statement_inputs
 
 __all__ = [
     "check_definition",
@@ -53,6 +56,7 @@ class _Checker:
         self.file = definition.file or "<python>"
         self.known_ids = {i for i in definition.task_ids() if i} | {t.id for t in self.spec.tasks}
         self.problems: list[Problem] = []
+        self.context = CheckContext(definition, frozenset(self.known_ids))
 
     def add(
         self,
@@ -140,11 +144,7 @@ class _Checker:
                 path=("timezone",),
                 hint="use an IANA name such as 'UTC', 'Europe/Berlin' or 'America/New_York'",
             )
-        incremental = {
-            task.id
-            for task in self.spec.tasks
-            if getattr(task.extract, "incremental", None) is not None
-        }
+        incremental = {task.id for task in self.spec.tasks if task.incremental is not None}
         if self.spec.overlap == "allow" and incremental:
             self.add(
                 "overlap-allow-incremental",
@@ -193,6 +193,7 @@ class _Checker:
             self.add("sql-file", exc.message, task, ("sql",))
             return False
         kind_key = task.kind.value
+        sql = kind_of(task).sql_template(task, self.context)
         for text in texts:
             syntax = template_syntax_error(text)
             if syntax is not None:  # the checks below need a template that parses
@@ -219,10 +220,8 @@ class _Checker:
                     (kind_key,),
                     hint=f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
                 )
-            if task.kind is TaskKind.SQL:
-                self.raw_params(task, text, (kind_key,))
-            elif text == getattr(task.config, "query", None):  # a source's own SQL
-                self.raw_params(task, text, (kind_key, "query"))
+            if sql is not None and text == sql[0]:  # the task's SQL: a statement, a query
+                self.raw_params(task, text, sql[1])
         return ok
 
     def raw_params(self, task: TaskSpec, sql: str, path: PathKey) -> None:
@@ -261,58 +260,44 @@ class _Checker:
             return resolve_task(task, context, self.definition)
         except ParameterError as exc:
             self.add("template", exc.message, task, (task.kind.value,))
+        except SqlDoesNotParse as exc:
+            error = exc.error
+            where = (
+                f" (line {error.line}, column {error.column} of the statement)"
+                if error.line
+                else ""
+            )
+            self.add(
+                "sql-parse",
+                f"SQL does not parse: {error.message}{where}",
+                task,
+                line=self.sql_line(task, error.line),
+            )
         except DefinitionError as exc:
-            from lineage.tables import SqlSyntaxError, parse_select
-
-            if task.kind is TaskKind.SQL:
-                from engine.spec.resolve import render_task
-
-                try:
-                    rendered = render_task(task, context, self.definition)
-                    assert rendered.sql is not None
-                    assert rendered.sql.query is not None
-                    parsed = parse_select(rendered.sql.query)
-                except ArrowlineError:
-                    parsed = None
-                if isinstance(parsed, SqlSyntaxError):
-                    where = (
-                        f" (line {parsed.line}, column {parsed.column} of the statement)"
-                        if parsed.line
-                        else ""
-                    )
-                    self.add(
-                        "sql-parse",
-                        f"SQL does not parse: {parsed.message}{where}",
-                        task,
-                        line=self.sql_line(task, parsed.line),
-                    )
-                    return None
             self.add("definition", exc.message, task, (task.kind.value,))
         return None
 
-    def lenient_tables(
-        self, task: TaskSpec, context: RenderContext, kinds: Mapping[str, TaskKind]
-    ) -> None:
-        """Check the tables of SQL whose template has undefined names, when it still parses."""
+    def lenient_tables(self, task: TaskSpec, context: RenderContext) -> None:
+        """Check the tables a statement reads when its template has undefined names (rendered
+        with NULL for them), when it still parses."""
         from engine.spec.params import render_lenient
-        from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
 
-        if task.kind is not TaskKind.SQL:
+        kind = kind_of(task)
+        sql = kind.sql_template(task, self.context)
+        if sql is None or not kind.reads_sql_tables:
+            return
+        text = render_lenient(sql[0], context, task.id)
+        if text is None:
             return
         try:
-            text = render_lenient(sql_text(task, self.definition), context, task.id)
-        except DefinitionError:
-            return
-        parsed = parse_select(text) if text is not None else None
-        if parsed is None or isinstance(parsed, SqlSyntaxError):
+            reads = statement_inputs(task.id, text)
+        except SqlDoesNotParse:
             return  # probably caused by the undefined value, which is already reported
-        tables = tuple(referenced_tables(parsed))
-        inputs = tuple(ref.name for ref in tables if ref.qualified == ref.name)
-        self.inputs(ResolvedTask(task, inputs, inputs, text, tables), kinds)
+        self.inputs(ResolvedTask(task, reads.tasks, reads.tasks, text, reads.tables))
 
-    def inputs(self, resolved: ResolvedTask, kinds: Mapping[str, TaskKind]) -> None:
+    def inputs(self, resolved: ResolvedTask) -> None:
         task = resolved.spec
-        if task.kind is TaskKind.SQL:
+        if resolved.tables:  # a statement's tables, each at its line
             for ref in resolved.tables:
                 unknown = ref.qualified != ref.name or ref.name not in self.known_ids
                 if ref.name == task.id and not unknown:
@@ -333,7 +318,7 @@ class _Checker:
                         hint="a sql task reads upstream outputs by task id, e.g. "
                         "`select * from raw_orders`",
                     )
-                elif kinds.get(ref.name) is TaskKind.LOAD:
+                elif not self.has_output(ref.name):
                     self.add(
                         "load-has-no-output",
                         f"SQL reads {ref.name!r}, a load task, which produces no table",
@@ -355,13 +340,17 @@ class _Checker:
                 task,
                 path,
             )
-        elif kinds.get(name) is TaskKind.LOAD:
+        elif not self.has_output(name):
             self.add(
                 "load-has-no-output",
                 f"input {name!r} is a load task, which produces no table",
                 task,
                 path,
             )
+
+    def has_output(self, task_id: str) -> bool:
+        """Whether a known task produces a table others can read (a load does not)."""
+        return all(kind_of(t).produces_table for t in self.spec.tasks if t.id == task_id)
 
     def named_by(self, task: TaskSpec, name: str) -> str:
         """` (the value of parameter 'p')` when a parameter the task's templates read holds
@@ -374,50 +363,12 @@ class _Checker:
         names = sorted(p for p in used if self.params.get(p) == name)
         return f" (the value of parameter {names[0]!r})" if names else ""
 
-    def user_code(self, task: TaskSpec) -> None:
-        base_dir = self.definition.base_dir
-        if task.udf is not None:
-            from transforms.udf import load_udf
-
-            try:
-                load_udf(task.udf, base_dir)
-            except ArrowlineError as exc:
-                self.add("udf-import", exc.message, task, ("udf", "function"), hint=exc.hint)
-        if task.validate_ is not None:
-            from transforms.validate import load_schema
-
-            try:
-                load_schema(task.validate_.schema_, base_dir)
-            except ArrowlineError as exc:
-                self.add("schema", exc.message, task, ("validate", "schema"), hint=exc.hint)
-
-    def connection_of(self, task: TaskSpec) -> None:
-        """A source or sink names a connection of the pipeline, of the kind it needs."""
-        from connectors.registry import capabilities_of
-
-        config = task.config
-        name = getattr(config, "connection", None)
-        if name is None:
-            return
-        path = (task.kind.value, "connection")
-        connections = self.spec.connections
-        if name not in connections:
-            known = ", ".join(sorted(connections)) or "none are declared"
+    def kind_checks(self, task: TaskSpec) -> None:
+        """What the task's kind finds wrong: code that cannot be imported, a connection that
+        is not declared or of the wrong kind, what a source's connector sees before a run."""
+        for found in kind_of(task).check(task, self.context):
             self.add(
-                "unknown-connection",
-                f"connection {name!r} is not declared.{did_you_mean(name, list(connections))}",
-                task,
-                path,
-                hint=f"declare it under `connections:` (declared: {known})",
-            )
-            return
-        needed, given = capabilities_of(config).name, capabilities_of(connections[name]).name
-        if needed != given:
-            self.add(
-                "connection-kind",
-                f"connection {name!r} is {given}, but this task needs a {needed} connection",
-                task,
-                path,
+                found.code, found.message, task, found.key, severity=found.severity, hint=found.hint
             )
 
     def secrets(self) -> None:
@@ -441,56 +392,6 @@ class _Checker:
                             severity="warning",
                         )
 
-    def sources(self, task: TaskSpec) -> None:
-        config = task.extract
-        if isinstance(config, FilesSource):
-            patterns = (config.path,) if isinstance(config.path, str) else config.path
-            found = True
-            for pattern in patterns:
-                if "{{" in pattern:
-                    found = False
-                    continue
-                full = self.definition.resolve_path(pattern)
-                if not glob.glob(str(full)):
-                    found = False
-                    self.add(
-                        "no-files",
-                        f"no file matches {pattern!r} yet ({full})",
-                        task,
-                        ("extract", "path"),
-                        severity="warning",
-                    )
-            if found:
-                self.column_names(task, config)
-        elif (
-            isinstance(config, DuckDBSource)
-            and "{{" not in config.path
-            and not self.definition.resolve_path(config.path).exists()
-        ):
-            self.add(
-                "no-files",
-                f"DuckDB file {config.path!r} does not exist yet",
-                task,
-                ("extract", "path"),
-                severity="warning",
-            )
-
-    def column_names(self, task: TaskSpec, config: FilesSource) -> None:
-        """A first file naming one column twice: a warning, as for files not there yet, since
-        the data may change before the run (which fails on it, and `plan` reports it)."""
-        from connectors.files.source import column_name_clash
-
-        clash = column_name_clash(config, self.definition.base_dir)
-        if clash is not None:
-            self.add(
-                "column-names",
-                clash.message,
-                task,
-                ("extract", "path"),
-                severity="warning",
-                hint=clash.hint,
-            )
-
     def cycles(self, upstream: Mapping[str, tuple[str, ...]]) -> None:
         for path in find_cycles(upstream):
             if len(path) == 2:
@@ -513,21 +414,19 @@ class _Checker:
             run_id="validation",
             logical_date=datetime.now(UTC),
         )
-        kinds = {task.id: task.kind for task in self.spec.tasks}
+        ids = {task.id for task in self.spec.tasks}
         upstream: dict[str, tuple[str, ...]] = {}
         for task in self.spec.tasks:
             self.dependencies(task)
-            self.connection_of(task)
-            self.user_code(task)
-            self.sources(task)
+            self.kind_checks(task)
             if not self.templates(task):
-                self.lenient_tables(task, context, kinds)
+                self.lenient_tables(task, context)
                 continue
             resolved = self.resolve(task, context)
             if resolved is None:
                 continue
-            self.inputs(resolved, kinds)
-            upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in kinds))
+            self.inputs(resolved)
+            upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in ids))
         self.cycles(upstream)
         return self.problems
 
@@ -543,9 +442,8 @@ def check_tables(
     """Inputs and SQL tables of tasks rendered with a run's parameters: a parameter can name a
     table (`| sql_identifier`) that no task produces, which validating the defaults cannot see."""
     checker = _Checker(definition, params)
-    kinds = {task.id: task.kind for task in definition.spec.tasks}
     for task in resolved:
-        checker.inputs(task, kinds)
+        checker.inputs(task)
     return checker.problems
 
 

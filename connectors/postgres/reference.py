@@ -1,0 +1,102 @@
+"""The PostgreSQL connector's sections of `docs/pipeline-reference.md`."""
+
+from __future__ import annotations
+
+from connectors.base import IncrementalSpec, Section
+from connectors.postgres.config import (
+    PartitionSpec,
+    PostgresConnection,
+    PostgresSink,
+    PostgresSource,
+)
+
+__all__ = ["SECTIONS"]
+
+SECTIONS = (
+    Section(
+        "connections: kind: postgres",
+        PostgresConnection,
+        "A named PostgreSQL server, referred to by `connection:` in extract and load tasks. A "
+        "value may be or contain `${env:NAME}` or `${file:PATH}`; references are resolved when a "
+        "run starts (not at validation), and every resolved secret, like any password in a "
+        "URI, is masked as *** in logs, errors, the catalog and `arrowline render`. "
+        "`arrowline check PIPELINE` tries every connection.",
+        """\
+connections:
+  warehouse: {kind: postgres, uri: "${env:WAREHOUSE_URI}"}
+  replica:
+    kind: postgres
+    host: db.internal
+    user: reporting
+    password: "${file:/run/secrets/reporting_password}"
+    database: sales
+    options: {sslmode: require}""",
+    ),
+    Section(
+        "extract: from: postgres",
+        PostgresSource,
+        "Streams rows through ADBC's COPY path in batches of about `batch_bytes`, so memory does "
+        "not grow with the table. Types: NUMERIC(p,s) arrives as decimal(p,s); NUMERIC without "
+        "precision (and arrays of NUMERIC, whose precision the driver does not report) per "
+        "`unconstrained_numeric`; enums and unknown types as text; INTERVAL as "
+        "duration[us] (a month counts 30 days, as EXTRACT(EPOCH) does); uuid and json(b) keep "
+        "their Arrow extension types; timestamptz is UTC; arrays become lists. Values reach the "
+        "statement as typed literals, because bound parameters make ADBC abandon COPY and "
+        "buffer the whole result.",
+        """\
+extract:
+  from: postgres
+  connection: warehouse
+  table: public.orders
+  partition: {column: order_id, count: 4}
+  incremental: {cursor: updated_at, key: [order_id], lookback: 10m}""",
+    ),
+    Section(
+        "extract: partition",
+        PartitionSpec,
+        "Splits the column's range into `count` parts read on as many connections in parallel. "
+        "The first connection exports its snapshot (`pg_export_snapshot()`) and every reader "
+        "imports it, so the parts together are one consistent view of the table even while it "
+        "is being written. The first part also holds rows where the column is NULL.",
+        """\
+partition: {column: created_at, count: 8}""",
+    ),
+    Section(
+        "extract: incremental",
+        IncrementalSpec,
+        "Reads only rows past the watermark: `(cursor, key...) > (watermark)` as a row "
+        "comparison, so rows sharing a cursor value are neither lost nor read twice; with a "
+        "`lookback`, `cursor >= watermark - lookback`. The first run reads everything; "
+        "`arrowline run --full-refresh` does again. The watermark advances only with committed "
+        "data: a PostgreSQL or DuckDB load writes it to `arrowline_state.watermarks` in the same "
+        "transaction as the rows, and the catalog keeps a mirror; with several loads downstream "
+        "the extract starts from the least advanced one. `arrowline state show|set|reset` "
+        "inspects and changes watermarks, each change audited.",
+        """\
+incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
+    ),
+    Section(
+        "load: to: postgres",
+        PostgresSink,
+        "One transaction per load, through COPY (ADBC). `append` creates a missing table (with "
+        "a primary key on `keys`) and COPYs the rows; `replace` COPYs into a new table and swaps "
+        "it in by rename, so readers see old or new rows, never none (indexes, grants and "
+        "dependent views of the old table are not carried over); `merge` stages the rows, "
+        "refuses NULL or repeated keys, then runs INSERT ... ON CONFLICT (MERGE when no unique "
+        "index covers the keys). Schema changes, per `schema_change`: evolve adds new columns, "
+        "widens types and fills missing nullable columns with NULL; fail_on_breaking (default; "
+        "`fail` is the same) adds new columns and widens types but refuses missing columns and "
+        "incompatible types; freeze refuses every difference. Each change is reported per "
+        "column in `arrowline runs RUN_ID`.",
+        """\
+load:
+  input: checked
+  to: postgres
+  connection: warehouse
+  table: analytics.orders
+  mode: merge
+  keys: [order_id]
+  delete_missing: false
+  schema_change: evolve""",
+    ),
+)

@@ -1,0 +1,190 @@
+"""extract: read a source (any connector) into the task's output, batch by batch.
+
+Several streams (partitioned reads) are written in parallel, one part each. An incremental
+source reads past the watermark its loads committed and reports the largest (cursor, key) it
+read; malformed rows a source sets aside go to the output's quarantine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.base import NamingContext, Unknown
+from engine.core.faults import fault_point
+from engine.core.parquet import ParquetBatchWriter
+from engine.core.problems import Finding
+from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR, part_file
+from engine.core.watermark import WatermarkTracker
+from engine.spec.model import TaskKind, TaskSpec
+from engine.tasks.base import (
+    CheckContext,
+    Inputs,
+    RenderedTask,
+    SchemaContext,
+    TaskContext,
+    TaskOutcome,
+    connection_findings,
+)
+from lineage.graph import LineageEdge, LineageGraph, add_unresolved, sql_columns
+
+__all__ = ["KIND", "Extract"]
+
+
+def _write_stream(
+    reader: pa.RecordBatchReader,
+    path: Path,
+    context: TaskContext,
+    tracker: WatermarkTracker | None,
+    stop: threading.Event,
+    counter: list[int],
+    lock: threading.Lock,
+) -> None:
+    with ParquetBatchWriter(path, reader.schema) as writer:
+        for batch in reader:
+            if stop.is_set():
+                break
+            context.cancel.raise_if_cancelled()
+            writer.write(batch)
+            fault_point("extract.batch")
+            if tracker is not None:
+                tracker.update(batch)
+            with lock:
+                counter[0] += batch.num_rows
+                context.progress(counter[0])
+
+
+class Extract:
+    kind = TaskKind.EXTRACT
+    produces_table = True
+    reads_sql_tables = False
+
+    def inputs(self, task: TaskSpec) -> Inputs:
+        return Inputs()
+
+    def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
+        owner, config = task.connector, task.extract
+        assert owner is not None
+        assert config is not None
+        yield from connection_findings(task, ctx)
+        for found in owner.check(config, ctx.definition.base_dir):
+            yield Finding(
+                found.code, found.message, ("extract", *found.key), found.severity, found.hint
+            )
+
+    def references(self, task: TaskSpec, base_dir: Path) -> str | None:
+        return None
+
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
+        owner, config = task.connector, task.extract
+        assert owner is not None
+        assert config is not None
+        query = owner.place(config, NamingContext(ctx.definition.base_dir)).query
+        return (query, ("extract", "query")) if query is not None else None
+
+    def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:
+        from connectors.base import ConnectorContext
+
+        owner, config = task.spec.connector, task.spec.extract
+        assert owner is not None
+        assert config is not None
+        where = ConnectorContext(ctx.base_dir, ctx.pipeline, "plan", task.id)
+        return owner.schema(config, where)
+
+    def run(self, context: TaskContext) -> TaskOutcome:
+        owner, config = context.task.spec.connector, context.task.spec.extract
+        assert owner is not None
+        assert config is not None
+        incremental = owner.incremental(config)
+        start = None
+        if incremental is not None and context.watermark_start is not None:
+            start = context.watermark_start()
+        rejects = owner.rejects(config)
+        readers = owner.open(config, context.connector(watermark=start, rejects=rejects))
+        trackers = [
+            WatermarkTracker(incremental.cursor, incremental.key) if incremental else None
+            for _ in readers
+        ]
+        counter, lock, stop = [0], threading.Lock(), threading.Event()
+        paths = [context.staging / part_file(i) for i in range(len(readers))]
+        if len(readers) == 1:
+            _write_stream(readers[0], paths[0], context, trackers[0], stop, counter, lock)
+        else:
+            # One thread and one part per stream (partitioned reads); the first failure stops
+            # the others at their next batch.
+            name = f"{context.task.id}-part"
+            with ThreadPoolExecutor(len(readers), thread_name_prefix=name) as pool:
+                futures = [
+                    pool.submit(_write_stream, reader, path, context, tracker, stop, counter, lock)
+                    for reader, path, tracker in zip(readers, paths, trackers, strict=True)
+                ]
+                try:
+                    for future in futures:
+                        future.result()
+                finally:
+                    stop.set()
+        candidates = [t.best for t in trackers if t is not None and t.best is not None]
+        watermark = max(candidates, key=lambda w: w.as_tuple()) if candidates else None
+        details: dict[str, Any] = {"streams": len(readers)}
+        rejected = 0
+        if rejects is not None and rejects.items:
+            import pyarrow.parquet as pq
+
+            quarantine = context.staging / QUARANTINE_DIR
+            quarantine.mkdir(exist_ok=True)
+            pq.write_table(rejects.table(), quarantine / OUTPUT_FILE)
+            rejected = len(rejects.items)
+            details["bad_rows"] = rejected
+            details["first_bad_row"] = rejects.items[0].describe()
+        if incremental is not None:
+            details["watermark_from"] = start.describe() if start else None
+            details["watermark_to"] = watermark.describe() if watermark else None
+        return TaskOutcome(
+            rows_in=counter[0] + rejected,
+            rows_out=counter[0],
+            rows_rejected=rejected,
+            details=details,
+            watermark=watermark,
+        )
+
+    def lineage(
+        self,
+        task: RenderedTask,
+        schemas: Mapping[str, pa.Schema],
+        base_dir: Path,
+        *,
+        call_udfs: bool,
+    ) -> LineageGraph:
+        """Each output column comes from the same column of the source; a source's query is
+        traced to the tables it reads: `<source>#<table>::<column>`."""
+        from lineage.columns import source_query_lineage
+
+        owner, config = task.spec.connector, task.spec.extract
+        assert owner is not None
+        assert config is not None
+        place = owner.place(config, NamingContext())
+        graph = LineageGraph(external={task.id: place.label})
+        if place.query is None:
+            for column in sql_columns(schemas[task.id]):
+                source = f"{place.label}::{column}"
+                graph.edges.append(LineageEdge(f"{task.id}.{column}", source, "value"))
+            return graph
+        outputs = schemas[task.id].names
+        result, tables = source_query_lineage(place.query, outputs, place.dialect or "duckdb")
+        graph.external[task.id] = place.table_label(",".join(sorted(tables.values())))
+        for edge in result.edges:
+            source = f"{place.table_label(tables[edge.table])}::{edge.column}"
+            graph.edges.append(LineageEdge(f"{task.id}.{edge.output}", source, edge.kind))
+        add_unresolved(graph, task.id, result.unresolved)
+        return graph
+
+    def describe_output(self, task: TaskSpec) -> str:
+        return "workspace"
+
+
+KIND = Extract()

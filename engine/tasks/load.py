@@ -1,0 +1,91 @@
+"""load: one input into a sink (any connector), in one transaction where the target has them,
+with the watermarks of the extracts upstream committed beside the rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+
+from connectors.base import NamingContext, Unknown
+from engine.core.problems import Finding
+from engine.spec.model import TaskKind, TaskSpec
+from engine.tasks.base import (
+    CheckContext,
+    Inputs,
+    RenderedTask,
+    SchemaContext,
+    TaskContext,
+    TaskOutcome,
+    connection_findings,
+)
+from lineage.graph import LineageEdge, LineageGraph, sql_columns
+
+__all__ = ["KIND", "Load"]
+
+
+class Load:
+    kind = TaskKind.LOAD
+    produces_table = False
+    reads_sql_tables = False
+
+    def inputs(self, task: TaskSpec) -> Inputs:
+        assert task.input is not None  # every sink's config names its input
+        return Inputs((task.input,))
+
+    def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
+        return connection_findings(task, ctx)
+
+    def references(self, task: TaskSpec, base_dir: Path) -> str | None:
+        return None
+
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
+        return None
+
+    def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:
+        return None  # it writes outside; the sink checks its input's schema at run time
+
+    def run(self, context: TaskContext) -> TaskOutcome:
+        owner, config = context.task.spec.connector, context.task.spec.load
+        assert owner is not None
+        assert config is not None
+        source = context.input()
+        pending = context.pending_watermarks() if context.pending_watermarks else ()
+        result = owner.write(source, config, context.connector(pending_watermarks=pending))
+        context.progress(result.rows)
+        # A sink without a transaction commits nothing itself: its watermarks are final once
+        # its output is published.
+        committed = result.committed_watermarks if owner.state(config) is not None else pending
+        return TaskOutcome(
+            rows_in=source.num_rows,
+            rows_out=result.rows,
+            produces_output=False,
+            target=result.target,
+            details=result.details,
+            committed=committed,
+        )
+
+    def lineage(
+        self,
+        task: RenderedTask,
+        schemas: Mapping[str, pa.Schema],
+        base_dir: Path,
+        *,
+        call_udfs: bool,
+    ) -> LineageGraph:
+        """The input's columns become the target's columns."""
+        (source,) = task.inputs
+        graph = LineageGraph(external={task.id: self.describe_output(task.spec)})
+        for column in sql_columns(schemas[source]):
+            graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{column}", "value"))
+        return graph
+
+    def describe_output(self, task: TaskSpec) -> str:
+        owner, config = task.connector, task.load
+        assert owner is not None
+        assert config is not None
+        return owner.place(config, NamingContext()).label
+
+
+KIND = Load()

@@ -1,0 +1,110 @@
+"""sql: a DuckDB SELECT over upstream outputs, which it reads by task id as table names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+
+from connectors.base import Unknown
+from engine.core.errors import DefinitionError
+from engine.core.problems import Finding
+from engine.core.tables import OUTPUT_FILE
+from engine.spec.model import TaskKind, TaskSpec
+from engine.spec.resolve import sql_text
+from engine.tasks.base import (
+    CheckContext,
+    Inputs,
+    RenderedTask,
+    SchemaContext,
+    TaskContext,
+    TaskOutcome,
+    dry_run,
+)
+from lineage.graph import LineageGraph, add_edges, add_unresolved, sql_columns
+from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
+
+__all__ = ["KIND", "Sql", "SqlDoesNotParse", "statement_inputs"]
+
+
+class SqlDoesNotParse(DefinitionError):
+    """A sql task's rendered statement is not SQL; `line`/`column` are within the statement."""
+
+    def __init__(self, task_id: str, error: SqlSyntaxError) -> None:
+        where = f" (line {error.line} of the statement)" if error.line else ""
+        super().__init__(f"SQL of task {task_id!r} does not parse: {error.message}{where}")
+        self.error = error
+
+
+def statement_inputs(task_id: str, statement: str) -> Inputs:
+    """The tables a statement reads: unqualified names are the tasks whose outputs it reads."""
+    parsed = parse_select(statement)
+    if isinstance(parsed, SqlSyntaxError):
+        raise SqlDoesNotParse(task_id, parsed)
+    tables = tuple(referenced_tables(parsed))
+    reads = tuple(dict.fromkeys(ref.name for ref in tables if ref.qualified == ref.name))
+    return Inputs(reads, statement, tables)
+
+
+class Sql:
+    kind = TaskKind.SQL
+    produces_table = True
+    reads_sql_tables = True
+    """Its statement names the tasks it reads (a source's query names tables outside)."""
+
+    def inputs(self, task: TaskSpec) -> Inputs:
+        assert task.sql is not None
+        assert task.sql.query is not None
+        return statement_inputs(task.id, task.sql.query)
+
+    def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
+        return ()  # its tables are checked once rendered, by the checks every input gets
+
+    def references(self, task: TaskSpec, base_dir: Path) -> str | None:
+        return None
+
+    def sql_template(self, task: TaskSpec, ctx: CheckContext) -> tuple[str, tuple[str, ...]] | None:
+        return sql_text(task, ctx.definition), ("sql",)
+
+    def schema(self, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | Unknown | None:
+        return dry_run(self, task, ctx)
+
+    def run(self, context: TaskContext) -> TaskOutcome:
+        from transforms.sql import run_sql
+
+        assert context.task.sql is not None
+        rows = run_sql(
+            context.task.sql,
+            context.inputs,
+            context.staging / OUTPUT_FILE,
+            settings=context.duckdb,
+            cancel=context.cancel,
+        )
+        context.progress(rows)
+        rows_in = sum(t.num_rows for t in context.inputs.values())
+        return TaskOutcome(rows_in=rows_in, rows_out=rows)
+
+    def lineage(
+        self,
+        task: RenderedTask,
+        schemas: Mapping[str, pa.Schema],
+        base_dir: Path,
+        *,
+        call_udfs: bool,
+    ) -> LineageGraph:
+        from lineage.columns import column_lineage
+
+        assert task.sql is not None
+        tables = {name: sql_columns(schemas[name]) for name in task.inputs}
+        result = column_lineage(task.sql, tables, schemas[task.id].names)
+        graph = LineageGraph()
+        add_edges(graph, task.id, result.edges)
+        add_unresolved(graph, task.id, result.unresolved)
+        return graph
+
+    def describe_output(self, task: TaskSpec) -> str:
+        return "workspace"
+
+
+KIND = Sql()

@@ -1,0 +1,94 @@
+"""The layout holds what the architecture promises, read from the code itself.
+
+- Outside `connectors/`, no code names a connector: no import of a connector's package, no
+  comparison with a connector's name or tag (`from:`, `to:`, `kind:` values), no mention of a
+  connector's config classes. The engine asks descriptors (`connectors.registry`) instead.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from connectors.registry import CONNECTORS, connectors
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules(*packages: str) -> Iterator[Path]:
+    for package in packages:
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def _tag_values() -> set[str]:
+    """Every connector's name and the values of the tags that select its configs."""
+    values = set(CONNECTORS)
+    for descriptor in connectors():
+        for model in (descriptor.source, descriptor.sink, descriptor.connection):
+            if model is None:
+                continue
+            for name in ("from_", "to", "kind"):
+                field = model.model_fields.get(name)
+                if field is not None and field.annotation is not None:
+                    values.update(getattr(field.annotation, "__args__", ()))
+    return values
+
+
+def _config_classes() -> set[str]:
+    return {
+        model.__name__
+        for descriptor in connectors()
+        for model in (descriptor.source, descriptor.sink, descriptor.connection)
+        if model is not None
+    }
+
+
+def _violations(path: Path, tags: set[str], classes: set[str]) -> Iterator[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    where = path.relative_to(ROOT)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            modules = []
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "connectors" and len(parts) > 1 and parts[1] in CONNECTORS:
+                yield f"{where}:{node.lineno}: imports the {parts[1]} connector ({module})"
+        if isinstance(node, ast.Compare):
+            for operand in (node.left, *node.comparators):
+                if isinstance(operand, ast.Constant) and operand.value in tags:
+                    yield f"{where}:{node.lineno}: compares with connector name {operand.value!r}"
+        if isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name in classes:
+                yield f"{where}:{node.lineno}: names connector config class {name}"
+
+
+def test_no_code_outside_connectors_names_a_connector() -> None:
+    tags, classes = _tag_values(), _config_classes()
+    assert {"files", "parquet", "duckdb", "postgres"} <= tags  # what the check looks for
+    assert {"FilesSource", "PostgresSink"} <= classes
+    found = [
+        violation
+        for path in _modules("engine", "transforms", "lineage")
+        for violation in _violations(path, tags, classes)
+    ]
+    assert found == []
+
+
+def test_the_check_finds_a_connector_named_in_engine_code(tmp_path: Path) -> None:
+    planted = ROOT / "engine" / "_planted_for_test.py"
+    planted.write_text(
+        "from connectors.postgres.config import PostgresSource\n"
+        "def f(config):\n    return config.from_ == 'postgres' or isinstance(config, PostgresSource)\n",
+        encoding="utf-8",
+    )
+    try:
+        found = list(_violations(planted, _tag_values(), _config_classes()))
+    finally:
+        planted.unlink()
+    assert len(found) == 4, found  # the import (module and name), the comparison, the class
