@@ -59,6 +59,12 @@ def _serve(project: Path, seconds: float) -> tuple[float, float]:
     return wall, cpu
 
 
+def _first_start(catalog: CatalogReader, run_id: str | None) -> str | None:
+    """When the first task of a run started, or None before any did."""
+    started = [t.started_at for t in catalog.task_runs(run_id)] if run_id else []
+    return min((at for at in started if at), default=None)
+
+
 def _latency(seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         project = Path(folder)
@@ -69,14 +75,15 @@ def _latency(seconds: float) -> dict[str, Any]:
         )
         _serve(project, seconds)
         with CatalogReader(catalog_location(project)) as catalog:
-            rows = catalog.query(
-                "select i.fire_at, min(t.started_at) from intervals i join task_runs t "
-                "using (run_id) where i.state = 'started' group by i.fire_at order by i.fire_at"
-            )
-            skipped = catalog.query("select count(*) from intervals where state = 'skipped'")[0][0]
+            firsts = [  # (fire time, when its run's first task started)
+                (interval.fire_at, first)
+                for interval in catalog.intervals("every_second", "started")
+                if (first := _first_start(catalog, interval.run_id))
+            ]
+            skipped = len(catalog.intervals("every_second", "skipped"))
     delays = [
-        (datetime.fromisoformat(started) - datetime.fromisoformat(fire)).total_seconds()
-        for fire, started in rows
+        (datetime.fromisoformat(first) - datetime.fromisoformat(fire)).total_seconds()
+        for fire, first in firsts
     ]
     if not delays:
         raise SystemExit("no scheduled run started")

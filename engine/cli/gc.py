@@ -14,7 +14,7 @@ from rich.text import Text
 from engine.cli.common import PIPELINE, errors, find_project, format_option, out, project_option
 from engine.core.errors import StateError
 from engine.state.catalog import Catalog, CatalogReader
-from engine.state.retention import Collection, format_bytes, recorded_retention
+from engine.state.retention import Collection, format_bytes, recorded_keep_runs
 
 if TYPE_CHECKING:
     from engine.api.project import Project
@@ -41,7 +41,7 @@ def _targets(
     from engine.api.project import looks_like_file
     from engine.core.errors import ParameterError
     from engine.core.problems import did_you_mean
-    from engine.spec.model import NAME_PATTERN
+    from engine.spec.model import NAME_PATTERN, RetentionSpec
 
     known = catalog.pipelines()
     if given is None:
@@ -67,7 +67,8 @@ def _targets(
         return [(name, keep_runs) for name in names]
     if from_file is not None:
         return [(name, from_file) for name in names]
-    return [(name, recorded_retention(catalog, name).keep_runs) for name in names]
+    default = RetentionSpec().keep_runs
+    return [(name, recorded_keep_runs(catalog, name, default)) for name in names]
 
 
 def _collect(

@@ -137,13 +137,13 @@ def schedule_list(folder: Path | None, project_dir: Path | None, fmt: str) -> No
 
 
 def _set_paused(project_dir: Path | None, pipeline: str, paused: bool, reason: str | None) -> None:
-    from engine.state.schedules import SchedulerStore
+    from engine.state.catalog import Catalog
 
     who = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
     with errors():
         project = find_project(project_dir)
         name, path = project.locate(pipeline)
-        with SchedulerStore(project.layout.catalog) as store:
+        with Catalog(project.layout.catalog) as store:
             store.set_paused(name, str(path), paused, reason, who)
     verb = "paused" if paused else "resumed"
     out.print(f"{name}: schedule {verb}" + (f" ({reason})" if reason else ""))
@@ -220,7 +220,8 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
     from engine.api.options import PlanOptions, RunOptions
     from engine.scheduling.cron import Schedule
     from engine.spec.params import new_run_id
-    from engine.state.schedules import IntervalRow, SchedulerStore
+    from engine.state.catalog import Catalog
+    from engine.state.schedules import IntervalRow
 
     with errors():
         project = find_project(project_dir)
@@ -245,7 +246,7 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
                 f"{name}'s schedule {spec.schedule!r}",
                 hint="backfill a shorter range at a time",
             )
-        with SchedulerStore(project.layout.catalog) as store:
+        with Catalog(project.layout.catalog) as store:
             store.ensure_schedule(name, str(path), sched.previous(datetime.now(UTC)))
             decided = [(f, sched.interval_ending(f).start, "queued", "backfill") for f in fires]
             recorded = store.claim_intervals(name, None, decided)

@@ -23,7 +23,7 @@ from loguru import logger
 
 from engine.core.secrets import redact
 from engine.spec.model import AlertsSpec
-from engine.state.schedules import SchedulerStore
+from engine.state.catalog import Catalog
 
 __all__ = ["Alert", "AlertSender"]
 
@@ -54,9 +54,7 @@ class Alert:
 
 
 class AlertSender:
-    def __init__(
-        self, store: SchedulerStore, *, retry_delays: tuple[float, ...] = (0.5, 1, 2)
-    ) -> None:
+    def __init__(self, store: Catalog, *, retry_delays: tuple[float, ...] = (0.5, 1, 2)) -> None:
         self.store = store
         self.retry_delays = retry_delays
         self.sent: list[Alert] = []

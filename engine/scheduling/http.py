@@ -263,11 +263,10 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _run(self, run_id: str) -> None:
-        from engine.state.schedules import SchedulerReader
+        from engine.state.catalog import CatalogReader
 
-        with SchedulerReader(self.api.scheduler.layout.catalog) as catalog:
-            found = catalog.query("select run_id from runs where run_id = ?", (run_id,))
-            if found:
+        with CatalogReader(self.api.scheduler.layout.catalog) as catalog:
+            if catalog.has_run(run_id):
                 run = catalog.run(run_id)
                 tasks = [
                     {

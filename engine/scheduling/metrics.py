@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from engine.state.catalog import CatalogReader
 from engine.state.db import CatalogLocation
+from engine.state.reports import Count
 
 __all__ = ["CatalogCollector", "render"]
 
@@ -39,11 +40,9 @@ class CatalogCollector(Collector):
         self.location = location
 
     def collect(self) -> Iterator[Metric]:
-        from engine.state.schedules import SchedulerReader
-
         if not self.location.exists():
             return
-        with SchedulerReader(self.location) as catalog:
+        with CatalogReader(self.location) as catalog:
             yield from _runs(catalog)
             yield from _tasks(catalog)
             yield from _dead_letters(catalog)
@@ -51,35 +50,21 @@ class CatalogCollector(Collector):
             yield from _scheduler(catalog)
 
 
-def _by_pipeline(
-    catalog: CatalogReader, name: str, documentation: str, table: str, column: str
-) -> GaugeMetricFamily:
-    """Rows of `table` counted per pipeline and `column`."""
-    family = GaugeMetricFamily(name, documentation, labels=["pipeline", column])
-    for pipeline, value, count in catalog.query(
-        f"select pipeline, {column}, count(*) from {table} group by 1, 2 order by 1, 2"
-    ):
-        family.add_metric([pipeline, value], count)
+def _by_pipeline(name: str, documentation: str, label: str, counts: list[Count]) -> Metric:
+    """Counts per pipeline and `label` as a gauge."""
+    family = GaugeMetricFamily(name, documentation, labels=["pipeline", label])
+    for count in counts:
+        family.add_metric([count.pipeline, count.value], count.count)
     return family
 
 
 def _runs(catalog: CatalogReader) -> Iterator[Metric]:
-    yield _by_pipeline(catalog, "arrowline_runs", "Runs in the catalog by state.", "runs", "state")
+    yield _by_pipeline(
+        "arrowline_runs", "Runs in the catalog by state.", "state", catalog.reports.runs_by_state()
+    )
 
 
 def _tasks(catalog: CatalogReader) -> Iterator[Metric]:
-    rows = catalog.query(
-        # sums cast back to integers: PostgreSQL sums bigints as numeric
-        "select r.pipeline, t.task_id, count(t.duration_s), coalesce(sum(t.duration_s), 0), "
-        "cast(coalesce(sum(t.rows_in), 0) as bigint), "
-        "cast(coalesce(sum(t.rows_out), 0) as bigint), "
-        "cast(coalesce(sum(t.bytes_out), 0) as bigint), "
-        "cast(coalesce(sum(case when t.attempts > 1 then t.attempts - 1 else 0 end), 0) "
-        "as bigint), "
-        "cast(coalesce(sum(t.rows_rejected), 0) as bigint) "
-        "from task_runs t join runs r using (run_id) where t.ended_at is not null "
-        "group by 1, 2 order by 1, 2"
-    )
     labels = ["pipeline", "task"]
     duration = SummaryMetricFamily(
         "arrowline_task_duration_seconds",
@@ -94,31 +79,30 @@ def _tasks(catalog: CatalogReader) -> Iterator[Metric]:
     quarantined = CounterMetricFamily(
         "arrowline_quarantined_rows", "Rows set aside as bad.", labels=labels
     )
-    for pipeline, task, count, seconds, rows_in, rows_out, written, extra, rejected in rows:
-        duration.add_metric([pipeline, task], count_value=count, sum_value=seconds)
-        rows_total.add_metric([pipeline, task, "in"], rows_in)
-        rows_total.add_metric([pipeline, task, "out"], rows_out)
-        bytes_total.add_metric([pipeline, task], written)
-        retries.add_metric([pipeline, task], extra)
-        quarantined.add_metric([pipeline, task], rejected)
+    for task in catalog.reports.task_totals():
+        key = [task.pipeline, task.task_id]
+        duration.add_metric(key, count_value=task.timed_runs, sum_value=task.seconds)
+        rows_total.add_metric([*key, "in"], task.rows_in)
+        rows_total.add_metric([*key, "out"], task.rows_out)
+        bytes_total.add_metric(key, task.bytes_out)
+        retries.add_metric(key, task.retries)
+        quarantined.add_metric(key, task.rows_rejected)
     last = GaugeMetricFamily(
         "arrowline_task_last_duration_seconds",
         "The newest finished run of each task.",
         labels=labels,
     )
-    for pipeline, task, seconds in catalog.query(
-        "select pipeline, task_id, duration_s from (select r.pipeline, t.task_id, t.duration_s, "
-        "row_number() over (partition by r.pipeline, t.task_id order by t.ended_at desc) as n "
-        "from task_runs t join runs r using (run_id) where t.duration_s is not null) as newest "
-        "where n = 1"
-    ):
-        last.add_metric([pipeline, task], seconds)
+    for newest in catalog.reports.last_durations():
+        last.add_metric([newest.pipeline, newest.task_id], newest.seconds)
     yield from (duration, last, rows_total, bytes_total, retries, quarantined)
 
 
 def _dead_letters(catalog: CatalogReader) -> Iterator[Metric]:
     yield _by_pipeline(
-        catalog, "arrowline_dead_letters", "Dead letters by status.", "dead_letters", "status"
+        "arrowline_dead_letters",
+        "Dead letters by status.",
+        "status",
+        catalog.reports.dead_letters_by_status(),
     )
 
 
@@ -144,12 +128,12 @@ def _watermarks(catalog: CatalogReader) -> Iterator[Metric]:
         labels=["pipeline", "task", "sink"],
     )
     now = datetime.now(UTC)
-    for pipeline, task, sink, value in catalog.query(
-        "select pipeline, task_id, sink_id, value from watermarks order by 1, 2, 3"
-    ):
-        when = watermark_time(value)
+    for mark in catalog.every_watermark():
+        when = watermark_time(mark.value)
         if when is not None:
-            family.add_metric([pipeline, task, sink], (now - when).total_seconds())
+            family.add_metric(
+                [mark.pipeline, mark.task_id, mark.sink_id], (now - when).total_seconds()
+            )
     yield family
 
 
@@ -159,20 +143,16 @@ def _scheduler(catalog: CatalogReader) -> Iterator[Metric]:
         "The newest scheduled run's start minus its due time.",
         labels=["pipeline"],
     )
-    for pipeline, fire_at, started_at in catalog.query(
-        "select pipeline, fire_at, started_at from (select *, row_number() over (partition by "
-        "pipeline order by fire_at desc) as n from intervals where started_at is not null) "
-        "as newest where n = 1"
-    ):
-        delay = datetime.fromisoformat(started_at) - datetime.fromisoformat(fire_at)
-        lag.add_metric([pipeline], delay.total_seconds())
+    for newest in catalog.reports.scheduler_lags():
+        delay = datetime.fromisoformat(newest.started_at) - datetime.fromisoformat(newest.fire_at)
+        lag.add_metric([newest.pipeline], delay.total_seconds())
     paused = GaugeMetricFamily(
         "arrowline_schedule_paused",
         "1 when the pipeline's schedule is paused.",
         labels=["pipeline"],
     )
-    for pipeline, flag in catalog.query("select pipeline, paused from schedules"):
-        paused.add_metric([pipeline], flag)
+    for schedule in catalog.schedules():
+        paused.add_metric([schedule.pipeline], int(schedule.paused))
     yield from (lag, paused)
 
 

@@ -50,8 +50,10 @@ from engine.scheduling.alerts import Alert, AlertSender
 from engine.scheduling.cron import Schedule
 from engine.spec.definition import Definition
 from engine.state.advisory import AdvisoryLock, advisory_held
+from engine.state.catalog import Catalog
 from engine.state.layout import ProjectLayout
-from engine.state.schedules import RequestRow, ScheduleRow, SchedulerStore, iso, parse
+from engine.state.schedules import RequestRow, ScheduleRow
+from engine.state.values import iso, parse
 from engine.tasks import TaskRunner, run_task
 
 __all__ = [
@@ -174,7 +176,7 @@ class Scheduler:
         self.layout = ProjectLayout.of(self.project)
         self.project = self.layout.project_dir
         self.layout.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SchedulerStore(self.layout.catalog)
+        self.store = Catalog(self.layout.catalog)
         self.alerts = AlertSender(self.store)
         self.loaded: dict[str, _Loaded] = {}
         self.active: dict[str, list[_Active]] = {}
@@ -302,13 +304,7 @@ class Scheduler:
         with self.lock:
             self.reap()
             states = {row.pipeline: row for row in self.store.schedules()}
-            waiting = {
-                name
-                for (name,) in self.store.query(
-                    "select pipeline from intervals where state = 'queued' union "
-                    "select pipeline from run_requests where state = 'pending'"
-                )
-            }
+            waiting = self.store.pipelines_with_queued_work()
             for loaded in self.refresh().values():
                 if self.stopping.is_set():
                     return  # SIGTERM: the rest of the pipelines wait for the next scheduler
@@ -444,13 +440,7 @@ class Scheduler:
         for trigger in loaded.definition.spec.trigger:
             if not trigger.after:
                 continue
-            rows = self.store.query(
-                "select run_id from runs where pipeline = ? and state = 'SUCCESS' and ended_at > ? "
-                "and run_id not in (select key from triggers_seen where pipeline = ? "
-                "and kind = 'after') order by ended_at",
-                (trigger.after, since, loaded.name),
-            )
-            for (run_id,) in rows:
+            for run_id in self.store.untriggered_successes(trigger.after, since, loaded.name):
                 source = f"after:{trigger.after}:{run_id}"
                 requested |= self._on_trigger(loaded, "after", run_id, source)
         return requested
@@ -645,22 +635,16 @@ class Scheduler:
         spec = loaded.definition.spec
         if spec.sla is None or spec.alerts is None:
             return
-        horizon = iso(now - spec.sla)
-        rows = self.store.query(
-            "select i.fire_at, i.run_id, r.state from intervals i left join runs r using (run_id) "
-            "where i.pipeline = ? and i.fire_at <= ? and i.state != 'skipped' "
-            "and (r.state is null or r.state != 'SUCCESS') order by i.fire_at desc limit 20",
-            (loaded.name, horizon),
-        )
-        for fire_at, run_id, state in rows:
-            late = now - parse(fire_at)
+        for missed in self.store.late_intervals(loaded.name, now - spec.sla):
+            late = now - parse(missed.fire_at)
             self.alerts.send(
                 self._alert(
                     loaded.name,
                     "sla",
-                    fire_at,
-                    f"the run due {fire_at} has not succeeded {late} after its time "
-                    f"(sla {spec.sla}; run {run_id or 'not started'}, {state or 'no state'})",
+                    missed.fire_at,
+                    f"the run due {missed.fire_at} has not succeeded {late} after its time "
+                    f"(sla {spec.sla}; run {missed.run_id or 'not started'}, "
+                    f"{missed.state or 'no state'})",
                 ),
                 spec.alerts,
             )
@@ -813,7 +797,7 @@ def request_run(
         raise KeyError(name)
     spec = load_definition(path).spec
     resolve_params(spec.parameters, params, {}, source=f"the {source} request")
-    with SchedulerStore(layout.catalog) as store:
+    with Catalog(layout.catalog) as store:
         return store.request_run(name, str(path), params, source)
 
 

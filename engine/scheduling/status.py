@@ -17,14 +17,14 @@ def status_rows(project: ProjectLayout | Path, now: datetime | None = None) -> l
     from engine.core.errors import ArrowlineError, PipelineInvalid
     from engine.scheduling.cron import Schedule
     from engine.scheduling.scheduler import discover_pipelines
+    from engine.state.catalog import CatalogReader
     from engine.state.locks import lock_is_held
-    from engine.state.schedules import SchedulerReader
     from engine.tasks.checks import load_definition
 
     layout = ProjectLayout.of(project)
     now = now or datetime.now(UTC)
     location = layout.catalog
-    reader = SchedulerReader(location) if location.exists() else None
+    reader = CatalogReader(location) if location.exists() else None
     rows = []
     try:
         for name, path in discover_pipelines(layout.project_dir).items():

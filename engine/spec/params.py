@@ -29,10 +29,9 @@ import functools
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, assert_never
@@ -44,6 +43,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.core.errors import ParameterError
 from engine.core.problems import did_you_mean
+from engine.core.runids import is_run_id, new_run_id
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "check_value",
     "coerce_value",
     "infer_param",
+    "new_run_id",
     "parse_assignments",
     "referenced_params",
     "render",
@@ -530,19 +531,6 @@ def resolve_params(
             )
         resolved[name] = check_value(params[name], value, source)
     return resolved
-
-
-_RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """Sortable, readable and unique enough: `20241102T030000Z-a1b2c3`."""
-    now = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
-
-
-def is_run_id(text: str) -> bool:
-    return bool(_RUN_ID.match(text))
 
 
 def short_run_id(run_id: str) -> str:

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.core.errors import StateError
-from engine.state.catalog import IDENTITY_TABLES, TABLES, Catalog
-from engine.state.db import CatalogLocation
+from engine.state.db import CatalogLocation, Database
+from engine.state.migrations import prepare
+from engine.state.schema import IDENTITY_TABLES, TABLES
 
 __all__ = ["CopyReport", "copy_catalog"]
 
@@ -41,31 +42,46 @@ def copy_catalog(
             f"no arrowline catalog at {source.describe()}",
             hint="run a pipeline first, or name the catalog to copy from with --from",
         )
+    # both opened for writing and prepared: an older source is migrated first, so the columns
+    # agree, and the target gets the tables
+    reader, writer = source.connect(writable=True), target.connect(writable=True)
+    try:
+        prepare(reader)
+        prepare(writer)
+        return CopyReport(
+            source.describe(), target.describe(), _copy(reader, writer, target, batch_size)
+        )
+    finally:
+        reader.close()
+        writer.close()
+
+
+def _copy(
+    reader: Database, writer: Database, target: CatalogLocation, batch_size: int
+) -> dict[str, int]:
+    held = {t: n for t in TABLES if (n := writer.execute(f"select count(*) from {t}")[0][0])}
+    if held:
+        what = ", ".join(f"{n} {t}" for t, n in held.items())
+        raise StateError(
+            f"the target catalog {target.describe()} is not empty ({what}); a copy goes "
+            "into an empty catalog and never merges two histories"
+        )
     rows: dict[str, int] = {}
-    # both opened for writing: an older source is migrated first, so the columns agree
-    with Catalog(source) as reader, Catalog(target) as writer:
-        held = {t: n for t in TABLES if (n := writer.query(f"select count(*) from {t}")[0][0])}
-        if held:
-            what = ", ".join(f"{n} {t}" for t, n in held.items())
-            raise StateError(
-                f"the target catalog {target.describe()} is not empty ({what}); a copy goes "
-                "into an empty catalog and never merges two histories"
-            )
-        with reader.snapshot(), writer._transaction() as connection:
-            for table in TABLES:
-                rows[table] = 0
-                for batch in reader.batches(f"select * from {table}", batch_size):
-                    columns = list(batch[0].keys())
-                    connection.executemany(
-                        f"insert into {table} ({', '.join(columns)}) "
-                        f"values ({', '.join('?' for _ in columns)})",
-                        [tuple(row) for row in batch],
-                    )
-                    rows[table] += len(batch)
-            if target.shared:
-                for table in IDENTITY_TABLES:  # the next id the database assigns follows them
-                    connection.execute(
-                        f"select setval(pg_get_serial_sequence('{table}', 'id'), "
-                        f"coalesce((select max(id) from {table}), 0) + 1, false)"
-                    )
-    return CopyReport(source.describe(), target.describe(), rows)
+    with reader.snapshot(), writer.transaction() as connection:
+        for table in TABLES:
+            rows[table] = 0
+            for batch in reader.batches(f"select * from {table}", batch_size):
+                columns = list(batch[0].keys())
+                connection.executemany(
+                    f"insert into {table} ({', '.join(columns)}) "
+                    f"values ({', '.join('?' for _ in columns)})",
+                    [tuple(row) for row in batch],
+                )
+                rows[table] += len(batch)
+        if target.shared:
+            for table in IDENTITY_TABLES:  # the next id the database assigns follows them
+                connection.execute(
+                    f"select setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"coalesce((select max(id) from {table}), 0) + 1, false)"
+                )
+    return rows

@@ -36,10 +36,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from engine.core.errors import StateError, full_disk_said
 from engine.core.locking import advisory_key
 from engine.core.secrets import redact, register_secret
+from engine.state.folders import CATALOG_FILE, STATE_DIR
 
 __all__ = [
     "CATALOG_ENV",
-    "CATALOG_FILE",
     "CatalogLocation",
     "Database",
     "PostgresDatabase",
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 CATALOG_ENV = "ARROWLINE_CATALOG"
-CATALOG_FILE = "catalog.db"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -97,8 +96,6 @@ class CatalogLocation:
 
 def catalog_location(project: Path, uri: str | None = None) -> CatalogLocation:
     """The catalog of a project: `uri`, else $ARROWLINE_CATALOG, else the embedded file."""
-    from engine.state.workspace import STATE_DIR
-
     path = project / STATE_DIR / CATALOG_FILE
     uri = uri if uri is not None else os.environ.get(CATALOG_ENV) or None
     if uri is None or uri.startswith(("sqlite:", "file:")) or "://" not in uri:

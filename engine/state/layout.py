@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from engine.state.db import CATALOG_ENV, CATALOG_FILE, CatalogLocation, catalog_location
-from engine.state.workspace import STATE_DIR, Workspace
+from engine.state.db import CATALOG_ENV, CatalogLocation, catalog_location
+from engine.state.folders import CATALOG_FILE, STATE_DIR, WORKSPACE_DIR, nearest_project_dir
+from engine.state.workspace import LocalWorkspace, Workspace
 
 __all__ = ["PROJECT_ENV", "FoundBy", "ProjectLayout"]
 
@@ -101,11 +102,7 @@ class ProjectLayout:
     @staticmethod
     def nearest(start: str | os.PathLike[str]) -> Path | None:
         """The nearest of `start` and its ancestors that holds `.arrowline/`, or None."""
-        here = Path(start).resolve()
-        for candidate in (here, *here.parents):
-            if (candidate / STATE_DIR).is_dir():
-                return candidate
-        return None
+        return nearest_project_dir(Path(start))
 
     @property
     def state_dir(self) -> Path:
@@ -113,7 +110,7 @@ class ProjectLayout:
 
     @property
     def workspace_root(self) -> Path:
-        return self.state_dir / "workspace"
+        return self.state_dir / WORKSPACE_DIR
 
     @property
     def locks_dir(self) -> Path:
@@ -137,7 +134,7 @@ class ProjectLayout:
         return self.state_dir.is_dir()
 
     def workspace(self) -> Workspace:
-        return Workspace(self.workspace_root)
+        return LocalWorkspace(self.workspace_root)
 
     def catalog_at(self, uri: str | None) -> CatalogLocation:
         """Another catalog named relative to this project (`catalog copy`): a file, a URI, or

@@ -20,15 +20,11 @@ catalog's, a copy) and unpublished staging folders are left alone.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.core.errors import StateError
-from engine.core.files import remove_tree
 from engine.core.states import RESUMABLE
-from engine.spec.model import RetentionSpec
 from engine.state.catalog import Catalog, CatalogReader, TaskRunRow
 from engine.state.workspace import Workspace
 
@@ -39,7 +35,7 @@ __all__ = [
     "format_bytes",
     "missing_output",
     "plan_collection",
-    "recorded_retention",
+    "recorded_keep_runs",
 ]
 
 
@@ -65,6 +61,8 @@ class Collection:
     """Published outputs of the pipeline's runs that stay."""
     resumable: tuple[str, ...]
     """Runs kept whole because they can still be resumed."""
+    workspace: Workspace = field(repr=False, compare=False)
+    """Where the outputs are (what `collect` removes them from)."""
 
     @property
     def bytes(self) -> int:
@@ -75,26 +73,10 @@ class Collection:
         return f"gc: keep_runs {self.keep_runs}"
 
 
-def _runs(catalog: CatalogReader, pipeline: str) -> list[tuple[str, str]]:
-    """(run_id, state) of every run of the pipeline, newest first."""
-    rows = catalog.query(
-        "select run_id, state from runs where pipeline = ? order by created_at desc, run_id desc",
-        (pipeline,),
-    )
-    return [(row["run_id"], row["state"]) for row in rows]
-
-
 def _resumable(catalog: CatalogReader, pipeline: str, runs: list[tuple[str, str]]) -> set[str]:
     """Ended runs a resume or a requeue may still continue: those since the last success (the
     next `--resume last`), and those an open dead letter points at."""
-    lettered = {
-        row["run_id"]
-        for row in catalog.query(
-            "select distinct run_id from dead_letters "
-            "where pipeline = ? and status in ('open', 'requeued')",
-            (pipeline,),
-        )
-    }
+    lettered = catalog.lettered_runs(pipeline)
     resumable: set[str] = set()
     superseded = False
     for run_id, state in runs:  # newest first
@@ -111,47 +93,17 @@ def _kept(
     """(task_id, run_id) outputs to keep: every output of the protected runs and what they
     reuse from earlier runs, and the latest successful output of each task."""
     kept = {(task_id, row.run_id) for task_id, row in latest.items()}
-    for row in catalog.query(
-        "select u.run_id, u.task_id, u.from_run_id from reused u join runs r using (run_id) "
-        "where r.pipeline = ?",
-        (pipeline,),
-    ):
-        if row["run_id"] in protected:
-            kept.add((row["task_id"], row["from_run_id"]))
+    for run_id, task_id, from_run_id in catalog.reuses_in(pipeline):
+        if run_id in protected:
+            kept.add((task_id, from_run_id))
     return kept
-
-
-def _published(workspace: Workspace, pipeline: str) -> Iterator[tuple[str, str, Path]]:
-    """(task_id, run_id, folder) of every published output on this disk; staging folders and
-    files (LATEST) are not outputs, and a symlink is never followed."""
-    root = workspace.root / pipeline
-    if not root.is_dir():
-        return
-    for task_dir in sorted(root.iterdir()):
-        if task_dir.name.startswith(".") or task_dir.is_symlink() or not task_dir.is_dir():
-            continue
-        for run_dir in sorted(task_dir.iterdir()):
-            if run_dir.name.startswith(".") or run_dir.is_symlink() or not run_dir.is_dir():
-                continue
-            yield task_dir.name, run_dir.name, run_dir
-
-
-def _size(folder: Path) -> int:
-    total = 0
-    for directory, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:  # removed meanwhile
-                continue
-    return total
 
 
 def plan_collection(
     catalog: CatalogReader, workspace: Workspace, pipeline: str, keep_runs: int
 ) -> Collection:
     """Decide what to remove from `pipeline`'s outputs, keeping the last `keep_runs` runs."""
-    runs = _runs(catalog, pipeline)
+    runs = catalog.run_states(pipeline)
     resumable = _resumable(catalog, pipeline, runs)
     protected = {run_id for run_id, _ in runs[:keep_runs]} | resumable
     protected |= {run_id for run_id, state in runs if state in ("PENDING", "RUNNING")}
@@ -159,19 +111,21 @@ def plan_collection(
     known = {run_id for run_id, _ in runs}
     removals = []
     staying = 0
-    for task_id, run_id, folder in _published(workspace, pipeline):
-        if run_id not in known:
+    for output in workspace.outputs(pipeline):
+        if output.run_id not in known:
             continue  # not a run of this catalog: not ours to judge
-        if run_id in protected or (task_id, run_id) in kept:
+        if output.run_id in protected or (output.task_id, output.run_id) in kept:
             staying += 1
             continue
-        removals.append(Removal(task_id, run_id, folder, _size(folder)))
+        size = workspace.output_bytes(output.path)
+        removals.append(Removal(output.task_id, output.run_id, output.path, size))
     return Collection(
         pipeline,
         keep_runs,
         tuple(removals),
         staying,
         tuple(run_id for run_id, _ in runs if run_id in resumable),
+        workspace,
     )
 
 
@@ -185,28 +139,25 @@ def collect(catalog: Catalog, collection: Collection) -> None:
         collection.reason,
     )
     for removal in collection.removals:
-        remove_tree(removal.path)
+        collection.workspace.remove_output(removal.path)
 
 
-def recorded_retention(catalog: CatalogReader, pipeline: str) -> RetentionSpec:
-    """The retention the pipeline's latest run had (its definition is stored with it): what
-    `arrowline gc PIPELINE` applies when given a name rather than a file. The default when the
-    run recorded none (a pipeline that never set one, or a run before retention existed)."""
+def recorded_keep_runs(catalog: CatalogReader, pipeline: str, default: int) -> int:
+    """The `retention.keep_runs` the pipeline's latest run had (its definition is stored with
+    it): what `arrowline gc PIPELINE` applies when given a name rather than a file. `default`
+    (the pipeline model's) when the run recorded none: a pipeline that never set one, or a run
+    from before retention existed."""
     import yaml
-    from pydantic import ValidationError
 
-    rows = catalog.query(
-        "select definition from runs where pipeline = ? and definition is not null "
-        "order by created_at desc limit 1",
-        (pipeline,),
-    )
-    if not rows:
-        return RetentionSpec()
+    definition = catalog.latest_definition(pipeline)
     try:
-        stored = yaml.safe_load(rows[0]["definition"]) or {}
-        return RetentionSpec.model_validate(stored.get("retention") or {})
-    except (yaml.YAMLError, ValidationError, AttributeError):  # not a definition we wrote
-        return RetentionSpec()
+        stored = yaml.safe_load(definition) if definition is not None else None
+    except yaml.YAMLError:  # not a definition we wrote
+        return default
+    retention = stored.get("retention") if isinstance(stored, dict) else None
+    keep = retention.get("keep_runs") if isinstance(retention, dict) else None
+    # checked when the run loaded it; anything else was not written by arrowline
+    return keep if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0 else default
 
 
 def missing_output(catalog: CatalogReader, row: TaskRunRow) -> StateError:

@@ -1,111 +1,122 @@
 """The scheduler's state in the catalog: schedules, decided intervals, run requests, triggers seen
-and alerts sent (tables in engine.state.catalog). Every decision is one transaction, and an
-interval's primary key (pipeline, fire time) is what keeps it from ever being started twice,
-whichever scheduler process decides it."""
+and alerts sent (tables in engine.state.schema), and the questions the scheduler asks of them.
+
+Every decision is one transaction, and an interval's primary key (pipeline, fire time) is what
+keeps it from ever being started twice, whichever scheduler process decides it.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from engine.spec.params import new_run_id
-from engine.state.catalog import Catalog, CatalogReader, now_text
+from engine.core.runids import new_run_id
+from engine.state.db import Database
+from engine.state.rows import (
+    IntervalRow,
+    RequestRow,
+    ScheduleRow,
+    request_row,
+    schedule_row,
+)
+from engine.state.values import iso, now_text, parse
 
-__all__ = ["IntervalRow", "RequestRow", "ScheduleRow", "SchedulerStore"]
-
-
-def iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat()
-
-
-def parse(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class ScheduleRow:
-    pipeline: str
-    pipeline_file: str
-    paused: bool
-    reason: str | None
-    changed_at: str | None
-    changed_by: str | None
-    last_fire: str | None
-    registered_at: str
+__all__ = ["IntervalRow", "LateInterval", "RequestRow", "ScheduleRow", "ScheduleStore"]
 
 
 @dataclass(frozen=True)
-class IntervalRow:
-    pipeline: str
+class LateInterval:
+    """A decided interval whose run has not succeeded (an SLA miss once it is old enough)."""
+
     fire_at: str
-    logical_date: str
-    state: str
-    """queued, started or skipped."""
     run_id: str | None
-    reason: str | None
-    decided_at: str
-    started_at: str | None
+    """None while it was not started."""
+    state: str | None
+    """The run's state; None while it was not started."""
 
 
 @dataclass(frozen=True)
-class RequestRow:
-    id: int
-    pipeline: str
-    pipeline_file: str
-    params: dict[str, Any]
-    run_id: str
-    source: str
-    """manual, http, files:<path>, after:<pipeline>:<run>, resume."""
-    requested_at: str
-    state: str
-    """pending, started or skipped."""
-    started_at: str | None
-    reason: str | None
+class ScheduleStore:
+    db: Database
 
+    # -- reading -----------------------------------------------------------------------------
 
-def _request(row: Any) -> RequestRow:
-    values = dict(row)
-    values["params"] = json.loads(values["params"])
-    return RequestRow(**values)
-
-
-class SchedulerReader(CatalogReader):
     def schedules(self) -> list[ScheduleRow]:
-        rows = self._query("select * from schedules order by pipeline")
-        return [ScheduleRow(**{**dict(r), "paused": bool(r["paused"])}) for r in rows]
+        rows = self.db.execute("select * from schedules order by pipeline")
+        return [schedule_row(row) for row in rows]
 
     def schedule(self, pipeline: str) -> ScheduleRow | None:
-        rows = self._query("select * from schedules where pipeline = ?", (pipeline,))
-        return ScheduleRow(**{**dict(rows[0]), "paused": bool(rows[0]["paused"])}) if rows else None
+        rows = self.db.execute("select * from schedules where pipeline = ?", (pipeline,))
+        return schedule_row(rows[0]) if rows else None
 
     def intervals(self, pipeline: str, state: str | None = None) -> list[IntervalRow]:
-        rows = self._query(
+        rows = self.db.execute(
             "select * from intervals where pipeline = ? "
             "and (cast(? as text) is null or state = ?) "
             "order by fire_at",
             (pipeline, state, state),
         )
-        return [IntervalRow(**dict(r)) for r in rows]
+        return [IntervalRow(**dict(row)) for row in rows]
 
     def requests(self, pipeline: str | None = None, state: str | None = None) -> list[RequestRow]:
-        rows = self._query(
+        rows = self.db.execute(
             "select * from run_requests where (cast(? as text) is null or pipeline = ?) "
             "and (cast(? as text) is null or state = ?) order by id",
             (pipeline, pipeline, state, state),
         )
-        return [_request(r) for r in rows]
+        return [request_row(row) for row in rows]
 
     def request_for_run(self, run_id: str) -> RequestRow | None:
-        rows = self._query(
+        rows = self.db.execute(
             "select * from run_requests where run_id = ? order by id desc limit 1", (run_id,)
         )
-        return _request(rows[0]) if rows else None
+        return request_row(rows[0]) if rows else None
 
+    def trigger_seen(self, pipeline: str, kind: str, key: str) -> bool:
+        rows = self.db.execute(
+            "select 1 from triggers_seen where pipeline = ? and kind = ? and key = ?",
+            (pipeline, kind, key),
+        )
+        return bool(rows)
 
-class SchedulerStore(SchedulerReader, Catalog):
+    def pipelines_with_queued_work(self) -> set[str]:
+        """Pipelines with an interval queued or a run request pending: one question per tick,
+        so that an idle pipeline costs the scheduler no query of its own."""
+        rows = self.db.execute(
+            "select pipeline from intervals where state = 'queued' union "
+            "select pipeline from run_requests where state = 'pending'"
+        )
+        return {row[0] for row in rows}
+
+    def untriggered_successes(self, upstream: str, since: str, pipeline: str) -> list[str]:
+        """Runs of `upstream` that succeeded after `since` and have not yet triggered
+        `pipeline` (`trigger: {after: upstream}`), oldest first."""
+        rows = self.db.execute(
+            "select run_id from runs where pipeline = ? and state = 'SUCCESS' and ended_at > ? "
+            "and run_id not in (select key from triggers_seen where pipeline = ? "
+            "and kind = 'after') order by ended_at",
+            (upstream, since, pipeline),
+        )
+        return [row[0] for row in rows]
+
+    def late_intervals(
+        self, pipeline: str, due_by: datetime, limit: int = 20
+    ) -> list[LateInterval]:
+        """Intervals that fell due by `due_by`, were not skipped and whose run has not
+        succeeded (or never started), newest first."""
+        rows = self.db.execute(
+            "select i.fire_at, i.run_id, r.state from intervals i left join runs r using (run_id) "
+            "where i.pipeline = ? and i.fire_at <= ? and i.state != 'skipped' "
+            "and (r.state is null or r.state != 'SUCCESS') order by i.fire_at desc limit ?",
+            (pipeline, iso(due_by), limit),
+        )
+        return [LateInterval(*row) for row in rows]
+
+    # -- deciding ----------------------------------------------------------------------------
+
     def ensure_schedule(
         self, pipeline: str, pipeline_file: str, last_fire: datetime | None
     ) -> ScheduleRow:
@@ -113,7 +124,7 @@ class SchedulerStore(SchedulerReader, Catalog):
         before now: a new schedule starts from now, not from the epoch). A row made without one
         (`schedule pause` before any scheduler saw the pipeline, a schedule added to a pipeline
         that had only triggers) gets it now: a schedule without a last fire never falls due."""
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             connection.execute(
                 "insert into schedules (pipeline, pipeline_file, last_fire, registered_at) "
                 "values (?, ?, ?, ?) on conflict (pipeline) do update set "
@@ -128,7 +139,7 @@ class SchedulerStore(SchedulerReader, Catalog):
     def set_paused(
         self, pipeline: str, pipeline_file: str, paused: bool, reason: str | None, by: str
     ) -> None:
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             connection.execute(
                 "insert into schedules (pipeline, pipeline_file, registered_at) values (?, ?, ?) "
                 "on conflict (pipeline) do nothing",
@@ -152,7 +163,7 @@ class SchedulerStore(SchedulerReader, Catalog):
         is left as it was; the rows returned are the ones this call recorded."""
         at = now_text()
         recorded = []
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             for fire, logical, state, reason in decided:
                 inserted = connection.execute(
                     "insert into intervals (pipeline, fire_at, logical_date, state, reason, "
@@ -175,7 +186,7 @@ class SchedulerStore(SchedulerReader, Catalog):
 
     def start_interval(self, pipeline: str, fire_at: str, run_id: str) -> bool:
         """Queued -> started with this run id; False when it was not queued any more."""
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             started = connection.execute(
                 "update intervals set state = 'started', run_id = ?, started_at = ? "
                 "where pipeline = ? and fire_at = ? and state = 'queued' returning 1",
@@ -184,7 +195,7 @@ class SchedulerStore(SchedulerReader, Catalog):
             return bool(started)
 
     def skip_interval(self, pipeline: str, fire_at: str, reason: str) -> None:
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             connection.execute(
                 "update intervals set state = 'skipped', reason = ? "
                 "where pipeline = ? and fire_at = ? and state = 'queued'",
@@ -201,7 +212,7 @@ class SchedulerStore(SchedulerReader, Catalog):
     ) -> RequestRow:
         run_id = run_id or new_run_id()
         at = now_text()
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             rows = connection.execute(
                 "insert into run_requests (pipeline, pipeline_file, params, run_id, source, "
                 "requested_at) values (?, ?, ?, ?, ?, ?) returning id",
@@ -214,7 +225,7 @@ class SchedulerStore(SchedulerReader, Catalog):
 
     def settle_request(self, request_id: int, state: str, reason: str | None = None) -> bool:
         """pending -> started or skipped; False when it was not pending any more."""
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             settled = connection.execute(
                 "update run_requests set state = ?, reason = ?, started_at = ? "
                 "where id = ? and state = 'pending' returning 1",
@@ -224,7 +235,7 @@ class SchedulerStore(SchedulerReader, Catalog):
 
     def record_trigger(self, pipeline: str, kind: str, key: str) -> bool:
         """True the first time (pipeline, kind, key) is seen, False ever after."""
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             seen = connection.execute(
                 "insert into triggers_seen (pipeline, kind, key, seen_at) values (?, ?, ?, ?) "
                 "on conflict do nothing returning 1",
@@ -232,19 +243,12 @@ class SchedulerStore(SchedulerReader, Catalog):
             )
             return bool(seen)
 
-    def trigger_seen(self, pipeline: str, kind: str, key: str) -> bool:
-        rows = self._query(
-            "select 1 from triggers_seen where pipeline = ? and kind = ? and key = ?",
-            (pipeline, kind, key),
-        )
-        return bool(rows)
-
     def alert_due(
         self, key: str, pipeline: str, kind: str, now: datetime, window: timedelta
     ) -> int | None:
         """None when an alert of this key went out within `window` (counted as suppressed);
         else the number suppressed since the last one sent (and this one counts as sent)."""
-        with self._transaction() as connection:
+        with self.db.transaction() as connection:
             found = connection.execute(
                 "select last_sent_at, suppressed from alerts_sent where key = ?", (key,)
             )

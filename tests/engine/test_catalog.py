@@ -9,6 +9,7 @@ import pytest
 from engine.core.errors import StateError
 from engine.core.states import RunState, TaskState
 from engine.state.catalog import Catalog, CatalogReader, catalog_location
+from tests.catalog_sql import sql
 
 pytestmark = pytest.mark.usefixtures("each_catalog")
 
@@ -108,7 +109,7 @@ def test_reader_is_read_only_and_needs_an_existing_catalog(
     reader = CatalogReader(catalog.location)
     assert [r.run_id for r in reader.runs()] == ["r"]
     with pytest.raises(Exception, match=r"readonly|read-only"):
-        reader.query("delete from runs")
+        sql(reader, "delete from runs")
     reader.close()
     if catalog.shared:  # a shared catalog is created by whoever comes first, a reader too
         return

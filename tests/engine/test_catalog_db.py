@@ -16,9 +16,12 @@ import pytest
 from click.testing import Result
 
 from engine.core.errors import StateError
-from engine.state.catalog import SCHEMA_VERSION, TABLES, Catalog, CatalogReader
+from engine.state.catalog import Catalog, CatalogReader
 from engine.state.db import CatalogLocation, _pyformat, catalog_location
 from engine.state.locks import lock_is_held
+from engine.state.migrations import SCHEMA_VERSION, forget_prepared
+from engine.state.schema import TABLES
+from tests.catalog_sql import sql, transaction
 from tests.conftest import SharedCatalog, WritePipeline
 
 
@@ -107,7 +110,7 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
 
     catalog = Catalog(path)
     assert [t.task_id for t in catalog.task_runs("r")] == ["t3", "t1", "t2"]
-    version = catalog.query("select value from meta where key = 'schema_version'")
+    version = sql(catalog, "select value from meta where key = 'schema_version'")
     assert int(version[0][0]) == SCHEMA_VERSION == 7
     catalog.close()
 
@@ -116,8 +119,6 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
 def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
     tmp_path: Path,
 ) -> None:
-    import engine.state.catalog
-
     location = catalog_location(tmp_path)
     with Catalog(location) as catalog:
         catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, [("t", "sql", 0, "f")], {})
@@ -136,13 +137,13 @@ def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
         )
         # what version 6 wrote: dead letters without their resolution, no removed outputs
         for column in ("resolved_at", "resolved_by", "resolution_note"):
-            catalog.query(f"alter table dead_letters drop column {column}")
-        catalog.query("drop table removed_outputs")
-        catalog.query("update meta set value = '6' where key = 'schema_version'")
-    engine.state.catalog._PREPARED.clear()  # as a new process would, it looks at the version again
+            sql(catalog, f"alter table dead_letters drop column {column}")
+        sql(catalog, "drop table removed_outputs")
+        sql(catalog, "update meta set value = '6' where key = 'schema_version'")
+    forget_prepared()  # as a new process would, it looks at the version again
 
     with Catalog(location) as catalog:
-        version = catalog.query("select value from meta where key = 'schema_version'")
+        version = sql(catalog, "select value from meta where key = 'schema_version'")
         assert int(version[0][0]) == SCHEMA_VERSION
         assert catalog.dead_letter(letter).status == "open"
         resolved = catalog.resolve_dead_letter(letter, "obsolete run", by="ann@ops")
@@ -241,7 +242,7 @@ def _tables(location: CatalogLocation) -> dict[str, list[tuple[object, ...]]]:
             table: sorted(
                 (
                     tuple(row[c] for c in sorted(row.keys()))
-                    for row in reader.query(f"select * from {table}")
+                    for row in sql(reader, f"select * from {table}")
                 ),
                 key=repr,
             )
@@ -257,7 +258,6 @@ def test_a_catalog_is_copied_whole_into_postgres_and_back_into_a_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from engine.api.pipeline import run
-    from engine.state.schedules import SchedulerStore
 
     monkeypatch.delenv("ARROWLINE_CATALOG")  # the project starts on the embedded catalog
     path = write(
@@ -267,7 +267,7 @@ def test_a_catalog_is_copied_whole_into_postgres_and_back_into_a_file(
     )
     assert run(path).ok
     embedded = catalog_location(project)
-    with SchedulerStore(embedded) as store:
+    with Catalog(embedded) as store:
         store.set_watermark("p", "a", "", '{"cursor": 5}', action="run", run_id=None)
         store.add_dead_letter(
             run_id=store.runs()[0].run_id,
@@ -340,7 +340,7 @@ def test_a_lost_catalog_session_is_replaced_but_a_transaction_on_it_fails_whole(
     import psycopg
 
     def backend(catalog: Catalog) -> int:
-        return int(catalog.query("select pg_backend_pid()")[0][0])
+        return int(sql(catalog, "select pg_backend_pid()")[0][0])
 
     with Catalog(catalog_location(tmp_path)) as catalog:
         lost = backend(catalog)
@@ -350,14 +350,14 @@ def test_a_lost_catalog_session_is_replaced_but_a_transaction_on_it_fails_whole(
         lost = backend(catalog)
 
         def half_way() -> None:
-            with catalog._transaction() as connection:
+            with transaction(catalog) as connection:
                 connection.execute("insert into meta (key, value) values ('k', 'v')")
                 shared_catalog.rows(f"select pg_terminate_backend({lost})")
                 connection.execute("select 1")  # not replayed on a new session half-way
 
         with pytest.raises(psycopg.OperationalError):
             half_way()
-        assert catalog.query("select value from meta where key = 'k'") == []
+        assert sql(catalog, "select value from meta where key = 'k'") == []
         catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, [], {})
         assert [run.run_id for run in catalog.runs()] == ["r"]
 

@@ -277,3 +277,35 @@ def test_a_run_resumed_after_gc_removed_what_it_reused_runs_that_task_again(
     with CatalogReader(catalog_location(project)) as catalog:
         ran = {t.task_id: t.state.value for t in catalog.task_runs(selected)}
     assert ran == {"a": "SUCCESS", "b": "SUCCESS"}  # a ran again instead of a missing reuse
+
+
+class _Recorded:
+    """A catalog whose pipeline's latest run stored `definition`."""
+
+    def __init__(self, definition: str | None) -> None:
+        self.definition = definition
+
+    def latest_definition(self, pipeline: str) -> str | None:
+        return self.definition
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        ("pipeline: two\nretention: {keep_runs: 7}\n", 7),
+        ("pipeline: two\nretention: {keep_runs: 0}\n", 0),
+        (None, 3),  # no run stored a definition
+        ("pipeline: two\n", 3),  # a pipeline that never set one
+        ("pipeline: two\nretention: {keep_runs: -1}\n", 3),  # not written by arrowline
+        ("pipeline: two\nretention: {keep_runs: true}\n", 3),
+        ("pipeline: two\nretention: 5\n", 3),
+        ("- not\n- a mapping\n", 3),
+        ("pipeline: [unclosed\n", 3),
+    ],
+)
+def test_gc_by_name_keeps_what_the_latest_run_recorded_else_the_default(
+    definition: str | None, expected: int
+) -> None:
+    from engine.state.retention import recorded_keep_runs
+
+    assert recorded_keep_runs(_Recorded(definition), "two", 3) == expected  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from engine.scheduling.scheduler import Scheduler, SchedulerSettings
 from engine.state.catalog import CatalogReader
 from engine.state.db import catalog_location
 from engine.tasks import TaskContext, TaskOutcome, run_task
+from tests.catalog_sql import transaction
 from tests.conftest import PgSchema, WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one
@@ -461,7 +462,7 @@ def test_a_last_fire_in_year_one_decides_at_once_and_records_a_bounded_number_of
     write("s.yaml", 'pipeline: s\nschedule: "* * * * * *"\ntasks:\n  - id: t\n    sql: select 1\n')
     scheduler = make()
     settle(scheduler)
-    with scheduler.store._transaction() as connection:  # as an older version left it
+    with transaction(scheduler.store) as connection:  # as an older version left it
         connection.execute("update schedules set last_fire = '0001-01-01T00:00:00+00:00'")
     clock.advance(seconds=1)
     ticked = threading.Thread(target=settle, args=(scheduler,), daemon=True)

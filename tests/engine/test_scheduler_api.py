@@ -24,9 +24,9 @@ from engine.scheduling.alerts import Alert, AlertSender
 from engine.scheduling.http import ENDPOINTS, ApiServer
 from engine.scheduling.scheduler import Scheduler, SchedulerSettings
 from engine.spec.model import AlertsSpec
-from engine.state.catalog import CatalogReader
+from engine.state.catalog import Catalog, CatalogReader
 from engine.state.db import catalog_location
-from engine.state.schedules import SchedulerStore
+from tests.catalog_sql import sql
 from tests.conftest import WritePipeline
 
 # every test here runs on the embedded catalog and again on a shared PostgreSQL one
@@ -463,8 +463,8 @@ def test_backfill_runs_each_interval_once(cli: Cli, write: WritePipeline, projec
     with CatalogReader(catalog_location(project)) as catalog:
         days = [
             row[0]
-            for row in catalog.query(
-                "select logical_date from runs where state = 'SUCCESS' order by 1"
+            for row in sql(
+                catalog, "select logical_date from runs where state = 'SUCCESS' order by 1"
             )
         ]
     # fires 03-27 .. 03-30 at 02:00 Berlin (03-29's 02:00 does not exist: it fires at 03:00)
@@ -504,7 +504,7 @@ def test_webhook_alerts_are_retried_and_deduplicated(project: Path) -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     spec = AlertsSpec(webhook=url, log=False, dedup=timedelta(minutes=10))
     try:
-        with SchedulerStore(catalog_location(project)) as store:
+        with Catalog(catalog_location(project)) as store:
             sender = AlertSender(store, retry_delays=(0.01, 0.01, 0.01))
             now = datetime(2026, 1, 1, tzinfo=UTC)
             first = Alert("p", "failure", "task t", "run r1 FAILED", now)

@@ -20,7 +20,7 @@ import pytest
 from click.testing import Result
 
 from engine.core.secrets import MASK, mask_secrets, mask_text
-from engine.state.catalog import TABLES
+from engine.state.schema import TABLES
 from tests.conftest import SharedCatalog, WritePipeline
 
 Cli = Callable[..., Result]
