@@ -87,7 +87,7 @@ class Project(ProjectReader):
 
     def pipelines(self) -> dict[str, Path]:
         """The project's pipeline files, by pipeline name."""
-        from engine.scheduling.scheduler import discover_pipelines
+        from engine.scheduling.discover import discover_pipelines
 
         return discover_pipelines(self.path)
 
@@ -316,13 +316,13 @@ class Project(ProjectReader):
 
     def scheduler_running(self) -> bool:
         """Whether a scheduler process leads this project now."""
-        from engine.scheduling.scheduler import scheduler_running
+        from engine.scheduling.leader import scheduler_running
 
         return scheduler_running(self.layout)
 
     def request_run(self, name: str, params: dict[str, Any], source: str = "manual") -> RequestRow:
         """Queue a run with the project's scheduler (the HTTP API's POST does the same)."""
-        from engine.scheduling.scheduler import request_run
+        from engine.scheduling.discover import request_run
 
         return request_run(self.layout, name, params, source)
 

@@ -28,10 +28,7 @@ then cancels them.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from loguru import logger
 
 from engine.core.errors import ArrowlineError
@@ -48,8 +44,10 @@ from engine.core.states import RunState
 from engine.execution.executor import Executor, RunResult
 from engine.scheduling.alerts import Alert, AlertSender
 from engine.scheduling.cron import Schedule
-from engine.spec.definition import Definition
-from engine.state.advisory import AdvisoryLock, advisory_held
+from engine.scheduling.discover import Loaded, discover_pipelines, request_run
+from engine.scheduling.leader import Lead, Leadership
+from engine.scheduling.triggers import Triggers
+from engine.scheduling.watch import late_runs, stale_watermarks
 from engine.state.catalog import Catalog
 from engine.state.layout import ProjectLayout
 from engine.state.schedules import RequestRow, ScheduleRow
@@ -59,77 +57,17 @@ from engine.tasks import TaskRunner, run_task
 __all__ = [
     "Scheduler",
     "SchedulerSettings",
-    "discover_pipelines",
-    "request_run",
-    "scheduler_running",
 ]
 
 Clock = Callable[[], datetime]
-MISSED_RECORDED = 100
-"""Missed intervals recorded as skipped, one row each, beyond those that may run."""
-_SKIP_DIRS = {".arrowline", ".git", ".venv", "venv", "node_modules", "__pycache__"}
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _yaml_files(project: Path) -> list[Path]:
-    """YAML files of a project, without descending into state, VCS or virtualenv folders."""
-    found = []
-    for folder, folders, files in os.walk(project):
-        folders[:] = sorted(d for d in folders if d not in _SKIP_DIRS and not d.startswith("."))
-        found += [Path(folder, f) for f in sorted(files) if f.endswith((".yaml", ".yml"))]
-    return found
-
-
-_NAMES: dict[Path, tuple[int, str | None]] = {}
-"""path -> (mtime, pipeline name or None): a file is parsed again only when it changes."""
-
-
-def _pipeline_name(path: Path) -> str | None:
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
-        return None
-    cached = _NAMES.get(path)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        data = None
-    name = None
-    if isinstance(data, dict) and isinstance(data.get("pipeline"), str) and "tasks" in data:
-        name = data["pipeline"]
-    _NAMES[path] = (mtime, name)
-    return name
-
-
-def discover_pipelines(project: Path) -> dict[str, Path]:
-    """Pipeline files of a project (YAML with `pipeline:` and `tasks:`), by pipeline name."""
-    found: dict[str, Path] = {}
-    for path in _yaml_files(project):
-        name = _pipeline_name(path)
-        if name is None:
-            continue
-        if name in found:
-            logger.warning(
-                "pipeline {} is defined twice: {} and {}; using the first", name, found[name], path
-            )
-            continue
-        found[name] = path
-    return found
-
-
-@dataclass
-class _Loaded:
-    name: str
-    path: Path
-    mtime_ns: int
-    definition: Definition | None
-    schedule: Schedule | None
-    problem: str | None = None
+MISSED_RECORDED = 100
+"""Missed intervals recorded as skipped, one row each, beyond those that may run."""
 
 
 @dataclass
@@ -142,13 +80,6 @@ class _Active:
     executor: Executor | None = None
     result: RunResult | None = None
     error: BaseException | None = None
-
-
-@dataclass
-class _FileSeen:
-    size: int
-    mtime_ns: int
-    since: datetime
 
 
 @dataclass
@@ -178,14 +109,11 @@ class Scheduler:
         self.layout.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Catalog(self.layout.catalog)
         self.alerts = AlertSender(self.store)
-        self.loaded: dict[str, _Loaded] = {}
+        self.loaded: dict[str, Loaded] = {}
         self.active: dict[str, list[_Active]] = {}
-        self.files: dict[tuple[str, str], _FileSeen] = {}
-        self.last_file_scan: dict[str, datetime] = {}
+        self.triggers = Triggers(self.store, self.settings.file_scan_every)
         self.stopping = threading.Event()
-        self._leader_fd: int | None = None
-        self._lease: AdvisoryLock | None = None
-        """With a shared catalog, leadership is an advisory lock in its database."""
+        self.leadership = Leadership(self.layout, self.store)
         self._alerted_letters: set[int] = set()
         self._walked = 0.0
         self.next_due: dict[str, datetime] = {}
@@ -195,76 +123,26 @@ class Scheduler:
 
     # -- leadership --------------------------------------------------------------------------
 
+    # -- leadership ----------------------------------------------------------------------------
+
     @property
     def leading(self) -> bool:
-        return self._leader_fd is not None or self._lease is not None
+        return self.leadership.leading
 
     def try_lead(self) -> bool:
-        """Take the project's scheduler lock if nobody holds it; True while this one holds it.
-        With a shared catalog the lock is the catalog's, whichever host or folder each replica
-        runs in, and the leader checks on every tick that the server still counts it as the
-        holder: a leader whose session was ended (a network partition) stands down."""
-        if self._leader_fd is not None:
-            return True
-        if self.store.shared:
-            return self._try_lease()
-        path = self.layout.scheduler_lock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._leader_fd = fd
-        logger.info("scheduler {} leads project {}", os.getpid(), self.layout.project_dir)
-        self.recover()
-        return True
-
-    def _try_lease(self) -> bool:
-        if self._lease is not None:
-            if self._lease.alive():
-                return True
-            logger.error(
-                "scheduler {} lost its lease on the catalog {}; standing down",
-                os.getpid(),
-                self.store.location.describe(),
-            )
-            self._lease.release()
-            self._lease = None
-        lease = AdvisoryLock(
-            self.store.location,
-            "scheduler",
-            "leader",
-            label=f"arrowline scheduler {os.getpid()}@{socket.gethostname()}",
-        )
-        if not lease.try_acquire():
-            lease.release()
-            return False
-        self._lease = lease
-        logger.info(
-            "scheduler {} on {} leads the catalog {}",
-            os.getpid(),
-            socket.gethostname(),
-            self.store.location.describe(),
-        )
-        self.recover()
-        return True
+        """Lead the project if nobody does; True while this process leads. A process that has
+        just become the leader first settles what a previous one left (`recover`)."""
+        lead = self.leadership.take()
+        if lead is Lead.TAKEN:
+            self.recover()
+        return lead is not Lead.NO
 
     def release(self) -> None:
-        if self._lease is not None:
-            self._lease.release()
-            self._lease = None
-        if self._leader_fd is not None:
-            fcntl.flock(self._leader_fd, fcntl.LOCK_UN)
-            os.close(self._leader_fd)
-            self._leader_fd = None
+        self.leadership.release()
 
     # -- pipelines ---------------------------------------------------------------------------
 
-    def refresh(self, *, force: bool = False) -> dict[str, _Loaded]:
+    def refresh(self, *, force: bool = False) -> dict[str, Loaded]:
         """Load new and changed pipeline files (a file whose mtime did not change is not read).
         The project is walked at most every `discover_every` seconds."""
         from engine.core.errors import PipelineInvalid
@@ -284,11 +162,11 @@ class Scheduler:
                 definition = load_definition(path)
             except (PipelineInvalid, ArrowlineError) as exc:
                 logger.error("pipeline {} ({}) is invalid; not scheduled: {}", name, path, exc)
-                self.loaded[name] = _Loaded(name, path, mtime, None, None, str(exc))
+                self.loaded[name] = Loaded(name, path, mtime, None, None, str(exc))
                 continue
             spec = definition.spec
             schedule = Schedule(spec.schedule, spec.timezone) if spec.schedule else None
-            self.loaded[name] = _Loaded(name, path, mtime, definition, schedule)
+            self.loaded[name] = Loaded(name, path, mtime, definition, schedule)
         for name in list(self.loaded):
             if name not in current:
                 del self.loaded[name]
@@ -318,7 +196,7 @@ class Scheduler:
                     logger.exception("scheduler: pipeline {} failed its tick: {}", loaded.name, exc)
 
     def _pipeline_tick(
-        self, loaded: _Loaded, state: ScheduleRow | None, waiting: bool, now: datetime
+        self, loaded: Loaded, state: ScheduleRow | None, waiting: bool, now: datetime
     ) -> None:
         unplaced = loaded.schedule is not None and state is not None and state.last_fire is None
         if state is None or state.pipeline_file != str(loaded.path) or unplaced:
@@ -334,20 +212,23 @@ class Scheduler:
                 if self._decide(loaded, parse(state.last_fire), now):
                     waiting = True
                 self.next_due[loaded.name] = loaded.schedule.next_after(now)
-            triggered = self._file_triggers(loaded, now)
-            if self._after_triggers(loaded, state.registered_at) or triggered:
+            triggered = self.triggers.files(loaded, now)
+            if self.triggers.after(loaded, state.registered_at) or triggered:
                 waiting = True
             if (waiting or self._busy(loaded.name)) and not self.stopping.is_set():
                 self._dispatch(loaded, now)
         else:
             self.next_due.pop(loaded.name, None)  # on resume, look at what was missed
-        self._sla(loaded, now)
-        self._freshness(loaded, now)
+        if loaded.definition is not None and loaded.definition.spec.alerts is not None:
+            for alert in late_runs(self.store, loaded, now) + stale_watermarks(
+                self.store, loaded, now
+            ):
+                self.alerts.send(alert, loaded.definition.spec.alerts)
 
     def _busy(self, name: str) -> bool:
         return any(a.thread.is_alive() for a in self.active.get(name, []))
 
-    def _decide(self, loaded: _Loaded, since: datetime, now: datetime) -> bool:
+    def _decide(self, loaded: Loaded, since: datetime, now: datetime) -> bool:
         """Record the intervals due since the last decided one (`since`); True when one was
         queued. Only the newest ones are looked at, walking back from now: those that may run
         (`max_catchup`, or the latest) and up to MISSED_RECORDED more recorded as skipped. Older
@@ -392,65 +273,12 @@ class Scheduler:
             logger.info("pipeline {}: interval due {} {}", loaded.name, row.fire_at, row.state)
         return any(row.state == "queued" for row in recorded)
 
-    # -- triggers ----------------------------------------------------------------------------
-
-    def _file_triggers(self, loaded: _Loaded, now: datetime) -> bool:
-        """Requests for settled new files; True when one was made."""
-        assert loaded.definition is not None
-        triggers = [t for t in loaded.definition.spec.trigger if t.files]
-        if not triggers:
-            return False
-        last = self.last_file_scan.get(loaded.name)
-        if last is not None and (now - last).total_seconds() < self.settings.file_scan_every:
-            return False
-        requested = False
-        self.last_file_scan[loaded.name] = now
-        base = loaded.path.parent
-        for trigger in triggers:
-            assert trigger.files is not None
-            for path in sorted(base.glob(trigger.files)):
-                if not path.is_file():
-                    continue
-                stat = path.stat()
-                slot = (loaded.name, str(path))
-                seen = self.files.get(slot)
-                if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-                    self.files[slot] = _FileSeen(stat.st_size, stat.st_mtime_ns, now)
-                    continue  # new or still growing: wait until it settles
-                if now - seen.since < trigger.settle:
-                    continue
-                name = path.relative_to(base)
-                key = f"{name}|{stat.st_size}|{stat.st_mtime_ns}"
-                requested |= self._on_trigger(loaded, "files", key, f"files:{name}")
-        return requested
-
-    def _on_trigger(self, loaded: _Loaded, kind: str, key: str, source: str) -> bool:
-        """Request a run for a trigger event seen for the first time; False when it was seen."""
-        if not self.store.record_trigger(loaded.name, kind, key):
-            return False
-        request = self.store.request_run(loaded.name, str(loaded.path), {}, source)
-        logger.info("pipeline {}: {}; run {} requested", loaded.name, source, request.run_id)
-        return True
-
-    def _after_triggers(self, loaded: _Loaded, since: str) -> bool:
-        """Requests for the successes, since the pipeline was registered, of the pipelines it
-        runs after; True when one was made."""
-        assert loaded.definition is not None
-        requested = False
-        for trigger in loaded.definition.spec.trigger:
-            if not trigger.after:
-                continue
-            for run_id in self.store.untriggered_successes(trigger.after, since, loaded.name):
-                source = f"after:{trigger.after}:{run_id}"
-                requested |= self._on_trigger(loaded, "after", run_id, source)
-        return requested
-
     # -- starting runs -----------------------------------------------------------------------
 
     def _running_total(self) -> int:
         return sum(1 for runs in self.active.values() for a in runs if a.thread.is_alive())
 
-    def _dispatch(self, loaded: _Loaded, now: datetime) -> None:
+    def _dispatch(self, loaded: Loaded, now: datetime) -> None:
         """Start what is queued: one run at a time (oldest first), or all at once with
         `overlap: allow`. Intervals met `overlap` when they fell due (`_decide`); a trigger's
         request meets it here, when a run is going as it arrives."""
@@ -473,7 +301,7 @@ class Scheduler:
                 return  # the rest wait for the running run
             self._start(loaded, kind, item, shared=spec.overlap == "allow")
 
-    def _cancel_running(self, loaded: _Loaded) -> None:
+    def _cancel_running(self, loaded: Loaded) -> None:
         for running in self.active.get(loaded.name, []):
             if running.executor is not None and running.thread.is_alive():
                 logger.info(
@@ -483,7 +311,7 @@ class Scheduler:
                 )
                 running.executor.cancel()
 
-    def _skip(self, loaded: _Loaded, kind: str, item: Any, reason: str) -> None:
+    def _skip(self, loaded: Loaded, kind: str, item: Any, reason: str) -> None:
         if kind == "interval":
             self.store.skip_interval(loaded.name, item.fire_at, reason)
         else:
@@ -495,7 +323,7 @@ class Scheduler:
             reason,
         )
 
-    def _start(self, loaded: _Loaded, kind: str, item: Any, *, shared: bool) -> None:
+    def _start(self, loaded: Loaded, kind: str, item: Any, *, shared: bool) -> None:
         from engine.spec.params import new_run_id
 
         if kind == "interval":
@@ -522,7 +350,7 @@ class Scheduler:
         active.thread.start()
 
     def _run(
-        self, loaded: _Loaded, active: _Active, params: dict[str, Any], logical: datetime | None
+        self, loaded: Loaded, active: _Active, params: dict[str, Any], logical: datetime | None
     ) -> None:
         from engine.execution import launch
         from engine.planning.build import build_plan
@@ -568,7 +396,7 @@ class Scheduler:
                 if loaded is not None and loaded.definition is not None:
                     self._after_run(loaded, active)
 
-    def _after_run(self, loaded: _Loaded, active: _Active) -> None:
+    def _after_run(self, loaded: Loaded, active: _Active) -> None:
         assert loaded.definition is not None
         spec = loaded.definition.spec.alerts
         result = active.result
@@ -629,54 +457,6 @@ class Scheduler:
     ) -> Alert:
         """An alert stamped with the scheduler's clock (its de-duplication window follows it)."""
         return Alert(pipeline, kind, subject, message, self.clock(), details or {})
-
-    def _sla(self, loaded: _Loaded, now: datetime) -> None:
-        assert loaded.definition is not None
-        spec = loaded.definition.spec
-        if spec.sla is None or spec.alerts is None:
-            return
-        for missed in self.store.late_intervals(loaded.name, now - spec.sla):
-            late = now - parse(missed.fire_at)
-            self.alerts.send(
-                self._alert(
-                    loaded.name,
-                    "sla",
-                    missed.fire_at,
-                    f"the run due {missed.fire_at} has not succeeded {late} after its time "
-                    f"(sla {spec.sla}; run {missed.run_id or 'not started'}, "
-                    f"{missed.state or 'no state'})",
-                ),
-                spec.alerts,
-            )
-
-    def _freshness(self, loaded: _Loaded, now: datetime) -> None:
-        from engine.scheduling.metrics import watermark_time
-
-        assert loaded.definition is not None
-        spec = loaded.definition.spec
-        limits = dict(spec.freshness)
-        for task in spec.tasks:  # the same limit, said on the source (incremental.max_staleness)
-            said = task.incremental.max_staleness if task.incremental else None
-            if said is not None:
-                limits.setdefault(task.id, said)
-        if not limits or spec.alerts is None:
-            return
-        for task_id, allowed in limits.items():
-            rows = self.store.watermarks(loaded.name, task_id)
-            times = [t for t in (watermark_time(r.value) for r in rows) if t is not None]
-            if not times:
-                continue
-            lag = now - min(times)
-            if lag > allowed:
-                self.alerts.send(
-                    self._alert(
-                        loaded.name,
-                        "freshness",
-                        task_id,
-                        f"{task_id}'s watermark is {lag} behind now (max_staleness {allowed})",
-                    ),
-                    spec.alerts,
-                )
 
     # -- requests from outside (HTTP API, `arrowline trigger`) ---------------------------------
 
@@ -782,35 +562,3 @@ class Scheduler:
         self.release()
         with contextlib.suppress(Exception):
             self.store.close()
-
-
-def request_run(
-    project: ProjectLayout | Path, name: str, params: dict[str, Any], source: str
-) -> RequestRow:
-    """Queue a run for the project's scheduler; works from any thread or process."""
-    from engine.spec.params import resolve_params
-    from engine.tasks.checks import load_definition
-
-    layout = ProjectLayout.of(project)
-    path = discover_pipelines(layout.project_dir).get(name)
-    if path is None:
-        raise KeyError(name)
-    spec = load_definition(path).spec
-    resolve_params(spec.parameters, params, {}, source=f"the {source} request")
-    with Catalog(layout.catalog) as store:
-        return store.request_run(name, str(path), params, source)
-
-
-def leader_lock_path(project: ProjectLayout | Path) -> Path:
-    """The lock the active scheduler holds (ProjectLayout.scheduler_lock)."""
-    return ProjectLayout.of(project).scheduler_lock
-
-
-def scheduler_running(project: ProjectLayout | Path) -> bool:
-    """True when a scheduler process leads the project (holds its lock)."""
-    from engine.state.locks import file_lock_is_held
-
-    layout = ProjectLayout.of(project)
-    if layout.catalog.shared:
-        return advisory_held(layout.catalog, "scheduler", "leader")
-    return file_lock_is_held(layout.scheduler_lock)

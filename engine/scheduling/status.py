@@ -16,7 +16,7 @@ def status_rows(project: ProjectLayout | Path, now: datetime | None = None) -> l
     running runs, last run and how long it has been failing (or why its file is invalid)."""
     from engine.core.errors import ArrowlineError, PipelineInvalid
     from engine.scheduling.cron import Schedule
-    from engine.scheduling.scheduler import discover_pipelines
+    from engine.scheduling.discover import discover_pipelines
     from engine.state.catalog import CatalogReader
     from engine.state.locks import lock_is_held
     from engine.tasks.checks import load_definition

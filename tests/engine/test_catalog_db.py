@@ -206,7 +206,8 @@ def test_the_run_lock_of_a_killed_process_is_free_at_once_on_a_shared_catalog(
 def test_a_leader_whose_session_the_server_ended_stands_down_and_a_standby_leads(
     write: WritePipeline, project: Path, shared_catalog: SharedCatalog
 ) -> None:
-    from engine.scheduling.scheduler import Scheduler, scheduler_running
+    from engine.scheduling.leader import scheduler_running
+    from engine.scheduling.scheduler import Scheduler
 
     write("p.yaml", 'pipeline: p\nschedule: "0 3 * * *"\ntasks:\n  - id: t\n    sql: select 1\n')
     first, second = Scheduler(project), Scheduler(project / ".." / project.name)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.core.locking import advisory_key
-from engine.scheduling.scheduler import leader_lock_path
+from engine.scheduling.leader import leader_lock_path
 from tests.conftest import SharedCatalog, WritePipeline
 from tests.engine.test_crash import arrowline, kill_at
 
