@@ -5,14 +5,17 @@ Shared by the PostgreSQL and DuckDB sinks. Types are compared by PostgreSQL's na
 otherwise translates into them (`duckdb_type_name`) and renders widened types back for its
 ALTER statements.
 
-    change        example                              evolve  fail_on_breaking  freeze
-    added         the input has a new column           ADD     ADD               fail
-    widened       bigint values into an integer column ALTER   ALTER             fail
-    missing       a nullable table column not in input NULLs   fail              fail
-    incompatible  text values into an integer column   fail    fail              fail
+Changes are said in `engine.core.schemachange`'s vocabulary, from the table's side:
 
-Added columns are always nullable. A missing column that is NOT NULL without a default fails
-under every policy: there is no value to give it. `fail` is accepted as `fail_on_breaking`.
+    change   example                               evolve  fail_on_breaking  freeze
+    added    the input has a new column            ADD     ADD               fail
+    widened  bigint values into an integer column  ALTER   ALTER             fail
+    dropped  a nullable table column not in input  NULLs   fail              fail
+    changed  text values into an integer column    fail    fail              fail
+
+Added columns are always nullable. A dropped column that is NOT NULL without a default fails
+under every policy: there is no value to give it; nor can a column take a type it does not
+hold. `fail` is accepted as `fail_on_breaking`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.core.errors import DataError
+from engine.core.schemachange import SchemaChange
 from engine.core.sqltext import quote_identifier
 
-__all__ = ["Column", "SchemaChange", "SchemaDiff", "diff", "duckdb_type_name", "sql_type_of_duckdb"]
+__all__ = ["Column", "SchemaDiff", "diff", "duckdb_type_name", "sql_type_of_duckdb"]
 
 
 @dataclass(frozen=True)
@@ -36,22 +40,15 @@ class Column:
     has_default: bool
 
 
-@dataclass(frozen=True)
-class SchemaChange:
-    column: str
-    change: str
-    """added, widened, missing or incompatible."""
-    before: str | None
-    after: str | None
-
-    def describe(self) -> str:
-        text = {
-            "added": f"new column {self.column!r} ({self.after})",
-            "widened": f"column {self.column!r} {self.before} -> {self.after}",
-            "missing": f"column {self.column!r} ({self.before}) is not in the input",
-            "incompatible": f"column {self.column!r} is {self.before}, the input has {self.after}",
-        }
-        return text[self.change]
+def _said(change: SchemaChange) -> str:
+    """A refused change, said from the load's side: its input against the table."""
+    column = change.column
+    return {
+        "added": f"new column {column!r} ({change.after})",
+        "widened": f"column {column!r} {change.before} -> {change.after}",
+        "dropped": f"column {column!r} ({change.before}) is not in the input",
+        "changed": f"column {column!r} is {change.before}, the input has {change.after}",
+    }.get(change.change, change.describe())
 
 
 @dataclass(frozen=True)
@@ -60,11 +57,8 @@ class SchemaDiff:
     statements: tuple[str, ...]
     """ALTER TABLE statements that apply the accepted changes."""
 
-    def report(self) -> list[dict[str, str | None]]:
-        return [
-            {"column": c.column, "change": c.change, "before": c.before, "after": c.after}
-            for c in self.changes
-        ]
+    def report(self) -> list[dict[str, object]]:
+        return [change.to_dict() for change in self.changes]
 
 
 _INTEGERS = {"smallint": 1, "integer": 2, "bigint": 3}
@@ -152,19 +146,19 @@ def diff(
         column = existing.get(name)
         quoted = quote_identifier(name)
         if column is None:
-            change = SchemaChange(name, "added", None, wanted)
+            change = SchemaChange("added", name, None, wanted)
             alter = f"add column {quoted} {render(wanted)}"
         else:
             verdict, widened = compatibility(column.type, wanted)
             if verdict == "incompatible":
-                change = SchemaChange(name, "incompatible", column.type, wanted)
+                change = SchemaChange("changed", name, column.type, wanted)
                 changes.append(change)
                 refused.append(change)
                 continue
             if verdict != "widen":
                 continue
             assert widened is not None
-            change = SchemaChange(name, "widened", column.type, widened)
+            change = SchemaChange("widened", name, column.type, widened)
             alter = f"alter column {quoted} type {render(widened)}"
         changes.append(change)
         if policy == "freeze":
@@ -174,18 +168,18 @@ def diff(
     for column in columns:
         if column.name in names:
             continue
-        change = SchemaChange(column.name, "missing", column.type, None)
+        change = SchemaChange("dropped", column.name, column.type, None)
         changes.append(change)
         fillable = not column.not_null or column.has_default
         if policy != "evolve" or not fillable:
             refused.append(change)
     if refused:
-        lines = "; ".join(change.describe() for change in refused)
+        lines = "; ".join(_said(change) for change in refused)
         hint = {
             "freeze": "schema_change: freeze refuses every difference; use fail_on_breaking or "
             "evolve, or change the table yourself",
-            "fail_on_breaking": "missing and incompatible columns break readers of the table; "
-            "schema_change: evolve fills missing nullable columns with NULL",
+            "fail_on_breaking": "dropped and changed columns break readers of the table; "
+            "schema_change: evolve fills nullable columns the input lacks with NULL",
             "evolve": "evolve cannot fill NOT NULL columns or change a column's kind of type",
         }[policy]
         raise DataError(f"the input does not fit table {table}: {lines}", hint=hint)

@@ -1,66 +1,34 @@
-"""Schema drift: how a task's output schema changed since its last successful run.
+"""Schema drift: how a task's output schema changed since its last successful run, in the
+vocabulary of `engine.core.schemachange` (added, dropped, renamed, widened, narrowed, changed,
+nullability).
 
-Each change is one of
-
-    added        a column that was not there
-    dropped      a column that is gone
-    renamed      a column dropped and one added that lineage shows computed from the same
-                 sources (the schemas alone cannot prove a rename, so without lineage it is
-                 reported as dropped + added)
-    widened      the type can hold every old value (int32 -> int64, float32 -> float64,
-                 decimal(10,2) -> decimal(12,2), string -> large_string, ...)
-    narrowed     the reverse of a widening: old values may not fit
-    changed      any other type change
-    nullability  a column became nullable, or stopped being nullable
-
-`breaking` is true for dropped, renamed, narrowed and changed: the changes a downstream reader
-or an existing table can trip over. A nullability change is reported and never breaking: DuckDB's
-Parquet writer marks a column not-null when the rows it wrote had no nulls, so the flag follows
-the data of the day, not a declared contract (`tests/lineage/test_drift.py` shows it).
+A rename is a column dropped and one added that lineage shows computed from the same sources:
+the schemas alone cannot prove one, so without lineage it is reported as dropped + added. A
+nullability change is reported and never breaking: DuckDB's Parquet writer marks a column
+not-null when the rows it wrote had no nulls, so the flag follows the data of the day, not a
+declared contract (`tests/lineage/test_drift.py` shows it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+
+from engine.core.schemachange import ChangeKind, SchemaChange
 
 if TYPE_CHECKING:
     from lineage.graph import LineageGraph
 
 __all__ = [
-    "SchemaChange",
     "compare_schemas",
     "is_widening",
     "lineage_renames",
-    "refusal",
 ]
 
 _INT_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
 _UINT_ORDER = [pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()]
-
-
-@dataclass(frozen=True)
-class SchemaChange:
-    change: str
-    column: str
-    before: str | None = None
-    after: str | None = None
-
-    @property
-    def breaking(self) -> bool:
-        return self.change in ("dropped", "renamed", "narrowed", "changed")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "change": self.change,
-            "column": self.column,
-            "before": self.before,
-            "after": self.after,
-            "breaking": self.breaking,
-        }
 
 
 def _rank(data_type: pa.DataType, order: list[pa.DataType]) -> int | None:
@@ -151,12 +119,11 @@ def _by_name(schema: pa.Schema) -> dict[str, pa.Field]:
 def _type_change(name: str, old: pa.DataType, new: pa.DataType) -> SchemaChange:
     from engine.core.types import format_type
 
+    kind: ChangeKind = "changed"
     if is_widening(old, new):
         kind = "widened"
     elif is_widening(new, old):
         kind = "narrowed"
-    else:
-        kind = "changed"
     return SchemaChange(kind, name, format_type(old), format_type(new))
 
 
@@ -188,15 +155,3 @@ def lineage_renames(
         if len(olds) == 1 and len(twins) == 1:
             renames[column] = olds[0]
     return renames
-
-
-def refusal(changes: Sequence[Mapping[str, Any]], policy: str) -> str | None:
-    """The changes `schema_change: <policy>` refuses, listed on one line; None when none are."""
-    refused = [
-        c for c in changes if policy == "freeze" or (policy == "fail_on_breaking" and c["breaking"])
-    ]
-    if not refused:
-        return None
-    return "; ".join(
-        f"{c['column']} {c['change']} ({c['before']} -> {c['after']})" for c in refused
-    )

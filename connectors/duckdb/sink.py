@@ -50,7 +50,7 @@ def _table_columns(connection: duckdb.DuckDBPyConnection, name: str) -> list[Col
 
 def _evolve(
     connection: duckdb.DuckDBPyConnection, target: str, existing: list[Column], config: DuckDBSink
-) -> list[dict[str, str | None]]:
+) -> list[dict[str, object]]:
     """Fit the table to the input per `schema_change` (connectors.evolution); the changes."""
     described = connection.execute(f"describe select * from {_INPUT}").fetchall()
     fields = [(str(row[0]), duckdb_type_name(str(row[1]))) for row in described]
@@ -118,7 +118,7 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
             )
         connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
         existing = _table_columns(connection, config.table)
-        changes: list[dict[str, str | None]] = []
+        changes: list[dict[str, object]] = []
         if config.mode == "merge":
             _check_keys(connection, source, config)
         if config.mode == "replace" or existing is None:

@@ -176,7 +176,6 @@ def _details(details: dict[str, object]) -> list[str]:
             "narrowed": f"NARROWED {before} -> {after}",
             "changed": f"type changed {before} -> {after}",
             "nullability": f"{before} -> {after}",
-            "missing": f"missing, filled with NULL ({before})",
         }.get(change["change"], change["change"])
         notes.append(f"schema change: column {change['column']!r} {shown}")
     if "watermark_to" in details:

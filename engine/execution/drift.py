@@ -11,6 +11,7 @@ import pyarrow as pa
 from loguru import logger
 
 from engine.core.errors import DataError
+from engine.core.schemachange import SchemaChange
 from engine.core.tables import output_parts
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import CatalogReader
@@ -31,8 +32,8 @@ class DriftCheck:
         `schema_change` policy refuses the change, or when two columns are one name to DuckDB."""
         import pyarrow.parquet as pq
 
+        from engine.core.schemachange import refused
         from engine.core.sqltext import name_clash
-        from lineage.drift import refusal
 
         parts = output_parts(staging)
         if not parts:
@@ -46,17 +47,18 @@ class DriftCheck:
             )
         changes = self._changes(task, schema, schemas)
         policy = task.spec.schema_change
-        listed = refusal(changes, policy)
-        if listed:
+        refusals = refused(changes, policy)
+        if refusals:
+            listed = "; ".join(change.describe() for change in refusals)
             raise DataError(
                 f"output schema changed and schema_change is {policy}: {listed}",
                 hint="fix the task, or set schema_change: evolve to accept the new schema",
             )
-        return changes
+        return [change.to_dict() for change in changes]
 
     def _changes(
         self, task: PlannedTask, schema: pa.Schema, schemas: Mapping[str, pa.Schema]
-    ) -> list[dict[str, object]]:
+    ) -> list[SchemaChange]:
         """How the output schema changed since the task's last successful run (empty when it
         did not, or there is no earlier output to compare with)."""
         import pyarrow.parquet as pq
@@ -87,4 +89,4 @@ class DriftCheck:
                 change.before,
                 change.after,
             )
-        return [change.to_dict() for change in changes]
+        return changes

@@ -260,8 +260,8 @@ def _drift(
     catalog: CatalogReader | None,
     line_of: Callable[[str, str], int | None],
 ) -> None:
+    from engine.core.schemachange import refused
     from engine.tasks.lineage import task_drift
-    from lineage.drift import refusal
 
     now = report.schemas.get(task.id)
     before = report.previous.get(task.id)
@@ -275,13 +275,14 @@ def _drift(
     )
     # Nullability is left out: over empty inputs every column is nullable, while a real run's
     # Parquet marks columns without nulls not-null (lineage.drift explains why that is noise).
-    changes = [change.to_dict() for change in found if change.change != "nullability"]
+    changes = [change for change in found if change.change != "nullability"]
     if not changes:
         return
-    report.changes[task.id] = changes
+    report.changes[task.id] = [change.to_dict() for change in changes]
     policy = task.spec.schema_change
-    listed = refusal(changes, policy)
-    if listed:
+    refusals = refused(changes, policy)
+    if refusals:
+        listed = "; ".join(change.describe() for change in refusals)
         report.problems.append(
             Problem(
                 "schema-change",

@@ -14,10 +14,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.core.schemachange import SchemaChange
 from engine.tasks import kind_of
 from engine.tasks.base import RenderedTask
 from lineage.columns import ColumnLineage
-from lineage.drift import SchemaChange, compare_schemas, lineage_renames
+from lineage.drift import compare_schemas, lineage_renames
 from lineage.graph import LineageGraph, add_edges, add_unresolved
 
 __all__ = ["pipeline_lineage", "task_drift", "task_lineage"]

@@ -79,8 +79,20 @@ def test_an_existing_table_follows_schema_change(tmp_path: Path) -> None:
     wider = pa.table({"id": pa.array([2], pa.int64()), "v": ["b"], "gone": [2.5], "extra": [7]})
     result = write_duckdb(input_table(tmp_path, wider, "in2"), sink(table="t"), tmp_path, "r2")
     assert result.details["schema_changes"] == [
-        {"column": "id", "change": "widened", "before": "integer", "after": "bigint"},
-        {"column": "extra", "change": "added", "before": None, "after": "bigint"},
+        {
+            "column": "id",
+            "change": "widened",
+            "before": "integer",
+            "after": "bigint",
+            "breaking": False,
+        },
+        {
+            "column": "extra",
+            "change": "added",
+            "before": None,
+            "after": "bigint",
+            "breaking": False,
+        },
     ]
     assert rows(tmp_path, "select id, v, gone, extra from t order by id") == [
         (1, "a", 1.5, None),
@@ -106,7 +118,13 @@ def test_an_existing_table_follows_schema_change(tmp_path: Path) -> None:
         "r5",
     )
     assert evolved.details["schema_changes"] == [
-        {"column": "gone", "change": "missing", "before": "double precision", "after": None}
+        {
+            "column": "gone",
+            "change": "dropped",
+            "before": "double precision",
+            "after": None,
+            "breaking": True,
+        }
     ]
     assert rows(tmp_path, "select gone from t where id = 3") == [(None,)]
     more = pa.table({"id": [4], "v": ["d"], "gone": [1.0], "extra": [9], "new": [True]})
