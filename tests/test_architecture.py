@@ -1,5 +1,7 @@
 """The layout holds what the architecture promises, read from the code itself.
 
+- The import contracts of pyproject.toml hold (`lint-imports`), and catch an upward import.
+- No module grows past 600 lines (two concepts sharing a file, STYLE.md).
 - Outside `connectors/`, no code names a connector: no import of a connector's package, no
   comparison with a connector's name or tag (`from:`, `to:`, `kind:` values), no mention of a
   connector's config classes. The engine asks descriptors (`connectors.registry`) instead.
@@ -8,12 +10,18 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from connectors.registry import CONNECTORS, connectors
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("engine", "connectors", "transforms", "lineage")
+MAX_LINES = 600
 
 
 def _modules(*packages: str) -> Iterator[Path]:
@@ -92,3 +100,35 @@ def test_the_check_finds_a_connector_named_in_engine_code(tmp_path: Path) -> Non
     finally:
         planted.unlink()
     assert len(found) == 4, found  # the import (module and name), the comparison, the class
+
+
+def _lint_imports() -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"]
+    return subprocess.run(
+        command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_import_contracts_hold_and_catch_an_upward_import() -> None:
+    """The layers in pyproject.toml hold today, and an upward import breaks them: a module of
+    engine.state importing the CLI is reported by name."""
+    kept = _lint_imports()
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    planted = ROOT / "engine" / "state" / "_planted_for_test.py"
+    planted.write_text("import engine.cli\n", encoding="utf-8")
+    try:
+        broken = _lint_imports()
+    finally:
+        planted.unlink()
+    assert broken.returncode != 0
+    assert "engine.state._planted_for_test -> engine.cli" in broken.stdout
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_is_longer_than_600_lines(package: str) -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in _modules(package)
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}
