@@ -2,9 +2,9 @@
 watermarks, dead letters, lineage, schedules) in SQLite or PostgreSQL, its schema and
 migrations, the workspace of task outputs, and the locks that keep two runs of one pipeline apart.
 
-This package depends only on `engine.core`; planners read it, the executor and the scheduler write
-it, and no SQL against the catalog is written anywhere else (tests/engine/test_state_sql.py holds
-both). Its modules, by concern:
+This package depends only on `engine.core`; planners read it, the executor and the scheduler
+write it, and no SQL against the catalog is written anywhere else
+(tests/engine/state/test_state_sql.py holds both). Its modules, by concern:
 
     folders       the names under .arrowline/; layout: one project's folders and catalog
     db            where the catalog lives and the two databases that can hold it

@@ -18,7 +18,7 @@ from engine.core.parquet import ParquetBatchWriter
 from engine.core.states import RunState, TaskState
 from engine.state.catalog import CatalogReader
 from engine.state.db import SqliteDatabase
-from tests.engine.test_crash import arrowline, finish
+from tests.engine.execution.test_crash import arrowline, finish
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from engine.execution.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from engine.execution.executor import Executor
 from engine.state.catalog import CatalogReader
 from tests.conftest import WritePipeline
-from tests.engine.test_executor import FakeClock, _execute, flaky_runner
+from tests.engine.execution.test_executor import FakeClock, _execute, flaky_runner
 
 
 class Clock:

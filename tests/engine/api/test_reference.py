@@ -6,7 +6,7 @@ from pathlib import Path
 from engine.api.reference import render_reference
 from engine.spec.model import pipeline_json_schema
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def test_pipeline_reference_is_up_to_date() -> None:

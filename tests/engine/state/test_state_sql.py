@@ -14,7 +14,7 @@ import pytest
 
 from engine.state.schema import TABLES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCANNED = ("engine", "connectors", "transforms", "lineage", "benchmarks", "examples")
 OWNER = ROOT / "engine" / "state"
 

@@ -16,7 +16,7 @@ import pytest
 from engine.core.locking import advisory_key
 from engine.scheduling.leader import leader_lock_path
 from tests.conftest import SharedCatalog, WritePipeline
-from tests.engine.test_crash import arrowline, kill_at
+from tests.engine.execution.test_crash import arrowline, kill_at
 
 pytestmark = pytest.mark.slow
 
