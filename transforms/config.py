@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from engine.core.config import ConfigModel
+from engine.core.config import CODE, ConfigModel
 
 __all__ = [
     "ColumnRule",
@@ -61,7 +61,8 @@ class UdfSpec(ConfigModel):
     input: str = Field(description="Id of the upstream task whose output the function reads.")
     function: UdfFunction = Field(
         description="'path/to/file.py:function' (relative to the pipeline file) or "
-        "'package.module:function'; in Python, the function itself."
+        "'package.module:function'; in Python, the function itself.",
+        json_schema_extra=CODE,
     )
     args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments passed to the function."
@@ -137,6 +138,7 @@ class ValidateSpec(ConfigModel):
         alias="schema",
         description="A YAML schema file, 'file.py:Model' / 'module:Model' naming a pandera "
         "DataFrameModel or DataFrameSchema, or an inline schema.",
+        json_schema_extra=CODE,
     )
     on_fail: OnFail = Field(
         OnFail.FAIL,

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from connectors.keys import check_load_keys
-from engine.core.config import ConfigModel
+from engine.core.config import PATH, ConfigModel
 
 __all__ = ["DuckDBSink", "DuckDBSource"]
 
@@ -16,7 +16,9 @@ class DuckDBSource(ConfigModel):
     """Stream a table or query result out of a DuckDB database file (opened read-only)."""
 
     from_: Literal["duckdb"] = Field(alias="from", description="Selects this source.")
-    path: str = Field(description="DuckDB database file, relative to the pipeline file.")
+    path: str = Field(
+        description="DuckDB database file, relative to the pipeline file.", json_schema_extra=PATH
+    )
     table: str | None = Field(None, description="Table name, optionally schema-qualified.")
     query: str | None = Field(None, description="A SELECT run inside that database.")
     batch_size: int = Field(65_536, ge=1, description="Rows per record batch.")
@@ -33,7 +35,9 @@ class DuckDBSink(ConfigModel):
 
     input: str = Field(description="Id of the task whose output is loaded.")
     to: Literal["duckdb"] = Field(description="Selects this sink.")
-    path: str = Field(description="DuckDB database file; created when missing.")
+    path: str = Field(
+        description="DuckDB database file; created when missing.", json_schema_extra=PATH
+    )
     table: str = Field(description="Target table, optionally schema-qualified (main.orders).")
     mode: Literal["append", "replace", "merge"] = Field(
         "append",

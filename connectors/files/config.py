@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from engine.core.config import ConfigModel
+from engine.core.config import PATH, ConfigModel
 from engine.core.sqltext import name_clash
 
 __all__ = ["CsvOptions", "FilesSource", "ParquetSink"]
@@ -44,7 +44,8 @@ class FilesSource(ConfigModel):
 
     from_: Literal["files"] = Field(alias="from", description="Selects this source.")
     path: str | Annotated[tuple[str, ...], Field(min_length=1)] = Field(
-        description="File path or glob (`**` recurses), relative to the pipeline file; or a list."
+        description="File path or glob (`**` recurses), relative to the pipeline file; or a list.",
+        json_schema_extra=PATH,
     )
     format: Literal["csv", "ndjson", "parquet"] | None = Field(
         None,
@@ -82,7 +83,10 @@ class ParquetSink(ConfigModel):
 
     input: str = Field(description="Id of the task whose output is loaded.")
     to: Literal["parquet"] = Field(description="Selects this sink.")
-    path: str = Field(description="Target file or directory, relative to the pipeline file.")
+    path: str = Field(
+        description="Target file or directory, relative to the pipeline file.",
+        json_schema_extra=PATH,
+    )
     mode: Literal["replace", "append"] = Field(
         "replace",
         description="replace: the target is swapped atomically; append: this run's files are "

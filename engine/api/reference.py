@@ -84,6 +84,13 @@ Only int, float and bool parameters whose default is not null may be printed int
 task, a source's `query`) without one of them: `arrowline validate` reports any other printed
 raw as an error, because a value sent for a run could rewrite the statement.
 
+A parameter rendered into a path (a file source's or a sink's `path`, a DuckDB file) may name a
+file or a folder inside the folder the path's own text points into, never leave it: its value
+may not be absolute, start with `~` or contain `..`, and the rendered path may climb no further
+than the template's text does. No template may choose the code a task runs (`udf.function`,
+`validate.schema`): a run's parameters could otherwise pick it. Both are refused when the run is
+planned, and a request to the scheduler's API that breaks them is answered with 400.
+
 ## Types
 
 Column types are written as `bool`, `int8` … `int64`, `uint8` … `uint64`, `float32`, `float64`,

@@ -73,7 +73,11 @@ def discover_pipelines(project: Path) -> dict[str, Path]:
 def request_run(
     project: ProjectLayout | Path, name: str, params: dict[str, Any], source: str
 ) -> RequestRow:
-    """Queue a run for the project's scheduler; works from any thread or process."""
+    """Queue a run for the project's scheduler; works from any thread or process. The run is
+    planned with its parameters first, so a value that is not of its type, or that a template
+    refuses (a path that climbs out of its folder, a table no task produces), fails the request
+    (ParameterError, PipelineInvalid) instead of a run later."""
+    from engine.planning.build import build_plan
     from engine.spec.params import resolve_params
     from engine.tasks.checks import load_definition
 
@@ -81,8 +85,9 @@ def request_run(
     path = discover_pipelines(layout.project_dir).get(name)
     if path is None:
         raise KeyError(name)
-    spec = load_definition(path).spec
-    resolve_params(spec.parameters, params, {}, source=f"the {source} request")
+    definition = load_definition(path)
+    resolve_params(definition.spec.parameters, params, {}, source=f"the {source} request")
+    build_plan(definition, params=params)
     with Catalog(layout.catalog) as store:
         return store.request_run(name, str(path), params, source)
 

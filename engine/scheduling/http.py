@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from loguru import logger
 
-from engine.core.errors import ArrowlineError, ParameterError
+from engine.core.errors import ArrowlineError, DefinitionError, ParameterError
 
 if TYPE_CHECKING:
     from engine.scheduling.scheduler import Scheduler
@@ -314,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
                 expected=exc.expected,
                 received=exc.received,
             ) from None
+        except DefinitionError as exc:  # e.g. a parameter naming a table no task produces
+            raise _Refused(400, exc.message) from None
         except KeyError:
             raise _Refused(
                 404, f"no pipeline {name!r} in {self.api.scheduler.layout.project_dir}"

@@ -5,15 +5,17 @@ parentheses). Which tasks a rendered task reads is its kind's answer (`engine.ta
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from engine.core.config import field_roles
 from engine.core.errors import DefinitionError, ParameterError
 from engine.spec.definition import Definition
 from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
-from engine.spec.params import RenderContext, render
+from engine.spec.params import RenderContext, is_template, referenced_params, render
 from transforms.config import SqlSpec
 
 __all__ = ["render_task", "sql_text", "template_texts"]
@@ -64,6 +66,60 @@ def _render_value(value: Any, context: RenderContext, task_id: str) -> Any:
     return value
 
 
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def _refuse_templated_code(value: Any, where: str) -> None:
+    for text in _texts(value):
+        if is_template(text):
+            raise ParameterError(
+                f"{where} names code to run, so no template may choose it: {text!r}",
+                hint="name the function or schema itself; a parameter can be an argument "
+                "(udf.args) but not the code",
+            )
+
+
+def _check_path(template: Any, rendered: Any, context: RenderContext, where: str) -> None:
+    """A parameter rendered into a path names something inside the folder the template points
+    into: its value is relative and never climbs (`..`), and the rendered path climbs no
+    further and starts no higher than the template's own text does."""
+    for text, result in zip(_texts(template), _texts(rendered), strict=True):
+        if not is_template(text):
+            continue
+        for name in sorted(referenced_params(text)):
+            value = str(context.params.get(name, ""))
+            if _climbs(value) or _rooted(value):
+                raise ParameterError(
+                    f"parameter {name!r} puts {value!r} into {where}: a parameter may name a "
+                    "file or folder inside the one the path points into, not leave it",
+                    hint="give a name relative to that folder, without '..'",
+                )
+        literal = _TEMPLATE_PARTS.sub("", text)
+        if _climbs(result) > _climbs(literal) or (_rooted(result) and not _rooted(literal)):
+            raise ParameterError(
+                f"{where} rendered to {result!r}, which leaves the folder {text!r} points into",
+                hint="parameters may name files and folders inside it, without '..'",
+            )
+
+
+_TEMPLATE_PARTS = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.DOTALL)
+
+
+def _climbs(path: str) -> int:
+    """How many `..` steps a path takes (either slash)."""
+    return sum(1 for part in re.split(r"[/\\]", path) if part == "..")
+
+
+def _rooted(path: str) -> bool:
+    """Absolute, home-relative, a Windows drive, or holding a NUL."""
+    return (
+        path.startswith(("/", "\\", "~")) or bool(re.match(r"^[A-Za-z]:", path)) or "\x00" in path
+    )
+
+
 def render_task(task: TaskSpec, context: RenderContext, definition: Definition) -> TaskSpec:
     """Render every string in the task's kind config. Raises ParameterError or DefinitionError."""
     kind_field = KIND_FIELDS[task.kind]
@@ -74,13 +130,20 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
     else:
         assert isinstance(config, BaseModel)
         raw = config.model_dump(by_alias=True, exclude_unset=True)
-        raw = {
-            # a source's `query` is SQL: it renders as a sql task's statement does
-            key: render(value, context, task.id, sql=True)
-            if key == "query" and isinstance(value, str)
-            else _render_value(value, context, task.id)
-            for key, value in raw.items()
-        }
+        roles = field_roles(type(config))
+        rendered_raw = {}
+        for key, value in raw.items():
+            where = f"{task.kind.value}.{key}"
+            if roles.get(key) == "code":
+                _refuse_templated_code(value, where)
+            if key == "query" and isinstance(value, str):
+                # a source's `query` is SQL: it renders as a sql task's statement does
+                rendered_raw[key] = render(value, context, task.id, sql=True)
+            else:
+                rendered_raw[key] = _render_value(value, context, task.id)
+            if roles.get(key) == "path":
+                _check_path(value, rendered_raw[key], context, where)
+        raw = rendered_raw
         try:
             rendered = type(config).model_validate(raw)
         except ValidationError as exc:
