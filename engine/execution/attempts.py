@@ -19,7 +19,7 @@ from typing import Any
 from loguru import logger
 
 from engine.core.cancel import CancelToken
-from engine.core.errors import ArrowlineError
+from engine.core.errors import ArrowlineError, Classification, classify
 from engine.core.secrets import redact
 from engine.planning.build import PlannedTask
 from engine.state.catalog import now_text
@@ -29,6 +29,7 @@ from engine.tasks import TaskContext, TaskOutcome, TaskRunner
 __all__ = [
     "WAKE",
     "Attempt",
+    "classify_error",
     "describe_error",
     "overdue",
     "start_attempt",
@@ -70,6 +71,14 @@ def describe_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     frames = traceback.format_tb(exc.__traceback__)[-3:]
     return redact(text + ("\n" + "".join(frames).rstrip() if frames else ""))
+
+
+def classify_error(task: PlannedTask, exc: BaseException) -> Classification:
+    """Whether an error is worth retrying: the task's connector knows its libraries' errors;
+    arrowline's own say it in their type (engine.core.errors.classify)."""
+    owner = task.spec.connector
+    found = owner.classify(exc) if owner is not None else None
+    return found if found is not None else classify(exc)
 
 
 def start_attempt(

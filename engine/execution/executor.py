@@ -35,7 +35,6 @@ from engine.core.errors import (
     ArrowlineError,
     Cancelled,
     TaskTimeout,
-    classify,
     disk_full,
 )
 from engine.core.faults import fault_point
@@ -44,6 +43,7 @@ from engine.core.tables import InputTable
 from engine.execution.attempts import (
     WAKE,
     Attempt,
+    classify_error,
     describe_error,
     overdue,
     start_attempt,
@@ -396,7 +396,7 @@ class Executor:
             self.breakers.verdict(task.connection, "ok")
         elif isinstance(result, Cancelled) or self.cancelling is not None:
             self.breakers.verdict(task.connection, "released")  # says nothing of the endpoint
-        elif classify(result).transient:
+        elif classify_error(task, result).transient:
             self.breakers.verdict(task.connection, "failed", describe_error(result))
         else:
             self.breakers.verdict(task.connection, "ok")  # it answered; the request was wrong
@@ -463,7 +463,7 @@ class Executor:
 
     def _fail(self, attempt: Attempt, error: BaseException, duration: float) -> None:
         task = attempt.task
-        kind = classify(error)
+        kind = classify_error(task, error)
         text = describe_error(error)
         result = self.results[task.id]
         result.error, result.error_kind, result.duration_s = text, kind.kind, duration
