@@ -66,6 +66,9 @@ class Capabilities:
     """The SQL dialect of a source's `query`, for lineage through it; None: it takes no SQL."""
     streaming: bool = True
     """Reads and writes in bounded batches rather than whole tables."""
+    sink_streams: bool = False
+    """Its sink reads its input once, batch by batch (only `InputTable.batches` and `schema`),
+    so a load can start on an extract's first batch instead of waiting for its output."""
 
 
 class IncrementalSpec(ConfigModel):

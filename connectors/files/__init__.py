@@ -30,7 +30,9 @@ __all__ = ["CONNECTOR", "FilesConnector"]
 class FilesConnector(Connector):
     name = "files"
     # Publishing is atomic (rename), but there is no transaction to hold a watermark in.
-    capabilities = Capabilities(transactional=False, load_modes=("replace", "append"))
+    capabilities = Capabilities(
+        transactional=False, load_modes=("replace", "append"), sink_streams=True
+    )
     source = FilesSource
     sink = ParquetSink
     reference = SECTIONS

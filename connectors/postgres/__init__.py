@@ -46,7 +46,10 @@ def _server(name: str, connection: Any) -> tuple[str, str]:
 class PostgresConnector(Connector):
     name = "postgres"
     capabilities = Capabilities(
-        transactional=True, load_modes=("append", "replace", "merge"), sqlglot_dialect="postgres"
+        transactional=True,
+        load_modes=("append", "replace", "merge"),
+        sqlglot_dialect="postgres",
+        sink_streams=True,
     )
     source = PostgresSource
     sink = PostgresSink

@@ -319,7 +319,7 @@ def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorConte
         earlier = committed_load(execute, query, ctx.pipeline, ctx.task_id, ctx.run_id)
         if earlier is not None:  # this run's load committed before the process died
             session.rollback()
-            details |= {"already_committed": True, "input_rows": source.num_rows}
+            details |= {"already_committed": True, "input_rows": source.rows}
             return SinkResult(earlier, target, details, ctx.pending_watermarks)
         if config.mode == "replace":
             details["replace"] = _replace(session, config, source, rows)

@@ -6,6 +6,9 @@
        ├──> SKIPPED (an upstream task failed)
        └──────────┴──────────┴──> CANCELLED (from any state that is not terminal)
 
+    RUNNING ──> PENDING   a load streaming from an extract whose attempt failed: its attempt is
+                          void, and it waits for the extract's next attempt
+
 SUCCESS, FAILED, SKIPPED and CANCELLED are terminal. A run goes PENDING -> RUNNING -> SUCCESS,
 FAILED or CANCELLED; a run whose process died (kill -9, power loss) is found by the next process
 that takes the pipeline's run lock and moved to INTERRUPTED, with its unfinished tasks CANCELLED.
@@ -66,7 +69,13 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset({TaskState.QUEUED, TaskState.SKIPPED, TaskState.CANCELLED}),
     TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
     TaskState.RUNNING: frozenset(
-        {TaskState.SUCCESS, TaskState.FAILED, TaskState.RETRYING, TaskState.CANCELLED}
+        {
+            TaskState.SUCCESS,
+            TaskState.FAILED,
+            TaskState.RETRYING,
+            TaskState.CANCELLED,
+            TaskState.PENDING,
+        }
     ),
     TaskState.RETRYING: frozenset({TaskState.QUEUED, TaskState.CANCELLED}),
     TaskState.SUCCESS: frozenset(),

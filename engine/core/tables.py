@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from engine.core.sqltext import parquet_list_sql
+from engine.core.streams import BatchStream
 
 if TYPE_CHECKING:
     import polars as pl
@@ -68,6 +69,9 @@ class InputTable:
 
     Readers choose their access path: an Arrow stream (`reader`), a Polars LazyFrame (`lazy`),
     or DuckDB reading the files directly (`duckdb_source`), which is the fastest for SQL.
+
+    A table handed over as a `stream` (a load riding on a running extract) has no files yet:
+    it is read once, as batches, and `num_rows` counts what was read so far.
     """
 
     task_id: str
@@ -77,8 +81,18 @@ class InputTable:
     num_rows: int
     bytes: int = 0
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
+    stream: BatchStream | None = field(default=None, compare=False)
+
+    @property
+    def rows(self) -> int:
+        """Its rows: all of them, or for a stream those read so far."""
+        return self.stream.rows if self.stream is not None else self.num_rows
 
     def batches(self, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The rows, batch by batch (a stream's batches come as its producer made them)."""
+        if self.stream is not None:
+            yield from self.stream.batches()
+            return
         import pyarrow.parquet as pq
 
         for path in self.files:
@@ -90,10 +104,19 @@ class InputTable:
         return pa.RecordBatchReader.from_batches(self.schema, self.batches(batch_size))
 
     def lazy(self) -> pl.LazyFrame:
+        self._files_needed("a Polars LazyFrame")
         import polars as pl
 
         return pl.scan_parquet([str(path) for path in self.files])
 
     def duckdb_source(self) -> str:
         """A DuckDB table expression over the files."""
+        self._files_needed("DuckDB")
         return f"read_parquet({parquet_list_sql(self.files)})"
+
+    def _files_needed(self, reader: str) -> None:
+        if self.stream is not None:
+            raise TypeError(
+                f"the output of task {self.task_id!r} is handed over as a stream and cannot be "
+                f"read by {reader}: only consumers that read batches may stream"
+            )

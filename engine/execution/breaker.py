@@ -149,6 +149,12 @@ class BreakerGate:
         self.waiting = DueQueue(clock)
         """QUEUED tasks held back, tagged by connection."""
 
+    def holds_back(self, connection: str | None) -> bool:
+        """Whether a task on `connection` would not be let through now (its breaker is not
+        closed), asked without taking the probe."""
+        breaker = self.breakers.get(connection or "")
+        return breaker is not None and breaker.state is not BreakerState.CLOSED
+
     def admits(self, task_id: str, connection: str | None) -> CircuitOpen | None:
         """None when the task may try its connection now; else the refusal, and the task waits
         in `waiting` until the cooldown ends or a verdict on its connection."""

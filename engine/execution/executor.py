@@ -56,7 +56,8 @@ from engine.execution.observers import LineageRecorder, OpenLineageObserver, reg
 from engine.execution.recovery import DeadLetters
 from engine.execution.results import ExecutionSettings, RunEvent, RunResult, TaskResult
 from engine.execution.retry import backoff_delay
-from engine.execution.waiting import DueQueue
+from engine.execution.riders import PipelinedHandOff, Riders, StreamOpened
+from engine.execution.waiting import DueQueue, next_wake
 from engine.execution.watermarks import WatermarkBroker
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import Catalog, now_text
@@ -67,7 +68,7 @@ from engine.tasks.base import schema_json
 __all__ = ["ExecutionSettings", "Executor", "RunEvent", "RunResult", "TaskResult"]
 
 
-class Executor:
+class Executor(PipelinedHandOff):
     """Runs one plan. Create one per run."""
 
     def __init__(
@@ -119,6 +120,7 @@ class Executor:
             clock=clock,
         )
         self.letters = DeadLetters(plan, catalog)
+        self.riders = Riders()
         self._cancel_requested = threading.Event()
 
     # -- public ---------------------------------------------------------------------------------
@@ -285,13 +287,21 @@ class Executor:
             if now - last_heartbeat >= self.settings.heartbeat_interval:
                 self._heartbeat()
                 last_heartbeat = now
-            wake = self._next_wake(now, last_heartbeat)
+            wake = next_wake(
+                now,
+                last_heartbeat + self.settings.heartbeat_interval,
+                (self.retries, self.breakers.waiting),
+                self.running.values(),
+                self.settings.cancel_grace,
+            )
             try:
                 if self.running:
                     try:
                         item = self.finished.get(timeout=max(0.0, wake - now))
                         while True:  # handle it and whatever else finished meanwhile
-                            if item is not WAKE:
+                            if isinstance(item, StreamOpened):
+                                self._ride(item)
+                            elif item is not WAKE:
                                 self._finish(*item)
                             item = self.finished.get_nowait()
                     except queue.Empty:
@@ -319,38 +329,23 @@ class Executor:
         except ArrowlineError as exc:
             self.log.warning("heartbeat not recorded: {}", exc.message)
 
-    def _next_wake(self, now: float, last_heartbeat: float) -> float:
-        """When the loop must look again: a heartbeat, a retry, a deadline or a grace period."""
-        candidates = [last_heartbeat + self.settings.heartbeat_interval]
-        candidates += [
-            due
-            for due in (self.retries.next_due(), self.breakers.waiting.next_due())
-            if due is not None
-        ]
-        for attempt in self.running.values():
-            if attempt.stop_requested_at is not None:
-                candidates.append(attempt.stop_requested_at + self.settings.cancel_grace)
-            elif attempt.deadline is not None:
-                candidates.append(attempt.deadline)
-        if self.running:
-            candidates.append(now + 0.5)  # notice cancel() from another thread promptly
-        return max(now, min(candidates))
-
-    def _start(self, task_id: str) -> None:
+    def _start(self, task_id: str, streamed: dict[str, InputTable] | None = None) -> Attempt | None:
+        """Start an attempt (None when the breaker refuses it); `streamed`: the inputs of a
+        load riding on a running extract."""
         task = self.plan.task(task_id)
         refused = self.breakers.admits(task_id, task.connection)
         if refused is not None:
             self.log.bind(task_id=task_id).warning(
                 "waiting, attempts untouched: {}", refused.message.split("; last error")[0]
             )
-            return
+            return None
         number = self.results[task_id].attempts + 1
         self.results[task_id].attempts = number
         staging = self.workspace.staging(self.plan.pipeline, task_id, self.plan.run_id, number)
         now = self.clock()
         deadline = now + task.timeout.total_seconds() if task.timeout else None
         attempt = Attempt(task, number, CancelToken(), staging, now, deadline)
-        inputs = {name: self.outputs[name] for name in task.inputs}
+        inputs = streamed or {name: self.outputs[name] for name in task.inputs}
         self._move(task_id, TaskState.RUNNING, f"attempt {number}", attempt=number)
         self.running[task_id] = attempt
         context = TaskContext(
@@ -368,7 +363,10 @@ class Executor:
             watermark_start=lambda: self.watermarks.start(task),
             pending_watermarks=lambda: self.watermarks.pending(task),
         )
+        if streamed is None:
+            context.tee = self.riders.tee(attempt, self._stream_consumers(task), self.finished.put)
         start_attempt(attempt, context, self.runner, self.finished)
+        return attempt
 
     def _finish(self, attempt: Attempt, result: TaskOutcome | BaseException) -> None:
         task = attempt.task
@@ -377,6 +375,8 @@ class Executor:
             self.workspace.discard(attempt.staging)  # an abandoned attempt finished late
             return
         del self.running[task.id]
+        if self.riders.hold(attempt, result):
+            return  # a load that ended before the extract it streamed from: decided then
         duration = self.clock() - attempt.started
         self._tell_breaker(task, result)
         # An attempt that completed after being asked to stop did complete: its output is whole.
@@ -389,6 +389,7 @@ class Executor:
         # A full disk the task's own code did not name: most likely where its output goes.
         result = disk_full(result, attempt.staging) or result
         self.workspace.discard(attempt.staging)
+        self._producer_ended(task.id, result)
         self._fail(attempt, result, duration)
 
     def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None:
@@ -441,6 +442,7 @@ class Executor:
             self.watermarks.extracted(task, outcome.watermark)
         if outcome.committed:
             self.watermarks.loaded(task, outcome.committed)
+        self._producer_ended(task.id, None)  # published, watermark known: its streams end
         result.rows_in, result.rows_out = outcome.rows_in, outcome.rows_out
         result.rows_rejected, result.duration_s, result.target = (
             outcome.rows_rejected,
@@ -487,7 +489,7 @@ class Executor:
             )
             log.warning("cancelled: {}", text.splitlines()[0])
             return
-        if kind.transient and attempt.number < task.retry.attempts:
+        if kind.transient and self.riders.spent(task.id, attempt.number) < task.retry.attempts:
             delay = backoff_delay(task.retry, attempt.number, self.rng, kind.retry_after)
             self._move(
                 task.id,
@@ -540,6 +542,8 @@ class Executor:
         for attempt in unstopped(self.running.values(), now, self.settings.cancel_grace):
             # The task did not stop: abandon the attempt; a late result is discarded.
             del self.running[attempt.task.id]
+            self.riders.consumer_ended(attempt.task.id)
+            self._producer_ended(attempt.task.id, attempt.cancel.reason or Cancelled("stopped"))
             reason = attempt.cancel.reason or Cancelled("cancelled")
             self._tell_breaker(attempt.task, reason)
             self.log.bind(task_id=attempt.task.id).error(

@@ -21,6 +21,8 @@ class ExecutionSettings:
     cancel_grace: float = 10.0
     """Seconds a task gets to stop after a timeout or cancel before its attempt is abandoned."""
     heartbeat_interval: float = 5.0
+    pipelined: bool = True
+    """Loads start on an extract's first batch when they can (engine.execution.riders)."""
     duckdb: DuckDBSettings = field(default_factory=DuckDBSettings)
 
 

@@ -1,12 +1,17 @@
-"""Tasks that wait for a time: a retry's backoff, a connection's open breaker."""
+"""Tasks that wait for a time (a retry's backoff, a connection's open breaker), and when the
+dispatcher must look again."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-__all__ = ["DueQueue"]
+if TYPE_CHECKING:
+    from engine.execution.attempts import Attempt
+
+__all__ = ["DueQueue", "next_wake"]
 
 
 class DueQueue:
@@ -47,3 +52,25 @@ class DueQueue:
         found = [task_id for _, _, task_id, _ in self._heap]
         self._heap.clear()
         return found
+
+
+def next_wake(
+    now: float,
+    heartbeat_due: float,
+    queues: Iterable[DueQueue],
+    running: Iterable[Attempt],
+    grace: float,
+) -> float:
+    """When the dispatcher must look again: a heartbeat, a retry, a breaker's cooldown, a
+    running attempt's deadline or the end of its grace period."""
+    candidates = [heartbeat_due]
+    candidates += [due for due in (queue.next_due() for queue in queues) if due is not None]
+    attempts = list(running)
+    for attempt in attempts:
+        if attempt.stop_requested_at is not None:
+            candidates.append(attempt.stop_requested_at + grace)
+        elif attempt.deadline is not None:
+            candidates.append(attempt.deadline)
+    if attempts:
+        candidates.append(now + 0.5)  # notice cancel() from another thread promptly
+    return max(now, min(candidates))

@@ -24,6 +24,7 @@ import pyarrow as pa
 from connectors.base import ConnectorContext, Unknown
 from engine.core.cancel import CancelToken
 from engine.core.problems import Finding, did_you_mean
+from engine.core.streams import Tee
 from engine.core.tables import InputTable, fresh_directory
 from engine.core.watermark import Watermark, WatermarkUpdate
 from engine.spec.definition import Definition
@@ -95,6 +96,8 @@ class TaskContext:
     """An incremental extract's starting watermark, asked for when it starts reading."""
     pending_watermarks: Callable[[], tuple[WatermarkUpdate, ...]] | None = None
     """A load's watermarks to commit with its rows."""
+    tee: Tee | None = None
+    """For an extract with loads streaming from it: where its batches go besides its output."""
     _staged: bool = field(default=False, repr=False)
 
     def connector(self, **extra: Any) -> ConnectorContext:
@@ -176,6 +179,12 @@ class Kind(Protocol):
     """Whether the task has an output other tasks read (every kind but load)."""
     reads_sql_tables: bool
     """Whether its SQL template names the tasks it reads (a sql task's statement)."""
+    offers_stream: bool
+    """Whether an attempt offers its batches to `TaskContext.tee` as it writes them."""
+
+    def takes_stream(self, task: TaskSpec) -> bool:
+        """Whether the task can read its one input as a stream while its producer runs."""
+        ...
 
     def inputs(self, task: TaskSpec) -> Inputs:
         """What a rendered task reads. Raises DefinitionError when that cannot be told (SQL

@@ -45,12 +45,17 @@ def _write_stream(
     counter: list[int],
     lock: threading.Lock,
 ) -> None:
+    tee = context.tee
+    if tee is not None:
+        tee.open(reader.schema)
     with ParquetBatchWriter(path, reader.schema) as writer:
         for batch in reader:
             if stop.is_set():
                 break
             context.cancel.raise_if_cancelled()
             writer.write(batch)
+            if tee is not None:
+                tee.put(batch, context.cancel)
             fault_point("extract.batch")
             if tracker is not None:
                 tracker.update(batch)
@@ -63,6 +68,10 @@ class Extract:
     kind = TaskKind.EXTRACT
     produces_table = True
     reads_sql_tables = False
+    offers_stream = True
+
+    def takes_stream(self, task: TaskSpec) -> bool:
+        return False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         return Inputs()

@@ -29,6 +29,10 @@ class Load:
     kind = TaskKind.LOAD
     produces_table = False
     reads_sql_tables = False
+    offers_stream = False
+
+    def takes_stream(self, task: TaskSpec) -> bool:
+        return task.connector is not None and task.connector.capabilities.sink_streams
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.input is not None  # every sink's config names its input
@@ -51,14 +55,26 @@ class Load:
         assert owner is not None
         assert config is not None
         source = context.input()
-        pending = context.pending_watermarks() if context.pending_watermarks else ()
-        result = owner.write(source, config, context.connector(pending_watermarks=pending))
+        where = context.connector()
+
+        def settle() -> None:
+            if context.pending_watermarks is not None:
+                where.pending_watermarks = context.pending_watermarks()
+
+        if source.stream is not None:
+            # Streaming from a running extract: its watermark is known once it published, which
+            # is when the stream ends, before the sink commits.
+            source.stream.on_end(settle)
+        else:
+            settle()
+        result = owner.write(source, config, where)
         context.progress(result.rows)
         # A sink without a transaction commits nothing itself: its watermarks are final once
         # its output is published.
-        committed = result.committed_watermarks if owner.state(config) is not None else pending
+        transactional = owner.state(config) is not None
+        committed = result.committed_watermarks if transactional else where.pending_watermarks
         return TaskOutcome(
-            rows_in=source.num_rows,
+            rows_in=source.rows,
             rows_out=result.rows,
             produces_output=False,
             target=result.target,

@@ -52,6 +52,10 @@ class Sql:
     produces_table = True
     reads_sql_tables = True
     """Its statement names the tasks it reads (a source's query names tables outside)."""
+    offers_stream = False
+
+    def takes_stream(self, task: TaskSpec) -> bool:
+        return False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.sql is not None

@@ -31,6 +31,10 @@ class Udf:
     kind = TaskKind.UDF
     produces_table = True
     reads_sql_tables = False
+    offers_stream = False
+
+    def takes_stream(self, task: TaskSpec) -> bool:
+        return False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.udf is not None

@@ -33,6 +33,10 @@ class Validate:
     kind = TaskKind.VALIDATE
     produces_table = True
     reads_sql_tables = False
+    offers_stream = False
+
+    def takes_stream(self, task: TaskSpec) -> bool:
+        return False
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.validate_ is not None

@@ -24,6 +24,7 @@ ALLOWED_TASK = {
     ("RUNNING", "FAILED"),
     ("RUNNING", "RETRYING"),
     ("RUNNING", "CANCELLED"),
+    ("RUNNING", "PENDING"),  # a load streaming from an extract whose attempt failed
     ("RETRYING", "QUEUED"),
     ("RETRYING", "CANCELLED"),
 }

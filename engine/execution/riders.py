@@ -1,0 +1,216 @@
+"""Loads that ride on a running extract: the bookkeeping of pipelined hand-off.
+
+When an extract starts, each load that reads only its output, whose sink takes a stream and
+that nothing else holds up gets a `BatchStream` on the extract's `Tee`. When the extract knows
+its schema it says so on the dispatcher's queue (`StreamOpened`), and the dispatcher starts the
+load then, if a slot is free; a load that cannot start detaches and waits for the published
+output as before. The extract writes its workspace copy beside the stream (resume, notebooks,
+lineage and drift read it), so a load that fails can retry from the copy.
+
+Order is what keeps it honest: a stream ends only after the extract's output was published and
+its watermark recorded, so a load commits nothing an extract did not finish. When the extract's
+attempt fails, its riders' attempts are void: they go back to PENDING, their attempts do not
+count against their retries, and they wait for the extract's next attempt like any other task.
+A rider that ends before its extract does (a failure of its own, or a load this run had already
+committed) is held until the extract ends, then handled as if it ended then.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from engine.core.errors import Cancelled
+from engine.core.states import TaskState
+from engine.core.streams import BatchStream, Tee
+from engine.core.tables import InputTable
+from engine.execution.attempts import Attempt
+from engine.execution.breaker import BreakerGate
+from engine.execution.results import ExecutionSettings
+from engine.planning.build import Plan, PlannedTask
+from engine.tasks import TaskOutcome, kind_of
+
+__all__ = ["PipelinedHandOff", "Ride", "Riders", "StreamOpened"]
+
+
+@dataclass(frozen=True)
+class StreamOpened:
+    """Put on the dispatcher's queue by an extract's attempt when its schema is known."""
+
+    attempt: Attempt
+    schema: pa.Schema
+
+
+@dataclass
+class Ride:
+    producer: str
+    consumer: str
+    stream: BatchStream
+    attempt: Attempt | None = None
+    """The consumer's attempt once it started."""
+    held: tuple[Attempt, TaskOutcome | BaseException] | None = None
+    """Its outcome, when it ended before the producer did."""
+
+
+@dataclass
+class Riders:
+    depth: int = 4
+    """Batches queued per stream: the memory a stream may hold."""
+    rides: dict[str, list[Ride]] = field(default_factory=dict)
+    """producer -> the rides on its running attempt"""
+    producers: dict[str, Attempt] = field(default_factory=dict)
+    """producer -> its running attempt that has rides"""
+    void: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """task -> its attempts voided by a producer's failure (not counted against retries)"""
+
+    def tee(self, attempt: Attempt, consumers: list[str], post: Any) -> Tee | None:
+        """A tee for a producer's attempt with a stream per consumer; None without consumers.
+        `post` puts a StreamOpened on the dispatcher's queue."""
+        if not consumers:
+            return None
+        producer = attempt.task.id
+        rides = [Ride(producer, c, BatchStream(producer, self.depth)) for c in consumers]
+        self.rides[producer] = rides
+        self.producers[producer] = attempt
+        return Tee([r.stream for r in rides], lambda schema: post(StreamOpened(attempt, schema)))
+
+    def opened(self, message: StreamOpened) -> list[Ride]:
+        """The rides to start now that the producer's schema is known (none when that attempt
+        is no longer the one running)."""
+        producer = message.attempt.task.id
+        if self.producers.get(producer) is not message.attempt:
+            return []
+        return list(self.rides.get(producer, ()))
+
+    def ride_of(self, attempt: Attempt) -> Ride | None:
+        """The ride of a consumer's attempt, while its producer's attempt runs."""
+        for rides in self.rides.values():
+            for ride in rides:
+                if ride.attempt is attempt:
+                    return ride
+        return None
+
+    def hold(self, attempt: Attempt, result: TaskOutcome | BaseException) -> bool:
+        """Keep the outcome of a rider that ended before its producer; True when held."""
+        ride = self.ride_of(attempt)
+        if ride is None:
+            return False
+        ride.stream.detach()
+        ride.held = (attempt, result)
+        return True
+
+    def ended(self, producer: str) -> list[Ride]:
+        """The producer's attempt ended: its rides, forgotten here."""
+        self.producers.pop(producer, None)
+        return self.rides.pop(producer, [])
+
+    def consumer_ended(self, consumer: str) -> None:
+        """A consumer's attempt was given up (abandoned after a timeout): the producer stops
+        offering it batches."""
+        for rides in self.rides.values():
+            for ride in rides:
+                if ride.consumer == consumer:
+                    ride.stream.detach()
+
+    def spent(self, task_id: str, attempt_number: int) -> int:
+        """The attempts that count against a task's retries."""
+        return attempt_number - self.void[task_id]
+
+
+class PipelinedHandOff:
+    """The executor's part that starts riders and ends their streams (mixed into Executor,
+    whose state it reads and moves)."""
+
+    plan: Plan
+    settings: ExecutionSettings
+    states: dict[str, TaskState]
+    running: dict[str, Attempt]
+    waiting_on: dict[str, int]
+    downstream: dict[str, list[str]]
+    cancelling: BaseException | None
+    breakers: BreakerGate
+    riders: Riders
+    finished: queue.SimpleQueue[Any]
+
+    def _move(
+        self,
+        task_id: str,
+        target: TaskState,
+        event: str,
+        *,
+        attempt: int | None = None,
+        error: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def _start(
+        self, task_id: str, streamed: dict[str, InputTable] | None = None
+    ) -> Attempt | None: ...
+
+    def _stream_consumers(self, task: PlannedTask) -> list[str]:
+        """The loads that may ride on this task's attempt: they read only its output, their
+        sink takes a stream, nothing else holds them up, and their breaker is closed."""
+        if not (self.settings.pipelined and kind_of(task.spec).offers_stream):
+            return []
+        consumers = []
+        for child in self.downstream[task.id]:
+            planned = self.plan.task(child)
+            if (
+                planned.inputs == (task.id,)
+                and self.states[child] is TaskState.PENDING
+                and self.waiting_on[child] == 1
+                and kind_of(planned.spec).takes_stream(planned.spec)
+                and not self.breakers.holds_back(planned.connection)
+            ):
+                consumers.append(child)
+        return consumers
+
+    def _ride(self, message: StreamOpened) -> None:
+        """An extract knows its schema: start the loads streaming from it, while slots are
+        free; the others detach and wait for its published output."""
+        producer = message.attempt.task.id
+        for ride in self.riders.opened(message):
+            ready = self.states[ride.consumer] is TaskState.PENDING and self.cancelling is None
+            if not ready or len(self.running) >= self.settings.max_parallel:
+                ride.stream.detach()
+                continue
+            run_id = self.plan.run_id
+            table = InputTable(producer, run_id, (), message.schema, 0, stream=ride.stream)
+            self._move(ride.consumer, TaskState.QUEUED, f"streams from {producer}")
+            ride.attempt = self._start(ride.consumer, {producer: table})
+            if ride.attempt is None:  # pragma: no cover - its breaker was checked closed
+                ride.stream.detach()
+                continue
+            ride.stream.consumer_cancel = ride.attempt.cancel
+
+    def _producer_ended(self, producer: str, error: BaseException | None) -> None:
+        """A producer's attempt ended. Succeeded (`error` None, output published): its streams
+        end and what its riders did before that is handled now. Failed: its riders' attempts
+        are void and they wait for its next attempt (or are skipped with it)."""
+        for ride in self.riders.ended(producer):
+            if error is None:
+                ride.stream.finish()
+                if ride.held is not None:
+                    attempt, result = ride.held
+                    self.running[ride.consumer] = attempt
+                    self.finished.put((attempt, result))
+                continue
+            ride.stream.fail(error)
+            if ride.attempt is None:
+                continue
+            ride.attempt.cancel.cancel(Cancelled(f"upstream task {producer} failed"))
+            if self.running.get(ride.consumer) is ride.attempt:
+                del self.running[ride.consumer]  # its late result is discarded
+            if self.states[ride.consumer] is not TaskState.RUNNING:
+                continue
+            self.riders.void[ride.consumer] += 1
+            number = ride.attempt.number
+            if self.cancelling is not None:
+                self._move(ride.consumer, TaskState.CANCELLED, str(self.cancelling), attempt=number)
+                continue
+            event = f"its stream from {producer} broke; waits for {producer}'s next attempt"
+            self._move(ride.consumer, TaskState.PENDING, event, attempt=number)
