@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from engine.api.options import PlanOptions, RunOptions
 from engine.api.project import Builds, PipelineLike, Project, looks_like_file
@@ -98,10 +98,17 @@ class Pipeline:
         depends_on: Sequence[str] | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        materialize: Literal["table", "ephemeral"] | None = None,
         **config: Any,
     ) -> str:
-        """`p.extract("o", path="data/*.csv")`, `p.extract("c", "duckdb", path=..., table=...)`."""
-        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+        """`p.extract("o", path="data/*.csv")`, `p.extract("c", "duckdb", path=..., table=...)`;
+        `materialize="ephemeral"`: stream to its loads and keep no copy."""
+        common = {
+            "depends_on": depends_on,
+            "retry": retry,
+            "timeout": timeout,
+            "materialize": materialize,
+        }
         return self._add(task_id, "extract", {"from": source, **config}, common)
 
     def sql(

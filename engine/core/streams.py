@@ -21,7 +21,7 @@ import pyarrow as pa
 from engine.core.cancel import CancelToken
 from engine.core.errors import ArrowlineError
 
-__all__ = ["BatchStream", "StreamBroken", "Tee"]
+__all__ = ["BatchStream", "StreamBroken", "Tee", "TransientStreamBroken"]
 
 _POLL = 0.1
 """Seconds between looks at the cancel tokens while a queue is full or empty."""
@@ -45,6 +45,8 @@ class BatchStream:
         self._on_end: list[Callable[[], None]] = []
         self._ended = False
         self._error: StreamBroken | None = None
+        self.detached_by: BaseException | None = None
+        self.detached_transient = False
 
     # -- the producer's side ----------------------------------------------------------------------
 
@@ -75,8 +77,11 @@ class BatchStream:
         with contextlib.suppress(queue.Full):  # else the consumer finds the flag when it runs dry
             self._queue.put_nowait(_END)
 
-    def detach(self) -> None:
-        """The consumer reads no more: offers return at once."""
+    def detach(self, error: BaseException | None = None, *, transient: bool = False) -> None:
+        """The consumer reads no more (`error`: why, when it failed, and whether that error
+        is worth a retry): offers return at once."""
+        self.detached_by = error
+        self.detached_transient = transient
         self._detached.set()
         while True:  # free what is queued, and any producer waiting on a full queue
             try:
@@ -121,12 +126,21 @@ class BatchStream:
 
 
 class Tee:
-    """The producer's side: every batch goes to each stream still attached."""
+    """The producer's side: every batch goes to each stream still attached.
+
+    A `sole` tee is the only place the batches go (an ephemeral extract keeps no copy): a
+    consumer that detached because it failed breaks the producer, whose rows would otherwise be
+    lost to it."""
 
     def __init__(
-        self, streams: list[BatchStream], opened: Callable[[pa.Schema], None] | None = None
+        self,
+        streams: list[BatchStream],
+        opened: Callable[[pa.Schema], None] | None = None,
+        *,
+        sole: bool = False,
     ) -> None:
         self.streams = streams
+        self.sole = sole
         self._opened = opened
         self._announced = threading.Event()
         self._lock = threading.Lock()
@@ -143,3 +157,18 @@ class Tee:
     def put(self, batch: pa.RecordBatch, cancel: CancelToken | None) -> None:
         for stream in self.streams:
             stream.offer(batch, cancel)
+            if self.sole and stream.detached_by is not None:
+                raise _broken_by(stream)
+
+
+def _broken_by(stream: BatchStream) -> StreamBroken:
+    """What a producer that keeps no copy raises when a consumer failed: transient when the
+    consumer's error was, so the pair is tried again."""
+    text = f"a task reading this ephemeral output stopped: {stream.detached_by}"
+    return TransientStreamBroken(text) if stream.detached_transient else StreamBroken(text)
+
+
+class TransientStreamBroken(StreamBroken):
+    """A consumer's transient failure broke a producer that keeps no copy: worth a retry."""
+
+    transient = True

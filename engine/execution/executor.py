@@ -173,8 +173,8 @@ class Executor(PipelinedHandOff):
 
     @property
     def output_schemas(self) -> dict[str, pa.Schema]:
-        """task -> the schema of the output it wrote or reused in this run."""
-        return {task_id: table.schema for task_id, table in self.outputs.items()}
+        """task -> the schema of the output it wrote or reused (or streamed) in this run."""
+        return {t: table.schema for t, table in self.outputs.items()} | self.riders.schemas
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -444,11 +444,8 @@ class Executor(PipelinedHandOff):
             self.watermarks.loaded(task, outcome.committed)
         self._producer_ended(task.id, None)  # published, watermark known: its streams end
         result.rows_in, result.rows_out = outcome.rows_in, outcome.rows_out
-        result.rows_rejected, result.duration_s, result.target = (
-            outcome.rows_rejected,
-            duration,
-            outcome.target,
-        )
+        result.rows_rejected, result.target = outcome.rows_rejected, outcome.target
+        result.duration_s = duration
         self._move(task.id, TaskState.SUCCESS, "succeeded", attempt=attempt.number, fields=fields)
         self.log.bind(task_id=task.id).info(
             "succeeded in {:.2f}s: {} rows in, {} rows out{}",
@@ -489,7 +486,9 @@ class Executor(PipelinedHandOff):
             )
             log.warning("cancelled: {}", text.splitlines()[0])
             return
-        if kind.transient and self.riders.spent(task.id, attempt.number) < task.retry.attempts:
+        lost = self._lost_stream(task)  # it read an ephemeral output: nothing to retry from
+        left = self.riders.spent(task.id, attempt.number) < task.retry.attempts and not lost
+        if kind.transient and left:
             delay = backoff_delay(task.retry, attempt.number, self.rng, kind.retry_after)
             self._move(
                 task.id,
@@ -509,7 +508,7 @@ class Executor(PipelinedHandOff):
             )
             self.retries.add(task.id, delay)
             return
-        reason = "not retried: terminal error" if not kind.transient else "attempts exhausted"
+        reason = lost or ("attempts exhausted" if kind.transient else "not retried: terminal error")
         self._move(
             task.id, TaskState.FAILED, reason, attempt=attempt.number, error=text, fields=fields
         )

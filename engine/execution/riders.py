@@ -24,11 +24,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.core.errors import Cancelled
+from engine.core.errors import Cancelled, TransientTaskError
 from engine.core.states import TaskState
 from engine.core.streams import BatchStream, Tee
 from engine.core.tables import InputTable
-from engine.execution.attempts import Attempt
+from engine.execution.attempts import Attempt, classify_error, describe_error
 from engine.execution.breaker import BreakerGate
 from engine.execution.results import ExecutionSettings
 from engine.planning.build import Plan, PlannedTask
@@ -66,6 +66,8 @@ class Riders:
     """producer -> its running attempt that has rides"""
     void: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     """task -> its attempts voided by a producer's failure (not counted against retries)"""
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)
+    """ephemeral producer -> the schema it streamed (it has no output to read it from)"""
 
     def tee(self, attempt: Attempt, consumers: list[str], post: Any) -> Tee | None:
         """A tee for a producer's attempt with a stream per consumer; None without consumers.
@@ -76,7 +78,9 @@ class Riders:
         rides = [Ride(producer, c, BatchStream(producer, self.depth)) for c in consumers]
         self.rides[producer] = rides
         self.producers[producer] = attempt
-        return Tee([r.stream for r in rides], lambda schema: post(StreamOpened(attempt, schema)))
+        streams = [r.stream for r in rides]
+        sole = _ephemeral(attempt.task)
+        return Tee(streams, lambda schema: post(StreamOpened(attempt, schema)), sole=sole)
 
     def opened(self, message: StreamOpened) -> list[Ride]:
         """The rides to start now that the producer's schema is known (none when that attempt
@@ -84,6 +88,8 @@ class Riders:
         producer = message.attempt.task.id
         if self.producers.get(producer) is not message.attempt:
             return []
+        if _ephemeral(message.attempt.task):
+            self.schemas[producer] = message.schema
         return list(self.rides.get(producer, ()))
 
     def ride_of(self, attempt: Attempt) -> Ride | None:
@@ -95,11 +101,16 @@ class Riders:
         return None
 
     def hold(self, attempt: Attempt, result: TaskOutcome | BaseException) -> bool:
-        """Keep the outcome of a rider that ended before its producer; True when held."""
+        """Keep the outcome of a rider that ended before its producer; True when held. A
+        failed rider breaks a producer that keeps no copy (engine.core.streams.Tee)."""
         ride = self.ride_of(attempt)
         if ride is None:
             return False
-        ride.stream.detach()
+        if isinstance(result, BaseException):
+            transient = classify_error(attempt.task, result).transient
+            ride.stream.detach(RiderFailed(ride.consumer, result), transient=transient)
+        else:
+            ride.stream.detach()  # it needs no more rows (its load had committed before)
         ride.held = (attempt, result)
         return True
 
@@ -119,6 +130,17 @@ class Riders:
     def spent(self, task_id: str, attempt_number: int) -> int:
         """The attempts that count against a task's retries."""
         return attempt_number - self.void[task_id]
+
+
+def _ephemeral(task: PlannedTask) -> bool:
+    return task.spec.materialize == "ephemeral"
+
+
+class RiderFailed(Exception):
+    """What a producer that keeps no copy is told when a rider failed."""
+
+    def __init__(self, consumer: str, error: BaseException) -> None:
+        super().__init__(f"task {consumer!r} failed: {describe_error(error).splitlines()[0]}")
 
 
 class PipelinedHandOff:
@@ -156,6 +178,7 @@ class PipelinedHandOff:
         sink takes a stream, nothing else holds them up, and their breaker is closed."""
         if not (self.settings.pipelined and kind_of(task.spec).offers_stream):
             return []
+        sole = _ephemeral(task)  # keeps no copy: every reader streams, whatever its breaker
         consumers = []
         for child in self.downstream[task.id]:
             planned = self.plan.task(child)
@@ -164,7 +187,7 @@ class PipelinedHandOff:
                 and self.states[child] is TaskState.PENDING
                 and self.waiting_on[child] == 1
                 and kind_of(planned.spec).takes_stream(planned.spec)
-                and not self.breakers.holds_back(planned.connection)
+                and (sole or not self.breakers.holds_back(planned.connection))
             ):
                 consumers.append(child)
         return consumers
@@ -173,10 +196,17 @@ class PipelinedHandOff:
         """An extract knows its schema: start the loads streaming from it, while slots are
         free; the others detach and wait for its published output."""
         producer = message.attempt.task.id
+        sole = _ephemeral(message.attempt.task)
         for ride in self.riders.opened(message):
             ready = self.states[ride.consumer] is TaskState.PENDING and self.cancelling is None
-            if not ready or len(self.running) >= self.settings.max_parallel:
+            # an ephemeral extract and its loads are one unit: they take slots together
+            if not ready or (len(self.running) >= self.settings.max_parallel and not sole):
                 ride.stream.detach()
+                continue
+            connection = self.plan.task(ride.consumer).connection
+            if self.breakers.holds_back(connection):  # only an ephemeral producer's rider
+                refused = TransientTaskError(f"the circuit breaker of {connection!r} is open")
+                ride.stream.detach(RiderFailed(ride.consumer, refused), transient=True)
                 continue
             run_id = self.plan.run_id
             table = InputTable(producer, run_id, (), message.schema, 0, stream=ride.stream)
@@ -186,6 +216,16 @@ class PipelinedHandOff:
                 ride.stream.detach()
                 continue
             ride.stream.consumer_cancel = ride.attempt.cancel
+
+    def _lost_stream(self, task: PlannedTask) -> str | None:
+        """Why a task cannot be retried on its own: it read an ephemeral output that is gone."""
+        for name in task.inputs:
+            if name in self.riders.schemas and _ephemeral(self.plan.task(name)):
+                return (
+                    f"not retried: its input {name!r} is ephemeral and kept nothing to retry "
+                    "from; `arrowline run --resume` extracts it again"
+                )
+        return None
 
     def _producer_ended(self, producer: str, error: BaseException | None) -> None:
         """A producer's attempt ended. Succeeded (`error` None, output published): its streams

@@ -125,6 +125,8 @@ def plan_resume(
             # with a shared catalog the run may have started on another host, whose published
             # outputs are on its own disk: a task whose output is not here runs again
             and row.output_on_disk
+            # an ephemeral output was never kept: whatever reads it again needs it extracted
+            and (row.output_path is not None or not task.produces_table)
         ):
             tasks.append(replace(task, action="reuse", reuse_run=run.run_id))
             reused.add(task.id)

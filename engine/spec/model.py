@@ -278,6 +278,14 @@ class TaskSpec(ConfigModel):
         "(as lineage shows it), narrowed or retyped column; freeze fails on any change. "
         "A load's target table follows the load's own schema_change (fail_on_breaking).",
     )
+    materialize: Literal["table", "ephemeral"] = Field(
+        "table",
+        description="table keeps the output in the workspace (resume, notebooks, reuse and "
+        "tasks that read files read it); ephemeral keeps nothing: an extract read only by "
+        "loads whose sink takes a stream (postgres, parquet) hands its batches to them as it "
+        "reads and writes no copy. A failed load cannot retry from a copy then: the extract "
+        "and its loads run again together, and `--resume` re-runs the extract.",
+    )
     extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
     sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")
     udf: UdfSpec | None = Field(None, description="Apply a Polars UDF to one input.")

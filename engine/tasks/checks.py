@@ -325,6 +325,8 @@ class _Checker:
                         task,
                         line=self.sql_line(task, ref.line),
                     )
+                elif self.ephemeral(ref.name):
+                    self.ephemeral_read(ref.name, task, (), self.sql_line(task, ref.line))
             return
         name = task.input
         if name is None:
@@ -346,6 +348,47 @@ class _Checker:
                 f"input {name!r} is a load task, which produces no table",
                 task,
                 path,
+            )
+        elif self.ephemeral(name) and not kind_of(task).takes_stream(task):
+            self.ephemeral_read(name, task, path)
+
+    def ephemeral(self, task_id: str) -> bool:
+        return any(t.id == task_id and t.materialize == "ephemeral" for t in self.spec.tasks)
+
+    def ephemeral_read(
+        self, name: str, task: TaskSpec, path: PathKey, line: int | None = None
+    ) -> None:
+        self.add(
+            "ephemeral-input",
+            f"{name!r} is materialize: ephemeral and keeps no output, but this {task.kind.value} "
+            "task reads it; only loads whose sink takes a stream (postgres, parquet) can",
+            task,
+            path,
+            line=line,
+            hint=f"remove `materialize: ephemeral` from {name!r}",
+        )
+
+    def materialization(self, task: TaskSpec) -> None:
+        """What `materialize: ephemeral` can be said of: an extract that sets no rows aside."""
+        if task.materialize != "ephemeral":
+            return
+        path = ("materialize",)
+        if not kind_of(task).offers_stream:
+            self.add(
+                "ephemeral-kind",
+                f"materialize: ephemeral is for extracts; a {task.kind.value} task keeps its "
+                "output in the workspace",
+                task,
+                path,
+            )
+        elif _sets_rows_aside(task):
+            self.add(
+                "ephemeral-quarantine",
+                "materialize: ephemeral keeps no output, so it cannot keep the rows this "
+                "extract sets aside either",
+                task,
+                path,
+                hint="set the source's bad-row handling to fail, or keep the output",
             )
 
     def has_output(self, task_id: str) -> bool:
@@ -419,6 +462,7 @@ class _Checker:
         for task in self.spec.tasks:
             self.dependencies(task)
             self.kind_checks(task)
+            self.materialization(task)
             if not self.templates(task):
                 self.lenient_tables(task, context)
                 continue
@@ -429,6 +473,15 @@ class _Checker:
             upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in ids))
         self.cycles(upstream)
         return self.problems
+
+
+def _sets_rows_aside(task: TaskSpec) -> bool:
+    """Whether an extract's source sets malformed rows aside (its collector's policy is not
+    to fail on the first)."""
+    if task.connector is None or task.extract is None:
+        return False
+    rejects = task.connector.rejects(task.extract)
+    return rejects is not None and getattr(rejects, "policy", None) != "fail"
 
 
 def check_definition(definition: Definition) -> list[Problem]:

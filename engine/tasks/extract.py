@@ -7,6 +7,7 @@ read; malformed rows a source sets aside go to the output's quarantine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,22 +39,26 @@ __all__ = ["KIND", "Extract"]
 
 def _write_stream(
     reader: pa.RecordBatchReader,
-    path: Path,
+    path: Path | None,
     context: TaskContext,
     tracker: WatermarkTracker | None,
     stop: threading.Event,
     counter: list[int],
     lock: threading.Lock,
 ) -> None:
+    """One stream into its part (`path`; None: an ephemeral extract keeps no copy) and to the
+    loads riding on the attempt."""
     tee = context.tee
     if tee is not None:
         tee.open(reader.schema)
-    with ParquetBatchWriter(path, reader.schema) as writer:
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(ParquetBatchWriter(path, reader.schema)) if path else None
         for batch in reader:
             if stop.is_set():
                 break
             context.cancel.raise_if_cancelled()
-            writer.write(batch)
+            if writer is not None:
+                writer.write(batch)
             if tee is not None:
                 tee.put(batch, context.cancel)
             fault_point("extract.batch")
@@ -120,7 +125,8 @@ class Extract:
             for _ in readers
         ]
         counter, lock, stop = [0], threading.Lock(), threading.Event()
-        paths = [context.staging / part_file(i) for i in range(len(readers))]
+        keep = context.task.spec.materialize == "table"
+        paths = [context.staging / part_file(i) if keep else None for i in range(len(readers))]
         if len(readers) == 1:
             _write_stream(readers[0], paths[0], context, trackers[0], stop, counter, lock)
         else:
@@ -153,9 +159,12 @@ class Extract:
         if incremental is not None:
             details["watermark_from"] = start.describe() if start else None
             details["watermark_to"] = watermark.describe() if watermark else None
+        if not keep:
+            details["materialize"] = "ephemeral"
         return TaskOutcome(
             rows_in=counter[0] + rejected,
             rows_out=counter[0],
+            produces_output=keep,
             rows_rejected=rejected,
             details=details,
             watermark=watermark,

@@ -182,9 +182,10 @@ def test_a_load_that_fails_on_its_own_does_not_stall_the_extract(
     write_input(project)
     table = pg.table("target")
     pg.execute(f"create table {table} (id bigint primary key, amount float8, region int)")
-    load = f'{{input: orders, to: postgres, connection: wh, table: {table}, mode: append}}'
+    load = f"{{input: orders, to: postgres, connection: wh, table: {table}, mode: append}}"
     text = files_pipeline(load).replace(
-        "tasks:", 'connections:\n          wh: {kind: postgres, uri: "${env:TEST_PG_URI}"}\n        tasks:'
+        "tasks:",
+        'connections:\n          wh: {kind: postgres, uri: "${env:TEST_PG_URI}"}\n        tasks:',
     )
     path = write("p.yaml", text)
     result = run(path)
@@ -227,13 +228,17 @@ def test_postgres_to_postgres_streams_and_commits_the_watermark_with_the_rows(
     first = run(path, listener=events)
     assert first.state is RunState.SUCCESS, first.tasks["publish"].error
     assert events.index("publish", "RUNNING") < events.index("orders", "SUCCESS")
-    assert pg.rows(f"select count(*), sum(id)::bigint from {target}") == [(50000, 50000 * 50001 // 2)]
+    assert pg.rows(f"select count(*), sum(id)::bigint from {target}") == [
+        (50000, 50000 * 50001 // 2)
+    ]
     committed = pg.rows(
         "select value from arrowline_state.watermarks "
         f"where pipeline = '{pg.schema}' and task = 'orders'"
     )
     # the last row's cursor: 50,000 seconds after midnight is 13:53:20 on Jan 1st
-    assert committed and "2024-01-01" in str(committed[0][0]) and "13:53:20" in str(committed[0][0])
+    assert committed
+    assert "2024-01-01" in str(committed[0][0])
+    assert "13:53:20" in str(committed[0][0])
     pg.execute(
         f"insert into {source} values (50001, timestamptz '2025-01-01', 'late')",
     )

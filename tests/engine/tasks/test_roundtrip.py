@@ -1,4 +1,5 @@
-"""Property: extract -> sql -> load returns exactly the rows that went in, for any frame."""
+"""Property: extract -> sql -> load returns exactly the rows that went in, for any frame, over
+every hand-off: the workspace copy, a stream beside it, and an ephemeral stream alone."""
 
 from __future__ import annotations
 
@@ -92,3 +93,29 @@ def utc(frame: pl.DataFrame) -> pl.DataFrame:
         for name, dtype in frame.schema.items()
         if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
     )
+
+
+def run_streamed(frame: pl.DataFrame, workdir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """extract -> parquet load straight from the stream: once beside the workspace copy, once
+    from an ephemeral extract that keeps none."""
+    frame.write_parquet(workdir / "input.parquet")
+    p = Pipeline("streamed", base_dir=workdir)
+    p.extract("kept", path="input.parquet", batch_size=7)
+    p.extract("passing", path="input.parquet", batch_size=7, materialize="ephemeral")
+    p.load("from_kept", input="kept", to="parquet", path="out/kept.parquet")
+    p.load("from_passing", input="passing", to="parquet", path="out/passing.parquet")
+    result = p.run(project_dir=workdir)
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    assert result.tasks["passing"].output is None  # nothing kept
+    out = workdir / "out"
+    return pl.read_parquet(out / "kept.parquet"), pl.read_parquet(out / "passing.parquet")
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=frames)
+def test_streamed_and_ephemeral_hand_offs_round_trip(frame: pl.DataFrame) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        kept, passing = run_streamed(frame, Path(directory))
+    assert_frame_equal(kept, frame, check_dtypes=True)
+    assert_frame_equal(passing, frame, check_dtypes=True)
