@@ -152,7 +152,8 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
 def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     """PostgreSQL ones against the test server: every installed contender succeeds and agrees
     with the others (the harness turns a checksum that disagrees into an error); missing peers
-    say so."""
+    say so, and a contender this tree cannot run yet (pg_parquet's `materialize: ephemeral`)
+    says it is not supported."""
     import os
 
     done = subprocess.run(
@@ -168,11 +169,34 @@ def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     lines = done.stdout.splitlines()
     path = Path(next(line for line in lines if line.startswith("results: "))[9:])
     payload = json.loads(path.read_text())
-    arrowline = [o for o in payload["outcomes"] if o["contender"].startswith("arrowline")]
+    arrowline = [
+        o
+        for o in payload["outcomes"]
+        if o["contender"].startswith("arrowline") and not o["unsupported"]
+    ]
     assert arrowline
     assert all(o["error"] is None and o["samples"] for o in arrowline), arrowline
     for outcome in payload["outcomes"]:
         if outcome["error"]:
-            assert "not installed" in outcome["error"], outcome
+            assert "not installed" in outcome["error"] or outcome["unsupported"], outcome
     for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
         leftover.unlink(missing_ok=True)
+
+
+def test_a_contender_the_tree_cannot_run_yet_is_reported_not_supported_and_never_run(
+    tmp_path: Path,
+) -> None:
+    from benchmarks.harness import Contender, run_interleaved
+
+    ran = tmp_path / "ran"
+    touch = (sys.executable, "-c", f"open({str(ran)!r}, 'w')")
+    outcomes = run_interleaved(
+        [Contender("arrowline/later", touch, unsupported="`materialize` refused")],
+        repeat=2,
+        cwd=tmp_path,
+        log=lambda *_: None,
+    )
+    assert not ran.exists()
+    assert outcomes[0].unsupported
+    assert outcomes[0].error == "not supported: `materialize` refused"
+    assert outcomes[0].samples == []
