@@ -148,7 +148,9 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workload", ["pg_extract", "pg_load", "e2e", "stream_memory", "scheduler"])
+@pytest.mark.parametrize(
+    "workload", ["pg_extract", "pg_parquet", "pg_load", "e2e", "stream_memory", "scheduler"]
+)
 def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     """PostgreSQL ones against the test server: every installed contender succeeds and agrees
     with the others (the harness turns a checksum that disagrees into an error); missing peers
@@ -200,3 +202,4 @@ def test_a_contender_the_tree_cannot_run_yet_is_reported_not_supported_and_never
     assert outcomes[0].unsupported
     assert outcomes[0].error == "not supported: `materialize` refused"
     assert outcomes[0].samples == []
+

@@ -14,6 +14,7 @@ NAMES = (
     "orchestration",
     "stream_memory",
     "pg_extract",
+    "pg_parquet",
     "pg_load",
     "pg_merge",
     "sql_dag",
