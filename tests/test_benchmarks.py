@@ -203,3 +203,35 @@ def test_a_contender_the_tree_cannot_run_yet_is_reported_not_supported_and_never
     assert outcomes[0].error == "not supported: `materialize` refused"
     assert outcomes[0].samples == []
 
+
+@pytest.mark.slow
+def test_handoff_workload_runs_in_quick_mode_and_every_format_agrees() -> None:
+    """Every format is written and read by every consumer, and all of them agree on rows, key
+    sum and decimal sum per data set (the harness would report a disagreeing one as wrong)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "handoff", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    assert len(payload["outcomes"]) == 2 * 5 * 4  # data sets x formats x (write + 3 readers)
+    for outcome in payload["outcomes"]:
+        assert outcome["error"] is None, outcome
+        assert outcome["samples"][0]["peak_rss_mb"] > 0
+    for dataset in ("lineitem", "orders"):
+        checksums = {
+            o["samples"][0]["reported"]["checksum"]
+            for o in payload["outcomes"]
+            if o["contender"].startswith(dataset + "/")
+        }
+        assert len(checksums) == 1, checksums
+    assert all(size > 0 for size in payload["params"]["file_mb"].values())
+    assert "| ipc-lz4 |" in done.stdout
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ NAMES = (
     "stream_memory",
     "pg_extract",
     "pg_parquet",
+    "handoff",
     "pg_load",
     "pg_merge",
     "sql_dag",
