@@ -34,6 +34,9 @@ class Contender:
     group: str = ""
     """Contenders in one group must agree on their output checksum."""
     env: tuple[tuple[str, str], ...] = ()
+    unsupported: str = ""
+    """Why this tree cannot run the contender yet (a feature still to come): it is reported as
+    not supported in its place, never run and never counted as a failure."""
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Outcome:
     group: str
     samples: list[Sample]
     error: str | None = None
+    unsupported: bool = False
 
     def median(self, key: str) -> float:
         values = [getattr(s, key) if hasattr(s, key) else s.reported[key] for s in self.samples]
@@ -89,6 +93,11 @@ def run_interleaved(
     contenders: list[Contender], repeat: int, cwd: Path, warmup: int = 1, log: Any = print
 ) -> list[Outcome]:
     outcomes = {c.name: Outcome(c.name, c.group, []) for c in contenders}
+    for contender in contenders:
+        if contender.unsupported:
+            outcome = outcomes[contender.name]
+            outcome.error, outcome.unsupported = f"not supported: {contender.unsupported}", True
+            log(f"  {contender.name}: not supported ({contender.unsupported})")
     for round_number in range(warmup + repeat):
         label = "warm-up" if round_number < warmup else f"run {round_number - warmup + 1}/{repeat}"
         # Rotate who goes first each round: a contender that always follows a heavy one
@@ -202,6 +211,7 @@ def save(
                 "contender": o.contender,
                 "group": o.group,
                 "error": o.error,
+                "unsupported": o.unsupported,
                 "samples": [asdict(s) for s in o.samples],
             }
             for o in outcomes

@@ -148,11 +148,14 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workload", ["pg_extract", "pg_load", "e2e", "stream_memory", "scheduler"])
+@pytest.mark.parametrize(
+    "workload", ["pg_extract", "pg_parquet", "pg_load", "e2e", "stream_memory", "scheduler"]
+)
 def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     """PostgreSQL ones against the test server: every installed contender succeeds and agrees
     with the others (the harness turns a checksum that disagrees into an error); missing peers
-    say so."""
+    say so, and a contender this tree cannot run yet (pg_parquet's `materialize: ephemeral`)
+    says it is not supported."""
     import os
 
     done = subprocess.run(
@@ -168,11 +171,67 @@ def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     lines = done.stdout.splitlines()
     path = Path(next(line for line in lines if line.startswith("results: "))[9:])
     payload = json.loads(path.read_text())
-    arrowline = [o for o in payload["outcomes"] if o["contender"].startswith("arrowline")]
+    arrowline = [
+        o
+        for o in payload["outcomes"]
+        if o["contender"].startswith("arrowline") and not o["unsupported"]
+    ]
     assert arrowline
     assert all(o["error"] is None and o["samples"] for o in arrowline), arrowline
     for outcome in payload["outcomes"]:
         if outcome["error"]:
-            assert "not installed" in outcome["error"], outcome
+            assert "not installed" in outcome["error"] or outcome["unsupported"], outcome
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)
+
+
+def test_a_contender_the_tree_cannot_run_yet_is_reported_not_supported_and_never_run(
+    tmp_path: Path,
+) -> None:
+    from benchmarks.harness import Contender, run_interleaved
+
+    ran = tmp_path / "ran"
+    touch = (sys.executable, "-c", f"open({str(ran)!r}, 'w')")
+    outcomes = run_interleaved(
+        [Contender("arrowline/later", touch, unsupported="`materialize` refused")],
+        repeat=2,
+        cwd=tmp_path,
+        log=lambda *_: None,
+    )
+    assert not ran.exists()
+    assert outcomes[0].unsupported
+    assert outcomes[0].error == "not supported: `materialize` refused"
+    assert outcomes[0].samples == []
+
+
+@pytest.mark.slow
+def test_handoff_workload_runs_in_quick_mode_and_every_format_agrees() -> None:
+    """Every format is written and read by every consumer, and all of them agree on rows, key
+    sum and decimal sum per data set (the harness would report a disagreeing one as wrong)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "handoff", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    assert len(payload["outcomes"]) == 2 * 5 * 4  # data sets x formats x (write + 3 readers)
+    for outcome in payload["outcomes"]:
+        assert outcome["error"] is None, outcome
+        assert outcome["samples"][0]["peak_rss_mb"] > 0
+    for dataset in ("lineitem", "orders"):
+        checksums = {
+            o["samples"][0]["reported"]["checksum"]
+            for o in payload["outcomes"]
+            if o["contender"].startswith(dataset + "/")
+        }
+        assert len(checksums) == 1, checksums
+    assert all(size > 0 for size in payload["params"]["file_mb"].values())
+    assert "| ipc-lz4 |" in done.stdout
     for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
         leftover.unlink(missing_ok=True)

@@ -14,6 +14,8 @@ NAMES = (
     "orchestration",
     "stream_memory",
     "pg_extract",
+    "pg_parquet",
+    "handoff",
     "pg_load",
     "pg_merge",
     "sql_dag",
