@@ -62,14 +62,14 @@ def _uri() -> str:
 
 def pipeline_yaml(table: str, out: Path, *, nocopy: bool) -> str:
     """The pipeline a user writes: extract the table, load it into one Parquet file."""
-    ephemeral = ", materialize: ephemeral" if nocopy else ""
+    ephemeral = "\n            materialize: ephemeral" if nocopy else ""
     return textwrap.dedent(f"""\
         pipeline: bench_pg_parquet
         connections:
           bench: {{kind: postgres, uri: "{_uri()}"}}
         tasks:
           - id: orders
-            extract: {{from: postgres, connection: bench, table: {table}{ephemeral}}}
+            extract: {{from: postgres, connection: bench, table: {table}}}{ephemeral}
           - id: to_parquet
             load: {{input: orders, to: parquet, path: "{out}", compression: {COMPRESSION}}}
         """)

@@ -35,7 +35,7 @@ class StreamBroken(ArrowlineError):
 class BatchStream:
     """One consumer's view of a producer's batches."""
 
-    def __init__(self, producer: str, depth: int = 4) -> None:
+    def __init__(self, producer: str, depth: int = 1) -> None:
         self.producer = producer
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._detached = threading.Event()

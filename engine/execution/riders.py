@@ -58,8 +58,10 @@ class Ride:
 
 @dataclass
 class Riders:
-    depth: int = 4
-    """Batches queued per stream: the memory a stream may hold."""
+    depth: int = 1
+    """Batches queued per stream: the memory a stream may hold. One is enough to keep both
+    sides busy (the extract reads the next batch while the load writes this one); four cost
+    ~50 MB more peak RSS on PostgreSQL -> Parquet with 16 MB batches and gained no time."""
     rides: dict[str, list[Ride]] = field(default_factory=dict)
     """producer -> the rides on its running attempt"""
     producers: dict[str, Attempt] = field(default_factory=dict)
