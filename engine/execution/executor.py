@@ -220,7 +220,7 @@ class Executor(PipelinedHandOff):
         """An output that stands: from an earlier run (--select) or this one (--resume)."""
         assert task.reuse_run is not None
         result = TaskResult(task.id, TaskState.SUCCESS, reused_from=task.reuse_run)
-        if task.produces_table:
+        if task.produces_table and task.spec.materialize != "ephemeral":  # it kept nothing
             directory = self.workspace.output_dir(self.plan.pipeline, task.id, task.reuse_run)
             self.outputs[task.id] = self.workspace.table(task.id, task.reuse_run, directory)
             result.output = self.outputs[task.id]
