@@ -212,9 +212,23 @@ class Executor(PipelinedHandOff):
             for dep in task.upstream:
                 if dep in self.downstream:
                     self.downstream[dep].append(task.id)
+        self._hold_ephemeral_extracts()
         for task in plan.to_run:
             if self.waiting_on[task.id] == 0:
                 self._queue(task.id, "ready")
+
+    def _hold_ephemeral_extracts(self) -> None:
+        """An ephemeral extract keeps nothing, so every task reading it must ride on it: it
+        waits as well for whatever else its readers wait for (their `depends_on`), so that
+        when it starts, they are held up by nothing but it."""
+        for task in self.plan.to_run:
+            if task.spec.materialize != "ephemeral":
+                continue
+            for child in self.downstream[task.id]:
+                for dep in self.plan.task(child).upstream:
+                    if dep != task.id and dep in self.states and task.id not in self.downstream[dep]:
+                        self.downstream[dep].append(task.id)
+                        self.waiting_on[task.id] += 1
 
     def _reuse(self, task: PlannedTask) -> None:
         """An output that stands: from an earlier run (--select) or this one (--resume)."""

@@ -176,9 +176,9 @@ class PipelinedHandOff:
     def _stream_consumers(self, task: PlannedTask) -> list[str]:
         """The loads that may ride on this task's attempt: they read only its output, their
         sink takes a stream, nothing else holds them up, and their breaker is closed."""
-        if not (self.settings.pipelined and kind_of(task.spec).offers_stream):
-            return []
         sole = _ephemeral(task)  # keeps no copy: every reader streams, whatever its breaker
+        if not ((self.settings.pipelined or sole) and kind_of(task.spec).offers_stream):
+            return []
         consumers = []
         for child in self.downstream[task.id]:
             planned = self.plan.task(child)

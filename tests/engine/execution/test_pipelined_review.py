@@ -10,6 +10,7 @@ import pyarrow.dataset as ds
 from engine.api.pipeline import resume, run
 from engine.core.errors import TransientTaskError
 from engine.core.states import RunState, TaskState
+from engine.execution.results import ExecutionSettings
 from engine.tasks import TaskContext, TaskOutcome, run_task
 from tests.conftest import PgSchema, WritePipeline
 from tests.engine.execution.test_pipelined import write_input
@@ -70,3 +71,55 @@ def test_resume_does_not_wipe_what_a_file_load_of_an_ephemeral_incremental_extra
     assert again.state is RunState.SUCCESS, {t: r.error for t, r in again.tasks.items()}
     # the 2,000 rows the first attempt loaded (and whose watermark it committed) are still there
     assert _rows_in(project / "out" / "orders") == 2000
+
+
+def test_a_load_of_an_ephemeral_extract_that_also_depends_on_another_task(
+    project: Path, write: WritePipeline
+) -> None:
+    """A load that reads an ephemeral extract and also `depends_on` another task is still
+    waiting for that task when the extract starts, so it is not a rider: the extract streams to
+    nobody and succeeds, then the load starts on an output that was never kept and the
+    dispatcher dies with KeyError (the run is aborted, nothing is loaded). Validation accepts
+    the pipeline."""
+    write_input(project, 5_000)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: eph
+        tasks:
+          - id: orders
+            materialize: ephemeral
+            extract: {from: files, path: data/orders.parquet, batch_size: 1000}
+          - id: gate
+            extract: {from: files, path: data/orders.parquet}
+          - id: publish
+            depends_on: [gate]
+            load: {input: orders, to: parquet, path: out/orders.parquet}
+        """,
+    )
+    result = run(path, max_parallel=2)
+    assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
+    assert _rows_in(project / "out" / "orders.parquet") == 5_000
+
+
+def test_an_ephemeral_extract_streams_even_when_pipelining_is_off(
+    project: Path, write: WritePipeline
+) -> None:
+    """`ExecutionSettings(pipelined=False)` turned off the riders of an ephemeral extract too:
+    it read everything into nothing, and its load died on the output it never kept."""
+    write_input(project, 5_000)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: eph
+        tasks:
+          - id: orders
+            materialize: ephemeral
+            extract: {from: files, path: data/orders.parquet, batch_size: 1000}
+          - id: publish
+            load: {input: orders, to: parquet, path: out/orders.parquet}
+        """,
+    )
+    result = run(path, settings=ExecutionSettings(pipelined=False))
+    assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
+    assert _rows_in(project / "out" / "orders.parquet") == 5_000
