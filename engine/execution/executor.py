@@ -226,7 +226,8 @@ class Executor(PipelinedHandOff):
                 continue
             for child in self.downstream[task.id]:
                 for dep in self.plan.task(child).upstream:
-                    if dep != task.id and dep in self.states and task.id not in self.downstream[dep]:
+                    held = task.id in self.downstream.get(dep, ())
+                    if dep != task.id and dep in self.states and not held:
                         self.downstream[dep].append(task.id)
                         self.waiting_on[task.id] += 1
 
@@ -555,13 +556,17 @@ class Executor(PipelinedHandOff):
         for attempt in unstopped(self.running.values(), now, self.settings.cancel_grace):
             # The task did not stop: abandon the attempt; a late result is discarded.
             del self.running[attempt.task.id]
-            self.riders.consumer_ended(attempt.task.id)
-            self._producer_ended(attempt.task.id, attempt.cancel.reason or Cancelled("stopped"))
             reason = attempt.cancel.reason or Cancelled("cancelled")
-            self._tell_breaker(attempt.task, reason)
             self.log.bind(task_id=attempt.task.id).error(
                 "did not stop within {:.0f}s; abandoning the attempt", self.settings.cancel_grace
             )
+            if self.riders.hold(attempt, reason, abandoned=True):
+                # A load riding on a running extract: its failure is decided when the extract
+                # ends, as for a rider that stopped, so a retry reads the published output.
+                continue
+            self.riders.consumer_ended(attempt.task.id)
+            self._producer_ended(attempt.task.id, attempt.cancel.reason or Cancelled("stopped"))
+            self._tell_breaker(attempt.task, reason)
             self._fail(attempt, reason, now - attempt.started)
 
     def _begin_cancel(self, reason: Cancelled) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,9 @@ class Ride:
     """The consumer's attempt once it started."""
     held: tuple[Attempt, TaskOutcome | BaseException] | None = None
     """Its outcome, when it ended before the producer did."""
+    abandoned: bool = False
+    """Its attempt did not stop when asked and was given up: its thread may still deliver a
+    late result, which is discarded."""
 
 
 @dataclass
@@ -100,7 +104,9 @@ class Riders:
                     return ride
         return None
 
-    def hold(self, attempt: Attempt, result: TaskOutcome | BaseException) -> bool:
+    def hold(
+        self, attempt: Attempt, result: TaskOutcome | BaseException, *, abandoned: bool = False
+    ) -> bool:
         """Keep the outcome of a rider that ended before its producer; True when held. A
         failed rider breaks a producer that keeps no copy (engine.core.streams.Tee)."""
         ride = self.ride_of(attempt)
@@ -112,6 +118,7 @@ class Riders:
         else:
             ride.stream.detach()  # it needs no more rows (its load had committed before)
         ride.held = (attempt, result)
+        ride.abandoned = abandoned
         return True
 
     def ended(self, producer: str) -> list[Ride]:
@@ -157,6 +164,7 @@ class PipelinedHandOff:
     breakers: BreakerGate
     riders: Riders
     finished: queue.SimpleQueue[Any]
+    clock: Callable[[], float]
 
     def _move(
         self,
@@ -172,6 +180,10 @@ class PipelinedHandOff:
     def _start(
         self, task_id: str, streamed: dict[str, InputTable] | None = None
     ) -> Attempt | None: ...
+
+    def _fail(self, attempt: Attempt, error: BaseException, duration: float) -> None: ...
+
+    def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None: ...
 
     def _stream_consumers(self, task: PlannedTask) -> list[str]:
         """The loads that may ride on this task's attempt: they read only its output, their
@@ -236,6 +248,11 @@ class PipelinedHandOff:
                 ride.stream.finish()
                 if ride.held is not None:
                     attempt, result = ride.held
+                    if ride.abandoned:  # its thread is given up: decided here, not by a result
+                        assert isinstance(result, BaseException)
+                        self._tell_breaker(attempt.task, result)
+                        self._fail(attempt, result, self.clock() - attempt.started)
+                        continue
                     self.running[ride.consumer] = attempt
                     self.finished.put((attempt, result))
                 continue

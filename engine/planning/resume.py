@@ -140,7 +140,6 @@ def plan_resume(
     rerun = {t.id for t in tasks if t.action == "run"}
     needed = {dep for t in tasks if t.id in rerun for dep in t.upstream}
     tasks = [
-        replace(t, action="run", reuse_run=None) if t.id in ephemeral & needed else t
-        for t in tasks
+        replace(t, action="run", reuse_run=None) if t.id in ephemeral & needed else t for t in tasks
     ]
     return replace(fresh, tasks=tuple(tasks), resumed=True)

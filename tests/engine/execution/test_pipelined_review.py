@@ -10,10 +10,10 @@ import pyarrow.dataset as ds
 from engine.api.pipeline import resume, run
 from engine.core.errors import TransientTaskError
 from engine.core.states import RunState, TaskState
-from engine.execution.results import ExecutionSettings
+from engine.execution.results import ExecutionSettings, RunEvent
 from engine.tasks import TaskContext, TaskOutcome, run_task
 from tests.conftest import PgSchema, WritePipeline
-from tests.engine.execution.test_pipelined import write_input
+from tests.engine.execution.test_pipelined import ROWS, write_input
 
 CONNECTIONS = 'connections:\n          wh: {kind: postgres, uri: "${env:TEST_PG_URI}"}'
 
@@ -123,3 +123,67 @@ def test_an_ephemeral_extract_streams_even_when_pipelining_is_off(
     result = run(path, settings=ExecutionSettings(pipelined=False))
     assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
     assert _rows_in(project / "out" / "orders.parquet") == 5_000
+
+
+class TableLock:
+    """Another session holding a table's ACCESS EXCLUSIVE lock (a migration, a VACUUM FULL)
+    until `release`."""
+
+    def __init__(self, pg: PgSchema, table: str) -> None:
+        import adbc_driver_postgresql.dbapi as pgdb
+
+        self.connection = pgdb.connect(pg.uri)
+        self.cursor = self.connection.cursor()
+        self.cursor.execute(f"lock table {table} in access exclusive mode")
+
+    def release(self) -> None:
+        if self.connection is not None:
+            self.connection.rollback()
+            self.cursor.close()
+            self.connection.close()
+            self.connection = None  # type: ignore[assignment]
+
+
+def _blocked_load_pipeline(pg: PgSchema, write: WritePipeline, retry: str) -> Path:
+    table = pg.table("target")
+    pg.execute(f"create table {table} (id bigint, amount float8, region text)")
+    return write(
+        "p.yaml",
+        f"""
+        pipeline: {pg.schema}
+        {CONNECTIONS}
+        tasks:
+          - id: orders
+            extract: {{from: files, path: data/orders.parquet, batch_size: 1000}}
+          - id: publish
+            timeout: 1s
+            {retry}
+            load: {{input: orders, to: postgres, connection: wh, table: {table}, mode: append}}
+        """,
+    )
+
+
+def test_a_rider_abandoned_after_its_timeout_retries_from_the_published_output(
+    project: Path, write: WritePipeline, pg: PgSchema
+) -> None:
+    """A riding PostgreSQL load that does not stop within cancel_grace (here: waiting on a lock
+    another session holds) is abandoned by `_enforce_deadlines` and goes to RETRYING at once,
+    unlike a rider that stopped (held until its extract ends). Its retry is then started while
+    the extract still runs, on `self.outputs[extract]`, which does not exist yet: the
+    dispatcher dies with KeyError and the run is aborted."""
+    write_input(project)
+    path = _blocked_load_pipeline(pg, write, "retry: {attempts: 2, backoff: 0s}")
+    table = pg.table("target")
+    lock = TableLock(pg, table)
+
+    def listener(event: RunEvent) -> None:
+        if event.task_id == "orders" and event.state == "SUCCESS":
+            lock.release()
+
+    try:
+        result = run(path, listener=listener, settings=ExecutionSettings(cancel_grace=0.3))
+    finally:
+        lock.release()
+    assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
+    assert result.tasks["publish"].attempts == 2
+    assert pg.rows(f"select count(*), count(distinct id) from {table}") == [(ROWS, ROWS)]
