@@ -390,6 +390,15 @@ class _Checker:
                 path,
                 hint="set the source's bad-row handling to fail, or keep the output",
             )
+        if task.schema_change != "evolve":
+            self.add(
+                "ephemeral-schema-change",
+                f"schema_change: {task.schema_change} compares the output with the last one "
+                "kept, and materialize: ephemeral keeps none, so it would never be enforced",
+                task,
+                ("schema_change",),
+                hint="keep the output, or guard the target with the load's schema_change",
+            )
 
     def has_output(self, task_id: str) -> bool:
         """Whether a known task produces a table others can read (a load does not)."""

@@ -187,3 +187,41 @@ def test_a_rider_abandoned_after_its_timeout_retries_from_the_published_output(
     assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
     assert result.tasks["publish"].attempts == 2
     assert pg.rows(f"select count(*), count(distinct id) from {table}") == [(ROWS, ROWS)]
+
+
+def test_schema_change_freeze_on_an_ephemeral_extract_is_not_silently_ignored(
+    project: Path, write: WritePipeline
+) -> None:
+    """The drift check reads the staged output and compares it with the last published one;
+    an ephemeral extract has neither, so `schema_change: freeze` (or fail_on_breaking) on it
+    is accepted by validation and then never enforced: a dropped column streams to the load."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.core.errors import PipelineInvalid
+
+    write_input(project, 1_000)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: eph
+        tasks:
+          - id: orders
+            materialize: ephemeral
+            schema_change: freeze
+            extract: {from: files, path: data/orders.parquet}
+          - id: publish
+            load: {input: orders, to: parquet, path: out/orders.parquet}
+        """,
+    )
+    try:
+        first = run(path)
+        assert first.state is RunState.SUCCESS
+        # the source drops a column
+        pq.write_table(pa.table({"id": list(range(10))}), project / "data" / "orders.parquet")
+        second = run(path)
+    except PipelineInvalid as refused:  # refused up front: honest too
+        assert "schema_change" in str(refused)
+        return
+    assert second.tasks["orders"].state is TaskState.FAILED, "freeze was not enforced"
+    assert pq.read_schema(project / "out" / "orders.parquet").names == ["id", "amount", "region"]
