@@ -221,7 +221,7 @@ def test_schema_change_freeze_on_an_ephemeral_extract_is_not_silently_ignored(
         pq.write_table(pa.table({"id": list(range(10))}), project / "data" / "orders.parquet")
         second = run(path)
     except PipelineInvalid as refused:  # refused up front: honest too
-        assert "schema_change" in str(refused)
+        assert "schema_change" in str(refused)  # noqa: PT017 - either outcome is honest
         return
     assert second.tasks["orders"].state is TaskState.FAILED, "freeze was not enforced"
     assert pq.read_schema(project / "out" / "orders.parquet").names == ["id", "amount", "region"]
