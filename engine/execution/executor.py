@@ -540,6 +540,7 @@ class Executor(PipelinedHandOff):
                 self.ready.append(task_id)  # still QUEUED: it asks the breaker again
 
     def _enforce_deadlines(self) -> None:
+        self._stretch_rider_deadlines()
         now = self.clock()
         for attempt in overdue(self.running.values(), now):
             timeout = attempt.task.timeout

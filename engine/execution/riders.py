@@ -229,6 +229,16 @@ class PipelinedHandOff:
                 continue
             ride.stream.consumer_cancel = ride.attempt.cancel
 
+    def _stretch_rider_deadlines(self) -> None:
+        """A riding load's timeout bounds its own work, as when it starts on the published
+        output: the time it waited for its extract's next batch does not count."""
+        for rides in self.riders.rides.values():
+            for ride in rides:
+                attempt, timeout = ride.attempt, self.plan.task(ride.consumer).timeout
+                if attempt is None or timeout is None or attempt.stop_requested_at is not None:
+                    continue
+                attempt.deadline = attempt.started + timeout.total_seconds() + ride.stream.waited
+
     def _lost_stream(self, task: PlannedTask) -> str | None:
         """Why a task cannot be retried on its own: it read an ephemeral output that is gone."""
         for name in task.inputs:
@@ -243,6 +253,7 @@ class PipelinedHandOff:
         """A producer's attempt ended. Succeeded (`error` None, output published): its streams
         end and what its riders did before that is handled now. Failed: its riders' attempts
         are void and they wait for its next attempt (or are skipped with it)."""
+        self._stretch_rider_deadlines()  # what they waited for it so far does not count
         for ride in self.riders.ended(producer):
             if error is None:
                 ride.stream.finish()

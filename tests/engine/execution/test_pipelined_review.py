@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 
 from engine.api.pipeline import resume, run
 from engine.core.errors import TransientTaskError
@@ -225,3 +226,48 @@ def test_schema_change_freeze_on_an_ephemeral_extract_is_not_silently_ignored(
         return
     assert second.tasks["orders"].state is TaskState.FAILED, "freeze was not enforced"
     assert pq.read_schema(project / "out" / "orders.parquet").names == ["id", "amount", "region"]
+
+
+@pytest.mark.parametrize("materialize", ["table", "ephemeral"])
+def test_a_riding_load_is_not_timed_out_for_the_time_its_extract_takes(
+    project: Path, write: WritePipeline, materialize: str
+) -> None:
+    """A load's `timeout` bounds its own work. Riding, its attempt starts on the extract's
+    first batch, so the whole extract counts against it: a load that writes in well under a
+    second, behind an extract of two seconds, times out. Kept output: it fails (or spends a
+    retry); ephemeral: it breaks the extract every time, and the run can never succeed."""
+    import time
+
+    import pyarrow as pa
+
+    write_input(project, 20_000)
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: slow
+        tasks:
+          - id: orders
+            materialize: {materialize}
+            extract: {{from: files, path: data/orders.parquet, batch_size: 1000}}
+          - id: publish
+            timeout: 1s
+            retry: {{attempts: 1}}
+            load: {{input: orders, to: parquet, path: out/orders.parquet}}
+        """,
+    )
+
+    def slow_source(context: TaskContext) -> TaskOutcome:
+        tee = context.tee
+        if context.task.id == "orders" and tee is not None:
+            put = tee.put
+
+            def slow_put(batch: pa.RecordBatch, cancel: object) -> None:
+                time.sleep(0.1)  # a source that takes 2 s in all
+                put(batch, cancel)  # type: ignore[arg-type]
+
+            tee.put = slow_put  # type: ignore[method-assign]
+        return run_task(context)
+
+    result = run(path, runner=slow_source)
+    assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
+    assert _rows_in(project / "out" / "orders.parquet") == 20_000
