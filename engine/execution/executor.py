@@ -354,6 +354,8 @@ class Executor(PipelinedHandOff):
                 "waiting, attempts untouched: {}", refused.message.split("; last error")[0]
             )
             return None
+        if streamed is None and self._readers_held_back(task):
+            return None
         number = self.results[task_id].attempts + 1
         self.results[task_id].attempts = number
         staging = self.workspace.staging(self.plan.pipeline, task_id, self.plan.run_id, number)

@@ -165,6 +165,7 @@ class PipelinedHandOff:
     riders: Riders
     finished: queue.SimpleQueue[Any]
     clock: Callable[[], float]
+    log: Any
 
     def _move(
         self,
@@ -216,7 +217,7 @@ class PipelinedHandOff:
                 ride.stream.detach()
                 continue
             connection = self.plan.task(ride.consumer).connection
-            if self.breakers.holds_back(connection):  # only an ephemeral producer's rider
+            if self.breakers.refusal(connection) is not None:  # only an ephemeral one's rider
                 refused = TransientTaskError(f"the circuit breaker of {connection!r} is open")
                 ride.stream.detach(RiderFailed(ride.consumer, refused), transient=True)
                 continue
@@ -238,6 +239,26 @@ class PipelinedHandOff:
                 if attempt is None or timeout is None or attempt.stop_requested_at is not None:
                     continue
                 attempt.deadline = attempt.started + timeout.total_seconds() + ride.stream.waited
+
+    def _readers_held_back(self, task: PlannedTask) -> bool:
+        """An ephemeral extract whose readers' breaker would refuse them waits with them
+        (QUEUED, its attempts untouched, woken by a verdict on that connection) rather than
+        break against the breaker attempt after attempt."""
+        if not _ephemeral(task):
+            return False
+        for child in self.downstream[task.id]:
+            connection = self.plan.task(child).connection
+            wait = self.breakers.refusal(connection)
+            if wait is not None and connection is not None:
+                self.breakers.waiting.add(task.id, wait, connection)
+                self.log.bind(task_id=task.id).warning(
+                    "waiting, attempts untouched: the circuit breaker of {!r}, which its "
+                    "reader {} uses, is open",
+                    connection,
+                    child,
+                )
+                return True
+        return False
 
     def _lost_stream(self, task: PlannedTask) -> str | None:
         """Why a task cannot be retried on its own: it read an ephemeral output that is gone."""

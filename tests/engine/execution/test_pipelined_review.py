@@ -271,3 +271,49 @@ def test_a_riding_load_is_not_timed_out_for_the_time_its_extract_takes(
     result = run(path, runner=slow_source)
     assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
     assert _rows_in(project / "out" / "orders.parquet") == 20_000
+
+
+def test_an_ephemeral_extract_waits_out_its_loads_open_breaker_instead_of_failing(
+    project: Path, write: WritePipeline, pg: PgSchema
+) -> None:
+    """An open circuit breaker makes a task wait, its attempts untouched. A load riding on an
+    ephemeral extract is refused by its open breaker when the stream opens; that breaks the
+    extract, which spends its retries (backoff 0s) in a row against the breaker and fails, and
+    the load is SKIPPED, while the other task on the same connection waits out the cooldown and
+    succeeds."""
+    import time
+
+    write_input(project, 2_000)
+    table, other = pg.table("target"), pg.table("other")
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: {pg.schema}
+        circuit_breaker: {{failures: 1, cooldown: 2s}}
+        {CONNECTIONS}
+        tasks:
+          - id: x
+            extract: {{from: files, path: data/orders.parquet}}
+          - id: probe
+            retry: {{attempts: 2, backoff: 0s}}
+            load: {{input: x, to: postgres, connection: wh, table: {other}, mode: append}}
+          - id: orders
+            materialize: ephemeral
+            depends_on: [x]
+            retry: {{attempts: 3, backoff: 0s}}
+            extract: {{from: files, path: data/orders.parquet, batch_size: 500}}
+          - id: publish
+            load: {{input: orders, to: postgres, connection: wh, table: {table}, mode: append}}
+        """,
+    )
+
+    def runner(context: TaskContext) -> TaskOutcome:
+        if context.task.id == "probe" and context.attempt == 1:
+            raise TransientTaskError("the warehouse is restarting")  # opens wh's breaker
+        if context.task.id == "orders":
+            time.sleep(0.2)  # the probe fails first
+        return run_task(context)
+
+    result = run(path, runner=runner, max_parallel=1)
+    assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
+    assert pg.rows(f"select count(*) from {table}") == [(2_000,)]
