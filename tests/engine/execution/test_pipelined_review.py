@@ -317,3 +317,31 @@ def test_an_ephemeral_extract_waits_out_its_loads_open_breaker_instead_of_failin
     result = run(path, runner=runner, max_parallel=1)
     assert result.state is RunState.SUCCESS, {t: r.error for t, r in result.tasks.items()}
     assert pg.rows(f"select count(*) from {table}") == [(2_000,)]
+
+
+def test_a_reader_of_an_ephemeral_extract_that_waits_for_another_reader_is_refused(
+    project: Path, write: WritePipeline
+) -> None:
+    """`b` reads the ephemeral `orders` and depends_on `a`, another of its readers: `b` can
+    start only after `orders` ended, when nothing is left to read. The run must not start (it
+    would die on KeyError, or wait forever); validation says why."""
+    from engine.core.errors import PipelineInvalid
+
+    write_input(project, 1_000)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: eph
+        tasks:
+          - id: orders
+            materialize: ephemeral
+            extract: {from: files, path: data/orders.parquet}
+          - id: a
+            load: {input: orders, to: parquet, path: out/a.parquet}
+          - id: b
+            depends_on: [a]
+            load: {input: orders, to: parquet, path: out/b.parquet}
+        """,
+    )
+    with pytest.raises(PipelineInvalid, match="ephemeral"):
+        run(path)
