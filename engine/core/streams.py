@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
@@ -41,6 +42,9 @@ class BatchStream:
         self._detached = threading.Event()
         self.rows = 0
         """Rows handed to the consumer so far."""
+        self.waited = 0.0
+        """Seconds the consumer spent waiting for the producer's next batch: not its own work,
+        so not counted against its timeout."""
         self.consumer_cancel: CancelToken | None = None
         self._on_end: list[Callable[[], None]] = []
         self._ended = False
@@ -104,12 +108,15 @@ class BatchStream:
         while True:
             if self._error is not None:
                 raise self._error
+            asked = time.monotonic()
             try:
                 item = self._queue.get(timeout=_POLL)
             except queue.Empty:
                 if self.consumer_cancel is not None:
                     self.consumer_cancel.raise_if_cancelled()
                 item = _END if self._ended else None
+            finally:
+                self.waited += time.monotonic() - asked
             if item is None:
                 continue
             if item is _END:

@@ -155,6 +155,19 @@ class BreakerGate:
         breaker = self.breakers.get(connection or "")
         return breaker is not None and breaker.state is not BreakerState.CLOSED
 
+    def refusal(self, connection: str | None) -> float | None:
+        """Seconds a task on `connection` would be told to wait now; None when it would be let
+        through (as a probe, after the cooldown). Asked without taking the probe."""
+        breaker = self.breakers.get(connection or "")
+        if breaker is None or breaker.state is BreakerState.CLOSED:
+            return None
+        now = breaker.clock()
+        if breaker.state is BreakerState.OPEN and now >= breaker._until():
+            return None  # its cooldown is over: the next task probes
+        if breaker.state is BreakerState.HALF_OPEN and not breaker._probing:
+            return None
+        return breaker._refusal(now, "").retry_after
+
     def admits(self, task_id: str, connection: str | None) -> CircuitOpen | None:
         """None when the task may try its connection now; else the refusal, and the task waits
         in `waiting` until the cooldown ends or a verdict on its connection."""

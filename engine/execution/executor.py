@@ -212,15 +212,30 @@ class Executor(PipelinedHandOff):
             for dep in task.upstream:
                 if dep in self.downstream:
                     self.downstream[dep].append(task.id)
+        self._hold_ephemeral_extracts()
         for task in plan.to_run:
             if self.waiting_on[task.id] == 0:
                 self._queue(task.id, "ready")
+
+    def _hold_ephemeral_extracts(self) -> None:
+        """An ephemeral extract keeps nothing, so every task reading it must ride on it: it
+        waits as well for whatever else its readers wait for (their `depends_on`), so that
+        when it starts, they are held up by nothing but it."""
+        for task in self.plan.to_run:
+            if task.spec.materialize != "ephemeral":
+                continue
+            for child in self.downstream[task.id]:
+                for dep in self.plan.task(child).upstream:
+                    held = task.id in self.downstream.get(dep, ())
+                    if dep != task.id and dep in self.states and not held:
+                        self.downstream[dep].append(task.id)
+                        self.waiting_on[task.id] += 1
 
     def _reuse(self, task: PlannedTask) -> None:
         """An output that stands: from an earlier run (--select) or this one (--resume)."""
         assert task.reuse_run is not None
         result = TaskResult(task.id, TaskState.SUCCESS, reused_from=task.reuse_run)
-        if task.produces_table:
+        if task.produces_table and task.spec.materialize != "ephemeral":  # it kept nothing
             directory = self.workspace.output_dir(self.plan.pipeline, task.id, task.reuse_run)
             self.outputs[task.id] = self.workspace.table(task.id, task.reuse_run, directory)
             result.output = self.outputs[task.id]
@@ -338,6 +353,8 @@ class Executor(PipelinedHandOff):
             self.log.bind(task_id=task_id).warning(
                 "waiting, attempts untouched: {}", refused.message.split("; last error")[0]
             )
+            return None
+        if streamed is None and self._readers_held_back(task):
             return None
         number = self.results[task_id].attempts + 1
         self.results[task_id].attempts = number
@@ -525,6 +542,7 @@ class Executor(PipelinedHandOff):
                 self.ready.append(task_id)  # still QUEUED: it asks the breaker again
 
     def _enforce_deadlines(self) -> None:
+        self._stretch_rider_deadlines()
         now = self.clock()
         for attempt in overdue(self.running.values(), now):
             timeout = attempt.task.timeout
@@ -541,13 +559,17 @@ class Executor(PipelinedHandOff):
         for attempt in unstopped(self.running.values(), now, self.settings.cancel_grace):
             # The task did not stop: abandon the attempt; a late result is discarded.
             del self.running[attempt.task.id]
-            self.riders.consumer_ended(attempt.task.id)
-            self._producer_ended(attempt.task.id, attempt.cancel.reason or Cancelled("stopped"))
             reason = attempt.cancel.reason or Cancelled("cancelled")
-            self._tell_breaker(attempt.task, reason)
             self.log.bind(task_id=attempt.task.id).error(
                 "did not stop within {:.0f}s; abandoning the attempt", self.settings.cancel_grace
             )
+            if self.riders.hold(attempt, reason, abandoned=True):
+                # A load riding on a running extract: its failure is decided when the extract
+                # ends, as for a rider that stopped, so a retry reads the published output.
+                continue
+            self.riders.consumer_ended(attempt.task.id)
+            self._producer_ended(attempt.task.id, attempt.cancel.reason or Cancelled("stopped"))
+            self._tell_breaker(attempt.task, reason)
             self._fail(attempt, reason, now - attempt.started)
 
     def _begin_cancel(self, reason: Cancelled) -> None:

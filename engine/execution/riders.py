@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,9 @@ class Ride:
     """The consumer's attempt once it started."""
     held: tuple[Attempt, TaskOutcome | BaseException] | None = None
     """Its outcome, when it ended before the producer did."""
+    abandoned: bool = False
+    """Its attempt did not stop when asked and was given up: its thread may still deliver a
+    late result, which is discarded."""
 
 
 @dataclass
@@ -102,7 +106,9 @@ class Riders:
                     return ride
         return None
 
-    def hold(self, attempt: Attempt, result: TaskOutcome | BaseException) -> bool:
+    def hold(
+        self, attempt: Attempt, result: TaskOutcome | BaseException, *, abandoned: bool = False
+    ) -> bool:
         """Keep the outcome of a rider that ended before its producer; True when held. A
         failed rider breaks a producer that keeps no copy (engine.core.streams.Tee)."""
         ride = self.ride_of(attempt)
@@ -114,6 +120,7 @@ class Riders:
         else:
             ride.stream.detach()  # it needs no more rows (its load had committed before)
         ride.held = (attempt, result)
+        ride.abandoned = abandoned
         return True
 
     def ended(self, producer: str) -> list[Ride]:
@@ -159,6 +166,8 @@ class PipelinedHandOff:
     breakers: BreakerGate
     riders: Riders
     finished: queue.SimpleQueue[Any]
+    clock: Callable[[], float]
+    log: Any
 
     def _move(
         self,
@@ -175,12 +184,16 @@ class PipelinedHandOff:
         self, task_id: str, streamed: dict[str, InputTable] | None = None
     ) -> Attempt | None: ...
 
+    def _fail(self, attempt: Attempt, error: BaseException, duration: float) -> None: ...
+
+    def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None: ...
+
     def _stream_consumers(self, task: PlannedTask) -> list[str]:
         """The loads that may ride on this task's attempt: they read only its output, their
         sink takes a stream, nothing else holds them up, and their breaker is closed."""
-        if not (self.settings.pipelined and kind_of(task.spec).offers_stream):
-            return []
         sole = _ephemeral(task)  # keeps no copy: every reader streams, whatever its breaker
+        if not ((self.settings.pipelined or sole) and kind_of(task.spec).offers_stream):
+            return []
         consumers = []
         for child in self.downstream[task.id]:
             planned = self.plan.task(child)
@@ -206,7 +219,7 @@ class PipelinedHandOff:
                 ride.stream.detach()
                 continue
             connection = self.plan.task(ride.consumer).connection
-            if self.breakers.holds_back(connection):  # only an ephemeral producer's rider
+            if self.breakers.refusal(connection) is not None:  # only an ephemeral one's rider
                 refused = TransientTaskError(f"the circuit breaker of {connection!r} is open")
                 ride.stream.detach(RiderFailed(ride.consumer, refused), transient=True)
                 continue
@@ -218,6 +231,36 @@ class PipelinedHandOff:
                 ride.stream.detach()
                 continue
             ride.stream.consumer_cancel = ride.attempt.cancel
+
+    def _stretch_rider_deadlines(self) -> None:
+        """A riding load's timeout bounds its own work, as when it starts on the published
+        output: the time it waited for its extract's next batch does not count."""
+        for rides in self.riders.rides.values():
+            for ride in rides:
+                attempt, timeout = ride.attempt, self.plan.task(ride.consumer).timeout
+                if attempt is None or timeout is None or attempt.stop_requested_at is not None:
+                    continue
+                attempt.deadline = attempt.started + timeout.total_seconds() + ride.stream.waited
+
+    def _readers_held_back(self, task: PlannedTask) -> bool:
+        """An ephemeral extract whose readers' breaker would refuse them waits with them
+        (QUEUED, its attempts untouched, woken by a verdict on that connection) rather than
+        break against the breaker attempt after attempt."""
+        if not _ephemeral(task):
+            return False
+        for child in self.downstream[task.id]:
+            connection = self.plan.task(child).connection
+            wait = self.breakers.refusal(connection)
+            if wait is not None and connection is not None:
+                self.breakers.waiting.add(task.id, wait, connection)
+                self.log.bind(task_id=task.id).warning(
+                    "waiting, attempts untouched: the circuit breaker of {!r}, which its "
+                    "reader {} uses, is open",
+                    connection,
+                    child,
+                )
+                return True
+        return False
 
     def _lost_stream(self, task: PlannedTask) -> str | None:
         """Why a task cannot be retried on its own: it read an ephemeral output that is gone."""
@@ -233,11 +276,17 @@ class PipelinedHandOff:
         """A producer's attempt ended. Succeeded (`error` None, output published): its streams
         end and what its riders did before that is handled now. Failed: its riders' attempts
         are void and they wait for its next attempt (or are skipped with it)."""
+        self._stretch_rider_deadlines()  # what they waited for it so far does not count
         for ride in self.riders.ended(producer):
             if error is None:
                 ride.stream.finish()
                 if ride.held is not None:
                     attempt, result = ride.held
+                    if ride.abandoned:  # its thread is given up: decided here, not by a result
+                        assert isinstance(result, BaseException)
+                        self._tell_breaker(attempt.task, result)
+                        self._fail(attempt, result, self.clock() - attempt.started)
+                        continue
                     self.running[ride.consumer] = attempt
                     self.finished.put((attempt, result))
                 continue

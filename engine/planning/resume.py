@@ -106,6 +106,7 @@ def plan_resume(
             hint="run it afresh, or pass --force to re-run the changed tasks and their downstream",
         )
     reused: set[str] = set()
+    ephemeral: set[str] = set()
     tasks = []
     for task in fresh.tasks:  # dependency order: upstream decisions are known
         row = rows.get(task.id)
@@ -125,11 +126,20 @@ def plan_resume(
             # with a shared catalog the run may have started on another host, whose published
             # outputs are on its own disk: a task whose output is not here runs again
             and row.output_on_disk
-            # an ephemeral output was never kept: whatever reads it again needs it extracted
-            and (row.output_path is not None or not task.produces_table)
         ):
+            if task.produces_table and row.output_path is None:
+                # an ephemeral output was never kept: the loads that read it stand as they are
+                # (running them again from a fresh extract would overwrite what they wrote with
+                # other rows: an incremental extract starts past what they committed); it is
+                # extracted again only for those that run again (below)
+                ephemeral.add(task.id)
             tasks.append(replace(task, action="reuse", reuse_run=run.run_id))
             reused.add(task.id)
         else:
             tasks.append(replace(task, action="run", reuse_run=None))
+    rerun = {t.id for t in tasks if t.action == "run"}
+    needed = {dep for t in tasks if t.id in rerun for dep in t.upstream}
+    tasks = [
+        replace(t, action="run", reuse_run=None) if t.id in ephemeral & needed else t for t in tasks
+    ]
     return replace(fresh, tasks=tuple(tasks), resumed=True)

@@ -390,6 +390,15 @@ class _Checker:
                 path,
                 hint="set the source's bad-row handling to fail, or keep the output",
             )
+        if task.schema_change != "evolve":
+            self.add(
+                "ephemeral-schema-change",
+                f"schema_change: {task.schema_change} compares the output with the last one "
+                "kept, and materialize: ephemeral keeps none, so it would never be enforced",
+                task,
+                ("schema_change",),
+                hint="keep the output, or guard the target with the load's schema_change",
+            )
 
     def has_output(self, task_id: str) -> bool:
         """Whether a known task produces a table others can read (a load does not)."""
@@ -472,7 +481,40 @@ class _Checker:
             self.inputs(resolved)
             upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in ids))
         self.cycles(upstream)
+        self.ephemeral_waits(upstream)
         return self.problems
+
+    def ephemeral_waits(self, upstream: dict[str, tuple[str, ...]]) -> None:
+        """A reader of an ephemeral extract streams from it while it runs, so it cannot also
+        wait for a task that itself waits for the extract (another of its readers, say): that
+        reader could start only after the extract ended, with nothing left to read."""
+        by_id = {task.id: task for task in self.spec.tasks}
+        for task in self.spec.tasks:
+            if task.materialize != "ephemeral":
+                continue
+            below: set[str] = set()
+            frontier = [task.id]
+            while frontier:
+                current = frontier.pop()
+                for child, deps in upstream.items():
+                    if current in deps and child not in below:
+                        below.add(child)
+                        frontier.append(child)
+            for reader, deps in upstream.items():
+                if task.id not in deps:
+                    continue
+                late = sorted(dep for dep in deps if dep in below)
+                if late:
+                    self.add(
+                        "ephemeral-reader-waits",
+                        f"{reader!r} reads the ephemeral output of {task.id!r} but also waits "
+                        f"for {', '.join(map(repr, late))}, which waits for {task.id!r}: it "
+                        "could start only once the stream is over",
+                        by_id[reader],
+                        ("depends_on",),
+                        hint=f"remove that dependency, or remove `materialize: ephemeral` from "
+                        f"{task.id!r}",
+                    )
 
 
 def _sets_rows_aside(task: TaskSpec) -> bool:
