@@ -46,7 +46,10 @@ def _server(name: str, connection: Any) -> tuple[str, str]:
 class PostgresConnector(Connector):
     name = "postgres"
     capabilities = Capabilities(
-        transactional=True, load_modes=("append", "replace", "merge"), sqlglot_dialect="postgres"
+        transactional=True,
+        load_modes=("append", "replace", "merge"),
+        sqlglot_dialect="postgres",
+        key_queries=True,
     )
     source = PostgresSource
     sink = PostgresSink
@@ -78,6 +81,12 @@ class PostgresConnector(Connector):
 
         assert isinstance(config, PostgresSource)
         return open_postgres(config, ctx)
+
+    def key_rows(self, config: ConfigModel, query: str, connection: Any) -> list[tuple[Any, ...]]:
+        from connectors.postgres.connection import Session
+
+        with Session(connection, autocommit=True) as session:
+            return session.rows(query, what="cache key query failed")
 
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         from connectors.postgres.sink import write_postgres
