@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import time
 import traceback
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Collection, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ __all__ = [
     "Attempt",
     "classify_error",
     "describe_error",
+    "next_wake",
     "overdue",
     "start_attempt",
     "unstopped",
@@ -104,6 +105,26 @@ def start_attempt(
 
     name = f"arrowline-{attempt.task.id}"
     threading.Thread(target=work, name=name, daemon=True).start()
+
+
+def next_wake(
+    now: float,
+    heartbeat: float,
+    waits: Iterable[float | None],
+    running: Collection[Attempt],
+    grace: float,
+) -> float:
+    """When the dispatcher must look again: the next heartbeat, retry or breaker due, task
+    deadline, or end of a stopped attempt's grace period."""
+    candidates = [heartbeat, *(due for due in waits if due is not None)]
+    for attempt in running:
+        if attempt.stop_requested_at is not None:
+            candidates.append(attempt.stop_requested_at + grace)
+        elif attempt.deadline is not None:
+            candidates.append(attempt.deadline)
+    if running:
+        candidates.append(now + 0.5)  # notice cancel() from another thread promptly
+    return max(now, min(candidates))
 
 
 def overdue(running: Iterable[Attempt], now: float) -> Iterator[Attempt]:

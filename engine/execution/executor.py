@@ -31,12 +31,7 @@ import pyarrow as pa
 from loguru import logger
 
 from engine.core.cancel import CancelToken
-from engine.core.errors import (
-    ArrowlineError,
-    Cancelled,
-    TaskTimeout,
-    disk_full,
-)
+from engine.core.errors import ArrowlineError, Cancelled, TaskTimeout, disk_full
 from engine.core.faults import fault_point
 from engine.core.states import RunState, TaskState
 from engine.core.tables import InputTable
@@ -45,12 +40,14 @@ from engine.execution.attempts import (
     Attempt,
     classify_error,
     describe_error,
+    next_wake,
     overdue,
     start_attempt,
     unstopped,
     wind_down,
 )
 from engine.execution.breaker import BreakerGate
+from engine.execution.cache import CacheHit, ExecutionCache
 from engine.execution.drift import DriftCheck
 from engine.execution.observers import LineageRecorder, OpenLineageObserver, register_plan_secrets
 from engine.execution.recovery import DeadLetters
@@ -88,7 +85,6 @@ class Executor:
         self.project_dir = project_dir
         self.catalog = catalog
         self.settings = settings or ExecutionSettings()
-        self.runner = runner
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
@@ -98,6 +94,8 @@ class Executor:
         self.lineage = LineageRecorder(plan, catalog)
         self.drift = DriftCheck(plan, catalog)
         self.watermarks = WatermarkBroker(plan, catalog, self.connections)
+        self.cache = ExecutionCache(plan, catalog, self.workspace)
+        self.runner = self.cache.hashing(runner)  # records what each output holds
         self.log = logger.bind(pipeline=plan.pipeline, run_id=plan.run_id)
 
         self.states: dict[str, TaskState] = {}
@@ -321,23 +319,15 @@ class Executor:
 
     def _next_wake(self, now: float, last_heartbeat: float) -> float:
         """When the loop must look again: a heartbeat, a retry, a deadline or a grace period."""
-        candidates = [last_heartbeat + self.settings.heartbeat_interval]
-        candidates += [
-            due
-            for due in (self.retries.next_due(), self.breakers.waiting.next_due())
-            if due is not None
-        ]
-        for attempt in self.running.values():
-            if attempt.stop_requested_at is not None:
-                candidates.append(attempt.stop_requested_at + self.settings.cancel_grace)
-            elif attempt.deadline is not None:
-                candidates.append(attempt.deadline)
-        if self.running:
-            candidates.append(now + 0.5)  # notice cancel() from another thread promptly
-        return max(now, min(candidates))
+        heartbeat = last_heartbeat + self.settings.heartbeat_interval
+        waits = (self.retries.next_due(), self.breakers.waiting.next_due())
+        return next_wake(now, heartbeat, waits, self.running.values(), self.settings.cancel_grace)
 
     def _start(self, task_id: str) -> None:
         task = self.plan.task(task_id)
+        if (hit := self.cache.hit(task)) is not None:  # early cutoff: upstream came out as before
+            self._cached(task, hit)
+            return
         refused = self.breakers.admits(task_id, task.connection)
         if refused is not None:
             self.log.bind(task_id=task_id).warning(
@@ -437,6 +427,7 @@ class Executor:
             details["watermark"] = outcome.watermark.to_json()  # what a resume restores
         if details:
             fields["details"] = json.dumps(details, default=str)
+        fields |= self.cache.succeeded(task, attempt.number)
         if task.incremental:
             self.watermarks.extracted(task, outcome.watermark)
         if outcome.committed:
@@ -455,11 +446,25 @@ class Executor:
             outcome.rows_out,
             f", {outcome.rows_rejected} quarantined" if outcome.rows_rejected else "",
         )
-        for child in self.downstream[task.id]:
+        self._release(task.id)
+
+    def _release(self, task_id: str) -> None:
+        """A task succeeded: the tasks waiting on it alone are ready."""
+        for child in self.downstream[task_id]:
             self.waiting_on[child] -= 1
             ready = self.waiting_on[child] == 0 and self.states[child] is TaskState.PENDING
             if ready and self.cancelling is None:
-                self._queue(child, f"upstream {task.id} succeeded")
+                self._queue(child, f"upstream {task_id} succeeded")
+
+    def _cached(self, task: PlannedTask, hit: CacheHit) -> None:
+        """An earlier output stands for the task (engine.execution.cache): no attempt runs."""
+        result = self.results[task.id]
+        result.reused_from, result.output = hit.run_id, hit.output
+        if hit.output is not None:
+            self.outputs[task.id] = hit.output
+        self._move(task.id, TaskState.RUNNING, "cache lookup")
+        self._move(task.id, TaskState.SUCCESS, f"cached (run {hit.run_id})", fields=hit.fields)
+        self._release(task.id)
 
     def _fail(self, attempt: Attempt, error: BaseException, duration: float) -> None:
         task = attempt.task
