@@ -60,8 +60,9 @@ __all__ = [
 _HOW_IT_RUNS = {"description", "retry", "timeout", "cache"}
 """Task settings that cannot change its output."""
 
-PARTS = ("definition", "params", "code", "libraries", "input")
-"""A task's own components, in the order `arrowline plan` looks for the one that changed."""
+PARTS = ("params", "definition", "code", "libraries", "input")
+"""A task's own components, in the order `arrowline plan` looks for the one that changed (a
+parameter first: the rendered definition changes with the values it prints)."""
 
 LIBRARIES = ("duckdb", "polars", "pyarrow", "pandera")
 """The libraries whose version can change what a task computes."""
