@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.core.errors import StateError
 from engine.core.tables import InputTable, output_parts
 from engine.planning.build import Plan, PlannedTask
 from engine.planning.cache import kept_output, output_identity
@@ -79,7 +80,7 @@ class ExecutionCache:
 
         def run(context: TaskContext) -> TaskOutcome:
             outcome = runner(context)
-            if outcome.produces_output and context.task.id in self.plan:
+            if outcome.produces_output:
                 found = content_hash(context.staging_path)
                 with self._lock:
                     self._hashes[(context.task.id, context.attempt)] = found
@@ -125,7 +126,10 @@ class ExecutionCache:
         output = None
         if task.produces_table:
             directory = self.workspace.output_dir(self.plan.pipeline, task.id, source)
-            output = self.workspace.table(task.id, source, directory)
+            try:
+                output = self.workspace.table(task.id, source, directory)
+            except StateError:  # removed since it was looked up: the task runs
+                return None
         self.identities[task.id] = output_identity(row, task.produces_table)
         self.catalog.record_reuse(self.plan.run_id, task.id, source)
         fields = {
