@@ -102,8 +102,8 @@ def observe_inputs(
         if rendered.extract is None or owner is None:
             continue
         found: dict[str, Any] = {}
-        if rendered.incremental is not None and catalog is not None:
-            marks = catalog.watermarks(spec.name, task_id)
+        if rendered.incremental is not None:  # no catalog yet: nothing committed
+            marks = catalog.watermarks(spec.name, task_id) if catalog is not None else []
             found["watermarks"] = sorted((mark.sink_id, mark.value) for mark in marks)
         setting, name = rendered.cache, rendered.connection
         if isinstance(setting, CacheKey) and enabled[task_id] and name in spec.connections:

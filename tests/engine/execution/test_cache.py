@@ -113,3 +113,38 @@ def test_an_unchanged_rerun_of_the_quickstart_writes_nothing_to_the_workspace(
         last = project.catalog.runs("quickstart")[0]
         reused = project.catalog.reused(last.run_id)
     assert len(reused) == 9
+
+
+@pytest.mark.usefixtures("each_catalog")
+def test_an_incremental_extract_is_read_again_when_its_committed_watermark_moved(
+    pg: PgSchema, write: WritePipeline
+) -> None:
+    source = pg.table("source")
+    pg.execute(
+        f"create table {source} (id int, v int, updated_at timestamptz)",
+        f"insert into {source} values (1, 10, '2024-01-01'), (2, 20, '2024-01-02')",
+    )
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: {pg.schema}
+        connections:
+          wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+        tasks:
+          - id: src
+            extract:
+              from: postgres
+              connection: wh
+              table: {source}
+              incremental: {{cursor: updated_at, key: [id]}}
+            cache: {{key: "select count(*) from {source}"}}
+          - id: out
+            load: {{input: src, to: duckdb, path: out/w.duckdb, table: t, mode: merge, keys: [id]}}
+        """,
+    )
+    assert run(path).tasks["src"].rows_out == 2
+    # the load committed a watermark the first read started without: the same key, a new input
+    assert plan(path).task("src").cache.reason == "input changed"  # type: ignore[union-attr]
+    second = run(path)
+    assert (second.tasks["src"].reused_from, second.tasks["src"].rows_out) == (None, 0)
+    assert plan(path).task("src").action == "reuse"  # nothing moved since

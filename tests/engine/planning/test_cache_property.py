@@ -53,7 +53,7 @@ FACTOR = {factor}
 
 
 def weight(column):
-    return pl.col(column) * FACTOR
+    return pl.col(column) * FACTOR{helper}
 
 
 def unrelated():
@@ -74,6 +74,8 @@ class State:
     factor: int = 2
     unrelated: int = 0
     offset: int = 0
+    helper: str = ""
+    """An edit of the helper's own body."""
     max_score: int = 40
     rows: tuple[tuple[int, int], ...] = ((1, 1), (2, 5), (3, 9))
 
@@ -122,6 +124,7 @@ EDITS = st.one_of(
     st.builds(lambda i: {"factor": i}, st.integers(1, 4)),
     st.builds(lambda i: {"unrelated": i}, st.integers(0, 3)),
     st.builds(lambda i: {"offset": i}, st.integers(0, 3)),
+    st.builds(lambda text: {"helper": text}, st.sampled_from(["", " + 1", " - 2", " * 3"])),
     st.builds(lambda i: {"max_score": i}, st.integers(5, 40)),
     st.builds(
         lambda rows: {"rows": tuple(rows)},
