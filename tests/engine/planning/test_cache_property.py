@@ -95,7 +95,12 @@ def write_project(folder: Path, state: State, *, cache: bool) -> Path:
     rows = "".join(f"{i},{v}\n" for i, v in state.rows)
     files = {
         "data/in.csv": "id,v\n" + rows,
-        "udfs.py": UDFS.format(factor=state.factor, unrelated=state.unrelated, offset=state.offset),
+        "udfs.py": UDFS.format(
+            factor=state.factor,
+            unrelated=state.unrelated,
+            offset=state.offset,
+            helper=state.helper,
+        ),
         "schemas/s.yaml": f"columns:\n  score: {{type: int64, checks: {{le: {state.max_score}}}}}\n",
         "p.yaml": PIPELINE.format(
             cache=str(cache).lower(), threshold=state.threshold, sql=_sql(state)
