@@ -69,6 +69,8 @@ class Capabilities:
     sink_streams: bool = False
     """Its sink reads its input once, batch by batch (only `InputTable.batches` and `schema`),
     so a load can start on an extract's first batch instead of waiting for its output."""
+    key_queries: bool = False
+    """A source can run a task's `cache: {key: <query>}` against its connection (`key_rows`)."""
 
 
 class IncrementalSpec(ConfigModel):
@@ -228,6 +230,11 @@ class Connector(ABC):
         """What a source would read now, cheaply (file sizes and times), for reuse decisions;
         None when that cannot be told without reading (a database server)."""
         return None
+
+    def key_rows(self, config: ConfigModel, query: str, connection: Any) -> list[tuple[Any, ...]]:
+        """The rows a cache key query returns now, on the source's resolved connection (when
+        `capabilities.key_queries`): what tells the cache that the source's tables changed."""
+        raise DefinitionError(f"the {self.name} connector cannot run a cache key query")
 
     def rejects(self, config: ConfigModel) -> Any:
         """A collector of malformed rows for one attempt, when the source sets them aside

@@ -50,6 +50,7 @@ class PostgresConnector(Connector):
         load_modes=("append", "replace", "merge"),
         sqlglot_dialect="postgres",
         sink_streams=True,
+        key_queries=True,
     )
     source = PostgresSource
     sink = PostgresSink
@@ -81,6 +82,12 @@ class PostgresConnector(Connector):
 
         assert isinstance(config, PostgresSource)
         return open_postgres(config, ctx)
+
+    def key_rows(self, config: ConfigModel, query: str, connection: Any) -> list[tuple[Any, ...]]:
+        from connectors.postgres.connection import Session
+
+        with Session(connection, autocommit=True) as session:
+            return session.rows(query, what="cache key query failed")
 
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         from connectors.postgres.sink import write_postgres

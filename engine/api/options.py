@@ -33,3 +33,5 @@ class PlanOptions:
     """The start of the interval the run covers (default: now)."""
     run_id: str | None = None
     """The run's id (default: a new one)."""
+    force: bool = False
+    """Run every task, whatever the cache holds (engine.planning.cache)."""

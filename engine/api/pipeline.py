@@ -70,6 +70,7 @@ class Pipeline:
         timezone: str = "UTC",
         defaults: Mapping[str, Any] | None = None,
         base_dir: str | os.PathLike[str] | None = None,
+        cache: bool = False,
     ) -> None:
         self.name = name
         self.base_dir = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
@@ -82,6 +83,8 @@ class Pipeline:
             self._header["schedule"] = schedule
         if defaults:
             self._header["defaults"] = dict(defaults)
+        if cache:
+            self._header["cache"] = True
         self._tasks: list[dict[str, Any]] = []
 
     def _add(self, task_id: str, kind: str, config: Any, common: Mapping[str, Any]) -> str:
@@ -252,9 +255,10 @@ def plan(
     run_id: str | None = None,
     full_refresh: bool = False,
     logical_date: datetime | None = None,
+    force: bool = False,
 ) -> Plan:
     """The plan `run` would execute, without running anything."""
-    options = PlanOptions(params, select, full_refresh, logical_date, run_id)
+    options = PlanOptions(params, select, full_refresh, logical_date, run_id, force)
     with Project.find(project_dir) as project:
         return project.plan(pipeline, options)
 
@@ -328,11 +332,12 @@ def run(
     logical_date: datetime | None = None,
     run_id: str | None = None,
     on_executor: Callable[[Executor], None] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Validate, plan and run a pipeline; returns the result (it does not raise on task failure:
     `result.raise_for_status()` does). `logical_date`: the start of the interval the run covers
-    (default: now)."""
-    what = PlanOptions(params, select, full_refresh, logical_date, run_id)
+    (default: now); `force`: run every task, whatever the cache holds."""
+    what = PlanOptions(params, select, full_refresh, logical_date, run_id, force)
     how = RunOptions(
         max_parallel, settings, runner, listener, on_executor, if_running, wait_timeout
     )

@@ -132,7 +132,8 @@ class Project(ProjectReader):
         options = options or PlanOptions()
         definition = self.definition(pipeline)
         location = self.layout.catalog
-        reader = CatalogReader(location) if options.select and location.exists() else None
+        # the cache and a selection reuse earlier outputs; before the first run there are none
+        reader = CatalogReader(location) if location.exists() else None
         try:
             return build_plan(
                 definition,
@@ -142,6 +143,7 @@ class Project(ProjectReader):
                 run_id=options.run_id,
                 full_refresh=options.full_refresh,
                 logical_date=options.logical_date,
+                force=options.force,
             )
         finally:
             if reader is not None:

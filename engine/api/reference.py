@@ -20,6 +20,7 @@ from engine.scheduling.http import ENDPOINTS, MAX_BODY
 from engine.spec.model import (
     AlertsSpec,
     BreakerPolicy,
+    CacheKey,
     OpenLineageSpec,
     ParamSpec,
     PipelineSpec,
@@ -145,6 +146,15 @@ alerts:
   dedup: 1h""",
     RetentionSpec: """\
 retention: {keep_runs: 5}""",
+    CacheKey: """\
+cache: true                        # every task but the loads
+tasks:
+  - id: orders
+    extract: {from: postgres, connection: wh, table: orders}
+    cache: {key: "select max(updated_at), count(*) from orders"}
+  - id: publish
+    load: {input: orders, to: parquet, path: out/orders}
+    cache: true                    # a load is skipped only when it says so itself""",
     OpenLineageSpec: """\
 openlineage:
   url: http://marquez:5000
@@ -255,6 +265,26 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "dead letter). What was removed is recorded: reading it says so.",
     ),
     (
+        "cache",
+        CacheKey,
+        "`cache: true` (on the pipeline, or a task's own, which overrides it) reuses an earlier "
+        "output instead of running the task when it was made from the same definition (SQL as "
+        "sqlglot writes it: layout and comments do not count), parameters, code (the UDF or "
+        "schema with the helpers it reaches, the schema file, the major.minor versions of "
+        "DuckDB, Polars, PyArrow and pandera), input (the files' sizes and modification times) "
+        "and upstream outputs (by their content), and its folder is still in the workspace. A "
+        "task below one that ran again is decided when that one has run: when its output came "
+        "out byte-identical, the task below is still reused. A PostgreSQL extract is cached "
+        "only with `cache: {key: <SQL query>}`: the query runs on the task's connection when "
+        "the run is planned, and the rows it returns (hashed, never stored) join the "
+        "fingerprint; an incremental extract's committed watermark joins it too. A load is "
+        "skipped only with its own `cache: true`, when its input and definition are unchanged "
+        "since its last run, which committed: its target is not watched, so a target changed "
+        "by hand stays changed. `arrowline plan` says why each task runs (new, definition "
+        "changed, parameter changed, code changed, input changed, upstream changed, forced) or "
+        "which run's output it reuses; `arrowline run --force` runs every task.",
+    ),
+    (
         "Task",
         TaskSpec,
         "A task has an `id` and exactly one kind key: `extract`, `sql`, `udf`, "
@@ -300,6 +330,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
 
 _NAMES = {
     "ParamSpec": "[param](#param)",
+    "CacheKey": "[cache](#cache)",
     "ParamType": " \\| ".join(json.dumps(kind.value) for kind in ParamType),
     "RetryPolicy": "[retry](#retry)",
     "TaskDefaults": "[defaults](#defaults)",

@@ -96,6 +96,7 @@ def validate(pipelines: tuple[str, ...], project_dir: Path | None, fmt: str) -> 
     is_flag=True,
     help="Skip computing output schemas over empty inputs (type errors, broken references, drift).",
 )
+@click.option("--force", is_flag=True, help="Plan every task to run, whatever the cache holds.")
 def plan(
     pipeline: str,
     params: tuple[str, ...],
@@ -103,15 +104,16 @@ def plan(
     project_dir: Path | None,
     fmt: str,
     no_schemas: bool,
+    force: bool,
 ) -> None:
-    """Show what a run would do: tasks in order with inputs, outputs, levels and reuse, each
-    task's output schema changes, and the type errors or broken column references a run would
-    hit (exit 2 when there are any)."""
+    """Show what a run would do: tasks in order with inputs, outputs, levels, why each runs or
+    which run's output it reuses, each task's output schema changes, and the type errors or
+    broken column references a run would hit (exit 2 when there are any)."""
     from engine.api.options import PlanOptions
 
     with errors(), find_project(project_dir) as project:
         definition = project.definition(pipeline)
-        options = PlanOptions(params=parse_params(params), select=select or None)
+        options = PlanOptions(params=parse_params(params), select=select or None, force=force)
         the_plan = project.plan(definition, options)
         report = None if no_schemas else project.plan_schemas(definition, the_plan)
     failed = report is not None and not report.ok
@@ -125,16 +127,20 @@ def plan(
         title=f"plan for {the_plan.pipeline} (version {the_plan.pipeline_version})",
         title_justify="left",
     )
-    for column in ("level", "task", "kind", "action", "inputs", "depends on", "output"):
+    for column in ("level", "task", "kind", "action", "why", "inputs", "depends on", "output"):
         table.add_column(column)
     for task in the_plan.tasks:
         extra = [d for d in task.upstream if d not in task.inputs]
         action = f"reuse {task.reuse_run}" if task.action == "reuse" else "run"
+        why = Text(task.cache.reason if task.cache else "")
+        if task.cache is not None and task.cache.detail and task.action == "run":
+            why.append(f" ({task.cache.detail})", style="dim")
         table.add_row(
             str(task.level),
             task.id,
             task.kind.value,
             action,
+            why,
             ", ".join(task.inputs),
             ", ".join(extra),
             task.describe_output(),
@@ -288,7 +294,8 @@ def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path 
 @click.option(
     "--force",
     is_flag=True,
-    help="With --resume: resume although the pipeline changed (changed tasks run again).",
+    help="Run every task, whatever the cache holds; with --resume: resume although the "
+    "pipeline changed (changed tasks run again).",
 )
 @click.option(
     "--if-running",
@@ -326,8 +333,6 @@ def run(
 
     if resume_run is not None and (params or select or full_refresh):
         fail("--resume runs with the parameters and selection of the run it continues")
-    if force and resume_run is None:
-        fail("--force only applies with --resume")
     live_wanted = err.is_terminal if progress is None else progress
     configure_logs(log_format, log_level.upper(), err if live_wanted else None)
     executors: list[Executor] = []
@@ -338,7 +343,10 @@ def run(
         the_plan = None
         if resume_run is None:
             what = PlanOptions(
-                params=parse_params(params), select=select or None, full_refresh=full_refresh
+                params=parse_params(params),
+                select=select or None,
+                full_refresh=full_refresh,
+                force=force,
             )
             the_plan = project.plan(definition, what)
     display: LiveProgress | None = None

@@ -115,7 +115,10 @@ def runs(
         "error",
     ):
         table.add_column(column)
+    ran = {t.task_id for t in tasks}  # a task the cache settled while the run ran has a row
     for task_id, source in reused.items():
+        if task_id in ran:
+            continue
         table.add_row(
             task_id, "", Text(f"reused from {source}", style="green dim"), "", "", "", "", "", ""
         )

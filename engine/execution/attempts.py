@@ -19,7 +19,7 @@ from typing import Any
 from loguru import logger
 
 from engine.core.cancel import CancelToken
-from engine.core.errors import ArrowlineError, Classification, classify
+from engine.core.errors import ArrowlineError, Classification, TaskTimeout, classify
 from engine.core.secrets import redact
 from engine.planning.build import PlannedTask
 from engine.state.catalog import now_text
@@ -33,6 +33,7 @@ __all__ = [
     "describe_error",
     "overdue",
     "start_attempt",
+    "stop_overdue",
     "unstopped",
     "wind_down",
 ]
@@ -115,6 +116,20 @@ def overdue(running: Iterable[Attempt], now: float) -> Iterator[Attempt]:
             and now >= attempt.deadline
         ):
             yield attempt
+
+
+def stop_overdue(running: Iterable[Attempt], now: float) -> None:
+    """Ask the attempts past their task's timeout to stop."""
+    for attempt in overdue(running, now):
+        timeout = attempt.task.timeout
+        assert timeout is not None
+        seconds = timeout.total_seconds()
+        attempt.stop(
+            now, TaskTimeout(f"ran longer than its timeout of {seconds:g}s and was stopped")
+        )
+        logger.bind(task_id=attempt.task.id).warning(
+            "timed out after {:.1f}s; stopping", now - attempt.started
+        )
 
 
 def unstopped(running: Iterable[Attempt], now: float, grace: float) -> Iterator[Attempt]:

@@ -21,10 +21,13 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from engine.core.errors import TransientTaskError
+from engine.core.errors import Cancelled, TransientTaskError
 from engine.execution.waiting import DueQueue
+
+if TYPE_CHECKING:
+    from engine.planning.build import PlannedTask
 
 __all__ = ["BreakerGate", "BreakerState", "CircuitBreaker", "CircuitOpen"]
 
@@ -148,6 +151,19 @@ class BreakerGate:
         }
         self.waiting = DueQueue(clock)
         """QUEUED tasks held back, tagged by connection."""
+
+    def tell(self, task: PlannedTask, result: object, cancelling: bool) -> None:
+        """What an attempt of `task` (its outcome or error) says of its connection."""
+        from engine.execution.attempts import classify_error, describe_error
+
+        if not isinstance(result, BaseException):
+            self.verdict(task.connection, "ok")
+        elif isinstance(result, Cancelled) or cancelling:
+            self.verdict(task.connection, "released")  # says nothing of the endpoint
+        elif classify_error(task, result).transient:
+            self.verdict(task.connection, "failed", describe_error(result))
+        else:
+            self.verdict(task.connection, "ok")  # it answered; the request was wrong
 
     def holds_back(self, connection: str | None) -> bool:
         """Whether a task on `connection` would not be let through now (its breaker is not

@@ -31,12 +31,7 @@ import pyarrow as pa
 from loguru import logger
 
 from engine.core.cancel import CancelToken
-from engine.core.errors import (
-    ArrowlineError,
-    Cancelled,
-    TaskTimeout,
-    disk_full,
-)
+from engine.core.errors import ArrowlineError, Cancelled, disk_full
 from engine.core.faults import fault_point
 from engine.core.states import RunState, TaskState
 from engine.core.tables import InputTable
@@ -45,16 +40,23 @@ from engine.execution.attempts import (
     Attempt,
     classify_error,
     describe_error,
-    overdue,
     start_attempt,
+    stop_overdue,
     unstopped,
     wind_down,
 )
 from engine.execution.breaker import BreakerGate
+from engine.execution.cache import CacheHit, ExecutionCache
 from engine.execution.drift import DriftCheck
 from engine.execution.observers import LineageRecorder, OpenLineageObserver, register_plan_secrets
 from engine.execution.recovery import DeadLetters
-from engine.execution.results import ExecutionSettings, RunEvent, RunResult, TaskResult
+from engine.execution.results import (
+    ExecutionSettings,
+    RunEvent,
+    RunResult,
+    TaskResult,
+    final_state,
+)
 from engine.execution.retry import backoff_delay
 from engine.execution.riders import PipelinedHandOff, Riders, StreamOpened
 from engine.execution.waiting import DueQueue, next_wake
@@ -89,7 +91,6 @@ class Executor(PipelinedHandOff):
         self.project_dir = project_dir
         self.catalog = catalog
         self.settings = settings or ExecutionSettings()
-        self.runner = runner
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
@@ -99,6 +100,8 @@ class Executor(PipelinedHandOff):
         self.lineage = LineageRecorder(plan, catalog)
         self.drift = DriftCheck(plan, catalog)
         self.watermarks = WatermarkBroker(plan, catalog, self.connections)
+        self.cache = ExecutionCache(plan, catalog, self.workspace)
+        self.runner = self.cache.hashing(runner)  # records what each output holds
         self.log = logger.bind(pipeline=plan.pipeline, run_id=plan.run_id)
 
         self.states: dict[str, TaskState] = {}
@@ -153,7 +156,9 @@ class Executor(PipelinedHandOff):
         except BaseException as exc:  # a bug or a catalog failure: record it, then re-raise
             self._abort(exc)
             raise
-        state = self._final_state()
+        state = final_state(self.states.values(), self.cancelling is not None)
+        if state is RunState.SUCCESS and self.cancelling is not None:
+            self.log.info("the cancel came after every task had finished: nothing to stop")
         graph = self.lineage.record(self.output_schemas)
         failed = [t for t, s in self.states.items() if s is TaskState.FAILED]
         error = "failed: " + ", ".join(failed) if state is RunState.FAILED else None
@@ -216,20 +221,6 @@ class Executor(PipelinedHandOff):
         for task in plan.to_run:
             if self.waiting_on[task.id] == 0:
                 self._queue(task.id, "ready")
-
-    def _hold_ephemeral_extracts(self) -> None:
-        """An ephemeral extract keeps nothing, so every task reading it must ride on it: it
-        waits as well for whatever else its readers wait for (their `depends_on`), so that
-        when it starts, they are held up by nothing but it."""
-        for task in self.plan.to_run:
-            if task.spec.materialize != "ephemeral":
-                continue
-            for child in self.downstream[task.id]:
-                for dep in self.plan.task(child).upstream:
-                    held = task.id in self.downstream.get(dep, ())
-                    if dep != task.id and dep in self.states and not held:
-                        self.downstream[dep].append(task.id)
-                        self.waiting_on[task.id] += 1
 
     def _reuse(self, task: PlannedTask) -> None:
         """An output that stands: from an earlier run (--select) or this one (--resume)."""
@@ -345,9 +336,12 @@ class Executor(PipelinedHandOff):
             self.log.warning("heartbeat not recorded: {}", exc.message)
 
     def _start(self, task_id: str, streamed: dict[str, InputTable] | None = None) -> Attempt | None:
-        """Start an attempt (None when the breaker refuses it); `streamed`: the inputs of a
-        load riding on a running extract."""
+        """Start an attempt (None when the breaker refuses it, or an earlier output stands for
+        the task); `streamed`: the inputs of a load riding on a running extract."""
         task = self.plan.task(task_id)
+        if (hit := self.cache.hit(task)) is not None:  # early cutoff: upstream came out as before
+            self._cached(task, hit)
+            return None
         refused = self.breakers.admits(task_id, task.connection)
         if refused is not None:
             self.log.bind(task_id=task_id).warning(
@@ -395,7 +389,7 @@ class Executor(PipelinedHandOff):
         if self.riders.hold(attempt, result):
             return  # a load that ended before the extract it streamed from: decided then
         duration = self.clock() - attempt.started
-        self._tell_breaker(task, result)
+        self.breakers.tell(task, result, self.cancelling is not None)
         # An attempt that completed after being asked to stop did complete: its output is whole.
         if isinstance(result, TaskOutcome):
             try:
@@ -408,16 +402,6 @@ class Executor(PipelinedHandOff):
         self.workspace.discard(attempt.staging)
         self._producer_ended(task.id, result)
         self._fail(attempt, result, duration)
-
-    def _tell_breaker(self, task: PlannedTask, result: TaskOutcome | BaseException) -> None:
-        if isinstance(result, TaskOutcome):
-            self.breakers.verdict(task.connection, "ok")
-        elif isinstance(result, Cancelled) or self.cancelling is not None:
-            self.breakers.verdict(task.connection, "released")  # says nothing of the endpoint
-        elif classify_error(task, result).transient:
-            self.breakers.verdict(task.connection, "failed", describe_error(result))
-        else:
-            self.breakers.verdict(task.connection, "ok")  # it answered; the request was wrong
 
     def _succeed(self, attempt: Attempt, outcome: TaskOutcome, duration: float) -> None:
         task = attempt.task
@@ -455,6 +439,7 @@ class Executor(PipelinedHandOff):
             details["watermark"] = outcome.watermark.to_json()  # what a resume restores
         if details:
             fields["details"] = json.dumps(details, default=str)
+        fields |= self.cache.succeeded(task, attempt.number)
         if task.incremental:
             self.watermarks.extracted(task, outcome.watermark)
         if outcome.committed:
@@ -471,11 +456,25 @@ class Executor(PipelinedHandOff):
             outcome.rows_out,
             f", {outcome.rows_rejected} quarantined" if outcome.rows_rejected else "",
         )
-        for child in self.downstream[task.id]:
+        self._release(task.id)
+
+    def _release(self, task_id: str) -> None:
+        """A task succeeded: the tasks waiting on it alone are ready."""
+        for child in self.downstream[task_id]:
             self.waiting_on[child] -= 1
             ready = self.waiting_on[child] == 0 and self.states[child] is TaskState.PENDING
             if ready and self.cancelling is None:
-                self._queue(child, f"upstream {task.id} succeeded")
+                self._queue(child, f"upstream {task_id} succeeded")
+
+    def _cached(self, task: PlannedTask, hit: CacheHit) -> None:
+        """An earlier output stands for the task (engine.execution.cache): no attempt runs."""
+        result = self.results[task.id]
+        result.reused_from, result.output = hit.run_id, hit.output
+        if hit.output is not None:
+            self.outputs[task.id] = hit.output
+        self._move(task.id, TaskState.RUNNING, "cache lookup")
+        self._move(task.id, TaskState.SUCCESS, f"cached (run {hit.run_id})", fields=hit.fields)
+        self._release(task.id)
 
     def _fail(self, attempt: Attempt, error: BaseException, duration: float) -> None:
         task = attempt.task
@@ -544,18 +543,7 @@ class Executor(PipelinedHandOff):
     def _enforce_deadlines(self) -> None:
         self._stretch_rider_deadlines()
         now = self.clock()
-        for attempt in overdue(self.running.values(), now):
-            timeout = attempt.task.timeout
-            assert timeout is not None
-            attempt.stop(
-                now,
-                TaskTimeout(
-                    f"ran longer than its timeout of {timeout.total_seconds():g}s and was stopped"
-                ),
-            )
-            self.log.bind(task_id=attempt.task.id).warning(
-                "timed out after {:.1f}s; stopping", now - attempt.started
-            )
+        stop_overdue(self.running.values(), now)
         for attempt in unstopped(self.running.values(), now, self.settings.cancel_grace):
             # The task did not stop: abandon the attempt; a late result is discarded.
             del self.running[attempt.task.id]
@@ -569,7 +557,7 @@ class Executor(PipelinedHandOff):
                 continue
             self.riders.consumer_ended(attempt.task.id)
             self._producer_ended(attempt.task.id, attempt.cancel.reason or Cancelled("stopped"))
-            self._tell_breaker(attempt.task, reason)
+            self.breakers.tell(attempt.task, reason, self.cancelling is not None)
             self._fail(attempt, reason, now - attempt.started)
 
     def _begin_cancel(self, reason: Cancelled) -> None:
@@ -578,26 +566,11 @@ class Executor(PipelinedHandOff):
         now = self.clock()
         for attempt in self.running.values():
             attempt.stop(now, reason)
-        for task_id in list(self.ready):
-            self._move(task_id, TaskState.CANCELLED, str(reason))
+        waiting = [*self.ready, *self.retries.clear(), *self.breakers.waiting.clear()]
         self.ready.clear()
-        for task_id in self.retries.clear() + self.breakers.waiting.clear():
+        waiting += [task_id for task_id, st in self.states.items() if st is TaskState.PENDING]
+        for task_id in waiting:
             self._move(task_id, TaskState.CANCELLED, str(reason))
-        for task_id, state in self.states.items():
-            if state is TaskState.PENDING:
-                self._move(task_id, TaskState.CANCELLED, str(reason))
-
-    def _final_state(self) -> RunState:
-        """What the run's tasks ended as. A cancel stops what had not finished; when it came
-        too late to stop anything (every task succeeded, the loads committed), the run did
-        succeed, and calling it CANCELLED would send the user to resume a finished run."""
-        if all(state is TaskState.SUCCESS for state in self.states.values()):
-            if self.cancelling is not None:
-                self.log.info("the cancel came after every task had finished: nothing to stop")
-            return RunState.SUCCESS
-        if self.cancelling is not None and TaskState.CANCELLED in self.states.values():
-            return RunState.CANCELLED
-        return RunState.FAILED
 
     def _abort(self, exc: BaseException) -> None:
         """Leave the catalog honest after an unexpected error in the dispatcher itself (a

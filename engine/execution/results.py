@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from engine.core.tables import InputTable
 from engine.planning.build import Plan
 from transforms.sql import DuckDBSettings
 
-__all__ = ["ExecutionSettings", "RunEvent", "RunResult", "TaskResult"]
+__all__ = ["ExecutionSettings", "RunEvent", "RunResult", "TaskResult", "final_state"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +109,15 @@ class RunEvent:
     state: str
     attempt: int = 0
     error: str | None = None
+
+
+def final_state(states: Iterable[TaskState], cancelling: bool) -> RunState:
+    """What a run's tasks ended as. A cancel stops what had not finished; when it came too late
+    to stop anything (every task succeeded, the loads committed), the run did succeed, and
+    calling it CANCELLED would send the user to resume a finished run."""
+    ended = list(states)
+    if all(state is TaskState.SUCCESS for state in ended):
+        return RunState.SUCCESS
+    if cancelling and TaskState.CANCELLED in ended:
+        return RunState.CANCELLED
+    return RunState.FAILED

@@ -305,3 +305,17 @@ class PipelinedHandOff:
                 continue
             event = f"its stream from {producer} broke; waits for {producer}'s next attempt"
             self._move(ride.consumer, TaskState.PENDING, event, attempt=number)
+
+    def _hold_ephemeral_extracts(self) -> None:
+        """An ephemeral extract keeps nothing, so every task reading it must ride on it: it
+        waits as well for whatever else its readers wait for (their `depends_on`), so that
+        when it starts, they are held up by nothing but it."""
+        for task in self.plan.to_run:
+            if task.spec.materialize != "ephemeral":
+                continue
+            for child in self.downstream[task.id]:
+                for dep in self.plan.task(child).upstream:
+                    held = task.id in self.downstream.get(dep, ())
+                    if dep != task.id and dep in self.states and not held:
+                        self.downstream[dep].append(task.id)
+                        self.waiting_on[task.id] += 1

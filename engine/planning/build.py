@@ -6,10 +6,13 @@ time, for fingerprints). It renders every template, derives every dependency, or
 decides, for a selection, which upstream outputs are reused from an earlier run. `arrowline plan`
 prints the same `Plan` that `arrowline run` executes, so the two cannot disagree.
 
+Cache: a task whose cache is on stands on an earlier output made from the same definition,
+parameters, code, input and upstream contents (engine.planning.cache); every planned task says
+why it runs, or which run's output it reuses. `force` runs every task.
+
 Selection: `--select enriched` runs `enriched` and whatever upstream it needs; an upstream task
-whose last successful output has the fingerprint it has now (same rendered definition, parameters,
-code, input files and upstream; see engine.planning.fingerprint) is reused instead of run.
-`enriched+` also runs everything downstream of `enriched`.
+with an earlier output of the cache key it has now is reused instead of run, whatever its cache
+setting. `enriched+` also runs everything downstream of `enriched`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from engine.core.errors import DefinitionError, PipelineInvalid, SelectionError,
 from engine.core.graph import Graph, find_cycles
 from engine.core.problems import did_you_mean
 from engine.core.secrets import mask_secrets, mask_text
+from engine.planning.cache import CacheDecision, cache_enabled, decide, observe_inputs
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
 from engine.spec.definition import Definition
 from engine.spec.model import (
     BreakerPolicy,
+    CacheKey,
     OpenLineageSpec,
     RetentionSpec,
     RetryPolicy,
@@ -39,7 +44,7 @@ from engine.spec.params import RenderContext, new_run_id, resolve_params
 from engine.state.catalog import CatalogReader
 from engine.tasks import kind_of
 from engine.tasks.checks import check_tables
-from engine.tasks.resolve import resolve_task
+from engine.tasks.resolve import ResolvedTask, resolve_task
 
 __all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
 
@@ -66,6 +71,8 @@ class PlannedTask:
     keeps the watermark of the rows it committed."""
     commits_watermarks: tuple[str, ...] = ()
     """For a load: the incremental extracts upstream, whose new watermarks it commits."""
+    cache: CacheDecision | None = None
+    """Why it runs, or whose output stands for it (engine.planning.cache)."""
 
     @property
     def connection(self) -> str | None:
@@ -100,6 +107,7 @@ class PlannedTask:
             "incremental": self.incremental,
             "watermark_sinks": [sink for sink, _ in self.watermark_sinks],
             "commits_watermarks": list(self.commits_watermarks),
+            **(self.cache.to_dict() if self.cache is not None else {}),
         }
 
 
@@ -127,6 +135,8 @@ class Plan:
     openlineage: OpenLineageSpec | None = None
     retention: RetentionSpec = field(default_factory=RetentionSpec)
     """What the workspace keeps once the run ends (engine.state.retention)."""
+    force: bool = False
+    """Every task runs, whatever the cache holds."""
 
     @functools.cached_property
     def _by_id(self) -> dict[str, PlannedTask]:
@@ -162,6 +172,7 @@ class Plan:
             "params": self.shown_params(),
             "selected": list(self.selected) if self.selected else None,
             "full_refresh": self.full_refresh,
+            "force": self.force,
             "resumed": self.resumed,
             "tasks": [task.to_dict() for task in self.tasks],
         }
@@ -200,6 +211,7 @@ def build_plan(
     logical_date: datetime | None = None,
     environ: Mapping[str, str] | None = None,
     full_refresh: bool = False,
+    force: bool = False,
 ) -> Plan:
     """Plan one run. Raises DefinitionError (PipelineInvalid when the run's parameters name a
     table no task produces), ParameterError or SelectionError."""
@@ -225,31 +237,36 @@ def build_plan(
         raise DefinitionError(f"dependency cycle: {' -> '.join(cycles[0])}")
     graph = Graph(upstream)
     levels = graph.levels()
-    fingerprints = task_fingerprints(definition, resolved, resolved_params, graph.topological())
-
-    actions: dict[str, tuple[Action, str | None]] = {}
-    if select:
-        chosen = parse_selection(select, graph)
-        for task_id in chosen:
-            actions[task_id] = ("run", None)
-        # Walk upstream from the selection; a reusable output ends the walk on its branch.
-        frontier = [dep for task_id in chosen for dep in graph.upstream[task_id]]
+    order = graph.topological()
+    enabled = {task.id: cache_enabled(spec, task) and not force for task in spec.tasks}
+    observed = observe_inputs(definition, resolved, catalog, enabled)
+    fingerprints = task_fingerprints(definition, resolved, resolved_params, order, observed)
+    chosen = parse_selection(select, graph) if select else None
+    decisions = decide(
+        spec,
+        order,
+        upstream,
+        fingerprints,
+        catalog,
+        observable={task_id: _observable(resolved[task_id], definition) for task_id in order},
+        force=force,
+        chosen=chosen,
+    )
+    actions: dict[str, tuple[Action, str | None]] = {
+        task_id: ("reuse", d.reuse_run) if d.reuse_run else ("run", None)
+        for task_id, d in decisions.items()
+    }
+    if chosen is not None:
+        # the selection and the upstream its running tasks read; a reused output ends a branch
+        needed: set[str] = set()
+        frontier = list(chosen)
         while frontier:
             task_id = frontier.pop()
-            if task_id in actions:
-                continue
-            previous = catalog.latest_output(spec.name, task_id) if catalog else None
-            if (
-                previous is not None
-                and previous.fingerprint == fingerprints[task_id]
-                and previous.output_on_disk  # not when another host wrote it, or it was deleted
-            ):
-                actions[task_id] = ("reuse", previous.run_id)
-                continue
-            actions[task_id] = ("run", None)
-            frontier.extend(graph.upstream[task_id])
-    else:
-        actions = dict.fromkeys(graph.order, ("run", None))
+            if task_id not in needed:
+                needed.add(task_id)
+                if actions[task_id][0] == "run":
+                    frontier.extend(graph.upstream[task_id])
+        actions = {task_id: action for task_id, action in actions.items() if task_id in needed}
 
     incremental = {t.id for t in spec.tasks if t.incremental is not None}
     # the tasks that write outside and can commit an extract's watermark beside their rows
@@ -281,10 +298,11 @@ def build_plan(
                 reuse_run=reuse_run,
                 retry=rendered.spec.retry or spec.defaults.retry,
                 timeout=rendered.spec.timeout or spec.defaults.timeout,
-                fingerprint=fingerprints[task_id],
+                fingerprint=fingerprints[task_id].value,
                 sql=rendered.sql,
                 watermark_sinks=sinks_of.get(task_id, ()),
                 commits_watermarks=commits.get(task_id, ()),
+                cache=decisions[task_id],
             )
         )
     return Plan(
@@ -298,6 +316,7 @@ def build_plan(
         tasks=tuple(planned),
         selected=tuple(select) if select else None,
         full_refresh=full_refresh,
+        force=force,
         definition=spec.document(),
         circuit_breaker=spec.circuit_breaker,
         openlineage=spec.openlineage,
@@ -308,3 +327,12 @@ def build_plan(
             if name in spec.connections
         },
     )
+
+
+def _observable(task: ResolvedTask, definition: Definition) -> bool:
+    """Whether what the task reads can be told without reading it: a transform's inputs are
+    upstream outputs; a source says (files by size and time), or its cache key query does."""
+    owner, source = task.spec.connector, task.spec.extract
+    if owner is None or source is None or isinstance(task.spec.cache, CacheKey):
+        return True
+    return owner.observe(source, definition.base_dir) is not None

@@ -146,10 +146,11 @@ def plan_replay(
     for planned in full.tasks:
         if planned.id == feed:
             tasks.append(replace(planned, action="reuse", reuse_run=full.run_id))
+        # what a replay writes is the replayed rows alone: never a cache's output, nor reused
         elif planned.id == task_id:
-            tasks.append(_sorting(planned))
+            tasks.append(replace(_sorting(planned), cache=None))
         elif planned.id in chosen:
-            tasks.append(planned)
+            tasks.append(replace(planned, cache=None))
         elif planned.id in needed:
             tasks.append(replace(planned, action="reuse", reuse_run=needed[planned.id]))
     source.write_input(workspace.output_dir(spec.name, feed, full.run_id))

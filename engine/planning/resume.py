@@ -21,7 +21,7 @@ from datetime import datetime
 from engine.core.errors import StateError
 from engine.core.secrets import without_masked
 from engine.core.states import RESUMABLE, RunState, TaskState
-from engine.planning.build import Plan, build_plan
+from engine.planning.build import Plan, PlannedTask, build_plan
 from engine.spec.definition import Definition
 from engine.state.catalog import CatalogReader, RunRow
 
@@ -142,4 +142,12 @@ def plan_resume(
     tasks = [
         replace(t, action="run", reuse_run=None) if t.id in ephemeral & needed else t for t in tasks
     ]
-    return replace(fresh, tasks=tuple(tasks), resumed=True)
+    return replace(fresh, tasks=tuple(_said(task) for task in tasks), resumed=True)
+
+
+def _said(task: PlannedTask) -> PlannedTask:
+    """What the plan says of a kept task: the output that stands for it."""
+    if task.action != "reuse" or task.cache is None:
+        return task
+    said = replace(task.cache, reason=f"cached (run {task.reuse_run})", detail="kept by --resume")
+    return replace(task, cache=said)

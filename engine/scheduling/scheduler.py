@@ -48,7 +48,7 @@ from engine.scheduling.discover import Loaded, discover_pipelines, request_run
 from engine.scheduling.leader import Lead, Leadership
 from engine.scheduling.triggers import Triggers
 from engine.scheduling.watch import late_runs, stale_watermarks
-from engine.state.catalog import Catalog
+from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 from engine.state.schedules import RequestRow, ScheduleRow
 from engine.state.values import iso, parse
@@ -377,9 +377,14 @@ class Scheduler:
                     definition, self.layout, active.run_id, options=options
                 )
             else:
-                the_plan = build_plan(
-                    definition, params=params, logical_date=logical, run_id=active.run_id
-                )
+                with CatalogReader(self.layout.catalog) as reader:  # what the cache reuses
+                    the_plan = build_plan(
+                        definition,
+                        params=params,
+                        logical_date=logical,
+                        run_id=active.run_id,
+                        catalog=reader,
+                    )
                 active.result = launch.execute(the_plan, self.layout, options)
         except BaseException as exc:  # recorded and alerted on, never lost
             active.error = exc

@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     ValidationInfo,
     field_validator,
@@ -38,6 +39,7 @@ __all__ = [
     "NAME_PATTERN",
     "AlertsSpec",
     "BreakerPolicy",
+    "CacheKey",
     "ExtractSpec",
     "LoadSpec",
     "ParamSpec",
@@ -202,6 +204,22 @@ ParamDeclaration = Annotated[
 """`n: 3` (the type is the default's) or `n: {type: int, default: 3}`."""
 
 
+class CacheKey(ConfigModel):
+    """A cache with a key, for a task that reads a database: its tables change without the
+    pipeline knowing, so the key says when they did."""
+
+    key: str = Field(
+        min_length=1,
+        description="A SQL query run against the task's connection when a run is planned, e.g. "
+        "`select max(updated_at), count(*) from orders`. Its result joins the task's fingerprint "
+        "(hashed, never stored): the task is reused while the key returns the same rows.",
+    )
+
+
+CacheSetting = StrictBool | CacheKey
+"""`cache: true`, `cache: false` or `cache: {key: "select ..."}`."""
+
+
 class AlertsSpec(ConfigModel):
     """Where alerts go, and which. Repeats of one alert within `dedup` are counted, not sent."""
 
@@ -271,6 +289,12 @@ class TaskSpec(ConfigModel):
     )
     retry: RetryPolicy | None = Field(None, description="Overrides defaults.retry.")
     timeout: Duration | None = Field(None, description="Overrides defaults.timeout.")
+    cache: CacheSetting | None = Field(
+        None,
+        description="Reuse an earlier output made from the same definition, parameters, code, "
+        "input and upstream contents instead of running (overrides the pipeline's `cache`). A "
+        "database extract needs `{key: <SQL query>}`; a load is cached only when set here.",
+    )
     schema_change: Literal["evolve", "fail_on_breaking", "freeze"] = Field(
         "evolve",
         description="When the task's output schema differs from its last successful run: "
@@ -384,6 +408,11 @@ class PipelineSpec(ConfigModel):
     on_restart: Literal["resume", "fail"] = Field(
         "resume",
         description="What the scheduler does with a run its restart interrupted.",
+    )
+    cache: StrictBool = Field(
+        False,
+        description="Every task (loads excepted: they opt in themselves) reuses an earlier "
+        "output made from the same inputs instead of running; a task's own `cache` overrides.",
     )
     params: dict[str, ParamDeclaration] = Field(
         default_factory=dict,

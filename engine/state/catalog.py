@@ -135,6 +135,10 @@ class Catalog(CatalogReader):
     def heartbeat(self, run_id: str) -> None:
         self._transitions.heartbeat(run_id)
 
+    def record_reuse(self, run_id: str, task_id: str, from_run_id: str) -> None:
+        """The run's task stands on an earlier run's output (a cache hit while it ran)."""
+        self._transitions.record_reuse(run_id, task_id, from_run_id)
+
     # -- watermarks, dead letters, lineage, removed outputs ----------------------------------
 
     def set_watermark(

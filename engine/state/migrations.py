@@ -19,7 +19,7 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
@@ -41,6 +41,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "alter table dead_letters add column resolved_by text",
         "alter table dead_letters add column resolution_note text",
         *statements(REMOVED_OUTPUTS),
+    ),
+    # the cache: what each task output was made of, by component, and what it holds
+    8: (
+        "alter table task_runs add column cache_key text",
+        "alter table task_runs add column fingerprint_parts text",
+        "alter table task_runs add column output_hash text",
     ),
 }
 

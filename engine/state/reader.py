@@ -127,6 +127,10 @@ class CatalogReader:
         """The newest successful run of a task, with an output in the workspace or not."""
         return self._runs.last_success(pipeline, task_id)
 
+    def outputs_with_key(self, pipeline: str, task_id: str, cache_key: str) -> list[TaskRunRow]:
+        """The newest successful outputs of a task made with this cache key, newest first."""
+        return self._runs.outputs_with_key(pipeline, task_id, cache_key)
+
     def latest_outputs(self, pipeline: str) -> dict[str, TaskRunRow]:
         """The newest successful output of every task of a pipeline."""
         return self._runs.latest_outputs(pipeline)

@@ -92,7 +92,8 @@ def _kept(
 ) -> set[tuple[str, str]]:
     """(task_id, run_id) outputs to keep: every output of the protected runs and what they
     reuse from earlier runs, and the latest successful output of each task."""
-    kept = {(task_id, row.run_id) for task_id, row in latest.items()}
+    # a cache hit's row points at the earlier run whose folder holds the output
+    kept = {(task_id, row.output_run) for task_id, row in latest.items()}
     for run_id, task_id, from_run_id in catalog.reuses_in(pipeline):
         if run_id in protected:
             kept.add((task_id, from_run_id))

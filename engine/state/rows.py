@@ -85,6 +85,19 @@ class TaskRunRow:
     error_kind: str | None
     error_transient: bool | None
     details: dict[str, Any] | None
+    cache_key: str | None = None
+    """Its fingerprint over the contents of its upstream outputs (engine.planning.cache)."""
+    fingerprint_parts: dict[str, str] | None = None
+    """One digest per component of the fingerprint: what `arrowline plan` says changed."""
+    output_hash: str | None = None
+    """A digest of its output's contents (a load: none)."""
+
+    @property
+    def output_run(self) -> str:
+        """The run whose folder holds this output: its own, or the earlier run whose output the
+        cache found to stand for it."""
+        cached = (self.details or {}).get("cached_from")
+        return cached if isinstance(cached, str) else self.run_id
 
     @property
     def output_on_disk(self) -> bool:
@@ -255,6 +268,9 @@ def task_row(row: Row) -> TaskRunRow:
             if values["output_schema"]
             else None,
             "details": json.loads(values["details"]) if values["details"] else None,
+            "fingerprint_parts": json.loads(values["fingerprint_parts"])
+            if values["fingerprint_parts"]
+            else None,
             "error_transient": None if transient is None else bool(transient),
         }
     )

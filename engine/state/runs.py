@@ -141,6 +141,18 @@ class RunStore:
         keeps none: its `target` says where its rows went)."""
         return self._newest_success(pipeline, task_id, "")
 
+    def outputs_with_key(
+        self, pipeline: str, task_id: str, cache_key: str, limit: int = 5
+    ) -> list[TaskRunRow]:
+        """The newest successful outputs of a task made with this cache key, newest first."""
+        rows = self.db.execute(
+            "select t.* from task_runs t join runs r using (run_id) "
+            "where r.pipeline = ? and t.task_id = ? and t.cache_key = ? and t.state = 'SUCCESS' "
+            "and t.output_path is not null order by t.ended_at desc limit ?",
+            (pipeline, task_id, cache_key, limit),
+        )
+        return [task_row(row) for row in rows]
+
     def _newest_success(self, pipeline: str, task_id: str, condition: str) -> TaskRunRow | None:
         rows = self.db.execute(_NEWEST_SUCCESS.format(condition=condition), (pipeline, task_id))
         return task_row(rows[0]) if rows else None

@@ -72,6 +72,9 @@ create table if not exists task_runs (
     error_transient integer,
     details text,
     ordinal integer,
+    cache_key text,
+    fingerprint_parts text,
+    output_hash text,
     primary key (run_id, task_id)
 );
 create index if not exists task_runs_success on task_runs (task_id, state, ended_at);
@@ -94,7 +97,10 @@ create table if not exists transitions (
 );
 create index if not exists transitions_by_run on transitions (run_id, id);
 """
-"""Runs, their tasks, what they reused from earlier runs, and every state transition."""
+"""Runs, their tasks, what they reused from earlier runs, and every state transition. A task
+run's `cache_key` (its fingerprint over its upstream outputs' contents), `fingerprint_parts`
+(one digest per component, JSON) and `output_hash` (its output's contents) are what the cache
+compares (engine.planning.cache); no value a key query returned is stored, only digests."""
 
 WATERMARKS = """
 create table if not exists watermarks (

@@ -44,6 +44,9 @@ TASK_FIELDS = frozenset(
         "error",
         "error_kind",
         "error_transient",
+        "cache_key",
+        "fingerprint_parts",
+        "output_hash",
     }
 )
 """The task run columns a transition may set besides its state (and the only names ever
@@ -246,7 +249,8 @@ class TransitionStore:
                         "duration_s = null, rows_in = null, rows_out = null, "
                         "rows_rejected = null, bytes_out = null, output_path = null, "
                         "output_schema = null, target = null, error = null, error_kind = null, "
-                        "error_transient = null, details = null "
+                        "error_transient = null, details = null, cache_key = null, "
+                        "fingerprint_parts = null, output_hash = null "
                         "where run_id = ? and task_id = ?",
                         (kind, level, fingerprint, ordinal, run_id, task_id),
                     )
@@ -259,6 +263,16 @@ class TransitionStore:
                 (os.getpid(), socket.gethostname(), at, definition, pipeline_version, run_id),
             )
             _log(connection, run_id, None, current.value, "PENDING", at, "resumed")
+
+    def record_reuse(self, run_id: str, task_id: str, from_run_id: str) -> None:
+        """The run's task stands on an earlier run's output (a cache hit decided while the run
+        ran), so retention keeps that output while it keeps the run."""
+        with self.db.transaction() as connection:
+            connection.execute(
+                "insert into reused (run_id, task_id, from_run_id) values (?, ?, ?) "
+                "on conflict (run_id, task_id) do nothing",
+                (run_id, task_id, from_run_id),
+            )
 
     def heartbeat(self, run_id: str) -> None:
         """The run's process is alive (what `arrowline runs` shows for a RUNNING run)."""

@@ -19,7 +19,7 @@ from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
-from engine.spec.model import TaskSpec
+from engine.spec.model import CacheKey, TaskSpec
 from engine.spec.params import (
     ANY_PARAM,
     BUILTINS,
@@ -423,6 +423,40 @@ class _Checker:
                 found.code, found.message, task, found.key, severity=found.severity, hint=found.hint
             )
 
+    def cache(self, task: TaskSpec) -> None:
+        """A cache key needs a source that runs it on a connection; a source that cannot tell
+        what it would read (a database server) is never cached without one."""
+        owner, setting = task.connector, task.cache
+        if isinstance(setting, CacheKey):
+            if task.extract is None or owner is None or not owner.capabilities.key_queries:
+                what = (
+                    f"a {owner.name} extract"
+                    if owner and task.extract
+                    else f"a {task.kind.value} task"
+                )
+                self.add(
+                    "cache-key",
+                    f"cache.key needs a database source to run the query on, but this is {what}",
+                    task,
+                    ("cache", "key"),
+                    hint="use `cache: true`: files are known by their sizes and times, "
+                    "transforms by their definition, code and inputs",
+                )
+            return
+        on = setting if setting is not None else self.spec.cache and task.extract is not None
+        source = task.extract
+        if on and owner and source and owner.observe(source, self.definition.base_dir) is None:
+            self.add(
+                "cache-unkeyed",
+                f"a {owner.name} extract is never cached without a key: its tables change "
+                "without the pipeline knowing",
+                task,
+                ("cache",) if setting is not None else (),
+                severity="warning",
+                hint='say when they did: `cache: {key: "select max(updated_at), count(*) '
+                'from ..."}`',
+            )
+
     def secrets(self) -> None:
         """References to unset environment variables: a warning, since CI validates without
         production secrets, but a run would fail."""
@@ -472,6 +506,7 @@ class _Checker:
             self.dependencies(task)
             self.kind_checks(task)
             self.materialization(task)
+            self.cache(task)
             if not self.templates(task):
                 self.lenient_tables(task, context)
                 continue

@@ -16,6 +16,7 @@ import pytest
 from click.testing import Result
 
 from engine.core.errors import StateError
+from engine.core.states import TaskState
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.db import CatalogLocation, _pyformat, catalog_location
 from engine.state.locks import lock_is_held
@@ -101,6 +102,8 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
     # version 7 (dead letters' resolution, removed outputs)
     connection = sqlite3.connect(path)
     connection.execute("alter table task_runs drop column ordinal")
+    for column in ("cache_key", "fingerprint_parts", "output_hash"):
+        connection.execute(f"alter table task_runs drop column {column}")
     for column in ("resolved_at", "resolved_by", "resolution_note"):
         connection.execute(f"alter table dead_letters drop column {column}")
     connection.execute("drop table removed_outputs")
@@ -111,7 +114,7 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
     catalog = Catalog(path)
     assert [t.task_id for t in catalog.task_runs("r")] == ["t3", "t1", "t2"]
     version = sql(catalog, "select value from meta where key = 'schema_version'")
-    assert int(version[0][0]) == SCHEMA_VERSION == 7
+    assert int(version[0][0]) == SCHEMA_VERSION == 8
     catalog.close()
 
 
@@ -139,6 +142,7 @@ def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
         for column in ("resolved_at", "resolved_by", "resolution_note"):
             sql(catalog, f"alter table dead_letters drop column {column}")
         sql(catalog, "drop table removed_outputs")
+        _as_version_7(catalog)
         sql(catalog, "update meta set value = '6' where key = 'schema_version'")
     forget_prepared()  # as a new process would, it looks at the version again
 
@@ -156,6 +160,46 @@ def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
         "ann@ops",
         "obsolete run",
     )
+
+
+def _as_version_7(catalog: Catalog) -> None:
+    """What version 7 wrote: task runs without the cache's columns."""
+    for column in ("cache_key", "fingerprint_parts", "output_hash"):
+        sql(catalog, f"alter table task_runs drop column {column}")
+    sql(catalog, "update meta set value = '7' where key = 'schema_version'")
+
+
+@pytest.mark.usefixtures("each_catalog")
+def test_a_version_7_catalog_gains_the_cache_columns_and_finds_outputs_by_key(
+    tmp_path: Path,
+) -> None:
+    location = catalog_location(tmp_path)
+    with Catalog(location) as catalog:
+        catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, [("t", "sql", 0, "f")], {})
+        _as_version_7(catalog)
+    forget_prepared()
+
+    with Catalog(location) as catalog:
+        version = sql(catalog, "select value from meta where key = 'schema_version'")
+        assert int(version[0][0]) == SCHEMA_VERSION
+        for state in (TaskState.QUEUED, TaskState.RUNNING):
+            catalog.transition_task("r", "t", state, "test")
+        catalog.transition_task(
+            "r",
+            "t",
+            TaskState.SUCCESS,
+            "done",
+            fields={
+                "output_path": str(tmp_path),
+                "cache_key": "k1",
+                "fingerprint_parts": '{"definition": "d"}',
+                "output_hash": "h",
+            },
+        )
+        found = catalog.outputs_with_key("p", "t", "k1")
+        assert catalog.outputs_with_key("p", "t", "k2") == []
+    assert [(row.run_id, row.output_hash) for row in found] == [("r", "h")]
+    assert found[0].fingerprint_parts == {"definition": "d"}
 
 
 def test_processes_creating_a_fresh_shared_catalog_at_once_all_succeed(
