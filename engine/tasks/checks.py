@@ -19,7 +19,7 @@ from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
-from engine.spec.model import CacheKey, TaskSpec
+from engine.spec.model import TaskSpec
 from engine.spec.params import (
     ANY_PARAM,
     BUILTINS,
@@ -33,6 +33,7 @@ from engine.spec.resolve import template_texts
 from engine.spec.shape import structural_check
 from engine.tasks import kind_of
 from engine.tasks.base import CheckContext
+from engine.tasks.output_checks import OutputChecks
 from engine.tasks.resolve import ResolvedTask, resolve_task
 from engine.tasks.sql import SqlDoesNotParse, statement_inputs
 
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-class _Checker:
+class _Checker(OutputChecks):
     def __init__(self, definition: Definition, params: Mapping[str, Any] | None = None) -> None:
         self.definition = definition
         self.spec = definition.spec
@@ -352,54 +353,6 @@ class _Checker:
         elif self.ephemeral(name) and not kind_of(task).takes_stream(task):
             self.ephemeral_read(name, task, path)
 
-    def ephemeral(self, task_id: str) -> bool:
-        return any(t.id == task_id and t.materialize == "ephemeral" for t in self.spec.tasks)
-
-    def ephemeral_read(
-        self, name: str, task: TaskSpec, path: PathKey, line: int | None = None
-    ) -> None:
-        self.add(
-            "ephemeral-input",
-            f"{name!r} is materialize: ephemeral and keeps no output, but this {task.kind.value} "
-            "task reads it; only loads whose sink takes a stream (postgres, parquet) can",
-            task,
-            path,
-            line=line,
-            hint=f"remove `materialize: ephemeral` from {name!r}",
-        )
-
-    def materialization(self, task: TaskSpec) -> None:
-        """What `materialize: ephemeral` can be said of: an extract that sets no rows aside."""
-        if task.materialize != "ephemeral":
-            return
-        path = ("materialize",)
-        if not kind_of(task).offers_stream:
-            self.add(
-                "ephemeral-kind",
-                f"materialize: ephemeral is for extracts; a {task.kind.value} task keeps its "
-                "output in the workspace",
-                task,
-                path,
-            )
-        elif _sets_rows_aside(task):
-            self.add(
-                "ephemeral-quarantine",
-                "materialize: ephemeral keeps no output, so it cannot keep the rows this "
-                "extract sets aside either",
-                task,
-                path,
-                hint="set the source's bad-row handling to fail, or keep the output",
-            )
-        if task.schema_change != "evolve":
-            self.add(
-                "ephemeral-schema-change",
-                f"schema_change: {task.schema_change} compares the output with the last one "
-                "kept, and materialize: ephemeral keeps none, so it would never be enforced",
-                task,
-                ("schema_change",),
-                hint="keep the output, or guard the target with the load's schema_change",
-            )
-
     def has_output(self, task_id: str) -> bool:
         """Whether a known task produces a table others can read (a load does not)."""
         return all(kind_of(t).produces_table for t in self.spec.tasks if t.id == task_id)
@@ -421,40 +374,6 @@ class _Checker:
         for found in kind_of(task).check(task, self.context):
             self.add(
                 found.code, found.message, task, found.key, severity=found.severity, hint=found.hint
-            )
-
-    def cache(self, task: TaskSpec) -> None:
-        """A cache key needs a source that runs it on a connection; a source that cannot tell
-        what it would read (a database server) is never cached without one."""
-        owner, setting = task.connector, task.cache
-        if isinstance(setting, CacheKey):
-            if task.extract is None or owner is None or not owner.capabilities.key_queries:
-                what = (
-                    f"a {owner.name} extract"
-                    if owner and task.extract
-                    else f"a {task.kind.value} task"
-                )
-                self.add(
-                    "cache-key",
-                    f"cache.key needs a database source to run the query on, but this is {what}",
-                    task,
-                    ("cache", "key"),
-                    hint="use `cache: true`: files are known by their sizes and times, "
-                    "transforms by their definition, code and inputs",
-                )
-            return
-        on = setting if setting is not None else self.spec.cache and task.extract is not None
-        source = task.extract
-        if on and owner and source and owner.observe(source, self.definition.base_dir) is None:
-            self.add(
-                "cache-unkeyed",
-                f"a {owner.name} extract is never cached without a key: its tables change "
-                "without the pipeline knowing",
-                task,
-                ("cache",) if setting is not None else (),
-                severity="warning",
-                hint='say when they did: `cache: {key: "select max(updated_at), count(*) '
-                'from ..."}`',
             )
 
     def secrets(self) -> None:
@@ -518,47 +437,6 @@ class _Checker:
         self.cycles(upstream)
         self.ephemeral_waits(upstream)
         return self.problems
-
-    def ephemeral_waits(self, upstream: dict[str, tuple[str, ...]]) -> None:
-        """A reader of an ephemeral extract streams from it while it runs, so it cannot also
-        wait for a task that itself waits for the extract (another of its readers, say): that
-        reader could start only after the extract ended, with nothing left to read."""
-        by_id = {task.id: task for task in self.spec.tasks}
-        for task in self.spec.tasks:
-            if task.materialize != "ephemeral":
-                continue
-            below: set[str] = set()
-            frontier = [task.id]
-            while frontier:
-                current = frontier.pop()
-                for child, deps in upstream.items():
-                    if current in deps and child not in below:
-                        below.add(child)
-                        frontier.append(child)
-            for reader, deps in upstream.items():
-                if task.id not in deps:
-                    continue
-                late = sorted(dep for dep in deps if dep in below)
-                if late:
-                    self.add(
-                        "ephemeral-reader-waits",
-                        f"{reader!r} reads the ephemeral output of {task.id!r} but also waits "
-                        f"for {', '.join(map(repr, late))}, which waits for {task.id!r}: it "
-                        "could start only once the stream is over",
-                        by_id[reader],
-                        ("depends_on",),
-                        hint=f"remove that dependency, or remove `materialize: ephemeral` from "
-                        f"{task.id!r}",
-                    )
-
-
-def _sets_rows_aside(task: TaskSpec) -> bool:
-    """Whether an extract's source sets malformed rows aside (its collector's policy is not
-    to fail on the first)."""
-    if task.connector is None or task.extract is None:
-        return False
-    rejects = task.connector.rejects(task.extract)
-    return rejects is not None and getattr(rejects, "policy", None) != "fail"
 
 
 def check_definition(definition: Definition) -> list[Problem]:

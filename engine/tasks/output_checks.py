@@ -1,0 +1,161 @@
+"""The checks of what a task keeps: `materialize: ephemeral` (an extract streamed to its
+readers, with no output kept) and `cache:` (an output reused while its fingerprint holds).
+
+A mixin of the validator in `engine.tasks.checks`, which gives it `add`, `spec` and
+`definition`; kept apart so the validator reads as the list of its passes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.spec.model import CacheKey, TaskSpec
+from engine.tasks import kind_of
+
+if TYPE_CHECKING:
+    from engine.core.problems import Problem
+    from engine.core.yaml_source import PathKey
+    from engine.spec.definition import Definition
+    from engine.spec.model import PipelineSpec
+
+
+class OutputChecks:
+    definition: Definition
+    spec: PipelineSpec
+    problems: list[Problem]
+
+    def add(
+        self,
+        code: str,
+        message: str,
+        task: TaskSpec | None = None,
+        path: PathKey = (),
+        *,
+        line: int | None = None,
+        severity: str = "error",
+        hint: str | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    def ephemeral(self, task_id: str) -> bool:
+        return any(t.id == task_id and t.materialize == "ephemeral" for t in self.spec.tasks)
+
+    def ephemeral_read(
+        self, name: str, task: TaskSpec, path: PathKey, line: int | None = None
+    ) -> None:
+        self.add(
+            "ephemeral-input",
+            f"{name!r} is materialize: ephemeral and keeps no output, but this {task.kind.value} "
+            "task reads it; only loads whose sink takes a stream (postgres, parquet) can",
+            task,
+            path,
+            line=line,
+            hint=f"remove `materialize: ephemeral` from {name!r}",
+        )
+
+    def materialization(self, task: TaskSpec) -> None:
+        """What `materialize: ephemeral` can be said of: an extract that sets no rows aside."""
+        if task.materialize != "ephemeral":
+            return
+        path = ("materialize",)
+        if not kind_of(task).offers_stream:
+            self.add(
+                "ephemeral-kind",
+                f"materialize: ephemeral is for extracts; a {task.kind.value} task keeps its "
+                "output in the workspace",
+                task,
+                path,
+            )
+        elif _sets_rows_aside(task):
+            self.add(
+                "ephemeral-quarantine",
+                "materialize: ephemeral keeps no output, so it cannot keep the rows this "
+                "extract sets aside either",
+                task,
+                path,
+                hint="set the source's bad-row handling to fail, or keep the output",
+            )
+        if task.schema_change != "evolve":
+            self.add(
+                "ephemeral-schema-change",
+                f"schema_change: {task.schema_change} compares the output with the last one "
+                "kept, and materialize: ephemeral keeps none, so it would never be enforced",
+                task,
+                ("schema_change",),
+                hint="keep the output, or guard the target with the load's schema_change",
+            )
+
+    def cache(self, task: TaskSpec) -> None:
+        """A cache key needs a source that runs it on a connection; a source that cannot tell
+        what it would read (a database server) is never cached without one."""
+        owner, setting = task.connector, task.cache
+        if isinstance(setting, CacheKey):
+            if task.extract is None or owner is None or not owner.capabilities.key_queries:
+                what = (
+                    f"a {owner.name} extract"
+                    if owner and task.extract
+                    else f"a {task.kind.value} task"
+                )
+                self.add(
+                    "cache-key",
+                    f"cache.key needs a database source to run the query on, but this is {what}",
+                    task,
+                    ("cache", "key"),
+                    hint="use `cache: true`: files are known by their sizes and times, "
+                    "transforms by their definition, code and inputs",
+                )
+            return
+        on = setting if setting is not None else self.spec.cache and task.extract is not None
+        source = task.extract
+        if on and owner and source and owner.observe(source, self.definition.base_dir) is None:
+            self.add(
+                "cache-unkeyed",
+                f"a {owner.name} extract is never cached without a key: its tables change "
+                "without the pipeline knowing",
+                task,
+                ("cache",) if setting is not None else (),
+                severity="warning",
+                hint='say when they did: `cache: {key: "select max(updated_at), count(*) '
+                'from ..."}`',
+            )
+
+    def ephemeral_waits(self, upstream: dict[str, tuple[str, ...]]) -> None:
+        """A reader of an ephemeral extract streams from it while it runs, so it cannot also
+        wait for a task that itself waits for the extract (another of its readers, say): that
+        reader could start only after the extract ended, with nothing left to read."""
+        by_id = {task.id: task for task in self.spec.tasks}
+        for task in self.spec.tasks:
+            if task.materialize != "ephemeral":
+                continue
+            below: set[str] = set()
+            frontier = [task.id]
+            while frontier:
+                current = frontier.pop()
+                for child, deps in upstream.items():
+                    if current in deps and child not in below:
+                        below.add(child)
+                        frontier.append(child)
+            for reader, deps in upstream.items():
+                if task.id not in deps:
+                    continue
+                late = sorted(dep for dep in deps if dep in below)
+                if late:
+                    self.add(
+                        "ephemeral-reader-waits",
+                        f"{reader!r} reads the ephemeral output of {task.id!r} but also waits "
+                        f"for {', '.join(map(repr, late))}, which waits for {task.id!r}: it "
+                        "could start only once the stream is over",
+                        by_id[reader],
+                        ("depends_on",),
+                        hint=f"remove that dependency, or remove `materialize: ephemeral` from "
+                        f"{task.id!r}",
+                    )
+
+
+def _sets_rows_aside(task: TaskSpec) -> bool:
+    """Whether an extract's source sets malformed rows aside (its collector's policy is not
+    to fail on the first)."""
+    if task.connector is None or task.extract is None:
+        return False
+    rejects = task.connector.rejects(task.extract)
+    return rejects is not None and getattr(rejects, "policy", None) != "fail"
