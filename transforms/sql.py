@@ -1,6 +1,9 @@
 """SQL tasks: a DuckDB SELECT over upstream outputs, written straight to Parquet.
 
-Each upstream task an statement reads becomes a view over its Parquet files, named by task id.
+Each upstream task a statement reads becomes a view over its Parquet files, named by task id;
+an upstream handed over as its query (`materialize: ephemeral`) becomes a view of that query,
+over views of its own inputs, so DuckDB plans it inside the reader's statement: filters and
+column choices reach through it, and its rows are never written anywhere.
 The statement runs inside `COPY (...) TO` so DuckDB reads, computes and writes in parallel
 without the rows ever passing through Python; memory is DuckDB's, bounded by `memory_limit` and
 spilled to the workspace's temp folder beyond it. A cancel or timeout interrupts the query.
@@ -8,7 +11,10 @@ spilled to the workspace's temp folder beyond it. A cancel or timeout interrupts
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +25,10 @@ from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 from engine.core.errors import DataError, TaskError, disk_full
 
-__all__ = ["DuckDBSettings", "run_sql"]
+__all__ = ["DuckDBSettings", "DuckDatabase", "describe_sql", "run_sql"]
 
 
 @dataclass(frozen=True)
@@ -58,47 +65,138 @@ def _statement(sql: str) -> str:
     return sql[: tokens[-1].end + 1] if tokens else sql
 
 
+class DuckDatabase:
+    """One in-memory DuckDB database for the sql tasks of a run, started on first use.
+
+    Starting a database costs ~25 ms, which every sql task paid; one database also gives the
+    statements that run at once one thread pool and one memory limit, where each used to size
+    itself to the whole machine. Each attempt works on a cursor of its own, in a schema of its
+    own that holds the views of its inputs, dropped when it ends.
+    """
+
+    def __init__(self, settings: DuckDBSettings | None = None) -> None:
+        self.settings = settings or DuckDBSettings()
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self._serial = itertools.count()
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor whose unqualified names are a fresh schema's."""
+        import duckdb
+
+        with self._lock:
+            if self._connection is None:
+                self._connection = connect(self.settings)
+            cursor = self._connection.cursor()
+            schema = f"attempt_{next(self._serial)}"
+        try:
+            cursor.execute(f"create schema {schema}")
+            cursor.execute(f"set schema = '{schema}'")
+            yield cursor
+        finally:
+            with suppress(duckdb.Error):  # closed under it: the run is over
+                cursor.execute(f"drop schema if exists {schema} cascade")
+            cursor.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
 def run_sql(
     sql: str,
     inputs: Mapping[str, InputTable],
     output: Path,
     *,
+    database: DuckDatabase | None = None,
     settings: DuckDBSettings | None = None,
     cancel: CancelToken | None = None,
 ) -> int:
-    """Run `sql` over `inputs` (task id -> table) and write the result to `output`. Returns rows."""
+    """Run `sql` over `inputs` (task id -> table) and write the result to `output`. Returns rows.
+    Without a `database`, one is started for the statement alone (with `settings`)."""
     import duckdb
 
-    connection = connect(settings or DuckDBSettings())
-    unregister = cancel.on_cancel(connection.interrupt) if cancel else None
+    with _database(database, settings) as db, db.session() as cursor:
+        unregister = cancel.on_cancel(cursor.interrupt) if cancel else None
+        try:
+            _register(cursor, inputs, set())
+            statement = _exact_integers(cursor, _statement(sql))
+            result = cursor.execute(
+                f"copy (\n{statement}\n) to {sql_literal(str(output))} "
+                "(format parquet, compression snappy, row_group_size 122880)"
+            ).fetchone()
+            return int(result[0]) if result else 0
+        except duckdb.InterruptException:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            raise TaskError("the query was interrupted") from None
+        except (
+            duckdb.ConversionException,
+            duckdb.OutOfRangeException,
+            duckdb.InvalidInputException,
+        ) as exc:
+            raise DataError(f"the query failed on the data: {_first_line(exc)}") from None
+        except duckdb.Error as exc:
+            # a full disk under the output (or DuckDB's spill folder) is not a bug in the query
+            raise disk_full(exc, output) or TaskError(f"DuckDB: {_first_line(exc)}") from None
+        finally:
+            if unregister:
+                unregister()
+
+
+def describe_sql(
+    sql: str,
+    inputs: Mapping[str, InputTable],
+    *,
+    database: DuckDatabase | None = None,
+    settings: DuckDBSettings | None = None,
+) -> pa.Schema:
+    """The schema `sql` would produce over `inputs`, found by binding it, without running it:
+    what an ephemeral task checks of its statement before its readers inline it."""
+    import duckdb
+
+    with _database(database, settings) as db, db.session() as cursor:
+        try:
+            _register(cursor, inputs, set())
+            relation = cursor.sql(f"select * from (\n{_statement(sql)}\n) limit 0")
+            return relation.to_arrow_table().schema
+        except duckdb.Error as exc:
+            raise TaskError(f"DuckDB: {_first_line(exc)}") from None
+
+
+@contextmanager
+def _database(
+    database: DuckDatabase | None, settings: DuckDBSettings | None
+) -> Iterator[DuckDatabase]:
+    """`database`, or one of `settings` for one statement, closed after it."""
+    if database is not None:
+        yield database
+        return
+    own = DuckDatabase(settings)
     try:
-        for name, table in inputs.items():
-            connection.execute(
-                f"create view {quote_identifier(name)} as select * from {table.duckdb_source()}"
-            )
-        statement = _exact_integers(connection, _statement(sql))
-        result = connection.execute(
-            f"copy (\n{statement}\n) to {sql_literal(str(output))} "
-            "(format parquet, compression snappy, row_group_size 122880)"
-        ).fetchone()
-        return int(result[0]) if result else 0
-    except duckdb.InterruptException:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        raise TaskError("the query was interrupted") from None
-    except (
-        duckdb.ConversionException,
-        duckdb.OutOfRangeException,
-        duckdb.InvalidInputException,
-    ) as exc:
-        raise DataError(f"the query failed on the data: {_first_line(exc)}") from None
-    except duckdb.Error as exc:
-        # a full disk under the output (or DuckDB's spill folder) is not a bug in the query
-        raise disk_full(exc, output) or TaskError(f"DuckDB: {_first_line(exc)}") from None
+        yield own
     finally:
-        if unregister:
-            unregister()
-        connection.close()
+        own.close()
+
+
+def _register(
+    connection: duckdb.DuckDBPyConnection, inputs: Mapping[str, InputTable], seen: set[str]
+) -> None:
+    """A view per input, named by task id: over its files, or, for one handed over as its
+    query, that query over views of its own inputs (registered first, each name once)."""
+    for name, table in inputs.items():
+        if name in seen:
+            continue
+        seen.add(name)
+        if table.query is not None:
+            _register(connection, table.query.inputs, seen)
+            body = _statement(table.query.sql)
+        else:
+            body = f"select * from {table.duckdb_source()}"
+        connection.execute(f"create view {quote_identifier(name)} as {body}")
 
 
 def _exact_integers(connection: duckdb.DuckDBPyConnection, statement: str) -> str:

@@ -122,8 +122,16 @@ class Pipeline:
         depends_on: Sequence[str] | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        materialize: Literal["table", "ephemeral"] | None = None,
     ) -> str:
-        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+        """`p.sql("t", "select ... from o")`; `materialize="ephemeral"`: keep nothing, inlined
+        into the sql tasks that read it."""
+        common = {
+            "depends_on": depends_on,
+            "retry": retry,
+            "timeout": timeout,
+            "materialize": materialize,
+        }
         return self._add(task_id, "sql", {"query": query}, common)
 
     def udf(

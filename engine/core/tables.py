@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTPUT_FILE",
     "QUARANTINE_DIR",
+    "InlineQuery",
     "InputTable",
     "fresh_directory",
     "output_parts",
@@ -64,6 +65,15 @@ def fresh_directory(path: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class InlineQuery:
+    """An output handed over as the query that computes it, not as rows: a `materialize:
+    ephemeral` sql task's statement and the tables it reads, inlined into its readers'."""
+
+    sql: str
+    inputs: dict[str, InputTable]
+
+
+@dataclass(frozen=True)
 class InputTable:
     """A task output as another task reads it: Parquet files with a known schema and row count.
 
@@ -71,7 +81,9 @@ class InputTable:
     or DuckDB reading the files directly (`duckdb_source`), which is the fastest for SQL.
 
     A table handed over as a `stream` (a load riding on a running extract) has no files yet:
-    it is read once, as batches, and `num_rows` counts what was read so far.
+    it is read once, as batches, and `num_rows` counts what was read so far. A table handed
+    over as a `query` (an ephemeral sql task) has no files either: only DuckDB reads it, by
+    running the query inside its reader's statement.
     """
 
     task_id: str
@@ -82,6 +94,7 @@ class InputTable:
     bytes: int = 0
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
     stream: BatchStream | None = field(default=None, compare=False)
+    query: InlineQuery | None = field(default=None, compare=False)
 
     @property
     def rows(self) -> int:
@@ -90,6 +103,7 @@ class InputTable:
 
     def batches(self, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         """The rows, batch by batch (a stream's batches come as its producer made them)."""
+        self._rows_needed("batches")
         if self.stream is not None:
             yield from self.stream.batches()
             return
@@ -114,7 +128,15 @@ class InputTable:
         self._files_needed("DuckDB")
         return f"read_parquet({parquet_list_sql(self.files)})"
 
+    def _rows_needed(self, reader: str) -> None:
+        if self.query is not None:
+            raise TypeError(
+                f"the output of task {self.task_id!r} is ephemeral, handed over as its query, "
+                f"and cannot be read as {reader}: only sql tasks read it, inlined"
+            )
+
     def _files_needed(self, reader: str) -> None:
+        self._rows_needed(reader)
         if self.stream is not None:
             raise TypeError(
                 f"the output of task {self.task_id!r} is handed over as a stream and cannot be "

@@ -25,7 +25,7 @@ from typing import Any
 from engine.core.errors import StateError
 from engine.core.tables import InputTable, output_parts
 from engine.planning.build import Plan, PlannedTask
-from engine.planning.cache import kept_output, output_identity
+from engine.planning.cache import inlined, kept_output, output_identity
 from engine.state.catalog import Catalog
 from engine.state.workspace import Workspace
 from engine.tasks import TaskContext, TaskOutcome, TaskRunner
@@ -106,7 +106,8 @@ class ExecutionCache:
             key = task.cache.fingerprint.key(upstream)
             fields["cache_key"] = key
             fields["fingerprint_parts"] = json.dumps(task.cache.fingerprint.recorded(upstream))
-        self.identities[task.id] = content if task.produces_table else key
+        by_key = not task.produces_table or inlined(task.spec)
+        self.identities[task.id] = key if by_key else content
         return fields
 
     def hit(self, task: PlannedTask) -> CacheHit | None:

@@ -66,6 +66,7 @@ from engine.state.catalog import Catalog, now_text
 from engine.state.workspace import Workspace
 from engine.tasks import TaskContext, TaskOutcome, TaskRunner, run_task
 from engine.tasks.base import schema_json
+from transforms.sql import DuckDatabase
 
 __all__ = ["ExecutionSettings", "Executor", "RunEvent", "RunResult", "TaskResult"]
 
@@ -101,6 +102,7 @@ class Executor(PipelinedHandOff):
         self.drift = DriftCheck(plan, catalog)
         self.watermarks = WatermarkBroker(plan, catalog, self.connections)
         self.cache = ExecutionCache(plan, catalog, self.workspace)
+        self.duckdb = DuckDatabase(self.settings.duckdb)  # the run's sql tasks share it
         self.runner = self.cache.hashing(runner)  # records what each output holds
         self.log = logger.bind(pipeline=plan.pipeline, run_id=plan.run_id)
 
@@ -156,6 +158,8 @@ class Executor(PipelinedHandOff):
         except BaseException as exc:  # a bug or a catalog failure: record it, then re-raise
             self._abort(exc)
             raise
+        finally:
+            self.duckdb.close()
         state = final_state(self.states.values(), self.cancelling is not None)
         if state is RunState.SUCCESS and self.cancelling is not None:
             self.log.info("the cancel came after every task had finished: nothing to stop")
@@ -369,7 +373,7 @@ class Executor(PipelinedHandOff):
             attempt.staging,
             attempt.cancel,
             attempt.report_rows,
-            self.settings.duckdb,
+            self.duckdb,
             self.connections,
             watermark_start=lambda: self.watermarks.start(task),
             pending_watermarks=lambda: self.watermarks.pending(task),
@@ -430,6 +434,8 @@ class Executor(PipelinedHandOff):
             }
         else:
             self.workspace.discard(attempt.staging)
+            if outcome.handed_over is not None:  # kept nowhere: its readers inline it
+                self.outputs[task.id] = outcome.handed_over
         details = dict(outcome.details)
         if outcome.lineage is not None:
             self.lineage.captured[task.id] = outcome.lineage

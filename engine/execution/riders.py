@@ -142,7 +142,9 @@ class Riders:
 
 
 def _ephemeral(task: PlannedTask) -> bool:
-    return task.spec.materialize == "ephemeral"
+    """A producer that keeps no copy and streams to its readers (an ephemeral sql task hands
+    over its query instead, after it ends, like a kept output)."""
+    return task.spec.materialize == "ephemeral" and kind_of(task.spec).offers_stream
 
 
 class RiderFailed(Exception):
@@ -311,7 +313,7 @@ class PipelinedHandOff:
         waits as well for whatever else its readers wait for (their `depends_on`), so that
         when it starts, they are held up by nothing but it."""
         for task in self.plan.to_run:
-            if task.spec.materialize != "ephemeral":
+            if not _ephemeral(task):
                 continue
             for child in self.downstream[task.id]:
                 for dep in self.plan.task(child).upstream:

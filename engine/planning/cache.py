@@ -18,7 +18,9 @@ has run (engine.execution.cache), from the same `CacheDecision`.
 Every task says why it runs: `new`, `definition changed`, `parameter changed`, `code changed`
 (its code, or a library version), `input changed` (files, key query, watermark), `upstream
 changed`, `forced` (--force, cache off, a source that cannot be observed), or why it does not:
-`cached (run <id>)`.
+`cached (run <id>)`. An ephemeral sql task keeps nothing to stand on: it always runs, said
+`ephemeral` (it binds its statement, which its readers inline), and what it hands them is told
+by its key.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "CacheDecision",
     "cache_enabled",
     "decide",
+    "inlined",
     "kept_output",
     "observe_inputs",
     "output_identity",
@@ -117,6 +120,12 @@ def observe_inputs(
     return seen
 
 
+def inlined(task: TaskSpec) -> bool:
+    """Whether the task keeps no output and hands its readers its query (ephemeral sql): what
+    it hands over is told by its cache key, its definition's and its inputs'."""
+    return task.materialize == "ephemeral" and kind_of(task).inlines
+
+
 def output_identity(row: TaskRunRow, produces_table: bool) -> str | None:
     """What a task's recorded output holds, for the keys of the tasks below it."""
     return row.output_hash if produces_table else row.cache_key
@@ -161,6 +170,12 @@ def decide(
         seen = {dep: decisions[dep].identity for dep in upstream[task_id]}
         known = {dep: value for dep, value in seen.items() if value is not None}
         key = fingerprint.key(known) if len(known) == len(seen) else None
+        if inlined(task):
+            inline = "inlined into the statements of its readers"
+            decisions[task_id] = CacheDecision(
+                fingerprint, False, key, "ephemeral", inline, identity=key
+            )
+            continue
         hit = None
         if allowed and key is not None and catalog is not None:
             hit = kept_output(catalog, spec.name, task_id, key, produces)

@@ -137,10 +137,17 @@ def plan_resume(
             reused.add(task.id)
         else:
             tasks.append(replace(task, action="run", reuse_run=None))
+    # what runs again needs the ephemeral outputs it reads made again, and those theirs
+    upstream = {t.id: t.upstream for t in tasks}
     rerun = {t.id for t in tasks if t.action == "run"}
-    needed = {dep for t in tasks if t.id in rerun for dep in t.upstream}
+    frontier = list(rerun)
+    while frontier:
+        for dep in upstream[frontier.pop()]:
+            if dep in ephemeral and dep not in rerun:
+                rerun.add(dep)
+                frontier.append(dep)
     tasks = [
-        replace(t, action="run", reuse_run=None) if t.id in ephemeral & needed else t for t in tasks
+        replace(t, action="run", reuse_run=None) if t.id in ephemeral & rerun else t for t in tasks
     ]
     return replace(fresh, tasks=tuple(_said(task) for task in tasks), resumed=True)
 

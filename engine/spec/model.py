@@ -305,10 +305,13 @@ class TaskSpec(ConfigModel):
     materialize: Literal["table", "ephemeral"] = Field(
         "table",
         description="table keeps the output in the workspace (resume, notebooks, reuse and "
-        "tasks that read files read it); ephemeral keeps nothing: an extract read only by "
-        "loads whose sink takes a stream (postgres, parquet) hands its batches to them as it "
-        "reads and writes no copy. A failed load cannot retry from a copy then: the extract "
-        "and its loads run again together, and `--resume` re-runs the extract.",
+        "tasks that read files read it); ephemeral keeps nothing. An ephemeral extract, read "
+        "only by loads whose sink takes a stream (postgres, parquet), hands its batches to "
+        "them as it reads and writes no copy; a failed load cannot retry from a copy then: the "
+        "extract and its loads run again together, and `--resume` re-runs the extract. An "
+        "ephemeral sql task, read only by sql tasks, is inlined into their statements (a view "
+        "DuckDB plans inside each reader's query, like dbt's ephemeral models): its rows are "
+        "never written, and a reader that runs again runs it again.",
     )
     extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
     sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")

@@ -30,7 +30,7 @@ from engine.core.watermark import Watermark, WatermarkUpdate
 from engine.spec.definition import Definition
 from engine.spec.model import TaskKind, TaskSpec
 from lineage.tables import TableRef
-from transforms.sql import DuckDBSettings
+from transforms.sql import DuckDatabase, DuckDBSettings
 
 if TYPE_CHECKING:
     from lineage.graph import LineageGraph
@@ -90,7 +90,8 @@ class TaskContext:
     staging_path: Path
     cancel: CancelToken
     progress: Callable[[int], None] = lambda rows: None
-    duckdb: DuckDBSettings = field(default_factory=DuckDBSettings)
+    duckdb: DuckDatabase = field(default_factory=DuckDatabase)
+    """The run's DuckDB database, which its sql tasks share."""
     connections: Mapping[str, Any] = field(default_factory=dict)
     watermark_start: Callable[[], Watermark | None] | None = None
     """An incremental extract's starting watermark, asked for when it starts reading."""
@@ -138,6 +139,9 @@ class TaskOutcome:
     """For an incremental extract: the largest (cursor, key) of the rows it read."""
     committed: tuple[WatermarkUpdate, ...] = ()
     """For a load: the watermarks it committed with its rows."""
+    handed_over: InputTable | None = None
+    """An output kept nowhere but handed to the tasks that read it (an ephemeral sql task's
+    query); `produces_output` is False."""
     lineage: Any = None
     """For a frame UDF: the column lineage read from the plan it ran (lineage.columns
     .ColumnLineage), so the run's record need not call the function again."""
@@ -181,6 +185,9 @@ class Kind(Protocol):
     """Whether its SQL template names the tasks it reads (a sql task's statement)."""
     offers_stream: bool
     """Whether an attempt offers its batches to `TaskContext.tee` as it writes them."""
+    inlines: bool
+    """Whether, `materialize: ephemeral`, it hands its readers its query instead of rows
+    (`TaskOutcome.handed_over`), which they run inside their own."""
 
     def takes_stream(self, task: TaskSpec) -> bool:
         """Whether the task can read its one input as a stream while its producer runs."""
@@ -268,6 +275,7 @@ def dry_run(kind: Kind, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | U
     from engine.core.tables import output_parts
 
     staging = ctx.scratch / "outputs" / task.id
+    database = DuckDatabase(ctx.duckdb)
     context = TaskContext(
         ctx.pipeline,
         "plan",
@@ -277,9 +285,14 @@ def dry_run(kind: Kind, task: RenderedTask, ctx: SchemaContext) -> pa.Schema | U
         ctx.inputs,
         staging,
         CancelToken(),
-        duckdb=ctx.duckdb,
+        duckdb=database,
     )
-    kind.run(context)
+    try:
+        outcome = kind.run(context)
+    finally:
+        database.close()
+    if outcome.handed_over is not None:
+        return outcome.handed_over.schema
     parts = output_parts(staging)
     if not parts:
         return Unknown("it wrote no output over empty inputs")

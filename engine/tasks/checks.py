@@ -326,8 +326,10 @@ class _Checker(OutputChecks):
                         task,
                         line=self.sql_line(task, ref.line),
                     )
-                elif self.ephemeral(ref.name):
-                    self.ephemeral_read(ref.name, task, (), self.sql_line(task, ref.line))
+                elif (producer := self.ephemeral(ref.name)) and not self.ephemeral_reads(
+                    producer, task
+                ):
+                    self.ephemeral_read(producer, task, (), self.sql_line(task, ref.line))
             return
         name = task.input
         if name is None:
@@ -350,8 +352,8 @@ class _Checker(OutputChecks):
                 task,
                 path,
             )
-        elif self.ephemeral(name) and not kind_of(task).takes_stream(task):
-            self.ephemeral_read(name, task, path)
+        elif (producer := self.ephemeral(name)) and not self.ephemeral_reads(producer, task):
+            self.ephemeral_read(producer, task, path)
 
     def has_output(self, task_id: str) -> bool:
         """Whether a known task produces a table others can read (a load does not)."""
@@ -421,6 +423,7 @@ class _Checker(OutputChecks):
         )
         ids = {task.id for task in self.spec.tasks}
         upstream: dict[str, tuple[str, ...]] = {}
+        reads: dict[str, tuple[str, ...]] = {}
         for task in self.spec.tasks:
             self.dependencies(task)
             self.kind_checks(task)
@@ -434,8 +437,11 @@ class _Checker(OutputChecks):
                 continue
             self.inputs(resolved)
             upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in ids))
+            reads[task.id] = resolved.inputs
         self.cycles(upstream)
         self.ephemeral_waits(upstream)
+        if len(reads) == len(self.spec.tasks):  # all known: one that did not render reads more
+            self.ephemeral_unread(reads)
         return self.problems
 
 

@@ -73,6 +73,7 @@ class Extract:
     kind = TaskKind.EXTRACT
     produces_table = True
     reads_sql_tables = False
+    inlines = False
     offers_stream = True
 
     def takes_stream(self, task: TaskSpec) -> bool:

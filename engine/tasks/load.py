@@ -29,6 +29,7 @@ class Load:
     kind = TaskKind.LOAD
     produces_table = False
     reads_sql_tables = False
+    inlines = False
     offers_stream = False
 
     def takes_stream(self, task: TaskSpec) -> bool:

@@ -7,6 +7,7 @@ A mixin of the validator in `engine.tasks.checks`, which gives it `add`, `spec` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from engine.spec.model import CacheKey, TaskSpec
@@ -37,32 +38,50 @@ class OutputChecks:
     ) -> None:
         raise NotImplementedError
 
-    def ephemeral(self, task_id: str) -> bool:
-        return any(t.id == task_id and t.materialize == "ephemeral" for t in self.spec.tasks)
+    def ephemeral(self, task_id: str) -> TaskSpec | None:
+        """The task `task_id` when it is materialize: ephemeral."""
+        found = (t for t in self.spec.tasks if t.id == task_id and t.materialize == "ephemeral")
+        return next(found, None)
 
     def ephemeral_read(
-        self, name: str, task: TaskSpec, path: PathKey, line: int | None = None
+        self, producer: TaskSpec, task: TaskSpec, path: PathKey, line: int | None = None
     ) -> None:
+        """`task` reads `producer`'s ephemeral output in a way that cannot work."""
+        readers = (
+            "only sql tasks can, which run its statement inside theirs"
+            if kind_of(producer).inlines
+            else "only loads whose sink takes a stream (postgres, parquet) can"
+        )
         self.add(
             "ephemeral-input",
-            f"{name!r} is materialize: ephemeral and keeps no output, but this {task.kind.value} "
-            "task reads it; only loads whose sink takes a stream (postgres, parquet) can",
+            f"{producer.id!r} is materialize: ephemeral and keeps no output, but this "
+            f"{task.kind.value} task reads it; {readers}",
             task,
             path,
             line=line,
-            hint=f"remove `materialize: ephemeral` from {name!r}",
+            hint=f"remove `materialize: ephemeral` from {producer.id!r}",
         )
 
+    def ephemeral_reads(self, producer: TaskSpec, reader: TaskSpec) -> bool:
+        """Whether `reader` can read `producer`'s ephemeral output: a sql task inlines a sql
+        task's statement; a load whose sink takes a stream rides on an extract."""
+        if kind_of(producer).inlines:
+            return kind_of(reader).reads_sql_tables
+        return kind_of(reader).takes_stream(reader)
+
     def materialization(self, task: TaskSpec) -> None:
-        """What `materialize: ephemeral` can be said of: an extract that sets no rows aside."""
+        """What `materialize: ephemeral` can be said of: an extract that sets no rows aside
+        (streamed to its loads), a sql task (inlined into the sql tasks that read it)."""
         if task.materialize != "ephemeral":
             return
         path = ("materialize",)
-        if not kind_of(task).offers_stream:
+        kind = kind_of(task)
+        if not (kind.offers_stream or kind.inlines):
             self.add(
                 "ephemeral-kind",
-                f"materialize: ephemeral is for extracts; a {task.kind.value} task keeps its "
-                "output in the workspace",
+                "materialize: ephemeral is for extracts (streamed to their loads) and sql tasks "
+                f"(inlined into their readers); a {task.kind.value} task keeps its output in "
+                "the workspace",
                 task,
                 path,
             )
@@ -84,6 +103,21 @@ class OutputChecks:
                 ("schema_change",),
                 hint="keep the output, or guard the target with the load's schema_change",
             )
+
+    def ephemeral_unread(self, reads: Mapping[str, tuple[str, ...]]) -> None:
+        """An ephemeral sql task no task reads: its statement would never run."""
+        read = {name for names in reads.values() for name in names}
+        for task in self.spec.tasks:
+            if task.materialize == "ephemeral" and kind_of(task).inlines and task.id not in read:
+                self.add(
+                    "ephemeral-unread",
+                    "materialize: ephemeral keeps nothing and no task reads this one, so its "
+                    "statement never runs",
+                    task,
+                    ("materialize",),
+                    severity="warning",
+                    hint="remove `materialize: ephemeral` to keep its output",
+                )
 
     def cache(self, task: TaskSpec) -> None:
         """A cache key needs a source that runs it on a connection; a source that cannot tell
@@ -125,7 +159,7 @@ class OutputChecks:
         reader could start only after the extract ended, with nothing left to read."""
         by_id = {task.id: task for task in self.spec.tasks}
         for task in self.spec.tasks:
-            if task.materialize != "ephemeral":
+            if task.materialize != "ephemeral" or not kind_of(task).offers_stream:
                 continue
             below: set[str] = set()
             frontier = [task.id]

@@ -10,7 +10,7 @@ import pyarrow as pa
 from connectors.base import Unknown
 from engine.core.errors import DefinitionError
 from engine.core.problems import Finding
-from engine.core.tables import OUTPUT_FILE
+from engine.core.tables import OUTPUT_FILE, InlineQuery, InputTable
 from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.resolve import sql_text
 from engine.tasks.base import (
@@ -53,6 +53,7 @@ class Sql:
     reads_sql_tables = True
     """Its statement names the tasks it reads (a source's query names tables outside)."""
     offers_stream = False
+    inlines = True
 
     def takes_stream(self, task: TaskSpec) -> bool:
         return False
@@ -75,14 +76,21 @@ class Sql:
         return dry_run(self, task, ctx)
 
     def run(self, context: TaskContext) -> TaskOutcome:
-        from transforms.sql import run_sql
+        from transforms.sql import describe_sql, run_sql
 
         assert context.task.sql is not None
+        if context.task.spec.materialize == "ephemeral":
+            # Its readers run the statement inside theirs; binding it here finds what is wrong
+            # with it under its own name, and the schema lineage and `plan` show.
+            schema = describe_sql(context.task.sql, context.inputs, database=context.duckdb)
+            query = InlineQuery(context.task.sql, dict(context.inputs))
+            table = InputTable(context.task.id, context.run_id, (), schema, 0, query=query)
+            return TaskOutcome(0, 0, produces_output=False, handed_over=table)
         rows = run_sql(
             context.task.sql,
             context.inputs,
             context.staging / OUTPUT_FILE,
-            settings=context.duckdb,
+            database=context.duckdb,
             cancel=context.cancel,
         )
         context.progress(rows)
@@ -108,7 +116,7 @@ class Sql:
         return graph
 
     def describe_output(self, task: TaskSpec) -> str:
-        return "workspace"
+        return "inlined into its readers" if task.materialize == "ephemeral" else "workspace"
 
 
 KIND = Sql()

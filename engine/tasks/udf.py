@@ -31,6 +31,7 @@ class Udf:
     kind = TaskKind.UDF
     produces_table = True
     reads_sql_tables = False
+    inlines = False
     offers_stream = False
 
     def takes_stream(self, task: TaskSpec) -> bool:

@@ -33,6 +33,7 @@ class Validate:
     kind = TaskKind.VALIDATE
     produces_table = True
     reads_sql_tables = False
+    inlines = False
     offers_stream = False
 
     def takes_stream(self, task: TaskSpec) -> bool:

@@ -76,6 +76,9 @@ def test_an_ephemeral_output_read_by_sql_is_refused_with_its_line(
             sql: select count(*) as n from orders
           - id: summary
             materialize: ephemeral
+            load: {input: totals, to: parquet, path: out/totals.parquet}
+          - id: unread
+            materialize: ephemeral
             sql: select * from totals
         """,
     )
@@ -85,9 +88,13 @@ def test_an_ephemeral_output_read_by_sql_is_refused_with_its_line(
     assert read.task_id == "totals"
     assert read.line == 7
     assert "'orders' is materialize: ephemeral" in read.message
+    assert "only loads whose sink takes a stream" in read.message
     kind = problems["ephemeral-kind"]
     assert kind.task_id == "summary"
     assert kind.line == 9
+    assert "extracts (streamed to their loads) and sql tasks" in kind.message
+    unread = problems["ephemeral-unread"]
+    assert (unread.task_id, unread.line, unread.severity) == ("unread", 12, "warning")
     with pytest.raises(PipelineInvalid, match="ephemeral"):
         run(path)
 
