@@ -7,7 +7,7 @@ A mixin of the validator in `engine.tasks.checks`, which gives it `add`, `spec` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from engine.spec.model import CacheKey, TaskSpec
@@ -25,18 +25,8 @@ class OutputChecks:
     spec: PipelineSpec
     problems: list[Problem]
 
-    def add(
-        self,
-        code: str,
-        message: str,
-        task: TaskSpec | None = None,
-        path: PathKey = (),
-        *,
-        line: int | None = None,
-        severity: str = "error",
-        hint: str | None = None,
-    ) -> None:
-        raise NotImplementedError
+    add: Callable[..., None]
+    """The validator's: one problem, with its file:line."""
 
     def ephemeral(self, task_id: str) -> TaskSpec | None:
         """The task `task_id` when it is materialize: ephemeral."""
