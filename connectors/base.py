@@ -247,6 +247,12 @@ class Connector(ABC):
         """A source's rows: one stream, or several read in parallel (partitions)."""
         raise DefinitionError(f"the {self.name} connector cannot be a source")
 
+    def verbatim(self, config: ConfigModel, ctx: ConnectorContext) -> list[Path] | None:
+        """Files that already are a source's rows as an extract writes them (Parquet parts),
+        which an extract keeping a copy may copy byte for byte instead of reading; None when
+        the rows must be read through `open`."""
+        return None
+
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         """Load one task output into the target."""
         raise DefinitionError(f"the {self.name} connector cannot be a sink")

@@ -113,6 +113,12 @@ class FilesConnector(Connector):
         assert isinstance(config, FilesSource)
         return open_files(config, ctx)
 
+    def verbatim(self, config: ConfigModel, ctx: ConnectorContext) -> list[Path] | None:
+        from connectors.files.source import parquet_as_it_is
+
+        assert isinstance(config, FilesSource)
+        return parquet_as_it_is(config, ctx)
+
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         from connectors.files.sink import write_parquet
 

@@ -42,7 +42,14 @@ from engine.core.errors import DataError, DefinitionError
 from engine.core.files import FileVersion, file_versions
 from engine.core.sqltext import NameClash, name_clash
 
-__all__ = ["column_name_clash", "expand_paths", "infer_format", "observe_files", "open_files"]
+__all__ = [
+    "column_name_clash",
+    "expand_paths",
+    "infer_format",
+    "observe_files",
+    "open_files",
+    "parquet_as_it_is",
+]
 
 
 def expand_paths(config: FilesSource, base_dir: Path) -> list[Path]:
@@ -485,3 +492,33 @@ def open_files(config: FilesSource, ctx: ConnectorContext) -> list[pa.RecordBatc
                 yield pa.RecordBatch.from_arrays([*batch.columns, column], schema=out_schema)
 
     return [pa.RecordBatchReader.from_batches(out_schema, batches())]
+
+
+def parquet_as_it_is(config: FilesSource, ctx: ConnectorContext) -> list[Path] | None:
+    """The source's files, when they already are what an extract would write: Parquet with
+    one schema, no `file_column` and no `columns:` type that differs from the file's. Such
+    files are kept by copying their bytes, not by decoding and encoding every row again
+    (10M rows: ~10 ms a copy against ~2 s). None when the rows must be read."""
+    if config.file_column:
+        return None
+    paths = expand_paths(config, ctx.base_dir)
+    if any((config.format or infer_format(path)) != "parquet" for path in paths):
+        return None
+    types = explicit_types(config)
+    first: pa.Schema | None = None
+    for path in paths:
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _file_error(path, ctx.base_dir, exc, None, config) from None
+        _refuse_name_clash(schema.names, path, "parquet", config, ctx.base_dir)
+        if first is None:
+            first = schema
+            if any(
+                schema.get_field_index(name) < 0 or schema.field(name).type != data_type
+                for name, data_type in types.items()
+            ):
+                return None
+        elif not schema.equals(first):
+            return None  # read and conformed to the first file's schema, batch by batch
+    return paths

@@ -11,9 +11,9 @@ import pyarrow as pa
 
 from connectors.base import Unknown
 from engine.core.errors import ArrowlineError
-from engine.core.parquet import ParquetBatchWriter
+from engine.core.parquet import ParquetBatchWriter, write_parts
 from engine.core.problems import Finding
-from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR
+from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR, part_file
 from engine.spec.model import TaskKind, TaskSpec
 from engine.tasks.base import (
     CheckContext,
@@ -89,18 +89,23 @@ class Validate:
         assert config is not None
         source = context.input()
         schema = load_schema(config.schema_, context.base_dir)
-        if needs_whole_input(schema):
+        whole = needs_whole_input(schema)
+        if whole:
             frames: Any = iter([pl.read_parquet([str(f) for f in source.files])])
         else:
             frames = (pl.from_arrow(batch) for batch in source.batches(config.batch_rows))
         outcome = ValidationOutcome()
         good_writer: ParquetBatchWriter | None = None
+        wrote = False
         bad_writer: ParquetBatchWriter | None = None
         quarantine = context.staging / QUARANTINE_DIR
         try:
             for good, bad in validate_frames(frames, schema, config, outcome):
                 context.cancel.raise_if_cancelled()
-                if good is not None and good.height:
+                if good is not None and good.height and whole:
+                    write_parts(good.to_arrow(), context.staging, part_file)  # one frame: spread
+                    wrote = True
+                elif good is not None and good.height:
                     table = good.to_arrow()
                     if good_writer is None:
                         path = context.staging / OUTPUT_FILE
@@ -117,7 +122,7 @@ class Validate:
             for writer in (good_writer, bad_writer):
                 if writer is not None:
                     writer.close()
-        if good_writer is None:  # no row passed, or no rows at all: keep the schema downstream
+        if good_writer is None and not wrote:  # no row passed, or none came: keep the schema
             empty = pl.from_arrow(source.schema.empty_table())
             assert isinstance(empty, pl.DataFrame)
             ParquetBatchWriter(context.staging / OUTPUT_FILE, empty.to_arrow().schema).close()

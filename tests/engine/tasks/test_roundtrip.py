@@ -3,6 +3,7 @@ every hand-off: the workspace copy, a stream beside it, and an ephemeral stream 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -119,3 +120,28 @@ def test_streamed_and_ephemeral_hand_offs_round_trip(frame: pl.DataFrame) -> Non
         kept, passing = run_streamed(frame, Path(directory))
     assert_frame_equal(kept, frame, check_dtypes=True)
     assert_frame_equal(passing, frame, check_dtypes=True)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=frames)
+def test_the_workspace_writer_keeps_every_value_across_row_groups_and_parts(
+    frame: pl.DataFrame,
+) -> None:
+    """The writer encodes row groups on its own thread and a whole table in parallel parts:
+    small groups and parts here, so a 40-row frame crosses many of both."""
+    from engine.core.parquet import ParquetBatchWriter, write_parts
+    from engine.core.tables import part_file
+
+    table = frame.to_arrow()
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        with ParquetBatchWriter(folder / "streamed.parquet", table.schema, row_group_rows=5) as w:
+            for batch in table.to_batches(max_chunksize=3):
+                w.write(batch)
+        assert_frame_equal(pl.read_parquet(folder / "streamed.parquet"), frame)
+        (folder / "parts").mkdir()
+        paths = write_parts(table, folder / "parts", part_file, part_rows=8)
+        cores = min(os.cpu_count() or 1, 4)
+        assert len(paths) == max(1, min(cores, table.num_rows // 8))
+        assert_frame_equal(pl.read_parquet([str(p) for p in paths]), frame)
