@@ -132,3 +132,32 @@ def test_no_module_is_longer_than_600_lines(package: str) -> None:
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_a_run_without_pandas_code_never_imports_pandas(tmp_path: Path) -> None:
+    """pandas is installed beside pyarrow, and some pyarrow calls import it on first use
+    (`Schema.empty_table` does): 0.3 s and 60 MB on every run that touched one. A pipeline
+    of files, SQL, a UDF and a Parquet load has no use for it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2, 3], "amount": [1.5, None, 3.0]}), tmp_path / "in.parquet")
+    (tmp_path / "udfs.py").write_text(
+        "import polars as pl\n\ndef double():\n    return {'twice': pl.col('amount') * 2}\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        "pipeline: light\ntasks:\n"
+        "  - id: src\n    extract: {from: files, path: in.parquet}\n"
+        "  - id: scored\n    udf: {input: src, function: 'udfs.py:double'}\n"
+        "  - id: summed\n    sql: select sum(twice) as total from scored\n"
+        "  - id: out\n    load: {input: summed, to: parquet, path: out.parquet}\n"
+    )
+    script = (
+        "import sys\nfrom engine.api.pipeline import run\n"
+        "result = run('p.yaml', project_dir='.')\nassert result.ok, result\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip().splitlines()[-1] == "False", found.stderr

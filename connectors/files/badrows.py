@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from connectors.rejects import Reject, Rejects
+from engine.core.types import empty_table
 
 __all__ = [
     "convert_checked",
@@ -50,7 +51,7 @@ def convert_checked(
 
     frame = pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
-    target = pl.from_arrow(schema.empty_table())
+    target = pl.from_arrow(empty_table(schema))
     assert isinstance(target, pl.DataFrame)
     bad = pl.repeat(False, frame.height, eager=True)
     converted = {}

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from engine.core.problems import Problem
 from engine.core.tables import InputTable
+from engine.core.types import empty_table
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import CatalogReader
 from transforms.sql import DuckDBSettings
@@ -146,7 +147,7 @@ def _empty_input(task_id: str, schema: pa.Schema, root: Path, files: dict[str, P
 
         path = root / "inputs" / f"{task_id}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.empty_table(), path)
+        pq.write_table(empty_table(schema), path)
         files[task_id] = path
     return InputTable(task_id, "plan", (files[task_id],), schema, num_rows=0)
 

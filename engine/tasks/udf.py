@@ -12,6 +12,7 @@ from connectors.base import Unknown
 from engine.core.errors import ArrowlineError, UserCodeError, disk_full
 from engine.core.problems import Finding
 from engine.core.tables import OUTPUT_FILE
+from engine.core.types import empty_table
 from engine.spec.model import TaskKind, TaskSpec
 from engine.tasks.base import (
     CheckContext,
@@ -121,8 +122,8 @@ class Udf:
         config = task.spec.udf
         assert config is not None
         (source,) = task.inputs
-        frame = pl.from_arrow(schemas[source].empty_table())
-        output = pl.from_arrow(schemas[task.id].empty_table())
+        frame = pl.from_arrow(empty_table(schemas[source]))
+        output = pl.from_arrow(empty_table(schemas[task.id]))
         assert isinstance(frame, pl.DataFrame)
         assert isinstance(output, pl.DataFrame)
         function = load_udf(config, base_dir)

@@ -14,6 +14,7 @@ from engine.core.errors import ArrowlineError
 from engine.core.parquet import ParquetBatchWriter, write_parts
 from engine.core.problems import Finding
 from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR, part_file
+from engine.core.types import empty_table
 from engine.spec.model import TaskKind, TaskSpec
 from engine.tasks.base import (
     CheckContext,
@@ -123,7 +124,7 @@ class Validate:
                 if writer is not None:
                     writer.close()
         if good_writer is None and not wrote:  # no row passed, or none came: keep the schema
-            empty = pl.from_arrow(source.schema.empty_table())
+            empty = pl.from_arrow(empty_table(source.schema))
             assert isinstance(empty, pl.DataFrame)
             ParquetBatchWriter(context.staging / OUTPUT_FILE, empty.to_arrow().schema).close()
         if outcome.failures_by_check:
