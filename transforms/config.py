@@ -154,6 +154,6 @@ class ValidateSpec(ConfigModel):
     batch_rows: int = Field(
         1_000_000,
         ge=1,
-        description="Rows validated at a time. Schemas with uniqueness rules read the whole "
-        "input at once, because uniqueness cannot be decided batch by batch.",
+        description="Rows validated at a time. Uniqueness rules are decided first over "
+        "their key columns alone (the whole input at once only when values are coerced).",
     )

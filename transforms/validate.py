@@ -8,12 +8,15 @@ value that cannot be coerced) have a row number and can be quarantined. Schema f
 column, a column of the wrong type) concern every row; no row can be set aside for them, so the
 task fails whatever `on_fail` says, except `warn`, which logs them.
 
-Frames are validated `batch_rows` at a time so memory stays bounded; a schema with uniqueness
-rules sees the whole input at once, because uniqueness cannot be decided batch by batch.
+Frames are validated `batch_rows` at a time so memory stays bounded. Uniqueness cannot be
+decided batch by batch: its rules are taken out of the schema and decided first over their key
+columns alone, and the rows that repeat a key fail in the batch they come in. Only a schema that
+coerces values before comparing them sees the whole input at once.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +36,15 @@ __all__ = [
     "QUARANTINE_ERRORS",
     "QUARANTINE_REASONS",
     "QUARANTINE_ROW",
+    "UniqueRule",
     "ValidationOutcome",
     "build_schema",
+    "duplicate_cases",
     "load_schema",
     "needs_whole_input",
     "reason_texts",
     "schema_file",
+    "split_uniqueness",
     "validate_frames",
 ]
 
@@ -203,6 +209,107 @@ def needs_whole_input(schema: Any) -> bool:
     return any(getattr(column, "unique", False) for column in schema.columns.values())
 
 
+@dataclass(frozen=True)
+class UniqueRule:
+    """One uniqueness rule: a column's own (`column` set) or the frame's over `keys`."""
+
+    column: str | None
+    keys: tuple[str, ...]
+
+
+def split_uniqueness(schema: Any) -> tuple[Any, list[UniqueRule]] | None:
+    """The schema without its uniqueness rules, and the rules, so that rows stream through
+    the rest batch by batch while uniqueness is decided over the key columns alone (6M rows:
+    a 48 MB key column instead of the whole input in memory). None when the rules cannot be
+    decided apart from pandera: values coerced before they are compared, or a column named
+    by a pattern."""
+    if getattr(schema, "coerce", False):
+        return None
+    rules: list[UniqueRule] = []
+    updates: dict[str, dict[str, Any]] = {}
+    for name, column in schema.columns.items():
+        if not getattr(column, "unique", False):
+            continue
+        if getattr(column, "regex", False) or getattr(column, "coerce", False):
+            return None
+        rules.append(UniqueRule(name, (name,)))
+        updates[name] = {"unique": False}
+    frame_rules = getattr(schema, "unique", None) or []
+    if frame_rules and all(isinstance(key, str) for key in frame_rules):
+        frame_rules = [frame_rules]
+    rules.extend(UniqueRule(None, tuple(keys)) for keys in frame_rules)
+    plain = schema.update_columns(updates) if updates else copy.deepcopy(schema)  # copies
+    plain.unique = None
+    return plain, rules
+
+
+_CASE_SCHEMA = {
+    "failure_case": pl.String,
+    "schema_context": pl.String,
+    "column": pl.String,
+    "check": pl.String,
+    "check_number": pl.Int32,
+    "index": pl.Int64,
+}
+
+
+def duplicate_cases(source: pl.LazyFrame, rules: list[UniqueRule]) -> pl.DataFrame:
+    """Every row that repeats a key, as pandera reports it (every copy fails, NULL counts as
+    a value): its row number in the whole input, the column or the frame, the check and the
+    value. Only the key columns are read."""
+    available = set(source.collect_schema().names())
+    found = []
+    for rule in rules:
+        keys = [key for key in rule.keys if key in available]
+        if not keys:
+            continue
+        if rule.column is not None:
+            value = pl.col(rule.column).cast(pl.String)
+            context, check = "Column", "field_uniqueness"
+        else:
+            value = pl.struct(keys).struct.json_encode()
+            context, check = "DataFrameSchema", "multiple_fields_uniqueness"
+        found.append(
+            _repeated(source.select(keys).with_row_index("index"), keys).select(
+                value.alias("failure_case"),
+                pl.lit(context).alias("schema_context"),
+                pl.lit(rule.column, pl.String).alias("column"),
+                pl.lit(check).alias("check"),
+                pl.lit(None, pl.Int32).alias("check_number"),
+                pl.col("index").cast(pl.Int64),
+            )
+        )
+    if not found:
+        return pl.DataFrame(schema=_CASE_SCHEMA)
+    return pl.concat(pl.collect_all(found)).sort("index", maintain_order=True)
+
+
+def _repeated(rows: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    """The rows whose keys another row has too. One numeric or temporal key: sorted, each
+    row compared with its neighbours (6M distinct int64: 0.12 s, where hashing them takes
+    0.54 s); otherwise hashed, which is the faster of the two on text and key combinations."""
+    dtype = rows.collect_schema()[keys[0]]
+    if len(keys) > 1 or not (dtype.is_numeric() or dtype.is_temporal()):
+        return rows.filter(pl.struct(keys).is_duplicated())
+    key = pl.col(keys[0])
+    position = pl.int_range(pl.len())  # a shift brings in a NULL that is no row's value
+    ordered = rows.sort(keys[0], nulls_last=True)
+    return ordered.filter(
+        (key.eq_missing(key.shift(1)) & (position > 0))
+        | (key.eq_missing(key.shift(-1)) & (position < pl.len() - 1))
+    ).sort("index")
+
+
+def _cases_in(duplicates: pl.DataFrame | None, offset: int, height: int) -> pl.DataFrame | None:
+    """The duplicate rows of one frame, numbered within it."""
+    if duplicates is None or duplicates.is_empty():
+        return None
+    found = duplicates.filter(pl.col("index").is_between(offset, offset + height - 1))
+    if found.is_empty():
+        return None
+    return found.with_columns((pl.col("index") - offset).cast(pl.Int32))
+
+
 @dataclass
 class ValidationOutcome:
     """Counts and failures of one validate task, filled in as frames stream through."""
@@ -259,8 +366,7 @@ def _quarantine_rows(frame: pl.DataFrame, failures: pl.DataFrame, offset: int) -
     return bad.with_columns((pl.col("__index") + offset).alias(QUARANTINE_ROW)).drop("__index")
 
 
-def _split_failures(error: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
-    cases: pl.DataFrame = error.failure_cases
+def _split_failures(cases: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return cases.filter(pl.col("index").is_not_null()), cases.filter(pl.col("index").is_null())
 
 
@@ -285,13 +391,34 @@ def _schema_failure(cases: pl.DataFrame) -> DataError:
     )
 
 
+def _failure_cases(
+    schema: Any, frame: pl.DataFrame, duplicates: pl.DataFrame | None, offset: int
+) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """(the validated frame, None) when every row passes, else (None, the failure cases)."""
+    import pandera.errors as pe
+
+    try:
+        good, cases = schema.validate(frame, lazy=True), None
+    except pe.SchemaErrors as error:
+        good, cases = None, error.failure_cases
+    repeated = _cases_in(duplicates, offset, frame.height)
+    if repeated is None:
+        return good, cases
+    if cases is None:
+        return None, repeated
+    return None, pl.concat([cases, repeated], how="vertical_relaxed")
+
+
 def validate_frames(
     frames: Iterable[pl.DataFrame],
     schema: Any,
     spec: ValidateSpec,
     outcome: ValidationOutcome,
+    duplicates: pl.DataFrame | None = None,
 ) -> Iterator[tuple[pl.DataFrame | None, pl.DataFrame | None]]:
     """Validate frame by frame; yield (rows that go on, quarantined rows) for each.
+    `duplicates`: rows of the whole input that repeat a key (`duplicate_cases`), failed in
+    the frame they come in.
 
     Raises DataError when on_fail is `fail` and anything fails, or when a failure concerns the
     schema rather than rows.
@@ -301,11 +428,10 @@ def validate_frames(
     offset = 0
     for frame in frames:
         outcome.rows_in += frame.height
-        try:
-            good = schema.validate(frame, lazy=True)
-        except pe.SchemaErrors as error:
-            row_cases, schema_cases = _split_failures(error)
-            outcome.record(error.failure_cases, offset)
+        good, cases = _failure_cases(schema, frame, duplicates, offset)
+        if cases is not None:
+            row_cases, schema_cases = _split_failures(cases)
+            outcome.record(cases, offset)
             outcome.rows_failed += row_cases["index"].n_unique()
             if spec.on_fail is OnFail.WARN:
                 outcome.rows_passed += frame.height
@@ -344,6 +470,7 @@ def validate_frames(
             outcome.rows_passed += good.height
             yield good, quarantined
         else:
+            assert good is not None
             outcome.rows_passed += good.height
             yield good, None
         offset += frame.height

@@ -81,8 +81,10 @@ class Validate:
 
         from transforms.validate import (
             ValidationOutcome,
+            duplicate_cases,
             load_schema,
             needs_whole_input,
+            split_uniqueness,
             validate_frames,
         )
 
@@ -91,6 +93,12 @@ class Validate:
         source = context.input()
         schema = load_schema(config.schema_, context.base_dir)
         whole = needs_whole_input(schema)
+        duplicates = None
+        apart = split_uniqueness(schema) if whole else None
+        if apart is not None:  # uniqueness over the key columns, the rest batch by batch
+            schema, rules = apart
+            duplicates = duplicate_cases(source.lazy(), rules)
+            whole = False
         if whole:
             frames: Any = iter([pl.read_parquet([str(f) for f in source.files])])
         else:
@@ -101,7 +109,7 @@ class Validate:
         bad_writer: ParquetBatchWriter | None = None
         quarantine = context.staging / QUARANTINE_DIR
         try:
-            for good, bad in validate_frames(frames, schema, config, outcome):
+            for good, bad in validate_frames(frames, schema, config, outcome, duplicates):
                 context.cancel.raise_if_cancelled()
                 if good is not None and good.height and whole:
                     write_parts(good.to_arrow(), context.staging, part_file)  # one frame: spread

@@ -2,6 +2,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.core.errors import DataError, DefinitionError, UserCodeError
 from transforms.config import InlineSchema, ValidateSpec
@@ -10,8 +12,10 @@ from transforms.validate import (
     QUARANTINE_ROW,
     ValidationOutcome,
     build_schema,
+    duplicate_cases,
     load_schema,
     needs_whole_input,
+    split_uniqueness,
     validate_frames,
 )
 
@@ -150,3 +154,92 @@ def test_a_missing_column_is_named_as_missing() -> None:
         run([frame], "quarantine")
     message = info.value.message
     assert message == "the input does not match the schema: column 'status' is missing"
+
+
+def _pandera_cases(schema: object, frame: pl.DataFrame) -> set[tuple[object, ...]]:
+    import pandera.errors as pe
+
+    try:
+        schema.validate(frame, lazy=True)  # type: ignore[attr-defined]
+    except pe.SchemaErrors as error:
+        cases = error.failure_cases.filter(pl.col("check").str.contains("uniqueness"))
+        return {
+            (row["index"], row["column"], row["check"], row["failure_case"])
+            for row in cases.iter_rows(named=True)
+        }
+    return set()
+
+
+keys = st.one_of(
+    st.lists(st.one_of(st.none(), st.integers(-3, 3)), min_size=0, max_size=30).map(
+        lambda v: pl.Series("k", v, dtype=pl.Int64)
+    ),
+    st.lists(
+        st.one_of(st.none(), st.sampled_from([0.0, -0.0, 1.5, float("nan")])), max_size=30
+    ).map(lambda v: pl.Series("k", v, dtype=pl.Float64)),
+    st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", ""])), max_size=30).map(
+        lambda v: pl.Series("k", v, dtype=pl.String)
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=keys, other=st.lists(st.integers(0, 2), min_size=30, max_size=30))
+def test_uniqueness_decided_apart_fails_the_rows_pandera_fails(
+    key: pl.Series, other: list[int]
+) -> None:
+    """The key columns alone, sorted or hashed, find exactly the duplicates pandera finds
+    over the whole frame: every copy, NULL and NaN counted as values, for a column's rule and
+    for the frame's rule over two columns."""
+    frame = pl.DataFrame([key, pl.Series("o", other[: key.len()], dtype=pl.Int64)])
+    for inline in (
+        {"columns": {"k": {"unique": True, "nullable": True}, "o": {}}},
+        {"columns": {"k": {"nullable": True}, "o": {}}, "unique": ["k", "o"]},
+    ):
+        schema = build_schema(InlineSchema.model_validate(inline))
+        apart = split_uniqueness(schema)
+        assert apart is not None
+        plain, rules = apart
+        assert not needs_whole_input(plain)
+        assert needs_whole_input(schema)  # the schema it came from is untouched
+        found = duplicate_cases(frame.lazy(), rules)
+        mine = {
+            (row["index"], row["column"], row["check"], row["failure_case"])
+            for row in found.iter_rows(named=True)
+        }
+        if rules[0].column is None:  # pandera writes a struct's JSON its own way
+            mine = {(index, column, check, None) for index, column, check, _ in mine}
+            theirs = {(i, c, k, None) for i, c, k, _ in _pandera_cases(schema, frame)}
+        else:
+            theirs = _pandera_cases(schema, frame)
+        assert mine == theirs
+
+
+def test_a_uniqueness_rule_streams_and_fails_duplicates_in_the_batch_they_come_in() -> None:
+    inline = InlineSchema.model_validate(
+        {"columns": {"id": {"type": "int64", "unique": True}, "amount": {"checks": {"ge": 0}}}}
+    )
+    frame = pl.DataFrame({"id": [1, 2, 3, 2, 5, 6], "amount": [1.0, 1.0, -1.0, 1.0, 1.0, 1.0]})
+    plain, rules = split_uniqueness(build_schema(inline)) or (None, [])
+    duplicates = duplicate_cases(frame.lazy(), rules)
+    config = ValidateSpec.model_validate(
+        {"input": "t", "schema": inline, "on_fail": "quarantine", "max_rejected_fraction": 1}
+    )
+    outcome = ValidationOutcome()
+    batches = [frame.slice(0, 2), frame.slice(2, 2), frame.slice(4, 2)]
+    results = list(validate_frames(batches, plain, config, outcome, duplicates))
+    passed = pl.concat([good for good, _ in results if good is not None])
+    quarantined = pl.concat([bad for _, bad in results if bad is not None])
+    assert passed["id"].to_list() == [1, 5, 6]
+    assert quarantined[QUARANTINE_ROW].to_list() == [1, 2, 3]
+    assert outcome.failures_by_check == {
+        ("id", "field_uniqueness"): 2,
+        ("amount", "greater_than_or_equal_to(0)"): 1,
+    }
+
+
+def test_coerced_uniqueness_stays_with_pandera() -> None:
+    inline = InlineSchema.model_validate(
+        {"columns": {"id": {"type": "int64", "unique": True}}, "coerce": True}
+    )
+    assert split_uniqueness(build_schema(inline)) is None
