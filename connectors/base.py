@@ -71,6 +71,8 @@ class Capabilities:
     so a load can start on an extract's first batch instead of waiting for its output."""
     key_queries: bool = False
     """A source can run a task's `cache: {key: <query>}` against its connection (`key_rows`)."""
+    views: bool = False
+    """A sink can make its target a view of the input (`materialize: view`, `view`)."""
 
 
 class IncrementalSpec(ConfigModel):
@@ -256,6 +258,11 @@ class Connector(ABC):
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         """Load one task output into the target."""
         raise DefinitionError(f"the {self.name} connector cannot be a sink")
+
+    def view(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
+        """Make the target a view of one task output (`materialize: view`), when
+        `capabilities.views`."""
+        raise DefinitionError(f"the {self.name} connector cannot make a view")
 
     def state(self, config: ConfigModel) -> SinkState | None:
         """Where a transactional sink keeps watermarks beside its data; None when it has no

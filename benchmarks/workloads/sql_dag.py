@@ -132,12 +132,21 @@ def _checksum(query: Any) -> str:
     return ";".join(parts)
 
 
-def _arrowline(data: Path, out: Path) -> dict[str, Any]:
+def _arrowline(data: Path, out: Path, ephemeral_staging: bool = False) -> dict[str, Any]:
+    """Every model a task whose output is kept; with `ephemeral_staging`, the stg_* models
+    (renames and casts over the source files, like dbt's staging layer) are inlined into
+    their readers instead."""
     import yaml
 
     from engine.api.pipeline import run
 
-    tasks = [{"id": name, "sql": sql.replace("{data}", str(data))} for name, sql in MODELS.items()]
+    tasks: list[dict[str, Any]] = [
+        {"id": name, "sql": sql.replace("{data}", str(data))} for name, sql in MODELS.items()
+    ]
+    if ephemeral_staging:
+        for task in tasks:
+            if task["id"].startswith("stg_"):
+                task["materialize"] = "ephemeral"
     pipeline = out / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({"pipeline": "sql_dag", "tasks": tasks}, sort_keys=False))
     started = time.perf_counter()
@@ -212,6 +221,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         Contender(label, (*module, name, "--data", params["data"]), group="marts")
         for label, name in (
             ("arrowline", "arrowline"),
+            ("arrowline/ephemeral-staging", "arrowline_ephemeral"),
             ("duckdb/script", "duckdb"),
             ("dbt-duckdb", "dbt"),
         )
@@ -220,26 +230,35 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
 
 def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str, Any], str]:
     summary, rows = engine_table(outcomes)
-    ours = summary.get("arrowline")
     floor = summary.get("duckdb/script")
-    if ours and floor:
-        ratio = ours["engine_s"] / floor["engine_s"]
-        summary["arrowline_vs_duckdb"] = ratio
-        verdict = "✅" if ratio <= 1.05 else "❌"
-        rows.append(
-            f"\narrowline / raw DuckDB (engine time): {ratio:.2f}x (goal ≤ 1.05x {verdict})"
-        )
     dbt = summary.get("dbt-duckdb")
-    if ours and dbt:
-        speedup = dbt["engine_s"] / ours["engine_s"]
-        summary["arrowline_speedup_vs_dbt"] = speedup
-        verdict = "✅" if speedup >= 1.5 else "❌"
-        rows.append(f"\narrowline is {speedup:.1f}x faster than dbt-duckdb (goal ≥ 1.5x {verdict})")
+    for label, key in (("arrowline", ""), ("arrowline/ephemeral-staging", "_ephemeral")):
+        ours = summary.get(label)
+        if ours and floor:
+            ratio = ours["engine_s"] / floor["engine_s"]
+            summary[f"arrowline{key}_vs_duckdb"] = ratio
+            verdict = "✅" if ratio <= 1.10 else "❌"
+            rows.append(
+                f"\n{label} / raw DuckDB (engine time): {ratio:.2f}x (goal ≤ 1.10x {verdict})"
+            )
+        if ours and dbt:
+            speedup = dbt["engine_s"] / ours["engine_s"]
+            summary[f"arrowline{key}_speedup_vs_dbt"] = speedup
+            verdict = "✅" if speedup >= 2 else "❌"
+            rows.append(f"\n{label} is {speedup:.1f}x faster than dbt-duckdb (goal ≥ 2x {verdict})")
     return summary, "\n".join(rows)
 
 
 def main() -> None:
-    child_main({"arrowline": _arrowline, "duckdb": _duckdb, "dbt": _dbt}, needs={"dbt": "dbt"})
+    child_main(
+        {
+            "arrowline": _arrowline,
+            "arrowline_ephemeral": lambda data, out: _arrowline(data, out, ephemeral_staging=True),
+            "duckdb": _duckdb,
+            "dbt": _dbt,
+        },
+        needs={"dbt": "dbt"},
+    )
 
 
 if __name__ == "__main__":

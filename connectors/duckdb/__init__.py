@@ -33,7 +33,10 @@ def _file(path: str, base_dir: Path) -> Path:
 class DuckDBConnector(Connector):
     name = "duckdb"
     capabilities = Capabilities(
-        transactional=True, load_modes=("append", "replace", "merge"), sqlglot_dialect="duckdb"
+        transactional=True,
+        load_modes=("append", "replace", "merge"),
+        sqlglot_dialect="duckdb",
+        views=True,
     )
     source = DuckDBSource
     sink = DuckDBSink
@@ -76,6 +79,12 @@ class DuckDBConnector(Connector):
 
         assert isinstance(config, DuckDBSink)
         return write_duckdb(table, config, ctx)
+
+    def view(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
+        from connectors.duckdb.sink import write_duckdb
+
+        assert isinstance(config, DuckDBSink)
+        return write_duckdb(table, config, ctx, view=True)
 
     def state(self, config: ConfigModel) -> SinkState | None:
         from connectors.duckdb import state

@@ -8,6 +8,11 @@ extracts feeding the load are written to `arrowline_state.watermarks` in the sam
 A new
 table is created from the input's schema, with a primary key on the merge keys; an existing one
 is fitted to the input per `schema_change` (connectors.evolution: the same rules as PostgreSQL).
+
+`materialize: view` makes the target a view over the input's files in the workspace instead: the
+load copies no row, and the view reads the Parquet files of the run it was made in (retention
+keeps them while it does, `engine.state.retention`). A view and a table of the same name replace
+each other when the load's materialization changes.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from connectors.keys import check_merge_keys
 from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
-from engine.core.sqltext import quote_identifier, quote_table, split_table
+from engine.core.sqltext import parquet_list_sql, quote_identifier, quote_table, split_table
 from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
@@ -71,6 +76,29 @@ def _check_keys(
     check_merge_keys(lambda sql: connection.execute(sql).fetchall(), _INPUT, config.keys)
 
 
+def _kind(connection: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """'VIEW', 'BASE TABLE', or None when nothing has that name."""
+    schema, table = split_table(name)
+    row = connection.execute(
+        "select table_type from information_schema.tables "
+        "where table_schema = coalesce(?, current_schema()) and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _make_view(
+    connection: duckdb.DuckDBPyConnection, target: str, kind: str | None, source: InputTable
+) -> int:
+    """The target as a view over the input's files (absolute paths: the database file may
+    be opened from anywhere)."""
+    if kind == "BASE TABLE":
+        connection.execute(f"drop table {target}")
+    files = parquet_list_sql([path.resolve() for path in source.files])
+    connection.execute(f"create or replace view {target} as select * from read_parquet({files})")
+    return source.num_rows
+
+
 def _merge(connection: duckdb.DuckDBPyConnection, target: str, config: DuckDBSink) -> int:
     condition = " and ".join(
         f"t.{quote_identifier(k)} = s.{quote_identifier(k)}" for k in config.keys
@@ -82,7 +110,10 @@ def _merge(connection: duckdb.DuckDBPyConnection, target: str, config: DuckDBSin
     return int(result[0]) if result else 0
 
 
-def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) -> SinkResult:
+def write_duckdb(
+    source: InputTable, config: DuckDBSink, ctx: ConnectorContext, *, view: bool = False
+) -> SinkResult:
+    """Load `source` into the table, or with `view` make the table a view of it."""
     import duckdb
 
     base_dir, cancel = ctx.base_dir, ctx.cancel
@@ -118,10 +149,21 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
             )
         connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
         existing = _table_columns(connection, config.table)
+        kind = _kind(connection, config.table) if existing is not None else None
+        if kind == "VIEW" and not view and config.mode != "replace":
+            raise DataError(
+                f"{config.table} in {path.name} is a view (made by materialize: view), and "
+                f"mode: {config.mode} cannot write into a view",
+                hint="set mode: replace to make it a table again, or drop the view",
+            )
         changes: list[dict[str, object]] = []
         if config.mode == "merge":
             _check_keys(connection, source, config)
-        if config.mode == "replace" or existing is None:
+        if view:
+            rows = _make_view(connection, target, kind, source)
+        elif config.mode == "replace" or existing is None:
+            if kind == "VIEW":
+                connection.execute(f"drop view {target}")
             result = connection.execute(
                 f"create or replace table {target} as select * from {_INPUT}"
             ).fetchone()
@@ -157,6 +199,8 @@ def write_duckdb(source: InputTable, config: DuckDBSink, ctx: ConnectorContext) 
             unregister()
         connection.close()
     details: dict[str, Any] = {"mode": config.mode}
+    if view:
+        details["view_of"] = {"task": source.task_id, "run": source.run_id}
     if changes:
         details["schema_changes"] = changes
     return SinkResult(rows, f"duckdb:{path}#{config.table}", details, ctx.pending_watermarks)

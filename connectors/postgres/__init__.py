@@ -51,6 +51,7 @@ class PostgresConnector(Connector):
         sqlglot_dialect="postgres",
         sink_streams=True,
         key_queries=True,
+        views=True,
     )
     source = PostgresSource
     sink = PostgresSink
@@ -94,6 +95,12 @@ class PostgresConnector(Connector):
 
         assert isinstance(config, PostgresSink)
         return write_postgres(table, config, ctx)
+
+    def view(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
+        from connectors.postgres.sink import write_postgres
+
+        assert isinstance(config, PostgresSink)
+        return write_postgres(table, config, ctx, view=True)
 
     def state(self, config: ConfigModel) -> SinkState | None:
         from connectors.postgres import state

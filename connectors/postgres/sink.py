@@ -10,6 +10,9 @@
 Watermarks of the extracts feeding this load are written to `arrowline_state.watermarks` in the
 same transaction, so the data and the watermark move together or not at all.
 
+`materialize: view` COPies into a table of the run's own and makes the target a view of it
+(`connectors.postgres.views`).
+
 Rows stream from the workspace's Parquet into COPY batch by batch. When an input column cannot be
 sent in its target column's binary format as it is (text into a uuid column, say), the rows go
 to a stage first and `INSERT ... SELECT` casts them in SQL.
@@ -31,6 +34,7 @@ from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.state import prepare
 from connectors.postgres.types import pg_type, target_arrow_type
+from connectors.postgres.views import drop_view, relation_kind, switch_view, version_table
 from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
@@ -300,7 +304,27 @@ def _stage(session: Session, source: InputTable, rows: _Batches) -> None:
     _ingest(session, STAGE, rows.reader(None), temporary=True)
 
 
-def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorContext) -> SinkResult:
+def _view(
+    session: Session,
+    config: PostgresSink,
+    source: InputTable,
+    rows: _Batches,
+    run: str,
+    kind: str | None,
+) -> dict[str, Any]:
+    """COPY the rows into this run's table and make the target a view of it."""
+    version = version_table(config.table, run)
+    session.execute(f"drop table if exists {quote_table(version)}")  # a crashed attempt's
+    _create_table(session, quote_table(version), source.schema, ())
+    _ingest(session, version, rows.reader(None))
+    dropped = switch_view(session, config.table, version, source.schema, kind)
+    return {"table": version, "dropped": dropped}
+
+
+def write_postgres(
+    source: InputTable, config: PostgresSink, ctx: ConnectorContext, *, view: bool = False
+) -> SinkResult:
+    """Load `source` into the table, or with `view` make the table a view of this run's rows."""
     server: ResolvedPostgres = ctx.connection(config.connection)
     table = quote_table(config.table)
     schema_name, _ = split_table(config.table)
@@ -321,7 +345,19 @@ def write_postgres(source: InputTable, config: PostgresSink, ctx: ConnectorConte
             session.rollback()
             details |= {"already_committed": True, "input_rows": source.rows}
             return SinkResult(earlier, target, details, ctx.pending_watermarks)
-        if config.mode == "replace":
+        kind = relation_kind(session, config.table)
+        if kind == "v" and not view:
+            if config.mode != "replace":
+                raise DataError(
+                    f"{config.table} is a view (made by materialize: view), and mode: "
+                    f"{config.mode} cannot write into a view",
+                    hint="set mode: replace to make it a table again, or drop the view",
+                )
+            drop_view(session, config.table)
+        if view:
+            details["view"] = _view(session, config, source, rows, ctx.run_id, kind)
+            written = rows.count
+        elif config.mode == "replace":
             details["replace"] = _replace(session, config, source, rows)
             written = rows.count
         else:

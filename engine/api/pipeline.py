@@ -189,9 +189,17 @@ class Pipeline:
         depends_on: Sequence[str] | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        materialize: Literal["table", "view"] | None = None,
         **config: Any,
     ) -> str:
-        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+        """`p.load("pub", input="t", to="duckdb", path=..., table=..., mode="replace")`;
+        `materialize="view"` (duckdb, postgres; mode replace): the target becomes a view."""
+        common = {
+            "depends_on": depends_on,
+            "retry": retry,
+            "timeout": timeout,
+            "materialize": materialize,
+        }
         return self._add(task_id, "load", {"input": input, "to": to, **config}, common)
 
     @property

@@ -260,7 +260,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "Every run publishes each task's output under `.arrowline/workspace/`. When a run ends "
         "(and on `arrowline gc [PIPELINE] [--dry-run] [--keep-runs N]`), outputs older than the "
         "last `keep_runs` runs are removed, except the latest successful output of each task "
-        "(reuse, drift checks, `arrowline show` and notebooks read it) and the outputs of runs "
+        "(reuse, drift checks, `arrowline show` and notebooks read it), the output a "
+        "`materialize: view` load last made a DuckDB view of, and the outputs of runs "
         "that are running or can still be resumed (newer than the last success, or with an open "
         "dead letter). What was removed is recorded: reading it says so.",
     ),

@@ -302,7 +302,7 @@ class TaskSpec(ConfigModel):
         "(as lineage shows it), narrowed or retyped column; freeze fails on any change. "
         "A load's target table follows the load's own schema_change (fail_on_breaking).",
     )
-    materialize: Literal["table", "ephemeral"] = Field(
+    materialize: Literal["table", "ephemeral", "view"] = Field(
         "table",
         description="table keeps the output in the workspace (resume, notebooks, reuse and "
         "tasks that read files read it); ephemeral keeps nothing. An ephemeral extract, read "
@@ -311,7 +311,12 @@ class TaskSpec(ConfigModel):
         "extract and its loads run again together, and `--resume` re-runs the extract. An "
         "ephemeral sql task, read only by sql tasks, is inlined into their statements (a view "
         "DuckDB plans inside each reader's query, like dbt's ephemeral models): its rows are "
-        "never written, and a reader that runs again runs it again.",
+        "never written, and a reader that runs again runs it again. view is for loads into "
+        "databases that have them (duckdb, postgres), with mode: replace: the target becomes "
+        "a view of the input. In DuckDB it reads the workspace's Parquet files, so the load "
+        "copies nothing (retention keeps those files while the view reads them); in "
+        "PostgreSQL the rows go to a new table named after the run and the view is switched "
+        "to it on commit, so readers never wait on an emptied table and never see dead rows.",
     )
     extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
     sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")

@@ -135,6 +135,10 @@ class CatalogReader:
         """The newest successful output of every task of a pipeline."""
         return self._runs.latest_outputs(pipeline)
 
+    def viewed_outputs(self, pipeline: str) -> set[tuple[str, str]]:
+        """(task_id, run_id) of the outputs a `materialize: view` load's view reads now."""
+        return self._runs.viewed_outputs(pipeline)
+
     def reused(self, run_id: str) -> dict[str, str]:
         return self._runs.reused(run_id)
 

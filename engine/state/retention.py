@@ -7,6 +7,7 @@ an output stays while something may still read it:
 
 - the latest successful output of every task: `--select` reuses it, drift compares with it, the
   notebook and `arrowline show` read it;
+- the output a `materialize: view` load last made a DuckDB view of, which reads its files;
 - every output of a run that is PENDING or RUNNING, or that can still be resumed (FAILED,
   CANCELLED or INTERRUPTED, and newer than the pipeline's last success or holding an open dead
   letter that a requeue would resume), with the outputs of earlier runs it reuses.
@@ -94,6 +95,7 @@ def _kept(
     reuse from earlier runs, and the latest successful output of each task."""
     # a cache hit's row points at the earlier run whose folder holds the output
     kept = {(task_id, row.output_run) for task_id, row in latest.items()}
+    kept |= catalog.viewed_outputs(pipeline)  # a DuckDB view reads these files
     for run_id, task_id, from_run_id in catalog.reuses_in(pipeline):
         if run_id in protected:
             kept.add((task_id, from_run_id))

@@ -3,6 +3,7 @@ notebook and the CLI ask about them. Changing a run is engine.state.transitions'
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from engine.core.errors import StateError
@@ -167,6 +168,23 @@ class RunStore:
             (pipeline,),
         )
         return {row["task_id"]: task_row(row) for row in rows}
+
+    def viewed_outputs(self, pipeline: str) -> set[tuple[str, str]]:
+        """(task_id, run_id) of the outputs a database view reads now: what the latest
+        successful run of each `materialize: view` load pointed its view at."""
+        rows = self.db.execute(
+            "select details from (select t.details, row_number() over (partition by t.task_id "
+            "order by t.ended_at desc) as newest from task_runs t join runs r using (run_id) "
+            "where r.pipeline = ? and t.state = 'SUCCESS' and t.output_path is null "
+            "and t.details is not null) as ranked where newest = 1",
+            (pipeline,),
+        )
+        viewed = set()
+        for row in rows:
+            found = json.loads(row["details"]).get("view_of")
+            if isinstance(found, dict) and {"task", "run"} <= found.keys():
+                viewed.add((str(found["task"]), str(found["run"])))
+        return viewed
 
     def reused(self, run_id: str) -> dict[str, str]:
         """task_id -> the earlier run whose output the run reused."""

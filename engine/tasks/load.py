@@ -33,14 +33,35 @@ class Load:
     offers_stream = False
 
     def takes_stream(self, task: TaskSpec) -> bool:
-        return task.connector is not None and task.connector.capabilities.sink_streams
+        """A view reads the input's kept files, never a stream."""
+        owner = task.connector
+        return owner is not None and owner.capabilities.sink_streams and task.materialize != "view"
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.input is not None  # every sink's config names its input
         return Inputs((task.input,))
 
     def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
-        return connection_findings(task, ctx)
+        yield from connection_findings(task, ctx)
+        if task.materialize != "view":
+            return
+        owner, config = task.connector, task.load
+        if owner is not None and not owner.capabilities.views:
+            yield Finding(
+                "view-sink",
+                f"materialize: view makes the target a view of the input, and a {owner.name} "
+                "target has no views",
+                ("materialize",),
+                hint="views are for loads into duckdb and postgres",
+            )
+        elif getattr(config, "mode", "replace") != "replace":
+            yield Finding(
+                "view-mode",
+                f"materialize: view makes the target exactly the input, which is mode: "
+                f"replace, not {getattr(config, 'mode', None)}",
+                ("load", "mode"),
+                hint="set mode: replace",
+            )
 
     def references(self, task: TaskSpec, base_dir: Path) -> str | None:
         return None
@@ -68,7 +89,10 @@ class Load:
             source.stream.on_end(settle)
         else:
             settle()
-        result = owner.write(source, config, where)
+        if context.task.spec.materialize == "view":
+            result = owner.view(source, config, where)
+        else:
+            result = owner.write(source, config, where)
         context.progress(result.rows)
         # A sink without a transaction commits nothing itself: its watermarks are final once
         # its output is published.

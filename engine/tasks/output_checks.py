@@ -62,10 +62,18 @@ class OutputChecks:
     def materialization(self, task: TaskSpec) -> None:
         """What `materialize: ephemeral` can be said of: an extract that sets no rows aside
         (streamed to its loads), a sql task (inlined into the sql tasks that read it)."""
-        if task.materialize != "ephemeral":
-            return
         path = ("materialize",)
         kind = kind_of(task)
+        if task.materialize == "view" and task.load is None:
+            self.add(
+                "view-kind",
+                f"materialize: view is for loads (the target becomes a view of the input); a "
+                f"{task.kind.value} task keeps its output in the workspace",
+                task,
+                path,
+            )
+        if task.materialize != "ephemeral":
+            return
         if not (kind.offers_stream or kind.inlines):
             self.add(
                 "ephemeral-kind",

@@ -1,0 +1,283 @@
+"""`materialize: view` on loads: the target becomes a view of the input, in DuckDB over the
+workspace's files (no row copied, the files kept while the view reads them), in PostgreSQL
+over a table of the run's own switched in on commit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.api.pipeline import run, validate
+from engine.core.errors import PipelineInvalid
+from engine.state.catalog import CatalogReader
+from tests.conftest import PgSchema, WritePipeline
+
+
+def orders(project: Path, ids: range) -> None:
+    (project / "in").mkdir(exist_ok=True)
+    table = pa.table({"id": list(ids), "region": ["nesw"[i % 4] for i in ids]})
+    pq.write_table(table, project / "in" / "orders.parquet")
+
+
+DUCKDB = """
+pipeline: views
+retention: {{keep_runs: 1}}
+tasks:
+  - id: src
+    extract: {{from: files, path: in/orders.parquet}}
+  - id: by_region
+    sql: select region, count(*) as n, sum(id) as total from src group by region
+  - id: publish
+    load: {{input: by_region, to: duckdb, path: out/w.duckdb, table: {table}, mode: replace}}
+    materialize: {materialize}
+"""
+
+
+def duck_rows(project: Path, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(project / "out" / "w.duckdb"), read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def duck_kind(project: Path, table: str) -> str:
+    found = duck_rows(
+        project, f"select table_type from information_schema.tables where table_name = '{table}'"
+    )
+    return str(found[0][0])
+
+
+def test_a_duckdb_view_reads_the_workspace_and_follows_each_run(
+    write: WritePipeline, project: Path
+) -> None:
+    orders(project, range(8))
+    path = write("p.yaml", DUCKDB.format(table="by_region", materialize="view"))
+    first = run(path)
+    assert first.ok, {k: t.error for k, t in first.tasks.items()}
+    assert duck_kind(project, "by_region") == "VIEW"
+    assert duck_rows(project, "select sum(n), sum(total) from by_region") == [(8, 28)]
+    output = first.tasks["by_region"].output
+    assert output is not None
+    definition = duck_rows(project, "select sql from duckdb_views() where view_name = 'by_region'")
+    assert str(output.files[0].resolve()) in str(definition[0][0])  # no row copied
+
+    orders(project, range(100, 104))
+    second = run(path)
+    assert second.ok
+    assert duck_rows(project, "select sum(n), sum(total) from by_region") == [(4, 406)]
+
+
+HOLD = "import duckdb, sys, time\nc = duckdb.connect(sys.argv[1])\nprint('holding', flush=True)\ntime.sleep(60)\n"
+
+
+def test_retention_keeps_the_files_a_duckdb_view_reads(write: WritePipeline, project: Path) -> None:
+    """keep_runs: 1 would remove the first run's output once a second run made a newer one;
+    the view still reads it when the second run's load failed, so it stays."""
+    orders(project, range(8))
+    path = write("p.yaml", DUCKDB.format(table="by_region", materialize="view"))
+    assert run(path).ok
+    # Another program holds the warehouse open for writing: the next loads cannot.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(project / "out" / "w.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        orders(project, range(100, 104))
+        for _ in range(2):  # two newer outputs of the input, and retention after each run
+            later = run(path)
+            assert not later.ok
+            assert "lock" in (later.tasks["publish"].error or "").lower()
+            assert later.tasks["by_region"].output is not None
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert duck_rows(project, "select sum(n), sum(total) from by_region") == [(8, 28)]
+
+
+def test_a_duckdb_target_turns_from_table_to_view_and_back(
+    write: WritePipeline, project: Path
+) -> None:
+    orders(project, range(8))
+    as_table = write("t.yaml", DUCKDB.format(table="main.by_region", materialize="table"))
+    as_view = write("v.yaml", DUCKDB.format(table="main.by_region", materialize="view"))
+    for path, kind in ((as_table, "BASE TABLE"), (as_view, "VIEW"), (as_table, "BASE TABLE")):
+        result = run(path)
+        assert result.ok, {k: t.error for k, t in result.tasks.items()}
+        assert duck_kind(project, "by_region") == kind
+        assert duck_rows(project, "select sum(n) from by_region") == [(8,)]
+
+
+def test_appending_into_a_view_says_what_it_is(write: WritePipeline, project: Path) -> None:
+    orders(project, range(8))
+    assert run(write("v.yaml", DUCKDB.format(table="by_region", materialize="view"))).ok
+    appending = DUCKDB.format(table="by_region", materialize="table").replace(
+        "mode: replace", "mode: append"
+    )
+    result = run(write("a.yaml", appending))
+    assert not result.ok
+    assert "is a view (made by materialize: view)" in (result.tasks["publish"].error or "")
+
+
+@pytest.mark.parametrize(
+    ("task", "code", "line"),
+    [
+        (
+            "  - id: out\n    load: {input: src, to: parquet, path: out/o.parquet}\n"
+            "    materialize: view\n",
+            "view-sink",
+            8,
+        ),
+        (
+            "  - id: out\n    load: {input: src, to: duckdb, path: w.duckdb, table: t}\n"
+            "    materialize: view\n",
+            "view-mode",
+            7,
+        ),
+        ("  - id: out\n    sql: select * from src\n    materialize: view\n", "view-kind", 8),
+        (
+            "  - id: out\n    load: {input: src, to: duckdb, path: w.duckdb, table: t, "
+            "mode: replace}\n    materialize: view\n",
+            None,
+            0,
+        ),
+    ],
+)
+def test_validation_refuses_a_view_that_cannot_work(
+    write: WritePipeline, project: Path, task: str, code: str | None, line: int
+) -> None:
+    orders(project, range(3))
+    path = write(
+        "p.yaml",
+        "pipeline: v\ntasks:\n  - id: src\n    extract: {from: files, path: in/orders.parquet}\n"
+        "    materialize: table\n" + task,
+    )
+    if code is None:
+        validate(path)  # raises on an error
+        return
+    with pytest.raises(PipelineInvalid) as refused:
+        validate(path)
+    problems = [p for p in refused.value.problems if p.severity == "error"]
+    assert [p.code for p in problems] == [code]
+    assert f"p.yaml:{line}" in problems[0].format()
+
+
+def test_a_view_of_an_ephemeral_extract_is_refused(write: WritePipeline, project: Path) -> None:
+    orders(project, range(3))
+    path = write(
+        "p.yaml",
+        "pipeline: v\ntasks:\n  - id: src\n    extract: {from: files, path: in/orders.parquet}\n"
+        "    materialize: ephemeral\n"
+        "  - id: out\n    load: {input: src, to: duckdb, path: w.duckdb, table: t, "
+        "mode: replace}\n    materialize: view\n",
+    )
+    with pytest.raises(PipelineInvalid) as refused:
+        validate(path)
+    assert [p.code for p in refused.value.problems if p.severity == "error"] == ["ephemeral-input"]
+
+
+POSTGRES = """
+pipeline: {pipeline}
+connections:
+  wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+tasks:
+  - id: src
+    extract: {{from: files, path: in/orders.parquet}}
+  - id: publish
+    load: {{input: src, to: postgres, connection: wh, table: {table}, mode: replace}}
+    materialize: {materialize}
+"""
+
+
+def pg_kind(pg: PgSchema, table: str) -> str | None:
+    found = pg.rows(f"select relkind::text from pg_class where oid = to_regclass('{table}')")
+    return str(found[0][0]) if found else None
+
+
+def versions(pg: PgSchema) -> list[str]:
+    found = pg.rows(
+        "select table_name from information_schema.tables where table_schema = "
+        f"'{pg.schema}' and table_name like 'orders\\_\\_arrowline\\_%' order by 1"
+    )
+    return [str(row[0]) for row in found]
+
+
+def test_a_postgres_view_switches_to_each_runs_table_and_drops_the_last(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table = pg.table("orders")
+    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
+    orders(project, range(5))
+    first = run(path)
+    assert first.ok, {k: t.error for k, t in first.tasks.items()}
+    assert pg_kind(pg, table) == "v"
+    assert pg.rows(f"select count(*), sum(id)::int from {table}") == [(5, 10)]
+    (one,) = versions(pg)
+    assert first.run_id.lower().replace("-", "_") in one
+
+    orders(project, range(10, 13))
+    second = run(path)
+    assert second.ok
+    assert pg.rows(f"select count(*), sum(id)::int from {table}") == [(3, 33)]
+    (two,) = versions(pg)  # the first run's table is gone
+    assert two != one
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        row = catalog.task_run(second.run_id, "publish")
+    assert row is not None
+    assert row.details is not None
+    assert row.details["view"]["dropped"] == [f"{pg.schema}.{one}"]
+
+
+def test_a_postgres_target_turns_from_table_to_view_and_back(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table = pg.table("orders")
+    orders(project, range(5))
+    as_table = write(
+        "t.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="table")
+    )
+    as_view = write("v.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
+    for path, kind in ((as_table, "r"), (as_view, "v"), (as_table, "r"), (as_view, "v")):
+        result = run(path)
+        assert result.ok, {k: t.error for k, t in result.tasks.items()}
+        assert pg_kind(pg, table) == kind
+        assert pg.rows(f"select count(*) from {table}") == [(5,)]
+        assert len(versions(pg)) == (1 if kind == "v" else 0)  # none left behind
+
+
+def test_a_long_table_name_gets_distinct_run_tables_within_postgres_limit() -> None:
+    from connectors.postgres.views import version_table
+
+    name = "s." + "x" * 60
+    first = version_table(name, "20261206T023933Z-b8fd40")
+    second = version_table(name, "20261206T023934Z-c9e051")
+    assert first != second
+    for version in (first, second):
+        assert len(version.split(".")[1].encode()) <= 63
+
+
+def test_the_python_builder_makes_a_view_load(project: Path) -> None:
+    from engine import Pipeline
+
+    orders(project, range(6))
+    p = Pipeline("built", base_dir=project)
+    p.extract("src", path="in/orders.parquet")
+    p.load(
+        "pub",
+        input="src",
+        to="duckdb",
+        path="out/w.duckdb",
+        table="o",
+        mode="replace",
+        materialize="view",
+    )
+    result = p.run(project_dir=project)
+    assert result.ok, {k: t.error for k, t in result.tasks.items()}
+    assert duck_kind(project, "o") == "VIEW"
+    assert duck_rows(project, "select count(*) from o") == [(6,)]
