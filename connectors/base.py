@@ -24,7 +24,7 @@ pipeline model costs nothing (dlt's destination factories work the same way).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -249,10 +249,13 @@ class Connector(ABC):
         """A source's rows: one stream, or several read in parallel (partitions)."""
         raise DefinitionError(f"the {self.name} connector cannot be a source")
 
-    def verbatim(self, config: ConfigModel, ctx: ConnectorContext) -> list[Path] | None:
-        """Files that already are a source's rows as an extract writes them (Parquet parts),
-        which an extract keeping a copy may copy byte for byte instead of reading; None when
-        the rows must be read through `open`."""
+    def copy_parts(
+        self, config: ConfigModel, ctx: ConnectorContext, folder: Path, name: Callable[[int], str]
+    ) -> int | None:
+        """When a source's files already are parts as an extract writes them (Parquet), copy
+        them byte for byte into `folder` as `name(0)`, `name(1)`, ... (checked as a read
+        would check them) and return the rows; None when the rows must be read through
+        `open`."""
         return None
 
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:

@@ -30,7 +30,13 @@ from connectors.keys import check_merge_keys
 from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
-from engine.core.sqltext import parquet_list_sql, quote_identifier, quote_table, split_table
+from engine.core.sqltext import (
+    parquet_list_sql,
+    quote_identifier,
+    quote_table,
+    split_table,
+    sql_literal,
+)
 from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
@@ -87,6 +93,24 @@ def _kind(connection: duckdb.DuckDBPyConnection, name: str) -> str | None:
     return str(row[0]) if row else None
 
 
+VIEW_COMMENT = "arrowline: materialize: view"
+"""The comment on a view arrowline made: it replaces no view it did not make."""
+
+
+def _refuse_theirs(connection: duckdb.DuckDBPyConnection, name: str, doing: str) -> None:
+    schema, table = split_table(name)
+    row = connection.execute(
+        "select comment from duckdb_views() where view_name = ? "
+        "and schema_name = coalesce(?, current_schema())",
+        [table, schema],
+    ).fetchone()
+    if not row or row[0] != VIEW_COMMENT:
+        raise DataError(
+            f"{name} is a view that materialize: view did not make; {doing} would replace it",
+            hint="load into another table, or drop the view yourself",
+        )
+
+
 def _make_view(
     connection: duckdb.DuckDBPyConnection, target: str, kind: str | None, source: InputTable
 ) -> int:
@@ -96,6 +120,7 @@ def _make_view(
         connection.execute(f"drop table {target}")
     files = parquet_list_sql([path.resolve() for path in source.files])
     connection.execute(f"create or replace view {target} as select * from read_parquet({files})")
+    connection.execute(f"comment on view {target} is {sql_literal(VIEW_COMMENT)}")
     return source.num_rows
 
 
@@ -141,24 +166,26 @@ def write_duckdb(
         earlier = committed_load(execute, query, ctx.pipeline, ctx.task_id, ctx.run_id)
         if earlier is not None:  # this run's load committed before the process died
             connection.execute("rollback")
+            done: dict[str, Any] = {"mode": config.mode, "already_committed": True}
+            if view:  # retention keeps what the committed view reads
+                done["view_of"] = {"task": source.task_id, "run": source.run_id}
             return SinkResult(
-                earlier,
-                f"duckdb:{path}#{config.table}",
-                {"mode": config.mode, "already_committed": True},
-                ctx.pending_watermarks,
+                earlier, f"duckdb:{path}#{config.table}", done, ctx.pending_watermarks
             )
         connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
         existing = _table_columns(connection, config.table)
         kind = _kind(connection, config.table) if existing is not None else None
         if kind == "VIEW" and not view and config.mode != "replace":
             raise DataError(
-                f"{config.table} in {path.name} is a view (made by materialize: view), and "
-                f"mode: {config.mode} cannot write into a view",
+                f"{config.table} in {path.name} is a view, and mode: {config.mode} cannot "
+                "write into it",
                 hint="set mode: replace to make it a table again, or drop the view",
             )
         changes: list[dict[str, object]] = []
         if config.mode == "merge":
             _check_keys(connection, source, config)
+        if kind == "VIEW":
+            _refuse_theirs(connection, config.table, "this view load" if view else "a table load")
         if view:
             rows = _make_view(connection, target, kind, source)
         elif config.mode == "replace" or existing is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,13 @@ class FilesConnector(Connector):
         assert isinstance(config, FilesSource)
         return open_files(config, ctx)
 
-    def verbatim(self, config: ConfigModel, ctx: ConnectorContext) -> list[Path] | None:
-        from connectors.files.source import parquet_as_it_is
+    def copy_parts(
+        self, config: ConfigModel, ctx: ConnectorContext, folder: Path, name: Callable[[int], str]
+    ) -> int | None:
+        from connectors.files.source import copy_parquet
 
         assert isinstance(config, FilesSource)
-        return parquet_as_it_is(config, ctx)
+        return copy_parquet(config, ctx, folder, name)
 
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         from connectors.files.sink import write_parquet

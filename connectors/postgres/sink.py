@@ -349,8 +349,7 @@ def write_postgres(
         if kind == "v" and not view:
             if config.mode != "replace":
                 raise DataError(
-                    f"{config.table} is a view (made by materialize: view), and mode: "
-                    f"{config.mode} cannot write into a view",
+                    f"{config.table} is a view, and mode: {config.mode} cannot write into it",
                     hint="set mode: replace to make it a table again, or drop the view",
                 )
             drop_view(session, config.table)

@@ -2,10 +2,15 @@
 target becomes a view of it, switched in the load's transaction.
 
 Readers of the view see the previous run's rows until the commit and this run's after; nothing
-is deleted in place, so no dead rows pile up for autovacuum, and no reader waits on an emptied
-table (as `truncate: true` makes them). The table the view read before is dropped in the same
-transaction. A view and a table of the same name replace each other when a load's
-materialization changes.
+is deleted in place, so no dead rows pile up for autovacuum, and the target is never an emptied
+table. While the columns stay (new ones may be added at the end) the view is replaced in place
+with CREATE OR REPLACE, which keeps its grants, owner and the views built on it; otherwise it is
+dropped and made again (a view built on it then fails the load, by name). The switch takes the
+view's lock, so it waits for queries reading the view to finish, and queries that start meanwhile
+wait for the commit. The table the view read before is dropped in the same transaction.
+
+A view arrowline makes carries a comment saying so; a view or table of the target's name that
+arrowline did not make is never replaced by a view load, nor a view of it by a table load.
 """
 
 from __future__ import annotations
@@ -15,18 +20,26 @@ import hashlib
 import pyarrow as pa
 
 from connectors.postgres.connection import Session
-from engine.core.sqltext import quote_identifier, quote_table, split_table
+from engine.core.errors import DataError
+from engine.core.sqltext import quote_identifier, quote_table, split_table, sql_literal
 
 __all__ = ["VERSION_MARK", "drop_view", "relation_kind", "switch_view", "version_table"]
 
 VERSION_MARK = "__arrowline_"
 """In the name of a table a view reads: `<table>__arrowline_<run>`."""
+VIEW_COMMENT = "arrowline: materialize: view"
+"""The comment on a view arrowline made (its mark: it replaces no view it did not make)."""
 _LIMIT = 63  # PostgreSQL cuts longer identifiers, and two runs' tables would share a name
 
 
 def version_table(table: str, run_id: str) -> str:
     """The (schema-qualified) name of the table holding `run_id`'s rows of `table`'s view."""
     schema, name = split_table(table)
+    if len(name.encode()) > _LIMIT:
+        raise DataError(
+            f"the table name {name!r} is longer than PostgreSQL's {_LIMIT} bytes; it would be "
+            "cut, and the view could not be found again by its name"
+        )
     run = run_id.lower().replace("-", "_")
     suffix = f"{VERSION_MARK}{run}"
     if len((name + suffix).encode()) > _LIMIT:
@@ -50,20 +63,52 @@ def relation_kind(session: Session, table: str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def _read_by(session: Session, table: str) -> list[tuple[str, str]]:
-    """The tables arrowline made for the view `table` that it reads now."""
-    schema, name = split_table(table)
+def _ours(session: Session, table: str) -> bool:
     rows = session.rows(
-        "select distinct t.table_schema, t.table_name from information_schema.view_table_usage t "
-        "where t.view_schema = coalesce($1, current_schema()) and t.view_name = $2",
-        (schema, name),
-        what=f"cannot read what the view {table} reads",
+        "select obj_description(to_regclass($1), 'pg_class')",
+        (quote_table(table),),
+        what=f"cannot read the comment on {table}",
+    )
+    return bool(rows) and rows[0][0] == VIEW_COMMENT
+
+
+def _refuse_theirs(session: Session, table: str, doing: str) -> None:
+    if not _ours(session, table):
+        raise DataError(
+            f"{table} is a view that materialize: view did not make; {doing} would replace it",
+            hint="load into another table, or drop the view yourself",
+        )
+
+
+def _read_by(session: Session, view: str) -> list[tuple[str, str]]:
+    """The tables arrowline made for `view` that it reads now (by the view's rewrite rule:
+    what it reads, whoever owns it)."""
+    rows = session.rows(
+        "select distinct n.nspname::text, c.relname::text from pg_rewrite r "
+        "join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid "
+        "join pg_class c on c.oid = d.refobjid join pg_namespace n on n.oid = c.relnamespace "
+        "where r.ev_class = to_regclass($1) and c.oid <> r.ev_class and c.relkind in ('r', 'p')",
+        (quote_table(view),),
+        what=f"cannot read what the view {view} reads",
     )
     return [(str(s), str(n)) for s, n in rows if VERSION_MARK in str(n)]
 
 
+def _columns(session: Session, table: str) -> list[tuple[str, str]]:
+    rows = session.rows(
+        "select a.attname::text, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
+        "where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped "
+        "order by a.attnum",
+        (quote_table(table),),
+        what=f"cannot read the columns of {table}",
+    )
+    return [(str(name), str(kind)) for name, kind in rows]
+
+
 def drop_view(session: Session, table: str) -> None:
-    """Drop the view `table` and the table of rows arrowline made for it."""
+    """Drop the view `table` arrowline made and the table of rows it reads (a table load
+    taking the target back)."""
+    _refuse_theirs(session, table, "a table load")
     behind = _read_by(session, table)
     session.execute(f"drop view {quote_table(table)}", what=f"cannot drop the view {table}")
     for schema, name in behind:
@@ -75,17 +120,24 @@ def switch_view(
 ) -> list[str]:
     """Point the view `table` at `version` (already filled); drops what it read before, or the
     table of that name a table load made. Returns the tables dropped."""
-    behind = _read_by(session, table) if kind == "v" else []
     target = quote_table(table)
-    if kind == "v":  # CREATE OR REPLACE cannot drop or retype columns: a new view
-        session.execute(f"drop view {target}", what=f"cannot replace the view {table}")
-    elif kind is not None:
-        session.execute(f"drop table {target}", what=f"cannot replace the table {table}")
     columns = ", ".join(quote_identifier(field.name) for field in schema)
-    session.execute(
-        f"create view {target} as select {columns} from {quote_table(version)}",
-        what=f"cannot create the view {table}",
-    )
+    select = f"select {columns} from {quote_table(version)}"
+    behind: list[tuple[str, str]] = []
+    if kind == "v":
+        _refuse_theirs(session, table, "this view load")
+        behind = _read_by(session, table)
+        before, after = _columns(session, table), _columns(session, version)
+        if after[: len(before)] == before:  # same columns, maybe more at the end: in place
+            session.execute(f"create or replace view {target} as {select}")
+        else:
+            session.execute(f"drop view {target}", what=f"cannot replace the view {table}")
+            session.execute(f"create view {target} as {select}")
+    else:
+        if kind is not None:
+            session.execute(f"drop table {target}", what=f"cannot replace the table {table}")
+        session.execute(f"create view {target} as {select}", what=f"cannot create {table}")
+    session.execute(f"comment on view {target} is {sql_literal(VIEW_COMMENT)}")
     dropped = []
     for schema_name, name in behind:
         if name != split_table(version)[1]:

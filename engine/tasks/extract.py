@@ -69,36 +69,6 @@ def _write_stream(
                 context.progress(counter[0])
 
 
-def _copy_parts(files: list[Path], context: TaskContext) -> TaskOutcome:
-    """Keep source files that already are Parquet parts by copying their bytes; the copy's
-    footer is read back, so a file that changed while it was copied fails the attempt."""
-    import shutil
-
-    import pyarrow.parquet as pq
-
-    from engine.core.errors import DataError, full_disk_said
-
-    rows = 0
-    for index, source in enumerate(files):
-        context.cancel.raise_if_cancelled()
-        before = pq.read_metadata(source)
-        target = context.staging / part_file(index)
-        with full_disk_said(target):
-            shutil.copyfile(source, target)
-        try:
-            after = pq.read_metadata(target)
-        except (pa.ArrowInvalid, OSError):
-            after = None
-        if after is None or after.num_rows != before.num_rows:
-            raise DataError(f"{source} changed while it was copied; run again once it is written")
-        fault_point("extract.batch")
-        rows += after.num_rows
-        context.progress(rows)
-    return TaskOutcome(
-        rows_in=rows, rows_out=rows, details={"streams": 1, "copied_files": len(files)}
-    )
-
-
 class Extract:
     kind = TaskKind.EXTRACT
     produces_table = True
@@ -151,9 +121,11 @@ class Extract:
             start = context.watermark_start()
         keep = context.task.spec.materialize == "table"
         if keep and incremental is None and context.tee is None:
-            files = owner.verbatim(config, context.connector())
-            if files is not None:
-                return _copy_parts(files, context)
+            copied = owner.copy_parts(config, context.connector(), context.staging, part_file)
+            if copied is not None:  # files that already were parts, copied as they are
+                context.progress(copied)
+                copy_details: dict[str, Any] = {"streams": 1, "copied": True}
+                return TaskOutcome(rows_in=copied, rows_out=copied, details=copy_details)
         rejects = owner.rejects(config)
         readers = owner.open(config, context.connector(watermark=start, rejects=rejects))
         trackers = [

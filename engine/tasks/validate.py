@@ -94,7 +94,7 @@ class Validate:
         schema = load_schema(config.schema_, context.base_dir)
         whole = needs_whole_input(schema)
         duplicates = None
-        apart = split_uniqueness(schema) if whole else None
+        apart = split_uniqueness(schema, source.lazy().collect_schema()) if whole else None
         if apart is not None:  # uniqueness over the key columns, the rest batch by batch
             schema, rules = apart
             duplicates = duplicate_cases(source.lazy(), rules)

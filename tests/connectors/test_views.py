@@ -122,7 +122,9 @@ def test_appending_into_a_view_says_what_it_is(write: WritePipeline, project: Pa
     )
     result = run(write("a.yaml", appending))
     assert not result.ok
-    assert "is a view (made by materialize: view)" in (result.tasks["publish"].error or "")
+    assert "by_region in w.duckdb is a view, and mode: append cannot write into it" in (
+        result.tasks["publish"].error or ""
+    )
 
 
 @pytest.mark.parametrize(
@@ -281,3 +283,116 @@ def test_the_python_builder_makes_a_view_load(project: Path) -> None:
     assert result.ok, {k: t.error for k, t in result.tasks.items()}
     assert duck_kind(project, "o") == "VIEW"
     assert duck_rows(project, "select count(*) from o") == [(6,)]
+
+
+def test_a_view_load_never_replaces_a_view_it_did_not_make(
+    write: WritePipeline, project: Path
+) -> None:
+    orders(project, range(8))
+    (project / "out").mkdir()
+    with duckdb.connect(str(project / "out" / "w.duckdb")) as connection:
+        connection.execute("create view by_region as select 42 as answer")
+    for materialize in ("view", "table"):
+        result = run(write("p.yaml", DUCKDB.format(table="by_region", materialize=materialize)))
+        assert not result.ok
+        assert "by_region is a view that materialize: view did not make" in (
+            result.tasks["publish"].error or ""
+        )
+    assert duck_rows(project, "select * from by_region") == [(42,)]
+
+
+def test_a_retried_view_load_that_had_committed_still_names_what_its_view_reads(
+    tmp_path: Path,
+) -> None:
+    """The process died after the commit: the retry finds its load committed and returns
+    at once, and must still say which output the view reads, or retention loses it."""
+    from connectors.base import ConnectorContext
+    from connectors.duckdb.config import DuckDBSink
+    from connectors.duckdb.sink import write_duckdb
+    from engine.core.tables import InputTable
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [1, 2]}), path)
+    source = InputTable("src", "run-1", (path,), pq.read_schema(path), 2)
+    sink = DuckDBSink.model_validate(
+        {"input": "src", "to": "duckdb", "path": "w.duckdb", "table": "t", "mode": "replace"}
+    )
+    context = ConnectorContext(tmp_path, "p", "run-2", "publish")
+    first = write_duckdb(source, sink, context, view=True)
+    again = write_duckdb(source, sink, context, view=True)
+    assert again.details["already_committed"] is True
+    assert first.details["view_of"] == again.details["view_of"] == {"task": "src", "run": "run-1"}
+
+
+def test_a_postgres_view_keeps_its_grants_and_dependent_views_while_columns_stay(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table = pg.table("orders")
+    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
+    orders(project, range(5))
+    assert run(path).ok
+    role = f"{pg.schema}_reader"
+    pg.execute(
+        f"drop role if exists {role}",
+        f"create role {role}",
+        f"grant usage on schema {pg.schema} to {role}",
+        f"grant select on {table} to {role}",
+        f"create view {pg.table('report')} as select count(*) as n from {table}",
+    )
+    try:
+        orders(project, range(10, 17))
+        second = run(path)
+        assert second.ok, {k: t.error for k, t in second.tasks.items()}
+        assert pg.rows(f"select n from {pg.table('report')}") == [(7,)]
+        grants = pg.rows(
+            "select privilege_type from information_schema.role_table_grants "
+            f"where grantee = '{role}' and table_name = 'orders'"
+        )
+        assert grants == [("SELECT",)]
+        assert len(versions(pg)) == 1
+    finally:
+        pg.execute(
+            f"drop schema {pg.schema} cascade",
+            f"create schema {pg.schema}",
+            f"drop role if exists {role}",
+        )
+
+
+def test_a_postgres_view_whose_columns_change_is_made_again(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table = pg.table("orders")
+    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
+    orders(project, range(5))
+    assert run(path).ok
+    pq.write_table(pa.table({"region": ["n", "s"]}), project / "in" / "orders.parquet")
+    second = run(path)
+    assert second.ok, {k: t.error for k, t in second.tasks.items()}
+    assert pg.rows(f"select * from {table} order by 1") == [("n",), ("s",)]
+    assert len(versions(pg)) == 1
+
+
+def test_a_postgres_view_load_never_replaces_a_view_it_did_not_make(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table = pg.table("orders")
+    pg.execute(f"create view {table} as select 42 as answer")
+    orders(project, range(5))
+    for materialize in ("view", "table"):
+        path = write(
+            "p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize=materialize)
+        )
+        result = run(path)
+        assert not result.ok
+        assert "is a view that materialize: view did not make" in (
+            result.tasks["publish"].error or ""
+        )
+    assert pg.rows(f"select * from {table}") == [(42,)]
+
+
+def test_a_postgres_table_name_past_the_limit_is_refused_by_name() -> None:
+    from connectors.postgres.views import version_table
+    from engine.core.errors import DataError
+
+    with pytest.raises(DataError, match="longer than PostgreSQL's 63 bytes"):
+        version_table("s." + "x" * 64, "20261206T023933Z-b8fd40")

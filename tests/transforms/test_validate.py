@@ -197,7 +197,7 @@ def test_uniqueness_decided_apart_fails_the_rows_pandera_fails(
         {"columns": {"k": {"nullable": True}, "o": {}}, "unique": ["k", "o"]},
     ):
         schema = build_schema(InlineSchema.model_validate(inline))
-        apart = split_uniqueness(schema)
+        apart = split_uniqueness(schema, frame.schema)
         assert apart is not None
         plain, rules = apart
         assert not needs_whole_input(plain)
@@ -220,7 +220,7 @@ def test_a_uniqueness_rule_streams_and_fails_duplicates_in_the_batch_they_come_i
         {"columns": {"id": {"type": "int64", "unique": True}, "amount": {"checks": {"ge": 0}}}}
     )
     frame = pl.DataFrame({"id": [1, 2, 3, 2, 5, 6], "amount": [1.0, 1.0, -1.0, 1.0, 1.0, 1.0]})
-    plain, rules = split_uniqueness(build_schema(inline)) or (None, [])
+    plain, rules = split_uniqueness(build_schema(inline), frame.schema) or (None, [])
     duplicates = duplicate_cases(frame.lazy(), rules)
     config = ValidateSpec.model_validate(
         {"input": "t", "schema": inline, "on_fail": "quarantine", "max_rejected_fraction": 1}
@@ -238,8 +238,34 @@ def test_a_uniqueness_rule_streams_and_fails_duplicates_in_the_batch_they_come_i
     }
 
 
-def test_coerced_uniqueness_stays_with_pandera() -> None:
-    inline = InlineSchema.model_validate(
+def test_uniqueness_pandera_must_decide_stays_with_pandera() -> None:
+    """Values coerced before they are compared ("01" and "1" are one int), keys of lists."""
+    import pandera.polars as pdp
+
+    coerced = InlineSchema.model_validate(
         {"columns": {"id": {"type": "int64", "unique": True}}, "coerce": True}
     )
-    assert split_uniqueness(build_schema(inline)) is None
+    texts = pl.Schema({"id": pl.String, "b": pl.Int64, "tags": pl.List(pl.String)})
+    assert split_uniqueness(build_schema(coerced), texts) is None
+    key_coerced = pdp.DataFrameSchema(
+        {"id": pdp.Column(pl.Int64, coerce=True), "b": pdp.Column(pl.Int64)}, unique=["id", "b"]
+    )
+    assert split_uniqueness(key_coerced, texts) is None
+    listed = pdp.DataFrameSchema({"tags": pdp.Column(unique=True)})
+    assert split_uniqueness(listed, texts) is None
+
+
+def test_of_several_frame_rules_the_first_that_fails_is_reported_as_pandera_does() -> None:
+    import pandera.polars as pdp
+
+    frame = pl.DataFrame({"a": [1, 1, 2], "b": [1, 2, 2], "c": [1, 2, 3]})
+    schema = pdp.DataFrameSchema(
+        {"a": pdp.Column(pl.Int64), "b": pdp.Column(pl.Int64), "c": pdp.Column(pl.Int64)},
+        unique=[["c"], ["a"], ["b"]],
+    )
+    _, rules = split_uniqueness(schema, frame.schema) or (None, [])
+    found = duplicate_cases(frame.lazy(), rules)
+    theirs = {(i, c, k) for i, c, k, _ in _pandera_cases(schema, frame)}
+    mine = {(row["index"], row["column"], row["check"]) for row in found.iter_rows(named=True)}
+    first_failing = "multiple_fields_uniqueness"
+    assert mine == theirs == {(0, None, first_failing), (1, None, first_failing)}  # a's, not b's

@@ -73,6 +73,7 @@ def test_a_task_that_fills_the_disk_fails_the_run_with_one_line_naming_it(
     small_disk: Path, tmp_path: Path, kind: str
 ) -> None:
     failing, tasks = PIPELINES[kind]
+    # 400k rows: their Parquet (~3.3 MB) must not fit the 2 MB disk, numbers without dictionaries
     csv = orders_csv(tmp_path, 400_000 if kind == "extract" else 20_000)
     (small_disk / "p.yaml").write_text(f"pipeline: full\n{tasks.replace('CSV', str(csv))}")
     for _ in range(2):  # the interpreter used to abort some of the time, not every time

@@ -145,3 +145,27 @@ def test_the_workspace_writer_keeps_every_value_across_row_groups_and_parts(
         cores = min(os.cpu_count() or 1, 4)
         assert len(paths) == max(1, min(cores, table.num_rows // 8))
         assert_frame_equal(pl.read_parquet([str(p) for p in paths]), frame)
+
+
+def test_the_workspace_writer_gives_dictionaries_to_text_only(tmp_path: Path) -> None:
+    """Text repeats fold into a dictionary; keys and amounts would only pay for trying one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.core.parquet import ParquetBatchWriter
+
+    rows = 50_000
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "region": ["nesw"[i % 4] for i in range(rows)],
+            "tags": [["a", "b"][: i % 3] for i in range(rows)],
+        }
+    )
+    with ParquetBatchWriter(tmp_path / "o.parquet", table.schema) as writer:
+        writer.write(table)
+    group = pq.read_metadata(tmp_path / "o.parquet").row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(3)}
+    assert "RLE_DICTIONARY" not in encodings["id"]
+    assert "RLE_DICTIONARY" in encodings["region"]
+    assert "RLE_DICTIONARY" in encodings["tags.list.element"]
