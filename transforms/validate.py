@@ -39,6 +39,7 @@ __all__ = [
     "UniqueRule",
     "ValidationOutcome",
     "build_schema",
+    "check_schema",
     "duplicate_cases",
     "load_schema",
     "needs_whole_input",
@@ -102,34 +103,60 @@ def _polars_dtype(type_name: str) -> pl.DataType:
     return pl.Series(pa.array([], type=arrow_type)).dtype
 
 
-def _check(column: str, name: str, argument: Any) -> Any:
-    import pandera.polars as pdp
-
+def _check_call(
+    column: str, name: str, argument: Any
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """The pandera `Check` constructor a YAML check names, and its arguments."""
     if name not in CHECKS:
         raise DefinitionError(
             f"column {column!r}: unknown check {name!r}.{did_you_mean(name, list(CHECKS))} "
             f"Valid checks: {', '.join(CHECKS)}"
         )
-    constructor = getattr(pdp.Check, CHECKS[name])
     if name in _RANGE_CHECKS:
         if isinstance(argument, dict):
             unknown = set(argument) - {"min", "max"}
             if unknown:
                 raise DefinitionError(f"column {column!r}: {name} takes min and max, not {unknown}")
-            return constructor(min_value=argument.get("min"), max_value=argument.get("max"))
+            return (
+                CHECKS[name],
+                (),
+                {"min_value": argument.get("min"), "max_value": argument.get("max")},
+            )
         if isinstance(argument, list | tuple) and len(argument) == 2:
-            return constructor(argument[0], argument[1])
+            return CHECKS[name], (argument[0], argument[1]), {}
         raise DefinitionError(f"column {column!r}: {name} takes {{min: ..., max: ...}}")
-    return constructor(argument)
+    return CHECKS[name], (argument,), {}
+
+
+def _check(column: str, name: str, argument: Any) -> Any:
+    import pandera.polars as pdp
+
+    constructor, args, kwargs = _check_call(column, name, argument)
+    return getattr(pdp.Check, constructor)(*args, **kwargs)
+
+
+def _column_dtype(name: str, rule: ColumnRule) -> pl.DataType | None:
+    try:
+        return _polars_dtype(rule.type) if rule.type else None
+    except ValueError as exc:
+        raise DefinitionError(f"column {name!r}: {exc}") from None
+
+
+def check_inline(inline: InlineSchema) -> None:
+    """Raise what `build_schema` would refuse (an unknown type or check, a range without its
+    bounds) without importing pandera, which takes 0.5 s and ~150 MB with pandas installed:
+    `arrowline validate` and `plan` need not pay for it; a run imports it when a validate
+    task starts."""
+    for name, rule in inline.columns.items():
+        _column_dtype(name, rule)
+        for check, argument in rule.checks.items():
+            _check_call(name, check, argument)
 
 
 def _column(name: str, rule: ColumnRule) -> Any:
     import pandera.polars as pdp
 
-    try:
-        dtype = _polars_dtype(rule.type) if rule.type else None
-    except ValueError as exc:
-        raise DefinitionError(f"column {name!r}: {exc}") from None
+    dtype = _column_dtype(name, rule)
     checks = [_check(name, check, argument) for check, argument in rule.checks.items()]
     return pdp.Column(
         dtype, checks=checks, nullable=rule.nullable, unique=rule.unique, required=rule.required
@@ -149,7 +176,7 @@ def build_schema(inline: InlineSchema) -> Any:
     )
 
 
-def _schema_from_yaml(path: Path, reference: str) -> Any:
+def _inline_from_yaml(path: Path, reference: str) -> InlineSchema:
     from pydantic import ValidationError
 
     from engine.core.yaml_source import read_yaml_file
@@ -166,7 +193,7 @@ def _schema_from_yaml(path: Path, reference: str) -> Any:
         raise DefinitionError(
             f"schema {reference!r}: {where}: {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from None
-    return build_schema(inline)
+    return inline
 
 
 def schema_file(reference: Any, base_dir: Path) -> Path | None:
@@ -175,6 +202,25 @@ def schema_file(reference: Any, base_dir: Path) -> Path | None:
         return None
     path = Path(reference)
     return path if path.is_absolute() else base_dir / path
+
+
+def _inline_schema_file(path: Path, reference: str) -> InlineSchema:
+    if not path.exists():
+        raise DefinitionError(f"schema file {reference!r} does not exist ({path})")
+    return _inline_from_yaml(path, reference)
+
+
+def check_schema(reference: Any, base_dir: Path) -> None:
+    """Raise what `load_schema` would: inline and YAML schemas are checked without pandera,
+    a Python one by loading it (its module imports pandera)."""
+    if isinstance(reference, InlineSchema):
+        check_inline(reference)
+        return
+    path = schema_file(reference, base_dir)
+    if path is not None:
+        check_inline(_inline_schema_file(path, str(reference)))
+        return
+    load_schema(reference, base_dir)
 
 
 def load_schema(reference: Any, base_dir: Path) -> Any:
@@ -188,9 +234,7 @@ def load_schema(reference: Any, base_dir: Path) -> Any:
     if isinstance(reference, str):
         path = schema_file(reference, base_dir)
         if path is not None:
-            if not path.exists():
-                raise DefinitionError(f"schema file {reference!r} does not exist ({path})")
-            return _schema_from_yaml(path, reference)
+            return build_schema(_inline_schema_file(path, reference))
         obj = load_object(reference, base_dir)
     if isinstance(obj, pdp.DataFrameSchema):
         return obj
@@ -217,27 +261,36 @@ class UniqueRule:
     keys: tuple[str, ...]
 
 
-def split_uniqueness(schema: Any) -> tuple[Any, list[UniqueRule]] | None:
+def _nested(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.List | pl.Array | pl.Struct | pl.Object)
+
+
+def split_uniqueness(schema: Any, columns: pl.Schema) -> tuple[Any, list[UniqueRule]] | None:
     """The schema without its uniqueness rules, and the rules, so that rows stream through
     the rest batch by batch while uniqueness is decided over the key columns alone (6M rows:
-    a 48 MB key column instead of the whole input in memory). None when the rules cannot be
-    decided apart from pandera: values coerced before they are compared, or a column named
-    by a pattern."""
+    a 48 MB key column instead of the whole input in memory). `columns`: the input's. None
+    when the rules cannot be decided apart from pandera: values coerced before they are
+    compared, a column named by a pattern, a key of lists or structs."""
     if getattr(schema, "coerce", False):
         return None
     rules: list[UniqueRule] = []
     updates: dict[str, dict[str, Any]] = {}
     for name, column in schema.columns.items():
-        if not getattr(column, "unique", False):
-            continue
-        if getattr(column, "regex", False) or getattr(column, "coerce", False):
-            return None
-        rules.append(UniqueRule(name, (name,)))
-        updates[name] = {"unique": False}
+        if getattr(column, "unique", False):
+            rules.append(UniqueRule(name, (name,)))
+            updates[name] = {"unique": False}
     frame_rules = getattr(schema, "unique", None) or []
     if frame_rules and all(isinstance(key, str) for key in frame_rules):
         frame_rules = [frame_rules]
     rules.extend(UniqueRule(None, tuple(keys)) for keys in frame_rules)
+    for key in {key for rule in rules for key in rule.keys}:
+        column = schema.columns.get(key)
+        if column is not None and (
+            getattr(column, "regex", False) or getattr(column, "coerce", False)
+        ):
+            return None
+        if key in columns and _nested(columns[key]):
+            return None
     plain = schema.update_columns(updates) if updates else copy.deepcopy(schema)  # copies
     plain.unique = None
     return plain, rules
@@ -258,7 +311,7 @@ def duplicate_cases(source: pl.LazyFrame, rules: list[UniqueRule]) -> pl.DataFra
     a value): its row number in the whole input, the column or the frame, the check and the
     value. Only the key columns are read."""
     available = set(source.collect_schema().names())
-    found = []
+    found: list[pl.DataFrame] = []
     for rule in rules:
         keys = [key for key in rule.keys if key in available]
         if not keys:
@@ -269,8 +322,9 @@ def duplicate_cases(source: pl.LazyFrame, rules: list[UniqueRule]) -> pl.DataFra
         else:
             value = pl.struct(keys).struct.json_encode()
             context, check = "DataFrameSchema", "multiple_fields_uniqueness"
-        found.append(
-            _repeated(source.select(keys).with_row_index("index"), keys).select(
+        cases = (
+            _repeated(source.select(keys).with_row_index("index"), keys)
+            .select(
                 value.alias("failure_case"),
                 pl.lit(context).alias("schema_context"),
                 pl.lit(rule.column, pl.String).alias("column"),
@@ -278,10 +332,14 @@ def duplicate_cases(source: pl.LazyFrame, rules: list[UniqueRule]) -> pl.DataFra
                 pl.lit(None, pl.Int32).alias("check_number"),
                 pl.col("index").cast(pl.Int64),
             )
+            .collect()
         )
+        found.append(cases)
+        if rule.column is None and not cases.is_empty():
+            break  # pandera reports the first frame rule that fails, not the ones after it
     if not found:
         return pl.DataFrame(schema=_CASE_SCHEMA)
-    return pl.concat(pl.collect_all(found)).sort("index", maintain_order=True)
+    return pl.concat(found).sort("index", maintain_order=True)
 
 
 def _repeated(rows: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:

@@ -45,11 +45,11 @@ class Validate:
         return Inputs((task.validate_.input,))
 
     def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
-        from transforms.validate import load_schema
+        from transforms.validate import check_schema
 
         assert task.validate_ is not None
         try:
-            load_schema(task.validate_.schema_, ctx.definition.base_dir)
+            check_schema(task.validate_.schema_, ctx.definition.base_dir)
         except ArrowlineError as exc:
             return [Finding("schema", exc.message, ("validate", "schema"), hint=exc.hint)]
         return []
