@@ -5,7 +5,9 @@ Readers of the view see the previous run's rows until the commit and this run's 
 is deleted in place, so no dead rows pile up for autovacuum, and the target is never an emptied
 table. While the columns stay (new ones may be added at the end) the view is replaced in place
 with CREATE OR REPLACE, which keeps its grants, owner and the views built on it; otherwise it is
-dropped and made again (a view built on it then fails the load, by name). The switch takes the
+dropped and made again with its grants given back (a view built on it then fails the load, by
+name). Each table of rows carries a comment naming its view, so one a dropped view left behind
+is dropped by the next view load of that name. The switch takes the
 view's lock, so it waits for queries reading the view to finish, and queries that start meanwhile
 wait for the commit. The table the view read before is dropped in the same transaction.
 
@@ -115,12 +117,51 @@ def drop_view(session: Session, table: str) -> None:
         session.execute(f"drop table if exists {_quoted(schema, name)}")
 
 
+def _rows_comment(table: str) -> str:
+    return f"arrowline: rows of the view {table}"
+
+
+def _grants(session: Session, table: str) -> list[str]:
+    """GRANT statements that give back what others were granted on `table` (a view made
+    again loses them)."""
+    rows = session.rows(
+        "select case when g.grantee = 0 then 'public' else g.grantee::regrole::text end, "
+        "g.privilege_type, g.is_grantable from pg_class c, aclexplode(c.relacl) g "
+        "where c.oid = to_regclass($1) and g.grantee <> c.relowner",
+        (quote_table(table),),
+        what=f"cannot read the grants on {table}",
+    )
+    target = quote_table(table)
+    return [
+        f"grant {privilege} on {target} to {grantee}" + (" with grant option" if grantable else "")
+        for grantee, privilege, grantable in rows
+    ]
+
+
+def _leftovers(session: Session, table: str, version: str) -> list[tuple[str, str]]:
+    """Tables of rows arrowline made for the view `table` other than `version`: what it read
+    before, and any a dropped view left behind."""
+    rows = session.rows(
+        "select n.nspname::text, c.relname::text from pg_class c "
+        "join pg_namespace n on n.oid = c.relnamespace "
+        "where c.relkind in ('r', 'p') and obj_description(c.oid, 'pg_class') = $1",
+        (_rows_comment(table),),
+        what=f"cannot look for earlier tables of the view {table}",
+    )
+    current = split_table(version)[1]
+    return [(str(s), str(n)) for s, n in rows if str(n) != current]
+
+
 def switch_view(
     session: Session, table: str, version: str, schema: pa.Schema, kind: str | None
 ) -> list[str]:
-    """Point the view `table` at `version` (already filled); drops what it read before, or the
-    table of that name a table load made. Returns the tables dropped."""
+    """Point the view `table` at `version` (already filled); drops the tables of rows it read
+    before (or a dropped view of it left), or the table of that name a table load made.
+    Returns the tables dropped."""
     target = quote_table(table)
+    session.execute(
+        f"comment on table {quote_table(version)} is {sql_literal(_rows_comment(table))}"
+    )
     columns = ", ".join(quote_identifier(field.name) for field in schema)
     select = f"select {columns} from {quote_table(version)}"
     behind: list[tuple[str, str]] = []
@@ -130,17 +171,21 @@ def switch_view(
         before, after = _columns(session, table), _columns(session, version)
         if after[: len(before)] == before:  # same columns, maybe more at the end: in place
             session.execute(f"create or replace view {target} as {select}")
-        else:
+        else:  # made again: its grants are given back, a view built on it fails the load
+            grants = _grants(session, table)
             session.execute(f"drop view {target}", what=f"cannot replace the view {table}")
             session.execute(f"create view {target} as {select}")
+            for grant in grants:
+                session.execute(grant, what=f"cannot grant again on {table}")
     else:
         if kind is not None:
             session.execute(f"drop table {target}", what=f"cannot replace the table {table}")
         session.execute(f"create view {target} as {select}", what=f"cannot create {table}")
     session.execute(f"comment on view {target} is {sql_literal(VIEW_COMMENT)}")
     dropped = []
-    for schema_name, name in behind:
-        if name != split_table(version)[1]:
+    current = split_table(version)[1]
+    for schema_name, name in dict.fromkeys([*behind, *_leftovers(session, table, version)]):
+        if name != current:
             session.execute(f"drop table if exists {_quoted(schema_name, name)}")
             dropped.append(f"{schema_name}.{name}")
     return dropped

@@ -313,10 +313,13 @@ class TaskSpec(ConfigModel):
         "DuckDB plans inside each reader's query, like dbt's ephemeral models): its rows are "
         "never written, and a reader that runs again runs it again. view is for loads into "
         "databases that have them (duckdb, postgres), with mode: replace: the target becomes "
-        "a view of the input. In DuckDB it reads the workspace's Parquet files, so the load "
-        "copies nothing (retention keeps those files while the view reads them); in "
+        "a view of the input. In DuckDB it reads the workspace's Parquet files by their "
+        "absolute paths, so the load copies nothing (retention keeps those files while the "
+        "latest view load reads them); the database file is then not self-contained: moving "
+        "the project breaks the view, and a view the pipeline no longer loads (its table "
+        "renamed, the load removed) stops working once retention removes its files. In "
         "PostgreSQL the rows go to a new table named after the run and the view is switched "
-        "to it on commit, so readers never wait on an emptied table and never see dead rows.",
+        "to it on commit (grants kept), so readers never see an emptied table or dead rows.",
     )
     extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
     sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")

@@ -55,12 +55,22 @@ class Load:
                 hint="views are for loads into duckdb and postgres",
             )
         elif getattr(config, "mode", "replace") != "replace":
+            mode = getattr(config, "mode", None)
+            said = config is not None and "mode" in config.model_fields_set
             yield Finding(
                 "view-mode",
-                f"materialize: view makes the target exactly the input, which is mode: "
-                f"replace, not {getattr(config, 'mode', None)}",
-                ("load", "mode"),
+                "materialize: view makes the target exactly the input, which is mode: replace, "
+                + (f"not {mode}" if said else f"and a load's mode is {mode} unless it says so"),
+                ("load", "mode") if said else ("load",),
                 hint="set mode: replace",
+            )
+        elif getattr(config, "truncate", False):
+            yield Finding(
+                "view-truncate",
+                "truncate empties a table the load fills in place; materialize: view fills a "
+                "new table each run, so there is nothing to truncate",
+                ("load", "truncate"),
+                hint="remove truncate: true",
             )
 
     def references(self, task: TaskSpec, base_dir: Path) -> str | None:
@@ -117,7 +127,11 @@ class Load:
     ) -> LineageGraph:
         """The input's columns become the target's columns."""
         (source,) = task.inputs
-        graph = LineageGraph(external={task.id: self.describe_output(task.spec)})
+        owner, config = task.spec.connector, task.spec.load
+        assert owner is not None
+        assert config is not None
+        place = owner.place(config, NamingContext()).label  # a view's dataset is its table's
+        graph = LineageGraph(external={task.id: place})
         for column in sql_columns(schemas[source]):
             graph.edges.append(LineageEdge(f"{task.id}.{column}", f"{source}.{column}", "value"))
         return graph
@@ -126,7 +140,8 @@ class Load:
         owner, config = task.connector, task.load
         assert owner is not None
         assert config is not None
-        return owner.place(config, NamingContext()).label
+        label = owner.place(config, NamingContext()).label
+        return f"{label} (view)" if task.materialize == "view" else label
 
 
 KIND = Load()

@@ -37,11 +37,12 @@ class OutputChecks:
         self, producer: TaskSpec, task: TaskSpec, path: PathKey, line: int | None = None
     ) -> None:
         """`task` reads `producer`'s ephemeral output in a way that cannot work."""
-        readers = (
-            "only sql tasks can, which run its statement inside theirs"
-            if kind_of(producer).inlines
-            else "only loads whose sink takes a stream (postgres, parquet) can"
-        )
+        if kind_of(producer).inlines:
+            readers = "only sql tasks can, which run its statement inside theirs"
+        elif task.materialize == "view":
+            readers = "a load with materialize: view reads kept files, so it cannot"
+        else:
+            readers = "only loads whose sink takes a stream (postgres, parquet) can"
         self.add(
             "ephemeral-input",
             f"{producer.id!r} is materialize: ephemeral and keeps no output, but this "

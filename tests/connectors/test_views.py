@@ -144,6 +144,12 @@ def test_appending_into_a_view_says_what_it_is(write: WritePipeline, project: Pa
         ),
         ("  - id: out\n    sql: select * from src\n    materialize: view\n", "view-kind", 8),
         (
+            "  - id: out\n    load: {input: src, to: postgres, connection: wh, table: t,\n"
+            "           mode: replace, truncate: true}\n    materialize: view\n",
+            "view-truncate",
+            8,
+        ),
+        (
             "  - id: out\n    load: {input: src, to: duckdb, path: w.duckdb, table: t, "
             "mode: replace}\n    materialize: view\n",
             None,
@@ -158,7 +164,7 @@ def test_validation_refuses_a_view_that_cannot_work(
     path = write(
         "p.yaml",
         "pipeline: v\ntasks:\n  - id: src\n    extract: {from: files, path: in/orders.parquet}\n"
-        "    materialize: table\n" + task,
+        "    materialize: table\n" + task + "connections:\n  wh: {kind: postgres, uri: x}\n",
     )
     if code is None:
         validate(path)  # raises on an error
@@ -168,6 +174,8 @@ def test_validation_refuses_a_view_that_cannot_work(
     problems = [p for p in refused.value.problems if p.severity == "error"]
     assert [p.code for p in problems] == [code]
     assert f"p.yaml:{line}" in problems[0].format()
+    if code == "view-mode":  # the user wrote no mode: the message says it is the default
+        assert "a load's mode is append unless it says so" in problems[0].format()
 
 
 def test_a_view_of_an_ephemeral_extract_is_refused(write: WritePipeline, project: Path) -> None:
@@ -181,7 +189,9 @@ def test_a_view_of_an_ephemeral_extract_is_refused(write: WritePipeline, project
     )
     with pytest.raises(PipelineInvalid) as refused:
         validate(path)
-    assert [p.code for p in refused.value.problems if p.severity == "error"] == ["ephemeral-input"]
+    (problem,) = [p for p in refused.value.problems if p.severity == "error"]
+    assert problem.code == "ephemeral-input"
+    assert "a load with materialize: view reads kept files, so it cannot" in problem.format()
 
 
 POSTGRES = """
@@ -396,3 +406,53 @@ def test_a_postgres_table_name_past_the_limit_is_refused_by_name() -> None:
 
     with pytest.raises(DataError, match="longer than PostgreSQL's 63 bytes"):
         version_table("s." + "x" * 64, "20261206T023933Z-b8fd40")
+
+
+def test_a_postgres_view_made_again_for_new_columns_keeps_its_grants(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table = pg.table("orders")
+    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
+    orders(project, range(5))
+    assert run(path).ok
+    role = f"{pg.schema}_reader"
+    pg.execute(
+        f"drop role if exists {role}", f"create role {role}", f"grant select on {table} to {role}"
+    )
+    try:
+        pq.write_table(pa.table({"region": ["n", "s"]}), project / "in" / "orders.parquet")
+        assert run(path).ok  # a column fewer: the view is made again
+        grants = pg.rows(
+            "select privilege_type from information_schema.role_table_grants "
+            f"where grantee = '{role}' and table_name = 'orders'"
+        )
+        assert grants == [("SELECT",)]
+    finally:
+        pg.execute(
+            f"drop schema {pg.schema} cascade",
+            f"create schema {pg.schema}",
+            f"drop role if exists {role}",
+        )
+
+
+def test_the_rows_a_dropped_view_left_behind_go_with_the_next_view_load(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table = pg.table("orders")
+    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
+    orders(project, range(5))
+    assert run(path).ok
+    (left,) = versions(pg)
+    pg.execute(f"drop view {table}")  # as the hint of a refused append says
+    assert run(path).ok
+    (now,) = versions(pg)
+    assert now != left
+
+
+def test_plan_says_a_load_makes_a_view(write: WritePipeline, project: Path) -> None:
+    from engine.api.pipeline import plan
+
+    orders(project, range(3))
+    path = write("p.yaml", DUCKDB.format(table="by_region", materialize="view"))
+    planned = {task.id: task for task in plan(path).tasks}
+    assert planned["publish"].describe_output().endswith("#by_region (view)")
