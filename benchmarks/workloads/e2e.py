@@ -240,22 +240,25 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
             f"\narrowline / hand-written floor: {ratio:.2f}x time (goal ≤ 1.2x {verdict}), "
             f"{memory:.2f}x peak RSS"
         )
-    truncating = summary.get("arrowline, replace by truncate")
-    if truncating and floor:
-        ratio = truncating["engine_s"] / floor["engine_s"]
-        summary["arrowline_truncate_vs_floor"] = ratio
-        rows.append(
-            f"arrowline with `truncate: true` (the floor drops and recreates its table too) / "
-            f"hand-written floor: {ratio:.2f}x time"
-        )
-    viewing = summary.get("arrowline, materialize: view")
-    if viewing and floor:
-        ratio = viewing["engine_s"] / floor["engine_s"]
-        summary["arrowline_view_vs_floor"] = ratio
-        rows.append(
-            f"arrowline with `materialize: view` (a new table per run, the view switched to it, "
-            f"like the floor's drop and create) / hand-written floor: {ratio:.2f}x time"
-        )
+    variants = (
+        (
+            "arrowline, replace by truncate",
+            "truncate",
+            "`truncate: true` (the floor drops and recreates its table too)",
+        ),
+        (
+            "arrowline, materialize: view",
+            "view",
+            "`materialize: view` (a new table per run, the view switched to it, like the "
+            "floor's drop and create)",
+        ),
+    )
+    for label, key, what in variants:
+        variant = summary.get(label)
+        if variant and floor:
+            ratio = variant["engine_s"] / floor["engine_s"]
+            summary[f"arrowline_{key}_vs_floor"] = ratio
+            rows.append(f"arrowline with {what} / hand-written floor: {ratio:.2f}x time")
     peers = summary.get("dlt + dbt-duckdb")
     if ours and peers:
         speedup = peers["engine_s"] / ours["engine_s"]

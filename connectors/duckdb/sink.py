@@ -82,14 +82,22 @@ def _check_keys(
     check_merge_keys(lambda sql: connection.execute(sql).fetchall(), _INPUT, config.keys)
 
 
+def _catalog_row(
+    connection: duckdb.DuckDBPyConnection, sql: str, name: str
+) -> tuple[Any, ...] | None:
+    """The one row `sql` (taking the table's name, then its schema) finds for `name`."""
+    schema, table = split_table(name)
+    return connection.execute(sql, [table, schema]).fetchone()
+
+
 def _kind(connection: duckdb.DuckDBPyConnection, name: str) -> str | None:
     """'VIEW', 'BASE TABLE', or None when nothing has that name."""
-    schema, table = split_table(name)
-    row = connection.execute(
+    row = _catalog_row(
+        connection,
         "select table_type from information_schema.tables "
-        "where table_schema = coalesce(?, current_schema()) and table_name = ?",
-        [schema, table],
-    ).fetchone()
+        "where table_name = ? and table_schema = coalesce(?, current_schema())",
+        name,
+    )
     return str(row[0]) if row else None
 
 
@@ -98,12 +106,12 @@ VIEW_COMMENT = "arrowline: materialize: view"
 
 
 def _refuse_theirs(connection: duckdb.DuckDBPyConnection, name: str, doing: str) -> None:
-    schema, table = split_table(name)
-    row = connection.execute(
-        "select comment from duckdb_views() where view_name = ? "
-        "and schema_name = coalesce(?, current_schema())",
-        [table, schema],
-    ).fetchone()
+    row = _catalog_row(
+        connection,
+        "select comment from duckdb_views() "
+        "where view_name = ? and schema_name = coalesce(?, current_schema())",
+        name,
+    )
     if not row or row[0] != VIEW_COMMENT:
         raise DataError(
             f"{name} is a view that materialize: view did not make; {doing} would replace it",

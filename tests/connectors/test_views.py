@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -220,6 +222,15 @@ def versions(pg: PgSchema) -> list[str]:
     return [str(row[0]) for row in found]
 
 
+def viewed_once(write: WritePipeline, project: Path, pg: PgSchema) -> tuple[str, Path]:
+    """`orders` made a view of five rows by a first run; its table and pipeline file."""
+    table = pg.table("orders")
+    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
+    orders(project, range(5))
+    assert run(path).ok
+    return table, path
+
+
 def test_a_postgres_view_switches_to_each_runs_table_and_drops_the_last(
     write: WritePipeline, project: Path, pg: PgSchema
 ) -> None:
@@ -334,32 +345,13 @@ def test_a_retried_view_load_that_had_committed_still_names_what_its_view_reads(
     assert first.details["view_of"] == again.details["view_of"] == {"task": "src", "run": "run-1"}
 
 
-def test_a_postgres_view_keeps_its_grants_and_dependent_views_while_columns_stay(
-    write: WritePipeline, project: Path, pg: PgSchema
-) -> None:
-    table = pg.table("orders")
-    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
-    orders(project, range(5))
-    assert run(path).ok
+@contextmanager
+def reader_role(pg: PgSchema) -> Iterator[str]:
+    """A role of the test's own (roles outlive schemas), dropped with what it was granted."""
     role = f"{pg.schema}_reader"
-    pg.execute(
-        f"drop role if exists {role}",
-        f"create role {role}",
-        f"grant usage on schema {pg.schema} to {role}",
-        f"grant select on {table} to {role}",
-        f"create view {pg.table('report')} as select count(*) as n from {table}",
-    )
+    pg.execute(f"drop role if exists {role}", f"create role {role}")
     try:
-        orders(project, range(10, 17))
-        second = run(path)
-        assert second.ok, {k: t.error for k, t in second.tasks.items()}
-        assert pg.rows(f"select n from {pg.table('report')}") == [(7,)]
-        grants = pg.rows(
-            "select privilege_type from information_schema.role_table_grants "
-            f"where grantee = '{role}' and table_name = 'orders'"
-        )
-        assert grants == [("SELECT",)]
-        assert len(versions(pg)) == 1
+        yield role
     finally:
         pg.execute(
             f"drop schema {pg.schema} cascade",
@@ -368,13 +360,35 @@ def test_a_postgres_view_keeps_its_grants_and_dependent_views_while_columns_stay
         )
 
 
+def reader_grants(pg: PgSchema, role: str) -> list[tuple[object, ...]]:
+    return pg.rows(
+        "select privilege_type from information_schema.role_table_grants "
+        f"where grantee = '{role}' and table_name = 'orders'"
+    )
+
+
+def test_a_postgres_view_keeps_its_grants_and_dependent_views_while_columns_stay(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    table, path = viewed_once(write, project, pg)
+    with reader_role(pg) as role:
+        pg.execute(
+            f"grant usage on schema {pg.schema} to {role}",
+            f"grant select on {table} to {role}",
+            f"create view {pg.table('report')} as select count(*) as n from {table}",
+        )
+        orders(project, range(10, 17))
+        second = run(path)
+        assert second.ok, {k: t.error for k, t in second.tasks.items()}
+        assert pg.rows(f"select n from {pg.table('report')}") == [(7,)]
+        assert reader_grants(pg, role) == [("SELECT",)]
+        assert len(versions(pg)) == 1
+
+
 def test_a_postgres_view_whose_columns_change_is_made_again(
     write: WritePipeline, project: Path, pg: PgSchema
 ) -> None:
-    table = pg.table("orders")
-    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
-    orders(project, range(5))
-    assert run(path).ok
+    table, path = viewed_once(write, project, pg)
     pq.write_table(pa.table({"region": ["n", "s"]}), project / "in" / "orders.parquet")
     second = run(path)
     assert second.ok, {k: t.error for k, t in second.tasks.items()}
@@ -411,37 +425,18 @@ def test_a_postgres_table_name_past_the_limit_is_refused_by_name() -> None:
 def test_a_postgres_view_made_again_for_new_columns_keeps_its_grants(
     write: WritePipeline, project: Path, pg: PgSchema
 ) -> None:
-    table = pg.table("orders")
-    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
-    orders(project, range(5))
-    assert run(path).ok
-    role = f"{pg.schema}_reader"
-    pg.execute(
-        f"drop role if exists {role}", f"create role {role}", f"grant select on {table} to {role}"
-    )
-    try:
+    table, path = viewed_once(write, project, pg)
+    with reader_role(pg) as role:
+        pg.execute(f"grant select on {table} to {role}")
         pq.write_table(pa.table({"region": ["n", "s"]}), project / "in" / "orders.parquet")
         assert run(path).ok  # a column fewer: the view is made again
-        grants = pg.rows(
-            "select privilege_type from information_schema.role_table_grants "
-            f"where grantee = '{role}' and table_name = 'orders'"
-        )
-        assert grants == [("SELECT",)]
-    finally:
-        pg.execute(
-            f"drop schema {pg.schema} cascade",
-            f"create schema {pg.schema}",
-            f"drop role if exists {role}",
-        )
+        assert reader_grants(pg, role) == [("SELECT",)]
 
 
 def test_the_rows_a_dropped_view_left_behind_go_with_the_next_view_load(
     write: WritePipeline, project: Path, pg: PgSchema
 ) -> None:
-    table = pg.table("orders")
-    path = write("p.yaml", POSTGRES.format(pipeline=pg.schema, table=table, materialize="view"))
-    orders(project, range(5))
-    assert run(path).ok
+    table, path = viewed_once(write, project, pg)
     (left,) = versions(pg)
     pg.execute(f"drop view {table}")  # as the hint of a refused append says
     assert run(path).ok

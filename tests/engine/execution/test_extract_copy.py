@@ -29,6 +29,17 @@ def orders(path: Path, start: int, rows: int, **options: object) -> Path:
     return path
 
 
+def rewritten_part(path: Path, source: Path) -> Path:
+    """Run the pipeline; its extract's one part, which must not be a copy of `source`."""
+    result = run(path)
+    assert result.ok, {k: t.error for k, t in result.tasks.items()}
+    output = result.tasks["src"].output
+    assert output is not None
+    (part,) = output.files
+    assert digest(part) != digest(source)
+    return part
+
+
 def test_parquet_sources_are_kept_byte_for_byte(write: WritePipeline, project: Path) -> None:
     first = orders(project / "in" / "a.parquet", 0, 3000)
     second = orders(project / "in" / "b.parquet", 3000, 500)
@@ -66,12 +77,7 @@ def test_a_config_that_changes_the_rows_reads_them(
 ) -> None:
     source = orders(project / "in" / "a.parquet", 0, 100)
     path = write("p.yaml", f"pipeline: copy\ntasks:\n  - id: src\n    extract: {extract}\n")
-    result = run(path)
-    assert result.ok, {k: t.error for k, t in result.tasks.items()}
-    output = result.tasks["src"].output
-    assert output is not None
-    (part,) = output.files
-    assert digest(part) != digest(source)
+    part = rewritten_part(path, source)
     schema = pq.read_schema(part)
     assert column in schema.names
     if column == "id":
@@ -113,12 +119,7 @@ def test_files_the_writer_would_change_are_read_and_written_again(
     path = write(
         "p.yaml", 'pipeline: copy\ntasks:\n  - id: src\n    extract: {from: files, path: "in/*"}\n'
     )
-    result = run(path)
-    assert result.ok, {k: t.error for k, t in result.tasks.items()}
-    output = result.tasks["src"].output
-    assert output is not None
-    (part,) = output.files
-    assert digest(part) != digest(source)
+    part = rewritten_part(path, source)
     metadata = pq.read_metadata(part)
     assert metadata.num_row_groups == 1
     assert metadata.schema.column(1).physical_type == "INT64"
