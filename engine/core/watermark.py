@@ -124,3 +124,52 @@ class WatermarkTracker:
         candidate = Watermark(top_value, key_value)
         if self.best is None or candidate.as_tuple() > self.best.as_tuple():
             self.best = candidate
+
+
+@dataclass(frozen=True)
+class RowsAfter:
+    """The rows of an incremental extract's output past `watermark`, by the same row
+    comparison the source reads with: `(cursor, key...) > (watermark)`. Rows whose cursor is
+    NULL are kept (with `nulls: include` every run reads them again anyway), and so are rows
+    whose comparison NULL makes unknowable: sending a row twice is the lesser harm.
+
+    What a load that is ahead of the others gets (`WatermarkBroker.narrow`): the rows it
+    committed in an earlier run are not sent to it again."""
+
+    cursor: str
+    key: tuple[str, ...]
+    watermark: Watermark
+
+    def _pairs(self) -> list[tuple[str, Any]]:
+        return list(zip((self.cursor, *self.key), self.watermark.as_tuple(), strict=True))
+
+    def mask(self, batch: pa.RecordBatch) -> pa.Array:
+        """True for the rows to keep."""
+        pairs = self._pairs()
+        result: Any = None
+        for name, value in reversed(pairs):  # (c, k1, k2) > (w, v1, v2), from the last column
+            column = batch.column(name)
+            scalar = pa.scalar(value, type=column.type)
+            after = pc.fill_null(pc.greater(column, scalar), True)
+            if result is None:
+                result = after
+            else:
+                same = pc.fill_null(pc.equal(column, scalar), False)
+                result = pc.or_(after, pc.and_(same, result))
+        null_cursor = pc.is_null(batch.column(self.cursor))
+        return pc.or_(result, null_cursor)
+
+    def sql(self) -> str:
+        """The same as a DuckDB predicate (literals from `sql_literal`)."""
+        from engine.core.sqltext import quote_identifier, sql_literal
+
+        result = ""
+        for name, value in reversed(self._pairs()):
+            column, literal = quote_identifier(name), sql_literal(value)
+            after = f"coalesce({column} > {literal}, true)"
+            result = (
+                after
+                if not result
+                else f"({after} or (coalesce({column} = {literal}, false) and {result}))"
+            )
+        return f"({result} or {quote_identifier(self.cursor)} is null)"
