@@ -70,10 +70,7 @@ partition: {column: created_at, count: 8}""",
         "`arrowline run --full-refresh` does again. The watermark advances only with committed "
         "data: a PostgreSQL or DuckDB load writes it to `arrowline_state.watermarks` in the same "
         "transaction as the rows, and the catalog keeps a mirror; with several loads downstream "
-        "the extract starts from the least advanced one, and a load reading the extract "
-        "directly that is further ahead (another load failed) gets only the rows past its own "
-        "watermark, so `append` stores none twice (with a `lookback`, or through a transform, "
-        "it gets them again: use `merge` keys). `arrowline state show|set|reset` "
+        "the extract starts from the least advanced one. `arrowline state show|set|reset` "
         "inspects and changes watermarks, each change audited.",
         """\
 incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",

@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from engine.core.sqltext import parquet_list_sql
 from engine.core.streams import BatchStream
-from engine.core.watermark import RowsAfter
 
 if TYPE_CHECKING:
     import polars as pl
@@ -96,9 +95,6 @@ class InputTable:
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
     stream: BatchStream | None = field(default=None, compare=False)
     query: InlineQuery | None = field(default=None, compare=False)
-    after: RowsAfter | None = field(default=None, compare=False)
-    """Only the rows past a watermark (`RowsAfter`): what a load that is ahead of the
-    extract's other loads is sent. Read as batches or by DuckDB."""
 
     @property
     def rows(self) -> int:
@@ -108,10 +104,6 @@ class InputTable:
     def batches(self, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         """The rows, batch by batch (a stream's batches come as its producer made them)."""
         self._rows_needed("batches")
-        for batch in self._all_batches(batch_size):
-            yield batch if self.after is None else batch.filter(self.after.mask(batch))
-
-    def _all_batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         if self.stream is not None:
             yield from self.stream.batches()
             return
@@ -127,11 +119,6 @@ class InputTable:
 
     def lazy(self) -> pl.LazyFrame:
         self._files_needed("a Polars LazyFrame")
-        if self.after is not None:
-            raise TypeError(
-                f"the rows of task {self.task_id!r} past a watermark are read as "
-                "batches or by DuckDB"
-            )
         import polars as pl
 
         return pl.scan_parquet([str(path) for path in self.files])
@@ -139,8 +126,7 @@ class InputTable:
     def duckdb_source(self) -> str:
         """A DuckDB table expression over the files."""
         self._files_needed("DuckDB")
-        files = f"read_parquet({parquet_list_sql(self.files)})"
-        return files if self.after is None else f"(select * from {files} where {self.after.sql()})"
+        return f"read_parquet({parquet_list_sql(self.files)})"
 
     def _rows_needed(self, reader: str) -> None:
         if self.query is not None:

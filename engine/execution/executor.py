@@ -360,7 +360,7 @@ class Executor(PipelinedHandOff):
         now = self.clock()
         deadline = now + task.timeout.total_seconds() if task.timeout else None
         attempt = Attempt(task, number, CancelToken(), staging, now, deadline)
-        inputs = self.watermarks.narrow(task, streamed or {n: self.outputs[n] for n in task.inputs})
+        inputs = streamed or {name: self.outputs[name] for name in task.inputs}
         self._move(task_id, TaskState.RUNNING, f"attempt {number}", attempt=number)
         self.running[task_id] = attempt
         context = TaskContext(

@@ -6,10 +6,7 @@ watermark of the rows it loaded in the same transaction as the rows; the catalog
 advanced only after the files are published.
 
 An extract starts from the least advanced watermark among all loads downstream of it, so no
-sink misses rows. A load reading the extract directly that is ahead of that (another load
-failed) gets only the rows past its own watermark (`narrow`), so append stores nothing twice;
-with a `lookback`, or through a transform, a sink that is ahead re-receives rows, which merge
-keys make harmless. An
+sink misses rows; a sink that is ahead re-receives a few, which merge keys make harmless. An
 extract that no load consumes keeps its watermark in the catalog, advanced when it succeeds.
 When a sink's value differs from the catalog's (the process died after the sink committed and
 before the mirror was written), the sink wins and the catalog is repaired, with an audit row.
@@ -17,15 +14,13 @@ before the mirror was written), the sink wins and the catalog is repaired, with 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import ConnectorContext
 from connectors.registry import sink_state
-from engine.core.tables import InputTable
-from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
+from engine.core.watermark import Watermark, WatermarkUpdate
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import Catalog
 
@@ -66,49 +61,20 @@ class WatermarkBroker:
             return None
         if not task.watermark_sinks:
             return self._mirror(task.id, NO_SINK)
-        return Watermark.least(list(self._held(task, repair=True).values()))
-
-    def _held(self, task: PlannedTask, *, repair: bool) -> dict[str, Watermark | None]:
-        """Each sink's committed watermark of the extract `task` (the sink's own where it has
-        a transaction, else the catalog's); with `repair`, mirrors found wrong are noted."""
-        values: dict[str, Watermark | None] = {}
+        values: list[Watermark | None] = []
         for sink_id, config in task.watermark_sinks:
             state = sink_state(config)
             if state is None:
-                values[sink_id] = self._mirror(task.id, sink_id)
+                values.append(self._mirror(task.id, sink_id))
                 continue
             stored = state.read(config, self._context(sink_id)).get(task.id)
+            mirror = self._mirror(task.id, sink_id)
             value = stored[0] if stored else None
-            if repair and value != self._mirror(task.id, sink_id):  # the dispatcher writes it
+            if value != mirror:  # written by the dispatcher, not this worker thread
                 with self._lock:
                     self._repairs.append((task.id, sink_id, value, stored[1] if stored else None))
-            values[sink_id] = value
-        return values
-
-    def narrow(self, load: PlannedTask, inputs: dict[str, InputTable]) -> dict[str, InputTable]:
-        """`inputs`, where `load` reads an incremental extract directly and its own watermark
-        is ahead of the one the extract read from (another load of it failed, holding it
-        back): only the rows past its own, so it is not sent again what it committed in an
-        earlier run (append would store them twice). Not with a `lookback`, whose re-reading
-        is the point, nor through a transform, whose rows no longer carry the cursor."""
-        if load.spec.load is None or self.plan.full_refresh:
-            return inputs
-        narrowed = dict(inputs)
-        for name, table in inputs.items():
-            if name not in self.plan:
-                continue
-            extract = self.plan.task(name)
-            owner, source = extract.spec.connector, extract.spec.extract
-            incremental = owner.incremental(source) if owner and source else None
-            if incremental is None or incremental.lookback is not None:
-                continue
-            held = self._held(extract, repair=False)
-            own = held.get(load.id)
-            if own is None or own == Watermark.least(list(held.values())):
-                continue
-            after = RowsAfter(incremental.cursor, incremental.key, own)
-            narrowed[name] = dataclasses.replace(table, after=after)
-        return narrowed
+            values.append(value)
+        return Watermark.least(values)
 
     def repair(self) -> None:
         """Make the catalog's mirror agree with what sinks were found to hold (the process died
