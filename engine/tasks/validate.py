@@ -94,7 +94,9 @@ class Validate:
         schema = load_schema(config.schema_, context.base_dir)
         whole = needs_whole_input(schema)
         duplicates = None
-        apart = split_uniqueness(schema, source.lazy().collect_schema()) if whole else None
+        shape = pl.from_arrow(empty_table(source.schema))  # the input's columns as Polars types
+        assert isinstance(shape, pl.DataFrame)
+        apart = split_uniqueness(schema, shape.schema) if whole else None
         if apart is not None:  # uniqueness over the key columns, the rest batch by batch
             schema, rules = apart
             duplicates = duplicate_cases(source.lazy(), rules)
