@@ -34,7 +34,13 @@ from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.state import prepare
 from connectors.postgres.types import pg_type, target_arrow_type
-from connectors.postgres.views import drop_view, relation_kind, switch_view, version_table
+from connectors.postgres.views import (
+    drop_view,
+    relation_kind,
+    switch_view,
+    table_columns,
+    version_table,
+)
 from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
@@ -44,24 +50,6 @@ from engine.core.tables import InputTable
 __all__ = ["write_postgres"]
 
 STAGE = "arrowline_stage"
-
-
-def _columns(session: Session, table: str) -> list[Column] | None:
-    rows = session.rows(
-        "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef "
-        "from pg_attribute a where a.attrelid = to_regclass($1) and a.attnum > 0 "
-        "and not a.attisdropped order by a.attnum",
-        (table,),
-        what="cannot read the target table's columns",
-    )
-    if not rows:
-        exists = session.rows("select to_regclass($1) is not null", (table,))[0][0]
-        if not exists:
-            return None
-    return [
-        Column(name, type_name, bool(not_null), bool(default))
-        for name, type_name, not_null, default in rows
-    ]
 
 
 def _create_table(
@@ -231,7 +219,7 @@ def _replace(session: Session, config: PostgresSink, source: InputTable, rows: _
     from connectors.evolution import compatibility
 
     table = quote_table(config.table)
-    existing = _columns(session, table)
+    existing = table_columns(session, table)
     wanted = [(field.name, pg_type(field)) for field in source.schema]
     if existing is not None and len(existing) == len(wanted):
         same = all(
@@ -265,7 +253,7 @@ def _columns_after_changes(
 ) -> list[Column]:
     """The target's columns once it exists and fits the input (created or evolved)."""
     table = quote_table(config.table)
-    existing = _columns(session, table)
+    existing = table_columns(session, table)
     if existing is None:
         _create_table(session, table, source.schema, config.keys)
         details["created"] = True
@@ -277,7 +265,7 @@ def _columns_after_changes(
     for statement in changes.statements:
         session.execute(statement, what=f"cannot change {config.table}")
     details["schema_changes"] = changes.report()
-    return _columns(session, table) or []
+    return table_columns(session, table) or []
 
 
 class _Batches:

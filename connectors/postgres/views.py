@@ -21,11 +21,19 @@ import hashlib
 
 import pyarrow as pa
 
+from connectors.evolution import Column
 from connectors.postgres.connection import Session
 from engine.core.errors import DataError
 from engine.core.sqltext import quote_identifier, quote_table, split_table, sql_literal
 
-__all__ = ["VERSION_MARK", "drop_view", "relation_kind", "switch_view", "version_table"]
+__all__ = [
+    "VERSION_MARK",
+    "drop_view",
+    "relation_kind",
+    "switch_view",
+    "table_columns",
+    "version_table",
+]
 
 VERSION_MARK = "__arrowline_"
 """In the name of a table a view reads: `<table>__arrowline_<run>`."""
@@ -96,15 +104,23 @@ def _read_by(session: Session, view: str) -> list[tuple[str, str]]:
     return [(str(s), str(n)) for s, n in rows if VERSION_MARK in str(n)]
 
 
-def _columns(session: Session, table: str) -> list[tuple[str, str]]:
+def table_columns(session: Session, table: str) -> list[Column] | None:
+    """A table's or view's columns (`table` quoted as SQL), or None when it does not exist."""
     rows = session.rows(
-        "select a.attname::text, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
-        "where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped "
-        "order by a.attnum",
-        (quote_table(table),),
-        what=f"cannot read the columns of {table}",
+        "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef "
+        "from pg_attribute a where a.attrelid = to_regclass($1) and a.attnum > 0 "
+        "and not a.attisdropped order by a.attnum",
+        (table,),
+        what="cannot read the target table's columns",
     )
-    return [(str(name), str(kind)) for name, kind in rows]
+    if not rows:
+        exists = session.rows("select to_regclass($1) is not null", (table,))[0][0]
+        if not exists:
+            return None
+    return [
+        Column(name, type_name, bool(not_null), bool(default))
+        for name, type_name, not_null, default in rows
+    ]
 
 
 def drop_view(session: Session, table: str) -> None:
@@ -168,7 +184,8 @@ def switch_view(
     if kind == "v":
         _refuse_theirs(session, table, "this view load")
         behind = _read_by(session, table)
-        before, after = _columns(session, table), _columns(session, version)
+        before = [(c.name, c.type) for c in table_columns(session, quote_table(table)) or []]
+        after = [(c.name, c.type) for c in table_columns(session, quote_table(version)) or []]
         if after[: len(before)] == before:  # same columns, maybe more at the end: in place
             session.execute(f"create or replace view {target} as {select}")
         else:  # made again: its grants are given back, a view built on it fails the load
