@@ -70,7 +70,12 @@ partition: {column: created_at, count: 8}""",
         "`arrowline run --full-refresh` does again. The watermark advances only with committed "
         "data: a PostgreSQL or DuckDB load writes it to `arrowline_state.watermarks` in the same "
         "transaction as the rows, and the catalog keeps a mirror; with several loads downstream "
-        "the extract starts from the least advanced one. `arrowline state show|set|reset` "
+        "the extract starts from the least advanced one. A load reading the extract directly "
+        "with `mode: append` whose own watermark is further ahead (another load failed) gets "
+        "only the rows past it, so it stores none twice; what each sink held is kept with the "
+        "extract's output, so a resume sends the same. Other modes, a `lookback`, a text "
+        "cursor or key (ordered by the database's collation) and loads through a transform "
+        "get those rows again: use `merge` keys. `arrowline state show|set|reset` "
         "inspects and changes watermarks, each change audited.",
         """\
 incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",

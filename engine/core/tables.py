@@ -9,7 +9,7 @@ place that spells it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from engine.core.sqltext import parquet_list_sql
 from engine.core.streams import BatchStream
+from engine.core.watermark import RowsAfter
 
 if TYPE_CHECKING:
     import polars as pl
@@ -95,6 +96,8 @@ class InputTable:
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
     stream: BatchStream | None = field(default=None, compare=False)
     query: InlineQuery | None = field(default=None, compare=False)
+    after: RowsAfter | None = field(default=None, compare=False)
+    """Of a stream: only the rows past a sink's own watermark are read (`rows_after`)."""
 
     @property
     def rows(self) -> int:
@@ -105,7 +108,8 @@ class InputTable:
         """The rows, batch by batch (a stream's batches come as its producer made them)."""
         self._rows_needed("batches")
         if self.stream is not None:
-            yield from self.stream.batches()
+            for batch in self.stream.batches():
+                yield batch if self.after is None else batch.filter(self.after.mask(batch))
             return
         import pyarrow.parquet as pq
 
@@ -127,6 +131,22 @@ class InputTable:
         """A DuckDB table expression over the files."""
         self._files_needed("DuckDB")
         return f"read_parquet({parquet_list_sql(self.files)})"
+
+    def rows_after(self, after: RowsAfter, folder: Path) -> InputTable:
+        """Only its rows past `after`'s watermark: a stream filtered as it is read, files
+        filtered into one Parquet file in `folder` (the reading attempt's), which every
+        reader takes as it would the whole output."""
+        if self.stream is not None:
+            return replace(self, after=after)
+        import pyarrow.parquet as pq
+
+        path, kept = folder / "rows-after.parquet", 0
+        with pq.ParquetWriter(path, self.schema) as writer:
+            for batch in self.batches():
+                rows = batch.filter(after.mask(batch))
+                writer.write_batch(rows)
+                kept += rows.num_rows
+        return replace(self, files=(path,), num_rows=kept, bytes=path.stat().st_size)
 
     def _rows_needed(self, reader: str) -> None:
         if self.query is not None:

@@ -8,6 +8,7 @@ timestamp comes back as a timestamp, and stored by sinks in a state table next t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -16,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Watermark", "WatermarkTracker", "WatermarkUpdate"]
+__all__ = ["RowsAfter", "Watermark", "WatermarkTracker", "WatermarkUpdate"]
 
 
 def _encode(value: Any) -> dict[str, Any]:
@@ -124,3 +125,68 @@ class WatermarkTracker:
         candidate = Watermark(top_value, key_value)
         if self.best is None or candidate.as_tuple() > self.best.as_tuple():
             self.best = candidate
+
+
+_BY_COLLATION = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+
+
+@dataclass(frozen=True)
+class RowsAfter:
+    """The rows of an incremental extract's output past one sink's own watermark, by the
+    comparison the source reads with: `(cursor, key...) > (watermark)` as PostgreSQL compares
+    rows, or the cursor alone when the watermark has no key.
+
+    What an `append` load that is ahead of the extract's other loads gets, so it is not sent
+    again what it committed in an earlier run. Rows the comparison cannot decide are kept:
+    a NULL cursor (`nulls: include` reads those every run), a NULL key on the watermark's
+    cursor, a NaN cursor (PostgreSQL orders NaN above every number). Sending a row twice is
+    the lesser harm; `refusal` says when the comparison cannot be made exactly at all."""
+
+    cursor: str
+    key: tuple[str, ...]
+    watermark: Watermark
+
+    def _pairs(self) -> list[tuple[str, Any]]:
+        if len(self.watermark.key) != len(self.key):  # the source compares the cursor alone
+            return [(self.cursor, self.watermark.cursor)]
+        return list(zip((self.cursor, *self.key), self.watermark.as_tuple(), strict=True))
+
+    def refusal(self, schema: pa.Schema) -> str | None:
+        """Why rows of `schema` cannot be compared with the watermark exactly as the source
+        compared them (None: they can)."""
+        for name, value in self._pairs():
+            if name not in schema.names:
+                return f"the column {name!r} is not in the extract's output"
+            kind = schema.field(name).type
+            if any(test(kind) for test in _BY_COLLATION):
+                return f"{name!r} is text, which the database orders by its collation"
+            if pa.types.is_floating(kind) and (name != self.cursor or math.isnan(value)):
+                return f"{name!r} is a floating-point key or a NaN watermark"
+            aware = isinstance(value, datetime) and value.tzinfo is not None
+            if pa.types.is_timestamp(kind) and (kind.tz is not None) != aware:
+                return f"{name!r} and the watermark {value!r} disagree on a time zone"
+            try:
+                exact = pa.scalar(value, type=kind).as_py() == value
+            except (pa.ArrowException, TypeError, ValueError, AttributeError):
+                exact = False
+            if not exact:
+                return f"the watermark {value!r} is not a {kind} value of {name!r}"
+        return None
+
+    def mask(self, batch: pa.RecordBatch) -> pa.Array:
+        """True for the rows to send (call `refusal` on the batch's schema first)."""
+        result: Any = None
+        for name, value in reversed(self._pairs()):  # (c, k1, k2) > (w, v1, v2), last first
+            column = batch.column(name)
+            scalar = pa.scalar(value, type=column.type)
+            after = pc.fill_null(pc.greater(column, scalar), True)
+            if result is None:
+                result = after
+            else:
+                same = pc.fill_null(pc.equal(column, scalar), False)
+                result = pc.or_(after, pc.and_(same, result))
+        cursor = batch.column(self.cursor)
+        undecided = pc.is_null(cursor)
+        if pa.types.is_floating(cursor.type):
+            undecided = pc.or_(undecided, pc.fill_null(pc.is_nan(cursor), False))
+        return pc.or_(result, undecided)

@@ -375,8 +375,7 @@ class Executor(PipelinedHandOff):
             attempt.report_rows,
             self.duckdb,
             self.connections,
-            watermark_start=lambda: self.watermarks.start(task),
-            pending_watermarks=lambda: self.watermarks.pending(task),
+            watermarks=self.watermarks.of(task),
         )
         if streamed is None:
             context.tee = self.riders.tee(attempt, self._stream_consumers(task), self.finished.put)
@@ -441,8 +440,8 @@ class Executor(PipelinedHandOff):
             self.lineage.captured[task.id] = outcome.lineage
         if outcome.produces_output and drift:
             details["schema_changes"] = drift
-        if task.incremental and outcome.watermark is not None:
-            details["watermark"] = outcome.watermark.to_json()  # what a resume restores
+        if task.incremental:
+            details |= self.watermarks.saved(task, outcome.watermark)  # what a resume restores
         if details:
             fields["details"] = json.dumps(details, default=str)
         fields |= self.cache.succeeded(task, attempt.number)

@@ -6,10 +6,16 @@ watermark of the rows it loaded in the same transaction as the rows; the catalog
 advanced only after the files are published.
 
 An extract starts from the least advanced watermark among all loads downstream of it, so no
-sink misses rows; a sink that is ahead re-receives a few, which merge keys make harmless. An
-extract that no load consumes keeps its watermark in the catalog, advanced when it succeeds.
-When a sink's value differs from the catalog's (the process died after the sink committed and
-before the mirror was written), the sink wins and the catalog is repaired, with an audit row.
+sink misses rows. What each sink held then is kept with the extract's output (its task
+details, which a resume restores), and an `append` load that was ahead (another load failed,
+holding the extract back) is sent only the rows past its own (`rows_after`), so it stores
+nothing twice. Other modes, a `lookback` (re-reading is its point), text cursors (the
+database's collation decides their order) and loads through a transform are sent the rows
+again, which merge keys make harmless. A watermark a load commits never moves back past what
+its sink held. An extract that no load consumes keeps its watermark in the catalog, advanced
+when it succeeds. When a sink's value differs from the catalog's (the process died after the
+sink committed and before the mirror was written), the sink wins and the catalog is repaired,
+with an audit row.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from typing import Any
 
 from connectors.base import ConnectorContext
 from connectors.registry import sink_state
-from engine.core.watermark import Watermark, WatermarkUpdate
+from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import Catalog
+from engine.tasks.base import TaskWatermarks
 
 __all__ = ["NO_SINK", "WatermarkBroker"]
 
@@ -36,6 +43,8 @@ class WatermarkBroker:
         self.catalog = catalog
         self.connections = connections
         self._new: dict[str, Watermark] = {}
+        self._held: dict[str, dict[str, Watermark | None]] = {}
+        """extract -> sink -> the watermark the sink held when the extract started."""
         self._repairs: list[tuple[str, str, Watermark | None, str | None]] = []
         """(task, sink, its value, the run that committed it): mirrors to repair."""
         self._lock = threading.Lock()
@@ -61,11 +70,11 @@ class WatermarkBroker:
             return None
         if not task.watermark_sinks:
             return self._mirror(task.id, NO_SINK)
-        values: list[Watermark | None] = []
+        held: dict[str, Watermark | None] = {}
         for sink_id, config in task.watermark_sinks:
             state = sink_state(config)
             if state is None:
-                values.append(self._mirror(task.id, sink_id))
+                held[sink_id] = self._mirror(task.id, sink_id)
                 continue
             stored = state.read(config, self._context(sink_id)).get(task.id)
             mirror = self._mirror(task.id, sink_id)
@@ -73,8 +82,22 @@ class WatermarkBroker:
             if value != mirror:  # written by the dispatcher, not this worker thread
                 with self._lock:
                     self._repairs.append((task.id, sink_id, value, stored[1] if stored else None))
-            values.append(value)
-        return Watermark.least(values)
+            held[sink_id] = value
+        with self._lock:
+            self._held[task.id] = held
+        return Watermark.least(list(held.values()))
+
+    def saved(self, task: PlannedTask, watermark: Watermark | None) -> dict[str, Any]:
+        """What an incremental extract's task details keep for a resume: the watermark it
+        read up to, and what each sink held when it started."""
+        details: dict[str, Any] = {}
+        if watermark is not None:
+            details["watermark"] = watermark.to_json()
+        with self._lock:
+            held = self._held.get(task.id)
+        if held:
+            details["sinks_held"] = {s: w.to_json() if w else None for s, w in held.items()}
+        return details
 
     def repair(self) -> None:
         """Make the catalog's mirror agree with what sinks were found to hold (the process died
@@ -97,10 +120,38 @@ class WatermarkBroker:
         still to run commit the watermark it had read up to then."""
         assert task.reuse_run is not None
         row = self.catalog.task_run(task.reuse_run, task.id)
-        saved = (row.details or {}).get("watermark") if row else None
+        details = (row.details or {}) if row else {}
+        saved = details.get("watermark")
         if saved:
             with self._lock:
                 self._new[task.id] = Watermark.from_json(saved)
+        held: dict[str, Watermark | None] = {}
+        for sink_id, value in (details.get("sinks_held") or {}).items():
+            now = self._mirror(task.id, sink_id)  # moved back since (state reset): that wins
+            then = Watermark.from_json(value) if value else None
+            held[sink_id] = then if then is None or now is None else _least(then, now)
+        if held:
+            with self._lock:
+                self._held[task.id] = held
+
+    def rows_after(self, load: PlannedTask, name: str) -> RowsAfter | None:
+        """For an `append` load reading the incremental extract `name` directly whose sink
+        held a watermark ahead of the one the extract read from: only the rows past its own
+        are to be sent. None: every row is."""
+        config = load.spec.load
+        if config is None or getattr(config, "mode", None) != "append" or name not in self.plan:
+            return None
+        extract = self.plan.task(name)
+        owner, source = extract.spec.connector, extract.spec.extract
+        incremental = owner.incremental(source) if owner and source else None
+        if incremental is None or incremental.lookback is not None:
+            return None
+        with self._lock:
+            held = self._held.get(name)
+        own = held.get(load.id) if held else None
+        if held is None or own is None or own == Watermark.least(list(held.values())):
+            return None
+        return RowsAfter(incremental.cursor, incremental.key, own)
 
     def extracted(self, task: PlannedTask, watermark: Watermark | None) -> None:
         """An incremental extract succeeded with rows up to `watermark`."""
@@ -122,10 +173,27 @@ class WatermarkBroker:
         """New watermarks a load commits with its rows."""
         with self._lock:
             return tuple(
-                WatermarkUpdate(task_id, self._new[task_id])
+                WatermarkUpdate(task_id, self._ahead(task_id, load.id, self._new[task_id]))
                 for task_id in load.commits_watermarks
                 if task_id in self._new
             )
+
+    def _ahead(self, task_id: str, sink_id: str, new: Watermark) -> Watermark:
+        """`new`, or what the sink held if that was further (rows it had loaded are gone
+        from the source): a load never moves its watermark back."""
+        held = self._held.get(task_id, {}).get(sink_id)
+        try:
+            return held if held is not None and held > new else new
+        except TypeError:  # the cursor's type changed: the new value stands
+            return new
+
+    def of(self, task: PlannedTask) -> TaskWatermarks:
+        """What one attempt of `task` asks of the broker."""
+        return TaskWatermarks(
+            start=lambda: self.start(task),
+            pending=lambda: self.pending(task),
+            rows_after=lambda name: self.rows_after(task, name),
+        )
 
     def loaded(self, load: PlannedTask, updates: tuple[WatermarkUpdate, ...]) -> None:
         """A load committed: mirror its watermarks (the only copy, for a file sink)."""
@@ -138,3 +206,10 @@ class WatermarkBroker:
                 action="advance",
                 run_id=self.plan.run_id,
             )
+
+
+def _least(a: Watermark, b: Watermark) -> Watermark:
+    try:
+        return min(a, b)
+    except TypeError:  # the cursor's type changed: the newer value stands
+        return b

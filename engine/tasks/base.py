@@ -26,7 +26,7 @@ from engine.core.cancel import CancelToken
 from engine.core.problems import Finding, did_you_mean
 from engine.core.streams import Tee
 from engine.core.tables import InputTable, fresh_directory
-from engine.core.watermark import Watermark, WatermarkUpdate
+from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
 from engine.spec.definition import Definition
 from engine.spec.model import TaskKind, TaskSpec
 from lineage.tables import TableRef
@@ -44,6 +44,7 @@ __all__ = [
     "TaskContext",
     "TaskOutcome",
     "TaskRunner",
+    "TaskWatermarks",
     "connection_findings",
     "dry_run",
     "schema_json",
@@ -76,6 +77,19 @@ class Inputs:
     tables: tuple[TableRef, ...] = ()
 
 
+@dataclass(frozen=True)
+class TaskWatermarks:
+    """What one attempt asks of the run's watermarks."""
+
+    start: Callable[[], Watermark | None]
+    """An incremental extract's starting watermark, asked for when it starts reading."""
+    pending: Callable[[], tuple[WatermarkUpdate, ...]]
+    """A load's watermarks to commit with its rows."""
+    rows_after: Callable[[str], RowsAfter | None]
+    """For a load, of the input named: only the rows past its sink's own watermark are to
+    be sent (None: all of them)."""
+
+
 @dataclass
 class TaskContext:
     """One attempt of one task."""
@@ -93,10 +107,8 @@ class TaskContext:
     duckdb: DuckDatabase = field(default_factory=DuckDatabase)
     """The run's DuckDB database, which its sql tasks share."""
     connections: Mapping[str, Any] = field(default_factory=dict)
-    watermark_start: Callable[[], Watermark | None] | None = None
-    """An incremental extract's starting watermark, asked for when it starts reading."""
-    pending_watermarks: Callable[[], tuple[WatermarkUpdate, ...]] | None = None
-    """A load's watermarks to commit with its rows."""
+    watermarks: TaskWatermarks | None = None
+    """Where an incremental extract starts, and what a load commits and is sent."""
     tee: Tee | None = None
     """For an extract with loads streaming from it: where its batches go besides its output."""
     _staged: bool = field(default=False, repr=False)

@@ -117,8 +117,8 @@ class Extract:
         assert config is not None
         incremental = owner.incremental(config)
         start = None
-        if incremental is not None and context.watermark_start is not None:
-            start = context.watermark_start()
+        if incremental is not None and context.watermarks is not None:
+            start = context.watermarks.start()
         keep = context.task.spec.materialize == "table"
         if keep and incremental is None and context.tee is None:
             copied = owner.copy_parts(config, context.connector(), context.staging, part_file)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
+from loguru import logger
 
 from connectors.base import NamingContext, Unknown
 from engine.core.problems import Finding
@@ -86,12 +87,24 @@ class Load:
         owner, config = context.task.spec.connector, context.task.spec.load
         assert owner is not None
         assert config is not None
-        source = context.input()
+        source, resent = context.input(), None
+        after = context.watermarks.rows_after(source.task_id) if context.watermarks else None
+        if after is not None:  # what its sink committed in an earlier run is not sent again
+            resent = after.refusal(source.schema)
+            if resent is None:
+                source = source.rows_after(after, context.staging)
+            else:
+                logger.bind(task_id=context.task.id).warning(
+                    "the rows up to {} that this load committed in an earlier run are sent "
+                    "again: {}",
+                    after.watermark.describe(),
+                    resent,
+                )
         where = context.connector()
 
         def settle() -> None:
-            if context.pending_watermarks is not None:
-                where.pending_watermarks = context.pending_watermarks()
+            if context.watermarks is not None:
+                where.pending_watermarks = context.watermarks.pending()
 
         if source.stream is not None:
             # Streaming from a running extract: its watermark is known once it published, which
@@ -108,12 +121,17 @@ class Load:
         # its output is published.
         transactional = owner.state(config) is not None
         committed = result.committed_watermarks if transactional else where.pending_watermarks
+        details = dict(result.details)
+        if after is not None and resent is None:
+            details["rows_after"] = after.watermark.to_json()  # rows up to it were not sent
+        elif after is not None:
+            details["rows_sent_again"] = resent
         return TaskOutcome(
-            rows_in=source.rows,
+            rows_in=context.input().rows,
             rows_out=result.rows,
             produces_output=False,
             target=result.target,
-            details=result.details,
+            details=details,
             committed=committed,
         )
 
