@@ -26,9 +26,9 @@ import polars as pl
 import pyarrow as pa
 
 from engine.core.errors import DataError, DefinitionError, UserCodeError
-from engine.core.problems import did_you_mean
-from engine.core.types import parse_type
+from engine.core.types import empty_table, parse_type
 from transforms.config import ColumnRule, InlineSchema, OnFail, ValidateSpec
+from transforms.rules import CHECKS, RowRules, check_rule
 from transforms.user_code import load_object
 
 __all__ = [
@@ -74,25 +74,6 @@ def reason_texts(errors: pl.Expr) -> pl.Expr:
     )
 
 
-# YAML check name -> pandera Check constructor name. Range-like checks take {min, max}.
-CHECKS: dict[str, str] = {
-    "ge": "ge",
-    "gt": "gt",
-    "le": "le",
-    "lt": "lt",
-    "eq": "eq",
-    "ne": "ne",
-    "isin": "isin",
-    "notin": "notin",
-    "in_range": "in_range",
-    "str_matches": "str_matches",
-    "str_contains": "str_contains",
-    "str_startswith": "str_startswith",
-    "str_endswith": "str_endswith",
-    "str_length": "str_length",
-}
-_RANGE_CHECKS = {"in_range", "str_length"}
-
 _ERROR_TYPE = pa.list_(
     pa.struct([("column", pa.string()), ("check", pa.string()), ("value", pa.string())])
 )
@@ -100,39 +81,18 @@ _ERROR_TYPE = pa.list_(
 
 def _polars_dtype(type_name: str) -> pl.DataType:
     arrow_type = parse_type(type_name)
-    return pl.Series(pa.array([], type=arrow_type)).dtype
-
-
-def _check_call(
-    column: str, name: str, argument: Any
-) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-    """The pandera `Check` constructor a YAML check names, and its arguments."""
-    if name not in CHECKS:
-        raise DefinitionError(
-            f"column {column!r}: unknown check {name!r}.{did_you_mean(name, list(CHECKS))} "
-            f"Valid checks: {', '.join(CHECKS)}"
-        )
-    if name in _RANGE_CHECKS:
-        if isinstance(argument, dict):
-            unknown = set(argument) - {"min", "max"}
-            if unknown:
-                raise DefinitionError(f"column {column!r}: {name} takes min and max, not {unknown}")
-            return (
-                CHECKS[name],
-                (),
-                {"min_value": argument.get("min"), "max_value": argument.get("max")},
-            )
-        if isinstance(argument, list | tuple) and len(argument) == 2:
-            return CHECKS[name], (argument[0], argument[1]), {}
-        raise DefinitionError(f"column {column!r}: {name} takes {{min: ..., max: ...}}")
-    return CHECKS[name], (argument,), {}
+    frame = pl.from_arrow(empty_table(pa.schema([("t", arrow_type)])))  # pa.array imports pandas
+    assert isinstance(frame, pl.DataFrame)
+    return frame.schema["t"]
 
 
 def _check(column: str, name: str, argument: Any) -> Any:
     import pandera.polars as pdp
 
-    constructor, args, kwargs = _check_call(column, name, argument)
-    return getattr(pdp.Check, constructor)(*args, **kwargs)
+    args = check_rule(column, name, argument)
+    if CHECKS[name].ranged:
+        return getattr(pdp.Check, name)(min_value=args[0], max_value=args[1])
+    return getattr(pdp.Check, name)(*args)
 
 
 def _column_dtype(name: str, rule: ColumnRule) -> pl.DataType | None:
@@ -150,7 +110,7 @@ def check_inline(inline: InlineSchema) -> None:
     for name, rule in inline.columns.items():
         _column_dtype(name, rule)
         for check, argument in rule.checks.items():
-            _check_call(name, check, argument)
+            check_rule(name, check, argument)
 
 
 def _column(name: str, rule: ColumnRule) -> Any:
@@ -223,6 +183,18 @@ def check_schema(reference: Any, base_dir: Path) -> None:
     load_schema(reference, base_dir)
 
 
+def load_rules(reference: Any, base_dir: Path) -> Any:
+    """What a validate task checks with: an inline or YAML schema as `RowRules` (decided in
+    one Polars pass, pandera only for what is not a row's failure), else `load_schema`'s."""
+    inline = reference if isinstance(reference, InlineSchema) else None
+    path = schema_file(reference, base_dir)
+    if path is not None:
+        inline = _inline_schema_file(path, str(reference))
+    if inline is None or inline.coerce:
+        return load_schema(reference, base_dir)
+    return RowRules.of(inline, _column_dtype)
+
+
 def load_schema(reference: Any, base_dir: Path) -> Any:
     """Whatever `schema:` holds, as a pandera polars DataFrameSchema."""
     import pandera.api.polars.model as polars_model
@@ -248,6 +220,8 @@ def load_schema(reference: Any, base_dir: Path) -> Any:
 
 def needs_whole_input(schema: Any) -> bool:
     """Uniqueness rules must see every row at once."""
+    if isinstance(schema, RowRules):
+        return bool(schema.unique) or any(r.unique for r in schema.inline.columns.values())
     if getattr(schema, "unique", None):
         return True
     return any(getattr(column, "unique", False) for column in schema.columns.values())
@@ -273,6 +247,8 @@ def split_uniqueness(schema: Any, columns: pl.Schema) -> tuple[Any, list[UniqueR
     compared, a column named by a pattern, a key of lists or structs."""
     if getattr(schema, "coerce", False):
         return None
+    if isinstance(schema, RowRules):
+        return _split_rules(schema, columns)
     rules: list[UniqueRule] = []
     updates: dict[str, dict[str, Any]] = {}
     for name, column in schema.columns.items():
@@ -294,6 +270,25 @@ def split_uniqueness(schema: Any, columns: pl.Schema) -> tuple[Any, list[UniqueR
     plain = schema.update_columns(updates) if updates else copy.deepcopy(schema)  # copies
     plain.unique = None
     return plain, rules
+
+
+def _split_rules(schema: RowRules, columns: pl.Schema) -> tuple[RowRules, list[UniqueRule]] | None:
+    keys = {name for name, rule in schema.inline.columns.items() if rule.unique}
+    rules = [UniqueRule(name, (name,)) for name in schema.inline.columns if name in keys]
+    if schema.unique:
+        rules.append(UniqueRule(None, tuple(schema.unique)))
+    if any(key in columns and _nested(columns[key]) for rule in rules for key in rule.keys):
+        return None
+    plain = schema.inline.model_copy(
+        update={
+            "columns": {
+                name: rule.model_copy(update={"unique": False})
+                for name, rule in schema.inline.columns.items()
+            },
+            "unique": None,
+        }
+    )
+    return RowRules.of(plain, _column_dtype), rules
 
 
 _CASE_SCHEMA = {
@@ -449,16 +444,35 @@ def _schema_failure(cases: pl.DataFrame) -> DataError:
     )
 
 
+def _validate(schema: Any, frame: pl.DataFrame) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """(the validated frame, None) when every row passes, else (None, pandera's failure cases)."""
+    if isinstance(schema, RowRules) and schema.decides(frame):
+        try:
+            cases = schema.failure_cases(frame)
+        except pl.exceptions.PolarsError:
+            cases = _UNDECIDED  # a check its column cannot take: pandera says what is wrong
+        if cases is not _UNDECIDED:
+            return (frame, None) if cases is None else (None, cases)
+    import pandera.errors as pe
+
+    try:
+        return _pandera(schema).validate(frame, lazy=True), None
+    except pe.SchemaErrors as error:
+        return None, error.failure_cases
+
+
+def _pandera(schema: Any) -> Any:
+    return schema.pandera() if isinstance(schema, RowRules) else schema
+
+
+_UNDECIDED: Any = object()
+
+
 def _failure_cases(
     schema: Any, frame: pl.DataFrame, duplicates: pl.DataFrame | None, offset: int
 ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
     """(the validated frame, None) when every row passes, else (None, the failure cases)."""
-    import pandera.errors as pe
-
-    try:
-        good, cases = schema.validate(frame, lazy=True), None
-    except pe.SchemaErrors as error:
-        good, cases = None, error.failure_cases
+    good, cases = _validate(schema, frame)
     repeated = _cases_in(duplicates, offset, frame.height)
     if repeated is None:
         return good, cases
@@ -481,7 +495,6 @@ def validate_frames(
     Raises DataError when on_fail is `fail` and anything fails, or when a failure concerns the
     schema rather than rows.
     """
-    import pandera.errors as pe
 
     offset = 0
     for frame in frames:
@@ -521,8 +534,10 @@ def validate_frames(
                 # A schema failure such as a wrong dtype can come from the bad rows themselves
                 # (coercion); validate the rest again to know whether it stands on its own, and
                 # to get it coerced.
+                import pandera.errors as pe
+
                 try:
-                    good = schema.validate(remaining, lazy=True)
+                    good = _pandera(schema).validate(remaining, lazy=True)
                 except pe.SchemaErrors as second:
                     raise _schema_failure(second.failure_cases) from None
             outcome.rows_passed += good.height

@@ -82,7 +82,7 @@ class Validate:
         from transforms.validate import (
             ValidationOutcome,
             duplicate_cases,
-            load_schema,
+            load_rules,
             needs_whole_input,
             split_uniqueness,
             validate_frames,
@@ -91,7 +91,7 @@ class Validate:
         config = context.task.spec.validate_
         assert config is not None
         source = context.input()
-        schema = load_schema(config.schema_, context.base_dir)
+        schema = load_rules(config.schema_, context.base_dir)
         whole = needs_whole_input(schema)
         duplicates = None
         shape = pl.from_arrow(empty_table(source.schema))  # the input's columns as Polars types
