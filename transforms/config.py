@@ -151,9 +151,11 @@ class ValidateSpec(ConfigModel):
         le=1,
         description="With quarantine, fail the task when more than this share of rows fails.",
     )
-    batch_rows: int = Field(
-        1_000_000,
+    batch_rows: int | None = Field(
+        None,
         ge=1,
-        description="Rows validated at a time. Uniqueness rules are decided first over "
-        "their key columns alone (the whole input at once only when values are coerced).",
+        description="Rows validated at a time (default: 131,072 for an inline or YAML schema, "
+        "whose rules run in one Polars pass; 1,000,000 for a Python one, which pandera runs "
+        "check by check). Uniqueness rules are decided first over their key columns alone "
+        "(the whole input at once only when values are coerced).",
     )

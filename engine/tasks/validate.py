@@ -81,6 +81,7 @@ class Validate:
 
         from transforms.validate import (
             ValidationOutcome,
+            batch_rows,
             duplicate_cases,
             load_rules,
             needs_whole_input,
@@ -104,7 +105,10 @@ class Validate:
         if whole:
             frames: Any = iter([pl.read_parquet([str(f) for f in source.files])])
         else:
-            frames = (pl.from_arrow(batch) for batch in source.batches(config.batch_rows))
+            frames = (
+                pl.from_arrow(batch)
+                for batch in source.batches(batch_rows(schema, config.batch_rows))
+            )
         outcome = ValidationOutcome()
         good_writer: ParquetBatchWriter | None = None
         wrote = False
