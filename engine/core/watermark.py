@@ -127,6 +127,18 @@ class WatermarkTracker:
             self.best = candidate
 
 
+_EXACT_ONLY_IN_THE_SOURCE = {"numeric", "decimal"}
+
+
+def _declared_type(field: pa.Field) -> str:
+    """The source's own type name of a column, where the driver recorded it (ADBC's
+    PostgreSQL driver does, as `POSTGRESQL:type`)."""
+    for key, value in (field.metadata or {}).items():
+        if key.endswith(b":type"):
+            return str(value.decode(errors="replace")).lower()
+    return ""
+
+
 _BY_COLLATION = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 
 
@@ -158,6 +170,9 @@ class RowsAfter:
             if name not in schema.names:
                 return f"the column {name!r} is not in the extract's output"
             kind = schema.field(name).type
+            declared = _declared_type(schema.field(name))
+            if pa.types.is_floating(kind) and declared in _EXACT_ONLY_IN_THE_SOURCE:
+                return f"{name!r} is {declared} in the source, approximated by {kind}"
             if any(test(kind) for test in _BY_COLLATION):
                 return f"{name!r} is text, which the database orders by its collation"
             if pa.types.is_floating(kind) and (name != self.cursor or math.isnan(value)):

@@ -59,13 +59,29 @@ class WatermarkBroker:
         )
 
     def _mirror(self, task_id: str, sink_id: str) -> Watermark | None:
+        return self._mirror_row(task_id, sink_id)[0]
+
+    def _mirror_row(self, task_id: str, sink_id: str) -> tuple[Watermark | None, str | None]:
+        """The catalog's value for a sink, and the run that wrote it."""
         rows = [
             r for r in self.catalog.watermarks(self.plan.pipeline, task_id) if r.sink_id == sink_id
         ]
-        return Watermark.from_json(rows[0].value) if rows else None
+        return (Watermark.from_json(rows[0].value), rows[0].run_id) if rows else (None, None)
+
+    def _before_this_run(self, task_id: str, sink_id: str) -> Watermark | None:
+        """What a sink held before this run first wrote to it: the old value of this run's
+        first audited change (None when none is audited yet: read everything)."""
+        for row in self.catalog.watermark_audit(self.plan.pipeline, task_id):
+            if row.sink_id == sink_id and row.run_id == self.plan.run_id:
+                return Watermark.from_json(row.old_value) if row.old_value else None
+        return None
 
     def start(self, task: PlannedTask) -> Watermark | None:
-        """The watermark an incremental extract reads from (None: read everything)."""
+        """The watermark an incremental extract reads from (None: read everything).
+
+        A sink's value written by this very run (a resume, re-running the extract) is taken
+        as it was before the run: the run's load of it runs again and replaces what it wrote
+        (a file sink's parts are named by the run), so it needs those rows again."""
         if self.plan.full_refresh:
             return None
         if not task.watermark_sinks:
@@ -74,14 +90,15 @@ class WatermarkBroker:
         for sink_id, config in task.watermark_sinks:
             state = sink_state(config)
             if state is None:
-                held[sink_id] = self._mirror(task.id, sink_id)
-                continue
-            stored = state.read(config, self._context(sink_id)).get(task.id)
-            mirror = self._mirror(task.id, sink_id)
-            value = stored[0] if stored else None
-            if value != mirror:  # written by the dispatcher, not this worker thread
-                with self._lock:
-                    self._repairs.append((task.id, sink_id, value, stored[1] if stored else None))
+                value, writer = self._mirror_row(task.id, sink_id)
+            else:
+                stored = state.read(config, self._context(sink_id)).get(task.id)
+                value, writer = stored if stored else (None, None)
+                if value != self._mirror(task.id, sink_id):  # the dispatcher writes the catalog
+                    with self._lock:
+                        self._repairs.append((task.id, sink_id, value, writer))
+            if writer is not None and writer == self.plan.run_id:
+                value = self._before_this_run(task.id, sink_id)
             held[sink_id] = value
         with self._lock:
             self._held[task.id] = held
@@ -129,7 +146,7 @@ class WatermarkBroker:
         for sink_id, value in (details.get("sinks_held") or {}).items():
             now = self._mirror(task.id, sink_id)  # moved back since (state reset): that wins
             then = Watermark.from_json(value) if value else None
-            held[sink_id] = then if then is None or now is None else _least(then, now)
+            held[sink_id] = None if then is None or now is None else _least(then, now)
         if held:
             with self._lock:
                 self._held[task.id] = held

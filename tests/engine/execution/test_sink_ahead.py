@@ -12,6 +12,7 @@ import duckdb
 import polars as pl
 import pytest
 
+import engine
 from engine.api.pipeline import resume, run
 from tests.conftest import PgSchema, WritePipeline
 
@@ -190,3 +191,101 @@ def test_a_full_refresh_holds_nothing_back(
     assert third.ok
     assert third.tasks["to_files"].rows_out == 6
     assert files_ids(project) == sorted([*range(1, 7), *range(1, 7)])
+
+
+def test_a_resume_that_extracts_again_sends_each_load_what_this_run_had_written(
+    write: WritePipeline, pg: PgSchema, project: Path
+) -> None:
+    """Run 2 writes rows 7-9 to Parquet (and DuckDB) and fails at PostgreSQL; the extract is
+    then changed, so the resume (--force) runs it and its loads again. The Parquet load of the same run replaces its own parts, so
+    it must be sent 7-9 again: what it held before this run (6), not what this run wrote (9),
+    decides. DuckDB, which committed them in this run, says so and writes nothing twice."""
+    blocked_target(pg)
+    insert(pg, 1, 6)
+    path = write("p.yaml", pipeline(pg, "table"))
+    assert not run(path).ok
+    insert(pg, 7, 9)
+    assert not run(path).ok
+    assert files_ids(project) == list(range(1, 10))
+    pg.execute(f"alter table {pg.table('target')} drop column blocker")
+    changed = pipeline(pg, "table").replace(
+        "incremental:", "columns: [id, v, updated_at]\n              incremental:"
+    )
+    write("p.yaml", changed)  # the extract changed: the resume runs it, and its loads, again
+    third = resume(path, force=True)
+    assert third.tasks["changes"].reused_from is None
+    assert third.ok, {k: t.error for k, t in third.tasks.items() if t.error}
+    assert files_ids(project) == list(range(1, 10))
+    assert duckdb_ids(project) == list(range(1, 10))
+    assert sorted(r[0] for r in pg.rows(f"select id from {pg.table('target')}")) == list(
+        range(1, 10)
+    )
+
+
+def test_a_state_reset_before_a_resume_is_honoured(
+    write: WritePipeline, pg: PgSchema, project: Path
+) -> None:
+    """The extract's output of the failed run recorded DuckDB at 6; the user then emptied the
+    table and reset the watermarks to load everything again: the resume must not hold rows
+    1-6 back from it."""
+    from engine.api.project import Project
+
+    blocked_target(pg)
+    insert(pg, 1, 6)
+    path = write("p.yaml", pipeline(pg, "table"))
+    assert not run(path).ok
+    pg.execute(f"alter table {pg.table('target')} drop column blocker")
+    insert(pg, 7, 9)
+    database = str(project / "out" / "w.duckdb")
+    with duckdb.connect(database) as connection:
+        connection.execute("alter table changes rename to kept")
+        connection.execute("create view changes as select * from kept")
+    assert not run(path).ok
+    with duckdb.connect(database) as connection:
+        connection.execute("drop view changes")
+        connection.execute("alter table kept rename to changes")
+        connection.execute("delete from changes")
+    with Project.find(project) as opened:
+        opened.reset_watermarks(path, "changes")
+    assert resume(path).ok
+    assert duckdb_ids(project) == list(range(1, 10))
+
+
+def test_a_cursor_arrow_only_approximates_is_not_compared(
+    write: WritePipeline, pg: PgSchema, project: Path
+) -> None:
+    """numeric read as float64: 3.00000000000000001 is past 3 in PostgreSQL and equal to it
+    in Arrow, so the Parquet load that is ahead is sent every row again rather than lose it."""
+    pg.execute(f"create table {pg.table('source')} (id int, c numeric)")
+    pg.execute(f"create table {pg.table('target')} (id int, c float8, blocker int not null)")
+    pg.execute(f"insert into {pg.table('source')} values (1, 1), (2, 2), (3, 3)")
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: {pg.schema}
+        connections:
+          wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+        tasks:
+          - id: changes
+            extract:
+              from: postgres
+              connection: wh
+              table: {pg.table("source")}
+              unconstrained_numeric: float64
+              incremental: {{cursor: c}}
+          - id: to_pg
+            load: {{input: changes, to: postgres, connection: wh, table: {pg.table("target")}, mode: append}}
+            retry: {{attempts: 1}}
+          - id: to_files
+            load: {{input: changes, to: parquet, path: out/changes, mode: append}}
+        """,
+    )
+    assert not run(path).ok
+    pg.execute(f"alter table {pg.table('target')} drop column blocker")
+    pg.execute(f"insert into {pg.table('source')} values (4, 3.00000000000000001), (5, 4)")
+    second = run(path)
+    assert second.ok
+    assert 4 in files_ids(project)
+    with engine.open(project) as opened:
+        rows = {r.task_id: r for r in opened.catalog.task_runs(second.run_id)}
+    assert "numeric in the source" in rows["to_files"].details["rows_sent_again"]
