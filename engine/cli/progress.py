@@ -187,6 +187,7 @@ def summary(plan: Plan, result: RunResult, console: Console) -> None:
             else "",
         )
     )
+    where = {task.id: task.defined_at for task in plan.tasks}
     for outcome in result.tasks.values():
         if outcome.state is TaskState.FAILED and outcome.error:
             first, *rest = outcome.error.splitlines()
@@ -195,6 +196,8 @@ def summary(plan: Plan, result: RunResult, console: Console) -> None:
                     (f"✗ {outcome.task_id}", "bold red"), f" ({outcome.error_kind}): {first}"
                 )
             )
+            if where.get(outcome.task_id):
+                console.print(Text(f"    task defined at {where[outcome.task_id]}", style="dim"))
             for line in rest[:6]:
                 console.print(Text("    " + line, style="dim"))
     skipped = [o.task_id for o in result.tasks.values() if o.state is TaskState.SKIPPED]

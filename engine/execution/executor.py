@@ -533,7 +533,7 @@ class Executor(PipelinedHandOff):
         self._move(
             task.id, TaskState.FAILED, reason, attempt=attempt.number, error=text, fields=fields
         )
-        log.error("failed ({}, {}): {}", kind.kind, reason, text)
+        log.error("failed ({}, {}){}: {}", kind.kind, reason, task.at, text)
         self.letters.record(task.id, kind, reason)
         self._skip_downstream(task.id)
 

@@ -81,10 +81,12 @@ class RunResult:
 
     def _outcome(self) -> str:
         """The failed tasks with their errors' first lines, then the skipped ones."""
+        where = {t.id: t.at for t in self.plan.tasks}
         parts = [
-            f"task {t.task_id!r} failed ({t.error_kind}): {(t.error or '').splitlines()[0]}"
+            f"task {t.task_id!r}{where.get(t.task_id, '')} failed ({t.error_kind}): "
+            f"{(t.error or '').splitlines()[0]}"
             if t.error
-            else f"task {t.task_id!r} failed"
+            else f"task {t.task_id!r}{where.get(t.task_id, '')} failed"
             for t in self.failed
         ]
         skipped = [t.task_id for t in self.tasks.values() if t.state is TaskState.SKIPPED]

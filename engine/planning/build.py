@@ -73,6 +73,14 @@ class PlannedTask:
     """For a load: the incremental extracts upstream, whose new watermarks it commits."""
     cache: CacheDecision | None = None
     """Why it runs, or whose output stands for it (engine.planning.cache)."""
+    defined_at: str | None = None
+    """`file:line` of the task in the pipeline file (None for a pipeline built in Python),
+    which run-time errors name as validation errors do."""
+
+    @property
+    def at(self) -> str:
+        """ " at file:line" where the task is defined, or nothing, for messages."""
+        return f" at {self.defined_at}" if self.defined_at else ""
 
     @property
     def connection(self) -> str | None:
@@ -107,6 +115,7 @@ class PlannedTask:
             "incremental": self.incremental,
             "watermark_sinks": [sink for sink, _ in self.watermark_sinks],
             "commits_watermarks": list(self.commits_watermarks),
+            "defined_at": self.defined_at,
             **(self.cache.to_dict() if self.cache is not None else {}),
         }
 
@@ -199,6 +208,11 @@ def parse_selection(items: Sequence[str], graph: Graph) -> set[str]:
     if not selected:
         raise SelectionError("--select names no task")
     return selected
+
+
+def _defined_at(definition: Definition, task_id: str) -> str | None:
+    line = definition.task_line(task_id)
+    return f"{definition.file}:{line}" if definition.file and line else None
 
 
 def build_plan(
@@ -303,6 +317,7 @@ def build_plan(
                 watermark_sinks=sinks_of.get(task_id, ()),
                 commits_watermarks=commits.get(task_id, ()),
                 cache=decisions[task_id],
+                defined_at=_defined_at(definition, task_id),
             )
         )
     return Plan(

@@ -63,6 +63,26 @@ def test_a_failed_run_is_visible_in_its_repr_and_raise_for_status(project: Path)
     assert error.hint == f"`arrowline runs {result.run_id}` shows every task and attempt"
 
 
+def test_a_failed_task_of_a_pipeline_file_is_named_with_its_file_and_line(
+    write: WritePipeline,
+) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: located
+        tasks:
+          - id: numbers
+            sql: select range as x from range(3)
+          - id: broken
+            sql: select cast('x' as integer) as n from numbers
+        """,
+    )
+    result = engine.run(path)
+    with pytest.raises(RunFailed) as failed:
+        result.raise_for_status()
+    assert f"task 'broken' at {path}:5 failed (DataError)" in failed.value.message
+
+
 def test_raise_for_status_returns_a_successful_result(project: Path) -> None:
     result = build(project).run()
     assert result.raise_for_status() is result

@@ -158,6 +158,7 @@ def test_run_failure_exits_1_and_names_the_task(cli: Cli, write: WritePipeline) 
     result = cli("run", path, "--no-progress")
     assert result.exit_code == 1
     assert "✗ a (DataError)" in result.stdout
+    assert f"task defined at {path}:3" in result.stdout.replace("\n", "")
     assert "skipped because an upstream task failed: b" in result.stdout
 
 
