@@ -23,12 +23,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.core.errors import DataError
 from engine.core.schemachange import SchemaChange
 from engine.core.sqltext import quote_identifier
 
-__all__ = ["Column", "SchemaDiff", "diff", "duckdb_type_name", "sql_type_of_duckdb"]
+__all__ = [
+    "Column",
+    "SchemaDiff",
+    "diff",
+    "duckdb_type_name",
+    "replacing_policy",
+    "sql_type_of_duckdb",
+]
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,16 @@ def diff(
         }[policy]
         raise DataError(f"the input does not fit table {table}: {lines}", hint=hint)
     return SchemaDiff(tuple(changes), tuple(statements))
+
+
+def replacing_policy(config: Any, *, view: bool) -> str | None:
+    """The `schema_change` a load that makes the target exactly its input (mode: replace, or
+    a view) enforces: only one the task writes down. Becoming the input is what such a load
+    is for, so by default it takes any new shape; a policy set on purpose still protects the
+    table's readers from the changes it refuses."""
+    replacing = view or getattr(config, "mode", None) == "replace"
+    said = "schema_change" in getattr(config, "model_fields_set", ())
+    return config.schema_change if replacing and said else None
 
 
 _FROM_DUCKDB = {

@@ -50,7 +50,9 @@ class DuckDBSink(ConfigModel):
         description="When the input differs from an existing table. evolve: add new columns, "
         "widen types, fill missing nullable columns with NULL; fail_on_breaking (or fail): add "
         "new columns and widen types, refuse missing columns and incompatible types; freeze: "
-        "refuse any difference.",
+        "refuse any difference. With mode: replace or materialize: view the target "
+        "becomes the input whatever its shape, unless the task sets schema_change: then "
+        "what it refuses fails the load.",
     )
 
     @model_validator(mode="after")

@@ -25,7 +25,13 @@ from connectors.base import ConnectorContext, SinkResult
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
 from connectors.duckdb.state import prepare
-from connectors.evolution import Column, diff, duckdb_type_name, sql_type_of_duckdb
+from connectors.evolution import (
+    Column,
+    diff,
+    duckdb_type_name,
+    replacing_policy,
+    sql_type_of_duckdb,
+)
 from connectors.keys import check_merge_keys
 from connectors.state import committed_load, record_load, write_state
 from engine.core.errors import DataError
@@ -60,13 +66,19 @@ def _table_columns(connection: duckdb.DuckDBPyConnection, name: str) -> list[Col
 
 
 def _evolve(
-    connection: duckdb.DuckDBPyConnection, target: str, existing: list[Column], config: DuckDBSink
+    connection: duckdb.DuckDBPyConnection,
+    target: str,
+    existing: list[Column],
+    config: DuckDBSink,
+    *,
+    apply: bool = True,
 ) -> list[dict[str, object]]:
-    """Fit the table to the input per `schema_change` (connectors.evolution); the changes."""
+    """Fit the table to the input per `schema_change` (connectors.evolution); the changes.
+    Without `apply`, only refuse what the policy refuses (a replace makes the table anew)."""
     described = connection.execute(f"describe select * from {_INPUT}").fetchall()
     fields = [(str(row[0]), duckdb_type_name(str(row[1]))) for row in described]
     changes = diff(target, fields, existing, config.schema_change, render=sql_type_of_duckdb)
-    for statement in changes.statements:
+    for statement in changes.statements if apply else ():
         connection.execute(statement)
     return changes.report()
 
@@ -190,6 +202,9 @@ def write_duckdb(
                 hint="set mode: replace to make it a table again, or drop the view",
             )
         changes: list[dict[str, object]] = []
+        policy = replacing_policy(config, view=view)
+        if policy is not None and existing is not None:  # refuses what the policy refuses
+            changes = _evolve(connection, target, existing, config, apply=False)
         if config.mode == "merge":
             _check_keys(connection, source, config)
         if kind == "VIEW":

@@ -117,7 +117,9 @@ class PostgresSink(ConfigModel):
         "fail_on_breaking",
         description="evolve: add new columns, widen types, fill missing nullable columns with "
         "NULL; fail_on_breaking (or fail): add new columns, refuse dropped columns and type "
-        "changes; freeze: refuse any difference.",
+        "changes; freeze: refuse any difference. With mode: replace or materialize: view "
+        "the target becomes the input whatever its shape, unless the task sets "
+        "schema_change: then what it refuses fails the load.",
     )
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import ConnectorContext, SinkResult
-from connectors.evolution import Column, diff
+from connectors.evolution import Column, diff, replacing_policy
 from connectors.keys import check_merge_keys
 from connectors.postgres.config import PostgresSink
 from connectors.postgres.connection import ResolvedPostgres, Session
@@ -341,6 +341,13 @@ def write_postgres(
                     hint="set mode: replace to make it a table again, or drop the view",
                 )
             drop_view(session, config.table)
+        policy = replacing_policy(config, view=view)
+        existing = table_columns(session, table) if policy is not None else None
+        if policy is not None and existing is not None:  # refuses what the policy refuses
+            fields = [(field.name, pg_type(field)) for field in source.schema]
+            found = diff(table, fields, existing, policy)
+            if found.changes:
+                details["schema_changes"] = found.report()
         if view:
             details["view"] = _view(session, config, source, rows, ctx.run_id, kind)
             written = rows.count

@@ -21,8 +21,10 @@ def input_table(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable
     return InputTable("t", "r", (path,), table.schema, table.num_rows)
 
 
-def write_duckdb(source: InputTable, config: DuckDBSink, base: Path, run_id: str) -> SinkResult:
-    return _write_duckdb(source, config, ConnectorContext(base, "p", run_id, "load"))
+def write_duckdb(
+    source: InputTable, config: DuckDBSink, base: Path, run_id: str, *, view: bool = False
+) -> SinkResult:
+    return _write_duckdb(source, config, ConnectorContext(base, "p", run_id, "load"), view=view)
 
 
 def open_duckdb(config: DuckDBSource, base: Path) -> pa.RecordBatchReader:
@@ -274,3 +276,21 @@ def test_parallel_first_loads_into_a_new_file_both_commit(tmp_path: Path) -> Non
                 "select task, rows from arrowline_state.loads order by task"
             ).fetchall()
         assert loads == [("a", 3), ("b", 3)]
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_a_replace_enforces_only_a_schema_change_policy_the_task_sets(
+    tmp_path: Path, view: bool
+) -> None:
+    """Replace makes the table exactly the input, whatever its shape, unless the task writes a
+    policy down: then what the policy refuses fails the load and the table stays as it was."""
+    first = input_table(tmp_path, pa.table({"id": [1], "note": ["n"]}))
+    write_duckdb(first, sink(table="t", mode="replace"), tmp_path, "r1")
+    fewer = input_table(tmp_path, pa.table({"id": [2]}), "in2")
+    refusing = sink(table="t", mode="replace", schema_change="fail")
+    with pytest.raises(DataError, match=r"column 'note' .* is not in the input"):
+        write_duckdb(fewer, refusing, tmp_path, "r2", view=view)
+    assert rows(tmp_path, "select id, note from t") == [(1, "n")]
+    result = write_duckdb(fewer, sink(table="t", mode="replace"), tmp_path, "r3", view=view)
+    assert rows(tmp_path, "select * from t") == [(2,)]
+    assert "schema_changes" not in result.details

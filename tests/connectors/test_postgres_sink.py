@@ -36,16 +36,18 @@ def load(
     data: pa.Table,
     name: str = "in",
     run_id: str | None = None,
+    view: bool = False,
     **config: object,
 ) -> SinkResult:
-    """One load; each call is a new run unless `run_id` says otherwise."""
+    """One load (with `view`, materialize: view); each call is a new run unless `run_id` says
+    otherwise."""
     server = resolve("wh", PostgresConnection(kind="postgres", uri=pg.uri), tmp_path)
     sink = PostgresSink.model_validate(
         {"input": "t", "to": "postgres", "connection": "wh", **config}
     )
     run = run_id or uuid.uuid4().hex
     ctx = ConnectorContext(tmp_path, pg.schema, run, "load", connections={"wh": server})
-    return write_postgres(table_input(tmp_path, data, name), sink, ctx)
+    return write_postgres(table_input(tmp_path, data, name), sink, ctx, view=view)
 
 
 def columns(pg: PgSchema, table: str) -> list[tuple[object, ...]]:
@@ -382,3 +384,24 @@ def test_parallel_first_loads_into_a_new_database_both_commit(
         assert not [o for o in outcomes if isinstance(o, BaseException)], (round_, outcomes)
         loads = PgSchema(uri, "new").rows("select task, rows from arrowline_state.loads order by 1")
         assert loads == [("a", 3), ("b", 3)]
+
+
+@pytest.mark.parametrize("materialize", ["table", "view"])
+def test_a_replace_enforces_only_a_schema_change_policy_the_task_sets(
+    pg: PgSchema, tmp_path: Path, materialize: str
+) -> None:
+    """Replace makes the table exactly the input, whatever its shape, unless the task writes a
+    policy down: then what the policy refuses fails the load and the table stays as it was."""
+    table = pg.table("shaped")
+    first = pa.table({"id": pa.array([1], pa.int64()), "note": ["n"]})
+    load(pg, tmp_path, first, table=table, mode="replace")
+    fewer = pa.table({"id": pa.array([2], pa.int64())})
+    view = materialize == "view"
+    with pytest.raises(DataError, match="column 'note' \\(text\\) is not in the input"):
+        load(
+            pg, tmp_path, fewer, "in2", view=view, table=table, mode="replace", schema_change="fail"
+        )
+    assert pg.rows(f"select id, note from {table}") == [(1, "n")]
+    result = load(pg, tmp_path, fewer, "in3", view=view, table=table, mode="replace")  # unsaid
+    assert pg.rows(f"select * from {table}") == [(2,)]
+    assert "schema_changes" not in result.details
