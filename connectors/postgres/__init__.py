@@ -22,6 +22,8 @@ from connectors.postgres.config import PostgresConnection, PostgresSink, Postgre
 from connectors.postgres.reference import SECTIONS
 from engine.core.config import ConfigModel
 from engine.core.places import Place
+from engine.core.problems import Finding
+from engine.core.sqltext import quote_table
 from engine.core.tables import InputTable
 
 __all__ = ["CONNECTOR", "PostgresConnector"]
@@ -112,6 +114,24 @@ class PostgresConnector(Connector):
 
         assert isinstance(spec, PostgresConnection)
         return resolve(name, spec, base_dir)
+
+    def check(self, config: ConfigModel, base_dir: Path) -> list[Finding]:
+        """A table name with capitals is taken exactly as written, as a quoted identifier is:
+        `Orders` is the table "Orders", not the `orders` an unquoted Orders names in SQL."""
+        table = getattr(config, "table", None)
+        if not table or table == table.lower():
+            return []
+        return [
+            Finding(
+                "table-case",
+                f"table {table!r} is used exactly as written, capitals included (as "
+                f"{quote_table(table)} in SQL), not folded to {table.lower()!r} as an unquoted "
+                "name is in PostgreSQL",
+                ("table",),
+                severity="warning",
+                hint=f"write {table.lower()!r} for a table created without quotes",
+            )
+        ]
 
     def check_connection(self, resolved: Any) -> CheckResult:
         from connectors.postgres.connection import check

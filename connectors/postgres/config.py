@@ -61,7 +61,11 @@ class PostgresSource(ConfigModel):
 
     from_: Literal["postgres"] = Field(alias="from", description="Selects this source.")
     connection: str = Field(description="Name of a connection under `connections:`.")
-    table: str | None = Field(None, description="Table (or view), e.g. public.orders.")
+    table: str | None = Field(
+        None,
+        description="Table (or view), e.g. public.orders; used exactly as written, capitals "
+        "included (a quoted identifier in SQL terms).",
+    )
     query: str | None = Field(None, description="A SELECT (Jinja template) instead of a table.")
     columns: tuple[str, ...] | None = Field(None, description="Read only these columns of `table`.")
     partition: PartitionSpec | None = Field(None, description="Parallel reads in ranges.")
@@ -95,7 +99,10 @@ class PostgresSink(ConfigModel):
     input: str = Field(description="Id of the task whose output is loaded.")
     to: Literal["postgres"] = Field(description="Selects this sink.")
     connection: str = Field(description="Name of a connection under `connections:`.")
-    table: str = Field(description="Target table, optionally schema-qualified (analytics.orders).")
+    table: str = Field(
+        description="Target table, optionally schema-qualified (analytics.orders); used exactly "
+        "as written, capitals included (a quoted identifier in SQL terms)."
+    )
     mode: Literal["append", "replace", "merge"] = Field(
         "append",
         description="append: COPY the rows in; replace: the table becomes exactly the input in "

@@ -44,9 +44,13 @@ class Load:
 
     def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
         yield from connection_findings(task, ctx)
+        owner, config = task.connector, task.load
+        if owner is not None and config is not None:
+            for found in owner.check(config, ctx.definition.base_dir):
+                key = ("load", *found.key)
+                yield Finding(found.code, found.message, key, found.severity, found.hint)
         if task.materialize != "view":
             return
-        owner, config = task.connector, task.load
         if owner is not None and not owner.capabilities.views:
             yield Finding(
                 "view-sink",

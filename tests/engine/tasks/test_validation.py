@@ -782,6 +782,38 @@ def test_connection_references(write: WritePipeline, monkeypatch: pytest.MonkeyP
     assert "${env:NO_SUCH_URI_VAR}" in unset.message
 
 
+def test_a_postgres_table_with_capitals_is_taken_exactly_and_said_so(
+    write: WritePipeline,
+) -> None:
+    problems = problems_of(
+        write(
+            "p.yaml",
+            """
+        pipeline: p
+        connections:
+          wh: {kind: postgres, uri: "postgresql://u@localhost/db"}
+        tasks:
+          - id: a
+            extract: {from: postgres, connection: wh, table: Sales.orders}
+          - id: b
+            load:
+              input: a
+              to: postgres
+              connection: wh
+              table: analytics.Orders
+    """,
+        )
+    )
+    cases = [p for p in problems if p.code == "table-case"]
+    assert [(p.severity, p.task_id, p.line) for p in cases] == [
+        ("warning", "a", 6),
+        ("warning", "b", 12),
+    ]
+    case = cases[0]
+    assert "'Sales.orders' is used exactly as written" in case.message
+    assert '"Sales"."orders"' in case.message
+
+
 def test_scheduling_settings_are_checked(write: WritePipeline) -> None:
     problems = problems_of(
         write(
