@@ -87,6 +87,7 @@ def check_rule(column: str, name: str, argument: Any) -> tuple[Any, ...]:
             f"Valid checks: {', '.join(CHECKS)}"
         )
     if not CHECKS[name].ranged:
+        _refuse_what_pandera_refuses(column, name, argument)
         return (argument,)
     if isinstance(argument, dict):
         unknown = set(argument) - {"min", "max"}
@@ -101,7 +102,41 @@ def check_rule(column: str, name: str, argument: Any) -> tuple[Any, ...]:
     if (None in bounds) if both else bounds == (None, None):
         needed = "both min and max" if both else "min, max or both"
         raise DefinitionError(f"column {column!r}: {name} takes {needed}")
+    if None not in bounds and _above(bounds[0], bounds[1]):
+        raise DefinitionError(
+            f"column {column!r}: {name} min {bounds[0]!r} is above max {bounds[1]!r}, which "
+            "no value satisfies"
+        )
     return bounds
+
+
+def _above(low: Any, high: Any) -> bool:
+    try:
+        return bool(low > high)
+    except TypeError:
+        return False
+
+
+def _refuse_what_pandera_refuses(column: str, name: str, argument: Any) -> None:
+    """What pandera's Check constructors raise on, said before a run (they raised at its start,
+    and the one-pass rules would have evaluated it)."""
+    if argument is None and name not in ("eq", "ne"):
+        raise DefinitionError(f"column {column!r}: {name} needs a value, not null")
+    if name in ("isin", "notin") and (isinstance(argument, str) or not _listed(argument)):
+        raise DefinitionError(f"column {column!r}: {name} takes a list of values")
+    if name.startswith("str_") and not isinstance(argument, str):
+        raise DefinitionError(f"column {column!r}: {name} takes a string")
+    if name in ("str_matches", "str_contains"):
+        import re
+
+        try:
+            re.compile(argument)
+        except re.error as exc:
+            raise DefinitionError(f"column {column!r}: {name} pattern: {exc}") from None
+
+
+def _listed(argument: Any) -> bool:
+    return isinstance(argument, list | tuple | set | frozenset)
 
 
 @dataclass(frozen=True)
@@ -167,6 +202,8 @@ class RowRules:
     def decides(self, frame: pl.DataFrame) -> bool:
         """Whether `frame`'s columns are the schema's (present, of the declared types, and no
         others when strict): then every failure is a row's, decided here."""
+        if self.unique or any(rule.unique for rule in self.inline.columns.values()):
+            return False  # decided over the whole input (`split_uniqueness`), or by pandera
         present = frame.schema
         for column in self.columns:
             if column.name not in present:
@@ -174,6 +211,8 @@ class RowRules:
                     return False
             elif column.dtype is not None and present[column.name] != column.dtype:
                 return False
+            elif present[column.name].is_nested():
+                return False  # pandera words their values its own way
         return not self.inline.strict or set(present) <= {c.name for c in self.columns}
 
     def failure_cases(self, frame: pl.DataFrame) -> pl.DataFrame | None:
@@ -209,7 +248,7 @@ class RowRules:
             values = pl.col(column.name)
             if not column.nullable:
                 missing = values.is_null()
-                if frame.schema[column.name].is_float():
+                if frame.schema[column.name] in (pl.Float32, pl.Float64):
                     missing = missing | values.is_nan()  # pandera counts NaN as missing
                 tests.append((column.name, None, missing))
             for check in column.checks:  # NULL passes a check (pandera's ignore_na)

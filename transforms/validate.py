@@ -191,9 +191,14 @@ def load_rules(reference: Any, base_dir: Path) -> Any:
     path = schema_file(reference, base_dir)
     if path is not None:
         inline = _inline_schema_file(path, str(reference))
-    if inline is None or inline.coerce:
+    if inline is None or inline.coerce or any(_pattern(name) for name in inline.columns):
         return load_schema(reference, base_dir)
     return RowRules.of(inline, _column_dtype)
+
+
+def _pattern(name: str) -> bool:
+    """pandera reads a column name written ^...$ as a pattern of names."""
+    return name.startswith("^") and name.endswith("$")
 
 
 def load_schema(reference: Any, base_dir: Path) -> Any:
@@ -456,7 +461,7 @@ def _validate(schema: Any, frame: pl.DataFrame) -> tuple[pl.DataFrame | None, pl
     if isinstance(schema, RowRules) and schema.decides(frame):
         try:
             cases = schema.failure_cases(frame)
-        except pl.exceptions.PolarsError:
+        except (pl.exceptions.PolarsError, TypeError, ValueError):
             cases = _UNDECIDED  # a check its column cannot take: pandera says what is wrong
         if cases is not _UNDECIDED:
             return (frame, None) if cases is None else (None, cases)
@@ -488,6 +493,13 @@ def _failure_cases(
     return None, pl.concat([cases, repeated], how="vertical_relaxed")
 
 
+def _rows_failed(outcome: ValidationOutcome) -> DataError:
+    return DataError(
+        f"{outcome.rows_failed} of {outcome.rows_in} rows failed validation: {outcome.summary()}",
+        hint="examples: " + " | ".join(outcome.examples[:3]),
+    )
+
+
 def validate_frames(
     frames: Iterable[pl.DataFrame],
     schema: Any,
@@ -516,16 +528,13 @@ def validate_frames(
                 yield frame, None
                 offset += frame.height
                 continue
-            if spec.on_fail is OnFail.FAIL or row_cases.is_empty():
-                raise (
-                    _schema_failure(schema_cases)
-                    if row_cases.is_empty()
-                    else DataError(
-                        f"{row_cases['index'].n_unique()} of {frame.height} rows failed "
-                        f"validation: {outcome.summary()}",
-                        hint="examples: " + " | ".join(outcome.examples[:3]),
-                    )
-                ) from None
+            if row_cases.is_empty():
+                raise _schema_failure(schema_cases) from None
+            if spec.on_fail is OnFail.FAIL and not schema_cases.is_empty():
+                raise _rows_failed(outcome) from None
+            if spec.on_fail is OnFail.FAIL:  # the rest is checked too, to count every failure
+                offset += frame.height
+                continue
             bad_index = row_cases["index"].unique()
             quarantined = _quarantine_rows(frame, row_cases, offset)
             remaining = (
@@ -554,6 +563,8 @@ def validate_frames(
             outcome.rows_passed += good.height
             yield good, None
         offset += frame.height
+    if spec.on_fail is OnFail.FAIL and outcome.rows_failed:
+        raise _rows_failed(outcome)
     if spec.on_fail is OnFail.QUARANTINE and outcome.rows_in:
         share = outcome.rows_rejected / outcome.rows_in
         if share > spec.max_rejected_fraction:

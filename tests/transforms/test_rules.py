@@ -241,3 +241,93 @@ def test_a_run_whose_frames_match_their_schema_never_imports_pandera(tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "2", "False", "False"]
+
+
+def _spec(inline: InlineSchema, on_fail: str) -> ValidateSpec:
+    return ValidateSpec.model_validate(
+        {"input": "t", "schema": inline, "on_fail": on_fail, "max_rejected_fraction": 1}
+    )
+
+
+def test_uniqueness_of_lists_is_left_to_pandera() -> None:
+    """A list key cannot be decided apart (`split_uniqueness` says so): the whole schema goes
+    to pandera, which fails both copies."""
+    inline = InlineSchema.model_validate({"columns": {"tags": {"unique": True}}})
+    frame = pl.DataFrame({"tags": [[1, 2], [1, 2], [3]]})
+    outcome = ValidationOutcome()
+    pairs = list(validate_frames([frame], rules_of(inline), _spec(inline, "quarantine"), outcome))
+    assert outcome.rows_rejected == 2
+    assert pairs[0][1] is not None
+    assert pairs[0][1]["_arrowline_errors"][0][0]["check"] == "field_uniqueness"
+
+
+def test_a_list_of_mixed_numbers_is_left_to_pandera() -> None:
+    """`isin: [0, 0.5]` on a float column: Polars refuses to build the test; pandera reports
+    it for the whole column, which `warn` logs and lets pass."""
+    inline = InlineSchema.model_validate(
+        {"columns": {"x": {"type": "float64", "checks": {"isin": [0, 0.5]}}}}
+    )
+    frame = pl.DataFrame({"x": [0.0, 0.5, 1.0]})
+    with pytest.raises(DataError, match=r"isin\(\[0, 0.5\]\)"):
+        list(
+            validate_frames(
+                [frame], rules_of(inline), _spec(inline, "quarantine"), ValidationOutcome()
+            )
+        )
+    outcome = ValidationOutcome()
+    list(validate_frames([frame], rules_of(inline), _spec(inline, "warn"), outcome))
+    assert outcome.rows_passed == 3
+
+
+@pytest.mark.parametrize(
+    ("checks", "said"),
+    [
+        ({"ge": None}, "needs a value, not null"),
+        ({"str_contains": None}, "needs a value, not null"),
+        ({"isin": None}, "needs a value, not null"),
+        ({"isin": "abc"}, "takes a list of values"),
+        ({"in_range": {"min": 3, "max": 1}}, "is above max"),
+        ({"str_length": [3, 1]}, "is above max"),
+        ({"str_matches": "^\\p{L}$"}, "pattern: bad escape"),
+        ({"str_matches": 5}, "takes a string"),
+    ],
+)
+def test_arguments_pandera_s_checks_refuse_are_refused_before_a_run(
+    checks: dict[str, Any], said: str
+) -> None:
+    inline = InlineSchema.model_validate({"columns": {"s": {"checks": checks}}})
+    with pytest.raises(DefinitionError, match=said):
+        check_inline(inline)
+
+
+def test_nan_is_missing_only_in_the_float_types_pandera_knows() -> None:
+    inline = InlineSchema.model_validate({"columns": {"h": {}, "f": {}}})
+    frame = pl.DataFrame(
+        {"h": [1.0, math.nan], "f": [1.0, math.nan]},
+        schema={"h": pl.Float16, "f": pl.Float32},
+    )
+    cases = rules_of(inline).failure_cases(frame)
+    assert cases is not None
+    assert cases.select("column", "index").rows() == [("f", 1)]
+    theirs = pandera_cases(inline, frame)
+    assert theirs is not None
+    assert theirs.select("column", "index").rows() == [("f", 1)]
+
+
+def test_a_column_named_like_a_pattern_and_nested_values_go_to_pandera() -> None:
+    patterned = InlineSchema.model_validate({"columns": {"^a.*$": {"type": "int64"}}})
+    assert not isinstance(load_rules(patterned, Path(".")), RowRules)
+    nested = InlineSchema.model_validate({"columns": {"s": {"checks": {"ne": 1}}}})
+    assert not rules_of(nested).decides(pl.DataFrame({"s": [{"a": 1}]}))
+
+
+def test_fail_counts_every_failing_row_of_every_batch() -> None:
+    inline = InlineSchema.model_validate({"columns": {"n": {"type": "int64", "checks": {"ge": 0}}}})
+    values = [1] * 300_000
+    for row in (10, 150_000, 250_000):
+        values[row] = -1
+    frame = pl.DataFrame({"n": values})
+    batches = [frame.slice(i, 131_072) for i in range(0, frame.height, 131_072)]
+    with pytest.raises(DataError) as caught:
+        list(validate_frames(batches, rules_of(inline), _spec(inline, "fail"), ValidationOutcome()))
+    assert caught.value.message.startswith("3 of 300000 rows failed validation")
