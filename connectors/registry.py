@@ -35,6 +35,7 @@ CONNECTORS: dict[str, str] = {
     "duckdb": "connectors.duckdb",
     "postgres": "connectors.postgres",
     "generate": "connectors.generate",
+    "http": "connectors.http",
 }
 """Name -> the package holding its descriptor, in the order the reference lists them."""
 

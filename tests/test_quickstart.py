@@ -63,3 +63,29 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     finally:
         connection.close()
     assert total == (expected,)
+
+
+def test_the_rest_example_starts_its_api_and_loads_what_it_serves(tmp_path: Path) -> None:
+    example = tmp_path / "rest"
+    source = QUICKSTART.parent / "rest"
+    shutil.copytree(source, example, ignore=shutil.ignore_patterns("out", ".arrowline"))
+    done = subprocess.run(
+        [sys.executable, str(example / "run.py")],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2000 orders read" in done.stdout
+    connection = duckdb.connect(str(example / "out" / "shop.duckdb"), read_only=True)
+    try:
+        days, orders = connection.execute("select count(*), sum(orders) from daily").fetchone() or (
+            0,
+            0,
+        )
+    finally:
+        connection.close()
+    assert orders == 2000
+    assert days == 584  # 2,000 orders 7 hours apart

@@ -1,0 +1,55 @@
+"""The HTTP connector's sections of `docs/pipeline-reference.md`."""
+
+from __future__ import annotations
+
+from connectors.base import Section
+from connectors.http.config import HttpConnection, HttpSource
+
+__all__ = ["SECTIONS"]
+
+SECTIONS = (
+    Section(
+        "connections: kind: http",
+        HttpConnection,
+        "A JSON API. `auth` is `api_key` (a header or query parameter), `bearer`, `basic` or "
+        "`oauth2_client_credentials` (a token fetched before it expires, and again once on "
+        "401). `rate_limit` is budgeted ahead with a token bucket every task of a run shares; "
+        "the server's `Retry-After`, `X-RateLimit-*` and `RateLimit-*` headers pause it further. "
+        "429 and 5xx answers and timeouts are retried with full-jitter backoff; other 4xx fail "
+        "at once with the body's message. Secrets come from `${env:...}`/`${file:...}` and "
+        "never reach logs, the catalog or any output; a key in the query string is shown as "
+        "`***` in every URL arrowline prints. `arrowline check` sends one request with the "
+        "connection's auth.",
+        """\
+connections:
+  shop:
+    kind: http
+    base_url: https://api.shop.example/v1
+    auth: {type: bearer, token: "${env:SHOP_TOKEN}"}
+    rate_limit: {requests: 10, per: second, burst: 5}""",
+    ),
+    Section(
+        "extract: from: http",
+        HttpSource,
+        "Pages of records, each parsed into Arrow in one step (nested objects become structs, "
+        "arrays lists) and spilled to disk, so memory is bounded by a page. Types may widen "
+        "across pages (a field NULL at first, integers that later hold fractions: said in the "
+        "log); a field whose types cannot meet fails the task naming page and field, and "
+        "`columns` fixes types outright. `paginate` is `offset`, `page_number`, `cursor` (from "
+        "a body path into a query parameter or the JSON body), `link_header`, `next_url`, "
+        "`single_page`, or `auto` (the default), which detects the style from the first "
+        "response and says in the log which it chose. Pages end on an empty page, a total "
+        "reached, no next link or cursor; a cursor or URL that repeats fails the task, and so "
+        "does an end while the response still says there is more (`has_more`, a total, a "
+        "`Link: rel=next`): never a silent partial load.",
+        """\
+extract:
+  from: http
+  connection: shop
+  path: /orders
+  params: {status: paid}
+  data_path: data
+  paginate: {type: cursor, cursor_path: meta.next_cursor, cursor_param: cursor}
+  columns: {id: int64, total: "decimal(12,2)", created_at: "timestamp[us, UTC]"}""",
+    ),
+)

@@ -1,0 +1,451 @@
+"""An HTTP source: pages of a JSON API, followed by the configured paginator, into Arrow.
+
+Each page's records become one Arrow table in C++ (`pa.Table.from_pylist`: nested objects
+become structs, arrays lists), never a Python loop per row. Pages are spilled to an Arrow IPC
+file as they come, each with the types it suggests, and the schemas are unified page by page
+(`promote_options="permissive"`): a field NULL on the first pages takes its type when values
+come, an integer field that later holds fractions becomes float64, both said in the log, and
+a field whose types cannot meet (text and numbers) fails the task naming the page and field.
+Declared `columns` win over all of it. The reader then streams the spill in the final schema,
+so memory stays bounded by a page, whatever the number of pages.
+
+Pagination never stops silently: a cursor or next URL that repeats fails the task naming it,
+and so does a stop while the response still says there is more (`has_more`, a total, a next
+link), since a partial load that looks complete is the worst outcome.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+from loguru import logger
+
+from connectors.base import ConnectorContext
+from connectors.http.client import Api
+from connectors.http.config import (
+    AutoPaginator,
+    CursorPaginator,
+    HttpSource,
+    LinkHeaderPaginator,
+    NextUrlPaginator,
+    OffsetPaginator,
+    PageNumberPaginator,
+    SinglePage,
+)
+from engine.core.errors import DataError
+from engine.core.types import parse_type
+
+__all__ = ["at", "open_http", "records_at"]
+
+_NEXT_URLS = ("next", "next_url", "links.next", "next_page_url", "paging.next")
+_CURSORS = ("next_cursor", "meta.next_cursor", "cursor", "next_page_token", "nextPageToken")
+_HAS_MORE = ("has_more", "hasMore", "meta.has_more")
+_TOTALS = ("total", "total_count", "meta.total", "count")
+
+
+@dataclass
+class Page:
+    number: int
+    url: str
+    records: list[Any]
+    body: Any
+    response: httpx.Response
+
+
+def _path(text: str) -> list[str]:
+    text = text.strip()
+    if text.startswith("$"):
+        text = text[1:].lstrip(".")
+    return [part for part in text.replace("[", ".").replace("]", "").split(".") if part]
+
+
+def at(body: Any, path: str) -> Any:
+    """The value at a dotted path (`meta.next`, `$.data.items`, `items.0.id`), or None."""
+    value = body
+    for part in _path(path):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def records_at(body: Any, data_path: str | None, url: str) -> list[Any]:
+    """The records of one page: at `data_path`, the body itself when it is a list, or the one
+    list an object holds."""
+    if data_path is not None:
+        found = at(body, data_path)
+        if found is None:
+            return []
+        if not isinstance(found, list):
+            raise DataError(
+                f"{url}: data_path {data_path!r} holds a {type(found).__name__}, not a list"
+            )
+        return found
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        lists = [key for key, value in body.items() if isinstance(value, list)]
+        if len(lists) == 1:
+            return list(body[lists[0]])
+        if not lists:
+            return [body]  # one record
+        raise DataError(
+            f"{url}: the response holds several lists ({', '.join(lists)})",
+            hint="say which one holds the records with data_path",
+        )
+    raise DataError(f"{url}: the response is a JSON {type(body).__name__}, not records")
+
+
+class _Pages:
+    """The pages of one resource, in order, as the paginator leads."""
+
+    def __init__(self, config: HttpSource, api: Api, ctx: ConnectorContext) -> None:
+        self.config = config
+        self.api = api
+        self.ctx = ctx
+        self.style: Any = config.paginate
+
+    def __iter__(self) -> Iterator[Page]:
+        config, api = self.config, self.api
+        params: dict[str, Any] = dict(config.params)
+        body_json = dict(config.json_) if config.json_ is not None else None
+        url = api.url(config.path)
+        seen: set[str] = set()
+        number, fetched = 0, 0
+        with api.client() as client:
+            while True:
+                page = self._fetch(client, url, params, body_json, number)
+                fetched += len(page.records)
+                yield page
+                if isinstance(self.style, AutoPaginator):
+                    self.style = self._detect(page)
+                if config.max_pages is not None and number + 1 >= config.max_pages:
+                    logger.bind(task_id=self.ctx.task_id).warning(
+                        "stopped after max_pages ({}) at {}", config.max_pages, api.shown(url)
+                    )
+                    return
+                following = self._next(page, params, body_json, fetched)
+                if following is None:
+                    self._complete(page, fetched)
+                    return
+                url, params, body_json = following
+                key = f"{url}?{sorted(params.items())!r}{body_json!r}"
+                if key in seen:
+                    raise DataError(
+                        f"the paginator of {api.shown(page.url)} asked for the same page again "
+                        f"({self._described(url, params, body_json)}) after page {number + 1}",
+                        hint="the API repeats its cursor: check paginate and its paths",
+                    )
+                seen.add(key)
+                number += 1
+
+    def _fetch(
+        self, client: httpx.Client, url: str, params: dict[str, Any], body: Any, number: int
+    ) -> Page:
+        config, api = self.config, self.api
+        self.ctx.raise_if_cancelled()
+        response = api.request(
+            client,
+            config.method,
+            url,
+            params=params,
+            json=body,
+            headers=config.headers,
+            cancel=self.ctx.cancel,
+        )
+        shown = api.shown(str(response.url))
+        try:
+            decoded = response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content-type")
+            snippet = " ".join(response.text[:120].split())
+            raise DataError(
+                f"page {number + 1} of {shown} is not JSON ({kind}): {snippet!r}"
+            ) from None
+        records = records_at(decoded, config.data_path, shown)
+        return Page(number, str(response.url), records, decoded, response)
+
+    def _detect(self, page: Page) -> Any:
+        """The style a first response shows, said in the log."""
+        body = page.body if isinstance(page.body, dict) else {}
+        chosen: Any
+        if page.response.links.get("next"):
+            chosen = LinkHeaderPaginator(type="link_header")
+        elif any(isinstance(at(body, p), str) for p in _NEXT_URLS):
+            path = next(p for p in _NEXT_URLS if isinstance(at(body, p), str))
+            chosen = NextUrlPaginator(type="next_url", next_path=path)
+        elif any(at(body, p) not in (None, "") for p in _CURSORS):
+            path = next(p for p in _CURSORS if at(body, p) not in (None, ""))
+            name = path.split(".")[-1].removeprefix("next_").removeprefix("next")
+            chosen = CursorPaginator(
+                type="cursor", cursor_path=path, cursor_param=name[:1].lower() + name[1:]
+            )
+        elif self._more(page) or self._short(page, len(page.records)):
+            raise DataError(
+                f"{self.api.shown(page.url)} says more records follow, but paginate: auto "
+                "found no next link, next URL or cursor in its first response",
+                hint="set paginate (offset, page_number, cursor, link_header, next_url)",
+            )
+        else:
+            chosen = SinglePage(type="single_page")
+        logger.bind(task_id=self.ctx.task_id).info(
+            "paginate: auto chose {} for {}", _name(chosen), self.api.shown(page.url)
+        )
+        return chosen
+
+    def _next(
+        self, page: Page, params: dict[str, Any], body: Any, fetched: int
+    ) -> tuple[str, dict[str, Any], Any] | None:
+        """The next request (url, params, json), or None when the pages end."""
+        style, count = self.style, len(page.records)
+        url = page.response.request.url
+        base = str(url.copy_with(query=None))
+        if isinstance(style, SinglePage):
+            return None
+        if isinstance(style, LinkHeaderPaginator):
+            link = page.response.links.get("next", {}).get("url")
+            return (self.api.url(link), {}, body) if link else None
+        if isinstance(style, NextUrlPaginator):
+            link = at(page.body, style.next_path)
+            return (self.api.url(str(link)), {}, body) if link else None
+        if count == 0:
+            return None
+        if isinstance(style, CursorPaginator):
+            cursor = at(page.body, style.cursor_path)
+            if cursor in (None, ""):
+                return None
+            if style.location == "body":
+                return base, params, {**(body or {}), style.cursor_param: cursor}
+            return base, {**params, style.cursor_param: cursor}, body
+        if isinstance(style, OffsetPaginator):
+            total = at(page.body, style.total_path) if style.total_path else None
+            if count < style.limit or (total is not None and fetched >= int(total)):
+                return None
+            offset = int(params.get(style.offset_param, 0)) + count
+            return (
+                base,
+                {**params, style.offset_param: offset, style.limit_param: style.limit},
+                body,
+            )
+        if isinstance(style, PageNumberPaginator):
+            pages = at(page.body, style.total_pages_path) if style.total_pages_path else None
+            current = int(params.get(style.page_param, style.start))
+            if pages is not None and current - style.start + 1 >= int(pages):
+                return None
+            if style.size is not None and count < style.size:
+                return None
+            following = {**params, style.page_param: current + 1}
+            if style.size is not None:
+                following[style.size_param] = style.size
+            return base, following, body
+        raise AssertionError(f"unknown paginator {style!r}")  # pragma: no cover
+
+    def first_params(self) -> dict[str, Any]:
+        """The first request's parameters: what the style adds to the configured ones."""
+        style, params = self.style, dict(self.config.params)
+        if isinstance(style, OffsetPaginator):
+            params.setdefault(style.offset_param, 0)
+            params.setdefault(style.limit_param, style.limit)
+        if isinstance(style, PageNumberPaginator):
+            params.setdefault(style.page_param, style.start)
+            if style.size is not None:
+                params.setdefault(style.size_param, style.size)
+        return params
+
+    def _more(self, page: Page) -> bool:
+        body = page.body if isinstance(page.body, dict) else {}
+        paths = (self.config.has_more_path,) if self.config.has_more_path else _HAS_MORE
+        return any(at(body, p) is True for p in paths)
+
+    def _short(self, page: Page, fetched: int) -> bool:
+        """The response names a total the records read fall short of."""
+        body = page.body if isinstance(page.body, dict) else {}
+        for path in _TOTALS:
+            total = at(body, path)
+            if isinstance(total, int) and not isinstance(total, bool) and fetched < total:
+                return True
+        return False
+
+    def _complete(self, page: Page, fetched: int) -> None:
+        """The pages ended: refuse when the last response says there is more."""
+        shown = self.api.shown(page.url)
+        if self._more(page):
+            raise DataError(
+                f"the pages ended at {shown} although it says more follow (has_more)",
+                hint="check paginate: the API's next page is not where it looks",
+            )
+        if page.response.links.get("next") and not isinstance(self.style, LinkHeaderPaginator):
+            raise DataError(
+                f"the pages ended at {shown} although its Link header names a next page",
+                hint="set paginate: {type: link_header}",
+            )
+        if self._short(page, fetched) and not isinstance(self.style, SinglePage):
+            raise DataError(
+                f"the pages ended after {fetched} records at {shown}, fewer than the total "
+                "the response gives",
+                hint="check paginate: the API's next page is not where it looks",
+            )
+
+    def _described(self, url: str, params: dict[str, Any], body: Any) -> str:
+        text = self.api.shown(str(httpx.URL(url, params=params)))
+        return text + (f" with body {body}" if body else "")
+
+
+def _name(style: Any) -> str:
+    details = {k: v for k, v in style.model_dump().items() if k != "type"}
+    return str(style.type) + (f" {details}" if details else "")
+
+
+class _Spill:
+    """Pages as Arrow, spilled to an IPC stream file page by page with the schema each one
+    suggests, unified as they come; read back in the final schema."""
+
+    def __init__(self, config: HttpSource, folder: Path) -> None:
+        self.declared = {name: parse_type(kind) for name, kind in (config.columns or {}).items()}
+        self.folder = folder
+        self.schema: pa.Schema | None = None
+        self.files: list[Path] = []
+        self.rows = 0
+
+    def add(self, page: Page, shown: str) -> None:
+        if not page.records:
+            return
+        if not all(isinstance(r, dict) for r in page.records):
+            kinds = sorted({type(r).__name__ for r in page.records})
+            raise DataError(f"page {page.number + 1} of {shown}: records are {kinds}, not objects")
+        try:  # a struct array takes every record's keys (from_pylist: the first record's)
+            table = pa.Table.from_struct_array(pa.array(page.records))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            field = _mixed(page.records)
+            raise DataError(
+                f"page {page.number + 1} of {shown}: field {field!r} holds values of more "
+                f"than one type: {exc}",
+                hint="declare the field's type in columns",
+            ) from None
+        table = self._declared(table, page, shown)
+        self._unify(table.schema, page, shown)
+        path = self.folder / f"page-{len(self.files):06d}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+            out.write_table(table)
+        self.files.append(path)
+        self.rows += table.num_rows
+
+    def _declared(self, table: pa.Table, page: Page, shown: str) -> pa.Table:
+        for name, kind in self.declared.items():
+            if name not in table.column_names:
+                continue
+            index = table.column_names.index(name)
+            try:
+                column = table.column(index).cast(kind)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise DataError(
+                    f"page {page.number + 1} of {shown}: field {name!r} does not fit the "
+                    f"declared {kind}: {exc}"
+                ) from None
+            table = table.set_column(index, name, column)
+        return table
+
+    def _unify(self, schema: pa.Schema, page: Page, shown: str) -> None:
+        if self.schema is None:
+            self.schema = schema
+            return
+        try:
+            merged = pa.unify_schemas([self.schema, schema], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            field = _clash(self.schema, schema)
+            raise DataError(
+                f"page {page.number + 1} of {shown}: field {field!r} holds "
+                f"{schema.field(field).type if field else '?'} where earlier pages held "
+                f"{self.schema.field(field).type if field else '?'}: {exc}",
+                hint="declare the field's type in columns",
+            ) from None
+        for field in merged:
+            before = self.schema.field(field.name) if field.name in self.schema.names else None
+            if before is not None and before.type != field.type and before.type != pa.null():
+                logger.info(
+                    "field {!r} widened from {} to {} at page {}",
+                    field.name,
+                    before.type,
+                    field.type,
+                    page.number + 1,
+                )
+        self.schema = merged
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        assert self.schema is not None
+        for path in self.files:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            table = _conform(table, self.schema)
+            yield from table.to_batches()
+            path.unlink()
+
+
+def _mixed(records: list[dict[str, Any]]) -> str | None:
+    """The first field whose values Arrow cannot give one type."""
+    for key in dict.fromkeys(k for record in records for k in record):
+        try:
+            pa.array([record.get(key) for record in records])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return key
+    return None
+
+
+def _clash(before: pa.Schema, after: pa.Schema) -> str | None:
+    for field in after:
+        if field.name in before.names:
+            try:
+                pa.unify_schemas(
+                    [pa.schema([before.field(field.name)]), pa.schema([field])],
+                    promote_options="permissive",
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return str(field.name)
+    return None
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` in `schema`: missing fields as nulls, every column cast to its final type."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+    api: Api = ctx.connection(config.connection)
+    scratch = tempfile.TemporaryDirectory(prefix="arrowline-http-")
+    spill = _Spill(config, Path(scratch.name))
+    pages = _Pages(config, api, ctx)
+    config_params = pages.first_params()
+    pages.config = config.model_copy(update={"params": config_params})
+    try:
+        for page in pages:
+            spill.add(page, api.shown(page.url))
+    except BaseException:
+        scratch.cleanup()
+        raise
+    schema = spill.schema
+    if schema is None:  # no record at all: the declared columns, else nothing
+        schema = pa.schema([(name, kind) for name, kind in spill.declared.items()])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            if spill.schema is not None:
+                yield from spill.batches()
+        finally:
+            scratch.cleanup()
+
+    return [pa.RecordBatchReader.from_batches(schema, batches())]

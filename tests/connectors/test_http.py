@@ -1,0 +1,456 @@
+"""The http connector against a real HTTP server on loopback: every pagination style and its
+detection, every auth scheme, the API's limits (429, Retry-After, 5xx, timeouts, a declared
+rate), what bad answers get, and Arrow types across pages."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import engine
+from engine.api.pipeline import run
+from engine.execution.results import RunResult
+from tests.conftest import WritePipeline
+from tests.http_api import Api, Reply, Request, serve
+
+RECORDS = [{"id": i, "name": f"n{i}", "price": i * 1.5} for i in range(1, 251)]
+
+
+@pytest.fixture
+def api() -> Iterator[Api]:
+    yield from serve()
+
+
+@pytest.fixture
+def caplog_lines() -> Iterator[list[str]]:
+    """What the run logged (loguru), line by line."""
+    from loguru import logger
+
+    lines: list[str] = []
+    logger.enable("connectors")  # tests keep arrowline's packages quiet otherwise
+    handler = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    yield lines
+    logger.remove(handler)
+    logger.disable("connectors")
+
+
+def pipeline(api: Api, source: str, connection: str = "") -> str:
+    limits = "" if "retries" in connection else ", retries: 3, timeout: 2s"
+    return f"""
+        pipeline: rest
+        connections:
+          shop: {{kind: http, base_url: "{api.base_url}"{limits}{connection}}}
+        tasks:
+          - id: t
+            extract: {{from: http, connection: shop, {source}}}
+    """
+
+
+def extract(write: WritePipeline, api: Api, source: str, connection: str = "") -> RunResult:
+    return run(write("p.yaml", pipeline(api, source, connection)))
+
+
+def rows(result: RunResult) -> pl.DataFrame:
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    output = result.tasks["t"].output
+    assert output is not None
+    return pl.read_parquet([str(f) for f in output.files])
+
+
+def error(result: RunResult) -> str:
+    assert not result.ok
+    return result.tasks["t"].error or ""
+
+
+# -- pagination ------------------------------------------------------------------------------
+
+
+def test_offset_pages_until_a_short_page(write: WritePipeline, api: Api) -> None:
+    @api.route("/items")
+    def items(request: Request) -> Any:
+        offset, limit = int(request.query["offset"]), int(request.query["limit"])
+        return {"data": RECORDS[offset : offset + limit]}
+
+    found = rows(
+        extract(write, api, "path: /items, data_path: data, paginate: {type: offset, limit: 100}")
+    )
+    assert found["id"].to_list() == list(range(1, 251))
+    assert [r.query["offset"] for r in api.hits("/items")] == ["0", "100", "200"]
+
+
+def test_page_numbers_until_the_total_pages(write: WritePipeline, api: Api) -> None:
+    @api.route("/items")
+    def items(request: Request) -> Any:
+        page = int(request.query["page"])
+        return {"items": RECORDS[(page - 1) * 100 : page * 100], "pages": 3}
+
+    source = "path: /items, paginate: {type: page_number, total_pages_path: pages}"
+    found = rows(extract(write, api, source))
+    assert found.height == 250
+    assert len(api.hits("/items")) == 3
+
+
+def test_a_cursor_from_the_body_into_the_query(write: WritePipeline, api: Api) -> None:
+    @api.route("/items")
+    def items(request: Request) -> Any:
+        start = int(request.query.get("cursor", 0))
+        following = start + 100 if start + 100 < len(RECORDS) else None
+        return {"data": RECORDS[start : start + 100], "meta": {"next_cursor": following}}
+
+    source = (
+        "path: /items, data_path: data, paginate: {type: cursor, cursor_path: meta.next_cursor}"
+    )
+    assert rows(extract(write, api, source)).height == 250
+
+
+def test_a_cursor_in_a_post_body(write: WritePipeline, api: Api) -> None:
+    @api.route("/search")
+    def search(request: Request) -> Any:
+        assert request.method == "POST"
+        start = int(request.body.get("after", 0))
+        following = start + 100 if start + 100 < len(RECORDS) else None
+        return {"hits": RECORDS[start : start + 100], "after": following, "q": request.body["q"]}
+
+    source = (
+        "path: /search, method: POST, json: {q: shoes}, data_path: hits, "
+        "paginate: {type: cursor, cursor_path: after, cursor_param: after, location: body}"
+    )
+    assert rows(extract(write, api, source)).height == 250
+
+
+def test_link_headers_and_next_urls(write: WritePipeline, api: Api) -> None:
+    @api.route("/linked")
+    def linked(request: Request) -> Reply:
+        page = int(request.query.get("page", 1))
+        headers = {}
+        if page < 3:
+            headers["link"] = f'<{api.base_url}/linked?page={page + 1}>; rel="next"'
+        return Reply(200, RECORDS[(page - 1) * 100 : page * 100], headers)
+
+    @api.route("/nexted")
+    def nexted(request: Request) -> Any:
+        page = int(request.query.get("page", 1))
+        following = f"{api.base_url}/nexted?page={page + 1}" if page < 3 else None
+        return {"results": RECORDS[(page - 1) * 100 : page * 100], "next": following}
+
+    assert rows(extract(write, api, "path: /linked, paginate: {type: link_header}")).height == 250
+    assert rows(extract(write, api, "path: /nexted, paginate: {type: next_url}")).height == 250
+
+
+@pytest.mark.parametrize("style", ["link", "next", "cursor", "single"])
+def test_auto_detects_the_style_from_the_first_response(
+    write: WritePipeline, api: Api, style: str, caplog_lines: list[str]
+) -> None:
+    @api.route("/auto")
+    def auto(request: Request) -> Reply:
+        page = int(request.query.get("page", request.query.get("cursor", 1)))
+        chunk = RECORDS[(page - 1) * 100 : page * 100]
+        more = page < 3
+        if style == "link":
+            link = f'<{api.base_url}/auto?page={page + 1}>; rel="next"' if more else None
+            return Reply(200, chunk, {"link": link} if link else {})
+        if style == "next":
+            return Reply(
+                200, {"data": chunk, "next_url": f"/auto?page={page + 1}" if more else None}
+            )
+        if style == "cursor":
+            return Reply(200, {"data": chunk, "next_cursor": page + 1 if more else None})
+        return Reply(200, {"data": RECORDS})
+
+    found = rows(extract(write, api, "path: /auto"))
+    assert found.height == 250
+    chosen = [line for line in caplog_lines if "paginate: auto chose" in line]
+    expected = {
+        "link": "link_header",
+        "next": "next_url",
+        "cursor": "cursor",
+        "single": "single_page",
+    }
+    assert chosen
+    assert expected[style] in chosen[0]
+
+
+def test_auto_refuses_a_first_page_that_says_more_follow_without_saying_how(
+    write: WritePipeline, api: Api
+) -> None:
+    api.routes["/vague"] = lambda request: {"data": RECORDS[:100], "has_more": True}
+    said = error(extract(write, api, "path: /vague"))
+    assert "says more records follow" in said
+    assert "set paginate" in said or "paginate" in said
+
+
+def test_pages_that_end_while_the_api_says_more_fail(write: WritePipeline, api: Api) -> None:
+    """The paginator looks for a cursor the API does not send: it would stop after page one
+    while the response says has_more and a total of 250."""
+    api.routes["/more"] = lambda request: {"data": RECORDS[:100], "has_more": True, "total": 250}
+    source = "path: /more, data_path: data, paginate: {type: cursor, cursor_path: meta.cursor}"
+    assert "although it says more follow" in error(extract(write, api, source))
+
+
+def test_a_repeating_cursor_fails_naming_it(write: WritePipeline, api: Api) -> None:
+    api.routes["/stuck"] = lambda request: {"data": RECORDS[:10], "next_cursor": "abc"}
+    source = "path: /stuck, data_path: data, paginate: {type: cursor, cursor_path: next_cursor}"
+    said = error(extract(write, api, source))
+    assert "asked for the same page again" in said
+    assert "cursor=abc" in said
+    assert len(api.hits("/stuck")) == 2
+
+
+# -- auth ------------------------------------------------------------------------------------
+
+
+def test_an_api_key_in_the_query_never_shows(
+    write: WritePipeline, api: Api, monkeypatch: pytest.MonkeyPatch, project: Path
+) -> None:
+    monkeypatch.setenv("SHOP_KEY", "k-very-secret-1")
+
+    @api.route("/keyed")
+    def keyed(request: Request) -> Reply:
+        if request.query.get("key") != "k-very-secret-1":
+            return Reply(401, {"message": "bad key"})
+        return Reply(500, {"message": "database on fire"})
+
+    auth = ', auth: {type: api_key, name: key, api_key: "${env:SHOP_KEY}", location: query}'
+    result = extract(write, api, "path: /keyed", auth)
+    said = error(result)
+    assert "key=***" in said
+    assert "database on fire" in said
+    assert "k-very-secret-1" not in said
+    with engine.open(project) as opened:
+        stored = [str(t.error) for t in opened.catalog.task_runs(result.run_id)]
+    assert not any("k-very-secret-1" in text for text in stored)
+
+
+@pytest.mark.parametrize(
+    ("auth", "header"),
+    [
+        ('{type: api_key, api_key: "${env:SHOP_KEY}"}', ("x-api-key", "k1")),
+        ('{type: bearer, token: "${env:SHOP_KEY}"}', ("authorization", "Bearer k1")),
+        (
+            '{type: basic, username: u, password: "${env:SHOP_KEY}"}',
+            ("authorization", "Basic dTprMQ=="),
+        ),
+    ],
+)
+def test_keys_tokens_and_passwords_are_sent(
+    write: WritePipeline,
+    api: Api,
+    monkeypatch: pytest.MonkeyPatch,
+    auth: str,
+    header: tuple[str, str],
+) -> None:
+    monkeypatch.setenv("SHOP_KEY", "k1")
+
+    @api.route("/private")
+    def private(request: Request) -> Reply:
+        if request.headers.get(header[0]) != header[1]:
+            return Reply(401, {"message": "who are you"})
+        return Reply(200, RECORDS[:5])
+
+    assert rows(extract(write, api, "path: /private", f", auth: {auth}")).height == 5
+
+
+def test_oauth2_tokens_are_fetched_again_before_they_expire_and_once_on_401(
+    write: WritePipeline, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIENT_SECRET", "s3cret")
+    issued: list[str] = []
+
+    @api.route("/token")
+    def token(request: Request) -> Reply:
+        assert request.body["client_secret"] == "s3cret"
+        issued.append(f"t{len(issued) + 1}")
+        return Reply(200, {"access_token": issued[-1], "expires_in": 1})
+
+    @api.route("/orders")
+    def orders(request: Request) -> Reply:
+        page = int(request.query.get("page", 1))
+        if request.headers.get("authorization") != f"Bearer {issued[-1]}":
+            return Reply(401, {"message": "token expired"})
+        if page == 2 and len(issued) < 3:
+            return Reply(401, {"message": "revoked"})  # the server ends it early, once
+        time.sleep(0.6)  # the token's 1 s life runs out over the pages
+        following = f"/orders?page={page + 1}" if page < 3 else None
+        return {"data": RECORDS[(page - 1) * 10 : page * 10], "next": following}
+
+    auth = (
+        ", auth: {type: oauth2_client_credentials, token_url: /token, client_id: c, "
+        'client_secret: "${env:CLIENT_SECRET}", refresh_before: 0.5s}'
+    )
+    found = rows(extract(write, api, "path: /orders, paginate: {type: next_url}", auth))
+    assert found.height == 30
+    assert len(issued) >= 3
+
+
+# -- the API's limits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_date", [False, True])
+def test_429_waits_as_long_as_retry_after_says(
+    write: WritePipeline, api: Api, as_date: bool
+) -> None:
+    answered: list[float] = []
+
+    @api.route("/busy")
+    def busy(request: Request) -> Reply:
+        answered.append(time.monotonic())
+        if len(answered) == 1:
+            later = email.utils.formatdate(time.time() + 2, usegmt=True) if as_date else "1"
+            return Reply(429, {"message": "slow down"}, {"retry-after": later})
+        return Reply(200, RECORDS[:3])
+
+    assert rows(extract(write, api, "path: /busy")).height == 3
+    assert answered[1] - answered[0] >= (0.9 if not as_date else 0.5)
+
+
+def test_5xx_bursts_are_retried_and_other_4xx_fail_at_once(write: WritePipeline, api: Api) -> None:
+    calls: list[int] = []
+
+    @api.route("/flaky")
+    def flaky(request: Request) -> Reply:
+        calls.append(1)
+        return (
+            Reply(503, raw=b"<html><title>Service Unavailable</title></html>")
+            if len(calls) < 3
+            else Reply(200, RECORDS[:2])
+        )
+
+    assert rows(extract(write, api, "path: /flaky")).height == 2
+    api.routes["/gone"] = lambda request: Reply(410, {"error": {"message": "resource retired"}})
+    said = error(extract(write, api, "path: /gone"))
+    assert "answered 410 Gone: resource retired" in said
+    assert len(api.hits("/gone")) == 1
+
+
+def test_slow_answers_are_retried_then_fail_naming_the_url(write: WritePipeline, api: Api) -> None:
+    api.routes["/slow"] = lambda request: Reply(200, RECORDS[:1], delay=3.0)
+    said = error(extract(write, api, "path: /slow", ", retries: 1, timeout: 0.3s"))
+    assert "took longer than 0.3s 2 times" in said
+    assert "/slow" in said
+
+
+def test_html_and_broken_json_say_what_came_back(write: WritePipeline, api: Api) -> None:
+    api.routes["/html"] = lambda request: Reply(
+        200, raw=b"<html><body>Log in</body></html>", headers={"content-type": "text/html"}
+    )
+    api.routes["/broken"] = lambda request: Reply(200, raw=b'{"data": [1, 2')
+    said = error(extract(write, api, "path: /html"))
+    assert "is not JSON (text/html)" in said
+    assert "/html" in said
+    assert "is not JSON" in error(extract(write, api, "path: /broken"))
+
+
+def test_a_declared_rate_is_kept_without_a_single_429(write: WritePipeline, api: Api) -> None:
+    """The server answers 429 to a request that comes sooner than 1/20 s after the one
+    before; a rate limit of 16/s keeps every request within it, and the pages still come at
+    close to that rate."""
+    last: list[float] = []
+    refused: list[int] = []
+
+    @api.route("/metered")
+    def metered(request: Request) -> Reply:
+        now = time.monotonic()
+        if last and now - last[-1] < 0.05:
+            refused.append(1)
+            return Reply(429, {"message": "too fast"}, {"retry-after": "1"})
+        last.append(now)
+        page = int(request.query.get("page", 1))
+        following = f"/metered?page={page + 1}" if page < 20 else None
+        return {"data": [{"id": page}], "next": following}
+
+    started = time.monotonic()
+    found = rows(extract(write, api, "path: /metered", ", rate_limit: {requests: 16, per: second}"))
+    took = time.monotonic() - started
+    assert found.height == 20
+    assert refused == []
+    assert took >= 19 / 16 * 0.9
+
+
+# -- Arrow -----------------------------------------------------------------------------------
+
+
+def test_types_widen_across_pages_and_nested_records_keep_their_shape(
+    write: WritePipeline, api: Api
+) -> None:
+    pages = [
+        [{"id": 1, "score": None, "amount": 1, "tags": ["a"], "who": {"name": "x"}}],
+        [
+            {
+                "id": 2,
+                "score": 7,
+                "amount": 2.5,
+                "extra": "late field",
+                "who": {"name": "y", "age": 3},
+            }
+        ],
+    ]
+
+    @api.route("/shapes")
+    def shapes(request: Request) -> Any:
+        page = int(request.query.get("page", 1))
+        return {"data": pages[page - 1], "next": "/shapes?page=2" if page == 1 else None}
+
+    output = rows(extract(write, api, "path: /shapes, columns: {id: int32}"))
+    assert output.schema["id"] == pl.Int32
+    assert output.schema["score"] == pl.Int64
+    assert output.schema["amount"] == pl.Float64
+    assert output["extra"].to_list() == [None, "late field"]
+    assert output["who"].struct.field("age").to_list() == [None, 3]
+    assert output["tags"].to_list() == [["a"], None]
+
+
+def test_a_field_whose_types_cannot_meet_fails_naming_page_and_field(
+    write: WritePipeline, api: Api
+) -> None:
+    pages = [[{"id": 1, "code": 10}], [{"id": 2, "code": "X-10"}]]
+
+    @api.route("/clash")
+    def clash(request: Request) -> Any:
+        page = int(request.query.get("page", 1))
+        return {"data": pages[page - 1], "next": "/clash?page=2" if page == 1 else None}
+
+    said = error(extract(write, api, "path: /clash"))
+    assert "page 2 of" in said
+    assert "field 'code'" in said
+    declared = rows(extract(write, api, "path: /clash, columns: {code: string}"))
+    assert declared["code"].to_list() == ["10", "X-10"]
+
+
+def test_the_source_is_named_in_lineage_by_its_url(write: WritePipeline, api: Api) -> None:
+    from connectors.base import NamingContext
+    from connectors.http import CONNECTOR
+    from connectors.http.config import HttpConnection, HttpSource
+
+    source = HttpSource.model_validate({"from": "http", "connection": "shop", "path": "/orders"})
+    spec = HttpConnection.model_validate({"kind": "http", "base_url": "https://api.example.com/v1"})
+    place = CONNECTOR.place(source, NamingContext(connections={"shop": spec}))
+    assert (place.namespace, place.table) == ("https://api.example.com", "/v1/orders")
+
+
+def test_check_reaches_the_api_with_its_auth(api: Api, tmp_path: Path) -> None:
+    from connectors.http import CONNECTOR
+    from connectors.http.config import HttpConnection
+
+    api.routes["/v1"] = lambda request: (
+        Reply(200, {"ok": True})
+        if request.headers.get("authorization") == "Bearer good"
+        else Reply(401, {"message": "no"})
+    )
+    for token, ok in (("good", True), ("bad", False)):
+        spec = HttpConnection.model_validate(
+            {
+                "kind": "http",
+                "base_url": f"{api.base_url}/v1",
+                "retries": 0,
+                "auth": {"type": "bearer", "token": token},
+            }
+        )
+        result = CONNECTOR.check_connection(CONNECTOR.resolve("shop", spec, tmp_path))
+        assert result.ok is ok, result.detail
+    assert "answered 401" in result.detail
