@@ -15,6 +15,7 @@ from connectors.base import (
     CheckResult,
     Connector,
     ConnectorContext,
+    IncrementalSpec,
     NamingContext,
 )
 from connectors.http.config import HttpConnection, HttpSource
@@ -35,6 +36,9 @@ class HttpConnector(Connector):
     def connection_name(self, config: ConfigModel) -> str | None:
         assert isinstance(config, HttpSource)
         return config.connection
+
+    def incremental(self, config: ConfigModel) -> IncrementalSpec | None:
+        return config.incremental if isinstance(config, HttpSource) else None
 
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         """`https://host` + the path: the OpenLineage dataset of a resource."""

@@ -155,8 +155,7 @@ class Api:
             except httpx.TimeoutException:
                 if attempt == self.retries:
                     raise TransientTaskError(
-                        f"{method} {shown} took longer than {self.timeout:g}s "
-                        f"{attempt + 1} times",
+                        f"{method} {shown} took longer than {self.timeout:g}s {attempt + 1} times",
                         hint="raise the connection's timeout, or ask for smaller pages",
                     ) from None
                 _sleep(_backoff(attempt), cancel)

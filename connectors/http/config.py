@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from connectors.base import IncrementalSpec
 from engine.core.config import ConfigModel
 from engine.core.durations import Duration
 
@@ -17,6 +18,7 @@ __all__ = [
     "BasicAuth",
     "BearerAuth",
     "HttpConnection",
+    "HttpIncremental",
     "HttpSource",
     "OAuth2ClientCredentials",
     "Paginator",
@@ -194,6 +196,24 @@ Paginator = Annotated[
 ]
 
 
+class HttpIncremental(IncrementalSpec):
+    """Read only what changed: the committed watermark of `cursor` (a field of the records)
+    goes into a request parameter, less `lookback`; records at or before it that come back
+    anyway are dropped by the same (cursor, key) comparison as database extracts, when the
+    cursor's type allows it exactly (declare it in `columns`: a timestamp, a number)."""
+
+    param: str = Field(description="Query parameter (or JSON body key) of the start: since.")
+    location: Literal["query", "body"] = Field("query", description="Where the start goes.")
+    initial: str | None = Field(
+        None, description="Start of the first run, with nothing committed (none: everything)."
+    )
+    format: Literal["iso", "epoch", "epoch_ms", "date"] = Field(
+        "iso",
+        description="How the start is written: ISO 8601, seconds or milliseconds since 1970, "
+        "or a date.",
+    )
+
+
 class HttpSource(ConfigModel):
     """Records of a JSON API, page by page, straight into Arrow."""
 
@@ -228,6 +248,7 @@ class HttpSource(ConfigModel):
     max_pages: int | None = Field(
         None, ge=1, description="Stop after this many pages (a sample; a run says so)."
     )
+    incremental: HttpIncremental | None = Field(None, description="Read only what changed.")
 
     @model_validator(mode="after")
     def _body_with_post(self) -> HttpSource:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from connectors.http.config import (
 )
 from engine.core.errors import DataError
 from engine.core.types import parse_type
+from engine.core.watermark import RowsAfter
 
 __all__ = ["at", "open_http", "records_at"]
 
@@ -118,6 +120,9 @@ class _Pages:
         config, api = self.config, self.api
         params: dict[str, Any] = dict(config.params)
         body_json = dict(config.json_) if config.json_ is not None else None
+        start, spec = incremental_start(config, self.ctx), config.incremental
+        if start is not None and spec is not None and spec.location == "body":
+            body_json = {**(body_json or {}), spec.param: start}
         url = api.url(config.path)
         seen: set[str] = set()
         number, fetched = 0, 0
@@ -250,8 +255,13 @@ class _Pages:
         raise AssertionError(f"unknown paginator {style!r}")  # pragma: no cover
 
     def first_params(self) -> dict[str, Any]:
-        """The first request's parameters: what the style adds to the configured ones."""
+        """The first request's parameters: what the style adds to the configured ones, and an
+        incremental start."""
         style, params = self.style, dict(self.config.params)
+        start = incremental_start(self.config, self.ctx)
+        spec = self.config.incremental
+        if start is not None and spec is not None and spec.location == "query":
+            params[spec.param] = start
         if isinstance(style, OffsetPaginator):
             params.setdefault(style.offset_param, 0)
             params.setdefault(style.limit_param, style.limit)
@@ -300,6 +310,27 @@ class _Pages:
         return text + (f" with body {body}" if body else "")
 
 
+def incremental_start(config: HttpSource, ctx: ConnectorContext) -> Any:
+    """The value the request's incremental parameter gets: the committed watermark less the
+    lookback, written as `format` says; `initial` on a first run; None for everything."""
+    spec = config.incremental
+    if spec is None:
+        return None
+    if ctx.watermark is None:
+        return spec.initial
+    value = ctx.watermark.cursor
+    if spec.lookback is not None and isinstance(value, datetime | date):
+        value = value - spec.lookback
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # a naive timestamp is read as UTC
+    if spec.format == "date":
+        return (value.date() if isinstance(value, datetime) else value).isoformat()
+    if spec.format in ("epoch", "epoch_ms") and isinstance(value, datetime):
+        seconds = value.timestamp()
+        return int(seconds) if spec.format == "epoch" else int(seconds * 1000)
+    return value.isoformat() if isinstance(value, datetime | date) else value
+
+
 def _name(style: Any) -> str:
     details = {k: v for k, v in style.model_dump().items() if k != "type"}
     return str(style.type) + (f" {details}" if details else "")
@@ -309,7 +340,10 @@ class _Spill:
     """Pages as Arrow, spilled to an IPC stream file page by page with the schema each one
     suggests, unified as they come; read back in the final schema."""
 
-    def __init__(self, config: HttpSource, folder: Path) -> None:
+    def __init__(self, config: HttpSource, folder: Path, after: RowsAfter | None) -> None:
+        self.after = after
+        """Records at or before the committed watermark, which the API sent again, are
+        dropped when the comparison can be made exactly (not with a lookback)."""
         self.declared = {name: parse_type(kind) for name, kind in (config.columns or {}).items()}
         self.folder = folder
         self.schema: pa.Schema | None = None
@@ -332,6 +366,8 @@ class _Spill:
                 hint="declare the field's type in columns",
             ) from None
         table = self._declared(table, page, shown)
+        if self.after is not None and self.after.refusal(table.schema) is None:
+            table = table.filter(self.after.mask(table))  # what the watermark had committed
         self._unify(table.schema, page, shown)
         path = self.folder / f"page-{len(self.files):06d}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
@@ -427,7 +463,11 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
     api: Api = ctx.connection(config.connection)
     scratch = tempfile.TemporaryDirectory(prefix="arrowline-http-")
-    spill = _Spill(config, Path(scratch.name))
+    spec = config.incremental
+    after = None
+    if spec is not None and ctx.watermark is not None and spec.lookback is None:
+        after = RowsAfter(spec.cursor, spec.key, ctx.watermark)
+    spill = _Spill(config, Path(scratch.name), after)
     pages = _Pages(config, api, ctx)
     config_params = pages.first_params()
     pages.config = config.model_copy(update={"params": config_params})

@@ -454,3 +454,74 @@ def test_check_reaches_the_api_with_its_auth(api: Api, tmp_path: Path) -> None:
         result = CONNECTOR.check_connection(CONNECTOR.resolve("shop", spec, tmp_path))
         assert result.ok is ok, result.detail
     assert "answered 401" in result.detail
+
+
+# -- incremental -----------------------------------------------------------------------------
+
+
+def test_an_incremental_pull_sends_the_committed_watermark_and_drops_what_it_had(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """The API answers `updated_since` inclusively, so the record at the watermark comes back;
+    the (cursor, key) comparison drops it, and the two records sharing the watermark's time
+    with a higher id (late ties) are kept. The watermark is committed with the Parquet load."""
+    store = [{"id": i, "updated_at": f"2024-01-01T10:0{i}:00+00:00", "v": i} for i in range(1, 6)]
+
+    @api.route("/changes")
+    def changes(request: Request) -> Any:
+        since = request.query.get("updated_since")
+        picked = [
+            r for r in store if since is None or r["updated_at"] >= since.replace("Z", "+00:00")
+        ]
+        return {"data": picked}
+
+    source = (
+        "path: /changes, data_path: data, paginate: {type: single_page}, "
+        'columns: {updated_at: "timestamp[us, UTC]"}, '
+        "incremental: {cursor: updated_at, key: [id], param: updated_since}"
+    )
+    text = (
+        pipeline(api, source)
+        + """
+          - id: out
+            load: {input: t, to: parquet, path: out/changes, mode: append}
+    """
+    )
+    path = write("p.yaml", text)
+    first = run(path)
+    assert first.ok, {k: t.error for k, t in first.tasks.items() if t.error}
+    assert "updated_since" not in api.hits("/changes")[0].query
+    store.append({"id": 6, "updated_at": "2024-01-01T10:05:00+00:00", "v": 6})  # a tie, late
+    store.append({"id": 7, "updated_at": "2024-01-01T10:07:00+00:00", "v": 7})
+    second = run(path)
+    assert second.ok, {k: t.error for k, t in second.tasks.items() if t.error}
+    assert api.hits("/changes")[-1].query["updated_since"] == "2024-01-01T10:05:00+00:00"
+    assert second.tasks["t"].rows_out == 2
+    published = pl.read_parquet(str(project / "out" / "changes" / "*.parquet"))
+    assert sorted(published["id"].to_list()) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_the_start_is_written_as_the_api_wants_it(api: Api) -> None:
+    from datetime import UTC, datetime
+
+    from connectors.base import ConnectorContext
+    from connectors.http.config import HttpSource
+    from connectors.http.source import incremental_start
+    from engine.core.watermark import Watermark
+
+    mark = Watermark(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
+    ctx = ConnectorContext(Path("."), "p", "r", "t", watermark=mark)
+    cases = {
+        ("iso", None): "2024-03-01T12:00:00+00:00",
+        ("epoch", None): 1709294400,
+        ("epoch_ms", "1h"): 1709290800000,
+        ("date", "1d"): "2024-02-29",
+    }
+    for (kind, lookback), expected in cases.items():
+        spec: dict[str, Any] = {"cursor": "u", "param": "since", "format": kind}
+        if lookback:
+            spec["lookback"] = lookback
+        config = HttpSource.model_validate(
+            {"from": "http", "connection": "c", "path": "/x", "incremental": spec}
+        )
+        assert incremental_start(config, ctx) == expected, kind
