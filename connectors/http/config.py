@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ __all__ = [
     "HttpSource",
     "OAuth2ClientCredentials",
     "Paginator",
+    "ParentResource",
     "RateLimit",
 ]
 
@@ -214,6 +216,25 @@ class HttpIncremental(IncrementalSpec):
     )
 
 
+class ParentResource(ConfigModel):
+    """The resource whose records a child path names (`/orders/{parent.id}/items`): read
+    first, page by page, each record's children fetched with the connection's concurrency."""
+
+    path: str = Field(description="Path of the parent resource: /orders.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Query parameters.")
+    data_path: str | None = Field(None, description="Where the parent's records are.")
+    paginate: Paginator = Field(
+        default_factory=lambda: AutoPaginator(type="auto"), description="How its pages follow."
+    )
+    has_more_path: str | None = Field(None, description="As for the resource itself.")
+    fields: tuple[str, ...] = Field(
+        (), description="Parent fields every child row carries, as parent_<field>."
+    )
+
+
+_PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z_]\w*)\}")
+
+
 class HttpSource(ConfigModel):
     """Records of a JSON API, page by page, straight into Arrow."""
 
@@ -249,11 +270,26 @@ class HttpSource(ConfigModel):
         None, ge=1, description="Stop after this many pages (a sample; a run says so)."
     )
     incremental: HttpIncremental | None = Field(None, description="Read only what changed.")
+    parent: ParentResource | None = Field(
+        None,
+        description="Fan out over a parent resource's records: `path` names its fields as "
+        "{parent.<field>}.",
+    )
+
+    @property
+    def parent_fields(self) -> list[str]:
+        """The parent fields `path` names."""
+        return _PARENT_FIELD.findall(self.path)
 
     @model_validator(mode="after")
     def _body_with_post(self) -> HttpSource:
         if self.json_ is not None and self.method != "POST":
             raise ValueError("a json body needs method: POST")
+        if bool(self.parent_fields) != (self.parent is not None):
+            raise ValueError(
+                "a path naming {parent.<field>} needs a parent resource, and a parent needs "
+                "the path to name one of its fields"
+            )
         in_body = isinstance(self.paginate, CursorPaginator) and self.paginate.location == "body"
         if in_body and self.method != "POST":
             raise ValueError("a cursor in the body needs method: POST")

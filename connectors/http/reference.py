@@ -41,7 +41,11 @@ connections:
         "response and says in the log which it chose. Pages end on an empty page, a total "
         "reached, no next link or cursor; a cursor or URL that repeats fails the task, and so "
         "does an end while the response still says there is more (`has_more`, a total, a "
-        "`Link: rel=next`): never a silent partial load.",
+        "`Link: rel=next`): never a silent partial load. `incremental` sends the committed "
+        "watermark of a record field as a request parameter (less `lookback`) and drops "
+        "records at or before it that come back. `parent` fans out: a path naming "
+        "`{parent.<field>}` is fetched for every record of the parent resource, on the "
+        "connection's concurrency, each row carrying the parent's `fields` as parent_<field>.",
         """\
 extract:
   from: http

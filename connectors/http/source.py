@@ -350,7 +350,8 @@ class _Spill:
         self.files: list[Path] = []
         self.rows = 0
 
-    def add(self, page: Page, shown: str) -> None:
+    def add(self, page: Page, shown: str, carried: dict[str, Any] | None = None) -> None:
+        """One page's records; `carried`: values every row of it gets (a parent's fields)."""
         if not page.records:
             return
         if not all(isinstance(r, dict) for r in page.records):
@@ -365,6 +366,8 @@ class _Spill:
                 f"than one type: {exc}",
                 hint="declare the field's type in columns",
             ) from None
+        for name, value in (carried or {}).items():
+            table = table.append_column(name, pa.array([value] * table.num_rows))
         table = self._declared(table, page, shown)
         if self.after is not None and self.after.refusal(table.schema) is None:
             table = table.filter(self.after.mask(table))  # what the watermark had committed
@@ -468,12 +471,12 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
     if spec is not None and ctx.watermark is not None and spec.lookback is None:
         after = RowsAfter(spec.cursor, spec.key, ctx.watermark)
     spill = _Spill(config, Path(scratch.name), after)
-    pages = _Pages(config, api, ctx)
-    config_params = pages.first_params()
-    pages.config = config.model_copy(update={"params": config_params})
     try:
-        for page in pages:
-            spill.add(page, api.shown(page.url))
+        if config.parent is None:
+            for page in _pages(config, api, ctx):
+                spill.add(page, api.shown(page.url))
+        else:
+            _fan_out(config, api, ctx, spill)
     except BaseException:
         scratch.cleanup()
         raise
@@ -489,3 +492,74 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
             scratch.cleanup()
 
     return [pa.RecordBatchReader.from_batches(schema, batches())]
+
+
+def _pages(config: HttpSource, api: Api, ctx: ConnectorContext) -> _Pages:
+    pages = _Pages(config, api, ctx)
+    pages.config = config.model_copy(update={"params": pages.first_params()})
+    return pages
+
+
+def _fan_out(config: HttpSource, api: Api, ctx: ConnectorContext, spill: _Spill) -> None:
+    """The parent's records, page by page; each one's children fetched on the connection's
+    concurrency (the bucket and the cap still bound every request), added in parent order,
+    each row carrying the parent's `fields` as parent_<field>."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    assert config.parent is not None
+    parent = config.parent
+    parent_config = HttpSource.model_validate(
+        {
+            "from": "http",
+            "connection": config.connection,
+            "path": parent.path,
+            "params": parent.params,
+            "data_path": parent.data_path,
+            "paginate": parent.paginate.model_dump(),
+            "has_more_path": parent.has_more_path,
+        }
+    )
+    window = api.max_concurrency * 2
+
+    def fetch(child: HttpSource) -> list[Page]:
+        return list(_pages(child, api, ctx))
+
+    with ThreadPoolExecutor(api.max_concurrency, thread_name_prefix="http-child") as pool:
+        pending: list[tuple[dict[str, Any], Future[list[Page]]]] = []
+
+        def settle(keep: int) -> None:
+            while len(pending) > keep:
+                record, future = pending.pop(0)
+                carried = {f"parent_{name}": record.get(name) for name in parent.fields}
+                for page in future.result():
+                    spill.add(page, api.shown(page.url), carried)
+
+        for page in _pages(parent_config, api, ctx):
+            for index, record in enumerate(page.records):
+                if not isinstance(record, dict):
+                    raise DataError(
+                        f"parent record {index + 1} of {api.shown(page.url)} is no object"
+                    )
+                child = config.model_copy(
+                    update={"path": _child_path(config, record, page, index, api), "parent": None}
+                )
+                pending.append((record, pool.submit(fetch, child)))
+                settle(window)
+        settle(0)
+
+
+def _child_path(
+    config: HttpSource, record: dict[str, Any], page: Page, index: int, api: Api
+) -> str:
+    from urllib.parse import quote
+
+    path = config.path
+    for name in config.parent_fields:
+        value = record.get(name)
+        if value is None or isinstance(value, dict | list):
+            raise DataError(
+                f"parent record {index + 1} of page {page.number + 1} of {api.shown(page.url)} "
+                f"has no usable {name!r} for {config.path}: {value!r}"
+            )
+        path = path.replace(f"{{parent.{name}}}", quote(str(value), safe=""))
+    return path

@@ -525,3 +525,77 @@ def test_the_start_is_written_as_the_api_wants_it(api: Api) -> None:
             {"from": "http", "connection": "c", "path": "/x", "incremental": spec}
         )
         assert incremental_start(config, ctx) == expected, kind
+
+
+# -- parent and child ------------------------------------------------------------------------
+
+
+def test_children_fan_out_over_the_parent_within_the_connection_s_concurrency(
+    write: WritePipeline, api: Api
+) -> None:
+    import threading
+
+    orders = [{"id": i, "ref": f"o/{i}"} for i in range(1, 8)]
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    @api.route("/orders")
+    def parents(request: Request) -> Any:
+        page = int(request.query.get("page", 1))
+        following = "/orders?page=2" if page == 1 else None
+        return {"data": orders[(page - 1) * 4 : page * 4], "next": following}
+
+    def items(request: Request) -> Reply:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        order = int(request.path.split("/")[2])
+        page = int(request.query.get("page", 1))
+        following = f"/orders/{order}/items?page=2" if page == 1 else None
+        return Reply(200, {"data": [{"sku": f"s{order}-{page}"}], "next": following})
+
+    for order in orders:
+        api.routes[f"/orders/{order['id']}/items"] = items
+
+    source = (
+        "path: '/orders/{parent.id}/items', data_path: data, paginate: {type: next_url}, "
+        "parent: {path: /orders, data_path: data, paginate: {type: next_url}, fields: [id, ref]}"
+    )
+    found = rows(extract(write, api, source, ", max_concurrency: 2"))
+    assert found.height == 14
+    assert found["parent_id"].to_list() == [i for i in range(1, 8) for _ in (1, 2)]
+    assert found["parent_ref"][0] == "o/1"
+    assert found["sku"].to_list()[:2] == ["s1-1", "s1-2"]
+    assert most[0] == 2
+
+
+def test_a_parent_without_the_field_its_children_need_fails_naming_it(
+    write: WritePipeline, api: Api
+) -> None:
+    api.routes["/orders"] = lambda request: [{"id": 1}, {"number": 2}]
+    api.routes["/orders/1/items"] = lambda request: [{"sku": "a"}]
+    source = "path: '/orders/{parent.id}/items', parent: {path: /orders}"
+    said = error(extract(write, api, source))
+    assert "parent record 2 of page 1" in said
+    assert "has no usable 'id'" in said
+
+
+def test_a_child_path_needs_its_parent_and_says_so_before_a_run(write: WritePipeline) -> None:
+    from engine.tasks.checks import check_file
+
+    path = write(
+        "p.yaml",
+        """
+        pipeline: rest
+        connections:
+          shop: {kind: http, base_url: "http://127.0.0.1:9"}
+        tasks:
+          - id: t
+            extract: {from: http, connection: shop, path: "/orders/{parent.id}/items"}
+        """,
+    )
+    _, problems = check_file(path)
+    assert any("needs a parent resource" in p.message and p.line == 6 for p in problems)
