@@ -22,6 +22,7 @@ NAMES = (
     "udf",
     "validate",
     "e2e",
+    "rest_extract",
     "scheduler",
 )
 

@@ -105,9 +105,16 @@ def redact(text: str) -> str:
     return mask_text(text)
 
 
+_WHERE_WORDS = frozenset({"url", "uri", "endpoint", "path"})
+"""A name ending in one of these says where a secret is found (`token_url`, `secret_path`),
+not the secret itself."""
+
+
 def is_secret_name(name: str) -> bool:
     """Whether a setting, parameter or header called `name` holds a secret."""
     words = [word.lower() for word in _WORD.findall(name)]
+    if len(words) > 1 and words[-1] in _WHERE_WORDS:
+        return False
     joined = "".join(words)
     return any(part in joined for part in _SECRET_PARTS) or not _SECRET_WORDS.isdisjoint(words)
 
@@ -168,7 +175,7 @@ def mask_secrets(value: Any, found: list[str] | None = None) -> Any:
         return mask_text(value, found)
     if isinstance(value, Mapping):
         return {
-            key: _mask_all(item, found)
+            key: _mask_secret(item, found)
             if isinstance(key, str) and is_secret_name(key)
             else mask_secrets(item, found)
             for key, item in value.items()
@@ -176,6 +183,18 @@ def mask_secrets(value: Any, found: list[str] | None = None) -> Any:
     if isinstance(value, list | tuple):
         return [mask_secrets(item, found) for item in value]
     return value
+
+
+def _mask_secret(value: Any, found: list[str] | None) -> Any:
+    """The value of a key named like a secret: masked whole, unless it is a settings block
+    that names its own secrets (`auth: {type: bearer, token: ...}`), whose other settings
+    (the scheme, a header's name, a duration) are no secrets and would otherwise be hidden
+    from every message as if they were."""
+    if isinstance(value, Mapping) and any(
+        isinstance(key, str) and is_secret_name(key) for key in value
+    ):
+        return mask_secrets(value, found)
+    return _mask_all(value, found)
 
 
 def _mask_all(value: Any, found: list[str] | None) -> Any:

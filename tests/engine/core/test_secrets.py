@@ -385,6 +385,37 @@ def test_mask_secrets_masks_values_by_their_key_and_keeps_references() -> None:
     }
 
 
+def test_an_auth_block_masks_the_secrets_it_names_and_keeps_its_settings() -> None:
+    """`auth` is named like a secret; a block under it that names its own secrets keeps the
+    rest readable (and out of the redactor, which would hide "header" or "0.5s" in every
+    message); one that names none is masked whole. A name for where a secret is (token_url,
+    secret_path) is no secret."""
+    value = {
+        "auth": {
+            "type": "oauth2_client_credentials",
+            "token_url": "https://id.example.com/token",
+            "client_id": "c",
+            "client_secret": "s3cret",
+            "refresh_before": "0.5s",
+        },
+        "key_auth": {"type": "api_key", "location": "header", "api_key": "k-123"},
+        "credentials": {"account": "a", "blob": "opaque"},
+        "secret_path": "/run/secrets/db",
+    }
+    assert mask_secrets(value) == {
+        "auth": {
+            "type": "oauth2_client_credentials",
+            "token_url": "https://id.example.com/token",
+            "client_id": "c",
+            "client_secret": MASK,
+            "refresh_before": "0.5s",
+        },
+        "key_auth": {"type": "api_key", "location": "header", "api_key": MASK},
+        "credentials": {"account": MASK, "blob": MASK},
+        "secret_path": "/run/secrets/db",
+    }
+
+
 def test_a_resume_takes_a_masked_parameter_from_the_environment_again(
     write: WritePipeline, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
