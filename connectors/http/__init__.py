@@ -65,17 +65,20 @@ class HttpConnector(Connector):
         return resolve(name, spec, base_dir)
 
     def check_connection(self, resolved: Any) -> CheckResult:
-        """One GET of the base URL with the connection's auth: any answer but 401, 403 or a
-        5xx says the API is there and takes the credentials."""
-        from engine.core.errors import ArrowlineError
+        """One GET of the base URL with the connection's auth: any answer but 401, 403, a 5xx
+        or none says the API is there and takes the credentials."""
+        from engine.core.errors import ArrowlineError, DataError
 
         started = time.perf_counter()
         try:
             with resolved.client() as client:
                 response = resolved.request(client, "GET", resolved.base_url)
             detail, ok = f"HTTP {response.status_code}", True
+        except DataError as exc:  # a 4xx: the API is there; only 401 and 403 refuse us
+            detail = exc.message
+            ok = not any(f"answered {status}" in exc.message for status in (401, 403))
         except ArrowlineError as exc:
-            detail, ok = exc.message, "answered 404" in exc.message
+            detail, ok = exc.message, False
         latency = (time.perf_counter() - started) * 1000
         return CheckResult(resolved.name, resolved.shown(resolved.base_url), ok, detail, latency)
 

@@ -98,7 +98,9 @@ class HttpConnection(ConfigModel):
     )
     auth: Auth | None = Field(None, description="How requests authenticate.")
     timeout: Duration = Field(
-        timedelta(seconds=30), description="How long one request may take before it is retried."
+        timedelta(seconds=30),
+        description="How long a request may wait for the server (to connect, or between two "
+        "pieces of an answer) before it is retried.",
     )
     rate_limit: RateLimit | None = Field(None, description="Requests allowed, budgeted ahead.")
     max_concurrency: int = Field(
@@ -112,6 +114,13 @@ class HttpConnection(ConfigModel):
         "again (full-jitter backoff, the server's Retry-After first).",
     )
     verify: bool = Field(True, description="Verify the server's TLS certificate.")
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("timeout must be longer than 0s")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -280,6 +289,18 @@ class HttpSource(ConfigModel):
     def parent_fields(self) -> list[str]:
         """The parent fields `path` names."""
         return _PARENT_FIELD.findall(self.path)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_types(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        from engine.core.types import parse_type
+
+        for name, kind in (value or {}).items():
+            try:
+                parse_type(kind)
+            except ValueError as exc:
+                raise ValueError(f"columns.{name}: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _body_with_post(self) -> HttpSource:

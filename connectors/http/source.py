@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
@@ -62,10 +63,28 @@ class Page:
 
 
 def _path(text: str) -> list[str]:
-    text = text.strip()
+    text = text.strip().removesuffix("[*]").removesuffix(".*")  # JSONPath's "every element"
     if text.startswith("$"):
         text = text[1:].lstrip(".")
     return [part for part in text.replace("[", ".").replace("]", "").split(".") if part]
+
+
+_MISSING = object()
+
+
+def _lookup(body: Any, path: str) -> Any:
+    """The value at `path`, or `_MISSING` when a key on the way is absent (not null)."""
+    value = body
+    for part in _path(path):
+        if isinstance(value, dict):
+            if part not in value:
+                return _MISSING
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
 
 
 def at(body: Any, path: str) -> Any:
@@ -81,11 +100,18 @@ def at(body: Any, path: str) -> Any:
     return value
 
 
-def records_at(body: Any, data_path: str | None, url: str) -> list[Any]:
+def records_at(body: Any, data_path: str | None, url: str, number: int = 0) -> list[Any]:
     """The records of one page: at `data_path`, the body itself when it is a list, or the one
-    list an object holds."""
+    list an object holds. A page without its `data_path` (an error object answered with 200,
+    a typo) fails rather than read as empty; a later page that holds no list likewise."""
     if data_path is not None:
-        found = at(body, data_path)
+        found = _lookup(body, data_path)
+        if found is _MISSING:
+            keys = ", ".join(body) if isinstance(body, dict) else type(body).__name__
+            raise DataError(
+                f"page {number + 1} of {url} has no {data_path!r} (it holds: {keys[:200]})",
+                hint="check data_path, or what the API answered",
+            )
         if found is None:
             return []
         if not isinstance(found, list):
@@ -99,8 +125,14 @@ def records_at(body: Any, data_path: str | None, url: str) -> list[Any]:
         lists = [key for key, value in body.items() if isinstance(value, list)]
         if len(lists) == 1:
             return list(body[lists[0]])
-        if not lists:
+        if not lists and number == 0:
             return [body]  # one record
+        if not lists:
+            raise DataError(
+                f"page {number + 1} of {url} holds no list of records "
+                f"(it holds: {', '.join(body)[:200]})",
+                hint="say which key holds the records with data_path",
+            )
         raise DataError(
             f"{url}: the response holds several lists ({', '.join(lists)})",
             hint="say which one holds the records with data_path",
@@ -124,12 +156,19 @@ class _Pages:
         start, spec = incremental_start(config, self.ctx), config.incremental
         if start is not None and spec is not None and spec.location == "body":
             body_json = {**(body_json or {}), spec.param: start}
-        url = api.url(config.path)
+        url = api.url(urlsplit(config.path)._replace(query="").geturl())  # its query: params
         seen: set[str] = set()
-        number, fetched = 0, 0
+        number, fetched, last_body = 0, 0, b""
         with api.client() as client:
             while True:
                 page = self._fetch(client, url, params, body_json, number)
+                if page.records and page.response.content == last_body:
+                    raise DataError(
+                        f"page {number + 1} of {api.shown(page.url)} is page {number} again: "
+                        "the API repeats its last page past the end",
+                        hint="set total_pages_path, has_more_path or max_pages",
+                    )
+                last_body = page.response.content
                 fetched += len(page.records)
                 yield page
                 if isinstance(self.style, AutoPaginator):
@@ -177,7 +216,7 @@ class _Pages:
             raise DataError(
                 f"page {number + 1} of {shown} is not JSON ({kind}): {snippet!r}"
             ) from None
-        records = records_at(decoded, config.data_path, shown)
+        records = records_at(decoded, config.data_path, shown, number)
         return Page(number, str(response.url), records, decoded, response)
 
     def _detect(self, page: Page) -> Any:
@@ -186,8 +225,8 @@ class _Pages:
         chosen: Any
         if page.response.links.get("next"):
             chosen = LinkHeaderPaginator(type="link_header")
-        elif any(isinstance(at(body, p), str) for p in _NEXT_URLS):
-            path = next(p for p in _NEXT_URLS if isinstance(at(body, p), str))
+        elif any(_linkish(at(body, p)) for p in _NEXT_URLS):
+            path = next(p for p in _NEXT_URLS if _linkish(at(body, p)))
             chosen = NextUrlPaginator(type="next_url", next_path=path)
         elif any(at(body, p) not in (None, "") for p in _CURSORS):
             path = next(p for p in _CURSORS if at(body, p) not in (None, ""))
@@ -219,12 +258,10 @@ class _Pages:
             return None
         if isinstance(style, LinkHeaderPaginator):
             link = page.response.links.get("next", {}).get("url")
-            return (self.api.url(link), {}, body) if link else None
+            return (str(url.join(link)), {}, body) if link else None
         if isinstance(style, NextUrlPaginator):
             link = at(page.body, style.next_path)
-            return (self.api.url(str(link)), {}, body) if link else None
-        if count == 0:
-            return None
+            return (str(url.join(str(link))), {}, body) if link else None
         if isinstance(style, CursorPaginator):
             cursor = at(page.body, style.cursor_path)
             if cursor in (None, ""):
@@ -232,9 +269,11 @@ class _Pages:
             if style.location == "body":
                 return base, params, {**(body or {}), style.cursor_param: cursor}
             return base, {**params, style.cursor_param: cursor}, body
+        if count == 0:  # a short page may be the server's cap, not the end: only none is
+            return None
         if isinstance(style, OffsetPaginator):
             total = at(page.body, style.total_path) if style.total_path else None
-            if count < style.limit or (total is not None and fetched >= int(total)):
+            if total is not None and fetched >= int(total):
                 return None
             offset = int(params.get(style.offset_param, 0)) + count
             return (
@@ -247,8 +286,6 @@ class _Pages:
             current = int(params.get(style.page_param, style.start))
             if pages is not None and current - style.start + 1 >= int(pages):
                 return None
-            if style.size is not None and count < style.size:
-                return None
             following = {**params, style.page_param: current + 1}
             if style.size is not None:
                 following[style.size_param] = style.size
@@ -256,9 +293,10 @@ class _Pages:
         raise AssertionError(f"unknown paginator {style!r}")  # pragma: no cover
 
     def first_params(self) -> dict[str, Any]:
-        """The first request's parameters: what the style adds to the configured ones, and an
-        incremental start."""
-        style, params = self.style, dict(self.config.params)
+        """The first request's parameters: a query written into `path`, the configured ones,
+        what the style adds, and an incremental start."""
+        style = self.style
+        params = {**dict(parse_qsl(urlsplit(self.config.path).query)), **self.config.params}
         start = incremental_start(self.config, self.ctx)
         spec = self.config.incremental
         if start is not None and spec is not None and spec.location == "query":
@@ -280,7 +318,14 @@ class _Pages:
     def _short(self, page: Page, fetched: int) -> bool:
         """The response names a total the records read fall short of."""
         body = page.body if isinstance(page.body, dict) else {}
-        for path in _TOTALS:
+        style = self.style
+        configured = getattr(style, "total_path", None)
+        if isinstance(style, PageNumberPaginator) and style.total_pages_path:
+            pages = at(body, style.total_pages_path)
+            current = page.number + 1
+            if isinstance(pages, int) and current < pages:
+                return True
+        for path in (configured, *_TOTALS) if configured else _TOTALS:
             total = at(body, path)
             if isinstance(total, int) and not isinstance(total, bool) and fetched < total:
                 return True
@@ -332,6 +377,11 @@ def incremental_start(config: HttpSource, ctx: ConnectorContext) -> Any:
     return value.isoformat() if isinstance(value, datetime | date) else value
 
 
+def _linkish(value: Any) -> bool:
+    """A body value that is a URL or a path (a next link), not an opaque token."""
+    return isinstance(value, str) and value.startswith(("http://", "https://", "/", "?"))
+
+
 def _name(style: Any) -> str:
     details = {k: v for k, v in style.model_dump().items() if k != "type"}
     return str(style.type) + (f" {details}" if details else "")
@@ -348,7 +398,8 @@ class _Spill:
         self.declared = {name: parse_type(kind) for name, kind in (config.columns or {}).items()}
         self.folder = folder
         self.schema: pa.Schema | None = None
-        self.files: list[Path] = []
+        self.files: list[tuple[Path, int, str]] = []
+        """Each page's spill file, its number and URL (for messages)."""
         self.rows = 0
 
     def add(self, page: Page, shown: str, carried: dict[str, Any] | None = None) -> None:
@@ -360,7 +411,7 @@ class _Spill:
             raise DataError(f"page {page.number + 1} of {shown}: records are {kinds}, not objects")
         try:  # a struct array takes every record's keys (from_pylist: the first record's)
             table = pa.Table.from_struct_array(pa.array(page.records))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             field = _mixed(page.records)
             raise DataError(
                 f"page {page.number + 1} of {shown}: field {field!r} holds values of more "
@@ -376,7 +427,7 @@ class _Spill:
         path = self.folder / f"page-{len(self.files):06d}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
             out.write_table(table)
-        self.files.append(path)
+        self.files.append((path, page.number, shown))
         self.rows += table.num_rows
 
     def _declared(self, table: pa.Table, page: Page, shown: str) -> pa.Table:
@@ -422,10 +473,17 @@ class _Spill:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         assert self.schema is not None
-        for path in self.files:
+        for path, number, shown in self.files:
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_stream(source).read_all()
-            table = _conform(table, self.schema)
+            try:
+                table = _conform(table, self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise DataError(
+                    f"page {number + 1} of {shown}: its values do not fit the type later pages "
+                    f"gave their field: {exc}",
+                    hint="declare the field's type in columns",
+                ) from None
             yield from table.to_batches()
             path.unlink()
 
@@ -435,7 +493,7 @@ def _mixed(records: list[dict[str, Any]]) -> str | None:
     for key in dict.fromkeys(k for record in records for k in record):
         try:
             pa.array([record.get(key) for record in records])
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return key
     return None
 
@@ -465,7 +523,16 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+    from connectors.http.client import resolved_references
+
     api: Api = ctx.connection(config.connection)
+    where = f"task {ctx.task_id!r}"
+    config = config.model_copy(  # ${env:...}/${file:...} in its headers and params, resolved
+        update={
+            "headers": resolved_references(config.headers, where, ctx.base_dir),
+            "params": resolved_references(config.params, where, ctx.base_dir),
+        }
+    )
     scratch = tempfile.TemporaryDirectory(prefix="arrowline-http-")
     spec = config.incremental
     after = None
@@ -480,6 +547,9 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
     except BaseException:
         scratch.cleanup()
         raise
+    for name, kind in spill.declared.items():  # declared, in no record: typed NULLs
+        if spill.schema is not None and name not in spill.schema.names:
+            spill.schema = spill.schema.append(pa.field(name, kind))
     schema = spill.schema
     if schema is None:  # no record at all: the declared columns, else nothing
         schema = pa.schema([(name, kind) for name, kind in spill.declared.items()])

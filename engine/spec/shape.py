@@ -146,7 +146,9 @@ def _pydantic_problems(
                 hint = f"valid keys: {', '.join(valid)}"
             code = "unknown-key"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            tag_key = _TAG_KEYS.get(str(path[-1]) if path else "", "from")
+            said = str(ctx.get("discriminator", "")).strip("'")
+            named = said if said.isidentifier() else None  # not aliases, not a callable's repr
+            tag_key = named or _TAG_KEYS.get(str(path[-1]) if path else "", "from")
             expected = str(ctx.get("expected_tags", "")).replace("'", "")
             if kind == "union_tag_invalid":
                 tag = str(ctx.get("tag"))
@@ -157,7 +159,7 @@ def _pydantic_problems(
             else:
                 message = f"{where}: missing {tag_key!r}"
             hint = f"valid values of {tag_key!r}: {expected}"
-            code = "unknown-connector"
+            code = "unknown-connector" if tag_key in ("from", "to", "kind") else "unknown-value"
         elif kind == "missing":
             key = str(item["loc"][-1])
             # a missing key is not in the data, so the path walked ends at its parent

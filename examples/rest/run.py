@@ -30,6 +30,7 @@ PAGE = 250
 
 class Shop(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
+
     def log_message(self, format: str, *args: object) -> None:
         return
 
