@@ -120,6 +120,10 @@ class ConnectorContext:
     """For a transactional sink: commit these in the same transaction as the data."""
     rejects: Any = None
     """For a source that sets malformed rows aside: its collector (`Connector.rejects`)."""
+    checkpoint: Path | None = None
+    """For a source: a folder of this run's that outlives an attempt, a kill included, where
+    it may keep its progress (pages read) so a resumed run goes on from there. Not created
+    here; a source removes it once its rows were all read."""
 
     def connection(self, name: str) -> Any:
         try:

@@ -45,7 +45,10 @@ connections:
         "watermark of a record field as a request parameter (less `lookback`) and drops "
         "records at or before it that come back. `parent` fans out: a path naming "
         "`{parent.<field>}` is fetched for every record of the parent resource, on the "
-        "connection's concurrency, each row carrying the parent's `fields` as parent_<field>.",
+        "connection's concurrency, each row carrying the parent's `fields` as parent_<field>. "
+        "Pages are checkpointed as they are kept: a retry, or `--resume` after a crash or a "
+        "kill -9, goes on from the page after the last one kept (at most the page in flight "
+        "and two read ahead are fetched again); a fan-out starts over.",
         """\
 extract:
   from: http

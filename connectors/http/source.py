@@ -16,6 +16,7 @@ link), since a partial load that looks complete is the worst outcome.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,10 +43,21 @@ from connectors.http.config import (
     SinglePage,
 )
 from engine.core.errors import DataError
+from engine.core.files import remove_tree
 from engine.core.types import parse_type
 from engine.core.watermark import RowsAfter
 
 __all__ = ["at", "open_http", "records_at"]
+
+_STYLES: dict[str, Any] = {
+    "offset": OffsetPaginator,
+    "page_number": PageNumberPaginator,
+    "cursor": CursorPaginator,
+    "link_header": LinkHeaderPaginator,
+    "next_url": NextUrlPaginator,
+    "single_page": SinglePage,
+    "auto": AutoPaginator,
+}
 
 _NEXT_URLS = ("next", "next_url", "links.next", "next_page_url", "paging.next")
 _CURSORS = ("next_cursor", "meta.next_cursor", "cursor", "next_page_token", "nextPageToken")
@@ -60,6 +72,8 @@ class Page:
     records: list[Any]
     body: Any
     response: httpx.Response
+    progress: dict[str, Any] | None = None
+    """Where the pages stand once this one is kept: the next request, counts and the style."""
 
 
 def _path(text: str) -> list[str]:
@@ -143,54 +157,79 @@ def records_at(body: Any, data_path: str | None, url: str, number: int = 0) -> l
 class _Pages:
     """The pages of one resource, in order, as the paginator leads."""
 
-    def __init__(self, config: HttpSource, api: Api, ctx: ConnectorContext) -> None:
+    def __init__(
+        self,
+        config: HttpSource,
+        api: Api,
+        ctx: ConnectorContext,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.api = api
         self.ctx = ctx
         self.style: Any = config.paginate
+        self.resume = resume
+        if resume is not None:
+            self.style = _STYLES[resume["style"]["type"]].model_validate(resume["style"])
 
     def __iter__(self) -> Iterator[Page]:
         config, api = self.config, self.api
-        params: dict[str, Any] = dict(config.params)
-        body_json = dict(config.json_) if config.json_ is not None else None
-        start, spec = incremental_start(config, self.ctx), config.incremental
-        if start is not None and spec is not None and spec.location == "body":
-            body_json = {**(body_json or {}), spec.param: start}
-        url = api.url(urlsplit(config.path)._replace(query="").geturl())  # its query: params
-        seen: set[str] = set()
-        number, fetched, last_body = 0, 0, b""
+        resumed = self.resume
+        if resumed is not None:  # a resumed run: on from the page after the last one kept
+            url, params, body_json = resumed["next"]
+            number, fetched, last = resumed["number"], resumed["fetched"], resumed["last"]
+            seen: set[str] = set(resumed["seen"])
+        else:
+            params = dict(config.params)
+            body_json = dict(config.json_) if config.json_ is not None else None
+            start, spec = incremental_start(config, self.ctx), config.incremental
+            if start is not None and spec is not None and spec.location == "body":
+                body_json = {**(body_json or {}), spec.param: start}
+            url = api.url(urlsplit(config.path)._replace(query="").geturl())  # query: params
+            number, fetched, last, seen = 0, 0, "", set()
         with api.client() as client:
             while True:
                 page = self._fetch(client, url, params, body_json, number)
-                if page.records and page.response.content == last_body:
+                digest = hashlib.sha1(page.response.content).hexdigest()
+                if page.records and digest == last:
                     raise DataError(
                         f"page {number + 1} of {api.shown(page.url)} is page {number} again: "
                         "the API repeats its last page past the end",
                         hint="set total_pages_path, has_more_path or max_pages",
                     )
-                last_body = page.response.content
+                last = digest
                 fetched += len(page.records)
-                yield page
                 if isinstance(self.style, AutoPaginator):
                     self.style = self._detect(page)
-                if config.max_pages is not None and number + 1 >= config.max_pages:
-                    logger.bind(task_id=self.ctx.task_id).warning(
-                        "stopped after max_pages ({}) at {}", config.max_pages, api.shown(url)
-                    )
-                    return
-                following = self._next(page, params, body_json, fetched)
+                capped = config.max_pages is not None and number + 1 >= config.max_pages
+                following = None if capped else self._next(page, params, body_json, fetched)
+                if following is not None:
+                    key = f"{following[0]}?{sorted(following[1].items())!r}{following[2]!r}"
+                    if key in seen:
+                        raise DataError(
+                            f"the paginator of {api.shown(page.url)} asked for the same page "
+                            f"again ({self._described(*following)}) after page {number + 1}",
+                            hint="the API repeats its cursor: check paginate and its paths",
+                        )
+                    seen.add(key)
+                page.progress = {
+                    "next": following,
+                    "number": number + 1,
+                    "fetched": fetched,
+                    "last": last,
+                    "seen": sorted(seen),
+                    "style": self.style.model_dump(),
+                }
+                yield page
                 if following is None:
-                    self._complete(page, fetched)
+                    if capped:
+                        logger.bind(task_id=self.ctx.task_id).warning(
+                            "stopped after max_pages ({}) at {}", config.max_pages, api.shown(url)
+                        )
+                    else:
+                        self._complete(page, fetched)
                     return
                 url, params, body_json = following
-                key = f"{url}?{sorted(params.items())!r}{body_json!r}"
-                if key in seen:
-                    raise DataError(
-                        f"the paginator of {api.shown(page.url)} asked for the same page again "
-                        f"({self._described(url, params, body_json)}) after page {number + 1}",
-                        hint="the API repeats its cursor: check paginate and its paths",
-                    )
-                seen.add(key)
                 number += 1
 
     def _fetch(
@@ -391,7 +430,10 @@ class _Spill:
     """Pages as Arrow, spilled to an IPC stream file page by page with the schema each one
     suggests, unified as they come; read back in the final schema."""
 
-    def __init__(self, config: HttpSource, folder: Path, after: RowsAfter | None) -> None:
+    def __init__(
+        self, config: HttpSource, folder: Path, after: RowsAfter | None, task_id: str = ""
+    ) -> None:
+        self.task_id = task_id
         self.after = after
         """Records at or before the committed watermark, which the API sent again, are
         dropped when the comparison can be made exactly (not with a lookback)."""
@@ -484,8 +526,7 @@ class _Spill:
                     f"gave their field: {exc}",
                     hint="declare the field's type in columns",
                 ) from None
-            yield from table.to_batches()
-            path.unlink()
+            yield from table.to_batches()  # the folder goes once all are read
 
 
 def _mixed(records: list[dict[str, Any]]) -> str | None:
@@ -533,19 +574,34 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
             "params": resolved_references(config.params, where, ctx.base_dir),
         }
     )
-    scratch = tempfile.TemporaryDirectory(prefix="arrowline-http-")
     spec = config.incremental
     after = None
     if spec is not None and ctx.watermark is not None and spec.lookback is None:
         after = RowsAfter(spec.cursor, spec.key, ctx.watermark)
-    spill = _Spill(config, Path(scratch.name), after)
+    checkpoint = _Checkpoint(ctx.checkpoint, config, ctx) if config.parent is None else None
+    scratch = None if checkpoint else tempfile.TemporaryDirectory(prefix="arrowline-http-")
+    folder = checkpoint.folder if checkpoint else Path(scratch.name)  # type: ignore[union-attr]
+
+    def cleanup() -> None:
+        if checkpoint is not None:
+            checkpoint.remove()
+        elif scratch is not None:
+            scratch.cleanup()
+
+    spill = _Spill(config, folder, after, ctx.task_id)
     try:
-        if config.parent is None:
-            _read_ahead(_pages(config, api, ctx), spill, api)
-        else:
+        if config.parent is not None:
             _fan_out(config, api, ctx, spill)
+        else:
+            resume = checkpoint.restore(spill) if checkpoint else None
+            if resume is None or resume["next"] is not None:
+                pages = _Pages(config, api, ctx, resume)
+                if resume is None:
+                    pages.config = config.model_copy(update={"params": pages.first_params()})
+                _read_ahead(pages, spill, api, checkpoint)
     except BaseException:
-        scratch.cleanup()
+        if checkpoint is None and scratch is not None:
+            scratch.cleanup()  # a checkpoint stays for the resume
         raise
     for name, kind in spill.declared.items():  # declared, in no record: typed NULLs
         if spill.schema is not None and name not in spill.schema.names:
@@ -555,26 +611,94 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
         schema = pa.schema([(name, kind) for name, kind in spill.declared.items()])
 
     def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            if spill.schema is not None:
-                yield from spill.batches()
-        finally:
-            scratch.cleanup()
+        if spill.schema is not None:
+            yield from spill.batches()
+        cleanup()  # every row read: the next attempt starts afresh
 
     return [pa.RecordBatchReader.from_batches(schema, batches())]
 
 
-def _read_ahead(pages: _Pages, spill: _Spill, api: Api) -> None:
+class _Checkpoint:
+    """A resource's progress in a folder that outlives the attempt: its spilled pages and,
+    after each one is kept, `progress.json` (the next request, the counts, the style, the
+    pages and their schema). A resumed run of the same config and start goes on from the
+    page after the last one kept; anything else starts afresh."""
+
+    def __init__(self, folder: Path | None, config: HttpSource, ctx: ConnectorContext) -> None:
+        assert folder is not None
+        self.folder = folder
+        self.file = folder / "progress.json"
+        start = ctx.watermark.to_json() if ctx.watermark is not None else None
+        identity = config.model_dump_json(by_alias=True) + (start or "")
+        self.identity = hashlib.sha256(identity.encode()).hexdigest()
+
+    def restore(self, spill: _Spill) -> dict[str, Any] | None:
+        """The saved progress, its pages put back into `spill`; None to start afresh."""
+        import base64
+
+        try:
+            saved = orjson.loads(self.file.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            saved = None
+        if not saved or saved.get("identity") != self.identity:
+            remove_tree(self.folder)
+            self.folder.mkdir(parents=True)
+            return None
+        kept = {name for name, _, _ in saved["files"]}
+        for leftover in self.folder.glob("page-*.arrow"):  # spilled, not recorded: again
+            if leftover.name not in kept:
+                leftover.unlink()
+        spill.files = [
+            (self.folder / name, number, shown) for name, number, shown in saved["files"]
+        ]
+        spill.rows = saved["rows"]
+        if saved["schema"]:
+            buffer = pa.py_buffer(base64.b64decode(saved["schema"]))
+            spill.schema = pa.ipc.read_schema(buffer)
+        logger.bind(task_id=spill.task_id).info(
+            "resuming after page {} ({} records kept)", saved["progress"]["number"], spill.rows
+        )
+        progress: dict[str, Any] = saved["progress"]
+        return progress
+
+    def save(self, spill: _Spill, progress: dict[str, Any]) -> None:
+        import base64
+
+        schema = spill.schema.serialize().to_pybytes() if spill.schema is not None else b""
+        payload = {
+            "identity": self.identity,
+            "progress": progress,
+            "files": [(path.name, number, shown) for path, number, shown in spill.files],
+            "rows": spill.rows,
+            "schema": base64.b64encode(schema).decode(),
+        }
+        partial = self.file.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(payload))
+        partial.replace(self.file)
+
+    def remove(self) -> None:
+        remove_tree(self.folder)
+
+
+def _read_ahead(
+    pages: _Pages, spill: _Spill, api: Api, checkpoint: _Checkpoint | None = None
+) -> None:
     """Each page made Arrow and spilled on a thread of its own while the next is fetched (its
     cursor is known once the body is parsed): a rate-limited run keeps its rate, the others
-    overlap conversion with the server's time. At most `_AHEAD` pages wait."""
+    overlap conversion with the server's time. At most `_AHEAD` pages wait. Once a page is
+    kept, the checkpoint says so."""
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    def keep(page: Page) -> None:
+        spill.add(page, api.shown(page.url))
+        if checkpoint is not None and page.progress is not None:
+            checkpoint.save(spill, page.progress)
 
     with ThreadPoolExecutor(1, thread_name_prefix="http-pages") as adder:
         waiting: deque[Future[None]] = deque()
         for page in pages:
-            waiting.append(adder.submit(spill.add, page, api.shown(page.url)))
+            waiting.append(adder.submit(keep, page))
             while len(waiting) > _AHEAD or (waiting and waiting[0].done()):
                 waiting.popleft().result()
         while waiting:

@@ -127,7 +127,10 @@ class Extract:
                 copy_details: dict[str, Any] = {"streams": 1, "copied": True}
                 return TaskOutcome(rows_in=copied, rows_out=copied, details=copy_details)
         rejects = owner.rejects(config)
-        readers = owner.open(config, context.connector(watermark=start, rejects=rejects))
+        checkpoint = context.staging_path.parent / f".checkpoint-{context.run_id}"
+        readers = owner.open(
+            config, context.connector(watermark=start, rejects=rejects, checkpoint=checkpoint)
+        )
         trackers = [
             WatermarkTracker(incremental.cursor, incremental.key) if incremental else None
             for _ in readers

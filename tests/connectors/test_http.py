@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 import engine
-from engine.api.pipeline import run
+from engine.api.pipeline import resume, run
 from engine.execution.results import RunResult
 from tests.conftest import WritePipeline
 from tests.http_api import Api, Reply, Request, serve
@@ -845,3 +845,61 @@ def test_an_unknown_paginator_is_named_by_its_own_key(write: WritePipeline) -> N
     (problem,) = problems
     assert (problem.code, problem.line) == ("unknown-value", 6)
     assert "unknown 'type' value 'offest'. Did you mean 'offset'?" in problem.message
+
+
+# -- resumable -------------------------------------------------------------------------------
+
+
+def test_kill_9_mid_pages_then_resume_fetches_only_what_was_not_kept(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """The run is killed while it reads page 6 of 12; the resume (same run) goes on from the
+    page after the last one its checkpoint kept, and the output equals a clean run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    @api.route("/slow")
+    def slow(request: Request) -> Reply:
+        page = int(request.query.get("cursor", 0))
+        following = page + 1 if page < 11 else None
+        data = [{"id": page * 10 + i, "page": page} for i in range(10)]
+        return Reply(200, {"data": data, "next": following}, delay=0.15)
+
+    source = "path: /slow, data_path: data, paginate: {type: cursor, cursor_path: next}"
+    text = (
+        pipeline(api, source)
+        + """
+          - id: out
+            load: {input: t, to: parquet, path: out/slow.parquet}
+    """
+    )
+    path = write("p.yaml", text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWLINE_FAULT")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", str(path), "--no-progress"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(api.hits("/slow")) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    served = len(api.hits("/slow"))
+    assert 6 <= served < 12
+    checkpoints = list((project / ".arrowline").rglob(".checkpoint-*/progress.json"))
+    assert checkpoints, "the killed run kept its progress"
+
+    resumed = resume(path)
+    assert resumed.ok, {k: t.error for k, t in resumed.tasks.items() if t.error}
+    again = [int(r.query.get("cursor", 0)) for r in api.hits("/slow")[served:]]
+    fetched_twice = served - again[0]
+    assert again == list(range(again[0], 12))
+    assert fetched_twice <= 3  # the page in flight, and at most two read ahead of the kept ones
+    found = pl.read_parquet(str(project / "out" / "slow.parquet"))
+    assert sorted(found["id"].to_list()) == list(range(120))
+    assert not list((project / ".arrowline").rglob(".checkpoint-*"))
