@@ -578,7 +578,8 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
     after = None
     if spec is not None and ctx.watermark is not None and spec.lookback is None:
         after = RowsAfter(spec.cursor, spec.key, ctx.watermark)
-    checkpoint = _Checkpoint(ctx.checkpoint, config, ctx) if config.parent is None else None
+    resumable = config.parent is None and ctx.checkpoint is not None
+    checkpoint = _Checkpoint(ctx.checkpoint, config, ctx) if resumable else None
     scratch = None if checkpoint else tempfile.TemporaryDirectory(prefix="arrowline-http-")
     folder = checkpoint.folder if checkpoint else Path(scratch.name)  # type: ignore[union-attr]
 
