@@ -513,7 +513,7 @@ def test_the_start_is_written_as_the_api_wants_it(api: Api) -> None:
 
     from connectors.base import ConnectorContext
     from connectors.http.config import HttpSource
-    from connectors.http.source import incremental_start
+    from connectors.http.pages import incremental_start
     from engine.core.watermark import Watermark
 
     mark = Watermark(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))

@@ -1,0 +1,223 @@
+"""Pages as Arrow on disk: spilled page by page with the schema each suggests, unified as
+they come, read back in the final schema; and the checkpoint that keeps them, with the
+pagination's progress, for a resumed run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from loguru import logger
+
+from connectors.base import ConnectorContext
+from connectors.http.config import HttpSource
+from connectors.http.pages import Page
+from engine.core.errors import DataError
+from engine.core.files import remove_tree
+from engine.core.types import parse_type
+from engine.core.watermark import RowsAfter
+
+__all__ = ["Checkpoint", "Spill"]
+
+
+class Spill:
+    """Pages as Arrow, spilled to an IPC stream file page by page with the schema each one
+    suggests, unified as they come; read back in the final schema."""
+
+    def __init__(
+        self, config: HttpSource, folder: Path, after: RowsAfter | None, task_id: str = ""
+    ) -> None:
+        self.task_id = task_id
+        self.after = after
+        """Records at or before the committed watermark, which the API sent again, are
+        dropped when the comparison can be made exactly (not with a lookback)."""
+        self.declared = {name: parse_type(kind) for name, kind in (config.columns or {}).items()}
+        self.folder = folder
+        self.schema: pa.Schema | None = None
+        self.files: list[tuple[Path, int, str]] = []
+        """Each page's spill file, its number and URL (for messages)."""
+        self.rows = 0
+
+    def add(self, page: Page, shown: str, carried: dict[str, Any] | None = None) -> None:
+        """One page's records; `carried`: values every row of it gets (a parent's fields)."""
+        if not page.records:
+            return
+        if not all(isinstance(r, dict) for r in page.records):
+            kinds = sorted({type(r).__name__ for r in page.records})
+            raise DataError(f"page {page.number + 1} of {shown}: records are {kinds}, not objects")
+        try:  # a struct array takes every record's keys (from_pylist: the first record's)
+            table = pa.Table.from_struct_array(pa.array(page.records))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            field = _mixed(page.records)
+            raise DataError(
+                f"page {page.number + 1} of {shown}: field {field!r} holds values of more "
+                f"than one type: {exc}",
+                hint="declare the field's type in columns",
+            ) from None
+        for name, value in (carried or {}).items():
+            table = table.append_column(name, pa.array([value] * table.num_rows))
+        table = self._declared(table, page, shown)
+        if self.after is not None and self.after.refusal(table.schema) is None:
+            table = table.filter(self.after.mask(table))  # what the watermark had committed
+        self._unify(table.schema, page, shown)
+        path = self.folder / f"page-{len(self.files):06d}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+            out.write_table(table)
+        self.files.append((path, page.number, shown))
+        self.rows += table.num_rows
+
+    def _declared(self, table: pa.Table, page: Page, shown: str) -> pa.Table:
+        for name, kind in self.declared.items():
+            if name not in table.column_names:
+                continue
+            index = table.column_names.index(name)
+            try:
+                column = table.column(index).cast(kind)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise DataError(
+                    f"page {page.number + 1} of {shown}: field {name!r} does not fit the "
+                    f"declared {kind}: {exc}"
+                ) from None
+            table = table.set_column(index, name, column)
+        return table
+
+    def _unify(self, schema: pa.Schema, page: Page, shown: str) -> None:
+        if self.schema is None:
+            self.schema = schema
+            return
+        try:
+            merged = pa.unify_schemas([self.schema, schema], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            field = _clash(self.schema, schema)
+            raise DataError(
+                f"page {page.number + 1} of {shown}: field {field!r} holds "
+                f"{schema.field(field).type if field else '?'} where earlier pages held "
+                f"{self.schema.field(field).type if field else '?'}: {exc}",
+                hint="declare the field's type in columns",
+            ) from None
+        for field in merged:
+            before = self.schema.field(field.name) if field.name in self.schema.names else None
+            if before is not None and before.type != field.type and before.type != pa.null():
+                logger.info(
+                    "field {!r} widened from {} to {} at page {}",
+                    field.name,
+                    before.type,
+                    field.type,
+                    page.number + 1,
+                )
+        self.schema = merged
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        assert self.schema is not None
+        for path, number, shown in self.files:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            try:
+                table = _conform(table, self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise DataError(
+                    f"page {number + 1} of {shown}: its values do not fit the type later pages "
+                    f"gave their field: {exc}",
+                    hint="declare the field's type in columns",
+                ) from None
+            yield from table.to_batches()  # the folder goes once all are read
+
+
+def _mixed(records: list[dict[str, Any]]) -> str | None:
+    """The first field whose values Arrow cannot give one type."""
+    for key in dict.fromkeys(k for record in records for k in record):
+        try:
+            pa.array([record.get(key) for record in records])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return key
+    return None
+
+
+def _clash(before: pa.Schema, after: pa.Schema) -> str | None:
+    for field in after:
+        if field.name in before.names:
+            try:
+                pa.unify_schemas(
+                    [pa.schema([before.field(field.name)]), pa.schema([field])],
+                    promote_options="permissive",
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return str(field.name)
+    return None
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` in `schema`: missing fields as nulls, every column cast to its final type."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class Checkpoint:
+    """A resource's progress in a folder that outlives the attempt: its spilled pages and,
+    after each one is kept, `progress.json` (the next request, the counts, the style, the
+    pages and their schema). A resumed run of the same config and start goes on from the
+    page after the last one kept; anything else starts afresh."""
+
+    def __init__(self, folder: Path | None, config: HttpSource, ctx: ConnectorContext) -> None:
+        assert folder is not None
+        self.folder = folder
+        self.file = folder / "progress.json"
+        start = ctx.watermark.to_json() if ctx.watermark is not None else None
+        identity = config.model_dump_json(by_alias=True) + (start or "")
+        self.identity = hashlib.sha256(identity.encode()).hexdigest()
+
+    def restore(self, spill: Spill) -> dict[str, Any] | None:
+        """The saved progress, its pages put back into `spill`; None to start afresh."""
+        import base64
+
+        try:
+            saved = orjson.loads(self.file.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            saved = None
+        if not saved or saved.get("identity") != self.identity:
+            remove_tree(self.folder)
+            self.folder.mkdir(parents=True)
+            return None
+        kept = {name for name, _, _ in saved["files"]}
+        for leftover in self.folder.glob("page-*.arrow"):  # spilled, not recorded: again
+            if leftover.name not in kept:
+                leftover.unlink()
+        spill.files = [
+            (self.folder / name, number, shown) for name, number, shown in saved["files"]
+        ]
+        spill.rows = saved["rows"]
+        if saved["schema"]:
+            buffer = pa.py_buffer(base64.b64decode(saved["schema"]))
+            spill.schema = pa.ipc.read_schema(buffer)
+        logger.bind(task_id=spill.task_id).info(
+            "resuming after page {} ({} records kept)", saved["progress"]["number"], spill.rows
+        )
+        progress: dict[str, Any] = saved["progress"]
+        return progress
+
+    def save(self, spill: Spill, progress: dict[str, Any]) -> None:
+        import base64
+
+        schema = spill.schema.serialize().to_pybytes() if spill.schema is not None else b""
+        payload = {
+            "identity": self.identity,
+            "progress": progress,
+            "files": [(path.name, number, shown) for path, number, shown in spill.files],
+            "rows": spill.rows,
+            "schema": base64.b64encode(schema).decode(),
+        }
+        partial = self.file.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(payload))
+        partial.replace(self.file)
+
+    def remove(self) -> None:
+        remove_tree(self.folder)
