@@ -71,6 +71,7 @@ class Pipeline:
         defaults: Mapping[str, Any] | None = None,
         base_dir: str | os.PathLike[str] | None = None,
         cache: bool = False,
+        pools: Mapping[str, int] | None = None,
     ) -> None:
         self.name = name
         self.base_dir = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
@@ -85,6 +86,8 @@ class Pipeline:
             self._header["defaults"] = dict(defaults)
         if cache:
             self._header["cache"] = True
+        if pools:
+            self._header["pools"] = dict(pools)  # resource pools: engine.execution.pools
         self._tasks: list[dict[str, Any]] = []
 
     def _add(self, task_id: str, kind: str, config: Any, common: Mapping[str, Any]) -> str:
@@ -101,6 +104,7 @@ class Pipeline:
         depends_on: Sequence[str] | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        pool: str | None = None,
         materialize: Literal["table", "ephemeral"] | None = None,
         **config: Any,
     ) -> str:
@@ -110,6 +114,7 @@ class Pipeline:
             "depends_on": depends_on,
             "retry": retry,
             "timeout": timeout,
+            "pool": pool,
             "materialize": materialize,
         }
         return self._add(task_id, "extract", {"from": source, **config}, common)
@@ -122,6 +127,7 @@ class Pipeline:
         depends_on: Sequence[str] | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        pool: str | None = None,
         materialize: Literal["table", "ephemeral"] | None = None,
     ) -> str:
         """`p.sql("t", "select ... from o")`; `materialize="ephemeral"`: keep nothing, inlined
@@ -130,6 +136,7 @@ class Pipeline:
             "depends_on": depends_on,
             "retry": retry,
             "timeout": timeout,
+            "pool": pool,
             "materialize": materialize,
         }
         return self._add(task_id, "sql", {"query": query}, common)
@@ -146,9 +153,10 @@ class Pipeline:
         depends_on: Sequence[str] | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        pool: str | None = None,
     ) -> Any:
         """Add a UDF task; without `function`, decorate the function that follows."""
-        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout}
+        common = {"depends_on": depends_on, "retry": retry, "timeout": timeout, "pool": pool}
 
         def add(fn: str | Callable[..., Any]) -> Any:
             config = {
@@ -189,6 +197,7 @@ class Pipeline:
         depends_on: Sequence[str] | None = None,
         retry: Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        pool: str | None = None,
         materialize: Literal["table", "view"] | None = None,
         **config: Any,
     ) -> str:
@@ -198,6 +207,7 @@ class Pipeline:
             "depends_on": depends_on,
             "retry": retry,
             "timeout": timeout,
+            "pool": pool,
             "materialize": materialize,
         }
         return self._add(task_id, "load", {"input": input, "to": to, **config}, common)

@@ -354,7 +354,7 @@ def _type(prop: dict[str, Any]) -> str:
         return json.dumps(prop["const"])
     if "anyOf" in prop:
         parts = [_type(p) for p in prop["anyOf"] if p.get("type") != "null"]
-        if any(p.get("pattern") for p in prop["anyOf"]) or "duration" in str(prop):
+        if any("(ms|s|m|h|d|w)" in p.get("pattern", "") for p in prop["anyOf"]):
             return "duration"
         text = " or ".join(dict.fromkeys(parts))
         return text + (" or null" if any(p.get("type") == "null" for p in prop["anyOf"]) else "")

@@ -27,7 +27,7 @@ from engine.core.errors import Cancelled, TransientTaskError
 from engine.execution.waiting import DueQueue
 
 if TYPE_CHECKING:
-    from engine.planning.build import PlannedTask
+    from engine.planning.build import Plan, PlannedTask
 
 __all__ = ["BreakerGate", "BreakerState", "CircuitBreaker", "CircuitOpen"]
 
@@ -151,6 +151,17 @@ class BreakerGate:
         }
         self.waiting = DueQueue(clock)
         """QUEUED tasks held back, tagged by connection."""
+
+    @classmethod
+    def for_plan(cls, plan: Plan, clock: Callable[[], float]) -> BreakerGate:
+        """One breaker per connection the plan's tasks use, by the pipeline's policy."""
+        policy = plan.circuit_breaker
+        return cls(
+            {t.connection for t in plan.to_run if t.connection},
+            failures=policy.failures,
+            cooldown=policy.cooldown.total_seconds(),
+            clock=clock,
+        )
 
     def tell(self, task: PlannedTask, result: object, cancelling: bool) -> None:
         """What an attempt of `task` (its outcome or error) says of its connection."""

@@ -49,6 +49,7 @@ from engine.execution.breaker import BreakerGate
 from engine.execution.cache import CacheHit, ExecutionCache
 from engine.execution.drift import DriftCheck
 from engine.execution.observers import LineageRecorder, OpenLineageObserver, register_plan_secrets
+from engine.execution.pools import PoolGate
 from engine.execution.recovery import DeadLetters
 from engine.execution.results import (
     ExecutionSettings,
@@ -58,11 +59,12 @@ from engine.execution.results import (
     final_state,
 )
 from engine.execution.retry import backoff_delay
-from engine.execution.riders import PipelinedHandOff, Riders, StreamOpened
+from engine.execution.riders import PipelinedHandOff, Riders, StreamOpened, ephemeral
 from engine.execution.waiting import DueQueue, next_wake
 from engine.execution.watermarks import WatermarkBroker
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import Catalog, now_text
+from engine.state.folders import STATE_DIR
 from engine.state.workspace import Workspace
 from engine.tasks import TaskContext, TaskOutcome, TaskRunner, run_task
 from engine.tasks.base import schema_json
@@ -117,13 +119,9 @@ class Executor(PipelinedHandOff):
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         """(attempt, outcome or exception) from workers, or WAKE from cancel()."""
         self.cancelling: BaseException | None = None
-        policy = plan.circuit_breaker
-        self.breakers = BreakerGate(
-            {t.connection for t in plan.to_run if t.connection},
-            failures=policy.failures,
-            cooldown=policy.cooldown.total_seconds(),
-            clock=clock,
-        )
+        self.breakers = BreakerGate.for_plan(plan, clock)
+        locks = project_dir / STATE_DIR / "locks"  # a task QUEUED for a slot waits as for a breaker
+        self.pools = PoolGate(plan, locks, catalog.location, self.breakers.waiting, clock, self.log)
         self.letters = DeadLetters(plan, catalog)
         self.riders = Riders()
         self._cancel_requested = threading.Event()
@@ -160,6 +158,7 @@ class Executor(PipelinedHandOff):
             raise
         finally:
             self.duckdb.close()
+            self.pools.close()
         state = final_state(self.states.values(), self.cancelling is not None)
         if state is RunState.SUCCESS and self.cancelling is not None:
             self.log.info("the cancel came after every task had finished: nothing to stop")
@@ -254,6 +253,8 @@ class Executor(PipelinedHandOff):
             self.plan.run_id, task_id, target, event, attempt=attempt, error=error, fields=fields
         )
         self.states[task_id] = target
+        if target.terminal or target is TaskState.RETRYING:
+            self.pools.release(task_id)  # slots are held by running attempts only
         result = self.results[task_id]
         result.state = target
         if target is TaskState.RUNNING and result.started_at is None:
@@ -330,10 +331,8 @@ class Executor(PipelinedHandOff):
             self._enforce_deadlines()
 
     def _heartbeat(self) -> None:
-        """Tell the catalog the run is alive. A heartbeat only helps others tell a live run
-        from a dead one, so one that cannot be written (a full disk, a catalog restarting) is
-        said and skipped; the state changes that matter fail the run when they cannot be
-        written."""
+        """Tell the catalog the run is alive; one that cannot be written (a full disk, a catalog
+        restarting) is said and skipped: only the state changes that matter fail the run."""
         try:
             self.catalog.heartbeat(self.plan.run_id)
         except ArrowlineError as exc:
@@ -354,6 +353,8 @@ class Executor(PipelinedHandOff):
             return None
         if streamed is None and self._readers_held_back(task):
             return None
+        if not self.pools.take(task_id, self.downstream[task_id] if ephemeral(task) else ()):
+            return None  # QUEUED until a slot of its pools is free
         number = self.results[task_id].attempts + 1
         self.results[task_id].attempts = number
         staging = self.workspace.staging(self.plan.pipeline, task_id, self.plan.run_id, number)
@@ -361,7 +362,8 @@ class Executor(PipelinedHandOff):
         deadline = now + task.timeout.total_seconds() if task.timeout else None
         attempt = Attempt(task, number, CancelToken(), staging, now, deadline)
         inputs = streamed or {name: self.outputs[name] for name in task.inputs}
-        self._move(task_id, TaskState.RUNNING, f"attempt {number}", attempt=number)
+        waited = self.pools.waited(task_id)
+        self._move(task_id, TaskState.RUNNING, f"attempt {number}{waited}", attempt=number)
         self.running[task_id] = attempt
         context = TaskContext(
             self.plan.pipeline,

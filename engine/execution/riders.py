@@ -31,6 +31,7 @@ from engine.core.streams import BatchStream, Tee
 from engine.core.tables import InputTable
 from engine.execution.attempts import Attempt, classify_error, describe_error
 from engine.execution.breaker import BreakerGate
+from engine.execution.pools import PoolGate
 from engine.execution.results import ExecutionSettings
 from engine.planning.build import Plan, PlannedTask
 from engine.tasks import TaskOutcome, kind_of
@@ -85,7 +86,7 @@ class Riders:
         self.rides[producer] = rides
         self.producers[producer] = attempt
         streams = [r.stream for r in rides]
-        sole = _ephemeral(attempt.task)
+        sole = ephemeral(attempt.task)
         return Tee(streams, lambda schema: post(StreamOpened(attempt, schema)), sole=sole)
 
     def opened(self, message: StreamOpened) -> list[Ride]:
@@ -94,7 +95,7 @@ class Riders:
         producer = message.attempt.task.id
         if self.producers.get(producer) is not message.attempt:
             return []
-        if _ephemeral(message.attempt.task):
+        if ephemeral(message.attempt.task):
             self.schemas[producer] = message.schema
         return list(self.rides.get(producer, ()))
 
@@ -141,7 +142,7 @@ class Riders:
         return attempt_number - self.void[task_id]
 
 
-def _ephemeral(task: PlannedTask) -> bool:
+def ephemeral(task: PlannedTask) -> bool:
     """A producer that keeps no copy and streams to its readers (an ephemeral sql task hands
     over its query instead, after it ends, like a kept output)."""
     return task.spec.materialize == "ephemeral" and kind_of(task.spec).offers_stream
@@ -166,6 +167,7 @@ class PipelinedHandOff:
     downstream: dict[str, list[str]]
     cancelling: BaseException | None
     breakers: BreakerGate
+    pools: PoolGate
     riders: Riders
     finished: queue.SimpleQueue[Any]
     clock: Callable[[], float]
@@ -193,7 +195,7 @@ class PipelinedHandOff:
     def _stream_consumers(self, task: PlannedTask) -> list[str]:
         """The loads that may ride on this task's attempt: they read only its output, their
         sink takes a stream, nothing else holds them up, and their breaker is closed."""
-        sole = _ephemeral(task)  # keeps no copy: every reader streams, whatever its breaker
+        sole = ephemeral(task)  # keeps no copy: every reader streams, whatever its breaker
         if not ((self.settings.pipelined or sole) and kind_of(task.spec).offers_stream):
             return []
         consumers = []
@@ -213,7 +215,7 @@ class PipelinedHandOff:
         """An extract knows its schema: start the loads streaming from it, while slots are
         free; the others detach and wait for its published output."""
         producer = message.attempt.task.id
-        sole = _ephemeral(message.attempt.task)
+        sole = ephemeral(message.attempt.task)
         for ride in self.riders.opened(message):
             ready = self.states[ride.consumer] is TaskState.PENDING and self.cancelling is None
             # an ephemeral extract and its loads are one unit: they take slots together
@@ -224,6 +226,9 @@ class PipelinedHandOff:
             if self.breakers.refusal(connection) is not None:  # only an ephemeral one's rider
                 refused = TransientTaskError(f"the circuit breaker of {connection!r} is open")
                 ride.stream.detach(RiderFailed(ride.consumer, refused), transient=True)
+                continue
+            if not sole and not self.pools.take(ride.consumer, queue=False):
+                ride.stream.detach()  # its pool is full: it reads the published output later
                 continue
             run_id = self.plan.run_id
             table = InputTable(producer, run_id, (), message.schema, 0, stream=ride.stream)
@@ -248,7 +253,7 @@ class PipelinedHandOff:
         """An ephemeral extract whose readers' breaker would refuse them waits with them
         (QUEUED, its attempts untouched, woken by a verdict on that connection) rather than
         break against the breaker attempt after attempt."""
-        if not _ephemeral(task):
+        if not ephemeral(task):
             return False
         for child in self.downstream[task.id]:
             connection = self.plan.task(child).connection
@@ -267,7 +272,7 @@ class PipelinedHandOff:
     def _lost_stream(self, task: PlannedTask) -> str | None:
         """Why a task cannot be retried on its own: it read an ephemeral output that is gone."""
         for name in task.inputs:
-            if name in self.riders.schemas and _ephemeral(self.plan.task(name)):
+            if name in self.riders.schemas and ephemeral(self.plan.task(name)):
                 return (
                     f"not retried: its input {name!r} is ephemeral and kept nothing to retry "
                     "from; `arrowline run --resume` extracts it again"
@@ -313,7 +318,7 @@ class PipelinedHandOff:
         waits as well for whatever else its readers wait for (their `depends_on`), so that
         when it starts, they are held up by nothing but it."""
         for task in self.plan.to_run:
-            if not _ephemeral(task):
+            if not ephemeral(task):
                 continue
             for child in self.downstream[task.id]:
                 for dep in self.plan.task(child).upstream:

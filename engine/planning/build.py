@@ -141,6 +141,8 @@ class Plan:
     resumed: bool = False
     """This plan continues an ended run under its run id (see engine.planning.resume)."""
     circuit_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    pools: Mapping[str, int] = field(default_factory=dict)
+    """Resource pool -> its slots (engine.execution.pools)."""
     openlineage: OpenLineageSpec | None = None
     retention: RetentionSpec = field(default_factory=RetentionSpec)
     """What the workspace keeps once the run ends (engine.state.retention)."""
@@ -334,6 +336,7 @@ def build_plan(
         force=force,
         definition=spec.document(),
         circuit_breaker=spec.circuit_breaker,
+        pools=dict(spec.pools),
         openlineage=spec.openlineage,
         retention=spec.retention,
         connections={

@@ -321,6 +321,15 @@ class TaskSpec(ConfigModel):
         "PostgreSQL the rows go to a new table named after the run and the view is switched "
         "to it on commit (grants kept), so readers never see an emptied table or dead rows.",
     )
+    pool: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="The pipeline's `pools` entry whose slots the task takes while it runs: "
+        "it waits, QUEUED, while they are all taken (by this run or any other of the project).",
+    )
+    pool_slots: int = Field(
+        1, ge=1, le=1024, description="How many of its pool's slots the task takes."
+    )
     extract: ExtractSpec | None = Field(None, description="Read a source (see extract sections).")
     sql: SqlSpec | None = Field(None, description="Run a DuckDB query over upstream outputs.")
     udf: UdfSpec | None = Field(None, description="Apply a Polars UDF to one input.")
@@ -437,6 +446,15 @@ class PipelineSpec(ConfigModel):
         default_factory=dict,
         description="Named database connections that extract and load tasks refer to.",
     )
+    pools: dict[str, Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=dict,
+        description="Named resource pools and their slots, e.g. {warehouse: 4}. A task with "
+        "`pool:` takes a slot while it runs; a pool named like a connection caps the tasks "
+        "using that connection. Slots are shared by every run of the project (of the catalog, "
+        "when it is shared) that declares the pool: the fifth task of any run wanting a "
+        "4-slot pool waits, QUEUED, said in the log, until one is free. A run that dies frees "
+        "its slots at once.",
+    )
     circuit_breaker: BreakerPolicy = Field(
         default_factory=BreakerPolicy,
         description="One breaker per connection, shared by the tasks of a run.",
@@ -455,7 +473,7 @@ class PipelineSpec(ConfigModel):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
 
-    @field_validator("params", "connections")
+    @field_validator("params", "connections", "pools")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         import re

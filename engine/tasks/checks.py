@@ -185,6 +185,29 @@ class _Checker(OutputChecks):
                     ("depends_on", position),
                 )
 
+    def pool(self, task: TaskSpec) -> None:
+        if task.pool is None:
+            return
+        slots = self.spec.pools.get(task.pool)
+        if slots is None:
+            declared = ", ".join(sorted(self.spec.pools)) or "none"
+            self.add(
+                "unknown-pool",
+                f"pool {task.pool!r} is not declared in the pipeline's `pools` (declared: "
+                f"{declared}).{did_you_mean(task.pool, list(self.spec.pools))}",
+                task,
+                ("pool",),
+                hint="declare it with its slots, e.g. pools: {" + task.pool + ": 4}",
+            )
+        elif task.pool_slots > slots:
+            self.add(
+                "pool-too-small",
+                f"the task takes {task.pool_slots} slots of pool {task.pool!r}, which has "
+                f"{slots}: it could never start",
+                task,
+                ("pool_slots",),
+            )
+
     def templates(self, task: TaskSpec) -> bool:
         """Undefined parameters; returns False when rendering would fail on them."""
         ok = True
@@ -426,6 +449,7 @@ class _Checker(OutputChecks):
         reads: dict[str, tuple[str, ...]] = {}
         for task in self.spec.tasks:
             self.dependencies(task)
+            self.pool(task)
             self.kind_checks(task)
             self.materialization(task)
             self.cache(task)

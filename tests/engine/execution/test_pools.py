@@ -1,0 +1,323 @@
+"""Resource pools: named slots a task takes while it runs, shared by every run of the project."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from engine.api.pipeline import run
+from engine.state.catalog import CatalogReader
+from engine.state.db import catalog_location
+from engine.state.slots import PoolSlot
+from engine.tasks.checks import check_file
+from tests.conftest import PgSchema, WritePipeline
+
+SLEEPY_UDFS = """
+import time
+
+def slow(frame, seconds: float = 0.5):
+    time.sleep(seconds)
+    return frame
+"""
+
+
+@pytest.fixture
+def lines() -> Iterator[list[str]]:
+    """What the run logged (loguru), line by line."""
+    said: list[str] = []
+    logger.enable("engine")
+    handler = logger.add(lambda message: said.append(str(message)), level="INFO")
+    yield said
+    logger.remove(handler)
+    logger.disable("engine")
+
+
+def intervals(project: Path, run_id: str, *tasks: str) -> dict[str, tuple[datetime, datetime]]:
+    found = {}
+    with CatalogReader(catalog_location(project)) as catalog:
+        for task in tasks:
+            row = catalog.task_run(run_id, task)
+            assert row is not None, task
+            assert row.started_at, task
+            assert row.ended_at, task
+            found[task] = (
+                datetime.fromisoformat(row.started_at),
+                datetime.fromisoformat(row.ended_at),
+            )
+    return found
+
+
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    level = peak = 0
+    for _, step in events:  # an end sorts before a start at the same instant
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def running_events(project: Path, run_id: str) -> dict[str, str]:
+    with CatalogReader(catalog_location(project)) as catalog:
+        return {
+            t.task_id: t.event
+            for t in catalog.transitions(run_id)
+            if t.task_id and t.to_state == "RUNNING"
+        }
+
+
+def test_a_pool_caps_its_tasks_and_the_others_go_on(
+    write: WritePipeline, project: Path, lines: list[str]
+) -> None:
+    write("udfs.py", SLEEPY_UDFS)
+    slow = 'udf: {input: src, function: "udfs.py:slow", args: {seconds: 0.4}}'
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: pooled
+        pools: {{warehouse: 2}}
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - {{id: a, pool: warehouse, {slow}}}
+          - {{id: b, pool: warehouse, {slow}}}
+          - {{id: c, pool: warehouse, {slow}}}
+          - {{id: d, pool: warehouse, {slow}}}
+          - {{id: free, {slow}}}
+        """,
+    )
+    result = run(path, max_parallel=5)
+    assert result.ok
+    spans = intervals(project, result.run_id, "a", "b", "c", "d", "free")
+    assert most_at_once([spans[t] for t in "abcd"]) == 2
+    assert most_at_once(list(spans.values())) == 3  # the task outside the pool did not wait
+    events = running_events(project, result.run_id)
+    waited = [t for t in "abcd" if "for pool 'warehouse'" in events[t]]
+    assert len(waited) == 2, events
+    queued = [line for line in lines if "queued: all 2 slots of pool 'warehouse'" in line]
+    assert len(queued) == 2, lines  # said once per waiting task
+    assert "of this run" in queued[0]
+
+
+def test_pool_slots_take_several_slots(write: WritePipeline, project: Path) -> None:
+    write("udfs.py", SLEEPY_UDFS)
+    slow = 'udf: {input: src, function: "udfs.py:slow", args: {seconds: 0.3}}'
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: heavy
+        pools: {{warehouse: 2}}
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - {{id: big, pool: warehouse, pool_slots: 2, {slow}}}
+          - {{id: small1, pool: warehouse, {slow}}}
+          - {{id: small2, pool: warehouse, {slow}}}
+        """,
+    )
+    result = run(path, max_parallel=4)
+    assert result.ok
+    spans = intervals(project, result.run_id, "big", "small1", "small2")
+    for small in ("small1", "small2"):  # the big one holds the whole pool
+        assert most_at_once([spans["big"], spans[small]]) == 1
+    assert most_at_once([spans["small1"], spans["small2"]]) == 2
+
+
+def test_a_pool_named_like_a_connection_caps_the_tasks_using_it(
+    write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    query = "select pg_sleep(0.5) is null as slept, {n} as n"
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: capped
+        pools: {{wh: 1}}
+        connections:
+          wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+        tasks:
+          - id: one
+            extract: {{from: postgres, connection: wh, query: "{query.format(n=1)}"}}
+          - id: two
+            extract: {{from: postgres, connection: wh, query: "{query.format(n=2)}"}}
+          - id: three
+            extract: {{from: postgres, connection: wh, query: "{query.format(n=3)}"}}
+        """,
+    )
+    result = run(path, max_parallel=3)
+    assert result.ok, result
+    spans = intervals(project, result.run_id, "one", "two", "three")
+    assert most_at_once(list(spans.values())) == 1
+
+
+def test_an_ephemeral_extract_takes_its_loads_slots_with_its_own(
+    write: WritePipeline, project: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": list(range(1000))}), project / "in.parquet")
+    path = write(
+        "p.yaml",
+        """
+        pipeline: unit
+        pools: {files: 1}
+        tasks:
+          - id: src
+            materialize: ephemeral
+            extract: {from: files, path: in.parquet}
+          - id: out
+            pool: files
+            load: {input: src, to: parquet, path: out/x.parquet}
+        """,
+    )
+    result = run(path, max_parallel=2)
+    assert result.ok
+    assert pq.read_table(project / "out" / "x.parquet").num_rows == 1000
+    assert PoolSlot(project / ".arrowline" / "locks", None, "files", 0).holder() == ""  # given back
+
+
+def test_pools_are_checked_at_their_line(write: WritePipeline, project: Path) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: wrong
+        pools: {warehouse: 2}
+        tasks:
+          - id: a
+            sql: select 1 as x
+            pool: warehouse_
+          - id: b
+            sql: select 1 as x
+            pool: warehouse
+            pool_slots: 3
+        """,
+    )
+    problems = {p.code: p for p in check_file(path)[1]}
+    unknown = problems["unknown-pool"]
+    assert "pool 'warehouse_' is not declared" in unknown.message
+    assert "Did you mean 'warehouse'?" in unknown.message
+    assert unknown.line == 6
+    assert unknown.task_id == "a"
+    too_small = problems["pool-too-small"]
+    assert "3 slots of pool 'warehouse', which has 2" in too_small.message
+    assert too_small.line == 10
+
+
+@pytest.mark.parametrize("bad", ["{warehouse: 0}", "{warehouse: 2000}", "{'../x': 1}"])
+def test_bad_pool_declarations_are_refused(write: WritePipeline, project: Path, bad: str) -> None:
+    path = write("p.yaml", f"pipeline: bad\npools: {bad}\ntasks:\n  - {{id: a, sql: select 1}}\n")
+    problems = check_file(path)[1]
+    assert problems
+    assert all(p.severity == "error" for p in problems)
+    assert any(p.line == 2 for p in problems), problems
+
+
+def _pipeline(write: WritePipeline, name: str, seconds: float) -> Path:
+    return write(
+        f"{name}.yaml",
+        f"""
+        pipeline: {name}
+        pools: {{shared: 1}}
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - id: work
+            pool: shared
+            udf: {{input: src, function: "udfs.py:slow", args: {{seconds: {seconds}}}}}
+        """,
+    )
+
+
+def _arrowline(project: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", *args, "--no-progress"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ | {"ARROWLINE_PROJECT_DIR": str(project)},
+    )
+
+
+def _work_started(project: Path, pipeline: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if catalog_location(project).exists():
+            with CatalogReader(catalog_location(project)) as catalog:
+                runs = list(catalog.runs(pipeline=pipeline))
+                for found in runs:
+                    row = catalog.task_run(found.run_id, "work")
+                    if row is not None and row.state == "RUNNING":
+                        return
+        time.sleep(0.05)
+    raise AssertionError(f"{pipeline}'s task never started")
+
+
+@pytest.mark.slow
+def test_runs_of_two_pipelines_share_a_pool_and_a_killed_one_frees_it(
+    write: WritePipeline, project: Path, each_catalog: str
+) -> None:
+    write("udfs.py", SLEEPY_UDFS)
+    _pipeline(write, "first", 60.0)
+    _pipeline(write, "second", 0.2)
+    holder = _arrowline(project, "run", "first.yaml")
+    try:
+        _work_started(project, "first", time.monotonic() + 60)
+        waiter = _arrowline(project, "run", "second.yaml")
+        time.sleep(3.0)  # long enough for `second` to reach its pool
+        assert waiter.poll() is None, waiter.communicate()[0]
+        with CatalogReader(catalog_location(project)) as catalog:
+            (second,) = catalog.runs(pipeline="second")
+            row = catalog.task_run(second.run_id, "work")
+            assert row is not None
+            assert row.state == "QUEUED"
+        os.kill(holder.pid, signal.SIGKILL)  # dies holding the slot: the kernel frees it
+        output, _ = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, output
+        assert "queued: all 1 slots of pool 'shared' are taken" in output
+        if each_catalog == "embedded":
+            assert "task work of first run" in output  # who held it, from its slot file
+        assert "for pool 'shared'" in running_events(project, second.run_id)["work"]
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.communicate()  # reaps it and closes its pipe
+
+
+def test_a_slot_excludes_another_holder_until_released(project: Path, each_catalog: str) -> None:
+    location = catalog_location(project)
+    locks = project / ".arrowline" / "locks"
+    mine = PoolSlot(locks, location, "warehouse", 0)
+    theirs = PoolSlot(locks, location, "warehouse", 0)
+    holder = {"pipeline": "p", "run_id": "r1", "task_id": "t1"}
+    assert mine.try_take(holder)
+    try:
+        assert not theirs.try_take({"pipeline": "q", "run_id": "r2", "task_id": "t2"})
+        assert "task t1" in theirs.holder()
+        assert "r1" in theirs.holder()
+    finally:
+        mine.release()
+    assert theirs.try_take({"pipeline": "q", "run_id": "r2", "task_id": "t2"})
+    theirs.release()
+    assert theirs.holder() == ""
+
+
+def test_a_pipeline_built_in_python_declares_and_takes_pools(project: Path) -> None:
+    from engine.api.pipeline import Pipeline
+
+    (project / "udfs.py").write_text(SLEEPY_UDFS, encoding="utf-8")
+    p = Pipeline("py_pools", pools={"gpu": 1}, base_dir=project)
+    p.sql("src", "select 1 as x")
+    for name in ("a", "b"):
+        p.udf(name, input="src", function="udfs.py:slow", args={"seconds": 0.3}, pool="gpu")
+    result = run(p, max_parallel=3)
+    assert result.ok
+    spans = intervals(project, result.run_id, "a", "b")
+    assert most_at_once(list(spans.values())) == 1
