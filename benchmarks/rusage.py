@@ -1,6 +1,7 @@
 """Run a command and report its own CPU time and peak RSS: `python -m benchmarks.rusage -- CMD`.
 
 The command's stdout passes through; a `RESULT` line gets the usage added under `__rusage__`.
+`timed_process` does the same for a workload that times a whole process itself.
 """
 
 from __future__ import annotations
@@ -9,6 +10,22 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+
+def timed_process(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Wall time and peak RSS (MB) of one process, from `wait4`; exits when it fails."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=cwd, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"{argv[0]} exited with {code}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def main() -> int:

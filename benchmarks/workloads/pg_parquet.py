@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Contender, Outcome
+from benchmarks.rusage import timed_process
 
 MODULE = "benchmarks.workloads.pg_parquet"
 COMPRESSION = "zstd"
@@ -95,18 +94,6 @@ def nocopy_refusal(table: str) -> str:
     return "`materialize: ephemeral` refused by arrowline validate:" + reason.split("error", 1)[-1]
 
 
-def _timed(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall time and peak RSS (MB) of one process, from `wait4`."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=cwd)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit(f"{argv[0]} exited with {code}")
-    return elapsed, usage.ru_maxrss / 1024
-
-
 def _read_back(path: Path) -> tuple[int, int, str]:
     """Rows and sum(id) of the written file, one row group at a time, and its codec."""
     import pyarrow.compute as pc
@@ -133,7 +120,7 @@ def measure(name: str, table: str) -> dict[str, Any]:
             pipeline.write_text(pipeline_yaml(table, out, nocopy=name.endswith("nocopy")))
             argv = [_arrowline_cli(), "run", str(pipeline), "--project-dir", str(scratch)]
             argv += ["--no-progress", "--log-level", "warning"]
-        elapsed, rss = _timed(argv, scratch)
+        elapsed, rss = timed_process(argv, scratch)
         rows, id_sum, layout = _read_back(out)
         size = out.stat().st_size
     return {

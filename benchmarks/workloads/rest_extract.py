@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Contender, Outcome
+from benchmarks.rusage import timed_process
 
 MODULE = "benchmarks.workloads.rest_extract"
 PAGE = 1_000
@@ -240,17 +240,6 @@ def _dlt(url: str, out: Path) -> None:
     pipeline.run(source, loader_file_format="parquet")
 
 
-def _timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=cwd, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit(f"{argv[0]} exited with {code}")
-    return elapsed, usage.ru_maxrss / 1024
-
-
 def _read_back(folder: Path) -> tuple[int, int]:
     """Rows and sum(id) of the Parquet files of the orders (dlt's root table: its child tables,
     orders__items and orders__tags, and its bookkeeping are beside it)."""
@@ -291,7 +280,7 @@ def measure(name: str, url: str) -> dict[str, Any]:
             argv += ["--log-level", "warning"]
             if limited:
                 _get(f"{url}/reset")
-        elapsed, rss = _timed(argv, scratch)
+        elapsed, rss = timed_process(argv, scratch)
         rows, total = _read_back(out)
     result: dict[str, Any] = {
         "rows": rows,
