@@ -48,7 +48,9 @@ connections:
         "connection's concurrency, each row carrying the parent's `fields` as parent_<field>. "
         "Pages are checkpointed as they are kept: a retry, or `--resume` after a crash or a "
         "kill -9, goes on from the page after the last one kept (at most the page in flight "
-        "and two read ahead are fetched again); a fan-out starts over.",
+        "and two read ahead are fetched again); a fan-out, from the parent page being worked "
+        "on, past the parents whose children were all kept (only children in flight are "
+        "fetched again).",
         """\
 extract:
   from: http

@@ -14,7 +14,8 @@ of pages.
 Pagination (`connectors.http.pages`) never stops silently: a cursor or next URL that repeats
 fails the task naming it, and so does a stop while the response still says there is more
 (`has_more`, a total, a next link), since a partial load that looks complete is the worst
-outcome. A parent resource's records fan out to a child path on the connection's concurrency.
+outcome. A parent resource's records fan out to a child path on the connection's concurrency,
+checkpointed parent by parent.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
     after = None
     if spec is not None and ctx.watermark is not None and spec.lookback is None:
         after = RowsAfter(spec.cursor, spec.key, ctx.watermark)
-    resumable = config.parent is None and ctx.checkpoint is not None
-    checkpoint = Checkpoint(ctx.checkpoint, config, ctx) if resumable else None
+    checkpoint = Checkpoint(ctx.checkpoint, config, ctx) if ctx.checkpoint is not None else None
     scratch = None if checkpoint else tempfile.TemporaryDirectory(prefix="arrowline-http-")
     folder = checkpoint.folder if checkpoint else Path(scratch.name)  # type: ignore[union-attr]
 
@@ -65,15 +65,14 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
 
     spill = Spill(config, folder, after, ctx.task_id)
     try:
+        resume = checkpoint.restore(spill) if checkpoint else None
         if config.parent is not None:
-            _fan_out(config, api, ctx, spill)
-        else:
-            resume = checkpoint.restore(spill) if checkpoint else None
-            if resume is None or resume["next"] is not None:
-                pages = Pages(config, api, ctx, resume)
-                if resume is None:
-                    pages.config = config.model_copy(update={"params": pages.first_params()})
-                _read_ahead(pages, spill, api, checkpoint)
+            _fan_out(config, api, ctx, spill, checkpoint, resume)
+        elif resume is None or resume["next"] is not None:
+            pages = Pages(config, api, ctx, resume)
+            if resume is None:
+                pages.config = config.model_copy(update={"params": pages.first_params()})
+            _read_ahead(pages, spill, api, checkpoint)
     except BaseException:
         if checkpoint is None and scratch is not None:
             scratch.cleanup()  # a checkpoint stays for the resume
@@ -125,10 +124,22 @@ def _pages(config: HttpSource, api: Api, ctx: ConnectorContext) -> Pages:
     return pages
 
 
-def _fan_out(config: HttpSource, api: Api, ctx: ConnectorContext, spill: Spill) -> None:
+def _fan_out(
+    config: HttpSource,
+    api: Api,
+    ctx: ConnectorContext,
+    spill: Spill,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
+) -> None:
     """The parent's records, page by page; each one's children fetched on the connection's
     concurrency (the bucket and the cap still bound every request), added in parent order,
-    each row carrying the parent's `fields` as parent_<field>."""
+    each row carrying the parent's `fields` as parent_<field>.
+
+    Once a parent's children are all kept, the checkpoint says so: the request that fetches
+    its parent page again (the page before's progress) and how many of that page's records
+    are done. A resume fetches that parent page again, skips the records done and goes on:
+    only the children in flight when the run stopped (at most `window`) are fetched twice."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     assert config.parent is not None
@@ -145,22 +156,35 @@ def _fan_out(config: HttpSource, api: Api, ctx: ConnectorContext, spill: Spill) 
         }
     )
     window = api.max_concurrency * 2
+    before = resume["parent"] if resume is not None else None
+    """Where the parent's pages stood before the page being worked on (None: the first)."""
+    skip = resume["done"] if resume is not None else 0
 
     def fetch(child: HttpSource) -> list[Page]:
         return list(_pages(child, api, ctx))
 
+    Pending = tuple[dict[str, Any], Future[list[Page]], dict[str, Any] | None, int, int]
     with ThreadPoolExecutor(api.max_concurrency, thread_name_prefix="http-child") as pool:
-        pending: list[tuple[dict[str, Any], Future[list[Page]]]] = []
+        pending: list[Pending] = []
 
         def settle(keep: int) -> None:
             while len(pending) > keep:
-                record, future = pending.pop(0)
+                record, future, at_page, index, number = pending.pop(0)
                 carried = {f"parent_{name}": record.get(name) for name in parent.fields}
                 for page in future.result():
                     spill.add(page, api.shown(page.url), carried)
+                if checkpoint is not None:
+                    progress = {"parent": at_page, "done": index + 1, "number": number + 1}
+                    checkpoint.save(spill, progress)
 
-        for page in _pages(parent_config, api, ctx):
+        if before is None:
+            pages = _pages(parent_config, api, ctx)
+        else:
+            pages = Pages(parent_config, api, ctx, before)
+        for page in pages:
             for index, record in enumerate(page.records):
+                if index < skip:
+                    continue  # its children were kept before the run stopped
                 if not isinstance(record, dict):
                     raise DataError(
                         f"parent record {index + 1} of {api.shown(page.url)} is no object"
@@ -168,8 +192,9 @@ def _fan_out(config: HttpSource, api: Api, ctx: ConnectorContext, spill: Spill) 
                 child = config.model_copy(
                     update={"path": _child_path(config, record, page, index, api), "parent": None}
                 )
-                pending.append((record, pool.submit(fetch, child)))
+                pending.append((record, pool.submit(fetch, child), before, index, page.number))
                 settle(window)
+            skip, before = 0, page.progress
         settle(0)
 
 

@@ -162,62 +162,88 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 class Checkpoint:
-    """A resource's progress in a folder that outlives the attempt: its spilled pages and,
-    after each one is kept, `progress.json` (the next request, the counts, the style, the
-    pages and their schema). A resumed run of the same config and start goes on from the
-    page after the last one kept; anything else starts afresh."""
+    """A resource's progress in a folder that outlives the attempt: its spilled pages and a
+    journal, `progress.jsonl`, that gets one line each time a page (or, in a fan-out, a
+    parent's children) is kept: the files added since the line before, the row count, the
+    schema when it changed, and where the pages stand (the next request, counts, style; for a
+    fan-out the parent page being worked on and how many of its records are done). Lines are
+    appended, so keeping a page costs the same at page 10,000 as at page 1; a line cut short
+    by a kill is ignored. A resumed run of the same config and start goes on from the last
+    line; anything else starts afresh."""
 
     def __init__(self, folder: Path | None, config: HttpSource, ctx: ConnectorContext) -> None:
         assert folder is not None
         self.folder = folder
-        self.file = folder / "progress.json"
+        self.file = folder / "progress.jsonl"
         start = ctx.watermark.to_json() if ctx.watermark is not None else None
         identity = config.model_dump_json(by_alias=True) + (start or "")
         self.identity = hashlib.sha256(identity.encode()).hexdigest()
+        self._journaled = 0
+        """How many of the spill's files the journal names."""
+        self._schema: pa.Schema | None = None
 
     def restore(self, spill: Spill) -> dict[str, Any] | None:
-        """The saved progress, its pages put back into `spill`; None to start afresh."""
+        """The last saved progress, its pages put back into `spill`; None to start afresh."""
         import base64
 
-        try:
-            saved = orjson.loads(self.file.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            saved = None
-        if not saved or saved.get("identity") != self.identity:
+        lines = _journal(self.file)
+        if not lines or lines[0].get("identity") != self.identity or len(lines) < 2:
             remove_tree(self.folder)
             self.folder.mkdir(parents=True)
             return None
-        kept = {name for name, _, _ in saved["files"]}
+        files: list[tuple[str, int, str]] = []
+        schema = b""
+        for line in lines[1:]:
+            files += [(name, number, shown) for name, number, shown in line["files"]]
+            schema = base64.b64decode(line["schema"]) if "schema" in line else schema
+        last = lines[-1]
+        kept = {name for name, _, _ in files}
         for leftover in self.folder.glob("page-*.arrow"):  # spilled, not recorded: again
             if leftover.name not in kept:
                 leftover.unlink()
-        spill.files = [
-            (self.folder / name, number, shown) for name, number, shown in saved["files"]
-        ]
-        spill.rows = saved["rows"]
-        if saved["schema"]:
-            buffer = pa.py_buffer(base64.b64decode(saved["schema"]))
-            spill.schema = pa.ipc.read_schema(buffer)
+        spill.files = [(self.folder / name, number, shown) for name, number, shown in files]
+        spill.rows = last["rows"]
+        spill.schema = pa.ipc.read_schema(pa.py_buffer(schema)) if schema else None
+        self._journaled, self._schema = len(spill.files), spill.schema
+        progress: dict[str, Any] = last["progress"]
+        what = "parent page" if "parent" in progress else "page"
         logger.bind(task_id=spill.task_id).info(
-            "resuming after page {} ({} records kept)", saved["progress"]["number"], spill.rows
+            "resuming after {} {} ({} records kept)", what, progress["number"], spill.rows
         )
-        progress: dict[str, Any] = saved["progress"]
         return progress
 
     def save(self, spill: Spill, progress: dict[str, Any]) -> None:
         import base64
 
-        schema = spill.schema.serialize().to_pybytes() if spill.schema is not None else b""
-        payload = {
-            "identity": self.identity,
-            "progress": progress,
-            "files": [(path.name, number, shown) for path, number, shown in spill.files],
+        head = b""
+        if self._journaled == 0 and not self.file.exists():
+            head = orjson.dumps({"identity": self.identity}) + b"\n"
+        line: dict[str, Any] = {
+            "files": [(p.name, n, shown) for p, n, shown in spill.files[self._journaled :]],
             "rows": spill.rows,
-            "schema": base64.b64encode(schema).decode(),
+            "progress": progress,
         }
-        partial = self.file.with_suffix(".tmp")
-        partial.write_bytes(orjson.dumps(payload))
-        partial.replace(self.file)
+        if spill.schema is not None and spill.schema != self._schema:
+            line["schema"] = base64.b64encode(spill.schema.serialize().to_pybytes()).decode()
+            self._schema = spill.schema
+        with self.file.open("ab") as journal:  # in the kernel's hands: a kill -9 cannot lose it
+            journal.write(head + orjson.dumps(line) + b"\n")
+        self._journaled = len(spill.files)
 
     def remove(self) -> None:
         remove_tree(self.folder)
+
+
+def _journal(path: Path) -> list[dict[str, Any]]:
+    """The journal's whole lines (one cut short by a kill is dropped); [] when unreadable."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return []
+    lines = []
+    for text in raw.split(b"\n"):
+        try:
+            lines.append(orjson.loads(text))
+        except orjson.JSONDecodeError:
+            break
+    return lines

@@ -891,7 +891,7 @@ def test_kill_9_mid_pages_then_resume_fetches_only_what_was_not_kept(
     process.wait(timeout=30)
     served = len(api.hits("/slow"))
     assert 6 <= served < 12
-    checkpoints = list((project / ".arrowline").rglob(".checkpoint-*/progress.json"))
+    checkpoints = list((project / ".arrowline").rglob(".checkpoint-*/progress.jsonl"))
     assert checkpoints, "the killed run kept its progress"
 
     resumed = resume(path)
@@ -903,3 +903,137 @@ def test_kill_9_mid_pages_then_resume_fetches_only_what_was_not_kept(
     found = pl.read_parquet(str(project / "out" / "slow.parquet"))
     assert sorted(found["id"].to_list()) == list(range(120))
     assert not list((project / ".arrowline").rglob(".checkpoint-*"))
+
+
+def _fan_out_api(api: Api, delay: float) -> None:
+    """20 orders in 4 parent pages of 5; each order has 2 pages of items, served slowly."""
+
+    @api.route("/orders")
+    def parents(request: Request) -> Any:
+        page = int(request.query.get("page", 1))
+        following = f"/orders?page={page + 1}" if page < 4 else None
+        return {
+            "data": [{"id": i} for i in range((page - 1) * 5 + 1, page * 5 + 1)],
+            "next": following,
+        }
+
+    def items(request: Request) -> Reply:
+        order = int(request.path.split("/")[2])
+        page = int(request.query.get("page", 1))
+        following = f"/orders/{order}/items?page=2" if page == 1 else None
+        data = [{"sku": f"s{order}-{page}-{k}"} for k in range(3)]
+        return Reply(200, {"data": data, "next": following}, delay=delay)
+
+    for order in range(1, 21):
+        api.routes[f"/orders/{order}/items"] = items
+
+
+FAN_OUT = (
+    "path: '/orders/{parent.id}/items', data_path: data, paginate: {type: next_url}, "
+    "parent: {path: /orders, data_path: data, paginate: {type: next_url}, fields: [id]}"
+)
+
+
+def test_kill_9_mid_fan_out_then_resume_fetches_only_the_children_in_flight(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """Killed while the children of order 9 or so are read; the resume fetches the parent page
+    being worked on again, skips the orders whose children were kept, and ends row for row
+    equal to a clean run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _fan_out_api(api, delay=0.05)
+    text = (
+        pipeline(api, FAN_OUT, ", max_concurrency: 2")
+        + """
+          - id: out
+            load: {input: t, to: parquet, path: out/items.parquet}
+    """
+    )
+    path = write("p.yaml", text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWLINE_FAULT")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", str(path), "--no-progress"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def children() -> list[Request]:
+        return [r for r in api.requests if r.path.endswith("/items")]
+
+    deadline = time.monotonic() + 60
+    while len(children()) < 18 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    served = len(children())
+    assert 18 <= served < 40
+    journal = list((project / ".arrowline").rglob(".checkpoint-*/progress.jsonl"))
+    assert journal, "the killed run kept its progress"
+    fetched_before = {(r.path, r.query.get("page", "1")) for r in children()}
+    parents_before = len(api.hits("/orders"))
+
+    resumed = resume(path)
+    assert resumed.ok, {k: t.error for k, t in resumed.tasks.items() if t.error}
+    again = [(r.path, r.query.get("page", "1")) for r in children()[served:]]
+    twice = [request for request in again if request in fetched_before]
+    assert len(twice) <= 2 * 2 * 2  # the window (2 x concurrency) of orders, 2 pages each
+    assert len({path for path, _ in again}) < 20  # it did not start over
+    assert len(api.hits("/orders")) - parents_before <= 4  # the page being worked on, then on
+    found = pl.read_parquet(str(project / "out" / "items.parquet"))
+    expected = sorted(f"s{o}-{p}-{k}" for o in range(1, 21) for p in (1, 2) for k in range(3))
+    assert sorted(found["sku"].to_list()) == expected  # none missing, none twice
+    assert found.filter(pl.col("sku").str.starts_with("s7-"))["parent_id"].unique().to_list() == [7]
+    assert not list((project / ".arrowline").rglob(".checkpoint-*"))
+
+
+def test_a_checkpoint_is_resumed_only_by_its_own_config_and_survives_a_cut_line(
+    tmp_path: Path,
+) -> None:
+    """The journal's identity is the resource's whole config (its parent included) and the
+    start watermark: another config starts afresh rather than mixing two configs' rows. A
+    line cut short by a kill is ignored; the lines before it stand."""
+    import pyarrow as pa
+
+    from connectors.base import ConnectorContext
+    from connectors.http.config import HttpSource
+    from connectors.http.pages import Page
+    from connectors.http.spill import Checkpoint, Spill
+
+    def config(fields: list[str]) -> HttpSource:
+        return HttpSource.model_validate(
+            {
+                "from": "http",
+                "connection": "shop",
+                "path": "/orders/{parent.id}/items",
+                "parent": {"path": "/orders", "fields": fields},
+            }
+        )
+
+    folder = tmp_path / ".checkpoint-r1"
+    ctx = ConnectorContext(tmp_path, "p", "r1", "t", checkpoint=folder)
+    first = config(["id"])
+    checkpoint, spill = Checkpoint(folder, first, ctx), Spill(first, folder, None, "t")
+    assert checkpoint.restore(spill) is None  # nothing yet: afresh
+    for number in range(3):
+        page = Page(number, f"/o/{number}", [{"sku": f"s{number}", "qty": number}], {}, None)  # type: ignore[arg-type]
+        spill.add(page, page.url)
+        checkpoint.save(spill, {"parent": None, "done": number + 1, "number": 1})
+    with checkpoint.file.open("ab") as journal:
+        journal.write(b'{"files": [["page-000003.arrow", 3, "/o/3"]], "ro')  # the kill
+
+    again = Spill(first, folder, None, "t")
+    progress = Checkpoint(folder, first, ctx).restore(again)
+    assert progress == {"parent": None, "done": 3, "number": 1}
+    assert again.rows == 3
+    assert [path.name for path, _, _ in again.files] == [f"page-{n:06d}.arrow" for n in range(3)]
+    assert again.schema == pa.schema([("sku", pa.string()), ("qty", pa.int64())])
+
+    other = config(["id", "ref"])
+    assert Checkpoint(folder, other, ctx).restore(Spill(other, folder, None, "t")) is None
+    assert not list(folder.iterdir())  # the other config's pages are gone
