@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from loguru import logger
 
 from connectors.base import ConnectorContext
 from connectors.http.client import Api
@@ -165,29 +166,35 @@ def _fan_out(
     before = resume["parent"] if resume is not None else None
     """Where the parent's pages stood before the page being worked on (None: the first)."""
     skip = resume["done"] if resume is not None else 0
+    expected = resume.get("digest") if resume is not None else None
+    """The records of the parent page being worked on, as they were: if the API now answers
+    that page with other records, skipping the first `done` could skip the wrong ones."""
 
     def fetch(child: HttpSource) -> list[Page]:
         return list(_pages(child, api, ctx))
 
-    Pending = tuple[dict[str, Any], Future[list[Page]], dict[str, Any] | None, int, int]
+    Pending = tuple[dict[str, Any], Future[list[Page]], dict[str, Any] | None, int, Page]
     with ThreadPoolExecutor(api.max_concurrency, thread_name_prefix="http-child") as pool:
         pending: list[Pending] = []
 
         def settle(keep: int) -> None:
             while len(pending) > keep:
-                record, future, at_page, index, number = pending.pop(0)
+                record, future, at_page, index, of = pending.pop(0)
                 carried = {f"parent_{name}": record.get(name) for name in parent.fields}
                 for page in future.result():
                     spill.add(page, api.shown(page.url), carried)
                 if checkpoint is not None:
-                    progress = {"parent": at_page, "done": index + 1, "number": number + 1}
-                    checkpoint.save(spill, progress)
+                    progress = {"parent": at_page, "done": index + 1, "number": of.number + 1}
+                    checkpoint.save(spill, progress | {"digest": _digest(of)})
 
         if before is None:
             pages = _pages(parent_config, api, ctx)
         else:
             pages = Pages(parent_config, api, ctx, before)
         for page in pages:
+            if expected is not None and _digest(page) != expected:
+                break  # nothing is pending yet: start afresh below
+            expected = None
             for index, record in enumerate(page.records):
                 if index < skip:
                     continue  # its children were kept before the run stopped
@@ -198,10 +205,25 @@ def _fan_out(
                 child = config.model_copy(
                     update={"path": _child_path(config, record, page, index, api), "parent": None}
                 )
-                pending.append((record, pool.submit(fetch, child), before, index, page.number))
+                pending.append((record, pool.submit(fetch, child), before, index, page))
                 settle(window)
             skip, before = 0, page.progress
         settle(0)
+    if expected is not None and checkpoint is not None:
+        logger.bind(task_id=ctx.task_id).warning(
+            "the parent page being worked on came back with other records than before the run "
+            "stopped: the fan-out starts afresh"
+        )
+        checkpoint.reset(spill)
+        _fan_out(config, api, ctx, spill, checkpoint, None)
+
+
+def _digest(page: Page) -> str:
+    import hashlib
+
+    import orjson
+
+    return hashlib.sha1(orjson.dumps(page.records, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _child_path(

@@ -230,6 +230,13 @@ class Checkpoint:
             journal.write(head + orjson.dumps(line) + b"\n")
         self._journaled = len(spill.files)
 
+    def reset(self, spill: Spill) -> None:
+        """Forget every page: the folder emptied, the spill and the journal start afresh."""
+        remove_tree(self.folder)
+        self.folder.mkdir(parents=True)
+        spill.files, spill.rows, spill.schema = [], 0, None
+        self._journaled, self._schema = 0, None
+
     def remove(self) -> None:
         remove_tree(self.folder)
 

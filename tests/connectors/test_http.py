@@ -1037,3 +1037,45 @@ def test_a_checkpoint_is_resumed_only_by_its_own_config_and_survives_a_cut_line(
     other = config(["id", "ref"])
     assert Checkpoint(folder, other, ctx).restore(Spill(other, folder, None, "t")) is None
     assert not list(folder.iterdir())  # the other config's pages are gone
+
+
+def test_a_resumed_fan_out_whose_parent_page_changed_starts_afresh(
+    write: WritePipeline, api: Api, project: Path, caplog_lines: list[str]
+) -> None:
+    """The run fails at order 8; before the resume the API lists a new order first, so the
+    parent page being worked on holds other records. Skipping its first `done` records then
+    would skip the wrong ones: the fan-out starts afresh and every child comes once."""
+    listed = list(range(1, 21))
+    broken = {8}
+
+    @api.route("/orders")
+    def parents(request: Request) -> Any:
+        page = int(request.query.get("page", 1))
+        following = f"/orders?page={page + 1}" if page < 4 else None
+        return {"data": [{"id": i} for i in listed[(page - 1) * 5 : page * 5]], "next": following}
+
+    def items(request: Request) -> Reply:
+        order = int(request.path.split("/")[2])
+        if order in broken:
+            return Reply(400, {"message": "not today"})
+        return Reply(200, {"data": [{"sku": f"s{order}"}], "next": None})
+
+    for order in [*range(1, 21), 100]:
+        api.routes[f"/orders/{order}/items"] = items
+    text = (
+        pipeline(api, FAN_OUT, ", max_concurrency: 1")
+        + """
+          - id: out
+            load: {input: t, to: parquet, path: out/items.parquet}
+    """
+    )
+    path = write("p.yaml", text)
+    assert not run(path).ok
+    assert list((project / ".arrowline").rglob(".checkpoint-*/progress.jsonl"))
+    broken.clear()
+    listed[:] = [100, *range(1, 20)]  # a new order first: every page shifts by one
+    resumed = resume(path)
+    assert resumed.ok, {k: t.error for k, t in resumed.tasks.items() if t.error}
+    found = pl.read_parquet(str(project / "out" / "items.parquet"))
+    assert sorted(found["sku"].to_list()) == sorted(f"s{o}" for o in listed)
+    assert any("starts afresh" in line for line in caplog_lines)
