@@ -102,7 +102,7 @@ class Spill:
         for field in merged:
             before = self.schema.field(field.name) if field.name in self.schema.names else None
             if before is not None and before.type != field.type and before.type != pa.null():
-                logger.info(
+                logger.bind(task_id=self.task_id).info(
                     "field {!r} widened from {} to {} at page {}",
                     field.name,
                     before.type,

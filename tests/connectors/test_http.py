@@ -383,7 +383,7 @@ def test_a_declared_rate_is_kept_without_a_single_429(write: WritePipeline, api:
 
 
 def test_types_widen_across_pages_and_nested_records_keep_their_shape(
-    write: WritePipeline, api: Api
+    write: WritePipeline, api: Api, caplog_lines: list[str]
 ) -> None:
     pages = [
         [{"id": 1, "score": None, "amount": 1, "tags": ["a"], "who": {"name": "x"}}],
@@ -410,6 +410,8 @@ def test_types_widen_across_pages_and_nested_records_keep_their_shape(
     assert output["extra"].to_list() == [None, "late field"]
     assert output["who"].struct.field("age").to_list() == [None, 3]
     assert output["tags"].to_list() == [["a"], None]
+    notes = [line for line in caplog_lines if "widened" in line]
+    assert any("field 'amount' widened from int64 to double at page 2" in n for n in notes)
 
 
 def test_a_field_whose_types_cannot_meet_fails_naming_page_and_field(
