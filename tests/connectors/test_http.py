@@ -857,10 +857,7 @@ def test_kill_9_mid_pages_then_resume_fetches_only_what_was_not_kept(
 ) -> None:
     """The run is killed while it reads page 6 of 12; the resume (same run) goes on from the
     page after the last one its checkpoint kept, and the output equals a clean run's."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     @api.route("/slow")
     def slow(request: Request) -> Reply:
@@ -878,14 +875,7 @@ def test_kill_9_mid_pages_then_resume_fetches_only_what_was_not_kept(
     """
     )
     path = write("p.yaml", text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWLINE_FAULT")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "run", str(path), "--no-progress"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _run_process(path, project)
     deadline = time.monotonic() + 60
     while len(api.hits("/slow")) < 6 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -942,10 +932,7 @@ def test_kill_9_mid_fan_out_then_resume_fetches_only_the_children_in_flight(
     """Killed while the children of order 9 or so are read; the resume fetches the parent page
     being worked on again, skips the orders whose children were kept, and ends row for row
     equal to a clean run."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     _fan_out_api(api, delay=0.05)
     text = (
@@ -956,14 +943,7 @@ def test_kill_9_mid_fan_out_then_resume_fetches_only_the_children_in_flight(
     """
     )
     path = write("p.yaml", text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWLINE_FAULT")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "run", str(path), "--no-progress"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _run_process(path, project)
 
     def children() -> list[Request]:
         return [r for r in api.requests if r.path.endswith("/items")]
@@ -1081,3 +1061,19 @@ def test_a_resumed_fan_out_whose_parent_page_changed_starts_afresh(
     found = pl.read_parquet(str(project / "out" / "items.parquet"))
     assert sorted(found["sku"].to_list()) == sorted(f"s{o}" for o in listed)
     assert any("starts afresh" in line for line in caplog_lines)
+
+
+def _run_process(path: Path, project: Path) -> Any:
+    """`arrowline run` of the pipeline file in a process of its own, to be killed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARROWLINE_FAULT")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", str(path), "--no-progress"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
