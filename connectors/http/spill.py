@@ -242,15 +242,21 @@ class Checkpoint:
 
 
 def _journal(path: Path) -> list[dict[str, Any]]:
-    """The journal's whole lines (one cut short by a kill is dropped); [] when unreadable."""
+    """The journal's whole lines; [] when unreadable. A line cut short by a kill is dropped
+    and cut off the file too: the resumed run appends after it, and a line glued to the
+    fragment would be unreadable, and every line after it lost at the next resume."""
     try:
         raw = path.read_bytes()
     except OSError:
         return []
-    lines = []
-    for text in raw.split(b"\n"):
+    lines, whole = [], 0
+    for text in raw.split(b"\n")[:-1]:  # after the last newline: nothing, or a cut line
         try:
             lines.append(orjson.loads(text))
         except orjson.JSONDecodeError:
             break
+        whole += len(text) + 1
+    if whole < len(raw):
+        with path.open("r+b") as journal:
+            journal.truncate(whole)
     return lines

@@ -927,12 +927,14 @@ FAN_OUT = (
 
 
 def test_kill_9_mid_fan_out_then_resume_fetches_only_the_children_in_flight(
-    write: WritePipeline, api: Api, project: Path
+    write: WritePipeline, api: Api, project: Path, caplog_lines: list[str]
 ) -> None:
     """Killed while the children of order 9 or so are read; the resume fetches the parent page
     being worked on again, skips the orders whose children were kept, and ends row for row
     equal to a clean run."""
     import signal
+
+    from polars.testing import assert_frame_equal
 
     _fan_out_api(api, delay=0.05)
     text = (
@@ -967,11 +969,16 @@ def test_kill_9_mid_fan_out_then_resume_fetches_only_the_children_in_flight(
     assert len(twice) <= 2 * 2 * 2  # the window (2 x concurrency) of orders, 2 pages each
     assert len({path for path, _ in again}) < 20  # it did not start over
     assert len(api.hits("/orders")) - parents_before <= 4  # the page being worked on, then on
+    assert any("resuming after parent page" in line for line in caplog_lines)
     found = pl.read_parquet(str(project / "out" / "items.parquet"))
     expected = sorted(f"s{o}-{p}-{k}" for o in range(1, 21) for p in (1, 2) for k in range(3))
     assert sorted(found["sku"].to_list()) == expected  # none missing, none twice
     assert found.filter(pl.col("sku").str.starts_with("s7-"))["parent_id"].unique().to_list() == [7]
     assert not list((project / ".arrowline").rglob(".checkpoint-*"))
+
+    clean = write("clean.yaml", text.replace("out/items.parquet", "out/clean.parquet"))
+    assert run(clean).ok
+    assert_frame_equal(found, pl.read_parquet(str(project / "out" / "clean.parquet")))  # in order
 
 
 def test_a_checkpoint_is_resumed_only_by_its_own_config_and_survives_a_cut_line(
@@ -986,6 +993,7 @@ def test_a_checkpoint_is_resumed_only_by_its_own_config_and_survives_a_cut_line(
     from connectors.http.config import HttpSource
     from connectors.http.pages import Page
     from connectors.http.spill import Checkpoint, Spill
+    from engine.core.watermark import Watermark
 
     def config(fields: list[str]) -> HttpSource:
         return HttpSource.model_validate(
@@ -1010,12 +1018,22 @@ def test_a_checkpoint_is_resumed_only_by_its_own_config_and_survives_a_cut_line(
         journal.write(b'{"files": [["page-000003.arrow", 3, "/o/3"]], "ro')  # the kill
 
     again = Spill(first, folder, None, "t")
-    progress = Checkpoint(folder, first, ctx).restore(again)
+    resumed = Checkpoint(folder, first, ctx)
+    progress = resumed.restore(again)
     assert progress == {"parent": None, "done": 3, "number": 1}
     assert again.rows == 3
     assert [path.name for path, _, _ in again.files] == [f"page-{n:06d}.arrow" for n in range(3)]
     assert again.schema == pa.schema([("sku", pa.string()), ("qty", pa.int64())])
 
+    page = Page(3, "/o/3", [{"sku": "s3", "qty": 3}], {}, None)  # type: ignore[arg-type]
+    again.add(page, page.url)  # the resumed run goes on, appending to the journal
+    resumed.save(again, {"parent": None, "done": 4, "number": 1})
+    third = Spill(first, folder, None, "t")
+    assert Checkpoint(folder, first, ctx).restore(third) == {"parent": None, "done": 4, "number": 1}
+    assert third.rows == 4  # the cut line was cut off the file, not glued to what came next
+
+    marked = ConnectorContext(tmp_path, "p", "r1", "t", checkpoint=folder, watermark=Watermark(5))
+    assert Checkpoint(folder, first, marked).identity != resumed.identity  # another start
     other = config(["id", "ref"])
     assert Checkpoint(folder, other, ctx).restore(Spill(other, folder, None, "t")) is None
     assert not list(folder.iterdir())  # the other config's pages are gone
