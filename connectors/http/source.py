@@ -173,28 +173,29 @@ def _fan_out(
     def fetch(child: HttpSource) -> list[Page]:
         return list(_pages(child, api, ctx))
 
-    Pending = tuple[dict[str, Any], Future[list[Page]], dict[str, Any] | None, int, Page]
+    Pending = tuple[dict[str, Any], Future[list[Page]], dict[str, Any], int]
     with ThreadPoolExecutor(api.max_concurrency, thread_name_prefix="http-child") as pool:
         pending: list[Pending] = []
 
         def settle(keep: int) -> None:
             while len(pending) > keep:
-                record, future, at_page, index, of = pending.pop(0)
+                record, future, progress, index = pending.pop(0)
                 carried = {f"parent_{name}": record.get(name) for name in parent.fields}
                 for page in future.result():
                     spill.add(page, api.shown(page.url), carried)
                 if checkpoint is not None:
-                    progress = {"parent": at_page, "done": index + 1, "number": of.number + 1}
-                    checkpoint.save(spill, progress | {"digest": _digest(of)})
+                    checkpoint.save(spill, progress | {"done": index + 1})
 
         if before is None:
             pages = _pages(parent_config, api, ctx)
         else:
             pages = Pages(parent_config, api, ctx, before)
         for page in pages:
-            if expected is not None and _digest(page) != expected:
+            digest = _digest(page)  # once a page: per parent it would cost the page squared
+            if expected is not None and digest != expected:
                 break  # nothing is pending yet: start afresh below
             expected = None
+            at_page = {"parent": before, "number": page.number + 1, "digest": digest}
             for index, record in enumerate(page.records):
                 if index < skip:
                     continue  # its children were kept before the run stopped
@@ -205,7 +206,7 @@ def _fan_out(
                 child = config.model_copy(
                     update={"path": _child_path(config, record, page, index, api), "parent": None}
                 )
-                pending.append((record, pool.submit(fetch, child), before, index, page))
+                pending.append((record, pool.submit(fetch, child), at_page, index))
                 settle(window)
             skip, before = 0, page.progress
         settle(0)
