@@ -193,6 +193,8 @@ class Pages:
                             hint="the API repeats its cursor: check paginate and its paths",
                         )
                     seen.add(key)
+                elif not capped:  # before the page is kept: a journal that says "no next
+                    self._complete(page, fetched)  # page" is a load that did end whole
                 page.progress = {
                     "next": following,
                     "number": number + 1,
@@ -207,8 +209,6 @@ class Pages:
                         logger.bind(task_id=self.ctx.task_id).warning(
                             "stopped after max_pages ({}) at {}", config.max_pages, api.shown(url)
                         )
-                    else:
-                        self._complete(page, fetched)
                     return
                 url, params, body_json = following
                 number += 1

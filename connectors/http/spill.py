@@ -181,6 +181,8 @@ class Checkpoint:
         self._journaled = 0
         """How many of the spill's files the journal names."""
         self._schema: pa.Schema | None = None
+        self._seen: set[str] = set()
+        """The requests the journal names as seen (each line names only the new ones)."""
 
     def restore(self, spill: Spill) -> dict[str, Any] | None:
         """The last saved progress, its pages put back into `spill`; None to start afresh."""
@@ -193,10 +195,16 @@ class Checkpoint:
             return None
         files: list[tuple[str, int, str]] = []
         schema = b""
+        seen: set[str] = set()
         for line in lines[1:]:
             files += [(name, number, shown) for name, number, shown in line["files"]]
             schema = base64.b64decode(line["schema"]) if "schema" in line else schema
+            for where in _paginations(line["progress"]):
+                seen.update(where.get("seen", ()), where.get("seen_new", ()))
         last = lines[-1]
+        for where in _paginations(last["progress"]):  # the requests seen: only ever more
+            where.pop("seen_new", None)
+            where["seen"] = sorted(seen)
         kept = {name for name, _, _ in files}
         for leftover in self.folder.glob("page-*.arrow"):  # spilled, not recorded: again
             if leftover.name not in kept:
@@ -204,7 +212,7 @@ class Checkpoint:
         spill.files = [(self.folder / name, number, shown) for name, number, shown in files]
         spill.rows = last["rows"]
         spill.schema = pa.ipc.read_schema(pa.py_buffer(schema)) if schema else None
-        self._journaled, self._schema = len(spill.files), spill.schema
+        self._journaled, self._schema, self._seen = len(spill.files), spill.schema, seen
         progress: dict[str, Any] = last["progress"]
         what = "parent page" if "parent" in progress else "page"
         logger.bind(task_id=spill.task_id).info(
@@ -221,7 +229,7 @@ class Checkpoint:
         line: dict[str, Any] = {
             "files": [(p.name, n, shown) for p, n, shown in spill.files[self._journaled :]],
             "rows": spill.rows,
-            "progress": progress,
+            "progress": self._thin(progress),
         }
         if spill.schema is not None and spill.schema != self._schema:
             line["schema"] = base64.b64encode(spill.schema.serialize().to_pybytes()).decode()
@@ -230,15 +238,37 @@ class Checkpoint:
             journal.write(head + orjson.dumps(line) + b"\n")
         self._journaled = len(spill.files)
 
+    def _thin(self, progress: dict[str, Any]) -> dict[str, Any]:
+        """`progress` naming only the requests seen since the line before: written whole in
+        every line, the set would make the journal quadratic in pages again."""
+
+        def thin(where: dict[str, Any]) -> dict[str, Any]:
+            if "seen" not in where:
+                return where
+            new = [key for key in where["seen"] if key not in self._seen]
+            self._seen.update(new)
+            return {**{k: v for k, v in where.items() if k != "seen"}, "seen_new": new}
+
+        progress = thin(progress)
+        if isinstance(progress.get("parent"), dict):  # a fan-out: its parent's pages
+            progress = {**progress, "parent": thin(progress["parent"])}
+        return progress
+
     def reset(self, spill: Spill) -> None:
         """Forget every page: the folder emptied, the spill and the journal start afresh."""
         remove_tree(self.folder)
         self.folder.mkdir(parents=True)
         spill.files, spill.rows, spill.schema = [], 0, None
-        self._journaled, self._schema = 0, None
+        self._journaled, self._schema, self._seen = 0, None, set()
 
     def remove(self) -> None:
         remove_tree(self.folder)
+
+
+def _paginations(progress: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where a line's progress keeps a pagination's state: itself, or a fan-out's parent."""
+    parent = progress.get("parent")
+    return [parent] if isinstance(parent, dict) else [] if "parent" in progress else [progress]
 
 
 def _journal(path: Path) -> list[dict[str, Any]]:

@@ -1095,3 +1095,93 @@ def _run_process(path: Path, project: Path) -> Any:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+# -- resumable, continued ---------------------------------------------------------------------
+
+
+def test_a_resume_after_pages_that_ended_while_the_api_said_more_fails_again(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """The last page says has_more but gives no cursor: the run fails. A resume of the run,
+    the API unchanged, must fail the same way rather than load the partial pages as whole."""
+
+    @api.route("/short")
+    def short(request: Request) -> Any:
+        page = int(request.query.get("cursor", 0))
+        following = page + 1 if page < 2 else None
+        data = [{"id": page * 10 + i} for i in range(10)]
+        return {"data": data, "next": following, "has_more": True}
+
+    source = "path: /short, data_path: data, paginate: {type: cursor, cursor_path: next}"
+    path = write("p.yaml", pipeline(api, source))
+    first = run(path)
+    assert "although it says more follow" in error(first)
+    resumed = resume(path)
+    assert not resumed.ok, f"a partial load of {rows(resumed).height} rows passed as whole"
+    assert "although it says more follow" in error(resumed)
+
+
+def test_the_journal_grows_by_a_bounded_line_per_page(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """A journal line per kept page costs the same at page 300 as at page 2: the set of
+    requests seen (for the repeated-cursor check) is not written whole in every line."""
+
+    @api.route("/many")
+    def many(request: Request) -> Any:
+        page = int(request.query.get("cursor", 0))
+        if page == 300:
+            return Reply(400, {"message": "stop here"})
+        return {"data": [{"id": page}], "next": page + 1}
+
+    source = "path: /many, data_path: data, paginate: {type: cursor, cursor_path: next}"
+    assert not extract(write, api, source).ok
+    (journal,) = (project / ".arrowline").rglob(".checkpoint-*/progress.jsonl")
+    lines = journal.read_bytes().splitlines()
+    assert len(lines) == 301  # the identity, then a line per page
+    assert len(lines[-1]) < 2 * len(lines[2]), (len(lines[2]), len(lines[-1]))
+
+    api.routes["/many"] = lambda request: {"data": [{"id": 300}], "next": 5}  # seen before
+    said = error(resume(project / "p.yaml"))
+    assert "asked for the same page again" in said  # the requests seen came back whole
+
+
+def test_a_fan_out_failed_at_the_last_parent_of_a_page_resumes_every_row_once(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """Parent pages of 5, 5 and an empty last page; failures on the last record of a page, on
+    the first of a page (the page before all done) and on the very first parent."""
+    broken: set[int] = set()
+
+    @api.route("/orders")
+    def parents(request: Request) -> Any:
+        page = int(request.query.get("page", 1))
+        following = f"/orders?page={page + 1}" if page < 3 else None
+        data = [{"id": i} for i in range((page - 1) * 5 + 1, page * 5 + 1)] if page < 3 else []
+        return {"data": data, "next": following}
+
+    def items(request: Request) -> Reply:
+        order = int(request.path.split("/")[2])
+        if order in broken:
+            return Reply(400, {"message": "not today"})
+        return Reply(200, {"data": [{"sku": f"s{order}"}], "next": None})
+
+    for order in range(1, 11):
+        api.routes[f"/orders/{order}/items"] = items
+    text = (
+        pipeline(api, FAN_OUT, ", max_concurrency: 1")
+        + """
+          - id: out
+            load: {input: t, to: parquet, path: out/items.parquet}
+    """
+    )
+    path = write("p.yaml", text)
+    for fail in (10, 6, 2):
+        broken.add(fail)
+        assert not run(path).ok
+        broken.clear()
+        resumed = resume(path)
+        assert resumed.ok, {k: t.error for k, t in resumed.tasks.items() if t.error}
+        found = pl.read_parquet(str(project / "out" / "items.parquet"))
+        assert found["sku"].to_list() == [f"s{o}" for o in range(1, 11)], fail
