@@ -50,7 +50,7 @@ from engine.execution.cache import CacheHit, ExecutionCache
 from engine.execution.drift import DriftCheck
 from engine.execution.observers import LineageRecorder, OpenLineageObserver, register_plan_secrets
 from engine.execution.pools import PoolGate
-from engine.execution.recovery import DeadLetters
+from engine.execution.recovery import DeadLetters, heartbeat
 from engine.execution.results import (
     ExecutionSettings,
     RunEvent,
@@ -253,7 +253,7 @@ class Executor(PipelinedHandOff):
             self.plan.run_id, task_id, target, event, attempt=attempt, error=error, fields=fields
         )
         self.states[task_id] = target
-        if target.terminal or target is TaskState.RETRYING:
+        if target.terminal or target in (TaskState.RETRYING, TaskState.PENDING):
             self.pools.release(task_id)  # slots are held by running attempts only
         result = self.results[task_id]
         result.state = target
@@ -296,7 +296,7 @@ class Executor(PipelinedHandOff):
                 return
             now = self.clock()
             if now - last_heartbeat >= self.settings.heartbeat_interval:
-                self._heartbeat()
+                heartbeat(self.catalog, self.plan.run_id, self.log)
                 last_heartbeat = now
             wake = next_wake(
                 now,
@@ -306,7 +306,7 @@ class Executor(PipelinedHandOff):
                 self.settings.cancel_grace,
             )
             try:
-                if self.running:
+                if self.running or self.pools.abandoned:  # (its late result frees slots)
                     try:
                         item = self.finished.get(timeout=max(0.0, wake - now))
                         while True:  # handle it and whatever else finished meanwhile
@@ -329,14 +329,6 @@ class Executor(PipelinedHandOff):
                 self._begin_cancel(Cancelled("the run was interrupted (Ctrl-C)"))
             self._release_retries()
             self._enforce_deadlines()
-
-    def _heartbeat(self) -> None:
-        """Tell the catalog the run is alive; one that cannot be written (a full disk, a catalog
-        restarting) is said and skipped: only the state changes that matter fail the run."""
-        try:
-            self.catalog.heartbeat(self.plan.run_id)
-        except ArrowlineError as exc:
-            self.log.warning("heartbeat not recorded: {}", exc.message)
 
     def _start(self, task_id: str, streamed: dict[str, InputTable] | None = None) -> Attempt | None:
         """Start an attempt (None when the breaker refuses it, or an earlier output stands for
@@ -389,6 +381,7 @@ class Executor(PipelinedHandOff):
         self.watermarks.repair()  # what the attempt found sinks hold, written from this thread
         if self.running.get(task.id) is not attempt:
             self.workspace.discard(attempt.staging)  # an abandoned attempt finished late
+            self.pools.ended(task.id, attempt.number)  # its thread no longer uses the pool
             return
         del self.running[task.id]
         if self.riders.hold(attempt, result):
@@ -554,6 +547,7 @@ class Executor(PipelinedHandOff):
         for attempt in unstopped(self.running.values(), now, self.settings.cancel_grace):
             # The task did not stop: abandon the attempt; a late result is discarded.
             del self.running[attempt.task.id]
+            self.pools.abandon(attempt.task.id, attempt.number)  # taken till its thread ends
             reason = attempt.cancel.reason or Cancelled("cancelled")
             self.log.bind(task_id=attempt.task.id).error(
                 "did not stop within {:.0f}s; abandoning the attempt", self.settings.cancel_grace

@@ -63,6 +63,8 @@ class PoolGate:
         self.waits: dict[str, tuple[float, str]] = {}
         """task id -> when it began waiting, for which pool."""
         self.notes: dict[str, str] = {}
+        self.abandoned: dict[tuple[str, int], list[PoolSlot]] = {}
+        """(task id, attempt) -> the slots of an attempt given up while its thread runs."""
 
     def needs(self, task: PlannedTask) -> dict[str, int]:
         """Pool -> how many of its slots the task takes."""
@@ -78,17 +80,18 @@ class PoolGate:
         all or none. Refused: False, and unless `queue` is False the task waits in `waiting`."""
         wanted = [tid for tid in (task_id, *also) if tid not in self.held]
         taken: dict[str, list[PoolSlot]] = {}
-        for tid in wanted:
-            for pool, count in self.needs(self.plan.task(tid)).items():
-                got = self._free(pool, count, tid)
-                taken.setdefault(tid, []).extend(got)
-                if len(got) < count:
-                    for slots in taken.values():
-                        for slot in slots:
-                            slot.release()
-                    if queue:
-                        self._wait(task_id, pool)
-                    return False
+        try:
+            for tid in wanted:
+                for pool, count in self.needs(self.plan.task(tid)).items():
+                    got = self._free(pool, count, tid, taken.setdefault(tid, []))
+                    if got < count:
+                        _give_back(taken)
+                        if queue:
+                            self._wait(task_id, pool, count)
+                        return False
+        except BaseException:  # a lock file or the catalog failed: keep none of them
+            _give_back(taken)
+            raise
         self.held.update(taken)
         if task_id in self.waits:
             began, pool = self.waits.pop(task_id)
@@ -108,31 +111,66 @@ class PoolGate:
             self.waiting.wake(f"pool:{slot.pool}")
         self.waits.pop(task_id, None)
 
+    def abandon(self, task_id: str, attempt: int) -> None:
+        """The attempt was given up while its thread still runs: its slots stay taken (that
+        thread still uses what the pool guards) until `ended` says the thread returned."""
+        if task_id in self.held:
+            self.abandoned[task_id, attempt] = self.held.pop(task_id)
+        self.waits.pop(task_id, None)
+
+    def ended(self, task_id: str, attempt: int) -> None:
+        """An abandoned attempt's thread returned: its slots go back."""
+        self.held[f"{task_id}#{attempt}"] = self.abandoned.pop((task_id, attempt), [])
+        self.release(f"{task_id}#{attempt}")
+
     def close(self) -> None:
+        """The run is over: every slot goes back, an abandoned thread's too (nothing of the
+        run is left to tell when it returns; a new process holds none of its locks)."""
         for task_id in list(self.held):
             self.release(task_id)
+        for slots in self.abandoned.values():
+            for slot in slots:
+                slot.release()
+        self.abandoned.clear()
 
-    def _free(self, pool: str, count: int, task_id: str) -> list[PoolSlot]:
+    def _free(self, pool: str, count: int, task_id: str, into: list[PoolSlot]) -> int:
+        """Take up to `count` free slots of `pool` into `into` (as soon as each is taken, so
+        that a failure part way leaves none unaccounted for); how many it took."""
         holder = {"pipeline": self.plan.pipeline, "run_id": self.plan.run_id, "task_id": task_id}
-        got: list[PoolSlot] = []
+        got = 0
         for slot in self.slots[pool]:
-            if len(got) == count:
+            if got == count:
                 break
             if not slot.taken and slot.try_take(holder):
-                got.append(slot)
+                into.append(slot)
+                got += 1
         return got
 
-    def _wait(self, task_id: str, pool: str) -> None:
+    def _wait(self, task_id: str, pool: str, count: int) -> None:
         self.waiting.add(task_id, self.poll, f"pool:{pool}")
         if task_id in self.waits:
             return  # said once per wait
         self.waits[task_id] = (self.clock(), pool)
         mine = [tid for tid, slots in self.held.items() if any(s.pool == pool for s in slots)]
         others = [who for slot in self.slots[pool] if not slot.taken and (who := slot.holder())]
-        holders = [f"task {tid} of this run" for tid in mine] + others
+        given_up = [
+            f"task {tid}'s attempt {number}, given up but its thread still running"
+            for (tid, number), slots in self.abandoned.items()
+            if any(s.pool == pool for s in slots)
+        ]
+        holders = [f"task {tid} of this run" for tid in mine] + given_up + others
+        size = len(self.slots[pool])
+        if count == 1:
+            said = f"all {size} slots of pool {pool!r} are taken"
+        else:  # some may be free, but not as many as it needs
+            said = f"it needs {count} of the {size} slots of pool {pool!r}, not all of them free"
         self.log.bind(task_id=task_id).info(
-            "queued: all {} slots of pool {!r} are taken{}",
-            len(self.slots[pool]),
-            pool,
-            f" ({'; '.join(holders)})" if holders else "",
+            "queued: {}{}", said, f" ({'; '.join(holders)})" if holders else ""
         )
+
+
+def _give_back(taken: dict[str, list[PoolSlot]]) -> None:
+    for slots in taken.values():
+        for slot in slots:
+            slot.release()
+    taken.clear()

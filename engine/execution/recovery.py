@@ -8,12 +8,21 @@ from typing import Any
 
 from loguru import logger
 
-from engine.core.errors import Classification
+from engine.core.errors import ArrowlineError, Classification
 from engine.planning.build import Plan
 from engine.state.catalog import Catalog
 from engine.state.workspace import Workspace
 
-__all__ = ["DeadLetters", "recover_interrupted"]
+__all__ = ["DeadLetters", "heartbeat", "recover_interrupted"]
+
+
+def heartbeat(catalog: Catalog, run_id: str, log: Any) -> None:
+    """Tell the catalog the run is alive; one that cannot be written (a full disk, a catalog
+    restarting) is said and skipped: only the state changes that matter fail the run."""
+    try:
+        catalog.heartbeat(run_id)
+    except ArrowlineError as exc:
+        log.warning("heartbeat not recorded: {}", exc.message)
 
 
 def recover_interrupted(catalog: Catalog, workspace: Workspace, pipeline: str) -> list[str]:

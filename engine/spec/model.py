@@ -479,7 +479,7 @@ class PipelineSpec(ConfigModel):
         import re
 
         for name in value:
-            if not re.match(NAME_PATTERN, name):
+            if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r} must be an identifier (letters, digits, _)")
         return value
 

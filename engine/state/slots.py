@@ -56,7 +56,12 @@ class PoolSlot:
 
             label = f"arrowline pool {holder.get('run_id', '')} {holder.get('task_id', '')}"
             lock = AdvisoryLock(self.location, "pool", f"{self.pool}.{self.index}", label=label)
-            if lock.try_acquire():
+            try:
+                took = lock.try_acquire()
+            except BaseException:  # the catalog failed: its session goes with it
+                lock.release()
+                raise
+            if took:
                 self._advisory = lock
                 return True
             lock.release()
@@ -90,6 +95,8 @@ class PoolSlot:
                 return ""
             _, _, run_id, task_id = [*found[0].split(" ", 3), "", "", ""][:4]
             return f"task {task_id} of run {run_id}"
+        if not self._held_elsewhere():
+            return ""  # what the file says is stale: its holder ended without emptying it
         with contextlib.suppress(OSError, ValueError):
             data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
             if isinstance(data, dict) and data:
@@ -99,6 +106,20 @@ class PoolSlot:
                     f"{data.get('host', '?')})"
                 )
         return ""
+
+    def _held_elsewhere(self) -> bool:
+        """Whether another open file holds the slot's flock (probed without waiting)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # (closing it lets go of the probe's shared lock)
+        return False
 
     def release(self) -> None:
         if self._advisory is not None:

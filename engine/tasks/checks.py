@@ -464,6 +464,7 @@ class _Checker(OutputChecks):
             reads[task.id] = resolved.inputs
         self.cycles(upstream)
         self.ephemeral_waits(upstream)
+        self.ephemeral_pools(upstream)
         if len(reads) == len(self.spec.tasks):  # all known: one that did not render reads more
             self.ephemeral_unread(reads)
         return self.problems

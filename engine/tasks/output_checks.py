@@ -184,6 +184,43 @@ class OutputChecks:
                         f"{task.id!r}",
                     )
 
+    def ephemeral_pools(self, upstream: dict[str, tuple[str, ...]]) -> None:
+        """An ephemeral extract and the tasks streaming from it start as one unit and take
+        their slots of every pool together: a unit needing more slots of a pool than it has
+        could never start (it would wait, QUEUED, for ever)."""
+        pools = self.spec.pools
+        for task in self.spec.tasks:
+            if task.materialize != "ephemeral" or not kind_of(task).offers_stream:
+                continue
+            unit = [task, *(t for t in self.spec.tasks if task.id in upstream.get(t.id, ()))]
+            needed: dict[str, list[str]] = {}
+            for member in unit:
+                for pool in _pools_taken(member, pools):
+                    needed.setdefault(pool, []).extend([member.id] * _slots(member, pool))
+            for pool, takers in needed.items():
+                if len(takers) > pools[pool] and len(unit) > 1:
+                    each = ", ".join(f"{t} {takers.count(t)}" for t in dict.fromkeys(takers))
+                    self.add(
+                        "pool-too-small",
+                        f"the ephemeral {task.id!r} starts together with the tasks streaming "
+                        f"from it, and together they take {len(takers)} slots of pool "
+                        f"{pool!r} ({each}), which has {pools[pool]}: they could never start",
+                        task,
+                        ("materialize",),
+                        hint=f"give pool {pool!r} at least {len(takers)} slots, or remove "
+                        f"`materialize: ephemeral` from {task.id!r}",
+                    )
+
+
+def _pools_taken(task: TaskSpec, pools: dict[str, int]) -> list[str]:
+    """The declared pools a task takes slots of: its `pool`, and one named like its connection."""
+    named = [task.pool, task.connection]
+    return [pool for pool in dict.fromkeys(named) if pool is not None and pool in pools]
+
+
+def _slots(task: TaskSpec, pool: str) -> int:
+    return task.pool_slots if pool == task.pool else 1
+
 
 def _sets_rows_aside(task: TaskSpec) -> bool:
     """Whether an extract's source sets malformed rows aside (its collector's policy is not

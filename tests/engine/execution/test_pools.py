@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from loguru import logger
 
 from engine.api.pipeline import run
+from engine.core.errors import PipelineInvalid
 from engine.state.catalog import CatalogReader
 from engine.state.db import catalog_location
 from engine.state.slots import PoolSlot
@@ -211,7 +213,9 @@ def test_pools_are_checked_at_their_line(write: WritePipeline, project: Path) ->
     assert too_small.line == 10
 
 
-@pytest.mark.parametrize("bad", ["{warehouse: 0}", "{warehouse: 2000}", "{'../x': 1}"])
+@pytest.mark.parametrize(
+    "bad", ["{warehouse: 0}", "{warehouse: 2000}", "{'../x': 1}", '{"wh\\n": 1}', '{"wh\\n.x": 1}']
+)
 def test_bad_pool_declarations_are_refused(write: WritePipeline, project: Path, bad: str) -> None:
     path = write("p.yaml", f"pipeline: bad\npools: {bad}\ntasks:\n  - {{id: a, sql: select 1}}\n")
     problems = check_file(path)[1]
@@ -309,6 +313,16 @@ def test_a_slot_excludes_another_holder_until_released(project: Path, each_catal
     assert theirs.holder() == ""
 
 
+def test_a_free_slot_whose_file_still_names_a_dead_holder_names_nobody(project: Path) -> None:
+    slot = PoolSlot(project / ".arrowline" / "locks", None, "warehouse", 0)
+    slot.path.parent.mkdir(parents=True)
+    # what a run killed with -9 leaves: its name in the file, its lock gone with it
+    slot.path.write_text('{"pipeline": "p", "run_id": "r0", "task_id": "gone", "pid": 1}')
+    assert slot.holder() == ""
+    assert slot.try_take({"pipeline": "q", "run_id": "r1", "task_id": "t1"})
+    slot.release()
+
+
 def test_a_pipeline_built_in_python_declares_and_takes_pools(project: Path) -> None:
     from engine.api.pipeline import Pipeline
 
@@ -321,3 +335,204 @@ def test_a_pipeline_built_in_python_declares_and_takes_pools(project: Path) -> N
     assert result.ok
     spans = intervals(project, result.run_id, "a", "b")
     assert most_at_once(list(spans.values())) == 1
+
+
+# -- review: defects ------------------------------------------------------------------------------
+
+
+def _slot_is_free(project: Path, pool: str, index: int = 0) -> bool:
+    """Whether another holder (as another run would) can take the slot now."""
+    probe = PoolSlot(project / ".arrowline" / "locks", None, pool, index)
+    if not probe.try_take({"pipeline": "probe", "run_id": "probe", "task_id": "probe"}):
+        return False
+    probe.release()
+    return True
+
+
+def _cancel_after(seconds: float, found: list[object]) -> Callable[[Any], None]:
+    """on_executor: cancel the run after `seconds` (a run that hangs ends, CANCELLED)."""
+    import threading
+
+    def hook(executor: Any) -> None:
+        found.append(executor)
+        timer = threading.Timer(seconds, executor.cancel)
+        timer.daemon = True
+        timer.start()
+
+    return hook
+
+
+def test_an_ephemeral_unit_needing_more_slots_than_its_pool_has_is_said_not_waited_forever(
+    write: WritePipeline, project: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": list(range(10))}), project / "in.parquet")
+    path = write(
+        "p.yaml",
+        """
+        pipeline: unit
+        pools: {files: 1}
+        tasks:
+          - id: src
+            materialize: ephemeral
+            pool: files
+            extract: {from: files, path: in.parquet}
+          - id: out
+            pool: files
+            load: {input: src, to: parquet, path: out/x.parquet}
+        """,
+    )
+    # the extract and its load start together and take 2 slots of a 1-slot pool: never
+    problems = [p for p in check_file(path)[1] if p.severity == "error"]
+    assert [(p.code, p.line, p.task_id) for p in problems] == [("pool-too-small", 5, "src")]
+    assert "take 2 slots of pool 'files' (src 1, out 1), which has 1" in problems[0].message
+    found: list[object] = []
+    with pytest.raises(PipelineInvalid, match="could never start"):  # refused, not queued
+        run(path, max_parallel=2, on_executor=_cancel_after(8.0, found))
+
+
+def test_a_rider_sent_back_to_pending_gives_its_slots_back(
+    write: WritePipeline, project: Path
+) -> None:
+    from engine.core.errors import TransientTaskError
+    from engine.core.states import RunState
+    from engine.execution.results import RunEvent
+    from tests.engine.execution.test_pipelined import failing_extract, write_input
+
+    write_input(project)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: eph
+        pools: {files: 1}
+        tasks:
+          - id: orders
+            materialize: ephemeral
+            extract: {from: files, path: data/orders.parquet, batch_size: 1000}
+            retry: {attempts: 2, backoff: 0s}
+          - id: publish
+            pool: files
+            load: {input: orders, to: parquet, path: out/orders.parquet}
+        """,
+    )
+    free_while_retrying: list[bool] = []
+
+    def listener(event: RunEvent) -> None:
+        if event.task_id == "orders" and event.state == "RETRYING":
+            # publish is PENDING again, waiting for orders' next attempt: it runs nothing
+            free_while_retrying.append(_slot_is_free(project, "files"))
+
+    failing = failing_extract(10, {1}, lambda: TransientTaskError("the source went away"))
+    result = run(path, runner=failing, listener=listener)
+    assert result.state is RunState.SUCCESS, result.tasks["orders"].error
+    assert free_while_retrying == [True], "a PENDING task kept its pool slot"
+
+
+def test_a_failure_while_taking_slots_gives_back_those_already_taken(
+    write: WritePipeline, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("udfs.py", SLEEPY_UDFS)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: partial
+        pools: {warehouse: 2}
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - id: big
+            pool: warehouse
+            pool_slots: 2
+            udf: {input: src, function: "udfs.py:slow", args: {seconds: 0.1}}
+        """,
+    )
+    original = PoolSlot.try_take
+
+    def flaky(self: PoolSlot, holder: dict[str, Any]) -> bool:
+        if self.index == 1:  # e.g. EMFILE, a read-only disk, a catalog refusing connections
+            raise OSError(24, "Too many open files")
+        return original(self, holder)
+
+    monkeypatch.setattr(PoolSlot, "try_take", flaky)
+    with pytest.raises(OSError, match="Too many open files"):
+        run(path)
+    monkeypatch.setattr(PoolSlot, "try_take", original)
+    assert _slot_is_free(project, "warehouse", 0), "slot 0 stays locked by this process"
+
+
+def test_a_task_wanting_more_than_is_free_is_not_said_to_find_every_slot_taken(
+    write: WritePipeline, project: Path, lines: list[str]
+) -> None:
+    write("udfs.py", SLEEPY_UDFS)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: heavy
+        pools: {warehouse: 2}
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - id: small
+            pool: warehouse
+            udf: {input: src, function: "udfs.py:slow", args: {seconds: 0.6}}
+          - id: big
+            pool: warehouse
+            pool_slots: 2
+            udf: {input: src, function: "udfs.py:slow", args: {seconds: 0.1}}
+        """,
+    )
+    result = run(path, max_parallel=3)
+    assert result.ok
+    queued = [line for line in lines if "queued" in line and "warehouse" in line]
+    assert len(queued) == 1, lines
+    assert "all 2 slots" not in queued[0], queued[0]  # one of them was free
+    assert "it needs 2 of the 2 slots of pool 'warehouse'" in queued[0], queued[0]
+
+
+ABANDONING_UDFS = """
+import time
+from pathlib import Path
+from typing import Any
+
+def stuck(frame, name: str, seconds: float):
+    Path(f"{name}.start").write_text(repr(time.time()))
+    time.sleep(seconds)  # does not look at its cancel token
+    Path(f"{name}.end").write_text(repr(time.time()))
+    return frame
+"""
+
+
+def test_an_abandoned_attempt_keeps_its_slot_while_its_thread_still_runs(
+    write: WritePipeline, project: Path
+) -> None:
+    from engine.execution.results import ExecutionSettings
+
+    write("udfs.py", ABANDONING_UDFS)
+    path = write(
+        "p.yaml",
+        """
+        pipeline: stuck
+        pools: {warehouse: 1}
+        tasks:
+          - id: src
+            sql: select 1 as x
+          - id: hung
+            pool: warehouse
+            timeout: 0.2s
+            retry: {attempts: 1}
+            udf: {input: src, function: "udfs.py:stuck", args: {name: hung, seconds: 2.0}}
+          - id: next
+            pool: warehouse
+            udf: {input: src, function: "udfs.py:stuck", args: {name: next, seconds: 0.0}}
+        """,
+    )
+    settings = ExecutionSettings(max_parallel=3, cancel_grace=0.2)
+    result = run(path, settings=settings)
+    assert not result.ok  # hung timed out
+    time.sleep(2.2)  # let the abandoned thread end
+    hung = [float((project / f"hung.{end}").read_text()) for end in ("start", "end")]
+    upcoming = [float((project / f"next.{end}").read_text()) for end in ("start", "end")]
+    # whichever started first, the two must not overlap: hung's thread worked for 2 s
+    assert upcoming[0] >= hung[1] or upcoming[1] <= hung[0], "a 1-slot pool ran two at once"
