@@ -74,6 +74,9 @@ def run_roundtrip(frame: pl.DataFrame, workdir: Path) -> tuple[pl.DataFrame, pl.
     finally:
         connection.close()
     assert isinstance(from_duckdb, pl.DataFrame)
+    kept = result.tasks["copied"].output  # the sql task's own file, as a notebook opens it
+    assert kept is not None
+    assert_frame_equal(pl.read_parquet(kept.files[0]), frame, check_dtypes=True)
     return from_parquet, from_duckdb
 
 
