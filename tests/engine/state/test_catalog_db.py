@@ -3,6 +3,7 @@ schema migration, concurrent creation, and the advisory locks of a shared catalo
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -218,6 +220,40 @@ def test_processes_creating_a_fresh_shared_catalog_at_once_all_succeed(
     assert [p.returncode for p in processes] == [0] * 4, errors
     assert shared_catalog.rows("select count(*) from runs") == [(4,)]
     assert shared_catalog.rows("select value from meta") == [(str(SCHEMA_VERSION),)]
+
+
+def _open_at_once(path: Path, start: Any, failures: Any) -> None:
+    """In a forked process: wait for the others, then open (and so create) the catalog."""
+    start.wait(timeout=60)
+    try:
+        Catalog(catalog_location(path.parent, f"sqlite:{path}")).close()
+    except Exception as exc:
+        failures.put(repr(exc))
+
+
+@pytest.mark.slow
+def test_processes_creating_a_fresh_embedded_catalog_at_once_all_succeed(tmp_path: Path) -> None:
+    """Six processes opening a new catalog.db together race to switch it to WAL; SQLite tells
+    a loser 'database is locked' without waiting (a few rounds in a hundred before the retry),
+    which failed one of four runs started at once in an empty project."""
+    context = multiprocessing.get_context("fork")
+    failures = context.Queue()
+    for round_ in range(60):
+        path = tmp_path / f"r{round_}" / "catalog.db"
+        path.parent.mkdir()
+        start = context.Barrier(6)
+        processes = [
+            context.Process(target=_open_at_once, args=(path, start, failures)) for _ in range(6)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=60)
+        assert [process.exitcode for process in processes] == [0] * 6
+        assert failures.empty(), f"round {round_}: {failures.get()}"
+        with CatalogReader(catalog_location(path.parent, f"sqlite:{path}")) as reader:
+            assert reader.runs() == []
+        assert sqlite3.connect(path).execute("pragma journal_mode").fetchone() == ("wal",)
 
 
 def test_the_run_lock_of_a_killed_process_is_free_at_once_on_a_shared_catalog(
