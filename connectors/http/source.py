@@ -34,6 +34,7 @@ from connectors.http.config import HttpSource
 from connectors.http.pages import Page, Pages
 from connectors.http.spill import Checkpoint, Spill
 from engine.core.errors import DataError
+from engine.core.faults import fault_point
 from engine.core.watermark import RowsAfter
 
 __all__ = ["open_http"]
@@ -96,8 +97,9 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
 def _read_ahead(pages: Pages, spill: Spill, api: Api, checkpoint: Checkpoint | None = None) -> None:
     """Each page made Arrow and spilled on a thread of its own while the next is fetched (its
     cursor is known once the body is parsed): a rate-limited run keeps its rate, the others
-    overlap conversion with the server's time. At most `_AHEAD` pages wait, so a kill costs
-    at most those and the one in flight. Once a page is kept, the checkpoint says so.
+    overlap conversion with the server's time. At most `_AHEAD` pages wait. The checkpoint
+    keeps each page's body as soon as it is fetched, and says so again once it is converted,
+    so a kill costs only the request in flight.
 
     The first conversion of a Python list pays pyarrow's lazy imports (pandas among them,
     ~0.3 s); paid while pages wait, it stalled the requests behind them and cost a
@@ -107,15 +109,19 @@ def _read_ahead(pages: Pages, spill: Spill, api: Api, checkpoint: Checkpoint | N
 
     pa.array([{"warm": 1}])
 
-    def keep(page: Page) -> None:
+    def keep(page: Page, raw: str | None) -> None:
+        fault_point("http.convert")
         spill.add(page, api.shown(page.url))
         if checkpoint is not None and page.progress is not None:
-            checkpoint.save(spill, page.progress)
+            checkpoint.save(spill, page.progress, raw=raw)
 
     with ThreadPoolExecutor(1, thread_name_prefix="http-pages") as adder:
         waiting: deque[Future[None]] = deque()
         for page in pages:
-            waiting.append(adder.submit(keep, page))
+            raw = None
+            if checkpoint is not None and page.progress is not None:
+                raw = checkpoint.fetched(page, api.shown(page.url))
+            waiting.append(adder.submit(keep, page, raw))
             while len(waiting) > _AHEAD or (waiting and waiting[0].done()):
                 waiting.popleft().result()
         while waiting:

@@ -5,6 +5,7 @@ pagination's progress, for a resumed run."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,33 +45,39 @@ class Spill:
 
     def add(self, page: Page, shown: str, carried: dict[str, Any] | None = None) -> None:
         """One page's records; `carried`: values every row of it gets (a parent's fields)."""
-        if not page.records:
+        self.add_records(page.number, page.records, shown, carried)
+
+    def add_records(
+        self, number: int, records: list[Any], shown: str, carried: dict[str, Any] | None = None
+    ) -> None:
+        """The records of page `number` (counted from 0) of `shown`."""
+        if not records:
             return
-        if not all(isinstance(r, dict) for r in page.records):
-            kinds = sorted({type(r).__name__ for r in page.records})
-            raise DataError(f"page {page.number + 1} of {shown}: records are {kinds}, not objects")
+        if not all(isinstance(r, dict) for r in records):
+            kinds = sorted({type(r).__name__ for r in records})
+            raise DataError(f"page {number + 1} of {shown}: records are {kinds}, not objects")
         try:  # a struct array takes every record's keys (from_pylist: the first record's)
-            table = pa.Table.from_struct_array(pa.array(page.records))
+            table = pa.Table.from_struct_array(pa.array(records))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            field = _mixed(page.records)
+            field = _mixed(records)
             raise DataError(
-                f"page {page.number + 1} of {shown}: field {field!r} holds values of more "
+                f"page {number + 1} of {shown}: field {field!r} holds values of more "
                 f"than one type: {exc}",
                 hint="declare the field's type in columns",
             ) from None
         for name, value in (carried or {}).items():
             table = table.append_column(name, pa.array([value] * table.num_rows))
-        table = self._declared(table, page, shown)
+        table = self._declared(table, number, shown)
         if self.after is not None and self.after.refusal(table.schema) is None:
             table = table.filter(self.after.mask(table))  # what the watermark had committed
-        self._unify(table.schema, page, shown)
+        self._unify(table.schema, number, shown)
         path = self.folder / f"page-{len(self.files):06d}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
             out.write_table(table)
-        self.files.append((path, page.number, shown))
+        self.files.append((path, number, shown))
         self.rows += table.num_rows
 
-    def _declared(self, table: pa.Table, page: Page, shown: str) -> pa.Table:
+    def _declared(self, table: pa.Table, number: int, shown: str) -> pa.Table:
         for name, kind in self.declared.items():
             if name not in table.column_names:
                 continue
@@ -79,13 +86,13 @@ class Spill:
                 column = table.column(index).cast(kind)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
                 raise DataError(
-                    f"page {page.number + 1} of {shown}: field {name!r} does not fit the "
+                    f"page {number + 1} of {shown}: field {name!r} does not fit the "
                     f"declared {kind}: {exc}"
                 ) from None
             table = table.set_column(index, name, column)
         return table
 
-    def _unify(self, schema: pa.Schema, page: Page, shown: str) -> None:
+    def _unify(self, schema: pa.Schema, number: int, shown: str) -> None:
         if self.schema is None:
             self.schema = schema
             return
@@ -94,7 +101,7 @@ class Spill:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             field = _clash(self.schema, schema)
             raise DataError(
-                f"page {page.number + 1} of {shown}: field {field!r} holds "
+                f"page {number + 1} of {shown}: field {field!r} holds "
                 f"{schema.field(field).type if field else '?'} where earlier pages held "
                 f"{self.schema.field(field).type if field else '?'}: {exc}",
                 hint="declare the field's type in columns",
@@ -107,7 +114,7 @@ class Spill:
                     field.name,
                     before.type,
                     field.type,
-                    page.number + 1,
+                    number + 1,
                 )
         self.schema = merged
 
@@ -163,21 +170,27 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 class Checkpoint:
     """A resource's progress in a folder that outlives the attempt: its spilled pages and a
-    journal, `progress.jsonl`, that gets one line each time a page (or, in a fan-out, a
-    parent's children) is kept: the files added since the line before, the row count, the
-    schema when it changed, and where the pages stand (the next request, counts, style; for a
-    fan-out the parent page being worked on and how many of its records are done). Lines are
-    appended, so keeping a page costs the same at page 10,000 as at page 1; a line cut short
-    by a kill is ignored. A resumed run of the same config and start goes on from the last
-    line; anything else starts afresh."""
+    journal, `progress.jsonl`. A page is journaled twice. Once fetched, its body is written as
+    it came (`raw-<n>.json`) and a line names it with where the pages then stand (the next
+    request, counts, style), before the next request is sent; once converted and spilled,
+    a line names its Arrow file, the row count and the schema when it changed, and the raw
+    body goes. In a fan-out, a line says when a parent's children are all kept: the parent
+    page being worked on and how many of its records are done. A resume converts the bodies
+    fetched but not kept and goes on from the last page fetched, so a kill costs only the
+    request in flight. Lines are appended, so keeping a page costs the same at page 10,000
+    as at page 1; a line cut short by a kill is ignored. A resumed run of the same config and
+    start goes on; anything else starts afresh."""
 
     def __init__(self, folder: Path | None, config: HttpSource, ctx: ConnectorContext) -> None:
         assert folder is not None
         self.folder = folder
         self.file = folder / "progress.jsonl"
+        self.data_path = config.data_path
         start = ctx.watermark.to_json() if ctx.watermark is not None else None
         identity = config.model_dump_json(by_alias=True) + (start or "")
         self.identity = hashlib.sha256(identity.encode()).hexdigest()
+        self._lock = threading.Lock()
+        """Pages are journaled as fetched on one thread and as kept on another."""
         self._journaled = 0
         """How many of the spill's files the journal names."""
         self._schema: pa.Schema | None = None
@@ -185,7 +198,8 @@ class Checkpoint:
         """The requests the journal names as seen (each line names only the new ones)."""
 
     def restore(self, spill: Spill) -> dict[str, Any] | None:
-        """The last saved progress, its pages put back into `spill`; None to start afresh."""
+        """The last saved progress, its pages put back into `spill` (the bodies fetched but
+        not converted, converted now); None to start afresh."""
         import base64
 
         lines = _journal(self.file)
@@ -196,47 +210,103 @@ class Checkpoint:
         files: list[tuple[str, int, str]] = []
         schema = b""
         seen: set[str] = set()
+        kept: dict[str, Any] | None = None
+        fetched: list[dict[str, Any]] = []
+        converted: set[str] = set()
         for line in lines[1:]:
-            files += [(name, number, shown) for name, number, shown in line["files"]]
-            schema = base64.b64decode(line["schema"]) if "schema" in line else schema
             for where in _paginations(line["progress"]):
                 seen.update(where.get("seen", ()), where.get("seen_new", ()))
-        last = lines[-1]
-        for where in _paginations(last["progress"]):  # the requests seen: only ever more
-            where.pop("seen_new", None)
-            where["seen"] = sorted(seen)
-        kept = {name for name, _, _ in files}
+            if "fetched" in line:
+                fetched.append(line)
+                continue
+            files += [(name, number, shown) for name, number, shown in line["files"]]
+            schema = base64.b64decode(line["schema"]) if "schema" in line else schema
+            converted.update([line["raw"]] if "raw" in line else [])
+            kept = line
+        names = {name for name, _, _ in files}
         for leftover in self.folder.glob("page-*.arrow"):  # spilled, not recorded: again
-            if leftover.name not in kept:
+            if leftover.name not in names:
                 leftover.unlink()
         spill.files = [(self.folder / name, number, shown) for name, number, shown in files]
-        spill.rows = last["rows"]
+        spill.rows = kept["rows"] if kept is not None else 0
         spill.schema = pa.ipc.read_schema(pa.py_buffer(schema)) if schema else None
         self._journaled, self._schema, self._seen = len(spill.files), spill.schema, seen
-        progress: dict[str, Any] = last["progress"]
+        progress: dict[str, Any] | None = kept["progress"] if kept is not None else None
+        bodies = [line for line in fetched if line["fetched"] not in converted]
+        for line in bodies:
+            if not self._convert(spill, line):
+                break
+            progress = line["progress"]
+        for leftover in self.folder.glob("raw-*.json"):
+            leftover.unlink()  # written but not journaled, or after a body lost: fetched again
+        if progress is None:
+            self.reset(spill)
+            return None
+        for where in _paginations(progress):  # the requests seen: only ever more
+            where.pop("seen_new", None)
+            where["seen"] = sorted(seen)
         what = "parent page" if "parent" in progress else "page"
         logger.bind(task_id=spill.task_id).info(
             "resuming after {} {} ({} records kept)", what, progress["number"], spill.rows
         )
         return progress
 
-    def save(self, spill: Spill, progress: dict[str, Any]) -> None:
+    def _convert(self, spill: Spill, line: dict[str, Any]) -> bool:
+        """Spill the body a line says was fetched, and journal it kept; False when the body
+        is not on disk whole (the page is fetched again)."""
+        from connectors.http.pages import records_at
+
+        name, number, shown = line["fetched"], line["number"], line["shown"]
+        try:
+            body = orjson.loads((self.folder / name).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return False
+        spill.add_records(number, records_at(body, self.data_path, shown, number), shown)
+        self.save(spill, line["progress"], raw=name)
+        return True
+
+    def fetched(self, page: Page, shown: str) -> str:
+        """Keep `page`'s body as it came, and journal it with where the pages then stand,
+        before it is converted: a kill then costs only the request in flight. Returns the
+        body's file name, for `save` once the page is kept. (Names are never reused: a line
+        left by an earlier attempt names no file of a later one.)"""
+        import uuid
+
+        assert page.progress is not None
+        name = f"raw-{page.number:06d}-{uuid.uuid4().hex[:12]}.json"
+        (self.folder / name).write_bytes(page.response.content)
+        line = {"fetched": name, "number": page.number, "shown": shown}
+        with self._lock:
+            self._append({**line, "progress": self._thin(page.progress)})
+        return name
+
+    def save(self, spill: Spill, progress: dict[str, Any], *, raw: str | None = None) -> None:
+        """Journal the pages spilled since the line before as kept; `raw`: the fetched body
+        they were converted from, which then goes."""
         import base64
 
+        with self._lock:
+            line: dict[str, Any] = {
+                "files": [(p.name, n, shown) for p, n, shown in spill.files[self._journaled :]],
+                "rows": spill.rows,
+                "progress": self._thin(progress),
+            }
+            if spill.schema is not None and spill.schema != self._schema:
+                line["schema"] = base64.b64encode(spill.schema.serialize().to_pybytes()).decode()
+                self._schema = spill.schema
+            if raw is not None:
+                line["raw"] = raw
+            self._append(line)
+            self._journaled = len(spill.files)
+        if raw is not None:
+            (self.folder / raw).unlink(missing_ok=True)
+
+    def _append(self, line: dict[str, Any]) -> None:
         head = b""
-        if self._journaled == 0 and not self.file.exists():
+        if not self.file.exists():
             head = orjson.dumps({"identity": self.identity}) + b"\n"
-        line: dict[str, Any] = {
-            "files": [(p.name, n, shown) for p, n, shown in spill.files[self._journaled :]],
-            "rows": spill.rows,
-            "progress": self._thin(progress),
-        }
-        if spill.schema is not None and spill.schema != self._schema:
-            line["schema"] = base64.b64encode(spill.schema.serialize().to_pybytes()).decode()
-            self._schema = spill.schema
         with self.file.open("ab") as journal:  # in the kernel's hands: a kill -9 cannot lose it
             journal.write(head + orjson.dumps(line) + b"\n")
-        self._journaled = len(spill.files)
 
     def _thin(self, progress: dict[str, Any]) -> dict[str, Any]:
         """`progress` naming only the requests seen since the line before: written whole in
