@@ -32,7 +32,7 @@ from connectors.base import ConnectorContext
 from connectors.http.client import Api
 from connectors.http.config import HttpSource
 from connectors.http.pages import Page, Pages
-from connectors.http.spill import Checkpoint, Spill
+from connectors.http.spill import Checkpoint, Child, Spill
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.watermark import RowsAfter
@@ -109,7 +109,7 @@ def _read_ahead(pages: Pages, spill: Spill, api: Api, checkpoint: Checkpoint | N
 
     pa.array([{"warm": 1}])
 
-    def keep(page: Page, raw: str | None) -> None:
+    def keep(page: Page, raw: list[str]) -> None:
         fault_point("http.convert")
         spill.add(page, api.shown(page.url))
         if checkpoint is not None and page.progress is not None:
@@ -118,9 +118,9 @@ def _read_ahead(pages: Pages, spill: Spill, api: Api, checkpoint: Checkpoint | N
     with ThreadPoolExecutor(1, thread_name_prefix="http-pages") as adder:
         waiting: deque[Future[None]] = deque()
         for page in pages:
-            raw = None
+            raw = []
             if checkpoint is not None and page.progress is not None:
-                raw = checkpoint.fetched(page, api.shown(page.url))
+                raw.append(checkpoint.fetched(page, api.shown(page.url)))
             waiting.append(adder.submit(keep, page, raw))
             while len(waiting) > _AHEAD or (waiting and waiting[0].done()):
                 waiting.popleft().result()
@@ -129,6 +129,10 @@ def _read_ahead(pages: Pages, spill: Spill, api: Api, checkpoint: Checkpoint | N
 
 
 _AHEAD = 2
+
+Fetched = tuple[int, list[Any], str, str]
+"""A child page: its number, its records, its URL as shown, its body's file in the checkpoint
+("" when there is none)."""
 
 
 def _pages(config: HttpSource, api: Api, ctx: ConnectorContext) -> Pages:
@@ -149,10 +153,12 @@ def _fan_out(
     concurrency (the bucket and the cap still bound every request), added in parent order,
     each row carrying the parent's `fields` as parent_<field>.
 
-    Once a parent's children are all kept, the checkpoint says so: the request that fetches
-    its parent page again (the page before's progress) and how many of that page's records
-    are done. A resume fetches that parent page again, skips the records done and goes on:
-    only the children in flight when the run stopped (at most `window`) are fetched twice."""
+    Each child page's body is kept in the checkpoint as soon as it is fetched, and once a
+    parent's children are all added, the checkpoint says so: the request that fetches its
+    parent page again (the page before's progress) and how many of that page's records are
+    done. A resume fetches that parent page again, skips the records done, takes the child
+    pages it kept (a child cut short goes on from its last page) and goes on: only the
+    requests in flight when the run stopped (one per worker) are sent twice."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     assert config.parent is not None
@@ -176,21 +182,44 @@ def _fan_out(
     """The records of the parent page being worked on, as they were: if the API now answers
     that page with other records, skipping the first `done` could skip the wrong ones."""
 
-    def fetch(child: HttpSource) -> list[Page]:
-        return list(_pages(child, api, ctx))
+    def fetch(child: HttpSource, key: Child) -> list[Fetched]:
+        kept = checkpoint.prefetched.pop(key, []) if checkpoint is not None else []
+        out = (
+            [
+                (line["number"], checkpoint.replayed(line), line["shown"], line["fetched"])
+                for line in kept
+            ]
+            if checkpoint is not None
+            else []
+        )
+        if kept and kept[-1]["child_progress"]["next"] is None:
+            return out  # every page of it was fetched before the run stopped
+        pages = (
+            Pages(child, api, ctx, kept[-1]["child_progress"]) if kept else _pages(child, api, ctx)
+        )
+        for page in pages:
+            shown = api.shown(page.url)
+            name = ""
+            if checkpoint is not None and page.progress is not None:
+                name = checkpoint.fetched(page, shown, key)
+            out.append((page.number, page.records, shown, name))
+        return out
 
-    Pending = tuple[dict[str, Any], Future[list[Page]], dict[str, Any], int]
+    Pending = tuple[dict[str, Any], Future[list[Fetched]], dict[str, Any], int]
     with ThreadPoolExecutor(api.max_concurrency, thread_name_prefix="http-child") as pool:
         pending: list[Pending] = []
 
         def settle(keep: int) -> None:
             while len(pending) > keep:
+                fault_point("http.settle")
                 record, future, progress, index = pending.pop(0)
                 carried = {f"parent_{name}": record.get(name) for name in parent.fields}
-                for page in future.result():
-                    spill.add(page, api.shown(page.url), carried)
+                raw = []
+                for number, records, shown, name in future.result():
+                    spill.add_records(number, records, shown, carried)
+                    raw += [name] if name else []
                 if checkpoint is not None:
-                    checkpoint.save(spill, progress | {"done": index + 1})
+                    checkpoint.save(spill, progress | {"done": index + 1}, raw=raw)
 
         if before is None:
             pages = _pages(parent_config, api, ctx)
@@ -212,7 +241,8 @@ def _fan_out(
                 child = config.model_copy(
                     update={"path": _child_path(config, record, page, index, api), "parent": None}
                 )
-                pending.append((record, pool.submit(fetch, child), at_page, index))
+                key = (page.number + 1, digest, index)
+                pending.append((record, pool.submit(fetch, child, key), at_page, index))
                 settle(window)
             skip, before = 0, page.progress
         settle(0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,10 @@ from engine.core.files import remove_tree
 from engine.core.types import parse_type
 from engine.core.watermark import RowsAfter
 
-__all__ = ["Checkpoint", "Spill"]
+__all__ = ["Checkpoint", "Child", "Spill"]
+
+Child = tuple[int, str, int]
+"""A fan-out's child: its parent page's number and digest, and the parent record's index."""
 
 
 class Spill:
@@ -196,6 +199,8 @@ class Checkpoint:
         self._schema: pa.Schema | None = None
         self._seen: set[str] = set()
         """The requests the journal names as seen (each line names only the new ones)."""
+        self.prefetched: dict[Child, list[dict[str, Any]]] = {}
+        """After `restore`, in a fan-out: the children's pages fetched but not kept."""
 
     def restore(self, spill: Spill) -> dict[str, Any] | None:
         """The last saved progress, its pages put back into `spill` (the bodies fetched but
@@ -212,8 +217,12 @@ class Checkpoint:
         seen: set[str] = set()
         kept: dict[str, Any] | None = None
         fetched: list[dict[str, Any]] = []
+        children: list[dict[str, Any]] = []
         converted: set[str] = set()
         for line in lines[1:]:
+            if "child" in line:
+                children.append(line)
+                continue
             for where in _paginations(line["progress"]):
                 seen.update(where.get("seen", ()), where.get("seen_new", ()))
             if "fetched" in line:
@@ -221,7 +230,7 @@ class Checkpoint:
                 continue
             files += [(name, number, shown) for name, number, shown in line["files"]]
             schema = base64.b64decode(line["schema"]) if "schema" in line else schema
-            converted.update([line["raw"]] if "raw" in line else [])
+            converted.update(line.get("raw", ()))
             kept = line
         names = {name for name, _, _ in files}
         for leftover in self.folder.glob("page-*.arrow"):  # spilled, not recorded: again
@@ -237,8 +246,13 @@ class Checkpoint:
             if not self._convert(spill, line):
                 break
             progress = line["progress"]
+        self.prefetched = self._prefetched([c for c in children if c["fetched"] not in converted])
+        wanted = {line["fetched"] for lines in self.prefetched.values() for line in lines}
         for leftover in self.folder.glob("raw-*.json"):
-            leftover.unlink()  # written but not journaled, or after a body lost: fetched again
+            if leftover.name not in wanted:  # not journaled, or after a body lost: again
+                leftover.unlink()
+        if progress is None and self.prefetched:  # a fan-out killed before a parent was done
+            progress = {"parent": None, "number": 0, "done": 0}
         if progress is None:
             self.reset(spill)
             return None
@@ -251,6 +265,31 @@ class Checkpoint:
         )
         return progress
 
+    def _prefetched(self, lines: list[dict[str, Any]]) -> dict[Child, list[dict[str, Any]]]:
+        """The children's pages fetched but not kept, by child, each child's in page order and
+        only as far as its bodies are on disk whole."""
+        found: dict[Child, list[dict[str, Any]]] = {}
+        for line in lines:
+            found.setdefault((line["of"], line["digest"], line["child"]), []).append(line)
+        for key, pages in list(found.items()):
+            whole = []
+            for number, line in enumerate(sorted(pages, key=lambda line: line["number"])):
+                if line["number"] != number or not (self.folder / line["fetched"]).is_file():
+                    break
+                whole.append(line)
+            if whole:
+                found[key] = whole
+            else:
+                del found[key]
+        return found
+
+    def replayed(self, line: dict[str, Any]) -> list[Any]:
+        """The records of a page a fetched line names, from its body on disk."""
+        from connectors.http.pages import records_at
+
+        body = orjson.loads((self.folder / line["fetched"]).read_bytes())
+        return records_at(body, self.data_path, line["shown"], line["number"])
+
     def _convert(self, spill: Spill, line: dict[str, Any]) -> bool:
         """Spill the body a line says was fetched, and journal it kept; False when the body
         is not on disk whole (the page is fetched again)."""
@@ -262,27 +301,38 @@ class Checkpoint:
         except (OSError, orjson.JSONDecodeError):
             return False
         spill.add_records(number, records_at(body, self.data_path, shown, number), shown)
-        self.save(spill, line["progress"], raw=name)
+        self.save(spill, line["progress"], raw=[name])
         return True
 
-    def fetched(self, page: Page, shown: str) -> str:
+    def fetched(self, page: Page, shown: str, child: Child | None = None) -> str:
         """Keep `page`'s body as it came, and journal it with where the pages then stand,
         before it is converted: a kill then costs only the request in flight. Returns the
         body's file name, for `save` once the page is kept. (Names are never reused: a line
-        left by an earlier attempt names no file of a later one.)"""
+        left by an earlier attempt names no file of a later one.)
+
+        `child`: the page is one of a fan-out's child's (the parent page's number and digest,
+        the parent record's index). Its line keeps the child's own progress without the
+        requests it saw: a resumed child checks for a repeated cursor from there on."""
         import uuid
 
         assert page.progress is not None
         name = f"raw-{page.number:06d}-{uuid.uuid4().hex[:12]}.json"
         (self.folder / name).write_bytes(page.response.content)
-        line = {"fetched": name, "number": page.number, "shown": shown}
+        line: dict[str, Any] = {"fetched": name, "number": page.number, "shown": shown}
+        if child is not None:
+            of, digest, index = child
+            progress = {**page.progress, "seen": []}
+            line |= {"child": index, "of": of, "digest": digest, "child_progress": progress}
+            with self._lock:
+                self._append(line)
+            return name
         with self._lock:
             self._append({**line, "progress": self._thin(page.progress)})
         return name
 
-    def save(self, spill: Spill, progress: dict[str, Any], *, raw: str | None = None) -> None:
-        """Journal the pages spilled since the line before as kept; `raw`: the fetched body
-        they were converted from, which then goes."""
+    def save(self, spill: Spill, progress: dict[str, Any], *, raw: Sequence[str] = ()) -> None:
+        """Journal the pages spilled since the line before as kept; `raw`: the fetched bodies
+        they were converted from, which then go."""
         import base64
 
         with self._lock:
@@ -294,12 +344,12 @@ class Checkpoint:
             if spill.schema is not None and spill.schema != self._schema:
                 line["schema"] = base64.b64encode(spill.schema.serialize().to_pybytes()).decode()
                 self._schema = spill.schema
-            if raw is not None:
-                line["raw"] = raw
+            if raw:
+                line["raw"] = list(raw)
             self._append(line)
             self._journaled = len(spill.files)
-        if raw is not None:
-            (self.folder / raw).unlink(missing_ok=True)
+        for name in raw:
+            (self.folder / name).unlink(missing_ok=True)
 
     def _append(self, line: dict[str, Any]) -> None:
         head = b""
@@ -330,6 +380,7 @@ class Checkpoint:
         self.folder.mkdir(parents=True)
         spill.files, spill.rows, spill.schema = [], 0, None
         self._journaled, self._schema, self._seen = 0, None, set()
+        self.prefetched = {}
 
     def remove(self) -> None:
         remove_tree(self.folder)
