@@ -46,11 +46,12 @@ connections:
         "records at or before it that come back. `parent` fans out: a path naming "
         "`{parent.<field>}` is fetched for every record of the parent resource, on the "
         "connection's concurrency, each row carrying the parent's `fields` as parent_<field>. "
-        "Pages are checkpointed as they are kept: a retry, or `--resume` after a crash or a "
-        "kill -9, goes on from the page after the last one kept (at most the page in flight "
-        "and two read ahead are fetched again); a fan-out, from the parent page being worked "
-        "on, past the parents whose children were all kept (only children in flight are "
-        "fetched again).",
+        "Each page's body is checkpointed as soon as it is fetched: a retry, or `--resume` "
+        "after a crash or a kill -9, converts the bodies it kept and goes on from the page "
+        "after the last one fetched, so only the request in flight is sent again; a fan-out "
+        "goes on from the parent page being worked on, past the parents whose children were "
+        "all kept, with the child pages it kept (one request in flight per worker is sent "
+        "again).",
         """\
 extract:
   from: http
