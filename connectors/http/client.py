@@ -148,6 +148,18 @@ class Api:
         query = [(k, MASK if k == self.key_param else v) for k, v in parse_qsl(parts.query)]
         return redact(urlunsplit(parts._replace(query=urlencode(query, safe="*"))))
 
+    def unkeyed(self, url: str) -> str:
+        """`url` without the key parameter (a next link that echoes it): what a checkpoint
+        keeps. `request` adds the key to every request anyway."""
+        if self.key_param is None:
+            return url
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        kept = [(k, v) for k, v in query if k != self.key_param]
+        if len(kept) == len(query):
+            return url
+        return urlunsplit(parts._replace(query=urlencode(kept)))
+
     # -- requests -------------------------------------------------------------------------------
 
     def request(

@@ -184,7 +184,8 @@ class Pages:
                     self.style = self._detect(page)
                 capped = config.max_pages is not None and number + 1 >= config.max_pages
                 following = None if capped else self._next(page, params, body_json, fetched)
-                if following is not None:
+                if following is not None:  # kept in the checkpoint: never with the API key
+                    following = (api.unkeyed(following[0]), *following[1:])
                     key = f"{following[0]}?{sorted(following[1].items())!r}{following[2]!r}"
                     if key in seen:
                         raise DataError(

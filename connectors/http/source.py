@@ -99,21 +99,33 @@ def _read_ahead(pages: Pages, spill: Spill, api: Api, checkpoint: Checkpoint | N
     cursor is known once the body is parsed): a rate-limited run keeps its rate, the others
     overlap conversion with the server's time. At most `_AHEAD` pages wait. The checkpoint
     keeps each page's body as soon as it is fetched, and says so again once it is converted,
-    so a kill costs only the request in flight.
+    so a kill costs only the request in flight. A page whose conversion fails keeps nothing
+    after it, and its body goes: the next attempt fetches it again.
 
     The first conversion of a Python list pays pyarrow's lazy imports (pandas among them,
     ~0.3 s); paid while pages wait, it stalled the requests behind them and cost a
     rate-limited run 5% of its rate. It is paid before the first request instead."""
+    import threading
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
     pa.array([{"warm": 1}])
 
+    failed = threading.Event()
+
     def keep(page: Page, raw: list[str]) -> None:
+        if failed.is_set():  # a page before it failed: nothing after it may be kept
+            return
         fault_point("http.convert")
-        spill.add(page, api.shown(page.url))
-        if checkpoint is not None and page.progress is not None:
-            checkpoint.save(spill, page.progress, raw=raw)
+        try:
+            spill.add(page, api.shown(page.url))
+            if checkpoint is not None and page.progress is not None:
+                checkpoint.save(spill, page.progress, raw=raw)
+        except BaseException:
+            failed.set()
+            if checkpoint is not None:
+                checkpoint.drop(raw)
+            raise
 
     with ThreadPoolExecutor(1, thread_name_prefix="http-pages") as adder:
         waiting: deque[Future[None]] = deque()
@@ -214,12 +226,17 @@ def _fan_out(
                 fault_point("http.settle")
                 record, future, progress, index = pending.pop(0)
                 carried = {f"parent_{name}": record.get(name) for name in parent.fields}
-                raw = []
-                for number, records, shown, name in future.result():
-                    spill.add_records(number, records, shown, carried)
-                    raw += [name] if name else []
-                if checkpoint is not None:
-                    checkpoint.save(spill, progress | {"done": index + 1}, raw=raw)
+                fetched = future.result()
+                raw = [name for _, _, _, name in fetched if name]
+                try:
+                    for number, records, shown, _ in fetched:
+                        spill.add_records(number, records, shown, carried)
+                    if checkpoint is not None:
+                        checkpoint.save(spill, progress | {"done": index + 1}, raw=raw)
+                except BaseException:
+                    if checkpoint is not None:
+                        checkpoint.drop(raw)  # fetched again, not converted from the same
+                    raise
 
         if before is None:
             pages = _pages(parent_config, api, ctx)

@@ -173,22 +173,22 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 class Checkpoint:
     """A resource's progress in a folder that outlives the attempt: its spilled pages and a
-    journal, `progress.jsonl`. A page is journaled twice. Once fetched, its body is written as
-    it came (`raw-<n>.json`) and a line names it with where the pages then stand (the next
-    request, counts, style), before the next request is sent; once converted and spilled,
-    a line names its Arrow file, the row count and the schema when it changed, and the raw
-    body goes. In a fan-out, a line says when a parent's children are all kept: the parent
-    page being worked on and how many of its records are done. A resume converts the bodies
-    fetched but not kept and goes on from the last page fetched, so a kill costs only the
-    request in flight. Lines are appended, so keeping a page costs the same at page 10,000
-    as at page 1; a line cut short by a kill is ignored. A resumed run of the same config and
-    start goes on; anything else starts afresh."""
+    journal, `progress.jsonl`. A page is journaled twice. Once fetched, its records are written
+    as JSON (`raw-<n>.json`: the records only, not the rest of the body, where an API may echo
+    the caller's key) and a line names the file with where the pages then stand (the next
+    request, counts, style), before the next request is sent; once converted and spilled, a
+    line names its Arrow file, the row count and the schema when it changed, and the raw file
+    goes. In a fan-out, a line says when a parent's children are all kept: the parent page
+    being worked on and how many of its records are done. A resume converts the pages fetched
+    but not kept and goes on from the last page fetched, so a kill costs only the request in
+    flight. Lines are appended, so keeping a page costs the same at page 10,000 as at page 1;
+    a line cut short by a kill is ignored. A resumed run of the same config and start goes
+    on; anything else starts afresh."""
 
     def __init__(self, folder: Path | None, config: HttpSource, ctx: ConnectorContext) -> None:
         assert folder is not None
         self.folder = folder
         self.file = folder / "progress.jsonl"
-        self.data_path = config.data_path
         start = ctx.watermark.to_json() if ctx.watermark is not None else None
         identity = config.model_dump_json(by_alias=True) + (start or "")
         self.identity = hashlib.sha256(identity.encode()).hexdigest()
@@ -223,11 +223,10 @@ class Checkpoint:
             if "child" in line:
                 children.append(line)
                 continue
-            for where in _paginations(line["progress"]):
-                seen.update(where.get("seen", ()), where.get("seen_new", ()))
             if "fetched" in line:
                 fetched.append(line)
                 continue
+            seen.update(_requests(line))
             files += [(name, number, shown) for name, number, shown in line["files"]]
             schema = base64.b64decode(line["schema"]) if "schema" in line else schema
             converted.update(line.get("raw", ()))
@@ -241,11 +240,17 @@ class Checkpoint:
         spill.schema = pa.ipc.read_schema(pa.py_buffer(schema)) if schema else None
         self._journaled, self._schema, self._seen = len(spill.files), spill.schema, seen
         progress: dict[str, Any] | None = kept["progress"] if kept is not None else None
-        bodies = [line for line in fetched if line["fetched"] not in converted]
-        for line in bodies:
-            if not self._convert(spill, line):
+        # The bodies fetched but not converted, taken in page order from the page after the
+        # last one kept; the requests seen are those up to the page the resume goes on from
+        # (a line past it names a request the resume is yet to send).
+        following = progress["number"] if progress is not None else 0
+        seen.update(*(_requests(line) for line in fetched if line["number"] < following))
+        for line in fetched:
+            if line["fetched"] in converted or line["number"] < following:
+                continue  # kept, or left by an earlier attempt for a page kept since
+            if line["number"] > following or not self._convert(spill, line, seen):
                 break
-            progress = line["progress"]
+            progress, following = line["progress"], following + 1
         self.prefetched = self._prefetched([c for c in children if c["fetched"] not in converted])
         wanted = {line["fetched"] for lines in self.prefetched.values() for line in lines}
         for leftover in self.folder.glob("raw-*.json"):
@@ -274,7 +279,7 @@ class Checkpoint:
         for key, pages in list(found.items()):
             whole = []
             for number, line in enumerate(sorted(pages, key=lambda line: line["number"])):
-                if line["number"] != number or not (self.folder / line["fetched"]).is_file():
+                if line["number"] != number or not self._whole(line["fetched"]):
                     break
                 whole.append(line)
             if whole:
@@ -283,29 +288,39 @@ class Checkpoint:
                 del found[key]
         return found
 
-    def replayed(self, line: dict[str, Any]) -> list[Any]:
-        """The records of a page a fetched line names, from its body on disk."""
-        from connectors.http.pages import records_at
-
-        body = orjson.loads((self.folder / line["fetched"]).read_bytes())
-        return records_at(body, self.data_path, line["shown"], line["number"])
-
-    def _convert(self, spill: Spill, line: dict[str, Any]) -> bool:
-        """Spill the body a line says was fetched, and journal it kept; False when the body
-        is not on disk whole (the page is fetched again)."""
-        from connectors.http.pages import records_at
-
-        name, number, shown = line["fetched"], line["number"], line["shown"]
+    def _whole(self, name: str) -> bool:
         try:
-            body = orjson.loads((self.folder / name).read_bytes())
+            orjson.loads((self.folder / name).read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return False
-        spill.add_records(number, records_at(body, self.data_path, shown, number), shown)
+        return True
+
+    def drop(self, names: Sequence[str]) -> None:
+        """Forget fetched bodies: a page whose conversion failed is fetched again by the next
+        attempt, not converted from the same body (the API may have answered badly once)."""
+        for name in names:
+            (self.folder / name).unlink(missing_ok=True)
+
+    def replayed(self, line: dict[str, Any]) -> list[Any]:
+        """The records of a page a fetched line names, from its file."""
+        records: list[Any] = orjson.loads((self.folder / line["fetched"]).read_bytes())
+        return records
+
+    def _convert(self, spill: Spill, line: dict[str, Any], seen: set[str]) -> bool:
+        """Spill the body a line says was fetched, and journal it kept; False when the body
+        is not on disk whole (the page is fetched again)."""
+        name, number, shown = line["fetched"], line["number"], line["shown"]
+        try:
+            records = orjson.loads((self.folder / name).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return False
+        seen.update(_requests(line))
+        spill.add_records(number, records, shown)
         self.save(spill, line["progress"], raw=[name])
         return True
 
     def fetched(self, page: Page, shown: str, child: Child | None = None) -> str:
-        """Keep `page`'s body as it came, and journal it with where the pages then stand,
+        """Keep `page`'s records, and journal them with where the pages then stand,
         before it is converted: a kill then costs only the request in flight. Returns the
         body's file name, for `save` once the page is kept. (Names are never reused: a line
         left by an earlier attempt names no file of a later one.)
@@ -317,7 +332,7 @@ class Checkpoint:
 
         assert page.progress is not None
         name = f"raw-{page.number:06d}-{uuid.uuid4().hex[:12]}.json"
-        (self.folder / name).write_bytes(page.response.content)
+        (self.folder / name).write_bytes(orjson.dumps(page.records))
         line: dict[str, Any] = {"fetched": name, "number": page.number, "shown": shown}
         if child is not None:
             of, digest, index = child
@@ -384,6 +399,14 @@ class Checkpoint:
 
     def remove(self) -> None:
         remove_tree(self.folder)
+
+
+def _requests(line: dict[str, Any]) -> set[str]:
+    """The requests a journal line names as seen (its pagination's, or its parent's)."""
+    found: set[str] = set()
+    for where in _paginations(line["progress"]):
+        found.update(where.get("seen", ()), where.get("seen_new", ()))
+    return found
 
 
 def _paginations(progress: dict[str, Any]) -> list[dict[str, Any]]:

@@ -235,6 +235,34 @@ def test_an_api_key_in_the_query_never_shows(
     assert not any("k-very-secret-1" in text for text in stored)
 
 
+def test_a_next_link_that_echoes_the_api_key_leaves_no_key_in_the_checkpoint(
+    write: WritePipeline, api: Api, monkeypatch: pytest.MonkeyPatch, project: Path
+) -> None:
+    """Some APIs put the caller's key in their next links. The pages are followed (the key is
+    sent with every request), but the checkpoint left by a failed run holds no copy of it."""
+    monkeypatch.setenv("SHOP_KEY", "k-very-secret-2")
+
+    @api.route("/echo")
+    def echo(request: Request) -> Reply:
+        if request.query.get("key") != "k-very-secret-2":
+            return Reply(401, {"message": "bad key"})
+        page = int(request.query.get("page", 0))
+        if page == 3:
+            return Reply(400, {"message": "no page 3 today"})
+        following = f"/echo?page={page + 1}&key=k-very-secret-2"
+        return Reply(200, {"data": [{"id": page}], "next": following})
+
+    auth = ', auth: {type: api_key, name: key, api_key: "${env:SHOP_KEY}", location: query}'
+    source = "path: /echo, data_path: data, paginate: {type: next_url, next_path: next}"
+    assert "no page 3 today" in error(extract(write, api, source, auth))
+    assert [r.query.get("page", "0") for r in api.hits("/echo")] == ["0", "1", "2", "3"]
+    (folder,) = (project / ".arrowline").rglob(".checkpoint-*")
+    journal = (folder / "progress.jsonl").read_text()
+    assert "/echo?page=3" in journal  # where the resume goes on from, without the key
+    for kept in folder.iterdir():
+        assert b"k-very-secret-2" not in kept.read_bytes(), kept.name
+
+
 @pytest.mark.parametrize(
     ("auth", "header"),
     [
@@ -941,6 +969,79 @@ def test_pages_fetched_while_conversion_lagged_are_not_fetched_again_after_a_kil
     found = pl.read_parquet(str(project / "o.parquet"))
     assert found["id"].to_list() == list(range(120))  # in page order, none missing or twice
     assert not list((project / ".arrowline").rglob(".checkpoint-*"))
+
+
+def _eight_pages(api: Api, bad: set[int]) -> str:
+    """/held: 8 pages of 10 ids; a page in `bad` holds an id that is text, once."""
+
+    @api.route("/held")
+    def held(request: Request) -> Any:
+        page = int(request.query.get("cursor", 0))
+        data: list[dict[str, Any]] = [{"id": page * 10 + i} for i in range(10)]
+        if page in bad:
+            bad.discard(page)
+            data[5] = {"id": "five"}
+        return {"data": data, "next": page + 1 if page < 7 else None}
+
+    return (
+        pipeline(api, "path: /held, data_path: data, paginate: {type: cursor, cursor_path: next}")
+        + """
+          - id: out
+            load: {input: t, to: parquet, path: o.parquet}
+    """
+    )
+
+
+@pytest.mark.parametrize("bad_page", [3, 6])
+def test_a_page_that_fails_conversion_is_fetched_again_and_nothing_after_it_is_kept(
+    write: WritePipeline, api: Api, project: Path, monkeypatch: pytest.MonkeyPatch, bad_page: int
+) -> None:
+    """Conversion slowed (fault point `http.convert`, held 0.2 s a page) so that pages after
+    the bad one are fetched and wait while it fails: none of them may be journaled as kept
+    (the resume would put the bad page's rows after theirs, or find a request it 'saw'), and
+    the bad page's body goes, so the resume asks the API for it again."""
+    bad = {bad_page}
+    path = write("p.yaml", _eight_pages(api, bad))
+    monkeypatch.setenv("ARROWLINE_FAULT", "http.convert")
+    monkeypatch.setenv("ARROWLINE_FAULT_HOLD", "0.2")
+    said = error(run(path))
+    assert f"page {bad_page + 1} of" in said
+    assert "field 'id'" in said
+    assert len(api.hits("/held")) > bad_page + 1  # pages after it were fetched meanwhile
+    monkeypatch.delenv("ARROWLINE_FAULT")
+    served = len(api.hits("/held"))
+    resumed = resume(path)
+    assert resumed.ok, {k: t.error for k, t in resumed.tasks.items() if t.error}
+    again = [int(r.query.get("cursor", 0)) for r in api.hits("/held")[served:]]
+    assert again == list(range(bad_page, 8))
+    found = pl.read_parquet(str(project / "o.parquet"))
+    assert found["id"].to_list() == list(range(80))
+
+
+def test_a_body_lost_after_its_line_was_written_is_fetched_again(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """Killed with three pages fetched and none converted; the second body is then lost (a
+    power cut: neither file is synced). The resume converts the first, fetches the rest
+    again, and does not take a request it had journaled past that point for a repeat."""
+    import signal
+
+    path = write("p.yaml", _eight_pages(api, set()))
+    process = _run_process(path, project, fault="http.convert")
+    deadline = time.monotonic() + 60
+    while len(api.hits("/held")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    (lost,) = (project / ".arrowline").rglob(".checkpoint-*/raw-000001-*.json")
+    lost.unlink()
+    resumed = resume(path)
+    assert resumed.ok, {k: t.error for k, t in resumed.tasks.items() if t.error}
+    again = [int(r.query.get("cursor", 0)) for r in api.hits("/held")[3:]]
+    assert again == list(range(1, 8))
+    found = pl.read_parquet(str(project / "o.parquet"))
+    assert found["id"].to_list() == list(range(80))
 
 
 def _fan_out_api(api: Api, delay: float) -> None:
