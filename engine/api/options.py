@@ -25,7 +25,8 @@ class PlanOptions:
     params: Mapping[str, Any] | None = None
     """Parameter values over the pipeline's defaults and the environment's."""
     select: Sequence[str] | None = None
-    """Only these tasks and the upstream they need (`task+` adds downstream); the upstream is
+    """Only these tasks and the upstream they need, in dbt's selector grammar
+    (engine.planning.select: `+t`, `t+`, `tag:x`, `state:modified`, ...); the upstream is
     reused from the last successful run where unchanged."""
     full_refresh: bool = False
     """Incremental extracts read everything, ignoring their watermarks."""
@@ -35,3 +36,5 @@ class PlanOptions:
     """The run's id (default: a new one)."""
     force: bool = False
     """Run every task, whatever the cache holds (engine.planning.cache)."""
+    exclude: Sequence[str] | None = None
+    """Tasks left out of the selection (or of the whole pipeline), in the same grammar."""

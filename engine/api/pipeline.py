@@ -282,9 +282,10 @@ def plan(
     full_refresh: bool = False,
     logical_date: datetime | None = None,
     force: bool = False,
+    exclude: Sequence[str] | None = None,
 ) -> Plan:
     """The plan `run` would execute, without running anything."""
-    options = PlanOptions(params, select, full_refresh, logical_date, run_id, force)
+    options = PlanOptions(params, select, full_refresh, logical_date, run_id, force, exclude)
     with Project.find(project_dir) as project:
         return project.plan(pipeline, options)
 
@@ -359,11 +360,13 @@ def run(
     run_id: str | None = None,
     on_executor: Callable[[Executor], None] | None = None,
     force: bool = False,
+    exclude: Sequence[str] | None = None,
 ) -> RunResult:
     """Validate, plan and run a pipeline; returns the result (it does not raise on task failure:
     `result.raise_for_status()` does). `logical_date`: the start of the interval the run covers
-    (default: now); `force`: run every task, whatever the cache holds."""
-    what = PlanOptions(params, select, full_refresh, logical_date, run_id, force)
+    (default: now); `force`: run every task, whatever the cache holds; `select`/`exclude`:
+    dbt's selector grammar (engine.planning.select)."""
+    what = PlanOptions(params, select, full_refresh, logical_date, run_id, force, exclude)
     how = RunOptions(
         max_parallel, settings, runner, listener, on_executor, if_running, wait_timeout
     )

@@ -139,6 +139,7 @@ class Project(ProjectReader):
                 definition,
                 params=options.params,
                 select=options.select,
+                exclude=options.exclude,
                 catalog=reader,
                 run_id=options.run_id,
                 full_refresh=options.full_refresh,

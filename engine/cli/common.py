@@ -222,7 +222,25 @@ format_option = click.option(
 
 
 def select_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return click.option("--select", "-s", multiple=True, metavar="TASK[+]", help=help_text)
+    """--select and --exclude, in dbt's selector grammar (engine.planning.select)."""
+    grammar = (
+        " Terms separated by spaces (or --select repeated) add up; a comma joins terms every "
+        "task must match. TASK, stg_*, +TASK (and upstream), TASK+ (and downstream), 2+TASK, "
+        "@TASK, tag:NAME, kind:sql, config.materialized:view, path:FILE, state:modified."
+    )
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        command = click.option(
+            "--exclude",
+            multiple=True,
+            metavar="SELECTOR",
+            help="Leave out the tasks these selectors name (same grammar as --select).",
+        )(command)
+        return click.option(
+            "--select", "-s", multiple=True, metavar="SELECTOR", help=help_text + grammar
+        )(command)
+
+    return apply
 
 
 def log_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -88,7 +88,7 @@ def validate(pipelines: tuple[str, ...], project_dir: Path | None, fmt: str) -> 
 @click.command()
 @pipeline_argument
 @param_option
-@select_option("Plan only these tasks (and what they need); TASK+ adds everything downstream.")
+@select_option("Plan only these tasks (and what they need).")
 @project_option
 @format_option
 @click.option(
@@ -101,6 +101,7 @@ def plan(
     pipeline: str,
     params: tuple[str, ...],
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     project_dir: Path | None,
     fmt: str,
     no_schemas: bool,
@@ -113,7 +114,12 @@ def plan(
 
     with errors(), find_project(project_dir) as project:
         definition = project.definition(pipeline)
-        options = PlanOptions(params=parse_params(params), select=select or None, force=force)
+        options = PlanOptions(
+            params=parse_params(params),
+            select=select or None,
+            exclude=exclude or None,
+            force=force,
+        )
         the_plan = project.plan(definition, options)
         report = None if no_schemas else project.plan_schemas(definition, the_plan)
     failed = report is not None and not report.ok
@@ -262,7 +268,7 @@ def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path 
 @param_option
 @select_option(
     "Run these tasks with the upstream they need, reusing upstream outputs of the last "
-    "successful run when their definition is unchanged; TASK+ adds downstream."
+    "successful run when their definition is unchanged."
 )
 @click.option(
     "--max-parallel",
@@ -314,6 +320,7 @@ def run(
     pipeline: str,
     params: tuple[str, ...],
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     max_parallel: int | None,
     project_dir: Path | None,
     log_format: str,
@@ -331,7 +338,7 @@ def run(
     from engine.api.options import PlanOptions, RunOptions
     from engine.cli.progress import LiveProgress, summary
 
-    if resume_run is not None and (params or select or full_refresh):
+    if resume_run is not None and (params or select or exclude or full_refresh):
         fail("--resume runs with the parameters and selection of the run it continues")
     live_wanted = err.is_terminal if progress is None else progress
     configure_logs(log_format, log_level.upper(), err if live_wanted else None)
@@ -345,6 +352,7 @@ def run(
             what = PlanOptions(
                 params=parse_params(params),
                 select=select or None,
+                exclude=exclude or None,
                 full_refresh=full_refresh,
                 force=force,
             )

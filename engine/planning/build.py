@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.core.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
+from engine.core.errors import DefinitionError, PipelineInvalid, error_context
 from engine.core.graph import Graph, find_cycles
-from engine.core.problems import did_you_mean
 from engine.core.secrets import mask_secrets, mask_text
 from engine.planning.cache import CacheDecision, cache_enabled, decide, observe_inputs
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
+from engine.planning.select import select_tasks, selectable
 from engine.spec.definition import Definition
 from engine.spec.model import (
     BreakerPolicy,
@@ -46,7 +46,7 @@ from engine.tasks import kind_of
 from engine.tasks.checks import check_tables
 from engine.tasks.resolve import ResolvedTask, resolve_task
 
-__all__ = ["Action", "Plan", "PlannedTask", "build_plan", "parse_selection"]
+__all__ = ["Action", "Plan", "PlannedTask", "build_plan"]
 
 Action = Literal["run", "reuse"]
 
@@ -189,29 +189,6 @@ class Plan:
         }
 
 
-def parse_selection(items: Sequence[str], graph: Graph) -> set[str]:
-    """`["a", "b+", "c,d"]` -> the selected task ids (with downstream for `+`)."""
-    selected: set[str] = set()
-    known = set(graph.order)
-    for item in items:
-        for part in (p.strip() for p in item.split(",")):
-            if not part:
-                continue
-            downstream = part.endswith("+")
-            name = part.removesuffix("+")
-            if name not in known:
-                raise SelectionError(
-                    f"--select names unknown task {name!r}.{did_you_mean(name, known)}",
-                    hint=f"tasks: {', '.join(graph.order)}",
-                )
-            selected.add(name)
-            if downstream:
-                selected |= graph.descendants([name])
-    if not selected:
-        raise SelectionError("--select names no task")
-    return selected
-
-
 def _defined_at(definition: Definition, task_id: str) -> str | None:
     line = definition.task_line(task_id)
     return f"{definition.file}:{line}" if definition.file and line else None
@@ -222,6 +199,7 @@ def build_plan(
     *,
     params: Mapping[str, Any] | None = None,
     select: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
     catalog: CatalogReader | None = None,
     run_id: str | None = None,
     logical_date: datetime | None = None,
@@ -257,7 +235,9 @@ def build_plan(
     enabled = {task.id: cache_enabled(spec, task) and not force for task in spec.tasks}
     observed = observe_inputs(definition, resolved, catalog, enabled)
     fingerprints = task_fingerprints(definition, resolved, resolved_params, order, observed)
-    chosen = parse_selection(select, graph) if select else None
+    chosen = select_tasks(
+        select, exclude, graph, selectable(definition, order, fingerprints, catalog)
+    )
     decisions = decide(
         spec,
         order,
@@ -331,7 +311,7 @@ def build_plan(
         logical_date=when,
         params=resolved_params,
         tasks=tuple(planned),
-        selected=tuple(select) if select else None,
+        selected=tuple(sorted(chosen)) if chosen is not None else None,
         full_refresh=full_refresh,
         force=force,
         definition=spec.document(),

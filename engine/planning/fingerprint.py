@@ -4,9 +4,9 @@ A task's fingerprint is a hash of everything that decides its output, kept as on
 component so that `arrowline plan` can say which one changed:
 
 - `definition`: its definition rendered for the run (templates filled in, a sql task's `file:`
-  read), without the settings that only decide how it runs (description, retry, timeout, cache);
-  SQL (a statement, a source's query) counts as sqlglot parses it, so layout, keyword case and
-  comments do not;
+  read), without the settings that only decide how it runs (description, tags, retry, timeout,
+  cache); SQL (a statement, a source's query) counts as sqlglot parses it, so layout, keyword
+  case and comments do not;
 - `params`: the values of the parameters its templates read, in the pipeline or in a SQL file;
 - `code`: the code of its UDF or pandera schema: the syntax tree of the definition and of every
   module-level name it reaches in the same file (helpers, constants, imports), so a helper's body
@@ -57,7 +57,7 @@ __all__ = [
     "task_fingerprints",
 ]
 
-_HOW_IT_RUNS = {"description", "retry", "timeout", "cache"}
+_HOW_IT_RUNS = {"description", "tags", "retry", "timeout", "cache"}
 """Task settings that cannot change its output."""
 
 PARTS = ("params", "definition", "code", "libraries", "input")

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 """Pipeline and task ids: usable unquoted as SQL table names and as folder names."""
 
 
@@ -284,6 +285,11 @@ class TaskSpec(ConfigModel):
         description="Unique identifier (letters, digits, _); the name other tasks read it by.",
     )
     description: str | None = Field(None, description="Free text for people.")
+    tags: tuple[str, ...] = Field(
+        (),
+        description="Labels to select the task by (`--select tag:nightly`): letters, digits, "
+        "_, - and . (up to 63).",
+    )
     depends_on: tuple[str, ...] = Field(
         (), description="Extra upstream task ids, beyond those implied by inputs and SQL."
     )
@@ -339,6 +345,19 @@ class TaskSpec(ConfigModel):
     load: LoadSpec | None = Field(
         None, description="Write one input to a sink (see load sections)."
     )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        for tag in value:
+            if not re.fullmatch(TAG_PATTERN, tag) or len(tag) > 63:
+                raise ValueError(
+                    f"tag {tag!r} must be letters, digits, _, - and . (up to 63, no spaces), "
+                    "so that --select tag:NAME can name it"
+                )
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> TaskSpec:

@@ -1,0 +1,272 @@
+"""Which tasks `--select` and `--exclude` name, in dbt's selector grammar.
+
+One `--select` value holds terms separated by spaces, and a value may be given several times:
+the tasks of every term (a union). A term joins atoms with commas: the tasks every atom names
+(an intersection). An atom names tasks, then widens them along the graph:
+
+    orders            the task `orders`; `stg_*` every task whose id the pattern matches
+    tag:nightly       tasks with that tag (`tags:` on the task)
+    kind:sql          tasks of that kind: extract, sql, udf, validate, load
+    config.materialized:view   tasks materialized so: table, ephemeral or view
+    path:udfs.py      tasks defined in or reading that file, or a file under that folder (the
+                      pipeline file, a sql `file:`, a UDF's module, a validate schema file),
+                      relative to the pipeline's folder; a glob matches too
+    state:modified    tasks whose definition, parameters or code differ from their last
+                      successful run, and tasks that never succeeded; `state:new` only those
+
+    +orders   orders and every task upstream of it;  2+orders  up to two levels up
+    orders+   orders and every task downstream;      orders+1  one level down
+    @orders   orders, everything downstream, and everything those read
+
+`--exclude` takes the same grammar and removes what it names. A name that is no task fails with
+a did-you-mean, and so does a selection that leaves no task: a typo never runs everything, or
+nothing, silently. (A selection by `state:` may leave none: nothing changed, nothing runs.) Unlike arrowline before 0.9, a comma intersects, as in dbt: `-s a,b` names
+the tasks that are both; `-s "a b"` or `-s a -s b` names either.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from engine.core.errors import SelectionError
+from engine.core.graph import Graph
+from engine.core.problems import did_you_mean
+from engine.planning.fingerprint import Fingerprint
+from engine.spec.definition import Definition
+from engine.spec.model import TaskSpec
+from engine.state.catalog import CatalogReader
+
+__all__ = ["SelectableTask", "select_tasks", "selectable"]
+
+_ATOM = re.compile(r"(?P<at>@)?(?:(?P<up>\d*)\+)?(?P<body>[^+@\s]+?)(?:\+(?P<down>\d*))?")
+_METHODS = ("tag", "kind", "config.materialized", "path", "state")
+_STATES = ("modified", "new")
+
+
+@dataclass(frozen=True)
+class SelectableTask:
+    """What a selector can ask of a task."""
+
+    id: str
+    kind: str
+    tags: tuple[str, ...]
+    materialized: str
+    files: tuple[PurePosixPath, ...]
+    """The files it is defined in or reads its code from, relative to the pipeline's folder."""
+    state: Callable[[], str | None]
+    """'new', 'modified' or None (unchanged since its last success); asked only by state:."""
+
+
+def select_tasks(
+    select: Sequence[str] | None,
+    exclude: Sequence[str] | None,
+    graph: Graph,
+    tasks: Mapping[str, SelectableTask],
+) -> set[str] | None:
+    """The task ids `select` minus `exclude` name; None when neither is given (every task).
+    Raises SelectionError naming what is wrong."""
+    if not select and not exclude:
+        return None
+    chosen = _union(select, "--select", graph, tasks) if select else set(graph.order)
+    if exclude:
+        chosen -= _union(exclude, "--exclude", graph, tasks)
+    if not chosen and any("state:" in value for value in select or ()):
+        return chosen  # nothing changed since: a run of nothing, as CI asks "what changed?"
+    if not chosen:
+        said = " ".join(f"--select {v!r}" for v in select or ()) + "".join(
+            f" --exclude {v!r}" for v in exclude or ()
+        )
+        raise SelectionError(
+            f"{said.strip()} leaves no task",
+            hint="a comma intersects (tasks named by both sides); separate terms with a space, "
+            "or repeat --select, for either",
+        )
+    return chosen
+
+
+def _union(
+    values: Sequence[str], option: str, graph: Graph, tasks: Mapping[str, SelectableTask]
+) -> set[str]:
+    found: set[str] = set()
+    for value in values:
+        terms = value.split()
+        if not terms:
+            raise SelectionError(f"{option} is given an empty value")
+        for term in terms:
+            atoms = term.split(",")
+            if not all(atoms):
+                raise SelectionError(f"{option} {term!r} has an empty part between commas")
+            named = [_atom(atom, option, graph, tasks) for atom in atoms]
+            found |= set.intersection(*named)
+    return found
+
+
+def _atom(text: str, option: str, graph: Graph, tasks: Mapping[str, SelectableTask]) -> set[str]:
+    match = _ATOM.fullmatch(text)
+    if match is None or (match["at"] and match["up"] is not None):
+        raise SelectionError(
+            f"{option} {text!r} is not a selector",
+            hint="NAME, +NAME, N+NAME, NAME+, NAME+N, @NAME, or METHOD:VALUE with the same "
+            f"operators; methods: {', '.join(_METHODS)}",
+        )
+    named = _named(match["body"], option, tasks)
+    result = set(named)
+    if match["at"]:
+        below = _closure(named, graph.downstream, None)
+        return result | below | _closure(result | below, graph.upstream, None)
+    if match["up"] is not None:
+        result |= _closure(named, graph.upstream, _depth(match["up"]))
+    if match["down"] is not None:
+        result |= _closure(named, graph.downstream, _depth(match["down"]))
+    return result
+
+
+def _depth(text: str) -> int | None:
+    return int(text) if text else None
+
+
+def _named(body: str, option: str, tasks: Mapping[str, SelectableTask]) -> set[str]:
+    method, colon, value = body.partition(":")
+    if not colon:
+        if any(char in body for char in "*?["):
+            found = {task_id for task_id in tasks if fnmatch.fnmatchcase(task_id, body)}
+            if not found:
+                raise SelectionError(f"{option} {body!r} matches no task id")
+            return found
+        if body not in tasks:
+            raise SelectionError(
+                f"{option} names unknown task {body!r}.{did_you_mean(body, list(tasks))}",
+                hint=f"tasks: {', '.join(tasks)}",
+            )
+        return {body}
+    if method not in _METHODS:
+        raise SelectionError(
+            f"{option} {body!r}: unknown selector method {method!r}."
+            f"{did_you_mean(method, _METHODS)}",
+            hint=f"methods: {', '.join(_METHODS)}",
+        )
+    if not value:
+        raise SelectionError(f"{option} {body!r} gives {method}: no value")
+    test = _test(method, value, option)
+    return {task_id for task_id, task in tasks.items() if test(task)}
+
+
+def _test(method: str, value: str, option: str) -> Callable[[SelectableTask], bool]:
+    if method == "tag":
+        return lambda task: any(fnmatch.fnmatchcase(tag, value) for tag in task.tags)
+    if method == "kind":
+        return lambda task: task.kind == value
+    if method == "config.materialized":
+        return lambda task: task.materialized == value
+    if method == "state":
+        if value not in _STATES:
+            raise SelectionError(
+                f"{option} state:{value}: the states are {', '.join(_STATES)}."
+                f"{did_you_mean(value, _STATES)}"
+            )
+        if value == "new":
+            return lambda task: task.state() == "new"
+        return lambda task: task.state() is not None
+    wanted = PurePosixPath(Path(value).as_posix().rstrip("/") or ".")
+    return lambda task: any(_under(file, wanted) for file in task.files)
+
+
+def _under(file: PurePosixPath, wanted: PurePosixPath) -> bool:
+    if str(wanted) == ".":
+        return True
+    return (
+        file == wanted
+        or wanted in file.parents
+        or fnmatch.fnmatchcase(str(file), str(wanted))
+        or fnmatch.fnmatchcase(file.name, str(wanted))
+    )
+
+
+def _closure(
+    start: Iterable[str], edges: Mapping[str, Sequence[str]], depth: int | None
+) -> set[str]:
+    """What `edges` reach from `start` (not counting it), up to `depth` steps (None: all)."""
+    seen: set[str] = set()
+    frontier = list(start)
+    steps = 0
+    while frontier and (depth is None or steps < depth):
+        following = []
+        for node in frontier:
+            for nxt in edges.get(node, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    following.append(nxt)
+        frontier, steps = following, steps + 1
+    return seen
+
+
+_DECLARED = ("definition", "params", "code")
+"""What state:modified compares: what the task is, not what it reads (dbt's state too)."""
+
+
+def selectable(
+    definition: Definition,
+    tasks: Iterable[str],
+    fingerprints: Mapping[str, Fingerprint],
+    catalog: CatalogReader | None,
+) -> dict[str, SelectableTask]:
+    """Every task of `definition` as the selector methods see it."""
+    spec = definition.spec
+    own = _relative(definition.file, definition.base_dir) if definition.file else None
+
+    def state(task_id: str) -> Callable[[], str | None]:
+        def ask() -> str | None:
+            previous = catalog.last_success(spec.name, task_id) if catalog else None
+            if previous is None:
+                return "new"
+            recorded = previous.fingerprint_parts or {}
+            parts = fingerprints[task_id].parts
+            changed = any(recorded.get(part) != parts[part] for part in _DECLARED)
+            return "modified" if changed else None
+
+        return ask
+
+    found = {}
+    for task_id in tasks:
+        task = spec.task(task_id)
+        files = [own] if own is not None else []
+        files += [_relative(f, definition.base_dir) for f in _code_files(task)]
+        found[task_id] = SelectableTask(
+            task_id,
+            str(task.kind.value),
+            task.tags,
+            task.materialize,
+            tuple(dict.fromkeys(files)),
+            state(task_id),
+        )
+    return found
+
+
+def _code_files(task: TaskSpec) -> list[str]:
+    """The files a task's definition names for its code: a sql `file:`, a UDF's module, a
+    validate schema file (not a `package.module:name` reference)."""
+    named: list[str] = []
+    if task.sql is not None and task.sql.file:
+        named.append(task.sql.file)
+    if task.udf is not None and isinstance(task.udf.function, str):
+        named.append(task.udf.function)
+    if task.validate_ is not None and isinstance(task.validate_.schema_, str):
+        named.append(task.validate_.schema_)
+    files = []
+    for text in named:
+        path = text.partition(":")[0] if ".py:" in text else text
+        if path.endswith((".py", ".sql", ".yaml", ".yml")):
+            files.append(path)
+    return files
+
+
+def _relative(path: str | Path, base: Path) -> PurePosixPath:
+    resolved = (base / path).resolve()
+    try:
+        return PurePosixPath(resolved.relative_to(base.resolve()).as_posix())
+    except ValueError:
+        return PurePosixPath(resolved.as_posix())
