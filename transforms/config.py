@@ -92,6 +92,7 @@ class ColumnRule(ConfigModel):
     """Rules for one column of an inline schema (pandera Column)."""
 
     type: str | None = Field(None, description="Expected type: int64, float64, string, ...")
+    description: str | None = Field(None, description="What the column holds, for people.")
     nullable: bool = Field(False, description="Allow NULLs (pandera's default is not to).")
     unique: bool = Field(False, description="No two rows have the same value.")
     required: bool = Field(True, description="The column must be present.")
@@ -106,6 +107,7 @@ class InlineSchema(ConfigModel):
     """A pandera schema written in the pipeline file (or a YAML file of the same shape)."""
 
     columns: dict[str, ColumnRule] = Field(description="Rules by column name.")
+    description: str | None = Field(None, description="What the table holds, for people.")
     strict: bool = Field(False, description="Reject columns the schema does not name.")
     coerce: bool = Field(False, description="Cast columns to their declared types first.")
     unique: tuple[str, ...] | None = Field(

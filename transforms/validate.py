@@ -120,7 +120,12 @@ def _column(name: str, rule: ColumnRule) -> Any:
     dtype = _column_dtype(name, rule)
     checks = [_check(name, check, argument) for check, argument in rule.checks.items()]
     return pdp.Column(
-        dtype, checks=checks, nullable=rule.nullable, unique=rule.unique, required=rule.required
+        dtype,
+        checks=checks,
+        nullable=rule.nullable,
+        unique=rule.unique,
+        required=rule.required,
+        description=rule.description,
     )
 
 
@@ -131,6 +136,7 @@ def build_schema(inline: InlineSchema) -> Any:
     columns = {name: _column(name, rule) for name, rule in inline.columns.items()}
     return pdp.DataFrameSchema(
         columns,
+        description=inline.description,
         strict=inline.strict,
         coerce=inline.coerce,
         unique=list(inline.unique) if inline.unique else None,

@@ -148,6 +148,32 @@ def test_loads_yaml_files_and_python_models(tmp_path: Path) -> None:
         load_schema("models.py:not_a_schema", tmp_path)
 
 
+def test_descriptions_of_a_schema_and_its_columns_are_kept_and_check_nothing(
+    tmp_path: Path,
+) -> None:
+    """dbt's property files describe tables and columns; the same words are accepted here and
+    reach the pandera schema, where they document, and never decide a row."""
+    (tmp_path / "s.yaml").write_text(
+        "description: orders as the shop sends them\n"
+        "columns:\n"
+        "  id: {type: int64, description: the order's number}\n"
+        "  amount: {type: float64, checks: {ge: 0}, description: in euros}\n"
+    )
+    schema = load_schema("s.yaml", tmp_path)
+    assert schema.description == "orders as the shop sends them"
+    assert schema.columns["amount"].description == "in euros"
+    frame = pl.DataFrame({"id": [1, 2], "amount": [1.0, -1.0]})
+    outcome = ValidationOutcome()
+    inline = InlineSchema.model_validate(
+        {"columns": {"id": {"type": "int64", "description": "x"}, "amount": {"checks": {"ge": 0}}}}
+    )
+    checked = ValidateSpec.model_validate(
+        {"input": "t", "schema": inline, "on_fail": "quarantine", "max_rejected_fraction": 1}
+    )
+    results = list(validate_frames([frame], build_schema(inline), checked, outcome))
+    assert [len(bad) for _, bad in results if bad is not None] == [1]
+
+
 def test_a_missing_column_is_named_as_missing() -> None:
     frame = pl.DataFrame({"id": [1], "amount": [5.0]})
     with pytest.raises(DataError) as info:
