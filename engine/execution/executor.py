@@ -205,7 +205,7 @@ class Executor(PipelinedHandOff):
                 plan.pipeline_file,
                 dict(plan.params),
                 plan.logical_date.isoformat(),
-                list(plan.selected) if plan.selected else None,
+                list(plan.selected) if plan.selected is not None else None,
                 to_run,
                 reused,
                 plan.definition,

@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.core.errors import DefinitionError, PipelineInvalid, error_context
+from engine.core.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
 from engine.core.graph import Graph, find_cycles
 from engine.core.secrets import mask_secrets, mask_text
 from engine.planning.cache import CacheDecision, cache_enabled, decide, observe_inputs
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
-from engine.planning.select import select_tasks, selectable
+from engine.planning.select import excluded_tasks, select_tasks, selectable
 from engine.spec.definition import Definition
 from engine.spec.model import (
     BreakerPolicy,
@@ -181,7 +181,7 @@ class Plan:
             "run_id": self.run_id,
             "logical_date": self.logical_date.isoformat(),
             "params": self.shown_params(),
-            "selected": list(self.selected) if self.selected else None,
+            "selected": list(self.selected) if self.selected is not None else None,
             "full_refresh": self.full_refresh,
             "force": self.force,
             "resumed": self.resumed,
@@ -235,9 +235,8 @@ def build_plan(
     enabled = {task.id: cache_enabled(spec, task) and not force for task in spec.tasks}
     observed = observe_inputs(definition, resolved, catalog, enabled)
     fingerprints = task_fingerprints(definition, resolved, resolved_params, order, observed)
-    chosen = select_tasks(
-        select, exclude, graph, selectable(definition, order, fingerprints, catalog)
-    )
+    selectables = selectable(definition, order, fingerprints, catalog)
+    chosen = select_tasks(select, exclude, graph, selectables, definition.base_dir)
     decisions = decide(
         spec,
         order,
@@ -263,6 +262,19 @@ def build_plan(
                 if actions[task_id][0] == "run":
                     frontier.extend(graph.upstream[task_id])
         actions = {task_id: action for task_id, action in actions.items() if task_id in needed}
+        if exclude:  # an excluded task runs for nobody: one the selection needs must be reused
+            left_out = excluded_tasks(exclude, graph, selectables, definition.base_dir)
+            for task_id in [
+                t for t in order if t in left_out and actions.get(t, ("",))[0] == "run"
+            ]:
+                readers = sorted(t for t in graph.downstream[task_id] if t in needed)
+                raise SelectionError(
+                    f"--exclude leaves out {task_id!r}, which {', '.join(readers)} "
+                    f"{'reads' if len(readers) == 1 else 'read'}, and it has no output to reuse "
+                    f"({decisions[task_id].reason})",
+                    hint="run it first, or leave it out of --exclude; `arrowline plan` says "
+                    "why it cannot be reused",
+                )
 
     incremental = {t.id for t in spec.tasks if t.incremental is not None}
     # the tasks that write outside and can commit an extract's watermark beside their rows

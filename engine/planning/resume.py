@@ -92,7 +92,7 @@ def plan_resume(
     fresh = build_plan(
         definition,
         params=params,
-        select=run.selected,
+        select=_recorded_selection(run.selected),
         catalog=None,
         run_id=run.run_id,
         logical_date=datetime.fromisoformat(run.logical_date),
@@ -158,3 +158,12 @@ def _said(task: PlannedTask) -> PlannedTask:
         return task
     said = replace(task.cache, reason=f"cached (run {task.reuse_run})", detail="kept by --resume")
     return replace(task, cache=said)
+
+
+def _recorded_selection(selected: list[str] | None) -> list[str] | None:
+    """The selection a run recorded, as terms of today's grammar. Runs now record task ids;
+    runs recorded before it record what was typed, where a comma meant "or" (it now means
+    "and"), so each comma-separated part is a term of its own: the same tasks as then."""
+    if selected is None:
+        return None
+    return [part.strip() for item in selected for part in item.split(",") if part.strip()]

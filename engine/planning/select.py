@@ -20,8 +20,9 @@ the tasks of every term (a union). A term joins atoms with commas: the tasks eve
 
 `--exclude` takes the same grammar and removes what it names. A name that is no task fails with
 a did-you-mean, and so does a selection that leaves no task: a typo never runs everything, or
-nothing, silently. (A selection by `state:` may leave none: nothing changed, nothing runs.) Unlike arrowline before 0.9, a comma intersects, as in dbt: `-s a,b` names
-the tasks that are both; `-s "a b"` or `-s a -s b` names either.
+nothing, silently. (A selection by `state:` may leave none: nothing changed, nothing runs.) A
+comma intersects, as in dbt (it used to unite): `-s a,b` names the tasks that are both;
+`-s "a b"` or `-s a -s b` names either.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ from engine.spec.definition import Definition
 from engine.spec.model import TaskSpec
 from engine.state.catalog import CatalogReader
 
-__all__ = ["SelectableTask", "select_tasks", "selectable"]
+__all__ = ["SelectableTask", "excluded_tasks", "select_tasks", "selectable"]
 
 _ATOM = re.compile(r"(?P<at>@)?(?:(?P<up>\d*)\+)?(?P<body>[^+@\s]+?)(?:\+(?P<down>\d*))?")
 _METHODS = ("tag", "kind", "config.materialized", "path", "state")
 _STATES = ("modified", "new")
+_KINDS = ("extract", "sql", "udf", "validate", "load")
+_MATERIALIZED = ("table", "ephemeral", "view")
 
 
 @dataclass(frozen=True)
@@ -66,124 +69,175 @@ def select_tasks(
     exclude: Sequence[str] | None,
     graph: Graph,
     tasks: Mapping[str, SelectableTask],
+    base_dir: Path | None = None,
 ) -> set[str] | None:
     """The task ids `select` minus `exclude` name; None when neither is given (every task).
-    Raises SelectionError naming what is wrong."""
+    `base_dir`: the pipeline's folder, which `path:` values are relative to. Raises
+    SelectionError naming what is wrong."""
     if not select and not exclude:
         return None
-    chosen = _union(select, "--select", graph, tasks) if select else set(graph.order)
+    scope = _Scope(graph, tasks, base_dir)
+    chosen = scope.union(select, "--select") if select else set(graph.order)
     if exclude:
-        chosen -= _union(exclude, "--exclude", graph, tasks)
-    if not chosen and any("state:" in value for value in select or ()):
+        chosen -= scope.union(exclude, "--exclude")
+    if not chosen and scope.by_state:
         return chosen  # nothing changed since: a run of nothing, as CI asks "what changed?"
     if not chosen:
         said = " ".join(f"--select {v!r}" for v in select or ()) + "".join(
             f" --exclude {v!r}" for v in exclude or ()
         )
+        comma = any("," in value for value in [*(select or ()), *(exclude or ())])
         raise SelectionError(
             f"{said.strip()} leaves no task",
             hint="a comma intersects (tasks named by both sides); separate terms with a space, "
-            "or repeat --select, for either",
+            "or repeat --select, for either"
+            if comma
+            else None,
         )
     return chosen
 
 
-def _union(
-    values: Sequence[str], option: str, graph: Graph, tasks: Mapping[str, SelectableTask]
+def excluded_tasks(
+    exclude: Sequence[str],
+    graph: Graph,
+    tasks: Mapping[str, SelectableTask],
+    base_dir: Path | None = None,
 ) -> set[str]:
-    found: set[str] = set()
-    for value in values:
-        terms = value.split()
-        if not terms:
-            raise SelectionError(f"{option} is given an empty value")
-        for term in terms:
-            atoms = term.split(",")
-            if not all(atoms):
-                raise SelectionError(f"{option} {term!r} has an empty part between commas")
-            named = [_atom(atom, option, graph, tasks) for atom in atoms]
-            found |= set.intersection(*named)
-    return found
+    """What `--exclude` names (a plan checks that none of it has to run)."""
+    return _Scope(graph, tasks, base_dir).union(exclude, "--exclude")
 
 
-def _atom(text: str, option: str, graph: Graph, tasks: Mapping[str, SelectableTask]) -> set[str]:
-    match = _ATOM.fullmatch(text)
-    if match is None or (match["at"] and match["up"] is not None):
-        raise SelectionError(
-            f"{option} {text!r} is not a selector",
-            hint="NAME, +NAME, N+NAME, NAME+, NAME+N, @NAME, or METHOD:VALUE with the same "
-            f"operators; methods: {', '.join(_METHODS)}",
-        )
-    named = _named(match["body"], option, tasks)
-    result = set(named)
-    if match["at"]:
-        below = _closure(named, graph.downstream, None)
-        return result | below | _closure(result | below, graph.upstream, None)
-    if match["up"] is not None:
-        result |= _closure(named, graph.upstream, _depth(match["up"]))
-    if match["down"] is not None:
-        result |= _closure(named, graph.downstream, _depth(match["down"]))
-    return result
+class _Scope:
+    """One evaluation of selectors over a pipeline's tasks."""
+
+    def __init__(
+        self, graph: Graph, tasks: Mapping[str, SelectableTask], base_dir: Path | None
+    ) -> None:
+        self.graph, self.tasks, self.base_dir = graph, tasks, base_dir
+        self.by_state = False
+        """Some atom selected by state: (which may rightly select nothing)."""
+
+    def union(self, values: Sequence[str], option: str) -> set[str]:
+        found: set[str] = set()
+        for value in values:
+            terms = value.split()
+            if not terms:
+                raise SelectionError(f"{option} is given an empty value")
+            for term in terms:
+                atoms = term.split(",")
+                if not all(atoms):
+                    raise SelectionError(
+                        f"{option} {term!r} has an empty part between commas",
+                        hint="a comma joins selectors a task must all match, with no space "
+                        "around it; to name either, separate them with a space",
+                    )
+                named = [self.atom(atom, option) for atom in atoms]
+                found |= set.intersection(*named)
+        return found
+
+    def atom(self, text: str, option: str) -> set[str]:
+        graph = self.graph
+        match = _ATOM.fullmatch(text)
+        if match is None or (match["at"] and match["up"] is not None) or match["body"].isdigit():
+            raise SelectionError(
+                f"{option} {text!r} is not a selector",
+                hint="NAME, +NAME, N+NAME, NAME+, NAME+N, @NAME, or METHOD:VALUE with the same "
+                f"operators; methods: {', '.join(_METHODS)}",
+            )
+        named = self.named(match["body"], option)
+        result = set(named)
+        if match["at"]:
+            below = _closure(named, graph.downstream, None)
+            return result | below | _closure(result | below, graph.upstream, None)
+        if match["up"] is not None:
+            result |= _closure(named, graph.upstream, _depth(match["up"]))
+        if match["down"] is not None:
+            result |= _closure(named, graph.downstream, _depth(match["down"]))
+        return result
+
+    def named(self, body: str, option: str) -> set[str]:
+        tasks = self.tasks
+        method, colon, value = body.partition(":")
+        if not colon:
+            if any(char in body for char in "*?["):
+                found = {task_id for task_id in tasks if fnmatch.fnmatchcase(task_id, body)}
+                if not found:
+                    raise SelectionError(f"{option} {body!r} matches no task id")
+                return found
+            if body not in tasks:
+                raise SelectionError(
+                    f"{option} names unknown task {body!r}.{did_you_mean(body, list(tasks))}",
+                    hint=f"tasks: {', '.join(tasks)}",
+                )
+            return {body}
+        if method not in _METHODS:
+            raise SelectionError(
+                f"{option} {body!r}: unknown selector method {method!r}."
+                f"{did_you_mean(method, list(_METHODS))}",
+                hint=f"methods: {', '.join(_METHODS)}",
+            )
+        if not value:
+            raise SelectionError(f"{option} {body!r} gives {method}: no value")
+        test = self.test(method, value, option)
+        found = {task_id for task_id, task in tasks.items() if test(task)}
+        if method == "state":
+            self.by_state = True
+        elif not found:  # a typo must not quietly select, or exclude, nothing
+            raise SelectionError(f"{option} {body!r} names no task", hint=self.known(method))
+        return found
+
+    def known(self, method: str) -> str | None:
+        if method == "tag":
+            tags = sorted({tag for task in self.tasks.values() for tag in task.tags})
+            return f"tags in this pipeline: {', '.join(tags) or 'none'}"
+        if method == "path":
+            return "a path is relative to the pipeline's folder"
+        return None
+
+    def test(self, method: str, value: str, option: str) -> Callable[[SelectableTask], bool]:
+        if method == "tag":
+            return lambda task: any(fnmatch.fnmatchcase(tag, value) for tag in task.tags)
+        if method in ("kind", "config.materialized"):
+            allowed = _KINDS if method == "kind" else _MATERIALIZED
+            if value not in allowed:
+                raise SelectionError(
+                    f"{option} {method}:{value}: one of {', '.join(allowed)}."
+                    f"{did_you_mean(value, list(allowed))}"
+                )
+            if method == "kind":
+                return lambda task: task.kind == value
+            return lambda task: task.materialized == value
+        if method == "state":
+            if value not in _STATES:
+                raise SelectionError(
+                    f"{option} state:{value}: the states are {', '.join(_STATES)}."
+                    f"{did_you_mean(value, list(_STATES))}"
+                )
+            if value == "new":
+                return lambda task: task.state() == "new"
+            return lambda task: task.state() is not None
+        wanted = self.path(value)
+        return lambda task: any(_under(file, wanted) for file in task.files)
+
+    def path(self, value: str) -> PurePosixPath:
+        """A `path:` value as the task files are kept: relative to the pipeline's folder (a
+        path that exists from the working directory is taken from there), `..` resolved."""
+        if self.base_dir is None or any(char in value for char in "*?["):
+            return PurePosixPath(Path(value).as_posix().rstrip("/") or ".")
+        typed = Path(value)
+        if not typed.is_absolute() and not (self.base_dir / typed).exists() and typed.exists():
+            typed = typed.resolve()
+        return _relative(typed, self.base_dir)
 
 
 def _depth(text: str) -> int | None:
     return int(text) if text else None
 
 
-def _named(body: str, option: str, tasks: Mapping[str, SelectableTask]) -> set[str]:
-    method, colon, value = body.partition(":")
-    if not colon:
-        if any(char in body for char in "*?["):
-            found = {task_id for task_id in tasks if fnmatch.fnmatchcase(task_id, body)}
-            if not found:
-                raise SelectionError(f"{option} {body!r} matches no task id")
-            return found
-        if body not in tasks:
-            raise SelectionError(
-                f"{option} names unknown task {body!r}.{did_you_mean(body, list(tasks))}",
-                hint=f"tasks: {', '.join(tasks)}",
-            )
-        return {body}
-    if method not in _METHODS:
-        raise SelectionError(
-            f"{option} {body!r}: unknown selector method {method!r}."
-            f"{did_you_mean(method, _METHODS)}",
-            hint=f"methods: {', '.join(_METHODS)}",
-        )
-    if not value:
-        raise SelectionError(f"{option} {body!r} gives {method}: no value")
-    test = _test(method, value, option)
-    return {task_id for task_id, task in tasks.items() if test(task)}
-
-
-def _test(method: str, value: str, option: str) -> Callable[[SelectableTask], bool]:
-    if method == "tag":
-        return lambda task: any(fnmatch.fnmatchcase(tag, value) for tag in task.tags)
-    if method == "kind":
-        return lambda task: task.kind == value
-    if method == "config.materialized":
-        return lambda task: task.materialized == value
-    if method == "state":
-        if value not in _STATES:
-            raise SelectionError(
-                f"{option} state:{value}: the states are {', '.join(_STATES)}."
-                f"{did_you_mean(value, _STATES)}"
-            )
-        if value == "new":
-            return lambda task: task.state() == "new"
-        return lambda task: task.state() is not None
-    wanted = PurePosixPath(Path(value).as_posix().rstrip("/") or ".")
-    return lambda task: any(_under(file, wanted) for file in task.files)
-
-
 def _under(file: PurePosixPath, wanted: PurePosixPath) -> bool:
     if str(wanted) == ".":
         return True
-    return (
-        file == wanted
-        or wanted in file.parents
-        or fnmatch.fnmatchcase(str(file), str(wanted))
-        or fnmatch.fnmatchcase(file.name, str(wanted))
-    )
+    return file == wanted or wanted in file.parents or fnmatch.fnmatchcase(str(file), str(wanted))
 
 
 def _closure(

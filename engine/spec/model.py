@@ -54,8 +54,9 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 """Pipeline and task ids: usable unquoted as SQL table names and as folder names."""
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+"""Task tags: what `--select tag:NAME` can name."""
 
 
 class TaskKind(StrEnum):

@@ -123,11 +123,22 @@ def test_no_selection_is_every_task() -> None:
         (["stg_x*"], None, "'stg_x*' matches no task id"),
         (["state:changed"], None, "the states are modified, new"),
         (["tag:nightly,,kind:sql"], None, "empty part between commas"),
+        (["orders_mart, publish"], None, "to name either, separate them with a space"),
         (["@+orders_mart"], None, "is not a selector"),
         (["orders_mart++"], None, "is not a selector"),
         (["tag:"], None, "gives tag: no value"),
         ([" "], None, "empty value"),
-        (["tag:nope"], None, "--select 'tag:nope' leaves no task"),
+        (["tag:nope"], None, "--select 'tag:nope' names no task tags in this pipeline: mart,"),
+        (["orders_mart tag:nope"], None, "'tag:nope' names no task"),
+        (["tag:mart"], ["tag:typo"], "--exclude 'tag:typo' names no task"),
+        (
+            ["kind:sqll"],
+            None,
+            "kind:sqll: one of extract, sql, udf, validate, load. Did you mean 'sql'",
+        ),
+        (["config.materialized:views"], None, "Did you mean 'view'"),
+        (["2+"], None, "is not a selector"),
+        (["path:nowhere.sql"], None, "'path:nowhere.sql' names no task"),
         (["raw_orders,publish"], None, "a comma intersects"),
         (["kind:load"], ["publish"], "--exclude 'publish' leaves no task"),
     ],
@@ -205,3 +216,58 @@ def test_a_tag_that_is_no_label_is_refused_at_its_line(
     assert result.exit_code == 2
     assert path.read_text().splitlines()[3].strip().startswith("tags:")  # line 4
     assert "p.yaml:4: error [task orders]: tags: tag 'two words' must be letters" in result.output
+
+
+def test_a_run_recorded_before_commas_meant_and_resumes_the_same_tasks() -> None:
+    from engine.planning.resume import _recorded_selection
+
+    assert _recorded_selection(["b,c", "d+, e"]) == ["b", "c", "d+", "e"]
+    assert _recorded_selection(["a", "b"]) == ["a", "b"]  # task ids, as runs record them now
+    assert _recorded_selection(None) is None
+
+
+def test_an_excluded_task_never_runs_for_the_selection(write: WritePipeline) -> None:
+    """dbt never runs an excluded node. Here the selection needs the excluded task's output:
+    with none to reuse, the plan is refused naming who reads it; once one exists, it is reused."""
+    path = write("p.yaml", PIPELINE)
+    write("udfs.py", UDF)
+    with pytest.raises(SelectionError) as raised:
+        plan(path, select=["per_customer"], exclude=["orders"])
+    assert "--exclude leaves out 'orders', which stg_orders reads" in raised.value.message
+    assert run(path).ok
+    actions = {
+        t.id: t.action for t in plan(path, select=["per_customer"], exclude=["orders"]).tasks
+    }
+    assert actions == {"scored": "reuse", "per_customer": "run"}  # a reused output ends a branch
+
+
+def test_path_is_read_from_the_pipeline_folder_or_the_working_directory(
+    write: WritePipeline, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = project / "shared"
+    shared.mkdir()
+    (shared / "b.sql").write_text("select 2 as y")
+    path = write(
+        "pipes/p.yaml",
+        """
+        pipeline: paths
+        tasks:
+          - id: a
+            sql: {file: sql/a.sql}
+          - id: b
+            sql: {file: ../shared/b.sql}
+        """,
+    )
+    (path.parent / "sql").mkdir()
+    (path.parent / "sql" / "a.sql").write_text("select 1 as x")
+    monkeypatch.chdir(project)
+
+    def picked(value: str) -> set[str]:
+        return {t.id for t in plan(path, select=[f"path:{value}"]).tasks}
+
+    assert picked("../shared/b.sql") == {"b"}
+    assert picked("../shared") == {"b"}
+    assert picked("./sql/../sql/a.sql") == {"a"}
+    assert picked(str(path.parent / "sql" / "a.sql")) == {"a"}  # absolute
+    assert picked("pipes/sql/a.sql") == {"a"}  # from the working directory
+    assert picked("p.yaml") == {"a", "b"}  # the pipeline file defines both
