@@ -12,7 +12,9 @@ integer is refused instead of reaching a template as its Python text.
 
 Templates render with `StrictUndefined` in a sandboxed environment. Built-ins: `params`,
 `run_id`, `logical_date` (aware datetime, UTC), `ds` (YYYY-MM-DD of the logical date),
-`ds_nodash`, `pipeline` and `task` (ids). Values reach SQL through two filters:
+`ds_nodash`, `pipeline` and `task` (ids), and dbt's two functions: `ref('task')` (the task's
+table: another way to name it, which validation checks) and `var('name')` or `var('name',
+default)` (a parameter's value, exactly as `params.name`). Values reach SQL through two filters:
 
     where region = {{ params.region | sql_literal }}      -> 'north'   (quotes doubled)
     select * from {{ params.table | sql_identifier }}     -> "orders"  (quotes doubled)
@@ -29,6 +31,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -59,6 +62,7 @@ __all__ = [
     "new_run_id",
     "parse_assignments",
     "referenced_params",
+    "referenced_tasks",
     "render",
     "resolve_params",
     "template_environment",
@@ -67,7 +71,9 @@ __all__ = [
 
 ENV_PREFIX = "ARROWLINE_PARAM_"
 SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
-BUILTINS = frozenset({"params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"})
+BUILTINS = frozenset(
+    {"params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task", "ref", "var"}
+)
 
 
 def _finalize_sql(value: Any) -> Any:
@@ -127,8 +133,11 @@ class RenderContext:
 
     def variables(self, task_id: str | None = None) -> dict[str, Any]:
         when = self.logical_date
+        params = dict(self.params)
         return {
-            "params": dict(self.params),
+            "params": params,
+            "ref": _ref,
+            "var": functools.partial(_var, params),
             "run_id": self.run_id,
             "logical_date": when,
             "ds": when.date().isoformat(),
@@ -136,6 +145,26 @@ class RenderContext:
             "pipeline": self.pipeline,
             "task": task_id,
         }
+
+
+_NO_DEFAULT = object()
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _ref(name: Any) -> str:
+    """`{{ ref('orders') }}`: the table of task `orders` (its id; validation checks it is one)."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"ref({name!r}): a task id is letters, digits and _")
+    return name
+
+
+def _var(params: Mapping[str, Any], name: Any, default: Any = _NO_DEFAULT) -> Any:
+    """`{{ var('n') }}` is `{{ params.n }}`; `{{ var('n', 3) }}` is 3 when there is no `n`."""
+    if isinstance(name, str) and name in params:
+        return params[name]
+    if default is not _NO_DEFAULT:
+        return default
+    raise jinja2.UndefinedError(f"var({name!r}) names no parameter")
 
 
 def render_lenient(text: str, context: RenderContext, task_id: str | None = None) -> str | None:
@@ -184,12 +213,17 @@ def template_syntax_error(text: str) -> str | None:
     return None
 
 
-def referenced_params(text: str) -> set[str]:
-    """Names used as `params.NAME` or `params['NAME']` in a template (parse only, no render)."""
+def referenced_params(text: str, *, required: bool = False, var: bool = True) -> set[str]:
+    """Names used as `params.NAME`, `params['NAME']` or `var('NAME')` in a template (parse
+    only, no render); `required`: without those read only through `var('NAME', default)`;
+    `var=False`: only those read through `params`."""
     if not is_template(text):
         return set()
     ast = template_environment().parse(text)
     names: set[str] = set()
+    for name, has_default in _var_calls(ast) if var else ():
+        if name is not None and not (required and has_default):
+            names.add(name)
     for node in ast.find_all(nodes.Getattr):
         if isinstance(node.node, nodes.Name) and node.node.name == "params":
             names.add(node.attr)
@@ -202,6 +236,38 @@ def referenced_params(text: str) -> set[str]:
         ):
             names.add(item.arg.value)
     return names
+
+
+def referenced_tasks(text: str) -> set[str]:
+    """Task ids named by `ref('ID')` with a literal id (parse only, no render)."""
+    if not is_template(text):
+        return set()
+    ast = template_environment().parse(text)
+    return {
+        call.args[0].value
+        for call in ast.find_all(nodes.Call)
+        if isinstance(call.node, nodes.Name)
+        and call.node.name == "ref"
+        and call.args
+        and isinstance(call.args[0], nodes.Const)
+        and isinstance(call.args[0].value, str)
+    }
+
+
+def _var_calls(ast: nodes.Node) -> list[tuple[str | None, bool]]:
+    """Each `var(...)` call: the parameter it names (None when not a literal), and whether it
+    gives a default."""
+    found: list[tuple[str | None, bool]] = []
+    calls = [ast] if isinstance(ast, nodes.Call) else []
+    for call in [*calls, *ast.find_all(nodes.Call)]:
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "var"):
+            continue
+        first = call.args[0] if call.args else None
+        name = (
+            first.value if isinstance(first, nodes.Const) and isinstance(first.value, str) else None
+        )
+        found.append((name, len(call.args) > 1 or bool(call.kwargs)))
+    return found
 
 
 def undeclared_names(text: str) -> set[str]:
@@ -256,6 +322,8 @@ def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:
     names = [expr] if isinstance(expr, nodes.Name) else list(expr.find_all(nodes.Name))
     if sum(_is_params(name) for name in names) > looked_up:
         found.add(ANY_PARAM)  # `params` itself, passed to a filter or printed whole
+    for var, _ in _var_calls(expr):  # var('a') prints what params.a prints
+        found.add(var if var is not None else ANY_PARAM)
     for name in names:
         found |= held.get(name.name, set())
     return found

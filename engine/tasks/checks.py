@@ -25,6 +25,7 @@ from engine.spec.params import (
     BUILTINS,
     RenderContext,
     referenced_params,
+    referenced_tasks,
     template_syntax_error,
     undeclared_names,
     unfiltered_sql_params,
@@ -224,15 +225,26 @@ class _Checker(OutputChecks):
                 ok = False
                 self.add("template", syntax, task, (kind_key,))
                 continue
-            for name in sorted(referenced_params(text) - set(self.spec.params)):
+            through_params = referenced_params(text, var=False)
+            for name in sorted(referenced_params(text, required=True) - set(self.spec.params)):
                 ok = False
+                said = f"'params.{name}'" if name in through_params else f"var({name!r})"
                 self.add(
                     "undefined-parameter",
-                    f"template uses undefined parameter 'params.{name}'."
+                    f"template uses undefined parameter {said}."
                     f"{did_you_mean(name, list(self.spec.params))}",
                     task,
                     (kind_key,),
                     hint="declare it under `params:` with a default",
+                )
+            for name in sorted(referenced_tasks(text) - self.known_ids):
+                ok = False
+                self.add(
+                    "unknown-ref",
+                    f"ref({name!r}) names no task.{did_you_mean(name, sorted(self.known_ids))}",
+                    task,
+                    (kind_key,),
+                    hint="ref() takes the id of a task of this pipeline",
                 )
             for name in sorted(undeclared_names(text)):
                 ok = False

@@ -1,0 +1,129 @@
+"""dbt's `ref()` and `var()` in arrowline templates: what they render, the dependencies and
+cache fingerprints they make, and how a wrong one, or a value trying to change the statement, is
+refused (the same rules as `params.NAME`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from engine.api.pipeline import plan, run
+from engine.core.errors import ParameterError
+from engine.core.problems import Problem
+from engine.spec.params import referenced_params, referenced_tasks, unfiltered_sql_params
+from engine.tasks.checks import check_file
+from tests.conftest import WritePipeline
+
+SHOP = """
+    pipeline: shop
+    params: {min_amount: 10, region: north}
+    tasks:
+      - id: orders
+        sql: |
+          select range as id, range * 5 as amount,
+                 case when range % 2 = 0 then 'north' else 'south' end as region
+          from range(10)
+      - id: big_orders
+        sql: |
+          select id, amount from {{ ref('orders') }}
+          where amount >= {{ var('min_amount') }}
+            and region = {{ var('region') | sql_literal }}
+            and id < {{ var('max_id', 100) }}
+      - id: publish
+        load: {input: big_orders, to: duckdb, path: out/shop.duckdb, table: big, mode: replace}
+"""
+
+
+def _problems(path: Path) -> list[Problem]:
+    return check_file(path)[1]
+
+
+def _loaded(project: Path) -> list[tuple[int, int]]:
+    with duckdb.connect(str(project / "out" / "shop.duckdb"), read_only=True) as db:
+        return db.sql("select id, amount from big order by id").fetchall()
+
+
+def test_ref_names_the_upstream_task_and_var_its_parameter(
+    write: WritePipeline, project: Path
+) -> None:
+    path = write("p.yaml", SHOP)
+    assert _problems(path) == []
+    the_plan = plan(path)
+    assert the_plan.task("big_orders").inputs == ("orders",)  # the dependency ref() makes
+    assert "from orders" in (the_plan.task("big_orders").sql or "")
+    assert run(path).ok
+    assert _loaded(project) == [(2, 10), (4, 20), (6, 30), (8, 40)]
+    assert run(path, params={"min_amount": "25", "region": "south"}).ok
+    assert _loaded(project) == [(5, 25), (7, 35), (9, 45)]
+
+
+def test_a_parameter_read_through_var_is_part_of_the_cache_fingerprint(
+    write: WritePipeline,
+) -> None:
+    path = write("p.yaml", SHOP.replace("pipeline: shop", "pipeline: shop\n    cache: true"))
+    assert run(path).ok
+    planned = plan(path, params={"min_amount": "20"}).tasks
+    reasons = {t.id: t.cache.reason for t in planned if t.cache is not None}
+    assert reasons["big_orders"] == "parameter changed"
+    assert reasons["orders"].startswith("cached")
+
+
+def test_the_template_analyses_see_through_var_and_ref() -> None:
+    text = "select * from {{ ref('a') }} where x > {{ var('n') }} and y = {{ var('m', 2) }}"
+    assert referenced_params(text) == {"n", "m"}
+    assert referenced_params(text, required=True) == {"n"}
+    assert referenced_tasks(text) == {"a"}
+    assert unfiltered_sql_params(text) == {"n", "m"}
+    assert unfiltered_sql_params("{{ var('s') | sql_literal }}") == set()
+    assert unfiltered_sql_params("{% set v = var('s') %}{{ v }}") == {"s"}
+    assert "*" in unfiltered_sql_params("{{ var(params.which) }}")  # which one: unknown
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "said"),
+    [
+        ("ref('orders')", "unknown-ref", "ref('ordres') names no task. Did you mean 'orders'"),
+        ("var('min_amount')", "undefined-parameter", "var('min_amont'). Did you mean 'min_amount'"),
+        ("var('region') | sql_literal", "unquoted-parameter", "'params.region' (str) is printed"),
+    ],
+)
+def test_a_wrong_ref_or_var_is_refused_at_its_line(
+    write: WritePipeline, edit: str, code: str, said: str
+) -> None:
+    broken = {
+        "ref('orders')": "ref('ordres')",
+        "var('min_amount')": "var('min_amont')",
+        "var('region') | sql_literal": "var('region')",
+    }[edit]
+    path = write("p.yaml", SHOP.replace(edit, broken))
+    found = [p for p in _problems(path) if p.code == code]
+    assert len(found) == 1, [p.format() for p in _problems(path)]
+    assert said in found[0].message
+    assert found[0].line == 10  # the big_orders task's `sql:`
+    assert found[0].task_id == "big_orders"
+
+
+def test_a_value_cannot_change_the_statement_through_var(
+    write: WritePipeline, project: Path
+) -> None:
+    path = write("p.yaml", SHOP)
+    attack = "north' or 1=1 --"
+    assert run(path, params={"region": attack}).ok
+    assert _loaded(project) == []  # the whole text was compared as one value: no row has it
+    with pytest.raises(ParameterError, match="min_amount"):
+        run(path, params={"min_amount": "1 or 1=1"})  # not an integer: refused before SQL
+
+
+def test_var_without_a_default_for_no_parameter_fails_the_render() -> None:
+    from datetime import UTC, datetime
+
+    from engine.spec.params import RenderContext, render
+
+    context = RenderContext("p", {"n": 1}, "r", datetime(2024, 1, 1, tzinfo=UTC))
+    assert render("{{ var('n') }} {{ var('k', 'd') }} {{ ref('t') }}", context) == "1 d t"
+    with pytest.raises(ParameterError, match="var\\('k'\\) names no parameter"):
+        render("{{ var('k') }}", context)
+    with pytest.raises(ParameterError, match="a task id is letters"):
+        render("{{ ref('a; drop table x') }}", context)
