@@ -59,7 +59,9 @@ __all__ = [
     "check_value",
     "coerce_value",
     "infer_param",
+    "line_with",
     "new_run_id",
+    "param_spellings",
     "parse_assignments",
     "referenced_params",
     "referenced_tasks",
@@ -268,6 +270,26 @@ def _var_calls(ast: nodes.Node) -> list[tuple[str | None, bool]]:
         )
         found.append((name, len(call.args) > 1 or bool(call.kwargs)))
     return found
+
+
+def param_spellings(name: str) -> tuple[str, ...]:
+    """How a template can name parameter `name`, to find the line it is on."""
+    return (
+        f"params.{name}",
+        f"params['{name}']",
+        f'params["{name}"]',
+        f"var('{name}'",
+        f'var("{name}"',
+    )
+
+
+def line_with(text: str, needles: Iterable[str]) -> int | None:
+    """The first line of `text` holding one of `needles` (counted from 1), or None."""
+    wanted = tuple(needles)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if any(needle in line for needle in wanted):
+            return number
+    return None
 
 
 def undeclared_names(text: str) -> set[str]:

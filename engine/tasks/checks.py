@@ -9,6 +9,8 @@ produces, UDFs and schemas that cannot be imported, cron expressions and time zo
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +21,13 @@ from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
-from engine.spec.model import TaskSpec
+from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.params import (
     ANY_PARAM,
     BUILTINS,
     RenderContext,
+    line_with,
+    param_spellings,
     referenced_params,
     referenced_tasks,
     template_syntax_error,
@@ -70,8 +74,11 @@ class _Checker(OutputChecks):
         line: int | None = None,
         severity: str = "error",
         hint: str | None = None,
+        file: str | None = None,
     ) -> None:
-        if line is None:
+        """`file`: where the problem is, when not in the pipeline file (a sql task's `file:`;
+        `line` is then that file's)."""
+        if line is None and file is None:
             if task is not None:
                 line = self.definition.task_line(task.id, *path)
             else:
@@ -81,7 +88,7 @@ class _Checker(OutputChecks):
                 code,
                 message,
                 severity="warning" if severity == "warning" else "error",
-                file=self.file,
+                file=file or self.file,
                 line=line,
                 task_id=task.id if task else None,
                 hint=hint,
@@ -219,11 +226,20 @@ class _Checker(OutputChecks):
             return False
         kind_key = task.kind.value
         sql = kind_of(task).sql_template(task, self.context)
+        in_file = self.sql_file(task)
         for text in texts:
+            # a statement in its own file: problems at that file's line, else the task's key
+            place = in_file if in_file is not None and sql is not None and text == sql[0] else None
+
+            def at(*needles: str, text: str = text, place: str | None = place) -> dict[str, Any]:
+                return {"file": place, "line": line_with(text, needles)} if place else {}
+
             syntax = template_syntax_error(text)
             if syntax is not None:  # the checks below need a template that parses
                 ok = False
-                self.add("template", syntax, task, (kind_key,))
+                number = re.search(r"on line (\d+)", syntax)
+                line = int(number[1]) if number and place else None
+                self.add("template", syntax, task, (kind_key,), file=place, line=line)
                 continue
             through_params = referenced_params(text, var=False)
             for name in sorted(referenced_params(text, required=True) - set(self.spec.params)):
@@ -236,6 +252,7 @@ class _Checker(OutputChecks):
                     task,
                     (kind_key,),
                     hint="declare it under `params:` with a default",
+                    **at(*param_spellings(name)),
                 )
             for name in sorted(referenced_tasks(text) - self.known_ids):
                 ok = False
@@ -245,6 +262,7 @@ class _Checker(OutputChecks):
                     task,
                     (kind_key,),
                     hint="ref() takes the id of a task of this pipeline",
+                    **at(f"ref('{name}')", f'ref("{name}")'),
                 )
             for name in sorted(undeclared_names(text)):
                 ok = False
@@ -255,6 +273,7 @@ class _Checker(OutputChecks):
                     task,
                     (kind_key,),
                     hint=f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
+                    **at(name),
                 )
             if sql is not None and text == sql[0]:  # the task's SQL: a statement, a query
                 self.raw_params(task, text, sql[1])
@@ -271,6 +290,7 @@ class _Checker(OutputChecks):
             param = self.parameters.get(name)
             if param is None or param.prints_as_sql:
                 continue  # an undefined one is reported as such
+            in_file = self.sql_file(task) if task.kind is TaskKind.SQL else None
             self.add(
                 "unquoted-parameter",
                 f"parameter 'params.{name}' ({param.expected}) is printed into SQL as raw text, "
@@ -280,14 +300,36 @@ class _Checker(OutputChecks):
                 hint=f"write {{{{ params.{name} | sql_literal }}}} for a value, or "
                 "| sql_identifier for a name; only int, float and bool parameters (not null) "
                 "may be printed as they are",
+                file=in_file,
+                line=line_with(sql, param_spellings(name)) if in_file else None,
             )
 
+    def _declared(self, task: TaskSpec) -> TaskSpec:
+        """The task as the pipeline declares it (a resolved one has its `file:` read)."""
+        with contextlib.suppress(KeyError):
+            return self.spec.task(task.id)
+        return task
+
+    def sql_file(self, task: TaskSpec) -> str | None:
+        """The file a sql task's statement is in, as problems name it; None when inline."""
+        sql = self._declared(task).sql
+        if sql is None or not sql.file:
+            return None
+        found = self.definition.base_dir / sql.file
+        with contextlib.suppress(ValueError):
+            return str(found.resolve().relative_to(Path.cwd().resolve()))
+        return str(found)
+
     def sql_line(self, task: TaskSpec, line_in_statement: int | None) -> int | None:
+        """The line of a statement's line: in the pipeline file, or in the sql task's `file:`
+        (whose problems `sql_file` names)."""
+        if self.sql_file(task) is not None:
+            return line_in_statement
         base = self.task_path(task)
         start = self.definition.content_line(
             (*base, "sql", "query")
         ) or self.definition.content_line((*base, "sql"))
-        if start is None or line_in_statement is None or task.sql is None or task.sql.file:
+        if start is None or line_in_statement is None:
             return start
         return start + line_in_statement - 1
 
@@ -308,6 +350,7 @@ class _Checker(OutputChecks):
                 f"SQL does not parse: {error.message}{where}",
                 task,
                 line=self.sql_line(task, error.line),
+                file=self.sql_file(task),
             )
         except DefinitionError as exc:
             self.add("definition", exc.message, task, (task.kind.value,))
@@ -342,6 +385,7 @@ class _Checker(OutputChecks):
                         "the SQL reads the task's own output",
                         task,
                         line=self.sql_line(task, ref.line),
+                        file=self.sql_file(task),
                     )
                 elif unknown:
                     self.add(
@@ -351,6 +395,7 @@ class _Checker(OutputChecks):
                         f"{did_you_mean(ref.name, self.known_ids - {task.id})}",
                         task,
                         line=self.sql_line(task, ref.line),
+                        file=self.sql_file(task),
                         hint="a sql task reads upstream outputs by task id, e.g. "
                         "`select * from raw_orders`",
                     )
@@ -360,6 +405,7 @@ class _Checker(OutputChecks):
                         f"SQL reads {ref.name!r}, a load task, which produces no table",
                         task,
                         line=self.sql_line(task, ref.line),
+                        file=self.sql_file(task),
                     )
                 elif (producer := self.ephemeral(ref.name)) and not self.ephemeral_reads(
                     producer, task

@@ -875,3 +875,38 @@ def test_a_template_that_does_not_parse_is_a_problem_at_its_line(write: WritePip
     )
     assert problem.message.startswith("template syntax error on line 1: unexpected")
     assert (problem.line, problem.task_id) == (4, "a")
+
+
+@pytest.mark.parametrize(
+    ("statement", "code", "line"),
+    [
+        ("select x\nfrom a\nwhere x = {{ params.zz }}\n", "undefined-parameter", 3),
+        ("select x\nfrom a\njoin {{ ref('b') }} using (x)\n", "unknown-ref", 3),
+        ("select x\nfrom a\nwhere )\n", "sql-parse", 3),
+        ("select x\nfrom a\njoin nothere using (x)\n", "unknown-table", 3),
+        ("select x\nfrom a {% if %}\n", "template", 2),
+        ("select x\nfrom a\nwhere r = {{ params.region }}\n", "unquoted-parameter", 3),
+        ("select x\nfrom a\nwhere r = {{ var('nope') }}\n", "undefined-parameter", 3),
+    ],
+)
+def test_a_problem_in_a_sql_file_is_named_at_that_files_line(
+    write: WritePipeline, statement: str, code: str, line: int
+) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: p
+        params: {region: north}
+        tasks:
+          - id: a
+            sql: select 1 as x
+          - id: m
+            sql: {file: models/m.sql}
+        """,
+    )
+    (path.parent / "models").mkdir()
+    (path.parent / "models" / "m.sql").write_text(statement)
+    problem = only(problems_of(path), code)
+    assert problem.file is not None
+    assert Path(problem.file).resolve() == (path.parent / "models" / "m.sql").resolve()
+    assert (problem.line, problem.task_id) == (line, "m")
