@@ -32,6 +32,7 @@ from engine.core.problems import did_you_mean
 from engine.execution import launch
 from engine.planning.build import Plan, build_plan
 from engine.spec.definition import Definition
+from engine.spec.sqlproject import PROJECT_FILE
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 from engine.tasks.checks import load_definition
@@ -71,6 +72,7 @@ def looks_like_file(reference: str) -> bool:
         or "/" in reference
         or os.sep in reference
         or Path(reference).is_file()
+        or (Path(reference) / PROJECT_FILE).is_file()  # a folder of SQL models
     )
 
 

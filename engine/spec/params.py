@@ -74,7 +74,10 @@ __all__ = [
 ENV_PREFIX = "ARROWLINE_PARAM_"
 SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
 BUILTINS = frozenset(
-    {"params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task", "ref", "var"}
+    {
+        *("params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"),
+        *("ref", "var", "config"),
+    }
 )
 
 
@@ -140,6 +143,7 @@ class RenderContext:
             "params": params,
             "ref": _ref,
             "var": functools.partial(_var, params),
+            "config": _config,
             "run_id": self.run_id,
             "logical_date": when,
             "ds": when.date().isoformat(),
@@ -158,6 +162,12 @@ def _ref(name: Any) -> str:
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ValueError(f"ref({name!r}): a task id is letters, digits and _")
     return name
+
+
+def _config(**settings: Any) -> str:
+    """`{{ config(materialized='ephemeral') }}` in a model: read when the project is loaded
+    (engine.spec.sqlproject); it prints nothing."""
+    return ""
 
 
 def _var(params: Mapping[str, Any], name: Any, default: Any = _NO_DEFAULT) -> Any:

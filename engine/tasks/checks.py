@@ -563,10 +563,17 @@ def check_file(
     path: str | Path, base_dir: Path | None = None
 ) -> tuple[Definition | None, list[Problem]]:
     """Read and validate a pipeline file. The definition is None when the shape is broken."""
+    from engine.spec.sqlproject import compose, project_file
+
     path = Path(path)
+    project = project_file(path)
+    path = project or path
     data, source, problems = read_yaml_file(path)
     if data is None and problems:
         return None, problems
+    if project is not None:  # a folder of SQL models
+        data, found = compose(data, source, path)
+        problems = problems + found
     spec, shape_problems, ids = structural_check(data, source, str(path))
     problems = problems + shape_problems
     if spec is None:

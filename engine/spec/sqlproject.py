@@ -1,0 +1,309 @@
+"""A folder of SQL models as a pipeline, in dbt's shapes.
+
+`arrowline run shop/` (or `shop/arrowline_project.yml`) reads the project file, a pipeline file
+that also takes dbt_project.yml's keys:
+
+    name: shop                      # the pipeline's name (or `pipeline:`)
+    vars: {start_date: 2024-01-01}  # parameters, read in models as var('start_date')
+    model-paths: [models]           # default; every .sql file under them is a sql task
+    seed-paths: [seeds]             # default; every .csv file under them is an extract
+    models:
+      shop:                         # the project's name, then folders; `+` marks a setting
+        +materialized: table        # table (kept) or ephemeral (inlined into its readers)
+        staging: {+materialized: ephemeral, +tags: [staging]}
+    seeds:
+      shop:
+        raw_orders: {+column_types: {order_date: date}}
+    tasks: [...]                    # any other task (loads, validations), as in a pipeline
+
+A model is named by its file (`models/staging/stg_orders.sql` is task `stg_orders`), reads
+others with `{{ ref('stg_orders') }}` or by name, and may set its own `materialized` and `tags`
+with `{{ config(...) }}`; a setting deeper in the folders wins over one above, and the model's
+own over both (tags add up). A model's problems are reported at its file's line
+(engine.tasks.checks), the project's at the project file's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.core.problems import Problem
+from engine.core.yaml_source import SourceMap
+
+__all__ = ["PROJECT_FILE", "compose", "project_file"]
+
+PROJECT_FILE = "arrowline_project.yml"
+_IGNORED = {"version", "config-version", "profile", "require-dbt-version", "target-path"}
+"""dbt_project.yml keys that mean nothing here and are accepted as they are."""
+_NOT_YET = {"macro-paths", "test-paths", "snapshot-paths", "analysis-paths", "docs-paths"}
+_SETTINGS = {"materialized", "tags", "enabled", "description"}
+_SEED_SETTINGS = {"column_types", "enabled", "tags", "description"}
+_MATERIALIZED = {"table": "table", "ephemeral": "ephemeral"}
+
+
+def project_file(path: Path) -> Path | None:
+    """The project file `path` names: itself, or the one in the folder it is; else None."""
+    if path.is_dir():
+        found = path / PROJECT_FILE
+        return found if found.is_file() else None
+    return path if path.name == PROJECT_FILE else None
+
+
+def compose(data: Any, source: SourceMap, file: Path) -> tuple[Any, list[Problem]]:
+    """The pipeline the project file `data` (read from `file`) and its folders make: its own
+    keys, with dbt's turned into the pipeline's name, parameters and tasks. The generated tasks
+    come after the file's own, so the file's lines stay where they were."""
+    if not isinstance(data, dict):
+        return data, []
+    project = _Composer(dict(data), source, file)
+    return project.compose(), project.problems
+
+
+class _Composer:
+    def __init__(self, data: dict[str, Any], source: SourceMap, file: Path) -> None:
+        self.data, self.source, self.file, self.root = data, source, file, file.resolve().parent
+        self.problems: list[Problem] = []
+        self.nested: dict[str, tuple[str, ...]] = {}
+        """`models:`/`seeds:` given under the project's name: that key, for lines."""
+        self.reported: set[tuple[Any, ...]] = set()
+
+    def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
+        where = extra.pop("file", None)
+        line = extra.pop("line", None)
+        if where is None:
+            where, line = str(self.file), self.source.line_of(path) if path else None
+        self.problems.append(Problem(code, message, file=where, line=line, **extra))
+
+    def compose(self) -> dict[str, Any]:
+        data = self.data
+        for key in sorted(set(data) & _NOT_YET):
+            self.problem(
+                "not-supported",
+                f"{key} is not read yet: only models and seeds become tasks",
+                (key,),
+                severity="warning",
+            )
+        name = data.pop("name", None)
+        if name is not None:
+            if "pipeline" in data:
+                self.problem("duplicate-key", "give the name once: `name:` or `pipeline:`")
+            data["pipeline"] = name
+        variables = data.pop("vars", None) or {}
+        if not isinstance(variables, dict):
+            self.problem("invalid-value", "vars must be a mapping of names to values", ("vars",))
+            variables = {}
+        params = data.get("params") or {}
+        for clash in sorted(set(variables) & set(params)):
+            self.problem("duplicate-key", f"{clash!r} is both a var and a param", ("vars", clash))
+        data["params"] = {**params, **variables}
+        models = self.settings_tree(data.pop("models", None), "models")
+        seeds = self.settings_tree(data.pop("seeds", None), "seeds")
+        model_paths = self.paths(data.pop("model-paths", ["models"]), "model-paths")
+        seed_paths = self.paths(data.pop("seed-paths", ["seeds"]), "seed-paths")
+        for key in _IGNORED:
+            data.pop(key, None)
+        for key in _NOT_YET:
+            data.pop(key, None)
+        tasks = data.get("tasks") or []
+        generated = [*self.models(model_paths, models), *self.seeds(seed_paths, seeds)]
+        data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
+        return data
+
+    def paths(self, value: Any, key: str) -> list[Path]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem("invalid-value", f"{key} must be a list of folders", (key,))
+            return []
+        found = []
+        for folder in value:
+            path = (self.root / folder).resolve()
+            if not path.is_relative_to(self.root.resolve()):
+                self.problem("invalid-value", f"{key}: {folder!r} is outside the project", (key,))
+                continue
+            found.append(path)
+        return found
+
+    def settings_tree(self, value: Any, key: str) -> dict[str, Any]:
+        """`models:`/`seeds:` below the project's name (or given without it)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem("invalid-value", f"{key} must be a mapping", (key,))
+            return {}
+        name = self.data.get("pipeline")
+        if isinstance(name, str) and isinstance(value.get(name), dict) and len(value) == 1:
+            self.nested[key] = (name,)
+            return dict(value[name])
+        return dict(value)
+
+    def settings(
+        self, tree: dict[str, Any], parts: tuple[str, ...], allowed: set[str], key: str
+    ) -> dict[str, Any]:
+        """The `+settings` that apply to a file under the folders `parts` (its own name last),
+        deeper ones winning."""
+        found: dict[str, Any] = {}
+        node: Any = tree
+        for depth in range(len(parts) + 1):
+            if not isinstance(node, dict):
+                break
+            for name, value in node.items():
+                if isinstance(name, str) and name.startswith("+"):
+                    setting = name[1:]
+                    if setting not in allowed:
+                        where = (key, *self.nested.get(key, ()), *parts[:depth], name)
+                        if where not in self.reported:  # once, however many files it covers
+                            self.reported.add(where)
+                            self.problem(
+                                "unknown-key",
+                                f"{key}: unknown setting {name!r} (known: "
+                                f"{', '.join('+' + s for s in sorted(allowed))})",
+                                where,
+                            )
+                        continue
+                    found[setting] = value
+            node = node.get(parts[depth]) if depth < len(parts) else None
+        return found
+
+    def models(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for root, path in _files(roots, "*.sql"):
+            relative = path.relative_to(root)
+            parts = (*relative.parent.parts, path.stem)
+            settings = self.settings(tree, parts, _SETTINGS, "models")
+            own = self.own_config(path)
+            tags = [*_listed(settings.get("tags")), *_listed(own.get("tags"))]
+            settings |= own | ({"tags": list(dict.fromkeys(tags))} if tags else {})
+            if settings.get("enabled", True) is False:
+                continue
+            task: dict[str, Any] = {
+                "id": path.stem,
+                "sql": {"file": path.relative_to(self.root).as_posix()},
+            }
+            materialized = settings.get("materialized", "table")
+            if materialized not in _MATERIALIZED:
+                self.problem(
+                    "not-supported",
+                    f"model {path.stem!r}: materialized {materialized!r} is not supported "
+                    "for models yet (table or ephemeral; publish with a load task)",
+                    file=str(path),
+                    line=1,
+                )
+            elif materialized != "table":
+                task["materialize"] = _MATERIALIZED[materialized]
+            task |= self.labels(settings)
+            yield task
+
+    def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for root, path in _files(roots, "*.csv"):
+            relative = path.relative_to(root)
+            parts = (*relative.parent.parts, path.stem)
+            settings = self.settings(tree, parts, _SEED_SETTINGS, "seeds")
+            if settings.get("enabled", True) is False:
+                continue
+            extract: dict[str, Any] = {
+                "from": "files",
+                "path": path.relative_to(self.root).as_posix(),
+            }
+            if settings.get("column_types"):
+                extract["columns"] = settings["column_types"]
+            yield {"id": path.stem, "extract": extract, **self.labels(settings)}
+
+    @staticmethod
+    def labels(settings: Mapping[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        tags = settings.get("tags")
+        if tags is not None:
+            found["tags"] = [tags] if isinstance(tags, str) else tags
+        if settings.get("description") is not None:
+            found["description"] = settings["description"]
+        return found
+
+    def own_config(self, path: Path) -> dict[str, Any]:
+        """What a model's `{{ config(materialized=..., tags=...) }}` sets (literal values)."""
+        import jinja2
+        from jinja2 import nodes
+
+        from engine.spec.params import template_environment
+
+        try:
+            text = path.read_text(encoding="utf-8")
+            ast = template_environment().parse(text)
+        except (OSError, UnicodeDecodeError, jinja2.TemplateSyntaxError):
+            return {}  # reported where the statement is checked
+        found: dict[str, Any] = {}
+        for call in ast.find_all(nodes.Call):
+            if not (isinstance(call.node, nodes.Name) and call.node.name == "config"):
+                continue
+            for keyword in call.kwargs:
+                try:
+                    value = keyword.value.as_const()
+                except nodes.Impossible:
+                    self.problem(
+                        "invalid-value",
+                        f"config({keyword.key}=...) must be a literal value",
+                        file=str(path),
+                        line=call.lineno,
+                    )
+                    continue
+                if keyword.key not in _SETTINGS:
+                    self.problem(
+                        "unknown-key",
+                        f"config: unknown setting {keyword.key!r} (known: "
+                        f"{', '.join(sorted(_SETTINGS))})",
+                        file=str(path),
+                        line=call.lineno,
+                    )
+                    continue
+                found[keyword.key] = value
+        return found
+
+    def unique(self, tasks: list[Any]) -> list[Any]:
+        """The tasks, a second one of an id made by a model or seed left out and reported with
+        both files (validation would name only the id)."""
+        kept: list[Any] = []
+        seen: dict[str, str] = {}
+        for index, task in enumerate(tasks):
+            task_id = task.get("id") if isinstance(task, dict) else None
+            if not isinstance(task_id, str):
+                kept.append(task)
+                continue
+            where = _made_by(task) or f"{self.file.name} (task {index + 1})"
+            if task_id in seen and _made_by(task):
+                self.problem(
+                    "duplicate-id",
+                    f"task id {task_id!r} is made twice: by {seen[task_id]} and by {where}",
+                    hint="a model or seed is named by its file: rename one of the files",
+                )
+                continue
+            seen.setdefault(task_id, where)
+            kept.append(task)
+        return kept
+
+
+def _listed(value: Any) -> list[Any]:
+    """Tags as a list (a single one may be given as text); dbt adds them up level by level."""
+    if value is None:
+        return []
+    return (
+        [value] if isinstance(value, str) else list(value) if isinstance(value, list) else [value]
+    )
+
+
+def _made_by(task: dict[str, Any]) -> str | None:
+    """The model or seed file a generated task comes from."""
+    sql, extract = task.get("sql"), task.get("extract")
+    if isinstance(sql, dict) and isinstance(sql.get("file"), str):
+        return str(sql["file"])
+    if isinstance(extract, dict) and extract.get("from") == "files":
+        return str(extract.get("path"))
+    return None
+
+
+def _files(roots: list[Path], pattern: str) -> Iterator[tuple[Path, Path]]:
+    for root in roots:
+        if root.is_dir():
+            for path in sorted(root.rglob(pattern)):
+                if path.is_file() and not any(part.startswith(".") for part in path.parts):
+                    yield root, path

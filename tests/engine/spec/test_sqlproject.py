@@ -1,0 +1,166 @@
+"""A folder of SQL models run as a pipeline: the golden shop project (dbt's jaffle_shop shape)
+end to end, each table against the same question asked in plain SQL of the seed files, the
+settings folders and models give, and every new input's wrong spelling at its file:line."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from click.testing import Result
+from polars.testing import assert_frame_equal
+
+from engine.api.pipeline import plan, run
+from engine.core.problems import Problem
+from engine.tasks.checks import check_file
+
+SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
+
+ORDERS = """
+select o.id as order_id, o.user_id as customer_id, cast(o.order_date as date) as order_date,
+       o.status,
+       coalesce(sum(p.amount) filter (where p.payment_method = 'credit_card'), 0) / 100
+           as credit_card_amount,
+       coalesce(sum(p.amount) filter (where p.payment_method = 'coupon'), 0) / 100
+           as coupon_amount,
+       coalesce(sum(p.amount) filter (where p.payment_method = 'bank_transfer'), 0) / 100
+           as bank_transfer_amount,
+       coalesce(sum(p.amount) filter (where p.payment_method = 'gift_card'), 0) / 100
+           as gift_card_amount,
+       coalesce(sum(p.amount), 0) / 100 as amount
+from read_csv('{seeds}/raw_orders.csv') as o
+left join read_csv('{seeds}/raw_payments.csv') as p on p.order_id = o.id
+where o.order_date >= date '2018-01-01'
+group by all
+order by order_id
+"""
+CUSTOMERS = """
+select c.id as customer_id, c.first_name, c.last_name,
+       min(cast(o.order_date as date)) as first_order,
+       max(cast(o.order_date as date)) as most_recent_order,
+       count(distinct o.id) as number_of_orders,
+       coalesce(sum(p.amount), 0) / 100 as customer_lifetime_value
+from read_csv('{seeds}/raw_customers.csv') as c
+left join read_csv('{seeds}/raw_orders.csv') as o on o.user_id = c.id
+left join read_csv('{seeds}/raw_payments.csv') as p on p.order_id = o.id
+group by all
+order by customer_id
+"""
+
+
+@pytest.fixture
+def shop(project: Path) -> Path:
+    """The golden project, copied into the test's project folder."""
+    return Path(shutil.copytree(SHOP, project / "shop"))
+
+
+def _oracle(query: str, seeds: Path) -> pl.DataFrame:
+    return duckdb.sql(query.format(seeds=seeds)).pl()
+
+
+def _output(result_files: list[Path]) -> pl.DataFrame:
+    return pl.read_parquet([str(f) for f in result_files])
+
+
+def test_the_shop_project_runs_and_every_table_equals_plain_sql(shop: Path) -> None:
+    result = run(shop)
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    seeds = shop / "seeds"
+    for task_id, query in (("orders", ORDERS), ("customers", CUSTOMERS)):
+        output = result.tasks[task_id].output
+        assert output is not None
+        found = _output(list(output.files)).sort(by=pl.first())
+        expected = _oracle(query, seeds)
+        assert_frame_equal(found, expected, check_dtypes=False)
+    assert len(_oracle(ORDERS, seeds)) == 7  # order 6 is before var('start_date')
+    with duckdb.connect(str(shop / "out" / "shop.duckdb"), read_only=True) as db:
+        published = db.sql("select * from customers order by customer_id").pl()
+    assert_frame_equal(published, _oracle(CUSTOMERS, seeds), check_dtypes=False)
+
+
+def test_folders_and_models_set_what_each_task_is(shop: Path) -> None:
+    tasks = {t.id: t for t in plan(shop).tasks}
+    assert set(tasks) == {
+        *("raw_customers", "raw_orders", "raw_payments"),
+        *("stg_customers", "stg_orders", "stg_payments", "orders", "customers"),
+        "publish_customers",
+    }
+    staging = [tasks[t].spec for t in ("stg_customers", "stg_orders", "stg_payments")]
+    assert {(s.materialize, s.tags) for s in staging} == {("ephemeral", ("staging",))}
+    assert tasks["orders"].spec.tags == ("marts", "finance")  # the folder's, then its own
+    assert tasks["customers"].spec.materialize == "table"
+    assert tasks["orders"].inputs == ("stg_payments", "stg_orders")  # what ref() names
+    assert plan(shop, params={"start_date": "2018-01-05"}).params["start_date"] == "2018-01-05"
+    assert {t.id for t in plan(shop, select=["tag:finance"]).to_run} == {
+        "orders",
+        *("raw_orders", "raw_payments"),
+        *("stg_orders", "stg_payments"),
+    }
+
+
+def test_a_project_folder_is_a_pipeline_for_the_command_line(
+    shop: Path, cli: Callable[..., Result]
+) -> None:
+    result = cli("validate", shop)
+    assert result.exit_code == 0, result.output
+    assert "valid, 9 tasks" in result.output
+    result = cli("run", shop / "arrowline_project.yml", "--select", "+customers", "--no-progress")
+    assert result.exit_code == 0, result.output
+
+
+def _problems(folder: Path) -> list[Problem]:
+    return check_file(folder)[1]
+
+
+def _one(problems: list[Problem], code: str) -> Problem:
+    found = [p for p in problems if p.code == code]
+    assert len(found) == 1, [p.format() for p in problems]
+    return found[0]
+
+
+def test_a_model_reading_what_is_not_there_is_named_at_its_line(shop: Path) -> None:
+    model = shop / "models" / "marts" / "orders.sql"
+    model.write_text(model.read_text().replace("ref('stg_orders')", "ref('stg_order')"))
+    problem = _one(_problems(shop), "unknown-ref")
+    assert Path(problem.file or "").resolve() == model
+    lines = model.read_text().splitlines()
+    assert problem.line == 1 + next(i for i, t in enumerate(lines) if "ref('stg_order')" in t)
+    assert "Did you mean 'stg_orders'" in problem.message
+
+
+def test_two_models_of_one_name_are_refused_naming_both_files(shop: Path) -> None:
+    (shop / "models" / "marts" / "stg_orders.sql").write_text("select 1 as x")
+    problem = _one(_problems(shop), "duplicate-id")
+    assert "models/marts/stg_orders.sql" in problem.message
+    assert "models/staging/stg_orders.sql" in problem.message
+
+
+def test_wrong_settings_are_named_where_they_are_written(shop: Path) -> None:
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(settings.read_text().replace("+tags: [marts]", "+tgas: [marts]"))
+    problem = _one(_problems(shop), "unknown-key")
+    assert (Path(problem.file or "").name, problem.line) == ("arrowline_project.yml", 17)
+    assert "'+tgas'" in problem.message
+
+    model = shop / "models" / "marts" / "customers.sql"
+    model.write_text("{{ config(materialized='incremental') }}\n" + model.read_text())
+    problem = _one(_problems(shop), "not-supported")
+    assert Path(problem.file or "").resolve() == model
+    assert "materialized 'incremental' is not supported for models yet" in problem.message
+
+    model.write_text("{{ config(materialized=var('m')) }}\nselect 1 as x\n")
+    problem = _one(_problems(shop), "invalid-value")
+    assert (Path(problem.file or "").resolve(), problem.line) == (model, 1)
+
+
+def test_disabled_models_and_seeds_make_no_task(shop: Path) -> None:
+    settings = shop / "arrowline_project.yml"
+    text = settings.read_text().replace(
+        "+tags: [marts]", "+tags: [marts]\n      orders: {+enabled: false}"
+    )
+    settings.write_text(text)
+    assert "orders" not in {t.id for t in plan(shop).tasks}
