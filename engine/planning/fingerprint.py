@@ -39,8 +39,8 @@ from engine.core.errors import error_context
 from engine.core.secrets import mask_secrets
 from engine.spec.definition import Definition
 from engine.spec.model import PipelineSpec, TaskSpec
-from engine.spec.params import referenced_params
 from engine.spec.resolve import template_texts
+from engine.spec.templates import referenced_params
 from engine.tasks import kind_of
 from engine.tasks.resolve import ResolvedTask
 from transforms.identity import describe_object, digest

@@ -12,9 +12,10 @@ integer is refused instead of reaching a template as its Python text.
 
 Templates render with `StrictUndefined` in a sandboxed environment. Built-ins: `params`,
 `run_id`, `logical_date` (aware datetime, UTC), `ds` (YYYY-MM-DD of the logical date),
-`ds_nodash`, `pipeline` and `task` (ids), and dbt's two functions: `ref('task')` (the task's
-table: another way to name it, which validation checks) and `var('name')` or `var('name',
-default)` (a parameter's value, exactly as `params.name`). Values reach SQL through two filters:
+`ds_nodash`, `pipeline` and `task` (ids), and dbt's functions: `ref('task')` (the task's
+table: another way to name it, which validation checks), `source('src', 'table')` (the task a
+SQL project makes of a declared source) and `var('name')` or `var('name', default)` (a
+parameter's value, exactly as `params.name`). Values reach SQL through two filters:
 
     where region = {{ params.region | sql_literal }}      -> 'north'   (quotes doubled)
     select * from {{ params.table | sql_identifier }}     -> "orders"  (quotes doubled)
@@ -32,7 +33,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -41,7 +42,6 @@ from typing import Any, assert_never
 
 import jinja2
 import yaml
-from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.core.errors import ParameterError
@@ -50,7 +50,6 @@ from engine.core.runids import is_run_id, new_run_id
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 
 __all__ = [
-    "ANY_PARAM",
     "ENV_PREFIX",
     "Param",
     "ParamType",
@@ -59,16 +58,12 @@ __all__ = [
     "check_value",
     "coerce_value",
     "infer_param",
-    "line_with",
     "new_run_id",
-    "param_spellings",
     "parse_assignments",
-    "referenced_params",
-    "referenced_tasks",
     "render",
     "resolve_params",
+    "source_task",
     "template_environment",
-    "unfiltered_sql_params",
 ]
 
 ENV_PREFIX = "ARROWLINE_PARAM_"
@@ -76,7 +71,7 @@ SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
 BUILTINS = frozenset(
     {
         *("params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"),
-        *("ref", "var", "config"),
+        *("ref", "source", "var", "config"),
     }
 )
 
@@ -142,6 +137,7 @@ class RenderContext:
         return {
             "params": params,
             "ref": _ref,
+            "source": _source,
             "var": functools.partial(_var, params),
             "config": _config,
             "run_id": self.run_id,
@@ -155,6 +151,17 @@ class RenderContext:
 
 _NO_DEFAULT = object()
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def source_task(source: str, table: str) -> str:
+    """The id of the task a SQL project makes of a declared source table."""
+    return f"{source}__{table}"
+
+
+def _source(source: Any, table: Any) -> str:
+    """`{{ source('shop', 'orders') }}`: the table of the task a SQL project makes of that
+    declared source (engine.spec.sqlproject); validation checks it is declared."""
+    return _ref(source_task(str(source), str(table)))
 
 
 def _ref(name: Any) -> str:
@@ -212,190 +219,6 @@ def render(
         raise
     except Exception as exc:
         raise ParameterError(f"template failed: {type(exc).__name__}: {exc}") from exc
-
-
-def template_syntax_error(text: str) -> str | None:
-    """What is wrong with a template that does not parse, or None."""
-    if not is_template(text):
-        return None
-    try:
-        template_environment().parse(text)
-    except jinja2.TemplateSyntaxError as exc:
-        return f"template syntax error on line {exc.lineno}: {exc.message}"
-    return None
-
-
-def referenced_params(text: str, *, required: bool = False, var: bool = True) -> set[str]:
-    """Names used as `params.NAME`, `params['NAME']` or `var('NAME')` in a template (parse
-    only, no render); `required`: without those read only through `var('NAME', default)`;
-    `var=False`: only those read through `params`."""
-    if not is_template(text):
-        return set()
-    ast = template_environment().parse(text)
-    names: set[str] = set()
-    for name, has_default in _var_calls(ast) if var else ():
-        if name is not None and not (required and has_default):
-            names.add(name)
-    for node in ast.find_all(nodes.Getattr):
-        if isinstance(node.node, nodes.Name) and node.node.name == "params":
-            names.add(node.attr)
-    for item in ast.find_all(nodes.Getitem):
-        if (
-            isinstance(item.node, nodes.Name)
-            and item.node.name == "params"
-            and isinstance(item.arg, nodes.Const)
-            and isinstance(item.arg.value, str)
-        ):
-            names.add(item.arg.value)
-    return names
-
-
-def referenced_tasks(text: str) -> set[str]:
-    """Task ids named by `ref('ID')` with a literal id (parse only, no render)."""
-    if not is_template(text):
-        return set()
-    ast = template_environment().parse(text)
-    return {
-        call.args[0].value
-        for call in ast.find_all(nodes.Call)
-        if isinstance(call.node, nodes.Name)
-        and call.node.name == "ref"
-        and call.args
-        and isinstance(call.args[0], nodes.Const)
-        and isinstance(call.args[0].value, str)
-    }
-
-
-def _var_calls(ast: nodes.Node) -> list[tuple[str | None, bool]]:
-    """Each `var(...)` call: the parameter it names (None when not a literal), and whether it
-    gives a default."""
-    found: list[tuple[str | None, bool]] = []
-    calls = [ast] if isinstance(ast, nodes.Call) else []
-    for call in [*calls, *ast.find_all(nodes.Call)]:
-        if not (isinstance(call.node, nodes.Name) and call.node.name == "var"):
-            continue
-        first = call.args[0] if call.args else None
-        name = (
-            first.value if isinstance(first, nodes.Const) and isinstance(first.value, str) else None
-        )
-        found.append((name, len(call.args) > 1 or bool(call.kwargs)))
-    return found
-
-
-def param_spellings(name: str) -> tuple[str, ...]:
-    """How a template can name parameter `name`, to find the line it is on."""
-    return (
-        f"params.{name}",
-        f"params['{name}']",
-        f'params["{name}"]',
-        f"var('{name}'",
-        f'var("{name}"',
-    )
-
-
-def line_with(text: str, needles: Iterable[str]) -> int | None:
-    """The first line of `text` holding one of `needles` (counted from 1), or None."""
-    wanted = tuple(needles)
-    for number, line in enumerate(text.splitlines(), start=1):
-        if any(needle in line for needle in wanted):
-            return number
-    return None
-
-
-def undeclared_names(text: str) -> set[str]:
-    """Top-level template variables that are not built-ins (and so are undefined)."""
-    if not is_template(text):
-        return set()
-    ast = template_environment().parse(text)
-    return set(meta.find_undeclared_variables(ast)) - BUILTINS
-
-
-ANY_PARAM = "*"
-"""Stands for every parameter in `unfiltered_sql_params`: which one a template prints cannot be
-told before it runs (`{{ params[name] }}`, `{{ params | attr(x) }}`)."""
-
-
-def unfiltered_sql_params(text: str) -> set[str]:
-    """Parameters printed into SQL without `sql_literal`/`sql_identifier`: injection risks.
-
-    Conservative: a parameter counts when it is printed directly (`params.a`, `params['a']`),
-    through a variable set from it (`{% set x = params.a %}`, `{% for x in params.a %}`,
-    `namespace`), or inside any expression that does not end in a SQL filter. ANY_PARAM stands
-    for all of them when the name is only known at run time."""
-    if not is_template(text):
-        return set()
-    ast = template_environment().parse(text)
-    held = _variables_holding_params(ast)
-    risky: set[str] = set()
-    for output in ast.find_all(nodes.Output):
-        for expr in output.nodes:
-            if isinstance(expr, nodes.TemplateData):
-                continue
-            if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
-                continue
-            risky |= _params_in(expr, held)
-    return risky
-
-
-def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:
-    """The parameters an expression may evaluate to (or contain)."""
-    found: set[str] = set()
-    looked_up = 0  # `params` names accounted for by `params.a` / `params['a']`
-    for node in [expr, *expr.find_all((nodes.Getattr, nodes.Getitem))]:
-        if not (isinstance(node, nodes.Getattr | nodes.Getitem) and _is_params(node.node)):
-            continue
-        looked_up += 1
-        if isinstance(node, nodes.Getattr):
-            found.add(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            found.add(node.arg.value)
-        else:
-            found.add(ANY_PARAM)
-    names = [expr] if isinstance(expr, nodes.Name) else list(expr.find_all(nodes.Name))
-    if sum(_is_params(name) for name in names) > looked_up:
-        found.add(ANY_PARAM)  # `params` itself, passed to a filter or printed whole
-    for var, _ in _var_calls(expr):  # var('a') prints what params.a prints
-        found.add(var if var is not None else ANY_PARAM)
-    for name in names:
-        found |= held.get(name.name, set())
-    return found
-
-
-def _is_params(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Name) and node.name == "params"
-
-
-def _variables_holding_params(ast: nodes.Template) -> dict[str, set[str]]:
-    """Template variables (`set`, `for`, `with`) and the parameters each may hold, followed
-    through chains (`{% set a = params.x %}{% set b = a %}`) until nothing changes."""
-    bindings: list[tuple[nodes.Node, nodes.Node]] = []
-    for node in ast.find_all((nodes.Assign, nodes.For, nodes.With)):
-        if isinstance(node, nodes.Assign):
-            bindings.append((node.target, node.node))
-        elif isinstance(node, nodes.For):
-            bindings.append((node.target, node.iter))
-        else:
-            assert isinstance(node, nodes.With)
-            bindings.extend(zip(node.targets, node.values, strict=False))
-    held: dict[str, set[str]] = {}
-    changed = True
-    while changed:
-        changed = False
-        for target, value in bindings:
-            found = _params_in(value, held)
-            for name in _target_names(target):
-                if not found <= held.setdefault(name, set()):
-                    held[name] |= found
-                    changed = True
-    return held
-
-
-def _target_names(target: nodes.Node) -> Iterable[str]:
-    if isinstance(target, nodes.Name | nodes.NSRef):
-        yield target.name
-    elif isinstance(target, nodes.Tuple):
-        for item in target.items:
-            yield from _target_names(item)
 
 
 class ParamType(StrEnum):

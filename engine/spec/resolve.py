@@ -15,7 +15,8 @@ from engine.core.config import field_roles
 from engine.core.errors import DefinitionError, ParameterError
 from engine.spec.definition import Definition
 from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
-from engine.spec.params import RenderContext, is_template, referenced_params, render
+from engine.spec.params import RenderContext, is_template, render
+from engine.spec.templates import referenced_params
 from transforms.config import SqlSpec
 
 __all__ = ["render_task", "sql_text", "template_texts"]

@@ -14,6 +14,10 @@ that also takes dbt_project.yml's keys:
     seeds:
       shop:
         raw_orders: {+column_types: {order_date: date}}
+    sources:                        # what models read with source('shop', 'orders')
+      - name: shop
+        tables:
+          - {name: orders, extract: {from: files, path: data/orders.csv}}
     tasks: [...]                    # any other task (loads, validations), as in a pipeline
 
 A model is named by its file (`models/staging/stg_orders.sql` is task `stg_orders`), reads
@@ -25,6 +29,7 @@ own over both (tags add up). A model's problems are reported at its file's line
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ _NOT_YET = {"macro-paths", "test-paths", "snapshot-paths", "analysis-paths", "do
 _SETTINGS = {"materialized", "tags", "enabled", "description"}
 _SEED_SETTINGS = {"column_types", "enabled", "tags", "description"}
 _MATERIALIZED = {"table": "table", "ephemeral": "ephemeral"}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def project_file(path: Path) -> Path | None:
@@ -107,7 +113,14 @@ class _Composer:
         for key in _NOT_YET:
             data.pop(key, None)
         tasks = data.get("tasks") or []
-        generated = [*self.models(model_paths, models), *self.seeds(seed_paths, seeds)]
+        sources = [*self.declared_sources(data.pop("sources", None), ("sources",), self.source)]
+        for found_in, declared, lines in self.property_files(model_paths):
+            sources += self.declared_sources(declared, ("sources",), lines, found_in)
+        generated = [
+            *sources,
+            *self.models(model_paths, models),
+            *self.seeds(seed_paths, seeds),
+        ]
         data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
         return data
 
@@ -166,6 +179,79 @@ class _Composer:
                     found[setting] = value
             node = node.get(parts[depth]) if depth < len(parts) else None
         return found
+
+    def property_files(self, roots: list[Path]) -> Iterator[tuple[Path, Any, SourceMap]]:
+        """The `sources:` of each YAML file beside the models (dbt's property files). What
+        else they hold (model descriptions, columns, tests) is not read yet: tests are said,
+        so that nobody takes an untested model for a tested one."""
+        from engine.core.yaml_source import read_yaml_file
+
+        for pattern in ("*.yml", "*.yaml"):
+            for _, path in _files(roots, pattern):
+                data, lines, problems = read_yaml_file(path)
+                self.problems += problems
+                if not isinstance(data, dict):
+                    continue
+                for index, model in enumerate(data.get("models") or []):
+                    if isinstance(model, dict) and (
+                        model.get("tests") or model.get("data_tests") or _column_tests(model)
+                    ):
+                        self.problem(
+                            "not-supported",
+                            f"the tests of model {model.get('name')!r} are not run yet: "
+                            "write them as validate tasks",
+                            severity="warning",
+                            file=str(path),
+                            line=lines.line_of(("models", index)),
+                        )
+                if data.get("sources") is not None:
+                    yield path, data["sources"], lines
+
+    def declared_sources(
+        self, value: Any, at: tuple[Any, ...], lines: SourceMap, file: Path | None = None
+    ) -> list[dict[str, Any]]:
+        """A task for each table of each source (`source('src', 'table')` reads it): the
+        table's `extract:` says how it is read, as an extract task's would."""
+        from engine.spec.params import source_task
+
+        where = str(file or self.file)
+
+        def refuse(message: str, path: tuple[Any, ...]) -> None:
+            self.problem("invalid-value", message, file=where, line=lines.line_of(path))
+
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            refuse("sources must be a list of {name, tables}", at)
+            return []
+        tasks = []
+        for index, source in enumerate(value):
+            path = (*at, index)
+            name = source.get("name") if isinstance(source, dict) else None
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                refuse("a source needs a name of letters, digits and _", path)
+                continue
+            for number, table in enumerate(source.get("tables") or []):
+                table_path = (*path, "tables", number)
+                table_name = table.get("name") if isinstance(table, dict) else None
+                if not isinstance(table_name, str) or not _NAME.fullmatch(table_name):
+                    refuse(
+                        f"a table of source {name!r} needs a name of letters, digits and _",
+                        table_path,
+                    )
+                    continue
+                extract = table.get("extract")
+                if not isinstance(extract, dict):
+                    refuse(
+                        f"source table {name}.{table_name} needs `extract:`, how arrowline "
+                        "reads it (e.g. {from: files, path: data/orders.csv})",
+                        table_path,
+                    )
+                    continue
+                task: dict[str, Any] = {"id": source_task(name, table_name), "extract": extract}
+                task |= self.labels({"tags": ["source"], "description": table.get("description")})
+                tasks.append(task)
+        return tasks
 
     def models(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for root, path in _files(roots, "*.sql"):
@@ -280,6 +366,14 @@ class _Composer:
             seen.setdefault(task_id, where)
             kept.append(task)
         return kept
+
+
+def _column_tests(model: dict[str, Any]) -> bool:
+    columns = model.get("columns") or []
+    return any(
+        isinstance(c, dict) and (c.get("tests") or c.get("data_tests"))
+        for c in (columns if isinstance(columns, list) else [])
+    )
 
 
 def _listed(value: Any) -> list[Any]:

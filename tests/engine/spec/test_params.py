@@ -8,18 +8,16 @@ from sqlglot import exp
 from engine.core.errors import ParameterError
 from engine.core.sqltext import sql_identifier, sql_literal
 from engine.spec.params import (
-    ANY_PARAM,
     Param,
     ParamType,
     RenderContext,
     coerce_value,
     infer_param,
     parse_assignments,
-    referenced_params,
     render,
     resolve_params,
-    unfiltered_sql_params,
 )
+from engine.spec.templates import ANY_PARAM, referenced_params, unfiltered_sql_params
 
 CONTEXT = RenderContext(
     "orders", {"region": "north", "limit": 10}, "r1", datetime(2024, 3, 5, 2, tzinfo=UTC)

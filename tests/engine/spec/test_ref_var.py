@@ -12,7 +12,7 @@ import pytest
 from engine.api.pipeline import plan, run
 from engine.core.errors import ParameterError
 from engine.core.problems import Problem
-from engine.spec.params import referenced_params, referenced_tasks, unfiltered_sql_params
+from engine.spec.templates import referenced_params, referenced_tasks, unfiltered_sql_params
 from engine.tasks.checks import check_file
 from tests.conftest import WritePipeline
 

@@ -33,7 +33,7 @@ select o.id as order_id, o.user_id as customer_id, cast(o.order_date as date) as
            as gift_card_amount,
        coalesce(sum(p.amount), 0) / 100 as amount
 from read_csv('{seeds}/raw_orders.csv') as o
-left join read_csv('{seeds}/raw_payments.csv') as p on p.order_id = o.id
+left join read_csv('{data}/payments.csv') as p on p.order_id = o.id
 where o.order_date >= date '2018-01-01'
 group by all
 order by order_id
@@ -46,7 +46,7 @@ select c.id as customer_id, c.first_name, c.last_name,
        coalesce(sum(p.amount), 0) / 100 as customer_lifetime_value
 from read_csv('{seeds}/raw_customers.csv') as c
 left join read_csv('{seeds}/raw_orders.csv') as o on o.user_id = c.id
-left join read_csv('{seeds}/raw_payments.csv') as p on p.order_id = o.id
+left join read_csv('{data}/payments.csv') as p on p.order_id = o.id
 group by all
 order by customer_id
 """
@@ -59,7 +59,7 @@ def shop(project: Path) -> Path:
 
 
 def _oracle(query: str, seeds: Path) -> pl.DataFrame:
-    return duckdb.sql(query.format(seeds=seeds)).pl()
+    return duckdb.sql(query.format(seeds=seeds, data=seeds.parent / "data")).pl()
 
 
 def _output(result_files: list[Path]) -> pl.DataFrame:
@@ -85,7 +85,7 @@ def test_the_shop_project_runs_and_every_table_equals_plain_sql(shop: Path) -> N
 def test_folders_and_models_set_what_each_task_is(shop: Path) -> None:
     tasks = {t.id: t for t in plan(shop).tasks}
     assert set(tasks) == {
-        *("raw_customers", "raw_orders", "raw_payments"),
+        *("raw_customers", "raw_orders", "stripe__payments"),
         *("stg_customers", "stg_orders", "stg_payments", "orders", "customers"),
         "publish_customers",
     }
@@ -97,7 +97,7 @@ def test_folders_and_models_set_what_each_task_is(shop: Path) -> None:
     assert plan(shop, params={"start_date": "2018-01-05"}).params["start_date"] == "2018-01-05"
     assert {t.id for t in plan(shop, select=["tag:finance"]).to_run} == {
         "orders",
-        *("raw_orders", "raw_payments"),
+        *("raw_orders", "stripe__payments"),
         *("stg_orders", "stg_payments"),
     }
 
@@ -164,3 +164,38 @@ def test_disabled_models_and_seeds_make_no_task(shop: Path) -> None:
     )
     settings.write_text(text)
     assert "orders" not in {t.id for t in plan(shop).tasks}
+
+
+def test_a_source_is_read_by_the_extract_its_table_declares(shop: Path) -> None:
+    tasks = {t.id: t for t in plan(shop).tasks}
+    source = tasks["stripe__payments"].spec
+    assert source.extract is not None
+    assert source.tags == ("source",)
+    assert source.description == "one row per payment, amounts in cents"
+    assert tasks["stg_payments"].inputs == ("stripe__payments",)
+
+
+def test_an_undeclared_source_or_a_table_without_extract_is_named_at_its_line(shop: Path) -> None:
+    model = shop / "models" / "staging" / "stg_payments.sql"
+    model.write_text(model.read_text().replace("'payments'", "'payment'"))
+    problem = _one(_problems(shop), "unknown-source")
+    assert Path(problem.file or "").resolve() == model
+    assert problem.line == 3
+    assert "Did you mean 'stripe.payments'" in problem.message
+
+    sources = shop / "models" / "staging" / "_sources.yml"
+    sources.write_text(sources.read_text().replace("extract:", "extrakt:"))
+    problem = _one(_problems(shop), "invalid-value")
+    assert (Path(problem.file or "").resolve(), problem.line) == (sources, 7)  # the table
+    assert "stripe.payments needs `extract:`" in problem.message
+
+
+def test_tests_in_a_property_file_are_said_not_to_run(shop: Path) -> None:
+    (shop / "models" / "marts" / "schema.yml").write_text(
+        "version: 2\nmodels:\n  - name: customers\n    columns:\n"
+        "      - name: customer_id\n        tests: [unique, not_null]\n"
+    )
+    problem = _one(_problems(shop), "not-supported")
+    assert problem.severity == "warning"
+    assert (Path(problem.file or "").name, problem.line) == ("schema.yml", 3)
+    assert "tests of model 'customers' are not run yet" in problem.message

@@ -1,0 +1,221 @@
+"""What a template reads and prints, found by parsing it, never by rendering it: the
+parameters it reads (for the cache's fingerprint and validation), the tasks and sources it names
+(`ref`, `source`), the names it leaves undefined, and the parameters it prints into SQL without
+a filter (an injection risk validation refuses; see engine.spec.params).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import jinja2
+from jinja2 import meta, nodes
+
+from engine.spec.params import BUILTINS, SAFE_SQL_FILTERS, is_template, template_environment
+
+__all__ = [
+    "ANY_PARAM",
+    "line_with",
+    "param_spellings",
+    "referenced_params",
+    "referenced_sources",
+    "referenced_tasks",
+    "template_syntax_error",
+    "undeclared_names",
+    "unfiltered_sql_params",
+]
+
+
+def template_syntax_error(text: str) -> str | None:
+    """What is wrong with a template that does not parse, or None."""
+    if not is_template(text):
+        return None
+    try:
+        template_environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template syntax error on line {exc.lineno}: {exc.message}"
+    return None
+
+
+def referenced_params(text: str, *, required: bool = False, var: bool = True) -> set[str]:
+    """Names used as `params.NAME`, `params['NAME']` or `var('NAME')` in a template (parse
+    only, no render); `required`: without those read only through `var('NAME', default)`;
+    `var=False`: only those read through `params`."""
+    if not is_template(text):
+        return set()
+    ast = template_environment().parse(text)
+    names: set[str] = set()
+    for name, has_default in _var_calls(ast) if var else ():
+        if name is not None and not (required and has_default):
+            names.add(name)
+    for node in ast.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "params":
+            names.add(node.attr)
+    for item in ast.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name == "params"
+            and isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+        ):
+            names.add(item.arg.value)
+    return names
+
+
+def referenced_tasks(text: str) -> set[str]:
+    """Task ids named by `ref('ID')` with a literal id (parse only, no render)."""
+    return {args[0] for args in _literal_calls(text, "ref", 1)}
+
+
+def referenced_sources(text: str) -> set[tuple[str, str]]:
+    """(source, table) named by `source('SOURCE', 'TABLE')` with literal names."""
+    return {(args[0], args[1]) for args in _literal_calls(text, "source", 2)}
+
+
+def _literal_calls(text: str, function: str, count: int) -> list[tuple[str, ...]]:
+    """The literal text arguments of each call of `function` given `count` of them."""
+    if not is_template(text):
+        return []
+    ast = template_environment().parse(text)
+    found = []
+    for call in ast.find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == function):
+            continue
+        args = call.args[:count]
+        if len(args) == count and all(
+            isinstance(a, nodes.Const) and isinstance(a.value, str) for a in args
+        ):
+            found.append(tuple(a.value for a in args if isinstance(a, nodes.Const)))
+    return found
+
+
+def _var_calls(ast: nodes.Node) -> list[tuple[str | None, bool]]:
+    """Each `var(...)` call: the parameter it names (None when not a literal), and whether it
+    gives a default."""
+    found: list[tuple[str | None, bool]] = []
+    calls = [ast] if isinstance(ast, nodes.Call) else []
+    for call in [*calls, *ast.find_all(nodes.Call)]:
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "var"):
+            continue
+        first = call.args[0] if call.args else None
+        name = (
+            first.value if isinstance(first, nodes.Const) and isinstance(first.value, str) else None
+        )
+        found.append((name, len(call.args) > 1 or bool(call.kwargs)))
+    return found
+
+
+def param_spellings(name: str) -> tuple[str, ...]:
+    """How a template can name parameter `name`, to find the line it is on."""
+    return (
+        f"params.{name}",
+        f"params['{name}']",
+        f'params["{name}"]',
+        f"var('{name}'",
+        f'var("{name}"',
+    )
+
+
+def line_with(text: str, needles: Iterable[str]) -> int | None:
+    """The first line of `text` holding one of `needles` (counted from 1), or None."""
+    wanted = tuple(needles)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if any(needle in line for needle in wanted):
+            return number
+    return None
+
+
+def undeclared_names(text: str) -> set[str]:
+    """Top-level template variables that are not built-ins (and so are undefined)."""
+    if not is_template(text):
+        return set()
+    ast = template_environment().parse(text)
+    return set(meta.find_undeclared_variables(ast)) - BUILTINS
+
+
+ANY_PARAM = "*"
+"""Stands for every parameter in `unfiltered_sql_params`: which one a template prints cannot be
+told before it runs (`{{ params[name] }}`, `{{ params | attr(x) }}`)."""
+
+
+def unfiltered_sql_params(text: str) -> set[str]:
+    """Parameters printed into SQL without `sql_literal`/`sql_identifier`: injection risks.
+
+    Conservative: a parameter counts when it is printed directly (`params.a`, `params['a']`),
+    through a variable set from it (`{% set x = params.a %}`, `{% for x in params.a %}`,
+    `namespace`), or inside any expression that does not end in a SQL filter. ANY_PARAM stands
+    for all of them when the name is only known at run time."""
+    if not is_template(text):
+        return set()
+    ast = template_environment().parse(text)
+    held = _variables_holding_params(ast)
+    risky: set[str] = set()
+    for output in ast.find_all(nodes.Output):
+        for expr in output.nodes:
+            if isinstance(expr, nodes.TemplateData):
+                continue
+            if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
+                continue
+            risky |= _params_in(expr, held)
+    return risky
+
+
+def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:
+    """The parameters an expression may evaluate to (or contain)."""
+    found: set[str] = set()
+    looked_up = 0  # `params` names accounted for by `params.a` / `params['a']`
+    for node in [expr, *expr.find_all((nodes.Getattr, nodes.Getitem))]:
+        if not (isinstance(node, nodes.Getattr | nodes.Getitem) and _is_params(node.node)):
+            continue
+        looked_up += 1
+        if isinstance(node, nodes.Getattr):
+            found.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add(node.arg.value)
+        else:
+            found.add(ANY_PARAM)
+    names = [expr] if isinstance(expr, nodes.Name) else list(expr.find_all(nodes.Name))
+    if sum(_is_params(name) for name in names) > looked_up:
+        found.add(ANY_PARAM)  # `params` itself, passed to a filter or printed whole
+    for var, _ in _var_calls(expr):  # var('a') prints what params.a prints
+        found.add(var if var is not None else ANY_PARAM)
+    for name in names:
+        found |= held.get(name.name, set())
+    return found
+
+
+def _is_params(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "params"
+
+
+def _variables_holding_params(ast: nodes.Template) -> dict[str, set[str]]:
+    """Template variables (`set`, `for`, `with`) and the parameters each may hold, followed
+    through chains (`{% set a = params.x %}{% set b = a %}`) until nothing changes."""
+    bindings: list[tuple[nodes.Node, nodes.Node]] = []
+    for node in ast.find_all((nodes.Assign, nodes.For, nodes.With)):
+        if isinstance(node, nodes.Assign):
+            bindings.append((node.target, node.node))
+        elif isinstance(node, nodes.For):
+            bindings.append((node.target, node.iter))
+        else:
+            assert isinstance(node, nodes.With)
+            bindings.extend(zip(node.targets, node.values, strict=False))
+    held: dict[str, set[str]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for target, value in bindings:
+            found = _params_in(value, held)
+            for name in _target_names(target):
+                if not found <= held.setdefault(name, set()):
+                    held[name] |= found
+                    changed = True
+    return held
+
+
+def _target_names(target: nodes.Node) -> Iterable[str]:
+    if isinstance(target, nodes.Name | nodes.NSRef):
+        yield target.name
+    elif isinstance(target, nodes.Tuple):
+        for item in target.items:
+            yield from _target_names(item)

@@ -1,0 +1,186 @@
+"""The checks of a task's templates: parameters that are not declared, tasks and sources that
+`ref` and `source` name but nobody makes, undefined names, and parameters printed into SQL as
+raw text (an injection risk). A statement in its own file (`sql: {file: ...}`, a SQL project's
+model) has its problems named at that file's line.
+
+A mixin of the validator in `engine.tasks.checks`, which gives it `add`, `spec`, `definition`,
+`parameters`, `known_ids` and `context`; kept apart so the validator reads as the list of its
+passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.core.errors import DefinitionError
+from engine.core.problems import did_you_mean
+from engine.spec.model import TaskKind, TaskSpec
+from engine.spec.params import BUILTINS, Param, source_task
+from engine.spec.resolve import template_texts
+from engine.spec.templates import (
+    ANY_PARAM,
+    line_with,
+    param_spellings,
+    referenced_params,
+    referenced_sources,
+    referenced_tasks,
+    template_syntax_error,
+    undeclared_names,
+    unfiltered_sql_params,
+)
+from engine.tasks import kind_of
+
+if TYPE_CHECKING:
+    from engine.core.yaml_source import PathKey
+    from engine.spec.definition import Definition
+    from engine.spec.model import PipelineSpec
+    from engine.tasks.base import CheckContext
+
+
+class TemplateChecks:
+    definition: Definition
+    spec: PipelineSpec
+    parameters: dict[str, Param]
+    known_ids: set[str]
+    context: CheckContext
+
+    add: Callable[..., None]
+    """The validator's: one problem, with its file:line."""
+
+    task_path: Callable[[TaskSpec], PathKey]
+    """The validator's: where a task is in the pipeline file."""
+
+    def templates(self, task: TaskSpec) -> bool:
+        """Undefined parameters; returns False when rendering would fail on them."""
+        ok = True
+        try:
+            texts = template_texts(task, self.definition)
+        except DefinitionError as exc:
+            self.add("sql-file", exc.message, task, ("sql",))
+            return False
+        kind_key = task.kind.value
+        sql = kind_of(task).sql_template(task, self.context)
+        in_file = self.sql_file(task)
+        for text in texts:
+            # a statement in its own file: problems at that file's line, else the task's key
+            place = in_file if in_file is not None and sql is not None and text == sql[0] else None
+
+            def at(*needles: str, text: str = text, place: str | None = place) -> dict[str, Any]:
+                return {"file": place, "line": line_with(text, needles)} if place else {}
+
+            syntax = template_syntax_error(text)
+            if syntax is not None:  # the checks below need a template that parses
+                ok = False
+                number = re.search(r"on line (\d+)", syntax)
+                line = int(number[1]) if number and place else None
+                self.add("template", syntax, task, (kind_key,), file=place, line=line)
+                continue
+            through_params = referenced_params(text, var=False)
+            for name in sorted(referenced_params(text, required=True) - set(self.spec.params)):
+                ok = False
+                said = f"'params.{name}'" if name in through_params else f"var({name!r})"
+                self.add(
+                    "undefined-parameter",
+                    f"template uses undefined parameter {said}."
+                    f"{did_you_mean(name, list(self.spec.params))}",
+                    task,
+                    (kind_key,),
+                    hint="declare it under `params:` with a default",
+                    **at(*param_spellings(name)),
+                )
+            for name in sorted(referenced_tasks(text) - self.known_ids):
+                ok = False
+                self.add(
+                    "unknown-ref",
+                    f"ref({name!r}) names no task.{did_you_mean(name, sorted(self.known_ids))}",
+                    task,
+                    (kind_key,),
+                    hint="ref() takes the id of a task of this pipeline",
+                    **at(f"ref('{name}')", f'ref("{name}")'),
+                )
+            for source, table in sorted(referenced_sources(text)):
+                if source_task(source, table) in self.known_ids:
+                    continue
+                ok = False
+                declared = sorted(i.replace("__", ".", 1) for i in self.known_ids if "__" in i)
+                self.add(
+                    "unknown-source",
+                    f"source({source!r}, {table!r}) is not declared."
+                    f"{did_you_mean(f'{source}.{table}', declared)}",
+                    task,
+                    (kind_key,),
+                    hint="declare it under `sources:` in the project file or a models/ .yml",
+                    **at(f"source('{source}'", f'source("{source}"'),
+                )
+            for name in sorted(undeclared_names(text)):
+                ok = False
+                self.add(
+                    "undefined-variable",
+                    f"template uses undefined variable {name!r}."
+                    f"{did_you_mean(name, list(BUILTINS))}",
+                    task,
+                    (kind_key,),
+                    hint=f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
+                    **at(name),
+                )
+            if sql is not None and text == sql[0]:  # the task's SQL: a statement, a query
+                self.raw_params(task, text, sql[1])
+        return ok
+
+    def raw_params(self, task: TaskSpec, sql: str, path: PathKey) -> None:
+        """Parameters printed into SQL without `sql_literal`/`sql_identifier` must be numbers
+        or booleans (checked as such wherever a value comes from). Any other value, text, a
+        list, a date, null, could change the statement, so the pipeline is refused."""
+        risky = unfiltered_sql_params(sql)
+        if ANY_PARAM in risky:
+            risky = (risky - {ANY_PARAM}) | set(self.parameters)
+        for name in sorted(risky):
+            param = self.parameters.get(name)
+            if param is None or param.prints_as_sql:
+                continue  # an undefined one is reported as such
+            in_file = self.sql_file(task) if task.kind is TaskKind.SQL else None
+            self.add(
+                "unquoted-parameter",
+                f"parameter 'params.{name}' ({param.expected}) is printed into SQL as raw text, "
+                "where a value could change the statement",
+                task,
+                path,
+                hint=f"write {{{{ params.{name} | sql_literal }}}} for a value, or "
+                "| sql_identifier for a name; only int, float and bool parameters (not null) "
+                "may be printed as they are",
+                file=in_file,
+                line=line_with(sql, param_spellings(name)) if in_file else None,
+            )
+
+    def _declared(self, task: TaskSpec) -> TaskSpec:
+        """The task as the pipeline declares it (a resolved one has its `file:` read)."""
+        with contextlib.suppress(KeyError):
+            return self.spec.task(task.id)
+        return task
+
+    def sql_file(self, task: TaskSpec) -> str | None:
+        """The file a sql task's statement is in, as problems name it; None when inline."""
+        sql = self._declared(task).sql
+        if sql is None or not sql.file:
+            return None
+        found = self.definition.base_dir / sql.file
+        with contextlib.suppress(ValueError):
+            return str(found.resolve().relative_to(Path.cwd().resolve()))
+        return str(found)
+
+    def sql_line(self, task: TaskSpec, line_in_statement: int | None) -> int | None:
+        """The line of a statement's line: in the pipeline file, or in the sql task's `file:`
+        (whose problems `sql_file` names)."""
+        if self.sql_file(task) is not None:
+            return line_in_statement
+        base = self.task_path(task)
+        start = self.definition.content_line(
+            (*base, "sql", "query")
+        ) or self.definition.content_line((*base, "sql"))
+        if start is None or line_in_statement is None:
+            return start
+        return start + line_in_statement - 1
