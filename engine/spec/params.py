@@ -33,7 +33,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -130,6 +130,9 @@ class RenderContext:
     params: Mapping[str, Any]
     run_id: str
     logical_date: datetime
+    macros: tuple[tuple[str, str], ...] = ()
+    """Macro files (name, text): every macro they define is callable by name in templates, and
+    each file can be imported by its name."""
 
     def variables(self, task_id: str | None = None) -> dict[str, Any]:
         when = self.logical_date
@@ -138,7 +141,7 @@ class RenderContext:
             "params": params,
             "ref": _ref,
             "source": _source,
-            "var": functools.partial(_var, params),
+            "var": _var_of(params),
             "config": _config,
             "run_id": self.run_id,
             "logical_date": when,
@@ -177,19 +180,45 @@ def _config(**settings: Any) -> str:
     return ""
 
 
-def _var(params: Mapping[str, Any], name: Any, default: Any = _NO_DEFAULT) -> Any:
-    """`{{ var('n') }}` is `{{ params.n }}`; `{{ var('n', 3) }}` is 3 when there is no `n`."""
-    if isinstance(name, str) and name in params:
-        return params[name]
-    if default is not _NO_DEFAULT:
-        return default
-    raise jinja2.UndefinedError(f"var({name!r}) names no parameter")
+def _var_of(params: Mapping[str, Any]) -> Callable[..., Any]:
+    """`var` for a template: a plain function (a `partial` would hand a template its `args`,
+    the whole parameter mapping, as an attribute the sandbox allows)."""
+
+    def var(name: Any, default: Any = _NO_DEFAULT) -> Any:
+        """`{{ var('n') }}` is `{{ params.n }}`; `{{ var('n', 3) }}` is 3 without an `n`."""
+        if isinstance(name, str) and name in params:
+            return params[name]
+        if default is not _NO_DEFAULT:
+            return default
+        raise jinja2.UndefinedError(f"var({name!r}) names no parameter")
+
+    return var
+
+
+def _with_macros(
+    env: ImmutableSandboxedEnvironment, context: RenderContext, variables: dict[str, Any]
+) -> ImmutableSandboxedEnvironment:
+    """`env` able to import the context's macro files by name, and `variables` given every
+    macro they define (each module made with the same variables, so a macro sees `ref`,
+    `var` and `params` as the template calling it does)."""
+    if not context.macros:
+        return env
+    overlay = env.overlay(loader=jinja2.DictLoader(dict(context.macros)))
+    assert isinstance(overlay, ImmutableSandboxedEnvironment)
+    defined: dict[str, Any] = {}
+    for name, _ in context.macros:
+        module = overlay.get_template(name).make_module(variables)
+        defined |= {k: v for k, v in vars(module).items() if not k.startswith("_")}
+    variables.update({k: v for k, v in defined.items() if k not in variables})
+    return overlay
 
 
 def render_lenient(text: str, context: RenderContext, task_id: str | None = None) -> str | None:
     """Render with undefined values as NULL, for validation only; None when that fails too."""
     try:
-        return _lenient_environment().from_string(text).render(context.variables(task_id))
+        variables = context.variables(task_id)
+        env = _with_macros(_lenient_environment(), context, variables)
+        return env.from_string(text).render(variables)
     except Exception:
         return None
 
@@ -205,16 +234,20 @@ def render(
     and template errors."""
     if not is_template(text):
         return text
-    env = template_environment(sql)
     try:
-        return env.from_string(text).render(context.variables(task_id))
+        variables = context.variables(task_id)
+        env = _with_macros(template_environment(sql), context, variables)
+        return env.from_string(text).render(variables)
     except jinja2.UndefinedError as exc:
         defined = ", ".join(sorted(context.params)) or "none"
         raise ParameterError(
             f"template uses an undefined value ({exc.message}); defined parameters: {defined}"
         ) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise ParameterError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+        where = f" in {exc.name}" if exc.name else ""
+        raise ParameterError(
+            f"template syntax error{where} on line {exc.lineno}: {exc.message}"
+        ) from None
     except ParameterError:
         raise
     except Exception as exc:

@@ -157,6 +157,8 @@ def unfiltered_sql_params(text: str) -> set[str]:
             if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
                 continue
             risky |= _params_in(expr, held)
+    for block in ast.find_all(nodes.CallBlock):  # `{% call m(x) %}` prints what m makes of x
+        risky |= _params_in(block.call, held)
     return risky
 
 
@@ -177,8 +179,11 @@ def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:
     names = [expr] if isinstance(expr, nodes.Name) else list(expr.find_all(nodes.Name))
     if sum(_is_params(name) for name in names) > looked_up:
         found.add(ANY_PARAM)  # `params` itself, passed to a filter or printed whole
-    for var, _ in _var_calls(expr):  # var('a') prints what params.a prints
+    calls = _var_calls(expr)
+    for var, _ in calls:  # var('a') prints what params.a prints
         found.add(var if var is not None else ANY_PARAM)
+    if sum(isinstance(name, nodes.Name) and name.name == "var" for name in names) > len(calls):
+        found.add(ANY_PARAM)  # `var` itself, handed on (set, an argument, a list): any of them
     for name in names:
         found |= held.get(name.name, set())
     return found
@@ -192,14 +197,17 @@ def _variables_holding_params(ast: nodes.Template) -> dict[str, set[str]]:
     """Template variables (`set`, `for`, `with`) and the parameters each may hold, followed
     through chains (`{% set a = params.x %}{% set b = a %}`) until nothing changes."""
     bindings: list[tuple[nodes.Node, nodes.Node]] = []
-    for node in ast.find_all((nodes.Assign, nodes.For, nodes.With)):
+    for node in ast.find_all((nodes.Assign, nodes.For, nodes.With, nodes.Macro, nodes.CallBlock)):
         if isinstance(node, nodes.Assign):
             bindings.append((node.target, node.node))
         elif isinstance(node, nodes.For):
             bindings.append((node.target, node.iter))
-        else:
-            assert isinstance(node, nodes.With)
+        elif isinstance(node, nodes.With):
             bindings.extend(zip(node.targets, node.values, strict=False))
+        else:  # a macro's (or call block's) defaults: `{% macro m(p=params) %}`
+            assert isinstance(node, nodes.Macro | nodes.CallBlock)
+            with_defaults = node.args[len(node.args) - len(node.defaults) :]
+            bindings.extend(zip(with_defaults, node.defaults, strict=False))
     held: dict[str, set[str]] = {}
     changed = True
     while changed:

@@ -127,3 +127,53 @@ def test_var_without_a_default_for_no_parameter_fails_the_render() -> None:
         render("{{ var('k') }}", context)
     with pytest.raises(ParameterError, match="a task id is letters"):
         render("{{ ref('a; drop table x') }}", context)
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "{% set f = var %}{{ f('region') }}",
+        "{% with f = var %}{{ f('region') }}{% endwith %}",
+        "{% for f in [var] %}{{ f('region') }}{% endfor %}",
+        "{% set ns = namespace(f=var) %}{{ ns.f('region') }}",
+        "{{ [var][0]('region') }}",
+        "{{ (var if true else none)('region') }}",
+        "{{ {'f': var}.f('region') }}",
+        "{% macro m(f) %}{{ f('region') }}{% endmacro %}{{ m(var) }}",
+        "{% macro m(f=var) %}{{ f('region') }}{% endmacro %}{{ m() }}",
+        "{% macro m(p=params) %}{{ p.region }}{% endmacro %}{{ m() }}",
+        "{% macro m(x) %}{{ x }}{% endmacro %}{% call m(params.region) %}{% endcall %}",
+        "{% macro m(x) %}{{ caller(x) }}{% endmacro %}"
+        "{% call(v) m(var) %}{{ v('region') }}{% endcall %}",
+        "{{ var.args[0].region }}",
+    ],
+)
+def test_a_text_parameter_handed_around_before_it_is_printed_is_still_refused(
+    write: WritePipeline, printed: str
+) -> None:
+    """Every way found by a review to print a text parameter raw into SQL through `var` (or
+    `params`) without saying `var('x')` or `params.x` where it prints: refused at validation."""
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: p
+        params: {{region: north}}
+        tasks:
+          - id: m
+            sql: "select 1 as x where 'north' = {printed.replace('"', "'")}"
+        """,
+    )
+    codes = [p.code for p in _problems(path)]
+    assert "unquoted-parameter" in codes, [p.format() for p in _problems(path)]
+
+
+def test_var_hands_a_template_no_way_into_the_parameters() -> None:
+    from datetime import UTC, datetime
+
+    from engine.spec.params import RenderContext, render
+
+    context = RenderContext("p", {"region": "x"}, "r", datetime(2024, 1, 1, tzinfo=UTC))
+    with pytest.raises(ParameterError):
+        render("{{ var.args[0].region }}", context)
+    with pytest.raises(ParameterError):
+        render("{{ var.__closure__ }}", context)
