@@ -41,6 +41,7 @@ from engine.spec.model import (
     TaskSpec,
 )
 from engine.spec.params import RenderContext, new_run_id, resolve_params
+from engine.spec.resolve import macro_texts
 from engine.state.catalog import CatalogReader
 from engine.tasks import kind_of
 from engine.tasks.checks import check_tables
@@ -213,7 +214,7 @@ def build_plan(
     resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
     when = (logical_date or datetime.now(UTC)).astimezone(UTC)
-    context = RenderContext(spec.name, resolved_params, run_id, when)
+    context = RenderContext(spec.name, resolved_params, run_id, when, macro_texts(definition))
 
     resolved = {}
     for task in spec.tasks:

@@ -459,6 +459,13 @@ class PipelineSpec(ConfigModel):
         description="Parameters: a default (its type is the parameter's) or {type, default}. "
         "Override with ARROWLINE_PARAM_<NAME> or --param.",
     )
+    macros: tuple[str, ...] = Field(
+        (),
+        description="Files of Jinja macros (`{% macro name(args) %}...{% endmacro %}`), relative "
+        "to the pipeline file: every macro is callable by name in every template, and a file "
+        "can be imported by its path (`{% import 'macros/money.sql' as money %}`). A SQL "
+        "project takes every .sql file under its macro-paths.",
+    )
     defaults: TaskDefaults = Field(
         default_factory=TaskDefaults, description="Settings every task inherits."
     )

@@ -38,6 +38,19 @@ def sql_text(task: TaskSpec, definition: Definition) -> str:
         ) from None
 
 
+def macro_texts(definition: Definition) -> tuple[tuple[str, str], ...]:
+    """The pipeline's macro files as (name, text), each named as the pipeline names it.
+    Raises DefinitionError for one that cannot be read."""
+    found = []
+    for name in definition.spec.macros:
+        try:
+            found.append((name, definition.resolve_path(name).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise DefinitionError(f"cannot read macro file {name!r}: {reason}") from None
+    return tuple(found)
+
+
 def template_texts(task: TaskSpec, definition: Definition) -> list[str]:
     """The texts of a task that are templates: a sql task's statement (from its file, too),
     else every string of its kind config. Raises DefinitionError for an unreadable SQL file."""

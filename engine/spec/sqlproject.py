@@ -7,6 +7,7 @@ that also takes dbt_project.yml's keys:
     vars: {start_date: 2024-01-01}  # parameters, read in models as var('start_date')
     model-paths: [models]           # default; every .sql file under them is a sql task
     seed-paths: [seeds]             # default; every .csv file under them is an extract
+    macro-paths: [macros]           # default; every macro of their .sql files is callable
     models:
       shop:                         # the project's name, then folders; `+` marks a setting
         +materialized: table        # table (kept) or ephemeral (inlined into its readers)
@@ -42,7 +43,7 @@ __all__ = ["PROJECT_FILE", "compose", "project_file"]
 PROJECT_FILE = "arrowline_project.yml"
 _IGNORED = {"version", "config-version", "profile", "require-dbt-version", "target-path"}
 """dbt_project.yml keys that mean nothing here and are accepted as they are."""
-_NOT_YET = {"macro-paths", "test-paths", "snapshot-paths", "analysis-paths", "docs-paths"}
+_NOT_YET = {"test-paths", "snapshot-paths", "analysis-paths", "docs-paths"}
 _SETTINGS = {"materialized", "tags", "enabled", "description"}
 _SEED_SETTINGS = {"column_types", "enabled", "tags", "description"}
 _MATERIALIZED = {"table": "table", "ephemeral": "ephemeral"}
@@ -107,6 +108,11 @@ class _Composer:
         models = self.settings_tree(data.pop("models", None), "models")
         seeds = self.settings_tree(data.pop("seeds", None), "seeds")
         model_paths = self.paths(data.pop("model-paths", ["models"]), "model-paths")
+        macro_paths = self.paths(data.pop("macro-paths", ["macros"]), "macro-paths")
+        macros = [
+            path.relative_to(self.root).as_posix() for _, path in _files(macro_paths, "*.sql")
+        ]
+        data["macros"] = [*(data.get("macros") or []), *macros]
         seed_paths = self.paths(data.pop("seed-paths", ["seeds"]), "seed-paths")
         for key in _IGNORED:
             data.pop(key, None)

@@ -21,7 +21,7 @@ from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
 from engine.spec.model import TaskSpec
 from engine.spec.params import RenderContext
-from engine.spec.resolve import template_texts
+from engine.spec.resolve import macro_texts, template_texts
 from engine.spec.shape import structural_check
 from engine.spec.templates import (
     referenced_params,
@@ -370,11 +370,18 @@ class _Checker(OutputChecks, TemplateChecks):
         self.duplicates()
         self.schedule()
         self.secrets()
+        try:
+            macros = macro_texts(self.definition)
+        except DefinitionError as exc:
+            self.add("macro-file", exc.message, path=("macros",))
+            macros = ()
+        self.macros(macros)
         context = RenderContext(
             pipeline=self.spec.name,
             params=self.spec.param_defaults,
             run_id="validation",
             logical_date=datetime.now(UTC),
+            macros=macros,
         )
         ids = {task.id for task in self.spec.tasks}
         upstream: dict[str, tuple[str, ...]] = {}

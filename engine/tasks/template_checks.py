@@ -54,6 +54,51 @@ class TemplateChecks:
     task_path: Callable[[TaskSpec], PathKey]
     """The validator's: where a task is in the pipeline file."""
 
+    macro_names: frozenset[str] = frozenset()
+    """The macros the pipeline's macro files define (callable in every template)."""
+
+    def macros(self, texts: tuple[tuple[str, str], ...]) -> None:
+        """Each macro file: one that does not parse, a parameter it uses that is not declared
+        or prints as raw text, a task it `ref`s that nobody makes; at the file's line."""
+        from jinja2 import nodes
+
+        from engine.spec.params import template_environment
+
+        names: set[str] = set()
+        for name, text in texts:
+            where = self._shown(name)
+            syntax = template_syntax_error(text)
+            if syntax is not None:
+                number = re.search(r"on line (\d+)", syntax)
+                self.add("template", syntax, file=where, line=int(number[1]) if number else None)
+                continue
+            ast = template_environment().parse(text)
+            names |= {macro.name for macro in ast.find_all(nodes.Macro)}
+            for param in sorted(referenced_params(text, required=True) - set(self.spec.params)):
+                self.add(
+                    "undefined-parameter",
+                    f"macro file uses undefined parameter {param!r}."
+                    f"{did_you_mean(param, list(self.spec.params))}",
+                    file=where,
+                    line=line_with(text, param_spellings(param)),
+                )
+            for task_id in sorted(referenced_tasks(text) - self.known_ids):
+                self.add(
+                    "unknown-ref",
+                    f"ref({task_id!r}) names no task."
+                    f"{did_you_mean(task_id, sorted(self.known_ids))}",
+                    file=where,
+                    line=line_with(text, (f"ref('{task_id}')", f'ref("{task_id}")')),
+                )
+            self.printed_raw(text, file=where)
+        self.macro_names = frozenset(names)
+
+    def _shown(self, name: str) -> str:
+        found = self.definition.base_dir / name
+        with contextlib.suppress(ValueError):
+            return str(found.resolve().relative_to(Path.cwd().resolve()))
+        return str(found)
+
     def templates(self, task: TaskSpec) -> bool:
         """Undefined parameters; returns False when rendering would fail on them."""
         ok = True
@@ -116,7 +161,7 @@ class TemplateChecks:
                     hint="declare it under `sources:` in the project file or a models/ .yml",
                     **at(f"source('{source}'", f'source("{source}"'),
                 )
-            for name in sorted(undeclared_names(text)):
+            for name in sorted(undeclared_names(text) - self.macro_names):
                 ok = False
                 self.add(
                     "undefined-variable",
@@ -135,6 +180,18 @@ class TemplateChecks:
         """Parameters printed into SQL without `sql_literal`/`sql_identifier` must be numbers
         or booleans (checked as such wherever a value comes from). Any other value, text, a
         list, a date, null, could change the statement, so the pipeline is refused."""
+        in_file = self.sql_file(task) if task.kind is TaskKind.SQL else None
+        self.printed_raw(sql, task, path, file=in_file)
+
+    def printed_raw(
+        self,
+        sql: str,
+        task: TaskSpec | None = None,
+        path: PathKey = (),
+        *,
+        file: str | None = None,
+    ) -> None:
+        """`raw_params` of one text: a statement, or a macro file (`file`: where it is)."""
         risky = unfiltered_sql_params(sql)
         if ANY_PARAM in risky:
             risky = (risky - {ANY_PARAM}) | set(self.parameters)
@@ -142,7 +199,6 @@ class TemplateChecks:
             param = self.parameters.get(name)
             if param is None or param.prints_as_sql:
                 continue  # an undefined one is reported as such
-            in_file = self.sql_file(task) if task.kind is TaskKind.SQL else None
             self.add(
                 "unquoted-parameter",
                 f"parameter 'params.{name}' ({param.expected}) is printed into SQL as raw text, "
@@ -152,8 +208,8 @@ class TemplateChecks:
                 hint=f"write {{{{ params.{name} | sql_literal }}}} for a value, or "
                 "| sql_identifier for a name; only int, float and bool parameters (not null) "
                 "may be printed as they are",
-                file=in_file,
-                line=line_with(sql, param_spellings(name)) if in_file else None,
+                file=file,
+                line=line_with(sql, param_spellings(name)) if file else None,
             )
 
     def _declared(self, task: TaskSpec) -> TaskSpec:

@@ -199,3 +199,37 @@ def test_tests_in_a_property_file_are_said_not_to_run(shop: Path) -> None:
     assert problem.severity == "warning"
     assert (Path(problem.file or "").name, problem.line) == ("schema.yml", 3)
     assert "tests of model 'customers' are not run yet" in problem.message
+
+
+def test_macros_are_callable_by_name_and_importable_by_file(shop: Path) -> None:
+    tasks = {t.id: t for t in plan(shop).tasks}
+    assert "round(amount / 100, 2) as amount" in (tasks["stg_payments"].sql or "")
+    model = shop / "models" / "staging" / "stg_payments.sql"
+    model.write_text(
+        "{% import 'macros/money.sql' as money %}\n"
+        + model.read_text().replace("cents_to_dollars(", "money.cents_to_dollars(")
+    )
+    assert "round(amount / 100, 2)" in (plan(shop).task("stg_payments").sql or "")
+
+
+def test_a_macro_is_checked_as_a_template_is_at_its_own_line(shop: Path) -> None:
+    macros = shop / "macros" / "money.sql"
+    macros.write_text(
+        macros.read_text() + "\n{% macro region() %}\n  {{ var('start_date') }}\n{% endmacro %}\n"
+    )
+    problem = _one(_problems(shop), "unquoted-parameter")
+    assert (Path(problem.file or "").resolve(), problem.line) == (macros, 7)
+    macros.write_text("{% macro broken( %}\n{% endmacro %}\n")
+    in_file = [p for p in _problems(shop) if Path(p.file or "").resolve() == macros]
+    assert [(p.code, p.line) for p in in_file] == [("template", 1)]
+
+
+def test_a_macro_edited_changes_the_fingerprint_of_what_uses_it(shop: Path) -> None:
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(settings.read_text().replace("name: shop", "name: shop\ncache: true"))
+    assert run(shop).ok
+    marts = ("customers", "orders", "raw_orders")
+    assert [plan(shop).task(t).action for t in marts] == ["reuse", "reuse", "reuse"]
+    macros = shop / "macros" / "money.sql"
+    macros.write_text(macros.read_text().replace("{{ scale }})", "{{ scale }}) * 1"))
+    assert [plan(shop).task(t).action for t in marts] == ["run", "run", "reuse"]
