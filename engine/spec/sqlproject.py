@@ -75,6 +75,8 @@ class _Composer:
         self.nested: dict[str, tuple[str, ...]] = {}
         """`models:`/`seeds:` given under the project's name: that key, for lines."""
         self.reported: set[tuple[Any, ...]] = set()
+        self.origins: dict[int, str] = {}
+        """The file each generated task comes from, by the task's identity."""
 
     def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
         where = extra.pop("file", None)
@@ -256,7 +258,7 @@ class _Composer:
                     continue
                 task: dict[str, Any] = {"id": source_task(name, table_name), "extract": extract}
                 task |= self.labels({"tags": ["source"], "description": table.get("description")})
-                tasks.append(task)
+                tasks.append(self.made(task, where))
         return tasks
 
     def models(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -285,7 +287,7 @@ class _Composer:
             elif materialized != "table":
                 task["materialize"] = _MATERIALIZED[materialized]
             task |= self.labels(settings)
-            yield task
+            yield self.made(task, path.relative_to(self.root).as_posix())
 
     def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for root, path in _files(roots, "*.csv"):
@@ -300,7 +302,13 @@ class _Composer:
             }
             if settings.get("column_types"):
                 extract["columns"] = settings["column_types"]
-            yield {"id": path.stem, "extract": extract, **self.labels(settings)}
+            seed = {"id": path.stem, "extract": extract, **self.labels(settings)}
+            yield self.made(seed, path.relative_to(self.root).as_posix())
+
+    def made(self, task: dict[str, Any], by: str) -> dict[str, Any]:
+        """`task`, remembered as made by the file `by` (for messages)."""
+        self.origins[id(task)] = by
+        return task
 
     @staticmethod
     def labels(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -361,8 +369,9 @@ class _Composer:
             if not isinstance(task_id, str):
                 kept.append(task)
                 continue
-            where = _made_by(task) or f"{self.file.name} (task {index + 1})"
-            if task_id in seen and _made_by(task):
+            made_by = self.origins.get(id(task))
+            where = made_by or f"{self.file.name} (task {index + 1})"
+            if task_id in seen and made_by:
                 self.problem(
                     "duplicate-id",
                     f"task id {task_id!r} is made twice: by {seen[task_id]} and by {where}",
@@ -389,16 +398,6 @@ def _listed(value: Any) -> list[Any]:
     return (
         [value] if isinstance(value, str) else list(value) if isinstance(value, list) else [value]
     )
-
-
-def _made_by(task: dict[str, Any]) -> str | None:
-    """The model or seed file a generated task comes from."""
-    sql, extract = task.get("sql"), task.get("extract")
-    if isinstance(sql, dict) and isinstance(sql.get("file"), str):
-        return str(sql["file"])
-    if isinstance(extract, dict) and extract.get("from") == "files":
-        return str(extract.get("path"))
-    return None
 
 
 def _files(roots: list[Path], pattern: str) -> Iterator[tuple[Path, Path]]:
