@@ -103,6 +103,9 @@ class _Composer:
         if not isinstance(variables, dict):
             self.problem("invalid-value", "vars must be a mapping of names to values", ("vars",))
             variables = {}
+        name = data.get("pipeline")
+        if isinstance(name, str) and isinstance(variables.get(name), dict):  # vars: {shop: ...}
+            variables = {**{k: v for k, v in variables.items() if k != name}, **variables[name]}
         params = data.get("params") or {}
         for clash in sorted(set(variables) & set(params)):
             self.problem("duplicate-key", f"{clash!r} is both a var and a param", ("vars", clash))
@@ -129,6 +132,8 @@ class _Composer:
             *self.models(model_paths, models),
             *self.seeds(seed_paths, seeds),
         ]
+        self.unmatched(models, model_paths, _SETTINGS, "models")
+        self.unmatched(seeds, seed_paths, _SEED_SETTINGS, "seeds")
         data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
         return data
 
@@ -148,45 +153,88 @@ class _Composer:
         return found
 
     def settings_tree(self, value: Any, key: str) -> dict[str, Any]:
-        """`models:`/`seeds:` below the project's name (or given without it)."""
+        """`models:`/`seeds:` below the project's name (dbt's shape), or given without it.
+        Beside the project's name, dbt configures packages, which are not read: said."""
         if value is None:
             return {}
         if not isinstance(value, dict):
             self.problem("invalid-value", f"{key} must be a mapping", (key,))
             return {}
         name = self.data.get("pipeline")
-        if isinstance(name, str) and isinstance(value.get(name), dict) and len(value) == 1:
+        if isinstance(name, str) and isinstance(value.get(name), dict):
             self.nested[key] = (name,)
+            for other in sorted(k for k in value if k != name and isinstance(k, str)):
+                if not other.startswith("+") and other not in _SETTINGS | _SEED_SETTINGS:
+                    self.problem(
+                        "not-supported",
+                        f"{key}: {other!r} is not this project ({name!r}): packages are not "
+                        "read, so its settings are not used",
+                        (key, other),
+                        severity="warning",
+                    )
             return dict(value[name])
         return dict(value)
 
     def settings(
         self, tree: dict[str, Any], parts: tuple[str, ...], allowed: set[str], key: str
     ) -> dict[str, Any]:
-        """The `+settings` that apply to a file under the folders `parts` (its own name last),
-        deeper ones winning."""
+        """The settings that apply to a file under the folders `parts` (its own name last),
+        deeper ones winning: `+name`, or a known name without `+` (dbt takes both)."""
         found: dict[str, Any] = {}
         node: Any = tree
         for depth in range(len(parts) + 1):
             if not isinstance(node, dict):
                 break
             for name, value in node.items():
-                if isinstance(name, str) and name.startswith("+"):
-                    setting = name[1:]
+                if not isinstance(name, str):
+                    continue
+                if name.startswith("+") or name in allowed:
+                    setting = name.removeprefix("+")
                     if setting not in allowed:
-                        where = (key, *self.nested.get(key, ()), *parts[:depth], name)
-                        if where not in self.reported:  # once, however many files it covers
-                            self.reported.add(where)
-                            self.problem(
-                                "unknown-key",
-                                f"{key}: unknown setting {name!r} (known: "
-                                f"{', '.join('+' + s for s in sorted(allowed))})",
-                                where,
-                            )
+                        self.once(
+                            "unknown-key",
+                            f"{key}: unknown setting {name!r} (known: "
+                            f"{', '.join('+' + s for s in sorted(allowed))})",
+                            (key, *self.nested.get(key, ()), *parts[:depth], name),
+                        )
                         continue
                     found[setting] = value
             node = node.get(parts[depth]) if depth < len(parts) else None
         return found
+
+    def once(self, code: str, message: str, where: tuple[Any, ...], **extra: Any) -> None:
+        """A problem of the settings tree, said once however many files it covers."""
+        if where not in self.reported:
+            self.reported.add(where)
+            self.problem(code, message, where, **extra)
+
+    def unmatched(
+        self, tree: dict[str, Any], roots: list[Path], allowed: set[str], key: str
+    ) -> None:
+        """A folder (or file) the settings name that is not there: a typo there would
+        silently apply to nothing."""
+
+        def walk(node: dict[str, Any], parts: tuple[str, ...]) -> None:
+            for name, value in node.items():
+                if not isinstance(name, str) or name.startswith("+") or name in allowed:
+                    continue
+                here = (*parts, name)
+                exists = any(
+                    (root.joinpath(*here)).is_dir() or any(root.joinpath(*parts).glob(f"{name}.*"))
+                    for root in roots
+                )
+                if not exists:
+                    self.once(
+                        "unknown-key",
+                        f"{key}: no folder or file {'/'.join(here)!r} under "
+                        f"{', '.join(r.name for r in roots) or 'the project'}",
+                        (key, *self.nested.get(key, ()), *here),
+                        severity="warning",
+                    )
+                elif isinstance(value, dict):
+                    walk(value, here)
+
+        walk(tree, ())
 
     def property_files(self, roots: list[Path]) -> Iterator[tuple[Path, Any, SourceMap]]:
         """The `sources:` of each YAML file beside the models (dbt's property files). What
@@ -263,6 +311,8 @@ class _Composer:
 
     def models(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for root, path in _files(roots, "*.sql"):
+            if not self.named_well(path, "model"):
+                continue
             relative = path.relative_to(root)
             parts = (*relative.parent.parts, path.stem)
             settings = self.settings(tree, parts, _SETTINGS, "models")
@@ -291,6 +341,8 @@ class _Composer:
 
     def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for root, path in _files(roots, "*.csv"):
+            if not self.named_well(path, "seed"):
+                continue
             relative = path.relative_to(root)
             parts = (*relative.parent.parts, path.stem)
             settings = self.settings(tree, parts, _SEED_SETTINGS, "seeds")
@@ -304,6 +356,21 @@ class _Composer:
                 extract["columns"] = settings["column_types"]
             seed = {"id": path.stem, "extract": extract, **self.labels(settings)}
             yield self.made(seed, path.relative_to(self.root).as_posix())
+
+    def named_well(self, path: Path, what: str) -> bool:
+        """Whether a model's or seed's file name makes a task id (and a table name)."""
+        if _NAME.fullmatch(path.stem):
+            return True
+        self.problem(
+            "invalid-name",
+            f"a {what} is named by its file, and {path.stem!r} is not a name a table can "
+            "have (letters, digits and _, not starting with a digit)",
+            file=str(path),
+            line=1,
+            hint=f"rename the file, e.g. to {re.sub(r'[^A-Za-z0-9_]', '_', path.stem)!r}"
+            + ("" if not path.stem[:1].isdigit() else " with a letter first"),
+        )
+        return False
 
     def made(self, task: dict[str, Any], by: str) -> dict[str, Any]:
         """`task`, remembered as made by the file `by` (for messages)."""
@@ -371,14 +438,16 @@ class _Composer:
                 continue
             made_by = self.origins.get(id(task))
             where = made_by or f"{self.file.name} (task {index + 1})"
-            if task_id in seen and made_by:
+            folded = task_id.lower()  # DuckDB's names: Orders and orders are one table
+            if folded in seen and made_by:
                 self.problem(
                     "duplicate-id",
-                    f"task id {task_id!r} is made twice: by {seen[task_id]} and by {where}",
+                    f"task id {task_id!r} is made twice (table names ignore case): by "
+                    f"{seen[folded]} and by {where}",
                     hint="a model or seed is named by its file: rename one of the files",
                 )
                 continue
-            seen.setdefault(task_id, where)
+            seen.setdefault(folded, where)
             kept.append(task)
         return kept
 

@@ -6,6 +6,7 @@ a filter (an injection risk validation refuses; see engine.spec.params).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import jinja2
@@ -27,12 +28,13 @@ __all__ = [
 
 
 def template_syntax_error(text: str) -> str | None:
-    """What is wrong with a template that does not parse, or None."""
+    """What is wrong with a template that does not parse or compile (an unknown filter or
+    test is found by compiling), or None."""
     if not is_template(text):
         return None
     try:
-        template_environment().parse(text)
-    except jinja2.TemplateSyntaxError as exc:
+        template_environment().compile(text)
+    except jinja2.TemplateSyntaxError as exc:  # TemplateAssertionError too
         return f"template syntax error on line {exc.lineno}: {exc.message}"
     return None
 
@@ -117,10 +119,18 @@ def param_spellings(name: str) -> tuple[str, ...]:
 
 
 def line_with(text: str, needles: Iterable[str]) -> int | None:
-    """The first line of `text` holding one of `needles` (counted from 1), or None."""
-    wanted = tuple(needles)
+    """The first line of `text` holding one of `needles` as a whole word (counted from 1):
+    `c` is not found in `customer`, nor `params.region` in `params.regionx`; else None."""
+    patterns = [
+        re.compile(
+            (r"(?<![\w.])" if needle[:1].isidentifier() else "")
+            + re.escape(needle)
+            + (r"(?!\w)" if needle[-1:].isalnum() or needle[-1:] == "_" else "")
+        )
+        for needle in needles
+    ]
     for number, line in enumerate(text.splitlines(), start=1):
-        if any(needle in line for needle in wanted):
+        if any(pattern.search(line) for pattern in patterns):
             return number
     return None
 

@@ -233,3 +233,45 @@ def test_a_macro_edited_changes_the_fingerprint_of_what_uses_it(shop: Path) -> N
     macros = shop / "macros" / "money.sql"
     macros.write_text(macros.read_text().replace("{{ scale }})", "{{ scale }}) * 1"))
     assert [plan(shop).task(t).action for t in marts] == ["run", "run", "reuse"]
+
+
+def test_dbt_project_files_as_dbt_writes_them(shop: Path) -> None:
+    """Settings without `+` (jaffle_shop's own file), a package beside the project, scoped vars,
+    and a folder named in the settings that is not there (a typo applies to nothing)."""
+    (shop / "arrowline_project.yml").write_text(
+        "name: shop\n"
+        "vars:\n  shop: {start_date: '2018-01-05'}\n"
+        "models:\n"
+        "  shop:\n"
+        "    materialized: table\n"
+        "    staging: {materialized: ephemeral}\n"
+        "    stagging: {+tags: [typo]}\n"
+        "  dbt_utils: {+enabled: false}\n"
+    )
+    problems = _problems(shop)
+    warnings = sorted((p.code, p.line) for p in problems if p.severity == "warning")
+    assert warnings == [("not-supported", 9), ("unknown-key", 8)], [p.format() for p in problems]
+    assert not [p for p in problems if p.severity == "error"], [p.format() for p in problems]
+    the_plan = plan(shop)
+    assert the_plan.task("stg_orders").spec.materialize == "ephemeral"
+    assert the_plan.params["start_date"] == "2018-01-05"
+
+
+def test_a_file_name_that_cannot_name_a_table_is_named_with_the_fix(shop: Path) -> None:
+    bad = shop / "models" / "marts" / "stg-orders.sql"
+    bad.write_text("select 1 as x")
+    problem = _one(_problems(shop), "invalid-name")
+    assert Path(problem.file or "").resolve() == bad
+    assert problem.hint == "rename the file, e.g. to 'stg_orders'"
+    bad.unlink()
+    (shop / "models" / "marts" / "Customers.sql").write_text("select 1 as x")
+    problem = _one(_problems(shop), "duplicate-id")
+    assert "table names ignore case" in problem.message
+
+
+def test_an_unknown_filter_in_a_model_is_a_problem_at_its_line(shop: Path) -> None:
+    model = shop / "models" / "marts" / "customers.sql"
+    model.write_text("select 1 as x\nfrom {{ ref('stg_orders') | nosuch }}\n")
+    problem = _one(_problems(shop), "template")
+    assert (Path(problem.file or "").resolve(), problem.line) == (model, 2)
+    assert "No filter named 'nosuch'" in problem.message
