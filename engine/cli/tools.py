@@ -1,5 +1,5 @@
-"""`arrowline bench | schema`: tools beside the pipelines: the benchmark harness, and the JSON
-Schema of pipeline files."""
+"""`arrowline bench | schema | init`: tools beside the pipelines: the benchmark harness, the JSON
+Schema of pipeline files, and a new SQL project to start from."""
 
 from __future__ import annotations
 
@@ -56,4 +56,19 @@ def schema(output: Path | None) -> None:
         err.print(f"wrote {output}")
 
 
-COMMANDS = (bench, schema)
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(folder: Path) -> None:
+    """Start a SQL project in FOLDER (default: here): seeds, models, a macro, a validation,
+    a load into a DuckDB file and a daily schedule, ready to run. Nothing is overwritten."""
+    from engine.api.scaffold import scaffold
+    from engine.cli.common import errors, out
+
+    with errors():
+        written = scaffold(folder)
+    for path in written:
+        out.print(f"  wrote {path}")
+    out.print(f"run it with: arrowline run {folder}")
+
+
+COMMANDS = (bench, schema, init)

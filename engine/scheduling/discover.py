@@ -1,5 +1,6 @@
-"""The pipelines of a project: its YAML files with `pipeline:` and `tasks:`, found by walking it
-(state, VCS and virtualenv folders skipped), and runs requested of them from outside."""
+"""The pipelines of a project: its YAML files with `pipeline:` and `tasks:` and its SQL
+projects (`arrowline_project.yml`), found by walking it (state, VCS and virtualenv folders
+skipped), and runs requested of them from outside."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from loguru import logger
 
 from engine.scheduling.cron import Schedule
 from engine.spec.definition import Definition
+from engine.spec.sqlproject import PROJECT_FILE
 from engine.state.catalog import Catalog
 from engine.state.layout import ProjectLayout
 from engine.state.schedules import RequestRow
@@ -50,6 +52,9 @@ def _pipeline_name(path: Path) -> str | None:
     name = None
     if isinstance(data, dict) and isinstance(data.get("pipeline"), str) and "tasks" in data:
         name = data["pipeline"]
+    elif isinstance(data, dict) and path.name == PROJECT_FILE:  # a SQL project
+        found = data.get("name", data.get("pipeline"))
+        name = found if isinstance(found, str) else None
     _NAMES[path] = (mtime, name)
     return name
 

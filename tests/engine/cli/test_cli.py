@@ -484,8 +484,8 @@ def test_validate_names_an_unknown_key_of_an_inline_schema_with_its_line(
     errors = " ".join(result.stderr.split())
     assert (
         f"{path}:14: error [task checked]: unknown key 'minimum' in "
-        "validate.schema.columns.amount. (unknown-key) hint: valid keys: checks, nullable, "
-        "required, type, unique"
+        "validate.schema.columns.amount. (unknown-key) hint: valid keys: checks, description, "
+        "nullable, required, type, unique"
     ) in errors
     assert (
         f"{path}:15: error [task checked]: unknown key 'strictt' in validate.schema. Did you "
