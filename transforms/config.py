@@ -16,9 +16,12 @@ from pydantic.json_schema import SkipJsonSchema
 from engine.core.config import CODE, ConfigModel
 
 __all__ = [
+    "AcceptedValues",
     "ColumnRule",
     "InlineSchema",
+    "ModelTest",
     "OnFail",
+    "Relationship",
     "SchemaSpec",
     "SqlSpec",
     "UdfFunction",
@@ -161,3 +164,73 @@ class ValidateSpec(ConfigModel):
         "check by check). Uniqueness rules are decided first over their key columns alone "
         "(the whole input at once only when values are coerced).",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# tests of a model's output (dbt's generic tests)
+
+_THRESHOLD = r"^\s*(==|!=|>=|<=|>|<)\s*\d+\s*$"
+
+
+class AcceptedValues(ConfigModel):
+    column: str = Field(description="The column whose values are checked.")
+    values: tuple[Any, ...] = Field(min_length=1, description="The values it may hold.")
+
+
+class Relationship(ConfigModel):
+    column: str = Field(description="The column that refers to another task's rows.")
+    to: str = Field(description="The task whose output holds the rows referred to.")
+    field: str = Field(description="The column of `to` that the values must be found in.")
+
+
+class ModelTest(ConfigModel):
+    """One check of a task's output, run once the output is written and before anything reads
+    it: a failure of severity `error` fails the task (nothing is published, nothing below it
+    runs), one of severity `warn` is said. Exactly one of the test keys."""
+
+    unique: str | None = Field(None, description="A column with no value twice (NULLs aside).")
+    not_null: str | None = Field(None, description="A column with no NULL.")
+    accepted_values: AcceptedValues | None = Field(
+        None, description="A column holding only these values (NULLs aside)."
+    )
+    relationships: Relationship | None = Field(
+        None,
+        description="Every value of a column found in a column of another task's output "
+        "(NULLs aside); the rows that are not, reported.",
+    )
+    severity: Literal["error", "warn"] = Field(
+        "error", description="What a failure does: fail the task, or be said."
+    )
+    error_if: str = Field(
+        "!= 0",
+        pattern=_THRESHOLD,
+        description="When the failures count as an error, e.g. '> 10' (with severity error).",
+    )
+    warn_if: str = Field(
+        "!= 0", pattern=_THRESHOLD, description="When the failures are said, e.g. '> 0'."
+    )
+
+    @model_validator(mode="after")
+    def _one_test(self) -> ModelTest:
+        given = [name for name in _TESTS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(_TESTS)}" + (f" (got {given})" if given else "")
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        """`unique(order_id)`, `relationships(customer_id -> customers.id)`: for messages."""
+        if self.unique is not None:
+            return f"unique({self.unique})"
+        if self.not_null is not None:
+            return f"not_null({self.not_null})"
+        if self.accepted_values is not None:
+            return f"accepted_values({self.accepted_values.column})"
+        assert self.relationships is not None
+        found = self.relationships
+        return f"relationships({found.column} -> {found.to}.{found.field})"
+
+
+_TESTS = ("unique", "not_null", "accepted_values", "relationships")

@@ -33,7 +33,7 @@ from engine.core.durations import Duration
 from engine.core.errors import ParameterError
 from engine.core.secrets import mask_secrets
 from engine.spec.params import Param, ParamType, as_type, infer_param
-from transforms.config import SqlSpec, UdfSpec, ValidateSpec
+from transforms.config import ModelTest, SqlSpec, UdfSpec, ValidateSpec
 
 __all__ = [
     "NAME_PATTERN",
@@ -293,6 +293,12 @@ class TaskSpec(ConfigModel):
     )
     depends_on: tuple[str, ...] = Field(
         (), description="Extra upstream task ids, beyond those implied by inputs and SQL."
+    )
+    tests: tuple[ModelTest, ...] = Field(
+        (),
+        description="Checks of a sql task's output (dbt's generic tests: unique, not_null, "
+        "accepted_values, relationships), run once it is written and before anything reads "
+        "it: a failure fails the task (severity error, the default) or is said (warn).",
     )
     retry: RetryPolicy | None = Field(None, description="Overrides defaults.retry.")
     timeout: Duration | None = Field(None, description="Overrides defaults.timeout.")

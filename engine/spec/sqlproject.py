@@ -76,6 +76,9 @@ class _Composer:
         """`models:`/`seeds:` given under the project's name: that key, for lines."""
         self.reported: set[tuple[Any, ...]] = set()
         self.origins: dict[int, str] = {}
+        self.model_tests: dict[str, list[dict[str, Any]]] = {}
+        """The tests property files give each model, as a task's `tests:`."""
+        self.descriptions: dict[str, str] = {}
         """The file each generated task comes from, by the task's identity."""
 
     def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
@@ -237,9 +240,9 @@ class _Composer:
         walk(tree, ())
 
     def property_files(self, roots: list[Path]) -> Iterator[tuple[Path, Any, SourceMap]]:
-        """The `sources:` of each YAML file beside the models (dbt's property files). What
-        else they hold (model descriptions, columns, tests) is not read yet: tests are said,
-        so that nobody takes an untested model for a tested one."""
+        """The `sources:` of each YAML file beside the models (dbt's property files); their
+        `models:` give descriptions and the columns' tests (`self.model_tests`). A test this
+        cannot run is said, so that nobody takes an untested model for a tested one."""
         from engine.core.yaml_source import read_yaml_file
 
         for pattern in ("*.yml", "*.yaml"):
@@ -249,19 +252,42 @@ class _Composer:
                 if not isinstance(data, dict):
                     continue
                 for index, model in enumerate(data.get("models") or []):
-                    if isinstance(model, dict) and (
-                        model.get("tests") or model.get("data_tests") or _column_tests(model)
-                    ):
-                        self.problem(
-                            "not-supported",
-                            f"the tests of model {model.get('name')!r} are not run yet: "
-                            "write them as validate tasks",
-                            severity="warning",
-                            file=str(path),
-                            line=lines.line_of(("models", index)),
-                        )
+                    if isinstance(model, dict) and isinstance(model.get("name"), str):
+                        self.model_properties(model, path, lines, ("models", index))
                 if data.get("sources") is not None:
                     yield path, data["sources"], lines
+
+    def model_properties(
+        self, model: dict[str, Any], path: Path, lines: SourceMap, at: tuple[Any, ...]
+    ) -> None:
+        """A model's description and its columns' tests, in dbt's shapes."""
+
+        def unsupported(what: str, where: tuple[Any, ...]) -> None:
+            self.problem(
+                "not-supported",
+                f"model {model['name']!r}: {what} is not run yet: write it as a validate task",
+                severity="warning",
+                file=str(path),
+                line=lines.line_of(where),
+            )
+
+        name = model["name"]
+        if isinstance(model.get("description"), str):
+            self.descriptions[name] = model["description"]
+        for key in ("tests", "data_tests"):
+            if model.get(key):
+                unsupported("a test of the whole model", (*at, key))
+        for number, column in enumerate(model.get("columns") or []):
+            if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+                continue
+            for key in ("tests", "data_tests"):
+                for index, test in enumerate(column.get(key) or []):
+                    where = (*at, "columns", number, key, index)
+                    made = _dbt_test(column["name"], test)
+                    if made is None:
+                        unsupported(f"test {test!r} of column {column['name']!r}", where)
+                    else:
+                        self.model_tests.setdefault(name, []).append(made)
 
     def declared_sources(
         self, value: Any, at: tuple[Any, ...], lines: SourceMap, file: Path | None = None
@@ -337,6 +363,10 @@ class _Composer:
             elif materialized != "table":
                 task["materialize"] = _MATERIALIZED[materialized]
             task |= self.labels(settings)
+            if path.stem in self.model_tests:
+                task["tests"] = self.model_tests[path.stem]
+            if path.stem in self.descriptions and "description" not in task:
+                task["description"] = self.descriptions[path.stem]
             yield self.made(task, path.relative_to(self.root).as_posix())
 
     def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -452,12 +482,32 @@ class _Composer:
         return kept
 
 
-def _column_tests(model: dict[str, Any]) -> bool:
-    columns = model.get("columns") or []
-    return any(
-        isinstance(c, dict) and (c.get("tests") or c.get("data_tests"))
-        for c in (columns if isinstance(columns, list) else [])
-    )
+def _dbt_test(column: str, test: Any) -> dict[str, Any] | None:
+    """One of dbt's generic tests of `column` as a task's test; None for one not run here.
+    `unique`, `not_null`, `accepted_values: {values}`, `relationships: {to: ref('x'),
+    field}`, each with dbt's `config: {severity, warn_if, error_if}` (or those beside it)."""
+    name: Any = test if isinstance(test, str) else None
+    arguments: dict[str, Any] = {}
+    if isinstance(test, dict) and len(test) == 1:
+        name, given = next(iter(test.items()))
+        arguments = given if isinstance(given, dict) else {}
+    if name not in ("unique", "not_null", "accepted_values", "relationships"):
+        return None
+    config = {**arguments, **(arguments.get("config") or {})}
+    made: dict[str, Any] = {
+        key: str(config[key]) if key != "severity" else str(config[key]).lower()
+        for key in ("severity", "warn_if", "error_if")
+        if key in config
+    }
+    if name in ("unique", "not_null"):
+        return {name: column, **made}
+    if name == "accepted_values":
+        return {"accepted_values": {"column": column, "values": arguments.get("values")}, **made}
+    target = str(arguments.get("to", ""))
+    found = re.fullmatch(r"""\s*ref\(\s*['"](\w+)['"]\s*\)\s*""", target)
+    to = found[1] if found else target
+    field = arguments.get("field")
+    return {"relationships": {"column": column, "to": to, "field": field}, **made}
 
 
 def _listed(value: Any) -> list[Any]:

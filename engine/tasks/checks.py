@@ -19,7 +19,7 @@ from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
-from engine.spec.model import TaskSpec
+from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.params import RenderContext
 from engine.spec.resolve import macro_texts, template_texts
 from engine.spec.shape import structural_check
@@ -182,6 +182,30 @@ class _Checker(OutputChecks, TemplateChecks):
                     f"{did_you_mean(dep, self.known_ids - {task.id})}",
                     task,
                     ("depends_on", position),
+                )
+
+    def model_tests(self, task: TaskSpec) -> None:
+        """Tests check a kept sql output; one refers to a task that is there."""
+        if not task.tests:
+            return
+        if task.kind is not TaskKind.SQL or task.materialize == "ephemeral":
+            self.add(
+                "tests-not-here",
+                "tests: run on the output a sql task keeps"
+                + (" (an ephemeral one keeps none)" if task.kind is TaskKind.SQL else "")
+                + "; check other rows with a validate task",
+                task,
+                ("tests",),
+            )
+        for index, test in enumerate(task.tests):
+            found = test.relationships
+            if found is not None and found.to not in self.known_ids:
+                self.add(
+                    "unknown-dependency",
+                    f"test {test.name} refers to unknown task {found.to!r}."
+                    f"{did_you_mean(found.to, sorted(self.known_ids))}",
+                    task,
+                    ("tests", index),
                 )
 
     def pool(self, task: TaskSpec) -> None:
@@ -389,6 +413,7 @@ class _Checker(OutputChecks, TemplateChecks):
         for task in self.spec.tasks:
             self.dependencies(task)
             self.pool(task)
+            self.model_tests(task)
             self.kind_checks(task)
             self.materialization(task)
             self.cache(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,7 +62,12 @@ class Sql:
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.sql is not None
         assert task.sql.query is not None
-        return statement_inputs(task.id, task.sql.query)
+        found = statement_inputs(task.id, task.sql.query)
+        # a relationships test reads the task it refers to: it is an input too
+        parents = tuple(t.relationships.to for t in task.tests if t.relationships is not None)
+        if not parents:
+            return found
+        return replace(found, tasks=tuple(dict.fromkeys((*found.tasks, *parents))))
 
     def check(self, task: TaskSpec, ctx: CheckContext) -> Iterable[Finding]:
         return ()  # its tables are checked once rendered, by the checks every input gets
@@ -94,6 +100,16 @@ class Sql:
             cancel=context.cancel,
         )
         context.progress(rows)
+        if context.task.spec.tests:  # before the output is published: a failure keeps it back
+            from transforms.model_tests import run_tests
+
+            run_tests(
+                context.task.spec.tests,
+                context.staging / OUTPUT_FILE,
+                context.inputs,
+                task_id=context.task.id,
+                database=context.duckdb,
+            )
         rows_in = sum(t.num_rows for t in context.inputs.values())
         return TaskOutcome(rows_in=rows_in, rows_out=rows)
 

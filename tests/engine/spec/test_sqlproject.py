@@ -93,12 +93,13 @@ def test_folders_and_models_set_what_each_task_is(shop: Path) -> None:
     assert {(s.materialize, s.tags) for s in staging} == {("ephemeral", ("staging",))}
     assert tasks["orders"].spec.tags == ("marts", "finance")  # the folder's, then its own
     assert tasks["customers"].spec.materialize == "table"
-    assert tasks["orders"].inputs == ("stg_payments", "stg_orders")  # what ref() names
+    assert tasks["orders"].inputs == ("stg_payments", "stg_orders", "customers")  # ref(), a test
     assert plan(shop, params={"start_date": "2018-01-05"}).params["start_date"] == "2018-01-05"
     assert {t.id for t in plan(shop, select=["tag:finance"]).to_run} == {
         "orders",
         *("raw_orders", "stripe__payments"),
         *("stg_orders", "stg_payments"),
+        *("customers", "stg_customers", "raw_customers"),  # its relationships test reads them
     }
 
 
@@ -190,15 +191,64 @@ def test_an_undeclared_source_or_a_table_without_extract_is_named_at_its_line(sh
     assert "stripe.payments needs `extract:`" in problem.message
 
 
-def test_tests_in_a_property_file_are_said_not_to_run(shop: Path) -> None:
-    (shop / "models" / "marts" / "schema.yml").write_text(
-        "version: 2\nmodels:\n  - name: customers\n    columns:\n"
-        "      - name: customer_id\n        tests: [unique, not_null]\n"
+def test_the_tests_of_a_property_file_gate_the_model_and_what_reads_it(shop: Path) -> None:
+    """dbt's generic tests of the marts run after each mart and before anything reads it."""
+    tasks = {t.id: t.spec for t in plan(shop).tasks}
+    assert [t.name for t in tasks["customers"].tests] == [
+        "unique(customer_id)",
+        "not_null(customer_id)",
+    ]
+    assert (
+        tasks["customers"].description
+        == "one row per customer, with their orders and what they paid"
     )
-    problem = _one(_problems(shop), "not-supported")
-    assert problem.severity == "warning"
-    assert (Path(problem.file or "").name, problem.line) == ("schema.yml", 3)
-    assert "tests of model 'customers' are not run yet" in problem.message
+    assert "customers" in plan(shop).task("orders").inputs  # its relationships test reads it
+    assert run(shop).ok
+
+    seeds = shop / "seeds"
+    customers = (seeds / "raw_customers.csv").read_text()
+    (seeds / "raw_customers.csv").write_text(customers + "2,Shawn,M.\n")  # a second 2
+    failed = run(shop)
+    assert not failed.ok
+    error = failed.tasks["customers"].error or ""
+    assert "unique(customer_id): 1 value held twice or more (error_if != 0); e.g. 2" in error
+    assert failed.tasks["publish_customers"].state.value == "SKIPPED"
+    (seeds / "raw_customers.csv").write_text(customers)
+
+    orders = (seeds / "raw_orders.csv").read_text()
+    (seeds / "raw_orders.csv").write_text(orders + "9,99,2018-01-10,lost\n")
+    failed = run(shop)
+    error = failed.tasks["orders"].error or ""
+    assert "accepted_values(status): 1 value not accepted" in error
+    assert "e.g. 'lost'" in error
+    assert (
+        "relationships(customer_id -> customers.customer_id): 1 row referring to nothing" in error
+    )
+    assert "e.g. 99" in error
+
+
+def test_a_test_given_severity_warn_is_said_and_lets_the_model_through(shop: Path) -> None:
+    schema = shop / "models" / "marts" / "schema.yml"
+    schema.write_text(
+        schema.read_text().replace(
+            "- relationships: {to: ref('customers'), field: customer_id}",
+            "- relationships: {to: ref('customers'), field: customer_id, config: {severity: warn}}",
+        )
+    )
+    orders = shop / "seeds" / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "9,99,2018-01-10,placed\n")
+    assert run(shop).ok
+
+
+def test_a_test_this_cannot_run_is_said(shop: Path) -> None:
+    (shop / "models" / "marts" / "more.yml").write_text(
+        "version: 2\nmodels:\n  - name: customers\n"
+        "    tests: [dbt_utils.expression_is_true]\n"
+        "    columns:\n      - name: first_name\n        tests: [dbt_expectations.x]\n"
+    )
+    said = sorted((p.line, p.message) for p in _problems(shop) if p.code == "not-supported")
+    assert [line for line, _ in said] == [4, 7]
+    assert all(p.severity == "warning" for p in _problems(shop) if p.code == "not-supported")
 
 
 def test_macros_are_callable_by_name_and_importable_by_file(shop: Path) -> None:
