@@ -31,7 +31,16 @@ from engine.spec.model import (
     TriggerSpec,
 )
 from engine.spec.params import ParamType
-from transforms.config import ColumnRule, InlineSchema, SqlSpec, UdfSpec, ValidateSpec
+from transforms.config import (
+    AcceptedValues,
+    ColumnRule,
+    InlineSchema,
+    ModelTest,
+    Relationship,
+    SqlSpec,
+    UdfSpec,
+    ValidateSpec,
+)
 
 __all__ = ["render_reference"]
 
@@ -204,6 +213,18 @@ columns:
 strict: false""",
     ColumnRule: """\
 amount: {type: float64, nullable: false, checks: {in_range: {min: 0, max: 10000}}}""",
+    ModelTest: """\
+tests:
+  - unique: order_id
+  - not_null: customer_id
+  - accepted_values: {column: status, values: [placed, shipped, returned]}
+  - relationships: {column: customer_id, to: customers, field: customer_id}
+    severity: warn
+  - {unique: email, error_if: "> 10", warn_if: "> 0"}""",
+    AcceptedValues: """\
+accepted_values: {column: status, values: [placed, shipped, returned]}""",
+    Relationship: """\
+relationships: {column: customer_id, to: customers, field: customer_id}""",
 }
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -329,6 +350,18 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "ne, isin, notin, in_range {min, max}, str_matches, str_contains, str_startswith, "
         "str_endswith, str_length {min, max}.",
     ),
+    (
+        "test",
+        ModelTest,
+        "A check of a sql task's output under `tests:` (dbt's generic tests), run in DuckDB "
+        "once the output is written and before it is published. `unique` and "
+        "`accepted_values` count the failing values, `not_null` and `relationships` the "
+        "failing rows; NULLs are no value (two NULLs are no duplicate, a NULL refers to "
+        "nothing). With severity error, `error_if` holding fails the task (the output is "
+        "kept back and what reads it is skipped), else `warn_if` holding is said in the log.",
+    ),
+    ("test: accepted_values", AcceptedValues, "Values compared as text, as dbt compares them."),
+    ("test: relationships", Relationship, "`to` is read by the task: it runs first."),
 ]
 
 
@@ -344,6 +377,9 @@ _NAMES = {
     "ValidateSpec": "[validate](#validate)",
     "InlineSchema": "[inline schema](#validate-inline-schema)",
     "ColumnRule": "[column rule](#validate-column-rule)",
+    "ModelTest": "[test](#test)",
+    "AcceptedValues": "[accepted_values](#test-accepted_values)",
+    "Relationship": "[relationships](#test-relationships)",
 }
 
 
