@@ -15,11 +15,12 @@ from typing import Any
 
 from loguru import logger
 
+from engine.core.cancel import CancelToken
 from engine.core.errors import DataError, DefinitionError
-from engine.core.sqltext import quote_identifier, sql_literal
+from engine.core.sqltext import quote_identifier, sql_literal, sql_number
 from engine.core.tables import InputTable
 from transforms.config import ModelTest
-from transforms.sql import DuckDatabase, _database, _register
+from transforms.sql import DuckDatabase, _database, _first_line, _register
 
 __all__ = ["run_tests"]
 
@@ -41,30 +42,49 @@ def run_tests(
     *,
     task_id: str,
     database: DuckDatabase | None = None,
+    cancel: CancelToken | None = None,
 ) -> None:
     """Run `tests` over the Parquet file `output`; raises DataError naming every test that
     failed with severity error."""
+    import duckdb
+
     failed: list[str] = []
     with _database(database, None) as db, db.session() as cursor:
-        _register(cursor, inputs, set())
-        model = f"read_parquet({sql_literal(str(output))})"
-        columns = [row[0] for row in cursor.execute(f"describe select * from {model}").fetchall()]
-        for test in tests:
-            query = _query(test, model, columns, inputs, task_id)
-            count = cursor.execute(f"select count(*) from ({query})").fetchone()
-            failures = int(count[0]) if count else 0
-            examples = [row[0] for row in cursor.execute(f"{query} limit {_EXAMPLES}").fetchall()]
-            verdict = _verdict(test, failures)
-            if verdict is None:
-                continue
-            rule = f"{verdict}_if {_condition(test, verdict)}"
-            said = f"{test.name}: {failures} {_unit(test, failures)} ({rule})"
-            if examples:
-                said += f"; e.g. {', '.join(repr(e) for e in examples)}"
-            if verdict == "error":
-                failed.append(said)
-            else:
-                logger.bind(task_id=task_id).warning("test {}", said)
+        unregister = cancel.on_cancel(cursor.interrupt) if cancel else None
+        try:
+            _register(cursor, inputs, set())
+            model = f"read_parquet({sql_literal(str(output))})"
+            described = cursor.execute(f"describe select * from {model}").fetchall()
+            columns = [row[0] for row in described]
+            for test in tests:
+                query = _query(test, model, columns, inputs, task_id)
+                try:
+                    count = cursor.execute(f"select count(*) from ({query})").fetchone()
+                    sample = cursor.execute(f"{query} limit {_EXAMPLES}").fetchall()
+                except duckdb.InterruptException:
+                    if cancel is not None:
+                        cancel.raise_if_cancelled()
+                    raise
+                except duckdb.Error as exc:
+                    raise DefinitionError(
+                        f"test {test.name} of {task_id!r} cannot run: {_first_line(exc)}"
+                    ) from None
+                failures = int(count[0]) if count else 0
+                examples = [row[0] for row in sample]
+                verdict = _verdict(test, failures)
+                if verdict is None:
+                    continue
+                rule = f"{verdict}_if {_condition(test, verdict)}"
+                said = f"{test.name}: {failures} {_unit(test, failures)} ({rule})"
+                if examples:
+                    said += f"; e.g. {', '.join(_shown(e) for e in examples)}"
+                if verdict == "error":
+                    failed.append(said)
+                else:
+                    logger.bind(task_id=task_id).warning("test {}", said)
+        finally:
+            if unregister:
+                unregister()
     if failed:
         raise DataError(
             f"{len(failed)} of {len(tests)} tests of {task_id!r} failed: " + "; ".join(failed),
@@ -83,12 +103,13 @@ def _query(
     """The failing values (or rows) as one column, `value`."""
 
     def column(name: str) -> str:
-        if name not in columns:
+        found = [c for c in columns if c.lower() == name.lower()]  # DuckDB's names ignore case
+        if not found:
             raise DefinitionError(
                 f"test {test.name} of {task_id!r}: the output has no column {name!r} "
                 f"(its columns: {', '.join(columns)})"
             )
-        return quote_identifier(name)
+        return quote_identifier(found[0])
 
     if test.unique is not None:
         c = column(test.unique)
@@ -101,17 +122,21 @@ def _query(
         return f"select {c} as value from {model} where {c} is null"
     if test.accepted_values is not None:
         c = column(test.accepted_values.column)
-        allowed = ", ".join(_literal(v) for v in test.accepted_values.values)
+        allowed = ", ".join(_literal(v) for v in test.accepted_values.values if v is not None)
         return (
             f"select {c} as value from {model} where {c} is not null "
-            f"and cast({c} as varchar) not in ({allowed}) group by {c}"
+            f"and {c} not in ({allowed or 'null'}) group by {c}"
         )
     assert test.relationships is not None
     found = test.relationships
     c = column(found.column)
-    if found.to not in inputs:  # validation names it first; a safeguard
+    if found.to == task_id:  # rows referring to rows of the same output (a manager's id)
+        parent = model
+    elif found.to in inputs:
+        parent = quote_identifier(found.to)
+    else:  # validation names it first; a safeguard
         raise DefinitionError(f"test {test.name} of {task_id!r}: no task {found.to!r} to read")
-    parent, field = quote_identifier(found.to), quote_identifier(found.field)
+    field = quote_identifier(found.field)
     return (
         f"select child.{c} as value from {model} as child where child.{c} is not null and not "
         f"exists (select 1 from {parent} as p where p.{field} = child.{c})"
@@ -119,10 +144,18 @@ def _query(
 
 
 def _literal(value: Any) -> str:
-    """A value as the text it is compared as (accepted values compare as text, as dbt's do)."""
+    """A value as a SQL literal DuckDB compares in the column's type, as dbt's quoted values
+    are: 1 matches 1.0 in a DOUBLE column, '2024-01-01' a DATE."""
     if isinstance(value, bool):
-        return sql_literal(str(value).lower())
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return sql_number(value)
     return sql_literal(str(value))
+
+
+def _shown(value: Any) -> str:
+    """An example value as a reader writes it (no `Decimal('1.50')`)."""
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _unit(test: ModelTest, count: int) -> str:

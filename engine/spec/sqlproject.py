@@ -78,6 +78,8 @@ class _Composer:
         self.origins: dict[int, str] = {}
         self.model_tests: dict[str, list[dict[str, Any]]] = {}
         """The tests property files give each model, as a task's `tests:`."""
+        self.tested_at: dict[str, tuple[Path, int | None]] = {}
+        """Where each model's first test is written (for messages)."""
         self.descriptions: dict[str, str] = {}
         """The file each generated task comes from, by the task's identity."""
 
@@ -136,6 +138,16 @@ class _Composer:
             *self.seeds(seed_paths, seeds),
         ]
         self.unmatched(models, model_paths, _SETTINGS, "models")
+        made = {t.get("id") for t in generated}
+        for name, (where, line) in sorted(self.tested_at.items()):
+            if name not in made:
+                self.problem(
+                    "not-supported",
+                    f"tests of {name!r} are not run: no model of that name",
+                    severity="warning",
+                    file=str(where),
+                    line=line,
+                )
         self.unmatched(seeds, seed_paths, _SEED_SETTINGS, "seeds")
         data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
         return data
@@ -281,13 +293,24 @@ class _Composer:
             if not isinstance(column, dict) or not isinstance(column.get("name"), str):
                 continue
             for key in ("tests", "data_tests"):
-                for index, test in enumerate(column.get(key) or []):
+                listed = column.get(key) or []
+                for index, test in enumerate(listed if isinstance(listed, list) else [listed]):
                     where = (*at, "columns", number, key, index)
-                    made = _dbt_test(column["name"], test)
-                    if made is None:
-                        unsupported(f"test {test!r} of column {column['name']!r}", where)
-                    else:
+                    made, reason = _dbt_test(column["name"], test)
+                    if made is not None:
                         self.model_tests.setdefault(name, []).append(made)
+                        self.tested_at.setdefault(name, (path, lines.line_of(where)))
+                    elif reason == "disabled":
+                        continue
+                    elif reason.startswith("!"):  # written wrong
+                        self.problem(
+                            "invalid-value",
+                            f"model {name!r}, column {column['name']!r}: {reason[1:]}",
+                            file=str(path),
+                            line=lines.line_of(where),
+                        )
+                    else:
+                        unsupported(f"test {test!r} of column {column['name']!r} ({reason})", where)
 
     def declared_sources(
         self, value: Any, at: tuple[Any, ...], lines: SourceMap, file: Path | None = None
@@ -364,7 +387,18 @@ class _Composer:
                 task["materialize"] = _MATERIALIZED[materialized]
             task |= self.labels(settings)
             if path.stem in self.model_tests:
-                task["tests"] = self.model_tests[path.stem]
+                if task.get("materialize") == "ephemeral":
+                    where, line = self.tested_at[path.stem]
+                    self.problem(
+                        "not-supported",
+                        f"the tests of {path.stem!r} are not run: it is ephemeral and keeps "
+                        "no output to test (test the models that read it)",
+                        severity="warning",
+                        file=str(where),
+                        line=line,
+                    )
+                else:
+                    task["tests"] = self.model_tests[path.stem]
             if path.stem in self.descriptions and "description" not in task:
                 task["description"] = self.descriptions[path.stem]
             yield self.made(task, path.relative_to(self.root).as_posix())
@@ -482,32 +516,53 @@ class _Composer:
         return kept
 
 
-def _dbt_test(column: str, test: Any) -> dict[str, Any] | None:
-    """One of dbt's generic tests of `column` as a task's test; None for one not run here.
-    `unique`, `not_null`, `accepted_values: {values}`, `relationships: {to: ref('x'),
-    field}`, each with dbt's `config: {severity, warn_if, error_if}` (or those beside it)."""
+def _dbt_test(column: str, test: Any) -> tuple[dict[str, Any] | None, str]:
+    """One of dbt's generic tests of `column` as a task's test, or None and why not: 'disabled',
+    a reason it is not run here, or '!' and what is written wrong. `unique`, `not_null`,
+    `accepted_values: {values}`, `relationships: {to: ref('x') | source('s', 't'), field}`;
+    their arguments beside the name or under `arguments:` (dbt 1.10), with `config:
+    {severity, warn_if, error_if, enabled}` (or those beside them)."""
+    from engine.spec.params import source_task
+
     name: Any = test if isinstance(test, str) else None
-    arguments: dict[str, Any] = {}
+    given: Any = {}
     if isinstance(test, dict) and len(test) == 1:
         name, given = next(iter(test.items()))
-        arguments = given if isinstance(given, dict) else {}
     if name not in ("unique", "not_null", "accepted_values", "relationships"):
-        return None
-    config = {**arguments, **(arguments.get("config") or {})}
+        return None, "only unique, not_null, accepted_values and relationships run"
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        return None, f"!{name}: its arguments must be a mapping"
+    arguments = {**given, **(given.get("arguments") or {})}
+    config = given.get("config") or {}
+    if not isinstance(config, dict) or not isinstance(arguments, dict):
+        return None, f"!{name}: config and arguments must be mappings"
+    config = {**arguments, **config}
+    if config.get("enabled") is False:
+        return None, "disabled"
+    ignored = sorted({"where", "fail_calc", "limit", "store_failures"} & set(config))
+    if ignored:
+        return None, f"{', '.join(ignored)} not supported: the test would judge other rows"
     made: dict[str, Any] = {
-        key: str(config[key]) if key != "severity" else str(config[key]).lower()
+        key: str(config[key]).lower() if key == "severity" else str(config[key])
         for key in ("severity", "warn_if", "error_if")
         if key in config
     }
     if name in ("unique", "not_null"):
-        return {name: column, **made}
+        return {name: column, **made}, ""
     if name == "accepted_values":
-        return {"accepted_values": {"column": column, "values": arguments.get("values")}, **made}
-    target = str(arguments.get("to", ""))
-    found = re.fullmatch(r"""\s*ref\(\s*['"](\w+)['"]\s*\)\s*""", target)
-    to = found[1] if found else target
-    field = arguments.get("field")
-    return {"relationships": {"column": column, "to": to, "field": field}, **made}
+        values = arguments.get("values")
+        if not isinstance(values, list) or not values:
+            return None, "!accepted_values needs values: [...]"
+        return {"accepted_values": {"column": column, "values": values}, **made}, ""
+    target, field = str(arguments.get("to", "")), arguments.get("field")
+    if not target or not isinstance(field, str):
+        return None, "!relationships needs to: ref('model') and field: COLUMN"
+    ref = re.fullmatch(r"""\s*ref\(\s*['"](\w+)['"]\s*\)\s*""", target)
+    source = re.fullmatch(r"""\s*source\(\s*['"](\w+)['"]\s*,\s*['"](\w+)['"]\s*\)\s*""", target)
+    to = ref[1] if ref else source_task(source[1], source[2]) if source else target
+    return {"relationships": {"column": column, "to": to, "field": field}, **made}, ""
 
 
 def _listed(value: Any) -> list[Any]:

@@ -383,11 +383,22 @@ class _Checker(OutputChecks, TemplateChecks):
             if len(path) == 2:
                 continue  # a self-loop, already reported as self-dependency
             first = self.spec.task(path[0])
+            tested = [
+                f"the test {test.name} of {task_id}"
+                for task_id in dict.fromkeys(path)
+                for test in self.spec.task(task_id).tests
+                if test.relationships is not None and test.relationships.to in path
+            ]
             self.add(
                 "cycle",
-                f"dependency cycle: {' -> '.join(path)}",
+                f"dependency cycle: {' -> '.join(path)}"
+                + (f" (made by {', '.join(tested)})" if tested else ""),
                 first,
-                hint="'a -> b' means b reads or depends on a; remove one edge of the cycle",
+                hint="a relationships test makes its task read the task it refers to; dbt "
+                "runs such a test after both, here it runs before its own output is "
+                "published: move it to the other side, or drop it"
+                if tested
+                else "'a -> b' means b reads or depends on a; remove one edge of the cycle",
             )
 
     def run(self) -> list[Problem]:

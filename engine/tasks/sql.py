@@ -64,7 +64,11 @@ class Sql:
         assert task.sql.query is not None
         found = statement_inputs(task.id, task.sql.query)
         # a relationships test reads the task it refers to: it is an input too
-        parents = tuple(t.relationships.to for t in task.tests if t.relationships is not None)
+        parents = tuple(
+            t.relationships.to
+            for t in task.tests
+            if t.relationships is not None and t.relationships.to != task.id  # itself: its output
+        )
         if not parents:
             return found
         return replace(found, tasks=tuple(dict.fromkeys((*found.tasks, *parents))))
@@ -109,6 +113,7 @@ class Sql:
                 context.inputs,
                 task_id=context.task.id,
                 database=context.duckdb,
+                cancel=context.cancel,
             )
         rows_in = sum(t.num_rows for t in context.inputs.values())
         return TaskOutcome(rows_in=rows_in, rows_out=rows)

@@ -119,3 +119,54 @@ def test_a_test_of_a_column_the_output_lacks_names_the_columns(write: WritePipel
     result = run(_pipeline(write, "unique: custmer_id"))
     error = result.tasks["orders"].error or ""
     assert "the output has no column 'custmer_id' (its columns: id, customer_id, status)" in error
+
+
+def test_a_relationship_within_one_output_and_values_compared_in_the_columns_type(
+    write: WritePipeline,
+) -> None:
+    """A manager's id refers to a row of the same output; accepted numbers match as numbers
+    (1 is 1.0 in a DOUBLE column, as DuckDB compares dbt's quoted values)."""
+    path = write(
+        "p.yaml",
+        """
+        pipeline: staff
+        tasks:
+          - id: employees
+            sql: |
+              select * from (values (1, null, 1.0), (2, 1, 2.5), (3, 2, 1.0)) t(id, manager, grade)
+            tests:
+              - relationships: {column: manager, to: employees, field: id}
+              - accepted_values: {column: grade, values: [1, 2.5]}
+        """,
+    )
+    result = run(path)
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+
+
+def test_a_test_that_cannot_run_names_itself(write: WritePipeline) -> None:
+    result = run(
+        _pipeline(write, "relationships: {column: customer_id, to: customers, field: nope}")
+    )
+    error = result.tasks["orders"].error or ""
+    assert "test relationships(customer_id -> customers.nope) of 'orders' cannot run" in error
+
+
+def test_a_cycle_a_relationships_test_makes_is_named_with_the_test(write: WritePipeline) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: cy
+        tasks:
+          - id: orders
+            sql: select 1 as id, 1 as customer_id
+            tests: [{relationships: {column: customer_id, to: customers, field: id}}]
+          - id: customers
+            sql: select customer_id as id from orders
+        """,
+    )
+    (problem,) = [p for p in _problems(path) if p.code == "cycle"]
+    assert (
+        "made by the test relationships(customer_id -> customers.id) of orders" in problem.message
+    )
+    assert problem.hint is not None
+    assert "move it to the other side" in problem.hint

@@ -325,3 +325,46 @@ def test_an_unknown_filter_in_a_model_is_a_problem_at_its_line(shop: Path) -> No
     problem = _one(_problems(shop), "template")
     assert (Path(problem.file or "").resolve(), problem.line) == (model, 2)
     assert "No filter named 'nosuch'" in problem.message
+
+
+def test_dbt_test_shapes_in_a_property_file(shop: Path) -> None:
+    """dbt 1.10's `arguments:`, `to: source(...)`, `enabled: false`, a `where:` this cannot
+    honour, a test without its values, and tests of an ephemeral model."""
+    (shop / "models" / "staging" / "schema.yml").write_text(
+        "version: 2\n"
+        "models:\n"
+        "  - name: stg_customers\n"
+        "    columns:\n"
+        "      - name: customer_id\n"
+        "        data_tests: [unique]\n"
+        "  - name: stg_payments\n"
+        "    columns:\n"
+        "      - name: payment_method\n"
+        "        tests:\n"
+        "          - accepted_values: {arguments: {values: [credit_card]}}\n"
+    )
+    (shop / "models" / "marts" / "schema.yml").write_text(
+        "version: 2\n"
+        "models:\n"
+        "  - name: orders\n"
+        "    columns:\n"
+        "      - name: order_id\n"
+        "        tests:\n"
+        "          - relationships: {to: \"source('stripe', 'payments')\", field: order_id}\n"
+        "          - not_null: {config: {enabled: false}}\n"
+        "          - unique: {config: {where: 'order_id > 3'}}\n"
+        "          - accepted_values: {quote: false}\n"
+    )
+    problems = _problems(shop)
+    said = sorted((Path(p.file or "").name, p.line, p.code, p.severity) for p in problems)
+    assert said == [
+        ("schema.yml", 6, "not-supported", "warning"),  # stg_customers is ephemeral
+        ("schema.yml", 9, "not-supported", "warning"),  # where: would judge other rows
+        ("schema.yml", 10, "invalid-value", "error"),  # accepted_values without values
+        ("schema.yml", 11, "not-supported", "warning"),  # stg_payments is ephemeral too
+    ], [p.format() for p in problems]
+    (shop / "models" / "marts" / "schema.yml").write_text(
+        (shop / "models" / "marts" / "schema.yml").read_text().rsplit("          - unique", 1)[0]
+    )
+    tests = plan(shop).task("orders").spec.tests
+    assert [t.name for t in tests] == ["relationships(order_id -> stripe__payments.order_id)"]
