@@ -88,6 +88,8 @@ class _Composer:
         line = extra.pop("line", None)
         if where is None:
             where, line = str(self.file), self.source.line_of(path) if path else None
+        else:  # a model's or property file's: named as validation names files
+            where = _shown(Path(where))
         self.problems.append(Problem(code, message, file=where, line=line, **extra))
 
     def compose(self) -> dict[str, Any]:
@@ -150,6 +152,15 @@ class _Composer:
                 )
         self.unmatched(seeds, seed_paths, _SEED_SETTINGS, "seeds")
         data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
+        if not data["tasks"]:
+            folders = ", ".join(_shown(p) for p in [*model_paths, *seed_paths]) or "none"
+            self.problem(
+                "no-tasks",
+                f"the project makes no task: no .sql model or .csv seed under {folders}, and "
+                "no `tasks:`",
+                hint="put a model in models/, e.g. models/orders.sql, or start from "
+                "`arrowline init`",
+            )
         return data
 
     def paths(self, value: Any, key: str) -> list[Path]:
@@ -572,6 +583,14 @@ def _listed(value: Any) -> list[Any]:
     return (
         [value] if isinstance(value, str) else list(value) if isinstance(value, list) else [value]
     )
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it, as problems name files."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _files(roots: list[Path], pattern: str) -> Iterator[tuple[Path, Path]]:

@@ -491,6 +491,8 @@ def check_file(
     if project is not None:  # a folder of SQL models
         data, found = compose(data, source, path)
         problems = problems + found
+        if any(p.code == "no-tasks" for p in found):
+            return None, _sorted(problems)  # nothing else to say of an empty project
     spec, shape_problems, ids = structural_check(data, source, str(path))
     problems = problems + shape_problems
     if spec is None:

@@ -368,3 +368,11 @@ def test_dbt_test_shapes_in_a_property_file(shop: Path) -> None:
     )
     tests = plan(shop).task("orders").spec.tests
     assert [t.name for t in tests] == ["relationships(order_id -> stripe__payments.order_id)"]
+
+
+def test_an_empty_project_says_where_models_go(project: Path) -> None:
+    (project / "empty").mkdir()
+    (project / "empty" / "arrowline_project.yml").write_text("name: nothing\n")
+    (problem,) = _problems(project / "empty")
+    assert problem.code == "no-tasks"
+    assert "no .sql model or .csv seed under empty/models, empty/seeds" in problem.message
