@@ -18,7 +18,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FileVersion", "file_versions", "publish_directory", "remove_tree", "staging_path"]
+__all__ = [
+    "FileVersion",
+    "file_versions",
+    "publish_directory",
+    "remove_tree",
+    "shown_path",
+    "staging_path",
+]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -94,3 +101,12 @@ def file_versions(paths: Iterable[Path]) -> tuple[FileVersion, ...]:
             continue  # gone: leaving it out is what makes the set differ from before
         versions.append((str(path), stat.st_size, stat.st_mtime_ns))
     return tuple(versions)
+
+
+def shown_path(path: Path) -> str:
+    """`path` as messages name files: relative to the working directory when it is below it
+    (as the user typed the pipeline's), else whole."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import SourceMap
 from engine.spec.dbt_tests import dbt_test
@@ -90,7 +91,7 @@ class _Composer:
         if where is None:
             where, line = str(self.file), self.source.line_of(path) if path else None
         else:  # a model's or property file's: named as validation names files
-            where = _shown(Path(where))
+            where = shown_path(Path(where))
         self.problems.append(Problem(code, message, file=where, line=line, **extra))
 
     def compose(self) -> dict[str, Any]:
@@ -154,7 +155,7 @@ class _Composer:
         self.unmatched(seeds, seed_paths, _SEED_SETTINGS, "seeds")
         data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
         if not data["tasks"]:
-            folders = ", ".join(_shown(p) for p in [*model_paths, *seed_paths]) or "none"
+            folders = ", ".join(shown_path(p) for p in [*model_paths, *seed_paths]) or "none"
             self.problem(
                 "no-tasks",
                 f"the project makes no task: no .sql model or .csv seed under {folders}, and "
@@ -535,14 +536,6 @@ def _listed(value: Any) -> list[Any]:
     return (
         [value] if isinstance(value, str) else list(value) if isinstance(value, list) else [value]
     )
-
-
-def _shown(path: Path) -> str:
-    """`path` relative to the working directory when it is below it, as problems name files."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _files(roots: list[Path], pattern: str) -> Iterator[tuple[Path, Path]]:

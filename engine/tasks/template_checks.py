@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.core.errors import DefinitionError
+from engine.core.files import shown_path
 from engine.core.problems import did_you_mean
 from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.params import BUILTINS, Param, source_task
@@ -58,46 +58,22 @@ class TemplateChecks:
     """The macros the pipeline's macro files define (callable in every template)."""
 
     def macros(self, texts: tuple[tuple[str, str], ...]) -> None:
-        """Each macro file: one that does not parse, a parameter it uses that is not declared
-        or prints as raw text, a task it `ref`s that nobody makes; at the file's line."""
+        """Each macro file checked as a template is (a parameter it prints raw too), at the
+        file's line; the macros they define become names every template may use."""
         from jinja2 import nodes
 
         from engine.spec.params import template_environment
 
         names: set[str] = set()
         for name, text in texts:
-            where = self._shown(name)
-            syntax = template_syntax_error(text)
-            if syntax is not None:
-                number = re.search(r"on line (\d+)", syntax)
-                self.add("template", syntax, file=where, line=int(number[1]) if number else None)
-                continue
-            ast = template_environment().parse(text)
-            names |= {macro.name for macro in ast.find_all(nodes.Macro)}
-            for param in sorted(referenced_params(text, required=True) - set(self.spec.params)):
-                self.add(
-                    "undefined-parameter",
-                    f"macro file uses undefined parameter {param!r}."
-                    f"{did_you_mean(param, list(self.spec.params))}",
-                    file=where,
-                    line=line_with(text, param_spellings(param)),
-                )
-            for task_id in sorted(referenced_tasks(text) - self.known_ids):
-                self.add(
-                    "unknown-ref",
-                    f"ref({task_id!r}) names no task."
-                    f"{did_you_mean(task_id, sorted(self.known_ids))}",
-                    file=where,
-                    line=line_with(text, (f"ref('{task_id}')", f'ref("{task_id}")')),
-                )
-            self.printed_raw(text, file=where)
+            where = shown_path(self.definition.base_dir / name)
+            # another file's macros are names it may use: its undefined names are not checked
+            self.text(text, None, (), where, names=False)
+            if template_syntax_error(text) is None:
+                ast = template_environment().parse(text)
+                names |= {macro.name for macro in ast.find_all(nodes.Macro)}
+                self.printed_raw(text, file=where)
         self.macro_names = frozenset(names)
-
-    def _shown(self, name: str) -> str:
-        found = self.definition.base_dir / name
-        with contextlib.suppress(ValueError):
-            return str(found.resolve().relative_to(Path.cwd().resolve()))
-        return str(found)
 
     def templates(self, task: TaskSpec) -> bool:
         """Undefined parameters; returns False when rendering would fail on them."""
@@ -107,73 +83,80 @@ class TemplateChecks:
         except DefinitionError as exc:
             self.add("sql-file", exc.message, task, ("sql",))
             return False
-        kind_key = task.kind.value
         sql = kind_of(task).sql_template(task, self.context)
         in_file = self.sql_file(task)
         for text in texts:
+            statement = sql if sql is not None and text == sql[0] else None  # its SQL
             # a statement in its own file: problems at that file's line, else the task's key
-            place = in_file if in_file is not None and sql is not None and text == sql[0] else None
+            place = in_file if statement else None
+            ok = self.text(text, task, (task.kind.value,), place) and ok
+            if statement and template_syntax_error(text) is None:
+                self.raw_params(task, text, statement[1])
+        return ok
 
-            def at(*needles: str, text: str = text, place: str | None = place) -> dict[str, Any]:
-                return {"file": place, "line": line_with(text, needles)} if place else {}
+    def text(
+        self,
+        text: str,
+        task: TaskSpec | None,
+        key: PathKey,
+        place: str | None,
+        *,
+        names: bool = True,
+    ) -> bool:
+        """One template's problems: syntax, undefined parameters, refs and sources nobody
+        makes, undefined names (`names`). `place`: the file the text is, whose lines problems
+        then name; else they name the task's `key`. False when rendering would fail."""
 
-            syntax = template_syntax_error(text)
-            if syntax is not None:  # the checks below need a template that parses
-                ok = False
-                number = re.search(r"on line (\d+)", syntax)
-                line = int(number[1]) if number and place else None
-                self.add("template", syntax, task, (kind_key,), file=place, line=line)
+        def add(code: str, message: str, hint: str, *needles: str) -> None:
+            line = line_with(text, needles) if place else None
+            self.add(code, message, task, key, hint=hint, file=place, line=line)
+
+        syntax = template_syntax_error(text)
+        if syntax is not None:  # the checks below need a template that parses
+            number = re.search(r"on line (\d+)", syntax)
+            line = int(number[1]) if number and place else None
+            self.add("template", syntax, task, key, file=place, line=line)
+            return False
+        ok = True
+        through_params = referenced_params(text, var=False)
+        for name in sorted(referenced_params(text, required=True) - set(self.spec.params)):
+            ok = False
+            said = f"'params.{name}'" if name in through_params else f"var({name!r})"
+            add(
+                "undefined-parameter",
+                f"template uses undefined parameter {said}."
+                f"{did_you_mean(name, list(self.spec.params))}",
+                "declare it under `params:` with a default",
+                *param_spellings(name),
+            )
+        for name in sorted(referenced_tasks(text) - self.known_ids):
+            ok = False
+            add(
+                "unknown-ref",
+                f"ref({name!r}) names no task.{did_you_mean(name, sorted(self.known_ids))}",
+                "ref() takes the id of a task of this pipeline",
+                *(f"ref('{name}')", f'ref("{name}")'),
+            )
+        for source, table in sorted(referenced_sources(text)):
+            if source_task(source, table) in self.known_ids:
                 continue
-            through_params = referenced_params(text, var=False)
-            for name in sorted(referenced_params(text, required=True) - set(self.spec.params)):
-                ok = False
-                said = f"'params.{name}'" if name in through_params else f"var({name!r})"
-                self.add(
-                    "undefined-parameter",
-                    f"template uses undefined parameter {said}."
-                    f"{did_you_mean(name, list(self.spec.params))}",
-                    task,
-                    (kind_key,),
-                    hint="declare it under `params:` with a default",
-                    **at(*param_spellings(name)),
-                )
-            for name in sorted(referenced_tasks(text) - self.known_ids):
-                ok = False
-                self.add(
-                    "unknown-ref",
-                    f"ref({name!r}) names no task.{did_you_mean(name, sorted(self.known_ids))}",
-                    task,
-                    (kind_key,),
-                    hint="ref() takes the id of a task of this pipeline",
-                    **at(f"ref('{name}')", f'ref("{name}")'),
-                )
-            for source, table in sorted(referenced_sources(text)):
-                if source_task(source, table) in self.known_ids:
-                    continue
-                ok = False
-                declared = sorted(i.replace("__", ".", 1) for i in self.known_ids if "__" in i)
-                self.add(
-                    "unknown-source",
-                    f"source({source!r}, {table!r}) is not declared."
-                    f"{did_you_mean(f'{source}.{table}', declared)}",
-                    task,
-                    (kind_key,),
-                    hint="declare it under `sources:` in the project file or a models/ .yml",
-                    **at(f"source('{source}'", f'source("{source}"'),
-                )
-            for name in sorted(undeclared_names(text) - self.macro_names):
-                ok = False
-                self.add(
-                    "undefined-variable",
-                    f"template uses undefined variable {name!r}."
-                    f"{did_you_mean(name, list(BUILTINS))}",
-                    task,
-                    (kind_key,),
-                    hint=f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
-                    **at(name),
-                )
-            if sql is not None and text == sql[0]:  # the task's SQL: a statement, a query
-                self.raw_params(task, text, sql[1])
+            ok = False
+            declared = sorted(i.replace("__", ".", 1) for i in self.known_ids if "__" in i)
+            add(
+                "unknown-source",
+                f"source({source!r}, {table!r}) is not declared."
+                f"{did_you_mean(f'{source}.{table}', declared)}",
+                "declare it under `sources:` in the project file or a models/ .yml",
+                *(f"source('{source}'", f'source("{source}"'),
+            )
+        for name in sorted(undeclared_names(text) - self.macro_names) if names else ():
+            ok = False
+            add(
+                "undefined-variable",
+                f"template uses undefined variable {name!r}.{did_you_mean(name, list(BUILTINS))}",
+                f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
+                name,
+            )
         return ok
 
     def raw_params(self, task: TaskSpec, sql: str, path: PathKey) -> None:
@@ -223,10 +206,7 @@ class TemplateChecks:
         sql = self._declared(task).sql
         if sql is None or not sql.file:
             return None
-        found = self.definition.base_dir / sql.file
-        with contextlib.suppress(ValueError):
-            return str(found.resolve().relative_to(Path.cwd().resolve()))
-        return str(found)
+        return shown_path(self.definition.base_dir / sql.file)
 
     def sql_line(self, task: TaskSpec, line_in_statement: int | None) -> int | None:
         """The line of a statement's line: in the pipeline file, or in the sql task's `file:`

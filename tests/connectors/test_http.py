@@ -53,6 +53,18 @@ def pipeline(api: Api, source: str, connection: str = "") -> str:
     """
 
 
+def to_parquet(api: Api, source: str, target: str, connection: str = "") -> str:
+    """`pipeline(api, source, connection)` with a load of its output into the Parquet file
+    `target`."""
+    return (
+        pipeline(api, source, connection)
+        + f"""
+          - id: out
+            load: {{input: t, to: parquet, path: {target}}}
+    """
+    )
+
+
 def extract(write: WritePipeline, api: Api, source: str, connection: str = "") -> RunResult:
     return run(write("p.yaml", pipeline(api, source, connection)))
 
@@ -896,13 +908,7 @@ def test_kill_9_mid_pages_then_resume_fetches_only_what_was_not_kept(
         return Reply(200, {"data": data, "next": following}, delay=0.15)
 
     source = "path: /slow, data_path: data, paginate: {type: cursor, cursor_path: next}"
-    text = (
-        pipeline(api, source)
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: out/slow.parquet}
-    """
-    )
+    text = to_parquet(api, source, "out/slow.parquet")
     path = write("p.yaml", text)
     process = _run_process(path, project)
     deadline = time.monotonic() + 60
@@ -941,13 +947,7 @@ def test_pages_fetched_while_conversion_lagged_are_not_fetched_again_after_a_kil
         return {"data": [{"id": page * 10 + i, "page": page} for i in range(10)], "next": following}
 
     source = "path: /held, data_path: data, paginate: {type: cursor, cursor_path: next}"
-    text = (
-        pipeline(api, source)
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: o.parquet}
-    """
-    )
+    text = to_parquet(api, source, "o.parquet")
     path = write("p.yaml", text)
     process = _run_process(path, project, fault="http.convert")
     deadline = time.monotonic() + 60
@@ -983,12 +983,10 @@ def _eight_pages(api: Api, bad: set[int]) -> str:
             data[5] = {"id": "five"}
         return {"data": data, "next": page + 1 if page < 7 else None}
 
-    return (
-        pipeline(api, "path: /held, data_path: data, paginate: {type: cursor, cursor_path: next}")
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: o.parquet}
-    """
+    return to_parquet(
+        api,
+        "path: /held, data_path: data, paginate: {type: cursor, cursor_path: next}",
+        "o.parquet",
     )
 
 
@@ -1084,13 +1082,7 @@ def test_kill_9_mid_fan_out_then_resume_fetches_only_the_children_in_flight(
     from polars.testing import assert_frame_equal
 
     _fan_out_api(api, delay=0.05)
-    text = (
-        pipeline(api, FAN_OUT, ", max_concurrency: 2")
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: out/items.parquet}
-    """
-    )
+    text = to_parquet(api, FAN_OUT, "out/items.parquet", ", max_concurrency: 2")
     path = write("p.yaml", text)
     process = _run_process(path, project)
 
@@ -1140,13 +1132,7 @@ def test_children_fetched_while_the_parent_order_waited_are_not_fetched_again_af
     from polars.testing import assert_frame_equal
 
     _fan_out_api(api, delay=0.0)
-    text = (
-        pipeline(api, FAN_OUT, ", max_concurrency: 2")
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: out/items.parquet}
-    """
-    )
+    text = to_parquet(api, FAN_OUT, "out/items.parquet", ", max_concurrency: 2")
     path = write("p.yaml", text)
 
     def children() -> list[tuple[str, str]]:
@@ -1197,13 +1183,7 @@ def test_a_child_cut_short_goes_on_from_its_last_page_on_resume(
 
     for order in range(1, 6):
         api.routes[f"/orders/{order}/items"] = items
-    text = (
-        pipeline(api, FAN_OUT, ", max_concurrency: 1")
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: out/items.parquet}
-    """
-    )
+    text = to_parquet(api, FAN_OUT, "out/items.parquet", ", max_concurrency: 1")
     path = write("p.yaml", text)
     assert not run(path).ok
     broken.clear()
@@ -1300,13 +1280,7 @@ def test_a_resumed_fan_out_whose_parent_page_changed_starts_afresh(
 
     for order in [*range(1, 21), 100]:
         api.routes[f"/orders/{order}/items"] = items
-    text = (
-        pipeline(api, FAN_OUT, ", max_concurrency: 1")
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: out/items.parquet}
-    """
-    )
+    text = to_parquet(api, FAN_OUT, "out/items.parquet", ", max_concurrency: 1")
     path = write("p.yaml", text)
     assert not run(path).ok
     assert list((project / ".arrowline").rglob(".checkpoint-*/progress.jsonl"))
@@ -1411,13 +1385,7 @@ def test_a_fan_out_failed_at_the_last_parent_of_a_page_resumes_every_row_once(
 
     for order in range(1, 11):
         api.routes[f"/orders/{order}/items"] = items
-    text = (
-        pipeline(api, FAN_OUT, ", max_concurrency: 1")
-        + """
-          - id: out
-            load: {input: t, to: parquet, path: out/items.parquet}
-    """
-    )
+    text = to_parquet(api, FAN_OUT, "out/items.parquet", ", max_concurrency: 1")
     path = write("p.yaml", text)
     for fail in (10, 6, 2):
         broken.add(fail)
