@@ -371,16 +371,22 @@ class _Composer:
                 tasks.append(self.made(task, where))
         return tasks
 
+    def configured(
+        self, roots: list[Path], pattern: str, tree: dict[str, Any], allowed: set[str], key: str
+    ) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Each file of a model or seed that can name a task, with the settings its folders
+        give it."""
+        what = key.removesuffix("s")
+        for root, path in _files(roots, pattern):
+            if self.named_well(path, what):
+                parts = (*path.relative_to(root).parent.parts, path.stem)
+                yield path, self.settings(tree, parts, allowed, key)
+
     def models(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        for root, path in _files(roots, "*.sql"):
-            if not self.named_well(path, "model"):
-                continue
-            relative = path.relative_to(root)
-            parts = (*relative.parent.parts, path.stem)
-            settings = self.settings(tree, parts, _SETTINGS, "models")
+        for path, folders in self.configured(roots, "*.sql", tree, _SETTINGS, "models"):
             own = self.own_config(path)
-            tags = [*_listed(settings.get("tags")), *_listed(own.get("tags"))]
-            settings |= own | ({"tags": list(dict.fromkeys(tags))} if tags else {})
+            tags = [*_listed(folders.get("tags")), *_listed(own.get("tags"))]
+            settings = folders | own | ({"tags": list(dict.fromkeys(tags))} if tags else {})
             if settings.get("enabled", True) is False:
                 continue
             task: dict[str, Any] = {
@@ -417,12 +423,7 @@ class _Composer:
             yield self.made(task, path.relative_to(self.root).as_posix())
 
     def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        for root, path in _files(roots, "*.csv"):
-            if not self.named_well(path, "seed"):
-                continue
-            relative = path.relative_to(root)
-            parts = (*relative.parent.parts, path.stem)
-            settings = self.settings(tree, parts, _SEED_SETTINGS, "seeds")
+        for path, settings in self.configured(roots, "*.csv", tree, _SEED_SETTINGS, "seeds"):
             if settings.get("enabled", True) is False:
                 continue
             extract: dict[str, Any] = {
