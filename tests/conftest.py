@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from loguru import logger
 
 from engine.cli.logs import PACKAGES
+from engine.core.problems import Problem
 
 T = TypeVar("T")
 
@@ -196,3 +197,18 @@ def pg(
     monkeypatch.setenv("TEST_PG_URI", pg_uri)
     yield schema
     schema.execute(f"drop schema if exists {name} cascade", forget)
+
+
+def problems_of(path: Path) -> list[Problem]:
+    """What validating the pipeline (file or SQL project folder) at `path` reports."""
+    from engine.tasks.checks import check_file
+
+    return check_file(path)[1]
+
+
+def only(problems: list[Problem], code: str) -> Problem:
+    """The one problem of `code` among `problems` (the assertion names all when there is not
+    exactly one)."""
+    found = [p for p in problems if p.code == code]
+    assert len(found) == 1, f"expected one {code}, got {[p.format() for p in problems]}"
+    return found[0]

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.api.pipeline import run
-from engine.core.problems import Problem
-from engine.tasks.checks import check_file
-from tests.conftest import WritePipeline
+from tests.conftest import WritePipeline, problems_of
 
 PIPELINE = """
     pipeline: shop
@@ -87,19 +85,15 @@ def test_thresholds_decide_as_dbt_does(write: WritePipeline) -> None:
     assert not run(_pipeline(write, strict)).ok
 
 
-def _problems(path: Path) -> list[Problem]:
-    return check_file(path)[1]
-
-
 def test_wrong_tests_are_refused_at_their_line(write: WritePipeline) -> None:
     unknown = _pipeline(write, "relationships: {column: customer_id, to: custmers, field: id}")
-    (problem,) = [p for p in _problems(unknown) if p.code == "unknown-dependency"]
+    (problem,) = [p for p in problems_of(unknown) if p.code == "unknown-dependency"]
     assert "refers to unknown task 'custmers'. Did you mean 'customers'?" in problem.message
     assert problem.line == 13  # the test's own line
     two = _pipeline(write, "{unique: id, not_null: id}")
-    assert any("give exactly one of" in p.message for p in _problems(two))
+    assert any("give exactly one of" in p.message for p in problems_of(two))
     threshold = _pipeline(write, "{unique: id, error_if: 'lots'}")
-    assert any(p.code == "invalid-value" for p in _problems(threshold))
+    assert any(p.code == "invalid-value" for p in problems_of(threshold))
     path = write(
         "q.yaml",
         """
@@ -111,7 +105,7 @@ def test_wrong_tests_are_refused_at_their_line(write: WritePipeline) -> None:
             tests: [{unique: x}]
         """,
     )
-    (problem,) = [p for p in _problems(path) if p.code == "tests-not-here"]
+    (problem,) = [p for p in problems_of(path) if p.code == "tests-not-here"]
     assert "an ephemeral one keeps none" in problem.message
 
 
@@ -164,7 +158,7 @@ def test_a_cycle_a_relationships_test_makes_is_named_with_the_test(write: WriteP
             sql: select customer_id as id from orders
         """,
     )
-    (problem,) = [p for p in _problems(path) if p.code == "cycle"]
+    (problem,) = [p for p in problems_of(path) if p.code == "cycle"]
     assert (
         "made by the test relationships(customer_id -> customers.id) of orders" in problem.message
     )

@@ -11,10 +11,8 @@ import pytest
 
 from engine.api.pipeline import plan, run
 from engine.core.errors import ParameterError
-from engine.core.problems import Problem
 from engine.spec.templates import referenced_params, referenced_tasks, unfiltered_sql_params
-from engine.tasks.checks import check_file
-from tests.conftest import WritePipeline
+from tests.conftest import WritePipeline, problems_of
 
 SHOP = """
     pipeline: shop
@@ -36,10 +34,6 @@ SHOP = """
 """
 
 
-def _problems(path: Path) -> list[Problem]:
-    return check_file(path)[1]
-
-
 def _loaded(project: Path) -> list[tuple[int, int]]:
     with duckdb.connect(str(project / "out" / "shop.duckdb"), read_only=True) as db:
         return db.sql("select id, amount from big order by id").fetchall()
@@ -49,7 +43,7 @@ def test_ref_names_the_upstream_task_and_var_its_parameter(
     write: WritePipeline, project: Path
 ) -> None:
     path = write("p.yaml", SHOP)
-    assert _problems(path) == []
+    assert problems_of(path) == []
     the_plan = plan(path)
     assert the_plan.task("big_orders").inputs == ("orders",)  # the dependency ref() makes
     assert "from orders" in (the_plan.task("big_orders").sql or "")
@@ -98,8 +92,8 @@ def test_a_wrong_ref_or_var_is_refused_at_its_line(
         "var('region') | sql_literal": "var('region')",
     }[edit]
     path = write("p.yaml", SHOP.replace(edit, broken))
-    found = [p for p in _problems(path) if p.code == code]
-    assert len(found) == 1, [p.format() for p in _problems(path)]
+    found = [p for p in problems_of(path) if p.code == code]
+    assert len(found) == 1, [p.format() for p in problems_of(path)]
     assert said in found[0].message
     assert found[0].line == 10  # the big_orders task's `sql:`
     assert found[0].task_id == "big_orders"
@@ -163,8 +157,8 @@ def test_a_text_parameter_handed_around_before_it_is_printed_is_still_refused(
             sql: "select 1 as x where 'north' = {printed.replace('"', "'")}"
         """,
     )
-    codes = [p.code for p in _problems(path)]
-    assert "unquoted-parameter" in codes, [p.format() for p in _problems(path)]
+    codes = [p.code for p in problems_of(path)]
+    assert "unquoted-parameter" in codes, [p.format() for p in problems_of(path)]
 
 
 def test_var_hands_a_template_no_way_into_the_parameters() -> None:

@@ -15,8 +15,7 @@ from click.testing import Result
 from polars.testing import assert_frame_equal
 
 from engine.api.pipeline import plan, run
-from engine.core.problems import Problem
-from engine.tasks.checks import check_file
+from tests.conftest import only, problems_of
 
 SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
 
@@ -113,20 +112,10 @@ def test_a_project_folder_is_a_pipeline_for_the_command_line(
     assert result.exit_code == 0, result.output
 
 
-def _problems(folder: Path) -> list[Problem]:
-    return check_file(folder)[1]
-
-
-def _one(problems: list[Problem], code: str) -> Problem:
-    found = [p for p in problems if p.code == code]
-    assert len(found) == 1, [p.format() for p in problems]
-    return found[0]
-
-
 def test_a_model_reading_what_is_not_there_is_named_at_its_line(shop: Path) -> None:
     model = shop / "models" / "marts" / "orders.sql"
     model.write_text(model.read_text().replace("ref('stg_orders')", "ref('stg_order')"))
-    problem = _one(_problems(shop), "unknown-ref")
+    problem = only(problems_of(shop), "unknown-ref")
     assert Path(problem.file or "").resolve() == model
     lines = model.read_text().splitlines()
     assert problem.line == 1 + next(i for i, t in enumerate(lines) if "ref('stg_order')" in t)
@@ -135,7 +124,7 @@ def test_a_model_reading_what_is_not_there_is_named_at_its_line(shop: Path) -> N
 
 def test_two_models_of_one_name_are_refused_naming_both_files(shop: Path) -> None:
     (shop / "models" / "marts" / "stg_orders.sql").write_text("select 1 as x")
-    problem = _one(_problems(shop), "duplicate-id")
+    problem = only(problems_of(shop), "duplicate-id")
     assert "models/marts/stg_orders.sql" in problem.message
     assert "models/staging/stg_orders.sql" in problem.message
 
@@ -143,18 +132,18 @@ def test_two_models_of_one_name_are_refused_naming_both_files(shop: Path) -> Non
 def test_wrong_settings_are_named_where_they_are_written(shop: Path) -> None:
     settings = shop / "arrowline_project.yml"
     settings.write_text(settings.read_text().replace("+tags: [marts]", "+tgas: [marts]"))
-    problem = _one(_problems(shop), "unknown-key")
+    problem = only(problems_of(shop), "unknown-key")
     assert (Path(problem.file or "").name, problem.line) == ("arrowline_project.yml", 17)
     assert "'+tgas'" in problem.message
 
     model = shop / "models" / "marts" / "customers.sql"
     model.write_text("{{ config(materialized='incremental') }}\n" + model.read_text())
-    problem = _one(_problems(shop), "not-supported")
+    problem = only(problems_of(shop), "not-supported")
     assert Path(problem.file or "").resolve() == model
     assert "materialized 'incremental' is not supported for models yet" in problem.message
 
     model.write_text("{{ config(materialized=var('m')) }}\nselect 1 as x\n")
-    problem = _one(_problems(shop), "invalid-value")
+    problem = only(problems_of(shop), "invalid-value")
     assert (Path(problem.file or "").resolve(), problem.line) == (model, 1)
 
 
@@ -179,14 +168,14 @@ def test_a_source_is_read_by_the_extract_its_table_declares(shop: Path) -> None:
 def test_an_undeclared_source_or_a_table_without_extract_is_named_at_its_line(shop: Path) -> None:
     model = shop / "models" / "staging" / "stg_payments.sql"
     model.write_text(model.read_text().replace("'payments'", "'payment'"))
-    problem = _one(_problems(shop), "unknown-source")
+    problem = only(problems_of(shop), "unknown-source")
     assert Path(problem.file or "").resolve() == model
     assert problem.line == 3
     assert "Did you mean 'stripe.payments'" in problem.message
 
     sources = shop / "models" / "staging" / "_sources.yml"
     sources.write_text(sources.read_text().replace("extract:", "extrakt:"))
-    problem = _one(_problems(shop), "invalid-value")
+    problem = only(problems_of(shop), "invalid-value")
     assert (Path(problem.file or "").resolve(), problem.line) == (sources, 7)  # the table
     assert "stripe.payments needs `extract:`" in problem.message
 
@@ -246,9 +235,9 @@ def test_a_test_this_cannot_run_is_said(shop: Path) -> None:
         "    tests: [dbt_utils.expression_is_true]\n"
         "    columns:\n      - name: first_name\n        tests: [dbt_expectations.x]\n"
     )
-    said = sorted((p.line, p.message) for p in _problems(shop) if p.code == "not-supported")
+    said = sorted((p.line, p.message) for p in problems_of(shop) if p.code == "not-supported")
     assert [line for line, _ in said] == [4, 7]
-    assert all(p.severity == "warning" for p in _problems(shop) if p.code == "not-supported")
+    assert all(p.severity == "warning" for p in problems_of(shop) if p.code == "not-supported")
 
 
 def test_macros_are_callable_by_name_and_importable_by_file(shop: Path) -> None:
@@ -267,10 +256,10 @@ def test_a_macro_is_checked_as_a_template_is_at_its_own_line(shop: Path) -> None
     macros.write_text(
         macros.read_text() + "\n{% macro region() %}\n  {{ var('start_date') }}\n{% endmacro %}\n"
     )
-    problem = _one(_problems(shop), "unquoted-parameter")
+    problem = only(problems_of(shop), "unquoted-parameter")
     assert (Path(problem.file or "").resolve(), problem.line) == (macros, 7)
     macros.write_text("{% macro broken( %}\n{% endmacro %}\n")
-    in_file = [p for p in _problems(shop) if Path(p.file or "").resolve() == macros]
+    in_file = [p for p in problems_of(shop) if Path(p.file or "").resolve() == macros]
     assert [(p.code, p.line) for p in in_file] == [("template", 1)]
 
 
@@ -298,7 +287,7 @@ def test_dbt_project_files_as_dbt_writes_them(shop: Path) -> None:
         "    stagging: {+tags: [typo]}\n"
         "  dbt_utils: {+enabled: false}\n"
     )
-    problems = _problems(shop)
+    problems = problems_of(shop)
     warnings = sorted((p.code, p.line) for p in problems if p.severity == "warning")
     assert warnings == [("not-supported", 9), ("unknown-key", 8)], [p.format() for p in problems]
     assert not [p for p in problems if p.severity == "error"], [p.format() for p in problems]
@@ -310,19 +299,19 @@ def test_dbt_project_files_as_dbt_writes_them(shop: Path) -> None:
 def test_a_file_name_that_cannot_name_a_table_is_named_with_the_fix(shop: Path) -> None:
     bad = shop / "models" / "marts" / "stg-orders.sql"
     bad.write_text("select 1 as x")
-    problem = _one(_problems(shop), "invalid-name")
+    problem = only(problems_of(shop), "invalid-name")
     assert Path(problem.file or "").resolve() == bad
     assert problem.hint == "rename the file, e.g. to 'stg_orders'"
     bad.unlink()
     (shop / "models" / "marts" / "Customers.sql").write_text("select 1 as x")
-    problem = _one(_problems(shop), "duplicate-id")
+    problem = only(problems_of(shop), "duplicate-id")
     assert "table names ignore case" in problem.message
 
 
 def test_an_unknown_filter_in_a_model_is_a_problem_at_its_line(shop: Path) -> None:
     model = shop / "models" / "marts" / "customers.sql"
     model.write_text("select 1 as x\nfrom {{ ref('stg_orders') | nosuch }}\n")
-    problem = _one(_problems(shop), "template")
+    problem = only(problems_of(shop), "template")
     assert (Path(problem.file or "").resolve(), problem.line) == (model, 2)
     assert "No filter named 'nosuch'" in problem.message
 
@@ -355,7 +344,7 @@ def test_dbt_test_shapes_in_a_property_file(shop: Path) -> None:
         "          - unique: {config: {where: 'order_id > 3'}}\n"
         "          - accepted_values: {quote: false}\n"
     )
-    problems = _problems(shop)
+    problems = problems_of(shop)
     said = sorted((Path(p.file or "").name, p.line, p.code, p.severity) for p in problems)
     assert said == [
         ("schema.yml", 6, "not-supported", "warning"),  # stg_customers is ephemeral
@@ -373,6 +362,6 @@ def test_dbt_test_shapes_in_a_property_file(shop: Path) -> None:
 def test_an_empty_project_says_where_models_go(project: Path) -> None:
     (project / "empty").mkdir()
     (project / "empty" / "arrowline_project.yml").write_text("name: nothing\n")
-    (problem,) = _problems(project / "empty")
+    (problem,) = problems_of(project / "empty")
     assert problem.code == "no-tasks"
     assert "no .sql model or .csv seed under empty/models, empty/seeds" in problem.message

@@ -9,20 +9,8 @@ from pathlib import Path
 import pytest
 
 from connectors.registry import source_models
-from engine.core.problems import Problem
 from engine.tasks.checks import check_file
-from tests.conftest import WritePipeline
-
-
-def problems_of(path: Path) -> list[Problem]:
-    _, problems = check_file(path)
-    return problems
-
-
-def only(problems: list[Problem], code: str) -> Problem:
-    found = [p for p in problems if p.code == code]
-    assert len(found) == 1, f"expected one {code}, got {[p.format() for p in problems]}"
-    return found[0]
+from tests.conftest import WritePipeline, only, problems_of
 
 
 def test_valid_pipeline_has_no_problems(write: WritePipeline) -> None:
