@@ -203,13 +203,23 @@ def _with_macros(
     `var` and `params` as the template calling it does)."""
     if not context.macros:
         return env
-    overlay = env.overlay(loader=jinja2.DictLoader(dict(context.macros)))
-    assert isinstance(overlay, ImmutableSandboxedEnvironment)
+    overlay = _overlay(env, context.macros)
     defined: dict[str, Any] = {}
     for name, _ in context.macros:
         module = overlay.get_template(name).make_module(variables)
         defined |= {k: v for k, v in vars(module).items() if not k.startswith("_")}
     variables.update({k: v for k, v in defined.items() if k not in variables})
+    return overlay
+
+
+@functools.lru_cache(maxsize=32)
+def _overlay(
+    env: ImmutableSandboxedEnvironment, macros: tuple[tuple[str, str], ...]
+) -> ImmutableSandboxedEnvironment:
+    """`env` with the macro files to load: one per set of files, so each file is parsed once
+    however many templates a plan renders, not once per template."""
+    overlay = env.overlay(loader=jinja2.DictLoader(dict(macros)))
+    assert isinstance(overlay, ImmutableSandboxedEnvironment)
     return overlay
 
 
