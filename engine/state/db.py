@@ -79,9 +79,10 @@ class CatalogLocation:
         return self.uri is not None
 
     def exists(self) -> bool:
-        """False only for an embedded catalog no run has created yet: a shared one is created
-        on first use by whichever process comes first, readers included."""
-        return self.shared or self.path.exists()
+        """False for an embedded catalog no run has made yet: no file, or a file whose tables
+        the process creating it has not committed. A shared one is created on first use by
+        whichever process comes first, readers included."""
+        return self.shared or _made(self.path)
 
     def describe(self) -> str:
         """For messages and logs: the URI without its password."""
@@ -181,6 +182,33 @@ def _enter_wal(connection: sqlite3.Connection, patience: float = 30.0) -> None:
         pause = min(pause * 2, 0.2)
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(
+        f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False
+    )
+
+
+def _has_tables(connection: sqlite3.Connection) -> bool:
+    return bool(
+        connection.execute("select 1 from sqlite_master where name = 'task_runs'").fetchall()
+    )
+
+
+def _made(path: Path) -> bool:
+    """Whether the file holds a catalog's tables. The file of a new catalog exists a moment
+    before them: its creator makes them in one transaction, which a reader does not see until
+    it commits."""
+    if not path.exists():
+        return False
+    connection = _open_read_only(path)
+    try:
+        return _has_tables(connection)
+    except sqlite3.DatabaseError:
+        return True  # not a catalog at all: opening it says so
+    finally:
+        connection.close()
+
+
 class SqliteDatabase(Database):
     def __init__(self, path: Path, *, writable: bool) -> None:
         super().__init__()
@@ -196,13 +224,13 @@ class SqliteDatabase(Database):
                     f"no arrowline catalog at {path}",
                     hint="run a pipeline first; the catalog is created by the first run",
                 )
-            connection = sqlite3.connect(
-                f"file:{path}?mode=ro",
-                uri=True,
-                timeout=30,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            connection = _open_read_only(path)
+            if not _has_tables(connection):
+                connection.close()
+                raise StateError(
+                    f"no arrowline catalog at {path}: the file has no tables yet",
+                    hint="a first run is creating it, or the file is not an arrowline catalog",
+                )
         connection.row_factory = sqlite3.Row
         with self._full_disk_said():  # a new catalog's first pages and its WAL need space
             connection.execute("pragma busy_timeout = 30000")

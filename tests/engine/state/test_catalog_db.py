@@ -455,3 +455,36 @@ def test_a_copy_reads_and_writes_a_table_in_batches(write: WritePipeline, projec
     report = copy_catalog(source, target, batch_size=4)  # more transitions than one batch
     assert report.rows["transitions"] > 4
     assert _tables(target) == _tables(source)
+
+
+def test_a_run_planned_while_another_process_creates_the_catalog_sees_it_empty(
+    tmp_path: Path,
+) -> None:
+    """The file of a new catalog exists before its tables do: a run that plans in that moment
+    (its reader opens the file read-only) found no `task_runs` and failed, one of four runs
+    started together in an empty project. It must plan as before the first run, then wait for
+    the writer and run."""
+    (tmp_path / "p.yaml").write_text("pipeline: p\ntasks:\n  - id: t\n    sql: select 1 as x\n")
+    path = tmp_path / ".arrowline" / "catalog.db"
+    path.parent.mkdir()
+    creator = sqlite3.connect(path, isolation_level=None)
+    creator.execute("pragma journal_mode = wal")
+    creator.execute("begin immediate")
+    creator.execute("create table placeholder (x integer)")  # the creator's tables, uncommitted
+    assert not CatalogLocation(path).exists()
+    with pytest.raises(StateError, match=r"no arrowline catalog at .*: the file has no tables yet"):
+        CatalogReader(path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", "p.yaml", "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # the run has planned and waits for the creator's transaction
+    creator.execute("rollback")
+    creator.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    with CatalogReader(path) as reader:
+        assert [run.state.value for run in reader.runs()] == ["SUCCESS"]
