@@ -23,15 +23,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import DataError
 from engine.core.schemachange import SchemaChange
 from engine.core.sqltext import quote_identifier
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 __all__ = [
     "Column",
     "SchemaDiff",
+    "arrow_type_name",
     "diff",
     "duckdb_type_name",
     "replacing_policy",
@@ -263,3 +267,36 @@ def sql_type_of_duckdb(type_name: str) -> str:
     if decimal:
         return f"DECIMAL({decimal.group(1)},{decimal.group(2)})"
     return _TO_DUCKDB.get(type_name, type_name.upper())
+
+
+def arrow_type_name(arrow_type: pa.DataType) -> str:
+    """An Arrow type as `compatibility` names it, for sinks that store Arrow's types (Delta,
+    Iceberg); types without a PostgreSQL name keep Arrow's, so they only ever match themselves."""
+    import pyarrow as pa
+
+    t = arrow_type
+    if pa.types.is_dictionary(t):
+        return arrow_type_name(t.value_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return arrow_type_name(t.value_type) + "[]"
+    if pa.types.is_decimal(t):
+        return f"numeric({t.precision},{t.scale})"
+    if pa.types.is_timestamp(t):
+        zone = "with" if t.tz is not None else "without"
+        return f"timestamp {zone} time zone"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "text"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "bytea"
+    simple = {
+        pa.int8(): "smallint",
+        pa.int16(): "smallint",
+        pa.int32(): "integer",
+        pa.int64(): "bigint",
+        pa.float32(): "real",
+        pa.float64(): "double precision",
+        pa.bool_(): "boolean",
+        pa.date32(): "date",
+        pa.date64(): "date",
+    }
+    return simple.get(t, str(t))

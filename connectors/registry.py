@@ -36,6 +36,7 @@ CONNECTORS: dict[str, str] = {
     "postgres": "connectors.postgres",
     "generate": "connectors.generate",
     "http": "connectors.http",
+    "delta": "connectors.delta",
 }
 """Name -> the package holding its descriptor, in the order the reference lists them."""
 

@@ -1,0 +1,118 @@
+"""Delta Lake tables: a source (a version, its columns, a filter, incremental by version) and a
+sink whose every load is one commit holding its run and watermarks (delta-rs, embedded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from connectors.base import (
+    Capabilities,
+    Connector,
+    ConnectorContext,
+    IncrementalSpec,
+    NamingContext,
+    SinkResult,
+    SinkState,
+    Unknown,
+)
+from connectors.delta.config import DeltaSink, DeltaSource
+from connectors.delta.reference import SECTIONS
+from engine.core.config import ConfigModel
+from engine.core.errors import Classification
+from engine.core.files import FileVersion
+from engine.core.places import Place
+from engine.core.problems import Finding
+from engine.core.tables import InputTable
+
+__all__ = ["CONNECTOR", "DeltaConnector"]
+
+
+class DeltaConnector(Connector):
+    name = "delta"
+    capabilities = Capabilities(
+        transactional=True,
+        load_modes=("append", "replace", "merge"),
+        sqlglot_dialect=None,
+    )
+    source = DeltaSource
+    sink = DeltaSink
+    reference = SECTIONS
+
+    def incremental(self, config: ConfigModel) -> IncrementalSpec | None:
+        from connectors.delta.source import VERSION_COLUMN
+
+        if isinstance(config, DeltaSource) and config.incremental:
+            return IncrementalSpec(cursor=VERSION_COLUMN)
+        return None
+
+    def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
+        """OpenLineage's naming of a table in storage: `file` and its absolute folder, or the
+        URI's scheme and bucket and the path inside."""
+        from connectors.delta.table import is_uri, table_location
+
+        assert isinstance(config, DeltaSource | DeltaSink)
+        if is_uri(config.path) and not config.path.startswith("file://"):
+            parts = urlsplit(config.path)
+            return Place(
+                f"delta:{config.path}",
+                f"{parts.scheme}://{parts.netloc}",
+                paths=(parts.path.lstrip("/"),),
+            )
+        location = table_location(config.path, ctx.base_dir.resolve())
+        return Place(f"delta:{config.path}", "file", paths=(location,))
+
+    def check(self, config: ConfigModel, base_dir: Path) -> list[Finding]:
+        from connectors.delta.table import is_uri, table_location
+
+        if not isinstance(config, DeltaSource) or "{{" in config.path or is_uri(config.path):
+            return []
+        location = Path(table_location(config.path, base_dir))
+        if (location / "_delta_log").is_dir():
+            return []
+        message = f"no Delta table at {config.path!r} yet (no _delta_log folder)"
+        return [Finding("no-files", message, ("path",), "warning")]
+
+    def schema(self, config: ConfigModel, ctx: ConnectorContext) -> pa.Schema | Unknown:
+        from connectors.delta.source import delta_schema
+
+        assert isinstance(config, DeltaSource)
+        return delta_schema(config, ctx)
+
+    def observe(self, config: ConfigModel, base_dir: Path) -> tuple[FileVersion, ...] | None:
+        """The table's version: a new commit is something else to read."""
+        from connectors.delta.table import open_table, table_location
+
+        assert isinstance(config, DeltaSource)
+        location = table_location(config.path, base_dir)
+        table = open_table(location, version=config.version, as_of=config.as_of)
+        return ((location, table.version() if table is not None else -1, 0),)
+
+    def open(self, config: ConfigModel, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+        from connectors.delta.source import open_delta
+
+        assert isinstance(config, DeltaSource)
+        return open_delta(config, ctx)
+
+    def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
+        from connectors.delta.sink import write_delta
+
+        assert isinstance(config, DeltaSink)
+        return write_delta(table, config, ctx)
+
+    def state(self, config: ConfigModel) -> SinkState | None:
+        from connectors.delta import state
+
+        return state
+
+    def classify(self, exc: BaseException) -> Classification | None:
+        from deltalake.exceptions import CommitFailedError
+
+        if isinstance(exc, CommitFailedError):
+            return Classification(True, "CommitFailedError")
+        return None
+
+
+CONNECTOR = DeltaConnector()

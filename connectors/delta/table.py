@@ -1,0 +1,189 @@
+"""What the Delta source and sink share: where a table is, opening it, its Arrow schema, its
+errors as arrowline's, and the ledger of arrowline's loads in its commit log.
+
+The ledger: every load commits one `arrowline` entry in its commit's metadata (Delta's
+commitInfo), JSON holding the pipeline, the load task, the run, the rows, a sequence number,
+and the watermarks of every extract whose rows the table holds. The same commit carries a
+Delta application transaction (`txn`) `arrowline:<pipeline>:<task>` at that sequence number,
+so two writers of one load conflict instead of both committing. The newest entry of a
+(pipeline, task) is therefore the truth about it, committed atomically with the rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from engine.core.errors import ArrowlineError, DataError, TaskError, TransientTaskError, disk_full
+from engine.core.watermark import Watermark
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+__all__ = [
+    "LEDGER_KEY",
+    "Load",
+    "arrow_schema",
+    "history",
+    "last_load",
+    "open_table",
+    "table_location",
+    "translate",
+]
+
+LEDGER_KEY = "arrowline"
+"""The commitInfo key of arrowline's entry."""
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def table_location(path: str, base_dir: Path) -> str:
+    """A URI as it is; a local folder made absolute (relative to the pipeline file)."""
+    if is_uri(path) and not path.startswith("file://"):
+        return path
+    local = Path(path.removeprefix("file://")).expanduser()
+    return str(local if local.is_absolute() else (base_dir / local).resolve())
+
+
+def _library() -> Any:
+    try:
+        import deltalake
+    except ImportError as exc:  # pragma: no cover - the extra is part of dev
+        from engine.core.errors import DefinitionError
+
+        raise DefinitionError(
+            "Delta tables need the deltalake library", hint="pip install 'arrowline[delta]'"
+        ) from exc
+    return deltalake
+
+
+def open_table(
+    location: str, *, version: int | None = None, as_of: Any = None
+) -> DeltaTable | None:
+    """The table at `location` (at `version`, or as of a datetime), None when there is none."""
+    deltalake = _library()
+    if not deltalake.DeltaTable.is_deltatable(location):
+        return None
+    try:
+        table: DeltaTable = deltalake.DeltaTable(location, version=version)
+        if as_of is not None:
+            table.load_as_version(as_of)
+    except Exception as exc:
+        raise translate(exc, f"opening the Delta table {location}") from None
+    return table
+
+
+def arrow_schema(table: DeltaTable) -> pa.Schema:
+    """The table's schema as pyarrow's (delta-rs hands over an arro3 schema)."""
+    return pa.schema(table.schema().to_arrow())
+
+
+@dataclass(frozen=True)
+class Load:
+    """One arrowline load as its commit recorded it."""
+
+    version: int
+    run_id: str
+    rows: int
+    sequence: int
+    watermarks: dict[str, tuple[Watermark, str]] = field(default_factory=dict)
+    """extract -> (watermark, the run that committed it)."""
+
+    def entry(self, pipeline: str, task: str) -> str:
+        return json.dumps(
+            {
+                "pipeline": pipeline,
+                "task": task,
+                "run_id": self.run_id,
+                "rows": self.rows,
+                "sequence": self.sequence,
+                "watermarks": {
+                    extract: [value.to_json(), run]
+                    for extract, (value, run) in self.watermarks.items()
+                },
+            }
+        )
+
+
+def app_id(pipeline: str, task: str) -> str:
+    """The Delta application transaction of one load."""
+    return f"arrowline:{pipeline}:{task}"
+
+
+def history(table: DeltaTable) -> Iterator[dict[str, Any]]:
+    """The table's commits, newest first, read a growing page at a time (most questions are
+    answered by the last few commits)."""
+    seen, limit = 0, 16
+    while True:
+        page = table.history(limit)
+        yield from page[seen:]
+        if len(page) < limit:
+            return
+        seen, limit = len(page), limit * 4
+
+
+def last_load(table: DeltaTable, pipeline: str, task: str) -> Load | None:
+    """The newest load of (pipeline, task) the commit log holds. When the table says the load
+    committed (its application transaction) but the log no longer holds the commit (log
+    retention, 30 days by default, removed it), that is said rather than taken as 'never'."""
+    if table.transaction_version(app_id(pipeline, task)) is None:
+        return None
+    for commit in history(table):
+        text = commit.get(LEDGER_KEY)
+        if not isinstance(text, str):
+            continue
+        entry = json.loads(text)
+        if entry.get("pipeline") != pipeline or entry.get("task") != task:
+            continue
+        return Load(
+            version=int(commit["version"]),
+            run_id=str(entry["run_id"]),
+            rows=int(entry["rows"]),
+            sequence=int(entry["sequence"]),
+            watermarks={
+                extract: (Watermark.from_json(value), str(run))
+                for extract, (value, run) in entry.get("watermarks", {}).items()
+            },
+        )
+    raise TaskError(
+        f"the Delta table {table.table_uri} says load {task!r} of pipeline {pipeline!r} "
+        "committed, but its commit is no longer in the table's log (log retention removed it); "
+        "its watermarks cannot be read from the table",
+        hint="set the watermark again with `arrowline state set` (or run with --full-refresh); "
+        "a longer delta.logRetentionDuration keeps it",
+    )
+
+
+def translate(
+    exc: BaseException, what: str, path: str | None = None, *, data_hint: str | None = None
+) -> ArrowlineError:
+    """A deltalake exception as an arrowline error: a lost commit race may go away on retry,
+    a schema mismatch or rows that fail the table's checks are about the data (`data_hint`
+    says what the load asked of them), the rest is terminal."""
+    from deltalake.exceptions import CommitFailedError, SchemaMismatchError
+
+    if isinstance(exc, ArrowlineError):
+        return exc
+    if path is not None and not is_uri(path):
+        full = disk_full(exc, Path(path))
+        if full is not None:
+            return full
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, CommitFailedError):
+        return TransientTaskError(
+            f"{what}: another writer committed to the table first ({message})",
+            hint="the load is retried from its start; give the task more `retry` attempts "
+            "when writers of one table often overlap",
+        )
+    if isinstance(exc, SchemaMismatchError | pa.ArrowInvalid) or "Invalid data found" in message:
+        return DataError(
+            f"{what}: {message.removeprefix('Generic DeltaTable error: ')}", hint=data_hint
+        )
+    return TaskError(f"{what}: {message}")
