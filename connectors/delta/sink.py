@@ -129,6 +129,7 @@ def _reader(
             except DataError as exc:
                 failures.append(exc)
                 raise
+        fault_point("delta.input_read")  # data files being written, nothing committed
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 

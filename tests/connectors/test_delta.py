@@ -5,21 +5,27 @@ tmp_path, read back with deltalake itself."""
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from hypothesis import HealthCheck, given, settings
+from polars.testing import assert_frame_equal
+from polars.testing.parametric import dataframes
 
 from connectors.base import ConnectorContext, SinkResult
 from connectors.delta import state
 from connectors.delta.config import DeltaSink, DeltaSource
-from connectors.delta.sink import write_delta
+from connectors.delta.sink import storable_schema, write_delta
 from connectors.delta.source import open_delta
+from connectors.evolution import arrow_type_name
 from connectors.registry import connector
 from engine.core.errors import DataError, StateError, TransientTaskError
 from engine.core.tables import InputTable
@@ -27,7 +33,7 @@ from engine.core.watermark import Watermark, WatermarkUpdate
 from tests.conftest import at_once
 
 
-def given(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable:
+def staged(tmp_path: Path, table: pa.Table, name: str = "in") -> InputTable:
     path = tmp_path / f"{name}.parquet"
     pq.write_table(table, path)
     return InputTable("t", "r", (path,), table.schema, table.num_rows)
@@ -45,7 +51,7 @@ def load(
     watermarks: tuple[WatermarkUpdate, ...] = (),
 ) -> SinkResult:
     ctx = ConnectorContext(tmp_path, "p", run_id, "load", pending_watermarks=watermarks)
-    return write_delta(given(tmp_path, data, f"in-{run_id}"), config, ctx)
+    return write_delta(staged(tmp_path, data, f"in-{run_id}"), config, ctx)
 
 
 def table_rows(tmp_path: Path, sort: str = "id", path: str = "lake/t") -> list[dict[str, Any]]:
@@ -260,8 +266,8 @@ def test_types_delta_cannot_hold_are_refused_and_unsigned_values_kept(tmp_path: 
 def test_two_merges_at_once_one_commits_and_the_other_is_told_to_retry(tmp_path: Path) -> None:
     config = sink(mode="merge", keys=["id"])
     load(tmp_path, pa.table({"id": list(range(100)), "v": ["a"] * 100}), config, "r0")
-    a = given(tmp_path, pa.table({"id": [1, 200], "v": ["A", "new"]}), "a")
-    b = given(tmp_path, pa.table({"id": [1, 300], "v": ["B", "new"]}), "b")
+    a = staged(tmp_path, pa.table({"id": [1, 200], "v": ["A", "new"]}), "a")
+    b = staged(tmp_path, pa.table({"id": [1, 300], "v": ["B", "new"]}), "b")
     outcomes = at_once(
         lambda: write_delta(a, config, ConnectorContext(tmp_path, "p", "ra", "load")),
         lambda: write_delta(b, config, ConnectorContext(tmp_path, "p", "rb", "load")),
@@ -363,3 +369,56 @@ def test_the_descriptor_knows_the_schema_and_version_before_reading(tmp_path: Pa
     )
     assert delta.observe(source, tmp_path) == ((str(tmp_path / "lake/t"), 0, 0),)
     assert delta.incremental(source).cursor == "_delta_version"  # type: ignore[union-attr]
+
+
+# -- every type, both ways --------------------------------------------------------------------
+
+DELTA_DTYPES = [
+    pl.Int8,
+    pl.Int16,
+    pl.Int32,
+    pl.Int64,
+    pl.UInt8,
+    pl.UInt16,
+    pl.UInt32,
+    pl.Float32,
+    pl.Float64,
+    pl.Boolean,
+    pl.String,
+    pl.Binary,
+    pl.Date,
+    pl.Datetime("us"),
+    pl.Datetime("us", "UTC"),
+    pl.Decimal(12, 2),
+    pl.Decimal(38, 0),
+    pl.List(pl.Int64),
+    pl.List(pl.String),
+]
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    frame=dataframes(
+        min_cols=1, max_cols=6, allowed_dtypes=DELTA_DTYPES, allow_null=True, max_size=30
+    )
+)
+def test_every_type_delta_holds_comes_back_as_it_went_in(
+    tmp_path: Path, frame: pl.DataFrame
+) -> None:
+    """Through the sink (a new table, then an append) and the source: the same values, in the
+    type Delta holds them as (unsigned integers in the next wider signed type)."""
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    data = frame.to_arrow()
+    load(folder, data, sink(), "r1")
+    load(folder, data, sink(), "r2")
+    back = pl.from_arrow(read(folder))
+    assert isinstance(back, pl.DataFrame)
+    assert_frame_equal(back, pl.concat([frame, frame]), check_dtypes=False, check_row_order=False)
+    for field in read(folder).schema:
+        went_in = frame.to_arrow().schema.field(field.name).type
+        assert arrow_type_name(field.type) == arrow_type_name(
+            storable_schema(pa.schema([pa.field("x", went_in)])).field("x").type
+        )

@@ -63,6 +63,7 @@ def pipeline_text(name: str, load: str) -> str:
 SINKS = {
     "parquet": "{input: priced, to: parquet, path: out/orders, mode: append}",
     "duckdb": "{input: priced, to: duckdb, path: out/wh.duckdb, table: orders, mode: append}",
+    "delta": "{input: priced, to: delta, path: out/orders_delta, mode: append}",
     "postgres": "{input: priced, to: postgres, connection: wh, table: TABLE, mode: append}",
 }
 
@@ -90,6 +91,15 @@ def sink_rows(project: Path, sink: str, table: str) -> list[tuple[object, ...]]:
             return sorted(
                 connection.execute("select id, amount, region, gross from orders").fetchall()
             )
+    if sink == "delta":
+        from deltalake import DeltaTable
+
+        path = project / "out" / "orders_delta"
+        if not DeltaTable.is_deltatable(str(path)):
+            return []
+        table_ = DeltaTable(str(path)).to_pyarrow_table()
+        columns = [table_.column(n).to_pylist() for n in ("id", "amount", "region", "gross")]
+        return sorted(zip(*columns, strict=True))
     import adbc_driver_postgresql.dbapi as pgdb
 
     with pgdb.connect(os.environ["TEST_PG_URI"]) as connection, connection.cursor() as cursor:
@@ -183,6 +193,8 @@ SCENARIOS = [
     ("parquet", "workspace.after_publish", "an output published, the catalog not yet told"),
     ("duckdb", "duckdb.before_commit", "rows inserted, transaction open"),
     ("duckdb", "duckdb.after_commit", "committed, the catalog not yet told"),
+    ("delta", "delta.input_read", "data files being written, nothing committed"),
+    ("delta", "delta.after_commit", "committed, the catalog not yet told"),
     ("postgres", "postgres.before_commit", "rows copied, transaction open"),
     ("postgres", "postgres.after_commit", "committed, the catalog not yet told"),
 ]
