@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import pyarrow as pa
 from pydantic import Field
@@ -41,6 +41,9 @@ from engine.core.places import Place
 from engine.core.problems import Finding
 from engine.core.tables import InputTable
 from engine.core.watermark import Watermark, WatermarkUpdate
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "Capabilities",
@@ -274,6 +277,12 @@ class Connector(ABC):
     def state(self, config: ConfigModel) -> SinkState | None:
         """Where a transactional sink keeps watermarks beside its data; None when it has no
         transaction to keep them in (its watermarks are final once its output is published)."""
+        return None
+
+    def read_target(self, target: str, details: Mapping[str, Any]) -> pl.LazyFrame | None:
+        """A load's target (`SinkResult.target`) as a notebook reads it, lazily, as the load
+        left it (its `details`: a table format's version), when the connector can read it
+        back; None otherwise."""
         return None
 
     # -- connections and errors ----------------------------------------------------------------

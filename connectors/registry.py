@@ -28,6 +28,7 @@ __all__ = [
     "sink_models",
     "sink_state",
     "source_models",
+    "target_connector",
 ]
 
 CONNECTORS: dict[str, str] = {
@@ -92,3 +93,10 @@ def connection_models() -> tuple[type[ConfigModel], ...]:
 def sink_state(config: Any) -> SinkState | None:
     """Where a sink keeps watermarks beside its data; None when it has no transaction to."""
     return connector_of(config).state(config)
+
+
+def target_connector(target: str) -> Connector | None:
+    """The connector whose load wrote `target` (a `SinkResult.target`, tagged `<name>:...`),
+    when the tag is a connector's name."""
+    name = target.split(":", 1)[0]
+    return connector(name) if name in CONNECTORS else None

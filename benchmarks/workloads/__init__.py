@@ -24,6 +24,7 @@ NAMES = (
     "e2e",
     "rest_extract",
     "scheduler",
+    "lakehouse",
 )
 
 

@@ -3,7 +3,9 @@ sink whose every load is one commit holding its run and watermarks (delta-rs, em
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -26,6 +28,9 @@ from engine.core.files import FileVersion
 from engine.core.places import Place
 from engine.core.problems import Finding
 from engine.core.tables import InputTable
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["CONNECTOR", "DeltaConnector"]
 
@@ -106,6 +111,13 @@ class DeltaConnector(Connector):
         from connectors.delta import state
 
         return state
+
+    def read_target(self, target: str, details: Mapping[str, Any]) -> pl.LazyFrame | None:
+        """The table at the version the load committed."""
+        import polars as pl
+
+        version = details.get("version")
+        return pl.scan_delta(target.removeprefix("delta:"), version=version)
 
     def classify(self, exc: BaseException) -> Classification | None:
         from deltalake.exceptions import CommitFailedError

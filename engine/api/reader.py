@@ -5,6 +5,8 @@
     project.runs()                                  # polars DataFrame, newest first
     project.table("enriched").head().collect()      # latest successful output, lazily
     project.table("enriched", run="20241102T0300")  # a given run (id prefix)
+    project.table("to_lake")                        # a load into a table format: the table
+                                                    # at the version its run committed
     project.sql("select segment, count(*) from enriched group by 1").pl()
 
 Everything reads the catalog read-only and the workspace's published Parquet, so it works while
@@ -226,9 +228,23 @@ class ProjectReader:
         """A task's output as a Polars LazyFrame: the latest successful one, or that of `run`."""
         import polars as pl
 
-        row = self._output(task, run, pipeline)
+        try:
+            row = self._output(task, run, pipeline)
+        except LoadedElsewhere as exc:  # a load: its target, when its connector reads it back
+            frame = self._target(exc.row)
+            if frame is None:
+                raise
+            return frame
         assert row.output_path is not None
         return pl.scan_parquet(os.path.join(row.output_path, "part-*.parquet"))
+
+    def _target(self, row: TaskRunRow) -> pl.LazyFrame | None:
+        from connectors.registry import target_connector
+
+        owner = target_connector(row.target) if row.target else None
+        if owner is None or row.target is None:
+            return None
+        return owner.read_target(row.target, row.details or {})
 
     def quarantine(
         self, task: str, run: str | None = None, pipeline: str | None = None
@@ -298,10 +314,18 @@ class AmbiguousTask(StateError):
         self.pipelines = pipelines
 
 
-def _loaded_elsewhere(row: TaskRunRow, pipeline: str, source: str | None) -> StateError:
-    """A load keeps no output in the workspace: say where its rows went instead."""
+class LoadedElsewhere(StateError):
+    """A load keeps no output in the workspace: where its rows went instead."""
+
+    def __init__(self, row: TaskRunRow, message: str, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.row = row
+
+
+def _loaded_elsewhere(row: TaskRunRow, pipeline: str, source: str | None) -> LoadedElsewhere:
     shown = f"; task {source!r} holds the rows it loaded" if source else ""
-    return StateError(
+    return LoadedElsewhere(
+        row,
         f"task {row.task_id!r} of pipeline {pipeline!r} is a load: run {row.run_id} loaded "
         f"its rows into {row.target}",
         hint=f"read them there{shown}",

@@ -14,6 +14,8 @@ import pytest
 from click.testing import Result
 from deltalake import DeltaTable, write_deltalake
 
+import engine
+
 from tests.conftest import PgSchema, WritePipeline
 
 Cli = Callable[..., Result]
@@ -117,6 +119,12 @@ def test_a_delta_table_feeds_another_incrementally_by_version(
     ]
     assert cli("run", "p.yaml", "--no-progress").exit_code == 0  # nothing new
     assert len(lake(project, "lake/kept")) == 2
+
+    # a notebook opens the sink's table as each run's load left it
+    with engine.open(project) as notebook:
+        assert sorted(notebook.table("keep").collect()["id"]) == [1, 3]
+        first = notebook.runs()["run_id"][-1]
+        assert notebook.table("keep", run=first).collect()["id"].to_list() == [1]
 
 
 def test_bad_delta_configs_fail_validation_with_the_key_and_line(
