@@ -46,11 +46,13 @@ if TYPE_CHECKING:
     import polars as pl
 
 __all__ = [
+    "MAINTENANCE",
     "Capabilities",
     "CheckResult",
     "Connector",
     "ConnectorContext",
     "IncrementalSpec",
+    "Maintenance",
     "NamingContext",
     "SinkResult",
     "SinkState",
@@ -76,6 +78,9 @@ class Capabilities:
     """A source can run a task's `cache: {key: <query>}` against its connection (`key_rows`)."""
     views: bool = False
     """A sink can make its target a view of the input (`materialize: view`, `view`)."""
+    tables: bool = False
+    """Its sources and sinks are tables of an open table format that take maintenance
+    (`maintain`, `arrowline table`)."""
 
 
 class IncrementalSpec(ConfigModel):
@@ -148,6 +153,29 @@ class NamingContext:
 
     base_dir: Path = Path()
     connections: Mapping[str, Any] = field(default_factory=dict)
+
+
+MAINTENANCE = ("optimize", "vacuum", "expire-snapshots")
+"""Table maintenance (`arrowline table ACTION TASK`): compact small files into fewer large ones,
+remove the files no version still needs that are past a retention, forget old versions."""
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """One maintenance action on one table, as `arrowline table` was asked for it."""
+
+    action: str
+    """One of MAINTENANCE."""
+    retention: Any = None
+    """A timedelta: vacuum removes files unreferenced for longer, expire-snapshots forgets
+    versions older; None: the table's own setting (Delta: 7 days for files, 30 for the log)."""
+    dry_run: bool = False
+    """Say what would be removed, remove nothing."""
+    target_size: int | None = None
+    """optimize: bytes per compacted file."""
+    unsafe_retention: bool = False
+    """Allow a retention shorter than the table's minimum (a reader of an older version may
+    then find its files gone)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +306,13 @@ class Connector(ABC):
         """Where a transactional sink keeps watermarks beside its data; None when it has no
         transaction to keep them in (its watermarks are final once its output is published)."""
         return None
+
+    def maintain(
+        self, config: ConfigModel, job: Maintenance, ctx: ConnectorContext
+    ) -> dict[str, Any]:
+        """Maintain the table a source reads or a sink writes (when `capabilities.tables`):
+        what was done, as figures for people (files removed, bytes, versions)."""
+        raise DefinitionError(f"the {self.name} connector keeps no tables to maintain")
 
     def read_target(self, target: str, details: Mapping[str, Any]) -> pl.LazyFrame | None:
         """A load's target (`SinkResult.target`) as a notebook reads it, lazily, as the load

@@ -15,6 +15,7 @@ from connectors.base import (
     Connector,
     ConnectorContext,
     IncrementalSpec,
+    Maintenance,
     NamingContext,
     SinkResult,
     SinkState,
@@ -36,11 +37,16 @@ __all__ = ["CONNECTOR", "DeltaConnector"]
 
 
 class DeltaConnector(Connector):
+    """Not `sink_streams`: delta-rs takes the commit's metadata (the ledger entry, with the
+    watermarks) before it reads the first batch, and a streamed extract's watermark is known
+    only when its stream ends."""
+
     name = "delta"
     capabilities = Capabilities(
         transactional=True,
         load_modes=("append", "replace", "merge"),
         sqlglot_dialect=None,
+        tables=True,
     )
     source = DeltaSource
     sink = DeltaSink
@@ -111,6 +117,13 @@ class DeltaConnector(Connector):
         from connectors.delta import state
 
         return state
+
+    def maintain(
+        self, config: ConfigModel, job: Maintenance, ctx: ConnectorContext
+    ) -> dict[str, Any]:
+        from connectors.delta.maintenance import maintain_delta
+
+        return maintain_delta(config, job, ctx)
 
     def read_target(self, target: str, details: Mapping[str, Any]) -> pl.LazyFrame | None:
         """The table at the version the load committed."""

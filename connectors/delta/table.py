@@ -6,7 +6,9 @@ commitInfo), JSON holding the pipeline, the load task, the run, the rows, a sequ
 and the watermarks of every extract whose rows the table holds. The same commit carries a
 Delta application transaction (`txn`) `arrowline:<pipeline>:<task>` at that sequence number,
 so two writers of one load conflict instead of both committing. The newest entry of a
-(pipeline, task) is therefore the truth about it, committed atomically with the rows.
+(pipeline, task) is therefore the truth about it, committed atomically with the rows. Table
+maintenance by arrowline (connectors.delta.maintenance) carries every load's newest entry into
+its own commit, so the log's cleanup does not take them away.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 __all__ = [
+    "CARRIED_KEY",
     "LEDGER_KEY",
     "Load",
     "arrow_schema",
     "history",
     "last_load",
+    "ledger",
     "open_table",
     "table_location",
     "translate",
@@ -38,6 +42,9 @@ __all__ = [
 
 LEDGER_KEY = "arrowline"
 """The commitInfo key of arrowline's entry."""
+CARRIED_KEY = "arrowline.ledger"
+"""The commitInfo key under which a maintenance commit carries the newest entry of every load,
+so that cleaning old commits out of the log never loses one."""
 
 
 def is_uri(path: str) -> bool:
@@ -129,36 +136,56 @@ def history(table: DeltaTable) -> Iterator[dict[str, Any]]:
         seen, limit = len(page), limit * 4
 
 
+def _entries(commit: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The ledger entries a commit holds: its load's, and those a maintenance commit carried."""
+    own = commit.get(LEDGER_KEY)
+    if isinstance(own, str):
+        yield json.loads(own)
+    carried = commit.get(CARRIED_KEY)
+    if isinstance(carried, str):
+        yield from json.loads(carried)
+
+
+def _load(entry: dict[str, Any], version: int) -> Load:
+    return Load(
+        version=version,
+        run_id=str(entry["run_id"]),
+        rows=int(entry["rows"]),
+        sequence=int(entry["sequence"]),
+        watermarks={
+            extract: (Watermark.from_json(value), str(run))
+            for extract, (value, run) in entry.get("watermarks", {}).items()
+        },
+    )
+
+
 def last_load(table: DeltaTable, pipeline: str, task: str) -> Load | None:
     """The newest load of (pipeline, task) the commit log holds. When the table says the load
     committed (its application transaction) but the log no longer holds the commit (log
-    retention, 30 days by default, removed it), that is said rather than taken as 'never'."""
+    retention removed it, and no maintenance by arrowline carried it), that is said rather
+    than taken as 'never'."""
     if table.transaction_version(app_id(pipeline, task)) is None:
         return None
     for commit in history(table):
-        text = commit.get(LEDGER_KEY)
-        if not isinstance(text, str):
-            continue
-        entry = json.loads(text)
-        if entry.get("pipeline") != pipeline or entry.get("task") != task:
-            continue
-        return Load(
-            version=int(commit["version"]),
-            run_id=str(entry["run_id"]),
-            rows=int(entry["rows"]),
-            sequence=int(entry["sequence"]),
-            watermarks={
-                extract: (Watermark.from_json(value), str(run))
-                for extract, (value, run) in entry.get("watermarks", {}).items()
-            },
-        )
+        for entry in _entries(commit):
+            if entry.get("pipeline") == pipeline and entry.get("task") == task:
+                return _load(entry, int(commit["version"]))
     raise TaskError(
         f"the Delta table {table.table_uri} says load {task!r} of pipeline {pipeline!r} "
         "committed, but its commit is no longer in the table's log (log retention removed it); "
         "its watermarks cannot be read from the table",
         hint="set the watermark again with `arrowline state set` (or run with --full-refresh); "
-        "a longer delta.logRetentionDuration keeps it",
+        "`arrowline table expire-snapshots` keeps them, other tools' log cleanup does not",
     )
+
+
+def ledger(table: DeltaTable) -> list[dict[str, Any]]:
+    """The newest entry of every load the log holds, for a maintenance commit to carry."""
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for commit in history(table):
+        for entry in _entries(commit):
+            newest.setdefault((str(entry.get("pipeline")), str(entry.get("task"))), entry)
+    return list(newest.values())
 
 
 def translate(

@@ -33,12 +33,13 @@ from engine.cli import (
     schedule,
     state,
     status,
+    tables,
     tools,
 )
 
 __all__ = ["main"]
 
-_GROUPS = (run, runs, state, lineage, dlq, quarantine, schedule, status, catalog, gc, tools)
+_GROUPS = (run, runs, state, tables, lineage, dlq, quarantine, schedule, status, catalog, gc, tools)
 
 
 @click.group(

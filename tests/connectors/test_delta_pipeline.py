@@ -15,7 +15,6 @@ from click.testing import Result
 from deltalake import DeltaTable, write_deltalake
 
 import engine
-
 from tests.conftest import PgSchema, WritePipeline
 
 Cli = Callable[..., Result]
@@ -178,3 +177,60 @@ def test_a_load_into_a_folder_that_is_no_delta_table_is_refused_clearly(
     result = cli("run", "p.yaml", "--no-progress")
     assert result.exit_code != 0
     assert "lake/x" in result.output
+
+
+def test_table_maintenance_compacts_vacuums_and_expires_without_losing_watermarks(
+    write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    source = str(project / "lake/events")
+    write_deltalake(source, pa.table({"id": [0], "kind": ["a"]}))
+    write(
+        "p.yaml",
+        """
+        pipeline: small
+        tasks:
+          - id: events
+            extract: {from: delta, path: lake/events, incremental: true}
+          - id: keep
+            load: {input: events, to: delta, path: lake/kept, mode: append}
+        """,
+    )
+    for i in range(1, 6):  # six small loads: six small files
+        assert cli("run", "p.yaml", "--no-progress").exit_code == 0
+        write_deltalake(source, pa.table({"id": [i], "kind": ["a"]}), mode="append")
+    kept = DeltaTable(str(project / "lake/kept"))
+    assert len(kept.file_uris()) == 5
+    (project / "lake/kept/orphan.parquet").write_bytes(b"left by a killed load")
+
+    result = cli("table", "optimize", "p.yaml", "keep")
+    assert result.exit_code == 0, result.output
+    assert "files removed: 5, files added: 1" in result.output
+    assert len(DeltaTable(str(project / "lake/kept")).file_uris()) == 1
+
+    result = cli("table", "vacuum", "p.yaml", "keep", "--retention", "0s")
+    assert result.exit_code != 0
+    assert "--unsafe-retention" in result.output
+    result = cli(
+        "table", "vacuum", "p.yaml", "keep", "--retention", "0s", "--unsafe-retention", "--dry-run"
+    )
+    assert result.exit_code == 0, result.output
+    assert "would remove: 5" in result.output  # the five compacted files
+    assert (project / "lake/kept/orphan.parquet").exists()
+    result = cli("table", "vacuum", "p.yaml", "keep", "--retention", "0s", "--unsafe-retention")
+    assert result.exit_code == 0, result.output
+    assert "files removed: 5" in result.output
+
+    # the log older than the table's retention goes; the watermark it held does not
+    DeltaTable(str(project / "lake/kept")).alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 0 seconds"}
+    )
+    result = cli("table", "expire-snapshots", "p.yaml", "keep")
+    assert result.exit_code == 0, result.output
+    assert not (project / "lake/kept/_delta_log" / f"{0:020d}.json").exists()
+    run = cli("run", "p.yaml", "--no-progress")
+    assert run.exit_code == 0, run.output
+    assert sorted(r["id"] for r in lake(project, "lake/kept")) == [0, 1, 2, 3, 4, 5]
+
+    wrong = cli("table", "optimize", "p.yaml", "kep")
+    assert wrong.exit_code != 0
+    assert "did you mean 'keep'" in wrong.output.lower()

@@ -94,6 +94,7 @@ def test_the_same_commands_as_before_the_package() -> None:
         "show",
         "state",
         "status",
+        "table",
         "trigger",
         "validate",
     ]
