@@ -38,6 +38,7 @@ CONNECTORS: dict[str, str] = {
     "generate": "connectors.generate",
     "http": "connectors.http",
     "delta": "connectors.delta",
+    "iceberg": "connectors.iceberg",
 }
 """Name -> the package holding its descriptor, in the order the reference lists them."""
 

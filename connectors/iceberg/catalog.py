@@ -1,0 +1,247 @@
+"""Iceberg catalogs as pyiceberg opens them, and what the source and sink share: the ledger of
+arrowline's loads in the table's properties, Arrow types Iceberg holds, errors as arrowline's.
+
+A connection names a SQL catalog (SQLite or PostgreSQL, pyiceberg's `SqlCatalog`) or a REST
+catalog; without one, a table lives in the embedded catalog beside the pipeline file:
+`.arrowline/iceberg/catalog.db` and the warehouse folder next to it (the project's state folder
+when the pipeline file is at the project's root).
+
+The ledger: every load sets the table property `arrowline.load.<pipeline>.<task>` to JSON
+holding its run, rows, sequence number and the watermarks of every extract whose rows the table
+holds, in the same transaction (one metadata commit) as its snapshot. Properties outlive
+snapshot expiry, so the newest load of a (pipeline, task) is always known, committed with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from engine.core.errors import (
+    ArrowlineError,
+    DataError,
+    DefinitionError,
+    TaskError,
+    TransientTaskError,
+)
+from engine.core.secrets import redact, resolve_secrets
+from engine.core.watermark import Watermark
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+    from connectors.iceberg.config import IcebergConnection
+
+__all__ = [
+    "EMBEDDED",
+    "Load",
+    "ResolvedIceberg",
+    "embedded",
+    "ledger_key",
+    "load_table",
+    "open_catalog",
+    "resolve",
+    "storable_schema",
+    "translate",
+]
+
+EMBEDDED = Path(".arrowline") / "iceberg"
+"""The embedded catalog's folder, relative to the pipeline file."""
+
+
+@dataclass(frozen=True)
+class ResolvedIceberg:
+    """A catalog's pyiceberg properties, secrets filled in: never print `properties`."""
+
+    name: str
+    properties: dict[str, str]
+
+    def describe(self) -> str:
+        return redact(self.properties.get("uri", ""))
+
+
+def _local_uri(path: str, base_dir: Path) -> str:
+    full = Path(path).expanduser()
+    return (full if full.is_absolute() else (base_dir / full).resolve()).as_uri()
+
+
+def resolve(name: str, spec: IcebergConnection, base_dir: Path) -> ResolvedIceberg:
+    where = f"connection {name!r}"
+    uri = resolve_secrets(spec.uri, where=where, base_dir=base_dir)
+    properties = {
+        key: resolve_secrets(value, where=f"{where}, {key}", base_dir=base_dir)
+        for key, value in spec.properties.items()
+    }
+    if uri.startswith(("http://", "https://")):
+        properties.update(type="rest", uri=uri)
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        path = path if path.is_absolute() else (base_dir / path).resolve()
+        properties.update(type="sql", uri=f"sqlite:///{path}")
+    elif uri.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        rest = uri.split("://", 1)[1]
+        properties.update(type="sql", uri=f"postgresql+psycopg://{rest}")
+    else:
+        raise DefinitionError(
+            f"{where}: an Iceberg catalog's uri is sqlite:///..., postgresql://... or "
+            f"http(s)://..., not {redact(uri)!r}"
+        )
+    if spec.warehouse is not None:
+        warehouse = spec.warehouse
+        properties["warehouse"] = (
+            warehouse if "://" in warehouse else _local_uri(warehouse, base_dir)
+        )
+    return ResolvedIceberg(name, properties)
+
+
+def embedded(base_dir: Path) -> ResolvedIceberg:
+    folder = (base_dir / EMBEDDED).resolve()
+    return ResolvedIceberg(
+        "(embedded)",
+        {
+            "type": "sql",
+            "uri": f"sqlite:///{folder / 'catalog.db'}",
+            "warehouse": (folder / "warehouse").as_uri(),
+        },
+    )
+
+
+def open_catalog(resolved: ResolvedIceberg) -> Catalog:
+    try:
+        from pyiceberg.catalog import load_catalog
+    except ImportError as exc:  # pragma: no cover - the extra is part of dev
+        raise DefinitionError(
+            "Iceberg tables need pyiceberg", hint="pip install 'arrowline[iceberg]'"
+        ) from exc
+    properties = dict(resolved.properties)
+    if properties["uri"].startswith("sqlite:///"):
+        Path(properties["uri"].removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return load_catalog(resolved.name, **properties)
+    except Exception as exc:
+        raise translate(exc, f"opening the Iceberg catalog {resolved.describe()}") from None
+
+
+def load_table(catalog: Catalog, identifier: str) -> Table | None:
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    try:
+        return catalog.load_table(identifier)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return None
+
+
+def ledger_key(pipeline: str, task: str) -> str:
+    return f"arrowline.load.{pipeline}.{task}"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One arrowline load as the table's properties recorded it."""
+
+    run_id: str
+    rows: int
+    sequence: int
+    snapshot_id: int | None = None
+    watermarks: dict[str, tuple[Watermark, str]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "rows": self.rows,
+                "sequence": self.sequence,
+                "watermarks": {k: [w.to_json(), run] for k, (w, run) in self.watermarks.items()},
+            }
+        )
+
+    @classmethod
+    def of(cls, table: Table, pipeline: str, task: str) -> Load | None:
+        text = table.properties.get(ledger_key(pipeline, task))
+        if text is None:
+            return None
+        entry = json.loads(text)
+        return cls(
+            run_id=str(entry["run_id"]),
+            rows=int(entry["rows"]),
+            sequence=int(entry["sequence"]),
+            watermarks={
+                extract: (Watermark.from_json(value), str(run))
+                for extract, (value, run) in entry.get("watermarks", {}).items()
+            },
+        )
+
+
+def _storable_type(name: str, t: pa.DataType) -> pa.DataType:
+    """The type an Iceberg table holds `t` as (what pyiceberg would refuse or store wrong is
+    widened or checked; what Iceberg cannot hold is refused, naming the column)."""
+    if pa.types.is_dictionary(t):
+        return _storable_type(name, t.value_type)
+    if t in (pa.int8(), pa.int16(), pa.uint8(), pa.uint16()):
+        return pa.int32()
+    if t in (pa.uint32(), pa.uint64()):
+        return pa.int64()  # uint64 is checked by the cast: past 2^63 - 1 fails the load
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", "UTC" if t.tz is not None else None)
+    if pa.types.is_time(t):
+        return pa.time64("us")
+    if pa.types.is_date(t):
+        return pa.date32()
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if pa.types.is_decimal(t) and t.precision > 38:
+        raise DataError(f"column {name!r} is {t}: Iceberg holds decimals of at most 38 digits")
+    if pa.types.is_duration(t) or pa.types.is_interval(t) or pa.types.is_null(t):
+        raise DataError(
+            f"column {name!r} is {t}, which an Iceberg table cannot hold",
+            hint="cast it upstream (a duration to microseconds as bigint; a NULL-only column "
+            "to the type it is meant to have)",
+        )
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(_storable_type(name, t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_storable_type(f"{name}.{f.name}", f.type)) for f in t])
+    if pa.types.is_map(t):
+        return pa.map_(_storable_type(name, t.key_type), _storable_type(name, t.item_type))
+    return t
+
+
+def storable_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(_storable_type(f.name, f.type)) for f in schema])
+
+
+def translate(exc: BaseException, what: str) -> ArrowlineError:
+    """A pyiceberg exception as an arrowline error: a lost commit race may go away on retry,
+    rows or a schema the table refuses are about the data, the rest is terminal."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationError
+
+    if isinstance(exc, ArrowlineError):
+        return exc
+    message = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, CommitFailedException):
+        return TransientTaskError(
+            f"{what}: another writer committed to the table first ({message})",
+            hint="the load is retried from its start; give the task more `retry` attempts "
+            "when writers of one table often overlap",
+        )
+    if isinstance(exc, ValidationError | ValueError | pa.ArrowInvalid | TypeError):
+        return DataError(f"{what}: {message}")
+    return TaskError(f"{what}: {message}")
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    schema: pa.Schema = table.schema().as_arrow()
+    return schema
+
+
+def describe(table: Any) -> str:
+    return f"iceberg:{'.'.join(table.name())}"

@@ -1,0 +1,50 @@
+"""The Iceberg connector's sections of `docs/pipeline-reference.md`."""
+
+from __future__ import annotations
+
+from connectors.base import Section
+from connectors.iceberg.config import IcebergConnection, IcebergSink, IcebergSource
+
+__all__ = ["SECTIONS"]
+
+SECTIONS = (
+    Section(
+        "connections: kind: iceberg",
+        IcebergConnection,
+        "An Iceberg catalog (needs `pip install 'arrowline[iceberg]'`). Without a connection, "
+        "tables live in the embedded catalog: `.arrowline/iceberg/` beside the pipeline file, "
+        "SQLite and a local warehouse, nothing to run.",
+        """\
+connections:
+  lake: {kind: iceberg, uri: "postgresql://etl:${env:CATALOG_PW}@db/catalog",
+         warehouse: s3://lake/warehouse, properties: {s3.endpoint: "http://minio:9000"}}""",
+    ),
+    Section(
+        "extract: from: iceberg",
+        IcebergSource,
+        "Streams an Iceberg table as Arrow record batches. `snapshot_id` or `as_of` read an "
+        "older snapshot; `incremental: true` reads only the rows appended since the snapshot "
+        "the last run read up to, and adds the column `_iceberg_sequence`, the run's "
+        "watermark. `plan` knows the schema from the table's metadata.",
+        """\
+extract: {from: iceberg, table: sales.orders, filter: "region = 'EU'", incremental: true}""",
+    ),
+    Section(
+        "load: to: iceberg",
+        IcebergSink,
+        "One transaction per load: schema changes, the snapshot and arrowline's ledger (the "
+        "run and the watermarks of the extracts feeding the load, in the table property "
+        "`arrowline.load.<pipeline>.<task>`) commit together, so a resumed run whose load "
+        "committed writes nothing again. A new table is created with its first rows. `merge` "
+        "rewrites only the files holding the input's keys (copy-on-write) and refuses NULL or "
+        "repeated keys in the input. A lost commit race is retried like any transient error.",
+        """\
+load:
+  input: daily_orders
+  to: iceberg
+  table: sales.orders
+  mode: merge
+  keys: [order_id]
+  partition_by: [day(ordered_at), region]""",
+    ),
+)

@@ -1,0 +1,478 @@
+"""Load a task's output into an Iceberg table: one transaction, one metadata commit per load.
+
+The transaction holds the schema's evolution, the load's snapshot, and the ledger entry in the
+table's properties (connectors.iceberg.catalog), so readers and a resumed run see all of it or
+none. A new table is created in the same transaction as its first rows.
+
+append and replace go through pyiceberg (`append`, `overwrite` with the predicate as its
+filter). merge does not use pyiceberg's `upsert`, which reads the whole table into memory and
+compares it row by row in Python (apache/iceberg-python#2159). It computes the change set
+itself, copy-on-write: the input's key range prunes the table's files by their partition
+values and column statistics; each remaining file is read alone, and only when it holds one of
+the input's keys is it replaced by its other rows (DuckDB's anti join); the input becomes new
+files; one overwrite snapshot deletes the replaced files and adds the new ones. Memory holds one
+table file and the input, never the table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from connectors.base import ConnectorContext, SinkResult
+from connectors.evolution import Column, arrow_type_name, diff, replacing_policy
+from connectors.iceberg.catalog import (
+    Load,
+    arrow_schema,
+    embedded,
+    ledger_key,
+    load_table,
+    open_catalog,
+    storable_schema,
+    translate,
+)
+from connectors.iceberg.config import IcebergSink, partition_field
+from connectors.keys import check_merge_keys
+from engine.core.errors import DataError
+from engine.core.faults import fault_point
+from engine.core.sqltext import quote_identifier
+from engine.core.tables import InputTable
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table, Transaction
+
+__all__ = ["catalog_of", "write_iceberg"]
+
+
+def catalog_of(config: Any, ctx: ConnectorContext) -> Catalog:
+    resolved = ctx.connection(config.connection) if config.connection else embedded(ctx.base_dir)
+    return open_catalog(resolved)
+
+
+def _cast(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` in the table's shape: columns cast (checked) by name, missing ones NULL."""
+    arrays = []
+    for target in schema:
+        index = batch.schema.get_field_index(target.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, target.type))
+            continue
+        column = batch.column(index)
+        try:
+            arrays.append(column if column.type == target.type else column.cast(target.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(
+                f"column {target.name!r}: {column.type} values do not fit the table's "
+                f"{target.type} ({exc})"
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _reader(source: InputTable, schema: pa.Schema) -> pa.RecordBatchReader:
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in source.batches():
+            yield _cast(batch, schema)
+        fault_point("iceberg.input_read")  # data files being written, nothing committed
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _transforms(config: IcebergSink) -> list[tuple[str, Any, str]]:
+    """(column, transform, partition field name) of each `partition_by` entry."""
+    from pyiceberg.transforms import (
+        BucketTransform,
+        DayTransform,
+        HourTransform,
+        IdentityTransform,
+        MonthTransform,
+        TruncateTransform,
+        VoidTransform,
+        YearTransform,
+    )
+
+    simple = {
+        "identity": IdentityTransform,
+        "year": YearTransform,
+        "month": MonthTransform,
+        "day": DayTransform,
+        "hour": HourTransform,
+        "void": VoidTransform,
+    }
+    found = []
+    for text in config.partition_by:
+        column, kind, size = partition_field(text)
+        transform: Any
+        if kind == "bucket" and size is not None:
+            transform = BucketTransform(num_buckets=size)
+        elif kind == "truncate" and size is not None:
+            transform = TruncateTransform(width=size)
+        else:
+            transform = simple[kind]()
+        found.append((column, transform, column if kind == "identity" else f"{column}_{kind}"))
+    return found
+
+
+def _partition_spec(schema: Any, config: IcebergSink) -> Any:
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+
+    fields = []
+    for index, (column, transform, name) in enumerate(_transforms(config)):
+        try:
+            source_id = schema.find_field(column).field_id
+        except ValueError:
+            raise DataError(f"partition_by: the input has no column {column!r}") from None
+        fields.append(PartitionField(source_id, 1000 + index, transform, name))
+    return PartitionSpec(*fields)
+
+
+def _respec(tx: Transaction, table: Table, config: IcebergSink, given: pa.Schema) -> None:
+    """A replaced table's schema and partition spec become the input's and `partition_by`."""
+    missing = [c for c, _, _ in _transforms(config) if c not in given.names]
+    if missing:
+        raise DataError(f"partition_by: the input has no column {missing[0]!r}")
+    current = arrow_schema(table)
+    if table.spec().fields:
+        with tx.update_spec() as spec:
+            for field in table.spec().fields:
+                spec.remove_field(field.name)
+    with tx.update_schema(allow_incompatible_changes=True) as update:
+        for name in current.names:
+            update.delete_column(name)
+    with tx.update_schema() as update:
+        update.union_by_name(_iceberg_schema(given))
+    if config.partition_by:
+        with tx.update_spec() as spec:
+            for column, transform, name in _transforms(config):
+                spec.add_field(column, transform, name)
+
+
+def _columns(schema: pa.Schema) -> list[Column]:
+    return [Column(f.name, arrow_type_name(f.type), not f.nullable, False) for f in schema]
+
+
+def _evolve(
+    tx: Transaction, table: Table, given: pa.Schema, config: IcebergSink, label: str
+) -> tuple[pa.Schema, list[dict[str, object]]]:
+    """Fit the table's schema to the input in the transaction, per `schema_change`: the
+    schema the rows are written in, and the changes (reported)."""
+    current = arrow_schema(table)
+    fields = [(f.name, arrow_type_name(f.type)) for f in given]
+    if config.mode == "replace" and config.predicate is None:
+        policy = replacing_policy(config, view=False)
+        report = diff(label, fields, _columns(current), policy).report() if policy else []
+        same_shape = given.names == current.names and all(
+            arrow_type_name(a.type) == arrow_type_name(b.type)
+            for a, b in zip(given, current, strict=True)
+        )
+        spec = [(f.name, str(f.transform)) for f in table.spec().fields]
+        wanted = [(name, str(transform)) for _, transform, name in _transforms(config)]
+        if same_shape and (not config.partition_by or spec == wanted):
+            return current, report
+        _respec(tx, table, config, given)
+        return arrow_schema_of(tx), report
+    found = diff(label, fields, _columns(current), config.schema_change)
+    if not found.changes:
+        return current, []
+    from pyiceberg.types import DecimalType, DoubleType, LongType
+
+    promotions = {"bigint": LongType(), "double precision": DoubleType()}
+    added = [f.with_nullable(True) for f in given if f.name not in current.names]
+    with tx.update_schema() as update:
+        for change in found.changes:
+            if change.change != "widened" or change.after is None:
+                continue
+            target: Any = promotions.get(change.after)
+            if change.after.startswith("numeric("):
+                precision, scale = (int(p) for p in change.after[8:-1].split(","))
+                before = current.field(change.column).type
+                if scale != before.scale:
+                    raise DataError(
+                        f"column {change.column!r} {change.before} -> {change.after}: an "
+                        "Iceberg decimal may gain digits, never change its scale",
+                        hint="cast the input to the table's scale upstream",
+                    )
+                target = DecimalType(precision, scale)
+            if target is None:
+                raise DataError(
+                    f"column {change.column!r} {change.before} -> {change.after} is no "
+                    "promotion Iceberg allows (int to long, float to double, wider decimals)"
+                )
+            update.update_column(change.column, field_type=target)
+        if added:
+            update.union_by_name(_iceberg_schema(pa.schema(added)))
+    return arrow_schema_of(tx), found.report()
+
+
+def _iceberg_schema(schema: pa.Schema) -> Any:
+    """An Arrow schema as Iceberg's, with field ids of its own (a table assigns them anew)."""
+    from pyiceberg.catalog import Catalog
+
+    return Catalog._convert_schema_if_needed(schema)
+
+
+def arrow_schema_of(tx: Transaction) -> pa.Schema:
+    schema: pa.Schema = tx.table_metadata.schema().as_arrow()
+    return schema
+
+
+CHUNK_ROWS = 1_000_000
+"""Rows written into data files at a time: what a load holds in memory at most."""
+
+
+def _data_files(
+    tx: Transaction,
+    io: Any,
+    rows: pa.RecordBatchReader,
+    write_uuid: uuid.UUID,
+    counter: itertools.count[int],
+) -> list[Any]:
+    """The rows as data files of the table (partitioned as its spec says), written a chunk at
+    a time; no snapshot names them until the transaction commits."""
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    files: list[Any] = []
+    chunk: list[pa.RecordBatch] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal chunk, held
+        if held:
+            table = pa.Table.from_batches(chunk, rows.schema)
+            files.extend(
+                _dataframe_to_data_files(tx.table_metadata, table, io, write_uuid, counter)
+            )
+        chunk, held = [], 0
+
+    for batch in rows:
+        chunk.append(batch)
+        held += batch.num_rows
+        if held >= CHUNK_ROWS:
+            flush()
+    flush()
+    return files
+
+
+def _append(
+    tx: Transaction, io: Any, rows: pa.RecordBatchReader, properties: dict[str, str]
+) -> None:
+    """One snapshot adding `rows`."""
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    files = _data_files(tx, io, rows, write_uuid, counter)
+    fault_point("iceberg.files_written")
+    with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
+        for data_file in files:
+            append.append_data_file(data_file)
+
+
+def _check_keys(
+    source: InputTable, config: IcebergSink, connection: duckdb.DuckDBPyConnection
+) -> None:
+    missing = [key for key in config.keys if key not in source.schema.names]
+    if missing:
+        raise DataError(
+            f"merge keys {missing} are not columns of the input ({source.schema.names})"
+        )
+    check_merge_keys(lambda sql: connection.execute(sql).fetchall(), "arrowline_input", config.keys)
+
+
+def _key_range(
+    config: IcebergSink, connection: duckdb.DuckDBPyConnection, schema: pa.Schema
+) -> Any:
+    """A filter that keeps the files whose statistics allow one of the input's keys: each
+    key between the input's least and greatest value (for keys of an ordered kind)."""
+    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
+
+    ordered = [
+        k
+        for k in config.keys
+        if (t := schema.field(k).type)
+        and (
+            pa.types.is_integer(t)
+            or pa.types.is_string(t)
+            or pa.types.is_date(t)
+            or pa.types.is_decimal(t)
+        )
+    ]
+    if not ordered:
+        return AlwaysTrue()
+    bounds = ", ".join(f"min({quote_identifier(k)}), max({quote_identifier(k)})" for k in ordered)
+    (row,) = connection.execute(f"select {bounds} from arrowline_input").fetchall()
+    if row[0] is None:
+        return AlwaysTrue()
+    condition: Any = AlwaysTrue()
+    for index, key in enumerate(ordered):
+        low, high = row[2 * index], row[2 * index + 1]
+        low_bound = GreaterThanOrEqual(term=key, literal=low)  # type: ignore[call-arg]
+        high_bound = LessThanOrEqual(term=key, literal=high)  # type: ignore[call-arg]
+        condition = And(condition, And(low_bound, high_bound))
+    return condition
+
+
+def _merge(
+    tx: Transaction,
+    table: Table,
+    source: InputTable,
+    config: IcebergSink,
+    schema: pa.Schema,
+    connection: duckdb.DuckDBPyConnection,
+    properties: dict[str, str],
+) -> dict[str, int]:
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.expressions.parser import parse
+    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, expression_to_pyarrow
+
+    metadata = tx.table_metadata
+    projected = metadata.schema()
+    if config.delete_missing:  # every row outside the input's keys may go: no pruning
+        prune = parse(config.predicate) if config.predicate else AlwaysTrue()
+    else:
+        prune = _key_range(config, connection, schema)
+    snapshot = (
+        table.snapshot_by_id(metadata.current_snapshot_id) if metadata.current_snapshot_id else None
+    )
+    tasks = list(table.scan(row_filter=prune).plan_files()) if snapshot is not None else []
+    if any(task.delete_files for task in tasks):
+        raise DataError(
+            f"the Iceberg table {config.table} has delete files (merge-on-read), which this "
+            "merge does not rewrite",
+            hint="compact the table with the engine that wrote them first",
+        )
+    keys = ", ".join(quote_identifier(k) for k in config.keys)
+    outside = None
+    if config.delete_missing and config.predicate:
+        from pyiceberg.expressions.visitors import bind
+
+        outside = expression_to_pyarrow(bind(projected, parse(config.predicate), True))
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    removed: list[Any] = []
+    added: list[Any] = []
+    kept = deleted = 0
+    for task in tasks:
+        rows = ArrowScan(metadata, table.io, projected, AlwaysTrue()).to_table([task])
+        connection.register("arrowline_file", rows)
+        if config.delete_missing:
+            if outside is None:
+                remainder = rows.slice(0, 0)
+            else:
+                import pyarrow.compute as pc
+
+                outside_rows = rows.filter(pc.invert(outside))
+                connection.register("arrowline_outside", outside_rows)
+                remainder = connection.sql(
+                    f"select * from arrowline_outside anti join arrowline_input using ({keys})"
+                ).to_arrow_table()
+                connection.unregister("arrowline_outside")
+        else:
+            ((hit,),) = connection.execute(
+                f"select count(*) from arrowline_file semi join arrowline_input using ({keys})"
+            ).fetchall()
+            if not hit:
+                connection.unregister("arrowline_file")
+                continue
+            remainder = connection.sql(
+                f"select * from arrowline_file anti join arrowline_input using ({keys})"
+            ).to_arrow_table()
+        connection.unregister("arrowline_file")
+        removed.append(task.file)
+        kept += remainder.num_rows
+        deleted += rows.num_rows - remainder.num_rows
+        if remainder.num_rows:
+            remainder = pa.Table.from_batches(
+                [_cast(b, schema) for b in remainder.to_batches()], schema
+            )
+            added += _dataframe_to_data_files(metadata, remainder, table.io, write_uuid, counter)
+    added += _data_files(tx, table.io, _reader(source, schema), write_uuid, counter)
+    fault_point("iceberg.files_written")
+    with tx.update_snapshot(snapshot_properties=properties).overwrite(
+        commit_uuid=write_uuid
+    ) as change:
+        for data_file in removed:
+            change.delete_data_file(data_file)
+        for data_file in added:
+            change.append_data_file(data_file)
+    return {"files_rewritten": len(removed), "rows_kept": kept, "rows_replaced": deleted}
+
+
+def write_iceberg(source: InputTable, config: IcebergSink, ctx: ConnectorContext) -> SinkResult:
+    """Load `source` into the table in one transaction."""
+    import duckdb
+
+    catalog = catalog_of(config, ctx)
+    label = f"iceberg:{config.connection or 'embedded'}#{config.table}"
+    what = f"loading into the Iceberg table {config.table}"
+    connection = duckdb.connect()
+    try:
+        table = load_table(catalog, config.table)
+        earlier = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
+        if table is not None and earlier is not None and earlier.run_id == ctx.run_id:
+            done = {
+                "mode": config.mode,
+                "already_committed": True,
+                "metadata": table.metadata_location,
+            }
+            return SinkResult(earlier.rows, label, done, ctx.pending_watermarks)
+        connection.execute(f"create view arrowline_input as select * from {source.duckdb_source()}")
+        if config.mode == "merge":
+            _check_keys(source, config, connection)
+        given = storable_schema(source.schema)
+        watermarks = dict(earlier.watermarks) if earlier else {}
+        for update in ctx.pending_watermarks:
+            watermarks[update.task_id] = (update.watermark, ctx.run_id)
+        sequence = (earlier.sequence if earlier else 0) + 1
+        entry = Load(ctx.run_id, source.num_rows, sequence, watermarks=watermarks)
+        ledger = {ledger_key(ctx.pipeline, ctx.task_id): entry.to_json()}
+        snapshot_properties = {
+            "arrowline.run": ctx.run_id,
+            "arrowline.task": f"{ctx.pipeline}.{ctx.task_id}",
+        }
+        changes: list[dict[str, object]] = []
+        metrics: dict[str, int] = {}
+        if table is None:
+            tx = _create(catalog, config, given)
+            staged = tx._table  # the table being created, with its FileIO
+            _append(tx, staged.io, _reader(source, arrow_schema_of(tx)), snapshot_properties)
+        else:
+            tx = table.transaction()
+            if config.mode == "replace" and table.current_snapshot() is not None:
+                # first, while the old schema and spec still describe the old files
+                tx.delete(config.predicate or "true", snapshot_properties=snapshot_properties)
+            schema, changes = _evolve(tx, table, given, config, label)
+            if config.mode in ("append", "replace"):
+                _append(tx, table.io, _reader(source, schema), snapshot_properties)
+            else:
+                metrics = _merge(tx, table, source, config, schema, connection, snapshot_properties)
+        tx.set_properties(ledger)
+        fault_point("iceberg.before_commit")
+        tx.commit_transaction()
+        fault_point("iceberg.after_commit")
+        committed = load_table(catalog, config.table)
+    except DataError:
+        raise
+    except Exception as exc:
+        ctx.raise_if_cancelled()
+        raise translate(exc, what) from None
+    finally:
+        connection.close()
+    details: dict[str, Any] = {"mode": config.mode, **metrics}
+    if committed is not None:
+        details["metadata"] = committed.metadata_location
+        if committed.current_snapshot() is not None:
+            details["snapshot_id"] = committed.current_snapshot().snapshot_id  # type: ignore[union-attr]
+    if changes:
+        details["schema_changes"] = changes
+    return SinkResult(source.num_rows, label, details, ctx.pending_watermarks)
+
+
+def _create(catalog: Catalog, config: IcebergSink, given: pa.Schema) -> Transaction:
+    """A transaction creating the table: its first rows commit with it, or nothing does."""
+    namespace = config.table.rsplit(".", 1)[0]
+    catalog.create_namespace_if_not_exists(namespace)
+    schema = _iceberg_schema(given)
+    spec = _partition_spec(schema, config)
+    return catalog.create_table_transaction(config.table, schema, partition_spec=spec)

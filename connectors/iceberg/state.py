@@ -1,0 +1,61 @@
+"""Watermarks an Iceberg sink keeps in its table's properties (connectors.iceberg.catalog).
+
+`arrowline state set` and `reset` rewrite the load's ledger entry in a metadata-only commit;
+the entry keeps naming the last load's run, so a resume of that run still finds it committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from connectors.base import ConnectorContext
+from connectors.iceberg.catalog import Load, ledger_key, load_table
+from connectors.iceberg.config import IcebergSink
+from connectors.iceberg.sink import catalog_of
+from engine.core.errors import StateError
+from engine.core.watermark import Watermark, WatermarkUpdate
+
+__all__ = ["delete", "put", "read"]
+
+
+def read(config: IcebergSink, ctx: ConnectorContext) -> dict[str, tuple[Watermark, str]]:
+    table = load_table(catalog_of(config, ctx), config.table)
+    load = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
+    return dict(load.watermarks) if load is not None else {}
+
+
+def _commit(
+    config: IcebergSink, ctx: ConnectorContext, change: dict[str, tuple[Watermark, str] | None]
+) -> None:
+    table = load_table(catalog_of(config, ctx), config.table)
+    if table is None:
+        raise StateError(
+            f"the Iceberg table {config.table} does not exist yet, so it cannot hold watermarks",
+            hint="run the pipeline once first; its load creates the table",
+        )
+    earlier = Load.of(table, ctx.pipeline, ctx.task_id)
+    watermarks = dict(earlier.watermarks) if earlier else {}
+    for task, value in change.items():
+        if value is None:
+            watermarks.pop(task, None)
+        else:
+            watermarks[task] = value
+    if earlier is None and not watermarks:
+        return
+    run_id, rows = (earlier.run_id, earlier.rows) if earlier else (ctx.run_id, 0)
+    entry = Load(run_id, rows, (earlier.sequence if earlier else 0) + 1, watermarks=watermarks)
+    with table.transaction() as tx:
+        tx.set_properties({ledger_key(ctx.pipeline, ctx.task_id): entry.to_json()})
+
+
+def put(config: IcebergSink, ctx: ConnectorContext, updates: Sequence[WatermarkUpdate]) -> None:
+    _commit(config, ctx, {u.task_id: (u.watermark, ctx.run_id) for u in updates})
+
+
+def delete(config: IcebergSink, ctx: ConnectorContext, task: str | None) -> None:
+    table = load_table(catalog_of(config, ctx), config.table)
+    earlier = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
+    if earlier is None:
+        return
+    tasks = [task] if task is not None else list(earlier.watermarks)
+    _commit(config, ctx, dict.fromkeys(tasks))
