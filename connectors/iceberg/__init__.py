@@ -140,10 +140,12 @@ class IcebergConnector(Connector):
         return CheckResult(resolved.name, resolved.describe(), True, detail, latency)
 
     def classify(self, exc: BaseException) -> Classification | None:
-        from pyiceberg.exceptions import CommitFailedException
+        from connectors.iceberg.catalog import translate
+        from engine.core.errors import TransientTaskError
 
-        if isinstance(exc, CommitFailedException):
-            return Classification(True, "CommitFailedException")
+        if type(exc).__module__.startswith("pyiceberg"):
+            said = translate(exc, "")
+            return Classification(isinstance(said, TransientTaskError), type(exc).__name__)
         return None
 
 

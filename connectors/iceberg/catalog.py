@@ -15,12 +15,15 @@ snapshot expiry, so the newest load of a (pipeline, task) is always known, commi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from connectors.base import ConnectorContext
 from engine.core.errors import (
     ArrowlineError,
     DataError,
@@ -41,6 +44,7 @@ __all__ = [
     "EMBEDDED",
     "Load",
     "ResolvedIceberg",
+    "catalog_for",
     "embedded",
     "ledger_key",
     "load_table",
@@ -96,13 +100,13 @@ def resolve(name: str, spec: IcebergConnection, base_dir: Path) -> ResolvedIcebe
         properties["warehouse"] = (
             warehouse if "://" in warehouse else _local_uri(warehouse, base_dir)
         )
-    return ResolvedIceberg(name, properties)
+    return ResolvedIceberg(spec.catalog or name, properties)
 
 
 def embedded(base_dir: Path) -> ResolvedIceberg:
     folder = (base_dir / EMBEDDED).resolve()
     return ResolvedIceberg(
-        "(embedded)",
+        "arrowline",
         {
             "type": "sql",
             "uri": f"sqlite:///{folder / 'catalog.db'}",
@@ -125,6 +129,21 @@ def open_catalog(resolved: ResolvedIceberg) -> Catalog:
         return load_catalog(resolved.name, **properties)
     except Exception as exc:
         raise translate(exc, f"opening the Iceberg catalog {resolved.describe()}") from None
+
+
+@contextmanager
+def catalog_for(config: Any, ctx: ConnectorContext) -> Iterator[Catalog]:
+    """The catalog of a source or sink config (its connection's, else the embedded one), its
+    pooled database connections closed on the way out (a table loaded from it still commits:
+    the pool opens a connection again when asked)."""
+    resolved = ctx.connection(config.connection) if config.connection else embedded(ctx.base_dir)
+    catalog = open_catalog(resolved)
+    try:
+        yield catalog
+    finally:
+        engine = getattr(catalog, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
 
 def load_table(catalog: Catalog, identifier: str) -> Table | None:
@@ -222,17 +241,31 @@ def storable_schema(schema: pa.Schema) -> pa.Schema:
 def translate(exc: BaseException, what: str) -> ArrowlineError:
     """A pyiceberg exception as an arrowline error: a lost commit race may go away on retry,
     rows or a schema the table refuses are about the data, the rest is terminal."""
-    from pyiceberg.exceptions import CommitFailedException, ValidationError
+    from pyiceberg.exceptions import (
+        CommitFailedException,
+        CommitStateUnknownException,
+        ServerError,
+        ServiceUnavailableError,
+        TooManyRequestsError,
+        ValidationError,
+        ValidationException,
+    )
 
     if isinstance(exc, ArrowlineError):
         return exc
     message = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, CommitFailedException):
+    if isinstance(exc, CommitFailedException | ValidationException):
         return TransientTaskError(
             f"{what}: another writer committed to the table first ({message})",
             hint="the load is retried from its start; give the task more `retry` attempts "
             "when writers of one table often overlap",
         )
+    if isinstance(
+        exc,
+        CommitStateUnknownException | ServerError | ServiceUnavailableError | TooManyRequestsError,
+    ):
+        # a retry finds the load's ledger entry when the commit did happen
+        return TransientTaskError(f"{what}: the catalog did not answer ({message})")
     if isinstance(exc, ValidationError | ValueError | pa.ArrowInvalid | TypeError):
         return DataError(f"{what}: {message}")
     return TaskError(f"{what}: {message}")

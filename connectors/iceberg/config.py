@@ -54,6 +54,11 @@ class IcebergConnection(ConfigModel):
         "a URI (s3://...). A REST catalog may choose it itself.",
         json_schema_extra=PATH,
     )
+    catalog: str | None = Field(
+        None,
+        description="The catalog's name: a SQL catalog keeps it with every table, so another "
+        "tool sharing the catalog must use the same (default: the connection's name).",
+    )
     properties: dict[str, str] = Field(
         default_factory=dict,
         description="Other catalog properties pyiceberg takes (s3.endpoint, token, ...); "

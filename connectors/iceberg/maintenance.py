@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import ConnectorContext, Maintenance
-from connectors.iceberg.catalog import load_table
-from connectors.iceberg.sink import catalog_of
+from connectors.iceberg.catalog import catalog_for, load_table
 from engine.core.errors import DataError, DefinitionError
 
 __all__ = ["maintain_iceberg"]
@@ -121,9 +120,10 @@ def _expire(table: Any, job: Maintenance) -> dict[str, Any]:
 
 
 def maintain_iceberg(config: Any, job: Maintenance, ctx: ConnectorContext) -> dict[str, Any]:
-    table = load_table(catalog_of(config, ctx), config.table)
-    if table is None:
-        raise DataError(f"no Iceberg table {config.table}", hint="its first load creates it")
-    action = {"optimize": _optimize, "vacuum": _vacuum, "expire-snapshots": _expire}[job.action]
-    result: dict[str, Any] = action(table, job)
+    with catalog_for(config, ctx) as catalog:
+        table = load_table(catalog, config.table)
+        if table is None:
+            raise DataError(f"no Iceberg table {config.table}", hint="its first load creates it")
+        action = {"optimize": _optimize, "vacuum": _vacuum, "expire-snapshots": _expire}
+        result: dict[str, Any] = action[job.action](table, job)
     return result

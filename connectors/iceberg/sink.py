@@ -28,10 +28,9 @@ from connectors.evolution import Column, arrow_type_name, diff, replacing_policy
 from connectors.iceberg.catalog import (
     Load,
     arrow_schema,
-    embedded,
+    catalog_for,
     ledger_key,
     load_table,
-    open_catalog,
     storable_schema,
     translate,
 )
@@ -47,12 +46,7 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table, Transaction
 
-__all__ = ["catalog_of", "write_iceberg"]
-
-
-def catalog_of(config: Any, ctx: ConnectorContext) -> Catalog:
-    resolved = ctx.connection(config.connection) if config.connection else embedded(ctx.base_dir)
-    return open_catalog(resolved)
+__all__ = ["write_iceberg"]
 
 
 def _cast(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -212,8 +206,9 @@ def _evolve(
 def _iceberg_schema(schema: pa.Schema) -> Any:
     """An Arrow schema as Iceberg's, with field ids of its own (a table assigns them anew)."""
     from pyiceberg.catalog import Catalog
+    from pyiceberg.schema import assign_fresh_schema_ids
 
-    return Catalog._convert_schema_if_needed(schema)
+    return assign_fresh_schema_ids(Catalog._convert_schema_if_needed(schema))
 
 
 def arrow_schema_of(tx: Transaction) -> pa.Schema:
@@ -401,9 +396,15 @@ def _merge(
 
 def write_iceberg(source: InputTable, config: IcebergSink, ctx: ConnectorContext) -> SinkResult:
     """Load `source` into the table in one transaction."""
+    with catalog_for(config, ctx) as catalog:
+        return _write(catalog, source, config, ctx)
+
+
+def _write(
+    catalog: Catalog, source: InputTable, config: IcebergSink, ctx: ConnectorContext
+) -> SinkResult:
     import duckdb
 
-    catalog = catalog_of(config, ctx)
     label = f"iceberg:{config.connection or 'embedded'}#{config.table}"
     what = f"loading into the Iceberg table {config.table}"
     connection = duckdb.connect()

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pyarrow as pa
 
 from connectors.base import ConnectorContext, Unknown
-from connectors.iceberg.catalog import arrow_schema, load_table, translate
+from connectors.iceberg.catalog import arrow_schema, catalog_for, load_table, translate
 from connectors.iceberg.config import IcebergSource
-from connectors.iceberg.sink import catalog_of
 from engine.core.errors import DataError, TaskError
 
 if TYPE_CHECKING:
@@ -32,7 +31,8 @@ SEQUENCE_COLUMN = "_iceberg_sequence"
 
 
 def _table(config: IcebergSource, ctx: ConnectorContext) -> Table:
-    table = load_table(catalog_of(config, ctx), config.table)
+    with catalog_for(config, ctx) as catalog:
+        table = load_table(catalog, config.table)
     if table is None:
         where = f"connection {config.connection!r}" if config.connection else "the embedded catalog"
         raise DataError(f"no Iceberg table {config.table} in {where}")

@@ -7,11 +7,11 @@ the entry keeps naming the last load's run, so a resume of that run still finds 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from connectors.base import ConnectorContext
-from connectors.iceberg.catalog import Load, ledger_key, load_table
+from connectors.iceberg.catalog import Load, catalog_for, ledger_key, load_table
 from connectors.iceberg.config import IcebergSink
-from connectors.iceberg.sink import catalog_of
 from engine.core.errors import StateError
 from engine.core.watermark import Watermark, WatermarkUpdate
 
@@ -19,7 +19,8 @@ __all__ = ["delete", "put", "read"]
 
 
 def read(config: IcebergSink, ctx: ConnectorContext) -> dict[str, tuple[Watermark, str]]:
-    table = load_table(catalog_of(config, ctx), config.table)
+    with catalog_for(config, ctx) as catalog:
+        table = load_table(catalog, config.table)
     load = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
     return dict(load.watermarks) if load is not None else {}
 
@@ -27,7 +28,17 @@ def read(config: IcebergSink, ctx: ConnectorContext) -> dict[str, tuple[Watermar
 def _commit(
     config: IcebergSink, ctx: ConnectorContext, change: dict[str, tuple[Watermark, str] | None]
 ) -> None:
-    table = load_table(catalog_of(config, ctx), config.table)
+    with catalog_for(config, ctx) as catalog:
+        _commit_in(catalog, config, ctx, change)
+
+
+def _commit_in(
+    catalog: Any,
+    config: IcebergSink,
+    ctx: ConnectorContext,
+    change: dict[str, tuple[Watermark, str] | None],
+) -> None:
+    table = load_table(catalog, config.table)
     if table is None:
         raise StateError(
             f"the Iceberg table {config.table} does not exist yet, so it cannot hold watermarks",
@@ -53,7 +64,8 @@ def put(config: IcebergSink, ctx: ConnectorContext, updates: Sequence[WatermarkU
 
 
 def delete(config: IcebergSink, ctx: ConnectorContext, task: str | None) -> None:
-    table = load_table(catalog_of(config, ctx), config.table)
+    with catalog_for(config, ctx) as catalog:
+        table = load_table(catalog, config.table)
     earlier = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
     if earlier is None:
         return

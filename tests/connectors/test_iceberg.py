@@ -1,0 +1,473 @@
+"""Iceberg tables through pyiceberg on a real SQL catalog (SQLite, and PostgreSQL for a shared
+one): the sink's modes, the merge's file pruning, schema change, the ledger and conflicts; the
+source's projection, filter, time travel and incremental reads; maintenance; every type both
+ways; whole pipelines through the CLI. Tables are read back with pyiceberg itself."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import Result
+from hypothesis import HealthCheck, given, settings
+from polars.testing import assert_frame_equal
+from polars.testing.parametric import dataframes
+from pyiceberg.catalog.sql import SqlCatalog
+
+import engine
+from connectors.base import ConnectorContext, SinkResult
+from connectors.evolution import arrow_type_name
+from connectors.iceberg import state
+from connectors.iceberg.catalog import ResolvedIceberg, embedded, storable_schema
+from connectors.iceberg.config import IcebergSink, IcebergSource
+from connectors.iceberg.sink import write_iceberg
+from connectors.iceberg.source import open_iceberg
+from engine.core.errors import DataError, StateError, TransientTaskError
+from engine.core.tables import InputTable
+from engine.core.watermark import Watermark, WatermarkUpdate
+from tests.conftest import PgSchema, WritePipeline, at_once
+
+Cli = Callable[..., Result]
+
+
+def staged(folder: Path, table: pa.Table, name: str) -> InputTable:
+    path = folder / f"{name}.parquet"
+    pq.write_table(table, path)
+    return InputTable("t", "r", (path,), table.schema, table.num_rows)
+
+
+def sink(**config: object) -> IcebergSink:
+    return IcebergSink.model_validate({"input": "t", "to": "iceberg", "table": "ns.t", **config})
+
+
+def context(folder: Path, run_id: str, **extra: Any) -> ConnectorContext:
+    return ConnectorContext(folder, "p", run_id, "load", **extra)
+
+
+def load(
+    folder: Path,
+    data: pa.Table,
+    config: IcebergSink,
+    run_id: str,
+    watermarks: tuple[WatermarkUpdate, ...] = (),
+) -> SinkResult:
+    ctx = context(folder, run_id, pending_watermarks=watermarks)
+    return write_iceberg(staged(folder, data, f"in-{run_id}"), config, ctx)
+
+
+def catalog(folder: Path) -> SqlCatalog:
+    properties = embedded(folder).properties
+    opened = SqlCatalog("arrowline", uri=properties["uri"], warehouse=properties["warehouse"])
+    opened.engine.dispose()  # no pooled connection outlives a check (it reconnects when asked)
+    return opened
+
+
+def rows(folder: Path, sort: str = "id", table: str = "ns.t") -> list[dict[str, Any]]:
+    opened = catalog(folder)
+    found = opened.load_table(table).scan().to_arrow().sort_by(sort).to_pylist()
+    opened.engine.dispose()
+    return found
+
+
+def read(folder: Path, watermark: Watermark | None = None, **config: object) -> pa.Table:
+    source = IcebergSource.model_validate({"from": "iceberg", "table": "ns.t", **config})
+    (reader,) = open_iceberg(source, ConnectorContext(folder, "p", "r", "x", watermark=watermark))
+    return reader.read_all()
+
+
+# -- the sink ---------------------------------------------------------------------------------
+
+
+def test_append_creates_the_table_with_its_first_rows_then_adds(tmp_path: Path) -> None:
+    first = load(tmp_path, pa.table({"id": [1, 2], "v": ["a", "b"]}), sink(), "r1")
+    assert (first.rows, first.target) == (2, "iceberg:embedded#ns.t")
+    load(tmp_path, pa.table({"v": ["c"], "id": [3]}), sink(), "r2")  # by name, any order
+    assert [r["v"] for r in rows(tmp_path)] == ["a", "b", "c"]
+    table = catalog(tmp_path).load_table("ns.t")
+    entry = json.loads(table.properties["arrowline.load.p.load"])
+    assert (entry["run_id"], entry["rows"], entry["sequence"]) == ("r2", 1, 2)
+    assert len(table.snapshots()) == 2  # the creation commits with the first rows
+    assert (tmp_path / ".arrowline/iceberg/catalog.db").exists()
+
+
+def test_a_run_whose_load_committed_writes_nothing_again(tmp_path: Path) -> None:
+    data = pa.table({"id": [1, 2]})
+    load(tmp_path, data, sink(), "r1")
+    again = load(tmp_path, data, sink(), "r1")
+    assert again.details["already_committed"] is True
+    assert len(rows(tmp_path)) == 2
+    load(tmp_path, data, sink(), "r2")
+    assert len(rows(tmp_path)) == 4
+
+
+def test_watermarks_commit_with_the_rows_and_state_commands_keep_the_last_load(
+    tmp_path: Path,
+) -> None:
+    update = WatermarkUpdate("orders", Watermark(datetime(2026, 12, 1, tzinfo=UTC), (7,)))
+    ctx = context(tmp_path, "manual")
+    with pytest.raises(StateError, match="does not exist yet"):
+        state.put(sink(), ctx, [update])
+    load(tmp_path, pa.table({"id": [1]}), sink(), "r1", (update,))
+    load(tmp_path, pa.table({"id": [2]}), sink(), "r2")
+    assert state.read(sink(), ctx) == {"orders": (update.watermark, "r1")}
+    state.put(sink(), ctx, [WatermarkUpdate("orders", Watermark(5))])
+    assert state.read(sink(), ctx) == {"orders": (Watermark(5), "manual")}
+    assert load(tmp_path, pa.table({"id": [2]}), sink(), "r2").details["already_committed"]
+    state.delete(sink(), ctx, "orders")
+    assert state.read(sink(), ctx) == {}
+    assert len(rows(tmp_path)) == 2
+
+
+def test_replace_makes_the_table_the_input_or_only_the_predicates_rows(tmp_path: Path) -> None:
+    days = pa.table({"id": [1, 2, 3], "day": ["d1", "d1", "d2"]})
+    load(tmp_path, days, sink(partition_by=["day"]), "r1")
+    load(
+        tmp_path,
+        pa.table({"id": [4], "day": ["d1"]}),
+        sink(mode="replace", predicate="day = 'd1'"),
+        "r2",
+    )
+    assert [(r["id"], r["day"]) for r in rows(tmp_path)] == [(3, "d2"), (4, "d1")]
+    load(tmp_path, pa.table({"id": [9], "w": [1.5]}), sink(mode="replace"), "r3")
+    assert rows(tmp_path) == [{"id": 9, "w": 1.5}]
+    assert catalog(tmp_path).load_table("ns.t").spec().fields == ()
+
+
+def test_merge_updates_and_inserts_and_rewrites_only_files_holding_the_keys(
+    tmp_path: Path,
+) -> None:
+    config = sink(mode="merge", keys=["id"])
+    for run, start in (("r1", 0), ("r2", 100), ("r3", 200)):  # three files of 100 keys
+        load(
+            tmp_path,
+            pa.table({"id": list(range(start, start + 100)), "v": ["a"] * 100}),
+            config,
+            run,
+        )
+    result = load(tmp_path, pa.table({"id": [150, 151, 999], "v": ["B", "B", "new"]}), config, "r4")
+    assert result.details["files_rewritten"] == 1  # the file of keys 100-199 only
+    assert result.details["rows_kept"] == 98
+    assert result.details["rows_replaced"] == 2
+    found = {r["id"]: r["v"] for r in rows(tmp_path)}
+    assert len(found) == 301
+    assert (found[150], found[151], found[999], found[152]) == ("B", "B", "new", "a")
+
+
+def test_merge_with_delete_missing_keeps_exactly_the_inputs_keys_within_the_predicate(
+    tmp_path: Path,
+) -> None:
+    config = sink(mode="merge", keys=["id"], delete_missing=True)
+    load(tmp_path, pa.table({"id": [1, 2, 3], "g": ["x", "x", "y"]}), config, "r1")
+    load(tmp_path, pa.table({"id": [2, 4], "g": ["x", "x"]}), config, "r2")
+    assert [r["id"] for r in rows(tmp_path)] == [2, 4]
+    scoped = sink(mode="merge", keys=["id"], delete_missing=True, predicate="g = 'x'")
+    load(tmp_path, pa.table({"id": [5], "g": ["y"]}), sink(), "r3")
+    load(tmp_path, pa.table({"id": [4], "g": ["x"]}), scoped, "r4")
+    assert [r["id"] for r in rows(tmp_path)] == [4, 5]  # 5 is outside g = 'x': kept
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (pa.table({"id": [1, 1], "v": ["a", "b"]}), r"1 merge keys appear more than once"),
+        (pa.table({"id": [1, None], "v": ["a", "b"]}), r"must not be NULL"),
+        (pa.table({"key": [1], "v": ["a"]}), r"merge keys \['id'\] are not columns"),
+    ],
+)
+def test_merge_refuses_keys_it_cannot_match(tmp_path: Path, data: pa.Table, message: str) -> None:
+    load(tmp_path, pa.table({"id": [7], "v": ["x"]}), sink(), "r0")
+    with pytest.raises(DataError, match=message):
+        load(tmp_path, data, sink(mode="merge", keys=["id"]), "r1")
+    assert rows(tmp_path) == [{"id": 7, "v": "x"}]
+
+
+def test_schema_change_adds_promotes_fills_and_refuses_per_policy(tmp_path: Path) -> None:
+    narrow = pa.table({"id": pa.array([1], pa.int32()), "v": ["a"]})
+    load(tmp_path, narrow, sink(), "r1")
+    wider = pa.table({"id": pa.array([2**40], pa.int64()), "v": ["b"], "n": [2.5]})
+    result = load(tmp_path, wider, sink(), "r2")
+    assert [c["change"] for c in result.details["schema_changes"]] == ["widened", "added"]
+    table = catalog(tmp_path).load_table("ns.t")
+    assert str(table.schema().find_field("id").field_type) == "long"
+    with pytest.raises(DataError, match=r"column 'v' \(text\) is not in the input"):
+        load(tmp_path, pa.table({"id": [3], "n": [3.5]}), sink(), "r3")
+    load(tmp_path, pa.table({"id": [3], "n": [3.5]}), sink(schema_change="evolve"), "r4")
+    with pytest.raises(DataError, match="new column 'z'"):
+        load(
+            tmp_path,
+            pa.table({"id": [4], "v": ["d"], "n": [1.0], "z": [1]}),
+            sink(schema_change="freeze"),
+            "r5",
+        )
+    with pytest.raises(DataError, match="column 'v' is text, the input has bigint"):
+        load(tmp_path, pa.table({"id": [4], "v": [5], "n": [1.0]}), sink(), "r6")
+    assert [(r["id"], r["v"], r["n"]) for r in rows(tmp_path)] == [
+        (1, "a", None),
+        (3, None, 3.5),
+        (2**40, "b", 2.5),
+    ]
+
+
+def test_types_iceberg_cannot_hold_are_refused_and_small_integers_kept(tmp_path: Path) -> None:
+    load(tmp_path, pa.table({"id": pa.array([200, 7], pa.uint8())}), sink(), "r1")
+    assert [r["id"] for r in rows(tmp_path)] == [7, 200]
+    with pytest.raises(DataError, match="column 'd' is duration"):
+        load(
+            tmp_path,
+            pa.table({"id": [1], "d": pa.array([1], pa.duration("us"))}),
+            sink(table="ns.u"),
+            "r2",
+        )
+    with pytest.raises(DataError, match="column 'id'"):
+        load(
+            tmp_path, pa.table({"id": pa.array([2**63 + 5], pa.uint64())}), sink(table="ns.v"), "r3"
+        )
+    assert catalog(tmp_path).table_exists("ns.v") is False
+
+
+def test_config_refuses_bad_tables_partitions_and_flags() -> None:
+    with pytest.raises(ValueError, match=r"must be namespace\.name"):
+        sink(table="orders")
+    with pytest.raises(ValueError, match=r"must be namespace\.name"):
+        sink(table="ns.t; drop")
+    with pytest.raises(ValueError, match=r"partition 'days\(at\)' is not a column or a transform"):
+        sink(partition_by=["days(at)"])
+    with pytest.raises(ValueError, match="delete_missing applies to mode: merge"):
+        sink(delete_missing=True)
+
+
+def test_two_merges_at_once_one_commits_and_the_other_is_told_to_retry(tmp_path: Path) -> None:
+    config = sink(mode="merge", keys=["id"])
+    load(tmp_path, pa.table({"id": list(range(100)), "v": ["a"] * 100}), config, "r0")
+    a = staged(tmp_path, pa.table({"id": [1, 200], "v": ["A", "new"]}), "a")
+    b = staged(tmp_path, pa.table({"id": [1, 300], "v": ["B", "new"]}), "b")
+    outcomes = at_once(
+        lambda: write_iceberg(a, config, context(tmp_path, "ra")),
+        lambda: write_iceberg(b, config, context(tmp_path, "rb")),
+    )
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failures) <= 1
+    for failure in failures:
+        assert isinstance(failure, TransientTaskError), failure
+    found = {r["id"]: r["v"] for r in rows(tmp_path)}
+    assert len(found) == 100 + (2 - len(failures))
+    assert found[1] in {"A", "B"}
+
+
+def test_a_shared_catalog_in_postgresql(
+    tmp_path: Path, pg: PgSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.iceberg.catalog import resolve
+    from connectors.iceberg.config import IcebergConnection
+
+    spec = IcebergConnection(kind="iceberg", uri="${env:TEST_PG_URI}", warehouse="wh")
+    resolved = resolve("lake", spec, tmp_path)
+    assert resolved.properties["uri"].startswith("postgresql+psycopg://")
+    config = sink(connection="lake", table=f"{pg.schema}.t")
+    ctx = ConnectorContext(tmp_path, "p", "r1", "load", connections={"lake": resolved})
+    write_iceberg(staged(tmp_path, pa.table({"id": [1, 2]}), "x"), config, ctx)
+    names = pg.rows(f"select table_name from iceberg_tables where table_namespace = '{pg.schema}'")
+    assert names == [("t",)]
+    assert (tmp_path / "wh").is_dir()
+    pg.execute(f"delete from iceberg_tables where table_namespace = '{pg.schema}'")
+    assert isinstance(resolved, ResolvedIceberg)
+    assert "TEST_PG_URI" not in resolved.describe()
+
+
+# -- the source -------------------------------------------------------------------------------
+
+
+def test_a_table_streams_with_its_columns_a_filter_and_time_travel(tmp_path: Path) -> None:
+    data = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int32()),
+            "amount": pa.array([Decimal("1.50"), Decimal("2.25"), None], pa.decimal128(12, 2)),
+            "region": ["EU", "US", "EU"],
+        }
+    )
+    load(tmp_path, data, sink(partition_by=["region"]), "r1")
+    first = catalog(tmp_path).load_table("ns.t").current_snapshot()
+    assert first is not None
+    more = pa.table(
+        {
+            "id": pa.array([4], pa.int32()),
+            "amount": pa.array([None], pa.decimal128(12, 2)),
+            "region": ["EU"],
+        }
+    )
+    load(tmp_path, more, sink(), "r2")
+    assert sorted(read(tmp_path).column("id").to_pylist()) == [1, 2, 3, 4]
+    some = read(tmp_path, columns=["id", "amount"], filter="region = 'EU' and id > 1")
+    assert some.schema.names == ["id", "amount"]
+    assert some.schema.field("amount").type == pa.decimal128(12, 2)
+    assert sorted(some.column("id").to_pylist()) == [3, 4]
+    old = read(tmp_path, snapshot_id=first.snapshot_id)
+    assert sorted(old.column("id").to_pylist()) == [1, 2, 3]
+    with pytest.raises(DataError, match=r"columns \['nope'\] are not in the Iceberg table"):
+        read(tmp_path, columns=["nope"])
+    with pytest.raises(DataError, match=r"no Iceberg table ns\.missing"):
+        read(tmp_path, table="ns.missing")
+
+
+def test_incremental_reads_rows_written_since_the_watermark_snapshot(tmp_path: Path) -> None:
+    load(tmp_path, pa.table({"id": [1, 2], "v": ["a", "b"]}), sink(), "r1")
+    first = read(tmp_path, incremental=True)
+    (sequence,) = set(first.column("_iceberg_sequence").to_pylist())
+    assert read(tmp_path, Watermark(sequence), incremental=True).num_rows == 0
+    load(tmp_path, pa.table({"id": [3], "v": ["c"]}), sink(), "r2")
+    appended = read(tmp_path, Watermark(sequence), incremental=True)
+    assert appended.select(["id", "v"]).to_pylist() == [{"id": 3, "v": "c"}]
+    merged = load(
+        tmp_path, pa.table({"id": [1, 9], "v": ["A", "i"]}), sink(mode="merge", keys=["id"]), "r3"
+    )
+    assert merged.details["files_rewritten"] == 1
+    (after,) = set(appended.column("_iceberg_sequence").to_pylist())
+    changed = read(tmp_path, Watermark(after), incremental=True)
+    found = {r["id"]: r["v"] for r in changed.to_pylist()}
+    assert (found[1], found[9]) == ("A", "i")  # updated and inserted by the merge: read
+    assert 3 not in found  # in a file the merge did not touch
+
+
+# -- maintenance, notebooks, pipelines ----------------------------------------------------------
+
+
+def test_maintenance_compacts_vacuums_and_expires_keeping_the_ledger(
+    write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    write(
+        "p.yaml",
+        """
+        pipeline: small
+        tasks:
+          - id: n
+            sql: select 1 as id
+          - id: keep
+            load: {input: n, to: iceberg, table: lake.kept, mode: append}
+        """,
+    )
+    for _ in range(4):
+        assert cli("run", "p.yaml", "--no-progress").exit_code == 0
+    table = catalog(project).load_table("lake.kept")
+    assert len(list(table.scan().plan_files())) == 4
+    result = cli("table", "optimize", "p.yaml", "keep")
+    assert result.exit_code == 0, result.output
+    assert "files removed: 4, files added: 1" in result.output
+    assert len(rows(project, table="lake.kept")) == 4
+    orphan = project / ".arrowline/iceberg/warehouse/lake/kept/data/orphan.parquet"
+    orphan.write_bytes(b"left by a killed load")
+    refused = cli("table", "vacuum", "p.yaml", "keep", "--retention", "0s")
+    assert refused.exit_code != 0
+    assert "--unsafe-retention" in refused.output
+    result = cli("table", "vacuum", "p.yaml", "keep", "--retention", "0s", "--unsafe-retention")
+    assert result.exit_code == 0, result.output
+    assert not orphan.exists()
+    assert len(rows(project, table="lake.kept")) == 4  # the compacted file is referenced
+    result = cli("table", "expire-snapshots", "p.yaml", "keep", "--retention", "0s")
+    assert result.exit_code == 0, result.output
+    table = catalog(project).load_table("lake.kept")
+    assert len(table.snapshots()) == 1
+    assert json.loads(table.properties["arrowline.load.small.keep"])["sequence"] == 4
+
+
+def test_a_pipeline_into_iceberg_and_back_with_a_notebook_view_of_each_run(
+    write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    write(
+        "p.yaml",
+        """
+        pipeline: ice
+        tasks:
+          - id: orders
+            extract:
+              from: generate
+              rows: 1000
+              columns: {order_id: {type: int64, sequence: true}, region: {type: string, values: [EU, US]}}
+          - id: lake
+            load: {input: orders, to: iceberg, table: sales.orders, mode: merge, keys: [order_id],
+                   partition_by: [region, "bucket(4, order_id)"]}
+        """,
+    )
+    write(
+        "back.yaml",
+        """
+        pipeline: back
+        tasks:
+          - id: orders
+            extract: {from: iceberg, table: sales.orders, filter: "region = 'EU'", incremental: true}
+          - id: eu
+            load: {input: orders, to: parquet, path: out/eu.parquet}
+        """,
+    )
+    assert cli("run", "p.yaml", "--no-progress").exit_code == 0
+    planned = cli("plan", "back.yaml", "--format", "json")
+    assert planned.exit_code == 0, planned.output
+    schema = json.loads(planned.stdout)["schemas"]["schemas"]["orders"]
+    assert [c["name"] for c in schema] == ["order_id", "region", "_iceberg_sequence"]
+    result = cli("run", "back.yaml", "--no-progress")
+    assert result.exit_code == 0, result.output
+    regions = [r["region"] for r in rows(project, "order_id", "sales.orders")]
+    assert pq.read_table(project / "out/eu.parquet").num_rows == regions.count("EU") > 400
+    assert cli("run", "p.yaml", "--no-progress").exit_code == 0  # the same keys: all updated
+    with engine.open(project) as notebook:
+        assert notebook.table("lake").collect().height == 1000
+        first = notebook.runs(pipeline="ice")["run_id"][-1]
+        assert notebook.table("lake", run=first).collect().height == 1000
+
+
+# -- every type, both ways --------------------------------------------------------------------
+
+ICEBERG_DTYPES = [
+    pl.Int8,
+    pl.Int16,
+    pl.Int32,
+    pl.Int64,
+    pl.UInt8,
+    pl.UInt16,
+    pl.UInt32,
+    pl.Float32,
+    pl.Float64,
+    pl.Boolean,
+    pl.String,
+    pl.Binary,
+    pl.Date,
+    pl.Time,
+    pl.Datetime("us"),
+    pl.Datetime("us", "UTC"),
+    pl.Decimal(12, 2),
+    pl.Decimal(38, 0),
+    pl.List(pl.Int64),
+    pl.List(pl.String),
+]
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    frame=dataframes(
+        min_cols=1, max_cols=6, allowed_dtypes=ICEBERG_DTYPES, allow_null=True, max_size=30
+    )
+)
+def test_every_type_iceberg_holds_comes_back_as_it_went_in(
+    tmp_path: Path, frame: pl.DataFrame
+) -> None:
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    data = frame.to_arrow()
+    load(folder, data, sink(), "r1")
+    load(folder, data, sink(), "r2")
+    back = pl.from_arrow(read(folder))
+    assert isinstance(back, pl.DataFrame)
+    assert_frame_equal(back, pl.concat([frame, frame]), check_dtypes=False, check_row_order=False)
+    for field in read(folder).schema:
+        went_in = storable_schema(pa.schema([data.schema.field(field.name)])).field(0).type
+        assert arrow_type_name(field.type) == arrow_type_name(went_in)
