@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from connectors.keys import check_load_keys
-from engine.core.config import PATH, ConfigModel
+from engine.core.config import PATH, SQL, ConfigModel
 from engine.core.sqltext import name_clash
 
 __all__ = ["DeltaSink", "DeltaSource"]
@@ -33,6 +33,7 @@ class DeltaSource(ConfigModel):
         description="A SQL condition on the table's columns (DuckDB's dialect), e.g. "
         "`region = 'EU' and day >= date '2026-01-01'`. Files whose partition values or "
         "statistics cannot match are skipped.",
+        json_schema_extra=SQL,
     )
     version: int | None = Field(
         None, ge=0, description="Time travel: read the table as of this version."
@@ -87,6 +88,7 @@ class DeltaSink(ConfigModel):
         "rows matching it are considered, which lets delta-rs skip the other files (and limits "
         "delete_missing to them). A SQL condition in delta-rs's dialect (DataFusion); in merge, "
         "the table's columns are `t.<column>`.",
+        json_schema_extra=SQL,
     )
     delete_missing: bool = Field(
         False,

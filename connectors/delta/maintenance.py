@@ -11,10 +11,18 @@ checkpoint. Every commit these make carries the newest ledger entry of each load
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from connectors.base import ConnectorContext, Maintenance
-from connectors.delta.table import CARRIED_KEY, arrow_schema, ledger, open_table, table_location
+from connectors.delta.table import (
+    CARRIED_KEY,
+    arrow_schema,
+    ledger,
+    open_table,
+    table_location,
+    translate,
+)
 from engine.core.errors import DataError, DefinitionError
 
 __all__ = ["maintain_delta"]
@@ -28,6 +36,15 @@ def _carrying(table: Any) -> Any:
 
 def maintain_delta(config: Any, job: Maintenance, ctx: ConnectorContext) -> dict[str, Any]:
     location = table_location(config.path, ctx.base_dir)
+    try:
+        return _maintain(location, job)
+    except (DataError, DefinitionError):
+        raise
+    except Exception as exc:
+        raise translate(exc, f"{job.action} of the Delta table {location}") from None
+
+
+def _maintain(location: str, job: Maintenance) -> dict[str, Any]:
     table = open_table(location)
     if table is None:
         raise DataError(f"no Delta table at {location}", hint="its first load creates it")
@@ -44,7 +61,8 @@ def maintain_delta(config: Any, job: Maintenance, ctx: ConnectorContext) -> dict
             "version": table.version(),
         }
     if job.action == "vacuum":
-        hours = None if job.retention is None else int(job.retention.total_seconds() // 3600)
+        # whole hours, rounded up: a retention never removes a file younger than it says
+        hours = None if job.retention is None else math.ceil(job.retention.total_seconds() / 3600)
         try:
             removed = table.vacuum(
                 retention_hours=hours,

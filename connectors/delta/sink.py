@@ -29,6 +29,7 @@ from connectors.base import ConnectorContext, SinkResult
 from connectors.delta.config import DeltaSink
 from connectors.delta.table import (
     LEDGER_KEY,
+    REWRITE_KEY,
     Load,
     app_id,
     arrow_schema,
@@ -70,8 +71,15 @@ def _storable_type(name: str, t: pa.DataType) -> pa.DataType:
             f"column {name!r} is {t}, which a Delta table cannot hold",
             hint="cast it upstream (to a string, or a count of microseconds as bigint)",
         )
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+    if (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_fixed_size_list(t)
+    ):
         return pa.list_(_storable_type(name, t.value_type))
+    if pa.types.is_map(t):
+        return pa.map_(_storable_type(name, t.key_type), _storable_type(name, t.item_type))
     if pa.types.is_struct(t):
         return pa.struct([f.with_type(_storable_type(f"{name}.{f.name}", f.type)) for f in t])
     return t
@@ -85,10 +93,19 @@ def _columns(schema: pa.Schema) -> list[Column]:
     return [Column(f.name, arrow_type_name(f.type), not f.nullable, False) for f in schema]
 
 
-def _widened_type(type_name: str, given: pa.DataType) -> pa.DataType:
-    """The Arrow type of a widened column: the input's, or the numeric the two share."""
+def _widened_type(column: str, type_name: str, given: pa.DataType) -> pa.DataType:
+    """The Arrow type of a widened column: the input's, or the numeric the two share (in a
+    list, its elements')."""
+    if type_name.endswith("[]") and pa.types.is_list(given):
+        return pa.list_(_widened_type(column, type_name[:-2], given.value_type))
     if type_name.startswith("numeric("):
         precision, scale = (int(p) for p in type_name[8:-1].split(","))
+        if precision > 38:
+            raise DataError(
+                f"column {column!r} would need {type_name}: Delta holds decimals of at most "
+                "38 digits",
+                hint="round the input to the table's scale upstream",
+            )
         return pa.decimal128(precision, scale)
     return given
 
@@ -152,7 +169,8 @@ def _fit(
     widen: dict[str, pa.DataType] = {}
     for change in found.changes:
         if change.change == "widened" and change.after is not None:
-            widen[change.column] = _widened_type(change.after, given.field(change.column).type)
+            given_type = given.field(change.column).type
+            widen[change.column] = _widened_type(change.column, change.after, given_type)
     names = set(current.names)
     shape = [f.with_type(widen.get(f.name, f.type)) for f in current]
     shape += [f.with_nullable(True) for f in given if f.name not in names]
@@ -160,8 +178,9 @@ def _fit(
 
 
 def _widen(table: DeltaTable, widen: dict[str, pa.DataType], location: str) -> None:
-    """Rewrite the table with wider column types, in a commit that changes no row."""
-    from deltalake import write_deltalake
+    """Rewrite the table with wider column types, in a commit that changes no row (tagged,
+    so incremental readers of the table do not read its rows again)."""
+    from deltalake import CommitProperties, write_deltalake
 
     current = arrow_schema(table)
     shape = pa.schema([f.with_type(widen.get(f.name, f.type)) for f in current])
@@ -175,17 +194,24 @@ def _widen(table: DeltaTable, widen: dict[str, pa.DataType], location: str) -> N
         mode="overwrite",
         schema_mode="overwrite",
         partition_by=table.metadata().partition_columns or None,
+        commit_properties=CommitProperties(custom_metadata={REWRITE_KEY: "widen"}),
     )
     fault_point("delta.after_widen")
 
 
-def _check_keys(source: InputTable, config: DeltaSink) -> None:
+def _check_keys(source: InputTable, config: DeltaSink, table: pa.Schema | None) -> None:
     import duckdb
 
     missing = [key for key in config.keys if key not in source.schema.names]
     if missing:
         raise DataError(
             f"merge keys {missing} are not columns of the input ({source.schema.names})"
+        )
+    absent = [key for key in config.keys if table is not None and key not in table.names]
+    if absent:
+        raise DataError(
+            f"merge keys {absent} are not columns of the table ({table.names if table else []})",
+            hint="rows are matched on columns both have; replace the table to change its keys",
         )
     connection = duckdb.connect()
     try:
@@ -201,13 +227,16 @@ def _merge(
     table: DeltaTable,
     rows: pa.RecordBatchReader,
     config: DeltaSink,
+    given: list[str],
     properties: Any,
     writer: Any,
     new_columns: bool,
 ) -> dict[str, Any]:
+    """Update matching keys and insert the rest, setting only the input's columns: a table
+    column the input lacks keeps its value in updated rows (NULL in inserted ones). The
+    predicate only limits which rows delete_missing deletes; an input row whose key the
+    table holds outside it is still matched, never inserted twice."""
     on = " and ".join(f"t.{_name(k)} = s.{_name(k)}" for k in config.keys)
-    if config.predicate:
-        on = f"({on}) and ({config.predicate})"
     merger = table.merge(
         rows,
         predicate=on,
@@ -217,7 +246,10 @@ def _merge(
         writer_properties=writer,
         commit_properties=properties,
     )
-    merger = merger.when_matched_update_all().when_not_matched_insert_all()
+    values = {_name(column): f"s.{_name(column)}" for column in given}
+    updates = {c: v for c, v in values.items() if c not in {_name(k) for k in config.keys}}
+    merger = merger.when_matched_update(updates) if updates else merger
+    merger = merger.when_not_matched_insert(values)
     if config.delete_missing:
         merger = merger.when_not_matched_by_source_delete(config.predicate)
     metrics: dict[str, Any] = merger.execute()
@@ -236,14 +268,16 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
     location = table_location(config.path, ctx.base_dir)
     label = f"delta:{location}"
     what = f"loading into the Delta table {location}"
+    failures: list[DataError] = []
     try:
         table = open_table(location)
         earlier = last_load(table, ctx.pipeline, ctx.task_id) if table is not None else None
-        if earlier is not None and earlier.run_id == ctx.run_id:
-            done = {"mode": config.mode, "already_committed": True, "version": earlier.version}
-            return SinkResult(earlier.rows, label, done, ctx.pending_watermarks)
+        done_rows = earlier.committed(ctx.run_id) if earlier is not None else None
+        if earlier is not None and done_rows is not None:
+            done = {"mode": config.mode, "already_committed": True}
+            return SinkResult(done_rows, label, done, ctx.pending_watermarks)
         if config.mode == "merge":
-            _check_keys(source, config)
+            _check_keys(source, config, arrow_schema(table) if table is not None else None)
         schema, widen, changes = _fit(table, source, config, label)
         if widen:
             assert table is not None
@@ -253,45 +287,45 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
         watermarks = dict(earlier.watermarks) if earlier else {}
         for update in ctx.pending_watermarks:
             watermarks[update.task_id] = (update.watermark, ctx.run_id)
-        entry = Load(0, ctx.run_id, source.num_rows, sequence, watermarks)
+        runs = earlier.with_run(ctx.run_id, source.num_rows) if earlier else {}
+        entry = Load(0, ctx.run_id, source.num_rows, sequence, watermarks, runs)
         properties = CommitProperties(
             custom_metadata={LEDGER_KEY: entry.entry(ctx.pipeline, ctx.task_id)},
             app_transactions=[Transaction(app_id(ctx.pipeline, ctx.task_id), sequence)],
         )
         writer = WriterProperties(compression="SNAPPY")
-        failures: list[DataError] = []
         rows = _reader(source, schema, failures)
         new_columns = table is not None and any(c["change"] == "added" for c in changes)
         metrics: dict[str, Any] = {}
         fault_point("delta.before_commit")
         if config.mode == "merge" and table is not None:
-            metrics = _merge(table, rows, config, properties, writer, new_columns)
+            given = list(source.schema.names)
+            metrics = _merge(table, rows, config, given, properties, writer, new_columns)
+        elif config.mode == "replace":
+            whole = not config.predicate
+            write_deltalake(
+                table if table is not None else location,
+                rows,
+                mode="overwrite",
+                schema_mode="overwrite" if whole else "merge" if new_columns else None,
+                predicate=config.predicate,
+                # the table becomes the input: partitioned as the load says (or not at all)
+                partition_by=list(config.partition_by) if whole or table is None else None,
+                target_file_size=config.target_file_size,
+                writer_properties=writer,
+                commit_properties=properties,
+            )
         else:
-            remake = table is None or (config.mode == "replace" and not config.predicate)
-            partition_by = (list(config.partition_by) or None) if remake else None
-            if config.mode == "replace" and table is not None:
-                write_deltalake(
-                    table,
-                    rows,
-                    mode="overwrite",
-                    schema_mode=None if config.predicate else "overwrite",
-                    predicate=config.predicate,
-                    partition_by=partition_by,
-                    target_file_size=config.target_file_size,
-                    writer_properties=writer,
-                    commit_properties=properties,
-                )
-            else:
-                write_deltalake(
-                    table if table is not None else location,
-                    rows,
-                    mode="append",
-                    schema_mode="merge" if new_columns else None,
-                    partition_by=partition_by,
-                    target_file_size=config.target_file_size,
-                    writer_properties=writer,
-                    commit_properties=properties,
-                )
+            write_deltalake(
+                table if table is not None else location,
+                rows,
+                mode="append",
+                schema_mode="merge" if new_columns else None,
+                partition_by=(list(config.partition_by) or None) if table is None else None,
+                target_file_size=config.target_file_size,
+                writer_properties=writer,
+                commit_properties=properties,
+            )
         fault_point("delta.after_commit")
     except DataError:
         raise
@@ -306,9 +340,10 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
         )
         raise translate(exc, what, location, data_hint=asked) from None
     committed = open_table(location)
+    mine = last_load(committed, ctx.pipeline, ctx.task_id) if committed is not None else None
     details: dict[str, Any] = {"mode": config.mode}
-    if committed is not None:
-        details["version"] = committed.version()
+    if mine is not None and mine.sequence == sequence:  # the version this load committed
+        details["version"] = mine.version
     if changes:
         details["schema_changes"] = changes
     for key in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted"):

@@ -23,7 +23,14 @@ import pyarrow as pa
 
 from connectors.base import ConnectorContext, Unknown
 from connectors.delta.config import DeltaSource
-from connectors.delta.table import arrow_schema, is_uri, open_table, table_location, translate
+from connectors.delta.table import (
+    REWRITE_KEY,
+    arrow_schema,
+    is_uri,
+    open_table,
+    table_location,
+    translate,
+)
 from engine.core.errors import DataError, TaskError
 
 if TYPE_CHECKING:
@@ -111,14 +118,24 @@ def _written_since(table: DeltaTable, location: str, since: int) -> set[str] | N
         removed = {unquote(a["remove"]["path"]) for a in actions if "remove" in a}
         carries_new = bool(removed & written)
         written -= removed
+        info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        rewrite = REWRITE_KEY in info  # a widened column: the same rows, rewritten
         for action in actions:
             add = action.get("add")
-            if add is not None and (add.get("dataChange", True) or carries_new):
+            if add is None:
+                continue
+            if carries_new or (add.get("dataChange", True) and not rewrite):
                 written.add(unquote(add["path"]))
     return written
 
 
 def _new_files(table: DeltaTable, location: str, since: int) -> set[str]:
+    if since > table.version():
+        raise TaskError(
+            f"the last run read the Delta table {location} up to version {since}, and the "
+            f"table is at version {table.version()}: it was made anew since",
+            hint="run once with --full-refresh to read the whole table again",
+        )
     written = _written_since(table, location, since)
     if written is not None:
         return written
@@ -154,6 +171,32 @@ def _cast(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _condition(text: str) -> str:
+    """The filter as one condition on the table's columns, re-rendered from its parse: a
+    second statement, a subquery or a table function is refused, whatever its quoting."""
+    import sqlglot
+    from sqlglot import exp
+
+    def refuse(why: str) -> DataError:
+        return DataError(
+            f"the filter of the Delta source is not one condition on the table's columns: {why}",
+            hint="filter is a SQL condition such as `region = 'EU' and amount > 10`",
+        )
+
+    try:
+        statements = sqlglot.parse(f"select * from delta_table where {text}", read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise refuse(str(exc).splitlines()[0]) from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Select):
+        raise refuse("it holds more than one statement")
+    where = statements[0].args.get("where")
+    if where is None or len(list(statements[0].find_all(exp.Select))) != 1:
+        raise refuse("it holds a query of its own")
+    if any(isinstance(node, exp.Table) for node in where.walk() if node is not where):
+        raise refuse("it reads a table")
+    return str(where.this.sql(dialect="duckdb"))
+
+
 def _filtered(
     dataset: ds.Dataset, schema: pa.Schema, config: DeltaSource
 ) -> Iterator[pa.RecordBatch]:
@@ -161,14 +204,15 @@ def _filtered(
 
     from engine.core.sqltext import quote_identifier
 
-    connection = duckdb.connect()
+    condition = _condition(config.filter or "")
+    connection = duckdb.connect(config={"enable_external_access": False})
     try:
         connection.execute("set TimeZone = 'UTC'")
         connection.register("delta_table", dataset)
         columns = ", ".join(quote_identifier(name) for name in schema.names)
         try:
             reader = connection.sql(
-                f"select {columns} from delta_table where {config.filter}"
+                f"select {columns} from delta_table where {condition}"
             ).to_arrow_reader(config.batch_size)
         except duckdb.Error as exc:
             raise DataError(

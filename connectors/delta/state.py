@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 from connectors.base import ConnectorContext
 from connectors.delta.config import DeltaSink
-from connectors.delta.table import LEDGER_KEY, Load, app_id, last_load, open_table, table_location
+from connectors.delta.table import (
+    LEDGER_KEY,
+    Load,
+    app_id,
+    last_load,
+    open_table,
+    table_location,
+    translate,
+)
 from engine.core.errors import StateError
 from engine.core.watermark import Watermark, WatermarkUpdate
 
@@ -53,16 +61,19 @@ def _commit(
     sequence = (earlier.sequence if earlier else 0) + 1
     # the entry still names the last load's run, so a resume of that run finds it committed
     run_id, rows = (earlier.run_id, earlier.rows) if earlier else (ctx.run_id, 0)
-    entry = Load(0, run_id, rows, sequence, watermarks)
-    write_deltalake(
-        table,
-        arrow_schema(table).empty_table(),
-        mode="append",
-        commit_properties=CommitProperties(
-            custom_metadata={LEDGER_KEY: entry.entry(ctx.pipeline, ctx.task_id)},
-            app_transactions=[Transaction(app_id(ctx.pipeline, ctx.task_id), sequence)],
-        ),
-    )
+    entry = Load(0, run_id, rows, sequence, watermarks, earlier.runs if earlier else {})
+    try:
+        write_deltalake(
+            table,
+            arrow_schema(table).empty_table(),
+            mode="append",
+            commit_properties=CommitProperties(
+                custom_metadata={LEDGER_KEY: entry.entry(ctx.pipeline, ctx.task_id)},
+                app_transactions=[Transaction(app_id(ctx.pipeline, ctx.task_id), sequence)],
+            ),
+        )
+    except Exception as exc:
+        raise translate(exc, f"writing watermarks to the Delta table {location}") from None
 
 
 def put(config: DeltaSink, ctx: ConnectorContext, updates: Sequence[WatermarkUpdate]) -> None:

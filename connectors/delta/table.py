@@ -14,6 +14,7 @@ its own commit, so the log's cleanup does not take them away.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CARRIED_KEY",
     "LEDGER_KEY",
+    "REWRITE_KEY",
     "Load",
     "arrow_schema",
     "history",
@@ -42,13 +44,20 @@ __all__ = [
 
 LEDGER_KEY = "arrowline"
 """The commitInfo key of arrowline's entry."""
+REWRITE_KEY = "arrowline.rewrite"
+"""The commitInfo key of a commit that rewrote files without changing a row (a widened column):
+incremental readers skip its files, as they skip a compaction's."""
 CARRIED_KEY = "arrowline.ledger"
 """The commitInfo key under which a maintenance commit carries the newest entry of every load,
 so that cleaning old commits out of the log never loses one."""
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_uri(path: str) -> bool:
-    return "://" in path
+    """`s3://...`, `file:///...`: a scheme at the start (not a `://` further in)."""
+    return bool(_SCHEME.match(path))
 
 
 def table_location(path: str, base_dir: Path) -> str:
@@ -74,17 +83,47 @@ def _library() -> Any:
 def open_table(
     location: str, *, version: int | None = None, as_of: Any = None
 ) -> DeltaTable | None:
-    """The table at `location` (at `version`, or as of a datetime), None when there is none."""
+    """The table at `location` (at `version`, or as of a datetime), None when there is none.
+    A version the table does not have, or a time before its first commit, is an error."""
     deltalake = _library()
     if not deltalake.DeltaTable.is_deltatable(location):
         return None
     try:
-        table: DeltaTable = deltalake.DeltaTable(location, version=version)
+        table: DeltaTable = deltalake.DeltaTable(location)
+        if version is not None and version != table.version():
+            if version > table.version():
+                raise DataError(
+                    f"the Delta table {location} has no version {version} (its newest is "
+                    f"{table.version()})"
+                )
+            table.load_as_version(version)
         if as_of is not None:
             table.load_as_version(as_of)
+            _committed_by(table, as_of, location)
+    except DataError:
+        raise
     except Exception as exc:
         raise translate(exc, f"opening the Delta table {location}") from None
     return table
+
+
+def _committed_by(table: DeltaTable, as_of: Any, location: str) -> None:
+    """Refuse `as_of` before the table's first commit, where delta-rs loads its first version
+    anyway. (The history of a table loaded as of a time is read from a fresh one: delta-rs
+    numbers a time-travelled table's history wrongly.)"""
+    from datetime import UTC
+
+    import deltalake
+
+    if table.version() != 0:
+        return
+    moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
+    for commit in deltalake.DeltaTable(location).history():
+        if int(commit["version"]) == 0 and int(commit["timestamp"]) > moment.timestamp() * 1000:
+            raise DataError(
+                f"the Delta table {location} has no version as of {as_of.isoformat()}: its "
+                "first commit came later"
+            )
 
 
 def arrow_schema(table: DeltaTable) -> pa.Schema:
@@ -102,6 +141,9 @@ class Load:
     sequence: int
     watermarks: dict[str, tuple[Watermark, str]] = field(default_factory=dict)
     """extract -> (watermark, the run that committed it)."""
+    runs: dict[str, int] = field(default_factory=dict)
+    """The runs whose load committed, newest last (at most RECENT_RUNS), with their rows: a
+    resume of any of them, not only of the newest, finds its rows loaded."""
 
     def entry(self, pipeline: str, task: str) -> str:
         return json.dumps(
@@ -115,8 +157,24 @@ class Load:
                     extract: [value.to_json(), run]
                     for extract, (value, run) in self.watermarks.items()
                 },
+                "runs": self.runs,
             }
         )
+
+    def committed(self, run_id: str) -> int | None:
+        """The rows `run_id`'s load committed, None when it has not."""
+        if run_id == self.run_id:
+            return self.rows
+        return self.runs.get(run_id)
+
+    def with_run(self, run_id: str, rows: int) -> dict[str, int]:
+        """`runs` after `run_id` committed `rows`."""
+        runs = {**self.runs, self.run_id: self.rows, run_id: rows}
+        return dict(list(runs.items())[-RECENT_RUNS:])
+
+
+RECENT_RUNS = 64
+"""Runs a ledger entry remembers: a resume comes long before 64 later runs of its load."""
 
 
 def app_id(pipeline: str, task: str) -> str:
@@ -156,6 +214,7 @@ def _load(entry: dict[str, Any], version: int) -> Load:
             extract: (Watermark.from_json(value), str(run))
             for extract, (value, run) in entry.get("watermarks", {}).items()
         },
+        runs={str(run): int(rows) for run, rows in entry.get("runs", {}).items()},
     )
 
 
@@ -164,11 +223,16 @@ def last_load(table: DeltaTable, pipeline: str, task: str) -> Load | None:
     committed (its application transaction) but the log no longer holds the commit (log
     retention removed it, and no maintenance by arrowline carried it), that is said rather
     than taken as 'never'."""
-    if table.transaction_version(app_id(pipeline, task)) is None:
+    newest = table.transaction_version(app_id(pipeline, task))
+    if newest is None:
         return None
     for commit in history(table):
         for entry in _entries(commit):
-            if entry.get("pipeline") == pipeline and entry.get("task") == task:
+            if (entry.get("pipeline"), entry.get("task")) != (pipeline, task):
+                continue
+            # the entry of the newest sequence: a maintenance commit may carry an older one
+            # (a load committed while it ran)
+            if int(entry.get("sequence", -1)) == newest:
                 return _load(entry, int(commit["version"]))
     raise TaskError(
         f"the Delta table {table.table_uri} says load {task!r} of pipeline {pipeline!r} "
@@ -184,7 +248,9 @@ def ledger(table: DeltaTable) -> list[dict[str, Any]]:
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     for commit in history(table):
         for entry in _entries(commit):
-            newest.setdefault((str(entry.get("pipeline")), str(entry.get("task"))), entry)
+            key = (str(entry.get("pipeline")), str(entry.get("task")))
+            if int(entry.get("sequence", -1)) > int(newest.get(key, {}).get("sequence", -1)):
+                newest[key] = entry
     return list(newest.values())
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from connectors.keys import check_load_keys
-from engine.core.config import PATH, ConfigModel
+from engine.core.config import PATH, SQL, ConfigModel
 from engine.core.sqltext import name_clash
 
 __all__ = ["IcebergConnection", "IcebergSink", "IcebergSource", "partition_field"]
@@ -93,6 +93,7 @@ class IcebergSource(_Table):
         None,
         description="A condition in pyiceberg's expression syntax, e.g. `region = 'EU' and "
         "amount > 100`: files whose partitions or statistics cannot match are skipped.",
+        json_schema_extra=SQL,
     )
     snapshot_id: int | None = Field(None, description="Time travel: read this snapshot.")
     as_of: datetime | None = Field(
@@ -136,6 +137,7 @@ class IcebergSink(_Table):
         description="replace: only the rows matching this condition (pyiceberg's expression "
         "syntax, e.g. `day = '2026-12-01'`) are replaced. merge: with delete_missing, only "
         "table rows matching it are deleted when their keys are not in the input.",
+        json_schema_extra=SQL,
     )
     delete_missing: bool = Field(
         False,

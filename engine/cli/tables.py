@@ -19,7 +19,9 @@ __all__ = ["COMMANDS"]
     "--retention",
     default=None,
     help="vacuum: remove files unreferenced for longer than this (e.g. 7d, 12h; default: the "
-    "table's own, 7 days for Delta). expire-snapshots: forget versions older than this.",
+    "table's own, 7 days for Delta, 3 for Iceberg). expire-snapshots on Iceberg: forget "
+    "snapshots older than this (default 5d); a Delta table follows its own "
+    "delta.logRetentionDuration.",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.option(

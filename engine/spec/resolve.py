@@ -128,9 +128,12 @@ def _climbs(path: str) -> int:
 
 
 def _rooted(path: str) -> bool:
-    """Absolute, home-relative, a Windows drive, or holding a NUL."""
+    """Absolute, home-relative, a Windows drive, a URI (`file:///...`, `s3://...`), or holding a
+    NUL."""
     return (
-        path.startswith(("/", "\\", "~")) or bool(re.match(r"^[A-Za-z]:", path)) or "\x00" in path
+        path.startswith(("/", "\\", "~"))
+        or bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path))
+        or "\x00" in path
     )
 
 
@@ -150,8 +153,8 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
             where = f"{task.kind.value}.{key}"
             if roles.get(key) == "code":
                 _refuse_templated_code(value, where)
-            if key == "query" and isinstance(value, str):
-                # a source's `query` is SQL: it renders as a sql task's statement does
+            if (key == "query" or roles.get(key) == "sql") and isinstance(value, str):
+                # a source's `query` and every SQL field render as a sql task's statement does
                 rendered_raw[key] = render(value, context, task.id, sql=True)
             else:
                 rendered_raw[key] = _render_value(value, context, task.id)

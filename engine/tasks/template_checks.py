@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from engine.core.config import sql_fields
 from engine.core.errors import DefinitionError
 from engine.core.files import shown_path
 from engine.core.problems import did_you_mean
@@ -92,6 +93,10 @@ class TemplateChecks:
             ok = self.text(text, task, (task.kind.value,), place) and ok
             if statement and template_syntax_error(text) is None:
                 self.raw_params(task, text, statement[1])
+        config = task.config if task.kind is not TaskKind.SQL else None
+        for key, text in sql_fields(config) if config is not None else ():
+            if template_syntax_error(text) is None:
+                self.printed_raw(text, task, (task.kind.value, key))
         return ok
 
     def text(

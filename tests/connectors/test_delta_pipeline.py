@@ -234,3 +234,43 @@ def test_table_maintenance_compacts_vacuums_and_expires_without_losing_watermark
     wrong = cli("table", "optimize", "p.yaml", "kep")
     assert wrong.exit_code != 0
     assert "did you mean 'keep'" in wrong.output.lower()
+
+
+def test_parameters_cannot_point_a_table_outside_or_rewrite_a_filter(
+    write: WritePipeline, project: Path, cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    write_deltalake(str(project / "lake/events"), pa.table({"id": [1], "region": ["EU"]}))
+    write(
+        "p.yaml",
+        """
+        pipeline: p
+        params: {name: kept, region: EU}
+        tasks:
+          - id: events
+            extract: {from: delta, path: lake/events, filter: "region = {{ params.region | sql_literal }}"}
+          - id: keep
+            load: {input: events, to: delta, path: "lake/{{ params.name }}"}
+        """,
+    )
+    escaped = cli("run", "p.yaml", "--no-progress", "-p", f"name=file://{outside}/x")
+    assert escaped.exit_code != 0
+    assert "leave" in escaped.output
+    assert not any(outside.iterdir())
+    result = cli("run", "p.yaml", "--no-progress", "-p", "region=EU' or '1'='1")
+    assert result.exit_code == 0, result.output
+    assert not (project / "lake/kept").exists() or len(lake(project, "lake/kept")) == 0
+
+    write(
+        "raw.yaml",
+        """
+        pipeline: raw
+        params: {region: EU}
+        tasks:
+          - id: events
+            extract: {from: delta, path: lake/events, filter: "region = '{{ params.region }}'"}
+        """,
+    )
+    refused = cli("validate", "raw.yaml")
+    assert refused.exit_code != 0
+    assert "unquoted-parameter" in refused.output
