@@ -155,6 +155,10 @@ def load_table(catalog: Catalog, identifier: str) -> Table | None:
         return None
 
 
+RECENT_RUNS = 64
+"""Runs a ledger entry remembers: a resume comes long before 64 later runs of its load."""
+
+
 def ledger_key(pipeline: str, task: str) -> str:
     return f"arrowline.load.{pipeline}.{task}"
 
@@ -168,6 +172,9 @@ class Load:
     sequence: int
     snapshot_id: int | None = None
     watermarks: dict[str, tuple[Watermark, str]] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)
+    """The runs whose load committed before, newest last (at most RECENT_RUNS), with their
+    rows: a resume of any of them, not only of the newest, finds its rows loaded."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -176,8 +183,18 @@ class Load:
                 "rows": self.rows,
                 "sequence": self.sequence,
                 "watermarks": {k: [w.to_json(), run] for k, (w, run) in self.watermarks.items()},
+                "runs": self.runs,
             }
         )
+
+    def committed(self, run_id: str) -> int | None:
+        """The rows `run_id`'s load committed, None when it has not."""
+        return self.rows if run_id == self.run_id else self.runs.get(run_id)
+
+    def with_run(self) -> dict[str, int]:
+        """`runs` for the next load's entry: these plus this one."""
+        runs = {**self.runs, self.run_id: self.rows}
+        return dict(list(runs.items())[-RECENT_RUNS:])
 
     @classmethod
     def of(cls, table: Table, pipeline: str, task: str) -> Load | None:
@@ -193,6 +210,7 @@ class Load:
                 extract: (Watermark.from_json(value), str(run))
                 for extract, (value, run) in entry.get("watermarks", {}).items()
             },
+            runs={str(run): int(rows) for run, rows in entry.get("runs", {}).items()},
         )
 
 
@@ -225,7 +243,12 @@ def _storable_type(name: str, t: pa.DataType) -> pa.DataType:
         return pa.string()
     if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
         return pa.binary()
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+    if (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_fixed_size_list(t)
+    ):
         return pa.list_(_storable_type(name, t.value_type))
     if pa.types.is_struct(t):
         return pa.struct([f.with_type(_storable_type(f"{name}.{f.name}", f.type)) for f in t])

@@ -68,13 +68,37 @@ def _cast(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _reader(source: InputTable, schema: pa.Schema) -> pa.RecordBatchReader:
+def _reader(
+    source: InputTable, schema: pa.Schema, within: str | None = None
+) -> pa.RecordBatchReader:
+    """The input in the table's shape; with `within` (a replace's predicate), a row outside
+    it fails the load: it would be written where the predicate did not make room."""
+    check = _predicate(within, schema) if within else None
+
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in source.batches():
-            yield _cast(batch, schema)
+            cast = _cast(batch, schema)
+            if check is not None:
+                outside = pa.Table.from_batches([cast]).filter(~check).num_rows
+                if outside:
+                    raise DataError(
+                        f"{outside} input rows do not match the predicate {within!r}",
+                        hint="with mode: replace and a predicate, every input row must match it",
+                    )
+            yield cast
         fault_point("iceberg.input_read")  # data files being written, nothing committed
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _predicate(text: str, schema: pa.Schema) -> Any:
+    """A pyiceberg condition as a pyarrow expression over rows of `schema`."""
+    from pyiceberg.expressions.parser import parse
+    from pyiceberg.expressions.visitors import bind
+    from pyiceberg.io.pyarrow import expression_to_pyarrow
+
+    bound = bind(_iceberg_schema(schema), parse(text), case_sensitive=True)
+    return expression_to_pyarrow(bound)
 
 
 def _transforms(config: IcebergSink) -> list[tuple[str, Any, str]]:
@@ -110,6 +134,10 @@ def _transforms(config: IcebergSink) -> list[tuple[str, Any, str]]:
             transform = simple[kind]()
         found.append((column, transform, column if kind == "identity" else f"{column}_{kind}"))
     return found
+
+
+def _cast_reader(rows: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
+    return pa.RecordBatchReader.from_batches(schema, (_cast(b, schema) for b in rows))
 
 
 def _partition_spec(schema: Any, config: IcebergSink) -> Any:
@@ -318,16 +346,15 @@ def _merge(
     connection: duckdb.DuckDBPyConnection,
     properties: dict[str, str],
 ) -> dict[str, int]:
-    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.expressions import AlwaysTrue, Or
     from pyiceberg.expressions.parser import parse
     from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, expression_to_pyarrow
 
     metadata = tx.table_metadata
     projected = metadata.schema()
-    if config.delete_missing:  # every row outside the input's keys may go: no pruning
-        prune = parse(config.predicate) if config.predicate else AlwaysTrue()
-    else:
-        prune = _key_range(config, connection, schema)
+    prune = _key_range(config, connection, schema)
+    if config.delete_missing:  # rows outside the input's keys go too: within the predicate
+        prune = Or(parse(config.predicate), prune) if config.predicate else AlwaysTrue()
     snapshot = (
         table.snapshot_by_id(metadata.current_snapshot_id) if metadata.current_snapshot_id else None
     )
@@ -348,9 +375,21 @@ def _merge(
     removed: list[Any] = []
     added: list[Any] = []
     kept = deleted = 0
-    for task in tasks:
+    # table columns the input lacks keep their values in the rows it updates
+    lacking = [name for name in schema.names if name not in source.schema.names]
+    carried = ", ".join(quote_identifier(name) for name in [*config.keys, *lacking])
+    for index, task in enumerate(tasks):
         rows = ArrowScan(metadata, table.io, projected, AlwaysTrue()).to_table([task])
         connection.register("arrowline_file", rows)
+        if lacking:
+            connection.execute(
+                (
+                    "insert into arrowline_carried "
+                    if index
+                    else "create temp table arrowline_carried as "
+                )
+                + f"select {carried} from arrowline_file semi join arrowline_input using ({keys})"
+            )
         if config.delete_missing:
             if outside is None:
                 remainder = rows.slice(0, 0)
@@ -382,7 +421,15 @@ def _merge(
                 [_cast(b, schema) for b in remainder.to_batches()], schema
             )
             added += _dataframe_to_data_files(metadata, remainder, table.io, write_uuid, counter)
-    added += _data_files(tx, table.io, _reader(source, schema), write_uuid, counter)
+    if lacking and tasks:
+        merged = connection.sql(
+            f"select i.*, {', '.join('c.' + quote_identifier(n) for n in lacking)} "
+            f"from arrowline_input i left join arrowline_carried c using ({keys})"
+        )
+        rows_in: pa.RecordBatchReader = _cast_reader(merged.to_arrow_reader(65_536), schema)
+    else:
+        rows_in = _reader(source, schema)
+    added += _data_files(tx, table.io, rows_in, write_uuid, counter)
     fault_point("iceberg.files_written")
     with tx.update_snapshot(snapshot_properties=properties).overwrite(
         commit_uuid=write_uuid
@@ -411,13 +458,14 @@ def _write(
     try:
         table = load_table(catalog, config.table)
         earlier = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
-        if table is not None and earlier is not None and earlier.run_id == ctx.run_id:
+        done_rows = earlier.committed(ctx.run_id) if earlier is not None else None
+        if table is not None and done_rows is not None:
             done = {
                 "mode": config.mode,
                 "already_committed": True,
                 "metadata": table.metadata_location,
             }
-            return SinkResult(earlier.rows, label, done, ctx.pending_watermarks)
+            return SinkResult(done_rows, label, done, ctx.pending_watermarks)
         connection.execute(f"create view arrowline_input as select * from {source.duckdb_source()}")
         if config.mode == "merge":
             _check_keys(source, config, connection)
@@ -426,7 +474,8 @@ def _write(
         for update in ctx.pending_watermarks:
             watermarks[update.task_id] = (update.watermark, ctx.run_id)
         sequence = (earlier.sequence if earlier else 0) + 1
-        entry = Load(ctx.run_id, source.num_rows, sequence, watermarks=watermarks)
+        runs = earlier.with_run() if earlier else {}
+        entry = Load(ctx.run_id, source.num_rows, sequence, watermarks=watermarks, runs=runs)
         ledger = {ledger_key(ctx.pipeline, ctx.task_id): entry.to_json()}
         snapshot_properties = {
             "arrowline.run": ctx.run_id,
@@ -437,7 +486,9 @@ def _write(
         if table is None:
             tx = _create(catalog, config, given)
             staged = tx._table  # the table being created, with its FileIO
-            _append(tx, staged.io, _reader(source, arrow_schema_of(tx)), snapshot_properties)
+            within = config.predicate if config.mode == "replace" else None
+            rows = _reader(source, arrow_schema_of(tx), within)
+            _append(tx, staged.io, rows, snapshot_properties)
         else:
             tx = table.transaction()
             if config.mode == "replace" and table.current_snapshot() is not None:
@@ -445,7 +496,8 @@ def _write(
                 tx.delete(config.predicate or "true", snapshot_properties=snapshot_properties)
             schema, changes = _evolve(tx, table, given, config, label)
             if config.mode in ("append", "replace"):
-                _append(tx, table.io, _reader(source, schema), snapshot_properties)
+                within = config.predicate if config.mode == "replace" else None
+                _append(tx, table.io, _reader(source, schema, within), snapshot_properties)
             else:
                 metrics = _merge(tx, table, source, config, schema, connection, snapshot_properties)
         tx.set_properties(ledger)

@@ -162,7 +162,14 @@ def open_iceberg(config: IcebergSource, ctx: ConnectorContext) -> list[pa.Record
             sequence = int(current.sequence_number or 0)
             since = None
             if ctx.watermark is not None:
-                if int(ctx.watermark.cursor) >= sequence:
+                if int(ctx.watermark.cursor) > sequence:
+                    raise TaskError(
+                        f"the last run read the Iceberg table {config.table} up to sequence "
+                        f"number {ctx.watermark.cursor}, and the table is at {sequence}: it "
+                        "was made anew since",
+                        hint="run once with --full-refresh to read the whole table again",
+                    )
+                if int(ctx.watermark.cursor) == sequence:
                     return [pa.RecordBatchReader.from_batches(schema, iter(()))]
                 since = int(ctx.watermark.cursor)
             if since is not None:

@@ -54,7 +54,9 @@ def _commit_in(
     if earlier is None and not watermarks:
         return
     run_id, rows = (earlier.run_id, earlier.rows) if earlier else (ctx.run_id, 0)
-    entry = Load(run_id, rows, (earlier.sequence if earlier else 0) + 1, watermarks=watermarks)
+    sequence = (earlier.sequence if earlier else 0) + 1
+    runs = earlier.runs if earlier else {}
+    entry = Load(run_id, rows, sequence, watermarks=watermarks, runs=runs)
     with table.transaction() as tx:
         tx.set_properties({ledger_key(ctx.pipeline, ctx.task_id): entry.to_json()})
 

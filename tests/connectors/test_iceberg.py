@@ -31,7 +31,7 @@ from connectors.iceberg.catalog import ResolvedIceberg, embedded, storable_schem
 from connectors.iceberg.config import IcebergSink, IcebergSource
 from connectors.iceberg.sink import write_iceberg
 from connectors.iceberg.source import open_iceberg
-from engine.core.errors import DataError, StateError, TransientTaskError
+from engine.core.errors import DataError, StateError, TaskError, TransientTaskError
 from engine.core.tables import InputTable
 from engine.core.watermark import Watermark, WatermarkUpdate
 from tests.conftest import PgSchema, WritePipeline, at_once
@@ -283,6 +283,59 @@ def test_a_shared_catalog_in_postgresql(
     assert "TEST_PG_URI" not in resolved.describe()
 
 
+def test_a_resume_of_an_older_run_finds_its_load_committed(tmp_path: Path) -> None:
+    load(tmp_path, pa.table({"id": [1]}), sink(), "r1")
+    load(tmp_path, pa.table({"id": [2]}), sink(), "r2")
+    assert load(tmp_path, pa.table({"id": [1]}), sink(), "r1").details["already_committed"]
+    assert [r["id"] for r in rows(tmp_path)] == [1, 2]
+
+
+def test_a_merge_sets_only_the_inputs_columns_and_matches_keys_outside_its_predicate(
+    tmp_path: Path,
+) -> None:
+    first = pa.table({"id": [1, 2, 3], "g": ["x", "x", "y"], "email": ["a@x", "b@x", "c@x"]})
+    load(tmp_path, first, sink(), "r1")
+    evolve = sink(mode="merge", keys=["id"], schema_change="evolve")
+    load(tmp_path, pa.table({"id": [1, 4], "g": ["X", "x"]}), evolve, "r2")
+    found = {r["id"]: (r["g"], r["email"]) for r in rows(tmp_path)}
+    assert found == {1: ("X", "a@x"), 2: ("x", "b@x"), 3: ("y", "c@x"), 4: ("x", None)}
+    scoped = sink(mode="merge", keys=["id"], delete_missing=True, predicate="g = 'x'")
+    load(tmp_path, pa.table({"id": [3, 4], "g": ["y", "x"], "email": ["C", "D"]}), scoped, "r3")
+    assert [(r["id"], r["email"]) for r in rows(tmp_path)] == [(1, "a@x"), (3, "C"), (4, "D")]
+
+
+def test_replace_refuses_rows_outside_its_predicate(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="1 input rows do not match the predicate"):
+        load(
+            tmp_path,
+            pa.table({"id": [1], "day": ["d2"]}),
+            sink(mode="replace", predicate="day = 'd1'"),
+            "r0",
+        )
+    load(tmp_path, pa.table({"id": [1], "day": ["d1"]}), sink(), "r1")
+    with pytest.raises(DataError, match="do not match the predicate"):
+        load(
+            tmp_path,
+            pa.table({"id": [2], "day": ["d2"]}),
+            sink(mode="replace", predicate="day = 'd1'"),
+            "r2",
+        )
+    assert rows(tmp_path) == [{"id": 1, "day": "d1"}]
+
+
+def test_maps_and_fixed_size_lists_keep_their_values(tmp_path: Path) -> None:
+    data = pa.table(
+        {
+            "id": [1],
+            "m": pa.array([[("k", 200)]], pa.map_(pa.string(), pa.uint8())),
+            "f": pa.array([[200, 7]], pa.list_(pa.uint8(), 2)),
+        }
+    )
+    load(tmp_path, data, sink(), "r1")
+    (row,) = rows(tmp_path)
+    assert (row["m"], row["f"]) == ([("k", 200)], [200, 7])
+
+
 # -- the source -------------------------------------------------------------------------------
 
 
@@ -323,6 +376,8 @@ def test_incremental_reads_rows_written_since_the_watermark_snapshot(tmp_path: P
     first = read(tmp_path, incremental=True)
     (sequence,) = set(first.column("_iceberg_sequence").to_pylist())
     assert read(tmp_path, Watermark(sequence), incremental=True).num_rows == 0
+    with pytest.raises(TaskError, match="it was made anew since"):
+        read(tmp_path, Watermark(sequence + 5), incremental=True)
     load(tmp_path, pa.table({"id": [3], "v": ["c"]}), sink(), "r2")
     appended = read(tmp_path, Watermark(sequence), incremental=True)
     assert appended.select(["id", "v"]).to_pylist() == [{"id": 3, "v": "c"}]
