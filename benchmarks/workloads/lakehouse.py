@@ -5,13 +5,17 @@ own calls on the same files.
 - Delta: arrowline's pipelines (a Parquet extract, then a `to: delta` load: append, then
   merge on `id`) against delta-rs alone (`write_deltalake` of the streamed file, then
   `DeltaTable.merge(...).when_matched_update_all().when_not_matched_insert_all()`).
+- Iceberg: the same pipelines with `to: iceberg` against pyiceberg alone (`Table.append` of the
+  file, then `Table.upsert(changes, join_cols=["id"])`), both on a SQLite SQL catalog and a
+  local warehouse.
 
 arrowline runs each phase as a whole pipeline from a file, so its times include copying the
 input into the workspace and the run's bookkeeping: the cost a user pays. Both contenders
 report the table's row count and column sums after the merge; the harness refuses a contender
 whose checksum differs from the others of its group.
 
-Child usage: python -m benchmarks.workloads.lakehouse {arrowline-delta,delta-rs} --data DIR
+Child usage: python -m benchmarks.workloads.lakehouse CONTENDER --data DIR
+(arrowline-delta, delta-rs, arrowline-iceberg, pyiceberg)
 """
 
 from __future__ import annotations
@@ -61,12 +65,17 @@ def _checksum(table: Any) -> str:
     return f"{data.num_rows}:{pc.sum(data.column('id')).as_py()}:{round(amount)}:{changed}"
 
 
-def _arrowline_delta(data: Path, out: Path) -> dict[str, Any]:
-    from deltalake import DeltaTable
+def _peak_mb() -> float:
+    import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _arrowline(data: Path, out: Path, target: str) -> dict[str, float]:
+    """Both phases as pipelines from files; the times of each and the peak RSS after each."""
     from engine.api.pipeline import run
 
-    times = {}
+    figures = {}
     for phase, file, mode in (
         ("append", "base.parquet", "append"),
         ("merge", "changes.parquet", "merge"),
@@ -80,19 +89,75 @@ def _arrowline_delta(data: Path, out: Path) -> dict[str, Any]:
               - id: rows
                 extract: {{from: files, path: "{data / file}"}}
               - id: lake
-                load: {{input: rows, to: delta, path: "{out / "table"}", mode: {mode}{keys}}}
+                load: {{input: rows, {target}, mode: {mode}{keys}}}
             """)
         )
         started = time.perf_counter()
         result = run(pipeline, project_dir=out)
-        times[phase] = time.perf_counter() - started
+        figures[f"{phase}_s"] = time.perf_counter() - started
+        figures[f"{phase}_peak_mb"] = _peak_mb()
         assert result.ok, {k: t.error for k, t in result.tasks.items()}
+    figures["engine_s"] = figures["append_s"] + figures["merge_s"]
+    return figures
+
+
+def _arrowline_delta(data: Path, out: Path) -> dict[str, Any]:
+    from deltalake import DeltaTable
+
+    figures = _arrowline(data, out, f'to: delta, path: "{out / "table"}"')
+    return {**figures, "checksum": _checksum(DeltaTable(str(out / "table")))}
+
+
+def _iceberg_catalog(out: Path) -> Any:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    folder = out / ".arrowline" / "iceberg"
+    folder.mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(
+        "arrowline",
+        uri=f"sqlite:///{folder / 'catalog.db'}",
+        warehouse=(folder / "warehouse").as_uri(),
+    )
+
+
+def _arrowline_iceberg(data: Path, out: Path) -> dict[str, Any]:
+    figures = _arrowline(data, out, "to: iceberg, table: bench.orders")
+    table = _iceberg_catalog(out).load_table("bench.orders")
+    return {**figures, "checksum": _checksum_iceberg(table)}
+
+
+def _pyiceberg(data: Path, out: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    catalog = _iceberg_catalog(out)
+    started = time.perf_counter()
+    base = pq.read_table(data / "base.parquet")
+    catalog.create_namespace("bench")
+    table = catalog.create_table("bench.orders", schema=base.schema)
+    table.append(base)
+    del base
+    appended = time.perf_counter()
+    append_peak = _peak_mb()
+    changes = pq.read_table(data / "changes.parquet")
+    table.upsert(changes, join_cols=["id"])
+    merged = time.perf_counter()
     return {
-        "engine_s": times["append"] + times["merge"],
-        "append_s": times["append"],
-        "merge_s": times["merge"],
-        "checksum": _checksum(DeltaTable(str(out / "table"))),
+        "engine_s": merged - started,
+        "append_s": appended - started,
+        "merge_s": merged - appended,
+        "append_peak_mb": append_peak,
+        "merge_peak_mb": _peak_mb(),
+        "checksum": _checksum_iceberg(catalog.load_table("bench.orders")),
     }
+
+
+def _checksum_iceberg(table: Any) -> str:
+    import pyarrow.compute as pc
+
+    data = table.scan(selected_fields=("id", "amount", "qty", "category")).to_arrow()
+    changed = pc.sum(pc.equal(data.column("category"), "changed")).as_py()
+    amount = pc.sum(data.column("amount")).as_py()
+    return f"{data.num_rows}:{pc.sum(data.column('id')).as_py()}:{round(amount)}:{changed}"
 
 
 def _delta_rs(data: Path, out: Path) -> dict[str, Any]:
@@ -137,9 +202,15 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
 def contenders(args: argparse.Namespace) -> list[Contender]:
     params = prepare(args)
     module = ("-m", "benchmarks.workloads.lakehouse")
+    groups = {
+        "arrowline-delta": "delta",
+        "delta-rs": "delta",
+        "arrowline-iceberg": "iceberg",
+        "pyiceberg": "iceberg",
+    }
     return [
-        Contender(name, (sys.executable, *module, name, "--data", params["data"]), group="delta")
-        for name in ("arrowline-delta", "delta-rs")
+        Contender(name, (sys.executable, *module, name, "--data", params["data"]), group=group)
+        for name, group in groups.items()
     ]
 
 
@@ -166,14 +237,37 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
             f"\nDelta, arrowline / delta-rs alone: append {append:.2f}x (goal 1.1x), "
             f"merge {merge:.2f}x (goal 1.2x)"
         )
+    ours, peer = summary.get("arrowline-iceberg"), summary.get("pyiceberg")
+    if ours and peer:
+        append, merge = ours["append_s"] / peer["append_s"], peer["merge_s"] / ours["merge_s"]
+        rss = ours["peak_rss_mb"] / peer["peak_rss_mb"]
+        summary.update(
+            iceberg_append_vs_pyiceberg=append,
+            iceberg_merge_speedup_vs_upsert=merge,
+            iceberg_peak_rss_vs_pyiceberg=rss,
+        )
+        rows.append(
+            f"Iceberg, arrowline / pyiceberg: append {append:.2f}x (goal 1.1x); merge "
+            f"{merge:.1f}x faster than upsert (goal 5x) at {rss:.2f}x its peak RSS (goal 0.5x)"
+        )
     rows.insert(0, f"{params['rows']:,} rows appended, then {params['changes']:,} merged\n")
     return summary, "\n".join(rows)
 
 
 def main() -> None:
     child_main(
-        {"arrowline-delta": _arrowline_delta, "delta-rs": _delta_rs},
-        needs={"delta-rs": "deltalake", "arrowline-delta": "deltalake"},
+        {
+            "arrowline-delta": _arrowline_delta,
+            "delta-rs": _delta_rs,
+            "arrowline-iceberg": _arrowline_iceberg,
+            "pyiceberg": _pyiceberg,
+        },
+        needs={
+            "delta-rs": "deltalake",
+            "arrowline-delta": "deltalake",
+            "pyiceberg": "pyiceberg",
+            "arrowline-iceberg": "pyiceberg",
+        },
     )
 
 

@@ -61,7 +61,10 @@ class IcebergConnector(Connector):
         return None
 
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
-        """OpenLineage names an Iceberg table by its catalog and `namespace.table`."""
+        """OpenLineage names an Iceberg table `namespace.table` in its catalog: the embedded
+        one's file, or the connection's catalog URI without its credentials."""
+        from urllib.parse import urlsplit, urlunsplit
+
         from connectors.iceberg.catalog import EMBEDDED
 
         assert isinstance(config, IcebergSource | IcebergSink)
@@ -70,11 +73,12 @@ class IcebergConnector(Connector):
         else:
             namespace = f"iceberg://{config.connection}"
             resolved = ctx.connections.get(config.connection)
-            uri = getattr(resolved, "properties", {}).get("uri") or getattr(resolved, "uri", None)
+            uri = getattr(resolved, "properties", {}).get("uri")
             if isinstance(uri, str):
-                from engine.core.secrets import redact
-
-                namespace = redact(uri)
+                parts = urlsplit(uri.replace("+psycopg", ""))
+                host = parts.hostname or ""
+                netloc = f"{host}:{parts.port}" if parts.port else host
+                namespace = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         return Place(f"iceberg:{config.connection or 'embedded'}", namespace, table=config.table)
 
     def schema(self, config: ConfigModel, ctx: ConnectorContext) -> pa.Schema | Unknown:

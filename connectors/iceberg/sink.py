@@ -244,8 +244,9 @@ def arrow_schema_of(tx: Transaction) -> pa.Schema:
     return schema
 
 
-CHUNK_ROWS = 1_000_000
-"""Rows written into data files at a time: what a load holds in memory at most."""
+CHUNK_BYTES = 256 * 1024 * 1024
+"""Arrow bytes written into data files at a time (pyiceberg splits them into files of its
+target size and writes those in parallel): what a load holds in memory at most."""
 
 
 def _data_files(
@@ -274,8 +275,8 @@ def _data_files(
 
     for batch in rows:
         chunk.append(batch)
-        held += batch.num_rows
-        if held >= CHUNK_ROWS:
+        held += batch.nbytes
+        if held >= CHUNK_BYTES:
             flush()
     flush()
     return files

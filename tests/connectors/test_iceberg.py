@@ -526,3 +526,28 @@ def test_every_type_iceberg_holds_comes_back_as_it_went_in(
     for field in read(folder).schema:
         went_in = storable_schema(pa.schema([data.schema.field(field.name)])).field(0).type
         assert arrow_type_name(field.type) == arrow_type_name(went_in)
+
+
+def test_lineage_names_tables_in_the_formats_conventions(tmp_path: Path) -> None:
+    from connectors.base import NamingContext
+    from connectors.delta.config import DeltaSink
+    from connectors.iceberg.catalog import resolve
+    from connectors.iceberg.config import IcebergConnection
+    from connectors.registry import connector
+
+    delta = connector("delta")
+    local = DeltaSink.model_validate({"input": "t", "to": "delta", "path": "lake/t"})
+    assert delta.place(local, NamingContext(tmp_path)).datasets() == [
+        ("file", str(tmp_path.resolve() / "lake/t"))
+    ]
+    remote = DeltaSink.model_validate({"input": "t", "to": "delta", "path": "s3://bucket/lake/t"})
+    assert delta.place(remote, NamingContext(tmp_path)).datasets() == [("s3://bucket", "lake/t")]
+
+    iceberg = connector("iceberg")
+    assert iceberg.place(sink(), NamingContext(tmp_path)).datasets() == [
+        ((tmp_path.resolve() / ".arrowline/iceberg/catalog.db").as_uri(), "ns.t")
+    ]
+    spec = IcebergConnection(kind="iceberg", uri="postgresql://etl:s3cret@db.internal:5433/meta")
+    resolved = resolve("lake", spec, tmp_path)
+    place = iceberg.place(sink(connection="lake"), NamingContext(tmp_path, {"lake": resolved}))
+    assert place.datasets() == [("postgresql://db.internal:5433/meta", "ns.t")]

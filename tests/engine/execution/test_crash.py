@@ -64,6 +64,7 @@ SINKS = {
     "parquet": "{input: priced, to: parquet, path: out/orders, mode: append}",
     "duckdb": "{input: priced, to: duckdb, path: out/wh.duckdb, table: orders, mode: append}",
     "delta": "{input: priced, to: delta, path: out/orders_delta, mode: append}",
+    "iceberg": "{input: priced, to: iceberg, table: out.orders, mode: append}",
     "postgres": "{input: priced, to: postgres, connection: wh, table: TABLE, mode: append}",
 }
 
@@ -98,6 +99,25 @@ def sink_rows(project: Path, sink: str, table: str) -> list[tuple[object, ...]]:
         if not DeltaTable.is_deltatable(str(path)):
             return []
         table_ = DeltaTable(str(path)).to_pyarrow_table()
+        columns = [table_.column(n).to_pylist() for n in ("id", "amount", "region", "gross")]
+        return sorted(zip(*columns, strict=True))
+    if sink == "iceberg":
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        folder = project / ".arrowline" / "iceberg"
+        if not (folder / "catalog.db").exists():
+            return []
+        catalog = SqlCatalog(
+            "arrowline",
+            uri=f"sqlite:///{folder / 'catalog.db'}",
+            warehouse=(folder / "warehouse").as_uri(),
+        )
+        try:
+            if not catalog.table_exists("out.orders"):
+                return []
+            table_ = catalog.load_table("out.orders").scan().to_arrow()
+        finally:
+            catalog.engine.dispose()
         columns = [table_.column(n).to_pylist() for n in ("id", "amount", "region", "gross")]
         return sorted(zip(*columns, strict=True))
     import adbc_driver_postgresql.dbapi as pgdb
@@ -195,6 +215,8 @@ SCENARIOS = [
     ("duckdb", "duckdb.after_commit", "committed, the catalog not yet told"),
     ("delta", "delta.input_read", "data files being written, nothing committed"),
     ("delta", "delta.after_commit", "committed, the catalog not yet told"),
+    ("iceberg", "iceberg.files_written", "data files written, nothing committed"),
+    ("iceberg", "iceberg.after_commit", "committed, the catalog not yet told"),
     ("postgres", "postgres.before_commit", "rows copied, transaction open"),
     ("postgres", "postgres.after_commit", "committed, the catalog not yet told"),
 ]
