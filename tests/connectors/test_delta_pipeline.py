@@ -154,6 +154,13 @@ def test_the_example_pipeline_writes_delta(project: Path, cli: Cli) -> None:
     rows = lake(project, "lakehouse/lake/daily_revenue", "day")
     assert len(rows) == 90  # 30 days x 3 regions
     assert {"day", "region", "orders", "revenue"} == set(rows[0])
+    with engine.open(project) as notebook:  # the Iceberg table, as its load committed it
+        orders = notebook.table("iceberg_orders").collect()
+        assert orders.height == 200_000
+        assert orders["order_id"].n_unique() == 200_000
+    again = cli("run", "lakehouse/pipeline.yaml", "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert len(lake(project, "lakehouse/lake/orders", "order_id")) == 200_000
 
 
 @pytest.mark.parametrize("mode", ["append", "replace", "merge"])
