@@ -47,9 +47,12 @@ class DeltaSource(ConfigModel):
         False,
         description="Read only the rows of files written since the version the last run read "
         "up to (its watermark, kept beside the data by a transactional sink or in the "
-        "catalog). Adds the column `_delta_version`: the version read up to. Rows a compaction "
-        "only moved are not read again; rows rewritten by an update, merge or overwrite are. "
-        "Deleted rows are not reported.",
+        "catalog). Adds the column `_delta_version`: the version read up to. Rows rewritten "
+        "by an update, merge or overwrite are read again with the rows their files kept; rows "
+        "a compaction or arrowline's widening only moved are not, unless the compaction "
+        "merged them with rows not yet read (its files are then read again whole: rows are "
+        "read twice rather than missed, which merge keys downstream absorb). Deleted rows are "
+        "not reported.",
     )
     batch_size: int = Field(65_536, ge=1, description="Rows per record batch.")
 
@@ -108,7 +111,10 @@ class DeltaSink(ConfigModel):
         "becomes the input whatever its shape, unless the task sets schema_change.",
     )
     target_file_size: int | None = Field(
-        None, ge=1_048_576, description="Bytes per data file written (delta-rs's default: 100 MB)."
+        None,
+        ge=1_048_576,
+        description="Bytes per data file written by append and replace (delta-rs's default: "
+        "100 MB; a merge writes files of delta-rs's default size).",
     )
 
     @model_validator(mode="after")

@@ -154,13 +154,16 @@ def _new_files(table: DeltaTable, location: str, since: int) -> set[str]:
 
 
 def _only(dataset: ds.FileSystemDataset, files: set[str]) -> ds.FileSystemDataset:
+    """The dataset's fragments that are `files` (paths relative to the table's folder; a
+    fragment's path may carry the folder, or a bucket, before them)."""
     import pyarrow.dataset as pads
 
-    kept = [
-        fragment
-        for fragment in dataset.get_fragments()
-        if any(fragment.path == f or fragment.path.endswith("/" + f) for f in files)
-    ]
+    by_name = {path.rsplit("/", 1)[-1]: path for path in files}
+    kept = []
+    for fragment in dataset.get_fragments():
+        wanted = by_name.get(fragment.path.rsplit("/", 1)[-1])
+        if wanted is not None and (fragment.path == wanted or fragment.path.endswith("/" + wanted)):
+            kept.append(fragment)
     return pads.FileSystemDataset(kept, dataset.schema, dataset.format, dataset.filesystem)
 
 

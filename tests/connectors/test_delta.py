@@ -551,3 +551,14 @@ def test_a_filter_is_one_condition_and_reads_no_file(tmp_path: Path, condition: 
     write_deltalake(str(tmp_path / "lake/t"), pa.table({"id": [1]}))
     with pytest.raises(DataError, match="filter"):
         read(tmp_path, filter=condition)
+
+
+def test_nanosecond_timestamps_load_when_whole_microseconds_and_fail_otherwise(
+    tmp_path: Path,
+) -> None:
+    whole = pa.table({"at": pa.array([1_000, 2_000], pa.timestamp("ns"))})
+    load(tmp_path, whole, sink(), "r1")
+    assert DeltaTable(str(tmp_path / "lake/t")).to_pyarrow_table().num_rows == 2
+    finer = pa.table({"at": pa.array([1_001], pa.timestamp("ns"))})
+    with pytest.raises(DataError, match="column 'at'"):
+        load(tmp_path, finer, sink(), "r2")
