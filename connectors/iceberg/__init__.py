@@ -28,6 +28,7 @@ from engine.core.config import ConfigModel
 from engine.core.errors import Classification
 from engine.core.files import FileVersion
 from engine.core.places import Place
+from engine.core.problems import Finding
 from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
@@ -80,6 +81,19 @@ class IcebergConnector(Connector):
                 netloc = f"{host}:{parts.port}" if parts.port else host
                 namespace = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         return Place(f"iceberg:{config.connection or 'embedded'}", namespace, table=config.table)
+
+    def check(self, config: ConfigModel, base_dir: Path) -> list[Finding]:
+        """A filter or predicate pyiceberg cannot read, before any run."""
+        from connectors.iceberg.catalog import condition_problem
+
+        found = []
+        for key in ("filter", "predicate"):
+            text = getattr(config, key, None)
+            if isinstance(text, str) and "{{" not in text and "{%" not in text:
+                problem = condition_problem(text)
+                if problem is not None:
+                    found.append(Finding("iceberg-condition", problem, (key,), "error"))
+        return found
 
     def schema(self, config: ConfigModel, ctx: ConnectorContext) -> pa.Schema | Unknown:
         from connectors.iceberg.source import iceberg_schema

@@ -15,6 +15,7 @@ snapshot expiry, so the newest load of a (pipeline, task) is always known, commi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from engine.core.errors import (
     TaskError,
     TransientTaskError,
 )
-from engine.core.secrets import redact, resolve_secrets
+from engine.core.secrets import redact, register_secret, resolve_secrets
 from engine.core.watermark import Watermark
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMBEDDED",
+    "REWRITE_KEY",
     "Load",
     "ResolvedIceberg",
     "catalog_for",
@@ -53,6 +55,10 @@ __all__ = [
     "storable_schema",
     "translate",
 ]
+
+REWRITE_KEY = "arrowline.rewrite"
+"""A snapshot summary property: the snapshot moved rows without changing any (a compaction),
+which incremental readers skip as they skip a `replace` snapshot."""
 
 EMBEDDED = Path(".arrowline") / "iceberg"
 """The embedded catalog's folder, relative to the pipeline file."""
@@ -74,9 +80,41 @@ def _local_uri(path: str, base_dir: Path) -> str:
     return (full if full.is_absolute() else (base_dir / full).resolve()).as_uri()
 
 
+def _resolved_uri(template: str, where: str, base_dir: Path) -> str:
+    """The URI with its references resolved; a user or password resolved inside the URI is
+    percent-encoded, so a secret holding `@`, `:` or `/` stays the secret."""
+    from urllib.parse import quote
+
+    hidden: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        hidden.append(match.group(0))
+        return f"\x00{len(hidden) - 1}\x00"
+
+    def show(text: str) -> str:
+        return re.sub(r"\x00(\d+)\x00", lambda m: hidden[int(m.group(1))], text)
+
+    def value(text: str) -> str:
+        return resolve_secrets(show(text), where=where, base_dir=base_dir)
+
+    masked = re.sub(r"\$\{[^}]*\}", hide, template)
+    scheme, sep, rest = masked.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return value(masked)
+    userinfo, _, host = authority.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    credentials = quote(value(user), safe="")
+    if colon:
+        secret = quote(value(password), safe="")
+        register_secret(secret)
+        credentials += ":" + secret
+    return f"{value(scheme)}://{credentials}@{value(host)}{slash}{value(path)}"
+
+
 def resolve(name: str, spec: IcebergConnection, base_dir: Path) -> ResolvedIceberg:
     where = f"connection {name!r}"
-    uri = resolve_secrets(spec.uri, where=where, base_dir=base_dir)
+    uri = _resolved_uri(spec.uri, where, base_dir)
     properties = {
         key: resolve_secrets(value, where=f"{where}, {key}", base_dir=base_dir)
         for key, value in spec.properties.items()
@@ -292,6 +330,31 @@ def translate(exc: BaseException, what: str) -> ArrowlineError:
     if isinstance(exc, ValidationError | ValueError | pa.ArrowInvalid | TypeError):
         return DataError(f"{what}: {message}")
     return TaskError(f"{what}: {message}")
+
+
+def condition_problem(text: str) -> str | None:
+    """Why pyiceberg cannot read `text` as a condition, or None."""
+    from pyiceberg.expressions.parser import parse
+
+    try:
+        parse(text)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        return (
+            f"{text!r} is not a condition pyiceberg reads ({reason}); write e.g. "
+            "region = 'EU' and amount > 10"
+        )
+    return None
+
+
+def parse_condition(text: str, key: str) -> Any:
+    """`text` as a pyiceberg expression; a DataError naming `key` when it is none."""
+    from pyiceberg.expressions.parser import parse
+
+    problem = condition_problem(text)
+    if problem is not None:
+        raise DataError(f"{key}: {problem}")
+    return parse(text)
 
 
 def arrow_schema(table: Table) -> pa.Schema:

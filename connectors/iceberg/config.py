@@ -35,7 +35,10 @@ def partition_field(text: str) -> tuple[str, str, int | None]:
         return match.group("column"), "identity", None
     if match.group("transform"):
         return match.group("of"), match.group("transform"), None
-    return match.group("by"), match.group("sized"), int(match.group("n"))
+    size = int(match.group("n"))
+    if size < 1:
+        raise ValueError(f"partition {text!r}: {match.group('sized')} takes a size of 1 or more")
+    return match.group("by"), match.group("sized"), size
 
 
 class IcebergConnection(ConfigModel):
@@ -67,7 +70,9 @@ class IcebergConnection(ConfigModel):
 
 
 class _Table(ConfigModel):
-    table: str = Field(description="The table as `namespace.name` (namespaces may nest: a.b.t).")
+    table: str = Field(
+        description="The table as `namespace.name` (a REST catalog may nest namespaces: a.b.t)."
+    )
     connection: str | None = Field(
         None, description="A named connection of kind iceberg; none: the project's embedded one."
     )
@@ -80,6 +85,15 @@ class _Table(ConfigModel):
                 f"table {value!r} must be namespace.name, of letters, digits and underscores"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_namespace_in_the_embedded_catalog(self) -> _Table:
+        if self.connection is None and self.table.count(".") > 1:
+            raise ValueError(
+                f"table {self.table!r}: the embedded catalog keeps one level of namespace "
+                "(namespace.name)"
+            )
+        return self
 
 
 class IcebergSource(_Table):
@@ -101,9 +115,12 @@ class IcebergSource(_Table):
     )
     incremental: bool = Field(
         False,
-        description="Read only the rows appended since the snapshot the last run read up to "
-        "(its watermark), and add the column `_iceberg_sequence`: the sequence number of the "
-        "snapshot read up to. Snapshots that overwrote or deleted rows are not read again.",
+        description="Read only the rows of data files written since the snapshot the last run "
+        "read up to (its watermark), and add the column `_iceberg_sequence`: the sequence "
+        "number of the snapshot read up to. Files a merge, overwrite or delete rewrote are "
+        "read again whole, the rows they kept included; files a compaction (`replace`) only "
+        "moved are not, unless it merged them with rows not yet read. Deleted rows are not "
+        "reported. Needs a table of format version 2.",
     )
     batch_size: int = Field(65_536, ge=1, description="Rows per record batch, at most.")
 
@@ -163,6 +180,10 @@ class IcebergSink(_Table):
         check_load_keys(self.mode, self.keys, delete_missing=(self.delete_missing, "merge"))
         if self.predicate is not None and self.mode == "append":
             raise ValueError("predicate applies to mode: replace or merge")
+        seen: set[tuple[str, str]] = set()
         for text in self.partition_by:
-            partition_field(text)
+            column, transform, _ = partition_field(text)
+            if (column, transform) in seen:
+                raise ValueError(f"partition_by names {transform}({column}) twice")
+            seen.add((column, transform))
         return self

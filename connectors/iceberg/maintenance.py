@@ -1,7 +1,8 @@
 """`arrowline table optimize|vacuum|expire-snapshots` on an Iceberg table.
 
 optimize rewrites each partition's small files (below half the target size, 128 MB unless
-said otherwise) into full ones, in one `replace` snapshot that changes no row; vacuum removes
+said otherwise) into full ones, in one snapshot that changes no row (marked so, as pyiceberg
+commits no `replace` snapshot); vacuum removes
 files under the table's `data/` folder that no snapshot references and that are older than the
 retention (3 days unless said otherwise: a load still writing has files no snapshot names yet);
 expire-snapshots forgets snapshots older than the retention (5 days unless said otherwise),
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import ConnectorContext, Maintenance
-from connectors.iceberg.catalog import catalog_for, load_table
+from connectors.iceberg.catalog import REWRITE_KEY, catalog_for, load_table
 from engine.core.errors import DataError, DefinitionError
 
 __all__ = ["maintain_iceberg"]
@@ -54,7 +55,13 @@ def _optimize(table: Any, job: Maintenance) -> dict[str, Any]:
         rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(tasks)
         removed += [task.file for task in tasks]
         added += _dataframe_to_data_files(metadata, rows, table.io, write_uuid, counter)
-    with table.transaction() as tx, tx.update_snapshot().overwrite(write_uuid) as change:
+    # rows moved, none changed: pyiceberg cannot commit a `replace` snapshot, so the overwrite
+    # says it, and incremental readers skip its files as they skip a replace's
+    moved = {REWRITE_KEY: "compaction"}
+    with (
+        table.transaction() as tx,
+        tx.update_snapshot(snapshot_properties=moved).overwrite(write_uuid) as change,
+    ):
         for data_file in removed:
             change.delete_data_file(data_file)
         for data_file in added:
@@ -107,12 +114,12 @@ def _expire(table: Any, job: Maintenance) -> dict[str, Any]:
     retention = job.retention if job.retention is not None else SNAPSHOT_AGE
     before = len(table.snapshots())
     cutoff = datetime.now(UTC) - retention
-    current = table.current_snapshot()
+    # a snapshot a branch or tag points at stays, the current one among them
+    protected = {ref.snapshot_id for ref in table.refs().values()}
     old = [
         s.snapshot_id
         for s in table.snapshots()
-        if s.timestamp_ms / 1000 < cutoff.timestamp()
-        and (current is None or s.snapshot_id != current.snapshot_id)
+        if s.timestamp_ms / 1000 < cutoff.timestamp() and s.snapshot_id not in protected
     ]
     if old:
         table.maintenance.expire_snapshots().by_ids(old).commit()

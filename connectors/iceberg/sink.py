@@ -31,6 +31,7 @@ from connectors.iceberg.catalog import (
     catalog_for,
     ledger_key,
     load_table,
+    parse_condition,
     storable_schema,
     translate,
 )
@@ -78,8 +79,8 @@ def _reader(
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in source.batches():
             cast = _cast(batch, schema)
-            if check is not None:
-                outside = pa.Table.from_batches([cast]).filter(~check).num_rows
+            if check is not None:  # NULL is no match: such a row is outside too
+                outside = pa.Table.from_batches([cast]).filter(~(check.is_valid() & check)).num_rows
                 if outside:
                     raise DataError(
                         f"{outside} input rows do not match the predicate {within!r}",
@@ -93,11 +94,10 @@ def _reader(
 
 def _predicate(text: str, schema: pa.Schema) -> Any:
     """A pyiceberg condition as a pyarrow expression over rows of `schema`."""
-    from pyiceberg.expressions.parser import parse
     from pyiceberg.expressions.visitors import bind
     from pyiceberg.io.pyarrow import expression_to_pyarrow
 
-    bound = bind(_iceberg_schema(schema), parse(text), case_sensitive=True)
+    bound = bind(_iceberg_schema(schema), parse_condition(text, "predicate"), case_sensitive=True)
     return expression_to_pyarrow(bound)
 
 
@@ -154,24 +154,51 @@ def _partition_spec(schema: Any, config: IcebergSink) -> Any:
 
 
 def _respec(tx: Transaction, table: Table, config: IcebergSink, given: pa.Schema) -> None:
-    """A replaced table's schema and partition spec become the input's and `partition_by`."""
+    """A replaced table takes the input's schema and `partition_by` (its own spec when the
+    load names none), evolved by name: columns the input keeps with their type keep their
+    field ids (and partition fields on them); the others are dropped and added anew. The
+    table is empty at this point of the transaction, so any change is allowed."""
     missing = [c for c, _, _ in _transforms(config) if c not in given.names]
     if missing:
         raise DataError(f"partition_by: the input has no column {missing[0]!r}")
-    current = arrow_schema(table)
-    if table.spec().fields:
+    schema = table.schema()
+    current = storable_schema(_plain(arrow_schema(table)))
+    keep = {
+        f.name
+        for f in given
+        if f.name in current.names
+        and arrow_type_name(current.field(f.name).type) == arrow_type_name(f.type)
+    }
+    wanted = {(name, str(transform)) for _, transform, name in _transforms(config)}
+    remove = [
+        field.name
+        for field in table.spec().fields
+        if schema.find_field(field.source_id).name not in keep
+        or (config.partition_by and (field.name, str(field.transform)) not in wanted)
+    ]
+    if remove:
         with tx.update_spec() as spec:
-            for field in table.spec().fields:
-                spec.remove_field(field.name)
-    with tx.update_schema(allow_incompatible_changes=True) as update:
-        for name in current.names:
-            update.delete_column(name)
-    with tx.update_schema() as update:
-        update.union_by_name(_iceberg_schema(given))
-    if config.partition_by:
+            for name in remove:
+                spec.remove_field(name)
+    drop = [name for name in current.names if name not in keep]
+    if drop:
+        with tx.update_schema(allow_incompatible_changes=True) as update:
+            for name in drop:
+                update.delete_column(name)
+    fresh = [f for f in given if f.name not in keep]
+    if fresh:
+        with tx.update_schema(allow_incompatible_changes=True) as update:
+            update.union_by_name(_iceberg_schema(pa.schema(fresh)))
+    present = {f.name for f in table.spec().fields} - set(remove)
+    added = [(c, t, n) for c, t, n in _transforms(config) if n not in present]
+    if added:
         with tx.update_spec() as spec:
-            for column, transform, name in _transforms(config):
+            for column, transform, name in added:
                 spec.add_field(column, transform, name)
+
+
+def _plain(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.remove_metadata() for f in schema])
 
 
 def _columns(schema: pa.Schema) -> list[Column]:
@@ -184,13 +211,15 @@ def _evolve(
     """Fit the table's schema to the input in the transaction, per `schema_change`: the
     schema the rows are written in, and the changes (reported)."""
     current = arrow_schema(table)
+    # compared as Iceberg holds them: pyiceberg hands nested strings over as large_string
+    held = storable_schema(_plain(current))
     fields = [(f.name, arrow_type_name(f.type)) for f in given]
     if config.mode == "replace" and config.predicate is None:
         policy = replacing_policy(config, view=False)
-        report = diff(label, fields, _columns(current), policy).report() if policy else []
-        same_shape = given.names == current.names and all(
+        report = diff(label, fields, _columns(held), policy).report() if policy else []
+        same_shape = given.names == held.names and all(
             arrow_type_name(a.type) == arrow_type_name(b.type)
-            for a, b in zip(given, current, strict=True)
+            for a, b in zip(given, held, strict=True)
         )
         spec = [(f.name, str(f.transform)) for f in table.spec().fields]
         wanted = [(name, str(transform)) for _, transform, name in _transforms(config)]
@@ -198,7 +227,7 @@ def _evolve(
             return current, report
         _respec(tx, table, config, given)
         return arrow_schema_of(tx), report
-    found = diff(label, fields, _columns(current), config.schema_change)
+    found = diff(label, fields, _columns(held), config.schema_change)
     if not found.changes:
         return current, []
     from pyiceberg.types import DecimalType, DoubleType, LongType
@@ -295,12 +324,21 @@ def _append(
 
 
 def _check_keys(
-    source: InputTable, config: IcebergSink, connection: duckdb.DuckDBPyConnection
+    source: InputTable,
+    config: IcebergSink,
+    connection: duckdb.DuckDBPyConnection,
+    table: pa.Schema | None,
 ) -> None:
     missing = [key for key in config.keys if key not in source.schema.names]
     if missing:
         raise DataError(
             f"merge keys {missing} are not columns of the input ({source.schema.names})"
+        )
+    absent = [key for key in config.keys if table is not None and key not in table.names]
+    if absent:
+        raise DataError(
+            f"merge keys {absent} are not columns of the table ({table.names if table else []})",
+            hint="rows are matched on columns both have; replace the table to change its keys",
         )
     check_merge_keys(lambda sql: connection.execute(sql).fetchall(), "arrowline_input", config.keys)
 
@@ -348,14 +386,14 @@ def _merge(
     properties: dict[str, str],
 ) -> dict[str, int]:
     from pyiceberg.expressions import AlwaysTrue, Or
-    from pyiceberg.expressions.parser import parse
     from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, expression_to_pyarrow
 
     metadata = tx.table_metadata
     projected = metadata.schema()
     prune = _key_range(config, connection, schema)
     if config.delete_missing:  # rows outside the input's keys go too: within the predicate
-        prune = Or(parse(config.predicate), prune) if config.predicate else AlwaysTrue()
+        within = parse_condition(config.predicate, "predicate") if config.predicate else None
+        prune = Or(within, prune) if within is not None else AlwaysTrue()
     snapshot = (
         table.snapshot_by_id(metadata.current_snapshot_id) if metadata.current_snapshot_id else None
     )
@@ -371,7 +409,9 @@ def _merge(
     if config.delete_missing and config.predicate:
         from pyiceberg.expressions.visitors import bind
 
-        outside = expression_to_pyarrow(bind(projected, parse(config.predicate), True))
+        outside = expression_to_pyarrow(
+            bind(projected, parse_condition(config.predicate, "predicate"), True)
+        )
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     removed: list[Any] = []
     added: list[Any] = []
@@ -395,9 +435,8 @@ def _merge(
             if outside is None:
                 remainder = rows.slice(0, 0)
             else:
-                import pyarrow.compute as pc
-
-                outside_rows = rows.filter(pc.invert(outside))
+                # NULL is no match: a row whose predicate is NULL is outside it, and kept
+                outside_rows = rows.filter(~(outside.is_valid() & outside))
                 connection.register("arrowline_outside", outside_rows)
                 remainder = connection.sql(
                     f"select * from arrowline_outside anti join arrowline_input using ({keys})"
@@ -423,9 +462,14 @@ def _merge(
             )
             added += _dataframe_to_data_files(metadata, remainder, table.io, write_uuid, counter)
     if lacking and tasks:
+        # a key the table held twice carries one set of values: the merge leaves it once
+        values = ", ".join(
+            f"any_value({quote_identifier(n)}) as {quote_identifier(n)}" for n in lacking
+        )
         merged = connection.sql(
             f"select i.*, {', '.join('c.' + quote_identifier(n) for n in lacking)} "
-            f"from arrowline_input i left join arrowline_carried c using ({keys})"
+            f"from arrowline_input i left join (select {keys}, {values} from arrowline_carried "
+            f"group by {keys}) c using ({keys})"
         )
         rows_in: pa.RecordBatchReader = _cast_reader(merged.to_arrow_reader(65_536), schema)
     else:
@@ -440,6 +484,19 @@ def _merge(
         for data_file in added:
             change.append_data_file(data_file)
     return {"files_rewritten": len(removed), "rows_kept": kept, "rows_replaced": deleted}
+
+
+def _snapshot_of_run(table: Table, ctx: ConnectorContext) -> int | None:
+    """The newest snapshot a load of this task in run `ctx.run_id` committed."""
+    task = f"{ctx.pipeline}.{ctx.task_id}"
+    for snapshot in sorted(table.snapshots(), key=lambda s: s.sequence_number or 0, reverse=True):
+        summary = snapshot.summary
+        if summary is None:
+            continue
+        said = summary.additional_properties
+        if said.get("arrowline.run") == ctx.run_id and said.get("arrowline.task") == task:
+            return int(snapshot.snapshot_id)
+    return None
 
 
 def write_iceberg(source: InputTable, config: IcebergSink, ctx: ConnectorContext) -> SinkResult:
@@ -461,15 +518,14 @@ def _write(
         earlier = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
         done_rows = earlier.committed(ctx.run_id) if earlier is not None else None
         if table is not None and done_rows is not None:
-            done = {
-                "mode": config.mode,
-                "already_committed": True,
-                "metadata": table.metadata_location,
-            }
+            done: dict[str, Any] = {"mode": config.mode, "already_committed": True}
+            snapshot = _snapshot_of_run(table, ctx)
+            if snapshot is not None:  # the table as that load left it, for a notebook
+                done.update(metadata=table.metadata_location, snapshot_id=snapshot)
             return SinkResult(done_rows, label, done, ctx.pending_watermarks)
         connection.execute(f"create view arrowline_input as select * from {source.duckdb_source()}")
         if config.mode == "merge":
-            _check_keys(source, config, connection)
+            _check_keys(source, config, connection, arrow_schema(table) if table else None)
         given = storable_schema(source.schema)
         watermarks = dict(earlier.watermarks) if earlier else {}
         for update in ctx.pending_watermarks:
@@ -477,7 +533,12 @@ def _write(
         sequence = (earlier.sequence if earlier else 0) + 1
         runs = earlier.with_run() if earlier else {}
         entry = Load(ctx.run_id, source.num_rows, sequence, watermarks=watermarks, runs=runs)
-        ledger = {ledger_key(ctx.pipeline, ctx.task_id): entry.to_json()}
+        ledger = {
+            ledger_key(ctx.pipeline, ctx.task_id): entry.to_json(),
+            # no retry inside pyiceberg, which would replay this entry over a concurrent
+            # load's: a lost race fails the attempt, and the task's retry computes it anew
+            "commit.retry.num-retries": "0",
+        }
         snapshot_properties = {
             "arrowline.run": ctx.run_id,
             "arrowline.task": f"{ctx.pipeline}.{ctx.task_id}",
@@ -494,7 +555,8 @@ def _write(
             tx = table.transaction()
             if config.mode == "replace" and table.current_snapshot() is not None:
                 # first, while the old schema and spec still describe the old files
-                tx.delete(config.predicate or "true", snapshot_properties=snapshot_properties)
+                emptied = parse_condition(config.predicate or "true", "predicate")
+                tx.delete(emptied, snapshot_properties=snapshot_properties)
             schema, changes = _evolve(tx, table, given, config, label)
             if config.mode in ("append", "replace"):
                 within = config.predicate if config.mode == "replace" else None

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pyarrow as pa
 
 from connectors.base import ConnectorContext, Unknown
-from connectors.iceberg.catalog import arrow_schema, catalog_for, load_table, translate
+from connectors.iceberg.catalog import (
+    REWRITE_KEY,
+    arrow_schema,
+    catalog_for,
+    load_table,
+    parse_condition,
+    translate,
+)
 from connectors.iceberg.config import IcebergSource
 from engine.core.errors import DataError, TaskError
 
@@ -62,6 +69,10 @@ def _projected(table: Table, config: IcebergSource) -> pa.Schema:
 
 def iceberg_schema(config: IcebergSource, ctx: ConnectorContext) -> pa.Schema | Unknown:
     """The output's schema, from the table's metadata (no data file is opened)."""
+    if config.connection is not None and config.connection not in ctx.connections:
+        return Unknown(
+            f"the table is in connection {config.connection!r}, reached when a run starts"
+        )
     try:
         return _projected(_table(config, ctx), config)
     except DataError as exc:
@@ -91,7 +102,10 @@ def _written_since(table: Table, sequence: int) -> list[Any]:
         _missing(table, sequence)
     written: dict[str, Any] = {}
     for snapshot in reversed(lineage):
-        operation = str(snapshot.summary.operation.value) if snapshot.summary else "append"
+        summary = snapshot.summary
+        operation = str(summary.operation.value) if summary else "append"
+        if summary is not None and REWRITE_KEY in summary.additional_properties:
+            operation = "replace"  # a compaction by arrowline, committed as an overwrite
         added, removed = [], set()
         for manifest in snapshot.manifests(table.io):
             if manifest.added_snapshot_id != snapshot.snapshot_id:
@@ -120,14 +134,13 @@ def _missing(table: Table, sequence: int) -> NoReturn:
 def _files(
     table: Table, since: int, row_filter: Any, columns: tuple[str, ...]
 ) -> Iterator[pa.RecordBatch]:
-    from pyiceberg.expressions.parser import parse
     from pyiceberg.io.pyarrow import ArrowScan
     from pyiceberg.table import FileScanTask
 
     tasks = [FileScanTask(data_file) for data_file in _written_since(table, since)]
     metadata = table.metadata
     schema = metadata.schema() if columns == ("*",) else metadata.schema().select(*columns)
-    filter_ = parse(row_filter) if isinstance(row_filter, str) else row_filter
+    filter_ = parse_condition(row_filter, "filter") if isinstance(row_filter, str) else row_filter
     yield from ArrowScan(metadata, table.io, schema, filter_).to_record_batches(tasks)
 
 
@@ -152,10 +165,17 @@ def open_iceberg(config: IcebergSource, ctx: ConnectorContext) -> list[pa.Record
     table = _table(config, ctx)
     schema = _projected(table, config)
     columns = tuple(config.columns) if config.columns else ("*",)
-    row_filter: Any = config.filter if config.filter else AlwaysTrue()
+    row_filter: Any = parse_condition(config.filter, "filter") if config.filter else AlwaysTrue()
     sequence = None
     try:
         if config.incremental:
+            if table.format_version < 2:
+                raise DataError(
+                    f"the Iceberg table {config.table} is format version 1, whose snapshots "
+                    "carry no sequence number to read on from",
+                    hint="upgrade it to format version 2 (with pyiceberg or Spark), or read "
+                    "it whole",
+                )
             current = table.current_snapshot()
             if current is None:
                 return [pa.RecordBatchReader.from_batches(schema, iter(()))]
