@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from connectors.base import ConnectorContext, SinkResult
 from connectors.evolution import Column, arrow_type_name, diff, replacing_policy
@@ -134,6 +135,50 @@ def _transforms(config: IcebergSink) -> list[tuple[str, Any, str]]:
             transform = simple[kind]()
         found.append((column, transform, column if kind == "identity" else f"{column}_{kind}"))
     return found
+
+
+def _file_batches(table: Table, task: Any, projected: Any) -> Iterator[pa.RecordBatch]:
+    """A data file's rows in the table's current schema, a row group at a time. A file
+    written in the current schema (its field ids, names and types the table's) is read
+    straight; any other goes through pyiceberg's projection (renames, added columns,
+    promotions), which holds more of the file at once."""
+    import pyarrow.parquet as pq
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    wanted = projected.as_arrow()
+    if task.file.file_format.name == "PARQUET":
+        with table.io.new_input(task.file.file_path).open() as stream:
+            parquet = pq.ParquetFile(stream)
+            held = parquet.schema_arrow
+            if all(
+                held.get_field_index(f.name) >= 0
+                and held.field(f.name).equals(f, check_metadata=True)
+                for f in wanted
+            ):
+                for batch in parquet.iter_batches(batch_size=65_536, columns=wanted.names):
+                    yield batch
+                    pa.default_memory_pool().release_unused()
+                return
+    yield from ArrowScan(table.metadata, table.io, projected, AlwaysTrue()).to_record_batches(
+        [task]
+    )
+
+
+class _Counted:
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.rows = 0
+        self.reader = pa.RecordBatchReader.from_batches(reader.schema, self._count(reader))
+
+    def _count(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            self.rows += batch.num_rows
+            yield batch
+
+
+def _counting(reader: pa.RecordBatchReader) -> _Counted:
+    """`reader`, counting the rows read through it."""
+    return _Counted(reader)
 
 
 def _cast_reader(rows: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
@@ -273,6 +318,8 @@ def arrow_schema_of(tx: Transaction) -> pa.Schema:
     return schema
 
 
+MERGE_CHUNK_BYTES = 32 * 1024 * 1024
+"""A merge's chunk: what it holds of a rewritten file's other rows at once."""
 CHUNK_BYTES = 256 * 1024 * 1024
 """Arrow bytes written into data files at a time (pyiceberg splits them into files of its
 target size and writes those in parallel): what a load holds in memory at most."""
@@ -284,6 +331,7 @@ def _data_files(
     rows: pa.RecordBatchReader,
     write_uuid: uuid.UUID,
     counter: itertools.count[int],
+    chunk_bytes: int = 0,
 ) -> list[Any]:
     """The rows as data files of the table (partitioned as its spec says), written a chunk at
     a time; no snapshot names them until the transaction commits."""
@@ -305,7 +353,7 @@ def _data_files(
     for batch in rows:
         chunk.append(batch)
         held += batch.nbytes
-        if held >= CHUNK_BYTES:
+        if held >= (chunk_bytes or CHUNK_BYTES):
             flush()
     flush()
     return files
@@ -386,7 +434,7 @@ def _merge(
     properties: dict[str, str],
 ) -> dict[str, int]:
     from pyiceberg.expressions import AlwaysTrue, Or
-    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, expression_to_pyarrow
+    from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow
 
     metadata = tx.table_metadata
     projected = metadata.schema()
@@ -415,52 +463,69 @@ def _merge(
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     removed: list[Any] = []
     added: list[Any] = []
-    kept = deleted = 0
+    kept = 0
     # table columns the input lacks keep their values in the rows it updates
     lacking = [name for name in schema.names if name not in source.schema.names]
     carried = ", ".join(quote_identifier(name) for name in [*config.keys, *lacking])
+    narrow = projected.select(*config.keys, *lacking)
+    lookup = None
+    if len(config.keys) == 1:  # the input's keys, in the table's type, to look rows up in
+        (key,) = config.keys
+        found = connection.sql(f"select distinct {keys} from arrowline_input").to_arrow_table()
+        lookup = found.column(0).combine_chunks().cast(projected.as_arrow().field(key).type)
     for index, task in enumerate(tasks):
-        rows = ArrowScan(metadata, table.io, projected, AlwaysTrue()).to_table([task])
-        connection.register("arrowline_file", rows)
-        if lacking:
-            connection.execute(
-                (
-                    "insert into arrowline_carried "
-                    if index
-                    else "create temp table arrowline_carried as "
-                )
-                + f"select {carried} from arrowline_file semi join arrowline_input using ({keys})"
+        # first only the keys (and carried columns): a file without an input key is left alone
+        if lookup is not None and not lacking:
+            column = config.keys[0]
+            hit = any(
+                pc.any(pc.is_in(b.column(column), lookup)).as_py()
+                for b in _file_batches(table, task, narrow)
             )
-        if config.delete_missing:
-            if outside is None:
-                remainder = rows.slice(0, 0)
-            else:
-                # NULL is no match: a row whose predicate is NULL is outside it, and kept
-                outside_rows = rows.filter(~(outside.is_valid() & outside))
-                connection.register("arrowline_outside", outside_rows)
-                remainder = connection.sql(
-                    f"select * from arrowline_outside anti join arrowline_input using ({keys})"
-                ).to_arrow_table()
-                connection.unregister("arrowline_outside")
         else:
+            few = ArrowScan(metadata, table.io, narrow, AlwaysTrue()).to_table([task])
+            connection.register("arrowline_file", few)
+            if lacking:
+                connection.execute(
+                    (
+                        "insert into arrowline_carried "
+                        if index
+                        else "create temp table arrowline_carried as "
+                    )
+                    + f"select {carried} from arrowline_file semi join arrowline_input "
+                    f"using ({keys})"
+                )
             ((hit,),) = connection.execute(
                 f"select count(*) from arrowline_file semi join arrowline_input using ({keys})"
             ).fetchall()
-            if not hit:
-                connection.unregister("arrowline_file")
-                continue
+            connection.unregister("arrowline_file")
+            del few
+        if not hit and not config.delete_missing:
+            continue
+        removed.append(task.file)
+        if config.delete_missing and outside is None:
+            continue  # every row of the file is the input's or goes
+        # then the whole file, streamed through the anti join into new files
+        batches = _file_batches(table, task, projected)
+        if outside is not None:  # NULL is no match: a row whose predicate is NULL is kept
+            keep = ~(outside.is_valid() & outside)
+            batches = (pa.Table.from_batches([b]).filter(keep).to_batches() for b in batches)
+            batches = (b for group in batches for b in group)
+        if lookup is not None:  # one key: a hash lookup per batch, nothing held but the batch
+            column = config.keys[0]
+            batches = (b.filter(pc.invert(pc.is_in(b.column(column), lookup))) for b in batches)
+            remainder = pa.RecordBatchReader.from_batches(projected.as_arrow(), batches)
+        else:
+            stream = pa.RecordBatchReader.from_batches(projected.as_arrow(), batches)
+            connection.register("arrowline_file", stream)
             remainder = connection.sql(
                 f"select * from arrowline_file anti join arrowline_input using ({keys})"
-            ).to_arrow_table()
-        connection.unregister("arrowline_file")
-        removed.append(task.file)
-        kept += remainder.num_rows
-        deleted += rows.num_rows - remainder.num_rows
-        if remainder.num_rows:
-            remainder = pa.Table.from_batches(
-                [_cast(b, schema) for b in remainder.to_batches()], schema
-            )
-            added += _dataframe_to_data_files(metadata, remainder, table.io, write_uuid, counter)
+            ).to_arrow_reader(65_536)
+        counted = _counting(_cast_reader(remainder, schema))
+        added += _data_files(tx, table.io, counted.reader, write_uuid, counter, MERGE_CHUNK_BYTES)
+        if lookup is None:
+            connection.unregister("arrowline_file")
+        kept += counted.rows
+    deleted = sum(f.record_count for f in removed) - kept
     if lacking and tasks:
         # a key the table held twice carries one set of values: the merge leaves it once
         values = ", ".join(
