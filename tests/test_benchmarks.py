@@ -150,7 +150,16 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "workload",
-    ["pg_extract", "pg_parquet", "pg_load", "e2e", "stream_memory", "scheduler", "rest_extract"],
+    [
+        "pg_extract",
+        "pg_parquet",
+        "pg_load",
+        "e2e",
+        "stream_memory",
+        "scheduler",
+        "rest_extract",
+        "lakehouse",
+    ],
 )
 def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     """PostgreSQL ones against the test server: every installed contender succeeds and agrees

@@ -156,7 +156,8 @@ def _file_batches(table: Table, task: Any, projected: Any) -> Iterator[pa.Record
                 and held.field(f.name).equals(f, check_metadata=True)
                 for f in wanted
             ):
-                for batch in parquet.iter_batches(batch_size=65_536, columns=wanted.names):
+                # large batches: each costs a hash of the input's keys to look rows up in
+                for batch in parquet.iter_batches(batch_size=LOOKUP_ROWS, columns=wanted.names):
                     yield batch
                     pa.default_memory_pool().release_unused()
                 return
@@ -319,6 +320,8 @@ def arrow_schema_of(tx: Transaction) -> pa.Schema:
 
 
 MERGE_CHUNK_BYTES = 32 * 1024 * 1024
+LOOKUP_ROWS = 524_288
+"""Rows of a rewritten file read at once: `is_in` hashes the input's keys for each batch."""
 """A merge's chunk: what it holds of a rewritten file's other rows at once."""
 CHUNK_BYTES = 256 * 1024 * 1024
 """Arrow bytes written into data files at a time (pyiceberg splits them into files of its
