@@ -48,6 +48,7 @@ __all__ = [
     "ResolvedIceberg",
     "catalog_for",
     "embedded",
+    "iceberg_schema",
     "ledger_key",
     "load_table",
     "open_catalog",
@@ -355,6 +356,14 @@ def parse_condition(text: str, key: str) -> Any:
     if problem is not None:
         raise DataError(f"{key}: {problem}")
     return parse(text)
+
+
+def iceberg_schema(schema: pa.Schema) -> Any:
+    """An Arrow schema as Iceberg's, with field ids of its own (a table assigns them anew)."""
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.schema import assign_fresh_schema_ids
+
+    return assign_fresh_schema_ids(Catalog._convert_schema_if_needed(schema))
 
 
 def arrow_schema(table: Table) -> pa.Schema:
