@@ -38,6 +38,7 @@ __all__ = [
     "arrow_type_name",
     "diff",
     "duckdb_type_name",
+    "fit_batch",
     "replacing_policy",
     "sql_type_of_duckdb",
 ]
@@ -300,3 +301,26 @@ def arrow_type_name(arrow_type: pa.DataType) -> str:
         pa.date64(): "date",
     }
     return simple.get(t, str(t))
+
+
+def fit_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` in a table's shape (`schema`), for sinks that store Arrow's types: its columns
+    found by name and cast (checked: a value that does not fit fails, naming the column), the
+    table's other columns NULL."""
+    import pyarrow as pa
+
+    arrays = []
+    for target in schema:
+        index = batch.schema.get_field_index(target.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, target.type))
+            continue
+        column = batch.column(index)
+        try:
+            arrays.append(column if column.type == target.type else column.cast(target.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(
+                f"column {target.name!r}: {column.type} values do not fit the table's "
+                f"{target.type} ({exc})"
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -13,7 +13,7 @@ from typing import Any
 from engine.core.errors import DataError
 from engine.core.sqltext import quote_identifier
 
-__all__ = ["check_load_keys", "check_merge_keys"]
+__all__ = ["check_key_columns", "check_load_keys", "check_merge_keys"]
 
 
 def check_load_keys(mode: str, keys: Sequence[str], **flags: tuple[bool, str]) -> None:
@@ -25,6 +25,21 @@ def check_load_keys(mode: str, keys: Sequence[str], **flags: tuple[bool, str]) -
     for name, (given, only) in flags.items():
         if given and mode != only:
             raise ValueError(f"{name} applies to mode: {only}")
+
+
+def check_key_columns(
+    keys: Sequence[str], given: Sequence[str], table: Sequence[str] | None
+) -> None:
+    """Refuse merge keys the input (`given`'s columns) or an existing table lacks."""
+    missing = [key for key in keys if key not in given]
+    if missing:
+        raise DataError(f"merge keys {missing} are not columns of the input ({list(given)})")
+    absent = [key for key in keys if table is not None and key not in table]
+    if absent:
+        raise DataError(
+            f"merge keys {absent} are not columns of the table ({list(table or [])})",
+            hint="rows are matched on columns both have; replace the table to change its keys",
+        )
 
 
 def check_merge_keys(

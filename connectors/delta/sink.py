@@ -38,8 +38,8 @@ from connectors.delta.table import (
     table_location,
     translate,
 )
-from connectors.evolution import Column, arrow_type_name, diff, replacing_policy
-from connectors.keys import check_merge_keys
+from connectors.evolution import Column, arrow_type_name, diff, fit_batch, replacing_policy
+from connectors.keys import check_key_columns, check_merge_keys
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.sqltext import quote_identifier
@@ -110,29 +110,6 @@ def _widened_type(column: str, type_name: str, given: pa.DataType) -> pa.DataTyp
     return given
 
 
-def _cast(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """`batch` in the table's shape: its columns cast (checked), the table's other columns
-    NULL."""
-    arrays = []
-    for target in schema:
-        index = batch.schema.get_field_index(target.name)
-        if index < 0:
-            arrays.append(pa.nulls(batch.num_rows, target.type))
-            continue
-        column = batch.column(index)
-        if column.type == target.type:
-            arrays.append(column)
-            continue
-        try:
-            arrays.append(column.cast(target.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(
-                f"column {target.name!r}: {column.type} values do not fit the table's "
-                f"{target.type} ({exc})"
-            ) from None
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
 def _reader(
     source: InputTable, schema: pa.Schema, failures: list[DataError]
 ) -> pa.RecordBatchReader:
@@ -142,7 +119,7 @@ def _reader(
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in source.batches():
             try:
-                yield _cast(batch, schema)
+                yield fit_batch(batch, schema)
             except DataError as exc:
                 failures.append(exc)
                 raise
@@ -186,7 +163,7 @@ def _widen(table: DeltaTable, widen: dict[str, pa.DataType], location: str) -> N
     shape = pa.schema([f.with_type(widen.get(f.name, f.type)) for f in current])
     dataset = table.to_pyarrow_dataset()
     rows = pa.RecordBatchReader.from_batches(
-        shape, (_cast(b, shape) for b in dataset.to_batches(batch_size=65_536))
+        shape, (fit_batch(b, shape) for b in dataset.to_batches(batch_size=65_536))
     )
     write_deltalake(
         table,
@@ -202,17 +179,7 @@ def _widen(table: DeltaTable, widen: dict[str, pa.DataType], location: str) -> N
 def _check_keys(source: InputTable, config: DeltaSink, table: pa.Schema | None) -> None:
     import duckdb
 
-    missing = [key for key in config.keys if key not in source.schema.names]
-    if missing:
-        raise DataError(
-            f"merge keys {missing} are not columns of the input ({source.schema.names})"
-        )
-    absent = [key for key in config.keys if table is not None and key not in table.names]
-    if absent:
-        raise DataError(
-            f"merge keys {absent} are not columns of the table ({table.names if table else []})",
-            hint="rows are matched on columns both have; replace the table to change its keys",
-        )
+    check_key_columns(config.keys, source.schema.names, table.names if table else None)
     connection = duckdb.connect()
     try:
         connection.execute(f"create view arrowline_input as select * from {source.duckdb_source()}")

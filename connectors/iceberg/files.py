@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from connectors.iceberg.catalog import (
-    iceberg_schema,
-    parse_condition,
-)
+from connectors.evolution import fit_batch
+from connectors.iceberg.catalog import iceberg_schema, parse_condition
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.tables import InputTable
@@ -24,32 +22,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_BYTES",
     "Counted",
-    "cast_batch",
     "cast_reader",
     "counting",
     "data_files",
     "input_reader",
     "predicate_expression",
 ]
-
-
-def cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """`batch` in the table's shape: columns cast (checked) by name, missing ones NULL."""
-    arrays = []
-    for target in schema:
-        index = batch.schema.get_field_index(target.name)
-        if index < 0:
-            arrays.append(pa.nulls(batch.num_rows, target.type))
-            continue
-        column = batch.column(index)
-        try:
-            arrays.append(column if column.type == target.type else column.cast(target.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(
-                f"column {target.name!r}: {column.type} values do not fit the table's "
-                f"{target.type} ({exc})"
-            ) from None
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def input_reader(
@@ -61,7 +39,7 @@ def input_reader(
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in source.batches():
-            cast = cast_batch(batch, schema)
+            cast = fit_batch(batch, schema)
             if check is not None:  # NULL is no match: such a row is outside too
                 outside = pa.Table.from_batches([cast]).filter(~(check.is_valid() & check)).num_rows
                 if outside:
@@ -85,7 +63,7 @@ def predicate_expression(text: str, schema: pa.Schema) -> Any:
 
 
 def cast_reader(rows: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
-    return pa.RecordBatchReader.from_batches(schema, (cast_batch(b, schema) for b in rows))
+    return pa.RecordBatchReader.from_batches(schema, (fit_batch(b, schema) for b in rows))
 
 
 CHUNK_BYTES = 256 * 1024 * 1024

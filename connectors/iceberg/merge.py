@@ -15,7 +15,7 @@ from connectors.iceberg.catalog import (
     parse_condition,
 )
 from connectors.iceberg.config import IcebergSink
-from connectors.keys import check_merge_keys
+from connectors.keys import check_key_columns, check_merge_keys
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.sqltext import quote_identifier
@@ -71,17 +71,7 @@ def check_merge_input(
     connection: duckdb.DuckDBPyConnection,
     table: pa.Schema | None,
 ) -> None:
-    missing = [key for key in config.keys if key not in source.schema.names]
-    if missing:
-        raise DataError(
-            f"merge keys {missing} are not columns of the input ({source.schema.names})"
-        )
-    absent = [key for key in config.keys if table is not None and key not in table.names]
-    if absent:
-        raise DataError(
-            f"merge keys {absent} are not columns of the table ({table.names if table else []})",
-            hint="rows are matched on columns both have; replace the table to change its keys",
-        )
+    check_key_columns(config.keys, source.schema.names, table.names if table else None)
     check_merge_keys(lambda sql: connection.execute(sql).fetchall(), "arrowline_input", config.keys)
 
 
