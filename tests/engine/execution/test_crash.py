@@ -236,15 +236,23 @@ def make_project(tmp_path: Path, pg: PgSchema) -> Callable[[str, str], tuple[Pat
     return make
 
 
+_CLEAN: dict[str, list[tuple[object, ...]]] = {}
+"""A clean run's rows per sink, shared by that sink's scenarios."""
+
+
 @pytest.mark.parametrize(("sink", "fault", "moment"), SCENARIOS, ids=[s[1] for s in SCENARIOS])
 def test_kill_9_then_resume_loses_and_duplicates_nothing(
     make_project: Callable[[str, str], tuple[Path, str]], sink: str, fault: str, moment: str
 ) -> None:
-    clean_project, clean_table = make_project(sink, "clean")
-    code, _, stderr = finish(arrowline(clean_project, "run", "p.yaml", "--no-progress"))
-    assert code == 0, stderr
-    expected = sink_rows(clean_project, sink, clean_table)
-    assert len(expected) == ROWS_PER_FILE * FILES
+    expected = _CLEAN.get(sink)
+    if expected is None:  # a clean run's rows, once per sink (the data and pipeline are fixed)
+        clean_project, clean_table = make_project(sink, "clean")
+        code, _, stderr = finish(arrowline(clean_project, "run", "p.yaml", "--no-progress"))
+        assert code == 0, stderr
+        expected = sink_rows(clean_project, sink, clean_table)
+        assert len(expected) == ROWS_PER_FILE * FILES
+        if sink != "postgres":  # its table lives in the test's own schema
+            _CLEAN[sink] = expected
 
     project, table = make_project(sink, "crashed")
     kill_at(arrowline(project, "run", "p.yaml", "--no-progress", fault=fault), fault)
