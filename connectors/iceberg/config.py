@@ -49,7 +49,8 @@ class IcebergConnection(ConfigModel):
     kind: Literal["iceberg"] = Field(description="Selects this connection type.")
     uri: str = Field(
         description="sqlite:///path/catalog.db, postgresql://user:pw@host/db (the catalog's "
-        "tables; secrets as ${env:...} or ${file:...}), or http(s):// for a REST catalog.",
+        "tables; secrets as ${env:...} or ${file:...}; needs `arrowline[postgres]` too), or "
+        "http(s):// for a REST catalog.",
     )
     warehouse: str | None = Field(
         None,
@@ -111,7 +112,9 @@ class IcebergSource(_Table):
     )
     snapshot_id: int | None = Field(None, description="Time travel: read this snapshot.")
     as_of: datetime | None = Field(
-        None, description="Time travel: read the table as it was at this time (ISO 8601)."
+        None,
+        description="Time travel: read the table as it was at this time (ISO 8601; UTC when "
+        "it names no zone).",
     )
     incremental: bool = Field(
         False,

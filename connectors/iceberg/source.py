@@ -12,6 +12,7 @@ grows with each commit.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pyarrow as pa
@@ -205,7 +206,10 @@ def open_iceberg(config: IcebergSource, ctx: ConnectorContext) -> list[pa.Record
         else:
             snapshot_id = config.snapshot_id
             if config.as_of is not None:
-                found = table.snapshot_as_of_timestamp(int(config.as_of.timestamp() * 1000))
+                moment = config.as_of  # a time without a zone is UTC, as for a Delta table
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                found = table.snapshot_as_of_timestamp(int(moment.timestamp() * 1000))
                 if found is None:
                     raise DataError(
                         f"the Iceberg table {config.table} has no snapshot at or before "

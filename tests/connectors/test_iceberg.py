@@ -451,6 +451,9 @@ def test_a_table_streams_with_its_columns_a_filter_and_time_travel(tmp_path: Pat
     assert sorted(some.column("id").to_pylist()) == [3, 4]
     old = read(tmp_path, snapshot_id=first.snapshot_id)
     assert sorted(old.column("id").to_pylist()) == [1, 2, 3]
+    moment = datetime.fromtimestamp(first.timestamp_ms / 1000, UTC).replace(tzinfo=None)
+    naive = read(tmp_path, as_of=moment.isoformat())  # no zone: UTC, whatever the machine's
+    assert sorted(naive.column("id").to_pylist()) == [1, 2, 3]
     with pytest.raises(DataError, match=r"columns \['nope'\] are not in the Iceberg table"):
         read(tmp_path, columns=["nope"])
     with pytest.raises(DataError, match=r"no Iceberg table ns\.missing"):
