@@ -29,6 +29,7 @@ __all__ = [
     "ensure_state_table",
     "read_state",
     "record_load",
+    "with_changes",
     "write_state",
 ]
 
@@ -112,3 +113,17 @@ def delete_state(execute: Execute, pipeline: str, sink: str, task: str | None) -
             f"delete from {STATE_TABLE} where pipeline = $1 and sink = $2 and task = $3",
             (pipeline, sink, task),
         )
+
+
+def with_changes(
+    held: dict[str, tuple[Watermark, str]], change: dict[str, tuple[Watermark, str] | None]
+) -> dict[str, tuple[Watermark, str]]:
+    """The watermarks a table-format sink keeps in its ledger entry (extract -> (value, the
+    run that set it)) after `change`: a value sets one, None forgets it."""
+    after = dict(held)
+    for task, value in change.items():
+        if value is None:
+            after.pop(task, None)
+        else:
+            after[task] = value
+    return after

@@ -40,6 +40,7 @@ from connectors.delta.table import (
 )
 from connectors.evolution import Column, arrow_type_name, diff, fit_batch, replacing_policy
 from connectors.keys import check_key_columns, check_merge_keys
+from connectors.state import with_changes
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.sqltext import quote_identifier
@@ -251,9 +252,8 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
             _widen(table, widen, location)
             table = open_table(location)
         sequence = (earlier.sequence if earlier else 0) + 1
-        watermarks = dict(earlier.watermarks) if earlier else {}
-        for update in ctx.pending_watermarks:
-            watermarks[update.task_id] = (update.watermark, ctx.run_id)
+        pending = {u.task_id: (u.watermark, ctx.run_id) for u in ctx.pending_watermarks}
+        watermarks = with_changes(earlier.watermarks if earlier else {}, dict(pending))
         runs = earlier.with_run(ctx.run_id, source.num_rows) if earlier else {}
         entry = Load(0, ctx.run_id, source.num_rows, sequence, watermarks, runs)
         properties = CommitProperties(

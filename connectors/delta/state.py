@@ -20,6 +20,7 @@ from connectors.delta.table import (
     table_location,
     translate,
 )
+from connectors.state import with_changes
 from engine.core.errors import StateError
 from engine.core.watermark import Watermark, WatermarkUpdate
 
@@ -50,12 +51,7 @@ def _commit(
             hint="run the pipeline once first; its load creates the table",
         )
     earlier = last_load(table, ctx.pipeline, ctx.task_id)
-    watermarks = dict(earlier.watermarks) if earlier else {}
-    for task, value in change.items():
-        if value is None:
-            watermarks.pop(task, None)
-        else:
-            watermarks[task] = value
+    watermarks = with_changes(earlier.watermarks if earlier else {}, change)
     if earlier is None and not watermarks:
         return
     sequence = (earlier.sequence if earlier else 0) + 1

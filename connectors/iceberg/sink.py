@@ -35,6 +35,7 @@ from connectors.iceberg.catalog import (
     translate,
 )
 from connectors.iceberg.config import IcebergSink
+from connectors.state import with_changes
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.tables import InputTable
@@ -103,9 +104,8 @@ def _write(
         if config.mode == "merge":
             check_merge_input(source, config, connection, arrow_schema(table) if table else None)
         given = storable_schema(source.schema)
-        watermarks = dict(earlier.watermarks) if earlier else {}
-        for update in ctx.pending_watermarks:
-            watermarks[update.task_id] = (update.watermark, ctx.run_id)
+        pending = {u.task_id: (u.watermark, ctx.run_id) for u in ctx.pending_watermarks}
+        watermarks = with_changes(earlier.watermarks if earlier else {}, dict(pending))
         sequence = (earlier.sequence if earlier else 0) + 1
         runs = earlier.with_run() if earlier else {}
         entry = Load(ctx.run_id, source.num_rows, sequence, watermarks=watermarks, runs=runs)

@@ -12,6 +12,7 @@ from typing import Any
 from connectors.base import ConnectorContext
 from connectors.iceberg.catalog import Load, catalog_for, ledger_key, load_table
 from connectors.iceberg.config import IcebergSink
+from connectors.state import with_changes
 from engine.core.errors import StateError
 from engine.core.watermark import Watermark, WatermarkUpdate
 
@@ -45,12 +46,7 @@ def _commit_in(
             hint="run the pipeline once first; its load creates the table",
         )
     earlier = Load.of(table, ctx.pipeline, ctx.task_id)
-    watermarks = dict(earlier.watermarks) if earlier else {}
-    for task, value in change.items():
-        if value is None:
-            watermarks.pop(task, None)
-        else:
-            watermarks[task] = value
+    watermarks = with_changes(earlier.watermarks if earlier else {}, change)
     if earlier is None and not watermarks:
         return
     run_id, rows = (earlier.run_id, earlier.rows) if earlier else (ctx.run_id, 0)
