@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+# pytest-xdist's workers inherit COLUMNS=80; the CLI's messages would wrap at 80 columns there
+# and at 160 in a serial run (rich's width for captured output). Every worker sees what a serial
+# run sees. (Before the CLI's consoles are made, at its first import below.)
+os.environ.pop("COLUMNS", None)
 
 import pytest
 from click.testing import CliRunner, Result
