@@ -128,6 +128,12 @@ class ConnectorContext:
     """For a transactional sink: commit these in the same transaction as the data."""
     rejects: Any = None
     """For a source that sets malformed rows aside: its collector (`Connector.rejects`)."""
+    reached: Watermark | None = None
+    """Set by an incremental source: the position it read everything up to, when its rows do
+    not say it (a change stream that found no change still moved past the WAL it read). The
+    extract's watermark is the larger of this and its rows' largest."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Set by a source: facts about the read for the task's details (changes read, ...)."""
     checkpoint: Path | None = None
     """For a source: a folder of this run's that outlives an attempt, a kill included, where
     it may keep its progress (pages read) so a resumed run goes on from there. Not created
@@ -292,6 +298,13 @@ class Connector(ABC):
         would check them) and return the rows; None when the rows must be read through
         `open`."""
         return None
+
+    def release(self, config: ConfigModel, watermark: Watermark, ctx: ConnectorContext) -> None:
+        """Every load of an incremental source's rows committed them up to `watermark`: free
+        what the source holds until then (a replication slot's WAL). Called after the commits;
+        when it fails or the process dies first, nothing is lost, and the source does it on
+        its next read."""
+        return
 
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         """Load one task output into the target."""

@@ -59,6 +59,8 @@ class Cluster:
         self.port = port
         self.owner = owner
         self.uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.settings: dict[str, str] = {}
+        """Server settings (`-c name=value`) the cluster starts with."""
 
     def run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         """A command as the cluster's OS user (the `postgres` user when the tests run as root)."""
@@ -76,7 +78,8 @@ class Cluster:
                 "-l",
                 str(self.base / "log"),
                 "-o",
-                f"-p {self.port} -k {sockets} -h 127.0.0.1 -c fsync=off",
+                f"-p {self.port} -k {sockets} -h 127.0.0.1 -c fsync=off"
+                + "".join(f" -c {name}={value}" for name, value in self.settings.items()),
                 "start",
             ]
         )
@@ -89,8 +92,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def throwaway_server(password: str | None = None) -> Iterator[Cluster]:
-    """A fresh cluster on a free port; with `password`, the postgres role needs it (scram)."""
+def throwaway_server(
+    password: str | None = None, settings: dict[str, str] | None = None
+) -> Iterator[Cluster]:
+    """A fresh cluster on a free port; with `password`, the postgres role needs it (scram);
+    `settings` are server settings, e.g. {"wal_level": "logical"} for change capture."""
     binaries = _binaries()
     if binaries is None:
         raise RuntimeError("no initdb found: install PostgreSQL or set ARROWLINE_TEST_PG_URI")
@@ -103,6 +109,7 @@ def throwaway_server(password: str | None = None) -> Iterator[Cluster]:
         for path in (base, sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     cluster = Cluster(binaries, base, _free_port(), owner)
+    cluster.settings = dict(settings or {})
     auth = ["--auth=trust"]
     password_file = base / "pw"
     if password is not None:

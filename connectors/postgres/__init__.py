@@ -25,6 +25,7 @@ from engine.core.places import Place
 from engine.core.problems import Finding
 from engine.core.sqltext import quote_table
 from engine.core.tables import InputTable
+from engine.core.watermark import Watermark
 
 __all__ = ["CONNECTOR", "PostgresConnector"]
 
@@ -65,7 +66,11 @@ class PostgresConnector(Connector):
         return config.connection
 
     def incremental(self, config: ConfigModel) -> IncrementalSpec | None:
-        return config.incremental if isinstance(config, PostgresSource) else None
+        if not isinstance(config, PostgresSource):
+            return None
+        if config.cdc is not None:  # a change's transaction commit position
+            return IncrementalSpec(cursor="_lsn")
+        return config.incremental
 
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         assert isinstance(config, PostgresSource | PostgresSink)
@@ -81,10 +86,21 @@ class PostgresConnector(Connector):
         )
 
     def open(self, config: ConfigModel, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+        assert isinstance(config, PostgresSource)
+        if config.cdc is not None:
+            from connectors.postgres.cdc.source import open_cdc
+
+            return open_cdc(config, ctx)
         from connectors.postgres.source import open_postgres
 
-        assert isinstance(config, PostgresSource)
         return open_postgres(config, ctx)
+
+    def release(self, config: ConfigModel, watermark: Watermark, ctx: ConnectorContext) -> None:
+        assert isinstance(config, PostgresSource)
+        if config.cdc is not None:
+            from connectors.postgres.cdc.source import release
+
+            release(config, ctx, watermark)
 
     def key_rows(self, config: ConfigModel, query: str, connection: Any) -> list[tuple[Any, ...]]:
         from connectors.postgres.connection import Session

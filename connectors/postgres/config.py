@@ -12,6 +12,7 @@ from connectors.keys import check_load_keys
 from engine.core.config import ConfigModel
 
 __all__ = [
+    "CdcSpec",
     "PartitionSpec",
     "PostgresConnection",
     "PostgresSink",
@@ -56,6 +57,37 @@ class PartitionSpec(ConfigModel):
     )
 
 
+_SLOT_NAME = r"^[a-z0-9_]{1,63}$"
+
+
+class CdcSpec(ConfigModel):
+    """Change data capture: the table's snapshot on the first run, then every insert, update,
+    delete and truncate committed since the last run, read from a logical replication slot."""
+
+    slot: str | None = Field(
+        None,
+        pattern=_SLOT_NAME,
+        description="Replication slot (lowercase letters, digits, _); default "
+        "arrowline_<pipeline>_<task>. Created on the first run; one slot per CDC task.",
+    )
+    publication: str | None = Field(
+        None,
+        pattern=_SLOT_NAME,
+        description="Publication naming the table; default the slot's name. Created when "
+        "missing (with `create`), else checked to publish the table.",
+    )
+    create: bool = Field(
+        True, description="Create the publication when it does not exist (else fail)."
+    )
+    max_changes: int | None = Field(
+        None,
+        ge=1,
+        description="Read at most about this many change messages per run (whole "
+        "transactions: the server stops at the first commit past it); the rest waits for the "
+        "next run. Default: everything up to the WAL position when the run starts.",
+    )
+
+
 class PostgresSource(ConfigModel):
     """Stream a table or query out of PostgreSQL as Arrow batches (COPY, through ADBC)."""
 
@@ -70,6 +102,11 @@ class PostgresSource(ConfigModel):
     columns: tuple[str, ...] | None = Field(None, description="Read only these columns of `table`.")
     partition: PartitionSpec | None = Field(None, description="Parallel reads in ranges.")
     incremental: IncrementalSpec | None = Field(None, description="Read only what is new.")
+    cdc: CdcSpec | None = Field(
+        None,
+        description="Read the table's changes from a replication slot instead of its rows "
+        "(needs wal_level = logical and arrowline[postgres]).",
+    )
     batch_bytes: int = Field(
         16 << 20,
         ge=1 << 16,
@@ -87,6 +124,13 @@ class PostgresSource(ConfigModel):
             raise ValueError("set exactly one of 'table' or 'query'")
         if self.columns is not None and self.table is None:
             raise ValueError("'columns' selects columns of a 'table'; write them in the query")
+        if self.cdc is not None:
+            if self.table is None:
+                raise ValueError("'cdc' reads the changes of a 'table', not of a query")
+            if self.incremental is not None:
+                raise ValueError(
+                    "'cdc' and 'incremental' exclude each other: a change stream is incremental"
+                )
         return self
 
 

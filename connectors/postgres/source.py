@@ -168,22 +168,48 @@ def _stream(
     return pa.RecordBatchReader.from_batches(conversion.schema, batches())
 
 
-def open_postgres(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
-    """One reader, or one per partition, all seeing the same snapshot."""
+def _under(server: ResolvedPostgres, snapshot: str) -> Session:
+    """A session in a read-only repeatable-read transaction that sees `snapshot`."""
+    session = Session(server, autocommit=True)
+    try:
+        session.execute(_BEGIN, what="cannot start a snapshot")
+        session.execute(
+            f"set transaction snapshot {sql_literal(snapshot)}", what="cannot import the snapshot"
+        )
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+_BEGIN = "begin transaction isolation level repeatable read read only"
+
+
+def open_postgres(
+    config: PostgresSource, ctx: ConnectorContext, *, snapshot: str | None = None
+) -> list[pa.RecordBatchReader]:
+    """One reader, or one per partition, all seeing the same snapshot: `snapshot` when given
+    (exported by another session, which must keep it until this returns), else one of their
+    own."""
     server: ResolvedPostgres = ctx.connection(config.connection)
     query = _where(base_query(config), [incremental_filter(config, ctx.watermark) or ""])
     if config.partition is None:
+        if snapshot is not None:
+            return [_stream(_under(server, snapshot), query, config, ctx, finish="commit")]
         session = Session(server)
         return [_stream(session, query, config, ctx, finish=None)]
 
-    begin = "begin transaction isolation level repeatable read read only"
     coordinator = Session(server, autocommit=True)
     sessions: list[Session] = []
     try:
-        coordinator.execute(begin, what="cannot start a snapshot")
-        (snapshot,) = coordinator.rows(
-            "select pg_export_snapshot()", what="cannot export a snapshot"
-        )[0]
+        if snapshot is None:
+            coordinator.execute(_BEGIN, what="cannot start a snapshot")
+            (snapshot,) = coordinator.rows(
+                "select pg_export_snapshot()", what="cannot export a snapshot"
+            )[0]
+        else:
+            coordinator.close()
+            coordinator = _under(server, snapshot)
         column = quote_identifier(config.partition.column)
         low, high = coordinator.rows(
             f"select min({column}), max({column}) from ({query}) as s",
@@ -192,13 +218,9 @@ def open_postgres(config: PostgresSource, ctx: ConnectorContext) -> list[pa.Reco
         bounds = partition_ranges(low, high, config.partition.count) if low is not None else []
         readers = []
         for condition in _range_conditions(config.partition.column, bounds):
-            session = Session(server, autocommit=True)
+            assert snapshot is not None
+            session = _under(server, snapshot)
             sessions.append(session)
-            session.execute(begin, what="cannot start a snapshot")
-            session.execute(
-                f"set transaction snapshot {sql_literal(snapshot)}",
-                what="cannot import the snapshot",
-            )
             readers.append(
                 _stream(session, _where(query, [condition]), config, ctx, finish="commit")
             )

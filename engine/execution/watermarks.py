@@ -24,6 +24,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from loguru import logger
+
 from connectors.base import ConnectorContext
 from connectors.registry import sink_state
 from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
@@ -45,6 +47,8 @@ class WatermarkBroker:
         self._new: dict[str, Watermark] = {}
         self._held: dict[str, dict[str, Watermark | None]] = {}
         """extract -> sink -> the watermark the sink held when the extract started."""
+        self._committed: dict[str, dict[str, Watermark]] = {}
+        """extract -> sink -> the watermark its load committed in this run."""
         self._repairs: list[tuple[str, str, Watermark | None, str | None]] = []
         """(task, sink, its value, the run that committed it): mirrors to repair."""
         self._lock = threading.Lock()
@@ -185,6 +189,7 @@ class WatermarkBroker:
                 action="advance",
                 run_id=self.plan.run_id,
             )
+            self._release(task, watermark)
 
     def pending(self, load: PlannedTask) -> tuple[WatermarkUpdate, ...]:
         """New watermarks a load commits with its rows."""
@@ -213,7 +218,8 @@ class WatermarkBroker:
         )
 
     def loaded(self, load: PlannedTask, updates: tuple[WatermarkUpdate, ...]) -> None:
-        """A load committed: mirror its watermarks (the only copy, for a file sink)."""
+        """A load committed: mirror its watermarks (the only copy, for a file sink), and once
+        every load of an extract committed, let its source release what it held for them."""
         for update in updates:
             self.catalog.set_watermark(
                 self.plan.pipeline,
@@ -222,6 +228,29 @@ class WatermarkBroker:
                 update.watermark.to_json(),
                 action="advance",
                 run_id=self.plan.run_id,
+            )
+            with self._lock:
+                committed = self._committed.setdefault(update.task_id, {})
+                committed[load.id] = update.watermark
+                values = dict(committed)
+            extract = self.plan.task(update.task_id)
+            if {sink for sink, _ in extract.watermark_sinks} <= set(values):
+                least = Watermark.least(list(values.values()))
+                if least is not None:
+                    self._release(extract, least)
+
+    def _release(self, extract: PlannedTask, watermark: Watermark) -> None:
+        owner, config = extract.spec.connector, extract.spec.extract
+        if owner is None or config is None:
+            return
+        try:
+            owner.release(config, watermark, self._context(extract.id))
+        except Exception as exc:  # the source does it on its next read; nothing is lost
+            logger.warning(
+                "{}: could not release what the source holds up to {}: {}",
+                extract.id,
+                watermark.describe(),
+                exc,
             )
 
 

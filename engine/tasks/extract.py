@@ -128,9 +128,8 @@ class Extract:
                 return TaskOutcome(rows_in=copied, rows_out=copied, details=copy_details)
         rejects = owner.rejects(config)
         checkpoint = context.staging_path.parent / f".checkpoint-{context.run_id}"
-        readers = owner.open(
-            config, context.connector(watermark=start, rejects=rejects, checkpoint=checkpoint)
-        )
+        where = context.connector(watermark=start, rejects=rejects, checkpoint=checkpoint)
+        readers = owner.open(config, where)
         trackers = [
             WatermarkTracker(incremental.cursor, incremental.key) if incremental else None
             for _ in readers
@@ -154,8 +153,10 @@ class Extract:
                 finally:
                     stop.set()
         candidates = [t.best for t in trackers if t is not None and t.best is not None]
+        if incremental is not None and where.reached is not None:
+            candidates.append(where.reached)  # read past its last row (a change stream)
         watermark = max(candidates, key=lambda w: w.as_tuple()) if candidates else None
-        details: dict[str, Any] = {"streams": len(readers)}
+        details: dict[str, Any] = {"streams": len(readers), **where.notes}
         rejected = 0
         if rejects is not None and rejects.items:
             import pyarrow.parquet as pq

@@ -1,0 +1,273 @@
+"""A table's changes as Arrow batches: its snapshot on the first run, its change stream after.
+
+The first run (or the first after a reset or a full refresh) creates the replication slot on a
+replication connection, exporting the slot's snapshot, and reads the table under that snapshot
+with the normal extract (partitioned reads included): every row committed before the slot's
+first change, each marked `_op = 'snapshot'`. Later runs read the slot's changes from the
+committed position up to the server's WAL position when the run started (`upto`), so a run
+always ends, through `pg_logical_slot_peek_binary_changes`, streamed in batches by ADBC. The
+slot is not moved by reading: it is advanced once the loads committed (`release`), and at the
+start of the next run if the process died in between.
+
+Every row carries `_op` (snapshot, insert, update, delete, truncate), `_lsn` (its transaction's
+commit LSN), `_seq` (its place in the transaction), `_xid`, `_commit_ts` (UTC) and
+`_unchanged_toast` (columns whose TOASTed value the update left as it was and the server did
+not send: they are NULL here, not cleared). The table's columns have the types the normal
+extract gives them; changes written before a column was added, dropped or retyped are mapped
+by name onto the table's columns when the run starts, so the load's `schema_change` policy
+sees, and reports, each column that differs from its target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from connectors.base import ConnectorContext
+from connectors.postgres.cdc.pgoutput import Chunk, Decoder
+from connectors.postgres.cdc.slot import (
+    CdcError,
+    TableInfo,
+    advance,
+    check_server,
+    check_slot,
+    drop,
+    ensure_publication,
+    exported_slot,
+    lsn_literal,
+    lsn_text,
+    slot_state,
+    table_info,
+)
+from connectors.postgres.cdc.text import SESSION_SETTINGS, Convert, converter
+from connectors.postgres.config import PostgresSource
+from connectors.postgres.connection import ResolvedPostgres, Session
+from connectors.postgres.errors import translate
+from engine.core.errors import ArrowlineError, DataError
+from engine.core.faults import fault_point
+from engine.core.sqltext import sql_literal
+from engine.core.watermark import Watermark
+
+__all__ = ["META", "default_slot", "open_cdc", "release"]
+
+META = pa.schema(
+    [
+        pa.field("_op", pa.string(), nullable=False),
+        pa.field("_lsn", pa.int64(), nullable=False),
+        pa.field("_seq", pa.int64(), nullable=False),
+        pa.field("_xid", pa.int64()),
+        pa.field("_commit_ts", pa.timestamp("us", "UTC")),
+        pa.field("_unchanged_toast", pa.list_(pa.string())),
+    ]
+)
+"""The columns a change carries besides the table's, in this order, after them."""
+
+
+def default_slot(pipeline: str, task: str) -> str:
+    """`arrowline_<pipeline>_<task>`, in the letters a slot name may have, at most 63."""
+    name = re.sub(r"[^a-z0-9_]", "_", f"arrowline_{pipeline}_{task}".lower())
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[:54]}_{digest}"
+
+
+def _names(config: PostgresSource, ctx: ConnectorContext) -> tuple[str, str]:
+    assert config.cdc is not None
+    slot = config.cdc.slot or default_slot(ctx.pipeline, ctx.task_id)
+    return slot, config.cdc.publication or slot
+
+
+def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
+    from connectors.postgres.source import base_query, open_postgres
+    from connectors.postgres.types import SourceConversion
+
+    assert config.cdc is not None
+    assert config.table is not None
+    server: ResolvedPostgres = ctx.connection(config.connection)
+    slot_name, publication = _names(config, ctx)
+    with Session(server, autocommit=True) as session:
+        check_server(session, server)
+        table = table_info(session, config.table)
+        ensure_publication(session, publication, table, config.cdc.create)
+        columns = SourceConversion.for_schema(
+            session.schema(base_query(config)), config.unconstrained_numeric
+        ).schema
+        slot = slot_state(session, slot_name)
+        if ctx.watermark is None:
+            if slot is not None:  # a first run that died, a reset, a full refresh: start over
+                check_slot(slot, server)
+                drop(session, slot_name)
+        else:
+            if slot is None:
+                raise CdcError(
+                    f"replication slot {slot_name!r} is gone, so the changes after "
+                    f"{lsn_text(int(ctx.watermark.cursor))} cannot be read",
+                    hint="`arrowline state reset PIPELINE TASK` reads the table again "
+                    "from a new snapshot",
+                )
+            check_slot(slot, server)
+            start = int(ctx.watermark.cursor) + 1
+            if slot.confirmed < start:  # the loads committed, the slot was not moved yet
+                advance(session, slot_name, start)
+            elif slot.confirmed > start:
+                raise CdcError(
+                    f"replication slot {slot_name!r} is at {lsn_text(slot.confirmed)}, past "
+                    f"the position the loads committed ({lsn_text(start)}): something else "
+                    "consumed its changes, which are lost to this pipeline",
+                    hint="`arrowline state reset PIPELINE TASK` reads the table again "
+                    "from a new snapshot",
+                )
+            ((upto,),) = session.rows(
+                "select (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8",
+                what="cannot read the server's WAL position",
+            )
+    if ctx.watermark is None:
+        with exported_slot(server, slot_name) as (point, snapshot):
+            readers = open_postgres(config, ctx, snapshot=snapshot)
+        ctx.reached = Watermark(point - 1)
+        return [_snapshot_rows(reader, point - 1) for reader in readers]
+    changes = _Changes(config, ctx, server, table, columns, slot_name, publication, int(upto))
+    return [pa.RecordBatchReader.from_batches(changes.schema, changes.batches())]
+
+
+def _snapshot_rows(reader: pa.RecordBatchReader, position: int) -> pa.RecordBatchReader:
+    schema = pa.schema([*reader.schema, *META])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            fault_point("cdc.snapshot_read")  # the slot exists, no row committed anywhere
+            count = batch.num_rows
+            meta = [
+                pa.repeat(pa.scalar("snapshot"), count),
+                pa.repeat(pa.scalar(position, pa.int64()), count),
+                pa.repeat(pa.scalar(0, pa.int64()), count),
+                pa.nulls(count, pa.int64()),
+                pa.nulls(count, pa.timestamp("us", "UTC")),
+                pa.nulls(count, pa.list_(pa.string())),
+            ]
+            yield pa.RecordBatch.from_arrays([*batch.columns, *meta], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+class _Changes:
+    """One run's read of the slot, up to `upto`."""
+
+    def __init__(
+        self,
+        config: PostgresSource,
+        ctx: ConnectorContext,
+        server: ResolvedPostgres,
+        table: TableInfo,
+        columns: pa.Schema,
+        slot: str,
+        publication: str,
+        upto: int,
+    ) -> None:
+        self.config, self.ctx, self.server, self.table = config, ctx, server, table
+        self.columns, self.slot, self.publication, self.upto = columns, slot, publication, upto
+        self.schema = pa.schema([*columns, *META])
+        self.converters: dict[str, Convert] = {f.name: converter(f.name, f.type) for f in columns}
+
+    def _sql(self) -> str:
+        assert self.config.cdc is not None
+        limit = self.config.cdc.max_changes
+        return (
+            "select (lsn - '0/0'::pg_lsn)::int8 as lsn, data from "
+            f"pg_logical_slot_peek_binary_changes({sql_literal(self.slot)}, "
+            f"{lsn_literal(self.upto)}, {limit if limit else 'null'}, 'proto_version', '1', "
+            f"'publication_names', {sql_literal(self.publication)})"
+        )
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        decoder = Decoder(self.table.oid)
+        messages = 0
+        session = Session(self.server, autocommit=True)
+        unregister = None
+        try:
+            for setting in SESSION_SETTINGS:
+                session.execute(setting, what="cannot prepare the change reader's session")
+            statement, reader = session.query(
+                self._sql(), batch_bytes=self.config.batch_bytes, what="reading changes failed"
+            )
+            if self.ctx.cancel is not None:
+                unregister = self.ctx.cancel.on_cancel(statement.cancel)
+            for batch in reader:
+                messages += batch.num_rows
+                for chunk in decoder.decode(batch.column(1)):
+                    fault_point("cdc.changes_read")  # changes read, the slot not moved
+                    yield self._batch(chunk)
+                self.ctx.raise_if_cancelled()
+        except ArrowlineError:
+            raise
+        except Exception as exc:
+            self.ctx.raise_if_cancelled()
+            raise translate(exc, "reading changes failed", self.server) from None
+        finally:
+            if unregister:
+                unregister()
+            session.close()
+        assert self.config.cdc is not None
+        limit = self.config.cdc.max_changes
+        if limit and messages >= limit:  # stopped at a transaction's end before upto
+            if decoder.last_commit is not None:
+                self.ctx.reached = Watermark(decoder.last_commit)
+        else:
+            self.ctx.reached = Watermark(self.upto - 1)
+        self.ctx.notes["changes"] = decoder.changes
+        self.ctx.notes["read_to"] = lsn_text(self.upto)
+        if len(decoder.redefined) > 1 or (
+            decoder.redefined and decoder.redefined[-1].columns != tuple(self.columns.names)
+        ):
+            self.ctx.notes["source_columns"] = [list(r.columns) for r in decoder.redefined]
+
+    def _batch(self, chunk: Chunk) -> pa.RecordBatch:
+        count = len(chunk)
+        where = {name: i for i, name in enumerate(chunk.relation.columns)}
+        arrays = []
+        for field in self.columns:
+            index = where.get(field.name)
+            if index is None:
+                arrays.append(pa.nulls(count, field.type))
+                continue
+            try:
+                arrays.append(self.converters[field.name](chunk.texts[index]))
+            except DataError as exc:
+                raise DataError(
+                    f"{exc.message} (a change of {self.table.schema}.{self.table.name} "
+                    f"committed at {lsn_text(int(chunk.lsn[0]))} or after)",
+                    hint=exc.hint,
+                ) from None
+        unchanged: list[Any] = [None] * count
+        for index, mask in enumerate(chunk.unchanged):
+            if mask is None:
+                continue
+            name = chunk.relation.columns[index]
+            for row in np.flatnonzero(mask).tolist():
+                unchanged[row] = [*(unchanged[row] or []), name]
+        meta = [
+            pa.array(chunk.op, pa.string()),
+            pa.array(chunk.lsn, pa.int64()),
+            pa.array(chunk.seq, pa.int64()),
+            pa.array(chunk.xid, pa.int64()),
+            pa.array(chunk.commit_us, pa.int64()).cast(pa.timestamp("us", "UTC")),
+            pa.array(unchanged, pa.list_(pa.string())),
+        ]
+        return pa.RecordBatch.from_arrays([*arrays, *meta], schema=self.schema)
+
+
+def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark) -> None:
+    """The loads committed everything up to `watermark`: the slot may forget it."""
+    slot_name, _ = _names(config, ctx)
+    server: ResolvedPostgres = ctx.connection(config.connection)
+    with Session(server, autocommit=True) as session:
+        slot = slot_state(session, slot_name)
+        if slot is not None and slot.confirmed < int(watermark.cursor) + 1:
+            fault_point("cdc.before_release")  # the loads committed, the slot not moved
+            advance(session, slot_name, int(watermark.cursor) + 1)
