@@ -51,10 +51,17 @@ def read(config: DuckDBSink, ctx: ConnectorContext) -> dict[str, tuple[Watermark
     path = _path(config, ctx)
     if not path.exists():
         return {}
+    # A plain connection, as the loads open: in one process DuckDB shares one open database
+    # among connections of one configuration and refuses a second one, so a read-only
+    # connection here would fail a load of the same file starting meanwhile (or fail itself
+    # beside a running one). Read-only only when another process holds the file that way.
     try:
-        connection = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        raise translate(exc, f"reading watermarks from {path.name}") from None
+        connection = duckdb.connect(str(path))
+    except duckdb.Error:
+        try:
+            connection = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            raise translate(exc, f"reading watermarks from {path.name}") from None
     try:
         schema, table = STATE_TABLE.split(".")
         exists = connection.execute(

@@ -294,3 +294,76 @@ def test_a_replace_enforces_only_a_schema_change_policy_the_task_sets(
     result = write_duckdb(fewer, sink(table="t", mode="replace"), tmp_path, "r3", view=view)
     assert rows(tmp_path, "select * from t") == [(2,)]
     assert "schema_changes" not in result.details
+
+
+def changes(*rows: tuple[object, ...]) -> pa.Table:
+    """A change stream of (id, v, big, _op, _lsn, _seq, _unchanged_toast) rows."""
+    names = ["id", "v", "big", "_op", "_lsn", "_seq", "_unchanged_toast"]
+    types = [pa.int64(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.int64()]
+    columns = list(zip(*rows, strict=True))
+    arrays = [pa.array(c, t) for c, t in zip(columns, types, strict=False)]
+    arrays.append(pa.array(columns[6], pa.list_(pa.string())))
+    return pa.table(arrays, names=names)
+
+
+def test_apply_plays_a_change_stream_keeping_unsent_toasted_values(tmp_path: Path) -> None:
+    config = sink(table="t", mode="apply", keys=["id"])
+    first = changes(
+        (1, "a", "BIG1", "snapshot", 10, 0, None),
+        (2, "b", "BIG2", "snapshot", 10, 0, None),
+        (3, "c", "BIG3", "snapshot", 10, 0, None),
+    )
+    write_duckdb(input_table(tmp_path, first, "c1"), config, tmp_path, "r1")
+    second = changes(
+        (1, "a2", None, "update", 20, 0, ["big"]),  # big not sent: kept
+        (2, None, None, "delete", 20, 1, None),
+        (2, "b3", "NEW2", "insert", 30, 0, None),  # deleted, then inserted again
+        (3, "c2", "BIG3b", "update", 30, 1, None),
+        (3, "c3", None, "update", 40, 0, ["big"]),  # the last sent value wins: BIG3b
+        (4, "d", "BIG4", "insert", 40, 1, None),
+        (4, None, None, "delete", 50, 0, None),  # inserted and deleted within the batch
+    )
+    result = write_duckdb(input_table(tmp_path, second, "c2"), config, tmp_path, "r2")
+    assert rows(tmp_path, "select id, v, big from t order by id") == [
+        (1, "a2", "BIG1"),
+        (2, "b3", "NEW2"),
+        (3, "c3", "BIG3b"),
+    ]
+    assert result.rows == 4  # net changes: one per key
+    third = changes(
+        (1, "x", "X", "update", 60, 0, None),
+        (None, None, None, "truncate", 70, 0, None),
+        (5, "e", "E", "insert", 80, 0, None),
+    )
+    write_duckdb(input_table(tmp_path, third, "c3"), config, tmp_path, "r3")
+    assert rows(tmp_path, "select id, v, big from t order by id") == [(5, "e", "E")]
+    only_truncate = changes((None, None, None, "truncate", 90, 0, None))
+    write_duckdb(input_table(tmp_path, only_truncate, "c4"), config, tmp_path, "r4")
+    assert rows(tmp_path, "select count(*) from t") == [(0,)]
+
+
+def test_apply_refuses_rows_that_are_not_a_change_stream(tmp_path: Path) -> None:
+    plain = pa.table({"id": [1], "v": ["a"]})
+    with pytest.raises(DataError, match=r"mode: apply needs a change stream.*\['_op', '_lsn'"):
+        write_duckdb(
+            input_table(tmp_path, plain), sink(table="t", mode="apply", keys=["id"]), tmp_path, "r"
+        )
+    with pytest.raises(ValueError, match="mode: apply needs 'keys'"):
+        sink(table="t", mode="apply")
+
+
+def test_watermarks_are_read_while_a_load_has_the_file_open(tmp_path: Path) -> None:
+    """An extract reads its sink's watermark while another load of this process writes the
+    same file: DuckDB refuses a second configuration (read-only) of an open database."""
+    from connectors.duckdb import state
+
+    write_duckdb(input_table(tmp_path, pa.table({"id": [1]})), sink(table="t"), tmp_path, "r1")
+    loading = duckdb.connect(str(tmp_path / "w.duckdb"))  # as a running load holds it
+    try:
+        assert state.read(sink(table="t"), ConnectorContext(tmp_path, "p", "r2", "x")) == {}
+        result = write_duckdb(
+            input_table(tmp_path, pa.table({"id": [2]}), "b"), sink(table="u"), tmp_path, "r2"
+        )
+        assert result.rows == 1
+    finally:
+        loading.close()
