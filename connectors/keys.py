@@ -20,8 +20,8 @@ def check_load_keys(mode: str, keys: Sequence[str], **flags: tuple[bool, str]) -
     """The rule every keyed sink shares: `merge` needs `keys`; each flag that only applies to
     one mode (`delete_missing`: (set, "merge")) is refused with any other. For a pydantic
     model validator: raises ValueError."""
-    if mode == "merge" and not keys:
-        raise ValueError("mode: merge needs 'keys', the columns that identify a row")
+    if mode in ("merge", "apply") and not keys:
+        raise ValueError(f"mode: {mode} needs 'keys', the columns that identify a row")
     for name, (given, only) in flags.items():
         if given and mode != only:
             raise ValueError(f"{name} applies to mode: {only}")

@@ -34,7 +34,7 @@ class DuckDBConnector(Connector):
     name = "duckdb"
     capabilities = Capabilities(
         transactional=True,
-        load_modes=("append", "replace", "merge"),
+        load_modes=("append", "replace", "merge", "apply"),
         sqlglot_dialect="duckdb",
         views=True,
     )

@@ -39,12 +39,14 @@ class DuckDBSink(ConfigModel):
         description="DuckDB database file; created when missing.", json_schema_extra=PATH
     )
     table: str = Field(description="Target table, optionally schema-qualified (main.orders).")
-    mode: Literal["append", "replace", "merge"] = Field(
+    mode: Literal["append", "replace", "merge", "apply"] = Field(
         "append",
         description="append: insert the rows; replace: the table becomes exactly the input; "
-        "merge: update rows whose keys match, insert the others.",
+        "merge: update rows whose keys match, insert the others; apply: apply a change "
+        "stream (a `cdc` extract's output) in order: inserts, updates (an unchanged TOASTed "
+        "value keeps the table's), deletes and truncates.",
     )
-    keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge.")
+    keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge and apply.")
     schema_change: Literal["evolve", "fail_on_breaking", "fail", "freeze"] = Field(
         "fail_on_breaking",
         description="When the input differs from an existing table. evolve: add new columns, "

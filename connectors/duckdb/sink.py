@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import ConnectorContext, SinkResult
+from connectors.changes import DELETE, check_stream, keep_column, net_sql, table_columns
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
 from connectors.duckdb.state import prepare
@@ -155,6 +156,60 @@ def _merge(connection: duckdb.DuckDBPyConnection, target: str, config: DuckDBSin
     return int(result[0]) if result else 0
 
 
+_NET = "__arrowline_net"
+
+
+def _net_changes(
+    connection: duckdb.DuckDBPyConnection, source: InputTable, config: DuckDBSink
+) -> None:
+    """Reduce the change stream to one row per key (connectors.changes), and make `_INPUT`
+    the rows to upsert, with the table's columns only."""
+    check_stream(source.schema.names, config.keys, source.task_id)
+    connection.execute(f"create temp table {_NET} as {net_sql(_INPUT, source.schema, config.keys)}")
+    columns = ", ".join(quote_identifier(c) for c in table_columns(source.schema))
+    connection.execute(f"drop view {_INPUT}")
+    connection.execute(
+        f"create temp view {_INPUT} as select {columns} from {_NET} where _op <> '{DELETE}'"
+    )
+
+
+def _apply(
+    connection: duckdb.DuckDBPyConnection, target: str, source: InputTable, config: DuckDBSink
+) -> int:
+    """Apply the net changes to an existing table: truncate, deletes, then upserts that keep
+    a column's value where no change sent one."""
+    columns = table_columns(source.schema)
+    keys = [quote_identifier(k) for k in config.keys]
+    matched = " and ".join(f"t.{k} = s.{k}" for k in keys)
+    ((truncated, deleted, total),) = connection.execute(
+        f"select coalesce(bool_or(_truncated), false), count(*) filter (where _op = "
+        f"'{DELETE}'), count(*) from {_NET}"
+    ).fetchall()
+    if truncated:
+        connection.execute(f"delete from {target}")
+    if deleted:
+        connection.execute(
+            f"delete from {target} t using {_NET} s where {matched} and s._op = '{DELETE}'"
+        )
+    updates = []
+    for index, column in enumerate(columns):
+        if column in config.keys:
+            continue
+        quoted = quote_identifier(column)
+        updates.append(
+            f"{quoted} = case when s.{keep_column(index)} then t.{quoted} else s.{quoted} end"
+        )
+    listed = ", ".join(quote_identifier(c) for c in columns)
+    values = ", ".join(f"s.{quote_identifier(c)}" for c in columns)
+    update = f"when matched then update set {', '.join(updates)} " if updates else ""
+    connection.execute(
+        f"merge into {target} as t using (select * from {_NET} where _op <> '{DELETE}') as s "
+        f"on ({matched}) {update}when not matched then insert ({listed}) values ({values})"
+    )
+    connection.execute(f"drop table {_NET}")
+    return int(total)
+
+
 def write_duckdb(
     source: InputTable, config: DuckDBSink, ctx: ConnectorContext, *, view: bool = False
 ) -> SinkResult:
@@ -193,6 +248,8 @@ def write_duckdb(
                 earlier, f"duckdb:{path}#{config.table}", done, ctx.pending_watermarks
             )
         connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
+        if config.mode == "apply":  # the stream's net change per key; _INPUT its upserts
+            _net_changes(connection, source, config)
         existing = _table_columns(connection, config.table)
         kind = _kind(connection, config.table) if existing is not None else None
         if kind == "VIEW" and not view and config.mode != "replace":
@@ -205,7 +262,7 @@ def write_duckdb(
         policy = replacing_policy(config, view=view)
         if policy is not None and existing is not None:  # refuses what the policy refuses
             changes = _evolve(connection, target, existing, config, apply=False)
-        if config.mode == "merge":
+        if config.mode in ("merge", "apply"):
             _check_keys(connection, source, config)
         if kind == "VIEW":
             _refuse_theirs(connection, config.table, "this view load" if view else "a table load")
@@ -218,7 +275,7 @@ def write_duckdb(
                 f"create or replace table {target} as select * from {_INPUT}"
             ).fetchone()
             rows = int(result[0]) if result else 0
-            if config.mode == "merge":
+            if config.mode in ("merge", "apply"):
                 keys = ", ".join(quote_identifier(k) for k in config.keys)
                 connection.execute(f"alter table {target} add primary key ({keys})")
         elif config.mode == "append":
@@ -227,6 +284,9 @@ def write_duckdb(
                 f"insert into {target} by name select * from {_INPUT}"
             ).fetchone()
             rows = int(result[0]) if result else 0
+        elif config.mode == "apply":
+            changes = _evolve(connection, target, existing, config)
+            rows = _apply(connection, target, source, config)
         else:
             changes = _evolve(connection, target, existing, config)
             rows = _merge(connection, target, config)
