@@ -306,6 +306,11 @@ class Connector(ABC):
         its next read."""
         return
 
+    def takes_stream(self, config: ConfigModel) -> bool:
+        """Whether this load can start on its input's first batch (`capabilities.sink_streams`)
+        rather than wait for its files; a mode that reads its input twice cannot."""
+        return self.capabilities.sink_streams
+
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         """Load one task output into the target."""
         raise DefinitionError(f"the {self.name} connector cannot be a sink")

@@ -50,7 +50,7 @@ class PostgresConnector(Connector):
     name = "postgres"
     capabilities = Capabilities(
         transactional=True,
-        load_modes=("append", "replace", "merge"),
+        load_modes=("append", "replace", "merge", "apply"),
         sqlglot_dialect="postgres",
         sink_streams=True,
         key_queries=True,
@@ -107,6 +107,10 @@ class PostgresConnector(Connector):
 
         with Session(connection, autocommit=True) as session:
             return session.rows(query, what="cache key query failed")
+
+    def takes_stream(self, config: ConfigModel) -> bool:
+        """Not mode: apply, which reduces its input in DuckDB from the files."""
+        return getattr(config, "mode", None) != "apply"
 
     def write(self, table: InputTable, config: ConfigModel, ctx: ConnectorContext) -> SinkResult:
         from connectors.postgres.sink import write_postgres

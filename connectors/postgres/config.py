@@ -147,14 +147,17 @@ class PostgresSink(ConfigModel):
         description="Target table, optionally schema-qualified (analytics.orders); used exactly "
         "as written, capitals included (a quoted identifier in SQL terms)."
     )
-    mode: Literal["append", "replace", "merge"] = Field(
+    mode: Literal["append", "replace", "merge", "apply"] = Field(
         "append",
         description="append: COPY the rows in; replace: the table becomes exactly the input in "
         "one transaction (same columns: its rows are replaced in place, keeping indexes and "
         "grants; new columns: a new table is swapped in); merge: update rows whose keys match, "
-        "insert the rest.",
+        "insert the rest; apply: apply a change stream (a `cdc` extract's output) in order: "
+        "inserts, updates (an unchanged TOASTed value keeps the table's), deletes, truncates.",
     )
-    keys: tuple[str, ...] = Field((), description="Merge keys; the primary key of a new table.")
+    keys: tuple[str, ...] = Field(
+        (), description="Merge (and apply) keys; the primary key of a new table."
+    )
     truncate: bool = Field(
         False,
         description="With replace in place: empty the table with TRUNCATE instead of DELETE. "

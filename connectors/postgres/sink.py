@@ -6,6 +6,8 @@
     merge    COPY into a temporary stage, refuse NULL or duplicated keys, then
              INSERT ... ON CONFLICT (keys) DO UPDATE (MERGE when no unique index covers the
              keys); delete_missing removes target rows whose keys the input lacks
+    apply    reduce a change stream to one net change per key in DuckDB (connectors.changes),
+             COPY that into a stage, then truncate, delete, UPDATE and INSERT from it
 
 Watermarks of the extracts feeding this load are written to `arrowline_state.watermarks` in the
 same transaction, so the data and the watermark move together or not at all.
@@ -20,6 +22,7 @@ to a stage first and `INSERT ... SELECT` casts them in SQL.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import ConnectorContext, SinkResult
+from connectors.changes import CHANGE_COLUMNS, DELETE, check_stream, keep_column, net_sql
 from connectors.evolution import Column, diff, replacing_policy
 from connectors.keys import check_merge_keys
 from connectors.postgres.config import PostgresSink
@@ -316,6 +320,11 @@ def write_postgres(
     server: ResolvedPostgres = ctx.connection(config.connection)
     table = quote_table(config.table)
     schema_name, _ = split_table(config.table)
+    stream = source
+    if config.mode == "apply":  # the target has the table's columns, not the change's
+        check_stream(source.schema.names, config.keys, source.task_id)
+        kept = [f for f in source.schema if f.name not in CHANGE_COLUMNS]
+        source = dataclasses.replace(source, schema=pa.schema(kept))
     rows = _Batches(source, ctx)
     details: dict[str, Any] = {"mode": config.mode}
     target = f"postgres:{server.name}#{config.table}"
@@ -371,6 +380,8 @@ def write_postgres(
                 )
                 written = rows.count
                 details["staged"] = True
+            elif config.mode == "apply":
+                written = _apply(session, table, stream, config, names, by_name)
             else:
                 _stage(session, source, rows)
                 check_merge_keys(session.rows, STAGE, config.keys)
@@ -384,6 +395,60 @@ def write_postgres(
         fault_point("postgres.after_commit")
     details["input_rows"] = rows.count
     return SinkResult(written, target, details, ctx.pending_watermarks)
+
+
+def _apply(
+    session: Session,
+    table: str,
+    source: InputTable,
+    config: PostgresSink,
+    names: list[str],
+    columns: dict[str, Column],
+) -> int:
+    """Apply a change stream's net changes; a column no change sent keeps its value."""
+    import duckdb
+
+    with duckdb.connect() as local:
+        local.execute(f"create view changes as select * from {source.duckdb_source()}")
+        reader = local.sql(net_sql("changes", source.schema, config.keys)).to_arrow_reader(131_072)
+        _create_table(session, STAGE, reader.schema, (), temporary=True)
+        _ingest(session, STAGE, reader, temporary=True)
+    ((truncated, deleted, total),) = session.rows(
+        f"select coalesce(bool_or(_truncated), false), count(*) filter (where _op = "
+        f"'{DELETE}'), count(*) from {STAGE}"
+    )
+    keys = [quote_identifier(k) for k in config.keys]
+    matched = " and ".join(f"t.{k} = s.{k}" for k in keys)
+    what = f"applying changes to {config.table} failed"
+    if truncated:
+        session.execute(f"delete from {table}", what=what)
+    if deleted:
+        session.execute(
+            f"delete from {table} t using {STAGE} s where {matched} and s._op = '{DELETE}'",
+            what=what,
+        )
+    index = {name: i for i, name in enumerate(names)}
+    assignments = []
+    for name in names:
+        if name in config.keys:
+            continue
+        quoted = quote_identifier(name)
+        value = f"cast(s.{quoted} as {columns[name].type})"
+        keep = f"s.{keep_column(index[name])}"
+        assignments.append(f"{quoted} = case when {keep} then t.{quoted} else {value} end")
+    if assignments:
+        session.execute(
+            f"update {table} t set {', '.join(assignments)} from {STAGE} s "
+            f"where {matched} and s._op <> '{DELETE}'",
+            what=what,
+        )
+    session.execute(
+        f"insert into {table} ({', '.join(quote_identifier(n) for n in names)}) "
+        f"select {_select_list(names, columns, 's')} from {STAGE} s where s._op <> '{DELETE}' "
+        f"and not exists (select 1 from {table} t where {matched})",
+        what=what,
+    )
+    return int(total)
 
 
 def _delete_missing(session: Session, table: str, config: PostgresSink) -> int:

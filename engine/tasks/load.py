@@ -35,8 +35,10 @@ class Load:
 
     def takes_stream(self, task: TaskSpec) -> bool:
         """A view reads the input's kept files, never a stream."""
-        owner = task.connector
-        return owner is not None and owner.capabilities.sink_streams and task.materialize != "view"
+        owner, config = task.connector, task.load
+        if owner is None or config is None or task.materialize == "view":
+            return False
+        return owner.takes_stream(config)
 
     def inputs(self, task: TaskSpec) -> Inputs:
         assert task.input is not None  # every sink's config names its input

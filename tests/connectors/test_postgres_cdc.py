@@ -23,6 +23,7 @@ import duckdb
 import pytest
 from click.testing import Result
 
+from tests.conftest import PgSchema
 from tests.pg import Cluster, throwaway_server
 
 Run = Callable[..., Result]
@@ -490,3 +491,52 @@ def test_cdc_settings_are_checked_where_they_are_written(
     assert "p.yaml:8" in result.output
     assert "Bad-Name" in result.output
     assert "'cdc' and 'incremental' exclude each other" in result.output
+
+
+def test_apply_into_postgresql_keeps_a_copy_equal_to_the_source(
+    source: Source, project: Path, cli: Run, pg: PgSchema
+) -> None:
+    source.execute(
+        "create table items (id int primary key, qty int, price numeric(10,2), big text)",
+        "insert into items select g, g, g / 4.0, repeat('s', 10) from generate_series(1, 50) g",
+    )
+    target = pg.table("copy")
+    (project / "pipeline.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            pipeline: {pg.schema}
+            connections:
+              src: {{kind: postgres, uri: "${{env:CDC_URI}}"}}
+              wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+            tasks:
+              - id: changes
+                extract: {{from: postgres, connection: src, table: items, cdc: {{}}}}
+              - id: copy
+                load: {{input: changes, to: postgres, connection: wh, table: {target},
+                        mode: apply, keys: [id]}}
+            """
+        )
+    )
+
+    def same() -> None:
+        expected = sorted(source.rows("select id, qty, price::text, big from items"))
+        assert sorted(pg.rows(f"select id, qty, price::text, big from {target}")) == expected
+
+    ok(cli("run", "pipeline.yaml"))
+    same()
+    assert [r[0] for r in pg.rows(
+        "select column_name from information_schema.columns where table_schema = "
+        f"'{pg.schema}' and table_name = 'copy' order by ordinal_position"
+    )] == ["id", "qty", "price", "big"]  # fmt: skip
+    source.execute(
+        "update items set big = repeat(md5('y'), 30000) where id = 1",
+        "update items set qty = -1 where id = 1",  # big left as it was: not sent
+        "delete from items where id between 10 and 20",
+        "insert into items values (100, 100, 1.5, 'new')",
+        "update items set price = price * 2 where id % 7 = 0",
+    )
+    ok(cli("run", "pipeline.yaml"))
+    same()
+    source.execute("truncate items", "insert into items values (7, 7, 7, 'seven')")
+    ok(cli("run", "pipeline.yaml"))
+    same()
