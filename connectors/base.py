@@ -306,6 +306,11 @@ class Connector(ABC):
         its next read."""
         return
 
+    def source_status(self, config: ConfigModel, ctx: ConnectorContext) -> dict[str, Any] | None:
+        """What a source holds at its server between runs (a replication slot: its position,
+        lag, retained WAL), for `arrowline cdc status`; None when it holds nothing."""
+        return None
+
     def takes_stream(self, config: ConfigModel) -> bool:
         """Whether this load can start on its input's first batch (`capabilities.sink_streams`)
         rather than wait for its files; a mode that reads its input twice cannot."""

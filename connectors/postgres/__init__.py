@@ -108,6 +108,13 @@ class PostgresConnector(Connector):
         with Session(connection, autocommit=True) as session:
             return session.rows(query, what="cache key query failed")
 
+    def source_status(self, config: ConfigModel, ctx: ConnectorContext) -> dict[str, Any] | None:
+        if not isinstance(config, PostgresSource) or config.cdc is None:
+            return None
+        from connectors.postgres.cdc.source import status
+
+        return status(config, ctx)
+
     def takes_stream(self, config: ConfigModel) -> bool:
         """Not mode: apply, which reduces its input in DuckDB from the files."""
         return getattr(config, "mode", None) != "apply"

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from connectors.base import IncrementalSpec
 from connectors.keys import check_load_keys
 from engine.core.config import ConfigModel
+from engine.core.sizes import ByteSize
 
 __all__ = [
     "CdcSpec",
@@ -78,6 +79,12 @@ class CdcSpec(ConfigModel):
     )
     create: bool = Field(
         True, description="Create the publication when it does not exist (else fail)."
+    )
+    max_retained_wal: ByteSize | None = Field(
+        None,
+        description="Warn (in the run's log, its task details and `arrowline cdc status`) "
+        "when the slot keeps more WAL than this on the server, e.g. '10GB': a pipeline that "
+        "stopped running makes the server keep every change since.",
     )
     max_changes: int | None = Field(
         None,

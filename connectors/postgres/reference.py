@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from connectors.base import IncrementalSpec, Section
 from connectors.postgres.config import (
+    CdcSpec,
     PartitionSpec,
     PostgresConnection,
     PostgresSink,
@@ -81,6 +82,36 @@ partition: {column: created_at, count: 8}""",
 incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
     ),
     Section(
+        "extract: cdc",
+        CdcSpec,
+        "Change data capture: the table's snapshot on the first run, then every insert, "
+        "update, delete and truncate committed since, from a logical replication slot "
+        "(pgoutput). Needs wal_level = logical, a role with REPLICATION, a primary key or "
+        "replica identity on the table, and `pip install 'arrowline[postgres]'` (the slot is "
+        "created on a replication connection, exporting its snapshot, under which the first "
+        "run reads the table with the normal extract, `partition` included: no gap, no "
+        "overlap). Each later run reads the slot's changes up to the WAL position when it "
+        "started, decoded into the types the normal extract gives the table, with `_op` "
+        "(snapshot, insert, update, delete, truncate), `_lsn` (the transaction's commit "
+        "position), `_seq` (the change's place in it), `_xid`, `_commit_ts` (UTC) and "
+        "`_unchanged_toast` (columns an update did not change and the server did not send: "
+        "NULL here, kept by `mode: apply`). A delete carries the key columns. The position "
+        "is the extract's watermark, committed by the loads with their rows; the slot is "
+        "advanced only after every load committed (and at the next run's start if the process "
+        "died in between), so a kill -9 anywhere loses and duplicates nothing, and a run "
+        "leaves the slot holding no WAL it has loaded. Columns added, dropped or retyped at "
+        "the source are mapped by name onto the table's columns when the run starts; the "
+        "load's `schema_change` decides. A slot that is gone, invalidated, or moved past the "
+        "committed position by another consumer fails the task: `arrowline state reset "
+        "PIPELINE TASK` starts over from a new snapshot. `arrowline cdc status PIPELINE` shows "
+        "each slot's position, lag and retained WAL. One slot per CDC task.",
+        """extract:
+  from: postgres
+  connection: warehouse
+  table: public.orders
+  cdc: {slot: orders_cdc, publication: orders_cdc, max_retained_wal: 10GB}""",
+    ),
+    Section(
         "load: to: postgres",
         PostgresSink,
         "One transaction per load, through COPY (ADBC). `append` creates a missing table (with "
@@ -88,7 +119,10 @@ incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
         "it in by rename, so readers see old or new rows, never none (indexes, grants and "
         "dependent views of the old table are not carried over); `merge` stages the rows, "
         "refuses NULL or repeated keys, then runs INSERT ... ON CONFLICT (MERGE when no unique "
-        "index covers the keys). Schema changes, per `schema_change`: evolve adds new columns, "
+        "index covers the keys); `apply` plays a change stream (a `cdc` extract's output) into the "
+        "table: per key its net change, computed in DuckDB and staged, then truncate, "
+        "DELETE, UPDATE (a column no change sent keeps its value) and INSERT. Schema "
+        "changes, per `schema_change`: evolve adds new columns, "
         "widens types and fills missing nullable columns with NULL; fail_on_breaking (default; "
         "`fail` is the same) adds new columns and widens types but refuses missing columns and "
         "incompatible types; freeze refuses every difference. Each change is reported per "

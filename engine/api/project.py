@@ -309,6 +309,15 @@ class Project(ProjectReader):
 
         return reset_state(self.definition(pipeline), self.layout.catalog, task)
 
+    def source_status(
+        self, pipeline: PipelineLike, task: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What each extract's source holds at its server (replication slots): position, lag,
+        retained WAL, and the position its loads committed."""
+        from engine.api.state import source_status
+
+        return source_status(self.definition(pipeline), self.layout.catalog, task)
+
     def resolve_dead_letter(self, letter_id: int, note: str) -> DeadLetterRow:
         """Dismiss a dead letter dealt with otherwise, with the note, user and time."""
         location = self.layout.catalog

@@ -20,10 +20,17 @@ from engine.execution.connections import resolve_plan_connections
 from engine.execution.watermarks import NO_SINK
 from engine.planning.build import Plan, PlannedTask, build_plan
 from engine.spec.definition import Definition
-from engine.state.catalog import Catalog
+from engine.state.catalog import Catalog, CatalogReader
 from engine.state.db import CatalogLocation
 
-__all__ = ["StateRow", "parse_value", "reset_state", "set_state", "show_state"]
+__all__ = [
+    "StateRow",
+    "parse_value",
+    "reset_state",
+    "set_state",
+    "show_state",
+    "source_status",
+]
 
 
 @dataclass(frozen=True)
@@ -178,3 +185,37 @@ def parse_value(text: str, kind: str = "auto") -> Any:
         except InvalidOperation:
             raise ValueError(f"{text!r} is not a decimal number") from None
     return text
+
+
+def source_status(
+    definition: Definition, location: CatalogLocation, task_id: str | None = None
+) -> list[dict[str, Any]]:
+    """What each extract's source holds at its server between runs (a replication slot), with
+    the position its loads committed, as the catalog mirrors it: one dict per such extract."""
+    plan = build_plan(definition)
+    connections = resolve_plan_connections(plan)
+    found: list[dict[str, Any]] = []
+    tasks = [t for t in plan.tasks if t.spec.extract is not None and t.spec.connector]
+    if task_id is not None and task_id not in {t.id for t in tasks}:
+        names = [t.id for t in tasks]
+        raise SelectionError(
+            f"no extract {task_id!r} in {plan.pipeline}.{did_you_mean(task_id, names)}"
+        )
+    catalog = CatalogReader(location) if location.exists() else None
+    try:
+        for task in tasks:
+            if task_id is not None and task.id != task_id:
+                continue
+            values = catalog.watermarks(plan.pipeline, task.id) if catalog else []
+            committed = Watermark.least([Watermark.from_json(r.value) for r in values] or [None])
+            ctx = _context(plan, connections, task.id, "status")
+            ctx.watermark = committed
+            assert task.spec.connector is not None
+            assert task.spec.extract is not None
+            status = task.spec.connector.source_status(task.spec.extract, ctx)
+            if status is not None:
+                found.append({"task": task.id, **status})
+    finally:
+        if catalog is not None:
+            catalog.close()
+    return found

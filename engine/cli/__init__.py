@@ -24,6 +24,7 @@ import click
 
 from engine.cli import (
     catalog,
+    cdc,
     dlq,
     gc,
     lineage,
@@ -39,7 +40,21 @@ from engine.cli import (
 
 __all__ = ["main"]
 
-_GROUPS = (run, runs, state, tables, lineage, dlq, quarantine, schedule, status, catalog, gc, tools)
+_GROUPS = (
+    run,
+    runs,
+    state,
+    cdc,
+    tables,
+    lineage,
+    dlq,
+    quarantine,
+    schedule,
+    status,
+    catalog,
+    gc,
+    tools,
+)
 
 
 @click.group(

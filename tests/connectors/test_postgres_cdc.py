@@ -9,6 +9,7 @@ that is what "lost nothing, duplicated nothing" means for a change stream.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -308,6 +309,15 @@ def test_each_run_reads_to_a_fixed_position_and_the_slot_follows_the_committed_o
     ok(cli("run", "pipeline.yaml"))
     confirmed, current = source.slot("bounded_slot") or (0, 0)
     assert current - confirmed < 1024
+    # A slot that keeps more WAL than max_retained_wal is said so, at the run and in status.
+    write_pipeline(project, "bounded", cdc="{slot: bounded_slot, max_retained_wal: 1B}")
+    source.execute("insert into items values (1000, 'x')")
+    result = cli("run", "pipeline.yaml")
+    ok(result)
+    assert "more than max_retained_wal (1 B)" in result.stderr
+    status = cli("cdc", "status", "pipeline.yaml")
+    assert status.exit_code == 1
+    assert "retains more than max_retained_wal" in status.stdout
 
 
 def test_clear_errors_for_a_server_table_or_slot_that_cannot_serve_changes(
@@ -321,7 +331,17 @@ def test_clear_errors_for_a_server_table_or_slot_that_cannot_serve_changes(
     assert "REPLICA IDENTITY FULL" in result.stderr
     write_pipeline(project, "errs")
     ok(cli("run", "pipeline.yaml"))
+    status = cli("cdc", "status", "pipeline.yaml", "--json")
+    assert status.exit_code == 0
+    (row,) = json.loads(status.stdout)
+    assert row["state"] == "idle"
+    assert row["slot"] == "arrowline_errs_changes"
+    high, low = (int(part, 16) for part in row["confirmed"].split("/"))
+    assert row["committed"] == f"{high:X}/{low - 1:X}"  # the slot sits just past it
     source.execute("select pg_drop_replication_slot('arrowline_errs_changes')")
+    status = cli("cdc", "status", "pipeline.yaml")
+    assert status.exit_code == 1
+    assert "missing" in status.stdout
     result = cli("run", "pipeline.yaml")
     assert result.exit_code == 1
     assert "replication slot 'arrowline_errs_changes' is gone" in result.stderr
@@ -540,3 +560,29 @@ def test_apply_into_postgresql_keeps_a_copy_equal_to_the_source(
     source.execute("truncate items", "insert into items values (7, 7, 7, 'seven')")
     ok(cli("run", "pipeline.yaml"))
     same()
+
+
+def test_the_example_keeps_a_history_and_a_copy_of_the_source_table(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Run
+) -> None:
+    example = Path(__file__).parents[2] / "examples" / "cdc" / "pipeline.yaml"
+    (tmp_path / "pipeline.yaml").write_text(example.read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOURCE_URI", source.uri)
+    source.execute(
+        "create table orders (id int primary key, status text, note text)",
+        "insert into orders select g, 'new', repeat('n', 5000) from generate_series(1, 100) g",
+    )
+    ok(cli("run", "pipeline.yaml"))
+    source.execute(
+        "update orders set status = 'paid' where id <= 50",  # note: TOASTed, unchanged
+        "delete from orders where id > 90",
+        "insert into orders values (500, 'new', 'short')",
+    )
+    ok(cli("run", "pipeline.yaml"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as connection:
+        copy = sorted(connection.sql("select id, status, note from orders").fetchall())
+        (history,) = connection.sql("select count(*) from order_history").fetchall()[0]
+    assert copy == sorted(source.rows("select id, status, note from orders"))
+    assert history == 100 + 50 + 10 + 1
+    ok(cli("cdc", "status", "pipeline.yaml"))

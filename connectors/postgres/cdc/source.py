@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from loguru import logger
 
 from connectors.base import ConnectorContext
 from connectors.postgres.cdc.pgoutput import Chunk, Decoder
 from connectors.postgres.cdc.slot import (
     CdcError,
+    SlotState,
     TableInfo,
     advance,
     check_server,
@@ -50,10 +52,11 @@ from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.errors import translate
 from engine.core.errors import ArrowlineError, DataError
 from engine.core.faults import fault_point
+from engine.core.sizes import format_bytes
 from engine.core.sqltext import sql_literal
 from engine.core.watermark import Watermark
 
-__all__ = ["META", "default_slot", "open_cdc", "release"]
+__all__ = ["META", "default_slot", "open_cdc", "release", "status"]
 
 META = pa.schema(
     [
@@ -99,6 +102,7 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
             session.schema(base_query(config)), config.unconstrained_numeric
         ).schema
         slot = slot_state(session, slot_name)
+        _warn_retained(config, ctx, slot)
         if ctx.watermark is None:
             if slot is not None:  # a first run that died, a reset, a full refresh: start over
                 check_slot(slot, server)
@@ -271,3 +275,42 @@ def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark)
         if slot is not None and slot.confirmed < int(watermark.cursor) + 1:
             fault_point("cdc.before_release")  # the loads committed, the slot not moved
             advance(session, slot_name, int(watermark.cursor) + 1)
+
+
+def _warn_retained(config: PostgresSource, ctx: ConnectorContext, slot: SlotState | None) -> None:
+    assert config.cdc is not None
+    limit = config.cdc.max_retained_wal
+    if slot is None or limit is None or slot.retained_bytes <= limit:
+        return
+    said = (
+        f"replication slot {slot.name!r} keeps {format_bytes(slot.retained_bytes)} of WAL on "
+        f"the server, more than max_retained_wal ({format_bytes(limit)})"
+    )
+    logger.warning("{}: {}", ctx.task_id, said)
+    ctx.notes["alert"] = said
+
+
+def status(config: PostgresSource, ctx: ConnectorContext) -> dict[str, Any]:
+    """The slot as the server sees it: where it is, how far behind, what WAL it keeps."""
+    assert config.cdc is not None
+    slot_name, publication = _names(config, ctx)
+    server: ResolvedPostgres = ctx.connection(config.connection)
+    with Session(server, autocommit=True) as session:
+        slot = slot_state(session, slot_name)
+    found: dict[str, Any] = {"slot": slot_name, "publication": publication}
+    if ctx.watermark is not None:
+        found["committed"] = lsn_text(int(ctx.watermark.cursor))
+    if slot is None:
+        return found | {"state": "missing"}
+    state = "lost" if slot.wal_status == "lost" else ("active" if slot.active else "idle")
+    found |= {
+        "state": state,
+        "confirmed": lsn_text(slot.confirmed),
+        "server_at": lsn_text(slot.current),
+        "lag_bytes": slot.lag_bytes,
+        "retained_bytes": slot.retained_bytes,
+    }
+    limit = config.cdc.max_retained_wal
+    if limit is not None and slot.retained_bytes > limit:
+        found["alert"] = f"retains more than max_retained_wal ({format_bytes(limit)})"
+    return found

@@ -77,6 +77,7 @@ def test_the_same_commands_as_before_the_package() -> None:
         "backfill",
         "bench",
         "catalog",
+        "cdc",
         "check",
         "dlq",
         "gc",
@@ -101,6 +102,7 @@ def test_the_same_commands_as_before_the_package() -> None:
     groups = {n: c for n, c in main.commands.items() if isinstance(c, click.Group)}
     assert {n: sorted(g.commands) for n, g in groups.items()} == {
         "catalog": ["copy"],
+        "cdc": ["status"],
         "dlq": ["list", "requeue", "resolve", "show"],
         "quarantine": ["replay", "show"],
         "schedule": ["list", "pause", "resume"],
