@@ -245,3 +245,32 @@ def test_handoff_workload_runs_in_quick_mode_and_every_format_agrees() -> None:
     assert "| ipc-lz4 |" in done.stdout
     for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
         leftover.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_cdc_workload_runs_in_quick_mode_against_a_logical_server() -> None:
+    """pg_cdc needs wal_level = logical: a throwaway cluster of its own. Both apply contenders
+    agree with the source table (their checksums are compared by the harness)."""
+    import os
+
+    from tests.pg import throwaway_server
+
+    with throwaway_server(settings={"wal_level": "logical"}) as cluster:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks", "run", "pg_cdc", "--quick"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            env={**os.environ, "ARROWLINE_BENCH_CDC_URI": cluster.uri},
+        )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    assert all(o["error"] is None and o["samples"] for o in payload["outcomes"]), payload
+    assert payload["summary"]["read_changes_per_s"] > 0
+    assert "apply_vs_handwritten" in payload["summary"]
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)

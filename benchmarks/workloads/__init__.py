@@ -25,6 +25,7 @@ NAMES = (
     "rest_extract",
     "scheduler",
     "lakehouse",
+    "pg_cdc",
 )
 
 
