@@ -122,6 +122,11 @@ def _rebuild(uri: str, rows: int) -> None:
         f"create table src ({COLUMNS})",
         f"insert into src select * from base_{rows}",
         "drop table if exists copy",
+        # the apply load's state in this database: its watermark would point at a dropped slot
+        "do $$ begin if to_regclass('arrowline_state.watermarks') is not null then "
+        f"delete from arrowline_state.watermarks where pipeline = '{PIPELINE}'; end if; "
+        "if to_regclass('arrowline_state.loads') is not null then "
+        f"delete from arrowline_state.loads where pipeline = '{PIPELINE}'; end if; end $$",
         "checkpoint",
     )
 

@@ -428,10 +428,28 @@ def _apply(
             what=what,
         )
     index = {name: i for i, name in enumerate(names)}
+    others = [n for n in names if n not in config.keys]
+    flags = [f"s.{keep_column(index[n])}" for n in others]
+    kept = f"({' or '.join(flags)})" if flags else "false"
+    listed = ", ".join(quote_identifier(n) for n in names)
+    upserts = f"s._op <> '{DELETE}'"
+    if any(set(config.keys) == unique for unique in _unique_keys(session, table)):
+        # One pass for the rows that sent every value; the few that did not (an unchanged
+        # TOASTed value) are updated from the table's own value below.
+        action = "do nothing"
+        if others:
+            action = "do update set " + ", ".join(
+                f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in others
+            )
+        session.execute(
+            f"insert into {table} ({listed}) select {_select_list(names, columns, 's')} "
+            f"from {STAGE} s where {upserts} and not {kept} on conflict "
+            f"({', '.join(keys)}) {action}",
+            what=what,
+        )
+        upserts += f" and {kept}"
     assignments = []
-    for name in names:
-        if name in config.keys:
-            continue
+    for name in others:
         quoted = quote_identifier(name)
         value = f"cast(s.{quoted} as {columns[name].type})"
         keep = f"s.{keep_column(index[name])}"
@@ -439,12 +457,12 @@ def _apply(
     if assignments:
         session.execute(
             f"update {table} t set {', '.join(assignments)} from {STAGE} s "
-            f"where {matched} and s._op <> '{DELETE}'",
+            f"where {matched} and {upserts}",
             what=what,
         )
     session.execute(
-        f"insert into {table} ({', '.join(quote_identifier(n) for n in names)}) "
-        f"select {_select_list(names, columns, 's')} from {STAGE} s where s._op <> '{DELETE}' "
+        f"insert into {table} ({listed}) select {_select_list(names, columns, 's')} "
+        f"from {STAGE} s where {upserts} "
         f"and not exists (select 1 from {table} t where {matched})",
         what=what,
     )

@@ -560,6 +560,16 @@ def test_apply_into_postgresql_keeps_a_copy_equal_to_the_source(
     source.execute("truncate items", "insert into items values (7, 7, 7, 'seven')")
     ok(cli("run", "pipeline.yaml"))
     same()
+    # A target without a unique index on the keys: UPDATE, then INSERT what is missing.
+    pg.execute(f"alter table {target} drop constraint copy_pkey")
+    source.execute(
+        "insert into items select g, g, 1, 'x' from generate_series(200, 210) g",
+        "update items set qty = 70 where id = 7",
+        "update items set big = repeat(md5('z'), 30000) where id = 200",
+        "update items set qty = 0 where id = 200",
+    )
+    ok(cli("run", "pipeline.yaml"))
+    same()
 
 
 def test_the_example_keeps_a_history_and_a_copy_of_the_source_table(
