@@ -596,3 +596,40 @@ def test_the_example_keeps_a_history_and_a_copy_of_the_source_table(
     assert copy == sorted(source.rows("select id, status, note from orders"))
     assert history == 100 + 50 + 10 + 1
     ok(cli("cdc", "status", "pipeline.yaml"))
+
+
+def test_a_slot_the_server_invalidated_fails_the_run_and_says_how_to_start_over(
+    source: Source, project: Path, cli: Run, logical: Cluster
+) -> None:
+    source.execute("create table items (id int primary key, v text)")
+    write_pipeline(project, "lost", apply=False)
+    ok(cli("run", "pipeline.yaml"))
+    admin = logical.uri
+    source.execute(
+        "alter system set max_slot_wal_keep_size = '1MB'", "select pg_reload_conf()", uri=admin
+    )
+    try:
+        for _ in range(4):  # WAL past the limit, in segments the checkpoint may remove
+            source.execute(
+                "insert into items select g, repeat('x', 500) from generate_series(1, 20000) g "
+                "on conflict (id) do update set v = excluded.v",
+                "select pg_switch_wal()",
+            )
+        source.execute("checkpoint", uri=admin)
+        assert source.rows(
+            "select wal_status from pg_replication_slots where slot_name = 'arrowline_lost_changes'"
+        ) == [("lost",)]
+        result = cli("run", "pipeline.yaml")
+        assert result.exit_code == 1
+        assert "was invalidated" in result.stderr
+        assert "arrowline state reset" in result.stderr
+        status = cli("cdc", "status", "pipeline.yaml")
+        assert status.exit_code == 1
+        assert "lost" in status.stdout
+    finally:
+        source.execute(
+            "alter system reset max_slot_wal_keep_size", "select pg_reload_conf()", uri=admin
+        )
+    ok(cli("state", "reset", "pipeline.yaml", "changes"))
+    ok(cli("run", "pipeline.yaml"))  # a new slot, a new snapshot
+    assert len(log(project, "_op = 'snapshot'")) == 20000

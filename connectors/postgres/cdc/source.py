@@ -105,7 +105,8 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
         _warn_retained(config, ctx, slot)
         if ctx.watermark is None:
             if slot is not None:  # a first run that died, a reset, a full refresh: start over
-                check_slot(slot, server)
+                if slot.wal_status != "lost":  # a lost slot is what a reset starts over from
+                    check_slot(slot, server)
                 drop(session, slot_name)
         else:
             if slot is None:
