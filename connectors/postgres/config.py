@@ -58,7 +58,7 @@ class PartitionSpec(ConfigModel):
     )
 
 
-_SLOT_NAME = r"^[a-z0-9_]{1,63}$"
+_SLOT_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
 class CdcSpec(ConfigModel):
@@ -68,7 +68,7 @@ class CdcSpec(ConfigModel):
     slot: str | None = Field(
         None,
         pattern=_SLOT_NAME,
-        description="Replication slot (lowercase letters, digits, _); default "
+        description="Replication slot (lowercase letters, digits, _; not a digit first); default "
         "arrowline_<pipeline>_<task>. Created on the first run; one slot per CDC task.",
     )
     publication: str | None = Field(

@@ -183,13 +183,14 @@ def test_the_first_run_reads_a_snapshot_typed_as_the_extract_then_each_change_in
         columns = ", ".join(row[0] for row in plain)
         assert (
             connection.sql(
-                f"(select {columns} from log except all select * from plain) union all "
-                f"(select * from plain except all select {columns} from log)"
+                f"(select {columns} from log where _op = 'snapshot' except all "
+                f"select * from plain) union all (select * from plain except all "
+                f"select {columns} from log where _op = 'snapshot')"
             ).fetchall()
             == []
         )
     snapshot = log(project)
-    assert {row["_op"] for row in snapshot} == {"snapshot"}
+    assert [row["_op"] for row in snapshot] == ["truncate"] + ["snapshot"] * 4  # replaces
     # Each kind of change, a TOASTed value an update leaves alone, a transaction of several.
     source.execute(
         "update items set big = repeat(md5('x'), 20000) where id = 1",
@@ -201,7 +202,7 @@ def test_the_first_run_reads_a_snapshot_typed_as_the_extract_then_each_change_in
         "where id = 3; commit",
     )
     ok(cli("run", "pipeline.yaml"))
-    changes = log(project, "_op <> 'snapshot'")
+    changes = log(project, "_op <> 'snapshot'")[1:]  # after the snapshot's truncate
     assert [(c["_op"], c["id"]) for c in changes] == [
         ("update", 1), ("insert", 9), ("update", 1), ("delete", 2), ("update", 3),
         ("update", 3),
@@ -385,7 +386,7 @@ def test_columns_added_and_dropped_at_the_source_reach_the_load_by_its_policy(
         "insert into items values (2, 'a2', 'b2', 2)",
     )
     ok(cli("run", "pipeline.yaml"))  # a new column is added to the target
-    rows = [(c["id"], c["c"]) for c in log(project)]
+    rows = [(c["id"], c["c"]) for c in log(project, "_op <> 'truncate'")]
     assert rows == [(1, None), (2, 2)]
     source.execute("alter table items drop column b", "insert into items values (3, 'a3', 3)")
     result = cli("run", "pipeline.yaml")
@@ -594,7 +595,7 @@ def test_the_example_keeps_a_history_and_a_copy_of_the_source_table(
         copy = sorted(connection.sql("select id, status, note from orders").fetchall())
         (history,) = connection.sql("select count(*) from order_history").fetchall()[0]
     assert copy == sorted(source.rows("select id, status, note from orders"))
-    assert history == 100 + 50 + 10 + 1
+    assert history == 1 + 100 + 50 + 10 + 1  # the snapshot's truncate, rows, changes
     ok(cli("cdc", "status", "pipeline.yaml"))
 
 
@@ -633,3 +634,67 @@ def test_a_slot_the_server_invalidated_fails_the_run_and_says_how_to_start_over(
     ok(cli("state", "reset", "pipeline.yaml", "changes"))
     ok(cli("run", "pipeline.yaml"))  # a new slot, a new snapshot
     assert len(log(project, "_op = 'snapshot'")) == 20000
+
+
+def test_a_full_refresh_replaces_what_the_sinks_held_deleted_rows_included(
+    source: Source, project: Path, cli: Run
+) -> None:
+    source.execute(
+        "create table items (id int primary key, qty int)",
+        "insert into items values (1, 1), (2, 2)",
+    )
+    write_pipeline(project, "again")
+    ok(cli("run", "pipeline.yaml"))
+    source.execute("delete from items where id = 2", "insert into items values (3, 3)")
+    ok(cli("run", "pipeline.yaml", "--full-refresh"))  # a new slot: the delete is not a change
+    current = dict(source.rows("select id, qty from items"))
+    assert {k: v["qty"] for k, v in replay(log(project)).items()} == current
+    assert {k: v[0] for k, v in mirror(project, "qty").items()} == current
+
+
+def test_a_publication_that_would_drop_changes_or_a_slot_name_that_cannot_be_is_refused(
+    source: Source, project: Path, cli: Run
+) -> None:
+    source.execute(
+        "create table items (id int primary key, a text, b text)",
+        "create publication narrow for table items (id, a)",
+        "create publication filtered for table items where (id > 10)",
+        "create publication no_truncate for table items with (publish = 'insert, update, delete')",
+    )
+    for publication, said in [
+        ("narrow", "with no column 'b'"),
+        ("filtered", "with a row filter"),
+        ("no_truncate", "does not publish every insert, update, delete and truncate"),
+    ]:
+        write_pipeline(project, "pubs", cdc=f"{{publication: {publication}}}")
+        result = cli("run", "pipeline.yaml")
+        assert result.exit_code == 1
+        assert said in result.stderr
+    write_pipeline(project, "pubs", cdc="{slot: 1st}")
+    result = cli("validate", "pipeline.yaml")
+    assert result.exit_code == 2
+    assert "1st" in result.output
+
+
+def test_a_database_whose_name_needs_quoting_in_the_uri_keeps_its_slot(
+    logical: Cluster, project: Path, cli: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "cdc my db"
+    admin = Source(logical, "postgres")
+    admin.execute(f'drop database if exists "{name}" with (force)', f'create database "{name}"')
+    spaced = Source(logical, name)
+    spaced.uri = logical.uri.rsplit("/", 1)[0] + "/cdc%20my%20db"
+    try:
+        spaced.execute("create table items (id int primary key)", "insert into items values (1)")
+        monkeypatch.setenv("CDC_URI", spaced.uri)
+        write_pipeline(project, "spaced", apply=False)
+        ok(cli("run", "pipeline.yaml"))
+        spaced.execute("insert into items values (2)")
+        ok(cli("run", "pipeline.yaml"))  # the slot's database is the connection's
+        assert [c["id"] for c in log(project, "_op = 'insert'")] == [2]
+    finally:
+        admin.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+            f"where database = '{name}'",
+            f'drop database if exists "{name}" with (force)',
+        )

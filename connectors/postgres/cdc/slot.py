@@ -112,7 +112,7 @@ def ensure_publication(session: Session, name: str, table: TableInfo, create: bo
     from engine.core.sqltext import quote_identifier
 
     found = session.rows(
-        "select pubinsert and pubupdate and pubdelete from pg_publication "
+        "select pubinsert and pubupdate and pubdelete and pubtruncate from pg_publication "
         f"where pubname = {sql_literal(name)}",
         what="cannot look up the publication",
     )
@@ -130,19 +130,41 @@ def ensure_publication(session: Session, name: str, table: TableInfo, create: bo
         return
     if not found[0][0]:
         raise DefinitionError(
-            f"publication {name!r} does not publish every insert, update and delete",
+            f"publication {name!r} does not publish every insert, update, delete and truncate",
             hint=f"ALTER PUBLICATION {name} SET (publish = 'insert, update, delete, truncate')",
         )
+    ((version,),) = session.rows("select current_setting('server_version_num')::int")
+    where = (
+        f"where p.pubname = {sql_literal(name)} and p.schemaname = {sql_literal(table.schema)} "
+        f"and p.tablename = {sql_literal(table.name)}"
+    )
+    if version < 150000:  # PostgreSQL 15 added column lists and row filters
+        query = f"select false, array[]::text[] from pg_publication_tables p {where}"
+    else:
+        query = (
+            "select p.rowfilter is not null, array(select a.attname::text from pg_attribute a "
+            "where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped "
+            "and not a.attname = any(p.attnames)) "
+            "from pg_publication_tables p join pg_namespace n on n.nspname = p.schemaname "
+            f"join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename {where}"
+        )
     published = session.rows(
-        "select 1 from pg_publication_tables where pubname = "
-        f"{sql_literal(name)} and schemaname = {sql_literal(table.schema)} "
-        f"and tablename = {sql_literal(table.name)}",
+        query,
         what="cannot read the publication's tables",
     )
     if not published:
         raise DefinitionError(
             f"publication {name!r} does not publish {table.schema}.{table.name}",
             hint=f"ALTER PUBLICATION {name} ADD TABLE {qualified}",
+        )
+    filtered, unpublished = published[0]
+    if filtered or unpublished:
+        what = "a row filter" if filtered else f"no column {', '.join(map(repr, unpublished))}"
+        raise DefinitionError(
+            f"publication {name!r} publishes {table.schema}.{table.name} with {what}: its "
+            "changes would miss rows or values the table has",
+            hint=f"ALTER PUBLICATION {name} SET TABLE {qualified} (every column, no WHERE), "
+            "or leave columns out of the extract with `columns:` instead",
         )
 
 
@@ -158,6 +180,8 @@ class SlotState:
     active: bool
     current: int
     """The server's current WAL position."""
+    here: str = ""
+    """The database the session is connected to."""
 
     @property
     def lag_bytes(self) -> int:
@@ -172,24 +196,32 @@ def slot_state(session: Session, name: str) -> SlotState | None:
     rows = session.rows(
         "select plugin, database, (confirmed_flush_lsn - '0/0'::pg_lsn)::int8, "
         "(restart_lsn - '0/0'::pg_lsn)::int8, wal_status, active, "
-        "(pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 "
+        "(pg_current_wal_lsn() - '0/0'::pg_lsn)::int8, current_database()::text "
         "from pg_replication_slots "
         f"where slot_name = {sql_literal(name)} and slot_type = 'logical'",
         what=f"cannot read replication slot {name!r}",
     )
     if not rows:
         return None
-    plugin, database, confirmed, restart, status, active, current = rows[0]
+    plugin, database, confirmed, restart, status, active, current, here = rows[0]
     return SlotState(
-        name, plugin, database, int(confirmed or 0), restart, status, bool(active), int(current)
+        name,
+        plugin,
+        database,
+        int(confirmed or 0),
+        restart,
+        status,
+        bool(active),
+        int(current),
+        here,
     )
 
 
 def check_slot(slot: SlotState, server: ResolvedPostgres) -> None:
-    if slot.plugin != "pgoutput" or slot.database != server.database:
+    if slot.plugin != "pgoutput" or slot.database != slot.here:
         raise DefinitionError(
             f"replication slot {slot.name!r} decodes with {slot.plugin!r} in database "
-            f"{slot.database!r}; change capture needs a pgoutput slot in {server.database!r}",
+            f"{slot.database!r}; change capture needs a pgoutput slot in {slot.here!r}",
             hint="name another slot with cdc.slot",
         )
     if slot.wal_status == "lost":

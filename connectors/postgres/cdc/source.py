@@ -9,8 +9,9 @@ always ends, through `pg_logical_slot_peek_binary_changes`, streamed in batches 
 slot is not moved by reading: it is advanced once the loads committed (`release`), and at the
 start of the next run if the process died in between.
 
-Every row carries `_op` (snapshot, insert, update, delete, truncate), `_lsn` (its transaction's
-commit LSN), `_seq` (its place in the transaction), `_xid`, `_commit_ts` (UTC) and
+A snapshot starts with a `truncate` row, so a sink that held an earlier snapshot and its
+changes (a full refresh, a reset) ends up with the table as it is, deleted rows gone. Every row
+carries `_op` (snapshot, insert, update, delete, truncate), `_lsn` (its transaction's commit LSN), `_seq` (its place in the transaction), `_xid`, `_commit_ts` (UTC) and
 `_unchanged_toast` (columns whose TOASTed value the update left as it was and the server did
 not send: they are NULL here, not cleared). The table's columns have the types the normal
 extract gives them; changes written before a column was added, dropped or retyped are mapped
@@ -136,22 +137,38 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
         with exported_slot(server, slot_name) as (point, snapshot):
             readers = open_postgres(config, ctx, snapshot=snapshot)
         ctx.reached = Watermark(point - 1)
-        return [_snapshot_rows(reader, point - 1) for reader in readers]
+        return [_snapshot_rows(r, point - 1, first=i == 0) for i, r in enumerate(readers)]
     changes = _Changes(config, ctx, server, table, columns, slot_name, publication, int(upto))
     return [pa.RecordBatchReader.from_batches(changes.schema, changes.batches())]
 
 
-def _snapshot_rows(reader: pa.RecordBatchReader, position: int) -> pa.RecordBatchReader:
+def _snapshot_rows(
+    reader: pa.RecordBatchReader, position: int, *, first: bool
+) -> pa.RecordBatchReader:
+    """The table's rows as `snapshot` changes, after (in the first stream) a `truncate`: what
+    a sink held before, from an earlier snapshot and its changes, is replaced, deleted rows
+    included (a full refresh, a reset, a first run that one load did not finish)."""
     schema = pa.schema([*reader.schema, *META])
 
     def batches() -> Iterator[pa.RecordBatch]:
+        if first:
+            marker = [pa.nulls(1, field.type) for field in reader.schema]
+            meta = [
+                pa.array(["truncate"]),
+                pa.array([position], pa.int64()),
+                pa.array([0], pa.int64()),
+                pa.nulls(1, pa.int64()),
+                pa.nulls(1, pa.timestamp("us", "UTC")),
+                pa.nulls(1, pa.list_(pa.string())),
+            ]
+            yield pa.RecordBatch.from_arrays([*marker, *meta], schema=schema)
         for batch in reader:
             fault_point("cdc.snapshot_read")  # the slot exists, no row committed anywhere
             count = batch.num_rows
             meta = [
                 pa.repeat(pa.scalar("snapshot"), count),
                 pa.repeat(pa.scalar(position, pa.int64()), count),
-                pa.repeat(pa.scalar(0, pa.int64()), count),
+                pa.repeat(pa.scalar(1, pa.int64()), count),  # after the truncate
                 pa.nulls(count, pa.int64()),
                 pa.nulls(count, pa.timestamp("us", "UTC")),
                 pa.nulls(count, pa.list_(pa.string())),
