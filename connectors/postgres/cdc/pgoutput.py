@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["Chunk", "Decoder", "Relation"]
 
@@ -123,8 +124,10 @@ class Decoder:
     Keeps, across batches, the relations seen and the transaction being read. `wanted` is the
     oid of the one table read: changes of other tables the publication has are skipped."""
 
-    def __init__(self, wanted: int) -> None:
+    def __init__(self, wanted: int, key: tuple[str, ...] = ()) -> None:
         self.wanted = wanted
+        self.key = key
+        """The table's key columns: an update that changes them also deletes the old key."""
         self.relations: dict[int, Relation] = {}
         self.redefined: list[Relation] = []
         """Relation messages of the wanted table, in order (schema changes mid-stream)."""
@@ -226,7 +229,49 @@ class Decoder:
             commit[which[rows]],
         )
         self._columns(buf, tuple_pos, len(relation.columns), chunk)
+        if old.any():
+            chunk = self._moved_keys(buf, pos + 6, np.flatnonzero(old), chunk)
         yield chunk
+
+    def _moved_keys(self, buf: Ints, at: Ints, updates: Ints, chunk: Chunk) -> Chunk:
+        """An update that changed the key (its old key tuple 'K', or its old row 'O' under
+        REPLICA IDENTITY FULL with other key values) also deletes the old key: a delete of
+        the old values goes right before it, with the same position."""
+        relation = chunk.relation
+        before = Chunk(relation, chunk.op, chunk.lsn, chunk.seq, chunk.xid, chunk.commit_us)
+        self._columns(buf, at[updates], len(relation.columns), before)
+        moved = buf[at[updates] - 1] == ord("K")
+        for name in self.key:
+            if name not in relation.columns:
+                continue
+            index = relation.columns.index(name)
+            new = chunk.texts[index].take(pa.array(updates))
+            differs = pc.invert(pc.fill_null(pc.equal(before.texts[index], new), False))
+            moved |= np.asarray(differs)
+        if not moved.any():
+            return chunk
+        rows = updates[moved]
+        order = np.argsort(np.concatenate([np.arange(len(chunk)) * 2 + 1, rows * 2]))
+        taken = pa.array(order)
+        merged = Chunk(
+            relation,
+            np.concatenate([chunk.op, OPS[np.full(len(rows), 2)]])[order],
+            np.concatenate([chunk.lsn, chunk.lsn[rows]])[order],
+            np.concatenate([chunk.seq, chunk.seq[rows]])[order],
+            np.concatenate([chunk.xid, chunk.xid[rows]])[order],
+            np.concatenate([chunk.commit_us, chunk.commit_us[rows]])[order],
+        )
+        keep = pa.array(np.flatnonzero(moved))
+        for index in range(len(relation.columns)):
+            old_values = before.texts[index].take(keep)
+            merged.texts.append(pa.concat_arrays([chunk.texts[index], old_values]).take(taken))
+            mask = chunk.unchanged[index]
+            if mask is None:
+                merged.unchanged.append(None)
+            else:
+                merged.unchanged.append(np.concatenate([mask, np.zeros(len(rows), bool)])[order])
+        self.changes += len(rows)
+        return merged
 
     @staticmethod
     def _columns(buf: Ints, pos: Ints, width: int, chunk: Chunk) -> None:

@@ -87,7 +87,7 @@ def table_info(session: Session, table: str) -> TableInfo:
         "select c.oid::int8, n.nspname, c.relname, c.relreplident::text, "
         "array(select a.attname::text from pg_index i join pg_attribute a "
         "on a.attrelid = c.oid and a.attnum = any(i.indkey) "
-        "where i.indrelid = c.oid and ((c.relreplident = 'd' and i.indisprimary) "
+        "where i.indrelid = c.oid and ((c.relreplident in ('d', 'f') and i.indisprimary) "
         "or (c.relreplident = 'i' and i.indisreplident)) order by a.attnum) "
         f"from pg_class c join pg_namespace n on n.oid = c.relnamespace "
         f"where c.oid = to_regclass({sql_literal(quote_table(table))})",
@@ -96,7 +96,7 @@ def table_info(session: Session, table: str) -> TableInfo:
     if not rows:
         raise DefinitionError(f"table {table!r} does not exist")
     oid, schema, name, identity, key = rows[0]
-    if identity == "f":
+    if identity == "f" and not key:  # the whole row identifies it
         key = ["*"]
     if identity == "n" or not key:
         raise DefinitionError(

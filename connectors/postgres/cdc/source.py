@@ -11,12 +11,15 @@ start of the next run if the process died in between.
 
 A snapshot starts with a `truncate` row, so a sink that held an earlier snapshot and its
 changes (a full refresh, a reset) ends up with the table as it is, deleted rows gone. Every row
-carries `_op` (snapshot, insert, update, delete, truncate), `_lsn` (its transaction's commit LSN), `_seq` (its place in the transaction), `_xid`, `_commit_ts` (UTC) and
+carries `_op` (snapshot, insert, update, delete, truncate), `_lsn` (its transaction's commit
+LSN), `_seq` (its place in the transaction), `_xid`, `_commit_ts` (UTC) and
 `_unchanged_toast` (columns whose TOASTed value the update left as it was and the server did
-not send: they are NULL here, not cleared). The table's columns have the types the normal
-extract gives them; changes written before a column was added, dropped or retyped are mapped
-by name onto the table's columns when the run starts, so the load's `schema_change` policy
-sees, and reports, each column that differs from its target.
+not send: they are NULL here, not cleared). An update that changes the primary key comes
+with a delete of the old key at the same position (`_lsn`, `_seq`): the two concern different
+keys, so their order does not matter. The table's columns have the types the
+normal extract gives them; changes written before a column was added, dropped or retyped are
+mapped by name onto the table's columns when the run starts, so the load's `schema_change`
+policy sees, and reports, each column that differs from its target.
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ class _Changes:
         )
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        decoder = Decoder(self.table.oid)
+        decoder = Decoder(self.table.oid, self.table.key if self.table.key != ("*",) else ())
         messages = 0
         session = Session(self.server, autocommit=True)
         unregister = None
