@@ -728,3 +728,25 @@ def test_an_update_that_changes_the_key_deletes_the_old_one(
     current = dict(source.rows("select id, v from items"))
     assert {k: v["v"] for k, v in replay(log(project)).items()} == current
     assert {k: v[0] for k, v in mirror(project, "v").items()} == current
+
+
+def test_a_value_change_capture_cannot_type_stops_the_runs_until_its_column_is_left_out(
+    source: Source, project: Path, cli: Run
+) -> None:
+    source.execute("create table items (id int primary key, d date, v text)")
+    write_pipeline(project, "special", apply=False)
+    ok(cli("run", "pipeline.yaml"))
+    source.execute("insert into items values (1, 'infinity', 'a'), (2, '2024-01-01', 'b')")
+    for _ in range(2):  # the change stays in the slot: every run stops at it
+        result = cli("run", "pipeline.yaml")
+        assert result.exit_code == 1
+        assert "column 'd': the change holds 'infinity'" in result.stderr
+        assert "`columns:`" in result.stderr
+    text = (project / "pipeline.yaml").read_text()
+    (project / "pipeline.yaml").write_text(
+        text.replace("table: items,", "table: items, columns: [id, v],").replace(
+            "mode: append}", "mode: append, schema_change: evolve}"
+        )
+    )
+    ok(cli("run", "pipeline.yaml"))
+    assert [(c["id"], c["v"]) for c in log(project, "_op = 'insert'")] == [(1, "a"), (2, "b")]

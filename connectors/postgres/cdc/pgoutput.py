@@ -91,7 +91,10 @@ def _gather(buf: Ints, starts: Ints, lengths: Ints):  # type: ignore[no-untyped-
     total = int(offsets[-1])
     if total == 0:
         return offsets, np.zeros(0, np.uint8)
-    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(total)
+    small = len(buf) < 2**31  # int32 positions: half the memory of the index
+    kind = np.int32 if small else np.int64
+    index = np.repeat((starts - offsets[:-1]).astype(kind), lengths)
+    index += np.arange(total, dtype=kind)
     return offsets, buf[index]
 
 

@@ -127,10 +127,11 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
             elif slot.confirmed > start:
                 raise CdcError(
                     f"replication slot {slot_name!r} is at {lsn_text(slot.confirmed)}, past "
-                    f"the position the loads committed ({lsn_text(start)}): something else "
-                    "consumed its changes, which are lost to this pipeline",
-                    hint="`arrowline state reset PIPELINE TASK` reads the table again "
-                    "from a new snapshot",
+                    f"the position the loads committed ({lsn_text(start)}): it was made again "
+                    "by a full refresh or reset that did not finish, or something else "
+                    "consumed its changes; either way the changes between are not in it",
+                    hint="`arrowline run PIPELINE --full-refresh` reads the table again from a "
+                    "new snapshot, which replaces what the loads hold",
                 )
             ((upto,),) = session.rows(
                 "select (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8",

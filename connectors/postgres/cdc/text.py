@@ -49,13 +49,15 @@ def _fail(column: str, target: pa.DataType, values: pa.Array, cast: Convert) -> 
             continue
         try:
             cast(pa.array([value], pa.string()))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, DataError):
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OverflowError):
             bad = value
             break
     return DataError(
         f"column {column!r}: the change holds {bad!r}, which is not a {target} value",
-        hint="PostgreSQL's special values (infinity, BC dates, NaN in a decimal) have no "
-        "Arrow form; filter them at the source or cast the column in the table",
+        hint="the change stays in the slot, and every run stops at it until the column is "
+        "left out of the extract with `columns:` (then `arrowline state reset PIPELINE TASK` "
+        "brings it back from a new snapshot once the value is gone); change capture reads no "
+        "infinity, BC or year-10000 dates, money, multi-dimensional arrays or NaN decimals",
     )
 
 
@@ -63,7 +65,7 @@ def _checked(column: str, target: pa.DataType, cast: Convert) -> Convert:
     def convert(values: pa.Array) -> pa.Array:
         try:
             return cast(values)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OverflowError):
             raise _fail(column, target, values, cast) from None
 
     return convert
