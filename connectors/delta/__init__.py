@@ -44,7 +44,7 @@ class DeltaConnector(Connector):
     name = "delta"
     capabilities = Capabilities(
         transactional=True,
-        load_modes=("append", "replace", "merge"),
+        load_modes=("append", "replace", "merge", "apply"),
         sqlglot_dialect=None,
         tables=True,
     )

@@ -78,12 +78,14 @@ class DeltaSink(ConfigModel):
     path: str = Field(
         description=_TABLE_PATH + " Created on the first load.", json_schema_extra=PATH
     )
-    mode: Literal["append", "replace", "merge"] = Field(
+    mode: Literal["append", "replace", "merge", "apply"] = Field(
         "append",
         description="append: add the rows; replace: the table (or, with `predicate`, the rows "
-        "matching it) becomes the input; merge: update rows whose keys match, insert the others.",
+        "matching it) becomes the input; merge: update rows whose keys match, insert the "
+        "others; apply: apply a change stream (a `cdc` extract's output) in one merge: "
+        "inserts, updates (an unchanged TOASTed value keeps the table's), deletes, truncates.",
     )
-    keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge.")
+    keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge and apply.")
     predicate: str | None = Field(
         None,
         description="replace: only the rows matching this condition are replaced (every input "
@@ -120,6 +122,6 @@ class DeltaSink(ConfigModel):
     @model_validator(mode="after")
     def _keys_fit_the_mode(self) -> DeltaSink:
         check_load_keys(self.mode, self.keys, delete_missing=(self.delete_missing, "merge"))
-        if self.predicate is not None and self.mode == "append":
+        if self.predicate is not None and self.mode in ("append", "apply"):
             raise ValueError("predicate applies to mode: replace or merge")
         return self

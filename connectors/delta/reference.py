@@ -32,7 +32,10 @@ extract:
         "load, with a Delta application transaction `arrowline:<pipeline>:<task>`: a resumed "
         "run whose load already committed writes nothing again, and two writers of one load "
         "cannot both commit. A lost commit race is retried like any transient error. `merge` "
-        "refuses NULL or repeated keys in the input.",
+        "refuses NULL or repeated keys in the input. `apply` plays a change stream (a `cdc` "
+        "extract's output) in one delta-rs merge: per key its last change, deletes deleted, "
+        "an unchanged TOASTed value kept, and after a truncate (a snapshot starts with one) "
+        "the rows no change names deleted; a new column is added by a commit of its own first.",
         """\
 load:
   input: daily_events

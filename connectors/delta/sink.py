@@ -1,9 +1,10 @@
 """Load a task's output into a Delta table: one commit per load, with its ledger entry.
 
 append adds the rows; replace overwrites the table (or, with `predicate`, the rows matching
-it); merge runs delta-rs's merge (update on matching keys, insert the rest, and with
-`delete_missing` delete the table's rows whose keys the input lacks) after refusing NULL or
-repeated keys in the input, which DuckDB checks over the input's files.
+it); apply plays a change stream (connectors.delta.apply); merge runs delta-rs's merge (update
+on matching keys, insert the rest, and with `delete_missing` delete the table's rows whose keys
+the input lacks) after refusing NULL or repeated keys in the input, which DuckDB checks over
+the input's files.
 
 The commit carries arrowline's ledger entry (connectors.delta.table): the run, the rows, and
 every watermark of the extracts whose rows the table holds. A load whose run already committed
@@ -20,12 +21,14 @@ column is written as NULLs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from connectors.base import ConnectorContext, SinkResult
+from connectors.changes import CHANGE_COLUMNS, check_stream
 from connectors.delta.config import DeltaSink
 from connectors.delta.table import (
     LEDGER_KEY,
@@ -224,6 +227,43 @@ def _merge(
     return metrics
 
 
+def _apply(
+    table: DeltaTable | None,
+    location: str,
+    stream: InputTable,
+    config: DeltaSink,
+    schema: pa.Schema,
+    new_columns: bool,
+    properties: Any,
+) -> dict[str, Any]:
+    """Apply a change stream's net changes in one commit (a new table: its upserts)."""
+    from deltalake import WriterProperties, write_deltalake
+
+    from connectors.delta.apply import NetChanges, apply_changes, upserts
+
+    writer = WriterProperties(compression="SNAPPY")
+    net = NetChanges(stream, config.keys)
+    try:
+        if table is None:
+            write_deltalake(
+                location,
+                upserts(net, schema),
+                mode="append",
+                partition_by=list(config.partition_by) or None,
+                target_file_size=config.target_file_size,
+                writer_properties=writer,
+                commit_properties=properties,
+            )
+            return {}
+        if new_columns:  # the merge source has helper columns: add the new ones on their own
+            write_deltalake(table, schema.empty_table(), mode="append", schema_mode="merge")
+            table = open_table(location)
+            assert table is not None
+        return apply_changes(table, net, schema, config.keys, properties, writer)
+    finally:
+        net.close()
+
+
 def _name(column: str) -> str:
     """A column in delta-rs's SQL (DataFusion folds unquoted names to lower case)."""
     return quote_identifier(column)
@@ -244,6 +284,11 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
         if earlier is not None and done_rows is not None:
             done = {"mode": config.mode, "already_committed": True}
             return SinkResult(done_rows, label, done, ctx.pending_watermarks)
+        stream = source
+        if config.mode == "apply":  # the table has the change's table columns
+            check_stream(source.schema.names, config.keys, source.task_id)
+            kept = [f for f in source.schema if f.name not in CHANGE_COLUMNS]
+            source = dataclasses.replace(source, schema=pa.schema(kept))
         if config.mode == "merge":
             _check_keys(source, config, arrow_schema(table) if table is not None else None)
         schema, widen, changes = _fit(table, source, config, label)
@@ -265,7 +310,9 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
         new_columns = table is not None and any(c["change"] == "added" for c in changes)
         metrics: dict[str, Any] = {}
         fault_point("delta.before_commit")
-        if config.mode == "merge" and table is not None:
+        if config.mode == "apply":
+            metrics = _apply(table, location, stream, config, schema, new_columns, properties)
+        elif config.mode == "merge" and table is not None:
             given = list(source.schema.names)
             metrics = _merge(table, rows, config, given, properties, writer, new_columns)
         elif config.mode == "replace":

@@ -750,3 +750,56 @@ def test_a_value_change_capture_cannot_type_stops_the_runs_until_its_column_is_l
     )
     ok(cli("run", "pipeline.yaml"))
     assert [(c["id"], c["v"]) for c in log(project, "_op = 'insert'")] == [(1, "a"), (2, "b")]
+
+
+def test_apply_into_a_delta_table_keeps_a_copy_of_the_source_one_commit_per_run(
+    source: Source, project: Path, cli: Run
+) -> None:
+    from deltalake import DeltaTable
+
+    source.execute(
+        "create table items (id int primary key, qty int, big text)",
+        "insert into items select g, g, 'small' from generate_series(1, 30) g",
+    )
+    (project / "pipeline.yaml").write_text(
+        textwrap.dedent(
+            """
+            pipeline: to_delta
+            connections:
+              src: {kind: postgres, uri: "${env:CDC_URI}"}
+            tasks:
+              - id: changes
+                extract: {from: postgres, connection: src, table: items, cdc: {}}
+              - id: lake
+                load: {input: changes, to: delta, path: lake/items, mode: apply, keys: [id]}
+            """
+        )
+    )
+
+    def same() -> None:
+        table = DeltaTable(str(project / "lake" / "items")).to_pyarrow_table()
+        rows = sorted(
+            zip(*(table.column(n).to_pylist() for n in ("id", "qty", "big")), strict=True)
+        )
+        assert rows == sorted(source.rows("select id, qty, big from items"))
+        assert table.schema.names == ["id", "qty", "big"]  # no change columns in the table
+
+    ok(cli("run", "pipeline.yaml"))
+    same()
+    source.execute(
+        "update items set big = repeat(md5('d'), 30000) where id = 1",
+        "update items set qty = -1 where id = 1",  # big not sent: kept
+        "delete from items where id > 25",
+        "update items set id = 100 where id = 2",
+        "insert into items values (200, 200, 'new')",
+    )
+    ok(cli("run", "pipeline.yaml"))
+    same()
+    versions = len(DeltaTable(str(project / "lake" / "items")).history())
+    source.execute("alter table items add column note text", "truncate items")
+    source.execute("insert into items values (7, 7, 'seven', 'added')")
+    ok(cli("run", "pipeline.yaml"))
+    table = DeltaTable(str(project / "lake" / "items"))
+    assert len(table.history()) - versions <= 2  # the new column, then the changes
+    data = table.to_pyarrow_table()
+    assert data.to_pylist() == [{"id": 7, "qty": 7, "big": "seven", "note": "added"}]
