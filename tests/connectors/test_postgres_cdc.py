@@ -397,24 +397,44 @@ def test_columns_added_and_dropped_at_the_source_reach_the_load_by_its_policy(
 
 
 FAULTS = [
-    "cdc.snapshot_read",
-    "cdc.changes_read",
-    "duckdb.before_commit",
-    "duckdb.after_commit",
-    "cdc.before_release",
+    ("cdc.snapshot_read", True),
+    ("duckdb.after_commit", True),  # the first run: one load committed its snapshot
+    ("cdc.changes_read", False),
+    ("duckdb.before_commit", False),
+    ("duckdb.after_commit", False),
+    ("cdc.before_release", False),
+    ("postgres.before_commit", False),
+    ("postgres.after_commit", False),
+    ("postgres.after_commit", True),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize(("fault", "first"), FAULTS)
 def test_kill_9_anywhere_then_runs_lose_and_duplicate_no_change(
-    source: Source, project: Path, fault: str
+    source: Source, project: Path, fault: str, first: bool, request: pytest.FixtureRequest
 ) -> None:
     source.execute(
         "create table items (id bigint primary key, qty int)",
         "insert into items select g, 0 from generate_series(1, 30000) g",
     )
     write_pipeline(project, "killed", cdc="{}")
+    copy: PgSchema | None = None
+    if fault.startswith("postgres."):  # a third load, into PostgreSQL, whose commit is killed
+        copy = request.getfixturevalue("pg")
+        text = (
+            (project / "pipeline.yaml")
+            .read_text()
+            .replace("pipeline: killed", f"pipeline: {copy.schema}")
+        )
+        text = text.replace(
+            "connections:\n", 'connections:\n  wh: {kind: postgres, uri: "${env:TEST_PG_URI}"}\n'
+        )
+        text += (
+            "  - id: pgcopy\n    load: {input: changes, to: postgres, connection: wh, "
+            f"table: {copy.table('copy')}, mode: apply, keys: [id]}}\n"
+        )
+        (project / "pipeline.yaml").write_text(text)
     environment = {**os.environ, "ARROWLINE_PROJECT_DIR": str(project)}
     command = [sys.executable, "-m", "engine", "run", "pipeline.yaml"]
 
@@ -437,22 +457,26 @@ def test_kill_9_anywhere_then_runs_lose_and_duplicate_no_change(
         process.stderr.close()
         assert process.returncode == -signal.SIGKILL, f"{with_fault} was never reached"
 
-    first = fault == "cdc.snapshot_read"
-    if not first:
+    if first:
+        run(fault)
+    else:
         run(None)
     source.execute(
         "update items set qty = qty + 1 where id % 3 = 0",
         "delete from items where id % 10 = 0",
         "insert into items select g, 1 from generate_series(30001, 31000) g",
     )
-    run(fault)
+    if not first:
+        run(fault)
     source.execute("update items set qty = qty + 5 where id % 7 = 0")
     run(None)
     run(None)
     current = dict(source.rows("select id, qty from items"))
     assert {k: v["qty"] for k, v in replay(log(project)).items()} == current
     assert {k: v[0] for k, v in mirror(project, "qty").items()} == current
-    keys = [(c["_lsn"], c["_seq"]) for c in log(project, "_op <> 'snapshot'")]
+    if copy is not None:
+        assert dict(copy.rows(f"select id, qty from {copy.table('copy')}")) == current
+    keys = [(c["_lsn"], c["_seq"]) for c in log(project, "_op not in ('snapshot', 'truncate')")]
     assert len(keys) == len(set(keys))
 
 
