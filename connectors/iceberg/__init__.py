@@ -43,7 +43,7 @@ class IcebergConnector(Connector):
 
     name = "iceberg"
     capabilities = Capabilities(
-        transactional=True, load_modes=("append", "replace", "merge"), tables=True
+        transactional=True, load_modes=("append", "replace", "merge", "apply"), tables=True
     )
     source = IcebergSource
     sink = IcebergSink

@@ -146,12 +146,14 @@ class IcebergSink(_Table):
 
     input: str = Field(description="Id of the task whose output is loaded.")
     to: Literal["iceberg"] = Field(description="Selects this sink.")
-    mode: Literal["append", "replace", "merge"] = Field(
+    mode: Literal["append", "replace", "merge", "apply"] = Field(
         "append",
         description="append: add the rows; replace: the table (or, with `predicate`, the rows "
-        "matching it) becomes the input; merge: update rows whose keys match, insert the others.",
+        "matching it) becomes the input; merge: update rows whose keys match, insert the "
+        "others; apply: apply a change stream (a `cdc` extract's output) in one snapshot: "
+        "inserts, updates (an unchanged TOASTed value keeps the table's), deletes, truncates.",
     )
-    keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge.")
+    keys: tuple[str, ...] = Field((), description="Merge keys; required for mode: merge and apply.")
     predicate: str | None = Field(
         None,
         description="replace: only the rows matching this condition (pyiceberg's expression "
@@ -181,7 +183,7 @@ class IcebergSink(_Table):
     @model_validator(mode="after")
     def _keys_fit_the_mode(self) -> IcebergSink:
         check_load_keys(self.mode, self.keys, delete_missing=(self.delete_missing, "merge"))
-        if self.predicate is not None and self.mode == "append":
+        if self.predicate is not None and self.mode in ("append", "apply"):
             raise ValueError("predicate applies to mode: replace or merge")
         seen: set[tuple[str, str]] = set()
         for text in self.partition_by:

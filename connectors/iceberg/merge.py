@@ -106,6 +106,49 @@ def key_range(config: IcebergSink, connection: duckdb.DuckDBPyConnection, schema
     return condition
 
 
+def _upserts(
+    connection: duckdb.DuckDBPyConnection,
+    schema: pa.Schema,
+    source: InputTable,
+    config: IcebergSink,
+    keeps: dict[str, str],
+    *,
+    carried: bool,
+) -> pa.RecordBatchReader:
+    """A change stream's upserts in the table's shape: a column the stream lacks, or one whose
+    keep flag is set, takes the value the table held (`arrowline_carried`)."""
+    keys = ", ".join(quote_identifier(k) for k in config.keys)
+    picks = []
+    for name in schema.names:
+        quoted = quote_identifier(name)
+        held = f"c.{quoted}" if carried else "null"
+        if name in config.keys:
+            picks.append(f"i.{quoted}")
+        elif name not in source.schema.names:
+            picks.append(f"{held} as {quoted}")
+        elif name in keeps:
+            keep = quote_identifier(keeps[name])
+            picks.append(f"case when i.{keep} then {held} else i.{quoted} end as {quoted}")
+        else:
+            picks.append(f"i.{quoted}")
+    join = ""
+    if carried:
+        lacking = [
+            n
+            for n in schema.names
+            if n not in config.keys and (n in keeps or n not in source.schema.names)
+        ]
+        values = ", ".join(
+            f"any_value({quote_identifier(n)}) as {quote_identifier(n)}" for n in lacking
+        )
+        held_rows = f"(select {keys}, {values} from arrowline_carried group by {keys})"
+        join = f" left join {held_rows} c using ({keys})"
+    rows = connection.sql(
+        f"select {', '.join(picks)} from arrowline_input i{join} where i._op <> 'delete'"
+    )
+    return cast_reader(rows.to_arrow_reader(65_536), schema)
+
+
 def merge_files(
     tx: Transaction,
     table: Table,
@@ -114,7 +157,11 @@ def merge_files(
     schema: pa.Schema,
     connection: duckdb.DuckDBPyConnection,
     properties: dict[str, str],
+    keeps: dict[str, str] | None = None,
 ) -> dict[str, int]:
+    """With `keeps` (mode: apply), `arrowline_input` holds a change stream's net changes: every
+    key's rows go from the table, and only the upserts are written, a column whose keep flag
+    (`keeps[column]`) is set with the table's value."""
     from pyiceberg.expressions import AlwaysTrue, Or
     from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow
 
@@ -148,6 +195,7 @@ def merge_files(
     kept = 0
     # table columns the input lacks keep their values in the rows it updates
     lacking = [name for name in schema.names if name not in source.schema.names]
+    lacking += [name for name in (keeps or {}) if name not in lacking]
     carried = ", ".join(quote_identifier(name) for name in [*config.keys, *lacking])
     narrow = projected.select(*config.keys, *lacking)
     lookup = None
@@ -208,7 +256,12 @@ def merge_files(
             connection.unregister("arrowline_file")
         kept += counted.rows
     deleted = sum(f.record_count for f in removed) - kept
-    if lacking and tasks:
+    rows_in: pa.RecordBatchReader
+    if keeps is not None:
+        rows_in = _upserts(
+            connection, schema, source, config, keeps, carried=bool(lacking and tasks)
+        )
+    elif lacking and tasks:
         # a key the table held twice carries one set of values: the merge leaves it once
         values = ", ".join(
             f"any_value({quote_identifier(n)}) as {quote_identifier(n)}" for n in lacking
@@ -218,7 +271,7 @@ def merge_files(
             f"from arrowline_input i left join (select {keys}, {values} from arrowline_carried "
             f"group by {keys}) c using ({keys})"
         )
-        rows_in: pa.RecordBatchReader = cast_reader(merged.to_arrow_reader(65_536), schema)
+        rows_in = cast_reader(merged.to_arrow_reader(65_536), schema)
     else:
         rows_in = input_reader(source, schema)
     added += data_files(tx, table.io, rows_in, write_uuid, counter)

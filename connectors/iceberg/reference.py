@@ -37,7 +37,11 @@ extract: {from: iceberg, table: sales.orders, filter: "region = 'EU'", increment
         "`arrowline.load.<pipeline>.<task>`) commit together, so a resumed run whose load "
         "committed writes nothing again. A new table is created with its first rows. `merge` "
         "rewrites only the files holding the input's keys (copy-on-write) and refuses NULL or "
-        "repeated keys in the input. A lost commit race is retried like any transient error.",
+        "repeated keys in the input. `apply` plays a change stream (a `cdc` extract's "
+        "output) the same way in one snapshot: per key its last change, deletes removed, an "
+        "unchanged TOASTed value read from the file it is rewritten out of; after a truncate "
+        "(a snapshot starts with one) the table becomes the upserts. A lost commit race is "
+        "retried like any transient error.",
         """\
 load:
   input: daily_orders

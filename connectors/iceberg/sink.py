@@ -16,6 +16,7 @@ table file and the input, never the table.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from connectors.base import ConnectorContext, SinkResult
+from connectors.changes import check_stream, keep_column, net_sql, table_columns
 from connectors.iceberg.catalog import (
     Load,
     arrow_schema,
@@ -38,13 +40,15 @@ from connectors.iceberg.config import IcebergSink
 from connectors.state import with_changes
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
+from engine.core.sqltext import quote_identifier
 from engine.core.tables import InputTable
 
 if TYPE_CHECKING:
+    import duckdb
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table, Transaction
 
-from connectors.iceberg.files import data_files, input_reader
+from connectors.iceberg.files import cast_reader, data_files, input_reader
 from connectors.iceberg.merge import check_merge_input, merge_files
 from connectors.iceberg.schema import arrow_schema_of, evolve_schema, partition_spec
 
@@ -101,6 +105,9 @@ def _write(
                 done.update(metadata=table.metadata_location, snapshot_id=snapshot)
             return SinkResult(done_rows, label, done, ctx.pending_watermarks)
         connection.execute(f"create view arrowline_input as select * from {source.duckdb_source()}")
+        stream = source
+        if config.mode == "apply":  # arrowline_input: the net changes; the table's columns
+            source, keeps, truncated = _net_changes(connection, source, config)
         if config.mode == "merge":
             check_merge_input(source, config, connection, arrow_schema(table) if table else None)
         given = storable_schema(source.schema)
@@ -126,6 +133,8 @@ def _write(
             staged = tx._table  # the table being created, with its FileIO
             within = config.predicate if config.mode == "replace" else None
             rows = input_reader(source, arrow_schema_of(tx), within)
+            if config.mode == "apply":
+                rows = _upserts(connection, arrow_schema_of(tx))
             _append(tx, staged.io, rows, snapshot_properties)
         else:
             tx = table.transaction()
@@ -137,6 +146,14 @@ def _write(
             if config.mode in ("append", "replace"):
                 within = config.predicate if config.mode == "replace" else None
                 _append(tx, table.io, input_reader(source, schema, within), snapshot_properties)
+            elif config.mode == "apply" and truncated:  # after a truncate: only the upserts
+                if table.current_snapshot() is not None:
+                    tx.delete(parse_condition("true", "predicate"), snapshot_properties)
+                _append(tx, table.io, _upserts(connection, schema), snapshot_properties)
+            elif config.mode == "apply":
+                metrics = merge_files(
+                    tx, table, source, config, schema, connection, snapshot_properties, keeps
+                )
             else:
                 metrics = merge_files(
                     tx, table, source, config, schema, connection, snapshot_properties
@@ -160,7 +177,45 @@ def _write(
             details["snapshot_id"] = committed.current_snapshot().snapshot_id  # type: ignore[union-attr]
     if changes:
         details["schema_changes"] = changes
-    return SinkResult(source.num_rows, label, details, ctx.pending_watermarks)
+    return SinkResult(stream.num_rows, label, details, ctx.pending_watermarks)
+
+
+def _net_changes(
+    connection: duckdb.DuckDBPyConnection, stream: InputTable, config: IcebergSink
+) -> tuple[InputTable, dict[str, str], bool]:
+    """Reduce the change stream to its net changes (connectors.changes) as `arrowline_input`:
+    the input with the table's columns only, the keep flags set somewhere (column -> flag),
+    and whether a truncate came first."""
+    check_stream(stream.schema.names, config.keys, stream.task_id)
+    connection.execute("alter view arrowline_input rename to arrowline_changes")
+    connection.execute(
+        "create temp table arrowline_net as "
+        + net_sql("arrowline_changes", stream.schema, config.keys)
+    )
+    connection.execute("create view arrowline_input as select * from arrowline_net")
+    columns = table_columns(stream.schema)
+    flags = {c: keep_column(i) for i, c in enumerate(columns) if c not in config.keys}
+    found = connection.execute(
+        "select coalesce(bool_or(_truncated), false)"
+        + "".join(f", coalesce(bool_or({flag}), false)" for flag in flags.values())
+        + " from arrowline_net"
+    ).fetchall()[0]
+    keeps = {c: flag for (c, flag), used in zip(flags.items(), found[1:], strict=True) if used}
+    shaped = dataclasses.replace(
+        stream, schema=pa.schema([f for f in stream.schema if f.name in columns])
+    )
+    return shaped, keeps, bool(found[0])
+
+
+def _upserts(connection: duckdb.DuckDBPyConnection, schema: pa.Schema) -> pa.RecordBatchReader:
+    """The net changes' upserts in the table's shape (nothing to carry: a new table, or all
+    after a truncate); a table column the stream lacks is NULL."""
+    have = {row[0] for row in connection.execute("describe arrowline_input").fetchall()}
+    listed = ", ".join(
+        quote_identifier(n) if n in have else f"null as {quote_identifier(n)}" for n in schema.names
+    )
+    rows = connection.sql(f"select {listed} from arrowline_input where _op <> 'delete'")
+    return cast_reader(rows.to_arrow_reader(65_536), schema)
 
 
 def _create(catalog: Catalog, config: IcebergSink, given: pa.Schema) -> Transaction:
