@@ -18,6 +18,7 @@ from connectors.base import (
     SinkResult,
     SinkState,
 )
+from connectors.changes import CHANGE_COLUMNS
 from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
 from connectors.postgres.reference import SECTIONS
 from engine.core.config import ConfigModel
@@ -83,6 +84,7 @@ class PostgresConnector(Connector):
             dialect=self.capabilities.sqlglot_dialect,
             default_schema="public",
             database=database,
+            generated=CHANGE_COLUMNS if getattr(config, "cdc", None) is not None else (),
         )
 
     def open(self, config: ConfigModel, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:

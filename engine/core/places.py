@@ -33,6 +33,9 @@ class Place:
     """The schema an unqualified table is in (`public`, `main`), for dataset names."""
     database: str | None = None
     """The database that prefixes dataset names (`sales` -> `sales.public.orders`)."""
+    generated: tuple[str, ...] = ()
+    """Columns a source makes itself, no column of its table (a change stream's `_op`,
+    `_lsn`, ...): lineage gives them no upstream column."""
 
     @property
     def label(self) -> str:

@@ -200,6 +200,8 @@ class Extract:
         graph = LineageGraph(external={task.id: place.label})
         if place.query is None:
             for column in sql_columns(schemas[task.id]):
+                if column in place.generated:
+                    continue
                 source = f"{place.label}::{column}"
                 graph.edges.append(LineageEdge(f"{task.id}.{column}", source, "value"))
             return graph

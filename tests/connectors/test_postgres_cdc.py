@@ -623,6 +623,11 @@ def test_the_example_keeps_a_history_and_a_copy_of_the_source_table(
     assert copy == sorted(source.rows("select id, status, note from orders"))
     assert history == 1 + 100 + 50 + 10 + 1  # the snapshot's truncate, rows, changes
     ok(cli("cdc", "status", "pipeline.yaml"))
+    traced = cli("lineage", "pipeline.yaml", "orders.status", "--upstream")
+    assert "postgres:source#public.orders::status" in traced.stdout
+    made = cli("lineage", "pipeline.yaml", "order_history._op", "--upstream")
+    assert "order_changes._op" in made.stdout
+    assert "::_op" not in made.stdout  # the change stream's own column, not the table's
 
 
 def test_a_slot_the_server_invalidated_fails_the_run_and_says_how_to_start_over(
