@@ -32,7 +32,7 @@ __all__ = ["Alert", "AlertSender"]
 class Alert:
     pipeline: str
     kind: str
-    """failure, dead_letter, quarantine, sla or freshness."""
+    """failure, dead_letter, quarantine, sla, freshness or source."""
     subject: str
     """What it is about: a run id, a task, an interval; with kind and pipeline, the dedup key."""
     message: str

@@ -436,6 +436,11 @@ class Scheduler:
                     ),
                     spec,
                 )
+        for task_id in result.tasks if result is not None else ():
+            row = self.store.task_run(active.run_id, task_id)
+            said = (row.details or {}).get("alert") if row is not None else None
+            if said:  # a source's own warning (a replication slot keeping too much WAL)
+                self.alerts.send(self._alert(loaded.name, "source", task_id, str(said)), spec)
         for letter in self.store.dead_letters(loaded.name, status="open"):
             if letter.id in self._alerted_letters or letter.run_id != active.run_id:
                 continue

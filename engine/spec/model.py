@@ -230,9 +230,13 @@ class AlertsSpec(ConfigModel):
         None, description="Shell command run per alert, the alert as JSON on its stdin."
     )
     log: bool = Field(True, description="Also write each alert as a log line.")
-    on: tuple[Literal["failure", "dead_letter", "quarantine", "sla", "freshness"], ...] = Field(
-        ("failure", "dead_letter", "quarantine", "sla", "freshness"),
-        description="The kinds of alert to send.",
+    on: tuple[
+        Literal["failure", "dead_letter", "quarantine", "sla", "freshness", "source"], ...
+    ] = Field(
+        ("failure", "dead_letter", "quarantine", "sla", "freshness", "source"),
+        description="The kinds of alert to send. source: what an extract found at its source "
+        "and said in its task details (a replication slot keeping more WAL than its "
+        "max_retained_wal).",
     )
     quarantine_above: int = Field(
         0, ge=0, description="Alert when a run quarantines more rows than this."

@@ -888,3 +888,28 @@ def test_apply_into_an_iceberg_table_keeps_a_copy_of_the_source(
     source.execute("insert into items values (7, 7, 'seven', 'added')")
     ok(cli("run", "pipeline.yaml"))
     assert table_rows() == [{"id": 7, "qty": 7, "big": "seven", "note": "added"}]
+
+
+def test_the_scheduler_alerts_when_a_slot_keeps_more_wal_than_allowed(
+    source: Source, project: Path
+) -> None:
+    from engine.scheduling.scheduler import Scheduler, SchedulerSettings
+    from engine.tasks import run_task
+    from tests.engine.scheduling.test_scheduler import T0, Clock, settle
+
+    source.execute("create table items (id int primary key)")
+    write_pipeline(project, "watched", cdc="{max_retained_wal: 1B}", apply=False)
+    text = (project / "pipeline.yaml").read_text()
+    (project / "pipeline.yaml").write_text(text.replace("tasks:", "alerts: {log: true}\ntasks:", 1))
+    scheduler = Scheduler(project, SchedulerSettings(runner=run_task, file_scan_every=0), Clock(T0))
+    try:
+        assert scheduler.try_lead()
+        for _ in range(2):  # the second run finds the slot its first run made
+            source.execute("insert into items select coalesce(max(id), 0) + 1 from items")
+            scheduler.store.request_run("watched", str(project / "pipeline.yaml"), {}, "manual")
+            settle(scheduler)
+        (alert,) = [a for a in scheduler.alerts.sent if a.kind == "source"]
+        assert alert.subject == "changes"
+        assert "more than max_retained_wal (1 B)" in alert.message
+    finally:
+        scheduler.close()
