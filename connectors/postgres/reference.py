@@ -103,7 +103,8 @@ incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
         "the source are mapped by name onto the table's columns when the run starts; the "
         "load's `schema_change` decides. A slot that is gone, invalidated, or moved past the "
         "committed position by another consumer fails the task: `arrowline state reset "
-        "PIPELINE TASK` starts over from a new snapshot. `arrowline cdc status PIPELINE` shows "
+        "PIPELINE TASK --yes` starts over from a new snapshot (asked first without --yes). "
+        "`arrowline cdc status PIPELINE` shows "
         "each slot's position, lag and retained WAL. One slot per CDC task.",
         """extract:
   from: postgres

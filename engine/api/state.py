@@ -25,6 +25,7 @@ from engine.state.db import CatalogLocation
 
 __all__ = [
     "StateRow",
+    "change_streams",
     "parse_value",
     "reset_state",
     "set_state",
@@ -218,4 +219,20 @@ def source_status(
     finally:
         if catalog is not None:
             catalog.close()
+    return found
+
+
+def change_streams(definition: Definition, task_id: str | None = None) -> list[str]:
+    """The extracts (of `task_id`, or all) that read a change stream: resetting one makes its
+    next run read the whole table again, starting its source over (a new replication slot)."""
+    from connectors.base import NamingContext
+
+    plan = build_plan(definition)
+    found = []
+    for task in plan.tasks:
+        owner, config = task.spec.connector, task.spec.extract
+        if owner is None or config is None or (task_id is not None and task.id != task_id):
+            continue
+        if owner.place(config, NamingContext(plan.base_dir)).generated:
+            found.append(task.id)
     return found

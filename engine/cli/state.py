@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.common import errors, find_project, out, pipeline_argument, project_option
+from engine.cli.common import (
+    EXIT_FAILED,
+    errors,
+    find_project,
+    out,
+    pipeline_argument,
+    project_option,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -95,10 +103,27 @@ def state_set(
 @state.command("reset")
 @pipeline_argument
 @click.argument("task", required=False)
+@click.option("--yes", is_flag=True, help="Reset a change-capture extract without asking.")
 @project_option
-def state_reset(pipeline: str, task: str | None, project_dir: Path | None) -> None:
-    """Forget watermarks (one extract's, or all): the next run reads everything."""
+def state_reset(pipeline: str, task: str | None, yes: bool, project_dir: Path | None) -> None:
+    """Forget watermarks (one extract's, or all): the next run reads everything. A
+    change-capture extract then also drops its replication slot and reads the table again
+    from a new one: asked first, or --yes."""
+    from engine.api.state import change_streams
+    from engine.core.errors import ParameterError
+
     with errors(), find_project(project_dir) as project:
+        streams = change_streams(project.definition(pipeline), task)
+        if streams and not yes:
+            said = (
+                f"{', '.join(streams)} read a change stream: their next run drops the "
+                "replication slot and reads the table again (a snapshot that replaces what "
+                "their loads hold)"
+            )
+            if not sys.stdin.isatty():
+                raise ParameterError(said, hint="pass --yes to reset them")
+            if not click.confirm(said + ". Reset?", default=False, err=True):
+                raise SystemExit(EXIT_FAILED)
         changed = project.reset_watermarks(pipeline, task)
     for line in changed:
         out.print(f"reset {line}")

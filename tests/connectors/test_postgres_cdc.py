@@ -371,7 +371,10 @@ def test_a_slot_moved_past_the_committed_position_is_refused_and_a_reset_starts_
     result = cli("run", "pipeline.yaml")
     assert result.exit_code == 1
     assert "past the position the loads committed" in result.stderr
-    ok(cli("state", "reset", "pipeline.yaml", "changes"))
+    refused = cli("state", "reset", "pipeline.yaml", "changes")
+    assert refused.exit_code == 2
+    assert "pass --yes" in refused.stderr
+    ok(cli("state", "reset", "pipeline.yaml", "changes", "--yes"))
     ok(cli("run", "pipeline.yaml"))
     assert [(c["_op"], c["id"]) for c in log(project)][-1] == ("snapshot", 1)
 
@@ -662,7 +665,10 @@ def test_a_slot_the_server_invalidated_fails_the_run_and_says_how_to_start_over(
         source.execute(
             "alter system reset max_slot_wal_keep_size", "select pg_reload_conf()", uri=admin
         )
-    ok(cli("state", "reset", "pipeline.yaml", "changes"))
+    refused = cli("state", "reset", "pipeline.yaml", "changes")
+    assert refused.exit_code == 2
+    assert "pass --yes" in refused.stderr
+    ok(cli("state", "reset", "pipeline.yaml", "changes", "--yes"))
     ok(cli("run", "pipeline.yaml"))  # a new slot, a new snapshot
     assert len(log(project, "_op = 'snapshot'")) == 20000
 

@@ -228,7 +228,7 @@ def check_slot(slot: SlotState, server: ResolvedPostgres) -> None:
         raise CdcError(
             f"replication slot {slot.name!r} was invalidated: the server removed WAL it still "
             "needed (max_slot_wal_keep_size), so changes were lost",
-            hint="`arrowline state reset PIPELINE TASK` drops the slot and reads the "
+            hint="`arrowline state reset PIPELINE TASK --yes` drops the slot and reads the "
             "table again from a new snapshot",
         )
     if slot.active:

@@ -117,7 +117,7 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
                 raise CdcError(
                     f"replication slot {slot_name!r} is gone, so the changes after "
                     f"{lsn_text(int(ctx.watermark.cursor))} cannot be read",
-                    hint="`arrowline state reset PIPELINE TASK` reads the table again "
+                    hint="`arrowline state reset PIPELINE TASK --yes` reads the table again "
                     "from a new snapshot",
                 )
             check_slot(slot, server)

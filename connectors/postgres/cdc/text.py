@@ -55,7 +55,7 @@ def _fail(column: str, target: pa.DataType, values: pa.Array, cast: Convert) -> 
     return DataError(
         f"column {column!r}: the change holds {bad!r}, which is not a {target} value",
         hint="the change stays in the slot, and every run stops at it until the column is "
-        "left out of the extract with `columns:` (then `arrowline state reset PIPELINE TASK` "
+        "left out of the extract with `columns:` (then `arrowline state reset PIPELINE TASK --yes` "
         "brings it back from a new snapshot once the value is gone); change capture reads no "
         "infinity, BC or year-10000 dates, money, multi-dimensional arrays or NaN decimals",
     )
