@@ -188,7 +188,7 @@ def _arrowline(out: Path, rows: int, apply: bool) -> dict[str, Any]:
     # the apply load keeps its watermark in this database: it would point at a dropped slot
     arrowline = [sys.executable, "-m", "engine"]
     project = ["--project-dir", str(out)]
-    subprocess.run([*arrowline, "state", "reset", str(path), *project], check=True)
+    subprocess.run([*arrowline, "state", "reset", str(path), "--yes", *project], check=True)
     # The first run, a snapshot, makes the slot (and fills the copy): in a process of its own,
     # so this one's peak RSS is the change run's.
     subprocess.run([*arrowline, "run", str(path), *project], check=True, capture_output=True)
