@@ -7,7 +7,7 @@ other unknown types as opaque bytes, and INTERVAL as month_day_nano, which Parqu
     numeric(p,s)     -> decimal128(p,s) (decimal256 above 38 digits), exact
     numeric          -> the source's `unconstrained_numeric` (default decimal(38,9); a value
                         that does not fit fails the task, it is never rounded)
-    enum, other text -> string
+    enum, other text -> string (read as their text: see numeric_rewrite)
     interval         -> duration[us], months counted as 30 days (PostgreSQL's own EXTRACT(EPOCH)
                         convention; exact for intervals without months)
     uuid, json(b)    -> arrow.uuid, arrow.json (kept: Parquet, DuckDB and ADBC all know them)
@@ -218,13 +218,34 @@ class SourceConversion:
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
 
-def numeric_rewrite(schema: pa.Schema, sql: str) -> tuple[str, dict[str, pa.DataType]]:
-    """Ask the server for NUMERIC(p,s) with p <= 18 as (value * 10^s)::bigint.
+def _opaque_name(data_type: pa.DataType) -> str | None:
+    """The PostgreSQL type name of an opaque column (one ADBC has no Arrow type for)."""
+    if isinstance(data_type, pa.BaseExtensionType) and data_type.extension_name == "arrow.opaque":
+        return str(data_type.type_name)
+    return None
 
-    ADBC turns every NUMERIC into text, which then has to be parsed again; a bigint comes over
-    in 8 bytes and is exactly the decimal's unscaled value. Reading a table with one such column
-    goes about 1.5x faster. Columns with more digits keep the text path; a query with two
-    columns of the same name is left as it is (its columns cannot be named from outside).
+
+def _output_text(value: str) -> str:
+    """The value as its type's output function writes it, NULL kept: `format('%s', ...)`,
+    because a cast to text is not always that (inet::text adds a /32 to a host address)."""
+    return f"case when {value} is null then null else format('%s', {value}) end"
+
+
+def numeric_rewrite(schema: pa.Schema, sql: str) -> tuple[str, dict[str, pa.DataType]]:
+    """Ask the server for each column in the form that reads fastest and right.
+
+    NUMERIC(p,s) with p <= 18 as (value * 10^s)::bigint: ADBC turns every NUMERIC into text,
+    which then has to be parsed again; a bigint comes over in 8 bytes and is exactly the
+    decimal's unscaled value (a table with one such column reads about 1.5x faster).
+
+    Types ADBC does not know (inet, cidr, macaddr, hstore, ltree, point, timetz, ranges, ...,
+    and arrays of them) as text, as psql shows them: ADBC hands their binary wire form over
+    as opaque bytes, which are no text (an inet came out as '\x02\x08...', a point failed as
+    invalid UTF-8).
+    Enums and other types whose wire form is their text read the same either way.
+
+    Columns with more digits keep the text path; a query with two columns of the same name
+    is left as it is (its columns cannot be named from outside).
     """
     from engine.core.sqltext import quote_identifier
 
@@ -233,24 +254,35 @@ def numeric_rewrite(schema: pa.Schema, sql: str) -> tuple[str, dict[str, pa.Data
         return sql, {}
     scaled: dict[str, pa.DataType] = {}
     columns = []
+    rewritten = False
     for field in schema:
         quoted = quote_identifier(field.name)
         data_type = field.type
-        is_numeric = (
-            isinstance(data_type, pa.BaseExtensionType)
-            and data_type.extension_name == "arrow.opaque"
-            and data_type.type_name == "numeric"
-        )
+        opaque = _opaque_name(data_type)
+        element = _opaque_name(data_type.value_type) if pa.types.is_list(data_type) else None
         typmod = _typmod(field)
-        if is_numeric and typmod >= 4:
+        if opaque == "numeric" and typmod >= 4:
             precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
             if 1 <= precision <= 18:
                 factor = f" * 1{'0' * scale}" if scale else ""
                 columns.append(f"({quoted}{factor})::int8 as {quoted}")
                 scaled[field.name] = pa.decimal128(precision, scale)
+                rewritten = True
                 continue
+        if opaque is not None and opaque != "numeric":
+            columns.append(f"{_output_text(quoted)} as {quoted}")
+            rewritten = True
+            continue
+        if element is not None and element != "numeric":
+            each = _output_text("e")
+            columns.append(
+                f"case when {quoted} is null then null else "
+                f"array(select {each} from unnest({quoted}) as e) end as {quoted}"
+            )
+            rewritten = True
+            continue
         columns.append(quoted)
-    if not scaled:
+    if not rewritten:
         return sql, {}
     return f"select {', '.join(columns)} from ({sql}) as arrowline_numeric", scaled
 

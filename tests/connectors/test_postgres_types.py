@@ -68,6 +68,15 @@ COLUMNS = {
         [Decimal("1.50"), Decimal("2.25")],
     ),
     "e": ("{schema}.mood", "'happy'", pa.string(), "happy"),
+    # Types ADBC has no Arrow type for arrive as their text, as psql shows it (their binary
+    # wire form came out as bytes posing as text, or failed as invalid UTF-8).
+    "ip": ("inet", "'10.0.0.1'", pa.string(), "10.0.0.1"),
+    "net": ("cidr", "'10.1.0.0/16'", pa.string(), "10.1.0.0/16"),
+    "mac": ("macaddr", "'08:00:2b:01:02:03'", pa.string(), "08:00:2b:01:02:03"),
+    "pt": ("point", "'(1.5,2)'", pa.string(), "(1.5,2)"),
+    "ttz": ("timetz", "'12:00:00+02'", pa.string(), "12:00:00+02"),
+    "rng": ("int4range", "'[1,5)'", pa.string(), "[1,5)"),
+    "aip": ("inet[]", "'{10.0.0.2,NULL}'", pa.list_(pa.string()), ["10.0.0.2", None]),
 }
 
 
