@@ -45,7 +45,8 @@ DATA = Path(__file__).resolve().parents[1] / ".data"
 NAMES = ["server/decode", "arrowline/read", "arrowline/apply", "handwritten/merge"]
 SLOT = "bench_cdc"
 PIPELINE = "pg_cdc"
-TASK_SLOT = "arrowline_pg_cdc_changes"
+TASK_SLOT = "arrowline_pg_cdc_changes_5d15e9bd"
+"""The slot arrowline's extract makes (connectors.postgres.cdc.source.default_slot)."""
 COLUMNS = "id bigint primary key, qty int, amount numeric(12,2), name text, updated_at timestamptz"
 
 

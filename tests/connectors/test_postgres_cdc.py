@@ -919,3 +919,16 @@ def test_the_scheduler_alerts_when_a_slot_keeps_more_wal_than_allowed(
         assert "more than max_retained_wal (1 B)" in alert.message
     finally:
         scheduler.close()
+
+
+def test_default_slot_names_of_different_tasks_never_collide() -> None:
+    from benchmarks.workloads.pg_cdc import PIPELINE, TASK_SLOT
+    from connectors.postgres.cdc.source import default_slot
+
+    assert default_slot("errs", "changes") == "arrowline_errs_changes"
+    assert default_slot("x", "y_z") != default_slot("x_y", "z")
+    assert default_slot("Orders-2", "a") != default_slot("orders_2", "a")
+    long = default_slot("p" * 60, "t" * 60)
+    assert len(long) <= 63
+    assert long != default_slot("p" * 60, "t" * 59)
+    assert default_slot(PIPELINE, "changes") == TASK_SLOT

@@ -76,11 +76,15 @@ META = pa.schema(
 
 
 def default_slot(pipeline: str, task: str) -> str:
-    """`arrowline_<pipeline>_<task>`, in the letters a slot name may have, at most 63."""
-    name = re.sub(r"[^a-z0-9_]", "_", f"arrowline_{pipeline}_{task}".lower())
-    if len(name) <= 63:
+    """`arrowline_<pipeline>_<task>`, in the letters a slot name may have, at most 63. When a
+    name has an underscore or a letter a slot cannot have, a hash of both names follows: the
+    pipeline `x` with task `y_z` and the pipeline `x_y` with task `z` must not share a slot."""
+    plain = f"arrowline_{pipeline}_{task}".lower()
+    name = re.sub(r"[^a-z0-9_]", "_", plain)
+    ambiguous = "_" in pipeline or "_" in task or name != plain
+    if not ambiguous and len(name) <= 63:
         return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    digest = hashlib.sha1(f"{pipeline}\0{task}".encode()).hexdigest()[:8]
     return f"{name[:54]}_{digest}"
 
 
