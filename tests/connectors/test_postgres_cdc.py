@@ -932,3 +932,21 @@ def test_default_slot_names_of_different_tasks_never_collide() -> None:
     assert len(long) <= 63
     assert long != default_slot("p" * 60, "t" * 59)
     assert default_slot(PIPELINE, "changes") == TASK_SLOT
+
+
+def test_a_first_run_whose_snapshot_cannot_start_leaves_no_slot_behind(
+    source: Source, project: Path, cli: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connectors.postgres.source as plain
+    from engine.core.errors import DataError
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise DataError("the snapshot read could not start")  # after the slot was made
+
+    source.execute("create table items (id int primary key)")
+    write_pipeline(project, "nostart", apply=False)
+    monkeypatch.setattr(plain, "open_postgres", refuse)
+    result = cli("run", "pipeline.yaml")
+    assert result.exit_code == 1
+    assert "the snapshot read could not start" in result.stderr
+    assert source.slot("arrowline_nostart_changes") is None  # no WAL kept for nobody

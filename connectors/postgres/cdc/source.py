@@ -24,6 +24,7 @@ policy sees, and reports, each column that differs from its target.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
@@ -142,8 +143,13 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
                 what="cannot read the server's WAL position",
             )
     if ctx.watermark is None:
-        with exported_slot(server, slot_name) as (point, snapshot):
-            readers = open_postgres(config, ctx, snapshot=snapshot)
+        try:
+            with exported_slot(server, slot_name) as (point, snapshot):
+                readers = open_postgres(config, ctx, snapshot=snapshot)
+        except BaseException:  # a slot no run will read would keep WAL until the next run
+            with contextlib.suppress(Exception), Session(server, autocommit=True) as session:
+                drop(session, slot_name)
+            raise
         ctx.reached = Watermark(point - 1)
         return [_snapshot_rows(r, point - 1, first=i == 0) for i, r in enumerate(readers)]
     changes = _Changes(config, ctx, server, table, columns, slot_name, publication, int(upto))
