@@ -18,17 +18,39 @@ directly, the PostgreSQL sink stages its result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pyarrow as pa
 
 from engine.core.errors import DataError
 from engine.core.sqltext import quote_identifier, sql_literal
+from engine.core.tables import InputTable
 
-__all__ = ["CHANGE_COLUMNS", "DELETE", "check_stream", "keep_column", "net_sql", "table_columns"]
+__all__ = [
+    "CHANGE_COLUMNS",
+    "CHANGE_SCHEMA",
+    "DELETE",
+    "check_stream",
+    "keep_column",
+    "net_sql",
+    "table_columns",
+    "table_input",
+]
 
-CHANGE_COLUMNS = ("_op", "_lsn", "_seq", "_xid", "_commit_ts", "_unchanged_toast")
-"""The columns a change carries besides the table's (connectors.postgres.cdc.source.META)."""
+CHANGE_SCHEMA = pa.schema(
+    [
+        pa.field("_op", pa.string(), nullable=False),
+        pa.field("_lsn", pa.int64(), nullable=False),
+        pa.field("_seq", pa.int64(), nullable=False),
+        pa.field("_xid", pa.int64()),
+        pa.field("_commit_ts", pa.timestamp("us", "UTC")),
+        pa.field("_unchanged_toast", pa.list_(pa.string())),
+    ]
+)
+"""The columns a change carries besides the table's, in this order, after them."""
+
+CHANGE_COLUMNS = tuple(CHANGE_SCHEMA.names)
 
 DELETE = "delete"
 
@@ -45,6 +67,14 @@ def check_stream(names: Sequence[str], keys: Sequence[str], task: str) -> None:
     absent = [k for k in keys if k not in names]
     if absent:
         raise DataError(f"apply keys {absent} are not columns of the change stream")
+
+
+def table_input(stream: InputTable, keys: Sequence[str]) -> InputTable:
+    """A change stream checked (check_stream), as the table it describes: the same files,
+    the table's columns only (what a sink fits its target to)."""
+    check_stream(stream.schema.names, keys, stream.task_id)
+    kept = [f for f in stream.schema if f.name not in CHANGE_COLUMNS]
+    return dataclasses.replace(stream, schema=pa.schema(kept))
 
 
 def table_columns(schema: pa.Schema) -> list[str]:

@@ -21,14 +21,13 @@ column is written as NULLs.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from connectors.base import ConnectorContext, SinkResult
-from connectors.changes import CHANGE_COLUMNS, check_stream
+from connectors.changes import table_input
 from connectors.delta.config import DeltaSink
 from connectors.delta.table import (
     LEDGER_KEY,
@@ -286,9 +285,7 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
             return SinkResult(done_rows, label, done, ctx.pending_watermarks)
         stream = source
         if config.mode == "apply":  # the table has the change's table columns
-            check_stream(source.schema.names, config.keys, source.task_id)
-            kept = [f for f in source.schema if f.name not in CHANGE_COLUMNS]
-            source = dataclasses.replace(source, schema=pa.schema(kept))
+            source = table_input(source, config.keys)
         if config.mode == "merge":
             _check_keys(source, config, arrow_schema(table) if table is not None else None)
         schema, widen, changes = _fit(table, source, config, label)

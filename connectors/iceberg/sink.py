@@ -16,7 +16,6 @@ table file and the input, never the table.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from connectors.base import ConnectorContext, SinkResult
-from connectors.changes import check_stream, keep_column, net_sql, table_columns
+from connectors.changes import keep_column, net_sql, table_input
 from connectors.iceberg.catalog import (
     Load,
     arrow_schema,
@@ -186,14 +185,14 @@ def _net_changes(
     """Reduce the change stream to its net changes (connectors.changes) as `arrowline_input`:
     the input with the table's columns only, the keep flags set somewhere (column -> flag),
     and whether a truncate came first."""
-    check_stream(stream.schema.names, config.keys, stream.task_id)
+    shaped = table_input(stream, config.keys)
     connection.execute("alter view arrowline_input rename to arrowline_changes")
     connection.execute(
         "create temp table arrowline_net as "
         + net_sql("arrowline_changes", stream.schema, config.keys)
     )
     connection.execute("create view arrowline_input as select * from arrowline_net")
-    columns = table_columns(stream.schema)
+    columns = shaped.schema.names
     flags = {c: keep_column(i) for i, c in enumerate(columns) if c not in config.keys}
     found = connection.execute(
         "select coalesce(bool_or(_truncated), false)"
@@ -201,9 +200,6 @@ def _net_changes(
         + " from arrowline_net"
     ).fetchall()[0]
     keeps = {c: flag for (c, flag), used in zip(flags.items(), found[1:], strict=True) if used}
-    shaped = dataclasses.replace(
-        stream, schema=pa.schema([f for f in stream.schema if f.name in columns])
-    )
     return shaped, keeps, bool(found[0])
 
 

@@ -22,7 +22,6 @@ to a stage first and `INSERT ... SELECT` casts them in SQL.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import ConnectorContext, SinkResult
-from connectors.changes import CHANGE_COLUMNS, DELETE, check_stream, keep_column, net_sql
+from connectors.changes import DELETE, keep_column, net_sql, table_input
 from connectors.evolution import Column, diff, replacing_policy
 from connectors.keys import check_merge_keys
 from connectors.postgres.config import PostgresSink
@@ -322,9 +321,7 @@ def write_postgres(
     schema_name, _ = split_table(config.table)
     stream = source
     if config.mode == "apply":  # the target has the table's columns, not the change's
-        check_stream(source.schema.names, config.keys, source.task_id)
-        kept = [f for f in source.schema if f.name not in CHANGE_COLUMNS]
-        source = dataclasses.replace(source, schema=pa.schema(kept))
+        source = table_input(source, config.keys)
     rows = _Batches(source, ctx)
     details: dict[str, Any] = {"mode": config.mode}
     target = f"postgres:{server.name}#{config.table}"

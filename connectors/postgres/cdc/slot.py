@@ -77,7 +77,8 @@ class TableInfo:
     schema: str
     name: str
     key: tuple[str, ...]
-    """The replica identity's columns: what a delete carries (all columns for FULL)."""
+    """The primary key (else the replica identity index): what a delete carries; `("*",)`
+    for REPLICA IDENTITY FULL without a primary key."""
 
 
 def table_info(session: Session, table: str) -> TableInfo:

@@ -35,6 +35,7 @@ import pyarrow as pa
 from loguru import logger
 
 from connectors.base import ConnectorContext
+from connectors.changes import CHANGE_SCHEMA
 from connectors.postgres.cdc.pgoutput import Chunk, Decoder
 from connectors.postgres.cdc.slot import (
     CdcError,
@@ -61,19 +62,7 @@ from engine.core.sizes import format_bytes
 from engine.core.sqltext import sql_literal
 from engine.core.watermark import Watermark
 
-__all__ = ["META", "default_slot", "open_cdc", "release", "status"]
-
-META = pa.schema(
-    [
-        pa.field("_op", pa.string(), nullable=False),
-        pa.field("_lsn", pa.int64(), nullable=False),
-        pa.field("_seq", pa.int64(), nullable=False),
-        pa.field("_xid", pa.int64()),
-        pa.field("_commit_ts", pa.timestamp("us", "UTC")),
-        pa.field("_unchanged_toast", pa.list_(pa.string())),
-    ]
-)
-"""The columns a change carries besides the table's, in this order, after them."""
+__all__ = ["default_slot", "open_cdc", "release", "status"]
 
 
 def default_slot(pipeline: str, task: str) -> str:
@@ -162,32 +151,23 @@ def _snapshot_rows(
     """The table's rows as `snapshot` changes, after (in the first stream) a `truncate`: what
     a sink held before, from an earlier snapshot and its changes, is replaced, deleted rows
     included (a full refresh, a reset, a first run that one load did not finish)."""
-    schema = pa.schema([*reader.schema, *META])
+    schema = pa.schema([*reader.schema, *CHANGE_SCHEMA])
+
+    def stamped(columns: list[pa.Array], count: int, op: str, seq: int) -> pa.RecordBatch:
+        values = [op, position, seq, None, None, None]  # no transaction: _xid ... NULL
+        meta = [
+            pa.repeat(pa.scalar(v, f.type), count)
+            for f, v in zip(CHANGE_SCHEMA, values, strict=True)
+        ]
+        return pa.RecordBatch.from_arrays([*columns, *meta], schema=schema)
 
     def batches() -> Iterator[pa.RecordBatch]:
         if first:
             marker = [pa.nulls(1, field.type) for field in reader.schema]
-            meta = [
-                pa.array(["truncate"]),
-                pa.array([position], pa.int64()),
-                pa.array([0], pa.int64()),
-                pa.nulls(1, pa.int64()),
-                pa.nulls(1, pa.timestamp("us", "UTC")),
-                pa.nulls(1, pa.list_(pa.string())),
-            ]
-            yield pa.RecordBatch.from_arrays([*marker, *meta], schema=schema)
+            yield stamped(marker, 1, "truncate", 0)
         for batch in reader:
             fault_point("cdc.snapshot_read")  # the slot exists, no row committed anywhere
-            count = batch.num_rows
-            meta = [
-                pa.repeat(pa.scalar("snapshot"), count),
-                pa.repeat(pa.scalar(position, pa.int64()), count),
-                pa.repeat(pa.scalar(1, pa.int64()), count),  # after the truncate
-                pa.nulls(count, pa.int64()),
-                pa.nulls(count, pa.timestamp("us", "UTC")),
-                pa.nulls(count, pa.list_(pa.string())),
-            ]
-            yield pa.RecordBatch.from_arrays([*batch.columns, *meta], schema=schema)
+            yield stamped(batch.columns, batch.num_rows, "snapshot", 1)  # after the truncate
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 
@@ -208,12 +188,13 @@ class _Changes:
     ) -> None:
         self.config, self.ctx, self.server, self.table = config, ctx, server, table
         self.columns, self.slot, self.publication, self.upto = columns, slot, publication, upto
-        self.schema = pa.schema([*columns, *META])
+        self.schema = pa.schema([*columns, *CHANGE_SCHEMA])
         self.converters: dict[str, Convert] = {f.name: converter(f.name, f.type) for f in columns}
+        assert config.cdc is not None
+        self.limit = config.cdc.max_changes
 
     def _sql(self) -> str:
-        assert self.config.cdc is not None
-        limit = self.config.cdc.max_changes
+        limit = self.limit
         return (
             "select (lsn - '0/0'::pg_lsn)::int8 as lsn, data from "
             f"pg_logical_slot_peek_binary_changes({sql_literal(self.slot)}, "
@@ -249,9 +230,7 @@ class _Changes:
             if unregister:
                 unregister()
             session.close()
-        assert self.config.cdc is not None
-        limit = self.config.cdc.max_changes
-        if limit and messages >= limit:  # stopped at a transaction's end before upto
+        if self.limit and messages >= self.limit:  # stopped at a transaction's end
             if decoder.last_commit is not None:
                 self.ctx.reached = Watermark(decoder.last_commit)
         else:
@@ -309,10 +288,18 @@ def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark)
             advance(session, slot_name, int(watermark.cursor) + 1)
 
 
-def _warn_retained(config: PostgresSource, ctx: ConnectorContext, slot: SlotState | None) -> None:
+def _over_limit(config: PostgresSource, slot: SlotState | None) -> int | None:
+    """`max_retained_wal` when the slot keeps more WAL than that, else None."""
     assert config.cdc is not None
     limit = config.cdc.max_retained_wal
     if slot is None or limit is None or slot.retained_bytes <= limit:
+        return None
+    return limit
+
+
+def _warn_retained(config: PostgresSource, ctx: ConnectorContext, slot: SlotState | None) -> None:
+    limit = _over_limit(config, slot)
+    if limit is None or slot is None:
         return
     said = (
         f"replication slot {slot.name!r} keeps {format_bytes(slot.retained_bytes)} of WAL on "
@@ -342,7 +329,7 @@ def status(config: PostgresSource, ctx: ConnectorContext) -> dict[str, Any]:
         "lag_bytes": slot.lag_bytes,
         "retained_bytes": slot.retained_bytes,
     }
-    limit = config.cdc.max_retained_wal
-    if limit is not None and slot.retained_bytes > limit:
+    limit = _over_limit(config, slot)
+    if limit is not None:
         found["alert"] = f"retains more than max_retained_wal ({format_bytes(limit)})"
     return found
