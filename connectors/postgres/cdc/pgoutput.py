@@ -108,19 +108,6 @@ def _strings(valid: Ints, offsets: Ints, data: Any) -> pa.Array:
     return array.cast(pa.string()) if kind == pa.large_string() else array
 
 
-def _tuple_end(buf: Ints, pos: Ints) -> Ints:
-    """Where the tuples starting at `pos` (at their column count) end."""
-    count = _be(buf, pos, 2)
-    pos = pos + 2
-    for column in range(int(count.max(initial=0))):
-        live = column < count
-        kind = buf[np.where(live, pos, 0)]
-        text = live & (kind == _T)
-        length = np.where(text, _be(buf, np.where(text, pos + 1, 0), 4), 0)
-        pos = np.where(text, pos + 5 + length, np.where(live, pos + 1, pos))
-    return pos
-
-
 class Decoder:
     """Turns batches of (lsn, data) rows into `Chunk`s of one relation's changes.
 
@@ -219,9 +206,13 @@ class Decoder:
             raise ValueError("a change arrived before the Relation message of its table")
         kind = kinds[rows]
         tuple_pos = pos + 6  # kind, oid, then 'N' (insert), or 'K'/'O' (update, delete)
+        width = len(relation.columns)
         old = (kind == ord("U")) & np.isin(buf[pos + 5], _OLD)
-        if old.any():
-            tuple_pos[old] = _tuple_end(buf, tuple_pos[old]) + 1  # past the old tuple and 'N'
+        updates = np.flatnonzero(old)
+        before: list[pa.Array] = []
+        if len(updates):  # the old key or row, then 'N' and the new one
+            before, _, ends = self._columns(buf, tuple_pos[updates], width)
+            tuple_pos[updates] = ends + 1
         codes = np.where(kind == ord("I"), 0, np.where(kind == ord("U"), 1, 2)).astype(np.int8)
         chunk = Chunk(
             relation,
@@ -231,25 +222,27 @@ class Decoder:
             xid[which[rows]],
             commit[which[rows]],
         )
-        self._columns(buf, tuple_pos, len(relation.columns), chunk)
-        if old.any():
-            chunk = self._moved_keys(buf, pos + 6, np.flatnonzero(old), chunk)
+        chunk.texts, chunk.unchanged, _ = self._columns(buf, tuple_pos, width)
+        if len(updates):
+            keyed = buf[pos[updates] + 5] == ord("K")
+            chunk = self._moved_keys(before, keyed, updates, chunk)
         yield chunk
 
-    def _moved_keys(self, buf: Ints, at: Ints, updates: Ints, chunk: Chunk) -> Chunk:
+    def _moved_keys(
+        self, before: list[pa.Array], keyed: Ints, updates: Ints, chunk: Chunk
+    ) -> Chunk:
         """An update that changed the key (its old key tuple 'K', or its old row 'O' under
         REPLICA IDENTITY FULL with other key values) also deletes the old key: a delete of
-        the old values goes right before it, with the same position."""
+        the old values (`before`, the texts of the `updates` rows' old tuples) goes right
+        before it, with the same position."""
         relation = chunk.relation
-        before = Chunk(relation, chunk.op, chunk.lsn, chunk.seq, chunk.xid, chunk.commit_us)
-        self._columns(buf, at[updates], len(relation.columns), before)
-        moved = buf[at[updates] - 1] == ord("K")
+        moved = keyed.copy()
         for name in self.key:
             if name not in relation.columns:
                 continue
             index = relation.columns.index(name)
             new = chunk.texts[index].take(pa.array(updates))
-            differs = pc.invert(pc.fill_null(pc.equal(before.texts[index], new), False))
+            differs = pc.invert(pc.fill_null(pc.equal(before[index], new), False))
             moved |= np.asarray(differs)
         if not moved.any():
             return chunk
@@ -266,7 +259,7 @@ class Decoder:
         )
         keep = pa.array(np.flatnonzero(moved))
         for index in range(len(relation.columns)):
-            old_values = before.texts[index].take(keep)
+            old_values = before[index].take(keep)
             merged.texts.append(pa.concat_arrays([chunk.texts[index], old_values]).take(taken))
             mask = chunk.unchanged[index]
             if mask is None:
@@ -277,7 +270,13 @@ class Decoder:
         return merged
 
     @staticmethod
-    def _columns(buf: Ints, pos: Ints, width: int, chunk: Chunk) -> None:
+    def _columns(
+        buf: Ints, pos: Ints, width: int
+    ) -> tuple[list[pa.Array], list[Ints | None], Ints]:
+        """The tuples starting at `pos` (at their column count): each column's text, where
+        its value is an unchanged TOASTed one (None: nowhere), and where the tuples end."""
+        texts: list[pa.Array] = []
+        unsent: list[Ints | None] = []
         count = _be(buf, pos, 2)
         pos = pos + 2
         for column in range(width):
@@ -286,10 +285,11 @@ class Decoder:
             text = live & (kind == _T)
             length = np.where(text, _be(buf, np.where(text, pos + 1, 0), 4), 0)
             offsets, data = _gather(buf, pos + 5, length)
-            chunk.texts.append(_strings(text, offsets, data))
+            texts.append(_strings(text, offsets, data))
             unchanged = live & (kind == _U)
-            chunk.unchanged.append(unchanged if unchanged.any() else None)
+            unsent.append(unchanged if unchanged.any() else None)
             pos = np.where(text, pos + 5 + length, np.where(live, pos + 1, pos))
+        return texts, unsent, pos
 
     def _relation(self, message: bytes) -> None:
         oid = int.from_bytes(message[1:5], "big")

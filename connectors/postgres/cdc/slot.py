@@ -27,8 +27,11 @@ __all__ = [
     "TableInfo",
     "advance",
     "check_server",
+    "check_slot",
+    "drop",
     "ensure_publication",
     "exported_slot",
+    "lsn_literal",
     "lsn_text",
     "slot_state",
     "table_info",
@@ -218,7 +221,7 @@ def slot_state(session: Session, name: str) -> SlotState | None:
     )
 
 
-def check_slot(slot: SlotState, server: ResolvedPostgres) -> None:
+def check_slot(slot: SlotState) -> None:
     if slot.plugin != "pgoutput" or slot.database != slot.here:
         raise DefinitionError(
             f"replication slot {slot.name!r} decodes with {slot.plugin!r} in database "

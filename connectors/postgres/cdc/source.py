@@ -104,7 +104,7 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
         if ctx.watermark is None:
             if slot is not None:  # a first run that died, a reset, a full refresh: start over
                 if slot.wal_status != "lost":  # a lost slot is what a reset starts over from
-                    check_slot(slot, server)
+                    check_slot(slot)
                 drop(session, slot_name)
         else:
             if slot is None:
@@ -114,7 +114,7 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
                     hint="`arrowline state reset PIPELINE TASK --yes` reads the table again "
                     "from a new snapshot",
                 )
-            check_slot(slot, server)
+            check_slot(slot)
             start = int(ctx.watermark.cursor) + 1
             if slot.confirmed < start:  # the loads committed, the slot was not moved yet
                 advance(session, slot_name, start)
