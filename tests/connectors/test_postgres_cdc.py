@@ -134,6 +134,15 @@ def mirror(project: Path, columns: str) -> dict[Any, tuple[Any, ...]]:
     return {row[0]: row[1:] for row in rows}
 
 
+def same_as_source(source: Source, project: Path, column: str) -> dict[Any, Any]:
+    """The change log replayed and the table the apply load keeps both hold the source
+    table's rows (id -> `column`); those rows."""
+    current = dict(source.rows(f"select id, {column} from items"))
+    assert {k: v[column] for k, v in replay(log(project)).items()} == current
+    assert {k: v[0] for k, v in mirror(project, column).items()} == current
+    return current
+
+
 def replay(changes: list[dict[str, Any]], key: str = "id") -> dict[Any, dict[str, Any]]:
     """The table a change log describes: each change applied in order, an unchanged TOASTed
     value kept from the row before."""
@@ -275,9 +284,7 @@ def test_a_snapshot_taken_while_writers_commit_meets_the_change_stream_exactly(
         thread.join()
     assert written[0] > 50  # the writer ran during the runs
     ok(cli("run", "pipeline.yaml"))
-    current = dict(source.rows("select id, qty from items"))
-    assert {k: v["qty"] for k, v in replay(log(project)).items()} == current
-    assert {k: v[0] for k, v in mirror(project, "qty").items()} == current
+    same_as_source(source, project, "qty")
     keys = [(c["_lsn"], c["_seq"]) for c in log(project, "_op <> 'snapshot'")]
     assert len(keys) == len(set(keys))
 
@@ -474,9 +481,7 @@ def test_kill_9_anywhere_then_runs_lose_and_duplicate_no_change(
     source.execute("update items set qty = qty + 5 where id % 7 = 0")
     run(None)
     run(None)
-    current = dict(source.rows("select id, qty from items"))
-    assert {k: v["qty"] for k, v in replay(log(project)).items()} == current
-    assert {k: v[0] for k, v in mirror(project, "qty").items()} == current
+    current = same_as_source(source, project, "qty")
     if copy is not None:
         assert dict(copy.rows(f"select id, qty from {copy.table('copy')}")) == current
     keys = [(c["_lsn"], c["_seq"]) for c in log(project, "_op not in ('snapshot', 'truncate')")]
@@ -684,9 +689,7 @@ def test_a_full_refresh_replaces_what_the_sinks_held_deleted_rows_included(
     ok(cli("run", "pipeline.yaml"))
     source.execute("delete from items where id = 2", "insert into items values (3, 3)")
     ok(cli("run", "pipeline.yaml", "--full-refresh"))  # a new slot: the delete is not a change
-    current = dict(source.rows("select id, qty from items"))
-    assert {k: v["qty"] for k, v in replay(log(project)).items()} == current
-    assert {k: v[0] for k, v in mirror(project, "qty").items()} == current
+    same_as_source(source, project, "qty")
 
 
 def test_a_publication_that_would_drop_changes_or_a_slot_name_that_cannot_be_is_refused(
@@ -760,9 +763,7 @@ def test_an_update_that_changes_the_key_deletes_the_old_one(
         ("delete", 1), ("update", 100), ("update", 2), ("delete", 3), ("update", 300),
         ("delete", 300), ("update", 3),
     ]  # fmt: skip
-    current = dict(source.rows("select id, v from items"))
-    assert {k: v["v"] for k, v in replay(log(project)).items()} == current
-    assert {k: v[0] for k, v in mirror(project, "v").items()} == current
+    same_as_source(source, project, "v")
 
 
 def test_a_value_change_capture_cannot_type_stops_the_runs_until_its_column_is_left_out(
