@@ -12,8 +12,9 @@ change, which is what the sinks do in one statement each instead of one per chan
   a column no change of this batch sent (an unchanged TOASTed value) keeps the table's value
   (`_keep_<n>`), never NULL.
 
-`net_sql` computes that in DuckDB, over any relation DuckDB can read; the DuckDB sink uses it
-directly, the PostgreSQL sink stages its result.
+`net_sql` computes that in DuckDB, over any relation DuckDB can read: the DuckDB sink merges
+its result in the load's transaction, the PostgreSQL sink stages it, the Delta sink merges it
+with delta-rs and the Iceberg sink rewrites the files holding its keys.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def table_input(stream: InputTable, keys: Sequence[str]) -> InputTable:
     """A change stream checked (check_stream), as the table it describes: the same files,
     the table's columns only (what a sink fits its target to)."""
     check_stream(stream.schema.names, keys, stream.task_id)
-    kept = [f for f in stream.schema if f.name not in CHANGE_COLUMNS]
+    kept = [stream.schema.field(name) for name in table_columns(stream.schema)]
     return dataclasses.replace(stream, schema=pa.schema(kept))
 
 
