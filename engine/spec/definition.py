@@ -7,6 +7,7 @@ it was read from, the directory relative paths start at, and the line of every v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,15 @@ class Definition:
 
     def task_index(self, task_id: str) -> int | None:
         """Position of the first task with this id in the file."""
+        return self._task_indexes.get(task_id)
+
+    @cached_property
+    def _task_indexes(self) -> dict[str, int]:
+        found: dict[str, int] = {}
         for index, candidate in enumerate(self.task_ids()):
-            if candidate == task_id:
-                return index
-        return None
+            if candidate is not None:
+                found.setdefault(candidate, index)
+        return found
 
     def line_of(self, path: PathKey) -> int | None:
         return self.source.line_of(path) if self.source else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -533,10 +534,17 @@ class PipelineSpec(ConfigModel):
         return {name: param.default for name, param in self.parameters.items()}
 
     def task(self, task_id: str) -> TaskSpec:
+        """The first task with this id; KeyError when none."""
+        return self.tasks_by_id[task_id]
+
+    @cached_property
+    def tasks_by_id(self) -> dict[str, TaskSpec]:
+        """Tasks by id (the first of duplicates, which validation reports): a lookup per task
+        must not scan the list, or a 5,000-task pipeline validates in quadratic time."""
+        found: dict[str, TaskSpec] = {}
         for task in self.tasks:
-            if task.id == task_id:
-                return task
-        raise KeyError(task_id)
+            found.setdefault(task.id, task)
+        return found
 
     def document(self) -> str:
         """The definition as YAML (settings left at their defaults omitted), for diffs. Its

@@ -336,7 +336,8 @@ class _Checker(OutputChecks, TemplateChecks):
 
     def has_output(self, task_id: str) -> bool:
         """Whether a known task produces a table others can read (a load does not)."""
-        return all(kind_of(t).produces_table for t in self.spec.tasks if t.id == task_id)
+        task = self.spec.tasks_by_id.get(task_id)
+        return task is None or kind_of(task).produces_table
 
     def named_by(self, task: TaskSpec, name: str) -> str:
         """` (the value of parameter 'p')` when a parameter the task's templates read holds

@@ -30,8 +30,8 @@ class OutputChecks:
 
     def ephemeral(self, task_id: str) -> TaskSpec | None:
         """The task `task_id` when it is materialize: ephemeral."""
-        found = (t for t in self.spec.tasks if t.id == task_id and t.materialize == "ephemeral")
-        return next(found, None)
+        task = self.spec.tasks_by_id.get(task_id)
+        return task if task is not None and task.materialize == "ephemeral" else None
 
     def ephemeral_read(
         self, producer: TaskSpec, task: TaskSpec, path: PathKey, line: int | None = None
