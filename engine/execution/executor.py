@@ -195,8 +195,11 @@ class Executor(PipelinedHandOff):
             if task.action == "reuse" and task.reuse_run
         }
         to_run = [(t.id, t.kind.value, t.level, t.fingerprint) for t in plan.to_run]
+        graph = [(t.id, t.kind.value, t.upstream) for t in plan.tasks]
         if plan.resumed:
-            self.catalog.resume_run(plan.run_id, to_run, plan.definition, plan.pipeline_version)
+            self.catalog.resume_run(
+                plan.run_id, to_run, plan.definition, plan.pipeline_version, graph
+            )
         else:
             self.catalog.create_run(
                 plan.run_id,
@@ -209,6 +212,7 @@ class Executor(PipelinedHandOff):
                 to_run,
                 reused,
                 plan.definition,
+                graph,
             )
         for task in plan.tasks:
             if task.action == "reuse":

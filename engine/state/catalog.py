@@ -82,8 +82,10 @@ class Catalog(CatalogReader):
         tasks: Sequence[tuple[str, str, int, str]],
         reused: dict[str, str],
         definition: str | None = None,
+        graph: Sequence[tuple[str, str, Sequence[str]]] = (),
     ) -> None:
-        """A run and its tasks, all PENDING; `tasks` are (id, kind, level, fingerprint)."""
+        """A run and its tasks, all PENDING; `tasks` are (id, kind, level, fingerprint), `graph`
+        the whole plan's (id, kind, upstream)."""
         self._transitions.create_run(
             run_id,
             pipeline,
@@ -95,6 +97,7 @@ class Catalog(CatalogReader):
             tasks,
             reused,
             definition,
+            graph,
         )
 
     def transition_run(
@@ -128,9 +131,10 @@ class Catalog(CatalogReader):
         tasks: Sequence[tuple[str, str, int, str]],
         definition: str | None,
         pipeline_version: str,
+        graph: Sequence[tuple[str, str, Sequence[str]]] = (),
     ) -> None:
         """An ended run back to PENDING with `tasks` (id, kind, level, fingerprint) again."""
-        self._transitions.resume_run(run_id, tasks, definition, pipeline_version)
+        self._transitions.resume_run(run_id, tasks, definition, pipeline_version, graph)
 
     def heartbeat(self, run_id: str) -> None:
         self._transitions.heartbeat(run_id)

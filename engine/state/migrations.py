@@ -8,7 +8,7 @@ turns and the second finds the work done.
 from __future__ import annotations
 
 from engine.state.db import CatalogLocation, Database
-from engine.state.schema import REMOVED_OUTPUTS, SCHEDULER, SCHEMA, statements
+from engine.state.schema import REMOVED_OUTPUTS, RUN_GRAPHS, SCHEDULER, SCHEMA, statements
 
 __all__ = [
     "MIGRATIONS",
@@ -19,7 +19,7 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
@@ -47,6 +47,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "alter table task_runs add column cache_key text",
         "alter table task_runs add column fingerprint_parts text",
         "alter table task_runs add column output_hash text",
+    ),
+    # each run's task graph (the monitor's pictures), and the runs list newest first unfiltered
+    9: (
+        *statements(RUN_GRAPHS),
+        "create index if not exists runs_by_created on runs (created_at)",
     ),
 }
 

@@ -17,6 +17,7 @@ from engine.state.db import CatalogLocation
 from engine.state.dead_letters import DeadLetterStore
 from engine.state.lineage import LineageStore
 from engine.state.migrations import prepare_once
+from engine.state.monitor import MonitorStore
 from engine.state.outputs import OutputStore
 from engine.state.reports import Reports
 from engine.state.rows import (
@@ -58,6 +59,8 @@ class CatalogReader:
         self._schedules = ScheduleStore(self._db)
         self.reports = Reports(self._db)
         """Aggregates over the whole catalog, for metrics."""
+        self.monitor = MonitorStore(self._db)
+        """The web monitor's list and overview questions (engine.state.monitor)."""
 
     def close(self) -> None:
         self._db.close()

@@ -49,6 +49,7 @@ create table if not exists runs (
     resumes integer not null default 0
 );
 create index if not exists runs_by_pipeline on runs (pipeline, created_at);
+create index if not exists runs_by_created on runs (created_at);
 create table if not exists task_runs (
     run_id text not null references runs (run_id),
     task_id text not null,
@@ -150,6 +151,15 @@ create table if not exists run_lineage (
 """
 """The column lineage recorded when a run ended."""
 
+RUN_GRAPHS = """
+create table if not exists run_graphs (
+    run_id text primary key references runs (run_id),
+    tasks text not null
+);
+"""
+"""Each run's task graph as planned, `[[task, kind, [upstream, ...]], ...]` in plan order: what
+the run's pictures draw without planning the pipeline again (a 5,000-task plan takes seconds)."""
+
 SCHEDULER = """
 create table if not exists schedules (
     pipeline text primary key,
@@ -250,6 +260,7 @@ SCHEMA = (
     + statements(SCHEDULER)
     + statements(WATERMARK_AUDIT)
     + statements(REMOVED_OUTPUTS)
+    + statements(RUN_GRAPHS)
 )
 """Every statement that creates the current catalog, parents before the tables that reference
 them (in the order the catalog has always created them)."""

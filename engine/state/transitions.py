@@ -74,8 +74,10 @@ class TransitionStore:
         tasks: Sequence[tuple[str, str, int, str]],
         reused: dict[str, str],
         definition: str | None = None,
+        graph: Sequence[tuple[str, str, Sequence[str]]] = (),
     ) -> None:
-        """A run and its tasks, all PENDING; `tasks` are (id, kind, level, fingerprint)."""
+        """A run and its tasks, all PENDING; `tasks` are (id, kind, level, fingerprint) and
+        `graph` every task of the plan (run or reused) as (id, kind, upstream)."""
         at = now_text()
         with self.db.transaction() as connection:
             connection.execute(
@@ -107,6 +109,7 @@ class TransitionStore:
                 "insert into reused (run_id, task_id, from_run_id) values (?, ?, ?)",
                 [(run_id, task_id, source) for task_id, source in reused.items()],
             )
+            _record_graph(connection, run_id, graph)
             _log(connection, run_id, None, None, "PENDING", at, "created")
 
     def transition_run(
@@ -220,6 +223,7 @@ class TransitionStore:
         tasks: Sequence[tuple[str, str, int, str]],
         definition: str | None,
         pipeline_version: str,
+        graph: Sequence[tuple[str, str, Sequence[str]]] = (),
     ) -> None:
         """Put an ended run back to PENDING with `tasks` (id, kind, level, fingerprint) PENDING
         again, keeping the rows of the tasks it reuses; one transaction."""
@@ -262,6 +266,7 @@ class TransitionStore:
                 "definition = coalesce(?, definition), pipeline_version = ? where run_id = ?",
                 (os.getpid(), socket.gethostname(), at, definition, pipeline_version, run_id),
             )
+            _record_graph(connection, run_id, graph)
             _log(connection, run_id, None, current.value, "PENDING", at, "resumed")
 
     def record_reuse(self, run_id: str, task_id: str, from_run_id: str) -> None:
@@ -287,6 +292,19 @@ def _run_state(connection: Database, run_id: str) -> RunState:
     if not rows:
         raise StateError(f"no run {run_id!r}")
     return RunState(rows[0]["state"])
+
+
+def _record_graph(
+    connection: Database, run_id: str, graph: Sequence[tuple[str, str, Sequence[str]]]
+) -> None:
+    if not graph:
+        return
+    tasks = json.dumps([[task_id, kind, list(upstream)] for task_id, kind, upstream in graph])
+    connection.execute(
+        "insert into run_graphs (run_id, tasks) values (?, ?) "
+        "on conflict (run_id) do update set tasks = excluded.tasks",
+        (run_id, tasks),
+    )
 
 
 def _log(

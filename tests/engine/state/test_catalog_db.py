@@ -116,7 +116,7 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
     catalog = Catalog(path)
     assert [t.task_id for t in catalog.task_runs("r")] == ["t3", "t1", "t2"]
     version = sql(catalog, "select value from meta where key = 'schema_version'")
-    assert int(version[0][0]) == SCHEMA_VERSION == 8
+    assert int(version[0][0]) == SCHEMA_VERSION == 9
     catalog.close()
 
 
