@@ -11,6 +11,7 @@
     status      status, metrics
     catalog     catalog copy
     gc          gc
+    ui          ui, graph
     tools       bench, schema
 
 A command module exports its commands as COMMANDS and never imports this root, so they depend
@@ -36,6 +37,7 @@ from engine.cli import (
     status,
     tables,
     tools,
+    ui,
 )
 
 __all__ = ["main"]
@@ -53,6 +55,7 @@ _GROUPS = (
     status,
     catalog,
     gc,
+    ui,
     tools,
 )
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from engine.core.states import RunState
 from engine.state.db import Database
+from engine.state.rows import TaskRunRow, task_row
 from engine.state.values import parse
 
 __all__ = ["Attention", "MonitorStore", "RunPage", "RunSummary"]
@@ -138,3 +139,14 @@ class MonitorStore:
         if not rows:
             return None
         return [(task, kind, tuple(up)) for task, kind, up in json.loads(rows[0]["tasks"])]
+
+    def previous_output(self, pipeline: str, task_id: str, before: str) -> TaskRunRow | None:
+        """The task's newest successful run in a run of `pipeline` created before `before`:
+        what a task's schema drift is measured against."""
+        rows = self.db.execute(
+            "select t.* from task_runs t join runs r using (run_id) "
+            "where r.pipeline = ? and t.task_id = ? and t.state = 'SUCCESS' "
+            "and r.created_at < ? order by r.created_at desc limit 1",
+            (pipeline, task_id, before),
+        )
+        return task_row(rows[0]) if rows else None

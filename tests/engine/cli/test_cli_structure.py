@@ -81,6 +81,7 @@ def test_the_same_commands_as_before_the_package() -> None:
         "check",
         "dlq",
         "gc",
+        "graph",
         "init",
         "lineage",
         "metrics",
@@ -97,6 +98,7 @@ def test_the_same_commands_as_before_the_package() -> None:
         "status",
         "table",
         "trigger",
+        "ui",
         "validate",
     ]
     groups = {n: c for n, c in main.commands.items() if isinstance(c, click.Group)}

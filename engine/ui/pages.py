@@ -1,0 +1,422 @@
+"""What each page of the monitor shows, gathered from one `Project`: plain dicts for the templates
+(engine.ui.templates), pictures already drawn (engine.views through engine.api.pictures).
+
+Nothing here writes: actions are engine.ui.actions'. Every list is bounded (a page of runs, the
+newest dead letters, the first rows of an output), so a page costs the same with 100,000 runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from threading import Lock
+from typing import Any
+from urllib.parse import quote
+
+from markupsafe import Markup
+
+from engine.api.pictures import run_bars, run_boxes, task_boxes
+from engine.api.project import Project
+from engine.core.errors import ArrowlineError
+from engine.core.states import RunState
+from engine.spec.definition import Definition
+from engine.state.catalog import RunRow, TaskRunRow
+from engine.tasks.checks import load_definition
+from engine.views.svg import TaskBox, dag_svg, sparkline_svg
+from engine.views.timeline import gantt_svg
+
+__all__ = ["Definitions", "Pages"]
+
+PREVIEW_ROWS = 20
+RUNS_PER_PAGE = 50
+
+
+def run_href(run_id: str) -> str:
+    return f"/runs/{quote(run_id, safe='')}"
+
+
+def task_href(run_id: str, task_id: str) -> str:
+    return f"{run_href(run_id)}/tasks/{quote(task_id, safe='')}"
+
+
+def pipeline_href(name: str) -> str:
+    return f"/pipelines/{quote(name, safe='')}"
+
+
+class Definitions:
+    """Pipeline definitions by file, read again only when the file changes (its size or mtime):
+    validating a 5,000-task pipeline takes seconds, a page must not pay that each time."""
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
+
+    def get(self, path: Path) -> Definition:
+        stat = path.stat()
+        signature = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            known = self._known.get(path)
+        if known is None or known[0] != signature:
+            try:
+                found: Definition | ArrowlineError = load_definition(path)
+            except ArrowlineError as exc:
+                found = exc
+            known = (signature, found)
+            with self._lock:
+                self._known[path] = known
+        if isinstance(known[1], ArrowlineError):
+            raise known[1]
+        return known[1]
+
+
+@dataclass
+class Pages:
+    project_dir: Path
+    definitions: Definitions
+
+    def project(self) -> Project:
+        return Project.find(self.project_dir)
+
+    # -- overview ---------------------------------------------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        from engine.scheduling.cron import Schedule
+
+        now = datetime.now(UTC)
+        with self.project() as project:
+            files = project.pipelines()
+            known = project.catalog.pipelines() if project.layout.catalog.exists() else []
+            names = sorted(set(files) | set(known))
+            rows = []
+            for name in names:
+                row: dict[str, Any] = {"name": name, "href": pipeline_href(name)}
+                path = files.get(name)
+                row["file"] = os.path.relpath(path, self.project_dir) if path else None
+                if path is not None:
+                    try:
+                        spec = self.definitions.get(path).spec
+                        row["schedule"] = spec.schedule
+                        if spec.schedule:
+                            row["next_run"] = Schedule(spec.schedule, spec.timezone).next_after(now)
+                    except ArrowlineError as exc:
+                        row["problem"] = str(exc).splitlines()[0]
+                recent = project.catalog.monitor.recent_runs(name, 20) if name in known else []
+                row["last"] = recent[0] if recent else None
+                row["last_success"] = next((r for r in recent if r.state is RunState.SUCCESS), None)
+                row["trend"] = Markup(
+                    sparkline_svg([(r.duration_s, r.state.value) for r in reversed(recent)])
+                )
+                schedule = project.catalog.schedule(name) if name in known else None
+                row["paused"] = (
+                    schedule.reason or "paused" if schedule and schedule.paused else None
+                )
+                if row["paused"]:
+                    row.pop("next_run", None)
+                row["attention"] = (
+                    project.catalog.monitor.attention(name, recent[0].run_id if recent else None)
+                    if name in known
+                    else None
+                )
+                rows.append(row)
+        return {"pipelines": rows, "project": str(self.project_dir)}
+
+    # -- a pipeline -------------------------------------------------------------------------------
+
+    def pipeline(self, name: str, *, as_defined: bool = False) -> dict[str, Any]:
+        with self.project() as project:
+            path = project.pipelines().get(name)
+            known = project.layout.catalog.exists() and name in project.catalog.pipelines()
+            if path is None and not known:
+                raise LookupError(f"no pipeline {name!r} in {self.project_dir}")
+            last = project.catalog.last_run(name) if known else None
+            context: dict[str, Any] = {"name": name, "last": last, "as_defined": as_defined}
+            context["file"] = os.path.relpath(path, self.project_dir) if path else None
+            context["source"] = path.read_text(encoding="utf-8") if path else None
+            graph_error = None
+            boxes: list[TaskBox] = []
+            if last is not None and not as_defined:
+                boxes = run_boxes(project.catalog, last, href=lambda t: task_href(last.run_id, t))
+            elif path is not None:
+                try:
+                    definition = self.definitions.get(path)
+                    boxes = task_boxes(project, definition)
+                except ArrowlineError as exc:
+                    graph_error = str(exc)
+            context["graph"] = Markup(dag_svg(boxes)) if boxes else None
+            context["graph_error"] = graph_error
+            context["tasks"] = len(boxes)
+            schedule = project.catalog.schedule(name) if known else None
+            context["schedule"] = schedule
+            spec = None
+            if path is not None:
+                try:
+                    spec = self.definitions.get(path).spec
+                except ArrowlineError:
+                    spec = None
+            context["cron"] = (
+                f"{spec.schedule} ({spec.timezone})" if spec and spec.schedule else None
+            )
+            context["runs"] = project.catalog.monitor.recent_runs(name, 20) if known else []
+        return context
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def runs(
+        self,
+        *,
+        pipeline: str | None,
+        state: RunState | None,
+        since: datetime | None,
+        until: datetime | None,
+        after: str | None,
+    ) -> dict[str, Any]:
+        with self.project() as project:
+            if not project.layout.catalog.exists():
+                page_runs, next_key, pipelines = [], None, []
+            else:
+                page = project.catalog.monitor.runs_page(
+                    pipeline=pipeline,
+                    state=state,
+                    since=since,
+                    until=until,
+                    after=after,
+                    limit=RUNS_PER_PAGE,
+                )
+                page_runs, next_key = page.runs, page.next_key
+                pipelines = project.catalog.pipelines()
+        return {
+            "runs": page_runs,
+            "next_key": next_key,
+            "pipelines": pipelines,
+            "states": [s.value for s in RunState],
+            "filters": {
+                "pipeline": pipeline or "",
+                "state": state.value if state else "",
+                "since": since.date().isoformat() if since else "",
+                "until": until.date().isoformat() if until else "",
+            },
+        }
+
+    # -- a run ------------------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        with self.project() as project:
+            run = project.catalog.run(run_id)
+            return self._run(project, run)
+
+    def _run(self, project: Project, run: RunRow) -> dict[str, Any]:
+        catalog = project.catalog
+        tasks = catalog.task_runs(run.run_id)
+        boxes = run_boxes(catalog, run, href=lambda t: task_href(run.run_id, t))
+        bars = run_bars(catalog, run)
+        hrefs = {row.task_id: task_href(run.run_id, row.task_id) for row in tasks}
+        wall = run.duration_s or max((bar.end for bar in bars), default=0.0)
+        busy = sorted(
+            (row for row in tasks if row.duration_s),
+            key=lambda row: -(row.duration_s or 0.0),
+        )
+        return {
+            "run": run,
+            "tasks": tasks,
+            "hrefs": hrefs,
+            "graph": Markup(dag_svg(boxes)) if boxes else None,
+            "gantt": Markup(gantt_svg(bars, href=hrefs)) if bars else None,
+            "wall": wall,
+            "time_went": [
+                (row, (row.duration_s or 0.0) / wall * 100 if wall else 0.0) for row in busy[:10]
+            ],
+            "errors": [row for row in tasks if row.error],
+            "live_url": f"{run_href(run.run_id)}/events"
+            if run.state in (RunState.PENDING, RunState.RUNNING)
+            else None,
+            "pipeline_href": pipeline_href(run.pipeline),
+        }
+
+    def run_state(self, run_id: str) -> dict[str, Any]:
+        """What the live page compares to decide whether to redraw: cheap, two small queries."""
+        with self.project() as project:
+            run = project.catalog.run(run_id)
+            tasks = project.catalog.task_runs(run.run_id)
+        return {
+            "state": run.state.value,
+            "tasks": {row.task_id: [row.state.value, row.attempts] for row in tasks},
+        }
+
+    # -- a task of a run --------------------------------------------------------------------------
+
+    def task(self, run_id: str, task_id: str) -> dict[str, Any]:
+        with self.project() as project:
+            catalog = project.catalog
+            run = catalog.run(run_id)
+            row = catalog.task_run(run.run_id, task_id)
+            if row is None:
+                raise LookupError(f"run {run.run_id} has no task {task_id!r}")
+            transitions = catalog.transitions(run.run_id, task_id)
+            previous = catalog.monitor.previous_output(run.pipeline, task_id, run.created_at)
+            context: dict[str, Any] = {
+                "run": run,
+                "row": row,
+                "transitions": transitions,
+                "drift": _drift(previous, row),
+                "previous": previous,
+                "run_href": run_href(run.run_id),
+            }
+            context["preview"], context["stats"], context["preview_error"] = _preview(project, row)
+            context["quarantine"] = _quarantine(project, row)
+        return context
+
+    # -- lineage and dead letters -----------------------------------------------------------------
+
+    def lineage(
+        self, pipeline: str | None, column: str | None, *, downstream: bool = False
+    ) -> dict[str, Any]:
+        """A column's upstream or downstream graph, as the pipeline is defined now."""
+        return _lineage(self, pipeline, column, downstream)
+
+    def dead_letters(self, status: str) -> dict[str, Any]:
+        return _dead_letters(self, status)
+
+
+def _drift(previous: TaskRunRow | None, row: TaskRunRow) -> list[tuple[str, str, str, str]]:
+    """(column, change, before, after) against the previous successful run's output."""
+    if previous is None or not previous.output_schema or not row.output_schema:
+        return []
+    before = {f["name"]: f["type"] for f in previous.output_schema}
+    after = {f["name"]: f["type"] for f in row.output_schema}
+    changes = []
+    for name, kind in after.items():
+        if name not in before:
+            changes.append((name, "added", "", kind))
+        elif before[name] != kind:
+            changes.append((name, "changed", before[name], kind))
+    changes += [(name, "dropped", kind, "") for name, kind in before.items() if name not in after]
+    return changes
+
+
+def _preview(
+    project: Project, row: TaskRunRow
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, str | None]:
+    """The output's first rows and, per column, nulls, distinct values, min and max (over the
+    whole output: Parquet statistics and one pass in Polars)."""
+    if not row.output_path or not row.output_on_disk:
+        return None, None, None
+    import polars as pl
+
+    try:
+        frame = project.table(row.task_id, run=row.run_id)
+        head = frame.head(PREVIEW_ROWS).collect()
+        columns = head.columns
+        numeric_or_time = [c for c, t in head.schema.items() if t.is_numeric() or t.is_temporal()]
+        summary = frame.select(
+            pl.len().alias("__rows"),
+            *[pl.col(c).null_count().alias(f"{c}\0nulls") for c in columns],
+            *[pl.col(c).min().cast(pl.String).alias(f"{c}\0min") for c in numeric_or_time],
+            *[pl.col(c).max().cast(pl.String).alias(f"{c}\0max") for c in numeric_or_time],
+        ).collect()
+    except (ArrowlineError, pl.exceptions.PolarsError, OSError) as exc:
+        return None, None, f"{type(exc).__name__}: {exc}"
+    values = summary.row(0, named=True)
+    stats = [
+        {
+            "column": c,
+            "type": str(head.schema[c]),
+            "nulls": values[f"{c}\0nulls"],
+            "min": values.get(f"{c}\0min"),
+            "max": values.get(f"{c}\0max"),
+        }
+        for c in columns
+    ]
+    rows = [{c: _cell(v) for c, v in r.items()} for r in head.iter_rows(named=True)]
+    return rows, stats, None
+
+
+def _cell(value: object) -> str:
+    text = "∅" if value is None else str(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _quarantine(project: Project, row: TaskRunRow) -> list[dict[str, Any]]:
+    """Rows the task set aside, grouped by column and check: how many, and a few values."""
+    if not row.rows_rejected:
+        return []
+    import polars as pl
+
+    try:
+        frame = project.quarantine(row.task_id, run=row.run_id)
+        groups = (
+            frame.select(pl.col("_arrowline_errors").explode().alias("e"))
+            .unnest("e")
+            .group_by("column", "check")
+            .agg(pl.len().alias("rows"), pl.col("value").cast(pl.String).unique().head(5))
+            .sort("rows", descending=True)
+            .collect()
+        )
+    except (ArrowlineError, pl.exceptions.PolarsError, OSError):
+        return []
+    return list(groups.iter_rows(named=True))
+
+
+def _lineage_boxes(report: dict[str, Any]) -> list[TaskBox]:
+    """A lineage answer's tree as boxes: one per column, edges pointing downstream, each box
+    saying whether it feeds values or filters rows."""
+    upstream: dict[str, list[str]] = {report["column"]: []}
+    label: dict[str, str] = {report["column"]: "asked"}
+    downstream = report["direction"] == "downstream"
+
+    def walk(node: str, tree: dict[str, Any]) -> None:
+        for key, below in tree.items():
+            name, _, how = key.partition(" (")
+            upstream.setdefault(name, [])
+            label.setdefault(name, how.rstrip(")") or "value")
+            source, target = (node, name) if downstream else (name, node)
+            if source not in upstream[target]:
+                upstream[target].append(source)
+            walk(name, below)
+
+    walk(report["column"], report["tree"])
+    return [
+        TaskBox(
+            column,
+            "column",
+            tuple(up),
+            note=label[column],
+            state="SUCCESS" if column == report["column"] else None,
+        )
+        for column, up in upstream.items()
+    ]
+
+
+def _lineage(
+    pages: Pages, pipeline: str | None, column: str | None, downstream: bool
+) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "pipeline": pipeline or "",
+        "column": column or "",
+        "downstream": downstream,
+        "graph": None,
+        "report": None,
+        "error": None,
+    }
+    with pages.project() as project:
+        context["pipelines"] = sorted(project.pipelines())
+        if not pipeline or not column:
+            return context
+        if "." not in column:
+            raise ValueError(f"give the column as task.column, not {column[:80]!r}")
+        path = project.pipeline_file(pipeline)
+        report = project.lineage(pages.definitions.get(path), column, downstream=downstream)
+    context["report"] = report
+    context["graph"] = Markup(dag_svg(_lineage_boxes(report), legend=False))
+    return context
+
+
+def _dead_letters(pages: Pages, status: str) -> dict[str, Any]:
+    with pages.project() as project:
+        letters = (
+            project.catalog.dead_letters(status=None if status == "all" else status, limit=200)
+            if project.layout.catalog.exists()
+            else []
+        )
+    return {"letters": letters, "status": status, "run_href": run_href, "task_href": task_href}

@@ -1,0 +1,313 @@
+"""`arrowline ui`: the web monitor, a Starlette application served by uvicorn.
+
+    GET  /                                  every pipeline: last run, trend, next run, attention
+    GET  /pipelines/{name}                  its DAG (states of its last run), definition, runs
+    GET  /runs?pipeline=&state=&since=&until=&after=
+                                            runs, newest first, a keyset page at a time
+    GET  /runs/{run}                        DAG, Gantt of attempts, tasks, where time went, errors
+    GET  /runs/{run}/events                 server-sent events while the run runs
+    GET  /runs/{run}/tasks/{task}           error, transitions, schema drift, preview, quarantine
+    GET  /lineage?pipeline=&column=&direction=
+    GET  /dead-letters?status=
+    POST /pipelines/{name}/pause|resume|trigger, /dead-letters/{id}/requeue|resolve
+
+Every page is rendered on the server (engine.ui.render) and works without JavaScript; one small
+script (static/app.js) follows a running run. Access and cross-site rules: engine.ui.guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from engine.core.errors import ArrowlineError, SelectionError, StateError
+from engine.core.states import RunState
+from engine.ui.actions import Actions
+from engine.ui.guard import COOKIE, Guard, Refusal
+from engine.ui.pages import Definitions, Pages, pipeline_href, run_href
+from engine.ui.render import STATIC, render
+
+__all__ = ["build_app"]
+
+LIVE_POLL = 0.25
+"""Seconds between looks at a running run's state: a change reaches the page within a second."""
+_AFTER = re.compile(r"^[0-9T:.+\-]{10,40}\|[\w.\-:]{1,200}$")
+_STATIC = {"app.css": "text/css", "app.js": "text/javascript", "favicon.svg": "image/svg+xml"}
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes a browser send `Origin: null`
+    "Cache-Control": "no-store",
+}
+
+
+class _Guarded:
+    """ASGI middleware: host, token and cross-site checks before any route runs."""
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("lifespan", "websocket"):  # no request to check
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            self.guard.check_host(request.headers.get("host"))
+            query_token = request.query_params.get("token")
+            bearer = request.headers.get("authorization", "")
+            self.guard.check_token(
+                bearer=bearer[7:] if bearer.lower().startswith("bearer ") else None,
+                cookie=request.cookies.get(COOKIE),
+                query=query_token,
+            )
+        except Refusal as refusal:
+            await _refusal(refusal)(scope, receive, send)
+            return
+        if query_token is not None and request.method == "GET":
+            # keep the token in a cookie, and out of the address bar and history
+            rest = {k: v for k, v in request.query_params.items() if k != "token"}
+            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            response = RedirectResponse(target, status_code=303)
+            response.set_cookie(COOKIE, query_token, httponly=True, samesite="strict", path="/")
+            await response(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                headers.extend((k.lower().encode(), v.encode()) for k, v in _HEADERS.items())
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _refusal(refusal: Refusal) -> Response:
+    return HTMLResponse(
+        render("error.html", status=refusal.status, message=refusal.message, csrf=""),
+        status_code=refusal.status,
+        headers=_HEADERS,
+    )
+
+
+def build_app(project_dir: Path, guard: Guard) -> Starlette:
+    pages = Pages(project_dir, Definitions())
+    actions = Actions(project_dir)
+    csrf = guard.form_token()
+
+    def page(template: str, code: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(render(template, csrf=csrf, **context), status_code=code)
+
+    def failed(exc: Exception) -> HTMLResponse:
+        not_found = isinstance(exc, LookupError | StateError | SelectionError)
+        status = 404 if not_found else 400
+        return page("error.html", code=status, status=status, message=str(exc))
+
+    def html(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (ArrowlineError, LookupError, ValueError) as exc:
+                return failed(exc)
+
+        return answer
+
+    @html
+    async def overview(request: Request) -> Response:
+        return page("overview.html", **await run_in_threadpool(pages.overview))
+
+    @html
+    async def pipeline(request: Request) -> Response:
+        name = request.path_params["name"]
+        as_defined = request.query_params.get("as") == "defined"
+        context = await run_in_threadpool(pages.pipeline, name, as_defined=as_defined)
+        return page("pipeline.html", **context, href=pipeline_href(name))
+
+    @html
+    async def runs(request: Request) -> Response:
+        query = request.query_params
+        state = RunState(query["state"]) if query.get("state") else None
+        after = query.get("after") or None
+        if after is not None and not _AFTER.match(after):
+            raise ValueError(f"'after' is not a page position: {after[:60]!r}")
+        context = await run_in_threadpool(
+            lambda: pages.runs(
+                pipeline=query.get("pipeline") or None,
+                state=state,
+                since=_day(query.get("since"), "since"),
+                until=_day(query.get("until"), "until", end=True),
+                after=after,
+            )
+        )
+        filters = {k: v for k, v in context["filters"].items() if v}
+        next_href = (
+            "/runs?" + urlencode({**filters, "after": context["next_key"]})
+            if context["next_key"]
+            else None
+        )
+        return page("runs.html", **context, next_href=next_href)
+
+    @html
+    async def run(request: Request) -> Response:
+        context = await run_in_threadpool(pages.run, request.path_params["run"])
+        return page("run.html", **context)
+
+    @html
+    async def task(request: Request) -> Response:
+        context = await run_in_threadpool(
+            pages.task, request.path_params["run"], request.path_params["task"]
+        )
+        return page("task.html", **context)
+
+    async def events(request: Request) -> Response:
+        run_id = request.path_params["run"]
+        try:
+            first = await run_in_threadpool(pages.run_state, run_id)
+        except (ArrowlineError, LookupError) as exc:
+            return failed(exc)
+
+        async def stream() -> AsyncIterator[str]:
+            seen = first
+            yield f"event: state\ndata: {json.dumps(seen)}\n\n"
+            while seen["state"] in ("PENDING", "RUNNING"):
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(LIVE_POLL)
+                now = await run_in_threadpool(pages.run_state, run_id)
+                if now != seen:
+                    seen = now
+                    yield f"event: state\ndata: {json.dumps(now)}\n\n"
+            yield "event: end\ndata: {}\n\n"
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"X-Accel-Buffering": "no"},
+        )
+
+    @html
+    async def lineage(request: Request) -> Response:
+        query = request.query_params
+        context = await run_in_threadpool(
+            lambda: pages.lineage(
+                query.get("pipeline") or None,
+                query.get("column") or None,
+                downstream=query.get("direction") == "downstream",
+            )
+        )
+        return page("lineage.html", **context)
+
+    @html
+    async def dead_letters(request: Request) -> Response:
+        status = request.query_params.get("status") or "open"
+        if status not in ("open", "requeued", "resolved", "all"):
+            raise ValueError(f"status {status!r}: one of open, requeued, resolved, all")
+        context = await run_in_threadpool(pages.dead_letters, status)
+        return page("dead_letters.html", **context)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC:
+            return Response("not found", status_code=404)
+        return Response((STATIC / name).read_bytes(), media_type=_STATIC[name])
+
+    def action(
+        work: Callable[[Request, dict[str, str]], str],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def answer(request: Request) -> Response:
+            form = await request.form(max_files=0, max_fields=10, max_part_size=8192)
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            try:
+                guard.check_post(
+                    host_header=request.headers.get("host"),
+                    origin=request.headers.get("origin"),
+                    fetch_site=request.headers.get("sec-fetch-site"),
+                    form_token=fields.get("csrf"),
+                )
+            except Refusal as refusal:
+                return _refusal(refusal)
+            try:
+                target = await run_in_threadpool(work, request, fields)
+            except (ArrowlineError, LookupError, ValueError) as exc:
+                return failed(exc)
+            return RedirectResponse(target, status_code=303)
+
+        return answer
+
+    def pause(request: Request, form: dict[str, str]) -> str:
+        name = request.path_params["name"]
+        actions.pause(name, form.get("reason", ""))
+        return pipeline_href(name)
+
+    def resume(request: Request, form: dict[str, str]) -> str:
+        name = request.path_params["name"]
+        actions.resume(name)
+        return pipeline_href(name)
+
+    def trigger(request: Request, form: dict[str, str]) -> str:
+        return run_href(actions.trigger(request.path_params["name"]))
+
+    def requeue(request: Request, form: dict[str, str]) -> str:
+        return run_href(actions.requeue(_letter(request)))
+
+    def resolve(request: Request, form: dict[str, str]) -> str:
+        actions.resolve(_letter(request), form.get("note", ""))
+        return "/dead-letters?status=resolved"
+
+    routes = [
+        Route("/", overview),
+        Route("/pipelines/{name}", pipeline),
+        Route("/pipelines/{name}/pause", action(pause), methods=["POST"]),
+        Route("/pipelines/{name}/resume", action(resume), methods=["POST"]),
+        Route("/pipelines/{name}/trigger", action(trigger), methods=["POST"]),
+        Route("/runs", runs),
+        Route("/runs/{run}", run),
+        Route("/runs/{run}/events", events),
+        Route("/runs/{run}/tasks/{task:path}", task),
+        Route("/lineage", lineage),
+        Route("/dead-letters", dead_letters),
+        Route("/dead-letters/{id:int}/requeue", action(requeue), methods=["POST"]),
+        Route("/dead-letters/{id:int}/resolve", action(resolve), methods=["POST"]),
+        Route("/static/{name}", static),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(_Guarded, guard=guard)
+    app.state.actions = actions
+    return app
+
+
+def _letter(request: Request) -> int:
+    return int(request.path_params["id"])
+
+
+def _day(text: str | None, name: str, *, end: bool = False) -> datetime | None:
+    """A `since`/`until` date of the runs filter; `until` includes that whole day."""
+    if not text:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a date like 2024-11-02, not {text[:40]!r}") from None
+    return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)

@@ -1,0 +1,245 @@
+"""The web monitor over real HTTP (uvicorn on loopback): every page with what it must show, bad
+input answered with 400/404 and the reason, the access and cross-site rules tried the way an
+attacker would, and every action carried out in the catalog."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.state.catalog import CatalogReader, catalog_location
+from engine.ui.guard import Guard
+from tests.engine.ui.monitor import Monitor, serve_monitor
+
+
+@pytest.fixture(scope="module")
+def monitor(shop: Path) -> Monitor:  # type: ignore[misc]
+    with serve_monitor(shop) as served:
+        yield served
+
+
+def _reader(shop: Path) -> CatalogReader:
+    return CatalogReader(catalog_location(shop))
+
+
+def _last_run(shop: Path, pipeline: str) -> str:
+    with _reader(shop) as catalog:
+        run = catalog.last_run(pipeline)
+        assert run is not None
+        return run.run_id
+
+
+def test_the_overview_lists_each_pipeline_with_its_last_run_and_what_needs_attention(
+    monitor: Monitor, shop: Path
+) -> None:
+    page = monitor.client.get("/")
+    assert page.status_code == 200
+    html = page.text
+    shop_row = re.search(r'<tr data-pipeline="shop">(.*?)</tr>', html, re.S)
+    flaky_row = re.search(r'<tr data-pipeline="flaky">(.*?)</tr>', html, re.S)
+    assert shop_row
+    assert flaky_row
+    assert "SUCCESS" in shop_row[1]
+    assert "0 3 * * *" in shop_row[1]  # its schedule, with the next run
+    assert re.search(r'<td class="num"><span class="warn">10</span></td>', shop_row[1])
+    assert "FAILED" in flaky_row[1]
+    assert re.search(r'<a class="warn" href="/dead-letters">1</a>', flaky_row[1])
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_a_pipeline_page_draws_its_dag_with_the_last_runs_states_and_its_definition(
+    monitor: Monitor, shop: Path
+) -> None:
+    html = monitor.client.get("/pipelines/shop").text
+    for task in ("orders", "checked", "slow", "out"):
+        assert f'data-task="{task}"' in html
+    assert 'data-task="checked" data-kind="validate" data-state="SUCCESS"' in html
+    assert "on_fail: quarantine" in html  # the definition, escaped text
+    as_defined = monitor.client.get("/pipelines/shop?as=defined").text
+    assert 'data-task="out" data-kind="load"' in as_defined
+    assert 'data-state="SUCCESS"' not in as_defined
+
+
+def test_the_runs_list_filters_and_pages_without_repeating_a_run(
+    monitor: Monitor, shop: Path
+) -> None:
+    failed = monitor.client.get("/runs", params={"state": "FAILED"}).text
+    assert "flaky" in failed
+    assert ">shop</a>" not in failed
+    future = monitor.client.get("/runs", params={"since": "2999-01-01"}).text
+    assert "No runs match." in future
+    run_links = re.findall(r'<td><a href="/runs/([^"]+)">', monitor.client.get("/runs").text)
+    assert len(run_links) == len(set(run_links)) >= 2
+
+
+def test_a_run_page_has_the_graph_the_gantt_of_attempts_and_the_errors(
+    monitor: Monitor, shop: Path
+) -> None:
+    run_id = _last_run(shop, "flaky")
+    html = monitor.client.get(f"/runs/{run_id}").text
+    assert 'class="gantt"' in html
+    # two attempts of fussy, both failed, and the wait between them
+    attempts = re.findall(r'class="bar attempt" data-task="fussy" data-state="(\w+)"', html)
+    assert attempts == ["RETRYING", "FAILED"]
+    assert 'class="bar backoff" data-task="fussy"' in html
+    # the error is shown as text: the UDF's markup is escaped, never rendered
+    assert "upstream &lt;b&gt;service&lt;/b&gt; is not ready" in html
+    assert "<b>service</b>" not in html
+
+
+def test_a_task_page_shows_transitions_schema_preview_and_quarantine_by_check(
+    monitor: Monitor, shop: Path
+) -> None:
+    run_id = _last_run(shop, "shop")
+    html = monitor.client.get(f"/runs/{run_id}/tasks/checked").text
+    assert 'id="transitions"' in html
+    assert re.search(r"<td>amount</td><td><code>double</code></td>", html)
+    assert 'id="preview"' in html
+    quarantine = re.search(r'id="quarantine">(.*?)</table>', html, re.S)
+    assert quarantine
+    assert re.search(
+        r"<td>amount</td><td>greater_than\(0\)</td><td class=\"num\">10</td>", quarantine[1]
+    )
+
+
+def test_the_lineage_explorer_draws_a_columns_sources(monitor: Monitor) -> None:
+    html = monitor.client.get("/lineage", params={"pipeline": "shop", "column": "slow.amount"}).text
+    assert 'data-task="slow.amount"' in html
+    assert 'data-task="checked.amount"' in html
+    assert 'data-task="orders.amount"' in html
+    missing = monitor.client.get("/lineage", params={"pipeline": "shop", "column": "slow.nope"})
+    assert missing.status_code == 404
+    assert "has no column" in missing.text
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("/runs/no-such-run", 404, "no run"),
+        ("/pipelines/nope", 404, "no pipeline"),
+        ("/runs?state=DONE", 400, "DONE"),
+        ("/runs?since=yesterday", 400, "since must be a date"),
+        ("/runs?after=1%27%20or%201=1--", 400, "not a page position"),
+        ("/dead-letters?status=%3Cscript%3E", 400, "&lt;script&gt;"),
+        ("/lineage?pipeline=shop&column=nodot", 400, "task.column"),
+        ("/static/..%2Fserver.py", 404, "not found"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_page(
+    monitor: Monitor, path: str, status: int, says: str
+) -> None:
+    page = monitor.client.get(path)
+    assert page.status_code == status
+    assert says.lower() in page.text.lower()
+    assert "<script>" not in page.text
+
+
+def test_a_host_this_server_does_not_answer_to_is_refused(monitor: Monitor) -> None:
+    """DNS rebinding: a page at evil.example resolved to 127.0.0.1 sends its own Host."""
+    page = monitor.client.get("/", headers={"Host": "evil.example"})
+    assert page.status_code == 403
+
+
+def test_an_action_needs_our_forms_token_and_our_origin(monitor: Monitor, shop: Path) -> None:
+    form = {"reason": "maintenance", "csrf": monitor.form_token()}
+    no_token = monitor.client.post("/pipelines/shop/pause", data={"reason": "x"})
+    assert no_token.status_code == 403
+    cross_site = monitor.client.post(
+        "/pipelines/shop/pause", data=form, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert cross_site.status_code == 403
+    other_origin = monitor.client.post(
+        "/pipelines/shop/pause", data=form, headers={"Origin": "http://evil.example"}
+    )
+    assert other_origin.status_code == 403
+    with _reader(shop) as catalog:
+        schedule = catalog.schedule("shop")
+        assert schedule is None or not schedule.paused
+
+
+def test_pause_and_resume_a_schedule_with_a_reason(monitor: Monitor, shop: Path) -> None:
+    origin = {"Origin": monitor.url}
+    paused = monitor.client.post(
+        "/pipelines/shop/pause",
+        data={"reason": "warehouse migration", "csrf": monitor.form_token()},
+        headers=origin,
+    )
+    assert paused.status_code == 303
+    with _reader(shop) as catalog:
+        schedule = catalog.schedule("shop")
+        assert schedule is not None
+        assert schedule.paused
+        assert schedule.reason == "warehouse migration"
+    assert "warehouse migration" in monitor.client.get("/pipelines/shop").text
+    blank = monitor.client.post(
+        "/pipelines/shop/pause", data={"reason": "  ", "csrf": monitor.form_token()}
+    )
+    assert blank.status_code == 400
+    resumed = monitor.client.post(
+        "/pipelines/shop/resume", data={"csrf": monitor.form_token()}, headers=origin
+    )
+    assert resumed.status_code == 303
+    with _reader(shop) as catalog:
+        schedule = catalog.schedule("shop")
+        assert schedule is not None
+        assert not schedule.paused
+
+
+def test_trigger_starts_a_run_whose_page_follows_it(monitor: Monitor, shop: Path) -> None:
+    before = _last_run(shop, "shop")
+    started = monitor.client.post("/pipelines/shop/trigger", data={"csrf": monitor.form_token()})
+    assert started.status_code == 303
+    run_id = started.headers["location"].rsplit("/", 1)[1]
+    assert run_id != before
+    deadline = time.monotonic() + 60
+    while True:
+        with _reader(shop) as catalog:
+            if catalog.has_run(run_id) and catalog.run(run_id).ended_at:
+                assert catalog.run(run_id).state.value == "SUCCESS"
+                break
+        assert time.monotonic() < deadline, "the triggered run did not finish"
+        time.sleep(0.2)
+    assert monitor.client.get(f"/runs/{run_id}").status_code == 200
+
+
+def test_resolve_a_dead_letter_with_a_note(monitor: Monitor, shop: Path) -> None:
+    with _reader(shop) as catalog:
+        (letter,) = catalog.dead_letters("flaky")
+    empty = monitor.client.post(
+        f"/dead-letters/{letter.id}/resolve", data={"note": "", "csrf": monitor.form_token()}
+    )
+    assert empty.status_code == 400
+    done = monitor.client.post(
+        f"/dead-letters/{letter.id}/resolve",
+        data={"note": "fixed the source by hand", "csrf": monitor.form_token()},
+    )
+    assert done.status_code == 303
+    with _reader(shop) as catalog:
+        settled = catalog.dead_letter(letter.id)
+    assert settled.status == "resolved"
+    assert settled.resolution_note == "fixed the source by hand"
+    assert "fixed the source by hand" in monitor.client.get("/dead-letters?status=resolved").text
+
+
+def test_the_monitor_refuses_to_bind_beyond_loopback_without_a_token() -> None:
+    with pytest.raises(ValueError, match="not loopback: give it a token"):
+        Guard("0.0.0.0", 8765, None)
+
+
+def test_with_a_token_every_page_needs_it_and_the_token_becomes_a_cookie(shop: Path) -> None:
+    with serve_monitor(shop, token="s3cret-token") as served:
+        assert served.client.get("/").status_code == 401
+        assert served.client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        bearer = served.client.get("/", headers={"Authorization": "Bearer s3cret-token"})
+        assert bearer.status_code == 200
+        login = served.client.get("/runs?token=s3cret-token&state=FAILED")
+        assert login.status_code == 303
+        assert login.headers["location"] == "/runs?state=FAILED"  # the token left the address
+        cookie = login.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie or "samesite=strict" in cookie.lower()
+        assert served.client.get("/runs").status_code == 200  # the cookie now
+        assert "s3cret-token" not in served.client.get("/").text
