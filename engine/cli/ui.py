@@ -21,17 +21,6 @@ from engine.cli.common import (
 __all__ = ["COMMANDS"]
 
 
-def _needs_ui_extra() -> None:
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        fail(
-            f"the web monitor needs {exc.name}, which is not installed",
-            hint="pip install 'arrowline[ui]'",
-        )
-
-
 @click.command()
 @project_argument
 @project_option
@@ -49,7 +38,6 @@ def ui(
 ) -> None:
     """Serve the web monitor of a project: pipelines, runs with their DAG and timeline, tasks
     with their output, lineage, dead letters and schedules, live while runs run."""
-    _needs_ui_extra()
     import uvicorn
 
     from engine.ui.guard import Guard

@@ -243,3 +243,13 @@ def test_with_a_token_every_page_needs_it_and_the_token_becomes_a_cookie(shop: P
         assert "SameSite=strict" in cookie or "samesite=strict" in cookie.lower()
         assert served.client.get("/runs").status_code == 200  # the cookie now
         assert "s3cret-token" not in served.client.get("/").text
+
+
+def test_an_action_reads_only_a_small_urlencoded_form(monitor: Monitor) -> None:
+    token = monitor.form_token()
+    as_json = monitor.client.post("/pipelines/shop/pause", json={"csrf": token, "reason": "x"})
+    assert as_json.status_code == 415
+    huge = monitor.client.post(
+        "/pipelines/shop/pause", data={"csrf": token, "reason": "x" * 100_000}
+    )
+    assert huge.status_code == 413
