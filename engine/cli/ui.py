@@ -21,7 +21,23 @@ from engine.cli.common import (
 __all__ = ["COMMANDS"]
 
 
-@click.command()
+class _ServeByDefault(click.Group):
+    """`arrowline ui [PROJECT_DIR]` serves; `arrowline ui export ...` writes a report. (A
+    project folder named like a subcommand is served with `arrowline ui serve FOLDER`.)"""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["serve", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_ServeByDefault)
+def ui() -> None:
+    """The web monitor: `arrowline ui [PROJECT_DIR]` serves it (see `arrowline ui serve -h`);
+    `arrowline ui export` writes one run or pipeline as a self-contained HTML report."""
+
+
+@ui.command("serve")
 @project_argument
 @project_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the monitor listens.")
@@ -33,7 +49,7 @@ __all__ = ["COMMANDS"]
     help="Required when --host is not loopback: open the monitor once as /?token=... "
     "(or send `Authorization: Bearer ...`). Default: $ARROWLINE_UI_TOKEN.",
 )
-def ui(
+def serve(
     folder: Path | None, project_dir: Path | None, host: str, port: int, token: str | None
 ) -> None:
     """Serve the web monitor of a project: pipelines, runs with their DAG and timeline, tasks
@@ -104,6 +120,42 @@ def graph(
         return
     output.write_text(text, encoding="utf-8")
     out.print(f"wrote {output} ({len(boxes)} tasks)")
+
+
+@ui.command("export")
+@pipeline_argument
+@click.option(
+    "--run",
+    "run_id",
+    default=None,
+    help="The run to report: id, prefix or 'last'. Without it, the pipeline: its DAG as "
+    "defined, its schedule, recent runs and definition.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write.",
+)
+@project_option
+def export(pipeline: str, run_id: str | None, output: Path, project_dir: Path | None) -> None:
+    """Write one run of PIPELINE (its DAG, Gantt, tasks and errors), or the pipeline itself,
+    as one HTML file that opens offline, to attach to a ticket."""
+    from engine.ui.pages import Definitions, Pages
+    from engine.ui.render import render
+
+    with errors(), find_project(project_dir) as project:
+        name = project.pipeline_name(pipeline)
+        pages = Pages(project.path, Definitions())
+        if run_id is not None:
+            context = pages.run_of(name, run_id, links=False)
+            text = render("run.html", exported=True, csrf="", **context)
+        else:
+            context = pages.pipeline(name, as_defined=True)
+            text = render("pipeline.html", exported=True, csrf="", href="", **context)
+    output.write_text(text, encoding="utf-8")
+    out.print(f"wrote {output} ({len(text.encode()) / 1e6:.2f} MB)")
 
 
 COMMANDS = [ui, graph]

@@ -46,16 +46,22 @@ def pipeline_href(name: str) -> str:
 
 
 class Definitions:
-    """Pipeline definitions by file, read again only when the file changes (its size or mtime):
-    validating a 5,000-task pipeline takes seconds, a page must not pay that each time."""
+    """Pipeline definitions by file, and the drawing of each as defined, read again only when
+    the file changes (its size or mtime): validating and planning a 5,000-task pipeline takes
+    seconds, a page must not pay that each time."""
 
     def __init__(self) -> None:
         self._lock = Lock()
         self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
+        self._drawn: dict[Path, tuple[tuple[int, int], tuple[str, int]]] = {}
+
+    @staticmethod
+    def _signature(path: Path) -> tuple[int, int]:
+        stat = path.stat()
+        return stat.st_mtime_ns, stat.st_size
 
     def get(self, path: Path) -> Definition:
-        stat = path.stat()
-        signature = (stat.st_mtime_ns, stat.st_size)
+        signature = self._signature(path)
         with self._lock:
             known = self._known.get(path)
         if known is None or known[0] != signature:
@@ -69,6 +75,18 @@ class Definitions:
         if isinstance(known[1], ArrowlineError):
             raise known[1]
         return known[1]
+
+    def drawing(self, path: Path, project: Project) -> tuple[str, int]:
+        """The SVG of the pipeline's DAG as its file defines it now, and its number of tasks."""
+        signature = self._signature(path)
+        with self._lock:
+            drawn = self._drawn.get(path)
+        if drawn is None or drawn[0] != signature:
+            boxes = task_boxes(project, self.get(path))
+            drawn = (signature, (dag_svg(boxes), len(boxes)))
+            with self._lock:
+                self._drawn[path] = drawn
+        return drawn[1]
 
 
 @dataclass
@@ -135,18 +153,18 @@ class Pages:
             context["file"] = os.path.relpath(path, self.project_dir) if path else None
             context["source"] = path.read_text(encoding="utf-8") if path else None
             graph_error = None
-            boxes: list[TaskBox] = []
+            svg, tasks = None, 0
             if last is not None and not as_defined:
                 boxes = run_boxes(project.catalog, last, href=lambda t: task_href(last.run_id, t))
+                svg, tasks = (dag_svg(boxes) if boxes else None), len(boxes)
             elif path is not None:
                 try:
-                    definition = self.definitions.get(path)
-                    boxes = task_boxes(project, definition)
+                    svg, tasks = self.definitions.drawing(path, project)
                 except ArrowlineError as exc:
                     graph_error = str(exc)
-            context["graph"] = Markup(dag_svg(boxes)) if boxes else None
+            context["graph"] = Markup(svg) if svg else None
             context["graph_error"] = graph_error
-            context["tasks"] = len(boxes)
+            context["tasks"] = tasks
             schedule = project.catalog.schedule(name) if known else None
             context["schedule"] = schedule
             spec = None
@@ -201,15 +219,22 @@ class Pages:
 
     # -- a run ------------------------------------------------------------------------------------
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def run(self, run_id: str, *, links: bool = True) -> dict[str, Any]:
+        """A run's page; without `links` (an exported report), nothing points at the server."""
         with self.project() as project:
             run = project.catalog.run(run_id)
-            return self._run(project, run)
+            return self._run(project, run, links)
 
-    def _run(self, project: Project, run: RunRow) -> dict[str, Any]:
+    def run_of(self, pipeline: str, run_id: str, *, links: bool = True) -> dict[str, Any]:
+        with self.project() as project:
+            run = project.catalog.run_of(pipeline, run_id)
+            return self._run(project, run, links)
+
+    def _run(self, project: Project, run: RunRow, links: bool = True) -> dict[str, Any]:
         catalog = project.catalog
         tasks = catalog.task_runs(run.run_id)
-        boxes = run_boxes(catalog, run, href=lambda t: task_href(run.run_id, t))
+        href = (lambda t: task_href(run.run_id, t)) if links else None
+        boxes = run_boxes(catalog, run, href=href)
         bars = run_bars(catalog, run)
         hrefs = {row.task_id: task_href(run.run_id, row.task_id) for row in tasks}
         wall = run.duration_s or max((bar.end for bar in bars), default=0.0)
@@ -222,7 +247,7 @@ class Pages:
             "tasks": tasks,
             "hrefs": hrefs,
             "graph": Markup(dag_svg(boxes)) if boxes else None,
-            "gantt": Markup(gantt_svg(bars, href=hrefs)) if bars else None,
+            "gantt": Markup(gantt_svg(bars, href=hrefs if links else None)) if bars else None,
             "wall": wall,
             "time_went": [
                 (row, (row.duration_s or 0.0) / wall * 100 if wall else 0.0) for row in busy[:10]

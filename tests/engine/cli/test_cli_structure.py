@@ -109,6 +109,7 @@ def test_the_same_commands_as_before_the_package() -> None:
         "quarantine": ["replay", "show"],
         "schedule": ["list", "pause", "resume"],
         "state": ["reset", "set", "show"],
+        "ui": ["export", "serve"],
     }
 
 

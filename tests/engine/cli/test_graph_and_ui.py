@@ -67,3 +67,21 @@ def test_ui_beyond_loopback_needs_a_token(cli: Cli, project: Path) -> None:
     refused = cli("ui", "--host", "0.0.0.0")
     assert refused.exit_code == 2
     assert "not loopback: give it a token" in refused.stderr
+
+
+def test_ui_export_writes_a_run_or_a_pipeline_as_one_offline_file(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    path = write("tiny.yaml", PIPELINE)
+    assert cli("run", path, "--no-progress").exit_code == 0
+    done = cli("ui", "export", "tiny", "--run", "last", "-o", "run.html")
+    assert done.exit_code == 0, done.stderr
+    report = (project / "run.html").read_text()
+    assert 'class="gantt"' in report
+    assert report.count('data-state="SUCCESS"') >= 3
+    assert "<script" not in report
+    assert 'href="/' not in report  # nothing points at a server that is not there
+    assert cli("ui", "export", "tiny", "-o", "pipeline.html").exit_code == 0
+    pipeline = (project / "pipeline.html").read_text()
+    assert 'data-task="c"' in pipeline
+    assert "<form" not in pipeline
