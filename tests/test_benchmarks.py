@@ -159,6 +159,7 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
         "scheduler",
         "rest_extract",
         "lakehouse",
+        "ui",
     ],
 )
 def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:

@@ -26,6 +26,7 @@ NAMES = (
     "scheduler",
     "lakehouse",
     "pg_cdc",
+    "ui",
 )
 
 

@@ -4,19 +4,15 @@ dead letter after a retry, a schedule."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 
+from engine.ui.background import monitor_thread
 from engine.ui.guard import Guard
-from engine.ui.server import build_app
 
 __all__ = ["FLAKY", "RULES", "SHOP", "UDFS", "Monitor", "serve_monitor"]
 
@@ -78,24 +74,9 @@ class Monitor:
 
 @contextmanager
 def serve_monitor(project: Path, token: str | None = None) -> Iterator[Monitor]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    guard = Guard("127.0.0.1", port, token)
-    config = uvicorn.Config(build_app(project, guard), log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the monitor did not start")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=30, follow_redirects=False) as client:
-            yield Monitor(url, guard, client)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    """The monitor on a free loopback port (engine.ui.background), with a client for it."""
+    with (
+        monitor_thread(project, token=token) as running,
+        httpx.Client(base_url=running.url, timeout=30, follow_redirects=False) as client,
+    ):
+        yield Monitor(running.url, running.guard, client)
