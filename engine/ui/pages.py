@@ -384,30 +384,33 @@ def _quarantine(project: Project, row: TaskRunRow) -> list[dict[str, Any]]:
 
 
 def _lineage_boxes(report: dict[str, Any]) -> list[TaskBox]:
-    """A lineage answer's tree as boxes: one per column, edges pointing downstream, each box
-    saying whether it feeds values or filters rows."""
+    """A lineage answer's tree as boxes: one per column, edges pointing downstream, dashed where
+    a column filters rows rather than feeds values."""
     upstream: dict[str, list[str]] = {report["column"]: []}
-    label: dict[str, str] = {report["column"]: "asked"}
+    filters: dict[str, set[str]] = {}
     downstream = report["direction"] == "downstream"
 
     def walk(node: str, tree: dict[str, Any]) -> None:
         for key, below in tree.items():
             name, _, how = key.partition(" (")
             upstream.setdefault(name, [])
-            label.setdefault(name, how.rstrip(")") or "value")
             source, target = (node, name) if downstream else (name, node)
             if source not in upstream[target]:
                 upstream[target].append(source)
+            if how.rstrip(")") == "filter":
+                filters.setdefault(target, set()).add(source)
             walk(name, below)
 
     walk(report["column"], report["tree"])
+    asked = report["column"]
     return [
         TaskBox(
             column,
             "column",
             tuple(up),
-            note=label[column],
-            state="SUCCESS" if column == report["column"] else None,
+            state="SUCCESS" if column == asked else None,
+            note="the column asked about" if column == asked else column.partition(".")[0],
+            filtered_by=tuple(sorted(filters.get(column, ()))),
         )
         for column, up in upstream.items()
     ]

@@ -63,6 +63,9 @@ class TaskBox:
     note: str | None = None
     href: str | None = None
     title: str | None = None
+    filtered_by: tuple[str, ...] = ()
+    """Upstream boxes whose edge into this one is drawn dashed (lineage: they filter its rows
+    rather than feed its values)."""
 
 
 def short(text: str, limit: int = LABEL_CHARS) -> str:
@@ -89,7 +92,10 @@ def dag_svg(tasks: Sequence[TaskBox], *, drawn: Layout | None = None, legend: bo
         parts.append(_legend(legend_height))
     top = MARGIN + legend_height
     parts.append('<g class="edges" fill="none" stroke="#8a93a3" stroke-width="1.2">')
-    parts.extend(_edge(edge.points, top) for edge in drawn.edges)
+    dashed = {(source, task.id) for task in tasks for source in task.filtered_by}
+    parts.extend(
+        _edge(edge.points, top, (edge.source, edge.target) in dashed) for edge in drawn.edges
+    )
     parts.append("</g>")
     parts.append('<g class="tasks">')
     parts.extend(_box(task, drawn.position[task.id], top) for task in tasks)
@@ -105,7 +111,7 @@ def _y(row: float, top: float) -> float:
     return top + row * ROW_GAP + ROW_GAP / 2
 
 
-def _edge(points: Iterable[tuple[float, float]], top: float) -> str:
+def _edge(points: Iterable[tuple[float, float]], top: float, dashed: bool = False) -> str:
     """A curve leaving the right side of the source box and entering the left of the target,
     bending at each waypoint."""
     centres = [(_x(layer), _y(row, top)) for layer, row in points]
@@ -118,7 +124,8 @@ def _edge(points: Iterable[tuple[float, float]], top: float) -> str:
         mid = (px + tx) / 2
         path.append(f"C{mid:.1f},{py:.1f} {mid:.1f},{y:.1f} {tx:.1f},{y:.1f}")
         px, py = tx, y
-    return f'<path d="{" ".join(path)}" marker-end="url(#arrow)"/>'
+    style = ' stroke-dasharray="5 4" class="filter"' if dashed else ""
+    return f'<path d="{" ".join(path)}" marker-end="url(#arrow)"{style}/>'
 
 
 def _box(task: TaskBox, at: tuple[float, float], top: float) -> str:

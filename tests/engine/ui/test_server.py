@@ -12,6 +12,7 @@ import pytest
 
 from engine.state.catalog import CatalogReader, catalog_location
 from engine.ui.guard import Guard
+from tests.engine.ui.conftest import arrowline
 from tests.engine.ui.monitor import Monitor, serve_monitor
 
 
@@ -253,3 +254,26 @@ def test_an_action_reads_only_a_small_urlencoded_form(monitor: Monitor) -> None:
         "/pipelines/shop/pause", data={"csrf": token, "reason": "x" * 100_000}
     )
     assert huge.status_code == 413
+
+
+def test_requeue_a_dead_letter_runs_its_task_again(monitor: Monitor, shop: Path) -> None:
+    arrowline("run", "flaky.yaml", "--no-progress")  # fails again: a letter of its own
+    with _reader(shop) as catalog:
+        letter = catalog.dead_letters("flaky")[0]
+    (shop / "ready.flag").write_text("ok")  # what the task waited for is there now
+    try:
+        requeued = monitor.client.post(
+            f"/dead-letters/{letter.id}/requeue", data={"csrf": monitor.form_token()}
+        )
+        assert requeued.status_code == 303
+        assert requeued.headers["location"] == f"/runs/{letter.run_id}"
+        deadline = time.monotonic() + 60
+        while True:
+            with _reader(shop) as catalog:
+                run = catalog.run(letter.run_id)
+                if run.state.value == "SUCCESS":
+                    break
+            assert time.monotonic() < deadline, f"the requeued run is {run.state.value}"
+            time.sleep(0.2)
+    finally:
+        (shop / "ready.flag").unlink()

@@ -64,3 +64,21 @@ def test_a_running_attempt_ends_now() -> None:
     steps = [Step("a", "RUNNING", T0, attempt=1)]
     (bar,) = timeline(steps, now=T0 + timedelta(seconds=4))
     assert (bar.segment, bar.end, bar.state) == ("attempt", 4.0, "RUNNING")
+
+
+def test_an_edge_from_a_filtering_box_is_dashed() -> None:
+    svg = dag_svg(
+        [
+            TaskBox("orders.amount", "column"),
+            TaskBox("orders.status", "column"),
+            TaskBox(
+                "revenue.total",
+                "column",
+                ("orders.amount", "orders.status"),
+                filtered_by=("orders.status",),
+            ),
+        ],
+        legend=False,
+    )
+    assert svg.count('stroke-dasharray="5 4"') == 1
+    assert svg.count("<path d=") == 2 + 1  # two edges and the arrow marker
