@@ -7,6 +7,7 @@
     pipeline    the Pipeline builder, and engine.run/plan/validate/load: keyword forms of
                 Project's methods for scripts
     state       watermarks shown, set and reset in every sink and the catalog
+    compare     two runs side by side, repetitions summed up (`runs compare`, `run --repeat`)
 
 The scheduler (engine.scheduling) sits below this package: it runs pipelines through
 engine.execution.launch, the same code Project.run calls, and its HTTP API answers from the

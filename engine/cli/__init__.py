@@ -2,7 +2,7 @@
 
     common      the options every command shares, the consoles, errors -> exit codes
     run         validate, plan, check, render, run
-    runs        runs, show
+    runs        runs [list | compare], show
     state       state show | set | reset
     lineage     lineage
     dlq         dlq list | show | requeue | resolve

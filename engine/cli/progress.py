@@ -3,7 +3,9 @@
 The live view shows the running tasks with rows, rows per second and time so far, and counts of
 tasks by state; it stays small for a thousand-task pipeline. The summary lists every task with
 its state, attempts, rows, duration and share of the wall time, then the critical path (the
-chain of tasks that decided how long the run took) and the errors.
+chain of tasks that decided how long the run took) and the errors. After `run --repeat`, the
+repetitions summed up: each task's median time and spread, and the runs' wall time, CPU time
+and peak memory.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -23,7 +27,10 @@ from engine.core.states import RunState, TaskState
 from engine.execution.executor import Executor, RunEvent, RunResult
 from engine.planning.build import Plan
 
-__all__ = ["LiveProgress", "critical_path", "summary"]
+if TYPE_CHECKING:
+    from engine.api.compare import RepeatSummary, Spread
+
+__all__ = ["LiveProgress", "critical_path", "repeat_summary", "summary"]
 
 STYLES = {
     "PENDING": "dim",
@@ -138,6 +145,59 @@ def critical_path(plan: Plan, result: RunResult) -> tuple[list[str], float]:
         return [], 0.0
     length, path = max(best.values(), key=lambda item: item[0])
     return path, length
+
+
+def repeat_summary(report: RepeatSummary, console: Console) -> None:
+    """Print what the repetitions of a run measured: per task the median time, the fastest and
+    slowest repetition, the spread and rows out; per run the wall time, CPU time and peak
+    memory; the run ids, and the repetitions that failed."""
+    from engine.core.sizes import format_bytes
+
+    count = len(report.runs)
+    pipeline = report.runs[0].pipeline if report.runs else ""
+    table = Table(title=f"{pipeline} · {count} repetitions", title_justify="left")
+    table.add_column("task")
+    table.add_column("kind")
+    for name in ("ran", "median", "min", "max", "spread", "rows out"):
+        table.add_column(name, justify="right")
+    for task in report.tasks:
+        ran = Text(f"{task.ran}/{count}", style="" if task.ran == count else "yellow")
+        rows = sorted({r for r in task.rows_out if r is not None})
+        shown = Text(f"{rows[0]:,}" if len(rows) == 1 else "")
+        if len(rows) > 1:
+            shown = Text(f"{rows[0]:,}–{rows[-1]:,}", style="yellow")  # not the same each time
+        table.add_row(task.task_id, task.kind, ran, *_spread_cells(task.duration_s), shown)
+    measures = (
+        ("wall time", report.wall_s, format_duration),
+        ("CPU time", report.cpu_s, format_duration),
+        ("peak memory", report.peak_rss_bytes, format_bytes),
+    )
+    for name, spread, show in measures:
+        if spread is not None:
+            table.add_row(
+                Text(f"(run) {name}", style="bold"), "", "", *_spread_cells(spread, show), ""
+            )
+    console.print(table)
+    console.print(Text("spread: (max - min) / median", style="dim"))
+    console.print(Text.assemble(("runs: ", "bold"), ", ".join(r.run_id for r in report.runs)))
+    for number, run in enumerate(report.runs, 1):
+        if run.state is not RunState.SUCCESS:
+            console.print(
+                Text.assemble(
+                    (f"✗ repetition {number} (run {run.run_id}) {run.state.value}", "bold red"),
+                    f": {run.error}" if run.error else "",
+                )
+            )
+
+
+def _spread_cells(
+    spread: Spread | None, show: Callable[[float], str] = format_duration
+) -> list[str]:
+    """median, min, max and spread, or blanks when nothing was measured."""
+    if spread is None:
+        return ["", "", "", ""]
+    relative = f"{100 * spread.relative:.0f}%" if spread.relative is not None else ""
+    return [show(spread.median), show(spread.low), show(spread.high), relative]
 
 
 def _count(value: int | None) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -36,9 +37,11 @@ from engine.cli.common import (
     select_option,
 )
 from engine.core.problems import Problem
+from engine.core.states import RunState
 
 if TYPE_CHECKING:
-    from engine.execution.executor import Executor
+    from engine.api.project import Project
+    from engine.execution.executor import Executor, RunResult
     from engine.planning.build import Plan
     from engine.planning.schemas import SchemaReport
 
@@ -316,6 +319,22 @@ def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path 
     default=None,
     help="With --if-running wait: give up after this many seconds.",
 )
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="N",
+    help="Run N times, every task each time (as --force), then print each task's median time, "
+    "its spread and rows out, and the run ids; exit 1 if any repetition failed.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="With --repeat: the summary as JSON on stdout.",
+)
 def run(
     pipeline: str,
     params: tuple[str, ...],
@@ -331,8 +350,11 @@ def run(
     force: bool,
     if_running: str,
     wait_timeout: float | None,
+    repeat: int | None,
+    fmt: str,
 ) -> None:
-    """Run a pipeline. Exit 0 on success, 1 when a task failed, 2 when the input is invalid."""
+    """Run a pipeline. Exit 0 on success, 1 when a task failed, 2 when the input is invalid.
+    With --repeat N: N fresh runs, summed up per task (exit 1 when any failed)."""
     from dataclasses import replace
 
     from engine.api.options import PlanOptions, RunOptions
@@ -340,6 +362,13 @@ def run(
 
     if resume_run is not None and (params or select or exclude or full_refresh):
         fail("--resume runs with the parameters and selection of the run it continues")
+    if resume_run is not None and repeat is not None:
+        fail("--repeat starts a fresh run each time; it does not go with --resume")
+    if fmt == "json" and repeat is None:
+        fail(
+            "--format json goes with --repeat",
+            hint="a single run's record as JSON: arrowline runs RUN_ID --format json",
+        )
     live_wanted = err.is_terminal if progress is None else progress
     configure_logs(log_format, log_level.upper(), err if live_wanted else None)
     executors: list[Executor] = []
@@ -354,14 +383,16 @@ def run(
                 select=select or None,
                 exclude=exclude or None,
                 full_refresh=full_refresh,
-                force=force,
+                force=force or repeat is not None,  # a repetition reuses nothing
             )
             the_plan = project.plan(definition, what)
     display: LiveProgress | None = None
     planned: list[Plan] = [the_plan] if the_plan is not None else []
+    if repeat is not None and the_plan is not None and not full_refresh:
+        _warn_incremental(the_plan)
 
     def attach(executor: Executor) -> None:
-        executors.append(executor)
+        executors[:] = [executor]  # a signal cancels the run running now
         if display is not None:
             display.executor = executor
 
@@ -382,7 +413,24 @@ def run(
     )
     try:
         with project:
-            if the_plan is not None:
+            if the_plan is not None and repeat is not None:
+                results: list[RunResult] = []
+                for number in range(1, repeat + 1):
+                    with errors():
+                        if number > 1:  # a new run id each time
+                            the_plan = project.plan(definition, what)
+                        display = LiveProgress(the_plan, err) if live_wanted else None
+                        with display or nullcontext():
+                            options = replace(how, listener=display, on_wait=waiting)
+                            results.append(project.execute(the_plan, options))
+                    _said_repetition(number, repeat, results[-1])
+                    stopped = bool(executors) and executors[0].cancel_requested
+                    if results[-1].state is RunState.CANCELLED or stopped:
+                        break
+                console = out if log_format == "text" or fmt == "json" else err
+                with errors():
+                    sys.exit(_report_repeats(project, results, repeat, fmt, console))
+            elif the_plan is not None:
                 display = LiveProgress(the_plan, err) if live_wanted else None
                 with errors(), display or nullcontext():
                     options = replace(how, listener=display, on_wait=waiting)
@@ -397,6 +445,58 @@ def run(
         fail("interrupted before the run could wind down", code=EXIT_CANCELLED)
     summary(planned[0], result, out if log_format == "text" else err)
     sys.exit(exit_code(result))
+
+
+def _warn_incremental(the_plan: Plan) -> None:
+    incremental = [task.id for task in the_plan.to_run if task.incremental]
+    if incremental:
+        err.print(
+            Text(
+                f"warning: incremental extracts ({', '.join(incremental)}) continue from their "
+                "watermarks, so repetitions after the first read only new rows; add "
+                "--full-refresh for the same rows each time",
+                style="yellow",
+            )
+        )
+
+
+def _said_repetition(number: int, repeat: int, result: RunResult) -> None:
+    from engine.core.durations import format_duration
+
+    err.print(
+        Text.assemble(
+            (f"repetition {number}/{repeat}: ", "bold"),
+            f"run {result.run_id} ",
+            (result.state.value, "green" if result.ok else "bold red"),
+            f" in {format_duration(result.duration_s)}",
+        )
+    )
+
+
+def _report_repeats(
+    project: Project, results: list[RunResult], repeat: int, fmt: str, console: Console
+) -> int:
+    """Print the repetitions summed up; the exit code: 130 when cancelled, 1 when any failed."""
+    from engine.api.compare import summarize_repeats
+    from engine.cli.progress import repeat_summary
+
+    report = summarize_repeats(project.catalog, [result.run_id for result in results])
+    if fmt == "json":
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        repeat_summary(report, console)
+    if len(results) < repeat or any(r.state is RunState.CANCELLED for r in results):
+        err.print(Text(f"cancelled after {len(results)} of {repeat} repetitions", style="red"))
+        return EXIT_CANCELLED
+    failed = [
+        f"{number} (run {run.run_id}, {run.state.value})"
+        for number, run in enumerate(report.runs, 1)
+        if run.state is not RunState.SUCCESS
+    ]
+    if failed:
+        err.print(Text(f"repetitions that failed: {', '.join(failed)}", style="bold red"))
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 COMMANDS = (validate, plan, check, render, run)

@@ -35,6 +35,7 @@ from engine.core.errors import ArrowlineError, Cancelled, disk_full
 from engine.core.faults import fault_point
 from engine.core.states import RunState, TaskState
 from engine.core.tables import InputTable
+from engine.core.usage import UsageMeter
 from engine.execution.attempts import (
     WAKE,
     Attempt,
@@ -143,7 +144,7 @@ class Executor(PipelinedHandOff):
         return {task_id: attempt.rows for task_id, attempt in list(self.running.items())}
 
     def run(self) -> RunResult:
-        started = self.clock()
+        started, meter = self.clock(), UsageMeter()  # what the run costs the process
         started_wall = now_text()
         self._create()
         self.catalog.transition_run(self.plan.run_id, RunState.RUNNING, "started")
@@ -165,7 +166,7 @@ class Executor(PipelinedHandOff):
         graph = self.lineage.record(self.output_schemas)
         failed = [t for t, s in self.states.items() if s is TaskState.FAILED]
         error = "failed: " + ", ".join(failed) if state is RunState.FAILED else None
-        self.catalog.transition_run(self.plan.run_id, state, "finished", error)
+        self.catalog.transition_run(self.plan.run_id, state, "finished", error, meter.spent())
         if observer is not None:
             observer.finished(state, error, graph, self.output_schemas, self.results)
         if self.plan.resumed:

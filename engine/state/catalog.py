@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.states import RunState, TaskState
+from engine.core.usage import RunUsage
 from engine.state.db import CatalogLocation, catalog_location
 from engine.state.reader import CatalogReader
 from engine.state.rows import (
@@ -101,9 +102,15 @@ class Catalog(CatalogReader):
         )
 
     def transition_run(
-        self, run_id: str, target: RunState, event: str, error: str | None = None
+        self,
+        run_id: str,
+        target: RunState,
+        event: str,
+        error: str | None = None,
+        usage: RunUsage | None = None,
     ) -> None:
-        self._transitions.transition_run(run_id, target, event, error)
+        """Move a run to `target`; `usage`, at its end, is what it cost its process."""
+        self._transitions.transition_run(run_id, target, event, error, usage)
 
     def transition_task(
         self,

@@ -19,7 +19,7 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version reached -> statements that reach it from the one before
@@ -52,6 +52,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     9: (
         *statements(RUN_GRAPHS),
         "create index if not exists runs_by_created on runs (created_at)",
+    ),
+    # what a run cost its process, for `arrowline runs compare`
+    10: (
+        "alter table runs add column cpu_s real",
+        "alter table runs add column peak_rss_bytes integer",
     ),
 }
 

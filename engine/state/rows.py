@@ -52,6 +52,11 @@ class RunRow:
     definition: str | None = None
     """The definition this run executed, as YAML, for the diff `--resume` shows."""
     resumes: int = 0
+    cpu_s: float | None = None
+    """CPU seconds its process spent on it (engine.core.usage); None before it ended, or when
+    the catalog predates the measurement."""
+    peak_rss_bytes: int | None = None
+    """Its process's peak resident memory when it ended."""
 
     @property
     def duration_s(self) -> float | None:

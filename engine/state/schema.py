@@ -46,7 +46,9 @@ create table if not exists runs (
     host text,
     heartbeat_at text,
     definition text,
-    resumes integer not null default 0
+    resumes integer not null default 0,
+    cpu_s real,
+    peak_rss_bytes integer
 );
 create index if not exists runs_by_pipeline on runs (pipeline, created_at);
 create index if not exists runs_by_created on runs (created_at);
@@ -98,7 +100,8 @@ create table if not exists transitions (
 );
 create index if not exists transitions_by_run on transitions (run_id, id);
 """
-"""Runs, their tasks, what they reused from earlier runs, and every state transition. A task
+"""Runs, their tasks, what they reused from earlier runs, and every state transition. A run's
+`cpu_s` and `peak_rss_bytes` are what it cost its process (engine.core.usage). A task
 run's `cache_key` (its fingerprint over its upstream outputs' contents), `fingerprint_parts`
 (one digest per component, JSON) and `output_hash` (its output's contents) are what the cache
 compares (engine.planning.cache); no value a key query returned is stored, only digests."""

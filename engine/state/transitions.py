@@ -22,6 +22,7 @@ from engine.core.states import (
     check_run_transition,
     check_task_transition,
 )
+from engine.core.usage import RunUsage
 from engine.state.db import Database
 from engine.state.values import now_text, params_text
 
@@ -113,18 +114,26 @@ class TransitionStore:
             _log(connection, run_id, None, None, "PENDING", at, "created")
 
     def transition_run(
-        self, run_id: str, target: RunState, event: str, error: str | None = None
+        self,
+        run_id: str,
+        target: RunState,
+        event: str,
+        error: str | None = None,
+        usage: RunUsage | None = None,
     ) -> None:
+        """Move a run to `target`; `usage`, at its end, is what it cost its process."""
         at = now_text()
+        cpu_s, peak = (usage.cpu_s, usage.peak_rss_bytes) if usage else (None, None)
         with self.db.transaction() as connection:
             current = _run_state(connection, run_id)
             check_run_transition(run_id, current, target)
             stamp = "started_at" if target is RunState.RUNNING else "ended_at"
             connection.execute(
                 f"update runs set state = ?, {stamp} = ?, heartbeat_at = ?, "
-                "error = coalesce(?, error) "
+                "error = coalesce(?, error), cpu_s = coalesce(?, cpu_s), "
+                "peak_rss_bytes = coalesce(?, peak_rss_bytes) "
                 "where run_id = ?",
-                (target.value, at, at, error, run_id),
+                (target.value, at, at, error, cpu_s, peak, run_id),
             )
             _log(connection, run_id, None, current.value, target.value, at, event, error=error)
 
@@ -262,7 +271,8 @@ class TransitionStore:
                 _log(connection, run_id, task_id, previous, "PENDING", at, "resumed")
             connection.execute(
                 "update runs set state = 'PENDING', ended_at = null, error = null, "
-                "resumes = resumes + 1, pid = ?, host = ?, heartbeat_at = ?, "
+                "cpu_s = null, peak_rss_bytes = null, resumes = resumes + 1, pid = ?, host = ?, "
+                "heartbeat_at = ?, "
                 "definition = coalesce(?, definition), pipeline_version = ? where run_id = ?",
                 (os.getpid(), socket.gethostname(), at, definition, pipeline_version, run_id),
             )

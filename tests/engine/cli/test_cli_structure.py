@@ -107,6 +107,7 @@ def test_the_same_commands_as_before_the_package() -> None:
         "cdc": ["status"],
         "dlq": ["list", "requeue", "resolve", "show"],
         "quarantine": ["replay", "show"],
+        "runs": ["compare", "list"],
         "schedule": ["list", "pause", "resume"],
         "state": ["reset", "set", "show"],
         "ui": ["export", "serve"],

@@ -18,7 +18,8 @@ import pytest
 from click.testing import Result
 
 from engine.core.errors import StateError
-from engine.core.states import TaskState
+from engine.core.states import RunState, TaskState
+from engine.core.usage import RunUsage
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.db import CatalogLocation, _pyformat, catalog_location
 from engine.state.locks import lock_is_held
@@ -26,6 +27,9 @@ from engine.state.migrations import SCHEMA_VERSION, forget_prepared
 from engine.state.schema import TABLES
 from tests.catalog_sql import sql, transaction
 from tests.conftest import SharedCatalog, WritePipeline
+
+RUN_USAGE = ("cpu_s", "peak_rss_bytes")
+"""The columns version 10 added to runs."""
 
 
 def test_the_default_catalog_is_the_embedded_file(tmp_path: Path) -> None:
@@ -101,8 +105,10 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
     catalog.create_run("r", "p", "v", None, {}, "2024-01-01", None, tasks, {})
     catalog.close()
     # what version 5 wrote: no ordinal column (task order was SQLite's rowid), and none of
-    # version 7 (dead letters' resolution, removed outputs)
+    # version 7 (dead letters' resolution, removed outputs) nor of version 10 (runs' usage)
     connection = sqlite3.connect(path)
+    for column in RUN_USAGE:
+        connection.execute(f"alter table runs drop column {column}")
     connection.execute("alter table task_runs drop column ordinal")
     for column in ("cache_key", "fingerprint_parts", "output_hash"):
         connection.execute(f"alter table task_runs drop column {column}")
@@ -116,7 +122,7 @@ def test_an_embedded_catalog_of_the_previous_version_is_migrated_keeping_task_or
     catalog = Catalog(path)
     assert [t.task_id for t in catalog.task_runs("r")] == ["t3", "t1", "t2"]
     version = sql(catalog, "select value from meta where key = 'schema_version'")
-    assert int(version[0][0]) == SCHEMA_VERSION == 9
+    assert int(version[0][0]) == SCHEMA_VERSION == 10
     catalog.close()
 
 
@@ -165,9 +171,11 @@ def test_a_version_6_catalog_gains_dead_letters_resolution_and_removed_outputs(
 
 
 def _as_version_7(catalog: Catalog) -> None:
-    """What version 7 wrote: task runs without the cache's columns."""
+    """What version 7 wrote: task runs without the cache's columns, runs without their usage."""
     for column in ("cache_key", "fingerprint_parts", "output_hash"):
         sql(catalog, f"alter table task_runs drop column {column}")
+    for column in RUN_USAGE:
+        sql(catalog, f"alter table runs drop column {column}")
     sql(catalog, "update meta set value = '7' where key = 'schema_version'")
 
 
@@ -202,6 +210,29 @@ def test_a_version_7_catalog_gains_the_cache_columns_and_finds_outputs_by_key(
         assert catalog.outputs_with_key("p", "t", "k2") == []
     assert [(row.run_id, row.output_hash) for row in found] == [("r", "h")]
     assert found[0].fingerprint_parts == {"definition": "d"}
+
+
+@pytest.mark.usefixtures("each_catalog")
+def test_a_version_9_catalog_gains_what_runs_cost_and_keeps_its_older_runs(
+    tmp_path: Path,
+) -> None:
+    location = catalog_location(tmp_path)
+    with Catalog(location) as catalog:
+        for run_id in ("old", "new"):
+            catalog.create_run(run_id, "p", "v", None, {}, "2024-01-01", None, [], {})
+        for column in RUN_USAGE:
+            sql(catalog, f"alter table runs drop column {column}")
+        sql(catalog, "update meta set value = '9' where key = 'schema_version'")
+    forget_prepared()
+
+    with Catalog(location) as catalog:
+        version = sql(catalog, "select value from meta where key = 'schema_version'")
+        assert int(version[0][0]) == SCHEMA_VERSION
+        catalog.transition_run("new", RunState.RUNNING, "started")
+        catalog.transition_run("new", RunState.SUCCESS, "finished", None, RunUsage(1.5, 2048))
+        old, new = catalog.run("old"), catalog.run("new")
+    assert (old.cpu_s, old.peak_rss_bytes) == (None, None)
+    assert (new.cpu_s, new.peak_rss_bytes) == (1.5, 2048)
 
 
 def test_processes_creating_a_fresh_shared_catalog_at_once_all_succeed(
