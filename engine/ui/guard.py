@@ -15,23 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["COOKIE", "Guard", "Refusal", "is_loopback"]
+from engine.scheduling.serving import host_of, is_loopback
+
+__all__ = ["COOKIE", "Guard", "Refusal"]
 
 COOKIE = "arrowline_token"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Refusal(Exception):
@@ -61,7 +53,7 @@ class Guard:
 
     def check_host(self, host_header: str | None) -> None:
         """The Host header names this server: loopback, or the address it was bound to."""
-        hostname = urlsplit(f"//{host_header or ''}").hostname or ""
+        hostname = host_of(host_header or "")
         if is_loopback(hostname) or hostname == self.host.strip("[]").lower():
             return
         if self.token and self.host in ("0.0.0.0", "::"):
@@ -87,7 +79,12 @@ class Guard:
         """A change comes from one of our own pages: same origin, with our form's token."""
         if fetch_site is not None and fetch_site not in ("same-origin", "none"):
             raise Refusal(403, f"a {fetch_site} request cannot change anything here")
-        if origin is not None and urlsplit(origin).netloc != (host_header or ""):
-            raise Refusal(403, f"a request from {origin!r} cannot change anything here")
+        if origin is not None:
+            try:
+                netloc = urlsplit(origin).netloc
+            except ValueError:  # "http://[::1" and the like
+                netloc = None
+            if netloc != (host_header or ""):
+                raise Refusal(403, f"a request from {origin[:100]!r} cannot change anything here")
         if form_token is None or not hmac.compare_digest(form_token, self.form_token()):
             raise Refusal(403, "the form's token is missing or stale: reload the page and retry")

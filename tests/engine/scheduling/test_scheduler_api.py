@@ -3,7 +3,9 @@ alerts against a loopback receiver, and the metrics text read back by prometheus
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
 import socket
 import threading
 import time
@@ -45,10 +47,12 @@ tasks:
 """
 
 
-def serve(project: Path, token: str | None) -> Iterator[tuple[Scheduler, str]]:
+def serve(
+    project: Path, token: str | None, read_timeout: float = 1.0
+) -> Iterator[tuple[Scheduler, str]]:
     scheduler = Scheduler(project, SchedulerSettings())
     assert scheduler.try_lead()
-    server = ApiServer(scheduler, "127.0.0.1", 0, token, read_timeout=1.0)
+    server = ApiServer(scheduler, "127.0.0.1", 0, token, read_timeout=read_timeout)
     server.start()
     yield scheduler, server.address
     server.stop()
@@ -196,19 +200,29 @@ def test_the_api_answers_only_json_posts_from_its_own_origin(
     assert len(scheduler.store.requests("daily")) == 4
 
 
-def send(address: str, request: bytes, pause: float = 0) -> tuple[int, dict[str, Any]]:
-    """Write raw bytes to the API, as an attacker's client would; returns the status and body."""
+def connect(address: str) -> socket.socket:
     parts = urlsplit(address)
     assert parts.hostname is not None
     assert parts.port is not None
-    with socket.create_connection((parts.hostname, parts.port), timeout=20) as connection:
+    return socket.create_connection((parts.hostname, parts.port), timeout=20)
+
+
+def exchange(address: str, request: bytes) -> tuple[int, bytes]:
+    """Write raw bytes to the API, as an attacker's client would, and read until it hangs up;
+    returns the status and body."""
+    with connect(address) as connection:
         connection.sendall(request)
-        time.sleep(pause)
         received = b""
         while chunk := connection.recv(65536):
             received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    return int(head.split()[1]), body
+
+
+def send(address: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """`exchange`, with the API's JSON answer."""
+    status, body = exchange(address, request)
+    return status, json.loads(body)
 
 
 def post(headers: str, body: bytes = b"") -> bytes:
@@ -229,9 +243,6 @@ JSON = "Content-Type: application/json\r\n"
         (post(JSON + "Content-Length: 209715200\r\n"), 413, "at most 1048576"),
         (post(JSON), 411, "Content-Length"),
         (post(JSON + "Transfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"), 411, "Transfer"),
-        (post(JSON + "Content-Length: ten\r\n"), 400, "whole number"),
-        (post(JSON + "Content-Length: -1\r\n"), 400, "whole number"),
-        (post(JSON + "Content-Length: 2\r\nContent-Length: 3\r\n", b"{} "), 400, "one whole"),
         (post(JSON + "Content-Length: 1\r\n", b"{"), 400, "not valid JSON"),
         (post(JSON + "Content-Length: 3\r\n", b"NaN"), 400, "NaN is not a number"),
         (post(JSON + "Content-Length: 200000\r\n", b"[" * 200_000), 400, "not valid JSON"),
@@ -270,6 +281,192 @@ def test_a_client_that_stops_sending_loses_its_connection_not_a_thread(
         silent.close()
     assert scheduler.store.requests("daily") == []
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post(JSON + "Content-Length: ten\r\n"),
+        post(JSON + "Content-Length: -1\r\n"),
+        post(JSON + "Content-Length: 2\r\nContent-Length: 3\r\n", b"{} "),
+        post(JSON + "Content-Length: 2\r\nTransfer-Encoding: gzip\r\n", b"{}"),
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 20_000,
+    ],
+    ids=["words", "negative", "conflicting", "unknown-encoding", "unfinished-huge-head"],
+)
+def test_a_request_framed_badly_is_refused_before_the_api_reads_it(
+    open_api: tuple[Scheduler, str], capfd: pytest.CaptureFixture[str], request_bytes: bytes
+) -> None:
+    """h11 refuses these (400, plain text) and hangs up; the API never sees them."""
+    scheduler, address = open_api
+    assert exchange(address, request_bytes) == (400, b"Invalid HTTP request received.")
+    assert httpx.get(f"{address}/healthz").json() == {"leader": True}
+    assert scheduler.store.requests("daily") == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.fixture
+def patient_api(project: Path, write: WritePipeline) -> Iterator[tuple[Scheduler, str]]:
+    """The open API with a read timeout longer than any test waits."""
+    write("daily.yaml", PIPELINE)
+    yield from serve(project, None, read_timeout=60.0)
+
+
+def test_clients_stalled_mid_body_hold_no_worker_while_others_are_answered(
+    patient_api: tuple[Scheduler, str],
+) -> None:
+    """More stalled bodies than the server has worker threads (40): were a body read on a
+    thread, the requests after them would wait for the read timeout."""
+    scheduler, address = patient_api
+    stalled = [connect(address) for _ in range(50)]
+    try:
+        for connection in stalled:
+            connection.sendall(post(JSON + "Content-Length: 100\r\n", b'{"params"'))
+        with httpx.Client(base_url=address, timeout=10) as client:
+            assert client.get("/healthz").json() == {"leader": True}
+            assert client.get("/status").status_code == 200  # on a worker thread
+            created = client.post("/pipelines/daily/runs", json={"params": {"n": 2}})
+            assert created.status_code == 202
+        for connection in stalled:  # still waiting for their bodies, not refused
+            connection.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                connection.recv(1)
+    finally:
+        for connection in stalled:
+            connection.close()
+    assert len(scheduler.store.requests("daily")) == 1
+
+
+def hangs_up(connection: socket.socket, trickle: bytes = b"", within: float = 10) -> bool:
+    """Whether the server closes `connection` within `within` seconds, while the client sends
+    `trickle` a byte at a time (or nothing)."""
+    deadline = time.monotonic() + within
+    for byte in trickle.ljust(1000, b"x") if trickle else b"":
+        if time.monotonic() > deadline:
+            return False
+        try:
+            connection.sendall(bytes([byte]))
+        except OSError:
+            return True
+        ready, _, _ = select.select([connection], [], [], 0.1)
+        if ready:
+            break
+    connection.settimeout(max(0.0, deadline - time.monotonic()))
+    try:
+        return connection.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_client_that_never_finishes_its_request_head_is_hung_up_on(
+    open_api: tuple[Scheduler, str],
+) -> None:
+    """uvicorn alone would wait for ever for a head; the API gives it the read timeout (1 s)."""
+    _, address = open_api
+    with connect(address) as silent:
+        assert hangs_up(silent)
+    with connect(address) as trickling:
+        trickling.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        assert hangs_up(trickling, trickle=b"a")
+    with connect(address) as kept:  # after an answer, the next head gets the same time
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"leader": true}'):
+            answer += kept.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        kept.sendall(b"GET /hea")
+        assert hangs_up(kept, trickle=b"d")
+
+
+def test_stopping_the_api_does_not_wait_for_a_stalled_client(project: Path) -> None:
+    scheduler = Scheduler(project, SchedulerSettings())
+    server = ApiServer(scheduler, "127.0.0.1", 0, None, read_timeout=1.0)
+    server.start()
+    try:
+        with connect(server.address) as stalled:
+            stalled.sendall(post(JSON + "Content-Length: 100\r\n", b"{"))
+            time.sleep(0.2)  # the request has begun
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 10
+            assert not server.server.thread.is_alive()
+            assert server.address.startswith("http://127.0.0.1:")  # still names where it was
+    finally:
+        scheduler.close()
+
+
+def test_an_answer_keeps_the_connection_and_a_refusal_closes_it(
+    open_api: tuple[Scheduler, str],
+) -> None:
+    _, address = open_api
+    parts = urlsplit(address)
+    assert parts.hostname is not None
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        answer = connection.getresponse()
+        assert (answer.status, answer.will_close, answer.read()) == (
+            200,
+            False,
+            b'{"leader": true}',
+        )
+        first = connection.sock
+        connection.request("GET", "/status")
+        answer = connection.getresponse()
+        assert (answer.status, connection.sock) == (200, first)  # the same connection
+        answer.read()
+        connection.request("POST", "/pipelines/daily/runs", b"{}", {"Content-Type": "text/plain"})
+        refused = connection.getresponse()
+        assert (refused.status, refused.getheader("Connection")) == (415, "close")
+    finally:
+        connection.close()
+
+
+def test_a_known_path_asked_with_another_method_names_the_ones_it_takes(
+    open_api: tuple[Scheduler, str],
+) -> None:
+    _, address = open_api
+    wrong = httpx.get(f"{address}/pipelines/daily/runs")
+    assert (wrong.status_code, wrong.headers["Allow"]) == (405, "POST")
+    assert wrong.json()["error"] == "no such endpoint: GET /pipelines/daily/runs; GET / lists them"
+    assert httpx.delete(f"{address}/status").status_code == 405
+
+
+def test_a_failure_inside_a_route_is_a_500_that_tells_no_internals(
+    open_api: tuple[Scheduler, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, address = open_api
+
+    def broken(layout: object) -> None:
+        raise RuntimeError("catalog password is hunter2")
+
+    monkeypatch.setattr("engine.scheduling.status.status_rows", broken)
+    failed = httpx.get(f"{address}/status")
+    assert (failed.status_code, failed.json()) == (
+        500,
+        {"error": "internal error; the scheduler's log says more"},
+    )
+    assert httpx.get(f"{address}/healthz").json() == {"leader": True}
+
+
+def test_the_api_serves_ipv6_loopback_on_a_free_port(project: Path) -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    scheduler = Scheduler(project, SchedulerSettings())
+    server = ApiServer(scheduler, "::1", 0, None)
+    server.start()
+    try:
+        assert server.address.startswith("http://[::1]:")
+        assert not server.address.endswith(":0")
+        answer = httpx.get(f"{server.address}/healthz", headers={"Origin": server.address})
+        assert answer.json() == {"leader": False}
+    finally:
+        server.stop()
+        scheduler.close()
 
 
 def test_get_root_lists_every_endpoint_and_whether_it_needs_the_token(
