@@ -5,6 +5,7 @@
     project.table("orders_enriched").head(5).collect()
 
 Names are imported on first use, so `import engine` stays cheap and has no side effects.
+In IPython or Jupyter, `%load_ext engine` adds the `%arrowline` and `%%sql` magics.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext engine` in IPython or Jupyter: the `%arrowline` and `%%sql` magics
+    (engine.api.magics, which alone imports IPython)."""
+    from engine.api.magics import load_ipython_extension as register
+
+    register(ipython)
 
 
 # A library does not log until its user says so (loguru's convention); the CLI enables it.

@@ -229,6 +229,15 @@ class Pipeline:
     def spec(self) -> PipelineSpec:
         return self.definition.spec
 
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name}: {len(self._tasks)} tasks>"
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the task graph, and what each task reads and writes."""
+        from engine.api.notebook import pipeline_html
+
+        return pipeline_html(self, self.name)
+
     def plan(self, **kwargs: Any) -> Plan:
         """`engine.plan(self, ...)`."""
         return plan(self, **kwargs)

@@ -8,6 +8,9 @@
     project.table("to_lake")                        # a load into a table format: the table
                                                     # at the version its run committed
     project.sql("select segment, count(*) from enriched group by 1").pl()
+    project.run_info()                              # the last run, drawn (in a notebook)
+    project.debug("scored")                         # a failed task again, on its inputs
+    project.diff("enriched", "20241101", "last", keys=["order_id"])
 
 Everything reads the catalog read-only and the workspace's published Parquet, so it works while
 a pipeline is running and never sees a half-written output. `engine.api.project.Project` adds
@@ -30,8 +33,13 @@ from engine.state.retention import missing_output
 from engine.state.workspace import QUARANTINE_DIR
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import duckdb
     import polars as pl
+
+    from engine.api.diff import TableDiff
+    from engine.api.notebook import RunInfo
 
 __all__ = ["AmbiguousTask", "ProjectReader"]
 
@@ -72,6 +80,12 @@ class ProjectReader:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the pipelines, each with its last run (engine.api.notebook)."""
+        from engine.api.notebook import project_html
+
+        return project_html(self)
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -128,6 +142,14 @@ class ProjectReader:
                 for t in self.catalog.task_runs(run_id)
             ]
         )
+
+    def run_info(self, run: str = "last", pipeline: str | None = None) -> RunInfo:
+        """One run as a notebook shows it: its task graph coloured by state, its tasks with rows
+        and times, its Gantt chart (`run`: an id, a prefix, or 'last', the catalog's newest
+        or, with `pipeline`, that pipeline's). `.row` and `.tasks` hold the data."""
+        from engine.api.notebook import run_info
+
+        return run_info(self, run, pipeline)
 
     # -- tables -----------------------------------------------------------------------------------
 
@@ -274,6 +296,69 @@ class ProjectReader:
             pl.all().exclude(QUARANTINE_ROW, QUARANTINE_ERRORS),
             pl.col(QUARANTINE_ERRORS),
         )
+
+    def quarantine_errors(
+        self, task: str, run: str | None = None, pipeline: str | None = None
+    ) -> pl.DataFrame:
+        """The reasons rows were set aside, one row per failing value: `_arrowline_row` (where
+        the row was), `column`, `check` and `value` (as text), to filter and count by.
+
+            project.quarantine_errors("checked").group_by("column", "check").len()
+        """
+        import polars as pl
+
+        from transforms.validate import QUARANTINE_ERRORS, QUARANTINE_ROW
+
+        errors = self.quarantine(task, run, pipeline).select(QUARANTINE_ROW, QUARANTINE_ERRORS)
+        return (
+            errors.explode(QUARANTINE_ERRORS)
+            .filter(pl.col(QUARANTINE_ERRORS).is_not_null())
+            .unnest(QUARANTINE_ERRORS)
+            .collect()
+        )
+
+    # -- looking closer ---------------------------------------------------------------------------
+
+    def debug(
+        self,
+        task: str,
+        run: str = "last-failed",
+        *,
+        pipeline: str | None = None,
+        current: bool = False,
+    ) -> pl.DataFrame:
+        """Run one task of an earlier run again, in this process, on the exact inputs that run
+        gave it, and return its output; or raise what it raised (a UDF's own error is the
+        `__cause__`). `run`: 'last-failed' (the newest run in which the task failed), an id,
+        a prefix or 'last'. The definition is the one the run recorded; `current=True` takes
+        the pipeline file as it is now, to try a fix. Nothing is recorded (engine.api.debug).
+
+            project.debug("scored")  # the UDF that failed last night, on last night's rows
+        """
+        from engine.api.debug import debug_task
+
+        return debug_task(self, task, run, pipeline=pipeline, current=current)
+
+    def diff(
+        self,
+        task: str,
+        run_a: str,
+        run_b: str,
+        *,
+        keys: Sequence[str] | None = None,
+        pipeline: str | None = None,
+    ) -> TableDiff:
+        """A task's output in `run_b` against `run_a`: `.added`, `.removed` and, by `keys`,
+        `.changed` rows, as polars DataFrames; without keys whole rows are compared
+        (engine.api.diff). In a notebook it shows the counts and the first rows.
+
+            project.diff("orders_enriched", "20241101", "last", keys=["order_id"])
+        """
+        from engine.api.diff import diff_outputs
+
+        return diff_outputs(self, task, run_a, run_b, keys=keys, pipeline=pipeline)
+
+    # -- SQL --------------------------------------------------------------------------------------
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run DuckDB SQL over the latest outputs; tasks are views by id (and `pipeline.task`)."""

@@ -94,6 +94,13 @@ class RunResult:
             parts.append(f"skipped: {', '.join(skipped)}")
         return "; ".join(parts) or "no task failed"
 
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the outcome, each task's state, rows and time, and the Gantt
+        chart of its attempts (engine.execution.display)."""
+        from engine.execution.display import result_html
+
+        return result_html(self)
+
     def __repr__(self) -> str:
         if self.ok:
             return (

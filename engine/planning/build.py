@@ -175,6 +175,18 @@ class Plan:
         )
         return shown
 
+    def __repr__(self) -> str:
+        return (
+            f"<Plan {self.pipeline} {self.run_id}: {len(self.to_run)} of {len(self.tasks)} "
+            "tasks to run>"
+        )
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the task graph and why each task runs (planning.display)."""
+        from engine.planning.display import plan_html
+
+        return plan_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,

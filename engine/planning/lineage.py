@@ -11,7 +11,17 @@ from engine.tasks.lineage import pipeline_lineage
 from lineage.columns import Kind
 from lineage.graph import LineageGraph
 
-__all__ = ["lineage_report"]
+__all__ = ["LineageReport", "lineage_report"]
+
+
+class LineageReport(dict[str, Any]):
+    """A lineage answer: a plain dict (column, run_id, direction, tree, unresolved, external),
+    JSON as it is, that a notebook shows as a tree."""
+
+    def _repr_html_(self) -> str:
+        from engine.planning.display import lineage_html
+
+        return lineage_html(self)
 
 
 def lineage_report(
@@ -22,7 +32,7 @@ def lineage_report(
     downstream: bool = False,
     kind: Kind | None = None,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> LineageReport:
     """What `arrowline lineage` and `engine.open(...).lineage(...)` return: plain data.
 
     With `run_id` (an id, a prefix, or 'last': the pipeline's last run), the lineage recorded
@@ -65,14 +75,16 @@ def lineage_report(
             + (f", ... ({len(listed) - 30} more)" if len(listed) > 30 else ""),
         )
     tree = graph.downstream(column, kind) if downstream else graph.upstream(column, kind)
-    return {
-        "column": column,
-        "run_id": run_id,
-        "direction": "downstream" if downstream else "upstream",
-        "tree": tree,
-        "unresolved": graph.unresolved,
-        "external": graph.external,
-    }
+    return LineageReport(
+        {
+            "column": column,
+            "run_id": run_id,
+            "direction": "downstream" if downstream else "upstream",
+            "tree": tree,
+            "unresolved": graph.unresolved,
+            "external": graph.external,
+        }
+    )
 
 
 def _recorded_columns(catalog: CatalogReader, run_id: str, task_id: str) -> list[str]:

@@ -33,6 +33,10 @@ class Definition:
     def name(self) -> str:
         return self.spec.name
 
+    def __repr__(self) -> str:
+        where = self.file or f"Python, in {self.base_dir}"
+        return f"<Definition {self.name} ({where}): {len(self.spec.tasks)} tasks>"
+
     def task_ids(self) -> tuple[str | None, ...]:
         """Task ids in file order (for a Python pipeline, in definition order)."""
         if self.file_task_ids is not None:
