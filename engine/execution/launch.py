@@ -101,6 +101,7 @@ def _execute_locked(
     run that shares the lock (`overlap: allow`) leaves that to the next run holding it alone:
     another run of the pipeline may be planning its reuse at that very moment."""
     from engine.execution.connections import resolve_plan_connections
+    from engine.execution.runlog import run_log
 
     executor = Executor(
         the_plan,
@@ -113,7 +114,8 @@ def _execute_locked(
     )
     if options.on_executor is not None:
         options.on_executor(executor)
-    result = executor.run()
+    with run_log(layout.logs_dir, the_plan.pipeline, the_plan.run_id):
+        result = executor.run()
     if options.if_running != "share":
         _apply_retention(the_plan, layout, catalog)
     return result

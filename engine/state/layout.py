@@ -7,6 +7,7 @@ question, decided once per command, notebook or scheduler.
         workspace/                  task outputs (engine.state.workspace)
         locks/<pipeline>.lock       run locks (engine.state.locks)
         scheduler.lock              the active scheduler's lock
+        logs/<pipeline>/<run>.jsonl each run's log lines (engine.execution.runlog)
         tmp/                        DuckDB's spill files
 
 The project folder is, in this order: the one given (`--project-dir`, `engine.run(...,
@@ -107,6 +108,16 @@ class ProjectLayout:
     @property
     def state_dir(self) -> Path:
         return self.project_dir / STATE_DIR
+
+    @property
+    def logs_dir(self) -> Path:
+        """Each run's log lines, `<pipeline>/<run_id>.jsonl` (engine.execution.runlog)."""
+        return self.state_dir / "logs"
+
+    def run_log(self, pipeline: str, run_id: str) -> Path:
+        """The log file of a run, named by values the catalog holds (a pipeline name and a
+        run id), never by text from outside."""
+        return self.logs_dir / pipeline / f"{run_id}.jsonl"
 
     @property
     def workspace_root(self) -> Path:

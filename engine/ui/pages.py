@@ -8,7 +8,7 @@ newest dead letters, the first rows of an output), so a page costs the same with
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock
@@ -30,6 +30,9 @@ from engine.views.timeline import gantt_svg
 __all__ = ["Definitions", "Pages"]
 
 PREVIEW_ROWS = 20
+LOG_LINES = 500
+KEPT_DRAWINGS = 32
+"""Drawings of finished runs kept in memory (a 5,000-task one is ~1.5 MB of SVG)."""
 RUNS_PER_PAGE = 50
 
 
@@ -54,6 +57,7 @@ class Definitions:
         self._lock = Lock()
         self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
         self._drawn: dict[Path, tuple[tuple[int, int], tuple[str, int]]] = {}
+        self._schedules: dict[Path, tuple[tuple[int, int], tuple[str, str] | None]] = {}
 
     @staticmethod
     def _signature(path: Path) -> tuple[int, int]:
@@ -76,6 +80,30 @@ class Definitions:
             raise known[1]
         return known[1]
 
+    def schedule(self, path: Path) -> tuple[str, str] | None:
+        """The file's `schedule:` and `timezone:` as written, for display: read from the YAML
+        alone, so a page that shows them does not validate a 5,000-task pipeline first (an
+        invalid file's schedule is shown as written; the run that uses it validates it)."""
+        import yaml
+
+        signature = self._signature(path)
+        with self._lock:
+            known = self._schedules.get(path)
+        if known is None or known[0] != signature:
+            try:
+                data = yaml.load(
+                    path.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+                )
+            except (yaml.YAMLError, OSError):
+                data = None
+            found = None
+            if isinstance(data, dict) and isinstance(data.get("schedule"), str):
+                found = (data["schedule"], str(data.get("timezone") or "UTC"))
+            known = (signature, found)
+            with self._lock:
+                self._schedules[path] = known
+        return known[1]
+
     def drawing(self, path: Path, project: Project) -> tuple[str, int]:
         """The SVG of the pipeline's DAG as its file defines it now, and its number of tasks."""
         signature = self._signature(path)
@@ -93,6 +121,8 @@ class Definitions:
 class Pages:
     project_dir: Path
     definitions: Definitions
+    _lock: Lock = field(default_factory=Lock)
+    _drawings: dict[tuple[str, bool], tuple[str | None, int]] = field(default_factory=dict)
 
     def project(self) -> Project:
         return Project.find(self.project_dir)
@@ -155,8 +185,7 @@ class Pages:
             graph_error = None
             svg, tasks = None, 0
             if last is not None and not as_defined:
-                boxes = run_boxes(project.catalog, last, href=lambda t: task_href(last.run_id, t))
-                svg, tasks = (dag_svg(boxes) if boxes else None), len(boxes)
+                svg, tasks = self._run_drawing(project, last)
             elif path is not None:
                 try:
                     svg, tasks = self.definitions.drawing(path, project)
@@ -167,15 +196,8 @@ class Pages:
             context["tasks"] = tasks
             schedule = project.catalog.schedule(name) if known else None
             context["schedule"] = schedule
-            spec = None
-            if path is not None:
-                try:
-                    spec = self.definitions.get(path).spec
-                except ArrowlineError:
-                    spec = None
-            context["cron"] = (
-                f"{spec.schedule} ({spec.timezone})" if spec and spec.schedule else None
-            )
+            cron = self.definitions.schedule(path) if path is not None else None
+            context["cron"] = f"{cron[0]} ({cron[1]})" if cron else None
             context["runs"] = project.catalog.monitor.recent_runs(name, 20) if known else []
         return context
 
@@ -230,11 +252,31 @@ class Pages:
             run = project.catalog.run_of(pipeline, run_id)
             return self._run(project, run, links)
 
+    def _run_drawing(
+        self, project: Project, run: RunRow, links: bool = True
+    ) -> tuple[str | None, int]:
+        """A run's DAG with its states (and its number of tasks). A finished run never changes,
+        so its drawing is kept (the newest few); a running one is drawn afresh each time."""
+        key = (run.run_id, links)
+        finished = run.state not in (RunState.PENDING, RunState.RUNNING)
+        with self._lock:
+            kept = self._drawings.get(key)
+        if kept is not None and finished:
+            return kept
+        href = (lambda t: task_href(run.run_id, t)) if links else None
+        boxes = run_boxes(project.catalog, run, href=href)
+        drawn = (dag_svg(boxes) if boxes else None), len(boxes)
+        if finished:
+            with self._lock:
+                self._drawings[key] = drawn
+                while len(self._drawings) > KEPT_DRAWINGS:
+                    self._drawings.pop(next(iter(self._drawings)))
+        return drawn
+
     def _run(self, project: Project, run: RunRow, links: bool = True) -> dict[str, Any]:
         catalog = project.catalog
         tasks = catalog.task_runs(run.run_id)
-        href = (lambda t: task_href(run.run_id, t)) if links else None
-        boxes = run_boxes(catalog, run, href=href)
+        svg, _ = self._run_drawing(project, run, links)
         bars = run_bars(catalog, run)
         hrefs = {row.task_id: task_href(run.run_id, row.task_id) for row in tasks}
         wall = run.duration_s or max((bar.end for bar in bars), default=0.0)
@@ -246,7 +288,7 @@ class Pages:
             "run": run,
             "tasks": tasks,
             "hrefs": hrefs,
-            "graph": Markup(dag_svg(boxes)) if boxes else None,
+            "graph": Markup(svg) if svg else None,
             "gantt": Markup(gantt_svg(bars, href=hrefs if links else None)) if bars else None,
             "wall": wall,
             "time_went": [
@@ -290,6 +332,7 @@ class Pages:
             }
             context["preview"], context["stats"], context["preview_error"] = _preview(project, row)
             context["quarantine"] = _quarantine(project, row)
+            context["log"] = _task_log(project.layout.run_log(run.pipeline, run.run_id), task_id)
         return context
 
     # -- lineage and dead letters -----------------------------------------------------------------
@@ -302,6 +345,27 @@ class Pages:
 
     def dead_letters(self, status: str) -> dict[str, Any]:
         return _dead_letters(self, status)
+
+
+def _task_log(path: Path, task_id: str) -> list[dict[str, Any]]:
+    """The task's lines of the run's log (the last LOG_LINES of them), or none when the run
+    kept no log (its logging was off, or it ran before logs were kept)."""
+    import json
+    from collections import deque
+
+    lines: deque[dict[str, Any]] = deque(maxlen=LOG_LINES)
+    try:
+        with path.open(encoding="utf-8") as stream:
+            for text in stream:
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue  # a line cut short by a kill: the rest are whole
+                if isinstance(line, dict) and line.get("task_id") == task_id:
+                    lines.append(line)
+    except OSError:
+        return []
+    return list(lines)
 
 
 def _drift(previous: TaskRunRow | None, row: TaskRunRow) -> list[tuple[str, str, str, str]]:

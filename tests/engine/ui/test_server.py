@@ -89,6 +89,11 @@ def test_a_run_page_has_the_graph_the_gantt_of_attempts_and_the_errors(
     # the error is shown as text: the UDF's markup is escaped, never rendered
     assert "upstream &lt;b&gt;service&lt;/b&gt; is not ready" in html
     assert "<b>service</b>" not in html
+    task = monitor.client.get(f"/runs/{run_id}/tasks/fussy").text
+    log = re.search(r'id="log">(.*?)</table>', task, re.S)
+    assert log, "the task page shows the task's log lines"
+    assert "attempt 1/2 failed" in log[1]
+    assert "<b>" not in log[1]
 
 
 def test_a_task_page_shows_transitions_schema_preview_and_quarantine_by_check(
