@@ -346,6 +346,20 @@ class Pages:
     def dead_letters(self, status: str) -> dict[str, Any]:
         return _dead_letters(self, status)
 
+    def compare(self, a: str | None, b: str | None, threshold: float) -> dict[str, Any]:
+        """Two runs side by side (engine.api.compare), the regressions past `threshold` %."""
+        from engine.api.compare import compare_runs
+
+        context: dict[str, Any] = {"a": a or "", "b": b or "", "threshold": threshold}
+        if not a or not b:
+            return context | {"comparison": None, "regressions": []}
+        with self.project() as project:
+            comparison = compare_runs(project.catalog, a, b)
+        return context | {
+            "comparison": comparison,
+            "regressions": {r.task_id for r in comparison.regressions(threshold)},
+        }
+
 
 def _task_log(path: Path, task_id: str) -> list[dict[str, Any]]:
     """The task's lines of the run's log (the last LOG_LINES of them), or none when the run

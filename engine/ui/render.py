@@ -51,8 +51,10 @@ def _ago(text: str | None) -> str:
     return f"{max(delta, 0):.0f}s ago"
 
 
-def _count(value: int | None) -> str:
-    return "" if value is None else f"{value:,}"
+def _count(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
 
 
 @cache

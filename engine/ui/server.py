@@ -8,6 +8,7 @@
     GET  /runs/{run}/events                 server-sent events while the run runs
     GET  /runs/{run}/tasks/{task}           error, transitions, schema drift, preview, quarantine
     GET  /lineage?pipeline=&column=&direction=
+    GET  /compare?a=&b=&threshold=         two runs side by side, slower tasks marked
     GET  /dead-letters?status=
     POST /pipelines/{name}/pause|resume|trigger, /dead-letters/{id}/requeue|resolve
 
@@ -221,6 +222,20 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
         return page("lineage.html", **context)
 
     @html
+    async def compare(request: Request) -> Response:
+        query = request.query_params
+        try:
+            threshold = float(query.get("threshold") or 20)
+        except ValueError:
+            raise ValueError("threshold must be a number of percent, e.g. 20") from None
+        if not 0 <= threshold <= 10_000:
+            raise ValueError(f"threshold {threshold:g} is not a percentage between 0 and 10000")
+        context = await run_in_threadpool(
+            pages.compare, query.get("a") or None, query.get("b") or None, threshold
+        )
+        return page("compare.html", **context)
+
+    @html
     async def dead_letters(request: Request) -> Response:
         status = request.query_params.get("status") or "open"
         if status not in ("open", "requeued", "resolved", "all"):
@@ -287,6 +302,7 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
         Route("/runs/{run}/events", events),
         Route("/runs/{run}/tasks/{task:path}", task),
         Route("/lineage", lineage),
+        Route("/compare", compare),
         Route("/dead-letters", dead_letters),
         Route("/dead-letters/{id:int}/requeue", action(requeue), methods=["POST"]),
         Route("/dead-letters/{id:int}/resolve", action(resolve), methods=["POST"]),

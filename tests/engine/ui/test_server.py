@@ -121,6 +121,18 @@ def test_the_lineage_explorer_draws_a_columns_sources(monitor: Monitor) -> None:
     assert "has no column" in missing.text
 
 
+def test_two_runs_side_by_side(monitor: Monitor, shop: Path) -> None:
+    run_id = _last_run(shop, "shop")
+    html = monitor.client.get("/compare", params={"a": run_id, "b": run_id}).text
+    table = re.search(r'id="task-compare">(.*?)</table>', html, re.S)
+    assert table
+    assert re.findall(r'<tr data-task="(\w+)"', table[1]) == ["orders", "checked", "slow", "out"]
+    assert '<td class="num">90</td>' in table[1]  # rows out of checked
+    missing = monitor.client.get("/compare", params={"a": "nope", "b": "last"})
+    assert missing.status_code == 404
+    assert "nope" in missing.text
+
+
 @pytest.mark.parametrize(
     ("path", "status", "says"),
     [
@@ -131,6 +143,7 @@ def test_the_lineage_explorer_draws_a_columns_sources(monitor: Monitor) -> None:
         ("/runs?after=1%27%20or%201=1--", 400, "not a page position"),
         ("/dead-letters?status=%3Cscript%3E", 400, "&lt;script&gt;"),
         ("/lineage?pipeline=shop&column=nodot", 400, "task.column"),
+        ("/compare?a=last&b=last&threshold=abc", 400, "threshold must be a number"),
         ("/static/..%2Fserver.py", 404, "not found"),
     ],
 )
