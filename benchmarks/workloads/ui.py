@@ -417,8 +417,14 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
         first = statistics.median(s.reported[key]["first"] for s in o.samples)
         medians = [s.reported[key]["median"] for s in o.samples]
         median = statistics.median(medians)
-        verdict = "" if goal is None else ("✅" if median < goal else "❌")
-        goal_text = "" if goal is None else f"< {_ms(goal)} {verdict}"
+        # judged on the first request (a cold server: imports, the catalog opened, nothing
+        # drawn yet) as well as on the later ones (drawings and definitions kept)
+        goal_text = (
+            ""
+            if goal is None
+            else f"< {_ms(goal)}: first {'✅' if first < goal else '❌'}, "
+            f"later {'✅' if median < goal else '❌'}"
+        )
         rows.append(
             f"| {label} | {_ms(first)} | {_ms(median)} ({_ms(min(medians))}–{_ms(max(medians))})"
             f" | {goal_text} |"
@@ -437,7 +443,7 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
                 "pipeline_page",
                 GOAL_DAG_S,
             )
-            line(f"run page of it (DAG, Gantt, {n:,} task rows)", o, "run_page", None)
+            line(f"run page of it (DAG, Gantt, {n:,} task rows)", o, "run_page", GOAL_DAG_S)
             line("DAG page as defined now (first view plans it)", o, "as_defined", GOAL_DAG_S)
         elif o.contender.startswith("arrowline/runs100k"):
             where = "PostgreSQL" if o.contender.endswith("-pg") else "SQLite"

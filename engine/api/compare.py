@@ -107,18 +107,21 @@ class TaskComparison:
 
 @dataclass(frozen=True)
 class Regression:
-    """A task, or the whole run (`task_id` None), slower in B by more than the threshold."""
+    """A task, or the whole run (`task_id` None), slower in B by more than the threshold, or
+    failed in B where it succeeded in A (`failed`: the worst regression, whatever its time)."""
 
     task_id: str | None
     duration_s: Delta
     relative: float
+    failed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,
             "a_s": self.duration_s.a,
             "b_s": self.duration_s.b,
-            "relative": self.relative,
+            "relative": None if self.failed else self.relative,
+            "failed": self.failed,
         }
 
 
@@ -142,12 +145,22 @@ class RunComparison:
         return self.wall_s.relative if both and a is not None and a >= floor_s else None
 
     def regressions(self, threshold_pct: float, floor_s: float = FLOOR_S) -> list[Regression]:
-        """The run and the tasks slower in B than in A by more than `threshold_pct` percent."""
+        """The run and the tasks that failed in B where they succeeded in A, then those slower
+        in B than in A by more than `threshold_pct` percent."""
         measured: list[tuple[str | None, Delta, float | None]] = [
             (None, self.wall_s, self.run_slower_by(floor_s))
         ]
         measured += [(t.task_id, t.duration_s, t.slower_by(floor_s)) for t in self.tasks]
-        return [
+        success = RunState.SUCCESS
+        failed: list[Regression] = []
+        if self.a.state is success and self.b.state is not success:
+            failed.append(Regression(None, self.wall_s, 0.0, failed=True))
+        failed += [
+            Regression(t.task_id, t.duration_s, 0.0, failed=True)
+            for t in self.tasks
+            if t.state_a == TaskState.SUCCESS.value and t.state_b == TaskState.FAILED.value
+        ]
+        return failed + [
             Regression(task_id, duration, slower)
             for task_id, duration, slower in measured
             if slower is not None and slower * 100 > threshold_pct

@@ -9,7 +9,7 @@ engine.views'; the CLI, the web monitor, exported reports and notebooks all come
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -62,7 +62,12 @@ def task_boxes(
     if name is None:
         name = project.definition(pipeline).name
     row = project.catalog.run_of(name, run)
-    return run_boxes(project.catalog, row, href=href, fallback=lambda: project.plan(pipeline))
+    return run_boxes(
+        project.catalog,
+        row,
+        href=href,
+        fallback=lambda: {t.id: t.upstream for t in project.plan(pipeline).tasks},
+    )
 
 
 def run_boxes(
@@ -70,27 +75,35 @@ def run_boxes(
     run: RunRow,
     *,
     href: Href | None = None,
-    fallback: Callable[[], object] | None = None,
+    reused_href: Callable[[str, str], str | None] | None = None,
+    fallback: Callable[[], Mapping[str, Sequence[str]]] | None = None,
 ) -> list[TaskBox]:
     """A run's graph with its states. The graph is the one the run recorded; a run from before
-    graphs were recorded is drawn with the edges `fallback()` plans now (tasks the run had
-    that the plan has not are drawn unconnected)."""
+    graphs were recorded is drawn with the edges `fallback()` gives (`{task: upstream}`, the
+    pipeline as defined now; tasks it does not know are drawn unconnected). A task whose output
+    an earlier run made links to that run's task (`reused_href(run_id, task)`)."""
     rows = {row.task_id: row for row in catalog.task_runs(run.run_id)}
     reused = catalog.reused(run.run_id)
     graph = catalog.monitor.run_graph(run.run_id)
     if graph is None:
-        planned = fallback() if fallback else None
-        edges = {t.id: t.upstream for t in getattr(planned, "tasks", ())}
-        graph = [(task_id, row.kind, edges.get(task_id, ())) for task_id, row in rows.items()]
+        edges = fallback() if fallback else {}
+        known = [*rows, *(t for t in reused if t not in rows)]
+        graph = [
+            (task_id, rows[task_id].kind if task_id in rows else "", tuple(edges.get(task_id, ())))
+            for task_id in known
+        ]
     boxes = []
     for task_id, kind, upstream in graph:
         row = rows.get(task_id)
-        state = row.state.value if row is not None else ("REUSED" if task_id in reused else None)
-        note = (
-            task_note(row)
-            if row is not None
-            else (f"reused from {reused[task_id]}" if task_id in reused else "not in this run")
-        )
+        source = reused.get(task_id) if row is None else None
+        state = row.state.value if row is not None else ("REUSED" if source else None)
+        if row is not None:
+            note, link = task_note(row), href(task_id) if href else None
+        elif source:
+            note = f"reused from {source}"
+            link = reused_href(source, task_id) if reused_href else None
+        else:
+            note, link = "not in this run", None
         boxes.append(
             TaskBox(
                 task_id,
@@ -98,7 +111,7 @@ def run_boxes(
                 upstream,
                 state=state,
                 note=note,
-                href=href(task_id) if href else None,
+                href=link,
                 title=_title(task_id, kind, row),
             )
         )
@@ -121,11 +134,17 @@ def _title(task_id: str, kind: str, row: TaskRunRow | None) -> str:
 
 
 def run_bars(catalog: CatalogReader, run: RunRow) -> list[Bar]:
-    """The run's Gantt bars from its transitions; a running run's open bars end now."""
+    """The run's Gantt bars from its transitions (since its last resume); a running run's open
+    bars end now."""
+    transitions = catalog.transitions(run.run_id)
+    # a resumed run: the timeline of its last resume (its earlier attempts came minutes or
+    # days before, and would squeeze this one into a sliver)
+    resumed = [t.at for t in transitions if t.task_id is None and t.event == "resumed"]
+    since = resumed[-1] if resumed else ""
     steps = [
         Step(t.task_id, t.to_state, parse(t.at), t.attempt, t.error)
-        for t in catalog.transitions(run.run_id)
-        if t.task_id is not None
+        for t in transitions
+        if t.task_id is not None and t.at >= since
     ]
     running = run.state in (RunState.RUNNING, RunState.PENDING)
     return timeline(steps, now=datetime.now(UTC) if running else None)

@@ -277,7 +277,10 @@ class Project(ProjectReader):
                 f"dead letter {letter_id} came from a pipeline defined in Python; resume it with "
                 f"engine.planning.resume(pipeline, {letter.run_id!r})"
             )
-        definition = load_definition(letter.pipeline_file)
+        file = Path(letter.pipeline_file)
+        if not file.is_absolute():  # as given to `arrowline run`, from the project folder
+            file = self.path / file
+        definition = load_definition(file)
         retry = None
         if attempts is not None or backoff is not None:
             current = definition.spec.task(letter.task_id).retry or definition.spec.defaults.retry

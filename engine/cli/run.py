@@ -448,6 +448,17 @@ def run(
 
 
 def _warn_incremental(the_plan: Plan) -> None:
+    appending = [
+        task.id for task in the_plan.to_run if getattr(task.spec.load, "mode", None) == "append"
+    ]
+    if appending:
+        err.print(
+            Text(
+                f"warning: loads in append mode ({', '.join(appending)}) add their rows again in "
+                "every repetition",
+                style="yellow",
+            )
+        )
     incremental = [task.id for task in the_plan.to_run if task.incremental]
     if incremental:
         err.print(

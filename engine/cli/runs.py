@@ -375,9 +375,12 @@ def _print_verdict(slower: list[Regression], threshold: float, floor_s: float) -
         return
     from engine.core.durations import format_duration
 
-    out.print(Text(f"more than {threshold:g}% longer in B than in A:", style="bold red"))
+    out.print(Text(f"failed, or more than {threshold:g}% longer, in B:", style="bold red"))
     for found in slower:
         what = "the run" if found.task_id is None else f"task {found.task_id}"
+        if found.failed:
+            out.print(Text(f"  {what}: succeeded in A, failed in B", style="red"))
+            continue
         a, b = found.duration_s.a or 0.0, found.duration_s.b or 0.0
         out.print(
             Text(

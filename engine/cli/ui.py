@@ -54,21 +54,30 @@ def serve(
 ) -> None:
     """Serve the web monitor of a project: pipelines, runs with their DAG and timeline, tasks
     with their output, lineage, dead letters and schedules, live while runs run."""
-    import uvicorn
+    import signal
+    import threading
 
-    from engine.ui.guard import Guard
-    from engine.ui.server import build_app
+    from engine.cli.common import configure_logs
+    from engine.ui.background import serve as bind
 
     with errors():
         project = find_project(one_project_dir(folder, project_dir))
         try:
-            guard = Guard(host, port, token)
+            server = bind(project.path, host=host, port=port, token=token)
         except ValueError as exc:
             fail(str(exc))
-        app = build_app(project.path, guard)
-    shown = f"[{host}]" if ":" in host else host
-    out.print(f"arrowline monitor of {project.path} on http://{shown}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        except OSError as exc:
+            fail(f"cannot serve the monitor on {host}:{port}: {exc.strerror or exc}")
+    # runs started here (Run now, Requeue) log as `arrowline run` does, and keep their lines
+    configure_logs("text", "INFO", None)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    shown = f"[{server.host}]" if ":" in server.host else server.host
+    out.print(f"arrowline monitor of {project.path} on http://{shown}:{server.port}/")
+    stop.wait()
+    server.stop()
 
 
 @click.command()

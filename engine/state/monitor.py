@@ -133,9 +133,12 @@ class MonitorStore:
         """The run's tasks as planned, (id, kind, upstream) in plan order; None for a run
         recorded before the catalog kept graphs (or read from a catalog not yet migrated, which
         a read-only reader of an embedded catalog leaves as it is)."""
-        if not self.db.table_exists("run_graphs"):
+        if not self.db.table_exists("task_graphs"):
             return None
-        rows = self.db.execute("select tasks from run_graphs where run_id = ?", (run_id,))
+        rows = self.db.execute(
+            "select g.tasks from run_graphs r join task_graphs g using (digest) where r.run_id = ?",
+            (run_id,),
+        )
         if not rows:
             return None
         return [(task, kind, tuple(up)) for task, kind, up in json.loads(rows[0]["tasks"])]
@@ -150,3 +153,12 @@ class MonitorStore:
             (pipeline, task_id, before),
         )
         return task_row(rows[0]) if rows else None
+
+    def last_success(self, pipeline: str) -> RunSummary | None:
+        """The pipeline's newest successful run, however many failed since (freshness)."""
+        rows = self.db.execute(
+            f"select {_SUMMARY} from runs where pipeline = ? and state = 'SUCCESS' "
+            "order by created_at desc limit 1",
+            (pipeline,),
+        )
+        return _summary(rows[0]) if rows else None

@@ -155,13 +155,18 @@ create table if not exists run_lineage (
 """The column lineage recorded when a run ended."""
 
 RUN_GRAPHS = """
+create table if not exists task_graphs (
+    digest text primary key,
+    tasks text not null
+);
 create table if not exists run_graphs (
     run_id text primary key references runs (run_id),
-    tasks text not null
+    digest text not null references task_graphs (digest)
 );
 """
 """Each run's task graph as planned, `[[task, kind, [upstream, ...]], ...]` in plan order: what
-the run's pictures draw without planning the pipeline again (a 5,000-task plan takes seconds)."""
+the run's pictures draw without planning the pipeline again (a 5,000-task plan takes seconds).
+A graph is kept once by its digest; runs of an unchanged pipeline share it."""
 
 SCHEDULER = """
 create table if not exists schedules (

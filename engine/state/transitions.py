@@ -7,6 +7,7 @@ happens, so a crash loses at most the transition in flight.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -310,10 +311,15 @@ def _record_graph(
     if not graph:
         return
     tasks = json.dumps([[task_id, kind, list(upstream)] for task_id, kind, upstream in graph])
+    digest = hashlib.sha256(tasks.encode()).hexdigest()
     connection.execute(
-        "insert into run_graphs (run_id, tasks) values (?, ?) "
-        "on conflict (run_id) do update set tasks = excluded.tasks",
-        (run_id, tasks),
+        "insert into task_graphs (digest, tasks) values (?, ?) on conflict (digest) do nothing",
+        (digest, tasks),
+    )
+    connection.execute(
+        "insert into run_graphs (run_id, digest) values (?, ?) "
+        "on conflict (run_id) do update set digest = excluded.digest",
+        (run_id, digest),
     )
 
 

@@ -65,7 +65,8 @@ class Actions:
             with Project.find(self.project_dir) as project:
                 project.run(path, PlanOptions(run_id=run_id), RunOptions(if_running="refuse"))
 
-        self._started(self._start(f"trigger {pipeline}", run), run_id)
+        failure = self._start(f"trigger {pipeline}", run)
+        self._wait(failure, lambda p: p.catalog.has_run(run_id), run_id)
         return run_id
 
     def requeue(self, letter_id: int) -> str:
@@ -74,12 +75,14 @@ class Actions:
             letter = project.catalog.dead_letter(letter_id)
             if letter.status == "resolved":
                 raise ArrowlineError(f"dead letter {letter_id} is resolved")
+            resumes = project.catalog.run(letter.run_id).resumes
 
         def run() -> None:
             with Project.find(self.project_dir) as project:
                 project.requeue_dead_letter(letter_id, options=RunOptions(if_running="refuse"))
 
-        self._start(f"requeue dead letter {letter_id}", run)
+        failure = self._start(f"requeue dead letter {letter_id}", run)
+        self._wait(failure, lambda p: p.catalog.run(letter.run_id).resumes > resumes, letter.run_id)
         return letter.run_id
 
     def resolve(self, letter_id: int, note: str) -> None:
@@ -106,16 +109,19 @@ class Actions:
         thread.start()
         return failure
 
-    def _started(self, failure: list[BaseException], run_id: str) -> None:
-        """Wait until the run is in the catalog, so the page the user is sent to exists; an
-        error before that (a lock held, a parameter missing) is the action's error."""
+    def _wait(
+        self, failure: list[BaseException], started: Callable[[Project], bool], run_id: str
+    ) -> None:
+        """Wait until the run has started (`started` says so from the catalog), so the page the
+        user is sent to shows it; an error before that (a lock held, a pipeline file gone, a
+        parameter missing) is the action's error, shown on the page."""
         deadline = time.monotonic() + START_WAIT
         while time.monotonic() < deadline:
             if failure:
                 error = failure[0]
                 raise error if isinstance(error, ArrowlineError) else ArrowlineError(str(error))
             with self.project() as project:
-                if project.layout.catalog.exists() and project.catalog.has_run(run_id):
+                if project.layout.catalog.exists() and started(project):
                     return
             time.sleep(0.05)
         raise ArrowlineError(f"run {run_id} did not start within {START_WAIT:.0f} s")

@@ -7,22 +7,19 @@ working on, the tests, the benchmarks): started on a free loopback port, stopped
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
+from engine.scheduling.serving import ThreadedServer, authority
 from engine.ui.guard import Guard
 from engine.ui.server import build_app
 
-__all__ = ["RunningMonitor", "monitor_thread"]
+__all__ = ["MonitorServer", "RunningMonitor", "monitor_thread", "serve"]
 
-START_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 10.0
+"""Seconds a client has to send a whole request head (and a form its body)."""
 
 
 @dataclass(frozen=True)
@@ -35,30 +32,28 @@ class RunningMonitor:
 def monitor_thread(
     project_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None
 ) -> Iterator[RunningMonitor]:
-    """Serve the project's monitor until the block ends; port 0 takes a free one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    bound = sock.getsockname()[1]
-    guard = Guard(host, bound, token)
-    app = build_app(Path(project_dir).resolve(), guard)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="arrowline-ui", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + START_TIMEOUT
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"the monitor did not start on {host}:{bound}")
-        time.sleep(0.02)
-    shown = f"[{host}]" if ":" in host else host
+    """Serve the project's monitor until the block ends; port 0 takes a free one. The server
+    is the scheduler API's (engine.scheduling.serving): a client that does not finish its
+    request within REQUEST_TIMEOUT seconds is hung up on."""
+    server = serve(project_dir, host=host, port=port, token=token)
+    server.start()
     try:
-        yield RunningMonitor(f"http://{shown}:{bound}", guard)
+        yield RunningMonitor(f"http://{authority(server.host, server.port)}", server.guard)
     finally:
-        server.should_exit = True
-        thread.join(START_TIMEOUT)
-        sock.close()
+        server.stop()
+
+
+class MonitorServer(ThreadedServer):
+    """The monitor's server, with the guard its app checks requests with."""
+
+    def __init__(self, project_dir: str | Path, guard: Guard) -> None:
+        app = build_app(Path(project_dir).resolve(), guard)
+        super().__init__(app, guard.host, guard.port, name="monitor", timeout=REQUEST_TIMEOUT)
+        guard.port = self.port  # the one chosen for port 0: the token's cookie is named by it
+        self.guard = guard
+
+
+def serve(project_dir: str | Path, *, host: str, port: int, token: str | None) -> MonitorServer:
+    """The monitor bound to `host`:`port` (not started). Raises ValueError for a non-loopback
+    host without a token, OSError when the address cannot be bound."""
+    return MonitorServer(project_dir, Guard(host, port, token))

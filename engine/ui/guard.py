@@ -47,6 +47,11 @@ class Guard:
                 "(--token, or $ARROWLINE_UI_TOKEN) so that only those who have it can use it"
             )
 
+    @property
+    def cookie(self) -> str:
+        """The token's cookie: named by port, as cookies are shared by every port of a host."""
+        return f"{COOKIE}_{self.port}"
+
     def form_token(self) -> str:
         """The token our forms carry: one per server run, so a page elsewhere cannot know it."""
         return hmac.new(self.secret, b"arrowline-ui-form", hashlib.sha256).hexdigest()

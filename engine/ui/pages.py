@@ -19,10 +19,12 @@ from markupsafe import Markup
 
 from engine.api.pictures import run_bars, run_boxes, task_boxes
 from engine.api.project import Project
-from engine.core.errors import ArrowlineError
+from engine.core.errors import ArrowlineError, StateError
+from engine.core.secrets import mask_document
 from engine.core.states import RunState
 from engine.spec.definition import Definition
 from engine.state.catalog import RunRow, TaskRunRow
+from engine.state.rows import RequestRow
 from engine.tasks.checks import load_definition
 from engine.views.svg import TaskBox, dag_svg, sparkline_svg
 from engine.views.timeline import gantt_svg
@@ -31,6 +33,13 @@ __all__ = ["Definitions", "Pages"]
 
 PREVIEW_ROWS = 20
 LOG_LINES = 500
+DEAD_LETTERS = 200
+"""Dead letters listed at most (newest first); a filter by pipeline narrows them."""
+SIGNATURE_FILES = 2_000
+SIGNATURE_SUFFIXES = (".sql", ".py", ".yaml", ".yml", ".jinja", ".j2", ".json")
+SILENT_AFTER = 60.0
+"""Seconds without a heartbeat (the executor beats every 5) after which a running run is shown
+as probably dead, and its page stops following it."""
 KEPT_DRAWINGS = 32
 """Drawings of finished runs kept in memory (a 5,000-task one is ~1.5 MB of SVG)."""
 RUNS_PER_PAGE = 50
@@ -56,7 +65,7 @@ class Definitions:
     def __init__(self) -> None:
         self._lock = Lock()
         self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
-        self._drawn: dict[Path, tuple[tuple[int, int], tuple[str, int]]] = {}
+        self._drawn: dict[Path, tuple[object, list[TaskBox], str | None]] = {}
         self._schedules: dict[Path, tuple[tuple[int, int], tuple[str, str] | None]] = {}
 
     @staticmethod
@@ -105,16 +114,57 @@ class Definitions:
         return known[1]
 
     def drawing(self, path: Path, project: Project) -> tuple[str, int]:
-        """The SVG of the pipeline's DAG as its file defines it now, and its number of tasks."""
-        signature = self._signature(path)
+        """The SVG of the pipeline's DAG as its files define it now, and its number of tasks."""
+        boxes = self._boxes(path, project)
+        return self._svg(path, boxes), len(boxes)
+
+    def edges(self, path: Path, project: Project) -> dict[str, tuple[str, ...]]:
+        """Each task's upstream tasks, as the pipeline's files define them now."""
+        return {box.id: box.upstream for box in self._boxes(path, project)}
+
+    def _boxes(self, path: Path, project: Project) -> list[TaskBox]:
+        signature = _folder_signature(path)
         with self._lock:
             drawn = self._drawn.get(path)
         if drawn is None or drawn[0] != signature:
             boxes = task_boxes(project, self.get(path))
-            drawn = (signature, (dag_svg(boxes), len(boxes)))
+            drawn = (signature, boxes, None)
             with self._lock:
                 self._drawn[path] = drawn
         return drawn[1]
+
+    def _svg(self, path: Path, boxes: list[TaskBox]) -> str:
+        with self._lock:
+            drawn = self._drawn.get(path)
+        if drawn is not None and drawn[1] is boxes and drawn[2] is not None:
+            return drawn[2]
+        svg = dag_svg(boxes)
+        with self._lock:
+            if drawn is not None and drawn[1] is boxes:
+                self._drawn[path] = (drawn[0], boxes, svg)
+        return svg
+
+
+def _folder_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """The pipeline file and what a definition can read beside it (SQL files, macros, UDF
+    modules, rule files), by name, mtime and size: an edge drawn from a `sql: {file: q.sql}`
+    changes when q.sql does. Bounded: at most SIGNATURE_FILES files below the pipeline's folder,
+    hidden folders and the state folder skipped."""
+    found: list[tuple[str, int, int]] = []
+    stat = path.stat()
+    found.append((path.name, stat.st_mtime_ns, stat.st_size))
+    for folder, subfolders, files in os.walk(path.parent):
+        subfolders[:] = [d for d in subfolders if not d.startswith((".", "__"))]
+        for name in files:
+            if name.endswith(SIGNATURE_SUFFIXES) and len(found) < SIGNATURE_FILES:
+                try:
+                    info = os.stat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                found.append((os.path.join(folder, name), info.st_mtime_ns, info.st_size))
+        if len(found) >= SIGNATURE_FILES:
+            break
+    return tuple(found)
 
 
 @dataclass
@@ -122,7 +172,7 @@ class Pages:
     project_dir: Path
     definitions: Definitions
     _lock: Lock = field(default_factory=Lock)
-    _drawings: dict[tuple[str, bool], tuple[str | None, int]] = field(default_factory=dict)
+    _drawings: dict[tuple[object, ...], tuple[str | None, int]] = field(default_factory=dict)
 
     def project(self) -> Project:
         return Project.find(self.project_dir)
@@ -152,7 +202,9 @@ class Pages:
                         row["problem"] = str(exc).splitlines()[0]
                 recent = project.catalog.monitor.recent_runs(name, 20) if name in known else []
                 row["last"] = recent[0] if recent else None
-                row["last_success"] = next((r for r in recent if r.state is RunState.SUCCESS), None)
+                row["last_success"] = (
+                    project.catalog.monitor.last_success(name) if name in known else None
+                )
                 row["trend"] = Markup(
                     sparkline_svg([(r.duration_s, r.state.value) for r in reversed(recent)])
                 )
@@ -181,7 +233,9 @@ class Pages:
             last = project.catalog.last_run(name) if known else None
             context: dict[str, Any] = {"name": name, "last": last, "as_defined": as_defined}
             context["file"] = os.path.relpath(path, self.project_dir) if path else None
-            context["source"] = path.read_text(encoding="utf-8") if path else None
+            # the file as written, secrets masked (a URI's password, `password:` keys, values
+            # registered as secrets): the page and an exported report are shown to others
+            context["source"] = mask_document(path.read_text(encoding="utf-8")) if path else None
             graph_error = None
             svg, tasks = None, 0
             if last is not None and not as_defined:
@@ -242,10 +296,23 @@ class Pages:
     # -- a run ------------------------------------------------------------------------------------
 
     def run(self, run_id: str, *, links: bool = True) -> dict[str, Any]:
-        """A run's page; without `links` (an exported report), nothing points at the server."""
+        """A run's page; without `links` (an exported report), nothing points at the server. A
+        run queued with the scheduler and not started yet gets a page that waits for it."""
         with self.project() as project:
-            run = project.catalog.run(run_id)
+            try:
+                run = project.catalog.run(run_id)
+            except StateError:
+                request = self._request(project, run_id)
+                if request is None:
+                    raise
+                return {"queued": request, "live_url": f"{run_href(run_id)}/events"}
             return self._run(project, run, links)
+
+    @staticmethod
+    def _request(project: Project, run_id: str) -> RequestRow | None:
+        if not project.layout.catalog.exists():
+            return None
+        return project.catalog.request_for_run(run_id)
 
     def run_of(self, pipeline: str, run_id: str, *, links: bool = True) -> dict[str, Any]:
         with self.project() as project:
@@ -255,16 +322,25 @@ class Pages:
     def _run_drawing(
         self, project: Project, run: RunRow, links: bool = True
     ) -> tuple[str | None, int]:
-        """A run's DAG with its states (and its number of tasks). A finished run never changes,
-        so its drawing is kept (the newest few); a running one is drawn afresh each time."""
-        key = (run.run_id, links)
+        """A run's DAG with its states (and its number of tasks). A run that ended does not
+        change until it is resumed, so its drawing is kept under its state, end and resumes (the
+        newest few); a running one is drawn afresh each time. A run recorded before runs kept
+        their graph is drawn with the edges of the pipeline as its file defines it now."""
+        key = (run.run_id, run.state.value, run.ended_at, run.resumes, links)
         finished = run.state not in (RunState.PENDING, RunState.RUNNING)
         with self._lock:
             kept = self._drawings.get(key)
         if kept is not None and finished:
             return kept
         href = (lambda t: task_href(run.run_id, t)) if links else None
-        boxes = run_boxes(project.catalog, run, href=href)
+        reused_href = task_href if links else None
+        boxes = run_boxes(
+            project.catalog,
+            run,
+            href=href,
+            reused_href=reused_href,
+            fallback=lambda: self._edges_now(project, run.pipeline),
+        )
         drawn = (dag_svg(boxes) if boxes else None), len(boxes)
         if finished:
             with self._lock:
@@ -272,6 +348,15 @@ class Pages:
                 while len(self._drawings) > KEPT_DRAWINGS:
                     self._drawings.pop(next(iter(self._drawings)))
         return drawn
+
+    def _edges_now(self, project: Project, pipeline: str) -> dict[str, tuple[str, ...]]:
+        path = project.pipelines().get(pipeline)
+        if path is None:
+            return {}
+        try:
+            return self.definitions.edges(path, project)
+        except ArrowlineError:
+            return {}
 
     def _run(self, project: Project, run: RunRow, links: bool = True) -> dict[str, Any]:
         catalog = project.catalog
@@ -295,19 +380,25 @@ class Pages:
                 (row, (row.duration_s or 0.0) / wall * 100 if wall else 0.0) for row in busy[:10]
             ],
             "errors": [row for row in tasks if row.error],
-            "live_url": f"{run_href(run.run_id)}/events"
-            if run.state in (RunState.PENDING, RunState.RUNNING)
-            else None,
+            "live_url": f"{run_href(run.run_id)}/events" if _live(run) else None,
+            "silent_since": run.heartbeat_at if _silent(run) else None,
             "pipeline_href": pipeline_href(run.pipeline),
         }
 
     def run_state(self, run_id: str) -> dict[str, Any]:
         """What the live page compares to decide whether to redraw: cheap, two small queries."""
         with self.project() as project:
-            run = project.catalog.run(run_id)
+            try:
+                run = project.catalog.run(run_id)
+            except StateError:
+                request = self._request(project, run_id)
+                if request is None or request.state == "skipped":
+                    raise
+                return {"state": "QUEUED", "live": True, "tasks": {}}
             tasks = project.catalog.task_runs(run.run_id)
         return {
             "state": run.state.value,
+            "live": _live(run),
             "tasks": {row.task_id: [row.state.value, row.attempts] for row in tasks},
         }
 
@@ -343,8 +434,8 @@ class Pages:
         """A column's upstream or downstream graph, as the pipeline is defined now."""
         return _lineage(self, pipeline, column, downstream)
 
-    def dead_letters(self, status: str) -> dict[str, Any]:
-        return _dead_letters(self, status)
+    def dead_letters(self, status: str, pipeline: str | None = None) -> dict[str, Any]:
+        return _dead_letters(self, status, pipeline)
 
     def compare(self, a: str | None, b: str | None, threshold: float) -> dict[str, Any]:
         """Two runs side by side (engine.api.compare), the regressions past `threshold` %."""
@@ -359,6 +450,20 @@ class Pages:
             "comparison": comparison,
             "regressions": {r.task_id for r in comparison.regressions(threshold)},
         }
+
+
+def _silent(run: RunRow) -> bool:
+    """A run the catalog calls running whose process has not beaten for SILENT_AFTER seconds:
+    it most likely died (the next run of its pipeline will mark it INTERRUPTED)."""
+    if run.state not in (RunState.PENDING, RunState.RUNNING):
+        return False
+    beat = run.heartbeat_at or run.started_at or run.created_at
+    age = (datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds()
+    return age > SILENT_AFTER
+
+
+def _live(run: RunRow) -> bool:
+    return run.state in (RunState.PENDING, RunState.RUNNING) and not _silent(run)
 
 
 def _task_log(path: Path, task_id: str) -> list[dict[str, Any]]:
@@ -401,8 +506,8 @@ def _drift(previous: TaskRunRow | None, row: TaskRunRow) -> list[tuple[str, str,
 def _preview(
     project: Project, row: TaskRunRow
 ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, str | None]:
-    """The output's first rows and, per column, nulls, distinct values, min and max (over the
-    whole output: Parquet statistics and one pass in Polars)."""
+    """The output's first rows and, per column, nulls, min and max (over the whole output, in
+    one pass of Polars over its Parquet files)."""
     if not row.output_path or not row.output_on_disk:
         return None, None, None
     import polars as pl
@@ -518,11 +623,20 @@ def _lineage(
     return context
 
 
-def _dead_letters(pages: Pages, status: str) -> dict[str, Any]:
+def _dead_letters(pages: Pages, status: str, pipeline: str | None) -> dict[str, Any]:
     with pages.project() as project:
         letters = (
-            project.catalog.dead_letters(status=None if status == "all" else status, limit=200)
+            project.catalog.dead_letters(
+                pipeline, status=None if status == "all" else status, limit=DEAD_LETTERS
+            )
             if project.layout.catalog.exists()
             else []
         )
-    return {"letters": letters, "status": status, "run_href": run_href, "task_href": task_href}
+    return {
+        "letters": letters,
+        "status": status,
+        "pipeline": pipeline or "",
+        "more": len(letters) == DEAD_LETTERS,
+        "run_href": run_href,
+        "task_href": task_href,
+    }

@@ -42,13 +42,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine.core.errors import ArrowlineError, SelectionError, StateError
 from engine.core.states import RunState
 from engine.ui.actions import Actions
-from engine.ui.guard import COOKIE, Guard, Refusal
+from engine.ui.guard import Guard, Refusal
 from engine.ui.pages import Definitions, Pages, pipeline_href, run_href
 from engine.ui.render import STATIC, render
 
 __all__ = ["build_app"]
 
 MAX_FORM = 16_384
+FORM_TIMEOUT = 10.0
 LIVE_POLL = 0.25
 """Seconds between looks at a running run's state: a change reaches the page within a second."""
 _AFTER = re.compile(r"^[0-9T:.+\-]{10,40}\|[\w.\-:]{1,200}$")
@@ -80,18 +81,31 @@ class _Guarded:
             bearer = request.headers.get("authorization", "")
             self.guard.check_token(
                 bearer=bearer[7:] if bearer.lower().startswith("bearer ") else None,
-                cookie=request.cookies.get(COOKIE),
+                cookie=request.cookies.get(self.guard.cookie),
                 query=query_token,
             )
         except Refusal as refusal:
             await _refusal(refusal)(scope, receive, send)
             return
-        if query_token is not None and request.method == "GET":
-            # keep the token in a cookie, and out of the address bar and history
+        fetch_site = request.headers.get("sec-fetch-site")
+        if fetch_site in ("cross-site", "same-site") and (
+            request.method != "GET" or request.headers.get("sec-fetch-mode") != "navigate"
+        ):
+            # another site's page may link here, but not make the browser fetch a page in the
+            # background (an <img> on any web page would plan a pipeline, or run its UDFs)
+            background = Refusal(403, f"a {fetch_site} request that is not a navigation")
+            await _refusal(background)(scope, receive, send)
+            return
+        if query_token is not None and self.guard.token and request.method == "GET":
+            # keep the token in a cookie, and out of the address bar and history; the way back
+            # is this server's own path (never `//elsewhere`)
             rest = {k: v for k, v in request.query_params.items() if k != "token"}
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            path = "/" + scope.get("raw_path", b"/").decode("latin-1").split("?")[0].lstrip("/")
+            target = path + (f"?{urlencode(rest)}" if rest else "")
             response = RedirectResponse(target, status_code=303)
-            response.set_cookie(COOKIE, query_token, httponly=True, samesite="strict", path="/")
+            response.set_cookie(
+                self.guard.cookie, query_token, httponly=True, samesite="strict", path="/"
+            )
             await response(scope, receive, send)
             return
 
@@ -174,7 +188,7 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
     @html
     async def run(request: Request) -> Response:
         context = await run_in_threadpool(pages.run, request.path_params["run"])
-        return page("run.html", **context)
+        return page("queued.html" if "queued" in context else "run.html", **context)
 
     @html
     async def task(request: Request) -> Response:
@@ -193,7 +207,7 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
         async def stream() -> AsyncIterator[str]:
             seen = first
             yield f"event: state\ndata: {json.dumps(seen)}\n\n"
-            while seen["state"] in ("PENDING", "RUNNING"):
+            while seen["live"]:
                 if await request.is_disconnected():
                     return
                 await asyncio.sleep(LIVE_POLL)
@@ -240,7 +254,8 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
         status = request.query_params.get("status") or "open"
         if status not in ("open", "requeued", "resolved", "all"):
             raise ValueError(f"status {status!r}: one of open, requeued, resolved, all")
-        context = await run_in_threadpool(pages.dead_letters, status)
+        pipeline = request.query_params.get("pipeline") or None
+        context = await run_in_threadpool(pages.dead_letters, status, pipeline)
         return page("dead_letters.html", **context)
 
     async def static(request: Request) -> Response:
@@ -321,10 +336,14 @@ async def _form(request: Request) -> dict[str, str]:
     if kind != "application/x-www-form-urlencoded":
         raise Refusal(415, "send the form as application/x-www-form-urlencoded")
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            raise Refusal(413, f"a form of more than {MAX_FORM:,} bytes")
+    try:
+        async with asyncio.timeout(FORM_TIMEOUT):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM:
+                    raise Refusal(413, f"a form of more than {MAX_FORM:,} bytes")
+    except TimeoutError:
+        raise Refusal(408, f"the form did not arrive within {FORM_TIMEOUT:g} s") from None
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -333,7 +352,10 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _letter(request: Request) -> int:
-    return int(request.path_params["id"])
+    letter = int(request.path_params["id"])
+    if not 0 < letter < 2**63:
+        raise LookupError(f"no dead letter {letter}")
+    return letter
 
 
 def _day(text: str | None, name: str, *, end: bool = False) -> datetime | None:
@@ -344,4 +366,7 @@ def _day(text: str | None, name: str, *, end: bool = False) -> datetime | None:
         day = date.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{name} must be a date like 2024-11-02, not {text[:40]!r}") from None
-    return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
+    try:
+        return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"{name} {text!r} is past the last date there is") from None

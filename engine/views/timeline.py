@@ -5,8 +5,8 @@ on one time axis; and its Gantt chart as SVG.
     svg = gantt_svg(bars)
 
 The bars come from the catalog's transitions alone (QUEUED -> RUNNING is a wait for a slot,
-RUNNING -> anything is an attempt, RETRYING -> RUNNING is the backoff), so the picture shows
-exactly what the state machine recorded, retries included.
+RUNNING -> anything is an attempt, RETRYING -> QUEUED is the backoff before a retry is queued
+again), so the picture shows exactly what the state machine recorded, retries included.
 """
 
 from __future__ import annotations

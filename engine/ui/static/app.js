@@ -6,6 +6,8 @@
   const url = document.body.dataset.live;
   if (!url || !window.EventSource) return;
   const status = document.getElementById("live-status");
+  const shown = document.getElementById("run-state");
+  const shownState = shown ? shown.textContent.trim() : "";
   let first = true;
   let busy = false;
   let again = false;
@@ -29,8 +31,13 @@
   const source = new EventSource(url);
   status.textContent = "live";
   status.className = "live";
-  source.addEventListener("state", function () {
-    if (first) { first = false; return; }  // the page already shows this state
+  source.addEventListener("state", function (event) {
+    let now = {};
+    try { now = JSON.parse(event.data); } catch (e) { now = {}; }
+    // the first event is the state when the stream opened: the page already shows it, unless
+    // the run moved between the page's rendering and the stream's start
+    if (first && now.state === shownState) { first = false; return; }
+    first = false;
     redraw();
   });
   source.addEventListener("end", function () {

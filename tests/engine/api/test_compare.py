@@ -215,3 +215,16 @@ def test_a_run_records_its_cpu_time_and_the_peak_memory_of_its_process(
     assert recorded.peak_rss_bytes is not None
     assert 0.3 <= recorded.cpu_s <= cpu_spent + 0.01  # the burn, within what the test measured
     assert peak_before <= recorded.peak_rss_bytes <= peak_after  # bytes, not kilobytes
+
+
+def test_a_task_that_failed_in_b_is_a_regression_whatever_the_threshold(
+    pipeline: Path, project: Path
+) -> None:
+    a = run(pipeline, params={"nap": "0.0"})
+    b = run(pipeline, params={"nap": "not a number"})  # the UDF raises: napped fails
+    assert a.ok
+    assert not b.ok
+    with catalog_of(project) as catalog:
+        comparison = compare_runs(catalog, a.run_id, b.run_id)
+    found = comparison.regressions(threshold_pct=1_000_000)
+    assert [(r.task_id, r.failed) for r in found] == [(None, True), ("napped", True)]

@@ -96,3 +96,13 @@ def test_attention_counts_open_dead_letters_and_the_last_runs_quarantined_rows(
     seen = catalog.monitor.attention("p", "r1")
     assert (seen.dead_letters, seen.quarantined) == (1, 4)
     assert catalog.monitor.attention("q", None).dead_letters == 0
+
+
+def test_the_last_success_is_found_however_many_runs_failed_since(catalog: Catalog) -> None:
+    _run(catalog, "r00", "p", RunState.SUCCESS)
+    for i in range(1, 25):
+        _run(catalog, f"r{i:02d}", "p", RunState.FAILED)
+    found = catalog.monitor.last_success("p")
+    assert found is not None
+    assert found.run_id == "r00"
+    assert catalog.monitor.last_success("q") is None

@@ -47,7 +47,7 @@ def test_the_overview_lists_each_pipeline_with_its_last_run_and_what_needs_atten
     assert "0 3 * * *" in shop_row[1]  # its schedule, with the next run
     assert re.search(r'<td class="num"><span class="warn">10</span></td>', shop_row[1])
     assert "FAILED" in flaky_row[1]
-    assert re.search(r'<a class="warn" href="/dead-letters">1</a>', flaky_row[1])
+    assert re.search(r'<a class="warn" href="/dead-letters\?pipeline=flaky">1</a>', flaky_row[1])
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
 
 
@@ -145,6 +145,7 @@ def test_two_runs_side_by_side(monitor: Monitor, shop: Path) -> None:
         ("/lineage?pipeline=shop&column=nodot", 400, "task.column"),
         ("/compare?a=last&b=last&threshold=abc", 400, "threshold must be a number"),
         ("/static/..%2Fserver.py", 404, "not found"),
+        ("/static/server.py", 404, "not found"),
     ],
 )
 def test_bad_input_gets_a_clear_error_page(
@@ -296,3 +297,144 @@ def test_requeue_a_dead_letter_runs_its_task_again(monitor: Monitor, shop: Path)
             time.sleep(0.2)
     finally:
         (shop / "ready.flag").unlink()
+
+
+SECRETIVE = """
+pipeline: secretive
+connections:
+  wh: {kind: postgres, uri: "postgresql://admin:Hunter2Secret@db.internal/sales"}
+tasks:
+  - id: a
+    sql: select 1 as x
+"""
+
+
+def test_no_password_of_a_pipeline_file_reaches_the_page_or_a_report(
+    monitor: Monitor, shop: Path
+) -> None:
+    (shop / "secretive.yaml").write_text(SECRETIVE.lstrip())
+    try:
+        page = monitor.client.get("/pipelines/secretive")
+        assert page.status_code == 200
+        assert "db.internal" in page.text  # the definition is shown...
+        assert "Hunter2Secret" not in page.text  # ...without its password
+        done = arrowline("ui", "export", "secretive", "-o", str(shop / "report.html"))
+        assert "wrote" in done
+        assert "Hunter2Secret" not in (shop / "report.html").read_text()
+    finally:
+        (shop / "secretive.yaml").unlink()
+
+
+def test_a_run_drawn_before_its_resume_is_drawn_again_after_it(
+    monitor: Monitor, shop: Path
+) -> None:
+    arrowline("run", "flaky.yaml", "--no-progress")
+    run_id = _last_run(shop, "flaky")
+    before = monitor.client.get(f"/runs/{run_id}").text
+    assert 'data-task="fussy" data-kind="udf" data-state="FAILED"' in before
+    (shop / "ready.flag").write_text("ok")
+    try:
+        arrowline("run", "flaky.yaml", "--resume", run_id, "--no-progress")
+    finally:
+        (shop / "ready.flag").unlink()
+    after = monitor.client.get(f"/runs/{run_id}").text
+    assert 'data-task="fussy" data-kind="udf" data-state="SUCCESS"' in after
+    assert "since its last resume" in after
+
+
+def test_a_run_queued_with_the_scheduler_has_a_page_that_waits_for_it(
+    monitor: Monitor, shop: Path
+) -> None:
+    from engine.api.project import Project
+
+    with Project.find(shop) as project:
+        request = project.request_run("shop", {}, "manual")
+    page = monitor.client.get(f"/runs/{request.run_id}")
+    assert page.status_code == 200
+    assert "Queued with the scheduler" in page.text
+    assert f'data-live="/runs/{request.run_id}/events"' in page.text
+
+
+def test_the_drawing_as_defined_follows_the_sql_files_it_reads(
+    monitor: Monitor, shop: Path
+) -> None:
+    (shop / "q.sql").write_text("select x from a")
+    (shop / "filed.yaml").write_text(
+        "pipeline: filed\ntasks:\n  - id: a\n    sql: select 1 as x\n"
+        "  - id: b\n    sql: select 2 as x\n  - id: c\n    sql: {file: q.sql}\n"
+    )
+    try:
+        first = monitor.client.get("/pipelines/filed").text
+        assert first.count('class="task"') == 3
+        assert first.count('marker-end="url(#arrow)"') == 1  # a -> c
+        time.sleep(0.01)
+        (shop / "q.sql").write_text("select x from a union all select x from b")
+        second = monitor.client.get("/pipelines/filed").text
+        assert second.count('marker-end="url(#arrow)"') == 2  # a -> c and b -> c
+    finally:
+        (shop / "filed.yaml").unlink()
+        (shop / "q.sql").unlink()
+
+
+def test_numbers_past_every_limit_are_bad_input_not_a_crash(monitor: Monitor) -> None:
+    assert monitor.client.get("/runs?until=9999-12-31").status_code == 400
+    huge = monitor.client.post(
+        "/dead-letters/99999999999999999999999/resolve",
+        data={"note": "x", "csrf": monitor.form_token()},
+    )
+    assert huge.status_code == 404
+
+
+def test_a_background_fetch_from_another_site_is_refused_and_a_link_is_followed(
+    monitor: Monitor,
+) -> None:
+    image = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    assert monitor.client.get("/lineage", headers=image).status_code == 403
+    link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    assert monitor.client.get("/", headers=link).status_code == 200
+
+
+def _raw_get(url: str, target: str) -> bytes:
+    """A request line sent as written (an HTTP client would resolve `//host/x` itself)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_without_a_token_nothing_redirects_and_with_one_only_to_this_server(shop: Path) -> None:
+    with serve_monitor(shop) as served:
+        assert b" 303 " not in _raw_get(served.url, "//evil.example/x?token=t").split(b"\r\n")[0]
+    with serve_monitor(shop, token="s3cret-token") as served:
+        answer = _raw_get(served.url, "//evil.example/x?token=s3cret-token")
+        head = answer.split(b"\r\n\r\n")[0].decode()
+        assert " 303 " in head.splitlines()[0]
+        assert "\r\nlocation: /evil.example/x" in head.lower()
+        assert f"arrowline_token_{served.guard.port}=" in head
+
+
+def test_a_client_that_never_finishes_its_request_is_hung_up_on(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from engine.ui import background
+
+    monkeypatch.setattr(background, "REQUEST_TIMEOUT", 1.0)
+    with serve_monitor(shop) as served:
+        host, port = served.url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: never ends
+        assert served.client.get("/runs").status_code == 200  # others are answered meanwhile
+        stalled.settimeout(5)  # past it, recv raises: the server did not hang up
+        try:
+            assert stalled.recv(1024) == b""  # hung up on, with nothing sent
+        finally:
+            stalled.close()

@@ -40,19 +40,21 @@ def test_mermaid_and_dot_quote_hostile_ids() -> None:
 
 def test_a_retried_task_shows_each_attempt_and_the_waits_between() -> None:
     at = [T0 + timedelta(seconds=s) for s in range(8)]
-    steps = [
+    steps = [  # as the executor records a retry: RETRYING, then QUEUED again, then RUNNING
         Step("a", "QUEUED", at[0]),
         Step("a", "RUNNING", at[1], attempt=1),
         Step("a", "RETRYING", at[3], attempt=1, error="timeout"),
-        Step("a", "RUNNING", at[5], attempt=2),
+        Step("a", "QUEUED", at[5]),
+        Step("a", "RUNNING", at[6], attempt=2),
         Step("a", "SUCCESS", at[7], attempt=2),
     ]
     bars = timeline(steps)
     assert [(b.segment, b.start, b.end, b.state, b.attempt) for b in bars] == [
         ("queued", 0.0, 1.0, "RUNNING", 1),
         ("attempt", 1.0, 3.0, "RETRYING", 1),
-        ("backoff", 3.0, 5.0, "RUNNING", 2),
-        ("attempt", 5.0, 7.0, "SUCCESS", 2),
+        ("backoff", 3.0, 5.0, "QUEUED", None),
+        ("queued", 5.0, 6.0, "RUNNING", 2),
+        ("attempt", 6.0, 7.0, "SUCCESS", 2),
     ]
     assert bars[1].error == "timeout"
     svg = gantt_svg(bars, href={"a": "/runs/r/tasks/a"})
