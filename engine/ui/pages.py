@@ -33,6 +33,7 @@ __all__ = ["Definitions", "Pages"]
 
 PREVIEW_ROWS = 20
 LOG_LINES = 500
+PICK_COLUMNS = 5_000
 DEAD_LETTERS = 200
 """Dead letters listed at most (newest first); a filter by pipeline narrows them."""
 SIGNATURE_FILES = 2_000
@@ -599,6 +600,22 @@ def _lineage_boxes(report: dict[str, Any]) -> list[TaskBox]:
     ]
 
 
+def _columns(project: Project, pipeline: str) -> list[str]:
+    """`task.column` of every output of the pipeline's last run, to pick from (at most
+    PICK_COLUMNS)."""
+    if not project.layout.catalog.exists():
+        return []
+    last = project.catalog.last_run(pipeline)
+    if last is None:
+        return []
+    found = [
+        f"{row.task_id}.{field['name']}"
+        for row in project.catalog.task_runs(last.run_id)
+        for field in row.output_schema or ()
+    ]
+    return found[:PICK_COLUMNS]
+
+
 def _lineage(
     pages: Pages, pipeline: str | None, column: str | None, downstream: bool
 ) -> dict[str, Any]:
@@ -612,6 +629,8 @@ def _lineage(
     }
     with pages.project() as project:
         context["pipelines"] = sorted(project.pipelines())
+        chosen = pipeline or next(iter(context["pipelines"]), None)
+        context["columns"] = _columns(project, chosen) if chosen else []
         if not pipeline or not column:
             return context
         if "." not in column:

@@ -116,6 +116,7 @@ def test_the_lineage_explorer_draws_a_columns_sources(monitor: Monitor) -> None:
     assert 'data-task="slow.amount"' in html
     assert 'data-task="checked.amount"' in html
     assert 'data-task="orders.amount"' in html
+    assert '<option value="checked.amount">' in html  # the columns to pick from
     missing = monitor.client.get("/lineage", params={"pipeline": "shop", "column": "slow.nope"})
     assert missing.status_code == 404
     assert "has no column" in missing.text
