@@ -46,7 +46,8 @@ def _pipeline_name(path: Path) -> str | None:
     if cached is not None and cached[0] == mtime:
         return cached[1]
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml where PyYAML has it: a 5,000-task file is read in a tenth of the time
+        data = yaml.load(path.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         data = None
     name = None

@@ -68,6 +68,7 @@ class Definitions:
         self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
         self._drawn: dict[Path, tuple[object, list[TaskBox], str | None]] = {}
         self._schedules: dict[Path, tuple[tuple[int, int], tuple[str, str] | None]] = {}
+        self._sources: dict[Path, tuple[tuple[int, int], str]] = {}
 
     @staticmethod
     def _signature(path: Path) -> tuple[int, int]:
@@ -88,6 +89,17 @@ class Definitions:
                 self._known[path] = known
         if isinstance(known[1], ArrowlineError):
             raise known[1]
+        return known[1]
+
+    def source(self, path: Path) -> str:
+        """The file's text with its secrets masked (kept until the file changes)."""
+        signature = self._signature(path)
+        with self._lock:
+            known = self._sources.get(path)
+        if known is None or known[0] != signature:
+            known = (signature, mask_document(path.read_text(encoding="utf-8")))
+            with self._lock:
+                self._sources[path] = known
         return known[1]
 
     def schedule(self, path: Path) -> tuple[str, str] | None:
@@ -236,7 +248,7 @@ class Pages:
             context["file"] = os.path.relpath(path, self.project_dir) if path else None
             # the file as written, secrets masked (a URI's password, `password:` keys, values
             # registered as secrets): the page and an exported report are shown to others
-            context["source"] = mask_document(path.read_text(encoding="utf-8")) if path else None
+            context["source"] = self.definitions.source(path) if path else None
             graph_error = None
             svg, tasks = None, 0
             if last is not None and not as_defined:
