@@ -13,3 +13,14 @@ The scheduler (engine.scheduling) sits below this package: it runs pipelines thr
 engine.execution.launch, the same code Project.run calls, and its HTTP API answers from the
 same functions over the same layout as Project.status and Project.metrics.
 """
+
+from engine.spec.definition import HTML_VIEWS, Definition
+
+
+def _definition_html(definition: Definition) -> str:
+    from engine.api.notebook import pipeline_html
+
+    return pipeline_html(definition, definition.name)
+
+
+HTML_VIEWS[:] = [_definition_html]

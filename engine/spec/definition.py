@@ -6,6 +6,7 @@ it was read from, the directory relative paths start at, and the line of every v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +15,11 @@ from typing import Any
 from engine.core.yaml_source import PathKey, SourceMap
 from engine.spec.model import PipelineSpec
 
-__all__ = ["Definition"]
+__all__ = ["HTML_VIEWS", "Definition"]
+
+HTML_VIEWS: list[Callable[[Definition], str]] = []
+"""How a notebook shows a definition (its task graph), registered by engine.api: drawing the
+graph takes the planner, which this package sits below."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,10 @@ class Definition:
         if self.file_task_ids is not None:
             return self.file_task_ids
         return tuple(task.id for task in self.spec.tasks)
+
+    def _repr_html_(self) -> str | None:
+        """A notebook's view: the task graph, when engine.api has registered how to draw it."""
+        return HTML_VIEWS[0](self) if HTML_VIEWS else None
 
     def task_index(self, task_id: str) -> int | None:
         """Position of the first task with this id in the file."""

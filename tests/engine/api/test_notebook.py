@@ -338,6 +338,9 @@ def test_a_plan_and_a_python_pipeline_show_their_task_graph(
     built.sql("c", "select * from nowhere")
     assert "nowhere" in built._repr_html_()  # the problem, not a traceback
     assert repr(engine.load(path)).startswith(f"<Definition nb ({path}): 3 tasks")
+    loaded = engine.load(path)._repr_html_()
+    assert loaded is not None
+    assert loaded.count('class="dag"') == 1  # a loaded definition shows its task graph too
 
 
 def test_a_lineage_answer_is_a_dict_a_notebook_shows_as_a_tree(
