@@ -67,8 +67,7 @@ class Definitions:
         self._lock = Lock()
         self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
         self._drawn: dict[Path, tuple[object, list[TaskBox], str | None]] = {}
-        self._schedules: dict[Path, tuple[tuple[int, int], tuple[str, str] | None]] = {}
-        self._sources: dict[Path, tuple[tuple[int, int], str]] = {}
+        self._texts: dict[Path, tuple[tuple[int, int], str, Any]] = {}
 
     @staticmethod
     def _signature(path: Path) -> tuple[int, int]:
@@ -91,40 +90,38 @@ class Definitions:
             raise known[1]
         return known[1]
 
-    def source(self, path: Path) -> str:
-        """The file's text with its secrets masked (kept until the file changes)."""
+    def _read(self, path: Path) -> tuple[str, Any]:
+        """The file's text with its secrets masked, and its parsed YAML (None when it does not
+        parse): read once per change of the file, for the page's definition and schedule."""
+        import yaml
+
         signature = self._signature(path)
         with self._lock:
-            known = self._sources.get(path)
+            known = self._texts.get(path)
         if known is None or known[0] != signature:
-            known = (signature, mask_document(path.read_text(encoding="utf-8")))
+            text = path.read_text(encoding="utf-8")
+            try:
+                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            except yaml.YAMLError:
+                data = None
+            masked = mask_document(text, data) if data is not None else mask_document(text)
+            known = (signature, masked, data)
             with self._lock:
-                self._sources[path] = known
-        return known[1]
+                self._texts[path] = known
+        return known[1], known[2]
+
+    def source(self, path: Path) -> str:
+        """The file's text with its secrets masked (kept until the file changes)."""
+        return self._read(path)[0]
 
     def schedule(self, path: Path) -> tuple[str, str] | None:
         """The file's `schedule:` and `timezone:` as written, for display: read from the YAML
         alone, so a page that shows them does not validate a 5,000-task pipeline first (an
         invalid file's schedule is shown as written; the run that uses it validates it)."""
-        import yaml
-
-        signature = self._signature(path)
-        with self._lock:
-            known = self._schedules.get(path)
-        if known is None or known[0] != signature:
-            try:
-                data = yaml.load(
-                    path.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-                )
-            except (yaml.YAMLError, OSError):
-                data = None
-            found = None
-            if isinstance(data, dict) and isinstance(data.get("schedule"), str):
-                found = (data["schedule"], str(data.get("timezone") or "UTC"))
-            known = (signature, found)
-            with self._lock:
-                self._schedules[path] = known
-        return known[1]
+        data = self._read(path)[1]
+        if isinstance(data, dict) and isinstance(data.get("schedule"), str):
+            return data["schedule"], str(data.get("timezone") or "UTC")
+        return None
 
     def drawing(self, path: Path, project: Project) -> tuple[str, int]:
         """The SVG of the pipeline's DAG as its files define it now, and its number of tasks."""
