@@ -187,6 +187,15 @@ class Pages:
     def project(self) -> Project:
         return Project.find(self.project_dir)
 
+    def warm(self) -> None:
+        """Find the project's pipeline files (each is read once per change) before the first
+        page asks; a project that cannot be read now says so on its pages instead."""
+        try:
+            with self.project() as project:
+                project.pipelines()
+        except (ArrowlineError, OSError):
+            return
+
     # -- overview ---------------------------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:

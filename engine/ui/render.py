@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-__all__ = ["STATIC", "render"]
+__all__ = ["STATIC", "compile_templates", "render"]
 
 STATIC = files("engine.ui") / "static"
 
@@ -72,3 +72,10 @@ def _environment() -> Environment:
 
 def render(template: str, **context: Any) -> str:
     return _environment().get_template(template).render(**context)
+
+
+def compile_templates() -> None:
+    """Compile every template now (a server's start), not on the first view of each page."""
+    env = _environment()
+    for name in env.list_templates(extensions=["html"]):
+        env.get_template(name)

@@ -44,7 +44,7 @@ from engine.core.states import RunState
 from engine.ui.actions import Actions
 from engine.ui.guard import Guard, Refusal
 from engine.ui.pages import Definitions, Pages, pipeline_href, run_href
-from engine.ui.render import STATIC, render
+from engine.ui.render import STATIC, compile_templates, render
 
 __all__ = ["build_app"]
 
@@ -127,7 +127,11 @@ def _refusal(refusal: Refusal) -> Response:
 
 
 def build_app(project_dir: Path, guard: Guard) -> Starlette:
+    """The monitor's app. Building it compiles the templates and finds the project's pipeline
+    files, so the first view of a page pays for neither."""
+    compile_templates()
     pages = Pages(project_dir, Definitions())
+    pages.warm()
     actions = Actions(project_dir)
     csrf = guard.form_token()
 
