@@ -17,27 +17,22 @@ from urllib.parse import quote
 
 from markupsafe import Markup
 
-from engine.api.pictures import run_bars, run_boxes, task_boxes
+from engine.api.pictures import run_bars, run_boxes
 from engine.api.project import Project
 from engine.core.errors import ArrowlineError, StateError
-from engine.core.secrets import mask_document
 from engine.core.states import RunState
-from engine.spec.definition import Definition
-from engine.state.catalog import RunRow, TaskRunRow
+from engine.state.catalog import RunRow
 from engine.state.rows import RequestRow
-from engine.tasks.checks import load_definition
+from engine.ui.definitions import Definitions
+from engine.ui.details import drift, preview, quarantine, task_log
 from engine.views.svg import TaskBox, dag_svg, sparkline_svg
 from engine.views.timeline import gantt_svg
 
 __all__ = ["Definitions", "Pages"]
 
-PREVIEW_ROWS = 20
-LOG_LINES = 500
 PICK_COLUMNS = 5_000
 DEAD_LETTERS = 200
 """Dead letters listed at most (newest first); a filter by pipeline narrows them."""
-SIGNATURE_FILES = 2_000
-SIGNATURE_SUFFIXES = (".sql", ".py", ".yaml", ".yml", ".jinja", ".j2", ".json")
 SILENT_AFTER = 60.0
 """Seconds without a heartbeat (the executor beats every 5) after which a running run is shown
 as probably dead, and its page stops following it."""
@@ -56,125 +51,6 @@ def task_href(run_id: str, task_id: str) -> str:
 
 def pipeline_href(name: str) -> str:
     return f"/pipelines/{quote(name, safe='')}"
-
-
-class Definitions:
-    """Pipeline definitions by file, and the drawing of each as defined, read again only when
-    the file changes (its size or mtime): validating and planning a 5,000-task pipeline takes
-    seconds, a page must not pay that each time."""
-
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
-        self._drawn: dict[Path, tuple[object, list[TaskBox], str | None]] = {}
-        self._texts: dict[Path, tuple[tuple[int, int], str, Any]] = {}
-
-    @staticmethod
-    def _signature(path: Path) -> tuple[int, int]:
-        stat = path.stat()
-        return stat.st_mtime_ns, stat.st_size
-
-    def get(self, path: Path) -> Definition:
-        signature = self._signature(path)
-        with self._lock:
-            known = self._known.get(path)
-        if known is None or known[0] != signature:
-            try:
-                found: Definition | ArrowlineError = load_definition(path)
-            except ArrowlineError as exc:
-                found = exc
-            known = (signature, found)
-            with self._lock:
-                self._known[path] = known
-        if isinstance(known[1], ArrowlineError):
-            raise known[1]
-        return known[1]
-
-    def _read(self, path: Path) -> tuple[str, Any]:
-        """The file's text with its secrets masked, and its parsed YAML (None when it does not
-        parse): read once per change of the file, for the page's definition and schedule."""
-        import yaml
-
-        signature = self._signature(path)
-        with self._lock:
-            known = self._texts.get(path)
-        if known is None or known[0] != signature:
-            text = path.read_text(encoding="utf-8")
-            try:
-                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            except yaml.YAMLError:
-                data = None
-            masked = mask_document(text, data) if data is not None else mask_document(text)
-            known = (signature, masked, data)
-            with self._lock:
-                self._texts[path] = known
-        return known[1], known[2]
-
-    def source(self, path: Path) -> str:
-        """The file's text with its secrets masked (kept until the file changes)."""
-        return self._read(path)[0]
-
-    def schedule(self, path: Path) -> tuple[str, str] | None:
-        """The file's `schedule:` and `timezone:` as written, for display: read from the YAML
-        alone, so a page that shows them does not validate a 5,000-task pipeline first (an
-        invalid file's schedule is shown as written; the run that uses it validates it)."""
-        data = self._read(path)[1]
-        if isinstance(data, dict) and isinstance(data.get("schedule"), str):
-            return data["schedule"], str(data.get("timezone") or "UTC")
-        return None
-
-    def drawing(self, path: Path, project: Project) -> tuple[str, int]:
-        """The SVG of the pipeline's DAG as its files define it now, and its number of tasks."""
-        boxes = self._boxes(path, project)
-        return self._svg(path, boxes), len(boxes)
-
-    def edges(self, path: Path, project: Project) -> dict[str, tuple[str, ...]]:
-        """Each task's upstream tasks, as the pipeline's files define them now."""
-        return {box.id: box.upstream for box in self._boxes(path, project)}
-
-    def _boxes(self, path: Path, project: Project) -> list[TaskBox]:
-        signature = _folder_signature(path)
-        with self._lock:
-            drawn = self._drawn.get(path)
-        if drawn is None or drawn[0] != signature:
-            boxes = task_boxes(project, self.get(path))
-            drawn = (signature, boxes, None)
-            with self._lock:
-                self._drawn[path] = drawn
-        return drawn[1]
-
-    def _svg(self, path: Path, boxes: list[TaskBox]) -> str:
-        with self._lock:
-            drawn = self._drawn.get(path)
-        if drawn is not None and drawn[1] is boxes and drawn[2] is not None:
-            return drawn[2]
-        svg = dag_svg(boxes)
-        with self._lock:
-            if drawn is not None and drawn[1] is boxes:
-                self._drawn[path] = (drawn[0], boxes, svg)
-        return svg
-
-
-def _folder_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
-    """The pipeline file and what a definition can read beside it (SQL files, macros, UDF
-    modules, rule files), by name, mtime and size: an edge drawn from a `sql: {file: q.sql}`
-    changes when q.sql does. Bounded: at most SIGNATURE_FILES files below the pipeline's folder,
-    hidden folders and the state folder skipped."""
-    found: list[tuple[str, int, int]] = []
-    stat = path.stat()
-    found.append((path.name, stat.st_mtime_ns, stat.st_size))
-    for folder, subfolders, files in os.walk(path.parent):
-        subfolders[:] = [d for d in subfolders if not d.startswith((".", "__"))]
-        for name in files:
-            if name.endswith(SIGNATURE_SUFFIXES) and len(found) < SIGNATURE_FILES:
-                try:
-                    info = os.stat(os.path.join(folder, name))
-                except OSError:
-                    continue
-                found.append((os.path.join(folder, name), info.st_mtime_ns, info.st_size))
-        if len(found) >= SIGNATURE_FILES:
-            break
-    return tuple(found)
 
 
 @dataclass
@@ -436,13 +312,13 @@ class Pages:
                 "run": run,
                 "row": row,
                 "transitions": transitions,
-                "drift": _drift(previous, row),
+                "drift": drift(previous, row),
                 "previous": previous,
                 "run_href": run_href(run.run_id),
             }
-            context["preview"], context["stats"], context["preview_error"] = _preview(project, row)
-            context["quarantine"] = _quarantine(project, row)
-            context["log"] = _task_log(project.layout.run_log(run.pipeline, run.run_id), task_id)
+            context["preview"], context["stats"], context["preview_error"] = preview(project, row)
+            context["quarantine"] = quarantine(project, row)
+            context["log"] = task_log(project.layout.run_log(run.pipeline, run.run_id), task_id)
         return context
 
     # -- lineage and dead letters -----------------------------------------------------------------
@@ -483,106 +359,6 @@ def _silent(run: RunRow) -> bool:
 
 def _live(run: RunRow) -> bool:
     return run.state in (RunState.PENDING, RunState.RUNNING) and not _silent(run)
-
-
-def _task_log(path: Path, task_id: str) -> list[dict[str, Any]]:
-    """The task's lines of the run's log (the last LOG_LINES of them), or none when the run
-    kept no log (its logging was off, or it ran before logs were kept)."""
-    import json
-    from collections import deque
-
-    lines: deque[dict[str, Any]] = deque(maxlen=LOG_LINES)
-    try:
-        with path.open(encoding="utf-8") as stream:
-            for text in stream:
-                try:
-                    line = json.loads(text)
-                except ValueError:
-                    continue  # a line cut short by a kill: the rest are whole
-                if isinstance(line, dict) and line.get("task_id") == task_id:
-                    lines.append(line)
-    except OSError:
-        return []
-    return list(lines)
-
-
-def _drift(previous: TaskRunRow | None, row: TaskRunRow) -> list[tuple[str, str, str, str]]:
-    """(column, change, before, after) against the previous successful run's output."""
-    if previous is None or not previous.output_schema or not row.output_schema:
-        return []
-    before = {f["name"]: f["type"] for f in previous.output_schema}
-    after = {f["name"]: f["type"] for f in row.output_schema}
-    changes = []
-    for name, kind in after.items():
-        if name not in before:
-            changes.append((name, "added", "", kind))
-        elif before[name] != kind:
-            changes.append((name, "changed", before[name], kind))
-    changes += [(name, "dropped", kind, "") for name, kind in before.items() if name not in after]
-    return changes
-
-
-def _preview(
-    project: Project, row: TaskRunRow
-) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, str | None]:
-    """The output's first rows and, per column, nulls, min and max (over the whole output, in
-    one pass of Polars over its Parquet files)."""
-    if not row.output_path or not row.output_on_disk:
-        return None, None, None
-    import polars as pl
-
-    try:
-        frame = project.table(row.task_id, run=row.run_id)
-        head = frame.head(PREVIEW_ROWS).collect()
-        columns = head.columns
-        numeric_or_time = [c for c, t in head.schema.items() if t.is_numeric() or t.is_temporal()]
-        summary = frame.select(
-            pl.len().alias("__rows"),
-            *[pl.col(c).null_count().alias(f"{c}\0nulls") for c in columns],
-            *[pl.col(c).min().cast(pl.String).alias(f"{c}\0min") for c in numeric_or_time],
-            *[pl.col(c).max().cast(pl.String).alias(f"{c}\0max") for c in numeric_or_time],
-        ).collect()
-    except (ArrowlineError, pl.exceptions.PolarsError, OSError) as exc:
-        return None, None, f"{type(exc).__name__}: {exc}"
-    values = summary.row(0, named=True)
-    stats = [
-        {
-            "column": c,
-            "type": str(head.schema[c]),
-            "nulls": values[f"{c}\0nulls"],
-            "min": values.get(f"{c}\0min"),
-            "max": values.get(f"{c}\0max"),
-        }
-        for c in columns
-    ]
-    rows = [{c: _cell(v) for c, v in r.items()} for r in head.iter_rows(named=True)]
-    return rows, stats, None
-
-
-def _cell(value: object) -> str:
-    text = "∅" if value is None else str(value)
-    return text if len(text) <= 80 else text[:79] + "…"
-
-
-def _quarantine(project: Project, row: TaskRunRow) -> list[dict[str, Any]]:
-    """Rows the task set aside, grouped by column and check: how many, and a few values."""
-    if not row.rows_rejected:
-        return []
-    import polars as pl
-
-    try:
-        frame = project.quarantine(row.task_id, run=row.run_id)
-        groups = (
-            frame.select(pl.col("_arrowline_errors").explode().alias("e"))
-            .unnest("e")
-            .group_by("column", "check")
-            .agg(pl.len().alias("rows"), pl.col("value").cast(pl.String).unique().head(5))
-            .sort("rows", descending=True)
-            .collect()
-        )
-    except (ArrowlineError, pl.exceptions.PolarsError, OSError):
-        return []
-    return list(groups.iter_rows(named=True))
 
 
 def _lineage_boxes(report: dict[str, Any]) -> list[TaskBox]:

@@ -6,9 +6,6 @@
   const url = document.body.dataset.live;
   if (!url || !window.EventSource) return;
   const status = document.getElementById("live-status");
-  const shown = document.getElementById("run-state");
-  const shownState = shown ? shown.textContent.trim() : "";
-  let first = true;
   let busy = false;
   let again = false;
 
@@ -31,15 +28,9 @@
   const source = new EventSource(url);
   status.textContent = "live";
   status.className = "live";
-  source.addEventListener("state", function (event) {
-    let now = {};
-    try { now = JSON.parse(event.data); } catch (e) { now = {}; }
-    // the first event is the state when the stream opened: the page already shows it, unless
-    // the run moved between the page's rendering and the stream's start
-    if (first && now.state === shownState) { first = false; return; }
-    first = false;
-    redraw();
-  });
+  // every event redraws, the first included: the run (or one of its tasks) may have moved
+  // between the page's rendering and the stream's start
+  source.addEventListener("state", function () { redraw(); });
   source.addEventListener("end", function () {
     source.close();
     status.textContent = "";

@@ -24,7 +24,7 @@ tasks:
   - id: src
     sql: select range as id from range(10)
   - id: wait
-    udf: {input: src, function: "udfs.py:slow", args: {seconds: 2.5}}
+    udf: {input: src, function: "udfs.py:slow", args: {seconds: 3}}
   - id: after
     sql: select count(*) as n from wait
 """
@@ -99,7 +99,7 @@ def test_a_running_runs_page_updates_itself_without_a_reload(
     expect(page.locator('#dag g.task[data-task="wait"]')).to_have_attribute(  # type: ignore[attr-defined]
         "data-state", "RUNNING", timeout=15_000
     )
-    expect(page.locator("#run-state")).to_have_text("SUCCESS", timeout=30_000)  # type: ignore[attr-defined]
+    expect(page.locator("#run-state")).to_have_text("SUCCESS", timeout=60_000)  # type: ignore[attr-defined]
     expect(page.locator('#dag g.task[data-task="after"]')).to_have_attribute(  # type: ignore[attr-defined]
         "data-state", "SUCCESS"
     )
