@@ -100,7 +100,7 @@ def run_boxes(
         if row is not None:
             note, link = task_note(row), href(task_id) if href else None
         elif source:
-            note = f"reused from {source}"
+            note = f"reused from {source[:15]}…" if len(source) > 16 else f"reused from {source}"
             link = reused_href(source, task_id) if reused_href else None
         else:
             note, link = "not in this run", None

@@ -119,8 +119,9 @@ def graph(
             from engine.views.svg import dag_svg
 
             name = project.pipeline_name(pipeline)
+            shown = project.catalog.run_of(name, run_id).run_id if run_id else None
             text = render(
-                "graph.html", exported=True, name=name, run_id=run_id, graph=Markup(dag_svg(boxes))
+                "graph.html", exported=True, name=name, run_id=shown, graph=Markup(dag_svg(boxes))
             )
         else:
             text = draw_graph(boxes, fmt)  # type: ignore[arg-type]

@@ -41,7 +41,10 @@ share it (the scheduler's `overlap: allow`), waiting only for a run that holds i
 
 
 class ConcurrentRun(StateError):
-    """Another run of the same pipeline holds its lock."""
+    """Another run of the same pipeline holds its lock; `holder` says which, as it wrote it
+    (run_id, pid, host, since; empty when unknown)."""
+
+    holder: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
 
 def _lock_path(state_dir: Path, pipeline: str) -> Path:
@@ -154,13 +157,16 @@ class RunLock:
             else "another run"
         )
         if waited is None:
-            return ConcurrentRun(
+            refusal = ConcurrentRun(
                 f"pipeline {self.pipeline!r} is already running: {who}",
                 hint="wait for it to finish, or pass --if-running wait to queue behind it",
             )
-        return ConcurrentRun(
-            f"pipeline {self.pipeline!r} is still running after waiting {waited:.0f}s: {who}"
-        )
+        else:
+            refusal = ConcurrentRun(
+                f"pipeline {self.pipeline!r} is still running after waiting {waited:.0f}s: {who}"
+            )
+        refusal.holder = holder
+        return refusal
 
     def _wait(self, try_once: Callable[[], bool]) -> None:
         """Call `try_once` until it takes the lock, refusing or waiting per `if_running`."""

@@ -80,7 +80,8 @@ class Pages:
         now = datetime.now(UTC)
         with self.project() as project:
             files = project.pipelines()
-            known = project.catalog.pipelines() if project.layout.catalog.exists() else []
+            has_catalog = project.layout.catalog.exists()
+            known = project.catalog.pipelines() if has_catalog else []
             names = sorted(set(files) | set(known))
             rows = []
             for name in names:
@@ -103,7 +104,7 @@ class Pages:
                 row["trend"] = Markup(
                     sparkline_svg([(r.duration_s, r.state.value) for r in reversed(recent)])
                 )
-                schedule = project.catalog.schedule(name) if name in known else None
+                schedule = project.catalog.schedule(name) if has_catalog else None
                 row["paused"] = (
                     schedule.reason or "paused" if schedule and schedule.paused else None
                 )
@@ -143,8 +144,9 @@ class Pages:
             context["graph"] = Markup(svg) if svg else None
             context["graph_error"] = graph_error
             context["tasks"] = tasks
-            schedule = project.catalog.schedule(name) if known else None
-            context["schedule"] = schedule
+            # paused before its first run too: the schedule is the catalog's, runs or not
+            exists = project.layout.catalog.exists()
+            context["schedule"] = project.catalog.schedule(name) if exists else None
             cron = self.definitions.schedule(path) if path is not None else None
             context["cron"] = f"{cron[0]} ({cron[1]})" if cron else None
             context["runs"] = project.catalog.monitor.recent_runs(name, 20) if known else []
@@ -264,9 +266,15 @@ class Pages:
             (row for row in tasks if row.duration_s),
             key=lambda row: -(row.duration_s or 0.0),
         )
+        ran = {row.task_id for row in tasks}
+        reused = {t: source for t, source in catalog.reused(run.run_id).items() if t not in ran}
         return {
             "run": run,
             "tasks": tasks,
+            "reused": [
+                (task_id, source, task_href(source, task_id) if links else None)
+                for task_id, source in reused.items()
+            ],
             "hrefs": hrefs,
             "graph": Markup(svg) if svg else None,
             "gantt": Markup(gantt_svg(bars, href=hrefs if links else None)) if bars else None,

@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.core.errors import ArrowlineError, SelectionError, StateError
 from engine.core.states import RunState
+from engine.state.locks import ConcurrentRun
 from engine.ui.actions import Actions
 from engine.ui.guard import Guard, Refusal
 from engine.ui.pages import Definitions, Pages, pipeline_href, run_href
@@ -139,6 +140,15 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
         return HTMLResponse(render(template, csrf=csrf, **context), status_code=code)
 
     def failed(exc: Exception) -> HTMLResponse:
+        if isinstance(exc, ConcurrentRun):  # before StateError, which it is
+            running = exc.holder.get("run_id")
+            return page(
+                "error.html",
+                code=409,
+                status=409,
+                message=str(exc).split("\n")[0],  # the command line's hint does not apply here
+                running=run_href(running) if isinstance(running, str) and running else None,
+            )
         not_found = isinstance(exc, LookupError | StateError | SelectionError)
         status = 404 if not_found else 400
         return page("error.html", code=status, status=status, message=str(exc))

@@ -19,14 +19,16 @@ from engine.views.layout import Layout, layout
 
 __all__ = ["KIND_COLOURS", "STATE_COLOURS", "TaskBox", "dag_svg", "short", "sparkline_svg"]
 
-BOX_WIDTH = 200
+BOX_WIDTH = 180
 BOX_HEIGHT = 38
-LAYER_GAP = 270
+LAYER_GAP = 225
 """Horizontal distance between layers' left edges, in pixels."""
 ROW_GAP = 50
 """Vertical distance of one row slot."""
 MARGIN = 16
-LABEL_CHARS = 24
+LABEL_CHARS = 22
+FIT_WIDTH = 2400
+"""Drawings up to this wide (about ten layers) are scaled to fit their container."""
 
 STATE_COLOURS: Mapping[str, tuple[str, str]] = {
     # state: (fill, text)
@@ -80,16 +82,20 @@ def dag_svg(tasks: Sequence[TaskBox], *, drawn: Layout | None = None, legend: bo
     width = max(drawn.layers - 1, 0) * LAYER_GAP + BOX_WIDTH + 2 * MARGIN
     legend_height = 28 if legend else 0
     height = int(max(drawn.rows, 1.0) * ROW_GAP) + 2 * MARGIN + legend_height
+    # a graph a few screens wide shrinks to the width it is shown in; a bigger one keeps its
+    # size (its labels would be unreadable) and scrolls
+    fit = ' style="max-width:100%;height:auto"' if width <= FIT_WIDTH else ""
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="dag" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" font-size="12" '
-        f'role="img" aria-label="task graph of {len(tasks)} tasks">',
+        f'role="img" aria-label="task graph of {len(tasks)} tasks"{fit}>',
         '<defs><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" '
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z" '
         'fill="#8a93a3"/></marker></defs>',
     ]
     if legend:
-        parts.append(_legend(legend_height))
+        states = [state for state in STATE_COLOURS if any(t.state == state for t in tasks)]
+        parts.append(_legend(legend_height, states))
     top = MARGIN + legend_height
     parts.append('<g class="edges" fill="none" stroke="#8a93a3" stroke-width="1.2">')
     dashed = {(source, task.id) for task in tasks for source in task.filtered_by}
@@ -147,14 +153,15 @@ def _box(task: TaskBox, at: tuple[float, float], top: float) -> str:
         f'<text x="{x + 13:.1f}" y="{y + 16:.1f}" fill="{ink}" font-weight="600">'
         f"{escape(short(task.id))}</text>"
         f'<text x="{x + 13:.1f}" y="{y + 30:.1f}" fill="{ink}" font-size="10.5" opacity="0.85">'
-        f"{escape(short(below, 32))}</text></g>"
+        f"{escape(short(below, 28))}</text></g>"
     )
     if task.href:
         return f'<a href="{escape(task.href)}">{body}</a>'
     return body
 
 
-def _legend(height: int) -> str:
+def _legend(height: int, states: Sequence[str] = ()) -> str:
+    """Kinds (the colour of a box's band and border), then the states drawn (its fill)."""
     items = []
     x = MARGIN
     for kind, colour in KIND_COLOURS.items():
@@ -163,6 +170,16 @@ def _legend(height: int) -> str:
             f'<text x="{x + 14}" y="{MARGIN + 5}" fill="#3b4350">{kind}</text>'
         )
         x += 24 + 7 * len(kind)
+    x += 16
+    for state in states:
+        fill, ink = STATE_COLOURS[state]
+        label = state.lower()
+        items.append(
+            f'<rect x="{x}" y="{MARGIN - 5}" width="12" height="12" rx="2" fill="{fill}" '
+            f'stroke="{ink}" stroke-width="0.8"/>'
+            f'<text x="{x + 16}" y="{MARGIN + 5}" fill="#3b4350">{label}</text>'
+        )
+        x += 26 + 7 * len(label)
     return f'<g class="legend" aria-hidden="true" data-height="{height}">{"".join(items)}</g>'
 
 

@@ -31,7 +31,10 @@
   // every event redraws, the first included: the run (or one of its tasks) may have moved
   // between the page's rendering and the stream's start
   source.addEventListener("state", function () { redraw(); });
+  // between changes too, now and then: the wall time and the running bars grow
+  const ticker = window.setInterval(redraw, 5000);
   source.addEventListener("end", function () {
+    window.clearInterval(ticker);
     source.close();
     status.textContent = "";
     status.className = "";

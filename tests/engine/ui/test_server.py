@@ -439,3 +439,53 @@ def test_a_client_that_never_finishes_its_request_is_hung_up_on(
             assert stalled.recv(1024) == b""  # hung up on, with nothing sent
         finally:
             stalled.close()
+
+
+def test_a_pipeline_paused_before_its_first_run_shows_it(monitor: Monitor, shop: Path) -> None:
+    (shop / "nightly.yaml").write_text(
+        'pipeline: nightly\nschedule: "0 2 * * *"\ntasks:\n  - id: a\n    sql: select 1 as x\n'
+    )
+    try:
+        paused = monitor.client.post(
+            "/pipelines/nightly/pause",
+            data={"reason": "not before the migration", "csrf": monitor.form_token()},
+        )
+        assert paused.status_code == 303
+        page = monitor.client.get("/pipelines/nightly").text
+        assert "not before the migration" in page
+        assert ">Resume</button>" in page
+        overview = re.search(
+            r'<tr data-pipeline="nightly">(.*?)</tr>', monitor.client.get("/").text, re.S
+        )
+        assert overview
+        assert "paused" in overview[1]
+    finally:
+        (shop / "nightly.yaml").unlink()
+
+
+def test_run_now_while_it_runs_says_so_and_links_to_the_run(monitor: Monitor, shop: Path) -> None:
+    (shop / "sleepy.yaml").write_text(
+        "pipeline: sleepy\ntasks:\n  - id: src\n    sql: select 1 as x\n"
+        '  - id: nap\n    udf: {input: src, function: "udfs.py:slow", args: {seconds: 3}}\n'
+    )
+    try:
+        first = monitor.client.post(
+            "/pipelines/sleepy/trigger", data={"csrf": monitor.form_token()}
+        )
+        assert first.status_code == 303
+        again = monitor.client.post(
+            "/pipelines/sleepy/trigger", data={"csrf": monitor.form_token()}
+        )
+        assert again.status_code == 409
+        assert "already running" in again.text
+        assert f'<a href="{first.headers["location"]}">Follow the run in progress</a>' in again.text
+        assert "--if-running" not in again.text  # a command-line hint means nothing here
+    finally:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # let the run end before the file goes
+            with _reader(shop) as catalog:
+                last = catalog.last_run("sleepy")
+                if last is not None and last.ended_at:
+                    break
+            time.sleep(0.2)
+        (shop / "sleepy.yaml").unlink()
