@@ -71,12 +71,23 @@ def serve(
     # runs started here (Run now, Requeue) log as `arrowline run` does, and keep their lines
     configure_logs("text", "INFO", None)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+
+    def stopping(*_: object) -> None:
+        stop.set()
+
+    def install() -> None:
+        # a library a run loads may take SIGINT for itself (seen after a UDF ran): take it back
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not stopping:
+                signal.signal(signum, stopping)
+
+    install()
     server.start()
     shown = f"[{server.host}]" if ":" in server.host else server.host
     out.print(f"arrowline monitor of {project.path} on http://{shown}:{server.port}/")
-    stop.wait()
+    while not stop.wait(0.5):
+        install()
+    out.print("stopping: runs started here are left to finish on their own")
     server.stop()
 
 
