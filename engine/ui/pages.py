@@ -266,10 +266,14 @@ class Pages:
             (row for row in tasks if row.duration_s),
             key=lambda row: -(row.duration_s or 0.0),
         )
+        before = catalog.monitor.runs_page(
+            pipeline=run.pipeline, after=f"{run.created_at}|{run.run_id}", limit=1
+        ).runs
         ran = {row.task_id for row in tasks}
         reused = {t: source for t, source in catalog.reused(run.run_id).items() if t not in ran}
         return {
             "run": run,
+            "previous": before[0].run_id if before else None,
             "tasks": tasks,
             "reused": [
                 (task_id, source, task_href(source, task_id) if links else None)

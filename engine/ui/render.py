@@ -15,6 +15,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from engine.core.sizes import format_bytes
+
 __all__ = ["STATIC", "compile_templates", "render"]
 
 STATIC = files("engine.ui") / "static"
@@ -57,6 +59,10 @@ def _count(value: float | None) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
 
 
+def _size(value: float | None) -> str:
+    return "" if value is None else format_bytes(value)
+
+
 @cache
 def _environment() -> Environment:
     env = Environment(
@@ -65,7 +71,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(seconds=_seconds, when=_when, ago=_ago, count=_count)
+    env.filters.update(seconds=_seconds, when=_when, ago=_ago, count=_count, size=_size)
     env.globals["css"] = Markup((STATIC / "app.css").read_text(encoding="utf-8"))
     return env
 

@@ -489,3 +489,15 @@ def test_run_now_while_it_runs_says_so_and_links_to_the_run(monitor: Monitor, sh
                     break
             time.sleep(0.2)
         (shop / "sleepy.yaml").unlink()
+
+
+def test_a_dead_letter_shows_its_last_error_and_a_run_links_to_the_one_before(
+    monitor: Monitor, shop: Path
+) -> None:
+    arrowline("run", "flaky.yaml", "--no-progress")
+    letters = monitor.client.get("/dead-letters", params={"pipeline": "flaky"}).text
+    assert "upstream &lt;b&gt;service&lt;/b&gt; is not ready" in letters
+    with _reader(shop) as catalog:
+        newest, older = catalog.runs("flaky", limit=2)
+    page = monitor.client.get(f"/runs/{newest.run_id}").text
+    assert f"/compare?a={older.run_id}&amp;b={newest.run_id}" in page
