@@ -40,7 +40,10 @@ class SqlSyntaxError:
     column: int | None
 
 
-@lru_cache(maxsize=4096)
+# Larger than the statements of one big pipeline (5,000 tasks): validation parses each and
+# planning asks again; an LRU smaller than that loop evicts every entry before it is reused.
+# About 6 KB per small statement's tree.
+@lru_cache(maxsize=8192)
 def parse_select(sql: str) -> exp.Expression | SqlSyntaxError:
     """Parse exactly one statement in DuckDB's dialect, or describe why it cannot be."""
     try:

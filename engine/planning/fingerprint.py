@@ -101,7 +101,7 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=8192)  # above a big pipeline's statement count (see parse_select)
 def normalized_sql(text: str, dialect: str) -> str:
     """SQL as sqlglot writes it back: one layout, no comments. Text sqlglot cannot parse counts
     as written (stripped), which only costs a cache hit, never a stale result."""
