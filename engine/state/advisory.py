@@ -80,8 +80,12 @@ class AdvisoryLock:
         return None
 
     def release(self) -> None:
-        """Give the lock up by ending the session: every advisory lock it took goes with it."""
+        """Give the lock up: unlocked in the session first, so it is free when this returns
+        (a closed session's locks go only when its server process has ended, a moment later,
+        and a probe in between would still see them), then the session is ended."""
         if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.execute("select pg_advisory_unlock_all()")
             with contextlib.suppress(Exception):
                 self._db.close()
             self._db = None
