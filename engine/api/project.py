@@ -160,7 +160,7 @@ class Project(ProjectReader):
         definition = self.definition(pipeline)
         reader = CatalogReader(self.layout.catalog) if self.layout.catalog.exists() else None
         try:
-            return plan_schemas(the_plan, reader, line_of=definition.task_line)
+            return plan_schemas(the_plan, reader, locate=definition.task_location)
         finally:
             if reader is not None:
                 reader.close()

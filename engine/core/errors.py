@@ -127,11 +127,15 @@ class ParameterError(ArrowlineError):
         parameter: str | None = None,
         expected: str | None = None,
         received: str | None = None,
+        place: tuple[str, int | None] | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.parameter = parameter
         self.expected = expected
         self.received = received
+        self.place = place
+        """The macro file (as the pipeline names it) and line where a template failed, when
+        it failed inside a macro rather than in the template itself."""
 
 
 class SelectionError(ArrowlineError):

@@ -16,7 +16,7 @@ import yaml
 
 from engine.core.problems import Problem
 
-__all__ = ["Located", "SourceMap", "load_yaml"]
+__all__ = ["Elsewhere", "Located", "SourceMap", "load_yaml"]
 
 PathKey = tuple[str | int, ...]
 
@@ -40,12 +40,34 @@ class Located:
         return self.line + 1 if self.block else self.line
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """Where a value the YAML file does not hold was written: a task a SQL project made from
+    its model file, a test it took from a property file."""
+
+    file: str
+    """As problems name files."""
+    line: int | None = None
+
+
 @dataclass
 class SourceMap:
     """Line numbers of the values of one YAML file, by path."""
 
     file: str
     locations: dict[PathKey, Located] = field(default_factory=dict)
+    elsewhere: dict[PathKey, Elsewhere] = field(default_factory=dict)
+    """Values added to the document after it was read, by the path of their top."""
+
+    def locate(self, path: PathKey, file: str | None) -> tuple[str | None, int | None]:
+        """The file and line of `path`: `file` and its line here, or for a value another file
+        wrote (`elsewhere`), that file and line."""
+        if self.elsewhere:
+            for end in range(len(path), 0, -1):
+                found = self.elsewhere.get(path[:end])
+                if found is not None:
+                    return found.file, found.line
+        return file, self.line_of(path)
 
     def find(self, path: PathKey) -> Located | None:
         """The location of `path`, or of its nearest ancestor that has one.

@@ -203,8 +203,8 @@ class Plan:
 
 
 def _defined_at(definition: Definition, task_id: str) -> str | None:
-    line = definition.task_line(task_id)
-    return f"{definition.file}:{line}" if definition.file and line else None
+    file, line = definition.task_location(task_id)
+    return f"{file}:{line}" if file and line else None
 
 
 def build_plan(

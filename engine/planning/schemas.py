@@ -35,6 +35,9 @@ from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import CatalogReader
 from transforms.sql import DuckDBSettings
 
+Locate = Callable[[str, str], tuple[str | None, int | None]]
+"""(task id, key) -> the file and line a problem there is reported at."""
+
 __all__ = ["SchemaReport", "plan_schemas"]
 
 _MISSING_COLUMN = re.compile(
@@ -112,11 +115,12 @@ def plan_schemas(
     plan: Plan,
     catalog: CatalogReader | None,
     *,
-    line_of: Callable[[str, str], int | None] = lambda task, key: None,
+    locate: Locate = lambda task, key: (None, None),
 ) -> SchemaReport:
     """Every task's output schema, its drift, and the problems a run would hit because of it.
 
-    `line_of(task_id, key)`: the pipeline file's line of a task's key, for problems."""
+    `locate(task_id, key)`: the file and line of a task's key (Definition.task_location), for
+    problems."""
     report = SchemaReport(previous=previous_schemas(catalog, plan.pipeline))
     with tempfile.TemporaryDirectory(prefix="arrowline-plan-") as scratch:
         root = Path(scratch)
@@ -126,9 +130,9 @@ def plan_schemas(
             if task.id in reused:
                 _reused_schema(task, reused[task.id], report)
                 continue
-            _task_schema(plan, task, report, root, files, line_of)
+            _task_schema(plan, task, report, root, files, locate)
         for task in plan.tasks:
-            _drift(plan, task, report, catalog, line_of)
+            _drift(plan, task, report, catalog, locate)
     return report
 
 
@@ -158,7 +162,7 @@ def _task_schema(
     report: SchemaReport,
     root: Path,
     files: dict[str, Path],
-    line_of: Callable[[str, str], int | None],
+    locate: Locate,
 ) -> None:
     """Ask the task's kind: transforms run over empty inputs, a source's connector says what
     it knows, a load has no output. Unknown falls back to the last run's output schema."""
@@ -180,7 +184,7 @@ def _task_schema(
     try:
         found = kind.schema(task, context)
     except Exception as exc:  # user SQL and code: report what it raised
-        report.problems.append(_schema_problem(plan, task, report, exc, line_of))
+        report.problems.append(_schema_problem(plan, task, report, exc, locate))
         report.unknown[task.id] = "its plan-time check failed"
         return
     if found is None:
@@ -191,8 +195,7 @@ def _task_schema(
                 Problem(
                     found.problem.code,
                     found.problem.message,
-                    file=plan.pipeline_file,
-                    line=line_of(task.id, task.kind.value),
+                    **_at(plan, locate, task.id, task.kind.value),
                     task_id=task.id,
                     hint=found.problem.hint,
                 )
@@ -218,7 +221,7 @@ def _schema_problem(
     task: PlannedTask,
     report: SchemaReport,
     exc: BaseException,
-    line_of: Callable[[str, str], int | None],
+    locate: Locate,
 ) -> Problem:
     from engine.core.errors import ArrowlineError
 
@@ -227,7 +230,7 @@ def _schema_problem(
     text = " ".join(message.split())
     match = _MISSING_COLUMN.search(text)
     column = next((g for g in match.groups() if g), None) if match else None
-    line = line_of(task.id, task.kind.value)
+    where = _at(plan, locate, task.id, task.kind.value)
     if column is not None:
         for upstream in task.inputs:
             before = report.previous.get(upstream)
@@ -238,8 +241,7 @@ def _schema_problem(
                     f"reads column {column!r} of {upstream!r}, which {upstream!r} will no longer "
                     f"produce (its output in run {before[0]} had it; its planned output has "
                     f"{', '.join(now.names)})",
-                    file=plan.pipeline_file,
-                    line=line,
+                    **where,
                     task_id=task.id,
                     hint=f"change {task.id!r} to stop reading {column!r}, or keep it in "
                     f"{upstream!r}",
@@ -247,8 +249,7 @@ def _schema_problem(
     return Problem(
         "schema-error",
         f"fails over empty inputs of its upstream schemas: {text}",
-        file=plan.pipeline_file,
-        line=line,
+        **where,
         task_id=task.id,
         hint=hint,
     )
@@ -259,7 +260,7 @@ def _drift(
     task: PlannedTask,
     report: SchemaReport,
     catalog: CatalogReader | None,
-    line_of: Callable[[str, str], int | None],
+    locate: Locate,
 ) -> None:
     from engine.core.schemachange import refused
     from engine.tasks.lineage import task_drift
@@ -288,12 +289,23 @@ def _drift(
             Problem(
                 "schema-change",
                 f"its output schema will change and schema_change is {policy}: {listed}",
-                file=plan.pipeline_file,
-                line=line_of(task.id, "schema_change") or line_of(task.id, task.kind.value),
+                **_at(plan, locate, task.id, "schema_change", task.kind.value),
                 task_id=task.id,
                 hint="fix the task, or set schema_change: evolve to accept the new schema",
             )
         )
+
+
+def _at(plan: Plan, locate: Locate, task_id: str, *keys: str) -> dict[str, Any]:
+    """The file and line of the first of a task's `keys` that has a line, as Problem's
+    arguments."""
+    file, line = plan.pipeline_file, None
+    for key in keys:
+        found, line = locate(task_id, key)
+        file = found or file
+        if line is not None:
+            break
+    return {"file": file, "line": line}
 
 
 def schemas_for_lineage(plan: Plan, catalog: CatalogReader | None) -> Mapping[str, pa.Schema]:

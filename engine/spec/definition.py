@@ -74,6 +74,20 @@ class Definition:
             return None
         return self.source.line_of(("tasks", index, *path))
 
+    def locate(self, path: PathKey) -> tuple[str | None, int | None]:
+        """The file and line of a value: the pipeline file's, or the file a SQL project made it
+        from (a model's .sql file, a test's property file)."""
+        if self.source is None:
+            return self.file, None
+        return self.source.locate(path, self.file)
+
+    def task_location(self, task_id: str, *path: str | int) -> tuple[str | None, int | None]:
+        """`locate` of a key inside a task (its first line when the key is not found)."""
+        index = self.task_index(task_id)
+        if index is None:
+            return self.file, None
+        return self.locate(("tasks", index, *path))
+
     def content_line(self, path: PathKey) -> int | None:
         """First line of a value's text (a line below `|` for block scalars)."""
         if self.source is None:

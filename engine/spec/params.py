@@ -218,9 +218,28 @@ def _overlay(
 ) -> ImmutableSandboxedEnvironment:
     """`env` with the macro files to load: one per set of files, so each file is parsed once
     however many templates a plan renders, not once per template."""
-    overlay = env.overlay(loader=jinja2.DictLoader(dict(macros)))
+    files = dict(macros)
+
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        # the name as the file name, so a macro's frames in a traceback say which file
+        return (files[name], name, lambda: True) if name in files else None
+
+    overlay = env.overlay(loader=jinja2.FunctionLoader(load))
     assert isinstance(overlay, ImmutableSandboxedEnvironment)
     return overlay
+
+
+def _macro_frame(exc: BaseException, context: RenderContext) -> tuple[str, int | None] | None:
+    """The macro file and line a template error was raised in (the innermost), or None when
+    it was raised in the template itself."""
+    import traceback
+
+    names = {name for name, _ in context.macros}
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename in names:
+            found = (frame.filename, frame.lineno)
+    return found
 
 
 def render_lenient(text: str, context: RenderContext, task_id: str | None = None) -> str | None:
@@ -250,13 +269,18 @@ def render(
         return env.from_string(text).render(variables)
     except jinja2.UndefinedError as exc:
         defined = ", ".join(sorted(context.params)) or "none"
+        place = _macro_frame(exc, context)
+        where = f" in {place[0]} on line {place[1]}" if place else ""
         raise ParameterError(
-            f"template uses an undefined value ({exc.message}); defined parameters: {defined}"
+            f"template uses an undefined value{where} ({exc.message}); defined parameters: "
+            f"{defined}",
+            place=place,
         ) from None
     except jinja2.TemplateSyntaxError as exc:
         where = f" in {exc.name}" if exc.name else ""
         raise ParameterError(
-            f"template syntax error{where} on line {exc.lineno}: {exc.message}"
+            f"template syntax error{where} on line {exc.lineno}: {exc.message}",
+            place=(exc.name, exc.lineno) if exc.name else None,
         ) from None
     except ParameterError:
         raise

@@ -128,7 +128,7 @@ def _pydantic_problems(
     for item in error.errors():
         path, _ = _walk(root, raw, tuple(item["loc"]))
         full = (*prefix, *path)
-        line = source.line_of(full) if source else None
+        at, line = source.locate(full, file) if source else (file, None)
         kind = item["type"]
         where = _display(path) or "task"
         ctx = item.get("ctx") or {}
@@ -177,7 +177,7 @@ def _pydantic_problems(
             )
             message = f"{where}: {message_text}{shown}"
             code = "invalid-value"
-        problems.append(Problem(code, message, file=file, line=line, task_id=task_id, hint=hint))
+        problems.append(Problem(code, message, file=at, line=line, task_id=task_id, hint=hint))
     return problems
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from engine.core.files import shown_path
 from engine.core.problems import Problem
-from engine.core.yaml_source import SourceMap
+from engine.core.yaml_source import Elsewhere, SourceMap
 from engine.spec.dbt_tests import dbt_test
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
@@ -80,8 +80,8 @@ class _Composer:
         self.origins: dict[int, str] = {}
         self.model_tests: dict[str, list[dict[str, Any]]] = {}
         """The tests property files give each model, as a task's `tests:`."""
-        self.tested_at: dict[str, tuple[Path, int | None]] = {}
-        """Where each model's first test is written (for messages)."""
+        self.tested_at: dict[str, list[tuple[Path, int | None]]] = {}
+        """Where each of a model's tests is written, in `model_tests`' order (for messages)."""
         self.descriptions: dict[str, str] = {}
         """The file each generated task comes from, by the task's identity."""
 
@@ -143,7 +143,7 @@ class _Composer:
         ]
         self.unmatched(models, model_paths, _SETTINGS, "models")
         made = {t.get("id") for t in generated}
-        for name, (where, line) in sorted(self.tested_at.items()):
+        for name, [(where, line), *_] in sorted(self.tested_at.items()):
             if name not in made:
                 self.problem(
                     "not-supported",
@@ -154,6 +154,7 @@ class _Composer:
                 )
         self.unmatched(seeds, seed_paths, _SEED_SETTINGS, "seeds")
         data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
+        self.place(data["tasks"])
         if not data["tasks"]:
             folders = ", ".join(shown_path(p) for p in [*model_paths, *seed_paths]) or "none"
             self.problem(
@@ -164,6 +165,20 @@ class _Composer:
                 "`arrowline init`",
             )
         return data
+
+    def place(self, tasks: list[Any]) -> None:
+        """Where the generated tasks were written, for every later problem: a model's at its
+        file, each of its tests at its property file's line."""
+        for index, task in enumerate(tasks):
+            made_by = self.origins.get(id(task))
+            if made_by is None:
+                continue
+            self.source.elsewhere[("tasks", index)] = Elsewhere(shown_path(self.root / made_by), 1)
+            places = self.tested_at.get(task["id"], []) if "tests" in task else []
+            for number, (where, line) in enumerate(places):
+                self.source.elsewhere[("tasks", index, "tests", number)] = Elsewhere(
+                    shown_path(where), line
+                )
 
     def paths(self, value: Any, key: str) -> list[Path]:
         if isinstance(value, str):
@@ -312,7 +327,7 @@ class _Composer:
                     made, reason = dbt_test(column["name"], test)
                     if made is not None:
                         self.model_tests.setdefault(name, []).append(made)
-                        self.tested_at.setdefault(name, (path, lines.line_of(where)))
+                        self.tested_at.setdefault(name, []).append((path, lines.line_of(where)))
                     elif reason == "disabled":
                         continue
                     elif reason.startswith("!"):  # written wrong
@@ -407,7 +422,7 @@ class _Composer:
             task |= self.labels(settings)
             if path.stem in self.model_tests:
                 if task.get("materialize") == "ephemeral":
-                    where, line = self.tested_at[path.stem]
+                    where, line = self.tested_at[path.stem][0]
                     self.problem(
                         "not-supported",
                         f"the tests of {path.stem!r} are not run: it is ephemeral and keeps "

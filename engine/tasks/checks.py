@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.errors import DefinitionError, ParameterError, PipelineInvalid
+from engine.core.files import shown_path
 from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import PathKey, read_yaml_file
@@ -23,9 +24,7 @@ from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.params import RenderContext
 from engine.spec.resolve import macro_texts, template_texts
 from engine.spec.shape import structural_check
-from engine.spec.templates import (
-    referenced_params,
-)
+from engine.spec.templates import referenced_params, referenced_tasks
 from engine.tasks import kind_of
 from engine.tasks.base import CheckContext
 from engine.tasks.output_checks import OutputChecks
@@ -71,9 +70,9 @@ class _Checker(OutputChecks, TemplateChecks):
         `line` is then that file's)."""
         if line is None and file is None:
             if task is not None:
-                line = self.definition.task_line(task.id, *path)
+                file, line = self.definition.task_location(task.id, *path)
             else:
-                line = self.definition.line_of(path)
+                file, line = self.definition.locate(path)
         self.problems.append(
             Problem(
                 code,
@@ -235,7 +234,13 @@ class _Checker(OutputChecks, TemplateChecks):
         try:
             return resolve_task(task, context, self.definition)
         except ParameterError as exc:
-            self.add("template", exc.message, task, (task.kind.value,))
+            if exc.place is None:
+                self.add("template", exc.message, task, (task.kind.value,))
+            else:  # in a macro: said once, at the macro's line, whichever tasks call it
+                file = shown_path(self.definition.base_dir / exc.place[0])
+                line = exc.place[1]
+                if not any(p.file == file and p.line == line for p in self.problems):
+                    self.add("template", exc.message, task, line=line, file=file)
         except SqlDoesNotParse as exc:
             error = exc.error
             where = (
@@ -270,7 +275,9 @@ class _Checker(OutputChecks, TemplateChecks):
             reads = statement_inputs(task.id, text)
         except SqlDoesNotParse:
             return  # probably caused by the undefined value, which is already reported
-        self.inputs(ResolvedTask(task, reads.tasks, reads.tasks, text, reads.tables))
+        said = referenced_tasks(sql[0]) - self.known_ids  # a wrong ref(), said at its line
+        tables = tuple(ref for ref in reads.tables if ref.name not in said)
+        self.inputs(ResolvedTask(task, reads.tasks, reads.tasks, text, tables))
 
     def inputs(self, resolved: ResolvedTask) -> None:
         task = resolved.spec

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from engine.spec.model import PipelineSpec
     from engine.tasks.base import CheckContext
 
+_MACRO_NAME = re.compile(r"{%-?\s*macro\s+(\w+)")
+"""A macro's name, found in a file that does not parse."""
+
 
 class TemplateChecks:
     definition: Definition
@@ -74,6 +77,8 @@ class TemplateChecks:
                 ast = template_environment().parse(text)
                 names |= {macro.name for macro in ast.find_all(nodes.Macro)}
                 self.printed_raw(text, file=where)
+            else:  # said at its line: what calls its macros is not said again
+                names |= set(_MACRO_NAME.findall(text))
         self.macro_names = frozenset(names)
 
     def templates(self, task: TaskSpec) -> bool:

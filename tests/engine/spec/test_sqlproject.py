@@ -15,6 +15,7 @@ from click.testing import Result
 from polars.testing import assert_frame_equal
 
 from engine.api.pipeline import plan, run
+from engine.core.problems import Problem
 from tests.conftest import only, problems_of
 
 SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
@@ -365,3 +366,67 @@ def test_an_empty_project_says_where_models_go(project: Path) -> None:
     (problem,) = problems_of(project / "empty")
     assert problem.code == "no-tasks"
     assert "no .sql model or .csv seed under empty/models, empty/seeds" in problem.message
+
+
+def _at(problem: Problem) -> tuple[Path, int | None]:
+    return Path(problem.file or "").resolve(), problem.line
+
+
+def test_a_models_problems_found_after_the_project_is_read_name_the_models_files(
+    shop: Path,
+) -> None:
+    """Problems found once the project is a pipeline (cycles, a test's settings, ephemeral
+    models nobody reads) name the file that wrote the model or test, not the project file."""
+    staging = shop / "models" / "staging" / "stg_orders.sql"
+    staging.write_text(
+        staging.read_text() + " where user_id in (select customer_id from {{ ref('customers') }})"
+    )
+    cycle = only(problems_of(shop), "cycle")
+    assert _at(cycle) in {(staging, 1), (shop / "models" / "marts" / "customers.sql", 1)}
+    shutil.copy(SHOP / "models" / "staging" / "stg_orders.sql", staging)
+
+    schema = shop / "models" / "marts" / "schema.yml"
+    text = schema.read_text()
+    schema.write_text(
+        text.replace("values: [placed,", "config: {severity: wran}\n              values: [placed,")
+    )
+    wrong = only(problems_of(shop), "invalid-value")
+    lines = schema.read_text().splitlines()
+    assert _at(wrong) == (
+        schema,
+        1 + next(i for i, t in enumerate(lines) if "accepted_values" in t),
+    )
+    assert "'wran'" in wrong.message
+
+
+def test_a_wrong_ref_is_said_once_at_its_line(shop: Path) -> None:
+    model = shop / "models" / "marts" / "orders.sql"
+    model.write_text(model.read_text().replace("ref('stg_orders')", "ref('stg_ordrs')"))
+    problems = [p for p in problems_of(shop) if p.severity == "error"]
+    assert [p.code for p in problems] == ["unknown-ref"], [p.format() for p in problems]
+
+
+def test_a_macro_that_fails_is_said_once_at_the_macros_line(shop: Path) -> None:
+    macros = shop / "macros" / "shout.sql"
+    macros.write_text(
+        "{% macro shout(column) -%}\n  upper({{ column }}) || {{ nowhere }}\n{%- endmacro %}\n"
+    )
+    for name in ("customers.sql", "orders.sql"):
+        model = shop / "models" / "marts" / name
+        model.write_text(
+            model.read_text().replace("o.status,", "{{ shout('o.status') }} as status,")
+        )
+    model = shop / "models" / "marts" / "customers.sql"
+    model.write_text(
+        model.read_text().replace("c.first_name,", "{{ shout('c.first_name') }} as first_name,")
+    )
+    problems = [p for p in problems_of(shop) if p.severity == "error"]
+    assert [(p.code, _at(p)) for p in problems] == [("template", (macros, 2))], [
+        p.format() for p in problems
+    ]
+    assert "'nowhere' is undefined" in problems[0].message
+    macros.write_text("{% macro shout(column) %}\n  {{ column \n{% endmacro %}\n")
+    problems = [p for p in problems_of(shop) if p.severity == "error"]
+    assert [(p.code, _at(p)) for p in problems] == [("template", (macros, 3))], [
+        p.format() for p in problems
+    ]
