@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from engine.core.config import CODE, ConfigModel
+from engine.core.config import CODE, SQL, ConfigModel
 
 __all__ = [
     "AcceptedValues",
@@ -198,6 +198,27 @@ class ModelTest(ConfigModel):
         description="Every value of a column found in a column of another task's output "
         "(NULLs aside); the rows that are not, reported.",
     )
+    sql: str | None = Field(
+        None,
+        description="A query whose rows are the failures (dbt's singular and custom generic "
+        "tests): a template as the task's statement is, reading the task's own output by its "
+        "id and any other task's (which then runs first).",
+        json_schema_extra=SQL,
+    )
+    label: str | None = Field(
+        None,
+        description="How messages name a `sql` test (a singular test's file, a custom "
+        "test's name and column).",
+    )
+    store_failures: bool = Field(
+        False,
+        description="Keep the output's rows that fail a unique, not_null, accepted_values or "
+        "relationships test in the task's quarantine (with the column, the test and the "
+        "value), where `arrowline quarantine` and the monitor show them, when the output is "
+        "published (severity warn, or failures within error_if); a failure that fails the "
+        "task is said with examples. Not for a `sql` test, whose rows need not be the "
+        "output's.",
+    )
     severity: Literal["error", "warn"] = Field(
         "error", description="What a failure does: fail the task, or be said."
     )
@@ -217,6 +238,8 @@ class ModelTest(ConfigModel):
             raise ValueError(
                 f"give exactly one of {', '.join(_TESTS)}" + (f" (got {given})" if given else "")
             )
+        if self.store_failures and self.sql is not None:
+            raise ValueError("store_failures keeps rows of the output: not for a sql test")
         return self
 
     @property
@@ -228,9 +251,11 @@ class ModelTest(ConfigModel):
             return f"not_null({self.not_null})"
         if self.accepted_values is not None:
             return f"accepted_values({self.accepted_values.column})"
+        if self.sql is not None:
+            return self.label or "sql"
         assert self.relationships is not None
         found = self.relationships
         return f"relationships({found.column} -> {found.to}.{found.field})"
 
 
-_TESTS = ("unique", "not_null", "accepted_values", "relationships")
+_TESTS = ("unique", "not_null", "accepted_values", "relationships", "sql")

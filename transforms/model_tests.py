@@ -43,17 +43,26 @@ def run_tests(
     task_id: str,
     database: DuckDatabase | None = None,
     cancel: CancelToken | None = None,
-) -> None:
+    quarantine: Path | None = None,
+) -> int:
     """Run `tests` over the Parquet file `output`; raises DataError naming every test that
-    failed with severity error."""
+    failed with severity error. The rows of `store_failures` tests that failed without
+    failing the task are written to the folder `quarantine`, each row once with every test it
+    failed; returns how many."""
     import duckdb
 
     failed: list[str] = []
+    stored: list[tuple[ModelTest, str]] = []
     with _database(database, None) as db, db.session() as cursor:
         unregister = cancel.on_cancel(cursor.interrupt) if cancel else None
         try:
             _register(cursor, inputs, set())
             model = f"read_parquet({sql_literal(str(output))})"
+            if any(test.sql is not None for test in tests):  # they read the output by its id
+                cursor.execute(
+                    f"create or replace temp view {quote_identifier(task_id)} as "
+                    f"select * from {model}"
+                )
             described = cursor.execute(f"describe select * from {model}").fetchall()
             columns = [row[0] for row in described]
             for test in tests:
@@ -70,7 +79,7 @@ def run_tests(
                         f"test {test.name} of {task_id!r} cannot run: {_first_line(exc)}"
                     ) from None
                 failures = int(count[0]) if count else 0
-                examples = [row[0] for row in sample]
+                examples = [row[0] if len(row) == 1 or test.sql is None else row for row in sample]
                 verdict = _verdict(test, failures)
                 if verdict is None:
                     continue
@@ -82,6 +91,10 @@ def run_tests(
                     failed.append(said)
                 else:
                     logger.bind(task_id=task_id).warning("test {}", said)
+                    if test.store_failures and test.sql is None:
+                        stored.append((test, _failing_row(test, model, columns, inputs, task_id)))
+            if stored and not failed and quarantine is not None:
+                return _store(cursor, stored, output, quarantine)
         finally:
             if unregister:
                 unregister()
@@ -91,6 +104,58 @@ def run_tests(
             hint="the output is not published and nothing that reads it runs; fix the data "
             "or the model, or give the test severity: warn",
         )
+    return 0
+
+
+def _failing_row(
+    test: ModelTest,
+    model: str,
+    columns: list[str],
+    inputs: Mapping[str, InputTable],
+    task_id: str,
+) -> str:
+    """A condition on a row `child` of the output that holds when the row fails `test` (one
+    of the four generic tests)."""
+    values = _query(test, model, columns, inputs, task_id)  # the failing values, as `value`
+    column = _tested_column(test)
+    c = "child." + quote_identifier(next(n for n in columns if n.lower() == column.lower()))
+    if test.not_null is not None:
+        return f"{c} is null"
+    return f"{c} is not null and {c} in (select value from ({values}))"
+
+
+def _tested_column(test: ModelTest) -> str:
+    if test.unique is not None:
+        return test.unique
+    if test.not_null is not None:
+        return test.not_null
+    if test.accepted_values is not None:
+        return test.accepted_values.column
+    assert test.relationships is not None
+    return test.relationships.column
+
+
+def _store(cursor: Any, stored: list[tuple[ModelTest, str]], output: Path, quarantine: Path) -> int:
+    """The output's rows that failed a stored test, in the quarantine's shape: the row's
+    place (`_arrowline_row`), its columns, and `_arrowline_errors` (column, check, value)."""
+    reasons = ", ".join(
+        f"case when {condition} then {{'column': {sql_literal(_tested_column(test))}, "
+        f"'check': {sql_literal(test.name)}, 'value': cast(child."
+        f"{quote_identifier(_tested_column(test))} as varchar)}} end"
+        for test, condition in stored
+    )
+    where = " or ".join(f"({condition})" for _, condition in stored)
+    quarantine.mkdir(parents=True, exist_ok=True)
+    target = quarantine / "part-00000.parquet"
+    source = f"read_parquet({sql_literal(str(output))}, file_row_number = true)"
+    cursor.execute(
+        f"copy (select file_row_number as _arrowline_row, * exclude (file_row_number), "
+        f"list_filter([{reasons}], lambda r: r is not null) as _arrowline_errors "
+        f"from {source} as child where {where} order by file_row_number) "
+        f"to {sql_literal(str(target))} (format parquet)"
+    )
+    found = cursor.execute(f"select count(*) from read_parquet({sql_literal(str(target))})")
+    return int(found.fetchone()[0])
 
 
 def _query(
@@ -111,6 +176,8 @@ def _query(
             )
         return quote_identifier(found[0])
 
+    if test.sql is not None:  # its rows are the failures
+        return test.sql.strip().rstrip(";")
     if test.unique is not None:
         c = column(test.unique)
         return (
@@ -154,7 +221,10 @@ def _literal(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    """An example value as a reader writes it (no `Decimal('1.50')`)."""
+    """An example value as a reader writes it (no `Decimal('1.50')`); a row as its values in
+    parentheses."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_shown(v) for v in value) + ")"
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -166,6 +236,8 @@ def _unit(test: ModelTest, count: int) -> str:
         return "value not accepted" if one else "values not accepted"
     if test.not_null is not None:
         return "row with NULL" if one else "rows with NULL"
+    if test.sql is not None:
+        return "failing row" if one else "failing rows"
     return "row referring to nothing" if one else "rows referring to nothing"
 
 

@@ -19,7 +19,7 @@ from engine.spec.params import RenderContext, is_template, render
 from engine.spec.templates import referenced_params
 from transforms.config import SqlSpec
 
-__all__ = ["render_task", "sql_text", "template_texts"]
+__all__ = ["render_task", "sql_text", "template_texts", "test_blocks_as_macros"]
 
 
 def sql_text(task: TaskSpec, definition: Definition) -> str:
@@ -44,18 +44,31 @@ def macro_texts(definition: Definition) -> tuple[tuple[str, str], ...]:
     found = []
     for name in definition.spec.macros:
         try:
-            found.append((name, definition.resolve_path(name).read_text(encoding="utf-8")))
+            text = definition.resolve_path(name).read_text(encoding="utf-8")
+            found.append((name, test_blocks_as_macros(text)))
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise DefinitionError(f"cannot read macro file {name!r}: {reason}") from None
     return tuple(found)
 
 
+_TEST_BLOCK = re.compile(r"({%-?\s*)test(\s+)(\w+)")
+_END_TEST = re.compile(r"({%-?\s*)endtest(\s*-?%})")
+
+
+def test_blocks_as_macros(text: str) -> str:
+    """dbt's custom generic tests (`{% test name(model, column_name) %} ... {% endtest %}`) as
+    the macros dbt makes of them, `test_name`: a property file's test `name` calls it."""
+    if "test" not in text:
+        return text
+    return _END_TEST.sub(r"\1endmacro\2", _TEST_BLOCK.sub(r"\1macro\2test_\3", text))
+
+
 def template_texts(task: TaskSpec, definition: Definition) -> list[str]:
     """The texts of a task that are templates: a sql task's statement (from its file, too),
     else every string of its kind config. Raises DefinitionError for an unreadable SQL file."""
-    if task.kind is TaskKind.SQL:
-        return [sql_text(task, definition)]
+    if task.kind is TaskKind.SQL:  # its statement, and its tests' queries
+        return [sql_text(task, definition), *(t.sql for t in task.tests if t.sql is not None)]
     return list(_strings(task.config.model_dump(by_alias=True)))
 
 
@@ -144,6 +157,14 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
     if task.kind is TaskKind.SQL:
         statement = render(sql_text(task, definition), context, task.id, sql=True)
         rendered: BaseModel = SqlSpec(query=statement)
+        if any(t.sql is not None for t in task.tests):
+            tests = tuple(
+                t
+                if t.sql is None
+                else t.model_copy(update={"sql": render(t.sql, context, task.id, sql=True)})
+                for t in task.tests
+            )
+            task = task.model_copy(update={"tests": tests})
     else:
         assert isinstance(config, BaseModel)
         raw = config.model_dump(by_alias=True, exclude_unset=True)

@@ -8,6 +8,7 @@ that also takes dbt_project.yml's keys:
     model-paths: [models]           # default; every .sql file under them is a sql task
     seed-paths: [seeds]             # default; every .csv file under them is an extract
     macro-paths: [macros]           # default; every macro of their .sql files is callable
+    test-paths: [tests]             # default; every .sql file is a singular test
     models:
       shop:                         # the project's name, then folders; `+` marks a setting
         +materialized: table        # table (kept) or ephemeral (inlined into its readers)
@@ -38,15 +39,16 @@ from typing import Any
 from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
-from engine.spec.dbt_tests import dbt_test
+from engine.spec.project_tests import ProjectTests, custom_tests
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
 
 PROJECT_FILE = "arrowline_project.yml"
 _IGNORED = {"version", "config-version", "profile", "require-dbt-version", "target-path"}
 """dbt_project.yml keys that mean nothing here and are accepted as they are."""
-_NOT_YET = {"test-paths", "snapshot-paths", "analysis-paths", "docs-paths"}
-_SETTINGS = {"materialized", "tags", "enabled", "description"}
+_NOT_YET = {"snapshot-paths", "analysis-paths", "docs-paths"}
+SETTINGS = {"materialized", "tags", "enabled", "description"}
+"""What a model's folders, property file and `config()` may set."""
 _SEED_SETTINGS = {"column_types", "enabled", "tags", "description"}
 _MATERIALIZED = {"table": "table", "ephemeral": "ephemeral"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -70,7 +72,7 @@ def compose(data: Any, source: SourceMap, file: Path) -> tuple[Any, list[Problem
     return project.compose(), project.problems
 
 
-class _Composer:
+class _Composer(ProjectTests):
     def __init__(self, data: dict[str, Any], source: SourceMap, file: Path) -> None:
         self.data, self.source, self.file, self.root = data, source, file, file.resolve().parent
         self.problems: list[Problem] = []
@@ -83,6 +85,10 @@ class _Composer:
         self.tested_at: dict[str, list[tuple[Path, int | None]]] = {}
         """Where each of a model's tests is written, in `model_tests`' order (for messages)."""
         self.descriptions: dict[str, str] = {}
+        self.properties: dict[str, dict[str, Any]] = {}
+        """The settings a property file's `config:` gives each model."""
+        self.custom_tests: set[str] = set()
+        """The tests the macro files define (`{% test name(...) %}`)."""
         """The file each generated task comes from, by the task's identity."""
 
     def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
@@ -123,9 +129,9 @@ class _Composer:
         seeds = self.settings_tree(data.pop("seeds", None), "seeds")
         model_paths = self.paths(data.pop("model-paths", ["models"]), "model-paths")
         macro_paths = self.paths(data.pop("macro-paths", ["macros"]), "macro-paths")
-        macros = [
-            path.relative_to(self.root).as_posix() for _, path in _files(macro_paths, "*.sql")
-        ]
+        macro_files = [path for _, path in _files(macro_paths, "*.sql")]
+        macros = [path.relative_to(self.root).as_posix() for path in macro_files]
+        self.custom_tests = custom_tests(macro_files)
         data["macros"] = [*(data.get("macros") or []), *macros]
         seed_paths = self.paths(data.pop("seed-paths", ["seeds"]), "seed-paths")
         for key in _IGNORED:
@@ -136,12 +142,15 @@ class _Composer:
         sources = [*self.declared_sources(data.pop("sources", None), ("sources",), self.source)]
         for found_in, declared, lines in self.property_files(model_paths):
             sources += self.declared_sources(declared, ("sources",), lines, found_in)
+        self.singular_tests(
+            self.paths(data.pop("test-paths", ["tests"]), "test-paths"), model_paths
+        )
         generated = [
             *sources,
             *self.models(model_paths, models),
             *self.seeds(seed_paths, seeds),
         ]
-        self.unmatched(models, model_paths, _SETTINGS, "models")
+        self.unmatched(models, model_paths, SETTINGS, "models")
         made = {t.get("id") for t in generated}
         for name, [(where, line), *_] in sorted(self.tested_at.items()):
             if name not in made:
@@ -207,7 +216,7 @@ class _Composer:
         if isinstance(name, str) and isinstance(value.get(name), dict):
             self.nested[key] = (name,)
             for other in sorted(k for k in value if k != name and isinstance(k, str)):
-                if not other.startswith("+") and other not in _SETTINGS | _SEED_SETTINGS:
+                if not other.startswith("+") and other not in SETTINGS | _SEED_SETTINGS:
                     self.problem(
                         "not-supported",
                         f"{key}: {other!r} is not this project ({name!r}): packages are not "
@@ -297,49 +306,6 @@ class _Composer:
                 if data.get("sources") is not None:
                     yield path, data["sources"], lines
 
-    def model_properties(
-        self, model: dict[str, Any], path: Path, lines: SourceMap, at: tuple[Any, ...]
-    ) -> None:
-        """A model's description and its columns' tests, in dbt's shapes."""
-
-        def unsupported(what: str, where: tuple[Any, ...]) -> None:
-            self.problem(
-                "not-supported",
-                f"model {model['name']!r}: {what} is not run yet: write it as a validate task",
-                severity="warning",
-                file=str(path),
-                line=lines.line_of(where),
-            )
-
-        name = model["name"]
-        if isinstance(model.get("description"), str):
-            self.descriptions[name] = model["description"]
-        for key in ("tests", "data_tests"):
-            if model.get(key):
-                unsupported("a test of the whole model", (*at, key))
-        for number, column in enumerate(model.get("columns") or []):
-            if not isinstance(column, dict) or not isinstance(column.get("name"), str):
-                continue
-            for key in ("tests", "data_tests"):
-                listed = column.get(key) or []
-                for index, test in enumerate(listed if isinstance(listed, list) else [listed]):
-                    where = (*at, "columns", number, key, index)
-                    made, reason = dbt_test(column["name"], test)
-                    if made is not None:
-                        self.model_tests.setdefault(name, []).append(made)
-                        self.tested_at.setdefault(name, []).append((path, lines.line_of(where)))
-                    elif reason == "disabled":
-                        continue
-                    elif reason.startswith("!"):  # written wrong
-                        self.problem(
-                            "invalid-value",
-                            f"model {name!r}, column {column['name']!r}: {reason[1:]}",
-                            file=str(path),
-                            line=lines.line_of(where),
-                        )
-                    else:
-                        unsupported(f"test {test!r} of column {column['name']!r} ({reason})", where)
-
     def declared_sources(
         self, value: Any, at: tuple[Any, ...], lines: SourceMap, file: Path | None = None
     ) -> list[dict[str, Any]]:
@@ -398,10 +364,17 @@ class _Composer:
                 yield path, self.settings(tree, parts, allowed, key)
 
     def models(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        for path, folders in self.configured(roots, "*.sql", tree, _SETTINGS, "models"):
+        for path, folders in self.configured(roots, "*.sql", tree, SETTINGS, "models"):
             own = self.own_config(path)
-            tags = [*_listed(folders.get("tags")), *_listed(own.get("tags"))]
-            settings = folders | own | ({"tags": list(dict.fromkeys(tags))} if tags else {})
+            listed = self.properties.get(path.stem, {})
+            tags = [
+                *_listed(folders.get("tags")),
+                *_listed(listed.get("tags")),
+                *_listed(own.get("tags")),
+            ]
+            settings = (
+                folders | listed | own | ({"tags": list(dict.fromkeys(tags))} if tags else {})
+            )
             if settings.get("enabled", True) is False:
                 continue
             task: dict[str, Any] = {
@@ -480,8 +453,9 @@ class _Composer:
             found["description"] = settings["description"]
         return found
 
-    def own_config(self, path: Path) -> dict[str, Any]:
-        """What a model's `{{ config(materialized=..., tags=...) }}` sets (literal values)."""
+    def own_config(self, path: Path, allowed: set[str] = SETTINGS) -> dict[str, Any]:
+        """What a model's (or a singular test's) `{{ config(materialized=..., tags=...) }}`
+        sets (literal values)."""
         import jinja2
         from jinja2 import nodes
 
@@ -507,11 +481,11 @@ class _Composer:
                         line=call.lineno,
                     )
                     continue
-                if keyword.key not in _SETTINGS:
+                if keyword.key not in allowed:
                     self.problem(
                         "unknown-key",
                         f"config: unknown setting {keyword.key!r} (known: "
-                        f"{', '.join(sorted(_SETTINGS))})",
+                        f"{', '.join(sorted(allowed))})",
                         file=str(path),
                         line=call.lineno,
                     )

@@ -17,6 +17,7 @@ from engine.spec.params import BUILTINS, SAFE_SQL_FILTERS, is_template, template
 __all__ = [
     "ANY_PARAM",
     "line_with",
+    "ordered_refs",
     "param_spellings",
     "referenced_params",
     "referenced_sources",
@@ -67,6 +68,11 @@ def referenced_params(text: str, *, required: bool = False, var: bool = True) ->
 def referenced_tasks(text: str) -> set[str]:
     """Task ids named by `ref('ID')` with a literal id (parse only, no render)."""
     return {args[0] for args in _literal_calls(text, "ref", 1)}
+
+
+def ordered_refs(text: str) -> list[str]:
+    """`referenced_tasks` in the order the text names them first."""
+    return list(dict.fromkeys(args[0] for args in _literal_calls(text, "ref", 1)))
 
 
 def referenced_sources(text: str) -> set[tuple[str, str]]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 from connectors.base import Unknown
 from engine.core.errors import DefinitionError
 from engine.core.problems import Finding
-from engine.core.tables import OUTPUT_FILE, InlineQuery, InputTable
+from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR, InlineQuery, InputTable
 from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.resolve import sql_text
 from engine.tasks.base import (
@@ -63,11 +63,18 @@ class Sql:
         assert task.sql is not None
         assert task.sql.query is not None
         found = statement_inputs(task.id, task.sql.query)
-        # a relationships test reads the task it refers to: it is an input too
+        # a relationships test reads the task it refers to, a sql test what its query reads:
+        # inputs too (its own id is its output)
         parents = tuple(
             t.relationships.to
             for t in task.tests
-            if t.relationships is not None and t.relationships.to != task.id  # itself: its output
+            if t.relationships is not None and t.relationships.to != task.id
+        ) + tuple(
+            name
+            for t in task.tests
+            if t.sql is not None
+            for name in statement_inputs(task.id, t.sql).tasks
+            if name != task.id
         )
         if not parents:
             return found
@@ -104,19 +111,22 @@ class Sql:
             cancel=context.cancel,
         )
         context.progress(rows)
+        stored = 0
         if context.task.spec.tests:  # before the output is published: a failure keeps it back
             from transforms.model_tests import run_tests
 
-            run_tests(
+            stored = run_tests(
                 context.task.spec.tests,
                 context.staging / OUTPUT_FILE,
                 context.inputs,
                 task_id=context.task.id,
                 database=context.duckdb,
                 cancel=context.cancel,
+                quarantine=context.staging / QUARANTINE_DIR,
             )
         rows_in = sum(t.num_rows for t in context.inputs.values())
-        return TaskOutcome(rows_in=rows_in, rows_out=rows)
+        details = {"stored_failures": stored} if stored else {}
+        return TaskOutcome(rows_in=rows_in, rows_out=rows, details=details)
 
     def lineage(
         self,

@@ -91,11 +91,14 @@ class TemplateChecks:
             return False
         sql = kind_of(task).sql_template(task, self.context)
         in_file = self.sql_file(task)
+        tests = {t.sql: index for index, t in enumerate(task.tests) if t.sql is not None}
         for text in texts:
             statement = sql if sql is not None and text == sql[0] else None  # its SQL
             # a statement in its own file: problems at that file's line, else the task's key
             place = in_file if statement else None
-            ok = self.text(text, task, (task.kind.value,), place) and ok
+            test = tests.get(text) if statement is None else None
+            where: PathKey = ("tests", test) if test is not None else (task.kind.value,)
+            ok = self.text(text, task, where, place) and ok
             if statement and template_syntax_error(text) is None:
                 self.raw_params(task, text, statement[1])
         config = task.config if task.kind is not TaskKind.SQL else None

@@ -430,3 +430,132 @@ def test_a_macro_that_fails_is_said_once_at_the_macros_line(shop: Path) -> None:
     assert [(p.code, _at(p)) for p in problems] == [("template", (macros, 3))], [
         p.format() for p in problems
     ]
+
+
+def test_custom_generic_and_singular_tests_run_with_their_model_and_gate_it(shop: Path) -> None:
+    """`{% test not_negative(model, column_name) %}` in macros/ is a test a property file
+    names; a .sql file in tests/ is a test whose rows are failures, run with the model it
+    belongs to (the one that reads the others it names)."""
+    tests = plan(shop).task("orders").spec.tests
+    assert [t.name for t in tests][-3:] == [
+        "not_null(amount)",
+        "not_negative(amount)",
+        "tests/assert_lifetime_value_covers_orders.sql",
+    ]
+    assert run(shop).ok
+
+    payments = shop / "data" / "payments.csv"
+    clean = payments.read_text()
+    payments.write_text(clean.replace("\n1,1,credit_card,1000\n", "\n1,1,credit_card,-1000\n"))
+    failed = run(shop)
+    error = failed.tasks["orders"].error or ""
+    assert "not_negative(amount): 1 failing row (error_if != 0); e.g. -10.0" in error, error
+    assert failed.tasks["customers"].state.value == "SUCCESS"  # its own tests passed
+    payments.write_text(clean)
+
+    (shop / "tests" / "no_big_orders.sql").write_text(
+        "{{ config(severity='warn') }}\n"
+        "select order_id, amount from {{ ref('orders') }} where amount > 20"
+    )
+    (shop / "tests" / "no_big_customers.sql").write_text(
+        "{{ config(error_if='> 2') }}\n"
+        "select customer_id from {{ ref('customers') }} where customer_id <= 2 order by customer_id"
+    )
+    warned = run(shop)
+    assert warned.ok  # a warning lets the model through; 2 rows are not > 2
+    (shop / "tests" / "no_big_customers.sql").write_text(
+        "select customer_id from {{ ref('customers') }} where customer_id <= 2 order by customer_id"
+    )
+    failed = run(shop)
+    error = failed.tasks["customers"].error or ""
+    assert "tests/no_big_customers.sql: 2 failing rows (error_if != 0); e.g. 1, 2" in error, error
+    assert failed.tasks["orders"].state.value == "SKIPPED"  # it reads customers
+
+
+def test_property_files_are_read_strictly(shop: Path) -> None:
+    """A misspelt key or test is an error at its line, with what was meant; a model's
+    `config:` there sets what its folders would."""
+    schema = shop / "models" / "marts" / "schema.yml"
+    schema.write_text(
+        schema.read_text()
+        .replace(
+            "    description: one row per order",
+            "    confg: {tags: [x]}\n    description: one row per order",
+        )
+        .replace(
+            "tests: [unique, not_null]\n  - name: orders",
+            "tests: [uniqe, not_null]\n  - name: orders",
+        )
+        .replace("      - name: status\n", "      - name: status\n        quoet: true\n")
+    )
+    problems = [p for p in problems_of(shop) if p.severity == "error"]
+    lines = schema.read_text().splitlines()
+
+    def line_of(text: str) -> int:
+        return 1 + next(i for i, t in enumerate(lines) if text in t)
+
+    said = sorted((p.line, p.message) for p in problems)
+    assert [line for line, _ in said] == [line_of("uniqe"), line_of("confg"), line_of("quoet")]
+    assert "unknown test 'uniqe'. Did you mean 'unique'?" in said[0][1]
+    assert "unknown key 'confg'. Did you mean 'config'?" in said[1][1]
+    assert "unknown key 'quoet'. Did you mean 'quote'?" in said[2][1]
+
+    schema.write_text(
+        (SHOP / "models" / "marts" / "schema.yml")
+        .read_text()
+        .replace(
+            "  - name: orders\n",
+            "  - name: orders\n    config: {tags: [finance_props], enabled: true}\n",
+        )
+    )
+    assert "finance_props" in plan(shop).task("orders").spec.tags
+    assert list(plan(shop, select=["tag:finance_props"]).selected or ()) == ["orders"]
+    schema.write_text(schema.read_text().replace("enabled: true", "enabled: false"))
+    assert "orders" not in {t.id for t in plan(shop).tasks}
+
+
+def test_a_singular_test_that_names_no_model_is_refused_at_its_file(shop: Path) -> None:
+    test = shop / "tests" / "orphan.sql"
+    test.write_text("select 1 as x where false")
+    problem = only(problems_of(shop), "invalid-value")
+    assert _at(problem) == (test, 1)
+    assert "names none" in problem.message
+
+
+def test_store_failures_keeps_the_failing_rows_in_the_quarantine(shop: Path) -> None:
+    """A warn test with store_failures lets the model through and keeps the rows it failed,
+    each once with every test it failed, where the quarantine is read."""
+    import engine
+
+    schema = shop / "models" / "marts" / "schema.yml"
+    schema.write_text(
+        schema.read_text()
+        .replace(
+            "          - accepted_values:\n",
+            "          - accepted_values:\n              config: {severity: warn, store_failures: true}\n",
+        )
+        .replace(
+            "- relationships: {to: ref('customers'), field: customer_id}",
+            "- relationships: {to: ref('customers'), field: customer_id, "
+            "config: {severity: warn, store_failures: true}}",
+        )
+    )
+    orders = shop / "seeds" / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "9,99,2018-01-10,lost\n10,1,2018-01-11,gone\n")
+    result = run(shop)
+    assert result.ok
+    with engine.open(shop.parent) as project:
+        assert project.table("orders").select(pl.len()).collect().item() == 9  # all published
+        stored = project.quarantine("orders").sort("order_id").collect()
+    assert stored["order_id"].to_list() == [9, 10]
+    assert [sorted(e["check"] for e in errors) for errors in stored["_arrowline_errors"]] == [
+        ["accepted_values(status)", "relationships(customer_id -> customers.customer_id)"],
+        ["accepted_values(status)"],
+    ]
+    assert stored["_arrowline_errors"][0][0]["value"] in {"lost", "99"}
+
+    (shop / "tests" / "stored.sql").write_text(
+        "{{ config(store_failures=true) }}\nselect * from {{ ref('orders') }} where false"
+    )
+    said = [p for p in problems_of(shop) if p.code == "not-supported"]
+    assert [(Path(p.file or "").name, p.severity) for p in said] == [("stored.sql", "warning")]

@@ -1,0 +1,164 @@
+"""A SQL project's tests, in dbt's shapes: the tests property files give models (generic ones,
+and the custom ones `{% test name(model, column_name) %}` blocks in macro files define), a
+model's settings there (`config:`), and singular tests, the `.sql` files of `tests/` whose
+rows are failures.
+
+A test belongs to a model: it runs on the model's output before the output is published, so a
+failure keeps the output back and skips what reads it. A singular test belongs to the model it
+reads that reads the others it names (or, when none does, the first it names); the others
+become inputs of that model, as a relationships test's parent does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.spec.dbt_tests import NOT_STORED, property_tests
+
+if TYPE_CHECKING:
+    from engine.core.yaml_source import SourceMap
+
+__all__ = ["ProjectTests", "custom_tests"]
+
+_CUSTOM = re.compile(r"{%-?\s*test\s+(\w+)\s*\(")
+_SINGULAR_SETTINGS = {"severity", "warn_if", "error_if", "store_failures", "enabled", "tags"}
+
+
+def custom_tests(files: Iterable[Path]) -> set[str]:
+    """The names of the custom generic tests the macro files define."""
+    found: set[str] = set()
+    for path in files:
+        try:
+            found |= set(_CUSTOM.findall(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError):
+            continue  # said where the macro files are read
+    return found
+
+
+class ProjectTests:
+    """The composer's part that reads tests (engine.spec.sqlproject._Composer)."""
+
+    root: Path
+    descriptions: dict[str, str]
+    properties: dict[str, dict[str, Any]]
+    custom_tests: set[str]
+    model_tests: dict[str, list[dict[str, Any]]]
+    tested_at: dict[str, list[tuple[Path, int | None]]]
+
+    def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
+        raise NotImplementedError
+
+    def own_config(self, path: Path, allowed: set[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def model_properties(
+        self, model: dict[str, Any], path: Path, lines: SourceMap, at: tuple[Any, ...]
+    ) -> None:
+        """A model's description, settings (`config:`) and tests, in dbt's shapes."""
+        from engine.spec.sqlproject import SETTINGS
+
+        name = model["name"]
+        if isinstance(model.get("description"), str):
+            self.descriptions[name] = model["description"]
+        config = model.get("config")
+        if isinstance(config, dict):
+            for key in sorted(k for k in config if k not in SETTINGS):
+                self.problem(
+                    "unknown-key",
+                    f"model {name!r}: unknown setting {key!r} (known: "
+                    f"{', '.join(sorted(SETTINGS))})",
+                    file=str(path),
+                    line=lines.line_of((*at, "config", key)),
+                )
+            self.properties[name] = {k: v for k, v in config.items() if k in SETTINGS}
+        tests, said = property_tests(model, lines, at, self.custom_tests)
+        for made, line in tests:
+            self.add_test(name, made, path, line)
+        for problem in said:
+            self.problem(
+                problem.code,
+                problem.message,
+                severity=problem.severity,
+                file=str(path),
+                line=problem.line,
+            )
+
+    def add_test(self, model: str, test: dict[str, Any], path: Path, line: int | None) -> None:
+        self.model_tests.setdefault(model, []).append(test)
+        self.tested_at.setdefault(model, []).append((path, line))
+
+    def singular_tests(self, roots: list[Path], models: list[Path]) -> None:
+        """Each `.sql` file under `roots` as a test of the model it belongs to."""
+        from engine.spec.templates import ordered_refs
+
+        reads: dict[str, list[str]] = {}
+        for path in _sql_files(models):
+            try:
+                reads[path.stem] = ordered_refs(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                continue  # said where the model is read
+        for model, tests in self.model_tests.items():  # a relationships test reads its parent
+            parents = [t["relationships"]["to"] for t in tests if "relationships" in t]
+            reads[model] = [*reads.get(model, []), *parents]
+        for path in _sql_files(roots):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                self.problem("sql-file", f"cannot read test {path.name}: {reason}", file=str(path))
+                continue
+            named = ordered_refs(text)
+            if not named:
+                self.problem(
+                    "invalid-value",
+                    "a singular test reads the models it tests with {{ ref('model') }}; this "
+                    "one names none, so no model would run it",
+                    file=str(path),
+                    line=1,
+                )
+                continue
+            config = self.own_config(path, _SINGULAR_SETTINGS)
+            if config.get("enabled", True) is False:
+                continue
+            test: dict[str, Any] = {
+                "sql": text,
+                "label": path.relative_to(self.root).as_posix(),
+                **{k: str(v).lower() for k, v in config.items() if k in ("severity",)},
+                **{k: str(v) for k, v in config.items() if k in ("warn_if", "error_if")},
+            }
+            if config.get("store_failures"):
+                self.problem(
+                    "not-supported", NOT_STORED, file=str(path), line=1, severity="warning"
+                )
+            self.add_test(_owner(named, reads), test, path, 1)
+
+
+def _owner(named: list[str], reads: dict[str, list[str]]) -> str:
+    """The model a singular test belongs to: one that reads every other it names, else the
+    first it names."""
+
+    def upstream(model: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(reads.get(model, ()))
+        while todo:
+            found = todo.pop()
+            if found not in seen:
+                seen.add(found)
+                todo += reads.get(found, ())
+        return seen
+
+    for candidate in named:
+        if set(named) - {candidate} <= upstream(candidate):
+            return candidate
+    return named[0]
+
+
+def _sql_files(roots: list[Path]) -> Iterable[Path]:
+    for root in roots:
+        if root.is_dir():
+            for path in sorted(root.rglob("*.sql")):
+                if path.is_file() and not any(p.startswith(".") for p in path.parts):
+                    yield path
