@@ -16,6 +16,7 @@ from engine.cli.common import (
     out,
     pipeline_argument,
     project_option,
+    select_option,
 )
 
 __all__ = ["COMMANDS"]
@@ -37,6 +38,11 @@ __all__ = ["COMMANDS"]
     default=None,
     help="The lineage recorded by this run: id, prefix or 'last' (default: as defined now).",
 )
+@select_option(
+    "Walk only these tasks' columns: a branch ends before a column of a task left out, in "
+    "every --format (JSON adds `selected`); TASK of TASK.COLUMN must be selected. Read against "
+    "the pipeline as defined now, as `plan` reads it, also with --run."
+)
 @project_option
 @click.option(
     "--format",
@@ -51,20 +57,29 @@ def lineage(
     upstream: bool,
     kind: str | None,
     run_id: str | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
     project_dir: Path | None,
     fmt: str,
 ) -> None:
     """Where COLUMN (task.column) comes from, or what depends on it, across the pipeline.
 
     By default, the pipeline as defined now, over the output schemas `plan` computes (or the
-    last run's, for sources not known before running); with --run, what that run recorded."""
+    last run's, for sources not known before running); with --run, what that run recorded.
+    --select and --exclude keep the walk inside the tasks they name: `-s path:models/marts`
+    stops where the marts read staging, `--exclude tag:pii` stops before those tasks."""
+    from engine.api.pictures import lineage_within, selected_tasks
     from lineage.graph import render_graph
 
     downstream = not upstream
     if "." not in column:
         fail(f"give the column as TASK.COLUMN, not {column!r}")
     with errors(), find_project(project_dir) as project:
-        report = project.lineage(pipeline, column, downstream=downstream, kind=kind, run=run_id)
+        definition = project.definition(pipeline)
+        chosen = selected_tasks(project, definition, select, exclude)
+        report = project.lineage(definition, column, downstream=downstream, kind=kind, run=run_id)
+        if chosen is not None:
+            report = lineage_within(report, chosen)
     if fmt == "json":
         out.print_json(json.dumps(report))
         return
@@ -81,7 +96,9 @@ def lineage(
 
     show(report["tree"], 1)
     if not report["tree"]:
-        out.print(Text("  (no " + ("dependents" if downstream else "sources") + ")", style="dim"))
+        among = " among the selected tasks" if chosen is not None else ""
+        none = "dependents" if downstream else "sources"
+        out.print(Text(f"  (no {none}{among})", style="dim"))
     for name, reasons in report["unresolved"].items():
         for reason in reasons:
             err.print(Text(f"unresolved in {name}: {reason}", style="yellow"))

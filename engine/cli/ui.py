@@ -16,6 +16,7 @@ from engine.cli.common import (
     pipeline_argument,
     project_argument,
     project_option,
+    select_option,
 )
 
 __all__ = ["COMMANDS"]
@@ -113,16 +114,28 @@ def serve(
     default=None,
     help="Write to this file (default: standard output).",
 )
+@select_option(
+    "Draw only these tasks, with the edges among them. Read against the pipeline as defined "
+    "now, as `plan` reads it (state: against the catalog), also with --run: then the run's "
+    "tasks the selection names are drawn with the edges the run recorded."
+)
 @project_option
 def graph(
-    pipeline: str, fmt: str, run_id: str | None, output: Path | None, project_dir: Path | None
+    pipeline: str,
+    fmt: str,
+    run_id: str | None,
+    output: Path | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
+    project_dir: Path | None,
 ) -> None:
     """The task DAG of PIPELINE as SVG, a self-contained HTML page, Mermaid or Graphviz dot;
-    with --run, coloured by that run's task states."""
+    with --run, coloured by that run's task states; with --select or --exclude, only the tasks
+    they name (`arrowline graph shop -s +orders --run last`)."""
     from engine.api.pictures import draw_graph, task_boxes
 
     with errors(), find_project(project_dir) as project:
-        boxes = task_boxes(project, pipeline, run=run_id)
+        boxes = task_boxes(project, pipeline, run=run_id, select=select, exclude=exclude)
         if fmt == "html":
             from markupsafe import Markup
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -376,3 +377,118 @@ def test_two_outputs_with_one_name_keep_their_own_sources(cli: Cli, write: Write
         "pair.cid_1": {"customers.cid (value)", *on},
         "pair.count() OVER ()": on,
     }
+
+
+def test_a_selection_keeps_the_walk_inside_its_tasks(cli: Cli, write: WritePipeline) -> None:
+    path = shop(write)
+    whole = json.loads(cli("lineage", path, "publish.big", "--format", "json").stdout)
+    assert "selected" not in whole
+    assert "joined.amount (value)" in flatten(whole["tree"])
+
+    # joined is left out: the walk up from publish.big ends where scored reads it
+    cut = cli("lineage", path, "publish.big", "--exclude", "joined", "--format", "json")
+    assert cut.exit_code == 0, cut.stderr
+    payload = json.loads(cut.stdout)
+    assert flatten(payload["tree"]) == {
+        "checked.big (value)",
+        "scored.big (value)",
+        "scored.amount (filter)",
+    }
+    assert payload["selected"] == ["checked", "customers", "orders", "publish", "scored"]
+    assert set(payload["external"]) == {"orders", "customers", "publish"}
+
+    text = cli("lineage", path, "publish.big", "-s", "+publish", "--exclude", "joined")
+    assert text.exit_code == 0, text.stderr
+    assert [line.strip(" └─") for line in text.stdout.splitlines()] == [
+        "publish.big",
+        "checked.big (value)",
+        "scored.big (value)",
+        "scored.amount (filter)",
+    ]
+    mermaid = cli("lineage", path, "publish.big", "--exclude", "joined", "--format", "mermaid")
+    assert set(re.findall(r'\["([^"]+)"\]', mermaid.stdout)) == {
+        "publish.big",
+        "checked.big",
+        "scored.big",
+        "scored.amount",
+    }
+    dot = cli("lineage", path, "publish.big", "--exclude", "joined", "--format", "dot").stdout
+    assert {node for edge in re.findall(r'"([^"]+)" -> "([^"]+)"', dot) for node in edge} == {
+        "publish.big",
+        "checked.big",
+        "scored.big",
+        "scored.amount",
+    }
+
+
+def test_a_selection_by_tag_and_kind_keeps_the_places_its_extracts_read(
+    cli: Cli, write: WritePipeline
+) -> None:
+    write("data/orders.csv", "id,cid,amount,status\n1,10,50,paid\n")
+    write("data/customers.csv", "cid,segment\n10,retail\n")
+    write("udfs.py", UDFS)
+    tagged = PIPELINE.replace("  - id: customers\n", "  - id: customers\n    tags: [crm]\n")
+    path = write("p.yaml", tagged)
+    both = cli("lineage", path, "joined.segment", "-s", "joined tag:crm", "--format", "json")
+    assert both.exit_code == 0, both.stderr
+    payload = json.loads(both.stdout)
+    assert flatten(payload["tree"]) == {
+        "customers.segment (value)",
+        "customers.cid (filter)",
+        "files:data/customers.csv::segment (value)",
+        "files:data/customers.csv::cid (value)",
+    }
+    assert payload["external"] == {"customers": "files:data/customers.csv"}
+    alone = cli("lineage", path, "joined.segment", "-s", "joined")
+    assert alone.exit_code == 0, alone.stderr
+    assert "(no sources among the selected tasks)" in alone.stdout
+    down = cli("lineage", path, "orders.status", "--downstream", "-s", "orders+,kind:sql")
+    assert down.exit_code == 2  # orders is no sql task: the walk has nowhere to start
+    down = cli("lineage", path, "orders.status", "--downstream", "--exclude", "tag:crm publish")
+    assert down.exit_code == 0, down.stderr
+    assert "joined.segment (filter)" in down.stdout
+    assert "checked.segment (value)" in down.stdout
+    assert "publish." not in down.stdout
+
+
+def test_a_selection_reads_a_runs_recorded_lineage_too(
+    cli: Cli, write: WritePipeline, project: Path
+) -> None:
+    path = shop(write)
+    assert cli("run", path, "--no-progress").exit_code == 0
+    result = cli(
+        "lineage",
+        path,
+        "joined.segment",
+        "--run",
+        "last",
+        "--exclude",
+        "customers",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert flatten(json.loads(result.stdout)["tree"]) == {
+        "orders.cid (filter)",
+        "orders.status (filter)",
+        "files:data/orders.csv::cid (value)",
+        "files:data/orders.csv::status (value)",
+    }
+
+
+def test_lineage_fails_on_a_bad_selection_as_plan_does(cli: Cli, write: WritePipeline) -> None:
+    path = shop(write)
+    for args in (("-s", "joind"), ("-s", "tag:nightly"), ("--exclude", "kind:sqll")):
+        planned = cli("plan", path, *args, "--no-schemas")
+        traced = cli("lineage", path, "joined.segment", *args)
+        assert planned.exit_code == 2, args
+        assert (traced.exit_code, traced.stderr) == (2, planned.stderr), args
+        assert traced.stdout == ""
+    left_out = cli("lineage", path, "publish.big", "-s", "+checked")
+    assert left_out.exit_code == 2
+    assert "leaves out task 'publish', whose column 'publish.big' is asked about" in (
+        left_out.stderr
+    )
+    unknown = cli("lineage", path, "nowhere.x", "-s", "orders")
+    assert unknown.exit_code == 2
+    assert "no task 'nowhere'" in unknown.stderr  # an unknown task is said as without -s
