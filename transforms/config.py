@@ -34,11 +34,52 @@ __all__ = [
 # sql
 
 
+class SqlIncremental(ConfigModel):
+    """A sql task whose statement computes only what changed (dbt's incremental models)."""
+
+    unique_key: tuple[str, ...] = Field(
+        (),
+        description="Columns that identify a row: a new row replaces the kept row of the same "
+        "key (strategy merge). Without them rows are appended.",
+    )
+    strategy: Literal["merge", "append"] | None = Field(
+        None,
+        description="merge (the default with a unique_key): the last output's rows whose key "
+        "the new rows hold are replaced by them; append (the default without): the new rows "
+        "are added to the last output's.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("unique_key"), str):
+            return {**value, "unique_key": (value["unique_key"],)}
+        return value
+
+    @model_validator(mode="after")
+    def _merge_needs_keys(self) -> SqlIncremental:
+        if self.strategy == "merge" and not self.unique_key:
+            raise ValueError("strategy merge needs unique_key: the columns that identify a row")
+        return self
+
+    @property
+    def merges(self) -> bool:
+        return self.strategy == "merge" or (self.strategy is None and bool(self.unique_key))
+
+
 class SqlSpec(ConfigModel):
     """A DuckDB SELECT over upstream task outputs, referenced by task id as table names."""
 
     query: str | None = Field(None, description="The SELECT statement (Jinja2 template).")
     file: str | None = Field(None, description="A .sql file holding the statement instead.")
+    incremental: SqlIncremental | None = Field(
+        None,
+        description="Keep the last successful output and add to it what the statement returns "
+        "(dbt's incremental models): in the statement, `{{ is_incremental() }}` is true when "
+        "there is such an output (not on the first run or with --full-refresh) and `{{ this "
+        "}}` reads it, e.g. `where updated_at > (select max(updated_at) from {{ this }})`. "
+        "The output is the whole table, so readers and tests see every row.",
+    )
 
     @model_validator(mode="before")
     @classmethod

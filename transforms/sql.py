@@ -20,15 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.core.cancel import CancelToken
+from engine.core.errors import DataError, TaskError, disk_full
 from engine.core.sqltext import quote_identifier, sql_literal
-from engine.core.tables import InputTable
+from engine.core.tables import THIS, InputTable
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
-from engine.core.errors import DataError, TaskError, disk_full
 
-__all__ = ["DuckDBSettings", "DuckDatabase", "describe_sql", "run_sql"]
+    from transforms.config import SqlIncremental
+
+__all__ = ["DuckDBSettings", "DuckDatabase", "added_to_kept", "describe_sql", "run_sql"]
 
 
 @dataclass(frozen=True)
@@ -217,3 +219,20 @@ def _exact_integers(connection: duckdb.DuckDBPyConnection, statement: str) -> st
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def added_to_kept(statement: str, incremental: SqlIncremental) -> str:
+    """The statement of an incremental sql task that has a kept output (`THIS`): the kept rows
+    (those whose key the new rows do not hold, when it merges) and the new rows, matched by
+    column name (a column only one side has is NULL on the other)."""
+    new = f"(\n{_statement(statement)}\n)"
+    if not incremental.merges:
+        return f"select * from {THIS} union all by name select * from {new}"
+    same = " and ".join(
+        f"n.{quote_identifier(k)} = k.{quote_identifier(k)}" for k in incremental.unique_key
+    )
+    return (
+        f"with new_rows as {new}\n"
+        f"select * from {THIS} as k where not exists (select 1 from new_rows as n where {same})\n"
+        "union all by name select * from new_rows"
+    )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTPUT_FILE",
     "QUARANTINE_DIR",
+    "THIS",
     "InlineQuery",
     "InputTable",
     "fresh_directory",
@@ -35,6 +36,8 @@ __all__ = [
 
 QUARANTINE_DIR = "quarantine"
 """The subfolder of an output that holds the rows a task set aside."""
+THIS = "__this"
+"""The table `{{ this }}` names in an incremental sql task: its own output of the last run."""
 _PARTS = "part-*.parquet"
 
 

@@ -9,10 +9,8 @@ A failed task's downstream tasks are SKIPPED; independent branches go on; the ru
 transient error is retried after an exponential, jittered delay while attempts remain. A task
 past its `timeout` is asked to stop (DuckDB queries are interrupted, streaming loops stop at the
 next batch); one that does not stop within `cancel_grace` is abandoned: its thread is left to
-finish alone and its output is never published. Ctrl-C cancels the same way.
-
-Workers are daemon threads rather than a ThreadPoolExecutor, so an abandoned attempt can never
-keep the process alive at exit.
+finish alone and its output is never published (engine.execution.attempts). Ctrl-C cancels the
+same way.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from engine.core.cancel import CancelToken
 from engine.core.errors import ArrowlineError, Cancelled, disk_full
 from engine.core.faults import fault_point
 from engine.core.states import RunState, TaskState
-from engine.core.tables import InputTable
+from engine.core.tables import THIS, InputTable
 from engine.core.usage import UsageMeter
 from engine.execution.attempts import (
     WAKE,
@@ -359,6 +357,8 @@ class Executor(PipelinedHandOff):
         deadline = now + task.timeout.total_seconds() if task.timeout else None
         attempt = Attempt(task, number, CancelToken(), staging, now, deadline)
         inputs = streamed or {name: self.outputs[name] for name in task.inputs}
+        if (kept := task.adds_to) is not None:  # an incremental sql task's `this`: its last
+            inputs = {**inputs, THIS: self.workspace.kept(self.plan.pipeline, task.id, kept)}
         waited = self.pools.waited(task_id)
         self._move(task_id, TaskState.RUNNING, f"attempt {number}{waited}", attempt=number)
         self.running[task_id] = attempt

@@ -35,6 +35,7 @@ from engine.spec.model import (
     BreakerPolicy,
     CacheKey,
     OpenLineageSpec,
+    PipelineSpec,
     RetentionSpec,
     RetryPolicy,
     TaskKind,
@@ -77,6 +78,9 @@ class PlannedTask:
     defined_at: str | None = None
     """`file:line` of the task in the pipeline file (None for a pipeline built in Python),
     which run-time errors name as validation errors do."""
+    adds_to: str | None = None
+    """For an incremental sql task: the run whose output it adds to (`{{ this }}`); None on
+    its first run and with --full-refresh, when it makes the whole table."""
 
     @property
     def at(self) -> str:
@@ -117,6 +121,7 @@ class PlannedTask:
             "watermark_sinks": [sink for sink, _ in self.watermark_sinks],
             "commits_watermarks": list(self.commits_watermarks),
             "defined_at": self.defined_at,
+            "adds_to": self.adds_to,
             **(self.cache.to_dict() if self.cache is not None else {}),
         }
 
@@ -202,6 +207,20 @@ class Plan:
         }
 
 
+def _kept_outputs(spec: PipelineSpec, catalog: CatalogReader | None) -> dict[str, str]:
+    """The run whose output each incremental sql task adds to: its newest success still in
+    the workspace."""
+    if catalog is None:
+        return {}
+    found = {}
+    for task in spec.tasks:
+        if task.sql is not None and task.sql.incremental is not None:
+            row = catalog.latest_output(spec.name, task.id)
+            if row is not None and row.output_on_disk:
+                found[task.id] = row.output_run
+    return found
+
+
 def _defined_at(definition: Definition, task_id: str) -> str | None:
     file, line = definition.task_location(task_id)
     return f"{file}:{line}" if file and line else None
@@ -226,7 +245,10 @@ def build_plan(
     resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
     when = (logical_date or datetime.now(UTC)).astimezone(UTC)
-    context = RenderContext(spec.name, resolved_params, run_id, when, macro_texts(definition))
+    adds_to = _kept_outputs(spec, catalog) if not full_refresh else {}
+    context = RenderContext(
+        spec.name, resolved_params, run_id, when, macro_texts(definition), frozenset(adds_to)
+    )
 
     resolved = {}
     for task in spec.tasks:
@@ -325,6 +347,7 @@ def build_plan(
                 commits_watermarks=commits.get(task_id, ()),
                 cache=decisions[task_id],
                 defined_at=_defined_at(definition, task_id),
+                adds_to=adds_to.get(task_id),
             )
         )
     return Plan(

@@ -82,6 +82,8 @@ class CacheDecision:
 def cache_enabled(spec: PipelineSpec, task: TaskSpec) -> bool:
     """The task's own `cache`, else the pipeline's; a load's only by its own, since skipping it
     leaves its target as the last run left it."""
+    if task.sql is not None and task.sql.incremental is not None:
+        return False  # its output adds to the last one: never the same from the same inputs
     if task.cache is not None:
         return task.cache is not False
     return spec.cache and kind_of(task).produces_table
@@ -196,6 +198,8 @@ def decide(
             reason, detail = "forced", "--force"
         elif previous is None:
             reason, detail = "new", "no earlier output"
+        elif task.sql is not None and task.sql.incremental is not None and not selected_away:
+            reason, detail = "incremental", "it adds to its output every run"
         elif not enabled and not selected_away:
             reason, detail = "forced", "cache off"
         elif not observable[task_id] and not selected_away:

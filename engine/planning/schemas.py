@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.core.problems import Problem
-from engine.core.tables import InputTable
+from engine.core.tables import THIS, InputTable
 from engine.core.types import empty_table
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import CatalogReader
@@ -179,6 +179,8 @@ def _task_schema(
             )
         return
     inputs = {name: _empty_input(name, report.schemas[name], root, files) for name in task.inputs}
+    if task.adds_to is not None and task.id in report.previous:  # `{{ this }}`: its last output
+        inputs[THIS] = _empty_input(task.id + THIS, report.previous[task.id][1], root, files)
     settings = DuckDBSettings(threads=1, temp_directory=root / "duckdb")
     context = SchemaContext(plan.pipeline, plan.base_dir, inputs, root, settings)
     try:

@@ -48,6 +48,7 @@ from engine.core.errors import ParameterError
 from engine.core.problems import did_you_mean
 from engine.core.runids import is_run_id, new_run_id
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
+from engine.core.tables import THIS
 
 __all__ = [
     "ENV_PREFIX",
@@ -71,7 +72,7 @@ SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
 BUILTINS = frozenset(
     {
         *("params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"),
-        *("ref", "source", "var", "config"),
+        *("ref", "source", "var", "config", "is_incremental", "this"),
     }
 )
 
@@ -133,16 +134,21 @@ class RenderContext:
     macros: tuple[tuple[str, str], ...] = ()
     """Macro files (name, text): every macro they define is callable by name in templates, and
     each file can be imported by its name."""
+    incremental: frozenset[str] = frozenset()
+    """The incremental sql tasks that add to a kept output this run (`is_incremental()`)."""
 
     def variables(self, task_id: str | None = None) -> dict[str, Any]:
         when = self.logical_date
         params = dict(self.params)
+        adding = task_id in self.incremental
         return {
             "params": params,
             "ref": _ref,
             "source": _source,
             "var": _var_of(params),
             "config": _config,
+            "is_incremental": lambda: adding,
+            "this": THIS,
             "run_id": self.run_id,
             "logical_date": when,
             "ds": when.date().isoformat(),

@@ -156,7 +156,7 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
     config = getattr(task, kind_field)
     if task.kind is TaskKind.SQL:
         statement = render(sql_text(task, definition), context, task.id, sql=True)
-        rendered: BaseModel = SqlSpec(query=statement)
+        rendered: BaseModel = SqlSpec(query=statement, incremental=config.incremental)
         if any(t.sql is not None for t in task.tests):
             tests = tuple(
                 t

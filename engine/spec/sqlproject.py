@@ -11,7 +11,8 @@ that also takes dbt_project.yml's keys:
     test-paths: [tests]             # default; every .sql file is a singular test
     models:
       shop:                         # the project's name, then folders; `+` marks a setting
-        +materialized: table        # table (kept) or ephemeral (inlined into its readers)
+        +materialized: table        # table (kept), ephemeral (inlined into its readers) or
+                                    # incremental (+unique_key: adds to its last output)
         staging: {+materialized: ephemeral, +tags: [staging]}
     seeds:
       shop:
@@ -47,10 +48,13 @@ PROJECT_FILE = "arrowline_project.yml"
 _IGNORED = {"version", "config-version", "profile", "require-dbt-version", "target-path"}
 """dbt_project.yml keys that mean nothing here and are accepted as they are."""
 _NOT_YET = {"snapshot-paths", "analysis-paths", "docs-paths"}
-SETTINGS = {"materialized", "tags", "enabled", "description"}
+SETTINGS = {
+    *("materialized", "tags", "enabled", "description"),
+    *("unique_key", "incremental_strategy"),
+}
 """What a model's folders, property file and `config()` may set."""
 _SEED_SETTINGS = {"column_types", "enabled", "tags", "description"}
-_MATERIALIZED = {"table": "table", "ephemeral": "ephemeral"}
+_MATERIALIZED = {"table": "table", "ephemeral": "ephemeral", "incremental": "table"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -386,10 +390,15 @@ class _Composer(ProjectTests):
                 self.problem(
                     "not-supported",
                     f"model {path.stem!r}: materialized {materialized!r} is not supported "
-                    "for models yet (table or ephemeral; publish with a load task)",
+                    "for models yet (table, ephemeral or incremental; publish with a load task)",
                     file=str(path),
                     line=1,
                 )
+            elif materialized == "incremental":
+                task["sql"]["incremental"] = {
+                    "unique_key": _listed(settings.get("unique_key")),
+                    **_strategy(settings.get("incremental_strategy")),
+                }
             elif materialized != "table":
                 task["materialize"] = _MATERIALIZED[materialized]
             task |= self.labels(settings)
@@ -517,6 +526,14 @@ class _Composer(ProjectTests):
             seen.setdefault(folded, where)
             kept.append(task)
         return kept
+
+
+def _strategy(value: Any) -> dict[str, Any]:
+    """dbt's incremental_strategy as a sql task's: delete+insert replaces rows by key as merge
+    does; anything else reaches validation as it is written."""
+    if value is None:
+        return {}
+    return {"strategy": "merge" if value == "delete+insert" else value}
 
 
 def _listed(value: Any) -> list[Any]:

@@ -134,6 +134,10 @@ class Workspace(ABC):
         """A published output as an InputTable (schema and row count from Parquet metadata);
         StateError when it is missing."""
 
+    def kept(self, pipeline: str, task_id: str, run_id: str) -> InputTable:
+        """The task's published output of `run_id` (StateError when it is gone)."""
+        return self.table(task_id, run_id, self.output_dir(pipeline, task_id, run_id))
+
     @abstractmethod
     def quarantine_files(self, directory: Path) -> tuple[Path, ...]:
         """The rows a validate task set aside in its output `directory`, as Parquet files."""

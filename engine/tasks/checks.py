@@ -10,6 +10,7 @@ produces, UDFs and schemas that cannot be imported, cron expressions and time zo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from engine.core.errors import DefinitionError, ParameterError, PipelineInvalid
 from engine.core.files import shown_path
 from engine.core.graph import find_cycles
 from engine.core.problems import Problem, did_you_mean
+from engine.core.tables import THIS
 from engine.core.yaml_source import PathKey, read_yaml_file
 from engine.spec.definition import Definition
 from engine.spec.model import TaskKind, TaskSpec
@@ -259,6 +261,21 @@ class _Checker(OutputChecks, TemplateChecks):
             self.add("definition", exc.message, task, (task.kind.value,))
         return None
 
+    def this(self, task: TaskSpec, line: int | None) -> None:
+        """`{{ this }}` is an incremental sql task's own last output; nothing else has one."""
+        if task.sql is not None and task.sql.incremental is not None:
+            return
+        self.add(
+            "unknown-table",
+            "SQL reads {{ this }}, the task's own last output, which only an incremental sql "
+            "task has",
+            task,
+            line=self.sql_line(task, line),
+            file=self.sql_file(task),
+            hint="set sql: {incremental: {unique_key: [...]}} (in a SQL project, "
+            "materialized='incremental'), or read another task",
+        )
+
     def lenient_tables(self, task: TaskSpec, context: RenderContext) -> None:
         """Check the tables a statement reads when its template has undefined names (rendered
         with NULL for them), when it still parses."""
@@ -279,10 +296,18 @@ class _Checker(OutputChecks, TemplateChecks):
         tables = tuple(ref for ref in reads.tables if ref.name not in said)
         self.inputs(ResolvedTask(task, reads.tasks, reads.tasks, text, tables))
 
-    def inputs(self, resolved: ResolvedTask) -> None:
+    def inputs(self, resolved: ResolvedTask, seen: ResolvedTask | None = None) -> None:
+        """The tables a rendered task reads; `seen`: the same task rendered otherwise, whose
+        tables were checked already (an incremental task's first and later runs)."""
         task = resolved.spec
         if resolved.tables:  # a statement's tables, each at its line
+            said = {(t.qualified, t.line) for t in seen.tables} if seen is not None else set()
             for ref in resolved.tables:
+                if (ref.qualified, ref.line) in said:
+                    continue
+                if ref.name == THIS and ref.qualified == THIS:
+                    self.this(task, ref.line)
+                    continue
                 unknown = ref.qualified != ref.name or ref.name not in self.known_ids
                 if ref.name == task.id and not unknown:
                     self.add(
@@ -443,6 +468,10 @@ class _Checker(OutputChecks, TemplateChecks):
             if resolved is None:
                 continue
             self.inputs(resolved)
+            if task.sql is not None and task.sql.incremental is not None:  # its later runs too
+                adding = replace(context, incremental=frozenset({task.id}))
+                if (later := self.resolve(task, adding)) is not None:
+                    self.inputs(later, seen=resolved)
             upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in ids))
             reads[task.id] = resolved.inputs
         self.cycles(upstream)

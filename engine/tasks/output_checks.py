@@ -65,6 +65,18 @@ class OutputChecks:
         (streamed to its loads), a sql task (inlined into the sql tasks that read it)."""
         path = ("materialize",)
         kind = kind_of(task)
+        if (
+            task.sql is not None
+            and task.sql.incremental is not None
+            and task.materialize != "table"
+        ):
+            self.add(
+                "invalid-value",
+                "an incremental sql task keeps its output to add to the next run's: it cannot "
+                f"be {task.materialize}",
+                task,
+                path,
+            )
         if task.materialize == "view" and task.load is None:
             self.add(
                 "view-kind",

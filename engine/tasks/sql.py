@@ -11,7 +11,7 @@ import pyarrow as pa
 from connectors.base import Unknown
 from engine.core.errors import DefinitionError
 from engine.core.problems import Finding
-from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR, InlineQuery, InputTable
+from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR, THIS, InlineQuery, InputTable
 from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.resolve import sql_text
 from engine.tasks.base import (
@@ -63,6 +63,8 @@ class Sql:
         assert task.sql is not None
         assert task.sql.query is not None
         found = statement_inputs(task.id, task.sql.query)
+        if THIS in found.tasks:  # `{{ this }}`: its own last output, which no task makes now
+            found = replace(found, tasks=tuple(t for t in found.tasks if t != THIS))
         # a relationships test reads the task it refers to, a sql test what its query reads:
         # inputs too (its own id is its output)
         parents = tuple(
@@ -93,7 +95,7 @@ class Sql:
         return dry_run(self, task, ctx)
 
     def run(self, context: TaskContext) -> TaskOutcome:
-        from transforms.sql import describe_sql, run_sql
+        from transforms.sql import added_to_kept, describe_sql, run_sql
 
         assert context.task.sql is not None
         if context.task.spec.materialize == "ephemeral":
@@ -103,8 +105,12 @@ class Sql:
             query = InlineQuery(context.task.sql, dict(context.inputs))
             table = InputTable(context.task.id, context.run_id, (), schema, 0, query=query)
             return TaskOutcome(0, 0, produces_output=False, handed_over=table)
+        statement = context.task.sql
+        incremental = context.task.spec.sql.incremental if context.task.spec.sql else None
+        if incremental is not None and THIS in context.inputs:  # add to the kept output
+            statement = added_to_kept(statement, incremental)
         rows = run_sql(
-            context.task.sql,
+            statement,
             context.inputs,
             context.staging / OUTPUT_FILE,
             database=context.duckdb,
@@ -140,9 +146,11 @@ class Sql:
 
         assert task.sql is not None
         tables = {name: sql_columns(schemas[name]) for name in task.inputs}
+        if task.spec.sql is not None and task.spec.sql.incremental is not None:
+            tables[THIS] = sql_columns(schemas[task.id])  # `this`: its own columns, kept
         result = column_lineage(task.sql, tables, schemas[task.id].names)
         graph = LineageGraph()
-        add_edges(graph, task.id, result.edges)
+        add_edges(graph, task.id, (e for e in result.edges if e.table != THIS))
         add_unresolved(graph, task.id, result.unresolved)
         return graph
 

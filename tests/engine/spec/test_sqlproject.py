@@ -138,10 +138,10 @@ def test_wrong_settings_are_named_where_they_are_written(shop: Path) -> None:
     assert "'+tgas'" in problem.message
 
     model = shop / "models" / "marts" / "customers.sql"
-    model.write_text("{{ config(materialized='incremental') }}\n" + model.read_text())
+    model.write_text("{{ config(materialized='snapshot') }}\n" + model.read_text())
     problem = only(problems_of(shop), "not-supported")
     assert Path(problem.file or "").resolve() == model
-    assert "materialized 'incremental' is not supported for models yet" in problem.message
+    assert "materialized 'snapshot' is not supported for models yet" in problem.message
 
     model.write_text("{{ config(materialized=var('m')) }}\nselect 1 as x\n")
     problem = only(problems_of(shop), "invalid-value")

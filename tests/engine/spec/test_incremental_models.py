@@ -1,0 +1,191 @@
+"""Incremental sql tasks (dbt's incremental models): the first run makes the whole table, each
+later run adds what its statement returns to the kept output (merged by unique_key, or
+appended), `{{ this }}` reads that output and `{{ is_incremental() }}` says whether there is
+one; --full-refresh makes the whole table again. Three runs with rows that change and rows that
+arrive late, each compared with the table the same rows make from scratch."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import engine
+from engine.api.pipeline import plan, run
+from tests.conftest import WritePipeline, only, problems_of
+
+LATEST = """\
+{{ config(materialized='incremental', unique_key='event_id') }}
+-- each event's newest row; rows up to 2 days older than the newest kept one are read again,
+-- so a row that arrives late is merged too
+select event_id, status, cast(updated_at as timestamp) as updated_at
+from {{ source('app', 'events') }}
+{% if is_incremental() %}
+where cast(updated_at as timestamp) >= (select max(updated_at) from {{ this }}) - interval 2 day
+{% endif %}
+qualify row_number() over (partition by event_id order by updated_at desc) = 1
+"""
+HEADER = "event_id,status,updated_at\n"
+BATCHES = [
+    "1,new,2024-01-01 00:00:00\n2,new,2024-01-02 00:00:00\n3,new,2024-01-03 00:00:00\n",
+    "4,new,2024-01-04 00:00:00\n2,paid,2024-01-05 00:00:00\n",  # a new event, a change
+    "5,late,2024-01-04 12:00:00\n3,shipped,2024-01-05 06:00:00\n",  # one late, one changed
+]
+
+
+@pytest.fixture
+def events(project: Path) -> Path:
+    folder = project / "events"
+    (folder / "models").mkdir(parents=True)
+    (folder / "data").mkdir()
+    (folder / "arrowline_project.yml").write_text(
+        "name: events\nsources:\n  - name: app\n    tables:\n"
+        "      - {name: events, extract: {from: files, path: data/events.csv}}\n"
+    )
+    (folder / "models" / "events_latest.sql").write_text(LATEST)
+    (folder / "models" / "schema.yml").write_text(
+        "version: 2\nmodels:\n  - name: events_latest\n    columns:\n"
+        "      - name: event_id\n        tests: [unique, not_null]\n"
+    )
+    return folder
+
+
+def _table(project: Path) -> pl.DataFrame:
+    with engine.open(project) as opened:
+        return opened.table("events_latest").sort("event_id").collect()
+
+
+def _from_scratch(csv: Path) -> pl.DataFrame:
+    """The newest row of each event among every row the file holds."""
+    return duckdb.sql(
+        "select event_id, status, cast(updated_at as timestamp) as updated_at "
+        f"from read_csv('{csv}') "
+        "qualify row_number() over (partition by event_id order by updated_at desc) = 1 "
+        "order by event_id"
+    ).pl()
+
+
+def test_three_runs_add_changed_and_late_rows_as_a_fresh_build_would(
+    events: Path, project: Path
+) -> None:
+    csv = events / "data" / "events.csv"
+    csv.write_text(HEADER)
+    for number, batch in enumerate(BATCHES):
+        csv.write_text(csv.read_text() + batch)
+        the_plan = plan(events)
+        adds_to = the_plan.task("events_latest").adds_to
+        assert (adds_to is None) == (number == 0)
+        result = run(events)
+        assert result.ok, result
+        assert_frame_equal(_table(project), _from_scratch(csv), check_dtypes=False)
+    # the third run read only rows from 2024-01-03 on: five kept, two changed or new
+    assert result.tasks["events_latest"].rows_out == 5
+    assert _table(project).filter(pl.col("event_id") == 3)["status"].item() == "shipped"
+
+    # a row far older than what is kept is not read again; --full-refresh builds from scratch
+    csv.write_text(csv.read_text() + "6,ancient,2023-12-01 00:00:00\n")
+    assert run(events).ok
+    assert 6 not in _table(project)["event_id"].to_list()
+    fresh = run(events, full_refresh=True)
+    assert fresh.ok
+    assert_frame_equal(_table(project), _from_scratch(csv), check_dtypes=False)
+    with engine.open(project) as opened:  # `this` is its own earlier rows: no edge of its own
+        tree = opened.lineage(events, "events_latest.status")["tree"]
+    assert set(tree) == {
+        "app__events.status (value)",
+        "app__events.event_id (filter)",
+        "app__events.updated_at (filter)",
+    }, tree
+
+
+def test_the_models_tests_judge_the_whole_table(events: Path) -> None:
+    """A changed row that the statement returns twice would break the key: the unique test
+    runs over the kept rows and the new ones together and keeps the output back."""
+    model = events / "models" / "events_latest.sql"
+    model.write_text(LATEST.replace("qualify", "-- qualify"))
+    csv = events / "data" / "events.csv"
+    csv.write_text(HEADER + BATCHES[0])
+    assert run(events).ok
+    csv.write_text(csv.read_text() + BATCHES[1])
+    failed = run(events)
+    assert "unique(event_id): 1 value held twice or more" in (
+        failed.tasks["events_latest"].error or ""
+    )
+
+
+def test_a_pipeline_task_appends_without_a_unique_key(write: WritePipeline) -> None:
+    path = write(
+        "log.yaml",
+        """
+        pipeline: log
+        params: {day: 1}
+        tasks:
+          - id: daily
+            sql:
+              incremental: {}
+              query: |
+                select {{ params.day }} as day, {{ is_incremental() }} as adding
+                {% if is_incremental() %}
+                where {{ params.day }} > (select max(day) from {{ this }})
+                {% endif %}
+        """,
+    )
+    for day in (1, 2, 2, 3):
+        assert run(path, params={"day": day}).ok
+    with engine.open(path.parent) as opened:
+        rows = opened.table("daily", pipeline="log").sort("day").collect()
+    assert rows.rows() == [(1, False), (2, True), (3, True)]  # day 2 again added nothing
+
+
+@pytest.mark.parametrize(
+    ("task", "code", "says"),
+    [
+        (
+            "sql: {query: 'select * from {{ this }}'}",
+            "unknown-table",
+            "only an incremental sql task has",
+        ),
+        (
+            "sql: {query: 'select 1 as x', incremental: {strategy: merge}}",
+            "invalid-value",
+            "strategy merge needs unique_key",
+        ),
+        (
+            "sql: {query: 'select 1 as x', incremental: {}}\n    materialize: ephemeral",
+            "invalid-value",
+            "cannot be ephemeral",
+        ),
+        (
+            "sql:\n      incremental: {unique_key: x}\n      query: |\n        select 1 as x\n"
+            "        {% if is_incremental() %} union all select x from {{ thsi }} {% endif %}",
+            "undefined-variable",
+            "'thsi'",
+        ),
+    ],
+)
+def test_incremental_settings_written_wrong_are_refused_at_their_line(
+    write: WritePipeline, task: str, code: str, says: str
+) -> None:
+    path = write(
+        "wrong.yaml",
+        "pipeline: wrong\ntasks:\n  - id: t\n    " + textwrap.indent(task, "").lstrip() + "\n",
+    )
+    problem = only(problems_of(path), code)
+    assert says in problem.message, problem.format()
+    assert problem.line is not None
+    assert problem.line >= 3
+
+
+def test_the_later_runs_statement_is_checked_before_the_first_run(events: Path) -> None:
+    """Validation renders an incremental statement both ways: a wrong table inside
+    `{% if is_incremental() %}` is found before any run would take that branch."""
+    model = events / "models" / "events_latest.sql"
+    model.write_text(LATEST.replace("from {{ this }}", "from app__evnts"))
+    problem = only(problems_of(events), "unknown-table")
+    lines = model.read_text().splitlines()
+    assert problem.line == 1 + next(i for i, t in enumerate(lines) if "app__evnts" in t)
+    assert "Did you mean 'app__events'" in problem.message
