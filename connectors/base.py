@@ -254,6 +254,14 @@ class Connector(ABC):
         """A source's incremental settings, when it reads past a watermark."""
         return None
 
+    def publish_target(
+        self, database: str, connection: Mapping[str, Any] | None, table: str
+    ) -> dict[str, Any] | None:
+        """How a load puts a table named `table` into a SQL project's `+database`, when that
+        database is this connector's: the load config's keys besides `input` and `mode`.
+        `connection`: the named connection `database` is, or None when it names none."""
+        return None
+
     @abstractmethod
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         """Where a source reads or a sink writes, for people, lineage and OpenLineage."""

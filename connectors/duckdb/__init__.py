@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -41,6 +43,12 @@ class DuckDBConnector(Connector):
     source = DuckDBSource
     sink = DuckDBSink
     reference = SECTIONS
+
+    def publish_target(
+        self, database: str, connection: Mapping[str, Any] | None, table: str
+    ) -> dict[str, Any] | None:
+        # a database that names no connection is a file: a DuckDB file, as dbt-duckdb's path
+        return {"to": self.name, "path": database, "table": table} if connection is None else None
 
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         assert isinstance(config, DuckDBSource | DuckDBSink)

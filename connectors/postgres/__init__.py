@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,6 +61,14 @@ class PostgresConnector(Connector):
     source = PostgresSource
     sink = PostgresSink
     connection = PostgresConnection
+
+    def publish_target(
+        self, database: str, connection: Mapping[str, Any] | None, table: str
+    ) -> dict[str, Any] | None:
+        if connection is None or connection.get("kind") != self.name:
+            return None
+        return {"to": self.name, "connection": database, "table": table}
+
     reference = SECTIONS
 
     def connection_name(self, config: ConfigModel) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from engine.api.project_reference import PROJECT
 from engine.scheduling.http import ENDPOINTS, MAX_BODY
 from engine.spec.model import (
     AlertsSpec,
@@ -37,6 +38,7 @@ from transforms.config import (
     InlineSchema,
     ModelTest,
     Relationship,
+    SqlIncremental,
     SqlSpec,
     UdfSpec,
     ValidateSpec,
@@ -186,6 +188,16 @@ sql: |
   join customers c using (customer_id)
   where o.order_date >= {{ params.start_date | sql_literal }}
 # or: sql: {file: sql/enriched.sql}""",
+    SqlIncremental: """\
+- id: events_latest
+  sql:
+    incremental: {unique_key: event_id}
+    query: |
+      select event_id, status, updated_at from raw_events
+      {% if is_incremental() %}
+      where updated_at >= (select max(updated_at) from {{ this }}) - interval 2 day
+      {% endif %}
+      qualify row_number() over (partition by event_id order by updated_at desc) = 1""",
     UdfSpec: """\
 udf: {input: enriched, function: "udfs/scoring.py:score", args: {threshold: 100}}
 
@@ -325,6 +337,14 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "`sql: {query: <text>}`.",
     ),
     (
+        "sql: incremental",
+        SqlIncremental,
+        "An incremental sql task's statement returns only what changed; the output is the last "
+        "output with those rows merged in (or appended). Its first run, and a run with "
+        "`--full-refresh`, render `is_incremental()` false and make the whole table; the cache "
+        "never stands in for it. Validation checks the statement both ways.",
+    ),
+    (
         "udf",
         UdfSpec,
         "A Python function building a Polars plan; the data streams through Polars' "
@@ -373,6 +393,7 @@ _NAMES = {
     "TaskDefaults": "[defaults](#defaults)",
     "TaskSpec": "[task](#task)",
     "SqlSpec": "[sql](#sql) (or text)",
+    "SqlIncremental": "[sql: incremental](#sql-incremental)",
     "UdfSpec": "[udf](#udf)",
     "ValidateSpec": "[validate](#validate)",
     "InlineSchema": "[inline schema](#validate-inline-schema)",
@@ -508,6 +529,7 @@ def render_reference() -> str:
         parts.append(
             f"## {title}\n\n{prose}\n\n{_table(model)}\n\nExample:\n\n```yaml\n{example}\n```\n"
         )
+    parts.append(PROJECT)  # engine.api.project_reference
     parts.append(_api_section())
     return "\n".join(parts)
 

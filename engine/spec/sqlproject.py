@@ -41,6 +41,7 @@ from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
 from engine.spec.project_tests import ProjectTests, custom_tests
+from engine.spec.publish import publish_task
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
 
@@ -50,11 +51,17 @@ _IGNORED = {"version", "config-version", "profile", "require-dbt-version", "targ
 _NOT_YET = {"snapshot-paths", "analysis-paths", "docs-paths"}
 SETTINGS = {
     *("materialized", "tags", "enabled", "description"),
-    *("unique_key", "incremental_strategy"),
+    *("unique_key", "incremental_strategy", "database", "schema"),
 }
 """What a model's folders, property file and `config()` may set."""
 _SEED_SETTINGS = {"column_types", "enabled", "tags", "description"}
-_MATERIALIZED = {"table": "table", "ephemeral": "ephemeral", "incremental": "table"}
+_MATERIALIZED = {
+    "table": "table",
+    "ephemeral": "ephemeral",
+    "incremental": "table",
+    "view": "table",
+}
+"""A model's materialization, as its task keeps its output (a view is a load's)."""
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -390,7 +397,7 @@ class _Composer(ProjectTests):
                 self.problem(
                     "not-supported",
                     f"model {path.stem!r}: materialized {materialized!r} is not supported "
-                    "for models yet (table, ephemeral or incremental; publish with a load task)",
+                    "for models yet (table, view, ephemeral or incremental)",
                     file=str(path),
                     line=1,
                 )
@@ -418,6 +425,19 @@ class _Composer(ProjectTests):
             if path.stem in self.descriptions and "description" not in task:
                 task["description"] = self.descriptions[path.stem]
             yield self.made(task, path.relative_to(self.root).as_posix())
+            connections = self.data.get("connections")
+            published, wrong = publish_task(
+                path.stem, settings, connections if isinstance(connections, dict) else {}
+            )
+            if wrong is None and materialized == "view" and published is None:
+                wrong = "a view lives in a database: give it +database (a DuckDB file or a "
+                wrong += "postgres connection)"
+            if wrong is not None:
+                self.problem(
+                    "invalid-value", f"model {path.stem!r}: {wrong}", file=str(path), line=1
+                )
+            if published is not None:
+                yield self.made(published, path.relative_to(self.root).as_posix())
 
     def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for path, settings in self.configured(roots, "*.csv", tree, _SEED_SETTINGS, "seeds"):

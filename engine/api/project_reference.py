@@ -1,0 +1,74 @@
+"""The SQL project section of `docs/pipeline-reference.md` (engine.api.reference): the project
+file's keys and a model's settings (engine.spec.sqlproject, engine.spec.publish)."""
+
+from __future__ import annotations
+
+__all__ = ["PROJECT"]
+
+_PROJECT_KEYS = [
+    ("`name`", "", "the pipeline's name (or `pipeline:`)"),
+    ("`vars`", "", "parameters, read in models as `var('name')`"),
+    ("`model-paths`", "`[models]`", "every `.sql` file under them is a sql task named by its file"),
+    ("`seed-paths`", "`[seeds]`", "every `.csv` file is an extract task named by its file"),
+    (
+        "`macro-paths`",
+        "`[macros]`",
+        "every macro (and `{% test %}` block) of their `.sql` files is callable",
+    ),
+    ("`test-paths`", "`[tests]`", "every `.sql` file is a singular test: its rows are failures"),
+    ("`models`", "", "settings by folder, below the project's name: `+name: value`"),
+    ("`seeds`", "", "`+column_types: {col: type}`, `+enabled`, `+tags`, `+description`"),
+    ("`sources`", "", "`[{name, tables: [{name, extract}]}]`: what `source('s', 't')` reads"),
+    ("`tasks`", "", "any other task (loads, validations), as in a pipeline"),
+]
+_MODEL_SETTINGS = [
+    (
+        "`materialized`",
+        "`table` (kept in the workspace, the default), `ephemeral` (inlined into its readers), "
+        "`view` (kept, and published as a view: needs `database`), `incremental` (adds to its "
+        "last output: [sql: incremental](#sql-incremental))",
+    ),
+    (
+        "`unique_key`, `incremental_strategy`",
+        "an incremental model's key, and `merge` (or `delete+insert`) or `append`",
+    ),
+    (
+        "`database`",
+        "publish the model: a DuckDB file's path or a `postgres` connection's name; a load task "
+        "`<model>__publish` is made (replace; merge by `unique_key` for an incremental model; a "
+        "view for `view`)",
+    ),
+    ("`schema`", "the schema it is published in (needs `database`)"),
+    ("`tags`, `enabled`, `description`", "as a task's"),
+]
+PROJECT = "\n".join(
+    [
+        "## SQL projects (`arrowline_project.yml`)",
+        "",
+        "A folder holding `arrowline_project.yml` is a pipeline in dbt's shapes (`arrowline run "
+        "shop/`); the file takes a pipeline's keys and dbt_project.yml's. `arrowline init FOLDER` "
+        "starts one.",
+        "",
+        "| key | default | what |",
+        "|---|---|---|",
+        *(f"| {key} | {default} | {what} |" for key, default, what in _PROJECT_KEYS),
+        "",
+        "A model's settings come from its folders, its property file's `config:`, then its own "
+        "`{{ config(...) }}` (the last wins; tags add up):",
+        "",
+        "| setting | what |",
+        "|---|---|",
+        *(f"| {key} | {what} |" for key, what in _MODEL_SETTINGS),
+        "",
+        "Property files (`.yml` beside the models) give `models: [{name, description, config, "
+        "columns: [{name, description, tests}], tests}]` and `sources:`. A column's tests: "
+        "`unique`, `not_null`, `accepted_values: {values}`, `relationships: {to: ref('model'), "
+        "field}` and the custom tests of the macro files (`{% test name(model, column_name, ...) "
+        "%} select ... {% endtest %}`, called with the test's arguments), each with `config: "
+        "{severity, warn_if, error_if, store_failures, enabled}`; a model's own `tests:` take "
+        "custom tests. A test runs on its model's output before the output is published (see "
+        "[test](#test)). Misspelt keys and unknown tests are errors at their line. Templates see "
+        "`ref()`, `source()`, `var()`, `config()`, `this` and `is_incremental()`.",
+        "",
+    ]
+)

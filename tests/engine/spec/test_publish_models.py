@@ -1,0 +1,146 @@
+"""Models published where dbt would build them: `+database` (a DuckDB file or a postgres
+connection) and `+schema` make a load per model, `table` a table, `view` a view of the model's
+output, `incremental` a table merged by its unique_key. Each published table is compared with
+the model's own output."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import engine
+from engine.api.pipeline import plan, run
+from tests.conftest import PgSchema, only, problems_of
+
+SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
+
+
+@pytest.fixture
+def shop(project: Path) -> Path:
+    folder = Path(shutil.copytree(SHOP, project / "shop"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text().replace(
+            "    marts:\n      +tags: [marts]\n",
+            "    marts:\n      +tags: [marts]\n      +database: out/warehouse.duckdb\n"
+            "      +schema: marts\n",
+        )
+    )
+    return folder
+
+
+def _model(project: Path, task: str) -> pl.DataFrame:
+    with engine.open(project) as opened:
+        return opened.table(task).collect()
+
+
+def test_each_mart_is_published_as_a_table_or_a_view(shop: Path, project: Path) -> None:
+    (shop / "models" / "marts" / "orders.sql").write_text(
+        "{{ config(materialized='view') }}\n"
+        + (shop / "models" / "marts" / "orders.sql").read_text()
+    )
+    tasks = {t.id: t for t in plan(shop).tasks}
+    assert tasks["customers__publish"].spec.load is not None
+    assert tasks["customers__publish"].inputs == ("customers",)
+    assert tasks["orders__publish"].spec.materialize == "view"
+    assert "marts" in tasks["orders__publish"].spec.tags  # selected with its model's tags
+    result = run(shop)
+    assert result.ok, result
+    with duckdb.connect(str(shop / "out" / "warehouse.duckdb"), read_only=True) as db:
+        kinds = dict(
+            db.sql(
+                "select table_name, table_type from information_schema.tables "
+                "where table_schema = 'marts'"
+            ).fetchall()
+        )
+        assert kinds == {"customers": "BASE TABLE", "orders": "VIEW"}
+        for name in ("customers", "orders"):
+            published = db.sql(f"select * from marts.{name}").pl()
+            expected = _model(project, name)
+            assert_frame_equal(
+                published.sort(pl.first()), expected.sort(pl.first()), check_dtypes=False
+            )
+
+
+def test_an_incremental_model_is_merged_into_its_table(shop: Path) -> None:
+    model = shop / "models" / "marts" / "customers.sql"
+    model.write_text(
+        "{{ config(materialized='incremental', unique_key='customer_id') }}\n" + model.read_text()
+    )
+    assert run(shop).ok
+    seeds = shop / "seeds" / "raw_customers.csv"
+    seeds.write_text(seeds.read_text() + "6,Ada,L.\n")
+    assert run(shop).ok
+    the_plan = plan(shop)
+    load = the_plan.task("customers__publish").spec.load
+    assert (load.mode, load.keys) == ("merge", ("customer_id",))  # type: ignore[union-attr]
+    with duckdb.connect(str(shop / "out" / "warehouse.duckdb"), read_only=True) as db:
+        ids = [
+            row[0]
+            for row in db.sql("select customer_id from marts.customers order by 1").fetchall()
+        ]
+    assert ids == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_model_is_published_into_postgresql_through_its_connection(
+    shop: Path, project: Path, pg: PgSchema
+) -> None:
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text()
+        .replace("+database: out/warehouse.duckdb", "+database: warehouse")
+        .replace("+schema: marts", f"+schema: {pg.schema}")
+        + '\nconnections:\n  warehouse: {kind: postgres, uri: "${env:TEST_PG_URI}"}\n'
+    )
+    assert run(shop).ok
+    rows = pg.rows(f"select customer_id, number_of_orders from {pg.schema}.customers order by 1")
+    expected = _model(project, "customers").sort("customer_id")
+    assert rows == list(zip(expected["customer_id"], expected["number_of_orders"], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("+database: out/w.duckdb\n      +schema: 'marts; drop table x'", "is not a name"),
+        ("+database: api", "is a http connection"),
+    ],
+)
+def test_a_publishing_setting_written_wrong_is_refused_at_each_model(
+    shop: Path, setting: str, says: str
+) -> None:
+    settings = shop / "arrowline_project.yml"
+    text = settings.read_text().replace(
+        "      +database: out/warehouse.duckdb\n      +schema: marts\n", f"      {setting}\n"
+    )
+    text += "\nconnections:\n  api: {kind: http, base_url: 'http://127.0.0.1:1'}\n"
+    settings.write_text(text)
+    problems = [p for p in problems_of(shop) if p.code == "invalid-value"]
+    assert sorted(Path(p.file or "").name for p in problems) == ["customers.sql", "orders.sql"]
+    assert all(says in p.message for p in problems), [p.format() for p in problems]
+
+
+def test_a_view_without_a_database_is_refused(project: Path) -> None:
+    folder = Path(shutil.copytree(SHOP, project / "plain"))
+    model = folder / "models" / "marts" / "orders.sql"
+    model.write_text("{{ config(materialized='view') }}\n" + model.read_text())
+    problem = only(problems_of(folder), "invalid-value")
+    assert "a view lives in a database" in problem.message
+    assert Path(problem.file or "").resolve() == model
+
+
+def test_a_schema_without_a_database_is_refused(project: Path) -> None:
+    folder = Path(shutil.copytree(SHOP, project / "plain"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text().replace(
+            "      +tags: [marts]\n", "      +tags: [marts]\n      +schema: marts\n"
+        )
+    )
+    problems = [p for p in problems_of(folder) if p.code == "invalid-value"]
+    assert len(problems) == 2
+    assert all("needs +database" in p.message for p in problems)
