@@ -251,6 +251,9 @@ class ModelTest(ConfigModel):
         description="How messages name a `sql` test (a singular test's file, a custom "
         "test's name and column).",
     )
+    column: str | None = Field(
+        None, description="The column a `sql` test judges, if one (a custom generic test's)."
+    )
     store_failures: bool = Field(
         False,
         description="Keep the output's rows that fail a unique, not_null, accepted_values or "
@@ -282,6 +285,19 @@ class ModelTest(ConfigModel):
         if self.store_failures and self.sql is not None:
             raise ValueError("store_failures keeps rows of the output: not for a sql test")
         return self
+
+    @property
+    def tested_column(self) -> str | None:
+        """The column a generic test judges; None for a `sql` test."""
+        if self.unique is not None:
+            return self.unique
+        if self.not_null is not None:
+            return self.not_null
+        if self.accepted_values is not None:
+            return self.accepted_values.column
+        if self.relationships is not None:
+            return self.relationships.column
+        return self.column
 
     @property
     def name(self) -> str:

@@ -125,14 +125,9 @@ def _failing_row(
 
 
 def _tested_column(test: ModelTest) -> str:
-    if test.unique is not None:
-        return test.unique
-    if test.not_null is not None:
-        return test.not_null
-    if test.accepted_values is not None:
-        return test.accepted_values.column
-    assert test.relationships is not None
-    return test.relationships.column
+    column = test.tested_column
+    assert column is not None  # one of the four generic tests
+    return column
 
 
 def _store(cursor: Any, stored: list[tuple[ModelTest, str]], output: Path, quarantine: Path) -> int:

@@ -192,4 +192,30 @@ def export(pipeline: str, run_id: str | None, output: Path, project_dir: Path | 
     out.print(f"wrote {output} ({len(text.encode()) / 1e6:.2f} MB)")
 
 
-COMMANDS = [ui, graph]
+@click.command()
+@pipeline_argument
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write.",
+)
+@project_option
+def docs(pipeline: str, output: Path, project_dir: Path | None) -> None:
+    """Document PIPELINE as one HTML file that opens offline: every task with its description,
+    tests and file, its columns with their types, descriptions (a SQL project's property
+    files) and the columns each is computed from, and the task graph."""
+    from markupsafe import Markup
+
+    from engine.api.docs import pipeline_docs
+    from engine.ui.render import render
+
+    with errors(), find_project(project_dir) as project:
+        found = pipeline_docs(project, pipeline)
+        text = render("docs.html", exported=True, docs=found, svg=Markup(found.svg))
+    output.write_text(text, encoding="utf-8")
+    out.print(f"wrote {output} ({len(found.tasks)} tasks, {len(text.encode()) / 1e6:.2f} MB)")
+
+
+COMMANDS = [ui, graph, docs]

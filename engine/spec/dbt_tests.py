@@ -77,6 +77,8 @@ def dbt_test(
         listed = ", ".join(f"{key}={jinja_literal(value)}" for key, value in call.items())
         label = f"{name}({column})" if column else name
         test = {"sql": f"{{{{ test_{name}({listed}) }}}}", "label": label, **made}
+        if column:
+            test["column"] = column
         return test, NOT_STORED if config.get("store_failures") else ""
     if config.get("store_failures"):
         made["store_failures"] = True

@@ -291,6 +291,11 @@ class TaskSpec(ConfigModel):
         description="Unique identifier (letters, digits, _); the name other tasks read it by.",
     )
     description: str | None = Field(None, description="Free text for people.")
+    column_descriptions: dict[str, str] = Field(
+        {},
+        description="Free text for people about the output's columns, by name (`arrowline "
+        "docs` shows them; a SQL project takes them from its property files).",
+    )
     tags: tuple[str, ...] = Field(
         (),
         description="Labels to select the task by (`--select tag:nightly`): letters, digits, "

@@ -43,6 +43,7 @@ class ProjectTests:
 
     root: Path
     descriptions: dict[str, str]
+    column_descriptions: dict[str, dict[str, str]]
     properties: dict[str, dict[str, Any]]
     custom_tests: set[str]
     model_tests: dict[str, list[dict[str, Any]]]
@@ -63,6 +64,12 @@ class ProjectTests:
         name = model["name"]
         if isinstance(model.get("description"), str):
             self.descriptions[name] = model["description"]
+        for column in model.get("columns") or []:
+            described = isinstance(column, dict) and isinstance(column.get("description"), str)
+            if described and isinstance(column.get("name"), str):
+                self.column_descriptions.setdefault(name, {})[column["name"]] = column[
+                    "description"
+                ]
         config = model.get("config")
         if isinstance(config, dict):
             for key in sorted(k for k in config if k not in SETTINGS):

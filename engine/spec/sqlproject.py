@@ -96,6 +96,8 @@ class _Composer(ProjectTests):
         self.tested_at: dict[str, list[tuple[Path, int | None]]] = {}
         """Where each of a model's tests is written, in `model_tests`' order (for messages)."""
         self.descriptions: dict[str, str] = {}
+        self.column_descriptions: dict[str, dict[str, str]] = {}
+        """What property files say of each model's columns."""
         self.properties: dict[str, dict[str, Any]] = {}
         """The settings a property file's `config:` gives each model."""
         self.custom_tests: set[str] = set()
@@ -424,6 +426,8 @@ class _Composer(ProjectTests):
                     task["tests"] = self.model_tests[path.stem]
             if path.stem in self.descriptions and "description" not in task:
                 task["description"] = self.descriptions[path.stem]
+            if path.stem in self.column_descriptions:
+                task["column_descriptions"] = self.column_descriptions[path.stem]
             yield self.made(task, path.relative_to(self.root).as_posix())
             connections = self.data.get("connections")
             published, wrong = publish_task(

@@ -120,6 +120,17 @@ class Pages:
 
     # -- a pipeline -------------------------------------------------------------------------------
 
+    def docs(self, name: str) -> dict[str, Any]:
+        """A pipeline's documentation (engine.api.docs), as `arrowline docs` writes it."""
+        from engine.api.docs import pipeline_docs
+
+        with self.project() as project:
+            path = project.pipelines().get(name)
+            if path is None:
+                raise LookupError(f"no pipeline file of {name!r} in {self.project_dir}")
+            found = pipeline_docs(project, path)
+        return {"docs": found, "svg": Markup(found.svg)}
+
     def pipeline(self, name: str, *, as_defined: bool = False) -> dict[str, Any]:
         with self.project() as project:
             path = project.pipelines().get(name)

@@ -176,6 +176,10 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
         return page("pipeline.html", **context, href=pipeline_href(name))
 
     @html
+    async def docs(request: Request) -> Response:
+        return page("docs.html", **await run_in_threadpool(pages.docs, request.path_params["name"]))
+
+    @html
     async def runs(request: Request) -> Response:
         query = request.query_params
         state = RunState(query["state"]) if query.get("state") else None
@@ -323,6 +327,7 @@ def build_app(project_dir: Path, guard: Guard) -> Starlette:
     routes = [
         Route("/", overview),
         Route("/pipelines/{name}", pipeline),
+        Route("/pipelines/{name}/docs", docs),
         Route("/pipelines/{name}/pause", action(pause), methods=["POST"]),
         Route("/pipelines/{name}/resume", action(resume), methods=["POST"]),
         Route("/pipelines/{name}/trigger", action(trigger), methods=["POST"]),

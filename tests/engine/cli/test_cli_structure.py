@@ -80,6 +80,7 @@ def test_the_same_commands_as_before_the_package() -> None:
         "cdc",
         "check",
         "dlq",
+        "docs",
         "gc",
         "graph",
         "init",

@@ -483,8 +483,8 @@ def test_property_files_are_read_strictly(shop: Path) -> None:
             "    confg: {tags: [x]}\n    description: one row per order",
         )
         .replace(
-            "tests: [unique, not_null]\n  - name: orders",
-            "tests: [uniqe, not_null]\n  - name: orders",
+            "in the shop\n        tests: [unique, not_null]",
+            "in the shop\n        tests: [uniqe, not_null]",
         )
         .replace("      - name: status\n", "      - name: status\n        quoet: true\n")
     )

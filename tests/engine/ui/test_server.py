@@ -64,6 +64,18 @@ def test_a_pipeline_page_draws_its_dag_with_the_last_runs_states_and_its_definit
     assert 'data-state="SUCCESS"' not in as_defined
 
 
+def test_a_pipelines_documentation_page_lists_each_tasks_columns_and_their_sources(
+    monitor: Monitor, shop: Path
+) -> None:
+    assert 'href="/pipelines/shop/docs"' in monitor.client.get("/pipelines/shop").text
+    page = monitor.client.get("/pipelines/shop/docs")
+    assert page.status_code == 200
+    for task in ("orders", "checked", "slow", "out"):
+        assert f'id="task-{task}"' in page.text
+    assert "orders.amount (value)" in page.text  # a column's source, from column lineage
+    assert monitor.client.get("/pipelines/nothing/docs").status_code == 404
+
+
 def test_the_runs_list_filters_and_pages_without_repeating_a_run(
     monitor: Monitor, shop: Path
 ) -> None:
