@@ -20,6 +20,14 @@ _PROJECT_KEYS = [
     ("`seeds`", "", "`+column_types: {col: type}`, `+enabled`, `+tags`, `+description`"),
     ("`sources`", "", "`[{name, tables: [{name, extract}]}]`: what `source('s', 't')` reads"),
     ("`tasks`", "", "any other task (loads, validations), as in a pipeline"),
+    (
+        "`targets`, `target`",
+        "",
+        "dbt's dev and prod: `targets: {dev: {database, schema}, ...}` and the default "
+        "`target: dev`; `--target NAME` (or `$ARROWLINE_TARGET`) picks another. Every model "
+        "that keeps an output is published into the target (unless it sets `database`); "
+        "templates read `target.name`, `target.schema`, `target.database`",
+    ),
 ]
 _MODEL_SETTINGS = [
     (
@@ -68,7 +76,7 @@ PROJECT = "\n".join(
         "{severity, warn_if, error_if, store_failures, enabled}`; a model's own `tests:` take "
         "custom tests. A test runs on its model's output before the output is published (see "
         "[test](#test)). Misspelt keys and unknown tests are errors at their line. Templates see "
-        "`ref()`, `source()`, `var()`, `config()`, `this` and `is_incremental()`.",
+        "`ref()`, `source()`, `var()`, `config()`, `this`, `is_incremental()` and `target`.",
         "",
     ]
 )

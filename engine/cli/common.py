@@ -63,6 +63,7 @@ __all__ = [
     "project_argument",
     "project_option",
     "select_option",
+    "target_option",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
@@ -199,6 +200,39 @@ param_option = click.option(
     multiple=True,
     metavar="NAME=VALUE",
     help="Set a parameter for this run (repeatable).",
+)
+
+
+def _choose_target(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    """--target NAME: a SQL project's target for this command (engine.spec.targets), as
+    $ARROWLINE_TARGET says it, put back when the command ends."""
+    import os
+
+    from engine.spec.targets import TARGET_ENV
+
+    if value is None:
+        return
+    before = os.environ.get(TARGET_ENV)
+    os.environ[TARGET_ENV] = value
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(TARGET_ENV, None)
+        else:
+            os.environ[TARGET_ENV] = before
+
+    ctx.call_on_close(restore)
+
+
+target_option = click.option(
+    "--target",
+    metavar="NAME",
+    default=None,
+    expose_value=False,
+    is_eager=True,
+    callback=_choose_target,
+    help="A SQL project's target (one of its `targets:`): where its models are published "
+    "(default: $ARROWLINE_TARGET, else the project's `target:`).",
 )
 project_option = click.option(
     "--project-dir",

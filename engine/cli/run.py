@@ -35,6 +35,7 @@ from engine.cli.common import (
     print_problems,
     project_option,
     select_option,
+    target_option,
 )
 from engine.core.problems import Problem
 from engine.core.states import RunState
@@ -91,6 +92,7 @@ def validate(pipelines: tuple[str, ...], project_dir: Path | None, fmt: str) -> 
 @click.command()
 @pipeline_argument
 @param_option
+@target_option
 @select_option("Plan only these tasks (and what they need).")
 @project_option
 @format_option
@@ -269,6 +271,7 @@ def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path 
 @click.command()
 @pipeline_argument
 @param_option
+@target_option
 @select_option(
     "Run these tasks with the upstream they need, reusing upstream outputs of the last "
     "successful run when their definition is unchanged."

@@ -72,7 +72,7 @@ SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
 BUILTINS = frozenset(
     {
         *("params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"),
-        *("ref", "source", "var", "config", "is_incremental", "this"),
+        *("ref", "source", "var", "config", "is_incremental", "this", "target"),
     }
 )
 
@@ -149,6 +149,7 @@ class RenderContext:
             "config": _config,
             "is_incremental": lambda: adding,
             "this": THIS,
+            "target": params.get("target"),  # a SQL project's (engine.spec.targets)
             "run_id": self.run_id,
             "logical_date": when,
             "ds": when.date().isoformat(),

@@ -42,6 +42,7 @@ from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
 from engine.spec.project_tests import ProjectTests, custom_tests
 from engine.spec.publish import publish_task
+from engine.spec.targets import choose_target
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
 
@@ -91,6 +92,7 @@ class _Composer(ProjectTests):
         """`models:`/`seeds:` given under the project's name: that key, for lines."""
         self.reported: set[tuple[Any, ...]] = set()
         self.origins: dict[int, str] = {}
+        """The file each generated task comes from, by the task's identity."""
         self.model_tests: dict[str, list[dict[str, Any]]] = {}
         """The tests property files give each model, as a task's `tests:`."""
         self.tested_at: dict[str, list[tuple[Path, int | None]]] = {}
@@ -102,7 +104,8 @@ class _Composer(ProjectTests):
         """The settings a property file's `config:` gives each model."""
         self.custom_tests: set[str] = set()
         """The tests the macro files define (`{% test name(...) %}`)."""
-        """The file each generated task comes from, by the task's identity."""
+        self.published: dict[str, str] = {}
+        """The chosen target's database and schema: where models are published by default."""
 
     def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
         where = extra.pop("file", None)
@@ -138,6 +141,14 @@ class _Composer(ProjectTests):
         for clash in sorted(set(variables) & set(params)):
             self.problem("duplicate-key", f"{clash!r} is both a var and a param", ("vars", clash))
         data["params"] = {**params, **variables}
+        target, wrong = choose_target(data.pop("targets", None), data.pop("target", None))
+        for message, at in wrong:
+            self.problem("invalid-value", message, at)
+        if target is not None:
+            if "target" in data["params"]:
+                self.problem("duplicate-key", "'target' is a var or param and the target")
+            data["params"]["target"] = {"type": "dict", "default": target}
+            self.published = {k: v for k, v in target.items() if k in ("database", "schema")}
         models = self.settings_tree(data.pop("models", None), "models")
         seeds = self.settings_tree(data.pop("seeds", None), "seeds")
         model_paths = self.paths(data.pop("model-paths", ["models"]), "model-paths")
@@ -385,9 +396,10 @@ class _Composer(ProjectTests):
                 *_listed(listed.get("tags")),
                 *_listed(own.get("tags")),
             ]
-            settings = (
-                folders | listed | own | ({"tags": list(dict.fromkeys(tags))} if tags else {})
-            )
+            given = folders | listed | own
+            kept = given.get("materialized") != "ephemeral"  # the target's, where it keeps one
+            target = self.published if kept and "database" not in given else {}
+            settings = target | given | ({"tags": list(dict.fromkeys(tags))} if tags else {})
             if settings.get("enabled", True) is False:
                 continue
             task: dict[str, Any] = {

@@ -6,11 +6,13 @@ the model's own output."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
+from click.testing import Result
 from polars.testing import assert_frame_equal
 
 import engine
@@ -144,3 +146,37 @@ def test_a_schema_without_a_database_is_refused(project: Path) -> None:
     problems = [p for p in problems_of(folder) if p.code == "invalid-value"]
     assert len(problems) == 2
     assert all("needs +database" in p.message for p in problems)
+
+
+def test_targets_choose_where_every_kept_model_is_published(
+    project: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbt's dev and prod: the project's `target:` by default, `--target` or $ARROWLINE_TARGET
+    for another; `{{ target.name }}` in a model; ephemeral models publish nothing."""
+    folder = Path(shutil.copytree(SHOP, project / "targets"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text() + "\ntarget: dev\ntargets:\n"
+        "  dev: {database: out/dev.duckdb, schema: main}\n"
+        "  prod: {database: out/prod.duckdb, schema: analytics}\n"
+    )
+    model = folder / "models" / "marts" / "customers.sql"
+    model.write_text(
+        model.read_text().replace(
+            "    c.customer_id,", "    c.customer_id,\n    '{{ target.name }}' as built_for,"
+        )
+    )
+    loads = {t.id for t in plan(folder).tasks if t.spec.load is not None}
+    assert loads == {"publish_customers", "customers__publish", "orders__publish"}
+    assert run(folder).ok
+    with duckdb.connect(str(folder / "out" / "dev.duckdb"), read_only=True) as db:
+        assert db.sql("select distinct built_for from main.customers").fetchall() == [("dev",)]
+        assert db.sql("select count(*) from main.orders").fetchall() == [(7,)]
+    assert cli("run", folder, "--target", "prod", "--no-progress").exit_code == 0
+    with duckdb.connect(str(folder / "out" / "prod.duckdb"), read_only=True) as db:
+        assert db.sql("select distinct built_for from analytics.customers").fetchall() == [
+            ("prod",)
+        ]
+    monkeypatch.setenv("ARROWLINE_TARGET", "prdo")
+    problem = only(problems_of(folder), "invalid-value")
+    assert "$ARROWLINE_TARGET names no target: 'prdo'. Did you mean 'prod'?" in problem.message
