@@ -1,6 +1,7 @@
 """`arrowline init DIR`: a SQL project that runs as it is, on the embedded default (DuckDB and
-files, no server): seeds, staging and mart models with a macro, a validation that gates the
-publication, a load into a DuckDB file, and a daily schedule. Nothing is overwritten."""
+files, no server): seeds, staging and mart models with a macro, a property file's tests and a
+singular test, a validation that gates the publication, a load into a DuckDB file, and a daily
+schedule. Nothing is overwritten."""
 
 from __future__ import annotations
 
@@ -67,6 +68,36 @@ id,customer_id,order_date,amount_cents,status
 {% macro cents_to_dollars(column) -%}
     round({{ column }} / 100, 2)
 {%- endmacro %}
+
+{# a test a property file can name: its rows are the failures #}
+{% test not_negative(model, column_name) %}
+select {{ column_name }} from {{ model }} where {{ column_name }} < 0
+{% endtest %}
+""",
+    "models/marts/schema.yml": """\
+# dbt's property file: descriptions, and tests that run on the model's output before anything
+# reads it (a failure keeps the output back)
+version: 2
+models:
+  - name: customer_revenue
+    description: one row per customer, with their orders and what they paid
+    columns:
+      - name: customer_id
+        description: the customer's id
+        tests: [unique, not_null]
+      - name: country
+        tests:
+          - accepted_values: {values: [gb, us, fi]}
+      - name: revenue
+        description: paid orders since var('start_date'), in dollars
+        tests: [not_negative]
+""",
+    "tests/every_customer_is_counted.sql": """\
+-- a singular test: the rows it returns are failures
+select r.customer_id
+from {{ ref('customer_revenue') }} as r
+join {{ ref('stg_customers') }} as c using (customer_id)
+where r.orders < 0
 """,
     "models/staging/stg_customers.sql": """\
 select id as customer_id, name, country

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 from click.testing import Result
 
+from engine.api.pipeline import plan
 from engine.scheduling.discover import discover_pipelines
 
 
@@ -28,6 +29,22 @@ def test_a_new_project_runs_as_it_is(project: Path, cli: Callable[..., Result]) 
     assert discover_pipelines(project) == {"shop": project / "shop" / "arrowline_project.yml"}
     result = cli("schedule", "list")
     assert "0 6 * * *" in result.output
+    tests = [t.name for t in plan(project / "shop").task("customer_revenue").spec.tests]
+    assert tests == [
+        "unique(customer_id)",
+        "not_null(customer_id)",
+        "accepted_values(country)",
+        "not_negative(revenue)",
+        "tests/every_customer_is_counted.sql",
+    ]
+    orders = project / "shop" / "seeds" / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "6,9,2024-02-01,100,paid\n")  # nobody's order
+    result = cli("run", "shop", "--no-progress")
+    assert result.exit_code == 0  # customer 9 is not a customer: no row, no failure
+    orders.write_text(orders.read_text() + "7,1,2024-02-02,-90000,paid\n")  # revenue < 0
+    result = cli("run", "shop", "--no-progress")
+    assert result.exit_code != 0
+    assert "not_negative(revenue): 1 failing row" in result.output
 
 
 def test_a_folder_that_holds_a_project_is_left_alone(
