@@ -223,7 +223,8 @@ def summary(plan: Plan, result: RunResult, console: Console) -> None:
     for task in plan.tasks:
         outcome = result.tasks[task.id]
         state = "REUSED" if outcome.reused_from else outcome.state.value
-        counted = outcome.state is TaskState.SUCCESS and not outcome.reused_from
+        inlined = task.spec.sql is not None and task.spec.materialize == "ephemeral"
+        counted = outcome.state is TaskState.SUCCESS and not outcome.reused_from and not inlined
         table.add_row(
             task.id,
             task.kind.value,

@@ -33,12 +33,15 @@ def state_badge(state: str) -> Html:
 
 def result_html(result: RunResult) -> str:
     kinds = {task.id: task.kind.value for task in result.plan.tasks}
+    inlined = {t.id for t in result.plan.tasks if t.spec.sql and t.spec.materialize == "ephemeral"}
     rows = []
     for task_id, task in result.tasks.items():
         reused = task.reused_from is not None
         note = (
             f"reused from {task.reused_from}"
             if reused
+            else "inlined into its readers"
+            if task_id in inlined and not task.error
             else (task.error or "").splitlines()[0][:300]
             if task.error
             else ""
@@ -49,8 +52,8 @@ def result_html(result: RunResult) -> str:
                 kinds.get(task_id, ""),
                 state_badge("REUSED" if reused else task.state.value),
                 "" if reused else task.attempts,
-                "" if reused else number(task.rows_in),
-                "" if reused else number(task.rows_out),
+                "" if reused or task_id in inlined else number(task.rows_in),
+                "" if reused or task_id in inlined else number(task.rows_out),
                 number(task.rows_rejected) if task.rows_rejected else "",
                 "" if reused else seconds(task.duration_s),
                 note,

@@ -111,6 +111,10 @@ def test_a_project_folder_is_a_pipeline_for_the_command_line(
     assert "valid, 9 tasks" in result.output
     result = cli("run", shop / "arrowline_project.yml", "--select", "+customers", "--no-progress")
     assert result.exit_code == 0, result.output
+    # an ephemeral model runs inside its readers: it counts no rows of its own
+    line = next(t for t in result.output.splitlines() if "│ stg_orders " in t)
+    cells = [cell.strip() for cell in line.split("│")[1:-1]]
+    assert cells[:6] == ["stg_orders", "sql", "SUCCESS", "1", "", ""], cells
 
 
 def test_a_model_reading_what_is_not_there_is_named_at_its_line(shop: Path) -> None:
