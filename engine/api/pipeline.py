@@ -30,6 +30,7 @@ from engine.api.options import PlanOptions, RunOptions
 from engine.api.project import Builds, PipelineLike, Project, looks_like_file
 from engine.core.errors import PipelineInvalid
 from engine.core.problems import Problem
+from engine.core.yaml_source import SourceMap
 from engine.execution.executor import ExecutionSettings, Executor, RunEvent, RunResult
 from engine.planning.build import Plan
 from engine.planning.schemas import SchemaReport
@@ -89,6 +90,32 @@ class Pipeline:
         if pools:
             self._header["pools"] = dict(pools)  # resource pools: engine.execution.pools
         self._tasks: list[dict[str, Any]] = []
+        self._source: tuple[str, SourceMap] | None = None
+        """The project file a builder started from, and its lines (`from_project`)."""
+
+    @classmethod
+    def from_project(cls, folder: str | os.PathLike[str]) -> Pipeline:
+        """A SQL project (a folder holding `arrowline_project.yml`) as a builder: its models,
+        seeds, sources and tasks, to which Python adds more (a UDF reading a model, a load).
+        Raises PipelineInvalid when the project has errors."""
+        from engine.core.errors import DefinitionError
+        from engine.core.yaml_source import read_yaml_file
+        from engine.spec.sqlproject import PROJECT_FILE, compose, project_file
+
+        path = project_file(Path(folder))
+        if path is None:
+            raise DefinitionError(f"{folder} holds no {PROJECT_FILE}")
+        data, source, problems = read_yaml_file(path)
+        if isinstance(data, dict):
+            data, found = compose(data, source, path)
+            problems = [*problems, *found]
+        if any(p.severity == "error" for p in problems) or not isinstance(data, dict):
+            raise PipelineInvalid(problems)
+        built = cls(str(data.get("pipeline")), base_dir=path.parent)
+        built._header = {key: value for key, value in data.items() if key != "tasks"}
+        built._tasks = list(data.get("tasks") or [])
+        built._source = (str(path), source)  # a model's problems named at its file
+        return built
 
     def _add(self, task_id: str, kind: str, config: Any, common: Mapping[str, Any]) -> str:
         task = {"id": task_id, kind: config}
@@ -216,10 +243,11 @@ class Pipeline:
     def definition(self) -> Definition:
         """The validated definition; raises PipelineInvalid listing every problem."""
         data = {**self._header, "tasks": self._tasks}
-        spec, problems, ids = structural_check(data, None, "<python>")
+        file, source = self._source or (None, None)
+        spec, problems, ids = structural_check(data, source, file or "<python>")
         if spec is None or any(p.severity == "error" for p in problems):
             raise PipelineInvalid(problems)
-        definition = Definition(spec, self.base_dir, None, None, ids)
+        definition = Definition(spec, self.base_dir, file, source, ids)
         semantic = check_definition(definition)
         if any(p.severity == "error" for p in semantic):
             raise PipelineInvalid(semantic)

@@ -15,6 +15,7 @@ from click.testing import Result
 from polars.testing import assert_frame_equal
 
 from engine.api.pipeline import plan, run
+from engine.core.errors import DefinitionError, PipelineInvalid
 from engine.core.problems import Problem
 from tests.conftest import only, problems_of
 
@@ -563,3 +564,27 @@ def test_store_failures_keeps_the_failing_rows_in_the_quarantine(shop: Path) -> 
     )
     said = [p for p in problems_of(shop) if p.code == "not-supported"]
     assert [(Path(p.file or "").name, p.severity) for p in said] == [("stored.sql", "warning")]
+
+
+def test_a_python_pipeline_builds_on_a_projects_models(shop: Path) -> None:
+    import polars as pl
+
+    from engine.api.pipeline import Pipeline
+
+    pipeline = Pipeline.from_project(shop)
+    pipeline.udf(
+        "big_orders", input="orders", function=lambda orders: orders.filter(pl.col("amount") > 20)
+    )
+    result = pipeline.run()
+    assert result.ok, result
+    big = result.tasks["big_orders"].output
+    assert big is not None
+    expected = _oracle(ORDERS, shop / "seeds").filter(pl.col("amount") > 20)["order_id"]
+    assert _output(list(big.files))["order_id"].sort().to_list() == expected.to_list()
+    with pytest.raises(DefinitionError, match=r"holds no arrowline_project\.yml"):
+        Pipeline.from_project(shop / "models")
+    (shop / "models" / "marts" / "orders.sql").write_text("select * from nowhere")
+    with pytest.raises(PipelineInvalid, match="nowhere") as invalid:
+        Pipeline.from_project(shop).definition  # noqa: B018
+    (problem,) = invalid.value.problems
+    assert Path(problem.file or "").name == "orders.sql"  # found where the model is written
