@@ -69,6 +69,10 @@ def run_tests(
                 query = _query(test, model, columns, inputs, task_id)
                 try:
                     count = cursor.execute(f"select count(*) from ({query})").fetchone()
+                    failures = int(count[0]) if count else 0
+                    verdict = _verdict(test, failures)
+                    if verdict is None:  # nothing to show: the query does not run again
+                        continue
                     sample = cursor.execute(f"{query} limit {_EXAMPLES}").fetchall()
                 except duckdb.InterruptException:
                     if cancel is not None:
@@ -78,11 +82,7 @@ def run_tests(
                     raise DefinitionError(
                         f"test {test.name} of {task_id!r} cannot run: {_first_line(exc)}"
                     ) from None
-                failures = int(count[0]) if count else 0
                 examples = [row[0] if len(row) == 1 or test.sql is None else row for row in sample]
-                verdict = _verdict(test, failures)
-                if verdict is None:
-                    continue
                 rule = f"{verdict}_if {_condition(test, verdict)}"
                 said = f"{test.name}: {failures} {_unit(test, failures)} ({rule})"
                 if examples:

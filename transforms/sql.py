@@ -229,7 +229,9 @@ def added_to_kept(statement: str, incremental: SqlIncremental) -> str:
     if not incremental.merges:
         return f"select * from {THIS} union all by name select * from {new}"
     same = " and ".join(
-        f"n.{quote_identifier(k)} = k.{quote_identifier(k)}" for k in incremental.unique_key
+        # a NULL key matches a NULL key: a row without one is replaced, not kept twice
+        f"n.{quote_identifier(k)} is not distinct from k.{quote_identifier(k)}"
+        for k in incremental.unique_key
     )
     return (
         f"with new_rows as {new}\n"

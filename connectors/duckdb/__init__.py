@@ -47,8 +47,13 @@ class DuckDBConnector(Connector):
     def publish_target(
         self, database: str, connection: Mapping[str, Any] | None, table: str
     ) -> dict[str, Any] | None:
-        # a database that names no connection is a file: a DuckDB file, as dbt-duckdb's path
-        return {"to": self.name, "path": database, "table": table} if connection is None else None
+        # a database that names no connection and reads as a file's path is a DuckDB file, as
+        # dbt-duckdb's path: `warehouse.duckdb`, `out/w.db`; not a URI, not a bare word (a
+        # connection's name misspelt would otherwise make a file of that name)
+        looks_like_file = database.endswith((".duckdb", ".db", ".ddb")) or "/" in database
+        if connection is not None or "://" in database or not looks_like_file:
+            return None
+        return {"to": self.name, "path": database, "table": table}
 
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         assert isinstance(config, DuckDBSource | DuckDBSink)

@@ -131,15 +131,17 @@ def _run(catalog: CatalogReader, task: str, run: str, pipeline: str | None) -> R
 def _plan(reader: ProjectReader, row: RunRow, current: bool) -> Plan:
     """The run's plan again: its definition, parameters, run id and logical date."""
     from engine.core.secrets import without_masked
-    from engine.planning.build import build_plan
+    from engine.planning.build import build_plan, kept_outputs
     from engine.state.values import parse
 
     definition = _definition(reader.path, row, current)
+    params = without_masked(row.params)
     return build_plan(
         definition,
-        params=without_masked(row.params),
+        params=params,
         run_id=row.run_id,
         logical_date=parse(row.logical_date),
+        kept=kept_outputs(definition.spec, reader.catalog, params, before=row.run_id),
     )
 
 

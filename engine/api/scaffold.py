@@ -92,12 +92,11 @@ models:
         description: paid orders since var('start_date'), in dollars
         tests: [not_negative]
 """,
-    "tests/every_customer_is_counted.sql": """\
+    "tests/every_customer_has_a_country.sql": """\
 -- a singular test: the rows it returns are failures
-select r.customer_id
-from {{ ref('customer_revenue') }} as r
-join {{ ref('stg_customers') }} as c using (customer_id)
-where r.orders < 0
+select customer_id, name
+from {{ ref('customer_revenue') }}
+where country is null
 """,
     "models/staging/stg_customers.sql": """\
 select id as customer_id, name, country

@@ -229,11 +229,15 @@ def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Pa
         spec = project.definition(str(path)).spec
         if not spec.schedule:
             fail(f"pipeline {name!r} has no schedule, so it has no intervals to backfill")
-        incremental = [t.id for t in spec.tasks if t.incremental is not None]
+        incremental = [
+            t.id
+            for t in spec.tasks
+            if t.incremental is not None or (t.sql is not None and t.sql.incremental is not None)
+        ]
         if parallel > 1 and incremental:
             fail(
-                f"--parallel {parallel}: {name}'s incremental extracts ({', '.join(incremental)}) "
-                "keep one watermark that parallel runs would race on",
+                f"--parallel {parallel}: {name}'s incremental tasks ({', '.join(incremental)}) "
+                "keep one watermark or one growing output that parallel runs would race on",
                 hint="backfill them with --parallel 1 (the default)",
             )
         sched = Schedule(spec.schedule, spec.timezone)

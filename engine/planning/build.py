@@ -18,6 +18,7 @@ setting. `enriched+` also runs everything downstream of `enriched`.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,7 +49,7 @@ from engine.tasks import kind_of
 from engine.tasks.checks import check_tables
 from engine.tasks.resolve import ResolvedTask, resolve_task
 
-__all__ = ["Action", "Plan", "PlannedTask", "build_plan"]
+__all__ = ["Action", "Plan", "PlannedTask", "build_plan", "kept_outputs"]
 
 Action = Literal["run", "reuse"]
 
@@ -207,17 +208,30 @@ class Plan:
         }
 
 
-def _kept_outputs(spec: PipelineSpec, catalog: CatalogReader | None) -> dict[str, str]:
-    """The run whose output each incremental sql task adds to: its newest success still in
-    the workspace."""
+def kept_outputs(
+    spec: PipelineSpec,
+    catalog: CatalogReader | None,
+    params: Mapping[str, Any],
+    *,
+    before: str | None = None,
+) -> dict[str, str]:
+    """The run whose output each incremental sql task adds to (`{{ this }}`): its newest
+    success made for the same target (a SQL project's `target` parameter: dev's rows are not
+    prod's), other than run `before` (a resumed run's own). None when that output left the
+    workspace: the task then makes the whole table, as on its first run."""
     if catalog is None:
         return {}
     found = {}
     for task in spec.tasks:
-        if task.sql is not None and task.sql.incremental is not None:
-            row = catalog.latest_output(spec.name, task.id)
-            if row is not None and row.output_on_disk:
+        if task.sql is None or task.sql.incremental is None:
+            continue
+        for row, recorded in catalog.kept_outputs(spec.name, task.id):
+            made_for = json.loads(recorded).get("target") if recorded else None
+            if row.run_id == before or made_for != params.get("target"):
+                continue
+            if row.output_on_disk:
                 found[task.id] = row.output_run
+            break
     return found
 
 
@@ -238,14 +252,18 @@ def build_plan(
     environ: Mapping[str, str] | None = None,
     full_refresh: bool = False,
     force: bool = False,
+    kept: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan one run. Raises DefinitionError (PipelineInvalid when the run's parameters name a
-    table no task produces), ParameterError or SelectionError."""
+    table no task produces), ParameterError or SelectionError. `kept`: the runs whose outputs
+    incremental sql tasks add to (default: `kept_outputs` of `catalog`)."""
     spec = definition.spec
     resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
     when = (logical_date or datetime.now(UTC)).astimezone(UTC)
-    adds_to = _kept_outputs(spec, catalog) if not full_refresh else {}
+    if kept is None:
+        kept = kept_outputs(spec, catalog, resolved_params) if not full_refresh else {}
+    adds_to = dict(kept)
     context = RenderContext(
         spec.name, resolved_params, run_id, when, macro_texts(definition), frozenset(adds_to)
     )

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from engine.core.errors import SelectionError, StateError
 from engine.core.graph import Graph
 from engine.core.secrets import without_masked
-from engine.planning.build import Plan, PlannedTask, build_plan
+from engine.planning.build import Plan, PlannedTask, build_plan, kept_outputs
 from engine.spec.definition import Definition
 from engine.spec.model import TaskKind
 from engine.state.catalog import CatalogReader, TaskRunRow
@@ -112,7 +112,9 @@ def plan_replay(
         )
     source = find_quarantine(catalog, spec.name, task_id, from_run)
     recorded = catalog.run(source.row.run_id).params
-    full = build_plan(definition, params=without_masked(recorded), run_id=run_id)
+    params = without_masked(recorded)
+    kept = kept_outputs(spec, catalog, params)
+    full = build_plan(definition, params=params, run_id=run_id, kept=kept)
     graph = Graph({t.id: t.upstream for t in full.tasks})
     below = graph.descendants([task_id])
     for name in downstream:

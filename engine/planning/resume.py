@@ -21,7 +21,7 @@ from datetime import datetime
 from engine.core.errors import StateError
 from engine.core.secrets import without_masked
 from engine.core.states import RESUMABLE, RunState, TaskState
-from engine.planning.build import Plan, PlannedTask, build_plan
+from engine.planning.build import Plan, PlannedTask, build_plan, kept_outputs
 from engine.spec.definition import Definition
 from engine.state.catalog import CatalogReader, RunRow
 
@@ -96,6 +96,7 @@ def plan_resume(
         catalog=None,
         run_id=run.run_id,
         logical_date=datetime.fromisoformat(run.logical_date),
+        kept=kept_outputs(spec, catalog, params, before=run.run_id),
     )
     rows = {row.task_id: row for row in catalog.task_runs(run.run_id)}
     fingerprints: dict[str, str | None] = {t: r.fingerprint for t, r in rows.items()}

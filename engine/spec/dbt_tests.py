@@ -62,6 +62,9 @@ def dbt_test(
         for k, v in arguments.items()
         if k not in _CONFIG | _OTHER_ROWS | {"config", "arguments"}
     }
+    wrong = _unknown(name, config, arguments, custom)
+    if wrong is not None:
+        return None, wrong
     if config.get("enabled") is False:
         return None, "disabled"
     ignored = sorted(_OTHER_ROWS & set(config))
@@ -74,7 +77,7 @@ def dbt_test(
     }
     if name in custom:
         call = {"model": model, **({"column_name": column} if column else {}), **arguments}
-        listed = ", ".join(f"{key}={jinja_literal(value)}" for key, value in call.items())
+        listed = ", ".join(f"{key}={_argument(value)}" for key, value in call.items())
         label = f"{name}({column})" if column else name
         test = {"sql": f"{{{{ test_{name}({listed}) }}}}", "label": label, **made}
         if column:
@@ -98,6 +101,50 @@ def dbt_test(
     source = re.fullmatch(r"""\s*source\(\s*['"](\w+)['"]\s*,\s*['"](\w+)['"]\s*\)\s*""", target)
     to = ref[1] if ref else source_task(source[1], source[2]) if source else target
     return {"relationships": {"column": column, "to": to, "field": field}, **made}, ""
+
+
+_ARGUMENTS = {
+    "unique": set(),
+    "not_null": set(),
+    "accepted_values": {"values", "quote"},
+    "relationships": {"to", "field"},
+}
+_CONFIG_KEYS = _CONFIG | _OTHER_ROWS | {"store_failures_as", "database", "schema", "alias"}
+"""dbt's test configs: those not run here are refused by name, not as unknown keys."""
+
+
+def _unknown(
+    name: str, config: dict[str, Any], arguments: dict[str, Any], custom: Collection[str]
+) -> str | None:
+    """'!' and what is misspelt among a test's config keys and a built-in test's arguments
+    (a custom test's are its macro's to check), or None."""
+    from engine.core.problems import did_you_mean
+
+    for key in config:
+        if key not in _CONFIG_KEYS:
+            return f"!{name}: unknown config {key!r}.{did_you_mean(str(key), sorted(_CONFIG_KEYS))}"
+    if name in custom:
+        return None
+    allowed = _ARGUMENTS[name]
+    for key in arguments:
+        if key not in allowed:
+            meant = did_you_mean(str(key), sorted(allowed | _CONFIG_KEYS))
+            takes = f" ({name} takes {', '.join(sorted(allowed))})" if allowed else ""
+            return f"!{name}: unknown argument {key!r}.{meant}{takes}"
+    return None
+
+
+_RELATION = re.compile(
+    r"""\s*(ref\(\s*['"]\w+['"]\s*\)|source\(\s*['"]\w+['"]\s*,\s*['"]\w+['"]\s*\))\s*"""
+)
+
+
+def _argument(value: Any) -> str:
+    """A custom test's argument as Jinja: `ref('customers')` (or `source(...)`) as the call
+    itself, which names the task (and makes it an input), anything else as its value."""
+    if isinstance(value, str) and (found := _RELATION.fullmatch(value)):
+        return found[1]
+    return jinja_literal(value)
 
 
 def jinja_literal(value: Any) -> str:

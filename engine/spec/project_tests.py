@@ -11,11 +11,13 @@ become inputs of that model, as a relationships test's parent does.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.core.problems import did_you_mean
 from engine.spec.dbt_tests import NOT_STORED, property_tests
 
 if TYPE_CHECKING:
@@ -25,6 +27,19 @@ __all__ = ["ProjectTests", "custom_tests"]
 
 _CUSTOM = re.compile(r"{%-?\s*test\s+(\w+)\s*\(")
 _SINGULAR_SETTINGS = {"severity", "warn_if", "error_if", "store_failures", "enabled", "tags"}
+
+
+def generic_test_files(roots: list[Path]) -> list[Path]:
+    """The files under the test folders that define custom generic tests (dbt keeps them in
+    tests/generic/): macro files, not singular tests."""
+    found = []
+    for path in _sql_files(roots):
+        try:
+            if _CUSTOM.search(path.read_text(encoding="utf-8")):
+                found.append(path)
+        except (OSError, UnicodeDecodeError):
+            continue  # said when the file is read as a test
+    return found
 
 
 def custom_tests(files: Iterable[Path]) -> set[str]:
@@ -42,6 +57,7 @@ class ProjectTests:
     """The composer's part that reads tests (engine.spec.sqlproject._Composer)."""
 
     root: Path
+    data: dict[str, Any]
     descriptions: dict[str, str]
     column_descriptions: dict[str, dict[str, str]]
     properties: dict[str, dict[str, Any]]
@@ -93,31 +109,53 @@ class ProjectTests:
                 line=problem.line,
             )
 
+    def sql_task_ids(self) -> set[str]:
+        """The ids of the project file's own sql tasks, which take tests as models do."""
+        tasks = self.data.get("tasks")
+        listed = tasks if isinstance(tasks, list) else []
+        return {t["id"] for t in listed if isinstance(t, dict) and "sql" in t and "id" in t}
+
     def add_test(self, model: str, test: dict[str, Any], path: Path, line: int | None) -> None:
         self.model_tests.setdefault(model, []).append(test)
         self.tested_at.setdefault(model, []).append((path, line))
 
-    def singular_tests(self, roots: list[Path], models: list[Path]) -> None:
-        """Each `.sql` file under `roots` as a test of the model it belongs to."""
+    def singular_tests(self, roots: list[Path], models: list[Path], macros: set[Path]) -> None:
+        """Each `.sql` file under `roots` (but the `macros` among them) as a test of the model
+        it belongs to."""
+        import jinja2
+
         from engine.spec.templates import ordered_refs
 
         reads: dict[str, list[str]] = {}
         for path in _sql_files(models):
             try:
                 reads[path.stem] = ordered_refs(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError):
+            except (OSError, UnicodeDecodeError, jinja2.TemplateError):
                 continue  # said where the model is read
-        for model, tests in self.model_tests.items():  # a relationships test reads its parent
+        for model, tests in self.model_tests.items():  # what its tests read, it reads
             parents = [t["relationships"]["to"] for t in tests if "relationships" in t]
+            for kept in tests:
+                with contextlib.suppress(jinja2.TemplateError):
+                    parents += ordered_refs(kept["sql"]) if "sql" in kept else []
             reads[model] = [*reads.get(model, []), *parents]
         for path in _sql_files(roots):
+            if path in macros:
+                continue
             try:
                 text = path.read_text(encoding="utf-8")
+                named = ordered_refs(text)
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 self.problem("sql-file", f"cannot read test {path.name}: {reason}", file=str(path))
                 continue
-            named = ordered_refs(text)
+            except jinja2.TemplateSyntaxError as exc:
+                self.problem(
+                    "template",
+                    f"template syntax error on line {exc.lineno}: {exc.message}",
+                    file=str(path),
+                    line=exc.lineno,
+                )
+                continue
             if not named:
                 self.problem(
                     "invalid-value",
@@ -125,6 +163,20 @@ class ProjectTests:
                     "one names none, so no model would run it",
                     file=str(path),
                     line=1,
+                )
+                continue
+            owners = [name for name in named if name in reads or name in self.sql_task_ids()]
+            if not owners:
+                known = sorted({*reads, *self.sql_task_ids()})
+                self.problem(
+                    "unknown-ref",
+                    "a singular test runs with a model it reads, and "
+                    f"{', '.join(repr(n) for n in named)} "
+                    f"{'is' if len(named) == 1 else 'are'} no model of this project."
+                    f"{did_you_mean(named[0], known)}",
+                    file=str(path),
+                    line=1,
+                    hint="a seed or source keeps its rows as read: test the models that read it",
                 )
                 continue
             config = self.own_config(path, _SINGULAR_SETTINGS)
@@ -140,7 +192,9 @@ class ProjectTests:
                 self.problem(
                     "not-supported", NOT_STORED, file=str(path), line=1, severity="warning"
                 )
-            self.add_test(_owner(named, reads), test, path, 1)
+            owner = _owner(owners, reads)
+            self.add_test(owner, test, path, 1)
+            reads[owner] = [*reads.get(owner, []), *named]  # the next test sees this one's reads
 
 
 def _owner(named: list[str], reads: dict[str, list[str]]) -> str:

@@ -10,8 +10,8 @@ A model with a database gets a load task `<model>__publish` reading its output, 
 `<schema>.<model>` (or `<model>`): `table` replaces the table, `view` makes it a view of the
 model's output (in DuckDB over the workspace's files, no row copied; in PostgreSQL switched to
 a new table on commit), `incremental` merges the output by its unique_key (the whole table: the
-model's output holds every row), or replaces the table without a key. An ephemeral model keeps
-nothing to publish.
+model's output holds every row), or replaces the table without a key or when it appends. An
+ephemeral model keeps nothing to publish.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from engine.core.problems import did_you_mean
 
 __all__ = ["PUBLISH_SUFFIX", "publish_task"]
 
@@ -61,14 +63,22 @@ def publish_task(
         None,
     )
     if target is None:
-        kind = connection.get("kind") if connection is not None else None
+        if connection is not None:
+            return None, (
+                f"database {database!r} is a {connection.get('kind')} connection: a model is "
+                "published into a DuckDB file or a postgres connection"
+            )
+        if "://" in database:  # a URI would put its password in plans, logs and docs
+            return None, "database is a DuckDB file's path or a connection's name, not a URI"
+        named = did_you_mean(database, sorted(str(name) for name in connections))
         return None, (
-            f"database {database!r} is a {kind} connection: a model is published into a "
-            "DuckDB file or a postgres connection"
+            f"database {database!r} names no connection.{named} A DuckDB file is a path "
+            "(warehouse.duckdb, out/warehouse.db)"
         )
     load: dict[str, Any] = {"input": model, **target}
     keys = settings.get("unique_key")
-    if materialized == "incremental" and keys:
+    merges = settings.get("incremental_strategy") in (None, "merge", "delete+insert")
+    if materialized == "incremental" and keys and merges:
         load |= {"mode": "merge", "keys": [keys] if isinstance(keys, str) else list(keys)}
     else:
         load["mode"] = "replace"

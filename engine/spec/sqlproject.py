@@ -32,6 +32,7 @@ own over both (tags add up). A model's problems are reported at its file's line
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -40,9 +41,9 @@ from typing import Any
 from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
-from engine.spec.project_tests import ProjectTests, custom_tests
+from engine.spec.project_tests import ProjectTests, custom_tests, generic_test_files
 from engine.spec.publish import publish_task
-from engine.spec.targets import choose_target
+from engine.spec.targets import TARGET_ENV, choose_target
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
 
@@ -146,14 +147,25 @@ class _Composer(ProjectTests):
             self.problem("invalid-value", message, at)
         if target is not None:
             if "target" in data["params"]:
-                self.problem("duplicate-key", "'target' is a var or param and the target")
+                self.problem(
+                    "duplicate-key", "'target' is both a var (or param) and the target", ("vars",)
+                )
             data["params"]["target"] = {"type": "dict", "default": target}
             self.published = {k: v for k, v in target.items() if k in ("database", "schema")}
+        elif os.environ.get(TARGET_ENV) and not wrong:
+            self.problem(
+                "not-supported",
+                f"${TARGET_ENV} (or --target) names {os.environ[TARGET_ENV]!r}, but the project "
+                "has no `targets:`: nothing is published by target",
+                severity="warning",
+            )
         models = self.settings_tree(data.pop("models", None), "models")
         seeds = self.settings_tree(data.pop("seeds", None), "seeds")
         model_paths = self.paths(data.pop("model-paths", ["models"]), "model-paths")
         macro_paths = self.paths(data.pop("macro-paths", ["macros"]), "macro-paths")
-        macro_files = [path for _, path in _files(macro_paths, "*.sql")]
+        test_paths = self.paths(data.pop("test-paths", ["tests"]), "test-paths")
+        generic = generic_test_files(test_paths)  # dbt's tests/generic: {% test %} blocks
+        macro_files = [*(path for _, path in _files(macro_paths, "*.sql")), *generic]
         macros = [path.relative_to(self.root).as_posix() for path in macro_files]
         self.custom_tests = custom_tests(macro_files)
         data["macros"] = [*(data.get("macros") or []), *macros]
@@ -166,9 +178,7 @@ class _Composer(ProjectTests):
         sources = [*self.declared_sources(data.pop("sources", None), ("sources",), self.source)]
         for found_in, declared, lines in self.property_files(model_paths):
             sources += self.declared_sources(declared, ("sources",), lines, found_in)
-        self.singular_tests(
-            self.paths(data.pop("test-paths", ["tests"]), "test-paths"), model_paths
-        )
+        self.singular_tests(test_paths, model_paths, set(generic))
         generated = [
             *sources,
             *self.models(model_paths, models),

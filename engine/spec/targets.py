@@ -71,7 +71,7 @@ def choose_target(
                 ("target",),
             )
         )
-        return None, wrong
+        return {"name": str(chosen)}, wrong  # templates still see its name: one error, not two
     settings = targets[chosen] if isinstance(targets[chosen], dict) else {}
     found = {"name": str(chosen), **{k: str(v) for k, v in settings.items() if k in _KEYS}}
     return found, wrong

@@ -122,6 +122,12 @@ class CatalogReader:
         """Every task id the runs of a pipeline ever had."""
         return self._runs.task_ids(pipeline)
 
+    def kept_outputs(
+        self, pipeline: str, task_id: str, limit: int = 20
+    ) -> list[tuple[TaskRunRow, str | None]]:
+        """The newest successful outputs of a task with their runs' parameters (JSON)."""
+        return self._runs.kept_outputs(pipeline, task_id, limit)
+
     def latest_output(self, pipeline: str, task_id: str) -> TaskRunRow | None:
         """The newest successful output of a task, or None."""
         return self._runs.latest_output(pipeline, task_id)

@@ -154,6 +154,19 @@ class RunStore:
         )
         return [task_row(row) for row in rows]
 
+    def kept_outputs(
+        self, pipeline: str, task_id: str, limit: int = 20
+    ) -> list[tuple[TaskRunRow, str | None]]:
+        """The newest successful outputs of a task, newest first, each with its run's recorded
+        parameters (JSON text): what an incremental sql task may add to."""
+        rows = self.db.execute(
+            "select t.*, r.params as run_params from task_runs t join runs r using (run_id) "
+            "where r.pipeline = ? and t.task_id = ? and t.state = 'SUCCESS' "
+            "and t.output_path is not null order by t.ended_at desc limit ?",
+            (pipeline, task_id, limit),
+        )
+        return [(task_row(row), row["run_params"]) for row in rows]
+
     def _newest_success(self, pipeline: str, task_id: str, condition: str) -> TaskRunRow | None:
         rows = self.db.execute(_NEWEST_SUCCESS.format(condition=condition), (pipeline, task_id))
         return task_row(rows[0]) if rows else None

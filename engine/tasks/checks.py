@@ -154,6 +154,15 @@ class _Checker(OutputChecks, TemplateChecks):
                 path=("overlap",),
                 hint="use overlap: queue (or skip), or drop `incremental` from those extracts",
             )
+        growing = [t.id for t in self.spec.tasks if t.sql is not None and t.sql.incremental]
+        if self.spec.overlap == "allow" and growing:
+            self.add(
+                "overlap-allow-incremental",
+                "overlap: allow runs the pipeline twice at once, but its incremental sql tasks "
+                f"({', '.join(sorted(growing))}) add to one output that both would replace",
+                path=("overlap",),
+                hint="use overlap: queue (or skip)",
+            )
         for task_id in self.spec.freshness:
             if task_id not in incremental:
                 self.add(
@@ -261,21 +270,6 @@ class _Checker(OutputChecks, TemplateChecks):
             self.add("definition", exc.message, task, (task.kind.value,))
         return None
 
-    def this(self, task: TaskSpec, line: int | None) -> None:
-        """`{{ this }}` is an incremental sql task's own last output; nothing else has one."""
-        if task.sql is not None and task.sql.incremental is not None:
-            return
-        self.add(
-            "unknown-table",
-            "SQL reads {{ this }}, the task's own last output, which only an incremental sql "
-            "task has",
-            task,
-            line=self.sql_line(task, line),
-            file=self.sql_file(task),
-            hint="set sql: {incremental: {unique_key: [...]}} (in a SQL project, "
-            "materialized='incremental'), or read another task",
-        )
-
     def lenient_tables(self, task: TaskSpec, context: RenderContext) -> None:
         """Check the tables a statement reads when its template has undefined names (rendered
         with NULL for them), when it still parses."""
@@ -296,17 +290,21 @@ class _Checker(OutputChecks, TemplateChecks):
         tables = tuple(ref for ref in reads.tables if ref.name not in said)
         self.inputs(ResolvedTask(task, reads.tasks, reads.tasks, text, tables))
 
-    def inputs(self, resolved: ResolvedTask, seen: ResolvedTask | None = None) -> None:
+    def inputs(
+        self, resolved: ResolvedTask, seen: ResolvedTask | None = None, *, first_run: bool = True
+    ) -> None:
         """The tables a rendered task reads; `seen`: the same task rendered otherwise, whose
-        tables were checked already (an incremental task's first and later runs)."""
+        tables were checked already (an incremental task's first and later runs);
+        `first_run`: rendered as an incremental task's first run is, with no kept output."""
         task = resolved.spec
         if resolved.tables:  # a statement's tables, each at its line
-            said = {(t.qualified, t.line) for t in seen.tables} if seen is not None else set()
+            # by name: a line moves when the other rendering drops an {% if %} block's lines
+            said = {t.qualified for t in seen.tables} if seen is not None else set()
             for ref in resolved.tables:
-                if (ref.qualified, ref.line) in said:
+                if ref.qualified in said:
                     continue
                 if ref.name == THIS and ref.qualified == THIS:
-                    self.this(task, ref.line)
+                    self.this(task, ref.line, first_run=first_run)
                     continue
                 unknown = ref.qualified != ref.name or ref.name not in self.known_ids
                 if ref.name == task.id and not unknown:
@@ -468,10 +466,11 @@ class _Checker(OutputChecks, TemplateChecks):
             if resolved is None:
                 continue
             self.inputs(resolved)
+            self.test_tables(resolved.spec)
             if task.sql is not None and task.sql.incremental is not None:  # its later runs too
                 adding = replace(context, incremental=frozenset({task.id}))
                 if (later := self.resolve(task, adding)) is not None:
-                    self.inputs(later, seen=resolved)
+                    self.inputs(later, seen=resolved, first_run=False)
             upstream.setdefault(task.id, tuple(dep for dep in resolved.upstream if dep in ids))
             reads[task.id] = resolved.inputs
         self.cycles(upstream)
@@ -494,7 +493,7 @@ def check_tables(
     table (`| sql_identifier`) that no task produces, which validating the defaults cannot see."""
     checker = _Checker(definition, params)
     for task in resolved:
-        checker.inputs(task)
+        checker.inputs(task, first_run=False)  # validation said what a first run reads
     return checker.problems
 
 

@@ -1,5 +1,6 @@
 """The checks of what a task keeps: `materialize: ephemeral` (an extract streamed to its
-readers, with no output kept) and `cache:` (an output reused while its fingerprint holds).
+readers, with no output kept), `cache:` (an output reused while its fingerprint holds), an
+incremental sql task's `{{ this }}` (its kept output), and the tables its tests read.
 
 A mixin of the validator in `engine.tasks.checks`, which gives it `add`, `spec` and
 `definition`; kept apart so the validator reads as the list of its passes.
@@ -10,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from engine.core.problems import did_you_mean
 from engine.spec.model import CacheKey, TaskSpec
 from engine.tasks import kind_of
+from engine.tasks.sql import SqlDoesNotParse, statement_inputs
 
 if TYPE_CHECKING:
     from engine.core.problems import Problem
@@ -27,6 +30,9 @@ class OutputChecks:
 
     add: Callable[..., None]
     """The validator's: one problem, with its file:line."""
+    known_ids: set[str]
+    sql_file: Callable[[TaskSpec], str | None]
+    sql_line: Callable[[TaskSpec, int | None], int | None]
 
     def ephemeral(self, task_id: str) -> TaskSpec | None:
         """The task `task_id` when it is materialize: ephemeral."""
@@ -222,6 +228,59 @@ class OutputChecks:
                         hint=f"give pool {pool!r} at least {len(takers)} slots, or remove "
                         f"`materialize: ephemeral` from {task.id!r}",
                     )
+
+    def test_tables(self, task: TaskSpec) -> None:
+        """The tables a task's sql tests read (rendered): the task's own output by its id, or
+        another task's, which then runs first."""
+        for index, test in enumerate(task.tests):
+            if test.sql is None:
+                continue
+            try:
+                reads = statement_inputs(task.id, test.sql)
+            except SqlDoesNotParse as exc:
+                self.add(
+                    "sql-parse",
+                    f"test {test.name}: SQL does not parse: {exc.error.message}",
+                    task,
+                    ("tests", index),
+                )
+                continue
+            for ref in reads.tables:
+                if ref.qualified == ref.name and ref.name in self.known_ids:
+                    continue
+                self.add(
+                    "unknown-table",
+                    f"test {test.name} reads table {ref.qualified!r}, which no task of this "
+                    f"pipeline produces.{did_you_mean(ref.name, self.known_ids)}",
+                    task,
+                    ("tests", index),
+                )
+
+    def this(self, task: TaskSpec, line: int | None, *, first_run: bool) -> None:
+        """`{{ this }}` is an incremental sql task's own last output; nothing else has one, and
+        its first run neither."""
+        if task.sql is not None and task.sql.incremental is not None:
+            if first_run:
+                self.add(
+                    "unknown-table",
+                    "SQL reads {{ this }} on the task's first run too, when it has no output "
+                    "yet (and after --full-refresh)",
+                    task,
+                    line=self.sql_line(task, line),
+                    file=self.sql_file(task),
+                    hint="read it inside {% if is_incremental() %} ... {% endif %}",
+                )
+            return
+        self.add(
+            "unknown-table",
+            "SQL reads {{ this }}, the task's own last output, which only an incremental sql "
+            "task has",
+            task,
+            line=self.sql_line(task, line),
+            file=self.sql_file(task),
+            hint="set sql: {incremental: {unique_key: [...]}} (in a SQL project, "
+            "materialized='incremental'), or read another task",
+        )
 
 
 def _pools_taken(task: TaskSpec, pools: dict[str, int]) -> list[str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def statement_inputs(task_id: str, statement: str) -> Inputs:
     return Inputs(reads, statement, tables)
 
 
+def _test_reads(task: TaskSpec) -> Iterator[str]:
+    """The tasks a task's sql tests read (one that does not parse is validation's to say)."""
+    for test in task.tests:
+        if test.sql is not None:
+            with contextlib.suppress(SqlDoesNotParse):
+                yield from statement_inputs(task.id, test.sql).tasks
+
+
 class Sql:
     kind = TaskKind.SQL
     produces_table = True
@@ -71,13 +80,7 @@ class Sql:
             t.relationships.to
             for t in task.tests
             if t.relationships is not None and t.relationships.to != task.id
-        ) + tuple(
-            name
-            for t in task.tests
-            if t.sql is not None
-            for name in statement_inputs(task.id, t.sql).tasks
-            if name != task.id
-        )
+        ) + tuple(name for name in _test_reads(task) if name != task.id)
         if not parents:
             return found
         return replace(found, tasks=tuple(dict.fromkeys((*found.tasks, *parents))))

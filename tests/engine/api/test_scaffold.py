@@ -35,7 +35,7 @@ def test_a_new_project_runs_as_it_is(project: Path, cli: Callable[..., Result]) 
         "not_null(customer_id)",
         "accepted_values(country)",
         "not_negative(revenue)",
-        "tests/every_customer_is_counted.sql",
+        "tests/every_customer_has_a_country.sql",
     ]
     orders = project / "shop" / "seeds" / "raw_orders.csv"
     orders.write_text(orders.read_text() + "6,9,2024-02-01,100,paid\n")  # nobody's order
@@ -45,6 +45,12 @@ def test_a_new_project_runs_as_it_is(project: Path, cli: Callable[..., Result]) 
     result = cli("run", "shop", "--no-progress")
     assert result.exit_code != 0
     assert "not_negative(revenue): 1 failing row" in result.output
+    orders.write_text(orders.read_text().replace("7,1,2024-02-02,-90000,paid\n", ""))
+    customers = project / "shop" / "seeds" / "raw_customers.csv"
+    customers.write_text(customers.read_text() + "4,Alan,\n")  # no country
+    result = cli("run", "shop", "--no-progress")
+    assert result.exit_code != 0
+    assert "tests/every_customer_has_a_country.sql: 1 failing row" in result.output
 
 
 def test_a_folder_that_holds_a_project_is_left_alone(

@@ -7,11 +7,13 @@ arrive late, each compared with the table the same rows make from scratch."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
+from click.testing import Result
 from polars.testing import assert_frame_equal
 
 import engine
@@ -189,3 +191,97 @@ def test_the_later_runs_statement_is_checked_before_the_first_run(events: Path) 
     lines = model.read_text().splitlines()
     assert problem.line == 1 + next(i for i, t in enumerate(lines) if "app__evnts" in t)
     assert "Did you mean 'app__events'" in problem.message
+
+
+def test_a_resumed_run_adds_to_the_output_before_it_not_to_nothing(
+    write: WritePipeline, project: Path
+) -> None:
+    """A run that failed before its incremental task, resumed: the task adds to the output
+    of the run before, as the run itself would have (it made the whole table afresh)."""
+    data = project / "data"
+    data.mkdir()
+    (data / "batch.csv").write_text("id,v\n1,a\n2,b\n")
+    (data / "gate.csv").write_text("ok\n1\n")
+    path = write(
+        "acc.yaml",
+        """
+        pipeline: acc
+        tasks:
+          - {id: src, extract: {from: files, path: data/batch.csv}}
+          - {id: gate, extract: {from: files, path: data/gate.csv}}
+          - id: acc
+            sql:
+              incremental: {}
+              query: select id, v from src where (select count(*) from gate) >= 0
+        """,
+    )
+    assert run(path).ok
+    (data / "batch.csv").write_text("id,v\n3,c\n4,d\n")
+    (data / "gate.csv").unlink()
+    failed = run(path)
+    assert not failed.ok
+    (data / "gate.csv").write_text("ok\n1\n")
+    from engine.api.pipeline import resume
+
+    resumed = resume(path, failed.run_id)
+    assert resumed.ok, resumed
+    with engine.open(project) as opened:
+        ids = opened.table("acc", pipeline="acc").sort("id").collect()["id"].to_list()
+    assert ids == [1, 2, 3, 4]
+
+
+def test_keys_that_are_null_are_merged_not_kept_twice(write: WritePipeline) -> None:
+    path = write(
+        "nulls.yaml",
+        """
+        pipeline: nulls
+        tasks:
+          - id: t
+            sql:
+              incremental: {unique_key: [id]}
+              query: select * from (values (1, 'a'), (null, 'b')) as v(id, name)
+        """,
+    )
+    for _ in range(3):
+        assert run(path).ok
+    with engine.open(path.parent) as opened:
+        assert opened.table("t", pipeline="nulls").collect().height == 2
+
+
+def test_this_read_outside_is_incremental_is_refused_at_its_line(events: Path) -> None:
+    model = events / "models" / "events_latest.sql"
+    model.write_text(
+        "{{ config(materialized='incremental', unique_key='event_id') }}\n"
+        "select event_id, status from {{ source('app', 'events') }}\n"
+        "where event_id > (select coalesce(max(event_id), 0) from {{ this }})\n"
+    )
+    problem = only(problems_of(events), "unknown-table")
+    assert (Path(problem.file or "").name, problem.line) == ("events_latest.sql", 3)
+    assert "first run" in problem.message
+
+
+def test_a_wrong_table_after_an_incremental_block_is_said_once(events: Path) -> None:
+    model = events / "models" / "events_latest.sql"
+    model.write_text(
+        LATEST.replace("qualify", "union all select 1, 'x', null from nosuch\nqualify")
+    )
+    problems = [p for p in problems_of(events) if p.code == "unknown-table"]
+    assert len(problems) == 1, [p.format() for p in problems]
+
+
+def test_backfills_in_parallel_are_refused_for_an_incremental_sql_task(
+    write: WritePipeline, cli: Callable[..., Result]
+) -> None:
+    path = write(
+        "daily.yaml",
+        """
+        pipeline: daily
+        schedule: "0 1 * * *"
+        tasks:
+          - id: acc
+            sql: {incremental: {}, query: "select '{{ ds }}' as day"}
+        """,
+    )
+    result = cli("backfill", path, "--from", "2024-01-01", "--to", "2024-01-04", "--parallel", "2")
+    assert result.exit_code != 0
+    assert "incremental tasks (acc)" in result.output

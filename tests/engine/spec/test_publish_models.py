@@ -180,3 +180,52 @@ def test_targets_choose_where_every_kept_model_is_published(
     monkeypatch.setenv("ARROWLINE_TARGET", "prdo")
     problem = only(problems_of(folder), "invalid-value")
     assert "$ARROWLINE_TARGET names no target: 'prdo'. Did you mean 'prod'?" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("database", "says"),
+    [
+        ("warehous", "database 'warehous' names no connection. Did you mean 'warehouse'?"),
+        ("postgresql://alice:s3cr3t@db.example/wh", "not a URI"),
+    ],
+)
+def test_a_database_that_is_neither_a_connection_nor_a_file_is_refused(
+    shop: Path, database: str, says: str
+) -> None:
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text().replace("+database: out/warehouse.duckdb", f"+database: '{database}'")
+        + '\nconnections:\n  warehouse: {kind: postgres, uri: "postgresql://x@127.0.0.1/db"}\n'
+    )
+    problems = [p for p in problems_of(shop) if p.code == "invalid-value"]
+    assert len(problems) == 2  # each mart's
+    assert all(says in p.message for p in problems), [p.format() for p in problems]
+    assert all("s3cr3t" not in p.message for p in problems)
+
+
+def test_an_appending_incremental_model_is_published_whole(shop: Path) -> None:
+    """A key does not make an appending model's rows unique: its table is replaced, not
+    merged (a merge would refuse the repeated keys)."""
+    schema = shop / "models" / "marts" / "schema.yml"  # appended twice, ids repeat
+    schema.write_text(schema.read_text().replace("tests: [unique, not_null]", "tests: [not_null]"))
+    model = shop / "models" / "marts" / "customers.sql"
+    model.write_text(
+        "{{ config(materialized='incremental', unique_key='customer_id', "
+        "incremental_strategy='append') }}\n" + model.read_text()
+    )
+    load = plan(shop).task("customers__publish").spec.load
+    assert load is not None
+    assert load.mode == "replace"
+    assert run(shop).ok
+    assert run(shop).ok  # customers twice over: published as they are
+    with duckdb.connect(str(shop / "out" / "warehouse.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from marts.customers").fetchall() == [(10,)]
+
+
+def test_a_target_asked_of_a_project_without_targets_is_said(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARROWLINE_TARGET", "prod")
+    problem = only(problems_of(shop), "not-supported")
+    assert "has no `targets:`" in problem.message
+    assert problem.severity == "warning"
