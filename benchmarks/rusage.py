@@ -1,7 +1,7 @@
 """Run a command and report its own CPU time and peak RSS: `python -m benchmarks.rusage -- CMD`.
 
 The command's stdout passes through; a `RESULT` line gets the usage added under `__rusage__`.
-`timed_process` does the same for a workload that times a whole process itself.
+`timed_process` and `process_usage` do the same for a workload that times a whole process itself.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ def timed_process(
     argv: list[str], cwd: Path, env: dict[str, str] | None = None
 ) -> tuple[float, float]:
     """Wall time and peak RSS (MB) of one process, from `wait4`; exits when it fails."""
+    elapsed, _, rss = process_usage(argv, cwd, env)
+    return elapsed, rss
+
+
+def process_usage(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, float, float]:
+    """Wall time, CPU time (user + system, its children's included) and peak RSS (MB) of one
+    process, from `wait4`; exits when it fails."""
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=cwd, env=env)
     _, status, usage = os.wait4(process.pid, 0)
@@ -25,7 +34,7 @@ def timed_process(
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(f"{argv[0]} exited with {code}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> int:

@@ -275,3 +275,73 @@ def test_cdc_workload_runs_in_quick_mode_against_a_logical_server() -> None:
     assert "apply_vs_handwritten" in payload["summary"]
     for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
         leftover.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_sql_project_workload_runs_in_quick_mode_and_every_tool_builds_the_same_marts() -> None:
+    """arrowline (with and without the cache), the DuckDB script and dbt-duckdb run the same
+    project cold and warm, and the four marts in each one's DuckDB file agree row for row (the
+    harness reports a disagreeing contender as wrong); dbt, when missing, says how to install
+    it instead of passing."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "sql_project", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    by_name = {o["contender"]: o for o in payload["outcomes"]}
+    assert set(by_name) == {"arrowline", "arrowline/cache", "duckdb/script", "dbt-duckdb"}
+    for name, outcome in by_name.items():
+        if name == "dbt-duckdb" and outcome["error"]:
+            assert "not installed: pip install" in outcome["error"], outcome
+            continue
+        assert outcome["error"] is None, outcome
+        reported = outcome["samples"][0]["reported"]
+        for key in ("cold_s", "cold_cpu_s", "cold_rss_mb", "warm_s", "warm_cpu_s", "warm_rss_mb"):
+            assert reported[key] > 0, (name, key)
+    checksums = {
+        o["samples"][0]["reported"]["checksum"] for o in by_name.values() if not o["error"]
+    }
+    assert len(checksums) == 1, checksums
+    assert all(f"{mart}=" in next(iter(checksums)) for mart in ("orders", "customers"))
+    assert "| goal (issue 20) |" in done.stdout
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)
+
+
+def test_sql_project_gives_both_tools_the_same_models_macro_and_tests(tmp_path: Path) -> None:
+    """The comparison is of one project: only the project files and the quoting of the text
+    var (dbt quotes it by hand; arrowline's `sql_literal` does) differ."""
+    from benchmarks.workloads import sql_project
+
+    data = sql_project.generate(100, tmp_path / "data")
+    sql_project.write_arrowline(tmp_path / "arrowline", data, cache=False)
+    sql_project.write_dbt(tmp_path / "dbt", data)
+    quoted = sql_project.START_DATE_VAR
+    shared = [*sql_project.MACROS, *sql_project.MODELS, *sql_project.TESTS, "seeds/raw_stores.csv"]
+    for name in shared:
+        ours = (tmp_path / "arrowline" / name).read_text()
+        theirs = (tmp_path / "dbt" / name).read_text()
+        assert ours.replace(quoted["arrowline"], quoted["dbt"]) == theirs, name
+    assert quoted["arrowline"] in (tmp_path / "arrowline" / "models/marts/orders.sql").read_text()
+    marts = (tmp_path / "dbt" / "models/marts/orders.sql").read_text()
+    assert "{% for payment_method in payment_methods" in marts
+    assert "cents_to_dollars" in (tmp_path / "dbt" / "models/staging/stg_payments.sql").read_text()
+
+
+def test_sql_project_says_how_to_install_dbt_when_it_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.workloads import sql_project
+
+    monkeypatch.setattr(sql_project, "_dbt_cli", lambda: tmp_path / "no-dbt")
+    reason = sql_project.missing_peer("dbt-duckdb")
+    assert reason.startswith("dbt-duckdb is not installed: pip install")
+    assert "dbt-duckdb>=1.9" in reason
+    assert sql_project.missing_peer("arrowline") == ""

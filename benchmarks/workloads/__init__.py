@@ -19,6 +19,7 @@ NAMES = (
     "pg_load",
     "pg_merge",
     "sql_dag",
+    "sql_project",
     "udf",
     "validate",
     "e2e",
