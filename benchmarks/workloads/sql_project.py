@@ -220,11 +220,11 @@ MODELS: dict[str, str] = {
 """Every model, after the models it reads and those its tests refer to (the script's order)."""
 START_DATE_VAR = {
     "dbt": """'{{ var("start_date") }}'""",
-    "arrowline": "{{ var('start_date') | sql_literal }}",
+    "arrowline": """'{{ var("start_date") }}'""",
 }
-"""The one line the port changes (`@start_date@` in the models): dbt users quote a text var by
-hand; arrowline refuses a text parameter printed raw (unquoted-parameter) and has a filter
-that quotes it, which dbt lacks."""
+"""The var line of the models (`@start_date@`), dbt's way for both: arrowline prints a value
+written as the whole of a SQL string as that string, its quotes escaped (it once refused it as
+a text parameter printed raw, so the two tools' files differed here)."""
 
 
 def models(tool: str) -> dict[str, str]:

@@ -59,6 +59,7 @@ __all__ = [
     "check_value",
     "coerce_value",
     "infer_param",
+    "literal_prints",
     "new_run_id",
     "parse_assignments",
     "render",
@@ -249,6 +250,21 @@ def _macro_frame(exc: BaseException, context: RenderContext) -> tuple[str, int |
     return found
 
 
+_QUOTED_PRINT = re.compile(r"'\{\{-?\s*((?:(?!\}\}|sql_literal|sql_identifier).)+?)\s*-?\}\}'")
+"""dbt's `'{{ var("start_date") }}'`: one value printed as the whole of a SQL string."""
+
+
+def literal_prints(sql: str) -> str:
+    """A SQL template with each value printed as the whole of a string literal, as dbt's models
+    write it (`'{{ var("start_date") }}'`), printed as that literal through `sql_literal`
+    instead (`{{ (var("start_date")) | string | sql_literal }}`): the same string, its quotes
+    escaped, so a value holding `'` cannot end the literal and change the statement. Lines stay
+    where they are."""
+    if "'{{" not in sql:
+        return sql
+    return _QUOTED_PRINT.sub(lambda m: f"{{{{ ({m[1]}) | string | sql_literal }}}}", sql)
+
+
 def render_lenient(text: str, context: RenderContext, task_id: str | None = None) -> str | None:
     """Render with undefined values as NULL, for validation only; None when that fails too."""
     try:
@@ -270,6 +286,8 @@ def render(
     and template errors."""
     if not is_template(text):
         return text
+    if sql:
+        text = literal_prints(text)
     try:
         variables = context.variables(task_id)
         env = _with_macros(template_environment(sql), context, variables)

@@ -15,7 +15,7 @@ from engine.core.config import field_roles
 from engine.core.errors import DefinitionError, ParameterError
 from engine.spec.definition import Definition
 from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
-from engine.spec.params import RenderContext, is_template, render
+from engine.spec.params import RenderContext, is_template, literal_prints, render
 from engine.spec.templates import referenced_params
 from transforms.config import SqlSpec
 
@@ -23,15 +23,16 @@ __all__ = ["render_task", "sql_text", "template_texts", "test_blocks_as_macros"]
 
 
 def sql_text(task: TaskSpec, definition: Definition) -> str:
-    """The unrendered statement of a sql task, read from `file:` when it has one."""
+    """The unrendered statement of a sql task, read from `file:` when it has one, with dbt's
+    quoted prints as literals (`engine.spec.params.literal_prints`)."""
     config = task.sql
     assert config is not None
     if config.query is not None:
-        return config.query
+        return literal_prints(config.query)
     assert config.file is not None
     path = definition.resolve_path(config.file)
     try:
-        return path.read_text(encoding="utf-8")
+        return literal_prints(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DefinitionError(
             f"cannot read SQL file {config.file!r} of task {task.id!r}: {exc.strerror}"

@@ -171,3 +171,24 @@ def test_var_hands_a_template_no_way_into_the_parameters() -> None:
         render("{{ var.args[0].region }}", context)
     with pytest.raises(ParameterError):
         render("{{ var.__closure__ }}", context)
+
+
+def test_dbts_quoted_var_is_one_string_a_value_cannot_end(
+    write: WritePipeline, project: Path
+) -> None:
+    """dbt's models write a text var inside quotes, `'{{ var("region") }}'`: it runs as they
+    wrote it, and is printed as one SQL string whatever it holds (its quotes doubled)."""
+    path = write(
+        "p.yaml",
+        SHOP.replace(
+            "and region = {{ var('region') | sql_literal }}",
+            "and region = '{{ var(\"region\") }}' and '{{ var('region') }}' <> ''",
+        ),
+    )
+    assert problems_of(path) == []
+    assert run(path).ok
+    assert _loaded(project) == [(2, 10), (4, 20), (6, 30), (8, 40)]
+    assert run(path, params={"region": "north' or 1=1 --"}).ok
+    assert _loaded(project) == []  # compared as one value: no row has it
+    rendered = plan(path, params={"region": "o'brien"}).task("big_orders").sql or ""
+    assert "region = 'o''brien'" in rendered
