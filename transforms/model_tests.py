@@ -65,8 +65,12 @@ def run_tests(
                 )
             described = cursor.execute(f"describe select * from {model}").fetchall()
             columns = [row[0] for row in described]
-            for test in tests:
-                query = _query(test, model, columns, inputs, task_id)
+            for index, test in enumerate(tests):
+                try:
+                    query = _query(test, model, columns, inputs, task_id)
+                except DefinitionError as exc:
+                    exc.key = ("tests", index)  # said where the test is written
+                    raise
                 try:
                     count = cursor.execute(f"select count(*) from ({query})").fetchone()
                     failures = int(count[0]) if count else 0
@@ -79,9 +83,11 @@ def run_tests(
                         cancel.raise_if_cancelled()
                     raise
                 except duckdb.Error as exc:
-                    raise DefinitionError(
+                    wrong = DefinitionError(
                         f"test {test.name} of {task_id!r} cannot run: {_first_line(exc)}"
-                    ) from None
+                    )
+                    wrong.key = ("tests", index)
+                    raise wrong from None
                 examples = [row[0] if len(row) == 1 or test.sql is None else row for row in sample]
                 rule = f"{verdict}_if {_condition(test, verdict)}"
                 said = f"{test.name}: {failures} {_unit(test, failures)} ({rule})"

@@ -99,6 +99,9 @@ class ArrowlineError(Exception):
 class DefinitionError(ArrowlineError):
     """The pipeline definition cannot be used as written."""
 
+    key: tuple[str | int, ...] | None = None
+    """Where in the task it is wrong, when that is known (`("tests", 2)`: its third test)."""
+
 
 class PipelineInvalid(DefinitionError):
     """Validation found one or more problems; all of them are in `problems`."""

@@ -35,8 +35,8 @@ from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import CatalogReader
 from transforms.sql import DuckDBSettings
 
-Locate = Callable[[str, str], tuple[str | None, int | None]]
-"""(task id, key) -> the file and line a problem there is reported at."""
+Locate = Callable[..., tuple[str | None, int | None]]
+"""(task id, *path in the task) -> the file and line a problem there is reported at."""
 
 __all__ = ["SchemaReport", "plan_schemas"]
 
@@ -115,7 +115,7 @@ def plan_schemas(
     plan: Plan,
     catalog: CatalogReader | None,
     *,
-    locate: Locate = lambda task, key: (None, None),
+    locate: Locate = lambda task, *path: (None, None),
 ) -> SchemaReport:
     """Every task's output schema, its drift, and the problems a run would hit because of it.
 
@@ -232,7 +232,13 @@ def _schema_problem(
     text = " ".join(message.split())
     match = _MISSING_COLUMN.search(text)
     column = next((g for g in match.groups() if g), None) if match else None
-    where = _at(plan, locate, task.id, task.kind.value)
+    key = getattr(exc, "key", None)
+    where: dict[str, Any]
+    if key is not None:  # a test of the task: where that test is written
+        file, line = locate(task.id, *key)
+        where = {"file": file or plan.pipeline_file, "line": line}
+    else:
+        where = _at(plan, locate, task.id, task.kind.value)
     if column is not None:
         for upstream in task.inputs:
             before = report.previous.get(upstream)

@@ -4,9 +4,11 @@ said at its file and line, none crashing validation, none silently left out."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from engine.api.pipeline import plan, run
 from engine.core.problems import Problem
@@ -110,3 +112,15 @@ def test_a_custom_tests_ref_argument_names_the_task_it_reads(shop: Path) -> None
     assert "customers" in plan(shop).task("orders").inputs
     result = run(shop)
     assert result.ok, result
+
+
+def test_a_test_of_a_column_the_model_lacks_is_said_at_the_test_by_plan(
+    shop: Path, cli: Callable[..., Result]
+) -> None:
+    schema = shop / "models" / "marts" / "schema.yml"
+    schema.write_text(schema.read_text().replace("      - name: amount\n", "      - name: amout\n"))
+    result = cli("plan", shop)
+    assert result.exit_code != 0
+    line = 1 + schema.read_text().splitlines().index("      - name: amout") + 1
+    assert f"schema.yml:{line}: error [task orders]" in result.output, result.output
+    assert "the output has no column 'amout'" in " ".join(result.output.split())
