@@ -16,15 +16,16 @@ Runner = Callable[[Path, Path], dict[str, Any]]
 
 def child_main(runners: Mapping[str, Runner], needs: Mapping[str, str] | None = None) -> None:
     """`python -m benchmarks.workloads.<name> CONTENDER --data PATH`: run it in a scratch folder.
-    `needs` maps a contender to the module it imports; a missing one exits with a message the
-    harness reports (a peer that is not installed is missing, not dropped)."""
+    `needs` maps a contender to the modules it imports (space-separated); a missing one exits
+    with a message the harness reports (a peer that is not installed is missing, not
+    dropped)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("contender", choices=sorted(runners))
     parser.add_argument("--data", type=Path, required=True)
     args = parser.parse_args()
-    module = (needs or {}).get(args.contender)
-    if module and importlib.util.find_spec(module) is None:
-        sys.exit(f"{module} is not installed: pip install 'arrowline[bench]'")
+    for module in ((needs or {}).get(args.contender) or "").split():
+        if importlib.util.find_spec(module) is None:
+            sys.exit(f"{module} is not installed: pip install 'arrowline[bench]'")
     with tempfile.TemporaryDirectory() as directory:
         print("RESULT " + json.dumps(runners[args.contender](args.data, Path(directory))))
 

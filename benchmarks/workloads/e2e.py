@@ -282,7 +282,7 @@ def main() -> None:
             "script": _script,
             "dlt_dbt": _dlt_dbt,
         },
-        needs={"dlt_dbt": "dbt"},
+        needs={"dlt_dbt": "dlt dbt"},
     )
 
 

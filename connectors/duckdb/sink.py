@@ -221,11 +221,15 @@ def write_duckdb(
     path = path if path.is_absolute() else base_dir / path
     path.parent.mkdir(parents=True, exist_ok=True)
     what = f"loading {config.table} in {path.name}"
-    target = quote_table(config.table)
     try:
         connection = duckdb.connect(str(path))
+        catalog = connection.execute("select current_database()").fetchall()[0][0]
     except duckdb.Error as exc:
         raise translate(exc, what, path) from None
+    # schema.table fully qualified: in dev.duckdb, `dev.orders` could also be catalog dev's
+    # table orders, and DuckDB refuses the ambiguity
+    qualified = split_table(config.table)[0] is not None
+    target = (quote_identifier(catalog) + "." if qualified else "") + quote_table(config.table)
     unregister = cancel.on_cancel(connection.interrupt) if cancel else None
 
     def execute(sql: str, params: Any) -> Any:

@@ -36,8 +36,12 @@ def prepare(connection: duckdb.DuckDBPyConnection, path: Path, schema: str | Non
         lock = _DDL_LOCKS.setdefault(path.resolve(), threading.Lock())
     with lock:
         ensure_state_table(lambda sql, params: connection.execute(sql, list(params)))
-        if schema:
-            connection.execute(f"create schema if not exists {quote_identifier(schema)}")
+        if schema:  # in the file's own catalog: `marts` alone is ambiguous in marts.duckdb
+            catalog = connection.execute("select current_database()").fetchall()[0][0]
+            connection.execute(
+                f"create schema if not exists {quote_identifier(catalog)}."
+                f"{quote_identifier(schema)}"
+            )
 
 
 def _path(config: DuckDBSink, ctx: ConnectorContext) -> Path:

@@ -98,10 +98,14 @@ class Project(ProjectReader):
         found = self.pipelines()
         if name not in found:
             names = ", ".join(sorted(found)) or "none"
+            dbt = Path(name) / "dbt_project.yml"
             raise SelectionError(
                 f"no pipeline {name!r} in {self.path} (pipelines: {names})."
                 + did_you_mean(name, set(found)),
-                hint="give the pipeline's file, or its name from a folder inside its project",
+                hint=f"{dbt} is dbt's: arrowline reads the same keys from arrowline_project.yml "
+                "beside it (copy or rename it)"
+                if dbt.is_file()
+                else "give the pipeline's file, or its name from a folder inside its project",
             )
         return found[name]
 

@@ -292,7 +292,8 @@ def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path 
 @click.option(
     "--full-refresh",
     is_flag=True,
-    help="Incremental extracts read everything, ignoring their watermarks.",
+    help="Incremental extracts read everything, ignoring their watermarks, and incremental "
+    "sql tasks make their whole table again.",
 )
 @click.option(
     "--resume",

@@ -290,6 +290,8 @@ def build_plan(
     fingerprints = task_fingerprints(definition, resolved, resolved_params, order, observed)
     selectables = selectable(definition, order, fingerprints, catalog)
     chosen = select_tasks(select, exclude, graph, selectables, definition.base_dir)
+    if chosen is not None:  # a task chosen brings the tasks that are part of it
+        chosen |= {t.id for t in spec.tasks if t.part_of in chosen}
     decisions = decide(
         spec,
         order,

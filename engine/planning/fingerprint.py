@@ -57,7 +57,15 @@ __all__ = [
     "task_fingerprints",
 ]
 
-_HOW_IT_RUNS = {"description", "column_descriptions", "tags", "retry", "timeout", "cache"}
+_HOW_IT_RUNS = {
+    "description",
+    "column_descriptions",
+    "tags",
+    "part_of",
+    "retry",
+    "timeout",
+    "cache",
+}
 """Task settings that cannot change its output."""
 
 PARTS = ("params", "definition", "code", "libraries", "input")

@@ -7,7 +7,7 @@ the tasks of every term (a union). A term joins atoms with commas: the tasks eve
     orders            the task `orders`; `stg_*` every task whose id the pattern matches
     tag:nightly       tasks with that tag (`tags:` on the task)
     kind:sql          tasks of that kind: extract, sql, udf, validate, load
-    config.materialized:view   tasks materialized so: table, ephemeral or view
+    config.materialized:view   tasks materialized so: table, ephemeral, view or incremental
     path:udfs.py      tasks defined in or reading that file, or a file under that folder (the
                       pipeline file, a sql `file:`, a UDF's module, a validate schema file),
                       relative to the pipeline's folder; a glob matches too
@@ -47,7 +47,7 @@ _ATOM = re.compile(r"(?P<at>@)?(?:(?P<up>\d*)\+)?(?P<body>[^+@\s]+?)(?:\+(?P<dow
 _METHODS = ("tag", "kind", "config.materialized", "path", "state")
 _STATES = ("modified", "new")
 _KINDS = ("extract", "sql", "udf", "validate", "load")
-_MATERIALIZED = ("table", "ephemeral", "view")
+_MATERIALIZED = ("table", "ephemeral", "view", "incremental")
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def selectable(
             task_id,
             str(task.kind.value),
             task.tags,
-            task.materialize,
+            "incremental" if task.sql is not None and task.sql.incremental else task.materialize,
             tuple(dict.fromkeys(files)),
             state(task_id),
         )

@@ -304,6 +304,11 @@ class TaskSpec(ConfigModel):
     depends_on: tuple[str, ...] = Field(
         (), description="Extra upstream task ids, beyond those implied by inputs and SQL."
     )
+    part_of: str | None = Field(
+        None,
+        description="The task this one belongs to: a selection that names that task names "
+        "this one too (a SQL project's publishing load of its model).",
+    )
     tests: tuple[ModelTest, ...] = Field(
         (),
         description="Checks of a sql task's output (dbt's generic tests: unique, not_null, "

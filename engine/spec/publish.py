@@ -9,9 +9,9 @@ the project makes for the model (so that no load has to be written by hand per m
 A model with a database gets a load task `<model>__publish` reading its output, into
 `<schema>.<model>` (or `<model>`): `table` replaces the table, `view` makes it a view of the
 model's output (in DuckDB over the workspace's files, no row copied; in PostgreSQL switched to
-a new table on commit), `incremental` merges the output by its unique_key (the whole table: the
-model's output holds every row), or replaces the table without a key or when it appends. An
-ephemeral model keeps nothing to publish.
+a new table on commit), and `incremental` replaces it too: the model's output holds every row
+(a merge would keep rows a --full-refresh dropped). An ephemeral model keeps nothing to
+publish.
 """
 
 from __future__ import annotations
@@ -76,13 +76,10 @@ def publish_task(
             "(warehouse.duckdb, out/warehouse.db)"
         )
     load: dict[str, Any] = {"input": model, **target}
-    keys = settings.get("unique_key")
-    merges = settings.get("incremental_strategy") in (None, "merge", "delete+insert")
-    if materialized == "incremental" and keys and merges:
-        load |= {"mode": "merge", "keys": [keys] if isinstance(keys, str) else list(keys)}
-    else:
-        load["mode"] = "replace"
-    task: dict[str, Any] = {"id": model + PUBLISH_SUFFIX, "load": load}
+    # replace, an incremental model's too: its output is the whole table, and after a
+    # --full-refresh only a replace drops the rows the rebuilt table no longer has
+    load["mode"] = "replace"
+    task: dict[str, Any] = {"id": model + PUBLISH_SUFFIX, "load": load, "part_of": model}
     if materialized == "view":
         task["materialize"] = "view"
     tags = settings.get("tags")

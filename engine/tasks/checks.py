@@ -193,6 +193,14 @@ class _Checker(OutputChecks, TemplateChecks):
                     task,
                     ("depends_on", position),
                 )
+        if task.part_of is not None and task.part_of not in self.known_ids - {task.id}:
+            self.add(
+                "unknown-dependency",
+                f"part_of names no other task: {task.part_of!r}."
+                f"{did_you_mean(task.part_of, self.known_ids - {task.id})}",
+                task,
+                ("part_of",),
+            )
 
     def model_tests(self, task: TaskSpec) -> None:
         """Tests check a kept sql output; one refers to a task that is there."""

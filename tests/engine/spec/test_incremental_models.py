@@ -76,6 +76,9 @@ def test_three_runs_add_changed_and_late_rows_as_a_fresh_build_would(
 ) -> None:
     csv = events / "data" / "events.csv"
     csv.write_text(HEADER)
+    assert list(plan(events, select=["config.materialized:incremental"]).selected or ()) == [
+        "events_latest"
+    ]
     for number, batch in enumerate(BATCHES):
         csv.write_text(csv.read_text() + batch)
         the_plan = plan(events)

@@ -69,24 +69,47 @@ def test_each_mart_is_published_as_a_table_or_a_view(shop: Path, project: Path) 
             )
 
 
-def test_an_incremental_model_is_merged_into_its_table(shop: Path) -> None:
+def test_an_incremental_model_is_published_whole_and_a_full_refresh_drops_rows(
+    shop: Path,
+) -> None:
     model = shop / "models" / "marts" / "customers.sql"
     model.write_text(
         "{{ config(materialized='incremental', unique_key='customer_id') }}\n" + model.read_text()
     )
     assert run(shop).ok
     seeds = shop / "seeds" / "raw_customers.csv"
-    seeds.write_text(seeds.read_text() + "6,Ada,L.\n")
+    before = seeds.read_text()
+    seeds.write_text(before + "6,Ada,L.\n")
     assert run(shop).ok
-    the_plan = plan(shop)
-    load = the_plan.task("customers__publish").spec.load
-    assert (load.mode, load.keys) == ("merge", ("customer_id",))  # type: ignore[union-attr]
-    with duckdb.connect(str(shop / "out" / "warehouse.duckdb"), read_only=True) as db:
-        ids = [
-            row[0]
-            for row in db.sql("select customer_id from marts.customers order by 1").fetchall()
-        ]
-    assert ids == [1, 2, 3, 4, 5, 6]
+    load = plan(shop).task("customers__publish").spec.load
+    assert load is not None
+    assert load.mode == "replace"
+
+    def published() -> list[int]:
+        with duckdb.connect(str(shop / "out" / "warehouse.duckdb"), read_only=True) as db:
+            return [
+                r[0]
+                for r in db.sql("select customer_id from marts.customers order by 1").fetchall()
+            ]
+
+    assert published() == [1, 2, 3, 4, 5, 6]
+    seeds.write_text(before)  # customer 6 gone from the source
+    assert run(shop).ok
+    assert published() == [1, 2, 3, 4, 5, 6]  # kept: an incremental model adds
+    assert run(shop, full_refresh=True).ok
+    assert published() == [1, 2, 3, 4, 5]  # rebuilt, and the table with it
+
+
+def test_a_schema_named_as_its_duckdb_file_is_not_ambiguous(shop: Path) -> None:
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text().replace(
+            "+database: out/warehouse.duckdb", "+database: out/marts.duckdb"
+        )
+    )
+    assert run(shop).ok
+    with duckdb.connect(str(shop / "out" / "marts.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from marts.marts.customers").fetchall() == [(5,)]
 
 
 def test_a_model_is_published_into_postgresql_through_its_connection(
@@ -229,3 +252,18 @@ def test_a_target_asked_of_a_project_without_targets_is_said(
     problem = only(problems_of(shop), "not-supported")
     assert "has no `targets:`" in problem.message
     assert problem.severity == "warning"
+
+
+def test_selecting_a_model_selects_its_publication(shop: Path) -> None:
+    """dbt's `--select orders` builds orders in the warehouse: here its load comes with it."""
+    the_plan = plan(shop, select=["orders"])
+    assert set(the_plan.selected or ()) == {"orders", "orders__publish"}
+    assert "customers__publish" not in {t.id for t in the_plan.to_run}
+    model = shop / "models" / "marts" / "orders.sql"
+    assert run(shop).ok
+    model.write_text(
+        model.read_text().replace("    o.status,", "    o.status,\n    'v2' as version,")
+    )
+    assert run(shop, select=["state:modified"]).ok
+    with duckdb.connect(str(shop / "out" / "warehouse.duckdb"), read_only=True) as db:
+        assert db.sql("select distinct version from marts.orders").fetchall() == [("v2",)]
