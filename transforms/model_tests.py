@@ -104,6 +104,8 @@ def run_tests(
         finally:
             if unregister:
                 unregister()
+    if not failed:
+        logger.bind(task_id=task_id).info("{} tests passed or were said", len(tests))
     if failed:
         raise DataError(
             f"{len(failed)} of {len(tests)} tests of {task_id!r} failed: " + "; ".join(failed),

@@ -17,7 +17,13 @@ _PROJECT_KEYS = [
     ),
     ("`test-paths`", "`[tests]`", "every `.sql` file is a singular test: its rows are failures"),
     ("`models`", "", "settings by folder, below the project's name: `+name: value`"),
-    ("`seeds`", "", "`+column_types: {col: type}`, `+enabled`, `+tags`, `+description`"),
+    (
+        "`seeds`",
+        "",
+        "`+column_types: {col: type}` (dbt's names, `integer`, `varchar(20)`, `numeric(12,2)`, "
+        "or Arrow's), `+enabled`, `+tags`, `+description`, `+database`, `+schema` (a seed "
+        "with a database, or under a target, is published as a model is)",
+    ),
     ("`sources`", "", "`[{name, tables: [{name, extract}]}]`: what `source('s', 't')` reads"),
     ("`tasks`", "", "any other task (loads, validations), as in a pipeline"),
     (
@@ -46,7 +52,11 @@ _MODEL_SETTINGS = [
         "`<model>__publish` is made (replace; merge by `unique_key` for an incremental model; a "
         "view for `view`)",
     ),
-    ("`schema`", "the schema it is published in (needs `database`)"),
+    (
+        "`schema`",
+        "the schema it is published in (needs `database`); under a target, `<target "
+        "schema>_<schema>`, as dbt's generate_schema_name makes it",
+    ),
     ("`tags`, `enabled`, `description`", "as a task's"),
 ]
 PROJECT = "\n".join(

@@ -43,7 +43,9 @@ from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
 from engine.spec.project_tests import ProjectTests, custom_tests, generic_test_files
 from engine.spec.publish import publish_task
+from engine.spec.seeds import SEED_SETTINGS, seed_tasks
 from engine.spec.targets import TARGET_ENV, choose_target
+from engine.spec.templates import config_call
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
 
@@ -56,7 +58,6 @@ SETTINGS = {
     *("unique_key", "incremental_strategy", "database", "schema"),
 }
 """What a model's folders, property file and `config()` may set."""
-_SEED_SETTINGS = {"column_types", "enabled", "tags", "description"}
 _MATERIALIZED = {
     "table": "table",
     "ephemeral": "ephemeral",
@@ -195,7 +196,7 @@ class _Composer(ProjectTests):
                     file=str(where),
                     line=line,
                 )
-        self.unmatched(seeds, seed_paths, _SEED_SETTINGS, "seeds")
+        self.unmatched(seeds, seed_paths, SEED_SETTINGS, "seeds")
         data["tasks"] = self.unique([*(tasks if isinstance(tasks, list) else []), *generated])
         self.place(data["tasks"])
         if not data["tasks"]:
@@ -250,7 +251,7 @@ class _Composer(ProjectTests):
         if isinstance(name, str) and isinstance(value.get(name), dict):
             self.nested[key] = (name,)
             for other in sorted(k for k in value if k != name and isinstance(k, str)):
-                if not other.startswith("+") and other not in SETTINGS | _SEED_SETTINGS:
+                if not other.startswith("+") and other not in SETTINGS | SEED_SETTINGS:
                     self.problem(
                         "not-supported",
                         f"{key}: {other!r} is not this project ({name!r}): packages are not "
@@ -381,6 +382,18 @@ class _Composer(ProjectTests):
                         table_path,
                     )
                     continue
+                unread = [k for k in ("freshness", "loaded_at_field") if k in table]
+                tested = [c for c in table.get("columns") or [] if isinstance(c, dict)]
+                if table.get("tests") or any(c.get("tests") or c.get("data_tests") for c in tested):
+                    unread.append("tests (test the models that read it)")
+                if unread:
+                    self.problem(
+                        "not-supported",
+                        f"source table {name}.{table_name}: {', '.join(unread)} not run",
+                        severity="warning",
+                        file=where,
+                        line=lines.line_of(table_path),
+                    )
                 task: dict[str, Any] = {"id": source_task(name, table_name), "extract": extract}
                 task |= self.labels({"tags": ["source"], "description": table.get("description")})
                 tasks.append(self.made(task, where))
@@ -410,6 +423,8 @@ class _Composer(ProjectTests):
             kept = given.get("materialized") != "ephemeral"  # the target's, where it keeps one
             target = self.published if kept and "database" not in given else {}
             settings = target | given | ({"tags": list(dict.fromkeys(tags))} if tags else {})
+            if target.get("schema") and isinstance(given.get("schema"), str):
+                settings["schema"] = f"{target['schema']}_{given['schema']}"  # as dbt names it
             if settings.get("enabled", True) is False:
                 continue
             task: dict[str, Any] = {
@@ -466,17 +481,25 @@ class _Composer(ProjectTests):
                 yield self.made(published, path.relative_to(self.root).as_posix())
 
     def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        for path, settings in self.configured(roots, "*.csv", tree, _SEED_SETTINGS, "seeds"):
-            if settings.get("enabled", True) is False:
+        connections = self.data.get("connections")
+        for path, given in self.configured(roots, "*.csv", tree, SEED_SETTINGS, "seeds"):
+            if given.get("enabled", True) is False:
                 continue
-            extract: dict[str, Any] = {
-                "from": "files",
-                "path": path.relative_to(self.root).as_posix(),
-            }
-            if settings.get("column_types"):
-                extract["columns"] = settings["column_types"]
-            seed = {"id": path.stem, "extract": extract, **self.labels(settings)}
-            yield self.made(seed, path.relative_to(self.root).as_posix())
+            target = self.published if "database" not in given else {}
+            settings = target | given
+            if target.get("schema") and isinstance(given.get("schema"), str):
+                settings["schema"] = f"{target['schema']}_{given['schema']}"  # as dbt names it
+            tasks, wrong = seed_tasks(
+                path,
+                self.root,
+                settings,
+                connections if isinstance(connections, dict) else {},
+                self.labels(settings),
+            )
+            if wrong is not None:
+                self.problem("invalid-value", f"seed {path.stem!r}: {wrong}", file=str(path))
+            for task in tasks:
+                yield self.made(task, path.relative_to(self.root).as_posix())
 
     def named_well(self, path: Path, what: str) -> bool:
         """Whether a model's or seed's file name makes a task id (and a table name)."""
@@ -510,42 +533,14 @@ class _Composer(ProjectTests):
 
     def own_config(self, path: Path, allowed: set[str] = SETTINGS) -> dict[str, Any]:
         """What a model's (or a singular test's) `{{ config(materialized=..., tags=...) }}`
-        sets (literal values)."""
-        import jinja2
-        from jinja2 import nodes
-
-        from engine.spec.params import template_environment
-
+        sets (literal values); what is written wrong there is said at its line."""
         try:
             text = path.read_text(encoding="utf-8")
-            ast = template_environment().parse(text)
-        except (OSError, UnicodeDecodeError, jinja2.TemplateSyntaxError):
-            return {}  # reported where the statement is checked
-        found: dict[str, Any] = {}
-        for call in ast.find_all(nodes.Call):
-            if not (isinstance(call.node, nodes.Name) and call.node.name == "config"):
-                continue
-            for keyword in call.kwargs:
-                try:
-                    value = keyword.value.as_const()
-                except nodes.Impossible:
-                    self.problem(
-                        "invalid-value",
-                        f"config({keyword.key}=...) must be a literal value",
-                        file=str(path),
-                        line=call.lineno,
-                    )
-                    continue
-                if keyword.key not in allowed:
-                    self.problem(
-                        "unknown-key",
-                        f"config: unknown setting {keyword.key!r} (known: "
-                        f"{', '.join(sorted(allowed))})",
-                        file=str(path),
-                        line=call.lineno,
-                    )
-                    continue
-                found[keyword.key] = value
+        except (OSError, UnicodeDecodeError):
+            return {}  # reported where the statement is read
+        found, wrong = config_call(text, allowed)
+        for code, message, line in wrong:
+            self.problem(code, message, file=str(path), line=line)
         return found
 
     def unique(self, tasks: list[Any]) -> list[Any]:

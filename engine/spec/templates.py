@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
@@ -16,6 +17,7 @@ from engine.spec.params import BUILTINS, SAFE_SQL_FILTERS, is_template, template
 
 __all__ = [
     "ANY_PARAM",
+    "config_call",
     "line_with",
     "ordered_refs",
     "param_spellings",
@@ -243,3 +245,31 @@ def _target_names(target: nodes.Node) -> Iterable[str]:
     elif isinstance(target, nodes.Tuple):
         for item in target.items:
             yield from _target_names(item)
+
+
+def config_call(text: str, allowed: set[str]) -> tuple[dict[str, Any], list[tuple[str, str, int]]]:
+    """The settings a template's `{{ config(key=value, ...) }}` gives (literal values only),
+    and (code, message, line) of each one written wrong: not a literal, or not `allowed`."""
+    try:
+        ast = template_environment().parse(text)
+    except jinja2.TemplateSyntaxError:
+        return {}, []  # reported where the template is checked
+    found: dict[str, Any] = {}
+    wrong: list[tuple[str, str, int]] = []
+    for call in ast.find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "config"):
+            continue
+        for keyword in call.kwargs:
+            try:
+                value = keyword.value.as_const()
+            except nodes.Impossible:
+                message = f"config({keyword.key}=...) must be a literal value"
+                wrong.append(("invalid-value", message, call.lineno))
+                continue
+            if keyword.key not in allowed:
+                known = ", ".join(sorted(allowed))
+                message = f"config: unknown setting {keyword.key!r} (known: {known})"
+                wrong.append(("unknown-key", message, call.lineno))
+                continue
+            found[keyword.key] = value
+    return found, wrong

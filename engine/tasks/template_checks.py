@@ -166,7 +166,8 @@ class TemplateChecks:
             ok = False
             add(
                 "undefined-variable",
-                f"template uses undefined variable {name!r}.{did_you_mean(name, list(BUILTINS))}",
+                f"template uses undefined variable {name!r}."
+                f"{did_you_mean(name, [*BUILTINS, *self.macro_names])}",
                 f"templates see {', '.join(sorted(BUILTINS))}; parameters are params.NAME",
                 name,
             )

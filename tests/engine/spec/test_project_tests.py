@@ -124,3 +124,25 @@ def test_a_test_of_a_column_the_model_lacks_is_said_at_the_test_by_plan(
     line = 1 + schema.read_text().splitlines().index("      - name: amout") + 1
     assert f"schema.yml:{line}: error [task orders]" in result.output, result.output
     assert "the output has no column 'amout'" in " ".join(result.output.split())
+
+
+def test_what_a_source_table_asks_that_is_not_run_is_said(shop: Path) -> None:
+    sources = shop / "models" / "staging" / "_sources.yml"
+    sources.write_text(
+        sources.read_text().replace(
+            "extract:",
+            "loaded_at_field: paid_at\n        columns:\n          - name: id\n"
+            "            tests: [unique]\n        extract:",
+            1,
+        )
+    )
+    problem = only(problems_of(shop), "not-supported")
+    assert "loaded_at_field, tests (test the models that read it) not run" in problem.message
+    assert problem.severity == "warning"
+
+
+def test_a_misspelt_macro_is_named_with_the_one_meant(shop: Path) -> None:
+    model = shop / "models" / "staging" / "stg_payments.sql"
+    model.write_text(model.read_text().replace("cents_to_dollars(", "cent_to_dollars("))
+    problem = only(problems_of(shop), "undefined-variable")
+    assert "Did you mean 'cents_to_dollars'?" in problem.message

@@ -190,11 +190,16 @@ def test_targets_choose_where_every_kept_model_is_published(
         )
     )
     loads = {t.id for t in plan(folder).tasks if t.spec.load is not None}
-    assert loads == {"publish_customers", "customers__publish", "orders__publish"}
+    assert loads == {
+        "publish_customers",
+        *("customers__publish", "orders__publish"),
+        *("raw_customers__publish", "raw_orders__publish"),  # seeds, as dbt seed loads them
+    }
     assert run(folder).ok
     with duckdb.connect(str(folder / "out" / "dev.duckdb"), read_only=True) as db:
         assert db.sql("select distinct built_for from main.customers").fetchall() == [("dev",)]
         assert db.sql("select count(*) from main.orders").fetchall() == [(7,)]
+        assert db.sql("select count(*) from main.raw_customers").fetchall() == [(5,)]
     assert cli("run", folder, "--target", "prod", "--no-progress").exit_code == 0
     with duckdb.connect(str(folder / "out" / "prod.duckdb"), read_only=True) as db:
         assert db.sql("select distinct built_for from analytics.customers").fetchall() == [
@@ -267,3 +272,27 @@ def test_selecting_a_model_selects_its_publication(shop: Path) -> None:
     assert run(shop, select=["state:modified"]).ok
     with duckdb.connect(str(shop / "out" / "warehouse.duckdb"), read_only=True) as db:
         assert db.sql("select distinct version from marts.orders").fetchall() == [("v2",)]
+
+
+def test_a_models_schema_under_a_target_is_prefixed_as_dbt_does_and_types_read_as_dbt_writes(
+    project: Path,
+) -> None:
+    folder = Path(shutil.copytree(SHOP, project / "prefixed"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text()
+        .replace("      +tags: [marts]\n", "      +tags: [marts]\n      +schema: marts\n")
+        .replace("{order_date: date}", "{order_date: date, id: integer, status: varchar(20)}")
+        + "\ntarget: dev\ntargets:\n  dev: {database: out/dev.duckdb, schema: dev}\n"
+    )
+    the_plan = plan(folder)
+    load = the_plan.task("orders__publish").spec.load
+    assert load is not None
+    assert load.table == "dev_marts.orders"  # dbt's generate_schema_name: target_custom
+    columns = the_plan.task("raw_orders").spec.extract.columns  # type: ignore[union-attr]
+    assert {k: str(v) for k, v in columns.items()} == {
+        "order_date": "date",
+        "id": "int32",
+        "status": "string",
+    }
+    assert run(folder).ok
