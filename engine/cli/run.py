@@ -51,6 +51,7 @@ __all__ = ["COMMANDS"]
 
 @click.command()
 @click.argument("pipelines", nargs=-1, required=True, metavar="PIPELINE...")
+@target_option
 @project_option
 @format_option
 def validate(pipelines: tuple[str, ...], project_dir: Path | None, fmt: str) -> None:
@@ -228,6 +229,7 @@ def check(pipeline: str, project_dir: Path | None) -> None:
 @pipeline_argument
 @click.argument("task")
 @param_option
+@target_option
 @project_option
 def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path | None) -> None:
     """Print a task's SQL or configuration with every template rendered."""

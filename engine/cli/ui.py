@@ -17,6 +17,7 @@ from engine.cli.common import (
     project_argument,
     project_option,
     select_option,
+    target_option,
 )
 
 __all__ = ["COMMANDS"]
@@ -201,6 +202,7 @@ def export(pipeline: str, run_id: str | None, output: Path, project_dir: Path | 
     required=True,
     help="The HTML file to write.",
 )
+@target_option
 @project_option
 def docs(pipeline: str, output: Path, project_dir: Path | None) -> None:
     """Document PIPELINE as one HTML file that opens offline: every task with its description,
