@@ -49,6 +49,15 @@ class SqlIncremental(ConfigModel):
         "are added to the last output's.",
     )
 
+    on_schema_change: Literal["ignore", "append_new_columns", "sync_all_columns", "fail"] = Field(
+        "ignore",
+        description="When the new rows' columns differ from the kept output's (dbt's "
+        "setting, and its default): ignore keeps the kept columns (a new column is left "
+        "out, said in the log; a dropped one is NULL in new rows); append_new_columns adds "
+        "new columns (NULL in kept rows) and keeps dropped ones; sync_all_columns makes the "
+        "columns the new rows' (dropped ones leave the kept rows too); fail fails the task.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _one_key(cls, value: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,13 +221,22 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(lines[:3]) if lines else type(exc).__name__
 
 
-def added_to_kept(statement: str, incremental: SqlIncremental) -> str:
-    """The statement of an incremental sql task that has a kept output (`THIS`): the kept rows
-    (those whose key the new rows do not hold, when it merges) and the new rows, matched by
-    column name (a column only one side has is NULL on the other)."""
-    new = f"(\n{_statement(statement)}\n)"
+def added_to_kept(
+    statement: str,
+    incremental: SqlIncremental,
+    kept: Sequence[str] | None = None,
+    new_columns: Sequence[str] | None = None,
+) -> str:
+    """The statement of an incremental sql task that has a kept output (`THIS`, of columns
+    `kept`): the kept rows (those whose key the new rows do not hold, when it merges) and the
+    new rows (of `new_columns`), matched by column name, in the columns its on_schema_change
+    keeps (a column only one side has is NULL on the other). DataError when it fails on a
+    difference."""
+    columns = _kept_columns(incremental, list(kept or []), list(new_columns or []))
+    new = f"(select {_side(columns, new_columns)} from (\n{_statement(statement)}\n))"
+    old = f"(select {_side(columns, kept)} from {THIS})" if columns else THIS
     if not incremental.merges:
-        return f"select * from {THIS} union all by name select * from {new}"
+        return f"select * from {old} union all by name select * from {new}"
     same = " and ".join(
         # a NULL key matches a NULL key: a row without one is replaced, not kept twice
         f"n.{quote_identifier(k)} is not distinct from k.{quote_identifier(k)}"
@@ -235,6 +244,45 @@ def added_to_kept(statement: str, incremental: SqlIncremental) -> str:
     )
     return (
         f"with new_rows as {new}\n"
-        f"select * from {THIS} as k where not exists (select 1 from new_rows as n where {same})\n"
+        f"select * from {old} as k where not exists (select 1 from new_rows as n where {same})\n"
         "union all by name select * from new_rows"
     )
+
+
+def _side(columns: list[str], has: Sequence[str] | None) -> str:
+    """One side's select list for the output's `columns`: NULL for one the side lacks."""
+    if not columns:
+        return "*"
+    present = {c.lower() for c in has or ()}
+    return ", ".join(
+        quote_identifier(c) if c.lower() in present else f"null as {quote_identifier(c)}"
+        for c in columns
+    )
+
+
+def _kept_columns(incremental: SqlIncremental, kept: list[str], new: list[str]) -> list[str]:
+    """The output's columns by on_schema_change ([] for every column of both sides); the
+    key columns always stay."""
+    if not kept or not new or [c.lower() for c in kept] == [c.lower() for c in new]:
+        return []
+    policy = incremental.on_schema_change
+    if policy == "fail":
+        raise DataError(
+            f"the new rows' columns ({', '.join(new)}) differ from the kept output's "
+            f"({', '.join(kept)}) and on_schema_change is fail",
+            hint="set on_schema_change (append_new_columns, sync_all_columns, ignore), or run "
+            "with --full-refresh to make the whole table with the new columns",
+        )
+    if policy == "append_new_columns":
+        return []
+    if policy == "sync_all_columns":
+        return new
+    left_out = [c for c in new if c.lower() not in {k.lower() for k in kept}]
+    if left_out:
+        from loguru import logger
+
+        logger.warning(
+            "new columns {} are left out: on_schema_change is ignore (--full-refresh adds them)",
+            ", ".join(left_out),
+        )
+    return kept

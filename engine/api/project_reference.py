@@ -43,8 +43,9 @@ _MODEL_SETTINGS = [
         "last output: [sql: incremental](#sql-incremental))",
     ),
     (
-        "`unique_key`, `incremental_strategy`",
-        "an incremental model's key, and `merge` (or `delete+insert`) or `append`",
+        "`unique_key`, `incremental_strategy`, `on_schema_change`",
+        "an incremental model's key; `merge` (or `delete+insert`) or `append`; `ignore` (the "
+        "default), `append_new_columns`, `sync_all_columns` or `fail`",
     ),
     (
         "`database`",

@@ -55,7 +55,7 @@ _IGNORED = {"version", "config-version", "profile", "require-dbt-version", "targ
 _NOT_YET = {"snapshot-paths", "analysis-paths", "docs-paths"}
 SETTINGS = {
     *("materialized", "tags", "enabled", "description"),
-    *("unique_key", "incremental_strategy", "database", "schema"),
+    *("unique_key", "incremental_strategy", "on_schema_change", "database", "schema"),
 }
 """What a model's folders, property file and `config()` may set."""
 _MATERIALIZED = {
@@ -444,6 +444,7 @@ class _Composer(ProjectTests):
                 task["sql"]["incremental"] = {
                     "unique_key": _listed(settings.get("unique_key")),
                     **_strategy(settings.get("incremental_strategy")),
+                    **{k: settings[k] for k in ("on_schema_change",) if k in settings},
                 }
             elif materialized != "table":
                 task["materialize"] = _MATERIALIZED[materialized]

@@ -111,7 +111,9 @@ class Sql:
         statement = context.task.sql
         incremental = context.task.spec.sql.incremental if context.task.spec.sql else None
         if incremental is not None and THIS in context.inputs:  # add to the kept output
-            statement = added_to_kept(statement, incremental)
+            kept = context.inputs[THIS].schema.names
+            new = describe_sql(statement, context.inputs, database=context.duckdb).names
+            statement = added_to_kept(statement, incremental, kept, new)
         rows = run_sql(
             statement,
             context.inputs,

@@ -288,3 +288,61 @@ def test_backfills_in_parallel_are_refused_for_an_incremental_sql_task(
     result = cli("backfill", path, "--from", "2024-01-01", "--to", "2024-01-04", "--parallel", "2")
     assert result.exit_code != 0
     assert "incremental tasks (acc)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("policy", "columns", "after"),
+    [
+        ("ignore", ["id", "a", "b"], [(1, "a1", "b1"), (2, "a2", None)]),
+        (
+            "append_new_columns",
+            ["id", "a", "b", "c"],
+            [(1, "a1", "b1", None), (2, "a2", None, "c2")],
+        ),
+        ("sync_all_columns", ["id", "a", "c"], [(1, "a1", None), (2, "a2", "c2")]),
+    ],
+)
+def test_on_schema_change_decides_the_columns_when_the_statement_changes_them(
+    write: WritePipeline, policy: str, columns: list[str], after: list[tuple[object, ...]]
+) -> None:
+    """Run 1 makes (id, a, b); run 2's statement returns (id, a, c): b dropped, c added."""
+    text = """
+        pipeline: evolve
+        tasks:
+          - id: t
+            sql:
+              incremental: {unique_key: [id], on_schema_change: POLICY}
+              query: |
+                {% if is_incremental() %} select 2 as id, 'a2' as a, 'c2' as c
+                {% else %} select 1 as id, 'a1' as a, 'b1' as b {% endif %}
+        """.replace("POLICY", policy)
+    path = write("evolve.yaml", text)
+    assert run(path).ok
+    assert run(path).ok
+    with engine.open(path.parent) as opened:
+        table = opened.table("t", pipeline="evolve").sort("id").collect()
+    assert table.columns == columns
+    assert table.rows() == after
+
+
+def test_on_schema_change_fail_fails_the_task_and_keeps_the_output(write: WritePipeline) -> None:
+    path = write(
+        "strict.yaml",
+        """
+        pipeline: strict
+        tasks:
+          - id: t
+            sql:
+              incremental: {unique_key: [id], on_schema_change: fail}
+              query: |
+                {% if is_incremental() %} select 2 as id, 'c2' as c
+                {% else %} select 1 as id, 'b1' as b {% endif %}
+        """,
+    )
+    assert run(path).ok
+    failed = run(path)
+    assert "differ from the kept output's (id, b) and on_schema_change is fail" in (
+        failed.tasks["t"].error or ""
+    )
+    with engine.open(path.parent) as opened:
+        assert opened.table("t", pipeline="strict").collect().rows() == [(1, "b1")]
