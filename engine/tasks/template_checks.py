@@ -20,7 +20,7 @@ from engine.core.errors import DefinitionError
 from engine.core.files import shown_path
 from engine.core.problems import did_you_mean
 from engine.spec.model import TaskKind, TaskSpec
-from engine.spec.params import BUILTINS, Param, source_task
+from engine.spec.params import BUILTINS, Param, literal_prints, source_task
 from engine.spec.resolve import template_texts
 from engine.spec.templates import (
     ANY_PARAM,
@@ -99,12 +99,12 @@ class TemplateChecks:
             test = tests.get(text) if statement is None else None
             where: PathKey = ("tests", test) if test is not None else (task.kind.value,)
             ok = self.text(text, task, where, place) and ok
-            if statement and template_syntax_error(text) is None:
-                self.raw_params(task, text, statement[1])
+            if statement and template_syntax_error(text) is None:  # as it renders
+                self.raw_params(task, literal_prints(text), statement[1])
         config = task.config if task.kind is not TaskKind.SQL else None
         for key, text in sql_fields(config) if config is not None else ():
-            if template_syntax_error(text) is None:
-                self.printed_raw(text, task, (task.kind.value, key))
+            if template_syntax_error(text) is None:  # checked as it renders (sql=True)
+                self.printed_raw(literal_prints(text), task, (task.kind.value, key))
         return ok
 
     def text(

@@ -452,11 +452,11 @@ def test_a_raw_parameter_in_a_sources_query_is_an_error(write: WritePipeline) ->
             extract:
               from: duckdb
               path: w.duckdb
-              query: "select * from t where region = '{{ params.region }}'"
+              query: "select * from t where region = {{ params.region }} or '{{ params.region }}' = ''"
     """,
             )
         ),
-        "unquoted-parameter",
+        "unquoted-parameter",  # the bare print; the quoted one is one string (sql_literal)
     )
     assert (problem.severity, problem.line) == ("error", 8)
 
