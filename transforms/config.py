@@ -50,12 +50,13 @@ class SqlIncremental(ConfigModel):
     )
 
     on_schema_change: Literal["ignore", "append_new_columns", "sync_all_columns", "fail"] = Field(
-        "ignore",
-        description="When the new rows' columns differ from the kept output's (dbt's "
-        "setting, and its default): ignore keeps the kept columns (a new column is left "
-        "out, said in the log; a dropped one is NULL in new rows); append_new_columns adds "
-        "new columns (NULL in kept rows) and keeps dropped ones; sync_all_columns makes the "
-        "columns the new rows' (dropped ones leave the kept rows too); fail fails the task.",
+        "append_new_columns",
+        description="When the new rows' columns differ from the kept output's (dbt's setting; "
+        "a SQL project's models take dbt's default, ignore): append_new_columns adds new "
+        "columns (NULL in kept rows) and keeps dropped ones; ignore keeps the kept columns (a "
+        "new column is left out, said in the log; a dropped one is NULL in new rows); "
+        "sync_all_columns makes the columns the new rows' (dropped ones leave the kept rows "
+        "too); fail fails the task. Columns are compared by name, not by order.",
     )
 
     @model_validator(mode="before")

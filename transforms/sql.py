@@ -263,8 +263,8 @@ def _side(columns: list[str], has: Sequence[str] | None) -> str:
 def _kept_columns(incremental: SqlIncremental, kept: list[str], new: list[str]) -> list[str]:
     """The output's columns by on_schema_change ([] for every column of both sides); the
     key columns always stay."""
-    if not kept or not new or [c.lower() for c in kept] == [c.lower() for c in new]:
-        return []
+    if not kept or not new or {c.lower() for c in kept} == {c.lower() for c in new}:
+        return []  # the same columns, in any order: matched by name
     policy = incremental.on_schema_change
     if policy == "fail":
         raise DataError(

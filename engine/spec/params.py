@@ -49,6 +49,7 @@ from engine.core.problems import did_you_mean
 from engine.core.runids import is_run_id, new_run_id
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 from engine.core.tables import THIS
+from engine.spec.quoted import literal_prints
 
 __all__ = [
     "ENV_PREFIX",
@@ -248,21 +249,6 @@ def _macro_frame(exc: BaseException, context: RenderContext) -> tuple[str, int |
         if frame.filename in names:
             found = (frame.filename, frame.lineno)
     return found
-
-
-_QUOTED_PRINT = re.compile(r"'\{\{-?\s*((?:(?!\}\}|sql_literal|sql_identifier).)+?)\s*-?\}\}'")
-"""dbt's `'{{ var("start_date") }}'`: one value printed as the whole of a SQL string."""
-
-
-def literal_prints(sql: str) -> str:
-    """A SQL template with each value printed as the whole of a string literal, as dbt's models
-    write it (`'{{ var("start_date") }}'`), printed as that literal through `sql_literal`
-    instead (`{{ (var("start_date")) | string | sql_literal }}`): the same string, its quotes
-    escaped, so a value holding `'` cannot end the literal and change the statement. Lines stay
-    where they are."""
-    if "'{{" not in sql:
-        return sql
-    return _QUOTED_PRINT.sub(lambda m: f"{{{{ ({m[1]}) | string | sql_literal }}}}", sql)
 
 
 def render_lenient(text: str, context: RenderContext, task_id: str | None = None) -> str | None:

@@ -444,7 +444,7 @@ class _Composer(ProjectTests):
                 task["sql"]["incremental"] = {
                     "unique_key": _listed(settings.get("unique_key")),
                     **_strategy(settings.get("incremental_strategy")),
-                    **{k: settings[k] for k in ("on_schema_change",) if k in settings},
+                    "on_schema_change": settings.get("on_schema_change", "ignore"),  # dbt's
                 }
             elif materialized != "table":
                 task["materialize"] = _MATERIALIZED[materialized]

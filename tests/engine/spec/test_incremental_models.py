@@ -346,3 +346,45 @@ def test_on_schema_change_fail_fails_the_task_and_keeps_the_output(write: WriteP
     )
     with engine.open(path.parent) as opened:
         assert opened.table("t", pipeline="strict").collect().rows() == [(1, "b1")]
+
+
+def test_a_pipelines_incremental_task_keeps_new_columns_and_ignores_their_order(
+    write: WritePipeline,
+) -> None:
+    """Without on_schema_change, a YAML pipeline's task adds a new column (append_new_columns,
+    as before the setting existed); a SQL project's model takes dbt's ignore. Columns in
+    another order are the same columns, even for fail."""
+    path = write(
+        "order.yaml",
+        """
+        pipeline: order
+        tasks:
+          - id: t
+            sql:
+              incremental: {unique_key: [id], on_schema_change: fail}
+              query: |
+                {% if is_incremental() %} select 'b' as v, 2 as id
+                {% else %} select 1 as id, 'a' as v {% endif %}
+          - id: grows
+            sql:
+              incremental: {unique_key: [id]}
+              query: |
+                {% if is_incremental() %} select 2 as id, 'new' as extra
+                {% else %} select 1 as id {% endif %}
+        """,
+    )
+    assert run(path).ok
+    assert run(path).ok
+    with engine.open(path.parent) as opened:
+        assert opened.table("t", pipeline="order").sort("id").collect().rows() == [
+            (1, "a"),
+            (2, "b"),
+        ]
+        grows = opened.table("grows", pipeline="order").sort("id").collect()
+    assert grows.columns == ["id", "extra"]
+
+
+def test_a_project_model_takes_dbts_default_on_schema_change(events: Path) -> None:
+    incremental = plan(events).task("events_latest").spec.sql.incremental  # type: ignore[union-attr]
+    assert incremental is not None
+    assert incremental.on_schema_change == "ignore"

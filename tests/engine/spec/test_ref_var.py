@@ -192,3 +192,47 @@ def test_dbts_quoted_var_is_one_string_a_value_cannot_end(
     assert _loaded(project) == []  # compared as one value: no row has it
     rendered = plan(path, params={"region": "o'brien"}).task("big_orders").sql or ""
     assert "region = 'o''brien'" in rendered
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "select E'{{ params.region }}' as v",  # an escape string: a backslash escapes there
+        "select 1 as v -- by '{{ params.region }}'",  # a comment: a newline would end it
+        "select 1 as v /* '{{ params.region }}' */",
+        "select 1 as \"'{{ params.region }}'\"",  # a quoted identifier
+    ],
+)
+def test_a_quoted_print_anywhere_but_a_plain_string_stays_refused(
+    write: WritePipeline, statement: str
+) -> None:
+    """Only a plain SQL string is made one literal; elsewhere a text parameter printed raw is
+    refused as before, so a value cannot end what it is printed in."""
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: p
+        params: {{region: north}}
+        tasks:
+          - id: t
+            sql: |
+              {statement}
+        """,
+    )
+    codes = [p.code for p in problems_of(path) if p.severity == "error"]
+    assert codes == ["unquoted-parameter"], codes
+
+
+def test_literal_prints_leaves_what_is_not_a_plain_strings_print_as_it_is() -> None:
+    from engine.spec.quoted import literal_prints
+
+    kept = [
+        "{% raw %}select '{{ not a template }}' as v{% endraw %}",
+        "select $$'{{ x }}'$$",
+        "select '%{{ var('x') }}%' as a",
+        "'{{\n x\n}}'",
+    ]
+    assert [literal_prints(text) for text in kept] == kept
+    assert literal_prints("select 'it''s', '{{ x }}' || '{{ y }}'") == (
+        "select 'it''s', {{ (x) | string | sql_literal }} || {{ (y) | string | sql_literal }}"
+    )
