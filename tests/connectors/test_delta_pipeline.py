@@ -275,9 +275,21 @@ def test_parameters_cannot_point_a_table_outside_or_rewrite_a_filter(
         params: {region: EU}
         tasks:
           - id: events
-            extract: {from: delta, path: lake/events, filter: "region = '{{ params.region }}'"}
+            extract: {from: delta, path: lake/events, filter: "region = {{ params.region }}"}
         """,
     )
-    refused = cli("validate", "raw.yaml")
+    refused = cli("validate", "raw.yaml")  # printed raw: a value would be the condition
     assert refused.exit_code != 0
     assert "unquoted-parameter" in refused.output
+    quoted = write(
+        "quoted.yaml",
+        (project / "raw.yaml")
+        .read_text()
+        .replace("region = {{ params.region }}", "region = '{{ params.region }}'")
+        .replace("pipeline: raw", "pipeline: quoted"),
+    )
+    assert cli("validate", quoted).exit_code == 0  # dbt's quoting: one string, quotes doubled
+    attack = cli("run", quoted, "--no-progress", "-p", "region=EU' or '1'='1")
+    assert attack.exit_code == 0, attack.output
+    with engine.open(project) as opened:
+        assert opened.table("events", pipeline="quoted").collect().height == 0
