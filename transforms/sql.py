@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loguru import logger
+
 from engine.core.cancel import CancelToken
 from engine.core.errors import DataError, TaskError, disk_full
 from engine.core.sqltext import quote_identifier, sql_literal
@@ -279,8 +281,6 @@ def _kept_columns(incremental: SqlIncremental, kept: list[str], new: list[str]) 
         return new
     left_out = [c for c in new if c.lower() not in {k.lower() for k in kept}]
     if left_out:
-        from loguru import logger
-
         logger.warning(
             "new columns {} are left out: on_schema_change is ignore (--full-refresh adds them)",
             ", ".join(left_out),

@@ -113,7 +113,7 @@ def pipeline_docs(project: Project, pipeline: PipelineLike) -> PipelineDocs:
                 report.unknown.get(task.id) if schema is None else None,
             )
         )
-    boxes = task_boxes(project, definition, href=lambda task_id: f"#task-{task_id}")
+    boxes = task_boxes(project, definition, href=lambda task_id: f"#task-{task_id}", plan=plan)
     return PipelineDocs(
         definition.name, definition.spec.description or "", tuple(tasks), dag_svg(boxes)
     )

@@ -74,13 +74,15 @@ def task_boxes(
     href: Href | None = None,
     select: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
+    plan: Plan | None = None,
 ) -> list[TaskBox]:
-    """The boxes of a pipeline's graph: as planned now (no states), or, with `run`, as that run
-    planned it with each task's state, rows and time. With `select` or `exclude`, only the
-    tasks they name (see `selected_tasks`) and the edges among them."""
+    """The boxes of a pipeline's graph: as planned now (no states; `plan`, when the caller has
+    made it), or, with `run`, as that run planned it with each task's state, rows and time.
+    With `select` or `exclude`, only the tasks they name (see `selected_tasks`) and the edges
+    among them."""
     if run is None:
         definition = project.definition(pipeline)
-        plan = project.plan(definition)
+        plan = plan or project.plan(definition)
         chosen = selected_tasks(project, definition, select, exclude, plan=plan)
         boxes = [
             TaskBox(t.id, t.kind.value, t.upstream, href=href(t.id) if href else None)

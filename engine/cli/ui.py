@@ -157,6 +157,21 @@ def graph(
     out.print(f"wrote {output} ({len(boxes)} tasks)")
 
 
+html_output = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write.",
+)
+"""-o FILE of the commands that write one offline HTML page."""
+
+
+def _write_page(output: Path, text: str, what: str = "") -> None:
+    output.write_text(text, encoding="utf-8")
+    out.print(f"wrote {output} ({what}{len(text.encode()) / 1e6:.2f} MB)")
+
+
 @ui.command("export")
 @pipeline_argument
 @click.option(
@@ -166,13 +181,7 @@ def graph(
     help="The run to report: id, prefix or 'last'. Without it, the pipeline: its DAG as "
     "defined, its schedule, recent runs and definition.",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The HTML file to write.",
-)
+@html_output
 @project_option
 def export(pipeline: str, run_id: str | None, output: Path, project_dir: Path | None) -> None:
     """Write one run of PIPELINE (its DAG, Gantt, tasks and errors), or the pipeline itself,
@@ -189,19 +198,12 @@ def export(pipeline: str, run_id: str | None, output: Path, project_dir: Path | 
         else:
             context = pages.pipeline(name, as_defined=True)
             text = render("pipeline.html", exported=True, csrf="", href="", **context)
-    output.write_text(text, encoding="utf-8")
-    out.print(f"wrote {output} ({len(text.encode()) / 1e6:.2f} MB)")
+    _write_page(output, text)
 
 
 @click.command()
 @pipeline_argument
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The HTML file to write.",
-)
+@html_output
 @target_option
 @project_option
 def docs(pipeline: str, output: Path, project_dir: Path | None) -> None:
@@ -216,8 +218,7 @@ def docs(pipeline: str, output: Path, project_dir: Path | None) -> None:
     with errors(), find_project(project_dir) as project:
         found = pipeline_docs(project, pipeline)
         text = render("docs.html", exported=True, docs=found, svg=Markup(found.svg))
-    output.write_text(text, encoding="utf-8")
-    out.print(f"wrote {output} ({len(found.tasks)} tasks, {len(text.encode()) / 1e6:.2f} MB)")
+    _write_page(output, text, f"{len(found.tasks)} tasks, ")
 
 
 COMMANDS = [ui, graph, docs]

@@ -9,6 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from engine.core.problems import did_you_mean
 from engine.core.yaml_source import PathKey, SourceMap
 
 __all__ = ["Said", "dbt_test", "jinja_literal", "property_tests"]
@@ -34,7 +35,6 @@ def dbt_test(
     (`{% test name(model, column_name, ...) %}`); their arguments beside the name or under
     `arguments:` (dbt 1.10), with `config: {severity, warn_if, error_if, enabled,
     store_failures}` (or those beside them)."""
-    from engine.core.problems import did_you_mean
     from engine.spec.params import source_task
 
     name: Any = test if isinstance(test, str) else None
@@ -118,8 +118,6 @@ def _unknown(
 ) -> str | None:
     """'!' and what is misspelt among a test's config keys and a built-in test's arguments
     (a custom test's are its macro's to check), or None."""
-    from engine.core.problems import did_you_mean
-
     for key in config:
         if key not in _CONFIG_KEYS:
             return f"!{name}: unknown config {key!r}.{did_you_mean(str(key), sorted(_CONFIG_KEYS))}"
@@ -192,8 +190,6 @@ def property_tests(
 ) -> tuple[list[tuple[dict[str, Any], int | None]], list[Said]]:
     """A property file's model (`model`, at `at`): its tests as a task's tests with their
     lines, and what is wrong or not run (keys dbt does not know, with did-you-mean)."""
-    from engine.core.problems import did_you_mean
-
     name = model["name"]
     made: list[tuple[dict[str, Any], int | None]] = []
     said: list[Said] = []

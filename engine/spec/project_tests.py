@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from engine.spec.dbt_tests import NOT_STORED, property_tests
 if TYPE_CHECKING:
     from engine.core.yaml_source import SourceMap
 
-__all__ = ["ProjectTests", "custom_tests"]
+__all__ = ["ProjectTests", "custom_tests", "generic_test_files", "project_files"]
 
 _CUSTOM = re.compile(r"{%-?\s*test\s+(\w+)\s*\(")
 _SINGULAR_SETTINGS = {"severity", "warn_if", "error_if", "store_failures", "enabled", "tags"}
@@ -64,12 +64,10 @@ class ProjectTests:
     custom_tests: set[str]
     model_tests: dict[str, list[dict[str, Any]]]
     tested_at: dict[str, list[tuple[Path, int | None]]]
-
-    def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
-        raise NotImplementedError
-
-    def own_config(self, path: Path, allowed: set[str]) -> dict[str, Any]:
-        raise NotImplementedError
+    problem: Callable[..., None]
+    """The composer's: one problem, at its file and line."""
+    own_config: Callable[[Path, set[str]], dict[str, Any]]
+    """The composer's: what a file's `{{ config(...) }}` sets."""
 
     def model_properties(
         self, model: dict[str, Any], path: Path, lines: SourceMap, at: tuple[Any, ...]
@@ -217,9 +215,15 @@ def _owner(named: list[str], reads: dict[str, list[str]]) -> str:
     return named[0]
 
 
-def _sql_files(roots: list[Path]) -> Iterable[Path]:
+def project_files(roots: list[Path], pattern: str) -> Iterator[tuple[Path, Path]]:
+    """(folder, file) of each file matching `pattern` under the folders, in name order;
+    nothing hidden."""
     for root in roots:
         if root.is_dir():
-            for path in sorted(root.rglob("*.sql")):
-                if path.is_file() and not any(p.startswith(".") for p in path.parts):
-                    yield path
+            for path in sorted(root.rglob(pattern)):
+                if path.is_file() and not any(part.startswith(".") for part in path.parts):
+                    yield root, path
+
+
+def _sql_files(roots: list[Path]) -> Iterator[Path]:
+    return (path for _, path in project_files(roots, "*.sql"))

@@ -41,7 +41,12 @@ from typing import Any
 from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
-from engine.spec.project_tests import ProjectTests, custom_tests, generic_test_files
+from engine.spec.project_tests import (
+    ProjectTests,
+    custom_tests,
+    generic_test_files,
+    project_files,
+)
 from engine.spec.publish import publish_task
 from engine.spec.seeds import SEED_SETTINGS, seed_tasks
 from engine.spec.targets import TARGET_ENV, choose_target
@@ -166,7 +171,7 @@ class _Composer(ProjectTests):
         macro_paths = self.paths(data.pop("macro-paths", ["macros"]), "macro-paths")
         test_paths = self.paths(data.pop("test-paths", ["tests"]), "test-paths")
         generic = generic_test_files(test_paths)  # dbt's tests/generic: {% test %} blocks
-        macro_files = [*(path for _, path in _files(macro_paths, "*.sql")), *generic]
+        macro_files = [*(path for _, path in project_files(macro_paths, "*.sql")), *generic]
         macros = [path.relative_to(self.root).as_posix() for path in macro_files]
         self.custom_tests = custom_tests(macro_files)
         data["macros"] = [*(data.get("macros") or []), *macros]
@@ -330,7 +335,7 @@ class _Composer(ProjectTests):
         from engine.core.yaml_source import read_yaml_file
 
         for pattern in ("*.yml", "*.yaml"):
-            for _, path in _files(roots, pattern):
+            for _, path in project_files(roots, pattern):
                 data, lines, problems = read_yaml_file(path)
                 self.problems += problems
                 if not isinstance(data, dict):
@@ -405,7 +410,7 @@ class _Composer(ProjectTests):
         """Each file of a model or seed that can name a task, with the settings its folders
         give it."""
         what = key.removesuffix("s")
-        for root, path in _files(roots, pattern):
+        for root, path in project_files(roots, pattern):
             if self.named_well(path, what):
                 parts = (*path.relative_to(root).parent.parts, path.stem)
                 yield path, self.settings(tree, parts, allowed, key)
@@ -585,11 +590,3 @@ def _listed(value: Any) -> list[Any]:
     return (
         [value] if isinstance(value, str) else list(value) if isinstance(value, list) else [value]
     )
-
-
-def _files(roots: list[Path], pattern: str) -> Iterator[tuple[Path, Path]]:
-    for root in roots:
-        if root.is_dir():
-            for path in sorted(root.rglob(pattern)):
-                if path.is_file() and not any(part.startswith(".") for part in path.parts):
-                    yield root, path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import select
 import socket
 import threading
@@ -451,12 +452,25 @@ def test_a_failure_inside_a_route_is_a_500_that_tells_no_internals(
     assert httpx.get(f"{address}/healthz").json() == {"leader": True}
 
 
-def test_the_api_serves_ipv6_loopback_on_a_free_port(project: Path) -> None:
+def _ipv6_loopback_refusal() -> str | None:
+    """What the system says to binding ::1, or None when it can."""
     try:
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()
-    except OSError:
-        pytest.skip("this machine has no IPv6 loopback")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def test_the_api_serves_ipv6_loopback_on_a_free_port(project: Path) -> None:
+    """Served on ::1 where the machine has IPv6 loopback; where it has none, the server
+    refuses to start with the system's error (one it binds up front, not a silent thread)."""
     scheduler = Scheduler(project, SchedulerSettings())
+    reason = _ipv6_loopback_refusal()
+    if reason is not None:
+        with pytest.raises(OSError, match=re.escape(reason)):
+            ApiServer(scheduler, "::1", 0, None)
+        scheduler.close()
+        return
     server = ApiServer(scheduler, "::1", 0, None)
     server.start()
     try:
