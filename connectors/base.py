@@ -78,6 +78,9 @@ class Capabilities:
     """A source can run a task's `cache: {key: <query>}` against its connection (`key_rows`)."""
     views: bool = False
     """A sink can make its target a view of the input (`materialize: view`, `view`)."""
+    views_read_files: bool = False
+    """Such a view reads the input's kept Parquet files by their path, so it needs them on a
+    disk its readers share: not a workspace on an object store."""
     tables: bool = False
     """Its sources and sinks are tables of an open table format that take maintenance
     (`maintain`, `arrowline table`)."""

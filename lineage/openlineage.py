@@ -146,10 +146,12 @@ class Sink:
 class OpenLineageEmitter:
     """Builds a run's events and sends them to a `Sink`."""
 
-    def __init__(self, run: JobRun, sink: Sink, workspace_root: Path) -> None:
+    def __init__(self, run: JobRun, sink: Sink, workspace: tuple[str, str]) -> None:
+        """`workspace`: the (namespace, name) of the workspace's top folder as a dataset, as
+        OpenLineage names them: ("file", "/abs/path") or ("s3://bucket", "prefix")."""
         self.run = run
         self.sink = sink
-        self.workspace_root = workspace_root.resolve()
+        self.workspace = workspace
         self.namespace = sink.namespace
         self._lock = threading.Lock()
         self._endpoint_down = False
@@ -174,7 +176,8 @@ class OpenLineageEmitter:
         return {"namespace": self.namespace, "name": name, "facets": facets}
 
     def _workspace(self, task_id: str) -> Dataset:
-        return ("file", str(self.workspace_root / self.run.pipeline / task_id))
+        namespace, root = self.workspace
+        return (namespace, "/".join(p for p in (root, self.run.pipeline, task_id) if p))
 
     def _node_dataset(self, node: str) -> tuple[Dataset, str] | None:
         """A lineage node (`task.column`, or `<external>::column` of an extract) as a dataset

@@ -21,6 +21,7 @@ from loguru import logger
 
 from engine.cli.logs import PACKAGES
 from engine.core.problems import Problem
+from tests.s3_server import s3, s3_server  # noqa: F401  (fixtures: a loopback S3 server)
 
 T = TypeVar("T")
 
@@ -59,6 +60,7 @@ def _quiet_loguru() -> Iterator[None]:
 def _embedded_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests use the embedded catalog unless they ask for a shared one (`each_catalog`)."""
     monkeypatch.delenv("ARROWLINE_CATALOG", raising=False)
+    monkeypatch.delenv("ARROWLINE_WORKSPACE", raising=False)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ NAMES = (
     "lakehouse",
     "pg_cdc",
     "ui",
+    "objectstore",
 )
 
 

@@ -39,6 +39,7 @@ class DuckDBConnector(Connector):
         load_modes=("append", "replace", "merge", "apply"),
         sqlglot_dialect="duckdb",
         views=True,
+        views_read_files=True,
     )
     source = DuckDBSource
     sink = DuckDBSink

@@ -172,15 +172,16 @@ def _input(
     reader: ProjectReader, plan: Plan, row: RunRow, name: str, database: DuckDatabase
 ) -> InputTable:
     """Upstream `name`'s output as the run's task read it."""
-    from engine.state.workspace import Workspace
+    from engine.state.objectstore import local_output
+    from engine.state.workspace import LocalWorkspace
 
     upstream = plan.task(name) if name in plan else None
     if upstream is not None and upstream.spec.materialize == "ephemeral":
         return _handed_over(reader, plan, row, upstream, database)
     found = reader._output(name, row.run_id, row.pipeline)
     assert found.output_path is not None
-    workspace = Workspace.for_project(reader.path)
-    return workspace.table(name, found.output_run, Path(found.output_path))
+    folder = local_output(found.output_path)  # an object store's: copied here first
+    return LocalWorkspace(reader.path).table(name, found.output_run, folder)
 
 
 def _handed_over(

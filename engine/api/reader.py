@@ -29,6 +29,7 @@ from engine.core.problems import did_you_mean
 from engine.core.sqltext import quote_identifier, sql_literal
 from engine.state.catalog import CatalogReader, TaskRunRow
 from engine.state.layout import ProjectLayout
+from engine.state.objectstore import local_output
 from engine.state.retention import missing_output
 from engine.state.workspace import QUARANTINE_DIR
 
@@ -258,7 +259,7 @@ class ProjectReader:
                 raise
             return frame
         assert row.output_path is not None
-        return pl.scan_parquet(os.path.join(row.output_path, "part-*.parquet"))
+        return pl.scan_parquet(os.path.join(local_output(row.output_path), "part-*.parquet"))
 
     def _target(self, row: TaskRunRow) -> pl.LazyFrame | None:
         from connectors.registry import target_connector
@@ -285,7 +286,8 @@ class ProjectReader:
 
         row = self._output(task, run, pipeline)
         assert row.output_path is not None
-        files = sorted((Path(row.output_path) / QUARANTINE_DIR).glob("part-*.parquet"))
+        folder = local_output(row.output_path) / QUARANTINE_DIR
+        files = sorted(folder.glob("part-*.parquet"))
         if not files:
             raise StateError(f"run {row.run_id} quarantined no rows of task {task!r}")
         frame = pl.scan_parquet([str(f) for f in files])
@@ -372,7 +374,8 @@ class ProjectReader:
             connection.execute(f"create schema if not exists {quote_identifier(pipeline)}")
             for task_id, row in self.catalog.latest_outputs(pipeline).items():
                 assert row.output_path is not None
-                files = sql_literal(os.path.join(row.output_path, "part-*.parquet"))
+                local = local_output(row.output_path)
+                files = sql_literal(os.path.join(local, "part-*.parquet"))
                 view = f"{quote_identifier(pipeline)}.{quote_identifier(task_id)}"
                 connection.execute(
                     f"create or replace view {view} as select * from read_parquet({files})"

@@ -293,7 +293,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     (
         "retention",
         RetentionSpec,
-        "Every run publishes each task's output under `.arrowline/workspace/`. When a run ends "
+        "Every run publishes each task's output under `.arrowline/workspace/`, or in the object "
+        "store the pipeline's `workspace:` (else $ARROWLINE_WORKSPACE) names: there each output "
+        "is uploaded under a prefix of its own and becomes visible when its `MANIFEST.json` is "
+        "written, so a reader never sees half of one, and readers copy it once into a local "
+        "cache ($ARROWLINE_CACHE_DIR, else ~/.cache/arrowline/objects). When a run ends "
         "(and on `arrowline gc [PIPELINE] [--dry-run] [--keep-runs N]`), outputs older than the "
         "last `keep_runs` runs are removed, except the latest successful output of each task "
         "(reuse, drift checks, `arrowline show` and notebooks read it), the output a "

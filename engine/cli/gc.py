@@ -31,11 +31,16 @@ class _Outcome:
 
 
 def _targets(
-    project: Project, catalog: CatalogReader, given: str | None, keep_runs: int | None
+    project: Project,
+    catalog: CatalogReader,
+    given: str | None,
+    keep_runs: int | None,
+    workspaces: dict[str, str | None],
 ) -> list[tuple[str, int]]:
     """(pipeline, runs to keep) for each pipeline to collect: the one named by a file or a
     name, or every pipeline the catalog has runs of. Runs to keep: --keep-runs, else what the
-    file says, else what the pipeline's latest run recorded."""
+    file says, else what the pipeline's latest run recorded. `workspaces` is given the
+    `workspace:` a file sets."""
     import re
 
     from engine.api.project import looks_like_file
@@ -49,6 +54,7 @@ def _targets(
     elif looks_like_file(given):
         spec = project.definition(given).spec
         names, from_file = [spec.name], spec.retention.keep_runs
+        workspaces[spec.name] = spec.workspace
     elif re.fullmatch(NAME_PATTERN, given):
         # A name is the catalog's: the pipeline's file may be gone, its outputs are not.
         names, from_file = [given], None
@@ -72,14 +78,23 @@ def _targets(
 
 
 def _collect(
-    project: Project, catalog: CatalogReader, name: str, keep: int, dry_run: bool
+    project: Project,
+    catalog: CatalogReader,
+    name: str,
+    keep: int,
+    dry_run: bool,
+    workspaces: dict[str, str | None],
 ) -> _Outcome:
-    """A pipeline running now is skipped: its run applies retention when it ends."""
+    """A pipeline running now is skipped: its run applies retention when it ends. Its outputs
+    are in the workspace its file names, else the one its latest run had, else the project's."""
     from engine.execution.launch import collect_outputs
     from engine.state.locks import ConcurrentRun
+    from engine.state.retention import recorded_workspace
 
+    setting = workspaces[name] if name in workspaces else recorded_workspace(catalog, name)
+    layout = project.layout.with_workspace(setting)
     try:
-        collection = collect_outputs(project.layout, catalog, name, keep, dry_run=dry_run)
+        collection = collect_outputs(layout, catalog, name, keep, dry_run=dry_run)
     except ConcurrentRun as exc:
         return _Outcome(None, name, skipped=exc.message)
     return _Outcome(collection, name)
@@ -97,7 +112,7 @@ def _to_dict(outcome: _Outcome, project: Path, dry_run: bool) -> dict[str, objec
             {
                 "task": r.task_id,
                 "run_id": r.run_id,
-                "path": str(r.path.relative_to(project)),
+                "path": _shown(collection.workspace.locator(r.path), project),
                 "bytes": r.bytes,
             }
             for r in collection.removals
@@ -106,6 +121,12 @@ def _to_dict(outcome: _Outcome, project: Path, dry_run: bool) -> dict[str, objec
         "kept": collection.kept,
         "resumable_runs": list(collection.resumable),
     }
+
+
+def _shown(locator: str, project: Path) -> str:
+    """An output's place: relative to the project when it is in it, else as recorded."""
+    path = Path(locator)
+    return str(path.relative_to(project)) if path.is_relative_to(project) else locator
 
 
 def _print(outcome: _Outcome, dry_run: bool) -> None:
@@ -170,8 +191,9 @@ def gc(
                 hint="pass the folder you ran `arrowline run` in with --project-dir",
             )
         with (CatalogReader if dry_run else Catalog)(location) as catalog:
-            targets = _targets(project, catalog, pipeline, keep_runs)
-            outcomes = [_collect(project, catalog, n, k, dry_run) for n, k in targets]
+            workspaces: dict[str, str | None] = {}
+            targets = _targets(project, catalog, pipeline, keep_runs, workspaces)
+            outcomes = [_collect(project, catalog, n, k, dry_run, workspaces) for n, k in targets]
     if fmt == "json":
         out.print_json(json.dumps([_to_dict(o, project.path, dry_run) for o in outcomes]))
         return

@@ -15,6 +15,7 @@ from engine.core.schemachange import SchemaChange
 from engine.core.tables import output_parts
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import CatalogReader
+from engine.state.objectstore import output_schema
 
 __all__ = ["DriftCheck"]
 
@@ -61,7 +62,6 @@ class DriftCheck:
     ) -> list[SchemaChange]:
         """How the output schema changed since the task's last successful run (empty when it
         did not, or there is no earlier output to compare with)."""
-        import pyarrow.parquet as pq
 
         from engine.tasks.lineage import task_drift
 
@@ -69,11 +69,7 @@ class DriftCheck:
         previous = self.catalog.latest_output(plan.pipeline, task.id)
         if previous is None or previous.run_id == plan.run_id or not previous.output_path:
             return []
-        files = output_parts(Path(previous.output_path))
-        try:
-            before = pq.read_schema(files[0]) if files else None
-        except OSError:
-            before = None
+        before = output_schema(previous.output_path)
         if before is None:
             return []
         inputs = {n: s for n, s in schemas.items() if n in task.inputs}

@@ -88,6 +88,7 @@ class Executor(PipelinedHandOff):
         rng: random.Random | None = None,
         listener: Callable[[RunEvent], None] | None = None,
         connections: Mapping[str, Any] | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         self.plan = plan
         self.project_dir = project_dir
@@ -97,14 +98,14 @@ class Executor(PipelinedHandOff):
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.listener = listener
-        self.workspace = Workspace.for_project(project_dir)
+        self.workspace = workspace or Workspace.for_project(project_dir)
         self.connections = dict(connections or {})
         self.lineage = LineageRecorder(plan, catalog)
         self.drift = DriftCheck(plan, catalog)
         self.watermarks = WatermarkBroker(plan, catalog, self.connections)
         self.cache = ExecutionCache(plan, catalog, self.workspace)
         self.duckdb = DuckDatabase(self.settings.duckdb)  # the run's sql tasks share it
-        self.runner = self.cache.hashing(runner)  # records what each output holds
+        self.runner = self.workspace.uploading(self.cache.hashing(runner))  # hashed, then sent
         self.log = logger.bind(pipeline=plan.pipeline, run_id=plan.run_id)
 
         self.states: dict[str, TaskState] = {}
@@ -147,7 +148,7 @@ class Executor(PipelinedHandOff):
         self._create()
         self.catalog.transition_run(self.plan.run_id, RunState.RUNNING, "started")
         self.log.info("run started: {} tasks to run", len(self.plan.to_run))
-        observer = OpenLineageObserver.for_plan(self.plan, self.workspace.root, self.connections)
+        observer = OpenLineageObserver.for_plan(self.plan, self.workspace, self.connections)
         if observer is not None:
             observer.started()
         try:
@@ -427,7 +428,7 @@ class Executor(PipelinedHandOff):
             self.outputs[task.id] = table
             result.output = table
             fields |= {
-                "output_path": str(directory),
+                "output_path": self.workspace.locator(directory),
                 "bytes_out": table.bytes,
                 "output_schema": json.dumps(schema_json(table.schema)),
             }

@@ -30,6 +30,7 @@ from engine.tasks import TaskRunner, run_task
 
 if TYPE_CHECKING:
     from engine.state.retention import Collection
+    from engine.state.workspace import Workspace
 
 __all__ = ["IfRunning", "RunOptions", "collect_outputs", "execute", "replay", "resume"]
 
@@ -103,6 +104,8 @@ def _execute_locked(
     from engine.execution.connections import resolve_plan_connections
     from engine.execution.runlog import run_log
 
+    workspace = layout.workspace()
+    _views_need_local_files(the_plan, workspace)
     executor = Executor(
         the_plan,
         layout.project_dir,
@@ -111,6 +114,7 @@ def _execute_locked(
         runner=options.runner,
         listener=options.listener,
         connections=resolve_plan_connections(the_plan),
+        workspace=workspace,
     )
     if options.on_executor is not None:
         options.on_executor(executor)
@@ -119,6 +123,24 @@ def _execute_locked(
     if options.if_running != "share":
         _apply_retention(the_plan, layout, catalog)
     return result
+
+
+def _views_need_local_files(the_plan: Plan, workspace: Workspace) -> None:
+    """A DuckDB view over the workspace's files cannot point into an object store (validation
+    says so for a pipeline's own `workspace:`; this for $ARROWLINE_WORKSPACE)."""
+    from engine.core.errors import DefinitionError
+    from engine.state.workspace import LocalWorkspace
+
+    if isinstance(workspace, LocalWorkspace):
+        return
+    for task in the_plan.to_run:
+        owner = task.spec.connector if task.spec.load is not None else None
+        if task.spec.materialize == "view" and owner and owner.capabilities.views_read_files:
+            raise DefinitionError(
+                f"task {task.id!r}{task.at}: materialize: view makes its target read the "
+                f"workspace's files by their path, and the workspace is {workspace.describe()}",
+                hint="load a table (remove materialize: view), or keep the workspace local",
+            )
 
 
 def _apply_retention(the_plan: Plan, layout: ProjectLayout, catalog: Catalog) -> None:
@@ -167,6 +189,7 @@ def collect_outputs(
 def execute(the_plan: Plan, layout: ProjectLayout, options: RunOptions | None = None) -> RunResult:
     """Run exactly `the_plan`; returns the result, it does not raise on failure."""
     options = options or _DEFAULT
+    layout = layout.with_workspace(the_plan.workspace)
     with _locked(layout, the_plan.pipeline, the_plan.run_id, options) as catalog:
         return _execute_locked(the_plan, layout, catalog, options)
 
@@ -187,6 +210,7 @@ def resume(
     replaces the retry policy of the tasks that run again; `on_plan` is handed the plan."""
     options = options or _DEFAULT
     name = definition.spec.name
+    layout = layout.with_workspace(definition.spec.workspace)
     # The lock names the run it is held for, so a run refused meanwhile can say which: "last"
     # is resolved first (with no runs at all, find_run_to_resume says so under the lock).
     with CatalogReader(layout.catalog) as reader:
@@ -226,6 +250,7 @@ def replay(
 
     options = options or _DEFAULT
     run_id = new_run_id()
+    layout = layout.with_workspace(definition.spec.workspace)
     with _locked(layout, definition.spec.name, run_id, options) as catalog:
         the_plan, source = plan_replay(
             definition,

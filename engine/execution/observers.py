@@ -22,6 +22,7 @@ from engine.core.states import RunState, TaskState
 from engine.execution.results import TaskResult
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import Catalog
+from engine.state.workspace import Workspace
 from lineage.columns import ColumnLineage
 from lineage.graph import LineageGraph
 from lineage.openlineage import Job, JobRun, OpenLineageEmitter, Sink, query_tables
@@ -139,16 +140,16 @@ class OpenLineageObserver:
     START and COMPLETE or FAIL, then the pipeline's."""
 
     def __init__(
-        self, plan: Plan, sink: Sink, workspace_root: Path, connections: Mapping[str, Any]
+        self, plan: Plan, sink: Sink, workspace: tuple[str, str], connections: Mapping[str, Any]
     ):
         self.plan = plan
         jobs = tuple(_job(task, plan, connections) for task in plan.tasks)
         run = JobRun(plan.pipeline, plan.run_id, plan.logical_date, jobs)
-        self.emitter = OpenLineageEmitter(run, sink, workspace_root)
+        self.emitter = OpenLineageEmitter(run, sink, workspace)
 
     @classmethod
     def for_plan(
-        cls, plan: Plan, workspace_root: Path, connections: Mapping[str, Any]
+        cls, plan: Plan, workspace: Workspace, connections: Mapping[str, Any]
     ) -> OpenLineageObserver | None:
         """The run's observer, when the pipeline or the environment asks for events."""
         try:
@@ -158,7 +159,9 @@ class OpenLineageObserver:
                 "openlineage events are off for this run: {}", exc.message
             )
             return None
-        return cls(plan, sink, workspace_root, connections) if sink is not None else None
+        if sink is None:
+            return None
+        return cls(plan, sink, workspace.dataset(), connections)
 
     def started(self) -> None:
         self.emitter.start()

@@ -152,6 +152,8 @@ class Plan:
     """Resource pool -> its slots (engine.execution.pools)."""
     openlineage: OpenLineageSpec | None = None
     retention: RetentionSpec = field(default_factory=RetentionSpec)
+    workspace: str | None = None
+    """The pipeline's `workspace:` setting (engine.state.layout)."""
     """What the workspace keeps once the run ends (engine.state.retention)."""
     force: bool = False
     """Every task runs, whatever the cache holds."""
@@ -387,6 +389,7 @@ def build_plan(
         pools=dict(spec.pools),
         openlineage=spec.openlineage,
         retention=spec.retention,
+        workspace=spec.workspace,
         connections={
             name: spec.connections[name]
             for name in sorted({r.spec.connection or "" for r in resolved.values()})

@@ -32,6 +32,7 @@ from engine.planning.build import Plan, PlannedTask, build_plan, kept_outputs
 from engine.spec.definition import Definition
 from engine.spec.model import TaskKind
 from engine.state.catalog import CatalogReader, TaskRunRow
+from engine.state.objectstore import local_output
 from engine.state.retention import missing_output
 from engine.state.workspace import QUARANTINE_DIR, Workspace
 from transforms.config import OnFail
@@ -47,7 +48,8 @@ class ReplaySource:
     def __init__(self, row: TaskRunRow) -> None:
         assert row.output_path is not None
         self.row = row
-        self.files = sorted((Path(row.output_path) / QUARANTINE_DIR).glob("part-*.parquet"))
+        folder = local_output(row.output_path) / QUARANTINE_DIR
+        self.files = sorted(folder.glob("part-*.parquet"))
         if not self.files:
             raise StateError(f"run {row.run_id} quarantined no rows of task {row.task_id!r}")
 
@@ -56,8 +58,7 @@ class ReplaySource:
         return sum(pq.ParquetFile(path).metadata.num_rows for path in self.files)
 
     def write_input(self, directory: Path) -> None:
-        """The quarantined rows as they were before validation, as a published output."""
-        directory.mkdir(parents=True, exist_ok=False)
+        """The quarantined rows as they were before validation, as an output's parts."""
         for n, path in enumerate(self.files):
             table = pq.read_table(path)
             table = table.drop_columns([c for c in _ADDED if c in table.column_names])
@@ -155,6 +156,8 @@ def plan_replay(
             tasks.append(replace(planned, cache=None))
         elif planned.id in needed:
             tasks.append(replace(planned, action="reuse", reuse_run=needed[planned.id]))
-    source.write_input(workspace.output_dir(spec.name, feed, full.run_id))
+    staging = workspace.prepare_staging(workspace.staging(spec.name, feed, full.run_id, 0))
+    source.write_input(staging)
+    workspace.publish(staging, spec.name, feed, full.run_id)
     plan = replace(full, tasks=tuple(tasks), selected=tuple(sorted(chosen)))
     return plan, source

@@ -91,13 +91,9 @@ def previous_schemas(
 
 def _output_schema(output_path: str | None) -> pa.Schema | None:
     """The Arrow schema of a published output, or None when it is not (or no longer) there."""
-    import pyarrow.parquet as pq
+    from engine.state.objectstore import output_schema
 
-    files = sorted(Path(output_path or "").glob("part-*.parquet")) if output_path else []
-    try:
-        return pq.read_schema(files[0]) if files else None
-    except OSError:
-        return None
+    return output_schema(output_path) if output_path else None
 
 
 def _reused_schemas(plan: Plan, catalog: CatalogReader | None) -> dict[str, pa.Schema | None]:

@@ -39,7 +39,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.core.errors import ArrowlineError
+from engine.core.errors import ArrowlineError, StateError
 from engine.core.states import RunState
 from engine.execution.executor import Executor, RunResult
 from engine.scheduling.alerts import Alert, AlertSender
@@ -52,6 +52,7 @@ from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 from engine.state.schedules import RequestRow, ScheduleRow
 from engine.state.values import iso, parse
+from engine.state.workspace import LocalWorkspace, Workspace
 from engine.tasks import TaskRunner, run_task
 
 __all__ = [
@@ -477,18 +478,29 @@ class Scheduler:
 
     # -- restart recovery --------------------------------------------------------------------
 
+    def _workspace(self, setting: str | None) -> Workspace:
+        """A pipeline's workspace; when its object store does not answer, the local staging
+        folder alone (what a dead attempt left there is still swept; its uploads stay until
+        retention removes the run's folder)."""
+        layout = self.layout.with_workspace(setting)
+        try:
+            return layout.workspace()
+        except StateError as exc:
+            logger.warning("restart recovery: {}; sweeping local staging only", exc.message)
+            return LocalWorkspace(layout.workspace_root)
+
     def recover(self) -> None:
         """Runs a dead scheduler (or any dead process) left RUNNING: INTERRUPTED, then resumed
         or failed per the pipeline's `on_restart`."""
         from engine.execution.recovery import recover_interrupted
         from engine.state.locks import lock_is_held
 
-        workspace = self.layout.workspace()
         for loaded in self.refresh(force=True).values():
             if loaded.definition is None or lock_is_held(
                 self.layout.state_dir, loaded.name, self.layout.catalog
             ):
                 continue
+            workspace = self._workspace(loaded.definition.spec.workspace)
             for run_id in recover_interrupted(self.store, workspace, loaded.name):
                 if loaded.definition.spec.on_restart == "resume":
                     self.store.request_run(loaded.name, str(loaded.path), {}, "resume", run_id)

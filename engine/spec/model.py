@@ -32,6 +32,7 @@ from connectors.registry import connection_models, connector_of, sink_models, so
 from engine.core.config import ConfigModel
 from engine.core.durations import Duration
 from engine.core.errors import ParameterError
+from engine.core.s3 import workspace_setting
 from engine.core.secrets import mask_secrets
 from engine.spec.params import Param, ParamType, as_type, infer_param
 from transforms.config import ModelTest, SqlSpec, UdfSpec, ValidateSpec
@@ -513,6 +514,15 @@ class PipelineSpec(ConfigModel):
     retention: RetentionSpec = Field(
         default_factory=RetentionSpec,
         description="How many runs' outputs `.arrowline/workspace/` keeps.",
+    )
+    workspace: Annotated[str | None, AfterValidator(workspace_setting)] = Field(
+        None,
+        max_length=1024,
+        description="Where task outputs are published (default: `$ARROWLINE_WORKSPACE`, else "
+        "`.arrowline/workspace/`): an S3-compatible object store, `s3://bucket/prefix` with "
+        "optional `?endpoint=http://host:port&region=name` (or AWS_ENDPOINT_URL and AWS_REGION; "
+        "credentials only from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or a local folder "
+        "relative to the project. Every host that runs or reads the pipeline must reach it.",
     )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 

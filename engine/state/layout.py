@@ -13,7 +13,9 @@ question, decided once per command, notebook or scheduler.
 The project folder is, in this order: the one given (`--project-dir`, `engine.run(...,
 project_dir=...)`), `$ARROWLINE_PROJECT_DIR`, the nearest folder at or above the working
 directory that has a `.arrowline/`, else the working directory (where a first run creates it).
-The catalog is the URI given, else `$ARROWLINE_CATALOG`, else the embedded file.
+The catalog is the URI given, else `$ARROWLINE_CATALOG`, else the embedded file. The workspace
+is the pipeline's `workspace:` setting, else `$ARROWLINE_WORKSPACE`, else `workspace/` below;
+an object store's (`s3://bucket/prefix`) stages attempts in `workspace/` all the same.
 
 The environment is read when the value is built and never again, so one command sees one
 project however long it runs.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -31,9 +33,10 @@ from engine.state.db import CATALOG_ENV, CatalogLocation, catalog_location
 from engine.state.folders import CATALOG_FILE, STATE_DIR, WORKSPACE_DIR, nearest_project_dir
 from engine.state.workspace import LocalWorkspace, Workspace
 
-__all__ = ["PROJECT_ENV", "FoundBy", "ProjectLayout"]
+__all__ = ["PROJECT_ENV", "WORKSPACE_ENV", "FoundBy", "ProjectLayout"]
 
 PROJECT_ENV = "ARROWLINE_PROJECT_DIR"
+WORKSPACE_ENV = "ARROWLINE_WORKSPACE"
 
 FoundBy = Literal["given", "environment", "nearest", "working directory"]
 """Which source named the project folder: messages say so when a catalog is missing."""
@@ -48,6 +51,9 @@ class ProjectLayout:
     """Absolute."""
     catalog: CatalogLocation
     found_by: FoundBy = "given"
+    workspace_uri: str | None = None
+    """Where task outputs are published, when not the project's own folder: an object store's
+    URI (`s3://bucket/prefix`) or another local folder (relative to the project)."""
 
     @classmethod
     def at(
@@ -68,7 +74,7 @@ class ProjectLayout:
             if uri is None
             else catalog_location(folder, uri)
         )
-        return cls(folder, location, found_by)
+        return cls(folder, location, found_by, env.get(WORKSPACE_ENV) or None)
 
     @classmethod
     def resolve(
@@ -144,8 +150,21 @@ class ProjectLayout:
         """Whether anything ran here yet (the state folder exists)."""
         return self.state_dir.is_dir()
 
+    def with_workspace(self, setting: str | None) -> ProjectLayout:
+        """This layout with a pipeline's `workspace:` setting, which wins over the
+        environment's."""
+        return self if setting is None else replace(self, workspace_uri=setting)
+
     def workspace(self) -> Workspace:
-        return LocalWorkspace(self.workspace_root)
+        """The workspace task outputs are published in; an object store's bucket is checked
+        first (StateError when it does not answer)."""
+        if self.workspace_uri is None:
+            return LocalWorkspace(self.workspace_root)
+        from engine.state.objectstore import ObjectStoreWorkspace, is_object_store
+
+        if is_object_store(self.workspace_uri):
+            return ObjectStoreWorkspace.open(self.workspace_uri, scratch=self.workspace_root)
+        return LocalWorkspace(self.project_dir / self.workspace_uri)
 
     def catalog_at(self, uri: str | None) -> CatalogLocation:
         """Another catalog named relative to this project (`catalog copy`): a file, a URI, or

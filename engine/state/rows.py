@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from engine.core.secrets import mask_document, mask_secrets
@@ -108,7 +107,9 @@ class TaskRunRow:
     def output_on_disk(self) -> bool:
         """False when its published output is not on this machine's disk: deleted, or written
         by another host sharing the catalog. A load (no output) is always True."""
-        return self.output_path is None or Path(self.output_path).exists()
+        from engine.state.objectstore import output_present
+
+        return self.output_path is None or output_present(self.output_path)
 
 
 @dataclass(frozen=True)

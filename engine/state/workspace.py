@@ -33,10 +33,10 @@ import os
 import shutil
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -59,6 +59,10 @@ __all__ = [
 
 QUARANTINE_DIR = "quarantine"
 LATEST = "LATEST"
+
+Runner = TypeVar("Runner", bound=Callable[[Any], Any])
+"""A task runner (engine.tasks.TaskRunner: a context to an outcome), which this layer does not
+import."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,13 @@ class Workspace(ABC):
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
+    def uploading(self, runner: Runner) -> Runner:
+        """`runner` (a task runner: context -> outcome), followed, on the attempt's own thread,
+        by whatever of publishing can happen before the run decides to publish: a workspace
+        elsewhere uploads the output there, so the run's dispatcher only commits it. Here:
+        nothing."""
+        return runner
+
     @abstractmethod
     def sweep_staging(self, pipeline: str, run_id: str) -> None:
         """Remove every unpublished attempt of a run (one a dead process left behind)."""
@@ -141,6 +152,19 @@ class Workspace(ABC):
     @abstractmethod
     def quarantine_files(self, directory: Path) -> tuple[Path, ...]:
         """The rows a validate task set aside in its output `directory`, as Parquet files."""
+
+    def locator(self, directory: Path) -> str:
+        """What the catalog records for a published output: a path, or an object store's URI
+        (engine.state.objectstore.local_output reads either)."""
+        return str(directory)
+
+    def describe(self) -> str:
+        """Where the workspace is, for messages."""
+        return str(self.root)
+
+    def dataset(self) -> tuple[str, str]:
+        """The workspace's top folder as OpenLineage names a dataset: (namespace, name)."""
+        return ("file", str(Path(self.root).resolve()))
 
     # -- retention ---------------------------------------------------------------------------
 

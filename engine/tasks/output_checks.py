@@ -83,6 +83,15 @@ class OutputChecks:
                 task,
                 path,
             )
+        if task.materialize == "view" and _view_of_files(task) and _remote(self.spec.workspace):
+            self.add(
+                "view-workspace",
+                "materialize: view makes this target read the workspace's files by their path, "
+                f"and the workspace is an object store ({self.spec.workspace!r})",
+                task,
+                path,
+                hint="load a table (remove materialize: view), or keep the workspace local",
+            )
         if task.materialize == "view" and task.load is None:
             self.add(
                 "view-kind",
@@ -300,3 +309,15 @@ def _sets_rows_aside(task: TaskSpec) -> bool:
         return False
     rejects = task.connector.rejects(task.extract)
     return rejects is not None and getattr(rejects, "policy", None) != "fail"
+
+
+def _view_of_files(task: TaskSpec) -> bool:
+    """A load whose `materialize: view` reads the workspace's files by path (DuckDB's)."""
+    owner = task.connector if task.load is not None else None
+    return owner is not None and owner.capabilities.views_read_files
+
+
+def _remote(workspace: str | None) -> bool:
+    from engine.core.s3 import is_object_store
+
+    return workspace is not None and is_object_store(workspace)

@@ -1,7 +1,8 @@
-"""The workspace interface, held to one contract by two implementations: the project's local
-folder (LocalWorkspace) and outputs in another pyarrow.fs filesystem (FileSystemWorkspace over a
-SubTreeFileSystem, staging on the local disk), so the executor, planner and retention can rely
-on what the interface says rather than on a folder layout."""
+"""The workspace interface, held to one contract by three implementations: the project's local
+folder (LocalWorkspace), outputs in another pyarrow.fs filesystem (FileSystemWorkspace over a
+SubTreeFileSystem, staging on the local disk), and an S3-compatible object store (a real moto
+server on loopback, ObjectStoreWorkspace), so the executor, planner and retention can rely on
+what the interface says rather than on a folder layout."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.core.errors import StateError
+from engine.state.objectstore import ObjectStoreWorkspace
 from engine.state.workspace import (
     FileSystemWorkspace,
     LocalWorkspace,
@@ -34,9 +36,23 @@ def _elsewhere(tmp_path: Path) -> Workspace:
     return FileSystemWorkspace(subtree, Path("outputs"), scratch=tmp_path / "scratch")
 
 
-@pytest.fixture(params=[_local, _elsewhere], ids=["local", "filesystem"])
+def _object_store(tmp_path: Path, request: pytest.FixtureRequest) -> Workspace:
+    bucket = request.getfixturevalue("s3")
+    return ObjectStoreWorkspace.open(bucket.uri("outputs"), scratch=tmp_path / "scratch")
+
+
+@pytest.fixture(params=["local", "filesystem", "s3"])
 def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
-    return request.param(tmp_path)  # type: ignore[no-any-return]
+    if request.param == "s3":
+        return _object_store(tmp_path, request)
+    return _local(tmp_path) if request.param == "local" else _elsewhere(tmp_path)
+
+
+def _filesystem(workspace: Workspace) -> pafs.FileSystem:
+    """Where a table's files are: an object store's are copied to the local disk first."""
+    if isinstance(workspace, ObjectStoreWorkspace):
+        return pafs.LocalFileSystem()
+    return workspace.filesystem
 
 
 def _stage(workspace: Workspace, run_id: str, *tables: pa.Table, attempt: int = 1) -> Path:
@@ -49,7 +65,7 @@ def _stage(workspace: Workspace, run_id: str, *tables: pa.Table, attempt: int = 
 
 def _read(workspace: Workspace, files: tuple[Path, ...]) -> pa.Table:
     """What a reader gets back, through the workspace's filesystem."""
-    parts = [pq.read_table(str(f), filesystem=workspace.filesystem) for f in files]
+    parts = [pq.read_table(str(f), filesystem=_filesystem(workspace)) for f in files]
     return pa.concat_tables(parts)
 
 
@@ -96,7 +112,7 @@ def test_quarantined_rows_are_found_beside_the_output(workspace: Workspace) -> N
     pq.write_table(pa.table({"x": [7]}), staging / "quarantine" / "part-00000.parquet")
     published = workspace.publish(staging, "p", "t", "r1")
     (found,) = workspace.quarantine_files(published)
-    assert pq.read_table(str(found), filesystem=workspace.filesystem).num_rows == 1
+    assert pq.read_table(str(found), filesystem=_filesystem(workspace)).num_rows == 1
     assert workspace.table("t", "r1", published).num_rows == 1  # the good rows only
     assert workspace.quarantine_files(workspace.output_dir("p", "t", "nothing")) == ()
 

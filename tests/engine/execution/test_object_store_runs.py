@@ -1,0 +1,232 @@
+"""Whole runs with the workspace on an S3-compatible object store (a real moto server on
+loopback): the same rows as a local run, the notebook API, quarantine, resume and `--select`
+reuse reading outputs back from the store, retention removing them there, and bad settings
+refused before anything runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import Result
+
+import engine
+from engine.api.pipeline import run
+from tests.conftest import WritePipeline
+from tests.s3_server import S3Bucket
+
+Cli = Callable[..., Result]
+
+PIPELINE = """
+    pipeline: lake
+    params: {n: 10}
+    workspace: WORKSPACE
+    retention: {keep_runs: 1}
+    tasks:
+      - id: numbers
+        sql: select range as x, 'n' || range as label from range({{ params.n }})
+      - id: doubled
+        sql: select x, x * 2 as y, label from numbers
+      - id: checked
+        validate:
+          input: doubled
+          schema: {columns: {y: {type: int64, checks: {lt: 10}}}}
+          on_fail: quarantine
+          max_rejected_fraction: 1
+      - id: flaky
+        udf: {input: checked, function: "udfs.py:needs_flag"}
+      - id: out
+        load: {input: flaky, to: parquet, path: out/result}
+"""
+
+UDFS = """
+from pathlib import Path
+
+def needs_flag(frame):
+    if not Path("ready.flag").exists():
+        raise ValueError("the flag file is missing")
+    return frame
+"""
+
+
+def _pipeline(write: WritePipeline, workspace: str) -> Path:
+    write("udfs.py", UDFS)
+    return write("p.yaml", PIPELINE.replace("WORKSPACE", workspace))
+
+
+def _forget_cached_copies() -> None:
+    """As on a host that has never read the outputs (the s3 fixture's own cache folder)."""
+    shutil.rmtree(os.environ["ARROWLINE_CACHE_DIR"], ignore_errors=True)
+
+
+def _objects(s3: S3Bucket, task: str) -> set[str]:
+    """The run ids with an output of `task` in the store."""
+    return {k.split("/")[4] for k in s3.keys(f"ws/lake/{task}") if k.endswith("MANIFEST.json")}
+
+
+def test_a_run_on_the_object_store_equals_a_local_run_and_keeps_nothing_local(
+    s3: S3Bucket, write: WritePipeline, project: Path, tmp_path: Path
+) -> None:
+    (project / "ready.flag").write_text("ok")
+    result = run(_pipeline(write, s3.uri("ws")))
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    assert _objects(s3, "doubled") == {result.run_id}
+    assert _objects(s3, "checked") == {result.run_id}
+    local = project / ".arrowline" / "workspace"
+    assert not list(local.rglob("*.parquet"))  # staged, uploaded, then moved to the cache
+    on_s3 = pl.read_parquet(project / "out" / "result").sort("x")
+
+    elsewhere = tmp_path / "local-project"
+    elsewhere.mkdir()
+    shutil.copy(project / "udfs.py", elsewhere)
+    (elsewhere / "ready.flag").write_text("ok")
+    plain = elsewhere / "p.yaml"
+    plain.write_text((project / "p.yaml").read_text().replace(s3.uri("ws"), "null"))
+    assert run(plain, project_dir=elsewhere).ok
+    assert on_s3.equals(pl.read_parquet(elsewhere / "out" / "result").sort("x"))
+    assert on_s3["x"].to_list() == [0, 1, 2, 3, 4]
+
+
+def test_the_notebook_reads_tables_sql_and_quarantine_from_the_store_on_another_host(
+    s3: S3Bucket,
+    write: WritePipeline,
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (project / "ready.flag").write_text("ok")
+    result = run(_pipeline(write, s3.uri("ws")))
+    assert result.ok
+    # a notebook on another host: an empty cache, the catalog's locators only
+    monkeypatch.setenv("ARROWLINE_CACHE_DIR", str(tmp_path / "other-host-cache"))
+    with engine.open(project) as notebook:
+        assert notebook.table("doubled").collect()["y"].to_list() == [2 * n for n in range(10)]
+        assert notebook.sql("select count(*) from checked").fetchall() == [(5,)]
+        rejected = notebook.quarantine("checked").collect()
+        assert rejected["y"].to_list() == [10, 12, 14, 16, 18]
+    assert any((tmp_path / "other-host-cache").rglob("part-00000.parquet"))
+
+
+def test_a_failed_run_resumes_from_the_outputs_in_the_store(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    path = _pipeline(write, s3.uri("ws"))
+    failed = run(path)
+    assert not failed.ok
+    assert failed.tasks["flaky"].error is not None
+    (project / "ready.flag").write_text("ok")
+    _forget_cached_copies()  # what the resume reuses comes from the store
+    resumed = cli("run", path, "--resume", "last", "--no-progress")
+    assert resumed.exit_code == 0, resumed.output
+    with engine.open(project) as notebook:
+        tasks = notebook.tasks(run=failed.run_id)
+        states = dict(zip(tasks["task_id"].to_list(), tasks["state"].to_list(), strict=True))
+    assert states["flaky"] == "SUCCESS"
+    assert states["out"] == "SUCCESS"
+    assert pl.read_parquet(project / "out" / "result")["x"].sort().to_list() == [0, 1, 2, 3, 4]
+
+
+def test_select_reuses_upstream_outputs_from_the_store_and_retention_removes_old_ones(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    (project / "ready.flag").write_text("ok")
+    path = _pipeline(write, s3.uri("ws"))
+    first = run(path)
+    second = run(path, params={"n": 4})
+    assert first.ok
+    assert second.ok
+    _forget_cached_copies()
+    again = cli("run", path, "--select", "flaky+", "--param", "n=4", "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert pl.read_parquet(project / "out" / "result")["x"].sort().to_list() == [0, 1, 2, 3]
+    with engine.open(project) as notebook:  # numbers, doubled, checked: read from the store
+        tasks = notebook.tasks()
+        ran = tasks.filter(pl.col("state") == "SUCCESS")["task_id"].to_list()
+    assert sorted(ran) == ["flaky", "out"], tasks
+    # keep_runs: 1 -> only the newest outputs of each task stay in the store
+    assert _objects(s3, "numbers") == {second.run_id}
+    assert len(_objects(s3, "flaky")) == 1
+    assert first.run_id not in _objects(s3, "flaky")
+
+
+def test_the_environment_names_the_workspace_when_the_pipeline_does_not(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "ready.flag").write_text("ok")
+    path = _pipeline(write, "null")
+    monkeypatch.setenv("ARROWLINE_WORKSPACE", s3.uri("ws"))
+    result = cli("run", path, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert len(_objects(s3, "numbers")) == 1
+
+
+def test_a_workspace_uri_with_credentials_is_refused_at_its_line(
+    write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    path = _pipeline(write, "s3://AKIAEXAMPLE:topsecret@bucket/ws")
+    result = cli("validate", path)
+    assert result.exit_code != 0
+    assert "p.yaml:3" in result.output
+    assert "carries credentials" in result.output
+    assert "topsecret" not in result.output
+
+
+def test_a_workspace_that_does_not_answer_fails_the_run_before_any_task(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    path = _pipeline(write, f"s3://missing-bucket/ws?endpoint={s3.endpoint}")
+    result = cli("run", path, "--no-progress")
+    assert result.exit_code != 0
+    assert "bucket 'missing-bucket' does not exist" in result.output
+    assert not (project / "out").exists()
+
+
+VIEW = """
+    pipeline: viewed
+    WORKSPACE
+    tasks:
+      - id: numbers
+        sql: select range as x from range(3)
+      - id: published
+        load: {input: numbers, to: duckdb, path: warehouse.duckdb, table: numbers, mode: replace}
+        materialize: view
+"""
+
+
+def test_a_duckdb_view_over_an_object_store_workspace_is_refused_before_it_runs(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write("v.yaml", VIEW.replace("WORKSPACE", f"workspace: {s3.uri('ws')}"))
+    result = cli("validate", path)
+    assert result.exit_code != 0
+    assert "v.yaml:8" in result.output
+    assert "the workspace is an object store" in result.output
+    # named by the environment instead: refused when the run starts, nothing loaded
+    path = write("v.yaml", VIEW.replace("WORKSPACE", ""))
+    monkeypatch.setenv("ARROWLINE_WORKSPACE", s3.uri("ws"))
+    result = cli("run", path, "--no-progress")
+    assert result.exit_code != 0
+    assert "task 'published' at" in result.output
+    assert "v.yaml:6" in result.output
+    assert not (project / "warehouse.duckdb").exists()
+    assert s3.keys("ws") == []
+
+
+def test_openlineage_names_outputs_in_the_store_as_s3_datasets(
+    s3: S3Bucket, write: WritePipeline, project: Path
+) -> None:
+    import json
+
+    text = PIPELINE.replace("WORKSPACE", s3.uri("ws")).replace(
+        "retention:", "openlineage: {file: events.jsonl}\n    retention:"
+    )
+    write("udfs.py", UDFS)
+    (project / "ready.flag").write_text("ok")
+    assert run(write("p.yaml", text)).ok
+    events = [json.loads(line) for line in (project / "events.jsonl").read_text().splitlines()]
+    outputs = {(d["namespace"], d["name"]) for e in events for d in e.get("outputs", [])}
+    assert (f"s3://{s3.bucket}", "ws/lake/doubled") in outputs
