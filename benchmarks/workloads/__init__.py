@@ -29,6 +29,7 @@ NAMES = (
     "pg_cdc",
     "ui",
     "objectstore",
+    "ray",
 )
 
 

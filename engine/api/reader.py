@@ -29,7 +29,7 @@ from engine.core.problems import did_you_mean
 from engine.core.sqltext import quote_identifier, sql_literal
 from engine.state.catalog import CatalogReader, TaskRunRow
 from engine.state.layout import ProjectLayout
-from engine.state.objectstore import local_output
+from engine.state.objectstore import is_object_store, local_output
 from engine.state.retention import missing_output
 from engine.state.workspace import QUARANTINE_DIR
 
@@ -370,10 +370,17 @@ class ProjectReader:
             self._duckdb = duckdb.connect()
         connection = self._duckdb
         owners: dict[str, list[str]] = {}
+        named = _names_in(query)
         for pipeline in self.catalog.pipelines():
             connection.execute(f"create schema if not exists {quote_identifier(pipeline)}")
             for task_id, row in self.catalog.latest_outputs(pipeline).items():
                 assert row.output_path is not None
+                if (
+                    named is not None
+                    and task_id.lower() not in named
+                    and is_object_store(row.output_path)
+                ):
+                    continue  # in an object store: copied here only when the query reads it
                 local = local_output(row.output_path)
                 files = sql_literal(os.path.join(local, "part-*.parquet"))
                 view = f"{quote_identifier(pipeline)}.{quote_identifier(task_id)}"
@@ -388,6 +395,24 @@ class ProjectReader:
                     f"select * from {quote_identifier(pipelines[0])}.{quote_identifier(task_id)}"
                 )
         return connection.sql(query)
+
+
+def _names_in(query: str) -> set[str] | None:
+    """The table names a query reads (lower case), or None when it does not parse: then every
+    output is made a view."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = sqlglot.parse(query, dialect="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return None
+    return {
+        table.name.lower()
+        for statement in statements
+        if statement is not None
+        for table in statement.find_all(exp.Table)
+    }
 
 
 class AmbiguousTask(StateError):

@@ -86,13 +86,13 @@ def _collect(
     workspaces: dict[str, str | None],
 ) -> _Outcome:
     """A pipeline running now is skipped: its run applies retention when it ends. Its outputs
-    are in the workspace its file names, else the one its latest run had, else the project's."""
+    are in the workspace its file names, else the environment's ($ARROWLINE_WORKSPACE), else
+    the project's: never one read back from the catalog, which is no authority on what this
+    host may delete."""
     from engine.execution.launch import collect_outputs
     from engine.state.locks import ConcurrentRun
-    from engine.state.retention import recorded_workspace
 
-    setting = workspaces[name] if name in workspaces else recorded_workspace(catalog, name)
-    layout = project.layout.with_workspace(setting)
+    layout = project.layout.with_workspace(workspaces.get(name))
     try:
         collection = collect_outputs(layout, catalog, name, keep, dry_run=dry_run)
     except ConcurrentRun as exc:

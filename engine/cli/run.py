@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from engine.execution.executor import Executor, RunResult
     from engine.planning.build import Plan
     from engine.planning.schemas import SchemaReport
+    from engine.spec.model import ExecutorSpec
 
 __all__ = ["COMMANDS"]
 
@@ -270,6 +271,17 @@ def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path 
     )
 
 
+def _executor(kind: str | None, address: str | None, declared: ExecutorSpec) -> ExecutorSpec | None:
+    """--executor and --address over the pipeline's `executor:` (None: as it says)."""
+    from engine.spec.model import ExecutorSpec
+
+    if kind is None:
+        return None
+    if kind == "local":
+        return ExecutorSpec(kind="local")
+    return ExecutorSpec(kind="ray", address=address or declared.address)
+
+
 @click.command()
 @pipeline_argument
 @param_option
@@ -326,6 +338,21 @@ def render(pipeline: str, task: str, params: tuple[str, ...], project_dir: Path 
     help="With --if-running wait: give up after this many seconds.",
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where task attempts run, over the pipeline's `executor:`: threads of this process, "
+    "or Ray tasks (needs the ray extra and an s3:// workspace).",
+)
+@click.option(
+    "--address",
+    "ray_address",
+    default=None,
+    metavar="auto|ray://HOST:PORT",
+    help="With --executor ray: the cluster (default: the pipeline's `executor.address`, else a "
+    "Ray started in this process).",
+)
+@click.option(
     "--repeat",
     type=click.IntRange(min=2),
     default=None,
@@ -356,6 +383,8 @@ def run(
     force: bool,
     if_running: str,
     wait_timeout: float | None,
+    executor: str | None,
+    ray_address: str | None,
     repeat: int | None,
     fmt: str,
 ) -> None:
@@ -370,6 +399,8 @@ def run(
         fail("--resume runs with the parameters and selection of the run it continues")
     if resume_run is not None and repeat is not None:
         fail("--repeat starts a fresh run each time; it does not go with --resume")
+    if ray_address is not None and executor != "ray":
+        fail("--address names a Ray cluster: it goes with --executor ray")
     if fmt == "json" and repeat is None:
         fail(
             "--format json goes with --repeat",
@@ -416,6 +447,7 @@ def run(
         on_executor=attach,
         if_running="wait" if if_running == "wait" else "refuse",
         wait_timeout=wait_timeout,
+        executor=_executor(executor, ray_address, definition.spec.executor),
     )
     try:
         with project:

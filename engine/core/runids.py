@@ -10,9 +10,21 @@ import os
 import re
 from datetime import UTC, datetime
 
-__all__ = ["is_run_id", "new_run_id"]
+__all__ = ["check_run_id", "is_run_id", "new_run_id"]
 
 _RUN_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+_GIVEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+=-]{0,127}")
+
+
+def check_run_id(text: str) -> str:
+    """A run id a caller chose, checked: it names folders and object keys, so letters, digits
+    and `_.:+=-` only (not starting with a sign or a dot), never `..`. ValueError otherwise."""
+    if not _GIVEN.fullmatch(text) or ".." in text:
+        raise ValueError(
+            f"run id {text!r} is not allowed: up to 128 letters, digits and _ . : + = - "
+            "(starting with a letter or digit, no '..')"
+        )
+    return text
 
 
 def new_run_id(now: datetime | None = None) -> str:

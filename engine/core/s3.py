@@ -1,15 +1,23 @@
 """S3-compatible object storage, as arrowline names it: `s3://bucket/prefix?endpoint=...&region=...`.
 
-Endpoint and region may also come from the environment (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL,
-AWS_REGION or AWS_DEFAULT_REGION); credentials come only from the environment (AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from the URI, which is written into the catalog
-and the logs. Every part of a URI is checked before it reaches a request.
+A workspace setting (a pipeline's `workspace:`, `$ARROWLINE_WORKSPACE`) is the one place an
+endpoint is named; endpoint and region it leaves out come from the environment
+(AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION or AWS_DEFAULT_REGION). Credentials come only
+from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from a
+URI, which is written into the catalog and the logs.
+
+An output is recorded in the catalog by a *locator*, `s3://bucket/key`, which names no endpoint:
+a host reading it sends its credentials only where its own settings say that bucket is (the
+workspace it opened, else its environment), never where a catalog row says. Every part of a
+setting and of a locator is checked before it reaches a request or a path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,23 +27,32 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow.fs as pafs
 
-from engine.core.errors import DefinitionError
+from engine.core.errors import DefinitionError, StateError
 
-__all__ = ["ObjectStoreLocation", "is_object_store", "workspace_setting"]
+__all__ = ["ObjectStoreLocation", "is_object_store", "locate", "trust", "workspace_setting"]
 
 _SCHEMES = ("s3",)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")
-_ENDPOINT = re.compile(
-    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?"
-)
-_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
+"""A part of a setting's prefix: what the user writes."""
+_KEY_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:=+-]{0,199}")
+"""A part of a locator's key: pipeline, task and run names as the engine makes them."""
+_HOST = r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\])"
+_ENDPOINT = re.compile(rf"https?://{_HOST}(?::[0-9]{{1,5}})?")
+_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _QUERY_KEYS = ("endpoint", "region")
 
 
 def is_object_store(location: str) -> bool:
     """Whether a workspace setting or an output's locator names an object store."""
     return location.split("://", 1)[0].lower() in _SCHEMES if "://" in location else False
+
+
+def _without_userinfo(endpoint: str) -> str:
+    """An endpoint as a message may show it: never a user or password written into it."""
+    parts = urlsplit(endpoint)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else "(unreadable)"
 
 
 @dataclass(frozen=True)
@@ -51,14 +68,20 @@ class ObjectStoreLocation:
 
     @classmethod
     def parse(cls, uri: str, environ: Mapping[str, str] | None = None) -> ObjectStoreLocation:
-        """Check every part of `uri`; DefinitionError saying which part is wrong. Endpoint and
-        region the URI leaves out come from `environ` (default: the process environment)."""
+        """Check every part of a workspace setting; DefinitionError saying which part is wrong.
+        Endpoint and region the URI leaves out come from `environ` (default: the process
+        environment)."""
         env = os.environ if environ is None else environ
+        shown = uri.split("?", 1)[0].split("@", 1)[-1]
+        if uri != uri.strip() or any(ord(c) < 32 for c in uri):
+            raise DefinitionError(f"workspace {shown!r}: spaces or control characters around it")
         parts = urlsplit(uri)
-        shown = uri.split("?", 1)[0]
-        if parts.scheme.lower() not in _SCHEMES:
-            raise DefinitionError(f"workspace {shown!r}: only s3:// object stores are supported")
-        if "@" in parts.netloc or parts.password or parts.username:
+        if parts.scheme.lower() not in _SCHEMES or not uri.lower().startswith("s3://"):
+            raise DefinitionError(
+                f"workspace {shown!r}: only s3:// object stores are supported",
+                hint="without `workspace:`, outputs stay in the project's .arrowline/workspace/",
+            )
+        if "@" in parts.netloc:
             raise DefinitionError(
                 "workspace URI carries credentials: they would be written into the catalog "
                 "and logs",
@@ -89,15 +112,10 @@ class ObjectStoreLocation:
             if key in query:
                 raise DefinitionError(f"workspace {shown!r}: option {key!r} given twice")
             query[key] = value
-        endpoint = (
-            query.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        endpoint = _endpoint(
+            query.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            shown,
         )
-        if endpoint is not None:
-            endpoint = endpoint.rstrip("/")
-            if not _ENDPOINT.fullmatch(endpoint):
-                raise DefinitionError(
-                    f"workspace {shown!r}: endpoint {endpoint!r} is not http(s)://host[:port]"
-                )
         region = query.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         if region is not None and not _REGION.fullmatch(region):
             raise DefinitionError(f"workspace {shown!r}: region {region!r} is not a region name")
@@ -109,11 +127,8 @@ class ObjectStoreLocation:
         return Path(self.bucket, *self.prefix.split("/")) if self.prefix else Path(self.bucket)
 
     def locator(self, path: Path) -> str:
-        """The URI of `path` (in the filesystem) that outputs are recorded by: the scheme, the
-        path, and the endpoint and region a reader elsewhere needs."""
-        pairs = (("endpoint", self.endpoint), ("region", self.region))
-        options = [f"{key}={value}" for key, value in pairs if value]
-        return f"s3://{path.as_posix()}" + ("?" + "&".join(options) if options else "")
+        """The URI the catalog records for `path` (in the filesystem): bucket and key only."""
+        return f"s3://{path.as_posix()}"
 
     def filesystem(self) -> Any:
         return _filesystem(self.endpoint, self.region, *_credentials())
@@ -122,6 +137,68 @@ class ObjectStoreLocation:
         """For messages: where, never with what credentials."""
         at = f" at {self.endpoint}" if self.endpoint else ""
         return f"s3://{self.root.as_posix()}{at}"
+
+    @property
+    def store_key(self) -> str:
+        """A short name of the store (its endpoint), so caches of two stores never mix."""
+        return hashlib.sha256((self.endpoint or "aws").encode()).hexdigest()[:12]
+
+
+def _endpoint(value: str | None, shown: str) -> str | None:
+    if value is None:
+        return None
+    endpoint = value.rstrip("/")
+    if "@" in urlsplit(endpoint).netloc:
+        raise DefinitionError(
+            f"workspace {shown!r}: the endpoint carries credentials "
+            f"({_without_userinfo(endpoint)}); they would be written into the catalog and logs",
+            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment instead",
+        )
+    if not _ENDPOINT.fullmatch(endpoint):
+        raise DefinitionError(
+            f"workspace {shown!r}: endpoint {_without_userinfo(endpoint)!r} is not "
+            "http(s)://host[:port]"
+        )
+    return endpoint
+
+
+# -- which store a bucket is in, by this host's own settings ----------------------------------
+
+_TRUSTED: dict[str, ObjectStoreLocation] = {}
+_TRUSTED_LOCK = threading.Lock()
+
+
+def trust(location: ObjectStoreLocation) -> None:
+    """A workspace this process was configured with: its bucket is read at its endpoint."""
+    with _TRUSTED_LOCK:
+        _TRUSTED[location.bucket] = location
+
+
+def locate(locator: str) -> tuple[ObjectStoreLocation, Path]:
+    """The store and path of an output a catalog row names (`s3://bucket/key`), its parts
+    checked (no `..`, no empty or odd part, no query); the endpoint and region are the ones
+    this host was configured with for that bucket, else its environment's. StateError when the
+    locator is not one arrowline writes."""
+    parts = urlsplit(locator)
+    key = parts.path.split("/")[1:]  # as written: no part dropped or joined
+    if (
+        parts.scheme != "s3"
+        or not _BUCKET.fullmatch(parts.netloc)
+        or parts.query
+        or parts.fragment
+        or not parts.path.startswith("/")
+        or not key
+        or any(not _KEY_PART.fullmatch(p) or p.strip(".") == "" for p in key)
+    ):
+        raise StateError(f"{locator!r} is not an output arrowline recorded")
+    with _TRUSTED_LOCK:
+        known = _TRUSTED.get(parts.netloc)
+    if known is None:
+        try:
+            known = ObjectStoreLocation.parse(f"s3://{parts.netloc}")
+        except DefinitionError as exc:  # the environment's endpoint or region
+            raise StateError(f"output {locator}: {exc.message}") from None
+    return known, Path(parts.netloc, *key)
 
 
 def _credentials() -> tuple[str | None, str | None, str | None]:
@@ -165,15 +242,11 @@ def _filesystem(
 
 
 def workspace_setting(value: str | None) -> str | None:
-    """A pipeline's `workspace:` as written, checked: an object store's URI in every part that
-    it spells itself (endpoint and region may still come from the environment at run time), or
-    a folder. ValueError, for the pipeline model, saying what is wrong."""
+    """A pipeline's `workspace:` as written, checked in every part it spells itself (endpoint
+    and region may still come from the environment at run time). ValueError, for the pipeline
+    model, saying what is wrong."""
     if value is None:
         return None
-    if "://" not in value:
-        if not value.strip() or "\x00" in value:
-            raise ValueError("workspace must name a folder or an s3:// URI")
-        return value
     try:
         ObjectStoreLocation.parse(value, environ={})
     except DefinitionError as exc:

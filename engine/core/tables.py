@@ -101,6 +101,10 @@ class InputTable:
     query: InlineQuery | None = field(default=None, compare=False)
     after: RowsAfter | None = field(default=None, compare=False)
     """Of a stream: only the rows past a sink's own watermark are read (`rows_after`)."""
+    locator: str | None = field(default=None, compare=False)
+    """Where the workspace keeps it when that is not this disk (an object store's URI):
+    `files` are then its local copies, made when a task is about to read them
+    (engine.state.objectstore.ensure_local)."""
 
     @property
     def rows(self) -> int:

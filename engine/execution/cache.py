@@ -15,6 +15,7 @@ hands back a stale output.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -78,10 +79,16 @@ class ExecutionCache:
     def hashing(self, runner: TaskRunner) -> TaskRunner:
         """`runner`, then the content hash of what the attempt wrote, on the worker's thread."""
 
+        @functools.wraps(runner)  # keeps what the runner says of itself (`remote`)
         def run(context: TaskContext) -> TaskOutcome:
             outcome = runner(context)
             if outcome.produces_output:
-                found = content_hash(context.staging_path)
+                elsewhere = outcome.elsewhere
+                found = (
+                    elsewhere.content_hash
+                    if elsewhere is not None
+                    else content_hash(context.staging_path)
+                )
                 with self._lock:
                     self._hashes[(context.task.id, context.attempt)] = found
             return outcome

@@ -16,6 +16,7 @@ from engine.core.tables import output_parts
 from engine.planning.build import Plan, PlannedTask
 from engine.state.catalog import CatalogReader
 from engine.state.objectstore import output_schema
+from engine.tasks.base import StagedElsewhere
 
 __all__ = ["DriftCheck"]
 
@@ -26,20 +27,28 @@ class DriftCheck:
         self.catalog = catalog
 
     def check(
-        self, task: PlannedTask, staging: Path, schemas: Mapping[str, pa.Schema]
+        self,
+        task: PlannedTask,
+        staging: Path,
+        schemas: Mapping[str, pa.Schema],
+        elsewhere: StagedElsewhere | None = None,
     ) -> list[dict[str, object]]:
         """How the staged output's schema changed since the task's last successful run
         (`schemas`: what its inputs wrote in this run); raises DataError when the task's
-        `schema_change` policy refuses the change, or when two columns are one name to DuckDB."""
+        `schema_change` policy refuses the change, or when two columns are one name to DuckDB.
+        The output is in `staging`, or was written on another host (`elsewhere`)."""
         import pyarrow.parquet as pq
 
         from engine.core.schemachange import refused
         from engine.core.sqltext import name_clash
 
-        parts = output_parts(staging)
-        if not parts:
+        if elsewhere is not None:
+            schema = elsewhere.schema
+        else:
+            parts = output_parts(staging)
+            schema = pq.read_schema(parts[0]) if parts else None
+        if schema is None:
             return []
-        schema = pq.read_schema(parts[0])
         clash = name_clash(schema.names)
         if clash is not None:  # DuckDB would rename one of them in every task reading it
             raise DataError(

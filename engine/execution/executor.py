@@ -421,7 +421,7 @@ class Executor(PipelinedHandOff):
         drift: list[dict[str, object]] = []
         if outcome.produces_output:
             # before anything is published
-            drift = self.drift.check(task, attempt.staging, self.output_schemas)
+            drift = self.drift.check(task, attempt.staging, self.output_schemas, outcome.elsewhere)
             directory = self.workspace.publish(attempt.staging, plan.pipeline, task.id, plan.run_id)
             fault_point("workspace.after_publish")
             table = self.workspace.table(task.id, plan.run_id, directory)

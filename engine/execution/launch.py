@@ -22,7 +22,7 @@ from engine.execution.recovery import recover_interrupted
 from engine.planning.build import Plan
 from engine.planning.resume import find_run_to_resume, plan_resume
 from engine.spec.definition import Definition
-from engine.spec.model import RetryPolicy
+from engine.spec.model import ExecutorSpec, RetryPolicy
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 from engine.state.locks import IfRunning, RunLock
@@ -55,6 +55,8 @@ class RunOptions:
     """With `if_running="wait"`: give up after this many seconds."""
     on_wait: Callable[[dict[str, Any]], None] | None = None
     """Called once with the holder (run id, pid, host) when this run starts waiting."""
+    executor: ExecutorSpec | None = None
+    """Where attempts run, over the pipeline's `executor:` (`arrowline run --executor`)."""
 
     def execution_settings(self, layout: ProjectLayout) -> ExecutionSettings:
         """The settings with `max_parallel` applied, DuckDB spilling under the project."""
@@ -106,12 +108,21 @@ def _execute_locked(
 
     workspace = layout.workspace()
     _views_need_local_files(the_plan, workspace)
+    _reused_from_here(the_plan, catalog, workspace)
+    settings, runner = options.execution_settings(layout), options.runner
+    where = options.executor or the_plan.executor
+    if where.kind == "ray":
+        from engine.execution.remote import RayRunner, refuse_streams
+
+        refuse_streams(the_plan)
+        settings = replace(settings, pipelined=False)  # a stream cannot cross hosts
+        runner = RayRunner(the_plan, workspace, where.address)
     executor = Executor(
         the_plan,
         layout.project_dir,
         catalog=catalog,
-        settings=options.execution_settings(layout),
-        runner=options.runner,
+        settings=settings,
+        runner=runner,
         listener=options.listener,
         connections=resolve_plan_connections(the_plan),
         workspace=workspace,
@@ -140,6 +151,24 @@ def _views_need_local_files(the_plan: Plan, workspace: Workspace) -> None:
                 f"task {task.id!r}{task.at}: materialize: view makes its target read the "
                 f"workspace's files by their path, and the workspace is {workspace.describe()}",
                 hint="load a table (remove materialize: view), or keep the workspace local",
+            )
+
+
+def _reused_from_here(the_plan: Plan, catalog: Catalog, workspace: Workspace) -> None:
+    """An output a run reuses (a resume's, a selection's upstream) must be in the workspace
+    the run publishes to: it is read from there."""
+    from engine.core.errors import StateError
+
+    for task in the_plan.tasks:
+        if task.action != "reuse" or task.reuse_run is None:
+            continue
+        row = catalog.task_run(task.reuse_run, task.id)
+        if row is not None and row.output_path and not workspace.holds(row.output_path):
+            raise StateError(
+                f"task {task.id!r} would reuse its output of run {task.reuse_run}, which is in "
+                f"another workspace ({row.output_path}) than this run's ({workspace.describe()})",
+                hint="run the pipeline whole (without --resume or --select), or set the "
+                "workspace it was run with again",
             )
 
 
@@ -183,6 +212,7 @@ def collect_outputs(
     with RunLock(layout.state_dir, pipeline, "gc", if_running="refuse", catalog=layout.catalog):
         collection = plan_collection(catalog, workspace, pipeline, keep_runs)
         collect(catalog, collection)
+        workspace.prune_copies(pipeline)  # this host's copies of what another host removed
     return collection
 
 

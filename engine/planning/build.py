@@ -25,8 +25,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.core.errors import DefinitionError, PipelineInvalid, SelectionError, error_context
+from engine.core.errors import (
+    DefinitionError,
+    ParameterError,
+    PipelineInvalid,
+    SelectionError,
+    error_context,
+)
 from engine.core.graph import Graph, find_cycles
+from engine.core.runids import check_run_id
 from engine.core.secrets import mask_secrets, mask_text
 from engine.planning.cache import CacheDecision, cache_enabled, decide, observe_inputs
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
@@ -35,6 +42,7 @@ from engine.spec.definition import Definition
 from engine.spec.model import (
     BreakerPolicy,
     CacheKey,
+    ExecutorSpec,
     OpenLineageSpec,
     PipelineSpec,
     RetentionSpec,
@@ -152,9 +160,11 @@ class Plan:
     """Resource pool -> its slots (engine.execution.pools)."""
     openlineage: OpenLineageSpec | None = None
     retention: RetentionSpec = field(default_factory=RetentionSpec)
+    """What the workspace keeps once the run ends (engine.state.retention)."""
     workspace: str | None = None
     """The pipeline's `workspace:` setting (engine.state.layout)."""
-    """What the workspace keeps once the run ends (engine.state.retention)."""
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    """Where its attempts run (engine.execution.remote for Ray)."""
     force: bool = False
     """Every task runs, whatever the cache holds."""
 
@@ -262,6 +272,10 @@ def build_plan(
     spec = definition.spec
     resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
+    try:
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
     when = (logical_date or datetime.now(UTC)).astimezone(UTC)
     if kept is None:
         kept = kept_outputs(spec, catalog, resolved_params) if not full_refresh else {}
@@ -390,6 +404,7 @@ def build_plan(
         openlineage=spec.openlineage,
         retention=spec.retention,
         workspace=spec.workspace,
+        executor=spec.executor,
         connections={
             name: spec.connections[name]
             for name in sorted({r.spec.connection or "" for r in resolved.values()})

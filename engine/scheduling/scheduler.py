@@ -39,7 +39,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.core.errors import ArrowlineError, StateError
+from engine.core.errors import ArrowlineError
 from engine.core.states import RunState
 from engine.execution.executor import Executor, RunResult
 from engine.scheduling.alerts import Alert, AlertSender
@@ -485,7 +485,7 @@ class Scheduler:
         layout = self.layout.with_workspace(setting)
         try:
             return layout.workspace()
-        except StateError as exc:
+        except ArrowlineError as exc:  # unreachable, or a setting that cannot be used
             logger.warning("restart recovery: {}; sweeping local staging only", exc.message)
             return LocalWorkspace(layout.workspace_root)
 

@@ -35,6 +35,13 @@ from engine.core.errors import ParameterError
 from engine.core.s3 import workspace_setting
 from engine.core.secrets import mask_secrets
 from engine.spec.params import Param, ParamType, as_type, infer_param
+from engine.spec.settings import (
+    AlertsSpec,
+    ExecutorSpec,
+    OpenLineageSpec,
+    ResourcesSpec,
+    TriggerSpec,
+)
 from transforms.config import ModelTest, SqlSpec, UdfSpec, ValidateSpec
 
 __all__ = [
@@ -42,10 +49,13 @@ __all__ = [
     "AlertsSpec",
     "BreakerPolicy",
     "CacheKey",
+    "ExecutorSpec",
     "ExtractSpec",
     "LoadSpec",
+    "OpenLineageSpec",
     "ParamSpec",
     "PipelineSpec",
+    "ResourcesSpec",
     "RetentionSpec",
     "RetryPolicy",
     "TaskDefaults",
@@ -116,46 +126,6 @@ class RetentionSpec(ConfigModel):
     )
 
 
-class OpenLineageSpec(ConfigModel):
-    """Where a run's OpenLineage events go. The environment can set the same: OPENLINEAGE_URL,
-    OPENLINEAGE_API_KEY, OPENLINEAGE_NAMESPACE, ARROWLINE_OPENLINEAGE_FILE."""
-
-    url: str | None = Field(
-        None, description="HTTP endpoint base (events are POSTed to URL + endpoint)."
-    )
-    endpoint: str = Field("api/v1/lineage", description="Path under `url` that takes events.")
-    api_key: str | None = Field(
-        None, description="Bearer token, as a reference like '${env:OL_API_KEY}' (never logged)."
-    )
-    file: str | None = Field(None, description="Append each event as one JSON line to this file.")
-    namespace: str = Field("arrowline", description="Namespace of the jobs (pipelines, tasks).")
-    timeout: Duration = Field(
-        timedelta(seconds=5),
-        description="Per HTTP attempt; three attempts, then the event is dropped.",
-    )
-
-
-class TriggerSpec(ConfigModel):
-    """Start a run when something happens, besides (or instead of) the schedule."""
-
-    files: str | None = Field(
-        None, description="Glob (relative to the pipeline file): a new file starts a run."
-    )
-    settle: Duration = Field(
-        timedelta(seconds=30),
-        description="A file counts once its size and modification time stayed the same this long.",
-    )
-    after: str | None = Field(
-        None, description="Another pipeline of the project: each of its successful runs starts one."
-    )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> TriggerSpec:
-        if (self.files is None) == (self.after is None):
-            raise ValueError("a trigger has exactly one of 'files' or 'after'")
-        return self
-
-
 class ParamSpec(ConfigModel):
     """A parameter with a declared type, for when a default alone does not say it: an optional
     value (`default: null`), a date written as text, a float whose default is a whole number."""
@@ -222,30 +192,6 @@ class CacheKey(ConfigModel):
 
 CacheSetting = StrictBool | CacheKey
 """`cache: true`, `cache: false` or `cache: {key: "select ..."}`."""
-
-
-class AlertsSpec(ConfigModel):
-    """Where alerts go, and which. Repeats of one alert within `dedup` are counted, not sent."""
-
-    webhook: str | None = Field(None, description="URL that gets each alert as a JSON POST.")
-    command: str | None = Field(
-        None, description="Shell command run per alert, the alert as JSON on its stdin."
-    )
-    log: bool = Field(True, description="Also write each alert as a log line.")
-    on: tuple[
-        Literal["failure", "dead_letter", "quarantine", "sla", "freshness", "source"], ...
-    ] = Field(
-        ("failure", "dead_letter", "quarantine", "sla", "freshness", "source"),
-        description="The kinds of alert to send. source: what an extract found at its source "
-        "and said in its task details (a replication slot keeping more WAL than its "
-        "max_retained_wal).",
-    )
-    quarantine_above: int = Field(
-        0, ge=0, description="Alert when a run quarantines more rows than this."
-    )
-    dedup: Duration = Field(
-        timedelta(hours=1), description="One alert per pipeline, kind and subject in this window."
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +264,9 @@ class TaskSpec(ConfigModel):
     )
     retry: RetryPolicy | None = Field(None, description="Overrides defaults.retry.")
     timeout: Duration | None = Field(None, description="Overrides defaults.timeout.")
+    resources: ResourcesSpec | None = Field(
+        None, description="What an attempt needs where it runs (with `executor: ray`)."
+    )
     cache: CacheSetting | None = Field(
         None,
         description="Reuse an earlier output made from the same definition, parameters, code, "
@@ -511,6 +460,11 @@ class PipelineSpec(ConfigModel):
     openlineage: OpenLineageSpec | None = Field(
         None, description="Send OpenLineage run events (START, COMPLETE, FAIL) to a file or URL."
     )
+    executor: ExecutorSpec = Field(
+        default_factory=ExecutorSpec,
+        description="Where task attempts run: `local` (default) or `ray` (`{kind: ray, "
+        "address: auto}`); `arrowline run --executor` overrides it.",
+    )
     retention: RetentionSpec = Field(
         default_factory=RetentionSpec,
         description="How many runs' outputs `.arrowline/workspace/` keeps.",
@@ -518,11 +472,11 @@ class PipelineSpec(ConfigModel):
     workspace: Annotated[str | None, AfterValidator(workspace_setting)] = Field(
         None,
         max_length=1024,
-        description="Where task outputs are published (default: `$ARROWLINE_WORKSPACE`, else "
-        "`.arrowline/workspace/`): an S3-compatible object store, `s3://bucket/prefix` with "
-        "optional `?endpoint=http://host:port&region=name` (or AWS_ENDPOINT_URL and AWS_REGION; "
-        "credentials only from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or a local folder "
-        "relative to the project. Every host that runs or reads the pipeline must reach it.",
+        description="Publish task outputs to an S3-compatible object store, `s3://bucket/prefix` "
+        "with optional `?endpoint=http://host:port&region=name` (else AWS_ENDPOINT_URL and "
+        "AWS_REGION), instead of `.arrowline/workspace/` (default: `$ARROWLINE_WORKSPACE`). "
+        "Credentials come only from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; a host that "
+        "reads the outputs elsewhere (a notebook) needs the same endpoint in its environment.",
     )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 
@@ -530,6 +484,11 @@ class PipelineSpec(ConfigModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_kind(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
 
     @field_validator("params", "connections", "pools")
     @classmethod

@@ -53,7 +53,7 @@ class ProjectLayout:
     found_by: FoundBy = "given"
     workspace_uri: str | None = None
     """Where task outputs are published, when not the project's own folder: an object store's
-    URI (`s3://bucket/prefix`) or another local folder (relative to the project)."""
+    URI (`s3://bucket/prefix`)."""
 
     @classmethod
     def at(
@@ -160,11 +160,9 @@ class ProjectLayout:
         first (StateError when it does not answer)."""
         if self.workspace_uri is None:
             return LocalWorkspace(self.workspace_root)
-        from engine.state.objectstore import ObjectStoreWorkspace, is_object_store
+        from engine.state.objectstore import ObjectStoreWorkspace
 
-        if is_object_store(self.workspace_uri):
-            return ObjectStoreWorkspace.open(self.workspace_uri, scratch=self.workspace_root)
-        return LocalWorkspace(self.project_dir / self.workspace_uri)
+        return ObjectStoreWorkspace.open(self.workspace_uri, scratch=self.workspace_root)
 
     def catalog_at(self, uri: str | None) -> CatalogLocation:
         """Another catalog named relative to this project (`catalog copy`): a file, a URI, or

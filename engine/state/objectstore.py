@@ -1,12 +1,5 @@
 """The workspace on S3-compatible object storage: `workspace: s3://bucket/prefix`.
 
-    s3://bucket/prefix[?endpoint=http://host:port&region=name]
-
-Endpoint and region may also come from the environment (AWS_ENDPOINT_URL_S3 or
-AWS_ENDPOINT_URL, AWS_REGION or AWS_DEFAULT_REGION); credentials come only from the environment
-(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or the SDK's own chain), never from
-the URI, which is written into the catalog and the logs.
-
 An object store moves no folders, so an output is published by a marker written last:
 
     <prefix>/<pipeline>/<task>/<run_id>/<upload>/part-00000.parquet      the rows
@@ -14,29 +7,35 @@ An object store moves no folders, so an output is published by a marker written 
     <prefix>/<pipeline>/<task>/<run_id>/MANIFEST.json                    names <upload>
     <prefix>/<pipeline>/<task>/LATEST
 
-An attempt uploads its parts under a prefix of its own (`<upload>`, unique), then writes the
-manifest in one PUT: a reader that finds no manifest finds no output, and one that finds it
-finds every part it names. Publishing again for the same run (a resumed task) writes a new
-upload and a new manifest, then deletes the upload the old manifest named. A process killed
-between its upload and its manifest leaves an upload no manifest names: the next run of the
-pipeline (recovery sweeps the run's staging) or retention removes it.
+An attempt uploads its parts under a prefix of its own (`<upload>`, unique) on its own thread,
+then the run's dispatcher writes the manifest in one PUT: a reader that finds no manifest finds
+no output, and one that finds it finds every part it names, with their sizes, the schema and
+the row count. Publishing again for the same run (a resumed task) writes a new upload and a new
+manifest, then deletes the upload the old manifest named. A process killed between its upload
+and its manifest leaves an upload no manifest names: the next run of the pipeline (recovery
+sweeps the run's staging) or retention removes it.
 
 Tasks read their inputs from local paths (DuckDB, Polars and Arrow open files), so a published
-output is copied once into a local cache, `<cache>/<bucket>/<key path>/<upload>/`, before it is
-read; an upload never changes, so a cached copy is never stale. The output an attempt has just
-published is moved into the cache instead of being downloaded again.
+output is copied into a local cache, `<cache>/<store>/<bucket>/<key>/<upload>/`, by the attempt
+about to read it (`ensure_local`), never by the dispatcher; an upload never changes, and a
+cached copy is used only while its files are the ones, and the sizes, its manifest names. The
+output an attempt has just published is moved into the cache instead of being downloaded again.
+The catalog records an output by its locator, `s3://bucket/key` (engine.core.s3.locate).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
 import json
 import os
 import re
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -44,25 +43,32 @@ import pyarrow.parquet as pq
 from engine.core.errors import StateError
 from engine.core.faults import fault_point
 from engine.core.files import remove_tree
-from engine.core.s3 import ObjectStoreLocation, is_object_store
+from engine.core.s3 import ObjectStoreLocation, is_object_store, locate, trust
 from engine.core.tables import InputTable, output_parts, quarantine_parts
 from engine.state.workspace import LATEST, QUARANTINE_DIR, FileSystemWorkspace, Runner
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "CACHE_ENV",
     "MANIFEST",
     "ObjectStoreWorkspace",
+    "ensure_local",
     "is_object_store",
     "local_output",
     "output_present",
+    "output_schema",
 ]
 
 MANIFEST = "MANIFEST.json"
 CACHE_ENV = "ARROWLINE_CACHE_DIR"
+_PART_NAME = re.compile(r"part-[0-9]{5}\.parquet")
+_UPLOAD = re.compile(r"[0-9a-f]{16}")
 
 
 def _unique() -> str:
-    return f"{uuid.uuid4().hex[:16]}"
+    return uuid.uuid4().hex[:16]
 
 
 def default_cache_dir() -> Path:
@@ -86,15 +92,20 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         self._uploads: dict[Path, tuple[Path, dict[str, Any]]] = {}
         """staging folder -> (its output folder, the manifest of its upload): uploaded on
         the attempt's thread, committed by `publish`."""
+        self._discarded: set[Path] = set()
+        """Staging folders dropped while their attempt was still running (an abandoned one):
+        its upload, when it comes, is deleted at once."""
         self._committed: dict[Path, dict[str, Any]] = {}
         """output folder -> the manifest this process wrote there (what it reads back)."""
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, uri: str, scratch: Path, cache: Path | None = None) -> ObjectStoreWorkspace:
-        """The workspace `uri` names, its bucket checked: StateError when it cannot be reached."""
+        """The workspace `uri` names, its bucket checked (StateError when it cannot be reached);
+        from now on this process reads that bucket at this endpoint (engine.core.s3.trust)."""
         workspace = cls(ObjectStoreLocation.parse(uri), scratch, cache)
         workspace.check()
+        trust(workspace.location)
         return workspace
 
     def check(self) -> None:
@@ -120,31 +131,60 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
     def locator(self, directory: Path) -> str:
         return self.location.locator(directory)
 
+    def holds(self, locator: str) -> bool:
+        return is_object_store(locator) and locator.startswith(
+            self.location.locator(self.root) + "/"
+        )
+
     def dataset(self) -> tuple[str, str]:
         return (f"s3://{self.location.bucket}", self.location.prefix)
+
+    @property
+    def setting(self) -> str:
+        """The workspace as a setting another host opens (`s3://...?endpoint=&region=`): the
+        store and where it answers, never a credential."""
+        location = self.location
+        pairs = (("endpoint", location.endpoint), ("region", location.region))
+        options = "&".join(f"{key}={value}" for key, value in pairs if value)
+        return f"s3://{location.root.as_posix()}" + (f"?{options}" if options else "")
 
     # -- publishing: upload (on the attempt's thread), then the manifest ---------------------
 
     def uploading(self, runner: Runner) -> Runner:
-        """The attempt's thread uploads its output as soon as it is written, so uploads of
-        tasks running at once overlap and the run's dispatcher only writes manifests."""
+        """On the attempt's thread: its inputs copied here first (an attempt run elsewhere,
+        `remote`, copies them there), then its output uploaded as soon as it is written, so
+        uploads of tasks running at once overlap and the dispatcher only writes manifests. An
+        output uploaded elsewhere (`outcome.elsewhere`) is adopted as it is."""
+        here = not getattr(runner, "remote", False)
 
+        @functools.wraps(runner)
         def run(context: Any) -> Any:
+            if here:
+                context.inputs = {n: ensure_local(t, self.cache) for n, t in context.inputs.items()}
             outcome = runner(context)
-            staging = context.staging_path
-            if outcome.produces_output and staging.is_dir():
+            staging, elsewhere = context.staging_path, getattr(outcome, "elsewhere", None)
+            if elsewhere is not None:
+                final = self.output_dir(context.pipeline, context.task.id, context.run_id)
+                self._uploaded(staging, final, elsewhere.manifest)
+            elif outcome.produces_output and staging.is_dir():
                 self.upload(staging, context.pipeline, context.task.id, context.run_id)
             return outcome
 
         return cast(Runner, run)
 
-    def upload(self, staging: Path, pipeline: str, task_id: str, run_id: str) -> str:
+    def upload(self, staging: Path, pipeline: str, task_id: str, run_id: str) -> dict[str, Any]:
         """Copy a staged output under an upload prefix of its own, named by no manifest yet;
-        its id. `publish` commits it; `discard` deletes it."""
+        its manifest. `publish` commits it; `discard` deletes it."""
+        manifest = self.send(staging, pipeline, task_id, run_id)
+        self._uploaded(staging, self.output_dir(pipeline, task_id, run_id), manifest)
+        return manifest
+
+    def send(self, staging: Path, pipeline: str, task_id: str, run_id: str) -> dict[str, Any]:
+        """The upload alone, for an attempt on another host whose driver commits it: its
+        manifest."""
         final = self.output_dir(pipeline, task_id, run_id)
         upload = _unique()
-        files = (*output_parts(staging), *quarantine_parts(staging))
-        for file in files:
+        for file in (*output_parts(staging), *quarantine_parts(staging)):
             relative = file.relative_to(staging).as_posix()
             pafs.copy_files(
                 str(file),
@@ -152,23 +192,27 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
                 source_filesystem=pafs.LocalFileSystem(),
                 destination_filesystem=self.filesystem,
             )
-        manifest = {
-            "format": 1,
-            "upload": upload,
-            "parts": [[p.name, p.stat().st_size] for p in output_parts(staging)],
-            "quarantine": [[p.name, p.stat().st_size] for p in quarantine_parts(staging)],
-        }
+        return staged_manifest(staging, upload)
+
+    def _uploaded(self, staging: Path, final: Path, manifest: dict[str, Any]) -> None:
         with self._lock:
-            self._uploads[staging] = (final, manifest)
-        return upload
+            dropped = staging in self._discarded
+            if not dropped:
+                self._uploads[staging] = (final, manifest)
+        if dropped:  # its attempt was abandoned meanwhile: nobody will publish it
+            self._delete_upload(final, manifest["upload"])
+
+    def _delete_upload(self, final: Path, upload: str) -> None:
+        with contextlib.suppress(OSError):
+            self.filesystem.delete_dir(str(final / upload))
 
     def discard(self, staging: Path) -> None:
         with self._lock:
             uploaded = self._uploads.pop(staging, None)
+            if uploaded is None:
+                self._discarded.add(staging)
         if uploaded is not None:
-            final, manifest = uploaded
-            with contextlib.suppress(OSError):
-                self.filesystem.delete_dir(str(final / manifest["upload"]))
+            self._delete_upload(uploaded[0], uploaded[1]["upload"])
         super().discard(staging)
 
     def publish(self, staging: Path, pipeline: str, task_id: str, run_id: str) -> Path:
@@ -188,10 +232,9 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         with self._lock:
             self._committed[final] = manifest
         if previous is not None and previous["upload"] != upload:
-            with contextlib.suppress(OSError):
-                self.filesystem.delete_dir(str(final / previous["upload"]))
+            self._delete_upload(final, previous["upload"])
         self._write_latest(pipeline, task_id, run_id)
-        self._keep_local(staging, final, upload)
+        self.keep_copy(staging, final, upload)
         return final
 
     def _write_latest(self, pipeline: str, task_id: str, run_id: str) -> None:
@@ -200,16 +243,17 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         with self.filesystem.open_output_stream(str(latest)) as stream:
             stream.write((run_id + "\n").encode())
 
-    def _keep_local(self, staging: Path, final: Path, upload: str) -> None:
-        """The staged files become the cached copy of what was just uploaded."""
-        target = _cached_folder(self.cache, final, upload)
+    def keep_copy(self, staging: Path, final: Path, upload: str) -> None:
+        """The staged files become the cached copy of what was just uploaded (none when the
+        attempt ran on another host: its staging is there)."""
+        target = _cached_folder(self.cache, self.location, final, upload)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staging, target) if not target.exists() else remove_tree(staging)
-        except OSError:  # another filesystem: the cache is filled on the first read instead
+        except OSError:  # not here, or another filesystem: the first reader copies it
             remove_tree(staging)
 
-    # -- reading: through the local cache -----------------------------------------------------
+    # -- reading: the manifest here, the files where they are read ----------------------------
 
     def _manifest(self, directory: Path) -> dict[str, Any] | None:
         """The output's manifest: the one this process committed, else the store's."""
@@ -225,27 +269,25 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
                 f"({self.locator(directory)}: no manifest)",
                 hint="the workspace was cleaned, or the upload never finished; run the task again",
             )
-        local = _localize(self.filesystem, directory, self.cache, self.locator(directory), manifest)
-        files = output_parts(local)
-        if not files:
+        if not manifest["parts"]:
             raise StateError(
                 f"output of task {task_id!r} from run {run_id} has no rows' file "
                 f"({self.locator(directory)})"
             )
-        schema = pq.read_schema(files[0])
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        size = sum(f.stat().st_size for f in files)
-        return InputTable(task_id, run_id, files, schema, rows, size)
+        # nothing is downloaded here: the attempt that reads it copies it (`ensure_local`)
+        folder = _cached_folder(self.cache, self.location, directory, manifest["upload"])
+        files = tuple(folder / name for name, _ in manifest["parts"])
+        size = sum(size for _, size in manifest["parts"])
+        schema, rows = manifest_schema(manifest), manifest["rows"]
+        locator = self.locator(directory)
+        return InputTable(task_id, run_id, files, schema, rows, size, locator=locator)
 
     def quarantine_files(self, directory: Path) -> tuple[Path, ...]:
         manifest = self._manifest(directory)
         if manifest is None:
             return ()  # as a folder that is not there holds no files
-        shown = self.locator(directory)
-        return quarantine_parts(_localize(self.filesystem, directory, self.cache, shown, manifest))
-
-    def present(self, directory: Path) -> bool:
-        return _read_manifest(self.filesystem, directory) is not None
+        folder = _localize(self.filesystem, self.location, directory, self.cache, manifest)
+        return quarantine_parts(folder)
 
     # -- retention and recovery ---------------------------------------------------------------
 
@@ -255,15 +297,26 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         manifest = _read_manifest(self.filesystem, directory)
         if manifest is None:
             return super().output_bytes(directory)
-        named = (*manifest["parts"], *manifest.get("quarantine", []))
-        return sum(int(size) for _, size in named)
+        return sum(size for _, size in (*manifest["parts"], *manifest["quarantine"]))
 
     def remove_output(self, directory: Path) -> None:
         with self._lock:
             self._committed.pop(directory, None)
         with contextlib.suppress(FileNotFoundError):
             self.filesystem.delete_dir(str(directory))
-        remove_tree(_cache_key_dir(self.cache, directory))
+        remove_tree(_cache_key_dir(self.cache, self.location, directory))
+
+    def prune_copies(self, pipeline: str) -> int:
+        top = _cache_key_dir(self.cache, self.location, self.root / pipeline)
+        removed = 0
+        for run_dir in sorted(top.glob("*/*")) if top.is_dir() else []:
+            directory = self.root / pipeline / run_dir.parent.name / run_dir.name
+            manifest = _read_manifest(self.filesystem, directory)
+            for copy in run_dir.iterdir():
+                if manifest is None or copy.name != manifest["upload"]:
+                    remove_tree(copy)
+                    removed += 1
+        return removed
 
     def sweep_staging(self, pipeline: str, run_id: str) -> None:
         """Local staging of the run, and uploads of the run that no manifest names (an attempt
@@ -279,43 +332,142 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
                         self.filesystem.delete_dir(upload.path)
 
 
+# -- manifests ---------------------------------------------------------------------------------
+
+
+def staged_manifest(staging: Path, upload: str) -> dict[str, Any]:
+    """The manifest of a staged output uploaded as `upload`: its files with their sizes, and
+    its schema and row count (so a run's dispatcher never downloads an output to plan with)."""
+    parts = output_parts(staging)
+    schema = pq.read_schema(parts[0]) if parts else None
+    return {
+        "format": 1,
+        "upload": upload,
+        "parts": [[p.name, p.stat().st_size] for p in parts],
+        "quarantine": [[p.name, p.stat().st_size] for p in quarantine_parts(staging)],
+        "rows": sum(pq.ParquetFile(p).metadata.num_rows for p in parts),
+        "schema": base64.b64encode(schema.serialize().to_pybytes()).decode() if schema else None,
+    }
+
+
+def manifest_schema(manifest: dict[str, Any]) -> pa.Schema:
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest["schema"])))
+    except (TypeError, ValueError, pa.ArrowException) as exc:
+        raise StateError(f"an output's manifest holds no readable schema: {exc}") from None
+
+
+def _is_missing(exc: OSError) -> bool:
+    """An object that is not there, as pyarrow's S3 filesystem says it (a 404)."""
+    return isinstance(exc, FileNotFoundError) or "NoSuchKey" in str(exc) or "404" in str(exc)
+
+
 def _read_manifest(filesystem: Any, directory: Path) -> dict[str, Any] | None:
+    """The manifest in `directory`, checked whole; None when there is none. StateError when
+    the store cannot be asked (never "no output": a timeout is not a deletion) or the object
+    is not a manifest arrowline wrote."""
     try:
         with filesystem.open_input_stream(str(directory / MANIFEST)) as stream:
-            found = json.loads(bytes(stream.read()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        if "NoSuchKey" in str(exc) or "not found" in str(exc).lower():
+            raw = bytes(stream.read(1 << 20))
+    except OSError as exc:
+        if _is_missing(exc):
             return None
-        raise StateError(f"the manifest of {directory} cannot be read: {exc}") from exc
-    if not isinstance(found, dict) or not isinstance(found.get("upload"), str):
-        raise StateError(f"the manifest of {directory} is not arrowline's")
-    if not re.fullmatch(r"[0-9a-f]{16}", found["upload"]):
-        raise StateError(f"the manifest of {directory} names an unknown upload")
-    return found
+        raise StateError(
+            f"the workspace cannot be read at {directory}: {exc}",
+            hint="check that the object store answers (endpoint, credentials, network)",
+        ) from exc
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        found = None
+    if not _well_formed(found):
+        raise StateError(f"{directory / MANIFEST} is not a manifest arrowline wrote")
+    return cast(dict[str, Any], found)
 
 
-def _cache_key_dir(cache: Path, directory: Path) -> Path:
-    return cache / Path(*directory.parts)
+def _well_formed(found: Any) -> bool:
+    def files(value: Any) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and _PART_NAME.fullmatch(item[0]) is not None
+            and type(item[1]) is int
+            and item[1] >= 0
+            for item in value
+        )
+
+    return (
+        isinstance(found, dict)
+        and found.get("format") == 1
+        and isinstance(found.get("upload"), str)
+        and _UPLOAD.fullmatch(found["upload"]) is not None
+        and files(found.get("parts"))
+        and files(found.get("quarantine"))
+        and type(found.get("rows")) is int
+        and found["rows"] >= 0
+        and (found.get("schema") is None or isinstance(found["schema"], str))
+    )
 
 
-def _cached_folder(cache: Path, directory: Path, upload: str) -> Path:
-    return _cache_key_dir(cache, directory) / upload
+# -- the local cache ---------------------------------------------------------------------------
+
+
+def _cache_key_dir(cache: Path, location: ObjectStoreLocation, directory: Path) -> Path:
+    return cache / location.store_key / Path(*directory.parts)
+
+
+def _cached_folder(
+    cache: Path, location: ObjectStoreLocation, directory: Path, upload: str
+) -> Path:
+    return _cache_key_dir(cache, location, directory) / upload
+
+
+def _complete(folder: Path, manifest: dict[str, Any]) -> bool:
+    """A cached copy holds exactly the files, of the sizes, its manifest names."""
+    for subfolder, listed in (("", manifest["parts"]), (QUARANTINE_DIR, manifest["quarantine"])):
+        where = folder / subfolder if subfolder else folder
+        found = {p.name: p.stat().st_size for p in where.glob("part-*.parquet")}
+        if found != dict(listed):
+            return False
+    return True
 
 
 _LOCALIZING = threading.Lock()
 
 
+def _sweep_incoming(target: Path) -> None:
+    """Half-downloaded copies of `target` whose process is gone (killed while copying)."""
+    if not target.parent.is_dir():
+        return
+    for folder in target.parent.glob(f".{target.name}.*"):
+        pid = folder.name.split(".")[2] if folder.name.count(".") >= 3 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            remove_tree(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _localize(
     filesystem: Any,
+    location: ObjectStoreLocation,
     directory: Path,
     cache: Path,
-    shown: str,
     manifest: dict[str, Any] | None = None,
 ) -> Path:
     """The output the manifest in `directory` names (`manifest`, when read already), copied
-    into `cache` once."""
+    into `cache` unless a complete copy is there."""
+    shown = location.locator(directory)
     if manifest is None:
         manifest = _read_manifest(filesystem, directory)
     if manifest is None:
@@ -324,16 +476,15 @@ def _localize(
             hint="the workspace was cleaned; run the task again",
         )
     upload = manifest["upload"]
-    target = _cached_folder(cache, directory, upload)
-    if target.is_dir():
+    target = _cached_folder(cache, location, directory, upload)
+    if target.is_dir() and _complete(target, manifest):
         return target
+    _sweep_incoming(target)
     incoming = target.with_name(f".{upload}.{os.getpid()}.{threading.get_ident()}")
     remove_tree(incoming)
     names = [("", name, size) for name, size in manifest["parts"]]
-    names += [(QUARANTINE_DIR, name, size) for name, size in manifest.get("quarantine", [])]
+    names += [(QUARANTINE_DIR, name, size) for name, size in manifest["quarantine"]]
     for folder, name, size in names:
-        if not re.fullmatch(r"part-[0-9]{5}\.parquet", name):
-            raise StateError(f"the manifest of {shown} names a file {name!r} it cannot hold")
         local = incoming / folder / name if folder else incoming / name
         local.parent.mkdir(parents=True, exist_ok=True)
         remote = f"{directory / upload}/{folder + '/' if folder else ''}{name}"
@@ -344,7 +495,7 @@ def _localize(
                 source_filesystem=filesystem,
                 destination_filesystem=pafs.LocalFileSystem(),
             )
-        except (FileNotFoundError, OSError) as exc:
+        except OSError as exc:
             remove_tree(incoming)
             raise StateError(f"output {shown}: {name} cannot be read: {exc}") from exc
         if local.stat().st_size != size:
@@ -352,6 +503,8 @@ def _localize(
             raise StateError(f"output {shown}: {name} is not the size its manifest says")
     incoming.mkdir(parents=True, exist_ok=True)  # an output with no rows' file at all
     with _LOCALIZING:
+        if target.is_dir() and not _complete(target, manifest):
+            remove_tree(target)  # a damaged copy: replaced by the whole one
         try:
             os.rename(incoming, target)
         except OSError:  # another reader cached it first
@@ -362,45 +515,56 @@ def _localize(
 # -- outputs by their locator (the catalog's output_path) ---------------------------------------
 
 
-def _split_locator(locator: str) -> tuple[ObjectStoreLocation, Path]:
-    location = ObjectStoreLocation.parse(locator)
-    return location, location.root
+def ensure_local(table: InputTable, cache: Path | None = None) -> InputTable:
+    """`table` with its files on this disk: an output in an object store is copied into
+    `cache` (default: this host's) unless a complete copy is here; an ephemeral query's inputs
+    likewise. Called on the thread (or host) of the attempt about to read it."""
+    if table.query is not None:
+        inputs = {n: ensure_local(t, cache) for n, t in table.query.inputs.items()}
+        return replace(table, query=replace(table.query, inputs=inputs))
+    if table.locator is None:
+        return table
+    planned = table.files[0].parent.name if table.files else None  # the upload it was read from
+    folder = local_output(table.locator, cache)
+    if planned is not None and folder.name != planned:
+        raise StateError(
+            f"the output of task {table.task_id!r} from run {table.run_id} was published again "
+            f"after this run planned with it ({table.locator})",
+            hint="run again: it plans with the output as it is now",
+        )
+    return replace(table, files=output_parts(folder))
 
 
 def output_present(locator: str) -> bool:
-    """Whether the output a catalog row names is still published (any host may ask)."""
+    """Whether the output a catalog row names is still published. StateError when the store
+    cannot be asked: a planner must not take an unreachable store for a deleted output."""
     if not is_object_store(locator):
         return Path(locator).exists()
-    location, directory = _split_locator(locator)
-    try:
-        return _read_manifest(location.filesystem(), directory) is not None
-    except (OSError, StateError):
-        return False
+    location, directory = locate(locator)
+    return _read_manifest(location.filesystem(), directory) is not None
 
 
 def local_output(locator: str, cache: Path | None = None) -> Path:
     """The output a catalog row names, as a local folder (part-*.parquet, quarantine/): itself
-    when it is on this disk, else a copy in the cache."""
+    when it is on this disk, else a complete copy in the cache."""
     if not is_object_store(locator):
         return Path(locator)
-    location, directory = _split_locator(locator)
+    location, directory = locate(locator)
     folder = cache if cache is not None else default_cache_dir()
-    return _localize(location.filesystem(), directory, folder, locator)
+    return _localize(location.filesystem(), location, directory, folder)
 
 
 def output_schema(locator: str) -> Any:
-    """The Arrow schema of the output a catalog row names, from its first part's footer alone
-    (nothing is downloaded); None when it is not (or no longer) there."""
-    try:
-        if not is_object_store(locator):
-            files = output_parts(Path(locator))
+    """The Arrow schema of the output a catalog row names (nothing is downloaded); None when
+    it is not (or no longer) there."""
+    if not is_object_store(locator):
+        files = output_parts(Path(locator))
+        try:
             return pq.read_schema(files[0]) if files else None
-        location, directory = _split_locator(locator)
-        filesystem = location.filesystem()
-        manifest = _read_manifest(filesystem, directory)
-        if manifest is None or not manifest["parts"]:
+        except OSError:
             return None
-        first = f"{directory / manifest['upload']}/{manifest['parts'][0][0]}"
-        return pq.read_schema(first, filesystem=filesystem)
-    except (OSError, StateError):
+    location, directory = locate(locator)
+    manifest = _read_manifest(location.filesystem(), directory)
+    if manifest is None or manifest.get("schema") is None:
         return None
+    return manifest_schema(manifest)

@@ -163,20 +163,6 @@ def recorded_keep_runs(catalog: CatalogReader, pipeline: str, default: int) -> i
     return keep if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0 else default
 
 
-def recorded_workspace(catalog: CatalogReader, pipeline: str) -> str | None:
-    """The `workspace:` setting the pipeline's latest run had: where `arrowline gc PIPELINE`
-    finds its outputs when given a name rather than a file."""
-    import yaml
-
-    definition = catalog.latest_definition(pipeline)
-    try:
-        stored = yaml.safe_load(definition) if definition is not None else None
-    except yaml.YAMLError:
-        return None
-    found = stored.get("workspace") if isinstance(stored, dict) else None
-    return found if isinstance(found, str) else None
-
-
 def missing_output(catalog: CatalogReader, row: TaskRunRow) -> StateError:
     """The error for a published output that is not on disk: removed by gc (when and why), or
     gone some other way."""

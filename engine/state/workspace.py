@@ -162,6 +162,10 @@ class Workspace(ABC):
         """Where the workspace is, for messages."""
         return str(self.root)
 
+    def holds(self, locator: str) -> bool:
+        """Whether an output the catalog records by `locator` is in this workspace."""
+        return "://" not in locator and Path(locator).is_relative_to(self.root)
+
     def dataset(self) -> tuple[str, str]:
         """The workspace's top folder as OpenLineage names a dataset: (namespace, name)."""
         return ("file", str(Path(self.root).resolve()))
@@ -179,6 +183,12 @@ class Workspace(ABC):
     @abstractmethod
     def remove_output(self, directory: Path) -> None:
         """Remove a published output for good."""
+
+    def prune_copies(self, pipeline: str) -> int:
+        """Remove this host's copies of the pipeline's outputs that the workspace no longer
+        holds (removed by another host's retention, or published again); how many. A local
+        workspace keeps no copies."""
+        return 0
 
 
 _PART = "part-*.parquet"

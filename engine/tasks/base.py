@@ -139,6 +139,19 @@ class TaskContext:
         return table
 
 
+@dataclass(frozen=True)
+class StagedElsewhere:
+    """An attempt's output written and uploaded on another host (engine.execution.remote):
+    what the run's dispatcher needs of it, without its files."""
+
+    manifest: dict[str, Any]
+    """The upload's manifest, which publishing commits (engine.state.objectstore)."""
+    content_hash: str | None
+    """Its parts' digest (engine.execution.cache.content_hash), for the cache."""
+    schema: pa.Schema | None
+    """Its schema, for the drift check."""
+
+
 @dataclass
 class TaskOutcome:
     rows_in: int
@@ -157,6 +170,9 @@ class TaskOutcome:
     lineage: Any = None
     """For a frame UDF: the column lineage read from the plan it ran (lineage.columns
     .ColumnLineage), so the run's record need not call the function again."""
+    elsewhere: StagedElsewhere | None = None
+    """Set when the attempt ran on another host: its output is uploaded already, and the
+    staging folder here holds nothing."""
 
 
 class TaskRunner(Protocol):

@@ -58,8 +58,11 @@ def preview(
 ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, str | None]:
     """The output's first rows and, per column, nulls, min and max (over the whole output, in
     one pass of Polars over its Parquet files)."""
-    if not row.output_path or not row.output_on_disk:
-        return None, None, None
+    try:
+        if not row.output_path or not row.output_on_disk:
+            return None, None, None
+    except ArrowlineError as exc:  # the workspace's object store does not answer
+        return None, None, f"{type(exc).__name__}: {exc}"
     import polars as pl
 
     try:

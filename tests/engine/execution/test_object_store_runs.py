@@ -104,6 +104,8 @@ def test_the_notebook_reads_tables_sql_and_quarantine_from_the_store_on_another_
     # a notebook on another host: an empty cache, the catalog's locators only
     monkeypatch.setenv("ARROWLINE_CACHE_DIR", str(tmp_path / "other-host-cache"))
     with engine.open(project) as notebook:
+        assert notebook.sql("select 42").fetchall() == [(42,)]
+        assert not (tmp_path / "other-host-cache").exists()  # nothing read, nothing copied
         assert notebook.table("doubled").collect()["y"].to_list() == [2 * n for n in range(10)]
         assert notebook.sql("select count(*) from checked").fetchall() == [(5,)]
         rejected = notebook.quarantine("checked").collect()
@@ -230,3 +232,96 @@ def test_openlineage_names_outputs_in_the_store_as_s3_datasets(
     events = [json.loads(line) for line in (project / "events.jsonl").read_text().splitlines()]
     outputs = {(d["namespace"], d["name"]) for e in events for d in e.get("outputs", [])}
     assert (f"s3://{s3.bucket}", "ws/lake/doubled") in outputs
+
+
+def test_task_ids_with_underscores_publish_and_read_back_run_after_run(
+    s3: S3Bucket, write: WritePipeline, project: Path
+) -> None:
+    text = f"""
+        pipeline: _under
+        workspace: {s3.uri("ws")}
+        tasks:
+          - id: _base
+            sql: select 1 as x
+          - id: top
+            sql: select x + 1 as y from _base
+    """
+    path = write("u.yaml", text)
+    for _ in range(2):  # the second run reads the first's outputs (drift, plan schemas)
+        result = run(path)
+        assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+
+
+@pytest.mark.parametrize("run_id", ["manual run 1", "../../../../escaped", ".hidden", "a/b"])
+def test_a_run_id_of_the_callers_own_that_would_name_a_path_is_refused(
+    write: WritePipeline, project: Path, run_id: str
+) -> None:
+    from engine.core.errors import ParameterError
+
+    path = write("p.yaml", "pipeline: ids\ntasks:\n  - id: a\n    sql: select 1 as x\n")
+    with pytest.raises(ParameterError, match="is not allowed"):
+        run(path, run_id=run_id)
+    assert not list(project.rglob("escaped"))
+    assert run(path, run_id="nightly-2026.12.07").ok
+
+
+def test_gc_by_name_never_takes_the_workspace_from_the_catalog(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    (project / "ready.flag").write_text("ok")
+    write("udfs.py", UDFS)
+    text = PIPELINE.replace("WORKSPACE", s3.uri("ws")).replace("keep_runs: 1", "keep_runs: 5")
+    path = write("p.yaml", text)
+    for n in (3, 4):
+        assert run(path, params={"n": n}).ok
+    before = s3.keys("ws")
+    # by name, with no file and no $ARROWLINE_WORKSPACE: the project's own folder only
+    result = cli("gc", "lake", "--keep-runs", "0")
+    assert result.exit_code == 0, result.output
+    assert s3.keys("ws") == before
+    # with the file, the store's old outputs go
+    result = cli("gc", str(path), "--keep-runs", "0")
+    assert result.exit_code == 0, result.output
+    assert len(s3.keys("ws")) < len(before)
+
+
+def test_resuming_in_another_workspace_is_refused_before_anything_runs(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _pipeline(write, "null")
+    failed = run(path)  # local workspace; flaky fails
+    assert not failed.ok
+    (project / "ready.flag").write_text("ok")
+    monkeypatch.setenv("ARROWLINE_WORKSPACE", s3.uri("ws"))
+    result = cli("run", path, "--resume", "last", "--no-progress")
+    assert result.exit_code != 0
+    assert "in another workspace" in result.output
+    assert s3.keys("ws") == []
+    with engine.open(project) as notebook:
+        states = notebook.runs()["state"].to_list()
+    assert "PENDING" not in states
+    assert "RUNNING" not in states
+
+
+def test_gc_removes_this_hosts_copies_of_outputs_another_host_removed(
+    s3: S3Bucket,
+    write: WritePipeline,
+    project: Path,
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (project / "ready.flag").write_text("ok")
+    path = _pipeline(write, s3.uri("ws"))
+    first = run(path)  # host A: its cache holds run 1's outputs
+    host_a = Path(os.environ["ARROWLINE_CACHE_DIR"])
+    monkeypatch.setenv("ARROWLINE_CACHE_DIR", str(tmp_path / "host-b"))
+    assert run(path, params={"n": 4}).ok  # host B; keep_runs 1 removes run 1 from the store
+    stale = [p for p in host_a.rglob("*") if first.run_id in p.name]
+    assert stale
+    monkeypatch.setenv("ARROWLINE_CACHE_DIR", str(host_a))
+    result = cli("gc", str(path))
+    assert result.exit_code == 0, result.output
+    assert not any(
+        p.name == "part-00000.parquet" for p in host_a.rglob("*") if first.run_id in str(p)
+    )

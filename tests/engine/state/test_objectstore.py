@@ -21,6 +21,7 @@ from engine.core.s3 import ObjectStoreLocation, is_object_store
 from engine.state.objectstore import (
     MANIFEST,
     ObjectStoreWorkspace,
+    ensure_local,
     local_output,
     output_present,
     output_schema,
@@ -49,9 +50,8 @@ def test_a_uri_is_read_into_bucket_prefix_endpoint_and_region() -> None:
     assert (location.bucket, location.prefix) == ("my-bucket", "a/b_c")
     assert (location.endpoint, location.region) == ("http://127.0.0.1:9000", "eu-west-1")
     assert location.root == Path("my-bucket/a/b_c")
-    assert location.locator(location.root / "p") == (
-        "s3://my-bucket/a/b_c/p?endpoint=http://127.0.0.1:9000&region=eu-west-1"
-    )
+    # what the catalog records names no endpoint: a reader uses its own settings'
+    assert location.locator(location.root / "p") == "s3://my-bucket/a/b_c/p"
     assert is_object_store("S3://x/y")
     assert not is_object_store("/tmp/s3://x")
 
@@ -120,7 +120,7 @@ def test_an_output_is_an_upload_of_its_own_named_by_the_manifest_written_last(
     assert f"{s3.bucket}/ws/p/t/r1/{MANIFEST}" in keys
     assert f"{s3.bucket}/ws/p/t/LATEST" in keys
     locator = workspace.locator(published)
-    assert locator.startswith(f"s3://{s3.bucket}/ws/p/t/r1?endpoint=")
+    assert locator == f"s3://{s3.bucket}/ws/p/t/r1"
     assert output_present(locator)
     assert output_schema(locator) == pa.schema([("x", pa.int64())])
     # published from this machine: the staged files became the cached copy
@@ -234,10 +234,10 @@ def test_readers_during_publishes_see_one_whole_output_or_the_other(
         )
         while not done.is_set():
             try:
-                table = reader.table("t", "r1", published)
+                table = ensure_local(reader.table("t", "r1", published), reader.cache)
                 seen.append(pa.concat_tables(pq.read_table(f) for f in table.files).num_rows)
-            except StateError as exc:  # an upload deleted between manifest and download
-                if "cannot be read" not in str(exc):
+            except StateError as exc:  # replaced between its manifest and its download
+                if "cannot be read" not in str(exc) and "published again" not in str(exc):
                     errors.append(exc)
 
     readers = [threading.Thread(target=read) for _ in range(3)]
@@ -251,3 +251,156 @@ def test_readers_during_publishes_see_one_whole_output_or_the_other(
     assert not errors
     assert seen
     assert set(seen) <= {10 * n for n in range(1, 8)}
+
+
+# -- from a review: what a store that fails, a damaged cache or a forged row must not do -----
+
+
+def test_a_store_that_does_not_answer_is_an_error_never_a_deleted_output(
+    s3: S3Bucket, tmp_path: Path
+) -> None:
+    workspace = _workspace(s3, tmp_path)
+    locator = workspace.locator(_publish(workspace, "r1", [1]))
+    assert output_present(locator)
+    from engine.core.s3 import trust
+
+    # the same bucket, now configured at an endpoint where nothing listens
+    trust(ObjectStoreLocation(s3.bucket, "ws", "http://127.0.0.1:9", "us-east-1"))
+    try:
+        with pytest.raises(StateError, match="workspace cannot be read"):
+            output_present(locator)  # a planner must not rebuild from scratch on a timeout
+    finally:
+        trust(workspace.location)
+    assert output_present(locator)
+
+
+def test_a_cached_copy_missing_a_part_is_copied_again_whole(s3: S3Bucket, tmp_path: Path) -> None:
+    workspace = _workspace(s3, tmp_path)
+    staging = Workspace.prepare_staging(workspace.staging("p", "t", "r1", 1))
+    for n in range(3):
+        pq.write_table(pa.table({"x": [n] * 10}), staging / f"part-{n:05d}.parquet")
+    locator = workspace.locator(workspace.publish(staging, "p", "t", "r1"))
+    folder = local_output(locator, workspace.cache)
+    (folder / "part-00001.parquet").unlink()  # a cleaner, a hand, another user's cache
+    (folder / "part-00002.parquet").write_bytes(b"short")
+    again = local_output(locator, workspace.cache)
+    assert sum(pq.read_table(p).num_rows for p in sorted(again.glob("*.parquet"))) == 30
+
+
+def test_a_locator_from_the_catalog_never_chooses_where_credentials_go(
+    s3: S3Bucket, tmp_path: Path
+) -> None:
+    from engine.core.s3 import locate
+
+    workspace = _workspace(s3, tmp_path)
+    locator = workspace.locator(_publish(workspace, "r1", [1]))
+    location, _ = locate(locator)
+    assert location.endpoint == s3.endpoint  # this host's setting for the bucket
+    for forged in (
+        locator + "?endpoint=http://127.0.0.1:5932",
+        locator.replace("/ws/", "/ws/../../other/"),
+        locator + "/./x",
+        "s3://" + s3.bucket + "//etc",
+        "file:///etc/passwd",
+    ):
+        with pytest.raises(StateError, match="not an output arrowline recorded"):
+            locate(forged)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "why"),
+    [
+        (
+            b'{"format": 1, "upload": "0123456789abcdef", "parts": [["../../../hr/pay.parquet", 1]],'
+            b' "quarantine": [], "rows": 1, "schema": null}',
+            "name",
+        ),
+        (
+            b'{"format": 1, "upload": "0123456789abcdef", "parts": "zz", "quarantine": [],'
+            b' "rows": 1, "schema": null}',
+            "parts",
+        ),
+        (
+            b'{"format": 1, "upload": "0123456789abcdef", "parts": [["part-00000.parquet", "big"]],'
+            b' "quarantine": [], "rows": 1, "schema": null}',
+            "size",
+        ),
+        (
+            b'{"format": 2, "upload": "0123456789abcdef", "parts": [], "quarantine": [], "rows": 0}',
+            "format",
+        ),
+        (b"not json", "json"),
+    ],
+)
+def test_a_forged_manifest_is_refused_whole_by_every_reader(
+    s3: S3Bucket, tmp_path: Path, manifest: bytes, why: str
+) -> None:
+    workspace = _workspace(s3, tmp_path)
+    published = _publish(workspace, "r1", [1])
+    with s3.filesystem.open_output_stream(f"{published}/{MANIFEST}") as stream:
+        stream.write(manifest)
+    locator = workspace.locator(published)
+    fresh = ObjectStoreWorkspace.open(s3.uri("ws"), scratch=tmp_path / "other")
+    for read in (
+        lambda: output_schema(locator),
+        lambda: output_present(locator),
+        lambda: local_output(locator, cache=tmp_path / "fresh"),
+        lambda: fresh.output_bytes(published),
+        lambda: fresh.table("t", "r1", published),
+    ):
+        with pytest.raises(StateError, match="not a manifest arrowline wrote"):
+            read()
+
+
+def test_an_upload_finishing_after_its_attempt_was_abandoned_is_deleted(
+    s3: S3Bucket, tmp_path: Path
+) -> None:
+    workspace = _workspace(s3, tmp_path)
+    staging = Workspace.prepare_staging(workspace.staging("p", "t", "r1", 1))
+    pq.write_table(pa.table({"x": [1]}), staging / "part-00000.parquet")
+    workspace.discard(staging)  # the run gave up on the attempt while it was still writing
+    staging.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), staging / "part-00000.parquet")
+    workspace.upload(staging, "p", "t", "r1")  # its thread ends later and uploads
+    assert s3.keys("ws/p") == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        (" s3://bucket/ws", "spaces or control characters"),
+        ("s3:/bucket/ws", "only s3://"),
+        ("../escaped", "only s3://"),
+        ("/abs/folder", "only s3://"),
+    ],
+)
+def test_a_setting_that_is_not_an_s3_uri_is_refused(uri: str, says: str) -> None:
+    with pytest.raises(DefinitionError, match=says):
+        ObjectStoreLocation.parse(uri, environ={})
+
+
+def test_regions_and_hosts_of_common_s3_servers_are_accepted_and_credentials_never_echoed() -> None:
+    for uri in (
+        "s3://bucket/p?region=auto",  # Cloudflare R2
+        "s3://bucket/p?region=garage&endpoint=http://minio_1:9000",  # Garage, a compose host
+        "s3://bucket/p?endpoint=https://[::1]:9000",
+    ):
+        ObjectStoreLocation.parse(uri, environ={})
+    with pytest.raises(DefinitionError) as caught:
+        ObjectStoreLocation.parse(
+            "s3://bucket/p?endpoint=http://AKIAX:verysecretpw@127.0.0.1:9000", environ={}
+        )
+    assert "verysecretpw" not in str(caught.value)
+    assert "carries credentials" in str(caught.value)
+
+
+def test_a_copy_half_made_by_a_killed_reader_is_swept(s3: S3Bucket, tmp_path: Path) -> None:
+    workspace = _workspace(s3, tmp_path)
+    locator = workspace.locator(_publish(workspace, "r1", [1]))
+    folder = local_output(locator, tmp_path / "c")
+    dead = folder.with_name(f".{folder.name}.999999999.1")  # no such process
+    (dead / "junk").parent.mkdir(parents=True)
+    (dead / "part-00000.parquet").write_bytes(b"half")
+    folder.rename(folder.with_name("gone"))  # make the next read copy it again
+    assert local_output(locator, tmp_path / "c") == folder
+    assert not dead.exists()

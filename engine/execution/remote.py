@@ -1,0 +1,350 @@
+"""Task attempts on a Ray cluster: `executor: ray` (or `arrowline run --executor ray`).
+
+The driver, this process, keeps what it keeps with the local executor: the plan, the state
+machine, the catalog, the run lock, retries, timeouts and retention. Only an attempt's work moves:
+`RayRunner` is the executor's task runner, and each call ships one attempt to a Ray worker as a
+Ray task holding the task's declared `resources:` (CPUs, memory). On the worker,
+`attempt_remotely` copies the attempt's inputs from the object-store workspace, runs the task as
+the local executor would (engine.tasks.run_task), uploads the output under an upload of its own
+and hands back the outcome with what the driver needs of the output (`StagedElsewhere`: the
+manifest, the content hash, the schema), and the log lines it wrote. The driver then commits
+the upload with its manifest, as it commits a local attempt's (engine.state.objectstore).
+
+So the workspace must be an object store every node reaches; every node needs the project's
+files at the same path (a shared volume or the image), and the credentials of the store and of
+the pipeline's connections in its environment: secrets never travel through Ray.
+
+An attempt a timeout or Ctrl-C stops is cancelled on its worker (`ray.cancel`, force); one whose
+worker or node dies is a transient failure, retried by the task's retry policy on a live node.
+Loads commit through the same ledgers as locally, so a retried attempt loads each row once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from engine.core.cancel import CancelToken
+from engine.core.errors import Cancelled, DefinitionError, TaskError, TransientTaskError
+from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
+from engine.planning.build import Plan
+from engine.state.objectstore import ObjectStoreWorkspace, ensure_local
+from engine.state.workspace import Workspace
+from engine.tasks import TaskContext, TaskOutcome, run_task
+from engine.tasks.base import StagedElsewhere, TaskWatermarks
+
+__all__ = ["RAY_INSTALL", "RayRunner", "attempt_remotely", "refuse_streams"]
+
+RAY_INSTALL = "pip install 'arrowline[ray]'"
+_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class FixedWatermarks:
+    """What an attempt asks of the run's watermarks, asked on the driver before it is shipped
+    (the worker has no catalog): an extract's start, a load's watermarks to commit and the rows
+    it is sent."""
+
+    start: Watermark | None = None
+    pending: tuple[WatermarkUpdate, ...] = ()
+    rows_after: Mapping[str, RowsAfter | None] = field(default_factory=dict)
+
+    @classmethod
+    def asked(cls, watermarks: TaskWatermarks | None, inputs: tuple[str, ...]) -> FixedWatermarks:
+        if watermarks is None:
+            return cls()
+        after = {name: watermarks.rows_after(name) for name in inputs}
+        return cls(watermarks.start(), watermarks.pending(), after)
+
+    def for_task(self) -> TaskWatermarks:
+        return TaskWatermarks(
+            start=lambda: self.start,
+            pending=lambda: self.pending,
+            rows_after=self.rows_after.get,
+        )
+
+
+@dataclass(frozen=True)
+class RemoteAttempt:
+    """One attempt as it is shipped: plain values, nothing that reaches the driver's state."""
+
+    pipeline: str
+    run_id: str
+    base_dir: Path
+    task: Any
+    """The planned task (engine.planning.build.PlannedTask)."""
+    attempt: int
+    inputs: dict[str, Any]
+    workspace: str
+    """The workspace setting (`s3://...`): the worker opens it with its own credentials."""
+    connections: Mapping[str, Any]
+    watermarks: FixedWatermarks | None
+    cpus: float = 1.0
+    """What the attempt holds on its node: its DuckDB uses as many threads."""
+    memory: int | None = None
+
+
+@dataclass
+class RemoteResult:
+    outcome: TaskOutcome | None
+    error: BaseException | None
+    logs: list[tuple[str, str]]
+    """(level, message) of each line the attempt logged, said again on the driver."""
+    node: str
+
+
+def attempt_remotely(shipped: RemoteAttempt) -> RemoteResult:
+    """On a Ray worker: run one attempt, upload its output, and hand back its outcome."""
+    logs: list[tuple[str, str]] = []
+    for package in ("engine", "connectors", "transforms", "lineage"):  # quiet as a library
+        logger.enable(package)
+    sink = logger.add(
+        lambda m: logs.append((m.record["level"].name, m.record["message"])), level="INFO"
+    )
+    node = _node()
+    try:
+        with logger.contextualize(
+            pipeline=shipped.pipeline, run_id=shipped.run_id, task_id=shipped.task.id
+        ):
+            started = time.monotonic()
+            outcome = _attempt(shipped)
+            logger.info(
+                "attempt {} ran on Ray node {} in {:.2f}s",
+                shipped.attempt,
+                node,
+                time.monotonic() - started,
+            )
+        return RemoteResult(outcome, None, logs, node)
+    except BaseException as exc:  # handed to the driver, which classifies and retries
+        return RemoteResult(None, _shippable(exc), logs, node)
+    finally:
+        logger.remove(sink)
+
+
+def _node() -> str:
+    """The Ray node this worker belongs to (its host name and the node id's first digits)."""
+    try:
+        import ray
+
+        return f"{os.uname().nodename}/{ray.get_runtime_context().get_node_id()[:8]}"
+    except Exception:
+        return os.uname().nodename
+
+
+def _shippable(exc: BaseException) -> BaseException:
+    """`exc`, or when it cannot be pickled back to the driver, a TaskError saying the same
+    (transient when it was)."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        kind = TransientTaskError if getattr(exc, "transient", False) else TaskError
+        return kind(f"{type(exc).__name__}: {exc}")
+
+
+def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
+    scratch = Path(tempfile.gettempdir()) / "arrowline-ray" / str(os.getuid())
+    workspace = ObjectStoreWorkspace.open(shipped.workspace, scratch=scratch)
+    inputs = {name: ensure_local(table, workspace.cache) for name, table in shipped.inputs.items()}
+    task_id = shipped.task.id
+    staging = workspace.staging(shipped.pipeline, task_id, shipped.run_id, shipped.attempt)
+    from transforms.sql import DuckDatabase, DuckDBSettings
+
+    duckdb = DuckDatabase(
+        DuckDBSettings(
+            threads=max(1, int(shipped.cpus)),
+            memory_limit=f"{shipped.memory * 8 // 10 // 2**20}MB" if shipped.memory else None,
+            temp_directory=scratch / "duckdb",
+        )
+    )
+    context = TaskContext(
+        shipped.pipeline,
+        shipped.run_id,
+        shipped.base_dir,
+        shipped.task,
+        shipped.attempt,
+        inputs,
+        staging,
+        CancelToken(),
+        duckdb=duckdb,
+        connections=shipped.connections,
+        watermarks=shipped.watermarks.for_task() if shipped.watermarks else None,
+    )
+    try:
+        outcome = run_task(context)
+    finally:
+        duckdb.close()
+    if outcome.produces_output and staging.is_dir():
+        import pyarrow.parquet as pq
+
+        from engine.core.tables import output_parts
+        from engine.execution.cache import content_hash
+
+        parts = output_parts(staging)
+        digest = content_hash(staging)
+        schema = pq.read_schema(parts[0]) if parts else None
+        manifest = workspace.send(staging, shipped.pipeline, task_id, shipped.run_id)
+        final = workspace.output_dir(shipped.pipeline, task_id, shipped.run_id)
+        workspace.keep_copy(staging, final, manifest["upload"])  # read here without a download
+        outcome = replace(outcome, elsewhere=StagedElsewhere(manifest, digest, schema))
+    return outcome
+
+
+class RayRunner:
+    """The executor's task runner when attempts run on a Ray cluster."""
+
+    remote = True
+    """Read by the workspace's attempt wrapper: inputs are copied where the attempt runs."""
+
+    def __init__(self, plan: Plan, workspace: Workspace, address: str | None) -> None:
+        if not isinstance(workspace, ObjectStoreWorkspace):
+            raise DefinitionError(
+                "executor: ray runs attempts on other hosts, and the workspace is this host's "
+                f"folder ({workspace.describe()})",
+                hint="set `workspace: s3://bucket/prefix` (or $ARROWLINE_WORKSPACE) to an "
+                "object store every node reaches",
+            )
+        self.plan = plan
+        self.workspace_uri = workspace.setting
+        self.ray = _connect(address)
+        self._function = self.ray.remote(attempt_remotely)
+        _check_resources(self.ray, plan)
+
+    def __call__(self, context: TaskContext) -> TaskOutcome:
+        ray = self.ray
+        task = context.task
+        resources = getattr(task.spec, "resources", None)
+        options: dict[str, Any] = {"max_retries": 0, "num_cpus": 1.0}
+        if resources is not None:
+            options["num_cpus"] = resources.cpu
+            if resources.memory:
+                options["memory"] = resources.memory
+        shipped = RemoteAttempt(
+            context.pipeline,
+            context.run_id,
+            context.base_dir,
+            task,
+            context.attempt,
+            dict(context.inputs),
+            self.workspace_uri,
+            dict(context.connections),
+            FixedWatermarks.asked(context.watermarks, tuple(context.inputs)),
+            options["num_cpus"],
+            options.get("memory"),
+        )
+        reference = self._function.options(**options).remote(shipped)
+        while not ray.wait([reference], timeout=_POLL_S)[0]:
+            if context.cancel.cancelled:
+                ray.cancel(reference, force=True)
+                raise Cancelled(f"attempt {context.attempt} was stopped on its Ray worker")
+        errors = ray.exceptions
+        try:
+            result: RemoteResult = ray.get(reference)
+        except errors.TaskCancelledError:
+            raise Cancelled(f"attempt {context.attempt} was cancelled on its Ray worker") from None
+        except errors.RayTaskError as exc:  # not the task's own error (that comes back as a
+            # value): the attempt could not even start there, and would not the next time
+            raise TaskError(f"the attempt could not run on its Ray worker: {exc}") from None
+        except errors.RayError as exc:  # the node, the worker or the object went away
+            first = str(exc).splitlines()[0]
+            raise TransientTaskError(
+                f"the Ray worker running attempt {context.attempt} was lost: {first}",
+                hint="the task's retry policy runs it again on a live node",
+            ) from None
+        for level, message in result.logs:  # the worker's lines, in the run's own log
+            logger.bind(task_id=task.id, node=result.node).log(level, message)
+        if result.error is not None:
+            logger.bind(task_id=task.id).info(
+                "attempt {} failed on Ray node {}", context.attempt, result.node
+            )
+            raise result.error
+        assert result.outcome is not None
+        return result.outcome
+
+
+def _connect(address: str | None) -> Any:
+    """Ray, connected to the cluster at `address` (None: one started in this process)."""
+    try:
+        import ray
+    except ImportError:
+        raise DefinitionError(
+            "executor: ray needs Ray, which is not installed", hint=RAY_INSTALL
+        ) from None
+    if not ray.is_initialized():
+        started = time.monotonic()
+        _answers(address)
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise DefinitionError(
+                f"the Ray cluster at {address or 'a new local instance'} does not answer: {exc}",
+                hint="`ray status` on a node says whether the cluster is up; `auto` joins the "
+                "cluster this host belongs to, `ray://host:10001` a remote one",
+            ) from None
+        logger.debug("joined the Ray cluster in {:.1f}s", time.monotonic() - started)
+    return ray
+
+
+def _answers(address: str | None) -> None:
+    """A Ray Client address (`ray://host:port`) takes a TCP connection within 5 s, or the
+    cluster is said not to answer (Ray's own client retries for half a minute)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address is None or not address.startswith("ray://"):
+        return
+    parts = urlsplit(address)
+    if parts.hostname is None or parts.port is None:
+        raise DefinitionError(f"Ray address {address!r} is not ray://host:port")
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=5).close()
+    except OSError as exc:
+        raise DefinitionError(
+            f"the Ray cluster at {address} does not answer: {exc}",
+            hint="is its head's Ray Client server (port 10001 by default) reachable from here?",
+        ) from None
+
+
+def _check_resources(ray: Any, plan: Plan) -> None:
+    """A task that asks more than any live node has would wait forever: refused before the run."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    most_memory = max((n.get("memory", 0.0) for n in nodes), default=0.0)
+    for task in plan.to_run:
+        resources = getattr(task.spec, "resources", None)
+        cpu = resources.cpu if resources is not None else 1.0
+        memory = resources.memory if resources is not None else None
+        if cpu > most_cpu or (memory is not None and memory > most_memory):
+            asked = f"{cpu:g} CPU" + (f", {memory:,} bytes of memory" if memory else "")
+            raise DefinitionError(
+                f"task {task.id!r}{task.at} asks for {asked}, and no node of the Ray cluster has "
+                f"that much (the largest: {most_cpu:g} CPU, {most_memory:,.0f} bytes)",
+                hint="lower its `resources:`, or add a larger node",
+            )
+
+
+def refuse_streams(plan: Plan) -> None:
+    """An extract that keeps no output (`materialize: ephemeral`) lives only as a stream to
+    its loads in one process: it cannot run with attempts on several hosts."""
+    for task in plan.to_run:
+        if task.spec.materialize == "ephemeral" and task.spec.extract is not None:
+            raise DefinitionError(
+                f"task {task.id!r}{task.at} is an extract with materialize: ephemeral, which "
+                "streams to its loads inside one process; with executor: ray each attempt runs "
+                "on its own worker",
+                hint="keep its output (remove materialize: ephemeral) to run it on Ray",
+            )

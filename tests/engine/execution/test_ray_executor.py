@@ -1,0 +1,245 @@
+"""Attempts on a Ray cluster (`executor: ray`), on a local cluster the tests start: a head with
+no CPUs of its own (so every attempt runs on a worker node) and two worker nodes of one CPU,
+each its own raylet and worker processes, with the workspace on a moto S3 server on loopback.
+The quickstart on Ray equals the local run row for row; a worker node killed mid-attempt costs
+that attempt only and the sink holds each row once; bad settings are refused before any task
+runs. Marked slow (a cluster takes ~10 s to start), never skipped: the dev extra installs Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from click.testing import Result
+
+import engine
+from engine.api.pipeline import run
+from tests.conftest import WritePipeline
+from tests.s3_server import S3Bucket
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+Cli = Callable[..., Result]
+ROOT = Path(__file__).resolve().parents[3]
+QUICKSTART = ROOT / "examples" / "quickstart"
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Head (0 CPUs) + two 1-CPU worker nodes. Their processes take the environment they are
+    started with: the store's credentials and a cache folder of their own."""
+    try:
+        from ray.cluster_utils import Cluster
+    except ImportError:  # never skipped
+        pytest.fail("Ray is needed: .venv/bin/pip install -e '.[dev]' (ray[default])")
+    import ray
+
+    saved = dict(os.environ)
+    os.environ |= {
+        "AWS_ACCESS_KEY_ID": "arrowline-test",
+        "AWS_SECRET_ACCESS_KEY": "ray-nodes-secret",
+        "AWS_REGION": "us-east-1",
+        "ARROWLINE_CACHE_DIR": str(tmp_path_factory.mktemp("ray-node-cache")),
+        "RAY_AUTH_MODE": "disabled",
+    }
+    ours = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False},
+    )
+    workers = [ours.add_node(num_cpus=1) for _ in range(2)]
+    ours.wait_for_nodes()
+    ray.init(address=ours.address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ours, workers
+    finally:
+        ray.shutdown()
+        ours.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _quickstart(folder: Path, rows: int) -> Path:
+    shutil.copytree(
+        QUICKSTART,
+        folder,
+        ignore=shutil.ignore_patterns("data", "out", ".arrowline", "__pycache__"),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            str(folder / "generate.py"),
+            "--rows",
+            str(rows),
+            "--out",
+            str(folder / "data"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return folder / "pipeline.yaml"
+
+
+def _sink_rows(folder: Path) -> tuple[pl.DataFrame, list[tuple[Any, ...]]]:
+    import duckdb
+
+    orders = pl.read_parquet(folder / "out" / "orders", hive_partitioning=True)
+    orders = orders.select(sorted(orders.columns)).sort("order_id")
+    with duckdb.connect(str(folder / "out" / "warehouse.duckdb"), read_only=True) as db:
+        daily = db.execute(
+            "select * from analytics.daily_revenue order by order_date, segment"
+        ).fetchall()
+    return orders, daily
+
+
+def test_the_quickstart_on_ray_equals_the_local_run_row_for_row(
+    cluster: Any, s3: S3Bucket, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = _quickstart(tmp_path / "local", 20_000)
+    assert run(local, project_dir=local.parent).ok
+    on_ray = _quickstart(tmp_path / "ray", 20_000)
+    monkeypatch.chdir(on_ray.parent)
+    monkeypatch.setenv("ARROWLINE_WORKSPACE", s3.uri("qs"))
+    result = cli("run", str(on_ray), "--executor", "ray", "--address", "auto", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert _sink_rows(local.parent)[0].equals(_sink_rows(on_ray.parent)[0])
+    assert _sink_rows(local.parent)[1] == _sink_rows(on_ray.parent)[1]
+    import json
+
+    (log,) = (on_ray.parent / ".arrowline" / "logs" / "quickstart").glob("*.jsonl")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    said = [r for r in lines if r["task_id"] == "checked" and "ran on Ray node" in r["message"]]
+    assert said, lines  # said on the worker, kept in the driver's run log with its task
+    assert any(k.endswith("MANIFEST.json") for k in s3.keys("qs/quickstart/checked"))
+    with engine.open(on_ray.parent) as project:  # the notebook reads what the workers wrote
+        assert project.table("checked").select(pl.len()).collect().item() > 19_000
+        assert project.quarantine("checked").select(pl.len()).collect().item() > 0
+
+
+FLAKY_NODE = """
+from pathlib import Path
+import time
+
+def slow_once(frame):
+    flag = Path(__file__).with_name("started")
+    if not flag.exists():  # the first attempt says where it runs, then waits to be killed
+        import ray
+        flag.write_text(ray.get_runtime_context().get_node_id())
+        time.sleep(120)
+    return frame
+"""
+
+PIPELINE = """
+pipeline: lost_node
+workspace: WORKSPACE
+executor: ray
+defaults: {retry: {attempts: 3, backoff: 0.1s}}
+tasks:
+  - id: numbers
+    sql: select range as id, range * 3 as amount from range(1000)
+  - id: slow
+    udf: {input: numbers, function: "udfs.py:slow_once"}
+  - id: out
+    load: {input: slow, to: duckdb, path: sink.duckdb, table: numbers, mode: append}
+"""
+
+
+def test_a_worker_node_killed_mid_attempt_costs_that_attempt_only(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path
+) -> None:
+    import threading
+
+    ours, workers = cluster
+    write("udfs.py", FLAKY_NODE)
+    path = write("p.yaml", PIPELINE.replace("WORKSPACE", s3.uri("lost")))
+    outcome: dict[str, Any] = {}
+    running = threading.Thread(target=lambda: outcome.setdefault("run", run(path)))
+    running.start()
+    deadline = time.monotonic() + 120
+    while not (project / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    node_id = (project / "started").read_text()
+    victim = next(node for node in workers if node.node_id == node_id)
+    ours.remove_node(victim, allow_graceful=False)  # the node dies with its worker
+    running.join(180)
+    try:
+        result = outcome["run"]
+        assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+        assert result.tasks["slow"].attempts == 2
+        import duckdb
+
+        with duckdb.connect(str(project / "sink.duckdb"), read_only=True) as db:
+            assert db.execute("select count(*), count(distinct id) from numbers").fetchone() == (
+                1000,
+                1000,
+            )
+    finally:
+        workers.remove(victim)
+        workers.append(ours.add_node(num_cpus=1))  # the next test has two nodes again
+        ours.wait_for_nodes()
+
+
+def test_ray_without_an_object_store_workspace_is_refused_before_any_task(
+    cluster: Any, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    path = write("p.yaml", "pipeline: nope\ntasks:\n  - id: a\n    sql: select 1 as x\n")
+    result = cli("run", str(path), "--executor", "ray", "--address", "auto", "--no-progress")
+    assert result.exit_code != 0
+    assert "the workspace is this host's folder" in result.output
+    assert "s3://" in result.output  # says what to set
+
+
+def test_a_task_asking_more_than_any_node_has_is_refused_at_its_line(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    text = (
+        f"pipeline: big\nworkspace: {s3.uri('big')}\ntasks:\n"
+        "  - id: a\n    sql: select 1 as x\n    resources: {cpu: 8}\n"
+    )
+    path = write("p.yaml", text)
+    result = cli("run", str(path), "--executor", "ray", "--address", "auto", "--no-progress")
+    assert result.exit_code != 0
+    assert "asks for 8 CPU" in result.output
+    assert "p.yaml:4" in result.output
+    assert s3.keys("big") == []
+
+
+SLEEPER = """
+import time
+
+def sleep_long(frame):
+    time.sleep(90)
+    return frame
+"""
+
+
+def test_a_timeout_stops_the_attempt_on_its_worker(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path
+) -> None:
+    write("udfs.py", SLEEPER)
+    text = (
+        f"pipeline: stuck\nworkspace: {s3.uri('stuck')}\nexecutor: ray\n"
+        "defaults: {retry: {attempts: 1}}\ntasks:\n"
+        "  - id: numbers\n    sql: select 1 as x\n"
+        "  - id: slow\n    udf: {input: numbers, function: 'udfs.py:sleep_long'}\n"
+        "    timeout: 2s\n"
+    )
+    started = time.monotonic()
+    result = run(write("p.yaml", text))
+    assert time.monotonic() - started < 45  # not the 90 s the function sleeps
+    assert not result.ok
+    error = result.tasks["slow"].error or ""
+    assert "timeout" in error.lower() or "stopped" in error.lower(), error
+    import ray
+
+    deadline = time.monotonic() + 30  # the worker process was cancelled: its CPU comes back
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2

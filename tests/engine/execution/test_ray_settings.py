@@ -1,0 +1,26 @@
+"""`--executor ray` with an address where no Ray cluster answers: a clear error before any
+task runs (apart from test_ray_executor.py, whose process is a running cluster's driver)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import Result
+
+from tests.conftest import WritePipeline
+from tests.s3_server import S3Bucket
+
+Cli = Callable[..., Result]
+
+
+def test_an_address_that_does_not_answer_is_a_clear_error(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    text = f"pipeline: far\nworkspace: {s3.uri('far')}\ntasks:\n  - id: a\n    sql: select 1 as x\n"
+    path = write("p.yaml", text)
+    result = cli(
+        "run", str(path), "--executor", "ray", "--address", "ray://127.0.0.1:9", "--no-progress"
+    )
+    assert result.exit_code != 0
+    assert "does not answer" in result.output
