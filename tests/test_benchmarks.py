@@ -371,3 +371,31 @@ def test_objectstore_workload_runs_in_quick_mode_and_both_workspaces_agree() -> 
     assert payload["summary"]["s3_vs_local_then_upload"] > 0
     for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
         leftover.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time on the machine
+def test_ray_workload_runs_in_quick_mode_and_every_contender_agrees() -> None:
+    """One and two Ray nodes, and Ray against the local executor: the same outputs (the
+    harness refuses a contender whose checksum differs), and the issue's two ratios."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "ray", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    assert all(o["error"] is None and o["samples"] for o in payload["outcomes"]), payload
+    by_group: dict[str, set[str]] = {}
+    for o in payload["outcomes"]:
+        by_group.setdefault(o["group"], set()).add(o["samples"][0]["reported"]["checksum"])
+    assert all(len(sums) == 1 for sums in by_group.values()), by_group
+    assert payload["summary"]["two_nodes_speedup"] > 0
+    assert "ray_overhead_ms_per_task" in payload["summary"]
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)

@@ -70,7 +70,7 @@ def _checksum(result: Any) -> str:
     for task_id in sorted(result.tasks):
         output = result.tasks[task_id].output
         files = ", ".join(f"'{f}'" for f in ensure_local(output).files)
-        row = duckdb.sql(f"select sum(s) from read_parquet([{files}])").fetchone()
+        (row,) = duckdb.sql(f"select sum(s) from read_parquet([{files}])").fetchall()
         total += int(row[0]) if row and row[0] is not None else 0
     return str(total)
 
@@ -113,7 +113,7 @@ def _run(out: Path, rows: int, *, nodes: int, tiny: bool) -> dict[str, Any]:
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
-    rows = 200_000 if args.quick else (args.rows or 40_000_000)
+    rows = 200_000 if args.quick else (args.rows or 200_000_000)
     return {"rows": rows, "cpu_tasks": CPU_TASKS, "tiny_tasks": TINY_TASKS}
 
 

@@ -195,10 +195,21 @@ def locate(locator: str) -> tuple[ObjectStoreLocation, Path]:
         known = _TRUSTED.get(parts.netloc)
     if known is None:
         try:
-            known = ObjectStoreLocation.parse(f"s3://{parts.netloc}")
+            known = _configured(parts.netloc)
         except DefinitionError as exc:  # the environment's endpoint or region
             raise StateError(f"output {locator}: {exc.message}") from None
     return known, Path(parts.netloc, *key)
+
+
+def _configured(bucket: str) -> ObjectStoreLocation:
+    """Where this host's environment says `bucket` is: $ARROWLINE_WORKSPACE's store when it
+    names that bucket, else AWS_ENDPOINT_URL (none: AWS itself)."""
+    named = os.environ.get("ARROWLINE_WORKSPACE")
+    if named and is_object_store(named):
+        workspace = ObjectStoreLocation.parse(named)
+        if workspace.bucket == bucket:
+            return workspace
+    return ObjectStoreLocation.parse(f"s3://{bucket}")
 
 
 def _credentials() -> tuple[str | None, str | None, str | None]:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
 
@@ -35,7 +35,7 @@ from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DefinitionError, TaskError, TransientTaskError
 from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
 from engine.planning.build import Plan
-from engine.state.objectstore import ObjectStoreWorkspace, ensure_local
+from engine.state.objectstore import ObjectStoreWorkspace, ensure_local, new_upload
 from engine.state.workspace import Workspace
 from engine.tasks import TaskContext, TaskOutcome, run_task
 from engine.tasks.base import StagedElsewhere, TaskWatermarks
@@ -57,11 +57,14 @@ class FixedWatermarks:
     rows_after: Mapping[str, RowsAfter | None] = field(default_factory=dict)
 
     @classmethod
-    def asked(cls, watermarks: TaskWatermarks | None, inputs: tuple[str, ...]) -> FixedWatermarks:
+    def asked(
+        cls, watermarks: TaskWatermarks | None, inputs: tuple[str, ...], incremental: bool
+    ) -> FixedWatermarks:
         if watermarks is None:
             return cls()
         after = {name: watermarks.rows_after(name) for name in inputs}
-        return cls(watermarks.start(), watermarks.pending(), after)
+        start = watermarks.start() if incremental else None  # a catalog read: only if used
+        return cls(start, watermarks.pending(), after)
 
     def for_task(self) -> TaskWatermarks:
         return TaskWatermarks(
@@ -85,7 +88,12 @@ class RemoteAttempt:
     workspace: str
     """The workspace setting (`s3://...`): the worker opens it with its own credentials."""
     connections: Mapping[str, Any]
+    """The task's own connections as written (`${env:...}` references unresolved): the worker
+    resolves them from its environment, so no secret travels through Ray."""
     watermarks: FixedWatermarks | None
+    upload: str
+    """The prefix the worker uploads the output under, chosen here so that the driver can
+    delete it when the attempt is cancelled or lost after uploading."""
     cpus: float = 1.0
     """What the attempt holds on its node: its DuckDB uses as many threads."""
     memory: int | None = None
@@ -102,11 +110,15 @@ class RemoteResult:
 
 def attempt_remotely(shipped: RemoteAttempt) -> RemoteResult:
     """On a Ray worker: run one attempt, upload its output, and hand back its outcome."""
+    from engine.core.secrets import redact
+
     logs: list[tuple[str, str]] = []
+    logger.remove()  # no line of the attempt's goes to Ray's own log files, masked or not
     for package in ("engine", "connectors", "transforms", "lineage"):  # quiet as a library
         logger.enable(package)
     sink = logger.add(
-        lambda m: logs.append((m.record["level"].name, m.record["message"])), level="INFO"
+        lambda m: logs.append((m.record["level"].name, redact(str(m.record["message"])))),
+        level="INFO",
     )
     node = _node()
     try:
@@ -126,6 +138,16 @@ def attempt_remotely(shipped: RemoteAttempt) -> RemoteResult:
         return RemoteResult(None, _shippable(exc), logs, node)
     finally:
         logger.remove(sink)
+
+
+_OPENED: dict[str, ObjectStoreWorkspace] = {}
+
+
+def _opened(setting: str, scratch: Path) -> ObjectStoreWorkspace:
+    """The workspace, opened (its bucket checked) once per worker process, not per attempt."""
+    if setting not in _OPENED:
+        _OPENED[setting] = ObjectStoreWorkspace.open(setting, scratch=scratch)
+    return _OPENED[setting]
 
 
 def _node() -> str:
@@ -152,8 +174,14 @@ def _shippable(exc: BaseException) -> BaseException:
 
 
 def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
+    from connectors.registry import connector_of
+
+    connections = {
+        name: connector_of(spec).resolve(name, spec, shipped.base_dir)  # secrets: this node's
+        for name, spec in shipped.connections.items()
+    }
     scratch = Path(tempfile.gettempdir()) / "arrowline-ray" / str(os.getuid())
-    workspace = ObjectStoreWorkspace.open(shipped.workspace, scratch=scratch)
+    workspace = _opened(shipped.workspace, scratch)
     inputs = {name: ensure_local(table, workspace.cache) for name, table in shipped.inputs.items()}
     task_id = shipped.task.id
     staging = workspace.staging(shipped.pipeline, task_id, shipped.run_id, shipped.attempt)
@@ -176,7 +204,7 @@ def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
         staging,
         CancelToken(),
         duckdb=duckdb,
-        connections=shipped.connections,
+        connections=connections,
         watermarks=shipped.watermarks.for_task() if shipped.watermarks else None,
     )
     try:
@@ -192,7 +220,9 @@ def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
         parts = output_parts(staging)
         digest = content_hash(staging)
         schema = pq.read_schema(parts[0]) if parts else None
-        manifest = workspace.send(staging, shipped.pipeline, task_id, shipped.run_id)
+        manifest = workspace.send(
+            staging, shipped.pipeline, task_id, shipped.run_id, upload=shipped.upload
+        )
         final = workspace.output_dir(shipped.pipeline, task_id, shipped.run_id)
         workspace.keep_copy(staging, final, manifest["upload"])  # read here without a download
         outcome = replace(outcome, elsewhere=StagedElsewhere(manifest, digest, schema))
@@ -202,10 +232,10 @@ def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
 class RayRunner:
     """The executor's task runner when attempts run on a Ray cluster."""
 
-    remote = True
-    """Read by the workspace's attempt wrapper: inputs are copied where the attempt runs."""
-
     def __init__(self, plan: Plan, workspace: Workspace, address: str | None) -> None:
+        self.remote = True
+        """Read by the workspace's attempt wrapper (through functools.wraps, which copies an
+        instance's attributes): inputs are copied where the attempt runs, not here."""
         if not isinstance(workspace, ObjectStoreWorkspace):
             raise DefinitionError(
                 "executor: ray runs attempts on other hosts, and the workspace is this host's "
@@ -214,13 +244,13 @@ class RayRunner:
                 "object store every node reaches",
             )
         self.plan = plan
+        self.workspace = workspace
         self.workspace_uri = workspace.setting
         self.ray = _connect(address)
         self._function = self.ray.remote(attempt_remotely)
         _check_resources(self.ray, plan)
 
     def __call__(self, context: TaskContext) -> TaskOutcome:
-        ray = self.ray
         task = context.task
         resources = getattr(task.spec, "resources", None)
         options: dict[str, Any] = {"max_retries": 0, "num_cpus": 1.0}
@@ -228,7 +258,20 @@ class RayRunner:
             options["num_cpus"] = resources.cpu
             if resources.memory:
                 options["memory"] = resources.memory
-        shipped = RemoteAttempt(
+        shipped = self.shipped(context, options)
+        try:
+            result = self._result(context, self._function.options(**options).remote(shipped))
+        except (Cancelled, TaskError):  # stopped or lost, perhaps after it uploaded
+            final = self.workspace.output_dir(context.pipeline, task.id, context.run_id)
+            self.workspace.drop_upload(final, shipped.upload)
+            raise
+        return self._outcome(context, result)
+
+    def shipped(self, context: TaskContext, options: Mapping[str, Any]) -> RemoteAttempt:
+        """The attempt as it travels: the task's connections unresolved, nothing else."""
+        task = context.task
+        named = {task.spec.connection} if task.spec.connection else set()
+        return RemoteAttempt(
             context.pipeline,
             context.run_id,
             context.base_dir,
@@ -236,19 +279,24 @@ class RayRunner:
             context.attempt,
             dict(context.inputs),
             self.workspace_uri,
-            dict(context.connections),
-            FixedWatermarks.asked(context.watermarks, tuple(context.inputs)),
+            {n: spec for n, spec in self.plan.connections.items() if n in named},
+            FixedWatermarks.asked(
+                context.watermarks, tuple(context.inputs), getattr(task, "incremental", False)
+            ),
+            new_upload(),
             options["num_cpus"],
             options.get("memory"),
         )
-        reference = self._function.options(**options).remote(shipped)
+
+    def _result(self, context: TaskContext, reference: Any) -> RemoteResult:
+        ray = self.ray
         while not ray.wait([reference], timeout=_POLL_S)[0]:
             if context.cancel.cancelled:
                 ray.cancel(reference, force=True)
                 raise Cancelled(f"attempt {context.attempt} was stopped on its Ray worker")
         errors = ray.exceptions
         try:
-            result: RemoteResult = ray.get(reference)
+            return cast(RemoteResult, ray.get(reference))
         except errors.TaskCancelledError:
             raise Cancelled(f"attempt {context.attempt} was cancelled on its Ray worker") from None
         except errors.RayTaskError as exc:  # not the task's own error (that comes back as a
@@ -260,6 +308,9 @@ class RayRunner:
                 f"the Ray worker running attempt {context.attempt} was lost: {first}",
                 hint="the task's retry policy runs it again on a live node",
             ) from None
+
+    def _outcome(self, context: TaskContext, result: RemoteResult) -> TaskOutcome:
+        task = context.task
         for level, message in result.logs:  # the worker's lines, in the run's own log
             logger.bind(task_id=task.id, node=result.node).log(level, message)
         if result.error is not None:
@@ -300,14 +351,15 @@ def _connect(address: str | None) -> Any:
 
 
 def _answers(address: str | None) -> None:
-    """A Ray Client address (`ray://host:port`) takes a TCP connection within 5 s, or the
-    cluster is said not to answer (Ray's own client retries for half a minute)."""
+    """A cluster's address (`ray://host:port`, or a head's `host:port`) takes a TCP connection
+    within 5 s, or the cluster is said not to answer (Ray's own client retries for half a
+    minute, and its driver for ever)."""
     import socket
     from urllib.parse import urlsplit
 
-    if address is None or not address.startswith("ray://"):
+    if address is None or address == "auto":
         return
-    parts = urlsplit(address)
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
     if parts.hostname is None or parts.port is None:
         raise DefinitionError(f"Ray address {address!r} is not ray://host:port")
     try:
@@ -328,11 +380,14 @@ def _check_resources(ray: Any, plan: Plan) -> None:
         resources = getattr(task.spec, "resources", None)
         cpu = resources.cpu if resources is not None else 1.0
         memory = resources.memory if resources is not None else None
-        if cpu > most_cpu or (memory is not None and memory > most_memory):
+        if not any(  # one node with both
+            n.get("CPU", 0.0) >= cpu and (memory is None or n.get("memory", 0.0) >= memory)
+            for n in nodes
+        ):
             asked = f"{cpu:g} CPU" + (f", {memory:,} bytes of memory" if memory else "")
             raise DefinitionError(
                 f"task {task.id!r}{task.at} asks for {asked}, and no node of the Ray cluster has "
-                f"that much (the largest: {most_cpu:g} CPU, {most_memory:,.0f} bytes)",
+                f"that much (the most any has: {most_cpu:g} CPU, {most_memory:,.0f} bytes)",
                 hint="lower its `resources:`, or add a larger node",
             )
 

@@ -34,6 +34,7 @@ from engine.core.errors import (
 )
 from engine.core.graph import Graph, find_cycles
 from engine.core.runids import check_run_id
+from engine.core.s3 import ObjectStoreLocation, trust
 from engine.core.secrets import mask_secrets, mask_text
 from engine.planning.cache import CacheDecision, cache_enabled, decide, observe_inputs
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
@@ -270,6 +271,8 @@ def build_plan(
     table no task produces), ParameterError or SelectionError. `kept`: the runs whose outputs
     incremental sql tasks add to (default: `kept_outputs` of `catalog`)."""
     spec = definition.spec
+    if spec.workspace is not None:  # its outputs are read at its store while planning
+        trust(ObjectStoreLocation.parse(spec.workspace))
     resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
     try:

@@ -67,7 +67,8 @@ _PART_NAME = re.compile(r"part-[0-9]{5}\.parquet")
 _UPLOAD = re.compile(r"[0-9a-f]{16}")
 
 
-def _unique() -> str:
+def new_upload() -> str:
+    """A fresh upload's name (16 hex digits, as manifests name them)."""
     return uuid.uuid4().hex[:16]
 
 
@@ -179,11 +180,13 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         self._uploaded(staging, self.output_dir(pipeline, task_id, run_id), manifest)
         return manifest
 
-    def send(self, staging: Path, pipeline: str, task_id: str, run_id: str) -> dict[str, Any]:
-        """The upload alone, for an attempt on another host whose driver commits it: its
-        manifest."""
+    def send(
+        self, staging: Path, pipeline: str, task_id: str, run_id: str, upload: str | None = None
+    ) -> dict[str, Any]:
+        """The upload alone (as `upload`, else a new one), for an attempt on another host whose
+        driver commits it: its manifest."""
         final = self.output_dir(pipeline, task_id, run_id)
-        upload = _unique()
+        upload = upload or new_upload()
         for file in (*output_parts(staging), *quarantine_parts(staging)):
             relative = file.relative_to(staging).as_posix()
             pafs.copy_files(
@@ -201,6 +204,11 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
                 self._uploads[staging] = (final, manifest)
         if dropped:  # its attempt was abandoned meanwhile: nobody will publish it
             self._delete_upload(final, manifest["upload"])
+
+    def drop_upload(self, final: Path, upload: str) -> None:
+        """Delete an upload no manifest will name (an attempt stopped or lost after it sent);
+        one never made is no error."""
+        self._delete_upload(final, upload)
 
     def _delete_upload(self, final: Path, upload: str) -> None:
         with contextlib.suppress(OSError):
@@ -525,6 +533,13 @@ def ensure_local(table: InputTable, cache: Path | None = None) -> InputTable:
     if table.locator is None:
         return table
     planned = table.files[0].parent.name if table.files else None  # the upload it was read from
+    location, directory = locate(table.locator)
+    if planned is not None:  # a complete copy of that very upload here: no request at all
+        here = _cached_folder(cache or default_cache_dir(), location, directory, planned)
+        names = [f.name for f in table.files]
+        found = sorted(here.glob("part-*.parquet")) if here.is_dir() else []
+        if [f.name for f in found] == names and sum(f.stat().st_size for f in found) == table.bytes:
+            return replace(table, files=tuple(found))
     folder = local_output(table.locator, cache)
     if planned is not None and folder.name != planned:
         raise StateError(

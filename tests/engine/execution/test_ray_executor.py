@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 Cli = Callable[..., Result]
 ROOT = Path(__file__).resolve().parents[3]
+PG_SECRET = "pg-secret-never-shipped-7c1d"
 QUICKSTART = ROOT / "examples" / "quickstart"
 
 
@@ -49,6 +50,7 @@ def cluster(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "AWS_REGION": "us-east-1",
         "ARROWLINE_CACHE_DIR": str(tmp_path_factory.mktemp("ray-node-cache")),
         "RAY_AUTH_MODE": "disabled",
+        "RAY_TEST_PG_PASSWORD": PG_SECRET,  # the nodes' own environment: resolved there
     }
     ours = Cluster(
         initialize_head=True,
@@ -109,6 +111,8 @@ def test_the_quickstart_on_ray_equals_the_local_run_row_for_row(
     monkeypatch.setenv("ARROWLINE_WORKSPACE", s3.uri("qs"))
     result = cli("run", str(on_ray), "--executor", "ray", "--address", "auto", "--no-progress")
     assert result.exit_code == 0, result.output
+    driver_cache = Path(os.environ["ARROWLINE_CACHE_DIR"])  # the s3 fixture's: this process
+    assert not list(driver_cache.rglob("*.parquet"))  # inputs were copied on the workers only
     assert _sink_rows(local.parent)[0].equals(_sink_rows(on_ray.parent)[0])
     assert _sink_rows(local.parent)[1] == _sink_rows(on_ray.parent)[1]
     import json
@@ -243,3 +247,79 @@ def test_a_timeout_stops_the_attempt_on_its_worker(
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2
+
+
+FROM_POSTGRES = """
+pipeline: pg_on_ray
+workspace: WORKSPACE
+executor: ray
+connections:
+  src: {kind: postgres, host: 127.0.0.1, user: postgres, database: test,
+        password: "${env:RAY_TEST_PG_PASSWORD}"}
+tasks:
+  - id: rows
+    extract: {from: postgres, connection: src, query: "select g as id from generate_series(1, 500) g"}
+  - id: out
+    load: {input: rows, to: parquet, path: out/rows}
+"""
+
+
+def test_connection_secrets_are_resolved_on_the_worker_and_never_shipped(
+    cluster: Any,
+    s3: S3Bucket,
+    write: WritePipeline,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pickle
+
+    from engine.execution.remote import RayRunner
+
+    monkeypatch.setenv("RAY_TEST_PG_PASSWORD", PG_SECRET)  # the driver resolves it too
+    shipped: list[bytes] = []
+    original = RayRunner.shipped
+
+    def recording(self: RayRunner, context: Any, options: Any) -> Any:
+        attempt = original(self, context, options)
+        shipped.append(pickle.dumps(attempt))
+        return attempt
+
+    monkeypatch.setattr(RayRunner, "shipped", recording)
+    result = run(write("p.yaml", FROM_POSTGRES.replace("WORKSPACE", s3.uri("pg"))))
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    assert pl.read_parquet(project / "out" / "rows")["id"].sum() == 500 * 501 // 2
+    assert len(shipped) == 2
+    assert all(PG_SECRET.encode() not in payload for payload in shipped)
+    assert b"${env:RAY_TEST_PG_PASSWORD}" in shipped[0]  # the reference travels, not the value
+
+
+INCREMENTAL = """
+pipeline: grows
+workspace: WORKSPACE
+tasks:
+  - id: batch
+    sql: select {{ params.n }} as id
+  - id: history
+    sql:
+      query: |
+        select id from batch
+        {% if is_incremental() %} union all select id from {{ this }} {% endif %}
+      incremental: {unique_key: id}
+params: {n: 1}
+"""
+
+
+def test_a_pipelines_own_store_is_where_planning_reads_its_outputs(
+    s3: S3Bucket, write: WritePipeline, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint is in the pipeline file only (no AWS_ENDPOINT_URL): a new process plans
+    its second run by reading the first run's outputs there, never at AWS itself."""
+    import engine.core.s3
+
+    path = write("p.yaml", INCREMENTAL.replace("WORKSPACE", s3.uri("inc")))
+    assert run(path, params={"n": 1}).ok
+    monkeypatch.setattr(engine.core.s3, "_TRUSTED", {})  # as in a new process
+    second = run(path, params={"n": 2})
+    assert second.ok, {k: t.error for k, t in second.tasks.items() if t.error}
+    with engine.open(project) as notebook:
+        assert sorted(notebook.table("history").collect()["id"].to_list()) == [1, 2]

@@ -24,3 +24,17 @@ def test_an_address_that_does_not_answer_is_a_clear_error(
     )
     assert result.exit_code != 0
     assert "does not answer" in result.output
+
+
+def test_a_head_address_that_does_not_answer_is_a_clear_error_not_a_hang(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    import time
+
+    text = f"pipeline: far\nworkspace: {s3.uri('far')}\ntasks:\n  - id: a\n    sql: select 1 as x\n"
+    path = write("p.yaml", text)
+    started = time.monotonic()
+    result = cli("run", str(path), "--executor", "ray", "--address", "127.0.0.1:9", "--no-progress")
+    assert time.monotonic() - started < 30
+    assert result.exit_code != 0
+    assert "does not answer" in result.output
