@@ -141,6 +141,26 @@ def attempt_remotely(shipped: RemoteAttempt) -> RemoteResult:
 
 
 _OPENED: dict[str, ObjectStoreWorkspace] = {}
+_DATABASES: dict[tuple[int, int | None], Any] = {}
+
+
+def _database(cpus: float, memory: int | None, scratch: Path) -> Any:
+    """A DuckDB database per worker process and size, kept between attempts as the local
+    executor keeps one per run (starting one costs ~25 ms): each attempt works in a schema of
+    its own (transforms.sql.DuckDatabase), with as many threads as its CPUs and 80% of its
+    memory."""
+    from transforms.sql import DuckDatabase, DuckDBSettings
+
+    key = (max(1, int(cpus)), memory)
+    if key not in _DATABASES:
+        _DATABASES[key] = DuckDatabase(
+            DuckDBSettings(
+                threads=key[0],
+                memory_limit=f"{memory * 8 // 10 // 2**20}MB" if memory else None,
+                temp_directory=scratch / "duckdb",
+            )
+        )
+    return _DATABASES[key]
 
 
 def _opened(setting: str, scratch: Path) -> ObjectStoreWorkspace:
@@ -185,15 +205,7 @@ def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
     inputs = {name: ensure_local(table, workspace.cache) for name, table in shipped.inputs.items()}
     task_id = shipped.task.id
     staging = workspace.staging(shipped.pipeline, task_id, shipped.run_id, shipped.attempt)
-    from transforms.sql import DuckDatabase, DuckDBSettings
-
-    duckdb = DuckDatabase(
-        DuckDBSettings(
-            threads=max(1, int(shipped.cpus)),
-            memory_limit=f"{shipped.memory * 8 // 10 // 2**20}MB" if shipped.memory else None,
-            temp_directory=scratch / "duckdb",
-        )
-    )
+    duckdb = _database(shipped.cpus, shipped.memory, scratch)
     context = TaskContext(
         shipped.pipeline,
         shipped.run_id,
@@ -207,10 +219,7 @@ def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
         connections=connections,
         watermarks=shipped.watermarks.for_task() if shipped.watermarks else None,
     )
-    try:
-        outcome = run_task(context)
-    finally:
-        duckdb.close()
+    outcome = run_task(context)
     if outcome.produces_output and staging.is_dir():
         import pyarrow.parquet as pq
 
