@@ -41,7 +41,8 @@ def _binaries() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on at this moment."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -108,7 +109,7 @@ def throwaway_server(
     if owner is not None:
         for path in (base, sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-    cluster = Cluster(binaries, base, _free_port(), owner)
+    cluster = Cluster(binaries, base, free_port(), owner)
     cluster.settings = dict(settings or {})
     auth = ["--auth=trust"]
     password_file = base / "pw"

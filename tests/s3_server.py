@@ -16,13 +16,9 @@ from typing import Any
 
 import pytest
 
+from tests.pg import free_port
+
 __all__ = ["S3Bucket", "s3", "s3_server"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +28,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         import moto.server  # noqa: F401
     except ImportError:  # never skipped: a missing fixture is a failure
         pytest.fail("moto's server is needed: .venv/bin/pip install -e '.[dev]' (moto[server])")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -4,10 +4,34 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quick(
+    workload: str, timeout: int = 600, env: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """`python -m benchmarks run WORKLOAD --quick`, which must succeed: its stdout and its
+    results, whose files are removed (a quick run is not a result worth keeping)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", workload, "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
+    payload = json.loads(path.read_text())
+    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        leftover.unlink(missing_ok=True)
+    return done.stdout, payload
 
 
 @pytest.mark.slow
@@ -122,18 +146,7 @@ def test_report_writes_a_table_and_a_chart(tmp_path: Path) -> None:
 def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
     """Every contender of the workload produces the same checksum (the harness would report a
     disagreeing one as wrong), and arrowline's contender succeeds."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", workload, "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
-    payload = json.loads(path.read_text())
+    _stdout, payload = _quick(workload)
     by_name = {o["contender"]: o for o in payload["outcomes"]}
     assert by_name["arrowline"]["error"] is None
     for outcome in payload["outcomes"]:
@@ -143,8 +156,6 @@ def test_transform_workloads_run_in_quick_mode_and_agree(workload: str) -> None:
     floor = {"udf": "polars", "validate": "polars", "sql_dag": "duckdb/script"}[workload]
     checksums = {by_name[n]["samples"][0]["reported"]["checksum"] for n in ("arrowline", floor)}
     assert len(checksums) == 1
-    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
-        leftover.unlink(missing_ok=True)
 
 
 @pytest.mark.slow
@@ -169,19 +180,9 @@ def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     says it is not supported."""
     import os
 
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", workload, "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        env={**os.environ, "ARROWLINE_BENCH_PG_URI": pg_uri},
+    _stdout, payload = _quick(
+        workload, timeout=900, env={**os.environ, "ARROWLINE_BENCH_PG_URI": pg_uri}
     )
-    assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
-    payload = json.loads(path.read_text())
     arrowline = [
         o
         for o in payload["outcomes"]
@@ -192,8 +193,6 @@ def test_other_workloads_run_in_quick_mode(workload: str, pg_uri: str) -> None:
     for outcome in payload["outcomes"]:
         if outcome["error"]:
             assert "not installed" in outcome["error"] or outcome["unsupported"], outcome
-    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
-        leftover.unlink(missing_ok=True)
 
 
 def test_a_contender_the_tree_cannot_run_yet_is_reported_not_supported_and_never_run(
@@ -219,18 +218,7 @@ def test_a_contender_the_tree_cannot_run_yet_is_reported_not_supported_and_never
 def test_handoff_workload_runs_in_quick_mode_and_every_format_agrees() -> None:
     """Every format is written and read by every consumer, and all of them agree on rows, key
     sum and decimal sum per data set (the harness would report a disagreeing one as wrong)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "handoff", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
-    payload = json.loads(path.read_text())
+    stdout, payload = _quick("handoff", timeout=900)
     assert len(payload["outcomes"]) == 2 * 5 * 4  # data sets x formats x (write + 3 readers)
     for outcome in payload["outcomes"]:
         assert outcome["error"] is None, outcome
@@ -243,9 +231,7 @@ def test_handoff_workload_runs_in_quick_mode_and_every_format_agrees() -> None:
         }
         assert len(checksums) == 1, checksums
     assert all(size > 0 for size in payload["params"]["file_mb"].values())
-    assert "| ipc-lz4 |" in done.stdout
-    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
-        leftover.unlink(missing_ok=True)
+    assert "| ipc-lz4 |" in stdout
 
 
 @pytest.mark.slow
@@ -257,24 +243,12 @@ def test_cdc_workload_runs_in_quick_mode_against_a_logical_server() -> None:
     from tests.pg import throwaway_server
 
     with throwaway_server(settings={"wal_level": "logical"}) as cluster:
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks", "run", "pg_cdc", "--quick"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-            env={**os.environ, "ARROWLINE_BENCH_CDC_URI": cluster.uri},
+        _stdout, payload = _quick(
+            "pg_cdc", timeout=900, env={**os.environ, "ARROWLINE_BENCH_CDC_URI": cluster.uri}
         )
-    assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
-    payload = json.loads(path.read_text())
     assert all(o["error"] is None and o["samples"] for o in payload["outcomes"]), payload
     assert payload["summary"]["read_changes_per_s"] > 0
     assert "apply_vs_handwritten" in payload["summary"]
-    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
-        leftover.unlink(missing_ok=True)
 
 
 @pytest.mark.slow
@@ -283,18 +257,7 @@ def test_sql_project_workload_runs_in_quick_mode_and_every_tool_builds_the_same_
     project cold and warm, and the four marts in each one's DuckDB file agree row for row (the
     harness reports a disagreeing contender as wrong); dbt, when missing, says how to install
     it instead of passing."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "sql_project", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
-    payload = json.loads(path.read_text())
+    stdout, payload = _quick("sql_project")
     by_name = {o["contender"]: o for o in payload["outcomes"]}
     assert set(by_name) == {"arrowline", "arrowline/cache", "duckdb/script", "dbt-duckdb"}
     for name, outcome in by_name.items():
@@ -310,9 +273,7 @@ def test_sql_project_workload_runs_in_quick_mode_and_every_tool_builds_the_same_
     }
     assert len(checksums) == 1, checksums
     assert all(f"{mart}=" in next(iter(checksums)) for mart in ("orders", "customers"))
-    assert "| goal (issue 20) |" in done.stdout
-    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
-        leftover.unlink(missing_ok=True)
+    assert "| goal (issue 20) |" in stdout
 
 
 def test_sql_project_gives_both_tools_the_same_models_macro_and_tests(tmp_path: Path) -> None:
@@ -352,25 +313,12 @@ def test_objectstore_workload_runs_in_quick_mode_and_both_workspaces_agree() -> 
     """The same pipeline with the local folder, with the workspace on a loopback S3 server, and
     run locally then uploaded: one checksum of the marts (the harness refuses a contender that
     disagrees), and the ratios the issue's goal reads."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "objectstore", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
-    payload = json.loads(path.read_text())
+    _stdout, payload = _quick("objectstore")
     assert all(o["error"] is None and o["samples"] for o in payload["outcomes"]), payload
     checksums = {o["samples"][0]["reported"]["checksum"] for o in payload["outcomes"]}
     assert len(checksums) == 1, checksums
     assert payload["summary"]["s3_vs_local"] > 0
     assert payload["summary"]["s3_vs_local_then_upload"] > 0
-    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
-        leftover.unlink(missing_ok=True)
 
 
 @pytest.mark.slow
@@ -378,18 +326,7 @@ def test_objectstore_workload_runs_in_quick_mode_and_both_workspaces_agree() -> 
 def test_ray_workload_runs_in_quick_mode_and_every_contender_agrees() -> None:
     """One and two Ray nodes, and Ray against the local executor: the same outputs (the
     harness refuses a contender whose checksum differs), and the issue's two ratios."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "ray", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    lines = done.stdout.splitlines()
-    path = Path(next(line for line in lines if line.startswith("results: "))[9:])
-    payload = json.loads(path.read_text())
+    _stdout, payload = _quick("ray", timeout=900)
     assert all(o["error"] is None and o["samples"] for o in payload["outcomes"]), payload
     by_group: dict[str, set[str]] = {}
     for o in payload["outcomes"]:
@@ -397,5 +334,3 @@ def test_ray_workload_runs_in_quick_mode_and_every_contender_agrees() -> None:
     assert all(len(sums) == 1 for sums in by_group.values()), by_group
     assert payload["summary"]["two_nodes_speedup"] > 0
     assert "ray_overhead_ms_per_task" in payload["summary"]
-    for leftover in (path, path.with_suffix(".md"), path.with_suffix(".png")):
-        leftover.unlink(missing_ok=True)

@@ -37,6 +37,15 @@ def child_main(runners: Mapping[str, Runner], needs: Mapping[str, str] | None = 
     os._exit(0)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on at this moment (for a server a workload starts)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def engine_table(outcomes: list[Any]) -> tuple[dict[str, Any], list[str]]:
     """Median engine time, wall time and peak RSS per contender, as summary data and Markdown
     rows; a failed or missing contender gets its error in place of figures."""

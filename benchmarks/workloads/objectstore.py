@@ -19,92 +19,65 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Contender, Outcome
-from benchmarks.workloads._child import child_main, engine_table
-from benchmarks.workloads.sql_dag import DATA, MARTS, MODELS, _checksum, generate
+from benchmarks.workloads._child import child_main, engine_table, free_port
+from benchmarks.workloads.sql_dag import DATA, MODELS, _arrowline, generate
+
+_KEY, _SECRET = "bench", "bench-secret"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_server(out: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """moto's server on a free loopback port, with one bucket."""
+def _store(endpoint: str, **options: Any) -> Any:
     import pyarrow.fs as pafs
 
-    port = _free_port()
-    log = (out / "moto.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    return pafs.S3FileSystem(
+        access_key=_KEY, secret_key=_SECRET, endpoint_override=endpoint, scheme="http", **options
     )
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ |= {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AWS_REGION": "us-east-1",
-        "ARROWLINE_CACHE_DIR": str(out / "cache"),
-    }
-    store = pafs.S3FileSystem(
-        access_key="bench",
-        secret_key="bench-secret",
-        endpoint_override=endpoint,
-        scheme="http",
-        allow_bucket_creation=True,
-    )
-    store.create_dir("bench")
-    return server, endpoint
 
 
-def _run(data: Path, out: Path, workspace: str | None) -> dict[str, Any]:
-    import duckdb
-    import yaml
-
-    from engine.api.pipeline import run
-
-    tasks = [{"id": n, "sql": sql.replace("{data}", str(data))} for n, sql in MODELS.items()]
-    document: dict[str, Any] = {"pipeline": "sql_dag", "tasks": tasks}
-    if workspace is not None:
-        document["workspace"] = workspace
-    pipeline = out / "pipeline.yaml"
-    pipeline.write_text(yaml.safe_dump(document, sort_keys=False))
-    started = time.perf_counter()
-    result = run(pipeline, project_dir=out)
-    elapsed = time.perf_counter() - started
-    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
-    with duckdb.connect() as connection:
-        for mart in MARTS:
-            output = result.tasks[mart].output
-            assert output is not None
-            files = ", ".join(f"'{f}'" for f in output.files)
-            connection.execute(f"create view {mart} as select * from read_parquet([{files}])")
-        checksum = _checksum(lambda sql: connection.execute(sql).fetchone())
-    return {"engine_s": elapsed, "checksum": checksum}
-
-
-def _local(data: Path, out: Path) -> dict[str, Any]:
-    return _run(data, out, None)
-
-
-def _s3(data: Path, out: Path) -> dict[str, Any]:
-    server, endpoint = _start_server(out)
+@contextmanager
+def moto_store(out: Path) -> Iterator[str]:
+    """moto's server on a free loopback port with a bucket `bench`, this process's AWS
+    environment pointed at it (a cache folder in `out`); its endpoint. Stopped afterwards."""
+    port = free_port()
+    with (out / "moto.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        return _run(data, out, f"s3://bench/ws?endpoint={endpoint}")
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        os.environ |= {
+            "AWS_ACCESS_KEY_ID": _KEY,
+            "AWS_SECRET_ACCESS_KEY": _SECRET,
+            "AWS_REGION": "us-east-1",
+            "ARROWLINE_CACHE_DIR": str(out / "cache"),
+        }
+        _store(endpoint, allow_bucket_creation=True).create_dir("bench")
+        yield endpoint
     finally:
         server.terminate()
         server.wait(10)
+
+
+def _local(data: Path, out: Path) -> dict[str, Any]:
+    return _arrowline(data, out)
+
+
+def _s3(data: Path, out: Path) -> dict[str, Any]:
+    with moto_store(out) as endpoint:
+        return _arrowline(data, out, workspace=f"s3://bench/ws?endpoint={endpoint}")
 
 
 def _local_then_upload(data: Path, out: Path) -> dict[str, Any]:
@@ -113,29 +86,18 @@ def _local_then_upload(data: Path, out: Path) -> dict[str, Any]:
     atomic), timed together."""
     import pyarrow.fs as pafs
 
-    server, endpoint = _start_server(out)
-    try:
-        reported = _run(data, out, None)  # its engine_s: the run alone, not the checksum
+    with moto_store(out) as endpoint:
+        reported = _arrowline(data, out)  # its engine_s: the run alone, not the checksum
         started = time.perf_counter()
-        store = pafs.S3FileSystem(
-            access_key="bench",
-            secret_key="bench-secret",
-            endpoint_override=endpoint,
-            scheme="http",
-            allow_delayed_open=True,
-        )
         pafs.copy_files(
             str(out / ".arrowline" / "workspace"),
             "bench/copied",
             source_filesystem=pafs.LocalFileSystem(),
-            destination_filesystem=store,
+            destination_filesystem=_store(endpoint, allow_delayed_open=True),
             use_threads=True,
         )
         uploaded = time.perf_counter() - started
         return reported | {"engine_s": reported["engine_s"] + uploaded, "upload_s": uploaded}
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:

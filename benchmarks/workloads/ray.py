@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks.harness import Contender, Outcome
 from benchmarks.workloads._child import child_main, engine_table
-from benchmarks.workloads.objectstore import _start_server
+from benchmarks.workloads.objectstore import moto_store
 
 CPU_TASKS = 8
 TINY_TASKS = 40
@@ -75,41 +75,40 @@ def _checksum(result: Any) -> str:
     return str(total)
 
 
+def _tasks(rows: int, tiny: bool) -> list[dict[str, Any]]:
+    if tiny:
+        chain = [
+            {"id": f"t{k}", "sql": f"select s + 1 as s from t{k - 1}"} for k in range(1, TINY_TASKS)
+        ]
+        return [{"id": "t0", "sql": "select 1 as s"}, *chain]
+    return [
+        {
+            "id": f"h{k}",
+            "sql": f"select sum(hash(i + {k}) % 997) as s from range({rows}) t(i)",
+            "resources": {"cpu": 1},
+        }
+        for k in range(CPU_TASKS)
+    ]
+
+
 def _run(out: Path, rows: int, *, nodes: int, tiny: bool) -> dict[str, Any]:
     from engine.api.pipeline import run
 
-    server, endpoint = _start_server(out)
-    cluster = _cluster(nodes) if nodes else None
-    try:
-        if tiny:
-            tasks: list[dict[str, Any]] = [{"id": "t0", "sql": "select 1 as s"}]
-            tasks += [
-                {"id": f"t{k}", "sql": f"select s + 1 as s from t{k - 1}"}
-                for k in range(1, TINY_TASKS)
-            ]
-        else:
-            tasks = [
-                {
-                    "id": f"h{k}",
-                    "sql": f"select sum(hash(i + {k}) % 997) as s from range({rows}) t(i)",
-                    "resources": {"cpu": 1},
-                }
-                for k in range(CPU_TASKS)
-            ]
-        path = _pipeline(out, tasks, endpoint, "ray" if nodes else "local")
-        started = time.perf_counter()
-        result = run(path, project_dir=out, max_parallel=None if nodes else 1)
-        elapsed = time.perf_counter() - started
-        assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
-        return {"engine_s": elapsed, "checksum": _checksum(result)}
-    finally:
-        if cluster is not None:
-            import ray
+    with moto_store(out) as endpoint:
+        cluster = _cluster(nodes) if nodes else None
+        try:
+            path = _pipeline(out, _tasks(rows, tiny), endpoint, "ray" if nodes else "local")
+            started = time.perf_counter()
+            result = run(path, project_dir=out, max_parallel=None if nodes else 1)
+            elapsed = time.perf_counter() - started
+            assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+            return {"engine_s": elapsed, "checksum": _checksum(result)}
+        finally:
+            if cluster is not None:
+                import ray
 
-            ray.shutdown()
-            cluster.shutdown()
-        server.terminate()
-        server.wait(10)
+                ray.shutdown()
+                cluster.shutdown()
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any
 
 from benchmarks.harness import Contender, Outcome
 from benchmarks.rusage import timed_process
+from benchmarks.workloads._child import free_port
 
 MODULE = "benchmarks.workloads.rest_extract"
 PAGE = 1_000
@@ -150,15 +150,9 @@ def serve(records: int, port: int) -> None:
     server.serve_forever()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_server(records: int) -> str:
     """The API in its own process, until this one ends; its URL once it serves."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", MODULE, "serve", "--records", str(records), "--port", str(port)],
         stdout=subprocess.PIPE,

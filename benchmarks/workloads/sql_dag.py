@@ -132,10 +132,13 @@ def _checksum(query: Any) -> str:
     return ";".join(parts)
 
 
-def _arrowline(data: Path, out: Path, ephemeral_staging: bool = False) -> dict[str, Any]:
+def _arrowline(
+    data: Path, out: Path, ephemeral_staging: bool = False, workspace: str | None = None
+) -> dict[str, Any]:
     """Every model a task whose output is kept; with `ephemeral_staging`, the stg_* models
     (renames and casts over the source files, like dbt's staging layer) are inlined into
-    their readers instead."""
+    their readers instead; `workspace`: the pipeline's `workspace:` (the objectstore
+    workload's)."""
     import yaml
 
     from engine.api.pipeline import run
@@ -148,7 +151,10 @@ def _arrowline(data: Path, out: Path, ephemeral_staging: bool = False) -> dict[s
             if task["id"].startswith("stg_"):
                 task["materialize"] = "ephemeral"
     pipeline = out / "pipeline.yaml"
-    pipeline.write_text(yaml.safe_dump({"pipeline": "sql_dag", "tasks": tasks}, sort_keys=False))
+    document: dict[str, Any] = {"pipeline": "sql_dag", "tasks": tasks}
+    if workspace is not None:
+        document["workspace"] = workspace
+    pipeline.write_text(yaml.safe_dump(document, sort_keys=False))
     started = time.perf_counter()
     result = run(pipeline, project_dir=out)
     elapsed = time.perf_counter() - started

@@ -398,21 +398,14 @@ class ProjectReader:
 
 
 def _names_in(query: str) -> set[str] | None:
-    """The table names a query reads (lower case), or None when it does not parse: then every
-    output is made a view."""
-    import sqlglot
-    from sqlglot import exp
+    """The table names a query reads (lower case), or None when it is not one SELECT that
+    parses: then every output is made a view."""
+    from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
 
-    try:
-        statements = sqlglot.parse(query, dialect="duckdb")
-    except sqlglot.errors.SqlglotError:
+    statement = parse_select(query)
+    if isinstance(statement, SqlSyntaxError):
         return None
-    return {
-        table.name.lower()
-        for statement in statements
-        if statement is not None
-        for table in statement.find_all(exp.Table)
-    }
+    return {table.name.lower() for table in referenced_tables(statement)}
 
 
 class AmbiguousTask(StateError):

@@ -141,12 +141,12 @@ def _views_need_local_files(the_plan: Plan, workspace: Workspace) -> None:
     says so for a pipeline's own `workspace:`; this for $ARROWLINE_WORKSPACE)."""
     from engine.core.errors import DefinitionError
     from engine.state.workspace import LocalWorkspace
+    from engine.tasks.output_checks import view_reads_files
 
     if isinstance(workspace, LocalWorkspace):
         return
     for task in the_plan.to_run:
-        owner = task.spec.connector if task.spec.load is not None else None
-        if task.spec.materialize == "view" and owner and owner.capabilities.views_read_files:
+        if view_reads_files(task.spec):
             raise DefinitionError(
                 f"task {task.id!r}{task.at}: materialize: view makes its target read the "
                 f"workspace's files by their path, and the workspace is {workspace.describe()}",

@@ -35,7 +35,12 @@ from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DefinitionError, TaskError, TransientTaskError
 from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
 from engine.planning.build import Plan
-from engine.state.objectstore import ObjectStoreWorkspace, ensure_local, new_upload
+from engine.state.objectstore import (
+    ObjectStoreWorkspace,
+    ensure_local,
+    manifest_schema,
+    new_upload,
+)
 from engine.state.workspace import Workspace
 from engine.tasks import TaskContext, TaskOutcome, run_task
 from engine.tasks.base import StagedElsewhere, TaskWatermarks
@@ -221,19 +226,15 @@ def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
     )
     outcome = run_task(context)
     if outcome.produces_output and staging.is_dir():
-        import pyarrow.parquet as pq
-
-        from engine.core.tables import output_parts
         from engine.execution.cache import content_hash
 
-        parts = output_parts(staging)
         digest = content_hash(staging)
-        schema = pq.read_schema(parts[0]) if parts else None
         manifest = workspace.send(
             staging, shipped.pipeline, task_id, shipped.run_id, upload=shipped.upload
         )
         final = workspace.output_dir(shipped.pipeline, task_id, shipped.run_id)
         workspace.keep_copy(staging, final, manifest["upload"])  # read here without a download
+        schema = manifest_schema(manifest) if manifest["schema"] else None  # read once, there
         outcome = replace(outcome, elsewhere=StagedElsewhere(manifest, digest, schema))
     return outcome
 

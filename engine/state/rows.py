@@ -105,8 +105,9 @@ class TaskRunRow:
 
     @property
     def output_on_disk(self) -> bool:
-        """False when its published output is not on this machine's disk: deleted, or written
-        by another host sharing the catalog. A load (no output) is always True."""
+        """False when its published output is gone: deleted, or (a local workspace's) written
+        by another host sharing the catalog; an object store's is asked for its manifest
+        (StateError when the store does not answer). A load (no output) is always True."""
         from engine.state.objectstore import output_present
 
         return self.output_path is None or output_present(self.output_path)

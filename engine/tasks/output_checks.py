@@ -83,7 +83,7 @@ class OutputChecks:
                 task,
                 path,
             )
-        if task.materialize == "view" and _view_of_files(task) and _remote(self.spec.workspace):
+        if view_reads_files(task) and _remote(self.spec.workspace):
             self.add(
                 "view-workspace",
                 "materialize: view makes this target read the workspace's files by their path, "
@@ -311,10 +311,10 @@ def _sets_rows_aside(task: TaskSpec) -> bool:
     return rejects is not None and getattr(rejects, "policy", None) != "fail"
 
 
-def _view_of_files(task: TaskSpec) -> bool:
+def view_reads_files(task: TaskSpec) -> bool:
     """A load whose `materialize: view` reads the workspace's files by path (DuckDB's)."""
     owner = task.connector if task.load is not None else None
-    return owner is not None and owner.capabilities.views_read_files
+    return task.materialize == "view" and owner is not None and owner.capabilities.views_read_files
 
 
 def _remote(workspace: str | None) -> bool:
