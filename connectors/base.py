@@ -123,6 +123,10 @@ class ConnectorContext:
     run_id: str
     task_id: str
     cancel: CancelToken | None = None
+    attempt: int = 1
+    """Which attempt of the task this is. Two attempts of one task may overlap (a load whose
+    extract broke is still winding down when the retry's load starts), so whatever an attempt
+    names for itself alone (a staging file) carries it."""
     connections: Mapping[str, Any] = field(default_factory=dict)
     """Named connections, secrets resolved (what `Connector.resolve` returned)."""
     watermark: Watermark | None = None

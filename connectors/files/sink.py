@@ -37,11 +37,11 @@ def _checked(source: InputTable, cancel: CancelToken | None) -> pa.RecordBatchRe
 
 
 def _write_file(
-    source: InputTable, config: ParquetSink, target: Path, run_id: str, cancel: CancelToken | None
+    source: InputTable, config: ParquetSink, target: Path, ctx: ConnectorContext
 ) -> int:
-    temporary = staging_path(target, run_id)
+    temporary = staging_path(target, f"{ctx.run_id}-{ctx.attempt}")  # its own: attempts overlap
     with ParquetBatchWriter(temporary, source.schema, compression=config.compression) as writer:
-        for batch in _checked(source, cancel):
+        for batch in _checked(source, ctx.cancel):
             writer.write(batch)
     fault_point("parquet.before_publish")
     os.replace(temporary, target)
@@ -49,7 +49,7 @@ def _write_file(
 
 
 def _write_directory(
-    source: InputTable, config: ParquetSink, target: Path, run_id: str, cancel: CancelToken | None
+    source: InputTable, config: ParquetSink, target: Path, ctx: ConnectorContext
 ) -> tuple[int, list[str], bool]:
     missing = [column for column in config.partition_by if column not in source.schema.names]
     if missing:
@@ -59,8 +59,9 @@ def _write_directory(
         )
     import pyarrow.dataset as ds  # here, not at import: it loads pandas when pandas is installed
 
-    staged = staging_path(target, run_id)
-    remove_tree(staged)  # a previous attempt of this run
+    run_id, cancel = ctx.run_id, ctx.cancel
+    staged = staging_path(target, f"{run_id}-{ctx.attempt}")  # its own: attempts overlap
+    remove_tree(staged)  # left by a killed process's attempt of the same number
     written: list[tuple[str, int]] = []
     compression = None if config.compression == "none" else config.compression
     try:
@@ -105,14 +106,13 @@ def _write_directory(
 
 
 def write_parquet(source: InputTable, config: ParquetSink, ctx: ConnectorContext) -> SinkResult:
-    base_dir, run_id, cancel = ctx.base_dir, ctx.run_id, ctx.cancel
     target = Path(config.path).expanduser()
-    target = target if target.is_absolute() else base_dir / target
+    target = target if target.is_absolute() else ctx.base_dir / target
     target.parent.mkdir(parents=True, exist_ok=True)
     if config.path.endswith(".parquet"):
-        rows = _write_file(source, config, target, run_id, cancel)
+        rows = _write_file(source, config, target, ctx)
         return SinkResult(rows, f"parquet:{target}", {"files": [target.name], "atomic": True})
-    rows, files, atomic = _write_directory(source, config, target, run_id, cancel)
+    rows, files, atomic = _write_directory(source, config, target, ctx)
     return SinkResult(
         rows, f"parquet:{target}/", {"files": files, "atomic": atomic, "mode": config.mode}
     )

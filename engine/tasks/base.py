@@ -121,6 +121,7 @@ class TaskContext:
             run_id=self.run_id,
             task_id=self.task.id,
             cancel=self.cancel,
+            attempt=self.attempt,
             connections=self.connections,
             **extra,
         )

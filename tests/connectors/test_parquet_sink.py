@@ -1,3 +1,5 @@
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,3 +92,56 @@ def test_publish_directory_replaces_content_atomically(tmp_path: Path) -> None:
     assert publish_directory(staged, target) is True  # renameat2 exchange on Linux
     assert [p.name for p in target.iterdir()] == ["new"]
     assert not staged.exists()
+
+
+class _Paced:
+    """An input whose batches come when the test says: one batch, then `between()`, then
+    either the rest or `error`."""
+
+    def __init__(self, between: Callable[[], None], error: Exception | None = None) -> None:
+        self.schema = ROWS.schema
+        self.between, self.error = between, error
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        first, *rest = ROWS.to_batches(max_chunksize=1)
+        yield first
+        self.between()
+        if self.error is not None:
+            raise self.error
+        yield from rest
+
+
+@pytest.mark.parametrize("path", ["out/x.parquet", "out/x"])
+def test_an_attempt_winding_down_does_not_remove_the_next_attempts_staging(
+    tmp_path: Path, path: str
+) -> None:
+    """A load whose extract broke winds down while the retry's load already writes (the engine
+    voids the first and starts the second at once): the first's cleanup must leave the
+    second's file alone."""
+    config = sink(path=path)
+    second_started, first_gone = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def first() -> None:
+        source = _Paced(lambda: second_started.wait(10), RuntimeError("the stream broke"))
+        ctx = ConnectorContext(tmp_path, "p", "r1", "load", attempt=1)
+        try:
+            _write_parquet(source, config, ctx)  # type: ignore[arg-type]
+        except RuntimeError as exc:
+            failed.append(exc)
+        finally:
+            first_gone.set()
+
+    def second_between() -> None:
+        second_started.set()
+        assert first_gone.wait(10)
+
+    winding = threading.Thread(target=first)
+    winding.start()
+    ctx = ConnectorContext(tmp_path, "p", "r1", "load", attempt=2)
+    result = _write_parquet(_Paced(second_between), config, ctx)  # type: ignore[arg-type]
+    winding.join(10)
+    assert [str(e) for e in failed] == ["the stream broke"]
+    assert result.rows == 3
+    assert pq.read_table(tmp_path / path).sort_by("id").equals(ROWS)
+    assert not list((tmp_path / "out").glob(".*"))
