@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -304,6 +305,23 @@ class Connector(ABC):
     def open(self, config: ConfigModel, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
         """A source's rows: one stream, or several read in parallel (partitions)."""
         raise DefinitionError(f"the {self.name} connector cannot be a source")
+
+    def split(
+        self, config: ConfigModel, ctx: ConnectorContext
+    ) -> AbstractContextManager[Sequence[Any]] | None:
+        """A source that reads in parts which may run on other hosts (`executor: ray`): a
+        context that, while it is open, holds what the parts share (PostgreSQL: the snapshot
+        they all read) and gives one piece per part, `open_part`'s to read. A piece travels to
+        another host, so it is picklable and holds no secret. None: the source reads in one
+        piece, or its parts share what cannot leave this process."""
+        return None
+
+    def open_part(
+        self, config: ConfigModel, piece: Any, ctx: ConnectorContext
+    ) -> pa.RecordBatchReader:
+        """One part of a split read (`split`), on whichever host it runs; the context `split`
+        gave is open meanwhile on the host that split it."""
+        raise DefinitionError(f"the {self.name} connector does not read in parts")
 
     def copy_parts(
         self, config: ConfigModel, ctx: ConnectorContext, folder: Path, name: Callable[[int], str]

@@ -3,7 +3,9 @@ CPUs of its own and one or two worker nodes of one CPU each, all on this machine
 workspace on a moto S3 server on loopback (Ray needs an object-store workspace).
 
 - `cpu`: 8 independent CPU-bound SQL tasks (DuckDB hashing N rows each, one thread per attempt
-  as its one CPU says) on one node and on two: the goal is ≥ 1.7x from the second node.
+  as its one CPU says) and a PostgreSQL extract partitioned in 4 ranges (each a Ray task of its
+  own, all reading one snapshot; the table of pg_extract, N/100 rows, from
+  $ARROWLINE_BENCH_PG_URI), on one node and on two: the goal is ≥ 1.7x from the second node.
 - `tiny`: 40 one-row tasks in a chain, on Ray (one node) and on the local executor with the same
   workspace, one task at a time: the difference per task is Ray's overhead (goal ≤ 20 ms).
 
@@ -26,6 +28,8 @@ from typing import Any
 from benchmarks.harness import Contender, Outcome
 from benchmarks.workloads._child import child_main, engine_table
 from benchmarks.workloads.objectstore import moto_store
+from benchmarks.workloads.pg_extract import URI as PG_URI
+from benchmarks.workloads.pg_extract import ensure_table, table_name
 
 CPU_TASKS = 8
 TINY_TASKS = 40
@@ -50,12 +54,14 @@ def _cluster(nodes: int) -> Any:
 def _pipeline(out: Path, tasks: list[dict[str, Any]], endpoint: str, executor: str) -> Path:
     import yaml
 
-    document = {
+    document: dict[str, Any] = {
         "pipeline": "ray_bench",
         "workspace": f"s3://bench/ws?endpoint={endpoint}",
         "executor": executor,
         "tasks": tasks,
     }
+    if any("extract" in task for task in tasks):
+        document["connections"] = {"pg": {"kind": "postgres", "uri": PG_URI}}
     path = out / "pipeline.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
@@ -70,7 +76,8 @@ def _checksum(result: Any) -> str:
     for task_id in sorted(result.tasks):
         output = result.tasks[task_id].output
         files = ", ".join(f"'{f}'" for f in ensure_local(output).files)
-        (row,) = duckdb.sql(f"select sum(s) from read_parquet([{files}])").fetchall()
+        summed = "id" if task_id == "orders" else "s"
+        (row,) = duckdb.sql(f"select sum({summed}) from read_parquet([{files}])").fetchall()
         total += int(row[0]) if row and row[0] is not None else 0
     return str(total)
 
@@ -81,7 +88,16 @@ def _tasks(rows: int, tiny: bool) -> list[dict[str, Any]]:
             {"id": f"t{k}", "sql": f"select s + 1 as s from t{k - 1}"} for k in range(1, TINY_TASKS)
         ]
         return [{"id": "t0", "sql": "select 1 as s"}, *chain]
-    return [
+    extract = {
+        "id": "orders",
+        "extract": {
+            "from": "postgres",
+            "connection": "pg",
+            "table": table_name(max(1, rows // 100)),
+            "partition": {"column": "id", "count": 4},
+        },
+    }
+    hashing = [
         {
             "id": f"h{k}",
             "sql": f"select sum(hash(i + {k}) % 997) as s from range({rows}) t(i)",
@@ -89,6 +105,7 @@ def _tasks(rows: int, tiny: bool) -> list[dict[str, Any]]:
         }
         for k in range(CPU_TASKS)
     ]
+    return [extract, *hashing]
 
 
 def _run(out: Path, rows: int, *, nodes: int, tiny: bool) -> dict[str, Any]:
@@ -113,6 +130,7 @@ def _run(out: Path, rows: int, *, nodes: int, tiny: bool) -> dict[str, Any]:
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
     rows = 200_000 if args.quick else (args.rows or 200_000_000)
+    ensure_table(max(1, rows // 100))
     return {"rows": rows, "cpu_tasks": CPU_TASKS, "tiny_tasks": TINY_TASKS}
 
 

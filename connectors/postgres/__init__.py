@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,6 +106,24 @@ class PostgresConnector(Connector):
         from connectors.postgres.source import open_postgres
 
         return open_postgres(config, ctx)
+
+    def split(
+        self, config: ConfigModel, ctx: ConnectorContext
+    ) -> AbstractContextManager[Sequence[Any]] | None:
+        assert isinstance(config, PostgresSource)
+        if config.cdc is not None or config.partition is None:
+            return None  # a change stream reads one slot, in one piece
+        from connectors.postgres.source import split_postgres
+
+        return split_postgres(config, ctx)
+
+    def open_part(
+        self, config: ConfigModel, piece: Any, ctx: ConnectorContext
+    ) -> pa.RecordBatchReader:
+        assert isinstance(config, PostgresSource)
+        from connectors.postgres.source import open_part
+
+        return open_part(config, piece, ctx)
 
     def release(self, config: ConfigModel, watermark: Watermark, ctx: ConnectorContext) -> None:
         assert isinstance(config, PostgresSource)

@@ -58,7 +58,10 @@ extract:
         "Splits the column's range into `count` parts read on as many connections in parallel. "
         "The first connection exports its snapshot (`pg_export_snapshot()`) and every reader "
         "imports it, so the parts together are one consistent view of the table even while it "
-        "is being written. The first part also holds rows where the column is NULL.",
+        "is being written. The first part also holds rows where the column is NULL. With "
+        "`executor: ray`, each part is a Ray task of its own (holding the task's `resources`), "
+        "on whichever nodes are free, and the driver holds the exported snapshot until every "
+        "part is read: the parts are one view of the table across hosts too.",
         """\
 partition: {column: created_at, count: 8}""",
     ),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,7 +34,15 @@ from engine.core.errors import ArrowlineError, DataError, DefinitionError
 from engine.core.sqltext import quote_identifier, quote_table, sql_literal
 from engine.core.watermark import Watermark
 
-__all__ = ["base_query", "incremental_filter", "open_postgres", "partition_ranges"]
+__all__ = [
+    "PostgresPart",
+    "base_query",
+    "incremental_filter",
+    "open_part",
+    "open_postgres",
+    "partition_ranges",
+    "split_postgres",
+]
 
 
 def base_query(config: PostgresSource) -> str:
@@ -185,6 +194,61 @@ def _under(server: ResolvedPostgres, snapshot: str) -> Session:
 _BEGIN = "begin transaction isolation level repeatable read read only"
 
 
+@dataclass(frozen=True)
+class PostgresPart:
+    """One range of a partitioned read, as it may travel to another host: the snapshot every
+    range reads and the range's statement (no secret: the host resolves its own connection)."""
+
+    snapshot: str
+    sql: str
+
+
+@contextlib.contextmanager
+def split_postgres(
+    config: PostgresSource, ctx: ConnectorContext, *, snapshot: str | None = None
+) -> Iterator[list[PostgresPart]]:
+    """The ranges of a partitioned read, while a session of this process holds the snapshot
+    they all read: exported here, or `snapshot`, exported by another session that keeps it. The
+    ranges must have imported it before the context ends."""
+    assert config.partition is not None
+    server: ResolvedPostgres = ctx.connection(config.connection)
+    query = _where(base_query(config), [incremental_filter(config, ctx.watermark) or ""])
+    if snapshot is None:
+        coordinator = Session(server, autocommit=True)
+        try:
+            coordinator.execute(_BEGIN, what="cannot start a snapshot")
+            (snapshot,) = coordinator.rows(
+                "select pg_export_snapshot()", what="cannot export a snapshot"
+            )[0]
+        except BaseException:
+            coordinator.close()
+            raise
+    else:
+        coordinator = _under(server, snapshot)
+    try:
+        column = quote_identifier(config.partition.column)
+        low, high = coordinator.rows(
+            f"select min({column}), max({column}) from ({query}) as s",
+            what=f"cannot find the range of {config.partition.column!r}",
+        )[0]
+        bounds = partition_ranges(low, high, config.partition.count) if low is not None else []
+        conditions = _range_conditions(config.partition.column, bounds)
+        yield [PostgresPart(snapshot, _where(query, [condition])) for condition in conditions]
+    finally:
+        # Every range has imported the snapshot by now (or failed to): release the export.
+        with contextlib.suppress(Exception):
+            coordinator.execute("commit")
+        coordinator.close()
+
+
+def open_part(
+    config: PostgresSource, piece: PostgresPart, ctx: ConnectorContext
+) -> pa.RecordBatchReader:
+    """One range of a split read, on whichever host it runs."""
+    server: ResolvedPostgres = ctx.connection(config.connection)
+    return _stream(_under(server, piece.snapshot), piece.sql, config, ctx, finish="commit")
+
+
 def open_postgres(
     config: PostgresSource, ctx: ConnectorContext, *, snapshot: str | None = None
 ) -> list[pa.RecordBatchReader]:
@@ -192,45 +256,21 @@ def open_postgres(
     (exported by another session, which must keep it until this returns), else one of their
     own."""
     server: ResolvedPostgres = ctx.connection(config.connection)
-    query = _where(base_query(config), [incremental_filter(config, ctx.watermark) or ""])
     if config.partition is None:
+        query = _where(base_query(config), [incremental_filter(config, ctx.watermark) or ""])
         if snapshot is not None:
             return [_stream(_under(server, snapshot), query, config, ctx, finish="commit")]
-        session = Session(server)
-        return [_stream(session, query, config, ctx, finish=None)]
-
-    coordinator = Session(server, autocommit=True)
+        return [_stream(Session(server), query, config, ctx, finish=None)]
     sessions: list[Session] = []
     try:
-        if snapshot is None:
-            coordinator.execute(_BEGIN, what="cannot start a snapshot")
-            (snapshot,) = coordinator.rows(
-                "select pg_export_snapshot()", what="cannot export a snapshot"
-            )[0]
-        else:
-            coordinator.close()
-            coordinator = _under(server, snapshot)
-        column = quote_identifier(config.partition.column)
-        low, high = coordinator.rows(
-            f"select min({column}), max({column}) from ({query}) as s",
-            what=f"cannot find the range of {config.partition.column!r}",
-        )[0]
-        bounds = partition_ranges(low, high, config.partition.count) if low is not None else []
-        readers = []
-        for condition in _range_conditions(config.partition.column, bounds):
-            assert snapshot is not None
-            session = _under(server, snapshot)
-            sessions.append(session)
-            readers.append(
-                _stream(session, _where(query, [condition]), config, ctx, finish="commit")
-            )
-        return readers
+        with split_postgres(config, ctx, snapshot=snapshot) as pieces:
+            readers = []
+            for piece in pieces:
+                session = _under(server, piece.snapshot)
+                sessions.append(session)
+                readers.append(_stream(session, piece.sql, config, ctx, finish="commit"))
+            return readers
     except BaseException:
         for session in sessions:
             session.close()
         raise
-    finally:
-        # Every reader has imported the snapshot by now (or setup failed): release the export.
-        with contextlib.suppress(Exception):
-            coordinator.execute("commit")
-        coordinator.close()

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,23 @@ __all__ = ["CacheHit", "ExecutionCache", "content_hash"]
 
 def content_hash(directory: Path) -> str | None:
     """SHA-256 over the bytes of an output folder's parts, in order; None without parts."""
-    parts = output_parts(directory)
-    if not parts:
-        return None
-    total = hashlib.sha256()
-    for part in parts:
-        with part.open("rb") as file:
-            total.update(hashlib.file_digest(file, "sha256").digest())
-    return total.hexdigest()
+    return combined_digest(part_digest(part) for part in output_parts(directory))
+
+
+def part_digest(part: Path) -> bytes:
+    """SHA-256 of one part's bytes (`content_hash` combines them)."""
+    with part.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").digest()
+
+
+def combined_digest(digests: Iterable[bytes]) -> str | None:
+    """An output's content hash from its parts' digests, in part order (parts written on
+    several hosts hash as the same parts written in one folder); None without parts."""
+    total, any_part = hashlib.sha256(), False
+    for digest in digests:
+        total.update(digest)
+        any_part = True
+    return total.hexdigest() if any_part else None
 
 
 @dataclass(frozen=True)

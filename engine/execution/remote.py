@@ -10,6 +10,12 @@ and hands back the outcome with what the driver needs of the output (`StagedElse
 manifest, the content hash, the schema), and the log lines it wrote. The driver then commits
 the upload with its manifest, as it commits a local attempt's (engine.state.objectstore).
 
+An extract whose source reads in parts (`Connector.split`: a partitioned PostgreSQL read) is
+spread further: the driver opens the split, which holds what the parts share (the snapshot it
+exported) while every part runs as a Ray task of its own (`read_part_remotely`) that reads its
+piece and uploads its one part file into the attempt's upload; then the driver writes the
+manifest naming them all. A part that fails cancels the others, and the upload is deleted.
+
 So the workspace must be an object store every node reaches; every node needs the project's
 files at the same path (a shared volume or the image), and the credentials of the store and of
 the pipeline's connections in its environment: secrets never travel through Ray.
@@ -24,28 +30,33 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from loguru import logger
 
 from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DefinitionError, TaskError, TransientTaskError
+from engine.core.files import remove_tree
 from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
 from engine.planning.build import Plan
-from engine.state.objectstore import (
-    ObjectStoreWorkspace,
-    ensure_local,
-    manifest_schema,
-    new_upload,
-)
+from engine.state.manifests import manifest_schema, new_upload, parts_manifest
+from engine.state.objectstore import ObjectStoreWorkspace, ensure_local
 from engine.state.workspace import Workspace
 from engine.tasks import TaskContext, TaskOutcome, run_task
 from engine.tasks.base import StagedElsewhere, TaskWatermarks
 
-__all__ = ["RAY_INSTALL", "RayRunner", "attempt_remotely", "refuse_streams"]
+__all__ = [
+    "RAY_INSTALL",
+    "RayRunner",
+    "attempt_remotely",
+    "read_part_remotely",
+    "refuse_streams",
+]
 
 RAY_INSTALL = "pip install 'arrowline[ray]'"
 _POLL_S = 0.1
@@ -104,9 +115,32 @@ class RemoteAttempt:
     memory: int | None = None
 
 
+@dataclass(frozen=True)
+class RemotePart:
+    """One part of a split extract as it is shipped: its attempt, and the piece it reads."""
+
+    attempt: RemoteAttempt
+    piece: Any
+    """What `Connector.split` gave for this part (picklable, no secret)."""
+    index: int
+
+
+@dataclass(frozen=True)
+class PartWritten:
+    """What a worker wrote and uploaded of one part."""
+
+    name: str
+    size: int
+    rows: int
+    digest: bytes
+    schema: bytes
+    """The part file's schema, serialized (the manifest's schema is the first part's)."""
+    watermark: Watermark | None
+
+
 @dataclass
 class RemoteResult:
-    outcome: TaskOutcome | None
+    outcome: TaskOutcome | PartWritten | None
     error: BaseException | None
     logs: list[tuple[str, str]]
     """(level, message) of each line the attempt logged, said again on the driver."""
@@ -115,6 +149,19 @@ class RemoteResult:
 
 def attempt_remotely(shipped: RemoteAttempt) -> RemoteResult:
     """On a Ray worker: run one attempt, upload its output, and hand back its outcome."""
+    return _on_worker(shipped, lambda: _attempt(shipped), f"attempt {shipped.attempt}")
+
+
+def read_part_remotely(part: RemotePart) -> RemoteResult:
+    """On a Ray worker: read one part of a split extract and upload it; what it wrote."""
+    what = f"part {part.index} of attempt {part.attempt.attempt}"
+    return _on_worker(part.attempt, lambda: _read_part(part), what)
+
+
+def _on_worker(
+    shipped: RemoteAttempt, work: Callable[[], TaskOutcome | PartWritten], what: str
+) -> RemoteResult:
+    """`work` on a Ray worker, its log lines kept (masked) for the driver's log."""
     from engine.core.secrets import redact
 
     logs: list[tuple[str, str]] = []
@@ -131,13 +178,8 @@ def attempt_remotely(shipped: RemoteAttempt) -> RemoteResult:
             pipeline=shipped.pipeline, run_id=shipped.run_id, task_id=shipped.task.id
         ):
             started = time.monotonic()
-            outcome = _attempt(shipped)
-            logger.info(
-                "attempt {} ran on Ray node {} in {:.2f}s",
-                shipped.attempt,
-                node,
-                time.monotonic() - started,
-            )
+            outcome = work()
+            logger.info("{} ran on Ray node {} in {:.2f}s", what, node, time.monotonic() - started)
         return RemoteResult(outcome, None, logs, node)
     except BaseException as exc:  # handed to the driver, which classifies and retries
         return RemoteResult(None, _shippable(exc), logs, node)
@@ -198,20 +240,23 @@ def _shippable(exc: BaseException) -> BaseException:
         return kind(f"{type(exc).__name__}: {exc}")
 
 
-def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
+def _scratch() -> Path:
+    return Path(tempfile.gettempdir()) / "arrowline-ray" / str(os.getuid())
+
+
+def _context(
+    shipped: RemoteAttempt, workspace: ObjectStoreWorkspace, staging: Path, scratch: Path
+) -> TaskContext:
+    """The attempt's context on this worker: its connections resolved here (secrets: this
+    node's), its inputs copied here."""
     from connectors.registry import connector_of
 
     connections = {
-        name: connector_of(spec).resolve(name, spec, shipped.base_dir)  # secrets: this node's
+        name: connector_of(spec).resolve(name, spec, shipped.base_dir)
         for name, spec in shipped.connections.items()
     }
-    scratch = Path(tempfile.gettempdir()) / "arrowline-ray" / str(os.getuid())
-    workspace = _opened(shipped.workspace, scratch)
     inputs = {name: ensure_local(table, workspace.cache) for name, table in shipped.inputs.items()}
-    task_id = shipped.task.id
-    staging = workspace.staging(shipped.pipeline, task_id, shipped.run_id, shipped.attempt)
-    duckdb = _database(shipped.cpus, shipped.memory, scratch)
-    context = TaskContext(
+    return TaskContext(
         shipped.pipeline,
         shipped.run_id,
         shipped.base_dir,
@@ -220,10 +265,42 @@ def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
         inputs,
         staging,
         CancelToken(),
-        duckdb=duckdb,
+        duckdb=_database(shipped.cpus, shipped.memory, scratch),
         connections=connections,
         watermarks=shipped.watermarks.for_task() if shipped.watermarks else None,
     )
+
+
+def _read_part(part: RemotePart) -> PartWritten:
+    from engine.execution.cache import part_digest
+    from engine.tasks.extract import write_part
+
+    shipped = part.attempt
+    scratch = _scratch()
+    workspace = _opened(shipped.workspace, scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="part-", dir=scratch))  # parts may share a node
+    try:
+        context = _context(shipped, workspace, folder / "staging", scratch)
+        path, rows, watermark = write_part(context, part.piece, part.index)
+        task_id = shipped.task.id
+        workspace.send_file(
+            path, path.name, shipped.pipeline, task_id, shipped.run_id, shipped.upload
+        )
+        schema = pq.read_schema(path).serialize().to_pybytes()
+        return PartWritten(
+            path.name, path.stat().st_size, rows, part_digest(path), schema, watermark
+        )
+    finally:
+        remove_tree(folder)
+
+
+def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
+    scratch = _scratch()
+    workspace = _opened(shipped.workspace, scratch)
+    task_id = shipped.task.id
+    staging = workspace.staging(shipped.pipeline, task_id, shipped.run_id, shipped.attempt)
+    context = _context(shipped, workspace, staging, scratch)
     outcome = run_task(context)
     if outcome.produces_output and staging.is_dir():
         from engine.execution.cache import content_hash
@@ -258,6 +335,7 @@ class RayRunner:
         self.workspace_uri = workspace.setting
         self.ray = _connect(address)
         self._function = self.ray.remote(attempt_remotely)
+        self._part = self.ray.remote(read_part_remotely)
         _check_resources(self.ray, plan)
 
     def __call__(self, context: TaskContext) -> TaskOutcome:
@@ -270,12 +348,17 @@ class RayRunner:
                 options["memory"] = resources.memory
         shipped = self.shipped(context, options)
         try:
-            result = self._result(context, self._function.options(**options).remote(shipped))
-        except (Cancelled, TaskError):  # stopped or lost, perhaps after it uploaded
+            split = self._split(context, shipped, options)
+            if split is not None:
+                return split
+            reference = self._function.options(**options).remote(shipped)
+            (result,) = self._results(context, [reference])
+        except BaseException:  # stopped, failed or lost, perhaps after (a part) uploaded
             final = self.workspace.output_dir(context.pipeline, task.id, context.run_id)
             self.workspace.drop_upload(final, shipped.upload)
             raise
-        return self._outcome(context, result)
+        assert isinstance(result.outcome, TaskOutcome)
+        return result.outcome
 
     def shipped(self, context: TaskContext, options: Mapping[str, Any]) -> RemoteAttempt:
         """The attempt as it travels: the task's connections unresolved, nothing else."""
@@ -298,15 +381,70 @@ class RayRunner:
             options.get("memory"),
         )
 
-    def _result(self, context: TaskContext, reference: Any) -> RemoteResult:
+    def _split(
+        self, context: TaskContext, shipped: RemoteAttempt, options: Mapping[str, Any]
+    ) -> TaskOutcome | None:
+        """An extract whose source reads in parts (`Connector.split`: a partitioned PostgreSQL
+        read) runs each part as a Ray task of its own, with the task's resources, on whichever
+        nodes have them; the driver holds what the parts share (the exported snapshot) until
+        every part is read, and writes the one manifest naming all of them. None: the task is
+        no such extract."""
+        from engine.execution.cache import combined_digest
+        from engine.tasks.extract import extract_outcome
+
+        spec = context.task.spec
+        owner, config = spec.connector, spec.extract
+        if owner is None or config is None:
+            return None
+        start = shipped.watermarks.start if shipped.watermarks else None
+        splitting = owner.split(config, context.connector(watermark=start))
+        if splitting is None:
+            return None
+        with splitting as pieces:
+            references = [
+                self._part.options(**options).remote(RemotePart(shipped, piece, index))
+                for index, piece in enumerate(pieces)
+            ]
+            results = self._results(context, references)
+        written = [cast(PartWritten, result.outcome) for result in results]
+        schema = pa.ipc.read_schema(pa.py_buffer(written[0].schema))
+        manifest = parts_manifest(
+            shipped.upload, [(w.name, w.size, w.rows) for w in written], schema
+        )
+        nodes = sorted({result.node for result in results})
+        details: dict[str, Any] = {"streams": len(written), "ray_nodes": nodes}
+        rows = sum(w.rows for w in written)
+        outcome = extract_outcome(context, rows, 0, start, [w.watermark for w in written], details)
+        digest = combined_digest(w.digest for w in written)
+        return replace(outcome, elsewhere=StagedElsewhere(manifest, digest, schema))
+
+    def _results(self, context: TaskContext, references: list[Any]) -> list[RemoteResult]:
+        """What each Ray task returned, in order, its log lines said in the run's log. The
+        first that failed (or was lost) is raised, and the others are cancelled; so are all
+        when the attempt is stopped."""
         ray = self.ray
-        while not ray.wait([reference], timeout=_POLL_S)[0]:
-            if context.cancel.cancelled:
-                ray.cancel(reference, force=True)
-                raise Cancelled(f"attempt {context.attempt} was stopped on its Ray worker")
-        errors = ray.exceptions
+        pending, done = list(references), {}
         try:
-            return cast(RemoteResult, ray.get(reference))
+            while pending:
+                if context.cancel.cancelled:
+                    raise Cancelled(f"attempt {context.attempt} was stopped on its Ray worker")
+                ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
+                for reference in ready:
+                    result = self._get(context, reference)
+                    self._say(context, result)
+                    if result.error is not None:
+                        raise result.error
+                    done[reference] = result
+        except BaseException:
+            for reference in pending:
+                ray.cancel(reference, force=True)
+            raise
+        return [done[reference] for reference in references]
+
+    def _get(self, context: TaskContext, reference: Any) -> RemoteResult:
+        errors = self.ray.exceptions
+        try:
+            return cast(RemoteResult, self.ray.get(reference))
         except errors.TaskCancelledError:
             raise Cancelled(f"attempt {context.attempt} was cancelled on its Ray worker") from None
         except errors.RayTaskError as exc:  # not the task's own error (that comes back as a
@@ -319,7 +457,7 @@ class RayRunner:
                 hint="the task's retry policy runs it again on a live node",
             ) from None
 
-    def _outcome(self, context: TaskContext, result: RemoteResult) -> TaskOutcome:
+    def _say(self, context: TaskContext, result: RemoteResult) -> None:
         task = context.task
         for level, message in result.logs:  # the worker's lines, in the run's own log
             logger.bind(task_id=task.id, node=result.node).log(level, message)
@@ -327,9 +465,6 @@ class RayRunner:
             logger.bind(task_id=task.id).info(
                 "attempt {} failed on Ray node {}", context.attempt, result.node
             )
-            raise result.error
-        assert result.outcome is not None
-        return result.outcome
 
 
 def _connect(address: str | None) -> Any:

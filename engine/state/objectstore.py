@@ -25,14 +25,11 @@ The catalog records an output by its locator, `s3://bucket/key` (engine.core.s3.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import json
 import os
-import re
 import threading
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -45,10 +42,17 @@ from engine.core.faults import fault_point
 from engine.core.files import remove_tree
 from engine.core.s3 import ObjectStoreLocation, is_object_store, locate, trust
 from engine.core.tables import InputTable, output_parts, quarantine_parts
+from engine.state.manifests import (
+    MANIFEST,
+    manifest_schema,
+    new_upload,
+    read_manifest,
+    staged_manifest,
+)
 from engine.state.workspace import LATEST, QUARANTINE_DIR, FileSystemWorkspace, Runner
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 __all__ = [
     "CACHE_ENV",
@@ -61,15 +65,7 @@ __all__ = [
     "output_schema",
 ]
 
-MANIFEST = "MANIFEST.json"
 CACHE_ENV = "ARROWLINE_CACHE_DIR"
-_PART_NAME = re.compile(r"part-[0-9]{5}\.parquet")
-_UPLOAD = re.compile(r"[0-9a-f]{16}")
-
-
-def new_upload() -> str:
-    """A fresh upload's name (16 hex digits, as manifests name them)."""
-    return uuid.uuid4().hex[:16]
 
 
 def default_cache_dir() -> Path:
@@ -185,17 +181,24 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
     ) -> dict[str, Any]:
         """The upload alone (as `upload`, else a new one), for an attempt on another host whose
         driver commits it: its manifest."""
-        final = self.output_dir(pipeline, task_id, run_id)
         upload = upload or new_upload()
         for file in (*output_parts(staging), *quarantine_parts(staging)):
-            relative = file.relative_to(staging).as_posix()
-            pafs.copy_files(
-                str(file),
-                f"{final / upload}/{relative}",
-                source_filesystem=pafs.LocalFileSystem(),
-                destination_filesystem=self.filesystem,
+            self.send_file(
+                file, file.relative_to(staging).as_posix(), pipeline, task_id, run_id, upload
             )
         return staged_manifest(staging, upload)
+
+    def send_file(
+        self, file: Path, name: str, pipeline: str, task_id: str, run_id: str, upload: str
+    ) -> None:
+        """One file of an upload (a part of a split extract, sent by the host that read it)."""
+        final = self.output_dir(pipeline, task_id, run_id)
+        pafs.copy_files(
+            str(file),
+            f"{final / upload}/{name}",
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=self.filesystem,
+        )
 
     def _uploaded(self, staging: Path, final: Path, manifest: dict[str, Any]) -> None:
         with self._lock:
@@ -234,7 +237,7 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         manifest = uploaded[1]
         upload = manifest["upload"]
         fault_point("objectstore.before_manifest")
-        previous = _read_manifest(self.filesystem, final)
+        previous = read_manifest(self.filesystem, final)
         with self.filesystem.open_output_stream(str(final / MANIFEST)) as stream:
             stream.write(json.dumps(manifest).encode())
         with self._lock:
@@ -267,7 +270,7 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         """The output's manifest: the one this process committed, else the store's."""
         with self._lock:
             committed = self._committed.get(directory)
-        return committed if committed is not None else _read_manifest(self.filesystem, directory)
+        return committed if committed is not None else read_manifest(self.filesystem, directory)
 
     def table(self, task_id: str, run_id: str, directory: Path) -> InputTable:
         manifest = self._manifest(directory)
@@ -302,7 +305,7 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
     def output_bytes(self, directory: Path) -> int:
         """What the manifest names (the parts and the quarantine); an upload no manifest names
         counts whole."""
-        manifest = _read_manifest(self.filesystem, directory)
+        manifest = read_manifest(self.filesystem, directory)
         if manifest is None:
             return super().output_bytes(directory)
         return sum(size for _, size in (*manifest["parts"], *manifest["quarantine"]))
@@ -319,7 +322,7 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         removed = 0
         for run_dir in sorted(top.glob("*/*")) if top.is_dir() else []:
             directory = self.root / pipeline / run_dir.parent.name / run_dir.name
-            manifest = _read_manifest(self.filesystem, directory)
+            manifest = read_manifest(self.filesystem, directory)
             for copy in run_dir.iterdir():
                 if manifest is None or copy.name != manifest["upload"]:
                     remove_tree(copy)
@@ -332,92 +335,12 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         super().sweep_staging(pipeline, run_id)
         for task in self._folders(self.root / pipeline):
             run_dir = Path(task.path) / run_id
-            manifest = _read_manifest(self.filesystem, run_dir)
+            manifest = read_manifest(self.filesystem, run_dir)
             named = manifest["upload"] if manifest is not None else None
             for upload in self._folders(run_dir):
                 if upload.base_name != named:
                     with contextlib.suppress(OSError):
                         self.filesystem.delete_dir(upload.path)
-
-
-# -- manifests ---------------------------------------------------------------------------------
-
-
-def staged_manifest(staging: Path, upload: str) -> dict[str, Any]:
-    """The manifest of a staged output uploaded as `upload`: its files with their sizes, and
-    its schema and row count (so a run's dispatcher never downloads an output to plan with)."""
-    parts = output_parts(staging)
-    schema = pq.read_schema(parts[0]) if parts else None
-    return {
-        "format": 1,
-        "upload": upload,
-        "parts": [[p.name, p.stat().st_size] for p in parts],
-        "quarantine": [[p.name, p.stat().st_size] for p in quarantine_parts(staging)],
-        "rows": sum(pq.ParquetFile(p).metadata.num_rows for p in parts),
-        "schema": base64.b64encode(schema.serialize().to_pybytes()).decode() if schema else None,
-    }
-
-
-def manifest_schema(manifest: dict[str, Any]) -> pa.Schema:
-    import pyarrow as pa
-
-    try:
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest["schema"])))
-    except (TypeError, ValueError, pa.ArrowException) as exc:
-        raise StateError(f"an output's manifest holds no readable schema: {exc}") from None
-
-
-def _is_missing(exc: OSError) -> bool:
-    """An object that is not there, as pyarrow's S3 filesystem says it (a 404)."""
-    return isinstance(exc, FileNotFoundError) or "NoSuchKey" in str(exc) or "404" in str(exc)
-
-
-def _read_manifest(filesystem: Any, directory: Path) -> dict[str, Any] | None:
-    """The manifest in `directory`, checked whole; None when there is none. StateError when
-    the store cannot be asked (never "no output": a timeout is not a deletion) or the object
-    is not a manifest arrowline wrote."""
-    try:
-        with filesystem.open_input_stream(str(directory / MANIFEST)) as stream:
-            raw = bytes(stream.read(1 << 20))
-    except OSError as exc:
-        if _is_missing(exc):
-            return None
-        raise StateError(
-            f"the workspace cannot be read at {directory}: {exc}",
-            hint="check that the object store answers (endpoint, credentials, network)",
-        ) from exc
-    try:
-        found = json.loads(raw)
-    except ValueError:
-        found = None
-    if not _well_formed(found):
-        raise StateError(f"{directory / MANIFEST} is not a manifest arrowline wrote")
-    return cast(dict[str, Any], found)
-
-
-def _well_formed(found: Any) -> bool:
-    def files(value: Any) -> bool:
-        return isinstance(value, list) and all(
-            isinstance(item, list)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and _PART_NAME.fullmatch(item[0]) is not None
-            and type(item[1]) is int
-            and item[1] >= 0
-            for item in value
-        )
-
-    return (
-        isinstance(found, dict)
-        and found.get("format") == 1
-        and isinstance(found.get("upload"), str)
-        and _UPLOAD.fullmatch(found["upload"]) is not None
-        and files(found.get("parts"))
-        and files(found.get("quarantine"))
-        and type(found.get("rows")) is int
-        and found["rows"] >= 0
-        and (found.get("schema") is None or isinstance(found["schema"], str))
-    )
 
 
 # -- the local cache ---------------------------------------------------------------------------
@@ -477,7 +400,7 @@ def _localize(
     into `cache` unless a complete copy is there."""
     shown = location.locator(directory)
     if manifest is None:
-        manifest = _read_manifest(filesystem, directory)
+        manifest = read_manifest(filesystem, directory)
     if manifest is None:
         raise StateError(
             f"output {shown} is missing (no manifest: removed, or its upload never finished)",
@@ -556,7 +479,7 @@ def output_present(locator: str) -> bool:
     if not is_object_store(locator):
         return Path(locator).exists()
     location, directory = locate(locator)
-    return _read_manifest(location.filesystem(), directory) is not None
+    return read_manifest(location.filesystem(), directory) is not None
 
 
 def local_output(locator: str, cache: Path | None = None) -> Path:
@@ -579,7 +502,7 @@ def output_schema(locator: str) -> Any:
         except OSError:
             return None
     location, directory = locate(locator)
-    manifest = _read_manifest(location.filesystem(), directory)
+    manifest = read_manifest(location.filesystem(), directory)
     if manifest is None or manifest.get("schema") is None:
         return None
     return manifest_schema(manifest)

@@ -21,7 +21,7 @@ from engine.core.faults import fault_point
 from engine.core.parquet import ParquetBatchWriter
 from engine.core.problems import Finding
 from engine.core.tables import OUTPUT_FILE, QUARANTINE_DIR, part_file
-from engine.core.watermark import WatermarkTracker
+from engine.core.watermark import Watermark, WatermarkTracker
 from engine.spec.model import TaskKind, TaskSpec
 from engine.tasks.base import (
     CheckContext,
@@ -34,7 +34,7 @@ from engine.tasks.base import (
 )
 from lineage.graph import LineageEdge, LineageGraph, add_unresolved, sql_columns
 
-__all__ = ["KIND", "Extract"]
+__all__ = ["KIND", "Extract", "extract_outcome", "write_part"]
 
 
 def _write_stream(
@@ -67,6 +67,50 @@ def _write_stream(
             with lock:
                 counter[0] += batch.num_rows
                 context.progress(counter[0])
+
+
+def extract_outcome(
+    context: TaskContext,
+    rows: int,
+    rejected: int,
+    start: Watermark | None,
+    reached: Iterable[Watermark | None],
+    details: dict[str, Any],
+) -> TaskOutcome:
+    """What an extract reports: its rows, and for an incremental source the watermark it read
+    from and the largest one any of its streams reached."""
+    owner, config = context.task.spec.connector, context.task.spec.extract
+    assert owner is not None
+    assert config is not None
+    found = [w for w in reached if w is not None]
+    watermark = max(found, key=lambda w: w.as_tuple()) if found else None
+    if owner.incremental(config) is not None:
+        details["watermark_from"] = start.describe() if start else None
+        details["watermark_to"] = watermark.describe() if watermark else None
+    return TaskOutcome(
+        rows_in=rows + rejected,
+        rows_out=rows,
+        produces_output=context.task.spec.materialize == "table",
+        rows_rejected=rejected,
+        details=details,
+        watermark=watermark,
+    )
+
+
+def write_part(context: TaskContext, piece: Any, index: int) -> tuple[Path, int, Watermark | None]:
+    """One part of a split extract (`Connector.split`), on whichever host it runs: read and
+    written as `Extract.run` writes each of its streams, into `part_file(index)` of the
+    attempt's staging. Its file, rows and the largest watermark its rows reached."""
+    owner, config = context.task.spec.connector, context.task.spec.extract
+    assert owner is not None
+    assert config is not None
+    incremental = owner.incremental(config)
+    tracker = WatermarkTracker(incremental.cursor, incremental.key) if incremental else None
+    reader = owner.open_part(config, piece, context.connector())
+    path = context.staging / part_file(index)
+    counter = [0]
+    _write_stream(reader, path, context, tracker, threading.Event(), counter, threading.Lock())
+    return path, counter[0], tracker.best if tracker else None
 
 
 class Extract:
@@ -152,10 +196,9 @@ class Extract:
                         future.result()
                 finally:
                     stop.set()
-        candidates = [t.best for t in trackers if t is not None and t.best is not None]
+        reached = [t.best for t in trackers if t is not None]
         if incremental is not None and where.reached is not None:
-            candidates.append(where.reached)  # read past its last row (a change stream)
-        watermark = max(candidates, key=lambda w: w.as_tuple()) if candidates else None
+            reached.append(where.reached)  # read past its last row (a change stream)
         details: dict[str, Any] = {"streams": len(readers), **where.notes}
         rejected = 0
         if rejects is not None and rejects.items:
@@ -167,19 +210,9 @@ class Extract:
             rejected = len(rejects.items)
             details["bad_rows"] = rejected
             details["first_bad_row"] = rejects.items[0].describe()
-        if incremental is not None:
-            details["watermark_from"] = start.describe() if start else None
-            details["watermark_to"] = watermark.describe() if watermark else None
         if not keep:
             details["materialize"] = "ephemeral"
-        return TaskOutcome(
-            rows_in=counter[0] + rejected,
-            rows_out=counter[0],
-            produces_output=keep,
-            rows_rejected=rejected,
-            details=details,
-            watermark=watermark,
-        )
+        return extract_outcome(context, counter[0], rejected, start, reached, details)
 
     def lineage(
         self,

@@ -22,7 +22,7 @@ from click.testing import Result
 
 import engine
 from engine.api.pipeline import run
-from tests.conftest import WritePipeline
+from tests.conftest import PgSchema, WritePipeline
 from tests.s3_server import S3Bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
@@ -323,3 +323,90 @@ def test_a_pipelines_own_store_is_where_planning_reads_its_outputs(
     assert second.ok, {k: t.error for k, t in second.tasks.items() if t.error}
     with engine.open(project) as notebook:
         assert sorted(notebook.table("history").collect()["id"].to_list()) == [1, 2]
+
+
+PARTITIONED = """
+pipeline: accounts_on_ray
+workspace: WORKSPACE
+executor: ray
+connections:
+  src: {kind: postgres, host: 127.0.0.1, user: postgres, database: test,
+        password: "${env:RAY_TEST_PG_PASSWORD}"}
+tasks:
+  - id: accounts
+    extract: {from: postgres, connection: src, table: TABLE, partition: {column: id, count: 4}}
+"""
+
+
+def test_a_partitioned_extract_reads_one_snapshot_across_nodes_under_concurrent_writes(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    """Each range is a Ray task of its own, spread over both nodes, and all of them read the
+    snapshot the driver exported and holds: while a writer moves money between accounts (the
+    total never changes in any one snapshot; tests/connectors/test_postgres_source.py shows
+    that ranges read apart see it move), every run's output holds the unchanged total."""
+    import threading
+
+    from engine.state.catalog import CatalogReader
+    from engine.state.db import catalog_location
+    from tests.connectors.test_postgres_source import _start_writer
+
+    table = pg.table("accounts")
+    pg.execute(
+        f"create table {table} as select g as id, 100::bigint as balance "
+        "from generate_series(1, 20000) g",
+        f"alter table {table} add primary key (id)",
+    )
+    text = PARTITIONED.replace("WORKSPACE", s3.uri("split")).replace("TABLE", table)
+    path = write("p.yaml", text)
+    stop = threading.Event()
+    writer = _start_writer(pg, table, stop)
+    nodes: set[str] = set()
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            result = run(path)
+            assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+            with engine.open(project) as notebook:
+                frame = notebook.table("accounts").collect()
+            assert frame.height == 20_000
+            assert frame["id"].n_unique() == 20_000
+            assert frame["balance"].sum() == 2_000_000
+            with CatalogReader(catalog_location(project)) as reader:
+                row = reader.task_run(result.run_id, "accounts")
+            assert row is not None
+            assert row.details is not None
+            assert row.details["streams"] == 4  # one Ray task per range
+            nodes |= set(row.details["ray_nodes"])
+    finally:
+        stop.set()
+        writer.join()
+    assert len(nodes) == 2, nodes  # the ranges ran on both worker nodes
+    manifests = [
+        k for k in s3.keys("split/accounts_on_ray/accounts") if k.endswith("MANIFEST.json")
+    ]
+    assert len(manifests) == 3
+
+
+def test_a_range_that_fails_fails_the_extract_and_leaves_no_upload(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path, pg: PgSchema
+) -> None:
+    """The last range holds a NUMERIC NaN, which a decimal cannot hold: its Ray task fails,
+    the task fails with that part's error, and no part another range uploaded is left."""
+    table = pg.table("amounts")
+    pg.execute(
+        f"create table {table} as select g as id, (g % 100)::numeric(12, 2) as amount "
+        "from generate_series(1, 8000) g",
+        f"update {table} set amount = 'NaN' where id = 7999",
+    )
+    text = (
+        PARTITIONED.replace("WORKSPACE", s3.uri("bad"))
+        .replace("TABLE", table)
+        .replace("tasks:", "defaults: {retry: {attempts: 1}}\ntasks:")
+    )
+    result = run(write("p.yaml", text.replace("accounts", "amounts")))
+    assert not result.ok
+    error = result.tasks["amounts"].error or ""
+    assert "NaN or Infinity" in error, error
+    assert "'amount'" in error
+    assert [k for k in s3.keys("bad") if k.endswith(".parquet")] == []
