@@ -85,6 +85,9 @@ class Capabilities:
     tables: bool = False
     """Its sources and sinks are tables of an open table format that take maintenance
     (`maintain`, `arrowline table`)."""
+    workspace_store: bool = False
+    """Its named connection is an object store a workspace can be kept in
+    (`workspace: s3://...?connection=NAME`)."""
 
 
 class IncrementalSpec(ConfigModel):

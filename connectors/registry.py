@@ -39,6 +39,7 @@ CONNECTORS: dict[str, str] = {
     "http": "connectors.http",
     "delta": "connectors.delta",
     "iceberg": "connectors.iceberg",
+    "s3": "connectors.s3",
 }
 """Name -> the package holding its descriptor, in the order the reference lists them."""
 

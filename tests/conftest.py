@@ -21,7 +21,7 @@ from loguru import logger
 
 from engine.cli.logs import PACKAGES
 from engine.core.problems import Problem
-from tests.s3_server import s3, s3_server  # noqa: F401  (fixtures: a loopback S3 server)
+from tests.s3_server import guarded_s3, s3, s3_server  # noqa: F401  (fixtures: loopback S3 servers)
 
 T = TypeVar("T")
 

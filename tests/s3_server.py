@@ -18,7 +18,7 @@ import pytest
 
 from tests.pg import free_port
 
-__all__ = ["S3Bucket", "s3", "s3_server"]
+__all__ = ["GuardedStore", "S3Bucket", "guarded_s3", "s3", "s3_server"]
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +95,77 @@ def s3(s3_server: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> S3Buck
     bucket = S3Bucket(s3_server, "b-" + uuid.uuid4().hex[:12])
     bucket.filesystem.create_dir(bucket.bucket)
     return bucket
+
+
+@dataclass(frozen=True)
+class GuardedStore:
+    """A moto server that checks every request's signature against the IAM user it made:
+    requests signed with any other key are refused (InvalidAccessKeyId)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    def bucket(self) -> str:
+        import boto3
+
+        name = "g-" + uuid.uuid4().hex[:12]
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def guarded_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardedStore]:
+    """A second moto server, with authentication on (INITIAL_NO_AUTH_ACTION_COUNT: the three
+    IAM calls that make its one user and key go unsigned, every later request is checked)."""
+    import json
+
+    import boto3
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto-guarded") / "server.log"
+    environment = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto's server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+            region_name="us-east-1",
+        )
+        iam.create_user(UserName="arrowline")
+        key = iam.create_access_key(UserName="arrowline")["AccessKey"]
+        policy = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="arrowline",
+            PolicyName="s3",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [policy]}),
+        )
+        yield GuardedStore(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -53,6 +53,7 @@ class ProjectReader:
         self.layout = ProjectLayout.of(layout)
         self._catalog: CatalogReader | None = None
         self._duckdb: duckdb.DuckDBPyConnection | None = None
+        self._stores_known = False
 
     @property
     def path(self) -> Path:
@@ -64,6 +65,37 @@ class ProjectReader:
         if self._catalog is None:
             self._catalog = CatalogReader(self.layout.catalog)
         return self._catalog
+
+    def _local(self, locator: str) -> Path:
+        """An output's folder on this disk (an object store's, copied here first)."""
+        self._know_store(locator)
+        return local_output(locator)
+
+    def _know_store(self, locator: str) -> None:
+        """Before the first object-store read, the stores of the project's own pipeline files
+        are made known: each read at its endpoint, with its connection resolved here (never a
+        store or a connection a catalog row names)."""
+        if is_object_store(locator) and not self._stores_known:
+            self._stores_known = True
+            from loguru import logger
+
+            from engine.core.errors import ArrowlineError
+            from engine.core.s3 import ObjectStoreLocation, trust
+            from engine.scheduling.discover import discover_pipelines
+            from engine.spec.settings import use_workspace_connection
+            from engine.tasks.checks import load_definition
+
+            for file in discover_pipelines(self.path).values():
+                try:
+                    definition = load_definition(file)
+                    spec = definition.spec
+                    if spec.workspace is not None:
+                        use_workspace_connection(
+                            spec.workspace, spec.connections, definition.base_dir
+                        )
+                        trust(ObjectStoreLocation.parse(spec.workspace))
+                except ArrowlineError as exc:  # a broken file, an unset variable: not this one
+                    logger.debug("{}: its workspace is not known here: {}", file, exc.message)
 
     def close(self) -> None:
         if self._catalog is not None:
@@ -158,6 +190,8 @@ class ProjectReader:
         """The published output to read, which must be on disk: one retention removed is
         reported as such (engine.state.retention), not as a file Parquet cannot find."""
         row = self._find_output(task, run, pipeline)
+        if row.output_path is not None:
+            self._know_store(row.output_path)
         if not row.output_on_disk:
             raise missing_output(self.catalog, row)
         return row
@@ -259,7 +293,7 @@ class ProjectReader:
                 raise
             return frame
         assert row.output_path is not None
-        return pl.scan_parquet(os.path.join(local_output(row.output_path), "part-*.parquet"))
+        return pl.scan_parquet(os.path.join(self._local(row.output_path), "part-*.parquet"))
 
     def _target(self, row: TaskRunRow) -> pl.LazyFrame | None:
         from connectors.registry import target_connector
@@ -286,7 +320,7 @@ class ProjectReader:
 
         row = self._output(task, run, pipeline)
         assert row.output_path is not None
-        folder = local_output(row.output_path) / QUARANTINE_DIR
+        folder = self._local(row.output_path) / QUARANTINE_DIR
         files = sorted(folder.glob("part-*.parquet"))
         if not files:
             raise StateError(f"run {row.run_id} quarantined no rows of task {task!r}")
@@ -381,7 +415,7 @@ class ProjectReader:
                     and is_object_store(row.output_path)
                 ):
                     continue  # in an object store: copied here only when the query reads it
-                local = local_output(row.output_path)
+                local = self._local(row.output_path)
                 files = sql_literal(os.path.join(local, "part-*.parquet"))
                 view = f"{quote_identifier(pipeline)}.{quote_identifier(task_id)}"
                 connection.execute(

@@ -47,14 +47,17 @@ def _targets(
     from engine.core.errors import ParameterError
     from engine.core.problems import did_you_mean
     from engine.spec.model import NAME_PATTERN, RetentionSpec
+    from engine.spec.settings import use_workspace_connection
 
     known = catalog.pipelines()
     if given is None:
         names, from_file = known, None
     elif looks_like_file(given):
-        spec = project.definition(given).spec
+        definition = project.definition(given)
+        spec = definition.spec
         names, from_file = [spec.name], spec.retention.keep_runs
         workspaces[spec.name] = spec.workspace
+        use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
     elif re.fullmatch(NAME_PATTERN, given):
         # A name is the catalog's: the pipeline's file may be gone, its outputs are not.
         names, from_file = [given], None

@@ -1,10 +1,13 @@
 """S3-compatible object storage, as arrowline names it: `s3://bucket/prefix?endpoint=...&region=...`.
 
 A workspace setting (a pipeline's `workspace:`, `$ARROWLINE_WORKSPACE`) is the one place an
-endpoint is named; endpoint and region it leaves out come from the environment
-(AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION or AWS_DEFAULT_REGION). Credentials come only
-from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from a
-URI, which is written into the catalog and the logs.
+endpoint is named; endpoint and region it leaves out come from the named connection it gives
+(`?connection=NAME`, a pipeline's `kind: s3` connection, connectors/s3), else from the
+environment (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION or AWS_DEFAULT_REGION).
+Credentials come from that connection (its `${env:...}`/`${file:...}` references, resolved by
+the process that uses them: `use_connection`), else from the environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from a URI, which is written into the catalog
+and the logs.
 
 An output is recorded in the catalog by a *locator*, `s3://bucket/key`, which names no endpoint:
 a host reading it sends its credentials only where its own settings say that bucket is (the
@@ -19,7 +22,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,17 @@ import pyarrow.fs as pafs
 
 from engine.core.errors import DefinitionError, StateError
 
-__all__ = ["ObjectStoreLocation", "is_object_store", "locate", "trust", "workspace_setting"]
+__all__ = [
+    "ObjectStoreLocation",
+    "S3Credentials",
+    "checked_endpoint",
+    "is_object_store",
+    "locate",
+    "trust",
+    "use_connection",
+    "workspace_connection",
+    "workspace_setting",
+]
 
 _SCHEMES = ("s3",)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -40,7 +53,32 @@ _KEY_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:=+-]{0,199}")
 _HOST = r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\])"
 _ENDPOINT = re.compile(rf"https?://{_HOST}(?::[0-9]{{1,5}})?")
 _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
-_QUERY_KEYS = ("endpoint", "region")
+_QUERY_KEYS = ("endpoint", "region", "connection")
+_CONNECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """A named `kind: s3` connection, resolved (connectors/s3): where its store is and the
+    credentials it is read with (never shown: no repr)."""
+
+    name: str
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+_CONNECTIONS: dict[str, S3Credentials] = {}
+_CONNECTIONS_LOCK = threading.Lock()
+
+
+def use_connection(credentials: S3Credentials) -> None:
+    """A named s3 connection this process resolved: a workspace naming it (`?connection=`)
+    is read at its endpoint and region, with its credentials."""
+    with _CONNECTIONS_LOCK:
+        _CONNECTIONS[credentials.name] = credentials
 
 
 def is_object_store(location: str) -> bool:
@@ -65,6 +103,8 @@ class ObjectStoreLocation:
     """Key prefix without leading or trailing slash ('' for the bucket's top)."""
     endpoint: str | None
     region: str | None
+    connection: str | None = None
+    """The named s3 connection whose credentials (and endpoint, region) it is read with."""
 
     @classmethod
     def parse(cls, uri: str, environ: Mapping[str, str] | None = None) -> ObjectStoreLocation:
@@ -107,19 +147,35 @@ class ObjectStoreLocation:
             if key not in _QUERY_KEYS:
                 raise DefinitionError(
                     f"workspace {shown!r}: unknown option {key!r}",
-                    hint="options are endpoint and region; credentials come from the environment",
+                    hint="options are endpoint, region and connection (a `kind: s3` connection "
+                    "holding the credentials); else credentials come from the environment",
                 )
             if key in query:
                 raise DefinitionError(f"workspace {shown!r}: option {key!r} given twice")
             query[key] = value
+        connection = query.get("connection")
+        if connection is not None and not _CONNECTION_NAME.fullmatch(connection):
+            raise DefinitionError(
+                f"workspace {shown!r}: connection {connection!r} is not a connection's name"
+            )
+        with _CONNECTIONS_LOCK:
+            named = _CONNECTIONS.get(connection) if connection else None
         endpoint = _endpoint(
-            query.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            query.get("endpoint")
+            or (named.endpoint if named else None)
+            or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL"),
             shown,
         )
-        region = query.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        region = (
+            query.get("region")
+            or (named.region if named else None)
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+        )
         if region is not None and not _REGION.fullmatch(region):
             raise DefinitionError(f"workspace {shown!r}: region {region!r} is not a region name")
-        return cls(bucket, "/".join(segments), endpoint, region)
+        return cls(bucket, "/".join(segments), endpoint, region, connection)
 
     @property
     def root(self) -> Path:
@@ -131,7 +187,19 @@ class ObjectStoreLocation:
         return f"s3://{path.as_posix()}"
 
     def filesystem(self) -> Any:
-        return _filesystem(self.endpoint, self.region, *_credentials())
+        if self.connection is None:
+            return _filesystem(self.endpoint, self.region, *_credentials())
+        with _CONNECTIONS_LOCK:
+            named = _CONNECTIONS.get(self.connection)
+        if named is None:
+            raise StateError(
+                f"workspace {self.describe()} is read with connection {self.connection!r}, "
+                "which this process has not resolved",
+                hint="use the pipeline file (its `connections:` defines it), not only its name",
+            )
+        return _filesystem(
+            self.endpoint, self.region, named.access_key, named.secret_key, named.session_token
+        )
 
     def describe(self) -> str:
         """For messages: where, never with what credentials."""
@@ -142,6 +210,12 @@ class ObjectStoreLocation:
     def store_key(self) -> str:
         """A short name of the store (its endpoint), so caches of two stores never mix."""
         return hashlib.sha256((self.endpoint or "aws").encode()).hexdigest()[:12]
+
+
+def checked_endpoint(value: str | None, shown: str) -> str | None:
+    """An endpoint as a setting or connection gives it, checked: http(s)://host[:port], no
+    credentials in it. DefinitionError naming `shown` otherwise."""
+    return _endpoint(value, shown)
 
 
 def _endpoint(value: str | None, shown: str) -> str | None:
@@ -182,7 +256,7 @@ def locate(locator: str) -> tuple[ObjectStoreLocation, Path]:
     parts = urlsplit(locator)
     key = parts.path.split("/")[1:]  # as written: no part dropped or joined
     if (
-        parts.scheme != "s3"
+        parts.scheme not in _SCHEMES
         or not _BUCKET.fullmatch(parts.netloc)
         or parts.query
         or parts.fragment
@@ -250,6 +324,13 @@ def _filesystem(
         if session_token:
             options["session_token"] = session_token
     return pafs.S3FileSystem(**options)
+
+
+def workspace_connection(setting: str | None) -> str | None:
+    """The named connection a workspace setting reads its store with (`?connection=`)."""
+    if setting is None or not is_object_store(setting):
+        return None
+    return ObjectStoreLocation.parse(setting, environ={}).connection
 
 
 def workspace_setting(value: str | None) -> str | None:

@@ -23,6 +23,7 @@ from engine.planning.build import Plan
 from engine.planning.resume import find_run_to_resume, plan_resume
 from engine.spec.definition import Definition
 from engine.spec.model import ExecutorSpec, RetryPolicy
+from engine.spec.settings import use_workspace_connection
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 from engine.state.locks import IfRunning, RunLock
@@ -216,6 +217,13 @@ def collect_outputs(
     return collection
 
 
+def _with_workspace(layout: ProjectLayout, definition: Definition) -> ProjectLayout:
+    """The layout with the pipeline's workspace, the connection it is read with resolved."""
+    spec = definition.spec
+    use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
+    return layout.with_workspace(spec.workspace)
+
+
 def execute(the_plan: Plan, layout: ProjectLayout, options: RunOptions | None = None) -> RunResult:
     """Run exactly `the_plan`; returns the result, it does not raise on failure."""
     options = options or _DEFAULT
@@ -240,7 +248,7 @@ def resume(
     replaces the retry policy of the tasks that run again; `on_plan` is handed the plan."""
     options = options or _DEFAULT
     name = definition.spec.name
-    layout = layout.with_workspace(definition.spec.workspace)
+    layout = _with_workspace(layout, definition)
     # The lock names the run it is held for, so a run refused meanwhile can say which: "last"
     # is resolved first (with no runs at all, find_run_to_resume says so under the lock).
     with CatalogReader(layout.catalog) as reader:
@@ -280,7 +288,7 @@ def replay(
 
     options = options or _DEFAULT
     run_id = new_run_id()
-    layout = layout.with_workspace(definition.spec.workspace)
+    layout = _with_workspace(layout, definition)
     with _locked(layout, definition.spec.name, run_id, options) as catalog:
         the_plan, source = plan_replay(
             definition,

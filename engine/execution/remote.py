@@ -42,6 +42,7 @@ from loguru import logger
 from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DefinitionError, TaskError, TransientTaskError
 from engine.core.files import remove_tree
+from engine.core.s3 import workspace_connection
 from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
 from engine.planning.build import Plan
 from engine.state.manifests import manifest_schema, new_upload, parts_manifest
@@ -104,8 +105,9 @@ class RemoteAttempt:
     workspace: str
     """The workspace setting (`s3://...`): the worker opens it with its own credentials."""
     connections: Mapping[str, Any]
-    """The task's own connections as written (`${env:...}` references unresolved): the worker
-    resolves them from its environment, so no secret travels through Ray."""
+    """The task's own connections, and the workspace's, as written (`${env:...}` references
+    unresolved): the worker resolves them from its environment, so no secret travels through
+    Ray."""
     watermarks: FixedWatermarks | None
     upload: str
     """The prefix the worker uploads the output under, chosen here so that the driver can
@@ -210,8 +212,14 @@ def _database(cpus: float, memory: int | None, scratch: Path) -> Any:
     return _DATABASES[key]
 
 
-def _opened(setting: str, scratch: Path) -> ObjectStoreWorkspace:
-    """The workspace, opened (its bucket checked) once per worker process, not per attempt."""
+def _opened(shipped: RemoteAttempt, scratch: Path) -> ObjectStoreWorkspace:
+    """The workspace, opened (its bucket checked) once per worker process, not per attempt;
+    the connection it is read with resolved again for every attempt, from this node's
+    environment (credentials that were rotated take effect)."""
+    from engine.spec.settings import use_workspace_connection
+
+    setting = shipped.workspace
+    use_workspace_connection(setting, shipped.connections, shipped.base_dir)
     if setting not in _OPENED:
         _OPENED[setting] = ObjectStoreWorkspace.open(setting, scratch=scratch)
     return _OPENED[setting]
@@ -277,7 +285,7 @@ def _read_part(part: RemotePart) -> PartWritten:
 
     shipped = part.attempt
     scratch = _scratch()
-    workspace = _opened(shipped.workspace, scratch)
+    workspace = _opened(shipped, scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="part-", dir=scratch))  # parts may share a node
     try:
@@ -297,7 +305,7 @@ def _read_part(part: RemotePart) -> PartWritten:
 
 def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
     scratch = _scratch()
-    workspace = _opened(shipped.workspace, scratch)
+    workspace = _opened(shipped, scratch)
     task_id = shipped.task.id
     staging = workspace.staging(shipped.pipeline, task_id, shipped.run_id, shipped.attempt)
     context = _context(shipped, workspace, staging, scratch)
@@ -363,7 +371,7 @@ class RayRunner:
     def shipped(self, context: TaskContext, options: Mapping[str, Any]) -> RemoteAttempt:
         """The attempt as it travels: the task's connections unresolved, nothing else."""
         task = context.task
-        named = {task.spec.connection} if task.spec.connection else set()
+        named = {task.spec.connection, workspace_connection(self.workspace_uri)} - {None}
         return RemoteAttempt(
             context.pipeline,
             context.run_id,

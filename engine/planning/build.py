@@ -34,7 +34,7 @@ from engine.core.errors import (
 )
 from engine.core.graph import Graph, find_cycles
 from engine.core.runids import check_run_id
-from engine.core.s3 import ObjectStoreLocation, trust
+from engine.core.s3 import ObjectStoreLocation, trust, workspace_connection
 from engine.core.secrets import mask_secrets, mask_text
 from engine.planning.cache import CacheDecision, cache_enabled, decide, observe_inputs
 from engine.planning.fingerprint import pipeline_fingerprint, task_fingerprints
@@ -53,6 +53,7 @@ from engine.spec.model import (
 )
 from engine.spec.params import RenderContext, new_run_id, resolve_params
 from engine.spec.resolve import macro_texts
+from engine.spec.settings import use_workspace_connection
 from engine.state.catalog import CatalogReader
 from engine.tasks import kind_of
 from engine.tasks.checks import check_tables
@@ -151,7 +152,8 @@ class Plan:
     full_refresh: bool = False
     """Incremental extracts read everything, ignoring their watermarks."""
     connections: Mapping[str, Any] = field(default_factory=dict)
-    """Specs (secrets unresolved) of the connections the pipeline's tasks use."""
+    """Specs (secrets unresolved) of the connections the pipeline's tasks and its workspace
+    use."""
     definition: str | None = None
     """The definition as YAML, stored with the run so a later `--resume` can show a diff."""
     resumed: bool = False
@@ -272,6 +274,7 @@ def build_plan(
     incremental sql tasks add to (default: `kept_outputs` of `catalog`)."""
     spec = definition.spec
     if spec.workspace is not None:  # its outputs are read at its store while planning
+        use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
         trust(ObjectStoreLocation.parse(spec.workspace))
     resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
@@ -410,7 +413,10 @@ def build_plan(
         executor=spec.executor,
         connections={
             name: spec.connections[name]
-            for name in sorted({r.spec.connection or "" for r in resolved.values()})
+            for name in sorted(
+                {r.spec.connection or "" for r in resolved.values()}
+                | {workspace_connection(spec.workspace) or ""}
+            )
             if name in spec.connections
         },
     )

@@ -48,6 +48,8 @@ from engine.scheduling.discover import Loaded, discover_pipelines, request_run
 from engine.scheduling.leader import Lead, Leadership
 from engine.scheduling.triggers import Triggers
 from engine.scheduling.watch import late_runs, stale_watermarks
+from engine.spec.definition import Definition
+from engine.spec.settings import use_workspace_connection
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 from engine.state.schedules import RequestRow, ScheduleRow
@@ -478,12 +480,14 @@ class Scheduler:
 
     # -- restart recovery --------------------------------------------------------------------
 
-    def _workspace(self, setting: str | None) -> Workspace:
+    def _workspace(self, definition: Definition) -> Workspace:
         """A pipeline's workspace; when its object store does not answer, the local staging
         folder alone (what a dead attempt left there is still swept; its uploads stay until
         retention removes the run's folder)."""
-        layout = self.layout.with_workspace(setting)
+        spec = definition.spec
+        layout = self.layout.with_workspace(spec.workspace)
         try:
+            use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
             return layout.workspace()
         except ArrowlineError as exc:  # unreachable, or a setting that cannot be used
             logger.warning("restart recovery: {}; sweeping local staging only", exc.message)
@@ -500,7 +504,7 @@ class Scheduler:
                 self.layout.state_dir, loaded.name, self.layout.catalog
             ):
                 continue
-            workspace = self._workspace(loaded.definition.spec.workspace)
+            workspace = self._workspace(loaded.definition)
             for run_id in recover_interrupted(self.store, workspace, loaded.name):
                 if loaded.definition.spec.on_restart == "resume":
                     self.store.request_run(loaded.name, str(loaded.path), {}, "resume", run_id)

@@ -473,10 +473,11 @@ class PipelineSpec(ConfigModel):
         None,
         max_length=1024,
         description="Publish task outputs to an S3-compatible object store, `s3://bucket/prefix` "
-        "with optional `?endpoint=http://host:port&region=name` (else AWS_ENDPOINT_URL and "
-        "AWS_REGION), instead of `.arrowline/workspace/` (default: `$ARROWLINE_WORKSPACE`). "
-        "Credentials come only from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; a host that "
-        "reads the outputs elsewhere (a notebook) needs the same endpoint in its environment.",
+        "with optional `?endpoint=http://host:port&region=name&connection=NAME`, instead of "
+        "`.arrowline/workspace/` (default: `$ARROWLINE_WORKSPACE`). Endpoint, region and "
+        "credentials come from the `kind: s3` connection it names, else from AWS_ENDPOINT_URL, "
+        "AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. A notebook reads the outputs "
+        "with what the project's pipeline files say.",
     )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
 

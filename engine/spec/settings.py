@@ -4,8 +4,10 @@ alerts, triggers, OpenLineage events, and where task attempts run (`executor:`, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -13,7 +15,14 @@ from engine.core.config import ConfigModel
 from engine.core.durations import Duration
 from engine.core.sizes import ByteSize
 
-__all__ = ["AlertsSpec", "ExecutorSpec", "OpenLineageSpec", "ResourcesSpec", "TriggerSpec"]
+__all__ = [
+    "AlertsSpec",
+    "ExecutorSpec",
+    "OpenLineageSpec",
+    "ResourcesSpec",
+    "TriggerSpec",
+    "use_workspace_connection",
+]
 
 
 class OpenLineageSpec(ConfigModel):
@@ -101,3 +110,32 @@ class ExecutorSpec(ConfigModel):
         description="The Ray cluster: `auto` (the one this host belongs to), "
         "`ray://host:port` (Ray Client), or none to start one in this process.",
     )
+
+
+def use_workspace_connection(
+    setting: str | None, connections: Mapping[str, Any], base_dir: Path
+) -> None:
+    """Resolve, in this process's environment, the `kind: s3` connection a workspace setting
+    reads its store with (`?connection=NAME`), before the store is opened: its endpoint,
+    region and credentials are then the ones the workspace uses (engine.core.s3)."""
+    from connectors.registry import connector_of
+    from engine.core.errors import DefinitionError
+    from engine.core.s3 import S3Credentials, use_connection, workspace_connection
+
+    name = workspace_connection(setting)
+    if name is None:
+        return
+    spec = connections.get(name)
+    if spec is None:
+        raise DefinitionError(
+            f"the workspace is read with connection {name!r}, which is not declared",
+            hint="declare it under `connections:` as {kind: s3, ...}",
+        )
+    owner = connector_of(spec)
+    resolved = owner.resolve(name, spec, base_dir)
+    if not isinstance(resolved, S3Credentials):
+        raise DefinitionError(
+            f"the workspace is read with connection {name!r}, which is {owner.name}: a "
+            "workspace needs a `kind: s3` connection"
+        )
+    use_connection(resolved)

@@ -110,10 +110,15 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         try:
             info = self.filesystem.get_file_info(self.location.bucket)
         except OSError as exc:
+            named = self.location.connection
+            held = (
+                f"of connection {named!r}"
+                if named
+                else "in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            )
             raise StateError(
                 f"workspace {self.location.describe()} cannot be reached: {exc}",
-                hint="check the endpoint, the credentials in AWS_ACCESS_KEY_ID/"
-                "AWS_SECRET_ACCESS_KEY, and that the bucket exists",
+                hint=f"check the endpoint, the credentials {held}, and that the bucket exists",
             ) from exc
         if info.type == pafs.FileType.NotFound:
             raise StateError(
@@ -138,10 +143,15 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
 
     @property
     def setting(self) -> str:
-        """The workspace as a setting another host opens (`s3://...?endpoint=&region=`): the
-        store and where it answers, never a credential."""
+        """The workspace as a setting another host opens (`s3://...?endpoint=&region=`, and
+        the connection it resolves its credentials from): the store and where it answers,
+        never a credential."""
         location = self.location
-        pairs = (("endpoint", location.endpoint), ("region", location.region))
+        pairs = (
+            ("endpoint", location.endpoint),
+            ("region", location.region),
+            ("connection", location.connection),
+        )
         options = "&".join(f"{key}={value}" for key, value in pairs if value)
         return f"s3://{location.root.as_posix()}" + (f"?{options}" if options else "")
 

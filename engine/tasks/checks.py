@@ -226,6 +226,32 @@ class _Checker(OutputChecks, TemplateChecks):
                     ("tests", index),
                 )
 
+    def workspace_connection(self) -> None:
+        """`workspace: s3://...?connection=NAME` names a declared `kind: s3` connection."""
+        from connectors.registry import connector_of
+        from engine.core.s3 import workspace_connection
+
+        name = workspace_connection(self.spec.workspace)
+        connections = self.spec.connections
+        if name is None:
+            return
+        if name not in connections:
+            self.add(
+                "unknown-connection",
+                f"the workspace is read with connection {name!r}, which is not declared."
+                f"{did_you_mean(name, list(connections))}",
+                path=("workspace",),
+                hint="declare it under `connections:` as {kind: s3, endpoint: ..., "
+                "access_key_id: ..., secret_access_key: ...}",
+            )
+        elif not (owner := connector_of(connections[name])).capabilities.workspace_store:
+            self.add(
+                "connection-kind",
+                f"the workspace is read with connection {name!r}, which is {owner.name}: a "
+                "workspace needs a `kind: s3` connection",
+                path=("workspace",),
+            )
+
     def pool(self, task: TaskSpec) -> None:
         if task.pool is None:
             return
@@ -444,6 +470,7 @@ class _Checker(OutputChecks, TemplateChecks):
         self.duplicates()
         self.schedule()
         self.secrets()
+        self.workspace_connection()
         try:
             macros = macro_texts(self.definition)
         except DefinitionError as exc:

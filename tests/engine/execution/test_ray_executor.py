@@ -23,7 +23,7 @@ from click.testing import Result
 import engine
 from engine.api.pipeline import run
 from tests.conftest import PgSchema, WritePipeline
-from tests.s3_server import S3Bucket
+from tests.s3_server import GuardedStore, S3Bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -34,7 +34,9 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 
 
 @pytest.fixture(scope="module")
-def cluster(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def cluster(
+    s3_server: str, guarded_s3: GuardedStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """Head (0 CPUs) + two 1-CPU worker nodes. Their processes take the environment they are
     started with: the store's credentials and a cache folder of their own."""
     try:
@@ -51,6 +53,8 @@ def cluster(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "ARROWLINE_CACHE_DIR": str(tmp_path_factory.mktemp("ray-node-cache")),
         "RAY_AUTH_MODE": "disabled",
         "RAY_TEST_PG_PASSWORD": PG_SECRET,  # the nodes' own environment: resolved there
+        "RAY_LAKE_KEY_ID": guarded_s3.access_key,  # a workspace connection's, resolved there
+        "RAY_LAKE_SECRET": guarded_s3.secret_key,
     }
     ours = Cluster(
         initialize_head=True,
@@ -410,3 +414,56 @@ def test_a_range_that_fails_fails_the_extract_and_leaves_no_upload(
     assert "NaN or Infinity" in error, error
     assert "'amount'" in error
     assert [k for k in s3.keys("bad") if k.endswith(".parquet")] == []
+
+
+GUARDED = """
+pipeline: guarded_on_ray
+workspace: s3://BUCKET/ws?connection=lake
+executor: ray
+connections:
+  lake:
+    kind: s3
+    endpoint: ENDPOINT
+    access_key_id: "${env:RAY_LAKE_KEY_ID}"
+    secret_access_key: "${env:RAY_LAKE_SECRET}"
+tasks:
+  - id: numbers
+    sql: select range as id from range(1000)
+  - id: total
+    sql: select sum(id) as s from numbers
+"""
+
+
+def test_workers_open_the_workspace_with_its_connection_resolved_on_their_node(
+    cluster: Any,
+    guarded_s3: GuardedStore,
+    write: WritePipeline,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store checks signatures and the nodes' AWS_* key is not one it knows: the workers
+    read and write it with the connection's key, resolved from their own environment (the
+    connection travels as written, `${env:...}` and all)."""
+    import pickle
+
+    from engine.execution.remote import RayRunner
+
+    monkeypatch.setenv("RAY_LAKE_KEY_ID", guarded_s3.access_key)  # the driver's environment
+    monkeypatch.setenv("RAY_LAKE_SECRET", guarded_s3.secret_key)
+    shipped: list[bytes] = []
+    original = RayRunner.shipped
+
+    def recording(self: RayRunner, context: Any, options: Any) -> Any:
+        attempt = original(self, context, options)
+        shipped.append(pickle.dumps(attempt))
+        return attempt
+
+    monkeypatch.setattr(RayRunner, "shipped", recording)
+    text = GUARDED.replace("BUCKET", guarded_s3.bucket()).replace("ENDPOINT", guarded_s3.endpoint)
+    result = run(write("p.yaml", text))
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    with engine.open(project) as notebook:
+        assert notebook.table("total").collect().item() == sum(range(1000))
+    assert len(shipped) == 2
+    assert all(guarded_s3.secret_key.encode() not in payload for payload in shipped)
+    assert all(b"${env:RAY_LAKE_SECRET}" in payload for payload in shipped)
