@@ -467,3 +467,133 @@ def test_workers_open_the_workspace_with_its_connection_resolved_on_their_node(
     assert len(shipped) == 2
     assert all(guarded_s3.secret_key.encode() not in payload for payload in shipped)
     assert all(b"${env:RAY_LAKE_SECRET}" in payload for payload in shipped)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_driver_cancels_the_attempt_on_its_worker(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path, signal_name: str
+) -> None:
+    """Ctrl-C (or a SIGTERM from a supervisor) on the driver process while an attempt runs on a
+    worker: the run ends cancelled within seconds, not after the 90 s the function sleeps,
+    and the worker's CPU is given back (the Ray task was cancelled, not left running)."""
+    import signal
+
+    import ray
+
+    ours, _ = cluster
+    write("udfs.py", SLEEPER)
+    path = write(
+        "p.yaml",
+        f"pipeline: interrupted\nworkspace: {s3.uri('sig')}\nexecutor: ray\ntasks:\n"
+        "  - id: numbers\n    sql: select 1 as x\n"
+        "  - id: slow\n    udf: {input: numbers, function: 'udfs.py:sleep_long'}\n",
+    )
+    command = [
+        sys.executable,
+        "-c",
+        "from engine.cli import main; main()",
+        "run",
+        str(path),
+        "--executor",
+        "ray",
+        "--address",
+        ours.address,
+        "--no-progress",
+    ]
+    driver = subprocess.Popen(
+        command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the slow attempt holds a worker's CPU
+            if driver.poll() is not None:
+                pytest.fail(f"the run ended before it was interrupted: {driver.stdout.read()}")
+            if ray.available_resources().get("CPU", 0) < 2 and (project / ".arrowline").exists():
+                slow_started = _task_running(project, "slow")
+                if slow_started:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the slow attempt never started")
+        interrupted = time.monotonic()
+        driver.send_signal(getattr(signal, signal_name))
+        output, _ = driver.communicate(timeout=60)
+        assert time.monotonic() - interrupted < 30, output
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode != 0, output
+    assert "cancel" in output.lower() or "interrupt" in output.lower(), output
+    deadline = time.monotonic() + 30  # the worker process was cancelled: its CPU comes back
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
+def _task_running(project: Path, task: str) -> bool:
+    """Whether the catalog says `task` is running (read-only, while the driver writes it)."""
+    from engine.state.catalog import CatalogReader
+    from engine.state.db import catalog_location
+
+    try:
+        with CatalogReader(catalog_location(project)) as reader:
+            last = reader.last_run("interrupted")
+            if last is None:
+                return False
+            row = reader.task_run(last.run_id, task)
+            return row is not None and row.state == "RUNNING"
+    except Exception:  # the catalog being created
+        return False
+
+
+WHERE = """
+from pathlib import Path
+
+def where(frame):
+    import ray
+    Path(__file__).with_name("ran_on").write_text(ray.get_runtime_context().get_node_id())
+    return frame
+"""
+
+
+def test_the_scheduler_runs_a_pipeline_that_says_executor_ray_on_the_cluster(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path
+) -> None:
+    """A scheduled run of a pipeline with `executor: {kind: ray, address: ...}` runs its
+    attempts on the cluster's worker nodes, as `arrowline run` does."""
+    from datetime import UTC, datetime, timedelta
+
+    from engine.scheduling.scheduler import Scheduler, SchedulerSettings
+    from engine.state.catalog import CatalogReader
+    from engine.state.db import catalog_location
+
+    ours, workers = cluster
+    write("udfs.py", WHERE)
+    write(
+        "p.yaml",
+        f"pipeline: scheduled_on_ray\nworkspace: {s3.uri('sched')}\n"
+        f"executor: {{kind: ray, address: '{ours.address}'}}\n"
+        'schedule: "* * * * *"\ntasks:\n'
+        "  - id: numbers\n    sql: select range as x from range(10)\n"
+        "  - id: placed\n    udf: {input: numbers, function: 'udfs.py:where'}\n",
+    )
+    now = [datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)]
+    scheduler = Scheduler(project, SchedulerSettings(file_scan_every=0), lambda: now[0])
+    try:
+        assert scheduler.try_lead()
+        scheduler.tick()
+        now[0] += timedelta(minutes=1)  # 00:01 is due
+        for _ in range(50):
+            scheduler.tick()
+            running = [a for runs in scheduler.active.values() for a in runs]
+            if not running and (project / "ran_on").exists():
+                break
+            for active in running:
+                active.thread.join(60)
+    finally:
+        scheduler.close()
+    with CatalogReader(catalog_location(project)) as reader:
+        last = reader.last_run("scheduled_on_ray")
+    assert last is not None
+    assert last.state == "SUCCESS", last
+    assert (project / "ran_on").read_text() in {node.node_id for node in workers}
