@@ -83,7 +83,7 @@ class S3Connector(Connector):
         target = resolved.endpoint or "AWS"
         started = time.perf_counter()
         try:
-            use_connection(resolved)
+            use_connection(resolved, "any")
             store = ObjectStoreLocation(
                 "any", "", resolved.endpoint, resolved.region, resolved.name
             )

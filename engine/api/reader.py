@@ -88,14 +88,22 @@ class ProjectReader:
             for file in discover_pipelines(self.path).values():
                 try:
                     definition = load_definition(file)
-                    spec = definition.spec
-                    if spec.workspace is not None:
-                        use_workspace_connection(
-                            spec.workspace, spec.connections, definition.base_dir
-                        )
-                        trust(ObjectStoreLocation.parse(spec.workspace))
-                except ArrowlineError as exc:  # a broken file, an unset variable: not this one
+                except ArrowlineError as exc:  # a broken file: it says nothing here
                     logger.debug("{}: its workspace is not known here: {}", file, exc.message)
+                    continue
+                spec = definition.spec
+                if spec.workspace is None:
+                    continue
+                try:
+                    use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
+                except ArrowlineError as exc:  # an unset variable: its reads say which
+                    logger.warning("{}: its workspace's connection: {}", file, exc.message)
+                try:
+                    location = ObjectStoreLocation.parse(spec.workspace)
+                except ArrowlineError as exc:  # the environment's endpoint or region
+                    logger.warning("{}: its workspace: {}", file, exc.message)
+                    continue
+                trust(location)  # its bucket is read there, with its connection or not at all
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -38,6 +38,7 @@ __all__ = [
     "checked_endpoint",
     "is_object_store",
     "locate",
+    "named_connection",
     "trust",
     "use_connection",
     "workspace_connection",
@@ -70,15 +71,26 @@ class S3Credentials:
     session_token: str | None = field(default=None, repr=False)
 
 
-_CONNECTIONS: dict[str, S3Credentials] = {}
+_CONNECTIONS: dict[tuple[str, str], S3Credentials] = {}
+"""(connection, bucket) -> what a workspace in that bucket naming that connection uses: two
+pipelines of one process (the scheduler's) may each have a `lake` of their own."""
 _CONNECTIONS_LOCK = threading.Lock()
 
 
-def use_connection(credentials: S3Credentials) -> None:
-    """A named s3 connection this process resolved: a workspace naming it (`?connection=`)
-    is read at its endpoint and region, with its credentials."""
+def use_connection(credentials: S3Credentials, bucket: str) -> None:
+    """A named s3 connection this process resolved for a workspace in `bucket`: a workspace
+    there naming it (`?connection=`) is read at its endpoint and region, with its credentials
+    (resolved again, as after a rotation, they replace the earlier ones)."""
     with _CONNECTIONS_LOCK:
-        _CONNECTIONS[credentials.name] = credentials
+        _CONNECTIONS[credentials.name, bucket] = credentials
+
+
+def named_connection(connection: str | None, bucket: str) -> S3Credentials | None:
+    """What `use_connection` registered for a workspace in `bucket` naming `connection`."""
+    if connection is None:
+        return None
+    with _CONNECTIONS_LOCK:
+        return _CONNECTIONS.get((connection, bucket))
 
 
 def is_object_store(location: str) -> bool:
@@ -158,8 +170,14 @@ class ObjectStoreLocation:
             raise DefinitionError(
                 f"workspace {shown!r}: connection {connection!r} is not a connection's name"
             )
-        with _CONNECTIONS_LOCK:
-            named = _CONNECTIONS.get(connection) if connection else None
+        named = named_connection(connection, bucket)
+        given = query.get("endpoint")
+        if named is not None and named.endpoint and given and given.rstrip("/") != named.endpoint:
+            raise DefinitionError(
+                f"workspace {shown!r}: endpoint {_without_userinfo(given)!r} is not the one "
+                f"connection {connection!r} names: its credentials go only to its own endpoint",
+                hint="leave `endpoint` out of the URI; the connection says where the store is",
+            )
         endpoint = _endpoint(
             query.get("endpoint")
             or (named.endpoint if named else None)
@@ -189,8 +207,7 @@ class ObjectStoreLocation:
     def filesystem(self) -> Any:
         if self.connection is None:
             return _filesystem(self.endpoint, self.region, *_credentials())
-        with _CONNECTIONS_LOCK:
-            named = _CONNECTIONS.get(self.connection)
+        named = named_connection(self.connection, self.bucket)
         if named is None:
             raise StateError(
                 f"workspace {self.describe()} is read with connection {self.connection!r}, "

@@ -42,7 +42,7 @@ from loguru import logger
 from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DefinitionError, TaskError, TransientTaskError
 from engine.core.files import remove_tree
-from engine.core.s3 import workspace_connection
+from engine.core.s3 import ObjectStoreLocation, workspace_connection
 from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
 from engine.planning.build import Plan
 from engine.state.manifests import manifest_schema, new_upload, parts_manifest
@@ -61,6 +61,7 @@ __all__ = [
 
 RAY_INSTALL = "pip install 'arrowline[ray]'"
 _POLL_S = 0.1
+_SETTLE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def _on_worker(
         logger.remove(sink)
 
 
-_OPENED: dict[str, ObjectStoreWorkspace] = {}
+_OPENED: dict[tuple[str, int], ObjectStoreWorkspace] = {}
 _DATABASES: dict[tuple[int, int | None], Any] = {}
 
 
@@ -220,9 +221,11 @@ def _opened(shipped: RemoteAttempt, scratch: Path) -> ObjectStoreWorkspace:
 
     setting = shipped.workspace
     use_workspace_connection(setting, shipped.connections, shipped.base_dir)
-    if setting not in _OPENED:
-        _OPENED[setting] = ObjectStoreWorkspace.open(setting, scratch=scratch)
-    return _OPENED[setting]
+    # by the store's client too: one made with credentials since rotated is not reused
+    key = (setting, id(ObjectStoreLocation.parse(setting).filesystem()))
+    if key not in _OPENED:
+        _OPENED[key] = ObjectStoreWorkspace.open(setting, scratch=scratch)
+    return _OPENED[key]
 
 
 def _node() -> str:
@@ -446,6 +449,10 @@ class RayRunner:
         except BaseException:
             for reference in pending:
                 ray.cancel(reference, force=True)
+            # Settled before the caller deletes the upload, so that no part lands after it
+            # (a cancelled task that was sending its file finishes or dies first).
+            if pending:
+                ray.wait(pending, num_returns=len(pending), timeout=_SETTLE_S)
             raise
         return [done[reference] for reference in references]
 

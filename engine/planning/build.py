@@ -53,7 +53,7 @@ from engine.spec.model import (
 )
 from engine.spec.params import RenderContext, new_run_id, resolve_params
 from engine.spec.resolve import macro_texts
-from engine.spec.settings import use_workspace_connection
+from engine.spec.settings import effective_workspace, use_workspace_connection
 from engine.state.catalog import CatalogReader
 from engine.tasks import kind_of
 from engine.tasks.checks import check_tables
@@ -273,8 +273,8 @@ def build_plan(
     table no task produces), ParameterError or SelectionError. `kept`: the runs whose outputs
     incremental sql tasks add to (default: `kept_outputs` of `catalog`)."""
     spec = definition.spec
+    use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
     if spec.workspace is not None:  # its outputs are read at its store while planning
-        use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
         trust(ObjectStoreLocation.parse(spec.workspace))
     resolved_params = resolve_params(spec.parameters, params, environ)
     run_id = run_id or new_run_id()
@@ -415,7 +415,7 @@ def build_plan(
             name: spec.connections[name]
             for name in sorted(
                 {r.spec.connection or "" for r in resolved.values()}
-                | {workspace_connection(spec.workspace) or ""}
+                | {workspace_connection(effective_workspace(spec.workspace)) or ""}
             )
             if name in spec.connections
         },

@@ -21,6 +21,7 @@ __all__ = [
     "OpenLineageSpec",
     "ResourcesSpec",
     "TriggerSpec",
+    "effective_workspace",
     "use_workspace_connection",
 ]
 
@@ -112,6 +113,13 @@ class ExecutorSpec(ConfigModel):
     )
 
 
+def effective_workspace(setting: str | None) -> str | None:
+    """The workspace a run uses: the pipeline's `workspace:`, else $ARROWLINE_WORKSPACE."""
+    import os
+
+    return setting or os.environ.get("ARROWLINE_WORKSPACE") or None
+
+
 def use_workspace_connection(
     setting: str | None, connections: Mapping[str, Any], base_dir: Path
 ) -> None:
@@ -120,8 +128,14 @@ def use_workspace_connection(
     region and credentials are then the ones the workspace uses (engine.core.s3)."""
     from connectors.registry import connector_of
     from engine.core.errors import DefinitionError
-    from engine.core.s3 import S3Credentials, use_connection, workspace_connection
+    from engine.core.s3 import (
+        ObjectStoreLocation,
+        S3Credentials,
+        use_connection,
+        workspace_connection,
+    )
 
+    setting = effective_workspace(setting)
     name = workspace_connection(setting)
     if name is None:
         return
@@ -132,10 +146,12 @@ def use_workspace_connection(
             hint="declare it under `connections:` as {kind: s3, ...}",
         )
     owner = connector_of(spec)
-    resolved = owner.resolve(name, spec, base_dir)
-    if not isinstance(resolved, S3Credentials):
+    if not owner.capabilities.workspace_store:
         raise DefinitionError(
             f"the workspace is read with connection {name!r}, which is {owner.name}: a "
             "workspace needs a `kind: s3` connection"
         )
-    use_connection(resolved)
+    resolved = owner.resolve(name, spec, base_dir)
+    assert isinstance(resolved, S3Credentials)
+    assert setting is not None
+    use_connection(resolved, ObjectStoreLocation.parse(setting, environ={}).bucket)

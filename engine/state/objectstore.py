@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from engine.core.errors import StateError
 from engine.core.faults import fault_point
 from engine.core.files import remove_tree
-from engine.core.s3 import ObjectStoreLocation, is_object_store, locate, trust
+from engine.core.s3 import ObjectStoreLocation, is_object_store, locate, named_connection, trust
 from engine.core.tables import InputTable, output_parts, quarantine_parts
 from engine.state.manifests import (
     MANIFEST,
@@ -147,10 +147,11 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         the connection it resolves its credentials from): the store and where it answers,
         never a credential."""
         location = self.location
-        pairs = (
-            ("endpoint", location.endpoint),
-            ("region", location.region),
-            ("connection", location.connection),
+        named = named_connection(location.connection, location.bucket)
+        pairs: tuple[tuple[str, str | None], ...] = (
+            ("endpoint", None if named and named.endpoint else location.endpoint),
+            ("region", None if named and named.region else location.region),
+            ("connection", location.connection),  # each host resolves it: it says the rest
         )
         options = "&".join(f"{key}={value}" for key, value in pairs if value)
         return f"s3://{location.root.as_posix()}" + (f"?{options}" if options else "")

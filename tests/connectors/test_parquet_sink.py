@@ -111,13 +111,14 @@ class _Paced:
         yield from rest
 
 
-@pytest.mark.parametrize("path", ["out/x.parquet", "out/x"])
 def test_an_attempt_winding_down_does_not_remove_the_next_attempts_staging(
-    tmp_path: Path, path: str
+    tmp_path: Path,
 ) -> None:
     """A load whose extract broke winds down while the retry's load already writes (the engine
     voids the first and starts the second at once): the first's cleanup must leave the
-    second's file alone."""
+    second's file alone. (One file: a directory's staging is made by the dataset writer only
+    when it writes, which this order of events does not reach.)"""
+    path = "out/x.parquet"
     config = sink(path=path)
     second_started, first_gone = threading.Event(), threading.Event()
     failed: list[BaseException] = []

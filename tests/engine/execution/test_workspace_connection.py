@@ -144,7 +144,10 @@ def test_a_workspace_naming_a_wrong_connection_is_refused_at_its_line(
 
 
 def test_a_new_process_reads_the_outputs_with_the_pipeline_files_connection(
-    lake: tuple[GuardedStore, str], write: WritePipeline, project: Path
+    lake: tuple[GuardedStore, str],
+    write: WritePipeline,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A notebook in a new process learns the store and its connection from the project's
     pipeline file (resolved in its own environment), never from the catalog; without the
@@ -160,7 +163,37 @@ def test_a_new_process_reads_the_outputs_with_the_pipeline_files_connection(
         assert notebook.table("total").collect().item() == sum(range(100))
     engine.core.s3._TRUSTED.clear()
     engine.core.s3._CONNECTIONS.clear()
-    path.unlink()  # the file is gone: nothing says where the bucket is, nor with what key
+    monkeypatch.delenv("LAKE_SECRET")  # the file's variable is not set in this process
     with engine.open(project) as notebook, pytest.raises(StateError) as refused:
         notebook.table("total").select(pl.len()).collect()
-    assert store.secret_key not in str(refused.value)
+    assert "connection 'lake'" in str(refused.value)  # not the environment's key, silently
+    engine.core.s3._TRUSTED.clear()
+    engine.core.s3._CONNECTIONS.clear()
+    path.unlink()  # the file is gone: the environment says where (the store), not with what
+    monkeypatch.setenv("AWS_ENDPOINT_URL", store.endpoint)
+    with engine.open(project) as notebook, pytest.raises(StateError, match="ACCESS_DENIED"):
+        notebook.table("total").select(pl.len()).collect()
+
+
+def test_two_pipelines_naming_the_same_connection_each_use_their_own(
+    lake: tuple[GuardedStore, str], write: WritePipeline, project: Path
+) -> None:
+    """One process (the scheduler's, a notebook) may hold two pipelines whose `lake` differ:
+    each workspace is read with its own pipeline's, never the one resolved last."""
+    store, bucket = lake
+    good = _pipeline(write, store, f"s3://{bucket}/ws?connection=lake")
+    other = store.bucket()
+    wrong = PIPELINE.replace("WORKSPACE", f"s3://{other}/ws?connection=lake")
+    wrong = wrong.replace("ENDPOINT", store.endpoint).replace("guarded", "other")
+    wrong = wrong.replace("${env:LAKE_SECRET}", "not-the-secret")
+    bad = write("q.yaml", wrong)
+    assert run(good).ok
+    with pytest.raises(StateError, match="ACCESS_DENIED"):
+        run(bad)  # its own (wrong) key, not the one the first pipeline resolved
+    assert run(good, select=["total"]).ok  # and the first still reads with its own
+    import engine.core.s3
+
+    engine.core.s3._TRUSTED.clear()  # a new process: its notebook resolves both files' `lake`
+    engine.core.s3._CONNECTIONS.clear()
+    with engine.open(project) as notebook:
+        assert notebook.table("total", pipeline="guarded").collect().item() == sum(range(100))
