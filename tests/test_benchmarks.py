@@ -334,3 +334,4 @@ def test_ray_workload_runs_in_quick_mode_and_every_contender_agrees() -> None:
     assert all(len(sums) == 1 for sums in by_group.values()), by_group
     assert payload["summary"]["two_nodes_speedup"] > 0
     assert "ray_overhead_ms_per_task" in payload["summary"]
+    assert "ray_overhead_ms_per_task_warm" in payload["summary"]
