@@ -16,7 +16,9 @@ __all__ = ["DeltaSink", "DeltaSource"]
 
 _TABLE_PATH = (
     "The table's folder, relative to the pipeline file, or a URI (s3://, gs://, az://, file://) "
-    "whose credentials delta-rs takes from the environment (AWS_ACCESS_KEY_ID, ...)."
+    "whose credentials delta-rs takes from the environment (AWS_ACCESS_KEY_ID, ...; for an "
+    "S3-compatible store other than AWS also AWS_ENDPOINT_URL, AWS_ALLOW_HTTP=true for http, "
+    "and AWS_CONDITIONAL_PUT=etag so that concurrent commits stay safe)."
 )
 
 
