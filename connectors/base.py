@@ -85,9 +85,9 @@ class Capabilities:
     tables: bool = False
     """Its sources and sinks are tables of an open table format that take maintenance
     (`maintain`, `arrowline table`)."""
-    workspace_store: bool = False
-    """Its named connection is an object store a workspace can be kept in
-    (`workspace: s3://...?connection=NAME`)."""
+    object_store: bool = False
+    """Its named connection is an S3-compatible object store: a workspace's
+    (`workspace: s3://...?connection=NAME`), a Delta table's."""
 
 
 class IncrementalSpec(ConfigModel):
@@ -260,6 +260,11 @@ class Connector(ABC):
     def connection_name(self, config: ConfigModel) -> str | None:
         """The named connection a source or sink config uses."""
         return None
+
+    def takes_connection(self, given: Connector) -> bool:
+        """Whether a connection of `given`'s kind can be this connector's (its own kind; an
+        object store's for a table format kept in one)."""
+        return given is self
 
     def incremental(self, config: ConfigModel) -> IncrementalSpec | None:
         """A source's incremental settings, when it reads past a watermark."""

@@ -59,6 +59,13 @@ class DeltaConnector(Connector):
             return IncrementalSpec(cursor=VERSION_COLUMN)
         return None
 
+    def connection_name(self, config: ConfigModel) -> str | None:
+        assert isinstance(config, DeltaSource | DeltaSink)
+        return config.connection
+
+    def takes_connection(self, given: Connector) -> bool:
+        return given.capabilities.object_store  # an s3:// table's store
+
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         """OpenLineage's naming of a table in storage: `file` and its absolute folder, or the
         URI's scheme and bucket and the path inside."""
@@ -77,6 +84,11 @@ class DeltaConnector(Connector):
 
     def check(self, config: ConfigModel, base_dir: Path) -> list[Finding]:
         from connectors.delta.table import is_uri, table_location
+
+        assert isinstance(config, DeltaSource | DeltaSink)
+        if config.connection is not None and not config.path.startswith("s3://"):
+            message = "`connection` names an S3-compatible store: it goes with an s3:// path"
+            return [Finding("connection-path", message, ("connection",))]
 
         if not isinstance(config, DeltaSource) or "{{" in config.path or is_uri(config.path):
             return []
@@ -97,6 +109,8 @@ class DeltaConnector(Connector):
         from connectors.delta.table import open_table, table_location
 
         assert isinstance(config, DeltaSource)
+        if config.connection is not None:
+            return None  # its store is read with credentials a run resolves, not here
         location = table_location(config.path, base_dir)
         table = open_table(location, version=config.version, as_of=config.as_of)
         return ((location, table.version() if table is not None else -1, 0),)

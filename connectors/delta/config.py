@@ -21,12 +21,18 @@ _TABLE_PATH = (
     "and AWS_CONDITIONAL_PUT=etag so that concurrent commits stay safe)."
 )
 
+_CONNECTION = (
+    "A `kind: s3` connection for an s3:// path: the store's endpoint, region and credentials "
+    "(instead of the environment's), with commits made safe by conditional puts."
+)
+
 
 class DeltaSource(ConfigModel):
     """Stream a Delta table, or one version of it, as Arrow batches."""
 
     from_: Literal["delta"] = Field(alias="from", description="Selects this source.")
     path: str = Field(description=_TABLE_PATH, json_schema_extra=PATH)
+    connection: str | None = Field(None, description=_CONNECTION)
     columns: tuple[str, ...] | None = Field(
         None, min_length=1, description="Read only these columns (the others are never read)."
     )
@@ -80,6 +86,7 @@ class DeltaSink(ConfigModel):
     path: str = Field(
         description=_TABLE_PATH + " Created on the first load.", json_schema_extra=PATH
     )
+    connection: str | None = Field(None, description=_CONNECTION)
     mode: Literal["append", "replace", "merge", "apply"] = Field(
         "append",
         description="append: add the rows; replace: the table (or, with `predicate`, the rows "

@@ -17,10 +17,11 @@ from typing import Any
 from connectors.base import ConnectorContext, Maintenance
 from connectors.delta.table import (
     CARRIED_KEY,
+    TableAt,
     arrow_schema,
     ledger,
+    located,
     open_table,
-    table_location,
     translate,
 )
 from engine.core.errors import DataError, DefinitionError
@@ -35,7 +36,7 @@ def _carrying(table: Any) -> Any:
 
 
 def maintain_delta(config: Any, job: Maintenance, ctx: ConnectorContext) -> dict[str, Any]:
-    location = table_location(config.path, ctx.base_dir)
+    location = located(config, ctx)
     try:
         return _maintain(location, job)
     except (DataError, DefinitionError):
@@ -44,7 +45,7 @@ def maintain_delta(config: Any, job: Maintenance, ctx: ConnectorContext) -> dict
         raise translate(exc, f"{job.action} of the Delta table {location}") from None
 
 
-def _maintain(location: str, job: Maintenance) -> dict[str, Any]:
+def _maintain(location: TableAt, job: Maintenance) -> dict[str, Any]:
     table = open_table(location)
     if table is None:
         raise DataError(f"no Delta table at {location}", hint="its first load creates it")

@@ -33,11 +33,12 @@ from connectors.delta.table import (
     LEDGER_KEY,
     REWRITE_KEY,
     Load,
+    TableAt,
     app_id,
     arrow_schema,
     last_load,
+    located,
     open_table,
-    table_location,
     translate,
 )
 from connectors.evolution import Column, arrow_type_name, diff, fit_batch, replacing_policy
@@ -157,7 +158,7 @@ def _fit(
     return pa.schema(shape), widen, found.report()
 
 
-def _widen(table: DeltaTable, widen: dict[str, pa.DataType], location: str) -> None:
+def _widen(table: DeltaTable, widen: dict[str, pa.DataType], location: TableAt) -> None:
     """Rewrite the table with wider column types, in a commit that changes no row (tagged,
     so incremental readers of the table do not read its rows again)."""
     from deltalake import CommitProperties, write_deltalake
@@ -228,7 +229,7 @@ def _merge(
 
 def _apply(
     table: DeltaTable | None,
-    location: str,
+    location: TableAt,
     stream: InputTable,
     config: DeltaSink,
     schema: pa.Schema,
@@ -245,8 +246,9 @@ def _apply(
     try:
         if table is None:
             write_deltalake(
-                location,
+                location.uri,
                 upserts(net, schema),
+                storage_options=location.options,
                 mode="append",
                 partition_by=list(config.partition_by) or None,
                 target_file_size=config.target_file_size,
@@ -272,7 +274,7 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
     """Load `source` into the table in one commit (two when a column is widened first)."""
     from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
 
-    location = table_location(config.path, ctx.base_dir)
+    location = located(config, ctx)
     label = f"delta:{location}"
     what = f"loading into the Delta table {location}"
     failures: list[DataError] = []
@@ -315,8 +317,9 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
         elif config.mode == "replace":
             whole = not config.predicate
             write_deltalake(
-                table if table is not None else location,
+                table if table is not None else location.uri,
                 rows,
+                storage_options=location.options if table is None else None,
                 mode="overwrite",
                 schema_mode="overwrite" if whole else "merge" if new_columns else None,
                 predicate=config.predicate,
@@ -328,8 +331,9 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
             )
         else:
             write_deltalake(
-                table if table is not None else location,
+                table if table is not None else location.uri,
                 rows,
+                storage_options=location.options if table is None else None,
                 mode="append",
                 schema_mode="merge" if new_columns else None,
                 partition_by=(list(config.partition_by) or None) if table is None else None,
@@ -349,7 +353,7 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
             if config.mode == "replace" and config.predicate
             else None
         )
-        raise translate(exc, what, location, data_hint=asked) from None
+        raise translate(exc, what, location.uri, data_hint=asked) from None
     committed = open_table(location)
     mine = last_load(committed, ctx.pipeline, ctx.task_id) if committed is not None else None
     details: dict[str, Any] = {"mode": config.mode}

@@ -25,10 +25,11 @@ from connectors.base import ConnectorContext, Unknown
 from connectors.delta.config import DeltaSource
 from connectors.delta.table import (
     REWRITE_KEY,
+    TableAt,
     arrow_schema,
     is_uri,
+    located,
     open_table,
-    table_location,
     translate,
 )
 from engine.core.errors import DataError, TaskError
@@ -43,8 +44,8 @@ VERSION_COLUMN = "_delta_version"
 """Added by an incremental read: the table version the rows were read at (its watermark)."""
 
 
-def _open(config: DeltaSource, ctx: ConnectorContext) -> tuple[DeltaTable, str]:
-    location = table_location(config.path, ctx.base_dir)
+def _open(config: DeltaSource, ctx: ConnectorContext) -> tuple[DeltaTable, TableAt]:
+    location = located(config, ctx)
     table = open_table(location, version=config.version, as_of=config.as_of)
     if table is None:
         raise DataError(
@@ -82,13 +83,11 @@ def delta_schema(config: DeltaSource, ctx: ConnectorContext) -> pa.Schema | Unkn
     return _with_version(_projected(arrow_schema(table), config), config)
 
 
-def _log_entries(location: str, version: int) -> list[dict[str, Any]] | None:
+def _log_entries(location: TableAt, version: int) -> list[dict[str, Any]] | None:
     """The actions of one commit, None when its log file is gone."""
     name = f"_delta_log/{version:020d}.json"
-    if is_uri(location):
-        import pyarrow.fs as pafs
-
-        filesystem, root = pafs.FileSystem.from_uri(location)
+    if is_uri(location.uri):
+        filesystem, root = location.filesystem()
         try:
             with filesystem.open_input_stream(f"{root.rstrip('/')}/{name}") as stream:
                 text = stream.read().decode()
@@ -96,14 +95,14 @@ def _log_entries(location: str, version: int) -> list[dict[str, Any]] | None:
             return None
     else:
         try:
-            with open(f"{location}/{name}", encoding="utf-8") as file:
+            with open(f"{location.uri}/{name}", encoding="utf-8") as file:
                 text = file.read()
         except FileNotFoundError:
             return None
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _written_since(table: DeltaTable, location: str, since: int) -> set[str] | None:
+def _written_since(table: DeltaTable, location: TableAt, since: int) -> set[str] | None:
     """Relative paths of the snapshot's files holding rows written after version `since`;
     None when the log no longer holds every commit since.
 
@@ -129,7 +128,7 @@ def _written_since(table: DeltaTable, location: str, since: int) -> set[str] | N
     return written
 
 
-def _new_files(table: DeltaTable, location: str, since: int) -> set[str]:
+def _new_files(table: DeltaTable, location: TableAt, since: int) -> set[str]:
     if since > table.version():
         raise TaskError(
             f"the last run read the Delta table {location} up to version {since}, and the "

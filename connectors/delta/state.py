@@ -16,8 +16,8 @@ from connectors.delta.table import (
     Load,
     app_id,
     last_load,
+    located,
     open_table,
-    table_location,
     translate,
 )
 from connectors.state import with_changes
@@ -28,7 +28,7 @@ __all__ = ["delete", "put", "read"]
 
 
 def read(config: DeltaSink, ctx: ConnectorContext) -> dict[str, tuple[Watermark, str]]:
-    table = open_table(table_location(config.path, ctx.base_dir))
+    table = open_table(located(config, ctx))
     if table is None:
         return {}
     load = last_load(table, ctx.pipeline, ctx.task_id)
@@ -43,7 +43,7 @@ def _commit(
 
     from connectors.delta.table import arrow_schema
 
-    location = table_location(config.path, ctx.base_dir)
+    location = located(config, ctx)
     table = open_table(location)
     if table is None:
         raise StateError(
@@ -77,7 +77,7 @@ def put(config: DeltaSink, ctx: ConnectorContext, updates: Sequence[WatermarkUpd
 
 
 def delete(config: DeltaSink, ctx: ConnectorContext, task: str | None) -> None:
-    location = table_location(config.path, ctx.base_dir)
+    location = located(config, ctx)
     table = open_table(location)
     if table is None:
         return

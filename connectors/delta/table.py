@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from engine.core.errors import ArrowlineError, DataError, TaskError, TransientTaskError, disk_full
+from engine.core.s3 import S3Credentials
 from engine.core.watermark import Watermark
 
 if TYPE_CHECKING:
@@ -33,10 +34,12 @@ __all__ = [
     "LEDGER_KEY",
     "REWRITE_KEY",
     "Load",
+    "TableAt",
     "arrow_schema",
     "history",
     "last_load",
     "ledger",
+    "located",
     "open_table",
     "table_location",
     "translate",
@@ -68,6 +71,67 @@ def table_location(path: str, base_dir: Path) -> str:
     return str(local if local.is_absolute() else (base_dir / local).resolve())
 
 
+@dataclass(frozen=True)
+class TableAt:
+    """Where a Delta table is: its URI (or absolute folder), and the `kind: s3` connection it
+    is opened with (None: delta-rs reads the AWS_* environment). Said in messages as its URI."""
+
+    uri: str
+    credentials: S3Credentials | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @property
+    def options(self) -> dict[str, str] | None:
+        """delta-rs's storage options for the connection: its endpoint (http allowed when it
+        says http), region and keys; commits made safe with conditional puts, which S3 and
+        the S3-compatible stores arrowline is tested against (moto) honour."""
+        named = self.credentials
+        if named is None:
+            return None
+        pairs = {
+            "AWS_ENDPOINT_URL": named.endpoint,
+            "AWS_REGION": named.region,
+            "AWS_ACCESS_KEY_ID": named.access_key,
+            "AWS_SECRET_ACCESS_KEY": named.secret_key,
+            "AWS_SESSION_TOKEN": named.session_token,
+            "AWS_ALLOW_HTTP": "true" if (named.endpoint or "").startswith("http:") else None,
+            "AWS_CONDITIONAL_PUT": "etag",
+        }
+        return {key: value for key, value in pairs.items() if value}
+
+    def filesystem(self) -> tuple[Any, str]:
+        """A pyarrow filesystem and the table's path in it (to read its log directly)."""
+        import pyarrow.fs as pafs
+
+        named = self.credentials
+        if named is None:
+            filesystem, root = pafs.FileSystem.from_uri(self.uri)
+            return filesystem, root
+        options: dict[str, Any] = {"region": named.region or "us-east-1"}
+        if named.endpoint:
+            options["endpoint_override"] = named.endpoint
+            options["scheme"] = named.endpoint.split("://", 1)[0]
+        if named.access_key and named.secret_key:
+            options |= {"access_key": named.access_key, "secret_key": named.secret_key}
+            if named.session_token:
+                options["session_token"] = named.session_token
+        return pafs.S3FileSystem(**options), self.uri.split("://", 1)[1]
+
+
+def located(config: Any, ctx: Any) -> TableAt:
+    """Where a source's or sink's table is, with its connection resolved for this run."""
+    uri = table_location(config.path, ctx.base_dir)
+    name = getattr(config, "connection", None)
+    if name is None:
+        return TableAt(uri)
+    named = ctx.connection(name)
+    if not isinstance(named, S3Credentials):
+        raise DataError(f"connection {name!r} of the Delta table {uri} is not a `kind: s3` one")
+    return TableAt(uri, named)
+
+
 def _library() -> Any:
     try:
         import deltalake
@@ -81,15 +145,16 @@ def _library() -> Any:
 
 
 def open_table(
-    location: str, *, version: int | None = None, as_of: Any = None
+    location: TableAt | str, *, version: int | None = None, as_of: Any = None
 ) -> DeltaTable | None:
     """The table at `location` (at `version`, or as of a datetime), None when there is none.
     A version the table does not have, or a time before its first commit, is an error."""
     deltalake = _library()
-    if not deltalake.DeltaTable.is_deltatable(location):
-        return None
+    at = location if isinstance(location, TableAt) else TableAt(location)
     try:
-        table: DeltaTable = deltalake.DeltaTable(location)
+        if not deltalake.DeltaTable.is_deltatable(at.uri, storage_options=at.options):
+            return None
+        table: DeltaTable = deltalake.DeltaTable(at.uri, storage_options=at.options)
         if version is not None and version != table.version():
             if version > table.version():
                 raise DataError(
@@ -99,7 +164,7 @@ def open_table(
             table.load_as_version(version)
         if as_of is not None:
             table.load_as_version(as_of)
-            _committed_by(table, as_of, location)
+            _committed_by(table, as_of, at)
     except DataError:
         raise
     except Exception as exc:
@@ -107,7 +172,7 @@ def open_table(
     return table
 
 
-def _committed_by(table: DeltaTable, as_of: Any, location: str) -> None:
+def _committed_by(table: DeltaTable, as_of: Any, location: TableAt) -> None:
     """Refuse `as_of` before the table's first commit, where delta-rs loads its first version
     anyway. (The history of a table loaded as of a time is read from a fresh one: delta-rs
     numbers a time-travelled table's history wrongly.)"""
@@ -118,7 +183,8 @@ def _committed_by(table: DeltaTable, as_of: Any, location: str) -> None:
     if table.version() != 0:
         return
     moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
-    for commit in deltalake.DeltaTable(location).history():
+    fresh = deltalake.DeltaTable(location.uri, storage_options=location.options)
+    for commit in fresh.history():
         if int(commit["version"]) == 0 and int(commit["timestamp"]) > moment.timestamp() * 1000:
             raise DataError(
                 f"the Delta table {location} has no version as of {as_of.isoformat()}: its "

@@ -44,7 +44,7 @@ connections:
 
 class S3Connector(Connector):
     name = "s3"
-    capabilities = Capabilities(transactional=False, workspace_store=True)
+    capabilities = Capabilities(transactional=False, object_store=True)
     connection = S3Connection
     reference = SECTIONS
 

@@ -146,7 +146,7 @@ def use_workspace_connection(
             hint="declare it under `connections:` as {kind: s3, ...}",
         )
     owner = connector_of(spec)
-    if not owner.capabilities.workspace_store:
+    if not owner.capabilities.object_store:
         raise DefinitionError(
             f"the workspace is read with connection {name!r}, which is {owner.name}: a "
             "workspace needs a `kind: s3` connection"

@@ -286,8 +286,8 @@ def connection_findings(task: TaskSpec, ctx: CheckContext) -> Iterator[Finding]:
         )
         return
     needed, given = task.connector, connector_of(connections[name])
-    if needed is not given:
-        assert needed is not None
+    assert needed is not None
+    if not needed.takes_connection(given):
         yield Finding(
             "connection-kind",
             f"connection {name!r} is {given.name}, but this task needs a {needed.name} connection",

@@ -244,7 +244,7 @@ class _Checker(OutputChecks, TemplateChecks):
                 hint="declare it under `connections:` as {kind: s3, endpoint: ..., "
                 "access_key_id: ..., secret_access_key: ...}",
             )
-        elif not (owner := connector_of(connections[name])).capabilities.workspace_store:
+        elif not (owner := connector_of(connections[name])).capabilities.object_store:
             self.add(
                 "connection-kind",
                 f"the workspace is read with connection {name!r}, which is {owner.name}: a "

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine.api.pipeline import run
+from engine.core.errors import TaskError
 from tests.conftest import WritePipeline
-from tests.s3_server import S3Bucket
+from tests.s3_server import GuardedStore, S3Bucket
 
 
 @pytest.fixture
@@ -114,3 +115,78 @@ connections:
     for file in project.rglob("*"):  # the catalog, run logs, outputs: no secret
         if file.is_file():
             assert secret not in file.read_bytes(), file
+
+
+def test_a_delta_table_is_read_and_written_with_its_s3_connection(
+    guarded_s3: GuardedStore,
+    write: WritePipeline,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`connection:` on a Delta source and sink: a store that checks signatures refuses the
+    environment's key, and takes the connection's; its secret reaches no file."""
+    monkeypatch.setenv("LAKE_KEY_ID", guarded_s3.access_key)
+    monkeypatch.setenv("LAKE_SECRET", guarded_s3.secret_key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "not-the-lakes")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-lakes-either")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_CONDITIONAL_PUT"):
+        monkeypatch.delenv(name, raising=False)
+    table = f"s3://{guarded_s3.bucket()}/tables/orders"
+    text = (
+        f"""pipeline: delta_conn
+connections:
+  lake:
+    kind: s3
+    endpoint: "{guarded_s3.endpoint}"
+    access_key_id: "${{env:LAKE_KEY_ID}}"
+    secret_access_key: "${{env:LAKE_SECRET}}"
+"""
+        + SOURCE
+        + f"""  - id: to_lake
+    load: {{input: src, to: delta, path: "{table}", connection: lake, mode: merge, keys: [id]}}
+  - id: back
+    extract: {{from: delta, path: "{table}", connection: lake, incremental: true}}
+    depends_on: [to_lake]
+"""
+    )
+    path = write("p.yaml", text)
+    once = run(path, params={"k": 1})
+    assert once.ok, {k: t.error for k, t in once.tasks.items() if t.error}
+    changed = run(path, params={"k": 2})
+    assert changed.ok, {k: t.error for k, t in changed.tasks.items() if t.error}
+    # incremental by version: the second run reads only the files the merge rewrote
+    assert _rows(once, "back") == [(i, i) for i in range(1000)]
+    assert sorted(_rows(changed, "back")) == [(i, 2 * i) for i in range(1000)]
+    from connectors.delta.source import _log_entries
+    from connectors.delta.table import TableAt
+    from engine.core.s3 import S3Credentials
+
+    named = S3Credentials(
+        "lake", guarded_s3.endpoint, None, guarded_s3.access_key, guarded_s3.secret_key
+    )
+    assert _log_entries(TableAt(table, named), 1) is not None  # the log read with the key too
+    # the control: the same tables without the connection, the store named by the environment
+    monkeypatch.setenv("AWS_ENDPOINT_URL", guarded_s3.endpoint)
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    without = text.replace(", connection: lake", "").replace("delta_conn", "delta_env")
+    with pytest.raises(TaskError, match="opening the Delta table s3://") as refused:
+        run(write("q.yaml", without), params={"k": 3})
+    assert guarded_s3.secret_key not in str(refused.value)
+    for file in project.rglob("*"):
+        if file.is_file():
+            assert guarded_s3.secret_key.encode() not in file.read_bytes(), file
+
+
+def test_a_delta_connection_goes_with_an_s3_path(write: WritePipeline) -> None:
+    from engine.tasks.checks import check_file
+
+    path = write(
+        "p.yaml",
+        "pipeline: w\nconnections:\n  lake: {kind: s3}\n  pg: {kind: postgres, uri: 'postgresql://x/y'}\n"
+        "tasks:\n  - id: a\n    extract: {from: delta, path: lake/orders, connection: lake}\n"
+        "  - id: b\n    extract: {from: delta, path: 's3://b/t', connection: pg}\n",
+    )
+    _, problems = check_file(path)
+    said = {(p.code, p.task_id) for p in problems}
+    assert ("connection-path", "a") in said, problems
+    assert ("connection-kind", "b") in said, problems
