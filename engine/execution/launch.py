@@ -131,7 +131,11 @@ def _execute_locked(
     if options.on_executor is not None:
         options.on_executor(executor)
     with run_log(layout.logs_dir, the_plan.pipeline, the_plan.run_id):
-        result = executor.run()
+        try:
+            result = executor.run()
+        finally:
+            if (close := getattr(runner, "close", None)) is not None:
+                close()
     if options.if_running != "share":
         _apply_retention(the_plan, layout, catalog)
     return result

@@ -4,17 +4,22 @@ The driver, this process, keeps what it keeps with the local executor: the plan,
 machine, the catalog, the run lock, retries, timeouts and retention. Only an attempt's work moves:
 `RayRunner` is the executor's task runner, and each call ships one attempt to a Ray worker as a
 Ray task holding the task's declared `resources:` (CPUs, memory). On the worker,
-`attempt_remotely` copies the attempt's inputs from the object-store workspace, runs the task as
-the local executor would (engine.tasks.run_task), uploads the output under an upload of its own
-and hands back the outcome with what the driver needs of the output (`StagedElsewhere`: the
-manifest, the content hash, the schema), and the log lines it wrote. The driver then commits
-the upload with its manifest, as it commits a local attempt's (engine.state.objectstore).
+`attempt_remotely` (engine.execution.ray_worker) copies the attempt's inputs from the
+object-store workspace, runs the task as the local executor would (engine.tasks.run_task),
+uploads the output under an upload of its own and hands back the outcome with what the driver
+needs of the output (`StagedElsewhere`: the manifest, the content hash, the schema), and the
+log lines it wrote. The driver then commits the upload with its manifest, as it commits a local
+attempt's (engine.state.objectstore).
 
 An extract whose source reads in parts (`Connector.split`: a partitioned PostgreSQL read) is
 spread further: the driver opens the split, which holds what the parts share (the snapshot it
 exported) while every part runs as a Ray task of its own (`read_part_remotely`) that reads its
 piece and uploads its one part file into the attempt's upload; then the driver writes the
 manifest naming them all. A part that fails cancels the others, and the upload is deleted.
+
+An attempt that runs longer than a second shows its rows as a local one does: the driver makes
+the run's progress actor (`Progress`), which workers tell the rows they wrote once a second,
+and asks it as often; the actor goes when the run ends.
 
 So the workspace must be an object store every node reaches; every node needs the project's
 files at the same path (a shared volume or the image), and the credentials of the store and of
@@ -27,304 +32,42 @@ Loads commit through the same ledgers as locally, so a retried attempt loads eac
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from loguru import logger
 
-from engine.core.cancel import CancelToken
 from engine.core.errors import Cancelled, DefinitionError, TaskError, TransientTaskError
-from engine.core.files import remove_tree
-from engine.core.s3 import ObjectStoreLocation, workspace_connection
-from engine.core.watermark import RowsAfter, Watermark, WatermarkUpdate
+from engine.core.s3 import workspace_connection
+from engine.execution.ray_worker import (
+    NAMESPACE,
+    REPORT_EVERY_S,
+    FixedWatermarks,
+    PartWritten,
+    Progress,
+    RemoteAttempt,
+    RemotePart,
+    RemoteResult,
+    attempt_remotely,
+    read_part_remotely,
+)
 from engine.planning.build import Plan
-from engine.state.manifests import manifest_schema, new_upload, parts_manifest
-from engine.state.objectstore import ObjectStoreWorkspace, ensure_local
+from engine.state.manifests import new_upload, parts_manifest
+from engine.state.objectstore import ObjectStoreWorkspace
 from engine.state.workspace import Workspace
-from engine.tasks import TaskContext, TaskOutcome, run_task
-from engine.tasks.base import StagedElsewhere, TaskWatermarks
+from engine.tasks import TaskContext, TaskOutcome
+from engine.tasks.base import StagedElsewhere
 
-__all__ = [
-    "RAY_INSTALL",
-    "RayRunner",
-    "attempt_remotely",
-    "read_part_remotely",
-    "refuse_streams",
-]
+__all__ = ["RAY_INSTALL", "RayRunner", "refuse_streams"]
 
 RAY_INSTALL = "pip install 'arrowline[ray]'"
 _POLL_S = 0.1
 _SETTLE_S = 30.0
-
-
-@dataclass(frozen=True)
-class FixedWatermarks:
-    """What an attempt asks of the run's watermarks, asked on the driver before it is shipped
-    (the worker has no catalog): an extract's start, a load's watermarks to commit and the rows
-    it is sent."""
-
-    start: Watermark | None = None
-    pending: tuple[WatermarkUpdate, ...] = ()
-    rows_after: Mapping[str, RowsAfter | None] = field(default_factory=dict)
-
-    @classmethod
-    def asked(
-        cls, watermarks: TaskWatermarks | None, inputs: tuple[str, ...], incremental: bool
-    ) -> FixedWatermarks:
-        if watermarks is None:
-            return cls()
-        after = {name: watermarks.rows_after(name) for name in inputs}
-        start = watermarks.start() if incremental else None  # a catalog read: only if used
-        return cls(start, watermarks.pending(), after)
-
-    def for_task(self) -> TaskWatermarks:
-        return TaskWatermarks(
-            start=lambda: self.start,
-            pending=lambda: self.pending,
-            rows_after=self.rows_after.get,
-        )
-
-
-@dataclass(frozen=True)
-class RemoteAttempt:
-    """One attempt as it is shipped: plain values, nothing that reaches the driver's state."""
-
-    pipeline: str
-    run_id: str
-    base_dir: Path
-    task: Any
-    """The planned task (engine.planning.build.PlannedTask)."""
-    attempt: int
-    inputs: dict[str, Any]
-    workspace: str
-    """The workspace setting (`s3://...`): the worker opens it with its own credentials."""
-    connections: Mapping[str, Any]
-    """The task's own connections, and the workspace's, as written (`${env:...}` references
-    unresolved): the worker resolves them from its environment, so no secret travels through
-    Ray."""
-    watermarks: FixedWatermarks | None
-    upload: str
-    """The prefix the worker uploads the output under, chosen here so that the driver can
-    delete it when the attempt is cancelled or lost after uploading."""
-    cpus: float = 1.0
-    """What the attempt holds on its node: its DuckDB uses as many threads."""
-    memory: int | None = None
-
-
-@dataclass(frozen=True)
-class RemotePart:
-    """One part of a split extract as it is shipped: its attempt, and the piece it reads."""
-
-    attempt: RemoteAttempt
-    piece: Any
-    """What `Connector.split` gave for this part (picklable, no secret)."""
-    index: int
-
-
-@dataclass(frozen=True)
-class PartWritten:
-    """What a worker wrote and uploaded of one part."""
-
-    name: str
-    size: int
-    rows: int
-    digest: bytes
-    schema: bytes
-    """The part file's schema, serialized (the manifest's schema is the first part's)."""
-    watermark: Watermark | None
-
-
-@dataclass
-class RemoteResult:
-    outcome: TaskOutcome | PartWritten | None
-    error: BaseException | None
-    logs: list[tuple[str, str]]
-    """(level, message) of each line the attempt logged, said again on the driver."""
-    node: str
-
-
-def attempt_remotely(shipped: RemoteAttempt) -> RemoteResult:
-    """On a Ray worker: run one attempt, upload its output, and hand back its outcome."""
-    return _on_worker(shipped, lambda: _attempt(shipped), f"attempt {shipped.attempt}")
-
-
-def read_part_remotely(part: RemotePart) -> RemoteResult:
-    """On a Ray worker: read one part of a split extract and upload it; what it wrote."""
-    what = f"part {part.index} of attempt {part.attempt.attempt}"
-    return _on_worker(part.attempt, lambda: _read_part(part), what)
-
-
-def _on_worker(
-    shipped: RemoteAttempt, work: Callable[[], TaskOutcome | PartWritten], what: str
-) -> RemoteResult:
-    """`work` on a Ray worker, its log lines kept (masked) for the driver's log."""
-    from engine.core.secrets import redact
-
-    logs: list[tuple[str, str]] = []
-    logger.remove()  # no line of the attempt's goes to Ray's own log files, masked or not
-    for package in ("engine", "connectors", "transforms", "lineage"):  # quiet as a library
-        logger.enable(package)
-    sink = logger.add(
-        lambda m: logs.append((m.record["level"].name, redact(str(m.record["message"])))),
-        level="INFO",
-    )
-    node = _node()
-    try:
-        with logger.contextualize(
-            pipeline=shipped.pipeline, run_id=shipped.run_id, task_id=shipped.task.id
-        ):
-            started = time.monotonic()
-            outcome = work()
-            logger.info("{} ran on Ray node {} in {:.2f}s", what, node, time.monotonic() - started)
-        return RemoteResult(outcome, None, logs, node)
-    except BaseException as exc:  # handed to the driver, which classifies and retries
-        return RemoteResult(None, _shippable(exc), logs, node)
-    finally:
-        logger.remove(sink)
-
-
-_OPENED: dict[tuple[str, int], ObjectStoreWorkspace] = {}
-_DATABASES: dict[tuple[int, int | None], Any] = {}
-
-
-def _database(cpus: float, memory: int | None, scratch: Path) -> Any:
-    """A DuckDB database per worker process and size, kept between attempts as the local
-    executor keeps one per run (starting one costs ~25 ms): each attempt works in a schema of
-    its own (transforms.sql.DuckDatabase), with as many threads as its CPUs and 80% of its
-    memory."""
-    from transforms.sql import DuckDatabase, DuckDBSettings
-
-    key = (max(1, int(cpus)), memory)
-    if key not in _DATABASES:
-        _DATABASES[key] = DuckDatabase(
-            DuckDBSettings(
-                threads=key[0],
-                memory_limit=f"{memory * 8 // 10 // 2**20}MB" if memory else None,
-                temp_directory=scratch / "duckdb",
-            )
-        )
-    return _DATABASES[key]
-
-
-def _opened(shipped: RemoteAttempt, scratch: Path) -> ObjectStoreWorkspace:
-    """The workspace, opened (its bucket checked) once per worker process, not per attempt;
-    the connection it is read with resolved again for every attempt, from this node's
-    environment (credentials that were rotated take effect)."""
-    from engine.spec.settings import use_workspace_connection
-
-    setting = shipped.workspace
-    use_workspace_connection(setting, shipped.connections, shipped.base_dir)
-    # by the store's client too: one made with credentials since rotated is not reused
-    key = (setting, id(ObjectStoreLocation.parse(setting).filesystem()))
-    if key not in _OPENED:
-        _OPENED[key] = ObjectStoreWorkspace.open(setting, scratch=scratch)
-    return _OPENED[key]
-
-
-def _node() -> str:
-    """The Ray node this worker belongs to (its host name and the node id's first digits)."""
-    try:
-        import ray
-
-        return f"{os.uname().nodename}/{ray.get_runtime_context().get_node_id()[:8]}"
-    except Exception:
-        return os.uname().nodename
-
-
-def _shippable(exc: BaseException) -> BaseException:
-    """`exc`, or when it cannot be pickled back to the driver, a TaskError saying the same
-    (transient when it was)."""
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        kind = TransientTaskError if getattr(exc, "transient", False) else TaskError
-        return kind(f"{type(exc).__name__}: {exc}")
-
-
-def _scratch() -> Path:
-    return Path(tempfile.gettempdir()) / "arrowline-ray" / str(os.getuid())
-
-
-def _context(
-    shipped: RemoteAttempt, workspace: ObjectStoreWorkspace, staging: Path, scratch: Path
-) -> TaskContext:
-    """The attempt's context on this worker: its connections resolved here (secrets: this
-    node's), its inputs copied here."""
-    from connectors.registry import connector_of
-
-    connections = {
-        name: connector_of(spec).resolve(name, spec, shipped.base_dir)
-        for name, spec in shipped.connections.items()
-    }
-    inputs = {name: ensure_local(table, workspace.cache) for name, table in shipped.inputs.items()}
-    return TaskContext(
-        shipped.pipeline,
-        shipped.run_id,
-        shipped.base_dir,
-        shipped.task,
-        shipped.attempt,
-        inputs,
-        staging,
-        CancelToken(),
-        duckdb=_database(shipped.cpus, shipped.memory, scratch),
-        connections=connections,
-        watermarks=shipped.watermarks.for_task() if shipped.watermarks else None,
-    )
-
-
-def _read_part(part: RemotePart) -> PartWritten:
-    from engine.execution.cache import part_digest
-    from engine.tasks.extract import write_part
-
-    shipped = part.attempt
-    scratch = _scratch()
-    workspace = _opened(shipped, scratch)
-    scratch.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="part-", dir=scratch))  # parts may share a node
-    try:
-        context = _context(shipped, workspace, folder / "staging", scratch)
-        path, rows, watermark = write_part(context, part.piece, part.index)
-        task_id = shipped.task.id
-        workspace.send_file(
-            path, path.name, shipped.pipeline, task_id, shipped.run_id, shipped.upload
-        )
-        schema = pq.read_schema(path).serialize().to_pybytes()
-        return PartWritten(
-            path.name, path.stat().st_size, rows, part_digest(path), schema, watermark
-        )
-    finally:
-        remove_tree(folder)
-
-
-def _attempt(shipped: RemoteAttempt) -> TaskOutcome:
-    scratch = _scratch()
-    workspace = _opened(shipped, scratch)
-    task_id = shipped.task.id
-    staging = workspace.staging(shipped.pipeline, task_id, shipped.run_id, shipped.attempt)
-    context = _context(shipped, workspace, staging, scratch)
-    outcome = run_task(context)
-    if outcome.produces_output and staging.is_dir():
-        from engine.execution.cache import content_hash
-
-        digest = content_hash(staging)
-        manifest = workspace.send(
-            staging, shipped.pipeline, task_id, shipped.run_id, upload=shipped.upload
-        )
-        final = workspace.output_dir(shipped.pipeline, task_id, shipped.run_id)
-        workspace.keep_copy(staging, final, manifest["upload"])  # read here without a download
-        schema = manifest_schema(manifest) if manifest["schema"] else None  # read once, there
-        outcome = replace(outcome, elsewhere=StagedElsewhere(manifest, digest, schema))
-    return outcome
 
 
 class RayRunner:
@@ -347,6 +90,9 @@ class RayRunner:
         self.ray = _connect(address)
         self._function = self.ray.remote(attempt_remotely)
         self._part = self.ray.remote(read_part_remotely)
+        self._progress_name = f"progress-{plan.pipeline}-{plan.run_id}"
+        self._progress: Any = None
+        self._progress_lock = threading.Lock()
         _check_resources(self.ray, plan)
 
     def __call__(self, context: TaskContext) -> TaskOutcome:
@@ -390,6 +136,7 @@ class RayRunner:
             new_upload(),
             options["num_cpus"],
             options.get("memory"),
+            self._progress_name,
         )
 
     def _split(
@@ -435,10 +182,15 @@ class RayRunner:
         when the attempt is stopped."""
         ray = self.ray
         pending, done = list(references), {}
+        asked = time.monotonic()
+        key = f"{context.task.id}#{context.attempt}/"
         try:
             while pending:
                 if context.cancel.cancelled:
                     raise Cancelled(f"attempt {context.attempt} was stopped on its Ray worker")
+                if time.monotonic() - asked >= REPORT_EVERY_S:
+                    asked = time.monotonic()
+                    self._ask_progress(context, key)
                 ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
                 for reference in ready:
                     result = self._get(context, reference)
@@ -455,6 +207,31 @@ class RayRunner:
                 ray.wait(pending, num_returns=len(pending), timeout=_SETTLE_S)
             raise
         return [done[reference] for reference in references]
+
+    def _ask_progress(self, context: TaskContext, key: str) -> None:
+        """The rows the attempt's worker(s) said they wrote, into the run's progress display;
+        the run's progress actor is made the first time an attempt has run a second (a run of
+        short tasks never makes it). Best effort: a failure costs the display only."""
+        try:
+            with self._progress_lock:
+                if self._progress is None:
+                    actor = self.ray.remote(num_cpus=0)(Progress)
+                    self._progress = actor.options(
+                        name=self._progress_name, namespace=NAMESPACE, get_if_exists=True
+                    ).remote()
+            rows = self.ray.get(self._progress.rows_of.remote(key), timeout=1.0)
+            if rows:
+                context.progress(rows)
+        except Exception as exc:
+            logger.bind(task_id=context.task.id).debug("no progress from Ray: {}", exc)
+
+    def close(self) -> None:
+        """The run ended: its progress actor goes (a scheduler's process runs many)."""
+        with self._progress_lock:
+            actor, self._progress = self._progress, None
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
 
     def _get(self, context: TaskContext, reference: Any) -> RemoteResult:
         errors = self.ray.exceptions

@@ -597,3 +597,54 @@ def test_the_scheduler_runs_a_pipeline_that_says_executor_ray_on_the_cluster(
     assert last is not None
     assert last.state == "SUCCESS", last
     assert (project / "ran_on").read_text() in {node.node_id for node in workers}
+
+
+SLOW_ROWS = """
+pipeline: progress_on_ray
+workspace: WORKSPACE
+executor: ray
+connections:
+  src: {kind: postgres, host: 127.0.0.1, user: postgres, database: test,
+        password: "${env:RAY_TEST_PG_PASSWORD}"}
+tasks:
+  - id: rows
+    extract:
+      from: postgres
+      connection: src
+      query: "select g as id, pg_sleep(0.0004) is null as slept from generate_series(1, 12000) g"
+      batch_bytes: 65536
+"""
+
+
+def test_a_long_remote_attempt_shows_its_rows_while_it_runs(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, project: Path
+) -> None:
+    """The driver's progress (what the display shows) counts a remote extract's rows while it
+    runs, not only at its end; the run's progress actor is gone afterwards."""
+    import threading
+
+    import ray
+
+    seen: list[int] = []
+    running = threading.Event()
+
+    def watch(executor: Any) -> None:
+        def poll() -> None:
+            while not running.is_set():
+                seen.append(executor.progress().get("rows", 0))
+                time.sleep(0.2)
+
+        threading.Thread(target=poll, daemon=True).start()
+
+    path = write("p.yaml", SLOW_ROWS.replace("WORKSPACE", s3.uri("progress")))
+    try:
+        result = run(path, on_executor=watch)
+    finally:
+        running.set()
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    assert result.tasks["rows"].rows_out == 12_000
+    partial = [rows for rows in seen if 0 < rows < 12_000]
+    assert partial, seen  # rows arrived while the attempt ran
+    assert partial == sorted(partial)
+    named = [a for a in ray.util.list_named_actors(all_namespaces=True) if "progress-" in str(a)]
+    assert named == [], named
