@@ -143,6 +143,8 @@ class DeltaConnector(Connector):
         """The table at the version the load committed."""
         import polars as pl
 
+        if details.get("connection"):  # its keys are the run's: never the environment's
+            return None
         version = details.get("version")
         return pl.scan_delta(target.removeprefix("delta:"), version=version)
 

@@ -357,6 +357,8 @@ def write_delta(source: InputTable, config: DeltaSink, ctx: ConnectorContext) ->
     committed = open_table(location)
     mine = last_load(committed, ctx.pipeline, ctx.task_id) if committed is not None else None
     details: dict[str, Any] = {"mode": config.mode}
+    if config.connection is not None:
+        details["connection"] = config.connection
     if mine is not None and mine.sequence == sequence:  # the version this load committed
         details["version"] = mine.version
     if changes:

@@ -76,6 +76,10 @@ def _with_version(schema: pa.Schema, config: DeltaSource) -> pa.Schema:
 
 def delta_schema(config: DeltaSource, ctx: ConnectorContext) -> pa.Schema | Unknown:
     """The output's schema, read from the table's log (no data file is opened)."""
+    if config.connection is not None and config.connection not in ctx.connections:
+        return Unknown(
+            f"the table is read with connection {config.connection!r}, resolved when a run starts"
+        )
     try:
         table, _ = _open(config, ctx)
     except DataError as exc:
@@ -91,8 +95,13 @@ def _log_entries(location: TableAt, version: int) -> list[dict[str, Any]] | None
         try:
             with filesystem.open_input_stream(f"{root.rstrip('/')}/{name}") as stream:
                 text = stream.read().decode()
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             return None
+        except OSError as exc:  # gone (a 404) is None; refused or unreachable is an error,
+            # never a quiet switch to the slower comparison of snapshots
+            if "NoSuchKey" in str(exc) or "404" in str(exc):
+                return None
+            raise translate(exc, f"reading the log of the Delta table {location}") from None
     else:
         try:
             with open(f"{location.uri}/{name}", encoding="utf-8") as file:

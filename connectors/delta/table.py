@@ -109,7 +109,7 @@ class TableAt:
         if named is None:
             filesystem, root = pafs.FileSystem.from_uri(self.uri)
             return filesystem, root
-        options: dict[str, Any] = {"region": named.region or "us-east-1"}
+        options: dict[str, Any] = {"region": named.region} if named.region else {}
         if named.endpoint:
             options["endpoint_override"] = named.endpoint
             options["scheme"] = named.endpoint.split("://", 1)[0]

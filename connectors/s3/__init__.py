@@ -23,9 +23,10 @@ SECTIONS = (
     Section(
         "connections: kind: s3",
         S3Connection,
-        "An S3-compatible object store for an object-store workspace: `workspace: "
+        "An S3-compatible object store: for an object-store workspace (`workspace: "
         "s3://bucket/prefix?connection=lake` reads and writes the outputs at its endpoint and "
-        "region with its credentials, instead of the environment's AWS_* variables. Each "
+        "region with its credentials, instead of the environment's AWS_* variables) and for "
+        "Delta tables on s3:// paths (`connection: lake` on a Delta source or sink). Each "
         "process resolves the references itself (a Ray node from its own environment), so "
         "credentials never travel with a run; they never reach logs or the catalog. Given "
         "partly, the rest comes from the environment. `arrowline check` lists the store's "
@@ -49,7 +50,9 @@ class S3Connector(Connector):
     reference = SECTIONS
 
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
-        raise DefinitionError("an s3 connection holds a workspace's store; it is no source or sink")
+        raise DefinitionError(
+            "an s3 connection is a store's (a workspace's, a Delta table's): no source or sink"
+        )
 
     def resolve(self, name: str, spec: ConfigModel, base_dir: Path) -> S3Credentials:
         assert isinstance(spec, S3Connection)

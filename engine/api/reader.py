@@ -82,7 +82,7 @@ class ProjectReader:
             from engine.core.errors import ArrowlineError
             from engine.core.s3 import ObjectStoreLocation, trust
             from engine.scheduling.discover import discover_pipelines
-            from engine.spec.settings import use_workspace_connection
+            from engine.spec.settings import effective_workspace, use_workspace_connection
             from engine.tasks.checks import load_definition
 
             for file in discover_pipelines(self.path).values():
@@ -92,14 +92,15 @@ class ProjectReader:
                     logger.debug("{}: its workspace is not known here: {}", file, exc.message)
                     continue
                 spec = definition.spec
-                if spec.workspace is None:
+                setting = effective_workspace(spec.workspace)
+                if setting is None or not is_object_store(setting):
                     continue
                 try:
-                    use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
+                    use_workspace_connection(setting, spec.connections, definition.base_dir)
                 except ArrowlineError as exc:  # an unset variable: its reads say which
                     logger.warning("{}: its workspace's connection: {}", file, exc.message)
                 try:
-                    location = ObjectStoreLocation.parse(spec.workspace)
+                    location = ObjectStoreLocation.parse(setting)
                 except ArrowlineError as exc:  # the environment's endpoint or region
                     logger.warning("{}: its workspace: {}", file, exc.message)
                     continue

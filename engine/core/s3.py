@@ -71,26 +71,27 @@ class S3Credentials:
     session_token: str | None = field(default=None, repr=False)
 
 
-_CONNECTIONS: dict[tuple[str, str], S3Credentials] = {}
-"""(connection, bucket) -> what a workspace in that bucket naming that connection uses: two
-pipelines of one process (the scheduler's) may each have a `lake` of their own."""
+_CONNECTIONS: dict[tuple[str, str, str], S3Credentials] = {}
+"""(connection, bucket, prefix) -> what the workspace there naming that connection uses: two
+pipelines of one process (the scheduler's, a notebook's) may each have a `lake` of their own,
+in one bucket too."""
 _CONNECTIONS_LOCK = threading.Lock()
 
 
-def use_connection(credentials: S3Credentials, bucket: str) -> None:
+def use_connection(credentials: S3Credentials, bucket: str, prefix: str = "") -> None:
     """A named s3 connection this process resolved for a workspace in `bucket`: a workspace
     there naming it (`?connection=`) is read at its endpoint and region, with its credentials
     (resolved again, as after a rotation, they replace the earlier ones)."""
     with _CONNECTIONS_LOCK:
-        _CONNECTIONS[credentials.name, bucket] = credentials
+        _CONNECTIONS[credentials.name, bucket, prefix] = credentials
 
 
-def named_connection(connection: str | None, bucket: str) -> S3Credentials | None:
+def named_connection(connection: str | None, bucket: str, prefix: str = "") -> S3Credentials | None:
     """What `use_connection` registered for a workspace in `bucket` naming `connection`."""
     if connection is None:
         return None
     with _CONNECTIONS_LOCK:
-        return _CONNECTIONS.get((connection, bucket))
+        return _CONNECTIONS.get((connection, bucket, prefix))
 
 
 def is_object_store(location: str) -> bool:
@@ -170,7 +171,7 @@ class ObjectStoreLocation:
             raise DefinitionError(
                 f"workspace {shown!r}: connection {connection!r} is not a connection's name"
             )
-        named = named_connection(connection, bucket)
+        named = named_connection(connection, bucket, "/".join(segments))
         given = query.get("endpoint")
         if named is not None and named.endpoint and given and given.rstrip("/") != named.endpoint:
             raise DefinitionError(
@@ -207,7 +208,7 @@ class ObjectStoreLocation:
     def filesystem(self) -> Any:
         if self.connection is None:
             return _filesystem(self.endpoint, self.region, *_credentials())
-        named = named_connection(self.connection, self.bucket)
+        named = named_connection(self.connection, self.bucket, self.prefix)
         if named is None:
             raise StateError(
                 f"workspace {self.describe()} is read with connection {self.connection!r}, "
@@ -255,14 +256,15 @@ def _endpoint(value: str | None, shown: str) -> str | None:
 
 # -- which store a bucket is in, by this host's own settings ----------------------------------
 
-_TRUSTED: dict[str, ObjectStoreLocation] = {}
+_TRUSTED: dict[str, dict[str, ObjectStoreLocation]] = {}
+"""bucket -> prefix -> a workspace this process was configured with there."""
 _TRUSTED_LOCK = threading.Lock()
 
 
 def trust(location: ObjectStoreLocation) -> None:
     """A workspace this process was configured with: its bucket is read at its endpoint."""
     with _TRUSTED_LOCK:
-        _TRUSTED[location.bucket] = location
+        _TRUSTED.setdefault(location.bucket, {})[location.prefix] = location
 
 
 def locate(locator: str) -> tuple[ObjectStoreLocation, Path]:
@@ -283,7 +285,9 @@ def locate(locator: str) -> tuple[ObjectStoreLocation, Path]:
     ):
         raise StateError(f"{locator!r} is not an output arrowline recorded")
     with _TRUSTED_LOCK:
-        known = _TRUSTED.get(parts.netloc)
+        here = _TRUSTED.get(parts.netloc, {})
+        inside = [p for p in here if not p or "/".join(key).startswith(p + "/")]
+        known = here[max(inside, key=len)] if inside else None  # the workspace it is in
     if known is None:
         try:
             known = _configured(parts.netloc)

@@ -154,4 +154,5 @@ def use_workspace_connection(
     resolved = owner.resolve(name, spec, base_dir)
     assert isinstance(resolved, S3Credentials)
     assert setting is not None
-    use_connection(resolved, ObjectStoreLocation.parse(setting, environ={}).bucket)
+    where = ObjectStoreLocation.parse(setting, environ={})
+    use_connection(resolved, where.bucket, where.prefix)

@@ -147,7 +147,7 @@ class ObjectStoreWorkspace(FileSystemWorkspace):
         the connection it resolves its credentials from): the store and where it answers,
         never a credential."""
         location = self.location
-        named = named_connection(location.connection, location.bucket)
+        named = named_connection(location.connection, location.bucket, location.prefix)
         pairs: tuple[tuple[str, str | None], ...] = (
             ("endpoint", None if named and named.endpoint else location.endpoint),
             ("region", None if named and named.region else location.region),

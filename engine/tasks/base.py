@@ -288,9 +288,17 @@ def connection_findings(task: TaskSpec, ctx: CheckContext) -> Iterator[Finding]:
     needed, given = task.connector, connector_of(connections[name])
     assert needed is not None
     if not needed.takes_connection(given):
+        from connectors.registry import CONNECTORS, connector
+
+        kinds = [
+            kind
+            for kind in CONNECTORS
+            if connector(kind).connection is not None and needed.takes_connection(connector(kind))
+        ]
+        wanted = " or ".join(f"a `kind: {kind}`" for kind in kinds) or "no named"
         yield Finding(
             "connection-kind",
-            f"connection {name!r} is {given.name}, but this task needs a {needed.name} connection",
+            f"connection {name!r} is {given.name}, but this task needs {wanted} connection",
             key,
         )
 

@@ -6,14 +6,20 @@ once, the table reads back whole and as of its first version, and the files are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
+import engine
 from engine.api.pipeline import run
+from engine.api.reader import LoadedElsewhere
 from engine.core.errors import TaskError
 from tests.conftest import WritePipeline
 from tests.s3_server import GuardedStore, S3Bucket
+
+Cli = Callable[..., Result]
 
 
 @pytest.fixture
@@ -122,9 +128,13 @@ def test_a_delta_table_is_read_and_written_with_its_s3_connection(
     write: WritePipeline,
     project: Path,
     monkeypatch: pytest.MonkeyPatch,
+    cli: Cli,
 ) -> None:
     """`connection:` on a Delta source and sink: a store that checks signatures refuses the
-    environment's key, and takes the connection's; its secret reaches no file."""
+    environment's key, and takes the connection's; its secret reaches no file. The source
+    reads incrementally (its log read with the connection too), `plan` knows the schema is
+    the run's to find, and a notebook does not read the sink's table with the environment's
+    key."""
     monkeypatch.setenv("LAKE_KEY_ID", guarded_s3.access_key)
     monkeypatch.setenv("LAKE_SECRET", guarded_s3.secret_key)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "not-the-lakes")
@@ -132,31 +142,33 @@ def test_a_delta_table_is_read_and_written_with_its_s3_connection(
     for name in ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_CONDITIONAL_PUT"):
         monkeypatch.delenv(name, raising=False)
     table = f"s3://{guarded_s3.bucket()}/tables/orders"
-    text = (
-        f"""pipeline: delta_conn
+    text = f"""pipeline: delta_conn
 connections:
   lake:
     kind: s3
     endpoint: "{guarded_s3.endpoint}"
     access_key_id: "${{env:LAKE_KEY_ID}}"
     secret_access_key: "${{env:LAKE_SECRET}}"
-"""
-        + SOURCE
-        + f"""  - id: to_lake
+params: {{start: 0}}
+tasks:
+  - id: src
+    sql: select range + {{{{ params.start }}}} as id, range as v from range(500)
+  - id: to_lake
     load: {{input: src, to: delta, path: "{table}", connection: lake, mode: merge, keys: [id]}}
   - id: back
     extract: {{from: delta, path: "{table}", connection: lake, incremental: true}}
     depends_on: [to_lake]
 """
-    )
     path = write("p.yaml", text)
-    once = run(path, params={"k": 1})
+    planned = cli("plan", str(path))
+    assert planned.exit_code == 0, planned.output
+    once = run(path, params={"start": 0})
     assert once.ok, {k: t.error for k, t in once.tasks.items() if t.error}
-    changed = run(path, params={"k": 2})
-    assert changed.ok, {k: t.error for k, t in changed.tasks.items() if t.error}
-    # incremental by version: the second run reads only the files the merge rewrote
-    assert _rows(once, "back") == [(i, i) for i in range(1000)]
-    assert sorted(_rows(changed, "back")) == [(i, 2 * i) for i in range(1000)]
+    more = run(path, params={"start": 500})  # new keys only: a new file beside the old
+    assert more.ok, {k: t.error for k, t in more.tasks.items() if t.error}
+    assert [i for i, _ in _rows(once, "back")] == list(range(500))
+    # incremental by version: only what the second merge added, read with the connection
+    assert [i for i, _ in _rows(more, "back")] == list(range(500, 1000))
     from connectors.delta.source import _log_entries
     from connectors.delta.table import TableAt
     from engine.core.s3 import S3Credentials
@@ -164,29 +176,38 @@ connections:
     named = S3Credentials(
         "lake", guarded_s3.endpoint, None, guarded_s3.access_key, guarded_s3.secret_key
     )
-    assert _log_entries(TableAt(table, named), 1) is not None  # the log read with the key too
+    assert _log_entries(TableAt(table, named), 1) is not None  # the log read with the key
+    wrong = S3Credentials("lake", guarded_s3.endpoint, None, guarded_s3.access_key, "nope")
+    with pytest.raises(TaskError, match="reading the log"):  # refused is no "log gone"
+        _log_entries(TableAt(table, wrong), 1)
+    with engine.open(project) as notebook, pytest.raises(LoadedElsewhere):
+        notebook.table("to_lake").collect()  # never read with the environment's key
     # the control: the same tables without the connection, the store named by the environment
     monkeypatch.setenv("AWS_ENDPOINT_URL", guarded_s3.endpoint)
     monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
     without = text.replace(", connection: lake", "").replace("delta_conn", "delta_env")
-    with pytest.raises(TaskError, match="opening the Delta table s3://") as refused:
-        run(write("q.yaml", without), params={"k": 3})
-    assert guarded_s3.secret_key not in str(refused.value)
+    with pytest.raises(TaskError, match="opening the Delta table s3://"):
+        run(write("q.yaml", without), params={"start": 1000})
     for file in project.rglob("*"):
         if file.is_file():
             assert guarded_s3.secret_key.encode() not in file.read_bytes(), file
 
 
-def test_a_delta_connection_goes_with_an_s3_path(write: WritePipeline) -> None:
+def test_a_delta_connection_goes_with_an_s3_path_and_kinds_are_still_checked(
+    write: WritePipeline,
+) -> None:
     from engine.tasks.checks import check_file
 
     path = write(
         "p.yaml",
-        "pipeline: w\nconnections:\n  lake: {kind: s3}\n  pg: {kind: postgres, uri: 'postgresql://x/y'}\n"
+        "pipeline: w\nconnections:\n  lake: {kind: s3}\n"
+        "  pg: {kind: postgres, uri: 'postgresql://x/y'}\n"
         "tasks:\n  - id: a\n    extract: {from: delta, path: lake/orders, connection: lake}\n"
-        "  - id: b\n    extract: {from: delta, path: 's3://b/t', connection: pg}\n",
+        "  - id: b\n    extract: {from: delta, path: 's3://b/t', connection: pg}\n"
+        "  - id: c\n    extract: {from: postgres, connection: lake, table: t}\n",
     )
     _, problems = check_file(path)
-    said = {(p.code, p.task_id) for p in problems}
+    said = {(p.code, p.task_id): p.message for p in problems}
     assert ("connection-path", "a") in said, problems
-    assert ("connection-kind", "b") in said, problems
+    assert "needs a `kind: s3` connection" in said["connection-kind", "b"]
+    assert "needs a `kind: postgres` connection" in said["connection-kind", "c"]

@@ -181,9 +181,10 @@ def test_two_pipelines_naming_the_same_connection_each_use_their_own(
     """One process (the scheduler's, a notebook) may hold two pipelines whose `lake` differ:
     each workspace is read with its own pipeline's, never the one resolved last."""
     store, bucket = lake
-    good = _pipeline(write, store, f"s3://{bucket}/ws?connection=lake")
-    other = store.bucket()
-    wrong = PIPELINE.replace("WORKSPACE", f"s3://{other}/ws?connection=lake")
+    good = _pipeline(write, store, f"s3://{bucket}/team-a?connection=lake")
+    # the other pipeline's workspace is in the same bucket, under another prefix; the notebook
+    # below resolves both files (p.yaml first, q.yaml last)
+    wrong = PIPELINE.replace("WORKSPACE", f"s3://{bucket}/team-b?connection=lake")
     wrong = wrong.replace("ENDPOINT", store.endpoint).replace("guarded", "other")
     wrong = wrong.replace("${env:LAKE_SECRET}", "not-the-secret")
     bad = write("q.yaml", wrong)
@@ -197,3 +198,24 @@ def test_two_pipelines_naming_the_same_connection_each_use_their_own(
     engine.core.s3._CONNECTIONS.clear()
     with engine.open(project) as notebook:
         assert notebook.table("total", pipeline="guarded").collect().item() == sum(range(100))
+
+
+def test_an_environment_workspace_may_name_the_pipelines_connection(
+    lake: tuple[GuardedStore, str],
+    write: WritePipeline,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$ARROWLINE_WORKSPACE=s3://...?connection=lake with the pipeline declaring `lake`: the
+    run and a new process's notebook read and write with it."""
+    import engine.core.s3
+
+    store, bucket = lake
+    monkeypatch.setenv("ARROWLINE_WORKSPACE", f"s3://{bucket}/env?connection=lake")
+    text = PIPELINE.replace("workspace: WORKSPACE\n", "").replace("ENDPOINT", store.endpoint)
+    result = run(write("p.yaml", text))
+    assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
+    engine.core.s3._TRUSTED.clear()  # as in a new process
+    engine.core.s3._CONNECTIONS.clear()
+    with engine.open(project) as notebook:
+        assert notebook.table("total").collect().item() == sum(range(100))
