@@ -86,7 +86,8 @@ class TableAt:
     def options(self) -> dict[str, str] | None:
         """delta-rs's storage options for the connection: its endpoint (http allowed when it
         says http), region and keys; commits made safe with conditional puts, which S3 and
-        the S3-compatible stores arrowline is tested against (moto) honour."""
+        the S3-compatible stores arrowline is tested against (moto) honour, unless the
+        connection says its store has none (`conditional_put: false`: one writer at a time)."""
         named = self.credentials
         if named is None:
             return None
@@ -97,7 +98,8 @@ class TableAt:
             "AWS_SECRET_ACCESS_KEY": named.secret_key,
             "AWS_SESSION_TOKEN": named.session_token,
             "AWS_ALLOW_HTTP": "true" if (named.endpoint or "").startswith("http:") else None,
-            "AWS_CONDITIONAL_PUT": "etag",
+            "AWS_CONDITIONAL_PUT": "etag" if named.conditional_put else None,
+            "AWS_S3_ALLOW_UNSAFE_RENAME": None if named.conditional_put else "true",
         }
         return {key: value for key, value in pairs.items() if value}
 
@@ -320,6 +322,29 @@ def ledger(table: DeltaTable) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{1,200})</Message>")
+
+
+def _said(exc: BaseException) -> str:
+    """delta-rs's message: its first line, and when that is only "Generic S3 error" (or the
+    like), the innermost cause it chains below it ("403 Forbidden", a DNS failure)."""
+    lines = [
+        _ANSI.sub("", line).strip().lstrip("↳").strip() for line in str(exc).strip().splitlines()
+    ]
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(exc).__name__
+    first, last = lines[0], lines[-1]
+    if len(lines) > 1 and first.startswith("Generic") and first.endswith("error"):
+        code, text = _XML_CODE.search(last), _XML_MESSAGE.search(last)  # an S3 error body
+        if code is not None:
+            last = code.group(1) + (f": {text.group(1)}" if text is not None else "")
+        return f"{first}: {last[:300]}"
+    return first
+
+
 def translate(
     exc: BaseException, what: str, path: str | None = None, *, data_hint: str | None = None
 ) -> ArrowlineError:
@@ -334,7 +359,7 @@ def translate(
         full = disk_full(exc, Path(path))
         if full is not None:
             return full
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = _said(exc)
     if isinstance(exc, CommitFailedError):
         return TransientTaskError(
             f"{what}: another writer committed to the table first ({message})",

@@ -74,6 +74,7 @@ class S3Connector(Connector):
             key,
             secret,
             value(spec.session_token),
+            spec.conditional_put,
         )
 
     def check_connection(self, resolved: Any) -> CheckResult:

@@ -28,3 +28,9 @@ class S3Connection(ConfigModel):
         None, description="e.g. '${file:/run/secrets/lake_secret}'."
     )
     session_token: str | None = Field(None, description="For temporary credentials.")
+    conditional_put: bool = Field(
+        True,
+        description="Delta commits through it use conditional puts (If-None-Match), so two "
+        "writers never overwrite each other's commit; false for a store without them, where "
+        "only one writer of a table at a time is then safe.",
+    )

@@ -69,6 +69,8 @@ class S3Credentials:
     access_key: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
+    conditional_put: bool = True
+    """The store takes conditional puts (what Delta commits rely on to never overwrite)."""
 
 
 _CONNECTIONS: dict[tuple[str, str, str], S3Credentials] = {}

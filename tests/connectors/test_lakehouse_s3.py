@@ -186,7 +186,8 @@ tasks:
     monkeypatch.setenv("AWS_ENDPOINT_URL", guarded_s3.endpoint)
     monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
     without = text.replace(", connection: lake", "").replace("delta_conn", "delta_env")
-    with pytest.raises(TaskError, match="opening the Delta table s3://"):
+    said = r"opening the Delta table s3://.*InvalidAccessKeyId: The AWS Access Key"
+    with pytest.raises(TaskError, match=said):  # what the store said, not "Generic S3 error"
         run(write("q.yaml", without), params={"start": 1000})
     for file in project.rglob("*"):
         if file.is_file():
@@ -211,3 +212,21 @@ def test_a_delta_connection_goes_with_an_s3_path_and_kinds_are_still_checked(
     assert ("connection-path", "a") in said, problems
     assert "needs a `kind: s3` connection" in said["connection-kind", "b"]
     assert "needs a `kind: postgres` connection" in said["connection-kind", "c"]
+
+
+def test_a_delta_tables_storage_options_follow_its_connection() -> None:
+    from connectors.delta.table import TableAt
+    from engine.core.s3 import S3Credentials
+
+    safe = TableAt("s3://b/t", S3Credentials("lake", "http://h:9000", None, "key", "sekrit-1"))
+    assert safe.options is not None
+    assert safe.options["AWS_CONDITIONAL_PUT"] == "etag"
+    assert safe.options["AWS_ALLOW_HTTP"] == "true"
+    assert "sekrit-1" not in repr(safe)
+    assert str(safe) == "s3://b/t"
+    bare = S3Credentials("lake", "https://h", None, "key", "s", conditional_put=False)
+    options = TableAt("s3://b/t", bare).options
+    assert options is not None
+    assert "AWS_CONDITIONAL_PUT" not in options
+    assert "AWS_ALLOW_HTTP" not in options
+    assert options["AWS_S3_ALLOW_UNSAFE_RENAME"] == "true"
