@@ -253,6 +253,24 @@ def test_a_timeout_stops_the_attempt_on_its_worker(
     assert ray.available_resources().get("CPU", 0) == 2
 
 
+def _record_shipped(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every attempt the driver ships from now on, pickled as Ray sends it."""
+    import pickle
+
+    from engine.execution.remote import RayRunner
+
+    shipped: list[bytes] = []
+    original = RayRunner.shipped
+
+    def recording(self: RayRunner, context: Any, options: Any) -> Any:
+        attempt = original(self, context, options)
+        shipped.append(pickle.dumps(attempt))
+        return attempt
+
+    monkeypatch.setattr(RayRunner, "shipped", recording)
+    return shipped
+
+
 FROM_POSTGRES = """
 pipeline: pg_on_ray
 workspace: WORKSPACE
@@ -275,20 +293,8 @@ def test_connection_secrets_are_resolved_on_the_worker_and_never_shipped(
     project: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pickle
-
-    from engine.execution.remote import RayRunner
-
     monkeypatch.setenv("RAY_TEST_PG_PASSWORD", PG_SECRET)  # the driver resolves it too
-    shipped: list[bytes] = []
-    original = RayRunner.shipped
-
-    def recording(self: RayRunner, context: Any, options: Any) -> Any:
-        attempt = original(self, context, options)
-        shipped.append(pickle.dumps(attempt))
-        return attempt
-
-    monkeypatch.setattr(RayRunner, "shipped", recording)
+    shipped = _record_shipped(monkeypatch)
     result = run(write("p.yaml", FROM_POSTGRES.replace("WORKSPACE", s3.uri("pg"))))
     assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
     assert pl.read_parquet(project / "out" / "rows")["id"].sum() == 500 * 501 // 2
@@ -444,21 +450,9 @@ def test_workers_open_the_workspace_with_its_connection_resolved_on_their_node(
     """The store checks signatures and the nodes' AWS_* key is not one it knows: the workers
     read and write it with the connection's key, resolved from their own environment (the
     connection travels as written, `${env:...}` and all)."""
-    import pickle
-
-    from engine.execution.remote import RayRunner
-
     monkeypatch.setenv("RAY_LAKE_KEY_ID", guarded_s3.access_key)  # the driver's environment
     monkeypatch.setenv("RAY_LAKE_SECRET", guarded_s3.secret_key)
-    shipped: list[bytes] = []
-    original = RayRunner.shipped
-
-    def recording(self: RayRunner, context: Any, options: Any) -> Any:
-        attempt = original(self, context, options)
-        shipped.append(pickle.dumps(attempt))
-        return attempt
-
-    monkeypatch.setattr(RayRunner, "shipped", recording)
+    shipped = _record_shipped(monkeypatch)
     text = GUARDED.replace("BUCKET", guarded_s3.bucket()).replace("ENDPOINT", guarded_s3.endpoint)
     result = run(write("p.yaml", text))
     assert result.ok, {k: t.error for k, t in result.tasks.items() if t.error}
