@@ -182,7 +182,7 @@ class RayRunner:
         when the attempt is stopped."""
         ray = self.ray
         pending, done = list(references), {}
-        asked = time.monotonic()
+        asked, answer = time.monotonic(), None
         key = f"{context.task.id}#{context.attempt}/"
         try:
             while pending:
@@ -190,7 +190,7 @@ class RayRunner:
                     raise Cancelled(f"attempt {context.attempt} was stopped on its Ray worker")
                 if time.monotonic() - asked >= REPORT_EVERY_S:
                     asked = time.monotonic()
-                    self._ask_progress(context, key)
+                    answer = self._ask_progress(context, key, answer)
                 ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
                 for reference in ready:
                     result = self._get(context, reference)
@@ -208,10 +208,12 @@ class RayRunner:
             raise
         return [done[reference] for reference in references]
 
-    def _ask_progress(self, context: TaskContext, key: str) -> None:
-        """The rows the attempt's worker(s) said they wrote, into the run's progress display;
-        the run's progress actor is made the first time an attempt has run a second (a run of
-        short tasks never makes it). Best effort: a failure costs the display only."""
+    def _ask_progress(self, context: TaskContext, key: str, answer: Any) -> Any:
+        """The rows the attempt's worker(s) said they wrote, into the run's progress display,
+        without waiting: `answer` is the question asked a second ago, taken when it is there;
+        the next one is returned. The run's progress actor is made the first time an attempt
+        has run a second (a run of short tasks never makes it). Best effort: a failure costs
+        the display only."""
         try:
             with self._progress_lock:
                 if self._progress is None:
@@ -219,11 +221,16 @@ class RayRunner:
                     self._progress = actor.options(
                         name=self._progress_name, namespace=NAMESPACE, get_if_exists=True
                     ).remote()
-            rows = self.ray.get(self._progress.rows_of.remote(key), timeout=1.0)
-            if rows:
-                context.progress(rows)
+            if answer is not None:
+                if not self.ray.wait([answer], timeout=0)[0]:
+                    return answer  # not answered yet (the actor is still starting)
+                rows = self.ray.get(answer)
+                if rows:
+                    context.progress(rows)
+            return self._progress.rows_of.remote(key)
         except Exception as exc:
             logger.bind(task_id=context.task.id).debug("no progress from Ray: {}", exc)
+            return None
 
     def close(self) -> None:
         """The run ended: its progress actor goes (a scheduler's process runs many)."""
