@@ -80,7 +80,7 @@ class ProjectReader:
             from loguru import logger
 
             from engine.core.errors import ArrowlineError
-            from engine.core.s3 import ObjectStoreLocation, trust
+            from engine.core.s3 import ObjectStoreLocation, trust, unresolved
             from engine.scheduling.discover import discover_pipelines
             from engine.spec.settings import effective_workspace, use_workspace_connection
             from engine.tasks.checks import load_definition
@@ -99,6 +99,7 @@ class ProjectReader:
                     use_workspace_connection(setting, spec.connections, definition.base_dir)
                 except ArrowlineError as exc:  # an unset variable: its reads say which
                     logger.warning("{}: its workspace's connection: {}", file, exc.message)
+                    unresolved(setting, exc.message)
                 try:
                     location = ObjectStoreLocation.parse(setting)
                 except ArrowlineError as exc:  # the environment's endpoint or region

@@ -30,6 +30,32 @@ class _Outcome:
     """Why nothing was collected (the pipeline is running)."""
 
 
+def _files_workspaces(
+    project: Project, names: list[str], workspaces: dict[str, str | None]
+) -> None:
+    """A pipeline given by name keeps its outputs where its file in this project says (the
+    user's own file, never the catalog: it is no authority on what this host may delete); a
+    file that cannot be read now leaves the environment's or the project's workspace."""
+    from loguru import logger
+
+    from engine.core.errors import ArrowlineError
+    from engine.spec.settings import use_workspace_connection
+    from engine.tasks.checks import load_definition
+
+    files = project.pipelines()
+    for name in names:
+        if name not in files:
+            continue
+        try:
+            definition = load_definition(files[name])
+            spec = definition.spec
+            use_workspace_connection(spec.workspace, spec.connections, definition.base_dir)
+        except ArrowlineError as exc:
+            logger.warning("pipeline {}: its file cannot say its workspace: {}", name, exc.message)
+            continue
+        workspaces[name] = spec.workspace
+
+
 def _targets(
     project: Project,
     catalog: CatalogReader,
@@ -72,6 +98,7 @@ def _targets(
                 f"the catalog has no runs of pipeline {name!r}.{did_you_mean(name, known)}",
                 hint=f"pipelines with runs: {', '.join(known) or 'none'}",
             )
+    _files_workspaces(project, [n for n in names if n not in workspaces], workspaces)
     if keep_runs is not None:
         return [(name, keep_runs) for name in names]
     if from_file is not None:

@@ -40,6 +40,7 @@ __all__ = [
     "locate",
     "named_connection",
     "trust",
+    "unresolved",
     "use_connection",
     "workspace_connection",
     "workspace_setting",
@@ -86,6 +87,19 @@ def use_connection(credentials: S3Credentials, bucket: str, prefix: str = "") ->
     (resolved again, as after a rotation, they replace the earlier ones)."""
     with _CONNECTIONS_LOCK:
         _CONNECTIONS[credentials.name, bucket, prefix] = credentials
+
+
+_UNRESOLVED: dict[tuple[str, str, str], str] = {}
+"""Why a workspace's connection could not be resolved here (a notebook goes on without it)."""
+
+
+def unresolved(setting: str, reason: str) -> None:
+    """The connection a workspace setting names could not be resolved in this process: its
+    reads say why, instead of only that it is not."""
+    where = ObjectStoreLocation.parse(setting, environ={})
+    if where.connection is not None:
+        with _CONNECTIONS_LOCK:
+            _UNRESOLVED[where.connection, where.bucket, where.prefix] = reason
 
 
 def named_connection(connection: str | None, bucket: str, prefix: str = "") -> S3Credentials | None:
@@ -212,10 +226,20 @@ class ObjectStoreLocation:
             return _filesystem(self.endpoint, self.region, *_credentials())
         named = named_connection(self.connection, self.bucket, self.prefix)
         if named is None:
+            with _CONNECTIONS_LOCK:
+                why = _UNRESOLVED.get((self.connection, self.bucket, self.prefix))
+            if why is not None:
+                raise StateError(
+                    f"workspace {self.describe()} is read with connection {self.connection!r}, "
+                    f"which cannot be resolved here: {why}",
+                    hint="a process reading the outputs (a notebook too) needs the variables "
+                    "and files the connection names",
+                )
             raise StateError(
                 f"workspace {self.describe()} is read with connection {self.connection!r}, "
                 "which this process has not resolved",
-                hint="use the pipeline file (its `connections:` defines it), not only its name",
+                hint="a process resolves it from the pipeline file that declares it: open the "
+                "project that holds that file, or run the pipeline by its file",
             )
         return _filesystem(
             self.endpoint, self.region, named.access_key, named.secret_key, named.session_token

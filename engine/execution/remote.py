@@ -196,7 +196,7 @@ class RayRunner:
                     result = self._get(context, reference)
                     self._say(context, result)
                     if result.error is not None:
-                        raise result.error
+                        raise _from_node(result.error, result.node)
                     done[reference] = result
         except BaseException:
             for reference in pending:
@@ -266,6 +266,27 @@ class RayRunner:
             )
 
 
+def _from_node(error: BaseException, node: str) -> BaseException:
+    """A worker's error as the run says it: on which node; and an environment variable a
+    connection names that the node lacks is the node's (the environment its `ray start` ran
+    in), not the shell that ran arrowline, which has it when the run got this far."""
+    from engine.core.errors import ArrowlineError
+
+    if not isinstance(error, ArrowlineError):
+        return error
+    error.message = f"on Ray node {node}: {error.message}"
+    if "environment variable" in error.message and "is not set" in error.message:
+        error.hint = (
+            "a Ray node resolves connections from its own environment: set the variable "
+            "where its `ray start` runs (or in the cluster's pod spec), then restart it"
+        )
+    elif "cannot be reached" in error.message or "ACCESS_DENIED" in error.message:
+        error.hint = (
+            (error.hint + "; ") if error.hint else ""
+        ) + "the node's own credentials are used (the environment its `ray start` ran in)"
+    return error
+
+
 def _connect(address: str | None) -> Any:
     """Ray, connected to the cluster at `address` (None: one started in this process)."""
     try:
@@ -294,10 +315,16 @@ def _connect(address: str | None) -> Any:
     return ray
 
 
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"""An HTTP/2 client's preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, its Client
+server) answers with a SETTINGS frame of its own."""
+
+
 def _answers(address: str | None) -> None:
     """A cluster's address (`ray://host:port`, or a head's `host:port`) takes a TCP connection
-    within 5 s, or the cluster is said not to answer (Ray's own client retries for half a
-    minute, and its driver for ever)."""
+    within 5 s and answers as a gRPC server does, or the cluster is said not to answer (Ray's
+    own client retries for half a minute, and its driver for ever, whatever listens there)."""
+    import os
     import socket
     from urllib.parse import urlsplit
 
@@ -306,12 +333,26 @@ def _answers(address: str | None) -> None:
     parts = urlsplit(address if "://" in address else f"gcs://{address}")
     if parts.hostname is None or parts.port is None:
         raise DefinitionError(f"Ray address {address!r} is not ray://host:port")
+    head = (
+        "its Ray Client server (port 10001 by default)"
+        if parts.scheme == "ray"
+        else ("its head's GCS (`ray start --head --port`, 6379 by default)")
+    )
     try:
-        socket.create_connection((parts.hostname, parts.port), timeout=5).close()
+        with socket.create_connection((parts.hostname, parts.port), timeout=5) as probe:
+            if os.environ.get("RAY_USE_TLS", "0") in ("0", "", "false"):  # TLS: not asked
+                probe.settimeout(5)
+                probe.sendall(_HTTP2_HELLO)
+                frame = probe.recv(9)
+                if len(frame) < 4 or frame[3] != 0x04:
+                    raise DefinitionError(
+                        f"{address} answers, but not as a Ray cluster: {frame[:40]!r}",
+                        hint=f"give {head}; `ray status` on the head prints its address",
+                    )
     except OSError as exc:
         raise DefinitionError(
             f"the Ray cluster at {address} does not answer: {exc}",
-            hint="is its head's Ray Client server (port 10001 by default) reachable from here?",
+            hint=f"is {head} reachable from here?",
         ) from None
 
 

@@ -141,8 +141,11 @@ def use_workspace_connection(
         return
     spec = connections.get(name)
     if spec is None:
+        from engine.core.problems import did_you_mean
+
         raise DefinitionError(
-            f"the workspace is read with connection {name!r}, which is not declared",
+            f"the workspace ({setting}) is read with connection {name!r}, which the pipeline "
+            f"does not declare.{did_you_mean(name, list(connections))}",
             hint="declare it under `connections:` as {kind: s3, ...}",
         )
     owner = connector_of(spec)

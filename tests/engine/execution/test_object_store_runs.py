@@ -275,14 +275,19 @@ def test_gc_by_name_never_takes_the_workspace_from_the_catalog(
     for n in (3, 4):
         assert run(path, params={"n": n}).ok
     before = s3.keys("ws")
-    # by name, with no file and no $ARROWLINE_WORKSPACE: the project's own folder only
+    # by name, its file gone and no $ARROWLINE_WORKSPACE: the project's own folder only (the
+    # catalog's recorded definition names the store, and is not believed)
+    away = path.rename(path.with_suffix(".away"))
     result = cli("gc", "lake", "--keep-runs", "0")
     assert result.exit_code == 0, result.output
     assert s3.keys("ws") == before
-    # with the file, the store's old outputs go
-    result = cli("gc", str(path), "--keep-runs", "0")
+    # by name with its file in the project, or by the file: the file's store
+    away.rename(path)
+    result = cli("gc", "lake", "--keep-runs", "0")
     assert result.exit_code == 0, result.output
     assert len(s3.keys("ws")) < len(before)
+    assert "would" not in result.output
+    assert "removed 4 outputs" in result.output, result.output
 
 
 def test_resuming_in_another_workspace_is_refused_before_anything_runs(

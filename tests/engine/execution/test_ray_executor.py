@@ -642,3 +642,24 @@ def test_a_long_remote_attempt_shows_its_rows_while_it_runs(
     assert partial == sorted(partial)
     named = [a for a in ray.util.list_named_actors(all_namespaces=True) if "progress-" in str(a)]
     assert named == [], named
+
+
+def test_a_variable_only_the_driver_has_is_said_to_be_missing_on_the_node(
+    cluster: Any, s3: S3Bucket, write: WritePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver resolves the connection (its shell has the variable), the worker cannot (its
+    node's environment lacks it): the error says which node, and where to set it."""
+    monkeypatch.setenv("RAY_DRIVER_ONLY_PASSWORD", PG_SECRET)
+    text = FROM_POSTGRES.replace("WORKSPACE", s3.uri("envless")).replace(
+        "RAY_TEST_PG_PASSWORD", "RAY_DRIVER_ONLY_PASSWORD"
+    )
+    text = text.replace(
+        "pipeline: pg_on_ray", "pipeline: envless\ndefaults: {retry: {attempts: 1}}"
+    )
+    result = run(write("p.yaml", text))
+    assert not result.ok
+    error = result.tasks["rows"].error or ""
+    assert "on Ray node" in error, error
+    assert "RAY_DRIVER_ONLY_PASSWORD is not set" in error
+    assert "where its `ray start` runs" in error
+    assert PG_SECRET not in error

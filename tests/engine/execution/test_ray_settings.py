@@ -38,3 +38,41 @@ def test_a_head_address_that_does_not_answer_is_a_clear_error_not_a_hang(
     assert time.monotonic() - started < 30
     assert result.exit_code != 0
     assert "does not answer" in result.output
+
+
+def test_an_address_where_something_else_listens_is_refused_not_waited_on(
+    s3: S3Bucket, write: WritePipeline, project: Path, cli: Cli
+) -> None:
+    """A port that takes connections but is no Ray cluster (a Redis, say): Ray's driver would
+    wait there for ever; arrowline says so within seconds."""
+    import socket
+    import threading
+    import time
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(64)
+                connection.sendall(b"-ERR unknown command 'PRI'\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    text = f"pipeline: far\nworkspace: {s3.uri('far')}\ntasks:\n  - id: a\n    sql: select 1 as x\n"
+    path = write("p.yaml", text)
+    started = time.monotonic()
+    try:
+        result = cli(
+            "run", str(path), "--executor", "ray", "--address", f"127.0.0.1:{port}", "--no-progress"
+        )
+    finally:
+        server.close()
+    assert time.monotonic() - started < 30
+    assert result.exit_code != 0
+    assert "answers, but not as a Ray cluster" in result.output, result.output
+    assert "-ERR" in result.output

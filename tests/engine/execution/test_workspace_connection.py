@@ -167,6 +167,7 @@ def test_a_new_process_reads_the_outputs_with_the_pipeline_files_connection(
     with engine.open(project) as notebook, pytest.raises(StateError) as refused:
         notebook.table("total").select(pl.len()).collect()
     assert "connection 'lake'" in str(refused.value)  # not the environment's key, silently
+    assert "LAKE_SECRET is not set" in str(refused.value)  # and why
     engine.core.s3._TRUSTED.clear()
     engine.core.s3._CONNECTIONS.clear()
     path.unlink()  # the file is gone: the environment says where (the store), not with what
