@@ -175,6 +175,13 @@ def missing_output(catalog: CatalogReader, row: TaskRunRow) -> StateError:
             "is named) and those of the last `retention.keep_runs` runs; run the task again "
             "to get this one back",
         )
+    if row.output_path is not None and row.output_path.startswith("s3://"):
+        return StateError(
+            f"the output of task {row.task_id!r} from run {row.run_id} is not in its object "
+            f"store ({row.output_path}: no manifest there)",
+            hint="it was deleted from the bucket by hand or by a lifecycle rule, or this host "
+            "reads the bucket at another endpoint than the one that wrote it",
+        )
     return StateError(
         f"the output of task {row.task_id!r} from run {row.run_id} is not on this disk "
         f"({row.output_path})",

@@ -16,6 +16,7 @@ from click.testing import Result
 
 import engine
 from engine.api.pipeline import run
+from engine.core.errors import StateError
 from tests.conftest import WritePipeline
 from tests.s3_server import S3Bucket
 
@@ -111,6 +112,19 @@ def test_the_notebook_reads_tables_sql_and_quarantine_from_the_store_on_another_
         rejected = notebook.quarantine("checked").collect()
         assert rejected["y"].to_list() == [10, 12, 14, 16, 18]
     assert any((tmp_path / "other-host-cache").rglob("part-00000.parquet"))
+
+
+def test_an_output_gone_from_the_bucket_is_said_to_be_gone_from_the_store(
+    s3: S3Bucket, write: WritePipeline, project: Path
+) -> None:
+    (project / "ready.flag").write_text("ok")
+    result = run(_pipeline(write, s3.uri("ws")))
+    assert result.ok
+    s3.filesystem.delete_dir(f"{s3.bucket}/ws/lake/doubled")  # a lifecycle rule, say
+    with engine.open(project) as notebook, pytest.raises(StateError) as gone:
+        notebook.table("doubled").collect()
+    assert "is not in its object store" in str(gone.value)
+    assert "lifecycle rule" in str(gone.value)
 
 
 def test_a_failed_run_resumes_from_the_outputs_in_the_store(
