@@ -165,24 +165,23 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
         summary["two_nodes_speedup"] = speedup
         verdict = "✅" if speedup >= 1.7 else "❌"
         rows.append(f"\nsecond node: {speedup:.2f}x faster (goal ≥ 1.7x {verdict})")
-    remote, local = summary.get("ray/tiny, 1 node"), summary.get("local/tiny, 1 thread")
-    if remote and local:
-        overhead = (remote["engine_s"] - local["engine_s"]) / params["tiny_tasks"] * 1000
-        summary["ray_overhead_ms_per_task"] = overhead
-        verdict = "✅" if overhead <= 20 else "❌"
-        rows.append(f"\nRay's overhead per task: {overhead:.1f} ms (goal ≤ 20 ms {verdict})")
-    remote, local = (
-        summary.get("ray/tiny, 1 node, second run"),
-        summary.get("local/tiny, second run"),
+    overheads = (
+        ("ray/tiny, 1 node", "local/tiny, 1 thread", "", "Ray's overhead per task"),
+        (
+            "ray/tiny, 1 node, second run",
+            "local/tiny, second run",
+            "_warm",
+            "the same, a second run in one driver (a scheduler's process; Ray's worker "
+            "processes have imported arrowline)",
+        ),
     )
-    if remote and local:
-        overhead = (remote["engine_s"] - local["engine_s"]) / params["tiny_tasks"] * 1000
-        summary["ray_overhead_ms_per_task_warm"] = overhead
-        verdict = "✅" if overhead <= 20 else "❌"
-        rows.append(
-            f"\nthe same, a second run in one driver (a scheduler's process; Ray's worker "
-            f"processes have imported arrowline): {overhead:.1f} ms (goal ≤ 20 ms {verdict})"
-        )
+    for on_ray, locally, suffix, said in overheads:
+        remote, local = summary.get(on_ray), summary.get(locally)
+        if remote and local:
+            overhead = (remote["engine_s"] - local["engine_s"]) / params["tiny_tasks"] * 1000
+            summary[f"ray_overhead_ms_per_task{suffix}"] = overhead
+            verdict = "✅" if overhead <= 20 else "❌"
+            rows.append(f"\n{said}: {overhead:.1f} ms (goal ≤ 20 ms {verdict})")
     return summary, "\n".join(rows)
 
 

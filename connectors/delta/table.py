@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from engine.core.errors import ArrowlineError, DataError, TaskError, TransientTaskError, disk_full
-from engine.core.s3 import S3Credentials
+from engine.core.s3 import S3Credentials, s3_filesystem
 from engine.core.watermark import Watermark
 
 if TYPE_CHECKING:
@@ -107,19 +107,10 @@ class TableAt:
         """A pyarrow filesystem and the table's path in it (to read its log directly)."""
         import pyarrow.fs as pafs
 
-        named = self.credentials
-        if named is None:
+        if self.credentials is None:
             filesystem, root = pafs.FileSystem.from_uri(self.uri)
             return filesystem, root
-        options: dict[str, Any] = {"region": named.region} if named.region else {}
-        if named.endpoint:
-            options["endpoint_override"] = named.endpoint
-            options["scheme"] = named.endpoint.split("://", 1)[0]
-        if named.access_key and named.secret_key:
-            options |= {"access_key": named.access_key, "secret_key": named.secret_key}
-            if named.session_token:
-                options["session_token"] = named.session_token
-        return pafs.S3FileSystem(**options), self.uri.split("://", 1)[1]
+        return s3_filesystem(self.credentials), self.uri.split("://", 1)[1]
 
 
 def located(config: Any, ctx: Any) -> TableAt:

@@ -81,17 +81,13 @@ class S3Connector(Connector):
         """List the store's buckets with the connection's credentials."""
         import pyarrow.fs as pafs
 
-        from engine.core.s3 import ObjectStoreLocation, use_connection
+        from engine.core.s3 import s3_filesystem
 
         assert isinstance(resolved, S3Credentials)
         target = resolved.endpoint or "AWS"
         started = time.perf_counter()
         try:
-            use_connection(resolved, "any")
-            store = ObjectStoreLocation(
-                "any", "", resolved.endpoint, resolved.region, resolved.name
-            )
-            found = store.filesystem().get_file_info(pafs.FileSelector("/"))
+            found = s3_filesystem(resolved).get_file_info(pafs.FileSelector("/"))
             detail, ok = f"{len(found)} bucket(s) visible", True
         except (OSError, ValueError) as exc:
             detail, ok = str(exc).splitlines()[0], False

@@ -39,6 +39,7 @@ __all__ = [
     "is_object_store",
     "locate",
     "named_connection",
+    "s3_filesystem",
     "trust",
     "unresolved",
     "use_connection",
@@ -223,7 +224,7 @@ class ObjectStoreLocation:
 
     def filesystem(self) -> Any:
         if self.connection is None:
-            return _filesystem(self.endpoint, self.region, *_credentials())
+            return _filesystem(self.endpoint, self.region or "us-east-1", *_credentials())
         named = named_connection(self.connection, self.bucket, self.prefix)
         if named is None:
             with _CONNECTIONS_LOCK:
@@ -241,8 +242,9 @@ class ObjectStoreLocation:
                 hint="a process resolves it from the pipeline file that declares it: open the "
                 "project that holds that file, or run the pipeline by its file",
             )
+        region = self.region or "us-east-1"
         return _filesystem(
-            self.endpoint, self.region, named.access_key, named.secret_key, named.session_token
+            self.endpoint, region, named.access_key, named.secret_key, named.session_token
         )
 
     def describe(self) -> str:
@@ -350,16 +352,15 @@ def _filesystem(
     secret_key: str | None,
     session_token: str | None,
 ) -> Any:
-    """One S3FileSystem per endpoint, region and credentials (they are thread-safe)."""
+    """One S3FileSystem per endpoint, region and credentials (they are thread-safe); no region:
+    the AWS SDK's own (AWS_REGION, the config file)."""
     from engine.core.secrets import register_secret
 
     # allow_delayed_open: an object smaller than one part is one PUT, not a 3-request
     # multipart upload (manifests, LATEST, small outputs; measured against the moto server)
-    options: dict[str, Any] = {
-        "region": region or "us-east-1",
-        "connect_timeout": 5.0,
-        "allow_delayed_open": True,
-    }
+    options: dict[str, Any] = {"connect_timeout": 5.0, "allow_delayed_open": True}
+    if region is not None:
+        options["region"] = region
     if endpoint is not None:
         options["endpoint_override"] = endpoint
         options["scheme"] = endpoint.split("://", 1)[0]
@@ -371,6 +372,14 @@ def _filesystem(
         if session_token:
             options["session_token"] = session_token
     return pafs.S3FileSystem(**options)
+
+
+def s3_filesystem(named: S3Credentials) -> Any:
+    """The store a resolved `kind: s3` connection names, as a pyarrow filesystem (shared with
+    every other user of the same endpoint, region and keys)."""
+    return _filesystem(
+        named.endpoint, named.region, named.access_key, named.secret_key, named.session_token
+    )
 
 
 def workspace_connection(setting: str | None) -> str | None:

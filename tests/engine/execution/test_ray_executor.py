@@ -271,19 +271,23 @@ def _record_shipped(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return shipped
 
 
+PG_SOURCE = """connections:
+  src: {kind: postgres, host: 127.0.0.1, user: postgres, database: test,
+        password: "${env:RAY_TEST_PG_PASSWORD}"}
+"""
+"""The test server as the nodes reach it, its password from their own environment."""
+
 FROM_POSTGRES = """
 pipeline: pg_on_ray
 workspace: WORKSPACE
 executor: ray
-connections:
-  src: {kind: postgres, host: 127.0.0.1, user: postgres, database: test,
-        password: "${env:RAY_TEST_PG_PASSWORD}"}
+PG_CONNECTION
 tasks:
   - id: rows
     extract: {from: postgres, connection: src, query: "select g as id from generate_series(1, 500) g"}
   - id: out
     load: {input: rows, to: parquet, path: out/rows}
-"""
+""".replace("PG_CONNECTION\n", PG_SOURCE)
 
 
 def test_connection_secrets_are_resolved_on_the_worker_and_never_shipped(
@@ -339,13 +343,11 @@ PARTITIONED = """
 pipeline: accounts_on_ray
 workspace: WORKSPACE
 executor: ray
-connections:
-  src: {kind: postgres, host: 127.0.0.1, user: postgres, database: test,
-        password: "${env:RAY_TEST_PG_PASSWORD}"}
+PG_CONNECTION
 tasks:
   - id: accounts
     extract: {from: postgres, connection: src, table: TABLE, partition: {column: id, count: 4}}
-"""
+""".replace("PG_CONNECTION\n", PG_SOURCE)
 
 
 def test_a_partitioned_extract_reads_one_snapshot_across_nodes_under_concurrent_writes(
@@ -597,9 +599,7 @@ SLOW_ROWS = """
 pipeline: progress_on_ray
 workspace: WORKSPACE
 executor: ray
-connections:
-  src: {kind: postgres, host: 127.0.0.1, user: postgres, database: test,
-        password: "${env:RAY_TEST_PG_PASSWORD}"}
+PG_CONNECTION
 tasks:
   - id: rows
     extract:
@@ -607,7 +607,7 @@ tasks:
       connection: src
       query: "select g as id, pg_sleep(0.0004) is null as slept from generate_series(1, 12000) g"
       batch_bytes: 65536
-"""
+""".replace("PG_CONNECTION\n", PG_SOURCE)
 
 
 def test_a_long_remote_attempt_shows_its_rows_while_it_runs(
