@@ -177,7 +177,9 @@ tasks:
         "lake", guarded_s3.endpoint, None, guarded_s3.access_key, guarded_s3.secret_key
     )
     assert _log_entries(TableAt(table, named), 1) is not None  # the log read with the key
-    wrong = S3Credentials("lake", guarded_s3.endpoint, None, guarded_s3.access_key, "nope")
+    wrong = S3Credentials(
+        "lake", guarded_s3.endpoint, None, guarded_s3.access_key, "not-the-lakes-secret-7f3a"
+    )
     with pytest.raises(TaskError, match="reading the log"):  # refused is no "log gone"
         _log_entries(TableAt(table, wrong), 1)
     with engine.open(project) as notebook, pytest.raises(LoadedElsewhere):
