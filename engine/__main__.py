@@ -1,5 +1,5 @@
 """`python -m engine` is the `arrowline` command."""
 
-from engine.cli import main
+from engine.cli import console
 
-main()
+console()

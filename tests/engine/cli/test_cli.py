@@ -319,7 +319,7 @@ def test_ctrl_c_and_sigterm_cancel_the_run_cleanly(
     # Python's handler first, as an interactive run has it.
     start = (
         "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from engine.cli import main; sys.argv[0] = 'arrowline'; main()"
+        "from engine.cli import console; sys.argv[0] = 'arrowline'; console()"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", start, "run", str(path), "--no-progress"],
@@ -492,3 +492,40 @@ def test_validate_names_an_unknown_key_of_an_inline_schema_with_its_line(
         "mean 'strict'? (unknown-key)"
     ) in errors
     assert "is a dict" not in errors
+
+
+def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(
+    write: WritePipeline, project: Path, tmp_path: Path
+) -> None:
+    """`arrowline` ends without the interpreter's teardown (engine.cli.console): each exit
+    code still reaches the shell, every line written to a pipe arrives, and the exit handlers
+    registered by the command's libraries still run."""
+    good = write("good.yaml", "pipeline: good\ntasks:\n  - id: a\n    sql: select 1 as x\n")
+    bad = write(
+        "bad.yaml", "pipeline: bad\ntasks:\n  - id: a\n    sql: select error('boom') as x\n"
+    )
+    marker = tmp_path / "exit-handler-ran"
+    start = (
+        "import atexit, pathlib, sys; "
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes'); "
+        "from engine.cli import console; sys.argv[0] = 'arrowline'; console()"
+    )
+
+    def arrowline(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", start, *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    done = arrowline("run", str(good), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "SUCCESS" in done.stdout
+    assert marker.read_text() == "yes"
+    assert arrowline("run", str(bad), "--no-progress").returncode == 1
+    assert arrowline("validate", str(project / "missing.yaml")).returncode == 2
+    schema = arrowline("schema")  # a long output, all of it through the pipe
+    assert schema.returncode == 0
+    assert json.loads(schema.stdout)["title"]
