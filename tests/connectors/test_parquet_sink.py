@@ -146,3 +146,45 @@ def test_an_attempt_winding_down_does_not_remove_the_next_attempts_staging(
     assert result.rows == 3
     assert pq.read_table(tmp_path / path).sort_by("id").equals(ROWS)
     assert not list((tmp_path / "out").glob(".*"))
+
+
+ODD = pa.table(
+    {
+        "s": ["a/b", "..", "x y", "ünï", None, "", "p%q", "a=b", "a/b"],
+        "d": pa.array([19723, 19723, None, 19724, 19724, None, 19723, 19723, 19723], pa.date32()),
+        "flag": [True, False, None, True, True, False, True, True, True],
+        "amount": pa.array(["1.50"] * 9).cast(pa.decimal128(5, 2)),
+        "id": list(range(9)),
+    }
+)
+
+
+@pytest.mark.parametrize("columns", [["s"], ["d", "flag"], ["amount", "s", "d"]])
+def test_partition_values_with_slashes_dots_and_nulls_stay_inside_the_target_and_read_back(
+    tmp_path: Path, columns: list[str]
+) -> None:
+    """Values with `/`, `..`, `=`, `%`, spaces, non-ASCII letters, NULL and the empty string
+    make one folder level per partition column, none outside the target, and pyarrow and
+    DuckDB read every row back with its values."""
+    import duckdb
+
+    config = sink(path="out/odd", partition_by=columns)
+    result = write_parquet(input_table(tmp_path, ODD), config, tmp_path, "r1")
+    target = tmp_path / "out" / "odd"
+    folders = {p.parent.relative_to(target) for p in target.rglob("*.parquet")}
+    assert all(len(folder.parts) == len(columns) for folder in folders), folders
+    first = {str(row[columns[0]]) for row in ODD.to_pylist()}
+    assert len({folder.parts[0] for folder in folders}) == len(first)
+    assert all(p.resolve().is_relative_to(target) for p in target.rglob("*"))
+    assert result.rows == ODD.num_rows
+    for path in target.rglob("*.parquet"):  # the partition columns live in the folder names
+        assert set(pq.read_schema(path).names) == set(ODD.column_names) - set(columns)
+    back = pq.read_table(target, partitioning="hive").to_pylist()
+    got = sorted((row["id"], str(row["s"])) for row in back)
+    assert got == sorted((row["id"], str(row["s"])) for row in ODD.to_pylist())
+    with duckdb.connect() as database:
+        count, ids = database.execute(
+            f"select count(*), sum(id) from read_parquet('{target}/**/*.parquet', "
+            "hive_partitioning = true)"
+        ).fetchone()
+    assert (count, ids) == (9, sum(range(9)))
