@@ -335,3 +335,25 @@ def test_ray_workload_runs_in_quick_mode_and_every_contender_agrees() -> None:
     assert payload["summary"]["two_nodes_speedup"] > 0
     assert "ray_overhead_ms_per_task" in payload["summary"]
     assert "ray_overhead_ms_per_task_warm" in payload["summary"]
+
+
+@pytest.mark.slow
+def test_quickstart_workload_runs_whole_processes_that_publish_the_same_tables() -> None:
+    """`arrowline run` on a fresh project, the unchanged re-run and the hand-written pandas
+    script publish the same orders and daily table (the harness reports a disagreeing one as
+    wrong); the re-run writes no new file; pandas, when missing, says how to install it."""
+    stdout, payload = _quick("quickstart")
+    by_name = {o["contender"]: o for o in payload["outcomes"]}
+    assert set(by_name) == {"arrowline", "arrowline/rerun", "pandas/script"}
+    for name in ("arrowline", "arrowline/rerun"):
+        assert by_name[name]["error"] is None, by_name[name]
+        reported = by_name[name]["samples"][0]["reported"]
+        assert reported["process_s"] > 0
+        assert reported["process_rss_mb"] > 0
+    assert by_name["arrowline/rerun"]["samples"][0]["reported"]["new_files"] == 0
+    pandas = by_name["pandas/script"]
+    if pandas["error"]:
+        assert "not installed: pip install" in pandas["error"], pandas
+    checksums = {o["samples"][0]["reported"]["checksum"] for o in by_name.values() if o["samples"]}
+    assert len(checksums) == 1, checksums
+    assert "| goal (issue 14) |" in stdout

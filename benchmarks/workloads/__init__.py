@@ -23,6 +23,7 @@ NAMES = (
     "udf",
     "validate",
     "e2e",
+    "quickstart",
     "rest_extract",
     "scheduler",
     "lakehouse",
