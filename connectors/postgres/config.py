@@ -91,7 +91,8 @@ class CdcSpec(ConfigModel):
         ge=1,
         description="Read at most about this many change messages per run (whole "
         "transactions: the server stops at the first commit past it); the rest waits for the "
-        "next run. Default: everything up to the WAL position when the run starts.",
+        "next run, and the run says (log, task details `behind_bytes`) how much WAL it left. "
+        "Default: everything up to the WAL position when the run starts.",
     )
 
 

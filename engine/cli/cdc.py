@@ -33,9 +33,19 @@ def cdc() -> None:
 @project_option
 def cdc_status(pipeline: str, task: str | None, as_json: bool, project_dir: Path | None) -> None:
     """Each CDC extract's slot: its confirmed position, the position the loads committed, how
-    far the server is ahead (lag) and how much WAL the slot keeps there. Exits 1 when a slot
-    is missing or lost, or keeps more than its max_retained_wal."""
+    far the server is ahead (lag: WAL bytes, and how long the oldest change the loads do not
+    have has waited) and how much WAL the slot keeps there. Exits 1 when a slot is missing or
+    lost, or keeps more than its max_retained_wal."""
+    from engine.core.durations import format_duration
     from engine.core.sizes import format_bytes
+
+    def lag(row: dict[str, object]) -> str:
+        if "lag_bytes" not in row:
+            return ""
+        said = format_bytes(int(str(row["lag_bytes"])))
+        if "lag_seconds" in row:
+            said += f", {format_duration(float(str(row['lag_seconds'])))} behind"
+        return said
 
     with errors(), find_project(project_dir) as project:
         rows = project.source_status(pipeline, task)
@@ -53,7 +63,7 @@ def cdc_status(pipeline: str, task: str | None, as_json: bool, project_dir: Path
                 Text(state, style="" if row["state"] in ("idle", "active") else "red"),
                 row.get("confirmed", ""),
                 row.get("committed") or "(none: a snapshot next)",
-                format_bytes(row["lag_bytes"]) if "lag_bytes" in row else "",
+                lag(row),
                 format_bytes(row["retained_bytes"]) if "retained_bytes" in row else "",
             )
         out.print(table if rows else "no extract of this pipeline reads a change stream")

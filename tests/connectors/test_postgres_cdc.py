@@ -938,3 +938,53 @@ def test_a_first_run_whose_snapshot_cannot_start_leaves_no_slot_behind(
     assert result.exit_code == 1
     assert "the snapshot read could not start" in result.stderr
     assert source.slot("arrowline_nostart_changes") is None  # no WAL kept for nobody
+
+
+def test_status_says_how_long_the_oldest_change_waits_and_a_bounded_run_how_far_it_stops(
+    source: Source, project: Path, cli: Run
+) -> None:
+    """`cdc status` tells lag in time as well as bytes: how long the oldest change the loads
+    do not have has waited since its commit (0 when none waits). A run that stops at
+    max_changes says, in its log and its task details, how much WAL it left for the next."""
+    import time
+    from datetime import datetime
+
+    from engine.state.catalog import CatalogReader
+
+    def status() -> dict[str, Any]:
+        done = cli("cdc", "status", "pipeline.yaml", "--json")
+        assert done.exit_code == 0, done.output
+        (row,) = json.loads(done.stdout)
+        return dict(row)
+
+    source.execute("create table items (id bigint primary key, v text)")
+    write_pipeline(project, "lagging", cdc="{slot: lag_slot, max_changes: 30}")
+    ok(cli("run", "pipeline.yaml"))  # the snapshot
+    source.execute("create table other (x int)", "insert into other values (1)")  # not published
+    assert status()["lag_seconds"] == 0.0
+    for i in range(10):  # ten transactions of 10 rows; the first commits at `first`
+        source.execute(
+            f"insert into items select g, 'v' from generate_series({i * 10}, {i * 10 + 9}) g"
+        )
+        if i == 0:
+            (first,) = source.rows("select now()")[0]
+    time.sleep(1.5)
+    waiting = status()
+    assert waiting["lag_seconds"] >= 1.5
+    assert abs(datetime.fromisoformat(waiting["oldest_pending"]) - first).total_seconds() < 1
+    assert "s behind" in cli("cdc", "status", "pipeline.yaml").stdout  # the table says it too
+    result = cli("run", "pipeline.yaml")
+    ok(result)
+    assert "stopped at max_changes (30)" in result.stderr
+    assert "waits for the next run" in result.stderr
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        row = catalog.task_run(catalog.run("last").run_id, "changes")
+    assert row is not None
+    assert row.details is not None
+    assert row.details["behind_bytes"] > 0
+    later = status()  # what the bounded run left waits too, and is younger than the first
+    assert later["lag_seconds"] > 0
+    assert datetime.fromisoformat(later["oldest_pending"]) > first
+    for _ in range(4):
+        ok(cli("run", "pipeline.yaml"))
+    assert status()["lag_seconds"] == 0.0

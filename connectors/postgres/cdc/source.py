@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from connectors.postgres.cdc.slot import (
     exported_slot,
     lsn_literal,
     lsn_text,
+    oldest_pending,
     slot_state,
     table_info,
 )
@@ -233,6 +235,17 @@ class _Changes:
         if self.limit and messages >= self.limit:  # stopped at a transaction's end
             if decoder.last_commit is not None:
                 self.ctx.reached = Watermark(decoder.last_commit)
+                behind = max(0, self.upto - 1 - decoder.last_commit)
+                self.ctx.notes["behind_bytes"] = behind
+                logger.warning(
+                    "{}: stopped at max_changes ({}) at {}: {} of WAL up to {}, where this "
+                    "run was to stop, waits for the next run",
+                    self.ctx.task_id,
+                    self.limit,
+                    lsn_text(decoder.last_commit),
+                    format_bytes(behind),
+                    lsn_text(self.upto),
+                )
         else:
             self.ctx.reached = Watermark(self.upto - 1)
         self.ctx.notes["changes"] = decoder.changes
@@ -310,15 +323,21 @@ def _warn_retained(config: PostgresSource, ctx: ConnectorContext, slot: SlotStat
 
 
 def status(config: PostgresSource, ctx: ConnectorContext) -> dict[str, Any]:
-    """The slot as the server sees it: where it is, how far behind, what WAL it keeps."""
+    """The slot as the server sees it: where it is, how far behind in bytes and, for an idle
+    slot past a first run, in time (`lag_seconds`: how long the oldest change the loads do
+    not have has waited since its commit; 0 when none waits), what WAL it keeps."""
     assert config.cdc is not None
     slot_name, publication = _names(config, ctx)
     server: ResolvedPostgres = ctx.connection(config.connection)
+    committed = int(ctx.watermark.cursor) if ctx.watermark is not None else None
     with Session(server, autocommit=True) as session:
         slot = slot_state(session, slot_name)
+        pending: tuple[int | None, bool] = (None, False)
+        if slot is not None and not slot.active and slot.wal_status != "lost" and committed:
+            pending = oldest_pending(session, slot, publication, committed)
     found: dict[str, Any] = {"slot": slot_name, "publication": publication}
-    if ctx.watermark is not None:
-        found["committed"] = lsn_text(int(ctx.watermark.cursor))
+    if committed is not None:
+        found["committed"] = lsn_text(committed)
     if slot is None:
         return found | {"state": "missing"}
     state = "lost" if slot.wal_status == "lost" else ("active" if slot.active else "idle")
@@ -329,6 +348,13 @@ def status(config: PostgresSource, ctx: ConnectorContext) -> dict[str, Any]:
         "lag_bytes": slot.lag_bytes,
         "retained_bytes": slot.retained_bytes,
     }
+    since, told = pending
+    if since is not None:  # the oldest change the loads do not have yet: how long it waits
+        at = datetime.fromtimestamp(since / 1e6, UTC)
+        found["oldest_pending"] = at.isoformat()
+        found["lag_seconds"] = max(0.0, (datetime.now(UTC) - at).total_seconds())
+    elif told:
+        found["lag_seconds"] = 0.0
     limit = _over_limit(config, slot)
     if limit is not None:
         found["alert"] = f"retains more than max_retained_wal ({format_bytes(limit)})"
