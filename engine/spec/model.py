@@ -430,6 +430,13 @@ class PipelineSpec(ConfigModel):
         description="Parameters: a default (its type is the parameter's) or {type, default}. "
         "Override with ARROWLINE_PARAM_<NAME> or --param.",
     )
+    project: str | None = Field(
+        None,
+        description="A SQL project's folder (holding arrowline_project.yml), relative to this "
+        "file: its models, seeds, sources, tests and publishing loads become tasks of this "
+        "pipeline, after its own (which may read them); its vars join `params`, its macros "
+        "`macros`, its connections and pools this file's. A name both declare is an error.",
+    )
     macros: tuple[str, ...] = Field(
         (),
         description="Files of Jinja macros (`{% macro name(args) %}...{% endmacro %}`), relative "

@@ -564,6 +564,13 @@ def check_file(
         problems = problems + found
         if any(p.code == "no-tasks" for p in found):
             return None, _sorted(problems)  # nothing else to say of an empty project
+    elif isinstance(data, dict) and "project" in data:  # a pipeline with a project's models
+        from engine.spec.include import include_project
+
+        data, found = include_project(data, source, path)
+        problems = problems + found
+        if any(p.severity == "error" for p in found):
+            return None, _sorted(problems)
     spec, shape_problems, ids = structural_check(data, source, str(path))
     problems = problems + shape_problems
     if spec is None:

@@ -1,0 +1,157 @@
+"""`project: FOLDER` in a YAML pipeline: a SQL project's models, seeds, sources, tests and
+publishing loads become tasks of the pipeline, beside its own (a UDF or a load reading a model,
+say), as `Pipeline.from_project` does for Python.
+
+The project is composed as `arrowline run FOLDER` would compose it, then joined to the file:
+
+- its tasks come after the file's own, their relative paths (model and seed files, DuckDB
+  databases, UDF files, schema files) rewritten to start at the pipeline file's folder;
+- its vars (and target) join the file's `params`, its macro files its `macros`, its
+  `connections` and `pools` the file's; a name both declare is an error at the file's line;
+- every problem of an included task is said at the project's file and line (the model's .sql
+  file, the property file's test, the project file's own task).
+
+The pipeline keeps its own name and settings; the project's other settings (defaults, schedule,
+workspace) are not read, which is said.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from engine.core.files import shown_path
+from engine.core.problems import Problem
+from engine.core.yaml_source import Elsewhere, SourceMap, read_yaml_file
+
+__all__ = ["include_project"]
+
+_JOINED = ("tasks", "params", "macros", "connections", "pools")
+_SKIPPED_QUIETLY = {"pipeline", "description"}
+_PATHS = {"sql": ("file",), "extract": ("path",), "load": ("path",), "validate": ("schema",)}
+"""The keys of a task's kind config that name a file relative to the pipeline's folder."""
+_LOCAL = {"extract": ("from", {"files", "delta"}), "load": ("to", {"duckdb", "parquet", "delta"})}
+"""The connectors whose `path` is a local file or folder (an http source's is a URL path)."""
+
+
+def include_project(
+    data: dict[str, Any], source: SourceMap, file: Path
+) -> tuple[dict[str, Any], list[Problem]]:
+    """`data` (the pipeline file `file`, read with `source`) with the project its `project:`
+    names joined in; `source` learns where each included value was written."""
+    from engine.spec.sqlproject import PROJECT_FILE, compose, project_file
+
+    problems: list[Problem] = []
+
+    def problem(code: str, message: str, path: tuple[Any, ...], **extra: Any) -> None:
+        line = source.line_of(path)
+        problems.append(Problem(code, message, file=str(file), line=line, **extra))
+
+    named = data.get("project")
+    if not isinstance(named, str) or not named.strip():
+        problem("invalid-value", "project must be the path of a SQL project's folder", ("project",))
+        return data, problems
+    here = file.resolve().parent
+    folder = (here / named).expanduser().resolve()
+    found = project_file(folder)
+    if found is None:
+        problem(
+            "file-missing",
+            f"project: {named!r} holds no {PROJECT_FILE}",
+            ("project",),
+            hint=f"name the folder of a SQL project (the one holding {PROJECT_FILE})",
+        )
+        return data, problems
+    included, their_source, read = read_yaml_file(found)
+    problems += read
+    if not isinstance(included, dict):
+        return data, problems
+    included, composed = compose(included, their_source, found)
+    problems += composed
+    if any(p.severity == "error" for p in problems):
+        return data, problems
+
+    rebase = _Rebase(found.parent, here)
+    tasks = data.get("tasks")
+    own: list[Any] = tasks if isinstance(tasks, list) else []
+    offset = len(own)
+    data["tasks"] = [*own, *(rebase.task(task) for task in included.get("tasks") or [])]
+    shown = shown_path(found)
+    for at, located in their_source.locations.items():
+        if len(at) >= 2 and at[0] == "tasks" and isinstance(at[1], int):
+            source.elsewhere[("tasks", offset + at[1], *at[2:])] = Elsewhere(shown, located.line)
+    for at, where in their_source.elsewhere.items():
+        if len(at) >= 2 and at[0] == "tasks" and isinstance(at[1], int):
+            source.elsewhere[("tasks", offset + at[1], *at[2:])] = where
+    for key in ("params", "connections", "pools"):
+        theirs = included.get(key) or {}
+        mine = data.get(key) or {}
+        if not isinstance(theirs, dict) or not isinstance(mine, dict):
+            continue
+        for clash in sorted(set(theirs) & set(mine)):
+            problem(
+                "duplicate-key",
+                f"{key}: {clash!r} is declared here and by the project {named!r}",
+                (key, clash),
+                hint="rename one of them",
+            )
+        if theirs:
+            data[key] = {**theirs, **mine}
+    macros = [rebase.path(m) for m in included.get("macros") or [] if isinstance(m, str)]
+    if macros:
+        data["macros"] = [*(data.get("macros") or []), *macros]
+    ignored = sorted(k for k in included if k not in (*_JOINED, *_SKIPPED_QUIETLY))
+    if ignored:
+        problem(
+            "not-supported",
+            f"project {named!r}: its {', '.join(ignored)} are not read here (this pipeline's "
+            "own settings apply)",
+            ("project",),
+            severity="warning",
+        )
+    return data, problems
+
+
+class _Rebase:
+    """Paths relative to the project's folder, made relative to the pipeline file's."""
+
+    def __init__(self, project: Path, here: Path) -> None:
+        self.project, self.here = project, here
+
+    def path(self, value: str) -> str:
+        if not value or "://" in value or "${" in value or Path(value).expanduser().is_absolute():
+            return value
+        return os.path.relpath(self.project / value, self.here)
+
+    def task(self, task: Any) -> Any:
+        if not isinstance(task, dict):
+            return task
+        task = dict(task)
+        for kind, keys in _PATHS.items():
+            config = task.get(kind)
+            if not isinstance(config, dict):
+                continue
+            config = dict(config)
+            for key in keys:
+                value = config.get(key)
+                if isinstance(value, str) and self._is_file(kind, config, value):
+                    config[key] = self.path(value)
+            task[kind] = config
+        udf = task.get("udf")
+        if isinstance(udf, dict) and isinstance(udf.get("function"), str):
+            module, colon, name = udf["function"].rpartition(":")
+            if colon and module.endswith(".py"):
+                task["udf"] = {**udf, "function": f"{self.path(module)}:{name}"}
+        return task
+
+    @staticmethod
+    def _is_file(kind: str, config: dict[str, Any], value: str) -> bool:
+        """A validate's schema is a file (.yaml/.yml/.json) or a Python class's path; an
+        extract's or load's `path` a file or folder for the connectors of `_LOCAL`."""
+        if kind == "validate":
+            return value.endswith((".yaml", ".yml", ".json"))
+        if kind in _LOCAL:
+            key, local = _LOCAL[kind]
+            return config.get(key) in local
+        return True
