@@ -79,6 +79,8 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
         if checkpoint is None and scratch is not None:
             scratch.cleanup()  # a checkpoint stays for the resume
         raise
+    if spill.widened:
+        ctx.notes["widened"] = spill.widened
     for name, kind in spill.declared.items():  # declared, in no record: typed NULLs
         if spill.schema is not None and name not in spill.schema.names:
             spill.schema = spill.schema.append(pa.field(name, kind))

@@ -45,6 +45,8 @@ class Spill:
         self.files: list[tuple[Path, int, str]] = []
         """Each page's spill file, its number and URL (for messages)."""
         self.rows = 0
+        self.widened: list[dict[str, Any]] = []
+        """Each field a later page widened (its task details say so, as the log does)."""
 
     def add(self, page: Page, shown: str, carried: dict[str, Any] | None = None) -> None:
         """One page's records; `carried`: values every row of it gets (a parent's fields)."""
@@ -118,6 +120,14 @@ class Spill:
                     before.type,
                     field.type,
                     number + 1,
+                )
+                self.widened.append(
+                    {
+                        "field": field.name,
+                        "from": str(before.type),
+                        "to": str(field.type),
+                        "page": number + 1,
+                    }
                 )
         self.schema = merged
 

@@ -17,6 +17,7 @@ import pytest
 import engine
 from engine.api.pipeline import resume, run
 from engine.execution.results import RunResult
+from engine.state.catalog import CatalogReader
 from tests.conftest import WritePipeline
 from tests.http_api import Api, Reply, Request, serve
 
@@ -444,7 +445,8 @@ def test_types_widen_across_pages_and_nested_records_keep_their_shape(
         page = int(request.query.get("page", 1))
         return {"data": pages[page - 1], "next": "/shapes?page=2" if page == 1 else None}
 
-    output = rows(extract(write, api, "path: /shapes, columns: {id: int32}"))
+    result = extract(write, api, "path: /shapes, columns: {id: int32}")
+    output = rows(result)
     assert output.schema["id"] == pl.Int32
     assert output.schema["score"] == pl.Int64
     assert output.schema["amount"] == pl.Float64
@@ -453,6 +455,13 @@ def test_types_widen_across_pages_and_nested_records_keep_their_shape(
     assert output["tags"].to_list() == [["a"], None]
     notes = [line for line in caplog_lines if "widened" in line]
     assert any("field 'amount' widened from int64 to double at page 2" in n for n in notes)
+    with CatalogReader(result.project_dir / ".arrowline" / "catalog.db") as catalog:
+        task = catalog.task_run(result.run_id, "t")
+    assert task is not None
+    assert task.details is not None
+    assert {"field": "amount", "from": "int64", "to": "double", "page": 2} in task.details[
+        "widened"
+    ]  # the run's record says it, not only the log
 
 
 def test_a_field_whose_types_cannot_meet_fails_naming_page_and_field(
