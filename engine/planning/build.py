@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from loguru import logger
+
 from engine.core.errors import (
     DefinitionError,
     ParameterError,
@@ -246,6 +248,13 @@ def kept_outputs(
                 continue
             if row.output_on_disk:
                 found[task.id] = row.output_run
+            else:  # retention took it (another target's output was newer): said, not silent
+                logger.warning(
+                    "{}: the output it adds to (run {}) is no longer in the workspace "
+                    "(retention removed it): it makes its whole table again, as on a first run",
+                    task.id,
+                    row.output_run,
+                )
             break
     return found
 

@@ -388,3 +388,27 @@ def test_a_project_model_takes_dbts_default_on_schema_change(events: Path) -> No
     incremental = plan(events).task("events_latest").spec.sql.incremental  # type: ignore[union-attr]
     assert incremental is not None
     assert incremental.on_schema_change == "ignore"
+
+
+def test_an_output_retention_removed_is_said_before_the_whole_table_is_made_again(
+    events: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dev's kept rows are not prod's: after a prod run, retention may remove dev's output
+    (only each task's latest success is always kept). The next dev run makes its whole table
+    again, as on a first run, and says why instead of doing it silently."""
+    settings = events / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text()
+        + "target: dev\ntargets:\n  dev: {database: out/dev.duckdb, schema: dev}\n"
+        + "  prod: {database: out/prod.duckdb, schema: prod}\n"
+    )
+    (events / "data" / "events.csv").write_text(HEADER + BATCHES[0])
+    monkeypatch.chdir(events)
+    assert cli("run", ".").exit_code == 0
+    assert cli("run", ".", "--target", "prod").exit_code == 0
+    assert cli("gc", "--keep-runs", "0").exit_code == 0
+    again = cli("run", ".")
+    assert again.exit_code == 0, again.output
+    assert "is no longer in the workspace (retention removed it)" in again.stderr
+    assert "makes its whole table again" in again.stderr
+    assert_frame_equal(_table(events), _from_scratch(events / "data" / "events.csv"))
