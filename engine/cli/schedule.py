@@ -29,6 +29,7 @@ from engine.cli.common import (
     pipeline_argument,
     project_argument,
     project_option,
+    target_option,
 )
 
 __all__ = ["COMMANDS"]
@@ -62,6 +63,7 @@ MAX_BACKFILL = 10_000
     show_default=True,
     help="On SIGTERM, seconds running runs get to finish before they are cancelled.",
 )
+@target_option
 @log_options
 def scheduler(
     folder: Path | None,
@@ -174,16 +176,24 @@ def schedule_resume(pipeline: str, project_dir: Path | None) -> None:
     is_flag=True,
     help="Run here and now, even when a scheduler is running (default: hand it to the scheduler).",
 )
+@target_option
 @project_option
 def trigger(pipeline: str, params: tuple[str, ...], direct: bool, project_dir: Path | None) -> None:
     """Start a run of PIPELINE (a name or a file): through the running scheduler, which starts it
     within a tick and applies its overlap policy, or directly when none runs (or --direct)."""
     from engine.api.options import PlanOptions, RunOptions
 
+    targeted = click.get_current_context().get_parameter_source("target")
     with errors(), find_project(project_dir) as project:
         name, path = project.locate(pipeline)
         values = parse_params(params)
         if not direct and project.scheduler_running():
+            if targeted is click.core.ParameterSource.COMMANDLINE:
+                fail(
+                    "--target: the running scheduler runs its pipelines for its own target "
+                    "(its --target or $ARROWLINE_TARGET), not this command's",
+                    hint="add --direct to run here for this target",
+                )
             request = project.request_run(name, values, "manual")
             out.print(f"{name}: run {request.run_id} queued with the scheduler")
             return
@@ -210,6 +220,7 @@ def _when(text: str, zone: str, *, end: bool = False) -> datetime:
     "--to", "end", required=True, help="Last fire time, inclusive (local; a date: that whole day)."
 )
 @click.option("--parallel", type=int, default=1, show_default=True, help="Runs at once.")
+@target_option
 @project_option
 def backfill(pipeline: str, start: str, end: str, parallel: int, project_dir: Path | None) -> None:
     """One run per scheduled interval whose fire time falls in [--from, --to], oldest first.

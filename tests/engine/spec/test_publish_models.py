@@ -296,3 +296,39 @@ def test_a_models_schema_under_a_target_is_prefixed_as_dbt_does_and_types_read_a
         "status": "string",
     }
     assert run(folder).ok
+
+
+def test_trigger_backfill_and_the_scheduler_take_a_target_too(
+    project: Path, cli: Callable[..., Result]
+) -> None:
+    """`--target` reaches every command that starts runs: a direct trigger and a backfill
+    publish into the target named. A trigger handed to a running scheduler would run for the
+    scheduler's target, so naming another there is refused, with the way to run it here."""
+    from engine.scheduling.scheduler import Scheduler
+
+    folder = Path(shutil.copytree(SHOP, project / "targets"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text() + '\nschedule: "0 3 * * *"\ntarget: dev\ntargets:\n'
+        "  dev: {database: out/dev.duckdb, schema: main}\n"
+        "  prod: {database: out/prod.duckdb, schema: analytics}\n"
+    )
+    done = cli("trigger", folder, "--direct", "--target", "prod")
+    assert done.exit_code == 0, done.output
+    with duckdb.connect(str(folder / "out" / "prod.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from analytics.orders").fetchall() == [(7,)]
+    (folder / "out" / "prod.duckdb").unlink()
+    done = cli("backfill", folder, "--from", "2024-01-01", "--to", "2024-01-01", "--target", "prod")
+    assert done.exit_code == 0, done.output
+    with duckdb.connect(str(folder / "out" / "prod.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from analytics.orders").fetchall() == [(7,)]
+    assert not (folder / "out" / "dev.duckdb").exists()
+    leader = Scheduler(project)
+    assert leader.try_lead()
+    try:
+        refused = cli("trigger", folder, "--target", "prod")
+    finally:
+        leader.close()
+    assert refused.exit_code == 2
+    assert "the running scheduler runs its pipelines for its own target" in refused.stderr
+    assert "--direct" in refused.stderr
