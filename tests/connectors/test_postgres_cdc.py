@@ -988,3 +988,27 @@ def test_status_says_how_long_the_oldest_change_waits_and_a_bounded_run_how_far_
     for _ in range(4):
         ok(cli("run", "pipeline.yaml"))
     assert status()["lag_seconds"] == 0.0
+
+
+def test_openlineage_names_the_captured_table_as_a_postgres_dataset(
+    source: Source, project: Path, cli: Run
+) -> None:
+    """The change stream's events name its source as the normal extract's do (postgres://
+    host:port, database.schema.table), with the captured columns feeding the loads'."""
+    source.execute("create table items (id bigint primary key, v text)")
+    path = write_pipeline(project, "traced", apply=False)
+    path.write_text(path.read_text() + "openlineage: {file: events.jsonl}\n")
+    ok(cli("run", "pipeline.yaml"))
+    source.execute("insert into items values (1, 'a')", "update items set v = 'b'")
+    ok(cli("run", "pipeline.yaml"))
+    events = [json.loads(line) for line in (project / "events.jsonl").read_text().splitlines()]
+    host, port = source.uri.split("@", 1)[-1].split("/", 1)[0].rsplit(":", 1)
+    dataset = (f"postgres://{host}:{port}", f"{source.name}.public.items")
+    finals = [e for e in events if e["job"]["name"] == "traced" and e["eventType"] == "COMPLETE"]
+    assert len(finals) == 2
+    for final in finals:
+        assert dataset in {(d["namespace"], d["name"]) for d in final["inputs"]}
+        (log_table,) = [d for d in final["outputs"] if d["name"].endswith("log")]
+        fields = log_table["facets"]["columnLineage"]["fields"]
+        sources = {(f["namespace"], f["name"], f["field"]) for f in fields["v"]["inputFields"]}
+        assert (*dataset, "v") in sources
