@@ -82,10 +82,10 @@ def console() -> None:
     what is left is the interpreter freeing every module and object (Polars, DuckDB, pyarrow,
     the pipeline models' schemas): about 0.5 s of a one-second command on the shared machine,
     spent on nothing the user sees. So the exit is what the interpreter's would be without the
-    teardown: other threads that are not daemons are waited for, the exit handlers run (the
-    libraries' own, Ray's shutdown among them), the streams are flushed, and the process ends
-    with the command's exit code. An exception the command did not turn into an exit code
-    still takes the ordinary way out, with its traceback."""
+    teardown: other threads that are not daemons are woken and waited for, the exit handlers
+    run (the libraries' own, Ray's shutdown among them), the streams are flushed, and the
+    process ends with the command's exit code. An exception the command did not turn into an
+    exit code still takes the ordinary way out, with its traceback."""
     try:
         main(prog_name="arrowline")
         code: object = 0
@@ -96,9 +96,10 @@ def console() -> None:
     elif not isinstance(code, int):  # as sys.exit("message") does
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's own exit does first: the threading module's exit hooks (they
+    # wake idle concurrent.futures workers, such as a library's pool never shut down), then
+    # a join of every thread that is not a daemon.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)

@@ -498,8 +498,9 @@ def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(
     write: WritePipeline, project: Path, tmp_path: Path
 ) -> None:
     """`arrowline` ends without the interpreter's teardown (engine.cli.console): each exit
-    code still reaches the shell, every line written to a pipe arrives, and the exit handlers
-    registered by the command's libraries still run."""
+    code still reaches the shell, every line written to a pipe arrives, the exit handlers
+    registered by the command's libraries still run, and a library's thread pool left open
+    with idle workers (pyiceberg keeps one) does not keep the process from ending."""
     good = write("good.yaml", "pipeline: good\ntasks:\n  - id: a\n    sql: select 1 as x\n")
     bad = write(
         "bad.yaml", "pipeline: bad\ntasks:\n  - id: a\n    sql: select error('boom') as x\n"
@@ -508,6 +509,8 @@ def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(
     start = (
         "import atexit, pathlib, sys; "
         f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes'); "
+        "import concurrent.futures; pool = concurrent.futures.ThreadPoolExecutor(2); "
+        "pool.submit(int).result(); "
         "from engine.cli import console; sys.argv[0] = 'arrowline'; console()"
     )
 
@@ -518,6 +521,7 @@ def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(
             capture_output=True,
             text=True,
             check=False,
+            timeout=120,
         )
 
     done = arrowline("run", str(good), "--no-progress")
