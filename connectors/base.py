@@ -145,6 +145,8 @@ class ConnectorContext:
     extract's watermark is the larger of this and its rows' largest."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Set by a source: facts about the read for the task's details (changes read, ...)."""
+    previous: Mapping[str, Any] = field(default_factory=dict)
+    """For a source's status: the details its task's last successful run recorded."""
     checkpoint: Path | None = None
     """For a source: a folder of this run's that outlives an attempt, a kill included, where
     it may keep its progress (pages read) so a resumed run goes on from there. Not created

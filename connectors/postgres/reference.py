@@ -112,8 +112,9 @@ incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
         "committed position by another consumer fails the task: `arrowline state reset "
         "PIPELINE TASK --yes` starts over from a new snapshot (asked first without --yes). "
         "`arrowline cdc status PIPELINE` shows "
-        "each slot's position, lag (in WAL bytes, and in time: how long the oldest change the "
-        "loads do not have has waited since its commit) and retained WAL. One slot per CDC task.",
+        "each slot's position, lag (in WAL bytes, and in time: the loads hold every change "
+        "committed before `complete_as_of`, so the lag is at most the time since) and retained "
+        "WAL, without touching the slot. One slot per CDC task.",
         """extract:
   from: postgres
   connection: warehouse

@@ -30,8 +30,8 @@ _PROJECT_KEYS = [
         "`targets`, `target`",
         "",
         "dbt's dev and prod: `targets: {dev: {database, schema}, ...}` and the default "
-        "`target: dev`; `--target NAME` (on run, plan, validate, render, docs, trigger, backfill and "
-        "the scheduler; or `$ARROWLINE_TARGET`) picks another. Every model "
+        "`target: dev`; `--target NAME` (on run, plan, validate, render, docs, trigger, "
+        "backfill and the scheduler; or `$ARROWLINE_TARGET`) picks another. Every model "
         "that keeps an output is published into the target (unless it sets `database`); "
         "templates read `target.name`, `target.schema`, `target.database`",
     ),

@@ -211,6 +211,8 @@ def source_status(
             committed = Watermark.least([Watermark.from_json(r.value) for r in values] or [None])
             ctx = _context(plan, connections, task.id, "status")
             ctx.watermark = committed
+            last = catalog.last_success(plan.pipeline, task.id) if catalog else None
+            ctx.previous = (last.details or {}) if last is not None else {}
             assert task.spec.connector is not None
             assert task.spec.extract is not None
             status = task.spec.connector.source_status(task.spec.extract, ctx)

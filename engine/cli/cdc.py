@@ -33,8 +33,8 @@ def cdc() -> None:
 @project_option
 def cdc_status(pipeline: str, task: str | None, as_json: bool, project_dir: Path | None) -> None:
     """Each CDC extract's slot: its confirmed position, the position the loads committed, how
-    far the server is ahead (lag: WAL bytes, and how long the oldest change the loads do not
-    have has waited) and how much WAL the slot keeps there. Exits 1 when a slot is missing or
+    far the server is ahead (lag: WAL bytes, and at most how long ago the last change the loads
+    hold was complete) and how much WAL the slot keeps there. Exits 1 when a slot is missing or
     lost, or keeps more than its max_retained_wal."""
     from engine.core.durations import format_duration
     from engine.core.sizes import format_bytes
@@ -44,7 +44,7 @@ def cdc_status(pipeline: str, task: str | None, as_json: bool, project_dir: Path
             return ""
         said = format_bytes(int(str(row["lag_bytes"])))
         if "lag_seconds" in row:
-            said += f", {format_duration(float(str(row['lag_seconds'])))} behind"
+            said += f", at most {format_duration(float(str(row['lag_seconds'])))} behind"
         return said
 
     with errors(), find_project(project_dir) as project:

@@ -33,7 +33,6 @@ __all__ = [
     "exported_slot",
     "lsn_literal",
     "lsn_text",
-    "oldest_pending",
     "slot_state",
     "table_info",
 ]
@@ -220,36 +219,6 @@ def slot_state(session: Session, name: str) -> SlotState | None:
         int(current),
         here,
     )
-
-
-PENDING_WINDOW = 16 << 20
-"""How much WAL past the slot's position `oldest_pending` lets the server decode."""
-
-
-def oldest_pending(
-    session: Session, slot: SlotState, publication: str, committed: int | None
-) -> tuple[int | None, bool]:
-    """The commit time (microseconds since 1970, UTC) of the oldest transaction in the slot
-    that the loads have not committed, from its Begin message: (time, True); (None, True)
-    when no change of the publication waits; (None, False) when none commits within the
-    first PENDING_WINDOW bytes of WAL (a transaction larger than that, or WAL of other tables
-    only), so the time cannot be told cheaply. The slot is peeked, not moved: the server
-    decodes at most that window, and returns at least the first whole transaction."""
-    import struct
-
-    upto = min(slot.current, slot.confirmed + PENDING_WINDOW)
-    rows = session.rows(
-        "select data from pg_logical_slot_peek_binary_changes("
-        f"{sql_literal(slot.name)}, {lsn_literal(upto)}, 1, 'proto_version', '1', "
-        f"'publication_names', {sql_literal(publication)}) where get_byte(data, 0) = 66",
-        what=f"cannot read the changes waiting in replication slot {slot.name!r}",
-    )
-    for (data,) in rows:  # Begin: 'B', final LSN, commit time (since 2000-01-01), xid
-        final_lsn, commit = struct.unpack_from(">qq", bytes(data), 1)
-        if committed is None or final_lsn > committed:
-            return commit + 946_684_800_000_000, True
-    # Nothing, or only a transaction the loads committed before the slot was moved past it
-    return None, not rows and upto >= slot.current
 
 
 def check_slot(slot: SlotState) -> None:

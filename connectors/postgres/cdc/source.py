@@ -50,7 +50,6 @@ from connectors.postgres.cdc.slot import (
     exported_slot,
     lsn_literal,
     lsn_text,
-    oldest_pending,
     slot_state,
     table_info,
 )
@@ -129,8 +128,8 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
                     hint="`arrowline run PIPELINE --full-refresh` reads the table again from a "
                     "new snapshot, which replaces what the loads hold",
                 )
-            ((upto,),) = session.rows(
-                "select (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8",
+            ((upto, read_at),) = session.rows(
+                "select (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8, now()",
                 what="cannot read the server's WAL position",
             )
     if ctx.watermark is None:
@@ -142,8 +141,10 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
                 drop(session, slot_name)
             raise
         ctx.reached = Watermark(point - 1)
+        _complete_as_of(ctx, point - 1, datetime.now(UTC))
         return [_snapshot_rows(r, point - 1, first=i == 0) for i, r in enumerate(readers)]
     changes = _Changes(config, ctx, server, table, columns, slot_name, publication, int(upto))
+    changes.read_at = read_at
     return [pa.RecordBatchReader.from_batches(changes.schema, changes.batches())]
 
 
@@ -194,6 +195,8 @@ class _Changes:
         self.converters: dict[str, Convert] = {f.name: converter(f.name, f.type) for f in columns}
         assert config.cdc is not None
         self.limit = config.cdc.max_changes
+        self.read_at: datetime | None = None
+        """The server's time when it was at `upto`: every change committed before is read."""
 
     def _sql(self) -> str:
         limit = self.limit
@@ -235,11 +238,13 @@ class _Changes:
         if self.limit and messages >= self.limit:  # stopped at a transaction's end
             if decoder.last_commit is not None:
                 self.ctx.reached = Watermark(decoder.last_commit)
+                last = datetime.fromtimestamp(decoder.commit_us / 1e6, UTC)
+                _complete_as_of(self.ctx, decoder.last_commit, last)
                 behind = max(0, self.upto - 1 - decoder.last_commit)
                 self.ctx.notes["behind_bytes"] = behind
                 logger.warning(
-                    "{}: stopped at max_changes ({}) at {}: {} of WAL up to {}, where this "
-                    "run was to stop, waits for the next run",
+                    "{}: stopped at max_changes ({}) at {}; the {} of WAL from there to {}, "
+                    "where this run was to stop, may hold more changes: the next run reads them",
                     self.ctx.task_id,
                     self.limit,
                     lsn_text(decoder.last_commit),
@@ -248,6 +253,8 @@ class _Changes:
                 )
         else:
             self.ctx.reached = Watermark(self.upto - 1)
+            if self.read_at is not None:
+                _complete_as_of(self.ctx, self.upto - 1, self.read_at)
         self.ctx.notes["changes"] = decoder.changes
         self.ctx.notes["read_to"] = lsn_text(self.upto)
         if len(decoder.redefined) > 1 or (
@@ -322,19 +329,25 @@ def _warn_retained(config: PostgresSource, ctx: ConnectorContext, slot: SlotStat
     ctx.notes["alert"] = said
 
 
+def _complete_as_of(ctx: ConnectorContext, position: int, at: datetime) -> None:
+    """What the run's details keep for `cdc status`: the loads that commit `position` hold
+    every change of the table committed before `at`."""
+    ctx.notes["complete_as_of"] = {"position": position, "at": at.astimezone(UTC).isoformat()}
+
+
 def status(config: PostgresSource, ctx: ConnectorContext) -> dict[str, Any]:
-    """The slot as the server sees it: where it is, how far behind in bytes and, for an idle
-    slot past a first run, in time (`lag_seconds`: how long the oldest change the loads do
-    not have has waited since its commit; 0 when none waits), what WAL it keeps."""
+    """The slot as the server sees it: where it is, how far behind, what WAL it keeps. Lag
+    in time is told without touching the slot (a peek would take it from a run starting at
+    that moment): the loads hold every change committed before `complete_as_of` (the
+    committed run's start, or the last transaction a run bounded by max_changes read), so
+    `lag_seconds` is at most the time since then; 0 when the server has written no WAL since
+    the slot's position."""
     assert config.cdc is not None
     slot_name, publication = _names(config, ctx)
     server: ResolvedPostgres = ctx.connection(config.connection)
     committed = int(ctx.watermark.cursor) if ctx.watermark is not None else None
     with Session(server, autocommit=True) as session:
         slot = slot_state(session, slot_name)
-        pending: tuple[int | None, bool] = (None, False)
-        if slot is not None and not slot.active and slot.wal_status != "lost" and committed:
-            pending = oldest_pending(session, slot, publication, committed)
     found: dict[str, Any] = {"slot": slot_name, "publication": publication}
     if committed is not None:
         found["committed"] = lsn_text(committed)
@@ -348,13 +361,12 @@ def status(config: PostgresSource, ctx: ConnectorContext) -> dict[str, Any]:
         "lag_bytes": slot.lag_bytes,
         "retained_bytes": slot.retained_bytes,
     }
-    since, told = pending
-    if since is not None:  # the oldest change the loads do not have yet: how long it waits
-        at = datetime.fromtimestamp(since / 1e6, UTC)
-        found["oldest_pending"] = at.isoformat()
-        found["lag_seconds"] = max(0.0, (datetime.now(UTC) - at).total_seconds())
-    elif told:
-        found["lag_seconds"] = 0.0
+    complete = ctx.previous.get("complete_as_of")
+    if isinstance(complete, dict) and complete.get("position") == committed:
+        at = datetime.fromisoformat(str(complete["at"]))
+        found["complete_as_of"] = at.isoformat()
+        behind = (datetime.now(UTC) - at).total_seconds() if slot.lag_bytes else 0.0
+        found["lag_seconds"] = max(0.0, behind)
     limit = _over_limit(config, slot)
     if limit is not None:
         found["alert"] = f"retains more than max_retained_wal ({format_bytes(limit)})"
