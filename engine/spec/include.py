@@ -18,6 +18,7 @@ workspace) are not read, which is said.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,12 @@ _JOINED = ("tasks", "params", "macros", "connections", "pools")
 _SKIPPED_QUIETLY = {"pipeline", "description"}
 _PATHS = {"sql": ("file",), "extract": ("path",), "load": ("path",), "validate": ("schema",)}
 """The keys of a task's kind config that name a file relative to the pipeline's folder."""
-_LOCAL = {"extract": ("from", {"files", "delta"}), "load": ("to", {"duckdb", "parquet", "delta"})}
+_LOCAL = {
+    "extract": ("from", {"files", "delta", "duckdb"}),
+    "load": ("to", {"duckdb", "parquet", "delta"}),
+}
 """The connectors whose `path` is a local file or folder (an http source's is a URL path)."""
+_FILE_SECRET = re.compile(r"\$\{file:([^}]+)\}")
 
 
 def include_project(
@@ -49,11 +54,17 @@ def include_project(
         problems.append(Problem(code, message, file=str(file), line=line, **extra))
 
     named = data.get("project")
+    if named is None:  # `project: null`: none
+        return data, problems
     if not isinstance(named, str) or not named.strip():
         problem("invalid-value", "project must be the path of a SQL project's folder", ("project",))
         return data, problems
+    for key, kind in (("tasks", list), ("macros", list)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            problem("invalid-value", f"{key} must be a list", (key,))
+            return data, problems
     here = file.resolve().parent
-    folder = (here / named).expanduser().resolve()
+    folder = (here / Path(named).expanduser()).resolve()
     found = project_file(folder)
     if found is None:
         problem(
@@ -84,6 +95,10 @@ def include_project(
     for at, where in their_source.elsewhere.items():
         if len(at) >= 2 and at[0] == "tasks" and isinstance(at[1], int):
             source.elsewhere[("tasks", offset + at[1], *at[2:])] = where
+    if isinstance(included.get("connections"), dict):
+        included["connections"] = {
+            name: rebase.connection(value) for name, value in included["connections"].items()
+        }
     for key in ("params", "connections", "pools"):
         theirs = included.get(key) or {}
         mine = data.get(key) or {}
@@ -124,6 +139,34 @@ class _Rebase:
             return value
         return os.path.relpath(self.project / value, self.here)
 
+    def paths(self, value: Any) -> Any:
+        """A path, or a list of them (a files source's `path` may be one)."""
+        if isinstance(value, list):
+            return [self.path(v) if isinstance(v, str) else v for v in value]
+        return self.path(value) if isinstance(value, str) else value
+
+    def module(self, value: Any) -> Any:
+        """`file.py:Name` (a UDF's function, a schema class) with its file rebased."""
+        if not isinstance(value, str):
+            return value
+        module, colon, name = value.rpartition(":")
+        return f"{self.path(module)}:{name}" if colon and module.endswith(".py") else value
+
+    def connection(self, value: Any) -> Any:
+        """A connection's relative paths: `${file:...}` secrets, an Iceberg warehouse and a
+        relative SQLite catalog (`sqlite:///catalog.db`)."""
+        if isinstance(value, dict):
+            found = {k: self.connection(v) for k, v in value.items()}
+            if isinstance(found.get("warehouse"), str):
+                found["warehouse"] = self.path(found["warehouse"])
+            uri = found.get("uri")
+            if isinstance(uri, str) and uri.startswith("sqlite:///") and uri[10:11] != "/":
+                found["uri"] = "sqlite:///" + self.path(uri[10:])
+            return found
+        if isinstance(value, str) and "${file:" in value:
+            return _FILE_SECRET.sub(lambda m: f"${{file:{self.path(m.group(1))}}}", value)
+        return value
+
     def task(self, task: Any) -> Any:
         if not isinstance(task, dict):
             return task
@@ -134,24 +177,20 @@ class _Rebase:
                 continue
             config = dict(config)
             for key in keys:
-                value = config.get(key)
-                if isinstance(value, str) and self._is_file(kind, config, value):
-                    config[key] = self.path(value)
+                if key not in config:
+                    continue
+                value = config[key]
+                if kind == "validate" and isinstance(value, str):
+                    local = value.endswith((".yaml", ".yml", ".json"))
+                    config[key] = self.path(value) if local else self.module(value)
+                elif kind in _LOCAL:
+                    chooser, local_ones = _LOCAL[kind]
+                    if config.get(chooser) in local_ones:
+                        config[key] = self.paths(value)
+                else:
+                    config[key] = self.paths(value)
             task[kind] = config
         udf = task.get("udf")
-        if isinstance(udf, dict) and isinstance(udf.get("function"), str):
-            module, colon, name = udf["function"].rpartition(":")
-            if colon and module.endswith(".py"):
-                task["udf"] = {**udf, "function": f"{self.path(module)}:{name}"}
+        if isinstance(udf, dict):
+            task["udf"] = {**udf, "function": self.module(udf.get("function"))}
         return task
-
-    @staticmethod
-    def _is_file(kind: str, config: dict[str, Any], value: str) -> bool:
-        """A validate's schema is a file (.yaml/.yml/.json) or a Python class's path; an
-        extract's or load's `path` a file or folder for the connectors of `_LOCAL`."""
-        if kind == "validate":
-            return value.endswith((".yaml", ".yml", ".json"))
-        if kind in _LOCAL:
-            key, local = _LOCAL[kind]
-            return config.get(key) in local
-        return True

@@ -231,7 +231,13 @@ def _overlay(
 
     def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
         # the name as the file name, so a macro's frames in a traceback say which file
-        return (files[name], name, lambda: True) if name in files else None
+        if name in files:
+            return files[name], name, lambda: True
+        # a project included from another folder lists `../shop/macros/money.sql`, and its
+        # models import `macros/money.sql`: the one file whose path ends so
+        ending = "/" + name.lstrip("./")
+        found = [f for f in files if os.path.normpath(f).replace(os.sep, "/").endswith(ending)]
+        return (files[found[0]], found[0], lambda: True) if len(found) == 1 else None
 
     overlay = env.overlay(loader=jinja2.FunctionLoader(load))
     assert isinstance(overlay, ImmutableSandboxedEnvironment)

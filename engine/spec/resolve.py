@@ -97,7 +97,9 @@ def _render_value(value: Any, context: RenderContext, task_id: str) -> Any:
 def _texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
-    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+    if isinstance(value, list | tuple):  # a files source's paths (a tuple once validated)
+        return [item for item in value if isinstance(item, str)]
+    return []
 
 
 def _refuse_templated_code(value: Any, where: str) -> None:

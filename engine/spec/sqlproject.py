@@ -132,6 +132,12 @@ class _Composer(ProjectTests):
                 (key,),
                 severity="warning",
             )
+        if data.pop("project", None) is not None:
+            self.problem(
+                "invalid-value",
+                "a SQL project cannot include another (project:); a pipeline file can",
+                ("project",),
+            )
         name = data.pop("name", None)
         if name is not None:
             if "pipeline" in data:

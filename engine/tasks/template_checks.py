@@ -69,12 +69,26 @@ class TemplateChecks:
         from engine.spec.params import template_environment
 
         names: set[str] = set()
+        defined_in: dict[str, str] = {}
         for name, text in texts:
             where = shown_path(self.definition.base_dir / name)
             # another file's macros are names it may use: its undefined names are not checked
             self.text(text, None, (), where, names=False)
             if template_syntax_error(text) is None:
                 ast = template_environment().parse(text)
+                for macro in ast.find_all(nodes.Macro):
+                    first = defined_in.setdefault(macro.name, name)
+                    if first != name:  # dbt refuses two macros of one name too
+                        self.add(
+                            "duplicate-macro",
+                            f"macro {macro.name!r} is defined in {first!r} and in {name!r}: "
+                            "a template calling it could mean either",
+                            None,
+                            ("macros",),
+                            file=where,
+                            line=macro.lineno,
+                            hint="rename one of them",
+                        )
                 names |= {macro.name for macro in ast.find_all(nodes.Macro)}
                 self.printed_raw(text, file=where)
             else:  # said at its line: what calls its macros is not said again
