@@ -20,7 +20,7 @@ def generate(rows: int, path: Path, bad_every: int = 0) -> Path:
     frame = pl.DataFrame({"id": i}).with_columns(
         amount=((pl.col("id") * 2654435761) % 100_000) / 100.0,
         qty=((pl.col("id") * 40503) % 20 + 1).cast(pl.Int32),
-        category=pl.lit(pl.Series(CATEGORIES)).get((pl.col("id") * 7919) % len(CATEGORIES)),
+        category=pl.lit(pl.Series(CATEGORIES)).gather((pl.col("id") * 7919) % len(CATEGORIES)),
         day=pl.date(2024, 1, 1) + pl.duration(days=pl.col("id") % 365),
     )
     if bad_every:
