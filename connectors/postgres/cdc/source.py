@@ -143,8 +143,9 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
         ctx.reached = Watermark(point - 1)
         _complete_as_of(ctx, point - 1, datetime.now(UTC))
         return [_snapshot_rows(r, point - 1, first=i == 0) for i, r in enumerate(readers)]
-    changes = _Changes(config, ctx, server, table, columns, slot_name, publication, int(upto))
-    changes.read_at = read_at
+    changes = _Changes(
+        config, ctx, server, table, columns, slot_name, publication, int(upto), read_at
+    )
     return [pa.RecordBatchReader.from_batches(changes.schema, changes.batches())]
 
 
@@ -188,6 +189,7 @@ class _Changes:
         slot: str,
         publication: str,
         upto: int,
+        read_at: datetime,
     ) -> None:
         self.config, self.ctx, self.server, self.table = config, ctx, server, table
         self.columns, self.slot, self.publication, self.upto = columns, slot, publication, upto
@@ -195,7 +197,7 @@ class _Changes:
         self.converters: dict[str, Convert] = {f.name: converter(f.name, f.type) for f in columns}
         assert config.cdc is not None
         self.limit = config.cdc.max_changes
-        self.read_at: datetime | None = None
+        self.read_at = read_at
         """The server's time when it was at `upto`: every change committed before is read."""
 
     def _sql(self) -> str:
@@ -253,8 +255,7 @@ class _Changes:
                 )
         else:
             self.ctx.reached = Watermark(self.upto - 1)
-            if self.read_at is not None:
-                _complete_as_of(self.ctx, self.upto - 1, self.read_at)
+            _complete_as_of(self.ctx, self.upto - 1, self.read_at)
         self.ctx.notes["changes"] = decoder.changes
         self.ctx.notes["read_to"] = lsn_text(self.upto)
         if len(decoder.redefined) > 1 or (
