@@ -348,7 +348,7 @@ def test_quickstart_workload_runs_whole_processes_that_publish_the_same_tables()
     for name in ("arrowline", "arrowline/rerun"):
         assert by_name[name]["error"] is None, by_name[name]
         reported = by_name[name]["samples"][0]["reported"]
-        assert reported["process_s"] > 0
+        assert reported["engine_s"] > 0  # the process's wall time
         assert reported["process_rss_mb"] > 0
     assert by_name["arrowline/rerun"]["samples"][0]["reported"]["new_files"] == 0
     pandas = by_name["pandas/script"]

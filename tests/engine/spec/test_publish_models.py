@@ -171,18 +171,24 @@ def test_a_schema_without_a_database_is_refused(project: Path) -> None:
     assert all("needs +database" in p.message for p in problems)
 
 
+def _with_targets(project: Path, more: str = "") -> Path:
+    """The shop, copied, with dbt's dev (the default) and prod targets (and `more`)."""
+    folder = Path(shutil.copytree(SHOP, project / "targets"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text() + f"\n{more}target: dev\ntargets:\n"
+        "  dev: {database: out/dev.duckdb, schema: main}\n"
+        "  prod: {database: out/prod.duckdb, schema: analytics}\n"
+    )
+    return folder
+
+
 def test_targets_choose_where_every_kept_model_is_published(
     project: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """dbt's dev and prod: the project's `target:` by default, `--target` or $ARROWLINE_TARGET
     for another; `{{ target.name }}` in a model; ephemeral models publish nothing."""
-    folder = Path(shutil.copytree(SHOP, project / "targets"))
-    settings = folder / "arrowline_project.yml"
-    settings.write_text(
-        settings.read_text() + "\ntarget: dev\ntargets:\n"
-        "  dev: {database: out/dev.duckdb, schema: main}\n"
-        "  prod: {database: out/prod.duckdb, schema: analytics}\n"
-    )
+    folder = _with_targets(project)
     model = folder / "models" / "marts" / "customers.sql"
     model.write_text(
         model.read_text().replace(
@@ -306,13 +312,7 @@ def test_trigger_backfill_and_the_scheduler_take_a_target_too(
     scheduler's target, so naming another there is refused, with the way to run it here."""
     from engine.scheduling.scheduler import Scheduler
 
-    folder = Path(shutil.copytree(SHOP, project / "targets"))
-    settings = folder / "arrowline_project.yml"
-    settings.write_text(
-        settings.read_text() + '\nschedule: "0 3 * * *"\ntarget: dev\ntargets:\n'
-        "  dev: {database: out/dev.duckdb, schema: main}\n"
-        "  prod: {database: out/prod.duckdb, schema: analytics}\n"
-    )
+    folder = _with_targets(project, 'schedule: "0 3 * * *"\n')
     done = cli("trigger", folder, "--direct", "--target", "prod")
     assert done.exit_code == 0, done.output
     with duckdb.connect(str(folder / "out" / "prod.duckdb"), read_only=True) as db:
