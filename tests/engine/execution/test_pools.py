@@ -19,6 +19,7 @@ from engine.api.pipeline import run
 from engine.core.errors import PipelineInvalid
 from engine.state.catalog import CatalogReader
 from engine.state.db import catalog_location
+from engine.state.rows import RunRow
 from engine.state.slots import PoolSlot
 from engine.tasks.checks import check_file
 from tests.conftest import PgSchema, WritePipeline
@@ -264,6 +265,23 @@ def _work_started(project: Path, pipeline: str, deadline: float) -> None:
     raise AssertionError(f"{pipeline}'s task never started")
 
 
+def _queued(
+    project: Path, pipeline: str, process: subprocess.Popen[str], deadline: float
+) -> RunRow:
+    """Waits for `pipeline`'s task `work` to queue for its pool; the run must still be going."""
+    state = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        with CatalogReader(catalog_location(project)) as catalog:
+            for found in catalog.runs(pipeline=pipeline):
+                row = catalog.task_run(found.run_id, "work")
+                state = row.state if row is not None else None
+                if state == "QUEUED":
+                    return found
+        time.sleep(0.05)
+    raise AssertionError(f"{pipeline}'s task never queued (last state {state})")
+
+
 @pytest.mark.slow
 def test_runs_of_two_pipelines_share_a_pool_and_a_killed_one_frees_it(
     write: WritePipeline, project: Path, each_catalog: str
@@ -272,16 +290,11 @@ def test_runs_of_two_pipelines_share_a_pool_and_a_killed_one_frees_it(
     _pipeline(write, "first", 60.0)
     _pipeline(write, "second", 0.2)
     holder = _arrowline(project, "run", "first.yaml")
+    waiter: subprocess.Popen[str] | None = None
     try:
         _work_started(project, "first", time.monotonic() + 60)
         waiter = _arrowline(project, "run", "second.yaml")
-        time.sleep(3.0)  # long enough for `second` to reach its pool
-        assert waiter.poll() is None, waiter.communicate()[0]
-        with CatalogReader(catalog_location(project)) as catalog:
-            (second,) = catalog.runs(pipeline="second")
-            row = catalog.task_run(second.run_id, "work")
-            assert row is not None
-            assert row.state == "QUEUED"
+        second = _queued(project, "second", waiter, time.monotonic() + 60)
         os.kill(holder.pid, signal.SIGKILL)  # dies holding the slot: the kernel frees it
         output, _ = waiter.communicate(timeout=60)
         assert waiter.returncode == 0, output
@@ -290,9 +303,11 @@ def test_runs_of_two_pipelines_share_a_pool_and_a_killed_one_frees_it(
             assert "task work of first run" in output  # who held it, from its slot file
         assert "for pool 'shared'" in running_events(project, second.run_id)["work"]
     finally:
-        if holder.poll() is None:
-            holder.kill()
-        holder.communicate()  # reaps it and closes its pipe
+        for process in (holder, waiter):
+            if process is not None and process.poll() is None:
+                process.kill()
+            if process is not None:
+                process.communicate()  # reaps it and closes its pipe
 
 
 def test_a_slot_excludes_another_holder_until_released(project: Path, each_catalog: str) -> None:
