@@ -93,8 +93,8 @@ def _execute(*statements: str) -> None:
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
-    append_rows = 100_000 if args.quick else (args.rows or 5_000_000)
-    base_rows = 200_000 if args.quick else 10_000_000
+    append_rows = 20_000 if args.quick else (args.rows or 5_000_000)
+    base_rows = 50_000 if args.quick else 10_000_000
     changed = base_rows // 10
     append_file = _parquet(
         f"load-{append_rows}.parquet", pa.array(range(append_rows), pa.int64()), 0
