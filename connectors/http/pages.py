@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
+import pyarrow as pa
 from loguru import logger
 
 from connectors.base import ConnectorContext
@@ -26,6 +27,7 @@ from connectors.http.config import (
     PageNumberPaginator,
     SinglePage,
 )
+from connectors.http.parse import PageParser, records_table
 from engine.core.errors import DataError
 
 __all__ = ["Page", "Pages", "at", "incremental_start", "records_at"]
@@ -55,6 +57,13 @@ class Page:
     response: httpx.Response
     progress: dict[str, Any] | None = None
     """Where the pages stand once this one is kept: the next request, counts and the style."""
+    table: pa.Table | None = None
+    """Its records as a table, when they were made one as the page was fetched (`records` is
+    then empty, and `body` holds the body's other fields)."""
+
+    @property
+    def count(self) -> int:
+        return self.table.num_rows if self.table is not None else len(self.records)
 
 
 def _path(text: str) -> list[str]:
@@ -150,8 +159,19 @@ class Pages:
         self.ctx = ctx
         self.style: Any = config.paginate
         self.resume = resume
+        self.parser: PageParser | None = None
+        """Set: pages are parsed by Arrow's JSON reader where they can be, and each page's
+        records come as a table (`Page.table`), made on the fetching thread."""
         if resume is not None:
             self.style = _STYLES[resume["style"]["type"]].model_validate(resume["style"])
+
+    def parse_with_arrow(self) -> None:
+        """Parse pages with Arrow's JSON reader where they allow (`connectors.http.parse`):
+        bodies that hold their records under one key."""
+        path = self.config.data_path
+        parts = _path(path) if path is not None else []
+        if path is None or len(parts) == 1:
+            self.parser = PageParser(parts[0] if parts else None)
 
     def __iter__(self) -> Iterator[Page]:
         config, api = self.config, self.api
@@ -172,14 +192,14 @@ class Pages:
             while True:
                 page = self._fetch(client, url, params, body_json, number)
                 digest = hashlib.sha1(page.response.content).hexdigest()
-                if page.records and digest == last:
+                if page.count and digest == last:
                     raise DataError(
                         f"page {number + 1} of {api.shown(page.url)} is page {number} again: "
                         "the API repeats its last page past the end",
                         hint="set total_pages_path, has_more_path or max_pages",
                     )
                 last = digest
-                fetched += len(page.records)
+                fetched += page.count
                 if isinstance(self.style, AutoPaginator):
                     self.style = self._detect(page)
                 capped = config.max_pages is not None and number + 1 >= config.max_pages
@@ -229,6 +249,10 @@ class Pages:
             cancel=self.ctx.cancel,
         )
         shown = api.shown(str(response.url))
+        parser = self.parser
+        if parser is not None and (parsed := parser.parse(response.content)) is not None:
+            meta, table = parsed
+            return Page(number, str(response.url), [], meta, response, table=table)
         try:
             decoded = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -238,7 +262,11 @@ class Pages:
                 f"page {number + 1} of {shown} is not JSON ({kind}): {snippet!r}"
             ) from None
         records = records_at(decoded, config.data_path, shown, number)
-        return Page(number, str(response.url), records, decoded, response)
+        page = Page(number, str(response.url), records, decoded, response)
+        if parser is not None and records:
+            page.table, page.records = records_table(records, number, shown), []
+            parser.learn(decoded, page.table)
+        return page
 
     def _detect(self, page: Page) -> Any:
         """The style a first response shows, said in the log."""
@@ -255,7 +283,7 @@ class Pages:
             chosen = CursorPaginator(
                 type="cursor", cursor_path=path, cursor_param=name[:1].lower() + name[1:]
             )
-        elif self._more(page) or self._short(page, len(page.records)):
+        elif self._more(page) or self._short(page, page.count):
             raise DataError(
                 f"{self.api.shown(page.url)} says more records follow, but paginate: auto "
                 "found no next link, next URL or cursor in its first response",
@@ -272,7 +300,7 @@ class Pages:
         self, page: Page, params: dict[str, Any], body: Any, fetched: int
     ) -> tuple[str, dict[str, Any], Any] | None:
         """The next request (url, params, json), or None when the pages end."""
-        style, count = self.style, len(page.records)
+        style, count = self.style, page.count
         url = page.response.request.url
         base = str(url.copy_with(query=None))
         if isinstance(style, SinglePage):
