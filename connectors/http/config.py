@@ -133,6 +133,14 @@ class HttpConnection(ConfigModel):
         return value
 
 
+_PARALLEL = (
+    "Pages requested at once: the next ones the paginator will ask for, fetched while the "
+    "current one is read (each within the connection's rate limit and concurrency cap). "
+    "Pages are still read in order, as one at a time would read them; a page that moves the "
+    "pages after it (a short one) drops what was fetched ahead of it, which is asked for again."
+)
+
+
 class OffsetPaginator(ConfigModel):
     """`?offset=0&limit=100`, then offset 100, 200, ..."""
 
@@ -143,6 +151,13 @@ class OffsetPaginator(ConfigModel):
     total_path: str | None = Field(
         None, description="Where the response says how many records there are (e.g. meta.total)."
     )
+    parallel: int = Field(1, ge=1, le=16, description=_PARALLEL + " Needs total_path.")
+
+    @model_validator(mode="after")
+    def _parallel_needs_a_total(self) -> OffsetPaginator:
+        if self.parallel > 1 and self.total_path is None:
+            raise ValueError("parallel pages need total_path: no page past the end is asked for")
+        return self
 
 
 class PageNumberPaginator(ConfigModel):
@@ -156,6 +171,15 @@ class PageNumberPaginator(ConfigModel):
     total_pages_path: str | None = Field(
         None, description="Where the response says how many pages there are."
     )
+    parallel: int = Field(1, ge=1, le=16, description=_PARALLEL + " Needs total_pages_path.")
+
+    @model_validator(mode="after")
+    def _parallel_needs_a_total(self) -> PageNumberPaginator:
+        if self.parallel > 1 and self.total_pages_path is None:
+            raise ValueError(
+                "parallel pages need total_pages_path: no page past the end is asked for"
+            )
+        return self
 
 
 class CursorPaginator(ConfigModel):

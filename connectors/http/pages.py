@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -12,7 +13,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
-import pyarrow as pa
 from loguru import logger
 
 from connectors.base import ConnectorContext
@@ -27,7 +27,6 @@ from connectors.http.config import (
     PageNumberPaginator,
     SinglePage,
 )
-from connectors.http.parse import PageParser, records_table
 from engine.core.errors import DataError
 
 __all__ = ["Page", "Pages", "at", "incremental_start", "records_at"]
@@ -57,13 +56,10 @@ class Page:
     response: httpx.Response
     progress: dict[str, Any] | None = None
     """Where the pages stand once this one is kept: the next request, counts and the style."""
-    table: pa.Table | None = None
-    """Its records as a table, when they were made one as the page was fetched (`records` is
-    then empty, and `body` holds the body's other fields)."""
 
     @property
     def count(self) -> int:
-        return self.table.num_rows if self.table is not None else len(self.records)
+        return len(self.records)
 
 
 def _path(text: str) -> list[str]:
@@ -159,19 +155,8 @@ class Pages:
         self.ctx = ctx
         self.style: Any = config.paginate
         self.resume = resume
-        self.parser: PageParser | None = None
-        """Set: pages are parsed by Arrow's JSON reader where they can be, and each page's
-        records come as a table (`Page.table`), made on the fetching thread."""
         if resume is not None:
             self.style = _STYLES[resume["style"]["type"]].model_validate(resume["style"])
-
-    def parse_with_arrow(self) -> None:
-        """Parse pages with Arrow's JSON reader where they allow (`connectors.http.parse`):
-        bodies that hold their records under one key."""
-        path = self.config.data_path
-        parts = _path(path) if path is not None else []
-        if path is None or len(parts) == 1:
-            self.parser = PageParser(parts[0] if parts else None)
 
     def __iter__(self) -> Iterator[Page]:
         config, api = self.config, self.api
@@ -188,9 +173,9 @@ class Pages:
                 body_json = {**(body_json or {}), spec.param: start}
             url = api.url(urlsplit(config.path)._replace(query="").geturl())  # query: params
             number, fetched, last, seen = 0, 0, "", set()
-        with api.client() as client:
+        with api.client() as client, _Ahead(self, client) as ahead:
             while True:
-                page = self._fetch(client, url, params, body_json, number)
+                page = ahead.take(url, params, body_json, number)
                 digest = hashlib.sha1(page.response.content).hexdigest()
                 if page.count and digest == last:
                     raise DataError(
@@ -206,7 +191,7 @@ class Pages:
                 following = None if capped else self._next(page, params, body_json, fetched)
                 if following is not None:  # kept in the checkpoint: never with the API key
                     following = (api.unkeyed(following[0]), *following[1:])
-                    key = f"{following[0]}?{sorted(following[1].items())!r}{following[2]!r}"
+                    key = _request_key(*following)
                     if key in seen:
                         raise DataError(
                             f"the paginator of {api.shown(page.url)} asked for the same page "
@@ -216,6 +201,8 @@ class Pages:
                     seen.add(key)
                 elif not capped:  # before the page is kept: a journal that says "no next
                     self._complete(page, fetched)  # page" is a load that did end whole
+                if following is not None:  # fetched while this page is read
+                    ahead.plan(self._predicted(page, following, number + 1))
                 page.progress = {
                     "next": following,
                     "number": number + 1,
@@ -234,6 +221,32 @@ class Pages:
                 url, params, body_json = following
                 number += 1
 
+    def _predicted(self, page: Page, following: Request, number: int) -> list[Planned]:
+        """The request after `page` (page `number`, from 0) and, with `parallel` pages, the
+        ones after it as offsets or page numbers will make them if the pages stay full, up
+        to the total the page gives and `max_pages`."""
+        style, config = self.style, self.config
+        url, params, body = following
+        planned: list[Planned] = [(url, params, body, number)]
+        width = getattr(style, "parallel", 1)
+        if isinstance(style, OffsetPaginator) and style.total_path and page.count:
+            total = _whole_number(at(page.body, style.total_path))
+            first = int(params[style.offset_param])
+            for k in range(1, width):
+                if total is None or first + page.count * k >= total:
+                    break
+                moved = {**params, style.offset_param: first + page.count * k}
+                planned.append((url, moved, body, number + k))
+        if isinstance(style, PageNumberPaginator) and style.total_pages_path:
+            pages = _whole_number(at(page.body, style.total_pages_path))
+            first = int(params[style.page_param])
+            for k in range(1, width):
+                if pages is None or first + k - style.start + 1 > pages:
+                    break
+                planned.append((url, {**params, style.page_param: first + k}, body, number + k))
+        cap = config.max_pages
+        return [request for request in planned if cap is None or request[3] < cap]
+
     def _fetch(
         self, client: httpx.Client, url: str, params: dict[str, Any], body: Any, number: int
     ) -> Page:
@@ -249,10 +262,6 @@ class Pages:
             cancel=self.ctx.cancel,
         )
         shown = api.shown(str(response.url))
-        parser = self.parser
-        if parser is not None and (parsed := parser.parse(response.content)) is not None:
-            meta, table = parsed
-            return Page(number, str(response.url), [], meta, response, table=table)
         try:
             decoded = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -262,11 +271,7 @@ class Pages:
                 f"page {number + 1} of {shown} is not JSON ({kind}): {snippet!r}"
             ) from None
         records = records_at(decoded, config.data_path, shown, number)
-        page = Page(number, str(response.url), records, decoded, response)
-        if parser is not None and records:
-            page.table, page.records = records_table(records, number, shown), []
-            parser.learn(decoded, page.table)
-        return page
+        return Page(number, str(response.url), records, decoded, response)
 
     def _detect(self, page: Page) -> Any:
         """The style a first response shows, said in the log."""
@@ -403,6 +408,67 @@ class Pages:
     def _described(self, url: str, params: dict[str, Any], body: Any) -> str:
         text = self.api.shown(str(httpx.URL(url, params=params)))
         return text + (f" with body {body}" if body else "")
+
+
+Request = tuple[str, dict[str, Any], Any]
+"""A request: its URL, query parameters and JSON body."""
+Planned = tuple[str, dict[str, Any], Any, int]
+"""A request and the number (from 0) of the page it asks for."""
+
+
+class _Ahead:
+    """Pages fetched before the paginator asks for them (`parallel` on an offset or page
+    number paginator): the request the last page led to and the ones predicted after it, on
+    as many threads. The paginator stays the judge: `take` hands over a page only when its
+    request is exactly the one the paginator asks for, else fetches it then; predictions
+    that no longer hold are dropped (their pages are never read)."""
+
+    def __init__(self, pages: Pages, client: httpx.Client) -> None:
+        self.pages, self.client = pages, client
+        self.width = getattr(pages.style, "parallel", 1)
+        self.pool: ThreadPoolExecutor | None = None
+        self.planned: dict[str, Future[Page]] = {}
+
+    def __enter__(self) -> _Ahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self.planned.values():
+            future.cancel()
+        if self.pool is not None:  # waits for the requests in flight (bounded by the timeout)
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def take(self, url: str, params: dict[str, Any], body: Any, number: int) -> Page:
+        future = self.planned.pop(_request_key(url, params, body), None)
+        if future is None:
+            return self.pages._fetch(self.client, url, params, body, number)
+        return future.result()
+
+    def plan(self, requests: list[Planned]) -> None:
+        if self.width < 2:
+            return
+        keys = [_request_key(url, params, body) for url, params, body, _ in requests]
+        for key in [key for key in self.planned if key not in keys]:
+            self.planned.pop(key).cancel()  # a prediction that no longer holds
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.width, thread_name_prefix="http-ahead")
+        for key, (url, params, body, number) in zip(keys, requests, strict=True):
+            if key not in self.planned:
+                fetch = self.pages._fetch
+                self.planned[key] = self.pool.submit(fetch, self.client, url, params, body, number)
+
+
+def _request_key(url: str, params: dict[str, Any], body: Any) -> str:
+    return f"{url}?{sorted(params.items())!r}{body!r}"
+
+
+def _whole_number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def incremental_start(config: HttpSource, ctx: ConnectorContext) -> Any:
