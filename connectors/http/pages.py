@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
+import pyarrow as pa
 from loguru import logger
 
 from connectors.base import ConnectorContext
@@ -27,6 +28,7 @@ from connectors.http.config import (
     PageNumberPaginator,
     SinglePage,
 )
+from connectors.http.parse import PageParser, path_parts, records_table
 from engine.core.errors import DataError
 
 __all__ = ["Page", "Pages", "at", "incremental_start", "records_at"]
@@ -56,17 +58,16 @@ class Page:
     response: httpx.Response
     progress: dict[str, Any] | None = None
     """Where the pages stand once this one is kept: the next request, counts and the style."""
+    table: pa.Table | None = None
+    """Its records as a table, made as the page was fetched (`connectors.http.parse`). When
+    Arrow's reader made it, `records` is empty and `body` holds the body's other fields."""
 
     @property
     def count(self) -> int:
-        return len(self.records)
+        return self.table.num_rows if self.table is not None else len(self.records)
 
 
-def _path(text: str) -> list[str]:
-    text = text.strip().removesuffix("[*]").removesuffix(".*")  # JSONPath's "every element"
-    if text.startswith("$"):
-        text = text[1:].lstrip(".")
-    return [part for part in text.replace("[", ".").replace("]", "").split(".") if part]
+_path = path_parts
 
 
 _MISSING = object()
@@ -155,8 +156,29 @@ class Pages:
         self.ctx = ctx
         self.style: Any = config.paginate
         self.resume = resume
+        self.parser: PageParser | None = None
+        """Set: each page's records are made a table as it is fetched (`Page.table`), by
+        Arrow's JSON reader where the page allows."""
         if resume is not None:
             self.style = _STYLES[resume["style"]["type"]].model_validate(resume["style"])
+
+    def parse_with_arrow(self) -> None:
+        """Parse pages with Arrow's JSON reader where they allow (`connectors.http.parse`):
+        bodies that hold their records under one key."""
+        path = self.config.data_path
+        parts = _path(path) if path is not None else []
+        if path is None or len(parts) == 1:
+            self.parser = PageParser(parts[0] if parts else None, self._reads())
+
+    def _reads(self) -> list[str]:
+        """The body paths the paginator and the stop rules read."""
+        style, config = self.style, self.config
+        paths = [config.has_more_path or "", *_HAS_MORE, *_TOTALS]
+        for name in ("cursor_path", "next_path", "total_path", "total_pages_path"):
+            paths.append(getattr(style, name, None) or "")
+        if isinstance(style, AutoPaginator):
+            paths += [*_NEXT_URLS, *_CURSORS]
+        return [path for path in paths if path]
 
     def __iter__(self) -> Iterator[Page]:
         config, api = self.config, self.api
@@ -187,6 +209,8 @@ class Pages:
                 fetched += page.count
                 if isinstance(self.style, AutoPaginator):
                     self.style = self._detect(page)
+                    if self.parser is not None:
+                        self.parser.reads(self._reads())
                 capped = config.max_pages is not None and number + 1 >= config.max_pages
                 following = None if capped else self._next(page, params, body_json, fetched)
                 if following is not None:  # kept in the checkpoint: never with the API key
@@ -262,6 +286,10 @@ class Pages:
             cancel=self.ctx.cancel,
         )
         shown = api.shown(str(response.url))
+        parser = self.parser
+        if parser is not None and (parsed := parser.parse(response.content)) is not None:
+            meta, table = parsed
+            return Page(number, str(response.url), [], meta, response, table=table)
         try:
             decoded = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -271,7 +299,11 @@ class Pages:
                 f"page {number + 1} of {shown} is not JSON ({kind}): {snippet!r}"
             ) from None
         records = records_at(decoded, config.data_path, shown, number)
-        return Page(number, str(response.url), records, decoded, response)
+        page = Page(number, str(response.url), records, decoded, response)
+        if parser is not None and records:  # made a table here, on the fetching thread
+            page.table = records_table(records, number, shown)
+            parser.learn(decoded, page.table)
+        return page
 
     def _detect(self, page: Page) -> Any:
         """The style a first response shows, said in the log."""

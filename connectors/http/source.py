@@ -1,8 +1,11 @@
 """An HTTP source: pages of a JSON API, followed by the configured paginator, into Arrow.
 
-Each page is parsed by orjson and its records become one Arrow table in C++ (a struct array
-of every record's keys: nested objects become structs, arrays lists), never a Python loop per
-row, on a thread of its own while the next page is fetched. Pages are spilled to Arrow IPC
+Each page's records become one Arrow table (a struct array of every record's keys: nested
+objects become structs, arrays lists), never a Python loop per row: read by Arrow's own JSON
+reader, with the GIL released, in the types the earlier pages showed, or by orjson and
+`pa.array` where the reader cannot be trusted with the page (`connectors.http.parse`), on the
+fetching thread; each is spilled on a thread of its own while the next page is fetched (a
+fan-out's pages are converted there too). Pages are spilled to Arrow IPC
 files as they come (`connectors.http.spill`), each with the types it suggests, and the
 schemas are unified page by page (`promote_options="permissive"`): a field NULL on the first
 pages takes its type when values come, an integer field that later holds fractions becomes
@@ -72,6 +75,7 @@ def open_http(config: HttpSource, ctx: ConnectorContext) -> list[pa.RecordBatchR
             _fan_out(config, api, ctx, spill, checkpoint, resume)
         elif resume is None or resume["next"] is not None:
             pages = Pages(config, api, ctx, resume)
+            pages.parse_with_arrow()
             if resume is None:
                 pages.config = config.model_copy(update={"params": pages.first_params()})
             _read_ahead(pages, spill, api, checkpoint)

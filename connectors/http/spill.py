@@ -17,12 +17,13 @@ from loguru import logger
 from connectors.base import ConnectorContext
 from connectors.http.config import HttpSource
 from connectors.http.pages import Page
+from connectors.http.parse import records_table
 from engine.core.errors import DataError
 from engine.core.files import remove_tree
 from engine.core.types import parse_type
 from engine.core.watermark import RowsAfter
 
-__all__ = ["Checkpoint", "Child", "Spill"]
+__all__ = ["Checkpoint", "Child", "Spill", "read_raw_table"]
 
 Child = tuple[int, str, int]
 """A fan-out's child: its parent page's number and digest, and the parent record's index."""
@@ -50,26 +51,24 @@ class Spill:
 
     def add(self, page: Page, shown: str, carried: dict[str, Any] | None = None) -> None:
         """One page's records; `carried`: values every row of it gets (a parent's fields)."""
-        self.add_records(page.number, page.records, shown, carried)
+        if page.table is not None:
+            self.add_table(page.number, page.table, shown, carried)
+        else:
+            self.add_records(page.number, page.records, shown, carried)
 
     def add_records(
         self, number: int, records: list[Any], shown: str, carried: dict[str, Any] | None = None
     ) -> None:
         """The records of page `number` (counted from 0) of `shown`."""
-        if not records:
+        if records:
+            self.add_table(number, records_table(records, number, shown), shown, carried)
+
+    def add_table(
+        self, number: int, table: pa.Table, shown: str, carried: dict[str, Any] | None = None
+    ) -> None:
+        """Page `number`'s records, made a table (`connectors.http.parse`)."""
+        if not table.num_rows:
             return
-        if not all(isinstance(r, dict) for r in records):
-            kinds = sorted({type(r).__name__ for r in records})
-            raise DataError(f"page {number + 1} of {shown}: records are {kinds}, not objects")
-        try:  # a struct array takes every record's keys (from_pylist: the first record's)
-            table = pa.Table.from_struct_array(pa.array(records))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            field = _mixed(records)
-            raise DataError(
-                f"page {number + 1} of {shown}: field {field!r} holds values of more "
-                f"than one type: {exc}",
-                hint="declare the field's type in columns",
-            ) from None
         for name, value in (carried or {}).items():
             table = table.append_column(name, pa.array([value] * table.num_rows))
         table = self._declared(table, number, shown)
@@ -77,8 +76,7 @@ class Spill:
             table = table.filter(self.after.mask(table))  # what the watermark had committed
         self._unify(table.schema, number, shown)
         path = self.folder / f"page-{len(self.files):06d}.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
-            out.write_table(table)
+        _write_ipc(path, table)
         self.files.append((path, number, shown))
         self.rows += table.num_rows
 
@@ -134,8 +132,7 @@ class Spill:
     def batches(self) -> Iterator[pa.RecordBatch]:
         assert self.schema is not None
         for path, number, shown in self.files:
-            with pa.memory_map(str(path)) as source:
-                table = pa.ipc.open_stream(source).read_all()
+            table = _read_ipc(path)
             try:
                 table = _conform(table, self.schema)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -147,14 +144,23 @@ class Spill:
             yield from table.to_batches()  # the folder goes once all are read
 
 
-def _mixed(records: list[dict[str, Any]]) -> str | None:
-    """The first field whose values Arrow cannot give one type."""
-    for key in dict.fromkeys(k for record in records for k in record):
-        try:
-            pa.array([record.get(key) for record in records])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            return key
-    return None
+def read_raw_table(path: Path) -> pa.Table:
+    """A converted page's records as `Checkpoint.fetched` kept them, in the Arrow file
+    format: a file cut short at any byte has no footer and raises ArrowInvalid (a stream cut
+    between two messages would read as fewer rows)."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _write_ipc(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+        out.write_table(table)
+
+
+def _read_ipc(path: Path) -> pa.Table:
+    """A whole IPC stream file; a file cut short by a kill raises ArrowInvalid."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_stream(source).read_all()
 
 
 def _clash(before: pa.Schema, after: pa.Schema) -> str | None:
@@ -185,7 +191,8 @@ class Checkpoint:
     """A resource's progress in a folder that outlives the attempt: its spilled pages and a
     journal, `progress.jsonl`. A page is journaled twice. Once fetched, its records are written
     as JSON (`raw-<n>.json`: the records only, not the rest of the body, where an API may echo
-    the caller's key) and a line names the file with where the pages then stand (the next
+    the caller's key; `raw-<n>.arrow` in the Arrow file format when the page was converted as
+    it was fetched) and a line names the file with where the pages then stand (the next
     request, counts, style), before the next request is sent; once converted and spilled, a
     line names its Arrow file, the row count and the schema when it changed, and the raw file
     goes. In a fan-out, a line says when a parent's children are all kept: the parent page
@@ -263,7 +270,7 @@ class Checkpoint:
             progress, following = line["progress"], following + 1
         self.prefetched = self._prefetched([c for c in children if c["fetched"] not in converted])
         wanted = {line["fetched"] for lines in self.prefetched.values() for line in lines}
-        for leftover in self.folder.glob("raw-*.json"):
+        for leftover in self.folder.glob("raw-*.*"):
             if leftover.name not in wanted:  # not journaled, or after a body lost: again
                 leftover.unlink()
         if progress is None and self.prefetched:  # a fan-out killed before a parent was done
@@ -321,11 +328,18 @@ class Checkpoint:
         is not on disk whole (the page is fetched again)."""
         name, number, shown = line["fetched"], line["number"], line["shown"]
         try:
-            records = orjson.loads((self.folder / name).read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+            if name.endswith(".arrow"):
+                table = read_raw_table(self.folder / name)
+            else:
+                table = None
+                records = orjson.loads((self.folder / name).read_bytes())
+        except (OSError, orjson.JSONDecodeError, pa.ArrowInvalid):
             return False
         seen.update(_requests(line))
-        spill.add_records(number, records, shown)
+        if table is not None:
+            spill.add_table(number, table, shown)
+        else:
+            spill.add_records(number, records, shown)
         self.save(spill, line["progress"], raw=[name])
         return True
 
@@ -341,8 +355,15 @@ class Checkpoint:
         import uuid
 
         assert page.progress is not None
-        name = f"raw-{page.number:06d}-{uuid.uuid4().hex[:12]}.json"
-        (self.folder / name).write_bytes(orjson.dumps(page.records))
+        name = f"raw-{page.number:06d}-{uuid.uuid4().hex[:12]}"
+        if page.table is not None:  # converted already: its table, as an Arrow file
+            name += ".arrow"
+            path, schema = str(self.folder / name), page.table.schema
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as out:
+                out.write_table(page.table)
+        else:
+            name += ".json"
+            (self.folder / name).write_bytes(orjson.dumps(page.records))
         line: dict[str, Any] = {"fetched": name, "number": page.number, "shown": shown}
         if child is not None:
             of, digest, index = child

@@ -1,0 +1,158 @@
+"""Pages parsed by Arrow's JSON reader give what orjson and `pa.array` give, or are left to
+them: the parser is taught by the pages parsed the usual way and never guesses a type."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from connectors.http.pages import records_at
+from connectors.http.parse import PageParser, nesting, records_table
+from connectors.http.spill import read_raw_table
+
+
+def _usual(content: bytes, key: str | None = "data") -> tuple[dict[str, Any], pa.Table]:
+    body = orjson.loads(content)
+    records = records_at(body, key, "https://api.test/x")
+    meta = {k: v for k, v in body.items() if not isinstance(v, list)}  # all but the records
+    return meta, records_table(records, 1, "https://api.test/x")
+
+
+def _taught(first: dict[str, Any], key: str | None = "data") -> PageParser:
+    parser = PageParser(key)
+    content = orjson.dumps(first)
+    parser.learn(orjson.loads(content), _usual(content, key)[1])
+    return parser
+
+
+RECORD = {
+    "id": 1,
+    "amount": 79.19,
+    "status": "shipped",
+    "created_at": "2024-02-02T01:01:00+02:00",
+    "day": "2024-02-02",
+    "flag": False,
+    "note": None,
+    "customer": {"id": 7, "name": "Zoë 😀", "tags": ["a", "b"]},
+    "items": [{"sku": "s-1", "qty": 2, "price": 9.99}],
+}
+
+
+def _page(n: int, **changes: Any) -> dict[str, Any]:
+    records = [{**RECORD, "id": n * 10 + i, **changes} for i in range(10)]
+    return {"data": records, "next_cursor": "2024-03-01T00:00:00Z", "total": 100}
+
+
+def test_a_page_in_known_types_is_parsed_by_arrow_and_equals_the_usual_way() -> None:
+    parser = _taught(_page(0))
+    for content in (
+        orjson.dumps(_page(1)),
+        json.dumps(_page(2), indent=2, ensure_ascii=True).encode(),  # newlines, \\u escapes
+    ):
+        parsed = parser.parse(content)
+        assert parsed is not None
+        meta, table = parsed
+        usual_meta, usual = _usual(content)
+        assert meta == usual_meta  # a cursor that looks like a timestamp stays its text
+        assert table.select(usual.column_names).equals(usual)
+        assert table.schema.field("created_at").type == pa.string()  # never a guessed type
+        assert table.schema.field("day").type == pa.string()
+    assert parser.parsed == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"id": 1.5}, "an integer field that holds a fraction"),
+        ({"id": "one"}, "a number field that holds text"),
+        ({"note": "now a text"}, "a field null until now"),
+        ({"seen_on": "2024-01-01"}, "a new field Arrow would type as a date"),
+        ({"flag": 0}, "a boolean field that holds a number"),
+    ],
+)
+def test_a_page_that_does_not_fit_the_known_types_is_left_to_the_usual_way(
+    change: dict[str, Any], why: str
+) -> None:
+    parser = _taught(_page(0))
+    assert parser.parse(orjson.dumps(_page(1, **change))) is None, why
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"null", "not an object (the reader segfaults on it)"),
+        (b'{"items": [], "next_cursor": null, "total": 1}', "no records where they should be"),
+        (b'{"data": null, "next_cursor": null, "total": 1}', "records null"),
+        (b'{"data": [{"id": 1}, null], "next_cursor": null, "total": 1}', "a record null"),
+        (b'{"data": [1, 2], "next_cursor": null, "total": 1}', "records not objects"),
+        (b'{"data": [{"id": 1, "id": 2}], "next_cursor": null, "total": 1}', "a key twice"),
+        (b'{"data": [], "next_cursor": null, "total": 1} {"x": 1}', "two objects"),
+        (b'{"data": [{"id": 1, "amount": NaN}], "total": 1}', "NaN, which JSON has not"),
+        (b'{"data": [{"id": 1, "amount": -Infinity}], "total": 1}', "Infinity"),
+        (b'\xef\xbb\xbf{"data": [{"id": 1}], "total": 1}', "a byte-order mark"),
+        (b'{"data": [{"id": 1, "status": "a\xffb"}], "total": 1}', "invalid UTF-8"),
+        (b'{"data": [{"id": 1, "x": ' + b"[" * 600 + b"]" * 600 + b"}]}", "nested too deep"),
+        (b'{"data": [{"id": 9007199254740993}], "total": 1}', "an integer past 2^53 ..."),
+        (b'{"data": [{"id": 1}], "total": 1, "as_of": "2024-01-01"}', "a new date-like field"),
+        (b'{"data": [{"id": 1}], "next_cursor": 5, "total": 1}', "text that became a number"),
+        (b"not json", "not JSON"),
+    ],
+)
+def test_bodies_arrow_cannot_be_trusted_with_are_left_to_the_usual_way(
+    body: bytes, why: str
+) -> None:
+    parser = _taught(_page(0))
+    assert parser.parse(body) is None, why
+
+
+def test_nesting_counts_brackets_outside_strings_only() -> None:
+    assert nesting(b'{"a": [1, {"b": [2]}]}') == 4
+    assert nesting(b'{"s": "]]]]", "x": [[[1]]]}') == 4  # a string cannot hide depth
+    assert nesting(b'{"s": "' + b"]" * 5000 + b'", "x": ' + b"[" * 600 + b"]" * 600 + b"}") == 601
+    assert nesting(b'{"s": "a\\"]]]", "x": [1]}') == 2  # an escaped quote opens nothing
+    assert nesting(b'{"s": "\\\\", "x": [[1]]}') == 3  # an escaped backslash, then a quote
+    assert nesting(b"{}") == 1
+
+
+def test_a_new_field_of_plain_type_is_taken_and_the_types_learnt_widen() -> None:
+    parser = _taught(_page(0))
+    parsed = parser.parse(orjson.dumps(_page(1, rank=3)))
+    assert parsed is not None
+    assert parsed[1].column("rank").to_pylist() == [3] * 10
+    content = orjson.dumps(_page(2, id=2.5))  # left to the usual way, which teaches a float
+    assert parser.parse(content) is None
+    parser.learn(orjson.loads(content), _usual(content)[1])
+    again = parser.parse(orjson.dumps(_page(3)))
+    assert again is not None
+    assert again[1].schema.field("id").type == pa.float64()
+
+
+def test_the_key_is_learnt_from_the_first_body_and_a_list_body_turns_the_parser_off() -> None:
+    parser = _taught({"items": [RECORD], "next": None}, key=None)
+    assert parser.key == "items"
+    assert parser.parse(orjson.dumps({"items": [RECORD], "next": None})) is not None
+    listed = PageParser(None)
+    listed.learn([RECORD], records_table([RECORD], 0, "https://api.test/x"))
+    assert listed.off
+    assert listed.parse(orjson.dumps([RECORD])) is None
+
+
+def test_a_kept_table_cut_short_at_any_byte_does_not_read(tmp_path: Path) -> None:
+    """What `Checkpoint.fetched` keeps of a converted page: every cut fails to read (so the
+    page is fetched again), none reads as fewer rows."""
+    table = records_table([RECORD] * 3, 0, "https://api.test/x")
+    whole = tmp_path / "raw-000001-x.arrow"
+    with pa.OSFile(str(whole), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+        out.write_table(table)
+    assert read_raw_table(whole).equals(table)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.arrow"
+    for length in range(len(data)):
+        cut.write_bytes(data[:length])
+        with pytest.raises((pa.ArrowInvalid, OSError)):
+            read_raw_table(cut)
