@@ -8,6 +8,8 @@ not the bottleneck. Each contender is a whole process, timed from outside (`wait
                         `pa.Table.from_struct_array(pa.array(records))`, `ParquetWriter`
     dlt/rest_api        dlt's `rest_api` source into a filesystem destination as Parquet (dlt
                         splits nested lists into child tables; the checksum reads the root table)
+    arrowline/parallel  the same pages by page number (`/paged` adds the page count to each
+                        body), `parallel: 4`: four requests at once, read in order
     arrowline/limited   200 pages of 20 records from an endpoint that allows 50 requests/s
                         and answers 429 beyond, with `rate_limit: {requests: 50}`: reports
                         the 429s it received (goal: none) and the rate it kept (goal: >= 95%
@@ -49,7 +51,7 @@ LIMIT = 50
 LIMITED_PAGES = 200
 LIMITED_RECORDS = 20
 """Records per /limited page: few, so the rate, not parsing, is what bounds the run."""
-NAMES = ("arrowline", "httpx+pyarrow", "dlt/rest_api", "arrowline/limited")
+NAMES = ("arrowline", "arrowline/parallel", "httpx+pyarrow", "dlt/rest_api", "arrowline/limited")
 NEEDS = {"dlt/rest_api": "dlt"}
 TARGETS = {
     "rows/s ≥ 3x dlt rest_api": ("dlt/rest_api", "rows_per_s", 3.0, "higher"),
@@ -109,6 +111,8 @@ def serve(records: int, port: int) -> None:
             status, headers, body = 200, {}, b""
             if parts.path == "/orders":
                 body = pages[int(query.get("cursor", 0))]
+            elif parts.path == "/paged":  # the same page, saying how many there are
+                body = b'{"pages": %d, ' % len(pages) + pages[int(query.get("cursor", 0))][1:]
             elif parts.path == "/limited":
                 page = int(query.get("cursor", 0))
                 now = time.monotonic()
@@ -168,7 +172,16 @@ def start_server(records: int) -> str:
 # -- the contenders ----------------------------------------------------------------------------
 
 
-def pipeline_yaml(url: str, out: Path, path: str, rate: bool) -> str:
+PAGINATE = {
+    "cursor": "{type: cursor, cursor_path: next_cursor, cursor_param: cursor}",
+    "parallel": "{type: page_number, page_param: cursor, start: 0, total_pages_path: pages, "
+    "parallel: 4}",
+}
+
+
+def pipeline_yaml(
+    url: str, out: Path, path: str, rate: bool, paginate: str = PAGINATE["cursor"]
+) -> str:
     limit = f", rate_limit: {{requests: {LIMIT}, per: second}}" if rate else ""
     return textwrap.dedent(f"""\
         pipeline: bench_rest
@@ -181,7 +194,7 @@ def pipeline_yaml(url: str, out: Path, path: str, rate: bool) -> str:
               connection: api
               path: {path}
               data_path: data
-              paginate: {{type: cursor, cursor_path: next_cursor, cursor_param: cursor}}
+              paginate: {paginate}
           - id: to_parquet
             load: {{input: orders, to: parquet, path: "{out}"}}
         """)
@@ -265,10 +278,12 @@ def measure(name: str, url: str) -> dict[str, Any]:
             script = "httpx" if name.startswith("httpx") else "dlt"
             argv = [sys.executable, "-m", MODULE, "script", script, "--url", url, "--out", str(out)]
         else:
-            limited = name == "arrowline/limited"
+            limited, parallel = name == "arrowline/limited", name == "arrowline/parallel"
             pipeline = scratch / "p.yaml"
-            path = "/limited" if limited else "/orders"
-            pipeline.write_text(pipeline_yaml(url, out / "orders.parquet", path, limited))
+            path = "/limited" if limited else "/paged" if parallel else "/orders"
+            paginate = PAGINATE["parallel" if parallel else "cursor"]
+            text = pipeline_yaml(url, out / "orders.parquet", path, limited, paginate)
+            pipeline.write_text(text)
             cli = str(Path(sys.executable).with_name("arrowline"))
             argv = [cli, "run", str(pipeline), "--project-dir", str(scratch), "--no-progress"]
             argv += ["--log-level", "warning"]
@@ -347,6 +362,12 @@ def summarize(outcomes: list[Outcome], params: dict[str, Any]) -> tuple[dict[str
         met = ratio >= bound if way == "higher" else ratio <= bound
         goals[label] = {"ratio": ratio, "met": met}
         lines.append(f"| {label} | {'✅' if met else '❌'} | {ratio:.2f}x |")
+    if "arrowline/parallel" in done and "arrowline" in done:
+        ratio = done["arrowline/parallel"].median("rows_per_s") / done["arrowline"].median(
+            "rows_per_s"
+        )
+        goals["parallel pages against one at a time"] = {"ratio": ratio}
+        lines.append(f"| `parallel: 4` against one page at a time (rows/s) | | {ratio:.2f}x |")
     if "arrowline/limited" in done:
         limited = done["arrowline/limited"]
         refused = max(s.reported["refused_429"] for s in limited.samples)
