@@ -198,6 +198,8 @@ class Pages:
         with api.client() as client, _Ahead(self, client) as ahead:
             while True:
                 page = ahead.take(url, params, body_json, number)
+                if self.parser is not None and page.records and page.table is not None:
+                    self.parser.learn(page.body, page.table)  # a page kept: its types
                 digest = hashlib.sha1(page.response.content).hexdigest()
                 if page.count and digest == last:
                     raise DataError(
@@ -302,7 +304,6 @@ class Pages:
         page = Page(number, str(response.url), records, decoded, response)
         if parser is not None and records:  # made a table here, on the fetching thread
             page.table = records_table(records, number, shown)
-            parser.learn(decoded, page.table)
         return page
 
     def _detect(self, page: Page) -> Any:

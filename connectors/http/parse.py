@@ -4,23 +4,22 @@ have shown its shape; else the usual way: orjson, then `pa.array(records)`.
 The usual way builds a Python object per value and holds the GIL throughout: ~7 ms of a
 1,000-record page, during which neither the next request nor the previous page's spill can
 move. Arrow's reader parses the same bytes in C++ with the GIL released in ~2 ms. But it is
-not a judge of JSON, and it guesses types, so a body reaches it only when it passed checks
-that cost a fraction of a parse, and its result is taken only in terms the usual way would
-give:
+no judge of JSON, it guesses types, and pyarrow 26 has bugs on the way (a bare `null` or deep
+nesting segfaults it; a list it infers that starts with nulls comes out invalid), so a body
+reaches it only when the result cannot differ from the usual way's:
 
-- the body is one JSON object (Arrow's reader segfaults on a bare `null`), valid UTF-8, with
-  no `NaN` or `Infinity` literal (it takes both) and nested at most 512 levels deep, counted
-  outside strings (it overflows its stack past ~10,000; orjson refuses past 1,024);
-- the records are given the types the earlier pages had, as `pa.array` inferred them, as an
-  explicit schema: a value of another type fails the read, and the page goes the usual way and
-  teaches the parser its types; a field new to the page that the reader typed as a date, time
-  or float (an integer past int64, or past 2^53 beside fractions, which `pa.array` refuses) or
-  a null record sends it the usual way too;
-- the body's other fields (the paginator reads them) are typed by the reader from this page
-  alone, but those that held text on the pages before are given as text; a date or time
-  among the rest sends the page the usual way;
-- while any field is float, a page holding a run of 16 digits outside a fraction goes the usual
-  way: the reader would round an integer past 2^53 into the float where `pa.array` refuses it.
+- the body is one JSON object under 1 GiB, valid UTF-8, with no `NaN` or `Inf` literal, and
+  nested at most 512 levels deep counted outside strings;
+- every field is given its type, never inferred: the records' fields and the body's other
+  fields as `pa.array` typed them on the pages kept before; a field new to the page, or a value
+  of another type, fails the read, and the page goes the usual way and teaches the parser;
+- the body's other fields (the paginator reads them) are text, integers, booleans, nulls or
+  objects of these (a float would take an integer's place, a list mixes them);
+- no record field typed null sits under a list (pyarrow 26 breaks such arrays when cast);
+- while a records field is float: no run of 16 digits (an integer past 2^53 rounds), no
+  three-digit exponent (past the double range reads as infinity), no bare `-0` (-0.0 where
+  orjson reads 0);
+- the result validates fully, has one row, and no null or absent records.
 
 Only bodies that are one JSON object whose records are a list under one key are read this
 way, and never when the paginator reads a path into the records; a fan-out's pages take the
@@ -44,7 +43,8 @@ __all__ = ["MAX_DEPTH", "PageParser", "nesting", "path_parts", "records_table"]
 
 MAX_DEPTH = 512
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
-_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_DIGITS = bytes.maketrans(b"123456789E}] \t\r\n", b"000000000e,,,,,,")
+_EXPONENTS = (b"e000", b"e+000", b"e-000")
 _LONG_INTEGER = b"0" * 16
 """Sixteen digits in a row once every digit is a 0: an integer that may be past 2^53 (or a long
 mantissa, a long number in text: those only cost the fast way)."""
@@ -107,6 +107,8 @@ def nesting(content: bytes) -> int:
         position, run = int(where[index]), 0
         while position - run - 1 >= 0 and content[position - run - 1] == 92:
             run += 1
+            if run > 64:
+                return MAX_DEPTH + 1  # judging it costs more than the usual way
         quote[index] = run % 2 == 0
     outside = np.cumsum(quote) % 2 == 0  # an even count of quotes up to here
     steps = np.where(kinds == 2, 1, np.where(kinds == 3, -1, 0))[outside & ~quote]
@@ -135,9 +137,9 @@ class PageParser:
         self.key = key
         self.item: pa.StructType | None = None
         """The records' fields so far, typed as `pa.array` typed them."""
-        self.texts: set[str] = set()
-        """The body's other fields that held text: given as text, else a cursor that looks
-        like a timestamp would be read as one."""
+        self.meta: pa.Schema | None = None
+        """The body's other fields, typed as `pa.array` typed them: given to the reader as
+        they are (a cursor that looks like a timestamp stays text), never inferred."""
         self.off = False
         """Bodies of another shape, or a paginator that reads into the records."""
         self.parsed = 0
@@ -156,15 +158,19 @@ class PageParser:
         """The body's other fields and its records' table; None when this body must take
         the usual way."""
         with self._lock:
-            key, item, texts = self.key, self.item, sorted(self.texts)
-            if self.off or item is None or key is None:
+            key, item, meta = self.key, self.item, self.meta
+            if self.off or item is None or key is None or meta is None:
                 return None
+        if not all(_plain_type(field.type) for field in meta) or _null_in_list(item):
+            return None  # floats or lists among the other fields; a null-typed list item
         if not _plain(content):
             return None
-        schema = pa.schema([(key, pa.list_(item)), *((name, pa.string()) for name in texts)])
+        floats = _has_float(item)
+        if floats and _inexact(content):
+            return None
         options = pj.ParseOptions(  # a value across lines (a pretty body) costs ~2x to read
-            explicit_schema=schema,
-            unexpected_field_behavior="infer",
+            explicit_schema=meta.insert(0, pa.field(key, pa.list_(item))),
+            unexpected_field_behavior="error",  # never inferred: a new field, the usual way
             newlines_in_values=b"\n" in content or b"\r" in content,
         )
         try:
@@ -173,35 +179,23 @@ class PageParser:
                 read_options=pj.ReadOptions(block_size=max(1 << 20, len(content) + 1)),
                 parse_options=options,
             )
-        except _ARROW_ERRORS:
+            body.validate(full=True)
+            if body.num_rows != 1:
+                return None
+            column = body.column(0)
+            records = pc.list_flatten(column).combine_chunks()
+            if column.null_count or records.null_count:
+                return None  # records null or absent, or a record null: the usual way says so
+            fields = body.drop_columns([key]).to_pylist()[0]
+            table = pa.Table.from_struct_array(records)
+        except (pa.ArrowException, OverflowError, ValueError):
             return None
-        if body.num_rows != 1 or body.schema.names[0] != key:
-            return None
-        column = body.column(0)
-        found = column.type.value_type
-        others = [body.schema.field(i).type for i in range(1, body.num_columns)]
-        if any(_temporal(kind) for kind in others):
-            return None  # text the reader took for a date or time
-        if found != item:
-            known = _leaves(item)
-            new = [kind for path, kind in _leaves(found).items() if path not in known]
-            if any(pa.types.is_temporal(t) or pa.types.is_floating(t) for t in new):
-                return None  # a new field the reader typed as pa.array would not
-        floats = _has_float(found) or any(_has_float(kind) for kind in others)
-        if floats and _LONG_INTEGER in content.translate(_DIGITS):
-            return None
-        records = pc.list_flatten(column).combine_chunks()
-        if column.null_count or records.null_count:
-            return None  # records null or absent, or a record null: the usual way says so
-        meta = body.drop_columns([key]).to_pylist()[0]
         with self._lock:
-            if self.item == item:  # else another page taught it meanwhile: theirs stand
-                self.item = found
             self.parsed += 1
-        return meta, pa.Table.from_struct_array(records)
+        return fields, table
 
     def learn(self, body: Any, table: pa.Table) -> None:
-        """The types of a page parsed the usual way: its body and its records' table."""
+        """The types of a page kept the usual way: its body and its records' table."""
         with self._lock:
             if self.off:
                 return
@@ -214,26 +208,57 @@ class PageParser:
             if not _dict(body) or self.key not in body:
                 self.off = True
                 return
-            for name, value in body.items():
-                if name != self.key and isinstance(value, str):
-                    self.texts.add(name)
-                elif value is not None:
-                    self.texts.discard(name)
-            if self.item is None:
-                self.item = pa.struct(list(table.schema))
-                return
             try:
-                merged = pa.unify_schemas(
-                    [pa.schema(list(self.item)), table.schema], promote_options="permissive"
-                )
-            except _ARROW_ERRORS:
-                self.item = None  # types that cannot meet: the next page teaches afresh
+                others = pa.array([{k: v for k, v in body.items() if k != self.key}]).type
+                meta = pa.schema(list(others))
+                item = table.schema
+                if self.meta is not None:
+                    meta = pa.unify_schemas([self.meta, meta], promote_options="permissive")
+                if self.item is not None:
+                    before = pa.schema(list(self.item))
+                    item = pa.unify_schemas([before, item], promote_options="permissive")
+            except (pa.ArrowException, OverflowError):
+                self.meta = self.item = None  # types that cannot meet: the next page teaches
                 return
-            self.item = pa.struct(list(merged))
+            self.meta, self.item = meta, pa.struct(list(item))
+
+
+def _plain_type(kind: pa.DataType) -> bool:
+    """Text, integers, booleans, nulls and objects of these: what the reader gives back as
+    orjson would (a float would take an integer's place, a list mixes them)."""
+    return all(
+        pa.types.is_string(t)
+        or pa.types.is_int64(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_null(t)
+        or pa.types.is_struct(t)
+        for t in _leaves(kind).values()
+    )
+
+
+def _null_in_list(kind: pa.DataType) -> bool:
+    """A null-typed field under a list: pyarrow 26 breaks such arrays when they are cast."""
+    return any("[]" in path and pa.types.is_null(t) for path, t in _leaves(kind).items())
+
+
+def _inexact(content: bytes) -> bool:
+    """While a field is float, what the reader would put there otherwise than `pa.array`:
+    an integer of 16 digits or more (past 2^53 it rounds where `pa.array` refuses), an
+    exponent of three digits (past the double range it reads infinity where orjson refuses),
+    a bare `-0` (-0.0 where orjson reads the integer 0). In text too: that costs only speed."""
+    marked = content.translate(_DIGITS)
+    return (
+        _LONG_INTEGER in marked
+        or any(exponent in marked for exponent in _EXPONENTS)
+        or b"-0," in marked  # every digit a 0, every delimiter a comma: `-0` alone
+    )
 
 
 def _plain(content: bytes) -> bool:
-    """One JSON object, valid UTF-8, without NaN or Infinity, nested at most MAX_DEPTH."""
+    """One JSON object under 1 GiB, valid UTF-8, without NaN or Inf(inity), nested at most
+    MAX_DEPTH."""
+    if len(content) >= 1 << 30:
+        return False
     if content[:64].lstrip(_WHITESPACE)[:1] != b"{":
         return False
     if content[-64:].rstrip(_WHITESPACE)[-1:] != b"}":
@@ -243,7 +268,7 @@ def _plain(content: bytes) -> bool:
             content.decode("utf-8")
         except UnicodeDecodeError:
             return False
-    if b"NaN" in content or b"Infinity" in content:
+    if b"NaN" in content or b"Inf" in content:
         return False  # in text too: that costs only the fast way
     return nesting(content) <= MAX_DEPTH
 
@@ -268,10 +293,6 @@ def _leaves(kind: pa.DataType) -> dict[str, pa.DataType]:
         elif pa.types.is_list(current) or pa.types.is_large_list(current):
             stack.append((f"{path}[]", current.value_type))
     return found
-
-
-def _temporal(kind: pa.DataType) -> bool:
-    return any(pa.types.is_temporal(t) for t in _leaves(kind).values())
 
 
 def _has_float(kind: pa.DataType) -> bool:

@@ -119,17 +119,73 @@ def test_nesting_counts_brackets_outside_strings_only() -> None:
     assert nesting(b"{}") == 1
 
 
-def test_a_new_field_of_plain_type_is_taken_and_the_types_learnt_widen() -> None:
+def test_a_new_field_goes_the_usual_way_once_and_is_read_after() -> None:
     parser = _taught(_page(0))
-    parsed = parser.parse(orjson.dumps(_page(1, rank=3)))
+    content = orjson.dumps(_page(1, rank=3))
+    assert parser.parse(content) is None  # never inferred by the reader
+    body, usual = orjson.loads(content), _usual(content)[1]
+    parser.learn(body, usual)  # the page kept the usual way teaches it
+    parsed = parser.parse(orjson.dumps(_page(2, rank=4)))
     assert parsed is not None
-    assert parsed[1].column("rank").to_pylist() == [3] * 10
-    content = orjson.dumps(_page(2, id=2.5))  # left to the usual way, which teaches a float
+    assert parsed[1].column("rank").to_pylist() == [4] * 10
+    content = orjson.dumps(_page(3, id=2.5))  # the usual way, which teaches a float
     assert parser.parse(content) is None
     parser.learn(orjson.loads(content), _usual(content)[1])
-    again = parser.parse(orjson.dumps(_page(3)))
+    again = parser.parse(orjson.dumps(_page(4)))
     assert again is not None
     assert again[1].schema.field("id").type == pa.float64()
+
+
+def _taught_by(*bodies: bytes) -> PageParser:
+    parser = PageParser("data")
+    for content in bodies:
+        body = orjson.loads(content)
+        parser.learn(body, records_table(body["data"], 0, "https://api.test/x"))
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "why"),
+    [
+        (
+            b'{"data": [{"id": 1}], "next": "a", "x": []}',
+            b'{"data": [{"id": 2}], "next": "b", "x": [' + b"null," * 15 + b"[1]]}",
+            "a list among the other fields (the reader's inferred lists segfault)",
+        ),
+        (
+            b'{"data": [{"id": 1}], "next": "a"}',
+            b'{"data": [{"id": 2, "tags": [null, "x"]}], "next": null}',
+            "a records field new to the page",
+        ),
+        (b'{"data": [{"v": 1.5}]}', b'{"data": [{"v": Inf}]}', "Inf"),
+        (b'{"data": [{"v": 1.5}]}', b'{"data": [{"v": 1.8e308}]}', "past the double range"),
+        (b'{"data": [{"v": 1.5}]}', b'{"data": [{"v": -0}]}', "-0, which orjson reads as 0"),
+        (b'{"data": [{"v": 1.5}]}', b'{"data": [{"v": 9007199254740993}]}', "past 2^53"),
+        (
+            b'{"data": [{"id": 1, "e": [{"x": 1, "c": null}]}]}',
+            b'{"data": [{"id": 2, "e": [null, {"x": 2}]}]}',
+            "a null-typed field under a list (pyarrow 26 breaks it when cast)",
+        ),
+        (
+            b'{"data": [{"id": 1}], "ids": {"a": 1.5}}',
+            b'{"data": [{"id": 2}], "ids": {"a": 2}}',
+            "a float among the other fields (an integer would come back a float)",
+        ),
+        (b'{"data": [{"id": 1}], "n": 1}', b'{"data": [{"id": 2}], "n": 1.5}', "int to float"),
+    ],
+)
+def test_what_the_reader_would_give_otherwise_goes_the_usual_way(
+    first: bytes, later: bytes, why: str
+) -> None:
+    assert _taught_by(first).parse(later) is None, why
+
+
+def test_a_page_with_an_extra_list_is_left_to_say_so_without_data_path() -> None:
+    parser = PageParser(None)
+    first = {"data": [RECORD], "next": None}
+    parser.learn(first, records_table([RECORD], 0, "https://api.test/x"))
+    assert parser.key == "data"
+    assert parser.parse(orjson.dumps({**first, "errors": []})) is None
 
 
 def test_the_key_is_learnt_from_the_first_body_and_a_list_body_turns_the_parser_off() -> None:
