@@ -77,8 +77,11 @@ def _checksum(folder: Path) -> str:
 
 
 def _written(folder: Path) -> int:
-    """Files under the project's state and outputs: an unchanged re-run adds none."""
-    return sum(1 for p in folder.rglob("*") if p.is_file() and "logs" not in p.parts)
+    """Files under the project's state and outputs: an unchanged re-run adds none. (Logs and
+    Python's bytecode caches are not counted: the first run, made by `prepare`, may have run
+    with PYTHONDONTWRITEBYTECODE set, and the re-run's import of udfs.py then writes one.)"""
+    skipped = {"logs", "__pycache__"}
+    return sum(1 for p in folder.rglob("*") if p.is_file() and not skipped & set(p.parts))
 
 
 def _arrowline(data: Path, out: Path) -> dict[str, Any]:
