@@ -153,14 +153,37 @@ def read_raw_table(path: Path) -> pa.Table:
 
 
 def _write_ipc(path: Path, table: pa.Table) -> None:
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+    """A page spilled in the Arrow file format: its footer comes last, so a file cut short
+    (a power cut: spill files are not synced) does not read at all."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
         out.write_table(table)
 
 
+_FILE_MAGIC = b"ARROW1"
+
+
 def _read_ipc(path: Path) -> pa.Table:
-    """A whole IPC stream file; a file cut short by a kill raises ArrowInvalid."""
+    """A spilled page; a checkpoint from before the file format holds IPC streams."""
     with pa.memory_map(str(path)) as source:
+        if source.read(len(_FILE_MAGIC)) == _FILE_MAGIC:
+            source.seek(0)
+            return pa.ipc.open_file(source).read_all()
+        source.seek(0)
         return pa.ipc.open_stream(source).read_all()
+
+
+def _readable(path: Path) -> bool:
+    """A spilled page whose file reads whole (for the file format, its footer is there)."""
+    try:
+        with pa.memory_map(str(path)) as source:
+            if source.read(len(_FILE_MAGIC)) == _FILE_MAGIC:
+                source.seek(0)
+                pa.ipc.open_file(source)
+                return True
+        _read_ipc(path)
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return True
 
 
 def _clash(before: pa.Schema, after: pa.Schema) -> str | None:
@@ -236,13 +259,18 @@ class Checkpoint:
         fetched: list[dict[str, Any]] = []
         children: list[dict[str, Any]] = []
         converted: set[str] = set()
-        for line in lines[1:]:
+        for position, line in enumerate(lines[1:], start=1):
             if "child" in line:
                 children.append(line)
                 continue
             if "fetched" in line:
                 fetched.append(line)
                 continue
+            if not all(_readable(self.folder / name) for name, _, _ in line["files"]):
+                # a page file cut short or lost (a power cut): the journal goes back to the
+                # line before, and the pages from there are fetched again
+                self._rewrite(lines[:position])
+                break
             seen.update(_requests(line))
             files += [(name, number, shown) for name, number, shown in line["files"]]
             schema = base64.b64decode(line["schema"]) if "schema" in line else schema
@@ -396,6 +424,12 @@ class Checkpoint:
             self._journaled = len(spill.files)
         for name in raw:
             (self.folder / name).unlink(missing_ok=True)
+
+    def _rewrite(self, lines: list[dict[str, Any]]) -> None:
+        """The journal as `lines`, replaced at once."""
+        draft = self.file.with_suffix(".draft")
+        draft.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+        draft.replace(self.file)
 
     def _append(self, line: dict[str, Any]) -> None:
         head = b""

@@ -1458,6 +1458,42 @@ def test_a_resumed_fan_out_whose_parent_page_changed_starts_afresh(
     assert any("starts afresh" in line for line in caplog_lines)
 
 
+def test_a_kept_page_file_cut_short_by_a_power_cut_is_fetched_again(
+    write: WritePipeline, api: Api, project: Path
+) -> None:
+    """Killed with pages kept; the second page's spill file is then cut short (a power cut:
+    spill files are not synced). The resume reads the journal only up to the page before it,
+    fetches from that page on, and loses and repeats nothing."""
+    import signal
+
+    @api.route("/slow")
+    def slow(request: Request) -> Reply:
+        page = int(request.query.get("cursor", 0))
+        data = [{"id": page * 10 + i} for i in range(10)]
+        return Reply(200, {"data": data, "next": page + 1 if page < 7 else None}, delay=0.3)
+
+    source = "path: /slow, data_path: data, paginate: {type: cursor, cursor_path: next}"
+    path = write("p.yaml", to_parquet(api, source, "o.parquet"))
+    process = _run_process(path, project)
+    deadline = time.monotonic() + 60
+    kept: list[Path] = []
+    while len(kept) < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+        kept = sorted((project / ".arrowline").rglob(".checkpoint-*/page-*.arrow"))
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert len(kept) >= 3, "the run was not caught with pages kept"
+    second = kept[1]
+    second.write_bytes(second.read_bytes()[: second.stat().st_size // 2])
+    served = len(api.hits("/slow"))
+    resumed = resume(path)
+    assert resumed.ok, {k: t.error for k, t in resumed.tasks.items() if t.error}
+    again = [int(r.query.get("cursor", 0)) for r in api.hits("/slow")[served:]]
+    assert again == list(range(1, 8))  # from the page whose file was cut
+    found = pl.read_parquet(str(project / "o.parquet"))
+    assert found["id"].to_list() == list(range(80))
+
+
 def _run_process(path: Path, project: Path, fault: str | None = None) -> Any:
     """`arrowline run` of the pipeline file in a process of its own, to be killed; with
     `fault`, it stops at that fault point until killed."""
