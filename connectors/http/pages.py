@@ -67,16 +67,13 @@ class Page:
         return self.table.num_rows if self.table is not None else len(self.records)
 
 
-_path = path_parts
-
-
 _MISSING = object()
 
 
 def _lookup(body: Any, path: str) -> Any:
     """The value at `path`, or `_MISSING` when a key on the way is absent (not null)."""
     value = body
-    for part in _path(path):
+    for part in path_parts(path):
         if isinstance(value, dict):
             if part not in value:
                 return _MISSING
@@ -91,7 +88,7 @@ def _lookup(body: Any, path: str) -> Any:
 def at(body: Any, path: str) -> Any:
     """The value at a dotted path (`meta.next`, `$.data.items`, `items.0.id`), or None."""
     value = body
-    for part in _path(path):
+    for part in path_parts(path):
         if isinstance(value, dict):
             value = value.get(part)
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
@@ -166,7 +163,7 @@ class Pages:
         """Parse pages with Arrow's JSON reader where they allow (`connectors.http.parse`):
         bodies that hold their records under one key."""
         path = self.config.data_path
-        parts = _path(path) if path is not None else []
+        parts = path_parts(path) if path is not None else []
         if path is None or len(parts) == 1:
             self.parser = PageParser(parts[0] if parts else None, self._reads())
 
@@ -302,7 +299,7 @@ class Pages:
             ) from None
         records = records_at(decoded, config.data_path, shown, number)
         page = Page(number, str(response.url), records, decoded, response)
-        if parser is not None and records:  # made a table here, on the fetching thread
+        if parser is not None and not parser.off and records:  # to learn from, once kept
             page.table = records_table(records, number, shown)
         return page
 

@@ -42,7 +42,6 @@ from engine.core.errors import DataError
 __all__ = ["MAX_DEPTH", "PageParser", "nesting", "path_parts", "records_table"]
 
 MAX_DEPTH = 512
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 _DIGITS = bytes.maketrans(b"123456789E}] \t\r\n", b"000000000e,,,,,,")
 _EXPONENTS = (b"e000", b"e+000", b"e-000")
 _LONG_INTEGER = b"0" * 16
@@ -200,12 +199,13 @@ class PageParser:
             if self.off:
                 return
             if self.key is None:
-                lists = [k for k, v in body.items() if isinstance(v, list)] if _dict(body) else []
+                held = body.items() if isinstance(body, dict) else ()
+                lists = [k for k, v in held if isinstance(v, list)]
                 if len(lists) != 1 or lists[0] in self._heads:
                     self.off = True
                     return
                 self.key = lists[0]
-            if not _dict(body) or self.key not in body:
+            if not isinstance(body, dict) or self.key not in body:
                 self.off = True
                 return
             try:
@@ -271,10 +271,6 @@ def _plain(content: bytes) -> bool:
     if b"NaN" in content or b"Inf" in content:
         return False  # in text too: that costs only the fast way
     return nesting(content) <= MAX_DEPTH
-
-
-def _dict(body: Any) -> bool:
-    return isinstance(body, dict)
 
 
 def _leaves(kind: pa.DataType) -> dict[str, pa.DataType]:

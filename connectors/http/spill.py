@@ -23,7 +23,7 @@ from engine.core.files import remove_tree
 from engine.core.types import parse_type
 from engine.core.watermark import RowsAfter
 
-__all__ = ["Checkpoint", "Child", "Spill", "read_raw_table"]
+__all__ = ["Checkpoint", "Child", "Spill", "read_page_file", "write_page_file"]
 
 Child = tuple[int, str, int]
 """A fan-out's child: its parent page's number and digest, and the parent record's index."""
@@ -76,7 +76,7 @@ class Spill:
             table = table.filter(self.after.mask(table))  # what the watermark had committed
         self._unify(table.schema, number, shown)
         path = self.folder / f"page-{len(self.files):06d}.arrow"
-        _write_ipc(path, table)
+        write_page_file(path, table)
         self.files.append((path, number, shown))
         self.rows += table.num_rows
 
@@ -132,7 +132,7 @@ class Spill:
     def batches(self) -> Iterator[pa.RecordBatch]:
         assert self.schema is not None
         for path, number, shown in self.files:
-            table = _read_ipc(path)
+            table = read_page_file(path)
             try:
                 table = _conform(table, self.schema)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -144,17 +144,10 @@ class Spill:
             yield from table.to_batches()  # the folder goes once all are read
 
 
-def read_raw_table(path: Path) -> pa.Table:
-    """A converted page's records as `Checkpoint.fetched` kept them, in the Arrow file
-    format: a file cut short at any byte has no footer and raises ArrowInvalid (a stream cut
-    between two messages would read as fewer rows)."""
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
-
-
-def _write_ipc(path: Path, table: pa.Table) -> None:
-    """A page spilled in the Arrow file format: its footer comes last, so a file cut short
-    (a power cut: spill files are not synced) does not read at all."""
+def write_page_file(path: Path, table: pa.Table) -> None:
+    """A page's records on disk (spilled, or kept as fetched) in the Arrow file format: its
+    footer comes last, so a file cut short (a power cut: these files are not synced) does not
+    read at all, where a stream cut between two messages reads as fewer rows."""
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
         out.write_table(table)
 
@@ -162,8 +155,8 @@ def _write_ipc(path: Path, table: pa.Table) -> None:
 _FILE_MAGIC = b"ARROW1"
 
 
-def _read_ipc(path: Path) -> pa.Table:
-    """A spilled page; a checkpoint from before the file format holds IPC streams."""
+def read_page_file(path: Path) -> pa.Table:
+    """A page file whole; a checkpoint from before the file format holds IPC streams."""
     with pa.memory_map(str(path)) as source:
         if source.read(len(_FILE_MAGIC)) == _FILE_MAGIC:
             source.seek(0)
@@ -173,14 +166,8 @@ def _read_ipc(path: Path) -> pa.Table:
 
 
 def _readable(path: Path) -> bool:
-    """A spilled page whose file reads whole (for the file format, its footer is there)."""
     try:
-        with pa.memory_map(str(path)) as source:
-            if source.read(len(_FILE_MAGIC)) == _FILE_MAGIC:
-                source.seek(0)
-                pa.ipc.open_file(source)
-                return True
-        _read_ipc(path)
+        read_page_file(path)
     except (OSError, pa.ArrowInvalid):
         return False
     return True
@@ -357,7 +344,7 @@ class Checkpoint:
         name, number, shown = line["fetched"], line["number"], line["shown"]
         try:
             if name.endswith(".arrow"):
-                table = read_raw_table(self.folder / name)
+                table = read_page_file(self.folder / name)
             else:
                 table = None
                 records = orjson.loads((self.folder / name).read_bytes())
@@ -386,9 +373,7 @@ class Checkpoint:
         name = f"raw-{page.number:06d}-{uuid.uuid4().hex[:12]}"
         if page.table is not None:  # converted already: its table, as an Arrow file
             name += ".arrow"
-            path, schema = str(self.folder / name), page.table.schema
-            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as out:
-                out.write_table(page.table)
+            write_page_file(self.folder / name, page.table)
         else:
             name += ".json"
             (self.folder / name).write_bytes(orjson.dumps(page.records))

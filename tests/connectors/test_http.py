@@ -773,39 +773,32 @@ def test_parallel_page_numbers_follow_the_total_pages(write: WritePipeline, api:
     assert sorted(int(r.query["page"]) for r in api.hits("/paged")) == list(range(1, 8))
 
 
-def test_parallel_pages_without_a_total_are_refused_at_their_line(write: WritePipeline) -> None:
+def _checked(write: WritePipeline, source: str) -> list[Any]:
+    """The problems `arrowline check` finds in a pipeline whose task `t` (line 6) extracts
+    `source` from a connection no test server answers."""
     from engine.tasks.checks import check_file
 
     path = write(
         "p.yaml",
-        """
+        f"""
         pipeline: rest
         connections:
-          shop: {kind: http, base_url: "http://127.0.0.1:9"}
+          shop: {{kind: http, base_url: "http://127.0.0.1:9"}}
         tasks:
           - id: t
-            extract: {from: http, connection: shop, path: /x, paginate: {type: offset, parallel: 4}}
+            extract: {{from: http, connection: shop, {source}}}
         """,
     )
-    _, problems = check_file(path)
+    return list(check_file(path)[1])
+
+
+def test_parallel_pages_without_a_total_are_refused_at_their_line(write: WritePipeline) -> None:
+    problems = _checked(write, "path: /x, paginate: {type: offset, parallel: 4}")
     assert any("parallel pages need total_path" in p.message and p.line == 6 for p in problems)
 
 
 def test_a_child_path_needs_its_parent_and_says_so_before_a_run(write: WritePipeline) -> None:
-    from engine.tasks.checks import check_file
-
-    path = write(
-        "p.yaml",
-        """
-        pipeline: rest
-        connections:
-          shop: {kind: http, base_url: "http://127.0.0.1:9"}
-        tasks:
-          - id: t
-            extract: {from: http, connection: shop, path: "/orders/{parent.id}/items"}
-        """,
-    )
-    _, problems = check_file(path)
+    problems = _checked(write, "path: '/orders/{parent.id}/items'")
     assert any("needs a parent resource" in p.message and p.line == 6 for p in problems)
 
 
@@ -1011,38 +1004,12 @@ def test_a_number_beyond_int64_names_its_field(write: WritePipeline, api: Api) -
 
 
 def test_an_unknown_column_type_is_refused_before_a_run(write: WritePipeline) -> None:
-    from engine.tasks.checks import check_file
-
-    path = write(
-        "p.yaml",
-        """
-        pipeline: rest
-        connections:
-          shop: {kind: http, base_url: "http://127.0.0.1:9"}
-        tasks:
-          - id: t
-            extract: {from: http, connection: shop, path: /x, columns: {id: int65}}
-        """,
-    )
-    _, problems = check_file(path)
+    problems = _checked(write, "path: /x, columns: {id: int65}")
     assert any("int65" in p.message and p.line == 6 for p in problems)
 
 
 def test_an_unknown_paginator_is_named_by_its_own_key(write: WritePipeline) -> None:
-    from engine.tasks.checks import check_file
-
-    path = write(
-        "p.yaml",
-        """
-        pipeline: rest
-        connections:
-          shop: {kind: http, base_url: "http://127.0.0.1:9"}
-        tasks:
-          - id: t
-            extract: {from: http, connection: shop, path: /x, paginate: {type: offest}}
-        """,
-    )
-    _, problems = check_file(path)
+    problems = _checked(write, "path: /x, paginate: {type: offest}")
     (problem,) = problems
     assert (problem.code, problem.line) == ("unknown-value", 6)
     assert "unknown 'type' value 'offest'. Did you mean 'offset'?" in problem.message

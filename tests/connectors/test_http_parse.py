@@ -13,7 +13,7 @@ import pytest
 
 from connectors.http.pages import records_at
 from connectors.http.parse import PageParser, nesting, records_table
-from connectors.http.spill import read_raw_table
+from connectors.http.spill import read_page_file, write_page_file
 
 
 def _usual(content: bytes, key: str | None = "data") -> tuple[dict[str, Any], pa.Table]:
@@ -203,27 +203,26 @@ def test_a_kept_table_cut_short_at_any_byte_does_not_read(tmp_path: Path) -> Non
     page is fetched again), none reads as fewer rows."""
     table = records_table([RECORD] * 3, 0, "https://api.test/x")
     whole = tmp_path / "raw-000001-x.arrow"
-    with pa.OSFile(str(whole), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
-        out.write_table(table)
-    assert read_raw_table(whole).equals(table)
+    write_page_file(whole, table)
+    assert read_page_file(whole).equals(table)
     data = whole.read_bytes()
     cut = tmp_path / "cut.arrow"
     for length in range(len(data)):
         cut.write_bytes(data[:length])
         with pytest.raises((pa.ArrowInvalid, OSError)):
-            read_raw_table(cut)
+            read_page_file(cut)
 
 
 def test_a_spilled_page_from_an_older_checkpoint_still_reads(tmp_path: Path) -> None:
     """Spill files were IPC streams before the file format: a resume across the upgrade
     reads them; one cut short is not readable and its page is fetched again."""
-    from connectors.http.spill import _read_ipc, _readable
+    from connectors.http.spill import _readable
 
     table = records_table([RECORD] * 3, 0, "https://api.test/x")
     old = tmp_path / "page-000000.arrow"
     with pa.OSFile(str(old), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
         out.write_table(table)
     assert _readable(old)
-    assert _read_ipc(old).equals(table)
+    assert read_page_file(old).equals(table)
     old.write_bytes(old.read_bytes()[: old.stat().st_size // 2])
     assert not _readable(old)
