@@ -259,6 +259,20 @@ class Connector(ABC):
 
     # -- what a config says, without I/O -------------------------------------------------------
 
+    def expand(
+        self, config: ConfigModel, task_id: str, pipeline: str
+    ) -> list[tuple[str, ConfigModel]] | None:
+        """A source standing for several tasks (a change stream of several tables through one
+        replication slot): the (task id, config) of each, which replace the task in the
+        pipeline. None: it is one task."""
+        return None
+
+    def release_group(self, config: ConfigModel, task_id: str) -> tuple[str, ...]:
+        """The extract tasks (`task_id` among them) that share what `release` frees (one
+        replication slot for several tables): each release frees only up to the least
+        position any of them has committed. Empty: the extract releases on its own."""
+        return ()
+
     def connection_name(self, config: ConfigModel) -> str | None:
         """The named connection a source or sink config uses."""
         return None

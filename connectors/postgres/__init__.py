@@ -21,7 +21,12 @@ from connectors.base import (
     SinkState,
 )
 from connectors.changes import CHANGE_COLUMNS
-from connectors.postgres.config import PostgresConnection, PostgresSink, PostgresSource
+from connectors.postgres.config import (
+    PostgresConnection,
+    PostgresSink,
+    PostgresSource,
+    default_slot,
+)
 from connectors.postgres.reference import SECTIONS
 from engine.core.config import ConfigModel
 from engine.core.places import Place
@@ -75,6 +80,32 @@ class PostgresConnector(Connector):
     def connection_name(self, config: ConfigModel) -> str | None:
         assert isinstance(config, PostgresSource | PostgresSink)
         return config.connection
+
+    def expand(
+        self, config: ConfigModel, task_id: str, pipeline: str
+    ) -> list[tuple[str, ConfigModel]] | None:
+        if not isinstance(config, PostgresSource) or config.cdc is None:
+            return None
+        if config.cdc.tables is None or config.table is not None:
+            return None
+        slot = config.cdc.slot or default_slot(pipeline, task_id)
+        shared = config.cdc.model_copy(
+            update={"slot": slot, "publication": config.cdc.publication or slot}
+        )
+        return [
+            (member, config.model_copy(update={"table": table, "cdc": shared}))
+            for member, table in config.members(task_id)
+        ]
+
+    def release_group(self, config: ConfigModel, task_id: str) -> tuple[str, ...]:
+        if not isinstance(config, PostgresSource) or config.cdc is None:
+            return ()
+        if config.cdc.tables is None or config.table is None:
+            return ()
+        suffix = {table: member for member, table in config.members("")}[config.table]
+        if not task_id.endswith(suffix):  # not named as `expand` names it
+            return ()
+        return tuple(member for member, _ in config.members(task_id[: -len(suffix)]))
 
     def incremental(self, config: ConfigModel) -> IncrementalSpec | None:
         if not isinstance(config, PostgresSource):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -10,7 +12,9 @@ from pydantic import Field, model_validator
 from connectors.base import IncrementalSpec
 from connectors.keys import check_load_keys
 from engine.core.config import ConfigModel
+from engine.core.errors import DefinitionError
 from engine.core.sizes import ByteSize
+from engine.core.sqltext import split_table
 
 __all__ = [
     "CdcSpec",
@@ -19,6 +23,7 @@ __all__ = [
     "PostgresSink",
     "PostgresSource",
     "SchemaChange",
+    "default_slot",
 ]
 
 
@@ -61,21 +66,47 @@ class PartitionSpec(ConfigModel):
 _SLOT_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
+def default_slot(pipeline: str, task: str) -> str:
+    """`arrowline_<pipeline>_<task>`, in the letters a slot name may have, at most 63. When a
+    name has an underscore or a letter a slot cannot have, a hash of both names follows: the
+    pipeline `x` with task `y_z` and the pipeline `x_y` with task `z` must not share a slot."""
+    plain = f"arrowline_{pipeline}_{task}".lower()
+    name = re.sub(r"[^a-z0-9_]", "_", plain)
+    ambiguous = "_" in pipeline or "_" in task or name != plain
+    if not ambiguous and len(name) <= 63:
+        return name
+    digest = hashlib.sha1(f"{pipeline}\0{task}".encode()).hexdigest()[:8]
+    return f"{name[:54]}_{digest}"
+
+
 class CdcSpec(ConfigModel):
     """Change data capture: the table's snapshot on the first run, then every insert, update,
     delete and truncate committed since the last run, read from a logical replication slot."""
 
+    tables: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Several tables through one slot, instead of `table`: the task stands for "
+        "one task per table, `<task>__<table's name>` (`<task>__<schema>_<name>` where two "
+        "names are alike), which loads read by that id. The server decodes the WAL for one "
+        "slot, not one per table; each table's snapshot is read under a snapshot of its own "
+        "that meets the slot's changes exactly (a temporary slot's), and the slot moves only "
+        "to the least position all of them committed. They take turns at the slot: one "
+        "reads it at a time.",
+    )
     slot: str | None = Field(
         None,
         pattern=_SLOT_NAME,
         description="Replication slot (lowercase letters, digits, _; not a digit first); default "
-        "arrowline_<pipeline>_<task>. Created on the first run; one slot per CDC task.",
+        "arrowline_<pipeline>_<task>. Created on the first run; one slot per CDC task (with "
+        "`tables`, one for all of them).",
     )
     publication: str | None = Field(
         None,
         pattern=_SLOT_NAME,
         description="Publication naming the table; default the slot's name. Created when "
-        "missing (with `create`), else checked to publish the table.",
+        "missing (with `create`), else checked to publish the table (with `tables` and "
+        "`create`, a table it lacks is added).",
     )
     create: bool = Field(
         True, description="Create the publication when it does not exist (else fail)."
@@ -128,6 +159,9 @@ class PostgresSource(ConfigModel):
 
     @model_validator(mode="after")
     def _table_or_query(self) -> PostgresSource:
+        tables = self.cdc.tables if self.cdc is not None else None
+        if tables is not None:
+            return self._tables(tables)
         if (self.table is None) == (self.query is None):
             raise ValueError("set exactly one of 'table' or 'query'")
         if self.columns is not None and self.table is None:
@@ -140,6 +174,56 @@ class PostgresSource(ConfigModel):
                     "'cdc' and 'incremental' exclude each other: a change stream is incremental"
                 )
         return self
+
+    def _tables(self, tables: tuple[str, ...]) -> PostgresSource:
+        """`cdc.tables` without `table` (a task for several tables), or with one of them (the
+        task of that table that the first became)."""
+        if self.query is not None:
+            raise ValueError("'cdc.tables' names the tables to read; it takes no 'query'")
+        if self.table is not None and self.table not in tables:
+            raise ValueError(f"table {self.table!r} is not one of cdc.tables {list(tables)}")
+        if self.columns is not None or self.partition is not None:
+            what = "columns" if self.columns is not None else "partition"
+            raise ValueError(
+                f"'{what}' belongs to one table; with cdc.tables every table is read whole "
+                "(give a table that needs it a cdc task of its own)"
+            )
+        if self.incremental is not None:
+            raise ValueError(
+                "'cdc' and 'incremental' exclude each other: a change stream is incremental"
+            )
+        seen: set[str] = set()
+        for table in tables:
+            try:
+                _, name = split_table(table)
+            except DefinitionError as exc:
+                raise ValueError(exc.message) from None
+            if table in seen:
+                raise ValueError(f"cdc.tables names {table!r} twice")
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(
+                    f"table {table!r}: its name makes its task's id, so it must be letters, "
+                    "digits and _ (give a table named otherwise a cdc task of its own)"
+                )
+            seen.add(table)
+        return self
+
+    def members(self, task_id: str) -> list[tuple[str, str]]:
+        """With `cdc.tables`: (task id, table) of the task each table becomes,
+        `<task>__<name>`, or `<task>__<schema>_<name>` for names two schemas share."""
+        assert self.cdc is not None
+        assert self.cdc.tables is not None
+        split = [split_table(table) for table in self.cdc.tables]
+        names = [name for _, name in split]
+        return [
+            (
+                f"{task_id}__{name}"
+                if names.count(name) == 1 or schema is None
+                else f"{task_id}__{schema}_{name}",
+                table,
+            )
+            for (schema, name), table in zip(split, self.cdc.tables, strict=True)
+        ]
 
 
 SchemaChange = Literal["evolve", "fail_on_breaking", "fail", "freeze"]

@@ -114,12 +114,27 @@ incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
         "`arrowline cdc status PIPELINE` shows "
         "each slot's position, lag (in WAL bytes, and in time: the loads hold every change "
         "committed before `complete_as_of`, so the lag is at most the time since) and retained "
-        "WAL, without touching the slot. One slot per CDC task.",
+        "WAL, without touching the slot. One slot per CDC task. With `tables` instead of "
+        "`table`, several tables share one slot and publication: the task becomes a task per "
+        "table (`shop__orders`, `shop__customers` below; `--select shop` names them all), each "
+        "with its own position, snapshot and loads; they take turns at the slot (an advisory "
+        "lock on the server), and once a run ends the slot moves to the least position all of "
+        "them committed, so one table whose loads failed, or that a `--select` left out, "
+        "keeps its changes in the slot. A table added to the list is added to the "
+        "publication and starts from a snapshot of its own; a reset of one table keeps the "
+        "slot, which the others read on from.",
         """extract:
   from: postgres
   connection: warehouse
   table: public.orders
-  cdc: {slot: orders_cdc, publication: orders_cdc, max_retained_wal: 10GB}""",
+  cdc: {slot: orders_cdc, publication: orders_cdc, max_retained_wal: 10GB}
+
+# several tables, one slot: the tasks shop__orders and shop__customers
+- id: shop
+  extract:
+    from: postgres
+    connection: warehouse
+    cdc: {tables: [public.orders, public.customers], max_retained_wal: 10GB}""",
     ),
     Section(
         "load: to: postgres",

@@ -297,7 +297,7 @@ class Executor(PipelinedHandOff):
             ):
                 self._start(self.ready.popleft())
             if not (self.running or self.ready or self.retries or self.breakers.waiting):
-                return
+                return self.watermarks.settle()  # every task ended: release what they share
             now = self.clock()
             if now - last_heartbeat >= self.settings.heartbeat_interval:
                 heartbeat(self.catalog, self.plan.run_id, self.log)

@@ -49,6 +49,8 @@ class WatermarkBroker:
         """extract -> sink -> the watermark the sink held when the extract started."""
         self._committed: dict[str, dict[str, Watermark]] = {}
         """extract -> sink -> the watermark its load committed in this run."""
+        self._groups: dict[tuple[str, ...], PlannedTask] = {}
+        """Extracts sharing what they release -> one of them that committed in this run."""
         self._repairs: list[tuple[str, str, Watermark | None, str | None]] = []
         """(task, sink, its value, the run that committed it): mirrors to repair."""
         self._lock = threading.Lock()
@@ -243,6 +245,28 @@ class WatermarkBroker:
         owner, config = extract.spec.connector, extract.spec.extract
         if owner is None or config is None:
             return
+        group = owner.release_group(config, extract.id)
+        if group:  # its siblings may still read from before: once the run has ended
+            with self._lock:
+                self._groups[group] = extract
+            return
+        self._free(extract, watermark)
+
+    def settle(self) -> None:
+        """The run's tasks have all ended: release what extracts sharing a source hold (one
+        slot for several tables) up to the least position any of them has committed. Not
+        sooner: a sibling still reading may have started from a snapshot before it."""
+        with self._lock:
+            groups, self._groups = self._groups, {}
+        for group, extract in groups.items():
+            known = [w for w in map(self._committed_by, group) if w is not None]
+            if known:
+                self._free(extract, min(known))
+
+    def _free(self, extract: PlannedTask, watermark: Watermark) -> None:
+        owner, config = extract.spec.connector, extract.spec.extract
+        assert owner is not None
+        assert config is not None
         try:
             owner.release(config, watermark, self._context(extract.id))
         except Exception as exc:  # the source does it on its next read; nothing is lost
@@ -252,6 +276,22 @@ class WatermarkBroker:
                 watermark.describe(),
                 exc,
             )
+
+    def _committed_by(self, task_id: str) -> Watermark | None:
+        """The least position every load of the extract `task_id` has committed, to this run
+        or an earlier one; None when it has none (it reads from a snapshot of its own when it
+        first runs, so nothing it needs is behind it)."""
+        if task_id in self.plan and self.plan.task(task_id).watermark_sinks:
+            sinks = [sink for sink, _ in self.plan.task(task_id).watermark_sinks]
+            with self._lock:
+                here = dict(self._committed.get(task_id, {}))
+            values = [here.get(sink) or self._mirror(task_id, sink) for sink in sinks]
+        else:  # not in this run: what the catalog holds of it
+            rows = self.catalog.watermarks(self.plan.pipeline, task_id)
+            values = [Watermark.from_json(row.value) if row.value else None for row in rows]
+        if not values or any(value is None for value in values):
+            return None
+        return Watermark.least(values)
 
 
 def _least(a: Watermark, b: Watermark) -> Watermark:

@@ -4,7 +4,9 @@ One `--select` value holds terms separated by spaces, and a value may be given s
 the tasks of every term (a union). A term joins atoms with commas: the tasks every atom names
 (an intersection). An atom names tasks, then widens them along the graph:
 
-    orders            the task `orders`; `stg_*` every task whose id the pattern matches
+    orders            the task `orders`; `stg_*` every task whose id the pattern matches;
+                      a task written as several (a `cdc` extract of several tables) names
+                      every one of them
     tag:nightly       tasks with that tag (`tags:` on the task)
     kind:sql          tasks of that kind: extract, sql, udf, validate, load
     config.materialized:view   tasks materialized so: table, ephemeral, view or incremental
@@ -62,6 +64,9 @@ class SelectableTask:
     """The files it is defined in or reads its code from, relative to the pipeline's folder."""
     state: Callable[[], str | None]
     """'new', 'modified' or None (unchanged since its last success); asked only by state:."""
+    written_as: str | None = None
+    """The task as the pipeline writes it, when it stands for several (a `cdc` extract of
+    several tables): its name selects all of them."""
 
 
 def select_tasks(
@@ -164,6 +169,9 @@ class _Scope:
                 if not found:
                     raise SelectionError(f"{option} {body!r} matches no task id")
                 return found
+            members = {task_id for task_id, task in tasks.items() if task.written_as == body}
+            if body not in tasks and members:  # a task written as several: all of them
+                return members
             if body not in tasks:
                 raise SelectionError(
                     f"{option} names unknown task {body!r}.{did_you_mean(body, list(tasks))}",
@@ -296,6 +304,7 @@ def selectable(
             "incremental" if task.sql is not None and task.sql.incremental else task.materialize,
             tuple(dict.fromkeys(files)),
             state(task_id),
+            task.expanded_from,
         )
     return found
 

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from engine.core.problems import Problem
 from engine.core.yaml_source import PathKey, SourceMap
 from engine.spec.model import PipelineSpec
 
@@ -62,6 +63,35 @@ class Definition:
         for index, candidate in enumerate(self.task_ids()):
             if candidate is not None:
                 found.setdefault(candidate, index)
+        for task in self.spec.tasks:  # a task written as one of several: the one written
+            group = task.expanded_from
+            if group is not None and group in found:
+                found.setdefault(task.id, found[group])
+        return found
+
+    def expansion_clashes(self) -> list[Problem]:
+        """Tasks a task written as several became (`TaskSpec.expanded_from`) whose ids are
+        taken or too long, said at that task."""
+        taken = {i for i in self.file_task_ids or () if i}
+        taken |= {task.id for task in self.spec.tasks if task.expanded_from is None}
+        found: list[Problem] = []
+        for task in self.spec.tasks:
+            group = task.expanded_from
+            if group is not None and (task.id in taken or len(task.id) > 63):
+                wrong = "is taken" if task.id in taken else "is too long (63 at most)"
+                file, line = self.task_location(group)
+                found.append(
+                    Problem(
+                        "duplicate-id",
+                        f"task {group!r} stands for a task {task.id!r} (one of its tables), "
+                        f"whose id {wrong}",
+                        file=file,
+                        line=line,
+                        task_id=group,
+                        hint="rename the task, or give that table a task of its own",
+                    )
+                )
+            taken.add(task.id)
         return found
 
     def line_of(self, path: PathKey) -> int | None:

@@ -19,6 +19,7 @@ from pydantic import (
     AfterValidator,
     Discriminator,
     Field,
+    PrivateAttr,
     StrictBool,
     Tag,
     ValidationInfo,
@@ -317,6 +318,13 @@ class TaskSpec(ConfigModel):
     load: LoadSpec | None = Field(
         None, description="Write one input to a sink (see load sections)."
     )
+    _expanded_from: str | None = PrivateAttr(None)
+    """The task as written, when this is one of the tasks it stands for (a `cdc` extract of
+    several tables): lines and problems point at it."""
+
+    @property
+    def expanded_from(self) -> str | None:
+        return self._expanded_from
 
     @field_validator("tags")
     @classmethod
@@ -487,6 +495,27 @@ class PipelineSpec(ConfigModel):
         "with what the project's pipeline files say.",
     )
     tasks: tuple[TaskSpec, ...] = Field(min_length=1, description="The tasks, in any order.")
+
+    @model_validator(mode="after")
+    def _expanded(self) -> PipelineSpec:
+        """A task whose source stands for several tasks (`Connector.expand`: a change stream
+        of several tables) becomes those tasks, each with the rest of its settings."""
+        tasks: list[TaskSpec] = []
+        changed = False
+        for task in self.tasks:
+            owner, config = task.connector, task.extract
+            members = owner.expand(config, task.id, self.name) if owner and config else None
+            if members is None:
+                tasks.append(task)
+                continue
+            changed = True
+            for member_id, config in members:
+                made = task.model_copy(update={"id": member_id, "extract": config})
+                made._expanded_from = task.id
+                tasks.append(made)
+        if changed:
+            object.__setattr__(self, "tasks", tuple(tasks))  # frozen, and not yet read
+        return self
 
     @field_validator("trigger", mode="before")
     @classmethod

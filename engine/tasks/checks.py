@@ -113,6 +113,7 @@ class _Checker(OutputChecks, TemplateChecks):
                 )
             else:
                 first[task_id] = index
+        self.problems += self.definition.expansion_clashes()
 
     def schedule(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -421,6 +421,29 @@ FAULTS = [
 
 
 @pytest.mark.slow
+def run_killed(project: Path, fault: str | None) -> None:
+    """`arrowline run pipeline.yaml` in its own process, killed with SIGKILL where it reaches
+    the fault point `fault` (None: run to the end, which must succeed)."""
+    env = {**os.environ, "ARROWLINE_PROJECT_DIR": str(project)}
+    env |= {"ARROWLINE_FAULT": fault} if fault else {}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", "pipeline.yaml"], cwd=project, env=env,
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    if fault is None:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        return
+    assert process.stderr is not None
+    for line in process.stderr:
+        if f"ARROWLINE_FAULT reached {fault}" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL, f"{fault} was never reached"
+
+
 @pytest.mark.parametrize(("fault", "first"), FAULTS)
 def test_kill_9_anywhere_then_runs_lose_and_duplicate_no_change(
     source: Source, project: Path, fault: str, first: bool, request: pytest.FixtureRequest
@@ -446,27 +469,9 @@ def test_kill_9_anywhere_then_runs_lose_and_duplicate_no_change(
             f"table: {copy.table('copy')}, mode: apply, keys: [id]}}\n"
         )
         (project / "pipeline.yaml").write_text(text)
-    environment = {**os.environ, "ARROWLINE_PROJECT_DIR": str(project)}
-    command = [sys.executable, "-m", "engine", "run", "pipeline.yaml"]
 
     def run(with_fault: str | None) -> None:
-        env = {**environment, **({"ARROWLINE_FAULT": with_fault} if with_fault else {})}
-        process = subprocess.Popen(
-            command, cwd=project, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            text=True,
-        )  # fmt: skip
-        if with_fault is None:
-            _, err = process.communicate(timeout=120)
-            assert process.returncode == 0, err
-            return
-        assert process.stderr is not None
-        for line in process.stderr:
-            if f"ARROWLINE_FAULT reached {with_fault}" in line:
-                process.send_signal(signal.SIGKILL)
-                break
-        process.wait(timeout=60)
-        process.stderr.close()
-        assert process.returncode == -signal.SIGKILL, f"{with_fault} was never reached"
+        run_killed(project, with_fault)
 
     if first:
         run(fault)

@@ -28,11 +28,14 @@ __all__ = [
     "advance",
     "check_server",
     "check_slot",
+    "create_slot",
     "drop",
     "ensure_publication",
     "exported_slot",
     "lsn_literal",
     "lsn_text",
+    "slot_key",
+    "slot_lock",
     "slot_state",
     "table_info",
 ]
@@ -111,9 +114,17 @@ def table_info(session: Session, table: str) -> TableInfo:
     return TableInfo(int(oid), schema, name, tuple(key))
 
 
-def ensure_publication(session: Session, name: str, table: TableInfo, create: bool) -> None:
-    """The publication exists and publishes the table (created when missing and allowed)."""
-    from engine.core.sqltext import quote_identifier
+def ensure_publication(
+    session: Session,
+    name: str,
+    table: TableInfo,
+    create: bool,
+    tables: tuple[str, ...] | None = None,
+) -> None:
+    """The publication exists and publishes the table (created when missing and allowed).
+    With `tables` (several tables through one slot), it is created for all of them, and a
+    table it lacks (one added to the list since) is added when allowed."""
+    from engine.core.sqltext import quote_identifier, quote_table
 
     found = session.rows(
         "select pubinsert and pubupdate and pubdelete and pubtruncate from pg_publication "
@@ -127,8 +138,9 @@ def ensure_publication(session: Session, name: str, table: TableInfo, create: bo
                 f"publication {name!r} does not exist",
                 hint=f"CREATE PUBLICATION {name} FOR TABLE {qualified}, or set cdc.create: true",
             )
+        listed = ", ".join(quote_table(each) for each in tables) if tables else qualified
         session.execute(
-            f"create publication {quote_identifier(name)} for table {qualified}",
+            f"create publication {quote_identifier(name)} for table {listed}",
             what=f"cannot create publication {name!r}",
         )
         return
@@ -156,6 +168,12 @@ def ensure_publication(session: Session, name: str, table: TableInfo, create: bo
         query,
         what="cannot read the publication's tables",
     )
+    if not published and create and tables is not None:
+        session.execute(
+            f"alter publication {quote_identifier(name)} add table {qualified}",
+            what=f"cannot add {table.schema}.{table.name} to publication {name!r}",
+        )
+        return
     if not published:
         raise DefinitionError(
             f"publication {name!r} does not publish {table.schema}.{table.name}",
@@ -250,6 +268,34 @@ def advance(session: Session, name: str, to: int) -> None:
     )
 
 
+def create_slot(session: Session, name: str) -> None:
+    """A pgoutput slot, without a snapshot (`exported_slot` makes one with)."""
+    session.rows(
+        f"select lsn from pg_create_logical_replication_slot({sql_literal(name)}, 'pgoutput')",
+        what=f"cannot create replication slot {name!r}",
+    )
+
+
+def slot_key(name: str) -> str:
+    """The SQL of the advisory lock key of the slot `name` (`slot_lock`)."""
+    return f"select hashtextextended({sql_literal('arrowline slot ' + name)}, 0)"
+
+
+@contextlib.contextmanager
+def slot_lock(session: Session, name: str) -> Iterator[None]:
+    """Hold the server's advisory lock of the slot `name` on `session`: the tasks of the
+    tables sharing a slot take turns at it (a slot serves one reader at a time, and two first
+    runs must not both make it). Waits for the holder; the server frees it if the holder's
+    connection dies."""
+    key = slot_key(name)
+    session.rows(f"select pg_advisory_lock(({key}))", what="cannot lock the replication slot")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            session.rows(f"select pg_advisory_unlock(({key}))")
+
+
 def drop(session: Session, name: str) -> None:
     session.execute(
         f"select pg_drop_replication_slot(slot_name) from pg_replication_slots "
@@ -259,11 +305,14 @@ def drop(session: Session, name: str) -> None:
 
 
 @contextlib.contextmanager
-def exported_slot(server: ResolvedPostgres, name: str) -> Iterator[tuple[int, str]]:
+def exported_slot(
+    server: ResolvedPostgres, name: str, *, temporary: bool = False
+) -> Iterator[tuple[int, str]]:
     """Create the slot on a replication connection, exporting its snapshot: yields (the
     slot's consistent point, the snapshot's name). The snapshot stays importable
     (`SET TRANSACTION SNAPSHOT`) until the block ends; a read under it sees exactly the
-    transactions that committed before the slot's first change."""
+    transactions that committed before the slot's first change. A `temporary` slot is gone
+    when the block ends (or its connection dies): it is made for its snapshot only."""
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg comes with the postgres extra
@@ -279,7 +328,8 @@ def exported_slot(server: ResolvedPostgres, name: str) -> Iterator[tuple[int, st
         raise translate(exc, "cannot open a replication connection", server) from None
     try:
         result = connection.pgconn.exec_(
-            f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput (SNAPSHOT 'export')".encode()
+            f"CREATE_REPLICATION_SLOT {name} {'TEMPORARY ' if temporary else ''}LOGICAL "
+            "pgoutput (SNAPSHOT 'export')".encode()
         )
         if result.status != 2:  # TUPLES_OK
             message = (result.error_message or b"").decode(errors="replace").strip()

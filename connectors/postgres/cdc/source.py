@@ -25,14 +25,14 @@ policy sees, and reports, each column that differs from its target.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from loguru import logger
 
 from connectors.base import ConnectorContext
@@ -45,16 +45,19 @@ from connectors.postgres.cdc.slot import (
     advance,
     check_server,
     check_slot,
+    create_slot,
     drop,
     ensure_publication,
     exported_slot,
     lsn_literal,
     lsn_text,
+    slot_key,
+    slot_lock,
     slot_state,
     table_info,
 )
 from connectors.postgres.cdc.text import SESSION_SETTINGS, Convert, converter
-from connectors.postgres.config import PostgresSource
+from connectors.postgres.config import PostgresSource, default_slot
 from connectors.postgres.connection import ResolvedPostgres, Session
 from connectors.postgres.errors import translate
 from engine.core.errors import ArrowlineError, DataError
@@ -66,19 +69,6 @@ from engine.core.watermark import Watermark
 __all__ = ["default_slot", "open_cdc", "release", "status"]
 
 
-def default_slot(pipeline: str, task: str) -> str:
-    """`arrowline_<pipeline>_<task>`, in the letters a slot name may have, at most 63. When a
-    name has an underscore or a letter a slot cannot have, a hash of both names follows: the
-    pipeline `x` with task `y_z` and the pipeline `x_y` with task `z` must not share a slot."""
-    plain = f"arrowline_{pipeline}_{task}".lower()
-    name = re.sub(r"[^a-z0-9_]", "_", plain)
-    ambiguous = "_" in pipeline or "_" in task or name != plain
-    if not ambiguous and len(name) <= 63:
-        return name
-    digest = hashlib.sha1(f"{pipeline}\0{task}".encode()).hexdigest()[:8]
-    return f"{name[:54]}_{digest}"
-
-
 def _names(config: PostgresSource, ctx: ConnectorContext) -> tuple[str, str]:
     assert config.cdc is not None
     slot = config.cdc.slot or default_slot(ctx.pipeline, ctx.task_id)
@@ -86,67 +76,133 @@ def _names(config: PostgresSource, ctx: ConnectorContext) -> tuple[str, str]:
 
 
 def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBatchReader]:
-    from connectors.postgres.source import base_query, open_postgres
+    from connectors.postgres.source import base_query
     from connectors.postgres.types import SourceConversion
 
     assert config.cdc is not None
     assert config.table is not None
     server: ResolvedPostgres = ctx.connection(config.connection)
     slot_name, publication = _names(config, ctx)
+    shared = config.cdc.tables is not None
     with Session(server, autocommit=True) as session:
         check_server(session, server)
         table = table_info(session, config.table)
-        ensure_publication(session, publication, table, config.cdc.create)
         columns = SourceConversion.for_schema(
             session.schema(base_query(config)), config.unconstrained_numeric
         ).schema
-        slot = slot_state(session, slot_name)
-        _warn_retained(config, ctx, slot)
-        if ctx.watermark is None:
-            if slot is not None:  # a first run that died, a reset, a full refresh: start over
-                if slot.wal_status != "lost":  # a lost slot is what a reset starts over from
-                    check_slot(slot)
-                drop(session, slot_name)
-        else:
-            if slot is None:
-                raise CdcError(
-                    f"replication slot {slot_name!r} is gone, so the changes after "
-                    f"{lsn_text(int(ctx.watermark.cursor))} cannot be read",
-                    hint="`arrowline state reset PIPELINE TASK --yes` reads the table again "
-                    "from a new snapshot",
-                )
-            check_slot(slot)
-            start = int(ctx.watermark.cursor) + 1
-            if slot.confirmed < start:  # the loads committed, the slot was not moved yet
-                advance(session, slot_name, start)
-            elif slot.confirmed > start:
-                raise CdcError(
-                    f"replication slot {slot_name!r} is at {lsn_text(slot.confirmed)}, past "
-                    f"the position the loads committed ({lsn_text(start)}): it was made again "
-                    "by a full refresh or reset that did not finish, or something else "
-                    "consumed its changes; either way the changes between are not in it",
-                    hint="`arrowline run PIPELINE --full-refresh` reads the table again from a "
-                    "new snapshot, which replaces what the loads hold",
-                )
+        with slot_lock(session, slot_name) if shared else contextlib.nullcontext():
+            ensure_publication(session, publication, table, config.cdc.create, config.cdc.tables)
+            slot = slot_state(session, slot_name)
+            _warn_retained(config, ctx, slot)
+            if shared:
+                _prepare_shared(session, slot_name, slot, ctx)
+            else:
+                _prepare(session, slot_name, slot, ctx)
+        if ctx.watermark is not None:
             ((upto, read_at),) = session.rows(
                 "select (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8, now()",
                 what="cannot read the server's WAL position",
             )
     if ctx.watermark is None:
-        try:
-            with exported_slot(server, slot_name) as (point, snapshot):
-                readers = open_postgres(config, ctx, snapshot=snapshot)
-        except BaseException:  # a slot no run will read would keep WAL until the next run
-            with contextlib.suppress(Exception), Session(server, autocommit=True) as session:
-                drop(session, slot_name)
-            raise
-        ctx.reached = Watermark(point - 1)
-        _complete_as_of(ctx, point - 1, datetime.now(UTC))
-        return [_snapshot_rows(r, point - 1, first=i == 0) for i, r in enumerate(readers)]
+        return _snapshot(config, ctx, server, slot_name, temporary=shared)
+    start = int(ctx.watermark.cursor) + 1
     changes = _Changes(
-        config, ctx, server, table, columns, slot_name, publication, int(upto), read_at
+        config, ctx, server, table, columns, slot_name, publication, int(upto), read_at, start
     )
     return [pa.RecordBatchReader.from_batches(changes.schema, changes.batches())]
+
+
+def _prepare(
+    session: Session, slot_name: str, slot: SlotState | None, ctx: ConnectorContext
+) -> None:
+    """A slot of one table: dropped before a first run (made again with its snapshot), moved
+    to the committed position when the last run died before moving it."""
+    if ctx.watermark is None:
+        if slot is not None:  # a first run that died, a reset, a full refresh: start over
+            if slot.wal_status != "lost":  # a lost slot is what a reset starts over from
+                check_slot(slot)
+            drop(session, slot_name)
+        return
+    start = _committed_start(slot_name, slot, ctx)
+    if slot is not None and slot.confirmed < start:  # the loads committed, the slot not moved
+        advance(session, slot_name, start)
+
+
+def _prepare_shared(
+    session: Session, slot_name: str, slot: SlotState | None, ctx: ConnectorContext
+) -> None:
+    """A slot of several tables (`cdc.tables`), each read by a task of its own: made when
+    missing, never dropped for one table's first run (the others read on from it), never
+    moved here (only `release` moves it, to the least position they all committed); a table
+    whose position is ahead of the slot skips the changes it already holds."""
+    if ctx.watermark is not None:
+        _committed_start(slot_name, slot, ctx)
+        return
+    if slot is not None and slot.wal_status == "lost":  # the other tables need a reset too
+        logger.warning(
+            "{}: replication slot {!r} was invalidated; it is made again, and the other "
+            "tables read through it fail until they are reset",
+            ctx.task_id,
+            slot_name,
+        )
+        drop(session, slot_name)
+        slot = None
+    if slot is None:
+        create_slot(session, slot_name)
+    else:
+        check_slot(slot)
+
+
+def _committed_start(slot_name: str, slot: SlotState | None, ctx: ConnectorContext) -> int:
+    """Where a read goes on from: just past the committed position. The slot must still hold
+    it: present, valid, not past it."""
+    assert ctx.watermark is not None
+    if slot is None:
+        raise CdcError(
+            f"replication slot {slot_name!r} is gone, so the changes after "
+            f"{lsn_text(int(ctx.watermark.cursor))} cannot be read",
+            hint="`arrowline state reset PIPELINE TASK --yes` reads the table again "
+            "from a new snapshot",
+        )
+    check_slot(slot)
+    start = int(ctx.watermark.cursor) + 1
+    if slot.confirmed > start:
+        raise CdcError(
+            f"replication slot {slot_name!r} is at {lsn_text(slot.confirmed)}, past "
+            f"the position the loads committed ({lsn_text(start)}): it was made again "
+            "by a full refresh or reset that did not finish, or something else "
+            "consumed its changes; either way the changes between are not in it",
+            hint="`arrowline run PIPELINE --full-refresh` reads the table again from a "
+            "new snapshot, which replaces what the loads hold",
+        )
+    return start
+
+
+def _snapshot(
+    config: PostgresSource,
+    ctx: ConnectorContext,
+    server: ResolvedPostgres,
+    slot_name: str,
+    *,
+    temporary: bool,
+) -> list[pa.RecordBatchReader]:
+    """The table's rows under the snapshot a new slot exports: the task's slot itself, or,
+    for one of several tables sharing a slot, a temporary slot made after it (its changes
+    from there on are in the shared slot, which is not past it)."""
+    from connectors.postgres.source import open_postgres
+
+    name = f"{slot_name[:50]}_s{secrets.token_hex(4)}" if temporary else slot_name
+    try:
+        with exported_slot(server, name, temporary=temporary) as (point, snapshot):
+            readers = open_postgres(config, ctx, snapshot=snapshot)
+    except BaseException:  # a slot no run will read would keep WAL until the next run
+        if not temporary:
+            with contextlib.suppress(Exception), Session(server, autocommit=True) as session:
+                drop(session, slot_name)
+        raise
+    ctx.reached = Watermark(point - 1)
+    _complete_as_of(ctx, point - 1, datetime.now(UTC))
+    return [_snapshot_rows(r, point - 1, first=i == 0) for i, r in enumerate(readers)]
 
 
 def _snapshot_rows(
@@ -190,8 +246,13 @@ class _Changes:
         publication: str,
         upto: int,
         read_at: datetime,
+        start: int,
     ) -> None:
         self.config, self.ctx, self.server, self.table = config, ctx, server, table
+        self.start = start
+        """Changes committed before this position are in the sinks already (a slot several
+        tables share stands at the least position any of them committed)."""
+        self.shared = config.cdc is not None and config.cdc.tables is not None
         self.columns, self.slot, self.publication, self.upto = columns, slot, publication, upto
         self.schema = pa.schema([*columns, *CHANGE_SCHEMA])
         self.converters: dict[str, Convert] = {f.name: converter(f.name, f.type) for f in columns}
@@ -217,6 +278,8 @@ class _Changes:
         try:
             for setting in SESSION_SETTINGS:
                 session.execute(setting, what="cannot prepare the change reader's session")
+            if self.shared:  # the other tables' tasks wait while this one reads the slot
+                session.rows(f"select pg_advisory_lock(({slot_key(self.slot)}))")
             statement, reader = session.query(
                 self._sql(), batch_bytes=self.config.batch_bytes, what="reading changes failed"
             )
@@ -226,7 +289,11 @@ class _Changes:
                 messages += batch.num_rows
                 for chunk in decoder.decode(batch.column(1)):
                     fault_point("cdc.changes_read")  # changes read, the slot not moved
-                    yield self._batch(chunk)
+                    made = self._batch(chunk)
+                    if int(chunk.lsn[0]) < self.start:  # in the sinks already
+                        made = made.filter(pc.greater_equal(made.column("_lsn"), self.start))
+                    if made.num_rows:
+                        yield made
                 self.ctx.raise_if_cancelled()
         except ArrowlineError:
             raise
@@ -236,9 +303,9 @@ class _Changes:
         finally:
             if unregister:
                 unregister()
-            session.close()
+            session.close()  # and with it the slot's lock
         if self.limit and messages >= self.limit:  # stopped at a transaction's end
-            if decoder.last_commit is not None:
+            if decoder.last_commit is not None and decoder.last_commit >= self.start:
                 self.ctx.reached = Watermark(decoder.last_commit)
                 last = datetime.fromtimestamp(decoder.commit_us / 1e6, UTC)
                 _complete_as_of(self.ctx, decoder.last_commit, last)
@@ -299,10 +366,17 @@ class _Changes:
 
 
 def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark) -> None:
-    """The loads committed everything up to `watermark`: the slot may forget it."""
+    """The loads committed everything up to `watermark`: the slot may forget it. For a slot
+    several tables share, `watermark` is the least any of their tasks committed (the engine
+    asks `release_group`)."""
+    assert config.cdc is not None
     slot_name, _ = _names(config, ctx)
     server: ResolvedPostgres = ctx.connection(config.connection)
-    with Session(server, autocommit=True) as session:
+    shared = config.cdc.tables is not None
+    with (
+        Session(server, autocommit=True) as session,
+        slot_lock(session, slot_name) if shared else contextlib.nullcontext(),
+    ):
         slot = slot_state(session, slot_name)
         if slot is not None and slot.confirmed < int(watermark.cursor) + 1:
             fault_point("cdc.before_release")  # the loads committed, the slot not moved
