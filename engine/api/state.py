@@ -49,7 +49,7 @@ def _incremental(plan: Plan, task_id: str | None) -> list[PlannedTask]:
     tasks = [t for t in plan.tasks if t.incremental]
     if task_id is None:
         return tasks
-    chosen = [t for t in tasks if t.id == task_id]
+    chosen = [t for t in tasks if task_id in (t.id, t.spec.expanded_from)]  # or all it became
     if not chosen:
         names = [t.id for t in tasks]
         raise SelectionError(
@@ -197,7 +197,9 @@ def source_status(
     connections = resolve_plan_connections(plan)
     found: list[dict[str, Any]] = []
     tasks = [t for t in plan.tasks if t.spec.extract is not None and t.spec.connector]
-    if task_id is not None and task_id not in {t.id for t in tasks}:
+    if task_id is not None:  # a task written as several names them all
+        tasks = [t for t in tasks if task_id in (t.id, t.spec.expanded_from)] or tasks
+    if task_id is not None and not any(task_id in (t.id, t.spec.expanded_from) for t in tasks):
         names = [t.id for t in tasks]
         raise SelectionError(
             f"no extract {task_id!r} in {plan.pipeline}.{did_you_mean(task_id, names)}"
@@ -205,8 +207,6 @@ def source_status(
     catalog = CatalogReader(location) if location.exists() else None
     try:
         for task in tasks:
-            if task_id is not None and task.id != task_id:
-                continue
             values = catalog.watermarks(plan.pipeline, task.id) if catalog else []
             committed = Watermark.least([Watermark.from_json(r.value) for r in values] or [None])
             ctx = _context(plan, connections, task.id, "status")

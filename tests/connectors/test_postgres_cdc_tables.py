@@ -182,6 +182,11 @@ def test_a_table_added_to_the_list_starts_from_its_own_snapshot(
     ok(cli("run", "pipeline.yaml"))
     assert slots(source) == [SLOT]  # the shared slot kept: orders read on from it
     same(source, project, "orders", "customers")
+    ok(cli("state", "reset", "shop", "shop", "--yes"))  # the task as written: every table
+    change(source, "customers", 9)
+    ok(cli("run", "pipeline.yaml"))
+    assert [c["_op"] for c in logged(project, "orders")[-3:]] == ["snapshot"] * 3
+    same(source, project, "orders", "customers")
 
 
 @pytest.mark.parametrize(
@@ -315,7 +320,7 @@ def test_the_example_keeps_copies_of_two_tables_and_status_shows_their_one_slot(
         customers = sorted(connection.sql("select id, name from customers").fetchall())
     assert orders == sorted(source.rows("select id, customer, note from orders"))
     assert customers == sorted(source.rows("select id, name from customers"))
-    status = cli("cdc", "status", "pipeline.yaml", "--json")
+    status = cli("cdc", "status", "pipeline.yaml", "shop_changes", "--json")  # as written
     ok(status)
     rows = {row["task"]: row for row in json.loads(status.stdout)}
     assert set(rows) == {"shop_changes__orders", "shop_changes__customers"}
