@@ -29,11 +29,16 @@ _PROJECT_KEYS = [
     (
         "`targets`, `target`",
         "",
-        "dbt's dev and prod: `targets: {dev: {database, schema}, ...}` and the default "
-        "`target: dev`; `--target NAME` (on run, plan, validate, render, docs, trigger, "
-        "backfill and the scheduler; or `$ARROWLINE_TARGET`) picks another. Every model "
-        "that keeps an output is published into the target (unless it sets `database`); "
-        "templates read `target.name`, `target.schema`, `target.database`",
+        "dbt's dev and prod: `targets: {dev: {database, schema, threads}, ...}` and the "
+        "default `target: dev`; `--target NAME` (on run, plan, validate, render, docs, "
+        "lineage, graph, trigger, backfill and the scheduler; or `$ARROWLINE_TARGET`) picks "
+        "another: a name the pipeline has not is an error listing those it has (a pipeline "
+        "without targets has one, `default`; `$ARROWLINE_TARGET` there only warns, as a "
+        "scheduler's is every pipeline's). Every model that keeps an output is published into "
+        "the target (unless it sets `database`); templates read dbt's `target`: `name`, "
+        "`type` (`duckdb` or the connection's kind), `database` (as written), `path` (the "
+        "DuckDB file), `schema` (default `main`, `public` in PostgreSQL), `threads` (as "
+        "given, else the tasks a run starts at once), `profile_name` (the pipeline's name)",
     ),
 ]
 _MODEL_SETTINGS = [

@@ -79,6 +79,21 @@ Every string in a task's configuration is a Jinja2 template, rendered once per r
 | `ref('TASK')` | the task's table, as its id names it (dbt's spelling; the id is checked) |
 | `var('NAME')` | a parameter's value, as `params.NAME` (the same SQL rules) |
 | `var('NAME', default)` | the same, or `default` when there is no such parameter |
+| `target` | dbt's target object (below) |
+| `log(message, info=False)` | `message` to the log at debug (or info); prints nothing |
+
+`target` has `name`, `type`, `database`, `path`, `schema`, `threads` and `profile_name` (the
+pipeline's name): a SQL project's chosen [target](#sql-projects-arrowline_projectyml), or for a
+pipeline without targets `default`, the embedded DuckDB its sql tasks run in (`type: duckdb`,
+`database: memory`, `path: ':memory:'`, `schema: main`, `threads`: the tasks a run starts at
+once). `log()` masks secrets (registered ones, URI passwords, parameters named like secrets).
+
+dbt's `{% do expression %}` runs an expression for its effect: `{% do cols.append(c) %}` adds
+to the template's own list (`dict.update` too). A template gets its own copy of everything, so
+what it changes no other template, and no later run, sees. A parameter a list or mapping is
+given this way counts as printed into SQL when the list is printed (the rule below). `log()`
+writes whenever the template renders: when a run (or `plan`, `render`) renders it; not during
+`validate`'s checks.
 
 Parameter values, lowest precedence first: the pipeline's `params:` defaults, environment
 variables `ARROWLINE_PARAM_<NAME>`, then the values given for one run: `--param name=value`,

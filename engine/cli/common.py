@@ -62,6 +62,7 @@ __all__ = [
     "print_problems",
     "project_argument",
     "project_option",
+    "scheduler_target_option",
     "select_option",
     "target_option",
 ]
@@ -203,36 +204,80 @@ param_option = click.option(
 )
 
 
-def _choose_target(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-    """--target NAME: a SQL project's target for this command (engine.spec.targets), as
-    $ARROWLINE_TARGET says it, put back when the command ends."""
-    import os
+class _TargetName(click.types.StringParamType):
+    """A target's name, as `targets:` keys are written; whether the pipeline has it is said
+    once the pipeline is read (engine.spec.targets), with the names it has."""
 
-    from engine.spec.targets import TARGET_ENV
+    name = "target"
 
-    if value is None:
-        return
-    before = os.environ.get(TARGET_ENV)
-    os.environ[TARGET_ENV] = value
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from engine.spec.targets import TARGET_NAME
 
-    def restore() -> None:
-        if before is None:
-            os.environ.pop(TARGET_ENV, None)
-        else:
-            os.environ[TARGET_ENV] = before
-
-    ctx.call_on_close(restore)
+        if not isinstance(value, str) or not TARGET_NAME.fullmatch(value):
+            self.fail(
+                f"{value!r} is not a target's name (letters, digits, _ and -, not starting "
+                "with a digit or -)",
+                param,
+                ctx,
+            )
+        return value
 
 
-target_option = click.option(
-    "--target",
-    metavar="NAME",
-    default=None,
-    expose_value=False,
-    is_eager=True,
-    callback=_choose_target,
-    help="A SQL project's target (one of its `targets:`): where its models are published "
-    "(default: $ARROWLINE_TARGET, else the project's `target:`).",
+def _target_callback(
+    strict: bool,
+) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def choose(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+        """--target NAME: a SQL project's target for this command (engine.spec.targets), as
+        $ARROWLINE_TARGET says it (`strict`: and asked of this command's pipeline, which
+        must have it), put back when the command ends."""
+        import os
+
+        from engine.spec.targets import TARGET_ENV, TARGET_OPTION_ENV
+
+        if value is None:
+            return
+        names = (TARGET_ENV, TARGET_OPTION_ENV) if strict else (TARGET_ENV,)
+        before = {name: os.environ.get(name) for name in names}
+        for name in names:
+            os.environ[name] = value
+
+        def restore() -> None:
+            for name, was in before.items():
+                if was is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = was
+
+        ctx.call_on_close(restore)
+
+    return choose
+
+
+def _target_option(
+    strict: bool, help_text: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--target",
+        metavar="NAME",
+        type=_TargetName(),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_target_callback(strict),
+        help=help_text,
+    )
+
+
+target_option = _target_option(
+    True,
+    "A SQL project's target (one of its `targets:`; `default` for a pipeline without): where "
+    "its models are published and what `{{ target }}` reads (default: $ARROWLINE_TARGET, else "
+    "the project's `target:`). A name the pipeline does not have is an error.",
+)
+scheduler_target_option = _target_option(
+    False,
+    "The target of every SQL project this scheduler runs, as $ARROWLINE_TARGET (a pipeline "
+    "without it warns and runs its default).",
 )
 project_option = click.option(
     "--project-dir",

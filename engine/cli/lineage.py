@@ -17,6 +17,7 @@ from engine.cli.common import (
     pipeline_argument,
     project_option,
     select_option,
+    target_option,
 )
 
 __all__ = ["COMMANDS"]
@@ -43,6 +44,7 @@ __all__ = ["COMMANDS"]
     "every --format (JSON adds `selected`); TASK of TASK.COLUMN must be selected. Read against "
     "the pipeline as defined now, as `plan` reads it, also with --run."
 )
+@target_option
 @project_option
 @click.option(
     "--format",

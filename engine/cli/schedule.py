@@ -29,6 +29,7 @@ from engine.cli.common import (
     pipeline_argument,
     project_argument,
     project_option,
+    scheduler_target_option,
     target_option,
 )
 
@@ -63,7 +64,7 @@ MAX_BACKFILL = 10_000
     show_default=True,
     help="On SIGTERM, seconds running runs get to finish before they are cancelled.",
 )
-@target_option
+@scheduler_target_option
 @log_options
 def scheduler(
     folder: Path | None,

@@ -120,6 +120,7 @@ def serve(
     "now, as `plan` reads it (state: against the catalog), also with --run: then the run's "
     "tasks the selection names are drawn with the edges the run recorded."
 )
+@target_option
 @project_option
 def graph(
     pipeline: str,

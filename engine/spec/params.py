@@ -12,10 +12,15 @@ integer is refused instead of reaching a template as its Python text.
 
 Templates render with `StrictUndefined` in a sandboxed environment. Built-ins: `params`,
 `run_id`, `logical_date` (aware datetime, UTC), `ds` (YYYY-MM-DD of the logical date),
-`ds_nodash`, `pipeline` and `task` (ids), and dbt's functions: `ref('task')` (the task's
-table: another way to name it, which validation checks), `source('src', 'table')` (the task a
-SQL project makes of a declared source) and `var('name')` or `var('name', default)` (a
-parameter's value, exactly as `params.name`). Values reach SQL through two filters:
+`ds_nodash`, `pipeline` and `task` (ids), `target` (engine.spec.targets), and dbt's functions:
+`ref('task')` (the task's table: another way to name it, which validation checks),
+`source('src', 'table')` (the task a SQL project makes of a declared source), `var('name')` or
+`var('name', default)` (a parameter's value, exactly as `params.name`) and `log(message,
+info=False)` (to loguru at debug, or info; it prints nothing, and secrets are masked in it).
+dbt's `{% do ... %}` statement runs an expression for its effect: `{% do cols.append(c) %}`
+changes the template's own lists and mappings (everything a template is given is copied for
+each render, so a render changes nothing another one sees). Values reach SQL through two
+filters:
 
     where region = {{ params.region | sql_literal }}      -> 'north'   (quotes doubled)
     select * from {{ params.table | sql_identifier }}     -> "orders"  (quotes doubled)
@@ -28,6 +33,7 @@ validation reports any other as an error (`unfiltered_sql_params`).
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -42,14 +48,17 @@ from typing import Any, assert_never
 
 import jinja2
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment
+from loguru import logger
 
 from engine.core.errors import ParameterError
 from engine.core.problems import did_you_mean
 from engine.core.runids import is_run_id, new_run_id
+from engine.core.secrets import MASK, is_secret_name, redact
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 from engine.core.tables import THIS
 from engine.spec.quoted import literal_prints
+from engine.spec.targets import target_variable
 
 __all__ = [
     "ENV_PREFIX",
@@ -74,7 +83,7 @@ SAFE_SQL_FILTERS = frozenset({"sql_literal", "sql_identifier"})
 BUILTINS = frozenset(
     {
         *("params", "run_id", "logical_date", "ds", "ds_nodash", "pipeline", "task"),
-        *("ref", "source", "var", "config", "is_incremental", "this", "target"),
+        *("ref", "source", "var", "config", "is_incremental", "this", "target", "log"),
     }
 )
 
@@ -94,15 +103,23 @@ class _NullUndefined(jinja2.ChainableUndefined):
         return "NULL"
 
 
+_EXTENSIONS = ("jinja2.ext.do",)
+"""dbt's `{% do expression %}`."""
+
+
 @functools.cache
-def template_environment(sql: bool = False) -> ImmutableSandboxedEnvironment:
-    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters); with `sql`,
-    the one SQL statements render in, where a number's sign cannot start a comment."""
-    env = ImmutableSandboxedEnvironment(
+def template_environment(sql: bool = False) -> SandboxedEnvironment:
+    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters, `do`); with
+    `sql`, the one SQL statements render in, where a number's sign cannot start a comment.
+
+    The sandbox lets a template change lists and mappings (dbt's `{% do cols.append(c) %}`)
+    but nothing it was given: `RenderContext.variables` hands each render its own copies."""
+    env = SandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # SQL, paths and YAML values: HTML escaping would corrupt them
         keep_trailing_newline=True,
         finalize=_finalize_sql if sql else None,
+        extensions=_EXTENSIONS,
     )
     env.filters["sql_literal"] = sql_literal
     env.filters["sql_identifier"] = sql_identifier
@@ -110,8 +127,8 @@ def template_environment(sql: bool = False) -> ImmutableSandboxedEnvironment:
 
 
 @functools.cache
-def _lenient_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=_NullUndefined, autoescape=False)
+def _lenient_environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(undefined=_NullUndefined, autoescape=False, extensions=_EXTENSIONS)
     env.filters.update(template_environment().filters)
     # Validation renders SQL only to parse it: an undefined value through a SQL filter renders
     # as NULL (or an identifier) so the statement still parses; the undefined name itself is
@@ -139,9 +156,12 @@ class RenderContext:
     incremental: frozenset[str] = frozenset()
     """The incremental sql tasks that add to a kept output this run (`is_incremental()`)."""
 
-    def variables(self, task_id: str | None = None) -> dict[str, Any]:
+    def variables(self, task_id: str | None = None, *, quiet: bool = False) -> dict[str, Any]:
+        """What a template of task `task_id` sees (`quiet`: its `log()` writes nothing, for
+        validation's renders). Parameters are copied, so a template that changes a list it was
+        given (`{% do params.regions.append('x') %}`) changes it for itself alone."""
         when = self.logical_date
-        params = dict(self.params)
+        params = copy.deepcopy(dict(self.params))
         adding = task_id in self.incremental
         return {
             "params": params,
@@ -151,7 +171,8 @@ class RenderContext:
             "config": _config,
             "is_incremental": lambda: adding,
             "this": THIS,
-            "target": params.get("target"),  # a SQL project's (engine.spec.targets)
+            "target": target_variable(params.get("target"), self.pipeline),
+            "log": _log_of(task_id, self.params, quiet),
             "run_id": self.run_id,
             "logical_date": when,
             "ds": when.date().isoformat(),
@@ -189,6 +210,29 @@ def _config(**settings: Any) -> str:
     return ""
 
 
+def _log_of(task_id: str | None, params: Mapping[str, Any], quiet: bool) -> Callable[..., str]:
+    """dbt's `{{ log(message, info=False) }}`: the message to loguru at debug (info with
+    `info=True`), bound to the task; it prints nothing. Secrets are masked here, not only by
+    the CLI's log sink: a notebook's sink has no mask, and a template may print a parameter
+    named like a secret (`params.api_token`) before any run has registered it."""
+    hidden = sorted(
+        (str(v) for k, v in params.items() if is_secret_name(k) and v is not None and str(v)),
+        key=len,
+        reverse=True,
+    )
+
+    def log(message: Any, info: bool = False) -> str:
+        if quiet:
+            return ""
+        text = str(message)
+        for secret in hidden:
+            text = text.replace(secret, MASK)
+        logger.bind(task_id=task_id).log("INFO" if info else "DEBUG", "{}", redact(text))
+        return ""
+
+    return log
+
+
 def _var_of(params: Mapping[str, Any]) -> Callable[..., Any]:
     """`var` for a template: a plain function (a `partial` would hand a template its `args`,
     the whole parameter mapping, as an attribute the sandbox allows)."""
@@ -205,8 +249,8 @@ def _var_of(params: Mapping[str, Any]) -> Callable[..., Any]:
 
 
 def _with_macros(
-    env: ImmutableSandboxedEnvironment, context: RenderContext, variables: dict[str, Any]
-) -> ImmutableSandboxedEnvironment:
+    env: SandboxedEnvironment, context: RenderContext, variables: dict[str, Any]
+) -> SandboxedEnvironment:
     """`env` able to import the context's macro files by name, and `variables` given every
     macro they define (each module made with the same variables, so a macro sees `ref`,
     `var` and `params` as the template calling it does)."""
@@ -223,8 +267,8 @@ def _with_macros(
 
 @functools.lru_cache(maxsize=32)
 def _overlay(
-    env: ImmutableSandboxedEnvironment, macros: tuple[tuple[str, str], ...]
-) -> ImmutableSandboxedEnvironment:
+    env: SandboxedEnvironment, macros: tuple[tuple[str, str], ...]
+) -> SandboxedEnvironment:
     """`env` with the macro files to load: one per set of files, so each file is parsed once
     however many templates a plan renders, not once per template."""
     files = dict(macros)
@@ -240,7 +284,7 @@ def _overlay(
         return (files[found[0]], found[0], lambda: True) if len(found) == 1 else None
 
     overlay = env.overlay(loader=jinja2.FunctionLoader(load))
-    assert isinstance(overlay, ImmutableSandboxedEnvironment)
+    assert isinstance(overlay, SandboxedEnvironment)
     return overlay
 
 
@@ -260,7 +304,7 @@ def _macro_frame(exc: BaseException, context: RenderContext) -> tuple[str, int |
 def render_lenient(text: str, context: RenderContext, task_id: str | None = None) -> str | None:
     """Render with undefined values as NULL, for validation only; None when that fails too."""
     try:
-        variables = context.variables(task_id)
+        variables = context.variables(task_id, quiet=True)
         env = _with_macros(_lenient_environment(), context, variables)
         return env.from_string(text).render(variables)
     except Exception:

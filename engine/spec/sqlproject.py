@@ -32,7 +32,6 @@ own over both (tags add up). A model's problems are reported at its file's line
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -49,7 +48,7 @@ from engine.spec.project_tests import (
 )
 from engine.spec.publish import publish_task
 from engine.spec.seeds import SEED_SETTINGS, seed_tasks
-from engine.spec.targets import TARGET_ENV, choose_target
+from engine.spec.targets import choose_target
 from engine.spec.templates import config_call
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
@@ -154,23 +153,23 @@ class _Composer(ProjectTests):
         for clash in sorted(set(variables) & set(params)):
             self.problem("duplicate-key", f"{clash!r} is both a var and a param", ("vars", clash))
         data["params"] = {**params, **variables}
-        target, wrong = choose_target(data.pop("targets", None), data.pop("target", None))
-        for message, at in wrong:
-            self.problem("invalid-value", message, at)
+        targets = data.pop("targets", None)
+        connections = data.get("connections")
+        target, wrong = choose_target(
+            targets, data.pop("target", None), connections if isinstance(connections, dict) else {}
+        )
+        for message, at, severity in wrong:
+            code = "invalid-value" if severity == "error" else "not-supported"
+            self.problem(code, message, at, severity=severity)
         if target is not None:
             if "target" in data["params"]:
                 self.problem(
                     "duplicate-key", "'target' is both a var (or param) and the target", ("vars",)
                 )
             data["params"]["target"] = {"type": "dict", "default": target}
-            self.published = {k: v for k, v in target.items() if k in ("database", "schema")}
-        elif os.environ.get(TARGET_ENV) and not wrong:
-            self.problem(
-                "not-supported",
-                f"${TARGET_ENV} (or --target) names {os.environ[TARGET_ENV]!r}, but the project "
-                "has no `targets:`: nothing is published by target",
-                severity="warning",
-            )
+            declared = targets.get(target["name"]) if isinstance(targets, dict) else None
+            if isinstance(declared, dict):  # the schema as written: dbt's prefix is its own
+                self.published = {k: v for k, v in declared.items() if k in ("database", "schema")}
         models = self.settings_tree(data.pop("models", None), "models")
         seeds = self.settings_tree(data.pop("seeds", None), "seeds")
         model_paths = self.paths(data.pop("model-paths", ["models"]), "model-paths")

@@ -4,13 +4,26 @@ process.
     target: dev                                  # the default
     targets:
       dev: {database: out/dev.duckdb, schema: main}
-      prod: {database: warehouse, schema: analytics}   # a postgres connection
+      prod: {database: warehouse, schema: analytics, threads: 8}   # a postgres connection
 
 `ARROWLINE_TARGET=prod arrowline run shop/` (or `--target prod`) picks another. With targets,
 every model that keeps an output is published into the chosen target's database and schema
-unless its own settings say otherwise (an ephemeral one keeps nothing); templates read the
-target as `{{ target.name }}`, `{{ target.schema }}`, `{{ target.database }}`, which is a
-parameter of the pipeline, so a model that reads it runs again when the target changes.
+unless its own settings say otherwise (an ephemeral one keeps nothing).
+
+Templates read the chosen target as dbt's `target` object: `name`, `type` (`duckdb`, or the
+kind of the connection named), `database` (as written: the DuckDB file or the connection's
+name), `path` (the DuckDB file; None for a connection), `schema` (default `main` in DuckDB,
+`public` in PostgreSQL), `threads` (as the target says, else the tasks a run starts at once
+by default) and `profile_name` (the pipeline's name). A pipeline that declares no targets has
+one, `default`: the embedded DuckDB its sql tasks run in (`type: duckdb`, `database: memory`,
+`path: ':memory:'`, `schema: main`), as dbt-duckdb's in-memory profile reads.
+
+The target is a parameter of the pipeline (its threads aside, which depend on the machine),
+so a model that reads it runs again when the target changes.
+
+A name given with `--target` must be one of the pipeline's targets (`default` for one without):
+another is an error naming them. `$ARROWLINE_TARGET` is set for a whole process (a scheduler
+runs many pipelines), so a pipeline without targets only warns of it.
 """
 
 from __future__ import annotations
@@ -18,60 +31,164 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from engine.core.problems import did_you_mean
 
-__all__ = ["TARGET_ENV", "choose_target"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "TARGET_ENV",
+    "TARGET_NAME",
+    "TARGET_OPTION_ENV",
+    "Wrong",
+    "choose_target",
+    "default_target",
+    "target_variable",
+    "unknown_target",
+]
 
 TARGET_ENV = "ARROWLINE_TARGET"
-_KEYS = {"database", "schema"}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+TARGET_OPTION_ENV = "ARROWLINE_TARGET_OPTION"
+"""Set (to the name) by the command line's `--target`: the name was asked of this command's
+pipeline, so one it does not have is an error, not a warning."""
+DEFAULT_TARGET = "default"
+_KEYS = {"database", "schema", "threads"}
+TARGET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_DEFAULT_SCHEMA = {"duckdb": "main", "postgres": "public"}
+
+Wrong = tuple[str, tuple[Any, ...], Literal["error", "warning"]]
+"""What is wrong: message, path in the project file, severity."""
+
+
+def default_target() -> dict[str, Any]:
+    """The target of a pipeline without `targets:`: the embedded DuckDB its sql tasks run in."""
+    return {
+        "name": DEFAULT_TARGET,
+        "type": "duckdb",
+        "database": "memory",
+        "path": ":memory:",
+        "schema": "main",
+    }
+
+
+def target_variable(target: Mapping[str, Any] | None, pipeline: str) -> dict[str, Any]:
+    """`{{ target }}` as a template reads it: the chosen target (or the default one) with
+    what the machine says (threads) and the pipeline's name as dbt's profile_name."""
+    found = dict(target) if target is not None else default_target()
+    if found.get("threads") is None:
+        found["threads"] = max(2, os.cpu_count() or 1)  # the executor's --max-parallel default
+    found.setdefault("profile_name", pipeline)
+    return found
+
+
+def _chosen(env: Mapping[str, str]) -> tuple[str | None, str]:
+    """The name asked for, and who asked (for messages)."""
+    if env.get(TARGET_OPTION_ENV):
+        return env[TARGET_OPTION_ENV], "--target"
+    return env.get(TARGET_ENV) or None, f"${TARGET_ENV}"
+
+
+def unknown_target(environ: Mapping[str, str] | None = None) -> Wrong | None:
+    """For a pipeline without targets: what is wrong with the target asked for, if anything
+    (only `default` is one)."""
+    env = os.environ if environ is None else environ
+    name, asked = _chosen(env)
+    if name is None or name == DEFAULT_TARGET:
+        return None
+    if asked == "--target":
+        message = (
+            f"--target {name!r}: this pipeline declares no `targets:`, so its only target is "
+            f"{DEFAULT_TARGET!r} (the embedded DuckDB)"
+        )
+        return message, ("target",), "error"
+    message = (
+        f"{asked} names {name!r}, but the pipeline has no `targets:`: nothing is published by "
+        f"target, and templates read the {DEFAULT_TARGET!r} target"
+    )
+    return message, (), "warning"
 
 
 def choose_target(
-    targets: Any, default: Any, environ: Mapping[str, str] | None = None
-) -> tuple[dict[str, str] | None, list[tuple[str, tuple[Any, ...]]]]:
-    """The chosen target as `{name, database, schema}`, or None without targets; and what is
-    wrong, as (message, path in the project file)."""
+    targets: Any,
+    default: Any,
+    connections: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, list[Wrong]]:
+    """The chosen target as `{name, type, database, path, schema[, threads]}`, or None
+    without targets; and what is wrong. `connections`: the pipeline's, by name (a target's
+    database naming one is of its kind)."""
     env = os.environ if environ is None else environ
-    wrong: list[tuple[str, tuple[Any, ...]]] = []
+    wrong: list[Wrong] = []
     if targets is None:
         if default is not None:
-            wrong.append(("target names one of `targets:`, and there are none", ("target",)))
+            wrong.append(
+                ("target names one of `targets:`, and there are none", ("target",), "error")
+            )
+        elif (unknown := unknown_target(env)) is not None:
+            wrong.append(unknown)
         return None, wrong
     if not isinstance(targets, dict) or not targets:
-        return None, [("targets must map names to {database, schema}", ("targets",))]
+        return None, [("targets must map names to {database, schema}", ("targets",), "error")]
     for name, settings in targets.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            wrong.append((f"target {name!r} is not a name", ("targets", name)))
-        elif not isinstance(settings, dict) or not isinstance(settings.get("database"), str):
-            wrong.append(
-                (
-                    f"target {name!r} needs database: a DuckDB file or a connection",
-                    ("targets", name),
-                )
-            )
-        else:
-            wrong += [
-                (
-                    f"target {name!r}: unknown key {key!r}.{did_you_mean(str(key), sorted(_KEYS))}",
-                    ("targets", name, key),
-                )
-                for key in settings
-                if key not in _KEYS
-            ]
-    chosen = env.get(TARGET_ENV) or default or next(iter(targets))
+        wrong += _target_problems(name, settings)
+    asked, by = _chosen(env)
+    chosen = asked or default or next(iter(targets))
     if chosen not in targets:
-        where = f"${TARGET_ENV}" if env.get(TARGET_ENV) else "target"
+        where = by if asked else "target"
+        known = ", ".join(repr(str(t)) for t in targets)
         wrong.append(
             (
-                f"{where} names no target: {chosen!r}."
+                f"{where} names no target: {chosen!r} (the targets: {known})."
                 + did_you_mean(str(chosen), [str(t) for t in targets]),
                 ("target",),
+                "error",
             )
         )
-        return {"name": str(chosen)}, wrong  # templates still see its name: one error, not two
+        # templates still read a whole target, named as asked: one error, not one per read
+        return {**default_target(), "name": str(chosen)}, wrong
     settings = targets[chosen] if isinstance(targets[chosen], dict) else {}
-    found = {"name": str(chosen), **{k: str(v) for k, v in settings.items() if k in _KEYS}}
-    return found, wrong
+    return _described(str(chosen), settings, connections or {}), wrong
+
+
+def _target_problems(name: Any, settings: Any) -> list[Wrong]:
+    if not isinstance(name, str) or not TARGET_NAME.fullmatch(name):
+        return [(f"target {name!r} is not a name", ("targets", name), "error")]
+    if not isinstance(settings, dict) or not isinstance(settings.get("database"), str):
+        message = f"target {name!r} needs database: a DuckDB file or a connection"
+        return [(message, ("targets", name), "error")]
+    wrong: list[Wrong] = [
+        (
+            f"target {name!r}: unknown key {key!r}.{did_you_mean(str(key), sorted(_KEYS))}",
+            ("targets", name, key),
+            "error",
+        )
+        for key in settings
+        if key not in _KEYS
+    ]
+    threads = settings.get("threads")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        message = f"target {name!r}: threads must be a whole number of 1 or more, not {threads!r}"
+        wrong.append((message, ("targets", name, "threads"), "error"))
+    return wrong
+
+
+def _described(
+    name: str, settings: Mapping[str, Any], connections: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A declared target as dbt's `target` reads it (what the machine says aside)."""
+    database = str(settings["database"])
+    connection = connections.get(database)
+    kind = connection.get("kind") if isinstance(connection, Mapping) else None
+    kind = str(kind) if kind is not None else "duckdb"
+    found: dict[str, Any] = {
+        "name": name,
+        "type": kind,
+        "database": database,
+        "path": database if connection is None else None,
+        "schema": str(settings.get("schema") or _DEFAULT_SCHEMA.get(kind, "main")),
+    }
+    if isinstance(settings.get("threads"), int):
+        found["threads"] = settings["threads"]
+    return found

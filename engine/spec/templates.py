@@ -161,8 +161,9 @@ def unfiltered_sql_params(text: str) -> set[str]:
 
     Conservative: a parameter counts when it is printed directly (`params.a`, `params['a']`),
     through a variable set from it (`{% set x = params.a %}`, `{% for x in params.a %}`,
-    `namespace`), or inside any expression that does not end in a SQL filter. ANY_PARAM stands
-    for all of them when the name is only known at run time."""
+    `namespace`, `{% do x.append(params.a) %}`), or inside any expression that does not end
+    in a SQL filter. ANY_PARAM stands for all of them when the name is only known at run
+    time."""
     if not is_template(text):
         return set()
     ast = template_environment().parse(text)
@@ -174,10 +175,21 @@ def unfiltered_sql_params(text: str) -> set[str]:
                 continue
             if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
                 continue
+            if _prints_nothing(expr):
+                continue
             risky |= _params_in(expr, held)
     for block in ast.find_all(nodes.CallBlock):  # `{% call m(x) %}` prints what m makes of x
         risky |= _params_in(block.call, held)
     return risky
+
+
+def _prints_nothing(expr: nodes.Node) -> bool:
+    """`{{ log(...) }}`: what it is given goes to the log, never into the statement."""
+    return (
+        isinstance(expr, nodes.Call)
+        and isinstance(expr.node, nodes.Name)
+        and expr.node.name == "log"
+    )
 
 
 def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:
@@ -226,6 +238,9 @@ def _variables_holding_params(ast: nodes.Template) -> dict[str, set[str]]:
             assert isinstance(node, nodes.Macro | nodes.CallBlock)
             with_defaults = node.args[len(node.args) - len(node.defaults) :]
             bindings.extend(zip(with_defaults, node.defaults, strict=False))
+    for call in ast.find_all(nodes.Call):  # `{% do cols.append(params.a) %}`: cols holds it
+        if isinstance(call.node, nodes.Getattr) and isinstance(call.node.node, nodes.Name):
+            bindings.append((call.node.node, call))
     held: dict[str, set[str]] = {}
     changed = True
     while changed:

@@ -553,6 +553,7 @@ def check_file(
 ) -> tuple[Definition | None, list[Problem]]:
     """Read and validate a pipeline file. The definition is None when the shape is broken."""
     from engine.spec.sqlproject import compose, project_file
+    from engine.spec.targets import unknown_target
 
     path = Path(path)
     project = project_file(path)
@@ -572,6 +573,8 @@ def check_file(
         problems = problems + found
         if any(p.severity == "error" for p in found):
             return None, _sorted(problems)
+    elif (unknown := unknown_target()) is not None and unknown[2] == "error":
+        problems = [*problems, Problem("invalid-value", unknown[0], file=str(path))]
     spec, shape_problems, ids = structural_check(data, source, str(path))
     problems = problems + shape_problems
     if spec is None:

@@ -213,7 +213,10 @@ def test_targets_choose_where_every_kept_model_is_published(
         ]
     monkeypatch.setenv("ARROWLINE_TARGET", "prdo")
     problem = only(problems_of(folder), "invalid-value")
-    assert "$ARROWLINE_TARGET names no target: 'prdo'. Did you mean 'prod'?" in problem.message
+    assert "$ARROWLINE_TARGET names no target: 'prdo' (the targets: 'dev', 'prod')." in (
+        problem.message
+    )
+    assert "Did you mean 'prod'?" in problem.message
 
 
 @pytest.mark.parametrize(
