@@ -52,6 +52,7 @@ __all__ = [
     "CheckResult",
     "Connector",
     "ConnectorContext",
+    "Hook",
     "IncrementalSpec",
     "Maintenance",
     "NamingContext",
@@ -88,6 +89,19 @@ class Capabilities:
     object_store: bool = False
     """Its named connection is an S3-compatible object store: a workspace's
     (`workspace: s3://...?connection=NAME`), a Delta table's."""
+    hooks: bool = False
+    """Its sink runs a load's SQL hooks (`ConnectorContext.hooks_before` and `hooks_after`) in
+    its target, inside the load's transaction (engine.spec.hooks)."""
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One SQL statement a sink runs in its target around a load's write, rendered."""
+
+    sql: str
+    label: str
+    """What a failure names: which hook and where it is written (`post-hook 1 at
+    models/orders.sql:2`)."""
 
 
 class IncrementalSpec(ConfigModel):
@@ -151,6 +165,11 @@ class ConnectorContext:
     """For a source: a folder of this run's that outlives an attempt, a kill included, where
     it may keep its progress (pages read) so a resumed run goes on from there. Not created
     here; a source removes it once its rows were all read."""
+    hooks_before: tuple[Hook, ...] = ()
+    """For a sink whose capabilities say `hooks`: statements to run in its transaction before
+    it writes, in order."""
+    hooks_after: tuple[Hook, ...] = ()
+    """The same, after it writes and before it commits."""
 
     def connection(self, name: str) -> Any:
         try:

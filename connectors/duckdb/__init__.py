@@ -40,6 +40,7 @@ class DuckDBConnector(Connector):
         sqlglot_dialect="duckdb",
         views=True,
         views_read_files=True,
+        hooks=True,
     )
     source = DuckDBSource
     sink = DuckDBSink

@@ -13,15 +13,20 @@ is fitted to the input per `schema_change` (connectors.evolution: the same rules
 load copies no row, and the view reads the Parquet files of the run it was made in (retention
 keeps them while it does, `engine.state.retention`). A view and a table of the same name replace
 each other when the load's materialization changes.
+
+A load's SQL hooks (engine.spec.hooks) run in the same transaction: the pre-hooks after it
+begins, before the input is read; the post-hooks after the write, before the watermarks and the
+commit. A hook that fails rolls all of it back.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import ConnectorContext, SinkResult
+from connectors.base import ConnectorContext, Hook, SinkResult
 from connectors.changes import DELETE, check_stream, keep_column, net_sql, table_columns
 from connectors.duckdb.config import DuckDBSink
 from connectors.duckdb.errors import translate
@@ -210,6 +215,17 @@ def _apply(
     return int(total)
 
 
+def _run_hooks(connection: duckdb.DuckDBPyConnection, hooks: Sequence[Hook], path: Path) -> None:
+    """A load's SQL hooks, in its transaction: one that fails rolls back the load with it."""
+    import duckdb
+
+    for hook in hooks:
+        try:
+            connection.execute(hook.sql)
+        except duckdb.Error as exc:
+            raise translate(exc, hook.label, path) from None
+
+
 def write_duckdb(
     source: InputTable, config: DuckDBSink, ctx: ConnectorContext, *, view: bool = False
 ) -> SinkResult:
@@ -251,6 +267,7 @@ def write_duckdb(
             return SinkResult(
                 earlier, f"duckdb:{path}#{config.table}", done, ctx.pending_watermarks
             )
+        _run_hooks(connection, ctx.hooks_before, path)
         connection.execute(f"create temp view {_INPUT} as select * from {source.duckdb_source()}")
         if config.mode == "apply":  # the stream's net change per key; _INPUT its upserts
             _net_changes(connection, source, config)
@@ -295,6 +312,7 @@ def write_duckdb(
             changes = _evolve(connection, target, existing, config)
             rows = _merge(connection, target, config)
         connection.execute(f"drop view {_INPUT}")
+        _run_hooks(connection, ctx.hooks_after, path)
         write_state(execute, ctx.pipeline, ctx.task_id, ctx.pending_watermarks, ctx.run_id)
         record_load(execute, ctx.pipeline, ctx.task_id, ctx.run_id, rows)
         fault_point("duckdb.before_commit")

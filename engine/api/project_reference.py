@@ -65,6 +65,19 @@ _MODEL_SETTINGS = [
         "schema>_<schema>`, as dbt's generate_schema_name makes it",
     ),
     ("`tags`, `enabled`, `description`", "as a task's"),
+    (
+        "`pre_hook`, `post_hook`",
+        "SQL templates (one, or a list) run in the database the model is published to, inside "
+        "its publishing load's transaction (see [hooks](#hooks)): pre before its rows are "
+        "written, post after, both after the model's tests passed. dbt's spellings: "
+        "`+pre-hook`/`+post-hook` for folders, `pre_hook`/`post_hook` (or dashed) in a "
+        "property file's `config:` and in `{{ config(...) }}`; they add up: the folders', the "
+        "property file's, then the model's own. `{{ this }}` is the published table, "
+        "`{{ target }}` the target. A hook that fails rolls the publication back and fails it "
+        "(`<model>__publish`, so the run), naming the hook's file:line; the model's output "
+        "stays in the workspace. A model with hooks must be published (`database` or a "
+        "target); DuckDB files only for now",
+    ),
 ]
 PROJECT = "\n".join(
     [

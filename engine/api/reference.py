@@ -18,6 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from engine.api.project_reference import PROJECT
 from engine.scheduling.http import ENDPOINTS, MAX_BODY
+from engine.spec.hooks import HooksSpec
 from engine.spec.model import (
     AlertsSpec,
     BreakerPolicy,
@@ -252,6 +253,10 @@ tests:
 accepted_values: {column: status, values: [placed, shipped, returned]}""",
     Relationship: """\
 relationships: {column: customer_id, to: customers, field: customer_id}""",
+    HooksSpec: """\
+hooks:
+  pre: ["create table if not exists audit(day date, n bigint)"]
+  post: ["insert into audit select {{ ds | sql_literal }}, count(*) from {{ this }}"]""",
 }
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -401,6 +406,17 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ),
     ("test: accepted_values", AcceptedValues, "Values compared as text, as dbt compares them."),
     ("test: relationships", Relationship, "`to` is read by the task: it runs first."),
+    (
+        "hooks",
+        HooksSpec,
+        "A load's SQL hooks (a SQL project's pre_hook and post_hook), templates rendered as a "
+        "sql task's statement is, seeing `{{ this }}` (the load's table, quoted) and "
+        "`{{ target }}`. They run in the load's target inside its transaction: pre once it "
+        "begins, post after the rows are written, before the commit; the load runs after what "
+        "it reads (and a model's tests) succeeded. A hook that fails rolls the load back "
+        "(rows, watermarks, other hooks' changes) and fails it, naming the hook's file:line. "
+        "DuckDB targets run them.",
+    ),
 ]
 
 
@@ -420,6 +436,7 @@ _NAMES = {
     "ModelTest": "[test](#test)",
     "AcceptedValues": "[accepted_values](#test-accepted_values)",
     "Relationship": "[relationships](#test-relationships)",
+    "HooksSpec": "[hooks](#hooks)",
 }
 
 

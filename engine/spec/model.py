@@ -35,6 +35,7 @@ from engine.core.durations import Duration
 from engine.core.errors import ParameterError
 from engine.core.s3 import workspace_setting
 from engine.core.secrets import mask_secrets
+from engine.spec.hooks import HooksSpec
 from engine.spec.params import Param, ParamType, as_type, infer_param
 from engine.spec.settings import (
     AlertsSpec,
@@ -318,6 +319,12 @@ class TaskSpec(ConfigModel):
     load: LoadSpec | None = Field(
         None, description="Write one input to a sink (see load sections)."
     )
+    hooks: HooksSpec | None = Field(
+        None,
+        description="A load's SQL hooks, templates run in its target inside its transaction: "
+        "`pre` before it writes, `post` after; `{{ this }}` is its table. One that fails rolls "
+        "the load back and fails it (duckdb targets).",
+    )
     _expanded_from: str | None = PrivateAttr(None)
     """The task as written, when this is one of the tasks it stands for (a `cdc` extract of
     several tables): lines and problems point at it."""
@@ -348,6 +355,8 @@ class TaskSpec(ConfigModel):
                 raise ValueError(f"a task needs exactly one kind key: one of {names}")
             given = ", ".join(k.value for k in present)
             raise ValueError(f"a task has exactly one kind, but this one has {given}")
+        if self.hooks is not None and self.load is None:
+            raise ValueError("hooks run in a load's target around its write: a load takes them")
         return self
 
     @property

@@ -49,16 +49,15 @@ from typing import Any, assert_never
 import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
-from loguru import logger
 
 from engine.core.errors import ParameterError
 from engine.core.problems import did_you_mean
 from engine.core.runids import is_run_id, new_run_id
-from engine.core.secrets import MASK, is_secret_name, redact
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 from engine.core.tables import THIS
 from engine.spec.quoted import literal_prints
 from engine.spec.targets import target_variable
+from engine.spec.template_log import template_log
 
 __all__ = [
     "ENV_PREFIX",
@@ -156,10 +155,13 @@ class RenderContext:
     incremental: frozenset[str] = frozenset()
     """The incremental sql tasks that add to a kept output this run (`is_incremental()`)."""
 
-    def variables(self, task_id: str | None = None, *, quiet: bool = False) -> dict[str, Any]:
+    def variables(
+        self, task_id: str | None = None, *, quiet: bool = False, this: str | None = None
+    ) -> dict[str, Any]:
         """What a template of task `task_id` sees (`quiet`: its `log()` writes nothing, for
         validation's renders). Parameters are copied, so a template that changes a list it was
-        given (`{% do params.regions.append('x') %}`) changes it for itself alone."""
+        given (`{% do params.regions.append('x') %}`) changes it for itself alone. `this`:
+        what `{{ this }}` prints (a hook's table), instead of an incremental task's output."""
         when = self.logical_date
         params = copy.deepcopy(dict(self.params))
         adding = task_id in self.incremental
@@ -170,9 +172,9 @@ class RenderContext:
             "var": _var_of(params),
             "config": _config,
             "is_incremental": lambda: adding,
-            "this": THIS,
+            "this": THIS if this is None else this,
             "target": target_variable(params.get("target"), self.pipeline),
-            "log": _log_of(task_id, self.params, quiet),
+            "log": template_log(task_id, self.params, quiet=quiet),
             "run_id": self.run_id,
             "logical_date": when,
             "ds": when.date().isoformat(),
@@ -208,29 +210,6 @@ def _config(**settings: Any) -> str:
     """`{{ config(materialized='ephemeral') }}` in a model: read when the project is loaded
     (engine.spec.sqlproject); it prints nothing."""
     return ""
-
-
-def _log_of(task_id: str | None, params: Mapping[str, Any], quiet: bool) -> Callable[..., str]:
-    """dbt's `{{ log(message, info=False) }}`: the message to loguru at debug (info with
-    `info=True`), bound to the task; it prints nothing. Secrets are masked here, not only by
-    the CLI's log sink: a notebook's sink has no mask, and a template may print a parameter
-    named like a secret (`params.api_token`) before any run has registered it."""
-    hidden = sorted(
-        (str(v) for k, v in params.items() if is_secret_name(k) and v is not None and str(v)),
-        key=len,
-        reverse=True,
-    )
-
-    def log(message: Any, info: bool = False) -> str:
-        if quiet:
-            return ""
-        text = str(message)
-        for secret in hidden:
-            text = text.replace(secret, MASK)
-        logger.bind(task_id=task_id).log("INFO" if info else "DEBUG", "{}", redact(text))
-        return ""
-
-    return log
 
 
 def _var_of(params: Mapping[str, Any]) -> Callable[..., Any]:
@@ -316,16 +295,22 @@ def is_template(text: str) -> bool:
 
 
 def render(
-    text: str, context: RenderContext, task_id: str | None = None, *, sql: bool = False
+    text: str,
+    context: RenderContext,
+    task_id: str | None = None,
+    *,
+    sql: bool = False,
+    this: str | None = None,
 ) -> str:
-    """Render one template (`sql`: a SQL statement). Raises ParameterError for undefined names
-    and template errors."""
+    """Render one template (`sql`: a SQL statement; `this`: what `{{ this }}` prints, see
+    `RenderContext.variables`). Raises ParameterError for undefined names and template
+    errors."""
     if not is_template(text):
         return text
     if sql:
         text = literal_prints(text)
     try:
-        variables = context.variables(task_id)
+        variables = context.variables(task_id, this=this)
         env = _with_macros(template_environment(sql), context, variables)
         return env.from_string(text).render(variables)
     except jinja2.UndefinedError as exc:

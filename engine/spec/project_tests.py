@@ -64,6 +64,7 @@ class ProjectTests:
     custom_tests: set[str]
     model_tests: dict[str, list[dict[str, Any]]]
     tested_at: dict[str, list[tuple[Path, int | None]]]
+    property_lines: dict[str, tuple[Path, dict[str, int | None]]]
     problem: Callable[..., None]
     """The composer's: one problem, at its file and line."""
     own_config: Callable[[Path, set[str]], dict[str, Any]]
@@ -95,6 +96,8 @@ class ProjectTests:
                     line=lines.line_of((*at, "config", key)),
                 )
             self.properties[name] = {k: v for k, v in config.items() if k in SETTINGS}
+            lines_of = {k: lines.line_of((*at, "config", k)) for k in self.properties[name]}
+            self.property_lines[name] = (path, lines_of)
         tests, said = property_tests(model, lines, at, self.custom_tests)
         for made, line in tests:
             self.add_test(name, made, path, line)

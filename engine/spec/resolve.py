@@ -13,7 +13,9 @@ from pydantic import BaseModel, ValidationError
 
 from engine.core.config import field_roles
 from engine.core.errors import DefinitionError, ParameterError
+from engine.core.sqltext import quote_table
 from engine.spec.definition import Definition
+from engine.spec.hooks import HOOK_WHEN, HooksSpec
 from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
 from engine.spec.params import RenderContext, is_template, literal_prints, render
 from engine.spec.templates import referenced_params
@@ -70,7 +72,8 @@ def template_texts(task: TaskSpec, definition: Definition) -> list[str]:
     else every string of its kind config. Raises DefinitionError for an unreadable SQL file."""
     if task.kind is TaskKind.SQL:  # its statement, and its tests' queries
         return [sql_text(task, definition), *(t.sql for t in task.tests if t.sql is not None)]
-    return list(_strings(task.config.model_dump(by_alias=True)))
+    hooks = [*task.hooks.pre, *task.hooks.post] if task.hooks is not None else []
+    return [*_strings(task.config.model_dump(by_alias=True)), *hooks]
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -193,4 +196,28 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
             raise ParameterError(
                 f"after rendering templates, {task.kind.value}.{where} is invalid: {first['msg']}"
             ) from None
+    if task.hooks is not None:
+        hooks = _rendered_hooks(task, task.hooks, rendered, context, definition)
+        task = task.model_copy(update={"hooks": hooks})
     return task.model_copy(update={kind_field: rendered})
+
+
+def _rendered_hooks(
+    task: TaskSpec,
+    hooks: HooksSpec,
+    config: BaseModel,
+    context: RenderContext,
+    definition: Definition,
+) -> HooksSpec:
+    """A load's hooks rendered as SQL, `{{ this }}` its table as the load writes it, each
+    knowing the file and line it is written at (what its failure names)."""
+    table = getattr(config, "table", None)
+    this = quote_table(table) if isinstance(table, str) else None
+    rendered: dict[str, tuple[str, ...]] = {}
+    places: dict[str, tuple[str | None, ...]] = {}
+    for when in HOOK_WHEN:
+        texts = getattr(hooks, when)
+        rendered[when] = tuple(render(t, context, task.id, sql=True, this=this) for t in texts)
+        located = [definition.task_location(task.id, "hooks", when, i) for i in range(len(texts))]
+        places[when] = tuple(f"{f}:{line}" if f and line else f for f, line in located)
+    return HooksSpec(**rendered).placed(places)

@@ -40,6 +40,7 @@ from typing import Any
 from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
+from engine.spec.project_hooks import HOOK_SETTINGS, ProjectHooks
 from engine.spec.project_tests import (
     ProjectTests,
     custom_tests,
@@ -48,7 +49,7 @@ from engine.spec.project_tests import (
 )
 from engine.spec.publish import publish_task
 from engine.spec.seeds import SEED_SETTINGS, seed_tasks
-from engine.spec.targets import choose_target
+from engine.spec.targets import project_target
 from engine.spec.templates import config_call
 
 __all__ = ["PROJECT_FILE", "compose", "project_file"]
@@ -60,6 +61,7 @@ _NOT_YET = {"snapshot-paths", "analysis-paths", "docs-paths"}
 SETTINGS = {
     *("materialized", "tags", "enabled", "description"),
     *("unique_key", "incremental_strategy", "on_schema_change", "database", "schema"),
+    *HOOK_SETTINGS,
 }
 """What a model's folders, property file and `config()` may set."""
 _MATERIALIZED = {
@@ -90,7 +92,7 @@ def compose(data: Any, source: SourceMap, file: Path) -> tuple[Any, list[Problem
     return project.compose(), project.problems
 
 
-class _Composer(ProjectTests):
+class _Composer(ProjectTests, ProjectHooks):
     def __init__(self, data: dict[str, Any], source: SourceMap, file: Path) -> None:
         self.data, self.source, self.file, self.root = data, source, file, file.resolve().parent
         self.problems: list[Problem] = []
@@ -112,6 +114,8 @@ class _Composer(ProjectTests):
         """The tests the macro files define (`{% test name(...) %}`)."""
         self.published: dict[str, str] = {}
         """The chosen target's database and schema: where models are published by default."""
+        self.property_lines: dict[str, tuple[Path, dict[str, int | None]]] = {}
+        self.hooks_at: dict[int, dict[tuple[str, int], tuple[Path, int | None]]] = {}
 
     def problem(self, code: str, message: str, path: tuple[Any, ...] = (), **extra: Any) -> None:
         where = extra.pop("file", None)
@@ -153,23 +157,9 @@ class _Composer(ProjectTests):
         for clash in sorted(set(variables) & set(params)):
             self.problem("duplicate-key", f"{clash!r} is both a var and a param", ("vars", clash))
         data["params"] = {**params, **variables}
-        targets = data.pop("targets", None)
-        connections = data.get("connections")
-        target, wrong = choose_target(
-            targets, data.pop("target", None), connections if isinstance(connections, dict) else {}
-        )
-        for message, at, severity in wrong:
-            code = "invalid-value" if severity == "error" else "not-supported"
+        self.published, wrong = project_target(data)
+        for code, message, at, severity in wrong:
             self.problem(code, message, at, severity=severity)
-        if target is not None:
-            if "target" in data["params"]:
-                self.problem(
-                    "duplicate-key", "'target' is both a var (or param) and the target", ("vars",)
-                )
-            data["params"]["target"] = {"type": "dict", "default": target}
-            declared = targets.get(target["name"]) if isinstance(targets, dict) else None
-            if isinstance(declared, dict):  # the schema as written: dbt's prefix is its own
-                self.published = {k: v for k, v in declared.items() if k in ("database", "schema")}
         models = self.settings_tree(data.pop("models", None), "models")
         seeds = self.settings_tree(data.pop("seeds", None), "seeds")
         model_paths = self.paths(data.pop("model-paths", ["models"]), "model-paths")
@@ -233,6 +223,9 @@ class _Composer(ProjectTests):
                 self.source.elsewhere[("tasks", index, "tests", number)] = Elsewhere(
                     shown_path(where), line
                 )
+            for (when, number), (where, line) in self.hooks_at.get(id(task), {}).items():
+                at = ("tasks", index, "hooks", when, number)
+                self.source.elsewhere[at] = Elsewhere(shown_path(where), line)
 
     def paths(self, value: Any, key: str) -> list[Path]:
         if isinstance(value, str):
@@ -411,17 +404,17 @@ class _Composer(ProjectTests):
 
     def configured(
         self, roots: list[Path], pattern: str, tree: dict[str, Any], allowed: set[str], key: str
-    ) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Each file of a model or seed that can name a task, with the settings its folders
-        give it."""
+    ) -> Iterator[tuple[Path, Path, dict[str, Any]]]:
+        """Each file of a model or seed that can name a task (with the folder it is under),
+        with the settings its folders give it."""
         what = key.removesuffix("s")
         for root, path in project_files(roots, pattern):
             if self.named_well(path, what):
                 parts = (*path.relative_to(root).parent.parts, path.stem)
-                yield path, self.settings(tree, parts, allowed, key)
+                yield root, path, self.settings(tree, parts, allowed, key)
 
     def models(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        for path, folders in self.configured(roots, "*.sql", tree, SETTINGS, "models"):
+        for root, path, folders in self.configured(roots, "*.sql", tree, SETTINGS, "models"):
             own = self.own_config(path)
             listed = self.properties.get(path.stem, {})
             tags = [
@@ -488,12 +481,15 @@ class _Composer(ProjectTests):
                 self.problem(
                     "invalid-value", f"model {path.stem!r}: {wrong}", file=str(path), line=1
                 )
+            parts = (*path.relative_to(root).parent.parts, path.stem)
+            hooks = self.model_hooks(path, tree, parts, listed, own)
+            self.attach_hooks(path.stem, hooks, published if wrong is None else {})
             if published is not None:
                 yield self.made(published, path.relative_to(self.root).as_posix())
 
     def seeds(self, roots: list[Path], tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         connections = self.data.get("connections")
-        for path, given in self.configured(roots, "*.csv", tree, SEED_SETTINGS, "seeds"):
+        for _, path, given in self.configured(roots, "*.csv", tree, SEED_SETTINGS, "seeds"):
             if given.get("enabled", True) is False:
                 continue
             target = self.published if "database" not in given else {}

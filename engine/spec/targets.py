@@ -43,6 +43,7 @@ __all__ = [
     "Wrong",
     "choose_target",
     "default_target",
+    "project_target",
     "target_variable",
     "unknown_target",
 ]
@@ -56,8 +57,8 @@ _KEYS = {"database", "schema", "threads"}
 TARGET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _DEFAULT_SCHEMA = {"duckdb": "main", "postgres": "public"}
 
-Wrong = tuple[str, tuple[Any, ...], Literal["error", "warning"]]
-"""What is wrong: message, path in the project file, severity."""
+Wrong = tuple[str, str, tuple[Any, ...], Literal["error", "warning"]]
+"""What is wrong: code, message, path in the project file, severity."""
 
 
 def default_target() -> dict[str, Any]:
@@ -100,12 +101,34 @@ def unknown_target(environ: Mapping[str, str] | None = None) -> Wrong | None:
             f"--target {name!r}: this pipeline declares no `targets:`, so its only target is "
             f"{DEFAULT_TARGET!r} (the embedded DuckDB)"
         )
-        return message, ("target",), "error"
+        return "invalid-value", message, ("target",), "error"
     message = (
         f"{asked} names {name!r}, but the pipeline has no `targets:`: nothing is published by "
         f"target, and templates read the {DEFAULT_TARGET!r} target"
     )
-    return message, (), "warning"
+    return "not-supported", message, (), "warning"
+
+
+def project_target(data: dict[str, Any]) -> tuple[dict[str, Any], list[Wrong]]:
+    """Take `targets:` and `target:` out of a project file's `data` and put the chosen target
+    in its parameters. Returns where its models are published by default (the target's
+    database and schema as written: dbt's schema prefix is the models' own), and what is
+    wrong."""
+    targets = data.pop("targets", None)
+    connections = data.get("connections")
+    target, wrong = choose_target(
+        targets, data.pop("target", None), connections if isinstance(connections, dict) else {}
+    )
+    if target is None:
+        return {}, wrong
+    if "target" in data["params"]:
+        message = "'target' is both a var (or param) and the target"
+        wrong.append(("duplicate-key", message, ("vars",), "error"))
+    data["params"]["target"] = {"type": "dict", "default": target}
+    declared = targets.get(target["name"]) if isinstance(targets, dict) else None
+    if not isinstance(declared, dict):
+        return {}, wrong
+    return {k: v for k, v in declared.items() if k in ("database", "schema")}, wrong
 
 
 def choose_target(
@@ -121,14 +144,14 @@ def choose_target(
     wrong: list[Wrong] = []
     if targets is None:
         if default is not None:
-            wrong.append(
-                ("target names one of `targets:`, and there are none", ("target",), "error")
-            )
+            message = "target names one of `targets:`, and there are none"
+            wrong.append(("invalid-value", message, ("target",), "error"))
         elif (unknown := unknown_target(env)) is not None:
             wrong.append(unknown)
         return None, wrong
     if not isinstance(targets, dict) or not targets:
-        return None, [("targets must map names to {database, schema}", ("targets",), "error")]
+        message = "targets must map names to {database, schema}"
+        return None, [("invalid-value", message, ("targets",), "error")]
     for name, settings in targets.items():
         wrong += _target_problems(name, settings)
     asked, by = _chosen(env)
@@ -138,6 +161,7 @@ def choose_target(
         known = ", ".join(repr(str(t)) for t in targets)
         wrong.append(
             (
+                "invalid-value",
                 f"{where} names no target: {chosen!r} (the targets: {known})."
                 + did_you_mean(str(chosen), [str(t) for t in targets]),
                 ("target",),
@@ -152,12 +176,13 @@ def choose_target(
 
 def _target_problems(name: Any, settings: Any) -> list[Wrong]:
     if not isinstance(name, str) or not TARGET_NAME.fullmatch(name):
-        return [(f"target {name!r} is not a name", ("targets", name), "error")]
+        return [("invalid-value", f"target {name!r} is not a name", ("targets", name), "error")]
     if not isinstance(settings, dict) or not isinstance(settings.get("database"), str):
         message = f"target {name!r} needs database: a DuckDB file or a connection"
-        return [(message, ("targets", name), "error")]
+        return [("invalid-value", message, ("targets", name), "error")]
     wrong: list[Wrong] = [
         (
+            "invalid-value",
             f"target {name!r}: unknown key {key!r}.{did_you_mean(str(key), sorted(_KEYS))}",
             ("targets", name, key),
             "error",
@@ -170,7 +195,7 @@ def _target_problems(name: Any, settings: Any) -> list[Wrong]:
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         message = f"target {name!r}: threads must be a whole number of 1 or more, not {threads!r}"
-        wrong.append((message, ("targets", name, "threads"), "error"))
+        wrong.append(("invalid-value", message, ("targets", name, "threads"), "error"))
     return wrong
 
 

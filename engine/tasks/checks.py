@@ -573,8 +573,8 @@ def check_file(
         problems = problems + found
         if any(p.severity == "error" for p in found):
             return None, _sorted(problems)
-    elif (unknown := unknown_target()) is not None and unknown[2] == "error":
-        problems = [*problems, Problem("invalid-value", unknown[0], file=str(path))]
+    elif (unknown := unknown_target()) is not None and unknown[3] == "error":
+        problems = [*problems, Problem(unknown[0], unknown[1], file=str(path))]
     spec, shape_problems, ids = structural_check(data, source, str(path))
     problems = problems + shape_problems
     if spec is None:

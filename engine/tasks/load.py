@@ -51,6 +51,12 @@ class Load:
             for found in owner.check(config, ctx.definition.base_dir):
                 key = ("load", *found.key)
                 yield Finding(found.code, found.message, key, found.severity, found.hint)
+        if task.hooks is not None and owner is not None and not owner.capabilities.hooks:
+            yield Finding(
+                "not-supported",
+                f"hooks: a {owner.name} target does not run SQL hooks (a duckdb one does)",
+                ("hooks",),
+            )
         if task.materialize != "view":
             return
         if owner is not None and not owner.capabilities.views:
@@ -106,7 +112,11 @@ class Load:
                     after.watermark.describe(),
                     resent,
                 )
-        where = context.connector()
+        hooks = context.task.spec.hooks
+        where = context.connector(
+            hooks_before=hooks.hooks("pre") if hooks else (),
+            hooks_after=hooks.hooks("post") if hooks else (),
+        )
 
         def settle() -> None:
             if context.watermarks is not None:

@@ -106,15 +106,19 @@ class TemplateChecks:
         sql = kind_of(task).sql_template(task, self.context)
         in_file = self.sql_file(task)
         tests = {t.sql: index for index, t in enumerate(task.tests) if t.sql is not None}
+        hooks = _hook_keys(task)
         for text in texts:
             statement = sql if sql is not None and text == sql[0] else None  # its SQL
             # a statement in its own file: problems at that file's line, else the task's key
             place = in_file if statement else None
             test = tests.get(text) if statement is None else None
             where: PathKey = ("tests", test) if test is not None else (task.kind.value,)
-            ok = self.text(text, task, where, place) and ok
+            hook = hooks.get(text)
+            ok = self.text(text, task, hook or where, place) and ok
             if statement and template_syntax_error(text) is None:  # as it renders
                 self.raw_params(task, literal_prints(text), statement[1])
+            elif hook and template_syntax_error(text) is None:  # rendered as SQL
+                self.printed_raw(literal_prints(text), task, hook)
         config = task.config if task.kind is not TaskKind.SQL else None
         for key, text in sql_fields(config) if config is not None else ():
             if template_syntax_error(text) is None:  # checked as it renders (sql=True)
@@ -248,3 +252,14 @@ class TemplateChecks:
         if start is None or line_in_statement is None:
             return start
         return start + line_in_statement - 1
+
+
+def _hook_keys(task: TaskSpec) -> dict[str, PathKey]:
+    """Where each of a load's hooks is, by its text (problems name its file and line)."""
+    if task.hooks is None:
+        return {}
+    return {
+        text: ("hooks", when, index)
+        for when in ("pre", "post")
+        for index, text in enumerate(getattr(task.hooks, when))
+    }

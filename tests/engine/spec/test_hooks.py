@@ -1,0 +1,208 @@
+"""SQL hooks: a load's `hooks:` and a SQL project's pre_hook / post_hook (folders, property
+files, `config()`) run in the publishing DuckDB file inside the load's transaction; a hook that
+fails rolls the load back and fails it, naming the file and line the hook is written at."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import Result
+
+from tests.conftest import WritePipeline, only, problems_of
+
+SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
+AUDIT = (
+    "create table if not exists main.audit(model varchar, stage varchar, n bigint, note varchar)"
+)
+PIPELINE = f"""
+    pipeline: hooked
+    params: {{rows: 3, note: "it's"}}
+    tasks:
+      - id: t
+        sql: select range as id from range({{{{ params.rows }}}})
+      - id: publish
+        load: {{input: t, to: duckdb, path: out/w.duckdb, table: marts.t, mode: replace}}
+        hooks:
+          pre:
+            - {AUDIT}
+            - insert into main.audit select 't', 'pre', count(*), null from main.audit
+          post:
+            - >-
+              insert into main.audit select 't', 'post', count(*),
+              {{{{ params.note | sql_literal }}}} from {{{{ this }}}}
+"""
+
+
+def _rows(database: Path, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(database), read_only=True) as db:
+        return db.sql(sql).fetchall()
+
+
+def _said(done: Result) -> str:
+    return " ".join((done.output + done.stderr).split())  # as wrapped to the terminal
+
+
+def test_a_loads_hooks_run_in_its_target_before_and_after_it_writes(
+    write: WritePipeline, project: Path, cli: Callable[..., Result]
+) -> None:
+    path = write("p.yaml", PIPELINE)
+    assert problems_of(path) == []
+    assert cli("run", path, "--no-progress").exit_code == 0
+    done = cli("run", path, "--no-progress", "-p", "rows=5")
+    assert done.exit_code == 0, done.output
+    assert _rows(project / "out" / "w.duckdb", "select * from main.audit order by n, stage") == [
+        ("t", "pre", 0, None),
+        ("t", "pre", 2, None),
+        ("t", "post", 3, "it's"),  # {{ this }}: the table as the load wrote it
+        ("t", "post", 5, "it's"),
+    ]
+
+
+def test_a_failing_hook_rolls_the_load_back_and_names_its_line(
+    write: WritePipeline, project: Path, cli: Callable[..., Result]
+) -> None:
+    path = write("p.yaml", PIPELINE)
+    assert cli("run", path, "--no-progress").exit_code == 0
+    path.write_text(path.read_text().replace("{{ params.note | sql_literal }}", "nope"))
+    done = cli("run", path, "--no-progress", "-p", "rows=5")
+    assert done.exit_code == 1
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "- >-" in text)
+    assert f"✗ publish (TaskError): post-hook 1 at {path}:{line}:" in _said(done)
+    assert 'Referenced column "nope"' in _said(done)
+    warehouse = project / "out" / "w.duckdb"
+    assert _rows(warehouse, "select count(*) from marts.t") == [(3,)]  # the rows: rolled back
+    assert _rows(warehouse, "select count(*) from main.audit") == [(2,)]  # the pre-hook's too
+
+
+def test_a_parameter_printed_raw_in_a_hook_is_refused_at_its_line(
+    write: WritePipeline,
+) -> None:
+    path = write("p.yaml", PIPELINE.replace("{{ params.note | sql_literal }}", "{{ params.note }}"))
+    problem = only(problems_of(path), "unquoted-parameter")
+    assert problem.line == 13
+
+
+def test_hooks_belong_to_loads_into_a_target_that_runs_them(write: WritePipeline) -> None:
+    on_sql = write("a.yaml", "pipeline: a\ntasks:\n  - {id: t, sql: select 1, hooks: {pre: [x]}}\n")
+    assert "a load takes them" in " ".join(p.message for p in problems_of(on_sql))
+    parquet = write(
+        "b.yaml",
+        """
+        pipeline: b
+        tasks:
+          - {id: t, sql: select 1 as x}
+          - id: out
+            load: {input: t, to: parquet, path: out/t}
+            hooks: {post: [select 1]}
+        """,
+    )
+    problem = only(problems_of(parquet), "not-supported")
+    assert "a files target does not run SQL hooks (a duckdb one does)" in problem.message
+    assert problem.line == 6  # hooks:
+
+
+@pytest.fixture
+def shop(project: Path) -> Path:
+    """The shop with its marts published to a DuckDB file, and hooks written as dbt writes
+    them: the marts folder's in the project file, one in the orders' property file and one in
+    the orders model's config()."""
+    folder = Path(shutil.copytree(SHOP, project / "shop"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text().replace(
+            "    marts:\n      +tags: [marts]\n",
+            "    marts:\n      +tags: [marts]\n      +database: out/w.duckdb\n"
+            f'      +schema: marts\n      +pre-hook: "{AUDIT}"\n'
+            "      +post-hook:\n"
+            "        - \"insert into main.audit select '{{ this }}', 'folder', count(*), "
+            '{{ target.name | sql_literal }} from {{ this }}"\n',
+        )
+    )
+    properties = folder / "models" / "marts" / "schema.yml"
+    properties.write_text(
+        properties.read_text().replace(
+            "  - name: orders\n",
+            '  - name: orders\n    config:\n      post-hook: "insert into main.audit select '
+            "'orders', 'property', 0, null\"\n",
+        )
+    )
+    model = folder / "models" / "marts" / "orders.sql"
+    model.write_text(
+        "{{ config(post_hook=\"insert into main.audit select 'orders', 'own', count(*), "
+        'null from {{ this }}") }}\n' + model.read_text()
+    )
+    return folder
+
+
+def test_a_models_hooks_add_up_from_its_folders_property_file_and_config(
+    shop: Path, cli: Callable[..., Result]
+) -> None:
+    done = cli("run", shop, "--no-progress")
+    assert done.exit_code == 0, done.output
+    audit = _rows(shop / "out" / "w.duckdb", "select * from main.audit order by all")
+    assert audit == [
+        ('"marts"."customers"', "folder", 5, "default"),
+        ('"marts"."orders"', "folder", 7, "default"),
+        ("orders", "own", 7, None),
+        ("orders", "property", 0, None),
+    ]
+    done = cli("render", shop, "orders__publish")
+    said = _said(done)
+    assert said.index("'folder'") < said.index("'property'") < said.index("'own'")  # in order
+
+
+def test_a_failing_model_hook_names_the_file_and_line_it_is_written_at(
+    shop: Path, cli: Callable[..., Result]
+) -> None:
+    properties = shop / "models" / "marts" / "schema.yml"
+    properties.write_text(properties.read_text().replace("'property', 0,", "'property', nope,"))
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(settings.read_text().replace('+pre-hook: "create table', '+pre-hook: "'))
+    done = cli("run", shop, "--no-progress")
+    assert done.exit_code == 1
+    said = _said(done)
+    project_line = next(
+        n for n, text in enumerate(settings.read_text().splitlines(), 1) if "+pre-hook" in text
+    )
+    for model in ("customers", "orders"):  # the folder's hook, where the folder sets it
+        found = re.search(rf"✗ {model}__publish \(TaskError\): pre-hook 1 at (\S+):(\d+):", said)
+        assert found is not None, said
+        assert found[1].endswith("arrowline_project.yml")
+        assert int(found[2]) == project_line
+    settings.write_text(settings.read_text().replace('+pre-hook: "', '+pre-hook: "create table'))
+    done = cli("run", shop, "--no-progress")
+    assert done.exit_code == 1
+    found = re.search(r"✗ orders__publish \(TaskError\): post-hook 2 at (\S+):(\d+):", _said(done))
+    assert found is not None
+    assert found[1].endswith("models/marts/schema.yml")
+    assert found[2] == "14"  # the property file's `post-hook:` line
+    assert not _rows(shop / "out" / "w.duckdb", "select * from main.audit where model = 'orders'")
+
+
+def test_a_hook_on_a_model_that_is_not_published_is_refused_at_the_hook(project: Path) -> None:
+    folder = Path(shutil.copytree(SHOP, project / "unpublished"))
+    model = folder / "models" / "marts" / "orders.sql"
+    model.write_text("\n{{ config(pre_hook='select 1') }}\n" + model.read_text())
+    problem = only(problems_of(folder), "invalid-value")
+    assert "model 'orders' has hooks, which run in the database it is published to" in (
+        problem.message
+    )
+    assert (problem.file, problem.line) == ("unpublished/models/marts/orders.sql", 2)
+
+
+def test_a_hook_reads_the_target_it_runs_for(shop: Path, cli: Callable[..., Result]) -> None:
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(
+        settings.read_text().replace("      +database: out/w.duckdb\n", "")
+        + "\ntarget: dev\ntargets:\n  dev: {database: out/dev.duckdb}\n"
+        "  prod: {database: out/w.duckdb}\n"
+    )
+    done = cli("run", shop, "--no-progress", "--target", "prod")
+    assert done.exit_code == 0, done.output
+    found = _rows(shop / "out" / "w.duckdb", "select distinct note from main.audit where note > ''")
+    assert found == [("prod",)]
