@@ -27,6 +27,11 @@ _PROJECT_KEYS = [
     ("`sources`", "", "`[{name, tables: [{name, extract}]}]`: what `source('s', 't')` reads"),
     ("`tasks`", "", "any other task (loads, validations), as in a pipeline"),
     (
+        "`on-run-start`, `on-run-end`",
+        "",
+        "not run yet, and refused rather than skipped: a model's `pre_hook` and `post_hook` are",
+    ),
+    (
         "`targets`, `target`",
         "",
         "dbt's dev and prod: `targets: {dev: {database, schema, threads}, ...}` and the "

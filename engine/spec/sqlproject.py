@@ -135,6 +135,10 @@ class _Composer(ProjectTests, ProjectHooks):
                 (key,),
                 severity="warning",
             )
+        for key in sorted(set(data) & {"on-run-start", "on-run-end"}):  # not silently dropped
+            data.pop(key)
+            message = f"{key} is not run yet; a model's pre-hook and post-hook are"
+            self.problem("not-supported", message, (key,))
         if data.pop("project", None) is not None:
             self.problem(
                 "invalid-value",

@@ -206,3 +206,12 @@ def test_a_hook_reads_the_target_it_runs_for(shop: Path, cli: Callable[..., Resu
     assert done.exit_code == 0, done.output
     found = _rows(shop / "out" / "w.duckdb", "select distinct note from main.audit where note > ''")
     assert found == [("prod",)]
+
+
+def test_run_hooks_are_refused_rather_than_silently_skipped(project: Path) -> None:
+    folder = Path(shutil.copytree(SHOP, project / "run_hooks"))
+    settings = folder / "arrowline_project.yml"
+    settings.write_text(settings.read_text() + '\non-run-start: ["select 1"]\non-run-end: x\n')
+    problems = [p for p in problems_of(folder) if p.code == "not-supported"]
+    assert sorted(p.message.split(" ")[0] for p in problems) == ["on-run-end", "on-run-start"]
+    assert all(p.severity == "error" and p.line is not None for p in problems)
