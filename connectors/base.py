@@ -305,6 +305,14 @@ class Connector(ABC):
         """A source's incremental settings, when it reads past a watermark."""
         return None
 
+    def relation(self, config: ConfigModel) -> str | None:
+        """A sink's table as SQL run in its target names it (a hook's `{{ this }}`), quoted;
+        None when it writes no table."""
+        from engine.core.sqltext import quote_table
+
+        table = getattr(config, "table", None)
+        return quote_table(table) if isinstance(table, str) else None
+
     def publish_target(
         self, database: str, connection: Mapping[str, Any] | None, table: str
     ) -> dict[str, Any] | None:

@@ -57,6 +57,19 @@ class DuckDBConnector(Connector):
             return None
         return {"to": self.name, "path": database, "table": table}
 
+    def relation(self, config: ConfigModel) -> str | None:
+        # dbt-duckdb's "catalog"."schema"."table": in marts.duckdb, "marts"."orders" could
+        # also be catalog marts's table orders, and DuckDB refuses the ambiguity (as the sink)
+        from engine.core.sqltext import quote_identifier, quote_table, split_table
+
+        assert isinstance(config, DuckDBSource | DuckDBSink)
+        table = config.table
+        if table is None:
+            return None
+        if split_table(table)[0] is None:
+            return quote_table(table)
+        return f"{quote_identifier(Path(config.path).stem)}.{quote_table(table)}"
+
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         assert isinstance(config, DuckDBSource | DuckDBSink)
         tag = "duckdb"

@@ -410,7 +410,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "hooks",
         HooksSpec,
         "A load's SQL hooks (a SQL project's pre_hook and post_hook), templates rendered as a "
-        "sql task's statement is, seeing `{{ this }}` (the load's table, quoted) and "
+        "sql task's statement is, seeing `{{ this }}` (the load's table, quoted: "
+        '`"w"."marts"."orders"` in w.duckdb) and '
         "`{{ target }}`. They run in the load's target inside its transaction: pre once it "
         "begins, post after the rows are written, before the commit; the load runs after what "
         "it reads (and a model's tests) succeeded. A hook that fails rolls the load back "

@@ -10,8 +10,9 @@ folders) become the hooks of the load that publishes the model (engine.spec.sqlp
 
 Each hook is a template rendered as a sql task's statement is: a parameter reaches it through
 `sql_literal` or `sql_identifier` (printed raw, validation refuses it unless it is a number).
-It sees everything a task's template sees, `target` among it, and `this`: the load's table,
-quoted as the load writes it (`"marts"."orders"`).
+It sees everything a task's template sees, `target` among it, and `this`: the load's table as
+SQL in its target names it (its connector's `relation`; in a DuckDB file `"w"."marts"."orders"`,
+dbt-duckdb's spelling, which no schema named as the file can make ambiguous).
 
 Pre-hooks run in order once the load's transaction has begun, before its rows are written;
 post-hooks after they are written, before it commits. The load runs after the task it reads

@@ -11,9 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from engine.core.config import field_roles
+from engine.core.config import ConfigModel, field_roles
 from engine.core.errors import DefinitionError, ParameterError
-from engine.core.sqltext import quote_table
 from engine.spec.definition import Definition
 from engine.spec.hooks import HOOK_WHEN, HooksSpec
 from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
@@ -211,8 +210,8 @@ def _rendered_hooks(
 ) -> HooksSpec:
     """A load's hooks rendered as SQL, `{{ this }}` its table as the load writes it, each
     knowing the file and line it is written at (what its failure names)."""
-    table = getattr(config, "table", None)
-    this = quote_table(table) if isinstance(table, str) else None
+    owner = task.connector
+    this = owner.relation(config) if owner is not None and isinstance(config, ConfigModel) else None
     rendered: dict[str, tuple[str, ...]] = {}
     places: dict[str, tuple[str | None, ...]] = {}
     for when in HOOK_WHEN:

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 from click.testing import Result
 
+from engine.api.pipeline import run
 from tests.conftest import WritePipeline, only, problems_of
 
 SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
@@ -146,8 +147,8 @@ def test_a_models_hooks_add_up_from_its_folders_property_file_and_config(
     assert done.exit_code == 0, done.output
     audit = _rows(shop / "out" / "w.duckdb", "select * from main.audit order by all")
     assert audit == [
-        ('"marts"."customers"', "folder", 5, "default"),
-        ('"marts"."orders"', "folder", 7, "default"),
+        ('"w"."marts"."customers"', "folder", 5, "default"),  # dbt-duckdb's {{ this }}
+        ('"w"."marts"."orders"', "folder", 7, "default"),
         ("orders", "own", 7, None),
         ("orders", "property", 0, None),
     ]
@@ -215,3 +216,15 @@ def test_run_hooks_are_refused_rather_than_silently_skipped(project: Path) -> No
     problems = [p for p in problems_of(folder) if p.code == "not-supported"]
     assert sorted(p.message.split(" ")[0] for p in problems) == ["on-run-end", "on-run-start"]
     assert all(p.severity == "error" and p.line is not None for p in problems)
+
+
+def test_this_is_not_ambiguous_in_a_file_named_as_the_schema(
+    write: WritePipeline, project: Path
+) -> None:
+    """In marts.duckdb, "marts"."t" could be catalog marts's table t: DuckDB refuses to guess,
+    so `{{ this }}` names the catalog too, as the load does."""
+    path = write("p.yaml", PIPELINE.replace("out/w.duckdb", "out/marts.duckdb"))
+    assert run(path).ok
+    assert _rows(
+        project / "out" / "marts.duckdb", "select n from main.audit where stage = 'post'"
+    ) == [(3,)]
