@@ -226,16 +226,20 @@ class Pipeline:
         timeout: str | float | None = None,
         pool: str | None = None,
         materialize: Literal["table", "view"] | None = None,
+        hooks: Mapping[str, Sequence[str]] | None = None,
         **config: Any,
     ) -> str:
         """`p.load("pub", input="t", to="duckdb", path=..., table=..., mode="replace")`;
-        `materialize="view"` (duckdb, postgres; mode replace): the target becomes a view."""
+        `materialize="view"` (duckdb, postgres; mode replace): the target becomes a view;
+        `hooks={"pre": [...], "post": [...]}`: SQL run in the target around the write
+        (engine.spec.hooks)."""
         common = {
             "depends_on": depends_on,
             "retry": retry,
             "timeout": timeout,
             "pool": pool,
             "materialize": materialize,
+            "hooks": hooks,
         }
         return self._add(task_id, "load", {"input": input, "to": to, **config}, common)
 

@@ -228,3 +228,21 @@ def test_this_is_not_ambiguous_in_a_file_named_as_the_schema(
     assert _rows(
         project / "out" / "marts.duckdb", "select n from main.audit where stage = 'post'"
     ) == [(3,)]
+
+
+def test_a_python_pipelines_load_takes_hooks_too(project: Path) -> None:
+    from engine import Pipeline
+
+    p = Pipeline("built", base_dir=project)
+    p.sql("t", "select range as id from range(4)")
+    p.load(
+        "publish",
+        input="t",
+        to="duckdb",
+        path="out/b.duckdb",
+        table="t",
+        mode="replace",
+        hooks={"post": ["create or replace table main.seen as select count(*) n from {{ this }}"]},
+    )
+    assert p.run().ok
+    assert _rows(project / "out" / "b.duckdb", "select n from main.seen") == [(4,)]
