@@ -507,8 +507,7 @@ class PipelineSpec(ConfigModel):
 
     @model_validator(mode="after")
     def _expanded(self) -> PipelineSpec:
-        """A task whose source stands for several tasks (`Connector.expand`: a change stream
-        of several tables) becomes those tasks, each with the rest of its settings."""
+        """A task whose source stands for several (`Connector.expand`) becomes those tasks."""
         tasks: list[TaskSpec] = []
         changed = False
         for task in self.tasks:

@@ -424,8 +424,7 @@ class _Checker(OutputChecks, TemplateChecks):
             )
 
     def secrets(self) -> None:
-        """References to unset environment variables: a warning, since CI validates without
-        production secrets, but a run would fail."""
+        """Unset environment variables referenced: a warning (CI validates without secrets)."""
         import os
 
         from engine.core.secrets import find_references
