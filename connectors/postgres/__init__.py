@@ -63,6 +63,7 @@ class PostgresConnector(Connector):
         sink_streams=True,
         key_queries=True,
         views=True,
+        hooks=True,
     )
     source = PostgresSource
     sink = PostgresSink

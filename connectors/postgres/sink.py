@@ -12,6 +12,9 @@
 Watermarks of the extracts feeding this load are written to `arrowline_state.watermarks` in the
 same transaction, so the data and the watermark move together or not at all.
 
+A load's SQL hooks (engine.spec.hooks) run in the same transaction: the pre-hooks before
+anything is written, the post-hooks after, before the watermarks and the commit.
+
 `materialize: view` COPies into a table of the run's own and makes the target a view of it
 (`connectors.postgres.views`).
 
@@ -339,6 +342,8 @@ def write_postgres(
             session.rollback()
             details |= {"already_committed": True, "input_rows": source.rows}
             return SinkResult(earlier, target, details, ctx.pending_watermarks)
+        for hook in ctx.hooks_before:  # in the load's transaction: a failure rolls it back
+            session.execute(hook.sql, what=hook.label)
         kind = relation_kind(session, config.table)
         if kind == "v" and not view:
             if config.mode != "replace":
@@ -385,6 +390,8 @@ def write_postgres(
                 written = _merge(session, table, names, by_name, config)
                 if config.delete_missing:
                     details["deleted"] = _delete_missing(session, table, config)
+        for hook in ctx.hooks_after:
+            session.execute(hook.sql, what=hook.label)
         write_state(execute, ctx.pipeline, ctx.task_id, ctx.pending_watermarks, ctx.run_id)
         record_load(execute, ctx.pipeline, ctx.task_id, ctx.run_id, written)
         fault_point("postgres.before_commit")

@@ -323,7 +323,7 @@ class TaskSpec(ConfigModel):
         None,
         description="A load's SQL hooks, templates run in its target inside its transaction: "
         "`pre` before it writes, `post` after; `{{ this }}` is its table. One that fails rolls "
-        "the load back and fails it (duckdb targets).",
+        "the load back and fails it (duckdb and postgres targets).",
     )
     _expanded_from: str | None = PrivateAttr(None)
     """The task as written, when this is one of the tasks it stands for (a `cdc` extract of

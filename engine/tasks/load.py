@@ -54,7 +54,7 @@ class Load:
         if task.hooks is not None and owner is not None and not owner.capabilities.hooks:
             yield Finding(
                 "not-supported",
-                f"hooks: a {owner.name} target does not run SQL hooks (a duckdb one does)",
+                f"hooks: a {owner.name} target does not run SQL hooks (duckdb, postgres do)",
                 ("hooks",),
             )
         if task.materialize != "view":

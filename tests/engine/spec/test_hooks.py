@@ -14,7 +14,7 @@ import pytest
 from click.testing import Result
 
 from engine.api.pipeline import run
-from tests.conftest import WritePipeline, only, problems_of
+from tests.conftest import PgSchema, WritePipeline, only, problems_of
 
 SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
 AUDIT = (
@@ -103,7 +103,7 @@ def test_hooks_belong_to_loads_into_a_target_that_runs_them(write: WritePipeline
         """,
     )
     problem = only(problems_of(parquet), "not-supported")
-    assert "a files target does not run SQL hooks (a duckdb one does)" in problem.message
+    assert "a files target does not run SQL hooks (duckdb, postgres do)" in problem.message
     assert problem.line == 6  # hooks:
 
 
@@ -246,3 +246,37 @@ def test_a_python_pipelines_load_takes_hooks_too(project: Path) -> None:
     )
     assert p.run().ok
     assert _rows(project / "out" / "b.duckdb", "select n from main.seen") == [(4,)]
+
+
+def test_hooks_run_in_a_postgresql_target_inside_its_transaction(
+    write: WritePipeline, pg: PgSchema, cli: Callable[..., Result]
+) -> None:
+    audit = pg.table("audit")
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: {pg.schema}
+        params: {{rows: 3}}
+        connections:
+          wh: {{kind: postgres, uri: "${{env:TEST_PG_URI}}"}}
+        tasks:
+          - id: t
+            sql: select range as id from range({{{{ params.rows }}}})
+          - id: publish
+            load: {{input: t, to: postgres, connection: wh, table: {pg.table("t")},
+                    mode: replace}}
+            hooks:
+              pre: ["create table if not exists {audit} (stage text, n bigint)"]
+              post: ["insert into {audit} select 'post', count(*) from {{{{ this }}}}"]
+        """,
+    )
+    assert problems_of(path) == []
+    done = cli("run", path, "--no-progress")
+    assert done.exit_code == 0, done.output
+    assert pg.rows(f"select stage, n from {audit}") == [("post", 3)]
+    path.write_text(path.read_text().replace("count(*) from", "count(nope) from"))
+    failed = cli("run", path, "--no-progress", "-p", "rows=5")
+    assert failed.exit_code == 1
+    assert "post-hook 1 at" in _said(failed)
+    assert pg.rows(f"select count(*) from {pg.table('t')}") == [(3,)]  # rolled back
+    assert pg.rows(f"select stage, n from {audit}") == [("post", 3)]
