@@ -29,7 +29,7 @@ class Definitions:
 
     def __init__(self) -> None:
         self._lock = Lock()
-        self._known: dict[Path, tuple[tuple[int, int], Definition | ArrowlineError]] = {}
+        self._known: dict[Path, tuple[object, Definition | ArrowlineError]] = {}
         self._drawn: dict[Path, tuple[object, list[TaskBox], str | None]] = {}
         self._texts: dict[Path, tuple[tuple[int, int], str, Any]] = {}
 
@@ -39,7 +39,9 @@ class Definitions:
         return stat.st_mtime_ns, stat.st_size
 
     def get(self, path: Path) -> Definition:
-        signature = self._signature(path)
+        """The file's definition, read again when it or a file beside it that a definition
+        reads changed (a SQL project's models, a sql task's file, a UDF module)."""
+        signature = _folder_signature(path)
         with self._lock:
             known = self._known.get(path)
         if known is None or known[0] != signature:
