@@ -86,13 +86,15 @@ class CdcSpec(ConfigModel):
     tables: tuple[str, ...] | None = Field(
         None,
         min_length=1,
-        description="Several tables through one slot, instead of `table`: the task stands for "
-        "one task per table, `<task>__<table's name>` (`<task>__<schema>_<name>` where two "
-        "names are alike), which loads read by that id. The server decodes the WAL for one "
-        "slot, not one per table; each table's snapshot is read under a snapshot of its own "
-        "that meets the slot's changes exactly (a temporary slot's), and the slot moves only "
-        "to the least position all of them committed. They take turns at the slot: one "
-        "reads it at a time.",
+        description="Several tables through one slot and publication, instead of `table`: "
+        "the task stands for one task per table, `<task>__<table's name>`, which loads read by "
+        "that id. One slot holds the WAL for all of them (a server allows few slots: "
+        "max_replication_slots is 10 by default), but each table's task still reads the "
+        "slot's range and keeps its own changes, so the server decodes it once per table. "
+        "Each table's first snapshot is read under a snapshot of its own that meets the slot's "
+        "changes exactly (a temporary slot's); the slot moves, when a run ends, only to the "
+        "least position the tables' loads have committed or still need. They take turns at "
+        "the slot: one reads it at a time.",
     )
     slot: str | None = Field(
         None,
@@ -193,6 +195,7 @@ class PostgresSource(ConfigModel):
                 "'cdc' and 'incremental' exclude each other: a change stream is incremental"
             )
         seen: set[str] = set()
+        names: dict[str, str] = {}
         for table in tables:
             try:
                 _, name = split_table(table)
@@ -200,30 +203,26 @@ class PostgresSource(ConfigModel):
                 raise ValueError(exc.message) from None
             if table in seen:
                 raise ValueError(f"cdc.tables names {table!r} twice")
+            if name in names:
+                raise ValueError(
+                    f"cdc.tables names {names[name]!r} and {table!r}, whose tasks would both be "
+                    f"<task>__{name}: give one of them a cdc task of its own"
+                )
             if not re.fullmatch(r"[A-Za-z0-9_]+", name):
                 raise ValueError(
                     f"table {table!r}: its name makes its task's id, so it must be letters, "
                     "digits and _ (give a table named otherwise a cdc task of its own)"
                 )
             seen.add(table)
+            names[name] = table
         return self
 
     def members(self, task_id: str) -> list[tuple[str, str]]:
-        """With `cdc.tables`: (task id, table) of the task each table becomes,
-        `<task>__<name>`, or `<task>__<schema>_<name>` for names two schemas share."""
+        """With `cdc.tables`: (task id, table) of the task each table becomes, `<task>__<name>`
+        whatever else the list holds, so adding a table never renames another's task."""
         assert self.cdc is not None
         assert self.cdc.tables is not None
-        split = [split_table(table) for table in self.cdc.tables]
-        names = [name for _, name in split]
-        return [
-            (
-                f"{task_id}__{name}"
-                if names.count(name) == 1 or schema is None
-                else f"{task_id}__{schema}_{name}",
-                table,
-            )
-            for (schema, name), table in zip(split, self.cdc.tables, strict=True)
-        ]
+        return [(f"{task_id}__{split_table(table)[1]}", table) for table in self.cdc.tables]
 
 
 SchemaChange = Literal["evolve", "fail_on_breaking", "fail", "freeze"]

@@ -123,7 +123,10 @@ incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
         "them committed, so one table whose loads failed, or that a `--select` left out, "
         "keeps its changes in the slot. A table added to the list is added to the "
         "publication and starts from a snapshot of its own; a reset of one table keeps the "
-        "slot, which the others read on from.",
+        "slot, which the others read on from. What is shared is the slot, its retained WAL "
+        "and its publication, not the decoding: each table's task reads the slot's range and "
+        "keeps its own table's changes, so the server decodes the range once per table (a "
+        "table far behind the others makes theirs re-read what they already hold).",
         """extract:
   from: postgres
   connection: warehouse

@@ -70,6 +70,13 @@ class Finding:
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:
-    """` Did you mean 'x'?` when a close match exists, else ''."""
+    """` Did you mean 'x'?` when a close match exists, else ''. Choices that extend the word
+    (`shop__orders` and `shop__customers` of `shop`: the tasks a task written as several
+    became) are all offered."""
+    extending = sorted(choice for choice in choices if choice.startswith(f"{word}__"))
+    if len(extending) > 1:
+        return f" Did you mean one of {', '.join(map(repr, extending))}?"
+    if extending:
+        return f" Did you mean {extending[0]!r}?"
     matches = get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" Did you mean {matches[0]!r}?" if matches else ""

@@ -269,7 +269,7 @@ class WatermarkBroker:
         assert config is not None
         try:
             owner.release(config, watermark, self._context(extract.id))
-        except Exception as exc:  # the source does it on its next read; nothing is lost
+        except Exception as exc:  # done at its next read (a shared slot: a run's end): no loss
             logger.warning(
                 "{}: could not release what the source holds up to {}: {}",
                 extract.id,
@@ -278,20 +278,26 @@ class WatermarkBroker:
             )
 
     def _committed_by(self, task_id: str) -> Watermark | None:
-        """The least position every load of the extract `task_id` has committed, to this run
-        or an earlier one; None when it has none (it reads from a snapshot of its own when it
-        first runs, so nothing it needs is behind it)."""
+        """The least position the extract `task_id` may still need its source to hold: what
+        each of its loads has committed (in this run or an earlier one) or, where one has
+        not, the position of this run's output, which a resume still loads. None when it needs
+        nothing (it reads from a snapshot of its own when it next runs)."""
         if task_id in self.plan and self.plan.task(task_id).watermark_sinks:
             sinks = [sink for sink, _ in self.plan.task(task_id).watermark_sinks]
             with self._lock:
                 here = dict(self._committed.get(task_id, {}))
-            values = [here.get(sink) or self._mirror(task_id, sink) for sink in sinks]
+                output = self._new.get(task_id)
+            values = [_first(here.get(sink), self._mirror(task_id, sink), output) for sink in sinks]
         else:  # not in this run: what the catalog holds of it
             rows = self.catalog.watermarks(self.plan.pipeline, task_id)
             values = [Watermark.from_json(row.value) if row.value else None for row in rows]
         if not values or any(value is None for value in values):
             return None
         return Watermark.least(values)
+
+
+def _first(*values: Watermark | None) -> Watermark | None:
+    return next((value for value in values if value is not None), None)
 
 
 def _least(a: Watermark, b: Watermark) -> Watermark:

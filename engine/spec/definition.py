@@ -69,6 +69,16 @@ class Definition:
                 found.setdefault(task.id, found[group])
         return found
 
+    def known_ids(self) -> set[str]:
+        """The ids a task can name: every task's, and every id the file gives (a task left
+        out of `spec` for its errors), but not a task written as several, which is not one."""
+        written = {i for i in self.task_ids() if i}
+        return {t.id for t in self.spec.tasks} | (written - self._written_as_several)
+
+    @cached_property
+    def _written_as_several(self) -> set[str]:
+        return {t.expanded_from for t in self.spec.tasks if t.expanded_from is not None}
+
     def expansion_clashes(self) -> list[Problem]:
         """Tasks a task written as several became (`TaskSpec.expanded_from`) whose ids are
         taken or too long, said at that task."""

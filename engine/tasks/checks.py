@@ -52,7 +52,7 @@ class _Checker(OutputChecks, TemplateChecks):
         self.params = self.spec.param_defaults if params is None else params
         """The parameter values templates are rendered with: the defaults, or a run's."""
         self.file = definition.file or "<python>"
-        self.known_ids = {i for i in definition.task_ids() if i} | {t.id for t in self.spec.tasks}
+        self.known_ids = definition.known_ids()
         self.problems: list[Problem] = []
         self.context = CheckContext(definition, frozenset(self.known_ids))
 

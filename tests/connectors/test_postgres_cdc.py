@@ -420,7 +420,6 @@ FAULTS = [
 ]
 
 
-@pytest.mark.slow
 def run_killed(project: Path, fault: str | None) -> None:
     """`arrowline run pipeline.yaml` in its own process, killed with SIGKILL where it reaches
     the fault point `fault` (None: run to the end, which must succeed)."""
@@ -444,6 +443,7 @@ def run_killed(project: Path, fault: str | None) -> None:
     assert process.returncode == -signal.SIGKILL, f"{fault} was never reached"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("fault", "first"), FAULTS)
 def test_kill_9_anywhere_then_runs_lose_and_duplicate_no_change(
     source: Source, project: Path, fault: str, first: bool, request: pytest.FixtureRequest

@@ -189,6 +189,7 @@ def test_a_table_added_to_the_list_starts_from_its_own_snapshot(
     same(source, project, "orders", "customers")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fault", ["cdc.before_release", "cdc.changes_read", "cdc.snapshot_read", "duckdb.after_commit"]
 )
@@ -230,6 +231,10 @@ def test_kill_9_in_a_run_of_several_tables_then_runs_lose_and_duplicate_nothing(
             "'columns' belongs to one table",
         ),
         ("{from: postgres, connection: src, cdc: {tables: [a, a]}}", "names 'a' twice"),
+        (
+            "{from: postgres, connection: src, cdc: {tables: [x.a, y.a]}}",
+            "would both be <task>__a",
+        ),
         ("{from: postgres, connection: src, cdc: {tables: ['x.a-b']}}", "letters"),
         ("{from: postgres, connection: src, cdc: {tables: []}}", "at least 1"),
         (
@@ -267,7 +272,7 @@ def test_a_task_a_table_would_become_must_not_take_an_existing_id(project: Path,
     assert "shop__customers" not in result.output  # no clash there
 
 
-def test_each_table_becomes_a_task_named_by_it_and_its_schema_where_names_repeat(
+def test_each_table_becomes_a_task_named_by_it_whatever_else_the_list_holds(
     tmp_path: Path,
 ) -> None:
     from engine.tasks.checks import load_definition
@@ -276,13 +281,13 @@ def test_each_table_becomes_a_task_named_by_it_and_its_schema_where_names_repeat
         "pipeline: p\nconnections:\n  src: {kind: postgres, uri: 'postgresql://h/d'}\n"
         "tasks:\n  - id: cap\n    retry: {attempts: 5}\n"
         "    extract: {from: postgres, connection: src, batch_bytes: 1048576,\n"
-        "              cdc: {tables: [public.orders, sales.orders, Customers], "
+        "              cdc: {tables: [public.orders, sales.items, Customers], "
         "max_changes: 10}}\n"
     )
     definition = load_definition(tmp_path / "pipeline.yaml")
     tasks = definition.spec.tasks
-    assert [t.id for t in tasks] == ["cap__public_orders", "cap__sales_orders", "cap__Customers"]
-    for task, table in zip(tasks, ["public.orders", "sales.orders", "Customers"], strict=True):
+    assert [t.id for t in tasks] == ["cap__orders", "cap__items", "cap__Customers"]
+    for task, table in zip(tasks, ["public.orders", "sales.items", "Customers"], strict=True):
         config = task.extract
         assert config is not None
         assert config.table == table  # type: ignore[union-attr]
@@ -347,3 +352,84 @@ def test_the_task_as_written_selects_every_table_it_stands_for(project: Path, cl
     one = cli("plan", "pipeline.yaml", "--select", "shop__customers+")
     ok(one)
     assert "shop__orders" not in one.stdout
+
+
+def test_a_resume_loads_a_snapshot_whose_loads_failed_though_another_table_moved_on(
+    source: Source, project: Path, cli: Run
+) -> None:
+    make(source, "orders", "customers")
+    loads = LOAD.format(name="orders") + LOAD.format(name="customers").replace(
+        "path: out.duckdb", "path: bad/c.duckdb"
+    )
+    text = PIPELINE.format(tables="public.customers, public.orders", loads=loads)
+    (project / "pipeline.yaml").write_text(text)
+    (project / "bad").write_text("not a folder")  # the customers' loads fail
+    change(source, "orders", 10)
+    # One task at a time, customers first: orders reads up to a position past the customers'
+    # snapshot, and its loads commit it.
+    assert cli("run", "pipeline.yaml", "--max-parallel", "1").exit_code == 1
+    (project / "bad").unlink()
+    (project / "bad").mkdir()
+    change(source, "customers", 2)
+    ok(cli("run", "pipeline.yaml", "--resume"))  # loads the snapshot it read
+    change(source, "customers", 3)
+    change(source, "orders", 4)
+    ok(cli("run", "pipeline.yaml"))  # the slot still held the customers' changes since
+    same(source, project, "orders")
+    with duckdb.connect(str(project / "bad" / "c.duckdb"), read_only=True) as connection:
+        copy = dict(connection.sql("select id, name from customers").fetchall())
+    assert copy == dict(source.rows("select id, name from customers"))
+
+
+def test_max_changes_counts_a_tables_own_changes_so_one_ahead_still_moves(
+    source: Source, project: Path, cli: Run
+) -> None:
+    make(source, "orders", "customers")
+    write(project, "orders", "customers")
+    ok(cli("run", "pipeline.yaml"))
+    for i in range(60):  # the slot stays behind these while only orders is read
+        source.execute(f"insert into customers values ({1000 + i}, 'c')")
+    ok(cli("run", "pipeline.yaml", "--select", "shop__orders+"))
+    (project / "pipeline.yaml").write_text(
+        (project / "pipeline.yaml")
+        .read_text()
+        .replace("cdc: {tables:", "cdc: {max_changes: 20, tables:")
+    )
+    source.execute("insert into orders values (99999, 'late')")
+    first = cli("run", "pipeline.yaml")
+    ok(first)
+    assert 99999 in held(project, "orders")  # not starved by the customers' backlog
+    assert "shop__customers: stopped at max_changes (20)" in first.stderr
+    assert len(held(project, "customers")) == 50 + 20  # bounded, at a transaction's end
+    for _ in range(3):
+        ok(cli("run", "pipeline.yaml"))
+    same(source, project, "orders", "customers")
+
+
+def test_a_load_that_reads_the_task_as_written_is_told_which_tasks_it_became(
+    project: Path, cli: Run
+) -> None:
+    write(project, "orders", "customers")
+    text = (project / "pipeline.yaml").read_text().replace("${env:CDC_URI}", "postgresql://h/d")
+    text += "  - id: all\n    load: {input: shop, to: duckdb, path: o.duckdb, table: x}\n"
+    (project / "pipeline.yaml").write_text(text)
+    result = cli("validate", "pipeline.yaml")
+    assert result.exit_code != 0
+    said = " ".join(result.output.split())
+    assert "Did you mean one of 'shop__customers', 'shop__orders'?" in said
+
+
+def test_a_table_missing_at_the_source_fails_its_own_task_alone(
+    source: Source, project: Path, cli: Run
+) -> None:
+    make(source, "orders")
+    write(project, "orders", "customers")
+    result = cli("run", "pipeline.yaml")
+    assert result.exit_code == 1
+    assert "✗ shop__customers" in result.output
+    assert "table 'public.customers' does not exist" in result.output
+    assert "✗ shop__orders" not in result.output
+    same(source, project, "orders")
+    make(source, "customers")
+    ok(cli("run", "pipeline.yaml"))
+    same(source, project, "orders", "customers")

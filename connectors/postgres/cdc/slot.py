@@ -13,7 +13,8 @@ slot then confirms P + 1, from which decoding skips exactly those transactions.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +35,10 @@ __all__ = [
     "exported_slot",
     "lsn_literal",
     "lsn_text",
-    "slot_key",
     "slot_lock",
     "slot_state",
     "table_info",
+    "take_slot_lock",
 ]
 
 
@@ -122,9 +123,10 @@ def ensure_publication(
     tables: tuple[str, ...] | None = None,
 ) -> None:
     """The publication exists and publishes the table (created when missing and allowed).
-    With `tables` (several tables through one slot), it is created for all of them, and a
-    table it lacks (one added to the list since) is added when allowed."""
-    from engine.core.sqltext import quote_identifier, quote_table
+    With `tables` (several tables through one slot, each a task of its own), a table it
+    lacks is added when allowed: each task adds its own, so a table missing at the source
+    fails its own task alone."""
+    from engine.core.sqltext import quote_identifier
 
     found = session.rows(
         "select pubinsert and pubupdate and pubdelete and pubtruncate from pg_publication "
@@ -138,9 +140,8 @@ def ensure_publication(
                 f"publication {name!r} does not exist",
                 hint=f"CREATE PUBLICATION {name} FOR TABLE {qualified}, or set cdc.create: true",
             )
-        listed = ", ".join(quote_table(each) for each in tables) if tables else qualified
-        session.execute(
-            f"create publication {quote_identifier(name)} for table {listed}",
+        session.execute(  # for this table alone: the others' tasks add theirs
+            f"create publication {quote_identifier(name)} for table {qualified}",
             what=f"cannot create publication {name!r}",
         )
         return
@@ -276,24 +277,36 @@ def create_slot(session: Session, name: str) -> None:
     )
 
 
-def slot_key(name: str) -> str:
-    """The SQL of the advisory lock key of the slot `name` (`slot_lock`)."""
+def _slot_key(name: str) -> str:
     return f"select hashtextextended({sql_literal('arrowline slot ' + name)}, 0)"
 
 
+def take_slot_lock(
+    session: Session, name: str, cancelled: Callable[[], None] | None = None
+) -> None:
+    """Take the server's advisory lock of the slot `name` on `session` (kept until released,
+    or the session ends): the tasks of the tables sharing a slot take turns at it (a slot
+    serves one reader at a time, and two first runs must not both make it). Waits for the
+    holder, asking `cancelled` (which raises when the task is to stop) between tries; the
+    server frees a lock whose holder's connection died."""
+    key = _slot_key(name)
+    while not session.rows(f"select pg_try_advisory_lock(({key}))")[0][0]:
+        if cancelled is not None:
+            cancelled()
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
-def slot_lock(session: Session, name: str) -> Iterator[None]:
-    """Hold the server's advisory lock of the slot `name` on `session`: the tasks of the
-    tables sharing a slot take turns at it (a slot serves one reader at a time, and two first
-    runs must not both make it). Waits for the holder; the server frees it if the holder's
-    connection dies."""
-    key = slot_key(name)
-    session.rows(f"select pg_advisory_lock(({key}))", what="cannot lock the replication slot")
+def slot_lock(
+    session: Session, name: str, cancelled: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """`take_slot_lock` for the block."""
+    take_slot_lock(session, name, cancelled)
     try:
         yield
     finally:
         with contextlib.suppress(Exception):
-            session.rows(f"select pg_advisory_unlock(({key}))")
+            session.rows(f"select pg_advisory_unlock(({_slot_key(name)}))")
 
 
 def drop(session: Session, name: str) -> None:

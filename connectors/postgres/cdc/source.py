@@ -51,10 +51,10 @@ from connectors.postgres.cdc.slot import (
     exported_slot,
     lsn_literal,
     lsn_text,
-    slot_key,
     slot_lock,
     slot_state,
     table_info,
+    take_slot_lock,
 )
 from connectors.postgres.cdc.text import SESSION_SETTINGS, Convert, converter
 from connectors.postgres.config import PostgresSource, default_slot
@@ -90,7 +90,11 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
         columns = SourceConversion.for_schema(
             session.schema(base_query(config)), config.unconstrained_numeric
         ).schema
-        with slot_lock(session, slot_name) if shared else contextlib.nullcontext():
+        with (
+            slot_lock(session, slot_name, ctx.raise_if_cancelled)
+            if shared
+            else contextlib.nullcontext()
+        ):
             ensure_publication(session, publication, table, config.cdc.create, config.cdc.tables)
             slot = slot_state(session, slot_name)
             _warn_retained(config, ctx, slot)
@@ -136,7 +140,7 @@ def _prepare_shared(
     moved here (only `release` moves it, to the least position they all committed); a table
     whose position is ahead of the slot skips the changes it already holds."""
     if ctx.watermark is not None:
-        _committed_start(slot_name, slot, ctx)
+        _committed_start(slot_name, slot, ctx, shared=True)
         return
     if slot is not None and slot.wal_status == "lost":  # the other tables need a reset too
         logger.warning(
@@ -153,7 +157,9 @@ def _prepare_shared(
         check_slot(slot)
 
 
-def _committed_start(slot_name: str, slot: SlotState | None, ctx: ConnectorContext) -> int:
+def _committed_start(
+    slot_name: str, slot: SlotState | None, ctx: ConnectorContext, *, shared: bool = False
+) -> int:
     """Where a read goes on from: just past the committed position. The slot must still hold
     it: present, valid, not past it."""
     assert ctx.watermark is not None
@@ -172,7 +178,10 @@ def _committed_start(slot_name: str, slot: SlotState | None, ctx: ConnectorConte
             f"the position the loads committed ({lsn_text(start)}): it was made again "
             "by a full refresh or reset that did not finish, or something else "
             "consumed its changes; either way the changes between are not in it",
-            hint="`arrowline run PIPELINE --full-refresh` reads the table again from a "
+            hint=f"`arrowline state reset {ctx.pipeline} {ctx.task_id} --yes` reads this table "
+            "again from a new snapshot (the other tables of its slot read on)"
+            if shared
+            else "`arrowline run PIPELINE --full-refresh` reads the table again from a "
             "new snapshot, which replaces what the loads hold",
         )
     return start
@@ -262,7 +271,7 @@ class _Changes:
         """The server's time when it was at `upto`: every change committed before is read."""
 
     def _sql(self) -> str:
-        limit = self.limit
+        limit = None if self.shared else self.limit  # shared: counted here (`_Cut`)
         return (
             "select (lsn - '0/0'::pg_lsn)::int8 as lsn, data from "
             f"pg_logical_slot_peek_binary_changes({sql_literal(self.slot)}, "
@@ -273,13 +282,14 @@ class _Changes:
     def batches(self) -> Iterator[pa.RecordBatch]:
         decoder = Decoder(self.table.oid, self.table.key if self.table.key != ("*",) else ())
         messages = 0
+        cut = _Cut(self.limit if self.shared else None)
         session = Session(self.server, autocommit=True)
         unregister = None
         try:
             for setting in SESSION_SETTINGS:
                 session.execute(setting, what="cannot prepare the change reader's session")
             if self.shared:  # the other tables' tasks wait while this one reads the slot
-                session.rows(f"select pg_advisory_lock(({slot_key(self.slot)}))")
+                take_slot_lock(session, self.slot, self.ctx.raise_if_cancelled)
             statement, reader = session.query(
                 self._sql(), batch_bytes=self.config.batch_bytes, what="reading changes failed"
             )
@@ -292,9 +302,14 @@ class _Changes:
                     made = self._batch(chunk)
                     if int(chunk.lsn[0]) < self.start:  # in the sinks already
                         made = made.filter(pc.greater_equal(made.column("_lsn"), self.start))
+                    made = cut.kept(made)
                     if made.num_rows:
                         yield made
+                    if cut.done:
+                        break
                 self.ctx.raise_if_cancelled()
+                if cut.done:
+                    break
         except ArrowlineError:
             raise
         except Exception as exc:
@@ -304,31 +319,39 @@ class _Changes:
             if unregister:
                 unregister()
             session.close()  # and with it the slot's lock
-        if self.limit and messages >= self.limit:  # stopped at a transaction's end
-            if decoder.last_commit is not None and decoder.last_commit >= self.start:
-                self.ctx.reached = Watermark(decoder.last_commit)
-                last = datetime.fromtimestamp(decoder.commit_us / 1e6, UTC)
-                _complete_as_of(self.ctx, decoder.last_commit, last)
-                behind = max(0, self.upto - 1 - decoder.last_commit)
-                self.ctx.notes["behind_bytes"] = behind
-                logger.warning(
-                    "{}: stopped at max_changes ({}) at {}; the {} of WAL from there to {}, "
-                    "where this run was to stop, may hold more changes: the next run reads them",
-                    self.ctx.task_id,
-                    self.limit,
-                    lsn_text(decoder.last_commit),
-                    format_bytes(behind),
-                    lsn_text(self.upto),
-                )
+        if self.shared:
+            stopped = (cut.at, cut.at_us) if cut.done else None
+        elif self.limit and messages >= self.limit:  # the server stopped at a commit
+            stopped = (decoder.last_commit, decoder.commit_us)
         else:
+            stopped = None
+        if stopped is None:
             self.ctx.reached = Watermark(self.upto - 1)
             _complete_as_of(self.ctx, self.upto - 1, self.read_at)
+        elif stopped[0] is not None and stopped[0] >= self.start:
+            self._stopped(stopped[0], stopped[1])
         self.ctx.notes["changes"] = decoder.changes
         self.ctx.notes["read_to"] = lsn_text(self.upto)
         if len(decoder.redefined) > 1 or (
             decoder.redefined and decoder.redefined[-1].columns != tuple(self.columns.names)
         ):
             self.ctx.notes["source_columns"] = [list(r.columns) for r in decoder.redefined]
+
+    def _stopped(self, position: int, commit_us: int) -> None:
+        """The read stopped at max_changes, after the transaction committed at `position`."""
+        self.ctx.reached = Watermark(position)
+        _complete_as_of(self.ctx, position, datetime.fromtimestamp(commit_us / 1e6, UTC))
+        behind = max(0, self.upto - 1 - position)
+        self.ctx.notes["behind_bytes"] = behind
+        logger.warning(
+            "{}: stopped at max_changes ({}) at {}; the {} of WAL from there to {}, "
+            "where this run was to stop, may hold more changes: the next run reads them",
+            self.ctx.task_id,
+            self.limit,
+            lsn_text(position),
+            format_bytes(behind),
+            lsn_text(self.upto),
+        )
 
     def _batch(self, chunk: Chunk) -> pa.RecordBatch:
         count = len(chunk)
@@ -363,6 +386,36 @@ class _Changes:
             pa.array(unchanged, pa.list_(pa.string())),
         ]
         return pa.RecordBatch.from_arrays([*arrays, *meta], schema=self.schema)
+
+
+class _Cut:
+    """max_changes for a table sharing its slot: the server's count (`upto_nchanges`) starts
+    at the slot's position, the least any of the tables committed, and counts every table's
+    messages, so a table ahead of the others could spend it all on changes it skips and never
+    move. Here only the table's own changes count: once `limit` are kept, the rest of the
+    transaction of the last one is kept too (its rows share its commit position, `_lsn`), and
+    the read stops at the first row past it."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.kept_rows = 0
+        self.at: int | None = None
+        """The commit position the read stops after, once `limit` rows are kept."""
+        self.at_us = 0
+        self.done = False
+
+    def kept(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The rows of `batch` the read keeps (all of them until `limit` is reached)."""
+        if self.at is None and self.limit and self.kept_rows + batch.num_rows >= self.limit:
+            last = self.limit - self.kept_rows - 1  # the limit-th row kept
+            self.at = int(batch.column("_lsn")[last].as_py())
+            self.at_us = batch.column("_commit_ts")[last].value
+        if self.at is not None:
+            inside = pc.less_equal(batch.column("_lsn"), self.at)
+            if not pc.all(inside).as_py():
+                batch, self.done = batch.filter(inside), True
+        self.kept_rows += batch.num_rows
+        return batch
 
 
 def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark) -> None:
