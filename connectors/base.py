@@ -292,6 +292,12 @@ class Connector(ABC):
         position any of them has committed. Empty: the extract releases on its own."""
         return ()
 
+    def claims(self, config: ConfigModel, task_id: str, pipeline: str) -> str | None:
+        """What the extract holds at its source that no other task may share (a replication
+        slot), said as a name; None when it holds nothing. Tasks of one `release_group` share
+        theirs."""
+        return None
+
     def connection_name(self, config: ConfigModel) -> str | None:
         """The named connection a source or sink config uses."""
         return None

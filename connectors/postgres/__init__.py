@@ -98,6 +98,12 @@ class PostgresConnector(Connector):
             for member, table in config.members(task_id)
         ]
 
+    def claims(self, config: ConfigModel, task_id: str, pipeline: str) -> str | None:
+        if not isinstance(config, PostgresSource) or config.cdc is None:
+            return None
+        slot = config.cdc.slot or default_slot(pipeline, task_id)
+        return f"replication slot {slot!r} of connection {config.connection!r}"
+
     def release_group(self, config: ConfigModel, task_id: str) -> tuple[str, ...]:
         if not isinstance(config, PostgresSource) or config.cdc is None:
             return ()

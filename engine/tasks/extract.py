@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,31 @@ def write_part(context: TaskContext, piece: Any, index: int) -> tuple[Path, int,
     return path, counter[0], tracker.best if tracker else None
 
 
+def _claimed(task: TaskSpec, ctx: CheckContext) -> Iterator[Finding]:
+    """What the extract holds at its source (a replication slot) must be its own: a second
+    task reading the same slot would consume, move or drop what the first still needs."""
+    owner, config, spec = task.connector, task.extract, ctx.definition.spec
+    assert owner is not None
+    assert config is not None
+    claim = owner.claims(config, task.id, spec.name)
+    if claim is None:
+        return
+    mine = {task.id, *owner.release_group(config, task.id)}
+    for other in spec.tasks:
+        theirs, source = other.connector, other.extract
+        if other.id in mine or theirs is None or source is None:
+            continue
+        if theirs.claims(source, other.id, spec.name) == claim:
+            yield Finding(
+                "shared-source",
+                f"{claim} is read by task {other.id!r} too",
+                ("extract",),
+                hint="give each task a slot of its own, or read several tables through one "
+                "slot with cdc.tables",
+            )
+            return
+
+
 class Extract:
     kind = TaskKind.EXTRACT
     produces_table = True
@@ -135,6 +160,7 @@ class Extract:
             yield Finding(
                 found.code, found.message, ("extract", *found.key), found.severity, found.hint
             )
+        yield from _claimed(task, ctx)
 
     def references(self, task: TaskSpec, base_dir: Path) -> str | None:
         return None

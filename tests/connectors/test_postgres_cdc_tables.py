@@ -433,3 +433,21 @@ def test_a_table_missing_at_the_source_fails_its_own_task_alone(
     make(source, "customers")
     ok(cli("run", "pipeline.yaml"))
     same(source, project, "orders", "customers")
+
+
+def test_two_tasks_that_name_one_slot_are_refused_unless_they_are_one_tasks_tables(
+    project: Path, cli: Run
+) -> None:
+    head = "pipeline: p\nconnections:\n  src: {kind: postgres, uri: 'postgresql://h/d'}\ntasks:\n"
+    single = (
+        "  - id: one\n    extract: {from: postgres, connection: src, table: a, cdc: {slot: s}}\n"
+    )
+    group = "  - id: many\n    extract: {from: postgres, connection: src, cdc: {slot: s, tables: [b, c]}}\n"
+    (project / "pipeline.yaml").write_text(head + single + group)
+    result = cli("validate", "pipeline.yaml")
+    assert result.exit_code != 0
+    said = " ".join(result.output.split())
+    assert "replication slot 's' of connection 'src' is read by task" in said
+    assert "pipeline.yaml:6" in said  # the single task's extract
+    (project / "pipeline.yaml").write_text(head + group)  # the tables of one task share it
+    ok(cli("validate", "pipeline.yaml"))
