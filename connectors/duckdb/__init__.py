@@ -32,6 +32,14 @@ def _file(path: str, base_dir: Path) -> Path:
     return full if full.is_absolute() else base_dir / full
 
 
+def catalog_name(path: str) -> str:
+    """The name DuckDB gives the catalog of the database file `path` when it opens it (the
+    sink's `current_database()`): the file's name up to its first dot (`w.v2.duckdb` is `w`),
+    with `_db` after names it keeps for itself (`main.duckdb` is `main_db`)."""
+    name = Path(path).name.split(".", 1)[0]
+    return f"{name}_db" if name in ("main", "temp", "system") else name
+
+
 class DuckDBConnector(Connector):
     name = "duckdb"
     capabilities = Capabilities(
@@ -68,7 +76,7 @@ class DuckDBConnector(Connector):
             return None
         if split_table(table)[0] is None:
             return quote_table(table)
-        return f"{quote_identifier(Path(config.path).stem)}.{quote_table(table)}"
+        return f"{quote_identifier(catalog_name(config.path))}.{quote_table(table)}"
 
     def place(self, config: ConfigModel, ctx: NamingContext) -> Place:
         assert isinstance(config, DuckDBSource | DuckDBSink)

@@ -87,14 +87,21 @@ Every string in a task's configuration is a Jinja2 template, rendered once per r
 pipeline's name): a SQL project's chosen [target](#sql-projects-arrowline_projectyml), or for a
 pipeline without targets `default`, the embedded DuckDB its sql tasks run in (`type: duckdb`,
 `database: memory`, `path: ':memory:'`, `schema: main`, `threads`: the tasks a run starts at
-once). `log()` masks secrets (registered ones, URI passwords, parameters named like secrets).
+once). A SQL project's target is chosen by name only (`--target`, `$ARROWLINE_TARGET`): no
+`--param`, environment variable or trigger can set its values, which reach SQL as the project
+wrote them. A pipeline's own parameter named `target` is an ordinary parameter
+(`params.target`). `log()` masks secrets (registered ones, URI passwords, and every value of
+a parameter named like a secret, inside lists and mappings too, and under mapping keys named
+like one).
 
-dbt's `{% do expression %}` runs an expression for its effect: `{% do cols.append(c) %}` adds
-to the template's own list (`dict.update` too). A template gets its own copy of everything, so
-what it changes no other template, and no later run, sees. A parameter a list or mapping is
-given this way counts as printed into SQL when the list is printed (the rule below). `log()`
-writes whenever the template renders: when a run (or `plan`, `render`) renders it; not during
-`validate`'s checks.
+dbt's `{% do expression %}` calls something for its effect: `{% do log('...') %}` (a log
+call printed with `{{ }}` counts as printing what it is given, by the rule below; in `{% do %}`
+it prints nothing). Templates change no list or mapping in place: `{% do cols.append(c) %}`
+is refused (the error says so), since a value hidden in a container would get past the check
+of what reaches SQL, and an imported macro file's values are shared by every render. Build a
+new one instead: `{% set cols = cols + [c] %}`, or in a loop a namespace, `{% set ns =
+namespace(cols=[]) %}` ... `{% set ns.cols = ns.cols + [c] %}`. `log()` writes whenever the
+template renders for a run (or `plan`, `render`); not during `validate`'s checks.
 
 Parameter values, lowest precedence first: the pipeline's `params:` defaults, environment
 variables `ARROWLINE_PARAM_<NAME>`, then the values given for one run: `--param name=value`,

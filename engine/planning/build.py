@@ -56,6 +56,7 @@ from engine.spec.model import (
 from engine.spec.params import RenderContext, new_run_id, resolve_params
 from engine.spec.resolve import macro_texts
 from engine.spec.settings import effective_workspace, use_workspace_connection
+from engine.spec.targets import TARGET_PARAM
 from engine.state.catalog import CatalogReader
 from engine.tasks import kind_of
 from engine.tasks.checks import check_tables
@@ -243,8 +244,8 @@ def kept_outputs(
         if task.sql is None or task.sql.incremental is None:
             continue
         for row, recorded in catalog.kept_outputs(spec.name, task.id):
-            made_for = json.loads(recorded).get("target") if recorded else None
-            if row.run_id == before or made_for != params.get("target"):
+            made_for = json.loads(recorded).get(TARGET_PARAM) if recorded else None
+            if row.run_id == before or made_for != params.get(TARGET_PARAM):
                 continue
             if row.output_on_disk:
                 found[task.id] = row.output_run

@@ -17,10 +17,12 @@ Templates render with `StrictUndefined` in a sandboxed environment. Built-ins: `
 `source('src', 'table')` (the task a SQL project makes of a declared source), `var('name')` or
 `var('name', default)` (a parameter's value, exactly as `params.name`) and `log(message,
 info=False)` (to loguru at debug, or info; it prints nothing, and secrets are masked in it).
-dbt's `{% do ... %}` statement runs an expression for its effect: `{% do cols.append(c) %}`
-changes the template's own lists and mappings (everything a template is given is copied for
-each render, so a render changes nothing another one sees). Values reach SQL through two
-filters:
+dbt's `{% do ... %}` statement calls something for its effect (`{% do log('...') %}`); the
+sandbox lets no template change a list or mapping in place (`{% do cols.append(c) %}` is
+refused, with the way that works: `{% set cols = cols + [c] %}`, or a `namespace` in a loop),
+so nothing a template is given (parameters, imported macro modules, shared between tasks and
+runs) can be changed by it, and validation can follow every value. Values reach SQL through
+two filters:
 
     where region = {{ params.region | sql_literal }}      -> 'north'   (quotes doubled)
     select * from {{ params.table | sql_identifier }}     -> "orders"  (quotes doubled)
@@ -33,7 +35,6 @@ validation reports any other as an error (`unfiltered_sql_params`).
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -48,7 +49,7 @@ from typing import Any, assert_never
 
 import jinja2
 import yaml
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.core.errors import ParameterError
 from engine.core.problems import did_you_mean
@@ -56,7 +57,7 @@ from engine.core.runids import is_run_id, new_run_id
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 from engine.core.tables import THIS
 from engine.spec.quoted import literal_prints
-from engine.spec.targets import target_variable
+from engine.spec.targets import TARGET_PARAM, target_variable
 from engine.spec.template_log import template_log
 
 __all__ = [
@@ -107,13 +108,12 @@ _EXTENSIONS = ("jinja2.ext.do",)
 
 
 @functools.cache
-def template_environment(sql: bool = False) -> SandboxedEnvironment:
-    """The shared Jinja2 environment (sandboxed, StrictUndefined, SQL filters, `do`); with
-    `sql`, the one SQL statements render in, where a number's sign cannot start a comment.
-
-    The sandbox lets a template change lists and mappings (dbt's `{% do cols.append(c) %}`)
-    but nothing it was given: `RenderContext.variables` hands each render its own copies."""
-    env = SandboxedEnvironment(
+def template_environment(sql: bool = False) -> ImmutableSandboxedEnvironment:
+    """The shared Jinja2 environment (sandboxed, immutable, StrictUndefined, SQL filters,
+    `do`); with `sql`, the one SQL statements render in, where a number's sign cannot start a
+    comment. Immutable: a template that could change a list in place could hide a parameter
+    in it from validation, or change an imported macro module other renders share."""
+    env = ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # SQL, paths and YAML values: HTML escaping would corrupt them
         keep_trailing_newline=True,
@@ -126,8 +126,10 @@ def template_environment(sql: bool = False) -> SandboxedEnvironment:
 
 
 @functools.cache
-def _lenient_environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=_NullUndefined, autoescape=False, extensions=_EXTENSIONS)
+def _lenient_environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=_NullUndefined, autoescape=False, extensions=_EXTENSIONS
+    )
     env.filters.update(template_environment().filters)
     # Validation renders SQL only to parse it: an undefined value through a SQL filter renders
     # as NULL (or an identifier) so the statement still parses; the undefined name itself is
@@ -159,11 +161,10 @@ class RenderContext:
         self, task_id: str | None = None, *, quiet: bool = False, this: str | None = None
     ) -> dict[str, Any]:
         """What a template of task `task_id` sees (`quiet`: its `log()` writes nothing, for
-        validation's renders). Parameters are copied, so a template that changes a list it was
-        given (`{% do params.regions.append('x') %}`) changes it for itself alone. `this`:
-        what `{{ this }}` prints (a hook's table), instead of an incremental task's output."""
+        validation's and planning's renders). `this`: what `{{ this }}` prints (a hook's
+        table), instead of an incremental task's output."""
         when = self.logical_date
-        params = copy.deepcopy(dict(self.params))
+        params = dict(self.params)
         adding = task_id in self.incremental
         return {
             "params": params,
@@ -173,7 +174,7 @@ class RenderContext:
             "config": _config,
             "is_incremental": lambda: adding,
             "this": THIS if this is None else this,
-            "target": target_variable(params.get("target"), self.pipeline),
+            "target": target_variable(params.get(TARGET_PARAM), self.pipeline),
             "log": template_log(task_id, self.params, quiet=quiet),
             "run_id": self.run_id,
             "logical_date": when,
@@ -228,8 +229,8 @@ def _var_of(params: Mapping[str, Any]) -> Callable[..., Any]:
 
 
 def _with_macros(
-    env: SandboxedEnvironment, context: RenderContext, variables: dict[str, Any]
-) -> SandboxedEnvironment:
+    env: ImmutableSandboxedEnvironment, context: RenderContext, variables: dict[str, Any]
+) -> ImmutableSandboxedEnvironment:
     """`env` able to import the context's macro files by name, and `variables` given every
     macro they define (each module made with the same variables, so a macro sees `ref`,
     `var` and `params` as the template calling it does)."""
@@ -246,8 +247,8 @@ def _with_macros(
 
 @functools.lru_cache(maxsize=32)
 def _overlay(
-    env: SandboxedEnvironment, macros: tuple[tuple[str, str], ...]
-) -> SandboxedEnvironment:
+    env: ImmutableSandboxedEnvironment, macros: tuple[tuple[str, str], ...]
+) -> ImmutableSandboxedEnvironment:
     """`env` with the macro files to load: one per set of files, so each file is parsed once
     however many templates a plan renders, not once per template."""
     files = dict(macros)
@@ -263,7 +264,7 @@ def _overlay(
         return (files[found[0]], found[0], lambda: True) if len(found) == 1 else None
 
     overlay = env.overlay(loader=jinja2.FunctionLoader(load))
-    assert isinstance(overlay, SandboxedEnvironment)
+    assert isinstance(overlay, ImmutableSandboxedEnvironment)
     return overlay
 
 
@@ -330,6 +331,13 @@ def render(
         ) from None
     except ParameterError:
         raise
+    except jinja2.exceptions.SecurityError as exc:
+        raise ParameterError(
+            f"template refused: {exc}",
+            hint="a template changes no list or mapping in place: build a new one "
+            "({% set cols = cols + [c] %}; in a loop, a namespace: "
+            "{% set ns.cols = ns.cols + [c] %})",
+        ) from None
     except Exception as exc:
         raise ParameterError(f"template failed: {type(exc).__name__}: {exc}") from exc
 
@@ -555,8 +563,10 @@ def resolve_params(
             continue
         name = by_upper.get(key[len(ENV_PREFIX) :].upper())
         if name is not None:  # variables for other pipelines are not ours to judge
+            _settable(name, f"${key}")
             resolved[name] = check_value(params[name], text, f"${key}")
     for name, value in (overrides or {}).items():
+        _settable(str(name), source)
         if name not in params:
             known = ", ".join(sorted(params)) or "none are declared"
             raise ParameterError(
@@ -567,6 +577,17 @@ def resolve_params(
             )
         resolved[name] = check_value(params[name], value, source)
     return resolved
+
+
+def _settable(name: str, source: str) -> None:
+    """A parameter arrowline keeps for itself (a SQL project's chosen target) is set by no
+    value from outside: a target's values would reach SQL as the project never wrote them."""
+    if name == TARGET_PARAM:
+        raise ParameterError(
+            f"{source} may not set {name!r}: it holds the target the pipeline runs for",
+            hint="choose the target by name with --target or $ARROWLINE_TARGET",
+            parameter=name,
+        )
 
 
 def short_run_id(run_id: str) -> str:

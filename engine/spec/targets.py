@@ -40,6 +40,7 @@ __all__ = [
     "TARGET_ENV",
     "TARGET_NAME",
     "TARGET_OPTION_ENV",
+    "TARGET_PARAM",
     "Wrong",
     "choose_target",
     "default_target",
@@ -53,6 +54,12 @@ TARGET_OPTION_ENV = "ARROWLINE_TARGET_OPTION"
 """Set (to the name) by the command line's `--target`: the name was asked of this command's
 pipeline, so one it does not have is an error, not a warning."""
 DEFAULT_TARGET = "default"
+TARGET_PARAM = "_arrowline_target"
+"""The parameter a SQL project's chosen target is kept in (so that it is in every output's
+fingerprint and in the run's record): arrowline's own, which no `--param`, environment
+variable or trigger may set (engine.spec.params.resolve_params): the target is chosen by name
+(`--target`, `$ARROWLINE_TARGET`) among those the project declares, whose values are the
+project's. A pipeline's own parameter `target` is just a parameter."""
 _KEYS = {"database", "schema", "threads"}
 TARGET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _DEFAULT_SCHEMA = {"duckdb": "main", "postgres": "public"}
@@ -72,10 +79,10 @@ def default_target() -> dict[str, Any]:
     }
 
 
-def target_variable(target: Mapping[str, Any] | None, pipeline: str) -> dict[str, Any]:
+def target_variable(target: Any, pipeline: str) -> dict[str, Any]:
     """`{{ target }}` as a template reads it: the chosen target (or the default one) with
     what the machine says (threads) and the pipeline's name as dbt's profile_name."""
-    found = dict(target) if target is not None else default_target()
+    found = dict(target) if isinstance(target, Mapping) else default_target()
     if found.get("threads") is None:
         found["threads"] = max(2, os.cpu_count() or 1)  # the executor's --max-parallel default
     found.setdefault("profile_name", pipeline)
@@ -121,10 +128,10 @@ def project_target(data: dict[str, Any]) -> tuple[dict[str, Any], list[Wrong]]:
     )
     if target is None:
         return {}, wrong
-    if "target" in data["params"]:
-        message = "'target' is both a var (or param) and the target"
+    if TARGET_PARAM in data["params"]:
+        message = f"{TARGET_PARAM!r} is arrowline's own: name the var otherwise"
         wrong.append(("duplicate-key", message, ("vars",), "error"))
-    data["params"]["target"] = {"type": "dict", "default": target}
+    data["params"][TARGET_PARAM] = {"type": "dict", "default": target}
     declared = targets.get(target["name"]) if isinstance(targets, dict) else None
     if not isinstance(declared, dict):
         return {}, wrong

@@ -175,21 +175,10 @@ def unfiltered_sql_params(text: str) -> set[str]:
                 continue
             if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
                 continue
-            if _prints_nothing(expr):
-                continue
             risky |= _params_in(expr, held)
     for block in ast.find_all(nodes.CallBlock):  # `{% call m(x) %}` prints what m makes of x
         risky |= _params_in(block.call, held)
     return risky
-
-
-def _prints_nothing(expr: nodes.Node) -> bool:
-    """`{{ log(...) }}`: what it is given goes to the log, never into the statement."""
-    return (
-        isinstance(expr, nodes.Call)
-        and isinstance(expr.node, nodes.Name)
-        and expr.node.name == "log"
-    )
 
 
 def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:

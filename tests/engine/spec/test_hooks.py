@@ -280,3 +280,25 @@ def test_hooks_run_in_a_postgresql_target_inside_its_transaction(
     assert "post-hook 1 at" in _said(failed)
     assert pg.rows(f"select count(*) from {pg.table('t')}") == [(3,)]  # rolled back
     assert pg.rows(f"select stage, n from {audit}") == [("post", 3)]
+
+
+@pytest.mark.parametrize("file", ["main.duckdb", "w.v2.duckdb", "temp.db"])
+def test_this_names_the_catalog_as_duckdb_names_its_file(
+    write: WritePipeline, project: Path, cli: Callable[..., Result], file: str
+) -> None:
+    path = write(
+        "p.yaml",
+        f"""
+        pipeline: cat
+        tasks:
+          - id: t
+            sql: select 1 as id
+          - id: publish
+            load: {{input: t, to: duckdb, path: out/{file}, table: marts.t, mode: replace}}
+            hooks:
+              post: ["create or replace table marts.n as select count(*) as n from {{{{ this }}}}"]
+        """,
+    )
+    done = cli("run", path, "--no-progress")
+    assert done.exit_code == 0, done.output
+    assert _rows(project / "out" / file, "select n from marts.n") == [(1,)]

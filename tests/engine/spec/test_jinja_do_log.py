@@ -1,6 +1,8 @@
-"""dbt's `{% do ... %}` and `{{ log(...) }}` in models and macros: a project run through the
-command line builds what the statements say, the messages reach the log at the level asked
-for with secrets masked, and what a template changes stays its own."""
+"""dbt's `{% do ... %}` and `log(...)` in models and macros: a project run through the command
+line builds what the statements say, the messages reach the log at the level asked for with
+secrets masked, and no template changes a list or mapping in place (a parameter hidden in one
+would get past validation's check of what reaches SQL, and an imported macro module is shared
+by every render)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ import pytest
 from click.testing import Result
 
 from engine.api.pipeline import run
-from engine.core.errors import ParameterError
+from engine.core.errors import ParameterError, PipelineInvalid
 from engine.spec.params import RenderContext, render
 from engine.spec.templates import unfiltered_sql_params
-from tests.conftest import WritePipeline, problems_of
+from tests.conftest import WritePipeline
 
 PROJECT = {
     "arrowline_project.yml": """\
@@ -31,19 +33,18 @@ models:
     "seeds/payments.csv": "id,method,amount\n1,card,10\n2,cash,5\n3,card,7\n4,gift,1\n",
     "macros/pivot.sql": """\
 {% macro sums_by(column, values) -%}
-  {%- set parts = [] -%}
+  {%- set ns = namespace(parts=[]) -%}
   {%- for value in values -%}
-    {%- do parts.append('sum(case when ' ~ column ~ ' = ' ~ (value | sql_literal) ~ ' then amount end) as '
-                        ~ (value ~ '_amount') | sql_identifier) -%}
+    {%- set ns.parts = ns.parts + ['sum(case when ' ~ column ~ ' = ' ~ (value | sql_literal)
+                                   ~ ' then amount end) as ' ~ (value ~ '_amount') | sql_identifier] -%}
   {%- endfor -%}
-  {%- do log('sums_by ' ~ column ~ ': ' ~ parts | length ~ ' columns') -%}
-  {{ parts | join(',\\n  ') }}
+  {%- do log('sums_by ' ~ column ~ ': ' ~ ns.parts | length ~ ' columns') -%}
+  {{ ns.parts | join(',\\n  ') }}
 {%- endmacro %}
 """,
     "models/by_method.sql": """\
-{% set seen = {} %}
-{% do seen.update({'first': var('methods')[0]}) %}
-{{ log('building by_method for ' ~ seen['first'] ~ ' with token ' ~ var('api_token'), info=True) }}
+{% set seen = {'first': var('methods')[0]} %}
+{% do log('building by_method for ' ~ seen['first'] ~ ' with token ' ~ var('api_token'), info=True) %}
 select
   {{ sums_by('method', ['card', 'cash', 'gift']) }},
   {{ seen['first'] | sql_literal }} as first_method
@@ -89,58 +90,92 @@ def test_a_debug_log_is_not_shown_at_info(dolog: Path, cli: Callable[..., Result
     assert "tok-9f8e7d6c5b" not in done.stderr
 
 
-def test_a_parameter_put_into_a_list_by_do_is_printed_only_through_a_filter(
-    write: WritePipeline,
-) -> None:
-    """`{% do cols.append(params.region) %}` makes `cols` hold the parameter: printing it raw
-    is the injection validation refuses, as `{% set %}` would be."""
-    assert unfiltered_sql_params(
-        "{% set cols = [] %}{% do cols.append(params.region) %}{{ cols | join(',') }}"
-    ) == {"region"}
-    path = write(
-        "p.yaml",
-        """
-        pipeline: p
-        params: {region: north}
-        tasks:
-          - id: t
-            sql: |
-              {% set cols = [] %}{% do cols.append(params.region) %}
-              select {{ cols | join(',') }} as region_list
-        """,
-    )
-    problems = [p for p in problems_of(path) if p.severity == "error"]
-    assert any("region" in p.message for p in problems), [p.format() for p in problems]
-
-
-def test_what_a_template_changes_with_do_is_its_own(write: WritePipeline, project: Path) -> None:
-    """A task that appends to a list parameter does not change what the next task reads."""
-    path = write(
-        "p.yaml",
-        """
-        pipeline: p
-        params: {regions: [north, south]}
-        tasks:
-          - id: first
-            sql: |
-              {% do params.regions.append('west') %}
-              select {{ params.regions | length | sql_literal }} as n
-          - id: second
-            sql: select {{ params.regions | length | sql_literal }} as n, n as first_n from first
-          - id: publish
-            load: {input: second, to: duckdb, path: out/p.duckdb, table: t, mode: replace}
-        """,
-    )
-    assert run(path).ok
-    with duckdb.connect(str(project / "out" / "p.duckdb"), read_only=True) as db:
-        assert db.sql("select n, first_n from t").fetchall() == [(2, 3)]
-
-
-def test_do_cannot_reach_past_the_sandbox() -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% do params.regions.append('west') %}",
+        "{% set o = {'l': []} %}{% do o.l.append(params.region) %}{{ o.l[0] }}",
+        "{% set l = [] %}{% set l2 = l %}{% do l2.append(params.region) %}{{ l | join(',') }}",
+        "{% set d = {} %}{% do d.update({'k': params.region}) %}{{ d.k }}",
+        "{% set d = {} %}{% do d.setdefault('k', []).append(params.region) %}{{ d.k[0] }}",
+        "{% macro add(l, x) %}{% do l.append(x) %}{% endmacro %}{% set l = [] %}"
+        "{{ add(l, params.region) }}{{ l[0] }}",
+        "{% do params.__class__.__init__.__globals__.clear() %}",
+    ],
+)
+def test_a_template_changes_no_list_or_mapping_in_place(text: str) -> None:
+    """What the template was given stays as it was, and a parameter cannot be hidden in a
+    container where validation would not follow it into SQL."""
     from datetime import UTC, datetime
 
-    context = RenderContext("p", {"n": 1}, "r", datetime(2024, 1, 1, tzinfo=UTC))
-    with pytest.raises(ParameterError):
-        render("{% do params.__class__.__init__.__globals__.clear() %}", context)
-    assert render("{% do params.update({'n': 2}) %}{{ params.n }}", context) == "2"
-    assert context.params == {"n": 1}
+    params = {"region": "x' or 1=1 --", "regions": ["north"]}
+    context = RenderContext("p", params, "r", datetime(2024, 1, 1, tzinfo=UTC))
+    with pytest.raises(ParameterError) as raised:
+        render(text, context, sql=True)
+    assert raised.value.hint is not None
+    assert "{% set cols = cols + [c] %}" in raised.value.hint
+    assert params == {"region": "x' or 1=1 --", "regions": ["north"]}
+
+
+def test_an_imported_macro_module_is_not_changed_by_one_render_for_the_next(
+    write: WritePipeline, project: Path
+) -> None:
+    (project / "macros").mkdir()
+    (project / "macros" / "reg.sql").write_text("{% set seen = [] %}")
+    path = write(
+        "p.yaml",
+        """
+        pipeline: p
+        macros: [macros/reg.sql]
+        params: {n: 1}
+        tasks:
+          - id: a
+            sql: |
+              {% import 'macros/reg.sql' as m %}{% do m.seen.append(params.n) %}
+              select {{ m.seen | length }} as seen_count
+        """,
+    )
+    with pytest.raises(PipelineInvalid) as raised:  # refused before a run: nothing shared
+        run(path)
+    assert f"{path}:6" in str(raised.value)
+    assert "access to attribute 'append' of 'list' object is unsafe" in str(raised.value)
+
+
+def test_values_built_without_changing_in_place_are_still_followed_into_sql() -> None:
+    """The ways that work (a new list with `+`, a namespace) keep what they hold visible to
+    validation: printed raw, the parameter is refused; through a filter, it is fine."""
+    made = "{% set ns = namespace(l=[]) %}{% set ns.l = ns.l + [params.region] %}"
+    assert unfiltered_sql_params(made + "{{ ns.l | join(',') }}") == {"region"}
+    assert unfiltered_sql_params("{% set l = [] + [params.region] %}{{ l[0] }}") == {"region"}
+    assert unfiltered_sql_params(made + "{{ ns.l[0] | sql_literal }}") == set()
+    assert unfiltered_sql_params("{{ log(params.region) }}") == {"region"}  # prints: counted
+    assert unfiltered_sql_params("{% do log(params.region) %}select 1") == set()
+
+
+def test_log_masks_secrets_inside_list_and_mapping_parameters() -> None:
+    from datetime import UTC, datetime
+
+    from loguru import logger
+
+    params = {
+        "api_keys": ["key-AAAA1111", "key-BBBB2222"],
+        "creds": {"user": "bob", "password": "hunter2hunter2"},
+        "db_password": 'pa\\ss"w0rd',
+    }
+    context = RenderContext("p", params, "r", datetime(2024, 1, 1, tzinfo=UTC))
+    said: list[str] = []
+    sink = logger.add(lambda message: said.append(str(message)), level="INFO")
+    logger.enable("engine")  # a library's log is off until an application turns it on
+    try:
+        render(
+            "{% do log('keys ' ~ params.api_keys[0] ~ ' as ' ~ params.creds.user ~ ' with '"
+            " ~ params.creds.password ~ ' all ' ~ params, info=True) %}",
+            context,
+        )
+    finally:
+        logger.remove(sink)
+        logger.disable("engine")
+    text = "".join(said)
+    assert "keys *** as bob with ***" in text
+    for secret in ("key-AAAA1111", "key-BBBB2222", "hunter2hunter2", "w0rd"):
+        assert secret not in text

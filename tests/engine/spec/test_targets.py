@@ -144,3 +144,50 @@ def test_a_targets_threads_must_be_a_positive_whole_number(project: Path) -> Non
     problem = only(problems_of(folder), "invalid-value")
     assert "threads must be a whole number of 1 or more, not 'many'" in problem.message
     assert problem.line is not None
+
+
+def test_no_value_from_outside_sets_the_target_only_its_name_chooses_it(
+    project: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target's values reach SQL (`{{ target.schema }}`) as the project wrote them: a
+    --param, an environment variable or a trigger cannot put others in their place."""
+    from engine.core.errors import ParameterError
+    from engine.spec.params import resolve_params
+    from engine.spec.targets import TARGET_PARAM
+    from engine.tasks.checks import load_definition
+
+    folder = _with_targets(project)
+    injected = '{"name": "dev", "schema": "s union all select 42 --"}'
+    for given in (("-p", f"target={injected}"), ("-p", f"{TARGET_PARAM}={injected}")):
+        done = cli("render", folder, "target_row", *given)
+        assert done.exit_code != 0
+        assert "union all select 42" not in done.stdout
+    monkeypatch.setenv(f"ARROWLINE_PARAM_{TARGET_PARAM.upper()}", injected)
+    done = cli("render", folder, "target_row")
+    assert done.exit_code != 0
+    assert "choose the target by name with --target" in done.output + done.stderr
+    monkeypatch.delenv(f"ARROWLINE_PARAM_{TARGET_PARAM.upper()}")
+    parameters = load_definition(folder).spec.parameters
+    with pytest.raises(ParameterError, match="holds the target"):  # as a trigger's are checked
+        resolve_params(parameters, {TARGET_PARAM: {"name": "x"}}, source="the request")
+
+
+def test_a_pipelines_own_parameter_named_target_is_a_parameter_like_any_other(
+    write: WritePipeline, project: Path, cli: Callable[..., Result]
+) -> None:
+    path = write(
+        "p.yaml",
+        """
+        pipeline: own
+        params: {target: prod}
+        tasks:
+          - id: t
+            sql: select {{ params.target | sql_literal }} as env, {{ target.name | sql_literal }} as t
+          - id: publish
+            load: {input: t, to: duckdb, path: out/p.duckdb, table: t, mode: replace}
+        """,
+    )
+    assert problems_of(path) == []
+    done = cli("run", path, "--no-progress", "-p", "target=staging")
+    assert done.exit_code == 0, done.output
+    assert _row(project / "out" / "p.duckdb", "t") == ("staging", "default")
