@@ -18,7 +18,8 @@ Pre-hooks run in order once the load's transaction has begun, before its rows ar
 post-hooks after they are written, before it commits. The load runs after the task it reads
 succeeded and, for a model, after the model's tests passed. A hook that fails rolls the whole
 load back (its rows, the other hooks' changes, its watermarks) and fails the load, naming the
-hook and the file and line it was written at.
+hook and the file and line it was written at. A hook that would end the transaction
+(`commit`, `rollback`, `begin`, ...) is refused before the load writes anything.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, PrivateAttr
 
 from engine.core.config import ConfigModel
+from engine.core.errors import DefinitionError
 
 if TYPE_CHECKING:
     from connectors.base import Hook
@@ -65,5 +67,39 @@ class HooksSpec(ConfigModel):
         for number, sql in enumerate(texts, start=1):
             place = places[number - 1] if number <= len(places) else None
             label = f"{when}-hook {number}" + (f" at {place}" if place else "")
+            said = _ends_transaction(sql)
+            if said is not None:
+                raise DefinitionError(
+                    f"{label}: {said!r} would end the load's transaction, so its rows would "
+                    "be committed (or dropped) apart from the load's watermarks and the rest "
+                    "of its hooks",
+                    hint="hooks run inside the load's transaction: leave transaction "
+                    "statements out",
+                )
             found.append(Hook(sql, label))
         return tuple(found)
+
+
+_TRANSACTION = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "END", "ABORT", "START", "SAVEPOINT"})
+
+
+def _ends_transaction(sql: str) -> str | None:
+    """The first statement of `sql` that starts, ends or splits a transaction (`commit`,
+    `rollback`, `begin`, ...), None when there is none. Statements are told apart by SQL's
+    tokens, so a `commit` inside a string or a comment does not count."""
+    import sqlglot
+    from sqlglot.tokens import TokenType
+
+    try:
+        tokens = sqlglot.tokenize(sql)
+    except Exception:  # not SQL sqlglot can read: the database says what is wrong
+        return None
+    first = True
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            first = True
+        elif first:
+            first = False
+            if token.text.upper() in _TRANSACTION:
+                return token.text
+    return None

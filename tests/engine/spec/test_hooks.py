@@ -302,3 +302,20 @@ def test_this_names_the_catalog_as_duckdb_names_its_file(
     done = cli("run", path, "--no-progress")
     assert done.exit_code == 0, done.output
     assert _rows(project / "out" / file, "select n from marts.n") == [(1,)]
+
+
+def test_a_hook_that_would_end_the_loads_transaction_is_refused_before_anything_is_written(
+    write: WritePipeline, project: Path, cli: Callable[..., Result]
+) -> None:
+    path = write("p.yaml", PIPELINE)
+    assert cli("run", path, "--no-progress").exit_code == 0
+    path.write_text(
+        path.read_text().replace("null from main.audit", "null from main.audit; commit")
+    )
+    done = cli("run", path, "--no-progress", "-p", "rows=5")
+    assert done.exit_code == 1
+    assert "pre-hook 2 at" in _said(done)
+    assert "'commit' would end the load's transaction" in _said(done)
+    warehouse = project / "out" / "w.duckdb"
+    assert _rows(warehouse, "select count(*) from marts.t") == [(3,)]
+    assert _rows(warehouse, "select count(*) from main.audit") == [(2,)]
