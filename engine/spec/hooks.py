@@ -88,7 +88,7 @@ def _ends_transaction(sql: str) -> str | None:
     `rollback`, `begin`, ...), None when there is none. Statements are told apart by SQL's
     tokens, so a `commit` inside a string or a comment does not count."""
     import sqlglot
-    from sqlglot.tokens import TokenType
+    from sqlglot.tokenizer_core import TokenType
 
     try:
         tokens = sqlglot.tokenize(sql)

@@ -156,6 +156,8 @@ class RenderContext:
     each file can be imported by its name."""
     incremental: frozenset[str] = frozenset()
     """The incremental sql tasks that add to a kept output this run (`is_incremental()`)."""
+    quiet: bool = False
+    """Renders for validation: `log()` writes nothing (a run's own renders write once)."""
 
     def variables(
         self, task_id: str | None = None, *, quiet: bool = False, this: str | None = None
@@ -175,7 +177,7 @@ class RenderContext:
             "is_incremental": lambda: adding,
             "this": THIS if this is None else this,
             "target": target_variable(params.get(TARGET_PARAM), self.pipeline),
-            "log": template_log(task_id, self.params, quiet=quiet),
+            "log": template_log(task_id, self.params, quiet=quiet or self.quiet),
             "run_id": self.run_id,
             "logical_date": when,
             "ds": when.date().isoformat(),

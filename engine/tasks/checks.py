@@ -306,8 +306,7 @@ class _Checker(OutputChecks, TemplateChecks):
         return None
 
     def lenient_tables(self, task: TaskSpec, context: RenderContext) -> None:
-        """Check the tables a statement reads when its template has undefined names (rendered
-        with NULL for them), when it still parses."""
+        """The tables a statement reads when its template has undefined names (as NULL)."""
         from engine.spec.params import render_lenient
 
         kind = kind_of(task)
@@ -483,6 +482,7 @@ class _Checker(OutputChecks, TemplateChecks):
             run_id="validation",
             logical_date=datetime.now(UTC),
             macros=macros,
+            quiet=True,
         )
         ids = {task.id for task in self.spec.tasks}
         upstream: dict[str, tuple[str, ...]] = {}
