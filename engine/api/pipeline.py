@@ -104,7 +104,7 @@ class Pipeline:
 
         path = project_file(Path(folder))
         if path is None:
-            raise DefinitionError(f"{folder} holds no {PROJECT_FILE}")
+            raise DefinitionError(f"{folder} holds no {PROJECT_FILE} (nor dbt_project.yml)")
         data, source, problems = read_yaml_file(path)
         if isinstance(data, dict):
             data, found = compose(data, source, path)

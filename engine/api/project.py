@@ -32,7 +32,7 @@ from engine.core.problems import did_you_mean
 from engine.execution import launch
 from engine.planning.build import Plan, build_plan
 from engine.spec.definition import Definition
-from engine.spec.sqlproject import PROJECT_FILE
+from engine.spec.sqlproject import PROJECT_FILES
 from engine.state.catalog import Catalog, CatalogReader
 from engine.state.layout import ProjectLayout
 from engine.tasks.checks import load_definition
@@ -72,7 +72,7 @@ def looks_like_file(reference: str) -> bool:
         or "/" in reference
         or os.sep in reference
         or Path(reference).is_file()
-        or (Path(reference) / PROJECT_FILE).is_file()  # a folder of SQL models
+        or any((Path(reference) / name).is_file() for name in PROJECT_FILES)  # SQL models
     )
 
 
@@ -98,14 +98,10 @@ class Project(ProjectReader):
         found = self.pipelines()
         if name not in found:
             names = ", ".join(sorted(found)) or "none"
-            dbt = Path(name) / "dbt_project.yml"
             raise SelectionError(
                 f"no pipeline {name!r} in {self.path} (pipelines: {names})."
                 + did_you_mean(name, set(found)),
-                hint=f"{dbt} is dbt's: arrowline reads the same keys from arrowline_project.yml "
-                "beside it (copy or rename it)"
-                if dbt.is_file()
-                else "give the pipeline's file, or its name from a folder inside its project",
+                hint="give the pipeline's file, or its name from a folder inside its project",
             )
         return found[name]
 

@@ -14,7 +14,7 @@ from loguru import logger
 
 from engine.scheduling.cron import Schedule
 from engine.spec.definition import Definition
-from engine.spec.sqlproject import PROJECT_FILE
+from engine.spec.sqlproject import project_file
 from engine.state.catalog import Catalog
 from engine.state.layout import ProjectLayout
 from engine.state.schedules import RequestRow
@@ -53,7 +53,7 @@ def _pipeline_name(path: Path) -> str | None:
     name = None
     if isinstance(data, dict) and isinstance(data.get("pipeline"), str) and "tasks" in data:
         name = data["pipeline"]
-    elif isinstance(data, dict) and path.name == PROJECT_FILE:  # a SQL project
+    elif isinstance(data, dict) and project_file(path.parent) == path:  # a SQL project
         found = data.get("name", data.get("pipeline"))
         name = found if isinstance(found, str) else None
     _NAMES[path] = (mtime, name)

@@ -40,6 +40,7 @@ from typing import Any
 from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
+from engine.spec.dbt_profiles import DBT_PROJECT_FILE, profile_targets
 from engine.spec.project_hooks import HOOK_SETTINGS, ProjectHooks
 from engine.spec.project_tests import (
     ProjectTests,
@@ -52,9 +53,10 @@ from engine.spec.seeds import SEED_SETTINGS, seed_tasks
 from engine.spec.targets import project_target
 from engine.spec.templates import config_call
 
-__all__ = ["PROJECT_FILE", "compose", "project_file"]
+__all__ = ["PROJECT_FILE", "PROJECT_FILES", "compose", "project_file"]
 
 PROJECT_FILE = "arrowline_project.yml"
+PROJECT_FILES = (PROJECT_FILE, DBT_PROJECT_FILE)
 _IGNORED = {"version", "config-version", "profile", "require-dbt-version", "target-path"}
 """dbt_project.yml keys that mean nothing here and are accepted as they are."""
 _NOT_YET = {"snapshot-paths", "analysis-paths", "docs-paths"}
@@ -75,11 +77,11 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def project_file(path: Path) -> Path | None:
-    """The project file `path` names: itself, or the one in the folder it is; else None."""
+    """The project file `path` names, or the folder's (arrowline's, else dbt's); or None."""
     if path.is_dir():
-        found = path / PROJECT_FILE
-        return found if found.is_file() else None
-    return path if path.name == PROJECT_FILE else None
+        found = [path / name for name in PROJECT_FILES if (path / name).is_file()]
+        return found[0] if found else None
+    return path if path.name in PROJECT_FILES else None
 
 
 def compose(data: Any, source: SourceMap, file: Path) -> tuple[Any, list[Problem]]:
@@ -88,8 +90,9 @@ def compose(data: Any, source: SourceMap, file: Path) -> tuple[Any, list[Problem
     come after the file's own, so the file's lines stay where they were."""
     if not isinstance(data, dict):
         return data, []
-    project = _Composer(dict(data), source, file)
-    return project.compose(), project.problems
+    read = profile_targets(data := dict(data), file, source)  # dbt's profiles.yml
+    project = _Composer(data, source, file)
+    return project.compose(), read + project.problems
 
 
 class _Composer(ProjectTests, ProjectHooks):

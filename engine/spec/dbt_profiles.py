@@ -1,0 +1,215 @@
+"""A dbt project as it is: `dbt_project.yml` read as the project file, and the profile it names
+(`profile: shop`) read from dbt's `profiles.yml` as the project's targets.
+
+dbt keeps where models go outside the project, in a profile:
+
+    shop:                          # profiles.yml: $DBT_PROFILES_DIR, the project's folder,
+      target: dev                  # or ~/.dbt, the first that has one
+      outputs:
+        dev: {type: duckdb, path: shop.duckdb, schema: main, threads: 4}
+        prod:
+          type: postgres
+          host: db.internal
+          port: 5432
+          user: loader
+          password: "{{ env_var('SHOP_PG_PASSWORD') }}"
+          dbname: analytics
+          schema: marts
+
+Each output becomes a target of the same name (`--target prod`), publishing every model into its
+database: a DuckDB output's `path` (relative to the project's folder, as every path of a
+pipeline is), a PostgreSQL output through a connection `dbt_<output>` made of its host, port,
+user, password and dbname. `{{ env_var('NAME') }}` becomes `${env:NAME}`, resolved when a run
+starts and never printed; with a default (`env_var('NAME', 'x')`) the default stands when the
+variable is not set as the project is read. Other templates, and outputs of other types, are
+errors at their line in profiles.yml. A project that declares `targets:` itself (or has an
+arrowline_project.yml) does not read profiles.yml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.core.problems import Problem
+from engine.core.yaml_source import SourceMap
+
+__all__ = ["DBT_PROJECT_FILE", "profile_targets"]
+
+DBT_PROJECT_FILE = "dbt_project.yml"
+_ENV_VAR = re.compile(
+    r"""\{\{\s*env_var\(\s*(['"])([A-Za-z_][A-Za-z0-9_]*)\1\s*(?:,\s*(['"])(.*?)\3\s*)?\)\s*\}\}"""
+)
+_POSTGRES_KEYS = {
+    *("type", "host", "port", "user", "password", "pass", "dbname", "database", "schema"),
+    *("threads", "sslmode", "connect_timeout", "keepalives_idle", "search_path", "role"),
+}
+_DUCKDB_KEYS = {"type", "path", "schema", "threads", "database", "extensions", "settings"}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def profile_targets(
+    data: dict[str, Any],
+    file: Path,
+    source: SourceMap | None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Problem]:
+    """For a dbt_project.yml with `profile:` and no `targets:`: its profile's outputs put into
+    `data` as `targets:` (with the profile's `target:` as the default) and the connections
+    they need. What is wrong is returned, at its line."""
+    name = data.get("profile")
+    if file.name != DBT_PROJECT_FILE or "targets" in data or not isinstance(name, str):
+        return []
+    env = os.environ if environ is None else environ
+    found = _profiles_file(file.parent, env)
+    line = source.line_of(("profile",)) if source is not None else None
+    if found is None:
+        return [
+            Problem(
+                "missing-file",
+                f"profile {name!r}: no profiles.yml in $DBT_PROFILES_DIR, {file.parent} or "
+                "~/.dbt, so the project has no target to publish into",
+                file=str(file),
+                line=line,
+                hint="write the profile in profiles.yml beside dbt_project.yml, or declare "
+                "`targets:` in the project file",
+            )
+        ]
+    from engine.core.yaml_source import read_yaml_file
+
+    profiles, where, problems = read_yaml_file(found)
+    if problems:
+        return problems
+    reader = _Profile(found, where, env)
+    profile = profiles.get(name) if isinstance(profiles, dict) else None
+    if not isinstance(profile, dict) or not isinstance(profile.get("outputs"), dict):
+        return [
+            Problem(
+                "invalid-value",
+                f"profile {name!r} is not in {found} (or has no `outputs:`)",
+                file=str(file),
+                line=line,
+            )
+        ]
+    targets: dict[str, Any] = {}
+    connections = data.setdefault("connections", {})
+    for output, settings in profile["outputs"].items():
+        made = reader.output(name, str(output), settings)
+        if made is None:
+            continue
+        target, connection = made
+        targets[str(output)] = target
+        if connection is not None:
+            if f"dbt_{output}" in connections:
+                reader.wrong((name, "outputs", output), f"connection 'dbt_{output}' is taken")
+                continue
+            connections[f"dbt_{output}"] = connection
+    if reader.problems:  # said where they are; a target left out would be said again
+        return reader.problems
+    data["targets"] = targets
+    if "target" not in data and isinstance(profile.get("target"), str):
+        data["target"] = profile["target"]
+    return reader.problems
+
+
+def _profiles_file(project: Path, env: Mapping[str, str]) -> Path | None:
+    """Where dbt looks for profiles.yml, in its order."""
+    folders = [Path(env["DBT_PROFILES_DIR"])] if env.get("DBT_PROFILES_DIR") else []
+    folders += [project, Path.home() / ".dbt"]
+    return next((f / "profiles.yml" for f in folders if (f / "profiles.yml").is_file()), None)
+
+
+class _Profile:
+    """One profiles.yml's outputs, read into targets; problems at their lines."""
+
+    def __init__(self, file: Path, source: SourceMap | None, env: Mapping[str, str]) -> None:
+        self.file, self.source, self.env = file, source, env
+        self.problems: list[Problem] = []
+
+    def wrong(self, path: tuple[Any, ...], message: str, hint: str | None = None) -> None:
+        line = self.source.line_of(path) if self.source is not None else None
+        self.problems.append(
+            Problem("invalid-value", message, file=str(self.file), line=line, hint=hint)
+        )
+
+    def value(self, path: tuple[Any, ...], value: Any) -> Any:
+        """A setting's value, `env_var()` made a reference (or its default); None when it
+        holds another template (said)."""
+        if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+            return value
+
+        def reference(match: re.Match[str]) -> str:
+            variable, default = match.group(2), match.group(4)
+            if default is not None and variable not in self.env:
+                return default
+            return f"${{env:{variable}}}"
+
+        made = _ENV_VAR.sub(reference, value)
+        if "{{" in made or "{%" in made:
+            self.wrong(
+                path,
+                f"{path[-1]}: only {{{{ env_var('NAME') }}}} is read in profiles.yml; this is "
+                "another template",
+                hint="give the value, or env_var('NAME') for one from the environment",
+            )
+            return None
+        return made
+
+    def output(
+        self, profile: str, name: str, settings: Any
+    ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """(target, connection or None) of one output."""
+        at = (profile, "outputs", name)
+        if not isinstance(settings, dict):
+            self.wrong(at, f"output {name!r} must be a mapping of settings")
+            return None
+        kind = settings.get("type")
+        if kind not in ("duckdb", "postgres"):
+            self.wrong(
+                (*at, "type"),
+                f"output {name!r} is of type {kind!r}: arrowline publishes into duckdb or postgres",
+            )
+            return None
+        known = _DUCKDB_KEYS if kind == "duckdb" else _POSTGRES_KEYS
+        values = {k: self.value((*at, k), v) for k, v in settings.items() if k in known}
+        for key in sorted(set(settings) - known, key=str):
+            self.wrong((*at, key), f"output {name!r}: {key!r} is not read for {kind}")
+        if any(v is None for k, v in values.items() if settings.get(k) is not None):
+            return None
+        target: dict[str, Any] = {}
+        for key in ("schema", "threads"):
+            if values.get(key) is not None:
+                target[key] = values[key]
+        if kind == "duckdb":
+            path = values.get("path")
+            if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("md:"):
+                self.wrong(
+                    (*at, "path"),
+                    f"output {name!r}: path must be a DuckDB file the models are published "
+                    "into (not :memory:)",
+                )
+                return None
+            return {"database": path, **target}, None
+        if not _NAME.fullmatch(name):
+            self.wrong(at, f"output {name!r}: its connection would be dbt_{name}, not a name")
+            return None
+        connection: dict[str, Any] = {"kind": "postgres"}
+        for ours, theirs in (("host", "host"), ("port", "port"), ("user", "user")):
+            if values.get(theirs) is not None:
+                connection[ours] = values[theirs]
+        password = values.get("password", values.get("pass"))
+        if password is not None:
+            connection["password"] = password
+        database = values.get("dbname", values.get("database"))
+        if database is not None:
+            connection["database"] = database
+        for option in ("sslmode", "connect_timeout"):
+            if values.get(option) is not None:
+                connection.setdefault("options", {})[option] = str(values[option])
+        if "host" not in connection:
+            self.wrong(at, f"output {name!r}: a postgres output needs its host")
+            return None
+        return {"database": f"dbt_{name}", **target}, connection
