@@ -56,6 +56,7 @@ __all__ = [
     "IncrementalSpec",
     "Maintenance",
     "NamingContext",
+    "ProfileOutput",
     "SinkResult",
     "SinkState",
     "Unknown",
@@ -102,6 +103,17 @@ class Hook:
     label: str
     """What a failure names: which hook and where it is written (`post-hook 1 at
     models/orders.sql:2`)."""
+
+
+@dataclass(frozen=True)
+class ProfileOutput:
+    """A dbt profile's output (profiles.yml) read by the connector of its `type`: the target
+    it is (`{database, schema}`) and the named connection that target needs, or what is wrong
+    with it, by setting (`("path", "must be a file")`; "" for the output as a whole)."""
+
+    target: dict[str, Any] | None
+    connection: dict[str, Any] | None = None
+    problems: tuple[tuple[str, str], ...] = ()
 
 
 class IncrementalSpec(ConfigModel):
@@ -291,6 +303,13 @@ class Connector(ABC):
         replication slot for several tables): each release frees only up to the least
         position any of them has committed. Empty: the extract releases on its own."""
         return ()
+
+    def profile_output(self, values: Mapping[str, Any], connection: str) -> ProfileOutput | None:
+        """A dbt profile's output of this connector's type (`type: <name>`, its settings in
+        `values`, `env_var()` already made `${env:...}`) as a target publishing into it; a
+        connection it needs is to be named `connection`. None: no dbt output is of this
+        connector's type."""
+        return None
 
     def claims(self, config: ConfigModel, task_id: str, pipeline: str) -> str | None:
         """What the extract holds at its source that no other task may share (a replication

@@ -13,6 +13,7 @@ from connectors.base import (
     Connector,
     ConnectorContext,
     NamingContext,
+    ProfileOutput,
     SinkResult,
     SinkState,
 )
@@ -64,6 +65,17 @@ class DuckDBConnector(Connector):
         if connection is not None or "://" in database or not looks_like_file:
             return None
         return {"to": self.name, "path": database, "table": table}
+
+    def profile_output(self, values: Mapping[str, Any], connection: str) -> ProfileOutput | None:
+        known = {"type", "path", "schema", "threads", "database", "extensions", "settings"}
+        problems = [(k, f"{k!r} is not read for duckdb") for k in values if k not in known]
+        path = values.get("path")
+        if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("md:"):
+            said = "path must be a DuckDB file the models are published into (not :memory:)"
+            problems.append(("path", said))
+        if problems:
+            return ProfileOutput(None, problems=tuple(problems))
+        return ProfileOutput({"database": path, "schema": values.get("schema") or "main"})
 
     def relation(self, config: ConfigModel) -> str | None:
         # dbt-duckdb's "catalog"."schema"."table": in marts.duckdb, "marts"."orders" could

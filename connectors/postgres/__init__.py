@@ -17,6 +17,7 @@ from connectors.base import (
     ConnectorContext,
     IncrementalSpec,
     NamingContext,
+    ProfileOutput,
     SinkResult,
     SinkState,
 )
@@ -52,6 +53,13 @@ def _server(name: str, connection: Any) -> tuple[str, str]:
     known = host and "${" not in str(host)
     namespace = f"postgres://{host}:{port}" if known else f"postgres://{name}"
     return namespace, database if database and "${" not in database else name
+
+
+_DBT_KEYS = {
+    *("type", "host", "port", "user", "password", "pass", "dbname", "database", "schema"),
+    *("threads", "sslmode", "connect_timeout", "keepalives_idle", "search_path", "role"),
+}
+"""The settings of a dbt profile's postgres output that are read (or harmless to skip)."""
 
 
 class PostgresConnector(Connector):
@@ -97,6 +105,30 @@ class PostgresConnector(Connector):
             (member, config.model_copy(update={"table": table, "cdc": shared}))
             for member, table in config.members(task_id)
         ]
+
+    def profile_output(self, values: Mapping[str, Any], connection: str) -> ProfileOutput | None:
+        made: dict[str, Any] = {"kind": "postgres"}
+        for ours, theirs in (("host", "host"), ("port", "port"), ("user", "user")):
+            if values.get(theirs) is not None:
+                made[ours] = values[theirs]
+        for ours, names in (
+            ("password", ("password", "pass")),
+            ("database", ("dbname", "database")),
+        ):
+            found = next((values[n] for n in names if values.get(n) is not None), None)
+            if found is not None:
+                made[ours] = found
+        for option in ("sslmode", "connect_timeout"):
+            if values.get(option) is not None:
+                made.setdefault("options", {})[option] = str(values[option])
+        problems = [
+            (key, f"{key!r} is not read for postgres") for key in values if key not in _DBT_KEYS
+        ]
+        if "host" not in made:
+            problems.append(("", "a postgres output needs its host"))
+        if problems:
+            return ProfileOutput(None, problems=tuple(problems))
+        return ProfileOutput({"database": connection, "schema": values.get("schema")}, made)
 
     def claims(self, config: ConfigModel, task_id: str, pipeline: str) -> str | None:
         if not isinstance(config, PostgresSource) or config.cdc is None:

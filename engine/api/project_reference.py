@@ -81,7 +81,8 @@ _MODEL_SETTINGS = [
         "`{{ target }}` the target. A hook that fails rolls the publication back and fails it "
         "(`<model>__publish`, so the run), naming the hook's file:line; the model's output "
         "stays in the workspace. A model with hooks must be published (`database` or a "
-        "target); DuckDB files only for now",
+        "target), into a DuckDB file or a PostgreSQL database; a hook that would end the "
+        "transaction (`commit`, `rollback`) is refused",
     ),
 ]
 PROJECT = "\n".join(

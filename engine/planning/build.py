@@ -190,11 +190,13 @@ class Plan:
         return tuple(task for task in self.tasks if task.action == "run")
 
     def shown_params(self) -> dict[str, Any]:
-        """The parameters as they may be printed: secret ones masked."""
+        """The parameters as they may be printed: secret ones masked, arrowline's own (a
+        project's chosen target, said as `--target`) left out."""
         shown: dict[str, Any] = mask_secrets(
             {
                 k: v if isinstance(v, str | int | float | bool | None) else str(v)
                 for k, v in self.params.items()
+                if k != TARGET_PARAM
             }
         )
         return shown

@@ -11,7 +11,8 @@ the tasks of every term (a union). A term joins atoms with commas: the tasks eve
     kind:sql          tasks of that kind: extract, sql, udf, validate, load
     config.materialized:view   tasks materialized so: table, ephemeral, view or incremental
     path:udfs.py      tasks defined in or reading that file, or a file under that folder (the
-                      pipeline file, a sql `file:`, a UDF's module, a validate schema file),
+                      pipeline file, a sql `file:`, a UDF's module, a validate schema file,
+                      the file a files extract reads: a seed's CSV),
                       relative to the pipeline's folder; a glob matches too
     state:modified    tasks whose definition, parameters or code differ from their last
                       successful run, and tasks that never succeeded; `state:new` only those
@@ -297,6 +298,7 @@ def selectable(
         task = spec.task(task_id)
         files = [own] if own is not None else []
         files += [_relative(f, definition.base_dir) for f in _code_files(task)]
+        files += _read_files(task, definition.base_dir)
         found[task_id] = SelectableTask(
             task_id,
             str(task.kind.value),
@@ -325,6 +327,20 @@ def _code_files(task: TaskSpec) -> list[str]:
         if path.endswith((".py", ".sql", ".yaml", ".yml")):
             files.append(path)
     return files
+
+
+def _read_files(task: TaskSpec, base: Path) -> list[PurePosixPath]:
+    """The files an extract reads, as its source sees them now (a SQL project's seed)."""
+    from engine.core.errors import ArrowlineError
+
+    owner, config = task.connector, task.extract
+    if owner is None or config is None:
+        return []
+    try:
+        found = owner.observe(config, base) or ()
+    except (ArrowlineError, OSError):  # not there yet: validation says so elsewhere
+        return []
+    return [_relative(path, base) for path, _, _ in found]
 
 
 def _relative(path: str | Path, base: Path) -> PurePosixPath:

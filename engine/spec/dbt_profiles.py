@@ -32,10 +32,13 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core.problems import Problem
 from engine.core.yaml_source import SourceMap
+
+if TYPE_CHECKING:
+    from connectors.base import Connector
 
 __all__ = ["DBT_PROJECT_FILE", "profile_targets"]
 
@@ -43,11 +46,6 @@ DBT_PROJECT_FILE = "dbt_project.yml"
 _ENV_VAR = re.compile(
     r"""\{\{\s*env_var\(\s*(['"])([A-Za-z_][A-Za-z0-9_]*)\1\s*(?:,\s*(['"])(.*?)\3\s*)?\)\s*\}\}"""
 )
-_POSTGRES_KEYS = {
-    *("type", "host", "port", "user", "password", "pass", "dbname", "database", "schema"),
-    *("threads", "sslmode", "connect_timeout", "keepalives_idle", "search_path", "role"),
-}
-_DUCKDB_KEYS = {"type", "path", "schema", "threads", "database", "extensions", "settings"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -94,10 +92,24 @@ def profile_targets(
                 line=line,
             )
         ]
+    from engine.spec.targets import chosen_name
+
+    outputs = {str(output): settings for output, settings in profile["outputs"].items()}
+    default = data.get("target", profile.get("target"))
+    chosen = chosen_name(env)[0] or default or next(iter(outputs), None)
+    if chosen not in outputs and not chosen_name(env)[0] and "target" not in data:
+        reader.wrong(
+            (name, "target"),
+            f"profile {name!r}: target {chosen!r} is none of its outputs ({', '.join(outputs)})",
+        )
+        return reader.problems
     targets: dict[str, Any] = {}
     connections = data.setdefault("connections", {})
-    for output, settings in profile["outputs"].items():
-        made = reader.output(name, str(output), settings)
+    for output, settings in outputs.items():
+        before = len(reader.problems)
+        made = reader.output(name, output, settings)
+        if output != chosen:  # as dbt: only the output a run uses must be right
+            del reader.problems[before:]
         if made is None:
             continue
         target, connection = made
@@ -107,11 +119,11 @@ def profile_targets(
                 reader.wrong((name, "outputs", output), f"connection 'dbt_{output}' is taken")
                 continue
             connections[f"dbt_{output}"] = connection
-    if reader.problems:  # said where they are; a target left out would be said again
+    if reader.problems or not targets:  # said where they are, not again as a missing target
         return reader.problems
     data["targets"] = targets
-    if "target" not in data and isinstance(profile.get("target"), str):
-        data["target"] = profile["target"]
+    if "target" not in data and isinstance(default, str) and default in targets:
+        data["target"] = default
     return reader.problems
 
 
@@ -161,55 +173,46 @@ class _Profile:
     def output(
         self, profile: str, name: str, settings: Any
     ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-        """(target, connection or None) of one output."""
+        """(target, connection or None) of one output, read by the connector of its type."""
         at = (profile, "outputs", name)
         if not isinstance(settings, dict):
             self.wrong(at, f"output {name!r} must be a mapping of settings")
             return None
-        kind = settings.get("type")
-        if kind not in ("duckdb", "postgres"):
-            self.wrong(
-                (*at, "type"),
-                f"output {name!r} is of type {kind!r}: arrowline publishes into duckdb or postgres",
-            )
-            return None
-        known = _DUCKDB_KEYS if kind == "duckdb" else _POSTGRES_KEYS
-        values = {k: self.value((*at, k), v) for k, v in settings.items() if k in known}
-        for key in sorted(set(settings) - known, key=str):
-            self.wrong((*at, key), f"output {name!r}: {key!r} is not read for {kind}")
+        values = {k: self.value((*at, k), v) for k, v in settings.items()}
         if any(v is None for k, v in values.items() if settings.get(k) is not None):
             return None
-        target: dict[str, Any] = {}
-        for key in ("schema", "threads"):
-            if values.get(key) is not None:
-                target[key] = values[key]
-        if kind == "duckdb":
-            path = values.get("path")
-            if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("md:"):
-                self.wrong(
-                    (*at, "path"),
-                    f"output {name!r}: path must be a DuckDB file the models are published "
-                    "into (not :memory:)",
-                )
-                return None
-            return {"database": path, **target}, None
-        if not _NAME.fullmatch(name):
+        kind = settings.get("type")
+        owner, read = _reader(kind), _readers()
+        made = owner.profile_output(values, f"dbt_{name}") if owner is not None else None
+        if made is None:
+            self.wrong(
+                (*at, "type"),
+                f"output {name!r} is of type {kind!r}: arrowline publishes into "
+                f"{' or '.join(read)}",
+            )
+            return None
+        for key, message in made.problems:
+            self.wrong((*at, key) if key else at, f"output {name!r}: {message}")
+        if made.problems or made.target is None:
+            return None
+        if made.connection is not None and not _NAME.fullmatch(name):
             self.wrong(at, f"output {name!r}: its connection would be dbt_{name}, not a name")
             return None
-        connection: dict[str, Any] = {"kind": "postgres"}
-        for ours, theirs in (("host", "host"), ("port", "port"), ("user", "user")):
-            if values.get(theirs) is not None:
-                connection[ours] = values[theirs]
-        password = values.get("password", values.get("pass"))
-        if password is not None:
-            connection["password"] = password
-        database = values.get("dbname", values.get("database"))
-        if database is not None:
-            connection["database"] = database
-        for option in ("sslmode", "connect_timeout"):
-            if values.get(option) is not None:
-                connection.setdefault("options", {})[option] = str(values[option])
-        if "host" not in connection:
-            self.wrong(at, f"output {name!r}: a postgres output needs its host")
-            return None
-        return {"database": f"dbt_{name}", **target}, connection
+        target = {k: v for k, v in made.target.items() if v is not None}
+        if values.get("threads") is not None:
+            target["threads"] = values["threads"]
+        return target, made.connection
+
+
+def _reader(kind: Any) -> Connector | None:
+    """The connector a dbt output's `type` names, when it reads profiles' outputs."""
+    from connectors.registry import connectors
+
+    return next((c for c in connectors() if c.name == kind), None) if kind in _readers() else None
+
+
+def _readers() -> list[str]:
+    """The connectors that read dbt profiles' outputs (their `type`)."""
+    from connectors.registry import connectors
+
+    return [c.name for c in connectors() if c.profile_output({}, "") is not None]

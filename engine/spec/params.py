@@ -317,7 +317,7 @@ def render(
         env = _with_macros(template_environment(sql), context, variables)
         return env.from_string(text).render(variables)
     except jinja2.UndefinedError as exc:
-        defined = ", ".join(sorted(context.params)) or "none"
+        defined = ", ".join(sorted(set(context.params) - {TARGET_PARAM})) or "none"
         place = _macro_frame(exc, context)
         where = f" in {place[0]} on line {place[1]}" if place else ""
         raise ParameterError(

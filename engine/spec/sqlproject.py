@@ -58,7 +58,7 @@ __all__ = ["PROJECT_FILE", "PROJECT_FILES", "compose", "project_file"]
 PROJECT_FILE = "arrowline_project.yml"
 PROJECT_FILES = (PROJECT_FILE, DBT_PROJECT_FILE)
 _IGNORED = {"version", "config-version", "profile", "require-dbt-version", "target-path"}
-"""dbt_project.yml keys that mean nothing here and are accepted as they are."""
+_IGNORED |= {"clean-targets", "log-path", "packages-install-path"}  # mean nothing here
 _NOT_YET = {"snapshot-paths", "analysis-paths", "docs-paths"}
 SETTINGS = {
     *("materialized", "tags", "enabled", "description"),

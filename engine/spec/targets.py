@@ -43,6 +43,7 @@ __all__ = [
     "TARGET_PARAM",
     "Wrong",
     "choose_target",
+    "chosen_name",
     "default_target",
     "project_target",
     "target_variable",
@@ -89,7 +90,7 @@ def target_variable(target: Any, pipeline: str) -> dict[str, Any]:
     return found
 
 
-def _chosen(env: Mapping[str, str]) -> tuple[str | None, str]:
+def chosen_name(env: Mapping[str, str]) -> tuple[str | None, str]:
     """The name asked for, and who asked (for messages)."""
     if env.get(TARGET_OPTION_ENV):
         return env[TARGET_OPTION_ENV], "--target"
@@ -100,7 +101,7 @@ def unknown_target(environ: Mapping[str, str] | None = None) -> Wrong | None:
     """For a pipeline without targets: what is wrong with the target asked for, if anything
     (only `default` is one)."""
     env = os.environ if environ is None else environ
-    name, asked = _chosen(env)
+    name, asked = chosen_name(env)
     if name is None or name == DEFAULT_TARGET:
         return None
     if asked == "--target":
@@ -133,6 +134,8 @@ def project_target(data: dict[str, Any]) -> tuple[dict[str, Any], list[Wrong]]:
         wrong.append(("duplicate-key", message, ("vars",), "error"))
     data["params"][TARGET_PARAM] = {"type": "dict", "default": target}
     declared = targets.get(target["name"]) if isinstance(targets, dict) else None
+    if declared is None and wrong and isinstance(targets, dict) and targets:
+        declared = next(iter(targets.values()))  # a target asked for that is not: said once
     if not isinstance(declared, dict):
         return {}, wrong
     return {k: v for k, v in declared.items() if k in ("database", "schema")}, wrong
@@ -161,7 +164,7 @@ def choose_target(
         return None, [("invalid-value", message, ("targets",), "error")]
     for name, settings in targets.items():
         wrong += _target_problems(name, settings)
-    asked, by = _chosen(env)
+    asked, by = chosen_name(env)
     chosen = asked or default or next(iter(targets))
     if chosen not in targets:
         where = by if asked else "target"

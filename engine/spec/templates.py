@@ -173,12 +173,17 @@ def unfiltered_sql_params(text: str) -> set[str]:
         for expr in output.nodes:
             if isinstance(expr, nodes.TemplateData):
                 continue
-            if isinstance(expr, nodes.Filter) and expr.name in SAFE_SQL_FILTERS:
+            if isinstance(expr, nodes.Filter) and expr.name in _PRINTS_SAFELY:
                 continue
             risky |= _params_in(expr, held)
     for block in ast.find_all(nodes.CallBlock):  # `{% call m(x) %}` prints what m makes of x
         risky |= _params_in(block.call, held)
     return risky
+
+
+_PRINTS_SAFELY = SAFE_SQL_FILTERS | {"length", "count", "int", "float", "abs", "round"}
+"""Filters whose result cannot carry a parameter's text into SQL: the quoting ones, and those
+that make a number of anything (`{{ var('methods') | length }}`)."""
 
 
 def _params_in(expr: nodes.Node, held: Mapping[str, set[str]]) -> set[str]:

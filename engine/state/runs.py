@@ -184,10 +184,13 @@ class RunStore:
 
     def viewed_outputs(self, pipeline: str) -> set[tuple[str, str]]:
         """(task_id, run_id) of the outputs a database view reads now: what the latest
-        successful run of each `materialize: view` load pointed its view at."""
+        successful run of each `materialize: view` load pointed its view at, in each database
+        it loaded (a SQL project's dev and prod targets: dev's view still reads its files
+        after prod runs)."""
         rows = self.db.execute(
-            "select details from (select t.details, row_number() over (partition by t.task_id "
-            "order by t.ended_at desc) as newest from task_runs t join runs r using (run_id) "
+            "select details from (select t.details, row_number() over (partition by t.task_id, "
+            "t.target order by t.ended_at desc) as newest from task_runs t join runs r "
+            "using (run_id) "
             "where r.pipeline = ? and t.state = 'SUCCESS' and t.output_path is null "
             "and t.details is not null) as ranked where newest = 1",
             (pipeline,),

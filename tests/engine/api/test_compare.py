@@ -118,7 +118,9 @@ def test_tasks_under_the_floor_in_a_never_count_as_slower(pipeline: Path, projec
     assert napped.duration_s.relative > 1
     assert napped.slower_by() is None
     assert napped.slower_by(floor_s=0.0) == napped.duration_s.relative
-    assert [r.task_id for r in comparison.regressions(20) if r.task_id is not None] == []
+    # napped alone is said never slower (src, doing the same work in both runs, may be slower
+    # past the floor on a busy machine: not this test's question)
+    assert "napped" not in [r.task_id for r in comparison.regressions(20)]
 
 
 def test_a_task_an_earlier_output_stood_for_is_reused_and_never_slower(

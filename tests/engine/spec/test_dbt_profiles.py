@@ -15,6 +15,14 @@ from click.testing import Result
 from tests.conftest import PgSchema
 
 SHOP = Path(__file__).resolve().parents[2] / "fixtures" / "sql_projects" / "shop"
+
+
+@pytest.fixture
+def project_dir(project: Path) -> Path:
+    """The test's folder, its working directory: the project's state is kept there."""
+    return project
+
+
 PROFILE = """\
 {name}:
   target: dev
@@ -58,13 +66,13 @@ def dbt_project(folder: Path, name: str, pg_uri: str, schema: str = "marts") -> 
 
 
 def test_a_dbt_project_runs_as_it_is_into_its_profiles_targets(
-    tmp_path: Path,
+    project_dir: Path,
     pg: PgSchema,
     pg_uri: str,
     cli: Callable[..., Result],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    project = dbt_project(tmp_path / "shop", pg.schema, pg_uri, schema=pg.schema)
+    project = dbt_project(project_dir / "shop", pg.schema, pg_uri, schema=pg.schema)
     done = cli("run", project, "--no-progress")  # the profile's target: dev, DuckDB
     assert done.exit_code == 0, done.output
     with duckdb.connect(str(project / "out" / "dev.duckdb"), read_only=True) as db:
@@ -86,10 +94,10 @@ def test_a_dbt_project_runs_as_it_is_into_its_profiles_targets(
 
 
 def test_profiles_are_found_where_dbt_looks_first_dbt_profiles_dir(
-    tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+    project_dir: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = dbt_project(tmp_path / "shop", "shop", "postgresql://u@h:5432/d")
-    elsewhere = tmp_path / "profiles"
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    elsewhere = project_dir / "profiles"
     elsewhere.mkdir()
     text = (project / "profiles.yml").read_text().replace("out/dev.duckdb", "out/other.duckdb")
     (elsewhere / "profiles.yml").write_text(text)
@@ -110,16 +118,17 @@ def test_profiles_are_found_where_dbt_looks_first_dbt_profiles_dir(
     ],
 )
 def test_a_profile_that_cannot_be_a_target_is_said_at_its_line(
-    tmp_path: Path,
+    project_dir: Path,
     cli: Callable[..., Result],
     change: tuple[str, str],
     said: str,
     line: int,
 ) -> None:
-    project = dbt_project(tmp_path / "shop", "shop", "postgresql://u@h:5432/d")
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
     profiles = project / "profiles.yml"
     profiles.write_text(profiles.read_text().replace(*change))
-    done = cli("validate", project)
+    prod = "dbname" in change[0]  # an output of prod's: said when prod is the one used
+    done = cli("validate", project, *(("--target", "prod") if prod else ()))
     assert done.exit_code != 0
     text = " ".join(done.output.split())
     assert f"profiles.yml:{line}: error: " in text
@@ -128,11 +137,11 @@ def test_a_profile_that_cannot_be_a_target_is_said_at_its_line(
 
 
 def test_a_profile_with_no_profiles_file_is_said_at_the_profile_key(
-    tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+    project_dir: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = dbt_project(tmp_path / "shop", "shop", "postgresql://u@h:5432/d")
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
     (project / "profiles.yml").unlink()
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.dbt either
+    monkeypatch.setenv("HOME", str(project_dir))  # no ~/.dbt either
     monkeypatch.delenv("DBT_PROFILES_DIR", raising=False)
     done = cli("validate", project)
     assert done.exit_code != 0
@@ -146,13 +155,80 @@ def test_a_profile_with_no_profiles_file_is_said_at_the_profile_key(
     assert "no profiles.yml" in text
 
 
-def test_a_folder_with_both_files_is_arrowlines_project(tmp_path: Path) -> None:
+def test_a_folder_with_both_files_is_arrowlines_project(project_dir: Path) -> None:
     from engine.scheduling.discover import discover_pipelines
     from engine.spec.sqlproject import project_file
 
-    project = dbt_project(tmp_path / "shop", "shop", "postgresql://u@h:5432/d")
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
     assert project_file(project) == project / "dbt_project.yml"
-    assert discover_pipelines(tmp_path) == {"shop": project / "dbt_project.yml"}
+    assert discover_pipelines(project_dir) == {"shop": project / "dbt_project.yml"}
     shutil.copy(SHOP / "arrowline_project.yml", project / "arrowline_project.yml")
     assert project_file(project) == project / "arrowline_project.yml"
-    assert discover_pipelines(tmp_path) == {"shop": project / "arrowline_project.yml"}
+    assert discover_pipelines(project_dir) == {"shop": project / "arrowline_project.yml"}
+
+
+def test_only_the_output_a_run_uses_must_be_right_and_a_wrong_target_is_said_once(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    profiles = project / "profiles.yml"
+    profiles.write_text(profiles.read_text() + "    sf: {type: snowflake, account: x}\n")
+    done = cli("run", project, "--no-progress")  # dev is right: snowflake is not used
+    assert done.exit_code == 0, done.output
+    wrong = cli("validate", project, "--target", "staging")
+    assert wrong.exit_code != 0
+    text = " ".join(wrong.output.split())
+    assert "names no target: 'staging'" in text
+    assert text.count("error") == 2, text  # the one, and the count line
+    profiles.write_text(profiles.read_text().replace("target: dev", "target: qa"))
+    said = " ".join(cli("validate", project).output.split())
+    assert "profiles.yml:2: error: profile 'shop': target 'qa' is none of its outputs" in said
+
+
+def test_a_duckdb_outputs_schema_is_main_as_dbt_duckdb_has_it(project_dir: Path) -> None:
+    from engine.tasks.checks import load_definition
+
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    profiles = project / "profiles.yml"
+    profiles.write_text(profiles.read_text().replace("      schema: main\n", "", 1))
+    text = (project / "dbt_project.yml").read_text()
+    (project / "dbt_project.yml").write_text(
+        text.replace("+tags: [marts]", "+tags: [marts]\n      +schema: mart")
+    )
+    spec = load_definition(project / "dbt_project.yml").spec
+    assert spec.task("orders__publish").load.table == "main_mart.orders"  # type: ignore[union-attr]
+
+
+def test_path_selects_the_seeds_a_folder_holds(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    planned = cli("plan", project, "-s", "path:seeds", "--format", "json")
+    assert planned.exit_code == 0, planned.output
+    assert "raw_orders" in planned.stdout
+    assert "stg_orders" not in planned.stdout
+    one = cli("plan", project, "-s", "path:seeds/raw_orders.csv", "--format", "json")
+    assert one.exit_code == 0, one.output
+    assert "raw_customers" not in one.stdout
+
+
+def test_a_view_in_one_targets_duckdb_file_still_reads_after_runs_for_another(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    """A DuckDB view of a model reads the workspace's files of the run that made it: retention
+    keeps them per target database, not only for the newest run of the load."""
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    profiles = project / "profiles.yml"
+    profiles.write_text(
+        profiles.read_text() + "    other: {type: duckdb, path: out/other.duckdb}\n"
+    )
+    text = (project / "dbt_project.yml").read_text()
+    text = text.replace("+materialized: ephemeral", "+materialized: view")
+    (project / "dbt_project.yml").write_text(text + "retention: {keep_runs: 1}\n")
+    assert cli("run", project, "--no-progress").exit_code == 0  # dev
+    for _ in range(3):
+        done = cli("run", project, "--no-progress", "--target", "other", "--force")
+        assert done.exit_code == 0, done.output
+    assert cli("gc", project, "--keep-runs", "1").exit_code == 0
+    with duckdb.connect(str(project / "out" / "dev.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from main.stg_orders").fetchall() == [(8,)]
