@@ -304,6 +304,18 @@ class Connector(ABC):
         position any of them has committed. Empty: the extract releases on its own."""
         return ()
 
+    def table_source(
+        self, database: str, connection: Mapping[str, Any] | None, table: str
+    ) -> dict[str, Any] | None:
+        """How an extract reads `table` of a SQL project's `database` (a dbt source kept in the
+        target's warehouse), when that database is this connector's (as `publish_target` says):
+        the extract's config. None otherwise."""
+        load = self.publish_target(database, connection, table)
+        if load is None or self.source is None:
+            return None
+        load.pop("mode", None)
+        return {"from": load.pop("to"), **load}
+
     def profile_output(self, values: Mapping[str, Any], connection: str) -> ProfileOutput | None:
         """A dbt profile's output of this connector's type (`type: <name>`, its settings in
         `values`, `env_var()` already made `${env:...}`) as a target publishing into it; a

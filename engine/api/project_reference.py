@@ -24,7 +24,15 @@ _PROJECT_KEYS = [
         "or Arrow's), `+enabled`, `+tags`, `+description`, `+database`, `+schema` (a seed "
         "with a database, or under a target, is published as a model is)",
     ),
-    ("`sources`", "", "`[{name, tables: [{name, extract}]}]`: what `source('s', 't')` reads"),
+    (
+        "`sources`",
+        "",
+        "`[{name, tables: [{name, extract}]}]`: what `source('s', 't')` reads. A table "
+        "without `extract:` is read as dbt reads it: from dbt-duckdb's `external_location` "
+        "(`meta:` or `config:` of the table or source, `{name}` the identifier) as files, else "
+        "from the target's database (`schema`, default the source's name; `identifier`, "
+        "default the table's)",
+    ),
     ("`tasks`", "", "any other task (loads, validations), as in a pipeline"),
     (
         "`on-run-start`, `on-run-end`",

@@ -41,6 +41,7 @@ from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
 from engine.spec.dbt_profiles import DBT_PROJECT_FILE, profile_targets
+from engine.spec.dbt_sources import source_extract
 from engine.spec.project_hooks import HOOK_SETTINGS, ProjectHooks
 from engine.spec.project_tests import (
     ProjectTests,
@@ -218,8 +219,7 @@ class _Composer(ProjectTests, ProjectHooks):
         return data
 
     def place(self, tasks: list[Any]) -> None:
-        """Where the generated tasks were written, for every later problem: a model's at its
-        file, each of its tests at its property file's line."""
+        """Where the generated tasks were written (a model's file, its tests' property file)."""
         for index, task in enumerate(tasks):
             made_by = self.origins.get(id(task))
             if made_by is None:
@@ -308,8 +308,7 @@ class _Composer(ProjectTests, ProjectHooks):
     def unmatched(
         self, tree: dict[str, Any], roots: list[Path], allowed: set[str], key: str
     ) -> None:
-        """A folder (or file) the settings name that is not there: a typo there would
-        silently apply to nothing."""
+        """A folder (or file) the settings name that is not there (a typo: applies to none)."""
 
         def walk(node: dict[str, Any], parts: tuple[str, ...]) -> None:
             for name, value in node.items():
@@ -354,8 +353,7 @@ class _Composer(ProjectTests, ProjectHooks):
     def declared_sources(
         self, value: Any, at: tuple[Any, ...], lines: SourceMap, file: Path | None = None
     ) -> list[dict[str, Any]]:
-        """A task for each table of each source (`source('src', 'table')` reads it): the
-        table's `extract:` says how it is read, as an extract task's would."""
+        """A task per source table (`source('s', 't')`), read as engine.spec.dbt_sources says."""
         from engine.spec.params import source_task
 
         where = str(file or self.file)
@@ -384,11 +382,13 @@ class _Composer(ProjectTests, ProjectHooks):
                         table_path,
                     )
                     continue
-                extract = table.get("extract")
+                extract = table.get("extract") or source_extract(
+                    source, table, self.published, self.data.get("connections")
+                )
                 if not isinstance(extract, dict):
                     refuse(
-                        f"source table {name}.{table_name} needs `extract:`, how arrowline "
-                        "reads it (e.g. {from: files, path: data/orders.csv})",
+                        f"source table {name}.{table_name} needs `extract:` ({{from: files, "
+                        "path: x.csv}), meta.external_location or a target database",
                         table_path,
                     )
                     continue

@@ -232,3 +232,51 @@ def test_a_view_in_one_targets_duckdb_file_still_reads_after_runs_for_another(
     assert cli("gc", project, "--keep-runs", "1").exit_code == 0
     with duckdb.connect(str(project / "out" / "dev.duckdb"), read_only=True) as db:
         assert db.sql("select count(*) from main.stg_orders").fetchall() == [(8,)]
+
+
+SOURCES = "models/staging/_sources.yml"
+
+
+def test_a_dbt_source_is_read_from_its_external_location_or_the_targets_database(
+    project_dir: Path,
+    pg: PgSchema,
+    pg_uri: str,
+    cli: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = dbt_project(project_dir / "shop", pg.schema, pg_uri, schema=pg.schema)
+    payments = (project / "data" / "payments.csv").read_text()
+    (project / SOURCES).write_text(  # dbt-duckdb's external_location, {name} the table
+        "version: 2\nsources:\n  - name: stripe\n"
+        "    meta: {external_location: 'data/{name}.csv'}\n    tables:\n      - name: payments\n"
+    )
+    done = cli("run", project, "--no-progress")
+    assert done.exit_code == 0, done.output
+    with duckdb.connect(str(project / "out" / "dev.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from main.orders").fetchall() == [(7,)]
+    # As dbt has them: tables already in the target's database, schema and identifier.
+    (project / SOURCES).write_text(
+        f"version: 2\nsources:\n  - name: stripe\n    schema: {pg.schema}\n    tables:\n"
+        "      - {name: payments, identifier: stripe_payments}\n"
+    )
+    rows = [line.split(",") for line in payments.strip().splitlines()]
+    typed = ", ".join(f"{c} {'text' if c == 'payment_method' else 'bigint'}" for c in rows[0])
+    values = [", ".join(v if v.isdigit() else repr(v) for v in row) for row in rows[1:]]
+    pg.execute(
+        f"create table {pg.table('stripe_payments')} ({typed})",
+        *(f"insert into {pg.table('stripe_payments')} values ({v})" for v in values),
+    )
+    monkeypatch.setenv("DBTP_PASSWORD", "unused")
+    done = cli("run", project, "--no-progress", "--target", "prod")
+    assert done.exit_code == 0, done.output
+    assert pg.rows(f"select count(*) from {pg.table('orders')}") == [(7,)]
+    (project / SOURCES).write_text(
+        "version: 2\nsources:\n  - name: stripe\n    tables:\n      - name: payments\n"
+    )
+    (project / "profiles.yml").unlink()  # no target database: said where the table is
+    text = (project / "dbt_project.yml").read_text().replace(f"profile: {pg.schema}\n", "")
+    (project / "dbt_project.yml").write_text(text)
+    said = " ".join(cli("validate", project).output.split())
+    assert "_sources.yml:5" in said
+    assert "needs `extract:`" in said
+    assert "meta.external_location or a target database" in said
