@@ -194,14 +194,38 @@ def pipeline_option(help_text: str) -> Callable[[Callable[..., None]], Callable[
     return click.option("--pipeline", type=PIPELINE, default=None, help=help_text)
 
 
-param_option = click.option(
-    "--param",
-    "-p",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Set a parameter for this run (repeatable).",
-)
+def _vars(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """dbt's `--vars '{start_date: 2024-01-01}'`: parameters as one YAML mapping."""
+    if value is None:
+        return
+    import yaml
+
+    try:
+        found = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"not YAML: {exc}", ctx, param) from None
+    if not isinstance(found, dict) or not all(isinstance(k, str) for k in found):
+        raise click.BadParameter("a mapping of parameter names to values", ctx, param)
+    ctx.meta["arrowline.vars"] = found
+
+
+def param_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--param NAME=VALUE (repeatable) and dbt's --vars YAML; --param wins."""
+    command = click.option(
+        "--vars",
+        callback=_vars,
+        expose_value=False,
+        metavar="YAML",
+        help="Parameters as a YAML mapping, as dbt's --vars: '{start_date: 2024-01-01}'.",
+    )(command)
+    return click.option(
+        "--param",
+        "-p",
+        "params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set a parameter for this run (repeatable).",
+    )(command)
 
 
 class _TargetName(click.types.StringParamType):
@@ -335,10 +359,14 @@ def log_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+def parse_params(values: tuple[str, ...]) -> dict[str, Any]:
+    """--param's assignments over --vars' mapping (each checked against its parameter's type
+    when the pipeline is read)."""
     from engine.spec.params import parse_assignments
 
-    return parse_assignments(values)
+    context = click.get_current_context(silent=True)
+    given = dict(context.meta.get("arrowline.vars") or {}) if context is not None else {}
+    return {**given, **parse_assignments(values)}
 
 
 # -- running ----------------------------------------------------------------------------------

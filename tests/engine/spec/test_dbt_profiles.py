@@ -280,3 +280,21 @@ def test_a_dbt_source_is_read_from_its_external_location_or_the_targets_database
     assert "_sources.yml:5" in said
     assert "needs `extract:`" in said
     assert "meta.external_location or a target database" in said
+
+
+def test_vars_as_dbt_gives_them_on_the_command_line(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    (project_dir / "v.yaml").write_text(
+        "pipeline: v\nparams: {n: 1, region: north}\ntasks:\n  - id: t\n"
+        "    sql: select {{ params.n }} as n, {{ params.region | sql_literal }} as r\n"
+    )
+    done = cli("render", "v.yaml", "t", "--vars", '{n: 5, region: "it\'s"}')
+    assert done.exit_code == 0, done.output
+    assert "select 5 as n, 'it''s' as r" in done.stdout
+    both = cli("render", "v.yaml", "t", "--vars", "{n: 5}", "-p", "n=7")
+    assert "select 7 as n" in both.stdout  # --param wins
+    for wrong, said in (("[1]", "a mapping of parameter names"), ("{n: x}", "as int")):
+        refused = cli("render", "v.yaml", "t", "--vars", wrong)
+        assert refused.exit_code != 0
+        assert said in refused.output + refused.stderr
