@@ -77,7 +77,7 @@ Every string in a task's configuration is a Jinja2 template, rendered once per r
 | `logical_date` | the run's logical date (an aware UTC datetime) |
 | `ds`, `ds_nodash` | the logical date as `2024-11-02` and `20241102` |
 | `pipeline`, `task` | the pipeline's and the task's id |
-| `ref('TASK')` | the task's table, as its id names it (dbt's spelling; the id is checked) |
+| `ref('TASK')` | the task's table, as its id names it (dbt's; checked; `ref('p', 'TASK')` too) |
 | `var('NAME')` | a parameter's value, as `params.NAME` (the same SQL rules) |
 | `var('NAME', default)` | the same, or `default` when there is no such parameter |
 | `target` | dbt's target object (below) |

@@ -202,11 +202,11 @@ def _source(source: Any, table: Any) -> str:
     return _ref(source_task(str(source), str(table)))
 
 
-def _ref(name: Any) -> str:
-    """`{{ ref('orders') }}`: the table of task `orders` (its id; validation checks it is one)."""
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise ValueError(f"ref({name!r}): a task id is letters, digits and _")
-    return name
+def _ref(*names: Any) -> str:
+    """`{{ ref('orders') }}` (or dbt's `ref('project', 'orders')`): task `orders`'s table."""
+    if not names or not isinstance(names[-1], str) or not _IDENTIFIER.fullmatch(names[-1]):
+        raise ValueError(f"ref({', '.join(map(repr, names))}): a task id is letters, digits, _")
+    return names[-1]
 
 
 def _config(**settings: Any) -> str:

@@ -68,13 +68,24 @@ def referenced_params(text: str, *, required: bool = False, var: bool = True) ->
 
 
 def referenced_tasks(text: str) -> set[str]:
-    """Task ids named by `ref('ID')` with a literal id (parse only, no render)."""
-    return {args[0] for args in _literal_calls(text, "ref", 1)}
+    """Task ids named by `ref('ID')` with a literal id (parse only, no render); dbt's
+    two-argument `ref('project', 'ID')` names the second."""
+    return set(ordered_refs(text))
 
 
 def ordered_refs(text: str) -> list[str]:
     """`referenced_tasks` in the order the text names them first."""
-    return list(dict.fromkeys(args[0] for args in _literal_calls(text, "ref", 1)))
+    if not is_template(text):
+        return []
+    named = []
+    for call in template_environment().parse(text).find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "ref"):
+            continue
+        if 1 <= len(call.args) <= 2 and all(
+            isinstance(a, nodes.Const) and isinstance(a.value, str) for a in call.args
+        ):
+            named.append(str(call.args[-1].value))  # type: ignore[attr-defined]
+    return list(dict.fromkeys(named))
 
 
 def referenced_sources(text: str) -> set[tuple[str, str]]:

@@ -298,3 +298,16 @@ def test_vars_as_dbt_gives_them_on_the_command_line(
         refused = cli("render", "v.yaml", "t", "--vars", wrong)
         assert refused.exit_code != 0
         assert said in refused.output + refused.stderr
+
+
+def test_dbts_two_argument_ref_names_the_model(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    model = project / "models" / "marts" / "orders.sql"
+    model.write_text(model.read_text().replace("ref('stg_orders')", "ref('shop', 'stg_orders')"))
+    assert "ref('shop', 'stg_orders')" in model.read_text()
+    done = cli("run", project, "--no-progress")
+    assert done.exit_code == 0, done.output
+    with duckdb.connect(str(project / "out" / "dev.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from main.orders").fetchall() == [(7,)]
