@@ -40,7 +40,7 @@ from engine.core.yaml_source import SourceMap
 if TYPE_CHECKING:
     from connectors.base import Connector
 
-__all__ = ["DBT_PROJECT_FILE", "profile_targets"]
+__all__ = ["DBT_PROJECT_FILE", "profile_targets", "unread_files"]
 
 DBT_PROJECT_FILE = "dbt_project.yml"
 _ENV_VAR = re.compile(
@@ -216,3 +216,19 @@ def _readers() -> list[str]:
     from connectors.registry import connectors
 
     return [c.name for c in connectors() if c.profile_output({}, "") is not None]
+
+
+def unread_files(file: Path) -> list[Problem]:
+    """What a dbt project's folder holds that arrowline does not read, said rather than
+    silently left: packages (their macros, dbt_utils' among them, are not there) and
+    snapshots (not run)."""
+    folder, found = file.parent, []
+    for name in ("packages.yml", "dependencies.yml"):
+        if (folder / name).is_file():
+            message = f"{name}: packages are not read, so their macros are not callable here"
+            found.append(Problem("not-supported", message, "warning", str(folder / name), 1))
+    snapshots = folder / "snapshots"
+    if snapshots.is_dir() and any(snapshots.rglob("*.sql")):
+        message = "snapshots/: dbt snapshots are not run (an incremental model or CDC instead)"
+        found.append(Problem("not-supported", message, "warning", str(snapshots), None))
+    return found

@@ -40,7 +40,7 @@ from typing import Any
 from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
-from engine.spec.dbt_profiles import DBT_PROJECT_FILE, profile_targets
+from engine.spec.dbt_profiles import DBT_PROJECT_FILE, profile_targets, unread_files
 from engine.spec.dbt_sources import source_extract
 from engine.spec.project_hooks import HOOK_SETTINGS, ProjectHooks
 from engine.spec.project_tests import (
@@ -91,7 +91,7 @@ def compose(data: Any, source: SourceMap, file: Path) -> tuple[Any, list[Problem
     come after the file's own, so the file's lines stay where they were."""
     if not isinstance(data, dict):
         return data, []
-    read = profile_targets(data := dict(data), file, source)  # dbt's profiles.yml
+    read = profile_targets(data := dict(data), file, source) + unread_files(file)  # dbt's
     project = _Composer(data, source, file)
     return project.compose(), read + project.problems
 

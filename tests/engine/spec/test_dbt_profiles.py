@@ -311,3 +311,17 @@ def test_dbts_two_argument_ref_names_the_model(
     assert done.exit_code == 0, done.output
     with duckdb.connect(str(project / "out" / "dev.duckdb"), read_only=True) as db:
         assert db.sql("select count(*) from main.orders").fetchall() == [(7,)]
+
+
+def test_packages_and_snapshots_are_said_not_read(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    (project / "packages.yml").write_text("packages:\n  - package: dbt-labs/dbt_utils\n")
+    (project / "snapshots").mkdir()
+    (project / "snapshots" / "orders_snapshot.sql").write_text("{% snapshot s %}{% endsnapshot %}")
+    done = cli("validate", project)
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert "packages.yml:1: warning: packages.yml: packages are not read" in text
+    assert "snapshots/: dbt snapshots are not run" in text
