@@ -206,6 +206,10 @@ def _vars(ctx: click.Context, param: click.Parameter, value: str | None) -> None
         raise click.BadParameter(f"not YAML: {exc}", ctx, param) from None
     if not isinstance(found, dict) or not all(isinstance(k, str) for k in found):
         raise click.BadParameter("a mapping of parameter names to values", ctx, param)
+    from datetime import date
+
+    # YAML reads 2024-01-01 as a date: as text, each parameter's own type reads it
+    found = {k: v.isoformat() if isinstance(v, date) else v for k, v in found.items()}
     ctx.meta["arrowline.vars"] = found
 
 

@@ -22,6 +22,7 @@ from engine.state.schedules import RequestRow
 __all__ = ["Loaded", "discover_pipelines", "request_run"]
 
 _SKIP_DIRS = {".arrowline", ".git", ".venv", "venv", "node_modules", "__pycache__"}
+_SKIP_DIRS |= {"dbt_packages", "dbt_modules"}  # dbt's installed packages: not this project's
 
 
 def _yaml_files(project: Path) -> list[Path]:

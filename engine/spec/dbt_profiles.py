@@ -19,11 +19,12 @@ dbt keeps where models go outside the project, in a profile:
 Each output becomes a target of the same name (`--target prod`), publishing every model into its
 database: a DuckDB output's `path` (relative to the project's folder, as every path of a
 pipeline is), a PostgreSQL output through a connection `dbt_<output>` made of its host, port,
-user, password and dbname. `{{ env_var('NAME') }}` becomes `${env:NAME}`, resolved when a run
-starts and never printed; with a default (`env_var('NAME', 'x')`) the default stands when the
-variable is not set as the project is read. Other templates, and outputs of other types, are
-errors at their line in profiles.yml. A project that declares `targets:` itself (or has an
-arrowline_project.yml) does not read profiles.yml.
+user, password and dbname. `{{ env_var('NAME') }}` (with `| int` or `| as_number` too) is read
+from the environment as the profile is read (its default when the variable is not set; a
+per-developer `schema: "dev_{{ env_var('USER') }}"` works), except in a password, where it
+becomes `${env:NAME}`, resolved when a run starts and never printed. Other templates, and
+outputs of other types, are errors at their line in profiles.yml. A project that declares
+`targets:` itself (or has an arrowline_project.yml) does not read profiles.yml.
 """
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ __all__ = ["DBT_PROJECT_FILE", "profile_targets", "unread_files"]
 
 DBT_PROJECT_FILE = "dbt_project.yml"
 _ENV_VAR = re.compile(
-    r"""\{\{\s*env_var\(\s*(['"])([A-Za-z_][A-Za-z0-9_]*)\1\s*(?:,\s*(['"])(.*?)\3\s*)?\)\s*\}\}"""
+    r"""\{\{\s*env_var\(\s*(['"])([A-Za-z_][A-Za-z0-9_]*)\1\s*(?:,\s*(['"])(.*?)\3\s*)?\)"""
+    r"""\s*(?:\|\s*(?:int|as_number|as_text|string)\s*)?\}\}"""
 )
+_SECRET_KEYS = {"password", "pass"}
+"""Settings whose env_var() stays a reference, resolved when a run starts and never printed;
+the others are read from the environment when the profile is read."""
+_WHOLE = {"port", "threads", "connect_timeout"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -95,7 +101,7 @@ def profile_targets(
     from engine.spec.targets import chosen_name
 
     outputs = {str(output): settings for output, settings in profile["outputs"].items()}
-    default = data.get("target", profile.get("target"))
+    default = data.get("target", reader.value((name, "target"), profile.get("target")))
     chosen = chosen_name(env)[0] or default or next(iter(outputs), None)
     if chosen not in outputs and not chosen_name(env)[0] and "target" not in data:
         reader.wrong(
@@ -148,27 +154,36 @@ class _Profile:
         )
 
     def value(self, path: tuple[Any, ...], value: Any) -> Any:
-        """A setting's value, `env_var()` made a reference (or its default); None when it
-        holds another template (said)."""
+        """A setting's value with `env_var()` read: from the environment now (its default when
+        the variable is not set), or, for a password, as a `${env:...}` reference; None when
+        it cannot be (said at its line)."""
         if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
             return value
+        key, unset = str(path[-1]), []
 
-        def reference(match: re.Match[str]) -> str:
+        def read(match: re.Match[str]) -> str:
             variable, default = match.group(2), match.group(4)
-            if default is not None and variable not in self.env:
-                return default
-            return f"${{env:{variable}}}"
+            if key in _SECRET_KEYS and (variable in self.env or default is None):
+                return f"${{env:{variable}}}"
+            if variable in self.env:
+                return self.env[variable]
+            if default is None:
+                unset.append(variable)
+            return default or ""
 
-        made = _ENV_VAR.sub(reference, value)
+        made = _ENV_VAR.sub(read, value)
         if "{{" in made or "{%" in made:
             self.wrong(
                 path,
-                f"{path[-1]}: only {{{{ env_var('NAME') }}}} is read in profiles.yml; this is "
+                f"{key}: only {{{{ env_var('NAME') }}}} is read in profiles.yml; this is "
                 "another template",
                 hint="give the value, or env_var('NAME') for one from the environment",
             )
             return None
-        return made
+        if unset:
+            self.wrong(path, f"{key}: environment variable {unset[0]} is not set (no default)")
+            return None
+        return int(made) if key in _WHOLE and made.strip().isdigit() else made
 
     def output(
         self, profile: str, name: str, settings: Any

@@ -4,8 +4,10 @@ dbt's sources are tables already in the warehouse: `schema` (default: the source
 `identifier` (default: the table's name). Here such a table is read from the project's target
 database (the DuckDB file or PostgreSQL connection its models are published into), through the
 connector that publishes there (`Connector.table_source`). dbt-duckdb's `external_location`
-(in the table's or the source's `meta:` or `config:`, `{name}` standing for the identifier)
-names files instead: a files extract reads them, its format from their suffix.
+(in the table's or the source's `meta:`, `config:` or `config: {meta:}`; `{name}`,
+`{identifier}` and `{schema}` filled in) names files instead: a files extract reads them, its
+format from their suffix. A location that is a function call (`read_csv(...)`) is not read:
+the table needs an `extract:` then.
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ def source_extract(
     """The extract of a source table declared without one, or None when nothing says where it
     is (no external location, no target database)."""
     identifier = table.get("identifier") or table.get("name")
+    schema = table.get("schema") or source.get("schema") or source.get("name")
     location = _external_location(table) or _external_location(source)
+    if isinstance(location, str) and "(" in location:  # read_csv(...): give an extract:
+        return None
     if isinstance(location, str) and location:
-        return {"from": "files", "path": location.replace("{name}", str(identifier))}
+        names = {"{name}": table.get("name"), "{identifier}": identifier, "{schema}": schema}
+        for placeholder, value in names.items():
+            location = location.replace(placeholder, str(value))
+        return {"from": "files", "path": location}
     database = published.get("database")
     if not isinstance(database, str):
         return None
-    schema = table.get("schema") or source.get("schema") or source.get("name")
     named = connections.get(database) if isinstance(connections, Mapping) else None
     from connectors.registry import connectors
 
@@ -45,8 +52,14 @@ def source_extract(
 
 
 def _external_location(holder: Mapping[str, Any]) -> Any:
-    for key in ("meta", "config"):
-        settings = holder.get(key)
+    """dbt-duckdb's `external_location`: under `meta:`, `config:` or (dbt 1.10) `config:
+    {meta:}`."""
+    config = holder.get("config")
+    for settings in (
+        holder.get("meta"),
+        config,
+        config.get("meta") if isinstance(config, Mapping) else None,
+    ):
         if isinstance(settings, Mapping) and settings.get("external_location"):
             return settings["external_location"]
     return None

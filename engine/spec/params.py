@@ -570,7 +570,7 @@ def resolve_params(
     for name, value in (overrides or {}).items():
         _settable(str(name), source)
         if name not in params:
-            known = ", ".join(sorted(params)) or "none are declared"
+            known = ", ".join(sorted(set(params) - {TARGET_PARAM})) or "none are declared"
             raise ParameterError(
                 f"unknown parameter {name!r}.{did_you_mean(str(name), list(params))} "
                 f"Parameters of this pipeline: {known}",

@@ -325,3 +325,67 @@ def test_packages_and_snapshots_are_said_not_read(
     text = " ".join(done.output.split())
     assert "packages.yml:1: warning: packages.yml: packages are not read" in text
     assert "snapshots/: dbt snapshots are not run" in text
+
+
+def test_env_var_in_a_profile_is_read_where_dbt_reads_it(
+    project_dir: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A per-developer schema, a file path, threads with `| int`, the profile's target: read
+    from the environment as the profile is read; a password stays a reference."""
+    from engine.tasks.checks import load_definition
+
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    profiles = project / "profiles.yml"
+    text = profiles.read_text()
+    text = text.replace("target: dev", "target: \"{{ env_var('DBTP_TARGET', 'dev') }}\"")
+    text = text.replace("path: out/dev.duckdb", "path: \"{{ env_var('DBTP_FILE') }}\"")
+    text = text.replace("schema: main", "schema: \"dev_{{ env_var('DBTP_WHO') }}\"")
+    text = text.replace("threads: 2", "threads: \"{{ env_var('DBTP_THREADS', '3') | int }}\"")
+    profiles.write_text(text)
+    monkeypatch.setenv("DBTP_FILE", "out/mine.duckdb")
+    monkeypatch.setenv("DBTP_WHO", "ann")
+    done = cli("run", project, "--no-progress")
+    assert done.exit_code == 0, done.output
+    with duckdb.connect(str(project / "out" / "mine.duckdb"), read_only=True) as db:
+        assert db.sql("select count(*) from dev_ann.orders").fetchall() == [(7,)]
+    monkeypatch.setenv("DBTP_TARGET", "prod")
+    spec = load_definition(project / "dbt_project.yml").spec
+    assert spec.connections["dbt_prod"].password == "${env:DBTP_PASSWORD}"  # type: ignore[union-attr]
+    monkeypatch.delenv("DBTP_TARGET")
+    monkeypatch.delenv("DBTP_WHO")
+    said = " ".join(cli("validate", project).output.split())
+    assert "profiles.yml:7: error: schema: environment variable DBTP_WHO is not set" in said
+
+
+def test_vars_dates_are_read_by_each_parameters_type(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    done = cli("run", project, "--no-progress", "--vars", "{start_date: 2018-01-05}")
+    assert done.exit_code == 0, done.output
+    unknown = cli("run", project, "--no-progress", "--vars", "{nope: 1}")
+    assert unknown.exit_code != 0
+    assert "_arrowline_target" not in unknown.output + unknown.stderr
+
+
+def test_external_location_under_config_meta_names_the_table_by_its_name(
+    project_dir: Path, cli: Callable[..., Result]
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    (project / SOURCES).write_text(
+        "version: 2\nsources:\n  - name: stripe\n"
+        "    config: {meta: {external_location: 'data/{name}.csv'}}\n"
+        "    tables:\n      - {name: payments, identifier: stripe_payments}\n"
+    )
+    done = cli("run", project, "--no-progress")
+    assert done.exit_code == 0, done.output
+
+
+def test_installed_dbt_packages_are_not_pipelines(project_dir: Path) -> None:
+    from engine.scheduling.discover import discover_pipelines
+
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    package = project / "dbt_packages" / "dbt_utils"
+    package.mkdir(parents=True)
+    (package / "dbt_project.yml").write_text("name: dbt_utils\nversion: '1.0'\n")
+    assert discover_pipelines(project_dir) == {"shop": project / "dbt_project.yml"}
