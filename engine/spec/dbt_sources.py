@@ -12,25 +12,39 @@ the table needs an `extract:` then.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["source_extract"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def source_extract(
     source: Mapping[str, Any],
     table: Mapping[str, Any],
     published: Mapping[str, Any],
-    connections: Any,
-) -> dict[str, Any] | None:
-    """The extract of a source table declared without one, or None when nothing says where it
-    is (no external location, no target database)."""
+    project: Mapping[str, Any],
+) -> dict[str, Any] | str:
+    """The extract of a source table: its own `extract:`, or where dbt would read it; else
+    what is wrong, to be said at the table's line."""
+    said = f"source table {source.get('name')}.{table.get('name')}"
+    if "extract" in table:
+        given = table["extract"]
+        return given if isinstance(given, dict) else f"{said}: extract must be a mapping"
     identifier = table.get("identifier") or table.get("name")
     schema = table.get("schema") or source.get("schema") or source.get("name")
+    for key, value in (("identifier", identifier), ("schema", schema)):
+        if not isinstance(value, str) or not _NAME.fullmatch(value):
+            return f"{said}: {key} {value!r} is not a name of letters, digits and _"
     location = _external_location(table) or _external_location(source)
+    missing = (
+        f"{said} needs `extract:` ({{from: files, path: x.csv}}), meta.external_location or "
+        "a target database"
+    )
     if isinstance(location, str) and "(" in location:  # read_csv(...): give an extract:
-        return None
+        return missing
     if isinstance(location, str) and location:
         names = {"{name}": table.get("name"), "{identifier}": identifier, "{schema}": schema}
         for placeholder, value in names.items():
@@ -38,7 +52,8 @@ def source_extract(
         return {"from": "files", "path": location}
     database = published.get("database")
     if not isinstance(database, str):
-        return None
+        return missing
+    connections = project.get("connections")
     named = connections.get(database) if isinstance(connections, Mapping) else None
     from connectors.registry import connectors
 
@@ -48,7 +63,7 @@ def source_extract(
         )
         if found is not None:
             return found
-    return None
+    return missing
 
 
 def _external_location(holder: Mapping[str, Any]) -> Any:

@@ -382,15 +382,9 @@ class _Composer(ProjectTests, ProjectHooks):
                         table_path,
                     )
                     continue
-                extract = table.get("extract") or source_extract(
-                    source, table, self.published, self.data.get("connections")
-                )
-                if not isinstance(extract, dict):
-                    refuse(
-                        f"source table {name}.{table_name} needs `extract:` ({{from: files, "
-                        "path: x.csv}), meta.external_location or a target database",
-                        table_path,
-                    )
+                extract = source_extract(source, table, self.published, self.data)
+                if isinstance(extract, str):  # what is wrong
+                    refuse(extract, table_path)
                     continue
                 unread = [k for k in ("freshness", "loaded_at_field") if k in table]
                 tested = [c for c in table.get("columns") or [] if isinstance(c, dict)]

@@ -389,3 +389,25 @@ def test_installed_dbt_packages_are_not_pipelines(project_dir: Path) -> None:
     package.mkdir(parents=True)
     (package / "dbt_project.yml").write_text("name: dbt_utils\nversion: '1.0'\n")
     assert discover_pipelines(project_dir) == {"shop": project / "dbt_project.yml"}
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        ("{name: payments, identifier: 'x; drop table m; --'}", "identifier 'x; drop"),
+        ("{name: payments, schema: 'a.b'}", "schema 'a.b' is not a name"),
+        ("{name: payments, extract: 'data/payments.csv'}", "extract must be a mapping"),
+    ],
+)
+def test_a_source_table_that_cannot_be_read_is_said_at_its_line_before_a_run(
+    project_dir: Path, cli: Callable[..., Result], table: str, said: str
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    (project / SOURCES).write_text(
+        f"version: 2\nsources:\n  - name: stripe\n    tables:\n      - {table}\n"
+    )
+    done = cli("validate", project)
+    assert done.exit_code != 0
+    text = " ".join(done.output.split())
+    assert "_sources.yml:5: error: source table stripe.payments" in text
+    assert said in text
