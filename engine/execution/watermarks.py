@@ -287,7 +287,10 @@ class WatermarkBroker:
             with self._lock:
                 here = dict(self._committed.get(task_id, {}))
                 output = self._new.get(task_id)
-            values = [_first(here.get(sink), self._mirror(task_id, sink), output) for sink in sinks]
+            values = [
+                here[sink] if sink in here else _first(self._mirror(task_id, sink), output)
+                for sink in sinks
+            ]
         else:  # not in this run: what the catalog holds of it
             rows = self.catalog.watermarks(self.plan.pipeline, task_id)
             values = [Watermark.from_json(row.value) if row.value else None for row in rows]

@@ -102,8 +102,9 @@ def profile_targets(
 
     outputs = {str(output): settings for output, settings in profile["outputs"].items()}
     default = data.get("target", reader.value((name, "target"), profile.get("target")))
-    chosen = chosen_name(env)[0] or default or next(iter(outputs), None)
-    if chosen not in outputs and not chosen_name(env)[0] and "target" not in data:
+    asked = chosen_name(env)[0]
+    chosen = asked or default or next(iter(outputs), None)
+    if chosen not in outputs and not asked and "target" not in data:
         reader.wrong(
             (name, "target"),
             f"profile {name!r}: target {chosen!r} is none of its outputs ({', '.join(outputs)})",
@@ -119,7 +120,7 @@ def profile_targets(
         if made is None:
             continue
         target, connection = made
-        targets[str(output)] = target
+        targets[output] = target
         if connection is not None:
             if f"dbt_{output}" in connections:
                 reader.wrong((name, "outputs", output), f"connection 'dbt_{output}' is taken")
@@ -197,13 +198,13 @@ class _Profile:
         if any(v is None for k, v in values.items() if settings.get(k) is not None):
             return None
         kind = settings.get("type")
-        owner, read = _reader(kind), _readers()
+        owner = _reader(kind)
         made = owner.profile_output(values, f"dbt_{name}") if owner is not None else None
         if made is None:
             self.wrong(
                 (*at, "type"),
                 f"output {name!r} is of type {kind!r}: arrowline publishes into "
-                f"{' or '.join(read)}",
+                f"{' or '.join(_readers())}",
             )
             return None
         for key, message in made.problems:
@@ -220,10 +221,11 @@ class _Profile:
 
 
 def _reader(kind: Any) -> Connector | None:
-    """The connector a dbt output's `type` names, when it reads profiles' outputs."""
+    """The connector a dbt output's `type` names (whether it reads profiles' outputs, its
+    `profile_output` says)."""
     from connectors.registry import connectors
 
-    return next((c for c in connectors() if c.name == kind), None) if kind in _readers() else None
+    return next((c for c in connectors() if c.name == kind), None)
 
 
 def _readers() -> list[str]:

@@ -46,9 +46,9 @@ def source_extract(
     if isinstance(location, str) and "(" in location:  # read_csv(...): give an extract:
         return missing
     if isinstance(location, str) and location:
-        names = {"{name}": table.get("name"), "{identifier}": identifier, "{schema}": schema}
-        for placeholder, value in names.items():
-            location = location.replace(placeholder, str(value))
+        filled = {"{name}": table.get("name"), "{identifier}": identifier, "{schema}": schema}
+        for field, value in filled.items():  # dbt-duckdb's fields of a location
+            location = location.replace(field, str(value))
         return {"from": "files", "path": location}
     database = published.get("database")
     if not isinstance(database, str):

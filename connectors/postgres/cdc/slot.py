@@ -120,12 +120,12 @@ def ensure_publication(
     name: str,
     table: TableInfo,
     create: bool,
-    tables: tuple[str, ...] | None = None,
+    add: bool = False,
 ) -> None:
     """The publication exists and publishes the table (created when missing and allowed).
-    With `tables` (several tables through one slot, each a task of its own), a table it
-    lacks is added when allowed: each task adds its own, so a table missing at the source
-    fails its own task alone."""
+    With `add` (several tables through one slot, each a task of its own), a table it lacks
+    is added when allowed: each task adds its own, so a table missing at the source fails
+    its own task alone."""
     from engine.core.sqltext import quote_identifier
 
     found = session.rows(
@@ -169,7 +169,7 @@ def ensure_publication(
         query,
         what="cannot read the publication's tables",
     )
-    if not published and create and tables is not None:
+    if not published and create and add:
         session.execute(
             f"alter publication {quote_identifier(name)} add table {qualified}",
             what=f"cannot add {table.schema}.{table.name} to publication {name!r}",

@@ -95,7 +95,7 @@ def open_cdc(config: PostgresSource, ctx: ConnectorContext) -> list[pa.RecordBat
             if shared
             else contextlib.nullcontext()
         ):
-            ensure_publication(session, publication, table, config.cdc.create, config.cdc.tables)
+            ensure_publication(session, publication, table, config.cdc.create, add=shared)
             slot = slot_state(session, slot_name)
             _warn_retained(config, ctx, slot)
             if shared:
