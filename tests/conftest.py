@@ -21,6 +21,7 @@ from loguru import logger
 
 from engine.cli.logs import PACKAGES
 from engine.core.problems import Problem
+from tests.iceberg_rest import rest_catalog, rest_catalog_server  # noqa: F401  (a REST catalog)
 from tests.s3_server import guarded_s3, s3, s3_server  # noqa: F401  (fixtures: loopback S3 servers)
 
 T = TypeVar("T")

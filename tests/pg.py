@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 DEFAULT_URI = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -46,6 +47,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def loopback_server(
+    name: str, command: list[str], port: int, log: Path, **popen: Any
+) -> Iterator[None]:
+    """Run `command` (a server told to listen on `port`) until the block ends; fail the test
+    with the server's own log when it exits or does not answer within 60 s."""
+    import pytest
+
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, **popen)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"{name} did not start: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"{name} did not answer within 60 s")
+            time.sleep(0.1)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 class Cluster:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.pg import free_port
+from tests.pg import free_port, loopback_server
 
 __all__ = ["GuardedStore", "S3Bucket", "guarded_s3", "s3", "s3_server"]
 
@@ -30,27 +30,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("moto's server is needed: .venv/bin/pip install -e '.[dev]' (moto[server])")
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"moto's server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("moto's server did not answer within 30 s")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with loopback_server("moto's server", command, port, log):
+        yield f"http://127.0.0.1:{port}"
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,8 @@ def resolve(name: str, spec: IcebergConnection, base_dir: Path) -> ResolvedIcebe
     }
     if uri.startswith(("http://", "https://")):
         properties.update(type="rest", uri=uri)
+        if "credential" in properties:  # the protocol's own token endpoint, said outright
+            properties.setdefault("oauth2-server-uri", f"{uri.rstrip('/')}/v1/oauth/tokens")
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         path = path if path.is_absolute() else (base_dir / path).resolve()
@@ -136,9 +138,8 @@ def resolve(name: str, spec: IcebergConnection, base_dir: Path) -> ResolvedIcebe
         )
     if spec.warehouse is not None:
         warehouse = spec.warehouse
-        properties["warehouse"] = (
-            warehouse if "://" in warehouse else _local_uri(warehouse, base_dir)
-        )
+        local = "://" not in warehouse and properties["type"] != "rest"  # REST: a name it serves
+        properties["warehouse"] = _local_uri(warehouse, base_dir) if local else warehouse
     return ResolvedIceberg(spec.catalog or name, properties)
 
 

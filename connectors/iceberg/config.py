@@ -55,7 +55,8 @@ class IcebergConnection(ConfigModel):
     warehouse: str | None = Field(
         None,
         description="Where new tables' files go: a folder (relative to the pipeline file) or "
-        "a URI (s3://...). A REST catalog may choose it itself.",
+        "a URI (s3://...). For a REST catalog, the warehouse it serves, passed as written "
+        "(often a name; the catalog may choose one itself).",
         json_schema_extra=PATH,
     )
     catalog: str | None = Field(
@@ -65,7 +66,9 @@ class IcebergConnection(ConfigModel):
     )
     properties: dict[str, str] = Field(
         default_factory=dict,
-        description="Other catalog properties pyiceberg takes (s3.endpoint, token, ...); "
+        description="Other catalog properties pyiceberg takes: a REST catalog's `token` "
+        "(a bearer token) or `credential` (`client_id:secret`, exchanged at the catalog's "
+        "/v1/oauth/tokens unless `oauth2-server-uri` says where), `s3.endpoint`, ...; "
         "values may be ${env:...} references.",
     )
 

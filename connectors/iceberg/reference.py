@@ -13,19 +13,25 @@ SECTIONS = (
         IcebergConnection,
         "An Iceberg catalog (needs `pip install 'arrowline[iceberg]'`). Without a connection, "
         "tables live in the embedded catalog: `.arrowline/iceberg/` beside the pipeline file, "
-        "SQLite and a local warehouse, nothing to run.",
+        "SQLite and a local warehouse, nothing to run. A REST catalog (Polaris, Lakekeeper, "
+        "Gravitino, Nessie, ...) takes a bearer `token` or an OAuth `credential` in "
+        "`properties`; a table's namespace may then be nested (`a.b.table`), its parents "
+        "created as needed.",
         """\
 connections:
   lake: {kind: iceberg, uri: "postgresql://etl:${env:CATALOG_PW}@db/catalog",
-         warehouse: s3://lake/warehouse, properties: {s3.endpoint: "http://minio:9000"}}""",
+         warehouse: s3://lake/warehouse, properties: {s3.endpoint: "http://minio:9000"}}
+  rest: {kind: iceberg, uri: "https://catalog.example.com/api/catalog", warehouse: analytics,
+         properties: {credential: "${env:CATALOG_CLIENT}", scope: PRINCIPAL_ROLE:ALL}}""",
     ),
     Section(
         "extract: from: iceberg",
         IcebergSource,
         "Streams an Iceberg table as Arrow record batches. `snapshot_id` or `as_of` read an "
-        "older snapshot; `incremental: true` reads only the rows appended since the snapshot "
-        "the last run read up to, and adds the column `_iceberg_sequence`, the run's "
-        "watermark. `plan` knows the schema from the table's metadata.",
+        "older snapshot; `incremental: true` reads only the rows written since the snapshot "
+        "the last run read up to (a merge's rewritten rows among them), and adds the column "
+        "`_iceberg_sequence`, the run's watermark. `plan` knows the schema from the table's "
+        "metadata.",
         """\
 extract: {from: iceberg, table: sales.orders, filter: "region = 'EU'", incremental: true}""",
     ),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -140,14 +141,14 @@ def _write(
             if config.mode == "replace" and table.current_snapshot() is not None:
                 # first, while the old schema and spec still describe the old files
                 emptied = parse_condition(config.predicate or "true", "predicate")
-                tx.delete(emptied, snapshot_properties=snapshot_properties)
+                _delete(tx, emptied, snapshot_properties)
             schema, changes = evolve_schema(tx, table, given, config, label)
             if config.mode in ("append", "replace"):
                 within = config.predicate if config.mode == "replace" else None
                 _append(tx, table.io, input_reader(source, schema, within), snapshot_properties)
             elif config.mode == "apply" and truncated:  # after a truncate: only the upserts
                 if table.current_snapshot() is not None:
-                    tx.delete(parse_condition("true", "predicate"), snapshot_properties)
+                    _delete(tx, parse_condition("true", "predicate"), snapshot_properties)
                 _append(tx, table.io, _upserts(connection, schema), snapshot_properties)
             elif config.mode == "apply":
                 metrics = merge_files(
@@ -214,10 +215,19 @@ def _upserts(connection: duckdb.DuckDBPyConnection, schema: pa.Schema) -> pa.Rec
     return cast_reader(rows.to_arrow_reader(65_536), schema)
 
 
+def _delete(tx: Transaction, condition: Any, snapshot_properties: dict[str, str]) -> None:
+    """Delete the rows `condition` matches; matching none (a replace of a new partition) is
+    no news, though pyiceberg warns of it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+        tx.delete(condition, snapshot_properties=snapshot_properties)
+
+
 def _create(catalog: Catalog, config: IcebergSink, given: pa.Schema) -> Transaction:
     """A transaction creating the table: its first rows commit with it, or nothing does."""
-    namespace = config.table.rsplit(".", 1)[0]
-    catalog.create_namespace_if_not_exists(namespace)
+    levels = config.table.split(".")[:-1]
+    for depth in range(1, len(levels) + 1):  # a nested namespace's parents first
+        catalog.create_namespace_if_not_exists(tuple(levels[:depth]))
     schema = iceberg_schema(given)
     spec = partition_spec(schema, config)
     return catalog.create_table_transaction(config.table, schema, partition_spec=spec)

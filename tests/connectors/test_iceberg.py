@@ -142,6 +142,13 @@ def test_replace_makes_the_table_the_input_or_only_the_predicates_rows(tmp_path:
     assert catalog(tmp_path).load_table("ns.t").spec().fields == ()
 
 
+def test_replace_of_a_partition_the_table_lacks_adds_it_quietly(tmp_path: Path) -> None:
+    config = sink(mode="replace", predicate="day = 'd2'", partition_by=["day"])
+    load(tmp_path, pa.table({"id": [1], "day": ["d1"]}), sink(partition_by=["day"]), "r1")
+    load(tmp_path, pa.table({"id": [2], "day": ["d2"]}), config, "r2")  # nothing to delete
+    assert [(r["id"], r["day"]) for r in rows(tmp_path)] == [(1, "d1"), (2, "d2")]
+
+
 def test_merge_updates_and_inserts_and_rewrites_only_files_holding_the_keys(
     tmp_path: Path,
 ) -> None:
