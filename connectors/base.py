@@ -420,11 +420,14 @@ class Connector(ABC):
         `open`."""
         return None
 
-    def release(self, config: ConfigModel, watermark: Watermark, ctx: ConnectorContext) -> None:
+    def release(
+        self, config: ConfigModel, watermark: Watermark | None, ctx: ConnectorContext
+    ) -> None:
         """Every load of an incremental source's rows committed them up to `watermark`: free
         what the source holds until then (a replication slot's WAL). Called after the commits;
         when it fails or the process dies first, nothing is lost, and the source does it on
-        its next read."""
+        its next read. None, for a `release_group` only: none of the group committed or has
+        output to load, so each starts from a snapshot of its own: free everything."""
         return
 
     def source_status(self, config: ConfigModel, ctx: ConnectorContext) -> dict[str, Any] | None:

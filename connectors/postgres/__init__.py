@@ -195,7 +195,9 @@ class PostgresConnector(Connector):
 
         return open_part(config, piece, ctx)
 
-    def release(self, config: ConfigModel, watermark: Watermark, ctx: ConnectorContext) -> None:
+    def release(
+        self, config: ConfigModel, watermark: Watermark | None, ctx: ConnectorContext
+    ) -> None:
         assert isinstance(config, PostgresSource)
         if config.cdc is not None:
             from connectors.postgres.cdc.source import release

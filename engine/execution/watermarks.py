@@ -50,7 +50,7 @@ class WatermarkBroker:
         self._committed: dict[str, dict[str, Watermark]] = {}
         """extract -> sink -> the watermark its load committed in this run."""
         self._groups: dict[tuple[str, ...], PlannedTask] = {}
-        """Extracts sharing what they release -> one of them that committed in this run."""
+        """Extracts sharing what they release -> one of them that ran in this run."""
         self._repairs: list[tuple[str, str, Watermark | None, str | None]] = []
         """(task, sink, its value, the run that committed it): mirrors to repair."""
         self._lock = threading.Lock()
@@ -88,6 +88,7 @@ class WatermarkBroker:
         A sink's value written by this very run (a resume, re-running the extract) is taken
         as it was before the run: the run's load of it runs again and replaces what it wrote
         (a file sink's parts are named by the run), so it needs those rows again."""
+        self._joined(task)
         if self.plan.full_refresh:
             return None
         if not task.watermark_sinks:
@@ -241,14 +242,23 @@ class WatermarkBroker:
                 if least is not None:
                     self._release(extract, least)
 
-    def _release(self, extract: PlannedTask, watermark: Watermark) -> None:
+    def _group(self, extract: PlannedTask) -> tuple[str, ...]:
         owner, config = extract.spec.connector, extract.spec.extract
-        if owner is None or config is None:
-            return
-        group = owner.release_group(config, extract.id)
-        if group:  # its siblings may still read from before: once the run has ended
+        return owner.release_group(config, extract.id) if owner and config else ()
+
+    def _joined(self, extract: PlannedTask) -> None:
+        """An extract sharing what it releases ran: its group settles at the run's end, even
+        when none of it commits (what the source holds is then needed by none of them)."""
+        group = self._group(extract)
+        if group:
             with self._lock:
-                self._groups[group] = extract
+                self._groups.setdefault(group, extract)
+
+    def _release(self, extract: PlannedTask, watermark: Watermark) -> None:
+        if extract.spec.connector is None or extract.spec.extract is None:
+            return
+        if self._group(extract):  # its siblings may still read from before: once the run ended
+            self._joined(extract)
             return
         self._free(extract, watermark)
 
@@ -260,10 +270,11 @@ class WatermarkBroker:
             groups, self._groups = self._groups, {}
         for group, extract in groups.items():
             known = [w for w in map(self._committed_by, group) if w is not None]
-            if known:
-                self._free(extract, min(known))
+            # none committed and none has output to load: each reads from a snapshot of its
+            # own next time, so all the source holds for them is free (no WAL kept for them)
+            self._free(extract, min(known) if known else None)
 
-    def _free(self, extract: PlannedTask, watermark: Watermark) -> None:
+    def _free(self, extract: PlannedTask, watermark: Watermark | None) -> None:
         owner, config = extract.spec.connector, extract.spec.extract
         assert owner is not None
         assert config is not None
@@ -273,7 +284,7 @@ class WatermarkBroker:
             logger.warning(
                 "{}: could not release what the source holds up to {}: {}",
                 extract.id,
-                watermark.describe(),
+                watermark.describe() if watermark else "now",
                 exc,
             )
 

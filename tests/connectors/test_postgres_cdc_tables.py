@@ -381,6 +381,58 @@ def test_a_resume_loads_a_snapshot_whose_loads_failed_though_another_table_moved
     assert copy == dict(source.rows("select id, name from customers"))
 
 
+def test_runs_whose_every_load_failed_keep_only_what_a_resume_needs(
+    source: Source, project: Path, cli: Run
+) -> None:
+    make(source, "orders", "customers")
+    write(project, "orders", "customers")
+    text = (project / "pipeline.yaml").read_text()
+    (project / "pipeline.yaml").write_text(text.replace("path: out.duckdb", "path: bad/o.duckdb"))
+    (project / "bad").write_text("not a folder")  # every load fails
+    assert cli("run", "pipeline.yaml").exit_code == 1
+    change(source, "orders", 1)  # WAL written after the slot was made
+    change(source, "customers", 2)
+    ((before,),) = source.rows("select pg_current_wal_lsn()::text")
+    assert cli("run", "pipeline.yaml").exit_code == 1
+    # no table committed; this run's snapshots, which a resume loads, are past `before`: the
+    # slot keeps nothing from before them (it kept the first run's start until it ended)
+    confirmed, _ = source.slot(SLOT) or (0, 0)
+    assert confirmed >= lsn(before)
+    (project / "pipeline.yaml").write_text(text)
+    change(source, "orders", 3)
+    ok(cli("run", "pipeline.yaml"))
+    change(source, "orders", 4)
+    change(source, "customers", 5)
+    ok(cli("run", "pipeline.yaml"))
+    same(source, project, "orders", "customers")
+
+
+def test_a_slot_no_table_needs_forgets_all_it_holds(source: Source, project: Path) -> None:
+    from connectors.base import ConnectorContext
+    from connectors.postgres.cdc.source import release
+    from connectors.postgres.config import PostgresConnection, PostgresSource
+    from connectors.postgres.connection import resolve
+
+    make(source, "orders")
+    source.execute(f"select pg_create_logical_replication_slot('{SLOT}', 'pgoutput')")
+    change(source, "orders", 1)
+    confirmed, current = source.slot(SLOT) or (0, 0)
+    assert current > confirmed
+    config = PostgresSource.model_validate(
+        {
+            "from": "postgres",
+            "connection": "src",
+            "table": "public.orders",
+            "cdc": {"tables": ["public.orders"], "slot": SLOT},
+        }
+    )
+    server = resolve("src", PostgresConnection(kind="postgres", uri=source.uri), project)
+    ctx = ConnectorContext(project, "shop", "r1", "shop__orders", connections={"src": server})
+    release(config, ctx, None)  # none of its tables committed or has output to load
+    after, _ = source.slot(SLOT) or (0, 0)
+    assert after >= current
+
+
 def test_max_changes_counts_a_tables_own_changes_so_one_ahead_still_moves(
     source: Source, project: Path, cli: Run
 ) -> None:

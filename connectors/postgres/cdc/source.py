@@ -418,10 +418,12 @@ class _Cut:
         return batch
 
 
-def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark) -> None:
+def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark | None) -> None:
     """The loads committed everything up to `watermark`: the slot may forget it. For a slot
     several tables share, `watermark` is the least any of their tasks committed (the engine
-    asks `release_group`)."""
+    asks `release_group`), or None when none did: each table then reads a snapshot of its own
+    first, which skips the slot's changes from before it, so the slot forgets all it holds
+    rather than keep WAL no table will read."""
     assert config.cdc is not None
     slot_name, _ = _names(config, ctx)
     server: ResolvedPostgres = ctx.connection(config.connection)
@@ -431,9 +433,12 @@ def release(config: PostgresSource, ctx: ConnectorContext, watermark: Watermark)
         slot_lock(session, slot_name) if shared else contextlib.nullcontext(),
     ):
         slot = slot_state(session, slot_name)
-        if slot is not None and slot.confirmed < int(watermark.cursor) + 1:
+        upto = slot.current if watermark is None and slot else None
+        if watermark is not None:
+            upto = int(watermark.cursor) + 1
+        if slot is not None and upto is not None and slot.confirmed < upto:
             fault_point("cdc.before_release")  # the loads committed, the slot not moved
-            advance(session, slot_name, int(watermark.cursor) + 1)
+            advance(session, slot_name, upto)
 
 
 def _over_limit(config: PostgresSource, slot: SlotState | None) -> int | None:
