@@ -200,9 +200,11 @@ def _print_schema_report(report: SchemaReport, the_plan: Plan) -> None:
 
 @click.command()
 @pipeline_argument
+@target_option
 @project_option
 def check(pipeline: str, project_dir: Path | None) -> None:
-    """Try every connection of a pipeline and report each one. Exit 1 if any fails."""
+    """Try every connection of a pipeline (a SQL project's as its target makes them) and
+    report each one. Exit 1 if any fails."""
     from engine.execution.connections import check_connections
 
     with errors(), find_project(project_dir) as project:

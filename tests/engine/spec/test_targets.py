@@ -95,6 +95,7 @@ def test_a_declared_target_reads_as_dbts_target_object(
         ("run", "--no-progress"),
         ("plan",),
         ("validate",),
+        ("check",),
         ("render", "customers"),
         ("trigger", "--direct"),
         ("backfill", "--from", "2024-01-01", "--to", "2024-01-01"),
