@@ -39,7 +39,6 @@ import functools
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -56,6 +55,7 @@ from engine.core.problems import did_you_mean
 from engine.core.runids import is_run_id, new_run_id
 from engine.core.sqltext import sql_identifier, sql_literal, sql_number
 from engine.core.tables import THIS
+from engine.spec.dbt_functions import config, ref, source, source_task, var_of
 from engine.spec.quoted import literal_prints
 from engine.spec.targets import TARGET_PARAM, target_variable
 from engine.spec.template_log import template_log
@@ -170,10 +170,10 @@ class RenderContext:
         adding = task_id in self.incremental
         return {
             "params": params,
-            "ref": _ref,
-            "source": _source,
-            "var": _var_of(params),
-            "config": _config,
+            "ref": ref,
+            "source": source,
+            "var": var_of(params),
+            "config": config,
             "is_incremental": lambda: adding,
             "this": THIS if this is None else this,
             "target": target_variable(params.get(TARGET_PARAM), self.pipeline),
@@ -185,49 +185,6 @@ class RenderContext:
             "pipeline": self.pipeline,
             "task": task_id,
         }
-
-
-_NO_DEFAULT = object()
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def source_task(source: str, table: str) -> str:
-    """The id of the task a SQL project makes of a declared source table."""
-    return f"{source}__{table}"
-
-
-def _source(source: Any, table: Any) -> str:
-    """`{{ source('shop', 'orders') }}`: the table of the task a SQL project makes of that
-    declared source (engine.spec.sqlproject); validation checks it is declared."""
-    return _ref(source_task(str(source), str(table)))
-
-
-def _ref(*names: Any) -> str:
-    """`{{ ref('orders') }}` (or dbt's `ref('project', 'orders')`): task `orders`'s table."""
-    if not names or not isinstance(names[-1], str) or not _IDENTIFIER.fullmatch(names[-1]):
-        raise ValueError(f"ref({', '.join(map(repr, names))}): a task id is letters, digits, _")
-    return names[-1]
-
-
-def _config(**settings: Any) -> str:
-    """`{{ config(materialized='ephemeral') }}` in a model: read when the project is loaded
-    (engine.spec.sqlproject); it prints nothing."""
-    return ""
-
-
-def _var_of(params: Mapping[str, Any]) -> Callable[..., Any]:
-    """`var` for a template: a plain function (a `partial` would hand a template its `args`,
-    the whole parameter mapping, as an attribute the sandbox allows)."""
-
-    def var(name: Any, default: Any = _NO_DEFAULT) -> Any:
-        """`{{ var('n') }}` is `{{ params.n }}`; `{{ var('n', 3) }}` is 3 without an `n`."""
-        if isinstance(name, str) and name in params:
-            return params[name]
-        if default is not _NO_DEFAULT:
-            return default
-        raise jinja2.UndefinedError(f"var({name!r}) names no parameter")
-
-    return var
 
 
 def _with_macros(

@@ -27,6 +27,7 @@ __all__ = [
     "template_syntax_error",
     "undeclared_names",
     "unfiltered_sql_params",
+    "versioned_refs",
 ]
 
 
@@ -86,6 +87,27 @@ def ordered_refs(text: str) -> list[str]:
         ):
             named.append(str(call.args[-1].value))  # type: ignore[attr-defined]
     return list(dict.fromkeys(named))
+
+
+def versioned_refs(text: str) -> list[tuple[str | None, Any, int]]:
+    """Each `ref(...)` given a model version (dbt's `v=`, `version=`): the model it names
+    (None when not a literal), the version (None when not a literal), and its line."""
+    from engine.spec.dbt_functions import VERSION_KEYWORDS
+
+    if not is_template(text):
+        return []
+    found = []
+    for call in template_environment().parse(text).find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "ref"):
+            continue
+        for keyword in call.kwargs:
+            if keyword.key in VERSION_KEYWORDS:
+                last = call.args[-1] if call.args else None
+                model = last.value if isinstance(last, nodes.Const) else None
+                version = keyword.value.value if isinstance(keyword.value, nodes.Const) else None
+                found.append((model if isinstance(model, str) else None, version, call.lineno))
+                break
+    return found
 
 
 def referenced_sources(text: str) -> set[tuple[str, str]]:

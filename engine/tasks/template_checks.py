@@ -19,6 +19,7 @@ from engine.core.config import sql_fields
 from engine.core.errors import DefinitionError
 from engine.core.files import shown_path
 from engine.core.problems import did_you_mean
+from engine.spec.dbt_functions import versioned_ref
 from engine.spec.model import TaskKind, TaskSpec
 from engine.spec.params import BUILTINS, Param, literal_prints, source_task
 from engine.spec.resolve import template_texts
@@ -32,6 +33,7 @@ from engine.spec.templates import (
     template_syntax_error,
     undeclared_names,
     unfiltered_sql_params,
+    versioned_refs,
 )
 from engine.tasks import kind_of
 
@@ -168,6 +170,11 @@ class TemplateChecks:
                 "ref() takes the id of a task of this pipeline",
                 *(f"ref('{name}')", f'ref("{name}")'),
             )
+        for model, version, line in versioned_refs(text):
+            ok = False
+            message, hint = versioned_ref(model, version, self.known_ids)
+            at = line if place else None  # else the task's key, in the pipeline file
+            self.add("not-supported", message, task, key, hint=hint, file=place, line=at)
         for source, table in sorted(referenced_sources(text)):
             if source_task(source, table) in self.known_ids:
                 continue

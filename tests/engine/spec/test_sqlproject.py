@@ -411,6 +411,40 @@ def test_a_wrong_ref_is_said_once_at_its_line(shop: Path) -> None:
     assert [p.code for p in problems] == ["unknown-ref"], [p.format() for p in problems]
 
 
+def test_a_versioned_ref_is_refused_at_its_line_saying_what_to_write(shop: Path) -> None:
+    """dbt's `ref('m', v=2)`: versions are not supported, said at the call's line with the
+    ref that works (the model itself, or the model of the version's own file)."""
+    model = shop / "models" / "marts" / "orders.sql"
+    text = model.read_text()
+    model.write_text(text.replace("ref('stg_orders')", "ref('stg_orders', v=2)"))
+    line = 1 + next(i for i, t in enumerate(text.splitlines()) if "ref('stg_orders')" in t)
+    with pytest.raises(PipelineInvalid) as invalid:
+        plan(shop)
+    assert isinstance(invalid.value, DefinitionError)
+    (problem,) = [p for p in invalid.value.problems if p.severity == "error"]
+    assert (problem.code, _at(problem)) == ("not-supported", (model, line)), problem.format()
+    assert "ref('stg_orders', v=2): dbt's model versions are not supported" in problem.message
+    assert problem.hint == "write ref('stg_orders'): there are no versions of 'stg_orders' here"
+    shutil.copy(shop / "models" / "staging" / "stg_orders.sql", model.parent / "stg_orders_v2.sql")
+    model.write_text(text.replace("ref('stg_orders')", "ref('stg_orders', version=2)"))
+    (problem,) = [p for p in problems_of(shop) if p.severity == "error"]
+    assert _at(problem) == (model, line)
+    assert problem.hint == "write ref('stg_orders_v2'), the model of that version's file"
+
+
+def test_ref_given_a_version_fails_its_render_saying_so() -> None:
+    from datetime import UTC, datetime
+
+    from engine.core.errors import ParameterError
+    from engine.spec.params import RenderContext, render
+
+    context = RenderContext("p", {}, "r", datetime(2024, 1, 1, tzinfo=UTC))
+    with pytest.raises(ParameterError, match="model versions are not supported"):
+        render("{{ ref('t', v=2) }}", context)
+    with pytest.raises(ParameterError, match="no package="):
+        render("{{ ref('t', package='p') }}", context)
+
+
 def test_a_macro_that_fails_is_said_once_at_the_macros_line(shop: Path) -> None:
     macros = shop / "macros" / "shout.sql"
     macros.write_text(
