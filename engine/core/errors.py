@@ -137,8 +137,8 @@ class ParameterError(ArrowlineError):
         self.expected = expected
         self.received = received
         self.place = place
-        """The macro file (as the pipeline names it) and line where a template failed, when
-        it failed inside a macro rather than in the template itself."""
+        """The file and line where a template failed, when not in the task's own text: a macro
+        file it called (as the pipeline names it), or a hook written elsewhere (absolute)."""
 
 
 class SelectionError(ArrowlineError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -216,7 +217,16 @@ def _rendered_hooks(
     places: dict[str, tuple[str | None, ...]] = {}
     for when in HOOK_WHEN:
         texts = getattr(hooks, when)
-        rendered[when] = tuple(render(t, context, task.id, sql=True, this=this) for t in texts)
         located = [definition.task_location(task.id, "hooks", when, i) for i in range(len(texts))]
+        made = []
+        for number, (text, (file, line)) in enumerate(zip(texts, located, strict=True), 1):
+            try:
+                made.append(render(text, context, task.id, sql=True, this=this))
+            except ParameterError as exc:  # said where the hook is written, not the load
+                at = exc.place or ((str(Path(file).resolve()), line) if file else None)
+                raise ParameterError(
+                    f"{when}-hook {number}: {exc.message}", hint=exc.hint, place=at
+                ) from None
+        rendered[when] = tuple(made)
         places[when] = tuple(f"{f}:{line}" if f and line else f for f, line in located)
     return HooksSpec(**rendered).placed(places)

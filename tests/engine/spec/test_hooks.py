@@ -185,6 +185,31 @@ def test_a_failing_model_hook_names_the_file_and_line_it_is_written_at(
     assert not _rows(shop / "out" / "w.duckdb", "select * from main.audit where model = 'orders'")
 
 
+def test_a_hook_whose_template_fails_to_render_is_said_at_the_hooks_own_line(
+    shop: Path, write: WritePipeline
+) -> None:
+    """A render error (not found by parsing) names the hook's file and line, not its load's;
+    a folder's hook shared by two models is said once."""
+    properties = shop / "models" / "marts" / "schema.yml"
+    properties.write_text(
+        properties.read_text().replace("'property', 0,", "'property', {{ 'a' + 1 }},")
+    )
+    (problem,) = [p for p in problems_of(shop) if p.severity == "error"]
+    assert (Path(problem.file or "").resolve(), problem.line) == (properties, 14), problem.format()
+    assert problem.message.startswith("post-hook 2: template failed: TypeError")
+    properties.write_text(properties.read_text().replace("{{ 'a' + 1 }}", "0"))
+    settings = shop / "arrowline_project.yml"
+    settings.write_text(settings.read_text().replace("'folder', count(*)", "'folder', {{ 1 / 0 }}"))
+    line = next(n for n, t in enumerate(settings.read_text().splitlines(), 1) if "1 / 0" in t)
+    (problem,) = [p for p in problems_of(shop) if p.severity == "error"]  # once: two loads
+    assert (Path(problem.file or "").resolve(), problem.line) == (settings, line), problem.format()
+    assert "ZeroDivisionError" in problem.message
+    path = write("p.yaml", PIPELINE.replace("'pre', count(*)", "'pre', {{ 'a' + 1 }}"))
+    (problem,) = [p for p in problems_of(path) if p.severity == "error"]
+    assert (problem.file, problem.line) == ("p.yaml", 11), problem.format()  # its line
+    assert problem.message.startswith("pre-hook 2: template failed")
+
+
 def test_a_hook_on_a_model_that_is_not_published_is_refused_at_the_hook(project: Path) -> None:
     folder = Path(shutil.copytree(SHOP, project / "unpublished"))
     model = folder / "models" / "marts" / "orders.sql"
