@@ -101,11 +101,13 @@ PROJECT = "\n".join(
         "shop/`); the file takes a pipeline's keys and dbt_project.yml's. `arrowline init FOLDER` "
         "starts one. A dbt project runs as it is: a folder with `dbt_project.yml` and no "
         "`arrowline_project.yml` is read the same way, and the profile it names (`profile:`) "
-        "is read from dbt's `profiles.yml` ($DBT_PROFILES_DIR, the project's folder, then "
-        "~/.dbt) as its `targets:` unless it declares its own: each output is a target of its "
-        "name publishing every model (`type: duckdb`: its `path`, relative to the project's "
+        "is read from dbt's `profiles.yml` (in `--profiles-dir`, else $DBT_PROFILES_DIR, "
+        "either of which must hold one, else the project's folder, then ~/.dbt) as its "
+        "`targets:` unless it declares its own: each output is a target of its name "
+        "publishing every model (`type: duckdb`: its `path`, relative to the project's "
         "folder; `type: postgres`: a connection `dbt_<output>` of its host, port, user, "
-        "password and dbname), the profile's `target:` the default. `{{ env_var('NAME') }}` "
+        "password and dbname), chosen as dbt chooses: `--target`, $ARROWLINE_TARGET, "
+        "$DBT_TARGET, then the profile's `target:`. `{{ env_var('NAME') }}` "
         "in profiles.yml becomes `${env:NAME}` (resolved when a run starts, never printed); "
         "any other template, another output type, or a key not read is an error at its line.",
         "",

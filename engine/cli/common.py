@@ -281,10 +281,30 @@ def _target_callback(
     return choose
 
 
+def _profiles_dir(ctx: click.Context, _: click.Parameter, value: Path | None) -> None:
+    """--profiles-dir FOLDER: where a dbt project's profiles.yml is read
+    (engine.spec.dbt_profiles), for this command, put back when it ends."""
+    from engine.spec.dbt_profiles import PROFILES_DIR_OPTION_ENV
+
+    if value is None:
+        return
+    before = os.environ.get(PROFILES_DIR_OPTION_ENV)
+    os.environ[PROFILES_DIR_OPTION_ENV] = str(value.resolve())
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(PROFILES_DIR_OPTION_ENV, None)
+        else:
+            os.environ[PROFILES_DIR_OPTION_ENV] = before
+
+    ctx.call_on_close(restore)
+
+
 def _target_option(
     strict: bool, help_text: str
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
+    """--target, and dbt's --profiles-dir beside it (the profile's outputs are the targets)."""
+    target = click.option(
         "--target",
         metavar="NAME",
         type=_TargetName(),
@@ -294,6 +314,18 @@ def _target_option(
         callback=_target_callback(strict),
         help=help_text,
     )
+    profiles_dir = click.option(
+        "--profiles-dir",
+        metavar="FOLDER",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_profiles_dir,
+        help="The folder of a dbt project's profiles.yml (default: $DBT_PROFILES_DIR, else "
+        "the project's folder, else ~/.dbt). It must hold profiles.yml.",
+    )
+    return lambda command: target(profiles_dir(command))
 
 
 target_option = _target_option(

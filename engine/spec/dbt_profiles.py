@@ -3,8 +3,8 @@
 
 dbt keeps where models go outside the project, in a profile:
 
-    shop:                          # profiles.yml: $DBT_PROFILES_DIR, the project's folder,
-      target: dev                  # or ~/.dbt, the first that has one
+    shop:                          # profiles.yml: in --profiles-dir, else $DBT_PROFILES_DIR,
+      target: dev                  # else the project's folder, else ~/.dbt
       outputs:
         dev: {type: duckdb, path: shop.duckdb, schema: main, threads: 4}
         prod:
@@ -15,6 +15,11 @@ dbt keeps where models go outside the project, in a profile:
           password: "{{ env_var('SHOP_PG_PASSWORD') }}"
           dbname: analytics
           schema: marts
+
+A folder given by --profiles-dir or $DBT_PROFILES_DIR must be one holding profiles.yml: another
+is an error, not a quiet fall back to the project's own. The target is chosen as dbt chooses it:
+`--target`, else $ARROWLINE_TARGET, else $DBT_TARGET (which must name one of the profile's
+outputs), else the profile's `target:`.
 
 Each output becomes a target of the same name (`--target prod`), publishing every model into its
 database: a DuckDB output's `path` (relative to the project's folder, as every path of a
@@ -35,15 +40,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.core.problems import Problem
+from engine.core.problems import Problem, did_you_mean
 from engine.core.yaml_source import SourceMap
 
 if TYPE_CHECKING:
     from connectors.base import Connector
 
-__all__ = ["DBT_PROJECT_FILE", "profile_targets", "unread_files"]
+__all__ = [
+    "DBT_PROJECT_FILE",
+    "DBT_TARGET_ENV",
+    "PROFILES_DIR_ENV",
+    "PROFILES_DIR_OPTION_ENV",
+    "profile_targets",
+    "unread_files",
+]
 
 DBT_PROJECT_FILE = "dbt_project.yml"
+PROFILES_DIR_ENV = "DBT_PROFILES_DIR"
+PROFILES_DIR_OPTION_ENV = "ARROWLINE_PROFILES_DIR_OPTION"
+"""Set (to the folder, made absolute) by the command line's `--profiles-dir`."""
+DBT_TARGET_ENV = "DBT_TARGET"
 _ENV_VAR = re.compile(
     r"""\{\{\s*env_var\(\s*(['"])([A-Za-z_][A-Za-z0-9_]*)\1\s*(?:,\s*(['"])(.*?)\3\s*)?\)"""
     r"""\s*(?:\|\s*(?:int|as_number|as_text|string)\s*)?\}\}"""
@@ -70,16 +86,19 @@ def profile_targets(
     env = os.environ if environ is None else environ
     found = _profiles_file(file.parent, env)
     line = source.line_of(("profile",)) if source is not None else None
+    if isinstance(found, Problem):
+        return [Problem(found.code, found.message, file=str(file), line=line, hint=found.hint)]
     if found is None:
         return [
             Problem(
                 "missing-file",
-                f"profile {name!r}: no profiles.yml in $DBT_PROFILES_DIR, {file.parent} or "
-                "~/.dbt, so the project has no target to publish into",
+                f"profile {name!r}: no profiles.yml in {file.parent} or ~/.dbt, so the "
+                "project has no target to publish into",
                 file=str(file),
                 line=line,
-                hint="write the profile in profiles.yml beside dbt_project.yml, or declare "
-                "`targets:` in the project file",
+                hint="write the profile in profiles.yml beside dbt_project.yml (or give its "
+                "folder with --profiles-dir or $DBT_PROFILES_DIR), or declare `targets:` in "
+                "the project file",
             )
         ]
     from engine.core.yaml_source import read_yaml_file
@@ -103,6 +122,15 @@ def profile_targets(
     outputs = {str(output): settings for output, settings in profile["outputs"].items()}
     default = data.get("target", reader.value((name, "target"), profile.get("target")))
     asked = chosen_name(env)[0]
+    from_dbt = None if asked else env.get(DBT_TARGET_ENV) or None
+    if from_dbt is not None and from_dbt not in outputs:
+        reader.wrong(
+            (name, "outputs"),
+            f"${DBT_TARGET_ENV} names no output of profile {name!r}: {from_dbt!r} (its "
+            f"outputs: {', '.join(map(repr, outputs))}).{did_you_mean(from_dbt, list(outputs))}",
+        )
+        return reader.problems
+    default = from_dbt or default
     chosen = asked or default or next(iter(outputs), None)
     if chosen not in outputs and not asked and "target" not in data:
         reader.wrong(
@@ -129,15 +157,42 @@ def profile_targets(
     if reader.problems or not targets:  # said where they are, not again as a missing target
         return reader.problems
     data["targets"] = targets
-    if "target" not in data and isinstance(default, str) and default in targets:
+    overrides = from_dbt is not None or "target" not in data  # $DBT_TARGET over the file's
+    if overrides and isinstance(default, str) and default in targets:
         data["target"] = default
     return reader.problems
 
 
-def _profiles_file(project: Path, env: Mapping[str, str]) -> Path | None:
-    """Where dbt looks for profiles.yml, in its order."""
-    folders = [Path(env["DBT_PROFILES_DIR"])] if env.get("DBT_PROFILES_DIR") else []
-    folders += [project, Path.home() / ".dbt"]
+def _profiles_file(project: Path, env: Mapping[str, str]) -> Path | Problem | None:
+    """Where dbt looks for profiles.yml, in its order: the folder the command line or the
+    environment gives (which must hold one: what is wrong with it is returned), else the
+    project's folder, else ~/.dbt; None when none has one."""
+    for variable, said in (
+        (PROFILES_DIR_OPTION_ENV, "--profiles-dir"),
+        (PROFILES_DIR_ENV, f"${PROFILES_DIR_ENV}"),
+    ):
+        value = env.get(variable)
+        if not value:
+            continue
+        folder = Path(value).expanduser()
+        wrong = (
+            "does not exist"
+            if not folder.exists()
+            else "is not a folder"
+            if not folder.is_dir()
+            else "holds no profiles.yml"
+            if not (folder / "profiles.yml").is_file()
+            else None
+        )
+        if wrong is None:
+            return folder / "profiles.yml"
+        return Problem(
+            "missing-file",
+            f"{said} {value!r} {wrong}: it names the folder of dbt's profiles.yml",
+            hint=f"give the folder that holds profiles.yml, or leave {said} out to read the "
+            "project's folder, then ~/.dbt",
+        )
+    folders = [project, Path.home() / ".dbt"]
     return next((f / "profiles.yml" for f in folders if (f / "profiles.yml").is_file()), None)
 
 

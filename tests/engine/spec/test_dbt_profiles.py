@@ -411,3 +411,95 @@ def test_a_source_table_that_cannot_be_read_is_said_at_its_line_before_a_run(
     text = " ".join(done.output.split())
     assert "_sources.yml:5: error: source table stripe.payments" in text
     assert said in text
+
+
+def test_dbt_target_chooses_the_output_after_target_and_before_the_profiles_default(
+    project_dir: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    profiles = project / "profiles.yml"
+    profiles.write_text(profiles.read_text() + "    ci: {type: duckdb, path: out/ci.duckdb}\n")
+    monkeypatch.setenv("DBT_TARGET", "ci")
+    done = cli("run", project, "--no-progress")
+    assert done.exit_code == 0, done.output
+    assert (project / "out" / "ci.duckdb").is_file()
+    assert not (project / "out" / "dev.duckdb").exists()
+    done = cli("run", project, "--no-progress", "--target", "dev")  # the command line wins
+    assert done.exit_code == 0, done.output
+    assert (project / "out" / "dev.duckdb").is_file()
+    monkeypatch.setenv("DBT_TARGET", "cii")
+    for command in ("validate", "run", "check"):
+        wrong = cli(command, project, *(("--no-progress",) if command == "run" else ()))
+        assert wrong.exit_code != 0, wrong.output
+        said = " ".join((wrong.output + wrong.stderr).split())
+        assert "$DBT_TARGET names no output of profile 'shop': 'cii'" in said, said
+        assert "(its outputs: 'dev', 'prod', 'ci'). Did you mean 'ci'?" in said
+        assert "profiles.yml:4: error" in said  # where the profile's outputs start
+
+
+def test_a_profiles_folder_given_must_hold_profiles_yml_and_the_option_wins(
+    project_dir: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    elsewhere = project_dir / "profiles"
+    elsewhere.mkdir()
+    text = (project / "profiles.yml").read_text()
+    (elsewhere / "profiles.yml").write_text(text.replace("out/dev.duckdb", "out/other.duckdb"))
+    line = 1 + next(
+        n
+        for n, row in enumerate((project / "dbt_project.yml").read_text().splitlines())
+        if row.startswith("profile:")
+    )
+    empty = project_dir / "empty"
+    empty.mkdir()
+    for value, wrong in (
+        (project_dir / "nowhere", "does not exist"),
+        (project / "profiles.yml", "is not a folder"),
+        (empty, "holds no profiles.yml"),
+    ):
+        monkeypatch.setenv("DBT_PROFILES_DIR", str(value))
+        done = cli("run", project, "--no-progress")  # not the project's own profiles.yml
+        assert done.exit_code != 0, done.output
+        said = " ".join((done.output + done.stderr).split())
+        assert f"dbt_project.yml:{line}: error" in said, said
+        assert f"$DBT_PROFILES_DIR '{value}' {wrong}" in said, said
+    assert not (project / "out").exists()
+    done = cli("run", project, "--no-progress", "--profiles-dir", elsewhere)  # over the env's
+    assert done.exit_code == 0, done.output
+    assert (project / "out" / "other.duckdb").is_file()
+    monkeypatch.delenv("DBT_PROFILES_DIR")
+    done = cli("validate", project, "--profiles-dir", empty)
+    assert done.exit_code != 0
+    assert f"--profiles-dir '{empty}' holds no profiles.yml" in " ".join(done.output.split())
+    done = cli("validate", project, "--profiles-dir", project_dir / "nowhere")
+    assert done.exit_code == 2
+    assert "does not exist" in done.stderr
+
+
+def test_check_tries_the_connection_of_the_target_dbt_target_names_without_its_secret(
+    project_dir: Path,
+    pg: PgSchema,
+    pg_uri: str,
+    cli: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = dbt_project(project_dir / "shop", pg.schema, pg_uri, schema=pg.schema)
+    profiles = project / "profiles.yml"
+    secret = "literal-s3cr3t-in-profiles"  # written in the file, not through env_var()
+    profiles.write_text(
+        profiles.read_text().replace("\"{{ env_var('DBTP_PASSWORD') }}\"", f'"{secret}"')
+    )
+    monkeypatch.setenv("DBT_TARGET", "prod")
+    for args in (("check", project), ("check", project, "--target", "prod")):
+        done = cli(*args)
+        assert done.exit_code == 0, done.output
+        assert "dbt_prod" in done.output
+        assert secret not in done.output + done.stderr
+    for command in (("plan", project), ("run", project, "--no-progress")):
+        done = cli(*command)
+        assert done.exit_code == 0, done.output
+        assert secret not in done.output + done.stderr
+    assert pg.rows(f"select count(*) from {pg.table('orders')}") == [(7,)]
+    done = cli("check", project, "--target", "prdo")
+    assert done.exit_code != 0
+    assert "Did you mean 'prod'?" in " ".join((done.output + done.stderr).split())
