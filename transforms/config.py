@@ -10,7 +10,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Tag, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from engine.core.config import CODE, SQL, ConfigModel
@@ -96,11 +96,25 @@ class SqlSpec(ConfigModel):
     def _shorthand(cls, value: Any) -> Any:
         return {"query": value} if isinstance(value, str) else value
 
+    _template_file: str | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _query_or_file(self) -> SqlSpec:
         if (self.query is None) == (self.file is None):
             raise ValueError("set exactly one of 'query' or 'file'")
         return self
+
+    def rendered(self, query: str) -> SqlSpec:
+        """This statement rendered for a run as `query`, knowing the file it was read from."""
+        made = SqlSpec(query=query, incremental=self.incremental)
+        made._template_file = self.file
+        return made
+
+    @property
+    def template_file(self) -> str | None:
+        """The file the statement is written in (as the task names it): its `file`, also once
+        rendered; None for one written inline."""
+        return self.file or self._template_file
 
 
 # ---------------------------------------------------------------------------------------------

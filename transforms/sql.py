@@ -12,6 +12,7 @@ spilled to the workspace's temp folder beyond it. A cancel or timeout interrupts
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -123,13 +124,17 @@ def run_sql(
     Without a `database`, one is started for the statement alone (with `settings`)."""
     import duckdb
 
+    statement = _statement(sql)
+    offset: int | None = None  # the lines before the statement in what DuckDB reads
     with _database(database, settings) as db, db.session() as cursor:
         unregister = cancel.on_cancel(cursor.interrupt) if cancel else None
         try:
-            _register(cursor, inputs, set())
-            statement = _exact_integers(cursor, _statement(sql))
+            _register(cursor, inputs, set())  # errors here are the inputs': no line of ours
+            offset = 1  # `describe (`
+            exact = _exact_integers(cursor, statement)
+            offset = 1 + exact[: exact.index(statement)].count("\n")  # `copy (`, a wrapper
             result = cursor.execute(
-                f"copy (\n{statement}\n) to {sql_literal(str(output))} "
+                f"copy (\n{exact}\n) to {sql_literal(str(output))} "
                 "(format parquet, compression snappy, row_group_size 122880)"
             ).fetchone()
             return int(result[0]) if result else 0
@@ -142,10 +147,13 @@ def run_sql(
             duckdb.OutOfRangeException,
             duckdb.InvalidInputException,
         ) as exc:
-            raise DataError(f"the query failed on the data: {_first_line(exc)}") from None
+            text, line = _said(exc, statement, offset)
+            raise _at_line(DataError(f"the query failed on the data: {text}"), line) from None
         except duckdb.Error as exc:
             # a full disk under the output (or DuckDB's spill folder) is not a bug in the query
-            raise disk_full(exc, output) or TaskError(f"DuckDB: {_first_line(exc)}") from None
+            text, line = _said(exc, statement, offset)
+            full = disk_full(exc, output)
+            raise full or _at_line(TaskError(f"DuckDB: {text}"), line) from None
         finally:
             if unregister:
                 unregister()
@@ -162,13 +170,17 @@ def describe_sql(
     what an ephemeral task checks of its statement before its readers inline it."""
     import duckdb
 
+    statement = _statement(sql)
+    offset: int | None = None
     with _database(database, settings) as db, db.session() as cursor:
         try:
             _register(cursor, inputs, set())
-            relation = cursor.sql(f"select * from (\n{_statement(sql)}\n) limit 0")
+            offset = 1
+            relation = cursor.sql(f"select * from (\n{statement}\n) limit 0")
             return relation.to_arrow_table().schema
         except duckdb.Error as exc:
-            raise TaskError(f"DuckDB: {_first_line(exc)}") from None
+            text, line = _said(exc, statement, offset)
+            raise _at_line(TaskError(f"DuckDB: {text}"), line) from None
 
 
 @contextmanager
@@ -221,6 +233,32 @@ def _exact_integers(connection: duckdb.DuckDBPyConnection, statement: str) -> st
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+_LINE = re.compile(r"^LINE (\d+):(.*)$", re.MULTILINE)
+"""Where DuckDB's message points: `LINE 26:     o.nope as bad,` (the line's text, cut to a
+window with `...` when it is long)."""
+
+
+def _said(exc: BaseException, statement: str, offset: int | None) -> tuple[str, int | None]:
+    """DuckDB's error, and the line of `statement` it points at (the text DuckDB read had
+    `offset` lines before the statement; None: it read another text): said as that line, or
+    None when DuckDB names no line, or one outside the statement or whose text is not there."""
+    text = _first_line(exc)
+    found = _LINE.search(str(exc))
+    if found is None or offset is None:
+        return text, None
+    line = int(found[1]) - offset
+    shown = found[2].strip().removeprefix("...").removesuffix("...").strip()
+    lines = statement.splitlines()
+    if not 1 <= line <= len(lines) or shown not in lines[line - 1]:
+        return text, None
+    return text.replace(f"LINE {found[1]}:", f"LINE {line}:", 1), line
+
+
+def _at_line(error: TaskError, line: int | None) -> TaskError:
+    error.statement_line = line
+    return error
 
 
 def added_to_kept(

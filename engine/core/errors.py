@@ -152,6 +152,12 @@ class StateError(ArrowlineError):
 class TaskError(ArrowlineError):
     """A task failed while running."""
 
+    statement_line: int | None = None
+    """The line of the task's SQL statement (as the task gave it) a database's error points
+    at, when the error says one that can be told (transforms.sql)."""
+    written_at: tuple[str, int | None] | None = None
+    """The file (as messages name it) and line the failing SQL is written at, when known."""
+
 
 class TransientTaskError(TaskError):
     """A failure that may go away on retry: lost connection, timeout, throttling."""

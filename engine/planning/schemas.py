@@ -229,10 +229,15 @@ def _schema_problem(
     match = _MISSING_COLUMN.search(text)
     column = next((g for g in match.groups() if g), None) if match else None
     key = getattr(exc, "key", None)
+    written_at = getattr(exc, "written_at", None)  # a model's line its database error names
     where: dict[str, Any]
     if key is not None:  # a test of the task: where that test is written
         file, line = locate(task.id, *key)
         where = {"file": file or plan.pipeline_file, "line": line}
+    elif written_at is not None:
+        where = {"file": written_at[0], "line": written_at[1]}
+        said = f"{written_at[0]}:{written_at[1]}: " if written_at[1] else f"{written_at[0]}: "
+        text = text.removeprefix(said)
     else:
         where = _at(plan, locate, task.id, task.kind.value)
     if column is not None:

@@ -19,7 +19,6 @@ from engine.spec.hooks import HOOK_WHEN, HooksSpec
 from engine.spec.model import KIND_FIELDS, TaskKind, TaskSpec
 from engine.spec.params import RenderContext, is_template, literal_prints, render
 from engine.spec.templates import referenced_params
-from transforms.config import SqlSpec
 
 __all__ = ["render_task", "sql_text", "template_texts", "test_blocks_as_macros"]
 
@@ -162,7 +161,7 @@ def render_task(task: TaskSpec, context: RenderContext, definition: Definition) 
     config = getattr(task, kind_field)
     if task.kind is TaskKind.SQL:
         statement = render(sql_text(task, definition), context, task.id, sql=True)
-        rendered: BaseModel = SqlSpec(query=statement, incremental=config.incremental)
+        rendered: BaseModel = config.rendered(statement)
         if any(t.sql is not None for t in task.tests):
             tests = tuple(
                 t

@@ -24,6 +24,7 @@ from engine.tasks.base import (
     TaskOutcome,
     dry_run,
 )
+from engine.tasks.sql_errors import said_in_file
 from lineage.graph import LineageGraph, add_edges, add_unresolved, sql_columns
 from lineage.tables import SqlSyntaxError, parse_select, referenced_tables
 
@@ -101,26 +102,30 @@ class Sql:
         from transforms.sql import added_to_kept, describe_sql, run_sql
 
         assert context.task.sql is not None
+        rendered = context.task.sql
         if context.task.spec.materialize == "ephemeral":
             # Its readers run the statement inside theirs; binding it here finds what is wrong
             # with it under its own name, and the schema lineage and `plan` show.
-            schema = describe_sql(context.task.sql, context.inputs, database=context.duckdb)
-            query = InlineQuery(context.task.sql, dict(context.inputs))
+            with said_in_file(context.task, context.base_dir, rendered):
+                schema = describe_sql(rendered, context.inputs, database=context.duckdb)
+            query = InlineQuery(rendered, dict(context.inputs))
             table = InputTable(context.task.id, context.run_id, (), schema, 0, query=query)
             return TaskOutcome(0, 0, produces_output=False, handed_over=table)
-        statement = context.task.sql
+        statement = rendered
         incremental = context.task.spec.sql.incremental if context.task.spec.sql else None
         if incremental is not None and THIS in context.inputs:  # add to the kept output
             kept = context.inputs[THIS].schema.names
-            new = describe_sql(statement, context.inputs, database=context.duckdb).names
+            with said_in_file(context.task, context.base_dir, rendered):
+                new = describe_sql(statement, context.inputs, database=context.duckdb).names
             statement = added_to_kept(statement, incremental, kept, new)
-        rows = run_sql(
-            statement,
-            context.inputs,
-            context.staging / OUTPUT_FILE,
-            database=context.duckdb,
-            cancel=context.cancel,
-        )
+        with said_in_file(context.task, context.base_dir, statement):
+            rows = run_sql(
+                statement,
+                context.inputs,
+                context.staging / OUTPUT_FILE,
+                database=context.duckdb,
+                cancel=context.cancel,
+            )
         context.progress(rows)
         stored = 0
         if context.task.spec.tests:  # before the output is published: a failure keeps it back

@@ -1,0 +1,95 @@
+"""A database error of a sql task's statement, said where the statement is written: the file a
+model (or any `sql: {file: ...}`) is in, and the line there when the database points at one
+that can be told.
+
+DuckDB names the line of the text it read; transforms.sql makes that the line of the statement
+it was given (`TaskError.statement_line`). A template's lines are not its rendered statement's:
+a loop makes several of one, a `{% set %}` none. So the rendered lines are lined up with the
+template's by their text (difflib): a rendered line the template holds as it is, or the one
+line a single template line rendered to (a value printed in it), is that template line. Any
+other (a loop's, a macro's) is said as the file alone, with the line of the rendered SQL, not
+a line of the file that might be the wrong one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.core.errors import Cancelled, TaskError
+from engine.core.files import shown_path
+from engine.spec.quoted import literal_prints
+from engine.tasks.base import RenderedTask
+
+__all__ = ["said_in_file", "template_line"]
+
+
+@contextmanager
+def said_in_file(task: RenderedTask, base_dir: Path, statement: str) -> Iterator[None]:
+    """Errors the database raises running `statement` (the task's rendered SQL, or a
+    statement holding it) name the file the task's SQL is written in, and its line there."""
+    try:
+        yield
+    except TaskError as exc:
+        if not exc.transient and not isinstance(exc, Cancelled):
+            _locate(exc, task, base_dir, statement)
+        raise
+
+
+def _locate(error: TaskError, task: RenderedTask, base_dir: Path, statement: str) -> None:
+    spec = task.spec.sql
+    rendered = task.sql
+    if spec is None or spec.template_file is None or rendered is None:
+        return  # inline: said at the task's line in the pipeline file, as every error is
+    path = Path(spec.template_file).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    shown = shown_path(path)
+    told = error.statement_line
+    at = _rendered_line(statement, rendered, told) if told is not None else None
+    line = None
+    if at is not None:
+        try:
+            line = template_line(literal_prints(path.read_text(encoding="utf-8")), rendered, at)
+        except (OSError, UnicodeDecodeError):
+            line = None  # changed under the run: the file alone
+    message = error.message
+    if told is not None:
+        label = f"LINE {line}:" if line is not None else f"rendered LINE {at}:" if at else ""
+        message = message.replace(f"LINE {told}:", label, 1)
+    error.message = f"{shown}{f':{line}' if line is not None else ''}: {message}"
+    error.written_at = (shown, line)
+
+
+def _rendered_line(statement: str, rendered: str, line: int) -> int | None:
+    """The line of `rendered` that line `line` of `statement` is: the same text, or a
+    statement made around it (an incremental model's), where it is found once."""
+    if statement == rendered:
+        return line
+    head = rendered.strip()[:200]
+    if not head or statement.count(head) != 1:
+        return None
+    before = statement[: statement.index(head)].count("\n") - rendered[
+        : rendered.index(head)
+    ].count("\n")
+    found = line - before
+    return found if 1 <= found <= len(rendered.splitlines()) else None
+
+
+def template_line(template: str, rendered: str, line: int) -> int | None:
+    """The line of `template` that line `line` of its rendering comes from, when it can be
+    told (see the module's docstring); None otherwise."""
+    ours = [text.strip() for text in rendered.splitlines()]
+    theirs = [text.strip() for text in template.splitlines()]
+    if not 1 <= line <= len(ours):
+        return None
+    matcher = difflib.SequenceMatcher(None, theirs, ours, autojunk=False)
+    for tag, start, end, first, last in matcher.get_opcodes():
+        if first <= line - 1 < last:
+            if tag == "equal":
+                return start + (line - 1 - first) + 1
+            if tag == "replace" and end - start == 1 and last - first == 1:
+                return start + 1
+            return None
+    return None
