@@ -5,15 +5,18 @@ that can be told.
 DuckDB names the line of the text it read; transforms.sql makes that the line of the statement
 it was given (`TaskError.statement_line`). A template's lines are not its rendered statement's:
 a loop makes several of one, a `{% set %}` none. So the rendered lines are lined up with the
-template's by their text (difflib): a rendered line the template holds as it is, or the one
-line a single template line rendered to (a value printed in it), is that template line. Any
-other (a loop's, a macro's) is said as the file alone, with the line of the rendered SQL, not
-a line of the file that might be the wrong one.
+template's by their text (difflib): a rendered line the template holds as it is is that
+template line. A rendered line in a run the template changed (a value printed, a loop's
+lines) is the one line of the template's run it could be: the line's text outside its prints
+and tags, in order, from its start to its end. Any other (a line of prints alone, or two
+template lines that could have made it) is said as the file alone, with the line of the
+rendered SQL, not a line of the file that might be the wrong one.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,10 +73,8 @@ def _rendered_line(statement: str, rendered: str, line: int) -> int | None:
     head = rendered.strip()[:200]
     if not head or statement.count(head) != 1:
         return None
-    before = statement[: statement.index(head)].count("\n") - rendered[
-        : rendered.index(head)
-    ].count("\n")
-    found = line - before
+    around = statement[: statement.index(head)].count("\n")
+    found = line - around + rendered[: rendered.index(head)].count("\n")
     return found if 1 <= found <= len(rendered.splitlines()) else None
 
 
@@ -89,7 +90,33 @@ def template_line(template: str, rendered: str, line: int) -> int | None:
         if first <= line - 1 < last:
             if tag == "equal":
                 return start + (line - 1 - first) + 1
-            if tag == "replace" and end - start == 1 and last - first == 1:
-                return start + 1
-            return None
+            if tag != "replace":
+                return None
+            could = [n for n in range(start, end) if _renders_as(theirs[n], ours[line - 1])]
+            return could[0] + 1 if len(could) == 1 else None
     return None
+
+
+_TAGS = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}")
+
+
+def _renders_as(template: str, rendered: str) -> bool:
+    """Whether a template line could have rendered as `rendered`: it has text outside its
+    prints and tags (a line of prints alone could be any), and `rendered` is that text in
+    order, starting and ending as the line does, with anything where the prints were."""
+    parts = _TAGS.split(template)
+    if not "".join(parts).strip():
+        return False
+    if len(parts) == 1:
+        return template == rendered
+    first, *middle, last = parts
+    end = len(rendered) - len(last)
+    if not (rendered.startswith(first) and rendered.endswith(last)) or end < len(first):
+        return False
+    at = len(first)
+    for part in middle:
+        found = rendered.find(part, at, end)
+        if found < 0:
+            return False
+        at = found + len(part)
+    return True

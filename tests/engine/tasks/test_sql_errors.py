@@ -67,14 +67,20 @@ def test_a_data_error_on_a_line_with_a_printed_value_names_that_line(shop: Path)
     assert "Could not convert string" in error
 
 
-def test_a_line_a_loop_made_is_said_as_the_file_alone_not_a_guessed_line(shop: Path) -> None:
+def test_a_line_a_loop_made_names_the_loops_line(shop: Path) -> None:
     model = shop / "models" / "marts" / "orders.sql"
-    model.write_text(
-        model.read_text().replace(
-            "coalesce(p.{{ payment_method }}_amount, 0)",
-            "coalesce(p.{{ payment_method }}_amount, 0) + p.nope",
-        )
-    )
+    text = model.read_text()
+    looped = "    coalesce(p.{{ payment_method }}_amount, 0) as {{ payment_method }}_amount,"
+    line = 1 + text.splitlines().index(looped)
+    model.write_text(text.replace(looped, looped.replace(", 0)", ", 0) + p.nope")))
+    error = _error(shop)
+    assert error.startswith(f"shop/models/marts/orders.sql:{line}: DuckDB: Binder Error"), error
+
+
+def test_a_line_that_cannot_be_told_is_said_as_the_file_not_a_guessed_line(shop: Path) -> None:
+    model = shop / "models" / "marts" / "orders.sql"
+    text = model.read_text().replace("    o.status,\n", "    o.status,\n    {{ wrong }}\n")
+    model.write_text("{% set wrong = 'o.nope as bad,' %}\n" + text)
     error = _error(shop)
     assert error.startswith("shop/models/marts/orders.sql: DuckDB: Binder Error"), error
     assert "rendered LINE " in error
@@ -109,7 +115,11 @@ def test_a_model_publishing_into_a_duckdb_file_still_fails_at_its_line(shop: Pat
         ("a\nb\nc", "a\nb\nc", 2, 2),
         ("{{ config() }}\nselect\n  x\nfrom t", "\nselect\n  x\nfrom t", 3, 3),
         ("select\n  {{ c }} as v\nfrom t", "select\n  1 as v\nfrom t", 2, 2),  # one for one
-        ("{% for c in cs %}\n  {{ c }},\n{% endfor %}\nx", "\n  a,\n\n  b,\n\nx", 4, None),
+        ("{% for c in cs %}\n  {{ c }},\n{% endfor %}\nx", "\n  a,\n\n  b,\n\nx", 4, 2),
+        ("{{ cols }}\nfrom t", "a, b\nfrom t", 1, None),  # prints alone: could be anything
+        ("{{ a }},\n{{ b }},\nx", "1,\n2,\nx", 2, None),  # either line could have made it
+        ("{% if a %}\nfrom {{ t }} x\n{% endif %}", "\nfrom t y\n", 2, None),  # not its text
+        ("{% if a %}\nwhere {{ c }} > 1\n{% endif %}", "\nwhere c > 1\n", 2, 2),
         ("a\nb", "a\nb", 3, None),
     ],
 )
@@ -117,3 +127,28 @@ def test_template_line_tells_only_the_lines_it_can(
     template: str, rendered: str, line: int, expected: int | None
 ) -> None:
     assert template_line(template, rendered, line) == expected
+
+
+def test_an_incremental_models_error_adding_to_its_output_names_its_line(project: Path) -> None:
+    """The statement that adds to the kept output is built around the model's: its line is
+    still told."""
+    folder = project / "events"
+    (folder / "models").mkdir(parents=True)
+    (folder / "data").mkdir()
+    (folder / "arrowline_project.yml").write_text(
+        "name: events\nsources:\n  - name: app\n    tables:\n"
+        "      - {name: events, extract: {from: files, path: data/events.csv}}\n"
+    )
+    model = folder / "models" / "latest.sql"
+    model.write_text(
+        "{{ config(materialized='incremental', unique_key='event_id') }}\n"
+        "select event_id, status\n"
+        "from {{ source('app', 'events') }}\n"
+        "{% if is_incremental() %}\n"
+        "where cast(status as integer) > (select count(*) from {{ this }})\n"
+        "{% endif %}\n"
+    )
+    (folder / "data" / "events.csv").write_text("event_id,status\n1,new\n")
+    assert run(folder).ok
+    error = _error(folder, "latest")
+    assert error.startswith("events/models/latest.sql:5: the query failed on the data"), error
