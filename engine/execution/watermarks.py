@@ -291,27 +291,30 @@ class WatermarkBroker:
     def _committed_by(self, task_id: str) -> Watermark | None:
         """The least position the extract `task_id` may still need its source to hold: what
         each of its loads has committed (in this run or an earlier one) or, where one has
-        not, the position of this run's output, which a resume still loads. None when it needs
-        nothing (it reads from a snapshot of its own when it next runs)."""
+        not, the position of every output a resume may still load (this run's, and the
+        kept outputs of earlier runs). None when it needs nothing: no load committed and no
+        output is kept, so it reads from a snapshot of its own when it next runs."""
+        output = None
         if task_id in self.plan and self.plan.task(task_id).watermark_sinks:
             sinks = [sink for sink, _ in self.plan.task(task_id).watermark_sinks]
             with self._lock:
                 here = dict(self._committed.get(task_id, {}))
                 output = self._new.get(task_id)
-            values = [
-                here[sink] if sink in here else _first(self._mirror(task_id, sink), output)
-                for sink in sinks
-            ]
+            values = [here[sink] if sink in here else self._mirror(task_id, sink) for sink in sinks]
         else:  # not in this run: what the catalog holds of it
             rows = self.catalog.watermarks(self.plan.pipeline, task_id)
             values = [Watermark.from_json(row.value) if row.value else None for row in rows]
-        if not values or any(value is None for value in values):
-            return None
-        return Watermark.least(values)
+        committed = [value for value in values if value is not None]
+        if values and len(committed) == len(values):
+            return Watermark.least(committed)
+        loadable = [*committed, *self._kept(task_id), *([output] if output else [])]
+        return Watermark.least(loadable) if loadable else None
 
-
-def _first(*values: Watermark | None) -> Watermark | None:
-    return next((value for value in values if value is not None), None)
+    def _kept(self, task_id: str) -> list[Watermark]:
+        """The positions the kept outputs of `task_id` read up to: a resume loads them."""
+        kept = self.catalog.kept_outputs(self.plan.pipeline, task_id)
+        found = [(row.details or {}).get("watermark") for row, _ in kept]
+        return [Watermark.from_json(saved) for saved in found if saved]
 
 
 def _least(a: Watermark, b: Watermark) -> Watermark:
