@@ -227,7 +227,9 @@ def _create(catalog: Catalog, config: IcebergSink, given: pa.Schema) -> Transact
     """A transaction creating the table: its first rows commit with it, or nothing does."""
     levels = config.table.split(".")[:-1]
     for depth in range(1, len(levels) + 1):  # a nested namespace's parents first
-        catalog.create_namespace_if_not_exists(tuple(levels[:depth]))
+        level = tuple(levels[:depth])
+        if not catalog.namespace_exists(level):  # asked first: creating may not be allowed
+            catalog.create_namespace_if_not_exists(level)
     schema = iceberg_schema(given)
     spec = partition_spec(schema, config)
     return catalog.create_table_transaction(config.table, schema, partition_spec=spec)

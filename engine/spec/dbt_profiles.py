@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.core.problems import Problem, did_you_mean
+from engine.core.secrets import register_secret
 from engine.core.yaml_source import SourceMap
 
 if TYPE_CHECKING:
@@ -213,9 +214,19 @@ class _Profile:
         """A setting's value with `env_var()` read: from the environment now (its default when
         the variable is not set), or, for a password, as a `${env:...}` reference; None when
         it cannot be (said at its line)."""
+        key, unset = str(path[-1]), []
+        if (
+            key in _SECRET_KEYS
+            and isinstance(value, str | int | float)
+            and not isinstance(value, bool)
+        ):
+            value = str(value)  # a password YAML reads as a number is still its text
+            if "${" not in value and "{{" not in value:
+                register_secret(value)  # never shown, whatever error quotes it
+        elif isinstance(value, int | float) and not isinstance(value, bool) and key not in _WHOLE:
+            return str(value)  # dbt renders every setting as text: a user or dbname too
         if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
             return value
-        key, unset = str(path[-1]), []
 
         def read(match: re.Match[str]) -> str:
             variable, default = match.group(2), match.group(4)

@@ -8,8 +8,9 @@ a loop makes several of one, a `{% set %}` none. So the rendered lines are lined
 template's by their text (difflib): a rendered line the template holds as it is is that
 template line. A rendered line in a run the template changed (a value printed, a loop's
 lines) is the one line of the template's run it could be: the line's text outside its prints
-and tags, in order, from its start to its end. Any other (a line of prints alone, or two
-template lines that could have made it) is said as the file alone, with the line of the
+and tags, in order, from its start to its end, where that text has a word in it. Any other (a
+line of prints and punctuation alone, two template lines that could have made it, or a run
+holding a macro's call, whose lines could be any) is said as the file alone, with the line of the
 rendered SQL, not a line of the file that might be the wrong one.
 """
 
@@ -92,12 +93,22 @@ def template_line(template: str, rendered: str, line: int) -> int | None:
                 return start + (line - 1 - first) + 1
             if tag != "replace":
                 return None
+            if any(_prints_lines(text) for text in theirs[start:end]):
+                return None  # a macro's lines could be any of the run's
             could = [n for n in range(start, end) if _renders_as(theirs[n], ours[line - 1])]
             return could[0] + 1 if len(could) == 1 else None
     return None
 
 
 _TAGS = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}")
+_CALLS = re.compile(r"{{[^}]*?(?<![\w.])(\w+)\s*\(")
+_ONE_LINE = frozenset({"ref", "source", "var", "config", "is_incremental", "env_var", "this"})
+"""Template functions that print a name or a value, never lines of SQL."""
+
+
+def _prints_lines(template: str) -> bool:
+    """Whether a template line calls something that may print several lines (a macro)."""
+    return any(name not in _ONE_LINE for name in _CALLS.findall(template))
 
 
 def _renders_as(template: str, rendered: str) -> bool:
@@ -105,8 +116,8 @@ def _renders_as(template: str, rendered: str) -> bool:
     prints and tags (a line of prints alone could be any), and `rendered` is that text in
     order, starting and ending as the line does, with anything where the prints were."""
     parts = _TAGS.split(template)
-    if not "".join(parts).strip():
-        return False
+    if not any(c.isalnum() for c in "".join(parts)):
+        return False  # prints with punctuation (`{{ col }},`) could have made many lines
     if len(parts) == 1:
         return template == rendered
     first, *middle, last = parts

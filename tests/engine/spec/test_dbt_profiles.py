@@ -503,3 +503,26 @@ def test_check_tries_the_connection_of_the_target_dbt_target_names_without_its_s
     done = cli("check", project, "--target", "prdo")
     assert done.exit_code != 0
     assert "Did you mean 'prod'?" in " ".join((done.output + done.stderr).split())
+
+
+def test_a_password_yaml_reads_as_a_number_is_its_text_and_never_shown(
+    project_dir: Path,
+    pg: PgSchema,
+    pg_uri: str,
+    cli: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = dbt_project(project_dir / "shop", pg.schema, pg_uri, schema=pg.schema)
+    profiles = project / "profiles.yml"
+    profiles.write_text(  # dbt renders it as text; a number is still the password
+        profiles.read_text().replace("\"{{ env_var('DBTP_PASSWORD') }}\"", "98765432101")
+    )
+    for args in (("plan", project), ("plan", project, "--target", "prod")):
+        done = cli(*args)
+        assert done.exit_code == 0, done.output
+        assert "98765432101" not in done.output + done.stderr
+    from engine.tasks.checks import load_definition
+
+    monkeypatch.setenv("DBT_TARGET", "prod")
+    spec = load_definition(project / "dbt_project.yml").spec
+    assert spec.connections["dbt_prod"].password == "98765432101"  # type: ignore[union-attr]

@@ -115,7 +115,27 @@ def test_a_model_publishing_into_a_duckdb_file_still_fails_at_its_line(shop: Pat
         ("a\nb\nc", "a\nb\nc", 2, 2),
         ("{{ config() }}\nselect\n  x\nfrom t", "\nselect\n  x\nfrom t", 3, 3),
         ("select\n  {{ c }} as v\nfrom t", "select\n  1 as v\nfrom t", 2, 2),  # one for one
-        ("{% for c in cs %}\n  {{ c }},\n{% endfor %}\nx", "\n  a,\n\n  b,\n\nx", 4, 2),
+        (
+            "{% for c in cs %}\n  sum({{ c }}) as s,\n{% endfor %}\nx",
+            "\n  sum(a) as s,\n\n  sum(b) as s,\n\nx",
+            4,
+            2,
+        ),
+        # a print and a comma: a variable of several lines could have made it too
+        ("{% for c in cs %}\n  {{ c }},\n{% endfor %}\nx", "\n  a,\n\n  b,\n\nx", 4, None),
+        # a macro's lines are not the comma line's before it, nor anyone's
+        (
+            "select\n  {{ 'o.id' }} as i,\n  {{ audit() }}\nfrom o",
+            "select\n  o.id as i,\n  \n  o.nope as i,\nfrom o",
+            4,
+            None,
+        ),
+        (
+            "{% for m in ms %}\n  {{ m }} as x,\n{% endfor %}\nfrom {{ ref('t') }}",
+            "\n  a as x,\n\nfrom main.t",
+            2,
+            2,
+        ),
         ("{{ cols }}\nfrom t", "a, b\nfrom t", 1, None),  # prints alone: could be anything
         ("{{ a }},\n{{ b }},\nx", "1,\n2,\nx", 2, None),  # either line could have made it
         ("{% if a %}\nfrom {{ t }} x\n{% endif %}", "\nfrom t y\n", 2, None),  # not its text
