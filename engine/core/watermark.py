@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -83,7 +84,7 @@ class Watermark:
         return f"{self.cursor!s}{key}"
 
     @staticmethod
-    def least(values: list[Watermark | None]) -> Watermark | None:
+    def least(values: Sequence[Watermark | None]) -> Watermark | None:
         """The least advanced of several (None, meaning 'never loaded', is least of all)."""
         if not values or any(v is None for v in values):
             return None
