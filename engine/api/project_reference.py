@@ -31,7 +31,8 @@ _PROJECT_KEYS = [
         "without `extract:` is read as dbt reads it: from dbt-duckdb's `external_location` "
         "(`meta:` or `config:` of the table or source, `{name}` the identifier) as files, else "
         "from the target's database (`schema`, default the source's name; `identifier`, "
-        "default the table's)",
+        "default the table's). A table no model, macro, test or task names is not read, "
+        "as in dbt",
     ),
     ("`tasks`", "", "any other task (loads, validations), as in a pipeline"),
     (

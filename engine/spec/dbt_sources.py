@@ -12,11 +12,13 @@ the table needs an `extract:` then.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["source_extract"]
+__all__ = ["read_sources", "source_extract"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -78,3 +80,22 @@ def _external_location(holder: Mapping[str, Any]) -> Any:
         if isinstance(settings, Mapping) and settings.get("external_location"):
             return settings["external_location"]
     return None
+
+
+def read_sources(
+    sources: list[dict[str, Any]], files: Iterable[Path], tasks: Any
+) -> list[dict[str, Any]]:
+    """The source tables' tasks something of the project may read: those whose table (or
+    task id) the models', macros' and tests' `files` or the other `tasks` name. dbt reads no
+    source no model reads, so one declared for documentation, or not made yet, is no task
+    (whose extract would read, or fail on, a table nothing uses)."""
+    texts = [*(file.read_text("utf-8", "replace") for file in files)]
+    said = "\n".join([*texts, json.dumps(tasks, default=str)])
+    return [
+        task
+        for task in sources
+        if any(
+            re.search(rf"\b{re.escape(name)}\b", said)
+            for name in (task["id"], task["id"].split("__", 1)[-1])
+        )
+    ]

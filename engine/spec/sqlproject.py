@@ -41,7 +41,7 @@ from engine.core.files import shown_path
 from engine.core.problems import Problem
 from engine.core.yaml_source import Elsewhere, SourceMap
 from engine.spec.dbt_profiles import DBT_PROJECT_FILE, profile_targets, unread_files
-from engine.spec.dbt_sources import source_extract
+from engine.spec.dbt_sources import read_sources, source_extract
 from engine.spec.project_hooks import HOOK_SETTINGS, ProjectHooks
 from engine.spec.project_tests import (
     ProjectTests,
@@ -188,11 +188,9 @@ class _Composer(ProjectTests, ProjectHooks):
         for found_in, declared, lines in self.property_files(model_paths):
             sources += self.declared_sources(declared, ("sources",), lines, found_in)
         self.singular_tests(test_paths, model_paths, set(generic))
-        generated = [
-            *sources,
-            *self.models(model_paths, models),
-            *self.seeds(seed_paths, seeds),
-        ]
+        made_here = [*self.models(model_paths, models), *self.seeds(seed_paths, seeds)]
+        files = [*macro_files, *(p for _, p in project_files([*model_paths, *test_paths], "*.sql"))]
+        generated = [*read_sources(sources, files, [tasks, made_here]), *made_here]
         self.unmatched(models, model_paths, SETTINGS, "models")
         made = {t.get("id") for t in generated}
         for name, [(where, line), *_] in sorted(self.tested_at.items()):

@@ -526,3 +526,26 @@ def test_a_password_yaml_reads_as_a_number_is_its_text_and_never_shown(
     monkeypatch.setenv("DBT_TARGET", "prod")
     spec = load_definition(project / "dbt_project.yml").spec
     assert spec.connections["dbt_prod"].password == "98765432101"  # type: ignore[union-attr]
+
+
+def test_a_source_table_nothing_reads_is_no_task(
+    project_dir: Path, pg: PgSchema, pg_uri: str, cli: Callable[..., Result]
+) -> None:
+    project = dbt_project(project_dir / "shop", pg.schema, pg_uri, schema=pg.schema)
+    (project / SOURCES).write_text(  # refunds: documented, not made yet, read by no model
+        "version: 2\nsources:\n  - name: stripe\n"
+        "    meta: {external_location: 'data/{name}.csv'}\n    tables:\n"
+        "      - name: payments\n      - name: refunds\n"
+    )
+    planned = cli("plan", project)
+    assert planned.exit_code == 0, planned.output
+    assert "stripe__payments" in planned.output
+    assert "stripe__refunds" not in planned.output
+    done = cli("run", project, "--no-progress")  # dbt reads no source no model reads
+    assert done.exit_code == 0, done.output
+    (project / "models" / "refunds_seen.sql").write_text(
+        "select count(*) as n from {{ source('stripe', 'refunds') }}"
+    )
+    planned = cli("plan", project)  # read now: a task, whose file is missing
+    assert "stripe__refunds" in planned.output
+    assert cli("run", project, "--no-progress").exit_code != 0
