@@ -3,8 +3,8 @@
 append adds the rows; replace overwrites the table (or, with `predicate`, the rows matching
 it); apply plays a change stream (connectors.delta.apply); merge runs delta-rs's merge (update
 on matching keys, insert the rest, and with `delete_missing` delete the table's rows whose keys
-the input lacks) after refusing NULL or repeated keys in the input, which DuckDB checks over
-the input's files.
+the input lacks) after refusing NULL or repeated keys in the input, checked over the input's
+key columns in Arrow (connectors.keys: no DuckDB loaded for it).
 
 The commit carries arrowline's ledger entry (connectors.delta.table): the run, the rows, and
 every watermark of the extracts whose rows the table holds. A load whose run already committed
@@ -42,7 +42,7 @@ from connectors.delta.table import (
     translate,
 )
 from connectors.evolution import Column, arrow_type_name, diff, fit_batch, replacing_policy
-from connectors.keys import check_key_columns, check_merge_keys
+from connectors.keys import check_key_columns, check_key_values, input_keys
 from connectors.state import with_changes
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
@@ -181,17 +181,8 @@ def _widen(table: DeltaTable, widen: dict[str, pa.DataType], location: TableAt) 
 
 
 def _check_keys(source: InputTable, config: DeltaSink, table: pa.Schema | None) -> None:
-    import duckdb
-
     check_key_columns(config.keys, source.schema.names, table.names if table else None)
-    connection = duckdb.connect()
-    try:
-        connection.execute(f"create view arrowline_input as select * from {source.duckdb_source()}")
-        check_merge_keys(
-            lambda sql: connection.execute(sql).fetchall(), "arrowline_input", config.keys
-        )
-    finally:
-        connection.close()
+    check_key_values(input_keys(source, config.keys), config.keys)
 
 
 def _merge(
