@@ -1,5 +1,12 @@
 """The copy-on-write merge (see connectors.iceberg.sink): files pruned by the input's key range,
-each candidate read alone, a file holding an input key rewritten without it, one snapshot."""
+each candidate read alone, a file holding an input key rewritten without it, one snapshot.
+
+With one key and every table column in the input (the common merge), no DuckDB is loaded: the
+input's keys come from its files in Arrow (connectors.keys), and each candidate file's key
+column is looked up in them a large batch at a time (`is_in` hashes the input's keys once a
+batch), which leaves a mask of its matching rows (a bit a row); its rows are then read a
+small batch at a time and filtered by that mask. Several keys, or table columns the input
+lacks (their values are carried into the updated rows), join in DuckDB over the input's files."""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from connectors.iceberg.catalog import (
     parse_condition,
 )
 from connectors.iceberg.config import IcebergSink
-from connectors.keys import check_key_columns, check_merge_keys
+from connectors.keys import check_key_columns, check_key_values, input_keys
 from engine.core.errors import DataError
 from engine.core.faults import fault_point
 from engine.core.sqltext import quote_identifier
@@ -27,10 +34,36 @@ if TYPE_CHECKING:
 
 from connectors.iceberg.files import cast_reader, counting, data_files, input_reader
 
-__all__ = ["check_merge_input", "merge_files"]
+__all__ = ["InputSQL", "check_merge_input", "merge_files"]
 
 
-def file_batches(table: Table, task: Any, projected: Any) -> Iterator[pa.RecordBatch]:
+class InputSQL:
+    """DuckDB over the load's input as the view `arrowline_input`, connected when first
+    asked: an append, a replace and a one-key merge of the table's columns never ask, and
+    DuckDB costs ~40 MB of such a load's peak."""
+
+    def __init__(self, source: InputTable) -> None:
+        self._source = source
+        self._connection: duckdb.DuckDBPyConnection | None = None
+
+    def __call__(self) -> duckdb.DuckDBPyConnection:
+        if self._connection is None:
+            import duckdb
+
+            self._connection = duckdb.connect()
+            self._connection.execute(
+                f"create view arrowline_input as select * from {self._source.duckdb_source()}"
+            )
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+
+def file_batches(
+    table: Table, task: Any, projected: Any, batch_size: int
+) -> Iterator[pa.RecordBatch]:
     """A data file's rows in the table's current schema, a row group at a time. A file
     written in the current schema (its field ids, names and types the table's) is read
     straight; any other goes through pyiceberg's projection (renames, added columns,
@@ -49,8 +82,7 @@ def file_batches(table: Table, task: Any, projected: Any) -> Iterator[pa.RecordB
                 and held.field(f.name).equals(f, check_metadata=True)
                 for f in wanted
             ):
-                # large batches: each costs a hash of the input's keys to look rows up in
-                for batch in parquet.iter_batches(batch_size=LOOKUP_ROWS, columns=wanted.names):
+                for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted.names):
                     yield batch
                     pa.default_memory_pool().release_unused()
                 return
@@ -60,22 +92,23 @@ def file_batches(table: Table, task: Any, projected: Any) -> Iterator[pa.RecordB
 
 
 MERGE_CHUNK_BYTES = 32 * 1024 * 1024
-LOOKUP_ROWS = 524_288
-"""Rows of a rewritten file read at once: `is_in` hashes the input's keys for each batch."""
 """A merge's chunk: what it holds of a rewritten file's other rows at once."""
+LOOKUP_ROWS = 524_288
+"""A candidate file's key column read at once: `is_in` hashes the input's keys each batch."""
+REWRITE_ROWS = 65_536
+"""A rewritten file's rows read at once: a 524,288-row batch of five columns held ~150 MB
+more at the peak than this (decoded pages, the batch, its filtered copy)."""
 
 
-def check_merge_input(
-    source: InputTable,
-    config: IcebergSink,
-    connection: duckdb.DuckDBPyConnection,
-    table: pa.Schema | None,
-) -> None:
+def check_merge_input(source: InputTable, config: IcebergSink, table: pa.Schema | None) -> pa.Table:
+    """Refuse keys the input or table lacks, NULL or repeated ones; the input's keys."""
     check_key_columns(config.keys, source.schema.names, table.names if table else None)
-    check_merge_keys(lambda sql: connection.execute(sql).fetchall(), "arrowline_input", config.keys)
+    keys = input_keys(source, config.keys)
+    check_key_values(keys, config.keys)
+    return keys
 
 
-def key_range(config: IcebergSink, connection: duckdb.DuckDBPyConnection, schema: pa.Schema) -> Any:
+def key_range(config: IcebergSink, keys: pa.Table, schema: pa.Schema) -> Any:
     """A filter that keeps the files whose statistics allow one of the input's keys: each
     key between the input's least and greatest value (for keys of an ordered kind)."""
     from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
@@ -91,15 +124,14 @@ def key_range(config: IcebergSink, connection: duckdb.DuckDBPyConnection, schema
             or pa.types.is_decimal(t)
         )
     ]
-    if not ordered:
-        return AlwaysTrue()
-    bounds = ", ".join(f"min({quote_identifier(k)}), max({quote_identifier(k)})" for k in ordered)
-    (row,) = connection.execute(f"select {bounds} from arrowline_input").fetchall()
-    if row[0] is None:
+    if not ordered or keys.num_rows == 0:
         return AlwaysTrue()
     condition: Any = AlwaysTrue()
-    for index, key in enumerate(ordered):
-        low, high = row[2 * index], row[2 * index + 1]
+    for key in ordered:
+        bounds = pc.min_max(keys.column(key))
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low is None:  # every key NULL (a change stream's): nothing to prune by
+            return AlwaysTrue()
         low_bound = GreaterThanOrEqual(term=key, literal=low)  # type: ignore[call-arg]
         high_bound = LessThanOrEqual(term=key, literal=high)  # type: ignore[call-arg]
         condition = And(condition, And(low_bound, high_bound))
@@ -155,19 +187,24 @@ def merge_files(
     source: InputTable,
     config: IcebergSink,
     schema: pa.Schema,
-    connection: duckdb.DuckDBPyConnection,
+    sql: InputSQL,
     properties: dict[str, str],
+    keys: pa.Table | None = None,
     keeps: dict[str, str] | None = None,
 ) -> dict[str, int]:
-    """With `keeps` (mode: apply), `arrowline_input` holds a change stream's net changes: every
+    """`keys`: the input's key columns (check_merge_input); None: those of `arrowline_input`.
+    With `keeps` (mode: apply), `arrowline_input` holds a change stream's net changes: every
     key's rows go from the table, and only the upserts are written, a column whose keep flag
     (`keeps[column]`) is set with the table's value."""
     from pyiceberg.expressions import AlwaysTrue, Or
     from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow
 
+    listed = ", ".join(quote_identifier(k) for k in config.keys)
+    if keys is None:
+        keys = sql().sql(f"select distinct {listed} from arrowline_input").to_arrow_table()
     metadata = tx.table_metadata
     projected = metadata.schema()
-    prune = key_range(config, connection, schema)
+    prune = key_range(config, keys, schema)
     if config.delete_missing:  # rows outside the input's keys go too: within the predicate
         within = parse_condition(config.predicate, "predicate") if config.predicate else None
         prune = Or(within, prune) if within is not None else AlwaysTrue()
@@ -181,7 +218,6 @@ def merge_files(
             "merge does not rewrite",
             hint="compact the table with the engine that wrote them first",
         )
-    keys = ", ".join(quote_identifier(k) for k in config.keys)
     outside = None
     if config.delete_missing and config.predicate:
         from pyiceberg.expressions.visitors import bind
@@ -201,75 +237,69 @@ def merge_files(
     lookup = None
     if len(config.keys) == 1:  # the input's keys, in the table's type, to look rows up in
         (key,) = config.keys
-        found = connection.sql(f"select distinct {keys} from arrowline_input").to_arrow_table()
-        lookup = found.column(0).combine_chunks().cast(projected.as_arrow().field(key).type)
+        lookup = keys.column(key).combine_chunks().cast(projected.as_arrow().field(key).type)
     for index, task in enumerate(tasks):
         # first only the keys (and carried columns): a file without an input key is left alone
-        if lookup is not None and not lacking:
-            column = config.keys[0]
-            hit = any(
-                pc.any(pc.is_in(b.column(column), lookup)).as_py()
-                for b in file_batches(table, task, narrow)
-            )
-        else:
+        matches = None  # one key: a bit a row of the file, set where its key is the input's
+        hit = False
+        if lacking or lookup is None:  # keys and carried columns, the whole file's, to DuckDB
             few = ArrowScan(metadata, table.io, narrow, AlwaysTrue()).to_table([task])
+            connection = sql()
             connection.register("arrowline_file", few)
+            within = f"from arrowline_file semi join arrowline_input using ({listed})"
             if lacking:
-                connection.execute(
-                    (
-                        "insert into arrowline_carried "
-                        if index
-                        else "create temp table arrowline_carried as "
-                    )
-                    + f"select {carried} from arrowline_file semi join arrowline_input "
-                    f"using ({keys})"
-                )
-            ((hit,),) = connection.execute(
-                f"select count(*) from arrowline_file semi join arrowline_input using ({keys})"
-            ).fetchall()
+                into = "insert into" if index else "create temp table"
+                as_ = "" if index else " as"
+                connection.execute(f"{into} arrowline_carried{as_} select {carried} {within}")
+            if lookup is not None:
+                matches = pc.is_in(few.column(config.keys[0]), lookup).combine_chunks()
+            else:
+                ((hit,),) = connection.execute(f"select count(*) {within}").fetchall()
             connection.unregister("arrowline_file")
             del few
+        else:
+            found = file_batches(table, task, narrow, LOOKUP_ROWS)
+            matches = _matching(found, lookup)
+        if matches is not None:
+            hit = bool(pc.any(matches).as_py())
         if not hit and not config.delete_missing:
             continue
         removed.append(task.file)
         if config.delete_missing and outside is None:
             continue  # every row of the file is the input's or goes
-        # then the whole file, streamed through the anti join into new files
-        batches = file_batches(table, task, projected)
+        # then the whole file, a small batch at a time, without the input's keys
+        batches = file_batches(table, task, projected, REWRITE_ROWS)
+        if matches is not None:
+            batches = _unmatched(batches, matches)
         if outside is not None:  # NULL is no match: a row whose predicate is NULL is kept
             keep = ~(outside.is_valid() & outside)
             batches = (pa.Table.from_batches([b]).filter(keep).to_batches() for b in batches)
             batches = (b for group in batches for b in group)
-        if lookup is not None:  # one key: a hash lookup per batch, nothing held but the batch
-            column = config.keys[0]
-            batches = (b.filter(pc.invert(pc.is_in(b.column(column), lookup))) for b in batches)
-            remainder = pa.RecordBatchReader.from_batches(projected.as_arrow(), batches)
-        else:
-            stream = pa.RecordBatchReader.from_batches(projected.as_arrow(), batches)
-            connection.register("arrowline_file", stream)
+        remainder = pa.RecordBatchReader.from_batches(projected.as_arrow(), batches)
+        if matches is None:  # several keys: DuckDB's anti join
+            connection = sql()
+            connection.register("arrowline_file", remainder)
             remainder = connection.sql(
-                f"select * from arrowline_file anti join arrowline_input using ({keys})"
+                f"select * from arrowline_file anti join arrowline_input using ({listed})"
             ).to_arrow_reader(65_536)
         counted = counting(cast_reader(remainder, schema))
         added += data_files(tx, table.io, counted.reader, write_uuid, counter, MERGE_CHUNK_BYTES)
-        if lookup is None:
-            connection.unregister("arrowline_file")
+        if matches is None:
+            sql().unregister("arrowline_file")
         kept += counted.rows
     deleted = sum(f.record_count for f in removed) - kept
     rows_in: pa.RecordBatchReader
     if keeps is not None:
-        rows_in = _upserts(
-            connection, schema, source, config, keeps, carried=bool(lacking and tasks)
-        )
+        rows_in = _upserts(sql(), schema, source, config, keeps, carried=bool(lacking and tasks))
     elif lacking and tasks:
         # a key the table held twice carries one set of values: the merge leaves it once
         values = ", ".join(
             f"any_value({quote_identifier(n)}) as {quote_identifier(n)}" for n in lacking
         )
-        merged = connection.sql(
+        merged = sql().sql(
             f"select i.*, {', '.join('c.' + quote_identifier(n) for n in lacking)} "
-            f"from arrowline_input i left join (select {keys}, {values} from arrowline_carried "
-            f"group by {keys}) c using ({keys})"
+            f"from arrowline_input i left join (select {listed}, {values} from arrowline_carried "
+            f"group by {listed}) c using ({listed})"
         )
         rows_in = cast_reader(merged.to_arrow_reader(65_536), schema)
     else:
@@ -284,3 +314,19 @@ def merge_files(
         for data_file in added:
             change.append_data_file(data_file)
     return {"files_rewritten": len(removed), "rows_kept": kept, "rows_replaced": deleted}
+
+
+def _matching(batches: Iterator[pa.RecordBatch], lookup: pa.Array) -> pa.BooleanArray:
+    """A bit a row of the batches' first column: whether `lookup` holds its value."""
+    found = [pc.is_in(batch.column(0), lookup) for batch in batches]
+    return pa.concat_arrays(found) if found else pa.array([], pa.bool_())
+
+
+def _unmatched(
+    batches: Iterator[pa.RecordBatch], matches: pa.BooleanArray
+) -> Iterator[pa.RecordBatch]:
+    """The file's batches without the rows `matches` (a bit a row of the file) sets."""
+    offset = 0
+    for batch in batches:
+        yield batch.filter(pc.invert(matches.slice(offset, batch.num_rows)))
+        offset += batch.num_rows

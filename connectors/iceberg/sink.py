@@ -7,11 +7,11 @@ none. A new table is created in the same transaction as its first rows.
 append and replace go through pyiceberg (`append`, `overwrite` with the predicate as its
 filter). merge does not use pyiceberg's `upsert`, which reads the whole table into memory and
 compares it row by row in Python (apache/iceberg-python#2159). It computes the change set
-itself, copy-on-write: the input's key range prunes the table's files by their partition
-values and column statistics; each remaining file is read alone, and only when it holds one of
-the input's keys is it replaced by its other rows (DuckDB's anti join); the input becomes new
-files; one overwrite snapshot deletes the replaced files and adds the new ones. Memory holds one
-table file and the input, never the table.
+itself, copy-on-write (connectors.iceberg.merge): the input's key range prunes the table's
+files by their partition values and column statistics; each remaining file is read alone, and
+only when it holds one of the input's keys is it replaced by its other rows; the input becomes
+new files; one overwrite snapshot deletes the replaced files and adds the new ones. Memory
+holds the input's keys and a batch of one table file, never the table.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table, Transaction
 
 from connectors.iceberg.files import cast_reader, data_files, input_reader
-from connectors.iceberg.merge import check_merge_input, merge_files
+from connectors.iceberg.merge import InputSQL, check_merge_input, merge_files
 from connectors.iceberg.schema import arrow_schema_of, evolve_schema, partition_spec
 
 __all__ = ["write_iceberg"]
@@ -89,11 +89,9 @@ def write_iceberg(source: InputTable, config: IcebergSink, ctx: ConnectorContext
 def _write(
     catalog: Catalog, source: InputTable, config: IcebergSink, ctx: ConnectorContext
 ) -> SinkResult:
-    import duckdb
-
     label = f"iceberg:{config.connection or 'embedded'}#{config.table}"
     what = f"loading into the Iceberg table {config.table}"
-    connection = duckdb.connect()
+    sql = InputSQL(source)
     try:
         table = load_table(catalog, config.table)
         earlier = Load.of(table, ctx.pipeline, ctx.task_id) if table is not None else None
@@ -104,12 +102,11 @@ def _write(
             if snapshot is not None:  # the table as that load left it, for a notebook
                 done.update(metadata=table.metadata_location, snapshot_id=snapshot)
             return SinkResult(done_rows, label, done, ctx.pending_watermarks)
-        connection.execute(f"create view arrowline_input as select * from {source.duckdb_source()}")
-        stream = source
+        stream, keys = source, None
         if config.mode == "apply":  # arrowline_input: the net changes; the table's columns
-            source, keeps, truncated = _net_changes(connection, source, config)
+            source, keeps, truncated = _net_changes(sql(), source, config)
         if config.mode == "merge":
-            check_merge_input(source, config, connection, arrow_schema(table) if table else None)
+            keys = check_merge_input(source, config, arrow_schema(table) if table else None)
         given = storable_schema(source.schema)
         pending = {u.task_id: (u.watermark, ctx.run_id) for u in ctx.pending_watermarks}
         watermarks = with_changes(earlier.watermarks if earlier else {}, dict(pending))
@@ -134,7 +131,7 @@ def _write(
             within = config.predicate if config.mode == "replace" else None
             rows = input_reader(source, arrow_schema_of(tx), within)
             if config.mode == "apply":
-                rows = _upserts(connection, arrow_schema_of(tx))
+                rows = _upserts(sql(), arrow_schema_of(tx))
             _append(tx, staged.io, rows, snapshot_properties)
         else:
             tx = table.transaction()
@@ -149,14 +146,14 @@ def _write(
             elif config.mode == "apply" and truncated:  # after a truncate: only the upserts
                 if table.current_snapshot() is not None:
                     _delete(tx, parse_condition("true", "predicate"), snapshot_properties)
-                _append(tx, table.io, _upserts(connection, schema), snapshot_properties)
+                _append(tx, table.io, _upserts(sql(), schema), snapshot_properties)
             elif config.mode == "apply":
                 metrics = merge_files(
-                    tx, table, source, config, schema, connection, snapshot_properties, keeps
+                    tx, table, source, config, schema, sql, snapshot_properties, keeps=keeps
                 )
             else:
                 metrics = merge_files(
-                    tx, table, source, config, schema, connection, snapshot_properties
+                    tx, table, source, config, schema, sql, snapshot_properties, keys=keys
                 )
         tx.set_properties(ledger)
         fault_point("iceberg.before_commit")
@@ -169,7 +166,7 @@ def _write(
         ctx.raise_if_cancelled()
         raise translate(exc, what) from None
     finally:
-        connection.close()
+        sql.close()
     details: dict[str, Any] = {"mode": config.mode, **metrics}
     if committed is not None:
         details["metadata"] = committed.metadata_location

@@ -401,6 +401,25 @@ def test_a_merge_leaves_a_key_the_table_held_twice_once(tmp_path: Path) -> None:
     assert [(r["id"], r["v"], r["e"]) for r in rows(tmp_path)] == [(1, "A", "x"), (2, "b", "y")]
 
 
+def test_a_merge_on_two_keys_rewrites_the_files_holding_them_and_carries_lacking_columns(
+    tmp_path: Path,
+) -> None:
+    """Two keys go through DuckDB's joins, not the one-key lookup: the same result."""
+    config = sink(mode="merge", keys=["a", "b"])
+    for run, start in (("r1", 0), ("r2", 10)):  # two files
+        n = list(range(start, start + 10))
+        load(tmp_path, pa.table({"a": n, "b": ["k"] * 10, "v": ["old"] * 10, "e": n}), config, run)
+    lacking = sink(mode="merge", keys=["a", "b"], schema_change="evolve")
+    changes = pa.table({"a": [12, 12, 30], "b": ["k", "other", "k"], "v": ["new"] * 3})
+    result = load(tmp_path, changes, lacking, "r3")
+    assert (result.details["files_rewritten"], result.details["rows_replaced"]) == (1, 1)
+    found = {(r["a"], r["b"]): (r["v"], r["e"]) for r in rows(tmp_path, sort="a")}
+    assert len(found) == 22
+    assert found[(12, "k")] == ("new", 12)  # updated; its e carried from the table
+    assert found[(12, "other")] == found[(30, "k")] == ("new", None)  # inserted
+    assert found[(11, "k")] == ("old", 11)
+
+
 def test_merge_keys_the_table_lacks_are_a_clear_error(tmp_path: Path) -> None:
     load(tmp_path, pa.table({"id": [1], "at": [datetime(2026, 1, 1)]}), sink(), "r1")
     later = pa.table({"id": [1], "at": [datetime(2026, 1, 1)], "k2": [datetime(2026, 1, 2)]})
