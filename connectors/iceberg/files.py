@@ -1,5 +1,13 @@
 """Rows into an Iceberg table's data files: the input cast to the table's schema (and checked
-against a replace's predicate), written a chunk at a time, counted on the way."""
+against a replace's predicate), written as they come, counted on the way.
+
+pyiceberg writes a data file from an Arrow table it holds whole (a bin of up to the table's
+target file size). An unpartitioned table's files are written here instead as the rows come,
+a row group at a time through pyiceberg's own Parquet writer (its properties, field ids and
+statistics), so memory holds one row group and files still reach the target size (writing
+each chunk as files of its own, as before, left a merge's rewrite of one 3,000,000-row file in
+seven files of 2 MB). A partitioned table's rows go to pyiceberg a chunk at a time, split by
+partition."""
 
 from __future__ import annotations
 
@@ -67,8 +75,10 @@ def cast_reader(rows: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatch
 
 
 CHUNK_BYTES = 256 * 1024 * 1024
-"""Arrow bytes written into data files at a time (pyiceberg splits them into files of its
-target size and writes those in parallel): what a load holds in memory at most."""
+"""Arrow bytes of a partitioned table's rows handed to pyiceberg at a time (it splits them by
+partition and into files of its target size, written in parallel): what such a load holds."""
+GROUP_BYTES = 32 * 1024 * 1024
+"""Arrow bytes of a row group of an unpartitioned table's file: what such a load holds."""
 
 
 def data_files(
@@ -79,8 +89,52 @@ def data_files(
     counter: itertools.count[int],
     chunk_bytes: int = 0,
 ) -> list[Any]:
-    """The rows as data files of the table (partitioned as its spec says), written a chunk at
-    a time; no snapshot names them until the transaction commits."""
+    """The rows as data files of the table; no snapshot names them until the transaction
+    commits. Unpartitioned: written as they come, a row group each GROUP_BYTES, a new file
+    each time the table's target file size is reached (write.target-file-size-bytes, counted
+    in Arrow bytes as pyiceberg counts it). Partitioned: `chunk_bytes` at a time (default
+    CHUNK_BYTES) through pyiceberg, which splits them by partition."""
+    from pyiceberg.table import TableProperties
+    from pyiceberg.utils.properties import property_as_int
+
+    metadata = tx.table_metadata
+    if not metadata.spec().is_unpartitioned():
+        return _chunked_data_files(tx, io, rows, write_uuid, counter, chunk_bytes or CHUNK_BYTES)
+    target = property_as_int(
+        metadata.properties,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
+    )
+    files: list[Any] = []
+    writer: _FileWriter | None = None
+    group: list[pa.RecordBatch] = []
+    held = 0
+    for batch in rows:
+        group.append(batch)
+        held += batch.nbytes
+        if held >= GROUP_BYTES:
+            writer = writer or _FileWriter(metadata, io, rows.schema, write_uuid, next(counter))
+            writer.write(group)
+            group, held = [], 0
+            if writer.written >= (target or 0):
+                files.append(writer.close())
+                writer = None
+    if any(batch.num_rows for batch in group):
+        writer = writer or _FileWriter(metadata, io, rows.schema, write_uuid, next(counter))
+        writer.write(group)
+    if writer is not None:
+        files.append(writer.close())
+    return files
+
+
+def _chunked_data_files(
+    tx: Transaction,
+    io: Any,
+    rows: pa.RecordBatchReader,
+    write_uuid: uuid.UUID,
+    counter: itertools.count[int],
+    chunk_bytes: int,
+) -> list[Any]:
     from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
     files: list[Any] = []
@@ -99,7 +153,7 @@ def data_files(
     for batch in rows:
         chunk.append(batch)
         held += batch.nbytes
-        if held >= (chunk_bytes or CHUNK_BYTES):
+        if held >= chunk_bytes:
             flush()
     flush()
     return files
@@ -119,3 +173,68 @@ class Counted:
 def counting(reader: pa.RecordBatchReader) -> Counted:
     """`reader`, counting the rows read through it."""
     return Counted(reader)
+
+
+class _FileWriter:
+    """One data file being written, as pyiceberg's `write_file` writes one (its location,
+    name, column names, field ids, Parquet properties and statistics), a row group a call."""
+
+    def __init__(
+        self, metadata: Any, io: Any, schema: pa.Schema, write_uuid: uuid.UUID, task_id: int
+    ) -> None:
+        from pyiceberg.io.fileformat import FileFormatFactory
+        from pyiceberg.io.pyarrow import pyarrow_to_schema
+        from pyiceberg.manifest import FileFormat
+        from pyiceberg.schema import sanitize_column_names
+        from pyiceberg.table import WriteTask
+        from pyiceberg.table.locations import load_location_provider
+
+        self.metadata = metadata
+        table_schema = metadata.schema()
+        self.file_schema = sanitize_column_names(table_schema)
+        self.given = pyarrow_to_schema(
+            schema, name_mapping=table_schema.name_mapping, format_version=metadata.format_version
+        )
+        self.model = FileFormatFactory.get(FileFormat.PARQUET)
+        name = WriteTask(write_uuid, task_id, self.given, []).generate_data_file_filename(
+            self.model.file_extension()
+        )
+        where = load_location_provider(metadata.location, metadata.properties)
+        self.path = where.new_data_location(data_file_name=name)
+        self.output = io.new_output(self.path)
+        self.writer = self.model.create_writer(self.output, self.file_schema, metadata.properties)
+        self.written = 0
+
+    def write(self, batches: list[pa.RecordBatch]) -> None:
+        from pyiceberg.io.pyarrow import _to_requested_schema
+
+        fitted = [
+            _to_requested_schema(
+                requested_schema=self.file_schema,
+                file_schema=self.given,
+                batch=batch,
+                include_field_ids=True,
+                format_model=self.model,
+            )
+            for batch in batches
+        ]
+        self.writer.write(pa.Table.from_batches(fitted))
+        self.written += sum(batch.nbytes for batch in batches)
+
+    def close(self) -> Any:
+        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+        from pyiceberg.typedef import Record
+
+        statistics = self.writer.close()
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=self.path,
+            file_format=FileFormat.PARQUET,
+            partition=Record(),
+            file_size_in_bytes=len(self.output),
+            sort_order_id=None,
+            spec_id=self.metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
+        )

@@ -92,7 +92,8 @@ def file_batches(
 
 
 MERGE_CHUNK_BYTES = 32 * 1024 * 1024
-"""A merge's chunk: what it holds of a rewritten file's other rows at once."""
+"""What a merge holds at once of a partitioned table's rewritten rows (an unpartitioned
+table's are written a row group at a time: connectors.iceberg.files.GROUP_BYTES)."""
 LOOKUP_ROWS = 524_288
 """A candidate file's key column read at once: `is_in` hashes the input's keys each batch."""
 REWRITE_ROWS = 65_536

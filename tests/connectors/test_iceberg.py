@@ -26,7 +26,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 import engine
 from connectors.base import ConnectorContext, SinkResult
 from connectors.evolution import arrow_type_name
-from connectors.iceberg import state
+from connectors.iceberg import files, state
 from connectors.iceberg.catalog import ResolvedIceberg, embedded, storable_schema
 from connectors.iceberg.config import IcebergSink, IcebergSource
 from connectors.iceberg.sink import write_iceberg
@@ -418,6 +418,26 @@ def test_a_merge_on_two_keys_rewrites_the_files_holding_them_and_carries_lacking
     assert found[(12, "k")] == ("new", 12)  # updated; its e carried from the table
     assert found[(12, "other")] == found[(30, "k")] == ("new", None)  # inserted
     assert found[(11, "k")] == ("old", 11)
+
+
+def test_rows_are_written_a_row_group_at_a_time_into_files_of_the_target_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "GROUP_BYTES", 1)  # a row group each batch read (65,536 rows)
+    load(tmp_path, pa.table({"id": [-1], "v": ["x"]}), sink(), "r0")
+    opened = catalog(tmp_path)
+    opened.load_table("ns.t").transaction().set_properties(
+        {"write.target-file-size-bytes": str(3 * 1024 * 1024)}
+    ).commit_transaction()
+    n = 300_000  # 1.4 MB of Arrow a batch
+    load(tmp_path, pa.table({"id": range(n), "v": [f"value {i}" for i in range(n)]}), sink(), "r1")
+    table = opened.load_table("ns.t")
+    written = [t.file for t in table.scan().plan_files() if t.file.record_count > 1]
+    groups = [pq.ParquetFile(f.file_path.removeprefix("file://")).num_row_groups for f in written]
+    assert sorted(groups) == [1, 2, 2]  # a new file once 3 MB are written: 2 + 2 + 1 batches
+    assert sum(f.record_count for f in written) == n
+    assert [r["id"] for r in rows(tmp_path)] == list(range(-1, n))
+    opened.engine.dispose()
 
 
 def test_merge_keys_the_table_lacks_are_a_clear_error(tmp_path: Path) -> None:
