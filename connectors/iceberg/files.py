@@ -176,7 +176,7 @@ def counting(reader: pa.RecordBatchReader) -> Counted:
 
 
 class _FileWriter:
-    """One data file being written, as pyiceberg's `write_file` writes one (its location,
+    """One data file being written, as pyiceberg's `write_file` writes one (its format, location,
     name, column names, field ids, Parquet properties and statistics), a row group a call."""
 
     def __init__(
@@ -186,7 +186,7 @@ class _FileWriter:
         from pyiceberg.io.pyarrow import pyarrow_to_schema
         from pyiceberg.manifest import FileFormat
         from pyiceberg.schema import sanitize_column_names
-        from pyiceberg.table import WriteTask
+        from pyiceberg.table import TableProperties, WriteTask
         from pyiceberg.table.locations import load_location_provider
 
         self.metadata = metadata
@@ -195,7 +195,12 @@ class _FileWriter:
         self.given = pyarrow_to_schema(
             schema, name_mapping=table_schema.name_mapping, format_version=metadata.format_version
         )
-        self.model = FileFormatFactory.get(FileFormat.PARQUET)
+        self.format = FileFormat(
+            metadata.properties.get(
+                TableProperties.WRITE_FILE_FORMAT, TableProperties.WRITE_FILE_FORMAT_DEFAULT
+            )
+        )
+        self.model = FileFormatFactory.get(self.format)  # what pyiceberg has no writer of fails
         name = WriteTask(write_uuid, task_id, self.given, []).generate_data_file_filename(
             self.model.file_extension()
         )
@@ -222,14 +227,14 @@ class _FileWriter:
         self.written += sum(batch.nbytes for batch in batches)
 
     def close(self) -> Any:
-        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+        from pyiceberg.manifest import DataFile, DataFileContent
         from pyiceberg.typedef import Record
 
         statistics = self.writer.close()
         return DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=self.path,
-            file_format=FileFormat.PARQUET,
+            file_format=self.format,
             partition=Record(),
             file_size_in_bytes=len(self.output),
             sort_order_id=None,
