@@ -27,8 +27,10 @@ from urllib.parse import parse_qs
 
 import pytest
 
-__all__ = ["RestCatalog", "rest_catalog", "rest_catalog_server"]
+__all__ = ["ISSUED", "RestCatalog", "rest_catalog", "rest_catalog_server"]
 
+ISSUED = "issued-tokens.txt"
+"""The access tokens the server issued, a line each, in its folder beside its log."""
 CLIENT = "arrowline-tests"
 """The OAuth client id the test server knows; its secret is made per session."""
 
@@ -43,6 +45,11 @@ class RestCatalog:
     credential: str
     namespace: str
     log: Path
+
+    def issued(self) -> list[str]:
+        """The access tokens the catalog issued for OAuth credentials so far."""
+        kept = self.log.parent / ISSUED
+        return kept.read_text().split() if kept.exists() else []
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ def _app(folder: Path, token: str, client: str) -> Any:
             return JSONResponse({"error": "invalid_client"}, 401)
         issued = secrets.token_urlsafe(16)
         tokens.add(issued)
+        with (folder / ISSUED).open("a") as kept:  # for the tests: no output may hold one
+            kept.write(issued + "\n")
         return JSONResponse(
             {
                 "access_token": issued,

@@ -209,6 +209,9 @@ tasks:
     assert log.scan().to_arrow().num_rows == 30
     assert json.loads(log.properties["arrowline.load.events.log"])["sequence"] == 3
     no_secret_in(project, lake.credential.split(":", 1)[1], *outputs)
+    assert lake.issued()  # the credential was exchanged for access tokens: none is kept either
+    for token in lake.issued():
+        no_secret_in(project, token, *outputs)
 
 
 def test_a_wrong_token_an_unknown_table_and_no_server_are_clear_errors(
