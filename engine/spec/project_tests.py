@@ -85,6 +85,15 @@ class ProjectTests:
                 self.column_descriptions.setdefault(name, {})[column["name"]] = column[
                     "description"
                 ]
+        if model.get("versions") is not None:  # not silently dropped
+            self.problem(
+                "not-supported",
+                f"model {name!r}: versions are not read; each version's file is a model of "
+                "its own name (stg_orders_v2.sql), read by ref('stg_orders_v2')",
+                severity="warning",
+                file=str(path),
+                line=lines.line_of((*at, "versions")),
+            )
         config = model.get("config")
         if isinstance(config, dict):
             for key in sorted(k for k in config if k not in SETTINGS):

@@ -432,6 +432,17 @@ def test_a_versioned_ref_is_refused_at_its_line_saying_what_to_write(shop: Path)
     assert problem.hint == "write ref('stg_orders_v2'), the model of that version's file"
 
 
+def test_versions_in_a_property_file_are_said_not_read(shop: Path) -> None:
+    schema = shop / "models" / "marts" / "schema.yml"
+    text = schema.read_text()
+    schema.write_text(
+        text.replace("  - name: orders\n", "  - name: orders\n    versions: [{v: 2}]\n")
+    )
+    (said,) = [p for p in problems_of(shop) if "versions are not read" in p.message]
+    line = 1 + next(i for i, t in enumerate(schema.read_text().splitlines()) if "versions:" in t)
+    assert (said.severity, _at(said)) == ("warning", (schema, line)), said.format()
+
+
 def test_ref_given_a_version_fails_its_render_saying_so() -> None:
     from datetime import UTC, datetime
 
