@@ -106,7 +106,7 @@ def check_key_values(found: pa.Table, keys: Sequence[str]) -> None:
     if found.num_rows < 2:
         return
     try:
-        repeated = _neighbours_equal(found, keys)
+        ordered, repeated = _neighbours_equal(found, keys)
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError):  # a struct or list key
         _check_in_duckdb(found, keys)
         return
@@ -114,6 +114,10 @@ def check_key_values(found: pa.Table, keys: Sequence[str]) -> None:
         return
     counts = found.group_by(list(keys), use_threads=False).aggregate([([], "count_all")])
     counts = counts.filter(pc.greater(counts.column("count_all"), 1))
+    if not counts.num_rows:  # equal, not the same bits (0.0 and -0.0, NaNs): shown as sorted
+        again = ordered.slice(1).filter(repeated).slice(0, 5)
+        shown = [(*(again.column(k)[i].as_py() for k in keys), 2) for i in range(again.num_rows)]
+        _refuse_duplicates(keys, shown, pc.sum(repeated).as_py())
     shown = counts.sort_by([("count_all", "descending")]).slice(0, 5)
     columns = [shown.column(key).to_pylist() for key in keys]
     examples = [
@@ -123,9 +127,9 @@ def check_key_values(found: pa.Table, keys: Sequence[str]) -> None:
     _refuse_duplicates(keys, examples, counts.num_rows)
 
 
-def _neighbours_equal(found: pa.Table, keys: Sequence[str]) -> pa.Array:
-    """Whether each row of `found` sorted by `keys` has the keys of the row before it; NaN
-    equals NaN, as in a database's GROUP BY."""
+def _neighbours_equal(found: pa.Table, keys: Sequence[str]) -> tuple[pa.Table, pa.Array]:
+    """`found` sorted by `keys`, and whether each of its rows after the first has the keys
+    of the row before it; NaN equals NaN, as in a database's GROUP BY."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -138,7 +142,7 @@ def _neighbours_equal(found: pa.Table, keys: Sequence[str]) -> pa.Array:
         if pa.types.is_floating(column.type):
             same = pc.or_(same, pc.and_(pc.is_nan(after), pc.is_nan(before)))
         repeated = same if repeated is None else pc.and_(repeated, same)
-    return repeated
+    return ordered, repeated
 
 
 def _check_in_duckdb(found: pa.Table, keys: Sequence[str]) -> None:

@@ -11,6 +11,7 @@ partition."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -109,21 +110,26 @@ def data_files(
     writer: _FileWriter | None = None
     group: list[pa.RecordBatch] = []
     held = 0
-    for batch in rows:
-        group.append(batch)
-        held += batch.nbytes
-        if held >= GROUP_BYTES:
+    try:
+        for batch in rows:
+            group.append(batch)
+            held += batch.nbytes
+            if held >= GROUP_BYTES:
+                writer = writer or _FileWriter(metadata, io, rows.schema, write_uuid, next(counter))
+                writer.write(group)
+                group, held = [], 0
+                if writer.written >= (target or 0):
+                    files.append(writer.close())
+                    writer = None
+        if any(batch.num_rows for batch in group):
             writer = writer or _FileWriter(metadata, io, rows.schema, write_uuid, next(counter))
             writer.write(group)
-            group, held = [], 0
-            if writer.written >= (target or 0):
-                files.append(writer.close())
-                writer = None
-    if any(batch.num_rows for batch in group):
-        writer = writer or _FileWriter(metadata, io, rows.schema, write_uuid, next(counter))
-        writer.write(group)
-    if writer is not None:
-        files.append(writer.close())
+        if writer is not None:
+            files.append(writer.close())
+    except BaseException:  # the load fails: the file being written is no file of the table
+        if writer is not None:
+            writer.abandon()
+        raise
     return files
 
 
@@ -206,6 +212,7 @@ class _FileWriter:
         )
         where = load_location_provider(metadata.location, metadata.properties)
         self.path = where.new_data_location(data_file_name=name)
+        self.io = io
         self.output = io.new_output(self.path)
         self.writer = self.model.create_writer(self.output, self.file_schema, metadata.properties)
         self.written = 0
@@ -226,11 +233,47 @@ class _FileWriter:
         self.writer.write(pa.Table.from_batches(fitted))
         self.written += sum(batch.nbytes for batch in batches)
 
+    def abandon(self) -> None:
+        """Close the file unregistered and remove it (when that fails, it is an unreferenced
+        file, which `arrowline table vacuum` removes)."""
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        with contextlib.suppress(Exception):
+            self.io.delete(self.path)
+
+    def _unbounded(self) -> set[int]:
+        """Field ids whose bounds cannot be told from the file's row groups: one holds values
+        but no min and max (Parquet leaves them out past 4 KB of a string or binary value),
+        and pyiceberg would give the bounds of the others, which then exclude those values
+        (a scan or a delete by a condition would skip the file). Every field when the file's
+        footer cannot be read here."""
+        from pyiceberg.io.pyarrow import parquet_path_to_id_mapping
+
+        footer = getattr(
+            getattr(getattr(self.writer, "_writer", None), "writer", None), "metadata", None
+        )
+        ids = parquet_path_to_id_mapping(self.file_schema)
+        if footer is None:
+            return set(ids.values())
+        unbounded = set()
+        for group in range(footer.num_row_groups):
+            row_group = footer.row_group(group)
+            for index in range(row_group.num_columns):
+                column = row_group.column(index)
+                stats = column.statistics if column.is_stats_set else None
+                nulls = stats.null_count if stats is not None and stats.has_null_count else 0
+                bounded = stats is not None and stats.has_min_max
+                if column.num_values > nulls and not bounded:
+                    unbounded.add(ids.get(column.path_in_schema, -1))
+        return unbounded
+
     def close(self) -> Any:
         from pyiceberg.manifest import DataFile, DataFileContent
         from pyiceberg.typedef import Record
 
         statistics = self.writer.close()
+        for field_id in self._unbounded():  # no bounds rather than bounds missing values
+            statistics.column_aggregates.pop(field_id, None)
         return DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=self.path,

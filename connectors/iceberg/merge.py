@@ -260,7 +260,7 @@ def merge_files(
             del few
         else:
             found = file_batches(table, task, narrow, LOOKUP_ROWS)
-            matches = _matching(found, lookup)
+            matches = _matching(found, config.keys[0], lookup)
         if matches is not None:
             hit = bool(pc.any(matches).as_py())
         if not hit and not config.delete_missing:
@@ -317,9 +317,9 @@ def merge_files(
     return {"files_rewritten": len(removed), "rows_kept": kept, "rows_replaced": deleted}
 
 
-def _matching(batches: Iterator[pa.RecordBatch], lookup: pa.Array) -> pa.BooleanArray:
-    """A bit a row of the batches' first column: whether `lookup` holds its value."""
-    found = [pc.is_in(batch.column(0), lookup) for batch in batches]
+def _matching(batches: Iterator[pa.RecordBatch], key: str, lookup: pa.Array) -> pa.BooleanArray:
+    """A bit a row of the batches: whether `lookup` holds its `key`."""
+    found = [pc.is_in(batch.column(key), lookup) for batch in batches]
     return pa.concat_arrays(found) if found else pa.array([], pa.bool_())
 
 

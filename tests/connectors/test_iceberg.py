@@ -149,6 +149,51 @@ def test_replace_of_a_partition_the_table_lacks_adds_it_quietly(tmp_path: Path) 
     assert [(r["id"], r["day"]) for r in rows(tmp_path)] == [(1, "d1"), (2, "d2")]
 
 
+def test_a_file_whose_row_group_has_no_bounds_is_never_pruned_by_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parquet keeps no min and max of a row group past 4 KB of a string; the file's bounds
+    must then be none, not the other row groups' (a scan or delete would skip the row)."""
+    from pyiceberg.expressions import EqualTo
+
+    from connectors.iceberg import files
+
+    monkeypatch.setattr(files, "GROUP_BYTES", 1)  # a row group per batch
+    big = "z" * 5000
+    data = pa.table({"id": [1, 2, 3], "s": ["m", big, "b"]})
+    paths = tuple(tmp_path / f"in{i}.parquet" for i in range(3))
+    for i, path in enumerate(paths):  # three files: three batches
+        pq.write_table(data.slice(i, 1), path)
+    write_iceberg(InputTable("t", "r", paths, data.schema, 3), sink(), context(tmp_path, "r1"))
+    table = catalog(tmp_path).load_table("ns.t")
+    (written,) = table.inspect.files().to_pylist()
+    assert pq.ParquetFile(written["file_path"].removeprefix("file://")).num_row_groups == 3
+    assert written["readable_metrics"]["s"]["lower_bound"] is None
+    assert table.scan(row_filter=EqualTo("s", big)).to_arrow().num_rows == 1
+    replace = sink(mode="replace", predicate="s >= 'y'")
+    load(tmp_path, pa.table({"id": [9], "s": ["zz"]}), replace, "r2")
+    assert [(r["id"], r["s"]) for r in rows(tmp_path)] == [(1, "m"), (3, "b"), (9, "zz")]
+
+
+def test_a_load_that_fails_while_writing_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.iceberg import files
+
+    monkeypatch.setattr(files, "GROUP_BYTES", 1)  # the first batch is in a file when the next fails
+    load(tmp_path, pa.table({"id": [1], "day": [1]}), sink(), "r1")
+    data = pa.table({"id": [2, 3], "day": [2, 3]})
+    paths = tuple(tmp_path / f"bad{i}.parquet" for i in range(2))
+    for i, path in enumerate(paths):
+        pq.write_table(data.slice(i, 1), path)
+    replace = sink(mode="replace", predicate="day = 2")  # the second row is outside it
+    with pytest.raises(DataError, match="do not match the predicate"):
+        write_iceberg(InputTable("t", "r", paths, data.schema, 2), replace, context(tmp_path, "r2"))
+    folder = tmp_path / ".arrowline/iceberg/warehouse/ns/t/data"
+    (kept,) = catalog(tmp_path).load_table("ns.t").inspect.files().to_pylist()
+    assert [p.as_uri() for p in folder.glob("*.parquet")] == [kept["file_path"]]
+
+
 def test_merge_updates_and_inserts_and_rewrites_only_files_holding_the_keys(
     tmp_path: Path,
 ) -> None:

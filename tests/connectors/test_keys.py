@@ -16,6 +16,7 @@ from engine.core.errors import DataError
         (pa.array([1, 2, 3]), None),
         (pa.array([3, 1, 3, 2, 3]), "k=3 (3 rows)"),
         (pa.array([1.5, float("nan"), float("nan")]), "k=nan (2 rows)"),  # NaN is NaN, as in SQL
+        (pa.array([0.0, -0.0, 1.0]), "1 merge keys appear more than once in the input, e.g. k="),
         (pa.array(["x", "y", "x"]).dictionary_encode(), "k='x' (2 rows)"),
         (pa.array([{"a": 1}, {"a": 2}]), None),  # a struct Arrow cannot sort: DuckDB's check
         (pa.array([{"a": 1}, {"a": 1}]), "k={'a': 1} (2 rows)"),
