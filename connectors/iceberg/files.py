@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_BYTES",
     "Counted",
+    "bounds_as_written",
     "cast_reader",
     "counting",
     "data_files",
@@ -151,9 +152,9 @@ def _chunked_data_files(
         nonlocal chunk, held
         if held:
             table = pa.Table.from_batches(chunk, rows.schema)
-            files.extend(
-                _dataframe_to_data_files(tx.table_metadata, table, io, write_uuid, counter)
-            )
+            made = _dataframe_to_data_files(tx.table_metadata, table, io, write_uuid, counter)
+            schema = tx.table_metadata.schema()
+            files.extend(bounds_as_written(data_file, io, schema) for data_file in made)
         chunk, held = [], 0
 
     for batch in rows:
@@ -163,6 +164,41 @@ def _chunked_data_files(
             flush()
     flush()
     return files
+
+
+def unbounded_fields(footer: Any, ids: dict[str, int]) -> set[int]:
+    """Field ids (by Parquet column path in `ids`) whose bounds a file's row groups cannot
+    tell: one holds values but no min and max (Parquet leaves them out past 4 KB of a string
+    or binary value), and pyiceberg gives the bounds of the other row groups, which then
+    exclude those values (a scan or a delete by a condition would skip the file)."""
+    unbounded = set()
+    for group in range(footer.num_row_groups):
+        row_group = footer.row_group(group)
+        for index in range(row_group.num_columns):
+            column = row_group.column(index)
+            stats = column.statistics if column.is_stats_set else None
+            nulls = stats.null_count if stats is not None and stats.has_null_count else 0
+            if column.num_values > nulls and not (stats is not None and stats.has_min_max):
+                unbounded.add(ids.get(column.path_in_schema, -1))
+    return unbounded
+
+
+def bounds_as_written(data_file: Any, io: Any, schema: Any) -> Any:
+    """A data file pyiceberg wrote, without the bounds of fields its row groups cannot tell
+    (one row group: pyiceberg's bounds are right; the footer is read only for several)."""
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import parquet_path_to_id_mapping
+    from pyiceberg.schema import sanitize_column_names
+
+    if len(data_file.split_offsets or ()) < 2:
+        return data_file
+    with io.new_input(data_file.file_path).open() as stream:
+        footer = pq.ParquetFile(stream).metadata
+    ids = parquet_path_to_id_mapping(sanitize_column_names(schema))
+    for field_id in unbounded_fields(footer, ids):
+        (data_file.lower_bounds or {}).pop(field_id, None)
+        (data_file.upper_bounds or {}).pop(field_id, None)
+    return data_file
 
 
 class Counted:
@@ -242,30 +278,15 @@ class _FileWriter:
             self.io.delete(self.path)
 
     def _unbounded(self) -> set[int]:
-        """Field ids whose bounds cannot be told from the file's row groups: one holds values
-        but no min and max (Parquet leaves them out past 4 KB of a string or binary value),
-        and pyiceberg would give the bounds of the others, which then exclude those values
-        (a scan or a delete by a condition would skip the file). Every field when the file's
-        footer cannot be read here."""
+        """Field ids whose bounds the file's row groups cannot tell (`unbounded_fields`);
+        every field when the file's footer cannot be read here."""
         from pyiceberg.io.pyarrow import parquet_path_to_id_mapping
 
         footer = getattr(
             getattr(getattr(self.writer, "_writer", None), "writer", None), "metadata", None
         )
         ids = parquet_path_to_id_mapping(self.file_schema)
-        if footer is None:
-            return set(ids.values())
-        unbounded = set()
-        for group in range(footer.num_row_groups):
-            row_group = footer.row_group(group)
-            for index in range(row_group.num_columns):
-                column = row_group.column(index)
-                stats = column.statistics if column.is_stats_set else None
-                nulls = stats.null_count if stats is not None and stats.has_null_count else 0
-                bounded = stats is not None and stats.has_min_max
-                if column.num_values > nulls and not bounded:
-                    unbounded.add(ids.get(column.path_in_schema, -1))
-        return unbounded
+        return set(ids.values()) if footer is None else unbounded_fields(footer, ids)
 
     def close(self) -> Any:
         from pyiceberg.manifest import DataFile, DataFileContent

@@ -20,6 +20,7 @@ from typing import Any
 
 from connectors.base import ConnectorContext, Maintenance
 from connectors.iceberg.catalog import REWRITE_KEY, catalog_for, load_table
+from connectors.iceberg.files import bounds_as_written
 from engine.core.errors import DataError, DefinitionError
 
 __all__ = ["maintain_iceberg"]
@@ -54,7 +55,8 @@ def _optimize(table: Any, job: Maintenance) -> dict[str, Any]:
     for tasks in groups.values():
         rows = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue()).to_table(tasks)
         removed += [task.file for task in tasks]
-        added += _dataframe_to_data_files(metadata, rows, table.io, write_uuid, counter)
+        made = _dataframe_to_data_files(metadata, rows, table.io, write_uuid, counter)
+        added += [bounds_as_written(f, table.io, metadata.schema()) for f in made]
     # rows moved, none changed: pyiceberg cannot commit a `replace` snapshot, so the overwrite
     # says it, and incremental readers skip its files as they skip a replace's
     moved = {REWRITE_KEY: "compaction"}

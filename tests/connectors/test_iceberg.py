@@ -175,6 +175,27 @@ def test_a_file_whose_row_group_has_no_bounds_is_never_pruned_by_the_others(
     assert [(r["id"], r["s"]) for r in rows(tmp_path)] == [(1, "m"), (3, "b"), (9, "zz")]
 
 
+def test_a_partitioned_file_of_several_row_groups_keeps_only_bounds_they_all_tell(
+    tmp_path: Path,
+) -> None:
+    """The same through pyiceberg's own writer (a partitioned table), whose files have a
+    row group each `write.parquet.row-group-limit` rows."""
+    from pyiceberg.expressions import EqualTo
+
+    load(tmp_path, pa.table({"id": [0], "s": ["a"], "day": [1]}), sink(partition_by=["day"]), "r1")
+    with catalog(tmp_path).load_table("ns.t").transaction() as tx:
+        tx.set_properties({"write.parquet.row-group-limit": "1"})
+    big = "z" * 5000
+    data = pa.table({"id": [1, 2, 3], "s": ["m", big, "b"], "day": [2, 2, 2]})
+    load(tmp_path, data, sink(partition_by=["day"]), "r2")
+    table = catalog(tmp_path).load_table("ns.t")
+    (written,) = [f for f in table.inspect.files().to_pylist() if f["record_count"] == 3]
+    assert pq.ParquetFile(written["file_path"].removeprefix("file://")).num_row_groups == 3
+    assert written["readable_metrics"]["s"]["lower_bound"] is None
+    assert written["readable_metrics"]["id"]["lower_bound"] == 1  # every row group tells it
+    assert table.scan(row_filter=EqualTo("s", big)).to_arrow().num_rows == 1
+
+
 def test_a_load_that_fails_while_writing_leaves_no_file_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
