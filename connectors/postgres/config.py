@@ -184,10 +184,9 @@ class PostgresSource(ConfigModel):
             raise ValueError("'cdc.tables' names the tables to read; it takes no 'query'")
         if self.table is not None and self.table not in tables:
             raise ValueError(f"table {self.table!r} is not one of cdc.tables {list(tables)}")
-        if self.columns is not None or self.partition is not None:
-            what = "columns" if self.columns is not None else "partition"
+        if self.columns is not None:
             raise ValueError(
-                f"'{what}' belongs to one table; with cdc.tables every table is read whole "
+                "'columns' belongs to one table; with cdc.tables every table is read whole "
                 "(give a table that needs it a cdc task of its own)"
             )
         if self.incremental is not None:

@@ -126,7 +126,10 @@ incremental: {cursor: updated_at, key: [id], lookback: 5m, nulls: exclude}""",
         "slot, which the others read on from. What is shared is the slot, its retained WAL "
         "and its publication, not the decoding: each table's task reads the slot's range and "
         "keeps its own table's changes, so the server decodes the range once per table (a "
-        "table far behind the others makes theirs re-read what they already hold).",
+        "table far behind the others makes theirs re-read what they already hold). A "
+        "`partition` reads each table's snapshot in ranges of that column (every table must "
+        "have it); the slot keeps, of runs in which no table committed, what the outputs a "
+        "resume may still load need, and nothing when there are none.",
         """extract:
   from: postgres
   connection: warehouse

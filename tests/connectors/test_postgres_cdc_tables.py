@@ -413,6 +413,32 @@ def test_a_failed_runs_snapshots_stay_resumable_though_later_runs_fail_too(
     assert moved > after_first  # all committed: the slot moves on
 
 
+def test_each_tables_snapshot_reads_in_ranges_when_partitioned(
+    source: Source, project: Path, cli: Run
+) -> None:
+    make(source, "orders", "customers", rows=3000)
+    write(project, "orders", "customers")
+    text = (project / "pipeline.yaml").read_text()
+    (project / "pipeline.yaml").write_text(
+        text.replace("cdc: {tables:", "partition: {column: id, count: 3}, cdc: {tables:")
+    )
+    ok(cli("run", "pipeline.yaml"))
+    same(source, project, "orders", "customers")
+    from engine.state.reader import CatalogReader
+
+    with CatalogReader(project / ".arrowline" / "catalog.db") as catalog:
+        run_id = catalog.run("last").run_id
+        streams = [catalog.task_run(run_id, f"shop__{t}") for t in ("orders", "customers")]
+    assert [(row.details or {}).get("streams") for row in streams if row] == [3, 3]
+    for table in ("orders", "customers"):
+        snapshot = [r for r in logged(project, table) if r["_op"] == "snapshot"]
+        assert len(snapshot) == 3000  # every row once, from its three ranges
+    change(source, "orders", 1)
+    change(source, "customers", 2)
+    ok(cli("run", "pipeline.yaml"))
+    same(source, project, "orders", "customers")
+
+
 def test_a_slot_no_table_needs_forgets_all_it_holds(source: Source, project: Path) -> None:
     from connectors.base import ConnectorContext
     from connectors.postgres.cdc.source import release
