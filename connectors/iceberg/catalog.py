@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMBEDDED",
+    "NO_RETRY",
     "REWRITE_KEY",
     "Load",
     "ResolvedIceberg",
@@ -186,13 +187,24 @@ def catalog_for(config: Any, ctx: ConnectorContext) -> Iterator[Catalog]:
             engine.dispose()
 
 
+NO_RETRY = {"commit.retry.num-retries": "0"}
+"""No retry inside pyiceberg, which would replay a transaction computed from the table it
+read over a concurrent commit's (a merge's file list, a ledger entry): a lost race fails the
+attempt, and the task's retry computes it anew. Every load also sets it on the table."""
+
+
 def load_table(catalog: Catalog, identifier: str) -> Table | None:
+    """The table, None when there is none; its transactions commit once (`NO_RETRY`), from
+    the first load on, though the table was made elsewhere and says otherwise."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     try:
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
     except (NoSuchTableError, NoSuchNamespaceError):
         return None
+    properties = {**table.metadata.properties, **NO_RETRY}  # what pyiceberg's commit reads
+    table.metadata = table.metadata.model_copy(update={"properties": properties})
+    return table
 
 
 RECENT_RUNS = 64

@@ -26,6 +26,7 @@ import pyarrow as pa
 from connectors.base import ConnectorContext, SinkResult
 from connectors.changes import keep_column, net_sql, table_input
 from connectors.iceberg.catalog import (
+    NO_RETRY,
     Load,
     arrow_schema,
     catalog_for,
@@ -115,9 +116,7 @@ def _write(
         entry = Load(ctx.run_id, source.num_rows, sequence, watermarks=watermarks, runs=runs)
         ledger = {
             ledger_key(ctx.pipeline, ctx.task_id): entry.to_json(),
-            # no retry inside pyiceberg, which would replay this entry over a concurrent
-            # load's: a lost race fails the attempt, and the task's retry computes it anew
-            "commit.retry.num-retries": "0",
+            **NO_RETRY,
         }
         snapshot_properties = {
             "arrowline.run": ctx.run_id,

@@ -520,6 +520,32 @@ def test_loads_commit_with_pyicebergs_own_retry_off(tmp_path: Path) -> None:
     assert catalog(tmp_path).load_table("ns.t").properties["commit.retry.num-retries"] == "0"
 
 
+def test_the_first_load_into_a_table_made_elsewhere_does_not_retry_inside_pyiceberg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table another tool made has pyiceberg's default of 4 retries, which would replay
+    the load's transaction (its ledger entry, computed from the table it read) over another
+    writer's commit; the attempt fails instead, and the task's retry computes it anew."""
+    from connectors.iceberg import sink as sink_module
+
+    (tmp_path / ".arrowline" / "iceberg").mkdir(parents=True)
+    made = catalog(tmp_path)
+    made.create_namespace("ns")
+    made.create_table("ns.t", schema=pa.schema([("id", pa.int64())])).append(pa.table({"id": [0]}))
+
+    def concurrent(name: str) -> None:  # another writer commits while the load is writing
+        if name == "iceberg.before_commit":
+            catalog(tmp_path).load_table("ns.t").append(pa.table({"id": [100]}))
+
+    monkeypatch.setattr(sink_module, "fault_point", concurrent)
+    with pytest.raises(TransientTaskError, match="another writer committed"):
+        load(tmp_path, pa.table({"id": [1]}), sink(), "r1")
+    assert [r["id"] for r in rows(tmp_path)] == [0, 100]  # the attempt committed nothing
+    monkeypatch.undo()
+    load(tmp_path, pa.table({"id": [1]}), sink(), "r1")  # the task's retry
+    assert [r["id"] for r in rows(tmp_path)] == [0, 1, 100]
+
+
 def test_bad_partitions_tables_and_conditions_fail_validation() -> None:
     with pytest.raises(ValueError, match="takes a size of 1 or more"):
         sink(partition_by=["bucket(0, id)"])
