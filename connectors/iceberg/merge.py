@@ -121,6 +121,7 @@ def key_range(config: IcebergSink, keys: pa.Table, schema: pa.Schema) -> Any:
         and (
             pa.types.is_integer(t)
             or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
             or pa.types.is_date(t)
             or pa.types.is_decimal(t)
         )

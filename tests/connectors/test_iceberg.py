@@ -235,6 +235,21 @@ def test_merge_updates_and_inserts_and_rewrites_only_files_holding_the_keys(
     assert (found[150], found[151], found[999], found[152]) == ("B", "B", "new", "a")
 
 
+def test_a_merge_prunes_files_by_string_keys_as_the_table_holds_them() -> None:
+    from pyiceberg.expressions import AlwaysTrue
+
+    from connectors.iceberg.merge import key_range
+
+    keys = pa.table({"code": ["b2", "b7"]})
+    for stored in (pa.string(), pa.large_string()):  # an Iceberg string reads as large_string
+        condition = key_range(
+            sink(mode="merge", keys=["code"]), keys, pa.schema([("code", stored)])
+        )
+        assert condition != AlwaysTrue()
+        assert "b2" in repr(condition)
+        assert "b7" in repr(condition)
+
+
 def test_merge_with_delete_missing_keeps_exactly_the_inputs_keys_within_the_predicate(
     tmp_path: Path,
 ) -> None:
