@@ -86,9 +86,10 @@ def read_sources(
     sources: list[dict[str, Any]], files: Iterable[Path], tasks: Any
 ) -> list[dict[str, Any]]:
     """The source tables' tasks something of the project may read: those whose table (or
-    task id) the models', macros' and tests' `files` or the other `tasks` name. dbt reads no
-    source no model reads, so one declared for documentation, or not made yet, is no task
-    (whose extract would read, or fail on, a table nothing uses)."""
+    task id) the models', macros' and tests' `files` or the project's settings and other
+    tasks (`tasks`: its `vars` may name a table a macro reads) name. dbt reads no source no
+    model reads, so one declared for documentation, or not made yet, is no task (whose
+    extract would read, or fail on, a table nothing uses)."""
     texts = [*(file.read_text("utf-8", "replace") for file in files)]
     said = "\n".join([*texts, json.dumps(tasks, default=str)])
     return [

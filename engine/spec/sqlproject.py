@@ -190,7 +190,7 @@ class _Composer(ProjectTests, ProjectHooks):
         self.singular_tests(test_paths, model_paths, set(generic))
         made_here = [*self.models(model_paths, models), *self.seeds(seed_paths, seeds)]
         files = [*macro_files, *(p for _, p in project_files([*model_paths, *test_paths], "*.sql"))]
-        generated = [*read_sources(sources, files, [tasks, made_here]), *made_here]
+        generated = [*read_sources(sources, files, [data, made_here]), *made_here]
         self.unmatched(models, model_paths, SETTINGS, "models")
         made = {t.get("id") for t in generated}
         for name, [(where, line), *_] in sorted(self.tested_at.items()):

@@ -549,3 +549,9 @@ def test_a_source_table_nothing_reads_is_no_task(
     planned = cli("plan", project)  # read now: a task, whose file is missing
     assert "stripe__refunds" in planned.output
     assert cli("run", project, "--no-progress").exit_code != 0
+    (project / "models" / "refunds_seen.sql").write_text(  # named by the project's vars
+        "select count(*) as n from {{ source('stripe', var('refund_table')) }}"
+    )
+    settings = project / "dbt_project.yml"
+    settings.write_text(settings.read_text().replace("vars:\n", "vars:\n  refund_table: refunds\n"))
+    assert "stripe__refunds" in cli("plan", project).output
