@@ -103,7 +103,7 @@ class _Composer(ProjectTests, ProjectHooks):
         self.nested: dict[str, tuple[str, ...]] = {}
         """`models:`/`seeds:` given under the project's name: that key, for lines."""
         self.reported: set[tuple[Any, ...]] = set()
-        self.origins: dict[int, str] = {}
+        self.origins: dict[int, tuple[str, int]] = {}
         """The file each generated task comes from, by the task's identity."""
         self.model_tests: dict[str, list[dict[str, Any]]] = {}
         """The tests property files give each model, as a task's `tests:`."""
@@ -219,10 +219,12 @@ class _Composer(ProjectTests, ProjectHooks):
     def place(self, tasks: list[Any]) -> None:
         """Where the generated tasks were written (a model's file, its tests' property file)."""
         for index, task in enumerate(tasks):
-            made_by = self.origins.get(id(task))
+            made_by, at_line = self.origins.get(id(task), (None, 1))
             if made_by is None:
                 continue
-            self.source.elsewhere[("tasks", index)] = Elsewhere(shown_path(self.root / made_by), 1)
+            self.source.elsewhere[("tasks", index)] = Elsewhere(
+                shown_path(self.root / made_by), at_line
+            )
             places = self.tested_at.get(task["id"], []) if "tests" in task else []
             for number, (where, line) in enumerate(places):
                 self.source.elsewhere[("tasks", index, "tests", number)] = Elsewhere(
@@ -398,7 +400,7 @@ class _Composer(ProjectTests, ProjectHooks):
                     )
                 task: dict[str, Any] = {"id": source_task(name, table_name), "extract": extract}
                 task |= self.labels({"tags": ["source"], "description": table.get("description")})
-                tasks.append(self.made(task, where))
+                tasks.append(self.made(task, where, lines.line_of(table_path)))
         return tasks
 
     def configured(
@@ -522,9 +524,9 @@ class _Composer(ProjectTests, ProjectHooks):
         )
         return False
 
-    def made(self, task: dict[str, Any], by: str) -> dict[str, Any]:
-        """`task`, remembered as made by the file `by` (for messages)."""
-        self.origins[id(task)] = by
+    def made(self, task: dict[str, Any], by: str, line: int | None = None) -> dict[str, Any]:
+        """`task`, remembered as made by the file `by`, at `line` (for messages)."""
+        self.origins[id(task)] = (by, line or 1)
         return task
 
     @staticmethod
@@ -559,7 +561,7 @@ class _Composer(ProjectTests, ProjectHooks):
             if not isinstance(task_id, str):
                 kept.append(task)
                 continue
-            made_by = self.origins.get(id(task))
+            made_by = self.origins.get(id(task), (None, 1))[0]
             where = made_by or f"{self.file.name} (task {index + 1})"
             folded = task_id.lower()  # DuckDB's names: Orders and orders are one table
             if folded in seen and made_by:

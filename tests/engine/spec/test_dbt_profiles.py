@@ -548,7 +548,9 @@ def test_a_source_table_nothing_reads_is_no_task(
     )
     planned = cli("plan", project)  # read now: a task, whose file is missing
     assert "stripe__refunds" in planned.output
-    assert cli("run", project, "--no-progress").exit_code != 0
+    failed = cli("run", project, "--no-progress")
+    assert failed.exit_code != 0
+    assert "models/staging/_sources.yml:7" in failed.output  # the table's line
     (project / "models" / "refunds_seen.sql").write_text(  # named by the project's vars
         "select count(*) as n from {{ source('stripe', var('refund_table')) }}"
     )
