@@ -5,7 +5,8 @@ said otherwise) into full ones, in one snapshot that changes no row (marked so, 
 commits no `replace` snapshot); vacuum removes
 files under the table's `data/` folder that no snapshot references and that are older than the
 retention (3 days unless said otherwise: a load still writing has files no snapshot names yet);
-expire-snapshots forgets snapshots older than the retention (5 days unless said otherwise),
+expire-snapshots forgets snapshots older than the retention (5 days unless said otherwise, and
+no less without --unsafe-retention: an incremental reader's last snapshot may be among them),
 keeping the current one. The ledger lives in the table's properties, which none of these touch.
 """
 
@@ -111,9 +112,15 @@ def _vacuum(table: Any, job: Maintenance) -> dict[str, Any]:
 
 
 def _expire(table: Any, job: Maintenance) -> dict[str, Any]:
-    if job.dry_run:
-        raise DefinitionError("expire-snapshots has no --dry-run")
     retention = job.retention if job.retention is not None else SNAPSHOT_AGE
+    if retention < SNAPSHOT_AGE and not (job.unsafe_retention or job.dry_run):
+        raise DataError(
+            f"an expire-snapshots retention below {SNAPSHOT_AGE.days} days can forget the "
+            "snapshot an incremental extract of this table last read, or one a notebook or "
+            "`snapshot_id` reads (they then need a --full-refresh)",
+            hint="pass --unsafe-retention when no reader needs those snapshots; --dry-run "
+            "says how many would go",
+        )
     before = len(table.snapshots())
     cutoff = datetime.now(UTC) - retention
     # a snapshot a branch or tag points at stays, the current one among them
@@ -123,6 +130,8 @@ def _expire(table: Any, job: Maintenance) -> dict[str, Any]:
         for s in table.snapshots()
         if s.timestamp_ms / 1000 < cutoff.timestamp() and s.snapshot_id not in protected
     ]
+    if job.dry_run:
+        return {"would_forget": len(old), "snapshots_kept": before - len(old)}
     if old:
         table.maintenance.expire_snapshots().by_ids(old).commit()
     return {"snapshots_forgotten": len(old), "snapshots_kept": before - len(old)}

@@ -697,7 +697,27 @@ def test_maintenance_compacts_vacuums_and_expires_keeping_the_ledger(
     assert result.exit_code == 0, result.output
     assert not orphan.exists()
     assert len(rows(project, table="lake.kept")) == 4  # the compacted file is referenced
-    result = cli("table", "expire-snapshots", "p.yaml", "keep", "--retention", "0s")
+    refused = cli("table", "expire-snapshots", "p.yaml", "keep", "--retention", "0s")
+    assert refused.exit_code != 0  # an incremental reader's snapshot may be among them
+    assert "--unsafe-retention" in refused.output
+    planned = cli("table", "expire-snapshots", "p.yaml", "keep", "--retention", "1h", "--dry-run")
+    assert planned.exit_code == 0, planned.output
+    assert "would forget: 0" in planned.output  # none is an hour old
+    planned = cli(
+        "table",
+        "expire-snapshots",
+        "p.yaml",
+        "keep",
+        "--retention",
+        "0s",
+        "--dry-run",
+        "--unsafe-retention",
+    )
+    assert "would forget: 4, snapshots kept: 1" in planned.output, planned.output
+    assert len(catalog(project).load_table("lake.kept").snapshots()) == 5  # a dry run
+    result = cli(
+        "table", "expire-snapshots", "p.yaml", "keep", "--retention", "0s", "--unsafe-retention"
+    )
     assert result.exit_code == 0, result.output
     table = catalog(project).load_table("lake.kept")
     assert len(table.snapshots()) == 1

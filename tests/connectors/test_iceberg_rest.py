@@ -193,7 +193,7 @@ tasks:
     assert len(server_rows(lake, f"{lake.namespace}.log")) == 30
     for args in (
         ("optimize", "p.yaml", "log"),
-        ("expire-snapshots", "p.yaml", "log", "--retention", "0s"),
+        ("expire-snapshots", "p.yaml", "log", "--retention", "0s", "--unsafe-retention"),
         ("vacuum", "p.yaml", "log", "--retention", "0s", "--unsafe-retention"),
     ):
         result = cli("table", *args)
