@@ -9,7 +9,8 @@ as the protocol says), so what the tests exercise is arrowline through pyiceberg
 over HTTP, against a server that refuses what a real one refuses: a missing or wrong bearer
 token (401), a stale commit (409), an unknown table or namespace (404).
 
-Run: `python -m tests.iceberg_rest --port P --folder DIR [--token T] [--client ID:SECRET]`.
+Run: `ICEBERG_REST_TOKEN=T ICEBERG_REST_CLIENT=ID:SECRET python -m tests.iceberg_rest --port P
+--folder DIR` (the secrets from the environment, never the command line).
 """
 
 from __future__ import annotations

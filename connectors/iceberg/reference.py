@@ -31,7 +31,8 @@ connections:
         "older snapshot; `incremental: true` reads only the rows written since the snapshot "
         "the last run read up to (a merge's rewritten rows among them), and adds the column "
         "`_iceberg_sequence`, the run's watermark. `plan` knows the schema from the table's "
-        "metadata.",
+        "metadata in the embedded catalog; through a connection (a server), from the last run "
+        "that read it.",
         """\
 extract: {from: iceberg, table: sales.orders, filter: "region = 'EU'", incremental: true}""",
     ),

@@ -100,7 +100,8 @@ class CdcSpec(ConfigModel):
         None,
         pattern=_SLOT_NAME,
         description="Replication slot (lowercase letters, digits, _; not a digit first); default "
-        "arrowline_<pipeline>_<task>. Created on the first run; one slot per CDC task (with "
+        "arrowline_<pipeline>_<task> (a hash of both follows when either holds `_` or the name "
+        "would pass 63 letters). Created on the first run; one slot per CDC task (with "
         "`tables`, one for all of them).",
     )
     publication: str | None = Field(

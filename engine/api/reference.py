@@ -67,8 +67,10 @@ there, unless `$ARROWLINE_CATALOG` names a PostgreSQL database shared by several
 
 ## Templates and parameters
 
-Every string in a task's configuration is a Jinja2 template, rendered once per run with
-`StrictUndefined` (an undefined name is an error, found by `arrowline validate`). Templates see:
+Every free-text string in a task's configuration (SQL, paths, URLs, conditions, values; not a
+key that takes one of a fixed set of words, such as `mode` or `to`) is a Jinja2 template,
+rendered once per run with `StrictUndefined` (an undefined name is an error, found by
+`arrowline validate`). Templates see:
 
 | name | value |
 |---|---|

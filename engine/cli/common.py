@@ -332,7 +332,8 @@ target_option = _target_option(
     True,
     "A SQL project's target (one of its `targets:`; `default` for a pipeline without): where "
     "its models are published and what `{{ target }}` reads (default: $ARROWLINE_TARGET, else "
-    "the project's `target:`). A name the pipeline does not have is an error.",
+    "$DBT_TARGET for a dbt project's profile, else the project's `target:`). A name the "
+    "pipeline does not have is an error.",
 )
 scheduler_target_option = _target_option(
     False,
