@@ -473,8 +473,9 @@ class Connector(ABC):
         """A named connection with its secrets filled in, when a run starts."""
         raise DefinitionError(f"the {self.name} connector has no named connections")
 
-    def check_connection(self, resolved: Any) -> CheckResult:
-        """Try a resolved connection (`arrowline check`)."""
+    def check_connection(self, resolved: Any, uses: Sequence[ConfigModel] = ()) -> CheckResult:
+        """Try a resolved connection (`arrowline check`), and what the extracts and loads
+        that name it (`uses`) need of it beyond a login (change capture's server settings)."""
         raise DefinitionError(f"the {self.name} connector has no named connections")
 
     def classify(self, exc: BaseException) -> Classification | None:

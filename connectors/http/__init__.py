@@ -4,6 +4,7 @@ connection that budgets the API's rate limit for the whole run."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,7 +65,7 @@ class HttpConnector(Connector):
         assert isinstance(spec, HttpConnection)
         return resolve(name, spec, base_dir)
 
-    def check_connection(self, resolved: Any) -> CheckResult:
+    def check_connection(self, resolved: Any, uses: Sequence[ConfigModel] = ()) -> CheckResult:
         """One GET of the base URL with the connection's auth: any answer but 401, 403, a 5xx
         or none says the API is there and takes the credentials."""
         from engine.core.errors import ArrowlineError, DataError

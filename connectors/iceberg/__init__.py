@@ -4,7 +4,7 @@ whose every load is one transaction holding its run and watermarks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +143,7 @@ class IcebergConnector(Connector):
         assert isinstance(spec, IcebergConnection)
         return resolve(name, spec, base_dir)
 
-    def check_connection(self, resolved: Any) -> CheckResult:
+    def check_connection(self, resolved: Any, uses: Sequence[ConfigModel] = ()) -> CheckResult:
         import time
 
         from connectors.iceberg.catalog import open_catalog

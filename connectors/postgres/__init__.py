@@ -262,10 +262,11 @@ class PostgresConnector(Connector):
             )
         ]
 
-    def check_connection(self, resolved: Any) -> CheckResult:
+    def check_connection(self, resolved: Any, uses: Sequence[ConfigModel] = ()) -> CheckResult:
         from connectors.postgres.connection import check
 
-        return check(resolved)
+        capture = any(getattr(config, "cdc", None) is not None for config in uses)
+        return check(resolved, capture=capture)
 
 
 CONNECTOR = PostgresConnector()

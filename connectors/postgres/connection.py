@@ -243,8 +243,9 @@ class Session:
         self.close()
 
 
-def check(server: ResolvedPostgres) -> CheckResult:
-    """Connect, ask for the server version, and say how it went."""
+def check(server: ResolvedPostgres, *, capture: bool = False) -> CheckResult:
+    """Connect, ask for the server version, and say how it went; with `capture` (a change
+    capture task uses the connection), whether the server and role allow it."""
     started = time.perf_counter()
     try:
         with Session(server, autocommit=True) as session:
@@ -252,6 +253,10 @@ def check(server: ResolvedPostgres) -> CheckResult:
                 "select current_setting('server_version')", what="version query failed"
             )[0]
             (user, database) = session.rows("select current_user, current_database()")[0]
+            if capture:
+                from connectors.postgres.cdc.slot import check_server
+
+                check_server(session, server)
     except Exception as exc:
         return CheckResult(
             server.name,

@@ -6,6 +6,7 @@ node), so no credential travels with a run or reaches the catalog."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class S3Connector(Connector):
             spec.conditional_put,
         )
 
-    def check_connection(self, resolved: Any) -> CheckResult:
+    def check_connection(self, resolved: Any, uses: Sequence[ConfigModel] = ()) -> CheckResult:
         """List the store's buckets with the connection's credentials."""
         import pyarrow.fs as pafs
 

@@ -47,5 +47,10 @@ def check_connections(definition: Definition) -> list[CheckResult]:
         except ArrowlineError as exc:
             results.append(CheckResult(name, "-", False, exc.message))
             continue
-        results.append(owner.check_connection(server))
+        uses = [
+            task.config
+            for task in definition.spec.tasks
+            if task.connection == name and task.config is not None
+        ]
+        results.append(owner.check_connection(server, uses))
     return results

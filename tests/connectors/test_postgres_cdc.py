@@ -363,6 +363,11 @@ def test_clear_errors_for_a_server_table_or_slot_that_cannot_serve_changes(
     assert result.exit_code == 1
     assert "change capture needs wal_level = logical" in result.stderr
     assert "runs with wal_level = replica" in result.stderr
+    checked = cli("check", "pipeline.yaml")  # said before a run too
+    assert checked.exit_code != 0
+    assert "change capture needs wal_level = logical" in checked.output, checked.output
+    monkeypatch.setenv("CDC_URI", source.uri)
+    ok(cli("check", "pipeline.yaml"))
 
 
 def test_a_slot_moved_past_the_committed_position_is_refused_and_a_reset_starts_over(
