@@ -1,10 +1,10 @@
 """Validate a pipeline and report every problem at once, each with file:line and task id.
 
 Two passes. The structural pass (`engine.spec.shape`) checks the shape against the model, one task
-at a time so a broken task does not hide problems in the others. The semantic pass, here,
-checks what the shape cannot: duplicate ids, unknown and self dependencies, cycles with their
-path, templates that use undefined parameters, SQL that does not parse or reads tables no task
-produces, UDFs and schemas that cannot be imported, cron expressions and time zones.
+at a time so a broken task does not hide problems in the others. The semantic pass, here, checks
+what the shape cannot: duplicate ids, unknown and self dependencies, cycles with their path,
+templates that use undefined parameters, SQL that does not parse or reads tables no task produces,
+UDFs and schemas that cannot be imported, cron expressions and time zones.
 """
 
 from __future__ import annotations
@@ -423,21 +423,20 @@ class _Checker(OutputChecks, TemplateChecks):
             )
 
     def secrets(self) -> None:
-        """Unset environment variables referenced: a warning (CI validates without secrets)."""
+        """Unset environment variables of a connection a task uses (not a dbt profile's other
+        targets'): a warning (CI validates without secrets)."""
         import os
 
         from engine.core.secrets import find_references
 
-        for name, spec in self.spec.connections.items():
+        used = {task.connection for task in self.spec.tasks}
+        for name, spec in ((n, s) for n, s in self.spec.connections.items() if n in used):
             for key, value in spec.model_dump().items():
-                if not isinstance(value, str):
-                    continue
-                for kind, ref in find_references(value):
+                for kind, ref in find_references(value) if isinstance(value, str) else ():
                     if kind == "env" and ref not in os.environ:
                         self.add(
                             "unset-secret",
-                            f"connection {name!r}: {key} uses ${{env:{ref}}}, "
-                            "which is not set here",
+                            f"connection {name!r}: {key} uses ${{env:{ref}}}, not set here",
                             path=("connections", name, key),
                             severity="warning",
                         )

@@ -557,3 +557,17 @@ def test_a_source_table_nothing_reads_is_no_task(
     settings = project / "dbt_project.yml"
     settings.write_text(settings.read_text().replace("vars:\n", "vars:\n  refund_table: refunds\n"))
     assert "stripe__refunds" in cli("plan", project).output
+
+
+def test_an_unset_secret_is_said_only_of_the_target_a_run_would_use(
+    project_dir: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = dbt_project(project_dir / "shop", "shop", "postgresql://u@h:5432/d")
+    monkeypatch.delenv("DBTP_PASSWORD", raising=False)
+    dev = cli("validate", project)  # dev is a DuckDB file: prod's password is not needed
+    assert dev.exit_code == 0, dev.output
+    assert "DBTP_PASSWORD" not in dev.output
+    prod = cli("validate", project, "--target", "prod")
+    assert "connection 'dbt_prod': password uses ${env:DBTP_PASSWORD}, not set here" in " ".join(
+        prod.output.split()
+    )
