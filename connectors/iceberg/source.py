@@ -41,10 +41,29 @@ SEQUENCE_COLUMN = "_iceberg_sequence"
 def _table(config: IcebergSource, ctx: ConnectorContext) -> Table:
     with catalog_for(config, ctx) as catalog:
         table = load_table(catalog, config.table)
-    if table is None:
-        where = f"connection {config.connection!r}" if config.connection else "the embedded catalog"
-        raise DataError(f"no Iceberg table {config.table} in {where}")
+        if table is None:
+            where = (
+                f"connection {config.connection!r}" if config.connection else "the embedded catalog"
+            )
+            nearest = _nearest(catalog, config.table)
+            raise DataError(f"no Iceberg table {config.table} in {where}.{nearest}")
     return table
+
+
+def _nearest(catalog: Any, table: str) -> str:
+    """`. Did you mean ...?` with the catalog's tables nearest to `table`, when one is near (a
+    typo in its namespace or its name); empty when none is, or the catalog cannot list them."""
+    from engine.core.problems import did_you_mean
+
+    try:
+        known = [
+            ".".join(found)
+            for namespace in catalog.list_namespaces()
+            for found in catalog.list_tables(namespace)
+        ]
+    except Exception:  # listing is a courtesy: a catalog may refuse it
+        return ""
+    return did_you_mean(table, known)
 
 
 def _plain(schema: pa.Schema) -> pa.Schema:

@@ -234,9 +234,26 @@ tasks:
     load: {{input: t, to: parquet, path: out/t.parquet}}
 """,
     )
+    write(
+        "seed.yaml",
+        connections("token", lake.uri)
+        + f"""
+pipeline: seed
+tasks:
+  - id: one
+    sql: select 1 as id
+  - id: lake
+    load: {{input: one, to: iceberg, connection: lake, table: {lake.namespace}.missed}}
+""",
+    )
+    assert cli("run", "seed.yaml", "--no-progress").exit_code == 0
     unknown = cli("run", "p.yaml", "--no-progress")
     assert unknown.exit_code != 0
-    assert f"no Iceberg table {table} in connection 'lake'" in unknown.output
+    said = " ".join(unknown.output.split())
+    assert (
+        f"no Iceberg table {table} in connection 'lake'. Did you mean '{lake.namespace}.missed'?"
+        in said
+    )
     wrong = "Wr0ngToken-" + lake.token[:4]
     monkeypatch.setenv("LAKE_SECRET", wrong)
     refused = cli("run", "p.yaml", "--no-progress")
