@@ -510,6 +510,7 @@ class _Checker(OutputChecks, TemplateChecks):
         self.cycles(upstream)
         self.ephemeral_waits(upstream)
         self.ephemeral_pools(upstream)
+        self.shared_targets(upstream)
         if len(reads) == len(self.spec.tasks):  # all known: one that did not render reads more
             self.ephemeral_unread(reads)
         return self.problems

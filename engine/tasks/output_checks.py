@@ -211,6 +211,34 @@ class OutputChecks:
                         f"{task.id!r}",
                     )
 
+    def shared_targets(self, upstream: dict[str, tuple[str, ...]]) -> None:
+        """Loads that write one table (or file) with no order between them run at once: the
+        target ends as the one that commits last (and a lakehouse table's commits race). A
+        warning: a pipeline may mean it, but rarely does."""
+        from connectors.base import NamingContext
+
+        writes: dict[tuple[str, str], list[TaskSpec]] = {}
+        for task in self.spec.tasks:
+            owner = task.connector
+            if task.load is None or owner is None:
+                continue
+            context = NamingContext(self.definition.base_dir, self.spec.connections)
+            for dataset in owner.place(task.load, context).datasets():
+                writes.setdefault(dataset, []).append(task)
+        for (namespace, name), loads in writes.items():
+            for index, first in enumerate(loads):
+                for second in loads[index + 1 :]:
+                    if not _ordered(upstream, first.id, second.id):
+                        self.add(
+                            "unordered-writers",
+                            f"{first.id!r} and {second.id!r} both write {name} "
+                            f"({namespace}) and nothing orders them: they may run at once, "
+                            "and the last to commit decides what it holds",
+                            second,
+                            severity="warning",
+                            hint=f"add depends_on: [{first.id}] to {second.id!r}",
+                        )
+
     def ephemeral_pools(self, upstream: dict[str, tuple[str, ...]]) -> None:
         """An ephemeral extract and the tasks streaming from it start as one unit and take
         their slots of every pool together: a unit needing more slots of a pool than it has
@@ -321,3 +349,20 @@ def _remote(workspace: str | None) -> bool:
     from engine.core.s3 import is_object_store
 
     return workspace is not None and is_object_store(workspace)
+
+
+def _ordered(upstream: Mapping[str, tuple[str, ...]], a: str, b: str) -> bool:
+    """Whether one of the tasks `a` and `b` waits, through its dependencies, for the other."""
+
+    def waits(task: str, on: str) -> bool:
+        seen, frontier = set(), [task]
+        while frontier:
+            for dep in upstream.get(frontier.pop(), ()):
+                if dep == on:
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    frontier.append(dep)
+        return False
+
+    return waits(a, b) or waits(b, a)

@@ -900,3 +900,31 @@ def test_a_problem_in_a_sql_file_is_named_at_that_files_line(
     assert problem.file is not None
     assert Path(problem.file).resolve() == (path.parent / "models" / "m.sql").resolve()
     assert (problem.line, problem.task_id) == (line, "m")
+
+
+def test_loads_writing_one_table_with_nothing_ordering_them_are_warned_of(
+    write: WritePipeline, project: Path
+) -> None:
+    text = """
+        pipeline: p
+        tasks:
+          - id: src
+            sql: select 1 as id
+          - id: app
+            load: {input: src, to: duckdb, path: out.duckdb, table: events, mode: append}
+          - id: rep
+            load: {input: src, to: duckdb, path: out.duckdb, table: events}
+          - id: other
+            load: {input: src, to: duckdb, path: out.duckdb, table: elsewhere}
+        """
+    (said,) = [p for p in check_file(write("p.yaml", text))[1] if p.code == "unordered-writers"]
+    assert said.severity == "warning"
+    assert (said.task_id, said.line) == ("rep", 7)
+    assert "'app' and 'rep' both write" in said.message
+    assert said.hint == "add depends_on: [app] to 'rep'"
+    ordered = text.replace(
+        "load: {input: src, to: duckdb, path: out.duckdb, table: events}",
+        "load: {input: src, to: duckdb, path: out.duckdb, table: events}\n            depends_on: [app]",
+    )
+    problems = check_file(write("q.yaml", ordered))[1]
+    assert not [p for p in problems if p.code == "unordered-writers"]
