@@ -7,7 +7,7 @@ a filter (an injection risk validation refuses; see engine.spec.params).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jinja2
@@ -76,12 +76,8 @@ def referenced_tasks(text: str) -> set[str]:
 
 def ordered_refs(text: str) -> list[str]:
     """`referenced_tasks` in the order the text names them first."""
-    if not is_template(text):
-        return []
     named = []
-    for call in template_environment().parse(text).find_all(nodes.Call):
-        if not (isinstance(call.node, nodes.Name) and call.node.name == "ref"):
-            continue
+    for call in _ref_calls(text):
         if 1 <= len(call.args) <= 2 and all(
             isinstance(a, nodes.Const) and isinstance(a.value, str) for a in call.args
         ):
@@ -89,17 +85,22 @@ def ordered_refs(text: str) -> list[str]:
     return list(dict.fromkeys(named))
 
 
+def _ref_calls(text: str) -> Iterator[nodes.Call]:
+    """The `ref(...)` calls of a template (parsed, not rendered)."""
+    if not is_template(text):
+        return
+    for call in template_environment().parse(text).find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "ref":
+            yield call
+
+
 def versioned_refs(text: str) -> list[tuple[str | None, Any, int]]:
     """Each `ref(...)` given a model version (dbt's `v=`, `version=`): the model it names
     (None when not a literal), the version (None when not a literal), and its line."""
     from engine.spec.dbt_functions import VERSION_KEYWORDS
 
-    if not is_template(text):
-        return []
     found = []
-    for call in template_environment().parse(text).find_all(nodes.Call):
-        if not (isinstance(call.node, nodes.Name) and call.node.name == "ref"):
-            continue
+    for call in _ref_calls(text):
         for keyword in call.kwargs:
             if keyword.key in VERSION_KEYWORDS:
                 last = call.args[-1] if call.args else None

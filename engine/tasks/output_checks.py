@@ -218,11 +218,11 @@ class OutputChecks:
         from connectors.base import NamingContext
 
         writes: dict[tuple[str, str], list[TaskSpec]] = {}
+        context = NamingContext(self.definition.base_dir, self.spec.connections)
         for task in self.spec.tasks:
             owner = task.connector
             if task.load is None or owner is None:
                 continue
-            context = NamingContext(self.definition.base_dir, self.spec.connections)
             for dataset in owner.place(task.load, context).datasets():
                 writes.setdefault(dataset, []).append(task)
         for (namespace, name), loads in writes.items():
